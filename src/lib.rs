@@ -1,0 +1,19 @@
+//! quicsand: a sans-IO QUIC v1 transport engine.
+//!
+//! The engine does no I/O of its own. The caller feeds it received UDP datagrams together with the
+//! current time, and pulls out datagrams to send, the next deadline and application events. Time only
+//! enters as a `now: Instant` argument and randomness only through a seedable RNG taken from the
+//! configuration, so a run can be replayed exactly.
+//!
+//! This release contains the foundation every later layer stands on:
+//!
+//! - [`wire`]: stateless codecs for the QUIC v1 wire format (RFC 9000, RFC 8999, RFC 9221): variable-length
+//!   integers, packet numbers, connection IDs, packet headers, frames and transport parameters.
+//! - [`crypto`]: packet protection on `ring` (RFC 9001 §5): initial secrets, HKDF-Expand-Label, payload
+//!   protection with the three TLS 1.3 AEADs, header protection, the Retry integrity tag and key updates.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+pub mod crypto;
+pub mod wire;

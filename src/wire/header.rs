@@ -1,0 +1,1 @@
+//! Packet headers (RFC 9000 §17, RFC 8999).
