@@ -17,3 +17,32 @@
 
 pub mod crypto;
 pub mod wire;
+
+/// Which end of a connection an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The endpoint that initiated the connection.
+    Client,
+    /// The endpoint that accepted the connection.
+    Server,
+}
+
+impl Side {
+    /// The other side.
+    pub fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+
+    /// Whether this is [`Side::Client`].
+    pub fn is_client(self) -> bool {
+        self == Side::Client
+    }
+
+    /// Whether this is [`Side::Server`].
+    pub fn is_server(self) -> bool {
+        self == Side::Server
+    }
+}
