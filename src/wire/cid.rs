@@ -21,12 +21,18 @@ impl ConnectionId {
     pub fn new(bytes: &[u8]) -> Option<Self> {
         let mut out = [0u8; Self::MAX_LEN];
         out.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        Some(Self { len: bytes.len() as u8, bytes: out })
+        Some(Self {
+            len: bytes.len() as u8,
+            bytes: out,
+        })
     }
 
     /// The zero-length connection ID.
     pub const fn empty() -> Self {
-        Self { len: 0, bytes: [0; Self::MAX_LEN] }
+        Self {
+            len: 0,
+            bytes: [0; Self::MAX_LEN],
+        }
     }
 
     /// Length in bytes.

@@ -108,7 +108,11 @@ pub struct TransportError {
 impl TransportError {
     /// An error with `code` and `reason`, not tied to a frame.
     pub fn new(code: TransportErrorCode, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, frame_type: None, reason: reason.into() }
+        Self {
+            code,
+            frame_type: None,
+            reason: reason.into(),
+        }
     }
 
     /// The same error, tied to the frame type that triggered it.
@@ -173,7 +177,10 @@ mod tests {
         assert_eq!(TransportErrorCode::crypto(0x78).0, 0x178);
         assert_eq!(TransportErrorCode(0x178).tls_alert(), Some(0x78));
         assert_eq!(TransportErrorCode(0x200).tls_alert(), None);
-        assert_eq!(TransportErrorCode::PROTOCOL_VIOLATION.to_string(), "PROTOCOL_VIOLATION");
+        assert_eq!(
+            TransportErrorCode::PROTOCOL_VIOLATION.to_string(),
+            "PROTOCOL_VIOLATION"
+        );
         assert_eq!(TransportErrorCode(0x128).to_string(), "CRYPTO_ERROR(alert 40)");
         let e = TransportError::frame_encoding_error("bad ack").with_frame(0x02);
         assert_eq!(e.to_string(), "FRAME_ENCODING_ERROR in frame 0x2: bad ack");

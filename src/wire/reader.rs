@@ -18,12 +18,20 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `buf`, starting at its first byte.
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0, owner: None }
+        Self {
+            buf,
+            pos: 0,
+            owner: None,
+        }
     }
 
     /// A reader over `bytes` whose [`Reader::read_bytes`] hands out zero-copy slices.
     pub fn from_bytes(bytes: &'a Bytes) -> Self {
-        Self { buf: bytes.as_ref(), pos: 0, owner: Some(bytes) }
+        Self {
+            buf: bytes.as_ref(),
+            pos: 0,
+            owner: Some(bytes),
+        }
     }
 
     /// Bytes read so far.

@@ -174,7 +174,10 @@ mod tests {
     /// RFC 9000 Appendix A.1 gives these sample encodings.
     #[test]
     fn rfc9000_appendix_a1_examples() {
-        assert_eq!(decode_hex(&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c]), (151_288_809_941_952_652, 8));
+        assert_eq!(
+            decode_hex(&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c]),
+            (151_288_809_941_952_652, 8)
+        );
         assert_eq!(decode_hex(&[0x9d, 0x7f, 0x3e, 0x7d]), (494_878_333, 4));
         assert_eq!(decode_hex(&[0x7b, 0xbd]), (15_293, 2));
         assert_eq!(decode_hex(&[0x25]), (37, 1));
@@ -182,7 +185,9 @@ mod tests {
         assert_eq!(decode_hex(&[0x40, 0x25]), (37, 2));
 
         let mut out = Vec::new();
-        VarInt::from_u64(151_288_809_941_952_652).unwrap().encode(&mut out);
+        VarInt::from_u64(151_288_809_941_952_652)
+            .unwrap()
+            .encode(&mut out);
         VarInt::from_u32(494_878_333).encode(&mut out);
         VarInt::from_u32(15_293).encode(&mut out);
         VarInt::from_u32(37).encode(&mut out);

@@ -1,1 +1,0 @@
-//! Packet headers (RFC 9000 §17, RFC 8999).
