@@ -46,3 +46,6 @@ impl Side {
         self == Side::Server
     }
 }
+
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;

@@ -1,0 +1,8 @@
+//! Fuzz target `header`: the invariants live in `quicsand::fuzzing::check_header`, which proptest runs too.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    quicsand::fuzzing::check_header(data);
+});

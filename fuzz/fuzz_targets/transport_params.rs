@@ -1,0 +1,8 @@
+//! Fuzz target `transport_params`: the invariants live in `quicsand::fuzzing::check_transport_params`, which proptest runs too.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    quicsand::fuzzing::check_transport_params(data);
+});
