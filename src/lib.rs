@@ -15,7 +15,9 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+mod conn;
 pub mod crypto;
+pub use conn::SpaceId;
 pub mod wire;
 
 /// Which end of a connection an endpoint is.

@@ -1,0 +1,23 @@
+//! The connection state machine, split by concern.
+
+/// A packet number space (RFC 9000 §12.3): each has its own packet numbers, acknowledgements and loss
+/// recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SpaceId {
+    /// Initial packets.
+    Initial = 0,
+    /// Handshake packets.
+    Handshake = 1,
+    /// 0-RTT and 1-RTT packets (the application data space).
+    Data = 2,
+}
+
+impl SpaceId {
+    /// All three spaces, in order.
+    pub const ALL: [SpaceId; 3] = [SpaceId::Initial, SpaceId::Handshake, SpaceId::Data];
+
+    /// The index of this space in per-space arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
