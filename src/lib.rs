@@ -15,10 +15,21 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+mod config;
 mod conn;
 pub mod crypto;
-pub use conn::SpaceId;
+mod datagram;
+mod event;
+pub mod rng;
 pub mod wire;
+
+pub use config::{
+    AcceptPolicy, ClientConfig, ConnectionIdGenerator, EndpointConfig, RandomCidGenerator, ServerConfig,
+    TransportConfig,
+};
+pub use conn::SpaceId;
+pub use datagram::{Datagram, EcnCodepoint, Transmit};
+pub use event::{ConnectionError, Event};
 
 /// Which end of a connection an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

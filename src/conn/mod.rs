@@ -21,3 +21,7 @@ impl SpaceId {
         self as usize
     }
 }
+
+mod connection;
+#[allow(unused_imports)] // used by the endpoint, which lands next
+pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};

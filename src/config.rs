@@ -1,0 +1,213 @@
+//! Configuration of endpoints and connections. Every limit is a value here, with a sane default.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::rng::Rng;
+use crate::wire::header::VERSION_1;
+use crate::wire::ConnectionId;
+
+/// Makes the connection IDs an endpoint issues (RFC 9000 §5.1).
+///
+/// The endpoint routes datagrams by the first [`cid_len`](ConnectionIdGenerator::cid_len) bytes of a
+/// short header's destination connection ID, so every ID a generator makes has that length. A load
+/// balancer can encode routing information in the IDs by implementing this trait.
+pub trait ConnectionIdGenerator: Send {
+    /// A new connection ID; `rng` is the endpoint's seeded generator.
+    fn generate(&mut self, rng: &mut Rng) -> ConnectionId;
+    /// The length of every ID this generator makes (0 to 20).
+    fn cid_len(&self) -> usize;
+}
+
+/// Random connection IDs of a fixed length, drawn from the endpoint's seeded RNG.
+#[derive(Debug, Clone, Copy)]
+pub struct RandomCidGenerator {
+    len: usize,
+}
+
+impl RandomCidGenerator {
+    /// A generator of `len`-byte IDs, `len` clamped to 0..=20.
+    pub fn new(len: usize) -> Self {
+        Self {
+            len: len.min(ConnectionId::MAX_LEN),
+        }
+    }
+}
+
+impl Default for RandomCidGenerator {
+    fn default() -> Self {
+        Self::new(8)
+    }
+}
+
+impl ConnectionIdGenerator for RandomCidGenerator {
+    fn generate(&mut self, rng: &mut Rng) -> ConnectionId {
+        let mut bytes = [0u8; ConnectionId::MAX_LEN];
+        let out = bytes.get_mut(..self.len).unwrap_or_default();
+        rng.fill(out);
+        ConnectionId::new(out).unwrap_or_default()
+    }
+
+    fn cid_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Settings of an [`Endpoint`](crate::Endpoint), shared by all its connections.
+pub struct EndpointConfig {
+    /// Seed of the endpoint's RNG: every random choice of the endpoint and its connections derives from it.
+    pub seed: u64,
+    /// Makes the connection IDs this endpoint issues.
+    pub cid_generator: Box<dyn ConnectionIdGenerator>,
+    /// The QUIC versions this endpoint accepts, in order of preference; others get Version Negotiation.
+    pub supported_versions: Vec<u32>,
+    /// At most this many datagrams go into one [`Transmit`](crate::Transmit) (GSO segments).
+    pub max_segments: usize,
+    /// Stateless packets (Version Negotiation) waiting to be sent are capped at this number; beyond it new
+    /// ones are dropped and counted.
+    pub max_stateless_queue: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            cid_generator: Box::new(RandomCidGenerator::default()),
+            supported_versions: vec![VERSION_1],
+            max_segments: 10,
+            max_stateless_queue: 256,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The defaults with RNG seed `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            seed,
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("seed", &self.seed)
+            .field("cid_len", &self.cid_generator.cid_len())
+            .field("supported_versions", &self.supported_versions)
+            .field("max_segments", &self.max_segments)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-connection transport settings, the source of the transport parameters this side sends.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Idle timeout advertised to the peer (RFC 9000 §10.1); `None` disables it on this side.
+    pub max_idle_timeout: Option<Duration>,
+    /// Send an ack-eliciting packet after this much quiet, to keep the connection alive.
+    pub keep_alive_interval: Option<Duration>,
+    /// RTT assumed before any sample (RFC 9002 §6.2.2: 333 ms).
+    pub initial_rtt: Duration,
+    /// The longest this side delays an acknowledgement (RFC 9000 §18.2 max_ack_delay).
+    pub max_ack_delay: Duration,
+    /// The exponent this side scales ACK delays with (RFC 9000 §18.2 ack_delay_exponent, at most 20).
+    pub ack_delay_exponent: u8,
+    /// Acknowledge at once after this many ack-eliciting packets (RFC 9000 §13.2.2 recommends 2).
+    pub ack_eliciting_threshold: u64,
+    /// At most this many ranges go into one ACK frame.
+    pub max_ack_ranges: usize,
+    /// At most this many ranges of received packet numbers are tracked per space; the oldest go first.
+    pub max_tracked_ack_ranges: usize,
+    /// Size of the UDP payloads this side sends: 1200 works on every path (RFC 9000 §14).
+    pub mtu: u16,
+    /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size).
+    pub max_udp_payload_size: u16,
+    /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED.
+    pub crypto_buffer_size: usize,
+    /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit).
+    pub active_connection_id_limit: u64,
+    /// Start a key update after this many packets sent in one key phase (`None`: only near the AEAD
+    /// confidentiality limit, RFC 9001 §6.6).
+    pub key_update_interval: Option<u64>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_timeout: Some(Duration::from_secs(30)),
+            keep_alive_interval: None,
+            initial_rtt: Duration::from_millis(333),
+            max_ack_delay: Duration::from_millis(25),
+            ack_delay_exponent: 3,
+            ack_eliciting_threshold: 2,
+            max_ack_ranges: 64,
+            max_tracked_ack_ranges: 256,
+            mtu: 1200,
+            max_udp_payload_size: 1472,
+            crypto_buffer_size: 64 * 1024,
+            active_connection_id_limit: 4,
+            key_update_interval: None,
+        }
+    }
+}
+
+/// What a server does with a new incoming connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcceptPolicy {
+    /// Accept every connection; the [`Event::Incoming`](crate::Event::Incoming) event only informs.
+    #[default]
+    Accept,
+    /// Hold each new connection, sending nothing, until the caller calls
+    /// [`Endpoint::accept`](crate::Endpoint::accept) or [`Endpoint::refuse`](crate::Endpoint::refuse).
+    Ask,
+}
+
+/// Settings of a server endpoint.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The TLS configuration (certificate, key, ALPN); see [`crate::crypto::tls`] for helpers.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Transport settings for accepted connections.
+    pub transport: TransportConfig,
+    /// Accept everything, or ask the caller.
+    pub accept: AcceptPolicy,
+    /// Connections still in their handshake at once; beyond this, new ones are refused.
+    pub max_incoming_handshakes: usize,
+}
+
+impl ServerConfig {
+    /// A server with `tls` and default transport settings.
+    pub fn new(tls: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            tls,
+            transport: TransportConfig::default(),
+            accept: AcceptPolicy::Accept,
+            max_incoming_handshakes: 4096,
+        }
+    }
+}
+
+/// Settings of one outgoing connection.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The TLS configuration (trusted roots, ALPN); see [`crate::crypto::tls`] for helpers.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// The QUIC version to start with.
+    pub version: u32,
+}
+
+impl ClientConfig {
+    /// A client with `tls` and default transport settings.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            tls,
+            transport: TransportConfig::default(),
+            version: VERSION_1,
+        }
+    }
+}
