@@ -19,6 +19,7 @@ mod config;
 mod conn;
 pub mod crypto;
 mod datagram;
+mod endpoint;
 mod event;
 pub mod rng;
 pub mod wire;
@@ -27,8 +28,10 @@ pub use config::{
     AcceptPolicy, ClientConfig, ConnectionIdGenerator, EndpointConfig, RandomCidGenerator, ServerConfig,
     TransportConfig,
 };
+pub use conn::ConnectionStats;
 pub use conn::SpaceId;
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
+pub use endpoint::{ConnRef, ConnectError, ConnectionHandle, Endpoint, EndpointStats, StaleHandle};
 pub use event::{ConnectionError, Event};
 
 /// Which end of a connection an endpoint is.

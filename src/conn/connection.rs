@@ -1,24 +1,37 @@
-//! STUB: the connection as the endpoint sees it. Being replaced by the real state machine.
-#![allow(dead_code, unused_variables, clippy::too_many_arguments, clippy::ptr_arg)]
+//! The connection: state, construction, the API the endpoint drives, timers and closing.
+//!
+//! The receive path is in `recv.rs`, packet assembly in `send.rs`.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
-use crate::config::{ClientConfig, ServerConfig};
+use super::ack::{AckConfig, ReceivedPackets};
+use super::key_update::OneRttKeys;
+use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
+use super::spaces::{PacketSpace, SentFrames};
+use super::SpaceId;
+use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::crypto::tls::{KeyChange, Level, RustlsSession, Session};
+use crate::crypto::{initial_keys, Suite};
 use crate::datagram::{EcnCodepoint, Transmit};
-use crate::event::Event;
+use crate::event::{ConnectionError, Event};
 use crate::rng::Rng;
-use crate::wire::{ConnectionId, TransportError};
+use crate::wire::frame::{CloseCode, ConnectionClose};
+use crate::wire::transport_params::TransportParameters;
+use crate::wire::{ConnectionId, TransportError, TransportErrorCode, VarInt};
 use crate::Side;
 
 /// What a connection asks of its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndpointEvent {
     /// Route datagrams for this connection ID to the connection too.
+    #[allow(dead_code)] // connections issue one ID for now; NEW_CONNECTION_ID comes with CID lifecycle
     NewLocalCid(ConnectionId),
     /// Stop routing this connection ID to the connection.
+    #[allow(dead_code)] // as above
     RetireLocalCid(ConnectionId),
     /// The handshake finished (counts toward `max_incoming_handshakes`).
     HandshakeDone,
@@ -36,12 +49,239 @@ pub(crate) struct IncomingInfo {
     pub(crate) client_scid: ConnectionId,
 }
 
+/// Where the connection is in its life (RFC 9000 §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Handshake in progress.
+    Handshake,
+    /// Handshake complete.
+    Established,
+    /// We closed: only CONNECTION_CLOSE goes out, until the deadline (RFC 9000 §10.2.1).
+    Closing { until: Instant },
+    /// The peer closed: nothing goes out, until the deadline (RFC 9000 §10.2.2).
+    Draining { until: Instant },
+    /// Over: the endpoint frees the connection.
+    Drained,
+}
+
+/// The network path (one for now; migration comes later).
+#[derive(Debug, Clone)]
+pub(crate) struct Path {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_ip: Option<IpAddr>,
+    /// RFC 9000 §8.1: until the peer's address is validated, a server sends at most three times what it
+    /// received.
+    pub(crate) validated: bool,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    /// The size of the datagrams we build.
+    pub(crate) mtu: u16,
+}
+
+impl Path {
+    /// Bytes the anti-amplification limit lets us send now (RFC 9000 §8.1).
+    pub(crate) fn send_allowance(&self) -> u64 {
+        if self.validated {
+            u64::MAX
+        } else {
+            (3 * self.bytes_received).saturating_sub(self.bytes_sent)
+        }
+    }
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes sent in UDP payloads.
+    pub bytes_sent: u64,
+    /// Bytes received in UDP payloads.
+    pub bytes_received: u64,
+    /// QUIC packets sent.
+    pub packets_sent: u64,
+    /// QUIC packets received and authenticated.
+    pub packets_received: u64,
+    /// Packets dropped: undecryptable, without keys, duplicate or malformed.
+    pub packets_dropped: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Key updates (either side started them).
+    pub key_updates: u64,
+    /// Smoothed RTT.
+    pub smoothed_rtt: Duration,
+    /// Minimum RTT.
+    pub min_rtt: Duration,
+    /// Latest RTT sample.
+    pub latest_rtt: Duration,
+    /// PTOs since the last acknowledgement.
+    pub pto_count: u32,
+}
+
+/// The connection close this side sends while closing.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingClose {
+    /// The frame for 1-RTT packets.
+    pub(crate) frame: ConnectionClose,
+    /// Whether a copy should go out.
+    pub(crate) pending: bool,
+    /// Datagrams received since the last copy went out, and how many to wait for before the next
+    /// (doubling, RFC 9000 §10.2.1: limit the rate of CONNECTION_CLOSE sent while closing).
+    pub(crate) received: u32,
+    pub(crate) threshold: u32,
+}
+
 /// One QUIC connection.
 pub(crate) struct Connection {
-    side: Side,
+    pub(crate) side: Side,
+    pub(crate) version: u32,
+    pub(crate) state: State,
+    pub(crate) config: TransportConfig,
+    pub(crate) session: Box<dyn Session>,
+    /// Wire-visible randomness of this connection (derived from the endpoint's seed).
+    #[allow(dead_code)] // used by connection ID issuance and packet number skips, which come next
+    pub(crate) rng: Rng,
+    pub(crate) path: Path,
+    /// Initial, Handshake, Data.
+    pub(crate) spaces: [PacketSpace; 3],
+    pub(crate) one_rtt: Option<OneRttKeys>,
+    pub(crate) recovery: LossDetection<SentFrames>,
+    /// The space TLS writes into.
+    pub(crate) write_space: SpaceId,
+    /// Our connection ID (the peer's DCID).
+    pub(crate) local_cid: ConnectionId,
+    /// The peer's connection ID (our DCID).
+    pub(crate) remote_cid: ConnectionId,
+    /// The DCID of the client's first Initial.
+    pub(crate) original_dcid: ConnectionId,
+    /// A client: whether a packet from the server was processed (its SCID is then fixed, RFC 9000 §7.2).
+    pub(crate) remote_cid_set: bool,
+    /// A client: the token to echo in Initials (from a Retry).
+    pub(crate) token: Bytes,
+    /// A client: the SCID of the Retry it followed.
+    pub(crate) retry_scid: Option<ConnectionId>,
+    pub(crate) peer_params: Option<TransportParameters>,
+    pub(crate) handshake_complete: bool,
+    pub(crate) handshake_confirmed: bool,
+    /// A server: HANDSHAKE_DONE waits to be sent (or sent again after loss).
+    pub(crate) handshake_done_pending: bool,
+    /// A server: the client acknowledged HANDSHAKE_DONE.
+    pub(crate) handshake_done_acked: bool,
+    /// A held server connection sends nothing until accepted.
+    pub(crate) hold: bool,
+    pub(crate) close: Option<PendingClose>,
+    /// PATH_RESPONSE data owed.
+    pub(crate) path_response: Option<[u8; 8]>,
+    /// RETIRE_CONNECTION_ID sequence numbers owed.
+    pub(crate) retire_cids: Vec<u64>,
+    /// The peer's spare connection IDs (sequence, ID), bounded by our active_connection_id_limit.
+    pub(crate) peer_cids: Vec<(u64, ConnectionId)>,
+    /// Sequence number of `remote_cid`.
+    pub(crate) remote_cid_seq: u64,
+    /// The largest retire_prior_to seen.
+    pub(crate) peer_retire_prior_to: u64,
+    /// When the idle timer fires; restarted by activity (RFC 9000 §10.1).
+    pub(crate) idle_deadline: Option<Instant>,
+    /// Whether an ack-eliciting packet went out since the last packet was received (RFC 9000 §10.1).
+    pub(crate) ack_eliciting_since_receive: bool,
+    /// When the last ack-eliciting packet went out (keep-alive).
+    pub(crate) last_ack_eliciting_sent: Option<Instant>,
+    /// Packets that failed authentication in the Data space (RFC 9001 §6.6 integrity limit).
+    pub(crate) auth_failures: u64,
+    /// A key update was asked for.
+    pub(crate) key_update_requested: bool,
+    /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
+    pub(crate) discard_initial_after_send: bool,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) endpoint_events: VecDeque<EndpointEvent>,
+    pub(crate) stats: ConnectionStats,
+}
+
+/// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).
+fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
+    TransportParameters {
+        max_idle_timeout: config.max_idle_timeout.map_or(VarInt::ZERO, |t| {
+            VarInt::saturating(t.as_millis().min(u128::from(u64::MAX)) as u64)
+        }),
+        max_udp_payload_size: VarInt::from(config.max_udp_payload_size.max(1200)),
+        ack_delay_exponent: VarInt::from(config.ack_delay_exponent.min(20)),
+        max_ack_delay: VarInt::saturating(config.max_ack_delay.as_millis().min((1 << 14) - 1) as u64),
+        active_connection_id_limit: VarInt::saturating(config.active_connection_id_limit.max(2)),
+        initial_source_connection_id: Some(local_cid),
+        // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
+        disable_active_migration: true,
+        ..TransportParameters::default()
+    }
 }
 
 impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        side: Side,
+        version: u32,
+        config: TransportConfig,
+        session: Box<dyn Session>,
+        path: Path,
+        local_cid: ConnectionId,
+        remote_cid: ConnectionId,
+        original_dcid: ConnectionId,
+        rng: Rng,
+    ) -> Result<Self, TransportError> {
+        let ack_config = AckConfig {
+            max_ack_delay: config.max_ack_delay,
+            ack_eliciting_threshold: config.ack_eliciting_threshold,
+            max_ack_ranges: config.max_ack_ranges.max(1),
+            max_tracked_ranges: config.max_tracked_ack_ranges.max(1),
+        };
+        let spaces = SpaceId::ALL.map(|s| PacketSpace::new(ReceivedPackets::new(s, ack_config)));
+        let mut conn = Self {
+            side,
+            version,
+            state: State::Handshake,
+            recovery: LossDetection::new(side, config.initial_rtt),
+            config,
+            session,
+            rng,
+            path,
+            spaces,
+            one_rtt: None,
+            write_space: SpaceId::Initial,
+            local_cid,
+            remote_cid,
+            original_dcid,
+            remote_cid_set: side.is_server(),
+            token: Bytes::new(),
+            retry_scid: None,
+            peer_params: None,
+            handshake_complete: false,
+            handshake_confirmed: false,
+            handshake_done_pending: false,
+            handshake_done_acked: false,
+            hold: false,
+            close: None,
+            path_response: None,
+            retire_cids: Vec::new(),
+            peer_cids: Vec::new(),
+            remote_cid_seq: 0,
+            peer_retire_prior_to: 0,
+            idle_deadline: None,
+            ack_eliciting_since_receive: false,
+            last_ack_eliciting_sent: None,
+            auth_failures: 0,
+            key_update_requested: false,
+            discard_initial_after_send: false,
+            events: VecDeque::new(),
+            endpoint_events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+        };
+        let keys = initial_keys(version, &conn.original_dcid, side)
+            .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
+        conn.spaces[SpaceId::Initial.index()].keys = Some(keys);
+        Ok(conn)
+    }
+
     /// A client connection; its first Initial is ready in `poll_transmit`.
     pub(crate) fn new_client(
         now: Instant,
@@ -52,7 +292,31 @@ impl Connection {
         initial_dcid: ConnectionId,
         rng: Rng,
     ) -> Result<Self, TransportError> {
-        Ok(Self { side: Side::Client })
+        let params = local_params(&config.transport, local_cid);
+        let session = RustlsSession::client(config.tls.clone(), server_name, &params)
+            .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
+        let path = Path {
+            remote,
+            local_ip: None,
+            validated: true,
+            bytes_received: 0,
+            bytes_sent: 0,
+            mtu: config.transport.mtu.max(1200),
+        };
+        let mut conn = Self::new(
+            Side::Client,
+            config.version,
+            config.transport.clone(),
+            Box::new(session),
+            path,
+            local_cid,
+            initial_dcid,
+            initial_dcid,
+            rng,
+        )?;
+        conn.reset_idle(now);
+        conn.drive_tls(now)?;
+        Ok(conn)
     }
 
     /// A server connection for a client's first Initial; feed that datagram with `handle_datagram` next.
@@ -64,7 +328,476 @@ impl Connection {
         hold: bool,
         rng: Rng,
     ) -> Result<Self, TransportError> {
-        Ok(Self { side: Side::Server })
+        let mut params = local_params(&config.transport, local_cid);
+        params.original_destination_connection_id = Some(info.original_dcid);
+        let session = RustlsSession::server(config.tls.clone(), &params)
+            .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
+        let path = Path {
+            remote: info.remote,
+            local_ip: info.local_ip,
+            validated: false,
+            bytes_received: 0,
+            bytes_sent: 0,
+            mtu: config.transport.mtu.max(1200),
+        };
+        let mut conn = Self::new(
+            Side::Server,
+            info.version,
+            config.transport.clone(),
+            Box::new(session),
+            path,
+            local_cid,
+            info.client_scid,
+            info.original_dcid,
+            rng,
+        )?;
+        conn.hold = hold;
+        conn.reset_idle(now);
+        Ok(conn)
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // TLS
+
+    /// Feeds in-order CRYPTO data of `space` to TLS, then pulls what TLS wants to send and any new keys.
+    pub(crate) fn read_crypto(&mut self, now: Instant, space: SpaceId) -> Result<(), TransportError> {
+        let level = match space {
+            SpaceId::Initial => Level::Initial,
+            SpaceId::Handshake => Level::Handshake,
+            SpaceId::Data => Level::OneRtt,
+        };
+        while let Some(chunk) = self.spaces[space.index()].crypto_recv.read() {
+            self.session.read_handshake(level, &chunk)?;
+        }
+        self.drive_tls(now)
+    }
+
+    /// Pulls handshake bytes and key changes from TLS, checks the peer's transport parameters and notices
+    /// the end of the handshake.
+    pub(crate) fn drive_tls(&mut self, now: Instant) -> Result<(), TransportError> {
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let change = self.session.write_handshake(&mut buf);
+            self.spaces[self.write_space.index()].crypto_send.write(&buf);
+            match change {
+                None => break,
+                Some(KeyChange::Handshake(keys)) => {
+                    self.spaces[SpaceId::Handshake.index()].keys = Some(keys);
+                    self.write_space = SpaceId::Handshake;
+                }
+                Some(KeyChange::OneRtt(keys)) => {
+                    self.one_rtt = Some(OneRttKeys::new(keys, &mut *self.session));
+                    self.write_space = SpaceId::Data;
+                }
+            }
+        }
+        if self.peer_params.is_none() {
+            if let Some(raw) = self.session.peer_transport_parameters() {
+                let params = TransportParameters::decode(self.side.peer(), raw)?;
+                self.validate_peer_params(&params)?;
+                self.peer_params = Some(params);
+            }
+        }
+        if !self.handshake_complete && !self.session.is_handshaking() && self.one_rtt.is_some() {
+            self.on_handshake_complete(now);
+        }
+        Ok(())
+    }
+
+    /// RFC 9000 §7.3: the connection IDs in the transport parameters must match those on the wire.
+    fn validate_peer_params(&self, params: &TransportParameters) -> Result<(), TransportError> {
+        // The client checks the server's Initial SCID, the server the client's: both are `remote_cid` by
+        // the time TLS hands over the peer's parameters.
+        if params.initial_source_connection_id != Some(self.remote_cid) {
+            return Err(TransportError::transport_parameter_error(
+                "initial_source_connection_id does not match the Source Connection ID",
+            ));
+        }
+        if self.side.is_client() {
+            if params.original_destination_connection_id != Some(self.original_dcid) {
+                return Err(TransportError::transport_parameter_error(
+                    "original_destination_connection_id does not match",
+                ));
+            }
+            if params.retry_source_connection_id != self.retry_scid {
+                return Err(TransportError::transport_parameter_error(
+                    "retry_source_connection_id does not match the Retry",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_handshake_complete(&mut self, now: Instant) {
+        self.handshake_complete = true;
+        if self.state == State::Handshake {
+            self.state = State::Established;
+        }
+        self.events.push_back(Event::Connected);
+        self.endpoint_events.push_back(EndpointEvent::HandshakeDone);
+        self.reset_idle(now);
+        if self.side.is_server() {
+            // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it tells the client
+            // with HANDSHAKE_DONE (RFC 9000 §19.20).
+            self.handshake_done_pending = true;
+            self.on_handshake_confirmed();
+        }
+    }
+
+    pub(crate) fn on_handshake_confirmed(&mut self) {
+        if self.handshake_confirmed {
+            return;
+        }
+        self.handshake_confirmed = true;
+        // RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
+        self.discard_space(SpaceId::Handshake);
+        self.events.push_back(Event::HandshakeConfirmed);
+    }
+
+    /// Drops a space's keys and state (RFC 9001 §4.9, RFC 9002 §6.4).
+    pub(crate) fn discard_space(&mut self, space: SpaceId) {
+        let s = &mut self.spaces[space.index()];
+        if s.discarded {
+            return;
+        }
+        s.discarded = true;
+        s.keys = None;
+        s.crypto_recv.clear();
+        s.probes = 0;
+        s.ping_pending = false;
+        drop(self.recovery.discard_space(space));
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Timers
+
+    pub(crate) fn recovery_ctx(&self) -> RecoveryContext {
+        RecoveryContext {
+            max_ack_delay: self.peer_max_ack_delay(),
+            handshake_confirmed: self.handshake_confirmed,
+            has_handshake_keys: self.spaces[SpaceId::Handshake.index()].keys.is_some(),
+            at_anti_amplification_limit: self.side.is_server() && self.path.send_allowance() == 0,
+        }
+    }
+
+    pub(crate) fn peer_max_ack_delay(&self) -> Duration {
+        let ms = self
+            .peer_params
+            .as_ref()
+            .map_or(25, |p| p.max_ack_delay.into_inner());
+        Duration::from_millis(ms)
+    }
+
+    /// The current probe timeout, for the closing, draining and key-discard periods.
+    pub(crate) fn pto(&self) -> Duration {
+        self.recovery.rtt().pto_base() + self.peer_max_ack_delay()
+    }
+
+    /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, and never
+    /// less than three PTOs.
+    fn idle_timeout(&self) -> Option<Duration> {
+        let local = self.config.max_idle_timeout.filter(|t| !t.is_zero());
+        let peer = self
+            .peer_params
+            .as_ref()
+            .map(|p| p.max_idle_timeout.into_inner())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let t = match (local, peer) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(t.max(3 * self.pto()))
+    }
+
+    pub(crate) fn reset_idle(&mut self, now: Instant) {
+        self.idle_deadline = self.idle_timeout().map(|t| now + t);
+    }
+
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        let interval = self.config.keep_alive_interval?;
+        if self.state != State::Established {
+            return None;
+        }
+        Some(self.last_ack_eliciting_sent? + interval)
+    }
+
+    /// The next deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closing { until } | State::Draining { until } => return Some(until),
+            State::Drained => return None,
+            State::Handshake | State::Established => {}
+        }
+        let mut t = self.idle_deadline;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
+        if !self.hold {
+            consider(self.recovery.timeout(&self.recovery_ctx()));
+            for s in &self.spaces {
+                if !s.discarded {
+                    consider(s.received.ack_deadline());
+                }
+            }
+            consider(self.keep_alive_deadline());
+        }
+        consider(self.one_rtt.as_ref().and_then(|k| k.prev_discard_at()));
+        t
+    }
+
+    /// Runs whatever timers expired at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closing { until } | State::Draining { until } => {
+                if now >= until {
+                    self.state = State::Drained;
+                }
+                return;
+            }
+            State::Drained => return,
+            State::Handshake | State::Established => {}
+        }
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            // RFC 9000 §10.1: the connection is silently closed and its state discarded.
+            self.events.push_back(Event::ConnectionLost {
+                reason: ConnectionError::TimedOut,
+            });
+            self.state = State::Drained;
+            return;
+        }
+        if let Some(keys) = &mut self.one_rtt {
+            keys.discard_prev_if_due(now);
+        }
+        if self.keep_alive_deadline().is_some_and(|d| now >= d) {
+            self.spaces[SpaceId::Data.index()].ping_pending = true;
+        }
+        if self.hold {
+            return;
+        }
+        let ctx = self.recovery_ctx();
+        match self.recovery.on_timeout(now, &ctx) {
+            TimeoutOutcome::Nothing => {}
+            TimeoutOutcome::Lost { space, lost } => {
+                for (_, p) in lost {
+                    self.on_packet_lost(space, p.data);
+                }
+            }
+            TimeoutOutcome::Probe { space, anti_deadlock } => {
+                // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
+                let s = &mut self.spaces[space.index()];
+                s.crypto_send.requeue_unacked();
+                s.probes = if anti_deadlock { 1 } else { 2 };
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Closing
+
+    /// Enters the closing state with `frame` (RFC 9000 §10.2.1) and reports `reason`.
+    fn start_closing(&mut self, now: Instant, frame: ConnectionClose, reason: ConnectionError) {
+        if matches!(
+            self.state,
+            State::Closing { .. } | State::Draining { .. } | State::Drained
+        ) {
+            return;
+        }
+        self.state = State::Closing {
+            until: now + 3 * self.pto(),
+        };
+        self.close = Some(PendingClose {
+            frame,
+            pending: true,
+            received: 0,
+            threshold: 1,
+        });
+        self.hold = false;
+        self.events.push_back(Event::ConnectionLost { reason });
+    }
+
+    /// Closes because of a transport error found locally.
+    pub(crate) fn close_with_error(&mut self, now: Instant, error: TransportError) {
+        tracing::debug!(side = ?self.side, %error, "closing with transport error");
+        let frame = ConnectionClose::from(error.clone());
+        let reason = if error.code == TransportErrorCode::CONNECTION_REFUSED {
+            ConnectionError::Refused
+        } else {
+            ConnectionError::TransportError(error)
+        };
+        self.start_closing(now, frame, reason);
+    }
+
+    /// Closes with an application error code and reason.
+    pub(crate) fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {
+        let frame = ConnectionClose {
+            code: CloseCode::Application(code),
+            reason: Bytes::copy_from_slice(reason),
+        };
+        self.start_closing(now, frame, ConnectionError::LocallyClosed);
+    }
+
+    /// The peer closed: enter the draining state (RFC 9000 §10.2.2).
+    pub(crate) fn on_peer_close(&mut self, now: Instant, close: ConnectionClose) {
+        let reason = match close.code {
+            CloseCode::Application(code) => ConnectionError::ApplicationClosed {
+                code,
+                reason: close.reason,
+            },
+            CloseCode::Transport { code, frame_type } => {
+                if code == TransportErrorCode::CONNECTION_REFUSED {
+                    ConnectionError::Refused
+                } else {
+                    ConnectionError::ConnectionClosed {
+                        error: TransportError {
+                            code,
+                            frame_type: (frame_type != 0).then_some(frame_type),
+                            reason: String::from_utf8_lossy(&close.reason).into_owned().into(),
+                        },
+                    }
+                }
+            }
+        };
+        let was_closing = matches!(self.state, State::Closing { .. });
+        self.state = State::Draining {
+            until: now + 3 * self.pto(),
+        };
+        self.close = None;
+        if !was_closing {
+            self.events.push_back(Event::ConnectionLost { reason });
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // API
+
+    /// Lets a held server connection proceed (AcceptPolicy::Ask).
+    pub(crate) fn accept(&mut self, _now: Instant) {
+        self.hold = false;
+    }
+
+    /// Refuses a held server connection: it closes with CONNECTION_REFUSED.
+    pub(crate) fn refuse(&mut self, now: Instant) {
+        self.close_with_error(
+            now,
+            TransportError::new(TransportErrorCode::CONNECTION_REFUSED, "refused by the server"),
+        );
+    }
+
+    /// Asks for a key update (RFC 9001 §6); it starts as soon as it is allowed.
+    pub(crate) fn force_key_update(&mut self) {
+        self.key_update_requested = true;
+    }
+
+    /// Queues a PING in the application data space (or the current handshake space before that).
+    pub(crate) fn ping(&mut self) {
+        let space = if self.one_rtt.is_some() {
+            SpaceId::Data
+        } else {
+            self.write_space
+        };
+        self.spaces[space.index()].ping_pending = true;
+    }
+
+    /// The next application event.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next request to the endpoint.
+    pub(crate) fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
+        self.endpoint_events.pop_front()
+    }
+
+    /// Whether the connection is over and its state can be freed (after closing/draining).
+    pub(crate) fn is_drained(&self) -> bool {
+        self.state == State::Drained
+    }
+
+    /// Which side this is.
+    pub(crate) fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether the handshake is still going on.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        !self.handshake_complete
+    }
+
+    /// Whether the handshake is confirmed.
+    pub(crate) fn is_handshake_confirmed(&self) -> bool {
+        self.handshake_confirmed
+    }
+
+    /// Whether the connection is closing, draining or over.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(
+            self.state,
+            State::Closing { .. } | State::Draining { .. } | State::Drained
+        )
+    }
+
+    /// The negotiated ALPN protocol.
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.session.alpn_protocol()
+    }
+
+    /// The server name (SNI).
+    pub(crate) fn server_name(&self) -> Option<&str> {
+        self.session.server_name()
+    }
+
+    /// The negotiated cipher suite.
+    pub(crate) fn suite(&self) -> Option<Suite> {
+        self.session.suite()
+    }
+
+    /// The peer's address.
+    pub(crate) fn remote_address(&self) -> SocketAddr {
+        self.path.remote
+    }
+
+    /// The current 1-RTT key phase and the number of key updates so far.
+    pub(crate) fn key_phase(&self) -> (bool, u64) {
+        self.one_rtt.as_ref().map_or((false, 0), |k| (k.phase, k.updates))
+    }
+
+    /// Counters and RTT.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let rtt = self.recovery.rtt();
+        ConnectionStats {
+            smoothed_rtt: rtt.smoothed(),
+            min_rtt: rtt.min(),
+            latest_rtt: rtt.latest(),
+            pto_count: self.recovery.pto_count(),
+            key_updates: self.key_phase().1,
+            ..self.stats
+        }
+    }
+
+    /// The peer's transport parameters, once received.
+    pub(crate) fn peer_params(&self) -> Option<&TransportParameters> {
+        self.peer_params.as_ref()
+    }
+
+    /// Records a datagram's arrival for accounting (amplification limit, stats).
+    pub(crate) fn on_datagram_received(&mut self, len: usize) {
+        self.path.bytes_received += len as u64;
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += len as u64;
+    }
+
+    /// Writes the next datagram(s) into `buf` (cleared first).
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max_segments: usize,
+    ) -> Option<Transmit> {
+        self.transmit(now, buf, max_segments)
     }
 
     /// A datagram routed to this connection (possibly several coalesced packets).
@@ -76,57 +809,17 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         payload: BytesMut,
     ) {
+        self.receive(now, remote, local_ip, ecn, payload);
     }
+}
 
-    /// Writes the next datagram(s) into `buf` (cleared first).
-    pub(crate) fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut Vec<u8>,
-        max_segments: usize,
-    ) -> Option<Transmit> {
-        None
-    }
-
-    /// The next deadline.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-
-    /// Runs whatever timers expired at `now`.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {}
-
-    /// The next application event.
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        None
-    }
-
-    /// The next request to the endpoint.
-    pub(crate) fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
-        None
-    }
-
-    /// Whether the connection is over and its state can be freed (after closing/draining).
-    pub(crate) fn is_drained(&self) -> bool {
-        false
-    }
-
-    /// Lets a held server connection proceed (AcceptPolicy::Ask).
-    pub(crate) fn accept(&mut self, now: Instant) {}
-
-    /// Refuses a held server connection: it closes with CONNECTION_REFUSED.
-    pub(crate) fn refuse(&mut self, now: Instant) {}
-
-    /// Closes with an application error code and reason.
-    pub(crate) fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {}
-
-    /// Which side this is.
-    pub(crate) fn side(&self) -> Side {
-        self.side
-    }
-
-    /// Whether the handshake is still going on.
-    pub(crate) fn is_handshaking(&self) -> bool {
-        true
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state)
+            .field("local_cid", &self.local_cid)
+            .field("remote_cid", &self.remote_cid)
+            .finish_non_exhaustive()
     }
 }

@@ -22,6 +22,14 @@ impl SpaceId {
     }
 }
 
+pub(crate) mod ack;
+pub(crate) mod assembler;
 mod connection;
-#[allow(unused_imports)] // used by the endpoint, which lands next
+mod key_update;
+pub(crate) mod range_set;
+pub(crate) mod recovery;
+mod recv;
+mod send;
+mod spaces;
+pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};

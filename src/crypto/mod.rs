@@ -24,6 +24,7 @@ mod retry;
 mod ring_keys;
 mod secret;
 mod suite;
+pub mod tls;
 mod version;
 
 #[cfg(test)]

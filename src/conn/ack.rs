@@ -1,0 +1,319 @@
+//! Received packet numbers of one packet number space: duplicate detection (RFC 9000 §12.3) and ACK
+//! generation (RFC 9000 §13.2, ECN counts §13.4.1).
+//!
+//! The connection keeps one [`ReceivedPackets`] per [`SpaceId`]. For every packet that decrypted and
+//! was processed it calls [`ReceivedPackets::on_packet_received`]; it sends an ACK frame right away when
+//! [`ReceivedPackets::wants_ack_now`], arms a timer at [`ReceivedPackets::ack_deadline`] otherwise, and
+//! may piggyback one whenever [`ReceivedPackets::has_unacked`]. After sending the frame from
+//! [`ReceivedPackets::build_ack`] it calls [`ReceivedPackets::on_ack_sent`], and once the peer
+//! acknowledges the packet that carried it, [`ReceivedPackets::on_ack_of_ack`].
+
+// The connection wires these up next; until then some items have no caller outside the tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use super::range_set::RangeSet;
+use super::SpaceId;
+use crate::wire::frame::{AckFrame, EcnCounts};
+use crate::wire::VarInt;
+
+pub(crate) use crate::datagram::EcnCodepoint;
+
+/// How and when acknowledgements are generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckConfig {
+    /// Our max_ack_delay transport parameter (RFC 9000 §18.2, default 25 ms): the longest an
+    /// ack-eliciting 0-RTT/1-RTT packet waits for its acknowledgement.
+    pub(crate) max_ack_delay: Duration,
+    /// After this many unacknowledged ack-eliciting packets an ACK is sent at once (RFC 9000 §13.2.2:
+    /// "A receiver SHOULD send an ACK frame after receiving at least two ack-eliciting packets"). 0 and
+    /// 1 both mean every ack-eliciting packet.
+    pub(crate) ack_eliciting_threshold: u64,
+    /// The most ACK ranges put in one frame (the highest ones; RFC 9000 §13.2.3), at least 1.
+    pub(crate) max_ack_ranges: usize,
+    /// The most ranges of received packet numbers remembered, at least 1. The lowest are forgotten
+    /// first and everything below them counts as a duplicate afterwards (RFC 9000 §13.2.3, §12.3).
+    pub(crate) max_tracked_ranges: usize,
+}
+
+impl Default for AckConfig {
+    fn default() -> Self {
+        Self {
+            max_ack_delay: Duration::from_millis(25),
+            ack_eliciting_threshold: 2,
+            max_ack_ranges: 64,
+            max_tracked_ranges: 256,
+        }
+    }
+}
+
+/// The packets received in one packet number space and the acknowledgement owed for them.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceivedPackets {
+    space: SpaceId,
+    config: AckConfig,
+    /// Received packet numbers not yet known to be acknowledged by the peer, at or above `min_tracked`.
+    ranges: RangeSet,
+    /// Every packet number below this counts as already received (RFC 9000 §12.3: "a minimum packet
+    /// number below which all packets are immediately dropped"). Raised when ranges are forgotten.
+    min_tracked: u64,
+    /// The largest packet number received and when (RFC 9000 §13.2.3: MUST be retained; §13.2.5: the
+    /// ACK Delay is measured from it).
+    largest: Option<(u64, Instant)>,
+    /// The largest ack-eliciting packet number received, for the reordering rules of §13.2.1.
+    largest_ack_eliciting: Option<u64>,
+    /// Ack-eliciting packets received since the last ACK frame was sent.
+    unacked_ack_eliciting: u64,
+    /// When the first of those arrived.
+    first_unacked_at: Option<Instant>,
+    /// Whether an ACK frame should be sent without delay.
+    immediate: bool,
+    /// Whether any packet (ack-eliciting or not) arrived since the last ACK frame was sent.
+    unacked: bool,
+    /// ECN counts, `Some` once an ECN-marked packet was received (RFC 9000 §13.4.1).
+    ecn: Option<EcnCounts>,
+    /// The last ACK frame sent: (packet number that carried it, its Largest Acknowledged).
+    last_ack_sent: Option<(u64, u64)>,
+}
+
+impl ReceivedPackets {
+    /// Nothing received yet in `space`.
+    pub(crate) fn new(space: SpaceId, config: AckConfig) -> Self {
+        Self {
+            space,
+            config,
+            ranges: RangeSet::with_max_ranges(config.max_tracked_ranges),
+            min_tracked: 0,
+            largest: None,
+            largest_ack_eliciting: None,
+            unacked_ack_eliciting: 0,
+            first_unacked_at: None,
+            immediate: false,
+            unacked: false,
+            ecn: None,
+            last_ack_sent: None,
+        }
+    }
+
+    /// The packet number space.
+    pub(crate) fn space(&self) -> SpaceId {
+        self.space
+    }
+
+    /// The largest packet number received, used to decode truncated packet numbers (RFC 9000 §17.1,
+    /// Appendix A.3). Kept even when all ranges are pruned (RFC 9000 §13.2.3).
+    pub(crate) fn largest(&self) -> Option<u64> {
+        self.largest.map(|(pn, _)| pn)
+    }
+
+    /// Packet numbers below this are treated as duplicates (see [`ReceivedPackets::is_duplicate`]).
+    pub(crate) fn min_tracked(&self) -> u64 {
+        self.min_tracked
+    }
+
+    /// The ECN counts reported so far, `None` until an ECN-marked packet arrives.
+    pub(crate) fn ecn_counts(&self) -> Option<EcnCounts> {
+        self.ecn
+    }
+
+    /// The last ACK frame sent, as (packet number that carried it, its Largest Acknowledged).
+    pub(crate) fn last_ack_sent(&self) -> Option<(u64, u64)> {
+        self.last_ack_sent
+    }
+
+    /// Whether packet number `pn` must be discarded as a duplicate (RFC 9000 §12.3: "A receiver MUST
+    /// discard a newly unprotected packet unless it is certain that it has not processed another packet
+    /// with the same packet number"). Call after removing packet protection.
+    ///
+    /// Besides the packet numbers actually received, everything below [`ReceivedPackets::min_tracked`]
+    /// counts as a duplicate: those ranges were forgotten, after the peer saw our acknowledgement of
+    /// them (§13.2.4) or because too many ranges were tracked (§13.2.3), so a packet that old is
+    /// dropped even if it never arrived before.
+    pub(crate) fn is_duplicate(&self, pn: u64) -> bool {
+        pn < self.min_tracked || self.ranges.contains(pn)
+    }
+
+    /// Records a processed packet: packet number `pn`, whether it was ack-eliciting, the ECN codepoint
+    /// of its IP packet and when it arrived. Decides whether an ACK is due now or by a deadline.
+    ///
+    /// Returns `false`, changing nothing, for a duplicate (see [`ReceivedPackets::is_duplicate`]);
+    /// duplicates do not count for ECN either (RFC 9000 §13.4.1).
+    pub(crate) fn on_packet_received(
+        &mut self,
+        pn: u64,
+        ack_eliciting: bool,
+        ecn: Option<EcnCodepoint>,
+        now: Instant,
+    ) -> bool {
+        if self.is_duplicate(pn) {
+            return false;
+        }
+        let (_, evicted) = self.ranges.insert_evicting(pn..=pn);
+        if let Some(evicted) = evicted {
+            // RFC 9000 §13.2.3: "A receiver MUST retain an ACK Range unless it can ensure that it will
+            // not subsequently accept packets with numbers in that range. Maintaining a minimum packet
+            // number that increases as ranges are discarded is one way to achieve this".
+            self.min_tracked = self.min_tracked.max(evicted.end().saturating_add(1));
+        }
+        if self.largest.map_or(true, |(largest, _)| pn > largest) {
+            self.largest = Some((pn, now));
+        }
+        // RFC 9000 §13.4.1: count each processed packet once per codepoint.
+        if let Some(codepoint) = ecn {
+            let counts = self.ecn.get_or_insert_with(EcnCounts::default);
+            match codepoint {
+                EcnCodepoint::Ect0 => counts.ect0 += 1,
+                EcnCodepoint::Ect1 => counts.ect1 += 1,
+                EcnCodepoint::Ce => counts.ce += 1,
+            }
+        }
+        self.unacked = true;
+        if !ack_eliciting {
+            // RFC 9000 §13.2.1: "An endpoint MUST NOT send a non-ack-eliciting packet in response to a
+            // non-ack-eliciting packet, even if there are packet gaps". A CE mark only hurries an ACK
+            // that is owed anyway for earlier ack-eliciting packets.
+            if ecn == Some(EcnCodepoint::Ce) && self.unacked_ack_eliciting > 0 {
+                self.immediate = true;
+            }
+            return true;
+        }
+        self.unacked_ack_eliciting += 1;
+        self.first_unacked_at.get_or_insert(now);
+        let reordered = self.is_reordered(pn);
+        self.largest_ack_eliciting = Some(self.largest_ack_eliciting.map_or(pn, |l| l.max(pn)));
+        self.immediate |= match self.space {
+            // RFC 9000 §13.2.1: "An endpoint MUST acknowledge all ack-eliciting Initial and Handshake
+            // packets immediately".
+            SpaceId::Initial | SpaceId::Handshake => true,
+            // RFC 9000 §13.2.2: after `ack_eliciting_threshold` (two by default) packets; §13.2.1: "without
+            // delay" for reordering or a gap, and ECN-CE "SHOULD be acknowledged immediately".
+            SpaceId::Data => {
+                self.unacked_ack_eliciting >= self.config.ack_eliciting_threshold
+                    || reordered
+                    || ecn == Some(EcnCodepoint::Ce)
+            }
+        };
+        true
+    }
+
+    /// RFC 9000 §13.2.1: whether ack-eliciting packet `pn` (already recorded) arrived "less than another
+    /// ack-eliciting packet that has been received", or above the highest one "and there are missing
+    /// packets between that packet and this packet". Forgotten packet numbers (below `min_tracked`) do
+    /// not count as missing.
+    fn is_reordered(&self, pn: u64) -> bool {
+        let Some(largest) = self.largest_ack_eliciting else {
+            return false;
+        };
+        if pn < largest {
+            return true;
+        }
+        // Every packet number in `largest + 1 ..= pn - 1` received: the range holding `pn` (just
+        // inserted, unless the cap dropped it) reaches down to `largest + 1` or below the floor.
+        let from = largest.saturating_add(1).max(self.min_tracked);
+        if pn <= from {
+            return false;
+        }
+        !self
+            .ranges
+            .range_containing(pn)
+            .is_some_and(|r| *r.start() <= from)
+    }
+
+    /// Whether an ACK frame should be sent now, without waiting for the deadline.
+    pub(crate) fn wants_ack_now(&self) -> bool {
+        self.immediate && self.unacked_ack_eliciting > 0 && !self.ranges.is_empty()
+    }
+
+    /// When a delayed ACK frame is due: `max_ack_delay` after the first unacknowledged ack-eliciting
+    /// packet (RFC 9000 §13.2.1: "ack-eliciting packets MUST be acknowledged at least once within the
+    /// maximum delay"). `None` when no ack-eliciting packet waits or [`ReceivedPackets::wants_ack_now`].
+    pub(crate) fn ack_deadline(&self) -> Option<Instant> {
+        if self.immediate || self.ranges.is_empty() {
+            return None;
+        }
+        // An absurd max_ack_delay that overflows `Instant` means no deadline rather than a panic.
+        self.first_unacked_at
+            .and_then(|first| first.checked_add(self.config.max_ack_delay))
+    }
+
+    /// Whether some received packet is not covered by an ACK frame sent since, so one may be
+    /// piggybacked. Non-ack-eliciting packets alone never make an ACK due (no deadline, not
+    /// [`ReceivedPackets::wants_ack_now`]) but are acknowledged with the next one (RFC 9000 §13.2).
+    pub(crate) fn has_unacked(&self) -> bool {
+        self.unacked && !self.ranges.is_empty()
+    }
+
+    /// The ACK frame to send at `now`: the highest tracked ranges first, at most
+    /// [`AckConfig::max_ack_ranges`] of them (RFC 9000 §13.2.3: older ranges are omitted), the ACK
+    /// Delay and the ECN counts once any ECN-marked packet arrived (§13.4.1, frame type 0x03).
+    ///
+    /// The ACK Delay is the time since the largest packet number arrived, in microseconds shifted
+    /// right by `ack_delay_exponent` (RFC 9000 §13.2.5, §19.3), in every space: §13.2.5 asks to report
+    /// measured delays even above max_ack_delay, "especially useful during the handshake"; the peer
+    /// MAY ignore it for Initial packets (RFC 9002 §5.3). `ack_delay_exponent` is our transport
+    /// parameter (at most 20).
+    ///
+    /// `None` when no packet number is tracked (nothing received, or all pruned).
+    pub(crate) fn build_ack(&self, now: Instant, ack_delay_exponent: u8) -> Option<AckFrame> {
+        let (_, received_at) = self.largest?;
+        if self.ranges.is_empty() {
+            return None;
+        }
+        let micros =
+            u64::try_from(now.saturating_duration_since(received_at).as_micros()).unwrap_or(u64::MAX);
+        let delay = micros
+            .checked_shr(u32::from(ack_delay_exponent))
+            .unwrap_or(0)
+            .min(VarInt::MAX.into_inner());
+        let ranges = self.ranges.iter_rev().take(self.config.max_ack_ranges.max(1));
+        // Packet numbers are below 2^62 (RFC 9000 §12.3) and the ranges are disjoint and descending, so
+        // this cannot fail; if it did, no frame is better than a panic.
+        AckFrame::from_ranges(ranges, delay, self.ecn).ok()
+    }
+
+    /// Records that an ACK frame with Largest Acknowledged `largest_acked` was sent in our packet
+    /// `sent_in`. When it covers the largest packet received, nothing is owed any more: the pending
+    /// count, deadline and immediate flag reset (RFC 9000 §13.2.1: no second ACK-only packet in
+    /// response to the same ack-eliciting packet).
+    pub(crate) fn on_ack_sent(&mut self, largest_acked: u64, sent_in: u64) {
+        self.last_ack_sent = Some((sent_in, largest_acked));
+        if self.largest.is_some_and(|(largest, _)| largest_acked >= largest) {
+            self.reset_pending();
+        }
+    }
+
+    /// The peer acknowledged a packet of ours that carried an ACK frame with Largest Acknowledged
+    /// `largest_acked`: it has seen that frame, so we stop acknowledging packet numbers at or below it
+    /// (RFC 9000 §13.2.4: "the receiver can stop acknowledging packets less than or equal to the Largest
+    /// Acknowledged field in the sent ACK frame") and count them as duplicates from now on.
+    ///
+    /// The pruning point is capped at the largest packet number received, so a bogus value can never
+    /// make packets we have not received yet look like duplicates; the largest itself stays known
+    /// through [`ReceivedPackets::largest`].
+    pub(crate) fn on_ack_of_ack(&mut self, largest_acked: u64) {
+        let Some((largest, _)) = self.largest else {
+            return;
+        };
+        let floor = largest_acked.min(largest).saturating_add(1);
+        if floor <= self.min_tracked {
+            return;
+        }
+        self.min_tracked = floor;
+        self.ranges.remove_below(floor);
+        if self.ranges.is_empty() {
+            // Whatever arrived since that frame is now below the floor: nothing is left to acknowledge.
+            self.reset_pending();
+        }
+    }
+
+    fn reset_pending(&mut self) {
+        self.unacked_ack_eliciting = 0;
+        self.first_unacked_at = None;
+        self.immediate = false;
+        self.unacked = false;
+    }
+}
+
+#[cfg(test)]
+mod tests;

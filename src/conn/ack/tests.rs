@@ -1,0 +1,429 @@
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use std::collections::BTreeSet;
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::{AckConfig, EcnCodepoint, ReceivedPackets};
+use crate::conn::SpaceId;
+use crate::wire::frame::{AckFrame, EcnCounts, Frame};
+use crate::wire::Reader;
+
+/// The one place a test reads the clock; everything else is `epoch() + Duration`.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn data() -> ReceivedPackets {
+    ReceivedPackets::new(SpaceId::Data, AckConfig::default())
+}
+
+fn ranges(frame: &AckFrame) -> Vec<RangeInclusive<u64>> {
+    frame.iter().collect()
+}
+
+/// Encodes `frame` as a `Frame::Ack`, decodes it back and checks both agree (and the length).
+fn round_trip(frame: &AckFrame) {
+    let frame = Frame::Ack(frame.clone());
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    assert_eq!(buf.len(), frame.encoded_len());
+    let bytes = buf.freeze();
+    let mut r = Reader::new(&bytes);
+    let decoded = Frame::decode(&mut r).expect("our own ACK frame decodes");
+    assert_eq!(decoded, frame);
+    assert_eq!(r.remaining(), 0);
+}
+
+#[test]
+fn in_order_packets_are_acked_every_second_ack_eliciting_packet() {
+    let t0 = epoch();
+    let mut rx = data();
+    let mut acks = 0;
+    for pn in 0..10u64 {
+        let now = t0 + ms(pn);
+        assert!(rx.on_packet_received(pn, true, None, now));
+        if pn % 2 == 0 {
+            assert!(!rx.wants_ack_now(), "pn {pn}");
+            assert_eq!(rx.ack_deadline(), Some(now + ms(25)));
+        } else {
+            assert!(rx.wants_ack_now(), "pn {pn}");
+            assert_eq!(rx.ack_deadline(), None);
+            let frame = rx.build_ack(now, 3).expect("packets to acknowledge");
+            assert_eq!(ranges(&frame), [0..=pn]);
+            rx.on_ack_sent(frame.largest(), 100 + pn);
+            assert!(!rx.wants_ack_now());
+            assert!(!rx.has_unacked());
+            assert_eq!(rx.ack_deadline(), None);
+            acks += 1;
+        }
+    }
+    assert_eq!(acks, 5);
+    assert_eq!(rx.last_ack_sent(), Some((109, 9)));
+}
+
+#[test]
+fn threshold_is_configurable() {
+    let t0 = epoch();
+    let config = AckConfig {
+        ack_eliciting_threshold: 3,
+        ..AckConfig::default()
+    };
+    let mut rx = ReceivedPackets::new(SpaceId::Data, config);
+    rx.on_packet_received(0, true, None, t0);
+    rx.on_packet_received(1, true, None, t0);
+    assert!(!rx.wants_ack_now());
+    rx.on_packet_received(2, true, None, t0);
+    assert!(rx.wants_ack_now());
+}
+
+#[test]
+fn a_single_ack_eliciting_packet_gives_a_deadline() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0 + ms(1));
+    assert!(!rx.wants_ack_now());
+    assert!(rx.has_unacked());
+    assert_eq!(rx.ack_deadline(), Some(t0 + ms(26)));
+    // A non-ack-eliciting packet after it neither moves nor hurries the deadline.
+    rx.on_packet_received(1, false, None, t0 + ms(5));
+    assert_eq!(rx.ack_deadline(), Some(t0 + ms(26)));
+    assert!(!rx.wants_ack_now());
+    // The ACK sent at the deadline covers both.
+    let frame = rx.build_ack(t0 + ms(26), 3).expect("packets to acknowledge");
+    assert_eq!(ranges(&frame), [0..=1]);
+    rx.on_ack_sent(1, 0);
+    assert_eq!(rx.ack_deadline(), None);
+}
+
+#[test]
+fn a_gap_triggers_an_immediate_ack() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0);
+    assert!(!rx.wants_ack_now());
+    // 1 is missing.
+    rx.on_packet_received(2, true, None, t0);
+    assert!(rx.wants_ack_now());
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    assert_eq!(ranges(&frame), [2..=2, 0..=0]);
+    rx.on_ack_sent(2, 0);
+    // The late packet is below the largest ack-eliciting one: immediate again.
+    rx.on_packet_received(1, true, None, t0);
+    assert!(rx.wants_ack_now());
+    assert_eq!(ranges(&rx.build_ack(t0, 3).expect("packets")), [0..=2]);
+}
+
+#[test]
+fn a_gap_filled_by_non_ack_eliciting_packets_is_not_a_gap() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0);
+    rx.on_packet_received(1, false, None, t0);
+    rx.on_packet_received(2, false, None, t0);
+    rx.on_packet_received(3, true, None, t0);
+    // Reached the threshold of 2 anyway; check with a fresh count instead.
+    rx.on_ack_sent(3, 0);
+    rx.on_packet_received(4, false, None, t0);
+    rx.on_packet_received(5, true, None, t0);
+    assert!(
+        !rx.wants_ack_now(),
+        "4 was received, so 5 follows 3 without a gap"
+    );
+    rx.on_packet_received(7, false, None, t0);
+    assert!(
+        !rx.wants_ack_now(),
+        "a non-ack-eliciting packet never triggers an ACK"
+    );
+}
+
+#[test]
+fn non_ack_eliciting_packets_alone_trigger_nothing() {
+    let t0 = epoch();
+    let mut rx = data();
+    for pn in [0, 1, 5, 3, 9] {
+        rx.on_packet_received(pn, false, Some(EcnCodepoint::Ce), t0);
+    }
+    assert!(!rx.wants_ack_now());
+    assert_eq!(rx.ack_deadline(), None);
+    // But they may be acknowledged along with something else.
+    assert!(rx.has_unacked());
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    assert_eq!(ranges(&frame), [9..=9, 5..=5, 3..=3, 0..=1]);
+    for space in [SpaceId::Initial, SpaceId::Handshake] {
+        let mut rx = ReceivedPackets::new(space, AckConfig::default());
+        rx.on_packet_received(0, false, None, t0);
+        assert!(!rx.wants_ack_now());
+        assert_eq!(rx.ack_deadline(), None);
+    }
+}
+
+#[test]
+fn initial_and_handshake_are_acked_immediately() {
+    let t0 = epoch();
+    for space in [SpaceId::Initial, SpaceId::Handshake] {
+        let mut rx = ReceivedPackets::new(space, AckConfig::default());
+        assert_eq!(rx.space(), space);
+        rx.on_packet_received(0, true, None, t0);
+        assert!(rx.wants_ack_now());
+        assert_eq!(rx.ack_deadline(), None);
+    }
+}
+
+#[test]
+fn ce_marked_ack_eliciting_packet_is_acked_immediately() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, Some(EcnCodepoint::Ce), t0);
+    assert!(rx.wants_ack_now());
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0);
+    rx.on_packet_received(1, false, Some(EcnCodepoint::Ce), t0);
+    assert!(rx.wants_ack_now(), "CE hurries the ACK already owed for packet 0");
+}
+
+#[test]
+fn duplicates_are_detected() {
+    let t0 = epoch();
+    let mut rx = data();
+    assert!(!rx.is_duplicate(0));
+    assert!(rx.on_packet_received(0, true, Some(EcnCodepoint::Ect0), t0));
+    assert!(rx.on_packet_received(2, true, None, t0));
+    assert!(rx.is_duplicate(0));
+    assert!(!rx.is_duplicate(1));
+    assert!(rx.is_duplicate(2));
+    assert!(!rx.is_duplicate(3));
+    // A duplicate changes nothing, not even the ECN counts (RFC 9000 §13.4.1).
+    assert!(!rx.on_packet_received(0, true, Some(EcnCodepoint::Ect0), t0));
+    assert_eq!(
+        rx.ecn_counts(),
+        Some(EcnCounts {
+            ect0: 1,
+            ect1: 0,
+            ce: 0
+        })
+    );
+}
+
+#[test]
+fn ack_delay_is_encoded_with_the_exponent() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0);
+    rx.on_packet_received(3, true, None, t0 + ms(2));
+    // Measured from the largest packet number (3), not from the first packet.
+    let frame = rx.build_ack(t0 + ms(10), 3).expect("packets to acknowledge");
+    assert_eq!(frame.delay, 1000, "8 ms = 8000 us >> 3");
+    assert_eq!(rx.build_ack(t0 + ms(10), 0).expect("packets").delay, 8000);
+    assert_eq!(rx.build_ack(t0 + ms(10), 20).expect("packets").delay, 0);
+    // A `now` before the receive time gives 0, not a panic.
+    assert_eq!(rx.build_ack(t0, 3).expect("packets").delay, 0);
+    // A lower packet arriving later does not move the reference time.
+    rx.on_packet_received(1, true, None, t0 + ms(9));
+    assert_eq!(rx.build_ack(t0 + ms(10), 3).expect("packets").delay, 1000);
+    round_trip(&frame);
+}
+
+#[test]
+fn ecn_counts_are_reported() {
+    let t0 = epoch();
+    let mut rx = data();
+    rx.on_packet_received(0, true, None, t0);
+    assert_eq!(rx.build_ack(t0, 3).expect("packets").ecn, None);
+    let marks = [
+        EcnCodepoint::Ect0,
+        EcnCodepoint::Ect0,
+        EcnCodepoint::Ect1,
+        EcnCodepoint::Ce,
+    ];
+    for (pn, mark) in (1..).zip(marks) {
+        rx.on_packet_received(pn, true, Some(mark), t0);
+    }
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    assert_eq!(
+        frame.ecn,
+        Some(EcnCounts {
+            ect0: 2,
+            ect1: 1,
+            ce: 1
+        })
+    );
+    assert_eq!(frame.frame_type(), 0x03);
+    round_trip(&frame);
+}
+
+#[test]
+fn build_ack_respects_the_frame_range_cap() {
+    let t0 = epoch();
+    let config = AckConfig {
+        max_ack_ranges: 3,
+        ..AckConfig::default()
+    };
+    let mut rx = ReceivedPackets::new(SpaceId::Data, config);
+    for pn in (0..20).step_by(2) {
+        rx.on_packet_received(pn, true, None, t0);
+    }
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    assert_eq!(ranges(&frame), [18..=18, 16..=16, 14..=14]);
+    // Still tracked, and still not duplicates.
+    assert!(rx.is_duplicate(0));
+    round_trip(&frame);
+}
+
+#[test]
+fn tracking_respects_the_range_cap() {
+    let t0 = epoch();
+    let mut rx = data();
+    let cap = AckConfig::default().max_tracked_ranges;
+    for pn in (0..20_000u64).step_by(2) {
+        assert!(rx.on_packet_received(pn, true, None, t0));
+        assert!(rx.ranges.len() <= cap);
+    }
+    assert_eq!(rx.ranges.len(), cap);
+    let lowest_kept = 20_000 - 2 * cap as u64;
+    assert_eq!(rx.ranges.min(), Some(lowest_kept));
+    // Everything below the kept ranges counts as a duplicate, received or not.
+    assert_eq!(rx.min_tracked(), lowest_kept - 1);
+    assert!(rx.is_duplicate(lowest_kept - 3));
+    assert!(rx.is_duplicate(lowest_kept - 2));
+    assert!(!rx.is_duplicate(lowest_kept - 1));
+    assert!(!rx.is_duplicate(lowest_kept + 1));
+    // A late packet just above the floor is accepted and merges with the lowest range.
+    assert!(rx.on_packet_received(lowest_kept - 1, true, None, t0));
+    assert_eq!(rx.ranges.len(), cap);
+    assert!(rx.is_duplicate(lowest_kept - 1));
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    assert_eq!(frame.iter().count(), AckConfig::default().max_ack_ranges);
+    assert_eq!(frame.largest(), 19_998);
+    round_trip(&frame);
+}
+
+#[test]
+fn ack_of_ack_prunes_ranges_at_or_below_its_largest() {
+    let t0 = epoch();
+    let mut rx = data();
+    for pn in [0, 1, 2, 4, 5, 8] {
+        rx.on_packet_received(pn, true, None, t0);
+    }
+    let frame = rx.build_ack(t0, 3).expect("packets to acknowledge");
+    rx.on_ack_sent(frame.largest(), 7);
+    rx.on_packet_received(10, true, None, t0);
+    rx.on_packet_received(11, false, None, t0);
+    // The peer acknowledged our packet 7, which acknowledged up to 4 (say, an older frame).
+    rx.on_ack_of_ack(4);
+    assert_eq!(rx.min_tracked(), 5);
+    assert_eq!(
+        ranges(&rx.build_ack(t0, 3).expect("packets")),
+        [10..=11, 8..=8, 5..=5]
+    );
+    // 3 and 6 were never received: 3 is below the floor now, 6 is not.
+    assert!(rx.is_duplicate(3));
+    assert!(!rx.is_duplicate(6));
+    // Pruning everything keeps the largest and makes nothing due.
+    rx.on_ack_of_ack(11);
+    assert_eq!(rx.largest(), Some(11));
+    assert!(rx.is_duplicate(11));
+    assert!(rx.build_ack(t0, 3).is_none());
+    assert!(!rx.has_unacked());
+    assert!(!rx.wants_ack_now());
+    assert_eq!(rx.ack_deadline(), None);
+    // An older frame's acknowledgement arriving late changes nothing.
+    rx.on_ack_of_ack(2);
+    assert_eq!(rx.min_tracked(), 12);
+    // A bogus value above the largest received never hides future packets.
+    rx.on_ack_of_ack(1000);
+    assert!(!rx.is_duplicate(12));
+    // New packets start a fresh set.
+    rx.on_packet_received(12, true, None, t0 + ms(1));
+    assert_eq!(ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")), [12..=12]);
+    assert_eq!(rx.ack_deadline(), Some(t0 + ms(26)));
+}
+
+#[test]
+fn nothing_received_builds_no_frame() {
+    let rx = data();
+    assert!(rx.build_ack(epoch(), 3).is_none());
+    assert!(!rx.has_unacked());
+    assert_eq!(rx.largest(), None);
+}
+
+#[test]
+fn built_frames_round_trip_through_the_codec() {
+    let t0 = epoch();
+    let mut rx = data();
+    for pn in [0, 1, 2, 3, 7, 8, 20, 1 << 40, (1 << 62) - 1] {
+        rx.on_packet_received(pn, true, Some(EcnCodepoint::Ect1), t0);
+    }
+    let frame = rx.build_ack(t0 + ms(3), 3).expect("packets to acknowledge");
+    assert_eq!(
+        ranges(&frame),
+        [
+            (1 << 62) - 1..=(1 << 62) - 1,
+            1 << 40..=1 << 40,
+            20..=20,
+            7..=8,
+            0..=3
+        ]
+    );
+    round_trip(&frame);
+}
+
+/// Checks, after every step of a random arrival order with tiny caps and occasional ack-of-acks, that
+/// no received packet number is ever accepted again, that every ACK frame only acknowledges received
+/// packet numbers and always includes the largest, and that it round-trips through the codec.
+fn check_random_arrivals(arrivals: &[(u64, bool, bool)]) {
+    let t0 = epoch();
+    let config = AckConfig {
+        max_ack_ranges: 3,
+        max_tracked_ranges: 4,
+        ..AckConfig::default()
+    };
+    let mut rx = ReceivedPackets::new(SpaceId::Data, config);
+    let mut received = BTreeSet::new();
+    for (i, &(pn, ack_eliciting, ack_of_ack)) in (0u64..).zip(arrivals) {
+        let now = t0 + ms(i);
+        let accepted = rx.on_packet_received(pn, ack_eliciting, None, now);
+        if received.contains(&pn) {
+            assert!(!accepted, "pn {pn} accepted twice");
+        }
+        if accepted {
+            received.insert(pn);
+        }
+        for &seen in &received {
+            assert!(rx.is_duplicate(seen), "pn {seen} forgotten");
+        }
+        assert_eq!(rx.largest(), received.last().copied());
+        assert!(rx.ranges.len() <= 4);
+        if rx.wants_ack_now() || ack_of_ack {
+            let Some(frame) = rx.build_ack(now, 3) else {
+                continue;
+            };
+            assert_eq!(Some(frame.largest()), rx.largest());
+            assert!(frame.iter().count() <= 3);
+            for r in frame.iter() {
+                assert!(r.clone().all(|v| received.contains(&v)), "{r:?} not all received");
+            }
+            round_trip(&frame);
+            rx.on_ack_sent(frame.largest(), i);
+            if ack_of_ack {
+                rx.on_ack_of_ack(frame.largest());
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_arrivals_keep_the_invariants(
+        arrivals in prop::collection::vec((0..40u64, any::<bool>(), prop::bool::weighted(0.1)), 0..80),
+    ) {
+        check_random_arrivals(&arrivals);
+    }
+}

@@ -1,0 +1,150 @@
+//! Reassembly of an ordered byte stream from chunks that arrive out of order, overlapping or duplicated
+//! (CRYPTO data now, stream data later).
+//!
+//! Stored chunks never overlap: a new chunk is cut to the gaps between what is already held, so memory
+//! stays below the window the caller allows, whatever the peer sends, and the work per chunk is
+//! proportional to the chunks it overlaps.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+/// Why [`Assembler::insert`] refused a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AssembleError {
+    /// The chunk ends more than the window past the read offset.
+    WindowExceeded,
+}
+
+/// Out-of-order chunks above a read offset.
+#[derive(Debug, Default)]
+pub(crate) struct Assembler {
+    /// Bytes before this offset were handed out.
+    read_offset: u64,
+    /// Non-overlapping chunks at offsets >= `read_offset`, keyed by offset.
+    chunks: BTreeMap<u64, Bytes>,
+    /// Sum of the chunk lengths.
+    buffered: usize,
+}
+
+impl Assembler {
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Adds `data` at `offset`, keeping only bytes not already held or read. Fails when the chunk ends
+    /// more than `window` bytes past the read offset.
+    pub(crate) fn insert(&mut self, offset: u64, mut data: Bytes, window: u64) -> Result<(), AssembleError> {
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.read_offset.saturating_add(window) {
+            return Err(AssembleError::WindowExceeded);
+        }
+        if end <= self.read_offset || data.is_empty() {
+            return Ok(());
+        }
+        let mut start = offset;
+        if start < self.read_offset {
+            data = data.slice((self.read_offset - start) as usize..);
+            start = self.read_offset;
+        }
+        // A held chunk starting before `start` may cover its beginning; then walk the held chunks inside
+        // [start, end), inserting the gaps between them.
+        let mut cursor = start;
+        if let Some((k, v)) = self.chunks.range(..start).next_back() {
+            cursor = cursor.max(k + v.len() as u64);
+        }
+        while cursor < end {
+            let next = self
+                .chunks
+                .range(cursor..end)
+                .next()
+                .map(|(k, v)| (*k, *k + v.len() as u64));
+            let gap_end = next.map_or(end, |(s, _)| s);
+            if gap_end > cursor {
+                let piece = data.slice((cursor - start) as usize..(gap_end - start) as usize);
+                self.buffered += piece.len();
+                self.chunks.insert(cursor, piece);
+            }
+            match next {
+                Some((_, e)) => cursor = e,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next in-order chunk, if the byte at the read offset has arrived.
+    pub(crate) fn read(&mut self) -> Option<Bytes> {
+        let entry = self.chunks.first_entry()?;
+        if *entry.key() != self.read_offset {
+            return None;
+        }
+        let data = entry.remove();
+        self.buffered -= data.len();
+        self.read_offset += data.len() as u64;
+        Some(data)
+    }
+
+    /// Drops everything held (the space or stream is gone).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.buffered = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(a: &mut Assembler) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = a.read() {
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_out_of_order_and_overlaps() {
+        let mut a = Assembler::default();
+        a.insert(5, Bytes::from_static(b"fghij"), 100).unwrap();
+        assert_eq!(a.read(), None);
+        a.insert(3, Bytes::from_static(b"defg"), 100).unwrap();
+        a.insert(0, Bytes::from_static(b"abc"), 100).unwrap();
+        a.insert(0, Bytes::from_static(b"abcdefghijk"), 100).unwrap();
+        assert_eq!(read_all(&mut a), b"abcdefghijk");
+        assert_eq!(a.buffered(), 0);
+        a.insert(2, Bytes::from_static(b"old"), 100).unwrap();
+        assert_eq!(a.buffered(), 0, "data below the read offset is dropped");
+        assert_eq!(
+            a.insert(50, Bytes::from_static(b"x"), 39),
+            Err(AssembleError::WindowExceeded)
+        );
+    }
+
+    proptest! {
+        /// Any delivery order, with duplicates and overlaps, yields the original stream, and memory never
+        /// exceeds the bytes of the stream not yet read.
+        #[test]
+        fn reassembles_any_order(
+            len in 1usize..400,
+            cuts in prop::collection::vec((0usize..400, 1usize..60), 1..60),
+        ) {
+            let stream: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut a = Assembler::default();
+            let mut out = Vec::new();
+            let mut chunks: Vec<(usize, usize)> = cuts.into_iter().map(|(s, l)| (s % len, l)).collect();
+            chunks.push((0, len)); // make sure everything arrives eventually
+            for (s, l) in chunks {
+                let e = (s + l).min(len);
+                a.insert(s as u64, Bytes::copy_from_slice(&stream[s..e]), 1 << 20).unwrap();
+                prop_assert!(a.buffered() <= len - out.len());
+                out.extend(read_all(&mut a));
+            }
+            prop_assert_eq!(out, stream);
+        }
+    }
+}

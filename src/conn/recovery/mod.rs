@@ -1,0 +1,707 @@
+//! Loss detection and RTT estimation (RFC 9002 §5, §6 and Appendix A).
+//!
+//! [`LossDetection`] tracks the packets we sent in each packet number space until they are acknowledged,
+//! declared lost or discarded with their keys. It keeps bytes in flight, the [`RttEstimator`] and the PTO
+//! backoff, and hands back what a congestion controller needs: newly acknowledged packets (size and send
+//! time), lost packets, the send time of the largest acknowledged packet and a persistent-congestion flag.
+//!
+//! # The timer
+//!
+//! Appendix A keeps one loss detection timer and re-arms it (SetLossDetectionTimer) after every relevant
+//! event. Here the deadline is computed on demand by [`LossDetection::timeout`] from the current state and
+//! the caller's [`RecoveryContext`], so a change the tracker cannot see (the handshake got confirmed, the
+//! server's anti-amplification limit was lifted) takes effect on the next call without a separate re-arm
+//! step. One moment has to be remembered: the client's anti-deadlock PTO (RFC 9002 §6.2.2.1) counts from
+//! when the timer was last armed, not from a sent packet; recomputing it from each caller's `now` would push
+//! it forward on every poll and it would never fire. The tracker records that moment (the last in-flight
+//! send, newly acknowledging ACK or handled timeout) itself.
+//!
+//! # Cost and memory
+//!
+//! Only packets in flight are retained, so memory is bounded by what we sent. ACK processing walks the
+//! tracked packets inside each acknowledged range (a `BTreeMap` range), never the numbers of a range, so
+//! a range covering 2^40 packet numbers costs the same as one covering the few packets we have.
+
+// The connection wires this module up next; until then parts of the API are unused.
+#![allow(dead_code)]
+
+mod rtt;
+#[cfg(test)]
+mod tests;
+
+#[allow(unused_imports)] // The constants are for the connection, which wires this module up next.
+pub(crate) use rtt::{RttEstimator, GRANULARITY, INITIAL_RTT};
+
+use std::collections::{btree_map, BTreeMap};
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use super::SpaceId;
+use crate::wire::TransportError;
+use crate::Side;
+
+/// kPacketThreshold (RFC 9002 §6.1.1: "The RECOMMENDED initial value for the packet reordering threshold
+/// (kPacketThreshold) is 3").
+pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+/// kPersistentCongestionThreshold (RFC 9002 §7.6.1: "The RECOMMENDED value for
+/// kPersistentCongestionThreshold is 3").
+pub(crate) const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
+
+/// How many ranges of never-sent packet numbers (skips and gaps) a space remembers for the RFC 9000
+/// §13.1 check; older ones are forgotten.
+pub(crate) const MAX_UNSENT_RANGES: usize = 64;
+
+/// What we know about one sent packet (RFC 9002 Appendix A.1.1), plus the caller's record `data` of what
+/// it carried, handed back when the packet is acknowledged, lost or discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentPacket<T> {
+    /// When the packet was sent.
+    pub(crate) time_sent: Instant,
+    /// The bytes sent in the packet, with QUIC framing but without UDP or IP overhead.
+    pub(crate) size: u16,
+    /// Whether the packet contains an ack-eliciting frame (RFC 9002 §2).
+    pub(crate) ack_eliciting: bool,
+    /// Whether the packet counts toward bytes in flight (RFC 9002 §2: ack-eliciting or carrying
+    /// PADDING). Packets not in flight are not retained.
+    pub(crate) in_flight: bool,
+    /// The caller's record of the packet's contents.
+    pub(crate) data: T,
+}
+
+/// Connection state the loss detector needs but does not own, passed with each call that may depend on
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveryContext {
+    /// The peer's max_ack_delay transport parameter (RFC 9000 §18.2; 25 ms when absent).
+    pub(crate) max_ack_delay: Duration,
+    /// Whether the handshake is confirmed (RFC 9001 §4.1.2).
+    pub(crate) handshake_confirmed: bool,
+    /// Whether we have Handshake keys: picks the space of a client's anti-deadlock probe (RFC 9002
+    /// §6.2.2.1).
+    pub(crate) has_handshake_keys: bool,
+    /// A server only: whether the anti-amplification limit (RFC 9000 §8.1) leaves nothing to send. A
+    /// server arms no PTO then (RFC 9002 §6.2.2.1). Ignored for a client.
+    pub(crate) at_anti_amplification_limit: bool,
+}
+
+/// An ACK frame the connection must reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckError {
+    /// The ACK acknowledges `pn`, which we never sent in `space`: at or beyond the next packet number, or
+    /// one we skipped. RFC 9000 §13.1: "An endpoint SHOULD treat receipt of an acknowledgment for a
+    /// packet it did not send as a connection error of type PROTOCOL_VIOLATION".
+    UnsentPacket {
+        /// The space of the ACK frame.
+        space: SpaceId,
+        /// A packet number the ACK covers that was never sent.
+        pn: u64,
+    },
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckError::UnsentPacket { space, pn } => {
+                write!(f, "ACK of packet {pn} never sent in the {space:?} space")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AckError {}
+
+impl From<AckError> for TransportError {
+    /// A PROTOCOL_VIOLATION (RFC 9000 §13.1); the caller adds the ACK frame type.
+    fn from(e: AckError) -> Self {
+        match e {
+            AckError::UnsentPacket { .. } => {
+                TransportError::protocol_violation("acknowledgment of a packet never sent")
+            }
+        }
+    }
+}
+
+/// What an ACK frame did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AckOutcome<T> {
+    /// Packets this ACK newly acknowledged, by ascending packet number.
+    pub(crate) acked: Vec<(u64, SentPacket<T>)>,
+    /// Packets declared lost as a result (RFC 9002 §6.1), by ascending packet number.
+    pub(crate) lost: Vec<(u64, SentPacket<T>)>,
+    /// The send time of the ACK's largest acknowledged packet, if this ACK newly acknowledged it (for the
+    /// congestion controller's recovery period and ECN processing, RFC 9002 §7.3.2, Appendix B.7).
+    pub(crate) largest_acked_time_sent: Option<Instant>,
+    /// Whether the ACK produced an RTT sample (RFC 9002 §5.1).
+    pub(crate) rtt_sampled: bool,
+    /// Whether `lost` establishes persistent congestion (RFC 9002 §7.6.2), judged within this space
+    /// only, which §7.6.2 allows.
+    pub(crate) persistent_congestion: bool,
+}
+
+impl<T> Default for AckOutcome<T> {
+    fn default() -> Self {
+        Self {
+            acked: Vec::new(),
+            lost: Vec::new(),
+            largest_acked_time_sent: None,
+            rtt_sampled: false,
+            persistent_congestion: false,
+        }
+    }
+}
+
+/// What [`LossDetection::on_timeout`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TimeoutOutcome<T> {
+    /// The deadline has not passed (or nothing is armed): nothing to do.
+    Nothing,
+    /// Time-threshold loss detection declared these packets in `space` lost (RFC 9002 §6.1.2), by
+    /// ascending packet number.
+    Lost {
+        /// The space the packets were sent in.
+        space: SpaceId,
+        /// The lost packets.
+        lost: Vec<(u64, SentPacket<T>)>,
+    },
+    /// A probe timeout (RFC 9002 §6.2): `pto_count` has been incremented; send ack-eliciting probes in
+    /// `space`.
+    Probe {
+        /// The space to probe in.
+        space: SpaceId,
+        /// The client's anti-deadlock probe (RFC 9002 §6.2.2.1): nothing ack-eliciting is in flight, so
+        /// send one ack-eliciting packet in `space`: a Handshake packet, or an Initial packet in a
+        /// datagram padded to at least 1200 bytes. Otherwise send one or two ack-eliciting packets in
+        /// `space` (RFC 9002 §6.2.4), new data if any, else data from [`LossDetection::oldest_unacked`],
+        /// else a PING.
+        anti_deadlock: bool,
+    },
+}
+
+/// The sent-packet state of one packet number space.
+#[derive(Debug)]
+struct Space<T> {
+    /// Packets in flight, neither acknowledged nor declared lost, by packet number.
+    sent: BTreeMap<u64, SentPacket<T>>,
+    /// The smallest packet number neither sent nor skipped.
+    next_pn: u64,
+    /// Packet numbers below `next_pn` that were never sent, as disjoint ranges `start -> end` (inclusive):
+    /// the most recent [`MAX_UNSENT_RANGES`] of them.
+    unsent: BTreeMap<u64, u64>,
+    /// The largest packet number acknowledged so far.
+    largest_acked: Option<u64>,
+    /// The send time of the latest ack-eliciting packet in flight.
+    time_of_last_ack_eliciting: Option<Instant>,
+    /// The number of ack-eliciting packets in `sent`.
+    ack_eliciting_in_flight: u64,
+    /// The sum of the sizes in `sent`.
+    bytes_in_flight: u64,
+    /// When the oldest unacknowledged packet below `largest_acked` crosses the time threshold.
+    loss_time: Option<Instant>,
+    /// Whether the keys were discarded (no more packets may be sent here).
+    discarded: bool,
+}
+
+impl<T> Space<T> {
+    fn new() -> Self {
+        Self {
+            sent: BTreeMap::new(),
+            next_pn: 0,
+            unsent: BTreeMap::new(),
+            largest_acked: None,
+            time_of_last_ack_eliciting: None,
+            ack_eliciting_in_flight: 0,
+            bytes_in_flight: 0,
+            loss_time: None,
+            discarded: false,
+        }
+    }
+
+    /// Records `lo..=hi`, all above the existing ranges, as never sent, merging with the last range.
+    ///
+    /// A skipped number cannot be forgotten safely once everything around it is acknowledged: an
+    /// optimistic ACK range may run from below it up to packets sent later. So the ranges are kept, but
+    /// only the most recent [`MAX_UNSENT_RANGES`]: they come from our own sends, and giving up the check
+    /// on the oldest skips is the price of a fixed bound.
+    fn mark_unsent(&mut self, lo: u64, hi: u64) {
+        if let Some((_, end)) = self.unsent.iter_mut().next_back() {
+            if end.checked_add(1) == Some(lo) {
+                *end = hi;
+                return;
+            }
+        }
+        self.unsent.insert(lo, hi);
+        if self.unsent.len() > MAX_UNSENT_RANGES {
+            self.unsent.pop_first();
+        }
+    }
+
+    /// A packet number in `range` that was never sent, if any.
+    fn first_unsent_in(&self, range: &RangeInclusive<u64>) -> Option<u64> {
+        let (lo, hi) = (*range.start(), *range.end());
+        if hi >= self.next_pn {
+            return Some(lo.max(self.next_pn));
+        }
+        // The unsent ranges are disjoint and sorted, so the last one starting at or below `hi` is the only
+        // candidate that can reach up to `lo`.
+        let (&start, &end) = self.unsent.range(..=hi).next_back()?;
+        (end >= lo).then_some(start.max(lo))
+    }
+
+    /// Removes a tracked packet and takes it out of the in-flight counts.
+    fn remove(&mut self, pn: u64) -> Option<SentPacket<T>> {
+        let p = self.sent.remove(&pn)?;
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(u64::from(p.size));
+        if p.ack_eliciting {
+            self.ack_eliciting_in_flight = self.ack_eliciting_in_flight.saturating_sub(1);
+        }
+        Some(p)
+    }
+}
+
+/// Per-space sent-packet tracking, RTT estimation and the loss detection timer (RFC 9002 §5, §6).
+///
+/// `T` is the caller's record of what a packet carried. Feed it every packet sent
+/// ([`on_packet_sent`](Self::on_packet_sent)), every ACK frame
+/// ([`on_ack_received`](Self::on_ack_received)) and key discard ([`discard_space`](Self::discard_space)),
+/// poll [`timeout`](Self::timeout) and call [`on_timeout`](Self::on_timeout) when it has passed.
+#[derive(Debug)]
+pub(crate) struct LossDetection<T> {
+    /// Which end we are: a server always counts the peer's address as validated (Appendix A.8).
+    side: Side,
+    /// Initial, Handshake, Data.
+    spaces: [Space<T>; 3],
+    /// The path's RTT estimate.
+    rtt: RttEstimator,
+    /// When the first RTT sample was taken (Appendix A.3 first_rtt_sample).
+    first_rtt_sample: Option<Instant>,
+    /// The number of PTOs since the last reset (Appendix A.3 pto_count).
+    pto_count: u32,
+    /// Whether an ACK has been received in a Handshake packet (Appendix A.8
+    /// PeerCompletedAddressValidation). Kept after the Handshake space is discarded.
+    handshake_acked: bool,
+    /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK or a
+    /// handled timeout): the base of the client's anti-deadlock PTO (Appendix A.8 GetPtoTimeAndSpace).
+    armed_at: Option<Instant>,
+}
+
+impl<T> LossDetection<T> {
+    /// A tracker with nothing sent, for the `side` we are, starting from `initial_rtt` (normally
+    /// [`INITIAL_RTT`], RFC 9002 §6.2.2).
+    pub(crate) fn new(side: Side, initial_rtt: Duration) -> Self {
+        Self {
+            side,
+            spaces: [Space::new(), Space::new(), Space::new()],
+            rtt: RttEstimator::new(initial_rtt),
+            first_rtt_sample: None,
+            pto_count: 0,
+            handshake_acked: false,
+            armed_at: None,
+        }
+    }
+
+    /// Records a sent packet (RFC 9002 Appendix A.5 OnPacketSent).
+    ///
+    /// Packet numbers must strictly increase within a space; numbers passed over are recorded as never
+    /// sent, as with [`skip_packet_number`](Self::skip_packet_number). A packet not in flight (only ACK,
+    /// CONNECTION_CLOSE) is not retained: nothing about it needs recovery, and keeping it could grow
+    /// without bound while the peer has no reason to acknowledge it.
+    pub(crate) fn on_packet_sent(&mut self, space: SpaceId, pn: u64, packet: SentPacket<T>) {
+        let s = &mut self.spaces[space.index()];
+        debug_assert!(pn >= s.next_pn, "packet numbers strictly increase within a space");
+        debug_assert!(
+            !s.discarded || space == SpaceId::Data,
+            "no packets are sent in a space whose keys were discarded"
+        );
+        debug_assert!(
+            packet.in_flight || !packet.ack_eliciting,
+            "an ack-eliciting packet is in flight"
+        );
+        if pn < s.next_pn {
+            // A broken caller invariant; refusing the packet keeps the accounting consistent.
+            return;
+        }
+        if pn > s.next_pn {
+            s.mark_unsent(s.next_pn, pn - 1);
+        }
+        s.next_pn = pn.saturating_add(1);
+        if !packet.in_flight {
+            return;
+        }
+        if packet.ack_eliciting {
+            s.time_of_last_ack_eliciting = Some(packet.time_sent);
+            s.ack_eliciting_in_flight += 1;
+        }
+        s.bytes_in_flight += u64::from(packet.size);
+        self.armed_at = Some(packet.time_sent);
+        s.sent.insert(pn, packet);
+    }
+
+    /// Marks `pn` (at or above the next packet number) as deliberately never sent, so that an ACK of it
+    /// is an [`AckError::UnsentPacket`] (RFC 9000 §21.4, optimistic ACK defence). The next packet sent in
+    /// `space` must use a larger number.
+    pub(crate) fn skip_packet_number(&mut self, space: SpaceId, pn: u64) {
+        let s = &mut self.spaces[space.index()];
+        debug_assert!(pn >= s.next_pn, "only a future packet number can be skipped");
+        if pn < s.next_pn {
+            return;
+        }
+        s.mark_unsent(s.next_pn, pn);
+        s.next_pn = pn.saturating_add(1);
+    }
+
+    /// Processes the ranges of an ACK frame received in `space` at `now` (RFC 9002 Appendix A.7
+    /// OnAckReceived, A.10 DetectAndRemoveLostPackets).
+    ///
+    /// `ranges` are the acknowledged ranges (highest first, as [`AckRanges`] yields them, though the
+    /// order does not matter); it is walked twice, once to validate before anything changes. `ack_delay`
+    /// is the decoded ACK Delay; it is ignored in the Initial space (RFC 9002 §5.3). Empty ranges are
+    /// skipped.
+    ///
+    /// The work is proportional to the number of ranges plus the packets they newly acknowledge and
+    /// the tracked packets below the largest acknowledged one, never to the width of a range.
+    ///
+    /// [`AckRanges`]: crate::wire::frame::AckRanges
+    pub(crate) fn on_ack_received<I>(
+        &mut self,
+        space: SpaceId,
+        ranges: I,
+        ack_delay: Duration,
+        now: Instant,
+        ctx: &RecoveryContext,
+    ) -> Result<AckOutcome<T>, AckError>
+    where
+        I: IntoIterator<Item = RangeInclusive<u64>>,
+        I::IntoIter: Clone,
+    {
+        let ranges = ranges.into_iter();
+        let s = &mut self.spaces[space.index()];
+
+        // RFC 9000 §13.1: an acknowledgment of a packet we did not send is a PROTOCOL_VIOLATION.
+        let mut largest = None;
+        for range in ranges.clone().filter(|r| !r.is_empty()) {
+            if let Some(pn) = s.first_unsent_in(&range) {
+                return Err(AckError::UnsentPacket { space, pn });
+            }
+            largest = largest.max(Some(*range.end()));
+        }
+        let Some(largest) = largest else {
+            return Ok(AckOutcome::default());
+        };
+
+        if space == SpaceId::Handshake {
+            // Appendix A.8 PeerCompletedAddressValidation: "has received Handshake ACK".
+            self.handshake_acked = true;
+        }
+        s.largest_acked = s.largest_acked.max(Some(largest));
+
+        // Appendix A.7 DetectAndRemoveAckedPackets: only the tracked packets inside each range are visited.
+        let mut acked = Vec::new();
+        let mut pns = Vec::new();
+        for range in ranges.filter(|r| !r.is_empty()) {
+            pns.extend(s.sent.range(range).map(|(&pn, _)| pn));
+            for pn in pns.drain(..) {
+                if let Some(p) = s.remove(pn) {
+                    acked.push((pn, p));
+                }
+            }
+        }
+        // Appendix A.7: "Nothing to do if there are no newly acked packets."
+        if acked.is_empty() {
+            return Ok(AckOutcome::default());
+        }
+        acked.sort_unstable_by_key(|&(pn, _)| pn);
+
+        let mut outcome = AckOutcome::default();
+        if let Some((pn, newest)) = acked.last() {
+            if *pn == largest {
+                outcome.largest_acked_time_sent = Some(newest.time_sent);
+                // RFC 9002 §5.1: a sample only when the largest acknowledged is newly acknowledged and at
+                // least one newly acknowledged packet is ack-eliciting.
+                if acked.iter().any(|(_, p)| p.ack_eliciting) {
+                    let latest_rtt = now.saturating_duration_since(newest.time_sent);
+                    // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
+                    let ack_delay = if space == SpaceId::Initial {
+                        Duration::ZERO
+                    } else {
+                        ack_delay
+                    };
+                    self.rtt
+                        .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed);
+                    self.first_rtt_sample.get_or_insert(now);
+                    outcome.rtt_sampled = true;
+                }
+            }
+        }
+        outcome.acked = acked;
+
+        let period = self.persistent_congestion_duration(ctx.max_ack_delay);
+        let (lost, persistent_congestion) = self.detect_lost(space, now, Some(period));
+        outcome.lost = lost;
+        outcome.persistent_congestion = persistent_congestion;
+
+        // RFC 9002 §6.2.1: "The PTO backoff factor is reset when an acknowledgment is received", except at
+        // a client not yet sure the server validated its address (Appendix A.7).
+        if self.peer_completed_address_validation(ctx) {
+            self.pto_count = 0;
+        }
+        self.armed_at = Some(now);
+        Ok(outcome)
+    }
+
+    /// Declares packets in `space` lost by the packet and time thresholds and sets the space's loss time
+    /// for the rest (RFC 9002 §6.1, Appendix A.10 DetectAndRemoveLostPackets).
+    ///
+    /// With `persistent_period`, also judges persistent congestion (RFC 9002 §7.6.2): two ack-eliciting
+    /// lost packets sent after the first RTT sample, more than the period apart, with every packet number
+    /// between them lost in this same pass (so none of them acknowledged). Numbers missing from the
+    /// tracker (acknowledged, lost earlier or skipped) break a run, which can only miss persistent
+    /// congestion, never invent it.
+    fn detect_lost(
+        &mut self,
+        space: SpaceId,
+        now: Instant,
+        persistent_period: Option<Duration>,
+    ) -> (Vec<(u64, SentPacket<T>)>, bool) {
+        let loss_delay = self.rtt.loss_delay();
+        let first_rtt_sample = self.first_rtt_sample;
+        let s = &mut self.spaces[space.index()];
+        s.loss_time = None;
+        let Some(largest_acked) = s.largest_acked else {
+            return (Vec::new(), false);
+        };
+        // RFC 9002 §6.1.2: packets sent before this time are deemed lost.
+        let lost_send_time = now.checked_sub(loss_delay);
+
+        let mut lost_pns = Vec::new();
+        let mut persistent = false;
+        let mut run_start: Option<Instant> = None;
+        let mut prev_pn: Option<u64> = None;
+        for (&pn, p) in s.sent.range(..largest_acked) {
+            if prev_pn.and_then(|q| q.checked_add(1)) != Some(pn) {
+                run_start = None;
+            }
+            prev_pn = Some(pn);
+            // RFC 9002 §6.1.1 (kPacketThreshold) and §6.1.2 (kTimeThreshold).
+            let by_time = lost_send_time.is_some_and(|t| p.time_sent <= t);
+            let by_count = largest_acked >= pn.saturating_add(PACKET_THRESHOLD);
+            if by_time || by_count {
+                lost_pns.push(pn);
+                let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
+                if let (Some(period), true) = (persistent_period, p.ack_eliciting && after_sample) {
+                    match run_start {
+                        Some(start) if p.time_sent.saturating_duration_since(start) > period => {
+                            persistent = true;
+                        }
+                        Some(_) => {}
+                        None => run_start = Some(p.time_sent),
+                    }
+                }
+            } else {
+                run_start = None;
+                // RFC 9002 §6.1.2: "If packets sent prior to the largest acknowledged packet cannot yet be
+                // declared lost, then a timer SHOULD be set for the remaining time."
+                if let Some(t) = p.time_sent.checked_add(loss_delay) {
+                    s.loss_time = Some(s.loss_time.map_or(t, |lt| lt.min(t)));
+                }
+            }
+        }
+        let lost = lost_pns
+            .into_iter()
+            .filter_map(|pn| s.remove(pn).map(|p| (pn, p)))
+            .collect();
+        (lost, persistent)
+    }
+
+    /// The loss detection deadline (RFC 9002 Appendix A.8 SetLossDetectionTimer): the earliest
+    /// time-threshold loss time, else the PTO deadline, else `None`.
+    ///
+    /// The PTO is `pto_base + max_ack_delay (Data only)`, doubled per `pto_count`, from the last
+    /// ack-eliciting packet in the earliest space (RFC 9002 §6.2.1). No Data-space PTO before the handshake
+    /// is confirmed; no PTO for a server at its anti-amplification limit; and a client whose address the
+    /// server may not have validated arms a PTO even with nothing in flight (RFC 9002 §6.2.2.1). A
+    /// deadline in the past means "now". Call it again after any input, since every input may move it.
+    pub(crate) fn timeout(&self, ctx: &RecoveryContext) -> Option<Instant> {
+        if let Some((t, _)) = self.earliest_loss_time() {
+            return Some(t);
+        }
+        self.pto_time_and_space(ctx).map(|(t, _, _)| t)
+    }
+
+    /// Handles the loss detection timer at `now` (RFC 9002 Appendix A.9 OnLossDetectionTimeout). Returns
+    /// [`TimeoutOutcome::Nothing`] when [`timeout`](Self::timeout) has not passed, so a spurious wake-up is
+    /// harmless.
+    pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &RecoveryContext) -> TimeoutOutcome<T> {
+        if let Some((t, space)) = self.earliest_loss_time() {
+            if t > now {
+                return TimeoutOutcome::Nothing;
+            }
+            // Time threshold loss detection (RFC 9002 §6.1.2).
+            let (lost, _) = self.detect_lost(space, now, None);
+            self.armed_at = Some(now);
+            return TimeoutOutcome::Lost { space, lost };
+        }
+        let Some((t, space, anti_deadlock)) = self.pto_time_and_space(ctx) else {
+            return TimeoutOutcome::Nothing;
+        };
+        if t > now {
+            return TimeoutOutcome::Nothing;
+        }
+        // RFC 9002 §6.2.1: "When a PTO timer expires, the PTO backoff MUST be increased". A PTO MUST NOT
+        // mark packets lost (§6.2), so none are.
+        self.pto_count = self.pto_count.saturating_add(1);
+        self.armed_at = Some(now);
+        TimeoutOutcome::Probe { space, anti_deadlock }
+    }
+
+    /// Drops all state of `space` when its keys are discarded (RFC 9002 §6.4, Appendix A.11
+    /// OnPacketNumberSpaceDiscarded): its packets leave bytes in flight, its loss time and PTO are cleared
+    /// and `pto_count` is reset. Returns the dropped packets, so their records can be released; they are
+    /// neither acknowledged nor lost, so the congestion controller must not see them as either.
+    pub(crate) fn discard_space(&mut self, space: SpaceId) -> btree_map::IntoIter<u64, SentPacket<T>> {
+        let s = &mut self.spaces[space.index()];
+        let sent = std::mem::take(&mut s.sent);
+        s.bytes_in_flight = 0;
+        s.ack_eliciting_in_flight = 0;
+        s.time_of_last_ack_eliciting = None;
+        s.loss_time = None;
+        s.unsent.clear();
+        s.discarded = true;
+        // RFC 9002 §6.2.2: "When Initial or Handshake keys are discarded, the PTO and loss detection timers
+        // MUST be reset".
+        self.pto_count = 0;
+        sent.into_iter()
+    }
+
+    /// Bytes in flight across all spaces (RFC 9002 Appendix B.2 bytes_in_flight).
+    pub(crate) fn bytes_in_flight(&self) -> u64 {
+        self.spaces.iter().map(|s| s.bytes_in_flight).sum()
+    }
+
+    /// The number of PTOs since the backoff was last reset.
+    pub(crate) fn pto_count(&self) -> u32 {
+        self.pto_count
+    }
+
+    /// The RTT estimate.
+    pub(crate) fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// When the first RTT sample was taken.
+    pub(crate) fn first_rtt_sample(&self) -> Option<Instant> {
+        self.first_rtt_sample
+    }
+
+    /// Whether any ack-eliciting packet is in flight, in any space.
+    pub(crate) fn has_ack_eliciting_in_flight(&self) -> bool {
+        self.spaces.iter().any(|s| s.ack_eliciting_in_flight > 0)
+    }
+
+    /// Whether an ack-eliciting packet is in flight in `space` (RFC 9002 §6.2.4: probes SHOULD also go to
+    /// other spaces with data in flight).
+    pub(crate) fn has_ack_eliciting_in_flight_in(&self, space: SpaceId) -> bool {
+        self.spaces[space.index()].ack_eliciting_in_flight > 0
+    }
+
+    /// The largest packet number acknowledged in `space`.
+    pub(crate) fn largest_acked(&self, space: SpaceId) -> Option<u64> {
+        self.spaces[space.index()].largest_acked
+    }
+
+    /// The smallest packet number in `space` neither sent nor skipped.
+    pub(crate) fn next_packet_number(&self, space: SpaceId) -> u64 {
+        self.spaces[space.index()].next_pn
+    }
+
+    /// The unacknowledged ack-eliciting packets of `space`, oldest first: what a PTO probe can retransmit
+    /// when there is no new data (RFC 9002 §6.2.4).
+    pub(crate) fn oldest_unacked(&self, space: SpaceId) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
+        self.spaces[space.index()]
+            .sent
+            .iter()
+            .filter(|(_, p)| p.ack_eliciting)
+            .map(|(&pn, p)| (pn, p))
+    }
+
+    /// Whether the peer has completed address validation (RFC 9002 Appendix A.8
+    /// PeerCompletedAddressValidation): always at a server; at a client once a Handshake ACK arrived or
+    /// the handshake is confirmed.
+    pub(crate) fn peer_completed_address_validation(&self, ctx: &RecoveryContext) -> bool {
+        self.side == Side::Server || self.handshake_acked || ctx.handshake_confirmed
+    }
+
+    /// The persistent congestion duration, `(smoothed_rtt + max(4*rttvar, kGranularity) + max_ack_delay)
+    /// * kPersistentCongestionThreshold` (RFC 9002 §7.6.1), with max_ack_delay in every space.
+    pub(crate) fn persistent_congestion_duration(&self, max_ack_delay: Duration) -> Duration {
+        self.rtt
+            .pto_base()
+            .saturating_add(max_ack_delay)
+            .saturating_mul(PERSISTENT_CONGESTION_THRESHOLD)
+    }
+
+    /// The earliest loss time and its space (Appendix A.8 GetLossTimeAndSpace).
+    fn earliest_loss_time(&self) -> Option<(Instant, SpaceId)> {
+        SpaceId::ALL
+            .into_iter()
+            .filter_map(|space| Some((self.spaces[space.index()].loss_time?, space)))
+            .min_by_key(|&(t, _)| t)
+    }
+
+    /// The PTO deadline, its space, and whether it is the anti-deadlock PTO (Appendix A.8
+    /// GetPtoTimeAndSpace and the PTO half of SetLossDetectionTimer).
+    fn pto_time_and_space(&self, ctx: &RecoveryContext) -> Option<(Instant, SpaceId, bool)> {
+        // RFC 9002 §6.2.2.1: "the server's PTO timer MUST NOT be armed until datagrams have been received
+        // from the client" when no more data can be sent.
+        if self.side == Side::Server && ctx.at_anti_amplification_limit {
+            return None;
+        }
+        // RFC 9002 §6.2.1: "the PTO period being set to twice its current value" per expiry.
+        let backoff = 1u32.checked_shl(self.pto_count).unwrap_or(u32::MAX);
+        let duration = self.rtt.pto_base().saturating_mul(backoff);
+
+        let mut best: Option<(Instant, SpaceId)> = None;
+        for space in SpaceId::ALL {
+            let s = &self.spaces[space.index()];
+            let Some(last) = s.time_of_last_ack_eliciting else {
+                continue;
+            };
+            if s.ack_eliciting_in_flight == 0 {
+                continue;
+            }
+            let period = if space == SpaceId::Data {
+                // RFC 9002 §6.2.1: "An endpoint MUST NOT set its PTO timer for the Application Data packet
+                // number space until the handshake is confirmed."
+                if !ctx.handshake_confirmed {
+                    break;
+                }
+                // max_ack_delay only counts in the Data space, backed off too (Appendix A.8).
+                duration.saturating_add(ctx.max_ack_delay.saturating_mul(backoff))
+            } else {
+                duration
+            };
+            if let Some(t) = last.checked_add(period) {
+                if best.map_or(true, |(b, _)| t < b) {
+                    best = Some((t, space));
+                }
+            }
+        }
+        if let Some((t, space)) = best {
+            return Some((t, space, false));
+        }
+        // Nothing that may arm a PTO is in flight. RFC 9002 §6.2.2.1: "the client MUST set the PTO timer if
+        // the client has not received an acknowledgment for any of its Handshake packets and the handshake
+        // is not confirmed ..., even if there are no packets in flight." It counts from when the timer was
+        // last armed (Appendix A.8: "Anti-deadlock PTO starts from the current time").
+        if self.peer_completed_address_validation(ctx) {
+            return None;
+        }
+        let space = if ctx.has_handshake_keys {
+            SpaceId::Handshake
+        } else {
+            SpaceId::Initial
+        };
+        Some((self.armed_at?.checked_add(duration)?, space, true))
+    }
+}

@@ -1,0 +1,139 @@
+//! Round-trip time estimation (RFC 9002 §5).
+
+use std::time::Duration;
+
+/// The RTT assumed before any sample (RFC 9002 §6.2.2: "the initial RTT SHOULD be set to 333
+/// milliseconds").
+pub(crate) const INITIAL_RTT: Duration = Duration::from_millis(333);
+
+/// The timer granularity, kGranularity (RFC 9002 §6.1.2: "The RECOMMENDED value of the timer granularity
+/// (kGranularity) is 1 millisecond").
+pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// An estimate of the path's round-trip time: latest_rtt, min_rtt, smoothed_rtt and rttvar (RFC 9002 §5).
+///
+/// All arithmetic saturates: a peer-reported ACK delay of any size cannot overflow it.
+#[derive(Debug, Clone)]
+pub(crate) struct RttEstimator {
+    /// latest_rtt: the most recent sample, ack delay not subtracted.
+    latest: Duration,
+    /// smoothed_rtt.
+    smoothed: Duration,
+    /// rttvar.
+    rttvar: Duration,
+    /// min_rtt, ack delay not subtracted.
+    min: Duration,
+    /// Whether a sample has been taken since initialisation.
+    has_sample: bool,
+}
+
+impl RttEstimator {
+    /// An estimator before any sample (RFC 9002 §5.3: `smoothed_rtt = kInitialRtt`, `rttvar = kInitialRtt /
+    /// 2`). `latest` and `min` report `initial_rtt` until the first sample replaces them.
+    pub(crate) fn new(initial_rtt: Duration) -> Self {
+        Self {
+            latest: initial_rtt,
+            smoothed: initial_rtt,
+            rttvar: initial_rtt / 2,
+            min: initial_rtt,
+            has_sample: false,
+        }
+    }
+
+    /// Folds in one RTT sample (RFC 9002 §5.2, §5.3).
+    ///
+    /// `latest_rtt` is the time from sending the largest newly acknowledged packet to receiving its
+    /// acknowledgement; the caller takes a sample only under the two conditions of RFC 9002 §5.1.
+    /// `ack_delay` is the decoded ACK Delay field. The caller passes `Duration::ZERO` for
+    /// acknowledgements in the Initial space (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment
+    /// delay for Initial packets"); [`LossDetection`](super::LossDetection) does so. `max_ack_delay` is the
+    /// peer's transport parameter, applied only once `handshake_confirmed`.
+    pub(crate) fn update(
+        &mut self,
+        latest_rtt: Duration,
+        ack_delay: Duration,
+        max_ack_delay: Duration,
+        handshake_confirmed: bool,
+    ) {
+        self.latest = latest_rtt;
+        if !self.has_sample {
+            // RFC 9002 §5.2: "min_rtt MUST be set to the latest_rtt on the first RTT sample". §5.3: on the
+            // first sample, smoothed_rtt = latest_rtt and rttvar = latest_rtt / 2.
+            self.has_sample = true;
+            self.min = latest_rtt;
+            self.smoothed = latest_rtt;
+            self.rttvar = latest_rtt / 2;
+            return;
+        }
+        // RFC 9002 §5.2: "min_rtt MUST be set to the lesser of min_rtt and latest_rtt" (ack delay ignored).
+        self.min = self.min.min(latest_rtt);
+        // RFC 9002 §5.3: "SHOULD ignore the peer's max_ack_delay until the handshake is confirmed"; "MUST
+        // use the lesser of the acknowledgment delay and the peer's max_ack_delay after the handshake is
+        // confirmed".
+        let ack_delay = if handshake_confirmed {
+            ack_delay.min(max_ack_delay)
+        } else {
+            ack_delay
+        };
+        // RFC 9002 §5.3: "MUST NOT subtract the acknowledgment delay from the RTT sample if the resulting
+        // value is smaller than the min_rtt."
+        let adjusted = if latest_rtt >= self.min.saturating_add(ack_delay) {
+            latest_rtt.saturating_sub(ack_delay)
+        } else {
+            latest_rtt
+        };
+        // RFC 9002 Appendix A.7 (and RFC 6298 §2.3): rttvar is updated with the smoothed_rtt from *before*
+        // this sample. (The prose pseudocode of §5.3 lists the smoothed_rtt line first; Appendix A.7 and
+        // RFC 6298 use the old value, which is what we do.)
+        let rttvar_sample = abs_diff(self.smoothed, adjusted);
+        self.rttvar = (self.rttvar.saturating_mul(3).saturating_add(rttvar_sample)) / 4;
+        self.smoothed = (self.smoothed.saturating_mul(7).saturating_add(adjusted)) / 8;
+    }
+
+    /// latest_rtt: the most recent sample (the initial RTT before any sample).
+    pub(crate) fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    /// smoothed_rtt.
+    pub(crate) fn smoothed(&self) -> Duration {
+        self.smoothed
+    }
+
+    /// rttvar.
+    pub(crate) fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// min_rtt (the initial RTT before any sample).
+    pub(crate) fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// Whether at least one sample has been taken.
+    pub(crate) fn has_sample(&self) -> bool {
+        self.has_sample
+    }
+
+    /// The PTO period without max_ack_delay and backoff: `smoothed_rtt + max(4*rttvar, kGranularity)`
+    /// (RFC 9002 §6.2.1). It is at least kGranularity, as §6.2.1 requires.
+    pub(crate) fn pto_base(&self) -> Duration {
+        self.smoothed
+            .saturating_add(self.rttvar.saturating_mul(4).max(GRANULARITY))
+    }
+
+    /// The time threshold for loss detection: `max(kTimeThreshold * max(smoothed_rtt, latest_rtt),
+    /// kGranularity)` with kTimeThreshold = 9/8 (RFC 9002 §6.1.2).
+    pub(crate) fn loss_delay(&self) -> Duration {
+        (self.smoothed.max(self.latest).saturating_mul(9) / 8).max(GRANULARITY)
+    }
+}
+
+/// `|a - b|` for durations.
+fn abs_diff(a: Duration, b: Duration) -> Duration {
+    if a >= b {
+        a - b
+    } else {
+        b - a
+    }
+}

@@ -1,0 +1,841 @@
+//! Tests for RTT estimation and loss detection (RFC 9002 §5, §6).
+
+use super::*;
+use proptest::prelude::*;
+
+/// The one place a test reads the clock: every other time is an offset from this epoch, so the tests
+/// are deterministic.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn ms(x: u64) -> Duration {
+    Duration::from_millis(x)
+}
+
+fn us(x: u64) -> Duration {
+    Duration::from_micros(x)
+}
+
+/// A context with max_ack_delay 25 ms.
+fn ctx(handshake_confirmed: bool) -> RecoveryContext {
+    RecoveryContext {
+        max_ack_delay: ms(25),
+        handshake_confirmed,
+        has_handshake_keys: true,
+        at_anti_amplification_limit: false,
+    }
+}
+
+/// An ack-eliciting packet of 1000 bytes in flight, sent at `t`.
+fn pkt(t: Instant, data: u64) -> SentPacket<u64> {
+    SentPacket {
+        time_sent: t,
+        size: 1000,
+        ack_eliciting: true,
+        in_flight: true,
+        data,
+    }
+}
+
+fn pns(packets: &[(u64, SentPacket<u64>)]) -> Vec<u64> {
+    packets.iter().map(|(pn, _)| *pn).collect()
+}
+
+fn server() -> LossDetection<u64> {
+    LossDetection::new(Side::Server, INITIAL_RTT)
+}
+
+fn client() -> LossDetection<u64> {
+    LossDetection::new(Side::Client, INITIAL_RTT)
+}
+
+// ---- RTT estimation (RFC 9002 §5) ----
+
+#[test]
+fn rtt_initial_values() {
+    let rtt = RttEstimator::new(INITIAL_RTT);
+    assert_eq!(rtt.smoothed(), ms(333));
+    assert_eq!(rtt.rttvar(), us(166_500));
+    assert!(!rtt.has_sample());
+    // RFC 9002 §6.2.2: 333 ms "results in handshakes starting with a PTO of 1 second": 333 + 4 * 166.5.
+    assert_eq!(rtt.pto_base(), ms(999));
+}
+
+#[test]
+fn rtt_first_sample_initialises() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    // The ack delay is ignored on the first sample (RFC 9002 §5.3).
+    rtt.update(ms(100), ms(30), ms(25), true);
+    assert_eq!(rtt.latest(), ms(100));
+    assert_eq!(rtt.min(), ms(100));
+    assert_eq!(rtt.smoothed(), ms(100));
+    assert_eq!(rtt.rttvar(), ms(50));
+    assert_eq!(rtt.pto_base(), ms(300));
+}
+
+#[test]
+fn rtt_ewma_matches_hand_computed_values() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    rtt.update(ms(100), Duration::ZERO, ms(25), true);
+    // latest 200, ack_delay 20 <= max 25; 200 >= min 100 + 20, so adjusted = 180.
+    // rttvar = 3/4 * 50 + 1/4 * |100 - 180| = 37.5 + 20 = 57.5
+    // smoothed = 7/8 * 100 + 1/8 * 180 = 87.5 + 22.5 = 110
+    rtt.update(ms(200), ms(20), ms(25), true);
+    assert_eq!(rtt.latest(), ms(200));
+    assert_eq!(rtt.min(), ms(100));
+    assert_eq!(rtt.rttvar(), us(57_500));
+    assert_eq!(rtt.smoothed(), ms(110));
+    // latest 80: min becomes 80, adjusted = 80.
+    // rttvar = 3/4 * 57.5 + 1/4 * |110 - 80| = 43.125 + 7.5 = 50.625
+    // smoothed = 7/8 * 110 + 1/8 * 80 = 96.25 + 10 = 106.25
+    rtt.update(ms(80), Duration::ZERO, ms(25), true);
+    assert_eq!(rtt.min(), ms(80));
+    assert_eq!(rtt.rttvar(), us(50_625));
+    assert_eq!(rtt.smoothed(), us(106_250));
+    // pto_base = 106.25 + max(4 * 50.625, 1) = 308.75
+    assert_eq!(rtt.pto_base(), us(308_750));
+    // loss delay = 9/8 * max(106.25, 80) = 119.53125
+    assert_eq!(rtt.loss_delay(), Duration::from_nanos(119_531_250));
+}
+
+#[test]
+fn rtt_ack_delay_capped_once_handshake_confirmed() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    rtt.update(ms(100), Duration::ZERO, ms(25), true);
+    // ack_delay 100 capped to max_ack_delay 25: adjusted = 300 - 25 = 275.
+    // smoothed = (7 * 100 + 275) / 8 = 121.875
+    rtt.update(ms(300), ms(100), ms(25), true);
+    assert_eq!(rtt.smoothed(), us(121_875));
+}
+
+#[test]
+fn rtt_ack_delay_not_capped_before_confirmation() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    rtt.update(ms(100), Duration::ZERO, ms(25), false);
+    // RFC 9002 §5.3: max_ack_delay ignored before confirmation: adjusted = 300 - 100 = 200.
+    // smoothed = (700 + 200) / 8 = 112.5
+    rtt.update(ms(300), ms(100), ms(25), false);
+    assert_eq!(rtt.smoothed(), us(112_500));
+}
+
+#[test]
+fn rtt_ack_delay_never_subtracted_below_min_rtt() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    rtt.update(ms(100), Duration::ZERO, ms(25), true);
+    // 110 < min 100 + 20, so the sample is used unadjusted: smoothed = (700 + 110) / 8 = 101.25.
+    rtt.update(ms(110), ms(20), ms(25), true);
+    assert_eq!(rtt.smoothed(), us(101_250));
+    assert_eq!(rtt.min(), ms(100));
+}
+
+#[test]
+fn rtt_huge_ack_delay_saturates() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    rtt.update(ms(100), Duration::ZERO, ms(25), false);
+    rtt.update(ms(100), Duration::MAX, Duration::MAX, false);
+    rtt.update(Duration::MAX, Duration::MAX, Duration::MAX, true);
+    let _ = rtt.pto_base();
+    let _ = rtt.loss_delay();
+}
+
+// ---- ACK processing ----
+
+#[test]
+fn rtt_sample_only_for_newly_acked_largest_with_ack_eliciting() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    let padding_only = SentPacket {
+        ack_eliciting: false,
+        ..pkt(t0 + ms(1), 1)
+    };
+    ld.on_packet_sent(SpaceId::Data, 1, padding_only);
+    // Newly acknowledges only a non-ack-eliciting packet: no sample (RFC 9002 §5.1).
+    let out = ld
+        .on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(100), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [1]);
+    assert!(!out.rtt_sampled);
+    assert_eq!(out.largest_acked_time_sent, Some(t0 + ms(1)));
+    // The largest (1) is not newly acknowledged: no sample.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(200), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [0]);
+    assert!(!out.rtt_sampled);
+    assert_eq!(out.largest_acked_time_sent, None);
+    assert!(!ld.rtt().has_sample());
+    assert_eq!(ld.first_rtt_sample(), None);
+
+    ld.on_packet_sent(SpaceId::Data, 2, pkt(t0 + ms(200), 2));
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=2], ms(5), t0 + ms(250), &c)
+        .unwrap();
+    assert!(out.rtt_sampled);
+    assert_eq!(ld.rtt().latest(), ms(50));
+    assert_eq!(ld.first_rtt_sample(), Some(t0 + ms(250)));
+}
+
+#[test]
+fn initial_space_ignores_ack_delay() {
+    let t0 = epoch();
+    for (space, smoothed) in [(SpaceId::Initial, us(112_500)), (SpaceId::Handshake, us(106_250))] {
+        let mut ld = server();
+        let c = ctx(false);
+        ld.on_packet_sent(space, 0, pkt(t0, 0));
+        ld.on_ack_received(space, [0..=0], ms(50), t0 + ms(100), &c)
+            .unwrap();
+        ld.on_packet_sent(space, 1, pkt(t0 + ms(100), 1));
+        ld.on_ack_received(space, [1..=1], ms(50), t0 + ms(300), &c)
+            .unwrap();
+        // Initial: adjusted 200, smoothed (700 + 200) / 8; Handshake: adjusted 150, (700 + 150) / 8.
+        assert_eq!(ld.rtt().smoothed(), smoothed, "{space:?}");
+    }
+}
+
+#[test]
+fn packet_threshold_loss() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    for pn in 0..5 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    assert_eq!(ld.bytes_in_flight(), 5000);
+    // latest_rtt 10 ms, so the time threshold (11.25 ms) has not passed for packets sent at t0.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [3..=3], ms(0), t0 + ms(10), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [3]);
+    // RFC 9002 §6.1.1: 0 is 3 packets before 3; 1 and 2 are not.
+    assert_eq!(pns(&out.lost), [0]);
+    assert_eq!(out.lost[0].1.data, 0);
+    assert!(!out.persistent_congestion);
+    assert_eq!(ld.bytes_in_flight(), 3000);
+    // The rest wait for the time threshold.
+    assert_eq!(ld.timeout(&c), Some(t0 + us(11_250)));
+
+    let out = ld
+        .on_ack_received(SpaceId::Data, [4..=4], ms(0), t0 + ms(10), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [4]);
+    assert_eq!(pns(&out.lost), [1]);
+    assert_eq!(ld.bytes_in_flight(), 1000);
+    assert_eq!(ld.largest_acked(SpaceId::Data), Some(4));
+}
+
+#[test]
+fn time_threshold_loss_then_timer() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(1), 1));
+    // latest = smoothed = 10 ms; loss delay 11.25 ms: packet 0 is not yet lost at t0 + 11 ms.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(11), &c)
+        .unwrap();
+    assert!(out.lost.is_empty());
+    let loss_time = t0 + us(11_250);
+    assert_eq!(ld.timeout(&c), Some(loss_time));
+    // The timer is the loss time, not a PTO, and a wake-up before it does nothing.
+    assert_eq!(ld.on_timeout(loss_time - us(1), &c), TimeoutOutcome::Nothing);
+    match ld.on_timeout(loss_time, &c) {
+        TimeoutOutcome::Lost { space, lost } => {
+            assert_eq!(space, SpaceId::Data);
+            assert_eq!(pns(&lost), [0]);
+        }
+        other => panic!("expected a loss, got {other:?}"),
+    }
+    assert_eq!(ld.pto_count(), 0);
+    assert_eq!(ld.bytes_in_flight(), 0);
+    // Nothing in flight and a server: no timer.
+    assert_eq!(ld.timeout(&c), None);
+}
+
+#[test]
+fn pto_deadline_and_exponential_backoff() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    // RFC 9002 §6.2.1: 333 + max(4 * 166.5, 1) + max_ack_delay 25 = 1024 ms.
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(1024)));
+    assert_eq!(ld.on_timeout(t0 + ms(1023), &c), TimeoutOutcome::Nothing);
+    assert_eq!(
+        ld.on_timeout(t0 + ms(1024), &c),
+        TimeoutOutcome::Probe {
+            space: SpaceId::Data,
+            anti_deadlock: false
+        }
+    );
+    assert_eq!(ld.pto_count(), 1);
+    // A PTO declares nothing lost (RFC 9002 §6.2).
+    assert_eq!(ld.bytes_in_flight(), 1000);
+    assert_eq!(
+        ld.oldest_unacked(SpaceId::Data)
+            .map(|(pn, _)| pn)
+            .collect::<Vec<_>>(),
+        [0]
+    );
+    // Doubled, max_ack_delay included.
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(2048)));
+    assert!(matches!(
+        ld.on_timeout(t0 + ms(2048), &c),
+        TimeoutOutcome::Probe { .. }
+    ));
+    assert_eq!(ld.pto_count(), 2);
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(4096)));
+    // A probe restarts the PTO from its send time.
+    ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(2048), 1));
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(2048 + 4096)));
+    // An acknowledgement resets the backoff (RFC 9002 §6.2.1).
+    ld.on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(2148), &c)
+        .unwrap();
+    assert_eq!(ld.pto_count(), 0);
+}
+
+#[test]
+fn pto_picks_the_earliest_space() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.on_packet_sent(SpaceId::Handshake, 0, pkt(t0 + ms(10), 0));
+    // Handshake: no max_ack_delay, 10 + 999; Data: 0 + 1024.
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(1009)));
+    assert_eq!(
+        ld.on_timeout(t0 + ms(1009), &c),
+        TimeoutOutcome::Probe {
+            space: SpaceId::Handshake,
+            anti_deadlock: false
+        }
+    );
+}
+
+#[test]
+fn no_data_pto_before_handshake_confirmed() {
+    let t0 = epoch();
+    let mut ld = server();
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    assert_eq!(ld.timeout(&ctx(false)), None);
+    assert_eq!(
+        ld.on_timeout(t0 + ms(10_000), &ctx(false)),
+        TimeoutOutcome::Nothing
+    );
+    assert_eq!(ld.timeout(&ctx(true)), Some(t0 + ms(1024)));
+}
+
+#[test]
+fn server_at_amplification_limit_arms_no_pto() {
+    let t0 = epoch();
+    let mut ld = server();
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
+    let blocked = RecoveryContext {
+        at_anti_amplification_limit: true,
+        ..ctx(false)
+    };
+    assert_eq!(ld.timeout(&blocked), None);
+    // Once unblocked the deadline reappears, possibly in the past: fire it at once (RFC 9002 §6.2.2.1).
+    assert_eq!(ld.timeout(&ctx(false)), Some(t0 + ms(999)));
+}
+
+#[test]
+fn anti_deadlock_pto_for_client_with_nothing_in_flight() {
+    let t0 = epoch();
+    let mut ld = client();
+    let no_keys = RecoveryContext {
+        has_handshake_keys: false,
+        ..ctx(false)
+    };
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
+    ld.on_ack_received(SpaceId::Initial, [0..=0], ms(0), t0 + ms(50), &no_keys)
+        .unwrap();
+    assert!(!ld.has_ack_eliciting_in_flight());
+    assert!(!ld.peer_completed_address_validation(&no_keys));
+    // smoothed 50, rttvar 25: PTO 150 ms from when the timer was armed (the ACK), and it stays put.
+    assert_eq!(ld.timeout(&no_keys), Some(t0 + ms(200)));
+    assert_eq!(ld.timeout(&no_keys), Some(t0 + ms(200)));
+    assert_eq!(ld.on_timeout(t0 + ms(199), &no_keys), TimeoutOutcome::Nothing);
+    assert_eq!(
+        ld.on_timeout(t0 + ms(200), &no_keys),
+        TimeoutOutcome::Probe {
+            space: SpaceId::Initial,
+            anti_deadlock: true
+        }
+    );
+    assert_eq!(ld.pto_count(), 1);
+    // With Handshake keys the probe goes in a Handshake packet; backed off, from the last timeout.
+    assert_eq!(ld.timeout(&ctx(false)), Some(t0 + ms(500)));
+    assert_eq!(
+        ld.on_timeout(t0 + ms(500), &ctx(false)),
+        TimeoutOutcome::Probe {
+            space: SpaceId::Handshake,
+            anti_deadlock: true
+        }
+    );
+    // A Handshake ACK completes address validation: backoff reset, no timer with nothing in flight.
+    ld.on_packet_sent(SpaceId::Handshake, 0, pkt(t0 + ms(500), 0));
+    ld.on_ack_received(SpaceId::Handshake, [0..=0], ms(0), t0 + ms(550), &ctx(false))
+        .unwrap();
+    assert!(ld.peer_completed_address_validation(&ctx(false)));
+    assert_eq!(ld.pto_count(), 0);
+    assert_eq!(ld.timeout(&ctx(false)), None);
+}
+
+#[test]
+fn client_initial_ack_keeps_pto_backoff() {
+    let t0 = epoch();
+    let mut ld = client();
+    let c = RecoveryContext {
+        has_handshake_keys: false,
+        ..ctx(false)
+    };
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
+    assert_eq!(
+        ld.on_timeout(t0 + ms(999), &c),
+        TimeoutOutcome::Probe {
+            space: SpaceId::Initial,
+            anti_deadlock: false
+        }
+    );
+    ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0 + ms(999), 1));
+    ld.on_ack_received(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
+        .unwrap();
+    // RFC 9002 §6.2.1: "a client does not reset the PTO backoff factor on receiving acknowledgments in
+    // Initial packets".
+    assert_eq!(ld.pto_count(), 1);
+    // A server does.
+    let mut ld = server();
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
+    let _ = ld.on_timeout(t0 + ms(999), &c);
+    ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0 + ms(999), 1));
+    ld.on_ack_received(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
+        .unwrap();
+    assert_eq!(ld.pto_count(), 0);
+}
+
+#[test]
+fn discard_space_clears_bytes_in_flight() {
+    let t0 = epoch();
+    let mut ld = client();
+    let c = ctx(false);
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 10));
+    ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0, 11));
+    ld.on_packet_sent(SpaceId::Initial, 2, pkt(t0, 12));
+    ld.on_packet_sent(SpaceId::Initial, 3, pkt(t0 + ms(1), 13));
+    let small = SentPacket {
+        size: 500,
+        ..pkt(t0, 20)
+    };
+    ld.on_packet_sent(SpaceId::Handshake, 0, small);
+    assert!(matches!(
+        ld.on_timeout(t0 + ms(999), &c),
+        TimeoutOutcome::Probe { .. }
+    ));
+    // Leave a loss time pending in Initial; a client keeps its backoff on an Initial ACK.
+    ld.on_ack_received(SpaceId::Initial, [2..=2], ms(0), t0 + ms(1009), &c)
+        .unwrap();
+    assert_eq!(ld.pto_count(), 1);
+    assert!(ld.spaces[SpaceId::Initial.index()].loss_time.is_some());
+    assert_eq!(ld.bytes_in_flight(), 3500);
+
+    let dropped: Vec<_> = ld.discard_space(SpaceId::Initial).collect();
+    assert_eq!(pns(&dropped), [0, 1, 3]);
+    assert_eq!(ld.bytes_in_flight(), 500);
+    assert_eq!(ld.pto_count(), 0);
+    assert!(ld.spaces[SpaceId::Initial.index()].loss_time.is_none());
+    // Only the Handshake PTO remains, from the RTT sample of the Initial ACK: 1009 + 4 * 504.5.
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(1009 + 2018)));
+    assert!(!ld.has_ack_eliciting_in_flight_in(SpaceId::Initial));
+}
+
+#[test]
+fn ack_of_unsent_packet_is_an_error() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    // Nothing sent yet in any space.
+    assert_eq!(
+        ld.on_ack_received(SpaceId::Handshake, [0..=0], ms(0), t0, &c),
+        Err(AckError::UnsentPacket {
+            space: SpaceId::Handshake,
+            pn: 0
+        })
+    );
+    for pn in 0..3 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    ld.skip_packet_number(SpaceId::Data, 3);
+    ld.on_packet_sent(SpaceId::Data, 4, pkt(t0, 4));
+    // A gap the caller left without calling skip_packet_number is unsent too.
+    ld.on_packet_sent(SpaceId::Data, 8, pkt(t0, 8));
+    assert_eq!(ld.next_packet_number(SpaceId::Data), 9);
+    let err = |pn| {
+        Err(AckError::UnsentPacket {
+            space: SpaceId::Data,
+            pn,
+        })
+    };
+    assert_eq!(ld.on_ack_received(SpaceId::Data, [9..=9], ms(0), t0, &c), err(9));
+    assert_eq!(ld.on_ack_received(SpaceId::Data, [3..=3], ms(0), t0, &c), err(3));
+    assert_eq!(ld.on_ack_received(SpaceId::Data, [0..=4], ms(0), t0, &c), err(3));
+    assert_eq!(
+        ld.on_ack_received(SpaceId::Data, [8..=8, 6..=6], ms(0), t0, &c),
+        err(6)
+    );
+    assert_eq!(ld.on_ack_received(SpaceId::Data, [4..=5], ms(0), t0, &c), err(5));
+    // A rejected ACK changes nothing.
+    assert_eq!(ld.bytes_in_flight(), 5000);
+    assert_eq!(ld.largest_acked(SpaceId::Data), None);
+    // The sent ones are fine.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [8..=8, 4..=4, 0..=2], ms(0), t0 + ms(5), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [0, 1, 2, 4, 8]);
+    assert_eq!(ld.bytes_in_flight(), 0);
+    let te: TransportError = AckError::UnsentPacket {
+        space: SpaceId::Data,
+        pn: 3,
+    }
+    .into();
+    assert_eq!(te.code, crate::wire::TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn huge_ack_range_costs_only_the_tracked_packets() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    let top = 1u64 << 40;
+    // Pretend 2^40 packets went out without gaps; track a handful of them.
+    for pn in [0, 1, 1 << 20, 1 << 39, top] {
+        ld.spaces[SpaceId::Data.index()].next_pn = pn;
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    ld.spaces[SpaceId::Data.index()].unsent.clear();
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=top], ms(0), t0 + ms(30), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [0, 1, 1 << 20, 1 << 39, top]);
+    assert_eq!(ld.bytes_in_flight(), 0);
+    // Twice the range again: nothing new, still quick.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=top, 0..=top], ms(0), t0 + ms(40), &c)
+        .unwrap();
+    assert!(out.acked.is_empty());
+
+    // A real gap of 2^40 numbers: the check is one lookup, and the error comes back at once.
+    let mut ld = server();
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.on_packet_sent(SpaceId::Data, top, pkt(t0, top));
+    assert_eq!(
+        ld.on_ack_received(SpaceId::Data, [0..=top], ms(0), t0, &c),
+        Err(AckError::UnsentPacket {
+            space: SpaceId::Data,
+            pn: 1
+        })
+    );
+}
+
+#[test]
+fn duplicate_ack_returns_nothing_new() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.on_packet_sent(SpaceId::Data, 1, pkt(t0, 1));
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(20), &c)
+        .unwrap();
+    assert_eq!(pns(&out.acked), [0, 1]);
+    let smoothed = ld.rtt().smoothed();
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(90), &c)
+        .unwrap();
+    assert_eq!(out, AckOutcome::default());
+    assert_eq!(ld.rtt().smoothed(), smoothed);
+    assert_eq!(ld.rtt().latest(), ms(20));
+}
+
+#[test]
+fn empty_ranges_are_ignored() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    #[allow(clippy::reversed_empty_ranges)]
+    let out = ld.on_ack_received(SpaceId::Data, [5..=1], ms(0), t0, &c).unwrap();
+    assert_eq!(out, AckOutcome::default());
+    let out = ld
+        .on_ack_received(SpaceId::Data, std::iter::empty(), ms(0), t0, &c)
+        .unwrap();
+    assert_eq!(out, AckOutcome::default());
+    assert_eq!(ld.largest_acked(SpaceId::Data), None);
+}
+
+#[test]
+fn packets_not_in_flight_are_not_retained() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    let ack_only = SentPacket {
+        ack_eliciting: false,
+        in_flight: false,
+        ..pkt(t0, 0)
+    };
+    ld.on_packet_sent(SpaceId::Data, 0, ack_only);
+    assert_eq!(ld.bytes_in_flight(), 0);
+    assert_eq!(ld.next_packet_number(SpaceId::Data), 1);
+    // Acknowledging it is legal (it was sent) and changes nothing.
+    let out = ld
+        .on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(5), &c)
+        .unwrap();
+    assert!(out.acked.is_empty());
+    assert_eq!(ld.timeout(&c), None);
+}
+
+#[test]
+fn skipped_numbers_are_remembered_up_to_a_bound() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.skip_packet_number(SpaceId::Data, 1);
+    ld.on_packet_sent(SpaceId::Data, 2, pkt(t0, 2));
+    ld.on_ack_received(SpaceId::Data, [2..=2, 0..=0], ms(0), t0 + ms(5), &c)
+        .unwrap();
+    // Everything sent is acknowledged, yet a range over the skipped 1 is still a lie (it could cover
+    // future packets too).
+    assert!(ld.on_ack_received(SpaceId::Data, [0..=2], ms(0), t0, &c).is_err());
+    // Each skip is a separate range; only the most recent MAX_UNSENT_RANGES are kept.
+    for i in 0..(MAX_UNSENT_RANGES as u64 + 10) {
+        let pn = ld.next_packet_number(SpaceId::Data);
+        ld.skip_packet_number(SpaceId::Data, pn);
+        ld.on_packet_sent(SpaceId::Data, pn + 1, pkt(t0, i));
+    }
+    assert_eq!(ld.spaces[SpaceId::Data.index()].unsent.len(), MAX_UNSENT_RANGES);
+    assert!(ld.on_ack_received(SpaceId::Data, [1..=1], ms(0), t0, &c).is_ok());
+    let last_skipped = ld.next_packet_number(SpaceId::Data) - 2;
+    assert!(ld
+        .on_ack_received(SpaceId::Data, [last_skipped..=last_skipped], ms(0), t0, &c)
+        .is_err());
+}
+
+#[test]
+fn persistent_congestion() {
+    let t0 = epoch();
+    for (ranges, expected) in [(vec![4..=4], true), (vec![4..=4, 2..=2], false)] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c)
+            .unwrap();
+        // smoothed 100, rttvar 50: (100 + 200 + 25) * 3 = 975 ms.
+        assert_eq!(ld.persistent_congestion_duration(ms(25)), ms(975));
+        for (pn, at) in [(1, 200), (2, 700), (3, 1300), (4, 1400)] {
+            ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(at), pn));
+        }
+        // 1, 2 and 3 are lost by time; 1 and 3 were sent 1100 ms apart.
+        let out = ld
+            .on_ack_received(SpaceId::Data, ranges.clone(), ms(0), t0 + ms(1500), &c)
+            .unwrap();
+        assert!(out.lost.len() >= 2);
+        assert_eq!(out.persistent_congestion, expected, "{ranges:?}");
+    }
+}
+
+#[test]
+fn losses_before_the_first_rtt_sample_are_not_persistent_congestion() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    for (pn, at) in [(0, 0), (1, 2000), (2, 4000), (3, 6000)] {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(at), pn));
+    }
+    let out = ld
+        .on_ack_received(SpaceId::Data, [3..=3], ms(0), t0 + ms(6100), &c)
+        .unwrap();
+    assert_eq!(pns(&out.lost), [0, 1, 2]);
+    assert!(!out.persistent_congestion);
+}
+
+// ---- Property: accounting stays consistent under arbitrary input ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send {
+        space: usize,
+        gap: u8,
+        size: u16,
+        ack_eliciting: bool,
+        in_flight: bool,
+    },
+    Skip {
+        space: usize,
+    },
+    Ack {
+        space: usize,
+        top_back: u8,
+        ranges: Vec<(u8, u8)>,
+        delay_ms: u16,
+    },
+    Timeout,
+    Discard {
+        space: usize,
+    },
+    Wait {
+        ms: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..3usize, prop_oneof![8 => Just(0u8), 1 => 1..3u8], any::<u16>(), any::<bool>(), any::<bool>()).prop_map(
+            |(space, gap, size, ack_eliciting, in_flight)| Op::Send {
+                space,
+                gap,
+                size,
+                ack_eliciting: ack_eliciting && in_flight,
+                in_flight,
+            }
+        ),
+        1 => (0..3usize).prop_map(|space| Op::Skip { space }),
+        4 => (
+            0..3usize,
+            any::<u8>(),
+            proptest::collection::vec((any::<u8>(), any::<u8>()), 0..5),
+            any::<u16>()
+        )
+            .prop_map(|(space, top_back, ranges, delay_ms)| Op::Ack {
+                space,
+                top_back,
+                ranges,
+                delay_ms,
+            }),
+        2 => Just(Op::Timeout),
+        1 => (0..3usize).prop_map(|space| Op::Discard { space }),
+        3 => (0..400u16).prop_map(|ms| Op::Wait { ms }),
+    ]
+}
+
+/// Checks the tracker's counters against its contents.
+fn check_invariants(ld: &LossDetection<u64>) {
+    let mut total = 0;
+    for s in &ld.spaces {
+        let bytes: u64 = s.sent.values().map(|p| u64::from(p.size)).sum();
+        let eliciting = s.sent.values().filter(|p| p.ack_eliciting).count() as u64;
+        assert_eq!(s.bytes_in_flight, bytes);
+        assert_eq!(s.ack_eliciting_in_flight, eliciting);
+        assert!(s.sent.values().all(|p| p.in_flight));
+        assert!(s.sent.keys().all(|&pn| pn < s.next_pn));
+        total += bytes;
+    }
+    assert_eq!(ld.bytes_in_flight(), total);
+}
+
+/// Runs `ops` against a fresh tracker, checking the invariants after each step.
+fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[Op]) {
+    let t0 = epoch();
+    let side = if server_side { Side::Server } else { Side::Client };
+    let mut ld = LossDetection::<u64>::new(side, INITIAL_RTT);
+    let c = RecoveryContext {
+        max_ack_delay: ms(25),
+        handshake_confirmed: confirmed,
+        has_handshake_keys: hs_keys,
+        at_anti_amplification_limit: amp,
+    };
+    let mut now = t0;
+    let mut discarded = [false; 3];
+    for op in ops {
+        match *op {
+            Op::Send {
+                space,
+                gap,
+                size,
+                ack_eliciting,
+                in_flight,
+            } => {
+                if discarded[space] && space != 2 {
+                    continue;
+                }
+                let pn = ld.spaces[space].next_pn + u64::from(gap);
+                let packet = SentPacket {
+                    time_sent: now,
+                    size,
+                    ack_eliciting,
+                    in_flight,
+                    data: pn,
+                };
+                ld.on_packet_sent(SpaceId::ALL[space], pn, packet);
+            }
+            Op::Skip { space } => {
+                let pn = ld.spaces[space].next_pn;
+                ld.skip_packet_number(SpaceId::ALL[space], pn);
+            }
+            Op::Ack {
+                space,
+                top_back,
+                ref ranges,
+                delay_ms,
+            } => {
+                let next = ld.spaces[space].next_pn;
+                // Mostly valid tops, sometimes one past what was sent.
+                let mut hi = (next + 1).saturating_sub(u64::from(top_back) % 8);
+                let mut list = Vec::new();
+                for &(gap, len) in ranges {
+                    let lo = hi.saturating_sub(u64::from(len % 6));
+                    list.push(lo..=hi);
+                    match lo.checked_sub(u64::from(gap % 4) + 2) {
+                        Some(h) => hi = h,
+                        None => break,
+                    }
+                }
+                let before = ld.bytes_in_flight();
+                let res = ld.on_ack_received(SpaceId::ALL[space], list, ms(u64::from(delay_ms)), now, &c);
+                match res {
+                    Ok(out) => {
+                        let gone: u64 = out
+                            .acked
+                            .iter()
+                            .chain(&out.lost)
+                            .map(|(_, p)| u64::from(p.size))
+                            .sum();
+                        assert_eq!(before - gone, ld.bytes_in_flight());
+                    }
+                    Err(_) => assert_eq!(before, ld.bytes_in_flight()),
+                }
+            }
+            Op::Timeout => {
+                if let Some(t) = ld.timeout(&c) {
+                    now = now.max(t);
+                }
+                let _ = ld.on_timeout(now, &c);
+            }
+            Op::Discard { space } => {
+                discarded[space] = true;
+                let _ = ld.discard_space(SpaceId::ALL[space]);
+                assert_eq!(ld.spaces[space].bytes_in_flight, 0);
+            }
+            Op::Wait { ms: d } => now += ms(u64::from(d)),
+        }
+        check_invariants(&ld);
+        let _ = ld.timeout(&c);
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_send_ack_sequences_keep_accounting(
+        server_side in any::<bool>(),
+        confirmed in any::<bool>(),
+        hs_keys in any::<bool>(),
+        amp in any::<bool>(),
+        ops in proptest::collection::vec(op(), 0..120),
+    ) {
+        run_ops(server_side, confirmed, hs_keys, amp, &ops);
+    }
+}

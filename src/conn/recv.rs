@@ -1,0 +1,498 @@
+//! The receive path: datagram → packets → header protection → decryption → frames.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::connection::{Connection, State};
+use super::key_update::RecvKey;
+use super::spaces::SentFrames;
+use super::SpaceId;
+use crate::crypto::{initial_keys, verify_retry_tag};
+use crate::datagram::EcnCodepoint;
+use crate::event::{ConnectionError, Event};
+use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId, StreamId};
+use crate::wire::header::{LongType, ProtectedHeader};
+use crate::wire::TransportError;
+
+/// Why a packet was dropped without affecting the connection.
+struct Dropped;
+
+impl Connection {
+    /// Handles one UDP datagram routed to this connection.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        _local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        mut datagram: BytesMut,
+    ) {
+        match self.state {
+            // RFC 9000 §10.2.2: a draining endpoint sends nothing and processes nothing.
+            State::Draining { .. } | State::Drained => return,
+            State::Closing { .. } => {
+                // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, at a decreasing rate.
+                if let Some(close) = &mut self.close {
+                    close.received += 1;
+                    if close.received >= close.threshold {
+                        close.received = 0;
+                        close.threshold = close.threshold.saturating_mul(2);
+                        close.pending = true;
+                    }
+                }
+                return;
+            }
+            State::Handshake | State::Established => {}
+        }
+        if remote != self.path.remote {
+            // Migration is not supported yet (we send disable_active_migration); a datagram from another
+            // address is dropped rather than answered.
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        self.on_datagram_received(datagram.len());
+        let cid_len = self.local_cid.len();
+        let mut first_dcid = None;
+        while !datagram.is_empty() {
+            let Ok(header) = ProtectedHeader::decode(&datagram, cid_len) else {
+                self.stats.packets_dropped += 1;
+                return;
+            };
+            // RFC 9000 §12.2: ignore coalesced packets with a different destination connection ID.
+            if *first_dcid.get_or_insert(*header.dcid()) != *header.dcid() {
+                self.stats.packets_dropped += 1;
+                return;
+            }
+            let len = header.len().min(datagram.len());
+            let packet = datagram.split_to(len);
+            match self.handle_packet(now, ecn, &header, packet) {
+                Ok(()) => {}
+                Err(Some(error)) => {
+                    self.close_with_error(now, error);
+                    return;
+                }
+                Err(None) => self.stats.packets_dropped += 1,
+            }
+            if self.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// One packet. `Err(None)`: dropped; `Err(Some(e))`: the connection must close with `e`.
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        ecn: Option<EcnCodepoint>,
+        header: &ProtectedHeader,
+        mut packet: BytesMut,
+    ) -> Result<(), Option<TransportError>> {
+        let space = match header {
+            ProtectedHeader::VersionNegotiation { .. } => {
+                self.handle_version_negotiation(header, &packet);
+                return Ok(());
+            }
+            ProtectedHeader::Retry { .. } => {
+                return self.handle_retry(header, &packet).map_err(|Dropped| None);
+            }
+            ProtectedHeader::Long {
+                ty: LongType::Initial,
+                ..
+            } => SpaceId::Initial,
+            ProtectedHeader::Long {
+                ty: LongType::Handshake,
+                ..
+            } => SpaceId::Handshake,
+            // 0-RTT is not supported: such packets are dropped (RFC 9000 §17.2.3 allows it).
+            ProtectedHeader::Long { .. } => return Err(None),
+            ProtectedHeader::Short { .. } => SpaceId::Data,
+        };
+        if header.version().is_some_and(|v| v != self.version) {
+            return Err(None);
+        }
+        // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
+        // with another Source Connection ID.
+        if self.side.is_client()
+            && self.remote_cid_set
+            && space != SpaceId::Data
+            && header.scid() != Some(&self.remote_cid)
+        {
+            return Err(None);
+        }
+        let pn_offset = header.pn_offset().ok_or(None)?;
+
+        // Header protection (RFC 9001 §5.4).
+        let hp_result = match space {
+            SpaceId::Data => self
+                .one_rtt
+                .as_ref()
+                .map(|k| k.remote_header.unprotect(pn_offset, &mut packet)),
+            _ => self.spaces[space.index()]
+                .keys
+                .as_ref()
+                .map(|k| k.remote.header.unprotect(pn_offset, &mut packet)),
+        };
+        match hp_result {
+            Some(Ok(())) => {}
+            // No keys (yet or any more), or too short to sample: drop.
+            _ => return Err(None),
+        }
+        let plain = header.finish(&packet).map_err(|_| None)?;
+        let largest = self.spaces[space.index()].received.largest();
+        let pn = plain.pn.expand(largest);
+
+        // Payload protection (RFC 9001 §5.3), with the key phase rules of §6.
+        let mut recv_key = RecvKey::Current;
+        let opened = match space {
+            SpaceId::Data => {
+                let keys = self.one_rtt.as_ref().ok_or(None)?;
+                recv_key = keys.recv_key(plain.key_phase, pn);
+                keys.remote_key(recv_key)
+                    .map(|k| k.open(pn, &mut packet, plain.header_len))
+            }
+            _ => self.spaces[space.index()]
+                .keys
+                .as_ref()
+                .map(|k| k.remote.packet.open(pn, &mut packet, plain.header_len)),
+        };
+        let payload_len = match opened {
+            Some(Ok(len)) => len,
+            _ => {
+                if space == SpaceId::Data {
+                    self.auth_failures += 1;
+                    let limit = self
+                        .one_rtt
+                        .as_ref()
+                        .map_or(u64::MAX, |k| k.remote.integrity_limit());
+                    // RFC 9001 §6.6: past the integrity limit the connection must close.
+                    if self.auth_failures >= limit {
+                        return Err(Some(TransportError::aead_limit_reached(
+                            "integrity limit reached",
+                        )));
+                    }
+                }
+                return Err(None);
+            }
+        };
+        if self.spaces[space.index()].received.is_duplicate(pn) {
+            return Err(None);
+        }
+        if space == SpaceId::Data {
+            let pto = self.pto();
+            let keys = self.one_rtt.as_mut().ok_or(None)?;
+            match recv_key {
+                RecvKey::Next => {
+                    // RFC 9001 §6.2: the peer updated its keys; we update ours before answering.
+                    tracing::debug!(side = ?self.side, pn, "peer started a key update");
+                    keys.rotate(&mut *self.session, Some(pn), now + 3 * pto);
+                }
+                RecvKey::Current => keys.on_received(pn),
+                RecvKey::Previous => {}
+            }
+        }
+        // RFC 9000 §17.2, §17.3.1: reserved bits must be zero once protection is removed.
+        if plain.reserved_bits != 0 {
+            return Err(Some(TransportError::protocol_violation(
+                "reserved header bits set",
+            )));
+        }
+        self.stats.packets_received += 1;
+
+        if self.side.is_client() && !self.remote_cid_set && space != SpaceId::Data {
+            // RFC 9000 §7.2: the client switches to the server's connection ID.
+            if let Some(scid) = header.scid() {
+                self.remote_cid = *scid;
+                self.remote_cid_set = true;
+            }
+        }
+        if self.side.is_server() && space == SpaceId::Handshake {
+            // RFC 9000 §8.1: a Handshake packet proves the client got our Initial.
+            self.path.validated = true;
+            // RFC 9001 §4.9.1: the server drops Initial keys on its first Handshake packet.
+            self.discard_space(SpaceId::Initial);
+        }
+
+        let packet = packet.freeze();
+        let payload = packet.slice(plain.header_len..plain.header_len + payload_len);
+        let ack_eliciting = self.process_frames(now, space, &payload).map_err(Some)?;
+        if self.is_closed() {
+            return Ok(());
+        }
+        if !self.spaces[space.index()].discarded {
+            self.spaces[space.index()]
+                .received
+                .on_packet_received(pn, ack_eliciting, ecn, now);
+        }
+        // RFC 9000 §10.1: a processed packet restarts the idle timer.
+        self.reset_idle(now);
+        self.ack_eliciting_since_receive = false;
+        Ok(())
+    }
+
+    /// Processes the frames of a decrypted packet; returns whether it was ack-eliciting.
+    fn process_frames(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        payload: &Bytes,
+    ) -> Result<bool, TransportError> {
+        let mut ack_eliciting = false;
+        let mut empty = true;
+        for frame in Frames::new(payload) {
+            let frame = frame.map_err(TransportError::from)?;
+            empty = false;
+            ack_eliciting |= frame.is_ack_eliciting();
+            let ty = frame.frame_type();
+            // RFC 9000 §12.4: a frame not permitted in the packet type is a PROTOCOL_VIOLATION.
+            if space != SpaceId::Data && !frame.allowed_in_initial_or_handshake() {
+                return Err(
+                    TransportError::protocol_violation("frame not allowed in this packet type")
+                        .with_frame(ty),
+                );
+            }
+            match frame {
+                Frame::Padding(_) | Frame::Ping => {}
+                Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
+                Frame::Crypto(c) => {
+                    let window = self.config.crypto_buffer_size as u64;
+                    let s = &mut self.spaces[space.index()];
+                    if s.discarded {
+                        continue;
+                    }
+                    // RFC 9000 §7.5: a peer may not make us buffer more than we allow.
+                    s.crypto_recv.insert(c.offset, c.data, window).map_err(|_| {
+                        TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")
+                            .with_frame(ty)
+                    })?;
+                    self.read_crypto(now, space)?;
+                }
+                Frame::Close(close) => {
+                    self.on_peer_close(now, close);
+                    return Ok(ack_eliciting);
+                }
+                Frame::HandshakeDone => {
+                    // RFC 9000 §19.20: a server receiving HANDSHAKE_DONE is a PROTOCOL_VIOLATION.
+                    if self.side.is_server() {
+                        return Err(
+                            TransportError::protocol_violation("HANDSHAKE_DONE from a client").with_frame(ty)
+                        );
+                    }
+                    self.on_handshake_confirmed();
+                }
+                Frame::NewToken(_) => {
+                    // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION. Clients keep
+                    // no tokens yet.
+                    if self.side.is_server() {
+                        return Err(
+                            TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(ty)
+                        );
+                    }
+                }
+                Frame::PathChallenge(data) => self.path_response = Some(data),
+                Frame::PathResponse(_) => {}
+                Frame::NewConnectionId(n) => self.on_new_connection_id(&n).map_err(|e| e.with_frame(ty))?,
+                Frame::RetireConnectionId(_) => {
+                    // We issue one connection ID (sequence 0), which carries this very packet: RFC 9000
+                    // §19.16 makes retiring it, or any number not yet issued, a PROTOCOL_VIOLATION.
+                    return Err(TransportError::protocol_violation(
+                        "retiring a connection ID in use or never issued",
+                    )
+                    .with_frame(ty));
+                }
+                Frame::Datagram(_) => {
+                    // RFC 9221 §3: DATAGRAM frames were not negotiated.
+                    return Err(
+                        TransportError::protocol_violation("DATAGRAM frames not negotiated").with_frame(ty),
+                    );
+                }
+                Frame::Stream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
+                Frame::ResetStream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
+                Frame::StopSending(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
+                Frame::MaxStreamData(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
+                Frame::StreamDataBlocked(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
+                Frame::MaxData(_)
+                | Frame::DataBlocked(_)
+                | Frame::MaxStreams(_)
+                | Frame::StreamsBlocked(_) => {}
+            }
+        }
+        if empty {
+            // RFC 9000 §12.4: a packet with no frames is a PROTOCOL_VIOLATION.
+            return Err(TransportError::protocol_violation("packet without frames"));
+        }
+        Ok(ack_eliciting)
+    }
+
+    /// No streams exist yet and none are allowed to the peer (initial_max_streams_* are zero).
+    fn check_stream(&self, id: StreamId) -> Result<(), TransportError> {
+        if id.initiator() == self.side {
+            // RFC 9000 §19.8 and friends: a frame for a locally initiated stream not yet created.
+            Err(TransportError::stream_state_error(
+                "frame for a stream we never opened",
+            ))
+        } else {
+            // RFC 9000 §4.6: a stream beyond the limit we advertised.
+            Err(TransportError::stream_limit_error(
+                "stream beyond the advertised limit",
+            ))
+        }
+    }
+
+    fn on_ack_frame(&mut self, now: Instant, space: SpaceId, ack: &AckFrame) -> Result<(), TransportError> {
+        let exponent = self
+            .peer_params
+            .as_ref()
+            .map_or(3, |p| p.ack_delay_exponent.into_inner());
+        let micros = ack
+            .delay
+            .checked_shl(exponent as u32)
+            .filter(|v| v >> exponent == ack.delay)
+            .unwrap_or(u64::MAX);
+        let delay = Duration::from_micros(micros);
+        let ctx = self.recovery_ctx();
+        let outcome = self
+            .recovery
+            .on_ack_received(space, ack.iter(), delay, now, &ctx)
+            .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
+        for (pn, p) in outcome.acked {
+            self.on_packet_acked(space, pn, p.data);
+        }
+        for (_, p) in outcome.lost {
+            self.on_packet_lost(space, p.data);
+        }
+        Ok(())
+    }
+
+    fn on_packet_acked(&mut self, space: SpaceId, pn: u64, data: SentFrames) {
+        let s = &mut self.spaces[space.index()];
+        for (offset, len) in data.crypto {
+            s.crypto_send.on_acked(offset, len);
+        }
+        if let Some(largest) = data.ack {
+            s.received.on_ack_of_ack(largest);
+        }
+        if data.handshake_done {
+            self.handshake_done_pending = false;
+            self.handshake_done_acked = true;
+        }
+        if space == SpaceId::Data {
+            if let Some(keys) = &mut self.one_rtt {
+                keys.on_acked(pn);
+            }
+        }
+    }
+
+    /// What a lost packet carried goes out again, unless it is stale (RFC 9000 §13.3).
+    pub(crate) fn on_packet_lost(&mut self, space: SpaceId, data: SentFrames) {
+        self.stats.packets_lost += 1;
+        let s = &mut self.spaces[space.index()];
+        for (offset, len) in data.crypto {
+            s.crypto_send.on_lost(offset, len);
+        }
+        if data.handshake_done && !self.handshake_done_acked {
+            self.handshake_done_pending = true;
+        }
+        self.retire_cids.extend(data.retire_cids);
+    }
+
+    /// NEW_CONNECTION_ID (RFC 9000 §5.1.1, §19.15).
+    fn on_new_connection_id(&mut self, frame: &NewConnectionId) -> Result<(), TransportError> {
+        if self.remote_cid.is_empty() {
+            // RFC 9000 §19.15: a peer using zero-length connection IDs may not send this.
+            return Err(TransportError::protocol_violation(
+                "NEW_CONNECTION_ID from a peer with zero-length IDs",
+            ));
+        }
+        let limit = self.config.active_connection_id_limit.max(2);
+        if frame.sequence < self.peer_retire_prior_to {
+            // RFC 9000 §19.15: a connection ID already retired by retire_prior_to is retired at once.
+            self.queue_retire(frame.sequence)?;
+            return Ok(());
+        }
+        if frame.sequence == self.remote_cid_seq || self.peer_cids.iter().any(|(s, _)| *s == frame.sequence) {
+            return Ok(()); // a retransmission
+        }
+        if frame.retire_prior_to > self.peer_retire_prior_to {
+            self.peer_retire_prior_to = frame.retire_prior_to;
+            let rpt = frame.retire_prior_to;
+            let retired: Vec<u64> = self
+                .peer_cids
+                .iter()
+                .filter(|(s, _)| *s < rpt)
+                .map(|(s, _)| *s)
+                .collect();
+            self.peer_cids.retain(|(s, _)| *s >= rpt);
+            for seq in retired {
+                self.queue_retire(seq)?;
+            }
+        }
+        self.peer_cids.push((frame.sequence, frame.id));
+        if self.remote_cid_seq < self.peer_retire_prior_to {
+            // The ID in use was retired: switch to the lowest remaining one.
+            self.peer_cids.sort_unstable_by_key(|(s, _)| *s);
+            if !self.peer_cids.is_empty() {
+                let (seq, cid) = self.peer_cids.remove(0);
+                let old = std::mem::replace(&mut self.remote_cid_seq, seq);
+                self.remote_cid = cid;
+                self.queue_retire(old)?;
+            }
+        }
+        // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR.
+        if self.peer_cids.len() as u64 + 1 > limit {
+            return Err(TransportError::connection_id_limit_error(
+                "more connection IDs than our limit",
+            ));
+        }
+        Ok(())
+    }
+
+    fn queue_retire(&mut self, seq: u64) -> Result<(), TransportError> {
+        // RFC 9000 §5.1.2: bound the retirements owed, so a peer cannot make us track them without end.
+        if self.retire_cids.len() as u64 >= 4 * self.config.active_connection_id_limit.max(2) {
+            return Err(TransportError::connection_id_limit_error(
+                "too many connection IDs to retire",
+            ));
+        }
+        self.retire_cids.push(seq);
+        Ok(())
+    }
+
+    /// A client's Version Negotiation (RFC 9000 §6.2).
+    fn handle_version_negotiation(&mut self, header: &ProtectedHeader, packet: &[u8]) {
+        if self.side.is_server() || self.remote_cid_set || self.stats.packets_received > 0 {
+            return;
+        }
+        // RFC 9000 §6.2: a Version Negotiation listing the version in use is ignored.
+        if header.versions(packet).any(|v| v == self.version) {
+            return;
+        }
+        self.events.push_back(Event::ConnectionLost {
+            reason: ConnectionError::VersionMismatch,
+        });
+        self.state = State::Drained;
+    }
+
+    /// A client follows a Retry (RFC 9000 §17.2.5.2, RFC 9001 §5.8).
+    fn handle_retry(&mut self, header: &ProtectedHeader, packet: &[u8]) -> Result<(), Dropped> {
+        if self.side.is_server() || self.remote_cid_set || self.retry_scid.is_some() {
+            return Err(Dropped);
+        }
+        let token = header.token(packet);
+        let scid = *header.scid().ok_or(Dropped)?;
+        // A Retry with an empty token, or one that fails its integrity check, is discarded.
+        if token.is_empty() || !verify_retry_tag(self.version, &self.original_dcid, packet) {
+            return Err(Dropped);
+        }
+        let keys = initial_keys(self.version, &scid, self.side).map_err(|_| Dropped)?;
+        self.remote_cid = scid;
+        self.retry_scid = Some(scid);
+        self.token = Bytes::copy_from_slice(token);
+        let s = &mut self.spaces[SpaceId::Initial.index()];
+        s.keys = Some(keys);
+        // The ClientHello goes again, in new Initial packets whose numbers continue (§17.2.5.3).
+        s.crypto_send.requeue_unacked();
+        Ok(())
+    }
+}

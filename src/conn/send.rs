@@ -1,0 +1,414 @@
+//! Packet assembly: which spaces have something to send, coalescing them into datagrams, padding,
+//! the anti-amplification limit, protection, and GSO batches.
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes};
+
+use super::connection::{Connection, State};
+use super::recovery::SentPacket;
+use super::spaces::SentFrames;
+use super::SpaceId;
+use crate::datagram::Transmit;
+use crate::wire::frame::{CloseCode, ConnectionClose, CryptoFrame, Frame};
+use crate::wire::header::Header;
+use crate::wire::packet_number::TruncatedPn;
+use crate::wire::{TransportError, TransportErrorCode, VarInt};
+
+/// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
+const MIN_INITIAL_DATAGRAM: usize = 1200;
+
+/// Whether a space's packets need their datagram padded.
+#[derive(Debug, Clone, Copy)]
+struct Built {
+    ack_eliciting: bool,
+}
+
+impl Connection {
+    /// Builds the next datagram(s) into `buf`.
+    pub(crate) fn transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max_segments: usize,
+    ) -> Option<Transmit> {
+        buf.clear();
+        if self.hold || matches!(self.state, State::Draining { .. } | State::Drained) {
+            return None;
+        }
+        self.maybe_start_key_update(now);
+        if self.is_closed() && !self.close.as_ref().is_some_and(|c| c.pending) {
+            return None;
+        }
+        let mtu = usize::from(self.path.mtu);
+        let mut segment: Option<usize> = None;
+        let mut count = 0;
+        while count < max_segments.max(1) {
+            let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
+            // RFC 9000 §8.1: before the client's address is validated, send at most three times what it
+            // sent us; and a datagram smaller than an Initial needs is not worth building then.
+            if !self.path.validated && allowance < MIN_INITIAL_DATAGRAM {
+                break;
+            }
+            let limit = segment.unwrap_or(mtu).min(allowance);
+            let start = buf.len();
+            let (size, long) = self.build_datagram(now, buf, start, limit);
+            if size == 0 {
+                break;
+            }
+            count += 1;
+            self.path.bytes_sent += size as u64;
+            self.stats.datagrams_sent += 1;
+            self.stats.bytes_sent += size as u64;
+            match segment {
+                None => segment = Some(size),
+                Some(s) if size < s => break,
+                Some(_) => {}
+            }
+            // Handshake datagrams go one at a time; only full 1-RTT datagrams are batched for GSO.
+            if long || segment.is_some_and(|s| s < mtu) {
+                break;
+            }
+        }
+        if self.discard_initial_after_send {
+            // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake packet.
+            self.discard_initial_after_send = false;
+            self.discard_space(SpaceId::Initial);
+        }
+        if let Some(close) = &mut self.close {
+            close.pending = false;
+        }
+        if count == 0 {
+            return None;
+        }
+        Some(Transmit {
+            destination: self.path.remote,
+            src_ip: self.path.local_ip,
+            ecn: None,
+            size: buf.len(),
+            segment_size: if count > 1 { segment } else { None },
+        })
+    }
+
+    /// Whether we hold keys to send in `space`.
+    fn can_send_in(&self, space: SpaceId) -> bool {
+        match space {
+            SpaceId::Data => self.one_rtt.is_some(),
+            _ => self.spaces[space.index()].keys.is_some(),
+        }
+    }
+
+    /// Whether `space` has something to send now.
+    fn space_wants(&self, space: SpaceId, now: Instant) -> bool {
+        if !self.can_send_in(space) {
+            return false;
+        }
+        if self.is_closed() {
+            return self.close.as_ref().is_some_and(|c| c.pending);
+        }
+        let s = &self.spaces[space.index()];
+        let ack_due = s.received.wants_ack_now() || s.received.ack_deadline().is_some_and(|d| d <= now);
+        ack_due
+            || s.crypto_send.has_data()
+            || s.probes > 0
+            || s.ping_pending
+            || (space == SpaceId::Data
+                && (self.handshake_done_pending
+                    || self.path_response.is_some()
+                    || !self.retire_cids.is_empty()))
+    }
+
+    /// Builds one datagram of at most `limit` bytes at `buf[start..]`, coalescing a packet for each space
+    /// with something to send (RFC 9000 §12.2). Returns its size and whether it has long headers.
+    fn build_datagram(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        start: usize,
+        limit: usize,
+    ) -> (usize, bool) {
+        let wanted: Vec<SpaceId> = SpaceId::ALL
+            .into_iter()
+            .filter(|s| self.space_wants(*s, now))
+            .collect();
+        let Some(&last) = wanted.last() else {
+            return (0, false);
+        };
+        let mut pad = self.side.is_client() && wanted.contains(&SpaceId::Initial);
+        let mut long = false;
+        for space in wanted {
+            let used = buf.len() - start;
+            let budget = limit.saturating_sub(used);
+            let pad_to = (space == last && (pad || (space == SpaceId::Initial && self.side.is_server())))
+                .then_some(MIN_INITIAL_DATAGRAM);
+            let Some(built) = self.build_packet(now, space, buf, start, budget, pad_to, pad) else {
+                continue;
+            };
+            if space != SpaceId::Data {
+                long = true;
+            }
+            // RFC 9000 §14.1: a server pads datagrams with ack-eliciting Initial packets too.
+            if space == SpaceId::Initial && built.ack_eliciting {
+                pad = true;
+            }
+        }
+        (buf.len() - start, long)
+    }
+
+    /// Builds one packet of `space` into `buf` within `budget` bytes. `pad_to` asks for padding until the
+    /// datagram (which starts at `datagram_start`) reaches that size, if `must_pad` or the packet turns
+    /// out ack-eliciting in the Initial space.
+    #[allow(clippy::too_many_arguments)]
+    fn build_packet(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        datagram_start: usize,
+        budget: usize,
+        pad_to: Option<usize>,
+        must_pad: bool,
+    ) -> Option<Built> {
+        let tag_len = match space {
+            SpaceId::Data => self.one_rtt.as_ref()?.local.tag_len(),
+            _ => self.spaces[space.index()].keys.as_ref()?.local.packet.tag_len(),
+        };
+        let pn = self.recovery.next_packet_number(space);
+        let tpn = TruncatedPn::encode_for(pn, self.recovery.largest_acked(space));
+        let header = match space {
+            SpaceId::Initial => Header::Initial {
+                version: self.version,
+                dcid: self.remote_cid,
+                scid: self.local_cid,
+                token: if self.side.is_client() {
+                    self.token.clone()
+                } else {
+                    Bytes::new()
+                },
+            },
+            SpaceId::Handshake => Header::Handshake {
+                version: self.version,
+                dcid: self.remote_cid,
+                scid: self.local_cid,
+            },
+            SpaceId::Data => Header::Short {
+                spin: false,
+                key_phase: self.one_rtt.as_ref().is_some_and(|k| k.phase),
+                dcid: self.remote_cid,
+            },
+        };
+        let header_len = header.encoded_len(tpn);
+        // Room for the header, a few bytes of frames and the tag; else the packet is not worth it.
+        if budget < header_len + tag_len + 8 {
+            return None;
+        }
+        let packet_start = buf.len();
+        let payload_end = packet_start + budget - tag_len;
+        let enc = header.encode(tpn, buf);
+        let mut sent = SentFrames::default();
+        let mut ack_eliciting = false;
+
+        // ACK first: it is small and keeps the peer's recovery going (RFC 9000 §13.2).
+        let ack_exponent = if space == SpaceId::Data {
+            self.config.ack_delay_exponent
+        } else {
+            3
+        };
+        let s = &mut self.spaces[space.index()];
+        if s.received.has_unacked() {
+            if let Some(ack) = s.received.build_ack(now, ack_exponent) {
+                if buf.len() + ack.encoded_len() <= payload_end {
+                    ack.encode(buf);
+                    s.received.on_ack_sent(ack.largest(), pn);
+                    sent.ack = Some(ack.largest());
+                }
+            }
+        }
+
+        if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
+            let frame = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len()));
+            Frame::Close(frame).encode(buf);
+        } else {
+            if space == SpaceId::Data {
+                self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
+            }
+            let s = &mut self.spaces[space.index()];
+            loop {
+                let room = payload_end.saturating_sub(buf.len());
+                // Size the frame for a 4-byte offset: handshake flights never reach 2^30 bytes.
+                let Some(max) = CryptoFrame::max_data_len((1 << 30) - 1, room) else {
+                    break;
+                };
+                let Some((offset, data)) = s.crypto_send.next_chunk(max) else {
+                    break;
+                };
+                buf.put_u8(0x06);
+                VarInt::saturating(offset).encode(buf);
+                VarInt::saturating(data.len() as u64).encode(buf);
+                buf.put_slice(data);
+                sent.crypto.push((offset, data.len() as u32));
+                ack_eliciting = true;
+            }
+            if (s.probes > 0 || s.ping_pending) && !ack_eliciting && buf.len() < payload_end {
+                Frame::Ping.encode(buf);
+                ack_eliciting = true;
+            }
+            s.ping_pending = false;
+            if ack_eliciting {
+                s.probes = s.probes.saturating_sub(1);
+            }
+        }
+        if buf.len() == packet_start + enc.header_len {
+            buf.truncate(packet_start);
+            return None;
+        }
+
+        // Padding: enough payload for the header protection sample (RFC 9001 §5.4.2), and the datagram
+        // size an Initial needs (RFC 9000 §14.1).
+        let mut target = (packet_start + enc.pn_offset + 4).max(buf.len());
+        let pad_datagram = must_pad || (space == SpaceId::Initial && ack_eliciting);
+        if let Some(size) = pad_to.filter(|_| pad_datagram) {
+            target = target.max(datagram_start + size - tag_len);
+        }
+        let target = target.min(payload_end);
+        let padded = buf.len() < target;
+        buf.resize(target.max(buf.len()), 0);
+        buf.resize(buf.len() + tag_len, 0);
+        let packet_len = buf.len() - packet_start;
+        let packet = buf.get_mut(packet_start..)?;
+        enc.set_length(packet, packet_len).ok()?;
+        let sealed = match space {
+            SpaceId::Data => {
+                let keys = self.one_rtt.as_mut()?;
+                let r = keys
+                    .local
+                    .seal(pn, packet, enc.header_len)
+                    .and_then(|()| keys.local_header.protect(enc.pn_offset, packet));
+                keys.on_sent(pn);
+                r
+            }
+            _ => {
+                let keys = self.spaces[space.index()].keys.as_ref()?;
+                keys.local
+                    .packet
+                    .seal(pn, packet, enc.header_len)
+                    .and_then(|()| keys.local.header.protect(enc.pn_offset, packet))
+            }
+        };
+        if sealed.is_err() {
+            // Only a bug can get here (the buffer was sized for the tag and sample).
+            buf.truncate(packet_start);
+            return None;
+        }
+        self.recovery.on_packet_sent(
+            space,
+            pn,
+            SentPacket {
+                time_sent: now,
+                size: u16::try_from(packet_len).unwrap_or(u16::MAX),
+                ack_eliciting,
+                in_flight: ack_eliciting || padded,
+                data: sent,
+            },
+        );
+        self.stats.packets_sent += 1;
+        if ack_eliciting {
+            self.last_ack_eliciting_sent = Some(now);
+            // RFC 9000 §10.1: the first ack-eliciting packet after a receive restarts the idle timer.
+            if !self.ack_eliciting_since_receive {
+                self.ack_eliciting_since_receive = true;
+                self.reset_idle(now);
+            }
+        }
+        if self.side.is_client() && space == SpaceId::Handshake {
+            self.discard_initial_after_send = true;
+        }
+        Some(Built { ack_eliciting })
+    }
+
+    /// HANDSHAKE_DONE, PATH_RESPONSE and RETIRE_CONNECTION_ID, as room allows.
+    fn write_control_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        end: usize,
+        sent: &mut SentFrames,
+        ack_eliciting: &mut bool,
+    ) {
+        if self.handshake_done_pending && buf.len() < end {
+            Frame::HandshakeDone.encode(buf);
+            self.handshake_done_pending = false;
+            sent.handshake_done = true;
+            *ack_eliciting = true;
+        }
+        if let Some(data) = self.path_response {
+            let f = Frame::PathResponse(data);
+            if buf.len() + f.encoded_len() <= end {
+                f.encode(buf);
+                self.path_response = None;
+                *ack_eliciting = true;
+            }
+        }
+        while let Some(&seq) = self.retire_cids.last() {
+            let f = Frame::RetireConnectionId(seq);
+            if buf.len() + f.encoded_len() > end {
+                break;
+            }
+            f.encode(buf);
+            self.retire_cids.pop();
+            sent.retire_cids.push(seq);
+            *ack_eliciting = true;
+        }
+    }
+
+    /// Starts a key update when asked or when the confidentiality limit nears (RFC 9001 §6.1, §6.6).
+    fn maybe_start_key_update(&mut self, now: Instant) {
+        if !self.handshake_confirmed || self.is_closed() {
+            return;
+        }
+        let pto = self.pto();
+        let Some(keys) = &mut self.one_rtt else { return };
+        let limit = keys.local.confidentiality_limit();
+        let interval = self.config.key_update_interval.unwrap_or(u64::MAX);
+        let due = self.key_update_requested
+            || keys.sealed_in_phase >= interval
+            || keys.sealed_in_phase >= limit - limit / 8;
+        if due && keys.can_update() {
+            tracing::debug!(side = ?self.side, "starting a key update");
+            keys.rotate(&mut *self.session, None, now + 3 * pto);
+            self.key_update_requested = false;
+        } else if keys.sealed_in_phase >= limit {
+            // RFC 9001 §6.6: no packet may be sealed past the limit.
+            self.close_with_error(
+                now,
+                TransportError::aead_limit_reached("confidentiality limit reached"),
+            );
+        }
+    }
+}
+
+/// The CONNECTION_CLOSE to put in a packet of `space`, fitting `room` bytes. RFC 9000 §10.2.3: an
+/// application close becomes a transport APPLICATION_ERROR without reason in Initial and Handshake
+/// packets, since the application's code and reason are not for unauthenticated eyes.
+fn close_frame_for(space: SpaceId, frame: &ConnectionClose, room: usize) -> ConnectionClose {
+    let mut frame = match (space, frame.code) {
+        (SpaceId::Initial | SpaceId::Handshake, CloseCode::Application(_)) => ConnectionClose {
+            code: CloseCode::Transport {
+                code: TransportErrorCode::APPLICATION_ERROR,
+                frame_type: 0,
+            },
+            reason: Bytes::new(),
+        },
+        _ => frame.clone(),
+    };
+    let overhead = Frame::Close(ConnectionClose {
+        code: frame.code,
+        reason: Bytes::new(),
+    })
+    .encoded_len()
+        + 2;
+    let max_reason = room.saturating_sub(overhead);
+    if frame.reason.len() > max_reason {
+        frame.reason = frame.reason.slice(..max_reason);
+    }
+    frame
+}

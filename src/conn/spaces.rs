@@ -1,0 +1,163 @@
+//! Per-packet-number-space state: keys, CRYPTO streams, received packets, pending probes; and the record
+//! of what each sent packet carried.
+
+use tinyvec::TinyVec;
+
+use super::ack::ReceivedPackets;
+use super::assembler::Assembler;
+use super::range_set::RangeSet;
+use crate::crypto::Keys;
+
+/// What a sent packet carried that matters once it is acknowledged or lost.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SentFrames {
+    /// CRYPTO data as (offset, length).
+    pub(crate) crypto: TinyVec<[(u64, u32); 2]>,
+    /// The Largest Acknowledged of an ACK frame it carried (for RFC 9000 §13.2.4).
+    pub(crate) ack: Option<u64>,
+    /// It carried HANDSHAKE_DONE.
+    pub(crate) handshake_done: bool,
+    /// RETIRE_CONNECTION_ID sequence numbers it carried.
+    pub(crate) retire_cids: TinyVec<[u64; 2]>,
+}
+
+/// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.
+#[derive(Debug, Default)]
+pub(crate) struct CryptoSend {
+    /// All bytes written at this level; the stream offset of `data[0]` is 0. Handshake flights are a few
+    /// kilobytes and the space is dropped with its keys.
+    data: Vec<u8>,
+    /// The next offset never sent.
+    sent: u64,
+    /// Ranges to send again (lost, or queued by a probe).
+    retransmit: RangeSet,
+    /// Ranges the peer acknowledged.
+    acked: RangeSet,
+}
+
+impl CryptoSend {
+    /// Appends bytes from TLS.
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Whether anything waits to be sent.
+    pub(crate) fn has_data(&self) -> bool {
+        !self.retransmit.is_empty() || self.sent < self.data.len() as u64
+    }
+
+    /// The next chunk to send, at most `max_len` bytes: lost data first, then new data. Marks it sent.
+    pub(crate) fn next_chunk(&mut self, max_len: usize) -> Option<(u64, &[u8])> {
+        if max_len == 0 {
+            return None;
+        }
+        let (start, end) = if let Some(r) = self
+            .retransmit
+            .min()
+            .and_then(|m| self.retransmit.range_containing(m))
+        {
+            let end = (*r.end() + 1).min(r.start() + max_len as u64);
+            self.retransmit.remove(*r.start()..=end - 1);
+            (*r.start(), end)
+        } else if self.sent < self.data.len() as u64 {
+            let end = (self.data.len() as u64).min(self.sent + max_len as u64);
+            let start = self.sent;
+            self.sent = end;
+            (start, end)
+        } else {
+            return None;
+        };
+        let bytes = self.data.get(start as usize..end as usize)?;
+        Some((start, bytes))
+    }
+
+    /// Data sent at `offset` was lost: queue what of it is not acknowledged.
+    pub(crate) fn on_lost(&mut self, offset: u64, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let end = offset + u64::from(len) - 1;
+        self.retransmit.insert(offset..=end);
+        for acked in self.acked.iter().collect::<Vec<_>>() {
+            self.retransmit.remove(acked);
+        }
+    }
+
+    /// Data sent at `offset` was acknowledged.
+    pub(crate) fn on_acked(&mut self, offset: u64, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let range = offset..=offset + u64::from(len) - 1;
+        self.acked.insert(range.clone());
+        self.retransmit.remove(range);
+    }
+
+    /// A probe timeout: queue everything sent and not acknowledged, to be sent again (RFC 9002 §6.2.4).
+    pub(crate) fn requeue_unacked(&mut self) {
+        if self.sent == 0 {
+            return;
+        }
+        self.retransmit.insert(0..=self.sent - 1);
+        for acked in self.acked.iter().collect::<Vec<_>>() {
+            self.retransmit.remove(acked);
+        }
+    }
+}
+
+/// Everything one packet number space holds besides the sent packets (which recovery tracks).
+#[derive(Debug)]
+pub(crate) struct PacketSpace {
+    /// Packet protection keys (Initial and Handshake spaces; the Data space keeps its keys apart, for key
+    /// updates). `None` before they exist and after they are discarded.
+    pub(crate) keys: Option<Keys>,
+    /// Whether the keys were discarded (RFC 9001 §4.9): nothing is sent or accepted in the space again.
+    pub(crate) discarded: bool,
+    /// Outgoing CRYPTO data.
+    pub(crate) crypto_send: CryptoSend,
+    /// Incoming CRYPTO data.
+    pub(crate) crypto_recv: Assembler,
+    /// Received packet numbers and the acknowledgement owed for them.
+    pub(crate) received: ReceivedPackets,
+    /// Ack-eliciting probe packets owed after a PTO (RFC 9002 §6.2.4).
+    pub(crate) probes: u8,
+    /// A PING is wanted (keep-alive or an explicit request).
+    pub(crate) ping_pending: bool,
+}
+
+impl PacketSpace {
+    /// A space with no keys yet.
+    pub(crate) fn new(received: ReceivedPackets) -> Self {
+        Self {
+            keys: None,
+            discarded: false,
+            crypto_send: CryptoSend::default(),
+            crypto_recv: Assembler::default(),
+            received,
+            probes: 0,
+            ping_pending: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crypto_send_retransmits_only_what_is_lost_and_unacked() {
+        let mut c = CryptoSend::default();
+        c.write(&[7; 100]);
+        assert_eq!(c.next_chunk(40).map(|(o, d)| (o, d.len())), Some((0, 40)));
+        assert_eq!(c.next_chunk(100).map(|(o, d)| (o, d.len())), Some((40, 60)));
+        assert!(!c.has_data());
+        c.on_acked(0, 40);
+        c.on_lost(20, 50); // 20..40 was acked meanwhile
+        assert_eq!(c.next_chunk(100).map(|(o, d)| (o, d.len())), Some((40, 30)));
+        assert!(!c.has_data());
+        c.requeue_unacked();
+        assert_eq!(c.next_chunk(100).map(|(o, d)| (o, d.len())), Some((40, 60)));
+        c.on_acked(40, 60);
+        assert!(!c.has_data());
+    }
+}

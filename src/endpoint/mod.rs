@@ -1,0 +1,746 @@
+//! The endpoint: one per UDP socket. It owns its connections, routes datagrams to them by connection ID
+//! (RFC 9000 §5.2), accepts new connections (server side), answers unknown versions with Version
+//! Negotiation (RFC 9000 §6) and schedules sending and timers fairly over its connections.
+//!
+//! See [`Endpoint`] for the drive rule.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::config::{AcceptPolicy, ClientConfig, EndpointConfig, ServerConfig};
+use crate::conn::{Connection, EndpointEvent, IncomingInfo};
+use crate::datagram::{Datagram, Transmit};
+use crate::event::Event;
+use crate::rng::Rng;
+use crate::wire::header::{
+    encode_version_negotiation, is_supported_version, HeaderError, InvariantHeader, LongType, ProtectedHeader,
+};
+use crate::wire::{ConnectionId, TransportError};
+
+mod handles;
+mod routing;
+mod view;
+
+pub use handles::ConnectionHandle;
+use handles::Table;
+use routing::{KeyedState, Routes};
+pub use view::ConnRef;
+
+/// RFC 9000 §14.1: a server MUST discard an Initial packet carried in a UDP datagram with a payload
+/// smaller than 1200 bytes; §5.2.2 and §6.1 apply the same floor before answering unknown versions.
+const MIN_INITIAL_SIZE: usize = 1200;
+/// RFC 9000 §7.2: the Destination Connection ID of a client's first Initial MUST be at least 8 bytes.
+const MIN_INITIAL_DCID_LEN: usize = 8;
+/// Length of the random Destination Connection ID a client starts with.
+const CLIENT_INITIAL_DCID_LEN: usize = 16;
+/// Fresh local connection IDs tried before giving up on a collision-prone generator.
+const MAX_CID_ATTEMPTS: usize = 16;
+/// Queues and heaps holding stale handles are compacted once they exceed twice the live connections
+/// plus this slack, which keeps compaction amortised O(1) per push.
+const COMPACT_SLACK: usize = 64;
+
+/// Why [`Endpoint::connect`] could not start a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The server name is neither a valid DNS name nor an IP address.
+    InvalidServerName,
+    /// [`ClientConfig::version`] is not among the versions this endpoint supports.
+    UnsupportedVersion(u32),
+    /// The connection table is full.
+    TooManyConnections,
+    /// The connection ID generator only produced IDs already in use, or, with zero-length IDs, a
+    /// connection to the same remote address exists (addresses then are the only way to route).
+    ConnectionIdInUse,
+    /// The connection rejected its configuration (TLS or transport settings).
+    InvalidConfig(TransportError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::InvalidServerName => f.write_str("invalid server name"),
+            ConnectError::UnsupportedVersion(v) => write!(f, "unsupported QUIC version {v:#010x}"),
+            ConnectError::TooManyConnections => f.write_str("too many connections"),
+            ConnectError::ConnectionIdInUse => f.write_str("no unused connection ID available"),
+            ConnectError::InvalidConfig(e) => write!(f, "invalid client configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// The handle names a connection that is gone: it was drained and removed from its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StaleHandle(pub ConnectionHandle);
+
+impl fmt::Display for StaleHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stale connection handle {:?}", self.0)
+    }
+}
+
+impl std::error::Error for StaleHandle {}
+
+/// Counters of an [`Endpoint`], from [`Endpoint::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams given to [`Endpoint::handle_datagram`].
+    pub datagrams_received: u64,
+    /// Datagrams dropped because their first header did not parse, or (RFC 9000 §7.2) a client Initial
+    /// chose a destination connection ID shorter than 8 bytes.
+    pub dropped_malformed: u64,
+    /// Datagrams dropped because no connection matches their destination connection ID (including
+    /// connections already drained), or a client endpoint received an Initial for no connection.
+    pub dropped_unroutable: u64,
+    /// Datagrams with an Initial for a new connection dropped for being under 1200 bytes (RFC 9000 §14.1).
+    pub dropped_short_initial: u64,
+    /// Packets of an unsupported version not answered: too small (RFC 9000 §6.1) or a client endpoint.
+    pub dropped_unsupported_version: u64,
+    /// New connections dropped because `max_incoming_handshakes` handshakes were in progress.
+    pub dropped_handshake_limit: u64,
+    /// Version Negotiation packets handed out by [`Endpoint::poll_transmit`].
+    pub version_negotiations_sent: u64,
+    /// Stateless packets dropped because `max_stateless_queue` were already waiting.
+    pub stateless_queue_overflow: u64,
+    /// Incoming connections created ([`Event::Incoming`] events).
+    pub connections_incoming: u64,
+    /// Incoming connections accepted (at once under [`AcceptPolicy::Accept`], else by
+    /// [`Endpoint::accept`]).
+    pub connections_accepted: u64,
+    /// Held incoming connections refused with [`Endpoint::refuse`].
+    pub connections_refused: u64,
+    /// Incoming connections that could not be created (no free connection ID or slot, or the connection
+    /// rejected the server configuration).
+    pub connections_failed: u64,
+    /// Connections in the table now.
+    pub connections_active: usize,
+}
+
+/// A packet sent without a connection (Version Negotiation).
+#[derive(Debug)]
+struct StatelessPacket {
+    destination: SocketAddr,
+    src_ip: Option<IpAddr>,
+    payload: Vec<u8>,
+}
+
+/// What the endpoint keeps next to each connection.
+struct Entry {
+    conn: Connection,
+    /// Local connection IDs routed to this connection, removed from the index with it.
+    local_cids: Vec<ConnectionId>,
+    /// Server side: the client-chosen destination ID routed to this connection.
+    initial_dcid: Option<ConnectionId>,
+    /// The remote address routed to this connection when its local ID is empty.
+    addr_key: Option<SocketAddr>,
+    /// Counts toward `max_incoming_handshakes` until the handshake is done.
+    counts_as_handshake: bool,
+    /// Waiting for [`Endpoint::accept`] or [`Endpoint::refuse`].
+    held: bool,
+    /// In `send_queue`.
+    queued: bool,
+    /// The deadline last registered in `timers`; heap entries that disagree are stale.
+    timer: Option<Instant>,
+}
+
+impl Entry {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            local_cids: Vec::new(),
+            initial_dcid: None,
+            addr_key: None,
+            counts_as_handshake: false,
+            held: false,
+            queued: false,
+            timer: None,
+        }
+    }
+}
+
+/// Where a datagram goes.
+enum Decision<'a> {
+    Deliver(ConnectionHandle),
+    Incoming {
+        version: u32,
+        dcid: ConnectionId,
+        scid: ConnectionId,
+    },
+    VersionNegotiation {
+        dcid: &'a [u8],
+        scid: &'a [u8],
+    },
+    DropMalformed,
+    DropUnroutable,
+    DropUnsupportedVersion,
+}
+
+/// A QUIC endpoint: one UDP socket's worth of connections.
+///
+/// The endpoint does no I/O and reads no clock. The caller feeds it datagrams
+/// ([`handle_datagram`](Self::handle_datagram)), expired deadlines ([`handle_timeout`](Self::handle_timeout))
+/// and commands ([`connect`](Self::connect), [`accept`](Self::accept), [`close`](Self::close),
+/// [`conn`](Self::conn), ...), and takes out datagrams to send, events and the next deadline.
+///
+/// # The drive rule
+///
+/// After any input or command:
+///
+/// 1. drain [`poll_transmit`](Self::poll_transmit) until it returns `None`, sending each [`Transmit`];
+/// 2. drain [`poll_event`](Self::poll_event) until it returns `None`;
+/// 3. read [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout) when
+///    that instant has come (or when the next datagram arrives, whichever is first).
+///
+/// ```ignore
+/// endpoint.handle_datagram(now, datagram);
+/// while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
+///     socket.send(&t, &buf[..t.size]);
+/// }
+/// while let Some((handle, event)) = endpoint.poll_event() { /* ... */ }
+/// let deadline = endpoint.poll_timeout();
+/// ```
+///
+/// Connections are named by [`ConnectionHandle`]s. A connection stays in the table until it is drained
+/// (its closing or draining period is over); then its handle goes stale and every call with it returns
+/// [`StaleHandle`].
+pub struct Endpoint {
+    config: EndpointConfig,
+    /// The versions this endpoint speaks: `config.supported_versions` that the crate parses.
+    versions: Vec<u32>,
+    server: Option<ServerConfig>,
+    rng: Rng,
+    cid_len: usize,
+    table: Table<Entry>,
+    routes: Routes,
+    stateless: VecDeque<StatelessPacket>,
+    /// Connections that may have something to send, in round-robin order; an entry's `queued` flag says
+    /// whether it is here.
+    send_queue: VecDeque<ConnectionHandle>,
+    /// Deadlines, lazily invalidated against each entry's `timer`.
+    timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
+    /// Scratch list of connections whose timers expired, kept to avoid an allocation per call.
+    due: Vec<ConnectionHandle>,
+    events: VecDeque<(ConnectionHandle, Event)>,
+    /// Incoming connections still in their handshake.
+    handshakes: usize,
+    stats: EndpointStats,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("config", &self.config)
+            .field("server", &self.server.is_some())
+            .field("connections", &self.table.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with `config`; with a `server` configuration it accepts incoming connections.
+    pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
+        let mut rng = Rng::from_seed(config.seed);
+        let keys = KeyedState::new(&mut rng);
+        let mut versions: Vec<u32> = Vec::new();
+        for v in &config.supported_versions {
+            if is_supported_version(*v) && !versions.contains(v) {
+                versions.push(*v);
+            }
+        }
+        let cid_len = config.cid_generator.cid_len().min(ConnectionId::MAX_LEN);
+        Self {
+            config,
+            versions,
+            server,
+            rng,
+            cid_len,
+            table: Table::default(),
+            routes: Routes::new(keys),
+            stateless: VecDeque::new(),
+            send_queue: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            events: VecDeque::new(),
+            handshakes: 0,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Starts a connection to `remote`, authenticating the server as `server_name`. The first Initial
+    /// is ready in [`poll_transmit`](Self::poll_transmit).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if rustls::pki_types::ServerName::try_from(server_name).is_err() {
+            return Err(ConnectError::InvalidServerName);
+        }
+        if !self.versions.contains(&config.version) {
+            return Err(ConnectError::UnsupportedVersion(config.version));
+        }
+        let local_cid = self.fresh_cid().ok_or(ConnectError::ConnectionIdInUse)?;
+        if local_cid.is_empty() && self.routes.addr_in_use(&remote) {
+            return Err(ConnectError::ConnectionIdInUse);
+        }
+        // RFC 9000 §7.2: an unpredictable Destination Connection ID of at least 8 bytes.
+        let mut dcid = [0u8; CLIENT_INITIAL_DCID_LEN];
+        self.rng.fill(&mut dcid);
+        let initial_dcid = ConnectionId::new(&dcid).unwrap_or_default();
+        let rng = self.rng.fork();
+        let conn = Connection::new_client(now, &config, remote, server_name, local_cid, initial_dcid, rng)
+            .map_err(ConnectError::InvalidConfig)?;
+        let h = self
+            .table
+            .insert(Entry::new(conn))
+            .ok_or(ConnectError::TooManyConnections)?;
+        self.register_local(h, local_cid, remote);
+        self.after_conn(h, true);
+        Ok(h)
+    }
+
+    /// Takes in one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        self.stats.datagrams_received += 1;
+        match self.classify(&datagram) {
+            Decision::Deliver(h) => {
+                let Some(entry) = self.table.get_mut(h) else {
+                    self.stats.dropped_unroutable += 1;
+                    return;
+                };
+                let Datagram {
+                    remote,
+                    local,
+                    ecn,
+                    payload,
+                } = datagram;
+                entry.conn.handle_datagram(now, remote, local, ecn, payload);
+                self.after_conn(h, true);
+            }
+            Decision::Incoming { version, dcid, scid } => {
+                self.handle_incoming(now, datagram, version, dcid, scid)
+            }
+            Decision::VersionNegotiation { dcid, scid } => {
+                self.queue_version_negotiation(&datagram, dcid, scid)
+            }
+            Decision::DropMalformed => self.stats.dropped_malformed += 1,
+            Decision::DropUnroutable => self.stats.dropped_unroutable += 1,
+            Decision::DropUnsupportedVersion => self.stats.dropped_unsupported_version += 1,
+        }
+    }
+
+    /// Takes in several received datagrams, in order.
+    pub fn handle_datagrams(&mut self, now: Instant, datagrams: impl IntoIterator<Item = Datagram>) {
+        for d in datagrams {
+            self.handle_datagram(now, d);
+        }
+    }
+
+    /// The next datagram(s) to send, written into `buf` (cleared first). Stateless packets go first,
+    /// then connections take turns.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        if let Some(p) = self.stateless.pop_front() {
+            buf.extend_from_slice(&p.payload);
+            self.stats.version_negotiations_sent += 1;
+            return Some(Transmit {
+                destination: p.destination,
+                src_ip: p.src_ip,
+                ecn: None,
+                size: p.payload.len(),
+                segment_size: None,
+            });
+        }
+        let max_segments = self.config.max_segments.max(1);
+        // Each turn pops one entry, and only a connection that produced a transmit goes back, after
+        // which we return: the loop is bounded by the queue's length.
+        while let Some(h) = self.send_queue.pop_front() {
+            let Some(entry) = self.table.get_mut(h) else {
+                continue;
+            };
+            match entry.conn.poll_transmit(now, buf, max_segments) {
+                Some(t) => {
+                    self.send_queue.push_back(h);
+                    self.after_conn(h, false);
+                    return Some(t);
+                }
+                None => {
+                    entry.queued = false;
+                    self.after_conn(h, false);
+                }
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline of any connection: call [`handle_timeout`](Self::handle_timeout) then.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, h))) = self.timers.peek().copied() {
+            if self.table.get(h).is_some_and(|e| e.timer == Some(t)) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Runs every connection whose deadline is at or before `now`, each once.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(Reverse((t, h))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(entry) = self.table.get_mut(h) {
+                if entry.timer == Some(t) {
+                    entry.timer = None;
+                    due.push(h);
+                }
+            }
+        }
+        for h in due.iter().copied() {
+            if let Some(entry) = self.table.get_mut(h) {
+                entry.conn.handle_timeout(now);
+                self.after_conn(h, true);
+            }
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// The next application event, with the connection it belongs to.
+    pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
+        self.events.pop_front()
+    }
+
+    /// Lets a connection held under [`AcceptPolicy::Ask`] proceed.
+    pub fn accept(&mut self, now: Instant, h: ConnectionHandle) -> Result<(), StaleHandle> {
+        let entry = self.table.get_mut(h).ok_or(StaleHandle(h))?;
+        if std::mem::take(&mut entry.held) {
+            self.stats.connections_accepted += 1;
+        }
+        entry.conn.accept(now);
+        self.after_conn(h, true);
+        Ok(())
+    }
+
+    /// Refuses a connection held under [`AcceptPolicy::Ask`]: it closes with CONNECTION_REFUSED.
+    pub fn refuse(&mut self, now: Instant, h: ConnectionHandle) -> Result<(), StaleHandle> {
+        let entry = self.table.get_mut(h).ok_or(StaleHandle(h))?;
+        if std::mem::take(&mut entry.held) {
+            self.stats.connections_refused += 1;
+        }
+        entry.conn.refuse(now);
+        self.after_conn(h, true);
+        Ok(())
+    }
+
+    /// Closes a connection with an application error `code` and `reason` (CONNECTION_CLOSE type 0x1d).
+    pub fn close(
+        &mut self,
+        now: Instant,
+        h: ConnectionHandle,
+        code: u64,
+        reason: &[u8],
+    ) -> Result<(), StaleHandle> {
+        self.conn(h)?.close(now, code, reason);
+        Ok(())
+    }
+
+    /// A short-lived view of one connection, for application calls.
+    pub fn conn(&mut self, h: ConnectionHandle) -> Result<ConnRef<'_>, StaleHandle> {
+        if self.table.get(h).is_none() {
+            return Err(StaleHandle(h));
+        }
+        Ok(ConnRef::new(self, h))
+    }
+
+    /// The endpoint's counters.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            connections_active: self.table.len(),
+            ..self.stats
+        }
+    }
+
+    /// Where a datagram goes, from its first packet's header (RFC 9000 §5.2). The connection itself
+    /// splits coalesced packets.
+    fn classify<'a>(&self, datagram: &'a Datagram) -> Decision<'a> {
+        let payload: &'a [u8] = &datagram.payload;
+        let header = match ProtectedHeader::decode(payload, self.cid_len) {
+            Ok(header) => header,
+            Err(HeaderError::UnsupportedVersion(_)) => return self.unsupported_version(payload),
+            Err(HeaderError::Malformed(_)) => return Decision::DropMalformed,
+        };
+        let remote = datagram.remote;
+        match header {
+            ProtectedHeader::Long {
+                ty,
+                version,
+                dcid,
+                scid,
+                ..
+            } => {
+                if !self.versions.contains(&version) {
+                    return self.unsupported_version(payload);
+                }
+                let initial_like = matches!(ty, LongType::Initial | LongType::ZeroRtt);
+                if let Some(h) = self.routes.lookup(&dcid, remote, initial_like) {
+                    return Decision::Deliver(h);
+                }
+                if ty == LongType::Initial {
+                    return Decision::Incoming { version, dcid, scid };
+                }
+                Decision::DropUnroutable
+            }
+            // RFC 9000 §5.2: Retry and Version Negotiation answer a client's packets, so they carry its
+            // local ID; short headers carry any local ID. None of these creates a connection.
+            ProtectedHeader::Retry { dcid, .. }
+            | ProtectedHeader::VersionNegotiation { dcid, .. }
+            | ProtectedHeader::Short { dcid, .. } => match self.routes.lookup(&dcid, remote, false) {
+                Some(h) => Decision::Deliver(h),
+                None => Decision::DropUnroutable,
+            },
+        }
+    }
+
+    /// RFC 9000 §6.1, §5.2.2: a server answers a long header of an unknown version with Version
+    /// Negotiation, but only in a datagram of at least 1200 bytes. A Version Negotiation packet (version
+    /// 0) never gets here: it parses as such.
+    fn unsupported_version<'a>(&self, payload: &'a [u8]) -> Decision<'a> {
+        if self.server.is_none() || payload.len() < MIN_INITIAL_SIZE {
+            return Decision::DropUnsupportedVersion;
+        }
+        match InvariantHeader::decode(payload, self.cid_len) {
+            Ok(InvariantHeader::Long { dcid, scid, .. }) => Decision::VersionNegotiation { dcid, scid },
+            Ok(InvariantHeader::Short { .. }) | Err(_) => Decision::DropMalformed,
+        }
+    }
+
+    /// Queues a Version Negotiation packet answering a packet with `dcid` and `scid` (RFC 9000 §17.2.1).
+    fn queue_version_negotiation(&mut self, datagram: &Datagram, dcid: &[u8], scid: &[u8]) {
+        if self.stateless.len() >= self.config.max_stateless_queue {
+            self.stats.stateless_queue_overflow += 1;
+            return;
+        }
+        // RFC 9000 §17.2.1: the unused bits are arbitrary; 0x40 SHOULD be set where QUIC is multiplexed
+        // with other protocols (RFC 7983).
+        let unused = (self.rng.next_u64() as u8 & 0x7f) | 0x40;
+        // RFC 9000 §6.3, §15: a reserved version 0x?a?a?a?a keeps clients honest about unknown versions.
+        let grease = (self.rng.next_u64() as u32 & 0xf0f0_f0f0) | 0x0a0a_0a0a;
+        let mut versions = self.versions.clone();
+        versions.push(grease);
+        let mut payload = Vec::with_capacity(7 + dcid.len() + scid.len() + 4 * versions.len());
+        // The connection IDs are swapped by `encode_version_negotiation` (RFC 9000 §6.1).
+        encode_version_negotiation(unused, dcid, scid, &versions, &mut payload);
+        self.stateless.push_back(StatelessPacket {
+            destination: datagram.remote,
+            src_ip: datagram.local,
+            payload,
+        });
+    }
+
+    /// A server accepting a client's first Initial (RFC 9000 §5.2.2, §7.2, §14.1).
+    fn handle_incoming(
+        &mut self,
+        now: Instant,
+        datagram: Datagram,
+        version: u32,
+        dcid: ConnectionId,
+        scid: ConnectionId,
+    ) {
+        let Some(server) = &self.server else {
+            // A client endpoint accepts nothing.
+            self.stats.dropped_unroutable += 1;
+            return;
+        };
+        if datagram.payload.len() < MIN_INITIAL_SIZE {
+            self.stats.dropped_short_initial += 1;
+            return;
+        }
+        if dcid.len() < MIN_INITIAL_DCID_LEN {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if self.handshakes >= server.max_incoming_handshakes {
+            self.stats.dropped_handshake_limit += 1;
+            return;
+        }
+        let hold = server.accept == AcceptPolicy::Ask;
+        let remote = datagram.remote;
+        let Some(local_cid) = self.fresh_cid() else {
+            self.stats.connections_failed += 1;
+            return;
+        };
+        if local_cid.is_empty() && self.routes.addr_in_use(&remote) {
+            self.stats.connections_failed += 1;
+            return;
+        }
+        let rng = self.rng.fork();
+        let info = IncomingInfo {
+            version,
+            remote,
+            local_ip: datagram.local,
+            original_dcid: dcid,
+            client_scid: scid,
+        };
+        let Some(server) = &self.server else {
+            return;
+        };
+        let conn = match Connection::new_server(now, server, info, local_cid, hold, rng) {
+            Ok(conn) => conn,
+            Err(_) => {
+                self.stats.connections_failed += 1;
+                return;
+            }
+        };
+        let Some(h) = self.table.insert(Entry::new(conn)) else {
+            self.stats.connections_failed += 1;
+            return;
+        };
+        self.register_local(h, local_cid, remote);
+        let registered = self.routes.insert_initial(dcid, h);
+        self.handshakes += 1;
+        self.stats.connections_incoming += 1;
+        if !hold {
+            self.stats.connections_accepted += 1;
+        }
+        self.events.push_back((h, Event::Incoming { remote }));
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
+        if registered {
+            entry.initial_dcid = Some(dcid);
+        }
+        entry.counts_as_handshake = true;
+        entry.held = hold;
+        let Datagram {
+            remote,
+            local,
+            ecn,
+            payload,
+        } = datagram;
+        entry.conn.handle_datagram(now, remote, local, ecn, payload);
+        self.after_conn(h, true);
+    }
+
+    /// A new local connection ID from the generator, unused by any connection; `None` if the generator
+    /// keeps colliding.
+    fn fresh_cid(&mut self) -> Option<ConnectionId> {
+        for _ in 0..MAX_CID_ATTEMPTS {
+            let cid = self.config.cid_generator.generate(&mut self.rng);
+            if cid.is_empty() || !self.routes.cid_in_use(&cid) {
+                return Some(cid);
+            }
+        }
+        None
+    }
+
+    /// Routes a new connection's first local ID (or, when empty, its remote address) to it.
+    fn register_local(&mut self, h: ConnectionHandle, cid: ConnectionId, remote: SocketAddr) {
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
+        if cid.is_empty() {
+            if self.routes.insert_addr(remote, h) {
+                entry.addr_key = Some(remote);
+            }
+        } else if self.routes.insert_local(cid, h) {
+            entry.local_cids.push(cid);
+        }
+    }
+
+    /// Bookkeeping after a connection took an input or a command: applies its requests to the routing
+    /// index, collects its events, removes it once drained, and otherwise reschedules it for sending
+    /// (when `may_send`) and for its next deadline.
+    fn after_conn(&mut self, h: ConnectionHandle, may_send: bool) {
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
+        while let Some(ev) = entry.conn.poll_endpoint_event() {
+            match ev {
+                EndpointEvent::NewLocalCid(cid) => {
+                    if self.routes.insert_local(cid, h) && !entry.local_cids.contains(&cid) {
+                        entry.local_cids.push(cid);
+                    }
+                }
+                EndpointEvent::RetireLocalCid(cid) => {
+                    self.routes.remove_local(&cid, h);
+                    entry.local_cids.retain(|c| *c != cid);
+                }
+                EndpointEvent::HandshakeDone => {
+                    if std::mem::take(&mut entry.counts_as_handshake) {
+                        self.handshakes = self.handshakes.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        while let Some(ev) = entry.conn.poll_event() {
+            self.events.push_back((h, ev));
+        }
+        if entry.conn.is_drained() {
+            self.remove(h);
+            return;
+        }
+        if may_send && !entry.queued {
+            entry.queued = true;
+            self.send_queue.push_back(h);
+        }
+        let deadline = entry.conn.poll_timeout();
+        if deadline != entry.timer {
+            entry.timer = deadline;
+            if let Some(t) = deadline {
+                self.timers.push(Reverse((t, h)));
+            }
+        }
+        self.compact();
+    }
+
+    /// Removes a drained connection and its routes; its handle goes stale.
+    fn remove(&mut self, h: ConnectionHandle) {
+        let Some(entry) = self.table.remove(h) else {
+            return;
+        };
+        for cid in &entry.local_cids {
+            self.routes.remove_local(cid, h);
+        }
+        if let Some(cid) = &entry.initial_dcid {
+            self.routes.remove_initial(cid, h);
+        }
+        if let Some(remote) = &entry.addr_key {
+            self.routes.remove_addr(remote, h);
+        }
+        if entry.counts_as_handshake {
+            self.handshakes = self.handshakes.saturating_sub(1);
+        }
+        self.compact();
+    }
+
+    /// Drops stale handles from the send queue and the timer heap once they outnumber live ones.
+    fn compact(&mut self) {
+        let limit = self.table.len().saturating_mul(2).saturating_add(COMPACT_SLACK);
+        if self.send_queue.len() > limit {
+            let table = &self.table;
+            self.send_queue
+                .retain(|h| table.get(*h).is_some_and(|e| e.queued));
+        }
+        if self.timers.len() > limit {
+            self.timers = self
+                .table
+                .iter()
+                .filter_map(|(h, e)| e.timer.map(|t| Reverse((t, h))))
+                .collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

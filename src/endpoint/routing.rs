@@ -1,0 +1,158 @@
+//! The routing index (RFC 9000 §5.2): which connection a datagram belongs to, found by hash lookups and
+//! never by scanning connections.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+
+use super::handles::ConnectionHandle;
+use crate::rng::Rng;
+use crate::wire::ConnectionId;
+
+/// SipHash-1-3 keyed from the endpoint's seeded RNG: resistant to hash flooding by peers who don't know
+/// the seed, yet deterministic, unlike `RandomState`, which reads OS randomness.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyedState {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyedState {
+    pub(crate) fn new(rng: &mut Rng) -> Self {
+        Self {
+            k0: rng.next_u64(),
+            k1: rng.next_u64(),
+        }
+    }
+}
+
+/// The keyed SipHasher of [`KeyedState`].
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedHasher(#[allow(deprecated)] std::hash::SipHasher);
+
+impl Hasher for KeyedHasher {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+}
+
+impl BuildHasher for KeyedState {
+    type Hasher = KeyedHasher;
+
+    fn build_hasher(&self) -> KeyedHasher {
+        // `SipHasher` is deprecated only in favour of crates outside std; it is still SipHash and keyed.
+        #[allow(deprecated)]
+        KeyedHasher(std::hash::SipHasher::new_with_keys(self.k0, self.k1))
+    }
+}
+
+/// The three indexes a datagram is routed through.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    /// Every connection ID the endpoint issued, to its connection.
+    local: HashMap<ConnectionId, ConnectionHandle, KeyedState>,
+    /// Server side: the destination connection ID a client chose for its first Initial, so retransmitted
+    /// Initials and 0-RTT packets reach the connection they created (RFC 9000 §5.2, §7.2).
+    initial: HashMap<ConnectionId, ConnectionHandle, KeyedState>,
+    /// Connections whose local connection ID is empty, by remote address (RFC 9000 §5.2: then only the
+    /// address identifies the connection).
+    by_addr: HashMap<SocketAddr, ConnectionHandle, KeyedState>,
+}
+
+impl Routes {
+    pub(crate) fn new(keys: KeyedState) -> Self {
+        Self {
+            local: HashMap::with_hasher(keys),
+            initial: HashMap::with_hasher(keys),
+            by_addr: HashMap::with_hasher(keys),
+        }
+    }
+
+    /// The connection a packet with destination connection ID `dcid` from `remote` belongs to;
+    /// `initial_like` for Initial and 0-RTT packets, which may still carry the client-chosen ID.
+    pub(crate) fn lookup(
+        &self,
+        dcid: &[u8],
+        remote: SocketAddr,
+        initial_like: bool,
+    ) -> Option<ConnectionHandle> {
+        if dcid.is_empty() {
+            return self.by_addr.get(&remote).copied();
+        }
+        let cid = ConnectionId::new(dcid)?;
+        if let Some(h) = self.local.get(&cid) {
+            return Some(*h);
+        }
+        if initial_like {
+            return self.initial.get(&cid).copied();
+        }
+        None
+    }
+
+    /// Whether `cid` is in use as a local or client-chosen ID, so a new local ID must not be it.
+    pub(crate) fn cid_in_use(&self, cid: &ConnectionId) -> bool {
+        self.local.contains_key(cid) || self.initial.contains_key(cid)
+    }
+
+    /// Whether a connection with an empty local ID talks to `remote`.
+    pub(crate) fn addr_in_use(&self, remote: &SocketAddr) -> bool {
+        self.by_addr.contains_key(remote)
+    }
+
+    /// Routes `cid` to `h`; false (and nothing changes) when it is empty or already routed elsewhere.
+    pub(crate) fn insert_local(&mut self, cid: ConnectionId, h: ConnectionHandle) -> bool {
+        if cid.is_empty() {
+            return false;
+        }
+        match self.local.get(&cid) {
+            Some(owner) => *owner == h,
+            None => {
+                self.local.insert(cid, h);
+                true
+            }
+        }
+    }
+
+    /// Stops routing `cid`, if it routes to `h`.
+    pub(crate) fn remove_local(&mut self, cid: &ConnectionId, h: ConnectionHandle) {
+        if self.local.get(cid) == Some(&h) {
+            self.local.remove(cid);
+        }
+    }
+
+    /// Routes Initial and 0-RTT packets with the client-chosen `cid` to `h`; false when already taken.
+    pub(crate) fn insert_initial(&mut self, cid: ConnectionId, h: ConnectionHandle) -> bool {
+        if self.initial.contains_key(&cid) {
+            return false;
+        }
+        self.initial.insert(cid, h);
+        true
+    }
+
+    /// Stops routing the client-chosen `cid`, if it routes to `h`.
+    pub(crate) fn remove_initial(&mut self, cid: &ConnectionId, h: ConnectionHandle) {
+        if self.initial.get(cid) == Some(&h) {
+            self.initial.remove(cid);
+        }
+    }
+
+    /// Routes datagrams with an empty destination ID from `remote` to `h`; false when already taken.
+    pub(crate) fn insert_addr(&mut self, remote: SocketAddr, h: ConnectionHandle) -> bool {
+        if self.by_addr.contains_key(&remote) {
+            return false;
+        }
+        self.by_addr.insert(remote, h);
+        true
+    }
+
+    /// Stops routing by `remote`, if it routes to `h`.
+    pub(crate) fn remove_addr(&mut self, remote: &SocketAddr, h: ConnectionHandle) {
+        if self.by_addr.get(remote) == Some(&h) {
+            self.by_addr.remove(remote);
+        }
+    }
+}

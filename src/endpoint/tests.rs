@@ -1,0 +1,435 @@
+//! Endpoint tests that need no real handshake: routing, accepting, Version Negotiation, handles, the
+//! send queue and the timer heap. Behaviour that needs real handshakes is tested in tests/endpoint.rs.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::*;
+use crate::wire::header::{VERSION_1, VERSION_2};
+use crate::Side;
+
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn at(ms: u64) -> Instant {
+    epoch() + Duration::from_millis(ms)
+}
+
+fn server_tls() -> Arc<rustls::ServerConfig> {
+    static TLS: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    })
+    .clone()
+}
+
+fn client_config() -> ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    ClientConfig::new(Arc::new(tls))
+}
+
+fn server_with(config: EndpointConfig, f: impl FnOnce(&mut ServerConfig)) -> Endpoint {
+    let mut server = ServerConfig::new(server_tls());
+    f(&mut server);
+    Endpoint::new(config, Some(server))
+}
+
+fn server() -> Endpoint {
+    server_with(EndpointConfig::with_seed(1), |_| {})
+}
+
+fn client() -> Endpoint {
+    Endpoint::new(EndpointConfig::with_seed(2), None)
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), port))
+}
+
+fn datagram(remote: SocketAddr, bytes: &[u8]) -> Datagram {
+    Datagram {
+        remote,
+        local: None,
+        ecn: None,
+        payload: BytesMut::from(bytes),
+    }
+}
+
+/// A long-header packet of `ty` filling `size` bytes, with a consistent Length field and a 4-byte packet
+/// number (protection is not applied: the endpoint reads only the unprotected fields).
+fn long_packet(ty: LongType, version: u32, dcid: &[u8], scid: &[u8], size: usize) -> Vec<u8> {
+    let mut p = vec![0xc3 | (ty.to_bits(version) << 4)];
+    p.extend_from_slice(&version.to_be_bytes());
+    p.push(dcid.len() as u8);
+    p.extend_from_slice(dcid);
+    p.push(scid.len() as u8);
+    p.extend_from_slice(scid);
+    if ty == LongType::Initial {
+        p.push(0); // token length
+    }
+    let rest = size - p.len() - 2;
+    p.extend_from_slice(&(rest as u16 | 0x4000).to_be_bytes());
+    p.resize(size, 0xab);
+    p
+}
+
+fn initial(dcid: &[u8], scid: &[u8], size: usize) -> Vec<u8> {
+    long_packet(LongType::Initial, VERSION_1, dcid, scid, size)
+}
+
+/// A long header of an arbitrary `version` (only the invariant fields are meaningful).
+fn unknown_version(version: u32, dcid: &[u8], scid: &[u8], size: usize) -> Vec<u8> {
+    let mut p = vec![0xc0];
+    p.extend_from_slice(&version.to_be_bytes());
+    p.push(dcid.len() as u8);
+    p.extend_from_slice(dcid);
+    p.push(scid.len() as u8);
+    p.extend_from_slice(scid);
+    p.resize(size, 0x5a);
+    p
+}
+
+fn short(dcid: &[u8], size: usize) -> Vec<u8> {
+    let mut p = vec![0x41];
+    p.extend_from_slice(dcid);
+    p.resize(size, 0x33);
+    p
+}
+
+type Transmits = Vec<(Transmit, Vec<u8>)>;
+type Events = Vec<(ConnectionHandle, Event)>;
+
+/// Every transmit until `poll_transmit` returns `None`, with its bytes.
+fn drain_transmits(ep: &mut Endpoint, now: Instant) -> Transmits {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = ep.poll_transmit(now, &mut buf) {
+        out.push((t, buf[..t.size].to_vec()));
+        assert!(out.len() < 10_000, "poll_transmit never runs dry");
+    }
+    out
+}
+
+fn drain_events(ep: &mut Endpoint) -> Events {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+/// The drive rule: after an input, drain transmits, then events, then read the deadline.
+fn drive(ep: &mut Endpoint, now: Instant) -> (Transmits, Events) {
+    let transmits = drain_transmits(ep, now);
+    let events = drain_events(ep);
+    let _ = ep.poll_timeout();
+    (transmits, events)
+}
+
+fn is_grease(v: u32) -> bool {
+    v & 0x0f0f_0f0f == 0x0a0a_0a0a
+}
+
+#[test]
+fn unknown_version_gets_one_version_negotiation_with_swapped_cids() {
+    let mut config = EndpointConfig::with_seed(5);
+    config.supported_versions = vec![VERSION_1, VERSION_2];
+    let mut ep = server_with(config, |_| {});
+    let remote = addr(4433);
+    let dcid = [1u8; 8];
+    let scid = [2u8; 5];
+    ep.handle_datagram(
+        epoch(),
+        datagram(remote, &unknown_version(0x1a2b_3c4d, &dcid, &scid, 1200)),
+    );
+    let (transmits, events) = drive(&mut ep, epoch());
+    assert!(events.is_empty());
+    assert_eq!(transmits.len(), 1, "exactly one Version Negotiation packet");
+    let (t, bytes) = &transmits[0];
+    assert_eq!(t.destination, remote);
+    assert_eq!(t.segment_size, None);
+    assert_eq!(
+        bytes[0] & 0xc0,
+        0xc0,
+        "long form, and 0x40 set for multiplexing (RFC 9000 §17.2.1)"
+    );
+    let header = ProtectedHeader::decode(bytes, 8).unwrap();
+    let ProtectedHeader::VersionNegotiation { dcid: d, scid: s, .. } = &header else {
+        panic!("not a Version Negotiation packet: {header:?}");
+    };
+    assert_eq!(&d[..], &scid, "the client's source ID becomes the destination");
+    assert_eq!(&s[..], &dcid, "the client's destination ID becomes the source");
+    let versions: Vec<u32> = header.versions(bytes).collect();
+    assert_eq!(&versions[..2], &[VERSION_1, VERSION_2]);
+    assert_eq!(versions.len(), 3);
+    assert!(is_grease(versions[2]), "a reserved version: {:#x}", versions[2]);
+    assert_eq!(ep.stats().version_negotiations_sent, 1);
+    assert_eq!(ep.stats().connections_active, 0);
+    assert!(drain_transmits(&mut ep, epoch()).is_empty());
+
+    // Invariant connection IDs may be up to 255 bytes long (RFC 8999 §5.1).
+    let long_dcid = [9u8; 200];
+    ep.handle_datagram(
+        epoch(),
+        datagram(remote, &unknown_version(0xff00_0020, &long_dcid, &[], 1300)),
+    );
+    let transmits = drain_transmits(&mut ep, epoch());
+    assert_eq!(transmits.len(), 1);
+    let inv = InvariantHeader::decode(&transmits[0].1, 0).unwrap();
+    assert_eq!(
+        inv,
+        InvariantHeader::Long {
+            version: 0,
+            dcid: &[],
+            scid: &long_dcid
+        }
+    );
+}
+
+#[test]
+fn version_negotiation_is_deterministic_per_seed() {
+    let run = |seed| {
+        let mut ep = server_with(EndpointConfig::with_seed(seed), |_| {});
+        ep.handle_datagram(
+            epoch(),
+            datagram(addr(1), &unknown_version(7, &[1; 8], &[2; 8], 1200)),
+        );
+        drain_transmits(&mut ep, epoch())[0].1.clone()
+    };
+    assert_eq!(run(3), run(3));
+}
+
+#[test]
+fn no_version_negotiation_below_1200_bytes() {
+    let mut ep = server();
+    ep.handle_datagram(
+        epoch(),
+        datagram(addr(1), &unknown_version(7, &[1; 8], &[2; 8], 1199)),
+    );
+    assert!(drive(&mut ep, epoch()).0.is_empty());
+    assert_eq!(ep.stats().dropped_unsupported_version, 1);
+    assert_eq!(ep.stats().version_negotiations_sent, 0);
+}
+
+#[test]
+fn no_version_negotiation_for_version_negotiation_or_short_headers() {
+    let mut ep = server();
+    // A Version Negotiation packet (version 0) for an unknown connection, padded to 1200 bytes.
+    let mut vn = Vec::new();
+    encode_version_negotiation(0x40, &[1; 8], &[2; 8], &[0x1234_5678; 300], &mut vn);
+    assert!(vn.len() >= 1200);
+    ep.handle_datagram(epoch(), datagram(addr(1), &vn));
+    // A short header with an unknown connection ID.
+    ep.handle_datagram(epoch(), datagram(addr(1), &short(&[3; 8], 1200)));
+    assert!(drive(&mut ep, epoch()).0.is_empty());
+    let stats = ep.stats();
+    assert_eq!(stats.version_negotiations_sent, 0);
+    assert_eq!(stats.dropped_unroutable, 2);
+}
+
+#[test]
+fn client_endpoint_sends_no_version_negotiation_and_accepts_nothing() {
+    let mut ep = client();
+    ep.handle_datagram(
+        epoch(),
+        datagram(addr(1), &unknown_version(7, &[1; 8], &[2; 8], 1200)),
+    );
+    ep.handle_datagram(epoch(), datagram(addr(1), &initial(&[1; 8], &[2; 8], 1200)));
+    let (transmits, events) = drive(&mut ep, epoch());
+    assert!(transmits.is_empty() && events.is_empty());
+    assert_eq!(ep.stats().connections_active, 0);
+    assert_eq!(ep.stats().dropped_unsupported_version, 1);
+    assert_eq!(ep.stats().dropped_unroutable, 1);
+}
+
+#[test]
+fn version_the_config_leaves_out_gets_negotiation() {
+    // The crate parses v2, but this endpoint offers only v1.
+    let mut ep = server();
+    let v2 = long_packet(LongType::Initial, VERSION_2, &[1; 8], &[2; 8], 1200);
+    ep.handle_datagram(epoch(), datagram(addr(1), &v2));
+    let transmits = drain_transmits(&mut ep, epoch());
+    assert_eq!(transmits.len(), 1);
+    let header = ProtectedHeader::decode(&transmits[0].1, 8).unwrap();
+    let versions: Vec<u32> = header.versions(&transmits[0].1).collect();
+    assert_eq!(versions[0], VERSION_1);
+    assert!(!versions.contains(&VERSION_2));
+    assert_eq!(ep.stats().connections_active, 0);
+}
+
+#[test]
+fn stateless_queue_is_bounded() {
+    let mut config = EndpointConfig::with_seed(1);
+    config.max_stateless_queue = 2;
+    let mut ep = server_with(config, |_| {});
+    for i in 0..5u8 {
+        ep.handle_datagram(
+            epoch(),
+            datagram(addr(1), &unknown_version(7, &[i; 8], &[2; 8], 1200)),
+        );
+    }
+    assert_eq!(ep.stats().stateless_queue_overflow, 3);
+    assert_eq!(drain_transmits(&mut ep, epoch()).len(), 2);
+    assert_eq!(ep.stats().version_negotiations_sent, 2);
+}
+
+#[test]
+fn initial_with_dcid_under_8_bytes_is_dropped() {
+    let mut ep = server();
+    ep.handle_datagram(epoch(), datagram(addr(1), &initial(&[1; 7], &[2; 8], 1200)));
+    assert!(drive(&mut ep, epoch()).1.is_empty());
+    assert_eq!(ep.stats().connections_active, 0);
+    assert_eq!(ep.stats().dropped_malformed, 1);
+}
+
+#[test]
+fn malformed_datagrams_are_counted() {
+    let mut ep = server();
+    for bytes in [&[][..], &[0xc0, 0, 0, 0], &[0x00; 30], &[0x40, 1, 2]] {
+        ep.handle_datagram(epoch(), datagram(addr(1), bytes));
+    }
+    let stats = ep.stats();
+    assert_eq!(stats.datagrams_received, 4);
+    assert_eq!(stats.dropped_malformed, 4);
+}
+
+#[test]
+fn connect_errors() {
+    let mut ep = client();
+    assert_eq!(
+        ep.connect(epoch(), client_config(), addr(1), "not a name!"),
+        Err(ConnectError::InvalidServerName)
+    );
+    let mut config = client_config();
+    config.version = 0xdead_beef;
+    assert_eq!(
+        ep.connect(epoch(), config, addr(1), "localhost"),
+        Err(ConnectError::UnsupportedVersion(0xdead_beef))
+    );
+    assert_eq!(ep.stats().connections_active, 0);
+    let h = ep
+        .connect(epoch(), client_config(), addr(1), "192.0.2.7")
+        .unwrap();
+    let conn = ep.conn(h).unwrap();
+    assert_eq!(conn.side(), Side::Client);
+    assert_eq!(conn.handle(), h);
+}
+
+/// What the endpoint should do with `bytes`: create a connection, and answer with Version Negotiation.
+fn oracle(bytes: &[u8], dcids: &mut HashSet<ConnectionId>) -> (bool, bool) {
+    let big = bytes.len() >= 1200;
+    match ProtectedHeader::decode(bytes, 8) {
+        Ok(ProtectedHeader::Long {
+            ty,
+            version: VERSION_1,
+            dcid,
+            ..
+        }) => (
+            ty == LongType::Initial && big && dcid.len() >= 8 && dcids.insert(dcid),
+            false,
+        ),
+        Ok(ProtectedHeader::Long { .. }) => (false, big),
+        Err(HeaderError::UnsupportedVersion(_)) => (
+            false,
+            big && matches!(
+                InvariantHeader::decode(bytes, 8),
+                Ok(InvariantHeader::Long { .. })
+            ),
+        ),
+        _ => (false, false),
+    }
+}
+
+/// A datagram shaped like a long or short header, with random fields, so the structured parts of the
+/// endpoint are reached far more often than by random bytes alone.
+fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
+    let version = prop_oneof![Just(VERSION_1), Just(VERSION_2), Just(0u32), any::<u32>()];
+    let long = (
+        prop_oneof![Just(0xc0u8), any::<u8>()],
+        version,
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 8..=20),
+            prop::collection::vec(any::<u8>(), 0..=21)
+        ],
+        prop::collection::vec(any::<u8>(), 0..=21),
+        0usize..3,
+        any::<bool>(),
+        any::<u16>(),
+        prop_oneof![1150usize..=1250, 0usize..=1500],
+        any::<u8>(),
+    )
+        .prop_map(
+            |(first, version, dcid, scid, token, consistent, length, size, fill)| {
+                let mut p = vec![first | 0x80];
+                p.extend_from_slice(&version.to_be_bytes());
+                p.push(dcid.len() as u8);
+                p.extend_from_slice(&dcid);
+                p.push(scid.len() as u8);
+                p.extend_from_slice(&scid);
+                p.push(token as u8);
+                p.extend(std::iter::repeat(fill).take(token));
+                let rest = size.saturating_sub(p.len() + 2);
+                let length = if consistent { rest as u16 } else { length } & 0x3fff;
+                p.extend_from_slice(&(length | 0x4000).to_be_bytes());
+                p.resize(size, fill);
+                p
+            },
+        );
+    let short = (any::<u8>(), prop::collection::vec(any::<u8>(), 0..1500))
+        .prop_map(|(first, rest)| [vec![first & 0x7f], rest].concat());
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..1500), long, short]
+}
+
+fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((Ipv4Addr::from(ip), port))),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((Ipv6Addr::from(ip), port))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Arbitrary datagrams never panic, and a connection appears only for a well-formed Initial of at least
+    /// 1200 bytes with a new destination ID of 8 or more bytes; Version Negotiation only answers long
+    /// headers of other versions in datagrams of at least 1200 bytes.
+    #[test]
+    fn random_datagrams_never_panic_nor_create_connections(
+        datagrams in prop::collection::vec((arb_addr(), arb_packet()), 1..8)
+    ) {
+        let mut ep = server();
+        let mut dcids = HashSet::new();
+        let (mut conns, mut vns) = (0usize, 0usize);
+        for (remote, bytes) in &datagrams {
+            let (conn, vn) = oracle(bytes, &mut dcids);
+            conns += usize::from(conn);
+            vns += usize::from(vn);
+            ep.handle_datagram(at(1), datagram(*remote, bytes));
+            let _ = drive(&mut ep, at(1));
+        }
+        let stats = ep.stats();
+        prop_assert_eq!(stats.connections_active, conns);
+        prop_assert_eq!(stats.connections_incoming as usize, conns);
+        prop_assert_eq!(stats.version_negotiations_sent as usize, vns);
+        prop_assert_eq!(stats.datagrams_received as usize, datagrams.len());
+        ep.handle_timeout(at(60_000));
+    }
+}

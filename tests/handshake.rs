@@ -1,0 +1,194 @@
+//! Handshakes between quicsand and quicsand, and between quicsand and quinn-proto in both roles, on an
+//! in-memory network with a virtual clock: no loss, targeted drops, random loss, cipher suites, ALPN and
+//! certificate failures.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{pair, pair_with, Dir, Engine, LostReason, Pair, TestCert};
+use quicsand::crypto::Suite;
+
+const PAIRS: [(Engine, Engine); 3] = [
+    (Engine::Quicsand, Engine::Quicsand),
+    (Engine::Quicsand, Engine::Quinn),
+    (Engine::Quinn, Engine::Quicsand),
+];
+
+fn connect(p: &mut Pair, limit: Duration) -> bool {
+    p.drive_until(limit, |p| p.both_connected())
+}
+
+fn elapsed(p: &Pair) -> Duration {
+    p.now - common::epoch()
+}
+
+#[test]
+fn no_loss_all_pairs() {
+    for (c, s) in PAIRS {
+        let mut p = pair(c, s, 2);
+        assert!(
+            connect(&mut p, Duration::from_secs(5)),
+            "{c:?} client, {s:?} server: client {:?} server {:?}",
+            p.client_events,
+            p.server_events
+        );
+        // A lossless handshake with 10 ms one-way latency takes a round trip or two, not a timeout.
+        assert!(
+            elapsed(&p) < Duration::from_millis(100),
+            "{c:?}/{s:?} took {:?}",
+            elapsed(&p)
+        );
+    }
+}
+
+/// Each of the first eight datagrams (counting both directions in send order) is dropped in turn; the
+/// handshake still completes, within a bounded virtual time.
+#[test]
+fn each_of_the_first_eight_datagrams_dropped() {
+    let cert = TestCert::new();
+    for (c, s) in PAIRS {
+        for victim in 0..8u64 {
+            let mut p = pair_with(c, s, 3 + victim, &cert, &[]);
+            let mut count = 0u64;
+            p.filter = Box::new(move |_, _, _, _| {
+                let n = count;
+                count += 1;
+                (n != victim).then_some(Duration::ZERO)
+            });
+            assert!(
+                connect(&mut p, Duration::from_secs(10)),
+                "{c:?}/{s:?} with datagram {victim} dropped: client {:?} server {:?}",
+                p.client_events,
+                p.server_events
+            );
+        }
+    }
+}
+
+/// 30% loss in both directions, over many seeds: every handshake completes within the bound.
+#[test]
+fn thirty_percent_loss_many_seeds() {
+    let cert = TestCert::new();
+    let seeds: u64 = std::env::var("QUICSAND_LOSS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    for (c, s) in PAIRS {
+        let mut slowest = Duration::ZERO;
+        for seed in 0..seeds {
+            let mut p = pair_with(c, s, 1000 + seed, &cert, &[]);
+            p.filter = Box::new(|_, _, _, rng| (!rng.chance(0.3)).then_some(Duration::ZERO));
+            assert!(
+                connect(&mut p, Duration::from_secs(60)),
+                "{c:?}/{s:?} seed {seed}: client {:?} server {:?}",
+                p.client_events,
+                p.server_events
+            );
+            slowest = slowest.max(elapsed(&p));
+        }
+        eprintln!("{c:?} client / {s:?} server: slowest of {seeds} lossy handshakes took {slowest:?}");
+    }
+}
+
+#[test]
+fn each_cipher_suite_forced_on_both_sides() {
+    let cert = TestCert::new();
+    for suite in [Suite::Aes128Gcm, Suite::Aes256Gcm, Suite::ChaCha20Poly1305] {
+        for (c, s) in PAIRS {
+            let mut p = pair_with(c, s, 7, &cert, &[suite]);
+            assert!(connect(&mut p, Duration::from_secs(5)), "{suite:?} {c:?}/{s:?}");
+            for node in [&mut p.client, &mut p.server] {
+                if let Some(q) = node
+                    .as_any()
+                    .downcast_mut::<common::quicsand_node::QuicsandNode>()
+                {
+                    let h = q.handle.unwrap();
+                    assert_eq!(q.endpoint.conn(h).unwrap().suite(), Some(suite));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn alpn_mismatch_fails_with_no_application_protocol() {
+    let cert = TestCert::new();
+    for (c, s) in PAIRS {
+        let mut p = pair_with(c, s, 8, &cert, &[]);
+        // Replace the client with one offering another protocol.
+        let tls =
+            quicsand::crypto::tls::client_config(vec![cert.cert.clone()], vec![b"other".to_vec()]).unwrap();
+        p.client = match c {
+            Engine::Quicsand => {
+                let mut n = common::quicsand_node::QuicsandNode::client(common::client_addr(), 9);
+                n.connect_tls(p.now, tls, common::server_addr(), "localhost");
+                Box::new(n)
+            }
+            Engine::Quinn => {
+                let mut n = common::quinn_node::QuinnNode::client(common::client_addr(), 9);
+                n.connect(p.now, common::server_addr(), "localhost", tls);
+                Box::new(n)
+            }
+        };
+        p.drive(Duration::from_secs(5));
+        // RFC 9001 §8.1: no_application_protocol (120) as CRYPTO_ERROR 0x178.
+        assert_eq!(
+            Pair::lost(&p.client_events),
+            Some(&LostReason::Transport { code: 0x178 }),
+            "{c:?}/{s:?}"
+        );
+        assert!(!p.both_connected());
+    }
+}
+
+#[test]
+fn untrusted_certificate_fails_on_the_client() {
+    let cert = TestCert::new();
+    let other = TestCert::new();
+    for (c, s) in PAIRS {
+        let mut p = pair_with(c, s, 10, &cert, &[]);
+        let tls = other.client_tls(&[]);
+        p.client = match c {
+            Engine::Quicsand => {
+                let mut n = common::quicsand_node::QuicsandNode::client(common::client_addr(), 11);
+                n.connect_tls(p.now, tls, common::server_addr(), "localhost");
+                Box::new(n)
+            }
+            Engine::Quinn => {
+                let mut n = common::quinn_node::QuinnNode::client(common::client_addr(), 11);
+                n.connect(p.now, common::server_addr(), "localhost", tls);
+                Box::new(n)
+            }
+        };
+        p.drive(Duration::from_secs(5));
+        let Some(LostReason::Transport { code }) = Pair::lost(&p.client_events) else {
+            panic!("{c:?}/{s:?}: client events {:?}", p.client_events)
+        };
+        assert!(
+            (0x100..=0x1ff).contains(code),
+            "{c:?}/{s:?}: CRYPTO_ERROR expected, got {code:#x}"
+        );
+        assert!(!p.client_events.contains(&common::NodeEvent::Connected));
+    }
+}
+
+/// A server that never hears back from the client sends at most three times what it received
+/// (RFC 9000 §8.1), however long it keeps retransmitting.
+#[test]
+fn server_respects_the_amplification_limit() {
+    let mut p = pair(Engine::Quicsand, Engine::Quicsand, 12);
+    // Only the client's first datagram arrives; everything after it is lost.
+    p.filter =
+        Box::new(|dir, index, _, _| (dir == Dir::ServerToClient || index == 0).then_some(Duration::ZERO));
+    p.drive(Duration::from_secs(30));
+    let received = p.bytes[Dir::ClientToServer as usize];
+    let first = 1200; // the client's first Initial datagram
+    assert!(received >= first);
+    let sent = p.bytes[Dir::ServerToClient as usize];
+    assert!(sent > 0, "the server answered");
+    assert!(
+        sent <= 3 * first,
+        "server sent {sent} bytes after receiving {first}"
+    );
+}
