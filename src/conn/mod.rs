@@ -33,3 +33,4 @@ mod send;
 mod spaces;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
+pub(crate) use recv::initial_authenticates;

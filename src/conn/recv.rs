@@ -496,3 +496,30 @@ impl Connection {
         Ok(())
     }
 }
+
+/// Whether the first packet of `datagram` is an Initial that authenticates with the Initial keys of
+/// `dcid` (RFC 9001 §5.2). A server checks this before creating any state for a new connection, so that
+/// datagrams which merely look like Initials cost nothing but this check.
+pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) -> bool {
+    let Ok(header) = ProtectedHeader::decode(datagram, 0) else {
+        return false;
+    };
+    if header.long_type() != Some(LongType::Initial) {
+        return false;
+    }
+    let (Some(pn_offset), Some(packet)) = (header.pn_offset(), datagram.get(..header.len())) else {
+        return false;
+    };
+    let Ok(keys) = initial_keys(version, dcid, crate::Side::Server) else {
+        return false;
+    };
+    let mut packet = packet.to_vec();
+    if keys.remote.header.unprotect(pn_offset, &mut packet).is_err() {
+        return false;
+    }
+    let Ok(plain) = header.finish(&packet) else {
+        return false;
+    };
+    let pn = plain.pn.expand(None);
+    keys.remote.packet.open(pn, &mut packet, plain.header_len).is_ok()
+}

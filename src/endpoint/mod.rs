@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::config::{AcceptPolicy, ClientConfig, EndpointConfig, ServerConfig};
-use crate::conn::{Connection, EndpointEvent, IncomingInfo};
+use crate::conn::{initial_authenticates, Connection, EndpointEvent, IncomingInfo};
 use crate::datagram::{Datagram, Transmit};
 use crate::event::Event;
 use crate::rng::Rng;
@@ -97,6 +97,8 @@ pub struct EndpointStats {
     pub dropped_unroutable: u64,
     /// Datagrams with an Initial for a new connection dropped for being under 1200 bytes (RFC 9000 §14.1).
     pub dropped_short_initial: u64,
+    /// Initials that did not authenticate with the keys of their destination connection ID.
+    pub dropped_unauthenticated: u64,
     /// Packets of an unsupported version not answered: too small (RFC 9000 §6.1) or a client endpoint.
     pub dropped_unsupported_version: u64,
     /// New connections dropped because `max_incoming_handshakes` handshakes were in progress.
@@ -572,6 +574,11 @@ impl Endpoint {
         }
         if self.handshakes >= server.max_incoming_handshakes {
             self.stats.dropped_handshake_limit += 1;
+            return;
+        }
+        // No state for a datagram that only looks like an Initial: it must authenticate first.
+        if !initial_authenticates(version, &dcid, &datagram.payload) {
+            self.stats.dropped_unauthenticated += 1;
             return;
         }
         let hold = server.accept == AcceptPolicy::Ask;
