@@ -5,12 +5,89 @@
 //! enters as a `now: Instant` argument and randomness only through a seedable RNG taken from the
 //! configuration, so a run can be replayed exactly.
 //!
-//! This release contains the foundation every later layer stands on:
+//! # The drive rule
+//!
+//! One [`Endpoint`] serves one UDP socket and all its connections. After any input
+//! ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]) or command ([`Endpoint::connect`],
+//! [`Endpoint::close`], a call through [`Endpoint::conn`]):
+//!
+//! 1. drain [`Endpoint::poll_transmit`] and send what it returns;
+//! 2. drain [`Endpoint::poll_event`];
+//! 3. read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`] when that instant comes.
+//!
+//! # Example
+//!
+//! A client and a server endpoint, joined by a loop that plays the network, complete a handshake:
+//!
+//! ```
+//! use std::time::Instant;
+//!
+//! use bytes::BytesMut;
+//! use quicsand::crypto::tls;
+//! use quicsand::{ClientConfig, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A certificate for the server (made with rcgen here; any DER certificate and key work).
+//! let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+//! let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+//! let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+//! let alpn = vec![b"echo".to_vec()];
+//!
+//! let server_tls = tls::server_config(vec![cert_der.clone()], key, alpn.clone())?;
+//! let mut server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+//! let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+//! let (server_addr, client_addr) = ("127.0.0.1:4433".parse()?, "127.0.0.1:50000".parse()?);
+//!
+//! // The caller owns the clock. A simulation would start anywhere and jump between deadlines.
+//! let mut now = Instant::now();
+//! let client_tls = tls::client_config(vec![cert_der], alpn)?;
+//! client.connect(now, ClientConfig::new(client_tls), server_addr, "localhost")?;
+//!
+//! let mut buf = Vec::new();
+//! let mut connected = 0;
+//! while connected < 2 {
+//!     // 1. Drain what each side wants to send, delivering it to the other at once.
+//!     while let Some(t) = client.poll_transmit(now, &mut buf) {
+//!         for d in t.datagrams(&buf) {
+//!             let payload = BytesMut::from(d);
+//!             server.handle_datagram(now, Datagram { remote: client_addr, local: None, ecn: t.ecn, payload });
+//!         }
+//!     }
+//!     while let Some(t) = server.poll_transmit(now, &mut buf) {
+//!         for d in t.datagrams(&buf) {
+//!             let payload = BytesMut::from(d);
+//!             client.handle_datagram(now, Datagram { remote: server_addr, local: None, ecn: t.ecn, payload });
+//!         }
+//!     }
+//!     // 2. Drain events.
+//!     for endpoint in [&mut client, &mut server] {
+//!         while let Some((_handle, event)) = endpoint.poll_event() {
+//!             if event == Event::Connected {
+//!                 connected += 1;
+//!             }
+//!         }
+//!     }
+//!     // 3. Nothing left to deliver: move the clock to the next deadline.
+//!     if connected < 2 {
+//!         let next = [client.poll_timeout(), server.poll_timeout()].into_iter().flatten().min();
+//!         now = now.max(next.expect("a handshake in progress has a deadline"));
+//!         client.handle_timeout(now);
+//!         server.handle_timeout(now);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
 //!
 //! - [`wire`]: stateless codecs for the QUIC v1 wire format (RFC 9000, RFC 8999, RFC 9221): variable-length
 //!   integers, packet numbers, connection IDs, packet headers, frames and transport parameters.
-//! - [`crypto`]: packet protection on `ring` (RFC 9001 §5): initial secrets, HKDF-Expand-Label, payload
-//!   protection with the three TLS 1.3 AEADs, header protection, the Retry integrity tag and key updates.
+//! - [`crypto`]: packet protection on `ring` (RFC 9001 §5) and the TLS 1.3 handshake through `rustls::quic`
+//!   behind a small [`crypto::tls::Session`] trait.
+//! - connections (crate-internal): packet number spaces, ACKs, RFC 9002 loss recovery, key updates,
+//!   closing and draining, reached through [`Endpoint::conn`].
+//! - [`Endpoint`]: routing by connection ID, accepting, Version Negotiation.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]

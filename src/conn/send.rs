@@ -376,6 +376,8 @@ impl Connection {
             tracing::debug!(side = ?self.side, "starting a key update");
             keys.rotate(&mut *self.session, None, now + 3 * pto);
             self.key_update_requested = false;
+            // Let the peer see the new phase soon, and get an acknowledgement for the next update.
+            self.spaces[SpaceId::Data.index()].ping_pending = true;
         } else if keys.sealed_in_phase >= limit {
             // RFC 9001 §6.6: no packet may be sealed past the limit.
             self.close_with_error(

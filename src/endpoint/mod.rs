@@ -196,14 +196,23 @@ enum Decision<'a> {
 /// 3. read [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout) when
 ///    that instant has come (or when the next datagram arrives, whichever is first).
 ///
-/// ```ignore
+/// ```
+/// # use quicsand::{Datagram, Endpoint, EndpointConfig, Transmit};
+/// # use std::time::Instant;
+/// # fn send(_: &Transmit, _: &[u8]) {}
+/// # let mut endpoint = Endpoint::new(EndpointConfig::default(), None);
+/// # let now = Instant::now();
+/// # let datagram = Datagram { remote: "127.0.0.1:1".parse().unwrap(), local: None, ecn: None, payload: Default::default() };
+/// # let mut buf = Vec::new();
 /// endpoint.handle_datagram(now, datagram);
 /// while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
-///     socket.send(&t, &buf[..t.size]);
+///     send(&t, &buf[..t.size]);
 /// }
 /// while let Some((handle, event)) = endpoint.poll_event() { /* ... */ }
 /// let deadline = endpoint.poll_timeout();
 /// ```
+///
+/// The crate-level example runs a whole handshake this way.
 ///
 /// Connections are named by [`ConnectionHandle`]s. A connection stays in the table until it is drained
 /// (its closing or draining period is over); then its handle goes stale and every call with it returns

@@ -128,6 +128,8 @@ pub struct Pair {
     pub bytes: [u64; 2],
     pub client_events: Vec<NodeEvent>,
     pub server_events: Vec<NodeEvent>,
+    /// When a datagram was last delivered to the server ([0]) and to the client ([1]).
+    pub last_delivery: [Option<Instant>; 2],
 }
 
 /// The fixed start of every virtual clock.
@@ -165,6 +167,7 @@ impl Pair {
             bytes: [0; 2],
             client_events: Vec::new(),
             server_events: Vec::new(),
+            last_delivery: [None; 2],
         }
     }
 
@@ -201,6 +204,12 @@ impl Pair {
     /// Advances to the next event (a delivery or a timer) and handles it. Returns false when nothing is
     /// left to happen.
     pub fn step(&mut self) -> bool {
+        self.step_before(None)
+    }
+
+    /// Like [`Pair::step`], but never moves the clock past `deadline`: when the next event lies beyond it,
+    /// the clock stops at `deadline` and this returns false.
+    pub fn step_before(&mut self, deadline: Option<Instant>) -> bool {
         self.flush();
         let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
         let next_timer = [self.client.timeout(), self.server.timeout()]
@@ -211,15 +220,26 @@ impl Pair {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
                 Some(t) => t,
-                None => return false,
+                None => {
+                    if let Some(d) = deadline {
+                        self.now = self.now.max(d);
+                    }
+                    return false;
+                }
             },
         };
+        if let Some(d) = deadline.filter(|d| next > *d) {
+            self.now = self.now.max(d);
+            return false;
+        }
         self.now = self.now.max(next);
         while let Some(Reverse(d)) = self.queue.peek() {
             if d.at > self.now {
                 break;
             }
             let Reverse(d) = self.queue.pop().unwrap();
+            let i = usize::from(!d.to_server);
+            self.last_delivery[i] = Some(self.now);
             if d.to_server {
                 self.server.recv(self.now, d.from, &d.data);
             } else {
@@ -238,21 +258,21 @@ impl Pair {
     /// Steps until `done` holds or `limit` of virtual time passes; returns whether `done` held.
     pub fn drive_until(&mut self, limit: Duration, mut done: impl FnMut(&Pair) -> bool) -> bool {
         let deadline = self.now + limit;
-        while self.now <= deadline {
+        loop {
             if done(self) {
                 return true;
             }
-            if !self.step() {
+            if !self.step_before(Some(deadline)) {
                 return done(self);
             }
         }
-        done(self)
     }
 
-    /// Steps until nothing is left to happen or `limit` of virtual time passes.
+    /// Steps until nothing is left to happen or `limit` of virtual time passes; the clock ends at the
+    /// limit unless everything went quiet before.
     pub fn drive(&mut self, limit: Duration) {
         let deadline = self.now + limit;
-        while self.now <= deadline && self.step() {}
+        while self.step_before(Some(deadline)) {}
     }
 
     /// Whether both sides reported `Connected`.

@@ -482,6 +482,12 @@ impl Node for QuinnNode {
         }
     }
 
+    fn ping(&mut self) {
+        for c in self.conns.iter_mut().filter(|c| !c.drained) {
+            c.conn.ping();
+        }
+    }
+
     fn connection_count(&self) -> usize {
         self.conns
             .iter()
