@@ -188,3 +188,28 @@ fn key_updates_started_by_either_side() {
         eprintln!("{c:?} client / {s:?} server: {observed} key updates seen by quicsand");
     }
 }
+
+/// With a keep-alive shorter than the idle timeout, a quiet connection stays up; without it, it times
+/// out.
+#[test]
+fn keep_alive_holds_a_quiet_connection_open() {
+    let cert = TestCert::new();
+    for keep_alive in [Some(Duration::from_secs(1)), None] {
+        for s in [Engine::Quicsand, Engine::Quinn] {
+            let mut p = pair_with(Engine::Quicsand, s, 25, &cert, &[]);
+            let mut config = quicsand::ClientConfig::new(cert.client_tls(&[]));
+            config.transport.max_idle_timeout = Some(Duration::from_secs(3));
+            config.transport.keep_alive_interval = keep_alive;
+            let mut client = QuicsandNode::client(common::client_addr(), 26);
+            client.connect(p.now, config, common::server_addr(), "localhost");
+            p.client = Box::new(client);
+            assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+            p.drive(Duration::from_secs(20));
+            let lost = Pair::lost(&p.client_events).cloned();
+            match keep_alive {
+                Some(_) => assert_eq!(lost, None, "{s:?}: keep-alive kept it open"),
+                None => assert_eq!(lost, Some(LostReason::TimedOut), "{s:?}: no keep-alive"),
+            }
+        }
+    }
+}

@@ -43,6 +43,10 @@ pub(crate) struct OneRttKeys {
     first_received: Option<u64>,
     /// Packets sealed with the current local key (RFC 9001 §6.6 confidentiality limit).
     pub(crate) sealed_in_phase: u64,
+    /// Whether we sent, in the current phase, an ACK for a packet received in the current phase. Until
+    /// then the peer cannot have seen its current-phase packets acknowledged, so it may not update again
+    /// (RFC 9001 §6.5).
+    acked_current: bool,
 }
 
 impl OneRttKeys {
@@ -61,6 +65,7 @@ impl OneRttKeys {
             phase_acked: false,
             first_received: None,
             sealed_in_phase: 0,
+            acked_current: false,
         }
     }
 
@@ -112,6 +117,20 @@ impl OneRttKeys {
         self.phase_acked = false;
         self.first_received = received_pn;
         self.sealed_in_phase = 0;
+        self.acked_current = false;
+    }
+
+    /// Whether a peer's key update is allowed now: RFC 9001 §6.5 lets an endpoint treat an update
+    /// started before it acknowledged a packet of the current phase as KEY_UPDATE_ERROR.
+    pub(crate) fn peer_may_update(&self) -> bool {
+        self.acked_current
+    }
+
+    /// We sent an ACK frame whose Largest Acknowledged is `largest`, in the current phase.
+    pub(crate) fn on_ack_sent(&mut self, largest: u64) {
+        if self.first_received.is_some_and(|first| largest >= first) {
+            self.acked_current = true;
+        }
     }
 
     /// Whether we may start a key update now (RFC 9001 §6.1, §6.5).
@@ -152,5 +171,143 @@ impl std::fmt::Debug for OneRttKeys {
             .field("updates", &self.updates)
             .field("phase_acked", &self.phase_acked)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::crypto::tls::{KeyChange, Level};
+    use crate::crypto::{DirectionalKeys, Secret, Suite};
+    use crate::wire::TransportError;
+    use crate::Side;
+
+    /// A TLS session stand-in that only hands out successive key phases from one secret.
+    struct Phases(Secret);
+
+    impl Session for Phases {
+        fn side(&self) -> Side {
+            Side::Client
+        }
+        fn read_handshake(&mut self, _: Level, _: &[u8]) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn write_handshake(&mut self, _: &mut Vec<u8>) -> Option<KeyChange> {
+            None
+        }
+        fn next_1rtt_keys(&mut self) -> Option<(Box<dyn PacketKey>, Box<dyn PacketKey>)> {
+            self.0 = self.0.next();
+            Some((self.0.packet_key(), self.0.packet_key()))
+        }
+        fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
+            None
+        }
+        fn is_handshaking(&self) -> bool {
+            false
+        }
+        fn peer_transport_parameters(&self) -> Option<&[u8]> {
+            None
+        }
+        fn alpn_protocol(&self) -> Option<&[u8]> {
+            None
+        }
+        fn server_name(&self) -> Option<&str> {
+            None
+        }
+        fn suite(&self) -> Option<Suite> {
+            Some(Suite::Aes128Gcm)
+        }
+        fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
+            None
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn keys() -> (OneRttKeys, Phases) {
+        let secret = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap();
+        let mut session = Phases(secret.clone());
+        let keys = Keys {
+            local: DirectionalKeys::new(&secret),
+            remote: DirectionalKeys::new(&secret),
+        };
+        (OneRttKeys::new(keys, &mut session), session)
+    }
+
+    #[test]
+    fn our_update_waits_for_an_ack_of_the_current_phase() {
+        let (mut k, mut session) = keys();
+        assert!(!k.can_update(), "nothing of phase 0 acknowledged yet");
+        k.on_sent(10);
+        k.on_acked(9);
+        assert!(!k.can_update(), "packet 9 was not sent in this phase");
+        k.on_acked(10);
+        assert!(k.can_update());
+        let t = epoch();
+        k.rotate(&mut session, None, t + Duration::from_millis(300));
+        assert!(k.phase && k.updates == 1);
+        assert!(
+            !k.can_update(),
+            "RFC 9001 §6.1: no second update before an ACK of the new phase"
+        );
+        // The peer's packets of the old phase still open, with the previous key.
+        assert_eq!(k.recv_key(false, 11), RecvKey::Previous);
+        assert_eq!(k.recv_key(true, 12), RecvKey::Current);
+        k.discard_prev_if_due(t + Duration::from_millis(299));
+        assert!(k.remote_key(RecvKey::Previous).is_some());
+        k.discard_prev_if_due(t + Duration::from_millis(300));
+        assert!(
+            k.remote_key(RecvKey::Previous).is_none(),
+            "previous keys go after three PTOs"
+        );
+    }
+
+    #[test]
+    fn peer_updates_are_recognised_and_consecutive_ones_refused() {
+        let (mut k, mut session) = keys();
+        k.on_received(5);
+        assert_eq!(k.recv_key(true, 6), RecvKey::Next);
+        assert!(
+            !k.peer_may_update(),
+            "we have not acknowledged anything of phase 0"
+        );
+        k.on_ack_sent(5);
+        assert!(k.peer_may_update());
+        // The next key really opens what the peer seals in the next phase.
+        let next_secret = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap().next();
+        let mut packet = vec![0x40, 1, 2, 3, 0xaa, 0xbb, 0xcc, 0xdd];
+        packet.resize(packet.len() + 16, 0);
+        next_secret.packet_key().seal(6, &mut packet, 4).unwrap();
+        assert!(k
+            .remote_key(RecvKey::Next)
+            .unwrap()
+            .open(6, &mut packet, 4)
+            .is_ok());
+
+        k.rotate(&mut session, Some(6), epoch() + Duration::from_secs(1));
+        assert!(k.phase);
+        assert_eq!(
+            k.recv_key(false, 4),
+            RecvKey::Previous,
+            "older than the update: previous phase"
+        );
+        assert_eq!(
+            k.recv_key(false, 7),
+            RecvKey::Next,
+            "newer with the old bit: another update"
+        );
+        assert!(
+            !k.peer_may_update(),
+            "RFC 9001 §6.5: not before we acknowledged the new phase"
+        );
+        k.on_ack_sent(5);
+        assert!(!k.peer_may_update(), "an ACK of an older packet does not count");
+        k.on_ack_sent(6);
+        assert!(k.peer_may_update());
     }
 }

@@ -184,6 +184,12 @@ impl Connection {
             let keys = self.one_rtt.as_mut().ok_or(None)?;
             match recv_key {
                 RecvKey::Next => {
+                    if !keys.peer_may_update() {
+                        // RFC 9001 §6.5: a second update before we acknowledged the current phase.
+                        return Err(Some(TransportError::key_update_error(
+                            "key update before the previous one was acknowledged",
+                        )));
+                    }
                     // RFC 9001 §6.2: the peer updated its keys; we update ours before answering.
                     tracing::debug!(side = ?self.side, pn, "peer started a key update");
                     keys.rotate(&mut *self.session, Some(pn), now + 3 * pto);

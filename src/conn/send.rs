@@ -221,6 +221,11 @@ impl Connection {
                     ack.encode(buf);
                     s.received.on_ack_sent(ack.largest(), pn);
                     sent.ack = Some(ack.largest());
+                    if space == SpaceId::Data {
+                        if let Some(keys) = &mut self.one_rtt {
+                            keys.on_ack_sent(ack.largest());
+                        }
+                    }
                 }
             }
         }
