@@ -132,6 +132,12 @@ pub struct TransportConfig {
     /// Start a key update after this many packets sent in one key phase (`None`: only near the AEAD
     /// confidentiality limit, RFC 9001 §6.6).
     pub key_update_interval: Option<u64>,
+    /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application; the oldest are dropped
+    /// beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
+    pub datagram_receive_buffer: Option<usize>,
+    /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it. 0 disables
+    /// sending datagrams.
+    pub datagram_send_buffer: usize,
 }
 
 impl Default for TransportConfig {
@@ -150,6 +156,8 @@ impl Default for TransportConfig {
             crypto_buffer_size: 64 * 1024,
             active_connection_id_limit: 4,
             key_update_interval: None,
+            datagram_receive_buffer: Some(1024 * 1024),
+            datagram_send_buffer: 1024 * 1024,
         }
     }
 }

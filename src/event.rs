@@ -21,6 +21,9 @@ pub enum Event {
     Connected,
     /// The handshake is confirmed (RFC 9001 §4.1.2): handshake keys are gone, key updates are allowed.
     HandshakeConfirmed,
+    /// A DATAGRAM arrived while none was waiting (RFC 9221); read them with
+    /// [`ConnRef::recv_datagram`](crate::ConnRef::recv_datagram).
+    DatagramReceived,
     /// The connection is over. Its handle stays valid until the closing or draining period ends.
     ConnectionLost {
         /// Why.

@@ -105,8 +105,8 @@ pub use config::{
     AcceptPolicy, ClientConfig, ConnectionIdGenerator, EndpointConfig, RandomCidGenerator, ServerConfig,
     TransportConfig,
 };
-pub use conn::ConnectionStats;
 pub use conn::SpaceId;
+pub use conn::{ConnectionStats, SendDatagramError};
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
 pub use endpoint::{ConnRef, ConnectError, ConnectionHandle, Endpoint, EndpointStats, StaleHandle};
 pub use event::{ConnectionError, Event};

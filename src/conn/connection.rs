@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::ack::{AckConfig, ReceivedPackets};
+use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
 use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
 use super::spaces::{PacketSpace, SentFrames};
@@ -110,6 +111,14 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Key updates (either side started them).
     pub key_updates: u64,
+    /// DATAGRAM frames sent.
+    pub datagram_frames_sent: u64,
+    /// DATAGRAM frames received.
+    pub datagram_frames_received: u64,
+    /// Datagrams dropped from a full send queue (the oldest go first).
+    pub datagrams_send_dropped: u64,
+    /// Received datagrams dropped because the application did not read them in time.
+    pub datagrams_recv_dropped: u64,
     /// Smoothed RTT.
     pub smoothed_rtt: Duration,
     /// Minimum RTT.
@@ -194,10 +203,14 @@ pub(crate) struct Connection {
     pub(crate) key_update_requested: bool,
     /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
     pub(crate) discard_initial_after_send: bool,
+    pub(crate) datagrams: Datagrams,
     pub(crate) events: VecDeque<Event>,
     pub(crate) endpoint_events: VecDeque<EndpointEvent>,
     pub(crate) stats: ConnectionStats,
 }
+
+/// The DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
+pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
 
 /// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).
 fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
@@ -212,6 +225,10 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
         initial_source_connection_id: Some(local_cid),
         // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
         disable_active_migration: true,
+        // RFC 9221 §3: announcing a maximum frame size enables receiving datagrams.
+        max_datagram_frame_size: config
+            .datagram_receive_buffer
+            .map(|_| VarInt::from_u32(MAX_DATAGRAM_FRAME_SIZE)),
         ..TransportParameters::default()
     }
 }
@@ -272,6 +289,7 @@ impl Connection {
             auth_failures: 0,
             key_update_requested: false,
             discard_initial_after_send: false,
+            datagrams: Datagrams::default(),
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -692,6 +710,40 @@ impl Connection {
         self.key_update_requested = true;
     }
 
+    /// The largest datagram payload that can be sent now, or why none can.
+    pub(crate) fn max_datagram_size(&self) -> Result<usize, SendDatagramError> {
+        if self.config.datagram_send_buffer == 0 {
+            return Err(SendDatagramError::Disabled);
+        }
+        let peer = self
+            .peer_params
+            .as_ref()
+            .and_then(|p| p.max_datagram_frame_size)
+            .ok_or(SendDatagramError::UnsupportedByPeer)?;
+        // A DATAGRAM frame with a length field: type and up to 2 bytes of length (RFC 9221 §4).
+        let by_peer = usize::try_from(peer.into_inner())
+            .unwrap_or(usize::MAX)
+            .saturating_sub(3);
+        // One short-header packet: first byte, DCID, up to 4 bytes of packet number, the AEAD tag.
+        let by_packet = usize::from(self.path.mtu).saturating_sub(1 + self.remote_cid.len() + 4 + 16 + 3);
+        Ok(by_peer.min(by_packet))
+    }
+
+    /// Queues a datagram (RFC 9221); the oldest queued ones are dropped if the send buffer is full.
+    pub(crate) fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
+        let max = self.max_datagram_size()?;
+        if data.len() > max {
+            return Err(SendDatagramError::TooLarge { max });
+        }
+        self.datagrams.push_send(data, self.config.datagram_send_buffer);
+        Ok(())
+    }
+
+    /// The oldest received datagram.
+    pub(crate) fn recv_datagram(&mut self) -> Option<Bytes> {
+        self.datagrams.pop_recv()
+    }
+
     /// Queues a PING in the application data space (or the current handshake space before that).
     pub(crate) fn ping(&mut self) {
         let space = if self.one_rtt.is_some() {
@@ -774,6 +826,10 @@ impl Connection {
             latest_rtt: rtt.latest(),
             pto_count: self.recovery.pto_count(),
             key_updates: self.key_phase().1,
+            datagram_frames_sent: self.datagrams.sent,
+            datagram_frames_received: self.datagrams.received,
+            datagrams_send_dropped: self.datagrams.send_dropped,
+            datagrams_recv_dropped: self.datagrams.recv_dropped,
             ..self.stats
         }
     }

@@ -25,6 +25,7 @@ impl SpaceId {
 pub(crate) mod ack;
 pub(crate) mod assembler;
 mod connection;
+mod datagrams;
 mod key_update;
 pub(crate) mod range_set;
 pub(crate) mod recovery;
@@ -33,4 +34,5 @@ mod send;
 mod spaces;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
+pub use datagrams::SendDatagramError;
 pub(crate) use recv::initial_authenticates;

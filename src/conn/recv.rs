@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::connection::{Connection, State};
+use super::connection::{Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::RecvKey;
 use super::spaces::SentFrames;
 use super::SpaceId;
@@ -307,11 +307,24 @@ impl Connection {
                     )
                     .with_frame(ty));
                 }
-                Frame::Datagram(_) => {
-                    // RFC 9221 §3: DATAGRAM frames were not negotiated.
-                    return Err(
-                        TransportError::protocol_violation("DATAGRAM frames not negotiated").with_frame(ty),
-                    );
+                Frame::Datagram(d) => {
+                    // RFC 9221 §3: DATAGRAM frames we did not announce, or larger than announced, are a
+                    // PROTOCOL_VIOLATION.
+                    let Some(limit) = self.config.datagram_receive_buffer else {
+                        return Err(
+                            TransportError::protocol_violation("DATAGRAM frames not negotiated")
+                                .with_frame(ty),
+                        );
+                    };
+                    if d.encoded_len(true) > MAX_DATAGRAM_FRAME_SIZE as usize {
+                        return Err(TransportError::protocol_violation(
+                            "DATAGRAM frame larger than announced",
+                        )
+                        .with_frame(ty));
+                    }
+                    if self.datagrams.push_recv(d.data, limit) {
+                        self.events.push_back(Event::DatagramReceived);
+                    }
                 }
                 Frame::Stream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
                 Frame::ResetStream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,

@@ -10,7 +10,7 @@ use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
 use crate::datagram::Transmit;
-use crate::wire::frame::{CloseCode, ConnectionClose, CryptoFrame, Frame};
+use crate::wire::frame::{CloseCode, ConnectionClose, CryptoFrame, Datagram, Frame};
 use crate::wire::header::Header;
 use crate::wire::packet_number::TruncatedPn;
 use crate::wire::{TransportError, TransportErrorCode, VarInt};
@@ -115,7 +115,8 @@ impl Connection {
             || (space == SpaceId::Data
                 && (self.handshake_done_pending
                     || self.path_response.is_some()
-                    || !self.retire_cids.is_empty()))
+                    || !self.retire_cids.is_empty()
+                    || !self.datagrams.send.is_empty()))
     }
 
     /// Builds one datagram of at most `limit` bytes at `buf[start..]`, coalescing a packet for each space
@@ -236,6 +237,13 @@ impl Connection {
         } else {
             if space == SpaceId::Data {
                 self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
+                // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
+                while let Some(data) = self.datagrams.pop_send_if(|d| {
+                    buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
+                }) {
+                    Frame::Datagram(Datagram { data }).encode(buf);
+                    ack_eliciting = true;
+                }
             }
             let s = &mut self.spaces[space.index()];
             loop {

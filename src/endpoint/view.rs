@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{ConnectionHandle, Endpoint};
-use crate::conn::{Connection, ConnectionStats};
+use bytes::Bytes;
+
+use crate::conn::{Connection, ConnectionStats, SendDatagramError};
 use crate::crypto::Suite;
 use crate::wire::transport_params::TransportParameters;
 use crate::Side;
@@ -121,6 +123,22 @@ impl<'a> ConnRef<'a> {
     /// current phase was acknowledged).
     pub fn force_key_update(&mut self) {
         self.connection_mut().force_key_update();
+    }
+
+    /// Queues an unreliable datagram (RFC 9221). When the send queue is full, the oldest queued datagram is
+    /// dropped (counted in [`ConnectionStats::datagrams_send_dropped`]).
+    pub fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
+        self.connection_mut().send_datagram(data)
+    }
+
+    /// The oldest received datagram, if any.
+    pub fn recv_datagram(&mut self) -> Option<Bytes> {
+        self.connection_mut().recv_datagram()
+    }
+
+    /// The largest datagram payload [`ConnRef::send_datagram`] accepts now, or why none.
+    pub fn max_datagram_size(&self) -> Result<usize, SendDatagramError> {
+        self.connection().max_datagram_size()
     }
 
     /// Sends a PING, an ack-eliciting packet that makes the peer answer.

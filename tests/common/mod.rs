@@ -57,6 +57,14 @@ pub trait Node {
     fn force_key_update(&mut self);
     /// Sends a PING.
     fn ping(&mut self) {}
+    /// Queues an unreliable datagram; the error is the engine's, as text.
+    fn send_datagram(&mut self, _data: bytes::Bytes) -> Result<(), String> {
+        Err("not supported by this node".into())
+    }
+    /// Every datagram received so far and not yet taken.
+    fn recv_datagrams(&mut self) -> Vec<bytes::Bytes> {
+        Vec::new()
+    }
     /// Key updates this node's connection went through, when the engine tells (quicsand does).
     fn key_updates(&mut self) -> Option<u64> {
         None

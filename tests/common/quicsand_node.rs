@@ -163,6 +163,20 @@ impl Node for QuicsandNode {
         }
     }
 
+    fn send_datagram(&mut self, data: bytes::Bytes) -> Result<(), String> {
+        let h = self.handle.ok_or("no connection")?;
+        let mut c = self.endpoint.conn(h).map_err(|e| e.to_string())?;
+        c.send_datagram(data).map_err(|e| e.to_string())
+    }
+
+    fn recv_datagrams(&mut self) -> Vec<bytes::Bytes> {
+        let Some(h) = self.handle else { return Vec::new() };
+        let Ok(mut c) = self.endpoint.conn(h) else {
+            return Vec::new();
+        };
+        std::iter::from_fn(|| c.recv_datagram()).collect()
+    }
+
     fn key_updates(&mut self) -> Option<u64> {
         let h = self.handle?;
         self.endpoint.conn(h).ok().map(|c| c.key_phase().1)

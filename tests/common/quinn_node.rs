@@ -155,6 +155,8 @@ pub struct QuinnNode {
     events: Vec<NodeEvent>,
     /// Data received on peer-initiated (and bidirectional) streams, by stream ID.
     pub received: BTreeMap<u64, ReceivedStream>,
+    /// Datagrams received on any connection, in order, until taken by `recv_datagrams`.
+    pub datagrams: Vec<Bytes>,
     /// Datagrams the endpoint answered statelessly (version negotiation, stateless reset, refusals).
     pub endpoint_responses: u64,
 }
@@ -188,6 +190,7 @@ impl QuinnNode {
             out: Vec::new(),
             events: Vec::new(),
             received: BTreeMap::new(),
+            datagrams: Vec::new(),
             endpoint_responses: 0,
         }
     }
@@ -346,7 +349,9 @@ impl QuinnNode {
                 | Event::DatagramsUnblocked => {}
             }
         }
-        while c.conn.datagrams().recv().is_some() {}
+        while let Some(d) = c.conn.datagrams().recv() {
+            self.datagrams.push(d);
+        }
         // Read every accepted stream; cheap, and it keeps flow-control credit flowing to the peer.
         let received = &mut self.received;
         c.reading.retain(|&id| {
@@ -480,6 +485,15 @@ impl Node for QuinnNode {
         for c in self.conns.iter_mut().filter(|c| !c.drained) {
             c.conn.force_key_update();
         }
+    }
+
+    fn send_datagram(&mut self, data: bytes::Bytes) -> Result<(), String> {
+        let conn = self.connection().ok_or("no connection")?;
+        conn.datagrams().send(data, true).map_err(|e| format!("{e:?}"))
+    }
+
+    fn recv_datagrams(&mut self) -> Vec<bytes::Bytes> {
+        std::mem::take(&mut self.datagrams)
     }
 
     fn ping(&mut self) {

@@ -1,0 +1,126 @@
+//! Unreliable datagrams (RFC 9221): bounded send and receive queues.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// Why a datagram could not be queued for sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendDatagramError {
+    /// The peer did not announce DATAGRAM support (max_datagram_frame_size, RFC 9221 §3), or its
+    /// parameters have not arrived yet.
+    UnsupportedByPeer,
+    /// Datagrams are disabled locally (no send buffer configured).
+    Disabled,
+    /// Larger than the peer accepts or than one packet can carry; the limit is attached.
+    TooLarge {
+        /// The largest datagram payload that can be sent now.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for SendDatagramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendDatagramError::UnsupportedByPeer => f.write_str("the peer does not accept datagrams"),
+            SendDatagramError::Disabled => f.write_str("datagrams are disabled"),
+            SendDatagramError::TooLarge { max } => write!(f, "datagram larger than {max} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for SendDatagramError {}
+
+/// The datagram queues of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Datagrams {
+    pub(crate) send: VecDeque<Bytes>,
+    send_bytes: usize,
+    recv: VecDeque<Bytes>,
+    recv_bytes: usize,
+    /// Datagrams dropped from the send queue because it was full (the oldest go first).
+    pub(crate) send_dropped: u64,
+    /// Datagrams dropped on arrival because the receive queue was full (the oldest go first).
+    pub(crate) recv_dropped: u64,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+}
+
+impl Datagrams {
+    /// Queues `data`, dropping the oldest queued datagrams while the queue would exceed `limit` bytes.
+    pub(crate) fn push_send(&mut self, data: Bytes, limit: usize) {
+        while self.send_bytes + data.len() > limit {
+            let Some(old) = self.send.pop_front() else { break };
+            self.send_bytes -= old.len();
+            self.send_dropped += 1;
+        }
+        self.send_bytes += data.len();
+        self.send.push_back(data);
+    }
+
+    /// The next datagram to send, if it fits `room` bytes of frame payload.
+    pub(crate) fn pop_send_if(&mut self, fits: impl FnOnce(&Bytes) -> bool) -> Option<Bytes> {
+        if !fits(self.send.front()?) {
+            return None;
+        }
+        let d = self.send.pop_front()?;
+        self.send_bytes -= d.len();
+        self.sent += 1;
+        Some(d)
+    }
+
+    /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes.
+    /// Returns whether the application should be told (the queue was empty).
+    pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize) -> bool {
+        self.received += 1;
+        while self.recv_bytes + data.len() > limit {
+            let Some(old) = self.recv.pop_front() else { break };
+            self.recv_bytes -= old.len();
+            self.recv_dropped += 1;
+        }
+        if data.len() > limit {
+            self.recv_dropped += 1;
+            return false;
+        }
+        let was_empty = self.recv.is_empty();
+        self.recv_bytes += data.len();
+        self.recv.push_back(data);
+        was_empty
+    }
+
+    /// The oldest received datagram.
+    pub(crate) fn pop_recv(&mut self) -> Option<Bytes> {
+        let d = self.recv.pop_front()?;
+        self.recv_bytes -= d.len();
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_drop_the_oldest_when_full() {
+        let mut d = Datagrams::default();
+        for i in 0..5u8 {
+            d.push_send(Bytes::from(vec![i; 10]), 30);
+        }
+        assert_eq!(d.send_dropped, 2);
+        assert_eq!(d.send.front().map(|b| b[0]), Some(2));
+        assert!(
+            d.pop_send_if(|b| b.len() < 5).is_none(),
+            "too large for the room: stays queued"
+        );
+        assert_eq!(d.pop_send_if(|_| true).map(|b| b[0]), Some(2));
+
+        assert!(d.push_recv(Bytes::from_static(b"abc"), 5));
+        assert!(
+            !d.push_recv(Bytes::from_static(b"def"), 5),
+            "not the first in the queue"
+        );
+        assert_eq!(d.recv_dropped, 1);
+        assert_eq!(d.pop_recv().as_deref(), Some(&b"def"[..]));
+        assert_eq!(d.pop_recv(), None);
+    }
+}
