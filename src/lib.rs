@@ -13,7 +13,9 @@
 //!
 //! 1. drain [`Endpoint::poll_transmit`] and send what it returns;
 //! 2. drain [`Endpoint::poll_event`];
-//! 3. read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`] when that instant comes.
+//! 3. read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`] when that instant comes. The
+//!    deadline may already have passed (a retransmission timer measured from a packet sent long ago,
+//!    armed only now by an input): then call `handle_timeout` at once, and drain again.
 //!
 //! # Example
 //!

@@ -596,19 +596,24 @@ impl Connection {
         if self.hold {
             return;
         }
-        let ctx = self.recovery_ctx();
-        match self.recovery.on_timeout(now, &ctx) {
-            TimeoutOutcome::Nothing => {}
-            TimeoutOutcome::Lost { space, lost } => {
-                for (_, p) in lost {
-                    self.on_packet_lost(space, p.data);
+        // A loss-time expiry can leave the PTO already due: handle what is due now, a bounded number of
+        // times (each PTO re-arms from `now`, so this ends).
+        for _ in 0..4 {
+            let ctx = self.recovery_ctx();
+            match self.recovery.on_timeout(now, &ctx) {
+                TimeoutOutcome::Nothing => break,
+                TimeoutOutcome::Lost { space, lost } => {
+                    for (_, p) in lost {
+                        self.on_packet_lost(space, p.data);
+                    }
                 }
-            }
-            TimeoutOutcome::Probe { space, anti_deadlock } => {
-                // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
-                let s = &mut self.spaces[space.index()];
-                s.crypto_send.requeue_unacked();
-                s.probes = if anti_deadlock { 1 } else { 2 };
+                TimeoutOutcome::Probe { space, anti_deadlock } => {
+                    // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
+                    let s = &mut self.spaces[space.index()];
+                    s.crypto_send.requeue_unacked();
+                    s.probes = if anti_deadlock { 1 } else { 2 };
+                    break;
+                }
             }
         }
     }

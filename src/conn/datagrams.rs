@@ -73,6 +73,8 @@ impl Datagrams {
     /// Returns whether the application should be told (the queue was empty).
     pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize) -> bool {
         self.received += 1;
+        // The application was told when the queue last became non-empty and has not read since.
+        let was_empty = self.recv.is_empty();
         while self.recv_bytes + data.len() > limit {
             let Some(old) = self.recv.pop_front() else { break };
             self.recv_bytes -= old.len();
@@ -82,7 +84,6 @@ impl Datagrams {
             self.recv_dropped += 1;
             return false;
         }
-        let was_empty = self.recv.is_empty();
         self.recv_bytes += data.len();
         self.recv.push_back(data);
         was_empty
