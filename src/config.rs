@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::conn::CongestionAlgorithm;
 use crate::rng::Rng;
 use crate::wire::header::VERSION_1;
 use crate::wire::ConnectionId;
@@ -132,6 +133,8 @@ pub struct TransportConfig {
     /// Start a key update after this many packets sent in one key phase (`None`: only near the AEAD
     /// confidentiality limit, RFC 9001 §6.6).
     pub key_update_interval: Option<u64>,
+    /// The congestion controller (RFC 9002 §7 NewReno, or RFC 9438 CUBIC, the default).
+    pub congestion: CongestionAlgorithm,
     /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application; the oldest are dropped
     /// beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
     pub datagram_receive_buffer: Option<usize>,
@@ -156,6 +159,7 @@ impl Default for TransportConfig {
             crypto_buffer_size: 64 * 1024,
             active_connection_id_limit: 4,
             key_update_interval: None,
+            congestion: CongestionAlgorithm::default(),
             datagram_receive_buffer: Some(1024 * 1024),
             datagram_send_buffer: 1024 * 1024,
         }

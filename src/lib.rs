@@ -104,8 +104,8 @@ pub mod rng;
 pub mod wire;
 
 pub use config::{
-    AcceptPolicy, ClientConfig, ConnectionIdGenerator, EndpointConfig, RandomCidGenerator, ServerConfig,
-    TransportConfig,
+    AcceptPolicy, ClientConfig, CongestionAlgorithm, ConnectionIdGenerator, EndpointConfig,
+    RandomCidGenerator, ServerConfig, TransportConfig,
 };
 pub use conn::SpaceId;
 pub use conn::{ConnectionStats, SendDatagramError};

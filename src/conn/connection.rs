@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::ack::{AckConfig, ReceivedPackets};
+use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
 use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
 use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
@@ -127,6 +128,14 @@ pub struct ConnectionStats {
     pub latest_rtt: Duration,
     /// PTOs since the last acknowledgement.
     pub pto_count: u32,
+    /// The congestion window, in bytes.
+    pub cwnd: u64,
+    /// The slow start threshold, in bytes (`u64::MAX` until the first loss).
+    pub ssthresh: u64,
+    /// Bytes sent and neither acknowledged nor declared lost.
+    pub bytes_in_flight: u64,
+    /// Congestion events (losses that reduced the window).
+    pub congestion_events: u64,
 }
 
 /// The connection close this side sends while closing.
@@ -204,6 +213,16 @@ pub(crate) struct Connection {
     /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
     pub(crate) discard_initial_after_send: bool,
     pub(crate) datagrams: Datagrams,
+    /// The congestion controller (RFC 9002 §7, RFC 9438).
+    pub(crate) cc: Box<dyn CongestionController>,
+    /// Spreads each window over the RTT (RFC 9002 §7.7).
+    pub(crate) pacer: Pacer,
+    /// When pacing next lets a packet go, if it held one back.
+    pub(crate) pacing_until: Option<Instant>,
+    /// Whether the packet being built may carry new data: false while the window or pacing holds it.
+    pub(crate) blocked: bool,
+    /// Whether the last send stopped for lack of data rather than for the window (RFC 9002 §7.8).
+    pub(crate) app_limited: bool,
     pub(crate) events: VecDeque<Event>,
     pub(crate) endpoint_events: VecDeque<EndpointEvent>,
     pub(crate) stats: ConnectionStats,
@@ -236,6 +255,7 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
 impl Connection {
     #[allow(clippy::too_many_arguments)]
     fn new(
+        now: Instant,
         side: Side,
         version: u32,
         config: TransportConfig,
@@ -253,6 +273,7 @@ impl Connection {
             max_tracked_ranges: config.max_tracked_ack_ranges.max(1),
         };
         let spaces = SpaceId::ALL.map(|s| PacketSpace::new(ReceivedPackets::new(s, ack_config)));
+        let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt);
         let mut conn = Self {
             side,
             version,
@@ -290,6 +311,11 @@ impl Connection {
             key_update_requested: false,
             discard_initial_after_send: false,
             datagrams: Datagrams::default(),
+            cc: new_controller(congestion, mtu),
+            pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
+            pacing_until: None,
+            blocked: false,
+            app_limited: true,
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -322,6 +348,7 @@ impl Connection {
             mtu: config.transport.mtu.max(1200),
         };
         let mut conn = Self::new(
+            now,
             Side::Client,
             config.version,
             config.transport.clone(),
@@ -359,6 +386,7 @@ impl Connection {
             mtu: config.transport.mtu.max(1200),
         };
         let mut conn = Self::new(
+            now,
             Side::Server,
             info.version,
             config.transport.clone(),
@@ -512,6 +540,14 @@ impl Connection {
         self.recovery.rtt().pto_base() + self.peer_max_ack_delay()
     }
 
+    /// A loss reduced the window (RFC 9002 §7.3.2); persistent congestion collapses it (§7.6).
+    pub(crate) fn on_congestion_event(&mut self, now: Instant, latest_lost_sent: Instant, persistent: bool) {
+        if !self.cc.in_recovery(latest_lost_sent) || persistent {
+            self.stats.congestion_events += 1;
+        }
+        self.cc.on_congestion_event(now, latest_lost_sent, persistent);
+    }
+
     /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, and never
     /// less than three PTOs.
     fn idle_timeout(&self) -> Option<Duration> {
@@ -562,6 +598,7 @@ impl Connection {
                 }
             }
             consider(self.keep_alive_deadline());
+            consider(self.pacing_until);
         }
         consider(self.one_rtt.as_ref().and_then(|k| k.prev_discard_at()));
         t
@@ -590,6 +627,9 @@ impl Connection {
         if let Some(keys) = &mut self.one_rtt {
             keys.discard_prev_if_due(now);
         }
+        if self.pacing_until.is_some_and(|t| t <= now) {
+            self.pacing_until = None;
+        }
         if self.keep_alive_deadline().is_some_and(|d| now >= d) {
             self.spaces[SpaceId::Data.index()].ping_pending = true;
         }
@@ -603,6 +643,9 @@ impl Connection {
             match self.recovery.on_timeout(now, &ctx) {
                 TimeoutOutcome::Nothing => break,
                 TimeoutOutcome::Lost { space, lost } => {
+                    if let Some(latest) = lost.iter().map(|(_, p)| p.time_sent).max() {
+                        self.on_congestion_event(now, latest, false);
+                    }
                     for (_, p) in lost {
                         self.on_packet_lost(space, p.data);
                     }
@@ -830,6 +873,9 @@ impl Connection {
             min_rtt: rtt.min(),
             latest_rtt: rtt.latest(),
             pto_count: self.recovery.pto_count(),
+            cwnd: self.cc.window(),
+            ssthresh: self.cc.ssthresh(),
+            bytes_in_flight: self.recovery.bytes_in_flight(),
             key_updates: self.key_phase().1,
             datagram_frames_sent: self.datagrams.sent,
             datagram_frames_received: self.datagrams.received,

@@ -24,6 +24,7 @@ impl SpaceId {
 
 pub(crate) mod ack;
 pub(crate) mod assembler;
+pub(crate) mod congestion;
 mod connection;
 mod datagrams;
 mod key_update;
@@ -32,6 +33,7 @@ pub(crate) mod recovery;
 mod recv;
 mod send;
 mod spaces;
+pub use congestion::CongestionAlgorithm;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
 pub use datagrams::SendDatagramError;

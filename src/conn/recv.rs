@@ -375,8 +375,21 @@ impl Connection {
             .recovery
             .on_ack_received(space, ack.iter(), delay, now, &ctx)
             .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
+        let app_limited = self.app_limited;
         for (pn, p) in outcome.acked {
+            if p.in_flight {
+                self.cc.on_ack(
+                    now,
+                    p.time_sent,
+                    u64::from(p.size),
+                    self.recovery.rtt(),
+                    app_limited,
+                );
+            }
             self.on_packet_acked(space, pn, p.data);
+        }
+        if let Some(latest) = outcome.lost.iter().map(|(_, p)| p.time_sent).max() {
+            self.on_congestion_event(now, latest, outcome.persistent_congestion);
         }
         for (_, p) in outcome.lost {
             self.on_packet_lost(space, p.data);

@@ -51,6 +51,7 @@ impl Connection {
                 break;
             }
             let limit = segment.unwrap_or(mtu).min(allowance);
+            self.blocked = self.congestion_blocked(now, mtu as u64);
             let start = buf.len();
             let (size, long) = self.build_datagram(now, buf, start, limit);
             if size == 0 {
@@ -70,6 +71,10 @@ impl Connection {
                 break;
             }
         }
+        // RFC 9002 §7.8: the window only grows while the sender uses it; when it stopped for lack of data
+        // rather than for the window or pacing, the sender is application-limited.
+        self.app_limited = !self.blocked;
+        self.blocked = false;
         if self.discard_initial_after_send {
             // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake packet.
             self.discard_initial_after_send = false;
@@ -108,6 +113,11 @@ impl Connection {
         }
         let s = &self.spaces[space.index()];
         let ack_due = s.received.wants_ack_now() || s.received.ack_deadline().is_some_and(|d| d <= now);
+        if self.blocked {
+            // RFC 9002 §7.5: probes are not blocked by the congestion controller; ACKs are not
+            // congestion controlled.
+            return ack_due || s.probes > 0;
+        }
         ack_due
             || s.crypto_send.has_data()
             || s.probes > 0
@@ -231,10 +241,11 @@ impl Connection {
             }
         }
 
+        let data_allowed = !self.blocked || self.spaces[space.index()].probes > 0;
         if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
             let frame = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len()));
             Frame::Close(frame).encode(buf);
-        } else {
+        } else if data_allowed {
             if space == SpaceId::Data {
                 self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
                 // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
@@ -325,6 +336,13 @@ impl Connection {
             },
         );
         self.stats.packets_sent += 1;
+        if ack_eliciting || padded {
+            self.cc.on_packet_sent(now, packet_len as u64);
+        }
+        if ack_eliciting {
+            // RFC 9002 §7.7: ACK-only packets are not paced.
+            self.pacer.on_sent(now, packet_len as u64);
+        }
         if ack_eliciting {
             self.last_ack_eliciting_sent = Some(now);
             // RFC 9000 §10.1: the first ack-eliciting packet after a receive restarts the idle timer.
@@ -371,6 +389,18 @@ impl Connection {
             sent.retire_cids.push(seq);
             *ack_eliciting = true;
         }
+    }
+
+    /// Whether the congestion window or pacing holds back new data now (RFC 9002 §7, §7.7); records when
+    /// pacing allows the next packet.
+    fn congestion_blocked(&mut self, now: Instant, mtu: u64) -> bool {
+        let window = self.cc.window();
+        if self.recovery.bytes_in_flight() + mtu > window {
+            return true;
+        }
+        let srtt = self.recovery.rtt().smoothed();
+        self.pacing_until = self.pacer.delay(now, mtu, self.path.mtu, window, srtt);
+        self.pacing_until.is_some()
     }
 
     /// Starts a key update when asked or when the confidentiality limit nears (RFC 9001 §6.1, §6.6).

@@ -1,0 +1,575 @@
+//! Tests for congestion control (RFC 9002 §7, RFC 9438) and pacing (RFC 9002 §7.7).
+
+use std::time::{Duration, Instant};
+
+use super::cubic::{Cubic, ALPHA, BETA, C};
+use super::new_reno::NewReno;
+use super::pacer::BURST_DATAGRAMS;
+use super::*;
+
+/// The one place a test reads the clock: every other time is an offset from this epoch, so the tests
+/// are deterministic.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn ms(x: u64) -> Duration {
+    Duration::from_millis(x)
+}
+
+/// An RTT estimator whose smoothed RTT is `srtt`.
+fn rtt(srtt: Duration) -> RttEstimator {
+    RttEstimator::new(srtt)
+}
+
+const MDS: u16 = 1200;
+const SEG: u64 = MDS as u64;
+
+/// Both algorithms, fresh, with 1200-byte datagrams.
+fn both() -> Vec<Box<dyn CongestionController>> {
+    vec![
+        new_controller(CongestionAlgorithm::NewReno, MDS),
+        new_controller(CongestionAlgorithm::Cubic, MDS),
+    ]
+}
+
+/// Acknowledges one window's worth of full-size packets, sent at `sent`, all at `now`.
+fn ack_window(cc: &mut dyn CongestionController, now: Instant, sent: Instant, r: &RttEstimator) {
+    let n = cc.window() / SEG;
+    for _ in 0..n {
+        cc.on_ack(now, sent, SEG, r, false);
+    }
+}
+
+// ---- RFC 9002 §7.2: initial and minimum windows ----
+
+#[test]
+fn initial_and_minimum_windows() {
+    // min(10 * mds, max(2 * mds, 14720)) and 2 * mds.
+    for (mds, initial, minimum) in [
+        (1200u16, 12_000u64, 2_400u64),
+        (1452, 14_520, 2_904),
+        (1500, 14_720, 3_000),
+        (9000, 18_000, 18_000),
+    ] {
+        assert_eq!(initial_window(mds), initial, "mds {mds}");
+        assert_eq!(minimum_window(mds), minimum, "mds {mds}");
+        for algo in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+            let cc = new_controller(algo, mds);
+            assert_eq!(cc.algorithm(), algo);
+            assert_eq!(cc.window(), initial, "{algo:?} mds {mds}");
+            assert_eq!(cc.initial_window(), initial);
+            assert_eq!(cc.minimum_window(), minimum);
+            assert_eq!(cc.ssthresh(), u64::MAX, "slow start threshold starts infinite");
+            assert!(!cc.in_recovery(epoch()));
+        }
+    }
+}
+
+#[test]
+fn default_algorithm_is_cubic() {
+    assert_eq!(CongestionAlgorithm::default(), CongestionAlgorithm::Cubic);
+}
+
+#[test]
+fn max_datagram_size_change_recomputes_windows() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    for mut cc in both() {
+        // Untouched: the window follows the initial window both ways (RFC 9002 §7.2).
+        cc.set_max_datagram_size(1452);
+        assert_eq!(cc.window(), 14_520);
+        assert_eq!(cc.minimum_window(), 2_904);
+        cc.set_max_datagram_size(1200);
+        assert_eq!(cc.window(), 12_000);
+        // After growth, an increase keeps the window; a decrease resets it to the new initial window.
+        cc.on_ack(t0, t0, 12_000, &r, false);
+        assert_eq!(cc.window(), 24_000);
+        cc.set_max_datagram_size(1452);
+        assert_eq!(cc.window(), 24_000);
+        cc.set_max_datagram_size(1200);
+        assert_eq!(cc.window(), 12_000);
+        assert_eq!(cc.max_datagram_size(), 1200);
+        // A zero size does not break the arithmetic.
+        cc.set_max_datagram_size(0);
+        assert!(cc.window() >= cc.minimum_window());
+    }
+}
+
+// ---- NewReno (RFC 9002 §7.3, Appendix B) ----
+
+#[test]
+fn new_reno_slow_start_doubles_per_rtt() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    let mut cc = NewReno::new(MDS);
+    let mut expected = 12_000;
+    for round in 1..=4u32 {
+        let now = t0 + ms(100) * round;
+        ack_window(&mut cc, now, now - ms(100), &r);
+        expected *= 2;
+        assert_eq!(cc.window(), expected, "round {round}");
+    }
+}
+
+#[test]
+fn new_reno_congestion_avoidance_adds_one_datagram_per_window() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    let mut cc = NewReno::new(MDS);
+    // Loss at t0 + 100 ms: ssthresh = cwnd = 6000.
+    cc.on_congestion_event(t0 + ms(100), t0, false);
+    assert_eq!((cc.ssthresh(), cc.window()), (6_000, 6_000));
+    // Packets sent after recovery started: congestion avoidance.
+    let sent = t0 + ms(150);
+    let now = t0 + ms(250);
+    for _ in 0..4 {
+        cc.on_ack(now, sent, SEG, &r, false);
+    }
+    assert_eq!(
+        cc.window(),
+        6_000,
+        "less than a window acknowledged: no growth yet"
+    );
+    cc.on_ack(now, sent, SEG, &r, false);
+    assert_eq!(
+        cc.window(),
+        7_200,
+        "a full window acknowledged: one datagram more"
+    );
+    // The next window is 7200 bytes = 6 datagrams; the surplus is not lost across windows.
+    for _ in 0..5 {
+        cc.on_ack(now, sent, SEG, &r, false);
+    }
+    assert_eq!(cc.window(), 7_200);
+    cc.on_ack(now, sent, SEG, &r, false);
+    assert_eq!(cc.window(), 8_400);
+    // Odd-sized acknowledgements accumulate exactly: 8400 bytes in 7-byte pieces.
+    for _ in 0..1_199 {
+        cc.on_ack(now, sent, 7, &r, false);
+    }
+    assert_eq!(cc.window(), 8_400);
+    cc.on_ack(now, sent, 7, &r, false);
+    assert_eq!(cc.window(), 9_600);
+}
+
+#[test]
+fn new_reno_loss_halves_once_per_recovery_period() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    let mut cc = NewReno::new(MDS);
+    ack_window(&mut cc, t0 + ms(100), t0, &r);
+    assert_eq!(cc.window(), 24_000);
+
+    // A packet sent at t0 + 110 ms is lost, detected at t0 + 200 ms: recovery starts.
+    let recovery_start = t0 + ms(200);
+    cc.on_congestion_event(recovery_start, t0 + ms(110), false);
+    assert_eq!((cc.ssthresh(), cc.window()), (12_000, 12_000));
+    assert!(cc.in_recovery(t0 + ms(190)));
+    assert!(cc.in_recovery(recovery_start));
+    assert!(!cc.in_recovery(recovery_start + ms(1)));
+
+    // RFC 9002 §7.3.2: a second loss of a packet sent before recovery started does not reduce again.
+    cc.on_congestion_event(t0 + ms(250), t0 + ms(190), false);
+    assert_eq!((cc.ssthresh(), cc.window()), (12_000, 12_000));
+    // Nor does an ECN-CE increase for such a packet.
+    cc.on_ecn_ce(t0 + ms(260), t0 + ms(195));
+    assert_eq!(cc.window(), 12_000);
+
+    // Acknowledgements of packets sent before recovery started do not grow the window.
+    cc.on_ack(t0 + ms(270), t0 + ms(180), 12_000, &r, false);
+    assert_eq!(cc.window(), 12_000);
+
+    // A loss of a packet sent after recovery started is a new congestion event.
+    cc.on_congestion_event(t0 + ms(400), t0 + ms(300), false);
+    assert_eq!((cc.ssthresh(), cc.window()), (6_000, 6_000));
+}
+
+#[test]
+fn new_reno_window_never_below_minimum() {
+    let t0 = epoch();
+    let mut cc = NewReno::new(MDS);
+    for i in 1..10u32 {
+        // Each loss is of a packet sent after the previous recovery started.
+        cc.on_congestion_event(t0 + ms(100) * i, t0 + ms(100) * i - ms(50), false);
+    }
+    assert_eq!(cc.window(), 2_400);
+}
+
+#[test]
+fn ecn_ce_is_a_congestion_event() {
+    let t0 = epoch();
+    for mut cc in both() {
+        let before = cc.window();
+        cc.on_ecn_ce(t0 + ms(100), t0 + ms(10));
+        assert!(cc.window() < before, "{:?}", cc.algorithm());
+        assert!(cc.in_recovery(t0 + ms(50)));
+    }
+}
+
+#[test]
+fn persistent_congestion_collapses_to_minimum_window() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    for mut cc in both() {
+        ack_window(cc.as_mut(), t0 + ms(100), t0, &r);
+        ack_window(cc.as_mut(), t0 + ms(200), t0 + ms(100), &r);
+        assert_eq!(cc.window(), 48_000);
+        cc.on_congestion_event(t0 + ms(2_000), t0 + ms(1_500), true);
+        assert_eq!(cc.window(), 2_400, "{:?}", cc.algorithm());
+        // Appendix B.8 ends the recovery period, and the window is back in slow start below ssthresh.
+        assert!(!cc.in_recovery(t0 + ms(1_500)));
+        assert!(cc.window() < cc.ssthresh());
+        cc.on_ack(t0 + ms(2_100), t0 + ms(1_900), SEG, &r, false);
+        assert_eq!(
+            cc.window(),
+            3_600,
+            "slow start again: grows by the bytes acknowledged"
+        );
+    }
+    // Persistent congestion also collapses the window when the loss falls in the current recovery period.
+    for mut cc in both() {
+        cc.on_congestion_event(t0 + ms(100), t0 + ms(50), false);
+        cc.on_congestion_event(t0 + ms(150), t0 + ms(60), true);
+        assert_eq!(cc.window(), 2_400, "{:?}", cc.algorithm());
+    }
+}
+
+#[test]
+fn app_limited_acks_do_not_grow_the_window() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    for mut cc in both() {
+        // Slow start.
+        cc.on_ack(t0 + ms(100), t0, 12_000, &r, true);
+        assert_eq!(cc.window(), 12_000, "{:?}", cc.algorithm());
+        // Congestion avoidance.
+        cc.on_congestion_event(t0 + ms(200), t0 + ms(150), false);
+        let w = cc.window();
+        for i in 0..1_000u32 {
+            cc.on_ack(t0 + ms(300) + ms(10) * i, t0 + ms(250), SEG, &r, true);
+        }
+        assert_eq!(cc.window(), w, "{:?}", cc.algorithm());
+    }
+}
+
+#[test]
+fn clone_box_copies_state() {
+    let t0 = epoch();
+    for mut cc in both() {
+        cc.on_congestion_event(t0 + ms(100), t0, false);
+        let copy = cc.clone();
+        assert_eq!(copy.window(), cc.window());
+        assert_eq!(copy.ssthresh(), cc.ssthresh());
+        assert!(copy.in_recovery(t0 + ms(50)));
+    }
+}
+
+// ---- CUBIC (RFC 9438) ----
+
+/// A CUBIC controller grown in slow start to `w_max` datagrams and then hit by a loss at `loss_at`.
+fn cubic_after_loss(w_max: u64, loss_at: Instant, r: &RttEstimator) -> Cubic {
+    let mut cc = Cubic::new(MDS);
+    let grow = w_max * SEG - cc.window();
+    cc.on_ack(loss_at - ms(1), loss_at - ms(2), grow, r, false);
+    assert_eq!(cc.window(), w_max * SEG);
+    cc.on_congestion_event(loss_at, loss_at - ms(1), false);
+    cc
+}
+
+/// Acknowledges full-size packets in rounds of one RTT, a window per round spread evenly over it, from
+/// `start`, until `until`; calls `each_round(now, cwnd)` at the end of each round.
+fn cubic_ack_rounds(
+    cc: &mut Cubic,
+    start: Instant,
+    until: Instant,
+    r: &RttEstimator,
+    mut each_round: impl FnMut(Instant, &Cubic),
+) {
+    let srtt = r.smoothed();
+    let mut round_start = start;
+    while round_start < until {
+        let n = (cc.window() / SEG).max(1);
+        for i in 0..n {
+            let now = round_start + srtt * u32::try_from(i).unwrap() / u32::try_from(n).unwrap();
+            cc.on_ack(now, now - srtt, SEG, r, false);
+        }
+        round_start += srtt;
+        each_round(round_start, cc);
+    }
+}
+
+#[test]
+fn cubic_loss_reduces_to_beta_times_w_max() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let cc = cubic_after_loss(100, t0, &r);
+    assert_eq!(cc.w_max(), 120_000.0);
+    assert_eq!(cc.window(), (BETA * 120_000.0) as u64);
+    assert_eq!(cc.window(), 84_000);
+    assert_eq!(cc.ssthresh(), 84_000);
+    assert!(cc.in_recovery(t0));
+}
+
+#[test]
+fn cubic_k_and_w_cubic_at_k() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    // The first acknowledgement of a packet sent after recovery started ends recovery and begins the
+    // congestion avoidance stage.
+    let first = t0 + ms(200);
+    cc.on_ack(first, t0 + ms(100), SEG, &r, false);
+    assert_eq!(cc.epoch_start(), Some(first));
+    // K = cbrt(W_max * (1 - β) / C), in segments and seconds: cbrt(100 * 0.3 / 0.4) = cbrt(75).
+    let k = cc.k().unwrap();
+    assert!((k - 75f64.cbrt()).abs() < 1e-9, "K = {k}");
+    assert!((k - 4.2172).abs() < 1e-3);
+    // W_cubic(K) = W_max, W_cubic(0) = cwnd_epoch = β * W_max.
+    assert!((cc.w_cubic(k).unwrap() - 120_000.0).abs() < 1e-6);
+    assert!((cc.w_cubic(0.0).unwrap() - 84_000.0).abs() < 1e-6);
+}
+
+#[test]
+fn cubic_window_follows_the_cubic_function() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(100);
+    let k = 75f64.cbrt();
+    // (t in seconds since the stage began, cwnd in datagrams) at the end of each round.
+    let mut samples = Vec::new();
+    cubic_ack_rounds(&mut cc, start, start + ms(5_000), &r, |now, cc| {
+        let t = (now - cc.epoch_start().unwrap()).as_secs_f64();
+        samples.push((t, cc.window() as f64 / SEG as f64));
+    });
+    let w_cubic = |t: f64| C * (t - k).powi(3) + 100.0;
+    let w_est = |t: f64| 70.0 + ALPHA * t / 0.1;
+    for want_t in [0.5, 1.0, 2.0, 3.0, k] {
+        let &(t, cwnd) = samples
+            .iter()
+            .min_by(|a, b| (a.0 - want_t).abs().total_cmp(&(b.0 - want_t).abs()))
+            .unwrap();
+        // The cubic region: the function is above the Reno-friendly estimate here.
+        assert!(w_cubic(t) > w_est(t) + 1.0, "t = {t}");
+        // cwnd tracks W_cubic(t) (growth aims at W_cubic(t + RTT) one RTT ahead), within half a datagram.
+        assert!(
+            (cwnd - w_cubic(t)).abs() <= 0.5,
+            "t = {t}: cwnd {cwnd} vs W_cubic {}",
+            w_cubic(t)
+        );
+    }
+    // Around K the window is back at W_max, and it plateaus there: it grows by under one datagram in the
+    // half second either side of K.
+    let near = |x: f64| samples.iter().find(|s| (s.0 - x).abs() < 0.051).unwrap().1;
+    assert!((near(k) - 100.0).abs() <= 1.0);
+    assert!(near(k + 0.5) - near(k - 0.5) < 1.0);
+}
+
+#[test]
+fn cubic_reno_friendly_region_dominates_at_small_rtt() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(1));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(1);
+    cubic_ack_rounds(&mut cc, start, start + ms(50), &r, |_, _| {});
+    let t = (start + ms(50) - cc.epoch_start().unwrap()).as_secs_f64();
+    let cwnd = cc.window() as f64 / SEG as f64;
+    // 50 rounds of α_cubic datagrams each: W_est = 70 + 50 * 0.529 = 96.5 datagrams, while the cubic
+    // function has barely moved from 70 in 50 ms.
+    let w_est = 70.0 + ALPHA * 50.0;
+    let w_cubic = cc.w_cubic(t).unwrap() / SEG as f64;
+    assert!(w_cubic < 72.0, "W_cubic = {w_cubic}");
+    assert!((cwnd - w_est).abs() <= 1.0, "cwnd {cwnd} vs W_est {w_est}");
+    assert!((cc.w_est().unwrap() / SEG as f64 - cwnd).abs() < 1.0);
+}
+
+#[test]
+fn cubic_fast_convergence_lowers_w_max() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    assert_eq!(cc.w_max(), 120_000.0);
+    // Another loss, of a packet sent after recovery started, before the window regained W_max.
+    let cwnd = cc.window();
+    cc.on_congestion_event(t0 + ms(300), t0 + ms(200), false);
+    // RFC 9438 §4.7: W_max = cwnd * (1 + β) / 2 = 84000 * 0.85.
+    assert!((cc.w_max() - cwnd as f64 * (1.0 + BETA) / 2.0).abs() < 1e-6);
+    assert!((cc.w_max() - 71_400.0).abs() < 1e-6);
+    assert_eq!(cc.window(), 58_800);
+
+    // A loss above the previous W_max sets W_max to the window, without fast convergence.
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(100);
+    cubic_ack_rounds(&mut cc, start, start + ms(8_000), &r, |_, _| {});
+    let cwnd = cc.window();
+    assert!(cwnd as f64 > 120_000.0);
+    cc.on_congestion_event(start + ms(8_100), start + ms(8_050), false);
+    assert_eq!(cc.w_max(), cwnd as f64);
+}
+
+#[test]
+fn cubic_app_limited_time_is_excluded_from_the_stage() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(100);
+    cubic_ack_rounds(&mut cc, start, start + ms(1_000), &r, |_, _| {});
+    let epoch_start = cc.epoch_start().unwrap();
+    let before = cc.window();
+    // Ten seconds application limited: acknowledgements arrive but the window is not used.
+    let idle_from = start + ms(1_000);
+    for i in 0..100u32 {
+        let now = idle_from + ms(100) * i;
+        cc.on_ack(now, now - ms(100), SEG, &r, true);
+    }
+    assert_eq!(cc.window(), before);
+    // Back to using the window: the stage's clock skips the ten seconds, so the window does not jump to
+    // where W_cubic(t + 10 s) would put it.
+    let back = idle_from + ms(10_000);
+    cc.on_ack(back, back - ms(100), SEG, &r, false);
+    assert_eq!(cc.epoch_start(), Some(epoch_start + ms(10_000)));
+    assert!(cc.window() - before < SEG, "grew {} bytes", cc.window() - before);
+}
+
+#[test]
+fn cubic_persistent_congestion_forgets_w_max() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    cc.on_congestion_event(t0 + ms(5_000), t0 + ms(4_000), true);
+    assert_eq!(cc.window(), 2_400);
+    assert_eq!(
+        cc.ssthresh(),
+        58_800,
+        "the congestion event reduced ssthresh by β before the collapse"
+    );
+    // Slow start back to ssthresh, then a stage with K = 0 and W_max = cwnd_epoch (RFC 9438 §4.8).
+    let now = t0 + ms(5_100);
+    cc.on_ack(now, now - ms(50), 58_800 - 2_400, &r, false);
+    assert_eq!(cc.window(), 58_800);
+    cc.on_ack(now, now - ms(50), SEG, &r, false);
+    assert_eq!(cc.k(), Some(0.0));
+    assert_eq!(cc.w_max(), 58_800.0);
+}
+
+// ---- Pacing (RFC 9002 §7.7) ----
+
+/// Sends `count` packets of `mtu` bytes as fast as the pacer lets them go, from `start`; returns the send
+/// times.
+fn paced_send_times(
+    pacer: &mut Pacer,
+    start: Instant,
+    count: usize,
+    window: u64,
+    srtt: Duration,
+) -> Vec<Instant> {
+    let mut now = start;
+    let mut times = Vec::new();
+    for _ in 0..count {
+        if let Some(at) = pacer.delay(now, SEG, MDS, window, srtt) {
+            assert!(at > now);
+            now = at;
+            assert_eq!(
+                pacer.delay(now, SEG, MDS, window, srtt),
+                None,
+                "allowed at the instant returned"
+            );
+        }
+        pacer.on_sent(now, SEG);
+        times.push(now);
+    }
+    times
+}
+
+#[test]
+fn pacer_spreads_a_window_over_the_rtt() {
+    let t0 = epoch();
+    let window = 10 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    let times = paced_send_times(&mut pacer, t0, 40, window, srtt);
+    // The first BURST_DATAGRAMS (10) leave at once from the full bucket.
+    let burst = usize::try_from(BURST_DATAGRAMS).unwrap();
+    assert!(times[..burst].iter().all(|&t| t == t0));
+    // Then the rate is 1.25 * 12000 bytes / 100 ms = 150 bytes/ms: one 1200-byte packet every 8 ms, so
+    // packet k (from 0) leaves at (k - 9) * 8 ms exactly, and the 40th at 30 * 8 = 240 ms
+    // = 0.8 * (40 - 10) / 10 * 100 ms.
+    for (k, &t) in times.iter().enumerate().skip(burst) {
+        assert_eq!(t - t0, ms(8) * u32::try_from(k - 9).unwrap(), "packet {k}");
+    }
+    assert_eq!(times[39] - t0, ms(240));
+    // A whole window of paced packets spans RTT / 1.25 = 80 ms: close to one RTT, not one burst.
+    assert_eq!(times[29] - times[19], ms(80));
+}
+
+#[test]
+fn pacer_refills_after_idle_but_never_beyond_the_burst() {
+    let t0 = epoch();
+    let window = 100 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    paced_send_times(&mut pacer, t0, 20, window, srtt);
+    // After a long idle period only a burst of 10 goes at once again.
+    let later = t0 + ms(10_000);
+    let times = paced_send_times(&mut pacer, later, 12, window, srtt);
+    assert!(times[..10].iter().all(|&t| t == later));
+    assert!(times[10] > later);
+    // Rate 1.25 * 120000 / 100 ms = 1500 bytes/ms: 1200 bytes take 800 µs.
+    assert_eq!(times[10] - later, Duration::from_micros(800));
+    assert_eq!(times[11] - times[10], Duration::from_micros(800));
+}
+
+#[test]
+fn pacer_burst_is_at_most_the_window() {
+    let t0 = epoch();
+    let window = 2 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    let times = paced_send_times(&mut pacer, t0, 4, window, srtt);
+    assert_eq!(&times[..2], &[t0, t0]);
+    // 1.25 * 2400 bytes / 100 ms = 30 bytes/ms: 40 ms per packet.
+    assert_eq!(times[2] - t0, ms(40));
+    assert_eq!(times[3] - t0, ms(80));
+}
+
+#[test]
+fn pacer_burst_grows_with_high_rates() {
+    // 1000 datagrams per 10 ms: 2 ms at 1.25 times that rate is 250 datagrams.
+    let t0 = epoch();
+    let window = 1_000 * SEG;
+    let srtt = ms(10);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    let times = paced_send_times(&mut pacer, t0, 251, window, srtt);
+    assert!(times[..250].iter().all(|&t| t == t0));
+    assert!(times[250] > t0);
+}
+
+#[test]
+fn pacer_never_panics_on_zero_rtt_window_or_mtu() {
+    let t0 = epoch();
+    let mut pacer = Pacer::new(t0, 0, 0, Duration::ZERO);
+    for (window, mtu, srtt) in [
+        (0, MDS, ms(100)),
+        (12_000, MDS, Duration::ZERO),
+        (12_000, 0, ms(100)),
+        (0, 0, Duration::ZERO),
+    ] {
+        for i in 0..50u32 {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let _ = pacer.delay(now, SEG, mtu, window, srtt);
+            pacer.on_sent(now, SEG);
+        }
+    }
+    // No rate to pace at: nothing waits.
+    assert_eq!(pacer.delay(t0 + ms(1), SEG, MDS, 12_000, Duration::ZERO), None);
+    assert_eq!(pacer.delay(t0 + ms(1), SEG, MDS, 0, ms(100)), None);
+    // Huge values saturate instead of overflowing.
+    let mut pacer = Pacer::new(t0, u64::MAX, u16::MAX, Duration::MAX);
+    let _ = pacer.delay(t0, u64::MAX, u16::MAX, u64::MAX, Duration::MAX);
+    pacer.on_sent(t0, u64::MAX);
+    let _ = pacer.delay(t0 + ms(1), u64::MAX, u16::MAX, 1, Duration::from_nanos(1));
+    // Time going backwards is harmless.
+    let _ = pacer.delay(t0, SEG, MDS, 12_000, ms(100));
+}
