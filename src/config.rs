@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::conn::CongestionAlgorithm;
+use crate::conn::{CongestionAlgorithm, StreamsConfig};
 use crate::rng::Rng;
 use crate::wire::header::VERSION_1;
 use crate::wire::ConnectionId;
@@ -133,6 +133,8 @@ pub struct TransportConfig {
     /// Start a key update after this many packets sent in one key phase (`None`: only near the AEAD
     /// confidentiality limit, RFC 9001 §6.6).
     pub key_update_interval: Option<u64>,
+    /// Stream limits and flow-control windows (RFC 9000 §4).
+    pub streams: StreamsConfig,
     /// The congestion controller (RFC 9002 §7 NewReno, or RFC 9438 CUBIC, the default).
     pub congestion: CongestionAlgorithm,
     /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application; the oldest are dropped
@@ -159,6 +161,7 @@ impl Default for TransportConfig {
             crypto_buffer_size: 64 * 1024,
             active_connection_id_limit: 4,
             key_update_interval: None,
+            streams: StreamsConfig::default(),
             congestion: CongestionAlgorithm::default(),
             datagram_receive_buffer: Some(1024 * 1024),
             datagram_send_buffer: 1024 * 1024,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use crate::conn::StreamEvent;
 use crate::wire::TransportError;
 
 /// Something that happened on a connection, from [`Endpoint::poll_event`](crate::Endpoint::poll_event).
@@ -21,6 +22,8 @@ pub enum Event {
     Connected,
     /// The handshake is confirmed (RFC 9001 §4.1.2): handshake keys are gone, key updates are allowed.
     HandshakeConfirmed,
+    /// Something happened on a stream.
+    Stream(StreamEvent),
     /// A DATAGRAM arrived while none was waiting (RFC 9221); read them with
     /// [`ConnRef::recv_datagram`](crate::ConnRef::recv_datagram).
     DatagramReceived,

@@ -104,14 +104,20 @@ pub mod rng;
 pub mod wire;
 
 pub use config::{
-    AcceptPolicy, ClientConfig, CongestionAlgorithm, ConnectionIdGenerator, EndpointConfig,
-    RandomCidGenerator, ServerConfig, TransportConfig,
+    AcceptPolicy, ClientConfig, ConnectionIdGenerator, EndpointConfig, RandomCidGenerator, ServerConfig,
+    TransportConfig,
 };
 pub use conn::SpaceId;
-pub use conn::{ConnectionStats, SendDatagramError};
+pub use conn::{
+    CongestionAlgorithm, ConnectionStats, ReadError, SendDatagramError, StreamEvent, StreamStats,
+    StreamsConfig, WriteError,
+};
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
-pub use endpoint::{ConnRef, ConnectError, ConnectionHandle, Endpoint, EndpointStats, StaleHandle};
+pub use endpoint::{
+    ConnRef, ConnectError, ConnectionHandle, Endpoint, EndpointStats, StaleHandle, StreamRef,
+};
 pub use event::{ConnectionError, Event};
+pub use wire::frame::{Dir, StreamId};
 
 /// Which end of a connection an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

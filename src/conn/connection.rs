@@ -14,6 +14,7 @@ use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
 use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
 use super::spaces::{PacketSpace, SentFrames};
+use super::streams::Streams;
 use super::SpaceId;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::crypto::tls::{KeyChange, Level, RustlsSession, Session};
@@ -112,6 +113,12 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Key updates (either side started them).
     pub key_updates: u64,
+    /// Stream data bytes sent for the first time.
+    pub stream_bytes_sent: u64,
+    /// Stream data bytes sent again after a loss.
+    pub stream_bytes_retransmitted: u64,
+    /// Stream data bytes received (new bytes only).
+    pub stream_bytes_received: u64,
     /// DATAGRAM frames sent.
     pub datagram_frames_sent: u64,
     /// DATAGRAM frames received.
@@ -213,6 +220,8 @@ pub(crate) struct Connection {
     /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
     pub(crate) discard_initial_after_send: bool,
     pub(crate) datagrams: Datagrams,
+    /// Streams and flow control (RFC 9000 §2 to §4).
+    pub(crate) streams: Streams,
     /// The congestion controller (RFC 9002 §7, RFC 9438).
     pub(crate) cc: Box<dyn CongestionController>,
     /// Spreads each window over the RTT (RFC 9002 §7.7).
@@ -233,7 +242,7 @@ pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
 
 /// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).
 fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
-    TransportParameters {
+    let mut params = TransportParameters {
         max_idle_timeout: config.max_idle_timeout.map_or(VarInt::ZERO, |t| {
             VarInt::saturating(t.as_millis().min(u128::from(u64::MAX)) as u64)
         }),
@@ -249,7 +258,10 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
             .datagram_receive_buffer
             .map(|_| VarInt::from_u32(MAX_DATAGRAM_FRAME_SIZE)),
         ..TransportParameters::default()
-    }
+    };
+    // Flow-control windows and stream limits (RFC 9000 §18.2).
+    config.streams.fill_params(&mut params);
+    params
 }
 
 impl Connection {
@@ -274,6 +286,7 @@ impl Connection {
         };
         let spaces = SpaceId::ALL.map(|s| PacketSpace::new(ReceivedPackets::new(s, ack_config)));
         let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt);
+        let streams = Streams::new(side, &config.streams);
         let mut conn = Self {
             side,
             version,
@@ -311,6 +324,7 @@ impl Connection {
             key_update_requested: false,
             discard_initial_after_send: false,
             datagrams: Datagrams::default(),
+            streams,
             cc: new_controller(congestion, mtu),
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             pacing_until: None,
@@ -442,6 +456,7 @@ impl Connection {
             if let Some(raw) = self.session.peer_transport_parameters() {
                 let params = TransportParameters::decode(self.side.peer(), raw)?;
                 self.validate_peer_params(&params)?;
+                self.streams.set_peer_limits(&params);
                 self.peer_params = Some(params);
             }
         }
@@ -802,9 +817,16 @@ impl Connection {
         self.spaces[space.index()].ping_pending = true;
     }
 
-    /// The next application event.
+    /// The next application event: the connection's own first, then stream events.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        // Stream events are only interesting while the connection is alive.
+        if self.is_closed() {
+            return None;
+        }
+        self.streams.poll_event().map(Event::Stream)
     }
 
     /// The next request to the endpoint.
@@ -877,6 +899,9 @@ impl Connection {
             ssthresh: self.cc.ssthresh(),
             bytes_in_flight: self.recovery.bytes_in_flight(),
             key_updates: self.key_phase().1,
+            stream_bytes_sent: self.streams.stats().bytes_sent,
+            stream_bytes_retransmitted: self.streams.stats().bytes_retransmitted,
+            stream_bytes_received: self.streams.stats().bytes_received,
             datagram_frames_sent: self.datagrams.sent,
             datagram_frames_received: self.datagrams.received,
             datagrams_send_dropped: self.datagrams.send_dropped,

@@ -12,7 +12,7 @@ use super::SpaceId;
 use crate::crypto::{initial_keys, verify_retry_tag};
 use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
-use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId, StreamId};
+use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId};
 use crate::wire::header::{LongType, ProtectedHeader};
 use crate::wire::TransportError;
 
@@ -326,15 +326,29 @@ impl Connection {
                         self.events.push_back(Event::DatagramReceived);
                     }
                 }
-                Frame::Stream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
-                Frame::ResetStream(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
-                Frame::StopSending(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
-                Frame::MaxStreamData(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
-                Frame::StreamDataBlocked(f) => self.check_stream(f.id).map_err(|e| e.with_frame(ty))?,
-                Frame::MaxData(_)
-                | Frame::DataBlocked(_)
-                | Frame::MaxStreams(_)
-                | Frame::StreamsBlocked(_) => {}
+                Frame::Stream(f) => self.streams.on_stream(f).map_err(|e| e.with_frame(ty))?,
+                Frame::ResetStream(f) => self.streams.on_reset_stream(f).map_err(|e| e.with_frame(ty))?,
+                Frame::StopSending(f) => self.streams.on_stop_sending(f).map_err(|e| e.with_frame(ty))?,
+                Frame::MaxStreamData(f) => {
+                    self.streams.on_max_stream_data(f).map_err(|e| e.with_frame(ty))?
+                }
+                Frame::StreamDataBlocked(f) => self
+                    .streams
+                    .on_stream_data_blocked(f)
+                    .map_err(|e| e.with_frame(ty))?,
+                Frame::MaxData(max) => self.streams.on_max_data(max).map_err(|e| e.with_frame(ty))?,
+                Frame::DataBlocked(limit) => self
+                    .streams
+                    .on_data_blocked(limit)
+                    .map_err(|e| e.with_frame(ty))?,
+                Frame::MaxStreams(m) => self
+                    .streams
+                    .on_max_streams(m.dir, m.count)
+                    .map_err(|e| e.with_frame(ty))?,
+                Frame::StreamsBlocked(b) => self
+                    .streams
+                    .on_streams_blocked(b.dir, b.limit)
+                    .map_err(|e| e.with_frame(ty))?,
             }
         }
         if empty {
@@ -342,21 +356,6 @@ impl Connection {
             return Err(TransportError::protocol_violation("packet without frames"));
         }
         Ok(ack_eliciting)
-    }
-
-    /// No streams exist yet and none are allowed to the peer (initial_max_streams_* are zero).
-    fn check_stream(&self, id: StreamId) -> Result<(), TransportError> {
-        if id.initiator() == self.side {
-            // RFC 9000 §19.8 and friends: a frame for a locally initiated stream not yet created.
-            Err(TransportError::stream_state_error(
-                "frame for a stream we never opened",
-            ))
-        } else {
-            // RFC 9000 §4.6: a stream beyond the limit we advertised.
-            Err(TransportError::stream_limit_error(
-                "stream beyond the advertised limit",
-            ))
-        }
     }
 
     fn on_ack_frame(&mut self, now: Instant, space: SpaceId, ack: &AckFrame) -> Result<(), TransportError> {
@@ -405,6 +404,9 @@ impl Connection {
         if let Some(largest) = data.ack {
             s.received.on_ack_of_ack(largest);
         }
+        if !data.streams.is_empty() {
+            self.streams.on_acked(&data.streams);
+        }
         if data.handshake_done {
             self.handshake_done_pending = false;
             self.handshake_done_acked = true;
@@ -427,6 +429,9 @@ impl Connection {
             self.handshake_done_pending = true;
         }
         self.retire_cids.extend(data.retire_cids);
+        if !data.streams.is_empty() {
+            self.streams.on_lost(&data.streams);
+        }
     }
 
     /// NEW_CONNECTION_ID (RFC 9000 §5.1.1, §19.15).

@@ -126,7 +126,8 @@ impl Connection {
                 && (self.handshake_done_pending
                     || self.path_response.is_some()
                     || !self.retire_cids.is_empty()
-                    || !self.datagrams.send.is_empty()))
+                    || !self.datagrams.send.is_empty()
+                    || self.streams.has_pending()))
     }
 
     /// Builds one datagram of at most `limit` bytes at `buf[start..]`, coalescing a packet for each space
@@ -253,6 +254,12 @@ impl Connection {
                     buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
                 }) {
                     Frame::Datagram(Datagram { data }).encode(buf);
+                    ack_eliciting = true;
+                }
+                let rtt = self.recovery.rtt().smoothed();
+                self.streams
+                    .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+                if !sent.streams.is_empty() {
                     ack_eliciting = true;
                 }
             }

@@ -6,6 +6,7 @@ use tinyvec::TinyVec;
 use super::ack::ReceivedPackets;
 use super::assembler::Assembler;
 use super::range_set::RangeSet;
+use super::streams::StreamsSent;
 use crate::crypto::Keys;
 
 /// What a sent packet carried that matters once it is acknowledged or lost.
@@ -19,6 +20,8 @@ pub(crate) struct SentFrames {
     pub(crate) handshake_done: bool,
     /// RETIRE_CONNECTION_ID sequence numbers it carried.
     pub(crate) retire_cids: TinyVec<[u64; 2]>,
+    /// Stream data and flow-control frames it carried.
+    pub(crate) streams: StreamsSent,
 }
 
 /// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.

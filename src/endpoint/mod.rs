@@ -27,7 +27,7 @@ mod view;
 pub use handles::ConnectionHandle;
 use handles::Table;
 use routing::{KeyedState, Routes};
-pub use view::ConnRef;
+pub use view::{ConnRef, StreamRef};
 
 /// RFC 9000 §14.1: a server MUST discard an Initial packet carried in a UDP datagram with a payload
 /// smaller than 1200 bytes; §5.2.2 and §6.1 apply the same floor before answering unknown versions.

@@ -7,8 +7,9 @@ use std::time::Instant;
 use super::{ConnectionHandle, Endpoint};
 use bytes::Bytes;
 
-use crate::conn::{Connection, ConnectionStats, SendDatagramError};
+use crate::conn::{Connection, ConnectionStats, ReadError, SendDatagramError, WriteError};
 use crate::crypto::Suite;
+use crate::wire::frame::{Dir, StreamId};
 use crate::wire::transport_params::TransportParameters;
 use crate::Side;
 
@@ -125,6 +126,27 @@ impl<'a> ConnRef<'a> {
         self.connection_mut().force_key_update();
     }
 
+    /// Opens a bidirectional stream, or `None` while the peer's stream limit is reached (a
+    /// [`StreamEvent::Available`](crate::StreamEvent::Available) event says when to try again).
+    pub fn open_bi(&mut self) -> Option<StreamId> {
+        self.connection_mut().streams.open(Dir::Bi)
+    }
+
+    /// Opens a unidirectional stream, or `None` while the peer's stream limit is reached.
+    pub fn open_uni(&mut self) -> Option<StreamId> {
+        self.connection_mut().streams.open(Dir::Uni)
+    }
+
+    /// The next stream the peer opened in direction `dir`, in order.
+    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        self.connection_mut().streams.accept(dir)
+    }
+
+    /// A view of stream `id` for writing, reading, finishing, resetting and stopping it.
+    pub fn stream(&mut self, id: StreamId) -> StreamRef<'_, 'a> {
+        StreamRef { conn: self, id }
+    }
+
     /// Queues an unreliable datagram (RFC 9221). When the send queue is full, the oldest queued datagram is
     /// dropped (counted in [`ConnectionStats::datagrams_send_dropped`]).
     pub fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
@@ -156,5 +178,64 @@ impl<'a> ConnRef<'a> {
 impl Drop for ConnRef<'_> {
     fn drop(&mut self) {
         self.endpoint.after_conn(self.handle, self.touched);
+    }
+}
+
+/// A borrowed view of one stream of a connection, from [`ConnRef::stream`].
+pub struct StreamRef<'r, 'a> {
+    conn: &'r mut ConnRef<'a>,
+    id: StreamId,
+}
+
+impl fmt::Debug for StreamRef<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamRef")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamRef<'_, '_> {
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Writes as much of `data` as the stream's send buffer takes and returns how much that was. When
+    /// nothing fits, it returns [`WriteError::Blocked`]; a [`StreamEvent::Writable`](crate::StreamEvent)
+    /// event follows when there is room again.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        self.conn.connection_mut().streams.write(self.id, data)
+    }
+
+    /// Ends the stream after what was written (a STREAM frame with FIN).
+    pub fn finish(&mut self) -> Result<(), WriteError> {
+        self.conn.connection_mut().streams.finish(self.id)
+    }
+
+    /// Abandons sending with an application error code (RESET_STREAM, RFC 9000 §19.4).
+    pub fn reset(&mut self, code: u64) -> Result<(), WriteError> {
+        self.conn.connection_mut().streams.reset(self.id, code)
+    }
+
+    /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5).
+    pub fn stop(&mut self, code: u64) -> Result<(), ReadError> {
+        self.conn.connection_mut().streams.stop(self.id, code)
+    }
+
+    /// Reads in-order bytes into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` at the end of the stream,
+    /// [`ReadError::Blocked`] when nothing is there yet.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
+        self.conn.connection_mut().streams.read(self.id, buf)
+    }
+
+    /// Reads the next in-order chunk of at most `max` bytes without copying it: `Ok(None)` at the end.
+    pub fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
+        self.conn.connection_mut().streams.read_chunk(self.id, max)
+    }
+
+    /// Sets the stream's send priority: higher goes first; equal priorities share round-robin.
+    pub fn set_priority(&mut self, priority: i32) {
+        self.conn.connection_mut().streams.set_priority(self.id, priority);
     }
 }

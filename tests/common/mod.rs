@@ -65,6 +65,19 @@ pub trait Node {
     fn recv_datagrams(&mut self) -> Vec<bytes::Bytes> {
         Vec::new()
     }
+    /// Opens a unidirectional stream, queues `data` on it with FIN, and keeps writing it as flow control
+    /// allows; returns the stream ID.
+    fn send_stream(&mut self, _now: Instant, _data: bytes::Bytes) -> u64 {
+        unreachable!("this node does not send streams")
+    }
+    /// Streams received from the peer so far: ID to (bytes received in order, finished).
+    fn received_streams(&mut self) -> std::collections::BTreeMap<u64, (usize, bool)> {
+        Default::default()
+    }
+    /// The bytes received so far on stream `id`.
+    fn received_data(&mut self, _id: u64) -> Vec<u8> {
+        Vec::new()
+    }
     /// Key updates this node's connection went through, when the engine tells (quicsand does).
     fn key_updates(&mut self) -> Option<u64> {
         None

@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
 use quicsand::{
-    ClientConfig, ConnectionError, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig,
+    ClientConfig, ConnectionError, ConnectionHandle, Datagram, Dir, Endpoint, EndpointConfig, Event,
+    ServerConfig, StreamId,
 };
 
 use super::{LostReason, Node, NodeEvent};
@@ -19,6 +22,12 @@ pub struct QuicsandNode {
     pub events: Vec<NodeEvent>,
     /// Every event, with its handle, as the endpoint reported it.
     pub raw_events: Vec<(ConnectionHandle, Event)>,
+    /// Streams being written: (id, data, bytes written so far).
+    pub writing: Vec<(StreamId, Bytes, usize)>,
+    /// Streams received from the peer: ID to (bytes in order, finished).
+    pub received: BTreeMap<u64, (Vec<u8>, bool)>,
+    /// Streams accepted and still being read.
+    reading: Vec<StreamId>,
     buf: Vec<u8>,
 }
 
@@ -40,6 +49,9 @@ impl QuicsandNode {
             handle: None,
             events: Vec::new(),
             raw_events: Vec::new(),
+            writing: Vec::new(),
+            received: BTreeMap::new(),
+            reading: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -58,6 +70,45 @@ impl QuicsandNode {
         name: &str,
     ) {
         self.connect(now, ClientConfig::new(tls), server, name);
+    }
+
+    /// Writes pending stream data as far as flow control allows, accepts new streams and reads them.
+    fn pump_streams(&mut self) {
+        let Some(h) = self.handle else { return };
+        let Ok(mut conn) = self.endpoint.conn(h) else {
+            return;
+        };
+        self.writing.retain_mut(|(id, data, written)| {
+            let mut stream = conn.stream(*id);
+            while *written < data.len() {
+                match stream.write(&data[*written..]) {
+                    Ok(n) if n > 0 => *written += n,
+                    _ => return true,
+                }
+            }
+            stream.finish().is_err()
+        });
+        for dir in [Dir::Bi, Dir::Uni] {
+            while let Some(id) = conn.accept(dir) {
+                self.reading.push(id);
+            }
+        }
+        let received = &mut self.received;
+        self.reading.retain(|id| {
+            let entry = received.entry(id.0).or_default();
+            let mut stream = conn.stream(*id);
+            loop {
+                match stream.read_chunk(usize::MAX) {
+                    Ok(Some(chunk)) => entry.0.extend_from_slice(&chunk),
+                    Ok(None) => {
+                        entry.1 = true;
+                        return false;
+                    }
+                    Err(quicsand::ReadError::Blocked) => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
     }
 
     fn collect_events(&mut self) {
@@ -115,6 +166,7 @@ impl Node for QuicsandNode {
     }
 
     fn send(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.pump_streams();
         let mut out = Vec::new();
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.buf) {
             for d in t.datagrams(&self.buf) {
@@ -175,6 +227,25 @@ impl Node for QuicsandNode {
             return Vec::new();
         };
         std::iter::from_fn(|| c.recv_datagram()).collect()
+    }
+
+    fn send_stream(&mut self, _now: Instant, data: Bytes) -> u64 {
+        let h = self.handle.expect("a connection");
+        let id = self.endpoint.conn(h).unwrap().open_uni().expect("stream credit");
+        self.writing.push((id, data, 0));
+        self.pump_streams();
+        id.0
+    }
+
+    fn received_streams(&mut self) -> BTreeMap<u64, (usize, bool)> {
+        self.received
+            .iter()
+            .map(|(id, (d, fin))| (*id, (d.len(), *fin)))
+            .collect()
+    }
+
+    fn received_data(&mut self, id: u64) -> Vec<u8> {
+        self.received.get(&id).map(|(d, _)| d.clone()).unwrap_or_default()
     }
 
     fn key_updates(&mut self) -> Option<u64> {

@@ -139,6 +139,8 @@ struct Conn {
     drained: bool,
     /// Accepted streams still being read.
     reading: Vec<StreamId>,
+    /// Streams this side opened and is still writing: (id, data, bytes written so far).
+    writing: Vec<(StreamId, Bytes, usize)>,
 }
 
 /// A quinn-proto endpoint as a harness [`Node`].
@@ -279,6 +281,7 @@ impl QuinnNode {
             conn,
             drained: false,
             reading: Vec::new(),
+            writing: Vec::new(),
         });
     }
 
@@ -330,6 +333,23 @@ impl QuinnNode {
             self.drain_app_events(i);
         }
         fed_back
+    }
+
+    /// Writes as much of every pending outgoing stream as flow control allows, finishing completed ones.
+    fn pump_writes(&mut self) {
+        for c in self.conns.iter_mut().filter(|c| !c.drained) {
+            let conn = &mut c.conn;
+            c.writing.retain_mut(|(id, data, written)| {
+                let mut stream = conn.send_stream(*id);
+                while *written < data.len() {
+                    match stream.write(&data[*written..]) {
+                        Ok(n) if n > 0 => *written += n,
+                        _ => return true,
+                    }
+                }
+                stream.finish().is_err()
+            });
+        }
     }
 
     fn drain_app_events(&mut self, i: usize) {
@@ -413,6 +433,7 @@ impl Node for QuinnNode {
                         conn,
                         drained: false,
                         reading: Vec::new(),
+                        writing: Vec::new(),
                     }),
                     Err(e) => {
                         if let Some(t) = e.response {
@@ -431,6 +452,7 @@ impl Node for QuinnNode {
         let mut out = std::mem::take(&mut self.out);
         let mut buf = Vec::new();
         loop {
+            self.pump_writes();
             self.service();
             for c in self.conns.iter_mut().filter(|c| !c.drained) {
                 while let Some(t) = c.conn.poll_transmit(now, MAX_DATAGRAMS, &mut buf) {
@@ -494,6 +516,29 @@ impl Node for QuinnNode {
 
     fn recv_datagrams(&mut self) -> Vec<bytes::Bytes> {
         std::mem::take(&mut self.datagrams)
+    }
+
+    fn send_stream(&mut self, _now: Instant, data: Bytes) -> u64 {
+        let c = self.conns.iter_mut().find(|c| !c.drained).expect("a connection");
+        let id = c
+            .conn
+            .streams()
+            .open(quinn_proto::Dir::Uni)
+            .expect("stream credit");
+        c.writing.push((id, data, 0));
+        self.pump_writes();
+        u64::from(id)
+    }
+
+    fn received_streams(&mut self) -> BTreeMap<u64, (usize, bool)> {
+        self.received
+            .iter()
+            .map(|(id, r)| (*id, (r.data.len(), r.finished)))
+            .collect()
+    }
+
+    fn received_data(&mut self, id: u64) -> Vec<u8> {
+        self.received.get(&id).map(|r| r.data.clone()).unwrap_or_default()
     }
 
     fn ping(&mut self) {

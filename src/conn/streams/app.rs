@@ -1,0 +1,248 @@
+//! The application's operations on streams (RFC 9000 §2.4).
+
+use bytes::Bytes;
+
+use super::{di, ControlKind, Dir, ReadError, Sched, StreamEvent, StreamId, Streams, WriteError};
+
+impl Streams {
+    /// Opens a stream of direction `dir`. `None` when the peer's stream limit is reached: a
+    /// STREAMS_BLOCKED is queued (RFC 9000 §4.6) and [`StreamEvent::Available`] follows when the peer
+    /// raises the limit.
+    pub(crate) fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let d = di(dir);
+        // RFC 9000 §4.6: "Endpoints MUST NOT exceed the limit set by their peer."
+        if self.next_local[d] >= self.peer_max_streams[d] {
+            self.open_blocked[d] = true;
+            if self.streams_blocked_at[d] != Some(self.peer_max_streams[d]) {
+                self.streams_blocked_at[d] = Some(self.peer_max_streams[d]);
+                self.streams_blocked_pending[d] = true;
+            }
+            return None;
+        }
+        let id = StreamId::new(self.side, dir, self.next_local[d]);
+        self.next_local[d] += 1;
+        let stream = self.new_stream(id);
+        self.streams.insert(id, stream);
+        Some(id)
+    }
+
+    /// The next stream of direction `dir` the peer opened, in stream ID order.
+    pub(crate) fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        let d = di(dir);
+        if self.next_accept[d] >= self.next_remote[d] {
+            return None;
+        }
+        let id = StreamId::new(self.side.peer(), dir, self.next_accept[d]);
+        self.next_accept[d] += 1;
+        Some(id)
+    }
+
+    /// The error for a stream not in the map: closed if it was ever opened, unknown otherwise.
+    fn missing_write(&self, id: StreamId) -> WriteError {
+        if self.was_opened(id) {
+            WriteError::ClosedStream
+        } else {
+            WriteError::UnknownStream
+        }
+    }
+
+    /// The error for a stream not in the map, for reads.
+    fn missing_read(&self, id: StreamId) -> ReadError {
+        if self.was_opened(id) {
+            ReadError::ClosedStream
+        } else {
+            ReadError::UnknownStream
+        }
+    }
+
+    /// Writes what fits of `data` into the send buffer of stream `id` and returns how much.
+    ///
+    /// Accepts up to [`StreamsConfig::send_buffer`](super::StreamsConfig::send_buffer) unacknowledged
+    /// bytes per stream, whatever the peer's flow-control limits (the data waits for credit). An empty
+    /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
+    /// [`StreamEvent::Writable`] follows once acknowledgements free space.
+    pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        let limit = self.config.send_buffer;
+        let missing = self.missing_write(id);
+        let send = self
+            .streams
+            .get_mut(&id)
+            .ok_or(missing)?
+            .send
+            .as_mut()
+            .ok_or(WriteError::UnknownStream)?;
+        if let Some(code) = send.stopped {
+            return Err(WriteError::Stopped { code });
+        }
+        if !send.is_writable() {
+            return Err(WriteError::ClosedStream);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = send.write(data, limit);
+        if n == 0 {
+            send.want_writable = true;
+            return Err(WriteError::Blocked);
+        }
+        self.schedule(id);
+        Ok(n)
+    }
+
+    /// Ends the sending side of stream `id`: the FIN follows the data written (RFC 9000 §3.1).
+    pub(crate) fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+        let missing = self.missing_write(id);
+        let send = self
+            .streams
+            .get_mut(&id)
+            .ok_or(missing)?
+            .send
+            .as_mut()
+            .ok_or(WriteError::UnknownStream)?;
+        if let Some(code) = send.stopped {
+            return Err(WriteError::Stopped { code });
+        }
+        if !send.is_writable() {
+            return Err(WriteError::ClosedStream);
+        }
+        send.finish();
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Abandons the sending side of stream `id` with an application error `code`: a RESET_STREAM goes
+    /// out (and again until acknowledged), data is no longer (re)sent (RFC 9000 §3.1, §13.3).
+    pub(crate) fn reset(&mut self, id: StreamId, code: u64) -> Result<(), WriteError> {
+        let missing = self.missing_write(id);
+        let send = self
+            .streams
+            .get_mut(&id)
+            .ok_or(missing)?
+            .send
+            .as_mut()
+            .ok_or(WriteError::UnknownStream)?;
+        if !send.reset(code) {
+            return Err(WriteError::ClosedStream);
+        }
+        self.queue_control(id, ControlKind::ResetStream);
+        Ok(())
+    }
+
+    /// Asks the peer to stop sending on stream `id` with an application error `code` (STOP_SENDING,
+    /// RFC 9000 §3.5). Data received and not read is dropped; reads fail with
+    /// [`ReadError::ClosedStream`] from now on.
+    pub(crate) fn stop(&mut self, id: StreamId, code: u64) -> Result<(), ReadError> {
+        let missing = self.missing_read(id);
+        let recv = self
+            .streams
+            .get_mut(&id)
+            .ok_or(missing)?
+            .recv
+            .as_mut()
+            .ok_or(ReadError::UnknownStream)?;
+        let send_frame = recv.stop(code);
+        let credit = recv.take_discard_credit();
+        self.consume_conn(credit);
+        if send_frame {
+            self.queue_control(id, ControlKind::StopSending);
+        }
+        self.maybe_forget(id);
+        Ok(())
+    }
+
+    /// Reads the next in-order bytes of stream `id`, at most `max`.
+    ///
+    /// `Ok(None)` once at the end of the stream; [`ReadError::Blocked`] when nothing is ready yet (a
+    /// [`StreamEvent::Readable`] follows); [`ReadError::Reset`] once when the peer reset the stream.
+    pub(crate) fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+        self.read_chunk_inner(id, max, false)
+    }
+
+    /// [`Streams::read_chunk`]; with `data_only` the end and a reset stay unreported (`Err(Blocked)`).
+    fn read_chunk_inner(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        data_only: bool,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let missing = self.missing_read(id);
+        let recv = self
+            .streams
+            .get_mut(&id)
+            .ok_or(missing)?
+            .recv
+            .as_mut()
+            .ok_or(ReadError::UnknownStream)?;
+        // A new Readable may follow this read.
+        recv.readable_signaled = false;
+        let result = recv.read_chunk(max, data_only);
+        let mut want_credit = false;
+        if let Ok(Some(chunk)) = &result {
+            self.stats.bytes_read += chunk.len() as u64;
+            // RFC 9000 §4.2: raise the stream limit as the application consumes data.
+            want_credit = recv.window.wants_update() && recv.credit_useful();
+            let n = chunk.len() as u64;
+            self.consume_conn(n);
+        }
+        if want_credit {
+            self.queue_control(id, ControlKind::MaxStreamData);
+        }
+        if !matches!(result, Ok(Some(_)) | Err(ReadError::Blocked)) {
+            self.maybe_forget(id);
+        }
+        result
+    }
+
+    /// Reads in-order bytes of stream `id` into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` at the end
+    /// of the stream, errors as [`Streams::read_chunk`] (bytes already copied are returned first).
+    pub(crate) fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
+        let mut n = 0;
+        while n < buf.len() {
+            // After some bytes, only more bytes: the end or a reset is reported by the next call.
+            match self.read_chunk_inner(id, buf.len() - n, n > 0) {
+                Ok(Some(chunk)) => {
+                    if let Some(dst) = buf.get_mut(n..n + chunk.len()) {
+                        dst.copy_from_slice(&chunk);
+                    }
+                    n += chunk.len();
+                }
+                Ok(None) => return Ok(None),
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(Some(n))
+    }
+
+    /// Sets the send priority of stream `id`: streams with a higher priority send first; equal
+    /// priorities share round-robin. Unknown streams are ignored.
+    pub(crate) fn set_priority(&mut self, id: StreamId, priority: i32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.priority == priority {
+            return;
+        }
+        let old = s.priority;
+        s.priority = priority;
+        if s.sched == Sched::Queued {
+            if let Some(q) = self.queues.get_mut(&old) {
+                q.retain(|x| *x != id);
+                if q.is_empty() {
+                    self.queues.remove(&old);
+                }
+            }
+            self.queues.entry(priority).or_default().push_back(id);
+        }
+    }
+
+    /// Emits Readable for stream `id` unless one is outstanding.
+    pub(super) fn signal_readable(&mut self, id: StreamId) {
+        if let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
+            if !recv.readable_signaled {
+                recv.readable_signaled = true;
+                self.events.push_back(StreamEvent::Readable { id });
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Receive-side flow-control credit with window auto-tuning, shared by streams and the connection.
+//!
+//! # Policy (RFC 9000 §4.2 leaves it to the implementation)
+//!
+//! A receiver keeps a *window*: the limit it advertises is the number of bytes the application has
+//! consumed plus the window. A new limit is sent once the credit left to the peer (limit minus consumed)
+//! falls below half the window, so updates go out about twice per window and the peer is not blocked
+//! while they travel (RFC 9000 §4.2: "send ... before the sender is blocked").
+//!
+//! Auto-tuning: when a new limit is issued less than two round trips after the previous one, the peer
+//! consumed half a window within 2 RTTs, so the window limits throughput; the window then doubles, up
+//! to the configured maximum. The window never shrinks, and an advertised limit never decreases
+//! (RFC 9000 §4.1: "A receiver MUST NOT renege on an advertisement").
+
+use std::time::{Duration, Instant};
+
+/// The credit a receiver grants for one stream or for the whole connection.
+#[derive(Debug, Clone)]
+pub(super) struct RecvWindow {
+    /// The limit advertised last: the peer may send bytes below this offset (or this total).
+    max: u64,
+    /// How far past the consumed count a new limit reaches.
+    window: u64,
+    /// The largest the window may grow to.
+    max_window: u64,
+    /// Bytes consumed: read by the application, or discarded (stopped or reset streams).
+    consumed: u64,
+    /// When the limit was last raised.
+    last_update: Option<Instant>,
+}
+
+impl RecvWindow {
+    /// A window of `window` bytes (also the initial limit) growing up to `max_window`.
+    pub(super) fn new(window: u64, max_window: u64) -> Self {
+        Self {
+            max: window,
+            window,
+            max_window: max_window.max(window),
+            consumed: 0,
+            last_update: None,
+        }
+    }
+
+    /// The limit advertised last.
+    pub(super) fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The current window size.
+    pub(super) fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Bytes consumed so far.
+    pub(super) fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Records `n` more bytes consumed.
+    pub(super) fn consume(&mut self, n: u64) {
+        self.consumed = self.consumed.saturating_add(n);
+    }
+
+    /// Whether the credit left to the peer fell below half the window, so a new limit should be sent.
+    pub(super) fn wants_update(&self) -> bool {
+        self.max.saturating_sub(self.consumed) < self.window / 2
+    }
+
+    /// Raises the limit to consumed + window (after auto-tuning the window, see the module docs) and
+    /// returns the new limit. Never lowers the limit.
+    pub(super) fn update(&mut self, now: Instant, rtt: Duration) -> u64 {
+        if let Some(last) = self.last_update {
+            if now.saturating_duration_since(last) < rtt.saturating_mul(2) {
+                self.window = self.window.saturating_mul(2).min(self.max_window);
+            }
+        }
+        self.last_update = Some(now);
+        // RFC 9000 §19.9/§19.10: limits are below 2^62.
+        let target = self
+            .consumed
+            .saturating_add(self.window)
+            .min(crate::wire::VarInt::MAX.into_inner());
+        self.max = self.max.max(target);
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test needs some instant to start from
+    fn update_at_half_window_and_growth_capped() {
+        let now = Instant::now();
+        let rtt = Duration::from_millis(10);
+        let mut w = RecvWindow::new(100, 400);
+        w.consume(40);
+        assert!(!w.wants_update());
+        w.consume(20);
+        assert!(w.wants_update());
+        assert_eq!(w.update(now, rtt), 160);
+        // Slow consumption: no growth.
+        w.consume(60);
+        assert_eq!(w.update(now + Duration::from_secs(1), rtt), 220);
+        assert_eq!(w.window(), 100);
+        // Fast consumption: doubling up to the cap.
+        let t = now + Duration::from_secs(1);
+        for i in 1..10 {
+            w.consume(w.window());
+            w.update(t + Duration::from_millis(i), rtt);
+        }
+        assert_eq!(w.window(), 400);
+        assert_eq!(w.max(), w.consumed() + 400);
+    }
+}

@@ -1,0 +1,619 @@
+//! Streams (RFC 9000 §2-§4): the set of streams of one connection, their send and receive halves,
+//! stream and connection flow control, stream limits, and the STREAM and stream-control frames.
+//!
+//! [`Streams`] is sans-IO state the connection drives from three places:
+//! - its receive path: `on_*` for each stream-related frame, each returning the RFC's
+//!   [`TransportError`](crate::wire::TransportError) when the peer broke a rule;
+//! - its packet assembly: [`Streams::write_frames`] appends frames and fills a [`StreamsSent`] record,
+//!   which comes back through [`Streams::on_acked`] or [`Streams::on_lost`];
+//! - its API: open, accept, write, finish, reset, read, stop, priorities, and
+//!   [`Streams::poll_event`] for [`StreamEvent`]s.
+//!
+//! Memory: received data is bounded by the receive windows (the flow-control check is the bound), sent
+//! data by [`StreamsConfig::send_buffer`] per stream, and the number of streams by the limits on both
+//! sides. Closed streams are forgotten; the per-type counters of opened streams tell a closed stream
+//! (frames for it are ignored) from one never opened.
+
+// The connection wires this up next; until then some items have no caller outside the tests, and the
+// public types (StreamsConfig, StreamEvent, WriteError, ReadError, StreamStats) await their re-export
+// from lib.rs.
+#![allow(dead_code)] // a few helpers serve only the unit tests so far
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use tinyvec::TinyVec;
+
+use crate::wire::frame::MAX_STREAM_COUNT;
+use crate::wire::transport_params::TransportParameters;
+use crate::wire::VarInt;
+use crate::Side;
+
+use crate::wire::frame::{Dir, StreamId};
+
+mod flow;
+mod recv;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use flow::RecvWindow;
+use recv::RecvStream;
+use send::{Next, SendStream};
+
+/// Frame types for `TransportError::with_frame`.
+mod ty {
+    pub(super) const RESET_STREAM: u64 = 0x04;
+    pub(super) const STOP_SENDING: u64 = 0x05;
+    pub(super) const STREAM: u64 = 0x08;
+    pub(super) const MAX_STREAM_DATA: u64 = 0x11;
+    pub(super) const STREAM_DATA_BLOCKED: u64 = 0x15;
+}
+
+/// Our stream limits and buffer sizes; the source of the stream-related transport parameters we send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// How many bidirectional streams the peer may have open at once (initial_max_streams_bidi, then
+    /// one more credit per closed stream). Also bounds the state one peer frame can create.
+    pub max_concurrent_bidi_streams: u64,
+    /// How many unidirectional streams the peer may have open at once (initial_max_streams_uni).
+    pub max_concurrent_uni_streams: u64,
+    /// The initial receive window of each stream (initial_max_stream_data_*).
+    pub stream_receive_window: u64,
+    /// The initial receive window of the connection (initial_max_data).
+    pub receive_window: u64,
+    /// The largest a stream's receive window grows to by auto-tuning.
+    pub max_stream_receive_window: u64,
+    /// The largest the connection's receive window grows to by auto-tuning.
+    pub max_receive_window: u64,
+    /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits.
+    pub send_buffer: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_bidi_streams: 100,
+            max_concurrent_uni_streams: 100,
+            stream_receive_window: 256 * 1024,
+            receive_window: 1024 * 1024,
+            max_stream_receive_window: 16 * 1024 * 1024,
+            max_receive_window: 24 * 1024 * 1024,
+            send_buffer: 1024 * 1024,
+        }
+    }
+}
+
+impl StreamsConfig {
+    /// Writes our stream-related transport parameters (RFC 9000 §18.2) into `params`: the same initial
+    /// window for the three kinds of streams, and the concurrency limits.
+    pub fn fill_params(&self, params: &mut TransportParameters) {
+        params.initial_max_data = VarInt::saturating(self.receive_window);
+        params.initial_max_stream_data_bidi_local = VarInt::saturating(self.stream_receive_window);
+        params.initial_max_stream_data_bidi_remote = VarInt::saturating(self.stream_receive_window);
+        params.initial_max_stream_data_uni = VarInt::saturating(self.stream_receive_window);
+        params.initial_max_streams_bidi =
+            VarInt::saturating(self.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT));
+        params.initial_max_streams_uni =
+            VarInt::saturating(self.max_concurrent_uni_streams.min(MAX_STREAM_COUNT));
+    }
+}
+
+/// Something that happened on the streams of a connection, for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The peer opened one or more streams of this direction: call `accept` until it returns `None`.
+    Opened {
+        /// The direction of the new streams.
+        dir: Dir,
+    },
+    /// The stream has data, its end or a reset to read. Not repeated until the application reads.
+    Readable {
+        /// The stream.
+        id: StreamId,
+    },
+    /// A write refused for lack of buffer space may now succeed.
+    Writable {
+        /// The stream.
+        id: StreamId,
+    },
+    /// The peer acknowledged all data and the end of the stream.
+    Finished {
+        /// The stream.
+        id: StreamId,
+    },
+    /// The peer abandoned its sending side (RESET_STREAM); reads return [`ReadError::Reset`].
+    Reset {
+        /// The stream.
+        id: StreamId,
+        /// The peer's application error code.
+        code: u64,
+    },
+    /// The peer asked us to stop sending (STOP_SENDING); the stream was reset with the same code.
+    Stopped {
+        /// The stream.
+        id: StreamId,
+        /// The peer's application error code.
+        code: u64,
+    },
+    /// The peer raised its stream limit: `open` of this direction may succeed again.
+    Available {
+        /// The direction.
+        dir: Dir,
+    },
+}
+
+/// Why a write, finish or reset failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// No such stream: never opened, or one we cannot send on (a peer's unidirectional stream).
+    UnknownStream,
+    /// The sending side is over: finished, reset, or closed and forgotten.
+    ClosedStream,
+    /// The peer sent STOP_SENDING with this code; the stream was reset.
+    Stopped {
+        /// The peer's application error code.
+        code: u64,
+    },
+    /// The send buffer is full: nothing was accepted. A [`StreamEvent::Writable`] follows when the peer
+    /// acknowledges data.
+    Blocked,
+}
+
+/// Why a read or stop failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// No such stream: never opened, or one we cannot receive on (our unidirectional stream).
+    UnknownStream,
+    /// The receiving side is over: read to the end, reset already reported, stopped, or forgotten.
+    ClosedStream,
+    /// The peer reset the stream with this code (reported once).
+    Reset {
+        /// The peer's application error code.
+        code: u64,
+    },
+    /// No data ready yet: a [`StreamEvent::Readable`] follows when some arrives.
+    Blocked,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::UnknownStream => f.write_str("unknown stream"),
+            WriteError::ClosedStream => f.write_str("stream closed for writing"),
+            WriteError::Stopped { code } => write!(f, "stream stopped by the peer with code {code}"),
+            WriteError::Blocked => f.write_str("send buffer full"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::UnknownStream => f.write_str("unknown stream"),
+            ReadError::ClosedStream => f.write_str("stream closed for reading"),
+            ReadError::Reset { code } => write!(f, "stream reset by the peer with code {code}"),
+            ReadError::Blocked => f.write_str("no data ready"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Byte counts of stream data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Stream data bytes sent for the first time.
+    pub bytes_sent: u64,
+    /// Stream data bytes sent again after a loss.
+    pub bytes_retransmitted: u64,
+    /// Stream data bytes received (new flow-control credit the peer used; duplicates not counted).
+    pub bytes_received: u64,
+    /// Stream data bytes handed to the application.
+    pub bytes_read: u64,
+}
+
+/// STREAM data one packet carried.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentChunk {
+    /// The stream.
+    pub(crate) id: StreamId,
+    /// Offset of the data.
+    pub(crate) offset: u64,
+    /// Length of the data (a packet holds less than 4 GiB).
+    pub(crate) len: u32,
+    /// Whether the frame carried the FIN.
+    pub(crate) fin: bool,
+}
+
+/// The kind of a per-stream control frame.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlKind {
+    /// MAX_STREAM_DATA with the value sent.
+    #[default]
+    MaxStreamData,
+    /// STREAM_DATA_BLOCKED with the limit sent.
+    StreamDataBlocked,
+    /// RESET_STREAM.
+    ResetStream,
+    /// STOP_SENDING.
+    StopSending,
+}
+
+/// A per-stream control frame one packet carried.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentControl {
+    /// The stream.
+    pub(crate) id: StreamId,
+    /// Which frame.
+    pub(crate) kind: ControlKind,
+    /// The limit of MAX_STREAM_DATA or STREAM_DATA_BLOCKED (0 for the others).
+    pub(crate) value: u64,
+}
+
+/// What stream-related frames one packet carried, for [`Streams::on_acked`] and [`Streams::on_lost`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StreamsSent {
+    /// STREAM frames.
+    pub(crate) chunks: TinyVec<[SentChunk; 3]>,
+    /// Per-stream control frames.
+    pub(crate) control: TinyVec<[SentControl; 2]>,
+    /// MAX_DATA with this value.
+    pub(crate) max_data: Option<u64>,
+    /// MAX_STREAMS (bidirectional, unidirectional) with these counts.
+    pub(crate) max_streams: [Option<u64>; 2],
+    /// DATA_BLOCKED at this limit.
+    pub(crate) data_blocked: Option<u64>,
+    /// STREAMS_BLOCKED (bidirectional, unidirectional) at these limits.
+    pub(crate) streams_blocked: [Option<u64>; 2],
+}
+
+impl StreamsSent {
+    /// Whether no stream-related frame went into the packet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Where a stream stands in the send scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sched {
+    /// In no queue.
+    Idle,
+    /// In the queue of its priority.
+    Queued,
+    /// Waiting for connection credit (MAX_DATA).
+    ConnBlocked,
+}
+
+/// Which per-stream control frames are queued, to queue each at most once.
+#[derive(Debug, Default, Clone, Copy)]
+struct ControlQueued {
+    max_stream_data: bool,
+    stream_data_blocked: bool,
+    reset: bool,
+    stop: bool,
+}
+
+impl ControlQueued {
+    fn flag(&mut self, kind: ControlKind) -> &mut bool {
+        match kind {
+            ControlKind::MaxStreamData => &mut self.max_stream_data,
+            ControlKind::StreamDataBlocked => &mut self.stream_data_blocked,
+            ControlKind::ResetStream => &mut self.reset,
+            ControlKind::StopSending => &mut self.stop,
+        }
+    }
+}
+
+/// One open stream.
+#[derive(Debug)]
+struct Stream {
+    /// The sending half (ours for local streams, and for peer bidirectional streams).
+    send: Option<SendStream>,
+    /// The receiving half (peer streams, and our bidirectional streams).
+    recv: Option<RecvStream>,
+    /// Send priority: higher goes first.
+    priority: i32,
+    /// Where the stream stands in the scheduler.
+    sched: Sched,
+    /// Queued control frames.
+    queued: ControlQueued,
+}
+
+/// Index of a direction in per-direction arrays.
+fn di(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// The direction of an index of a per-direction array.
+fn dir_of(d: usize) -> Dir {
+    if d == 0 {
+        Dir::Bi
+    } else {
+        Dir::Uni
+    }
+}
+
+/// The streams of one connection.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    side: Side,
+    config: StreamsConfig,
+    /// Open streams (ordered, so that iteration is deterministic).
+    streams: BTreeMap<StreamId, Stream>,
+
+    /// Per direction: how many streams we opened.
+    next_local: [u64; 2],
+    /// Per direction: how many streams the peer lets us open (RFC 9000 §4.6).
+    peer_max_streams: [u64; 2],
+    /// Per direction: an open failed at the current limit (emit Available when it rises).
+    open_blocked: [bool; 2],
+    /// Per direction: a STREAMS_BLOCKED is to be sent.
+    streams_blocked_pending: [bool; 2],
+    /// Per direction: the limit of the last STREAMS_BLOCKED queued.
+    streams_blocked_at: [Option<u64>; 2],
+
+    /// Per direction: how many streams the peer opened (explicitly or implicitly).
+    next_remote: [u64; 2],
+    /// Per direction: the stream limit we advertised.
+    max_remote: [u64; 2],
+    /// Per direction: a MAX_STREAMS is to be sent.
+    max_streams_pending: [bool; 2],
+    /// Per direction: how many peer streams the application accepted.
+    next_accept: [u64; 2],
+    /// Per direction: an Opened event is outstanding.
+    opened_signaled: [bool; 2],
+
+    /// The peer's initial_max_stream_data_bidi_local: our send limit on streams the peer opens.
+    peer_bidi_local: u64,
+    /// The peer's initial_max_stream_data_bidi_remote: our send limit on bidirectional streams we open.
+    peer_bidi_remote: u64,
+    /// The peer's initial_max_stream_data_uni: our send limit on unidirectional streams we open.
+    peer_uni: u64,
+
+    /// The peer's connection limit (initial_max_data, MAX_DATA).
+    send_max_data: u64,
+    /// New stream bytes sent, over all streams: the connection credit consumed.
+    send_data: u64,
+    /// A DATA_BLOCKED is to be sent.
+    data_blocked_pending: bool,
+    /// The limit of the last DATA_BLOCKED queued.
+    data_blocked_at: Option<u64>,
+
+    /// Our connection limit and its window.
+    recv_window: RecvWindow,
+    /// Connection credit the peer consumed: the sum of the highest offsets (or final sizes) received.
+    recv_data: u64,
+    /// A MAX_DATA is to be sent.
+    max_data_pending: bool,
+
+    /// Streams with something to send, per priority (highest last), each in round-robin order.
+    queues: BTreeMap<i32, VecDeque<StreamId>>,
+    /// Streams waiting for connection credit.
+    conn_blocked: Vec<StreamId>,
+    /// Per-stream control frames to send, in order.
+    control: VecDeque<(StreamId, ControlKind)>,
+    /// Events for the application.
+    events: VecDeque<StreamEvent>,
+    /// Byte counts.
+    stats: StreamStats,
+}
+
+mod app;
+mod incoming;
+mod outgoing;
+
+impl Streams {
+    /// The streams of a connection on `side`, with our limits from `config`. The peer's limits are all
+    /// zero until [`Streams::set_peer_limits`].
+    pub(crate) fn new(side: Side, config: &StreamsConfig) -> Self {
+        Self {
+            side,
+            config: config.clone(),
+            streams: BTreeMap::new(),
+            next_local: [0; 2],
+            peer_max_streams: [0; 2],
+            open_blocked: [false; 2],
+            streams_blocked_pending: [false; 2],
+            streams_blocked_at: [None; 2],
+            next_remote: [0; 2],
+            max_remote: [
+                config.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
+                config.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
+            ],
+            max_streams_pending: [false; 2],
+            next_accept: [0; 2],
+            opened_signaled: [false; 2],
+            peer_bidi_local: 0,
+            peer_bidi_remote: 0,
+            peer_uni: 0,
+            send_max_data: 0,
+            send_data: 0,
+            data_blocked_pending: false,
+            data_blocked_at: None,
+            recv_window: RecvWindow::new(config.receive_window, config.max_receive_window),
+            recv_data: 0,
+            max_data_pending: false,
+            queues: BTreeMap::new(),
+            conn_blocked: Vec::new(),
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: StreamStats::default(),
+        }
+    }
+
+    /// Takes the peer's limits from its transport parameters (RFC 9000 §18.2, §7.4.1). Limits only
+    /// grow: with 0-RTT, streams may exist already and keep the larger of the two.
+    pub(crate) fn set_peer_limits(&mut self, params: &TransportParameters) {
+        self.peer_bidi_local = params.initial_max_stream_data_bidi_local.into_inner();
+        self.peer_bidi_remote = params.initial_max_stream_data_bidi_remote.into_inner();
+        self.peer_uni = params.initial_max_stream_data_uni.into_inner();
+        self.raise_send_max_data(params.initial_max_data.into_inner());
+        self.raise_peer_max_streams(Dir::Bi, params.initial_max_streams_bidi.into_inner());
+        self.raise_peer_max_streams(Dir::Uni, params.initial_max_streams_uni.into_inner());
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            let limit = self.initial_send_limit(id);
+            if let Some(send) = self.streams.get_mut(&id).and_then(|s| s.send.as_mut()) {
+                if limit > send.max_data {
+                    send.max_data = limit;
+                    self.schedule(id);
+                }
+            }
+        }
+    }
+
+    /// Our initial send limit on stream `id`, from the peer's parameters (RFC 9000 §18.2: "local" and
+    /// "remote" are from the point of view of the peer that sent them).
+    fn initial_send_limit(&self, id: StreamId) -> u64 {
+        match (id.initiator() == self.side, id.dir()) {
+            (true, Dir::Bi) => self.peer_bidi_remote,
+            (true, Dir::Uni) => self.peer_uni,
+            (false, _) => self.peer_bidi_local,
+        }
+    }
+
+    /// A new stream's state: halves per its initiator and direction.
+    fn new_stream(&self, id: StreamId) -> Stream {
+        let local = id.initiator() == self.side;
+        let send = (local || id.is_bidi()).then(|| SendStream::new(self.initial_send_limit(id)));
+        let recv = (!local || id.is_bidi()).then(|| {
+            RecvStream::new(
+                self.config.stream_receive_window,
+                self.config.max_stream_receive_window,
+            )
+        });
+        Stream {
+            send,
+            recv,
+            priority: 0,
+            sched: Sched::Idle,
+            queued: ControlQueued::default(),
+        }
+    }
+
+    /// Whether stream `id` was ever opened (by either side), so a missing entry means "closed".
+    fn was_opened(&self, id: StreamId) -> bool {
+        let d = di(id.dir());
+        if id.initiator() == self.side {
+            id.index() < self.next_local[d]
+        } else {
+            id.index() < self.next_remote[d]
+        }
+    }
+
+    /// Raises the peer's connection limit and wakes streams waiting for it.
+    fn raise_send_max_data(&mut self, max: u64) {
+        if max <= self.send_max_data {
+            return;
+        }
+        self.send_max_data = max;
+        for id in std::mem::take(&mut self.conn_blocked) {
+            if let Some(s) = self.streams.get_mut(&id) {
+                if s.sched == Sched::ConnBlocked {
+                    s.sched = Sched::Idle;
+                    self.schedule(id);
+                }
+            }
+        }
+    }
+
+    /// Raises the peer's stream limit of `dir` (RFC 9000 §4.6: smaller values are ignored).
+    fn raise_peer_max_streams(&mut self, dir: Dir, count: u64) {
+        let d = di(dir);
+        if count <= self.peer_max_streams[d] {
+            return;
+        }
+        self.peer_max_streams[d] = count.min(MAX_STREAM_COUNT);
+        if self.open_blocked[d] {
+            self.open_blocked[d] = false;
+            self.events.push_back(StreamEvent::Available { dir });
+        }
+    }
+
+    /// Puts stream `id` in its priority's queue if it has something to send.
+    fn schedule(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.sched == Sched::Queued || !s.send.as_ref().is_some_and(SendStream::has_data) {
+            return;
+        }
+        s.sched = Sched::Queued;
+        self.queues.entry(s.priority).or_default().push_back(id);
+    }
+
+    /// Queues a per-stream control frame, at most once per stream and kind.
+    fn queue_control(&mut self, id: StreamId, kind: ControlKind) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            let flag = s.queued.flag(kind);
+            if !*flag {
+                *flag = true;
+                self.control.push_back((id, kind));
+            }
+        }
+    }
+
+    /// Forgets stream `id` once both halves are over, returning stream credit to the peer for its own
+    /// streams (RFC 9000 §4.6: "increase limits as streams are closed").
+    fn maybe_forget(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        let send_done = s.send.as_ref().map_or(true, SendStream::is_done);
+        let recv_done = s.recv.as_ref().map_or(true, RecvStream::is_done);
+        if !(send_done && recv_done) {
+            return;
+        }
+        if let Some(mut s) = self.streams.remove(&id) {
+            // Anything of the stream still counted against the connection window is released.
+            if let Some(recv) = s.recv.as_mut() {
+                let n = recv.take_discard_credit();
+                self.consume_conn(n);
+            }
+        }
+        if id.initiator() != self.side {
+            let d = di(id.dir());
+            if self.max_remote[d] < MAX_STREAM_COUNT {
+                self.max_remote[d] += 1;
+                self.max_streams_pending[d] = true;
+            }
+        }
+    }
+
+    /// Counts `n` bytes consumed at the connection level and asks for a MAX_DATA when due.
+    fn consume_conn(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.recv_window.consume(n);
+        if self.recv_window.wants_update() {
+            self.max_data_pending = true;
+        }
+    }
+
+    /// Byte counts of stream data.
+    pub(crate) fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// The next event for the application.
+    pub(crate) fn poll_event(&mut self) -> Option<StreamEvent> {
+        let ev = self.events.pop_front()?;
+        if let StreamEvent::Opened { dir } = ev {
+            self.opened_signaled[di(dir)] = false;
+        }
+        Some(ev)
+    }
+
+    /// How many streams are open (for tests and stats).
+    pub(crate) fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+}

@@ -1,0 +1,330 @@
+//! Frames to send (control frames, then STREAM frames by priority and round-robin), and what happens
+//! when the packets carrying them are acknowledged or lost (RFC 9000 §13.3).
+
+use std::time::{Duration, Instant};
+
+use super::send::ResetState;
+use super::{dir_of, ControlKind, Next, Sched, SentChunk, SentControl, StreamEvent, Streams, StreamsSent};
+use crate::wire::frame::{
+    Frame, MaxStreamData, MaxStreams, ResetStream, StopSending, StreamDataBlocked, StreamsBlocked,
+};
+
+/// Appends `frame` if it fits before `end`; returns whether it did.
+fn put(buf: &mut Vec<u8>, end: usize, frame: &Frame) -> bool {
+    if buf.len() + frame.encoded_len() > end {
+        return false;
+    }
+    frame.encode(buf);
+    true
+}
+
+impl Streams {
+    /// Whether [`Streams::write_frames`] has something to write.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.max_data_pending
+            || self.data_blocked_pending
+            || self.max_streams_pending.iter().any(|p| *p)
+            || self.streams_blocked_pending.iter().any(|p| *p)
+            || !self.control.is_empty()
+            || self.queues.values().any(|q| !q.is_empty())
+    }
+
+    /// Appends frames within `buf.len()..end` and records them in `record`: control frames first, then
+    /// STREAM frames (lost data before new data within a stream; streams by priority, round-robin
+    /// among equals; within the peer's connection and stream limits). Every STREAM frame carries its
+    /// length field. `now` and `rtt` drive receive-window auto-tuning (see `flow`).
+    pub(crate) fn write_frames(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        buf: &mut Vec<u8>,
+        end: usize,
+        record: &mut StreamsSent,
+    ) {
+        self.write_control(now, rtt, buf, end, record);
+        self.write_stream_frames(buf, end, record);
+        // Blocked signals found while scheduling go out now if there is room.
+        self.write_control(now, rtt, buf, end, record);
+    }
+
+    /// Writes the pending control frames that fit, the rest stays pending.
+    fn write_control(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        buf: &mut Vec<u8>,
+        end: usize,
+        record: &mut StreamsSent,
+    ) {
+        if self.max_data_pending && end.saturating_sub(buf.len()) >= 9 {
+            let max = if self.recv_window.wants_update() {
+                self.recv_window.update(now, rtt)
+            } else {
+                self.recv_window.max()
+            };
+            if put(buf, end, &Frame::MaxData(max)) {
+                self.max_data_pending = false;
+                record.max_data = Some(max);
+            }
+        }
+        for d in 0..2 {
+            if self.max_streams_pending[d] {
+                let count = self.max_remote[d];
+                if put(
+                    buf,
+                    end,
+                    &Frame::MaxStreams(MaxStreams {
+                        dir: dir_of(d),
+                        count,
+                    }),
+                ) {
+                    self.max_streams_pending[d] = false;
+                    record.max_streams[d] = Some(count);
+                }
+            }
+            if self.streams_blocked_pending[d] {
+                let limit = self.peer_max_streams[d];
+                if put(
+                    buf,
+                    end,
+                    &Frame::StreamsBlocked(StreamsBlocked {
+                        dir: dir_of(d),
+                        limit,
+                    }),
+                ) {
+                    self.streams_blocked_pending[d] = false;
+                    record.streams_blocked[d] = Some(limit);
+                }
+            }
+        }
+        if self.data_blocked_pending && put(buf, end, &Frame::DataBlocked(self.send_max_data)) {
+            self.data_blocked_pending = false;
+            record.data_blocked = Some(self.send_max_data);
+        }
+        while let Some(&(id, kind)) = self.control.front() {
+            // A value-bearing frame is at most 1 + 8 + 8 bytes; RESET_STREAM at most 25.
+            if end.saturating_sub(buf.len()) < 25 {
+                return;
+            }
+            self.control.pop_front();
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            *s.queued.flag(kind) = false;
+            let (frame, value) = match kind {
+                ControlKind::MaxStreamData => {
+                    let Some(recv) = s.recv.as_mut().filter(|r| r.credit_useful()) else {
+                        continue;
+                    };
+                    let max = if recv.window.wants_update() {
+                        recv.window.update(now, rtt)
+                    } else {
+                        recv.window.max()
+                    };
+                    (Frame::MaxStreamData(MaxStreamData { id, max }), max)
+                }
+                ControlKind::StreamDataBlocked => {
+                    let Some(send) = s.send.as_ref().filter(|x| x.is_stream_blocked()) else {
+                        continue;
+                    };
+                    let limit = send.max_data;
+                    (Frame::StreamDataBlocked(StreamDataBlocked { id, limit }), limit)
+                }
+                ControlKind::ResetStream => {
+                    let Some(reset) = s.send.as_mut().and_then(|x| x.reset.as_mut()) else {
+                        continue;
+                    };
+                    if reset.state != ResetState::Pending {
+                        continue;
+                    }
+                    reset.state = ResetState::Sent;
+                    let frame = Frame::ResetStream(ResetStream {
+                        id,
+                        error_code: reset.code,
+                        final_size: reset.final_size,
+                    });
+                    (frame, 0)
+                }
+                ControlKind::StopSending => {
+                    let Some(code) = s
+                        .recv
+                        .as_ref()
+                        .filter(|r| r.stop_wanted())
+                        .and_then(|r| r.stopped)
+                    else {
+                        continue;
+                    };
+                    (Frame::StopSending(StopSending { id, error_code: code }), 0)
+                }
+            };
+            // Fits: checked against the largest size above.
+            put(buf, end, &frame);
+            record.control.push(SentControl { id, kind, value });
+        }
+    }
+
+    /// Writes STREAM frames: the highest priority first, round-robin within a priority (a stream that
+    /// got a frame goes to the back of its queue).
+    fn write_stream_frames(&mut self, buf: &mut Vec<u8>, end: usize, record: &mut StreamsSent) {
+        let priorities: Vec<i32> = self.queues.keys().rev().copied().collect();
+        let mut full = false;
+        for prio in priorities {
+            let Some(mut queue) = self.queues.remove(&prio) else {
+                continue;
+            };
+            while let Some(id) = queue.pop_front() {
+                let space = end.saturating_sub(buf.len());
+                let credit = self.send_max_data.saturating_sub(self.send_data);
+                let Some(s) = self.streams.get_mut(&id) else {
+                    continue;
+                };
+                let Some(send) = s.send.as_mut() else {
+                    s.sched = Sched::Idle;
+                    continue;
+                };
+                match send.write_frame(id, buf, space, credit) {
+                    Next::Frame {
+                        offset,
+                        len,
+                        fin,
+                        new,
+                    } => {
+                        self.send_data += new;
+                        self.stats.bytes_sent += new;
+                        self.stats.bytes_retransmitted += len - new;
+                        record.chunks.push(SentChunk {
+                            id,
+                            offset,
+                            len: u32::try_from(len).unwrap_or(u32::MAX),
+                            fin,
+                        });
+                        if send.has_data() {
+                            queue.push_back(id);
+                        } else {
+                            s.sched = Sched::Idle;
+                        }
+                    }
+                    Next::NoSpace => {
+                        queue.push_front(id);
+                        full = true;
+                        break;
+                    }
+                    Next::StreamBlocked => {
+                        s.sched = Sched::Idle;
+                        // RFC 9000 §4.1: a sender SHOULD send STREAM_DATA_BLOCKED when blocked.
+                        if send.blocked_at != Some(send.max_data) {
+                            send.blocked_at = Some(send.max_data);
+                            self.queue_control(id, ControlKind::StreamDataBlocked);
+                        }
+                    }
+                    Next::ConnBlocked => {
+                        s.sched = Sched::ConnBlocked;
+                        self.conn_blocked.push(id);
+                        // RFC 9000 §4.1: a sender SHOULD send DATA_BLOCKED when blocked.
+                        if self.data_blocked_at != Some(self.send_max_data) {
+                            self.data_blocked_at = Some(self.send_max_data);
+                            self.data_blocked_pending = true;
+                        }
+                    }
+                    Next::Idle => s.sched = Sched::Idle,
+                }
+            }
+            if !queue.is_empty() {
+                self.queues.insert(prio, queue);
+            }
+            if full {
+                break;
+            }
+        }
+    }
+
+    /// The packet that carried `sent` was acknowledged.
+    pub(crate) fn on_acked(&mut self, sent: &StreamsSent) {
+        let buffer = self.config.send_buffer;
+        for c in sent.chunks.iter() {
+            let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) else {
+                continue;
+            };
+            let freed = send.on_acked(c.offset, u64::from(c.len), c.fin);
+            if freed > 0 && send.want_writable && send.room(buffer) > 0 && send.is_writable() {
+                send.want_writable = false;
+                self.events.push_back(StreamEvent::Writable { id: c.id });
+            }
+            if send.is_all_acked() && !send.finished_signaled {
+                send.finished_signaled = true;
+                self.events.push_back(StreamEvent::Finished { id: c.id });
+            }
+            self.maybe_forget(c.id);
+        }
+        for c in sent.control.iter() {
+            if c.kind != ControlKind::ResetStream {
+                continue;
+            }
+            let Some(reset) = self
+                .streams
+                .get_mut(&c.id)
+                .and_then(|s| s.send.as_mut())
+                .and_then(|x| x.reset.as_mut())
+            else {
+                continue;
+            };
+            reset.state = ResetState::Acked;
+            self.maybe_forget(c.id);
+        }
+    }
+
+    /// The packet that carried `sent` was declared lost: queue again what is still current (RFC 9000
+    /// §13.3).
+    pub(crate) fn on_lost(&mut self, sent: &StreamsSent) {
+        for c in sent.chunks.iter() {
+            // RFC 9000 §13.3: data of a reset stream (also after STOP_SENDING) is not sent again.
+            if let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) {
+                send.on_lost(c.offset, u64::from(c.len), c.fin);
+                self.schedule(c.id);
+            }
+        }
+        // RFC 9000 §13.3: MAX_DATA, MAX_STREAMS and MAX_STREAM_DATA are resent only when the lost frame
+        // carried the current value; blocked frames only while still blocked at that limit.
+        if sent.max_data.is_some_and(|v| v == self.recv_window.max()) {
+            self.max_data_pending = true;
+        }
+        for d in 0..2 {
+            if sent.max_streams[d].is_some_and(|v| v == self.max_remote[d]) {
+                self.max_streams_pending[d] = true;
+            }
+            if sent.streams_blocked[d].is_some_and(|v| v == self.peer_max_streams[d]) && self.open_blocked[d]
+            {
+                self.streams_blocked_pending[d] = true;
+            }
+        }
+        if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && !self.conn_blocked.is_empty() {
+            self.data_blocked_pending = true;
+        }
+        for c in sent.control.iter() {
+            let Some(s) = self.streams.get_mut(&c.id) else {
+                continue;
+            };
+            let again = match c.kind {
+                ControlKind::MaxStreamData => s
+                    .recv
+                    .as_ref()
+                    .is_some_and(|r| r.credit_useful() && r.window.max() == c.value),
+                ControlKind::StreamDataBlocked => s
+                    .send
+                    .as_ref()
+                    .is_some_and(|x| x.is_stream_blocked() && x.max_data == c.value),
+                ControlKind::ResetStream => match s.send.as_mut().and_then(|x| x.reset.as_mut()) {
+                    Some(reset) if reset.state == ResetState::Sent => {
+                        reset.state = ResetState::Pending;
+                        true
+                    }
+                    _ => false,
+                },
+                ControlKind::StopSending => s.recv.as_ref().is_some_and(|r| r.stop_wanted()),
+            };
+            if again {
+                self.queue_control(c.id, c.kind);
+            }
+        }
+    }
+}

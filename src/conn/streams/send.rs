@@ -1,0 +1,377 @@
+//! The sending half of a stream (RFC 9000 §3.1): buffered data, what was sent, acknowledged and lost,
+//! the FIN, RESET_STREAM and the peer's STOP_SENDING.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::conn::range_set::RangeSet;
+use crate::wire::frame::{StreamFrame, StreamId};
+use crate::wire::VarInt;
+
+/// Where a RESET_STREAM we issued stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResetState {
+    /// To be sent (first time or again after a loss).
+    Pending,
+    /// In flight.
+    Sent,
+    /// Acknowledged: the send side is over ("Reset Recvd", RFC 9000 §3.1).
+    Acked,
+}
+
+/// A RESET_STREAM we issued.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResetInfo {
+    /// The application error code.
+    pub(super) code: u64,
+    /// The final size: the highest offset sent (RFC 9000 §4.5).
+    pub(super) final_size: u64,
+    /// Where the frame stands.
+    pub(super) state: ResetState,
+}
+
+/// What [`SendStream::write_frame`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Wrote a STREAM frame.
+    Frame {
+        /// Offset of its data.
+        offset: u64,
+        /// Length of its data.
+        len: u64,
+        /// Whether it carried the FIN.
+        fin: bool,
+        /// Bytes of it that were never sent before (they consume connection credit).
+        new: u64,
+    },
+    /// Not even the smallest useful frame fits in the space left.
+    NoSpace,
+    /// Only new data is left and the stream's flow-control limit is reached.
+    StreamBlocked,
+    /// Only new data is left and the connection's flow-control limit is reached.
+    ConnBlocked,
+    /// Nothing to send.
+    Idle,
+}
+
+/// The sending half of a stream.
+#[derive(Debug)]
+pub(super) struct SendStream {
+    /// The bytes from `base` to `write_offset`: written and not yet acknowledged in order.
+    data: VecDeque<u8>,
+    /// Stream offset of `data[0]`; every byte below was acknowledged.
+    base: u64,
+    /// Bytes the application wrote.
+    write_offset: u64,
+    /// The next offset never sent: the flow-control credit this stream consumed.
+    sent: u64,
+    /// Ranges to send again, above `base`.
+    retransmit: RangeSet,
+    /// Ranges acknowledged above `base`.
+    acked: RangeSet,
+    /// The peer's limit for this stream (initial parameter or MAX_STREAM_DATA).
+    pub(super) max_data: u64,
+    /// The application called finish.
+    finished: bool,
+    /// The FIN was sent and not declared lost since.
+    fin_sent: bool,
+    /// The FIN was acknowledged.
+    fin_acked: bool,
+    /// Our RESET_STREAM, once the application reset the stream or the peer stopped it.
+    pub(super) reset: Option<ResetInfo>,
+    /// The peer's STOP_SENDING code (RFC 9000 §3.5).
+    pub(super) stopped: Option<u64>,
+    /// The limit for which STREAM_DATA_BLOCKED was last queued.
+    pub(super) blocked_at: Option<u64>,
+    /// A write was refused for lack of buffer space: signal Writable when space frees up.
+    pub(super) want_writable: bool,
+    /// The Finished event was emitted.
+    pub(super) finished_signaled: bool,
+}
+
+impl SendStream {
+    /// A stream the peer lets us send `max_data` bytes on.
+    pub(super) fn new(max_data: u64) -> Self {
+        Self {
+            data: VecDeque::new(),
+            base: 0,
+            write_offset: 0,
+            sent: 0,
+            retransmit: RangeSet::new(),
+            acked: RangeSet::new(),
+            max_data,
+            finished: false,
+            fin_sent: false,
+            fin_acked: false,
+            reset: None,
+            stopped: None,
+            blocked_at: None,
+            want_writable: false,
+            finished_signaled: false,
+        }
+    }
+
+    /// Bytes written and not yet acknowledged in order.
+    pub(super) fn buffered(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the application may still write (no finish, no reset).
+    pub(super) fn is_writable(&self) -> bool {
+        !self.finished && self.reset.is_none()
+    }
+
+    /// Whether the application called finish.
+    pub(super) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Copies as much of `src` as fits under `buffer_limit` buffered bytes; returns how much.
+    pub(super) fn write(&mut self, src: &[u8], buffer_limit: usize) -> usize {
+        let room = buffer_limit.saturating_sub(self.data.len());
+        // Offsets stay below 2^62 (RFC 9000 §19.8).
+        let offset_room = VarInt::MAX.into_inner().saturating_sub(self.write_offset);
+        let n = src
+            .len()
+            .min(room)
+            .min(usize::try_from(offset_room).unwrap_or(usize::MAX));
+        self.data.extend(src.iter().take(n));
+        self.write_offset += n as u64;
+        n
+    }
+
+    /// Room left in the send buffer.
+    pub(super) fn room(&self, buffer_limit: usize) -> usize {
+        buffer_limit.saturating_sub(self.data.len())
+    }
+
+    /// Marks the end of the stream; the FIN goes out after the buffered data.
+    pub(super) fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Abandons the stream with `code` (RFC 9000 §3.1 "Reset Sent"); returns false when there is nothing
+    /// left to reset (already reset, or all data and the FIN acknowledged).
+    pub(super) fn reset(&mut self, code: u64) -> bool {
+        if self.reset.is_some() || self.is_all_acked() {
+            return false;
+        }
+        // RFC 9000 §4.5: the final size is the flow-control credit consumed, i.e. the bytes sent.
+        self.reset = Some(ResetInfo {
+            code,
+            final_size: self.sent,
+            state: ResetState::Pending,
+        });
+        // RFC 9000 §13.3: after RESET_STREAM, stream data is not sent again.
+        self.data = VecDeque::new();
+        self.base = self.sent;
+        self.retransmit.clear();
+        self.acked.clear();
+        true
+    }
+
+    /// All data and the FIN were acknowledged ("Data Recvd", RFC 9000 §3.1).
+    pub(super) fn is_all_acked(&self) -> bool {
+        self.reset.is_none() && self.finished && self.fin_acked && self.base == self.write_offset
+    }
+
+    /// The send side is over: everything acknowledged, or the reset acknowledged.
+    pub(super) fn is_done(&self) -> bool {
+        self.is_all_acked() || self.reset.is_some_and(|r| r.state == ResetState::Acked)
+    }
+
+    /// Whether a FIN (re)transmission is owed.
+    fn fin_owed(&self) -> bool {
+        self.finished && !self.fin_sent && !self.fin_acked
+    }
+
+    /// Whether there is anything to send, flow control aside.
+    pub(super) fn has_data(&self) -> bool {
+        self.reset.is_none()
+            && (!self.retransmit.is_empty() || self.sent < self.write_offset || self.fin_owed())
+    }
+
+    /// Whether only new data is left and the stream limit holds it back.
+    pub(super) fn is_stream_blocked(&self) -> bool {
+        self.reset.is_none()
+            && self.retransmit.is_empty()
+            && self.sent < self.write_offset
+            && self.sent >= self.max_data
+    }
+
+    /// Writes one STREAM frame for `id` into `buf` within `space` bytes: lost data first, then new
+    /// data within the stream limit and `conn_credit` new bytes, then a lone FIN.
+    pub(super) fn write_frame(
+        &mut self,
+        id: StreamId,
+        buf: &mut Vec<u8>,
+        space: usize,
+        conn_credit: u64,
+    ) -> Next {
+        if self.reset.is_some() {
+            return Next::Idle;
+        }
+        while let Some(r) = self
+            .retransmit
+            .min()
+            .and_then(|m| self.retransmit.range_containing(m))
+        {
+            let start = (*r.start()).max(self.base);
+            let end = r.end().saturating_add(1);
+            if end <= start {
+                // Below `base`: acknowledged meanwhile (not expected, acks remove retransmissions).
+                self.retransmit.remove(r);
+                continue;
+            }
+            let max_len = match StreamFrame::max_data_len(id, start, space, true) {
+                Some(n) if n > 0 => n as u64,
+                _ => return Next::NoSpace,
+            };
+            let len = end.saturating_sub(start).min(max_len);
+            if len > 0 {
+                self.retransmit.remove(start..=start + len - 1);
+            }
+            let fin = self.finished && start + len == self.write_offset && !self.fin_acked;
+            self.encode(buf, id, start, len, fin);
+            return Next::Frame {
+                offset: start,
+                len,
+                fin,
+                new: 0,
+            };
+        }
+        if self.sent < self.write_offset {
+            if self.sent >= self.max_data {
+                return Next::StreamBlocked;
+            }
+            if conn_credit == 0 {
+                return Next::ConnBlocked;
+            }
+            let max_len = match StreamFrame::max_data_len(id, self.sent, space, true) {
+                Some(n) if n > 0 => n as u64,
+                _ => return Next::NoSpace,
+            };
+            let start = self.sent;
+            let len = (self.write_offset.min(self.max_data) - start)
+                .min(conn_credit)
+                .min(max_len);
+            let fin = self.finished && start + len == self.write_offset;
+            self.encode(buf, id, start, len, fin);
+            self.sent += len;
+            return Next::Frame {
+                offset: start,
+                len,
+                fin,
+                new: len,
+            };
+        }
+        if self.fin_owed() {
+            if StreamFrame::max_data_len(id, self.write_offset, space, true).is_none() {
+                return Next::NoSpace;
+            }
+            self.encode(buf, id, self.write_offset, 0, true);
+            return Next::Frame {
+                offset: self.write_offset,
+                len: 0,
+                fin: true,
+                new: 0,
+            };
+        }
+        Next::Idle
+    }
+
+    /// Appends a STREAM frame (with its length field) carrying `len` buffered bytes at `offset`.
+    fn encode(&mut self, buf: &mut Vec<u8>, id: StreamId, offset: u64, len: u64, fin: bool) {
+        if fin {
+            self.fin_sent = true;
+        }
+        let header = StreamFrame {
+            id,
+            offset,
+            fin,
+            data: Bytes::new(),
+        };
+        VarInt::saturating(header.frame_type(true)).encode(buf);
+        VarInt::saturating(id.0).encode(buf);
+        if offset != 0 {
+            VarInt::saturating(offset).encode(buf);
+        }
+        VarInt::saturating(len).encode(buf);
+        // Invariant: base <= offset and offset + len <= write_offset, so the range lies in `data`.
+        let start = usize::try_from(offset - self.base).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        let (a, b) = self.data.as_slices();
+        let a_end = end.min(a.len());
+        if start < a_end {
+            buf.extend_from_slice(a.get(start..a_end).unwrap_or_default());
+        }
+        let b_start = start.max(a.len()) - a.len();
+        let b_end = end.max(a.len()) - a.len();
+        if b_start < b_end {
+            buf.extend_from_slice(b.get(b_start..b_end).unwrap_or_default());
+        }
+    }
+
+    /// A STREAM frame at `offset` with `len` bytes (and the FIN when `fin`) was acknowledged. Returns
+    /// the buffer bytes released.
+    pub(super) fn on_acked(&mut self, offset: u64, len: u64, fin: bool) -> usize {
+        if self.reset.is_some() {
+            return 0;
+        }
+        if fin {
+            self.fin_acked = true;
+        }
+        let start = offset.max(self.base);
+        let end = offset.saturating_add(len).min(self.sent);
+        if start >= end {
+            return 0;
+        }
+        self.acked.insert(start..=end - 1);
+        self.retransmit.remove(start..=end - 1);
+        let Some(r) = self.acked.range_containing(self.base) else {
+            return 0;
+        };
+        self.acked.remove(r.clone());
+        let n = usize::try_from(r.end() + 1 - self.base)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        self.data.drain(..n);
+        self.base = r.end() + 1;
+        n
+    }
+
+    /// A STREAM frame at `offset` with `len` bytes was lost: queue what of it is not acknowledged
+    /// (nothing once reset: RFC 9000 §13.3).
+    pub(super) fn on_lost(&mut self, offset: u64, len: u64, fin: bool) {
+        if self.reset.is_some() {
+            return;
+        }
+        if fin && !self.fin_acked {
+            self.fin_sent = false;
+        }
+        let start = offset.max(self.base);
+        let end = offset.saturating_add(len).min(self.sent);
+        if start >= end {
+            return;
+        }
+        // Subtract the acknowledged ranges. Their number is bounded by the send buffer over the
+        // packet size, so this walk stays cheap.
+        let mut cursor = start;
+        for r in self.acked.iter() {
+            if *r.end() < cursor {
+                continue;
+            }
+            if *r.start() >= end {
+                break;
+            }
+            if *r.start() > cursor {
+                self.retransmit.insert(cursor..=*r.start() - 1);
+            }
+            cursor = r.end() + 1;
+        }
+        if cursor < end {
+            self.retransmit.insert(cursor..=end - 1);
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! Unit tests: two `Streams` (client and server) exchange encoded frames; the tests decide which packets
+//! arrive, in which order, and which are acknowledged or lost.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::wire::frame::{
+    Frame, Frames, MaxStreamData, ResetStream, StopSending, StreamDataBlocked, StreamFrame, StreamsBlocked,
+};
+use crate::wire::{TransportError, TransportErrorCode};
+
+const MTU: usize = 1200;
+const RTT: Duration = Duration::from_millis(50);
+
+#[allow(clippy::disallowed_methods)] // a test needs some instant to start from
+fn start() -> Instant {
+    Instant::now()
+}
+
+/// A small seeded generator (xorshift), so runs are reproducible.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn pair(client_cfg: &StreamsConfig, server_cfg: &StreamsConfig) -> (Streams, Streams) {
+    let mut c = Streams::new(Side::Client, client_cfg);
+    let mut s = Streams::new(Side::Server, server_cfg);
+    let mut p = TransportParameters::default();
+    server_cfg.fill_params(&mut p);
+    c.set_peer_limits(&p);
+    let mut p = TransportParameters::default();
+    client_cfg.fill_params(&mut p);
+    s.set_peer_limits(&p);
+    (c, s)
+}
+
+/// One packet's worth of frames from `from`, or `None` when it has nothing to send.
+fn packet(from: &mut Streams, now: Instant) -> Option<(Bytes, StreamsSent)> {
+    if !from.has_pending() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    from.write_frames(now, RTT, &mut buf, MTU, &mut rec);
+    assert!(buf.len() <= MTU);
+    if buf.is_empty() {
+        return None;
+    }
+    Some((Bytes::from(buf), rec))
+}
+
+fn frames(payload: &Bytes) -> Vec<Frame> {
+    Frames::new(payload)
+        .map(|f| f.expect("well-formed frames"))
+        .collect()
+}
+
+fn deliver(to: &mut Streams, payload: &Bytes) -> Result<(), TransportError> {
+    for frame in frames(payload) {
+        dispatch(to, frame)?;
+    }
+    Ok(())
+}
+
+fn dispatch(to: &mut Streams, frame: Frame) -> Result<(), TransportError> {
+    match frame {
+        Frame::Stream(f) => to.on_stream(f),
+        Frame::ResetStream(f) => to.on_reset_stream(f),
+        Frame::StopSending(f) => to.on_stop_sending(f),
+        Frame::MaxData(v) => to.on_max_data(v),
+        Frame::MaxStreamData(f) => to.on_max_stream_data(f),
+        Frame::MaxStreams(f) => to.on_max_streams(f.dir, f.count),
+        Frame::DataBlocked(v) => to.on_data_blocked(v),
+        Frame::StreamDataBlocked(f) => to.on_stream_data_blocked(f),
+        Frame::StreamsBlocked(f) => to.on_streams_blocked(f.dir, f.limit),
+        other => panic!("unexpected frame {other:?}"),
+    }
+}
+
+/// Sends everything pending from `from` to `to`, acknowledging every packet.
+fn pump(from: &mut Streams, to: &mut Streams, now: Instant) -> Vec<Frame> {
+    let mut all = Vec::new();
+    while let Some((p, rec)) = packet(from, now) {
+        deliver(to, &p).expect("valid frames");
+        from.on_acked(&rec);
+        all.extend(frames(&p));
+    }
+    all
+}
+
+fn events(s: &mut Streams) -> Vec<StreamEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn read_all(s: &mut Streams, id: StreamId, out: &mut Vec<u8>) -> Result<bool, ReadError> {
+    loop {
+        match s.read_chunk(id, usize::MAX) {
+            Ok(Some(c)) => out.extend_from_slice(&c),
+            Ok(None) => return Ok(true),
+            Err(ReadError::Blocked) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn sf(id: StreamId, offset: u64, data: &'static [u8], fin: bool) -> StreamFrame {
+    StreamFrame {
+        id,
+        offset,
+        fin,
+        data: Bytes::from_static(data),
+    }
+}
+
+fn code(r: Result<(), TransportError>) -> TransportErrorCode {
+    r.expect_err("expected a connection error").code
+}
+
+#[test]
+fn transfer_with_loss_and_reordering() {
+    let cfg = StreamsConfig {
+        stream_receive_window: 64 * 1024,
+        receive_window: 96 * 1024,
+        send_buffer: 128 * 1024,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let mut rng = Lcg(0x9e37_79b9_7f4a_7c15);
+    let data: Vec<u8> = (0..3_000_000).map(|_| rng.next() as u8).collect();
+    let id = c.open(Dir::Bi).unwrap();
+    let mut written = 0;
+    let mut received = Vec::new();
+    let mut now = start();
+    let mut done = false;
+    for _round in 0..100_000 {
+        if written < data.len() {
+            match c.write(id, &data[written..]) {
+                Ok(n) => written += n,
+                Err(WriteError::Blocked) => {}
+                Err(e) => panic!("{e}"),
+            }
+            if written == data.len() {
+                c.finish(id).unwrap();
+            }
+        }
+        // A flight of up to 8 packets, reordered, 10% lost.
+        let mut flight: Vec<_> = std::iter::from_fn(|| packet(&mut c, now)).take(8).collect();
+        for i in (1..flight.len()).rev() {
+            flight.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for (p, rec) in flight {
+            if rng.below(10) == 0 {
+                c.on_lost(&rec);
+            } else {
+                deliver(&mut s, &p).unwrap();
+                c.on_acked(&rec);
+            }
+        }
+        assert!(s.accept(Dir::Bi).map_or(true, |a| a == id));
+        if read_all(&mut s, id, &mut received).unwrap() {
+            done = true;
+        }
+        // The server's credit updates, also lossy.
+        while let Some((p, rec)) = packet(&mut s, now) {
+            if rng.below(10) == 0 {
+                s.on_lost(&rec);
+            } else {
+                deliver(&mut c, &p).unwrap();
+                s.on_acked(&rec);
+            }
+        }
+        now += Duration::from_millis(5);
+        if done && !c.has_pending() {
+            break;
+        }
+    }
+    assert!(done, "transfer did not complete");
+    assert!(received == data, "data differs");
+    let st = c.stats();
+    assert_eq!(st.bytes_sent, data.len() as u64);
+    assert!(st.bytes_retransmitted > 0);
+    assert_eq!(s.stats().bytes_read, data.len() as u64);
+    assert!(events(&mut c).contains(&StreamEvent::Finished { id }));
+}
+
+#[test]
+fn reassembles_out_of_order_overlapping_and_duplicate_frames() {
+    let cfg = StreamsConfig::default();
+    let (_c, mut s) = pair(&cfg, &cfg);
+    let id = StreamId::new(Side::Client, Dir::Uni, 0);
+    s.on_stream(sf(id, 6, b"ghij", true)).unwrap();
+    assert_eq!(events(&mut s), vec![StreamEvent::Opened { dir: Dir::Uni }]);
+    s.on_stream(sf(id, 2, b"cdefg", false)).unwrap();
+    s.on_stream(sf(id, 2, b"cdefg", false)).unwrap();
+    assert_eq!(s.read_chunk(id, 10), Err(ReadError::Blocked));
+    s.on_stream(sf(id, 0, b"abcd", false)).unwrap();
+    assert_eq!(events(&mut s), vec![StreamEvent::Readable { id }]);
+    // A duplicate FIN frame with the same final size is fine.
+    s.on_stream(sf(id, 6, b"ghij", true)).unwrap();
+    assert_eq!(s.accept(Dir::Uni), Some(id));
+    let mut buf = [0u8; 64];
+    assert_eq!(s.read(id, &mut buf), Ok(Some(10)));
+    assert_eq!(&buf[..10], b"abcdefghij");
+    assert_eq!(s.read(id, &mut buf), Ok(None));
+    // The stream is over and forgotten; late frames for it are ignored.
+    assert_eq!(s.open_streams(), 0);
+    s.on_stream(sf(id, 0, b"abcd", false)).unwrap();
+    assert_eq!(s.read(id, &mut buf), Err(ReadError::ClosedStream));
+}
+
+#[test]
+fn flow_control_blocks_sender_and_reads_raise_limits() {
+    let small = StreamsConfig {
+        stream_receive_window: 1000,
+        receive_window: 1500,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&StreamsConfig::default(), &small);
+    let now = start();
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    assert_eq!(c.write(a, &[1; 5000]), Ok(5000));
+    let sent = pump(&mut c, &mut s, now);
+    assert!(sent
+        .iter()
+        .any(|f| matches!(f, Frame::StreamDataBlocked(x) if x.id == a && x.limit == 1000)));
+    assert_eq!(c.stats().bytes_sent, 1000);
+    assert_eq!(c.write(b, &[2; 5000]), Ok(5000));
+    let sent = pump(&mut c, &mut s, now);
+    assert!(sent.contains(&Frame::DataBlocked(1500)));
+    assert_eq!(c.stats().bytes_sent, 1500);
+    assert!(!c.has_pending(), "a blocked sender has nothing to send");
+    // The receiver reads; credit flows back and the sender continues.
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        read_all(&mut s, a, &mut got_a).unwrap();
+        read_all(&mut s, b, &mut got_b).unwrap();
+        let credit = pump(&mut s, &mut c, now);
+        assert!(credit
+            .iter()
+            .all(|f| matches!(f, Frame::MaxData(_) | Frame::MaxStreamData(_))));
+        pump(&mut c, &mut s, now);
+        if got_a.len() == 5000 && got_b.len() == 5000 {
+            break;
+        }
+    }
+    assert_eq!((got_a.len(), got_b.len()), (5000, 5000));
+}
+
+#[test]
+fn data_beyond_limits_is_flow_control_error() {
+    let small = StreamsConfig {
+        stream_receive_window: 1000,
+        receive_window: 1500,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    let a = StreamId::new(Side::Client, Dir::Uni, 0);
+    let b = StreamId::new(Side::Client, Dir::Uni, 1);
+    let big = StreamFrame {
+        id: a,
+        offset: 0,
+        fin: false,
+        data: Bytes::from(vec![0; 1001]),
+    };
+    assert_eq!(code(s.on_stream(big)), TransportErrorCode::FLOW_CONTROL_ERROR);
+    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    s.on_stream(sf(a, 999, b"x", false)).unwrap();
+    s.on_stream(sf(b, 499, b"x", false)).unwrap();
+    assert_eq!(
+        code(s.on_stream(sf(b, 500, b"x", false))),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+    // A RESET_STREAM's final size counts against the connection limit too.
+    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    s.on_stream(sf(a, 999, b"x", false)).unwrap();
+    let reset = ResetStream {
+        id: b,
+        error_code: 1,
+        final_size: 501,
+    };
+    assert_eq!(
+        code(s.on_reset_stream(reset)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+}
+
+#[test]
+fn final_size_violations() {
+    let cfg = StreamsConfig::default();
+    let id = StreamId::new(Side::Client, Dir::Uni, 0);
+    let fse = TransportErrorCode::FINAL_SIZE_ERROR;
+    // Data past the FIN.
+    let (_c, mut s) = pair(&cfg, &cfg);
+    s.on_stream(sf(id, 0, b"abc", true)).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 3, b"d", false))), fse);
+    // A changed FIN.
+    let (_c, mut s) = pair(&cfg, &cfg);
+    s.on_stream(sf(id, 0, b"abc", true)).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true))), fse);
+    // A FIN below data already received.
+    let (_c, mut s) = pair(&cfg, &cfg);
+    s.on_stream(sf(id, 5, b"abc", false)).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true))), fse);
+    // RESET_STREAM with a smaller final size than data received, or a changed one.
+    let (_c, mut s) = pair(&cfg, &cfg);
+    s.on_stream(sf(id, 0, b"abcdef", false)).unwrap();
+    let reset = |final_size| ResetStream {
+        id,
+        error_code: 7,
+        final_size,
+    };
+    assert_eq!(code(s.on_reset_stream(reset(4))), fse);
+    s.on_reset_stream(reset(10)).unwrap();
+    assert_eq!(code(s.on_reset_stream(reset(11))), fse);
+    assert_eq!(code(s.on_stream(sf(id, 8, b"xyz", false))), fse);
+}
+
+#[test]
+fn stream_state_errors() {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let sse = TransportErrorCode::STREAM_STATE_ERROR;
+    let ours_uni = s.open(Dir::Uni).unwrap();
+    // STREAM and RESET_STREAM on our send-only stream.
+    assert_eq!(code(s.on_stream(sf(ours_uni, 0, b"x", false))), sse);
+    let reset = ResetStream {
+        id: ours_uni,
+        error_code: 0,
+        final_size: 0,
+    };
+    assert_eq!(code(s.on_reset_stream(reset)), sse);
+    // MAX_STREAM_DATA and STOP_SENDING on a receive-only stream.
+    let theirs_uni = StreamId::new(Side::Client, Dir::Uni, 0);
+    let msd = MaxStreamData {
+        id: theirs_uni,
+        max: 5,
+    };
+    assert_eq!(code(s.on_max_stream_data(msd)), sse);
+    let stop = StopSending {
+        id: theirs_uni,
+        error_code: 0,
+    };
+    assert_eq!(code(s.on_stop_sending(stop)), sse);
+    // Any frame for a local stream not yet opened.
+    let unopened = StreamId::new(Side::Server, Dir::Bi, 3);
+    assert_eq!(code(s.on_stream(sf(unopened, 0, b"x", false))), sse);
+    let msd = MaxStreamData { id: unopened, max: 5 };
+    assert_eq!(code(s.on_max_stream_data(msd)), sse);
+    // STREAM_DATA_BLOCKED on a send-only stream.
+    let blocked = StreamDataBlocked {
+        id: ours_uni,
+        limit: 0,
+    };
+    assert_eq!(code(s.on_stream_data_blocked(blocked)), sse);
+    // Application misuse is an API error, not a connection error.
+    assert_eq!(c.write(theirs_uni, b"x"), Err(WriteError::UnknownStream));
+    let peer_uni_at_client = StreamId::new(Side::Server, Dir::Uni, 0);
+    assert_eq!(c.write(peer_uni_at_client, b"x"), Err(WriteError::UnknownStream));
+}
+
+#[test]
+fn stream_limits_and_streams_blocked() {
+    let cfg = StreamsConfig {
+        max_concurrent_bidi_streams: 2,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    assert!(c.open(Dir::Bi).is_some());
+    assert!(c.open(Dir::Bi).is_some());
+    assert_eq!(c.open(Dir::Bi), None);
+    let sent = pump(&mut c, &mut s, now);
+    assert!(sent.contains(&Frame::StreamsBlocked(StreamsBlocked {
+        dir: Dir::Bi,
+        limit: 2
+    })));
+    // A peer frame above our limit.
+    let too_far = StreamId::new(Side::Client, Dir::Bi, 2);
+    assert_eq!(
+        code(s.on_stream(sf(too_far, 0, b"x", false))),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
+    // Opening a stream implicitly opens the lower ones.
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let _ = (c.open(Dir::Bi), c.open(Dir::Bi));
+    s.on_stream(sf(StreamId::new(Side::Client, Dir::Bi, 1), 0, b"x", false))
+        .unwrap();
+    assert_eq!(s.accept(Dir::Bi), Some(StreamId::new(Side::Client, Dir::Bi, 0)));
+    assert_eq!(s.accept(Dir::Bi), Some(StreamId::new(Side::Client, Dir::Bi, 1)));
+    assert_eq!(s.accept(Dir::Bi), None);
+}
+
+/// Runs `total` request/response exchanges on bidirectional streams with a limit of 100, keeping up to
+/// `parallel` streams open at once.
+fn many_short_streams(total: usize, parallel: usize) {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let (mut opened, mut completed) = (0, 0);
+    let mut open = Vec::new();
+    let mut available_seen = false;
+    for _ in 0..100_000 {
+        while opened < total && open.len() < parallel {
+            let Some(id) = c.open(Dir::Bi) else { break };
+            c.write(id, format!("req {opened}").as_bytes()).unwrap();
+            c.finish(id).unwrap();
+            open.push(id);
+            opened += 1;
+        }
+        pump(&mut c, &mut s, now);
+        while s.accept(Dir::Bi).is_some() {}
+        let readable: Vec<StreamId> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                StreamEvent::Readable { id } => Some(id),
+                _ => None,
+            })
+            .collect();
+        for id in readable {
+            let mut req = Vec::new();
+            if read_all(&mut s, id, &mut req).unwrap() {
+                assert!(req.starts_with(b"req "));
+                s.write(id, b"ok").unwrap();
+                s.finish(id).unwrap();
+            }
+        }
+        pump(&mut s, &mut c, now);
+        available_seen |= events(&mut c).contains(&StreamEvent::Available { dir: Dir::Bi });
+        open.retain(|&id| {
+            let mut resp = Vec::new();
+            match read_all(&mut c, id, &mut resp) {
+                Ok(true) => {
+                    completed += 1;
+                    false
+                }
+                Ok(false) => true,
+                Err(e) => panic!("{e}"),
+            }
+        });
+        pump(&mut c, &mut s, now);
+        pump(&mut s, &mut c, now);
+        if completed == total {
+            break;
+        }
+    }
+    assert_eq!(completed, total);
+    assert_eq!(c.open_streams(), 0);
+    assert_eq!(s.open_streams(), 0);
+    assert!(parallel <= 100 || available_seen);
+}
+
+#[test]
+fn thousand_short_streams_sequentially() {
+    many_short_streams(1000, 1);
+}
+
+#[test]
+fn thousand_short_streams_concurrently_with_limit_100() {
+    many_short_streams(1000, 1000);
+}
+
+#[test]
+fn reset_and_stop_in_both_directions() {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    // Client resets its sending side: the server sees the code.
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, b"hello").unwrap();
+    pump(&mut c, &mut s, now);
+    c.reset(id, 42).unwrap();
+    pump(&mut c, &mut s, now);
+    assert!(events(&mut s).contains(&StreamEvent::Reset { id, code: 42 }));
+    let mut buf = [0; 16];
+    assert_eq!(s.read(id, &mut buf), Err(ReadError::Reset { code: 42 }));
+    assert_eq!(c.write(id, b"x"), Err(WriteError::ClosedStream));
+    // The client stops the server's sending side of the same stream.
+    s.write(id, b"response").unwrap();
+    pump(&mut s, &mut c, now);
+    c.stop(id, 7).unwrap();
+    pump(&mut c, &mut s, now);
+    assert!(events(&mut s).contains(&StreamEvent::Stopped { id, code: 7 }));
+    assert_eq!(s.write(id, b"more"), Err(WriteError::Stopped { code: 7 }));
+    // The server answers STOP_SENDING with RESET_STREAM carrying the same code.
+    let sent = pump(&mut s, &mut c, now);
+    assert!(sent
+        .iter()
+        .any(|f| matches!(f, Frame::ResetStream(r) if r.id == id && r.error_code == 7 && r.final_size == 8)));
+    pump(&mut c, &mut s, now);
+    assert_eq!(c.open_streams(), 0);
+    assert_eq!(s.open_streams(), 0);
+
+    // A server-initiated unidirectional stream stopped by the client.
+    let id = s.open(Dir::Uni).unwrap();
+    s.write(id, b"abc").unwrap();
+    pump(&mut s, &mut c, now);
+    c.stop(id, 9).unwrap();
+    pump(&mut c, &mut s, now);
+    assert!(events(&mut s).contains(&StreamEvent::Stopped { id, code: 9 }));
+    pump(&mut s, &mut c, now);
+    pump(&mut c, &mut s, now);
+    assert_eq!(s.open_streams(), 0);
+    assert_eq!(c.open_streams(), 0);
+}
+
+#[test]
+fn lost_reset_is_resent_and_lost_data_of_a_reset_stream_is_not() {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[5; 3000]).unwrap();
+    let (_p1, data_rec) = packet(&mut c, now).unwrap();
+    c.reset(id, 3).unwrap();
+    let (p2, reset_rec) = packet(&mut c, now).unwrap();
+    assert!(
+        matches!(frames(&p2)[..], [Frame::ResetStream(ResetStream { final_size, .. })] if final_size > 0)
+    );
+    c.on_lost(&data_rec);
+    c.on_lost(&reset_rec);
+    let (p3, rec3) = packet(&mut c, now).unwrap();
+    assert!(matches!(frames(&p3)[..], [Frame::ResetStream(_)]));
+    assert!(packet(&mut c, now).is_none());
+    deliver(&mut s, &p3).unwrap();
+    c.on_acked(&rec3);
+    assert_eq!(c.open_streams(), 0);
+}
+
+#[test]
+fn priorities_and_round_robin() {
+    let cfg = StreamsConfig::default();
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let now = start();
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    let hi = c.open(Dir::Uni).unwrap();
+    for id in [a, b, hi] {
+        c.write(id, &[1; 5000]).unwrap();
+    }
+    c.set_priority(hi, 10);
+    let mut order = Vec::new();
+    while let Some((_p, rec)) = packet(&mut c, now) {
+        order.extend(rec.chunks.iter().map(|ch| ch.id));
+    }
+    let first_low = order.iter().position(|id| *id != hi).unwrap();
+    assert!(order[..first_low].iter().all(|id| *id == hi));
+    assert!(
+        order[first_low..].iter().all(|id| *id != hi),
+        "hi finished before others"
+    );
+    // Equal priorities alternate.
+    let low: Vec<StreamId> = order[first_low..].to_vec();
+    for pair in low.windows(2) {
+        assert_ne!(pair[0], pair[1], "round-robin alternates: {low:?}");
+    }
+}
+
+#[test]
+fn slow_reader_bounds_sender_buffer() {
+    let cfg = StreamsConfig {
+        send_buffer: 10_000,
+        stream_receive_window: 4000,
+        receive_window: 8000,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    assert_eq!(c.write(id, &[9; 25_000]), Ok(10_000));
+    assert_eq!(c.write(id, &[9; 10]), Err(WriteError::Blocked));
+    pump(&mut c, &mut s, now);
+    // Acks free the 4000 bytes the receiver accepted.
+    assert!(events(&mut c).contains(&StreamEvent::Writable { id }));
+    assert_eq!(c.write(id, &[9; 25_000]), Ok(4000));
+    // The receiver reads nothing more, so nothing more is accepted.
+    pump(&mut c, &mut s, now);
+    assert_eq!(c.write(id, &[9; 10]), Err(WriteError::Blocked));
+    let mut got = Vec::new();
+    read_all(&mut s, id, &mut got).unwrap();
+    assert_eq!(got.len(), 4000);
+    assert!(s.streams.get(&id).unwrap().recv.as_ref().unwrap().buffered() == 0);
+}
+
+#[test]
+fn autotuning_grows_window_fast_reader_and_stops_at_max() {
+    let cfg = StreamsConfig {
+        stream_receive_window: 16 * 1024,
+        max_stream_receive_window: 128 * 1024,
+        receive_window: 64 * 1024,
+        max_receive_window: 512 * 1024,
+        send_buffer: 1 << 20,
+        ..StreamsConfig::default()
+    };
+    // Fast: the reader consumes everything within an RTT of it arriving.
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let mut now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    let mut got = Vec::new();
+    let mut max_seen = 0;
+    for _ in 0..400 {
+        let _ = c.write(id, &[0; 64 * 1024]);
+        pump(&mut c, &mut s, now);
+        read_all(&mut s, id, &mut got).unwrap();
+        for f in pump(&mut s, &mut c, now) {
+            if let Frame::MaxStreamData(m) = f {
+                max_seen = max_seen.max(m.max - got.len() as u64);
+            }
+        }
+        now += Duration::from_millis(10); // well under 2 RTTs per window
+    }
+    let window = s.streams.get(&id).unwrap().recv.as_ref().unwrap().window.window();
+    assert_eq!(window, 128 * 1024, "grew to the maximum");
+    assert!(
+        max_seen <= 128 * 1024,
+        "never advertised beyond consumed + max window"
+    );
+
+    // Slow: the reader consumes a window per several RTTs: no growth.
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let mut now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let _ = c.write(id, &[0; 64 * 1024]);
+        pump(&mut c, &mut s, now);
+        read_all(&mut s, id, &mut got).unwrap();
+        pump(&mut s, &mut c, now);
+        now += Duration::from_secs(1);
+    }
+    let window = s.streams.get(&id).unwrap().recv.as_ref().unwrap().window.window();
+    assert_eq!(window, 16 * 1024);
+    assert!(got.len() > 100_000);
+}
+
+/// Feeds arbitrary STREAM frames to a receiver: no panic, and the data buffered per stream stays within
+/// its window.
+fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, reads: Vec<bool>) {
+    let cfg = StreamsConfig {
+        stream_receive_window: 2048,
+        receive_window: 4096,
+        max_concurrent_bidi_streams: 4,
+        max_concurrent_uni_streams: 4,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&cfg, &cfg);
+    let data = Bytes::from(vec![7u8; 4096]);
+    for (i, (stream, offset, len, fin)) in frames.into_iter().enumerate() {
+        let id = StreamId(u64::from(stream % 24));
+        let frame = StreamFrame {
+            id,
+            offset: offset % 5000,
+            fin,
+            data: data.slice(..usize::from(len) % 3000),
+        };
+        let _ = s.on_stream(frame);
+        if reads.get(i).copied().unwrap_or(false) {
+            let mut out = Vec::new();
+            let _ = read_all(&mut s, id, &mut out);
+        }
+        for st in s.streams.values() {
+            if let Some(r) = &st.recv {
+                assert!(r.buffered() as u64 <= r.window.max() - r.read_offset());
+            }
+        }
+        assert!(s.recv_data <= s.recv_window.max());
+        assert!(s.open_streams() <= 16);
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_stream_frames_never_panic(
+        frames in prop::collection::vec((any::<u8>(), any::<u64>(), any::<u16>(), any::<bool>()), 0..60),
+        reads in prop::collection::vec(any::<bool>(), 0..60),
+    ) {
+        check_arbitrary_stream_frames(frames, reads);
+    }
+}
