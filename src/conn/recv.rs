@@ -560,3 +560,18 @@ pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) 
     let pn = plain.pn.expand(None);
     keys.remote.packet.open(pn, &mut packet, plain.header_len).is_ok()
 }
+
+#[cfg(test)]
+impl Connection {
+    /// Test hook: processes `frames` as if they arrived in an authenticated 1-RTT packet, so tests can
+    /// play a misbehaving peer without forging packet protection.
+    pub(crate) fn inject_frames(&mut self, now: Instant, frames: &[Frame]) {
+        let mut buf = Vec::new();
+        for f in frames {
+            f.encode(&mut buf);
+        }
+        if let Err(e) = self.process_frames(now, SpaceId::Data, &Bytes::from(buf)) {
+            self.close_with_error(now, e);
+        }
+    }
+}

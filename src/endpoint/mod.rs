@@ -24,6 +24,9 @@ mod handles;
 mod routing;
 mod view;
 
+#[cfg(test)]
+mod peer_errors;
+
 pub use handles::ConnectionHandle;
 use handles::Table;
 use routing::{KeyedState, Routes};

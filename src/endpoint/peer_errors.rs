@@ -1,0 +1,246 @@
+//! A misbehaving peer: frames a real peer would never send, injected into an established connection
+//! after a real handshake, must close it with the RFC's error code, which the other side then reports.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{ConnectionHandle, Endpoint};
+use crate::crypto::tls;
+use crate::event::{ConnectionError, Event};
+use crate::wire::frame::{Datagram as DatagramFrame, Frame, ResetStream, StreamFrame, StreamId};
+use crate::wire::TransportErrorCode;
+use crate::{ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, TransportConfig};
+
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+struct Pair {
+    now: Instant,
+    client: Endpoint,
+    server: Endpoint,
+    client_h: ConnectionHandle,
+    server_h: Option<ConnectionHandle>,
+    client_events: Vec<Event>,
+    server_events: Vec<Event>,
+}
+
+const CLIENT: &str = "192.0.2.1:5000";
+const SERVER: &str = "192.0.2.2:443";
+
+impl Pair {
+    fn new(server_transport: TransportConfig) -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let alpn = vec![b"test".to_vec()];
+        let mut server_config =
+            ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
+        server_config.transport = server_transport;
+        let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
+        let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+        let now = epoch();
+        let tls = tls::client_config(vec![cert], alpn).unwrap();
+        let client_h = client
+            .connect(now, ClientConfig::new(tls), SERVER.parse().unwrap(), "localhost")
+            .unwrap();
+        let mut pair = Self {
+            now,
+            client,
+            server,
+            client_h,
+            server_h: None,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+        };
+        pair.run(Duration::from_secs(2));
+        assert!(
+            pair.client_events.contains(&Event::Connected) && pair.server_events.contains(&Event::Connected)
+        );
+        pair
+    }
+
+    /// Delivers everything at once (no latency), jumping to deadlines, for `limit` of virtual time.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            for (from_client, from, to) in [(true, CLIENT, SERVER), (false, SERVER, CLIENT)] {
+                let (src, dst) = if from_client {
+                    (&mut self.client, &mut self.server)
+                } else {
+                    (&mut self.server, &mut self.client)
+                };
+                let _ = to;
+                while let Some(t) = src.poll_transmit(self.now, &mut buf) {
+                    moved = true;
+                    let remote: SocketAddr = from.parse().unwrap();
+                    for d in t.datagrams(&buf) {
+                        let payload = BytesMut::from(d);
+                        dst.handle_datagram(
+                            self.now,
+                            Datagram {
+                                remote,
+                                local: None,
+                                ecn: None,
+                                payload,
+                            },
+                        );
+                    }
+                }
+            }
+            while let Some((_, e)) = self.client.poll_event() {
+                self.client_events.push(e);
+            }
+            while let Some((h, e)) = self.server.poll_event() {
+                self.server_h.get_or_insert(h);
+                self.server_events.push(e);
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.client.handle_timeout(self.now);
+                    self.server.handle_timeout(self.now);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Injects `frames` into the server's connection as if the client sent them, and lets the close run.
+    fn client_sends(&mut self, frames: &[Frame]) {
+        let h = self.server_h.unwrap();
+        let now = self.now;
+        self.server
+            .table
+            .get_mut(h)
+            .unwrap()
+            .conn
+            .inject_frames(now, frames);
+        self.server.after_conn(h, true);
+        self.run(Duration::from_secs(1));
+    }
+
+    fn lost(events: &[Event]) -> Option<&ConnectionError> {
+        events.iter().find_map(|e| match e {
+            Event::ConnectionLost { reason } => Some(reason),
+            _ => None,
+        })
+    }
+
+    /// The server closed with `code` and the client heard it.
+    fn assert_closed_with(&self, code: TransportErrorCode) {
+        match Self::lost(&self.server_events) {
+            Some(ConnectionError::TransportError(e)) => assert_eq!(e.code, code, "server: {e}"),
+            other => panic!("server: expected a transport error {code}, got {other:?}"),
+        }
+        match Self::lost(&self.client_events) {
+            Some(ConnectionError::ConnectionClosed { error }) => {
+                assert_eq!(error.code, code, "client: {error}")
+            }
+            other => panic!("client: expected the peer's close with {code}, got {other:?}"),
+        }
+    }
+}
+
+fn client_bidi(index: u64) -> StreamId {
+    StreamId::new(Side::Client, Dir::Bi, index)
+}
+
+fn stream(id: StreamId, offset: u64, len: usize, fin: bool) -> Frame {
+    Frame::Stream(StreamFrame {
+        id,
+        offset,
+        fin,
+        data: Bytes::from(vec![7; len]),
+    })
+}
+
+#[test]
+fn data_beyond_the_stream_window_is_flow_control_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    let window = TransportConfig::default().streams.stream_receive_window;
+    p.client_sends(&[stream(client_bidi(0), window, 10, false)]);
+    p.assert_closed_with(TransportErrorCode::FLOW_CONTROL_ERROR);
+}
+
+#[test]
+fn a_changed_final_size_is_final_size_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[
+        stream(client_bidi(0), 0, 10, true),
+        stream(client_bidi(0), 0, 20, true),
+    ]);
+    p.assert_closed_with(TransportErrorCode::FINAL_SIZE_ERROR);
+}
+
+#[test]
+fn a_reset_below_the_data_received_is_final_size_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[
+        stream(client_bidi(0), 0, 100, false),
+        Frame::ResetStream(ResetStream {
+            id: client_bidi(0),
+            error_code: 1,
+            final_size: 50,
+        }),
+    ]);
+    p.assert_closed_with(TransportErrorCode::FINAL_SIZE_ERROR);
+}
+
+#[test]
+fn a_stream_beyond_the_limit_is_stream_limit_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    let limit = TransportConfig::default().streams.max_concurrent_bidi_streams;
+    p.client_sends(&[stream(client_bidi(limit), 0, 1, false)]);
+    p.assert_closed_with(TransportErrorCode::STREAM_LIMIT_ERROR);
+}
+
+#[test]
+fn a_stream_we_never_opened_is_stream_state_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[stream(StreamId::new(Side::Server, Dir::Bi, 3), 0, 1, false)]);
+    p.assert_closed_with(TransportErrorCode::STREAM_STATE_ERROR);
+}
+
+#[test]
+fn unannounced_datagrams_are_a_protocol_violation() {
+    let transport = TransportConfig {
+        datagram_receive_buffer: None,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(transport);
+    p.client_sends(&[Frame::Datagram(DatagramFrame {
+        data: Bytes::from_static(b"hello"),
+    })]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn datagrams_larger_than_announced_are_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[Frame::Datagram(DatagramFrame {
+        data: Bytes::from(vec![0; 70_000]),
+    })]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn handshake_done_from_a_client_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[Frame::HandshakeDone]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
