@@ -45,7 +45,7 @@ impl Pair {
         let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
         let now = epoch();
         let tls = tls::client_config(vec![cert], alpn).unwrap();
-        let client_h = client
+        client
             .connect(now, ClientConfig::new(tls), SERVER.parse().unwrap(), "localhost")
             .unwrap();
         let mut pair = Self {
