@@ -139,16 +139,13 @@ impl Connection {
         start: usize,
         limit: usize,
     ) -> (usize, bool) {
-        let wanted: Vec<SpaceId> = SpaceId::ALL
-            .into_iter()
-            .filter(|s| self.space_wants(*s, now))
-            .collect();
-        let Some(&last) = wanted.last() else {
+        let wanted = SpaceId::ALL.map(|s| self.space_wants(s, now));
+        let Some(last) = SpaceId::ALL.into_iter().rev().find(|s| wanted[s.index()]) else {
             return (0, false);
         };
-        let mut pad = self.side.is_client() && wanted.contains(&SpaceId::Initial);
+        let mut pad = self.side.is_client() && wanted[SpaceId::Initial.index()];
         let mut long = false;
-        for space in wanted {
+        for space in SpaceId::ALL.into_iter().filter(|s| wanted[s.index()]) {
             let used = buf.len() - start;
             let budget = limit.saturating_sub(used);
             let pad_to = (space == last && (pad || (space == SpaceId::Initial && self.side.is_server())))
