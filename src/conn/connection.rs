@@ -237,6 +237,13 @@ pub(crate) struct Connection {
     pub(crate) stats: ConnectionStats,
 }
 
+/// `now + d`, with `d` capped so that no peer-chosen or configured duration can overflow the clock (a
+/// peer may announce an idle timeout of 2^62 ms, for example).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const CAP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CAP)).unwrap_or(now)
+}
+
 /// The DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
 pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
 
@@ -581,7 +588,7 @@ impl Connection {
     }
 
     pub(crate) fn reset_idle(&mut self, now: Instant) {
-        self.idle_deadline = self.idle_timeout().map(|t| now + t);
+        self.idle_deadline = self.idle_timeout().map(|t| later(now, t));
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
@@ -589,7 +596,7 @@ impl Connection {
         if self.state != State::Established {
             return None;
         }
-        Some(self.last_ack_eliciting_sent? + interval)
+        Some(later(self.last_ack_eliciting_sent?, interval))
     }
 
     /// The next deadline.
@@ -688,7 +695,7 @@ impl Connection {
             return;
         }
         self.state = State::Closing {
-            until: now + 3 * self.pto(),
+            until: later(now, self.pto().saturating_mul(3)),
         };
         self.close = Some(PendingClose {
             frame,
@@ -744,7 +751,7 @@ impl Connection {
         };
         let was_closing = matches!(self.state, State::Closing { .. });
         self.state = State::Draining {
-            until: now + 3 * self.pto(),
+            until: later(now, self.pto().saturating_mul(3)),
         };
         self.close = None;
         if !was_closing {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::connection::{Connection, State, MAX_DATAGRAM_FRAME_SIZE};
+use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::RecvKey;
 use super::spaces::SentFrames;
 use super::SpaceId;
@@ -192,7 +192,7 @@ impl Connection {
                     }
                     // RFC 9001 §6.2: the peer updated its keys; we update ours before answering.
                     tracing::debug!(side = ?self.side, pn, "peer started a key update");
-                    keys.rotate(&mut *self.session, Some(pn), now + 3 * pto);
+                    keys.rotate(&mut *self.session, Some(pn), later(now, pto.saturating_mul(3)));
                 }
                 RecvKey::Current => keys.on_received(pn),
                 RecvKey::Previous => {}

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
 
-use super::connection::{Connection, State};
+use super::connection::{later, Connection, State};
 use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
@@ -421,7 +421,7 @@ impl Connection {
             || keys.sealed_in_phase >= limit - limit / 8;
         if due && keys.can_update() {
             tracing::debug!(side = ?self.side, "starting a key update");
-            keys.rotate(&mut *self.session, None, now + 3 * pto);
+            keys.rotate(&mut *self.session, None, later(now, pto.saturating_mul(3)));
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;

@@ -34,6 +34,10 @@ const SERVER: &str = "192.0.2.2:443";
 
 impl Pair {
     fn new(server_transport: TransportConfig) -> Self {
+        Self::with(server_transport, TransportConfig::default())
+    }
+
+    fn with(server_transport: TransportConfig, client_transport: TransportConfig) -> Self {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
@@ -45,8 +49,10 @@ impl Pair {
         let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
         let now = epoch();
         let tls = tls::client_config(vec![cert], alpn).unwrap();
+        let mut client_config = ClientConfig::new(tls);
+        client_config.transport = client_transport;
         client
-            .connect(now, ClientConfig::new(tls), SERVER.parse().unwrap(), "localhost")
+            .connect(now, client_config, SERVER.parse().unwrap(), "localhost")
             .unwrap();
         let mut pair = Self {
             now,
@@ -241,4 +247,32 @@ fn handshake_done_from_a_client_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
     p.client_sends(&[Frame::HandshakeDone]);
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+/// A peer announcing the largest idle timeout the wire allows (2^62 - 1 ms) to a side that has none of its
+/// own must not overflow the clock: the connection lives on, with a capped deadline.
+#[test]
+fn a_huge_idle_timeout_from_the_peer_is_harmless() {
+    let server = TransportConfig {
+        max_idle_timeout: None,
+        ..TransportConfig::default()
+    };
+    let client = TransportConfig {
+        max_idle_timeout: Some(Duration::MAX),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(server, client);
+    let peer = p
+        .server
+        .conn(p.server_h.unwrap())
+        .unwrap()
+        .peer_transport_parameters()
+        .unwrap();
+    assert_eq!(peer.max_idle_timeout.into_inner(), (1 << 62) - 1);
+    p.run(Duration::from_secs(60));
+    assert!(Pair::lost(&p.server_events).is_none());
+    assert!(p
+        .server
+        .poll_timeout()
+        .is_some_and(|t| t > p.now + Duration::from_secs(3600)));
 }
