@@ -37,6 +37,19 @@ pub enum LostReason {
     Other(String),
 }
 
+/// Why an engine-neutral stream operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// Nothing can be done now (no data to read, no room to write); retry after driving.
+    Blocked,
+    /// Reading: the peer reset the stream with this code.
+    Reset(u64),
+    /// Writing: the peer asked us to stop sending with this code.
+    Stopped(u64),
+    /// Anything else, as the engine describes it.
+    Other(String),
+}
+
 /// One endpoint with at most one connection of interest, driven by the harness.
 pub trait Node {
     /// The node's address.
@@ -81,6 +94,39 @@ pub trait Node {
     /// Key updates this node's connection went through, when the engine tells (quicsand does).
     fn key_updates(&mut self) -> Option<u64> {
         None
+    }
+    /// Whether the node accepts and reads every stream the peer opens by itself (the default, into what
+    /// [`Node::received_streams`] reports). Turn it off to drive streams through the `stream_*` calls.
+    fn set_auto_read(&mut self, _on: bool) {
+        unreachable!("this node does not read streams")
+    }
+    /// Opens a stream (bidirectional or unidirectional), or `None` while the peer's limit is reached.
+    fn stream_open(&mut self, _bidi: bool) -> Option<u64> {
+        unreachable!("this node does not open streams")
+    }
+    /// The next stream the peer opened in that direction, if any (only with auto-read off).
+    fn stream_accept(&mut self, _bidi: bool) -> Option<u64> {
+        None
+    }
+    /// Writes what the stream takes of `data`; `Blocked` when it takes nothing.
+    fn stream_write(&mut self, _id: u64, _data: &[u8]) -> Result<usize, StreamError> {
+        Err(StreamError::Other("not supported by this node".into()))
+    }
+    /// Ends the stream after what was written.
+    fn stream_finish(&mut self, _id: u64) -> Result<(), StreamError> {
+        Err(StreamError::Other("not supported by this node".into()))
+    }
+    /// Reads up to `max` in-order bytes: `Ok(None)` at the end of the stream.
+    fn stream_read(&mut self, _id: u64, _max: usize) -> Result<Option<bytes::Bytes>, StreamError> {
+        Err(StreamError::Other("not supported by this node".into()))
+    }
+    /// Abandons sending with an application error code (RESET_STREAM).
+    fn stream_reset(&mut self, _id: u64, _code: u64) -> Result<(), StreamError> {
+        Err(StreamError::Other("not supported by this node".into()))
+    }
+    /// Asks the peer to stop sending with an application error code (STOP_SENDING).
+    fn stream_stop(&mut self, _id: u64, _code: u64) -> Result<(), StreamError> {
+        Err(StreamError::Other("not supported by this node".into()))
     }
     /// Number of live connections (for "never created a connection" checks); quinn-proto nodes may
     /// answer 0 or 1 as far as they know.

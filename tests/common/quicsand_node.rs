@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use quicsand::{
     ClientConfig, ConnectionError, ConnectionHandle, Datagram, Dir, Endpoint, EndpointConfig, Event,
-    ServerConfig, StreamId,
+    ReadError, ServerConfig, StreamId, WriteError,
 };
 
-use super::{LostReason, Node, NodeEvent};
+use super::{LostReason, Node, NodeEvent, StreamError};
 
 /// A quicsand endpoint and the handle of its (first) connection.
 pub struct QuicsandNode {
@@ -28,6 +28,11 @@ pub struct QuicsandNode {
     pub received: BTreeMap<u64, (Vec<u8>, bool)>,
     /// Streams accepted and still being read.
     reading: Vec<StreamId>,
+    /// Accept and read every peer stream in `pump_streams` (the default); off, the test does it through
+    /// the `stream_*` calls.
+    pub auto_read: bool,
+    /// Every transmit `poll_transmit` returned: (size, segment_size).
+    pub transmits: Vec<(usize, Option<usize>)>,
     buf: Vec<u8>,
 }
 
@@ -42,6 +47,11 @@ impl QuicsandNode {
         Self::new(addr, Endpoint::new(EndpointConfig::with_seed(seed), None))
     }
 
+    /// A node around a caller-built endpoint (e.g. with a non-default [`EndpointConfig`]).
+    pub fn with_endpoint(addr: SocketAddr, endpoint: Endpoint) -> Self {
+        Self::new(addr, endpoint)
+    }
+
     fn new(addr: SocketAddr, endpoint: Endpoint) -> Self {
         Self {
             endpoint,
@@ -52,6 +62,8 @@ impl QuicsandNode {
             writing: Vec::new(),
             received: BTreeMap::new(),
             reading: Vec::new(),
+            auto_read: true,
+            transmits: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -88,6 +100,9 @@ impl QuicsandNode {
             }
             stream.finish().is_err()
         });
+        if !self.auto_read {
+            return;
+        }
         for dir in [Dir::Bi, Dir::Uni] {
             while let Some(id) = conn.accept(dir) {
                 self.reading.push(id);
@@ -111,6 +126,23 @@ impl QuicsandNode {
         });
     }
 
+    /// A view of the connection, for engine-specific calls.
+    pub fn conn(&mut self) -> quicsand::ConnRef<'_> {
+        let h = self.handle.expect("a connection");
+        self.endpoint.conn(h).expect("a live connection")
+    }
+
+    /// Stream events reported so far, in order.
+    pub fn stream_events(&self) -> Vec<quicsand::StreamEvent> {
+        self.raw_events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Stream(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn collect_events(&mut self) {
         while let Some((h, event)) = self.endpoint.poll_event() {
             if self.handle.is_none() {
@@ -127,6 +159,22 @@ impl QuicsandNode {
             }
             self.raw_events.push((h, event));
         }
+    }
+}
+
+fn write_error(e: WriteError) -> StreamError {
+    match e {
+        WriteError::Blocked => StreamError::Blocked,
+        WriteError::Stopped { code } => StreamError::Stopped(code),
+        other => StreamError::Other(other.to_string()),
+    }
+}
+
+fn read_error(e: ReadError) -> StreamError {
+    match e {
+        ReadError::Blocked => StreamError::Blocked,
+        ReadError::Reset { code } => StreamError::Reset(code),
+        other => StreamError::Other(other.to_string()),
     }
 }
 
@@ -169,6 +217,7 @@ impl Node for QuicsandNode {
         self.pump_streams();
         let mut out = Vec::new();
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.buf) {
+            self.transmits.push((t.size, t.segment_size));
             for d in t.datagrams(&self.buf) {
                 out.push((t.destination, d.to_vec()));
             }
@@ -251,6 +300,43 @@ impl Node for QuicsandNode {
     fn key_updates(&mut self) -> Option<u64> {
         let h = self.handle?;
         self.endpoint.conn(h).ok().map(|c| c.key_phase().1)
+    }
+
+    fn set_auto_read(&mut self, on: bool) {
+        self.auto_read = on;
+    }
+
+    fn stream_open(&mut self, bidi: bool) -> Option<u64> {
+        let mut c = self.conn();
+        if bidi { c.open_bi() } else { c.open_uni() }.map(|id| id.0)
+    }
+
+    fn stream_accept(&mut self, bidi: bool) -> Option<u64> {
+        let dir = if bidi { Dir::Bi } else { Dir::Uni };
+        self.conn().accept(dir).map(|id| id.0)
+    }
+
+    fn stream_write(&mut self, id: u64, data: &[u8]) -> Result<usize, StreamError> {
+        self.conn().stream(StreamId(id)).write(data).map_err(write_error)
+    }
+
+    fn stream_finish(&mut self, id: u64) -> Result<(), StreamError> {
+        self.conn().stream(StreamId(id)).finish().map_err(write_error)
+    }
+
+    fn stream_read(&mut self, id: u64, max: usize) -> Result<Option<Bytes>, StreamError> {
+        self.conn()
+            .stream(StreamId(id))
+            .read_chunk(max)
+            .map_err(read_error)
+    }
+
+    fn stream_reset(&mut self, id: u64, code: u64) -> Result<(), StreamError> {
+        self.conn().stream(StreamId(id)).reset(code).map_err(write_error)
+    }
+
+    fn stream_stop(&mut self, id: u64, code: u64) -> Result<(), StreamError> {
+        self.conn().stream(StreamId(id)).stop(code).map_err(read_error)
     }
 
     fn connection_count(&self) -> usize {

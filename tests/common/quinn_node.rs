@@ -20,7 +20,12 @@ use quinn_proto::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{LostReason, Node, NodeEvent};
+use super::{LostReason, Node, NodeEvent, StreamError};
+
+/// quinn's stream ID from its integer value.
+pub fn stream_id(id: u64) -> StreamId {
+    StreamId::from(VarInt::from_u64(id).expect("stream IDs fit a varint"))
+}
 
 /// Datagrams per `poll_transmit` call (GSO batch size); batches are split before they reach the network.
 const MAX_DATAGRAMS: usize = 10;
@@ -161,6 +166,11 @@ pub struct QuinnNode {
     pub datagrams: Vec<Bytes>,
     /// Datagrams the endpoint answered statelessly (version negotiation, stateless reset, refusals).
     pub endpoint_responses: u64,
+    /// Accept and read every peer stream (the default); off, the test does it through the `stream_*`
+    /// calls.
+    pub auto_read: bool,
+    /// Every stream event of every connection, in order.
+    pub stream_events: Vec<StreamEvent>,
 }
 
 impl QuinnNode {
@@ -194,6 +204,8 @@ impl QuinnNode {
             received: BTreeMap::new(),
             datagrams: Vec::new(),
             endpoint_responses: 0,
+            auto_read: true,
+            stream_events: Vec::new(),
         }
     }
 
@@ -295,6 +307,16 @@ impl QuinnNode {
         self.conns.iter_mut().map(|c| &mut c.conn)
     }
 
+    /// The first connection not yet drained, for application calls.
+    pub fn live(&mut self) -> &mut Connection {
+        &mut self
+            .conns
+            .iter_mut()
+            .find(|c| !c.drained)
+            .expect("a live connection")
+            .conn
+    }
+
     /// The quinn-proto endpoint.
     pub fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.endpoint
@@ -358,15 +380,15 @@ impl QuinnNode {
             match ev {
                 Event::Connected => self.events.push(NodeEvent::Connected),
                 Event::ConnectionLost { reason } => self.events.push(NodeEvent::Lost(lost_reason(&reason))),
-                Event::Stream(StreamEvent::Opened { dir }) => {
-                    while let Some(id) = c.conn.streams().accept(dir) {
-                        c.reading.push(id);
+                Event::Stream(e) => {
+                    if let (StreamEvent::Opened { dir }, true) = (&e, self.auto_read) {
+                        while let Some(id) = c.conn.streams().accept(*dir) {
+                            c.reading.push(id);
+                        }
                     }
+                    self.stream_events.push(e);
                 }
-                Event::Stream(_)
-                | Event::HandshakeDataReady
-                | Event::DatagramReceived
-                | Event::DatagramsUnblocked => {}
+                Event::HandshakeDataReady | Event::DatagramReceived | Event::DatagramsUnblocked => {}
             }
         }
         while let Some(d) = c.conn.datagrams().recv() {
@@ -539,6 +561,77 @@ impl Node for QuinnNode {
 
     fn received_data(&mut self, id: u64) -> Vec<u8> {
         self.received.get(&id).map(|r| r.data.clone()).unwrap_or_default()
+    }
+
+    fn set_auto_read(&mut self, on: bool) {
+        self.auto_read = on;
+    }
+
+    fn stream_open(&mut self, bidi: bool) -> Option<u64> {
+        let dir = if bidi {
+            quinn_proto::Dir::Bi
+        } else {
+            quinn_proto::Dir::Uni
+        };
+        self.live().streams().open(dir).map(u64::from)
+    }
+
+    fn stream_accept(&mut self, bidi: bool) -> Option<u64> {
+        let dir = if bidi {
+            quinn_proto::Dir::Bi
+        } else {
+            quinn_proto::Dir::Uni
+        };
+        self.live().streams().accept(dir).map(u64::from)
+    }
+
+    fn stream_write(&mut self, id: u64, data: &[u8]) -> Result<usize, StreamError> {
+        self.live()
+            .send_stream(stream_id(id))
+            .write(data)
+            .map_err(|e| match e {
+                quinn_proto::WriteError::Blocked => StreamError::Blocked,
+                quinn_proto::WriteError::Stopped(code) => StreamError::Stopped(code.into_inner()),
+                other => StreamError::Other(other.to_string()),
+            })
+    }
+
+    fn stream_finish(&mut self, id: u64) -> Result<(), StreamError> {
+        self.live()
+            .send_stream(stream_id(id))
+            .finish()
+            .map_err(|e| match e {
+                quinn_proto::FinishError::Stopped(code) => StreamError::Stopped(code.into_inner()),
+                other => StreamError::Other(other.to_string()),
+            })
+    }
+
+    fn stream_read(&mut self, id: u64, max: usize) -> Result<Option<Bytes>, StreamError> {
+        let mut stream = self.live().recv_stream(stream_id(id));
+        let mut chunks = stream.read(true).map_err(|e| StreamError::Other(e.to_string()))?;
+        let r = match chunks.next(max) {
+            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            Err(ReadError::Blocked) => Err(StreamError::Blocked),
+            Err(ReadError::Reset(code)) => Err(StreamError::Reset(code.into_inner())),
+        };
+        let _ = chunks.finalize();
+        r
+    }
+
+    fn stream_reset(&mut self, id: u64, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).expect("code fits a varint");
+        self.live()
+            .send_stream(stream_id(id))
+            .reset(code)
+            .map_err(|e| StreamError::Other(e.to_string()))
+    }
+
+    fn stream_stop(&mut self, id: u64, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).expect("code fits a varint");
+        self.live()
+            .recv_stream(stream_id(id))
+            .stop(code)
+            .map_err(|e| StreamError::Other(e.to_string()))
     }
 
     fn ping(&mut self) {
