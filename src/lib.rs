@@ -150,3 +150,6 @@ impl Side {
 
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+
+#[cfg(test)]
+mod test_util;

@@ -25,22 +25,7 @@ const PAIRS: [(Engine, Engine); 3] = [
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// Deterministic pseudo-random bytes, so a corrupted or misplaced byte is caught.
-fn payload(len: usize, seed: u64) -> Bytes {
-    let mut rng = common::NetRng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    Bytes::from(v)
-}
-
-fn digest(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
+use common::{digest, payload};
 
 /// Per-engine settings of a pair's connections; the defaults are each engine's own.
 #[derive(Default)]

@@ -5,31 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{pair, Engine, Pair};
+use common::{digest, pair, payload, Engine, Pair};
 
 const PAIRS: [(Engine, Engine); 3] = [
     (Engine::Quicsand, Engine::Quicsand),
     (Engine::Quicsand, Engine::Quinn),
     (Engine::Quinn, Engine::Quicsand),
 ];
-
-/// Deterministic pseudo-random bytes, so a corrupted or misplaced byte is caught.
-fn payload(len: usize, seed: u64) -> Bytes {
-    let mut rng = common::NetRng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    Bytes::from(v)
-}
-
-fn digest(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
 
 /// Sends `len` bytes on one stream from the client and one from the server at once; both arrive intact.
 fn transfer(c: Engine, s: Engine, len: usize, seed: u64, lossy: bool) -> Duration {
@@ -103,13 +85,18 @@ fn transfer(c: Engine, s: Engine, len: usize, seed: u64, lossy: bool) -> Duratio
     elapsed
 }
 
-#[test]
-fn sixty_four_mib_each_way_no_loss() {
-    let len: usize = std::env::var("QUICSAND_BULK_MIB")
+/// The transfer size: 64 MiB, or `QUICSAND_BULK_MIB` MiB.
+fn bulk_len() -> usize {
+    std::env::var("QUICSAND_BULK_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64)
-        << 20;
+        << 20
+}
+
+#[test]
+fn sixty_four_mib_each_way_no_loss() {
+    let len = bulk_len();
     for (c, s) in PAIRS {
         let t = transfer(c, s, len, 40, false);
         eprintln!(
@@ -121,11 +108,7 @@ fn sixty_four_mib_each_way_no_loss() {
 
 #[test]
 fn sixty_four_mib_each_way_with_loss_and_reordering() {
-    let len: usize = std::env::var("QUICSAND_BULK_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-        << 20;
+    let len = bulk_len();
     for (c, s) in PAIRS {
         let t = transfer(c, s, len, 41, true);
         eprintln!(

@@ -224,10 +224,7 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::test_util::epoch;
 
     fn keys() -> (OneRttKeys, Phases) {
         let secret = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap();

@@ -2,7 +2,6 @@
 //! after a real handshake, must close it with the RFC's error code, which the other side then reports.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -14,11 +13,7 @@ use crate::wire::frame::{Datagram as DatagramFrame, Frame, ResetStream, StreamFr
 use crate::wire::TransportErrorCode;
 use crate::{ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, TransportConfig};
 
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
+use crate::test_util::epoch;
 
 struct Pair {
     now: Instant,

@@ -12,11 +12,7 @@ use super::*;
 use crate::wire::header::{VERSION_1, VERSION_2};
 use crate::Side;
 
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
+use crate::test_util::epoch;
 
 fn at(ms: u64) -> Instant {
     epoch() + Duration::from_millis(ms)

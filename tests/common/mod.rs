@@ -441,3 +441,21 @@ pub fn pair_with(
     };
     Pair::new(client_node, server_node, seed)
 }
+
+/// Deterministic pseudo-random bytes, so a corrupted or misplaced byte is caught.
+pub fn payload(len: usize, seed: u64) -> bytes::Bytes {
+    let mut rng = NetRng::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(len);
+    bytes::Bytes::from(v)
+}
+
+/// SHA-256 of `data`, to compare large payloads in assertion messages without printing them.
+pub fn digest(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}

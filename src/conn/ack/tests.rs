@@ -1,5 +1,5 @@
 use std::ops::RangeInclusive;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::collections::BTreeSet;
 
@@ -11,11 +11,7 @@ use crate::conn::SpaceId;
 use crate::wire::frame::{AckFrame, EcnCounts, Frame};
 use crate::wire::Reader;
 
-/// The one place a test reads the clock; everything else is `epoch() + Duration`.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::test_util::epoch;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

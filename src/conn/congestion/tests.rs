@@ -7,12 +7,7 @@ use super::new_reno::NewReno;
 use super::pacer::BURST_DATAGRAMS;
 use super::*;
 
-/// The one place a test reads the clock: every other time is an offset from this epoch, so the tests
-/// are deterministic.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::test_util::epoch;
 
 fn ms(x: u64) -> Duration {
     Duration::from_millis(x)

@@ -15,10 +15,7 @@ use crate::wire::{TransportError, TransportErrorCode};
 const MTU: usize = 1200;
 const RTT: Duration = Duration::from_millis(50);
 
-#[allow(clippy::disallowed_methods)] // a test needs some instant to start from
-fn start() -> Instant {
-    Instant::now()
-}
+use crate::test_util::epoch as start;
 
 /// A small seeded generator (xorshift), so runs are reproducible.
 struct Lcg(u64);
