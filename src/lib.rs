@@ -100,7 +100,12 @@ pub mod crypto;
 mod datagram;
 mod endpoint;
 mod event;
+#[cfg(feature = "qlog")]
+pub mod qlog;
 pub mod rng;
+// A deterministic network simulator driving endpoints over impaired links on a virtual clock.
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod wire;
 
 pub use config::{

@@ -235,6 +235,9 @@ pub(crate) struct Connection {
     pub(crate) events: VecDeque<Event>,
     pub(crate) endpoint_events: VecDeque<EndpointEvent>,
     pub(crate) stats: ConnectionStats,
+    /// qlog output, when the caller installed a sink.
+    #[cfg(feature = "qlog")]
+    pub(crate) qlog: crate::qlog::Qlog,
 }
 
 /// `now + d`, with `d` capped so that no peer-chosen or configured duration can overflow the clock (a
@@ -340,6 +343,8 @@ impl Connection {
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
+            #[cfg(feature = "qlog")]
+            qlog: crate::qlog::Qlog::new(now),
         };
         let keys = initial_keys(version, &conn.original_dcid, side)
             .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
@@ -503,17 +508,20 @@ impl Connection {
             self.state = State::Established;
         }
         self.events.push_back(Event::Connected);
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "handshake_complete");
         self.endpoint_events.push_back(EndpointEvent::HandshakeDone);
         self.reset_idle(now);
         if self.side.is_server() {
             // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it tells the client
             // with HANDSHAKE_DONE (RFC 9000 §19.20).
             self.handshake_done_pending = true;
-            self.on_handshake_confirmed();
+            self.on_handshake_confirmed(now);
         }
     }
 
-    pub(crate) fn on_handshake_confirmed(&mut self) {
+    #[cfg_attr(not(feature = "qlog"), allow(unused_variables))]
+    pub(crate) fn on_handshake_confirmed(&mut self, now: Instant) {
         if self.handshake_confirmed {
             return;
         }
@@ -521,6 +529,8 @@ impl Connection {
         // RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
         self.discard_space(SpaceId::Handshake);
         self.events.push_back(Event::HandshakeConfirmed);
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "handshake_confirmed");
     }
 
     /// Drops a space's keys and state (RFC 9001 §4.9, RFC 9002 §6.4).
@@ -632,6 +642,8 @@ impl Connection {
             State::Closing { until } | State::Draining { until } => {
                 if now >= until {
                     self.state = State::Drained;
+                    #[cfg(feature = "qlog")]
+                    self.qlog.state(now, "closed");
                 }
                 return;
             }
@@ -644,6 +656,8 @@ impl Connection {
                 reason: ConnectionError::TimedOut,
             });
             self.state = State::Drained;
+            #[cfg(feature = "qlog")]
+            self.qlog.state(now, "closed");
             return;
         }
         if let Some(keys) = &mut self.one_rtt {
@@ -668,9 +682,13 @@ impl Connection {
                     if let Some(latest) = lost.iter().map(|(_, p)| p.time_sent).max() {
                         self.on_congestion_event(now, latest, false);
                     }
-                    for (_, p) in lost {
+                    for (_pn, p) in lost {
+                        #[cfg(feature = "qlog")]
+                        self.qlog.packet_lost(now, space, _pn, Some("time_threshold"));
                         self.on_packet_lost(space, p.data);
                     }
+                    #[cfg(feature = "qlog")]
+                    self.qlog_metrics(now);
                 }
                 TimeoutOutcome::Probe { space, anti_deadlock } => {
                     // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
@@ -705,6 +723,8 @@ impl Connection {
         });
         self.hold = false;
         self.events.push_back(Event::ConnectionLost { reason });
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "closing");
     }
 
     /// Closes because of a transport error found locally.
@@ -754,6 +774,8 @@ impl Connection {
             until: later(now, self.pto().saturating_mul(3)),
         };
         self.close = None;
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "draining");
         if !was_closing {
             self.events.push_back(Event::ConnectionLost { reason });
         }

@@ -222,6 +222,8 @@ impl Connection {
 
         let packet = packet.freeze();
         let payload = packet.slice(plain.header_len..plain.header_len + payload_len);
+        #[cfg(feature = "qlog")]
+        self.qlog.packet_received(now, space, pn, packet.len(), &payload);
         let ack_eliciting = self.process_frames(now, space, &payload).map_err(Some)?;
         if self.is_closed() {
             return Ok(());
@@ -285,7 +287,7 @@ impl Connection {
                             TransportError::protocol_violation("HANDSHAKE_DONE from a client").with_frame(ty)
                         );
                     }
-                    self.on_handshake_confirmed();
+                    self.on_handshake_confirmed(now);
                 }
                 Frame::NewToken(_) => {
                     // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION. Clients keep
@@ -375,6 +377,9 @@ impl Connection {
             .on_ack_received(space, ack.iter(), delay, now, &ctx)
             .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
         let app_limited = self.app_limited;
+        #[cfg(feature = "qlog")]
+        self.qlog
+            .packets_acked(now, space, outcome.acked.iter().map(|(pn, _)| *pn));
         for (pn, p) in outcome.acked {
             if p.in_flight {
                 self.cc.on_ack(
@@ -390,9 +395,13 @@ impl Connection {
         if let Some(latest) = outcome.lost.iter().map(|(_, p)| p.time_sent).max() {
             self.on_congestion_event(now, latest, outcome.persistent_congestion);
         }
-        for (_, p) in outcome.lost {
+        for (_pn, p) in outcome.lost {
+            #[cfg(feature = "qlog")]
+            self.qlog.packet_lost(now, space, _pn, None);
             self.on_packet_lost(space, p.data);
         }
+        #[cfg(feature = "qlog")]
+        self.qlog_metrics(now);
         Ok(())
     }
 

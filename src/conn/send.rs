@@ -303,6 +303,14 @@ impl Connection {
         buf.resize(target.max(buf.len()), 0);
         buf.resize(buf.len() + tag_len, 0);
         let packet_len = buf.len() - packet_start;
+        #[cfg(feature = "qlog")]
+        self.qlog.packet_sent(
+            now,
+            space,
+            pn,
+            packet_len,
+            buf.get(packet_start + enc.header_len..buf.len() - tag_len),
+        );
         let packet = buf.get_mut(packet_start..)?;
         enc.set_length(packet, packet_len).ok()?;
         let sealed = match space {

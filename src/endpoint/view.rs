@@ -173,6 +173,19 @@ impl<'a> ConnRef<'a> {
     pub fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {
         self.connection_mut().close(now, code, reason);
     }
+
+    /// Installs a qlog sink on this connection (replacing any other); the trace's header record is
+    /// written to it at once. See [`crate::qlog`].
+    #[cfg(feature = "qlog")]
+    pub fn set_qlog(&mut self, sink: Box<dyn crate::qlog::QlogSink>) {
+        self.connection_mut().set_qlog(sink);
+    }
+
+    /// Removes this connection's qlog sink and returns it.
+    #[cfg(feature = "qlog")]
+    pub fn take_qlog(&mut self) -> Option<Box<dyn crate::qlog::QlogSink>> {
+        self.connection_mut().take_qlog()
+    }
 }
 
 impl Drop for ConnRef<'_> {

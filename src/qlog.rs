@@ -1,0 +1,522 @@
+//! qlog output: connection events as a JSON-SEQ stream, loadable in qvis.
+//!
+//! The format follows qlog 0.3: the main schema of draft-ietf-quic-qlog-main-schema-03 to -05 and the
+//! `category:event` names of draft-ietf-quic-qlog-quic-events-03 to -05 (what quiche's `qlog` crate
+//! writes and qvis reads; drafts -06 and later rename events into a `quic:` namespace). The stream is JSON Text Sequences (RFC 7464): every record starts with the RS byte (0x1E) and
+//! ends with a newline. The first record is the header; then one record per event:
+//!
+//! - `transport:packet_sent`, `transport:packet_received` (header, raw length, frames);
+//! - `transport:packets_acked`, `recovery:packet_lost`;
+//! - `recovery:metrics_updated` (RTTs, congestion window, bytes in flight: the fields that changed);
+//! - `connectivity:connection_state_updated` (`handshake_complete`, `handshake_confirmed`, `closing`,
+//!   `draining`, `closed`).
+//!
+//! Times are milliseconds relative to the `now` the connection was created at (`time_format`
+//! `relative`, `reference_time` 0), so virtual clocks give reproducible traces.
+//!
+//! The library does no I/O: the caller installs a [`QlogSink`] on a connection with
+//! [`ConnRef::set_qlog`](crate::ConnRef::set_qlog), for example a [`QlogWriter`] around a file it opened,
+//! and gets it back with [`ConnRef::take_qlog`](crate::ConnRef::take_qlog). Without a sink nothing is
+//! formatted. A server connection can get its sink when [`Event::Incoming`](crate::Event::Incoming)
+//! reports it; packets it processed before then are not in the trace.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::conn::{Connection, SpaceId};
+use crate::wire::frame::{CloseCode, Frame, Frames};
+use crate::Side;
+
+/// Where qlog records go. Each call carries one complete JSON-SEQ record (RS, JSON text, newline).
+pub trait QlogSink: Send {
+    /// Takes one record.
+    fn write(&mut self, record: &[u8]);
+}
+
+/// A [`QlogSink`] writing to any [`io::Write`] the caller owns (a file, a `Vec<u8>`, a socket).
+///
+/// Write errors do not reach the connection: the first one is kept (see [`QlogWriter::error`]) and
+/// later records are dropped.
+#[derive(Debug)]
+pub struct QlogWriter<W> {
+    inner: W,
+    error: Option<io::Error>,
+}
+
+impl<W: io::Write> QlogWriter<W> {
+    /// A sink writing to `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, error: None }
+    }
+
+    /// The first write error, if any.
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
+    }
+
+    /// The writer, for the caller to flush or close.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// The writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+}
+
+impl<W: io::Write + Send> QlogSink for QlogWriter<W> {
+    fn write(&mut self, record: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.inner.write_all(record) {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+/// Sends each record over a channel the caller owns; a closed channel drops records.
+impl QlogSink for std::sync::mpsc::Sender<Vec<u8>> {
+    fn write(&mut self, record: &[u8]) {
+        let _ = self.send(record.to_vec());
+    }
+}
+
+/// Appends `s` to `out` as a JSON string literal, quotes included (RFC 8259 §7).
+pub(crate) fn escape_into(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A tiny JSON writer: it places commas and colons, the caller keeps objects and arrays balanced.
+#[derive(Debug, Default)]
+struct Json {
+    out: String,
+    /// Whether the next value in the innermost container needs a comma before it.
+    comma: bool,
+}
+
+impl Json {
+    fn sep(&mut self) {
+        if self.comma {
+            self.out.push(',');
+        }
+        self.comma = true;
+    }
+
+    fn key(&mut self, k: &str) -> &mut Self {
+        self.sep();
+        escape_into(&mut self.out, k);
+        self.out.push(':');
+        self.comma = false;
+        self
+    }
+
+    fn open(&mut self, c: char) -> &mut Self {
+        self.sep();
+        self.out.push(c);
+        self.comma = false;
+        self
+    }
+
+    fn close(&mut self, c: char) -> &mut Self {
+        self.out.push(c);
+        self.comma = true;
+        self
+    }
+
+    fn str(&mut self, v: &str) -> &mut Self {
+        self.sep();
+        escape_into(&mut self.out, v);
+        self
+    }
+
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.sep();
+        let _ = write!(self.out, "{v}");
+        self
+    }
+
+    fn bool(&mut self, v: bool) -> &mut Self {
+        self.sep();
+        self.out.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    /// A duration in milliseconds, as a number with microsecond precision.
+    fn ms(&mut self, d: Duration) -> &mut Self {
+        self.sep();
+        let _ = write!(self.out, "{:.3}", d.as_secs_f64() * 1000.0);
+        self
+    }
+}
+
+/// The qlog name of a packet number space.
+fn space_name(space: SpaceId) -> &'static str {
+    match space {
+        SpaceId::Initial => "initial",
+        SpaceId::Handshake => "handshake",
+        SpaceId::Data => "application_data",
+    }
+}
+
+/// The qlog packet type of a space's packets (0-RTT is not sent or accepted).
+fn packet_type(space: SpaceId) -> &'static str {
+    match space {
+        SpaceId::Initial => "initial",
+        SpaceId::Handshake => "handshake",
+        SpaceId::Data => "1RTT",
+    }
+}
+
+/// Connection metrics last reported, so that `metrics_updated` carries only what changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Metrics {
+    pub(crate) min_rtt: Duration,
+    pub(crate) smoothed_rtt: Duration,
+    pub(crate) latest_rtt: Duration,
+    pub(crate) congestion_window: u64,
+    pub(crate) bytes_in_flight: u64,
+}
+
+/// A connection's qlog state: the sink, if any, and the trace's reference time.
+pub(crate) struct Qlog {
+    sink: Option<Box<dyn QlogSink>>,
+    start: Instant,
+    last: Option<Metrics>,
+}
+
+impl std::fmt::Debug for Qlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qlog")
+            .field("enabled", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Qlog {
+    /// No sink yet; event times count from `start`.
+    pub(crate) fn new(start: Instant) -> Self {
+        Self {
+            sink: None,
+            start,
+            last: None,
+        }
+    }
+
+    /// Whether events are recorded.
+    pub(crate) fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Installs `sink` and writes the header record to it.
+    fn install(&mut self, mut sink: Box<dyn QlogSink>, side: Side, odcid: &[u8]) {
+        let mut j = Json::default();
+        j.open('{');
+        j.key("qlog_version").str("0.3");
+        j.key("qlog_format").str("JSON-SEQ");
+        j.key("title").str("quicsand");
+        j.key("trace").open('{');
+        j.key("vantage_point").open('{');
+        j.key("type")
+            .str(if side.is_client() { "client" } else { "server" });
+        j.close('}');
+        j.key("common_fields").open('{');
+        j.key("time_format").str("relative");
+        j.key("reference_time").u64(0);
+        j.key("ODCID").str(&hex(odcid));
+        j.close('}');
+        j.close('}');
+        j.close('}');
+        sink.write(&record(j.out));
+        self.sink = Some(sink);
+        self.last = None;
+    }
+
+    /// Writes one event: `data` fills the `data` object.
+    fn event(&mut self, now: Instant, name: &str, data: impl FnOnce(&mut Json)) {
+        let Some(sink) = &mut self.sink else { return };
+        let mut j = Json::default();
+        j.open('{');
+        j.key("time").ms(now.saturating_duration_since(self.start));
+        j.key("name").str(name);
+        j.key("data").open('{');
+        data(&mut j);
+        j.close('}');
+        j.close('}');
+        sink.write(&record(j.out));
+    }
+
+    /// A packet was built: `payload` is its plaintext frames.
+    pub(crate) fn packet_sent(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        pn: u64,
+        len: usize,
+        payload: Option<&[u8]>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let payload = Bytes::copy_from_slice(payload.unwrap_or_default());
+        self.packet_event(now, "transport:packet_sent", space, pn, len, &payload);
+    }
+
+    /// A packet was authenticated: `payload` is its plaintext frames.
+    pub(crate) fn packet_received(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        pn: u64,
+        len: usize,
+        payload: &Bytes,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        self.packet_event(now, "transport:packet_received", space, pn, len, payload);
+    }
+
+    fn packet_event(
+        &mut self,
+        now: Instant,
+        name: &str,
+        space: SpaceId,
+        pn: u64,
+        len: usize,
+        payload: &Bytes,
+    ) {
+        self.event(now, name, |j| {
+            header(j, space, pn);
+            j.key("raw").open('{');
+            j.key("length").u64(len as u64);
+            j.close('}');
+            j.key("frames").open('[');
+            for frame in Frames::new(payload) {
+                let Ok(frame) = frame else { break };
+                write_frame(j, &frame);
+            }
+            j.close(']');
+        });
+    }
+
+    /// Packets of `space` were acknowledged.
+    pub(crate) fn packets_acked(&mut self, now: Instant, space: SpaceId, pns: impl Iterator<Item = u64>) {
+        if !self.enabled() {
+            return;
+        }
+        self.event(now, "transport:packets_acked", |j| {
+            j.key("packet_number_space").str(space_name(space));
+            j.key("packet_numbers").open('[');
+            for pn in pns {
+                j.u64(pn);
+            }
+            j.close(']');
+        });
+    }
+
+    /// A packet was declared lost; `trigger` when the cause is known.
+    pub(crate) fn packet_lost(&mut self, now: Instant, space: SpaceId, pn: u64, trigger: Option<&str>) {
+        self.event(now, "recovery:packet_lost", |j| {
+            header(j, space, pn);
+            if let Some(t) = trigger {
+                j.key("trigger").str(t);
+            }
+        });
+    }
+
+    /// The connection metrics now: reports the fields that changed since the last report.
+    pub(crate) fn metrics(&mut self, now: Instant, m: Metrics) {
+        if !self.enabled() || self.last == Some(m) {
+            return;
+        }
+        let last = self.last.replace(m);
+        let (min, srtt, latest, cwnd, bif) = match last {
+            None => (true, true, true, true, true),
+            Some(l) => (
+                l.min_rtt != m.min_rtt,
+                l.smoothed_rtt != m.smoothed_rtt,
+                l.latest_rtt != m.latest_rtt,
+                l.congestion_window != m.congestion_window,
+                l.bytes_in_flight != m.bytes_in_flight,
+            ),
+        };
+        self.event(now, "recovery:metrics_updated", |j| {
+            if min {
+                j.key("min_rtt").ms(m.min_rtt);
+            }
+            if srtt {
+                j.key("smoothed_rtt").ms(m.smoothed_rtt);
+            }
+            if latest {
+                j.key("latest_rtt").ms(m.latest_rtt);
+            }
+            if cwnd {
+                j.key("congestion_window").u64(m.congestion_window);
+            }
+            if bif {
+                j.key("bytes_in_flight").u64(m.bytes_in_flight);
+            }
+        });
+    }
+
+    /// The connection entered state `new` (a qlog `ConnectionState` name).
+    pub(crate) fn state(&mut self, now: Instant, new: &str) {
+        self.event(now, "connectivity:connection_state_updated", |j| {
+            j.key("new").str(new);
+        });
+    }
+}
+
+impl Connection {
+    /// Installs a qlog sink; the header record goes out at once.
+    pub(crate) fn set_qlog(&mut self, sink: Box<dyn QlogSink>) {
+        let (side, odcid) = (self.side, self.original_dcid);
+        self.qlog.install(sink, side, &odcid);
+    }
+
+    /// Removes the qlog sink and returns it.
+    pub(crate) fn take_qlog(&mut self) -> Option<Box<dyn QlogSink>> {
+        self.qlog.sink.take()
+    }
+
+    /// Reports RTTs, window and bytes in flight, if they changed.
+    pub(crate) fn qlog_metrics(&mut self, now: Instant) {
+        if !self.qlog.enabled() {
+            return;
+        }
+        let rtt = self.recovery.rtt();
+        let m = Metrics {
+            min_rtt: rtt.min(),
+            smoothed_rtt: rtt.smoothed(),
+            latest_rtt: rtt.latest(),
+            congestion_window: self.cc.window(),
+            bytes_in_flight: self.recovery.bytes_in_flight(),
+        };
+        self.qlog.metrics(now, m);
+    }
+}
+
+/// The `header` field of packet events.
+fn header(j: &mut Json, space: SpaceId, pn: u64) {
+    j.key("header").open('{');
+    j.key("packet_type").str(packet_type(space));
+    j.key("packet_number").u64(pn);
+    j.close('}');
+}
+
+/// One frame as a qlog `QuicFrame`: its `frame_type` and the main fields.
+fn write_frame(j: &mut Json, frame: &Frame) {
+    j.open('{');
+    let name = match frame {
+        Frame::Padding(len) => {
+            j.key("frame_type").str("padding");
+            j.key("length").u64(*len as u64);
+            return close_frame(j);
+        }
+        Frame::Ping => "ping",
+        Frame::Ack(ack) => {
+            j.key("frame_type").str("ack");
+            j.key("ack_delay_raw").u64(ack.delay);
+            j.key("acked_ranges").open('[');
+            // qlog wants ascending ranges; the frame lists them descending.
+            let ranges: Vec<_> = ack.iter().collect();
+            for r in ranges.iter().rev() {
+                j.open('[').u64(*r.start()).u64(*r.end()).close(']');
+            }
+            j.close(']');
+            return close_frame(j);
+        }
+        Frame::ResetStream(_) => "reset_stream",
+        Frame::StopSending(_) => "stop_sending",
+        Frame::Crypto(c) => {
+            j.key("frame_type").str("crypto");
+            j.key("offset").u64(c.offset);
+            j.key("length").u64(c.data.len() as u64);
+            return close_frame(j);
+        }
+        Frame::NewToken(_) => "new_token",
+        Frame::Stream(s) => {
+            j.key("frame_type").str("stream");
+            j.key("stream_id").u64(s.id.0);
+            j.key("offset").u64(s.offset);
+            j.key("length").u64(s.data.len() as u64);
+            j.key("fin").bool(s.fin);
+            return close_frame(j);
+        }
+        Frame::MaxData(_) => "max_data",
+        Frame::MaxStreamData(_) => "max_stream_data",
+        Frame::MaxStreams(_) => "max_streams",
+        Frame::DataBlocked(_) => "data_blocked",
+        Frame::StreamDataBlocked(_) => "stream_data_blocked",
+        Frame::StreamsBlocked(_) => "streams_blocked",
+        Frame::NewConnectionId(_) => "new_connection_id",
+        Frame::RetireConnectionId(_) => "retire_connection_id",
+        Frame::PathChallenge(_) => "path_challenge",
+        Frame::PathResponse(_) => "path_response",
+        Frame::Close(c) => {
+            j.key("frame_type").str("connection_close");
+            match c.code {
+                CloseCode::Transport { code, .. } => {
+                    j.key("error_space").str("transport");
+                    j.key("raw_error_code").u64(code.0);
+                }
+                CloseCode::Application(code) => {
+                    j.key("error_space").str("application");
+                    j.key("raw_error_code").u64(code);
+                }
+            }
+            j.key("reason").str(&String::from_utf8_lossy(&c.reason));
+            return close_frame(j);
+        }
+        Frame::HandshakeDone => "handshake_done",
+        Frame::Datagram(d) => {
+            j.key("frame_type").str("datagram");
+            j.key("length").u64(d.data.len() as u64);
+            return close_frame(j);
+        }
+    };
+    j.key("frame_type").str(name);
+    close_frame(j);
+}
+
+fn close_frame(j: &mut Json) {
+    j.close('}');
+}
+
+/// A JSON text as a JSON-SEQ record (RFC 7464 §2.2).
+fn record(json: String) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 2);
+    out.push(0x1e);
+    out.extend_from_slice(json.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,442 @@
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::crypto::tls;
+use crate::{ClientConfig, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
+
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+const CLIENT: &str = "192.0.2.1:5000";
+const SERVER: &str = "192.0.2.2:443";
+
+/// A client and a server joined in memory, the client tracing into a channel.
+struct Pair {
+    now: Instant,
+    client: Endpoint,
+    server: Endpoint,
+    client_h: ConnectionHandle,
+    qlog: mpsc::Receiver<Vec<u8>>,
+    /// 1-RTT datagrams from the client to drop, by index among the client's datagrams.
+    drop_client: Vec<usize>,
+    client_sent: usize,
+    connected: usize,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let alpn = vec![b"test".to_vec()];
+        let server_config =
+            ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
+        let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
+        let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+        let now = epoch();
+        let client_config = ClientConfig::new(tls::client_config(vec![cert], alpn).unwrap());
+        let client_h = client
+            .connect(now, client_config, SERVER.parse().unwrap(), "localhost")
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        client.conn(client_h).unwrap().set_qlog(Box::new(tx));
+        Self {
+            now,
+            client,
+            server,
+            client_h,
+            qlog: rx,
+            drop_client: Vec::new(),
+            client_sent: 0,
+            connected: 0,
+        }
+    }
+
+    /// Delivers everything after `latency`, for `limit` of virtual time.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        let latency = Duration::from_millis(10);
+        let mut buf = Vec::new();
+        let mut in_flight: Vec<(Instant, bool, BytesMut)> = Vec::new();
+        loop {
+            while let Some(t) = self.client.poll_transmit(self.now, &mut buf) {
+                for d in t.datagrams(&buf) {
+                    let index = self.client_sent;
+                    self.client_sent += 1;
+                    if !self.drop_client.contains(&index) {
+                        in_flight.push((self.now + latency, true, BytesMut::from(d)));
+                    }
+                }
+            }
+            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+                for d in t.datagrams(&buf) {
+                    in_flight.push((self.now + latency, false, BytesMut::from(d)));
+                }
+            }
+            for endpoint in [&mut self.client, &mut self.server] {
+                while let Some((_, e)) = endpoint.poll_event() {
+                    if e == Event::Connected {
+                        self.connected += 1;
+                    }
+                }
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .chain(in_flight.iter().map(|(t, _, _)| Some(*t)))
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => self.now = self.now.max(t),
+                _ => return,
+            }
+            let (due, later): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(|(t, _, _)| *t <= self.now);
+            in_flight = later;
+            for (_, to_server, payload) in due {
+                let (dst, remote) = if to_server {
+                    (&mut self.server, CLIENT)
+                } else {
+                    (&mut self.client, SERVER)
+                };
+                let remote: SocketAddr = remote.parse().unwrap();
+                dst.handle_datagram(
+                    self.now,
+                    Datagram {
+                        remote,
+                        local: None,
+                        ecn: None,
+                        payload,
+                    },
+                );
+            }
+            self.client.handle_timeout(self.now);
+            self.server.handle_timeout(self.now);
+        }
+    }
+
+    /// The records written so far, each checked to be RS, one JSON text, newline.
+    fn records(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in self.qlog.try_iter() {
+            assert_eq!(r.first(), Some(&0x1e), "a record starts with RS");
+            assert_eq!(r.last(), Some(&b'\n'), "a record ends with a newline");
+            let text = std::str::from_utf8(&r[1..r.len() - 1]).unwrap().to_string();
+            assert!(!text.contains('\u{1e}'), "one record per write");
+            check_json(&text);
+            out.push(text);
+        }
+        out
+    }
+}
+
+/// A minimal JSON syntax checker (RFC 8259): panics on anything that is not one JSON value.
+fn check_json(s: &str) {
+    fn ws(b: &[u8], i: &mut usize) {
+        while b.get(*i).is_some_and(|c| c.is_ascii_whitespace()) {
+            *i += 1;
+        }
+    }
+    fn value(b: &[u8], i: &mut usize) -> Result<(), usize> {
+        ws(b, i);
+        match b.get(*i).ok_or(*i)? {
+            b'{' => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b'}') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    ws(b, i);
+                    string(b, i)?;
+                    ws(b, i);
+                    (b.get(*i) == Some(&b':')).then_some(()).ok_or(*i)?;
+                    *i += 1;
+                    value(b, i)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b'}') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(*i),
+                    }
+                }
+            }
+            b'[' => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b']') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    value(b, i)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b']') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(*i),
+                    }
+                }
+            }
+            b'"' => string(b, i),
+            b't' | b'f' | b'n' => {
+                for word in ["true", "false", "null"] {
+                    if b[*i..].starts_with(word.as_bytes()) {
+                        *i += word.len();
+                        return Ok(());
+                    }
+                }
+                Err(*i)
+            }
+            _ => {
+                let start = *i;
+                if b.get(*i) == Some(&b'-') {
+                    *i += 1;
+                }
+                let digits = |i: &mut usize| {
+                    let s = *i;
+                    while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                        *i += 1;
+                    }
+                    *i > s
+                };
+                digits(i).then_some(()).ok_or(start)?;
+                if b.get(*i) == Some(&b'.') {
+                    *i += 1;
+                    digits(i).then_some(()).ok_or(*i)?;
+                }
+                Ok(())
+            }
+        }
+    }
+    fn string(b: &[u8], i: &mut usize) -> Result<(), usize> {
+        (b.get(*i) == Some(&b'"')).then_some(()).ok_or(*i)?;
+        *i += 1;
+        loop {
+            match *b.get(*i).ok_or(*i)? {
+                b'"' => {
+                    *i += 1;
+                    return Ok(());
+                }
+                b'\\' => match *b.get(*i + 1).ok_or(*i)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => *i += 2,
+                    b'u' => {
+                        let hex = b.get(*i + 2..*i + 6).ok_or(*i)?;
+                        hex.iter().all(u8::is_ascii_hexdigit).then_some(()).ok_or(*i)?;
+                        *i += 6;
+                    }
+                    _ => return Err(*i),
+                },
+                c if c < 0x20 => return Err(*i),
+                _ => *i += 1,
+            }
+        }
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let r = value(b, &mut i).and_then(|()| {
+        ws(b, &mut i);
+        (i == b.len()).then_some(()).ok_or(i)
+    });
+    if let Err(at) = r {
+        panic!("invalid JSON at byte {at}: {s}");
+    }
+}
+
+/// The `time` of an event record.
+fn time_of(record: &str) -> f64 {
+    let rest = record
+        .strip_prefix("{\"time\":")
+        .expect("events start with their time");
+    rest[..rest.find(',').unwrap()].parse().unwrap()
+}
+
+fn events<'a>(records: &'a [String], name: &str) -> Vec<&'a String> {
+    let pat = format!("\"name\":\"{name}\"");
+    records.iter().filter(|r| r.contains(&pat)).collect()
+}
+
+#[test]
+fn escape_json_strings() {
+    let mut out = String::new();
+    escape_into(&mut out, "a\"b\\c\nd\re\tf\u{1}g\u{1f}é/");
+    assert_eq!(out, r#""a\"b\\c\nd\re\tf\u0001g\u001fé/""#);
+    check_json(&out);
+    let mut j = Json::default();
+    j.open('{')
+        .key("k\"")
+        .str("v")
+        .key("list")
+        .open('[')
+        .u64(1)
+        .u64(2)
+        .close(']');
+    j.key("t")
+        .ms(Duration::from_micros(1500))
+        .key("b")
+        .bool(false)
+        .close('}');
+    assert_eq!(j.out, r#"{"k\"":"v","list":[1,2],"t":1.500,"b":false}"#);
+    check_json(&j.out);
+}
+
+#[test]
+fn json_checker_rejects_bad_json() {
+    for bad in ["{", "{\"a\":}", "[1,]", "\"\u{1}\"", "{\"a\":1}x", "01.", "{a:1}"] {
+        assert!(std::panic::catch_unwind(|| check_json(bad)).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn qlog_handshake_trace() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    let records = pair.records();
+
+    let header = &records[0];
+    assert!(
+        header.starts_with(r#"{"qlog_version":"0.3","qlog_format":"JSON-SEQ""#),
+        "{header}"
+    );
+    assert!(
+        header.contains(r#""vantage_point":{"type":"client"}"#),
+        "{header}"
+    );
+    assert!(
+        header.contains(r#""time_format":"relative","reference_time":0,"ODCID":""#),
+        "{header}"
+    );
+
+    let events = &records[1..];
+    let times: Vec<f64> = events.iter().map(|r| time_of(r)).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "times go forward: {times:?}"
+    );
+    assert_eq!(
+        times[0], 0.0,
+        "the first Initial goes out at the connection's start"
+    );
+    assert!(times.last().unwrap() > &0.0);
+
+    for name in ["transport:packet_sent", "transport:packet_received"] {
+        let found = events_named(events, name);
+        for ty in ["initial", "handshake", "1RTT"] {
+            let pat = format!(r#""header":{{"packet_type":"{ty}","packet_number":"#);
+            assert!(found.iter().any(|r| r.contains(&pat)), "{name} {ty}");
+        }
+        assert!(found.iter().all(|r| r.contains(r#""raw":{"length":"#)));
+        assert!(found
+            .iter()
+            .any(|r| r.contains(r#"{"frame_type":"crypto","offset":0,"length":"#)));
+        assert!(found.iter().any(|r| r.contains(r#"{"frame_type":"ack","#)));
+    }
+    let first = &events[0];
+    assert!(first.contains(r#""name":"transport:packet_sent""#), "{first}");
+    assert!(
+        first.contains(r#""packet_type":"initial","packet_number":0"#),
+        "{first}"
+    );
+    assert!(first.contains(r#""frame_type":"padding""#), "{first}");
+    assert!(events_named(events, "transport:packet_received")
+        .iter()
+        .any(|r| r.contains(r#"{"frame_type":"handshake_done"}"#)));
+
+    let acked = events_named(events, "transport:packets_acked");
+    assert!(acked
+        .iter()
+        .any(|r| r.contains(r#""packet_number_space":"initial","packet_numbers":[0"#)));
+    let metrics = events_named(events, "recovery:metrics_updated");
+    let first_metrics = metrics.first().expect("metrics after the first ACK");
+    for field in [
+        "min_rtt",
+        "smoothed_rtt",
+        "latest_rtt",
+        "congestion_window",
+        "bytes_in_flight",
+    ] {
+        assert!(
+            first_metrics.contains(&format!("\"{field}\":")),
+            "{first_metrics}"
+        );
+    }
+    // 10 ms each way: the first RTT sample is 20 ms.
+    assert!(
+        first_metrics.contains(r#""latest_rtt":20.000"#),
+        "{first_metrics}"
+    );
+
+    let states = events_named(events, "connectivity:connection_state_updated");
+    assert!(states[0].contains(r#""data":{"new":"handshake_complete"}"#));
+    assert!(states[1].contains(r#""data":{"new":"handshake_confirmed"}"#));
+    assert!(events_named(events, "recovery:packet_lost").is_empty());
+
+    // Closing, and the sink coming back.
+    pair.client
+        .conn(pair.client_h)
+        .unwrap()
+        .close(pair.now, 0, b"bye \"now\"");
+    pair.run(Duration::from_secs(1));
+    let records = pair.records();
+    let states = events_named(&records, "connectivity:connection_state_updated");
+    assert!(states[0].contains(r#""new":"closing""#));
+    assert!(records
+        .iter()
+        .any(|r| r.contains(r#""frame_type":"connection_close","error_space":"application","raw_error_code":0,"reason":"bye \"now\"""#)));
+}
+
+fn events_named<'a>(records: &'a [String], name: &str) -> Vec<&'a String> {
+    events(records, name)
+}
+
+#[test]
+fn qlog_packet_lost() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    let _ = pair.records();
+    // Stream data in several 1-RTT packets; the first of them never arrives.
+    pair.drop_client = vec![pair.client_sent];
+    {
+        let mut conn = pair.client.conn(pair.client_h).unwrap();
+        let id = conn.open_bi().unwrap();
+        let data = vec![7u8; 8000];
+        assert_eq!(conn.stream(id).write(&data).unwrap(), data.len());
+        conn.stream(id).finish().unwrap();
+    }
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    let lost = events_named(&records, "recovery:packet_lost");
+    assert!(!lost.is_empty(), "a lost packet is reported");
+    assert!(
+        lost[0].contains(r#""header":{"packet_type":"1RTT","packet_number":"#),
+        "{}",
+        lost[0]
+    );
+    let sent = events_named(&records, "transport:packet_sent");
+    assert!(sent
+        .iter()
+        .any(|r| r.contains(r#""frame_type":"stream","stream_id":0,"offset":0,"#)));
+    // The lost packet's data goes out again, and metrics follow the loss.
+    assert!(!events_named(&records, "recovery:metrics_updated").is_empty());
+
+    // Without a sink, nothing more is written.
+    let sink = pair.client.conn(pair.client_h).unwrap().take_qlog();
+    assert!(sink.is_some());
+    pair.client.conn(pair.client_h).unwrap().ping();
+    pair.run(Duration::from_millis(100));
+    assert!(pair.records().is_empty());
+}

@@ -1,0 +1,668 @@
+//! A deterministic network simulator: endpoints joined by impaired links on a virtual clock.
+//!
+//! A [`Simulation`] owns nodes, each an [`Endpoint`] at an address with an [`App`] that plays its
+//! application, and directed links between nodes ([`LinkConfig`]: delay, jitter, random and bursty loss,
+//! reordering, duplication, corruption, a bandwidth bottleneck with a drop-tail queue, a maximum
+//! datagram size). Scheduled actions take links down and up and move a node to a new address (NAT
+//! rebinding). Every endpoint is driven only through its public sans-IO API, following the drive rule
+//! of the crate root; the clock jumps to the next deadline, delivery, wake-up or scheduled action. The
+//! simulator never reads a real clock: the caller passes the epoch.
+//!
+//! # Determinism
+//!
+//! One seed drives everything: each node's [`EndpointConfig::seed`] is derived from it and the node's
+//! index, and each link's loss, jitter and corruption draws come from a generator derived from it and the
+//! two node indices. Two runs with the same seed, the same nodes, links, schedule and apps, and the same
+//! TLS configurations reproduce the same [`Trace`]: the same datagram times, sizes, addresses and fates,
+//! and the same events at the same times, so [`Trace::hash`] is equal.
+//!
+//! Packet *bytes* are not reproducible: TLS key shares and randoms come from the operating system's RNG
+//! unless the TLS configurations use a seeded `rustls` `CryptoProvider`
+//! ([`ConfigOptions::provider`](crate::crypto::tls::ConfigOptions)), so ciphertexts differ between runs.
+//! Their sizes do not, as long as the certificate chain has the same size in both runs (an Ed25519 key
+//! gives fixed-size keys and signatures; reusing one certificate for both runs is simplest).
+//!
+//! # Replaying a failure
+//!
+//! Tests take their seed from [`seed_from_env`]: when `QUICSAND_SIM_SEED` is set (decimal or `0x` hex),
+//! it replaces the default seed, and a failing simulation test prints the seed it ran with, so
+//! `QUICSAND_SIM_SEED=<seed> cargo test --test sim <name>` replays it exactly.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use quicsand::crypto::tls;
+//! use quicsand::sim::{BulkSender, LinkConfig, Simulation, Sink};
+//! use quicsand::{ClientConfig, ServerConfig};
+//! use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An Ed25519 certificate (made with rcgen here): fixed-size keys and signatures.
+//! let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+//! let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+//! let cert = CertificateDer::from(cert.der().to_vec());
+//! let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+//! let options = tls::ConfigOptions::default();
+//! let alpn = vec![b"sim".to_vec()];
+//! let server_tls = tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options)?;
+//! let client_tls = tls::client_config_with(vec![cert], alpn, &options)?;
+//!
+//! // The caller chooses the epoch; the simulator never reads a clock.
+//! let epoch = Instant::now();
+//! let mut sim = Simulation::new(epoch, 42);
+//! let server_addr = "10.0.0.2:4433".parse()?;
+//! let server = sim.add_node(server_addr, Some(ServerConfig::new(server_tls)), Box::new(Sink::default()));
+//! let sender = BulkSender::new(ClientConfig::new(client_tls), server_addr, "localhost", 100_000, 1);
+//! let client = sim.add_node("10.0.0.1:50000".parse()?, None, Box::new(sender));
+//! sim.add_duplex_link(client, server, LinkConfig::with_delay(Duration::from_millis(20)));
+//!
+//! let done = sim.run_until(Duration::from_secs(60), |sim| {
+//!     sim.app::<Sink>(server).is_some_and(|s| s.total_bytes() == 100_000 && s.finished_streams() == 1)
+//! });
+//! assert!(done);
+//! println!("{:?} of virtual time, trace hash {:#x}", sim.elapsed(), sim.trace().hash());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::{ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
+
+mod apps;
+mod link;
+mod trace;
+
+#[cfg(test)]
+mod tests;
+
+pub use apps::{BulkSender, Sink, StreamRecord};
+pub use link::{Fate, GilbertElliott, LinkConfig};
+pub use trace::{Trace, TraceRecord};
+
+use link::Link;
+
+/// The environment variable that overrides the seed of simulation tests (see [`seed_from_env`]).
+pub const SEED_ENV: &str = "QUICSAND_SIM_SEED";
+
+/// The seed in `QUICSAND_SIM_SEED` (decimal, or hex with `0x`), or `default` when it is unset or invalid.
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => s.parse().ok(),
+            }
+        })
+        .unwrap_or(default)
+}
+
+/// Mixes `seed` with `a` and `b` into an independent seed (SplitMix64 finaliser).
+fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(b.wrapping_mul(0xd1b5_4a32_d192_ed03))
+        .wrapping_add(0x632b_e59b_d9b4_e019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A node of a [`Simulation`], in the order nodes were added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// Downcasting for [`App`]s, implemented for every `'static` type.
+pub trait AsAny {
+    /// `self` as `Any`.
+    fn as_any(&self) -> &dyn Any;
+    /// `self` as mutable `Any`.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// The application of one node. Every method may use the endpoint through [`NodeCtx::endpoint`]; the
+/// simulator drains the endpoint's output after each call.
+pub trait App: AsAny {
+    /// Called once, at the simulation's start (the first [`Simulation::step`]) or, for a node added later,
+    /// at the first step after it was added.
+    fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
+        let _ = ctx;
+    }
+    /// An event of the node's endpoint.
+    fn on_event(&mut self, ctx: &mut NodeCtx<'_>, handle: ConnectionHandle, event: &Event) {
+        let _ = (ctx, handle, event);
+    }
+    /// The wake-up time asked for with [`NodeCtx::wake_at`] came.
+    fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
+        let _ = ctx;
+    }
+}
+
+/// An app that does nothing (a server that only accepts, for example).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoApp;
+
+impl App for NoApp {}
+
+/// What an [`App`] sees of its node during a call.
+pub struct NodeCtx<'a> {
+    endpoint: &'a mut Endpoint,
+    node: NodeId,
+    addr: SocketAddr,
+    now: Instant,
+    epoch: Instant,
+    wake: &'a mut Option<Instant>,
+}
+
+impl fmt::Debug for NodeCtx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeCtx")
+            .field("node", &self.node)
+            .field("addr", &self.addr)
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeCtx<'_> {
+    /// The node's endpoint.
+    pub fn endpoint(&mut self) -> &mut Endpoint {
+        self.endpoint
+    }
+    /// The node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+    /// The node's current address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+    /// The virtual time since the simulation's epoch.
+    pub fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(self.epoch)
+    }
+    /// Asks for [`App::on_wake`] at `at` (or at once, if it passed). Only the earliest pending request
+    /// is kept.
+    pub fn wake_at(&mut self, at: Instant) {
+        let at = at.max(self.now);
+        *self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+    /// Asks for [`App::on_wake`] after `delay`.
+    pub fn wake_after(&mut self, delay: Duration) {
+        self.wake_at(self.now + delay);
+    }
+}
+
+struct Node {
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    app: Box<dyn App>,
+    wake: Option<Instant>,
+    started: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: NodeId,
+    from: SocketAddr,
+    payload: BytesMut,
+}
+
+/// An action scheduled at a virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    LinkUp { from: NodeId, to: NodeId, up: bool },
+    Rebind { node: NodeId, addr: SocketAddr },
+}
+
+/// Limits that keep a simulation's memory bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Datagrams in flight at once; beyond it new ones are dropped ([`Fate::DroppedOverflow`]).
+    pub max_in_flight: usize,
+    /// Trace records kept for inspection (the hash covers all of them).
+    pub trace_records: usize,
+    /// Drain rounds per node and step before the simulator gives up on a node that never goes quiet.
+    pub max_drain_rounds: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 100_000,
+            trace_records: 100_000,
+            max_drain_rounds: 1_000,
+        }
+    }
+}
+
+/// A network of endpoints on a virtual clock. See the [module documentation](self).
+pub struct Simulation {
+    epoch: Instant,
+    now: Instant,
+    seed: u64,
+    limits: Limits,
+    nodes: Vec<Node>,
+    links: BTreeMap<(NodeId, NodeId), Link>,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    schedule: BinaryHeap<Reverse<(Instant, u64, Action)>>,
+    seq: u64,
+    trace: Trace,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulation")
+            .field("seed", &self.seed)
+            .field("elapsed", &self.elapsed())
+            .field("nodes", &self.nodes.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulation {
+    /// An empty simulation whose clock starts at `epoch`, with every random choice derived from `seed`.
+    pub fn new(epoch: Instant, seed: u64) -> Self {
+        Self::with_limits(epoch, seed, Limits::default())
+    }
+
+    /// Like [`Simulation::new`], with explicit memory limits.
+    pub fn with_limits(epoch: Instant, seed: u64, limits: Limits) -> Self {
+        Self {
+            epoch,
+            now: epoch,
+            seed,
+            limits,
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            in_flight: BinaryHeap::new(),
+            schedule: BinaryHeap::new(),
+            seq: 0,
+            trace: Trace::new(limits.trace_records),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The seed everything derives from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The virtual time since the epoch.
+    pub fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(self.epoch)
+    }
+
+    /// The trace so far.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// Adds a node at `addr` with default endpoint settings; a `server` configuration makes it accept
+    /// connections.
+    pub fn add_node(&mut self, addr: SocketAddr, server: Option<ServerConfig>, app: Box<dyn App>) -> NodeId {
+        self.add_node_with(addr, EndpointConfig::default(), server, app)
+    }
+
+    /// Adds a node with explicit endpoint settings; their `seed` is replaced by one derived from the
+    /// simulation's seed and the node's index.
+    pub fn add_node_with(
+        &mut self,
+        addr: SocketAddr,
+        mut config: EndpointConfig,
+        server: Option<ServerConfig>,
+        app: Box<dyn App>,
+    ) -> NodeId {
+        let id = NodeId(self.nodes.len());
+        config.seed = derive_seed(self.seed, 1 + id.0 as u64, 0);
+        self.nodes.push(Node {
+            endpoint: Endpoint::new(config, server),
+            addr,
+            app,
+            wake: None,
+            started: false,
+        });
+        id
+    }
+
+    /// Joins `from` to `to` with a directed link (replacing any link between them in that direction).
+    pub fn add_link(&mut self, from: NodeId, to: NodeId, config: LinkConfig) {
+        let seed = derive_seed(self.seed, 1 + from.0 as u64, 1 + to.0 as u64);
+        self.links.insert((from, to), Link::new(config, seed));
+    }
+
+    /// Joins `a` and `b` with a link of `config` in each direction.
+    pub fn add_duplex_link(&mut self, a: NodeId, b: NodeId, config: LinkConfig) {
+        self.add_link(a, b, config.clone());
+        self.add_link(b, a, config);
+    }
+
+    /// The configuration of the link from `from` to `to`, to change it between steps.
+    pub fn link_config_mut(&mut self, from: NodeId, to: NodeId) -> Option<&mut LinkConfig> {
+        self.links.get_mut(&(from, to)).map(|l| &mut l.config)
+    }
+
+    fn schedule(&mut self, at: Duration, action: Action) {
+        self.seq += 1;
+        self.schedule.push(Reverse((self.epoch + at, self.seq, action)));
+    }
+
+    /// Takes the link from `from` to `to` down at `at` (since the epoch): datagrams sent on it while it is
+    /// down are dropped; those already on the way still arrive.
+    pub fn schedule_link_down(&mut self, from: NodeId, to: NodeId, at: Duration) {
+        self.schedule(at, Action::LinkUp { from, to, up: false });
+    }
+
+    /// Brings the link from `from` to `to` back up at `at` (since the epoch).
+    pub fn schedule_link_up(&mut self, from: NodeId, to: NodeId, at: Duration) {
+        self.schedule(at, Action::LinkUp { from, to, up: true });
+    }
+
+    /// Takes both directions between `a` and `b` down at `at` for `length`.
+    pub fn schedule_blackout(&mut self, a: NodeId, b: NodeId, at: Duration, length: Duration) {
+        for (from, to) in [(a, b), (b, a)] {
+            self.schedule_link_down(from, to, at);
+            self.schedule_link_up(from, to, at + length);
+        }
+    }
+
+    /// Moves `node` to `addr` at `at` (since the epoch), as a NAT rebinding does: from then on its
+    /// datagrams come from `addr`, and datagrams to its old address find no node and are dropped.
+    pub fn schedule_rebind(&mut self, node: NodeId, at: Duration, addr: SocketAddr) {
+        self.schedule(at, Action::Rebind { node, addr });
+    }
+
+    /// A node's endpoint.
+    pub fn endpoint(&mut self, node: NodeId) -> Option<&mut Endpoint> {
+        self.nodes.get_mut(node.0).map(|n| &mut n.endpoint)
+    }
+
+    /// A node's current address.
+    pub fn addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(node.0).map(|n| n.addr)
+    }
+
+    /// A node's app, if it is a `T`.
+    pub fn app<T: App + 'static>(&self, node: NodeId) -> Option<&T> {
+        (*self.nodes.get(node.0)?.app).as_any().downcast_ref()
+    }
+
+    /// A node's app, mutably, if it is a `T`. Commands given to the endpoint through it are picked up at
+    /// the next step.
+    pub fn app_mut<T: App + 'static>(&mut self, node: NodeId) -> Option<&mut T> {
+        (*self.nodes.get_mut(node.0)?.app).as_any_mut().downcast_mut()
+    }
+
+    /// The earliest instant at which something is due.
+    fn next_instant(&mut self) -> Option<Instant> {
+        let mut next = self.in_flight.peek().map(|Reverse(d)| d.at);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        consider(self.schedule.peek().map(|Reverse((t, _, _))| *t));
+        for node in &mut self.nodes {
+            consider(node.endpoint.poll_timeout());
+            consider(node.wake);
+            if !node.started {
+                consider(Some(self.now));
+            }
+        }
+        next
+    }
+
+    /// Advances the clock to the next delivery, deadline, wake-up or scheduled action and handles
+    /// everything due then. Returns false, leaving the clock where it is, when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        self.step_before(None)
+    }
+
+    /// Like [`Simulation::step`], but never moves the clock past `deadline`: when the next thing lies
+    /// beyond it, the clock stops at `deadline` and this returns false.
+    pub fn step_before(&mut self, deadline: Option<Instant>) -> bool {
+        let Some(next) = self.next_instant() else {
+            return false;
+        };
+        if let Some(d) = deadline.filter(|d| next > *d) {
+            self.now = self.now.max(d);
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        while self.schedule.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
+            if let Some(Reverse((_, _, action))) = self.schedule.pop() {
+                self.apply(action);
+            }
+        }
+        while self.in_flight.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(d)) = self.in_flight.pop() else {
+                break;
+            };
+            if let Some(node) = self.nodes.get_mut(d.to.0) {
+                let datagram = Datagram {
+                    remote: d.from,
+                    local: None,
+                    ecn: None,
+                    payload: d.payload,
+                };
+                node.endpoint.handle_datagram(now, datagram);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.service(NodeId(i));
+        }
+        true
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::LinkUp { from, to, up } => {
+                if let Some(link) = self.links.get_mut(&(from, to)) {
+                    link.up = up;
+                }
+            }
+            Action::Rebind { node, addr } => {
+                if let Some(n) = self.nodes.get_mut(node.0) {
+                    n.addr = addr;
+                }
+            }
+        }
+    }
+
+    /// Runs one node's due timers and wake-up and drains it, following the drive rule.
+    fn service(&mut self, id: NodeId) {
+        let now = self.now;
+        let epoch = self.epoch;
+        for _ in 0..self.limits.max_drain_rounds.max(1) {
+            let Some(node) = self.nodes.get_mut(id.0) else {
+                return;
+            };
+            let mut ctx = NodeCtx {
+                endpoint: &mut node.endpoint,
+                node: id,
+                addr: node.addr,
+                now,
+                epoch,
+                wake: &mut node.wake,
+            };
+            let mut acted = false;
+            if !node.started {
+                node.started = true;
+                node.app.on_start(&mut ctx);
+                acted = true;
+            }
+            if ctx.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                ctx.endpoint.handle_timeout(now);
+                acted = true;
+            }
+            if ctx.wake.is_some_and(|w| w <= now) {
+                *ctx.wake = None;
+                node.app.on_wake(&mut ctx);
+                acted = true;
+            }
+            // 1. Drain transmits.
+            let from = node.addr;
+            let mut out = Vec::new();
+            while let Some(t) = node.endpoint.poll_transmit(now, &mut self.buf) {
+                for d in t.datagrams(&self.buf) {
+                    out.push((t.destination, BytesMut::from(d)));
+                }
+                acted = true;
+            }
+            // 2. Drain events into the app.
+            let mut events = Vec::new();
+            while let Some(e) = node.endpoint.poll_event() {
+                events.push(e);
+            }
+            let node_ptr = id;
+            for (h, e) in &events {
+                let mut ctx = NodeCtx {
+                    endpoint: &mut node.endpoint,
+                    node: node_ptr,
+                    addr: node.addr,
+                    now,
+                    epoch,
+                    wake: &mut node.wake,
+                };
+                node.app.on_event(&mut ctx, *h, e);
+                acted = true;
+            }
+            for (h, e) in events {
+                self.trace.record(TraceRecord::Event {
+                    at: now - epoch,
+                    node: id,
+                    handle: format!("{h:?}"),
+                    event: format!("{e:?}"),
+                });
+            }
+            for (to, payload) in out {
+                self.send(id, from, to, payload);
+            }
+            // 3. Loop while something happened: app calls may have queued output or armed a deadline
+            // that already passed.
+            if !acted {
+                return;
+            }
+        }
+        tracing::warn!(
+            node = id.0,
+            "simulated node did not go quiet within the drain bound"
+        );
+    }
+
+    /// Offers one datagram to the network.
+    fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, mut payload: BytesMut) {
+        let at = self.now - self.epoch;
+        let size = payload.len();
+        let record = |trace: &mut Trace, fate| {
+            trace.record(TraceRecord::Datagram {
+                at,
+                size,
+                from,
+                to,
+                fate,
+            })
+        };
+        let Some(to_node) = self.nodes.iter().position(|n| n.addr == to).map(NodeId) else {
+            return record(&mut self.trace, Fate::DroppedNoRoute);
+        };
+        let Some(link) = self.links.get_mut(&(from_node, to_node)) else {
+            return record(&mut self.trace, Fate::DroppedNoRoute);
+        };
+        let offer = link.offer(self.now, size);
+        let Fate::Delivered { after, .. } = offer.fate else {
+            return record(&mut self.trace, offer.fate);
+        };
+        if let Some(bit) = offer.flip {
+            if let Some(b) = payload.get_mut(bit / 8) {
+                *b ^= 1 << (bit % 8);
+            }
+        }
+        let mut copies = vec![(after, offer.fate)];
+        if let Some(after) = offer.copy {
+            let fate = Fate::Delivered {
+                after,
+                corrupted: offer.flip.is_some(),
+                duplicate: true,
+            };
+            copies.push((after, fate));
+        }
+        let n = copies.len();
+        for (i, (after, fate)) in copies.into_iter().enumerate() {
+            if self.in_flight.len() >= self.limits.max_in_flight {
+                record(&mut self.trace, Fate::DroppedOverflow);
+                continue;
+            }
+            record(&mut self.trace, fate);
+            self.seq += 1;
+            // The copy of a corrupted datagram is the corrupted one too (corruption happens first).
+            let payload = if i + 1 == n {
+                std::mem::take(&mut payload)
+            } else {
+                payload.clone()
+            };
+            self.in_flight.push(Reverse(InFlight {
+                at: self.now + after,
+                seq: self.seq,
+                to: to_node,
+                from,
+                payload,
+            }));
+        }
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time passes; returns whether `done` held. The clock
+    /// ends at the limit unless `done` held or everything went quiet before.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Simulation) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step_before(Some(deadline)) {
+                return done(self);
+            }
+        }
+    }
+
+    /// Steps until nothing is left to happen or `limit` of virtual time passes (then the clock is at the
+    /// limit).
+    pub fn run(&mut self, limit: Duration) {
+        let deadline = self.now + limit;
+        while self.step_before(Some(deadline)) {}
+    }
+}

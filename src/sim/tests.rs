@@ -1,0 +1,235 @@
+//! Unit tests of the simulated links.
+
+use std::time::{Duration, Instant};
+
+use super::link::{Fate, Link};
+use super::*;
+
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn delivered_after(fate: Fate) -> Option<Duration> {
+    match fate {
+        Fate::Delivered { after, .. } => Some(after),
+        _ => None,
+    }
+}
+
+#[test]
+fn delay_and_jitter_stay_in_bounds_and_reorder() {
+    let config = LinkConfig {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(5),
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, seed_from_env(1));
+    let now = epoch();
+    let mut arrivals = Vec::new();
+    for i in 0..2000u64 {
+        let sent = now + Duration::from_micros(100 * i);
+        let after = delivered_after(link.offer(sent, 1200).fate).expect("an ideal link delivers");
+        assert!(
+            after >= Duration::from_millis(10) && after <= Duration::from_millis(15),
+            "{after:?}"
+        );
+        arrivals.push(sent + after);
+    }
+    let reordered = arrivals.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(reordered > 0, "jitter larger than the send interval reorders");
+    let max = arrivals
+        .iter()
+        .zip(0..)
+        .map(|(a, i)| *a - (now + Duration::from_micros(100 * i)))
+        .max();
+    assert!(
+        max.unwrap() > Duration::from_millis(14),
+        "jitter reaches near its bound"
+    );
+}
+
+#[test]
+fn loss_rate_roughly_as_configured() {
+    for p in [0.01, 0.1, 0.3] {
+        let config = LinkConfig {
+            loss: p,
+            ..LinkConfig::default()
+        };
+        let mut link = Link::new(config, seed_from_env(2));
+        let n = 20_000;
+        let lost = (0..n)
+            .filter(|_| link.offer(epoch(), 100).fate == Fate::DroppedLoss)
+            .count();
+        let rate = lost as f64 / n as f64;
+        assert!((rate - p).abs() < p * 0.2 + 0.002, "p {p}: rate {rate}");
+    }
+}
+
+#[test]
+fn gilbert_elliott_loss_is_bursty() {
+    let ge = GilbertElliott {
+        p_good_to_bad: 0.01,
+        p_bad_to_good: 0.2,
+        loss_bad: 1.0,
+        loss_good: 0.0,
+    };
+    let config = LinkConfig {
+        gilbert_elliott: Some(ge),
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, seed_from_env(3));
+    let fates: Vec<bool> = (0..50_000)
+        .map(|_| link.offer(epoch(), 100).fate.is_delivered())
+        .collect();
+    let lost = fates.iter().filter(|d| !**d).count() as f64 / fates.len() as f64;
+    // Stationary share of the bad state: 0.01 / (0.01 + 0.2) ≈ 4.8 %.
+    assert!((lost - 0.048).abs() < 0.015, "loss {lost}");
+    let bursts = fates.windows(2).filter(|w| w[0] && !w[1]).count() as f64;
+    let mean_burst = (lost * fates.len() as f64) / bursts;
+    assert!(mean_burst > 3.0, "mean burst {mean_burst}: losses come in bursts");
+}
+
+#[test]
+fn bandwidth_serialises_and_queue_overflows() {
+    let config = LinkConfig {
+        delay: Duration::from_millis(10),
+        bandwidth_bps: Some(1_000_000),
+        queue_bytes: 10_000,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, seed_from_env(4));
+    let now = epoch();
+    // 8 datagrams of 1000 bytes fit in the queue: the last leaves after 8 * 8 ms.
+    let mut last = Duration::ZERO;
+    for _ in 0..8 {
+        last = delivered_after(link.offer(now, 1000).fate).expect("fits the queue");
+    }
+    assert_eq!(last, Duration::from_millis(8 * 8 + 10));
+    // Two more fit (10 000 bytes), the next is dropped at the tail.
+    assert!(link.offer(now, 1000).fate.is_delivered());
+    assert!(link.offer(now, 1000).fate.is_delivered());
+    assert_eq!(link.offer(now, 1000).fate, Fate::DroppedQueue);
+    // Once the queue drains, N bytes take N * 8 / bw plus the delay.
+    let later = now + Duration::from_secs(1);
+    let after = delivered_after(link.offer(later, 500).fate).expect("empty queue");
+    assert_eq!(after, Duration::from_millis(4 + 10));
+}
+
+#[test]
+fn oversized_datagrams_and_down_links_drop() {
+    let config = LinkConfig {
+        max_datagram_size: 1200,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, 5);
+    assert!(link.offer(epoch(), 1200).fate.is_delivered());
+    assert_eq!(link.offer(epoch(), 1201).fate, Fate::DroppedTooBig);
+    link.up = false;
+    assert_eq!(link.offer(epoch(), 100).fate, Fate::DroppedLinkDown);
+}
+
+#[test]
+fn corruption_and_duplication_happen_at_their_rates() {
+    let config = LinkConfig {
+        corrupt: 0.1,
+        duplicate: 0.2,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, seed_from_env(6));
+    let n = 10_000;
+    let offers: Vec<_> = (0..n).map(|_| link.offer(epoch(), 100)).collect();
+    let flips = offers.iter().filter(|o| o.flip.is_some()).count() as f64 / n as f64;
+    let copies = offers.iter().filter(|o| o.copy.is_some()).count() as f64 / n as f64;
+    assert!((flips - 0.1).abs() < 0.02, "{flips}");
+    assert!((copies - 0.2).abs() < 0.03, "{copies}");
+    assert!(offers.iter().filter_map(|o| o.flip).all(|bit| bit < 800));
+}
+
+#[test]
+fn same_seed_same_link_decisions() {
+    let config = LinkConfig {
+        loss: 0.2,
+        jitter: Duration::from_millis(3),
+        duplicate: 0.1,
+        ..LinkConfig::default()
+    };
+    let now = epoch();
+    let run = |seed| {
+        let mut link = Link::new(config.clone(), seed);
+        (0..500).map(|_| link.offer(now, 1000)).collect::<Vec<_>>()
+    };
+    assert_eq!(run(9), run(9));
+    assert_ne!(run(9), run(10));
+}
+
+#[test]
+fn trace_hash_is_stable_and_sensitive() {
+    let record = |size| TraceRecord::Datagram {
+        at: Duration::from_millis(5),
+        size,
+        from: "10.0.0.1:1".parse().expect("valid address"),
+        to: "10.0.0.2:2".parse().expect("valid address"),
+        fate: Fate::DroppedLoss,
+    };
+    let mut a = Trace::new(1);
+    let mut b = Trace::new(10);
+    for t in [&mut a, &mut b] {
+        t.record(record(100));
+        t.record(record(200));
+    }
+    assert_eq!(a.hash(), b.hash(), "the hash covers records beyond the kept ones");
+    assert_eq!(a.records().count(), 1);
+    assert_eq!(a.total(), 2);
+    let mut c = Trace::new(10);
+    c.record(record(100));
+    c.record(record(201));
+    assert_ne!(a.hash(), c.hash());
+    let mut d = Trace::new(0);
+    d.record(record(100));
+    assert_ne!(d.hash(), Trace::new(0).hash());
+    assert_eq!(
+        d.records().count(),
+        0,
+        "capacity 0 keeps nothing but still hashes"
+    );
+}
+
+#[test]
+fn wake_ups_and_scheduled_rebinding_reach_the_app() {
+    #[derive(Default)]
+    struct Ticker {
+        wakes: Vec<Duration>,
+        addrs: Vec<SocketAddr>,
+    }
+    impl App for Ticker {
+        fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
+            ctx.wake_after(Duration::from_millis(100));
+        }
+        fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
+            self.wakes.push(ctx.elapsed());
+            self.addrs.push(ctx.addr());
+            if self.wakes.len() < 3 {
+                ctx.wake_after(Duration::from_millis(100));
+            }
+        }
+    }
+    let mut sim = Simulation::new(epoch(), 1);
+    let node = sim.add_node(
+        "10.0.0.1:1".parse().expect("valid"),
+        None,
+        Box::<Ticker>::default(),
+    );
+    let new_addr: SocketAddr = "10.0.0.1:2".parse().expect("valid");
+    sim.schedule_rebind(node, Duration::from_millis(150), new_addr);
+    sim.run(Duration::from_secs(1));
+    let t = sim.app::<Ticker>(node).expect("a ticker");
+    let ms = |n| Duration::from_millis(n);
+    assert_eq!(t.wakes, vec![ms(100), ms(200), ms(300)]);
+    assert_eq!(t.addrs.get(1), Some(&new_addr));
+    assert_eq!(
+        sim.elapsed(),
+        ms(300),
+        "the clock stops when nothing is left to happen"
+    );
+}

@@ -1,0 +1,180 @@
+//! A record of everything a simulation did, with a stable hash.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::link::Fate;
+use super::NodeId;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// One thing that happened in a simulation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceRecord {
+    /// A datagram (or one copy of it) offered to the network.
+    Datagram {
+        /// When it was sent, since the simulation's epoch.
+        at: Duration,
+        /// Its size in bytes.
+        size: usize,
+        /// The address it was sent from.
+        from: SocketAddr,
+        /// The address it was sent to.
+        to: SocketAddr,
+        /// What the network did with it.
+        fate: Fate,
+    },
+    /// An event an endpoint reported.
+    Event {
+        /// When, since the simulation's epoch.
+        at: Duration,
+        /// The node whose endpoint reported it.
+        node: NodeId,
+        /// The connection handle, as its `Debug` text.
+        handle: String,
+        /// The event, as its `Debug` text.
+        event: String,
+    },
+}
+
+/// Every datagram and event of a simulation, hashed as it is recorded.
+///
+/// The hash covers every record ever made; only the last [`capacity`](Self::capacity) records are kept
+/// for inspection, so memory stays bounded however long a simulation runs. Counters cover everything.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    hash: u64,
+    records: VecDeque<TraceRecord>,
+    capacity: usize,
+    total: u64,
+    /// Datagram copies delivered.
+    pub delivered: u64,
+    /// Datagrams dropped, for any reason.
+    pub dropped: u64,
+    /// Datagrams corrupted on the way (and still delivered).
+    pub corrupted: u64,
+    /// Bytes of datagram copies delivered.
+    pub delivered_bytes: u64,
+}
+
+impl Trace {
+    /// An empty trace keeping at most `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            hash: FNV_OFFSET,
+            records: VecDeque::new(),
+            capacity,
+            total: 0,
+            delivered: 0,
+            dropped: 0,
+            corrupted: 0,
+            delivered_bytes: 0,
+        }
+    }
+
+    /// The FNV-1a hash of a canonical encoding of every record so far: equal for two runs that sent the
+    /// same datagram sizes between the same addresses at the same times with the same fates, and reported
+    /// the same events at the same times.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The records kept (the most recent ones, oldest first).
+    pub fn records(&self) -> impl Iterator<Item = &TraceRecord> {
+        self.records.iter()
+    }
+
+    /// How many records kept records may be, at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many records were made in all (kept or not).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn mix(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.hash ^= u64::from(*b);
+            self.hash = self.hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    fn mix_u64(&mut self, v: u64) {
+        self.mix(&v.to_le_bytes());
+    }
+
+    fn mix_addr(&mut self, addr: &SocketAddr) {
+        match addr {
+            SocketAddr::V4(a) => {
+                self.mix(&[4]);
+                self.mix(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                self.mix(&[6]);
+                self.mix(&a.ip().octets());
+            }
+        }
+        self.mix(&addr.port().to_le_bytes());
+    }
+
+    fn mix_duration(&mut self, d: Duration) {
+        self.mix_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn mix_str(&mut self, s: &str) {
+        self.mix_u64(s.len() as u64);
+        self.mix(s.as_bytes());
+    }
+
+    /// Records `record`, hashing it.
+    pub fn record(&mut self, record: TraceRecord) {
+        match &record {
+            TraceRecord::Datagram {
+                at,
+                size,
+                from,
+                to,
+                fate,
+            } => {
+                self.mix(&[0]);
+                self.mix_duration(*at);
+                self.mix_u64(*size as u64);
+                self.mix_addr(from);
+                self.mix_addr(to);
+                self.mix(&[fate.code()]);
+                match fate {
+                    Fate::Delivered { after, corrupted, .. } => {
+                        self.delivered += 1;
+                        self.delivered_bytes += *size as u64;
+                        self.corrupted += u64::from(*corrupted);
+                        self.mix_duration(*after);
+                    }
+                    _ => self.dropped += 1,
+                }
+            }
+            TraceRecord::Event {
+                at,
+                node,
+                handle,
+                event,
+            } => {
+                self.mix(&[1]);
+                self.mix_duration(*at);
+                self.mix_u64(node.0 as u64);
+                self.mix_str(handle);
+                self.mix_str(event);
+            }
+        }
+        self.total += 1;
+        if self.capacity > 0 {
+            if self.records.len() >= self.capacity {
+                self.records.pop_front();
+            }
+            self.records.push_back(record);
+        }
+    }
+}
