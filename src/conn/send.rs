@@ -113,9 +113,11 @@ impl Connection {
         }
         let s = &self.spaces[space.index()];
         let ack_due = s.received.wants_ack_now() || s.received.ack_deadline().is_some_and(|d| d <= now);
-        if self.blocked {
+        if self.blocked && space == SpaceId::Data {
             // RFC 9002 §7.5: probes are not blocked by the congestion controller; ACKs are not
-            // congestion controlled.
+            // congestion controlled. Handshake data is not held back either: before the handshake is
+            // confirmed no PTO is armed for application data (RFC 9002 §6.2.1), so 1-RTT packets whose
+            // ACKs were lost could otherwise fill the window and block a lost client Finished forever.
             return ack_due || s.probes > 0;
         }
         ack_due
@@ -239,7 +241,7 @@ impl Connection {
             }
         }
 
-        let data_allowed = !self.blocked || self.spaces[space.index()].probes > 0;
+        let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
         if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
             let frame = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len()));
             Frame::Close(frame).encode(buf);
