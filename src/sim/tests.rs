@@ -1,14 +1,11 @@
 //! Unit tests of the simulated links.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::link::{Fate, Link};
 use super::*;
 
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::test_util::epoch;
 
 fn delivered_after(fate: Fate) -> Option<Duration> {
     match fate {
