@@ -58,6 +58,10 @@ impl ConnectionIdGenerator for RandomCidGenerator {
 /// Settings of an [`Endpoint`](crate::Endpoint), shared by all its connections.
 pub struct EndpointConfig {
     /// Seed of the endpoint's RNG: every random choice of the endpoint and its connections derives from it.
+    ///
+    /// Simulations and tests fix it to replay a run. A server facing the internet should draw it from the
+    /// operating system's RNG at startup: the keys of the connection-ID hash tables derive from it, and a
+    /// known seed lets an attacker choose colliding IDs.
     pub seed: u64,
     /// Makes the connection IDs this endpoint issues.
     pub cid_generator: Box<dyn ConnectionIdGenerator>,
