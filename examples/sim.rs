@@ -24,11 +24,8 @@ use std::time::{Duration, Instant};
 use plotters::prelude::*;
 use quicsand::crypto::tls;
 use quicsand::qlog::QlogWriter;
-use quicsand::sim::{App, GilbertElliott, LinkConfig, NodeCtx, Simulation, Sink};
-use quicsand::{
-    ClientConfig, CongestionAlgorithm, ConnectionError, ConnectionHandle, Event, ServerConfig, StreamEvent,
-    StreamId, TransportConfig, WriteError,
-};
+use quicsand::sim::{App, BulkSender, GilbertElliott, LinkConfig, NodeCtx, Simulation, Sink};
+use quicsand::{ClientConfig, CongestionAlgorithm, ConnectionHandle, Event, ServerConfig, TransportConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const HELP: &str = "\
@@ -238,76 +235,20 @@ impl Write for SharedFile {
     }
 }
 
-/// `i % 251` for any `i`: byte `k` of `PATTERN` window starting at `off % 251` is `(off + k) % 251`, the
-/// pattern [`Sink`] checks.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len + 251).map(|i| (i % 251) as u8).collect()
-}
-
-const CHUNK: usize = 64 * 1024;
-
-/// The client: connects, writes `total` bytes over `streams` unidirectional streams as flow control
-/// allows, and samples its connection's statistics every `sample_every` of virtual time.
+/// The client: a [`BulkSender`] (connects, writes `total` bytes over `streams` unidirectional streams as
+/// flow control allows) that also installs the qlog writer and samples its connection's statistics every
+/// `sample_every` of virtual time.
 struct Client {
-    config: Option<ClientConfig>,
-    server: SocketAddr,
-    total: u64,
-    streams: usize,
-    conn: Option<ConnectionHandle>,
-    open: Vec<(StreamId, u64, bool)>,
-    pattern: Vec<u8>,
+    inner: BulkSender,
     sample_every: Duration,
     samples: Vec<Sample>,
     qlog: Option<SharedFile>,
-    connected_at: Option<Duration>,
-    acked_at: Option<Duration>,
-    streams_acked: usize,
-    lost: Option<ConnectionError>,
-    connect_error: Option<String>,
 }
 
 impl Client {
-    fn share(&self, i: usize) -> u64 {
-        let n = self.streams as u64;
-        self.total / n + u64::from((i as u64) < self.total % n)
-    }
-
-    fn pump(&mut self, ctx: &mut NodeCtx<'_>) {
-        let Some(h) = self.conn else { return };
-        let Ok(mut conn) = ctx.endpoint().conn(h) else {
-            return;
-        };
-        while self.open.len() < self.streams {
-            match conn.open_uni() {
-                Some(id) => self.open.push((id, 0, false)),
-                None => break,
-            }
-        }
-        for i in 0..self.open.len() {
-            let share = self.share(i);
-            let Some((id, written, fin)) = self.open.get_mut(i) else {
-                continue;
-            };
-            while *written < share {
-                let n = (share - *written).min(CHUNK as u64) as usize;
-                let start = (*written % 251) as usize;
-                match conn.stream(*id).write(&self.pattern[start..start + n]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => *written += k as u64,
-                }
-            }
-            if *written == share && !*fin {
-                match conn.stream(*id).finish() {
-                    Ok(()) | Err(WriteError::ClosedStream) => *fin = true,
-                    Err(_) => {}
-                }
-            }
-        }
-    }
-
     fn sample(&mut self, ctx: &mut NodeCtx<'_>) {
         let t = ctx.elapsed().as_secs_f64();
-        let Some(h) = self.conn else { return };
+        let Some(h) = self.inner.connection() else { return };
         let Ok(conn) = ctx.endpoint().conn(h) else { return };
         let s = conn.stats();
         self.samples.push(Sample {
@@ -322,45 +263,23 @@ impl Client {
 
 impl App for Client {
     fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
-        let Some(config) = self.config.take() else { return };
-        let now = ctx.now();
-        match ctx.endpoint().connect(now, config, self.server, "localhost") {
-            Ok(h) => {
-                self.conn = Some(h);
-                if let (Some(file), Ok(mut conn)) = (self.qlog.clone(), ctx.endpoint().conn(h)) {
-                    conn.set_qlog(Box::new(QlogWriter::new(file)));
-                }
-                self.sample(ctx);
-                ctx.wake_after(self.sample_every);
-            }
-            Err(e) => self.connect_error = Some(e.to_string()),
+        self.inner.on_start(ctx);
+        let Some(h) = self.inner.connection() else { return };
+        // Installed before the simulator drains the first transmit, so the trace starts with the Initial.
+        if let (Some(file), Ok(mut conn)) = (self.qlog.clone(), ctx.endpoint().conn(h)) {
+            conn.set_qlog(Box::new(QlogWriter::new(file)));
         }
+        self.sample(ctx);
+        ctx.wake_after(self.sample_every);
     }
 
     fn on_event(&mut self, ctx: &mut NodeCtx<'_>, handle: ConnectionHandle, event: &Event) {
-        if Some(handle) != self.conn {
-            return;
-        }
-        match event {
-            Event::Connected => {
-                self.connected_at = Some(ctx.elapsed());
-                self.pump(ctx);
-            }
-            Event::Stream(StreamEvent::Writable { .. } | StreamEvent::Available { .. }) => self.pump(ctx),
-            Event::Stream(StreamEvent::Finished { .. }) => {
-                self.streams_acked += 1;
-                if self.streams_acked == self.streams {
-                    self.acked_at.get_or_insert(ctx.elapsed());
-                }
-            }
-            Event::ConnectionLost { reason } => self.lost = Some(reason.clone()),
-            _ => {}
-        }
+        self.inner.on_event(ctx, handle, event);
     }
 
     fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
         self.sample(ctx);
-        if self.lost.is_none() && self.acked_at.is_none() {
+        if self.inner.lost.is_none() && self.inner.finished_at.is_none() {
             ctx.wake_after(self.sample_every);
         }
     }
@@ -530,22 +449,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let mut sim = Simulation::new(wall_start, args.seed);
     let server_addr: SocketAddr = "10.0.0.2:4433".parse()?;
     let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+    let mut sender = BulkSender::new(client_config, server_addr, "localhost", total, args.streams);
+    // The run stops when the sink has everything; closing would only add packets to the trace.
+    sender.close_when_done = false;
     let client_app = Client {
-        config: Some(client_config),
-        server: server_addr,
-        total,
-        streams: args.streams,
-        conn: None,
-        open: Vec::new(),
-        pattern: pattern(CHUNK),
+        inner: sender,
         sample_every: (args.rtt() / 4).max(Duration::from_millis(1)),
         samples: Vec::new(),
         qlog: qlog.clone(),
-        connected_at: None,
-        acked_at: None,
-        streams_acked: 0,
-        lost: None,
-        connect_error: None,
     };
     let client = sim.add_node("10.0.0.1:50000".parse()?, None, Box::new(client_app));
     sim.add_duplex_link(client, server, link(args));
@@ -570,8 +481,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let Some(app) = sim.app::<Client>(client) else {
         return Err("client app missing".into());
     };
-    let (handle, connected_at, lost) = (app.conn, app.connected_at, app.lost.clone());
-    let connect_error = app.connect_error.clone();
+    let sender = &app.inner;
+    let (handle, connected_at, lost) = (sender.connection(), sender.connected_at, sender.lost.clone());
+    let connect_error = sender.connect_error.clone();
     let mut samples = app.samples.clone();
     let stats = match (handle, sim.endpoint(client)) {
         (Some(h), Some(ep)) => ep.conn(h).ok().map(|mut c| {

@@ -68,6 +68,11 @@ impl BulkSender {
         }
     }
 
+    /// The connection, once `on_start` made it.
+    pub fn connection(&self) -> Option<ConnectionHandle> {
+        self.conn
+    }
+
     /// The bytes stream number `i` (in opening order) carries.
     fn share(&self, i: usize) -> u64 {
         let n = self.streams as u64;

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::send::SendStream;
 use super::{di, ControlKind, Dir, ReadError, Sched, StreamEvent, StreamId, Streams, WriteError};
 
 impl Streams {
@@ -63,20 +64,7 @@ impl Streams {
     /// [`StreamEvent::Writable`] follows once acknowledgements free space.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         let limit = self.config.send_buffer;
-        let missing = self.missing_write(id);
-        let send = self
-            .streams
-            .get_mut(&id)
-            .ok_or(missing)?
-            .send
-            .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
-        if let Some(code) = send.stopped {
-            return Err(WriteError::Stopped { code });
-        }
-        if !send.is_writable() {
-            return Err(WriteError::ClosedStream);
-        }
+        let send = self.open_send_half(id)?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -89,22 +77,33 @@ impl Streams {
         Ok(n)
     }
 
-    /// Ends the sending side of stream `id`: the FIN follows the data written (RFC 9000 §3.1).
-    pub(crate) fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+    /// The sending half of stream `id`, or the error a write to it gets.
+    fn send_half(&mut self, id: StreamId) -> Result<&mut SendStream, WriteError> {
         let missing = self.missing_write(id);
-        let send = self
-            .streams
+        self.streams
             .get_mut(&id)
             .ok_or(missing)?
             .send
             .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
+            .ok_or(WriteError::UnknownStream)
+    }
+
+    /// The sending half of stream `id` if it still takes data: not stopped by the peer, not finished
+    /// or reset.
+    fn open_send_half(&mut self, id: StreamId) -> Result<&mut SendStream, WriteError> {
+        let send = self.send_half(id)?;
         if let Some(code) = send.stopped {
             return Err(WriteError::Stopped { code });
         }
         if !send.is_writable() {
             return Err(WriteError::ClosedStream);
         }
+        Ok(send)
+    }
+
+    /// Ends the sending side of stream `id`: the FIN follows the data written (RFC 9000 §3.1).
+    pub(crate) fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+        let send = self.open_send_half(id)?;
         send.finish();
         self.schedule(id);
         Ok(())
@@ -113,14 +112,7 @@ impl Streams {
     /// Abandons the sending side of stream `id` with an application error `code`: a RESET_STREAM goes
     /// out (and again until acknowledged), data is no longer (re)sent (RFC 9000 §3.1, §13.3).
     pub(crate) fn reset(&mut self, id: StreamId, code: u64) -> Result<(), WriteError> {
-        let missing = self.missing_write(id);
-        let send = self
-            .streams
-            .get_mut(&id)
-            .ok_or(missing)?
-            .send
-            .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
+        let send = self.send_half(id)?;
         if !send.reset(code) {
             return Err(WriteError::ClosedStream);
         }
