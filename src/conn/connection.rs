@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::ack::{AckConfig, ReceivedPackets};
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
@@ -19,7 +19,7 @@ use super::SpaceId;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::crypto::tls::{KeyChange, Level, RustlsSession, Session};
 use crate::crypto::{initial_keys, Suite};
-use crate::datagram::{EcnCodepoint, Transmit};
+use crate::datagram::{Datagram, Transmit};
 use crate::event::{ConnectionError, Event};
 use crate::rng::Rng;
 use crate::wire::frame::{CloseCode, ConnectionClose};
@@ -962,15 +962,14 @@ impl Connection {
     }
 
     /// A datagram routed to this connection (possibly several coalesced packets).
-    pub(crate) fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        payload: BytesMut,
-    ) {
-        self.receive(now, remote, local_ip, ecn, payload);
+    pub(crate) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        let Datagram {
+            remote,
+            local,
+            ecn,
+            payload,
+        } = datagram;
+        self.receive(now, remote, local, ecn, payload);
     }
 }
 

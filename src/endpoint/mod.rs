@@ -328,13 +328,7 @@ impl Endpoint {
                     self.stats.dropped_unroutable += 1;
                     return;
                 };
-                let Datagram {
-                    remote,
-                    local,
-                    ecn,
-                    payload,
-                } = datagram;
-                entry.conn.handle_datagram(now, remote, local, ecn, payload);
+                entry.conn.handle_datagram(now, datagram);
                 self.after_conn(h, true);
             }
             Decision::Incoming { version, dcid, scid } => {
@@ -641,13 +635,7 @@ impl Endpoint {
         }
         entry.counts_as_handshake = true;
         entry.held = hold;
-        let Datagram {
-            remote,
-            local,
-            ecn,
-            payload,
-        } = datagram;
-        entry.conn.handle_datagram(now, remote, local, ecn, payload);
+        entry.conn.handle_datagram(now, datagram);
         self.after_conn(h, true);
     }
 
