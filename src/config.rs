@@ -69,9 +69,17 @@ pub struct EndpointConfig {
     pub supported_versions: Vec<u32>,
     /// At most this many datagrams go into one [`Transmit`](crate::Transmit) (GSO segments).
     pub max_segments: usize,
-    /// Stateless packets (Version Negotiation) waiting to be sent are capped at this number; beyond it new
-    /// ones are dropped and counted.
+    /// Stateless packets (Version Negotiation, stateless resets) waiting to be sent are capped at this
+    /// number; beyond it new ones are dropped and counted.
     pub max_stateless_queue: usize,
+    /// The static key stateless reset tokens derive from (RFC 9000 §10.3.2): every endpoint given the same
+    /// key makes the same token for a connection ID, so a restarted server, or another server behind the
+    /// same load balancer, can reset connections whose state it lost. `None` derives a key from `seed`,
+    /// which is only as secret as the seed: give servers a random key kept across restarts.
+    pub reset_key: Option<[u8; 32]>,
+    /// Stateless resets sent per second at most, in bursts of at most as many (0: never send any). Each
+    /// is smaller than the packet that triggered it, so resets cannot amplify or loop.
+    pub max_stateless_resets_per_second: u32,
 }
 
 impl Default for EndpointConfig {
@@ -82,6 +90,8 @@ impl Default for EndpointConfig {
             supported_versions: vec![VERSION_1],
             max_segments: 10,
             max_stateless_queue: 256,
+            reset_key: None,
+            max_stateless_resets_per_second: 100,
         }
     }
 }

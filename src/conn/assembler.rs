@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Why [`Assembler::insert`] refused a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,27 @@ pub(crate) struct Assembler {
     buffered: usize,
 }
 
+/// Contiguous pieces are merged while the result stays within this many bytes.
+const MERGE_BELOW: usize = 4096;
+
+/// Pieces shorter than this are copied out of the datagram they arrived in before being held.
+const COPY_BELOW: usize = 1024;
+
+/// `data` in an allocation of its own if it is small: a held `Bytes` keeps its whole datagram alive.
+pub(crate) fn compact(data: Bytes) -> Bytes {
+    if data.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&data)
+    } else {
+        data
+    }
+}
+
 impl Assembler {
+    /// Separate pieces held.
+    pub(crate) fn fragments(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Bytes held.
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
@@ -65,7 +85,7 @@ impl Assembler {
             if gap_end > cursor {
                 let piece = data.slice((cursor - start) as usize..(gap_end - start) as usize);
                 self.buffered += piece.len();
-                self.chunks.insert(cursor, piece);
+                self.put(cursor, piece);
             }
             match next {
                 Some((_, e)) => cursor = e,
@@ -73,6 +93,24 @@ impl Assembler {
             }
         }
         Ok(())
+    }
+
+    /// Holds `piece` at `at`, appended to the chunk that ends there when both are small, so that data
+    /// sent in tiny frames costs one map entry per few kilobytes, not one per frame. Each merge copies
+    /// at most [`MERGE_BELOW`] bytes.
+    fn put(&mut self, at: u64, piece: Bytes) {
+        if piece.len() < MERGE_BELOW {
+            if let Some((k, prev)) = self.chunks.range_mut(..at).next_back() {
+                if k + prev.len() as u64 == at && prev.len() + piece.len() <= MERGE_BELOW {
+                    let mut merged = BytesMut::with_capacity(prev.len() + piece.len());
+                    merged.extend_from_slice(prev);
+                    merged.extend_from_slice(&piece);
+                    *prev = merged.freeze();
+                    return;
+                }
+            }
+        }
+        self.chunks.insert(at, piece);
     }
 
     /// The next in-order chunk, if the byte at the read offset has arrived.
@@ -123,6 +161,22 @@ mod tests {
             a.insert(50, Bytes::from_static(b"x"), 39),
             Err(AssembleError::WindowExceeded)
         );
+    }
+
+    #[test]
+    fn tiny_contiguous_pieces_merge_and_holes_do_not() {
+        let mut a = Assembler::default();
+        for i in 0..10_000u64 {
+            a.insert(i, Bytes::from_static(b"x"), 1 << 20).unwrap();
+        }
+        // 10,000 bytes in pieces of at most 4 KiB: three map entries, not 10,000.
+        assert_eq!(a.fragments(), 3);
+        assert_eq!(read_all(&mut a).len(), 10_000);
+        for i in 0..100u64 {
+            a.insert(10_001 + 2 * i, Bytes::from_static(b"y"), 1 << 20)
+                .unwrap();
+        }
+        assert_eq!(a.fragments(), 100);
     }
 
     proptest! {

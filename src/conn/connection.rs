@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ack::{AckConfig, ReceivedPackets};
+use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
 use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
+use super::path::PathValidation;
 use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
+use super::send::FIRST_PN_SKIP_PERIOD;
 use super::spaces::{PacketSpace, SentFrames};
 use super::streams::Streams;
 use super::SpaceId;
@@ -24,18 +27,16 @@ use crate::event::{ConnectionError, Event};
 use crate::rng::Rng;
 use crate::wire::frame::{CloseCode, ConnectionClose};
 use crate::wire::transport_params::TransportParameters;
-use crate::wire::{ConnectionId, TransportError, TransportErrorCode, VarInt};
+use crate::wire::{ConnectionId, ResetToken, TransportError, TransportErrorCode, VarInt};
 use crate::Side;
 
 /// What a connection asks of its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndpointEvent {
-    /// Route datagrams for this connection ID to the connection too.
-    #[allow(dead_code)] // connections issue one ID for now; NEW_CONNECTION_ID comes with CID lifecycle
-    NewLocalCid(ConnectionId),
-    /// Stop routing this connection ID to the connection.
-    #[allow(dead_code)] // as above
+    /// Stop routing this connection ID to the connection (the peer retired it).
     RetireLocalCid(ConnectionId),
+    /// The stateless reset token of the peer's connection ID in use changed (RFC 9000 §10.3.1).
+    ResetToken(Option<ResetToken>),
     /// The handshake finished (counts toward `max_incoming_handshakes`).
     HandshakeDone,
 }
@@ -50,6 +51,8 @@ pub(crate) struct IncomingInfo {
     pub(crate) original_dcid: ConnectionId,
     /// The client's source connection ID.
     pub(crate) client_scid: ConnectionId,
+    /// The stateless reset token of the server's handshake connection ID (a transport parameter).
+    pub(crate) reset_token: ResetToken,
 }
 
 /// Where the connection is in its life (RFC 9000 §10).
@@ -67,7 +70,7 @@ pub(crate) enum State {
     Drained,
 }
 
-/// The network path (one for now; migration comes later).
+/// The network path: the peer's address, and what the anti-amplification limit needs to know of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Path {
     pub(crate) remote: SocketAddr,
@@ -143,6 +146,12 @@ pub struct ConnectionStats {
     pub bytes_in_flight: u64,
     /// Congestion events (losses that reduced the window).
     pub congestion_events: u64,
+    /// Times the peer's address changed and the connection followed it (RFC 9000 §9.3).
+    pub path_migrations: u64,
+    /// Path validations that failed, sending the connection back to its previous path.
+    pub path_validation_failures: u64,
+    /// Connection IDs the peer retired (each replaced by a new one).
+    pub cids_retired_by_peer: u64,
 }
 
 /// The connection close this side sends while closing.
@@ -166,17 +175,20 @@ pub(crate) struct Connection {
     pub(crate) config: TransportConfig,
     pub(crate) session: Box<dyn Session>,
     /// Wire-visible randomness of this connection (derived from the endpoint's seed).
-    #[allow(dead_code)] // used by connection ID issuance and packet number skips, which come next
     pub(crate) rng: Rng,
     pub(crate) path: Path,
+    /// A validation of a new peer address in progress (RFC 9000 §8.2, §9).
+    pub(crate) path_validation: Option<PathValidation>,
     /// Initial, Handshake, Data.
     pub(crate) spaces: [PacketSpace; 3],
     pub(crate) one_rtt: Option<OneRttKeys>,
     pub(crate) recovery: LossDetection<SentFrames>,
     /// The space TLS writes into.
     pub(crate) write_space: SpaceId,
-    /// Our connection ID (the peer's DCID).
+    /// Our handshake connection ID (the SCID of our long headers).
     pub(crate) local_cid: ConnectionId,
+    /// The connection IDs we issued (RFC 9000 §5.1).
+    pub(crate) local_cids: LocalCids,
     /// The peer's connection ID (our DCID).
     pub(crate) remote_cid: ConnectionId,
     /// The DCID of the client's first Initial.
@@ -201,8 +213,11 @@ pub(crate) struct Connection {
     pub(crate) path_response: Option<[u8; 8]>,
     /// RETIRE_CONNECTION_ID sequence numbers owed.
     pub(crate) retire_cids: Vec<u64>,
-    /// The peer's spare connection IDs (sequence, ID), bounded by our active_connection_id_limit.
-    pub(crate) peer_cids: Vec<(u64, ConnectionId)>,
+    /// The peer's spare connection IDs (sequence, ID, reset token), bounded by our
+    /// active_connection_id_limit.
+    pub(crate) peer_cids: Vec<(u64, ConnectionId, ResetToken)>,
+    /// The stateless reset token of `remote_cid`, when the peer gave one.
+    pub(crate) remote_reset_token: Option<ResetToken>,
     /// Sequence number of `remote_cid`.
     pub(crate) remote_cid_seq: u64,
     /// The largest retire_prior_to seen.
@@ -228,6 +243,10 @@ pub(crate) struct Connection {
     pub(crate) pacer: Pacer,
     /// When pacing next lets a packet go, if it held one back.
     pub(crate) pacing_until: Option<Instant>,
+    /// The next 1-RTT packet number to leave unused (optimistic ACK defence, RFC 9000 §21.4).
+    pub(crate) next_pn_skip: u64,
+    /// The current mean distance between skips, doubling up to a bound.
+    pub(crate) pn_skip_period: u64,
     /// Whether the packet being built may carry new data: false while the window or pacing holds it.
     pub(crate) blocked: bool,
     /// Whether the last send stopped for lack of data rather than for the window (RFC 9002 §7.8).
@@ -286,6 +305,7 @@ impl Connection {
         local_cid: ConnectionId,
         remote_cid: ConnectionId,
         original_dcid: ConnectionId,
+        reset_token: ResetToken,
         rng: Rng,
     ) -> Result<Self, TransportError> {
         let ack_config = AckConfig {
@@ -306,10 +326,12 @@ impl Connection {
             session,
             rng,
             path,
+            path_validation: None,
             spaces,
             one_rtt: None,
             write_space: SpaceId::Initial,
             local_cid,
+            local_cids: LocalCids::new(local_cid, reset_token),
             remote_cid,
             original_dcid,
             remote_cid_set: side.is_server(),
@@ -325,6 +347,7 @@ impl Connection {
             path_response: None,
             retire_cids: Vec::new(),
             peer_cids: Vec::new(),
+            remote_reset_token: None,
             remote_cid_seq: 0,
             peer_retire_prior_to: 0,
             idle_deadline: None,
@@ -339,6 +362,8 @@ impl Connection {
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             pacing_until: None,
             blocked: false,
+            next_pn_skip: 0,
+            pn_skip_period: FIRST_PN_SKIP_PERIOD,
             app_limited: true,
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
@@ -349,10 +374,12 @@ impl Connection {
         let keys = initial_keys(version, &conn.original_dcid, side)
             .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
         conn.spaces[SpaceId::Initial.index()].keys = Some(keys);
+        conn.next_pn_skip = 1 + conn.rng.below(FIRST_PN_SKIP_PERIOD);
         Ok(conn)
     }
 
     /// A client connection; its first Initial is ready in `poll_transmit`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_client(
         now: Instant,
         config: &ClientConfig,
@@ -360,6 +387,7 @@ impl Connection {
         server_name: &str,
         local_cid: ConnectionId,
         initial_dcid: ConnectionId,
+        reset_token: ResetToken,
         rng: Rng,
     ) -> Result<Self, TransportError> {
         let params = local_params(&config.transport, local_cid);
@@ -383,6 +411,7 @@ impl Connection {
             local_cid,
             initial_dcid,
             initial_dcid,
+            reset_token,
             rng,
         )?;
         conn.reset_idle(now);
@@ -401,6 +430,8 @@ impl Connection {
     ) -> Result<Self, TransportError> {
         let mut params = local_params(&config.transport, local_cid);
         params.original_destination_connection_id = Some(info.original_dcid);
+        // RFC 9000 §18.2: the server gives the reset token of its handshake connection ID.
+        params.stateless_reset_token = Some(info.reset_token);
         let session = RustlsSession::server(config.tls.clone(), &params)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
         let path = Path {
@@ -421,6 +452,7 @@ impl Connection {
             local_cid,
             info.client_scid,
             info.original_dcid,
+            info.reset_token,
             rng,
         )?;
         conn.hold = hold;
@@ -469,7 +501,11 @@ impl Connection {
                 let params = TransportParameters::decode(self.side.peer(), raw)?;
                 self.validate_peer_params(&params)?;
                 self.streams.set_peer_limits(&params);
+                let token = params.stateless_reset_token;
                 self.peer_params = Some(params);
+                if self.side.is_client() {
+                    self.set_remote_reset_token(token);
+                }
             }
         }
         if !self.handshake_complete && !self.session.is_handshaking() && self.one_rtt.is_some() {
@@ -631,6 +667,7 @@ impl Connection {
             }
             consider(self.keep_alive_deadline());
             consider(self.pacing_until);
+            consider(self.path_validation_deadline());
         }
         consider(self.one_rtt.as_ref().and_then(|k| k.prev_discard_at()));
         t
@@ -663,6 +700,7 @@ impl Connection {
         if let Some(keys) = &mut self.one_rtt {
             keys.discard_prev_if_due(now);
         }
+        self.on_path_validation_timeout(now);
         if self.pacing_until.is_some_and(|t| t <= now) {
             self.pacing_until = None;
         }
@@ -778,6 +816,26 @@ impl Connection {
         self.qlog.state(now, "draining");
         if !was_closing {
             self.events.push_back(Event::ConnectionLost { reason });
+        }
+    }
+
+    /// The peer sent a stateless reset (RFC 9000 §10.3.1): drain, sending nothing more.
+    pub(crate) fn on_stateless_reset(&mut self, now: Instant) {
+        if matches!(self.state, State::Draining { .. } | State::Drained) {
+            return;
+        }
+        tracing::debug!(side = ?self.side, "stateless reset received");
+        let was_closing = matches!(self.state, State::Closing { .. });
+        self.state = State::Draining {
+            until: later(now, self.pto().saturating_mul(3)),
+        };
+        self.close = None;
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "draining");
+        if !was_closing {
+            self.events.push_back(Event::ConnectionLost {
+                reason: ConnectionError::Reset,
+            });
         }
     }
 
@@ -935,6 +993,7 @@ impl Connection {
             datagram_frames_received: self.datagrams.received,
             datagrams_send_dropped: self.datagrams.send_dropped,
             datagrams_recv_dropped: self.datagrams.recv_dropped,
+            cids_retired_by_peer: self.local_cids.retired,
             ..self.stats
         }
     }

@@ -24,10 +24,12 @@ impl SpaceId {
 
 pub(crate) mod ack;
 pub(crate) mod assembler;
+mod cids;
 pub(crate) mod congestion;
 mod connection;
 mod datagrams;
 mod key_update;
+mod path;
 pub(crate) mod range_set;
 pub(crate) mod recovery;
 mod recv;

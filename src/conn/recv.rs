@@ -14,7 +14,7 @@ use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId};
 use crate::wire::header::{LongType, ProtectedHeader};
-use crate::wire::TransportError;
+use crate::wire::{ConnectionId, TransportError};
 
 /// Why a packet was dropped without affecting the connection.
 struct Dropped;
@@ -25,7 +25,7 @@ impl Connection {
         &mut self,
         now: Instant,
         remote: SocketAddr,
-        _local_ip: Option<IpAddr>,
+        local_ip: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         mut datagram: BytesMut,
     ) {
@@ -46,13 +46,23 @@ impl Connection {
             }
             State::Handshake | State::Established => {}
         }
-        if remote != self.path.remote {
-            // Migration is not supported yet (we send disable_active_migration); a datagram from another
-            // address is dropped rather than answered.
+        let len = datagram.len();
+        if remote == self.path.remote {
+            self.on_datagram_received(len);
+        } else if self.side.is_client() || !self.handshake_confirmed {
+            // Servers do not move (RFC 9000 §9.6 preferred_address is not offered), and a client may not
+            // move before the handshake is confirmed (§9): drop, don't answer.
             self.stats.packets_dropped += 1;
             return;
+        } else {
+            // Maybe the client moved (NAT rebinding, §9.3): counted on the new path if it did.
+            self.stats.datagrams_received += 1;
+            self.stats.bytes_received += len as u64;
         }
-        self.on_datagram_received(datagram.len());
+        // RFC 9000 §10.3.1: a datagram that fails to decrypt and ends with the peer's reset token is a
+        // stateless reset. Checked once, up front, before the packets are split off.
+        let reset = self.is_stateless_reset(&datagram);
+        let path = (remote, local_ip, len);
         let cid_len = self.local_cid.len();
         let mut first_dcid = None;
         while !datagram.is_empty() {
@@ -67,10 +77,15 @@ impl Connection {
             }
             let len = header.len().min(datagram.len());
             let packet = datagram.split_to(len);
-            match self.handle_packet(now, ecn, &header, packet) {
+            let short = matches!(header, ProtectedHeader::Short { .. });
+            match self.handle_packet(now, ecn, &header, packet, path) {
                 Ok(()) => {}
                 Err(Some(error)) => {
                     self.close_with_error(now, error);
+                    return;
+                }
+                Err(None) if short && reset => {
+                    self.on_stateless_reset(now);
                     return;
                 }
                 Err(None) => self.stats.packets_dropped += 1,
@@ -88,6 +103,7 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         header: &ProtectedHeader,
         mut packet: BytesMut,
+        (remote, local_ip, datagram_len): (SocketAddr, Option<IpAddr>, usize),
     ) -> Result<(), Option<TransportError>> {
         let space = match header {
             ProtectedHeader::VersionNegotiation { .. } => {
@@ -142,6 +158,7 @@ impl Connection {
         let plain = header.finish(&packet).map_err(|_| None)?;
         let largest = self.spaces[space.index()].received.largest();
         let pn = plain.pn.expand(largest);
+        let newest = largest.map_or(true, |l| pn > l);
 
         // Payload protection (RFC 9001 §5.3), with the key phase rules of §6.
         let mut recv_key = RecvKey::Current;
@@ -224,9 +241,22 @@ impl Connection {
         let payload = packet.slice(plain.header_len..plain.header_len + payload_len);
         #[cfg(feature = "qlog")]
         self.qlog.packet_received(now, space, pn, packet.len(), &payload);
-        let ack_eliciting = self.process_frames(now, space, &payload).map_err(Some)?;
+        let moved = remote != self.path.remote;
+        let response_owed = self.path_response;
+        let dcid = header.dcid();
+        let (ack_eliciting, probing) = self.process_frames(now, space, &payload, dcid).map_err(Some)?;
         if self.is_closed() {
             return Ok(());
+        }
+        if moved {
+            if !probing && newest && space == SpaceId::Data {
+                // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
+                self.migrate(now, remote, local_ip, datagram_len);
+            } else if self.path_response != response_owed {
+                // A PATH_CHALLENGE probing another path: answering it on this path would be wrong, and
+                // probing a new path (active migration) is not supported: no answer.
+                self.path_response = response_owed;
+            }
         }
         if !self.spaces[space.index()].discarded {
             self.spaces[space.index()]
@@ -239,19 +269,23 @@ impl Connection {
         Ok(())
     }
 
-    /// Processes the frames of a decrypted packet; returns whether it was ack-eliciting.
+    /// Processes the frames of a decrypted packet sent to `dcid`; returns whether it was ack-eliciting
+    /// and whether it held only probing frames (RFC 9000 §9.1).
     fn process_frames(
         &mut self,
         now: Instant,
         space: SpaceId,
         payload: &Bytes,
-    ) -> Result<bool, TransportError> {
+        dcid: &ConnectionId,
+    ) -> Result<(bool, bool), TransportError> {
         let mut ack_eliciting = false;
+        let mut probing = true;
         let mut empty = true;
         for frame in Frames::new(payload) {
             let frame = frame.map_err(TransportError::from)?;
             empty = false;
             ack_eliciting |= frame.is_ack_eliciting();
+            probing &= frame.is_probing();
             let ty = frame.frame_type();
             // RFC 9000 §12.4: a frame not permitted in the packet type is a PROTOCOL_VIOLATION.
             if space != SpaceId::Data && !frame.allowed_in_initial_or_handshake() {
@@ -278,7 +312,7 @@ impl Connection {
                 }
                 Frame::Close(close) => {
                     self.on_peer_close(now, close);
-                    return Ok(ack_eliciting);
+                    return Ok((ack_eliciting, false));
                 }
                 Frame::HandshakeDone => {
                     // RFC 9000 §19.20: a server receiving HANDSHAKE_DONE is a PROTOCOL_VIOLATION.
@@ -299,16 +333,11 @@ impl Connection {
                     }
                 }
                 Frame::PathChallenge(data) => self.path_response = Some(data),
-                Frame::PathResponse(_) => {}
+                Frame::PathResponse(data) => self.on_path_response(data),
                 Frame::NewConnectionId(n) => self.on_new_connection_id(&n).map_err(|e| e.with_frame(ty))?,
-                Frame::RetireConnectionId(_) => {
-                    // We issue one connection ID (sequence 0), which carries this very packet: RFC 9000
-                    // §19.16 makes retiring it, or any number not yet issued, a PROTOCOL_VIOLATION.
-                    return Err(TransportError::protocol_violation(
-                        "retiring a connection ID in use or never issued",
-                    )
-                    .with_frame(ty));
-                }
+                Frame::RetireConnectionId(seq) => self
+                    .on_retire_connection_id(seq, dcid)
+                    .map_err(|e| e.with_frame(ty))?,
                 Frame::Datagram(d) => {
                     // RFC 9221 §3: DATAGRAM frames we did not announce, or larger than announced, are a
                     // PROTOCOL_VIOLATION.
@@ -357,7 +386,7 @@ impl Connection {
             // RFC 9000 §12.4: a packet with no frames is a PROTOCOL_VIOLATION.
             return Err(TransportError::protocol_violation("packet without frames"));
         }
-        Ok(ack_eliciting)
+        Ok((ack_eliciting, probing))
     }
 
     fn on_ack_frame(&mut self, now: Instant, space: SpaceId, ack: &AckFrame) -> Result<(), TransportError> {
@@ -438,6 +467,10 @@ impl Connection {
             self.handshake_done_pending = true;
         }
         self.retire_cids.extend(data.retire_cids);
+        self.on_new_cids_lost(&data.new_cids);
+        if let Some(challenge) = data.path_challenge {
+            self.on_path_challenge_lost(challenge);
+        }
         if !data.streams.is_empty() {
             self.streams.on_lost(&data.streams);
         }
@@ -457,7 +490,8 @@ impl Connection {
             self.queue_retire(frame.sequence)?;
             return Ok(());
         }
-        if frame.sequence == self.remote_cid_seq || self.peer_cids.iter().any(|(s, _)| *s == frame.sequence) {
+        if frame.sequence == self.remote_cid_seq || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
+        {
             return Ok(()); // a retransmission
         }
         if frame.retire_prior_to > self.peer_retire_prior_to {
@@ -466,22 +500,23 @@ impl Connection {
             let retired: Vec<u64> = self
                 .peer_cids
                 .iter()
-                .filter(|(s, _)| *s < rpt)
-                .map(|(s, _)| *s)
+                .filter(|(s, ..)| *s < rpt)
+                .map(|(s, ..)| *s)
                 .collect();
-            self.peer_cids.retain(|(s, _)| *s >= rpt);
+            self.peer_cids.retain(|(s, ..)| *s >= rpt);
             for seq in retired {
                 self.queue_retire(seq)?;
             }
         }
-        self.peer_cids.push((frame.sequence, frame.id));
+        self.peer_cids.push((frame.sequence, frame.id, frame.reset_token));
         if self.remote_cid_seq < self.peer_retire_prior_to {
             // The ID in use was retired: switch to the lowest remaining one.
-            self.peer_cids.sort_unstable_by_key(|(s, _)| *s);
+            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
             if !self.peer_cids.is_empty() {
-                let (seq, cid) = self.peer_cids.remove(0);
+                let (seq, cid, token) = self.peer_cids.remove(0);
                 let old = std::mem::replace(&mut self.remote_cid_seq, seq);
                 self.remote_cid = cid;
+                self.set_remote_reset_token(Some(token));
                 self.queue_retire(old)?;
             }
         }
@@ -575,11 +610,17 @@ impl Connection {
     /// Test hook: processes `frames` as if they arrived in an authenticated 1-RTT packet, so tests can
     /// play a misbehaving peer without forging packet protection.
     pub(crate) fn inject_frames(&mut self, now: Instant, frames: &[Frame]) {
+        self.inject_frames_in(now, SpaceId::Data, frames);
+    }
+
+    /// Test hook: as [`inject_frames`](Self::inject_frames), in a packet of `space`.
+    pub(crate) fn inject_frames_in(&mut self, now: Instant, space: SpaceId, frames: &[Frame]) {
         let mut buf = Vec::new();
         for f in frames {
             f.encode(&mut buf);
         }
-        if let Err(e) = self.process_frames(now, SpaceId::Data, &Bytes::from(buf)) {
+        let dcid = self.local_cid;
+        if let Err(e) = self.process_frames(now, space, &Bytes::from(buf), &dcid) {
             self.close_with_error(now, e);
         }
     }

@@ -15,6 +15,12 @@ use crate::wire::header::Header;
 use crate::wire::packet_number::TruncatedPn;
 use crate::wire::{TransportError, TransportErrorCode, VarInt};
 
+/// Packet-number skips (optimistic ACK defence) come on average every half of this many packets, once
+/// the period has doubled up to it from [`FIRST_PN_SKIP_PERIOD`].
+const MAX_PN_SKIP_PERIOD: u64 = 1 << 16;
+/// The first packet-number skip comes within this many 1-RTT packets.
+pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
+
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
 const MIN_INITIAL_DATAGRAM: usize = 1200;
 
@@ -47,7 +53,7 @@ impl Connection {
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
             // RFC 9000 §8.1: before the client's address is validated, send at most three times what it
             // sent us; and a datagram smaller than an Initial needs is not worth building then.
-            if !self.path.validated && allowance < MIN_INITIAL_DATAGRAM {
+            if !self.path.validated && allowance < MIN_INITIAL_DATAGRAM && !self.handshake_complete {
                 break;
             }
             let limit = segment.unwrap_or(mtu).min(allowance);
@@ -127,6 +133,8 @@ impl Connection {
             || (space == SpaceId::Data
                 && (self.handshake_done_pending
                     || self.path_response.is_some()
+                    || self.path_validation.as_ref().is_some_and(|v| v.pending)
+                    || !self.local_cids.pending.is_empty()
                     || !self.retire_cids.is_empty()
                     || !self.datagrams.send.is_empty()
                     || self.streams.has_pending()))
@@ -184,6 +192,9 @@ impl Connection {
             SpaceId::Data => self.one_rtt.as_ref()?.local.tag_len(),
             _ => self.spaces[space.index()].keys.as_ref()?.local.packet.tag_len(),
         };
+        if space == SpaceId::Data {
+            self.maybe_skip_packet_number();
+        }
         let pn = self.recovery.next_packet_number(space);
         let tpn = TruncatedPn::encode_for(pn, self.recovery.largest_acked(space));
         let header = match space {
@@ -218,6 +229,9 @@ impl Connection {
         let enc = header.encode(tpn, buf);
         let mut sent = SentFrames::default();
         let mut ack_eliciting = false;
+        // RFC 9000 §8.2.1, §8.2.2: datagrams with PATH_CHALLENGE or PATH_RESPONSE are expanded to 1200
+        // bytes (within the anti-amplification limit, which the budget already respects).
+        let mut path_probe = false;
 
         // ACK first: it is small and keeps the peer's recovery going (RFC 9000 §13.2).
         let ack_exponent = if space == SpaceId::Data {
@@ -247,7 +261,7 @@ impl Connection {
             Frame::Close(frame).encode(buf);
         } else if data_allowed {
             if space == SpaceId::Data {
-                self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
+                path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
                 // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
                 while let Some(data) = self.datagrams.pop_send_if(|d| {
                     buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
@@ -297,6 +311,9 @@ impl Connection {
         // size an Initial needs (RFC 9000 §14.1).
         let mut target = (packet_start + enc.pn_offset + 4).max(buf.len());
         let pad_datagram = must_pad || (space == SpaceId::Initial && ack_eliciting);
+        if path_probe {
+            target = target.max(datagram_start + MIN_INITIAL_DATAGRAM - tag_len);
+        }
         if let Some(size) = pad_to.filter(|_| pad_datagram) {
             target = target.max(datagram_start + size - tag_len);
         }
@@ -371,14 +388,16 @@ impl Connection {
         Some(Built { ack_eliciting })
     }
 
-    /// HANDSHAKE_DONE, PATH_RESPONSE and RETIRE_CONNECTION_ID, as room allows.
+    /// HANDSHAKE_DONE, PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID and RETIRE_CONNECTION_ID, as
+    /// room allows. Returns whether a PATH_CHALLENGE or PATH_RESPONSE went in.
     fn write_control_frames(
         &mut self,
         buf: &mut Vec<u8>,
         end: usize,
         sent: &mut SentFrames,
         ack_eliciting: &mut bool,
-    ) {
+    ) -> bool {
+        let mut path_probe = false;
         if self.handshake_done_pending && buf.len() < end {
             Frame::HandshakeDone.encode(buf);
             self.handshake_done_pending = false;
@@ -391,7 +410,23 @@ impl Connection {
                 f.encode(buf);
                 self.path_response = None;
                 *ack_eliciting = true;
+                path_probe = true;
             }
+        }
+        if let Some(v) = self.path_validation.as_mut().filter(|v| v.pending) {
+            let f = Frame::PathChallenge(v.data);
+            if buf.len() + f.encoded_len() <= end {
+                f.encode(buf);
+                v.pending = false;
+                sent.path_challenge = Some(v.data);
+                *ack_eliciting = true;
+                path_probe = true;
+            }
+        }
+        let before = sent.new_cids.len();
+        self.write_new_cids(buf, end, &mut sent.new_cids);
+        if sent.new_cids.len() > before {
+            *ack_eliciting = true;
         }
         while let Some(&seq) = self.retire_cids.last() {
             let f = Frame::RetireConnectionId(seq);
@@ -403,6 +438,20 @@ impl Connection {
             sent.retire_cids.push(seq);
             *ack_eliciting = true;
         }
+        path_probe
+    }
+
+    /// Now and then, leaves a 1-RTT packet number unused, so that a peer acknowledging packets it never
+    /// received (to make us send faster) acknowledges a number never sent and is caught: RFC 9000 §21.4,
+    /// §13.1. The gaps are random, and grow, from tens to tens of thousands of packets.
+    fn maybe_skip_packet_number(&mut self) {
+        let pn = self.recovery.next_packet_number(SpaceId::Data);
+        if pn < self.next_pn_skip {
+            return;
+        }
+        self.recovery.skip_packet_number(SpaceId::Data, pn);
+        self.pn_skip_period = (self.pn_skip_period * 2).min(MAX_PN_SKIP_PERIOD);
+        self.next_pn_skip = pn + 1 + self.rng.below(self.pn_skip_period) + 1;
     }
 
     /// Whether the congestion window or pacing holds back new data now (RFC 9002 §7, §7.7); records when

@@ -20,6 +20,10 @@ pub(crate) struct SentFrames {
     pub(crate) handshake_done: bool,
     /// RETIRE_CONNECTION_ID sequence numbers it carried.
     pub(crate) retire_cids: TinyVec<[u64; 2]>,
+    /// NEW_CONNECTION_ID sequence numbers it carried.
+    pub(crate) new_cids: TinyVec<[u64; 2]>,
+    /// The data of a PATH_CHALLENGE it carried.
+    pub(crate) path_challenge: Option<[u8; 8]>,
     /// Stream data and flow-control frames it carried.
     pub(crate) streams: StreamsSent,
 }

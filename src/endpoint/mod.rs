@@ -18,17 +18,21 @@ use crate::rng::Rng;
 use crate::wire::header::{
     encode_version_negotiation, is_supported_version, HeaderError, InvariantHeader, LongType, ProtectedHeader,
 };
-use crate::wire::{ConnectionId, TransportError};
+use crate::wire::{ConnectionId, ResetToken, TransportError};
 
 mod handles;
+mod reset;
 mod routing;
 mod view;
 
+#[cfg(test)]
+mod attacks;
 #[cfg(test)]
 mod peer_errors;
 
 pub use handles::ConnectionHandle;
 use handles::Table;
+use reset::{RateLimit, ResetKey};
 use routing::{KeyedState, Routes};
 pub use view::{ConnRef, StreamRef};
 
@@ -108,6 +112,13 @@ pub struct EndpointStats {
     pub dropped_handshake_limit: u64,
     /// Version Negotiation packets handed out by [`Endpoint::poll_transmit`].
     pub version_negotiations_sent: u64,
+    /// Stateless resets handed out by [`Endpoint::poll_transmit`] (RFC 9000 §10.3).
+    pub stateless_resets_sent: u64,
+    /// Short-header packets for no connection left unanswered: too small to answer with a smaller reset,
+    /// over the rate limit, or with zero-length connection IDs.
+    pub stateless_resets_withheld: u64,
+    /// Stateless resets received that ended a connection.
+    pub stateless_resets_received: u64,
     /// Stateless packets dropped because `max_stateless_queue` were already waiting.
     pub stateless_queue_overflow: u64,
     /// Incoming connections created ([`Event::Incoming`] events).
@@ -124,9 +135,17 @@ pub struct EndpointStats {
     pub connections_active: usize,
 }
 
-/// A packet sent without a connection (Version Negotiation).
+/// What kind of packet a [`StatelessPacket`] is, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatelessKind {
+    VersionNegotiation,
+    Reset,
+}
+
+/// A packet sent without a connection (Version Negotiation, stateless reset).
 #[derive(Debug)]
 struct StatelessPacket {
+    kind: StatelessKind,
     destination: SocketAddr,
     src_ip: Option<IpAddr>,
     payload: Vec<u8>,
@@ -141,6 +160,8 @@ struct Entry {
     initial_dcid: Option<ConnectionId>,
     /// The remote address routed to this connection when its local ID is empty.
     addr_key: Option<SocketAddr>,
+    /// The peer's stateless reset token routed to this connection.
+    reset_token: Option<ResetToken>,
     /// Counts toward `max_incoming_handshakes` until the handshake is done.
     counts_as_handshake: bool,
     /// Waiting for [`Endpoint::accept`] or [`Endpoint::refuse`].
@@ -158,6 +179,7 @@ impl Entry {
             local_cids: Vec::new(),
             initial_dcid: None,
             addr_key: None,
+            reset_token: None,
             counts_as_handshake: false,
             held: false,
             queued: false,
@@ -180,6 +202,11 @@ enum Decision<'a> {
     },
     DropMalformed,
     DropUnroutable,
+    /// A short header for no connection: maybe a stateless reset for one of ours, maybe a packet for a
+    /// connection we lost, to be answered with one (RFC 9000 §10.3).
+    UnroutableShort {
+        dcid: ConnectionId,
+    },
     DropUnsupportedVersion,
 }
 
@@ -230,6 +257,8 @@ pub struct Endpoint {
     table: Table<Entry>,
     routes: Routes,
     stateless: VecDeque<StatelessPacket>,
+    reset_key: ResetKey,
+    reset_limit: RateLimit,
     /// Connections that may have something to send, in round-robin order; an entry's `queued` flag says
     /// whether it is here.
     send_queue: VecDeque<ConnectionHandle>,
@@ -259,6 +288,12 @@ impl Endpoint {
     pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
         let mut rng = Rng::from_seed(config.seed);
         let keys = KeyedState::new(&mut rng);
+        let reset_key = ResetKey::new(&config.reset_key.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            rng.fill(&mut key);
+            key
+        }));
+        let reset_limit = RateLimit::new(config.max_stateless_resets_per_second);
         let mut versions: Vec<u32> = Vec::new();
         for v in &config.supported_versions {
             if is_supported_version(*v) && !versions.contains(v) {
@@ -275,6 +310,8 @@ impl Endpoint {
             table: Table::default(),
             routes: Routes::new(keys),
             stateless: VecDeque::new(),
+            reset_key,
+            reset_limit,
             send_queue: VecDeque::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),
@@ -308,8 +345,18 @@ impl Endpoint {
         self.rng.fill(&mut dcid);
         let initial_dcid = ConnectionId::new(&dcid).unwrap_or_default();
         let rng = self.rng.fork();
-        let conn = Connection::new_client(now, &config, remote, server_name, local_cid, initial_dcid, rng)
-            .map_err(ConnectError::InvalidConfig)?;
+        let token = self.reset_key.token(&local_cid);
+        let conn = Connection::new_client(
+            now,
+            &config,
+            remote,
+            server_name,
+            local_cid,
+            initial_dcid,
+            token,
+            rng,
+        )
+        .map_err(ConnectError::InvalidConfig)?;
         let h = self
             .table
             .insert(Entry::new(conn))
@@ -339,6 +386,7 @@ impl Endpoint {
             }
             Decision::DropMalformed => self.stats.dropped_malformed += 1,
             Decision::DropUnroutable => self.stats.dropped_unroutable += 1,
+            Decision::UnroutableShort { dcid } => self.handle_unroutable_short(now, datagram, dcid),
             Decision::DropUnsupportedVersion => self.stats.dropped_unsupported_version += 1,
         }
     }
@@ -356,7 +404,10 @@ impl Endpoint {
         buf.clear();
         if let Some(p) = self.stateless.pop_front() {
             buf.extend_from_slice(&p.payload);
-            self.stats.version_negotiations_sent += 1;
+            match p.kind {
+                StatelessKind::VersionNegotiation => self.stats.version_negotiations_sent += 1,
+                StatelessKind::Reset => self.stats.stateless_resets_sent += 1,
+            }
             return Some(Transmit {
                 destination: p.destination,
                 src_ip: p.src_ip,
@@ -511,11 +562,15 @@ impl Endpoint {
             }
             // RFC 9000 §5.2: Retry and Version Negotiation answer a client's packets, so they carry its
             // local ID; short headers carry any local ID. None of these creates a connection.
-            ProtectedHeader::Retry { dcid, .. }
-            | ProtectedHeader::VersionNegotiation { dcid, .. }
-            | ProtectedHeader::Short { dcid, .. } => match self.routes.lookup(&dcid, remote, false) {
+            ProtectedHeader::Retry { dcid, .. } | ProtectedHeader::VersionNegotiation { dcid, .. } => {
+                match self.routes.lookup(&dcid, remote, false) {
+                    Some(h) => Decision::Deliver(h),
+                    None => Decision::DropUnroutable,
+                }
+            }
+            ProtectedHeader::Short { dcid, .. } => match self.routes.lookup(&dcid, remote, false) {
                 Some(h) => Decision::Deliver(h),
-                None => Decision::DropUnroutable,
+                None => Decision::UnroutableShort { dcid },
             },
         }
     }
@@ -550,6 +605,45 @@ impl Endpoint {
         // The connection IDs are swapped by `encode_version_negotiation` (RFC 9000 §6.1).
         encode_version_negotiation(unused, dcid, scid, &versions, &mut payload);
         self.stateless.push_back(StatelessPacket {
+            kind: StatelessKind::VersionNegotiation,
+            destination: datagram.remote,
+            src_ip: datagram.local,
+            payload,
+        });
+    }
+
+    /// A short-header datagram routed to no connection (RFC 9000 §10.3): if it ends with the reset token
+    /// of a connection's peer, that connection was reset; otherwise it belongs to a connection this
+    /// endpoint does not know (any more), and gets a stateless reset, rate-limited and always smaller.
+    fn handle_unroutable_short(&mut self, now: Instant, datagram: Datagram, dcid: ConnectionId) {
+        if let Some(h) = self.routes.reset_lookup(&datagram.payload) {
+            if let Some(entry) = self.table.get_mut(h) {
+                if entry.conn.is_stateless_reset(&datagram.payload) {
+                    self.stats.stateless_resets_received += 1;
+                    entry.conn.on_stateless_reset(now);
+                    self.after_conn(h, false);
+                    return;
+                }
+            }
+        }
+        self.stats.dropped_unroutable += 1;
+        // Without connection IDs of our own there is no way to know what a packet is for.
+        if dcid.is_empty() || self.stateless.len() >= self.config.max_stateless_queue {
+            self.stats.stateless_resets_withheld += 1;
+            return;
+        }
+        let Some(payload) =
+            reset::stateless_reset(&self.reset_key, &mut self.rng, &dcid, datagram.payload.len())
+        else {
+            self.stats.stateless_resets_withheld += 1;
+            return;
+        };
+        if !self.reset_limit.allow(now) {
+            self.stats.stateless_resets_withheld += 1;
+            return;
+        }
+        self.stateless.push_back(StatelessPacket {
+            kind: StatelessKind::Reset,
             destination: datagram.remote,
             src_ip: datagram.local,
             payload,
@@ -604,6 +698,7 @@ impl Endpoint {
             local_ip: datagram.local,
             original_dcid: dcid,
             client_scid: scid,
+            reset_token: self.reset_key.token(&local_cid),
         };
         let Some(server) = &self.server else {
             return;
@@ -674,14 +769,19 @@ impl Endpoint {
         };
         while let Some(ev) = entry.conn.poll_endpoint_event() {
             match ev {
-                EndpointEvent::NewLocalCid(cid) => {
-                    if self.routes.insert_local(cid, h) && !entry.local_cids.contains(&cid) {
-                        entry.local_cids.push(cid);
-                    }
-                }
                 EndpointEvent::RetireLocalCid(cid) => {
                     self.routes.remove_local(&cid, h);
                     entry.local_cids.retain(|c| *c != cid);
+                }
+                EndpointEvent::ResetToken(token) => {
+                    if let Some(old) = entry.reset_token.take() {
+                        self.routes.remove_reset(&old, h);
+                    }
+                    if let Some(token) = token {
+                        if self.routes.insert_reset(token, h) {
+                            entry.reset_token = Some(token);
+                        }
+                    }
                 }
                 EndpointEvent::HandshakeDone => {
                     if std::mem::take(&mut entry.counts_as_handshake) {
@@ -690,6 +790,12 @@ impl Endpoint {
                 }
             }
         }
+        if entry.conn.cids_wanted() > 0 {
+            self.issue_cids(h);
+        }
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
         while let Some(ev) = entry.conn.poll_event() {
             self.events.push_back((h, ev));
         }
@@ -711,6 +817,27 @@ impl Endpoint {
         self.compact();
     }
 
+    /// Gives a connection the new connection IDs it wants (RFC 9000 §5.1.1), routed to it, each with the
+    /// reset token derived from the endpoint's key.
+    fn issue_cids(&mut self, h: ConnectionHandle) {
+        let wanted = self.table.get(h).map_or(0, |e| e.conn.cids_wanted());
+        for _ in 0..wanted {
+            let Some(cid) = self.fresh_cid().filter(|c| !c.is_empty()) else {
+                return;
+            };
+            if !self.routes.insert_local(cid, h) {
+                return;
+            }
+            let token = self.reset_key.token(&cid);
+            let Some(entry) = self.table.get_mut(h) else {
+                self.routes.remove_local(&cid, h);
+                return;
+            };
+            entry.local_cids.push(cid);
+            entry.conn.add_local_cid(cid, token);
+        }
+    }
+
     /// Removes a drained connection and its routes; its handle goes stale.
     fn remove(&mut self, h: ConnectionHandle) {
         let Some(entry) = self.table.remove(h) else {
@@ -724,6 +851,9 @@ impl Endpoint {
         }
         if let Some(remote) = &entry.addr_key {
             self.routes.remove_addr(remote, h);
+        }
+        if let Some(token) = &entry.reset_token {
+            self.routes.remove_reset(token, h);
         }
         if entry.counts_as_handshake {
             self.handshakes = self.handshakes.saturating_sub(1);

@@ -15,24 +15,48 @@ use crate::{ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, Tra
 
 use crate::test_util::epoch;
 
-struct Pair {
-    now: Instant,
-    client: Endpoint,
-    server: Endpoint,
-    server_h: Option<ConnectionHandle>,
-    client_events: Vec<Event>,
-    server_events: Vec<Event>,
+pub(super) struct Pair {
+    pub(super) now: Instant,
+    pub(super) client: Endpoint,
+    pub(super) server: Endpoint,
+    pub(super) server_h: Option<ConnectionHandle>,
+    pub(super) client_events: Vec<Event>,
+    pub(super) server_events: Vec<Event>,
 }
 
-const CLIENT: &str = "192.0.2.1:5000";
-const SERVER: &str = "192.0.2.2:443";
+pub(super) const CLIENT: &str = "192.0.2.1:5000";
+pub(super) const SERVER: &str = "192.0.2.2:443";
 
 impl Pair {
-    fn new(server_transport: TransportConfig) -> Self {
+    pub(super) fn new(server_transport: TransportConfig) -> Self {
         Self::with(server_transport, TransportConfig::default())
     }
 
-    fn with(server_transport: TransportConfig, client_transport: TransportConfig) -> Self {
+    /// A pair whose endpoints have these configurations (and default transport settings).
+    pub(super) fn with_endpoint_configs(server: EndpointConfig, client: EndpointConfig) -> Self {
+        Self::build(
+            TransportConfig::default(),
+            TransportConfig::default(),
+            server,
+            client,
+        )
+    }
+
+    pub(super) fn with(server_transport: TransportConfig, client_transport: TransportConfig) -> Self {
+        Self::build(
+            server_transport,
+            client_transport,
+            EndpointConfig::with_seed(1),
+            EndpointConfig::with_seed(2),
+        )
+    }
+
+    fn build(
+        server_transport: TransportConfig,
+        client_transport: TransportConfig,
+        server_endpoint: EndpointConfig,
+        client_endpoint: EndpointConfig,
+    ) -> Self {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
@@ -40,8 +64,8 @@ impl Pair {
         let mut server_config =
             ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
         server_config.transport = server_transport;
-        let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
-        let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+        let server = Endpoint::new(server_endpoint, Some(server_config));
+        let mut client = Endpoint::new(client_endpoint, None);
         let now = epoch();
         let tls = tls::client_config(vec![cert], alpn).unwrap();
         let mut client_config = ClientConfig::new(tls);
@@ -65,7 +89,7 @@ impl Pair {
     }
 
     /// Delivers everything at once (no latency), jumping to deadlines, for `limit` of virtual time.
-    fn run(&mut self, limit: Duration) {
+    pub(super) fn run(&mut self, limit: Duration) {
         let end = self.now + limit;
         let mut buf = Vec::new();
         loop {
@@ -120,7 +144,7 @@ impl Pair {
     }
 
     /// Injects `frames` into the server's connection as if the client sent them, and lets the close run.
-    fn client_sends(&mut self, frames: &[Frame]) {
+    pub(super) fn client_sends(&mut self, frames: &[Frame]) {
         let h = self.server_h.unwrap();
         let now = self.now;
         self.server
@@ -133,7 +157,7 @@ impl Pair {
         self.run(Duration::from_secs(1));
     }
 
-    fn lost(events: &[Event]) -> Option<&ConnectionError> {
+    pub(super) fn lost(events: &[Event]) -> Option<&ConnectionError> {
         events.iter().find_map(|e| match e {
             Event::ConnectionLost { reason } => Some(reason),
             _ => None,
@@ -141,7 +165,7 @@ impl Pair {
     }
 
     /// The server closed with `code` and the client heard it.
-    fn assert_closed_with(&self, code: TransportErrorCode) {
+    pub(super) fn assert_closed_with(&self, code: TransportErrorCode) {
         match Self::lost(&self.server_events) {
             Some(ConnectionError::TransportError(e)) => assert_eq!(e.code, code, "server: {e}"),
             other => panic!("server: expected a transport error {code}, got {other:?}"),
@@ -155,11 +179,11 @@ impl Pair {
     }
 }
 
-fn client_bidi(index: u64) -> StreamId {
+pub(super) fn client_bidi(index: u64) -> StreamId {
     StreamId::new(Side::Client, Dir::Bi, index)
 }
 
-fn stream(id: StreamId, offset: u64, len: usize, fin: bool) -> Frame {
+pub(super) fn stream(id: StreamId, offset: u64, len: usize, fin: bool) -> Frame {
     Frame::Stream(StreamFrame {
         id,
         offset,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::handles::ConnectionHandle;
 use crate::rng::Rng;
-use crate::wire::ConnectionId;
+use crate::wire::{ConnectionId, ResetToken};
 
 /// SipHash-1-3 keyed from the endpoint's seeded RNG: resistant to hash flooding by peers who don't know
 /// the seed, yet deterministic, unlike `RandomState`, which reads OS randomness.
@@ -61,6 +61,8 @@ pub(crate) struct Routes {
     /// Connections whose local connection ID is empty, by remote address (RFC 9000 §5.2: then only the
     /// address identifies the connection).
     by_addr: HashMap<SocketAddr, ConnectionHandle, KeyedState>,
+    /// The stateless reset token of the peer's connection ID each connection uses (RFC 9000 §10.3.1).
+    reset: HashMap<ResetToken, ConnectionHandle, KeyedState>,
 }
 
 impl Routes {
@@ -69,6 +71,7 @@ impl Routes {
             local: HashMap::with_hasher(keys),
             initial: HashMap::with_hasher(keys),
             by_addr: HashMap::with_hasher(keys),
+            reset: HashMap::with_hasher(keys),
         }
     }
 
@@ -153,6 +156,35 @@ impl Routes {
     pub(crate) fn remove_addr(&mut self, remote: &SocketAddr, h: ConnectionHandle) {
         if self.by_addr.get(remote) == Some(&h) {
             self.by_addr.remove(remote);
+        }
+    }
+
+    /// How many local connection IDs are routed.
+    #[cfg(test)]
+    pub(crate) fn local_len(&self) -> usize {
+        self.local.len()
+    }
+
+    /// The connection whose peer's reset token ends `datagram`, if any.
+    pub(crate) fn reset_lookup(&self, datagram: &[u8]) -> Option<ConnectionHandle> {
+        let tail = datagram.get(datagram.len().checked_sub(ResetToken::LEN)?..)?;
+        let token = ResetToken(<[u8; ResetToken::LEN]>::try_from(tail).ok()?);
+        self.reset.get(&token).copied()
+    }
+
+    /// Routes stateless resets with `token` to `h` (a token already taken stays with its connection).
+    pub(crate) fn insert_reset(&mut self, token: ResetToken, h: ConnectionHandle) -> bool {
+        if self.reset.contains_key(&token) {
+            return false;
+        }
+        self.reset.insert(token, h);
+        true
+    }
+
+    /// Stops routing resets with `token`, if they route to `h`.
+    pub(crate) fn remove_reset(&mut self, token: &ResetToken, h: ConnectionHandle) {
+        if self.reset.get(token) == Some(&h) {
+            self.reset.remove(token);
         }
     }
 }

@@ -234,9 +234,15 @@ fn no_version_negotiation_for_version_negotiation_or_short_headers() {
     ep.handle_datagram(epoch(), datagram(addr(1), &vn));
     // A short header with an unknown connection ID.
     ep.handle_datagram(epoch(), datagram(addr(1), &short(&[3; 8], 1200)));
-    assert!(drive(&mut ep, epoch()).0.is_empty());
+    // The short header is answered, but with a stateless reset (RFC 9000 §10.3), never with Version
+    // Negotiation: 43 bytes, a short header, ending in some token.
+    let sent = drive(&mut ep, epoch()).0;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.len(), 43);
+    assert_eq!(sent[0].1[0] & 0xc0, 0x40);
     let stats = ep.stats();
     assert_eq!(stats.version_negotiations_sent, 0);
+    assert_eq!(stats.stateless_resets_sent, 1);
     assert_eq!(stats.dropped_unroutable, 2);
 }
 

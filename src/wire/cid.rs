@@ -120,6 +120,16 @@ impl ResetToken {
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
         buf.put_slice(&self.0);
     }
+
+    /// Whether `other` holds the same 16 bytes, compared in time independent of where they differ (a
+    /// token is a secret until it is used, RFC 9000 §10.3.1).
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        if other.len() != Self::LEN {
+            return false;
+        }
+        let diff = self.0.iter().zip(other).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
 }
 
 impl fmt::Debug for ResetToken {

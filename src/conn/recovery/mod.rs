@@ -338,6 +338,16 @@ impl<T> LossDetection<T> {
         s.sent.insert(pn, packet);
     }
 
+    /// The remembered ranges of packet numbers never sent in `space` (skips and gaps).
+    #[cfg(test)]
+    pub(crate) fn unsent_ranges(&self, space: SpaceId) -> Vec<(u64, u64)> {
+        self.spaces[space.index()]
+            .unsent
+            .iter()
+            .map(|(a, b)| (*a, *b))
+            .collect()
+    }
+
     /// Marks `pn` (at or above the next packet number) as deliberately never sent, so that an ACK of it
     /// is an [`AckError::UnsentPacket`] (RFC 9000 §21.4, optimistic ACK defence). The next packet sent in
     /// `space` must use a larger number.

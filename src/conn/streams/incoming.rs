@@ -55,6 +55,16 @@ impl Streams {
         id.is_uni() && id.initiator() != self.side
     }
 
+    /// Pieces of stream data held over all streams (O(streams): only computed when the running upper
+    /// bound reaches the limit).
+    fn fragments(&self) -> usize {
+        self.streams
+            .values()
+            .filter_map(|s| s.recv.as_ref())
+            .map(|r| r.fragments())
+            .sum()
+    }
+
     /// Connection credit left to the peer.
     fn conn_room(&self) -> u64 {
         self.recv_window.max().saturating_sub(self.recv_data)
@@ -78,9 +88,27 @@ impl Streams {
         let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
             return Ok(());
         };
+        let before = recv.fragments();
         let got = recv
             .on_data(frame.offset, frame.data, frame.fin, conn_room)
             .map_err(|e| e.with_frame(frame_type))?;
+        // RFC 9000 §21.7: bound the pieces a peer can make us hold. Reads and resets only lower the true
+        // count, so adding what each frame adds gives an upper bound; the exact count is taken when the
+        // bound reaches the limit.
+        let added = recv.fragments().saturating_sub(before);
+        self.fragments_bound = self.fragments_bound.saturating_add(added);
+        if self.fragments_bound > self.config.max_reassembly_fragments {
+            self.fragments_bound = self.fragments();
+            if self.fragments_bound > self.config.max_reassembly_fragments {
+                return Err(
+                    TransportError::protocol_violation("too many separate pieces of stream data")
+                        .with_frame(frame_type),
+                );
+            }
+        }
+        let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
+            return Ok(());
+        };
         let credit = recv.take_discard_credit();
         self.recv_data += got.delta;
         self.stats.bytes_received += got.delta;

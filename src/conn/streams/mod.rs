@@ -68,6 +68,13 @@ pub struct StreamsConfig {
     pub max_receive_window: u64,
     /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits.
     pub send_buffer: usize,
+    /// Separate pieces of received stream data held at once, over all streams of a connection. Flow
+    /// control bounds the bytes a peer can make us hold, but not how finely it cuts them, and each piece
+    /// costs a map entry. Contiguous small pieces are merged (up to 4 KiB), so only data cut into holes
+    /// counts piece by piece; a peer making us hold more pieces than this closes the connection with
+    /// PROTOCOL_VIOLATION (RFC 9000 §21.7). The default lets the largest receive window fill with
+    /// full-sized packets out of order.
+    pub max_reassembly_fragments: usize,
 }
 
 impl Default for StreamsConfig {
@@ -80,6 +87,7 @@ impl Default for StreamsConfig {
             max_stream_receive_window: 16 * 1024 * 1024,
             max_receive_window: 24 * 1024 * 1024,
             send_buffer: 1024 * 1024,
+            max_reassembly_fragments: 32 * 1024,
         }
     }
 }
@@ -390,6 +398,8 @@ pub(crate) struct Streams {
     recv_window: RecvWindow,
     /// Connection credit the peer consumed: the sum of the highest offsets (or final sizes) received.
     recv_data: u64,
+    /// An upper bound on the pieces of data held by all receive streams (see `on_stream`).
+    fragments_bound: usize,
     /// A MAX_DATA is to be sent.
     max_data_pending: bool,
 
@@ -439,6 +449,7 @@ impl Streams {
             data_blocked_at: None,
             recv_window: RecvWindow::new(config.receive_window, config.max_receive_window),
             recv_data: 0,
+            fragments_bound: 0,
             max_data_pending: false,
             queues: BTreeMap::new(),
             conn_blocked: Vec::new(),

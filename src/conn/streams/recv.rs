@@ -75,10 +75,15 @@ impl RecvStream {
     }
 
     /// Handles a STREAM frame; `conn_room` is the connection-level credit left to the peer.
+    /// Pieces of data held.
+    pub(super) fn fragments(&self) -> usize {
+        self.asm.fragments()
+    }
+
     pub(super) fn on_data(
         &mut self,
         offset: u64,
-        data: Bytes,
+        mut data: Bytes,
         fin: bool,
         conn_room: u64,
     ) -> Result<Received, TransportError> {
@@ -119,6 +124,11 @@ impl RecvStream {
             });
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
+        if !covers_next && offset > self.asm_offset {
+            // Out-of-order data may wait long: hold a copy of small pieces rather than the whole datagram
+            // they arrived in, so memory follows the bytes held, not the packets they came in.
+            data = crate::conn::assembler::compact(data);
+        }
         // The window check above bounds what the assembler may hold: `end <= max` and
         // `asm_offset <= max` (the application cannot read beyond what arrived).
         let room = self.window.max().saturating_sub(self.asm_offset);

@@ -1,0 +1,178 @@
+//! Connection ID lifecycle (RFC 9000 §5.1): the IDs this side issues with NEW_CONNECTION_ID and takes back
+//! with RETIRE_CONNECTION_ID, and the stateless reset tokens of the peer's IDs (RFC 9000 §10.3).
+//!
+//! The endpoint makes the IDs (it owns the generator and the routing index): after every input it asks
+//! [`Connection::cids_wanted`] how many the connection is short of, and hands them over with
+//! [`Connection::add_local_cid`].
+
+use super::connection::{Connection, EndpointEvent};
+use crate::wire::frame::{Frame, NewConnectionId};
+use crate::wire::{ConnectionId, ResetToken, TransportError};
+
+/// One connection ID this side issued and the peer may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalCid {
+    pub(crate) seq: u64,
+    pub(crate) cid: ConnectionId,
+    pub(crate) token: ResetToken,
+}
+
+/// The connection IDs this side issued and has not seen retired.
+#[derive(Debug, Default)]
+pub(crate) struct LocalCids {
+    /// Active IDs; sequence 0 is the handshake ID (its token, if any, went in the transport parameters).
+    pub(crate) active: Vec<LocalCid>,
+    /// The sequence number the next ID gets.
+    pub(crate) next_seq: u64,
+    /// Sequence numbers whose NEW_CONNECTION_ID waits to be sent (or sent again after a loss).
+    pub(crate) pending: Vec<u64>,
+    /// IDs retired by the peer in total (a statistic, and a bound on churn).
+    pub(crate) retired: u64,
+}
+
+impl LocalCids {
+    /// Starts with the handshake ID as sequence 0.
+    pub(crate) fn new(handshake_cid: ConnectionId, token: ResetToken) -> Self {
+        Self {
+            active: vec![LocalCid {
+                seq: 0,
+                cid: handshake_cid,
+                token,
+            }],
+            next_seq: 1,
+            pending: Vec::new(),
+            retired: 0,
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&LocalCid> {
+        self.active.iter().find(|c| c.seq == seq)
+    }
+}
+
+impl Connection {
+    /// How many new connection IDs the connection would issue now (RFC 9000 §5.1.1): enough to give the
+    /// peer as many as it said it keeps (active_connection_id_limit), capped by our own limit, once the
+    /// handshake is complete. Zero-length IDs are never issued afresh.
+    pub(crate) fn cids_wanted(&self) -> usize {
+        if !self.handshake_complete || self.is_closed() || self.local_cid.is_empty() {
+            return 0;
+        }
+        let Some(peer) = self.peer_params.as_ref() else {
+            return 0;
+        };
+        let target = peer
+            .active_connection_id_limit
+            .into_inner()
+            .min(self.config.active_connection_id_limit.max(2));
+        usize::try_from(target)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.local_cids.active.len())
+    }
+
+    /// Takes a new connection ID (already routed to this connection by the endpoint) and queues its
+    /// NEW_CONNECTION_ID frame.
+    pub(crate) fn add_local_cid(&mut self, cid: ConnectionId, token: ResetToken) {
+        let seq = self.local_cids.next_seq;
+        self.local_cids.next_seq += 1;
+        self.local_cids.active.push(LocalCid { seq, cid, token });
+        self.local_cids.pending.push(seq);
+    }
+
+    /// RETIRE_CONNECTION_ID (RFC 9000 §19.16): `packet_dcid` is the destination ID of the packet that
+    /// carried the frame.
+    pub(crate) fn on_retire_connection_id(
+        &mut self,
+        seq: u64,
+        packet_dcid: &ConnectionId,
+    ) -> Result<(), TransportError> {
+        // RFC 9000 §19.16: a sequence number never issued is a PROTOCOL_VIOLATION, and so is retiring the
+        // ID the packet itself was sent to.
+        if seq >= self.local_cids.next_seq {
+            return Err(TransportError::protocol_violation(
+                "retiring a connection ID never issued",
+            ));
+        }
+        let Some(entry) = self.local_cids.get(seq).copied() else {
+            return Ok(()); // already retired: a retransmission
+        };
+        if entry.cid == *packet_dcid {
+            return Err(TransportError::protocol_violation(
+                "retiring the connection ID the packet was sent to",
+            ));
+        }
+        self.local_cids.active.retain(|c| c.seq != seq);
+        self.local_cids.pending.retain(|s| *s != seq);
+        self.local_cids.retired += 1;
+        self.endpoint_events
+            .push_back(EndpointEvent::RetireLocalCid(entry.cid));
+        // The endpoint sees `cids_wanted` go up and issues a replacement (RFC 9000 §5.1.1: "SHOULD").
+        Ok(())
+    }
+
+    /// Writes the pending NEW_CONNECTION_ID frames that fit before `end`; returns the sequence numbers
+    /// written, for loss recovery.
+    pub(crate) fn write_new_cids(
+        &mut self,
+        buf: &mut Vec<u8>,
+        end: usize,
+        sent: &mut tinyvec::TinyVec<[u64; 2]>,
+    ) {
+        while let Some(&seq) = self.local_cids.pending.first() {
+            let Some(c) = self.local_cids.get(seq).copied() else {
+                self.local_cids.pending.remove(0);
+                continue;
+            };
+            let f = Frame::NewConnectionId(NewConnectionId {
+                sequence: seq,
+                retire_prior_to: 0,
+                id: c.cid,
+                reset_token: c.token,
+            });
+            if buf.len() + f.encoded_len() > end {
+                break;
+            }
+            f.encode(buf);
+            self.local_cids.pending.remove(0);
+            sent.push(seq);
+        }
+    }
+
+    /// A packet with NEW_CONNECTION_ID frames was lost: send those still active again.
+    pub(crate) fn on_new_cids_lost(&mut self, seqs: &[u64]) {
+        for &seq in seqs {
+            if self.local_cids.get(seq).is_some() && !self.local_cids.pending.contains(&seq) {
+                self.local_cids.pending.push(seq);
+            }
+        }
+    }
+
+    /// Whether `datagram` ends with the reset token of the peer's connection ID in use (RFC 9000 §10.3.1).
+    pub(crate) fn is_stateless_reset(&self, datagram: &[u8]) -> bool {
+        // RFC 9000 §10.3: a stateless reset is at least 21 bytes: 5 unpredictable bytes and the token.
+        if datagram.len() < 21 {
+            return false;
+        }
+        let Some(token) = self.remote_reset_token else {
+            return false;
+        };
+        let tail = datagram.get(datagram.len() - ResetToken::LEN..);
+        // Constant-time comparison: the token is a secret until used (RFC 9000 §10.3.1).
+        tail.is_some_and(|t| token.ct_eq(t))
+    }
+
+    /// The peer's connection ID in use changed: tell the endpoint its reset token, so that a stateless
+    /// reset arriving for it is recognised.
+    pub(crate) fn set_remote_reset_token(&mut self, token: Option<ResetToken>) {
+        if self.remote_reset_token != token {
+            self.remote_reset_token = token;
+            self.endpoint_events.push_back(EndpointEvent::ResetToken(token));
+        }
+    }
+
+    /// The IDs issued and not retired, with their sequence numbers.
+    #[cfg(test)]
+    pub(crate) fn issued_cids(&self) -> impl Iterator<Item = (u64, ConnectionId)> + '_ {
+        self.local_cids.active.iter().map(|c| (c.seq, c.cid))
+    }
+}

@@ -1,0 +1,433 @@
+//! Attacks on the limits of RFC 9000 §5.1.2, §8.2, §10.3, §13.1, §21: each test mounts one against a
+//! real connection (or endpoint) and checks the defence: a bounded state, or the RFC's error code.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::peer_errors::{client_bidi, stream, Pair, CLIENT};
+use super::Endpoint;
+use crate::conn::SpaceId;
+use crate::event::{ConnectionError, Event};
+use crate::test_util::epoch;
+use crate::wire::frame::{AckFrame, CryptoFrame, Frame, NewConnectionId};
+use crate::wire::{ConnectionId, ResetToken, TransportErrorCode};
+use crate::{Datagram, EndpointConfig, StreamsConfig, TransportConfig};
+
+/// Injects `frames` into the server's connection, in a packet of `space`, without running the network
+/// (the client never learns of it, so it cannot object to what the server does next).
+fn inject(p: &mut Pair, space: SpaceId, frames: &[Frame]) {
+    let h = p.server_h.unwrap();
+    let now = p.now;
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .inject_frames_in(now, space, frames);
+    p.server.after_conn(h, true);
+}
+
+/// Drains the server's transmits without delivering them; returns their sizes.
+fn server_sends(p: &mut Pair) -> Vec<usize> {
+    let mut buf = Vec::new();
+    let mut sizes = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        sizes.extend(t.datagrams(&buf).map(<[u8]>::len));
+    }
+    sizes
+}
+
+fn server_error(p: &mut Pair) -> Option<TransportErrorCode> {
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    match Pair::lost(&p.server_events) {
+        Some(ConnectionError::TransportError(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
+fn new_cid(seq: u64, retire_prior_to: u64) -> Frame {
+    let mut id = [0u8; 8];
+    id[..8].copy_from_slice(&seq.to_be_bytes());
+    Frame::NewConnectionId(NewConnectionId {
+        sequence: seq,
+        retire_prior_to,
+        id: ConnectionId::new(&id).unwrap(),
+        reset_token: ResetToken([seq as u8; 16]),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Connection IDs (RFC 9000 §5.1)
+
+#[test]
+fn the_server_issues_connection_ids_up_to_the_peer_limit() {
+    let p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let entry = p.server.table.get(h).unwrap();
+    // active_connection_id_limit is 4 on both sides: the handshake ID and three more.
+    assert_eq!(entry.conn.issued_cids().count(), 4);
+    assert_eq!(entry.local_cids.len(), 4, "every issued ID is routed");
+}
+
+#[test]
+fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[Frame::RetireConnectionId(1000)]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn retiring_the_connection_id_of_the_packet_itself_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    // The injected packet counts as sent to the handshake ID, sequence 0.
+    p.client_sends(&[Frame::RetireConnectionId(0)]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn a_retire_flood_keeps_the_ids_we_hold_bounded() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    for _ in 0..2000 {
+        // Retire the oldest ID but the handshake one: the server replaces it with a new one.
+        let seq = {
+            let conn = &p.server.table.get(h).unwrap().conn;
+            conn.issued_cids()
+                .map(|(s, _)| s)
+                .filter(|s| *s != 0)
+                .min()
+                .unwrap()
+        };
+        inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(seq)]);
+        server_sends(&mut p);
+        let entry = p.server.table.get(h).unwrap();
+        assert!(entry.conn.issued_cids().count() <= 4);
+        assert!(entry.local_cids.len() <= 4);
+    }
+    assert_eq!(server_error(&mut p), None, "retiring IDs is legal");
+    let stats = p.server.table.get(h).unwrap().conn.stats();
+    assert_eq!(stats.cids_retired_by_peer, 2000);
+    // Every retired ID left the routing index: only the live ones (and the client's initial DCID) route.
+    assert_eq!(p.server.routes.local_len(), 4);
+}
+
+#[test]
+fn more_connection_ids_than_our_limit_is_connection_id_limit_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    // Our limit is 4: the ID in use and three spares fit; a fifth does not (RFC 9000 §5.1.1).
+    p.client_sends(&(1..=4).map(|s| new_cid(s, 0)).collect::<Vec<_>>());
+    p.assert_closed_with(TransportErrorCode::CONNECTION_ID_LIMIT_ERROR);
+}
+
+#[test]
+fn a_retire_prior_to_flood_is_bounded() {
+    let mut p = Pair::new(TransportConfig::default());
+    // Each frame retires every earlier ID, so we owe a RETIRE_CONNECTION_ID for each: a peer that sends
+    // them faster than it lets us answer is cut off at 4 x active_connection_id_limit owed retirements
+    // (RFC 9000 §5.1.2).
+    let frames: Vec<Frame> = (1..1000).map(|s| new_cid(s, s)).collect();
+    inject(&mut p, SpaceId::Data, &frames);
+    assert_eq!(
+        server_error(&mut p),
+        Some(TransportErrorCode::CONNECTION_ID_LIMIT_ERROR)
+    );
+    let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
+    assert!(conn.retire_cids.len() <= 16);
+    assert!(conn.peer_cids.len() < 4);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Path validation (RFC 9000 §8.2)
+
+#[test]
+fn a_path_challenge_flood_gets_one_answer_per_packet() {
+    let mut p = Pair::new(TransportConfig::default());
+    // A thousand challenges in one packet: only the last is answered (RFC 9000 §8.2.2 requires an
+    // answer to each packet's challenge, not to each frame), and nothing queues up.
+    let frames: Vec<Frame> = (0..1000u64)
+        .map(|i| Frame::PathChallenge(i.to_be_bytes()))
+        .collect();
+    inject(&mut p, SpaceId::Data, &frames);
+    let sent = server_sends(&mut p);
+    assert_eq!(sent.len(), 1, "one datagram answers: {sent:?}");
+    assert!(
+        sent[0] >= 1200,
+        "PATH_RESPONSE datagrams are expanded (RFC 9000 §8.2.2)"
+    );
+    let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
+    assert_eq!(conn.path_response, None);
+    // A packet per challenge, with the network running (so the client's ACKs open the congestion window
+    // again): one answer each, never more.
+    let h = p.server_h.unwrap();
+    let sent = |p: &Pair| p.server.table.get(h).unwrap().conn.stats().datagrams_sent;
+    for i in 0..200u64 {
+        let before = sent(&p);
+        inject(&mut p, SpaceId::Data, &[Frame::PathChallenge(i.to_be_bytes())]);
+        p.run(Duration::from_millis(50));
+        let answers = sent(&p) - before;
+        assert!(
+            (1..=2).contains(&answers),
+            "{answers} datagrams for one challenge"
+        );
+    }
+    assert_eq!(server_error(&mut p), None);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Acknowledgements (RFC 9000 §13.1, §21.4)
+
+fn ack(ranges: &[std::ops::RangeInclusive<u64>]) -> Frame {
+    Frame::Ack(AckFrame::from_ranges(ranges.iter().cloned(), 0, None).unwrap())
+}
+
+#[test]
+fn an_optimistic_ack_of_a_skipped_packet_number_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    // Let the server send a few hundred 1-RTT packets: a pair of pings per round.
+    let h = p.server_h.unwrap();
+    let mut skipped = None;
+    for _ in 0..400 {
+        p.server.conn(h).unwrap().ping();
+        p.run(Duration::from_millis(1));
+        let conn = &p.server.table.get(h).unwrap().conn;
+        let unsent = conn.recovery.unsent_ranges(SpaceId::Data);
+        if let Some(&(lo, _)) = unsent.first() {
+            skipped = Some(lo);
+            break;
+        }
+    }
+    let skipped = skipped.expect("the server skipped a packet number within its first 400 packets");
+    // An optimistic ACK claims everything up to the largest sent, the skipped number included.
+    let largest = p
+        .server
+        .table
+        .get(h)
+        .unwrap()
+        .conn
+        .recovery
+        .next_packet_number(SpaceId::Data)
+        - 1;
+    assert!(largest > skipped);
+    p.client_sends(&[ack(&[0..=largest])]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn an_ack_of_a_packet_never_sent_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[ack(&[1_000_000..=1_000_000])]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn an_ack_in_the_wrong_space_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    // The server sent a dozen 1-RTT packets but only a handful of Handshake packets: acknowledging a
+    // 1-RTT number in the Handshake space acknowledges something never sent there.
+    let h = p.server_h.unwrap();
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let handshake_next = conn.recovery.next_packet_number(SpaceId::Handshake);
+    inject(
+        &mut p,
+        SpaceId::Handshake,
+        &[ack(&[handshake_next + 10..=handshake_next + 10])],
+    );
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Frames and buffers
+
+#[test]
+fn frames_forbidden_in_the_packet_type_are_a_protocol_violation() {
+    for frame in [
+        stream(client_bidi(0), 0, 10, false),
+        Frame::HandshakeDone,
+        Frame::PathChallenge([1; 8]),
+        Frame::MaxData(1 << 20),
+    ] {
+        for space in [SpaceId::Initial, SpaceId::Handshake] {
+            let mut p = Pair::new(TransportConfig::default());
+            inject(&mut p, space, std::slice::from_ref(&frame));
+            assert_eq!(
+                server_error(&mut p),
+                Some(TransportErrorCode::PROTOCOL_VIOLATION),
+                "{frame:?} in {space:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn oversized_crypto_data_is_crypto_buffer_exceeded() {
+    let mut p = Pair::new(TransportConfig::default());
+    let window = TransportConfig::default().crypto_buffer_size as u64;
+    p.client_sends(&[Frame::Crypto(CryptoFrame {
+        offset: window + 1,
+        data: Bytes::from_static(b"x"),
+    })]);
+    p.assert_closed_with(TransportErrorCode::CRYPTO_BUFFER_EXCEEDED);
+}
+
+#[test]
+fn a_stream_fragmentation_attack_is_cut_off() {
+    let mut p = Pair::new(TransportConfig {
+        streams: StreamsConfig {
+            max_reassembly_fragments: 500,
+            ..StreamsConfig::default()
+        },
+        ..TransportConfig::default()
+    });
+    // One byte every other byte: within flow control, but each a fragment of its own.
+    let frames: Vec<Frame> = (0..500u64)
+        .map(|i| stream(client_bidi(0), 2 * i + 1, 1, false))
+        .collect();
+    inject(&mut p, SpaceId::Data, &frames);
+    assert_eq!(server_error(&mut p), None, "500 fragments are within the limit");
+    // Fragments on another stream count toward the same connection-wide limit.
+    inject(&mut p, SpaceId::Data, &[stream(client_bidi(1), 5, 1, false)]);
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
+#[test]
+fn in_order_data_is_never_counted_as_fragments() {
+    let mut p = Pair::new(TransportConfig {
+        streams: StreamsConfig {
+            max_reassembly_fragments: 10,
+            ..StreamsConfig::default()
+        },
+        ..TransportConfig::default()
+    });
+    let frames: Vec<Frame> = (0..1000u64)
+        .map(|i| stream(client_bidi(0), i, 1, false))
+        .collect();
+    inject(&mut p, SpaceId::Data, &frames);
+    assert_eq!(server_error(&mut p), None);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Stateless reset (RFC 9000 §10.3)
+
+fn short_packet(dcid: &[u8], len: usize) -> BytesMut {
+    let mut p = vec![0x40u8];
+    p.extend_from_slice(dcid);
+    p.resize(len, 0xab);
+    BytesMut::from(&p[..])
+}
+
+fn datagram(from: SocketAddr, payload: BytesMut) -> Datagram {
+    Datagram {
+        remote: from,
+        local: None,
+        ecn: None,
+        payload,
+    }
+}
+
+#[test]
+fn stateless_resets_are_rate_limited() {
+    let mut config = EndpointConfig::with_seed(9);
+    config.max_stateless_resets_per_second = 20;
+    config.max_stateless_queue = 10_000;
+    let mut ep = Endpoint::new(config, None);
+    let now = epoch();
+    let from: SocketAddr = CLIENT.parse().unwrap();
+    for i in 0..1000u64 {
+        ep.handle_datagram(now, datagram(from, short_packet(&i.to_be_bytes(), 100)));
+    }
+    let mut buf = Vec::new();
+    let mut sent = 0;
+    while ep.poll_transmit(now, &mut buf).is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 20);
+    assert_eq!(ep.stats().stateless_resets_sent, 20);
+    assert_eq!(ep.stats().stateless_resets_withheld, 980);
+    // A second later, the bucket is full again.
+    let later = now + Duration::from_secs(1);
+    for i in 0..100u64 {
+        ep.handle_datagram(later, datagram(from, short_packet(&i.to_be_bytes(), 100)));
+    }
+    let mut sent = 0;
+    while ep.poll_transmit(later, &mut buf).is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 20);
+}
+
+#[test]
+fn two_endpoints_resetting_each_other_stop() {
+    let mut a = Endpoint::new(EndpointConfig::with_seed(1), None);
+    let mut b = Endpoint::new(EndpointConfig::with_seed(2), None);
+    let (addr_a, addr_b): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    let now = epoch();
+    let mut buf = Vec::new();
+    let mut packet = short_packet(&[7; 8], 1200);
+    let mut rounds = 0;
+    let mut sizes = Vec::new();
+    loop {
+        let (to, from) = if rounds % 2 == 0 {
+            (&mut a, addr_b)
+        } else {
+            (&mut b, addr_a)
+        };
+        to.handle_datagram(now, datagram(from, packet));
+        let Some(t) = to.poll_transmit(now, &mut buf) else {
+            break;
+        };
+        sizes.push(t.size);
+        packet = BytesMut::from(&buf[..t.size]);
+        rounds += 1;
+        assert!(rounds < 100, "resets keep bouncing: {sizes:?}");
+    }
+    // Each reset is smaller than the packet it answers: 43, 42, ... down to 21 bytes, then silence.
+    assert!(sizes.windows(2).all(|w| w[1] < w[0]), "{sizes:?}");
+    assert_eq!(sizes.last(), Some(&21));
+}
+
+/// A client connected to a server, then the server loses all state: a new server endpoint with the same
+/// reset key answers the client's next packet with a stateless reset, and the client stops at once.
+fn reset_after_restart(same_key: bool) -> Vec<Event> {
+    let mut p = Pair::new(TransportConfig::default());
+    let key = |seed| {
+        let mut c = EndpointConfig::with_seed(seed);
+        c.reset_key = Some([42; 32]);
+        c
+    };
+    // The pair's server was made with seed 1 and no key: redo it with a key, as a real server would.
+    let mut p2 = Pair::with_endpoint_configs(key(1), EndpointConfig::with_seed(2));
+    std::mem::swap(&mut p, &mut p2);
+    drop(p2);
+    let restarted = if same_key {
+        key(77)
+    } else {
+        EndpointConfig::with_seed(77)
+    };
+    let server_config = p.server.server.clone();
+    p.server = Endpoint::new(restarted, server_config);
+    p.client_events.clear();
+    // The client sends something; the restarted server knows nothing of the connection.
+    let h = p.client.table.iter().next().unwrap().0;
+    p.client.conn(h).unwrap().ping();
+    p.run(Duration::from_secs(60));
+    p.client_events
+}
+
+#[test]
+fn a_restarted_server_with_the_same_key_resets_the_client() {
+    let events = reset_after_restart(true);
+    assert_eq!(Pair::lost(&events), Some(&ConnectionError::Reset));
+}
+
+#[test]
+fn a_reset_without_the_key_is_not_recognised() {
+    // A reset made with another key carries a token the client does not know: it is an undecryptable
+    // packet like any other, and the client only gives up by its idle timer.
+    let events = reset_after_restart(false);
+    assert_eq!(Pair::lost(&events), Some(&ConnectionError::TimedOut));
+}

@@ -1,0 +1,152 @@
+//! Stateless reset (RFC 9000 §10.3): tokens derived from a static key, the packets that carry them, and
+//! the rate limit on sending them.
+
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+
+use crate::rng::Rng;
+use crate::wire::{ConnectionId, ResetToken};
+
+/// RFC 9000 §10.3: 5 unpredictable bytes (less the two fixed bits) and the 16-byte token.
+pub(crate) const MIN_RESET_SIZE: usize = 21;
+/// Triggering packets longer than this get a reset of this size (RFC 9000 §10.3: up to 43 bytes, a reset
+/// one byte shorter than the packet; a reset under 41 bytes may stand out to observers).
+const MAX_RESET_SIZE: usize = 43;
+
+/// Derives the stateless reset token of each connection ID with HMAC-SHA256 under a static key
+/// (RFC 9000 §10.3.2), so every endpoint that shares the key makes the same tokens and can reset
+/// connections it lost the state of, and nobody without the key can.
+pub(crate) struct ResetKey(hmac::Key);
+
+impl ResetKey {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// The token of `cid`: the first 16 bytes of HMAC-SHA256(key, cid).
+    pub(crate) fn token(&self, cid: &[u8]) -> ResetToken {
+        let tag = hmac::sign(&self.0, cid);
+        let mut token = [0u8; ResetToken::LEN];
+        for (t, b) in token.iter_mut().zip(tag.as_ref()) {
+            *t = *b;
+        }
+        ResetToken(token)
+    }
+}
+
+/// A token bucket: at most `per_second` resets a second, in bursts of at most that many.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    per_second: u32,
+    available: u32,
+    last_refill: Option<Instant>,
+}
+
+impl RateLimit {
+    pub(crate) fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            available: per_second,
+            last_refill: None,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+        if self.per_second == 0 {
+            return false;
+        }
+        let last = *self.last_refill.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        let interval = Duration::from_secs(1) / self.per_second;
+        let earned = u32::try_from(elapsed.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
+        if earned > 0 {
+            self.available = self.available.saturating_add(earned).min(self.per_second);
+            self.last_refill = Some(now);
+        }
+        if self.available == 0 {
+            return false;
+        }
+        self.available -= 1;
+        true
+    }
+}
+
+/// A stateless reset answering a packet of `trigger_len` bytes for connection ID `cid`, or `None` when
+/// the packet is too small to answer with a smaller one (RFC 9000 §10.3.3: every reset is smaller than
+/// the packet that triggered it, so two endpoints can never keep resetting each other).
+pub(crate) fn stateless_reset(
+    key: &ResetKey,
+    rng: &mut Rng,
+    cid: &ConnectionId,
+    trigger_len: usize,
+) -> Option<Vec<u8>> {
+    let size = trigger_len.checked_sub(1)?.min(MAX_RESET_SIZE);
+    if size < MIN_RESET_SIZE {
+        return None;
+    }
+    let mut packet = vec![0u8; size];
+    let (random, token) = packet.split_at_mut(size - ResetToken::LEN);
+    rng.fill(random);
+    // A short header's first byte: header form 0, fixed bit 1, the rest random (RFC 9000 §10.3).
+    if let Some(first) = random.first_mut() {
+        *first = (*first & 0x3f) | 0x40;
+    }
+    token.copy_from_slice(&key.token(cid).0);
+    Some(packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_depend_on_key_and_cid_only() {
+        let a = ResetKey::new(&[1; 32]);
+        let b = ResetKey::new(&[1; 32]);
+        let c = ResetKey::new(&[2; 32]);
+        assert_eq!(a.token(b"abcdefgh"), b.token(b"abcdefgh"));
+        assert_ne!(a.token(b"abcdefgh"), a.token(b"abcdefgi"));
+        assert_ne!(a.token(b"abcdefgh"), c.token(b"abcdefgh"));
+    }
+
+    #[test]
+    fn a_reset_is_always_smaller_than_its_trigger() {
+        let key = ResetKey::new(&[7; 32]);
+        let mut rng = Rng::from_seed(1);
+        let cid = ConnectionId::new(&[9; 8]).unwrap_or_default();
+        for trigger in 0..1500 {
+            match stateless_reset(&key, &mut rng, &cid, trigger) {
+                Some(p) => {
+                    assert!(p.len() < trigger, "{} for {trigger}", p.len());
+                    assert!(p.len() >= MIN_RESET_SIZE);
+                    assert_eq!(p[0] & 0xc0, 0x40, "a short header");
+                    assert!(key.token(&cid).ct_eq(&p[p.len() - 16..]));
+                }
+                None => assert!(trigger <= MIN_RESET_SIZE),
+            }
+        }
+        // A loop of resets between two endpoints shrinks by at least a byte each time, then stops.
+        let mut len = 1500;
+        let mut rounds = 0;
+        while let Some(p) = stateless_reset(&key, &mut rng, &cid, len) {
+            len = p.len();
+            rounds += 1;
+        }
+        assert!(rounds <= MAX_RESET_SIZE - MIN_RESET_SIZE + 1);
+    }
+
+    #[test]
+    fn the_rate_limit_refills_with_time() {
+        let t0 = crate::test_util::epoch();
+        let mut limit = RateLimit::new(10);
+        let allowed = (0..100).filter(|_| limit.allow(t0)).count();
+        assert_eq!(allowed, 10);
+        assert!(!limit.allow(t0 + Duration::from_millis(50)));
+        assert!(limit.allow(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..100).filter(|_| limit.allow(later)).count(), 10);
+        assert_eq!((0..100).filter(|_| RateLimit::new(0).allow(later)).count(), 0);
+    }
+}
