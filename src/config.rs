@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::conn::{CongestionAlgorithm, StreamsConfig};
 use crate::rng::Rng;
+use crate::validation::{MemoryTokenStore, RetryPolicy, TokenConfig, TokenStore};
 use crate::wire::header::VERSION_1;
 use crate::wire::ConnectionId;
 
@@ -205,6 +206,11 @@ pub struct ServerConfig {
     pub accept: AcceptPolicy,
     /// Connections still in their handshake at once; beyond this, new ones are refused.
     pub max_incoming_handshakes: usize,
+    /// When a client's first Initial is answered with a Retry (RFC 9000 §8.1.2); changeable at run time
+    /// with [`Endpoint::set_retry_policy`](crate::Endpoint::set_retry_policy).
+    pub retry: RetryPolicy,
+    /// Address validation tokens (Retry and NEW_TOKEN): key, lifetimes, clock.
+    pub tokens: TokenConfig,
 }
 
 impl ServerConfig {
@@ -215,6 +221,8 @@ impl ServerConfig {
             transport: TransportConfig::default(),
             accept: AcceptPolicy::Accept,
             max_incoming_handshakes: 4096,
+            retry: RetryPolicy::default(),
+            tokens: TokenConfig::default(),
         }
     }
 }
@@ -228,6 +236,10 @@ pub struct ClientConfig {
     pub transport: TransportConfig,
     /// The QUIC version to start with.
     pub version: u32,
+    /// Keeps the tokens servers send in NEW_TOKEN frames, by server name, and gives one to the next
+    /// connection to the same server (RFC 9000 §8.1.3). Clones of a config share the store. `None`
+    /// neither keeps nor sends tokens.
+    pub token_store: Option<Arc<dyn TokenStore>>,
 }
 
 impl ClientConfig {
@@ -237,6 +249,7 @@ impl ClientConfig {
             tls,
             transport: TransportConfig::default(),
             version: VERSION_1,
+            token_store: Some(Arc::new(MemoryTokenStore::default())),
         }
     }
 }

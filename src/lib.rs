@@ -90,6 +90,8 @@
 //! - connections (crate-internal): packet number spaces, ACKs, RFC 9002 loss recovery, key updates,
 //!   closing and draining, reached through [`Endpoint::conn`].
 //! - [`Endpoint`]: routing by connection ID, accepting, Version Negotiation.
+//! - address validation (RFC 9000 §8.1): Retry by [`RetryPolicy`] or on demand ([`Endpoint::retry`]),
+//!   tokens sealed under [`TokenConfig`], NEW_TOKEN tokens kept by a client's [`TokenStore`].
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
@@ -106,6 +108,7 @@ pub mod rng;
 // A deterministic network simulator driving endpoints over impaired links on a virtual clock.
 #[cfg(feature = "sim")]
 pub mod sim;
+mod validation;
 pub mod wire;
 
 pub use config::{
@@ -118,10 +121,12 @@ pub use conn::{
     StreamsConfig, WriteError,
 };
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
+pub use endpoint::RetryError;
 pub use endpoint::{
     ConnRef, ConnectError, ConnectionHandle, Endpoint, EndpointStats, StaleHandle, StreamRef,
 };
 pub use event::{ConnectionError, Event};
+pub use validation::{MemoryTokenStore, RetryPolicy, TokenConfig, TokenStore, WallClock};
 pub use wire::frame::{Dir, StreamId};
 
 /// Which end of a connection an endpoint is.

@@ -18,6 +18,7 @@ use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
 use super::send::FIRST_PN_SKIP_PERIOD;
 use super::spaces::{PacketSpace, SentFrames};
 use super::streams::Streams;
+use super::tokens::NewTokens;
 use super::SpaceId;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::crypto::tls::{KeyChange, Level, RustlsSession, Session};
@@ -53,6 +54,11 @@ pub(crate) struct IncomingInfo {
     pub(crate) client_scid: ConnectionId,
     /// The stateless reset token of the server's handshake connection ID (a transport parameter).
     pub(crate) reset_token: ResetToken,
+    /// The source connection ID of the Retry the client followed (RFC 9000 §7.3); its Initial keys
+    /// derive from it, the ID the client now sends to.
+    pub(crate) retry_scid: Option<ConnectionId>,
+    /// A token validated the client's address: no amplification limit (RFC 9000 §8.1).
+    pub(crate) validated: bool,
 }
 
 /// Where the connection is in its life (RFC 9000 §10).
@@ -195,10 +201,12 @@ pub(crate) struct Connection {
     pub(crate) original_dcid: ConnectionId,
     /// A client: whether a packet from the server was processed (its SCID is then fixed, RFC 9000 §7.2).
     pub(crate) remote_cid_set: bool,
-    /// A client: the token to echo in Initials (from a Retry).
+    /// A client: the token to echo in Initials (from a Retry, or a NEW_TOKEN of an earlier connection).
     pub(crate) token: Bytes,
-    /// A client: the SCID of the Retry it followed.
+    /// The SCID of the Retry the client followed.
     pub(crate) retry_scid: Option<ConnectionId>,
+    /// NEW_TOKEN frames: those a server sends, and where a client files those it receives.
+    pub(crate) new_tokens: NewTokens,
     pub(crate) peer_params: Option<TransportParameters>,
     pub(crate) handshake_complete: bool,
     pub(crate) handshake_confirmed: bool,
@@ -337,6 +345,7 @@ impl Connection {
             remote_cid_set: side.is_server(),
             token: Bytes::new(),
             retry_scid: None,
+            new_tokens: NewTokens::default(),
             peer_params: None,
             handshake_complete: false,
             handshake_confirmed: false,
@@ -432,12 +441,14 @@ impl Connection {
         params.original_destination_connection_id = Some(info.original_dcid);
         // RFC 9000 §18.2: the server gives the reset token of its handshake connection ID.
         params.stateless_reset_token = Some(info.reset_token);
+        // RFC 9000 §7.3: after a Retry, the server names the Retry's source connection ID too.
+        params.retry_source_connection_id = info.retry_scid;
         let session = RustlsSession::server(config.tls.clone(), &params)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
         let path = Path {
             remote: info.remote,
             local_ip: info.local_ip,
-            validated: false,
+            validated: info.validated,
             bytes_received: 0,
             bytes_sent: 0,
             mtu: config.transport.mtu.max(1200),
@@ -451,10 +462,13 @@ impl Connection {
             path,
             local_cid,
             info.client_scid,
-            info.original_dcid,
+            // RFC 9001 §5.2: Initial keys derive from the DCID of the client's current Initial.
+            info.retry_scid.unwrap_or(info.original_dcid),
             info.reset_token,
             rng,
         )?;
+        conn.original_dcid = info.original_dcid;
+        conn.retry_scid = info.retry_scid;
         conn.hold = hold;
         conn.reset_idle(now);
         Ok(conn)

@@ -36,6 +36,7 @@ mod recv;
 mod send;
 mod spaces;
 pub(crate) mod streams;
+mod tokens;
 pub use congestion::CongestionAlgorithm;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};

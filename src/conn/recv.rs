@@ -323,14 +323,15 @@ impl Connection {
                     }
                     self.on_handshake_confirmed(now);
                 }
-                Frame::NewToken(_) => {
-                    // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION. Clients keep
-                    // no tokens yet.
+                Frame::NewToken(token) => {
+                    // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION.
                     if self.side.is_server() {
                         return Err(
                             TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(ty)
                         );
                     }
+                    // RFC 9000 §8.1.3: the client keeps it for its next connection to this server.
+                    self.new_tokens.on_received(token);
                 }
                 Frame::PathChallenge(data) => self.path_response = Some(data),
                 Frame::PathResponse(data) => self.on_path_response(data),
@@ -471,6 +472,7 @@ impl Connection {
         if let Some(challenge) = data.path_challenge {
             self.on_path_challenge_lost(challenge);
         }
+        self.new_tokens.on_lost(data.new_token);
         if !data.streams.is_empty() {
             self.streams.on_lost(&data.streams);
         }
@@ -562,6 +564,10 @@ impl Connection {
         }
         let token = header.token(packet);
         let scid = *header.scid().ok_or(Dropped)?;
+        // RFC 9000 §17.2.5.2: a Retry whose SCID equals our first DCID is discarded.
+        if scid == self.original_dcid {
+            return Err(Dropped);
+        }
         // A Retry with an empty token, or one that fails its integrity check, is discarded.
         if token.is_empty() || !verify_retry_tag(self.version, &self.original_dcid, packet) {
             return Err(Dropped);

@@ -136,6 +136,7 @@ impl Connection {
                     || self.path_validation.as_ref().is_some_and(|v| v.pending)
                     || !self.local_cids.pending.is_empty()
                     || !self.retire_cids.is_empty()
+                    || self.new_tokens.has_pending()
                     || !self.datagrams.send.is_empty()
                     || self.streams.has_pending()))
     }
@@ -388,8 +389,8 @@ impl Connection {
         Some(Built { ack_eliciting })
     }
 
-    /// HANDSHAKE_DONE, PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID and RETIRE_CONNECTION_ID, as
-    /// room allows. Returns whether a PATH_CHALLENGE or PATH_RESPONSE went in.
+    /// HANDSHAKE_DONE, PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID, NEW_TOKEN and
+    /// RETIRE_CONNECTION_ID, as room allows. Returns whether a PATH_CHALLENGE or PATH_RESPONSE went in.
     fn write_control_frames(
         &mut self,
         buf: &mut Vec<u8>,
@@ -426,6 +427,9 @@ impl Connection {
         let before = sent.new_cids.len();
         self.write_new_cids(buf, end, &mut sent.new_cids);
         if sent.new_cids.len() > before {
+            *ack_eliciting = true;
+        }
+        if self.new_tokens.write(buf, end, sent) {
             *ack_eliciting = true;
         }
         while let Some(&seq) = self.retire_cids.last() {

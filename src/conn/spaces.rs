@@ -26,6 +26,8 @@ pub(crate) struct SentFrames {
     pub(crate) path_challenge: Option<[u8; 8]>,
     /// Stream data and flow-control frames it carried.
     pub(crate) streams: StreamsSent,
+    /// The token of a NEW_TOKEN frame it carried.
+    pub(crate) new_token: Option<bytes::Bytes>,
 }
 
 /// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.

@@ -23,6 +23,7 @@ use crate::wire::{ConnectionId, ResetToken, TransportError};
 mod handles;
 mod reset;
 mod routing;
+mod token;
 mod view;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use handles::ConnectionHandle;
 use handles::Table;
 use reset::{RateLimit, ResetKey};
 use routing::{KeyedState, Routes};
+pub use token::RetryError;
 pub use view::{ConnRef, StreamRef};
 
 /// RFC 9000 §14.1: a server MUST discard an Initial packet carried in a UDP datagram with a payload
@@ -121,6 +123,22 @@ pub struct EndpointStats {
     pub stateless_resets_received: u64,
     /// Stateless packets dropped because `max_stateless_queue` were already waiting.
     pub stateless_queue_overflow: u64,
+    /// Retry packets handed out by [`Endpoint::poll_transmit`] (RFC 9000 §8.1.2).
+    pub retries_sent: u64,
+    /// Held connections answered with [`Endpoint::retry`].
+    pub connections_retried: u64,
+    /// Client Initials with a valid Retry token: their address is validated.
+    pub retry_tokens_accepted: u64,
+    /// Client Initials dropped for a Retry token that did not validate (forged, expired, or bound to
+    /// another address or connection ID).
+    pub dropped_invalid_retry_token: u64,
+    /// Client Initials with a valid NEW_TOKEN token: their address is validated.
+    pub new_tokens_accepted: u64,
+    /// Client Initials with a token that is not a valid NEW_TOKEN token (expired, another address, not
+    /// ours): treated as carrying none (RFC 9000 §8.1.3).
+    pub tokens_ignored: u64,
+    /// Tokens handed to connections for NEW_TOKEN frames.
+    pub new_tokens_issued: u64,
     /// Incoming connections created ([`Event::Incoming`] events).
     pub connections_incoming: u64,
     /// Incoming connections accepted (at once under [`AcceptPolicy::Accept`], else by
@@ -139,10 +157,11 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StatelessKind {
     VersionNegotiation,
+    Retry,
     Reset,
 }
 
-/// A packet sent without a connection (Version Negotiation, stateless reset).
+/// A packet sent without a connection (Version Negotiation, Retry, stateless reset).
 #[derive(Debug)]
 struct StatelessPacket {
     kind: StatelessKind,
@@ -270,6 +289,8 @@ pub struct Endpoint {
     /// Incoming connections still in their handshake.
     handshakes: usize,
     stats: EndpointStats,
+    /// A server's address validation tokens.
+    tokens: Option<token::TokenState>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -301,6 +322,9 @@ impl Endpoint {
             }
         }
         let cid_len = config.cid_generator.cid_len().min(ConnectionId::MAX_LEN);
+        let tokens = server
+            .as_ref()
+            .map(|s| token::TokenState::new(&s.tokens, config.seed));
         Self {
             config,
             versions,
@@ -318,6 +342,7 @@ impl Endpoint {
             events: VecDeque::new(),
             handshakes: 0,
             stats: EndpointStats::default(),
+            tokens,
         }
     }
 
@@ -346,7 +371,7 @@ impl Endpoint {
         let initial_dcid = ConnectionId::new(&dcid).unwrap_or_default();
         let rng = self.rng.fork();
         let token = self.reset_key.token(&local_cid);
-        let conn = Connection::new_client(
+        let mut conn = Connection::new_client(
             now,
             &config,
             remote,
@@ -357,6 +382,7 @@ impl Endpoint {
             rng,
         )
         .map_err(ConnectError::InvalidConfig)?;
+        token::prepare_client(&mut conn, &config, server_name);
         let h = self
             .table
             .insert(Entry::new(conn))
@@ -369,6 +395,7 @@ impl Endpoint {
     /// Takes in one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         self.stats.datagrams_received += 1;
+        self.note_time(now);
         match self.classify(&datagram) {
             Decision::Deliver(h) => {
                 let Some(entry) = self.table.get_mut(h) else {
@@ -407,6 +434,7 @@ impl Endpoint {
             match p.kind {
                 StatelessKind::VersionNegotiation => self.stats.version_negotiations_sent += 1,
                 StatelessKind::Reset => self.stats.stateless_resets_sent += 1,
+                StatelessKind::Retry => self.stats.retries_sent += 1,
             }
             return Some(Transmit {
                 destination: p.destination,
@@ -668,7 +696,8 @@ impl Endpoint {
             self.stats.dropped_short_initial += 1;
             return;
         }
-        if dcid.len() < MIN_INITIAL_DCID_LEN {
+        // RFC 9000 §7.2: the floor is for a client's first DCID; after a Retry it uses the server's.
+        if dcid.len() < MIN_INITIAL_DCID_LEN && !token::has_retry_token(&datagram.payload) {
             self.stats.dropped_malformed += 1;
             return;
         }
@@ -681,6 +710,13 @@ impl Endpoint {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
+        // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
+        let Some(admission) = self.admit(now, &datagram, version, dcid, scid) else {
+            return;
+        };
+        let Some(server) = &self.server else {
+            return;
+        };
         let hold = server.accept == AcceptPolicy::Ask;
         let remote = datagram.remote;
         let Some(local_cid) = self.fresh_cid() else {
@@ -696,9 +732,11 @@ impl Endpoint {
             version,
             remote,
             local_ip: datagram.local,
-            original_dcid: dcid,
+            original_dcid: admission.original_dcid,
             client_scid: scid,
             reset_token: self.reset_key.token(&local_cid),
+            retry_scid: admission.retry_scid,
+            validated: admission.validated,
         };
         let Some(server) = &self.server else {
             return;
@@ -787,6 +825,12 @@ impl Endpoint {
                     if std::mem::take(&mut entry.counts_as_handshake) {
                         self.handshakes = self.handshakes.saturating_sub(1);
                     }
+                    token::issue_new_tokens(
+                        &mut self.tokens,
+                        self.server.as_ref(),
+                        &mut entry.conn,
+                        &mut self.stats,
+                    );
                 }
             }
         }

@@ -1,0 +1,642 @@
+//! Address validation on the server (RFC 9000 §8.1): sealing and opening tokens, answering a client's
+//! first Initial with a Retry (§8.1.2, §17.2.5), and issuing NEW_TOKEN tokens (§8.1.3).
+//!
+//! # Token format
+//!
+//! `kind (1) | nonce (12) | AES-256-GCM(plaintext) | tag (16)`, where the plaintext is
+//! `issued (8, ms) | unique (8) [| odcid length (1) | odcid]` (the original destination connection ID
+//! only in Retry tokens) and the associated data is `kind | clock kind | client IP (16)`, followed in
+//! Retry tokens by `client port (2) | length (1) | the Retry's source connection ID`. So a token only
+//! opens for the address (and, for Retry tokens, the port and connection ID) it was issued to, and a
+//! NEW_TOKEN token cannot pass for a Retry token or the reverse: the kind byte is in the clear, to tell
+//! them apart, and authenticated, so flipping it breaks the tag.
+//!
+//! The nonce is synthetic (HMAC-SHA-256 of the associated data and plaintext, truncated): it repeats only
+//! for identical input, so nonce uniqueness never depends on an RNG, which matters when servers share a
+//! key and perhaps a seed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::{hkdf, hmac};
+
+use super::{Endpoint, EndpointStats, StaleHandle, StatelessKind, StatelessPacket};
+use crate::config::{ClientConfig, ServerConfig};
+use crate::conn::Connection;
+use crate::crypto::retry_tag;
+use crate::datagram::Datagram;
+use crate::rng::Rng;
+use crate::validation::{RetryPolicy, TokenConfig};
+use crate::wire::header::{ProtectedHeader, RetryHeader};
+use crate::wire::{ConnectionId, Reader};
+use crate::ConnectionHandle;
+
+/// First byte of a Retry token.
+const KIND_RETRY: u8 = b'R';
+/// First byte of a NEW_TOKEN token.
+const KIND_NEW_TOKEN: u8 = b'N';
+/// The token was dated by the caller's [`WallClock`](crate::WallClock).
+const CLOCK_WALL: u8 = 1;
+/// The token was dated by time since this endpoint's first token operation.
+const CLOCK_LOCAL: u8 = 2;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// `issued` and `unique`.
+const PLAIN_FIXED_LEN: usize = 16;
+/// A token dated this far in the future is still accepted (clock skew between servers sharing a key).
+const MAX_FUTURE_SKEW: Duration = Duration::from_secs(10);
+/// At most this many NEW_TOKEN frames per connection.
+const MAX_NEW_TOKENS: usize = 8;
+/// RFC 9000 §7.2: the length a client's first Destination Connection ID has at least; the IDs a server
+/// puts in a Retry get the same floor, since the retried client's next Initial is routed by it.
+const MIN_RETRY_SCID_LEN: usize = 8;
+
+/// Why [`Endpoint::retry`] could not answer a connection with a Retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryError {
+    /// The handle names no connection.
+    Stale(StaleHandle),
+    /// The connection is not held (see [`AcceptPolicy::Ask`](crate::AcceptPolicy::Ask)): it may have
+    /// sent packets already, after which the client ignores a Retry (RFC 9000 §17.2.5.2).
+    NotHeld,
+    /// The client already followed a Retry; it would ignore another (RFC 9000 §17.2.5.2).
+    AlreadyRetried,
+    /// The endpoint is a client, or the queue of stateless packets is full.
+    Unavailable,
+}
+
+impl fmt::Display for RetryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryError::Stale(h) => h.fmt(f),
+            RetryError::NotHeld => f.write_str("the connection is not held"),
+            RetryError::AlreadyRetried => f.write_str("the client already followed a Retry"),
+            RetryError::Unavailable => f.write_str("no Retry can be sent now"),
+        }
+    }
+}
+
+impl std::error::Error for RetryError {}
+
+/// The sealing keys, derived from the 32-byte secret of [`TokenConfig::key`].
+struct TokenKeys {
+    aead: LessSafeKey,
+    siv: hmac::Key,
+}
+
+impl TokenKeys {
+    fn new(secret: &[u8; 32]) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"quicsand address validation").extract(secret);
+        let aead_key: UnboundKey = prk
+            .expand(&[b"token aead"], &aead::AES_256_GCM)
+            .expect("HKDF-SHA-256 can expand 32 bytes")
+            .into();
+        let siv: hmac::Key = prk
+            .expand(&[b"token nonce"], hmac::HMAC_SHA256)
+            .expect("HKDF-SHA-256 can expand 32 bytes")
+            .into();
+        Self {
+            aead: LessSafeKey::new(aead_key),
+            siv,
+        }
+    }
+
+    /// `aad[0] | nonce | sealed plaintext | tag`; `aad[0]` is the token kind.
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut mac = hmac::Context::with_key(&self.siv);
+        mac.update(aad);
+        mac.update(plaintext);
+        let mac = mac.sign();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(mac.as_ref().get(..NONCE_LEN).unwrap_or(&[0; NONCE_LEN]));
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.push(aad.first().copied().unwrap_or_default());
+        out.extend_from_slice(&nonce);
+        let mut sealed = plaintext.to_vec();
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut sealed)
+            .expect("AES-GCM seals any plaintext under 64 GiB");
+        out.extend_from_slice(&sealed);
+        out.extend_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The plaintext of `token`, if it was sealed with these keys and `aad`.
+    fn open(&self, token: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        let mut r = Reader::new(token);
+        let kind = r.read_u8().ok()?;
+        if Some(&kind) != aad.first() {
+            return None;
+        }
+        let nonce: [u8; NONCE_LEN] = r.read_array().ok()?;
+        let mut sealed = r.read_rest().to_vec();
+        let len = self
+            .aead
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut sealed)
+            .ok()?
+            .len();
+        sealed.truncate(len);
+        Some(sealed)
+    }
+}
+
+/// A server endpoint's token state.
+pub(super) struct TokenState {
+    keys: TokenKeys,
+    /// Makes tokens unique (RFC 9000 §8.1.3: every NEW_TOKEN token is unique). Kept apart from the
+    /// endpoint's wire-visible RNG, so issuing tokens leaves connection IDs and the like unchanged.
+    rng: Rng,
+    /// Origin of the local clock used without a [`WallClock`](crate::WallClock).
+    origin: Option<Instant>,
+    /// The latest `now` a datagram brought (NEW_TOKEN tokens are issued on the way out of a receive).
+    last_now: Option<Instant>,
+}
+
+impl TokenState {
+    /// The token state of a server, its key from `config` or else derived from the endpoint's `seed`.
+    pub(super) fn new(config: &TokenConfig, seed: u64) -> Self {
+        let secret = config.key.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"quicsand token key from seed")
+                .extract(&seed.to_le_bytes())
+                .expand(&[], TokenLen)
+                .and_then(|okm| okm.fill(&mut key))
+                .expect("HKDF-SHA-256 can expand 32 bytes");
+            key
+        });
+        let keys = TokenKeys::new(&secret);
+        let mut rng_seed = [0u8; 8];
+        rng_seed.copy_from_slice(
+            hmac::sign(&keys.siv, b"uniqueness")
+                .as_ref()
+                .get(..8)
+                .unwrap_or(&[0; 8]),
+        );
+        Self {
+            keys,
+            rng: Rng::from_seed(u64::from_le_bytes(rng_seed) ^ seed),
+            origin: None,
+            last_now: None,
+        }
+    }
+
+    /// The time tokens are dated with, in milliseconds, and which clock gave it.
+    fn time(&mut self, config: &TokenConfig, now: Instant) -> (u64, u8) {
+        match &config.wall_clock {
+            Some(clock) => (millis(clock.unix_time()), CLOCK_WALL),
+            None => {
+                let origin = *self.origin.get_or_insert(now);
+                (millis(now.saturating_duration_since(origin)), CLOCK_LOCAL)
+            }
+        }
+    }
+
+    /// A Retry token for a client at `remote` whose first Initial had `odcid`, answered with a Retry
+    /// whose source connection ID is `retry_scid`.
+    fn retry_token(
+        &mut self,
+        config: &TokenConfig,
+        now: Instant,
+        remote: SocketAddr,
+        odcid: &ConnectionId,
+        retry_scid: &ConnectionId,
+    ) -> Vec<u8> {
+        let (issued, clock) = self.time(config, now);
+        let aad = associated_data(KIND_RETRY, clock, remote, Some(retry_scid));
+        let mut plain = self.plaintext(issued);
+        plain.push(odcid.len() as u8);
+        plain.extend_from_slice(odcid);
+        self.keys.seal(&aad, &plain)
+    }
+
+    /// A NEW_TOKEN token for a client at `remote` (its IP address only: the port may change between
+    /// connections).
+    fn new_token(&mut self, config: &TokenConfig, now: Instant, remote: SocketAddr) -> Vec<u8> {
+        let (issued, clock) = self.time(config, now);
+        let aad = associated_data(KIND_NEW_TOKEN, clock, remote, None);
+        let plain = self.plaintext(issued);
+        self.keys.seal(&aad, &plain)
+    }
+
+    fn plaintext(&mut self, issued: u64) -> Vec<u8> {
+        let mut plain = Vec::with_capacity(PLAIN_FIXED_LEN + 1 + ConnectionId::MAX_LEN);
+        plain.extend_from_slice(&issued.to_be_bytes());
+        plain.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+        plain
+    }
+
+    /// Opens `token` of kind `kind` and checks its age against `lifetime`; returns what follows the fixed
+    /// part of the plaintext.
+    fn open(
+        &mut self,
+        config: &TokenConfig,
+        now: Instant,
+        token: &[u8],
+        remote: SocketAddr,
+        retry_scid: Option<&ConnectionId>,
+        lifetime: Duration,
+    ) -> Option<Vec<u8>> {
+        let (now_ms, clock) = self.time(config, now);
+        let kind = *token.first()?;
+        let aad = associated_data(kind, clock, remote, retry_scid);
+        let plain = self.keys.open(token, &aad)?;
+        let mut r = Reader::new(&plain);
+        let issued = u64::from_be_bytes(r.read_array().ok()?);
+        let _unique: [u8; 8] = r.read_array().ok()?;
+        let fresh = issued <= now_ms.saturating_add(millis(MAX_FUTURE_SKEW))
+            && now_ms.saturating_sub(issued) <= millis(lifetime);
+        fresh.then(|| r.read_rest().to_vec())
+    }
+}
+
+/// HKDF output length for a 32-byte key.
+struct TokenLen;
+
+impl hkdf::KeyType for TokenLen {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `kind | clock | client IP as 16 bytes [| port | length | retry SCID]`.
+fn associated_data(kind: u8, clock: u8, remote: SocketAddr, retry_scid: Option<&ConnectionId>) -> Vec<u8> {
+    let ip = match remote.ip().to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut aad = Vec::with_capacity(2 + 16 + 3 + ConnectionId::MAX_LEN);
+    aad.extend_from_slice(&[kind, clock]);
+    aad.extend_from_slice(&ip.octets());
+    if let Some(scid) = retry_scid {
+        aad.extend_from_slice(&remote.port().to_be_bytes());
+        aad.push(scid.len() as u8);
+        aad.extend_from_slice(scid);
+    }
+    aad
+}
+
+/// The token field of the Initial that starts `payload`.
+fn initial_token(payload: &[u8]) -> &[u8] {
+    // The connection ID length only matters for short headers; an Initial is long.
+    ProtectedHeader::decode(payload, 0).map_or(&[], |h| h.token(payload))
+}
+
+/// Whether the Initial that starts `payload` carries a token of the Retry kind (valid or not). Its
+/// destination connection ID is then the one the server chose, and the §7.2 minimum length does not apply.
+pub(super) fn has_retry_token(payload: &[u8]) -> bool {
+    initial_token(payload).first() == Some(&KIND_RETRY)
+}
+
+/// What a new connection's first Initial proved about the client's address.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Admission {
+    /// The client's address is validated: no amplification limit (RFC 9000 §8.1).
+    pub(super) validated: bool,
+    /// The destination connection ID of the client's very first Initial.
+    pub(super) original_dcid: ConnectionId,
+    /// The source connection ID of the Retry the client followed.
+    pub(super) retry_scid: Option<ConnectionId>,
+}
+
+impl Endpoint {
+    /// Remembers the time of the input being handled, to date NEW_TOKEN tokens issued on the way out.
+    pub(super) fn note_time(&mut self, now: Instant) {
+        if let Some(tokens) = &mut self.tokens {
+            tokens.last_now = Some(now);
+        }
+    }
+
+    /// Decides what a client's first Initial (already authenticated) gets, from its token and the Retry
+    /// policy: a connection (`Some`), or a Retry or nothing (`None`, counted in the stats).
+    ///
+    /// RFC 9000 §8.1.2: an invalid Retry token is dropped rather than answered with INVALID_TOKEN: the
+    /// client times out. Only a client that lost its address or an attacker gets there, and a drop costs
+    /// the server nothing. §8.1.3: a NEW_TOKEN token that does not validate only means the address is
+    /// not validated.
+    pub(super) fn admit(
+        &mut self,
+        now: Instant,
+        datagram: &Datagram,
+        version: u32,
+        dcid: ConnectionId,
+        scid: ConnectionId,
+    ) -> Option<Admission> {
+        let (Some(server), Some(tokens)) = (&self.server, &mut self.tokens) else {
+            return None;
+        };
+        let remote = datagram.remote;
+        let token = initial_token(&datagram.payload);
+        let mut validated = false;
+        match token.first() {
+            None => {}
+            Some(&KIND_RETRY) => {
+                let lifetime = server.tokens.retry_token_lifetime;
+                let odcid = tokens
+                    .open(&server.tokens, now, token, remote, Some(&dcid), lifetime)
+                    .and_then(|rest| {
+                        let mut r = Reader::new(&rest);
+                        ConnectionId::decode_prefixed(&mut r)
+                            .ok()
+                            .filter(|_| r.is_empty())
+                    });
+                let Some(original_dcid) = odcid else {
+                    self.stats.dropped_invalid_retry_token += 1;
+                    return None;
+                };
+                self.stats.retry_tokens_accepted += 1;
+                return Some(Admission {
+                    validated: true,
+                    original_dcid,
+                    retry_scid: Some(dcid),
+                });
+            }
+            Some(_) => {
+                let lifetime = server.tokens.new_token_lifetime;
+                let opened = tokens.open(&server.tokens, now, token, remote, None, lifetime);
+                if opened.is_some_and(|rest| rest.is_empty()) {
+                    self.stats.new_tokens_accepted += 1;
+                    validated = true;
+                } else {
+                    self.stats.tokens_ignored += 1;
+                }
+            }
+        }
+        let retry = match server.retry {
+            RetryPolicy::Never => false,
+            RetryPolicy::Always => true,
+            RetryPolicy::WhenHandshakesExceed(n) => self.handshakes >= n,
+        };
+        if retry && !validated {
+            self.queue_retry(now, datagram.remote, datagram.local, version, dcid, scid);
+            return None;
+        }
+        Some(Admission {
+            validated,
+            original_dcid: dcid,
+            retry_scid: None,
+        })
+    }
+
+    /// Queues a Retry (RFC 9000 §17.2.5) answering a client Initial from `remote` with `odcid` and
+    /// `client_scid`. Returns false if the stateless queue is full (counted) or the server config is gone.
+    fn queue_retry(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        version: u32,
+        odcid: ConnectionId,
+        client_scid: ConnectionId,
+    ) -> bool {
+        if self.stateless.len() >= self.config.max_stateless_queue {
+            self.stats.stateless_queue_overflow += 1;
+            return false;
+        }
+        // The client's next Initial carries this ID (and is routed by it, through a load balancer too):
+        // a fresh ID from the generator, unless it is too short to be unpredictable. RFC 9000
+        // §17.2.5.2: it must differ from the client's DCID.
+        let retry_scid = match self.fresh_cid() {
+            Some(cid) if cid.len() >= MIN_RETRY_SCID_LEN && cid != odcid => cid,
+            _ => {
+                let mut bytes = [0u8; 16];
+                self.rng.fill(&mut bytes);
+                ConnectionId::new(&bytes).unwrap_or_default()
+            }
+        };
+        let (Some(server), Some(tokens)) = (&self.server, &mut self.tokens) else {
+            return false;
+        };
+        let token = tokens.retry_token(&server.tokens, now, remote, &odcid, &retry_scid);
+        let header = RetryHeader {
+            version,
+            dcid: client_scid,
+            scid: retry_scid,
+            token: Bytes::from(token),
+        };
+        let mut payload = Vec::with_capacity(header.encoded_len() + crate::crypto::RETRY_TAG_LEN);
+        header.encode(self.rng.next_u64() as u8, &mut payload);
+        // RFC 9001 §5.8: the integrity tag binds the Retry to the client's original DCID.
+        let Ok(tag) = retry_tag(version, &odcid, &payload) else {
+            return false;
+        };
+        payload.extend_from_slice(&tag);
+        self.stateless.push_back(StatelessPacket {
+            kind: StatelessKind::Retry,
+            destination: remote,
+            src_ip: local_ip,
+            payload,
+        });
+        true
+    }
+
+    /// Answers a connection held under [`AcceptPolicy::Ask`](crate::AcceptPolicy::Ask) with a Retry
+    /// (RFC 9000 §8.1.2) instead of accepting or refusing it: the connection is removed without a trace
+    /// (its handle goes stale, no event follows) and the client comes back with a token that validates
+    /// its address, as a new [`Event::Incoming`](crate::Event::Incoming).
+    pub fn retry(&mut self, now: Instant, h: ConnectionHandle) -> Result<(), RetryError> {
+        let entry = self.table.get(h).ok_or(RetryError::Stale(StaleHandle(h)))?;
+        if !entry.held {
+            return Err(RetryError::NotHeld);
+        }
+        let conn = &entry.conn;
+        if conn.retry_scid.is_some() {
+            return Err(RetryError::AlreadyRetried);
+        }
+        let (remote, local_ip) = (conn.path.remote, conn.path.local_ip);
+        let (version, odcid, client_scid) = (conn.version, conn.original_dcid, conn.remote_cid);
+        if self.server.is_none() || !self.queue_retry(now, remote, local_ip, version, odcid, client_scid) {
+            return Err(RetryError::Unavailable);
+        }
+        self.stats.connections_retried += 1;
+        self.remove(h);
+        Ok(())
+    }
+
+    /// Changes when Retry is sent, from the next client Initial on. Returns false on a client endpoint,
+    /// which has no server configuration.
+    pub fn set_retry_policy(&mut self, policy: RetryPolicy) -> bool {
+        match &mut self.server {
+            Some(server) => {
+                server.retry = policy;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The Retry policy in force; `None` on a client endpoint.
+    pub fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.server.as_ref().map(|s| s.retry)
+    }
+}
+
+/// Queues the NEW_TOKEN tokens of a server connection whose handshake just completed, which for a server
+/// means confirmed (RFC 9001 §4.1.2; RFC 9000 §8.1.3).
+pub(super) fn issue_new_tokens(
+    tokens: &mut Option<TokenState>,
+    server: Option<&ServerConfig>,
+    conn: &mut Connection,
+    stats: &mut EndpointStats,
+) {
+    let (Some(tokens), Some(server)) = (tokens, server) else {
+        return;
+    };
+    let Some(now) = tokens.last_now else {
+        return;
+    };
+    if conn.side().is_client() {
+        return;
+    }
+    for _ in 0..server.tokens.new_tokens_per_connection.min(MAX_NEW_TOKENS) {
+        let token = tokens.new_token(&server.tokens, now, conn.remote_address());
+        conn.new_tokens.queue(Bytes::from(token));
+        stats.new_tokens_issued += 1;
+    }
+}
+
+/// A new client connection takes a token from the store for `server_name`, if there is one, for its
+/// first Initial (RFC 9000 §8.1.3), and files the NEW_TOKEN tokens it will receive there.
+pub(super) fn prepare_client(conn: &mut Connection, config: &ClientConfig, server_name: &str) {
+    let Some(store) = &config.token_store else {
+        return;
+    };
+    if let Some(token) = store.take(server_name) {
+        conn.token = token;
+    }
+    conn.new_tokens.set_store(store.clone(), server_name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::WallClock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Debug, Default)]
+    struct Clock(AtomicU64);
+
+    impl WallClock for Clock {
+        fn unix_time(&self) -> Duration {
+            Duration::from_secs(self.0.load(Ordering::Relaxed))
+        }
+    }
+
+    fn setup() -> (TokenState, TokenConfig, Arc<Clock>) {
+        let clock = Arc::new(Clock(AtomicU64::new(1_700_000_000)));
+        let config = TokenConfig {
+            key: Some([7; 32]),
+            wall_clock: Some(clock.clone()),
+            ..TokenConfig::default()
+        };
+        (TokenState::new(&config, 1), config, clock)
+    }
+
+    fn cid(b: u8) -> ConnectionId {
+        ConnectionId::new(&[b; 8]).unwrap_or_default()
+    }
+
+    #[test]
+    fn retry_token_opens_only_for_its_address_scid_and_time() {
+        let (mut s, config, clock) = setup();
+        let now = crate::test_util::epoch();
+        let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
+        let token = s.retry_token(&config, now, addr, &cid(1), &cid(2));
+        assert_eq!(token.first(), Some(&KIND_RETRY));
+        let life = config.retry_token_lifetime;
+        let rest = s.open(&config, now, &token, addr, Some(&cid(2)), life);
+        assert_eq!(rest.as_deref().and_then(|r| r.get(1..)), Some(&cid(1)[..]));
+        // Another port, IP, SCID, key or a flipped bit: nothing.
+        let other_port: SocketAddr = "192.0.2.1:4001".parse().unwrap_or_else(|_| unreachable!());
+        let other_ip: SocketAddr = "192.0.2.9:4000".parse().unwrap_or_else(|_| unreachable!());
+        assert!(s
+            .open(&config, now, &token, other_port, Some(&cid(2)), life)
+            .is_none());
+        assert!(s
+            .open(&config, now, &token, other_ip, Some(&cid(2)), life)
+            .is_none());
+        assert!(s.open(&config, now, &token, addr, Some(&cid(3)), life).is_none());
+        let mut other = TokenState::new(
+            &TokenConfig {
+                key: Some([8; 32]),
+                ..config.clone()
+            },
+            1,
+        );
+        assert!(other
+            .open(&config, now, &token, addr, Some(&cid(2)), life)
+            .is_none());
+        for i in 0..token.len() {
+            let mut t = token.clone();
+            t[i] ^= 1;
+            assert!(
+                s.open(&config, now, &t, addr, Some(&cid(2)), life).is_none(),
+                "bit flip at {i}"
+            );
+        }
+        // Expiry by the wall clock, and tokens from too far in the future.
+        clock.0.fetch_add(life.as_secs() + 1, Ordering::Relaxed);
+        assert!(s.open(&config, now, &token, addr, Some(&cid(2)), life).is_none());
+        clock.0.store(1_700_000_000 - 60, Ordering::Relaxed);
+        assert!(s.open(&config, now, &token, addr, Some(&cid(2)), life).is_none());
+    }
+
+    #[test]
+    fn new_tokens_bind_the_ip_not_the_port_and_differ_each_time() {
+        let (mut s, config, _clock) = setup();
+        let now = crate::test_util::epoch();
+        let addr: SocketAddr = "[2001:db8::1]:4000".parse().unwrap_or_else(|_| unreachable!());
+        let a = s.new_token(&config, now, addr);
+        let b = s.new_token(&config, now, addr);
+        assert_ne!(a, b, "every NEW_TOKEN token is unique (RFC 9000 §8.1.3)");
+        assert_eq!(a.first(), Some(&KIND_NEW_TOKEN));
+        let life = config.new_token_lifetime;
+        let new_port: SocketAddr = "[2001:db8::1]:5000".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(s.open(&config, now, &a, new_port, None, life), Some(Vec::new()));
+        let other: SocketAddr = "[2001:db8::2]:4000".parse().unwrap_or_else(|_| unreachable!());
+        assert!(s.open(&config, now, &a, other, None, life).is_none());
+        // A NEW_TOKEN token relabelled as a Retry token fails: the kind is authenticated.
+        let mut relabelled = a.clone();
+        relabelled[0] = KIND_RETRY;
+        assert!(s
+            .open(&config, now, &relabelled, addr, Some(&cid(2)), life)
+            .is_none());
+    }
+
+    #[test]
+    fn without_a_wall_clock_tokens_age_by_the_endpoint_instants() {
+        let config = TokenConfig {
+            key: Some([7; 32]),
+            ..TokenConfig::default()
+        };
+        let mut s = TokenState::new(&config, 1);
+        let start = crate::test_util::epoch();
+        let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
+        let token = s.new_token(&config, start, addr);
+        let life = config.new_token_lifetime;
+        assert!(s.open(&config, start + life, &token, addr, None, life).is_some());
+        assert!(s
+            .open(
+                &config,
+                start + life + Duration::from_secs(1),
+                &token,
+                addr,
+                None,
+                life
+            )
+            .is_none());
+        // A server with a wall clock does not take a locally dated token.
+        let (mut walled, wall_config, _) = setup();
+        assert!(walled
+            .open(&wall_config, start, &token, addr, None, life)
+            .is_none());
+    }
+}
