@@ -510,7 +510,10 @@ impl Connection {
                 }
             }
         }
-        if self.peer_params.is_none() {
+        // A resuming client's TLS first reports the parameters remembered with its ticket (for 0-RTT,
+        // RFC 9000 §7.4.1, which we don't send); the server's own arrive before its Finished, so the
+        // client takes them once it has 1-RTT keys.
+        if self.peer_params.is_none() && (self.side.is_server() || self.one_rtt.is_some()) {
             if let Some(raw) = self.session.peer_transport_parameters() {
                 let params = TransportParameters::decode(self.side.peer(), raw)?;
                 self.validate_peer_params(&params)?;
