@@ -171,6 +171,14 @@ pub struct QuinnNode {
     pub auto_read: bool,
     /// Every stream event of every connection, in order.
     pub stream_events: Vec<StreamEvent>,
+    /// A server: answer every client whose address is not validated (no valid token) with a Retry.
+    pub retry_unvalidated: bool,
+    /// A server: Retry packets sent.
+    pub retries_sent: u64,
+    /// A server: incoming connections whose address a token validated.
+    pub validated_incoming: u64,
+    /// A client: the NEW_TOKEN store shared by all its connections.
+    token_store: Arc<dyn quinn_proto::TokenStore>,
 }
 
 impl QuinnNode {
@@ -206,6 +214,10 @@ impl QuinnNode {
             endpoint_responses: 0,
             auto_read: true,
             stream_events: Vec::new(),
+            retry_unvalidated: false,
+            retries_sent: 0,
+            validated_incoming: 0,
+            token_store: Arc::new(quinn_proto::TokenMemoryCache::default()),
         }
     }
 
@@ -276,6 +288,7 @@ impl QuinnNode {
     ) {
         let mut config = ClientConfig::new(Arc::new(quic_client_config(client_tls)));
         config.transport_config(self.make_transport());
+        config.token_store(self.token_store.clone());
         let counter = AtomicU64::new(u64::from_le_bytes(seeded_bytes::<8>(self.seed, 5)));
         config.initial_dst_cid_provider(Arc::new(move || {
             let mut s = counter.fetch_add(1, Ordering::Relaxed);
@@ -444,6 +457,18 @@ impl Node for QuinnNode {
                 Self::queue_transmit(&mut self.out, &t, &buf);
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
+                if incoming.remote_address_validated() {
+                    self.validated_incoming += 1;
+                } else if self.retry_unvalidated && incoming.may_retry() {
+                    let t = self
+                        .endpoint
+                        .retry(incoming, &mut buf)
+                        .expect("a retry is allowed");
+                    self.retries_sent += 1;
+                    Self::queue_transmit(&mut self.out, &t, &buf);
+                    self.service();
+                    return;
+                }
                 let config = self.server_config.clone().map(|mut c| {
                     c.transport_config(self.make_transport());
                     Arc::new(c)

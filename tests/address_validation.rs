@@ -1,0 +1,648 @@
+//! Address validation (RFC 9000 §8.1): Retry (§8.1.2, §17.2.5), NEW_TOKEN (§8.1.3, §19.7) and what
+//! spoofed or replayed tokens gain an attacker (nothing), with quicsand and quinn-proto in both roles.
+
+mod common;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::quicsand_node::QuicsandNode;
+use common::quinn_node::QuinnNode;
+use common::{client_addr, epoch, server_addr, Dir, Filter, NodeEvent, Pair, TestCert};
+use quicsand::crypto::{initial_keys, verify_retry_tag};
+use quicsand::wire::frame::Frame;
+use quicsand::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
+use quicsand::wire::packet_number::TruncatedPn;
+use quicsand::wire::ConnectionId;
+use quicsand::{
+    ClientConfig, Datagram, Endpoint, EndpointStats, Event, RetryPolicy, ServerConfig, Side, TokenStore,
+    WallClock,
+};
+
+/// A wall clock the test moves by hand, in whole seconds since the Unix epoch.
+#[derive(Debug, Clone)]
+struct TestClock(Arc<AtomicU64>);
+
+impl TestClock {
+    fn new() -> Self {
+        TestClock(Arc::new(AtomicU64::new(1_700_000_000)))
+    }
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_secs(), Ordering::Relaxed);
+    }
+    fn rewind(&self, d: Duration) {
+        self.0.fetch_sub(d.as_secs(), Ordering::Relaxed);
+    }
+}
+
+impl WallClock for TestClock {
+    fn unix_time(&self) -> Duration {
+        Duration::from_secs(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A token store that remembers every token it was given, and otherwise behaves like a one-slot store.
+#[derive(Debug, Default)]
+struct RecordingStore {
+    seen: Mutex<Vec<Bytes>>,
+    slot: Mutex<Option<Bytes>>,
+}
+
+impl TokenStore for RecordingStore {
+    fn insert(&self, _server_name: &str, token: Bytes) {
+        self.seen.lock().unwrap().push(token.clone());
+        *self.slot.lock().unwrap() = Some(token);
+    }
+    fn take(&self, _server_name: &str) -> Option<Bytes> {
+        self.slot.lock().unwrap().take()
+    }
+}
+
+fn server_config(cert: &TestCert, retry: RetryPolicy, clock: &TestClock) -> ServerConfig {
+    let mut config = ServerConfig::new(cert.server_tls(&[]));
+    config.retry = retry;
+    config.tokens.key = Some([0x42; 32]);
+    config.tokens.wall_clock = Some(Arc::new(clock.clone()));
+    config
+}
+
+fn quicsand(node: &mut Box<dyn common::Node>) -> &mut QuicsandNode {
+    node.as_any()
+        .downcast_mut::<QuicsandNode>()
+        .expect("a quicsand node")
+}
+
+fn quinn(node: &mut Box<dyn common::Node>) -> &mut QuinnNode {
+    node.as_any().downcast_mut::<QuinnNode>().expect("a quinn node")
+}
+
+fn stats(node: &mut Box<dyn common::Node>) -> EndpointStats {
+    quicsand(node).endpoint.stats()
+}
+
+fn connected(events: &[NodeEvent]) -> usize {
+    events.iter().filter(|e| **e == NodeEvent::Connected).count()
+}
+
+/// What crossed the wire, decoded by a tap on the network.
+#[derive(Debug, Default)]
+struct Wire {
+    /// Retry packets from the server: (client DCID they carried, SCID, token, whole packet).
+    retries: Vec<(ConnectionId, ConnectionId, Vec<u8>, Vec<u8>)>,
+    /// The client's Initial packets, in order: (DCID, packet number, token).
+    client_initials: Vec<(ConnectionId, u64, Vec<u8>)>,
+}
+
+/// A filter that delivers everything and records Retries and client Initials in `wire`.
+fn tap(wire: Rc<RefCell<Wire>>) -> Filter {
+    Box::new(move |dir, _, data, _| {
+        let header = ProtectedHeader::decode(data, 0).ok();
+        match (dir, header) {
+            (Dir::ServerToClient, Some(h @ ProtectedHeader::Retry { .. })) => {
+                let dcid = *h.dcid();
+                let scid = *h.scid().unwrap();
+                let token = h.token(data).to_vec();
+                wire.borrow_mut().retries.push((dcid, scid, token, data.to_vec()));
+            }
+            (Dir::ClientToServer, Some(h)) if h.long_type() == Some(LongType::Initial) => {
+                // Open the header protection with the Initial keys of the packet's DCID.
+                let keys = initial_keys(VERSION_1, h.dcid(), Side::Server).unwrap();
+                let mut packet = data[..h.len()].to_vec();
+                keys.remote
+                    .header
+                    .unprotect(h.pn_offset().unwrap(), &mut packet)
+                    .unwrap();
+                let pn = h.finish(&packet).unwrap().pn.expand(None);
+                let token = h.token(data).to_vec();
+                wire.borrow_mut().client_initials.push((*h.dcid(), pn, token));
+            }
+            _ => {}
+        }
+        Some(Duration::ZERO)
+    })
+}
+
+/// A client Initial that authenticates (PING and padding to 1200 bytes) with a chosen DCID and token,
+/// as an attacker who can spoof addresses can make one.
+fn forged_initial(dcid: &ConnectionId, token: &[u8]) -> BytesMut {
+    let keys = initial_keys(VERSION_1, dcid, Side::Client).unwrap();
+    let header = Header::Initial {
+        version: VERSION_1,
+        dcid: *dcid,
+        scid: ConnectionId::new(&[0xaa; 8]).unwrap(),
+        token: Bytes::copy_from_slice(token),
+    };
+    let mut packet = Vec::new();
+    let enc = header.encode(TruncatedPn::truncate(0, 4), &mut packet);
+    Frame::Ping.encode(&mut packet);
+    let tag = keys.local.packet.tag_len();
+    packet.resize(1200 - tag, 0);
+    packet.resize(1200, 0);
+    enc.set_length(&mut packet, 1200).unwrap();
+    keys.local.packet.seal(0, &mut packet, enc.header_len).unwrap();
+    keys.local.header.protect(enc.pn_offset, &mut packet).unwrap();
+    BytesMut::from(&packet[..])
+}
+
+/// Feeds `payload` from `from` to `server` and returns every datagram it sends in answer.
+fn inject(server: &mut Endpoint, now: Instant, from: SocketAddr, payload: BytesMut) -> Vec<Vec<u8>> {
+    server.handle_datagram(
+        now,
+        Datagram {
+            remote: from,
+            local: None,
+            ecn: None,
+            payload,
+        },
+    );
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = server.poll_transmit(now, &mut buf) {
+        out.extend(t.datagrams(&buf).map(|d| d.to_vec()));
+    }
+    out
+}
+
+/// The SCID and token of a Retry packet, after checking its integrity tag against `odcid`.
+fn parse_retry(packet: &[u8], odcid: &ConnectionId) -> (ConnectionId, Vec<u8>) {
+    let h = ProtectedHeader::decode(packet, 0).unwrap();
+    assert_eq!(h.long_type(), Some(LongType::Retry), "a Retry packet");
+    assert!(
+        verify_retry_tag(VERSION_1, odcid, packet),
+        "the Retry's integrity tag verifies"
+    );
+    (*h.scid().unwrap(), h.token(packet).to_vec())
+}
+
+fn cid(byte: u8, len: usize) -> ConnectionId {
+    ConnectionId::new(&vec![byte; len]).unwrap()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn quicsand_client_follows_a_quicsand_retry() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        1,
+    );
+    let mut client = QuicsandNode::client(client_addr(), 2);
+    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 3);
+    let wire = Rc::new(RefCell::new(Wire::default()));
+    p.filter = tap(wire.clone());
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+
+    let s = stats(&mut p.server);
+    assert_eq!((s.retries_sent, s.retry_tokens_accepted), (1, 1));
+    assert_eq!((s.connections_incoming, s.dropped_invalid_retry_token), (1, 0));
+    let wire = wire.borrow();
+    let [(_, retry_scid, retry_token, _)] = &wire.retries[..] else {
+        panic!("one Retry, got {:?}", wire.retries.len())
+    };
+    // Before the Retry: the random first DCID, no token. After: the Retry's SCID (until the server's
+    // Initial gives its own), its token in every Initial, and packet numbers that continue (RFC 9000
+    // §17.2.5.3).
+    let (first_dcid, _, _) = wire.client_initials[0].clone();
+    let (before, after): (Vec<_>, Vec<_>) = wire
+        .client_initials
+        .iter()
+        .partition(|(dcid, _, _)| *dcid == first_dcid);
+    assert!(!before.is_empty() && !after.is_empty());
+    assert!(before.iter().all(|(_, _, token)| token.is_empty()));
+    assert_eq!(after[0].0, *retry_scid);
+    assert!(after.iter().all(|(_, _, token)| token == retry_token));
+    let last_before = before.iter().map(|(_, pn, _)| *pn).max().unwrap();
+    assert!(
+        after.iter().all(|(_, pn, _)| *pn > last_before),
+        "{:?}",
+        wire.client_initials
+    );
+
+    // The client checked the server's transport parameters against what it saw (RFC 9000 §7.3); so do we.
+    let params = quicsand(&mut p.client)
+        .conn()
+        .peer_transport_parameters()
+        .unwrap();
+    assert_eq!(params.original_destination_connection_id, Some(first_dcid));
+    assert_eq!(params.retry_source_connection_id, Some(*retry_scid));
+}
+
+#[test]
+fn quinn_client_follows_a_quicsand_retry_then_skips_it_with_a_new_token() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        4,
+    );
+    let mut client = QuinnNode::client(client_addr(), 5);
+    client.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+    let mut p = Pair::new(Box::new(client), Box::new(server), 6);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    // Let the NEW_TOKEN frame arrive.
+    p.drive(Duration::from_secs(1));
+    let s = stats(&mut p.server);
+    assert_eq!(
+        (s.retries_sent, s.retry_tokens_accepted, s.new_tokens_issued),
+        (1, 1, 1)
+    );
+
+    let now = p.now;
+    quinn(&mut p.client).connect(now, server_addr(), "localhost", cert.client_tls(&[]));
+    assert!(p.drive_until(Duration::from_secs(5), |p| connected(&p.client_events) == 2));
+    let s = stats(&mut p.server);
+    assert_eq!(
+        s.retries_sent, 1,
+        "the token from NEW_TOKEN spared the second connection a Retry"
+    );
+    assert_eq!((s.new_tokens_accepted, s.connections_incoming), (1, 2));
+}
+
+#[test]
+fn quicsand_client_follows_a_quinn_retry_then_skips_it_with_a_new_token() {
+    let cert = TestCert::new();
+    let mut server = QuinnNode::server_with_tls(server_addr(), cert.server_tls(&[]), 7);
+    server.retry_unvalidated = true;
+    let config = ClientConfig::new(cert.client_tls(&[]));
+    let mut client = QuicsandNode::client(client_addr(), 8);
+    client.connect(epoch(), config.clone(), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 9);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(1));
+    assert_eq!(quinn(&mut p.server).retries_sent, 1);
+    let params = quicsand(&mut p.client)
+        .conn()
+        .peer_transport_parameters()
+        .unwrap();
+    assert!(params.retry_source_connection_id.is_some());
+
+    // quinn sent NEW_TOKEN frames; the next connection presents one, and quinn skips the Retry.
+    let now = p.now;
+    let client = quicsand(&mut p.client);
+    client.handle = None;
+    client.connect(now, config, server_addr(), "localhost");
+    assert!(p.drive_until(Duration::from_secs(5), |p| connected(&p.client_events) == 2));
+    let server = quinn(&mut p.server);
+    assert_eq!(server.retries_sent, 1);
+    assert_eq!(
+        server.validated_incoming, 2,
+        "by the Retry token, then by the NEW_TOKEN token"
+    );
+}
+
+#[test]
+fn retry_starts_when_handshakes_exceed_the_threshold_and_follows_runtime_changes() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let config = server_config(&cert, RetryPolicy::WhenHandshakesExceed(2), &clock);
+    let server = QuicsandNode::server(server_addr(), config, 10);
+    let mut client = QuicsandNode::client(client_addr(), 11);
+    // No NEW_TOKEN tokens: every connection must earn its validation.
+    let mut client_config = ClientConfig::new(cert.client_tls(&[]));
+    client_config.token_store = None;
+    for _ in 0..3 {
+        client
+            .endpoint
+            .connect(epoch(), client_config.clone(), server_addr(), "localhost")
+            .unwrap();
+    }
+    let mut p = Pair::new(Box::new(client), Box::new(server), 12);
+    // The node reports events of its first connection only: count every connection's from the raw list.
+    let count = |p: &mut Pair| {
+        quicsand(&mut p.client)
+            .raw_events
+            .iter()
+            .filter(|(_, e)| *e == Event::Connected)
+            .count()
+    };
+    for _ in 0..200 {
+        if count(&mut p) == 3 {
+            break;
+        }
+        p.step();
+    }
+    assert_eq!(count(&mut p), 3);
+    let s = stats(&mut p.server);
+    // Two handshakes in progress when the third Initial came: it got the Retry.
+    assert_eq!(
+        (s.retries_sent, s.retry_tokens_accepted, s.connections_incoming),
+        (1, 1, 3)
+    );
+
+    // The caller turns Retry on for everyone, then off.
+    assert!(quicsand(&mut p.server)
+        .endpoint
+        .set_retry_policy(RetryPolicy::Always));
+    let now = p.now;
+    quicsand(&mut p.client)
+        .endpoint
+        .connect(now, client_config.clone(), server_addr(), "localhost")
+        .unwrap();
+    for _ in 0..200 {
+        if count(&mut p) == 4 {
+            break;
+        }
+        p.step();
+    }
+    assert_eq!(count(&mut p), 4);
+    assert_eq!(stats(&mut p.server).retries_sent, 2);
+    assert!(quicsand(&mut p.server)
+        .endpoint
+        .set_retry_policy(RetryPolicy::Never));
+    assert_eq!(
+        quicsand(&mut p.server).endpoint.retry_policy(),
+        Some(RetryPolicy::Never)
+    );
+    let now = p.now;
+    quicsand(&mut p.client)
+        .endpoint
+        .connect(now, client_config, server_addr(), "localhost")
+        .unwrap();
+    for _ in 0..200 {
+        if count(&mut p) == 5 {
+            break;
+        }
+        p.step();
+    }
+    assert_eq!(count(&mut p), 5);
+    assert_eq!(stats(&mut p.server).retries_sent, 2);
+}
+
+#[test]
+fn spoofed_retry_tokens_gain_nothing() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let config = server_config(&cert, RetryPolicy::Always, &clock);
+    let mut server = Endpoint::new(quicsand::EndpointConfig::with_seed(13), Some(config));
+    let now = epoch();
+    let victim = addr("192.0.2.1:4000");
+    let odcid = cid(0x11, 16);
+
+    // A client without a token gets a Retry and nothing else: no state.
+    let out = inject(&mut server, now, victim, forged_initial(&odcid, &[]));
+    let [retry] = &out[..] else {
+        panic!("one Retry, got {}", out.len())
+    };
+    assert!(retry.len() < 1200 / 3, "a Retry is small: {} bytes", retry.len());
+    let (scid, token) = parse_retry(retry, &odcid);
+    assert_eq!(server.stats().connections_active, 0);
+
+    let before = server.stats();
+    let attempts: Vec<(&str, SocketAddr, ConnectionId, Vec<u8>)> = vec![
+        ("another IP", addr("198.51.100.7:4000"), scid, token.clone()),
+        ("another port", addr("192.0.2.1:4001"), scid, token.clone()),
+        ("another DCID", victim, cid(0x22, 8), token.clone()),
+        ("a forged token of the Retry kind", victim, scid, {
+            let mut t = vec![b'R'];
+            t.extend_from_slice(&[0x5a; 60]);
+            t
+        }),
+        (
+            "a truncated token",
+            victim,
+            scid,
+            token[..token.len() - 1].to_vec(),
+        ),
+    ];
+    for (what, from, dcid, token) in &attempts {
+        let out = inject(&mut server, now, *from, forged_initial(dcid, token));
+        assert!(
+            out.is_empty(),
+            "{what}: the server answered {} datagrams",
+            out.len()
+        );
+    }
+    // The token expires by the wall clock.
+    clock.advance(Duration::from_secs(11));
+    let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
+    assert!(out.is_empty(), "an expired token: answered");
+    clock.rewind(Duration::from_secs(11));
+
+    let s = server.stats();
+    assert_eq!(
+        s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
+        6
+    );
+    assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
+    assert_eq!(
+        s.retries_sent, 1,
+        "an invalid Retry token is not answered with another Retry"
+    );
+
+    // Garbage that is not of the Retry kind is no token at all: under RetryPolicy::Always, a Retry.
+    let out = inject(
+        &mut server,
+        now,
+        victim,
+        forged_initial(&cid(0x33, 16), &[0x01; 40]),
+    );
+    assert_eq!(out.len(), 1);
+    parse_retry(&out[0], &cid(0x33, 16));
+    assert_eq!(server.stats().tokens_ignored, 1);
+    assert_eq!(server.stats().connections_active, 0);
+
+    // The genuine token from the genuine address, in time: a connection, validated.
+    let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
+    let s = server.stats();
+    assert_eq!((s.retry_tokens_accepted, s.connections_incoming), (1, 1));
+    assert!(!out.is_empty(), "the server answers the validated client");
+}
+
+#[test]
+fn new_token_tokens_validate_only_their_address_and_kind() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        14,
+    );
+    let store = Arc::new(RecordingStore::default());
+    let mut config = ClientConfig::new(cert.client_tls(&[]));
+    config.token_store = Some(store.clone());
+    let mut client = QuicsandNode::client(client_addr(), 15);
+    client.connect(epoch(), config, server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 16);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(1));
+    let tokens = store.seen.lock().unwrap().clone();
+    let [token] = &tokens[..] else {
+        panic!("one NEW_TOKEN token, got {}", tokens.len())
+    };
+    let token = token.to_vec();
+    let now = p.now;
+    let server = &mut quicsand(&mut p.server).endpoint;
+    let before = server.stats();
+    let client_ip_new_port = SocketAddr::new(client_addr().ip(), 40000);
+
+    // From another IP address: not validated, so RetryPolicy::Always sends a Retry; no state.
+    let out = inject(
+        server,
+        now,
+        addr("198.51.100.7:4000"),
+        forged_initial(&cid(1, 16), &token),
+    );
+    parse_retry(&out[0], &cid(1, 16));
+    // Relabelled as a Retry token, from the right address: dropped, no state.
+    let mut relabelled = token.clone();
+    relabelled[0] = b'R';
+    let out = inject(
+        server,
+        now,
+        client_ip_new_port,
+        forged_initial(&cid(2, 16), &relabelled),
+    );
+    assert!(out.is_empty());
+    // Expired by the wall clock: a Retry again.
+    clock.advance(Duration::from_secs(24 * 3600 + 1));
+    let out = inject(
+        server,
+        now,
+        client_ip_new_port,
+        forged_initial(&cid(3, 16), &token),
+    );
+    parse_retry(&out[0], &cid(3, 16));
+    clock.rewind(Duration::from_secs(24 * 3600 + 1));
+    let s = server.stats();
+    assert_eq!(s.retries_sent - before.retries_sent, 2);
+    assert_eq!(s.tokens_ignored - before.tokens_ignored, 2);
+    assert_eq!(
+        s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
+        1
+    );
+    assert_eq!(s.connections_incoming, before.connections_incoming);
+
+    // From the client's IP, another port, in time: validated, no Retry, a connection.
+    let out = inject(
+        server,
+        now,
+        client_ip_new_port,
+        forged_initial(&cid(4, 16), &token),
+    );
+    assert!(!out.is_empty());
+    let s = server.stats();
+    assert_eq!(s.retries_sent - before.retries_sent, 2);
+    assert_eq!(s.new_tokens_accepted - before.new_tokens_accepted, 1);
+    assert_eq!(s.connections_incoming, before.connections_incoming + 1);
+}
+
+#[test]
+fn a_new_token_lifts_the_amplification_limit() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        17,
+    );
+    let config = ClientConfig::new(cert.client_tls(&[]));
+    let mut client = QuicsandNode::client(client_addr(), 18);
+    client.connect(epoch(), config.clone(), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 19);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(1));
+    let now = p.now;
+    p.client.close(now, 0, b"");
+    p.drive(Duration::from_secs(5));
+    assert_eq!(stats(&mut p.server).connections_active, 0);
+
+    // The second connection: only the client's first datagram arrives, as in
+    // tests/handshake.rs::server_respects_the_amplification_limit.
+    let marks = (p.sent, p.bytes);
+    let first = marks.0[Dir::ClientToServer as usize];
+    p.filter = Box::new(move |dir, index, _, _| {
+        (dir == Dir::ServerToClient || index == first).then_some(Duration::ZERO)
+    });
+    let now = p.now;
+    let client = quicsand(&mut p.client);
+    client.handle = None;
+    client.connect(now, config, server_addr(), "localhost");
+    p.drive(Duration::from_secs(30));
+    let received = 1200;
+    let sent = p.bytes[Dir::ServerToClient as usize] - marks.1[Dir::ServerToClient as usize];
+    let s = stats(&mut p.server);
+    assert_eq!(
+        (s.retries_sent, s.new_tokens_accepted),
+        (1, 1),
+        "no Retry for the second connection"
+    );
+    assert!(
+        sent > 3 * received,
+        "the validated server sent {sent} bytes after receiving {received}: more than three times"
+    );
+}
+
+#[test]
+fn the_caller_answers_a_held_connection_with_retry() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let mut config = server_config(&cert, RetryPolicy::Never, &clock);
+    config.accept = quicsand::AcceptPolicy::Ask;
+    let server = QuicsandNode::server(server_addr(), config, 20);
+    let mut client = QuicsandNode::client(client_addr(), 21);
+    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 22);
+    let incoming = |p: &mut Pair| {
+        quicsand(&mut p.server)
+            .raw_events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Incoming { .. }))
+            .map(|(h, _)| *h)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        p.drive_until(Duration::from_secs(1), |p| p.sent[Dir::ClientToServer as usize]
+            > 0
+            && p.last_delivery[0].is_some())
+    );
+    let first = incoming(&mut p);
+    assert_eq!(first.len(), 1);
+    let now = p.now;
+    let server = &mut quicsand(&mut p.server).endpoint;
+    server.retry(now, first[0]).unwrap();
+    assert_eq!(
+        server.stats().connections_active,
+        0,
+        "the held connection is gone"
+    );
+    assert!(server.conn(first[0]).is_err());
+
+    for _ in 0..50 {
+        if incoming(&mut p).len() == 2 {
+            break;
+        }
+        p.step();
+    }
+    let second = incoming(&mut p)[1];
+    let now = p.now;
+    let server = &mut quicsand(&mut p.server).endpoint;
+    assert_eq!(
+        server.retry(now, second),
+        Err(quicsand::RetryError::AlreadyRetried)
+    );
+    server.accept(now, second).unwrap();
+    assert_eq!(server.retry(now, second), Err(quicsand::RetryError::NotHeld));
+    assert!(p.drive_until(Duration::from_secs(5), |p| connected(&p.client_events) == 1));
+    let s = stats(&mut p.server);
+    assert_eq!(
+        (s.connections_retried, s.retries_sent, s.retry_tokens_accepted),
+        (1, 1, 1)
+    );
+    let params = quicsand(&mut p.client)
+        .conn()
+        .peer_transport_parameters()
+        .unwrap();
+    assert!(params.retry_source_connection_id.is_some());
+}
