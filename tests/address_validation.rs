@@ -646,3 +646,40 @@ fn the_caller_answers_a_held_connection_with_retry() {
         .unwrap();
     assert!(params.retry_source_connection_id.is_some());
 }
+
+#[test]
+fn new_token_survives_loss() {
+    // A third of the server's datagrams are lost: the NEW_TOKEN frame is sent again until acknowledged.
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    for seed in 0..8 {
+        let server = QuicsandNode::server(
+            server_addr(),
+            server_config(&cert, RetryPolicy::Never, &clock),
+            100 + seed,
+        );
+        let store = Arc::new(RecordingStore::default());
+        let mut config = ClientConfig::new(cert.client_tls(&[]));
+        config.token_store = Some(store.clone());
+        let mut client = QuicsandNode::client(client_addr(), 200 + seed);
+        client.connect(epoch(), config, server_addr(), "localhost");
+        let mut p = Pair::new(Box::new(client), Box::new(server), 300 + seed);
+        p.filter = Box::new(|dir, _, _, rng| {
+            (dir == Dir::ClientToServer || !rng.chance(0.33)).then_some(Duration::ZERO)
+        });
+        assert!(
+            p.drive_until(Duration::from_secs(20), |p| p.both_connected()),
+            "seed {seed}"
+        );
+        // Keep the connection busy so that losses are detected and repaired.
+        for _ in 0..20 {
+            p.client.ping();
+            p.drive(Duration::from_millis(200));
+        }
+        assert_eq!(
+            store.seen.lock().unwrap().len(),
+            1,
+            "seed {seed}: the client got the token"
+        );
+    }
+}

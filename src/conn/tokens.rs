@@ -63,3 +63,27 @@ impl NewTokens {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_token_is_sent_again_and_each_frame_fits() {
+        let mut tokens = NewTokens::default();
+        tokens.queue(Bytes::from_static(&[7; 40]));
+        let mut buf = Vec::new();
+        let mut sent = SentFrames::default();
+        // 40 bytes of token need 42 bytes of frame.
+        assert!(!tokens.write(&mut buf, 41, &mut sent));
+        assert!(buf.is_empty() && tokens.has_pending());
+        assert!(tokens.write(&mut buf, 42, &mut sent));
+        assert_eq!(buf.len(), 42);
+        assert!(!tokens.has_pending());
+        tokens.on_lost(sent.new_token.take());
+        assert!(tokens.has_pending());
+        let mut again = SentFrames::default();
+        assert!(tokens.write(&mut buf, 84, &mut again));
+        assert_eq!(buf[..42], buf[42..]);
+    }
+}
