@@ -536,6 +536,21 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
     assert_eq!(s.retries_sent - before.retries_sent, 2);
     assert_eq!(s.new_tokens_accepted - before.new_tokens_accepted, 1);
     assert_eq!(s.connections_incoming, before.connections_incoming + 1);
+
+    // Used once: a replay, even from the right address, is not validated (RFC 9000 §8.1.4).
+    let out = inject(
+        server,
+        now,
+        client_ip_new_port,
+        forged_initial(&cid(5, 16), &token),
+    );
+    parse_retry(&out[0], &cid(5, 16));
+    let s = server.stats();
+    assert_eq!(
+        (s.new_token_replays, s.retries_sent - before.retries_sent),
+        (1, 3)
+    );
+    assert_eq!(s.connections_incoming, before.connections_incoming + 1);
 }
 
 #[test]

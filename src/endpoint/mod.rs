@@ -137,6 +137,8 @@ pub struct EndpointStats {
     /// Client Initials with a token that is not a valid NEW_TOKEN token (expired, another address, not
     /// ours): treated as carrying none (RFC 9000 §8.1.3).
     pub tokens_ignored: u64,
+    /// Client Initials with a NEW_TOKEN token used before: treated as carrying none (RFC 9000 §8.1.4).
+    pub new_token_replays: u64,
     /// Tokens handed to connections for NEW_TOKEN frames.
     pub new_tokens_issued: u64,
     /// Incoming connections created ([`Event::Incoming`] events).

@@ -15,6 +15,7 @@
 //! for identical input, so nonce uniqueness never depends on an RNG, which matters when servers share a
 //! key and perhaps a seed.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ const PLAIN_FIXED_LEN: usize = 16;
 const MAX_FUTURE_SKEW: Duration = Duration::from_secs(10);
 /// At most this many NEW_TOKEN frames per connection.
 const MAX_NEW_TOKENS: usize = 8;
+/// NEW_TOKEN tokens remembered as used, to refuse a second use (RFC 9000 §8.1.4); the oldest are
+/// forgotten first, so replay is limited to tokens older than the last this many uses.
+const REPLAY_LOG_LEN: usize = 4096;
 /// RFC 9000 §7.2: the length a client's first Destination Connection ID has at least; the IDs a server
 /// puts in a Retry get the same floor, since the retried client's next Initial is routed by it.
 const MIN_RETRY_SCID_LEN: usize = 8;
@@ -154,6 +158,9 @@ pub(super) struct TokenState {
     origin: Option<Instant>,
     /// The latest `now` a datagram brought (NEW_TOKEN tokens are issued on the way out of a receive).
     last_now: Option<Instant>,
+    /// The unique values of NEW_TOKEN tokens already used, oldest first (a linear scan of a few thousand
+    /// integers per used token costs less than the AEAD that precedes it).
+    used: VecDeque<u64>,
 }
 
 impl TokenState {
@@ -181,6 +188,7 @@ impl TokenState {
             rng: Rng::from_seed(u64::from_le_bytes(rng_seed) ^ seed),
             origin: None,
             last_now: None,
+            used: VecDeque::new(),
         }
     }
 
@@ -229,8 +237,8 @@ impl TokenState {
         plain
     }
 
-    /// Opens `token` of kind `kind` and checks its age against `lifetime`; returns what follows the fixed
-    /// part of the plaintext.
+    /// Opens `token` and checks its age against `lifetime`; returns its unique value and what follows the
+    /// fixed part of the plaintext.
     fn open(
         &mut self,
         config: &TokenConfig,
@@ -239,17 +247,29 @@ impl TokenState {
         remote: SocketAddr,
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(u64, Vec<u8>)> {
         let (now_ms, clock) = self.time(config, now);
         let kind = *token.first()?;
         let aad = associated_data(kind, clock, remote, retry_scid);
         let plain = self.keys.open(token, &aad)?;
         let mut r = Reader::new(&plain);
         let issued = u64::from_be_bytes(r.read_array().ok()?);
-        let _unique: [u8; 8] = r.read_array().ok()?;
+        let unique = u64::from_le_bytes(r.read_array().ok()?);
         let fresh = issued <= now_ms.saturating_add(millis(MAX_FUTURE_SKEW))
             && now_ms.saturating_sub(issued) <= millis(lifetime);
-        fresh.then(|| r.read_rest().to_vec())
+        fresh.then(|| (unique, r.read_rest().to_vec()))
+    }
+
+    /// Records the use of the NEW_TOKEN token with `unique`; false if it was used before.
+    fn first_use(&mut self, unique: u64) -> bool {
+        if self.used.contains(&unique) {
+            return false;
+        }
+        if self.used.len() >= REPLAY_LOG_LEN {
+            self.used.pop_front();
+        }
+        self.used.push_back(unique);
+        true
     }
 }
 
@@ -341,7 +361,7 @@ impl Endpoint {
                 let lifetime = server.tokens.retry_token_lifetime;
                 let odcid = tokens
                     .open(&server.tokens, now, token, remote, Some(&dcid), lifetime)
-                    .and_then(|rest| {
+                    .and_then(|(_, rest)| {
                         let mut r = Reader::new(&rest);
                         ConnectionId::decode_prefixed(&mut r)
                             .ok()
@@ -361,11 +381,17 @@ impl Endpoint {
             Some(_) => {
                 let lifetime = server.tokens.new_token_lifetime;
                 let opened = tokens.open(&server.tokens, now, token, remote, None, lifetime);
-                if opened.is_some_and(|rest| rest.is_empty()) {
-                    self.stats.new_tokens_accepted += 1;
-                    validated = true;
-                } else {
-                    self.stats.tokens_ignored += 1;
+                match opened {
+                    Some((unique, rest)) if rest.is_empty() => {
+                        // RFC 9000 §8.1.4: a NEW_TOKEN token SHOULD NOT be accepted twice.
+                        if tokens.first_use(unique) {
+                            self.stats.new_tokens_accepted += 1;
+                            validated = true;
+                        } else {
+                            self.stats.new_token_replays += 1;
+                        }
+                    }
+                    _ => self.stats.tokens_ignored += 1,
                 }
             }
         }
@@ -553,7 +579,7 @@ mod tests {
         assert_eq!(token.first(), Some(&KIND_RETRY));
         let life = config.retry_token_lifetime;
         let rest = s.open(&config, now, &token, addr, Some(&cid(2)), life);
-        assert_eq!(rest.as_deref().and_then(|r| r.get(1..)), Some(&cid(1)[..]));
+        assert_eq!(rest.as_ref().and_then(|(_, r)| r.get(1..)), Some(&cid(1)[..]));
         // Another port, IP, SCID, key or a flipped bit: nothing.
         let other_port: SocketAddr = "192.0.2.1:4001".parse().unwrap_or_else(|_| unreachable!());
         let other_ip: SocketAddr = "192.0.2.9:4000".parse().unwrap_or_else(|_| unreachable!());
@@ -600,7 +626,13 @@ mod tests {
         assert_eq!(a.first(), Some(&KIND_NEW_TOKEN));
         let life = config.new_token_lifetime;
         let new_port: SocketAddr = "[2001:db8::1]:5000".parse().unwrap_or_else(|_| unreachable!());
-        assert_eq!(s.open(&config, now, &a, new_port, None, life), Some(Vec::new()));
+        let opened = s.open(&config, now, &a, new_port, None, life);
+        let (unique, rest) = opened.expect("the token opens from the same IP, another port");
+        assert!(rest.is_empty());
+        assert!(
+            s.first_use(unique) && !s.first_use(unique),
+            "a token validates once"
+        );
         let other: SocketAddr = "[2001:db8::2]:4000".parse().unwrap_or_else(|_| unreachable!());
         assert!(s.open(&config, now, &a, other, None, life).is_none());
         // A NEW_TOKEN token relabelled as a Retry token fails: the kind is authenticated.
