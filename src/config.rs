@@ -81,6 +81,10 @@ pub struct EndpointConfig {
     /// Stateless resets sent per second at most, in bursts of at most as many (0: never send any). Each
     /// is smaller than the packet that triggered it, so resets cannot amplify or loop.
     pub max_stateless_resets_per_second: u32,
+    /// A client endpoint keeps the tokens servers send in NEW_TOKEN frames here, by server name, and
+    /// gives one to its next connection to the same server (RFC 9000 §8.1.3). `None` neither keeps nor
+    /// sends tokens.
+    pub token_store: Option<Box<dyn TokenStore>>,
 }
 
 impl Default for EndpointConfig {
@@ -93,6 +97,7 @@ impl Default for EndpointConfig {
             max_stateless_queue: 256,
             reset_key: None,
             max_stateless_resets_per_second: 100,
+            token_store: Some(Box::new(MemoryTokenStore::default())),
         }
     }
 }
@@ -236,10 +241,9 @@ pub struct ClientConfig {
     pub transport: TransportConfig,
     /// The QUIC version to start with.
     pub version: u32,
-    /// Keeps the tokens servers send in NEW_TOKEN frames, by server name, and gives one to the next
-    /// connection to the same server (RFC 9000 §8.1.3). Clones of a config share the store. `None`
-    /// neither keeps nor sends tokens.
-    pub token_store: Option<Arc<dyn TokenStore>>,
+    /// Whether this connection presents a NEW_TOKEN token from the endpoint's
+    /// [`token_store`](EndpointConfig::token_store) and files the tokens it receives there.
+    pub use_tokens: bool,
 }
 
 impl ClientConfig {
@@ -249,7 +253,7 @@ impl ClientConfig {
             tls,
             transport: TransportConfig::default(),
             version: VERSION_1,
-            token_store: Some(Arc::new(MemoryTokenStore::default())),
+            use_tokens: true,
         }
     }
 }

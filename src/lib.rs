@@ -91,7 +91,7 @@
 //!   closing and draining, reached through [`Endpoint::conn`].
 //! - [`Endpoint`]: routing by connection ID, accepting, Version Negotiation.
 //! - address validation (RFC 9000 §8.1): Retry by [`RetryPolicy`] or on demand ([`Endpoint::retry`]),
-//!   tokens sealed under [`TokenConfig`], NEW_TOKEN tokens kept by a client's [`TokenStore`].
+//!   tokens sealed under [`TokenConfig`], NEW_TOKEN tokens kept in a client endpoint's [`TokenStore`].
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -105,21 +105,22 @@ impl fmt::Debug for TokenConfig {
 /// the first Initial of its next connection to the same server, which then skips Retry and the
 /// amplification limit.
 ///
-/// Tokens are filed by the server name given to [`Endpoint::connect`](crate::Endpoint::connect). A
-/// token is used once: [`take`](TokenStore::take) removes it (§8.1.3: reusing a token lets observers
-/// link connections).
-pub trait TokenStore: Send + Sync + fmt::Debug {
+/// The endpoint owns its store ([`EndpointConfig::token_store`](crate::EndpointConfig::token_store)), so
+/// it needs no locking. Tokens are filed by the server name given to
+/// [`Endpoint::connect`](crate::Endpoint::connect). A token is used once: [`take`](TokenStore::take)
+/// removes it (§8.1.3: reusing a token lets observers link connections).
+pub trait TokenStore: Send + fmt::Debug {
     /// Keeps `token`, received from `server_name`.
-    fn insert(&self, server_name: &str, token: Bytes);
+    fn insert(&mut self, server_name: &str, token: Bytes);
     /// Removes and returns a token for `server_name`, if any.
-    fn take(&self, server_name: &str) -> Option<Bytes>;
+    fn take(&mut self, server_name: &str) -> Option<Bytes>;
 }
 
 /// The default [`TokenStore`]: in memory, bounded in servers and tokens per server; the least recently
 /// used server is forgotten first, and each server's oldest token.
 #[derive(Debug)]
 pub struct MemoryTokenStore {
-    inner: Mutex<VecDeque<(String, VecDeque<Bytes>)>>,
+    servers: VecDeque<(String, VecDeque<Bytes>)>,
     max_servers: usize,
     per_server: usize,
 }
@@ -128,7 +129,7 @@ impl MemoryTokenStore {
     /// A store keeping tokens for at most `max_servers` servers, `per_server` each (both at least 1).
     pub fn new(max_servers: usize, per_server: usize) -> Self {
         Self {
-            inner: Mutex::new(VecDeque::new()),
+            servers: VecDeque::new(),
             max_servers: max_servers.max(1),
             per_server: per_server.max(1),
         }
@@ -143,9 +144,8 @@ impl Default for MemoryTokenStore {
 }
 
 impl TokenStore for MemoryTokenStore {
-    fn insert(&self, server_name: &str, token: Bytes) {
-        // A poisoned lock only means another thread panicked mid-update of a plain list: still usable.
-        let mut servers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    fn insert(&mut self, server_name: &str, token: Bytes) {
+        let servers = &mut self.servers;
         let mut entry = match servers.iter().position(|(name, _)| name == server_name) {
             Some(i) => servers.remove(i).unwrap_or_default(),
             None => (server_name.to_string(), VecDeque::new()),
@@ -160,8 +160,8 @@ impl TokenStore for MemoryTokenStore {
         servers.push_back(entry);
     }
 
-    fn take(&self, server_name: &str) -> Option<Bytes> {
-        let mut servers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    fn take(&mut self, server_name: &str) -> Option<Bytes> {
+        let servers = &mut self.servers;
         let i = servers.iter().position(|(name, _)| name == server_name)?;
         let (_, tokens) = servers.get_mut(i)?;
         // The newest token has the most lifetime left.
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn memory_store_is_bounded_and_takes_each_token_once() {
-        let store = MemoryTokenStore::new(2, 2);
+        let mut store = MemoryTokenStore::new(2, 2);
         for t in [&b"a1"[..], b"a2", b"a3"] {
             store.insert("a", Bytes::from_static(t));
         }

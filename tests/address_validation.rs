@@ -20,8 +20,8 @@ use quicsand::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
 use quicsand::wire::packet_number::TruncatedPn;
 use quicsand::wire::ConnectionId;
 use quicsand::{
-    ClientConfig, Datagram, Endpoint, EndpointStats, Event, RetryPolicy, ServerConfig, Side, TokenStore,
-    WallClock,
+    ClientConfig, Datagram, Endpoint, EndpointConfig, EndpointStats, Event, RetryPolicy, ServerConfig, Side,
+    TokenStore, WallClock,
 };
 
 /// A wall clock the test moves by hand, in whole seconds since the Unix epoch.
@@ -47,18 +47,27 @@ impl WallClock for TestClock {
 }
 
 /// A token store that remembers every token it was given, and otherwise behaves like a one-slot store.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RecordingStore {
-    seen: Mutex<Vec<Bytes>>,
-    slot: Mutex<Option<Bytes>>,
+    seen: Arc<Mutex<Vec<Bytes>>>,
+    slot: Arc<Mutex<Option<Bytes>>>,
+}
+
+impl RecordingStore {
+    /// A client node whose endpoint keeps its tokens in a clone of this store.
+    fn client(&self, seed: u64) -> QuicsandNode {
+        let mut config = EndpointConfig::with_seed(seed);
+        config.token_store = Some(Box::new(self.clone()));
+        QuicsandNode::with_endpoint(client_addr(), Endpoint::new(config, None))
+    }
 }
 
 impl TokenStore for RecordingStore {
-    fn insert(&self, _server_name: &str, token: Bytes) {
+    fn insert(&mut self, _server_name: &str, token: Bytes) {
         self.seen.lock().unwrap().push(token.clone());
         *self.slot.lock().unwrap() = Some(token);
     }
-    fn take(&self, _server_name: &str) -> Option<Bytes> {
+    fn take(&mut self, _server_name: &str) -> Option<Bytes> {
         self.slot.lock().unwrap().take()
     }
 }
@@ -311,7 +320,7 @@ fn retry_starts_when_handshakes_exceed_the_threshold_and_follows_runtime_changes
     let mut client = QuicsandNode::client(client_addr(), 11);
     // No NEW_TOKEN tokens: every connection must earn its validation.
     let mut client_config = ClientConfig::new(cert.client_tls(&[]));
-    client_config.token_store = None;
+    client_config.use_tokens = false;
     for _ in 0..3 {
         client
             .endpoint
@@ -469,10 +478,9 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
         server_config(&cert, RetryPolicy::Always, &clock),
         14,
     );
-    let store = Arc::new(RecordingStore::default());
-    let mut config = ClientConfig::new(cert.client_tls(&[]));
-    config.token_store = Some(store.clone());
-    let mut client = QuicsandNode::client(client_addr(), 15);
+    let store = RecordingStore::default();
+    let config = ClientConfig::new(cert.client_tls(&[]));
+    let mut client = store.client(15);
     client.connect(epoch(), config, server_addr(), "localhost");
     let mut p = Pair::new(Box::new(client), Box::new(server), 16);
     assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
@@ -673,10 +681,9 @@ fn new_token_survives_loss() {
             server_config(&cert, RetryPolicy::Never, &clock),
             100 + seed,
         );
-        let store = Arc::new(RecordingStore::default());
-        let mut config = ClientConfig::new(cert.client_tls(&[]));
-        config.token_store = Some(store.clone());
-        let mut client = QuicsandNode::client(client_addr(), 200 + seed);
+        let store = RecordingStore::default();
+        let config = ClientConfig::new(cert.client_tls(&[]));
+        let mut client = store.client(200 + seed);
         client.connect(epoch(), config, server_addr(), "localhost");
         let mut p = Pair::new(Box::new(client), Box::new(server), 300 + seed);
         p.filter = Box::new(|dir, _, _, rng| {

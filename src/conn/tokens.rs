@@ -1,13 +1,13 @@
 //! NEW_TOKEN frames (RFC 9000 §8.1.3, §19.7): the tokens a server sends, sent again if lost, and the
 //! store a client files received ones in. The endpoint makes the tokens (`endpoint/token.rs`).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::spaces::SentFrames;
-use crate::validation::TokenStore;
 use crate::wire::frame::Frame;
+
+/// Received tokens a connection holds until the endpoint files them (after every input).
+const MAX_RECEIVED: usize = 4;
 
 /// A connection's NEW_TOKEN state.
 #[derive(Debug, Default)]
@@ -15,8 +15,10 @@ pub(crate) struct NewTokens {
     /// A server: tokens to send, or to send again after a loss (RFC 9000 §13.3). The endpoint queues a
     /// bounded number, and each is in flight or here, never both.
     pending: Vec<Bytes>,
-    /// A client: the store received tokens go to, and the server name they are filed under.
-    store: Option<(Arc<dyn TokenStore>, String)>,
+    /// A client: the server name received tokens are filed under, when it keeps them.
+    server_name: Option<String>,
+    /// A client: tokens received, for the endpoint's store.
+    received: Vec<Bytes>,
 }
 
 impl NewTokens {
@@ -30,9 +32,18 @@ impl NewTokens {
         !self.pending.is_empty()
     }
 
-    /// A client: files received tokens in `store` under `server_name`.
-    pub(crate) fn set_store(&mut self, store: Arc<dyn TokenStore>, server_name: &str) {
-        self.store = Some((store, server_name.to_string()));
+    /// A client: keeps received tokens for the endpoint to file under `server_name`.
+    pub(crate) fn keep_for(&mut self, server_name: &str) {
+        self.server_name = Some(server_name.to_string());
+    }
+
+    /// A client: the tokens received since the last call, with the server name to file them under.
+    pub(crate) fn take_received(&mut self) -> Option<(&str, Vec<Bytes>)> {
+        if self.received.is_empty() {
+            return None;
+        }
+        let name = self.server_name.as_deref()?;
+        Some((name, std::mem::take(&mut self.received)))
     }
 
     /// Writes one pending NEW_TOKEN frame if it fits before `end`, recording it in `sent`. Returns
@@ -57,9 +68,13 @@ impl NewTokens {
 
     /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one).
     pub(crate) fn on_received(&mut self, token: Bytes) {
-        if let Some((store, server_name)) = &self.store {
+        // A bounded few per connection: a server sending NEW_TOKEN after NEW_TOKEN only replaces them.
+        if self.server_name.is_some() {
+            if self.received.len() >= MAX_RECEIVED {
+                self.received.remove(0);
+            }
             // The frame's bytes are a view of the whole decrypted packet: keep a copy of the token only.
-            store.insert(server_name, Bytes::copy_from_slice(&token));
+            self.received.push(Bytes::copy_from_slice(&token));
         }
     }
 }

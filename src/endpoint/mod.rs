@@ -384,7 +384,7 @@ impl Endpoint {
             rng,
         )
         .map_err(ConnectError::InvalidConfig)?;
-        token::prepare_client(&mut conn, &config, server_name);
+        token::prepare_client(&mut conn, &config, &mut self.config.token_store, server_name);
         let h = self
             .table
             .insert(Entry::new(conn))
@@ -842,6 +842,7 @@ impl Endpoint {
         let Some(entry) = self.table.get_mut(h) else {
             return;
         };
+        token::file_received(&mut entry.conn, &mut self.config.token_store);
         while let Some(ev) = entry.conn.poll_event() {
             self.events.push_back((h, ev));
         }

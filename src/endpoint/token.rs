@@ -30,7 +30,7 @@ use crate::conn::Connection;
 use crate::crypto::retry_tag;
 use crate::datagram::Datagram;
 use crate::rng::Rng;
-use crate::validation::{RetryPolicy, TokenConfig};
+use crate::validation::{RetryPolicy, TokenConfig, TokenStore};
 use crate::wire::header::{ProtectedHeader, RetryHeader};
 use crate::wire::{ConnectionId, Reader};
 use crate::ConnectionHandle;
@@ -530,14 +530,29 @@ pub(super) fn issue_new_tokens(
 
 /// A new client connection takes a token from the store for `server_name`, if there is one, for its
 /// first Initial (RFC 9000 §8.1.3), and files the NEW_TOKEN tokens it will receive there.
-pub(super) fn prepare_client(conn: &mut Connection, config: &ClientConfig, server_name: &str) {
-    let Some(store) = &config.token_store else {
+pub(super) fn prepare_client(
+    conn: &mut Connection,
+    config: &ClientConfig,
+    store: &mut Option<Box<dyn TokenStore>>,
+    server_name: &str,
+) {
+    let Some(store) = store.as_mut().filter(|_| config.use_tokens) else {
         return;
     };
     if let Some(token) = store.take(server_name) {
         conn.token = token;
     }
-    conn.new_tokens.set_store(store.clone(), server_name);
+    conn.new_tokens.keep_for(server_name);
+}
+
+/// Files the NEW_TOKEN tokens a client connection received in the endpoint's store.
+pub(super) fn file_received(conn: &mut Connection, store: &mut Option<Box<dyn TokenStore>>) {
+    let (Some((name, tokens)), Some(store)) = (conn.new_tokens.take_received(), store.as_mut()) else {
+        return;
+    };
+    for token in tokens {
+        store.insert(name, token);
+    }
 }
 
 #[cfg(test)]
