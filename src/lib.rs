@@ -105,6 +105,9 @@ mod event;
 #[cfg(feature = "qlog")]
 pub mod qlog;
 pub mod rng;
+// The blocking UDP driver: the crate's only I/O, and its only reader of the OS clock.
+#[cfg(feature = "udp")]
+pub mod udp;
 // A deterministic network simulator driving endpoints over impaired links on a virtual clock.
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -1,0 +1,167 @@
+//! A QUIC server on a real UDP socket, speaking hq-interop (HTTP/0.9 file serving) and echo.
+//!
+//! ```sh
+//! cargo run --release --example server -- --root ./www --write-cert /tmp/quicsand.pem
+//! ```
+//!
+//! See `docs/interop.md` for running it against other QUIC stacks.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use quicsand::crypto::tls::{self, ConfigOptions};
+use quicsand::udp::Driver;
+use quicsand::{Endpoint, EndpointConfig, ServerConfig};
+
+mod common;
+
+use common::server::ServerApp;
+
+const HELP: &str = "\
+QUIC server (quicsand) on UDP: hq-interop file serving and echo.
+
+USAGE: cargo run --release --example server -- [OPTIONS]
+
+OPTIONS:
+  --listen ADDR        address to listen on                            [default: 127.0.0.1:4433]
+  --cert PEM           certificate chain (PEM); needs --key
+  --key PEM            private key (PEM)
+  --write-cert PATH    without --cert: write the generated self-signed certificate there (PEM),
+                       for clients to trust with --ca
+  --root DIR           directory hq-interop requests are served from (no files without it)
+  --alpn LIST          comma-separated ALPN names; hq-interop serves files, any other name
+                       echoes                                          [default: hq-interop,echo]
+  --cipher NAME        offer only aes128, aes256 or chacha20           [default: all three]
+  --seed N             endpoint RNG seed                               [default: from the OS]
+  -h, --help           print this help
+
+Logs go to stderr through tracing; RUST_LOG=debug shows more.
+";
+
+struct Args {
+    listen: SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    write_cert: Option<PathBuf>,
+    root: Option<PathBuf>,
+    alpn: Vec<Vec<u8>>,
+    cipher: Option<quicsand::crypto::Suite>,
+    seed: Option<u64>,
+}
+
+fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
+    let mut args = Args {
+        listen: "127.0.0.1:4433".parse()?,
+        cert: None,
+        key: None,
+        write_cert: None,
+        root: None,
+        alpn: vec![b"hq-interop".to_vec(), b"echo".to_vec()],
+        cipher: None,
+        seed: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--cert" => args.cert = Some(value()?.into()),
+            "--key" => args.key = Some(value()?.into()),
+            "--write-cert" => args.write_cert = Some(value()?.into()),
+            "--root" => args.root = Some(value()?.into()),
+            "--alpn" => {
+                args.alpn = value()?
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.as_bytes().to_vec())
+                    .collect()
+            }
+            "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
+            "--seed" => args.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
+            other => return Err(format!("unknown option {other:?} (see --help)").into()),
+        }
+    }
+    if args.cert.is_some() != args.key.is_some() {
+        return Err("--cert and --key go together".into());
+    }
+    if args.alpn.is_empty() {
+        return Err("--alpn needs at least one name".into());
+    }
+    Ok(Some(args))
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let (chain, key) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => (common::tls::load_certs(cert)?, common::tls::load_key(key)?),
+        _ => {
+            let generated = common::tls::self_signed()?;
+            match &args.write_cert {
+                Some(path) => {
+                    std::fs::write(path, &generated.cert_pem)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    tracing::info!(path = %path.display(), "self-signed certificate written");
+                }
+                None => tracing::info!("self-signed certificate (not written: no --write-cert)"),
+            }
+            (vec![generated.cert], generated.key)
+        }
+    };
+    let options = ConfigOptions::suites(args.cipher.as_slice());
+    let tls = tls::server_config_with(chain, key, args.alpn.clone(), &options)?;
+    let seed = args.seed.unwrap_or_else(common::tls::random_seed);
+    let endpoint = Endpoint::new(EndpointConfig::with_seed(seed), Some(ServerConfig::new(tls)));
+    let mut driver = Driver::bind(args.listen, endpoint)?;
+    // Bigger kernel buffers absorb bursts; the kernel may cap them (net.core.rmem_max).
+    let _ = driver.set_buffer_sizes(4 << 20, 4 << 20);
+    if args.root.is_none() {
+        tracing::warn!("no --root: every hq-interop request will be refused");
+    }
+    let alpn: Vec<String> = args
+        .alpn
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    tracing::info!(
+        listen = %driver.local_addr()?,
+        ?alpn,
+        gso_segments = driver.max_gso_segments(),
+        gro_segments = driver.gro_segments(),
+        "listening"
+    );
+    let mut app = ServerApp::new(args.root);
+    driver.run(&mut app)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match parse_args() {
+        Ok(None) => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(args)) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

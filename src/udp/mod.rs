@@ -1,0 +1,468 @@
+//! A small blocking driver that runs an [`Endpoint`] on a real UDP socket (feature `udp`).
+//!
+//! This module is the crate's I/O edge: the only place that owns a socket and reads the operating
+//! system's clock. Everything else stays sans-IO. The [`Driver`] owns a [`std::net::UdpSocket`] through
+//! [`quinn_udp`], which gives it
+//!
+//! - GSO on send: a [`Transmit`] with a `segment_size` leaves in one system call (split into several when
+//!   the kernel takes fewer segments than the transmit holds);
+//! - GRO and `recvmmsg` on receive: one system call hands over many datagrams, which the driver splits at
+//!   their stride;
+//! - ECN marks in both directions, and the local address each datagram arrived at (pktinfo), which the
+//!   endpoint passes back as the source address of its answers.
+//!
+//! It runs the crate's drive rule in a loop, with no async runtime and no threads:
+//!
+//! 1. read the clock; when [`Endpoint::poll_timeout`] has passed, call [`Endpoint::handle_timeout`];
+//! 2. drain [`Endpoint::poll_transmit`] onto the socket, then hand each [`Endpoint::poll_event`] to the
+//!    caller's [`Handler`], repeating while the handler's calls produce more;
+//! 3. receive what the socket holds and feed it to [`Endpoint::handle_datagrams`]; when it holds nothing,
+//!    wait for a datagram or the next deadline (the endpoint's or the handler's): in the socket, with a
+//!    read timeout, when the deadline is far; in short sleeps when it is near, since socket timeouts
+//!    have the kernel tick's granularity (milliseconds), too coarse for pacing.
+//!
+//! ```no_run
+//! use quicsand::crypto::tls;
+//! use quicsand::udp::Driver;
+//! use quicsand::{ClientConfig, Endpoint, EndpointConfig, Event};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tls = tls::client_config(vec![/* trusted roots */], vec![b"echo".to_vec()])?;
+//! let mut driver = Driver::bind("0.0.0.0:0".parse()?, Endpoint::new(EndpointConfig::with_seed(7), None))?;
+//! let now = Driver::now();
+//! let conn = driver.endpoint().connect(now, ClientConfig::new(tls), "127.0.0.1:4433".parse()?, "localhost")?;
+//! let mut done = false;
+//! while !done {
+//!     driver.turn(&mut |endpoint: &mut Endpoint, _handle, event: Event, now| match event {
+//!         Event::Connected => {
+//!             let _ = endpoint.close(now, conn, 0, b"bye");
+//!         }
+//!         Event::ConnectionLost { .. } => done = true,
+//!         _ => {}
+//!     })?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `docs/embedding.md` shows how to write the same loop on another event loop (tokio, mio, io_uring).
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+
+use crate::{ConnectionHandle, Datagram, EcnCodepoint, Endpoint, Event, Transmit};
+
+#[cfg(test)]
+mod tests;
+
+/// Room for one received buffer: the largest UDP payload, which is also the most a GRO batch holds.
+const RECV_SLOT: usize = 64 * 1024;
+/// Waits at least this long block in the socket; shorter ones are slept (see `Driver::wait`).
+const COARSE_WAIT_MIN: Duration = Duration::from_millis(20);
+/// How much earlier than the deadline a wait in the socket asks to be woken, to absorb the kernel tick.
+const COARSE_MARGIN: Duration = Duration::from_millis(10);
+/// The longest sleep between two looks at the socket during a short wait.
+const FINE_SLICE: Duration = Duration::from_micros(500);
+/// Rounds of "flush, then hand out events" in one turn before the driver goes back to the socket, so a
+/// handler that keeps producing work cannot starve receiving.
+const MAX_EVENT_ROUNDS: usize = 64;
+
+/// What the application does with the endpoint's events; see [`Driver::turn`].
+///
+/// Any `FnMut(&mut Endpoint, ConnectionHandle, Event, Instant)` closure is a handler that only looks at
+/// events.
+pub trait Handler {
+    /// An event of connection `handle`, at `now`. The handler may call into the endpoint (read and write
+    /// streams, open connections, close them); the driver sends what that produces.
+    fn on_event(&mut self, endpoint: &mut Endpoint, handle: ConnectionHandle, event: Event, now: Instant);
+
+    /// Called once per turn, after the events: a place for work that no event announces (progress, the
+    /// handler's own timers). Returning `ControlFlow::Break` makes [`Driver::run`] return.
+    fn on_turn(&mut self, _endpoint: &mut Endpoint, _now: Instant) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    /// The handler's own next deadline, if any: the driver wakes up for it and calls
+    /// [`on_turn`](Self::on_turn).
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&mut Endpoint, ConnectionHandle, Event, Instant),
+{
+    fn on_event(&mut self, endpoint: &mut Endpoint, handle: ConnectionHandle, event: Event, now: Instant) {
+        self(endpoint, handle, event, now)
+    }
+}
+
+/// Counters of a [`Driver`], from [`Driver::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams received and handed to the endpoint.
+    pub datagrams_received: u64,
+    /// Receive system calls that returned data.
+    pub recv_calls: u64,
+    /// Received buffers that held more than one datagram (GRO).
+    pub gro_batches: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Send system calls.
+    pub send_calls: u64,
+    /// Send calls that carried more than one datagram (GSO).
+    pub gso_batches: u64,
+    /// Datagrams whose sending failed (logged and dropped: QUIC recovers from loss).
+    pub send_errors: u64,
+    /// Receive errors other than "nothing to read" (logged and ignored).
+    pub recv_errors: u64,
+    /// Times the driver blocked in the socket waiting for a datagram or a deadline.
+    pub waits: u64,
+}
+
+/// A blocking event loop for one [`Endpoint`] on one UDP socket. See the [module documentation](self).
+pub struct Driver {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    endpoint: Endpoint,
+    /// `BATCH_SIZE` receive slots of `RECV_SLOT` bytes.
+    recv_buf: Vec<u8>,
+    metas: Vec<RecvMeta>,
+    /// Scratch for the datagrams of one receive call, reused.
+    received: Vec<Datagram>,
+    send_buf: Vec<u8>,
+    max_wait: Duration,
+    stats: DriverStats,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("socket", &self.socket)
+            .field("endpoint", &self.endpoint)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Binds a UDP socket to `addr` and drives `endpoint` on it.
+    pub fn bind(addr: SocketAddr, endpoint: Endpoint) -> io::Result<Self> {
+        Self::new(UdpSocket::bind(addr)?, endpoint)
+    }
+
+    /// Drives `endpoint` on `socket`, which the driver configures (non-blocking mode, ECN and pktinfo
+    /// reporting, GRO where available) and owns from now on.
+    pub fn new(socket: UdpSocket, endpoint: Endpoint) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        // `UdpSocketState::new` already made it non-blocking; the driver relies on that (see `wait`).
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            state,
+            endpoint,
+            recv_buf: vec![0; BATCH_SIZE * RECV_SLOT],
+            metas: vec![RecvMeta::default(); BATCH_SIZE],
+            received: Vec::new(),
+            send_buf: Vec::new(),
+            max_wait: Duration::from_millis(100),
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// The clock the driver runs on. Use it for `now` arguments of calls made outside a [`Handler`].
+    // The driver is the crate's I/O edge: the only code allowed to read the OS clock.
+    #[allow(clippy::disallowed_methods)]
+    pub fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// The endpoint, for calls made between turns (connecting, closing).
+    pub fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    /// Gives the endpoint back, dropping the socket.
+    pub fn into_endpoint(self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    /// The most datagrams the kernel takes in one GSO send (1 without GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// The most datagrams the kernel coalesces into one received buffer (1 without GRO).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Sets the longest the driver blocks in one turn when no deadline comes sooner (default 100 ms), so
+    /// [`Handler::on_turn`] runs at least that often.
+    pub fn set_max_wait(&mut self, max_wait: Duration) {
+        self.max_wait = max_wait.max(Duration::from_micros(1));
+    }
+
+    /// Sets the socket's kernel receive and send buffer sizes (the kernel may cap them).
+    pub fn set_buffer_sizes(&self, recv: usize, send: usize) -> io::Result<()> {
+        self.state.set_recv_buffer_size((&self.socket).into(), recv)?;
+        self.state.set_send_buffer_size((&self.socket).into(), send)
+    }
+
+    /// Calls [`turn`](Self::turn) until the handler's [`on_turn`](Handler::on_turn) breaks, then sends
+    /// what is left to send (a CONNECTION_CLOSE, say) and returns.
+    pub fn run(&mut self, handler: &mut impl Handler) -> io::Result<()> {
+        while self.turn(handler)?.is_continue() {}
+        self.flush()
+    }
+
+    /// One turn of the loop: expired timers, sending, events, [`Handler::on_turn`], then one receive,
+    /// blocking until a datagram arrives or the next deadline (at most the
+    /// [`max wait`](Self::set_max_wait)) when the socket holds nothing.
+    ///
+    /// Returns what `on_turn` returned. I/O errors other than a failed send (which is logged and counted,
+    /// as QUIC recovers from loss) end the turn with the error.
+    pub fn turn(&mut self, handler: &mut impl Handler) -> io::Result<ControlFlow<()>> {
+        let now = Self::now();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        self.process(handler, now)?;
+        let flow = handler.on_turn(&mut self.endpoint, now);
+        self.process(handler, now)?;
+        if flow.is_break() {
+            return Ok(flow);
+        }
+        if self.receive()? {
+            return Ok(flow);
+        }
+        let deadline = [self.endpoint.poll_timeout(), handler.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let now = Self::now();
+        let wait = match deadline {
+            Some(t) => t.saturating_duration_since(now).min(self.max_wait),
+            None => self.max_wait,
+        };
+        if !wait.is_zero() && self.wait(wait)? {
+            self.receive()?;
+        }
+        Ok(flow)
+    }
+
+    /// Follows the drive rule after an input: flush, hand out events, again while events come.
+    fn process(&mut self, handler: &mut impl Handler, now: Instant) -> io::Result<()> {
+        for _ in 0..MAX_EVENT_ROUNDS {
+            self.flush()?;
+            let mut any = false;
+            while let Some((handle, event)) = self.endpoint.poll_event() {
+                any = true;
+                handler.on_event(&mut self.endpoint, handle, event, now);
+            }
+            if !any {
+                return Ok(());
+            }
+        }
+        self.flush()
+    }
+
+    /// Sends everything the endpoint has to send now: for calls made on [`endpoint`](Self::endpoint)
+    /// between turns, when no further turn follows (the next turn would send it too).
+    pub fn flush(&mut self) -> io::Result<()> {
+        let now = Self::now();
+        while let Some(t) = self.endpoint.poll_transmit(now, &mut self.send_buf) {
+            let contents = self.send_buf.get(..t.size).unwrap_or(&self.send_buf);
+            send(&self.socket, &self.state, &mut self.stats, &t, contents)?;
+        }
+        Ok(())
+    }
+
+    /// Receives one batch without blocking and feeds it to the endpoint; `false` when there was nothing.
+    fn receive(&mut self) -> io::Result<bool> {
+        let count = {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                self.recv_buf.chunks_mut(RECV_SLOT).map(IoSliceMut::new).collect();
+            match self.state.recv((&self.socket).into(), &mut bufs, &mut self.metas) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if is_transient(&e) => {
+                    self.stats.recv_errors += 1;
+                    tracing::debug!(error = %e, "udp receive error");
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.stats.recv_calls += 1;
+        let mut received = std::mem::take(&mut self.received);
+        for (meta, slot) in self.metas.iter().zip(self.recv_buf.chunks(RECV_SLOT)).take(count) {
+            let data = slot.get(..meta.len).unwrap_or(slot);
+            let before = received.len();
+            split_received(meta, data, &mut received);
+            if received.len() - before > 1 {
+                self.stats.gro_batches += 1;
+            }
+        }
+        self.stats.datagrams_received += received.len() as u64;
+        // The datagrams were on the socket before this instant; the clock is read after the system call.
+        let now = Self::now();
+        self.endpoint.handle_datagrams(now, received.drain(..));
+        self.received = received;
+        Ok(true)
+    }
+
+    /// Waits until a datagram may be waiting or `timeout` passes; `true` when one may be waiting.
+    ///
+    /// Long waits block in the socket: quinn-udp receives with `recvmmsg`, which on a blocking socket
+    /// would wait to fill every slot, so the socket stays non-blocking and the wait is a one-byte
+    /// `MSG_PEEK` with the socket switched to blocking mode and its read timeout (`SO_RCVTIMEO`) set.
+    /// That timeout has the granularity of the kernel tick (Linux rounds it up to whole jiffies; 8 ms was
+    /// measured on a 250 Hz kernel even for 1 µs), far coarser than pacing and ACK timers, so the socket
+    /// is asked to wake [`COARSE_MARGIN`] early and the rest of the wait, like every short wait, is slept
+    /// in slices of at most [`FINE_SLICE`] (`nanosleep` is precise to tens of microseconds), looking at
+    /// the socket after each.
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.stats.waits += 1;
+        if timeout < COARSE_WAIT_MIN {
+            std::thread::sleep(timeout.min(FINE_SLICE));
+            return Ok(true);
+        }
+        self.socket.set_read_timeout(Some(timeout - COARSE_MARGIN))?;
+        self.socket.set_nonblocking(false)?;
+        let peeked = self.socket.peek_from(&mut [0u8; 1]);
+        self.socket.set_nonblocking(true)?;
+        match peeked {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            // A truncated peek (Windows reports it as an error) still means a datagram is waiting; other
+            // errors (ICMP reports) are left for `receive` to see and count.
+            Err(_) => Ok(true),
+        }
+    }
+}
+
+/// Receive errors that concern one datagram or an earlier send (ICMP reports), not the socket: they are
+/// counted and the driver goes on.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// Sends one transmit, in as many GSO calls as the kernel's segment limit needs.
+fn send(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    stats: &mut DriverStats,
+    t: &Transmit,
+    contents: &[u8],
+) -> io::Result<()> {
+    let segment = t.segment_size.unwrap_or(contents.len()).max(1);
+    for chunk in contents.chunks(gso_chunk_len(
+        contents.len(),
+        t.segment_size,
+        state.max_gso_segments(),
+    )) {
+        let segments = chunk.len().div_ceil(segment);
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: t.ecn.map(to_quinn_ecn),
+            contents: chunk,
+            segment_size: (segments > 1).then_some(segment),
+            src_ip: t.src_ip,
+        };
+        stats.send_calls += 1;
+        match send_blocking(socket, state, &transmit) {
+            Ok(()) => {
+                stats.datagrams_sent += segments as u64;
+                if segments > 1 {
+                    stats.gso_batches += 1;
+                }
+            }
+            Err(e) => {
+                stats.send_errors += segments as u64;
+                tracing::debug!(error = %e, destination = %t.destination, "udp send error");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `try_send`, waiting for room in the socket's send buffer when it is full.
+fn send_blocking(socket: &UdpSocket, state: &UdpSocketState, t: &quinn_udp::Transmit<'_>) -> io::Result<()> {
+    match state.try_send(socket.into(), t) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // The send buffer is full: wait for room in blocking mode rather than drop the datagrams.
+            socket.set_nonblocking(false)?;
+            let sent = state.try_send(socket.into(), t);
+            socket.set_nonblocking(true)?;
+            sent
+        }
+        other => other,
+    }
+}
+
+/// The bytes of `size` that one send call carries: whole transmits when the kernel takes all their
+/// segments, else as many segments as it takes.
+fn gso_chunk_len(size: usize, segment_size: Option<usize>, max_segments: usize) -> usize {
+    match segment_size {
+        Some(s) if s > 0 => s.saturating_mul(max_segments.max(1)).min(size).max(1),
+        _ => size.max(1),
+    }
+}
+
+/// Splits one received buffer into its datagrams (several when GRO coalesced them at `meta.stride`).
+fn split_received(meta: &RecvMeta, data: &[u8], out: &mut Vec<Datagram>) {
+    let stride = if meta.stride == 0 { data.len() } else { meta.stride };
+    // One copy of the whole buffer; each datagram is a zero-copy piece of it.
+    let mut all = BytesMut::from(data);
+    while !all.is_empty() {
+        let payload = all.split_to(stride.min(all.len()));
+        out.push(Datagram {
+            remote: meta.addr,
+            local: meta.dst_ip,
+            ecn: meta.ecn.map(from_quinn_ecn),
+            payload,
+        });
+    }
+}
+
+fn to_quinn_ecn(ecn: EcnCodepoint) -> quinn_udp::EcnCodepoint {
+    match ecn {
+        EcnCodepoint::Ect0 => quinn_udp::EcnCodepoint::Ect0,
+        EcnCodepoint::Ect1 => quinn_udp::EcnCodepoint::Ect1,
+        EcnCodepoint::Ce => quinn_udp::EcnCodepoint::Ce,
+    }
+}
+
+fn from_quinn_ecn(ecn: quinn_udp::EcnCodepoint) -> EcnCodepoint {
+    match ecn {
+        quinn_udp::EcnCodepoint::Ect0 => EcnCodepoint::Ect0,
+        quinn_udp::EcnCodepoint::Ect1 => EcnCodepoint::Ect1,
+        quinn_udp::EcnCodepoint::Ce => EcnCodepoint::Ce,
+    }
+}

@@ -1,0 +1,124 @@
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use super::*;
+use crate::crypto::tls;
+use crate::{ClientConfig, EndpointConfig, ServerConfig};
+
+fn meta(len: usize, stride: usize) -> RecvMeta {
+    RecvMeta {
+        addr: "127.0.0.1:9".parse().expect("an address"),
+        len,
+        stride,
+        ecn: Some(quinn_udp::EcnCodepoint::Ce),
+        dst_ip: Some("127.0.0.2".parse().expect("an address")),
+    }
+}
+
+#[test]
+fn a_gro_buffer_splits_at_its_stride() {
+    let data: Vec<u8> = (0..25u8).collect();
+    let mut out = Vec::new();
+    split_received(&meta(25, 10), &data, &mut out);
+    let sizes: Vec<usize> = out.iter().map(|d| d.payload.len()).collect();
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(&out[1].payload[..], &data[10..20]);
+    assert!(out.iter().all(|d| d.ecn == Some(EcnCodepoint::Ce)));
+    assert!(out.iter().all(|d| d.local == Some("127.0.0.2".parse().unwrap())));
+}
+
+#[test]
+fn a_single_datagram_stays_whole() {
+    let data = [7u8; 1200];
+    let mut out = Vec::new();
+    split_received(&meta(1200, 1200), &data, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].payload.len(), 1200);
+    let mut out = Vec::new();
+    split_received(&meta(1200, 0), &data, &mut out);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn gso_transmits_split_to_the_kernels_segment_limit() {
+    // 10 segments of 1200, kernel takes 64: one call.
+    assert_eq!(gso_chunk_len(11_500, Some(1200), 64), 11_500);
+    // Kernel takes 4: calls of 4 segments.
+    assert_eq!(gso_chunk_len(11_500, Some(1200), 4), 4800);
+    // No GSO: one datagram per call.
+    assert_eq!(gso_chunk_len(11_500, Some(1200), 1), 1200);
+    // A plain datagram.
+    assert_eq!(gso_chunk_len(900, None, 1), 900);
+}
+
+#[test]
+fn ecn_codepoints_map_both_ways() {
+    for ecn in [EcnCodepoint::Ect0, EcnCodepoint::Ect1, EcnCodepoint::Ce] {
+        assert_eq!(from_quinn_ecn(to_quinn_ecn(ecn)), ecn);
+        assert_eq!(to_quinn_ecn(ecn) as u8, ecn.bits());
+    }
+}
+
+/// Two drivers on loopback sockets, turned alternately in one thread, complete a handshake and close.
+#[test]
+fn two_drivers_connect_over_loopback() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let alpn = vec![b"t".to_vec()];
+    let server_tls = tls::server_config(vec![der.clone()], key, alpn.clone()).unwrap();
+    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server = Driver::bind(any, server).unwrap();
+    let mut client = Driver::bind(any, Endpoint::new(EndpointConfig::with_seed(2), None)).unwrap();
+    server.set_max_wait(Duration::from_millis(5));
+    client.set_max_wait(Duration::from_millis(5));
+    let server_addr = server.local_addr().unwrap();
+    let client_tls = tls::client_config(vec![der], alpn).unwrap();
+    let h = client
+        .endpoint()
+        .connect(
+            Driver::now(),
+            ClientConfig::new(client_tls),
+            server_addr,
+            "localhost",
+        )
+        .unwrap();
+
+    let mut server_events = Vec::new();
+    let mut client_lost = false;
+    let deadline = Driver::now() + Duration::from_secs(20);
+    while !client_lost {
+        assert!(Driver::now() < deadline, "no handshake and close within 20 s");
+        let flow = client
+            .turn(&mut |ep: &mut Endpoint, handle, event: Event, now| match event {
+                Event::Connected => {
+                    assert_eq!(handle, h);
+                    ep.close(now, handle, 0, b"done").unwrap();
+                }
+                Event::ConnectionLost { .. } => client_lost = true,
+                _ => {}
+            })
+            .unwrap();
+        assert_eq!(flow, ControlFlow::Continue(()));
+        let _ = server
+            .turn(&mut |_: &mut Endpoint, _, event: Event, _| server_events.push(event))
+            .unwrap();
+    }
+    // Let the server read the CONNECTION_CLOSE.
+    while !server_events
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionLost { .. }))
+    {
+        assert!(Driver::now() < deadline, "the server never saw the close");
+        let _ = server
+            .turn(&mut |_: &mut Endpoint, _, event: Event, _| server_events.push(event))
+            .unwrap();
+    }
+    assert!(server_events.contains(&Event::Connected));
+    let (c, s) = (client.stats(), server.stats());
+    assert!(c.datagrams_sent >= 2 && c.datagrams_received >= 1, "{c:?}");
+    assert!(s.datagrams_sent >= 1 && s.datagrams_received >= 2, "{s:?}");
+    assert_eq!(c.send_errors + s.send_errors, 0);
+}

@@ -1,0 +1,481 @@
+//! quicsand on real UDP sockets on 127.0.0.1, through `quicsand::udp::Driver`: a 16 MiB hq-interop
+//! download and the echo workload (4 streams of 256 KiB, 100 datagrams), checked byte for byte, for a
+//! quicsand client with a quicsand server, a quinn client with a quicsand server and a quicsand client
+//! with a quinn server.
+//!
+//! Each test runs the server in a thread (quicsand) or on a tokio runtime (quinn) and is bounded by a
+//! deadline; nothing sleeps. The application logic is the examples' (`examples/common/`).
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../examples/common/mod.rs"]
+mod apps;
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use apps::echo::{EchoClient, Workload};
+use apps::hq::{Download, HqClient, Sink, NOT_FOUND};
+use apps::pattern;
+use apps::server::{ServerApp, ServerStats};
+use apps::tls::{self_signed, SelfSigned};
+use bytes::Bytes;
+use quicsand::crypto::tls;
+use quicsand::udp::{Driver, Handler};
+use quicsand::{ClientConfig, ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig};
+use rustls::pki_types::CertificateDer;
+
+/// Every test is over within this long, or fails.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+const FILE_SIZE: usize = 16 << 20;
+const ECHO: Workload = Workload {
+    streams: 4,
+    bytes: 256 << 10,
+    datagrams: 100,
+    seed: 0x5eed,
+};
+const ALPN: [&[u8]; 2] = [b"hq-interop", b"echo"];
+
+fn alpn() -> Vec<Vec<u8>> {
+    ALPN.iter().map(|a| a.to_vec()).collect()
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A directory with a 16 MiB file `big.bin` of pattern bytes, removed on drop.
+struct Root(PathBuf);
+
+impl Root {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("quicsand-udp-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("big.bin"), file_bytes()).unwrap();
+        Root(dir)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn file_bytes() -> Vec<u8> {
+    let mut data = vec![0; FILE_SIZE];
+    pattern::fill(7, 7, 0, &mut data);
+    data
+}
+
+/// Runs `handler` on `driver` until it stops; panics at `deadline`.
+fn run_until<H: Handler>(driver: &mut Driver, handler: &mut H, deadline: Instant, what: &str) {
+    while driver.turn(handler).unwrap().is_continue() {
+        assert!(Driver::now() < deadline, "{what}: not done in {TEST_TIMEOUT:?}");
+    }
+    driver.flush().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// quicsand
+
+/// A handler that also stops when a flag is raised (or the deadline passes).
+struct Stoppable<H> {
+    inner: H,
+    stop: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+impl<H: Handler> Handler for Stoppable<H> {
+    fn on_event(&mut self, endpoint: &mut Endpoint, handle: ConnectionHandle, event: Event, now: Instant) {
+        self.inner.on_event(endpoint, handle, event, now);
+    }
+
+    fn on_turn(&mut self, endpoint: &mut Endpoint, now: Instant) -> ControlFlow<()> {
+        if self.stop.load(Ordering::Relaxed) || now >= self.deadline {
+            return ControlFlow::Break(());
+        }
+        self.inner.on_turn(endpoint, now)
+    }
+}
+
+/// A quicsand server (hq-interop from `root`, and echo) in a thread.
+struct QuicsandServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<ServerStats>>,
+}
+
+impl QuicsandServer {
+    fn start(cert: &SelfSigned, root: &Path, deadline: Instant) -> Self {
+        let tls = tls::server_config(vec![cert.cert.clone()], cert.key.clone_key(), alpn()).unwrap();
+        let endpoint = Endpoint::new(EndpointConfig::with_seed(11), Some(ServerConfig::new(tls)));
+        let mut driver = Driver::bind(localhost(), endpoint).unwrap();
+        driver.set_max_wait(Duration::from_millis(20));
+        let addr = driver.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut app = Stoppable {
+            inner: ServerApp::new(Some(root.to_path_buf())),
+            stop: stop.clone(),
+            deadline,
+        };
+        let thread = std::thread::spawn(move || {
+            driver.run(&mut app).unwrap();
+            app.inner.stats
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> ServerStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for QuicsandServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn quicsand_client(
+    server: SocketAddr,
+    cert: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> (Driver, ConnectionHandle, Instant) {
+    let tls = tls::client_config(vec![cert.clone()], vec![alpn.to_vec()]).unwrap();
+    let mut driver = Driver::bind(localhost(), Endpoint::new(EndpointConfig::with_seed(22), None)).unwrap();
+    let now = Driver::now();
+    let conn = driver
+        .endpoint()
+        .connect(now, ClientConfig::new(tls), server, "localhost")
+        .unwrap();
+    (driver, conn, now)
+}
+
+/// Downloads `/big.bin` and `/missing` with the quicsand client; checks the file byte for byte and the
+/// reset of the missing one.
+fn quicsand_hq(server: SocketAddr, cert: &CertificateDer<'static>, deadline: Instant) -> HqClient {
+    let (mut driver, conn, now) = quicsand_client(server, cert, b"hq-interop");
+    let downloads = vec![
+        Download::new("/big.bin", Sink::Memory(Vec::new())),
+        Download::new("/missing", Sink::Memory(Vec::new())),
+    ];
+    let mut client = HqClient::new(conn, downloads, now);
+    run_until(&mut driver, &mut client, deadline, "quicsand hq client");
+    let big = &client.downloads[0];
+    assert!(
+        big.complete,
+        "big.bin incomplete: {} bytes, reset {:?}",
+        big.received, big.reset
+    );
+    let Sink::Memory(data) = &big.sink else {
+        unreachable!()
+    };
+    assert_eq!(data.len(), FILE_SIZE);
+    assert!(data[..] == file_bytes()[..], "big.bin differs from the file");
+    assert!(!client.downloads[1].complete);
+    assert_eq!(client.lost, Some(quicsand::ConnectionError::LocallyClosed));
+    client
+}
+
+/// Runs the echo workload with the quicsand client; checks every byte and datagram.
+fn quicsand_echo(server: SocketAddr, cert: &CertificateDer<'static>, deadline: Instant) -> EchoClient {
+    let (mut driver, conn, now) = quicsand_client(server, cert, b"echo");
+    let mut client = EchoClient::new(conn, ECHO, now);
+    run_until(&mut driver, &mut client, deadline, "quicsand echo client");
+    assert!(client.all_ok(), "{}", client.json());
+    assert_eq!(client.streams_verified(), ECHO.streams);
+    assert_eq!(client.bytes_verified(), ECHO.streams as u64 * ECHO.bytes);
+    assert_eq!(client.datagrams_echoed, ECHO.datagrams);
+    client
+}
+
+#[test]
+fn quicsand_client_downloads_16_mib_from_quicsand_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("qq-hq");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let client = quicsand_hq(server.addr, &cert.cert, deadline);
+    assert_eq!(client.downloads[1].reset, Some(NOT_FOUND));
+    let stats = server.stop();
+    assert_eq!(stats.files_served, 1);
+    assert_eq!(stats.requests_refused, 1);
+    assert_eq!(stats.file_bytes, FILE_SIZE as u64);
+}
+
+#[test]
+fn quicsand_client_echoes_through_quicsand_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("qq-echo");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    quicsand_echo(server.addr, &cert.cert, deadline);
+    let stats = server.stop();
+    assert_eq!(stats.echo_streams, ECHO.streams as u64);
+    assert_eq!(stats.echo_bytes, ECHO.streams as u64 * ECHO.bytes);
+    assert!(stats.echo_datagrams >= u64::from(ECHO.datagrams));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// quinn
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn quinn_client_endpoint(cert: &CertificateDer<'static>, alpn: &[u8]) -> quinn::Endpoint {
+    let tls = tls::client_config(vec![cert.clone()], vec![alpn.to_vec()]).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(localhost()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+/// What a quinn hq-interop client got for one path: the body, or the reset code.
+async fn quinn_get(conn: quinn::Connection, path: String) -> Result<Vec<u8>, u64> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(format!("GET {path}\r\n").as_bytes())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    match recv.read_to_end(usize::MAX).await {
+        Ok(body) => Ok(body),
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => Err(code.into_inner()),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// One echo stream from a quinn client: writes `ECHO.bytes` pattern bytes and checks what comes back.
+async fn quinn_echo_stream(conn: quinn::Connection, index: u64) -> u64 {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let writer = tokio::spawn(async move {
+        let mut data = vec![0; ECHO.bytes as usize];
+        pattern::fill(ECHO.seed, index, 0, &mut data);
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+        // Keep the stream until the peer has everything.
+        let _ = send.stopped().await;
+    });
+    let mut verified = 0u64;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+        assert_eq!(chunk.offset, verified);
+        let good = pattern::matching_prefix(ECHO.seed, index, verified, &chunk.bytes);
+        assert_eq!(
+            good,
+            chunk.bytes.len(),
+            "stream {index}: wrong byte at {}",
+            verified + good as u64
+        );
+        verified += good as u64;
+    }
+    writer.await.unwrap();
+    verified
+}
+
+/// Sends `ECHO.datagrams` datagrams in groups of 10, each group resent up to 4 times until every echo
+/// came back, and checks the echoes; returns how many came back.
+async fn quinn_echo_datagrams(conn: &quinn::Connection) -> u32 {
+    let payload = |i: u32| {
+        let mut d = vec![0u8; 1000];
+        d[..4].copy_from_slice(&i.to_be_bytes());
+        pattern::fill(ECHO.seed, u64::from(i) | 1 << 63, 0, &mut d[4..]);
+        Bytes::from(d)
+    };
+    let mut echoed = std::collections::BTreeSet::new();
+    for group in (0..ECHO.datagrams).collect::<Vec<_>>().chunks(10) {
+        for _attempt in 0..4 {
+            let missing: Vec<u32> = group.iter().copied().filter(|i| !echoed.contains(i)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            for i in &missing {
+                conn.send_datagram(payload(*i)).unwrap();
+            }
+            while group.iter().any(|i| !echoed.contains(i)) {
+                match tokio::time::timeout(Duration::from_millis(500), conn.read_datagram()).await {
+                    Ok(d) => {
+                        let d = d.unwrap();
+                        let i = u32::from_be_bytes(d[..4].try_into().unwrap());
+                        assert_eq!(d, payload(i), "datagram {i} came back changed");
+                        echoed.insert(i);
+                    }
+                    Err(_elapsed) => break,
+                }
+            }
+        }
+    }
+    echoed.len() as u32
+}
+
+#[test]
+fn quinn_client_downloads_16_mib_from_quicsand_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("quinn-client-hq");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let rt = runtime();
+    let (big, missing) = rt.block_on(async {
+        let work = async {
+            let endpoint = quinn_client_endpoint(&cert.cert, b"hq-interop");
+            let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+            let big = tokio::spawn(quinn_get(conn.clone(), "/big.bin".into()));
+            let missing = tokio::spawn(quinn_get(conn.clone(), "/missing".into()));
+            let result = (big.await.unwrap(), missing.await.unwrap());
+            conn.close(0u32.into(), b"done");
+            endpoint.wait_idle().await;
+            result
+        };
+        tokio::time::timeout(TEST_TIMEOUT, work)
+            .await
+            .expect("quinn hq client not done in time")
+    });
+    let big = big.unwrap();
+    assert_eq!(big.len(), FILE_SIZE);
+    assert!(big == file_bytes(), "big.bin differs from the file");
+    assert_eq!(missing, Err(NOT_FOUND));
+    let stats = server.stop();
+    assert_eq!(stats.files_served, 1);
+    assert_eq!(stats.requests_refused, 1);
+}
+
+#[test]
+fn quinn_client_echoes_through_quicsand_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("quinn-client-echo");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let rt = runtime();
+    let (verified, datagrams) = rt.block_on(async {
+        let work = async {
+            let endpoint = quinn_client_endpoint(&cert.cert, b"echo");
+            let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+            let streams: Vec<_> = (0..ECHO.streams as u64)
+                .map(|i| tokio::spawn(quinn_echo_stream(conn.clone(), i)))
+                .collect();
+            let mut verified = Vec::new();
+            for s in streams {
+                verified.push(s.await.unwrap());
+            }
+            let datagrams = quinn_echo_datagrams(&conn).await;
+            conn.close(0u32.into(), b"done");
+            endpoint.wait_idle().await;
+            (verified, datagrams)
+        };
+        tokio::time::timeout(TEST_TIMEOUT, work)
+            .await
+            .expect("quinn echo client not done in time")
+    });
+    assert_eq!(verified, vec![ECHO.bytes; ECHO.streams]);
+    assert_eq!(datagrams, ECHO.datagrams);
+    let stats = server.stop();
+    assert_eq!(stats.echo_streams, ECHO.streams as u64);
+    assert!(stats.echo_datagrams >= u64::from(ECHO.datagrams));
+}
+
+/// A quinn server: hq-interop from `root` (a missing file resets the stream with [`NOT_FOUND`]) and
+/// echo, on the current tokio runtime.
+fn quinn_server(cert: &SelfSigned, root: PathBuf) -> (quinn::Endpoint, SocketAddr) {
+    let tls = tls::server_config(vec![cert.cert.clone()], cert.key.clone_key(), alpn()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let endpoint =
+        quinn::Endpoint::server(quinn::ServerConfig::with_crypto(Arc::new(crypto)), localhost()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            tokio::spawn(quinn_serve(incoming, root.clone()));
+        }
+    });
+    (endpoint, addr)
+}
+
+async fn quinn_serve(incoming: quinn::Incoming, root: PathBuf) {
+    let Ok(conn) = incoming.await else { return };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    let hq = alpn.as_deref() == Some(b"hq-interop".as_slice());
+    if !hq {
+        let echo = conn.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = echo.read_datagram().await {
+                let _ = echo.send_datagram(d);
+            }
+        });
+    }
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let root = root.clone();
+        tokio::spawn(async move {
+            if hq {
+                let Ok(request) = recv.read_to_end(4096).await else {
+                    return;
+                };
+                let file = apps::hq::parse_request(&request)
+                    .and_then(|p| apps::hq::resolve(&root, &p))
+                    .and_then(|p| std::fs::read(p).ok());
+                match file {
+                    Some(body) => {
+                        let _ = send.write_all(&body).await;
+                        let _ = send.finish();
+                    }
+                    None => {
+                        let _ = send.reset(quinn::VarInt::from_u64(NOT_FOUND).unwrap());
+                    }
+                }
+            } else {
+                while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
+                    if send.write_all(&chunk.bytes).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = send.finish();
+            }
+            let _ = send.stopped().await;
+        });
+    }
+}
+
+#[test]
+fn quicsand_client_downloads_16_mib_from_quinn_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("quinn-server-hq");
+    let rt = runtime();
+    let (endpoint, addr) = rt.block_on(async { quinn_server(&cert, root.0.clone()) });
+    let server_cert = cert.cert.clone();
+    let client = rt
+        .block_on(rt.spawn_blocking(move || quicsand_hq(addr, &server_cert, deadline)))
+        .unwrap();
+    assert_eq!(client.downloads[1].reset, Some(NOT_FOUND));
+    endpoint.close(0u32.into(), b"");
+}
+
+#[test]
+fn quicsand_client_echoes_through_quinn_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("quinn-server-echo");
+    let rt = runtime();
+    let (endpoint, addr) = rt.block_on(async { quinn_server(&cert, root.0.clone()) });
+    let server_cert = cert.cert.clone();
+    let client = rt
+        .block_on(rt.spawn_blocking(move || quicsand_echo(addr, &server_cert, deadline)))
+        .unwrap();
+    assert_eq!(client.datagrams_echoed, ECHO.datagrams);
+    endpoint.close(0u32.into(), b"");
+}
