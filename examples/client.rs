@@ -264,20 +264,21 @@ fn report_hq(client: &HqClient, total: usize, in_time: bool, timeout: Duration) 
     let seconds = client
         .connected_at
         .map_or(0.0, |c| end.saturating_duration_since(c).as_secs_f64());
-    let handshake_ms = client.connected_at.map_or(-1.0, |c| {
-        c.saturating_duration_since(client.started_at).as_secs_f64() * 1e3
-    });
     let bytes = client.bytes();
     let mbit = if seconds > 0.0 {
         bytes as f64 * 8.0 / seconds / 1e6
     } else {
         0.0
     };
-    let cipher = client.suite.map(suite_name).unwrap_or("none");
-    println!(
-        "{complete}/{total} files, {bytes} bytes in {seconds:.3} s: {mbit:.1} Mbit/s \
-         (handshake {handshake_ms:.1} ms, {cipher})"
-    );
+    let handshake = match client.connected_at {
+        Some(c) => format!(
+            "handshake {:.1} ms, {}",
+            c.saturating_duration_since(client.started_at).as_secs_f64() * 1e3,
+            client.suite.map(suite_name).unwrap_or("unknown suite")
+        ),
+        None => "no handshake".to_owned(),
+    };
+    println!("{complete}/{total} files, {bytes} bytes in {seconds:.3} s: {mbit:.1} Mbit/s ({handshake})");
 }
 
 fn main() -> ExitCode {

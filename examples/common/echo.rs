@@ -443,6 +443,9 @@ impl Handler for EchoClient {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed || self.lost.is_some() {
+            return None;
+        }
         self.outstanding
             .values()
             .map(|(at, _)| *at + DATAGRAM_RESEND)
