@@ -7,9 +7,40 @@ use std::time::{Duration, Instant};
 use super::{App, NodeCtx};
 use crate::{ClientConfig, ConnectionError, ConnectionHandle, Event, StreamEvent, StreamId, WriteError};
 
-/// The bytes a [`BulkSender`] writes: byte `i` of a stream is `i % 251`, so a sink can check them.
-fn pattern_byte(offset: u64) -> u8 {
-    (offset % 251) as u8
+/// The period of the byte pattern a [`BulkSender`] writes: byte `i` of a stream is `i % 251`, so a sink
+/// can check them.
+const PERIOD: usize = 251;
+
+/// The size of the chunks a [`BulkSender`] offers to a stream at once.
+const CHUNK: usize = 16 * 1024;
+
+/// The pattern from offset 0, one period longer than a chunk, so that the bytes from any offset on are
+/// a slice of it: writing and checking are copies and comparisons, not a computation per byte.
+static PATTERN: [u8; CHUNK + PERIOD] = {
+    let mut table = [0u8; CHUNK + PERIOD];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = (i % PERIOD) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The pattern bytes from stream offset `offset` on, at most `max` (at most [`CHUNK`]) of them.
+fn pattern_at(offset: u64, max: usize) -> &'static [u8] {
+    let start = (offset % PERIOD as u64) as usize;
+    let rest = PATTERN.get(start..).unwrap_or_default();
+    rest.get(..max).unwrap_or(rest)
+}
+
+/// Whether `data`, found at stream offset `offset`, is the pattern.
+fn is_pattern(data: &[u8], offset: u64) -> bool {
+    let mut offset = offset;
+    data.chunks(CHUNK).all(|piece| {
+        let ok = piece == pattern_at(offset, piece.len());
+        offset += piece.len() as u64;
+        ok
+    })
 }
 
 /// A client that connects to a server and sends `total` bytes split over `streams` unidirectional
@@ -25,7 +56,6 @@ pub struct BulkSender {
     conn: Option<ConnectionHandle>,
     /// Streams opened so far, with bytes written.
     open: Vec<(StreamId, u64, bool)>,
-    chunk: Vec<u8>,
     /// Whether to close the connection once everything was acknowledged.
     pub close_when_done: bool,
     /// When the handshake completed, since the epoch.
@@ -58,7 +88,6 @@ impl BulkSender {
             total,
             conn: None,
             open: Vec::new(),
-            chunk: vec![0; 16 * 1024],
             close_when_done: true,
             connected_at: None,
             finished_at: None,
@@ -102,12 +131,10 @@ impl BulkSender {
                 continue;
             };
             while *written < share {
-                let n = (share - *written).min(self.chunk.len() as u64) as usize;
-                let chunk = self.chunk.get_mut(..n).unwrap_or_default();
-                for (k, b) in chunk.iter_mut().enumerate() {
-                    *b = pattern_byte(*written + k as u64);
-                }
-                match conn.stream(*id).write(chunk) {
+                let n = (share - *written).min(CHUNK as u64) as usize;
+                // Write until refused, even after a short write: only a refused write asks the
+                // stream for a `Writable` event.
+                match conn.stream(*id).write(pattern_at(*written, n)) {
                     Ok(k) => *written += k as u64,
                     Err(_) => break,
                 }
@@ -221,10 +248,8 @@ impl Sink {
             match conn.stream(id).read_chunk(64 * 1024) {
                 Ok(Some(chunk)) => {
                     self.first_byte_at.get_or_insert(now);
-                    for (k, b) in chunk.iter().enumerate() {
-                        if *b != pattern_byte(rec.bytes + k as u64) {
-                            rec.pattern_ok = false;
-                        }
+                    if !is_pattern(&chunk, rec.bytes) {
+                        rec.pattern_ok = false;
                     }
                     rec.bytes += chunk.len() as u64;
                 }
@@ -259,6 +284,29 @@ impl App for Sink {
             Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, handle, *id),
             Event::ConnectionLost { reason } => self.lost.push((handle, reason.clone())),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_table_matches_the_rule_and_catches_a_wrong_byte() {
+        let expected: Vec<u8> = (0..3 * CHUNK as u64 + 17)
+            .map(|i| (i % PERIOD as u64) as u8)
+            .collect();
+        for offset in [0, 1, 250, 251, 252, 1000, CHUNK as u64 - 3] {
+            let n = CHUNK.min(expected.len() - offset as usize);
+            assert_eq!(pattern_at(offset, n), &expected[offset as usize..][..n]);
+            let data = &expected[offset as usize..];
+            assert!(is_pattern(data, offset), "offset {offset}");
+            let mut wrong = data.to_vec();
+            let last = wrong.len() - 1;
+            wrong[last] ^= 1;
+            assert!(!is_pattern(&wrong, offset), "offset {offset}");
+            assert!(!is_pattern(data, offset + 1), "offset {offset} + 1");
         }
     }
 }
