@@ -22,6 +22,16 @@
 //! Their sizes do not, as long as the certificate chain has the same size in both runs (an Ed25519 key
 //! gives fixed-size keys and signatures; reusing one certificate for both runs is simplest).
 //!
+//! # Other engines
+//!
+//! A node need not be a quicsand endpoint: anything that implements [`Engine`] (a sans-IO engine with
+//! its application: `handle_datagram`, `poll_transmit`, `poll_timeout`, `handle_timeout`, and
+//! `start` / `poll_events` for the application) joins with [`Simulation::add_engine`], which hands it
+//! a seed derived like an endpoint's. The simulator drives it by the same rule, over the same links,
+//! and records its datagrams and the events it reports in the same trace, so another QUIC
+//! implementation can be tested against quicsand under loss, reordering and outages. Whether such a
+//! run is reproducible depends on that engine drawing all its randomness from the seed.
+//!
 //! # Replaying a failure
 //!
 //! Tests take their seed from [`seed_from_env`]: when `QUICSAND_SIM_SEED` is set (decimal or `0x` hex),
@@ -76,9 +86,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::{ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
+use crate::{ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig};
 
 mod apps;
+mod engine;
 mod link;
 mod trace;
 
@@ -86,9 +97,11 @@ mod trace;
 mod tests;
 
 pub use apps::{BulkSender, Sink, StreamRecord};
+pub use engine::{Engine, EngineCtx};
 pub use link::{Fate, GilbertElliott, LinkConfig};
 pub use trace::{Trace, TraceRecord};
 
+use engine::EndpointNode;
 use link::Link;
 
 /// The environment variable that overrides the seed of simulation tests (see [`seed_from_env`]).
@@ -218,11 +231,20 @@ impl NodeCtx<'_> {
 }
 
 struct Node {
-    endpoint: Endpoint,
+    engine: Box<dyn Engine>,
     addr: SocketAddr,
-    app: Box<dyn App>,
-    wake: Option<Instant>,
     started: bool,
+}
+
+impl Node {
+    /// The built-in node, if this is one.
+    fn endpoint_node(&self) -> Option<&EndpointNode> {
+        (*self.engine).as_any().downcast_ref()
+    }
+
+    fn endpoint_node_mut(&mut self) -> Option<&mut EndpointNode> {
+        (*self.engine).as_any_mut().downcast_mut()
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -275,6 +297,8 @@ pub struct Simulation {
     seq: u64,
     trace: Trace,
     buf: Vec<u8>,
+    /// Datagrams a node sent in one round, reused between rounds.
+    out: Vec<(SocketAddr, BytesMut)>,
 }
 
 impl fmt::Debug for Simulation {
@@ -308,6 +332,7 @@ impl Simulation {
             seq: 0,
             trace: Trace::new(limits.trace_records),
             buf: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -346,13 +371,29 @@ impl Simulation {
         server: Option<ServerConfig>,
         app: Box<dyn App>,
     ) -> NodeId {
+        config.seed = self.next_node_seed();
+        let node = EndpointNode::new(Endpoint::new(config, server), app);
+        self.push_node(addr, Box::new(node))
+    }
+
+    /// Adds a node run by another engine (see [`Engine`]). `make` gets the node's seed, derived from the
+    /// simulation's seed and the node's index as for endpoint nodes, and must draw all the engine's
+    /// randomness from it.
+    pub fn add_engine(&mut self, addr: SocketAddr, make: impl FnOnce(u64) -> Box<dyn Engine>) -> NodeId {
+        let engine = make(self.next_node_seed());
+        self.push_node(addr, engine)
+    }
+
+    /// The seed of the node added next.
+    fn next_node_seed(&self) -> u64 {
+        derive_seed(self.seed, 1 + self.nodes.len() as u64, 0)
+    }
+
+    fn push_node(&mut self, addr: SocketAddr, engine: Box<dyn Engine>) -> NodeId {
         let id = NodeId(self.nodes.len());
-        config.seed = derive_seed(self.seed, 1 + id.0 as u64, 0);
         self.nodes.push(Node {
-            endpoint: Endpoint::new(config, server),
+            engine,
             addr,
-            app,
-            wake: None,
             started: false,
         });
         id
@@ -405,9 +446,9 @@ impl Simulation {
         self.schedule(at, Action::Rebind { node, addr });
     }
 
-    /// A node's endpoint.
+    /// A node's endpoint (`None` for a node run by another [`Engine`]).
     pub fn endpoint(&mut self, node: NodeId) -> Option<&mut Endpoint> {
-        self.nodes.get_mut(node.0).map(|n| &mut n.endpoint)
+        Some(&mut self.nodes.get_mut(node.0)?.endpoint_node_mut()?.endpoint)
     }
 
     /// A node's current address.
@@ -415,15 +456,29 @@ impl Simulation {
         self.nodes.get(node.0).map(|n| n.addr)
     }
 
-    /// A node's app, if it is a `T`.
+    /// A node's app, if it is a `T` (`None` for a node run by another [`Engine`]).
     pub fn app<T: App + 'static>(&self, node: NodeId) -> Option<&T> {
-        (*self.nodes.get(node.0)?.app).as_any().downcast_ref()
+        (*self.nodes.get(node.0)?.endpoint_node()?.app)
+            .as_any()
+            .downcast_ref()
     }
 
     /// A node's app, mutably, if it is a `T`. Commands given to the endpoint through it are picked up at
     /// the next step.
     pub fn app_mut<T: App + 'static>(&mut self, node: NodeId) -> Option<&mut T> {
-        (*self.nodes.get_mut(node.0)?.app).as_any_mut().downcast_mut()
+        (*self.nodes.get_mut(node.0)?.endpoint_node_mut()?.app)
+            .as_any_mut()
+            .downcast_mut()
+    }
+
+    /// A node's engine, if it is a `T` (added with [`Simulation::add_engine`]).
+    pub fn engine<T: Engine + 'static>(&self, node: NodeId) -> Option<&T> {
+        (*self.nodes.get(node.0)?.engine).as_any().downcast_ref()
+    }
+
+    /// A node's engine, mutably, if it is a `T`. Commands given to it are picked up at the next step.
+    pub fn engine_mut<T: Engine + 'static>(&mut self, node: NodeId) -> Option<&mut T> {
+        (*self.nodes.get_mut(node.0)?.engine).as_any_mut().downcast_mut()
     }
 
     /// The earliest instant at which something is due.
@@ -436,8 +491,7 @@ impl Simulation {
         };
         consider(self.schedule.peek().map(|Reverse((t, _, _))| *t));
         for node in &mut self.nodes {
-            consider(node.endpoint.poll_timeout());
-            consider(node.wake);
+            consider(node.engine.poll_timeout());
             if !node.started {
                 consider(Some(self.now));
             }
@@ -473,13 +527,7 @@ impl Simulation {
                 break;
             };
             if let Some(node) = self.nodes.get_mut(d.to.0) {
-                let datagram = Datagram {
-                    remote: d.from,
-                    local: None,
-                    ecn: None,
-                    payload: d.payload,
-                };
-                node.endpoint.handle_datagram(now, datagram);
+                node.engine.handle_datagram(now, d.from, d.payload);
             }
         }
         for i in 0..self.nodes.len() {
@@ -507,77 +555,49 @@ impl Simulation {
     fn service(&mut self, id: NodeId) {
         let now = self.now;
         let epoch = self.epoch;
+        let mut out = std::mem::take(&mut self.out);
         for _ in 0..self.limits.max_drain_rounds.max(1) {
             let Some(node) = self.nodes.get_mut(id.0) else {
-                return;
+                break;
             };
-            let mut ctx = NodeCtx {
-                endpoint: &mut node.endpoint,
+            let ctx = EngineCtx {
                 node: id,
                 addr: node.addr,
                 now,
                 epoch,
-                wake: &mut node.wake,
             };
             let mut acted = false;
             if !node.started {
                 node.started = true;
-                node.app.on_start(&mut ctx);
+                node.engine.start(&ctx);
                 acted = true;
             }
-            if ctx.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                ctx.endpoint.handle_timeout(now);
-                acted = true;
-            }
-            if ctx.wake.is_some_and(|w| w <= now) {
-                *ctx.wake = None;
-                node.app.on_wake(&mut ctx);
+            if node.engine.poll_timeout().is_some_and(|t| t <= now) {
+                node.engine.handle_timeout(&ctx);
                 acted = true;
             }
             // 1. Drain transmits.
-            let from = node.addr;
-            let mut out = Vec::new();
-            while let Some(t) = node.endpoint.poll_transmit(now, &mut self.buf) {
-                for d in t.datagrams(&self.buf) {
-                    out.push((t.destination, BytesMut::from(d)));
-                }
+            while let Some(t) = node.engine.poll_transmit(now, &mut self.buf) {
+                out.extend(t.datagrams(&self.buf).map(|d| (t.destination, BytesMut::from(d))));
                 acted = true;
             }
             // 2. Drain events into the app.
-            let mut events = Vec::new();
-            while let Some(e) = node.endpoint.poll_event() {
-                events.push(e);
-            }
-            let node_ptr = id;
-            for (h, e) in &events {
-                let mut ctx = NodeCtx {
-                    endpoint: &mut node.endpoint,
-                    node: node_ptr,
-                    addr: node.addr,
-                    now,
-                    epoch,
-                    wake: &mut node.wake,
-                };
-                node.app.on_event(&mut ctx, *h, e);
-                acted = true;
-            }
-            for (h, e) in events {
-                self.trace.record(TraceRecord::Event {
-                    at: now - epoch,
-                    node: id,
-                    handle: format!("{h:?}"),
-                    event: format!("{e:?}"),
-                });
-            }
-            for (to, payload) in out {
-                self.send(id, from, to, payload);
+            let trace = &mut self.trace;
+            let at = now - epoch;
+            acted |= node
+                .engine
+                .poll_events(&ctx, &mut |h, e| trace.record_event(at, id, h, e));
+            for (to, payload) in out.drain(..) {
+                self.send(id, ctx.addr, to, payload);
             }
             // 3. Loop while something happened: app calls may have queued output or armed a deadline
             // that already passed.
             if !acted {
+                self.out = out;
                 return;
             }
         }
+        self.out = out;
         tracing::warn!(
             node = id.0,
             "simulated node did not go quiet within the drain bound"
@@ -612,37 +632,55 @@ impl Simulation {
                 *b ^= 1 << (bit % 8);
             }
         }
-        let mut copies = vec![(after, offer.fate)];
-        if let Some(after) = offer.copy {
-            let fate = Fate::Delivered {
-                after,
-                corrupted: offer.flip.is_some(),
-                duplicate: true,
-            };
-            copies.push((after, fate));
-        }
-        let n = copies.len();
-        for (i, (after, fate)) in copies.into_iter().enumerate() {
-            if self.in_flight.len() >= self.limits.max_in_flight {
-                record(&mut self.trace, Fate::DroppedOverflow);
-                continue;
+        match offer.copy {
+            None => self.enqueue(to_node, from, to, after, offer.fate, payload),
+            Some(copy_after) => {
+                self.enqueue(to_node, from, to, after, offer.fate, payload.clone());
+                // The copy of a corrupted datagram is the corrupted one too (corruption happens first).
+                let fate = Fate::Delivered {
+                    after: copy_after,
+                    corrupted: offer.flip.is_some(),
+                    duplicate: true,
+                };
+                self.enqueue(to_node, from, to, copy_after, fate, payload);
             }
-            record(&mut self.trace, fate);
-            self.seq += 1;
-            // The copy of a corrupted datagram is the corrupted one too (corruption happens first).
-            let payload = if i + 1 == n {
-                std::mem::take(&mut payload)
-            } else {
-                payload.clone()
-            };
-            self.in_flight.push(Reverse(InFlight {
-                at: self.now + after,
-                seq: self.seq,
-                to: to_node,
-                from,
-                payload,
-            }));
         }
+    }
+
+    /// Puts one copy of a datagram on its way, to arrive `after` from now, unless the in-flight bound
+    /// is reached; records its fate.
+    fn enqueue(
+        &mut self,
+        to_node: NodeId,
+        from: SocketAddr,
+        to: SocketAddr,
+        after: Duration,
+        fate: Fate,
+        payload: BytesMut,
+    ) {
+        let fate = if self.in_flight.len() >= self.limits.max_in_flight {
+            Fate::DroppedOverflow
+        } else {
+            fate
+        };
+        self.trace.record(TraceRecord::Datagram {
+            at: self.now - self.epoch,
+            size: payload.len(),
+            from,
+            to,
+            fate,
+        });
+        if !fate.is_delivered() {
+            return;
+        }
+        self.seq += 1;
+        self.in_flight.push(Reverse(InFlight {
+            at: self.now + after,
+            seq: self.seq,
+            to: to_node,
+            from,
+            payload,
+        }));
     }
 
     /// Steps until `done` holds or `limit` of virtual time passes; returns whether `done` held. The clock

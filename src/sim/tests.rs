@@ -230,3 +230,122 @@ fn wake_ups_and_scheduled_rebinding_reach_the_app() {
         "the clock stops when nothing is left to happen"
     );
 }
+
+/// A toy engine: at the start it sends `count` datagrams of 100 bytes to `peer`, one every 10 ms; with
+/// `count` 0 it echoes every datagram it receives. It reports each arrival as an event.
+struct Echo {
+    peer: SocketAddr,
+    count: usize,
+    echo: bool,
+    next_send: Option<Instant>,
+    out: Vec<(SocketAddr, BytesMut)>,
+    arrivals: Vec<(Duration, SocketAddr, usize)>,
+    unreported: usize,
+    seed: u64,
+}
+
+impl Echo {
+    fn new(peer: SocketAddr, count: usize, seed: u64) -> Self {
+        Self {
+            peer,
+            count,
+            echo: count == 0,
+            next_send: None,
+            out: Vec::new(),
+            arrivals: Vec::new(),
+            unreported: 0,
+            seed,
+        }
+    }
+}
+
+impl Engine for Echo {
+    fn start(&mut self, ctx: &EngineCtx) {
+        if self.count > 0 {
+            self.next_send = Some(ctx.now);
+        }
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+        let _ = now;
+        self.arrivals.push((Duration::ZERO, from, payload.len()));
+        self.unreported += 1;
+        if self.echo {
+            self.out.push((from, payload));
+        }
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_send
+    }
+    fn handle_timeout(&mut self, ctx: &EngineCtx) {
+        if self.next_send.is_some_and(|t| t <= ctx.now) {
+            self.out.push((self.peer, BytesMut::from(&[7u8; 100][..])));
+            self.count -= 1;
+            self.next_send = (self.count > 0).then(|| ctx.now + Duration::from_millis(10));
+        }
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<crate::Transmit> {
+        let _ = now;
+        let (destination, payload) = self.out.pop()?;
+        buf.clear();
+        buf.extend_from_slice(&payload);
+        Some(crate::Transmit {
+            destination,
+            src_ip: None,
+            ecn: None,
+            size: payload.len(),
+            segment_size: None,
+        })
+    }
+    fn poll_events(
+        &mut self,
+        ctx: &EngineCtx,
+        report: &mut dyn FnMut(&dyn std::fmt::Debug, &dyn std::fmt::Debug),
+    ) -> bool {
+        let n = std::mem::take(&mut self.unreported);
+        let first = self.arrivals.len() - n;
+        for a in self.arrivals.iter_mut().skip(first) {
+            a.0 = ctx.elapsed();
+            report(&ctx.node, &"arrival");
+        }
+        n > 0
+    }
+}
+
+#[test]
+fn other_engines_run_as_nodes_with_derived_seeds() {
+    let a_addr: SocketAddr = "10.0.0.1:1".parse().expect("valid");
+    let b_addr: SocketAddr = "10.0.0.2:2".parse().expect("valid");
+    let run = |seed| {
+        let mut sim = Simulation::new(epoch(), seed);
+        let a = sim.add_engine(a_addr, |seed| Box::new(Echo::new(b_addr, 3, seed)));
+        let b = sim.add_engine(b_addr, |seed| Box::new(Echo::new(a_addr, 0, seed)));
+        sim.add_duplex_link(a, b, LinkConfig::with_delay(Duration::from_millis(5)));
+        sim.run(Duration::from_secs(1));
+        assert!(sim.endpoint(a).is_none() && sim.app::<NoApp>(a).is_none());
+        let ea = sim.engine::<Echo>(a).expect("an echo engine");
+        let eb = sim.engine::<Echo>(b).expect("an echo engine");
+        assert_ne!(ea.seed, eb.seed, "each node gets its own seed");
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            eb.arrivals,
+            vec![(ms(5), a_addr, 100), (ms(15), a_addr, 100), (ms(25), a_addr, 100)]
+        );
+        assert_eq!(
+            ea.arrivals,
+            vec![
+                (ms(10), b_addr, 100),
+                (ms(20), b_addr, 100),
+                (ms(30), b_addr, 100)
+            ]
+        );
+        let events = sim
+            .trace()
+            .records()
+            .filter(|r| matches!(r, TraceRecord::Event { event, .. } if event == "\"arrival\""))
+            .count();
+        assert_eq!((sim.trace().delivered, events), (6, 6));
+        (ea.seed, sim.trace().hash())
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3).0, run(4).0);
+}

@@ -1,6 +1,7 @@
 //! A record of everything a simulation did, with a stable hash.
 
 use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Trace {
     pub corrupted: u64,
     /// Bytes of datagram copies delivered.
     pub delivered_bytes: u64,
+    /// Strings of an event record no longer kept, reused for the next one.
+    spare: Option<(String, String)>,
 }
 
 impl Trace {
@@ -71,6 +74,7 @@ impl Trace {
             dropped: 0,
             corrupted: 0,
             delivered_bytes: 0,
+            spare: None,
         }
     }
 
@@ -170,11 +174,46 @@ impl Trace {
             }
         }
         self.total += 1;
-        if self.capacity > 0 {
-            if self.records.len() >= self.capacity {
-                self.records.pop_front();
-            }
-            self.records.push_back(record);
+        if self.capacity == 0 {
+            self.recycle(record);
+            return;
         }
+        if self.records.len() >= self.capacity {
+            if let Some(old) = self.records.pop_front() {
+                self.recycle(old);
+            }
+        }
+        self.records.push_back(record);
+    }
+
+    /// Keeps the strings of an event record that is no longer kept, for [`Trace::record_event`].
+    fn recycle(&mut self, record: TraceRecord) {
+        if let TraceRecord::Event { handle, event, .. } = record {
+            self.spare = Some((handle, event));
+        }
+    }
+
+    /// Records an event given by the `Debug` text of its connection and of itself, as
+    /// [`TraceRecord::Event`] does; reuses the strings of records no longer kept, so that a long
+    /// simulation does not allocate for every event.
+    pub(crate) fn record_event(
+        &mut self,
+        at: Duration,
+        node: NodeId,
+        handle: &dyn fmt::Debug,
+        event: &dyn fmt::Debug,
+    ) {
+        let (mut h, mut e) = self.spare.take().unwrap_or_default();
+        h.clear();
+        e.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(h, "{handle:?}");
+        let _ = write!(e, "{event:?}");
+        self.record(TraceRecord::Event {
+            at,
+            node,
+            handle: h,
+            event: e,
+        });
     }
 }
