@@ -26,6 +26,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -36,6 +39,9 @@ use quicsand::sim::{
 };
 use quicsand::{ClientConfig, CongestionAlgorithm, ConnectionError, ServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use common::quinn_sim::QuinnPeer;
+use common::LostReason;
 
 const ALPN: &[u8] = b"sim";
 const FULL_ENV: &str = "QUICSAND_SIM_FULL";
@@ -293,11 +299,106 @@ struct RunResult {
     at: Duration,
 }
 
+/// Which engines play the two ends of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peers {
+    /// quicsand at both ends.
+    Quicsand,
+    /// A quinn-proto client sending to a quicsand server.
+    QuinnClient,
+    /// A quicsand client sending to a quinn-proto server.
+    QuinnServer,
+}
+
+impl Peers {
+    /// The test that runs the matrix with these peers, for replay instructions.
+    fn test_name(self) -> &'static str {
+        match self {
+            Peers::Quicsand => "matrix",
+            Peers::QuinnClient => "matrix_quinn_client",
+            Peers::QuinnServer => "matrix_quinn_server",
+        }
+    }
+}
+
+/// The two nodes of a run.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    client: NodeId,
+    server: NodeId,
+}
+
+/// What the receiving end read.
+struct Received {
+    bytes: u64,
+    pattern_ok: bool,
+    completed_at: Option<Duration>,
+}
+
+/// Why the sending end's connection ended, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClientEnd {
+    /// It closed the connection itself (after completion, if all went well).
+    LocallyClosed,
+    /// Anything else, as the engine describes it.
+    Error(String),
+}
+
+impl Ends {
+    fn quinn_server(self, sim: &Simulation) -> Option<&QuinnPeer> {
+        sim.engine::<QuinnPeer>(self.server)
+    }
+
+    fn received(self, sim: &Simulation) -> Received {
+        if let Some(q) = self.quinn_server(sim) {
+            return Received {
+                bytes: q.total_bytes(),
+                pattern_ok: q.pattern_ok(),
+                completed_at: q.completed_at,
+            };
+        }
+        let sink = sim.app::<Sink>(self.server).unwrap();
+        Received {
+            bytes: sink.total_bytes(),
+            pattern_ok: sink.streams.values().all(|s| s.pattern_ok),
+            completed_at: sink.completed_at(),
+        }
+    }
+
+    /// Whether every byte and both stream ends were read (cheap: called at every step).
+    fn complete(self, sim: &Simulation, total: u64) -> bool {
+        match self.quinn_server(sim) {
+            Some(q) => q.completed_at.is_some() || (q.total_bytes() == total && q.finished_streams() == 2),
+            None => {
+                let sink = sim.app::<Sink>(self.server).unwrap();
+                sink.total_bytes() == total && sink.finished_streams() == 2
+            }
+        }
+    }
+
+    fn client_end(self, sim: &Simulation) -> Option<ClientEnd> {
+        if let Some(q) = sim.engine::<QuinnPeer>(self.client) {
+            return q.lost.as_ref().map(|r| match r {
+                LostReason::LocallyClosed => ClientEnd::LocallyClosed,
+                other => ClientEnd::Error(format!("{other:?}")),
+            });
+        }
+        let sender = sim.app::<BulkSender>(self.client).unwrap();
+        if let Some(e) = &sender.connect_error {
+            return Some(ClientEnd::Error(format!("connect failed: {e}")));
+        }
+        sender.lost.as_ref().map(|r| match r {
+            ConnectionError::LocallyClosed => ClientEnd::LocallyClosed,
+            other => ClientEnd::Error(format!("{other:?}")),
+        })
+    }
+}
+
 /// Runs one scenario with one seed; `Err` describes a failure (hang, corruption, forbidden error).
 /// `QUICSAND_SIM_TRACE=<n>` keeps the last `n` trace records of each run and prints them when it fails.
 const TRACE_ENV: &str = "QUICSAND_SIM_TRACE";
 
-fn run(sc: &Scenario, seed: u64) -> Result<RunResult, String> {
+fn run(sc: &Scenario, seed: u64, peers: Peers) -> Result<RunResult, String> {
     let keep = std::env::var(TRACE_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok());
@@ -306,7 +407,7 @@ fn run(sc: &Scenario, seed: u64) -> Result<RunResult, String> {
         ..Limits::default()
     };
     let mut sim = Simulation::with_limits(epoch(), seed, limits);
-    let result = run_in(&mut sim, sc);
+    let result = run_in(&mut sim, sc, peers);
     if result.is_err() && keep.is_some() {
         eprintln!(
             "trace of {} seed {seed} (last {} records):",
@@ -320,59 +421,83 @@ fn run(sc: &Scenario, seed: u64) -> Result<RunResult, String> {
     result
 }
 
-fn run_in(sim: &mut Simulation, sc: &Scenario) -> Result<RunResult, String> {
+/// Adds the two ends of a run: a sender of `total` bytes over 2 streams and a receiver, of the engines
+/// `peers` names.
+fn add_ends(sim: &mut Simulation, peers: Peers, total: u64) -> Ends {
     let (server_config, client_config) = configs(CongestionAlgorithm::default());
-    let server_addr = "10.0.0.2:4433".parse().unwrap();
-    let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
-    let sender = BulkSender::new(client_config, server_addr, "localhost", sc.total, 2);
-    let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(sender));
+    let server_addr: SocketAddr = "10.0.0.2:4433".parse().unwrap();
+    let client_addr: SocketAddr = "10.0.0.1:50000".parse().unwrap();
+    let server = match peers {
+        Peers::QuinnServer => sim.add_engine(server_addr, |seed| {
+            Box::new(QuinnPeer::receiver(
+                server_addr,
+                seed,
+                server_config.tls.clone(),
+                total,
+                2,
+            ))
+        }),
+        _ => sim.add_node(server_addr, Some(server_config), Box::new(Sink::default())),
+    };
+    let client = match peers {
+        Peers::QuinnClient => sim.add_engine(client_addr, |seed| {
+            Box::new(QuinnPeer::sender(
+                client_addr,
+                seed,
+                client_config.tls.clone(),
+                server_addr,
+                total,
+                2,
+            ))
+        }),
+        _ => {
+            let sender = BulkSender::new(client_config, server_addr, "localhost", total, 2);
+            sim.add_node(client_addr, None, Box::new(sender))
+        }
+    };
+    Ends { client, server }
+}
+
+fn run_in(sim: &mut Simulation, sc: &Scenario, peers: Peers) -> Result<RunResult, String> {
+    let total = sc.total;
+    let ends = add_ends(sim, peers, total);
+    let (client, server) = (ends.client, ends.server);
     sim.add_duplex_link(client, server, sc.link.clone());
     match sc.disruption {
         Disruption::None => {}
         Disruption::Rebind(at) => sim.schedule_rebind(client, at, "10.0.0.1:50001".parse().unwrap()),
         Disruption::Blackout(at, len) => sim.schedule_blackout(client, server, at, len),
     }
-    let total = sc.total;
-    let complete = |sim: &Simulation| {
-        let sink = sim.app::<Sink>(server).unwrap();
-        sink.total_bytes() == total && sink.finished_streams() == 2
-    };
-    let ended = |sim: &Simulation| {
-        let sender = sim.app::<BulkSender>(client).unwrap();
-        sender.lost.is_some() || sender.connect_error.is_some()
-    };
-    sim.run_until(sc.bound, |sim| complete(sim) || ended(sim));
-    let sink = sim.app::<Sink>(server).unwrap();
-    let sender = sim.app::<BulkSender>(client).unwrap();
-    if complete(sim) {
-        if sink.total_bytes() != total || !sink.streams.values().all(|s| s.pattern_ok) {
-            return Err(format!("bytes differ ({} of {total})", sink.total_bytes()));
+    sim.run_until(sc.bound, |sim| {
+        ends.complete(sim, total) || ends.client_end(sim).is_some()
+    });
+    let received = ends.received(sim);
+    if ends.complete(sim, total) {
+        if received.bytes != total || !received.pattern_ok {
+            return Err(format!("bytes differ ({} of {total})", received.bytes));
         }
-        let at = sink.completed_at().unwrap_or(sim.elapsed());
+        let at = received.completed_at.unwrap_or(sim.elapsed());
         // The sender closes once it learns every stream was acknowledged; give it a while.
-        check_clean_close(sim, client, sc)?;
+        check_clean_close(sim, ends, sc)?;
         return Ok(RunResult {
             end: End::Completed,
             at,
         });
     }
-    if let Some(e) = &sender.connect_error {
-        return Err(format!("connect failed: {e}"));
-    }
-    match &sender.lost {
+    match ends.client_end(sim) {
         None => Err(format!(
             "hang: bound {:?} hit with the connection alive, {} of {total} bytes received",
-            sc.bound,
-            sink.total_bytes()
+            sc.bound, received.bytes
         )),
-        Some(reason) => {
-            let msg = format!("{reason:?} after {} of {total} bytes", sink.total_bytes());
-            match (sc.expect, reason) {
-                (Expect::CompleteOrError, ConnectionError::LocallyClosed) => {
+        Some(end) => {
+            let msg = format!("{end:?} after {} of {total} bytes", received.bytes);
+            match (sc.expect, end) {
+                (_, ClientEnd::Error(e)) if e.starts_with("connect failed") => Err(e),
+                (Expect::CompleteOrError, ClientEnd::LocallyClosed) => {
                     Err(format!("closed locally without completing: {msg}"))
                 }
-                (Expect::CompleteOrError, _) => Ok(RunResult {
-                    end: End::Error(format!("{reason:?}")),
+                (Expect::CompleteOrError, ClientEnd::Error(e)) => Ok(RunResult {
+                    end: End::Error(e),
                     at: sim.elapsed(),
                 }),
                 (Expect::Complete, _) => Err(format!("connection ended: {msg}")),
@@ -382,11 +507,11 @@ fn run_in(sim: &mut Simulation, sc: &Scenario) -> Result<RunResult, String> {
 }
 
 /// After completion, the client must close the connection (code 0) within a few RTOs.
-fn check_clean_close(sim: &mut Simulation, client: NodeId, sc: &Scenario) -> Result<(), String> {
+fn check_clean_close(sim: &mut Simulation, ends: Ends, sc: &Scenario) -> Result<(), String> {
     let limit = secs(10) + sc.rtt * 10;
-    sim.run_until(limit, |sim| sim.app::<BulkSender>(client).unwrap().lost.is_some());
-    match &sim.app::<BulkSender>(client).unwrap().lost {
-        Some(ConnectionError::LocallyClosed) => Ok(()),
+    sim.run_until(limit, |sim| ends.client_end(sim).is_some());
+    match ends.client_end(sim) {
+        Some(ClientEnd::LocallyClosed) => Ok(()),
         other => Err(format!(
             "complete, but the client did not close within {limit:?}: {other:?}"
         )),
@@ -422,10 +547,10 @@ fn fmt_secs(d: Duration) -> String {
 }
 
 /// Prints the per-scenario table (markdown, to paste into docs).
-fn print_summary(rows: &[(Scenario, Stats)], seeds: usize, wall: Duration) {
+fn print_summary(peers: Peers, rows: &[(Scenario, Stats)], seeds: usize, wall: Duration) {
     eprintln!();
     eprintln!(
-        "sim matrix: {seeds} seed(s) per scenario, wall time {:.1} s",
+        "sim matrix ({peers:?}): {seeds} seed(s) per scenario, wall time {:.1} s",
         wall.as_secs_f64()
     );
     eprintln!(
@@ -465,18 +590,35 @@ fn print_summary(rows: &[(Scenario, Stats)], seeds: usize, wall: Duration) {
     eprintln!();
 }
 
-/// Runs the matrix: every scenario (or `QUICSAND_SIM_SCENARIO`) with every seed, on as many threads as
-/// there are cores, then prints the summary and fails listing every failing (scenario, seed).
+/// Runs the matrix with quicsand at both ends: every scenario (or `QUICSAND_SIM_SCENARIO`) with every
+/// seed, on as many threads as there are cores, then prints the summary and fails listing every failing
+/// (scenario, seed).
 ///
 /// Measured wall time (test profile, opt-level 1, 2 cores): the fast slice (3 seeds) about 3.5 s; see the
 /// module documentation for the full run.
 #[test]
 fn matrix() {
+    run_matrix(Peers::Quicsand);
+}
+
+/// The matrix with a quinn-proto client sending to a quicsand server.
+#[test]
+fn matrix_quinn_client() {
+    run_matrix(Peers::QuinnClient);
+}
+
+/// The matrix with a quicsand client sending to a quinn-proto server.
+#[test]
+fn matrix_quinn_server() {
+    run_matrix(Peers::QuinnServer);
+}
+
+fn run_matrix(peers: Peers) {
     let only = std::env::var(SCENARIO_ENV).ok();
     let all = scenarios();
     let chosen: Vec<Scenario> = all
         .iter()
-        .filter(|s| only.as_deref().is_none_or(|n| n == s.name))
+        .filter(|s| only.as_deref().map_or(true, |n| n == s.name))
         .cloned()
         .collect();
     assert!(
@@ -500,7 +642,7 @@ fn matrix() {
                 let Some(&(i, seed)) = jobs.get(k) else { break };
                 let sc = &chosen[i];
                 let t0 = wall_now();
-                let result = run(sc, seed);
+                let result = run(sc, seed, peers);
                 let mut stats = stats.lock().unwrap();
                 let st = &mut stats[i];
                 st.wall += wall_now() - t0;
@@ -514,9 +656,11 @@ fn matrix() {
                     }
                     Err(e) => {
                         eprintln!(
-                            "FAILED scenario {} seed {seed}: {e}; replay with {SCENARIO_ENV}={} {SEED_ENV}={seed} \
-                             cargo test --test sim_matrix matrix",
-                            sc.name, sc.name
+                            "FAILED {peers:?} scenario {} seed {seed}: {e}; replay with {SCENARIO_ENV}={} \
+                             {SEED_ENV}={seed} cargo test --test sim_matrix -- --exact {}",
+                            sc.name,
+                            sc.name,
+                            peers.test_name()
                         );
                         st.failed.push((seed, e));
                     }
@@ -526,7 +670,7 @@ fn matrix() {
     });
     let stats = stats.into_inner().unwrap();
     let rows: Vec<(Scenario, Stats)> = chosen.into_iter().zip(stats).collect();
-    print_summary(&rows, seeds.len(), wall_now() - start);
+    print_summary(peers, &rows, seeds.len(), wall_now() - start);
     let failures: Vec<String> = rows
         .iter()
         .flat_map(|(sc, st)| {
@@ -650,7 +794,7 @@ fn regressions() {
     let all = scenarios();
     let (name, seed) = ("loss20_rtt20", 28);
     let sc = all.iter().find(|s| s.name == name).unwrap();
-    let result = run(sc, seed);
+    let result = run(sc, seed, Peers::Quicsand);
     assert!(
         matches!(
             result,
@@ -662,4 +806,38 @@ fn regressions() {
         "{name} seed {seed}: {:?}",
         result.map(|r| format!("{:?}", r.end))
     );
+}
+
+/// Runs with a quinn-proto peer are reproducible too: quinn-proto's RNG, connection IDs and keys come
+/// from the node's seed, and the handshake sizes are fixed (Ed25519), so two runs with the same seed
+/// make the same trace; only packet bytes (rustls randoms and key shares) differ.
+#[test]
+fn quinn_runs_reproduce() {
+    let all = scenarios();
+    let sc = all.iter().find(|s| s.name == "kitchen_sink_bw10_rtt100").unwrap();
+    for peers in [Peers::QuinnClient, Peers::QuinnServer] {
+        let seed = seed_from_env(7);
+        let hash = |seed| {
+            let mut sim = Simulation::with_limits(
+                epoch(),
+                seed,
+                Limits {
+                    trace_records: 0,
+                    ..Limits::default()
+                },
+            );
+            let result = run_in(&mut sim, sc, peers);
+            assert!(result.is_ok(), "{peers:?} seed {seed}: {result:?}");
+            sim.trace().hash()
+        };
+        let (a, b, c) = (hash(seed), hash(seed), hash(seed + 1));
+        eprintln!("{peers:?} {}: seed {seed} trace hash {a:#018x}", sc.name);
+        assert_eq!(a, b, "{peers:?}: two runs with seed {seed} differ");
+        assert_ne!(
+            a,
+            c,
+            "{peers:?}: seeds {seed} and {} gave the same trace",
+            seed + 1
+        );
+    }
 }
