@@ -10,18 +10,25 @@
 //! scenario allows it) with the connection ended by a clear error; it must never hit the bound with the
 //! connection still alive.
 //!
+//! Three tests run the matrix: `matrix` with quicsand at both ends, `matrix_quinn_client` with a
+//! quinn-proto client sending to a quicsand server, and `matrix_quinn_server` with a quicsand client
+//! sending to a quinn-proto server. The quinn-proto end is the harness's `QuinnNode` driven through
+//! `quicsand::sim::Engine` (`tests/common/quinn_sim.rs`), with the same byte pattern and the same close
+//! at the end.
+//!
 //! Environment:
 //! - default: every scenario with 3 seeds (the fast slice);
 //! - `QUICSAND_SIM_FULL=1`: 200 seeds per scenario, plus the measurement-only tests. Measured on 2 cores
-//!   (test profile, opt-level 1): the matrix takes about 300 s of wall time (600 s of CPU, half of it
-//!   in `bw1000_rtt20`, a sixth in `bw100_rtt20`; see the `wall s` column of the summary). The default
-//!   run takes about 11 s, 3.5 s of it the matrix and the rest the CUBIC utilisation transfer;
+//!   (test profile, opt-level 1): the quicsand matrix takes about 300 s of wall time (600 s of CPU, half
+//!   of it in `bw1000_rtt20`, a sixth in `bw100_rtt20`; see the `wall s` column of the summary), each
+//!   quinn-proto matrix about as much. The default run of this file takes about 15 to 25 s on a busy
+//!   2-core machine: each matrix's fast slice 3.5 to 12 s, and the CUBIC utilisation transfer;
 //! - `QUICSAND_SIM_SEED=<n>`: only that seed;
 //! - `QUICSAND_SIM_SCENARIO=<name>`: only that scenario;
 //! - `QUICSAND_SIM_TRACE=<n>`: print the last `n` trace records of each failing run.
 //!
 //! A failing run prints its scenario and seed, and how to replay it:
-//! `QUICSAND_SIM_SCENARIO=<name> QUICSAND_SIM_SEED=<seed> cargo test --test sim_matrix matrix`.
+//! `QUICSAND_SIM_SCENARIO=<name> QUICSAND_SIM_SEED=<seed> cargo test --test sim_matrix -- --exact <test>`.
 //! Every run prints a summary table (use `-- --nocapture` to see it when the test passes).
 
 #![allow(clippy::unwrap_used)]
