@@ -410,7 +410,8 @@ impl Connection {
         #[cfg(feature = "qlog")]
         self.qlog
             .packets_acked(now, space, outcome.acked.iter().map(|(pn, _)| *pn));
-        for (pn, p) in outcome.acked {
+        let mut acked = outcome.acked;
+        for (pn, p) in acked.drain(..) {
             if p.in_flight {
                 self.cc.on_ack(
                     now,
@@ -422,6 +423,7 @@ impl Connection {
             }
             self.on_packet_acked(space, pn, p.data);
         }
+        self.recovery.recycle(acked);
         if let Some(latest) = outcome.lost.iter().map(|(_, p)| p.time_sent).max() {
             self.on_congestion_event(now, latest, outcome.persistent_congestion);
         }

@@ -721,12 +721,13 @@ fn op() -> impl Strategy<Value = Op> {
 fn check_invariants(ld: &LossDetection<u64>) {
     let mut total = 0;
     for s in &ld.spaces {
-        let bytes: u64 = s.sent.values().map(|p| u64::from(p.size)).sum();
-        let eliciting = s.sent.values().filter(|p| p.ack_eliciting).count() as u64;
+        let bytes: u64 = s.sent.iter().map(|(_, p)| u64::from(p.size)).sum();
+        let eliciting = s.sent.iter().filter(|(_, p)| p.ack_eliciting).count() as u64;
         assert_eq!(s.bytes_in_flight, bytes);
         assert_eq!(s.ack_eliciting_in_flight, eliciting);
-        assert!(s.sent.values().all(|p| p.in_flight));
-        assert!(s.sent.keys().all(|&pn| pn < s.next_pn));
+        assert!(s.sent.iter().all(|(_, p)| p.in_flight));
+        assert_eq!(s.sent.iter().count(), s.sent.len());
+        assert!(s.sent.iter().all(|(pn, _)| pn < s.next_pn));
         total += bytes;
     }
     assert_eq!(ld.bytes_in_flight(), total);

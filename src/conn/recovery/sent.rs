@@ -1,0 +1,194 @@
+//! The packets of one space still in flight, in a deque ordered by packet number.
+//!
+//! Packet numbers are sent in increasing order, and packets leave mostly from the front (acknowledged
+//! or declared lost in order), so a ring buffer appended at the back does what an ordered map would,
+//! without a tree node allocation per few packets. A packet taken out of the middle leaves an empty
+//! slot; empty slots at the front are dropped at once, so the deque spans from the oldest packet in
+//! flight to the newest. Lookups are binary searches; numbers skipped between packets take no room.
+
+use std::collections::VecDeque;
+use std::ops::{Bound, RangeBounds};
+
+use super::SentPacket;
+
+/// Slots reserved when the first packet goes in flight.
+const INITIAL_SLOTS: usize = 32;
+
+#[derive(Debug)]
+pub(super) struct SentPackets<T> {
+    /// Packet numbers strictly increase along the deque. The first slot, when there is one, is occupied.
+    slots: VecDeque<(u64, Option<SentPacket<T>>)>,
+    /// Occupied slots.
+    len: usize,
+}
+
+impl<T> Default for SentPackets<T> {
+    fn default() -> Self {
+        Self {
+            slots: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> SentPackets<T> {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds packet `pn`, larger than every packet number added before.
+    pub(super) fn insert(&mut self, pn: u64, packet: SentPacket<T>) {
+        if self.slots.back().is_some_and(|&(last, _)| last >= pn) {
+            debug_assert!(false, "packet numbers increase");
+            return;
+        }
+        if self.slots.capacity() == 0 {
+            // One allocation for a typical flight, rather than a series of doublings from one slot.
+            self.slots.reserve_exact(INITIAL_SLOTS);
+        }
+        self.slots.push_back((pn, Some(packet)));
+        self.len += 1;
+    }
+
+    /// Takes packet `pn` out, if tracked.
+    pub(super) fn remove(&mut self, pn: u64) -> Option<SentPacket<T>> {
+        let index = self.slots.binary_search_by_key(&pn, |&(n, _)| n).ok()?;
+        let packet = self.slots.get_mut(index)?.1.take()?;
+        self.len -= 1;
+        self.compact();
+        Some(packet)
+    }
+
+    /// The slot indices holding packet numbers in `range`.
+    fn indices(&self, range: &impl RangeBounds<u64>) -> std::ops::Range<usize> {
+        let lo = match range.start_bound() {
+            Bound::Included(&s) => self.slots.partition_point(|&(n, _)| n < s),
+            Bound::Excluded(&s) => self.slots.partition_point(|&(n, _)| n <= s),
+            Bound::Unbounded => 0,
+        };
+        let hi = match range.end_bound() {
+            Bound::Included(&e) => self.slots.partition_point(|&(n, _)| n <= e),
+            Bound::Excluded(&e) => self.slots.partition_point(|&(n, _)| n < e),
+            Bound::Unbounded => self.slots.len(),
+        };
+        lo..hi.max(lo)
+    }
+
+    /// The tracked packets with numbers in `range`, ascending. The cost is a binary search plus the
+    /// tracked packets inside the range, whatever its width.
+    pub(super) fn range(
+        &self,
+        range: impl RangeBounds<u64>,
+    ) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
+        self.slots
+            .range(self.indices(&range))
+            .filter_map(|(pn, p)| p.as_ref().map(|p| (*pn, p)))
+    }
+
+    /// Takes out every tracked packet with a number in `range`, ascending, handing each to `f`.
+    pub(super) fn drain_range(
+        &mut self,
+        range: impl RangeBounds<u64>,
+        mut f: impl FnMut(u64, SentPacket<T>),
+    ) {
+        let indices = self.indices(&range);
+        for (pn, slot) in self.slots.range_mut(indices) {
+            if let Some(p) = slot.take() {
+                self.len -= 1;
+                f(*pn, p);
+            }
+        }
+        self.compact();
+    }
+
+    /// Drops the empty slots at the front; with nothing left in flight, releases the storage, so that an
+    /// idle connection holds none (a busy one allocates it once per flight).
+    fn compact(&mut self) {
+        if self.len == 0 {
+            self.slots = VecDeque::new();
+            return;
+        }
+        while let Some((_, None)) = self.slots.front() {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Every tracked packet, ascending.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
+        self.range(..)
+    }
+
+    /// Takes out every tracked packet, ascending.
+    pub(super) fn take_all(&mut self) -> impl Iterator<Item = (u64, SentPacket<T>)> {
+        let slots = std::mem::take(&mut self.slots);
+        self.len = 0;
+        slots.into_iter().filter_map(|(pn, p)| p.map(|p| (pn, p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(size: u16) -> SentPacket<u64> {
+        SentPacket {
+            time_sent: crate::test_util::epoch(),
+            size,
+            ack_eliciting: true,
+            in_flight: true,
+            data: u64::from(size),
+        }
+    }
+
+    fn numbers<T>(s: &SentPackets<T>) -> Vec<u64> {
+        s.iter().map(|(pn, _)| pn).collect()
+    }
+
+    #[test]
+    fn gaps_ranges_and_compaction() {
+        let mut s = SentPackets::default();
+        for pn in [3, 4, 7, 8, 9] {
+            s.insert(pn, packet(pn as u16));
+        }
+        assert_eq!(s.len(), 5);
+        assert_eq!(numbers(&s), [3, 4, 7, 8, 9]);
+        // Ranges are clamped to what is tracked, whatever their width.
+        let r: Vec<u64> = s.range(0..=u64::MAX - 1).map(|(pn, _)| pn).collect();
+        assert_eq!(r, [3, 4, 7, 8, 9]);
+        let r: Vec<u64> = s.range(4..8).map(|(pn, _)| pn).collect();
+        assert_eq!(r, [4, 7]);
+        assert_eq!(s.range(10..).count(), 0);
+        assert_eq!(s.range(..3).count(), 0);
+        // Removing the front drops the gap behind it too.
+        assert_eq!(s.remove(3).map(|p| p.data), Some(3));
+        assert_eq!(s.remove(3), None);
+        assert_eq!(s.remove(4).map(|p| p.data), Some(4));
+        assert_eq!(s.slots.front().map(|&(pn, _)| pn), Some(7));
+        assert_eq!(s.slots.len(), 3);
+        // A removal in the middle leaves a hole that iteration skips.
+        assert_eq!(s.remove(8).map(|p| p.data), Some(8));
+        assert_eq!(numbers(&s), [7, 9]);
+        let mut drained = Vec::new();
+        s.drain_range(0..=8, |pn, p| drained.push((pn, p.data)));
+        assert_eq!(drained, [(7, 7)]);
+        assert_eq!(numbers(&s), [9]);
+        s.drain_range(9..=9, |_, _| {});
+        assert!(s.is_empty());
+        // Empty: the storage is released, and the next packet starts a new span.
+        assert_eq!(s.slots.capacity(), 0);
+        s.insert(1000, packet(1));
+        // Numbers far apart take no room in between.
+        s.insert(1 << 60, packet(2));
+        assert_eq!(s.slots.len(), 2);
+        assert_eq!(s.range(1001..).map(|(pn, _)| pn).collect::<Vec<_>>(), [1 << 60]);
+        assert_eq!(s.remove(1 << 60).map(|p| p.data), Some(2));
+        assert_eq!(numbers(&s), [1000]);
+        assert_eq!(s.take_all().map(|(pn, _)| pn).collect::<Vec<_>>(), [1000]);
+        assert!(s.is_empty());
+        assert_eq!(s.iter().count(), 0);
+    }
+}
