@@ -281,7 +281,13 @@ pub(crate) struct StreamsSent {
 impl StreamsSent {
     /// Whether no stream-related frame went into the packet.
     pub(crate) fn is_empty(&self) -> bool {
-        self == &Self::default()
+        // Field by field: this runs for every packet sent and acknowledged.
+        self.chunks.is_empty()
+            && self.control.is_empty()
+            && self.max_data.is_none()
+            && self.max_streams == [None; 2]
+            && self.data_blocked.is_none()
+            && self.streams_blocked == [None; 2]
     }
 }
 
@@ -354,7 +360,9 @@ pub(crate) struct Streams {
     side: Side,
     config: StreamsConfig,
     /// Open streams (ordered, so that iteration is deterministic).
-    streams: BTreeMap<StreamId, Stream>,
+    /// Boxed: a stream's state is a few hundred bytes, which the map would move on every insertion and
+    /// removal in its nodes.
+    streams: BTreeMap<StreamId, Box<Stream>>,
 
     /// Per direction: how many streams we opened.
     next_local: [u64; 2],
@@ -491,7 +499,7 @@ impl Streams {
     }
 
     /// A new stream's state: halves per its initiator and direction.
-    fn new_stream(&self, id: StreamId) -> Stream {
+    fn new_stream(&self, id: StreamId) -> Box<Stream> {
         let local = id.initiator() == self.side;
         let send = (local || id.is_bidi()).then(|| SendStream::new(self.initial_send_limit(id)));
         let recv = (!local || id.is_bidi()).then(|| {
@@ -500,13 +508,13 @@ impl Streams {
                 self.config.max_stream_receive_window,
             )
         });
-        Stream {
+        Box::new(Stream {
             send,
             recv,
             priority: 0,
             sched: Sched::Idle,
             queued: ControlQueued::default(),
-        }
+        })
     }
 
     /// Whether stream `id` was ever opened (by either side), so a missing entry means "closed".

@@ -166,10 +166,15 @@ impl Streams {
     /// Writes STREAM frames: the highest priority first, round-robin within a priority (a stream that
     /// got a frame goes to the back of its queue).
     fn write_stream_frames(&mut self, buf: &mut Vec<u8>, end: usize, record: &mut StreamsSent) {
-        let priorities: Vec<i32> = self.queues.keys().rev().copied().collect();
         let mut full = false;
-        for prio in priorities {
-            let Some(mut queue) = self.queues.remove(&prio) else {
+        // Highest priority first; the next one is looked up below the current, so that no list of
+        // priorities is built per packet.
+        let mut next = self.queues.keys().next_back().copied();
+        while let Some(prio) = next {
+            next = self.queues.range(..prio).next_back().map(|(&p, _)| p);
+            // The queue is taken out (an empty `VecDeque` does not allocate) and put back below, keeping
+            // the map's entry, so a busy stream costs no map insertion or removal per packet.
+            let Some(mut queue) = self.queues.get_mut(&prio).map(std::mem::take) else {
                 continue;
             };
             while let Some(id) = queue.pop_front() {
@@ -229,8 +234,10 @@ impl Streams {
                     Next::Idle => s.sched = Sched::Idle,
                 }
             }
-            if !queue.is_empty() {
-                self.queues.insert(prio, queue);
+            if queue.is_empty() {
+                self.queues.remove(&prio);
+            } else if let Some(slot) = self.queues.get_mut(&prio) {
+                *slot = queue;
             }
             if full {
                 break;
