@@ -174,7 +174,9 @@ struct StatelessPacket {
 
 /// What the endpoint keeps next to each connection.
 struct Entry {
-    conn: Connection,
+    /// Boxed: a connection is several kilobytes, and the table's slots would otherwise hold that much for
+    /// every slot of its spare capacity.
+    conn: Box<Connection>,
     /// Local connection IDs routed to this connection, removed from the index with it.
     local_cids: Vec<ConnectionId>,
     /// Server side: the client-chosen destination ID routed to this connection.
@@ -196,7 +198,7 @@ struct Entry {
 impl Entry {
     fn new(conn: Connection) -> Self {
         Self {
-            conn,
+            conn: Box::new(conn),
             local_cids: Vec::new(),
             initial_dcid: None,
             addr_key: None,
