@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     match run::parse(std::env::args().skip(1)) {
         Ok(Some(args)) => {
             let rows = run::run(&args);
-            run::print_table(&rows);
+            if !rows.is_empty() {
+                run::print_table(&rows);
+            }
             ExitCode::SUCCESS
         }
         Ok(None) => {

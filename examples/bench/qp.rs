@@ -133,6 +133,10 @@ struct Pair {
     batch: usize,
     charge_buffers_to_receiver: bool,
     connected: [usize; 2],
+    /// Transmits (GSO batches) from the client and from the server.
+    transmits: [u64; 2],
+    /// Datagrams from the client and from the server.
+    datagrams: [u64; 2],
 }
 
 impl Pair {
@@ -164,6 +168,8 @@ impl Pair {
             batch,
             charge_buffers_to_receiver: false,
             connected: [0; 2],
+            transmits: [0; 2],
+            datagrams: [0; 2],
         }
     }
 
@@ -217,12 +223,14 @@ impl Pair {
                 i += 1;
                 continue;
             };
+            self.transmits[usize::from(!from_client)] += 1;
             let segment = t.segment_size.unwrap_or(t.size).max(1);
             let mut payload = charged(buf_ctx, || BytesMut::from(&buf[..t.size]));
             while !payload.is_empty() {
                 let d = charged(buf_ctx, || payload.split_to(segment.min(payload.len())));
                 charged(dst_ctx, || dst.recv(now, from, d));
                 moved += 1;
+                self.datagrams[usize::from(!from_client)] += 1;
             }
         }
         buf.clear();
@@ -312,6 +320,7 @@ pub fn bulk(p: &BulkParams, tls: &Tls) -> BulkResult {
     clock.skip_to(now);
 
     let start_allocs = counts(CLIENT).allocs + counts(SERVER).allocs;
+    let start_transmits = pair.transmits[0];
     let sid = charged(CLIENT, || pair.client.conn(ch).streams().open(Dir::Uni)).expect("stream credit");
     let (mut written, mut finished, mut received, mut done) = (0u64, false, 0u64, false);
     let (mut datagrams, mut acks) = (0u64, 0u64);
@@ -380,6 +389,7 @@ pub fn bulk(p: &BulkParams, tls: &Tls) -> BulkResult {
         datagrams,
         acks,
         engine_allocs: counts(CLIENT).allocs + counts(SERVER).allocs - start_allocs,
+        transmits: pair.transmits[0] - start_transmits,
     }
 }
 
@@ -421,7 +431,8 @@ pub fn memory(n: usize, tls: &Tls) -> MemoryResult {
 }
 
 pub fn streams(n: usize, size: usize, tls: &Tls) -> Duration {
-    let mut pair = Pair::new(TransportConfig::default(), tls, Mode::Default, 10);
+    // The same datagram size as quicsand's default (no MTU discovery), as in `bulk`.
+    let mut pair = Pair::new(transport(1200), tls, Mode::Default, 10);
     let mut clock = SkipClock::new();
     let mut now = clock.now();
     let ch = pair.connect(now, tls);
@@ -506,5 +517,11 @@ pub fn streams(n: usize, size: usize, tls: &Tls) -> Duration {
             pair.idle(&mut clock, moved);
         }
     });
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "streams: datagrams {:?}, transmits {:?}",
+            pair.datagrams, pair.transmits
+        );
+    }
     cpu
 }

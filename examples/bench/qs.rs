@@ -26,6 +26,10 @@ struct Pair {
     charge_buffers_to_receiver: bool,
     /// `Connected` events seen on each side.
     connected: [usize; 2],
+    /// Transmits (GSO batches) from the client and from the server.
+    transmits: [u64; 2],
+    /// Datagrams from the client and from the server.
+    datagrams: [u64; 2],
 }
 
 impl Pair {
@@ -43,6 +47,8 @@ impl Pair {
             sbuf: Vec::new(),
             charge_buffers_to_receiver: false,
             connected: [0; 2],
+            transmits: [0; 2],
+            datagrams: [0; 2],
         }
     }
 
@@ -90,6 +96,7 @@ impl Pair {
                 break;
             };
             // One receive buffer per batch, as a GRO receive hands it over, split into its datagrams.
+            self.transmits[usize::from(!from_client)] += 1;
             let segment = t.segment_size.unwrap_or(t.size).max(1);
             let mut payload = charged(buf_ctx, || BytesMut::from(&buf[..t.size]));
             while !payload.is_empty() {
@@ -102,6 +109,7 @@ impl Pair {
                 };
                 charged(dst_ctx, || dst.handle_datagram(now, datagram));
                 moved += 1;
+                self.datagrams[usize::from(!from_client)] += 1;
             }
         }
         moved
@@ -188,6 +196,7 @@ pub fn bulk(p: &BulkParams, tls: &Tls) -> BulkResult {
     clock.skip_to(now);
 
     let start_allocs = counts(CLIENT).allocs + counts(SERVER).allocs;
+    let start_transmits = pair.transmits[0];
     let sid = pair
         .client
         .conn(ch)
@@ -254,6 +263,7 @@ pub fn bulk(p: &BulkParams, tls: &Tls) -> BulkResult {
         datagrams,
         acks,
         engine_allocs: counts(CLIENT).allocs + counts(SERVER).allocs - start_allocs,
+        transmits: pair.transmits[0] - start_transmits,
     }
 }
 
@@ -290,6 +300,12 @@ pub fn memory(n: usize, tls: &Tls) -> MemoryResult {
     assert_eq!(pair.connected, [n, n], "every quicsand handshake completed");
     assert_eq!(pair.server.stats().connections_active, n);
     let grown = counts(SERVER).since(&before);
+    if std::env::var_os("BENCH_LEAK").is_some() {
+        // For a heap profiler: keep the server's connections alive to the end of the process.
+        let Pair { client, server, .. } = pair;
+        drop(client);
+        std::mem::forget(server);
+    }
     MemoryResult {
         conns: n,
         bytes_per_conn: grown.live_bytes as f64 / n as f64,
@@ -371,5 +387,11 @@ pub fn streams(n: usize, size: usize, tls: &Tls) -> Duration {
             pair.idle(&mut clock, moved);
         }
     });
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "streams: datagrams {:?}, transmits {:?}",
+            pair.datagrams, pair.transmits
+        );
+    }
     cpu
 }

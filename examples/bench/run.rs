@@ -155,6 +155,10 @@ pub fn run(a: &Args) -> Vec<Row> {
     let all = a.workload == "all";
     let mut rows = Vec::new();
     let mut bulk_plot = Vec::new();
+    if let Some(engine) = a.workload.strip_prefix("profile-") {
+        profile(a, engine);
+        return rows;
+    }
     let known = ["all", "bulk", "aead", "handshake", "memory", "streams", "udp"];
     assert!(
         known.contains(&a.workload.as_str()),
@@ -193,6 +197,39 @@ pub fn run(a: &Args) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
+/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes; `profile-streams-*` the streams.
+fn profile(a: &Args, what: &str) {
+    let suite = a.suites[0];
+    let p = BulkParams {
+        suite,
+        size: a.size,
+        batch: a.batch,
+        round: a.round.unwrap_or(2 * a.batch),
+        bytes: a.bytes,
+    };
+    match what {
+        "quicsand" => println!("{:?}", qs::bulk(&p, &Tls::new(suite, Mode::Default))),
+        "quinn" => println!("{:?}", qp::bulk(&p, &Tls::new(suite, Mode::Default))),
+        "hs-quicsand" => println!("{:?}", qs::handshakes(a.handshakes, &Tls::new(suite, Mode::Lean))),
+        "hs-quinn" => println!(
+            "{:?}",
+            qp::handshakes(a.handshakes, &Tls::new(suite, Mode::Lean), Mode::Lean)
+        ),
+        "streams-quicsand" => println!(
+            "{:?}",
+            qs::streams(a.exchanges, a.message, &Tls::new(suite, Mode::Default))
+        ),
+        "streams-quinn" => println!(
+            "{:?}",
+            qp::streams(a.exchanges, a.message, &Tls::new(suite, Mode::Default))
+        ),
+        "memory-quicsand" => println!("{:?}", qs::memory(a.conns, &Tls::new(suite, Mode::Default))),
+        "memory-quinn" => println!("{:?}", qp::memory(a.conns, &Tls::new(suite, Mode::Default))),
+        other => panic!("unknown profile target {other}"),
+    }
 }
 
 /// What the plot shows for one suite.

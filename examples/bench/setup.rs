@@ -105,6 +105,8 @@ pub struct BulkResult {
     pub acks: u64,
     /// Allocations inside both engines during the transfer.
     pub engine_allocs: u64,
+    /// Transmits (GSO batches) sender to receiver.
+    pub transmits: u64,
 }
 
 impl BulkResult {
