@@ -21,6 +21,9 @@ use crate::Side;
 /// The TLS internal_error alert (RFC 8446 §6.2), used when `rustls` fails without naming an alert.
 const INTERNAL_ERROR_ALERT: u8 = 80;
 
+/// The TLS unexpected_message alert (RFC 8446 §6.2).
+const UNEXPECTED_MESSAGE_ALERT: u8 = 10;
+
 /// Length of the longest Packet Number field (RFC 9000 §17.1), which the header protection sample skips
 /// (RFC 9001 §5.4.2).
 const MAX_PN_LEN: usize = 4;
@@ -185,7 +188,11 @@ fn keys(keys: quic::Keys) -> Keys {
 /// session always knows which level TLS reads at and can reject CRYPTO data at any other
 /// (RFC 9001 §4.1.3).
 pub struct RustlsSession {
-    conn: quic::Connection,
+    /// The `rustls` connection; a server drops it once the handshake is over (see `Finished`). Boxed, so
+    /// that what stays after that is small.
+    conn: Option<Box<quic::Connection>>,
+    /// What a server keeps once it dropped `conn`.
+    finished: Option<Box<Finished>>,
     side: Side,
     /// The name the client connects to; the server asks `rustls` for the SNI it received.
     server_name: Option<String>,
@@ -199,6 +206,21 @@ pub struct RustlsSession {
     next: Option<quic::Secrets>,
     /// The error the session failed with; it stays failed.
     error: Option<TransportError>,
+}
+
+/// What a server's session answers from once the handshake is over and all its output was written.
+///
+/// A QUIC client sends no TLS message after its Finished (RFC 9001 §4.1.2: no post-handshake
+/// authentication, and key updates are QUIC's own, §6), so the server's `rustls` connection has nothing
+/// left to do; its state (record keys, buffers, transcript) is a few kilobytes per connection. Key updates
+/// keep working from the saved secrets (`RustlsSession::next`).
+#[derive(Debug)]
+struct Finished {
+    alpn: Option<Vec<u8>>,
+    server_name: Option<String>,
+    suite: Option<Suite>,
+    params: Option<Vec<u8>>,
+    peer_certificates: Option<Vec<Vec<u8>>>,
 }
 
 impl RustlsSession {
@@ -225,7 +247,8 @@ impl RustlsSession {
 
     fn new(conn: quic::Connection, side: Side, server_name: Option<String>) -> Self {
         let mut session = Self {
-            conn,
+            conn: Some(Box::new(conn)),
+            finished: None,
             side,
             server_name,
             pending: VecDeque::new(),
@@ -240,9 +263,12 @@ impl RustlsSession {
 
     /// Moves everything `rustls` has to send, with its key changes, into `pending`.
     fn pull_output(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         loop {
             let mut bytes = Vec::new();
-            let change = self.conn.write_hs(&mut bytes).map(|change| match change {
+            let change = conn.write_hs(&mut bytes).map(|change| match change {
                 quic::KeyChange::Handshake { keys: k } => {
                     // Both sides read the peer's next handshake message at the Handshake level.
                     self.read_level = Level::Handshake;
@@ -280,8 +306,37 @@ impl RustlsSession {
 
     /// RFC 9001 §4.8: a TLS alert becomes CRYPTO_ERROR (0x0100 + alert).
     fn tls_error(&self, error: &rustls::Error) -> TransportError {
-        let alert = self.conn.alert().map(u8::from).unwrap_or(INTERNAL_ERROR_ALERT);
+        let alert = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.alert())
+            .map(u8::from)
+            .unwrap_or(INTERNAL_ERROR_ALERT);
         TransportError::new(TransportErrorCode::crypto(alert), format!("TLS: {error}"))
+    }
+
+    /// A server whose handshake is over and whose output was all written keeps only what the accessors
+    /// answer from, and drops the `rustls` connection (see [`Finished`]).
+    fn release_if_done(&mut self) {
+        if self.side.is_client() || !self.one_rtt || !self.pending.is_empty() || self.error.is_some() {
+            return;
+        }
+        let Some(conn) = self.conn.as_ref().filter(|c| !c.is_handshaking()) else {
+            return;
+        };
+        let server_name = match &**conn {
+            quic::Connection::Server(server) => server.server_name().map(str::to_owned),
+            quic::Connection::Client(_) => return,
+        };
+        self.finished = Some(Box::new(Finished {
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+            suite: conn_suite(conn),
+            params: conn.quic_transport_parameters().map(<[u8]>::to_vec),
+            peer_certificates: conn_certificates(conn),
+        }));
+        self.conn = None;
+        self.pending = VecDeque::new();
     }
 
     fn fail(&mut self, error: TransportError) -> Result<(), TransportError> {
@@ -318,15 +373,25 @@ impl Session for RustlsSession {
             ));
             return self.fail(error);
         }
-        if let Err(e) = self.conn.read_hs(data) {
+        let Some(conn) = self.conn.as_mut() else {
+            // The server's handshake is over: no TLS message may follow (RFC 9001 §4.1.2), which `rustls`
+            // would answer with an unexpected_message alert (RFC 8446 §6.2).
+            let error = TransportError::new(
+                TransportErrorCode::crypto(UNEXPECTED_MESSAGE_ALERT),
+                "TLS: handshake data after the handshake",
+            );
+            return self.fail(error);
+        };
+        if let Err(e) = conn.read_hs(data) {
             let error = self.tls_error(&e);
             return self.fail(error);
         }
         self.pull_output();
         // The server reads at 1-RTT only after the client's Finished completed the handshake.
-        if self.one_rtt && !self.conn.is_handshaking() {
+        if self.one_rtt && !self.is_handshaking() {
             self.read_level = Level::OneRtt;
         }
+        self.release_if_done();
         Ok(())
     }
 
@@ -335,8 +400,14 @@ impl Session for RustlsSession {
             return None;
         }
         self.pull_output();
-        let (bytes, change) = self.pending.pop_front()?;
+        let Some((bytes, change)) = self.pending.pop_front() else {
+            self.release_if_done();
+            return None;
+        };
         buf.extend_from_slice(&bytes);
+        if self.pending.is_empty() {
+            self.release_if_done();
+        }
         change
     }
 
@@ -349,37 +420,58 @@ impl Session for RustlsSession {
     }
 
     fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
-        self.conn.zero_rtt_keys().map(directional)
+        self.conn.as_ref()?.zero_rtt_keys().map(directional)
     }
 
     fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.conn.as_ref().is_some_and(|c| c.is_handshaking())
     }
 
     fn peer_transport_parameters(&self) -> Option<&[u8]> {
-        self.conn.quic_transport_parameters()
+        match (&self.conn, &self.finished) {
+            (Some(conn), _) => conn.quic_transport_parameters(),
+            (None, f) => f.as_ref()?.params.as_deref(),
+        }
     }
 
     fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+        match (&self.conn, &self.finished) {
+            (Some(conn), _) => conn.alpn_protocol(),
+            (None, f) => f.as_ref()?.alpn.as_deref(),
+        }
     }
 
     fn server_name(&self) -> Option<&str> {
-        match &self.conn {
-            quic::Connection::Server(conn) => conn.server_name(),
-            quic::Connection::Client(_) => self.server_name.as_deref(),
+        match (self.conn.as_deref(), &self.finished) {
+            (Some(quic::Connection::Server(conn)), _) => conn.server_name(),
+            (Some(quic::Connection::Client(_)), _) => self.server_name.as_deref(),
+            (None, f) => f.as_ref()?.server_name.as_deref(),
         }
     }
 
     fn suite(&self) -> Option<Suite> {
-        let suite = self.conn.negotiated_cipher_suite()?;
-        Suite::from_tls_id(u16::from(suite.suite()))
+        match (&self.conn, &self.finished) {
+            (Some(conn), _) => conn_suite(conn),
+            (None, f) => f.as_ref()?.suite,
+        }
     }
 
     fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
-        let certs = self.conn.peer_certificates()?;
-        Some(certs.iter().map(|cert| cert.as_ref().to_vec()).collect())
+        match (&self.conn, &self.finished) {
+            (Some(conn), _) => conn_certificates(conn),
+            (None, f) => f.as_ref()?.peer_certificates.clone(),
+        }
     }
+}
+
+fn conn_suite(conn: &quic::Connection) -> Option<Suite> {
+    let suite = conn.negotiated_cipher_suite()?;
+    Suite::from_tls_id(u16::from(suite.suite()))
+}
+
+fn conn_certificates(conn: &quic::Connection) -> Option<Vec<Vec<u8>>> {
+    let certs = conn.peer_certificates()?;
+    Some(certs.iter().map(|cert| cert.as_ref().to_vec()).collect())
 }
 
 impl fmt::Debug for RustlsSession {
@@ -387,7 +479,8 @@ impl fmt::Debug for RustlsSession {
         f.debug_struct("RustlsSession")
             .field("side", &self.side)
             .field("read_level", &self.read_level)
-            .field("handshaking", &self.conn.is_handshaking())
+            .field("handshaking", &self.is_handshaking())
+            .field("released", &self.conn.is_none())
             .field("error", &self.error)
             .finish_non_exhaustive()
     }

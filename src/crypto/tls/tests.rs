@@ -757,3 +757,27 @@ proptest! {
         let _ = server.flush();
     }
 }
+
+#[test]
+fn server_releases_tls_state_after_the_handshake_and_refuses_more_handshake_data() {
+    let (mut client, mut server) = pair(&[]);
+    drive(&mut client, &mut server).expect("handshake succeeds");
+    // The server sent its tickets and has nothing left to do in TLS: its rustls state is gone, while
+    // what the connection asks of the session is still answered (see `full_handshake`).
+    assert!(format!("{:?}", server.session).contains("released: true"));
+    assert!(
+        format!("{:?}", client.session).contains("released: false"),
+        "clients may get tickets later"
+    );
+    assert_eq!(server.session.alpn_protocol(), Some(ALPN));
+    assert!(server.session.suite().is_some());
+    assert!(!server.session.is_handshaking());
+    // A client sends no TLS message after its Finished (RFC 9001 §4.1.2): one would be an unexpected_message.
+    let error = server
+        .session
+        .read_handshake(Level::OneRtt, &[20, 0, 0, 0])
+        .expect_err("no handshake data after the handshake");
+    assert_eq!(error.code, TransportErrorCode::crypto(10));
+    // The session stays failed.
+    assert_eq!(server.session.read_handshake(Level::OneRtt, &[1]), Err(error));
+}
