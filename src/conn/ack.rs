@@ -78,6 +78,11 @@ pub(crate) struct ReceivedPackets {
 }
 
 impl ReceivedPackets {
+    /// Forgets everything received, releasing its memory (for a space whose keys were discarded).
+    pub(crate) fn forget(&mut self) {
+        *self = Self::new(self.space, self.config);
+    }
+
     /// Nothing received yet in `space`.
     pub(crate) fn new(space: SpaceId, config: AckConfig) -> Self {
         Self {

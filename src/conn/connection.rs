@@ -16,7 +16,7 @@ use super::key_update::OneRttKeys;
 use super::path::PathValidation;
 use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
 use super::send::FIRST_PN_SKIP_PERIOD;
-use super::spaces::{PacketSpace, SentFrames};
+use super::spaces::{CryptoSend, PacketSpace, SentFrames};
 use super::streams::Streams;
 use super::tokens::NewTokens;
 use super::SpaceId;
@@ -595,6 +595,9 @@ impl Connection {
         s.discarded = true;
         s.keys = None;
         s.crypto_recv.clear();
+        // Nothing is sent, retransmitted or acknowledged in the space again: its buffers go.
+        s.crypto_send = CryptoSend::default();
+        s.received.forget();
         s.probes = 0;
         s.ping_pending = false;
         drop(self.recovery.discard_space(space));
