@@ -227,7 +227,13 @@ impl Pair {
             let segment = t.segment_size.unwrap_or(t.size).max(1);
             let mut payload = charged(buf_ctx, || BytesMut::from(&buf[..t.size]));
             while !payload.is_empty() {
-                let d = charged(buf_ctx, || payload.split_to(segment.min(payload.len())));
+                // The last datagram takes the buffer itself, so the engine holds its last reference and
+                // frees it (in its own accounting context).
+                let d = if payload.len() > segment {
+                    charged(buf_ctx, || payload.split_to(segment))
+                } else {
+                    std::mem::take(&mut payload)
+                };
                 charged(dst_ctx, || dst.recv(now, from, d));
                 moved += 1;
                 self.datagrams[usize::from(!from_client)] += 1;
