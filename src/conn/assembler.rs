@@ -69,6 +69,16 @@ impl Assembler {
             data = data.slice((self.read_offset - start) as usize..);
             start = self.read_offset;
         }
+        // In-order arrival, the common case: the chunk starts at or after the end of everything held.
+        let held_end = self
+            .chunks
+            .last_key_value()
+            .map_or(self.read_offset, |(k, v)| k + v.len() as u64);
+        if start >= held_end {
+            self.buffered += data.len();
+            self.chunks.insert(start, data);
+            return Ok(());
+        }
         // A held chunk starting before `start` may cover its beginning; then walk the held chunks inside
         // [start, end), inserting the gaps between them.
         let mut cursor = start;

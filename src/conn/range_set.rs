@@ -108,6 +108,24 @@ impl RangeSet {
         if lo > hi {
             return (false, None);
         }
+        // Fast paths for what nearly every insert is (packet numbers, acknowledged data): at or after the
+        // highest range, one lookup instead of the general walk below.
+        if let Some(mut last) = self.map.last_entry() {
+            let (start, end) = (*last.key(), *last.get());
+            if lo >= start && lo <= end.saturating_add(1) {
+                // Overlapping or extending the highest range.
+                if hi <= end {
+                    return (false, None);
+                }
+                *last.get_mut() = hi;
+                return (true, None);
+            }
+            if lo > end.saturating_add(1) {
+                // Above every range, not adjacent: a new highest range.
+                self.map.insert(lo, hi);
+                return self.evict_over_cap(lo);
+            }
+        }
         // Already covered by one range? Ranges are not adjacent, so a range spanning two of them also
         // covers a value in the gap between them: only a single covering range means nothing is new.
         if self
@@ -130,6 +148,12 @@ impl RangeSet {
             hi = hi.max(end);
         }
         self.map.insert(lo, hi);
+        self.evict_over_cap(lo)
+    }
+
+    /// After inserting a range starting at `lo`: drops the lowest range if over the cap, and says whether
+    /// the inserted range was kept and what was dropped.
+    fn evict_over_cap(&mut self, lo: u64) -> (bool, Option<RangeInclusive<u64>>) {
         if self.map.len() > self.max_ranges {
             // RFC 9000 §13.2.3: drop the oldest (lowest) range.
             if let Some((start, end)) = self.map.pop_first() {
