@@ -76,7 +76,7 @@ impl Assembler {
             .map_or(self.read_offset, |(k, v)| k + v.len() as u64);
         if start >= held_end {
             self.buffered += data.len();
-            self.chunks.insert(start, data);
+            self.put(start, data);
             return Ok(());
         }
         // A held chunk starting before `start` may cover its beginning; then walk the held chunks inside
