@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod quicsand_node;
 pub mod quinn_node;
+#[cfg(feature = "sim")]
 pub mod quinn_sim;
 
 use std::cmp::Reverse;
