@@ -1,0 +1,115 @@
+//! Regression tests for what the fuzz harness (`fuzz/`, `src/fuzzing/`) found. Each test names the
+//! target or property test that found the bug and replays it through the public API.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quicsand::{ClientConfig, ConnectionError, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
+
+mod common;
+
+/// Moves datagrams between `client` and `server` (no delay) and jumps to deadlines for `limit` of
+/// virtual time; returns each side's events.
+fn drive(
+    now: &mut Instant,
+    client: &mut Endpoint,
+    server: &mut Endpoint,
+    limit: Duration,
+) -> (Vec<Event>, Vec<Event>) {
+    let (client_addr, server_addr): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:5000".parse().unwrap(),
+        "192.0.2.2:443".parse().unwrap(),
+    );
+    let end = *now + limit;
+    let mut buf = Vec::new();
+    let (mut client_events, mut server_events) = (Vec::new(), Vec::new());
+    loop {
+        let mut moved = pump(*now, client, server, client_addr, &mut buf);
+        moved |= pump(*now, server, client, server_addr, &mut buf);
+        while let Some((_, e)) = client.poll_event() {
+            client_events.push(e);
+        }
+        while let Some((_, e)) = server.poll_event() {
+            server_events.push(e);
+        }
+        if moved {
+            continue;
+        }
+        let next = [client.poll_timeout(), server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= end => {
+                *now = (*now).max(t);
+                client.handle_timeout(*now);
+                server.handle_timeout(*now);
+            }
+            _ => return (client_events, server_events),
+        }
+    }
+}
+
+/// Delivers everything `src` has to send to `dst` at once; returns whether there was anything.
+fn pump(now: Instant, src: &mut Endpoint, dst: &mut Endpoint, from: SocketAddr, buf: &mut Vec<u8>) -> bool {
+    let mut moved = false;
+    while let Some(t) = src.poll_transmit(now, buf) {
+        moved = true;
+        for d in t.datagrams(buf) {
+            let payload = BytesMut::from(d);
+            dst.handle_datagram(
+                now,
+                Datagram {
+                    remote: from,
+                    local: None,
+                    ecn: None,
+                    payload,
+                },
+            );
+        }
+    }
+    moved
+}
+
+fn lost(events: &[Event]) -> Option<&ConnectionError> {
+    events.iter().find_map(|e| match e {
+        Event::ConnectionLost { reason } => Some(reason),
+        _ => None,
+    })
+}
+
+/// Found by the `conn_frames` / `stream_ops` property tests (`src/fuzzing/tests.rs`), which reuse one
+/// `ClientConfig` for every connection: the second connection resumed the TLS session of the first, and
+/// `rustls` reports the transport parameters remembered with the ticket until the server's
+/// EncryptedExtensions arrive. The client took those stale parameters for the server's, found that
+/// their initial_source_connection_id did not match, and `connect` itself failed with
+/// TRANSPORT_PARAMETER_ERROR. Reusing a client configuration is the normal case.
+#[test]
+fn second_connection_with_the_same_client_config_resumes_and_connects() {
+    let cert = common::TestCert::new();
+    let server_tls = cert.server_tls(&[]);
+    let client_tls = cert.client_tls(&[]);
+    let mut server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+    let config = ClientConfig::new(client_tls);
+    let mut now = common::epoch();
+    for round in 0..3 {
+        client
+            .connect(now, config.clone(), "192.0.2.2:443".parse().unwrap(), "localhost")
+            .unwrap_or_else(|e| panic!("connection {round}: connect failed: {e:?}"));
+        // Long enough for the server's NewSessionTicket to reach the client.
+        let (client_events, server_events) =
+            drive(&mut now, &mut client, &mut server, Duration::from_secs(1));
+        assert!(
+            client_events.contains(&Event::Connected),
+            "connection {round}: {client_events:?}"
+        );
+        assert!(
+            server_events.contains(&Event::Connected),
+            "connection {round}: {server_events:?}"
+        );
+        assert_eq!(lost(&client_events), None, "connection {round}");
+        assert_eq!(lost(&server_events), None, "connection {round}");
+    }
+}
