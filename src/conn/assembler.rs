@@ -49,7 +49,7 @@ impl Assembler {
     }
 
     /// Bytes held.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn buffered(&self) -> usize {
         self.buffered
     }

@@ -21,8 +21,10 @@ use super::streams::Streams;
 use super::tokens::NewTokens;
 use super::SpaceId;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
-use crate::crypto::tls::{KeyChange, Level, RustlsSession, Session};
-use crate::crypto::{initial_keys, Suite};
+#[cfg(not(fuzzing))]
+use crate::crypto::tls::RustlsSession;
+use crate::crypto::tls::{KeyChange, Level, Session};
+use crate::crypto::{connection_initial_keys, Suite};
 use crate::datagram::{Datagram, Transmit};
 use crate::event::{ConnectionError, Event};
 use crate::rng::Rng;
@@ -380,7 +382,7 @@ impl Connection {
             #[cfg(feature = "qlog")]
             qlog: crate::qlog::Qlog::new(now),
         };
-        let keys = initial_keys(version, &conn.original_dcid, side)
+        let keys = connection_initial_keys(version, &conn.original_dcid, side)
             .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
         conn.spaces[SpaceId::Initial.index()].keys = Some(keys);
         conn.next_pn_skip = 1 + conn.rng.below(FIRST_PN_SKIP_PERIOD);
@@ -400,8 +402,12 @@ impl Connection {
         rng: Rng,
     ) -> Result<Self, TransportError> {
         let params = local_params(&config.transport, local_cid);
+        #[cfg(not(fuzzing))]
         let session = RustlsSession::client(config.tls.clone(), server_name, &params)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
+        // Fuzzing builds complete the handshake without cryptography (docs/fuzzing.md).
+        #[cfg(fuzzing)]
+        let session = crate::crypto::tls::NullSession::client(server_name, &params);
         let path = Path {
             remote,
             local_ip: None,
@@ -443,8 +449,11 @@ impl Connection {
         params.stateless_reset_token = Some(info.reset_token);
         // RFC 9000 §7.3: after a Retry, the server names the Retry's source connection ID too.
         params.retry_source_connection_id = info.retry_scid;
+        #[cfg(not(fuzzing))]
         let session = RustlsSession::server(config.tls.clone(), &params)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
+        #[cfg(fuzzing)]
+        let session = crate::crypto::tls::NullSession::server(&params);
         let path = Path {
             remote: info.remote,
             local_ip: info.local_ip,

@@ -9,7 +9,7 @@ use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::RecvKey;
 use super::spaces::SentFrames;
 use super::SpaceId;
-use crate::crypto::{initial_keys, verify_retry_tag};
+use crate::crypto::{connection_initial_keys, verify_retry_tag};
 use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId};
@@ -574,7 +574,7 @@ impl Connection {
         if token.is_empty() || !verify_retry_tag(self.version, &self.original_dcid, packet) {
             return Err(Dropped);
         }
-        let keys = initial_keys(self.version, &scid, self.side).map_err(|_| Dropped)?;
+        let keys = connection_initial_keys(self.version, &scid, self.side).map_err(|_| Dropped)?;
         self.remote_cid = scid;
         self.retry_scid = Some(scid);
         self.token = Bytes::copy_from_slice(token);
@@ -599,7 +599,7 @@ pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) 
     let (Some(pn_offset), Some(packet)) = (header.pn_offset(), datagram.get(..header.len())) else {
         return false;
     };
-    let Ok(keys) = initial_keys(version, dcid, crate::Side::Server) else {
+    let Ok(keys) = connection_initial_keys(version, dcid, crate::Side::Server) else {
         return false;
     };
     let mut packet = packet.to_vec();
@@ -613,10 +613,11 @@ pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) 
     keys.remote.packet.open(pn, &mut packet, plain.header_len).is_ok()
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 impl Connection {
     /// Test hook: processes `frames` as if they arrived in an authenticated 1-RTT packet, so tests can
     /// play a misbehaving peer without forging packet protection.
+    #[cfg(test)]
     pub(crate) fn inject_frames(&mut self, now: Instant, frames: &[Frame]) {
         self.inject_frames_in(now, SpaceId::Data, frames);
     }
@@ -627,8 +628,23 @@ impl Connection {
         for f in frames {
             f.encode(&mut buf);
         }
+        self.inject_payload_in(now, space, Bytes::from(buf));
+    }
+
+    /// Test and fuzzing hook: processes `payload` (arbitrary bytes) as the decrypted payload of an
+    /// authenticated 1-RTT packet from the peer.
+    /// Like a real packet, it is ignored unless the connection is open and has 1-RTT keys.
+    pub(crate) fn inject_payload(&mut self, now: Instant, payload: Bytes) {
+        self.inject_payload_in(now, SpaceId::Data, payload);
+    }
+
+    /// As [`inject_payload`](Self::inject_payload), for a packet of `space` sent to our handshake ID.
+    fn inject_payload_in(&mut self, now: Instant, space: SpaceId, payload: Bytes) {
+        if !matches!(self.state, State::Handshake | State::Established) || self.one_rtt.is_none() {
+            return;
+        }
         let dcid = self.local_cid;
-        if let Err(e) = self.process_frames(now, space, &Bytes::from(buf), &dcid) {
+        if let Err(e) = self.process_frames(now, space, &payload, &dcid) {
             self.close_with_error(now, e);
         }
     }

@@ -20,6 +20,9 @@ use std::fmt;
 
 mod hkdf;
 mod initial;
+// The null cipher exists only in fuzzing builds; `null.rs` refuses to compile in any other.
+#[cfg(fuzzing)]
+pub(crate) mod null;
 mod retry;
 mod ring_keys;
 mod secret;
@@ -31,6 +34,26 @@ mod version;
 mod tests;
 
 pub use initial::{initial_keys, initial_secrets};
+
+/// The Initial keys a connection uses: [`initial_keys`], except in a fuzzing build, where every
+/// connection uses the null cipher of `null.rs` (with the same errors for unsupported versions and
+/// over-long connection IDs).
+pub(crate) fn connection_initial_keys(
+    version: u32,
+    client_dcid: &[u8],
+    side: crate::Side,
+) -> Result<Keys, CryptoError> {
+    #[cfg(fuzzing)]
+    {
+        let _ = (version::Constants::for_version(version)?, side);
+        if client_dcid.len() > crate::wire::ConnectionId::MAX_LEN {
+            return Err(CryptoError::ConnectionIdTooLong);
+        }
+        Ok(null::keys())
+    }
+    #[cfg(not(fuzzing))]
+    initial_keys(version, client_dcid, side)
+}
 pub use retry::{retry_tag, verify_retry_tag, RETRY_TAG_LEN};
 pub use secret::Secret;
 pub use suite::Suite;

@@ -802,6 +802,17 @@ impl Endpoint {
         }
     }
 
+    /// Test and fuzzing hook: `payload` reaches connection `h` as the decrypted payload of an
+    /// authenticated 1-RTT packet from its peer (see `Connection::inject_payload`).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn inject_payload(&mut self, now: Instant, h: ConnectionHandle, payload: bytes::Bytes) {
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
+        entry.conn.inject_payload(now, payload);
+        self.after_conn(h, true);
+    }
+
     /// Bookkeeping after a connection took an input or a command: applies its requests to the routing
     /// index, collects its events, removes it once drained, and otherwise reschedules it for sending
     /// (when `may_send`) and for its next deadline.

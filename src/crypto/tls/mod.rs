@@ -31,6 +31,9 @@ use super::{DirectionalKeys, Keys, PacketKey, Suite};
 use crate::wire::TransportError;
 use crate::Side;
 
+// The null handshake exists only in fuzzing builds; `null.rs` refuses to compile in any other.
+#[cfg(fuzzing)]
+mod null;
 mod rustls;
 
 #[cfg(test)]
@@ -40,6 +43,9 @@ pub use self::rustls::{
     client_config, client_config_with, insecure_client_config, insecure_client_config_with, server_config,
     server_config_with, ConfigOptions, RustlsSession,
 };
+
+#[cfg(fuzzing)]
+pub use self::null::NullSession;
 
 /// The encryption level of handshake bytes (RFC 9001 §4, §4.1.4).
 ///

@@ -1,10 +1,34 @@
 //! Invariant checks shared by the cargo-fuzz targets in `fuzz/` and the property tests.
 //!
-//! Each `check_*` function takes arbitrary bytes, runs a decoder over them and panics if an invariant
-//! breaks: the fuzz targets call them on libFuzzer's input, and proptest calls them on every test run, so
-//! CI exercises the same checks. The module exists only in test builds and under `cfg(fuzzing)`.
+//! Each `check_*` function takes arbitrary bytes, runs part of the engine over them and panics if an
+//! invariant breaks: the fuzz targets call them on libFuzzer's input, and proptest calls them on every
+//! test run, so CI exercises the same checks. The module exists only in test builds and under
+//! `cfg(fuzzing)`.
+//!
+//! The decoder checks ([`check_header`], [`check_frames`], [`check_transport_params`]) and
+//! [`check_reassembly`] need nothing else. The connection checks ([`check_server_recv`],
+//! [`check_conn_frames`], [`check_conn_network`], [`check_stream_ops`]) take a [`Setup`] made once per
+//! process. They are the same functions in both builds; only the packet protection differs: real TLS
+//! and AEADs in tests, the null cipher and null handshake under `cfg(fuzzing)` ([`NULL_CRYPTO`]), so
+//! that fuzz input reaches frame handling in established connections. See `docs/fuzzing.md`.
 
 use bytes::Bytes;
+
+mod conn;
+#[cfg(fuzzing)]
+mod corpus;
+mod input;
+mod pair;
+mod reassembly;
+
+#[cfg(test)]
+mod tests;
+
+pub use conn::{check_conn_frames, check_conn_network, check_server_recv, check_stream_ops, NULL_CRYPTO};
+#[cfg(fuzzing)]
+pub use corpus::record_corpus;
+pub use pair::Setup;
+pub use reassembly::check_reassembly;
 
 use crate::wire::frame::{Frame, Frames};
 use crate::wire::header::{Coalesced, Header, ProtectedHeader};
