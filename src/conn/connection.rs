@@ -620,7 +620,7 @@ impl Connection {
             max_ack_delay: self.peer_max_ack_delay(),
             handshake_confirmed: self.handshake_confirmed,
             has_handshake_keys: self.spaces[SpaceId::Handshake.index()].keys.is_some(),
-            at_anti_amplification_limit: self.side.is_server() && self.path.send_allowance() == 0,
+            at_anti_amplification_limit: self.amplification_blocked(),
         }
     }
 
@@ -674,6 +674,16 @@ impl Connection {
         Some(later(self.last_ack_eliciting_sent?, interval))
     }
 
+    /// RFC 9000 §8.1: before the client's address is validated, a server whose allowance is below a full
+    /// Initial datagram sends nothing (`poll_transmit`), so timers that only lead to sending (PTO, ACK)
+    /// must wait for the client's next datagram; reporting them would ask to be woken for nothing, at once
+    /// and forever.
+    pub(crate) fn amplification_blocked(&self) -> bool {
+        self.side.is_server()
+            && !self.path.validated
+            && self.path.send_allowance() < super::send::MIN_INITIAL_DATAGRAM as u64
+    }
+
     /// The next deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
@@ -689,9 +699,11 @@ impl Connection {
         };
         if !self.hold {
             consider(self.recovery.timeout(&self.recovery_ctx()));
-            for s in &self.spaces {
-                if !s.discarded {
-                    consider(s.received.ack_deadline());
+            if !self.amplification_blocked() {
+                for s in &self.spaces {
+                    if !s.discarded {
+                        consider(s.received.ack_deadline());
+                    }
                 }
             }
             consider(self.keep_alive_deadline());

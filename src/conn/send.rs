@@ -22,7 +22,7 @@ const MAX_PN_SKIP_PERIOD: u64 = 1 << 16;
 pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
 
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
-const MIN_INITIAL_DATAGRAM: usize = 1200;
+pub(crate) const MIN_INITIAL_DATAGRAM: usize = 1200;
 
 /// Whether a space's packets need their datagram padded.
 #[derive(Debug, Clone, Copy)]
