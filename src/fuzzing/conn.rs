@@ -30,22 +30,31 @@ fn transfer_len(input: &mut Input<'_>) -> usize {
 /// writes `len` pattern bytes and finishes it; both read everything.
 pub(crate) fn transfer_app(len: usize) -> impl FnMut(&mut Pair, usize) {
     move |pair: &mut Pair, s: usize| {
-        if pair.peers[s].streams.is_empty() {
-            let Some(h) = pair.peers[s].conn else { return };
-            let Ok(mut conn) = pair.peers[s].ep.conn(h) else {
-                return;
-            };
-            let id = if s == CLIENT {
-                conn.open_bi()
-            } else {
-                conn.open_uni()
-            };
-            drop(conn);
-            let Some(id) = id else { return };
-            pair.peers[s].streams.push(id);
-            pair.model.entry((s, id)).or_default();
-        }
-        let id = pair.peers[s].streams[0];
+        // This side's own stream: the first it opened (the list also holds the streams it accepted).
+        let own = pair.peers[s]
+            .streams
+            .iter()
+            .copied()
+            .find(|id| id.initiator() == super::pair::side_of(s));
+        let id = match own {
+            Some(id) => id,
+            None => {
+                let Some(h) = pair.peers[s].conn else { return };
+                let Ok(mut conn) = pair.peers[s].ep.conn(h) else {
+                    return;
+                };
+                let id = if s == CLIENT {
+                    conn.open_bi()
+                } else {
+                    conn.open_uni()
+                };
+                drop(conn);
+                let Some(id) = id else { return };
+                pair.peers[s].streams.push(id);
+                pair.model.entry((s, id)).or_default();
+                id
+            }
+        };
         let written = pair.model.get(&(s, id)).map_or(0, |m| m.written) as usize;
         let finished = pair.model.get(&(s, id)).is_some_and(|m| m.finished);
         if written < len {
@@ -56,6 +65,14 @@ pub(crate) fn transfer_app(len: usize) -> impl FnMut(&mut Pair, usize) {
             pair.finish(s, id);
         }
         pair.read_all(s);
+        // The peer's bidirectional streams: this side sends nothing back but the end.
+        for i in 0..pair.peers[s].streams.len() {
+            let id = pair.peers[s].streams[i];
+            let theirs = id.initiator() != super::pair::side_of(s);
+            if theirs && id.dir() == crate::Dir::Bi && !pair.model.get(&(s, id)).is_some_and(|m| m.finished) {
+                pair.finish(s, id);
+            }
+        }
     }
 }
 
@@ -71,8 +88,8 @@ fn assert_ended(pair: &Pair, finished: bool) {
     assert!(
         finished,
         "the connection hung: neither finished the transfer nor closed within {SETTLE:?} of virtual time \
-         (client lost: {:?}, server lost: {:?})",
-        pair.peers[CLIENT].lost, pair.peers[SERVER].lost
+         (client lost: {:?}, server lost: {:?}; streams: {:?})",
+        pair.peers[CLIENT].lost, pair.peers[SERVER].lost, pair.model
     );
     pair.assert_settled();
 }
@@ -103,6 +120,7 @@ pub fn check_conn_frames(setup: &Setup, data: &[u8]) {
         let to = usize::from(control & 1);
         // Forged stream data may legitimately differ from what the writer wrote.
         pair.peers[to].check_data = false;
+        pair.peers[to].honest = false;
         pair.inject(to, payload);
     }
     let limit = pair.now + SETTLE;
