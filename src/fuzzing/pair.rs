@@ -33,8 +33,9 @@ const KEY: &[u8] = include_bytes!("key.der");
 
 /// Idle timeout of both peers: a connection the input stalled closes after this much virtual time.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keep-alive interval of both peers, so that an idle application (`stream_ops` waiting) does not
-/// lose its connection to the idle timeout.
+/// Keep-alive interval of both peers in [`Pair::with_keep_alive`], so that an idle application
+/// (`stream_ops` waiting) does not lose its connection to the idle timeout. Not for the transfer
+/// targets: there a stream stuck behind a forged ACK must end in an idle timeout, not hang.
 const KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// One-way delay of the network when the input does not say otherwise.
 pub(crate) const BASE_DELAY: Duration = Duration::from_millis(10);
@@ -66,7 +67,6 @@ impl Setup {
             tls::client_config(vec![cert], alpn).expect("the embedded certificate is a valid root");
         let transport = TransportConfig {
             max_idle_timeout: Some(IDLE_TIMEOUT),
-            keep_alive_interval: Some(KEEP_ALIVE),
             ..TransportConfig::default()
         };
         let mut client = ClientConfig::new(client_tls);
@@ -188,6 +188,21 @@ pub(crate) struct Pair {
 impl Pair {
     /// A client connecting to a server; nothing has been sent yet.
     pub(crate) fn new(setup: &Setup, seed: u64) -> Self {
+        Self::build(setup, seed, false)
+    }
+
+    /// Like [`Pair::new`], with keep-alives on both sides.
+    pub(crate) fn with_keep_alive(setup: &Setup, seed: u64) -> Self {
+        Self::build(setup, seed, true)
+    }
+
+    fn build(setup: &Setup, seed: u64, keep_alive: bool) -> Self {
+        let mut setup = setup.clone();
+        if keep_alive {
+            setup.client.transport.keep_alive_interval = Some(KEEP_ALIVE);
+            setup.server.transport.keep_alive_interval = Some(KEEP_ALIVE);
+        }
+        let setup = &setup;
         let now = setup.epoch;
         let client_addr: SocketAddr = "192.0.2.1:5000".parse().expect("valid address");
         let server_addr: SocketAddr = "192.0.2.2:443".parse().expect("valid address");
@@ -256,10 +271,15 @@ impl Pair {
             while let Some((h, event)) = self.peers[s].ep.poll_event() {
                 let p = &mut self.peers[s];
                 if let Event::Incoming { .. } = event {
-                    p.conn.get_or_insert(h);
+                    // A connection that died before it connected (its client's first Initial was
+                    // corrupted, say) is replaced by the next one the client's retransmissions start.
+                    if p.conn.is_none() || (p.lost.is_some() && !p.connected) {
+                        p.conn = Some(h);
+                        p.lost = None;
+                    }
                 }
                 // A stale datagram (duplicated or delayed Initial) can start a second connection at
-                // the server: only the first one is the pair's.
+                // the server: only one is the pair's.
                 if p.conn != Some(h) {
                     continue;
                 }
