@@ -138,3 +138,20 @@ fn regression_server_connection_replaced_after_a_corrupted_initial() {
 fn regression_streams_opened_by_injected_frames_owe_nothing() {
     check_conn_frames(setup(), &[0x04, 0x5b, 0xf4, 0x08, 0x1e, 0x00, 0x07]);
 }
+
+/// `conn_frames`: a RESET_STREAM injected into the client ended the server's stream there; the final
+/// check still wanted every byte of it.
+#[test]
+fn regression_forged_reset_ends_the_stream_for_its_reader() {
+    let input = [
+        0x2f, 0x02, 0x3f, 0x07, 0x04, 0x1e, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0x03, 0x20, 0x00, 0x00,
+    ];
+    check_conn_frames(setup(), &input);
+}
+
+/// `conn_network` (null cipher): a corrupted datagram ended the server's half of stream 0 for the
+/// client with what it took for a reset; the final check still wanted the end of the stream.
+#[test]
+fn regression_corruption_may_end_a_stream_for_its_reader() {
+    check_conn_network(setup(), &[0xb4, 0x00, 0x27, 0x67, 0xa1, 0xe3, 0xb5, 0x00, 0x06]);
+}
