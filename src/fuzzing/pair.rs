@@ -166,6 +166,8 @@ pub(crate) struct Peer {
     /// Nothing was injected into this side: what it does to its streams is only what its application
     /// asked for (an injected STOP_SENDING makes it reset a stream on its own).
     pub(crate) honest: bool,
+    /// The server's first connection died before connecting and a later one replaced it.
+    pub(crate) replaced: bool,
 }
 
 /// A datagram on its way: arrival time, sequence number (for a stable order), receiving side, bytes.
@@ -219,6 +221,7 @@ impl Pair {
             streams: Vec::new(),
             check_data: true,
             honest: true,
+            replaced: false,
         };
         Self {
             now,
@@ -274,6 +277,7 @@ impl Pair {
                     // A connection that died before it connected (its client's first Initial was
                     // corrupted, say) is replaced by the next one the client's retransmissions start.
                     if p.conn.is_none() || (p.lost.is_some() && !p.connected) {
+                        p.replaced |= p.conn.is_some();
                         p.conn = Some(h);
                         p.lost = None;
                     }

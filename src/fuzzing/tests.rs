@@ -155,3 +155,20 @@ fn regression_forged_reset_ends_the_stream_for_its_reader() {
 fn regression_corruption_may_end_a_stream_for_its_reader() {
     check_conn_network(setup(), &[0xb4, 0x00, 0x27, 0x67, 0xa1, 0xe3, 0xb5, 0x00, 0x06]);
 }
+
+/// `conn_network`: long delays let the server's handshake time out while the client carried on; the
+/// client's next Initial started a new server connection and acknowledged packets only the old one had
+/// sent, which the new one rightly closed with PROTOCOL_VIOLATION (RFC 9000 §13.1). The check took that
+/// for an honest pair failing.
+#[test]
+fn regression_server_handshake_timeout_then_a_new_connection() {
+    let input = hex("7fffff23ff7c7c7c7c7c7c7c7c7c7cffffffffff047cffffffffff0444ffff44ffff7ff7ffd7ffd3f7ff");
+    check_conn_network(setup(), &input);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
