@@ -19,6 +19,9 @@ mod qs;
 mod run;
 #[path = "../examples/bench/setup.rs"]
 mod setup;
+#[cfg(feature = "udp")]
+#[path = "../examples/bench/udp.rs"]
+mod udp;
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else is ignored here.

@@ -14,6 +14,8 @@ mod qp;
 mod qs;
 mod run;
 mod setup;
+#[cfg(feature = "udp")]
+mod udp;
 
 use std::process::ExitCode;
 

@@ -19,16 +19,16 @@ WORKLOADS:
   handshake   full handshakes per CPU-second (ECDSA P-256, no resumption), default and lean settings
   memory      server heap bytes and allocations per idle established connection
   streams     request/response exchanges on short bidirectional streams over one connection
-  udp         a transfer over 127.0.0.1 through the UDP driver (not yet available)
+  udp         one stream over 127.0.0.1, two threads: the quicsand::udp driver vs quinn (tokio), per CPU-s
   all         every workload above
 
 OPTIONS:
   --suite S        aes128, aes256 or chacha20 (bulk, aead)       [default: all three]
   --size N         UDP payload size of every datagram             [default: 1200]
-  --batch N        datagrams per transmit (GSO segments)          [default: 10]
+  --batch N        datagrams per transmit (GSO segments)          [default: 10; udp: quicsand only]
   --round N        datagrams the sender emits per driver round    [default: 2 x batch]
-  --bytes N        bytes per bulk transfer (suffixes K, M, G: powers of 1024)  [default: 256M]
-  --reps N         repetitions of each measurement per engine     [default: 5; memory: 1]
+  --bytes N        bytes per bulk or udp transfer (suffixes K, M, G: powers of 1024)  [default: 256M]
+  --reps N         repetitions of each measurement per engine     [default: 5; memory: 1; udp: 3]
   --handshakes N   handshakes per repetition                      [default: 1000]
   --conns N        idle connections for memory                    [default: 10000]
   --exchanges N    request/response exchanges for streams         [default: 10000]
@@ -186,9 +186,7 @@ pub fn run(a: &Args) -> Vec<Row> {
         rows.push(streams(a));
     }
     if all || a.workload == "udp" {
-        // TODO(issue 9): a real transfer over 127.0.0.1 through `quicsand::udp` (quinn-udp, GSO/GRO) against
-        // quinn with tokio on the same path, reported as bytes per CPU-second, once the driver lands.
-        println!("udp: not yet available (needs the quicsand::udp driver)");
+        rows.extend(udp(a));
     }
     if let (Some(path), false) = (&a.svg, bulk_plot.is_empty()) {
         match crate::plot::bulk(path, &bulk_plot, a) {
@@ -413,11 +411,71 @@ fn streams(a: &Args) -> Row {
     }
 }
 
+/// A real transfer over 127.0.0.1 through `quicsand::udp` against quinn on tokio: per CPU-second and
+/// per wall-clock second.
+#[cfg(feature = "udp")]
+fn udp(a: &Args) -> Vec<Row> {
+    let reps = a.reps.unwrap_or(3);
+    let tls = Tls::new(Suite::Aes128Gcm, Mode::Default);
+    let (mut qc, mut rc, mut qw, mut rw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut gso = String::new();
+    for rep in 0..reps {
+        let x = crate::udp::quicsand(a.bytes, a.size, a.batch, &tls);
+        let y = crate::udp::quinn(a.bytes, a.size, &tls);
+        println!(
+            "udp rep {}/{reps}: quicsand {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall), \
+             quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall)",
+            rep + 1,
+            x.gbps_cpu(),
+            x.cpu.as_secs_f64(),
+            x.gbps_wall(),
+            y.gbps_cpu(),
+            y.cpu.as_secs_f64(),
+            y.gbps_wall(),
+        );
+        if let Some((s, r)) = x.drivers {
+            println!("  quicsand sender {s:?}\n  quicsand receiver {r:?}");
+            gso = format!(
+                "quicsand: {:.1} datagrams per send call, {:.1} per receive call",
+                s.datagrams_sent as f64 / s.send_calls.max(1) as f64,
+                r.datagrams_received as f64 / r.recv_calls.max(1) as f64
+            );
+        }
+        qc.push(x.gbps_cpu());
+        rc.push(y.gbps_cpu());
+        qw.push(x.gbps_wall());
+        rw.push(y.gbps_wall());
+    }
+    let what = format!("udp 127.0.0.1, AES-128-GCM, {} B, {} MiB", a.size, a.bytes >> 20);
+    vec![
+        Row {
+            what: what.clone(),
+            unit: "Gbit/s per CPU-s (process)",
+            quicsand: Stats::of(&qc),
+            quinn: Stats::of(&rc),
+            note: format!("vs quinn 0.11 on tokio current_thread; one thread per side; {gso} (last rep)"),
+        },
+        Row {
+            what,
+            unit: "Gbit/s wall",
+            quicsand: Stats::of(&qw),
+            quinn: Stats::of(&rw),
+            note: "until the receiver has the last byte".into(),
+        },
+    ]
+}
+
+#[cfg(not(feature = "udp"))]
+fn udp(_: &Args) -> Vec<Row> {
+    println!("udp: needs the `udp` feature");
+    Vec::new()
+}
+
 /// The report as a Markdown table: min / median / max per engine and the ratio of medians.
 pub fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| workload | unit | quicsand min / median / max | quinn-proto min / median / max | ratio | notes |"
+        "| workload | unit | quicsand min / median / max | quinn-proto (udp: quinn) min / median / max | ratio | notes |"
     );
     println!("|---|---|---|---|---|---|");
     for row in rows {
