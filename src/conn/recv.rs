@@ -623,6 +623,7 @@ impl Connection {
     }
 
     /// Test hook: as [`inject_frames`](Self::inject_frames), in a packet of `space`.
+    #[cfg(test)]
     pub(crate) fn inject_frames_in(&mut self, now: Instant, space: SpaceId, frames: &[Frame]) {
         let mut buf = Vec::new();
         for f in frames {
