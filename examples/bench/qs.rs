@@ -11,7 +11,7 @@ use quicsand::{
 
 use crate::alloc::{charged, counts, CLIENT, HARNESS, SERVER};
 use crate::measure::{cpu_timed, real_now, SkipClock};
-use crate::setup::{client_addr, server_addr, BulkParams, BulkResult, MemoryResult, Tls, CHUNK};
+use crate::setup::{client_addr, server_addr, BulkParams, BulkResult, MemoryResult, Mode, Tls, CHUNK};
 
 /// A deadline closer than this still belongs to the handshake's aftermath; a later one means idle.
 const QUIET: Duration = Duration::from_secs(1);
@@ -38,6 +38,9 @@ impl Pair {
         sc.max_segments = batch;
         let mut server_config = ServerConfig::new(tls.server.clone());
         server_config.transport = transport.clone();
+        if tls.mode == Mode::Lean {
+            server_config.tokens.new_tokens_per_connection = 0;
+        }
         let mut cc = EndpointConfig::with_seed(seed ^ 0xc1);
         cc.max_segments = batch;
         Pair {

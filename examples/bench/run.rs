@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use quicsand::crypto::Suite;
 
 use crate::measure::Stats;
-use crate::setup::{parse_suite, suite_name, BulkParams, Mode, Tls};
+use crate::setup::{parse_suite, suite_name, BulkParams, BulkResult, Mode, Tls};
 use crate::{aead, qp, qs};
 
 pub const HELP: &str = "\
@@ -253,13 +253,28 @@ fn bulk(a: &Args, suite: Suite, with_engines: bool) -> (Option<Row>, Row, Option
     let (mut q, mut r, mut lim) = (Vec::new(), Vec::new(), Vec::new());
     let (mut q_alloc, mut r_alloc) = (Vec::new(), Vec::new());
     for rep in 0..reps {
-        let cpu = aead::run(suite, a.size, packets);
+        let cpu = if std::env::var_os("BENCH_ENGINE").is_some() {
+            std::time::Duration::from_secs(1)
+        } else {
+            aead::run(suite, a.size, packets)
+        };
         let limit = packets as f64 * aead::plaintext_len(a.size) as f64 * 8.0 / cpu.as_secs_f64() / 1e9;
         lim.push(limit);
         print!("bulk {name} rep {}/{reps}: AEAD limit {limit:.2} Gbit/s", rep + 1);
         if with_engines {
-            let x = qs::bulk(&p, &tls);
-            let y = qp::bulk(&p, &tls);
+            // BENCH_ENGINE=quicsand or quinn-proto runs one engine only, for a profiler; the other reads 0.
+            let only = std::env::var("BENCH_ENGINE").ok();
+            let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
+            let x = if skip("quicsand") {
+                BulkResult::default()
+            } else {
+                qs::bulk(&p, &tls)
+            };
+            let y = if skip("quinn-proto") {
+                BulkResult::default()
+            } else {
+                qp::bulk(&p, &tls)
+            };
             print!(
                 "; quicsand {:.2} Gbit/s ({} + {} datagrams), quinn-proto {:.2} Gbit/s ({} + {} datagrams)",
                 x.gbps(),
@@ -319,8 +334,18 @@ fn handshake(a: &Args, mode: Mode) -> Row {
     let n = a.handshakes;
     let (mut q, mut r) = (Vec::new(), Vec::new());
     for rep in 0..reps {
-        let x = n as f64 / qs::handshakes(n, &tls).as_secs_f64();
-        let y = n as f64 / qp::handshakes(n, &tls, mode).as_secs_f64();
+        let only = std::env::var("BENCH_ENGINE").ok();
+        let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
+        let x = if skip("quicsand") {
+            0.0
+        } else {
+            n as f64 / qs::handshakes(n, &tls).as_secs_f64()
+        };
+        let y = if skip("quinn-proto") {
+            0.0
+        } else {
+            n as f64 / qp::handshakes(n, &tls, mode).as_secs_f64()
+        };
         println!(
             "handshake {mode:?} rep {}/{reps}: quicsand {x:.0}/s, quinn-proto {y:.0}/s",
             rep + 1
@@ -334,7 +359,7 @@ fn handshake(a: &Args, mode: Mode) -> Row {
         quicsand: Stats::of(&q),
         quinn: Stats::of(&r),
         note: match mode {
-            Mode::Default => "rustls: 2 tickets; quinn-proto also: NEW_TOKEN, MTU discovery".into(),
+            Mode::Default => "rustls: 2 tickets; NEW_TOKEN; quinn-proto also: MTU discovery".into(),
             Mode::Lean => "no tickets, no NEW_TOKEN, no MTU discovery".into(),
         },
     }

@@ -20,10 +20,10 @@ pub fn server_addr() -> SocketAddr {
 /// Post-handshake work a server does by default, or the least it can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Each engine's defaults (rustls sends 2 session tickets; quinn-proto also sends NEW_TOKEN frames
-    /// and probes the path MTU).
+    /// Each engine's defaults (rustls sends 2 session tickets; both servers send NEW_TOKEN frames;
+    /// quinn-proto also probes the path MTU).
     Default,
-    /// No session tickets; for quinn-proto also no NEW_TOKEN and no MTU discovery.
+    /// No session tickets, no NEW_TOKEN; for quinn-proto also no MTU discovery.
     Lean,
 }
 
@@ -33,6 +33,8 @@ pub struct Tls {
     pub cert: CertificateDer<'static>,
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// The post-handshake work the servers are configured for.
+    pub mode: Mode,
 }
 
 impl Tls {
@@ -56,6 +58,7 @@ impl Tls {
             cert: der,
             server: Arc::new(server),
             client: Arc::new(client),
+            mode,
         }
     }
 }
@@ -93,7 +96,7 @@ pub struct BulkParams {
 }
 
 /// What one bulk run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BulkResult {
     /// Thread CPU time of the transfer (handshake excluded).
     pub cpu: std::time::Duration,
