@@ -30,6 +30,9 @@ pub(crate) struct Assembler {
 /// Contiguous pieces are merged while the result stays within this many bytes.
 const MERGE_BELOW: usize = 4096;
 
+/// Only pieces shorter than this are merged into the chunk before them.
+const MERGE_PIECE_BELOW: usize = 512;
+
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
 
@@ -105,15 +108,23 @@ impl Assembler {
         Ok(())
     }
 
-    /// Holds `piece` at `at`, appended to the chunk that ends there when both are small, so that data
-    /// sent in tiny frames costs one map entry per few kilobytes, not one per frame. Each merge copies
-    /// at most [`MERGE_BELOW`] bytes.
+    /// Holds `piece` at `at`. A small piece is appended to the chunk that ends there while the result
+    /// stays within [`MERGE_BELOW`] bytes, so that data sent in tiny frames costs one map entry per few
+    /// kilobytes, not one per frame. The merged chunk grows in place when nothing else references it, so
+    /// merging costs amortised O(1) per byte; full-size pieces (the bulk case) are held as they came,
+    /// without a copy.
     fn put(&mut self, at: u64, piece: Bytes) {
-        if piece.len() < MERGE_BELOW {
+        if piece.len() < MERGE_PIECE_BELOW {
             if let Some((k, prev)) = self.chunks.range_mut(..at).next_back() {
                 if k + prev.len() as u64 == at && prev.len() + piece.len() <= MERGE_BELOW {
-                    let mut merged = BytesMut::with_capacity(prev.len() + piece.len());
-                    merged.extend_from_slice(prev);
+                    let mut merged = match std::mem::take(prev).try_into_mut() {
+                        Ok(unique) => unique,
+                        Err(shared) => {
+                            let mut m = BytesMut::with_capacity(MERGE_BELOW);
+                            m.extend_from_slice(&shared);
+                            m
+                        }
+                    };
                     merged.extend_from_slice(&piece);
                     *prev = merged.freeze();
                     return;

@@ -439,18 +439,20 @@ impl Connection {
 
     fn on_packet_acked(&mut self, space: SpaceId, pn: u64, data: SentFrames) {
         let s = &mut self.spaces[space.index()];
-        for (offset, len) in data.crypto {
-            s.crypto_send.on_acked(offset, len);
-        }
         if let Some(largest) = data.ack {
             s.received.on_ack_of_ack(largest);
         }
+        if let Some(rare) = &data.rare {
+            for &(offset, len) in rare.crypto.iter() {
+                s.crypto_send.on_acked(offset, len);
+            }
+            if rare.handshake_done {
+                self.handshake_done_pending = false;
+                self.handshake_done_acked = true;
+            }
+        }
         if !data.streams.is_empty() {
             self.streams.on_acked(&data.streams);
-        }
-        if data.handshake_done {
-            self.handshake_done_pending = false;
-            self.handshake_done_acked = true;
         }
         if space == SpaceId::Data {
             if let Some(keys) = &mut self.one_rtt {
@@ -462,19 +464,21 @@ impl Connection {
     /// What a lost packet carried goes out again, unless it is stale (RFC 9000 §13.3).
     pub(crate) fn on_packet_lost(&mut self, space: SpaceId, data: SentFrames) {
         self.stats.packets_lost += 1;
-        let s = &mut self.spaces[space.index()];
-        for (offset, len) in data.crypto {
-            s.crypto_send.on_lost(offset, len);
+        if let Some(rare) = data.rare {
+            let s = &mut self.spaces[space.index()];
+            for (offset, len) in rare.crypto {
+                s.crypto_send.on_lost(offset, len);
+            }
+            if rare.handshake_done && !self.handshake_done_acked {
+                self.handshake_done_pending = true;
+            }
+            self.retire_cids.extend(rare.retire_cids);
+            self.on_new_cids_lost(&rare.new_cids);
+            if let Some(challenge) = rare.path_challenge {
+                self.on_path_challenge_lost(challenge);
+            }
+            self.new_tokens.on_lost(rare.new_token);
         }
-        if data.handshake_done && !self.handshake_done_acked {
-            self.handshake_done_pending = true;
-        }
-        self.retire_cids.extend(data.retire_cids);
-        self.on_new_cids_lost(&data.new_cids);
-        if let Some(challenge) = data.path_challenge {
-            self.on_path_challenge_lost(challenge);
-        }
-        self.new_tokens.on_lost(data.new_token);
         if !data.streams.is_empty() {
             self.streams.on_lost(&data.streams);
         }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
+use tinyvec::TinyVec;
 
 use super::connection::{later, Connection, State};
 use super::recovery::SentPacket;
@@ -291,7 +292,7 @@ impl Connection {
                 VarInt::saturating(offset).encode(buf);
                 VarInt::saturating(data.len() as u64).encode(buf);
                 buf.put_slice(data);
-                sent.crypto.push((offset, data.len() as u32));
+                sent.rare_mut().crypto.push((offset, data.len() as u32));
                 ack_eliciting = true;
             }
             if (s.probes > 0 || s.ping_pending) && !ack_eliciting && buf.len() < payload_end {
@@ -402,7 +403,7 @@ impl Connection {
         if self.handshake_done_pending && buf.len() < end {
             Frame::HandshakeDone.encode(buf);
             self.handshake_done_pending = false;
-            sent.handshake_done = true;
+            sent.rare_mut().handshake_done = true;
             *ack_eliciting = true;
         }
         if let Some(data) = self.path_response {
@@ -419,14 +420,15 @@ impl Connection {
             if buf.len() + f.encoded_len() <= end {
                 f.encode(buf);
                 v.pending = false;
-                sent.path_challenge = Some(v.data);
+                sent.rare_mut().path_challenge = Some(v.data);
                 *ack_eliciting = true;
                 path_probe = true;
             }
         }
-        let before = sent.new_cids.len();
-        self.write_new_cids(buf, end, &mut sent.new_cids);
-        if sent.new_cids.len() > before {
+        let mut new_cids = TinyVec::new();
+        self.write_new_cids(buf, end, &mut new_cids);
+        if !new_cids.is_empty() {
+            sent.rare_mut().new_cids.extend(new_cids);
             *ack_eliciting = true;
         }
         if self.new_tokens.write(buf, end, sent) {
@@ -439,7 +441,7 @@ impl Connection {
             }
             f.encode(buf);
             self.retire_cids.pop();
-            sent.retire_cids.push(seq);
+            sent.rare_mut().retire_cids.push(seq);
             *ack_eliciting = true;
         }
         path_probe

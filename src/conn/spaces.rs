@@ -10,12 +10,31 @@ use super::streams::StreamsSent;
 use crate::crypto::Keys;
 
 /// What a sent packet carried that matters once it is acknowledged or lost.
+///
+/// One is kept per packet in flight and moved a few times on its way (into the sent list, out of it on
+/// acknowledgement or loss), so it is kept small: what ordinary packets carry inline, the rest boxed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SentFrames {
-    /// CRYPTO data as (offset, length).
-    pub(crate) crypto: TinyVec<[(u64, u32); 2]>,
     /// The Largest Acknowledged of an ACK frame it carried (for RFC 9000 §13.2.4).
     pub(crate) ack: Option<u64>,
+    /// Stream data and flow-control frames it carried.
+    pub(crate) streams: StreamsSent,
+    /// Handshake and connection-management frames, if it carried any.
+    pub(crate) rare: Option<Box<RareFrames>>,
+}
+
+impl SentFrames {
+    /// The record of rarer frames, created on first use.
+    pub(crate) fn rare_mut(&mut self) -> &mut RareFrames {
+        self.rare.get_or_insert_with(Box::default)
+    }
+}
+
+/// The frames of a sent packet that only the handshake and connection management send.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RareFrames {
+    /// CRYPTO data as (offset, length).
+    pub(crate) crypto: TinyVec<[(u64, u32); 2]>,
     /// It carried HANDSHAKE_DONE.
     pub(crate) handshake_done: bool,
     /// RETIRE_CONNECTION_ID sequence numbers it carried.
@@ -24,8 +43,6 @@ pub(crate) struct SentFrames {
     pub(crate) new_cids: TinyVec<[u64; 2]>,
     /// The data of a PATH_CHALLENGE it carried.
     pub(crate) path_challenge: Option<[u8; 8]>,
-    /// Stream data and flow-control frames it carried.
-    pub(crate) streams: StreamsSent,
     /// The token of a NEW_TOKEN frame it carried.
     pub(crate) new_token: Option<bytes::Bytes>,
 }

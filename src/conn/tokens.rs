@@ -57,7 +57,7 @@ impl NewTokens {
             return false;
         }
         frame.encode(buf);
-        sent.new_token = self.pending.pop();
+        sent.rare_mut().new_token = self.pending.pop();
         true
     }
 
@@ -95,7 +95,7 @@ mod tests {
         assert!(tokens.write(&mut buf, 42, &mut sent));
         assert_eq!(buf.len(), 42);
         assert!(!tokens.has_pending());
-        tokens.on_lost(sent.new_token.take());
+        tokens.on_lost(sent.rare_mut().new_token.take());
         assert!(tokens.has_pending());
         let mut again = SentFrames::default();
         assert!(tokens.write(&mut buf, 84, &mut again));

@@ -265,9 +265,17 @@ pub(crate) struct SentControl {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct StreamsSent {
     /// STREAM frames.
-    pub(crate) chunks: TinyVec<[SentChunk; 3]>,
+    pub(crate) chunks: TinyVec<[SentChunk; 2]>,
     /// Per-stream control frames.
-    pub(crate) control: TinyVec<[SentControl; 2]>,
+    pub(crate) control: TinyVec<[SentControl; 1]>,
+    /// Connection-level flow-control frames, boxed: most packets carry none, and this record is moved a
+    /// few times between sending and acknowledgement, so its size is paid per packet.
+    pub(crate) conn: Option<Box<ConnFlowSent>>,
+}
+
+/// The connection-level flow-control frames one packet carried.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ConnFlowSent {
     /// MAX_DATA with this value.
     pub(crate) max_data: Option<u64>,
     /// MAX_STREAMS (bidirectional, unidirectional) with these counts.
@@ -281,13 +289,12 @@ pub(crate) struct StreamsSent {
 impl StreamsSent {
     /// Whether no stream-related frame went into the packet.
     pub(crate) fn is_empty(&self) -> bool {
-        // Field by field: this runs for every packet sent and acknowledged.
-        self.chunks.is_empty()
-            && self.control.is_empty()
-            && self.max_data.is_none()
-            && self.max_streams == [None; 2]
-            && self.data_blocked.is_none()
-            && self.streams_blocked == [None; 2]
+        self.chunks.is_empty() && self.control.is_empty() && self.conn.is_none()
+    }
+
+    /// The connection-level part of the record, created on first use.
+    pub(crate) fn conn_mut(&mut self) -> &mut ConnFlowSent {
+        self.conn.get_or_insert_with(Box::default)
     }
 }
 

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::send::ResetState;
-use super::{dir_of, ControlKind, Next, Sched, SentChunk, SentControl, StreamEvent, Streams, StreamsSent};
+use super::{
+    dir_of, ConnFlowSent, ControlKind, Next, Sched, SentChunk, SentControl, StreamEvent, Streams, StreamsSent,
+};
 use crate::wire::frame::{
     Frame, MaxStreamData, MaxStreams, ResetStream, StopSending, StreamDataBlocked, StreamsBlocked,
 };
@@ -64,7 +66,7 @@ impl Streams {
             };
             if put(buf, end, &Frame::MaxData(max)) {
                 self.max_data_pending = false;
-                record.max_data = Some(max);
+                record.conn_mut().max_data = Some(max);
             }
         }
         for d in 0..2 {
@@ -79,7 +81,7 @@ impl Streams {
                     }),
                 ) {
                     self.max_streams_pending[d] = false;
-                    record.max_streams[d] = Some(count);
+                    record.conn_mut().max_streams[d] = Some(count);
                 }
             }
             if self.streams_blocked_pending[d] {
@@ -93,13 +95,13 @@ impl Streams {
                     }),
                 ) {
                     self.streams_blocked_pending[d] = false;
-                    record.streams_blocked[d] = Some(limit);
+                    record.conn_mut().streams_blocked[d] = Some(limit);
                 }
             }
         }
         if self.data_blocked_pending && put(buf, end, &Frame::DataBlocked(self.send_max_data)) {
             self.data_blocked_pending = false;
-            record.data_blocked = Some(self.send_max_data);
+            record.conn_mut().data_blocked = Some(self.send_max_data);
         }
         while let Some(&(id, kind)) = self.control.front() {
             // A value-bearing frame is at most 1 + 8 + 8 bytes; RESET_STREAM at most 25.
@@ -280,18 +282,9 @@ impl Streams {
         }
     }
 
-    /// The packet that carried `sent` was declared lost: queue again what is still current (RFC 9000
-    /// §13.3).
-    pub(crate) fn on_lost(&mut self, sent: &StreamsSent) {
-        for c in sent.chunks.iter() {
-            // RFC 9000 §13.3: data of a reset stream (also after STOP_SENDING) is not sent again.
-            if let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) {
-                send.on_lost(c.offset, u64::from(c.len), c.fin);
-                self.schedule(c.id);
-            }
-        }
-        // RFC 9000 §13.3: MAX_DATA, MAX_STREAMS and MAX_STREAM_DATA are resent only when the lost frame
-        // carried the current value; blocked frames only while still blocked at that limit.
+    /// RFC 9000 §13.3: MAX_DATA and MAX_STREAMS are resent only when the lost frame carried the current
+    /// value; blocked frames only while still blocked at that limit.
+    fn on_conn_flow_lost(&mut self, sent: &ConnFlowSent) {
         if sent.max_data.is_some_and(|v| v == self.recv_window.max()) {
             self.max_data_pending = true;
         }
@@ -306,6 +299,23 @@ impl Streams {
         }
         if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && !self.conn_blocked.is_empty() {
             self.data_blocked_pending = true;
+        }
+    }
+
+    /// The packet that carried `sent` was declared lost: queue again what is still current (RFC 9000
+    /// §13.3).
+    pub(crate) fn on_lost(&mut self, sent: &StreamsSent) {
+        for c in sent.chunks.iter() {
+            // RFC 9000 §13.3: data of a reset stream (also after STOP_SENDING) is not sent again.
+            if let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) {
+                send.on_lost(c.offset, u64::from(c.len), c.fin);
+                self.schedule(c.id);
+            }
+        }
+        // RFC 9000 §13.3: MAX_DATA, MAX_STREAMS and MAX_STREAM_DATA are resent only when the lost frame
+        // carried the current value; blocked frames only while still blocked at that limit.
+        if let Some(conn) = &sent.conn {
+            self.on_conn_flow_lost(conn);
         }
         for c in sent.control.iter() {
             let Some(s) = self.streams.get_mut(&c.id) else {
