@@ -5,7 +5,7 @@
 //! stays below the window the caller allows, whatever the peer sends, and the work per chunk is
 //! proportional to the chunks it overlaps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
@@ -16,12 +16,18 @@ pub(crate) enum AssembleError {
     WindowExceeded,
 }
 
-/// Out-of-order chunks above a read offset.
+/// Chunks above a read offset: the in-order run that can be read now in a queue, the chunks beyond the
+/// first gap in an ordered map.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
     /// Bytes before this offset were handed out.
     read_offset: u64,
-    /// Non-overlapping chunks at offsets >= `read_offset`, keyed by offset.
+    /// Chunks covering `read_offset..ready_end` without a gap, in order. In-order arrival, the common
+    /// case, only ever touches this queue, which keeps its storage between reads.
+    ready: VecDeque<Bytes>,
+    /// The end of the gapless run from `read_offset`.
+    ready_end: u64,
+    /// Non-overlapping chunks at offsets > `ready_end`, keyed by offset.
     chunks: BTreeMap<u64, Bytes>,
     /// Sum of the chunk lengths.
     buffered: usize,
@@ -45,10 +51,31 @@ pub(crate) fn compact(data: Bytes) -> Bytes {
     }
 }
 
+/// Appends `piece` to `prev` if it is small and the result stays within [`MERGE_BELOW`]; so that data
+/// sent in tiny frames costs one entry per few kilobytes, not one per frame. The merged chunk grows in
+/// place when nothing else references it, so merging costs amortised O(1) per byte; full-size pieces
+/// (the bulk case) are held as they came, without a copy.
+fn merge_small(prev: &mut Bytes, piece: &Bytes) -> bool {
+    if piece.len() >= MERGE_PIECE_BELOW || prev.len() + piece.len() > MERGE_BELOW {
+        return false;
+    }
+    let mut merged = match std::mem::take(prev).try_into_mut() {
+        Ok(unique) => unique,
+        Err(shared) => {
+            let mut m = BytesMut::with_capacity(MERGE_BELOW);
+            m.extend_from_slice(&shared);
+            m
+        }
+    };
+    merged.extend_from_slice(piece);
+    *prev = merged.freeze();
+    true
+}
+
 impl Assembler {
     /// Separate pieces held.
     pub(crate) fn fragments(&self) -> usize {
-        self.chunks.len()
+        self.ready.len() + self.chunks.len()
     }
 
     /// Bytes held.
@@ -64,22 +91,30 @@ impl Assembler {
         if end > self.read_offset.saturating_add(window) {
             return Err(AssembleError::WindowExceeded);
         }
-        if end <= self.read_offset || data.is_empty() {
+        // Everything below `ready_end` is held or was read.
+        if end <= self.ready_end || data.is_empty() {
             return Ok(());
         }
         let mut start = offset;
-        if start < self.read_offset {
-            data = data.slice((self.read_offset - start) as usize..);
-            start = self.read_offset;
+        if start < self.ready_end {
+            data = data.slice((self.ready_end - start) as usize..);
+            start = self.ready_end;
         }
-        // In-order arrival, the common case: the chunk starts at or after the end of everything held.
+        // In order, and short of every out-of-order chunk: extend the ready run.
+        if start == self.ready_end && self.chunks.first_key_value().map_or(true, |(k, _)| end <= *k) {
+            self.push_ready(data);
+            self.promote();
+            return Ok(());
+        }
+        // The chunk starts at or after the end of everything held.
         let held_end = self
             .chunks
             .last_key_value()
-            .map_or(self.read_offset, |(k, v)| k + v.len() as u64);
+            .map_or(self.ready_end, |(k, v)| k + v.len() as u64);
         if start >= held_end {
             self.buffered += data.len();
             self.put(start, data);
+            self.promote();
             return Ok(());
         }
         // A held chunk starting before `start` may cover its beginning; then walk the held chunks inside
@@ -105,30 +140,40 @@ impl Assembler {
                 None => break,
             }
         }
+        self.promote();
         Ok(())
     }
 
-    /// Holds `piece` at `at`. A small piece is appended to the chunk that ends there while the result
-    /// stays within [`MERGE_BELOW`] bytes, so that data sent in tiny frames costs one map entry per few
-    /// kilobytes, not one per frame. The merged chunk grows in place when nothing else references it, so
-    /// merging costs amortised O(1) per byte; full-size pieces (the bulk case) are held as they came,
-    /// without a copy.
+    /// Appends `data`, which starts at `ready_end`, to the ready run.
+    fn push_ready(&mut self, data: Bytes) {
+        self.ready_end += data.len() as u64;
+        self.buffered += data.len();
+        if let Some(back) = self.ready.back_mut() {
+            if merge_small(back, &data) {
+                return;
+            }
+        }
+        self.ready.push_back(data);
+    }
+
+    /// Moves the chunks that now continue the ready run from the map into it.
+    fn promote(&mut self) {
+        while let Some(entry) = self.chunks.first_entry() {
+            if *entry.key() != self.ready_end {
+                break;
+            }
+            let data = entry.remove();
+            // `push_ready` counts the bytes again.
+            self.buffered -= data.len();
+            self.push_ready(data);
+        }
+    }
+
+    /// Holds `piece` at `at` in the map, merged into the chunk that ends there when both are small.
     fn put(&mut self, at: u64, piece: Bytes) {
-        if piece.len() < MERGE_PIECE_BELOW {
-            if let Some((k, prev)) = self.chunks.range_mut(..at).next_back() {
-                if k + prev.len() as u64 == at && prev.len() + piece.len() <= MERGE_BELOW {
-                    let mut merged = match std::mem::take(prev).try_into_mut() {
-                        Ok(unique) => unique,
-                        Err(shared) => {
-                            let mut m = BytesMut::with_capacity(MERGE_BELOW);
-                            m.extend_from_slice(&shared);
-                            m
-                        }
-                    };
-                    merged.extend_from_slice(&piece);
-                    *prev = merged.freeze();
-                    return;
-                }
+        if let Some((k, prev)) = self.chunks.range_mut(..at).next_back() {
+            if k + prev.len() as u64 == at && merge_small(prev, &piece) {
+                return;
             }
         }
         self.chunks.insert(at, piece);
@@ -136,11 +181,7 @@ impl Assembler {
 
     /// The next in-order chunk, if the byte at the read offset has arrived.
     pub(crate) fn read(&mut self) -> Option<Bytes> {
-        let entry = self.chunks.first_entry()?;
-        if *entry.key() != self.read_offset {
-            return None;
-        }
-        let data = entry.remove();
+        let data = self.ready.pop_front()?;
         self.buffered -= data.len();
         self.read_offset += data.len() as u64;
         Some(data)
@@ -148,7 +189,9 @@ impl Assembler {
 
     /// Drops everything held (the space or stream is gone).
     pub(crate) fn clear(&mut self) {
+        self.ready.clear();
         self.chunks.clear();
+        self.ready_end = self.read_offset;
         self.buffered = 0;
     }
 }
@@ -205,20 +248,36 @@ mod tests {
         /// exceeds the bytes of the stream not yet read.
         #[test]
         fn reassembles_any_order(
-            len in 1usize..400,
-            cuts in prop::collection::vec((0usize..400, 1usize..60), 1..60),
+            len in 1usize..4000,
+            cuts in prop::collection::vec((0usize..4000, 1usize..1500), 1..60),
+            step in 1usize..1500,
+            aligned: bool,
+            backwards: bool,
         ) {
             let stream: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut a = Assembler::default();
             let mut out = Vec::new();
-            let mut chunks: Vec<(usize, usize)> = cuts.into_iter().map(|(s, l)| (s % len, l)).collect();
-            chunks.push((0, len)); // make sure everything arrives eventually
-            for (s, l) in chunks {
+            // Half the cases start every piece on a multiple of `step`, so that the in-order pieces below
+            // end exactly where held out-of-order chunks begin.
+            let grid = if aligned { step } else { 1 };
+            let mut chunks: Vec<(usize, usize)> =
+                cuts.into_iter().map(|(s, l)| (s % len / grid * grid, l)).collect();
+            // Make sure everything arrives eventually, front to back or back to front.
+            let tiles = (0..len).step_by(step).map(|s| (s, step));
+            if backwards {
+                chunks.extend(tiles.rev());
+            } else {
+                chunks.extend(tiles);
+            }
+            for (i, (s, l)) in chunks.into_iter().enumerate() {
                 let e = (s + l).min(len);
                 a.insert(s as u64, Bytes::copy_from_slice(&stream[s..e]), 1 << 20).unwrap();
                 prop_assert!(a.buffered() <= len - out.len());
-                out.extend(read_all(&mut a));
+                if i % 3 == 0 {
+                    out.extend(read_all(&mut a));
+                }
             }
+            out.extend(read_all(&mut a));
             prop_assert_eq!(out, stream);
         }
     }

@@ -198,14 +198,18 @@ impl RangeSet {
 
     /// Removes every value below `floor`.
     pub(crate) fn remove_below(&mut self, floor: u64) {
-        let straddling = self
-            .map
-            .range(..floor)
-            .next_back()
-            .and_then(|(_, &end)| (end >= floor).then_some(end));
-        self.map = self.map.split_off(&floor);
-        if let Some(end) = straddling {
-            self.map.insert(floor, end);
+        // From the front, without `split_off`, which allocates a new tree each call (this runs for every
+        // ACK of an ACK, and usually removes one or two ranges).
+        while let Some(first) = self.map.first_entry() {
+            let (start, end) = (*first.key(), *first.get());
+            if start >= floor {
+                break;
+            }
+            first.remove();
+            if end >= floor {
+                self.map.insert(floor, end);
+                break;
+            }
         }
     }
 

@@ -193,6 +193,8 @@ struct Entry {
     queued: bool,
     /// The deadline last registered in `timers`; heap entries that disagree are stale.
     timer: Option<Instant>,
+    /// In `dirty_timers`: the connection ran since its deadline was last read.
+    timer_dirty: bool,
 }
 
 impl Entry {
@@ -207,6 +209,7 @@ impl Entry {
             held: false,
             queued: false,
             timer: None,
+            timer_dirty: false,
         }
     }
 }
@@ -287,6 +290,10 @@ pub struct Endpoint {
     send_queue: VecDeque<ConnectionHandle>,
     /// Deadlines, lazily invalidated against each entry's `timer`.
     timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
+    /// Connections whose deadline may have moved since it was last read: it is read again only when the
+    /// caller asks for the endpoint's deadline, not after every datagram (a connection's deadline moves
+    /// with nearly every packet, and reading it costs a walk over its timers).
+    dirty_timers: Vec<ConnectionHandle>,
     /// Scratch list of connections whose timers expired, kept to avoid an allocation per call.
     due: Vec<ConnectionHandle>,
     events: VecDeque<(ConnectionHandle, Event)>,
@@ -342,6 +349,7 @@ impl Endpoint {
             reset_limit,
             send_queue: VecDeque::new(),
             timers: BinaryHeap::new(),
+            dirty_timers: Vec::new(),
             due: Vec::new(),
             events: VecDeque::new(),
             handshakes: 0,
@@ -472,6 +480,7 @@ impl Endpoint {
 
     /// The earliest deadline of any connection: call [`handle_timeout`](Self::handle_timeout) then.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.flush_timers();
         while let Some(Reverse((t, h))) = self.timers.peek().copied() {
             if self.table.get(h).is_some_and(|e| e.timer == Some(t)) {
                 return Some(t);
@@ -483,6 +492,7 @@ impl Endpoint {
 
     /// Runs every connection whose deadline is at or before `now`, each once.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush_timers();
         let mut due = std::mem::take(&mut self.due);
         due.clear();
         while let Some(Reverse((t, h))) = self.timers.peek().copied() {
@@ -867,14 +877,28 @@ impl Endpoint {
             entry.queued = true;
             self.send_queue.push_back(h);
         }
-        let deadline = entry.conn.poll_timeout();
-        if deadline != entry.timer {
-            entry.timer = deadline;
-            if let Some(t) = deadline {
-                self.timers.push(Reverse((t, h)));
-            }
+        if !entry.timer_dirty {
+            entry.timer_dirty = true;
+            self.dirty_timers.push(h);
         }
         self.compact();
+    }
+
+    /// Reads again the deadlines of the connections that ran since theirs was last read.
+    fn flush_timers(&mut self) {
+        for h in self.dirty_timers.drain(..) {
+            let Some(entry) = self.table.get_mut(h) else {
+                continue;
+            };
+            entry.timer_dirty = false;
+            let deadline = entry.conn.poll_timeout();
+            if deadline != entry.timer {
+                entry.timer = deadline;
+                if let Some(t) = deadline {
+                    self.timers.push(Reverse((t, h)));
+                }
+            }
+        }
     }
 
     /// Gives a connection the new connection IDs it wants (RFC 9000 §5.1.1), routed to it, each with the
@@ -928,6 +952,9 @@ impl Endpoint {
             let table = &self.table;
             self.send_queue
                 .retain(|h| table.get(*h).is_some_and(|e| e.queued));
+        }
+        if self.dirty_timers.len() > limit {
+            self.flush_timers();
         }
         if self.timers.len() > limit {
             self.timers = self

@@ -184,7 +184,13 @@ fn transfer_with_loss_and_reordering() {
             break;
         }
     }
-    assert!(done, "transfer did not complete");
+    assert!(
+        done,
+        "transfer did not complete: {} of {} received, {} written",
+        received.len(),
+        data.len(),
+        written
+    );
     assert!(received == data, "data differs");
     let st = c.stats();
     assert_eq!(st.bytes_sent, data.len() as u64);
