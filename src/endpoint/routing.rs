@@ -9,7 +9,7 @@ use super::handles::ConnectionHandle;
 use crate::rng::Rng;
 use crate::wire::{ConnectionId, ResetToken};
 
-/// SipHash-1-3 keyed from the endpoint's seeded RNG: resistant to hash flooding by peers who don't know
+/// SipHash (2-4) keyed from the endpoint's seeded RNG: resistant to hash flooding by peers who don't know
 /// the seed, yet deterministic, unlike `RandomState`, which reads OS randomness.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyedState {
@@ -50,11 +50,78 @@ impl BuildHasher for KeyedState {
     }
 }
 
+/// A fast keyed hash for the index of the endpoint's own connection IDs. Only the endpoint inserts
+/// there, IDs it drew at random, so a peer cannot pile entries into one bucket (its lookups of made-up
+/// IDs cost one probe each); what matters is the cost per datagram. Each 8 bytes are folded in with a
+/// 64x64->128-bit multiply by a key from the seeded RNG. Maps whose keys a peer chooses (client-chosen
+/// Initial IDs, addresses, reset tokens) keep SipHash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalCidState {
+    k0: u64,
+    k1: u64,
+}
+
+impl LocalCidState {
+    pub(crate) fn new(keys: KeyedState) -> Self {
+        // Odd multipliers, so that no key zeroes the product.
+        Self {
+            k0: keys.k0 | 1,
+            k1: keys.k1 | 1,
+        }
+    }
+}
+
+/// The hasher of [`LocalCidState`].
+#[derive(Debug, Clone)]
+pub(crate) struct LocalCidHasher {
+    h: u64,
+    k: u64,
+}
+
+/// The 128-bit product of `a` and `b`, its halves folded together.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl Hasher for LocalCidHasher {
+    fn finish(&self) -> u64 {
+        fold_mul(self.h, self.k)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.h = fold_mul(self.h ^ u64::from_le_bytes(w), self.k);
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        self.h = fold_mul(
+            self.h ^ u64::from_le_bytes(w) ^ ((bytes.len() as u64) << 56),
+            self.k,
+        );
+    }
+}
+
+impl BuildHasher for LocalCidState {
+    type Hasher = LocalCidHasher;
+
+    fn build_hasher(&self) -> LocalCidHasher {
+        LocalCidHasher {
+            h: self.k0,
+            k: self.k1,
+        }
+    }
+}
+
 /// The three indexes a datagram is routed through.
 #[derive(Debug)]
 pub(crate) struct Routes {
     /// Every connection ID the endpoint issued, to its connection.
-    local: HashMap<ConnectionId, ConnectionHandle, KeyedState>,
+    local: HashMap<ConnectionId, ConnectionHandle, LocalCidState>,
     /// Server side: the destination connection ID a client chose for its first Initial, so retransmitted
     /// Initials and 0-RTT packets reach the connection they created (RFC 9000 §5.2, §7.2).
     initial: HashMap<ConnectionId, ConnectionHandle, KeyedState>,
@@ -68,7 +135,7 @@ pub(crate) struct Routes {
 impl Routes {
     pub(crate) fn new(keys: KeyedState) -> Self {
         Self {
-            local: HashMap::with_hasher(keys),
+            local: HashMap::with_hasher(LocalCidState::new(keys)),
             initial: HashMap::with_hasher(keys),
             by_addr: HashMap::with_hasher(keys),
             reset: HashMap::with_hasher(keys),

@@ -6,11 +6,19 @@ use bytes::BufMut;
 
 use super::{DecodeError, Reader};
 
-/// A QUIC v1 connection ID: 0 to 20 bytes, stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A QUIC v1 connection ID: 0 to 20 bytes, stored inline (the bytes past `len` are always zero).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConnectionId {
     len: u8,
     bytes: [u8; ConnectionId::MAX_LEN],
+}
+
+impl std::hash::Hash for ConnectionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // One write of the ID's own bytes: equal IDs have equal lengths and bytes, and a routing lookup
+        // per datagram should not hash 20 bytes plus prefixes for an 8-byte ID.
+        state.write(self.bytes.get(..self.len()).unwrap_or_default());
+    }
 }
 
 impl ConnectionId {
