@@ -418,8 +418,18 @@ fn streams(a: &Args) -> Row {
     let n = a.exchanges;
     let (mut q, mut r) = (Vec::new(), Vec::new());
     for rep in 0..reps {
-        let x = n as f64 / qs::streams(n, a.message, &tls).as_secs_f64();
-        let y = n as f64 / qp::streams(n, a.message, &tls).as_secs_f64();
+        let only = std::env::var("BENCH_ENGINE").ok();
+        let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
+        let x = if skip("quicsand") {
+            0.0
+        } else {
+            n as f64 / qs::streams(n, a.message, &tls).as_secs_f64()
+        };
+        let y = if skip("quinn-proto") {
+            0.0
+        } else {
+            n as f64 / qp::streams(n, a.message, &tls).as_secs_f64()
+        };
         println!(
             "streams rep {}/{reps}: quicsand {x:.0}/s, quinn-proto {y:.0}/s",
             rep + 1

@@ -61,10 +61,16 @@ fn merge_small(prev: &mut Bytes, piece: &Bytes) -> bool {
     }
     let mut merged = match std::mem::take(prev).try_into_mut() {
         Ok(unique) => unique,
-        Err(shared) => {
+        // A small shared chunk is copied into a buffer of its own that later pieces fill in place; a
+        // larger one (a slice of a datagram) is left alone rather than copied for a small neighbour.
+        Err(shared) if shared.len() < COPY_BELOW => {
             let mut m = BytesMut::with_capacity(MERGE_BELOW);
             m.extend_from_slice(&shared);
             m
+        }
+        Err(shared) => {
+            *prev = shared;
+            return false;
         }
     };
     merged.extend_from_slice(piece);
@@ -76,6 +82,12 @@ impl Assembler {
     /// Separate pieces held.
     pub(crate) fn fragments(&self) -> usize {
         self.ready.len() + self.chunks.len()
+    }
+
+    /// The end of the data held without a gap from the read offset: a chunk starting beyond it has to
+    /// wait for a gap to fill.
+    pub(crate) fn contiguous_end(&self) -> u64 {
+        self.ready_end
     }
 
     /// Bytes held.

@@ -124,7 +124,7 @@ impl RecvStream {
             });
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
-        if !covers_next && offset > self.asm_offset {
+        if offset > self.asm.contiguous_end() {
             // Out-of-order data may wait long: hold a copy of small pieces rather than the whole datagram
             // they arrived in, so memory follows the bytes held, not the packets they came in.
             data = crate::conn::assembler::compact(data);

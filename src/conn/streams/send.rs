@@ -328,8 +328,19 @@ impl SendStream {
         if start >= end {
             return 0;
         }
+        if !self.retransmit.is_empty() {
+            self.retransmit.remove(start..=end - 1);
+        }
+        if start == self.base && self.acked.is_empty() {
+            // In-order acknowledgement, the common case: release the bytes without the range set.
+            let n = usize::try_from(end - self.base)
+                .unwrap_or(usize::MAX)
+                .min(self.data.len());
+            self.data.drain(..n);
+            self.base = end;
+            return n;
+        }
         self.acked.insert(start..=end - 1);
-        self.retransmit.remove(start..=end - 1);
         let Some(r) = self.acked.range_containing(self.base) else {
             return 0;
         };
