@@ -39,6 +39,9 @@ const MERGE_BELOW: usize = 4096;
 /// Only pieces shorter than this are merged into the chunk before them.
 const MERGE_PIECE_BELOW: usize = 512;
 
+/// The ready run merges small pieces once it holds this many chunks.
+const MERGE_READY_FROM: usize = 8;
+
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
 
@@ -160,9 +163,12 @@ impl Assembler {
     fn push_ready(&mut self, data: Bytes) {
         self.ready_end += data.len() as u64;
         self.buffered += data.len();
-        if let Some(back) = self.ready.back_mut() {
-            if merge_small(back, &data) {
-                return;
+        // A short run is read soon and costs little; merging pays off only once tiny pieces pile up.
+        if self.ready.len() >= MERGE_READY_FROM {
+            if let Some(back) = self.ready.back_mut() {
+                if merge_small(back, &data) {
+                    return;
+                }
             }
         }
         self.ready.push_back(data);
@@ -245,8 +251,9 @@ mod tests {
         for i in 0..10_000u64 {
             a.insert(i, Bytes::from_static(b"x"), 1 << 20).unwrap();
         }
-        // 10,000 bytes in pieces of at most 4 KiB: three map entries, not 10,000.
-        assert_eq!(a.fragments(), 3);
+        // 10,000 bytes: the first few pieces as they came, the rest in chunks of at most 4 KiB; ten
+        // entries, not 10,000.
+        assert_eq!(a.fragments(), MERGE_READY_FROM + 2);
         assert_eq!(read_all(&mut a).len(), 10_000);
         for i in 0..100u64 {
             a.insert(10_001 + 2 * i, Bytes::from_static(b"y"), 1 << 20)
