@@ -232,8 +232,9 @@ pub(crate) struct Connection {
     pub(crate) remote_cid_seq: u64,
     /// The largest retire_prior_to seen.
     pub(crate) peer_retire_prior_to: u64,
-    /// When the idle timer fires; restarted by activity (RFC 9000 §10.1).
-    pub(crate) idle_deadline: Option<Instant>,
+    /// The last activity that restarted the idle timer (RFC 9000 §10.1). The deadline is derived when
+    /// asked for, not on every packet.
+    pub(crate) idle_since: Option<Instant>,
     /// Whether an ack-eliciting packet went out since the last packet was received (RFC 9000 §10.1).
     pub(crate) ack_eliciting_since_receive: bool,
     /// When the last ack-eliciting packet went out (keep-alive).
@@ -361,7 +362,7 @@ impl Connection {
             remote_reset_token: None,
             remote_cid_seq: 0,
             peer_retire_prior_to: 0,
-            idle_deadline: None,
+            idle_since: None,
             ack_eliciting_since_receive: false,
             last_ack_eliciting_sent: None,
             auth_failures: 0,
@@ -663,7 +664,13 @@ impl Connection {
     }
 
     pub(crate) fn reset_idle(&mut self, now: Instant) {
-        self.idle_deadline = self.idle_timeout().map(|t| later(now, t));
+        self.idle_since = Some(now);
+    }
+
+    /// When the idle timer fires: the idle timeout (at least three PTOs as they stand now) after the last
+    /// activity.
+    fn idle_deadline(&self) -> Option<Instant> {
+        Some(later(self.idle_since?, self.idle_timeout()?))
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
@@ -691,7 +698,7 @@ impl Connection {
             State::Drained => return None,
             State::Handshake | State::Established => {}
         }
-        let mut t = self.idle_deadline;
+        let mut t = self.idle_deadline();
         let mut consider = |d: Option<Instant>| {
             if let Some(d) = d {
                 t = Some(t.map_or(d, |t| t.min(d)));
@@ -728,7 +735,7 @@ impl Connection {
             State::Drained => return,
             State::Handshake | State::Established => {}
         }
-        if self.idle_deadline.is_some_and(|d| now >= d) {
+        if self.idle_deadline().is_some_and(|d| now >= d) {
             // RFC 9000 §10.1: the connection is silently closed and its state discarded.
             self.events.push_back(Event::ConnectionLost {
                 reason: ConnectionError::TimedOut,
