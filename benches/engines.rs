@@ -19,6 +19,8 @@ mod qs;
 mod run;
 #[path = "../examples/bench/setup.rs"]
 mod setup;
+#[path = "../examples/bench/tls_floor.rs"]
+mod tls_floor;
 #[cfg(feature = "udp")]
 #[path = "../examples/bench/udp.rs"]
 mod udp;

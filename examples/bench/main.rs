@@ -14,6 +14,7 @@ mod qp;
 mod qs;
 mod run;
 mod setup;
+mod tls_floor;
 #[cfg(feature = "udp")]
 mod udp;
 

@@ -6,7 +6,7 @@ use quicsand::crypto::Suite;
 
 use crate::measure::Stats;
 use crate::setup::{parse_suite, suite_name, BulkParams, BulkResult, Mode, Tls};
-use crate::{aead, qp, qs};
+use crate::{aead, qp, qs, tls_floor};
 
 pub const HELP: &str = "\
 quicsand vs quinn-proto, in the same process, one after the other, repeated.
@@ -16,7 +16,8 @@ USAGE: cargo run --release --example bench -- <WORKLOAD> [OPTIONS]
 WORKLOADS:
   bulk        one stream in memory, no loss, one thread: goodput per CPU-second, beside the AEAD limit
   aead        ring's seal + open + 2 header-protection masks per packet alone: the limit of one core
-  handshake   full handshakes per CPU-second (ECDSA P-256, no resumption), default and lean settings
+  handshake   full handshakes per CPU-second (ECDSA P-256, no resumption), default and lean settings,
+              beside the same TLS handshake through rustls alone
   memory      server heap bytes and allocations per idle established connection
   streams     request/response exchanges on short bidirectional streams over one connection
   udp         one stream over 127.0.0.1, two threads: the quicsand::udp driver vs quinn (tokio), per CPU-s
@@ -216,6 +217,10 @@ fn profile(a: &Args, what: &str) {
             "{:?}",
             qp::handshakes(a.handshakes, &Tls::new(suite, Mode::Lean), Mode::Lean)
         ),
+        "hs-rustls" => println!(
+            "{:?}",
+            tls_floor::handshakes(a.handshakes, &Tls::new(suite, Mode::Lean))
+        ),
         "streams-quicsand" => println!(
             "{:?}",
             qs::streams(a.exchanges, a.message, &Tls::new(suite, Mode::Default))
@@ -332,8 +337,9 @@ fn handshake(a: &Args, mode: Mode) -> Row {
     let reps = a.reps.unwrap_or(5);
     let tls = Tls::new(Suite::Aes128Gcm, mode);
     let n = a.handshakes;
-    let (mut q, mut r) = (Vec::new(), Vec::new());
+    let (mut q, mut r, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
+        // BENCH_ENGINE=quicsand, quinn-proto or rustls runs one of the three only; the others read 0.
         let only = std::env::var("BENCH_ENGINE").ok();
         let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
         let x = if skip("quicsand") {
@@ -346,22 +352,43 @@ fn handshake(a: &Args, mode: Mode) -> Row {
         } else {
             n as f64 / qp::handshakes(n, &tls, mode).as_secs_f64()
         };
+        let z = if skip("rustls") {
+            0.0
+        } else {
+            n as f64 / tls_floor::handshakes(n, &tls).as_secs_f64()
+        };
         println!(
-            "handshake {mode:?} rep {}/{reps}: quicsand {x:.0}/s, quinn-proto {y:.0}/s",
+            "handshake {mode:?} rep {}/{reps}: quicsand {x:.0}/s, quinn-proto {y:.0}/s, rustls alone {z:.0}/s",
             rep + 1
         );
         q.push(x);
         r.push(y);
+        t.push(z);
     }
+    let quinn = Stats::of(&r);
+    let alone = Stats::of(&t).median;
+    // rustls alone is the rate an engine would reach if its own work cost nothing; as a ratio to
+    // quinn-proto's, the most any rustls-based engine can lead it by.
+    let mut floor = String::new();
+    if alone > 0.0 {
+        floor = format!("; rustls alone: {alone:.0}/s");
+        if quinn.median > 0.0 {
+            floor += &format!(
+                "; ceiling for any rustls engine vs quinn-proto: {:.2}x",
+                alone / quinn.median
+            );
+        }
+    }
+    let work = match mode {
+        Mode::Default => "rustls: 2 tickets; NEW_TOKEN; quinn-proto also: MTU discovery",
+        Mode::Lean => "no tickets, no NEW_TOKEN, no MTU discovery",
+    };
     Row {
         what: format!("handshakes, {mode:?}"),
         unit: "per CPU-s",
         quicsand: Stats::of(&q),
-        quinn: Stats::of(&r),
-        note: match mode {
-            Mode::Default => "rustls: 2 tickets; NEW_TOKEN; quinn-proto also: MTU discovery".into(),
-            Mode::Lean => "no tickets, no NEW_TOKEN, no MTU discovery".into(),
-        },
+        quinn,
+        note: format!("{work}{floor}"),
     }
 }
 
