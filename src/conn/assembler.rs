@@ -207,7 +207,8 @@ impl Assembler {
 
     /// Drops everything held (the space or stream is gone).
     pub(crate) fn clear(&mut self) {
-        self.ready.clear();
+        // Storage released too: a discarded space or a reset stream holds none.
+        self.ready = VecDeque::new();
         self.chunks.clear();
         self.ready_end = self.read_offset;
         self.buffered = 0;

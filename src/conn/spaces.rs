@@ -50,9 +50,12 @@ pub(crate) struct RareFrames {
 /// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.
 #[derive(Debug, Default)]
 pub(crate) struct CryptoSend {
-    /// All bytes written at this level; the stream offset of `data[0]` is 0. Handshake flights are a few
-    /// kilobytes and the space is dropped with its keys.
+    /// The bytes written at this level from stream offset `base` on. Handshake flights are a few
+    /// kilobytes and the space is dropped with its keys; in the 1-RTT space (session tickets), the
+    /// storage is released once everything written is acknowledged.
     data: Vec<u8>,
+    /// The stream offset of `data[0]`: everything before it was acknowledged and released.
+    base: u64,
     /// The next offset never sent.
     sent: u64,
     /// Ranges to send again (lost, or queued by a probe).
@@ -69,7 +72,12 @@ impl CryptoSend {
 
     /// Whether anything waits to be sent.
     pub(crate) fn has_data(&self) -> bool {
-        !self.retransmit.is_empty() || self.sent < self.data.len() as u64
+        !self.retransmit.is_empty() || self.sent < self.end()
+    }
+
+    /// The stream offset after the last byte written.
+    fn end(&self) -> u64 {
+        self.base + self.data.len() as u64
     }
 
     /// The next chunk to send, at most `max_len` bytes: lost data first, then new data. Marks it sent.
@@ -85,15 +93,18 @@ impl CryptoSend {
             let end = (*r.end() + 1).min(r.start() + max_len as u64);
             self.retransmit.remove(*r.start()..=end - 1);
             (*r.start(), end)
-        } else if self.sent < self.data.len() as u64 {
-            let end = (self.data.len() as u64).min(self.sent + max_len as u64);
+        } else if self.sent < self.end() {
+            let end = self.end().min(self.sent + max_len as u64);
             let start = self.sent;
             self.sent = end;
             (start, end)
         } else {
             return None;
         };
-        let bytes = self.data.get(start as usize..end as usize)?;
+        // Retransmissions and new data both lie at or above `base`: below it, everything was acknowledged.
+        let bytes = self
+            .data
+            .get((start - self.base) as usize..(end - self.base) as usize)?;
         Some((start, bytes))
     }
 
@@ -103,7 +114,10 @@ impl CryptoSend {
             return;
         }
         let end = offset + u64::from(len) - 1;
-        self.retransmit.insert(offset..=end);
+        if end < self.base {
+            return;
+        }
+        self.retransmit.insert(offset.max(self.base)..=end);
         for acked in self.acked.iter().collect::<Vec<_>>() {
             self.retransmit.remove(acked);
         }
@@ -117,14 +131,29 @@ impl CryptoSend {
         let range = offset..=offset + u64::from(len) - 1;
         self.acked.insert(range.clone());
         self.retransmit.remove(range);
+        // Everything written so far is acknowledged: release the storage (what a connection holds for
+        // its session tickets once they arrived).
+        let end = self.end();
+        if end > self.base
+            && self.sent == end
+            && self.retransmit.is_empty()
+            && self
+                .acked
+                .range_containing(self.base)
+                .is_some_and(|r| *r.end() + 1 >= end)
+        {
+            self.base = end;
+            self.data = Vec::new();
+            self.acked = RangeSet::new();
+        }
     }
 
     /// A probe timeout: queue everything sent and not acknowledged, to be sent again (RFC 9002 §6.2.4).
     pub(crate) fn requeue_unacked(&mut self) {
-        if self.sent == 0 {
+        if self.sent <= self.base {
             return;
         }
-        self.retransmit.insert(0..=self.sent - 1);
+        self.retransmit.insert(self.base..=self.sent - 1);
         for acked in self.acked.iter().collect::<Vec<_>>() {
             self.retransmit.remove(acked);
         }
@@ -185,5 +214,31 @@ mod tests {
         assert_eq!(c.next_chunk(100).map(|(o, d)| (o, d.len())), Some((40, 60)));
         c.on_acked(40, 60);
         assert!(!c.has_data());
+    }
+
+    #[test]
+    fn crypto_send_releases_acknowledged_data_and_keeps_offsets() {
+        let mut c = CryptoSend::default();
+        c.write(&[1; 50]);
+        assert_eq!(c.next_chunk(100).map(|(o, d)| (o, d.len())), Some((0, 50)));
+        c.on_acked(0, 50);
+        assert_eq!(c.data.capacity(), 0, "everything acknowledged: storage released");
+        // A late loss report or a probe of released data sends nothing.
+        c.on_lost(0, 50);
+        c.requeue_unacked();
+        assert!(!c.has_data());
+        // Later data (another ticket) continues at offset 50.
+        c.write(&[2; 30]);
+        let (offset, data) = c.next_chunk(100).expect("new data");
+        assert_eq!((offset, data), (50, &[2u8; 30][..]));
+        c.on_lost(50, 30);
+        assert_eq!(
+            c.next_chunk(10).map(|(o, d)| (o, d.to_vec())),
+            Some((50, vec![2; 10]))
+        );
+        c.on_acked(50, 10);
+        c.on_acked(60, 20);
+        assert!(!c.has_data());
+        assert_eq!(c.data.capacity(), 0);
     }
 }

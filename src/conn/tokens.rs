@@ -58,6 +58,10 @@ impl NewTokens {
         }
         frame.encode(buf);
         sent.rare_mut().new_token = self.pending.pop();
+        if self.pending.is_empty() {
+            // The usual single token is out: an idle connection keeps no storage for it.
+            self.pending = Vec::new();
+        }
         true
     }
 
