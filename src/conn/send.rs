@@ -229,7 +229,7 @@ impl Connection {
         let packet_start = buf.len();
         let payload_end = packet_start + budget - tag_len;
         let enc = header.encode(tpn, buf);
-        let mut sent = SentFrames::default();
+        let mut sent = SentFrames::EMPTY;
         let mut ack_eliciting = false;
         // RFC 9000 §8.2.1, §8.2.2: datagrams with PATH_CHALLENGE or PATH_RESPONSE are expanded to 1200
         // bytes (within the anti-amplification limit, which the budget already respects).
@@ -425,11 +425,13 @@ impl Connection {
                 path_probe = true;
             }
         }
-        let mut new_cids = TinyVec::new();
-        self.write_new_cids(buf, end, &mut new_cids);
-        if !new_cids.is_empty() {
-            sent.rare_mut().new_cids.extend(new_cids);
-            *ack_eliciting = true;
+        if !self.local_cids.pending.is_empty() {
+            let mut new_cids = TinyVec::new();
+            self.write_new_cids(buf, end, &mut new_cids);
+            if !new_cids.is_empty() {
+                sent.rare_mut().new_cids.extend(new_cids);
+                *ack_eliciting = true;
+            }
         }
         if self.new_tokens.write(buf, end, sent) {
             *ack_eliciting = true;

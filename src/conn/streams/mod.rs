@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use tinyvec::TinyVec;
+use tinyvec::{ArrayVec, TinyVec};
 
 use crate::wire::frame::MAX_STREAM_COUNT;
 use crate::wire::transport_params::TransportParameters;
@@ -250,6 +250,23 @@ pub(crate) enum ControlKind {
     StopSending,
 }
 
+impl SentChunk {
+    const EMPTY: SentChunk = SentChunk {
+        id: StreamId(0),
+        offset: 0,
+        len: 0,
+        fin: false,
+    };
+}
+
+impl SentControl {
+    const EMPTY: SentControl = SentControl {
+        id: StreamId(0),
+        kind: ControlKind::MaxStreamData,
+        value: 0,
+    };
+}
+
 /// A per-stream control frame one packet carried.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SentControl {
@@ -287,6 +304,13 @@ pub(crate) struct ConnFlowSent {
 }
 
 impl StreamsSent {
+    /// An empty record, as a constant (see `SentFrames::EMPTY`).
+    pub(crate) const EMPTY: StreamsSent = StreamsSent {
+        chunks: TinyVec::Inline(ArrayVec::from_array_empty([SentChunk::EMPTY; 2])),
+        control: TinyVec::Inline(ArrayVec::from_array_empty([SentControl::EMPTY; 1])),
+        conn: None,
+    };
+
     /// Whether no stream-related frame went into the packet.
     pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.control.is_empty() && self.conn.is_none()
