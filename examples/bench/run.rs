@@ -243,6 +243,12 @@ pub struct BulkPlot {
     pub aead: Stats,
 }
 
+/// Whether `BENCH_ENGINE` names another engine than `engine` (`quicsand`, `quinn-proto` or, for
+/// handshakes, `rustls`): then `engine` is skipped and reads 0, so that a profiler sees one engine only.
+fn skip(engine: &str) -> bool {
+    std::env::var("BENCH_ENGINE").is_ok_and(|only| only != engine)
+}
+
 fn bulk(a: &Args, suite: Suite, with_engines: bool) -> (Option<Row>, Row, Option<BulkPlot>) {
     let reps = a.reps.unwrap_or(5);
     let p = BulkParams {
@@ -267,9 +273,6 @@ fn bulk(a: &Args, suite: Suite, with_engines: bool) -> (Option<Row>, Row, Option
         lim.push(limit);
         print!("bulk {name} rep {}/{reps}: AEAD limit {limit:.2} Gbit/s", rep + 1);
         if with_engines {
-            // BENCH_ENGINE=quicsand or quinn-proto runs one engine only, for a profiler; the other reads 0.
-            let only = std::env::var("BENCH_ENGINE").ok();
-            let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
             let x = if skip("quicsand") {
                 BulkResult::default()
             } else {
@@ -339,9 +342,6 @@ fn handshake(a: &Args, mode: Mode) -> Row {
     let n = a.handshakes;
     let (mut q, mut r, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
-        // BENCH_ENGINE=quicsand, quinn-proto or rustls runs one of the three only; the others read 0.
-        let only = std::env::var("BENCH_ENGINE").ok();
-        let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
         let x = if skip("quicsand") {
             0.0
         } else {
@@ -445,8 +445,6 @@ fn streams(a: &Args) -> Row {
     let n = a.exchanges;
     let (mut q, mut r) = (Vec::new(), Vec::new());
     for rep in 0..reps {
-        let only = std::env::var("BENCH_ENGINE").ok();
-        let skip = |e: &str| only.as_deref().is_some_and(|o| o != e);
         let x = if skip("quicsand") {
             0.0
         } else {
