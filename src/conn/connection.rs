@@ -855,6 +855,12 @@ impl Connection {
                 }
             }
         };
+        self.enter_draining(now, reason);
+    }
+
+    /// Enters the draining state for three PTOs (RFC 9000 §10.2.2), sending nothing more; the application
+    /// hears `reason` unless it closed the connection itself.
+    fn enter_draining(&mut self, now: Instant, reason: ConnectionError) {
         let was_closing = matches!(self.state, State::Closing { .. });
         self.state = State::Draining {
             until: later(now, self.pto().saturating_mul(3)),
@@ -873,18 +879,7 @@ impl Connection {
             return;
         }
         tracing::debug!(side = ?self.side, "stateless reset received");
-        let was_closing = matches!(self.state, State::Closing { .. });
-        self.state = State::Draining {
-            until: later(now, self.pto().saturating_mul(3)),
-        };
-        self.close = None;
-        #[cfg(feature = "qlog")]
-        self.qlog.state(now, "draining");
-        if !was_closing {
-            self.events.push_back(Event::ConnectionLost {
-                reason: ConnectionError::Reset,
-            });
-        }
+        self.enter_draining(now, ConnectionError::Reset);
     }
 
     // ----------------------------------------------------------------------------------------------
