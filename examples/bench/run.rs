@@ -200,15 +200,20 @@ pub fn run(a: &Args) -> Vec<Row> {
 
 /// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
 /// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes; `profile-streams-*` the streams.
-fn profile(a: &Args, what: &str) {
-    let suite = a.suites[0];
-    let p = BulkParams {
+/// The bulk transfer the command line asks for.
+fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
+    BulkParams {
         suite,
         size: a.size,
         batch: a.batch,
         round: a.round.unwrap_or(2 * a.batch),
         bytes: a.bytes,
-    };
+    }
+}
+
+fn profile(a: &Args, what: &str) {
+    let suite = a.suites[0];
+    let p = bulk_params(a, suite);
     match what {
         "quicsand" => println!("{:?}", qs::bulk(&p, &Tls::new(suite, Mode::Default))),
         "quinn" => println!("{:?}", qp::bulk(&p, &Tls::new(suite, Mode::Default))),
@@ -251,13 +256,7 @@ fn skip(engine: &str) -> bool {
 
 fn bulk(a: &Args, suite: Suite, with_engines: bool) -> (Option<Row>, Row, Option<BulkPlot>) {
     let reps = a.reps.unwrap_or(5);
-    let p = BulkParams {
-        suite,
-        size: a.size,
-        batch: a.batch,
-        round: a.round.unwrap_or(2 * a.batch),
-        bytes: a.bytes,
-    };
+    let p = bulk_params(a, suite);
     let tls = Tls::new(suite, Mode::Default);
     let name = suite_name(suite);
     let packets = a.bytes.div_ceil(aead::plaintext_len(a.size) as u64);
