@@ -710,8 +710,10 @@ impl Endpoint {
             self.stats.dropped_short_initial += 1;
             return;
         }
-        // RFC 9000 §7.2: the floor is for a client's first DCID; after a Retry it uses the server's.
-        if dcid.len() < MIN_INITIAL_DCID_LEN && !token::has_retry_token(&datagram.payload) {
+        // RFC 9000 §7.2: the floor is for a client's first DCID; after a Retry the client uses the ID
+        // the Retry gave it, and ours are never shorter (`token::MIN_RETRY_SCID_LEN`), so an Initial
+        // below the floor cannot start a connection here, whatever its token says.
+        if dcid.len() < MIN_INITIAL_DCID_LEN {
             self.stats.dropped_malformed += 1;
             return;
         }

@@ -301,6 +301,27 @@ fn initial_with_dcid_under_8_bytes_is_dropped() {
     assert_eq!(ep.stats().dropped_malformed, 1);
 }
 
+/// RFC 9000 §7.2: an Initial whose destination ID is below 8 bytes is dropped before any decryption,
+/// even when its token claims to come from a Retry (ours always carry IDs of 8 bytes or more). Found by
+/// `random_datagrams_never_panic_nor_create_connections` in CI: an empty DCID and the one-byte token "R".
+#[test]
+fn short_dcid_initial_with_a_retry_shaped_token_is_dropped_unopened() {
+    let mut ep = server();
+    for dcid_len in [0usize, 7] {
+        let mut p = vec![0xc0, 0, 0, 0, 1, dcid_len as u8];
+        p.extend(std::iter::repeat_n(0x52, dcid_len));
+        p.extend_from_slice(&[0, 1, b'R', 0x40, 0]);
+        p.resize(1200, 0x52);
+        ep.handle_datagram(at(1), datagram(addr(1), &p));
+        let _ = drive(&mut ep, at(1));
+    }
+    let stats = ep.stats();
+    assert_eq!(stats.dropped_malformed, 2);
+    assert_eq!(stats.dropped_unauthenticated, 0);
+    assert_eq!(stats.dropped_invalid_retry_token, 0);
+    assert_eq!(stats.connections_active, 0);
+}
+
 #[test]
 fn malformed_datagrams_are_counted() {
     let mut ep = server();

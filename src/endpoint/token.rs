@@ -55,8 +55,9 @@ const MAX_NEW_TOKENS: usize = 8;
 /// forgotten first, so replay is limited to tokens older than the last this many uses.
 const REPLAY_LOG_LEN: usize = 4096;
 /// RFC 9000 §7.2: the length a client's first Destination Connection ID has at least; the IDs a server
-/// puts in a Retry get the same floor, since the retried client's next Initial is routed by it.
-const MIN_RETRY_SCID_LEN: usize = 8;
+/// puts in a Retry get the same floor, since the retried client's next Initial is routed by it (and the
+/// endpoint drops any Initial whose DCID is shorter before it looks at the token).
+const MIN_RETRY_SCID_LEN: usize = super::MIN_INITIAL_DCID_LEN;
 
 /// Why [`Endpoint::retry`] could not answer a connection with a Retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,12 +308,6 @@ fn associated_data(kind: u8, clock: u8, remote: SocketAddr, retry_scid: Option<&
 fn initial_token(payload: &[u8]) -> &[u8] {
     // The connection ID length only matters for short headers; an Initial is long.
     ProtectedHeader::decode(payload, 0).map_or(&[], |h| h.token(payload))
-}
-
-/// Whether the Initial that starts `payload` carries a token of the Retry kind (valid or not). Its
-/// destination connection ID is then the one the server chose, and the §7.2 minimum length does not apply.
-pub(super) fn has_retry_token(payload: &[u8]) -> bool {
-    initial_token(payload).first() == Some(&KIND_RETRY)
 }
 
 /// What a new connection's first Initial proved about the client's address.
