@@ -76,7 +76,12 @@ impl Connection {
                 return;
             }
             let len = header.len().min(datagram.len());
-            let packet = datagram.split_to(len);
+            // The last (usually the only) packet takes the buffer itself: no reference count to touch.
+            let packet = if len == datagram.len() {
+                std::mem::take(&mut datagram)
+            } else {
+                datagram.split_to(len)
+            };
             let short = matches!(header, ProtectedHeader::Short { .. });
             match self.handle_packet(now, ecn, &header, packet, path) {
                 Ok(()) => {}
@@ -237,10 +242,14 @@ impl Connection {
             self.discard_space(SpaceId::Initial);
         }
 
-        let packet = packet.freeze();
-        let payload = packet.slice(plain.header_len..plain.header_len + payload_len);
         #[cfg(feature = "qlog")]
-        self.qlog.packet_received(now, space, pn, packet.len(), &payload);
+        let packet_len = packet.len();
+        // The payload is cut out of the packet in place (no second reference to the buffer).
+        packet.truncate(plain.header_len + payload_len);
+        bytes::Buf::advance(&mut packet, plain.header_len);
+        let payload = packet.freeze();
+        #[cfg(feature = "qlog")]
+        self.qlog.packet_received(now, space, pn, packet_len, &payload);
         let moved = remote != self.path.remote;
         let response_owed = self.path_response;
         let dcid = header.dcid();

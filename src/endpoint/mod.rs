@@ -408,6 +408,15 @@ impl Endpoint {
     pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         self.stats.datagrams_received += 1;
         self.note_time(now);
+        // The common case first: a short header (RFC 9000 §17.3.1, fixed bit set) to one of our own IDs,
+        // routed by the ID's bytes without parsing the header, which the connection does anyway.
+        if let Some(h) = self.route_short(&datagram.payload) {
+            if let Some(entry) = self.table.get_mut(h) {
+                entry.conn.handle_datagram(now, datagram);
+                self.after_conn(h, true);
+                return;
+            }
+        }
         match self.classify(&datagram) {
             Decision::Deliver(h) => {
                 let Some(entry) = self.table.get_mut(h) else {
@@ -570,6 +579,18 @@ impl Endpoint {
             connections_active: self.table.len(),
             ..self.stats
         }
+    }
+
+    /// The connection a datagram that starts with a short header to one of our (non-empty) connection
+    /// IDs belongs to; `None` sends it down [`classify`](Self::classify), which decides the same for
+    /// these and handles everything else.
+    fn route_short(&mut self, payload: &[u8]) -> Option<ConnectionHandle> {
+        const FORM_AND_FIXED: u8 = 0xc0;
+        let first = *payload.first()?;
+        if first & FORM_AND_FIXED != 0x40 || self.cid_len == 0 {
+            return None;
+        }
+        self.routes.lookup_short(payload.get(1..1 + self.cid_len)?)
     }
 
     /// Where a datagram goes, from its first packet's header (RFC 9000 §5.2). The connection itself

@@ -130,6 +130,9 @@ pub(crate) struct Routes {
     by_addr: HashMap<SocketAddr, ConnectionHandle, KeyedState>,
     /// The stateless reset token of the peer's connection ID each connection uses (RFC 9000 §10.3.1).
     reset: HashMap<ResetToken, ConnectionHandle, KeyedState>,
+    /// The last short-header route taken: a busy connection gets datagram after datagram, and comparing
+    /// a few bytes costs less than hashing them. An entry of `local`; forgotten when that entry goes.
+    last_short: Option<(ConnectionId, ConnectionHandle)>,
 }
 
 impl Routes {
@@ -139,7 +142,22 @@ impl Routes {
             initial: HashMap::with_hasher(keys),
             by_addr: HashMap::with_hasher(keys),
             reset: HashMap::with_hasher(keys),
+            last_short: None,
         }
+    }
+
+    /// The connection a short-header packet to our non-empty connection ID `dcid` belongs to: the same
+    /// answer as [`lookup`](Self::lookup), through a one-entry cache of the last hit.
+    pub(crate) fn lookup_short(&mut self, dcid: &[u8]) -> Option<ConnectionHandle> {
+        if let Some((cid, h)) = &self.last_short {
+            if **cid == *dcid {
+                return Some(*h);
+            }
+        }
+        let cid = ConnectionId::new(dcid).filter(|c| !c.is_empty())?;
+        let h = *self.local.get(&cid)?;
+        self.last_short = Some((cid, h));
+        Some(h)
     }
 
     /// The connection a packet with destination connection ID `dcid` from `remote` belongs to;
@@ -191,6 +209,9 @@ impl Routes {
     pub(crate) fn remove_local(&mut self, cid: &ConnectionId, h: ConnectionHandle) {
         if self.local.get(cid) == Some(&h) {
             self.local.remove(cid);
+            if self.last_short.is_some_and(|(c, _)| c == *cid) {
+                self.last_short = None;
+            }
         }
     }
 
@@ -253,5 +274,41 @@ impl Routes {
         if self.reset.get(token) == Some(&h) {
             self.reset.remove(token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::handles::Table;
+
+    /// The one-entry cache of `lookup_short` answers as the map does, before and after a route goes and
+    /// comes back to another connection.
+    #[test]
+    fn short_route_cache_follows_the_map() {
+        let mut routes = Routes::new(KeyedState::new(&mut Rng::from_seed(3)));
+        let mut table = Table::default();
+        let (h1, h2) = (table.insert(()).unwrap(), table.insert(()).unwrap());
+        let (a, b) = (
+            ConnectionId::new(&[1; 8]).unwrap(),
+            ConnectionId::new(&[2; 8]).unwrap(),
+        );
+        assert!(routes.insert_local(a, h1));
+        assert!(routes.insert_local(b, h2));
+        assert_eq!(routes.lookup_short(&a), Some(h1));
+        assert_eq!(routes.lookup_short(&a), Some(h1));
+        assert_eq!(routes.lookup_short(&b), Some(h2));
+        assert_eq!(routes.lookup_short(&[1; 7]), None);
+        assert_eq!(routes.lookup_short(&[]), None);
+        // Removing the other connection's route keeps the cached one; removing the cached one forgets it.
+        routes.remove_local(&a, h1);
+        assert_eq!(routes.lookup_short(&b), Some(h2));
+        routes.remove_local(&b, h1);
+        assert_eq!(routes.lookup_short(&b), Some(h2));
+        routes.remove_local(&b, h2);
+        assert_eq!(routes.lookup_short(&b), None);
+        assert!(routes.insert_local(b, h1));
+        assert_eq!(routes.lookup_short(&b), Some(h1));
+        assert_eq!(routes.lookup(&b, "10.0.0.1:1".parse().unwrap(), false), Some(h1));
     }
 }
