@@ -168,17 +168,19 @@ impl Streams {
     /// Writes STREAM frames: the highest priority first, round-robin within a priority (a stream that
     /// got a frame goes to the back of its queue).
     fn write_stream_frames(&mut self, buf: &mut Vec<u8>, end: usize, record: &mut StreamsSent) {
-        let mut full = false;
-        // Highest priority first; the next one is looked up below the current, so that no list of
-        // priorities is built per packet.
-        let mut next = self.queues.keys().next_back().copied();
-        while let Some(prio) = next {
-            next = self.queues.range(..prio).next_back().map(|(&p, _)| p);
-            // The queue is taken out (an empty `VecDeque` does not allocate) and put back below, keeping
-            // the map's entry, so a busy stream costs no map insertion or removal per packet.
-            let Some(mut queue) = self.queues.get_mut(&prio).map(std::mem::take) else {
-                continue;
+        // The priorities are walked downwards without building a list of them per packet; each queue is
+        // worked on in place in the map (the other fields of `self` are borrowed apart from it).
+        let mut below: Option<i32> = None;
+        loop {
+            let next = match below {
+                None => self.queues.iter_mut().next_back(),
+                Some(p) => self.queues.range_mut(..p).next_back(),
             };
+            let Some((&prio, queue)) = next else {
+                return;
+            };
+            below = Some(prio);
+            let mut full = false;
             while let Some(id) = queue.pop_front() {
                 let space = end.saturating_sub(buf.len());
                 let credit = self.send_max_data.saturating_sub(self.send_data);
@@ -221,7 +223,12 @@ impl Streams {
                         // RFC 9000 §4.1: a sender SHOULD send STREAM_DATA_BLOCKED when blocked.
                         if send.blocked_at != Some(send.max_data) {
                             send.blocked_at = Some(send.max_data);
-                            self.queue_control(id, ControlKind::StreamDataBlocked);
+                            // `queue_control`, on the fields it needs.
+                            let flag = s.queued.flag(ControlKind::StreamDataBlocked);
+                            if !*flag {
+                                *flag = true;
+                                self.control.push_back((id, ControlKind::StreamDataBlocked));
+                            }
                         }
                     }
                     Next::ConnBlocked => {
@@ -238,11 +245,9 @@ impl Streams {
             }
             if queue.is_empty() {
                 self.queues.remove(&prio);
-            } else if let Some(slot) = self.queues.get_mut(&prio) {
-                *slot = queue;
             }
             if full {
-                break;
+                return;
             }
         }
     }
