@@ -71,11 +71,15 @@ impl Connection {
                 return;
             };
             // RFC 9000 §12.2: ignore coalesced packets with a different destination connection ID.
-            if *first_dcid.get_or_insert(*header.dcid()) != *header.dcid() {
+            if first_dcid.as_ref().is_some_and(|first| first != header.dcid()) {
                 self.stats.packets_dropped += 1;
                 return;
             }
             let len = header.len().min(datagram.len());
+            // Only a datagram with more packets to come needs the first one's ID.
+            if len < datagram.len() && first_dcid.is_none() {
+                first_dcid = Some(*header.dcid());
+            }
             // The last (usually the only) packet takes the buffer itself: no reference count to touch.
             let packet = if len == datagram.len() {
                 std::mem::take(&mut datagram)

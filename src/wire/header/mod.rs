@@ -227,22 +227,34 @@ pub struct PlainHeader {
 impl ProtectedHeader {
     /// Parses the unprotected part of the packet that starts `packet`, whose receiver issues connection
     /// IDs of `short_dcid_len` bytes.
+    ///
+    /// Inlined for the short header, the one of nearly every packet, so that its caller builds it in
+    /// place; long headers are parsed out of line.
+    #[inline]
     pub fn decode(packet: &[u8], short_dcid_len: usize) -> Result<Self, HeaderError> {
         let mut r = Reader::new(packet);
         let first = r.read_u8()?;
-        if first & LONG_FORM == 0 {
-            // RFC 9000 §17.3.1: a zero fixed bit is not a valid packet of this version.
-            if first & FIXED_BIT == 0 {
-                return Err(DecodeError::Invalid("fixed bit is zero").into());
-            }
-            let dcid = ConnectionId::decode_fixed(&mut r, short_dcid_len)?;
-            return Ok(ProtectedHeader::Short {
-                first,
-                dcid,
-                pn_offset: r.position(),
-                len: packet.len(),
-            });
+        if first & LONG_FORM != 0 {
+            return Self::decode_long(packet);
         }
+        // RFC 9000 §17.3.1: a zero fixed bit is not a valid packet of this version.
+        if first & FIXED_BIT == 0 {
+            return Err(DecodeError::Invalid("fixed bit is zero").into());
+        }
+        let dcid = ConnectionId::decode_fixed(&mut r, short_dcid_len)?;
+        Ok(ProtectedHeader::Short {
+            first,
+            dcid,
+            pn_offset: r.position(),
+            len: packet.len(),
+        })
+    }
+
+    /// [`decode`](Self::decode) for a packet whose first byte has the long-header form bit set.
+    #[inline(never)]
+    fn decode_long(packet: &[u8]) -> Result<Self, HeaderError> {
+        let mut r = Reader::new(packet);
+        let first = r.read_u8()?;
         let version = r.read_u32()?;
         if version == 0 {
             // RFC 9000 §17.2.1: the fixed bit and type bits of Version Negotiation are unused.
