@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::{CongestionAlgorithm, StreamsConfig};
+use crate::conn::{CongestionAlgorithm, MtuDiscoveryConfig, StreamsConfig};
 use crate::rng::Rng;
 use crate::validation::{MemoryTokenStore, RetryPolicy, TokenConfig, TokenStore};
 use crate::wire::header::VERSION_1;
@@ -142,8 +142,12 @@ pub struct TransportConfig {
     pub max_ack_ranges: usize,
     /// At most this many ranges of received packet numbers are tracked per space; the oldest go first.
     pub max_tracked_ack_ranges: usize,
-    /// Size of the UDP payloads this side sends: 1200 works on every path (RFC 9000 §14).
+    /// Size of the UDP payloads this side sends to begin with: 1200 works on every path (RFC 9000 §14).
     pub mtu: u16,
+    /// Path MTU discovery (RFC 9000 §14.3): once the handshake is confirmed, probes find the largest
+    /// datagram the path carries, up to the configured bound. `None` keeps [`mtu`](Self::mtu) for the
+    /// whole connection.
+    pub mtu_discovery: Option<MtuDiscoveryConfig>,
     /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size).
     pub max_udp_payload_size: u16,
     /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED.
@@ -177,6 +181,7 @@ impl Default for TransportConfig {
             max_ack_ranges: 64,
             max_tracked_ack_ranges: 256,
             mtu: 1200,
+            mtu_discovery: Some(MtuDiscoveryConfig::default()),
             max_udp_payload_size: 1472,
             crypto_buffer_size: 64 * 1024,
             active_connection_id_limit: 4,

@@ -120,8 +120,8 @@ pub use config::{
 };
 pub use conn::SpaceId;
 pub use conn::{
-    CongestionAlgorithm, ConnectionStats, ReadError, SendDatagramError, StreamEvent, StreamStats,
-    StreamsConfig, WriteError,
+    CongestionAlgorithm, ConnectionStats, MtuDiscoveryConfig, ReadError, SendDatagramError, StreamEvent,
+    StreamStats, StreamsConfig, WriteError,
 };
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
 pub use endpoint::RetryError;

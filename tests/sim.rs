@@ -319,3 +319,87 @@ fn nat_rebinding_of_client() {
     assert_eq!(stats.path_migrations, 1);
     assert_eq!(stats.path_validation_failures, 0);
 }
+
+/// The client's connection statistics at the end of a run.
+fn client_stats(out: &mut Outcome) -> quicsand::ConnectionStats {
+    let h = out.sender().connection().unwrap();
+    out.sim.endpoint(out.client).unwrap().conn(h).unwrap().stats()
+}
+
+/// RFC 9000 §14.3: on a path that carries at most 1350-byte datagrams, path MTU discovery settles within
+/// `min_change` (20 bytes) below the limit; the lost probes are not taken for congestion (§14.4).
+#[test]
+fn path_mtu_discovery_finds_the_link_limit() {
+    let link = LinkConfig {
+        max_datagram_size: 1350,
+        ..base_link()
+    };
+    let mut out = assert_completes("mtu 1350", 11, link, 20_000_000);
+    let stats = client_stats(&mut out);
+    assert!(
+        (1331..=1350).contains(&stats.path_mtu),
+        "path MTU {}",
+        stats.path_mtu
+    );
+    assert!(stats.mtu_probes_lost >= 3, "{stats:?}");
+    assert!(stats.mtu_probes_sent > stats.mtu_probes_lost, "{stats:?}");
+    assert_eq!(stats.congestion_events, 0, "probe losses are not congestion");
+    // The server searches the other direction with its own probes; every datagram the link dropped was
+    // one of the two sides' probes (one may still be in flight, not yet declared lost).
+    let h = *out.sink().streams.keys().next().unwrap();
+    let server = out.sim.endpoint(out.server).unwrap().conn(h.0).unwrap().stats();
+    // It sends only acknowledgements and its probes, so each lost probe takes a PTO to find: its search
+    // is slower, but never above the limit.
+    assert!((1200..=1350).contains(&server.path_mtu), "{server:?}");
+    assert_eq!(server.congestion_events, 0);
+    let lost = stats.mtu_probes_lost + server.mtu_probes_lost;
+    let dropped = out.sim.trace().dropped;
+    assert!(
+        dropped >= lost && dropped <= lost + 2,
+        "dropped {dropped}, probes lost {lost}"
+    );
+}
+
+/// RFC 8899 §4.3: when the path stops carrying the discovered size mid-transfer (a black hole: every
+/// full-size packet vanishes, and no acknowledgement says so), the sender falls back to the base size
+/// after a few PTOs, and the transfer completes.
+#[test]
+fn path_mtu_black_hole_falls_back_to_the_base() {
+    let seed = seed_from_env(12);
+    let _guard = SeedGuard(seed);
+    let total = 20_000_000;
+    let link = LinkConfig {
+        bandwidth_bps: Some(50_000_000),
+        queue_bytes: 200_000,
+        ..base_link()
+    };
+    let (server_config, client_config) = configs();
+    let mut sim = Simulation::new(epoch(), seed);
+    let server_addr = "10.0.0.2:4433".parse().unwrap();
+    let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+    let sender = BulkSender::new(client_config, server_addr, "localhost", total, 1);
+    let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(sender));
+    sim.add_duplex_link(client, server, link);
+    sim.run(Duration::from_millis(800));
+    let mut out = Outcome {
+        sim,
+        client,
+        server,
+        done: false,
+    };
+    let before = client_stats(&mut out);
+    assert_eq!(before.path_mtu, 1452, "discovered on the clean path: {before:?}");
+    assert!(out.sink().total_bytes() < total, "the transfer is still running");
+    for (from, to) in [(client, server), (server, client)] {
+        out.sim.link_config_mut(from, to).unwrap().max_datagram_size = 1300;
+    }
+    out.done = out.sim.run_until(Duration::from_secs(60), |sim| {
+        sim.app::<Sink>(server).unwrap().total_bytes() == total
+    });
+    out.report("mtu black hole", total);
+    assert!(out.done, "the transfer completes after the path shrinks");
+    assert!(out.sink().streams.values().all(|s| s.pattern_ok));
+    let after = client_stats(&mut out);
+    assert!(after.path_mtu <= 1300, "{after:?}");
+    assert!(after.path_mtu >= 1200, "{after:?}");
+}

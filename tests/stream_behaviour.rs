@@ -744,7 +744,9 @@ fn bulk_transfer_sends_gso_batches_within_max_segments() {
     let mut p = connected(Engine::Quicsand, Engine::Quicsand, 64, settings);
     quicsand(&mut p.client).transmits.clear();
     let t = bulk(&mut p, 8 * MIB, 64, false, |_| {});
-    let mtu = usize::from(TransportConfig::default().mtu);
+    // Path MTU discovery raises the datagram size from `mtu` up to its bound on this lossless path.
+    let config = TransportConfig::default();
+    let mtu = usize::from(config.mtu_discovery.map_or(config.mtu, |d| d.upper_bound));
     let transmits = std::mem::take(&mut quicsand(&mut p.client).transmits);
     let mut histogram = [0usize; MAX_SEGMENTS + 1];
     let (mut batched_bytes, mut total_bytes, mut short_last) = (0usize, 0usize, 0usize);
@@ -939,4 +941,32 @@ fn stats_after_a_lossy_transfer() {
         stats.bytes_in_flight, 0,
         "bytes_in_flight after everything was acknowledged"
     );
+}
+
+/// RFC 9000 §14.3 against quinn-proto, in both roles: each side's path MTU probes (PING and PADDING,
+/// 1452 bytes) are acknowledged by the other, and both end up sending 1452-byte datagrams.
+#[test]
+fn path_mtu_discovery_with_quinn_proto_in_both_roles() {
+    for (c, s) in [
+        (Engine::Quicsand, Engine::Quinn),
+        (Engine::Quinn, Engine::Quicsand),
+    ] {
+        let mut p = connected(c, s, 81, Settings::default());
+        bulk(&mut p, 2 * MIB, 81, true, |_| {});
+        let (ours, theirs) = match c {
+            Engine::Quicsand => (&mut p.client, &mut p.server),
+            Engine::Quinn => (&mut p.server, &mut p.client),
+        };
+        let stats = quicsand(ours).conn().stats();
+        assert_eq!(stats.path_mtu, 1452, "{c:?}/{s:?}: {stats:?}");
+        assert!(
+            stats.mtu_probes_sent >= 1 && stats.mtu_probes_lost == 0,
+            "{stats:?}"
+        );
+        let quinn_mtu = quinn(theirs).connection().unwrap().stats().path.current_mtu;
+        assert_eq!(
+            quinn_mtu, 1452,
+            "{c:?}/{s:?}: quinn-proto's probes reach quicsand"
+        );
+    }
 }

@@ -437,7 +437,7 @@ pub fn memory(n: usize, tls: &Tls) -> MemoryResult {
 }
 
 pub fn streams(n: usize, size: usize, tls: &Tls) -> Duration {
-    // The same datagram size as quicsand's default (no MTU discovery), as in `bulk`.
+    // 1200-byte datagrams on both engines (no MTU discovery), as in `bulk`.
     let mut pair = Pair::new(transport(1200), tls, Mode::Default, 10);
     let mut clock = SkipClock::new();
     let mut now = clock.now();

@@ -186,9 +186,11 @@ impl Pair {
     }
 }
 
+/// quicsand's transport for a fixed datagram size: path MTU discovery off, as for quinn-proto.
 fn transport(size: usize) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.mtu = size as u16;
+    t.mtu_discovery = None;
     t.max_udp_payload_size = t.max_udp_payload_size.max(size as u16);
     t
 }
@@ -278,7 +280,14 @@ pub fn bulk(p: &BulkParams, tls: &Tls) -> BulkResult {
 
 /// `n` full handshakes, each on fresh endpoints, each driven until both sides are idle. Returns the CPU time.
 pub fn handshakes(n: usize, tls: &Tls) -> Duration {
-    let transport = TransportConfig::default();
+    // Default: path MTU discovery on, like quinn-proto's default; lean: off on both.
+    let transport = TransportConfig {
+        mtu_discovery: match tls.mode {
+            Mode::Default => TransportConfig::default().mtu_discovery,
+            Mode::Lean => None,
+        },
+        ..TransportConfig::default()
+    };
     let mut now = real_now();
     let ((), cpu) = cpu_timed(|| {
         for i in 0..n {
@@ -326,7 +335,8 @@ pub fn memory(n: usize, tls: &Tls) -> MemoryResult {
 /// `n` request/response exchanges of `size` bytes each way, each on its own bidirectional stream, as many
 /// at once as the server's stream limit allows. Returns the CPU time.
 pub fn streams(n: usize, size: usize, tls: &Tls) -> Duration {
-    let transport = TransportConfig::default();
+    // 1200-byte datagrams on both engines, as in `bulk`.
+    let transport = transport(1200);
     let mut pair = Pair::new(&transport, tls, 10, 3);
     let mut clock = SkipClock::new();
     let mut now = clock.now();

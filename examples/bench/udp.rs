@@ -184,6 +184,8 @@ impl Handler for Sender {
 fn quicsand_transport(size: usize) -> TransportConfig {
     TransportConfig {
         mtu: size as u16,
+        // A fixed datagram size, as for quinn below.
+        mtu_discovery: None,
         ..TransportConfig::default()
     }
 }

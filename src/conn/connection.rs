@@ -13,8 +13,9 @@ use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
 use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
+use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
-use super::recovery::{LossDetection, RecoveryContext, TimeoutOutcome};
+use super::recovery::{LossDetection, RecoveryContext, SentPacket, TimeoutOutcome};
 use super::send::FIRST_PN_SKIP_PERIOD;
 use super::spaces::{CryptoSend, PacketSpace, SentFrames};
 use super::streams::Streams;
@@ -160,6 +161,12 @@ pub struct ConnectionStats {
     pub path_validation_failures: u64,
     /// Connection IDs the peer retired (each replaced by a new one).
     pub cids_retired_by_peer: u64,
+    /// The size of the UDP payloads the connection sends now (raised by path MTU discovery).
+    pub path_mtu: u16,
+    /// Path MTU probes sent (RFC 9000 §14.3).
+    pub mtu_probes_sent: u64,
+    /// Path MTU probes declared lost (not counted as congestion).
+    pub mtu_probes_lost: u64,
 }
 
 /// The connection close this side sends while closing.
@@ -252,6 +259,10 @@ pub(crate) struct Connection {
     pub(crate) cc: Box<dyn CongestionController>,
     /// Spreads each window over the RTT (RFC 9002 §7.7).
     pub(crate) pacer: Pacer,
+    /// Path MTU discovery (RFC 9000 §14.3): its current size is `path.mtu`.
+    pub(crate) mtud: MtuDiscovery,
+    /// The packet being built is a path MTU probe.
+    pub(crate) building_mtu_probe: bool,
     /// When pacing next lets a packet go, if it held one back.
     pub(crate) pacing_until: Option<Instant>,
     /// The next 1-RTT packet number to leave unused (optimistic ACK defence, RFC 9000 §21.4).
@@ -304,6 +315,9 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
     params
 }
 
+/// Consecutive PTOs after which a connection above the base datagram size suspects a black hole.
+const BLACK_HOLE_PTOS: u32 = 3;
+
 impl Connection {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -327,6 +341,7 @@ impl Connection {
         };
         let spaces = SpaceId::ALL.map(|s| PacketSpace::new(ReceivedPackets::new(s, ack_config)));
         let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt);
+        let mtud = MtuDiscovery::new(mtu, config.mtu_discovery);
         let streams = Streams::new(side, &config.streams);
         let mut conn = Self {
             side,
@@ -372,6 +387,8 @@ impl Connection {
             streams,
             cc: new_controller(congestion, mtu),
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
+            mtud,
+            building_mtu_probe: false,
             pacing_until: None,
             blocked: false,
             next_pn_skip: 0,
@@ -591,6 +608,12 @@ impl Connection {
         self.handshake_confirmed = true;
         // RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
         self.discard_space(SpaceId::Handshake);
+        // RFC 9000 §14.3: probing for a larger path MTU starts now, within what the peer accepts.
+        let peer_max = self
+            .peer_params
+            .as_ref()
+            .map_or(1200, |p| p.max_udp_payload_size.into_inner());
+        self.mtud.start(peer_max);
         self.events.push_back(Event::HandshakeConfirmed);
         #[cfg(feature = "qlog")]
         self.qlog.state(now, "handshake_confirmed");
@@ -638,8 +661,55 @@ impl Connection {
         self.recovery.rtt().pto_base() + self.peer_max_ack_delay()
     }
 
+    /// The path carries datagrams of `size` bytes (path MTU discovery moved): the congestion controller
+    /// counts in the new size (RFC 9002 §7.2).
+    pub(crate) fn set_mtu(&mut self, size: u16) {
+        if self.path.mtu == size {
+            return;
+        }
+        tracing::debug!(side = ?self.side, from = self.path.mtu, to = size, "path MTU");
+        self.path.mtu = size;
+        self.cc.set_max_datagram_size(size);
+    }
+
+    /// The lost packets of `space`: the congestion response for all but path MTU probes (RFC 9000
+    /// §14.4: their loss is no sign of congestion), then what they carried goes out again.
+    pub(crate) fn on_packets_lost(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        lost: Vec<(u64, SentPacket<SentFrames>)>,
+        persistent: bool,
+        _reason: Option<&'static str>,
+    ) {
+        let mut latest = None;
+        for (pn, p) in &lost {
+            if space == SpaceId::Data && self.mtud.on_lost(*pn) {
+                self.stats.mtu_probes_lost += 1;
+                continue;
+            }
+            latest = latest.max(Some(p.time_sent));
+        }
+        if let Some(latest) = latest {
+            self.on_congestion_event(now, latest, persistent);
+        }
+        for (_pn, p) in lost {
+            #[cfg(feature = "qlog")]
+            self.qlog.packet_lost(now, space, _pn, _reason);
+            self.on_packet_lost(space, p.data);
+        }
+        #[cfg(feature = "qlog")]
+        self.qlog_metrics(now);
+    }
+
     /// A loss reduced the window (RFC 9002 §7.3.2); persistent congestion collapses it (§7.6).
     pub(crate) fn on_congestion_event(&mut self, now: Instant, latest_lost_sent: Instant, persistent: bool) {
+        if persistent {
+            // RFC 8899 §4.3: the path may have stopped carrying the discovered size (a black hole).
+            if let Some(size) = self.mtud.on_black_hole() {
+                self.set_mtu(size);
+            }
+        }
         if !self.cc.in_recovery(latest_lost_sent) || persistent {
             self.stats.congestion_events += 1;
         }
@@ -765,18 +835,17 @@ impl Connection {
             match self.recovery.on_timeout(now, &ctx) {
                 TimeoutOutcome::Nothing => break,
                 TimeoutOutcome::Lost { space, lost } => {
-                    if let Some(latest) = lost.iter().map(|(_, p)| p.time_sent).max() {
-                        self.on_congestion_event(now, latest, false);
-                    }
-                    for (_pn, p) in lost {
-                        #[cfg(feature = "qlog")]
-                        self.qlog.packet_lost(now, space, _pn, Some("time_threshold"));
-                        self.on_packet_lost(space, p.data);
-                    }
-                    #[cfg(feature = "qlog")]
-                    self.qlog_metrics(now);
+                    self.on_packets_lost(now, space, lost, false, Some("time_threshold"));
                 }
                 TimeoutOutcome::Probe { space, anti_deadlock } => {
+                    // RFC 8899 §4.3: PTOs in a row with nothing acknowledged, above the base size, may
+                    // mean the path no longer carries that size (a black hole, which no ACK would ever
+                    // reveal as loss): the probes go out at the base size.
+                    if space == SpaceId::Data && self.recovery.pto_count() >= BLACK_HOLE_PTOS {
+                        if let Some(size) = self.mtud.on_black_hole() {
+                            self.set_mtu(size);
+                        }
+                    }
                     // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();
@@ -1037,6 +1106,7 @@ impl Connection {
             datagrams_send_dropped: self.datagrams.send_dropped,
             datagrams_recv_dropped: self.datagrams.recv_dropped,
             cids_retired_by_peer: self.local_cids.retired,
+            path_mtu: self.path.mtu,
             ..self.stats
         }
     }

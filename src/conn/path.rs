@@ -30,7 +30,11 @@ impl Connection {
     pub(crate) fn migrate(&mut self, now: Instant, remote: SocketAddr, local_ip: Option<IpAddr>, len: usize) {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
-        let mtu = self.path.mtu;
+        if ip_changed {
+            // RFC 9000 §14.2.1, §9.4: the new path's MTU is unknown: back to the base size, and probe it.
+            self.mtud.restart();
+        }
+        let mtu = self.mtud.current();
         let local_ip = local_ip.or(self.path.local_ip);
         let old = std::mem::replace(
             &mut self.path,
@@ -95,6 +99,11 @@ impl Connection {
         if let Some(previous) = v.previous {
             tracing::debug!(side = ?self.side, back_to = %previous.remote, "path validation failed");
             self.path = previous;
+            // What the probes of the failed path found may not hold here: search again.
+            self.mtud.restart();
+            let base = self.mtud.current();
+            self.path.mtu = base;
+            self.cc.set_max_datagram_size(base);
         }
     }
 

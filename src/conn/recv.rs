@@ -437,16 +437,12 @@ impl Connection {
             self.on_packet_acked(space, pn, p.data);
         }
         self.recovery.recycle(acked);
-        if let Some(latest) = outcome.lost.iter().map(|(_, p)| p.time_sent).max() {
-            self.on_congestion_event(now, latest, outcome.persistent_congestion);
-        }
-        for (_pn, p) in outcome.lost {
+        if !outcome.lost.is_empty() {
+            self.on_packets_lost(now, space, outcome.lost, outcome.persistent_congestion, None);
+        } else {
             #[cfg(feature = "qlog")]
-            self.qlog.packet_lost(now, space, _pn, None);
-            self.on_packet_lost(space, p.data);
+            self.qlog_metrics(now);
         }
-        #[cfg(feature = "qlog")]
-        self.qlog_metrics(now);
         Ok(())
     }
 
@@ -470,6 +466,9 @@ impl Connection {
         if space == SpaceId::Data {
             if let Some(keys) = &mut self.one_rtt {
                 keys.on_acked(pn);
+            }
+            if let Some(size) = self.mtud.on_acked(pn) {
+                self.set_mtu(size);
             }
         }
     }

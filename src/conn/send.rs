@@ -47,6 +47,25 @@ impl Connection {
         if self.is_closed() && !self.close.as_ref().is_some_and(|c| c.pending) {
             return None;
         }
+        // RFC 9000 §14.3: a path MTU probe goes alone, in a datagram of its own size.
+        if let Some(size) = self.mtu_probe_due(now) {
+            let size = usize::from(size);
+            self.building_mtu_probe = true;
+            let built = self.build_packet(now, SpaceId::Data, buf, 0, size, Some(size), true);
+            self.building_mtu_probe = false;
+            if built.is_some() {
+                self.path.bytes_sent += buf.len() as u64;
+                self.stats.datagrams_sent += 1;
+                self.stats.bytes_sent += buf.len() as u64;
+                return Some(Transmit {
+                    destination: self.path.remote,
+                    src_ip: self.path.local_ip,
+                    ecn: None,
+                    size: buf.len(),
+                    segment_size: None,
+                });
+            }
+        }
         let mtu = usize::from(self.path.mtu);
         let mut segment: Option<usize> = None;
         let mut count = 0;
@@ -100,6 +119,27 @@ impl Connection {
             size: buf.len(),
             segment_size: if count > 1 { segment } else { None },
         })
+    }
+
+    /// The size of the path MTU probe to send now, if one is due and the congestion window has room for
+    /// it (probes are in flight like any ack-eliciting packet). Only on a validated, settled path of an
+    /// established connection.
+    fn mtu_probe_due(&mut self, now: Instant) -> Option<u16> {
+        if self.state != State::Established
+            || !self.handshake_confirmed
+            || !self.path.validated
+            || self.path_validation.is_some()
+            || self.one_rtt.is_none()
+            || self.close.is_some()
+            || self.spaces[SpaceId::Data.index()].probes > 0
+        {
+            return None;
+        }
+        let size = self.mtud.probe_size(now)?;
+        if self.recovery.bytes_in_flight() + u64::from(size) > self.cc.window() {
+            return None;
+        }
+        Some(size)
     }
 
     /// Whether we hold keys to send in `space`.
@@ -258,7 +298,13 @@ impl Connection {
         }
 
         let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
-        if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
+        // A path MTU probe carries PING and PADDING only (after any ACK): nothing to send again if it is
+        // lost, which is expected of probes too large for the path.
+        let mtu_probe = self.building_mtu_probe && space == SpaceId::Data;
+        if mtu_probe {
+            Frame::Ping.encode(buf);
+            ack_eliciting = true;
+        } else if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
             let frame = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len()));
             Frame::Close(frame).encode(buf);
         } else if data_allowed {
@@ -369,6 +415,11 @@ impl Connection {
             },
         );
         self.stats.packets_sent += 1;
+        if mtu_probe {
+            self.mtud
+                .on_probe_sent(pn, u16::try_from(packet_len).unwrap_or(u16::MAX));
+            self.stats.mtu_probes_sent += 1;
+        }
         if ack_eliciting || padded {
             self.cc.on_packet_sent(now, packet_len as u64);
         }

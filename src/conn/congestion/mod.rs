@@ -103,27 +103,26 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
     fn in_recovery(&self, time_sent: Instant) -> bool;
 
     /// The maximum datagram size the windows are computed with.
-    #[allow(dead_code)] // read by tests; path MTU discovery will use it
+    #[allow(dead_code)] // read by tests
     fn max_datagram_size(&self) -> u16;
 
     /// Changes the maximum datagram size and recomputes the initial and minimum windows (RFC 9002 §7.2).
-    #[allow(dead_code)] // path MTU discovery is not implemented yet
     fn set_max_datagram_size(&mut self, size: u16);
 
     /// The initial window for the current maximum datagram size (RFC 9002 §7.2).
-    #[allow(dead_code)] // read by tests; path MTU discovery will use it
+    #[allow(dead_code)] // read by tests
     fn initial_window(&self) -> u64 {
         initial_window(self.max_datagram_size())
     }
 
     /// The minimum window for the current maximum datagram size (RFC 9002 §7.2).
-    #[allow(dead_code)] // read by tests; path MTU discovery will use it
+    #[allow(dead_code)] // read by tests
     fn minimum_window(&self) -> u64 {
         minimum_window(self.max_datagram_size())
     }
 
     /// Which algorithm this is.
-    #[allow(dead_code)] // read by tests; path MTU discovery will use it
+    #[allow(dead_code)] // read by tests
     fn algorithm(&self) -> CongestionAlgorithm;
 
     /// A copy of this controller in its current state.
@@ -221,7 +220,6 @@ impl WindowState {
     ///
     /// A window still at its initial value follows the new initial window either way; a decrease resets the
     /// window to the new initial window if that is smaller; the window never drops below the new minimum.
-    #[allow(dead_code)] // path MTU discovery is not implemented yet
     fn set_max_datagram_size(&mut self, size: u16) {
         let size = size.max(1);
         let old = self.max_datagram_size;

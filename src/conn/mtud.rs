@@ -1,0 +1,336 @@
+//! Path MTU discovery (RFC 9000 §14.3, DPLPMTUD of RFC 8899): once the handshake is confirmed, probe
+//! packets of a candidate size (PING and PADDING only, so that nothing needs retransmitting) find the
+//! largest datagram the path carries, above the 1200 bytes every QUIC path must carry (§14).
+//!
+//! The search first tries the upper bound (the configured ceiling, or less if the peer's
+//! max_udp_payload_size says so): most paths carry it, and then one probe settles the search. A size
+//! lost `max_probes` times in a row is taken as too large, and the search goes on by bisection between
+//! the largest size that passed and the smallest that did not, until the two are closer than
+//! `min_change`. The search runs again after `interval`, from the current size up, in case the path got
+//! better (RFC 8899 §5.3.1: PROBE_TIMER and the SEARCH_COMPLETE state).
+//!
+//! Probe losses are not congestion (RFC 9000 §14.4): the connection leaves them out of its congestion
+//! response. When the path stops carrying the current size (RFC 8899 §4.3, a black hole), the
+//! congestion controller sees persistent congestion; the size then drops back to the base and the
+//! search starts again below the size that failed.
+
+use std::time::{Duration, Instant};
+
+/// Settings of path MTU discovery ([`TransportConfig::mtu_discovery`](crate::TransportConfig)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuDiscoveryConfig {
+    /// The largest UDP payload probed for. 1452 fits an IPv6 packet in a 1500-byte Ethernet frame
+    /// (and IPv4 with room to spare).
+    pub upper_bound: u16,
+    /// Probes of one size lost in a row before that size is taken as too large (RFC 8899
+    /// MAX_PROBES, 3).
+    pub max_probes: u8,
+    /// The search stops when the largest size that passed and the smallest that did not are closer
+    /// than this.
+    pub min_change: u16,
+    /// Time from the end of a search to the next one (RFC 8899 §5.1.1 PMTU_RAISE_TIMER: 600 s).
+    pub interval: Duration,
+}
+
+impl Default for MtuDiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            upper_bound: 1452,
+            max_probes: 3,
+            min_change: 20,
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A probe in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    pn: u64,
+    size: u16,
+}
+
+/// Where the search stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started (handshake not confirmed) or turned off.
+    Off,
+    /// Probing; `tried_top`: the upper bound was tried first.
+    Searching { tried_top: bool },
+    /// Done until the given time.
+    Done { until: Instant },
+}
+
+/// The path MTU search of one connection's path.
+#[derive(Debug, Clone)]
+pub(crate) struct MtuDiscovery {
+    config: Option<MtuDiscoveryConfig>,
+    /// The size every path carries, where a reset goes back to.
+    base: u16,
+    /// The largest datagram size known to pass: what the connection sends.
+    current: u16,
+    /// The largest size still worth trying: above it, a size failed or is not allowed.
+    high: u16,
+    /// The upper bound of this path (configuration and peer).
+    upper: u16,
+    /// The size being tried, until it passes or fails `max_probes` times.
+    trying: Option<u16>,
+    /// Losses in a row of probes of the size being tried.
+    failures: u8,
+    probe: Option<Probe>,
+    phase: Phase,
+}
+
+impl MtuDiscovery {
+    /// A search from `base` bytes, if `config` enables one.
+    pub(crate) fn new(base: u16, config: Option<MtuDiscoveryConfig>) -> Self {
+        Self {
+            config,
+            base,
+            current: base,
+            high: base,
+            upper: base,
+            trying: None,
+            failures: 0,
+            probe: None,
+            phase: Phase::Off,
+        }
+    }
+
+    /// The datagram size the path is known to carry.
+    pub(crate) fn current(&self) -> u16 {
+        self.current
+    }
+
+    /// Starts the search once the handshake is confirmed; `peer_max` is the peer's
+    /// max_udp_payload_size (RFC 9000 §18.2), which bounds what it accepts.
+    pub(crate) fn start(&mut self, peer_max: u64) {
+        let Some(config) = self.config else {
+            return;
+        };
+        let peer_max = u16::try_from(peer_max).unwrap_or(u16::MAX);
+        self.upper = config.upper_bound.min(peer_max).max(self.base);
+        self.high = self.upper;
+        self.phase = Phase::Searching { tried_top: false };
+    }
+
+    /// Goes back to the base size on a new path (RFC 9000 §14.2.1: a new path's MTU is unknown) and
+    /// searches it again.
+    pub(crate) fn restart(&mut self) {
+        self.current = self.base;
+        self.high = self.upper;
+        self.trying = None;
+        self.failures = 0;
+        self.probe = None;
+        if self.phase != Phase::Off {
+            self.phase = Phase::Searching { tried_top: false };
+        }
+    }
+
+    /// The size of the probe to send now, if one is due; `None` while one is in flight.
+    pub(crate) fn probe_size(&mut self, now: Instant) -> Option<u16> {
+        let config = self.config?;
+        if self.probe.is_some() {
+            return None;
+        }
+        let tried_top = match self.phase {
+            Phase::Off => return None,
+            Phase::Done { until } if now < until => return None,
+            Phase::Done { .. } => {
+                // Search again, from the current size up (RFC 8899 §5.2: the raise timer).
+                self.high = self.upper;
+                self.phase = Phase::Searching { tried_top: false };
+                false
+            }
+            Phase::Searching { tried_top } => tried_top,
+        };
+        if let Some(size) = self.trying {
+            return Some(size);
+        }
+        if self.high < self.current.saturating_add(config.min_change.max(1)) {
+            self.phase = Phase::Done {
+                until: now.checked_add(config.interval).unwrap_or(now),
+            };
+            return None;
+        }
+        let size = if tried_top {
+            // Bisection, rounded up so that it always moves.
+            self.current + (self.high - self.current).div_ceil(2)
+        } else {
+            self.high
+        };
+        self.trying = Some(size);
+        Some(size)
+    }
+
+    /// A probe of `size` bytes went out as packet `pn`.
+    pub(crate) fn on_probe_sent(&mut self, pn: u64, size: u16) {
+        self.probe = Some(Probe { pn, size });
+        if let Phase::Searching { tried_top } = &mut self.phase {
+            *tried_top = true;
+        }
+    }
+
+    /// Packet `pn` was acknowledged: returns the new size if it was the probe.
+    pub(crate) fn on_acked(&mut self, pn: u64) -> Option<u16> {
+        let probe = self.probe.filter(|p| p.pn == pn)?;
+        self.probe = None;
+        self.trying = None;
+        self.failures = 0;
+        self.current = self.current.max(probe.size);
+        Some(self.current)
+    }
+
+    /// Packet `pn` was declared lost: returns whether it was the probe.
+    pub(crate) fn on_lost(&mut self, pn: u64) -> bool {
+        let Some(probe) = self.probe.filter(|p| p.pn == pn) else {
+            return false;
+        };
+        self.probe = None;
+        self.failures += 1;
+        let max_probes = self.config.map_or(1, |c| c.max_probes.max(1));
+        if self.failures >= max_probes {
+            // Too large: the search goes on below it.
+            self.failures = 0;
+            self.trying = None;
+            self.high = probe.size.saturating_sub(1).max(self.current);
+        }
+        true
+    }
+
+    /// The path stopped carrying the current size (persistent congestion while above the base): back
+    /// to the base, and search again below the size that failed. Returns the new size if it changed.
+    pub(crate) fn on_black_hole(&mut self) -> Option<u16> {
+        if self.current <= self.base || self.phase == Phase::Off {
+            return None;
+        }
+        self.high = self.current.saturating_sub(1).max(self.base);
+        self.current = self.base;
+        self.trying = None;
+        self.failures = 0;
+        self.probe = None;
+        self.phase = Phase::Searching { tried_top: false };
+        Some(self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a search on a path that carries datagrams up to `path_mtu` bytes, acknowledging or losing
+    /// each probe; returns the sizes probed and the size found.
+    fn search(path_mtu: u16, peer_max: u64, config: MtuDiscoveryConfig) -> (Vec<u16>, u16) {
+        let now = crate::test_util::epoch();
+        let mut d = MtuDiscovery::new(1200, Some(config));
+        assert_eq!(
+            d.probe_size(now),
+            None,
+            "no probing before the handshake is confirmed"
+        );
+        d.start(peer_max);
+        let mut probes = Vec::new();
+        let mut pn = 0;
+        while let Some(size) = d.probe_size(now) {
+            assert!(size > d.current() && size <= config.upper_bound, "{size}");
+            assert!(probes.len() < 100, "the search ends: {probes:?}");
+            d.on_probe_sent(pn, size);
+            assert_eq!(d.probe_size(now), None, "one probe at a time");
+            if size <= path_mtu {
+                assert_eq!(d.on_acked(pn), Some(size));
+            } else {
+                assert!(d.on_lost(pn));
+            }
+            probes.push(size);
+            pn += 1;
+        }
+        (probes, d.current())
+    }
+
+    #[test]
+    fn a_path_that_carries_the_upper_bound_takes_one_probe() {
+        let (probes, found) = search(1500, 65527, MtuDiscoveryConfig::default());
+        assert_eq!(probes, [1452]);
+        assert_eq!(found, 1452);
+    }
+
+    #[test]
+    fn the_peer_limit_caps_the_search() {
+        let (probes, found) = search(1500, 1350, MtuDiscoveryConfig::default());
+        assert_eq!(probes, [1350]);
+        assert_eq!(found, 1350);
+        // A peer limit below the base leaves the base.
+        let (probes, found) = search(1500, 1000, MtuDiscoveryConfig::default());
+        assert!(probes.is_empty());
+        assert_eq!(found, 1200);
+    }
+
+    #[test]
+    fn bisection_finds_the_path_mtu_within_min_change() {
+        let config = MtuDiscoveryConfig::default();
+        for path_mtu in [1200, 1201, 1280, 1350, 1400, 1432, 1451] {
+            let (probes, found) = search(path_mtu, 65527, config);
+            assert!(found <= path_mtu, "{path_mtu}: {found} {probes:?}");
+            assert!(
+                found + config.min_change > path_mtu,
+                "{path_mtu}: {found} {probes:?}"
+            );
+            // Each failing size is tried max_probes times; the first probe is the upper bound.
+            assert_eq!(probes[0], 1452);
+            assert!(probes.len() <= 3 * 8, "{path_mtu}: {probes:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_fails_only_after_max_probes_losses() {
+        let now = crate::test_util::epoch();
+        let mut d = MtuDiscovery::new(1200, Some(MtuDiscoveryConfig::default()));
+        d.start(65527);
+        for pn in 0..2 {
+            assert_eq!(d.probe_size(now), Some(1452));
+            d.on_probe_sent(pn, 1452);
+            assert!(d.on_lost(pn));
+        }
+        // An unrelated packet is not the probe.
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(7, 1452);
+        assert!(!d.on_lost(6));
+        assert_eq!(d.on_acked(6), None);
+        assert!(d.on_lost(7));
+        // Third loss: bisection below 1452.
+        assert_eq!(d.probe_size(now), Some(1326));
+    }
+
+    #[test]
+    fn the_search_runs_again_after_the_interval_and_black_holes_reset() {
+        let now = crate::test_util::epoch();
+        let config = MtuDiscoveryConfig::default();
+        let mut d = MtuDiscovery::new(1200, Some(config));
+        d.start(65527);
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(1, 1452);
+        assert_eq!(d.on_acked(1), Some(1452));
+        assert_eq!(d.probe_size(now), None);
+        assert_eq!(d.probe_size(now + config.interval / 2), None);
+        // At the upper bound already: the next search ends at once, and waits another interval.
+        assert_eq!(d.probe_size(now + config.interval), None);
+        // The path shrinks: back to the base, and a search below the size that failed.
+        assert_eq!(d.on_black_hole(), Some(1200));
+        assert_eq!(d.current(), 1200);
+        assert_eq!(d.on_black_hole(), None);
+        assert_eq!(d.probe_size(now), Some(1451));
+        // A new path starts over.
+        d.restart();
+        assert_eq!(d.probe_size(now), Some(1452));
+    }
+
+    #[test]
+    fn off_without_a_configuration() {
+        let now = crate::test_util::epoch();
+        let mut d = MtuDiscovery::new(1200, None);
+        d.start(65527);
+        assert_eq!(d.probe_size(now), None);
+        assert_eq!(d.on_black_hole(), None);
+        assert_eq!(d.current(), 1200);
+    }
+}
