@@ -248,10 +248,11 @@ impl Connection {
 
         #[cfg(feature = "qlog")]
         let packet_len = packet.len();
-        // The payload is cut out of the packet in place (no second reference to the buffer).
+        // The payload is cut out of the packet in place (no second reference to the buffer); the header
+        // is skipped on the frozen `Bytes`, whose `advance` is inline pointer arithmetic.
         packet.truncate(plain.header_len + payload_len);
-        bytes::Buf::advance(&mut packet, plain.header_len);
-        let payload = packet.freeze();
+        let mut payload = packet.freeze();
+        bytes::Buf::advance(&mut payload, plain.header_len);
         #[cfg(feature = "qlog")]
         self.qlog.packet_received(now, space, pn, packet_len, &payload);
         let moved = remote != self.path.remote;

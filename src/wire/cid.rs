@@ -54,9 +54,27 @@ impl ConnectionId {
     }
 
     /// Reads a connection ID of exactly `len` bytes (no length prefix).
+    #[inline]
     pub fn decode_fixed(r: &mut Reader<'_>, len: usize) -> Result<Self, DecodeError> {
         if len > Self::MAX_LEN {
             return Err(DecodeError::Invalid("connection ID longer than 20 bytes"));
+        }
+        // The common case on the receive path: at least 20 bytes follow (a short header's ID, then the
+        // rest of the packet). The ID is then built from a fixed-size window with the bytes past `len`
+        // cleared, in registers: the variable-length copy of `new` goes through memory, and the wider
+        // reads of the result that follow stalled on store forwarding.
+        if let Some(window) = r.peek_rest().first_chunk::<{ Self::MAX_LEN }>() {
+            let mut bytes = *window;
+            for (i, b) in bytes.iter_mut().enumerate() {
+                if i >= len {
+                    *b = 0;
+                }
+            }
+            r.skip(len)?;
+            return Ok(Self {
+                len: len as u8,
+                bytes,
+            });
         }
         Self::new(r.read_slice(len)?).ok_or(DecodeError::Invalid("connection ID longer than 20 bytes"))
     }
@@ -166,5 +184,32 @@ mod tests {
         assert_eq!(ConnectionId::decode_prefixed(&mut Reader::new(&buf)), Ok(cid));
         assert!(ConnectionId::decode_prefixed(&mut Reader::new(&[21; 22])).is_err());
         assert!(ConnectionId::decode_prefixed(&mut Reader::new(&[4, 1, 2, 3])).is_err());
+    }
+
+    /// `decode_fixed` reads through a 20-byte window when that much follows, else byte by byte: both
+    /// give the same ID as `new` (the window's bytes past the ID do not leak into it) and advance alike.
+    #[test]
+    fn decode_fixed_with_and_without_a_full_window() {
+        let packet: Vec<u8> = (1..=40).collect();
+        for len in 0..=20 {
+            for avail in [len, len + 1, 20, 21, 40] {
+                let Some(src) = packet.get(..avail) else {
+                    continue;
+                };
+                let mut r = Reader::new(src);
+                let cid = ConnectionId::decode_fixed(&mut r, len).unwrap();
+                assert_eq!(
+                    cid,
+                    ConnectionId::new(&packet[..len]).unwrap(),
+                    "{len} of {avail}"
+                );
+                assert_eq!(r.position(), len);
+            }
+            if len > 0 {
+                let short = &packet[..len - 1];
+                assert!(ConnectionId::decode_fixed(&mut Reader::new(short), len).is_err());
+            }
+        }
+        assert!(ConnectionId::decode_fixed(&mut Reader::new(&packet), 21).is_err());
     }
 }
