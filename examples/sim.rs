@@ -46,6 +46,9 @@ OPTIONS:
   --streams N         unidirectional streams sharing the bytes                [default: 1]
   --seed N            simulation seed (decimal or 0x hex)                     [default: 1]
   --queue MULTIPLE    bottleneck queue size in bandwidth-delay products       [default: 1.0]
+  --link-mtu BYTES    largest UDP payload the link carries (1472: a 1500-byte
+                      Ethernet path over IPv4)                                [default: 1472]
+  --no-mtu-discovery  keep 1200-byte datagrams (no path MTU probing)
   --svg PATH          where to write the plot                                 [default: sim.svg]
   --qlog PATH         write the client connection's qlog (JSON-SEQ) to PATH
   -h, --help          print this help
@@ -65,6 +68,8 @@ struct Args {
     streams: usize,
     seed: u64,
     queue_bdp: f64,
+    link_mtu: usize,
+    mtu_discovery: bool,
     svg: PathBuf,
     qlog: Option<PathBuf>,
 }
@@ -83,6 +88,8 @@ impl Default for Args {
             streams: 1,
             seed: 1,
             queue_bdp: 1.0,
+            link_mtu: 1472,
+            mtu_discovery: true,
             svg: PathBuf::from("sim.svg"),
             qlog: None,
         }
@@ -178,6 +185,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             "--streams" => a.streams = parse_num(&flag, it.next())?,
             "--seed" => a.seed = parse_seed(it.next())?,
             "--queue" => a.queue_bdp = parse_num(&flag, it.next())?,
+            "--link-mtu" => a.link_mtu = parse_num(&flag, it.next())?,
+            "--no-mtu-discovery" => a.mtu_discovery = false,
             "--svg" => a.svg = PathBuf::from(it.next().ok_or("--svg needs a value")?),
             "--qlog" => a.qlog = Some(PathBuf::from(it.next().ok_or("--qlog needs a value")?)),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -200,6 +209,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     }
     if a.streams == 0 {
         return Err("--streams must be at least 1".into());
+    }
+    if a.link_mtu < 1200 {
+        return Err("--link-mtu must be at least 1200 (RFC 9000 §14)".into());
     }
     Ok(Some(a))
 }
@@ -320,6 +332,9 @@ fn configs(args: &Args) -> Result<(ServerConfig, ClientConfig), Box<dyn Error>> 
         congestion: args.cc,
         ..TransportConfig::default()
     };
+    if !args.mtu_discovery {
+        transport.mtu_discovery = None;
+    }
     transport.streams.max_concurrent_uni_streams = transport
         .streams
         .max_concurrent_uni_streams
@@ -355,6 +370,7 @@ fn link(args: &Args) -> LinkConfig {
         reorder_delay: args.rtt() / 4,
         bandwidth_bps: Some(args.bandwidth_bps()),
         queue_bytes: args.queue_bytes(),
+        max_datagram_size: args.link_mtu,
         ..LinkConfig::default()
     }
 }
@@ -526,14 +542,20 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
 
     let loss_kind = if args.bursty { "bursty" } else { "random" };
     println!(
-        "quicsand sim: {} Mbit/s, RTT {} ms, loss {}% ({loss_kind}), reorder {}%, queue {} BDP ({} B), {}, \
-         {} stream(s), {} bytes, seed {}",
+        "quicsand sim: {} Mbit/s, RTT {} ms, loss {}% ({loss_kind}), reorder {}%, queue {} BDP ({} B), \
+         link MTU {} B{}, {}, {} stream(s), {} bytes, seed {}",
         args.bandwidth_mbit,
         args.rtt_ms,
         args.loss_percent,
         args.reorder_percent,
         args.queue_bdp,
         args.queue_bytes(),
+        args.link_mtu,
+        if args.mtu_discovery {
+            ""
+        } else {
+            " (no MTU discovery)"
+        },
         args.cc_name(),
         args.streams,
         total,
@@ -589,6 +611,13 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
             format!(
                 "{} / {} ({} congestion events)",
                 s.packets_sent, s.packets_lost, s.congestion_events
+            ),
+        );
+        row(
+            "path MTU",
+            format!(
+                "{} B ({} probes, {} lost)",
+                s.path_mtu, s.mtu_probes_sent, s.mtu_probes_lost
             ),
         );
     }
