@@ -663,13 +663,20 @@ impl Connection {
 
     /// The path carries datagrams of `size` bytes (path MTU discovery moved): the congestion controller
     /// counts in the new size (RFC 9002 §7.2).
+    /// (Also when `path.mtu` is already `size`: a path restored after a failed validation brings its own
+    /// value, and the controller must follow.)
     pub(crate) fn set_mtu(&mut self, size: u16) {
-        if self.path.mtu == size {
-            return;
+        if self.path.mtu != size {
+            tracing::debug!(side = ?self.side, from = self.path.mtu, to = size, "path MTU");
         }
-        tracing::debug!(side = ?self.side, from = self.path.mtu, to = size, "path MTU");
+        let shrank = size < self.path.mtu || size < self.cc.max_datagram_size();
         self.path.mtu = size;
         self.cc.set_max_datagram_size(size);
+        if shrank {
+            if let Ok(max) = self.max_datagram_size() {
+                self.datagrams.drop_longer_than(max);
+            }
+        }
     }
 
     /// The lost packets of `space`: the congestion response for all but path MTU probes (RFC 9000

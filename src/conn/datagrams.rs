@@ -69,6 +69,15 @@ impl Datagrams {
         Some(d)
     }
 
+    /// Drops (and counts) the queued datagrams longer than `max` bytes: the path MTU shrank below them,
+    /// and one that can never fit a packet would hold up the queue behind it.
+    pub(crate) fn drop_longer_than(&mut self, max: usize) {
+        let before = self.send.len();
+        self.send.retain(|d| d.len() <= max);
+        self.send_dropped += (before - self.send.len()) as u64;
+        self.send_bytes = self.send.iter().map(Bytes::len).sum();
+    }
+
     /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes.
     /// Returns whether the application should be told (the queue was empty).
     pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize) -> bool {
@@ -100,6 +109,22 @@ impl Datagrams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When the path MTU shrinks, datagrams that no longer fit a packet leave the queue (counted), so
+    /// the ones behind them still go.
+    #[test]
+    fn datagrams_too_long_for_a_smaller_mtu_are_dropped() {
+        let mut d = Datagrams::default();
+        for len in [1400, 100, 1300, 200] {
+            d.push_send(Bytes::from(vec![0; len]), 1 << 20);
+        }
+        d.drop_longer_than(1150);
+        assert_eq!(d.send_dropped, 2);
+        assert_eq!(d.send_bytes, 300);
+        assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(100));
+        assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(200));
+        assert!(d.pop_send_if(|_| true).is_none());
+    }
 
     #[test]
     fn queues_drop_the_oldest_when_full() {

@@ -57,8 +57,8 @@ enum Phase {
     Off,
     /// Probing; `tried_top`: the upper bound was tried first.
     Searching { tried_top: bool },
-    /// Done until the given time.
-    Done { until: Instant },
+    /// Done until the given time (`None`: an interval too long to count, never again).
+    Done { until: Option<Instant> },
 }
 
 /// The path MTU search of one connection's path.
@@ -78,6 +78,9 @@ pub(crate) struct MtuDiscovery {
     /// Losses in a row of probes of the size being tried.
     failures: u8,
     probe: Option<Probe>,
+    /// A probe still in flight when the search was reset (new path, black hole): its loss is not
+    /// congestion either, but says nothing about the new search.
+    orphan: Option<u64>,
     phase: Phase,
 }
 
@@ -93,6 +96,7 @@ impl MtuDiscovery {
             trying: None,
             failures: 0,
             probe: None,
+            orphan: None,
             phase: Phase::Off,
         }
     }
@@ -121,7 +125,7 @@ impl MtuDiscovery {
         self.high = self.upper;
         self.trying = None;
         self.failures = 0;
-        self.probe = None;
+        self.orphan_probe();
         if self.phase != Phase::Off {
             self.phase = Phase::Searching { tried_top: false };
         }
@@ -135,7 +139,8 @@ impl MtuDiscovery {
         }
         let tried_top = match self.phase {
             Phase::Off => return None,
-            Phase::Done { until } if now < until => return None,
+            Phase::Done { until: None } => return None,
+            Phase::Done { until: Some(until) } if now < until => return None,
             Phase::Done { .. } => {
                 // Search again, from the current size up (RFC 8899 §5.2: the raise timer).
                 self.high = self.upper;
@@ -149,7 +154,7 @@ impl MtuDiscovery {
         }
         if self.high < self.current.saturating_add(config.min_change.max(1)) {
             self.phase = Phase::Done {
-                until: now.checked_add(config.interval).unwrap_or(now),
+                until: now.checked_add(config.interval),
             };
             return None;
         }
@@ -161,6 +166,13 @@ impl MtuDiscovery {
         };
         self.trying = Some(size);
         Some(size)
+    }
+
+    /// Forgets the probe in flight for the search, remembering its packet number.
+    fn orphan_probe(&mut self) {
+        if let Some(p) = self.probe.take() {
+            self.orphan = Some(p.pn);
+        }
     }
 
     /// A probe of `size` bytes went out as packet `pn`.
@@ -181,8 +193,13 @@ impl MtuDiscovery {
         Some(self.current)
     }
 
-    /// Packet `pn` was declared lost: returns whether it was the probe.
+    /// Packet `pn` was declared lost: returns whether it was a probe (the one in flight, or one sent
+    /// before the search was reset).
     pub(crate) fn on_lost(&mut self, pn: u64) -> bool {
+        if self.orphan == Some(pn) {
+            self.orphan = None;
+            return true;
+        }
         let Some(probe) = self.probe.filter(|p| p.pn == pn) else {
             return false;
         };
@@ -198,17 +215,19 @@ impl MtuDiscovery {
         true
     }
 
-    /// The path stopped carrying the current size (persistent congestion while above the base): back
-    /// to the base, and search again below the size that failed. Returns the new size if it changed.
+    /// The path may have stopped carrying the current size (persistent congestion, or PTOs in a row,
+    /// while above the base): back to the base, and search again from the top. An outage looks the
+    /// same, and then the first probe restores the size; a real black hole costs `max_probes` lost
+    /// probes before the bisection goes below it. Returns the new size if it changed.
     pub(crate) fn on_black_hole(&mut self) -> Option<u16> {
         if self.current <= self.base || self.phase == Phase::Off {
             return None;
         }
-        self.high = self.current.saturating_sub(1).max(self.base);
+        self.high = self.upper;
         self.current = self.base;
         self.trying = None;
         self.failures = 0;
-        self.probe = None;
+        self.orphan_probe();
         self.phase = Phase::Searching { tried_top: false };
         Some(self.base)
     }
@@ -318,10 +337,34 @@ mod tests {
         assert_eq!(d.on_black_hole(), Some(1200));
         assert_eq!(d.current(), 1200);
         assert_eq!(d.on_black_hole(), None);
-        assert_eq!(d.probe_size(now), Some(1451));
-        // A new path starts over.
-        d.restart();
         assert_eq!(d.probe_size(now), Some(1452));
+        // A new path starts over; the probe still in flight is no congestion when lost, and no failure
+        // of the new search.
+        d.on_probe_sent(2, 1452);
+        d.restart();
+        assert!(d.on_lost(2));
+        assert!(!d.on_lost(2));
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(3, 1452);
+        assert_eq!(d.on_acked(3), Some(1452));
+    }
+
+    #[test]
+    fn an_interval_too_long_to_count_means_never_again() {
+        let now = crate::test_util::epoch();
+        let config = MtuDiscoveryConfig {
+            interval: Duration::MAX,
+            ..MtuDiscoveryConfig::default()
+        };
+        let (probes, found) = search(1300, 65527, config);
+        assert!(found <= 1300 && probes.len() > 3);
+        let mut d = MtuDiscovery::new(1200, Some(config));
+        d.start(1300);
+        assert_eq!(d.probe_size(now), Some(1300));
+        d.on_probe_sent(0, 1300);
+        d.on_acked(0);
+        assert_eq!(d.probe_size(now), None);
+        assert_eq!(d.probe_size(now + Duration::from_secs(1 << 40)), None);
     }
 
     #[test]

@@ -101,9 +101,7 @@ impl Connection {
             self.path = previous;
             // What the probes of the failed path found may not hold here: search again.
             self.mtud.restart();
-            let base = self.mtud.current();
-            self.path.mtu = base;
-            self.cc.set_max_datagram_size(base);
+            self.set_mtu(self.mtud.current());
         }
     }
 

@@ -282,7 +282,8 @@ impl Connection {
             3
         };
         let s = &mut self.spaces[space.index()];
-        if s.received.has_unacked() {
+        // Not in a path MTU probe: a probe too large for the path is lost, and its ACK with it.
+        if s.received.has_unacked() && !(self.building_mtu_probe && space == SpaceId::Data) {
             if let Some(ack) = s.received.build_ack(now, ack_exponent) {
                 if buf.len() + ack.encoded_len() <= payload_end {
                     ack.encode(buf);

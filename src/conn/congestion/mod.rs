@@ -103,7 +103,6 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
     fn in_recovery(&self, time_sent: Instant) -> bool;
 
     /// The maximum datagram size the windows are computed with.
-    #[allow(dead_code)] // read by tests
     fn max_datagram_size(&self) -> u16;
 
     /// Changes the maximum datagram size and recomputes the initial and minimum windows (RFC 9002 §7.2).
