@@ -198,8 +198,6 @@ pub fn run(a: &Args) -> Vec<Row> {
     rows
 }
 
-/// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
-/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes; `profile-streams-*` the streams.
 /// The bulk transfer the command line asks for.
 fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
     BulkParams {
@@ -211,6 +209,8 @@ fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
     }
 }
 
+/// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
+/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes; `profile-streams-*` the streams.
 fn profile(a: &Args, what: &str) {
     let suite = a.suites[0];
     let p = bulk_params(a, suite);
@@ -379,8 +379,8 @@ fn handshake(a: &Args, mode: Mode) -> Row {
         }
     }
     let work = match mode {
-        Mode::Default => "rustls: 2 tickets; NEW_TOKEN; quinn-proto also: MTU discovery",
-        Mode::Lean => "no tickets, no NEW_TOKEN, no MTU discovery",
+        Mode::Default => "rustls: 2 tickets; NEW_TOKEN; path MTU discovery (both)",
+        Mode::Lean => "no tickets, no NEW_TOKEN, no MTU discovery (both)",
     };
     Row {
         what: format!("handshakes, {mode:?}"),

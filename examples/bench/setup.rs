@@ -23,9 +23,9 @@ pub fn server_addr() -> SocketAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Each engine's defaults (rustls sends 2 session tickets; both servers send NEW_TOKEN frames;
-    /// quinn-proto also probes the path MTU).
+    /// both engines probe the path MTU).
     Default,
-    /// No session tickets, no NEW_TOKEN; for quinn-proto also no MTU discovery.
+    /// No session tickets, no NEW_TOKEN, no MTU discovery.
     Lean,
 }
 
