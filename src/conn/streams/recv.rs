@@ -227,7 +227,12 @@ impl RecvStream {
         }
         if !self.partial.is_empty() {
             let n = max.min(self.partial.len());
-            let chunk = self.partial.split_to(n);
+            // A whole chunk is handed over as it is: splitting it would touch its reference count twice.
+            let chunk = if n == self.partial.len() {
+                std::mem::take(&mut self.partial)
+            } else {
+                self.partial.split_to(n)
+            };
             self.credited += n as u64;
             self.window.consume(n as u64);
             return Ok(Some(chunk));
