@@ -424,8 +424,9 @@ impl Connection {
         #[cfg(feature = "qlog")]
         self.qlog
             .packets_acked(now, space, outcome.acked.iter().map(|(pn, _)| *pn));
-        let mut acked = outcome.acked;
-        for (pn, p) in acked.drain(..) {
+        // The records are read where they lie and dropped with the list (no move per packet).
+        let acked = outcome.acked;
+        for (pn, p) in &acked {
             if p.in_flight {
                 self.cc.on_ack(
                     now,
@@ -435,7 +436,7 @@ impl Connection {
                     app_limited,
                 );
             }
-            self.on_packet_acked(space, pn, p.data);
+            self.on_packet_acked(space, *pn, &p.data);
         }
         self.recovery.recycle(acked);
         if !outcome.lost.is_empty() {
@@ -447,7 +448,7 @@ impl Connection {
         Ok(())
     }
 
-    fn on_packet_acked(&mut self, space: SpaceId, pn: u64, data: SentFrames) {
+    fn on_packet_acked(&mut self, space: SpaceId, pn: u64, data: &SentFrames) {
         let s = &mut self.spaces[space.index()];
         if let Some(largest) = data.ack {
             s.received.on_ack_of_ack(largest);
