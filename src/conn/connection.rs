@@ -691,7 +691,9 @@ impl Connection {
     ) {
         let mut latest = None;
         for (pn, p) in &lost {
-            if space == SpaceId::Data && self.mtud.on_lost(*pn) {
+            if p.mtu_probe {
+                // Counted against the size it tried, if the search is still at it.
+                self.mtud.on_lost(*pn);
                 self.stats.mtu_probes_lost += 1;
                 continue;
             }

@@ -77,10 +77,9 @@ pub(crate) struct MtuDiscovery {
     trying: Option<u16>,
     /// Losses in a row of probes of the size being tried.
     failures: u8,
+    /// The probe in flight for this search. One sent before the search was reset (new path, black hole)
+    /// is forgotten: its loss or acknowledgement says nothing about the new search.
     probe: Option<Probe>,
-    /// A probe still in flight when the search was reset (new path, black hole): its loss is not
-    /// congestion either, but says nothing about the new search.
-    orphan: Option<u64>,
     phase: Phase,
 }
 
@@ -96,7 +95,6 @@ impl MtuDiscovery {
             trying: None,
             failures: 0,
             probe: None,
-            orphan: None,
             phase: Phase::Off,
         }
     }
@@ -125,7 +123,7 @@ impl MtuDiscovery {
         self.high = self.upper;
         self.trying = None;
         self.failures = 0;
-        self.orphan_probe();
+        self.probe = None;
         if self.phase != Phase::Off {
             self.phase = Phase::Searching { tried_top: false };
         }
@@ -168,13 +166,6 @@ impl MtuDiscovery {
         Some(size)
     }
 
-    /// Forgets the probe in flight for the search, remembering its packet number.
-    fn orphan_probe(&mut self) {
-        if let Some(p) = self.probe.take() {
-            self.orphan = Some(p.pn);
-        }
-    }
-
     /// A probe of `size` bytes went out as packet `pn`.
     pub(crate) fn on_probe_sent(&mut self, pn: u64, size: u16) {
         self.probe = Some(Probe { pn, size });
@@ -193,13 +184,8 @@ impl MtuDiscovery {
         Some(self.current)
     }
 
-    /// Packet `pn` was declared lost: returns whether it was a probe (the one in flight, or one sent
-    /// before the search was reset).
+    /// Packet `pn` was declared lost: returns whether it was the probe of this search.
     pub(crate) fn on_lost(&mut self, pn: u64) -> bool {
-        if self.orphan == Some(pn) {
-            self.orphan = None;
-            return true;
-        }
         let Some(probe) = self.probe.filter(|p| p.pn == pn) else {
             return false;
         };
@@ -227,7 +213,7 @@ impl MtuDiscovery {
         self.current = self.base;
         self.trying = None;
         self.failures = 0;
-        self.orphan_probe();
+        self.probe = None;
         self.phase = Phase::Searching { tried_top: false };
         Some(self.base)
     }
@@ -338,11 +324,9 @@ mod tests {
         assert_eq!(d.current(), 1200);
         assert_eq!(d.on_black_hole(), None);
         assert_eq!(d.probe_size(now), Some(1452));
-        // A new path starts over; the probe still in flight is no congestion when lost, and no failure
-        // of the new search.
+        // A new path starts over; the probe still in flight is no failure of the new search.
         d.on_probe_sent(2, 1452);
         d.restart();
-        assert!(d.on_lost(2));
         assert!(!d.on_lost(2));
         assert_eq!(d.probe_size(now), Some(1452));
         d.on_probe_sent(3, 1452);

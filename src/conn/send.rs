@@ -412,6 +412,7 @@ impl Connection {
                 size: u16::try_from(packet_len).unwrap_or(u16::MAX),
                 ack_eliciting,
                 in_flight: ack_eliciting || padded,
+                mtu_probe,
                 data: sent,
             },
         );

@@ -69,6 +69,9 @@ pub(crate) struct SentPacket<T> {
     /// Whether the packet counts toward bytes in flight (RFC 9002 §2: ack-eliciting or carrying
     /// PADDING). Packets not in flight are not retained.
     pub(crate) in_flight: bool,
+    /// A path MTU probe (RFC 9000 §14.4): its loss is not congestion, so it neither starts nor ends a
+    /// persistent-congestion period, and the caller leaves it out of its congestion response.
+    pub(crate) mtu_probe: bool,
     /// The caller's record of the packet's contents.
     pub(crate) data: T,
 }
@@ -512,7 +515,8 @@ impl<T> LossDetection<T> {
             if by_time || by_count {
                 lost_pns.push(pn);
                 let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
-                if let (Some(period), true) = (persistent_period, p.ack_eliciting && after_sample) {
+                let counts = p.ack_eliciting && after_sample && !p.mtu_probe;
+                if let (Some(period), true) = (persistent_period, counts) {
                     match run_start {
                         Some(start) if p.time_sent.saturating_duration_since(start) > period => {
                             persistent = true;

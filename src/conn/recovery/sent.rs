@@ -140,6 +140,7 @@ mod tests {
             size,
             ack_eliciting: true,
             in_flight: true,
+            mtu_probe: false,
             data: u64::from(size),
         }
     }

@@ -30,6 +30,7 @@ fn pkt(t: Instant, data: u64) -> SentPacket<u64> {
         size: 1000,
         ack_eliciting: true,
         in_flight: true,
+        mtu_probe: false,
         data,
     }
 }
@@ -580,6 +581,7 @@ fn packets_not_in_flight_are_not_retained() {
     let ack_only = SentPacket {
         ack_eliciting: false,
         in_flight: false,
+        mtu_probe: false,
         ..pkt(t0, 0)
     };
     ld.on_packet_sent(SpaceId::Data, 0, ack_only);
@@ -640,6 +642,34 @@ fn persistent_congestion() {
             .unwrap();
         assert!(out.lost.len() >= 2);
         assert_eq!(out.persistent_congestion, expected, "{ranges:?}");
+    }
+}
+
+/// RFC 9000 §14.4: a lost path MTU probe is no sign of congestion: as either end of a would-be period
+/// it establishes no persistent congestion (the same losses without the probe flag do).
+#[test]
+fn lost_mtu_probes_do_not_establish_persistent_congestion() {
+    let t0 = epoch();
+    for (probe_at_end, expected) in [(false, true), (true, false)] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c)
+            .unwrap();
+        for (pn, at) in [(1, 200), (2, 700), (3, 1300), (4, 1400)] {
+            let mut p = pkt(t0 + ms(at), pn);
+            // 1 and 3 would be the ends of a 1100 ms period (the threshold is 975 ms).
+            p.mtu_probe = probe_at_end && pn == 3;
+            ld.on_packet_sent(SpaceId::Data, pn, p);
+        }
+        let out = ld
+            .on_ack_received(SpaceId::Data, [4..=4], ms(0), t0 + ms(1500), &c)
+            .unwrap();
+        assert_eq!(pns(&out.lost), [1, 2, 3]);
+        assert_eq!(
+            out.persistent_congestion, expected,
+            "probe at the end: {probe_at_end}"
+        );
     }
 }
 
@@ -764,6 +794,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                     size,
                     ack_eliciting,
                     in_flight,
+                    mtu_probe: false,
                     data: pn,
                 };
                 ld.on_packet_sent(SpaceId::ALL[space], pn, packet);
