@@ -42,17 +42,32 @@ pub(crate) struct Pacer {
     rtt: Duration,
     /// The datagram size the capacity was last computed from.
     mtu: u16,
+    /// `capacity(window, mtu, rtt)`, computed again only when one of them changes (a 128-bit division,
+    /// once per acknowledgement rather than twice per packet).
+    capacity: u64,
 }
 
 impl Pacer {
     /// A pacer with a full bucket for `window` and datagrams of `mtu` bytes, at `now`.
     pub(crate) fn new(now: Instant, window: u64, mtu: u16, smoothed_rtt: Duration) -> Self {
+        let capacity = capacity(window, mtu, smoothed_rtt);
         Self {
-            tokens: capacity(window, mtu, smoothed_rtt),
+            tokens: capacity,
             last_refill: now,
             window,
             rtt: smoothed_rtt,
             mtu,
+            capacity,
+        }
+    }
+
+    /// Follows the current window, datagram size and RTT.
+    fn set_params(&mut self, window: u64, mtu: u16, smoothed_rtt: Duration) {
+        if (window, mtu, smoothed_rtt) != (self.window, self.mtu, self.rtt) {
+            self.window = window;
+            self.mtu = mtu;
+            self.rtt = smoothed_rtt;
+            self.capacity = capacity(window, mtu, smoothed_rtt);
         }
     }
 
@@ -67,10 +82,8 @@ impl Pacer {
         window: u64,
         smoothed_rtt: Duration,
     ) -> Option<Instant> {
-        self.window = window;
-        self.rtt = smoothed_rtt;
-        self.mtu = mtu;
-        let capacity = capacity(window, mtu, smoothed_rtt);
+        self.set_params(window, mtu, smoothed_rtt);
+        let capacity = self.capacity;
         self.refill(now, capacity);
         // A packet larger than the bucket can ever hold waits for a full bucket, not forever.
         let needed = bytes_to_send.min(capacity);
@@ -88,7 +101,7 @@ impl Pacer {
 
     /// A paced packet of `bytes` bytes was sent at `now`.
     pub(crate) fn on_sent(&mut self, now: Instant, bytes: u64) {
-        let capacity = capacity(self.window, self.mtu, self.rtt);
+        let capacity = self.capacity;
         self.refill(now, capacity);
         self.tokens = self.tokens.saturating_sub(bytes);
     }
@@ -102,6 +115,11 @@ impl Pacer {
             return;
         };
         let elapsed = now.saturating_duration_since(self.last_refill).as_nanos();
+        if elapsed == 0 {
+            // Nothing earned (packets of one burst share an instant): no division.
+            self.tokens = self.tokens.min(capacity);
+            return;
+        }
         let earned = elapsed.saturating_mul(num) / den;
         if earned == 0 && self.tokens <= capacity {
             // Less than a byte has accrued: keep `last_refill`, so the fraction is not lost.

@@ -58,6 +58,15 @@ impl Streams {
         end: usize,
         record: &mut StreamsSent,
     ) {
+        // The common case, twice per packet: nothing pending.
+        if !self.max_data_pending
+            && self.max_streams_pending == [false; 2]
+            && self.streams_blocked_pending == [false; 2]
+            && !self.data_blocked_pending
+            && self.control.is_empty()
+        {
+            return;
+        }
         if self.max_data_pending && end.saturating_sub(buf.len()) >= 9 {
             let max = if self.recv_window.wants_update() {
                 self.recv_window.update(now, rtt)
