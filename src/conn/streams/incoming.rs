@@ -92,10 +92,13 @@ impl Streams {
         let got = recv
             .on_data(frame.offset, frame.data, frame.fin, conn_room)
             .map_err(|e| e.with_frame(frame_type))?;
+        let added = recv.fragments().saturating_sub(before);
+        // Read while the stream is at hand (one lookup per frame, not three).
+        let credit = recv.take_discard_credit();
+        let recv_done = recv.is_done();
         // RFC 9000 §21.7: bound the pieces a peer can make us hold. Reads and resets only lower the true
         // count, so adding what each frame adds gives an upper bound; the exact count is taken when the
         // bound reaches the limit.
-        let added = recv.fragments().saturating_sub(before);
         self.fragments_bound = self.fragments_bound.saturating_add(added);
         if self.fragments_bound > self.config.max_reassembly_fragments {
             self.fragments_bound = self.fragments();
@@ -106,17 +109,15 @@ impl Streams {
                 );
             }
         }
-        let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
-            return Ok(());
-        };
-        let credit = recv.take_discard_credit();
         self.recv_data += got.delta;
         self.stats.bytes_received += got.delta;
         self.consume_conn(credit);
         if got.readable {
             self.signal_readable(id);
         }
-        self.maybe_forget(id);
+        if recv_done {
+            self.maybe_forget(id);
+        }
         Ok(())
     }
 

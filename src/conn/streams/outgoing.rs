@@ -20,6 +20,8 @@ fn put(buf: &mut Vec<u8>, end: usize, frame: &Frame) -> bool {
     true
 }
 
+/// The smallest STREAM frame: type, a one-byte stream ID, and a one-byte length or offset.
+const MIN_STREAM_FRAME: usize = 3;
 impl Streams {
     /// Whether [`Streams::write_frames`] has something to write.
     pub(crate) fn has_pending(&self) -> bool {
@@ -190,8 +192,15 @@ impl Streams {
             };
             below = Some(prio);
             let mut full = false;
-            while let Some(id) = queue.pop_front() {
+            while let Some(&id) = queue.front() {
                 let space = end.saturating_sub(buf.len());
+                // No STREAM frame fits in fewer bytes (type, stream ID, and a length or an offset): the
+                // packet is full without looking the stream up.
+                if space < MIN_STREAM_FRAME {
+                    full = true;
+                    break;
+                }
+                queue.pop_front();
                 let credit = self.send_max_data.saturating_sub(self.send_data);
                 let Some(s) = self.streams.get_mut(&id) else {
                     continue;
