@@ -206,7 +206,10 @@ impl Connection {
             return Err(None);
         }
         if space == SpaceId::Data {
-            let pto = self.pto();
+            // Only a key update needs the PTO (computed per packet otherwise, for nothing).
+            let pto = matches!(recv_key, RecvKey::Next)
+                .then(|| self.pto())
+                .unwrap_or_default();
             let keys = self.one_rtt.as_mut().ok_or(None)?;
             match recv_key {
                 RecvKey::Next => {

@@ -286,7 +286,10 @@ impl Streams {
                 send.finished_signaled = true;
                 self.events.push_back(StreamEvent::Finished { id: c.id });
             }
-            self.maybe_forget(c.id);
+            // Only a finished send half lets the stream go (no second lookup per acknowledged chunk).
+            if send.is_done() {
+                self.maybe_forget(c.id);
+            }
         }
         for c in sent.control.iter() {
             if c.kind != ControlKind::ResetStream {
