@@ -147,18 +147,27 @@ impl Connection {
         }
     }
 
+    /// The last 16 bytes of `datagram`, if it could be a stateless reset for this connection (long
+    /// enough, and the peer gave us a token): what [`matches_reset_token`](Self::matches_reset_token)
+    /// needs, taken before the datagram is decrypted in place.
+    pub(crate) fn reset_token_candidate(&self, datagram: &[u8]) -> Option<[u8; ResetToken::LEN]> {
+        // RFC 9000 §10.3: a stateless reset is at least 21 bytes: 5 unpredictable bytes and the token.
+        if datagram.len() < 21 || self.remote_reset_token.is_none() {
+            return None;
+        }
+        datagram.last_chunk::<{ ResetToken::LEN }>().copied()
+    }
+
+    /// Whether `tail` is the reset token of the peer's connection ID in use.
+    pub(crate) fn matches_reset_token(&self, tail: &[u8; ResetToken::LEN]) -> bool {
+        // Constant-time comparison: the token is a secret until used (RFC 9000 §10.3.1).
+        self.remote_reset_token.is_some_and(|token| token.ct_eq(tail))
+    }
+
     /// Whether `datagram` ends with the reset token of the peer's connection ID in use (RFC 9000 §10.3.1).
     pub(crate) fn is_stateless_reset(&self, datagram: &[u8]) -> bool {
-        // RFC 9000 §10.3: a stateless reset is at least 21 bytes: 5 unpredictable bytes and the token.
-        if datagram.len() < 21 {
-            return false;
-        }
-        let Some(token) = self.remote_reset_token else {
-            return false;
-        };
-        let tail = datagram.get(datagram.len() - ResetToken::LEN..);
-        // Constant-time comparison: the token is a secret until used (RFC 9000 §10.3.1).
-        tail.is_some_and(|t| token.ct_eq(t))
+        self.reset_token_candidate(datagram)
+            .is_some_and(|tail| self.matches_reset_token(&tail))
     }
 
     /// The peer's connection ID in use changed: tell the endpoint its reset token, so that a stateless

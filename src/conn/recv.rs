@@ -60,8 +60,9 @@ impl Connection {
             self.stats.bytes_received += len as u64;
         }
         // RFC 9000 §10.3.1: a datagram that fails to decrypt and ends with the peer's reset token is a
-        // stateless reset. Checked once, up front, before the packets are split off.
-        let reset = self.is_stateless_reset(&datagram);
+        // stateless reset. Its last 16 bytes are kept before the packets are split off (and decrypted in
+        // place), and compared only if a packet fails.
+        let tail = self.reset_token_candidate(&datagram);
         let path = (remote, local_ip, len);
         let cid_len = self.local_cid.len();
         let mut first_dcid = None;
@@ -93,7 +94,7 @@ impl Connection {
                     self.close_with_error(now, error);
                     return;
                 }
-                Err(None) if short && reset => {
+                Err(None) if short && tail.is_some_and(|t| self.matches_reset_token(&t)) => {
                     self.on_stateless_reset(now);
                     return;
                 }
