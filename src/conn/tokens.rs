@@ -37,6 +37,12 @@ impl NewTokens {
         self.server_name = Some(server_name.to_string());
     }
 
+    /// Whether tokens wait to be filed (checked after every datagram; rarely true).
+    #[inline]
+    pub(crate) fn has_received(&self) -> bool {
+        !self.received.is_empty()
+    }
+
     /// A client: the tokens received since the last call, with the server name to file them under.
     pub(crate) fn take_received(&mut self) -> Option<(&str, Vec<Bytes>)> {
         if self.received.is_empty() {

@@ -888,7 +888,9 @@ impl Endpoint {
         let Some(entry) = self.table.get_mut(h) else {
             return;
         };
-        token::file_received(&mut entry.conn, &mut self.config.token_store);
+        if entry.conn.new_tokens.has_received() {
+            token::file_received(&mut entry.conn, &mut self.config.token_store);
+        }
         while let Some(ev) = entry.conn.poll_event() {
             self.events.push_back((h, ev));
         }

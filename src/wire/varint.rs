@@ -75,6 +75,7 @@ impl VarInt {
     }
 
     /// Writes the shortest encoding.
+    #[inline]
     pub fn encode<B: BufMut>(self, buf: &mut B) {
         let v = self.0;
         match self.encoded_len() {

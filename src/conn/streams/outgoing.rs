@@ -45,10 +45,24 @@ impl Streams {
         end: usize,
         record: &mut StreamsSent,
     ) {
-        self.write_control(now, rtt, buf, end, record);
+        if self.control_pending() {
+            self.write_control(now, rtt, buf, end, record);
+        }
         self.write_stream_frames(buf, end, record);
         // Blocked signals found while scheduling go out now if there is room.
-        self.write_control(now, rtt, buf, end, record);
+        if self.control_pending() {
+            self.write_control(now, rtt, buf, end, record);
+        }
+    }
+
+    /// Whether any control frame waits (the common case, checked twice per packet, is none).
+    #[inline]
+    fn control_pending(&self) -> bool {
+        self.max_data_pending
+            || self.max_streams_pending != [false; 2]
+            || self.streams_blocked_pending != [false; 2]
+            || self.data_blocked_pending
+            || !self.control.is_empty()
     }
 
     /// Writes the pending control frames that fit, the rest stays pending.
@@ -60,15 +74,6 @@ impl Streams {
         end: usize,
         record: &mut StreamsSent,
     ) {
-        // The common case, twice per packet: nothing pending.
-        if !self.max_data_pending
-            && self.max_streams_pending == [false; 2]
-            && self.streams_blocked_pending == [false; 2]
-            && !self.data_blocked_pending
-            && self.control.is_empty()
-        {
-            return;
-        }
         if self.max_data_pending && end.saturating_sub(buf.len()) >= 9 {
             let max = if self.recv_window.wants_update() {
                 self.recv_window.update(now, rtt)
