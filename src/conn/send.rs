@@ -191,7 +191,15 @@ impl Connection {
         start: usize,
         limit: usize,
     ) -> (usize, bool) {
-        let wanted = SpaceId::ALL.map(|s| self.space_wants(s, now));
+        // Once the handshake spaces are gone (nearly every datagram of a connection's life), only the
+        // application space is asked.
+        let handshake_over = self.spaces[SpaceId::Initial.index()].discarded
+            && self.spaces[SpaceId::Handshake.index()].discarded;
+        let wanted = if handshake_over {
+            [false, false, self.space_wants(SpaceId::Data, now)]
+        } else {
+            SpaceId::ALL.map(|s| self.space_wants(s, now))
+        };
         let Some(last) = SpaceId::ALL.into_iter().rev().find(|s| wanted[s.index()]) else {
             return (0, false);
         };
