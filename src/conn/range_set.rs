@@ -81,6 +81,15 @@ impl RangeSet {
 
     /// The range of the set that contains `value`, if any.
     pub(crate) fn range_containing(&self, value: u64) -> Option<RangeInclusive<u64>> {
+        // Fast path for what nearly every query is (a new packet number, a retransmission check): at or
+        // above the highest range, answered from it without a range search.
+        let (&last_start, &last_end) = self.map.last_key_value()?;
+        if value > last_end {
+            return None;
+        }
+        if value >= last_start {
+            return Some(last_start..=last_end);
+        }
         let (&start, &end) = self.map.range(..=value).next_back()?;
         (end >= value).then_some(start..=end)
     }

@@ -101,18 +101,28 @@ impl VarInt {
     }
 
     /// Reads one variable-length integer. Longer-than-needed encodings are accepted, as §16 allows.
+    ///
+    /// Each length reads a fixed-size array (no loop over a run-time count): several of these are decoded
+    /// per received frame.
+    #[inline]
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let first = r.read_u8()?;
-        let tail = match first >> 6 {
-            0 => 0,
-            1 => 1,
-            2 => 3,
-            _ => 7,
+        let high = u64::from(first & 0x3f);
+        let v = match first >> 6 {
+            0 => high,
+            1 => {
+                let [b] = r.read_array::<1>()?;
+                (high << 8) | u64::from(b)
+            }
+            2 => {
+                let b = r.read_array::<3>()?;
+                (high << 24) | u64::from(u32::from_be_bytes([0, b[0], b[1], b[2]]))
+            }
+            _ => {
+                let b = r.read_array::<7>()?;
+                (high << 56) | (u64::from_be_bytes([0, b[0], b[1], b[2], b[3], b[4], b[5], b[6]]))
+            }
         };
-        let mut v = u64::from(first & 0x3f);
-        for b in r.read_slice(tail)? {
-            v = (v << 8) | u64::from(*b);
-        }
         Ok(VarInt(v))
     }
 }
