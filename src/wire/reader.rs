@@ -50,11 +50,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The unread bytes, without consuming them.
+    #[inline]
     pub fn peek_rest(&self) -> &'a [u8] {
         self.buf.get(self.pos..).unwrap_or_default()
     }
 
     /// Reads one byte.
+    #[inline]
     pub fn read_u8(&mut self) -> Result<u8, DecodeError> {
         let [b] = self.read_array::<1>()?;
         Ok(b)
@@ -71,6 +73,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads exactly `N` bytes into an array.
+    #[inline]
     pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let s = self.read_slice(N)?;
         let mut out = [0u8; N];
@@ -79,6 +82,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `n` bytes as a borrowed slice.
+    #[inline]
     pub fn read_slice(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::UnexpectedEnd)?;
         let s = self.buf.get(self.pos..end).ok_or(DecodeError::UnexpectedEnd)?;
@@ -87,10 +91,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `n` bytes as [`Bytes`]: zero-copy when the reader was built with [`Reader::from_bytes`].
+    #[inline]
     pub fn read_bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        let start = self.pos;
         let s = self.read_slice(n)?;
         Ok(match self.owner {
-            Some(owner) => owner.slice_ref(s),
+            // `buf` is the owner's whole content, so positions index it directly.
+            Some(owner) => owner.slice(start..self.pos),
             None => Bytes::copy_from_slice(s),
         })
     }
@@ -103,11 +110,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips `n` bytes.
+    #[inline]
     pub fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
         self.read_slice(n).map(|_| ())
     }
 
     /// Reads a QUIC variable-length integer (RFC 9000 §16).
+    #[inline]
     pub fn read_varint(&mut self) -> Result<u64, DecodeError> {
         super::VarInt::decode(self).map(u64::from)
     }
