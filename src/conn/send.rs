@@ -318,11 +318,23 @@ impl Connection {
             Frame::Close(frame).encode(buf);
         } else if data_allowed {
             if space == SpaceId::Data {
-                path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
+                // Nearly every packet has none of these: checked here, inline, before calling out.
+                let control_pending = self.handshake_done_pending
+                    || self.path_response.is_some()
+                    || self.path_validation.as_ref().is_some_and(|v| v.pending)
+                    || !self.local_cids.pending.is_empty()
+                    || self.new_tokens.has_pending()
+                    || !self.retire_cids.is_empty();
+                if control_pending {
+                    path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
+                }
                 // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
-                while let Some(data) = self.datagrams.pop_send_if(|d| {
-                    buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
-                }) {
+                while !self.datagrams.send.is_empty() {
+                    let Some(data) = self.datagrams.pop_send_if(|d| {
+                        buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
+                    }) else {
+                        break;
+                    };
                     Frame::Datagram(Datagram { data }).encode(buf);
                     ack_eliciting = true;
                 }

@@ -971,8 +971,17 @@ impl Endpoint {
     }
 
     /// Drops stale handles from the send queue and the timer heap once they outnumber live ones.
+    #[inline]
     fn compact(&mut self) {
         let limit = self.table.len().saturating_mul(2).saturating_add(COMPACT_SLACK);
+        // Checked after every datagram; the work below is rare.
+        if self.send_queue.len() > limit || self.dirty_timers.len() > limit || self.timers.len() > limit {
+            self.compact_over(limit);
+        }
+    }
+
+    /// The rare part of [`compact`](Self::compact).
+    fn compact_over(&mut self, limit: usize) {
         if self.send_queue.len() > limit {
             let table = &self.table;
             self.send_queue

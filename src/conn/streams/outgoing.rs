@@ -24,13 +24,10 @@ fn put(buf: &mut Vec<u8>, end: usize, frame: &Frame) -> bool {
 const MIN_STREAM_FRAME: usize = 3;
 impl Streams {
     /// Whether [`Streams::write_frames`] has something to write.
+    #[inline]
     pub(crate) fn has_pending(&self) -> bool {
-        self.max_data_pending
-            || self.data_blocked_pending
-            || self.max_streams_pending.iter().any(|p| *p)
-            || self.streams_blocked_pending.iter().any(|p| *p)
-            || !self.control.is_empty()
-            || self.queues.values().any(|q| !q.is_empty())
+        // Queues are removed from the map once empty, so any entry means a stream with data.
+        self.control_pending() || !self.queues.is_empty()
     }
 
     /// Appends frames within `buf.len()..end` and records them in `record`: control frames first, then
