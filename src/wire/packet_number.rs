@@ -69,6 +69,7 @@ impl TruncatedPn {
 
     /// The full packet number, given the largest packet number successfully processed in this packet
     /// number space (RFC 9000 Appendix A.3).
+    #[inline]
     pub fn expand(self, largest_pn: Option<u64>) -> u64 {
         decode_packet_number(largest_pn, u64::from(self.value), 8 * self.encoded_len())
     }
@@ -89,6 +90,7 @@ pub fn encoded_len(full_pn: u64, largest_acked: Option<u64>) -> usize {
 
 /// Expands a truncated packet number of `pn_nbits` bits (8, 16, 24 or 32) to the full value closest to
 /// `largest_pn + 1` (RFC 9000 Appendix A.3).
+#[inline]
 pub fn decode_packet_number(largest_pn: Option<u64>, truncated_pn: u64, pn_nbits: usize) -> u64 {
     let expected = largest_pn.map_or(0, |l| l + 1);
     let win = 1u64 << pn_nbits;

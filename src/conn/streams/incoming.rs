@@ -10,6 +10,12 @@ impl Streams {
     /// when new (RFC 9000 §3.2: "all streams of that type with lower-numbered stream IDs" open too).
     /// `Ok(false)` means the stream was closed and forgotten: the frame is to be ignored.
     fn resolve(&mut self, id: StreamId, frame_type: u64) -> Result<bool, TransportError> {
+        self.open_implicitly(id, frame_type)?;
+        Ok(self.streams.contains_key(&id))
+    }
+
+    /// The checks and implicit opening of [`resolve`](Self::resolve), without looking the stream up.
+    fn open_implicitly(&mut self, id: StreamId, frame_type: u64) -> Result<(), TransportError> {
         let d = di(id.dir());
         if id.initiator() == self.side {
             // RFC 9000 §19.4, §19.5, §19.8, §19.10, §19.13: a frame for a locally initiated stream that
@@ -42,7 +48,7 @@ impl Streams {
                 }
             }
         }
-        Ok(self.streams.contains_key(&id))
+        Ok(())
     }
 
     /// Whether we only send on stream `id` (our unidirectional stream).
@@ -81,9 +87,8 @@ impl Streams {
                     .with_frame(frame_type),
             );
         }
-        if !self.resolve(id, frame_type)? {
-            return Ok(());
-        }
+        // A stream already closed and forgotten is not found below: its data is ignored.
+        self.open_implicitly(id, frame_type)?;
         let conn_room = self.conn_room();
         let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
             return Ok(());
@@ -132,9 +137,8 @@ impl Streams {
                     .with_frame(frame_type),
             );
         }
-        if !self.resolve(id, frame_type)? {
-            return Ok(());
-        }
+        // A stream already closed and forgotten is not found below: its data is ignored.
+        self.open_implicitly(id, frame_type)?;
         let conn_room = self.conn_room();
         let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
             return Ok(());
