@@ -373,20 +373,9 @@ fn path_mtu_black_hole_falls_back_to_the_base() {
         queue_bytes: 200_000,
         ..base_link()
     };
-    let (server_config, client_config) = configs();
-    let mut sim = Simulation::new(epoch(), seed);
-    let server_addr = "10.0.0.2:4433".parse().unwrap();
-    let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
-    let sender = BulkSender::new(client_config, server_addr, "localhost", total, 1);
-    let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(sender));
-    sim.add_duplex_link(client, server, link);
-    sim.run(Duration::from_millis(800));
-    let mut out = Outcome {
-        sim,
-        client,
-        server,
-        done: false,
-    };
+    // The first 800 ms, on the clean path.
+    let mut out = bulk(seed, link, total, 1, Duration::from_millis(800), |_, _, _| {});
+    let (client, server) = (out.client, out.server);
     let before = client_stats(&mut out);
     assert_eq!(before.path_mtu, 1452, "discovered on the clean path: {before:?}");
     assert!(out.sink().total_bytes() < total, "the transfer is still running");

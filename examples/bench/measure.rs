@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 /// harness, with no waiting counted. (`/proc/thread-self/schedstat` reads 0 where the kernel keeps no
 /// scheduler statistics, and the ticks of `/proc/thread-self/stat` are 10 ms: 4% of a 256 MiB run.)
 pub fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc == 0 {
-        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-    }
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("Linux /proc/thread-self/stat");
-    stat_ticks(&stat)
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID, "/proc/thread-self/stat")
 }
 
 /// CPU time consumed by the whole process so far (every thread, live or ended; user + system).
@@ -30,17 +19,22 @@ pub fn thread_cpu() -> Duration {
 /// to the 10 ms ticks of `/proc/self/stat`: for the `udp` workload, whose work is spread over two threads
 /// (and, for quinn, its runtime), so the calling thread's time would miss the other side.
 pub fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID, "/proc/self/stat")
+}
+
+/// The CPU clock `clock` (nanoseconds), or, should it fail, the user + system ticks of the `stat` file.
+fn cpu_clock(clock: libc::clockid_t, stat: &str) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the call's duration.
     #[allow(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc == 0 {
         return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
     }
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc/self/stat");
+    let stat = std::fs::read_to_string(stat).unwrap_or_else(|e| panic!("Linux {stat}: {e}"));
     stat_ticks(&stat)
 }
 

@@ -11,8 +11,8 @@
 //!
 //! Probe losses are not congestion (RFC 9000 §14.4): the connection leaves them out of its congestion
 //! response. When the path stops carrying the current size (RFC 8899 §4.3, a black hole), the
-//! congestion controller sees persistent congestion; the size then drops back to the base and the
-//! search starts again below the size that failed.
+//! congestion controller sees persistent congestion, or PTOs follow one another; the size then drops
+//! back to the base and the search starts again from the top.
 
 use std::time::{Duration, Instant};
 
@@ -209,12 +209,7 @@ impl MtuDiscovery {
         if self.current <= self.base || self.phase == Phase::Off {
             return None;
         }
-        self.high = self.upper;
-        self.current = self.base;
-        self.trying = None;
-        self.failures = 0;
-        self.probe = None;
-        self.phase = Phase::Searching { tried_top: false };
+        self.restart();
         Some(self.base)
     }
 }
@@ -319,7 +314,7 @@ mod tests {
         assert_eq!(d.probe_size(now + config.interval / 2), None);
         // At the upper bound already: the next search ends at once, and waits another interval.
         assert_eq!(d.probe_size(now + config.interval), None);
-        // The path shrinks: back to the base, and a search below the size that failed.
+        // The path shrinks: back to the base, and a new search from the top.
         assert_eq!(d.on_black_hole(), Some(1200));
         assert_eq!(d.current(), 1200);
         assert_eq!(d.on_black_hole(), None);

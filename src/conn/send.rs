@@ -54,16 +54,8 @@ impl Connection {
             let built = self.build_packet(now, SpaceId::Data, buf, 0, size, Some(size), true);
             self.building_mtu_probe = false;
             if built.is_some() {
-                self.path.bytes_sent += buf.len() as u64;
-                self.stats.datagrams_sent += 1;
-                self.stats.bytes_sent += buf.len() as u64;
-                return Some(Transmit {
-                    destination: self.path.remote,
-                    src_ip: self.path.local_ip,
-                    ecn: None,
-                    size: buf.len(),
-                    segment_size: None,
-                });
+                self.count_datagram(buf.len());
+                return Some(self.transmit_of(buf.len(), None));
             }
         }
         let mtu = usize::from(self.path.mtu);
@@ -84,9 +76,7 @@ impl Connection {
                 break;
             }
             count += 1;
-            self.path.bytes_sent += size as u64;
-            self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += size as u64;
+            self.count_datagram(size);
             match segment {
                 None => segment = Some(size),
                 Some(s) if size < s => break,
@@ -112,13 +102,25 @@ impl Connection {
         if count == 0 {
             return None;
         }
-        Some(Transmit {
+        Some(self.transmit_of(buf.len(), if count > 1 { segment } else { None }))
+    }
+
+    /// Counts a datagram of `size` bytes as sent (path and statistics).
+    fn count_datagram(&mut self, size: usize) {
+        self.path.bytes_sent += size as u64;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += size as u64;
+    }
+
+    /// The transmit of `size` bytes to the current path, in segments of `segment_size` if several.
+    fn transmit_of(&self, size: usize, segment_size: Option<usize>) -> Transmit {
+        Transmit {
             destination: self.path.remote,
             src_ip: self.path.local_ip,
             ecn: None,
-            size: buf.len(),
-            segment_size: if count > 1 { segment } else { None },
-        })
+            size,
+            segment_size,
+        }
     }
 
     /// The size of the path MTU probe to send now, if one is due and the congestion window has room for
@@ -289,9 +291,11 @@ impl Connection {
         } else {
             3
         };
+        // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
+        // expected of probes too large for the path (and no ACK, which would be lost with it).
+        let mtu_probe = self.building_mtu_probe && space == SpaceId::Data;
         let s = &mut self.spaces[space.index()];
-        // Not in a path MTU probe: a probe too large for the path is lost, and its ACK with it.
-        if s.received.has_unacked() && !(self.building_mtu_probe && space == SpaceId::Data) {
+        if s.received.has_unacked() && !mtu_probe {
             if let Some(ack) = s.received.build_ack(now, ack_exponent) {
                 if buf.len() + ack.encoded_len() <= payload_end {
                     ack.encode(buf);
@@ -307,9 +311,6 @@ impl Connection {
         }
 
         let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
-        // A path MTU probe carries PING and PADDING only (after any ACK): nothing to send again if it is
-        // lost, which is expected of probes too large for the path.
-        let mtu_probe = self.building_mtu_probe && space == SpaceId::Data;
         if mtu_probe {
             Frame::Ping.encode(buf);
             ack_eliciting = true;

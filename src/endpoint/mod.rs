@@ -411,21 +411,10 @@ impl Endpoint {
         // The common case first: a short header (RFC 9000 §17.3.1, fixed bit set) to one of our own IDs,
         // routed by the ID's bytes without parsing the header, which the connection does anyway.
         if let Some(h) = self.route_short(&datagram.payload) {
-            if let Some(entry) = self.table.get_mut(h) {
-                entry.conn.handle_datagram(now, datagram);
-                self.after_conn(h, true);
-                return;
-            }
+            return self.deliver(now, h, datagram);
         }
         match self.classify(&datagram) {
-            Decision::Deliver(h) => {
-                let Some(entry) = self.table.get_mut(h) else {
-                    self.stats.dropped_unroutable += 1;
-                    return;
-                };
-                entry.conn.handle_datagram(now, datagram);
-                self.after_conn(h, true);
-            }
+            Decision::Deliver(h) => self.deliver(now, h, datagram),
             Decision::Incoming { version, dcid, scid } => {
                 self.handle_incoming(now, datagram, version, dcid, scid)
             }
@@ -437,6 +426,16 @@ impl Endpoint {
             Decision::UnroutableShort { dcid } => self.handle_unroutable_short(now, datagram, dcid),
             Decision::DropUnsupportedVersion => self.stats.dropped_unsupported_version += 1,
         }
+    }
+
+    /// Hands `datagram` to connection `h`.
+    fn deliver(&mut self, now: Instant, h: ConnectionHandle, datagram: Datagram) {
+        let Some(entry) = self.table.get_mut(h) else {
+            self.stats.dropped_unroutable += 1;
+            return;
+        };
+        entry.conn.handle_datagram(now, datagram);
+        self.after_conn(h, true);
     }
 
     /// Takes in several received datagrams, in order.

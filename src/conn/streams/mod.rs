@@ -343,6 +343,15 @@ struct ControlQueued {
 }
 
 impl ControlQueued {
+    /// Queues the frame of `kind` for stream `id` on `control`, unless it is queued already.
+    fn queue(&mut self, control: &mut VecDeque<(StreamId, ControlKind)>, id: StreamId, kind: ControlKind) {
+        let flag = self.flag(kind);
+        if !*flag {
+            *flag = true;
+            control.push_back((id, kind));
+        }
+    }
+
     fn flag(&mut self, kind: ControlKind) -> &mut bool {
         match kind {
             ControlKind::MaxStreamData => &mut self.max_stream_data,
@@ -602,11 +611,7 @@ impl Streams {
     /// Queues a per-stream control frame, at most once per stream and kind.
     fn queue_control(&mut self, id: StreamId, kind: ControlKind) {
         if let Some(s) = self.streams.get_mut(&id) {
-            let flag = s.queued.flag(kind);
-            if !*flag {
-                *flag = true;
-                self.control.push_back((id, kind));
-            }
+            s.queued.queue(&mut self.control, id, kind);
         }
     }
 

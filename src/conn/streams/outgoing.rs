@@ -243,12 +243,9 @@ impl Streams {
                         // RFC 9000 §4.1: a sender SHOULD send STREAM_DATA_BLOCKED when blocked.
                         if send.blocked_at != Some(send.max_data) {
                             send.blocked_at = Some(send.max_data);
-                            // `queue_control`, on the fields it needs.
-                            let flag = s.queued.flag(ControlKind::StreamDataBlocked);
-                            if !*flag {
-                                *flag = true;
-                                self.control.push_back((id, ControlKind::StreamDataBlocked));
-                            }
+                            // `queue_control` on the stream at hand (the queue map is borrowed).
+                            s.queued
+                                .queue(&mut self.control, id, ControlKind::StreamDataBlocked);
                         }
                     }
                     Next::ConnBlocked => {
