@@ -12,9 +12,9 @@ use super::SpaceId;
 use crate::crypto::{connection_initial_keys, verify_retry_tag};
 use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
-use crate::wire::frame::{AckFrame, Frame, Frames, NewConnectionId};
+use crate::wire::frame::{AckFrame, Frame, FrameError, NewConnectionId, StreamFrame};
 use crate::wire::header::{LongType, ProtectedHeader};
-use crate::wire::{ConnectionId, TransportError};
+use crate::wire::{ConnectionId, Reader, TransportError};
 
 /// Why a packet was dropped without affecting the connection.
 struct Dropped;
@@ -262,7 +262,7 @@ impl Connection {
         let moved = remote != self.path.remote;
         let response_owed = self.path_response;
         let dcid = header.dcid();
-        let (ack_eliciting, probing) = self.process_frames(now, space, &payload, dcid).map_err(Some)?;
+        let (ack_eliciting, probing) = self.process_frames(now, space, payload, dcid).map_err(Some)?;
         if self.is_closed() {
             return Ok(());
         }
@@ -293,15 +293,38 @@ impl Connection {
         &mut self,
         now: Instant,
         space: SpaceId,
-        payload: &Bytes,
+        mut payload: Bytes,
         dcid: &ConnectionId,
     ) -> Result<(bool, bool), TransportError> {
         let mut ack_eliciting = false;
         let mut probing = true;
-        let mut empty = true;
-        for frame in Frames::new(payload) {
-            let frame = frame.map_err(TransportError::from)?;
-            empty = false;
+        let empty = payload.is_empty();
+        let mut pos = 0;
+        while pos < payload.len() {
+            // STREAM frames, most of the traffic, are decoded straight into what the streams take; the
+            // last one of a packet takes the payload buffer itself.
+            if let Some(frame) = StreamFrame::decode_owned(&mut payload, &mut pos) {
+                let frame = frame.map_err(TransportError::from)?;
+                let ty = frame.frame_type(true);
+                // RFC 9000 §12.4: STREAM is not permitted in Initial and Handshake packets.
+                if space != SpaceId::Data {
+                    return Err(
+                        TransportError::protocol_violation("frame not allowed in this packet type")
+                            .with_frame(ty),
+                    );
+                }
+                ack_eliciting = true;
+                probing = false;
+                self.streams.on_stream(frame).map_err(|e| e.with_frame(ty))?;
+                continue;
+            }
+            let mut r = Reader::from_bytes(&payload);
+            let frame = r
+                .skip(pos)
+                .map_err(|kind| FrameError { frame_type: 0, kind })
+                .and_then(|()| Frame::decode(&mut r))
+                .map_err(TransportError::from)?;
+            pos = r.position();
             ack_eliciting |= frame.is_ack_eliciting();
             probing &= frame.is_probing();
             let ty = frame.frame_type();
@@ -667,7 +690,7 @@ impl Connection {
             return;
         }
         let dcid = self.local_cid;
-        if let Err(e) = self.process_frames(now, space, &payload, &dcid) {
+        if let Err(e) = self.process_frames(now, space, payload, &dcid) {
             self.close_with_error(now, e);
         }
     }

@@ -30,7 +30,7 @@ pub use corpus::record_corpus;
 pub use pair::Setup;
 pub use reassembly::check_reassembly;
 
-use crate::wire::frame::{Frame, Frames};
+use crate::wire::frame::{Frame, Frames, StreamFrame};
 use crate::wire::header::{Coalesced, Header, ProtectedHeader};
 use crate::wire::transport_params::TransportParameters;
 use crate::wire::{Reader, TransportError, TransportErrorCode};
@@ -166,6 +166,43 @@ pub fn check_frames(data: &[u8]) {
                 assert_eq!(te.frame_type, Some(e.frame_type));
                 failed = true;
             }
+        }
+    }
+    check_owned_stream_frames(&bytes);
+}
+
+/// The receive path's STREAM decoder ([`StreamFrame::decode_owned`]) agrees with [`Frame::decode`] at
+/// every frame boundary: same frame or same error, same end; it declines only other types.
+fn check_owned_stream_frames(bytes: &Bytes) {
+    let mut owned = bytes.clone();
+    let mut r = Reader::from_bytes(bytes);
+    while !r.is_empty() {
+        let start = r.position();
+        let general = Frame::decode(&mut r);
+        let mut pos = start;
+        match StreamFrame::decode_owned(&mut owned, &mut pos) {
+            Some(fast) => {
+                assert_eq!(fast.map(Frame::Stream), general, "STREAM at {start}");
+                if general.is_ok() {
+                    assert_eq!(pos, r.position(), "end of the STREAM frame at {start}");
+                    assert_eq!(
+                        owned.is_empty(),
+                        pos == bytes.len(),
+                        "the last frame takes the buffer"
+                    );
+                }
+            }
+            None => {
+                assert_eq!(pos, start);
+                let first = bytes.get(start).copied().unwrap_or_default();
+                assert!(
+                    !(0x08..=0x0f).contains(&first),
+                    "a one-byte STREAM type was declined at {start}"
+                );
+            }
+        }
+        if general.is_err() {
+            break;
         }
     }
 }

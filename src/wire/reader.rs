@@ -102,6 +102,17 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The bytes at `range` of the buffer (a range this reader has read past): a zero-copy slice when the
+    /// reader was built with [`Reader::from_bytes`], else a copy. An out-of-bounds range gives nothing.
+    #[inline]
+    pub fn bytes_of(&self, range: std::ops::Range<usize>) -> Bytes {
+        match (self.owner, self.buf.get(range.clone())) {
+            (_, None) => Bytes::new(),
+            (Some(owner), Some(_)) => owner.slice(range),
+            (None, Some(s)) => Bytes::copy_from_slice(s),
+        }
+    }
+
     /// Reads every remaining byte as a borrowed slice.
     pub fn read_rest(&mut self) -> &'a [u8] {
         let s = self.peek_rest();

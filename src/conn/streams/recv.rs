@@ -219,22 +219,28 @@ impl RecvStream {
             self.app_done = true;
             return Err(ReadError::Reset { code });
         }
-        if self.partial.is_empty() {
-            if let Some(chunk) = self.asm.read() {
-                self.asm_offset += chunk.len() as u64;
-                self.partial = chunk;
-            }
-        }
-        if !self.partial.is_empty() {
+        let chunk = if !self.partial.is_empty() {
             let n = max.min(self.partial.len());
             // A whole chunk is handed over as it is: splitting it would touch its reference count twice.
-            let chunk = if n == self.partial.len() {
+            Some(if n == self.partial.len() {
                 std::mem::take(&mut self.partial)
             } else {
                 self.partial.split_to(n)
-            };
-            self.credited += n as u64;
-            self.window.consume(n as u64);
+            })
+        } else if let Some(mut chunk) = self.asm.read().filter(|c| !c.is_empty()) {
+            self.asm_offset += chunk.len() as u64;
+            // A chunk that fits goes straight to the caller, not through `partial` (storing it there and
+            // reading it back at once stalled on store forwarding).
+            if chunk.len() > max {
+                self.partial = chunk.split_off(max);
+            }
+            Some(chunk)
+        } else {
+            None
+        };
+        if let Some(chunk) = chunk {
+            self.credited += chunk.len() as u64;
+            self.window.consume(chunk.len() as u64);
             return Ok(Some(chunk));
         }
         if self.final_size == Some(self.asm_offset) && !data_only {

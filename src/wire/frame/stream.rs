@@ -3,9 +3,11 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes};
+use std::ops::Range;
 
-use super::{put_varint, ty};
+use bytes::{Buf, BufMut, Bytes};
+
+use super::{put_varint, ty, FrameError};
 use crate::wire::{DecodeError, Reader, VarInt};
 use crate::Side;
 
@@ -149,6 +151,22 @@ impl StreamFrame {
 
     /// Decodes the fields after the frame type `frame_type` (0x08 to 0x0f).
     pub(super) fn decode_body(r: &mut Reader<'_>, frame_type: u64) -> Result<Self, DecodeError> {
+        let (id, offset, data) = Self::decode_fields(r, frame_type)?;
+        Ok(Self {
+            id,
+            offset,
+            fin: frame_type & Self::FIN != 0,
+            data: r.bytes_of(data),
+        })
+    }
+
+    /// Reads the fields after the frame type and skips the data: the stream, the offset, and where the
+    /// data lies in the reader's buffer.
+    #[inline(always)]
+    fn decode_fields(
+        r: &mut Reader<'_>,
+        frame_type: u64,
+    ) -> Result<(StreamId, u64, Range<usize>), DecodeError> {
         let id = StreamId(r.read_varint()?);
         let offset = if frame_type & Self::OFF != 0 {
             r.read_varint()?
@@ -160,16 +178,50 @@ impl StreamFrame {
         } else {
             r.remaining()
         };
-        let data = r.read_bytes(len)?;
+        let start = r.position();
+        r.skip(len)?;
         // RFC 9000 §19.8: offset + length beyond 2^62 - 1 MUST be a FRAME_ENCODING_ERROR or
         // FLOW_CONTROL_ERROR; we report FRAME_ENCODING_ERROR.
-        check_end(offset, data.len())?;
-        Ok(Self {
+        check_end(offset, len)?;
+        Ok((id, offset, start..r.position()))
+    }
+
+    /// Decodes the STREAM frame at `*pos` in `payload` and moves `*pos` past it, or returns `None` (and
+    /// leaves `*pos`) when the frame there is of another type. Gives the same frame, or the same error,
+    /// as [`Frame::decode`](super::Frame::decode) would.
+    ///
+    /// The data is cut from `payload` without copying. When it runs to the end of `payload` (the usual
+    /// case: STREAM is the last frame of most packets), `payload` itself becomes the data and is left
+    /// empty, which spares a reference count increment and decrement per packet.
+    #[inline]
+    pub fn decode_owned(payload: &mut Bytes, pos: &mut usize) -> Option<Result<StreamFrame, FrameError>> {
+        // Only the minimal, one-byte encodings of the types; a longer one goes through `Frame::decode`.
+        let frame_type = u64::from(*payload.get(*pos)?);
+        if !(ty::STREAM..=ty::STREAM_LAST).contains(&frame_type) {
+            return None;
+        }
+        let mut r = Reader::new(payload);
+        let fields = r
+            .skip(*pos + 1)
+            .and_then(|()| Self::decode_fields(&mut r, frame_type));
+        let (id, offset, range) = match fields {
+            Ok(fields) => fields,
+            Err(kind) => return Some(Err(FrameError { frame_type, kind })),
+        };
+        *pos = range.end;
+        let data = if range.end == payload.len() {
+            let mut data = std::mem::take(payload);
+            data.advance(range.start);
+            data
+        } else {
+            payload.slice(range)
+        };
+        Some(Ok(Self {
             id,
             offset,
             fin: frame_type & Self::FIN != 0,
             data,
-        })
+        }))
     }
 
     /// The frame type this frame encodes with: 0x08 plus the OFF, LEN and FIN bits.
