@@ -210,7 +210,8 @@ fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
 }
 
 /// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
-/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes; `profile-streams-*` the streams.
+/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes (`profile-hs-default-quicsand` and
+/// `profile-hs-default-rustls` the default ones); `profile-streams-*` the streams.
 fn profile(a: &Args, what: &str) {
     let suite = a.suites[0];
     let p = bulk_params(a, suite);
@@ -221,6 +222,14 @@ fn profile(a: &Args, what: &str) {
         "hs-quinn" => println!(
             "{:?}",
             qp::handshakes(a.handshakes, &Tls::new(suite, Mode::Lean), Mode::Lean)
+        ),
+        "hs-default-quicsand" => println!(
+            "{:?}",
+            qs::handshakes(a.handshakes, &Tls::new(suite, Mode::Default))
+        ),
+        "hs-default-rustls" => println!(
+            "{:?}",
+            tls_floor::handshakes(a.handshakes, &Tls::new(suite, Mode::Default))
         ),
         "hs-rustls" => println!(
             "{:?}",
