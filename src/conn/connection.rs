@@ -25,7 +25,7 @@ use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 #[cfg(not(fuzzing))]
 use crate::crypto::tls::RustlsSession;
 use crate::crypto::tls::{KeyChange, Level, Session};
-use crate::crypto::{connection_initial_keys, Suite};
+use crate::crypto::{connection_initial_keys, Keys, Suite};
 use crate::datagram::{Datagram, Transmit};
 use crate::event::{ConnectionError, Event};
 use crate::rng::Rng;
@@ -46,7 +46,7 @@ pub(crate) enum EndpointEvent {
 }
 
 /// Parameters of a new server-side connection, taken from the client's first Initial.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct IncomingInfo {
     pub(crate) version: u32,
     pub(crate) remote: SocketAddr,
@@ -62,6 +62,9 @@ pub(crate) struct IncomingInfo {
     pub(crate) retry_scid: Option<ConnectionId>,
     /// A token validated the client's address: no amplification limit (RFC 9000 §8.1).
     pub(crate) validated: bool,
+    /// The Initial keys that authenticated the client's Initial (RFC 9001 §5.2: derived from the DCID
+    /// of the client's current Initial, the Retry's source connection ID after a Retry).
+    pub(crate) initial_keys: Keys,
 }
 
 /// Where the connection is in its life (RFC 9000 §10).
@@ -330,6 +333,7 @@ impl Connection {
         local_cid: ConnectionId,
         remote_cid: ConnectionId,
         original_dcid: ConnectionId,
+        initial_keys: Keys,
         reset_token: ResetToken,
         rng: Rng,
     ) -> Result<Self, TransportError> {
@@ -400,9 +404,7 @@ impl Connection {
             #[cfg(feature = "qlog")]
             qlog: crate::qlog::Qlog::new(now),
         };
-        let keys = connection_initial_keys(version, &conn.original_dcid, side)
-            .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
-        conn.spaces[SpaceId::Initial.index()].keys = Some(keys);
+        conn.spaces[SpaceId::Initial.index()].keys = Some(initial_keys);
         conn.next_pn_skip = 1 + conn.rng.below(FIRST_PN_SKIP_PERIOD);
         Ok(conn)
     }
@@ -434,6 +436,8 @@ impl Connection {
             bytes_sent: 0,
             mtu: config.transport.mtu.max(1200),
         };
+        let initial_keys = connection_initial_keys(config.version, &initial_dcid, Side::Client)
+            .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
         let mut conn = Self::new(
             now,
             Side::Client,
@@ -444,6 +448,7 @@ impl Connection {
             local_cid,
             initial_dcid,
             initial_dcid,
+            initial_keys,
             reset_token,
             rng,
         )?;
@@ -489,8 +494,8 @@ impl Connection {
             path,
             local_cid,
             info.client_scid,
-            // RFC 9001 §5.2: Initial keys derive from the DCID of the client's current Initial.
-            info.retry_scid.unwrap_or(info.original_dcid),
+            info.original_dcid,
+            info.initial_keys,
             info.reset_token,
             rng,
         )?;

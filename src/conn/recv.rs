@@ -9,7 +9,7 @@ use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::RecvKey;
 use super::spaces::SentFrames;
 use super::SpaceId;
-use crate::crypto::{connection_initial_keys, verify_retry_tag};
+use crate::crypto::{connection_initial_keys, verify_retry_tag, Keys};
 use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{AckFrame, Frame, FrameError, NewConnectionId, StreamFrame};
@@ -631,31 +631,24 @@ impl Connection {
     }
 }
 
-/// Whether the first packet of `datagram` is an Initial that authenticates with the Initial keys of
-/// `dcid` (RFC 9001 §5.2). A server checks this before creating any state for a new connection, so that
-/// datagrams which merely look like Initials cost nothing but this check.
-pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) -> bool {
-    let Ok(header) = ProtectedHeader::decode(datagram, 0) else {
-        return false;
-    };
+/// The server's Initial keys for `dcid` (RFC 9001 §5.2), if the first packet of `datagram` is an Initial
+/// that authenticates with them. A server checks this before creating any state for a new connection,
+/// so that datagrams which merely look like Initials cost nothing but this check; the connection then
+/// starts with these keys.
+pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) -> Option<Keys> {
+    let header = ProtectedHeader::decode(datagram, 0).ok()?;
     if header.long_type() != Some(LongType::Initial) {
-        return false;
+        return None;
     }
-    let (Some(pn_offset), Some(packet)) = (header.pn_offset(), datagram.get(..header.len())) else {
-        return false;
-    };
-    let Ok(keys) = connection_initial_keys(version, dcid, crate::Side::Server) else {
-        return false;
-    };
+    let pn_offset = header.pn_offset()?;
+    let packet = datagram.get(..header.len())?;
+    let keys = connection_initial_keys(version, dcid, crate::Side::Server).ok()?;
     let mut packet = packet.to_vec();
-    if keys.remote.header.unprotect(pn_offset, &mut packet).is_err() {
-        return false;
-    }
-    let Ok(plain) = header.finish(&packet) else {
-        return false;
-    };
+    keys.remote.header.unprotect(pn_offset, &mut packet).ok()?;
+    let plain = header.finish(&packet).ok()?;
     let pn = plain.pn.expand(None);
-    keys.remote.packet.open(pn, &mut packet, plain.header_len).is_ok()
+    keys.remote.packet.open(pn, &mut packet, plain.header_len).ok()?;
+    Some(keys)
 }
 
 #[cfg(any(test, fuzzing))]

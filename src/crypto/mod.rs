@@ -216,10 +216,8 @@ pub struct DirectionalKeys {
 impl DirectionalKeys {
     /// Derives both keys from a traffic secret (RFC 9001 §5.1).
     pub fn new(secret: &Secret) -> Self {
-        Self {
-            packet: secret.packet_key(),
-            header: secret.header_key(),
-        }
+        let (packet, header) = secret.keys();
+        Self { packet, header }
     }
 
     /// Key update (RFC 9001 §6.1): replaces the packet key with the one derived from `next`

@@ -68,7 +68,7 @@ impl Secret {
     /// 1-RTT secret (RFC 9001 §5.4, §6.1).
     pub fn next(&self) -> Secret {
         let mut bytes = [0u8; MAX_HASH_LEN];
-        self.expand(self.labels.ku, self.suite.hash_len(), &mut bytes);
+        expand(&self.prk(), self.labels.ku, self.suite.hash_len(), &mut bytes);
         Secret {
             suite: self.suite,
             labels: self.labels,
@@ -78,44 +78,73 @@ impl Secret {
 
     /// The packet protection key built from "quic key" and "quic iv" (RFC 9001 §5.1).
     pub fn packet_key(&self) -> Box<dyn PacketKey> {
-        let (key, iv) = self.packet_key_material();
-        let key = key.get(..self.suite.key_len()).unwrap_or(&key);
-        Box::new(RingPacketKey::new(self.suite, key, iv))
+        self.packet_key_from(&self.prk())
     }
 
     /// The header protection key built from "quic hp" (RFC 9001 §5.1, §5.4).
     pub fn header_key(&self) -> Box<dyn HeaderKey> {
-        let hp = self.header_key_material();
+        self.header_key_from(&self.prk())
+    }
+
+    /// Both keys of [`packet_key`](Self::packet_key) and [`header_key`](Self::header_key), through one
+    /// HMAC key: setting one up hashes two blocks, as much as an expansion.
+    pub fn keys(&self) -> (Box<dyn PacketKey>, Box<dyn HeaderKey>) {
+        let prk = self.prk();
+        (self.packet_key_from(&prk), self.header_key_from(&prk))
+    }
+
+    fn packet_key_from(&self, prk: &hkdf::Prk) -> Box<dyn PacketKey> {
+        let (key, iv) = self.packet_key_material_from(prk);
+        let key = key.get(..self.suite.key_len()).unwrap_or(&key);
+        Box::new(RingPacketKey::new(self.suite, key, iv))
+    }
+
+    fn header_key_from(&self, prk: &hkdf::Prk) -> Box<dyn HeaderKey> {
+        let hp = self.header_key_material_from(prk);
         let hp = hp.get(..self.suite.key_len()).unwrap_or(&hp);
         Box::new(RingHeaderKey::new(self.suite, hp))
     }
 
     /// The "quic key" and "quic iv" values; the key occupies the first [`Suite::key_len`] bytes.
+    #[cfg(test)]
     pub(crate) fn packet_key_material(&self) -> ([u8; MAX_KEY_LEN], [u8; NONCE_LEN]) {
-        let mut key = [0u8; MAX_KEY_LEN];
-        let mut iv = [0u8; NONCE_LEN];
-        self.expand(self.labels.key, self.suite.key_len(), &mut key);
-        self.expand(self.labels.iv, NONCE_LEN, &mut iv);
-        (key, iv)
+        self.packet_key_material_from(&self.prk())
     }
 
     /// The "quic hp" value in the first [`Suite::key_len`] bytes.
+    #[cfg(test)]
     pub(crate) fn header_key_material(&self) -> [u8; MAX_KEY_LEN] {
+        self.header_key_material_from(&self.prk())
+    }
+
+    fn packet_key_material_from(&self, prk: &hkdf::Prk) -> ([u8; MAX_KEY_LEN], [u8; NONCE_LEN]) {
+        let mut key = [0u8; MAX_KEY_LEN];
+        let mut iv = [0u8; NONCE_LEN];
+        expand(prk, self.labels.key, self.suite.key_len(), &mut key);
+        expand(prk, self.labels.iv, NONCE_LEN, &mut iv);
+        (key, iv)
+    }
+
+    fn header_key_material_from(&self, prk: &hkdf::Prk) -> [u8; MAX_KEY_LEN] {
         let mut hp = [0u8; MAX_KEY_LEN];
-        self.expand(self.labels.hp, self.suite.key_len(), &mut hp);
+        expand(prk, self.labels.hp, self.suite.key_len(), &mut hp);
         hp
     }
 
-    /// Fills `out[..len]` with HKDF-Expand-Label(secret, label, "", len) (RFC 9001 §5.1: QUIC always uses a
-    /// zero-length context).
-    fn expand(&self, label: &[u8], len: usize, out: &mut [u8]) {
-        let prk = hkdf::Prk::new_less_safe(self.suite.hkdf(), self.as_bytes());
-        let out = out
-            .get_mut(..len)
-            .expect("callers size `out` for the longest key, IV or hash of any suite");
-        hkdf_expand_label(&prk, label, &[], out)
-            .expect("QUIC labels are under 12 bytes and outputs at most 48 bytes, far inside HKDF's limits");
+    /// The secret as an HKDF pseudorandom key (an HMAC key), for its expansions.
+    fn prk(&self) -> hkdf::Prk {
+        hkdf::Prk::new_less_safe(self.suite.hkdf(), self.as_bytes())
     }
+}
+
+/// Fills `out[..len]` with HKDF-Expand-Label(prk, label, "", len) (RFC 9001 §5.1: QUIC always uses a
+/// zero-length context).
+fn expand(prk: &hkdf::Prk, label: &[u8], len: usize, out: &mut [u8]) {
+    let out = out
+        .get_mut(..len)
+        .expect("callers size `out` for the longest key, IV or hash of any suite");
+    hkdf_expand_label(prk, label, &[], out)
+        .expect("QUIC labels are under 12 bytes and outputs at most 48 bytes, far inside HKDF's limits");
 }
 
 impl Drop for Secret {

@@ -742,10 +742,10 @@ impl Endpoint {
             return;
         }
         // No state for a datagram that only looks like an Initial: it must authenticate first.
-        if !initial_authenticates(version, &dcid, &datagram.payload) {
+        let Some(initial_keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
             self.stats.dropped_unauthenticated += 1;
             return;
-        }
+        };
         // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
         let Some(admission) = self.admit(now, &datagram, version, dcid, scid) else {
             return;
@@ -773,6 +773,7 @@ impl Endpoint {
             reset_token: self.reset_key.token(&local_cid),
             retry_scid: admission.retry_scid,
             validated: admission.validated,
+            initial_keys,
         };
         let Some(server) = &self.server else {
             return;

@@ -84,6 +84,22 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// The number of zero bytes `bytes` starts with. PADDING fills most of an Initial or a path MTU probe,
+/// so the run is scanned 16 bytes at a time, not byte by byte.
+fn zero_run(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(16);
+    let mut run = 0;
+    for chunk in chunks.by_ref() {
+        let word = chunk.try_into().map_or(1, u128::from_ne_bytes);
+        if word != 0 {
+            break;
+        }
+        run += 16;
+    }
+    let tail = bytes.get(run..).unwrap_or_default();
+    run + tail.iter().position(|&b| b != 0).unwrap_or(tail.len())
+}
+
 impl From<FrameError> for TransportError {
     /// Every malformed or unknown frame is a FRAME_ENCODING_ERROR naming the frame type (RFC 9000 §12.4:
     /// "An endpoint MUST treat the receipt of a frame of unknown type as a connection error of type
@@ -315,8 +331,7 @@ impl Frame {
             .map_err(|kind| FrameError { frame_type: 0, kind })?;
         if frame_type == ty::PADDING {
             // Scan the run of zero bytes in one pass rather than decoding a frame per byte.
-            let rest = r.peek_rest();
-            let run = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+            let run = zero_run(r.peek_rest());
             r.skip(run).map_err(|kind| FrameError { frame_type, kind })?;
             return Ok(Frame::Padding(r.position() - start));
         }

@@ -568,3 +568,17 @@ fn packet_type_rules() {
     );
     assert_eq!(&c.reason[..], b"x");
 }
+
+/// The PADDING scan, 16 bytes at a time, stops at the first non-zero byte wherever it lies.
+#[test]
+fn zero_runs_end_at_the_first_non_zero_byte() {
+    for len in 0..70 {
+        let zeros = vec![0u8; len];
+        assert_eq!(zero_run(&zeros), len);
+        for at in 0..len {
+            let mut bytes = zeros.clone();
+            bytes[at] = 0x80;
+            assert_eq!(zero_run(&bytes), at, "{len} bytes, non-zero at {at}");
+        }
+    }
+}
