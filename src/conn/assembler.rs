@@ -205,6 +205,28 @@ impl Assembler {
         Some(data)
     }
 
+    /// Drops every chunk held, keeping the ready queue's storage if it has at most `keep` slots (the
+    /// assembler is about to be reused through [`Assembler::reuse_storage`]).
+    pub(crate) fn release(&mut self, keep: usize) {
+        if self.ready.capacity() > keep {
+            self.ready = VecDeque::new();
+        } else {
+            self.ready.clear();
+        }
+        self.chunks.clear();
+        self.ready_end = self.read_offset;
+        self.buffered = 0;
+    }
+
+    /// Takes the ready queue's storage from `old`, emptied, for this (new) assembler.
+    pub(crate) fn reuse_storage(&mut self, old: Assembler) {
+        let mut ready = old.ready;
+        ready.clear();
+        if self.ready.is_empty() {
+            self.ready = ready;
+        }
+    }
+
     /// Drops everything held (the space or stream is gone).
     pub(crate) fn clear(&mut self) {
         // Storage released too: a discarded space or a reset stream holds none.

@@ -64,6 +64,26 @@ impl RecvStream {
         }
     }
 
+    /// The most reassembly-queue slots a forgotten stream keeps for reuse (see `Streams::new_stream`).
+    pub(super) const REUSED_CHUNKS: usize = 16;
+
+    /// A fresh receive half, as [`RecvStream::new`], with the reassembly storage of `old` (a half
+    /// emptied by [`RecvStream::release`]) if it has any.
+    pub(super) fn reusing(old: Option<RecvStream>, window: u64, max_window: u64) -> Self {
+        let mut fresh = Self::new(window, max_window);
+        if let Some(old) = old {
+            fresh.asm.reuse_storage(old.asm);
+        }
+        fresh
+    }
+
+    /// Drops everything held, keeping the reassembly queue's storage only if it is at most
+    /// [`REUSED_CHUNKS`](Self::REUSED_CHUNKS) slots.
+    pub(super) fn release(&mut self) {
+        self.partial = Bytes::new();
+        self.asm.release(Self::REUSED_CHUNKS);
+    }
+
     /// Bytes handed to the application.
     pub(super) fn read_offset(&self) -> u64 {
         self.asm_offset - self.partial.len() as u64

@@ -112,6 +112,30 @@ impl SendStream {
         }
     }
 
+    /// The most send-buffer capacity a forgotten stream keeps for reuse (see `Streams::new_stream`).
+    pub(super) const REUSED_CAPACITY: usize = 2048;
+
+    /// A fresh send half, as [`SendStream::new`], with the buffer storage of `old` (a half emptied by
+    /// [`SendStream::release`]) if it has any.
+    pub(super) fn reusing(old: Option<SendStream>, max_data: u64) -> Self {
+        let mut fresh = Self::new(max_data);
+        if let Some(old) = old {
+            fresh.data = old.data;
+            fresh.data.clear();
+        }
+        fresh
+    }
+
+    /// Drops the stream's data, keeping the buffer's storage only if it is at most
+    /// [`REUSED_CAPACITY`](Self::REUSED_CAPACITY) bytes.
+    pub(super) fn release(&mut self) {
+        if self.data.capacity() > Self::REUSED_CAPACITY {
+            self.data = VecDeque::new();
+        } else {
+            self.data.clear();
+        }
+    }
+
     /// Bytes written and not yet acknowledged in order.
     pub(super) fn buffered(&self) -> usize {
         self.data.len()
