@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
-use super::key_update::RecvKey;
-use super::spaces::SentFrames;
+use super::key_update::{OneRttKeys, RecvKey};
+use super::mtud::MtuDiscovery;
+use super::spaces::{PacketSpace, SentFrames};
+use super::streams::Streams;
 use super::SpaceId;
 use crate::crypto::{connection_initial_keys, verify_retry_tag, Keys};
 use crate::datagram::EcnCodepoint;
@@ -443,29 +445,44 @@ impl Connection {
             .unwrap_or(u64::MAX);
         let delay = Duration::from_micros(micros);
         let ctx = self.recovery_ctx();
+        let app_limited = self.app_limited;
+        // Each newly acknowledged packet is handled while the loss detector holds its record (no copy
+        // per packet), through the parts of the connection that acknowledgements touch.
+        let mut acked = Acked {
+            space,
+            spaces: &mut self.spaces,
+            streams: &mut self.streams,
+            one_rtt: &mut self.one_rtt,
+            mtud: &mut self.mtud,
+            handshake_done_pending: &mut self.handshake_done_pending,
+            handshake_done_acked: &mut self.handshake_done_acked,
+            new_mtu: None,
+        };
+        let cc = &mut self.cc;
+        // qlog lists the acknowledged packet numbers; collected only when it records.
+        #[cfg(feature = "qlog")]
+        let (qlog_on, mut pns) = (self.qlog.enabled(), Vec::new());
         let outcome = self
             .recovery
-            .on_ack_received(space, ack.iter(), delay, now, &ctx)
+            .on_ack_received(space, ack.iter(), delay, now, &ctx, |rtt, pn, p| {
+                if p.in_flight {
+                    cc.on_ack(now, p.time_sent, u64::from(p.size), rtt, app_limited);
+                }
+                acked.packet(pn, &p.data);
+                #[cfg(feature = "qlog")]
+                if qlog_on {
+                    pns.push(pn);
+                }
+            })
             .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
-        let app_limited = self.app_limited;
-        #[cfg(feature = "qlog")]
-        self.qlog
-            .packets_acked(now, space, outcome.acked.iter().map(|(pn, _)| *pn));
-        // The records are read where they lie and dropped with the list (no move per packet).
-        let acked = outcome.acked;
-        for (pn, p) in &acked {
-            if p.in_flight {
-                self.cc.on_ack(
-                    now,
-                    p.time_sent,
-                    u64::from(p.size),
-                    self.recovery.rtt(),
-                    app_limited,
-                );
-            }
-            self.on_packet_acked(space, *pn, &p.data);
+        if let Some(size) = acked.new_mtu {
+            self.set_mtu(size);
         }
-        self.recovery.recycle(acked);
+        #[cfg(feature = "qlog")]
+        if qlog_on {
+            pns.sort_unstable();
+            self.qlog.packets_acked(now, space, pns.into_iter());
+        }
         if !outcome.lost.is_empty() {
             self.on_packets_lost(now, space, outcome.lost, outcome.persistent_congestion, None);
         } else {
@@ -473,33 +490,6 @@ impl Connection {
             self.qlog_metrics(now);
         }
         Ok(())
-    }
-
-    fn on_packet_acked(&mut self, space: SpaceId, pn: u64, data: &SentFrames) {
-        let s = &mut self.spaces[space.index()];
-        if let Some(largest) = data.ack {
-            s.received.on_ack_of_ack(largest);
-        }
-        if let Some(rare) = &data.rare {
-            for &(offset, len) in rare.crypto.iter() {
-                s.crypto_send.on_acked(offset, len);
-            }
-            if rare.handshake_done {
-                self.handshake_done_pending = false;
-                self.handshake_done_acked = true;
-            }
-        }
-        if !data.streams.is_empty() {
-            self.streams.on_acked(&data.streams);
-        }
-        if space == SpaceId::Data {
-            if let Some(keys) = &mut self.one_rtt {
-                keys.on_acked(pn);
-            }
-            if let Some(size) = self.mtud.on_acked(pn) {
-                self.set_mtu(size);
-            }
-        }
     }
 
     /// What a lost packet carried goes out again, unless it is stale (RFC 9000 §13.3).
@@ -628,6 +618,50 @@ impl Connection {
         // The ClientHello goes again, in new Initial packets whose numbers continue (§17.2.5.3).
         s.crypto_send.requeue_unacked();
         Ok(())
+    }
+}
+
+/// The parts of a connection that a newly acknowledged packet updates, besides loss recovery and
+/// congestion control: borrowed apart from the loss detector, which holds the packet's record meanwhile.
+struct Acked<'a> {
+    space: SpaceId,
+    spaces: &'a mut [PacketSpace; 3],
+    streams: &'a mut Streams,
+    one_rtt: &'a mut Option<OneRttKeys>,
+    mtud: &'a mut MtuDiscovery,
+    handshake_done_pending: &'a mut bool,
+    handshake_done_acked: &'a mut bool,
+    /// A path MTU the acknowledgement of a probe confirmed, to apply once the ACK is processed.
+    new_mtu: Option<u16>,
+}
+
+impl Acked<'_> {
+    /// Packet `pn`, which carried `data`, was acknowledged.
+    fn packet(&mut self, pn: u64, data: &SentFrames) {
+        let s = &mut self.spaces[self.space.index()];
+        if let Some(largest) = data.ack {
+            s.received.on_ack_of_ack(largest);
+        }
+        if let Some(rare) = &data.rare {
+            for &(offset, len) in rare.crypto.iter() {
+                s.crypto_send.on_acked(offset, len);
+            }
+            if rare.handshake_done {
+                *self.handshake_done_pending = false;
+                *self.handshake_done_acked = true;
+            }
+        }
+        if !data.streams.is_empty() {
+            self.streams.on_acked(&data.streams);
+        }
+        if self.space == SpaceId::Data {
+            if let Some(keys) = self.one_rtt.as_mut() {
+                keys.on_acked(pn);
+            }
+            if let Some(size) = self.mtud.on_acked(pn) {
+                self.new_mtu = Some(size);
+            }
+        }
     }
 }
 

@@ -132,8 +132,8 @@ impl From<AckError> for TransportError {
 /// What an ACK frame did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AckOutcome<T> {
-    /// Packets this ACK newly acknowledged, by ascending packet number.
-    pub(crate) acked: Vec<(u64, SentPacket<T>)>,
+    /// How many packets this ACK newly acknowledged (each handed to the caller's callback).
+    pub(crate) acked: usize,
     /// Packets declared lost as a result (RFC 9002 §6.1), by ascending packet number.
     pub(crate) lost: Vec<(u64, SentPacket<T>)>,
     /// The send time of the ACK's largest acknowledged packet, if this ACK newly acknowledged it (for the
@@ -149,7 +149,7 @@ pub(crate) struct AckOutcome<T> {
 impl<T> Default for AckOutcome<T> {
     fn default() -> Self {
         Self {
-            acked: Vec::new(),
+            acked: 0,
             lost: Vec::new(),
             largest_acked_time_sent: None,
             rtt_sampled: false,
@@ -290,8 +290,6 @@ pub(crate) struct LossDetection<T> {
     /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK or a
     /// handled timeout): the base of the client's anti-deadlock PTO (Appendix A.8 GetPtoTimeAndSpace).
     armed_at: Option<Instant>,
-    /// An emptied `AckOutcome::acked` handed back by [`recycle`](Self::recycle), reused by the next ACK.
-    spare_acked: Vec<(u64, SentPacket<T>)>,
 }
 
 impl<T> LossDetection<T> {
@@ -306,7 +304,6 @@ impl<T> LossDetection<T> {
             pto_count: 0,
             handshake_acked: false,
             armed_at: None,
-            spare_acked: Vec::new(),
         }
     }
 
@@ -378,6 +375,10 @@ impl<T> LossDetection<T> {
     /// is the decoded ACK Delay; it is ignored in the Initial space (RFC 9002 §5.3). Empty ranges are
     /// skipped.
     ///
+    /// Each newly acknowledged packet is handed to `on_acked`, with the RTT estimate already updated by
+    /// this ACK, and then dropped where it lies: records are not moved out to a list. The packets come
+    /// range by range in the order of `ranges`, ascending within each; loss detection runs after them.
+    ///
     /// The work is proportional to the number of ranges plus the packets they newly acknowledge and
     /// the tracked packets below the largest acknowledged one, never to the width of a range.
     ///
@@ -389,6 +390,7 @@ impl<T> LossDetection<T> {
         ack_delay: Duration,
         now: Instant,
         ctx: &RecoveryContext,
+        mut on_acked: impl FnMut(&RttEstimator, u64, &SentPacket<T>),
     ) -> Result<AckOutcome<T>, AckError>
     where
         I: IntoIterator<Item = RangeInclusive<u64>>,
@@ -415,11 +417,34 @@ impl<T> LossDetection<T> {
         }
         s.largest_acked = s.largest_acked.max(Some(largest));
 
-        // Appendix A.7 DetectAndRemoveAckedPackets: only the tracked packets inside each range are visited.
-        let mut acked = std::mem::take(&mut self.spare_acked);
-        acked.clear();
-        // At most every tracked packet: one allocation instead of a series of doublings.
-        acked.reserve(s.sent.len());
+        // Appendix A.7: the RTT sample comes first, from the largest acknowledged packet if this ACK newly
+        // acknowledges it, and only if some newly acknowledged packet is ack-eliciting (RFC 9002 §5.1).
+        // Both are read in place; the tracked packets inside the ranges are visited, nothing else.
+        let mut outcome = AckOutcome::default();
+        if let Some((_, newest)) = s.sent.range(largest..=largest).next() {
+            outcome.largest_acked_time_sent = Some(newest.time_sent);
+            let eliciting = newest.ack_eliciting
+                || ranges
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .any(|r| s.sent.range(r).any(|(_, p)| p.ack_eliciting));
+            if eliciting {
+                let latest_rtt = now.saturating_duration_since(newest.time_sent);
+                // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
+                let ack_delay = if space == SpaceId::Initial {
+                    Duration::ZERO
+                } else {
+                    ack_delay
+                };
+                self.rtt
+                    .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed);
+                self.first_rtt_sample.get_or_insert(now);
+                outcome.rtt_sampled = true;
+            }
+        }
+
+        // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot.
+        let rtt = &self.rtt;
         for range in ranges.filter(|r| !r.is_empty()) {
             let (bytes_in_flight, ack_eliciting_in_flight) =
                 (&mut s.bytes_in_flight, &mut s.ack_eliciting_in_flight);
@@ -428,39 +453,14 @@ impl<T> LossDetection<T> {
                 if p.ack_eliciting {
                     *ack_eliciting_in_flight = ack_eliciting_in_flight.saturating_sub(1);
                 }
-                acked.push((pn, p));
+                outcome.acked += 1;
+                on_acked(rtt, pn, p);
             });
         }
         // Appendix A.7: "Nothing to do if there are no newly acked packets."
-        if acked.is_empty() {
-            self.spare_acked = acked;
-            return Ok(AckOutcome::default());
+        if outcome.acked == 0 {
+            return Ok(outcome);
         }
-        // Ranges come highest first, each drained in ascending order; a single range is already sorted.
-        acked.sort_unstable_by_key(|&(pn, _)| pn);
-
-        let mut outcome = AckOutcome::default();
-        if let Some((pn, newest)) = acked.last() {
-            if *pn == largest {
-                outcome.largest_acked_time_sent = Some(newest.time_sent);
-                // RFC 9002 §5.1: a sample only when the largest acknowledged is newly acknowledged and at
-                // least one newly acknowledged packet is ack-eliciting.
-                if acked.iter().any(|(_, p)| p.ack_eliciting) {
-                    let latest_rtt = now.saturating_duration_since(newest.time_sent);
-                    // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
-                    let ack_delay = if space == SpaceId::Initial {
-                        Duration::ZERO
-                    } else {
-                        ack_delay
-                    };
-                    self.rtt
-                        .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed);
-                    self.first_rtt_sample.get_or_insert(now);
-                    outcome.rtt_sampled = true;
-                }
-            }
-        }
-        outcome.acked = acked;
 
         let period = self.persistent_congestion_duration(ctx.max_ack_delay);
         let (lost, persistent_congestion) = self.detect_lost(space, now, Some(period));
@@ -599,21 +599,6 @@ impl<T> LossDetection<T> {
         // MUST be reset".
         self.pto_count = 0;
         sent
-    }
-
-    /// Takes back the `acked` list of an [`AckOutcome`] once the caller has drained it, so the next ACK
-    /// reuses its allocation.
-    pub(crate) fn recycle(&mut self, mut acked: Vec<(u64, SentPacket<T>)>) {
-        // With nothing in flight there may be nothing to acknowledge for a long time: an idle connection
-        // keeps no spare list.
-        if self.bytes_in_flight() == 0 {
-            self.spare_acked = Vec::new();
-            return;
-        }
-        acked.clear();
-        if acked.capacity() > self.spare_acked.capacity() {
-            self.spare_acked = acked;
-        }
     }
 
     /// Bytes in flight across all spaces (RFC 9002 Appendix B.2 bytes_in_flight).

@@ -89,17 +89,19 @@ impl<T> SentPackets<T> {
             .filter_map(|(pn, p)| p.as_ref().map(|p| (*pn, p)))
     }
 
-    /// Takes out every tracked packet with a number in `range`, ascending, handing each to `f`.
+    /// Hands every tracked packet with a number in `range` to `f`, ascending, and drops it where it
+    /// lies: no record is moved out.
     pub(super) fn drain_range(
         &mut self,
         range: impl RangeBounds<u64>,
-        mut f: impl FnMut(u64, SentPacket<T>),
+        mut f: impl FnMut(u64, &SentPacket<T>),
     ) {
         let indices = self.indices(&range);
         for (pn, slot) in self.slots.range_mut(indices) {
-            if let Some(p) = slot.take() {
-                self.len -= 1;
+            if let Some(p) = slot.as_ref() {
                 f(*pn, p);
+                *slot = None;
+                self.len -= 1;
             }
         }
         self.compact();

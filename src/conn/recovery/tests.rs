@@ -35,6 +35,77 @@ fn pkt(t: Instant, data: u64) -> SentPacket<u64> {
     }
 }
 
+/// What [`LossDetection::on_ack_received`] returns, with the packets it handed to its callback collected
+/// in ascending order, as the tests check them.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome<T> {
+    acked: Vec<(u64, SentPacket<T>)>,
+    lost: Vec<(u64, SentPacket<T>)>,
+    largest_acked_time_sent: Option<Instant>,
+    rtt_sampled: bool,
+    persistent_congestion: bool,
+}
+
+impl<T> Default for Outcome<T> {
+    fn default() -> Self {
+        Self {
+            acked: Vec::new(),
+            lost: Vec::new(),
+            largest_acked_time_sent: None,
+            rtt_sampled: false,
+            persistent_congestion: false,
+        }
+    }
+}
+
+trait Ack<T> {
+    fn ack<I>(
+        &mut self,
+        space: SpaceId,
+        ranges: I,
+        ack_delay: Duration,
+        now: Instant,
+        ctx: &RecoveryContext,
+    ) -> Result<Outcome<T>, AckError>
+    where
+        I: IntoIterator<Item = RangeInclusive<u64>>,
+        I::IntoIter: Clone;
+}
+
+impl<T: Clone> Ack<T> for LossDetection<T> {
+    fn ack<I>(
+        &mut self,
+        space: SpaceId,
+        ranges: I,
+        ack_delay: Duration,
+        now: Instant,
+        ctx: &RecoveryContext,
+    ) -> Result<Outcome<T>, AckError>
+    where
+        I: IntoIterator<Item = RangeInclusive<u64>>,
+        I::IntoIter: Clone,
+    {
+        let mut acked = Vec::new();
+        let out = self.on_ack_received(space, ranges, ack_delay, now, ctx, |rtt, pn, p| {
+            let _ = rtt;
+            acked.push((pn, p.clone()));
+        })?;
+        assert_eq!(
+            acked.len(),
+            out.acked,
+            "the count matches the packets handed over"
+        );
+        acked.sort_by_key(|&(pn, _)| pn);
+        Ok(Outcome {
+            acked,
+            lost: out.lost,
+            largest_acked_time_sent: out.largest_acked_time_sent,
+            rtt_sampled: out.rtt_sampled,
+            persistent_congestion: out.persistent_congestion,
+        })
+    }
+}
+
 fn pns(packets: &[(u64, SentPacket<u64>)]) -> Vec<u64> {
     packets.iter().map(|(pn, _)| *pn).collect()
 }
@@ -150,16 +221,12 @@ fn rtt_sample_only_for_newly_acked_largest_with_ack_eliciting() {
     };
     ld.on_packet_sent(SpaceId::Data, 1, padding_only);
     // Newly acknowledges only a non-ack-eliciting packet: no sample (RFC 9002 §5.1).
-    let out = ld
-        .on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(100), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(100), &c).unwrap();
     assert_eq!(pns(&out.acked), [1]);
     assert!(!out.rtt_sampled);
     assert_eq!(out.largest_acked_time_sent, Some(t0 + ms(1)));
     // The largest (1) is not newly acknowledged: no sample.
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(200), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [0..=1], ms(0), t0 + ms(200), &c).unwrap();
     assert_eq!(pns(&out.acked), [0]);
     assert!(!out.rtt_sampled);
     assert_eq!(out.largest_acked_time_sent, None);
@@ -167,9 +234,7 @@ fn rtt_sample_only_for_newly_acked_largest_with_ack_eliciting() {
     assert_eq!(ld.first_rtt_sample(), None);
 
     ld.on_packet_sent(SpaceId::Data, 2, pkt(t0 + ms(200), 2));
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=2], ms(5), t0 + ms(250), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [0..=2], ms(5), t0 + ms(250), &c).unwrap();
     assert!(out.rtt_sampled);
     assert_eq!(ld.rtt().latest(), ms(50));
     assert_eq!(ld.first_rtt_sample(), Some(t0 + ms(250)));
@@ -182,11 +247,9 @@ fn initial_space_ignores_ack_delay() {
         let mut ld = server();
         let c = ctx(false);
         ld.on_packet_sent(space, 0, pkt(t0, 0));
-        ld.on_ack_received(space, [0..=0], ms(50), t0 + ms(100), &c)
-            .unwrap();
+        ld.ack(space, [0..=0], ms(50), t0 + ms(100), &c).unwrap();
         ld.on_packet_sent(space, 1, pkt(t0 + ms(100), 1));
-        ld.on_ack_received(space, [1..=1], ms(50), t0 + ms(300), &c)
-            .unwrap();
+        ld.ack(space, [1..=1], ms(50), t0 + ms(300), &c).unwrap();
         // Initial: adjusted 200, smoothed (700 + 200) / 8; Handshake: adjusted 150, (700 + 150) / 8.
         assert_eq!(ld.rtt().smoothed(), smoothed, "{space:?}");
     }
@@ -202,9 +265,7 @@ fn packet_threshold_loss() {
     }
     assert_eq!(ld.bytes_in_flight(), 5000);
     // latest_rtt 10 ms, so the time threshold (11.25 ms) has not passed for packets sent at t0.
-    let out = ld
-        .on_ack_received(SpaceId::Data, [3..=3], ms(0), t0 + ms(10), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [3..=3], ms(0), t0 + ms(10), &c).unwrap();
     assert_eq!(pns(&out.acked), [3]);
     // RFC 9002 §6.1.1: 0 is 3 packets before 3; 1 and 2 are not.
     assert_eq!(pns(&out.lost), [0]);
@@ -214,9 +275,7 @@ fn packet_threshold_loss() {
     // The rest wait for the time threshold.
     assert_eq!(ld.timeout(&c), Some(t0 + us(11_250)));
 
-    let out = ld
-        .on_ack_received(SpaceId::Data, [4..=4], ms(0), t0 + ms(10), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [4..=4], ms(0), t0 + ms(10), &c).unwrap();
     assert_eq!(pns(&out.acked), [4]);
     assert_eq!(pns(&out.lost), [1]);
     assert_eq!(ld.bytes_in_flight(), 1000);
@@ -231,9 +290,7 @@ fn time_threshold_loss_then_timer() {
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
     ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(1), 1));
     // latest = smoothed = 10 ms; loss delay 11.25 ms: packet 0 is not yet lost at t0 + 11 ms.
-    let out = ld
-        .on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(11), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(11), &c).unwrap();
     assert!(out.lost.is_empty());
     let loss_time = t0 + us(11_250);
     assert_eq!(ld.timeout(&c), Some(loss_time));
@@ -289,8 +346,7 @@ fn pto_deadline_and_exponential_backoff() {
     ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(2048), 1));
     assert_eq!(ld.timeout(&c), Some(t0 + ms(2048 + 4096)));
     // An acknowledgement resets the backoff (RFC 9002 §6.2.1).
-    ld.on_ack_received(SpaceId::Data, [1..=1], ms(0), t0 + ms(2148), &c)
-        .unwrap();
+    ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(2148), &c).unwrap();
     assert_eq!(ld.pto_count(), 0);
 }
 
@@ -348,7 +404,7 @@ fn anti_deadlock_pto_for_client_with_nothing_in_flight() {
         ..ctx(false)
     };
     ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
-    ld.on_ack_received(SpaceId::Initial, [0..=0], ms(0), t0 + ms(50), &no_keys)
+    ld.ack(SpaceId::Initial, [0..=0], ms(0), t0 + ms(50), &no_keys)
         .unwrap();
     assert!(!ld.has_ack_eliciting_in_flight());
     assert!(!ld.peer_completed_address_validation(&no_keys));
@@ -375,7 +431,7 @@ fn anti_deadlock_pto_for_client_with_nothing_in_flight() {
     );
     // A Handshake ACK completes address validation: backoff reset, no timer with nothing in flight.
     ld.on_packet_sent(SpaceId::Handshake, 0, pkt(t0 + ms(500), 0));
-    ld.on_ack_received(SpaceId::Handshake, [0..=0], ms(0), t0 + ms(550), &ctx(false))
+    ld.ack(SpaceId::Handshake, [0..=0], ms(0), t0 + ms(550), &ctx(false))
         .unwrap();
     assert!(ld.peer_completed_address_validation(&ctx(false)));
     assert_eq!(ld.pto_count(), 0);
@@ -399,7 +455,7 @@ fn client_initial_ack_keeps_pto_backoff() {
         }
     );
     ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0 + ms(999), 1));
-    ld.on_ack_received(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
+    ld.ack(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
         .unwrap();
     // RFC 9002 §6.2.1: "a client does not reset the PTO backoff factor on receiving acknowledgments in
     // Initial packets".
@@ -409,7 +465,7 @@ fn client_initial_ack_keeps_pto_backoff() {
     ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
     let _ = ld.on_timeout(t0 + ms(999), &c);
     ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0 + ms(999), 1));
-    ld.on_ack_received(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
+    ld.ack(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1049), &c)
         .unwrap();
     assert_eq!(ld.pto_count(), 0);
 }
@@ -433,7 +489,7 @@ fn discard_space_clears_bytes_in_flight() {
         TimeoutOutcome::Probe { .. }
     ));
     // Leave a loss time pending in Initial; a client keeps its backoff on an Initial ACK.
-    ld.on_ack_received(SpaceId::Initial, [2..=2], ms(0), t0 + ms(1009), &c)
+    ld.ack(SpaceId::Initial, [2..=2], ms(0), t0 + ms(1009), &c)
         .unwrap();
     assert_eq!(ld.pto_count(), 1);
     assert!(ld.spaces[SpaceId::Initial.index()].loss_time.is_some());
@@ -456,7 +512,7 @@ fn ack_of_unsent_packet_is_an_error() {
     let c = ctx(true);
     // Nothing sent yet in any space.
     assert_eq!(
-        ld.on_ack_received(SpaceId::Handshake, [0..=0], ms(0), t0, &c),
+        ld.ack(SpaceId::Handshake, [0..=0], ms(0), t0, &c),
         Err(AckError::UnsentPacket {
             space: SpaceId::Handshake,
             pn: 0
@@ -476,20 +532,17 @@ fn ack_of_unsent_packet_is_an_error() {
             pn,
         })
     };
-    assert_eq!(ld.on_ack_received(SpaceId::Data, [9..=9], ms(0), t0, &c), err(9));
-    assert_eq!(ld.on_ack_received(SpaceId::Data, [3..=3], ms(0), t0, &c), err(3));
-    assert_eq!(ld.on_ack_received(SpaceId::Data, [0..=4], ms(0), t0, &c), err(3));
-    assert_eq!(
-        ld.on_ack_received(SpaceId::Data, [8..=8, 6..=6], ms(0), t0, &c),
-        err(6)
-    );
-    assert_eq!(ld.on_ack_received(SpaceId::Data, [4..=5], ms(0), t0, &c), err(5));
+    assert_eq!(ld.ack(SpaceId::Data, [9..=9], ms(0), t0, &c), err(9));
+    assert_eq!(ld.ack(SpaceId::Data, [3..=3], ms(0), t0, &c), err(3));
+    assert_eq!(ld.ack(SpaceId::Data, [0..=4], ms(0), t0, &c), err(3));
+    assert_eq!(ld.ack(SpaceId::Data, [8..=8, 6..=6], ms(0), t0, &c), err(6));
+    assert_eq!(ld.ack(SpaceId::Data, [4..=5], ms(0), t0, &c), err(5));
     // A rejected ACK changes nothing.
     assert_eq!(ld.bytes_in_flight(), 5000);
     assert_eq!(ld.largest_acked(SpaceId::Data), None);
     // The sent ones are fine.
     let out = ld
-        .on_ack_received(SpaceId::Data, [8..=8, 4..=4, 0..=2], ms(0), t0 + ms(5), &c)
+        .ack(SpaceId::Data, [8..=8, 4..=4, 0..=2], ms(0), t0 + ms(5), &c)
         .unwrap();
     assert_eq!(pns(&out.acked), [0, 1, 2, 4, 8]);
     assert_eq!(ld.bytes_in_flight(), 0);
@@ -513,14 +566,12 @@ fn huge_ack_range_costs_only_the_tracked_packets() {
         ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
     }
     ld.spaces[SpaceId::Data.index()].unsent.clear();
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=top], ms(0), t0 + ms(30), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [0..=top], ms(0), t0 + ms(30), &c).unwrap();
     assert_eq!(pns(&out.acked), [0, 1, 1 << 20, 1 << 39, top]);
     assert_eq!(ld.bytes_in_flight(), 0);
     // Twice the range again: nothing new, still quick.
     let out = ld
-        .on_ack_received(SpaceId::Data, [0..=top, 0..=top], ms(0), t0 + ms(40), &c)
+        .ack(SpaceId::Data, [0..=top, 0..=top], ms(0), t0 + ms(40), &c)
         .unwrap();
     assert!(out.acked.is_empty());
 
@@ -529,7 +580,7 @@ fn huge_ack_range_costs_only_the_tracked_packets() {
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
     ld.on_packet_sent(SpaceId::Data, top, pkt(t0, top));
     assert_eq!(
-        ld.on_ack_received(SpaceId::Data, [0..=top], ms(0), t0, &c),
+        ld.ack(SpaceId::Data, [0..=top], ms(0), t0, &c),
         Err(AckError::UnsentPacket {
             space: SpaceId::Data,
             pn: 1
@@ -544,15 +595,11 @@ fn duplicate_ack_returns_nothing_new() {
     let c = ctx(true);
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
     ld.on_packet_sent(SpaceId::Data, 1, pkt(t0, 1));
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(20), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [0..=1], ms(0), t0 + ms(20), &c).unwrap();
     assert_eq!(pns(&out.acked), [0, 1]);
     let smoothed = ld.rtt().smoothed();
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=1], ms(0), t0 + ms(90), &c)
-        .unwrap();
-    assert_eq!(out, AckOutcome::default());
+    let out = ld.ack(SpaceId::Data, [0..=1], ms(0), t0 + ms(90), &c).unwrap();
+    assert_eq!(out, Outcome::default());
     assert_eq!(ld.rtt().smoothed(), smoothed);
     assert_eq!(ld.rtt().latest(), ms(20));
 }
@@ -564,12 +611,10 @@ fn empty_ranges_are_ignored() {
     let c = ctx(true);
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
     #[allow(clippy::reversed_empty_ranges)]
-    let out = ld.on_ack_received(SpaceId::Data, [5..=1], ms(0), t0, &c).unwrap();
-    assert_eq!(out, AckOutcome::default());
-    let out = ld
-        .on_ack_received(SpaceId::Data, std::iter::empty(), ms(0), t0, &c)
-        .unwrap();
-    assert_eq!(out, AckOutcome::default());
+    let out = ld.ack(SpaceId::Data, [5..=1], ms(0), t0, &c).unwrap();
+    assert_eq!(out, Outcome::default());
+    let out = ld.ack(SpaceId::Data, std::iter::empty(), ms(0), t0, &c).unwrap();
+    assert_eq!(out, Outcome::default());
     assert_eq!(ld.largest_acked(SpaceId::Data), None);
 }
 
@@ -588,9 +633,7 @@ fn packets_not_in_flight_are_not_retained() {
     assert_eq!(ld.bytes_in_flight(), 0);
     assert_eq!(ld.next_packet_number(SpaceId::Data), 1);
     // Acknowledging it is legal (it was sent) and changes nothing.
-    let out = ld
-        .on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(5), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(5), &c).unwrap();
     assert!(out.acked.is_empty());
     assert_eq!(ld.timeout(&c), None);
 }
@@ -603,11 +646,11 @@ fn skipped_numbers_are_remembered_up_to_a_bound() {
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
     ld.skip_packet_number(SpaceId::Data, 1);
     ld.on_packet_sent(SpaceId::Data, 2, pkt(t0, 2));
-    ld.on_ack_received(SpaceId::Data, [2..=2, 0..=0], ms(0), t0 + ms(5), &c)
+    ld.ack(SpaceId::Data, [2..=2, 0..=0], ms(0), t0 + ms(5), &c)
         .unwrap();
     // Everything sent is acknowledged, yet a range over the skipped 1 is still a lie (it could cover
     // future packets too).
-    assert!(ld.on_ack_received(SpaceId::Data, [0..=2], ms(0), t0, &c).is_err());
+    assert!(ld.ack(SpaceId::Data, [0..=2], ms(0), t0, &c).is_err());
     // Each skip is a separate range; only the most recent MAX_UNSENT_RANGES are kept.
     for i in 0..(MAX_UNSENT_RANGES as u64 + 10) {
         let pn = ld.next_packet_number(SpaceId::Data);
@@ -615,10 +658,10 @@ fn skipped_numbers_are_remembered_up_to_a_bound() {
         ld.on_packet_sent(SpaceId::Data, pn + 1, pkt(t0, i));
     }
     assert_eq!(ld.spaces[SpaceId::Data.index()].unsent.len(), MAX_UNSENT_RANGES);
-    assert!(ld.on_ack_received(SpaceId::Data, [1..=1], ms(0), t0, &c).is_ok());
+    assert!(ld.ack(SpaceId::Data, [1..=1], ms(0), t0, &c).is_ok());
     let last_skipped = ld.next_packet_number(SpaceId::Data) - 2;
     assert!(ld
-        .on_ack_received(SpaceId::Data, [last_skipped..=last_skipped], ms(0), t0, &c)
+        .ack(SpaceId::Data, [last_skipped..=last_skipped], ms(0), t0, &c)
         .is_err());
 }
 
@@ -629,8 +672,7 @@ fn persistent_congestion() {
         let mut ld = server();
         let c = ctx(true);
         ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
-        ld.on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c)
-            .unwrap();
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
         // smoothed 100, rttvar 50: (100 + 200 + 25) * 3 = 975 ms.
         assert_eq!(ld.persistent_congestion_duration(ms(25)), ms(975));
         for (pn, at) in [(1, 200), (2, 700), (3, 1300), (4, 1400)] {
@@ -638,7 +680,7 @@ fn persistent_congestion() {
         }
         // 1, 2 and 3 are lost by time; 1 and 3 were sent 1100 ms apart.
         let out = ld
-            .on_ack_received(SpaceId::Data, ranges.clone(), ms(0), t0 + ms(1500), &c)
+            .ack(SpaceId::Data, ranges.clone(), ms(0), t0 + ms(1500), &c)
             .unwrap();
         assert!(out.lost.len() >= 2);
         assert_eq!(out.persistent_congestion, expected, "{ranges:?}");
@@ -654,17 +696,14 @@ fn lost_mtu_probes_do_not_establish_persistent_congestion() {
         let mut ld = server();
         let c = ctx(true);
         ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
-        ld.on_ack_received(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c)
-            .unwrap();
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
         for (pn, at) in [(1, 200), (2, 700), (3, 1300), (4, 1400)] {
             let mut p = pkt(t0 + ms(at), pn);
             // 1 and 3 would be the ends of a 1100 ms period (the threshold is 975 ms).
             p.mtu_probe = probe_at_end && pn == 3;
             ld.on_packet_sent(SpaceId::Data, pn, p);
         }
-        let out = ld
-            .on_ack_received(SpaceId::Data, [4..=4], ms(0), t0 + ms(1500), &c)
-            .unwrap();
+        let out = ld.ack(SpaceId::Data, [4..=4], ms(0), t0 + ms(1500), &c).unwrap();
         assert_eq!(pns(&out.lost), [1, 2, 3]);
         assert_eq!(
             out.persistent_congestion, expected,
@@ -681,9 +720,7 @@ fn losses_before_the_first_rtt_sample_are_not_persistent_congestion() {
     for (pn, at) in [(0, 0), (1, 2000), (2, 4000), (3, 6000)] {
         ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(at), pn));
     }
-    let out = ld
-        .on_ack_received(SpaceId::Data, [3..=3], ms(0), t0 + ms(6100), &c)
-        .unwrap();
+    let out = ld.ack(SpaceId::Data, [3..=3], ms(0), t0 + ms(6100), &c).unwrap();
     assert_eq!(pns(&out.lost), [0, 1, 2]);
     assert!(!out.persistent_congestion);
 }
@@ -822,7 +859,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                     }
                 }
                 let before = ld.bytes_in_flight();
-                let res = ld.on_ack_received(SpaceId::ALL[space], list, ms(u64::from(delay_ms)), now, &c);
+                let res = ld.ack(SpaceId::ALL[space], list, ms(u64::from(delay_ms)), now, &c);
                 match res {
                     Ok(out) => {
                         let gone: u64 = out
@@ -865,4 +902,42 @@ proptest! {
     ) {
         run_ops(server_side, confirmed, hs_keys, amp, &ops);
     }
+}
+
+/// Each newly acknowledged packet reaches the callback once, in its slot's order within a range, after
+/// the RTT sample this ACK produced (the congestion controller reads that estimate), and then is gone.
+#[test]
+fn acknowledged_packets_reach_the_callback_after_the_rtt_sample() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    for pn in 0..6 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(pn), pn));
+    }
+    let mut seen = Vec::new();
+    let out = ld
+        .on_ack_received(
+            SpaceId::Data,
+            [4..=5, 0..=2],
+            ms(0),
+            t0 + ms(105),
+            &c,
+            |rtt, pn, p| {
+                assert_eq!(rtt.latest(), ms(100), "the sample from packet 5, sent at 5 ms");
+                seen.push((pn, p.data));
+            },
+        )
+        .unwrap();
+    // Ranges in the order given, each ascending.
+    assert_eq!(seen, [(4, 4), (5, 5), (0, 0), (1, 1), (2, 2)]);
+    assert_eq!(out.acked, 5);
+    assert!(out.rtt_sampled);
+    // Acknowledged again: nothing newly acknowledged, the callback is not called.
+    let again = ld
+        .on_ack_received(SpaceId::Data, [0..=5], ms(0), t0 + ms(110), &c, |_, pn, _| {
+            assert_eq!(pn, 3, "only packet 3 was still in flight");
+        })
+        .unwrap();
+    assert_eq!(again.acked, 1);
+    assert_eq!(ld.bytes_in_flight(), 0);
 }
