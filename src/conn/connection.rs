@@ -1149,8 +1149,10 @@ impl Connection {
 
     /// A datagram routed to this connection (possibly several coalesced packets).
     pub(crate) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        // The address is read where the caller wrote it: copying it out whole stalled on the narrower
+        // stores that had just built it.
         let Datagram {
-            remote,
+            ref remote,
             local,
             ecn,
             payload,

@@ -26,7 +26,7 @@ impl Connection {
     pub(crate) fn receive(
         &mut self,
         now: Instant,
-        remote: SocketAddr,
+        remote: &SocketAddr,
         local_ip: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         mut datagram: BytesMut,
@@ -49,7 +49,7 @@ impl Connection {
             State::Handshake | State::Established => {}
         }
         let len = datagram.len();
-        if remote == self.path.remote {
+        if *remote == self.path.remote {
             self.on_datagram_received(len);
         } else if self.side.is_client() || !self.handshake_confirmed {
             // Servers do not move (RFC 9000 §9.6 preferred_address is not offered), and a client may not
@@ -69,7 +69,10 @@ impl Connection {
         let cid_len = self.local_cid.len();
         let mut first_dcid = None;
         while !datagram.is_empty() {
-            let Ok(header) = ProtectedHeader::decode(&datagram, cid_len) else {
+            // The header is used where the decoder left it, by reference: moving it out of the `Result`
+            // copied it with wide reads of the narrow stores just made (a store-forwarding stall).
+            let decoded = ProtectedHeader::decode(&datagram, cid_len);
+            let Ok(header) = &decoded else {
                 self.stats.packets_dropped += 1;
                 return;
             };
@@ -90,7 +93,7 @@ impl Connection {
                 datagram.split_to(len)
             };
             let short = matches!(header, ProtectedHeader::Short { .. });
-            match self.handle_packet(now, ecn, &header, packet, path) {
+            match self.handle_packet(now, ecn, header, packet, path) {
                 Ok(()) => {}
                 Err(Some(error)) => {
                     self.close_with_error(now, error);
@@ -115,7 +118,7 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         header: &ProtectedHeader,
         mut packet: BytesMut,
-        (remote, local_ip, datagram_len): (SocketAddr, Option<IpAddr>, usize),
+        (remote, local_ip, datagram_len): (&SocketAddr, Option<IpAddr>, usize),
     ) -> Result<(), Option<TransportError>> {
         let space = match header {
             ProtectedHeader::VersionNegotiation { .. } => {
@@ -261,17 +264,20 @@ impl Connection {
         bytes::Buf::advance(&mut payload, plain.header_len);
         #[cfg(feature = "qlog")]
         self.qlog.packet_received(now, space, pn, packet_len, &payload);
-        let moved = remote != self.path.remote;
+        let moved = *remote != self.path.remote;
         let response_owed = self.path_response;
         let dcid = header.dcid();
-        let (ack_eliciting, probing) = self.process_frames(now, space, payload, dcid).map_err(Some)?;
+        // The payload goes by reference: a copy of it, just built by narrow stores, stalled on the wide reads.
+        let (ack_eliciting, probing) = self
+            .process_frames(now, space, &mut payload, dcid)
+            .map_err(Some)?;
         if self.is_closed() {
             return Ok(());
         }
         if moved {
             if !probing && newest && space == SpaceId::Data {
                 // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
-                self.migrate(now, remote, local_ip, datagram_len);
+                self.migrate(now, *remote, local_ip, datagram_len);
             } else if self.path_response != response_owed {
                 // A PATH_CHALLENGE probing another path: answering it on this path would be wrong, and
                 // probing a new path (active migration) is not supported: no answer.
@@ -295,7 +301,7 @@ impl Connection {
         &mut self,
         now: Instant,
         space: SpaceId,
-        mut payload: Bytes,
+        payload: &mut Bytes,
         dcid: &ConnectionId,
     ) -> Result<(bool, bool), TransportError> {
         let mut ack_eliciting = false;
@@ -305,7 +311,7 @@ impl Connection {
         while pos < payload.len() {
             // STREAM frames, most of the traffic, are decoded straight into what the streams take; the
             // last one of a packet takes the payload buffer itself.
-            if let Some(frame) = StreamFrame::decode_owned(&mut payload, &mut pos) {
+            if let Some(frame) = StreamFrame::decode_owned(payload, &mut pos) {
                 let frame = frame.map_err(TransportError::from)?;
                 let ty = frame.frame_type(true);
                 // RFC 9000 §12.4: STREAM is not permitted in Initial and Handshake packets.
@@ -320,7 +326,7 @@ impl Connection {
                 self.streams.on_stream(frame).map_err(|e| e.with_frame(ty))?;
                 continue;
             }
-            let mut r = Reader::from_bytes(&payload);
+            let mut r = Reader::from_bytes(payload);
             let frame = r
                 .skip(pos)
                 .map_err(|kind| FrameError { frame_type: 0, kind })
@@ -712,12 +718,12 @@ impl Connection {
     }
 
     /// As [`inject_payload`](Self::inject_payload), for a packet of `space` sent to our handshake ID.
-    fn inject_payload_in(&mut self, now: Instant, space: SpaceId, payload: Bytes) {
+    fn inject_payload_in(&mut self, now: Instant, space: SpaceId, mut payload: Bytes) {
         if !matches!(self.state, State::Handshake | State::Established) || self.one_rtt.is_none() {
             return;
         }
         let dcid = self.local_cid;
-        if let Err(e) = self.process_frames(now, space, payload, &dcid) {
+        if let Err(e) = self.process_frames(now, space, &mut payload, &dcid) {
             self.close_with_error(now, e);
         }
     }
