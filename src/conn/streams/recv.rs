@@ -228,6 +228,7 @@ impl RecvStream {
     ///
     /// With `data_only`, the end and a reset are not reported (and stay to be reported): the result is
     /// then `Err(Blocked)`.
+    #[inline]
     pub(super) fn read_chunk(&mut self, max: usize, data_only: bool) -> Result<Option<Bytes>, ReadError> {
         if self.app_done || self.stopped.is_some() {
             return Err(ReadError::ClosedStream);
