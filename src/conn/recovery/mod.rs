@@ -39,6 +39,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use tinyvec::TinyVec;
+
 use self::sent::SentPackets;
 use super::SpaceId;
 use crate::wire::TransportError;
@@ -370,17 +372,20 @@ impl<T> LossDetection<T> {
     /// Processes the ranges of an ACK frame received in `space` at `now` (RFC 9002 Appendix A.7
     /// OnAckReceived, A.10 DetectAndRemoveLostPackets).
     ///
-    /// `ranges` are the acknowledged ranges (highest first, as [`AckRanges`] yields them, though the
-    /// order does not matter); it is walked twice, once to validate before anything changes. `ack_delay`
+    /// `ranges` are the acknowledged ranges, disjoint (highest first, as [`AckRanges`] yields them,
+    /// though the order does not matter); it is walked three times: to validate before anything
+    /// changes, to find an ack-eliciting packet for the RTT sample, and to note the ranges. `ack_delay`
     /// is the decoded ACK Delay; it is ignored in the Initial space (RFC 9002 §5.3). Empty ranges are
     /// skipped.
     ///
     /// Each newly acknowledged packet is handed to `on_acked`, with the RTT estimate already updated by
     /// this ACK, and then dropped where it lies: records are not moved out to a list. The packets come
-    /// range by range in the order of `ranges`, ascending within each; loss detection runs after them.
+    /// in ascending order of packet number (in-order acknowledgement is the cheap case for the send
+    /// buffers, and events follow the order packets were sent); loss detection runs after them.
     ///
-    /// The work is proportional to the number of ranges plus the packets they newly acknowledge and
-    /// the tracked packets below the largest acknowledged one, never to the width of a range.
+    /// The work is proportional to the number of ranges (times its logarithm, to order them) plus the
+    /// packets they newly acknowledge and the tracked packets below the largest acknowledged one, never
+    /// to the width of a range.
     ///
     /// [`AckRanges`]: crate::wire::frame::AckRanges
     pub(crate) fn on_ack_received<I>(
@@ -443,12 +448,18 @@ impl<T> LossDetection<T> {
             }
         }
 
-        // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot.
+        // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot, lowest
+        // range first. An ACK without loss has one range; the bounds of eight stay on the stack.
+        let mut ascending: TinyVec<[(u64, u64); 8]> = ranges
+            .filter(|r| !r.is_empty())
+            .map(|r| (*r.start(), *r.end()))
+            .collect();
+        ascending.sort_unstable();
         let rtt = &self.rtt;
-        for range in ranges.filter(|r| !r.is_empty()) {
+        for &(lo, hi) in ascending.iter() {
             let (bytes_in_flight, ack_eliciting_in_flight) =
                 (&mut s.bytes_in_flight, &mut s.ack_eliciting_in_flight);
-            s.sent.drain_range(range, |pn, p| {
+            s.sent.drain_range(lo..=hi, |pn, p| {
                 *bytes_in_flight = bytes_in_flight.saturating_sub(u64::from(p.size));
                 if p.ack_eliciting {
                     *ack_eliciting_in_flight = ack_eliciting_in_flight.saturating_sub(1);

@@ -194,7 +194,10 @@ impl StreamFrame {
     /// case: STREAM is the last frame of most packets), `payload` itself becomes the data and is left
     /// empty, which spares a reference count increment and decrement per packet.
     #[inline]
-    pub fn decode_owned(payload: &mut Bytes, pos: &mut usize) -> Option<Result<StreamFrame, FrameError>> {
+    pub(crate) fn decode_owned(
+        payload: &mut Bytes,
+        pos: &mut usize,
+    ) -> Option<Result<StreamFrame, FrameError>> {
         // Only the minimal, one-byte encodings of the types; a longer one goes through `Frame::decode`.
         let frame_type = u64::from(*payload.get(*pos)?);
         if !(ty::STREAM..=ty::STREAM_LAST).contains(&frame_type) {
