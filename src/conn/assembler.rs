@@ -205,8 +205,8 @@ impl Assembler {
         Some(data)
     }
 
-    /// Drops every chunk held, keeping the ready queue's storage if it has at most `keep` slots (the
-    /// assembler is about to be reused through [`Assembler::reuse_storage`]).
+    /// Drops every chunk held, keeping the ready queue's storage only if it has at most `keep` slots
+    /// (for [`Assembler::reuse_storage`]; [`Assembler::clear`] keeps none).
     pub(crate) fn release(&mut self, keep: usize) {
         if self.ready.capacity() > keep {
             self.ready = VecDeque::new();
@@ -218,22 +218,19 @@ impl Assembler {
         self.buffered = 0;
     }
 
-    /// Takes the ready queue's storage from `old`, emptied, for this (new) assembler.
+    /// Takes the ready queue's storage from `old`, emptied by [`Assembler::release`], for this (new)
+    /// assembler.
     pub(crate) fn reuse_storage(&mut self, old: Assembler) {
-        let mut ready = old.ready;
-        ready.clear();
+        debug_assert!(old.ready.is_empty(), "released before reuse");
         if self.ready.is_empty() {
-            self.ready = ready;
+            self.ready = old.ready;
         }
     }
 
     /// Drops everything held (the space or stream is gone).
     pub(crate) fn clear(&mut self) {
         // Storage released too: a discarded space or a reset stream holds none.
-        self.ready = VecDeque::new();
-        self.chunks.clear();
-        self.ready_end = self.read_offset;
-        self.buffered = 0;
+        self.release(0);
     }
 }
 

@@ -316,10 +316,7 @@ impl Connection {
                 let ty = frame.frame_type(true);
                 // RFC 9000 §12.4: STREAM is not permitted in Initial and Handshake packets.
                 if space != SpaceId::Data {
-                    return Err(
-                        TransportError::protocol_violation("frame not allowed in this packet type")
-                            .with_frame(ty),
-                    );
+                    return Err(not_allowed_in_packet_type(ty));
                 }
                 ack_eliciting = true;
                 probing = false;
@@ -338,10 +335,7 @@ impl Connection {
             let ty = frame.frame_type();
             // RFC 9000 §12.4: a frame not permitted in the packet type is a PROTOCOL_VIOLATION.
             if space != SpaceId::Data && !frame.allowed_in_initial_or_handshake() {
-                return Err(
-                    TransportError::protocol_violation("frame not allowed in this packet type")
-                        .with_frame(ty),
-                );
+                return Err(not_allowed_in_packet_type(ty));
             }
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
@@ -625,6 +619,11 @@ impl Connection {
         s.crypto_send.requeue_unacked();
         Ok(())
     }
+}
+
+/// RFC 9000 §12.4: a frame of type `ty` in a packet type that does not permit it.
+fn not_allowed_in_packet_type(ty: u64) -> TransportError {
+    TransportError::protocol_violation("frame not allowed in this packet type").with_frame(ty)
 }
 
 /// The parts of a connection that a newly acknowledged packet updates, besides loss recovery and

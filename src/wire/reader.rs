@@ -94,12 +94,8 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn read_bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         let start = self.pos;
-        let s = self.read_slice(n)?;
-        Ok(match self.owner {
-            // `buf` is the owner's whole content, so positions index it directly.
-            Some(owner) => owner.slice(start..self.pos),
-            None => Bytes::copy_from_slice(s),
-        })
+        self.skip(n)?;
+        Ok(self.bytes_of(start..self.pos))
     }
 
     /// The bytes at `range` of the buffer (a range this reader has read past): a zero-copy slice when the
@@ -108,6 +104,7 @@ impl<'a> Reader<'a> {
     pub fn bytes_of(&self, range: std::ops::Range<usize>) -> Bytes {
         match (self.owner, self.buf.get(range.clone())) {
             (_, None) => Bytes::new(),
+            // `buf` is the owner's whole content, so positions index it directly.
             (Some(owner), Some(_)) => owner.slice(range),
             (None, Some(s)) => Bytes::copy_from_slice(s),
         }

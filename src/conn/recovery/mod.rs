@@ -373,10 +373,9 @@ impl<T> LossDetection<T> {
     /// OnAckReceived, A.10 DetectAndRemoveLostPackets).
     ///
     /// `ranges` are the acknowledged ranges, disjoint (highest first, as [`AckRanges`] yields them,
-    /// though the order does not matter); it is walked three times: to validate before anything
-    /// changes, to find an ack-eliciting packet for the RTT sample, and to note the ranges. `ack_delay`
-    /// is the decoded ACK Delay; it is ignored in the Initial space (RFC 9002 §5.3). Empty ranges are
-    /// skipped.
+    /// though the order does not matter); it is walked once, and validated before anything changes.
+    /// `ack_delay` is the decoded ACK Delay; it is ignored in the Initial space (RFC 9002 §5.3). Empty
+    /// ranges are skipped.
     ///
     /// Each newly acknowledged packet is handed to `on_acked`, with the RTT estimate already updated by
     /// this ACK, and then dropped where it lies: records are not moved out to a list. The packets come
@@ -399,22 +398,24 @@ impl<T> LossDetection<T> {
     ) -> Result<AckOutcome<T>, AckError>
     where
         I: IntoIterator<Item = RangeInclusive<u64>>,
-        I::IntoIter: Clone,
     {
-        let ranges = ranges.into_iter();
         let s = &mut self.spaces[space.index()];
 
+        // One walk over the ranges validates them and notes their bounds, lowest range first afterwards:
+        // packets are handed over in ascending order. An ACK without loss has one range; the bounds of
+        // eight stay on the stack.
         // RFC 9000 §13.1: an acknowledgment of a packet we did not send is a PROTOCOL_VIOLATION.
-        let mut largest = None;
-        for range in ranges.clone().filter(|r| !r.is_empty()) {
+        let mut ascending: TinyVec<[(u64, u64); 8]> = TinyVec::new();
+        for range in ranges.into_iter().filter(|r| !r.is_empty()) {
             if let Some(pn) = s.first_unsent_in(&range) {
                 return Err(AckError::UnsentPacket { space, pn });
             }
-            largest = largest.max(Some(*range.end()));
+            ascending.push((*range.start(), *range.end()));
         }
-        let Some(largest) = largest else {
+        let Some(largest) = ascending.iter().map(|&(_, hi)| hi).max() else {
             return Ok(AckOutcome::default());
         };
+        ascending.sort_unstable();
 
         if space == SpaceId::Handshake {
             // Appendix A.8 PeerCompletedAddressValidation: "has received Handshake ACK".
@@ -429,10 +430,9 @@ impl<T> LossDetection<T> {
         if let Some((_, newest)) = s.sent.range(largest..=largest).next() {
             outcome.largest_acked_time_sent = Some(newest.time_sent);
             let eliciting = newest.ack_eliciting
-                || ranges
-                    .clone()
-                    .filter(|r| !r.is_empty())
-                    .any(|r| s.sent.range(r).any(|(_, p)| p.ack_eliciting));
+                || ascending
+                    .iter()
+                    .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
             if eliciting {
                 let latest_rtt = now.saturating_duration_since(newest.time_sent);
                 // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
@@ -448,13 +448,7 @@ impl<T> LossDetection<T> {
             }
         }
 
-        // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot, lowest
-        // range first. An ACK without loss has one range; the bounds of eight stay on the stack.
-        let mut ascending: TinyVec<[(u64, u64); 8]> = ranges
-            .filter(|r| !r.is_empty())
-            .map(|r| (*r.start(), *r.end()))
-            .collect();
-        ascending.sort_unstable();
+        // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot.
         let rtt = &self.rtt;
         for &(lo, hi) in ascending.iter() {
             let (bytes_in_flight, ack_eliciting_in_flight) =

@@ -37,7 +37,7 @@ fn pkt(t: Instant, data: u64) -> SentPacket<u64> {
 
 /// What [`LossDetection::on_ack_received`] returns, with the packets it handed to its callback collected
 /// in ascending order, as the tests check them.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Outcome<T> {
     acked: Vec<(u64, SentPacket<T>)>,
     lost: Vec<(u64, SentPacket<T>)>,
@@ -46,19 +46,7 @@ struct Outcome<T> {
     persistent_congestion: bool,
 }
 
-impl<T> Default for Outcome<T> {
-    fn default() -> Self {
-        Self {
-            acked: Vec::new(),
-            lost: Vec::new(),
-            largest_acked_time_sent: None,
-            rtt_sampled: false,
-            persistent_congestion: false,
-        }
-    }
-}
-
-trait Ack<T> {
+impl<T: Clone> LossDetection<T> {
     fn ack<I>(
         &mut self,
         space: SpaceId,
@@ -69,21 +57,6 @@ trait Ack<T> {
     ) -> Result<Outcome<T>, AckError>
     where
         I: IntoIterator<Item = RangeInclusive<u64>>,
-        I::IntoIter: Clone;
-}
-
-impl<T: Clone> Ack<T> for LossDetection<T> {
-    fn ack<I>(
-        &mut self,
-        space: SpaceId,
-        ranges: I,
-        ack_delay: Duration,
-        now: Instant,
-        ctx: &RecoveryContext,
-    ) -> Result<Outcome<T>, AckError>
-    where
-        I: IntoIterator<Item = RangeInclusive<u64>>,
-        I::IntoIter: Clone,
     {
         let mut acked = Vec::new();
         let out = self.on_ack_received(space, ranges, ack_delay, now, ctx, |_, pn, p| {

@@ -120,8 +120,8 @@ impl SendStream {
     pub(super) fn reusing(old: Option<SendStream>, max_data: u64) -> Self {
         let mut fresh = Self::new(max_data);
         if let Some(old) = old {
+            debug_assert!(old.data.is_empty(), "released before reuse");
             fresh.data = old.data;
-            fresh.data.clear();
         }
         fresh
     }
