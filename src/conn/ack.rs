@@ -37,14 +37,19 @@ pub(crate) struct AckConfig {
     pub(crate) max_tracked_ranges: usize,
 }
 
+impl AckConfig {
+    /// RFC 9000's defaults (the same as `TransportConfig`'s).
+    pub(crate) const DEFAULT: AckConfig = AckConfig {
+        max_ack_delay: Duration::from_millis(25),
+        ack_eliciting_threshold: 2,
+        max_ack_ranges: 64,
+        max_tracked_ranges: 256,
+    };
+}
+
 impl Default for AckConfig {
     fn default() -> Self {
-        Self {
-            max_ack_delay: Duration::from_millis(25),
-            ack_eliciting_threshold: 2,
-            max_ack_ranges: 64,
-            max_tracked_ranges: 256,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -84,7 +89,7 @@ impl ReceivedPackets {
     }
 
     /// Nothing received yet in `space`.
-    pub(crate) fn new(space: SpaceId, config: AckConfig) -> Self {
+    pub(crate) const fn new(space: SpaceId, config: AckConfig) -> Self {
         Self {
             space,
             config,

@@ -18,7 +18,7 @@ pub(crate) enum AssembleError {
 
 /// Chunks above a read offset: the in-order run that can be read now in a queue, the chunks beyond the
 /// first gap in an ordered map.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Assembler {
     /// Bytes before this offset were handed out.
     read_offset: u64,
@@ -31,6 +31,12 @@ pub(crate) struct Assembler {
     chunks: BTreeMap<u64, Bytes>,
     /// Sum of the chunk lengths.
     buffered: usize,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 /// Contiguous pieces are merged while the result stays within this many bytes.
@@ -82,6 +88,15 @@ fn merge_small(prev: &mut Bytes, piece: &Bytes) -> bool {
 }
 
 impl Assembler {
+    /// Nothing received yet, read offset 0.
+    pub(crate) const EMPTY: Assembler = Assembler {
+        read_offset: 0,
+        ready: VecDeque::new(),
+        ready_end: 0,
+        chunks: BTreeMap::new(),
+        buffered: 0,
+    };
+
     /// Separate pieces held.
     pub(crate) fn fragments(&self) -> usize {
         self.ready.len() + self.chunks.len()

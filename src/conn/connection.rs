@@ -4,11 +4,12 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::ack::{AckConfig, ReceivedPackets};
+use super::ack::AckConfig;
 use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
 use super::datagrams::{Datagrams, SendDatagramError};
@@ -17,7 +18,7 @@ use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
 use super::recovery::{LossDetection, RecoveryContext, SentPacket, TimeoutOutcome};
 use super::send::FIRST_PN_SKIP_PERIOD;
-use super::spaces::{CryptoSend, PacketSpace, SentFrames};
+use super::spaces::{CryptoSend, SentFrames, Spaces};
 use super::streams::Streams;
 use super::tokens::NewTokens;
 use super::SpaceId;
@@ -190,7 +191,7 @@ pub(crate) struct Connection {
     pub(crate) side: Side,
     pub(crate) version: u32,
     pub(crate) state: State,
-    pub(crate) config: TransportConfig,
+    pub(crate) config: Arc<TransportConfig>,
     pub(crate) session: Box<dyn Session>,
     /// Wire-visible randomness of this connection (derived from the endpoint's seed).
     pub(crate) rng: Rng,
@@ -198,7 +199,7 @@ pub(crate) struct Connection {
     /// A validation of a new peer address in progress (RFC 9000 §8.2, §9).
     pub(crate) path_validation: Option<PathValidation>,
     /// Initial, Handshake, Data.
-    pub(crate) spaces: [PacketSpace; 3],
+    pub(crate) spaces: Spaces,
     pub(crate) one_rtt: Option<OneRttKeys>,
     pub(crate) recovery: LossDetection<SentFrames>,
     /// The space TLS writes into.
@@ -327,7 +328,7 @@ impl Connection {
         now: Instant,
         side: Side,
         version: u32,
-        config: TransportConfig,
+        config: Arc<TransportConfig>,
         session: Box<dyn Session>,
         path: Path,
         local_cid: ConnectionId,
@@ -343,7 +344,7 @@ impl Connection {
             max_ack_ranges: config.max_ack_ranges.max(1),
             max_tracked_ranges: config.max_tracked_ack_ranges.max(1),
         };
-        let spaces = SpaceId::ALL.map(|s| PacketSpace::new(ReceivedPackets::new(s, ack_config)));
+        let spaces = Spaces::new(ack_config);
         let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt);
         let mtud = MtuDiscovery::new(mtu, config.mtu_discovery);
         let streams = Streams::new(side, &config.streams);
@@ -442,7 +443,7 @@ impl Connection {
             now,
             Side::Client,
             config.version,
-            config.transport.clone(),
+            Arc::new(config.transport.clone()),
             Box::new(session),
             path,
             local_cid,
@@ -458,15 +459,19 @@ impl Connection {
     }
 
     /// A server connection for a client's first Initial; feed that datagram with `handle_datagram` next.
+    ///
+    /// `transport` is `config.transport`, shared by all the endpoint's server connections (`config`
+    /// gives the TLS configuration).
     pub(crate) fn new_server(
         now: Instant,
         config: &ServerConfig,
+        transport: &Arc<TransportConfig>,
         info: IncomingInfo,
         local_cid: ConnectionId,
         hold: bool,
         rng: Rng,
     ) -> Result<Self, TransportError> {
-        let mut params = local_params(&config.transport, local_cid);
+        let mut params = local_params(transport, local_cid);
         params.original_destination_connection_id = Some(info.original_dcid);
         // RFC 9000 §18.2: the server gives the reset token of its handshake connection ID.
         params.stateless_reset_token = Some(info.reset_token);
@@ -483,13 +488,13 @@ impl Connection {
             validated: info.validated,
             bytes_received: 0,
             bytes_sent: 0,
-            mtu: config.transport.mtu.max(1200),
+            mtu: transport.mtu.max(1200),
         };
         let mut conn = Self::new(
             now,
             Side::Server,
             info.version,
-            config.transport.clone(),
+            Arc::clone(transport),
             Box::new(session),
             path,
             local_cid,
@@ -638,6 +643,7 @@ impl Connection {
         s.received.forget();
         s.probes = 0;
         s.ping_pending = false;
+        self.spaces.release_discarded();
         drop(self.recovery.discard_space(space));
     }
 
@@ -791,7 +797,7 @@ impl Connection {
         if !self.hold {
             consider(self.recovery.timeout(&self.recovery_ctx()));
             if !self.amplification_blocked() {
-                for s in &self.spaces {
+                for s in self.spaces.iter() {
                     if !s.discarded {
                         consider(s.received.ack_deadline());
                     }
@@ -807,6 +813,7 @@ impl Connection {
 
     /// Runs whatever timers expired at `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.spaces.release_discarded();
         match self.state {
             State::Closing { until } | State::Draining { until } => {
                 if now >= until {

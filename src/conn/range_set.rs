@@ -33,7 +33,7 @@ impl Default for RangeSet {
 
 impl RangeSet {
     /// An empty set without a cap on the number of ranges.
-    pub(crate) fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             map: BTreeMap::new(),
             max_ranges: usize::MAX,
@@ -42,10 +42,10 @@ impl RangeSet {
 
     /// An empty set keeping at most `max_ranges` ranges (a cap of 0 is treated as 1); inserting beyond
     /// the cap drops the lowest range.
-    pub(crate) fn with_max_ranges(max_ranges: usize) -> Self {
+    pub(crate) const fn with_max_ranges(max_ranges: usize) -> Self {
         Self {
             map: BTreeMap::new(),
-            max_ranges: max_ranges.max(1),
+            max_ranges: if max_ranges == 0 { 1 } else { max_ranges },
         }
     }
 

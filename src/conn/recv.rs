@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
-use super::spaces::{PacketSpace, SentFrames};
+use super::spaces::{SentFrames, Spaces};
 use super::streams::Streams;
 use super::SpaceId;
 use crate::crypto::{connection_initial_keys, verify_retry_tag, Keys};
@@ -630,7 +630,7 @@ fn not_allowed_in_packet_type(ty: u64) -> TransportError {
 /// congestion control: borrowed apart from the loss detector, which holds the packet's record meanwhile.
 struct Acked<'a> {
     space: SpaceId,
-    spaces: &'a mut [PacketSpace; 3],
+    spaces: &'a mut Spaces,
     streams: &'a mut Streams,
     one_rtt: &'a mut Option<OneRttKeys>,
     mtud: &'a mut MtuDiscovery,

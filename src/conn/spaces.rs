@@ -3,10 +3,11 @@
 
 use tinyvec::TinyVec;
 
-use super::ack::ReceivedPackets;
+use super::ack::{AckConfig, ReceivedPackets};
 use super::assembler::Assembler;
 use super::range_set::RangeSet;
 use super::streams::StreamsSent;
+use super::SpaceId;
 use crate::crypto::Keys;
 
 /// What a sent packet carried that matters once it is acknowledged or lost.
@@ -56,7 +57,7 @@ pub(crate) struct RareFrames {
 }
 
 /// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CryptoSend {
     /// The bytes written at this level from stream offset `base` on. Handshake flights are a few
     /// kilobytes and the space is dropped with its keys; in the 1-RTT space (session tickets), the
@@ -72,7 +73,22 @@ pub(crate) struct CryptoSend {
     acked: RangeSet,
 }
 
+impl Default for CryptoSend {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 impl CryptoSend {
+    /// Nothing written yet.
+    pub(crate) const EMPTY: CryptoSend = CryptoSend {
+        data: Vec::new(),
+        base: 0,
+        sent: 0,
+        retransmit: RangeSet::new(),
+        acked: RangeSet::new(),
+    };
+
     /// Appends bytes from TLS.
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);
@@ -201,11 +217,142 @@ impl PacketSpace {
             ping_pending: false,
         }
     }
+
+    /// A discarded space with nothing in it: what a released Initial or Handshake space reads as.
+    const fn discarded(space: SpaceId) -> Self {
+        Self {
+            keys: None,
+            discarded: true,
+            crypto_send: CryptoSend::EMPTY,
+            crypto_recv: Assembler::EMPTY,
+            received: ReceivedPackets::new(space, AckConfig::DEFAULT),
+            probes: 0,
+            ping_pending: false,
+        }
+    }
+}
+
+/// What the Initial and Handshake spaces read as once released.
+static RELEASED: [PacketSpace; 2] = [
+    PacketSpace::discarded(SpaceId::Initial),
+    PacketSpace::discarded(SpaceId::Handshake),
+];
+
+/// The three packet number spaces, indexed by [`SpaceId::index`].
+///
+/// The Initial and Handshake spaces share one box, which is freed once both are discarded (RFC 9001
+/// §4.9): an established connection holds only the application data space, about 0.9 KB less per
+/// connection. A released space reads as discarded and empty. Mutable access to one re-creates the box
+/// in that state, without a panic (the connection releases it again at its next timer); the
+/// connection's code paths check `discarded` first, so this is not expected to happen.
+#[derive(Debug)]
+pub(crate) struct Spaces {
+    handshake: Option<Box<[PacketSpace; 2]>>,
+    data: PacketSpace,
+}
+
+impl Spaces {
+    /// Fresh spaces without keys, acknowledging with `ack`.
+    pub(crate) fn new(ack: AckConfig) -> Self {
+        Self {
+            handshake: Some(Box::new([
+                PacketSpace::new(ReceivedPackets::new(SpaceId::Initial, ack)),
+                PacketSpace::new(ReceivedPackets::new(SpaceId::Handshake, ack)),
+            ])),
+            data: PacketSpace::new(ReceivedPackets::new(SpaceId::Data, ack)),
+        }
+    }
+
+    /// Frees the Initial and Handshake spaces if both are discarded.
+    pub(crate) fn release_discarded(&mut self) {
+        if self
+            .handshake
+            .as_ref()
+            .is_some_and(|b| b.iter().all(|s| s.discarded))
+        {
+            self.handshake = None;
+        }
+    }
+
+    /// Whether the Initial and Handshake spaces are released.
+    #[cfg(test)]
+    pub(crate) fn handshake_released(&self) -> bool {
+        self.handshake.is_none()
+    }
+
+    /// The three spaces in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &PacketSpace> {
+        [&self[0], &self[1], &self.data].into_iter()
+    }
+}
+
+/// The Initial and Handshake spaces as they read once released, in a box of their own.
+#[cold]
+#[inline(never)]
+fn released_pair() -> Box<[PacketSpace; 2]> {
+    Box::new([
+        PacketSpace::discarded(SpaceId::Initial),
+        PacketSpace::discarded(SpaceId::Handshake),
+    ])
+}
+
+impl std::ops::Index<usize> for Spaces {
+    type Output = PacketSpace;
+
+    #[inline]
+    fn index(&self, i: usize) -> &PacketSpace {
+        if i == SpaceId::Data.index() {
+            return &self.data;
+        }
+        match &self.handshake {
+            Some(b) => &b[i],
+            None => &RELEASED[i],
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Spaces {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut PacketSpace {
+        if i == SpaceId::Data.index() {
+            return &mut self.data;
+        }
+        &mut self.handshake.get_or_insert_with(released_pair)[i]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn released_spaces_read_as_discarded_and_come_back_on_mutable_access() {
+        let mut spaces = Spaces::new(AckConfig::DEFAULT);
+        spaces[SpaceId::Initial.index()]
+            .crypto_send
+            .write(b"client hello");
+        spaces[SpaceId::Initial.index()].discarded = true;
+        spaces.release_discarded();
+        assert!(!spaces.handshake_released(), "the Handshake space is still live");
+        spaces[SpaceId::Handshake.index()].discarded = true;
+        spaces.release_discarded();
+        assert!(spaces.handshake_released());
+        for (i, s) in spaces.iter().enumerate() {
+            assert_eq!(s.discarded, i != SpaceId::Data.index());
+            assert!(s.keys.is_none() && !s.crypto_send.has_data() && s.received.largest().is_none());
+            assert_eq!(s.received.space().index(), i);
+        }
+        // The application space is unaffected; touching a released space mutably re-creates it,
+        // discarded and empty, without a panic, and the next release frees it again.
+        spaces[SpaceId::Data.index()].ping_pending = true;
+        assert!(spaces.handshake_released());
+        spaces[SpaceId::Handshake.index()].probes = 1;
+        assert!(!spaces.handshake_released());
+        assert!(spaces[SpaceId::Handshake.index()].discarded);
+        assert!(spaces[SpaceId::Data.index()].ping_pending);
+        spaces.release_discarded();
+        assert!(spaces.handshake_released());
+    }
 
     #[test]
     fn crypto_send_retransmits_only_what_is_lost_and_unacked() {

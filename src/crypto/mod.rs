@@ -98,7 +98,7 @@ impl std::error::Error for CryptoError {}
 /// AEAD protection of packet payloads for one direction and one key phase (RFC 9001 §5.3).
 ///
 /// The packet number passed in is the full reconstructed packet number, not its truncated wire encoding.
-pub trait PacketKey: Send {
+pub trait PacketKey: Send + Sync {
     /// Encrypts a packet in place.
     ///
     /// `packet[..header_len]` is the unprotected header (the AEAD associated data),
@@ -130,7 +130,7 @@ pub trait PacketKey: Send {
 ///
 /// Implementations provide [`mask`](HeaderKey::mask); [`protect`](HeaderKey::protect) and
 /// [`unprotect`](HeaderKey::unprotect) apply it as RFC 9001 §5.4.1 describes.
-pub trait HeaderKey: Send {
+pub trait HeaderKey: Send + Sync {
     /// Number of ciphertext bytes sampled (RFC 9001 §5.4.2); 16 for every suite QUIC v1 defines.
     fn sample_len(&self) -> usize;
 

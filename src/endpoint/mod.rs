@@ -8,9 +8,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{AcceptPolicy, ClientConfig, EndpointConfig, ServerConfig};
+use crate::config::{AcceptPolicy, ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
 use crate::conn::{initial_authenticates, Connection, EndpointEvent, IncomingInfo};
 use crate::datagram::{Datagram, Transmit};
 use crate::event::Event;
@@ -278,6 +279,8 @@ pub struct Endpoint {
     /// The versions this endpoint speaks: `config.supported_versions` that the crate parses.
     versions: Vec<u32>,
     server: Option<ServerConfig>,
+    /// The server's transport configuration, shared by its connections rather than copied into each.
+    server_transport: Option<Arc<TransportConfig>>,
     rng: Rng,
     cid_len: usize,
     table: Table<Entry>,
@@ -336,10 +339,12 @@ impl Endpoint {
         let tokens = server
             .as_ref()
             .map(|s| token::TokenState::new(&s.tokens, config.seed));
+        let server_transport = server.as_ref().map(|s| Arc::new(s.transport.clone()));
         Self {
             config,
             versions,
             server,
+            server_transport,
             rng,
             cid_len,
             table: Table::default(),
@@ -775,10 +780,10 @@ impl Endpoint {
             validated: admission.validated,
             initial_keys,
         };
-        let Some(server) = &self.server else {
+        let (Some(server), Some(transport)) = (&self.server, &self.server_transport) else {
             return;
         };
-        let conn = match Connection::new_server(now, server, info, local_cid, hold, rng) {
+        let conn = match Connection::new_server(now, server, transport, info, local_cid, hold, rng) {
             Ok(conn) => conn,
             Err(_) => {
                 self.stats.connections_failed += 1;

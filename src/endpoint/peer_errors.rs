@@ -22,6 +22,8 @@ pub(super) struct Pair {
     pub(super) server_h: Option<ConnectionHandle>,
     pub(super) client_events: Vec<Event>,
     pub(super) server_events: Vec<Event>,
+    /// The client's configuration, for further connections to the same server.
+    pub(super) client_config: ClientConfig,
 }
 
 pub(super) const CLIENT: &str = "192.0.2.1:5000";
@@ -71,7 +73,7 @@ impl Pair {
         let mut client_config = ClientConfig::new(tls);
         client_config.transport = client_transport;
         client
-            .connect(now, client_config, SERVER.parse().unwrap(), "localhost")
+            .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
             .unwrap();
         let mut pair = Self {
             now,
@@ -80,6 +82,7 @@ impl Pair {
             server_h: None,
             client_events: Vec::new(),
             server_events: Vec::new(),
+            client_config,
         };
         pair.run(Duration::from_secs(2));
         assert!(

@@ -461,3 +461,61 @@ proptest! {
         ep.handle_timeout(at(60_000));
     }
 }
+
+/// Once the handshake is over on both sides, neither connection holds Initial or Handshake space state
+/// any more (RFC 9001 §4.9: their keys are discarded, and the state goes with them), and the server's
+/// connections share the server's transport configuration instead of each holding a copy.
+#[test]
+fn established_connections_hold_no_handshake_space_state() {
+    let mut pair = peer_errors::Pair::new(TransportConfig::default());
+    let conns = |ep: &Endpoint| -> Vec<ConnectionHandle> { ep.table.iter().map(|(h, _)| h).collect() };
+    let (client_h, server_h) = (conns(&pair.client)[0], pair.server_h.unwrap());
+    let released = |ep: &Endpoint, h| ep.table.get(h).unwrap().conn.spaces.handshake_released();
+    assert!(released(&pair.client, client_h) && released(&pair.server, server_h));
+    let shared = pair.server.server_transport.clone().unwrap();
+    assert!(Arc::ptr_eq(
+        &pair.server.table.get(server_h).unwrap().conn.config,
+        &shared
+    ));
+
+    // A second connection to the same server shares the same configuration; while its handshake is
+    // under way, its client still holds the handshake spaces.
+    let now = pair.now;
+    let config = pair.client_config.clone();
+    let h2 = pair
+        .client
+        .connect(now, config, peer_errors::SERVER.parse().unwrap(), "localhost");
+    let h2 = h2.unwrap();
+    assert!(!released(&pair.client, h2));
+    pair.run(Duration::from_secs(1));
+    let server_conns = conns(&pair.server);
+    assert_eq!(server_conns.len(), 2);
+    for h in server_conns {
+        assert!(released(&pair.server, h));
+        assert!(Arc::ptr_eq(
+            &pair.server.table.get(h).unwrap().conn.config,
+            &shared
+        ));
+    }
+    assert!(released(&pair.client, h2));
+    // The new connection still carries data: a stream reaches the server's second connection.
+    let id = {
+        let mut conn = pair.client.conn(h2).unwrap();
+        let id = conn.open_uni().unwrap();
+        let mut stream = conn.stream(id);
+        assert_eq!(stream.write(b"after the handshake").unwrap(), 19);
+        stream.finish().unwrap();
+        id
+    };
+    pair.run(Duration::from_secs(1));
+    let server_h2 = conns(&pair.server).into_iter().find(|h| *h != server_h).unwrap();
+    let mut buf = [0u8; 64];
+    let n = pair
+        .server
+        .conn(server_h2)
+        .unwrap()
+        .stream(id)
+        .read(&mut buf)
+        .unwrap();
+    assert_eq!(&buf[..n.unwrap()], b"after the handshake");
+}
