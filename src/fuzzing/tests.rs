@@ -172,3 +172,19 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
 }
+
+/// `conn_frames` (null cipher only): a NEW_CONNECTION_ID injected into the client gave it a 13-byte ID
+/// for the server whose first 8 bytes are the server's real ID (the fuzzer found it by comparison
+/// tracing). The server read the client's next packets with its 8-byte ID, so the rest of the ID became
+/// packet number and frames, and with nothing authenticating them it took a forged STREAM frame for
+/// real data. Real packet protection drops such packets; the harness no longer checks the data a side
+/// reads once a NEW_CONNECTION_ID was forged to its peer on the null cipher.
+#[test]
+fn regression_forged_connection_id_prefix_on_the_null_cipher() {
+    let input = [
+        0x36, 0x00, 0xaa, 0x18, 0xff, 0x00, 0x00, 0x00, 0x01, 0xff, 0xc6, 0x00, 0x11, 0x0d, 0x7d, 0x73, 0xa7,
+        0x14, 0xcf, 0xa9, 0x65, 0x2c, 0x09, 0x08, 0x10, 0x80, 0x00, 0x25, 0xe2, 0x08, 0x00, 0xdd, 0x00, 0x00,
+        0x00, 0x00, 0x20, 0x00, 0xa7, 0xc5, 0x00, 0x69, 0x10,
+    ];
+    check_conn_frames(setup(), &input);
+}
