@@ -38,7 +38,8 @@ pub(crate) struct AckConfig {
 }
 
 impl AckConfig {
-    /// RFC 9000's defaults (the same as `TransportConfig`'s).
+    /// `TransportConfig`'s defaults (RFC 9000 §18.2's max_ack_delay, an ACK every second ack-eliciting
+    /// packet as §13.2.2 recommends, and the crate's range limits).
     pub(crate) const DEFAULT: AckConfig = AckConfig {
         max_ack_delay: Duration::from_millis(25),
         ack_eliciting_threshold: 2,

@@ -631,10 +631,9 @@ impl Connection {
 
     /// Drops a space's keys and state (RFC 9001 §4.9, RFC 9002 §6.4).
     pub(crate) fn discard_space(&mut self, space: SpaceId) {
-        let s = &mut self.spaces[space.index()];
-        if s.discarded {
+        let Some(s) = self.spaces.live_mut(space.index()) else {
             return;
-        }
+        };
         s.discarded = true;
         s.keys = None;
         s.crypto_recv.clear();

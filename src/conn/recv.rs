@@ -342,10 +342,11 @@ impl Connection {
                 Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
                 Frame::Crypto(c) => {
                     let window = self.config.crypto_buffer_size as u64;
-                    let s = &mut self.spaces[space.index()];
-                    if s.discarded {
+                    // The space may have been discarded by an earlier frame of this very packet (the
+                    // client's Finished confirms the handshake at the server).
+                    let Some(s) = self.spaces.live_mut(space.index()) else {
                         continue;
-                    }
+                    };
                     // RFC 9000 §7.5: a peer may not make us buffer more than we allow.
                     s.crypto_recv.insert(c.offset, c.data, window).map_err(|_| {
                         TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")

@@ -242,9 +242,10 @@ static RELEASED: [PacketSpace; 2] = [
 ///
 /// The Initial and Handshake spaces share one box, which is freed once both are discarded (RFC 9001
 /// §4.9): an established connection holds only the application data space, about 0.9 KB less per
-/// connection. A released space reads as discarded and empty. Mutable access to one re-creates the box
-/// in that state, without a panic (the connection releases it again at its next timer); the
-/// connection's code paths check `discarded` first, so this is not expected to happen.
+/// connection. A released space reads as discarded and empty. Mutable access to one through `IndexMut`
+/// re-creates the box in that state, without a panic (the connection releases it again at its next
+/// timer); code that may meet a discarded space changes it through [`live_mut`](Self::live_mut), which
+/// never does.
 #[derive(Debug)]
 pub(crate) struct Spaces {
     handshake: Option<Box<[PacketSpace; 2]>>,
@@ -272,6 +273,14 @@ impl Spaces {
         {
             self.handshake = None;
         }
+    }
+
+    /// Space `i` for changes, unless it is discarded (or released, which it then stays).
+    pub(crate) fn live_mut(&mut self, i: usize) -> Option<&mut PacketSpace> {
+        if self[i].discarded {
+            return None;
+        }
+        Some(&mut self[i])
     }
 
     /// Whether the Initial and Handshake spaces are released.
@@ -352,6 +361,11 @@ mod tests {
         assert!(spaces[SpaceId::Data.index()].ping_pending);
         spaces.release_discarded();
         assert!(spaces.handshake_released());
+        // `live_mut` leaves released spaces alone.
+        assert!(spaces.live_mut(SpaceId::Initial.index()).is_none());
+        assert!(spaces.live_mut(SpaceId::Handshake.index()).is_none());
+        assert!(spaces.handshake_released());
+        assert!(spaces.live_mut(SpaceId::Data.index()).is_some());
     }
 
     #[test]

@@ -319,6 +319,12 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// The length of the connection IDs this endpoint issues (what it reads from short headers).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn local_cid_len(&self) -> usize {
+        self.cid_len
+    }
+
     /// An endpoint with `config`; with a `server` configuration it accepts incoming connections.
     pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
         let mut rng = Rng::from_seed(config.seed);

@@ -478,6 +478,19 @@ fn established_connections_hold_no_handshake_space_state() {
         &shared
     ));
 
+    // CRYPTO data in a Handshake packet after the space is gone (as when the client's Finished and
+    // more CRYPTO data share a packet, and the Finished confirms the handshake at the server) is
+    // ignored without bringing the space back.
+    let frame = crate::wire::frame::Frame::Crypto(crate::wire::frame::CryptoFrame {
+        offset: 4000,
+        data: bytes::Bytes::from_static(b"late"),
+    });
+    let now = pair.now;
+    let conn = &mut pair.server.table.get_mut(server_h).unwrap().conn;
+    conn.inject_frames_in(now, crate::conn::SpaceId::Handshake, &[frame]);
+    assert!(conn.spaces.handshake_released());
+    assert!(!conn.is_drained() && conn.close.is_none());
+
     // A second connection to the same server shares the same configuration; while its handshake is
     // under way, its client still holds the handshake spaces.
     let now = pair.now;

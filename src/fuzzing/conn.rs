@@ -125,12 +125,12 @@ pub fn check_conn_frames(setup: &Setup, data: &[u8]) {
         // Forged stream data may legitimately differ from what the writer wrote.
         pair.peers[to].check_data = false;
         pair.peers[to].honest = false;
-        if NULL_CRYPTO && carries_new_connection_id(payload) {
+        if NULL_CRYPTO && forges_other_id_length(payload, pair.peers[1 - to].ep.local_cid_len()) {
             // Nothing authenticates packets under the null cipher. A forged NEW_CONNECTION_ID can give
-            // this side an ID for its peer that starts with one of the peer's real IDs but is longer;
-            // a short header does not carry the ID's length, so the peer takes the rest of that ID for
-            // the start of the packet and reads garbage as frames. Real packet protection rejects
-            // those packets (a loss), so this holds only for the null cipher.
+            // this side an ID for its peer that starts with one of the peer's real IDs but is longer
+            // or shorter; a short header does not carry the ID's length, so the peer reads the packet
+            // from the wrong place and takes garbage for frames. Real packet protection rejects those
+            // packets (a loss), so this holds only for the null cipher.
             pair.peers[1 - to].check_data = false;
         }
         pair.inject(to, payload);
@@ -151,12 +151,13 @@ pub fn check_conn_frames(setup: &Setup, data: &[u8]) {
 }
 
 /// Whether the frames of `payload` that parse (up to the first error, where the receiver stops too)
-/// include a NEW_CONNECTION_ID.
-fn carries_new_connection_id(payload: &[u8]) -> bool {
+/// include a NEW_CONNECTION_ID whose ID is not `peer_len` bytes long, the length the peer's short
+/// headers are read with.
+fn forges_other_id_length(payload: &[u8], peer_len: usize) -> bool {
     let bytes = bytes::Bytes::copy_from_slice(payload);
     Frames::new(&bytes)
         .map_while(Result::ok)
-        .any(|f| matches!(f, Frame::NewConnectionId(_)))
+        .any(|f| matches!(f, Frame::NewConnectionId(n) if n.id.len() != peer_len))
 }
 
 /// Neither side has a connection left (a server that never heard the client has none at all).
