@@ -84,11 +84,6 @@ pub(crate) struct ReceivedPackets {
 }
 
 impl ReceivedPackets {
-    /// Forgets everything received, releasing its memory (for a space whose keys were discarded).
-    pub(crate) fn forget(&mut self) {
-        *self = Self::new(self.space, self.config);
-    }
-
     /// Nothing received yet in `space`.
     pub(crate) const fn new(space: SpaceId, config: AckConfig) -> Self {
         Self {

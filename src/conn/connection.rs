@@ -18,7 +18,7 @@ use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
 use super::recovery::{LossDetection, RecoveryContext, SentPacket, TimeoutOutcome};
 use super::send::FIRST_PN_SKIP_PERIOD;
-use super::spaces::{CryptoSend, SentFrames, Spaces};
+use super::spaces::{PacketSpace, SentFrames, Spaces};
 use super::streams::Streams;
 use super::tokens::NewTokens;
 use super::SpaceId;
@@ -634,14 +634,8 @@ impl Connection {
         let Some(s) = self.spaces.live_mut(space.index()) else {
             return;
         };
-        s.discarded = true;
-        s.keys = None;
-        s.crypto_recv.clear();
-        // Nothing is sent, retransmitted or acknowledged in the space again: its buffers go.
-        s.crypto_send = CryptoSend::default();
-        s.received.forget();
-        s.probes = 0;
-        s.ping_pending = false;
+        // Nothing is sent, retransmitted or acknowledged in the space again: keys and buffers go.
+        *s = PacketSpace::discarded(space);
         self.spaces.release_discarded();
         drop(self.recovery.discard_space(space));
     }

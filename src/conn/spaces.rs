@@ -218,8 +218,9 @@ impl PacketSpace {
         }
     }
 
-    /// A discarded space with nothing in it: what a released Initial or Handshake space reads as.
-    const fn discarded(space: SpaceId) -> Self {
+    /// A discarded space with nothing in it (RFC 9001 §4.9): what a space becomes when its keys are
+    /// discarded, and what a released Initial or Handshake space reads as.
+    pub(crate) const fn discarded(space: SpaceId) -> Self {
         Self {
             keys: None,
             discarded: true,
@@ -233,10 +234,11 @@ impl PacketSpace {
 }
 
 /// What the Initial and Handshake spaces read as once released.
-static RELEASED: [PacketSpace; 2] = [
+const RELEASED_PAIR: [PacketSpace; 2] = [
     PacketSpace::discarded(SpaceId::Initial),
     PacketSpace::discarded(SpaceId::Handshake),
 ];
+static RELEASED: [PacketSpace; 2] = RELEASED_PAIR;
 
 /// The three packet number spaces, indexed by [`SpaceId::index`].
 ///
@@ -255,12 +257,10 @@ pub(crate) struct Spaces {
 impl Spaces {
     /// Fresh spaces without keys, acknowledging with `ack`.
     pub(crate) fn new(ack: AckConfig) -> Self {
+        let space = |id| PacketSpace::new(ReceivedPackets::new(id, ack));
         Self {
-            handshake: Some(Box::new([
-                PacketSpace::new(ReceivedPackets::new(SpaceId::Initial, ack)),
-                PacketSpace::new(ReceivedPackets::new(SpaceId::Handshake, ack)),
-            ])),
-            data: PacketSpace::new(ReceivedPackets::new(SpaceId::Data, ack)),
+            handshake: Some(Box::new([space(SpaceId::Initial), space(SpaceId::Handshake)])),
+            data: space(SpaceId::Data),
         }
     }
 
@@ -299,10 +299,7 @@ impl Spaces {
 #[cold]
 #[inline(never)]
 fn released_pair() -> Box<[PacketSpace; 2]> {
-    Box::new([
-        PacketSpace::discarded(SpaceId::Initial),
-        PacketSpace::discarded(SpaceId::Handshake),
-    ])
+    Box::new(RELEASED_PAIR)
 }
 
 impl std::ops::Index<usize> for Spaces {
