@@ -1,8 +1,10 @@
 //! 1-RTT keys and key updates (RFC 9001 §6).
 //!
-//! The Data space keeps the current packet keys, the next phase's keys (prepared in advance, so a peer's
-//! update is recognised by trial decryption) and, for a while after an update, the previous receive key
-//! for packets that were delayed across it.
+//! The Data space keeps the current packet keys, the next phase's receive key (prepared in advance, so a
+//! peer's update is recognised by trial decryption without deriving keys while packets are processed, RFC
+//! 9001 §9.5) and, for a while after an update, the previous receive key for packets that were delayed
+//! across it. The next phase's send key is derived only when the phase changes: until then it would be
+//! hundreds of bytes per connection that nothing uses.
 
 use std::time::Instant;
 
@@ -26,8 +28,8 @@ pub(crate) struct OneRttKeys {
     pub(crate) remote_header: Box<dyn HeaderKey>,
     pub(crate) local: Box<dyn PacketKey>,
     pub(crate) remote: Box<dyn PacketKey>,
-    /// The next phase's (local, remote) packet keys.
-    next: Option<(Box<dyn PacketKey>, Box<dyn PacketKey>)>,
+    /// The next phase's receive key.
+    next_remote: Option<Box<dyn PacketKey>>,
     /// The previous phase's receive key and when to drop it.
     prev_remote: Option<(Box<dyn PacketKey>, Instant)>,
     /// The key phase bit of the current phase.
@@ -57,7 +59,7 @@ impl OneRttKeys {
             remote_header: keys.remote.header,
             local: keys.local.packet,
             remote: keys.remote.packet,
-            next: session.next_1rtt_keys(),
+            next_remote: session.peek_next_1rtt_remote_key(),
             prev_remote: None,
             phase: false,
             updates: 0,
@@ -87,7 +89,7 @@ impl OneRttKeys {
         match which {
             RecvKey::Current => Some(&*self.remote),
             RecvKey::Previous => self.prev_remote.as_ref().map(|(k, _)| &**k),
-            RecvKey::Next => self.next.as_ref().map(|(_, r)| &**r),
+            RecvKey::Next => self.next_remote.as_deref(),
         }
     }
 
@@ -104,13 +106,21 @@ impl OneRttKeys {
         received_pn: Option<u64>,
         discard_prev_at: Instant,
     ) {
-        let Some((local, remote)) = self.next.take() else {
+        if self.next_remote.is_none() {
+            return;
+        }
+        // The remote half of this pair is the key prepared in advance (it may already have opened the
+        // peer's packet), so that one is kept and the fresh copy dropped.
+        let Some((local, _)) = session.next_1rtt_keys() else {
+            return;
+        };
+        let Some(remote) = self.next_remote.take() else {
             return;
         };
         let old_remote = std::mem::replace(&mut self.remote, remote);
         self.local = local;
         self.prev_remote = Some((old_remote, discard_prev_at));
-        self.next = session.next_1rtt_keys();
+        self.next_remote = session.peek_next_1rtt_remote_key();
         self.phase = !self.phase;
         self.updates += 1;
         self.first_sent = None;
@@ -135,7 +145,7 @@ impl OneRttKeys {
 
     /// Whether we may start a key update now (RFC 9001 §6.1, §6.5).
     pub(crate) fn can_update(&self) -> bool {
-        self.phase_acked && self.next.is_some()
+        self.phase_acked && self.next_remote.is_some()
     }
 
     /// Records a packet sealed with the current key.
@@ -201,6 +211,9 @@ mod tests {
             self.0 = self.0.next();
             Some((self.0.packet_key(), self.0.packet_key()))
         }
+        fn peek_next_1rtt_remote_key(&self) -> Option<Box<dyn PacketKey>> {
+            Some(self.0.next().packet_key())
+        }
         fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
             None
         }
@@ -262,6 +275,43 @@ mod tests {
             k.remote_key(RecvKey::Previous).is_none(),
             "previous keys go after three PTOs"
         );
+    }
+
+    /// Seals a short packet with `key` and reports whether `opener` opens it.
+    fn opens(key: &dyn PacketKey, opener: &dyn PacketKey) -> bool {
+        let mut packet = vec![0x40, 1, 2, 3, 0xaa, 0xbb, 0xcc, 0xdd];
+        packet.resize(packet.len() + 16, 0);
+        key.seal(9, &mut packet, 4).unwrap();
+        opener.open(9, &mut packet, 4).is_ok()
+    }
+
+    #[test]
+    fn each_phase_sends_with_its_own_key_derived_when_the_phase_starts() {
+        let (mut k, mut session) = keys();
+        let phase = |n: usize| {
+            let mut s = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap();
+            for _ in 0..n {
+                s = s.next();
+            }
+            s.packet_key()
+        };
+        for n in 1..=3usize {
+            assert!(
+                opens(&*phase(n), k.remote_key(RecvKey::Next).unwrap()),
+                "phase {n} prepared"
+            );
+            k.on_sent(10 * n as u64);
+            k.on_acked(10 * n as u64);
+            k.rotate(&mut session, None, epoch());
+            assert_eq!(k.updates, n as u64);
+            assert!(opens(&*k.local, &*phase(n)), "we send with phase {n}'s key");
+            assert!(!opens(&*k.local, &*phase(n - 1)));
+            assert!(
+                opens(&*phase(n), &*k.remote),
+                "we open phase {n} with the prepared key"
+            );
+            assert!(opens(&*phase(n - 1), k.remote_key(RecvKey::Previous).unwrap()));
+        }
     }
 
     #[test]

@@ -104,6 +104,14 @@ pub trait Session: Send {
     /// gives phase 1, the next phase 2, and so on. Header protection keys never change (RFC 9001 §6.1).
     fn next_1rtt_keys(&mut self) -> Option<(Box<dyn PacketKey>, Box<dyn PacketKey>)>;
 
+    /// The receive key of the phase the next call to [`next_1rtt_keys`](Self::next_1rtt_keys) will return,
+    /// without advancing: the `remote` half of that pair.
+    ///
+    /// The connection prepares the next receive key in advance (RFC 9001 §9.5), but derives the next send
+    /// key only when it switches phase, so an idle connection holds three packet keys rather than four.
+    /// `None` exactly when `next_1rtt_keys` would return `None`.
+    fn peek_next_1rtt_remote_key(&self) -> Option<Box<dyn PacketKey>>;
+
     /// The keys for 0-RTT packets, when this session has them: the client's sending keys or the server's
     /// receiving keys for early data of a resumed session (RFC 9001 §4.6).
     fn zero_rtt_keys(&self) -> Option<DirectionalKeys>;

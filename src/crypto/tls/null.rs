@@ -241,6 +241,11 @@ impl Session for NullSession {
         Some((Box::new(null::NullPacketKey), Box::new(null::NullPacketKey)))
     }
 
+    fn peek_next_1rtt_remote_key(&self) -> Option<Box<dyn PacketKey>> {
+        self.one_rtt
+            .then(|| Box::new(null::NullPacketKey) as Box<dyn PacketKey>)
+    }
+
     fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
         None
     }

@@ -419,6 +419,13 @@ impl Session for RustlsSession {
         ))
     }
 
+    fn peek_next_1rtt_remote_key(&self) -> Option<Box<dyn PacketKey>> {
+        // rustls derives a phase's keys only as a pair, and only while advancing its secrets, so the peek
+        // works on a copy (a few microseconds, once per key phase).
+        let set = self.next.clone()?.next_packet_keys();
+        Some(Box::new(RustlsPacketKey(set.remote)))
+    }
+
     fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
         self.conn.as_ref()?.zero_rtt_keys().map(directional)
     }

@@ -316,13 +316,28 @@ fn next_1rtt_keys_match() {
     for suite in ALL_SUITES {
         let (mut client, mut server) = pair(&[suite]);
         assert!(client.session.next_1rtt_keys().is_none(), "no 1-RTT keys yet");
+        assert!(client.session.peek_next_1rtt_remote_key().is_none());
         drive(&mut client, &mut server).expect("handshake succeeds");
         let c1 = client.one_rtt.take().expect("client 1-RTT keys");
         let s1 = server.one_rtt.take().expect("server 1-RTT keys");
         let mut previous = seal_sample(c1.local.packet.as_ref());
         for _phase in 1..=3 {
+            // Peeking does not advance: twice in a row, then the pair, all give the same receive key.
+            let c_peeked = client.session.peek_next_1rtt_remote_key().expect("client peek");
+            let c_peeked_again = client.session.peek_next_1rtt_remote_key().expect("client peek");
+            let s_peeked = server.session.peek_next_1rtt_remote_key().expect("server peek");
             let (c_local, c_remote) = client.session.next_1rtt_keys().expect("client next keys");
             let (s_local, s_remote) = server.session.next_1rtt_keys().expect("server next keys");
+            for peeked in [&c_peeked, &c_peeked_again] {
+                check_with(
+                    (s_local.as_ref(), s1.local.header.as_ref()),
+                    (peeked.as_ref(), c1.remote.header.as_ref()),
+                );
+            }
+            check_with(
+                (c_local.as_ref(), c1.local.header.as_ref()),
+                (s_peeked.as_ref(), s1.remote.header.as_ref()),
+            );
             // Header keys stay the same across key phases (RFC 9001 §6.1).
             check_with(
                 (c_local.as_ref(), c1.local.header.as_ref()),
