@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::peer_errors::{client_bidi, stream, Pair, CLIENT};
+use super::peer_errors::{client_bidi, stream, Pair, CLIENT, SERVER};
 use super::Endpoint;
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
@@ -226,17 +226,58 @@ fn an_ack_of_a_packet_never_sent_is_a_protocol_violation() {
 #[test]
 fn an_ack_in_the_wrong_space_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
-    // The server sent a dozen 1-RTT packets but only a handful of Handshake packets: acknowledging a
-    // 1-RTT number in the Handshake space acknowledges something never sent there.
-    let h = p.server_h.unwrap();
-    let conn = &p.server.table.get(h).unwrap().conn;
+    // A second connection, stopped halfway: the server has answered the client's Initial, so its
+    // Handshake space is live, with a few Handshake packets sent (and many more 1-RTT packets on the
+    // first connection). Acknowledging a higher number in the Handshake space acknowledges something
+    // never sent there. (Once the handshake is over, the space and its keys are gone, so no ACK can
+    // arrive in it at all.)
+    let first = p.server_h.unwrap();
+    p.client
+        .connect(
+            p.now,
+            p.client_config.clone(),
+            SERVER.parse().unwrap(),
+            "localhost",
+        )
+        .unwrap();
+    let mut buf = Vec::new();
+    let from: SocketAddr = CLIENT.parse().unwrap();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            let payload = BytesMut::from(d);
+            let datagram = Datagram {
+                remote: from,
+                local: None,
+                ecn: None,
+                payload,
+            };
+            p.server.handle_datagram(p.now, datagram);
+        }
+    }
+    assert!(!server_sends(&mut p).is_empty(), "the server's first flight");
+    let h = p
+        .server
+        .table
+        .iter()
+        .map(|(h, _)| h)
+        .find(|&h| h != first)
+        .unwrap();
+    let now = p.now;
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    assert!(!conn.spaces.handshake_released());
     let handshake_next = conn.recovery.next_packet_number(SpaceId::Handshake);
-    inject(
-        &mut p,
+    assert!(handshake_next > 0, "Handshake packets were sent");
+    conn.inject_frames_in(
+        now,
         SpaceId::Handshake,
         &[ack(&[handshake_next + 10..=handshake_next + 10])],
     );
+    p.server.after_conn(h, true);
     assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+    assert!(
+        p.server.table.get(first).is_some_and(|e| e.conn.close.is_none()),
+        "the first connection is untouched"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------

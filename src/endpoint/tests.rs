@@ -470,7 +470,16 @@ fn established_connections_hold_no_handshake_space_state() {
     let mut pair = peer_errors::Pair::new(TransportConfig::default());
     let conns = |ep: &Endpoint| -> Vec<ConnectionHandle> { ep.table.iter().map(|(h, _)| h).collect() };
     let (client_h, server_h) = (conns(&pair.client)[0], pair.server_h.unwrap());
-    let released = |ep: &Endpoint, h| ep.table.get(h).unwrap().conn.spaces.handshake_released();
+    // The packet spaces and the loss detector's record of them.
+    let released = |ep: &Endpoint, h| {
+        let conn = &ep.table.get(h).unwrap().conn;
+        let (spaces, recovery) = (
+            conn.spaces.handshake_released(),
+            conn.recovery.handshake_spaces_released(),
+        );
+        assert_eq!(spaces, recovery, "both release together");
+        spaces
+    };
     assert!(released(&pair.client, client_h) && released(&pair.server, server_h));
     let shared = pair.server.server_transport.clone().unwrap();
     assert!(Arc::ptr_eq(

@@ -268,6 +268,44 @@ impl<T> Space<T> {
     }
 }
 
+/// The three spaces' state. The Initial and Handshake spaces share one box, released once both are
+/// discarded (RFC 9001 §4.9): an established connection keeps only the application space.
+#[derive(Debug)]
+struct Spaces<T> {
+    handshake: Option<Box<[Space<T>; 2]>>,
+    data: Space<T>,
+}
+
+impl<T> Spaces<T> {
+    fn get(&self, space: SpaceId) -> Option<&Space<T>> {
+        match space {
+            SpaceId::Data => Some(&self.data),
+            _ => self.handshake.as_deref()?.get(space.index()),
+        }
+    }
+
+    fn get_mut(&mut self, space: SpaceId) -> Option<&mut Space<T>> {
+        match space {
+            SpaceId::Data => Some(&mut self.data),
+            _ => self.handshake.as_deref_mut()?.get_mut(space.index()),
+        }
+    }
+
+    /// The spaces still held.
+    fn iter(&self) -> impl Iterator<Item = &Space<T>> {
+        self.handshake
+            .iter()
+            .flat_map(|h| h.iter())
+            .chain(std::iter::once(&self.data))
+    }
+
+    /// Whether the Initial and Handshake spaces were released.
+    #[cfg(test)]
+    fn released(&self) -> bool {
+        self.handshake.is_none()
+    }
+}
+
 /// Per-space sent-packet tracking, RTT estimation and the loss detection timer (RFC 9002 §5, §6).
 ///
 /// `T` is the caller's record of what a packet carried. Feed it every packet sent
@@ -278,8 +316,8 @@ impl<T> Space<T> {
 pub(crate) struct LossDetection<T> {
     /// Which end we are: a server always counts the peer's address as validated (Appendix A.8).
     side: Side,
-    /// Initial, Handshake, Data.
-    spaces: [Space<T>; 3],
+    /// Initial, Handshake, Data; the first two only until both are discarded.
+    spaces: Spaces<T>,
     /// The path's RTT estimate.
     rtt: RttEstimator,
     /// When the first RTT sample was taken (Appendix A.3 first_rtt_sample).
@@ -300,7 +338,10 @@ impl<T> LossDetection<T> {
     pub(crate) fn new(side: Side, initial_rtt: Duration) -> Self {
         Self {
             side,
-            spaces: [Space::new(), Space::new(), Space::new()],
+            spaces: Spaces {
+                handshake: Some(Box::new([Space::new(), Space::new()])),
+                data: Space::new(),
+            },
             rtt: RttEstimator::new(initial_rtt),
             first_rtt_sample: None,
             pto_count: 0,
@@ -316,7 +357,10 @@ impl<T> LossDetection<T> {
     /// CONNECTION_CLOSE) is not retained: nothing about it needs recovery, and keeping it could grow
     /// without bound while the peer has no reason to acknowledge it.
     pub(crate) fn on_packet_sent(&mut self, space: SpaceId, pn: u64, packet: SentPacket<T>) {
-        let s = &mut self.spaces[space.index()];
+        let Some(s) = self.spaces.get_mut(space) else {
+            debug_assert!(false, "no packets are sent in a released space");
+            return;
+        };
         debug_assert!(pn >= s.next_pn, "packet numbers strictly increase within a space");
         debug_assert!(
             !s.discarded || space == SpaceId::Data,
@@ -349,18 +393,19 @@ impl<T> LossDetection<T> {
     /// The remembered ranges of packet numbers never sent in `space` (skips and gaps).
     #[cfg(test)]
     pub(crate) fn unsent_ranges(&self, space: SpaceId) -> Vec<(u64, u64)> {
-        self.spaces[space.index()]
-            .unsent
-            .iter()
-            .map(|(a, b)| (*a, *b))
-            .collect()
+        self.spaces
+            .get(space)
+            .map_or_else(Vec::new, |s| s.unsent.iter().map(|(a, b)| (*a, *b)).collect())
     }
 
     /// Marks `pn` (at or above the next packet number) as deliberately never sent, so that an ACK of it
     /// is an [`AckError::UnsentPacket`] (RFC 9000 §21.4, optimistic ACK defence). The next packet sent in
     /// `space` must use a larger number.
     pub(crate) fn skip_packet_number(&mut self, space: SpaceId, pn: u64) {
-        let s = &mut self.spaces[space.index()];
+        let Some(s) = self.spaces.get_mut(space) else {
+            debug_assert!(false, "no packet numbers are used in a released space");
+            return;
+        };
         debug_assert!(pn >= s.next_pn, "only a future packet number can be skipped");
         if pn < s.next_pn {
             return;
@@ -399,7 +444,10 @@ impl<T> LossDetection<T> {
     where
         I: IntoIterator<Item = RangeInclusive<u64>>,
     {
-        let s = &mut self.spaces[space.index()];
+        // A released space can receive nothing: its keys are gone, so no packet of it is opened.
+        let Some(s) = self.spaces.get_mut(space) else {
+            return Ok(AckOutcome::default());
+        };
 
         // One walk over the ranges validates them and notes their bounds, lowest range first afterwards:
         // packets are handed over in ascending order. An ACK without loss has one range; the bounds of
@@ -497,7 +545,9 @@ impl<T> LossDetection<T> {
     ) -> (Vec<(u64, SentPacket<T>)>, bool) {
         let loss_delay = self.rtt.loss_delay();
         let first_rtt_sample = self.first_rtt_sample;
-        let s = &mut self.spaces[space.index()];
+        let Some(s) = self.spaces.get_mut(space) else {
+            return (Vec::new(), false);
+        };
         s.loss_time = None;
         let Some(largest_acked) = s.largest_acked else {
             return (Vec::new(), false);
@@ -591,19 +641,38 @@ impl<T> LossDetection<T> {
     /// OnPacketNumberSpaceDiscarded): its packets leave bytes in flight, its loss time and PTO are cleared
     /// and `pto_count` is reset. Returns the dropped packets, so their records can be released; they are
     /// neither acknowledged nor lost, so the congestion controller must not see them as either.
+    ///
+    /// Once both the Initial and the Handshake space are discarded, their storage is released: they read
+    /// as empty from then on.
     pub(crate) fn discard_space(&mut self, space: SpaceId) -> impl Iterator<Item = (u64, SentPacket<T>)> {
-        let s = &mut self.spaces[space.index()];
-        let sent = s.sent.take_all();
-        s.bytes_in_flight = 0;
-        s.ack_eliciting_in_flight = 0;
-        s.time_of_last_ack_eliciting = None;
-        s.loss_time = None;
-        s.unsent.clear();
-        s.discarded = true;
+        let sent = self.spaces.get_mut(space).map(|s| {
+            let sent = s.sent.take_all();
+            s.bytes_in_flight = 0;
+            s.ack_eliciting_in_flight = 0;
+            s.time_of_last_ack_eliciting = None;
+            s.loss_time = None;
+            s.unsent.clear();
+            s.discarded = true;
+            sent
+        });
+        if self
+            .spaces
+            .handshake
+            .as_ref()
+            .is_some_and(|h| h.iter().all(|s| s.discarded))
+        {
+            self.spaces.handshake = None;
+        }
         // RFC 9002 §6.2.2: "When Initial or Handshake keys are discarded, the PTO and loss detection timers
         // MUST be reset".
         self.pto_count = 0;
-        sent
+        sent.into_iter().flatten()
+    }
+
+    /// Whether the Initial and Handshake spaces' storage was released (both discarded).
+    #[cfg(test)]
+    pub(crate) fn handshake_spaces_released(&self) -> bool {
+        self.spaces.released()
     }
 
     /// Bytes in flight across all spaces (RFC 9002 Appendix B.2 bytes_in_flight).
@@ -634,25 +703,29 @@ impl<T> LossDetection<T> {
     /// Whether an ack-eliciting packet is in flight in `space` (RFC 9002 §6.2.4: probes SHOULD also go to
     /// other spaces with data in flight).
     pub(crate) fn has_ack_eliciting_in_flight_in(&self, space: SpaceId) -> bool {
-        self.spaces[space.index()].ack_eliciting_in_flight > 0
+        self.spaces
+            .get(space)
+            .is_some_and(|s| s.ack_eliciting_in_flight > 0)
     }
 
     /// The largest packet number acknowledged in `space`.
     pub(crate) fn largest_acked(&self, space: SpaceId) -> Option<u64> {
-        self.spaces[space.index()].largest_acked
+        self.spaces.get(space)?.largest_acked
     }
 
-    /// The smallest packet number in `space` neither sent nor skipped.
+    /// The smallest packet number in `space` neither sent nor skipped (0 in a released space, where
+    /// nothing is sent again).
     pub(crate) fn next_packet_number(&self, space: SpaceId) -> u64 {
-        self.spaces[space.index()].next_pn
+        self.spaces.get(space).map_or(0, |s| s.next_pn)
     }
 
     /// The unacknowledged ack-eliciting packets of `space`, oldest first: what a PTO probe can retransmit
     /// when there is no new data (RFC 9002 §6.2.4).
     pub(crate) fn oldest_unacked(&self, space: SpaceId) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
-        self.spaces[space.index()]
-            .sent
-            .iter()
+        self.spaces
+            .get(space)
+            .into_iter()
+            .flat_map(|s| s.sent.iter())
             .filter(|(_, p)| p.ack_eliciting)
     }
 
@@ -676,7 +749,7 @@ impl<T> LossDetection<T> {
     fn earliest_loss_time(&self) -> Option<(Instant, SpaceId)> {
         SpaceId::ALL
             .into_iter()
-            .filter_map(|space| Some((self.spaces[space.index()].loss_time?, space)))
+            .filter_map(|space| Some((self.spaces.get(space)?.loss_time?, space)))
             .min_by_key(|&(t, _)| t)
     }
 
@@ -694,7 +767,9 @@ impl<T> LossDetection<T> {
 
         let mut best: Option<(Instant, SpaceId)> = None;
         for space in SpaceId::ALL {
-            let s = &self.spaces[space.index()];
+            let Some(s) = self.spaces.get(space) else {
+                continue;
+            };
             let Some(last) = s.time_of_last_ack_eliciting else {
                 continue;
             };

@@ -467,17 +467,66 @@ fn discard_space_clears_bytes_in_flight() {
     ld.ack(SpaceId::Initial, [2..=2], ms(0), t0 + ms(1009), &c)
         .unwrap();
     assert_eq!(ld.pto_count(), 1);
-    assert!(ld.spaces[SpaceId::Initial.index()].loss_time.is_some());
+    assert!(ld.spaces.get(SpaceId::Initial).unwrap().loss_time.is_some());
     assert_eq!(ld.bytes_in_flight(), 3500);
 
     let dropped: Vec<_> = ld.discard_space(SpaceId::Initial).collect();
     assert_eq!(pns(&dropped), [0, 1, 3]);
     assert_eq!(ld.bytes_in_flight(), 500);
     assert_eq!(ld.pto_count(), 0);
-    assert!(ld.spaces[SpaceId::Initial.index()].loss_time.is_none());
+    assert!(ld.spaces.get(SpaceId::Initial).unwrap().loss_time.is_none());
     // Only the Handshake PTO remains, from the RTT sample of the Initial ACK: 1009 + 4 * 504.5.
     assert_eq!(ld.timeout(&c), Some(t0 + ms(1009 + 2018)));
     assert!(!ld.has_ack_eliciting_in_flight_in(SpaceId::Initial));
+}
+
+#[test]
+fn handshake_spaces_are_released_once_both_are_discarded() {
+    let t0 = epoch();
+    let mut ld = client();
+    let c = ctx(false);
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 10));
+    ld.on_packet_sent(SpaceId::Handshake, 0, pkt(t0, 20));
+    ld.on_packet_sent(SpaceId::Handshake, 1, pkt(t0, 21));
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 30));
+    assert_eq!(pns(&ld.discard_space(SpaceId::Initial).collect::<Vec<_>>()), [0]);
+    assert!(
+        !ld.handshake_spaces_released(),
+        "the Handshake space is still in use"
+    );
+    assert_eq!(ld.bytes_in_flight(), 3000);
+    ld.ack(SpaceId::Handshake, [0..=0], ms(0), t0 + ms(50), &c)
+        .unwrap();
+    assert_eq!(ld.largest_acked(SpaceId::Handshake), Some(0));
+    assert_eq!(ld.next_packet_number(SpaceId::Handshake), 2);
+
+    assert_eq!(
+        pns(&ld.discard_space(SpaceId::Handshake).collect::<Vec<_>>()),
+        [1]
+    );
+    assert!(ld.handshake_spaces_released());
+    // Released spaces read as empty; the application space is untouched.
+    assert_eq!(ld.bytes_in_flight(), 1000);
+    assert_eq!(ld.largest_acked(SpaceId::Handshake), None);
+    assert!(!ld.has_ack_eliciting_in_flight_in(SpaceId::Initial));
+    assert_eq!(ld.oldest_unacked(SpaceId::Handshake).count(), 0);
+    assert_eq!(
+        ld.discard_space(SpaceId::Initial).count(),
+        0,
+        "discarding again is harmless"
+    );
+    let out = ld
+        .ack(SpaceId::Handshake, [1..=1], ms(0), t0 + ms(60), &c)
+        .unwrap();
+    assert!(out.acked.is_empty() && ld.pto_count() == 0);
+    // With the handshake confirmed, only the application space's PTO is armed: 50 ms of RTT sample
+    // gives 50 + 4 * 25 + 25 ms of max_ack_delay.
+    assert_eq!(ld.timeout(&ctx(true)), Some(t0 + ms(175)));
+    let out = ld
+        .ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(70), &ctx(true))
+        .unwrap();
+    assert_eq!(pns(&out.acked), [0]);
+    assert_eq!(ld.bytes_in_flight(), 0);
 }
 
 #[test]
@@ -537,10 +586,10 @@ fn huge_ack_range_costs_only_the_tracked_packets() {
     let top = 1u64 << 40;
     // Pretend 2^40 packets went out without gaps; track a handful of them.
     for pn in [0, 1, 1 << 20, 1 << 39, top] {
-        ld.spaces[SpaceId::Data.index()].next_pn = pn;
+        ld.spaces.data.next_pn = pn;
         ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
     }
-    ld.spaces[SpaceId::Data.index()].unsent.clear();
+    ld.spaces.data.unsent.clear();
     let out = ld.ack(SpaceId::Data, [0..=top], ms(0), t0 + ms(30), &c).unwrap();
     assert_eq!(pns(&out.acked), [0, 1, 1 << 20, 1 << 39, top]);
     assert_eq!(ld.bytes_in_flight(), 0);
@@ -632,7 +681,7 @@ fn skipped_numbers_are_remembered_up_to_a_bound() {
         ld.skip_packet_number(SpaceId::Data, pn);
         ld.on_packet_sent(SpaceId::Data, pn + 1, pkt(t0, i));
     }
-    assert_eq!(ld.spaces[SpaceId::Data.index()].unsent.len(), MAX_UNSENT_RANGES);
+    assert_eq!(ld.spaces.data.unsent.len(), MAX_UNSENT_RANGES);
     assert!(ld.ack(SpaceId::Data, [1..=1], ms(0), t0, &c).is_ok());
     let last_skipped = ld.next_packet_number(SpaceId::Data) - 2;
     assert!(ld
@@ -762,7 +811,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// Checks the tracker's counters against its contents.
 fn check_invariants(ld: &LossDetection<u64>) {
     let mut total = 0;
-    for s in &ld.spaces {
+    for s in ld.spaces.iter() {
         let bytes: u64 = s.sent.iter().map(|(_, p)| u64::from(p.size)).sum();
         let eliciting = s.sent.iter().filter(|(_, p)| p.ack_eliciting).count() as u64;
         assert_eq!(s.bytes_in_flight, bytes);
@@ -800,7 +849,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                 if discarded[space] && space != 2 {
                     continue;
                 }
-                let pn = ld.spaces[space].next_pn + u64::from(gap);
+                let pn = ld.next_packet_number(SpaceId::ALL[space]) + u64::from(gap);
                 let packet = SentPacket {
                     time_sent: now,
                     size,
@@ -812,7 +861,10 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                 ld.on_packet_sent(SpaceId::ALL[space], pn, packet);
             }
             Op::Skip { space } => {
-                let pn = ld.spaces[space].next_pn;
+                if discarded[space] && space != 2 {
+                    continue;
+                }
+                let pn = ld.next_packet_number(SpaceId::ALL[space]);
                 ld.skip_packet_number(SpaceId::ALL[space], pn);
             }
             Op::Ack {
@@ -821,7 +873,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                 ref ranges,
                 delay_ms,
             } => {
-                let next = ld.spaces[space].next_pn;
+                let next = ld.next_packet_number(SpaceId::ALL[space]);
                 // Mostly valid tops, sometimes one past what was sent.
                 let mut hi = (next + 1).saturating_sub(u64::from(top_back) % 8);
                 let mut list = Vec::new();
@@ -857,7 +909,11 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
             Op::Discard { space } => {
                 discarded[space] = true;
                 let _ = ld.discard_space(SpaceId::ALL[space]);
-                assert_eq!(ld.spaces[space].bytes_in_flight, 0);
+                assert!(ld
+                    .spaces
+                    .get(SpaceId::ALL[space])
+                    .is_none_or(|s| s.bytes_in_flight == 0));
+                assert_eq!(ld.spaces.released(), discarded[0] && discarded[1]);
             }
             Op::Wait { ms: d } => now += ms(u64::from(d)),
         }
