@@ -390,7 +390,13 @@ impl Connection {
         let target = target.min(payload_end);
         let padded = buf.len() < target;
         buf.resize(target.max(buf.len()), 0);
-        buf.resize(buf.len() + tag_len, 0);
+        // Room for the AEAD tag. Every QUIC v1 and v2 AEAD has a 16-byte tag, which a fixed-size append
+        // writes in place; `resize` would call `memset` for it once per packet.
+        if tag_len == 16 {
+            buf.extend_from_slice(&[0; 16]);
+        } else {
+            buf.resize(buf.len() + tag_len, 0);
+        }
         let packet_len = buf.len() - packet_start;
         #[cfg(feature = "qlog")]
         self.qlog.packet_sent(

@@ -33,11 +33,23 @@ const MAX_PN_LEN: usize = 4;
 // ---------------------------------------------------------------------------------------------------------
 
 /// Our [`PacketKey`] over a `rustls` QUIC packet key.
-struct RustlsPacketKey(Box<dyn quic::PacketKey>);
+///
+/// The tag length is read once: every packet needs it, and asking `rustls` is a dynamic call.
+struct RustlsPacketKey {
+    key: Box<dyn quic::PacketKey>,
+    tag_len: usize,
+}
+
+impl RustlsPacketKey {
+    fn boxed(key: Box<dyn quic::PacketKey>) -> Box<dyn PacketKey> {
+        let tag_len = key.tag_len();
+        Box::new(Self { key, tag_len })
+    }
+}
 
 impl PacketKey for RustlsPacketKey {
     fn seal(&self, pn: u64, packet: &mut [u8], header_len: usize) -> Result<(), CryptoError> {
-        let tag_len = self.0.tag_len();
+        let tag_len = self.tag_len;
         let payload_end = packet
             .len()
             .checked_sub(tag_len)
@@ -47,7 +59,7 @@ impl PacketKey for RustlsPacketKey {
         let (header, payload) = rest.split_at_mut(header_len);
         // RFC 9001 §5.3: the associated data is the header up to and including the unprotected packet number.
         let tag = self
-            .0
+            .key
             .encrypt_in_place(pn, header, payload)
             .map_err(|_| CryptoError::EncryptionFailed)?;
         if tag.as_ref().len() != tag_out.len() {
@@ -58,27 +70,27 @@ impl PacketKey for RustlsPacketKey {
     }
 
     fn open(&self, pn: u64, packet: &mut [u8], header_len: usize) -> Result<usize, CryptoError> {
-        if packet.len() < header_len.saturating_add(self.0.tag_len()) {
+        if packet.len() < header_len.saturating_add(self.tag_len) {
             return Err(CryptoError::PacketTooShort);
         }
         let (header, payload) = packet.split_at_mut(header_len);
         let plain = self
-            .0
+            .key
             .decrypt_in_place(pn, header, payload)
             .map_err(|_| CryptoError::DecryptionFailed)?;
         Ok(plain.len())
     }
 
     fn tag_len(&self) -> usize {
-        self.0.tag_len()
+        self.tag_len
     }
 
     fn confidentiality_limit(&self) -> u64 {
-        self.0.confidentiality_limit()
+        self.key.confidentiality_limit()
     }
 
     fn integrity_limit(&self) -> u64 {
-        self.0.integrity_limit()
+        self.key.integrity_limit()
     }
 }
 
@@ -165,7 +177,7 @@ impl HeaderKey for RustlsHeaderKey {
 
 fn directional(keys: quic::DirectionalKeys) -> DirectionalKeys {
     DirectionalKeys {
-        packet: Box::new(RustlsPacketKey(keys.packet)),
+        packet: RustlsPacketKey::boxed(keys.packet),
         header: Box::new(RustlsHeaderKey(keys.header)),
     }
 }
@@ -414,8 +426,8 @@ impl Session for RustlsSession {
     fn next_1rtt_keys(&mut self) -> Option<(Box<dyn PacketKey>, Box<dyn PacketKey>)> {
         let set = self.next.as_mut()?.next_packet_keys();
         Some((
-            Box::new(RustlsPacketKey(set.local)),
-            Box::new(RustlsPacketKey(set.remote)),
+            RustlsPacketKey::boxed(set.local),
+            RustlsPacketKey::boxed(set.remote),
         ))
     }
 
@@ -423,7 +435,7 @@ impl Session for RustlsSession {
         // rustls derives a phase's keys only as a pair, and only while advancing its secrets, so the peek
         // works on a copy (a few microseconds, once per key phase).
         let set = self.next.clone()?.next_packet_keys();
-        Some(Box::new(RustlsPacketKey(set.remote)))
+        Some(RustlsPacketKey::boxed(set.remote))
     }
 
     fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
