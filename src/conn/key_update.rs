@@ -106,15 +106,15 @@ impl OneRttKeys {
         received_pn: Option<u64>,
         discard_prev_at: Instant,
     ) {
-        if self.next_remote.is_none() {
-            return;
-        }
-        // The remote half of this pair is the key prepared in advance (it may already have opened the
-        // peer's packet), so that one is kept and the fresh copy dropped.
-        let Some((local, _)) = session.next_1rtt_keys() else {
+        let Some(remote) = self.next_remote.take() else {
             return;
         };
-        let Some(remote) = self.next_remote.take() else {
+        // The remote half of this pair is the key prepared in advance (it may already have opened the
+        // peer's packet), so that one is kept and the fresh copy dropped. Together with the peek below,
+        // a phase change derives four keys instead of two: a few microseconds, once per phase.
+        let Some((local, _)) = session.next_1rtt_keys() else {
+            // A session that peeked a key it then does not hand out: stay in this phase.
+            self.next_remote = Some(remote);
             return;
         };
         let old_remote = std::mem::replace(&mut self.remote, remote);
@@ -194,8 +194,13 @@ mod tests {
     use crate::wire::TransportError;
     use crate::Side;
 
-    /// A TLS session stand-in that only hands out successive key phases from one secret.
-    struct Phases(Secret);
+    /// A TLS session stand-in that hands out successive key phases from one secret per direction, and
+    /// counts how often it was advanced.
+    struct Phases {
+        local: Secret,
+        remote: Secret,
+        advances: usize,
+    }
 
     impl Session for Phases {
         fn side(&self) -> Side {
@@ -208,11 +213,13 @@ mod tests {
             None
         }
         fn next_1rtt_keys(&mut self) -> Option<(Box<dyn PacketKey>, Box<dyn PacketKey>)> {
-            self.0 = self.0.next();
-            Some((self.0.packet_key(), self.0.packet_key()))
+            self.local = self.local.next();
+            self.remote = self.remote.next();
+            self.advances += 1;
+            Some((self.local.packet_key(), self.remote.packet_key()))
         }
         fn peek_next_1rtt_remote_key(&self) -> Option<Box<dyn PacketKey>> {
-            Some(self.0.next().packet_key())
+            Some(self.remote.next().packet_key())
         }
         fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
             None
@@ -239,12 +246,25 @@ mod tests {
 
     use crate::test_util::epoch;
 
+    /// Phase 0 of direction `seed` (7: ours, 8: the peer's), advanced `phase` times.
+    fn secret(seed: u8, phase: usize) -> Secret {
+        let mut s = Secret::new(Suite::Aes128Gcm, &[seed; 32]).unwrap();
+        for _ in 0..phase {
+            s = s.next();
+        }
+        s
+    }
+
     fn keys() -> (OneRttKeys, Phases) {
-        let secret = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap();
-        let mut session = Phases(secret.clone());
+        let (local, remote) = (secret(7, 0), secret(8, 0));
         let keys = Keys {
-            local: DirectionalKeys::new(&secret),
-            remote: DirectionalKeys::new(&secret),
+            local: DirectionalKeys::new(&local),
+            remote: DirectionalKeys::new(&remote),
+        };
+        let mut session = Phases {
+            local,
+            remote,
+            advances: 0,
         };
         (OneRttKeys::new(keys, &mut session), session)
     }
@@ -288,29 +308,45 @@ mod tests {
     #[test]
     fn each_phase_sends_with_its_own_key_derived_when_the_phase_starts() {
         let (mut k, mut session) = keys();
-        let phase = |n: usize| {
-            let mut s = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap();
-            for _ in 0..n {
-                s = s.next();
-            }
-            s.packet_key()
-        };
-        for n in 1..=3usize {
+        assert_eq!(
+            session.advances, 0,
+            "phase 1 is only peeked at: no send key for it yet"
+        );
+        for n in 1..=4usize {
+            let prepared = k.remote_key(RecvKey::Next).unwrap();
             assert!(
-                opens(&*phase(n), k.remote_key(RecvKey::Next).unwrap()),
-                "phase {n} prepared"
+                opens(&*secret(8, n).packet_key(), prepared),
+                "phase {n} receive key prepared"
             );
+            assert!(!opens(&*secret(7, n).packet_key(), prepared));
             k.on_sent(10 * n as u64);
             k.on_acked(10 * n as u64);
-            k.rotate(&mut session, None, epoch());
-            assert_eq!(k.updates, n as u64);
-            assert!(opens(&*k.local, &*phase(n)), "we send with phase {n}'s key");
-            assert!(!opens(&*k.local, &*phase(n - 1)));
-            assert!(
-                opens(&*phase(n), &*k.remote),
-                "we open phase {n} with the prepared key"
+            k.on_received(10 * n as u64);
+            k.on_ack_sent(10 * n as u64);
+            // Odd phases are the peer's updates (its packet opened with the prepared key), even ones ours.
+            let peer_started = n % 2 == 1;
+            assert!(if peer_started {
+                k.peer_may_update()
+            } else {
+                k.can_update()
+            });
+            k.rotate(&mut session, peer_started.then_some(10 * n as u64 + 1), epoch());
+            assert_eq!(
+                (k.updates, session.advances),
+                (n as u64, n),
+                "one derivation per phase change"
             );
-            assert!(opens(&*phase(n - 1), k.remote_key(RecvKey::Previous).unwrap()));
+            assert!(
+                opens(&*k.local, &*secret(7, n).packet_key()),
+                "we send with phase {n}'s key"
+            );
+            assert!(!opens(&*k.local, &*secret(7, n - 1).packet_key()));
+            assert!(
+                opens(&*secret(8, n).packet_key(), &*k.remote),
+                "we open phase {n}"
+            );
+            let previous = k.remote_key(RecvKey::Previous).unwrap();
+            assert!(opens(&*secret(8, n - 1).packet_key(), previous));
         }
     }
 
@@ -326,7 +362,7 @@ mod tests {
         k.on_ack_sent(5);
         assert!(k.peer_may_update());
         // The next key really opens what the peer seals in the next phase.
-        let next_secret = Secret::new(Suite::Aes128Gcm, &[7; 32]).unwrap().next();
+        let next_secret = secret(8, 1);
         let mut packet = vec![0x40, 1, 2, 3, 0xaa, 0xbb, 0xcc, 0xdd];
         packet.resize(packet.len() + 16, 0);
         next_secret.packet_key().seal(6, &mut packet, 4).unwrap();
