@@ -616,7 +616,11 @@ impl Connection {
             return;
         }
         self.handshake_confirmed = true;
-        // RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
+        // RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed. Initial keys
+        // normally went earlier (§4.9.1: the client's first Handshake packet, the server's first received
+        // one); a server that sends HANDSHAKE_DONE before the client's Handshake packet (which §19.20 of
+        // RFC 9000 rules out) would otherwise leave them, and both spaces' state, for the connection's life.
+        self.discard_space(SpaceId::Initial);
         self.discard_space(SpaceId::Handshake);
         // RFC 9000 §14.3: probing for a larger path MTU starts now, within what the peer accepts.
         let peer_max = self

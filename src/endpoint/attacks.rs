@@ -226,11 +226,39 @@ fn an_ack_of_a_packet_never_sent_is_a_protocol_violation() {
 #[test]
 fn an_ack_in_the_wrong_space_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
+    // The server sent a dozen 1-RTT packets but only a handful of Handshake packets: acknowledging a
+    // 1-RTT number in the Handshake space acknowledges something never sent there. The Handshake space
+    // is discarded (and its state released) by now, but an ACK can still reach it: a Handshake packet
+    // may carry one after the CRYPTO frame whose Finished confirmed the handshake.
+    let h = p.server_h.unwrap();
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.spaces.handshake_released());
+    let handshake_next = conn.recovery.next_packet_number(SpaceId::Handshake);
+    assert!(handshake_next > 0, "Handshake packets were sent");
+    inject(
+        &mut p,
+        SpaceId::Handshake,
+        &[ack(&[handshake_next - 1..=handshake_next - 1])],
+    );
+    assert_eq!(
+        server_error(&mut p),
+        None,
+        "a late ACK of a packet sent there is fine"
+    );
+    inject(
+        &mut p,
+        SpaceId::Handshake,
+        &[ack(&[handshake_next + 10..=handshake_next + 10])],
+    );
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
+#[test]
+fn an_ack_in_the_wrong_space_during_the_handshake_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
     // A second connection, stopped halfway: the server has answered the client's Initial, so its
-    // Handshake space is live, with a few Handshake packets sent (and many more 1-RTT packets on the
-    // first connection). Acknowledging a higher number in the Handshake space acknowledges something
-    // never sent there. (Once the handshake is over, the space and its keys are gone, so no ACK can
-    // arrive in it at all.)
+    // Handshake space is live, with a few Handshake packets sent. Acknowledging a higher number there
+    // acknowledges something never sent.
     let first = p.server_h.unwrap();
     p.client
         .connect(

@@ -466,6 +466,50 @@ proptest! {
 /// any more (RFC 9001 §4.9: their keys are discarded, and the state goes with them), and the server's
 /// connections share the server's transport configuration instead of each holding a copy.
 #[test]
+fn a_client_confirmed_before_its_first_handshake_packet_releases_both_spaces() {
+    // A second connection from the pair's client, stopped after the server's first flight: the client
+    // has 1-RTT keys but has not sent a Handshake packet, so its Initial space is still live. A
+    // HANDSHAKE_DONE now (which a conforming server cannot send yet) confirms the handshake; both
+    // handshake spaces go, not only the Handshake one.
+    let mut pair = peer_errors::Pair::new(TransportConfig::default());
+    let now = pair.now;
+    let config = pair.client_config.clone();
+    let h = pair
+        .client
+        .connect(now, config, peer_errors::SERVER.parse().unwrap(), "localhost")
+        .unwrap();
+    let mut buf = Vec::new();
+    for (from_client, from) in [(true, peer_errors::CLIENT), (false, peer_errors::SERVER)] {
+        let (src, dst) = if from_client {
+            (&mut pair.client, &mut pair.server)
+        } else {
+            (&mut pair.server, &mut pair.client)
+        };
+        while let Some(t) = src.poll_transmit(now, &mut buf) {
+            for d in t.datagrams(&buf) {
+                let datagram = Datagram {
+                    remote: from.parse().unwrap(),
+                    local: None,
+                    ecn: None,
+                    payload: BytesMut::from(d),
+                };
+                dst.handle_datagram(now, datagram);
+            }
+        }
+    }
+    let conn = &mut pair.client.table.get_mut(h).unwrap().conn;
+    assert!(conn.one_rtt.is_some(), "the client has the server's flight");
+    assert!(!conn.spaces[crate::conn::SpaceId::Initial.index()].discarded);
+    conn.inject_frames_in(
+        now,
+        crate::conn::SpaceId::Data,
+        &[crate::wire::frame::Frame::HandshakeDone],
+    );
+    assert!(conn.spaces.handshake_released());
+    assert!(conn.recovery.handshake_spaces_released());
+}
+
+#[test]
 fn established_connections_hold_no_handshake_space_state() {
     let mut pair = peer_errors::Pair::new(TransportConfig::default());
     let conns = |ep: &Endpoint| -> Vec<ConnectionHandle> { ep.table.iter().map(|(h, _)| h).collect() };

@@ -273,6 +273,11 @@ impl<T> Space<T> {
 #[derive(Debug)]
 struct Spaces<T> {
     handshake: Option<Box<[Space<T>; 2]>>,
+    /// The Initial and Handshake spaces' next packet numbers, kept when they are released: an ACK frame
+    /// can still arrive in a released space (a client's Handshake packet may carry one after the CRYPTO
+    /// frame whose Finished confirms the handshake at the server), and it is checked against what was
+    /// sent there (RFC 9000 §13.1).
+    released_next_pn: [u64; 2],
     data: Space<T>,
 }
 
@@ -340,6 +345,7 @@ impl<T> LossDetection<T> {
             side,
             spaces: Spaces {
                 handshake: Some(Box::new([Space::new(), Space::new()])),
+                released_next_pn: [0; 2],
                 data: Space::new(),
             },
             rtt: RttEstimator::new(initial_rtt),
@@ -444,9 +450,22 @@ impl<T> LossDetection<T> {
     where
         I: IntoIterator<Item = RangeInclusive<u64>>,
     {
-        // A released space can receive nothing: its keys are gone, so no packet of it is opened.
         let Some(s) = self.spaces.get_mut(space) else {
-            return Ok(AckOutcome::default());
+            // A released space holds nothing in flight, so the ACK only needs checking: everything below
+            // the space's next packet number was sent (its skips, if any, were forgotten on discard).
+            let next_pn = self
+                .spaces
+                .released_next_pn
+                .get(space.index())
+                .copied()
+                .unwrap_or(0);
+            return match ranges.into_iter().find(|r| !r.is_empty() && *r.end() >= next_pn) {
+                Some(r) => Err(AckError::UnsentPacket {
+                    space,
+                    pn: (*r.start()).max(next_pn),
+                }),
+                None => Ok(AckOutcome::default()),
+            };
         };
 
         // One walk over the ranges validates them and notes their bounds, lowest range first afterwards:
@@ -643,7 +662,7 @@ impl<T> LossDetection<T> {
     /// neither acknowledged nor lost, so the congestion controller must not see them as either.
     ///
     /// Once both the Initial and the Handshake space are discarded, their storage is released: they read
-    /// as empty from then on.
+    /// as empty from then on, except for their next packet numbers, which ACK frames are checked against.
     pub(crate) fn discard_space(&mut self, space: SpaceId) -> impl Iterator<Item = (u64, SentPacket<T>)> {
         let sent = self.spaces.get_mut(space).map(|s| {
             let sent = s.sent.take_all();
@@ -655,13 +674,11 @@ impl<T> LossDetection<T> {
             s.discarded = true;
             sent
         });
-        if self
-            .spaces
-            .handshake
-            .as_ref()
-            .is_some_and(|h| h.iter().all(|s| s.discarded))
-        {
-            self.spaces.handshake = None;
+        if let Some([initial, handshake]) = self.spaces.handshake.as_deref() {
+            if initial.discarded && handshake.discarded {
+                self.spaces.released_next_pn = [initial.next_pn, handshake.next_pn];
+                self.spaces.handshake = None;
+            }
         }
         // RFC 9002 §6.2.2: "When Initial or Handshake keys are discarded, the PTO and loss detection timers
         // MUST be reset".
@@ -713,10 +730,17 @@ impl<T> LossDetection<T> {
         self.spaces.get(space)?.largest_acked
     }
 
-    /// The smallest packet number in `space` neither sent nor skipped (0 in a released space, where
-    /// nothing is sent again).
+    /// The smallest packet number in `space` neither sent nor skipped.
     pub(crate) fn next_packet_number(&self, space: SpaceId) -> u64 {
-        self.spaces.get(space).map_or(0, |s| s.next_pn)
+        match self.spaces.get(space) {
+            Some(s) => s.next_pn,
+            None => self
+                .spaces
+                .released_next_pn
+                .get(space.index())
+                .copied()
+                .unwrap_or(0),
+        }
     }
 
     /// The unacknowledged ack-eliciting packets of `space`, oldest first: what a PTO probe can retransmit

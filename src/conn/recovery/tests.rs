@@ -515,10 +515,27 @@ fn handshake_spaces_are_released_once_both_are_discarded() {
         0,
         "discarding again is harmless"
     );
+    // An ACK can still arrive in a released space; it is checked against the numbers used there.
+    assert_eq!(ld.next_packet_number(SpaceId::Handshake), 2);
+    assert_eq!(ld.next_packet_number(SpaceId::Initial), 1);
     let out = ld
         .ack(SpaceId::Handshake, [1..=1], ms(0), t0 + ms(60), &c)
         .unwrap();
     assert!(out.acked.is_empty() && ld.pto_count() == 0);
+    assert_eq!(
+        ld.ack(SpaceId::Handshake, [5..=6, 0..=1], ms(0), t0 + ms(60), &c),
+        Err(AckError::UnsentPacket {
+            space: SpaceId::Handshake,
+            pn: 5
+        })
+    );
+    assert_eq!(
+        ld.ack(SpaceId::Initial, [0..=1], ms(0), t0 + ms(60), &c),
+        Err(AckError::UnsentPacket {
+            space: SpaceId::Initial,
+            pn: 1
+        })
+    );
     // With the handshake confirmed, only the application space's PTO is armed: 50 ms of RTT sample
     // gives 50 + 4 * 25 + 25 ms of max_ack_delay.
     assert_eq!(ld.timeout(&ctx(true)), Some(t0 + ms(175)));
