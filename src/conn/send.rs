@@ -10,6 +10,7 @@ use super::connection::{later, Connection, State};
 use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
+use crate::crypto::TAG_LEN;
 use crate::datagram::Transmit;
 use crate::wire::frame::{CloseCode, ConnectionClose, CryptoFrame, Datagram, Frame};
 use crate::wire::header::Header;
@@ -392,8 +393,8 @@ impl Connection {
         buf.resize(target.max(buf.len()), 0);
         // Room for the AEAD tag. Every QUIC v1 and v2 AEAD has a 16-byte tag, which a fixed-size append
         // writes in place; `resize` would call `memset` for it once per packet.
-        if tag_len == 16 {
-            buf.extend_from_slice(&[0; 16]);
+        if tag_len == TAG_LEN {
+            buf.extend_from_slice(&[0; TAG_LEN]);
         } else {
             buf.resize(buf.len() + tag_len, 0);
         }

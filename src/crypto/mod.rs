@@ -57,6 +57,7 @@ pub(crate) fn connection_initial_keys(
 pub use retry::{retry_tag, verify_retry_tag, RETRY_TAG_LEN};
 pub use secret::Secret;
 pub use suite::Suite;
+pub(crate) use suite::TAG_LEN;
 
 /// Why a cryptographic operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

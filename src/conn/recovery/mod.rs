@@ -296,6 +296,14 @@ impl<T> Spaces<T> {
         }
     }
 
+    /// The smallest packet number of `space` neither sent nor skipped, released or not.
+    fn next_pn(&self, space: SpaceId) -> u64 {
+        match self.get(space) {
+            Some(s) => s.next_pn,
+            None => self.released_next_pn.get(space.index()).copied().unwrap_or(0),
+        }
+    }
+
     /// The spaces still held.
     fn iter(&self) -> impl Iterator<Item = &Space<T>> {
         self.handshake
@@ -453,12 +461,7 @@ impl<T> LossDetection<T> {
         let Some(s) = self.spaces.get_mut(space) else {
             // A released space holds nothing in flight, so the ACK only needs checking: everything below
             // the space's next packet number was sent (its skips, if any, were forgotten on discard).
-            let next_pn = self
-                .spaces
-                .released_next_pn
-                .get(space.index())
-                .copied()
-                .unwrap_or(0);
+            let next_pn = self.spaces.next_pn(space);
             return match ranges.into_iter().find(|r| !r.is_empty() && *r.end() >= next_pn) {
                 Some(r) => Err(AckError::UnsentPacket {
                     space,
@@ -732,15 +735,7 @@ impl<T> LossDetection<T> {
 
     /// The smallest packet number in `space` neither sent nor skipped.
     pub(crate) fn next_packet_number(&self, space: SpaceId) -> u64 {
-        match self.spaces.get(space) {
-            Some(s) => s.next_pn,
-            None => self
-                .spaces
-                .released_next_pn
-                .get(space.index())
-                .copied()
-                .unwrap_or(0),
-        }
+        self.spaces.next_pn(space)
     }
 
     /// The unacknowledged ack-eliciting packets of `space`, oldest first: what a PTO probe can retransmit
