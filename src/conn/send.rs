@@ -101,6 +101,9 @@ impl Connection {
             close.pending = false;
         }
         if count == 0 {
+            // Nothing more to send: the sent-packet storage of a flight acknowledged in full is not
+            // needed again soon.
+            self.recovery.release_idle_storage();
             return None;
         }
         Some(self.transmit_of(buf.len(), if count > 1 { segment } else { None }))

@@ -510,6 +510,34 @@ fn a_client_confirmed_before_its_first_handshake_packet_releases_both_spaces() {
 }
 
 #[test]
+fn sent_packet_storage_is_released_once_the_sender_is_idle() {
+    let mut pair = peer_errors::Pair::new(TransportConfig::default());
+    let client_h = pair.client.table.iter().map(|(h, _)| h).next().unwrap();
+    let server_h = pair.server_h.unwrap();
+    let holds = |ep: &Endpoint, h| ep.table.get(h).unwrap().conn.recovery.holds_sent_storage();
+    assert!(!holds(&pair.client, client_h) && !holds(&pair.server, server_h));
+
+    let now = pair.now;
+    let data = vec![7u8; 40_000];
+    {
+        let mut conn = pair.client.conn(client_h).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert_eq!(conn.stream(id).write(&data), Ok(data.len()));
+    }
+    let mut buf = Vec::new();
+    assert!(pair.client.poll_transmit(now, &mut buf).is_some());
+    assert!(holds(&pair.client, client_h), "packets in flight are recorded");
+
+    // The transfer completes and everything is acknowledged: the last call to send found nothing
+    // to send, and the storage went with it.
+    pair.run(Duration::from_secs(2));
+    let conn = &pair.client.table.get(client_h).unwrap().conn;
+    assert_eq!(conn.recovery.bytes_in_flight(), 0);
+    assert!(conn.stats.bytes_sent > 40_000);
+    assert!(!holds(&pair.client, client_h) && !holds(&pair.server, server_h));
+}
+
+#[test]
 fn established_connections_hold_no_handshake_space_state() {
     let mut pair = peer_errors::Pair::new(TransportConfig::default());
     let conns = |ep: &Endpoint| -> Vec<ConnectionHandle> { ep.table.iter().map(|(h, _)| h).collect() };

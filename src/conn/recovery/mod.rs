@@ -689,6 +689,22 @@ impl<T> LossDetection<T> {
         sent.into_iter().flatten()
     }
 
+    /// Frees the sent-packet storage of every space with nothing in flight. The storage outlives the
+    /// flight it held (a busy sender fills it again at once); the connection calls this when it has
+    /// nothing more to send, so that an idle connection holds none.
+    pub(crate) fn release_idle_storage(&mut self) {
+        if let Some(h) = self.spaces.handshake.as_deref_mut() {
+            h.iter_mut().for_each(|s| s.sent.release());
+        }
+        self.spaces.data.sent.release();
+    }
+
+    /// Whether any space holds sent-packet storage.
+    #[cfg(test)]
+    pub(crate) fn holds_sent_storage(&self) -> bool {
+        self.spaces.iter().any(|s| s.sent.holds_storage())
+    }
+
     /// Whether the Initial and Handshake spaces' storage was released (both discarded).
     #[cfg(test)]
     pub(crate) fn handshake_spaces_released(&self) -> bool {

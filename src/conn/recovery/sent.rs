@@ -107,16 +107,30 @@ impl<T> SentPackets<T> {
         self.compact();
     }
 
-    /// Drops the empty slots at the front; with nothing left in flight, releases the storage, so that an
-    /// idle connection holds none (a busy one allocates it once per flight).
+    /// Drops the empty slots at the front. The storage stays when the last packet leaves: a busy sender
+    /// whose every flight is acknowledged in full refills it at once; [`release`](Self::release) frees
+    /// it when the sender has nothing more to send.
     fn compact(&mut self) {
         if self.len == 0 {
-            self.slots = VecDeque::new();
+            self.slots.clear();
             return;
         }
         while let Some((_, None)) = self.slots.front() {
             self.slots.pop_front();
         }
+    }
+
+    /// Frees the storage if nothing is in flight, so that an idle connection holds none.
+    pub(super) fn release(&mut self) {
+        if self.len == 0 && self.slots.capacity() > 0 {
+            self.slots = VecDeque::new();
+        }
+    }
+
+    /// Whether storage is held.
+    #[cfg(test)]
+    pub(super) fn holds_storage(&self) -> bool {
+        self.slots.capacity() > 0
     }
 
     /// Every tracked packet, ascending.
@@ -181,9 +195,14 @@ mod tests {
         assert_eq!(numbers(&s), [9]);
         s.drain_range(9..=9, |_, _| {});
         assert!(s.is_empty());
-        // Empty: the storage is released, and the next packet starts a new span.
-        assert_eq!(s.slots.capacity(), 0);
+        // Empty: the storage stays for the next flight until released, and the next packet starts a
+        // new span.
+        assert!(s.holds_storage());
+        assert_eq!(s.slots.len(), 0);
         s.insert(1000, packet(1));
+        // Release frees nothing while a packet is in flight.
+        s.release();
+        assert!(s.holds_storage());
         // Numbers far apart take no room in between.
         s.insert(1 << 60, packet(2));
         assert_eq!(s.slots.len(), 2);
@@ -192,6 +211,24 @@ mod tests {
         assert_eq!(numbers(&s), [1000]);
         assert_eq!(s.take_all().map(|(pn, _)| pn).collect::<Vec<_>>(), [1000]);
         assert!(s.is_empty());
+        assert!(!s.holds_storage());
+        assert_eq!(s.iter().count(), 0);
+    }
+
+    #[test]
+    fn storage_is_kept_across_flights_until_released() {
+        let mut s = SentPackets::default();
+        s.insert(0, packet(1));
+        s.insert(1, packet(1));
+        s.drain_range(0..=1, |_, _| {});
+        assert!(s.is_empty());
+        assert!(s.holds_storage());
+        let capacity = s.slots.capacity();
+        s.insert(2, packet(1));
+        assert_eq!(s.slots.capacity(), capacity, "the next flight reuses the storage");
+        assert_eq!(s.remove(2).map(|p| p.data), Some(1));
+        s.release();
+        assert!(!s.holds_storage());
         assert_eq!(s.iter().count(), 0);
     }
 }
