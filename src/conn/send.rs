@@ -101,9 +101,11 @@ impl Connection {
             close.pending = false;
         }
         if count == 0 {
-            // Nothing more to send: the sent-packet storage of a flight acknowledged in full is not
-            // needed again soon.
-            self.recovery.release_idle_storage();
+            if self.app_limited {
+                // Nothing more to send (not merely held back by pacing): the sent-packet storage of a
+                // flight acknowledged in full is not needed again soon.
+                self.recovery.release_idle_storage();
+            }
             return None;
         }
         Some(self.transmit_of(buf.len(), if count > 1 { segment } else { None }))
