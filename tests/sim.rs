@@ -392,3 +392,31 @@ fn path_mtu_black_hole_falls_back_to_the_base() {
     assert!(after.path_mtu <= 1300, "{after:?}");
     assert!(after.path_mtu >= 1200, "{after:?}");
 }
+
+/// A transfer limited by the sender's buffer (no bandwidth limit: the window outgrows the 1 MiB send
+/// buffer) is not cut into tiny packets. Acknowledgements free the buffer a packet or two at a time;
+/// when each woke the writer, it wrote what was freed, and the few bytes beyond a full packet went out
+/// alone: about every other packet carried a handful of bytes (the sender-side silly window syndrome).
+/// The writer is now woken once a sixty-fourth of the buffer is free.
+#[test]
+fn a_buffer_limited_sender_fills_its_packets() {
+    let seed = seed_from_env(21);
+    let _guard = SeedGuard(seed);
+    let total = 20_000_000;
+    let mut out = bulk(seed, base_link(), total, 1, Duration::from_secs(60), |_, _, _| {});
+    assert!(out.done, "transfer did not complete");
+    assert!(out.sink().streams.values().all(|s| s.pattern_ok));
+    let stats = client_stats(&mut out);
+    assert_eq!(stats.path_mtu, 1452, "{stats:?}");
+    // A 1452-byte datagram carries about 1,410 bytes of stream data.
+    let full_packets = total / 1410;
+    println!(
+        "buffer-limited: {} packets sent for {full_packets} packets' worth of data",
+        stats.packets_sent
+    );
+    assert!(
+        stats.packets_sent < full_packets + full_packets / 10,
+        "{} packets for {full_packets} full packets' worth of data: {stats:?}",
+        stats.packets_sent
+    );
+}

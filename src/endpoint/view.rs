@@ -216,7 +216,9 @@ impl StreamRef<'_, '_> {
 
     /// Writes as much of `data` as the stream's send buffer takes and returns how much that was. When
     /// nothing fits, it returns [`WriteError::Blocked`]; a [`StreamEvent::Writable`](crate::StreamEvent)
-    /// event follows when there is room again.
+    /// event follows when acknowledgements have freed a sixty-fourth of the send buffer
+    /// ([`StreamsConfig::send_buffer`](crate::StreamsConfig::send_buffer)), so that the writes it
+    /// prompts fill whole packets.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
         self.conn.connection_mut().streams.write(self.id, data)
     }

@@ -61,7 +61,7 @@ impl Streams {
     /// Accepts up to [`StreamsConfig::send_buffer`](super::StreamsConfig::send_buffer) unacknowledged
     /// bytes per stream, whatever the peer's flow-control limits (the data waits for credit). An empty
     /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
-    /// [`StreamEvent::Writable`] follows once acknowledgements free space.
+    /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         let limit = self.config.send_buffer;
         let send = self.open_send_half(id)?;

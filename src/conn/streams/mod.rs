@@ -66,7 +66,9 @@ pub struct StreamsConfig {
     pub max_stream_receive_window: u64,
     /// The largest the connection's receive window grows to by auto-tuning.
     pub max_receive_window: u64,
-    /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits.
+    /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits. A writer
+    /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
+    /// of it is free, not after every acknowledgement.
     pub send_buffer: usize,
     /// Separate pieces of received stream data held at once, over all streams of a connection. Flow
     /// control bounds the bytes a peer can make us hold, but not how finely it cuts them, and each piece
@@ -127,7 +129,8 @@ pub enum StreamEvent {
         /// The stream.
         id: StreamId,
     },
-    /// A write refused for lack of buffer space may now succeed.
+    /// A write refused for lack of buffer space may now succeed: acknowledgements freed at least a
+    /// sixty-fourth of the stream's send buffer (16 KiB of the default 1 MiB).
     Writable {
         /// The stream.
         id: StreamId,

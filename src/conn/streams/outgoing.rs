@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::send::ResetState;
+use super::send::{ResetState, SendStream};
 use super::{
     dir_of, ConnFlowSent, ControlKind, Next, Sched, SentChunk, SentControl, StreamEvent, Streams, StreamsSent,
 };
@@ -277,7 +277,11 @@ impl Streams {
                 continue;
             };
             let freed = send.on_acked(c.offset, u64::from(c.len), c.fin);
-            if freed > 0 && send.want_writable && send.room(buffer) > 0 && send.is_writable() {
+            if freed > 0
+                && send.want_writable
+                && send.room(buffer) >= SendStream::writable_threshold(buffer)
+                && send.is_writable()
+            {
                 send.want_writable = false;
                 self.events.push_back(StreamEvent::Writable { id: c.id });
             }

@@ -573,6 +573,34 @@ fn priorities_and_round_robin() {
 }
 
 #[test]
+fn a_refused_writer_is_woken_once_a_sixty_fourth_of_the_buffer_is_free() {
+    // A threshold of 1,000 bytes, less than one packet's data.
+    let buffer = 64 * 1000;
+    let cfg = StreamsConfig {
+        send_buffer: buffer,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    assert_eq!(c.write(id, &vec![5; buffer]), Ok(buffer));
+    assert_eq!(c.write(id, &[5; 10]), Err(WriteError::Blocked));
+    let (_, first) = packet(&mut c, now).unwrap();
+    assert!(first.chunks[0].len > 1000);
+    // The first 100 bytes acknowledged (as if a smaller packet had carried them): not enough room to
+    // wake the writer, which would write 100 bytes and send them in a packet of their own.
+    let mut piece = first.clone();
+    piece.chunks[0].len = 100;
+    c.on_acked(&piece);
+    assert!(!events(&mut c).contains(&StreamEvent::Writable { id }));
+    // The whole packet acknowledged: more than 1,000 bytes free.
+    c.on_acked(&first);
+    assert!(events(&mut c).contains(&StreamEvent::Writable { id }));
+    let room = first.chunks[0].len as usize;
+    assert_eq!(c.write(id, &vec![5; room + 1]), Ok(room));
+}
+
+#[test]
 fn slow_reader_bounds_sender_buffer() {
     let cfg = StreamsConfig {
         send_buffer: 10_000,
