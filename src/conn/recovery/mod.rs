@@ -312,6 +312,14 @@ impl<T> Spaces<T> {
             .chain(std::iter::once(&self.data))
     }
 
+    /// The spaces still held, for changing.
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Space<T>> {
+        self.handshake
+            .iter_mut()
+            .flat_map(|h| h.iter_mut())
+            .chain(std::iter::once(&mut self.data))
+    }
+
     /// Whether the Initial and Handshake spaces were released.
     #[cfg(test)]
     fn released(&self) -> bool {
@@ -693,10 +701,7 @@ impl<T> LossDetection<T> {
     /// flight it held (a busy sender fills it again at once); the connection calls this when it has
     /// nothing more to send, so that an idle connection holds none.
     pub(crate) fn release_idle_storage(&mut self) {
-        if let Some(h) = self.spaces.handshake.as_deref_mut() {
-            h.iter_mut().for_each(|s| s.sent.release());
-        }
-        self.spaces.data.sent.release();
+        self.spaces.iter_mut().for_each(|s| s.sent.release());
     }
 
     /// Whether any space holds sent-packet storage.

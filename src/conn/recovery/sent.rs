@@ -122,7 +122,7 @@ impl<T> SentPackets<T> {
 
     /// Frees the storage if nothing is in flight, so that an idle connection holds none.
     pub(super) fn release(&mut self) {
-        if self.len == 0 && self.slots.capacity() > 0 {
+        if self.len == 0 {
             self.slots = VecDeque::new();
         }
     }
