@@ -385,6 +385,9 @@ struct Stream {
     sched: Sched,
     /// Queued control frames.
     queued: ControlQueued,
+    /// The stream's ID is in `Streams::conn_blocked`: listed once however often the stream is found
+    /// blocked again (a peer raising MAX_STREAM_DATA while holding MAX_DATA back requeues it each time).
+    conn_listed: bool,
 }
 
 /// Index of a direction in per-direction arrays.
@@ -576,6 +579,7 @@ impl Streams {
             priority: 0,
             sched: Sched::Idle,
             queued: ControlQueued::default(),
+            conn_listed: false,
         };
         match spare {
             Some(mut boxed) => {
@@ -604,6 +608,7 @@ impl Streams {
         self.send_max_data = max;
         for id in std::mem::take(&mut self.conn_blocked) {
             if let Some(s) = self.streams.get_mut(&id) {
+                s.conn_listed = false;
                 if s.sched == Sched::ConnBlocked {
                     s.sched = Sched::Idle;
                     self.schedule(id);
@@ -656,6 +661,10 @@ impl Streams {
             return;
         }
         if let Some(mut s) = self.streams.remove(&id) {
+            if s.conn_listed {
+                // Bounded by the live streams: each is listed at most once.
+                self.conn_blocked.retain(|&listed| listed != id);
+            }
             // Anything of the stream still counted against the connection window is released.
             if let Some(recv) = s.recv.as_mut() {
                 let n = recv.take_discard_credit();

@@ -250,7 +250,10 @@ impl Streams {
                     }
                     Next::ConnBlocked => {
                         s.sched = Sched::ConnBlocked;
-                        self.conn_blocked.push(id);
+                        if !s.conn_listed {
+                            s.conn_listed = true;
+                            self.conn_blocked.push(id);
+                        }
                         // RFC 9000 §4.1: a sender SHOULD send DATA_BLOCKED when blocked.
                         if self.data_blocked_at != Some(self.send_max_data) {
                             self.data_blocked_at = Some(self.send_max_data);

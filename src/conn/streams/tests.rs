@@ -601,6 +601,54 @@ fn a_refused_writer_is_woken_once_a_sixty_fourth_of_the_buffer_is_free() {
 }
 
 #[test]
+fn a_max_stream_data_flood_lists_a_connection_blocked_stream_once() {
+    // RFC 9000 §4.1: a peer may raise a stream's limit as often as it likes. While it holds the
+    // connection's limit back, the stream waits for MAX_DATA listed once, not once per raise. (The
+    // limits are fed to the sender directly; what it sends is acknowledged and counted, not delivered.)
+    let stingy = StreamsConfig {
+        stream_receive_window: 2000,
+        receive_window: 1000,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+    let now = start();
+    // Everything the sender has to send now, acknowledged; returns the STREAM bytes.
+    let drain = |s: &mut Streams| {
+        let mut bytes = 0;
+        while let Some((p, rec)) = packet(s, now) {
+            s.on_acked(&rec);
+            for f in frames(&p) {
+                if let Frame::Stream(f) = f {
+                    bytes += f.data.len();
+                }
+            }
+        }
+        bytes
+    };
+    let id = s.open(Dir::Uni).unwrap();
+    assert_eq!(s.write(id, &[3; 300_000]), Ok(300_000));
+    assert_eq!(drain(&mut s), 1000);
+    assert_eq!(s.conn_blocked.len(), 1);
+    for i in 0..10_000u64 {
+        s.on_max_stream_data(MaxStreamData { id, max: 3000 + i }).unwrap();
+        assert_eq!(drain(&mut s), 0);
+        assert_eq!(s.conn_blocked.len(), 1);
+    }
+    // MAX_DATA wakes the stream, which sends up to its own last limit; the list is empty again.
+    s.on_max_data(200_000).unwrap();
+    assert!(s.conn_blocked.is_empty());
+    assert_eq!(drain(&mut s), 12_999 - 1000);
+    // Blocked on the connection again, then stopped by the peer: the stream leaves the list when it goes.
+    s.on_max_stream_data(MaxStreamData { id, max: 300_000 }).unwrap();
+    assert_eq!(drain(&mut s), 200_000 - 12_999);
+    assert_eq!(s.conn_blocked.len(), 1);
+    s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
+    drain(&mut s);
+    assert!(!s.streams.contains_key(&id), "reset, acknowledged and forgotten");
+    assert!(s.conn_blocked.is_empty());
+}
+
+#[test]
 fn slow_reader_bounds_sender_buffer() {
     let cfg = StreamsConfig {
         send_buffer: 10_000,
