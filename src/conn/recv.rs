@@ -143,6 +143,13 @@ impl Connection {
         if header.version().is_some_and(|v| v != self.version) {
             return Err(None);
         }
+        // RFC 9001 §5.7: a server must not process 1-RTT packets before its handshake is complete (the
+        // client's Finished has been read). They could only come from a client whose Finished was lost or
+        // reordered, or one that withholds it to act unauthenticated; they are dropped unopened, and the
+        // client sends what they held again.
+        if space == SpaceId::Data && self.side.is_server() && !self.handshake_complete {
+            return Err(None);
+        }
         // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
         // with another Source Connection ID.
         if self.side.is_client()

@@ -59,6 +59,26 @@ impl Pair {
         server_endpoint: EndpointConfig,
         client_endpoint: EndpointConfig,
     ) -> Self {
+        let mut pair = Self::start(
+            server_transport,
+            client_transport,
+            server_endpoint,
+            client_endpoint,
+        );
+        pair.run(Duration::from_secs(2));
+        assert!(
+            pair.client_events.contains(&Event::Connected) && pair.server_events.contains(&Event::Connected)
+        );
+        pair
+    }
+
+    /// The two endpoints, the client's connection started and nothing sent yet.
+    pub(super) fn start(
+        server_transport: TransportConfig,
+        client_transport: TransportConfig,
+        server_endpoint: EndpointConfig,
+        client_endpoint: EndpointConfig,
+    ) -> Self {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
@@ -75,7 +95,7 @@ impl Pair {
         client
             .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
             .unwrap();
-        let mut pair = Self {
+        Self {
             now,
             client,
             server,
@@ -83,12 +103,7 @@ impl Pair {
             client_events: Vec::new(),
             server_events: Vec::new(),
             client_config,
-        };
-        pair.run(Duration::from_secs(2));
-        assert!(
-            pair.client_events.contains(&Event::Connected) && pair.server_events.contains(&Event::Connected)
-        );
-        pair
+        }
     }
 
     /// Delivers everything at once (no latency), jumping to deadlines, for `limit` of virtual time.
