@@ -97,9 +97,11 @@ impl Assembler {
         buffered: 0,
     };
 
-    /// Separate pieces held.
+    /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
+    /// its bytes, and its pieces are at least [`MERGE_PIECE_BELOW`] bytes or merged, so a peer cannot cut
+    /// it finer than that; only data around holes can be cut byte by byte.
     pub(crate) fn fragments(&self) -> usize {
-        self.ready.len() + self.chunks.len()
+        self.chunks.len()
     }
 
     /// The end of the data held without a gap from the read offset: a chunk starting beyond it has to
@@ -287,14 +289,20 @@ mod tests {
             a.insert(i, Bytes::from_static(b"x"), 1 << 20).unwrap();
         }
         // 10,000 bytes: the first few pieces as they came, the rest in chunks of at most 4 KiB; ten
-        // entries, not 10,000.
-        assert_eq!(a.fragments(), MERGE_READY_FROM + 2);
+        // entries, not 10,000, none of them counted as a fragment (they can be read in order).
+        assert_eq!(a.ready.len(), MERGE_READY_FROM + 2);
+        assert_eq!(a.fragments(), 0);
         assert_eq!(read_all(&mut a).len(), 10_000);
         for i in 0..100u64 {
             a.insert(10_001 + 2 * i, Bytes::from_static(b"y"), 1 << 20)
                 .unwrap();
         }
         assert_eq!(a.fragments(), 100);
+        // Beyond a gap, contiguous tiny pieces merge as well.
+        for i in 0..10_000u64 {
+            a.insert(20_000 + i, Bytes::from_static(b"z"), 1 << 20).unwrap();
+        }
+        assert_eq!(a.fragments(), 100 + 3);
     }
 
     proptest! {

@@ -132,7 +132,11 @@ impl Streams {
             .recv
             .as_mut()
             .ok_or(ReadError::UnknownStream)?;
+        let held = recv.fragments();
         let send_frame = recv.stop(code);
+        self.fragments_bound = self
+            .fragments_bound
+            .saturating_sub(held.saturating_sub(recv.fragments()));
         let credit = recv.take_discard_credit();
         self.consume_conn(credit);
         if send_frame {

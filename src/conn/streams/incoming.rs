@@ -61,9 +61,9 @@ impl Streams {
         id.is_uni() && id.initiator() != self.side
     }
 
-    /// Pieces of stream data held over all streams (O(streams): only computed when the running upper
-    /// bound reaches the limit).
-    fn fragments(&self) -> usize {
+    /// Pieces of stream data held beyond a gap over all streams (O(streams): only computed when the
+    /// running count reaches the limit).
+    pub(super) fn fragments(&self) -> usize {
         self.streams
             .values()
             .filter_map(|s| s.recv.as_ref())
@@ -97,14 +97,14 @@ impl Streams {
         let got = recv
             .on_data(frame.offset, frame.data, frame.fin, conn_room)
             .map_err(|e| e.with_frame(frame_type))?;
-        let added = recv.fragments().saturating_sub(before);
+        let after = recv.fragments();
         // Read while the stream is at hand (one lookup per frame, not three).
         let credit = recv.take_discard_credit();
         let recv_done = recv.is_done();
-        // RFC 9000 §21.7: bound the pieces a peer can make us hold. Reads and resets only lower the true
-        // count, so adding what each frame adds gives an upper bound; the exact count is taken when the
-        // bound reaches the limit.
-        self.fragments_bound = self.fragments_bound.saturating_add(added);
+        // RFC 9000 §21.7: bound the pieces a peer can make us hold. The count follows each frame, and
+        // each reset or stop, of the stream it changes; it is only ever too high (not too low), so the
+        // exact count is taken before the connection is closed for it.
+        self.fragments_bound = (self.fragments_bound + after).saturating_sub(before);
         if self.fragments_bound > self.config.max_reassembly_fragments {
             self.fragments_bound = self.fragments();
             if self.fragments_bound > self.config.max_reassembly_fragments {
@@ -143,9 +143,13 @@ impl Streams {
         let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) else {
             return Ok(());
         };
+        let held = recv.fragments();
         let got = recv
             .on_reset(frame.error_code, frame.final_size, conn_room)
             .map_err(|e| e.with_frame(frame_type))?;
+        self.fragments_bound = self
+            .fragments_bound
+            .saturating_sub(held.saturating_sub(recv.fragments()));
         // RFC 9000 §4.5: the final size counts in full against connection flow control, and the credit
         // of data that will never be read returns to the peer.
         let credit = recv.take_discard_credit();

@@ -70,12 +70,13 @@ pub struct StreamsConfig {
     /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
     /// of it is free, not after every acknowledgement.
     pub send_buffer: usize,
-    /// Separate pieces of received stream data held at once, over all streams of a connection. Flow
-    /// control bounds the bytes a peer can make us hold, but not how finely it cuts them, and each piece
-    /// costs a map entry. Contiguous small pieces are merged (up to 4 KiB), so only data cut into holes
-    /// counts piece by piece; a peer making us hold more pieces than this closes the connection with
-    /// PROTOCOL_VIOLATION (RFC 9000 §21.7). The default lets the largest receive window fill with
-    /// full-sized packets out of order.
+    /// Separate pieces of received stream data held beyond a gap at once, over all streams of a
+    /// connection. Flow control bounds the bytes a peer can make us hold, but not how finely it cuts
+    /// them, and each piece costs a map entry. Data that can be read in order is not counted (its small
+    /// pieces are merged, up to 4 KiB), nor are contiguous small pieces beyond a gap, which are merged
+    /// too: only data cut into holes counts piece by piece. A peer making us hold more pieces than this
+    /// closes the connection with PROTOCOL_VIOLATION (RFC 9000 §21.7). The default lets the largest
+    /// receive window fill with full-sized packets out of order.
     pub max_reassembly_fragments: usize,
     /// How many closed streams' state a connection keeps to reuse for new streams: the allocations
     /// of the state, its send buffer and its reassembly queue are then saved, which matters for many
@@ -459,7 +460,7 @@ pub(crate) struct Streams {
     recv_window: RecvWindow,
     /// Connection credit the peer consumed: the sum of the highest offsets (or final sizes) received.
     recv_data: u64,
-    /// An upper bound on the pieces of data held by all receive streams (see `on_stream`).
+    /// The pieces of data held beyond a gap by all receive streams, or more (see `on_stream`).
     fragments_bound: usize,
     /// A MAX_DATA is to be sent.
     max_data_pending: bool,

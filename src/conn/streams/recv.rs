@@ -95,7 +95,7 @@ impl RecvStream {
     }
 
     /// Handles a STREAM frame; `conn_room` is the connection-level credit left to the peer.
-    /// Pieces of data held.
+    /// Pieces of data held beyond a gap.
     pub(super) fn fragments(&self) -> usize {
         self.asm.fragments()
     }

@@ -725,9 +725,10 @@ fn autotuning_grows_window_fast_reader_and_stops_at_max() {
     assert!(got.len() > 100_000);
 }
 
-/// Feeds arbitrary STREAM frames to a receiver: no panic, and the data buffered per stream stays within
-/// its window.
-fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, reads: Vec<bool>) {
+/// Feeds arbitrary STREAM frames to a receiver, with reads, resets from the peer and stops from the
+/// application between them: no panic, the data buffered per stream stays within its window, and the
+/// running count of pieces held beyond a gap is exact.
+fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, actions: Vec<u8>) {
     let cfg = StreamsConfig {
         stream_receive_window: 2048,
         receive_window: 4096,
@@ -746,9 +747,22 @@ fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, reads: Vec<b
             data: data.slice(..usize::from(len) % 3000),
         };
         let _ = s.on_stream(frame);
-        if reads.get(i).copied().unwrap_or(false) {
-            let mut out = Vec::new();
-            let _ = read_all(&mut s, id, &mut out);
+        match actions.get(i).copied().unwrap_or(0) % 4 {
+            1 => {
+                let mut out = Vec::new();
+                let _ = read_all(&mut s, id, &mut out);
+            }
+            2 => {
+                let _ = s.stop(id, 3);
+            }
+            3 => {
+                let _ = s.on_reset_stream(ResetStream {
+                    id,
+                    error_code: 4,
+                    final_size: offset % 5000,
+                });
+            }
+            _ => {}
         }
         for st in s.streams.values() {
             if let Some(r) = &st.recv {
@@ -757,6 +771,7 @@ fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, reads: Vec<b
         }
         assert!(s.recv_data <= s.recv_window.max());
         assert!(s.open_streams() <= 16);
+        assert_eq!(s.fragments_bound, s.fragments());
     }
 }
 
@@ -764,10 +779,63 @@ proptest! {
     #[test]
     fn arbitrary_stream_frames_never_panic(
         frames in prop::collection::vec((any::<u8>(), any::<u64>(), any::<u16>(), any::<bool>()), 0..60),
-        reads in prop::collection::vec(any::<bool>(), 0..60),
+        actions in prop::collection::vec(any::<u8>(), 0..60),
     ) {
-        check_arbitrary_stream_frames(frames, reads);
+        check_arbitrary_stream_frames(frames, actions);
     }
+}
+
+#[test]
+fn in_order_data_in_pieces_of_any_size_is_not_cut_off_by_the_fragment_limit() {
+    // Two streams sharing each packet (about 580 bytes each), in order, while the application reads
+    // nothing and the windows are at their largest: far more pieces than `max_reassembly_fragments`,
+    // all of them readable in order, so none counts against it (RFC 9000 §21.7 is about holes).
+    let big = StreamsConfig {
+        stream_receive_window: 16 << 20,
+        receive_window: 24 << 20,
+        max_stream_receive_window: 16 << 20,
+        max_receive_window: 24 << 20,
+        max_reassembly_fragments: 1000,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&StreamsConfig::default(), &big);
+    let (a, b) = (
+        StreamId::new(Side::Client, Dir::Uni, 0),
+        StreamId::new(Side::Client, Dir::Uni, 1),
+    );
+    let piece = Bytes::from(vec![7u8; 580]);
+    let mut offset = 0;
+    while offset + 580 <= 11 << 20 {
+        for id in [a, b] {
+            let frame = StreamFrame {
+                id,
+                offset,
+                fin: false,
+                data: piece.clone(),
+            };
+            s.on_stream(frame).expect("in-order data within the windows");
+        }
+        offset += 580;
+    }
+    assert!(offset / 580 * 2 > 35_000);
+    assert_eq!(s.fragments_bound, 0);
+    // A piece beyond a gap counts; so do pieces past the limit, which close the connection.
+    for i in 0..1000u64 {
+        let frame = StreamFrame {
+            id: a,
+            offset: offset + 1 + 2 * i,
+            fin: false,
+            data: Bytes::from_static(b"x"),
+        };
+        s.on_stream(frame).unwrap();
+    }
+    let frame = StreamFrame {
+        id: b,
+        offset: offset + 1,
+        fin: false,
+        data: Bytes::from_static(b"x"),
+    };
+    assert_eq!(code(s.on_stream(frame)), TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
 /// Many short streams on both sides, with resets, STOP_SENDING, partial reads and loss, driven by a
