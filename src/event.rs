@@ -55,7 +55,8 @@ pub enum ConnectionError {
     },
     /// The server refused the connection, or this server refused it.
     Refused,
-    /// Nothing was heard from the peer for the idle timeout (RFC 9000 §10.1).
+    /// Nothing was heard from the peer for the idle timeout (RFC 9000 §10.1), or the peer moved to an
+    /// address that failed validation with no validated one to go back to (§9.3.2).
     TimedOut,
     /// This side closed the connection.
     LocallyClosed,

@@ -265,8 +265,8 @@ pub(crate) struct Connection {
     pub(crate) pacer: Pacer,
     /// Path MTU discovery (RFC 9000 §14.3): its current size is `path.mtu`.
     pub(crate) mtud: MtuDiscovery,
-    /// The packet being built is a path MTU probe.
-    pub(crate) building_mtu_probe: bool,
+    /// The packet being built, if it is not an ordinary one.
+    pub(crate) building: Building,
     /// When pacing next lets a packet go, if it held one back.
     pub(crate) pacing_until: Option<Instant>,
     /// The next 1-RTT packet number to leave unused (optimistic ACK defence, RFC 9000 §21.4).
@@ -290,6 +290,17 @@ pub(crate) struct Connection {
 pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     const CAP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     now.checked_add(d.min(CAP)).unwrap_or(now)
+}
+
+/// What kind of 1-RTT packet is being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Building {
+    /// Whatever is due.
+    Ordinary,
+    /// A path MTU probe: PING and PADDING (RFC 9000 §14.4).
+    MtuProbe,
+    /// The PATH_CHALLENGE to the path the peer left, sent to `dcid` (RFC 9000 §9.3.3).
+    OldPathChallenge { dcid: ConnectionId, data: [u8; 8] },
 }
 
 /// The DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
@@ -393,7 +404,7 @@ impl Connection {
             cc: new_controller(congestion, mtu),
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             mtud,
-            building_mtu_probe: false,
+            building: Building::Ordinary,
             pacing_until: None,
             blocked: false,
             next_pn_skip: 0,
@@ -698,6 +709,11 @@ impl Connection {
         _reason: Option<&'static str>,
     ) {
         let mut latest = None;
+        // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
+        let path_first_pn = match space {
+            SpaceId::Data => self.recovery.path_first_pn(),
+            _ => 0,
+        };
         for (pn, p) in &lost {
             if p.mtu_probe {
                 // Counted against the size it tried, if the search is still at it.
@@ -705,7 +721,9 @@ impl Connection {
                 self.stats.mtu_probes_lost += 1;
                 continue;
             }
-            latest = latest.max(Some(p.time_sent));
+            if *pn >= path_first_pn {
+                latest = latest.max(Some(p.time_sent));
+            }
         }
         if let Some(latest) = latest {
             self.on_congestion_event(now, latest, persistent);
@@ -731,6 +749,18 @@ impl Connection {
             self.stats.congestion_events += 1;
         }
         self.cc.on_congestion_event(now, latest_lost_sent, persistent);
+    }
+
+    /// Ends the connection without a word to the peer (RFC 9000 §10.1, §9.3.2): the peer is not heard
+    /// from, or not at an address it can be reached at.
+    #[cfg_attr(not(feature = "qlog"), allow(unused_variables))]
+    pub(crate) fn close_silently(&mut self, now: Instant) {
+        self.events.push_back(Event::ConnectionLost {
+            reason: ConnectionError::TimedOut,
+        });
+        self.state = State::Drained;
+        #[cfg(feature = "qlog")]
+        self.qlog.state(now, "closed");
     }
 
     /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, and never
@@ -825,12 +855,7 @@ impl Connection {
         }
         if self.idle_deadline().is_some_and(|d| now >= d) {
             // RFC 9000 §10.1: the connection is silently closed and its state discarded.
-            self.events.push_back(Event::ConnectionLost {
-                reason: ConnectionError::TimedOut,
-            });
-            self.state = State::Drained;
-            #[cfg(feature = "qlog")]
-            self.qlog.state(now, "closed");
+            self.close_silently(now);
             return;
         }
         if let Some(keys) = &mut self.one_rtt {

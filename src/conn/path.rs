@@ -3,14 +3,19 @@
 //! A server that receives an authenticated, non-probing packet with the largest packet number so far
 //! from a new address moves the connection there (RFC 9000 §9.3), limits what it sends there to three
 //! times what it received until the address is validated with PATH_CHALLENGE (§8.2), and goes back to
-//! the previous path if validation fails. Clients do not follow a server to a new address (servers do
-//! not migrate in QUIC v1, short of preferred_address, which quicsand does not offer).
+//! the previous path if validation fails. It also challenges the path it left (§9.3.3): if the move was
+//! an attacker forwarding a copy of the client's packet, the client still on the old path answers with a
+//! newer packet from there, which moves the connection back. When the peer has given spare connection IDs
+//! the challenge to the old path goes with one of them, so that no ID is sent to two addresses (§9.5).
+//! Clients do not follow a server to a new address (servers do not migrate in QUIC v1, short of
+//! preferred_address, which quicsand does not offer).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::congestion::new_controller;
 use super::connection::{later, Connection, Path};
+use crate::wire::ConnectionId;
 
 /// A path validation in progress (RFC 9000 §8.2).
 #[derive(Debug, Clone)]
@@ -23,6 +28,24 @@ pub(crate) struct PathValidation {
     pub(crate) deadline: Instant,
     /// The validated path the connection used before, to return to if this one fails (§9.3.2).
     pub(crate) previous: Option<Path>,
+    /// The challenge to the previous path (§9.3.3), while the validation lasts.
+    pub(crate) old_path: Option<OldPathChallenge>,
+}
+
+/// A PATH_CHALLENGE to the validated path the connection left (RFC 9000 §9.3.3). It goes alone in a
+/// datagram of its own, padded to 1200 bytes (§8.2.1).
+#[derive(Debug, Clone)]
+pub(crate) struct OldPathChallenge {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_ip: Option<IpAddr>,
+    pub(crate) data: [u8; 8],
+    /// To be sent (first time, or again after a loss).
+    pub(crate) pending: bool,
+    /// The peer's connection ID it is sent to.
+    pub(crate) dcid: ConnectionId,
+    /// The sequence number of `dcid` when it is a spare taken for the challenge: retired when the
+    /// validation ends.
+    pub(crate) spare_seq: Option<u64>,
 }
 
 impl Connection {
@@ -30,12 +53,24 @@ impl Connection {
     pub(crate) fn migrate(&mut self, now: Instant, remote: SocketAddr, local_ip: Option<IpAddr>, len: usize) {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
-        if ip_changed {
-            // RFC 9000 §14.2.1, §9.4: the new path's MTU is unknown: back to the base size, and probe it.
-            self.mtud.restart();
-        }
-        let mtu = self.mtud.current();
         let local_ip = local_ip.or(self.path.local_ip);
+        let validation = self.path_validation.take();
+        if let Some(mut v) = validation
+            .clone()
+            .filter(|v| v.previous.as_ref().is_some_and(|p| p.remote == remote))
+        {
+            // Back to the validated address it came from while the move was being checked (the move
+            // was a NAT's passing rebinding, or a forwarded copy): nothing to validate.
+            if let Some(mut previous) = v.previous.take() {
+                previous.bytes_received += len as u64;
+                previous.local_ip = local_ip.or(previous.local_ip);
+                self.path = previous;
+            }
+            self.on_new_path(ip_changed);
+            self.end_old_path_challenge(v.old_path.take());
+            return;
+        }
+        let mtu = self.path.mtu;
         let old = std::mem::replace(
             &mut self.path,
             Path {
@@ -47,17 +82,17 @@ impl Connection {
                 mtu,
             },
         );
-        // A second move during a validation keeps the last validated path as the fallback.
-        let previous = match self.path_validation.take() {
-            Some(v) => v.previous,
-            None => Some(old),
-        }
-        .filter(|p| p.validated && p.remote != remote);
-        if ip_changed {
-            // RFC 9000 §9.4: the new path's capacity is unknown; a change of port only (NAT rebinding) may
-            // keep the congestion state.
-            self.cc = new_controller(self.config.congestion, mtu);
-        }
+        // A second move during a validation keeps the last validated path as the fallback, and its
+        // challenge.
+        let (previous, old_path) = match validation {
+            Some(v) => (v.previous, v.old_path),
+            None => {
+                let challenge = old.validated.then(|| self.old_path_challenge(&old));
+                (Some(old), challenge)
+            }
+        };
+        let previous = previous.filter(|p| p.validated && p.remote != remote);
+        self.on_new_path(ip_changed);
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
         // RFC 9000 §8.2.4: give up after three PTOs, and no sooner than 6 x the initial RTT.
@@ -70,15 +105,85 @@ impl Connection {
             pending: true,
             deadline: later(now, timeout),
             previous,
+            old_path,
         });
         self.stats.path_migrations += 1;
     }
 
+    /// What a new path starts from (RFC 9000 §9.4): packets sent from now on are its own; unless only the
+    /// peer's port changed, its congestion controller and RTT estimate start again, and its MTU, unknown,
+    /// falls back to the base size until probed.
+    fn on_new_path(&mut self, ip_changed: bool) {
+        self.recovery.on_path_change(ip_changed, self.config.initial_rtt);
+        if ip_changed {
+            // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the base size, and probe it.
+            self.mtud.restart();
+            self.cc = new_controller(self.config.congestion, self.mtud.current());
+            self.set_mtu(self.mtud.current());
+        }
+    }
+
+    /// The challenge to `old`, the validated path the peer left, with a spare connection ID of the peer's
+    /// if there is one (RFC 9000 §9.5: an ID is not sent to two addresses). Without a spare the challenge
+    /// shares the current ID: validating the old path (§9.3.3) is what stops an attacker who forwards
+    /// packets from taking the connection over.
+    fn old_path_challenge(&mut self, old: &Path) -> OldPathChallenge {
+        let mut data = [0u8; 8];
+        self.rng.fill(&mut data);
+        let (dcid, spare_seq) = if self.peer_cids.is_empty() {
+            (self.remote_cid, None)
+        } else {
+            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
+            let (seq, cid, _) = self.peer_cids.remove(0);
+            (cid, Some(seq))
+        };
+        OldPathChallenge {
+            remote: old.remote,
+            local_ip: old.local_ip,
+            data,
+            pending: true,
+            dcid,
+            spare_seq,
+        }
+    }
+
+    /// The old path's challenge is over: the spare ID it used is retired.
+    fn end_old_path_challenge(&mut self, challenge: Option<OldPathChallenge>) {
+        if let Some(seq) = challenge.and_then(|c| c.spare_seq) {
+            // Bounded like every retirement; past the bound the connection is closing anyway.
+            if let Err(error) = self.queue_retire(seq) {
+                tracing::debug!(side = ?self.side, %error, "retiring the old path's connection ID");
+            }
+        }
+    }
+
+    /// The peer retired connection IDs below `retire_prior_to`: the old path's challenge stops using
+    /// one of them (it is retired with the others).
+    pub(crate) fn on_peer_retire_prior_to(&mut self, retire_prior_to: u64) {
+        let Some(v) = self.path_validation.as_mut() else {
+            return;
+        };
+        if v.old_path
+            .as_ref()
+            .is_some_and(|c| c.spare_seq.is_some_and(|s| s < retire_prior_to))
+        {
+            let challenge = v.old_path.take();
+            self.end_old_path_challenge(challenge);
+        }
+    }
+
     /// PATH_RESPONSE (RFC 9000 §8.2.2): the path is validated if it echoes our challenge.
     pub(crate) fn on_path_response(&mut self, data: [u8; 8]) {
-        if self.path_validation.as_ref().is_some_and(|v| v.data == data) {
+        let Some(v) = self.path_validation.as_mut() else {
+            return;
+        };
+        if v.data == data {
             self.path.validated = true;
-            self.path_validation = None;
+            let v = self.path_validation.take();
+            self.end_old_path_challenge(v.and_then(|v| v.old_path));
+        } else if let Some(c) = v.old_path.as_mut().filter(|c| c.data == data) {
+            // The old path answered: nothing more to send there.
+            c.pending = false;
         }
     }
 
@@ -87,7 +192,8 @@ impl Connection {
         self.path_validation.as_ref().map(|v| v.deadline)
     }
 
-    /// Validation timed out: return to the previous path, if there was a validated one (RFC 9000 §9.3.2).
+    /// Validation timed out: return to the previous path, if there was a validated one (RFC 9000 §9.3.2);
+    /// without one, the connection is closed silently.
     pub(crate) fn on_path_validation_timeout(&mut self, now: Instant) {
         if !self.path_validation.as_ref().is_some_and(|v| now >= v.deadline) {
             return;
@@ -96,12 +202,22 @@ impl Connection {
             return;
         };
         self.stats.path_validation_failures += 1;
-        if let Some(previous) = v.previous {
-            tracing::debug!(side = ?self.side, back_to = %previous.remote, "path validation failed");
-            self.path = previous;
-            // What the probes of the failed path found may not hold here: search again.
-            self.mtud.restart();
-            self.set_mtu(self.mtud.current());
+        self.end_old_path_challenge(v.old_path);
+        match v.previous {
+            Some(previous) => {
+                tracing::debug!(side = ?self.side, back_to = %previous.remote, "path validation failed");
+                let ip_changed = previous.remote.ip() != self.path.remote.ip();
+                self.path = previous;
+                self.on_new_path(ip_changed);
+                // What the probes of the failed path found may not hold here: search again.
+                self.mtud.restart();
+                self.set_mtu(self.mtud.current());
+            }
+            None => {
+                // RFC 9000 §9.3.2: with no validated address to go back to, close silently.
+                tracing::debug!(side = ?self.side, "path validation failed with no path to go back to");
+                self.close_silently(now);
+            }
         }
     }
 
@@ -110,7 +226,17 @@ impl Connection {
         if let Some(v) = &mut self.path_validation {
             if v.data == data {
                 v.pending = true;
+            } else if let Some(c) = v.old_path.as_mut().filter(|c| c.data == data) {
+                c.pending = true;
             }
         }
+    }
+
+    /// The old path's challenge, if one is to be sent now.
+    pub(crate) fn old_path_challenge_due(&self) -> Option<&OldPathChallenge> {
+        self.path_validation
+            .as_ref()
+            .and_then(|v| v.old_path.as_ref())
+            .filter(|c| c.pending)
     }
 }

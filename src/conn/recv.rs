@@ -467,13 +467,18 @@ impl Connection {
             new_mtu: None,
         };
         let cc = &mut self.cc;
+        // RFC 9000 §9.4: packets sent on a path the peer has left do not grow the new path's window.
+        let path_first_pn = match space {
+            SpaceId::Data => self.recovery.path_first_pn(),
+            _ => 0,
+        };
         // qlog lists the acknowledged packet numbers; collected only when it records.
         #[cfg(feature = "qlog")]
         let (qlog_on, mut pns) = (self.qlog.enabled(), Vec::new());
         let outcome = self
             .recovery
             .on_ack_received(space, ack.iter(), delay, now, &ctx, |rtt, pn, p| {
-                if p.in_flight {
+                if p.in_flight && pn >= path_first_pn {
                     cc.on_ack(now, p.time_sent, u64::from(p.size), rtt, app_limited);
                 }
                 acked.packet(pn, &p.data);
@@ -537,7 +542,14 @@ impl Connection {
             self.queue_retire(frame.sequence)?;
             return Ok(());
         }
-        if frame.sequence == self.remote_cid_seq || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
+        let held_by_challenge = self
+            .path_validation
+            .as_ref()
+            .and_then(|v| v.old_path.as_ref())
+            .and_then(|c| c.spare_seq);
+        if frame.sequence == self.remote_cid_seq
+            || held_by_challenge == Some(frame.sequence)
+            || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
         {
             return Ok(()); // a retransmission
         }
@@ -554,6 +566,7 @@ impl Connection {
             for seq in retired {
                 self.queue_retire(seq)?;
             }
+            self.on_peer_retire_prior_to(rpt);
         }
         self.peer_cids.push((frame.sequence, frame.id, frame.reset_token));
         if self.remote_cid_seq < self.peer_retire_prior_to {
@@ -567,8 +580,10 @@ impl Connection {
                 self.queue_retire(old)?;
             }
         }
-        // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR.
-        if self.peer_cids.len() as u64 + 1 > limit {
+        // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR (the
+        // one in use, the spares, and one the old path's challenge holds).
+        let held = u64::from(held_by_challenge.is_some_and(|s| s >= self.peer_retire_prior_to));
+        if self.peer_cids.len() as u64 + 1 + held > limit {
             return Err(TransportError::connection_id_limit_error(
                 "more connection IDs than our limit",
             ));
@@ -576,7 +591,7 @@ impl Connection {
         Ok(())
     }
 
-    fn queue_retire(&mut self, seq: u64) -> Result<(), TransportError> {
+    pub(crate) fn queue_retire(&mut self, seq: u64) -> Result<(), TransportError> {
         // RFC 9000 §5.1.2: bound the retirements owed, so a peer cannot make us track them without end.
         if self.retire_cids.len() as u64 >= 4 * self.config.active_connection_id_limit.max(2) {
             return Err(TransportError::connection_id_limit_error(

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes};
 use tinyvec::TinyVec;
 
-use super::connection::{later, Connection, State};
+use super::connection::{later, Building, Connection, State};
 use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
@@ -48,12 +48,17 @@ impl Connection {
         if self.is_closed() && !self.close.as_ref().is_some_and(|c| c.pending) {
             return None;
         }
+        // RFC 9000 §9.3.3: after the peer moved, the path it left is challenged, in a datagram of its
+        // own (not counted on the new path, whose anti-amplification limit it does not touch).
+        if let Some(t) = self.send_old_path_challenge(now, buf) {
+            return Some(t);
+        }
         // RFC 9000 §14.3: a path MTU probe goes alone, in a datagram of its own size.
         if let Some(size) = self.mtu_probe_due(now) {
             let size = usize::from(size);
-            self.building_mtu_probe = true;
+            self.building = Building::MtuProbe;
             let built = self.build_packet(now, SpaceId::Data, buf, 0, size, Some(size), true);
-            self.building_mtu_probe = false;
+            self.building = Building::Ordinary;
             if built.is_some() {
                 self.count_datagram(buf.len());
                 return Some(self.transmit_of(buf.len(), None));
@@ -109,6 +114,43 @@ impl Connection {
             return None;
         }
         Some(self.transmit_of(buf.len(), if count > 1 { segment } else { None }))
+    }
+
+    /// The PATH_CHALLENGE to the path the peer left, if one is due: PATH_CHALLENGE and PADDING to 1200
+    /// bytes (RFC 9000 §8.2.1; the old path was validated, so no limit applies), to the old address.
+    fn send_old_path_challenge(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if self.is_closed() || self.one_rtt.is_none() {
+            return None;
+        }
+        let c = self.old_path_challenge_due()?;
+        let (remote, local_ip) = (c.remote, c.local_ip);
+        self.building = Building::OldPathChallenge {
+            dcid: c.dcid,
+            data: c.data,
+        };
+        let built = self.build_packet(
+            now,
+            SpaceId::Data,
+            buf,
+            0,
+            MIN_INITIAL_DATAGRAM,
+            Some(MIN_INITIAL_DATAGRAM),
+            true,
+        );
+        self.building = Building::Ordinary;
+        built?;
+        if let Some(c) = self.path_validation.as_mut().and_then(|v| v.old_path.as_mut()) {
+            c.pending = false;
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            destination: remote,
+            src_ip: local_ip,
+            ecn: None,
+            size: buf.len(),
+            segment_size: None,
+        })
     }
 
     /// Counts a datagram of `size` bytes as sent (path and statistics).
@@ -274,7 +316,10 @@ impl Connection {
             SpaceId::Data => Header::Short {
                 spin: false,
                 key_phase: self.one_rtt.as_ref().is_some_and(|k| k.phase),
-                dcid: self.remote_cid,
+                dcid: match self.building {
+                    Building::OldPathChallenge { dcid, .. } => dcid,
+                    _ => self.remote_cid,
+                },
             },
         };
         let header_len = header.encoded_len(tpn);
@@ -298,10 +343,12 @@ impl Connection {
             3
         };
         // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
-        // expected of probes too large for the path (and no ACK, which would be lost with it).
-        let mtu_probe = self.building_mtu_probe && space == SpaceId::Data;
+        // expected of probes too large for the path (and no ACK, which would be lost with it). The
+        // challenge to an old path carries its PATH_CHALLENGE only.
+        let special = space == SpaceId::Data && self.building != Building::Ordinary;
+        let mtu_probe = special && self.building == Building::MtuProbe;
         let s = &mut self.spaces[space.index()];
-        if s.received.has_unacked() && !mtu_probe {
+        if s.received.has_unacked() && !special {
             if let Some(ack) = s.received.build_ack(now, ack_exponent) {
                 if buf.len() + ack.encoded_len() <= payload_end {
                     ack.encode(buf);
@@ -317,7 +364,12 @@ impl Connection {
         }
 
         let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
-        if mtu_probe {
+        if let (true, Building::OldPathChallenge { data, .. }) = (special, self.building) {
+            Frame::PathChallenge(data).encode(buf);
+            sent.rare_mut().path_challenge = Some(data);
+            ack_eliciting = true;
+            path_probe = true;
+        } else if mtu_probe {
             Frame::Ping.encode(buf);
             ack_eliciting = true;
         } else if let Some(close) = self.close.as_ref().filter(|c| c.pending) {

@@ -269,6 +269,149 @@ fn a_path_challenge_flood_gets_one_answer_per_packet() {
     assert_eq!(server_error(&mut p), None);
 }
 
+/// Where the server's datagrams go, until it has nothing more to send now: those to the client's own
+/// address reach it; the rest (to an attacker's address) go nowhere. Returns the bytes sent to each.
+fn server_to_client_only(p: &mut Pair) -> (usize, usize) {
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let mut buf = Vec::new();
+    let (mut to_client, mut elsewhere) = (0, 0);
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            if t.destination == client {
+                to_client += d.len();
+                p.client
+                    .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
+            } else {
+                elsewhere += d.len();
+            }
+        }
+    }
+    (to_client, elsewhere)
+}
+
+/// The client's datagrams, delivered to the server as coming from `from`; returns them too.
+fn client_to_server_from(p: &mut Pair, from: SocketAddr) -> Vec<BytesMut> {
+    let mut buf = Vec::new();
+    let mut sent = Vec::new();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            sent.push(BytesMut::from(d));
+            p.server.handle_datagram(p.now, datagram(from, BytesMut::from(d)));
+        }
+    }
+    sent
+}
+
+#[test]
+fn an_apparent_migration_challenges_the_old_path_with_another_connection_id() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let cid_len = p.client.table.get(ch).unwrap().conn.local_cid.len();
+    p.client.conn(ch).unwrap().ping();
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let received: usize = client_to_server_from(&mut p, new).iter().map(|d| d.len()).sum();
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, new);
+    let mut buf = Vec::new();
+    let (mut to_old, mut to_new) = (Vec::new(), 0);
+    let mut new_dcids = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            let dcid = d[1..1 + cid_len].to_vec();
+            if t.destination == new {
+                to_new += d.len();
+                new_dcids.push(dcid);
+            } else {
+                assert_eq!(t.destination, CLIENT.parse().unwrap());
+                to_old.push((d.len(), dcid));
+            }
+        }
+    }
+    // RFC 9000 §9.3.3: the previously active path is challenged, in a datagram expanded to 1200 bytes.
+    assert_eq!(to_old.len(), 1, "one challenge to the old path");
+    assert!(to_old[0].0 >= 1200);
+    // §9.5: not with the connection ID the new path uses.
+    assert!(!new_dcids.is_empty() && new_dcids.iter().all(|d| *d != to_old[0].1));
+    // §8.1: the new address gets no more than three times what came from it.
+    assert!(to_new <= 3 * received, "{to_new} bytes sent for {received}");
+    // Once the new path is validated the spare ID is retired, and the connection carries on there.
+    p.run(Duration::from_secs(1));
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.path_validation.is_none() && conn.path.validated);
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
+fn a_forwarded_packet_does_not_hold_the_connection_away_from_the_client() {
+    // An off-path attacker forwards a copy of the client's packet from its own address, ahead of the
+    // original (RFC 9000 §9.3.3): the server moves there, but its challenge on the old path draws a
+    // newer packet from the client, which moves the connection back at once (no waiting for the new
+    // path's validation to fail).
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let attacker: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    for d in client_to_server_from(&mut p, attacker) {
+        p.server.handle_datagram(p.now, datagram(client, d));
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, attacker);
+    for _ in 0..3 {
+        server_to_client_only(&mut p);
+        client_to_server_from(&mut p, client);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, client);
+    assert!(conn.path.validated);
+    assert!(conn.path_validation.is_none());
+    assert_eq!(conn.stats().path_validation_failures, 0);
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
+fn a_new_ip_restarts_the_rtt_estimate_and_a_new_port_keeps_it() {
+    // RFC 9000 §9.4: reset to initial values unless only the port changed.
+    for (to, reset) in [("192.0.2.1:5999", false), ("198.51.100.7:5000", true)] {
+        let mut p = Pair::new(TransportConfig::default());
+        let h = p.server_h.unwrap();
+        let initial = TransportConfig::default().initial_rtt;
+        let before = p.server.table.get(h).unwrap().conn.recovery.rtt().smoothed();
+        assert_ne!(before, initial, "an RTT was measured in the handshake");
+        let ch = p.client.table.iter().next().unwrap().0;
+        p.client.conn(ch).unwrap().ping();
+        client_to_server_from(&mut p, to.parse().unwrap());
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, to.parse().unwrap());
+        let after = conn.recovery.rtt().smoothed();
+        assert_eq!(after == initial, reset, "{to}: {before:?} -> {after:?}");
+    }
+}
+
+#[test]
+fn a_failed_validation_with_nowhere_to_go_back_closes_silently() {
+    // RFC 9000 §9.3.2: without a validated address to return to, the connection is closed silently.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, "198.51.100.7:6000".parse().unwrap());
+    let deadline = {
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        let v = conn.path_validation.as_mut().unwrap();
+        v.previous = None; // as if the old path had never been validated
+        v.deadline
+    };
+    p.now = deadline;
+    p.server.handle_timeout(p.now);
+    assert!(server_sends(&mut p).is_empty(), "nothing said");
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    assert_eq!(Pair::lost(&p.server_events), Some(&ConnectionError::TimedOut));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Acknowledgements (RFC 9000 §13.1, §21.4)
 

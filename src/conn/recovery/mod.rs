@@ -351,6 +351,9 @@ pub(crate) struct LossDetection<T> {
     /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK or a
     /// handled timeout): the base of the client's anti-deadlock PTO (Appendix A.8 GetPtoTimeAndSpace).
     armed_at: Option<Instant>,
+    /// The first 1-RTT packet number sent on the current path: acknowledgements of earlier ones (sent
+    /// on a path the peer has left) give no RTT sample (RFC 9000 §9.4).
+    path_first_pn: u64,
 }
 
 impl<T> LossDetection<T> {
@@ -369,7 +372,23 @@ impl<T> LossDetection<T> {
             pto_count: 0,
             handshake_acked: false,
             armed_at: None,
+            path_first_pn: 0,
         }
+    }
+
+    /// The peer moved to a new path (RFC 9000 §9.4): 1-RTT packets sent from now on are the new path's,
+    /// and, unless only the peer's port changed, its RTT estimate starts again from `initial_rtt`.
+    pub(crate) fn on_path_change(&mut self, reset_rtt: bool, initial_rtt: Duration) {
+        self.path_first_pn = self.spaces.next_pn(SpaceId::Data);
+        if reset_rtt {
+            self.rtt = RttEstimator::new(initial_rtt);
+            self.first_rtt_sample = None;
+        }
+    }
+
+    /// The first 1-RTT packet number sent on the current path.
+    pub(crate) fn path_first_pn(&self) -> u64 {
+        self.path_first_pn
     }
 
     /// Records a sent packet (RFC 9002 Appendix A.5 OnPacketSent).
@@ -511,7 +530,9 @@ impl<T> LossDetection<T> {
                 || ascending
                     .iter()
                     .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
-            if eliciting {
+            // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
+            let this_path = space != SpaceId::Data || largest >= self.path_first_pn;
+            if eliciting && this_path {
                 let latest_rtt = now.saturating_duration_since(newest.time_sent);
                 // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
                 let ack_delay = if space == SpaceId::Initial {
