@@ -23,7 +23,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use quicsand::crypto::tls::{self, ConfigOptions};
 use quicsand::udp::{Driver, Handler};
-use quicsand::{ClientConfig, ConnectionHandle, Endpoint, EndpointConfig};
+use quicsand::{ClientConfig, ConnectionHandle, Endpoint};
 
 mod common;
 
@@ -182,8 +182,11 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
         };
         tls::client_config_with(roots, alpn, &options)?
     };
-    let seed = args.seed.unwrap_or_else(common::tls::random_seed);
-    let mut driver = Driver::bind(bind, Endpoint::new(EndpointConfig::with_seed(seed), None))?;
+    // The echo payload's pattern comes from the seed too (any value will do without one).
+    let seed = args
+        .seed
+        .unwrap_or_else(|| u64::from_le_bytes(common::tls::random_bytes()[..8].try_into().unwrap()));
+    let mut driver = Driver::bind(bind, Endpoint::new(common::tls::endpoint_config(args.seed), None))?;
     let _ = driver.set_buffer_sizes(4 << 20, 4 << 20);
     let started = Driver::now();
     let deadline = started + args.timeout;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use quicsand::crypto::tls::{self, ConfigOptions};
 use quicsand::udp::Driver;
-use quicsand::{Endpoint, EndpointConfig, ServerConfig};
+use quicsand::{Endpoint, ServerConfig};
 
 mod common;
 
@@ -113,8 +113,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     };
     let options = ConfigOptions::suites(args.cipher.as_slice());
     let tls = tls::server_config_with(chain, key, args.alpn.clone(), &options)?;
-    let seed = args.seed.unwrap_or_else(common::tls::random_seed);
-    let endpoint = Endpoint::new(EndpointConfig::with_seed(seed), Some(ServerConfig::new(tls)));
+    let endpoint = Endpoint::new(
+        common::tls::endpoint_config(args.seed),
+        Some(ServerConfig::new(tls)),
+    );
     let mut driver = Driver::bind(args.listen, endpoint)?;
     // Bigger kernel buffers absorb bursts; the kernel may cap them (net.core.rmem_max).
     let _ = driver.set_buffer_sizes(4 << 20, 4 << 20);

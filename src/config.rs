@@ -58,12 +58,16 @@ impl ConnectionIdGenerator for RandomCidGenerator {
 
 /// Settings of an [`Endpoint`](crate::Endpoint), shared by all its connections.
 pub struct EndpointConfig {
-    /// Seed of the endpoint's RNG: every random choice of the endpoint and its connections derives from it.
+    /// Seed of the endpoint's RNG (the key of a ChaCha20 keystream): every random choice of the endpoint
+    /// and its connections derives from it, and so do the stateless reset and token keys when none is
+    /// configured.
     ///
-    /// Simulations and tests fix it to replay a run. A server facing the internet should draw it from the
-    /// operating system's RNG at startup: the keys of the connection-ID hash tables derive from it, and a
-    /// known seed lets an attacker choose colliding IDs.
-    pub seed: u64,
+    /// Simulations and tests fix it ([`with_seed`](Self::with_seed)) to replay a run. An endpoint facing
+    /// the internet must draw all 32 bytes from the operating system's RNG at startup: whoever knows the
+    /// seed can predict its connection IDs, PATH_CHALLENGE data and packet-number skips, choose colliding
+    /// IDs for its hash tables, and forge its stateless resets and tokens if their keys derive from it.
+    /// The generator's output does not reveal the seed.
+    pub seed: [u8; 32],
     /// Makes the connection IDs this endpoint issues.
     pub cid_generator: Box<dyn ConnectionIdGenerator>,
     /// The QUIC versions this endpoint accepts, in order of preference; others get Version Negotiation.
@@ -90,7 +94,7 @@ pub struct EndpointConfig {
 impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
-            seed: 0,
+            seed: [0; 32],
             cid_generator: Box::new(RandomCidGenerator::default()),
             supported_versions: vec![VERSION_1],
             max_segments: 10,
@@ -103,10 +107,12 @@ impl Default for EndpointConfig {
 }
 
 impl EndpointConfig {
-    /// The defaults with RNG seed `seed`.
+    /// The defaults with an RNG seed made of `seed` (its 8 bytes, then zeros): for tests and
+    /// simulations. Only 64 bits of secret: an endpoint facing the internet sets [`seed`](Self::seed) to 32
+    /// random bytes instead.
     pub fn with_seed(seed: u64) -> Self {
         Self {
-            seed,
+            seed: crate::rng::seed_from_u64(seed),
             ..Self::default()
         }
     }
@@ -114,8 +120,8 @@ impl EndpointConfig {
 
 impl fmt::Debug for EndpointConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The seed and the keys are secrets: not printed.
         f.debug_struct("EndpointConfig")
-            .field("seed", &self.seed)
             .field("cid_len", &self.cid_generator.cid_len())
             .field("supported_versions", &self.supported_versions)
             .field("max_segments", &self.max_segments)

@@ -63,11 +63,24 @@ pub fn suite_name(suite: Suite) -> &'static str {
     }
 }
 
-/// An RNG seed from the operating system (examples facing a network should not use a fixed one).
-pub fn random_seed() -> u64 {
+/// 32 bytes from the operating system's RNG: the endpoint seed of an example facing a network, whose
+/// connection IDs, reset and token keys must not be guessable.
+pub fn random_bytes() -> [u8; 32] {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    // A failure of the system RNG leaves the fallback seed, which only weakens hash-table keys.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    u64::from_le_bytes(bytes)
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's RNG");
+    bytes
+}
+
+/// The endpoint settings for `--seed N` (repeatable runs), or else seeded from the operating system.
+pub fn endpoint_config(seed: Option<u64>) -> quicsand::EndpointConfig {
+    match seed {
+        Some(seed) => quicsand::EndpointConfig::with_seed(seed),
+        None => quicsand::EndpointConfig {
+            seed: random_bytes(),
+            ..quicsand::EndpointConfig::default()
+        },
+    }
 }

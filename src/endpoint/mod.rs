@@ -327,7 +327,7 @@ impl Endpoint {
 
     /// An endpoint with `config`; with a `server` configuration it accepts incoming connections.
     pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
-        let mut rng = Rng::from_seed(config.seed);
+        let mut rng = Rng::from_key(config.seed);
         let keys = KeyedState::new(&mut rng);
         let reset_key = ResetKey::new(&config.reset_key.unwrap_or_else(|| {
             let mut key = [0u8; 32];
@@ -344,7 +344,7 @@ impl Endpoint {
         let cid_len = config.cid_generator.cid_len().min(ConnectionId::MAX_LEN);
         let tokens = server
             .as_ref()
-            .map(|s| token::TokenState::new(&s.tokens, config.seed));
+            .map(|s| token::TokenState::new(&s.tokens, &mut rng));
         let server_transport = server.as_ref().map(|s| Arc::new(s.transport.clone()));
         Self {
             config,

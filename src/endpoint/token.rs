@@ -165,28 +165,14 @@ pub(super) struct TokenState {
 }
 
 impl TokenState {
-    /// The token state of a server, its key from `config` or else derived from the endpoint's `seed`.
-    pub(super) fn new(config: &TokenConfig, seed: u64) -> Self {
-        let secret = config.key.unwrap_or_else(|| {
-            let mut key = [0u8; 32];
-            hkdf::Salt::new(hkdf::HKDF_SHA256, b"quicsand token key from seed")
-                .extract(&seed.to_le_bytes())
-                .expand(&[], TokenLen)
-                .and_then(|okm| okm.fill(&mut key))
-                .expect("HKDF-SHA-256 can expand 32 bytes");
-            key
-        });
+    /// The token state of a server, its key from `config` or else drawn from the endpoint's generator
+    /// `rng` (so derived from the endpoint's seed).
+    pub(super) fn new(config: &TokenConfig, rng: &mut Rng) -> Self {
+        let secret = config.key.unwrap_or_else(|| rng.key());
         let keys = TokenKeys::new(&secret);
-        let mut rng_seed = [0u8; 8];
-        rng_seed.copy_from_slice(
-            hmac::sign(&keys.siv, b"uniqueness")
-                .as_ref()
-                .get(..8)
-                .unwrap_or(&[0; 8]),
-        );
         Self {
             keys,
-            rng: Rng::from_seed(u64::from_le_bytes(rng_seed) ^ seed),
+            rng: rng.fork(),
             origin: None,
             last_now: None,
             used: VecDeque::new(),
@@ -271,15 +257,6 @@ impl TokenState {
         }
         self.used.push_back(unique);
         true
-    }
-}
-
-/// HKDF output length for a 32-byte key.
-struct TokenLen;
-
-impl hkdf::KeyType for TokenLen {
-    fn len(&self) -> usize {
-        32
     }
 }
 
@@ -573,7 +550,7 @@ mod tests {
             wall_clock: Some(clock.clone()),
             ..TokenConfig::default()
         };
-        (TokenState::new(&config, 1), config, clock)
+        (TokenState::new(&config, &mut Rng::from_seed(1)), config, clock)
     }
 
     fn cid(b: u8) -> ConnectionId {
@@ -605,7 +582,7 @@ mod tests {
                 key: Some([8; 32]),
                 ..config.clone()
             },
-            1,
+            &mut Rng::from_seed(1),
         );
         assert!(other
             .open(&config, now, &token, addr, Some(&cid(2)), life)
@@ -659,7 +636,7 @@ mod tests {
             key: Some([7; 32]),
             ..TokenConfig::default()
         };
-        let mut s = TokenState::new(&config, 1);
+        let mut s = TokenState::new(&config, &mut Rng::from_seed(1));
         let start = crate::test_util::epoch();
         let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
         let token = s.new_token(&config, start, addr);

@@ -371,7 +371,7 @@ impl Simulation {
         server: Option<ServerConfig>,
         app: Box<dyn App>,
     ) -> NodeId {
-        config.seed = self.next_node_seed();
+        config.seed = crate::rng::seed_from_u64(self.next_node_seed());
         let node = EndpointNode::new(Endpoint::new(config, server), app);
         self.push_node(addr, Box::new(node))
     }

@@ -28,7 +28,9 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let tls = tls::client_config(vec![/* trusted roots */], vec![b"echo".to_vec()])?;
-//! let mut driver = Driver::bind("0.0.0.0:0".parse()?, Endpoint::new(EndpointConfig::with_seed(7), None))?;
+//! // Seeded from the operating system: connection IDs and keys must not be guessable on a network.
+//! let config = EndpointConfig { seed: quicsand::udp::os_seed()?, ..EndpointConfig::default() };
+//! let mut driver = Driver::bind("0.0.0.0:0".parse()?, Endpoint::new(config, None))?;
 //! let now = Driver::now();
 //! let conn = driver.endpoint().connect(now, ClientConfig::new(tls), "127.0.0.1:4433".parse()?, "localhost")?;
 //! let mut done = false;
@@ -101,6 +103,18 @@ where
     fn on_event(&mut self, endpoint: &mut Endpoint, handle: ConnectionHandle, event: Event, now: Instant) {
         self(endpoint, handle, event, now)
     }
+}
+
+/// 32 bytes from the operating system's RNG, for [`EndpointConfig::seed`](crate::EndpointConfig::seed):
+/// an endpoint on a real network needs a seed nobody can guess (the engine itself takes randomness only
+/// from its seed, so that simulations repeat).
+pub fn os_seed() -> io::Result<[u8; 32]> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| io::Error::other("the operating system's RNG failed"))?;
+    Ok(seed)
 }
 
 /// Counters of a [`Driver`], from [`Driver::stats`].
