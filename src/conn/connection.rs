@@ -232,6 +232,10 @@ pub(crate) struct Connection {
     pub(crate) close: Option<PendingClose>,
     /// PATH_RESPONSE data owed.
     pub(crate) path_response: Option<[u8; 8]>,
+    /// Sequence numbers of peer connection IDs we took as spares for old-path challenges and retired
+    /// above the peer's retire_prior_to (a few at most): a late copy of their NEW_CONNECTION_ID is not
+    /// taken as new.
+    pub(crate) retired_spares: VecDeque<u64>,
     /// RETIRE_CONNECTION_ID sequence numbers owed.
     pub(crate) retire_cids: Vec<u64>,
     /// The peer's spare connection IDs (sequence, ID, reset token), bounded by our
@@ -388,6 +392,7 @@ impl Connection {
             hold: false,
             close: None,
             path_response: None,
+            retired_spares: VecDeque::new(),
             retire_cids: Vec::new(),
             peer_cids: Vec::new(),
             remote_reset_token: None,

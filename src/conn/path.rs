@@ -5,20 +5,26 @@
 //! times what it received until the address is validated with PATH_CHALLENGE (§8.2), and goes back to
 //! the previous path if validation fails. It also challenges the path it left (§9.3.3): if the move was
 //! an attacker forwarding a copy of the client's packet, the client still on the old path answers with a
-//! newer packet from there, which moves the connection back. When the peer has given spare connection IDs
-//! the challenge to the old path goes with one of them, so that no ID is sent to two addresses (§9.5).
-//! Clients do not follow a server to a new address (servers do not migrate in QUIC v1, short of
-//! preferred_address, which quicsand does not offer).
+//! newer packet from there, which moves the connection back, with the congestion state, RTT estimate
+//! and MTU it had there. When the peer has given spare connection IDs the challenge to the old path goes
+//! with one of them, so that no ID is sent to two addresses (§9.5). Clients do not follow a server to a
+//! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand does not
+//! offer).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::congestion::new_controller;
+use super::congestion::{new_controller, CongestionController};
 use super::connection::{later, Connection, Path};
+use super::mtud::MtuDiscovery;
+use super::recovery::RttEstimator;
 use crate::wire::ConnectionId;
 
+/// Spare IDs retired after old-path challenges remembered at most (see `Connection::retired_spares`).
+const RETIRED_SPARES: usize = 8;
+
 /// A path validation in progress (RFC 9000 §8.2).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PathValidation {
     /// The PATH_CHALLENGE data; a PATH_RESPONSE must echo it.
     pub(crate) data: [u8; 8],
@@ -26,26 +32,38 @@ pub(crate) struct PathValidation {
     pub(crate) pending: bool,
     /// When validation is given up (RFC 9000 §8.2.4).
     pub(crate) deadline: Instant,
-    /// The validated path the connection used before, to return to if this one fails (§9.3.2).
-    pub(crate) previous: Option<Path>,
+    /// The validated path the connection used before, to return to if this one fails (§9.3.2), with
+    /// what the connection knew of it.
+    pub(crate) previous: Option<(Path, PathState)>,
     /// The challenge to the previous path (§9.3.3), while the validation lasts.
     pub(crate) old_path: Option<OldPathChallenge>,
 }
 
-/// A PATH_CHALLENGE to the validated path the connection left (RFC 9000 §9.3.3). It goes alone in a
-/// datagram of its own, padded to 1200 bytes (§8.2.1).
+/// What a connection learnt of a path, kept while it tries another: restored if it comes back.
+#[derive(Debug)]
+pub(crate) struct PathState {
+    cc: Box<dyn CongestionController>,
+    rtt: RttEstimator,
+    mtud: MtuDiscovery,
+}
+
+/// A PATH_CHALLENGE to the validated path the connection left (RFC 9000 §9.3.3). It goes once, alone in
+/// a datagram padded to 1200 bytes (§8.2.1), and is not in flight on the current path: nothing waits for
+/// its answer, whose purpose is to draw the peer's newer packets from the old address if it is still
+/// there.
 #[derive(Debug, Clone)]
 pub(crate) struct OldPathChallenge {
     pub(crate) remote: SocketAddr,
     pub(crate) local_ip: Option<IpAddr>,
     pub(crate) data: [u8; 8],
-    /// To be sent (first time, or again after a loss).
+    /// Still to be sent.
     pub(crate) pending: bool,
-    /// The peer's connection ID it is sent to.
+    /// The peer's connection ID it is sent to, and that ID's sequence number.
     pub(crate) dcid: ConnectionId,
-    /// The sequence number of `dcid` when it is a spare taken for the challenge: retired when the
-    /// validation ends.
-    pub(crate) spare_seq: Option<u64>,
+    pub(crate) dcid_seq: u64,
+    /// `dcid` is a spare taken for the challenge, retired when the validation ends (otherwise it is the
+    /// ID in use).
+    pub(crate) spare: bool,
 }
 
 impl Connection {
@@ -54,21 +72,29 @@ impl Connection {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
         let local_ip = local_ip.or(self.path.local_ip);
+        // RFC 9000 §8.2.4: give up after three PTOs (the current path's, before any reset), and no sooner
+        // than 6 x the initial RTT.
+        let timeout = self
+            .pto()
+            .saturating_mul(3)
+            .max(self.config.initial_rtt.saturating_mul(6));
         let validation = self.path_validation.take();
-        if let Some(mut v) = validation
-            .clone()
-            .filter(|v| v.previous.as_ref().is_some_and(|p| p.remote == remote))
-        {
-            // Back to the validated address it came from while the move was being checked (the move
-            // was a NAT's passing rebinding, or a forwarded copy): nothing to validate.
-            if let Some(mut previous) = v.previous.take() {
-                previous.bytes_received += len as u64;
-                previous.local_ip = local_ip.or(previous.local_ip);
-                self.path = previous;
+        if let Some(mut v) = validation {
+            if v.previous.as_ref().is_some_and(|(p, _)| p.remote == remote) {
+                // Back to the validated address it came from while the move was being checked (the move
+                // was a NAT's passing rebinding, or a forwarded copy): nothing to validate, and what the
+                // connection knew of that path still holds.
+                if let Some((mut previous, state)) = v.previous.take() {
+                    previous.bytes_received += len as u64;
+                    previous.local_ip = local_ip.or(previous.local_ip);
+                    self.return_to(previous, state);
+                }
+                self.end_old_path_challenge(v.old_path.take());
+                return;
             }
-            self.on_new_path(ip_changed);
-            self.end_old_path_challenge(v.old_path.take());
-            return;
+            // A second move during a validation keeps the last validated path as the fallback, and its
+            // challenge.
+            self.path_validation = Some(v);
         }
         let mtu = self.path.mtu;
         let old = std::mem::replace(
@@ -82,24 +108,23 @@ impl Connection {
                 mtu,
             },
         );
-        // A second move during a validation keeps the last validated path as the fallback, and its
-        // challenge.
-        let (previous, old_path) = match validation {
+        let (previous, old_path) = match self.path_validation.take() {
             Some(v) => (v.previous, v.old_path),
-            None => {
-                let challenge = old.validated.then(|| self.old_path_challenge(&old));
-                (Some(old), challenge)
+            None if old.validated => {
+                let challenge = self.old_path_challenge(&old);
+                let state = PathState {
+                    cc: self.cc.clone_box(),
+                    rtt: self.recovery.rtt().clone(),
+                    mtud: self.mtud.clone(),
+                };
+                (Some((old, state)), Some(challenge))
             }
+            None => (None, None),
         };
-        let previous = previous.filter(|p| p.validated && p.remote != remote);
+        let previous = previous.filter(|(p, _)| p.remote != remote);
         self.on_new_path(ip_changed);
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        // RFC 9000 §8.2.4: give up after three PTOs, and no sooner than 6 x the initial RTT.
-        let timeout = self
-            .pto()
-            .saturating_mul(3)
-            .max(self.config.initial_rtt.saturating_mul(6));
         self.path_validation = Some(PathValidation {
             data,
             pending: true,
@@ -114,13 +139,24 @@ impl Connection {
     /// peer's port changed, its congestion controller and RTT estimate start again, and its MTU, unknown,
     /// falls back to the base size until probed.
     fn on_new_path(&mut self, ip_changed: bool) {
-        self.recovery.on_path_change(ip_changed, self.config.initial_rtt);
+        let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt));
+        self.recovery.on_path_change(rtt);
         if ip_changed {
             // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the base size, and probe it.
             self.mtud.restart();
             self.cc = new_controller(self.config.congestion, self.mtud.current());
             self.set_mtu(self.mtud.current());
         }
+    }
+
+    /// Back on `path`, a validated path the connection used before, with what it knew of it.
+    fn return_to(&mut self, path: Path, state: PathState) {
+        tracing::debug!(side = ?self.side, to = %path.remote, "back on the previous path");
+        self.path = path;
+        self.cc = state.cc;
+        self.mtud = state.mtud;
+        self.recovery.on_path_change(Some(state.rtt));
+        self.set_mtu(self.mtud.current());
     }
 
     /// The challenge to `old`, the validated path the peer left, with a spare connection ID of the peer's
@@ -130,12 +166,12 @@ impl Connection {
     fn old_path_challenge(&mut self, old: &Path) -> OldPathChallenge {
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        let (dcid, spare_seq) = if self.peer_cids.is_empty() {
-            (self.remote_cid, None)
+        let (dcid, dcid_seq, spare) = if self.peer_cids.is_empty() {
+            (self.remote_cid, self.remote_cid_seq, false)
         } else {
             self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
             let (seq, cid, _) = self.peer_cids.remove(0);
-            (cid, Some(seq))
+            (cid, seq, true)
         };
         OldPathChallenge {
             remote: old.remote,
@@ -143,30 +179,34 @@ impl Connection {
             data,
             pending: true,
             dcid,
-            spare_seq,
+            dcid_seq,
+            spare,
         }
     }
 
-    /// The old path's challenge is over: the spare ID it used is retired.
+    /// The old path's challenge is over: the spare ID it used, if any, is retired (one per validation,
+    /// so not held to the bound on owed retirements, which is for what the peer asks of us).
     fn end_old_path_challenge(&mut self, challenge: Option<OldPathChallenge>) {
-        if let Some(seq) = challenge.and_then(|c| c.spare_seq) {
-            // Bounded like every retirement; past the bound the connection is closing anyway.
-            if let Err(error) = self.queue_retire(seq) {
-                tracing::debug!(side = ?self.side, %error, "retiring the old path's connection ID");
+        let Some(c) = challenge.filter(|c| c.spare) else {
+            return;
+        };
+        self.retire_cids.push(c.dcid_seq);
+        if c.dcid_seq >= self.peer_retire_prior_to {
+            if self.retired_spares.len() == RETIRED_SPARES {
+                self.retired_spares.pop_front();
             }
+            self.retired_spares.push_back(c.dcid_seq);
         }
     }
 
-    /// The peer retired connection IDs below `retire_prior_to`: the old path's challenge stops using
-    /// one of them (it is retired with the others).
+    /// The peer raised retire_prior_to: an old-path challenge stops using a connection ID it retires,
+    /// and spares retired below it need no more remembering.
     pub(crate) fn on_peer_retire_prior_to(&mut self, retire_prior_to: u64) {
+        self.retired_spares.retain(|&s| s >= retire_prior_to);
         let Some(v) = self.path_validation.as_mut() else {
             return;
         };
-        if v.old_path
-            .as_ref()
-            .is_some_and(|c| c.spare_seq.is_some_and(|s| s < retire_prior_to))
-        {
+        if v.old_path.as_ref().is_some_and(|c| c.dcid_seq < retire_prior_to) {
             let challenge = v.old_path.take();
             self.end_old_path_challenge(challenge);
         }
@@ -174,16 +214,10 @@ impl Connection {
 
     /// PATH_RESPONSE (RFC 9000 §8.2.2): the path is validated if it echoes our challenge.
     pub(crate) fn on_path_response(&mut self, data: [u8; 8]) {
-        let Some(v) = self.path_validation.as_mut() else {
-            return;
-        };
-        if v.data == data {
+        if self.path_validation.as_ref().is_some_and(|v| v.data == data) {
             self.path.validated = true;
             let v = self.path_validation.take();
             self.end_old_path_challenge(v.and_then(|v| v.old_path));
-        } else if let Some(c) = v.old_path.as_mut().filter(|c| c.data == data) {
-            // The old path answered: nothing more to send there.
-            c.pending = false;
         }
     }
 
@@ -204,17 +238,14 @@ impl Connection {
         self.stats.path_validation_failures += 1;
         self.end_old_path_challenge(v.old_path);
         match v.previous {
-            Some(previous) => {
+            Some((previous, state)) => {
                 tracing::debug!(side = ?self.side, back_to = %previous.remote, "path validation failed");
-                let ip_changed = previous.remote.ip() != self.path.remote.ip();
-                self.path = previous;
-                self.on_new_path(ip_changed);
-                // What the probes of the failed path found may not hold here: search again.
-                self.mtud.restart();
-                self.set_mtu(self.mtud.current());
+                self.return_to(previous, state);
             }
             None => {
-                // RFC 9000 §9.3.2: with no validated address to go back to, close silently.
+                // RFC 9000 §9.3.2: with no validated address to go back to, close silently. (A server's
+                // path is validated by the handshake, and migrations wait for it to be confirmed, so
+                // this is a safeguard.)
                 tracing::debug!(side = ?self.side, "path validation failed with no path to go back to");
                 self.close_silently(now);
             }
@@ -226,13 +257,11 @@ impl Connection {
         if let Some(v) = &mut self.path_validation {
             if v.data == data {
                 v.pending = true;
-            } else if let Some(c) = v.old_path.as_mut().filter(|c| c.data == data) {
-                c.pending = true;
             }
         }
     }
 
-    /// The old path's challenge, if one is to be sent now.
+    /// The old path's challenge, if it is still to be sent.
     pub(crate) fn old_path_challenge_due(&self) -> Option<&OldPathChallenge> {
         self.path_validation
             .as_ref()

@@ -147,7 +147,7 @@ impl Connection {
         // client's Finished has been read). They could only come from a client whose Finished was lost or
         // reordered, or one that withholds it to act unauthenticated; they are dropped unopened, and the
         // client sends what they held again.
-        if space == SpaceId::Data && self.side.is_server() && !self.handshake_complete {
+        if !self.handshake_complete && space == SpaceId::Data && self.side.is_server() {
             return Err(None);
         }
         // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
@@ -546,9 +546,10 @@ impl Connection {
             .path_validation
             .as_ref()
             .and_then(|v| v.old_path.as_ref())
-            .and_then(|c| c.spare_seq);
+            .and_then(|c| c.spare.then_some(c.dcid_seq));
         if frame.sequence == self.remote_cid_seq
             || held_by_challenge == Some(frame.sequence)
+            || self.retired_spares.contains(&frame.sequence)
             || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
         {
             return Ok(()); // a retransmission

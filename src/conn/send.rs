@@ -366,7 +366,6 @@ impl Connection {
         let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
         if let (true, Building::OldPathChallenge { data, .. }) = (special, self.building) {
             Frame::PathChallenge(data).encode(buf);
-            sent.rare_mut().path_challenge = Some(data);
             ack_eliciting = true;
             path_probe = true;
         } else if mtu_probe {
@@ -446,7 +445,7 @@ impl Connection {
             target = target.max(datagram_start + size - tag_len);
         }
         let target = target.min(payload_end);
-        let padded = buf.len() < target;
+        let mut padded = buf.len() < target;
         buf.resize(target.max(buf.len()), 0);
         // Room for the AEAD tag. Every QUIC v1 and v2 AEAD has a 16-byte tag, which a fixed-size append
         // writes in place; `resize` would call `memset` for it once per packet.
@@ -488,6 +487,13 @@ impl Connection {
             // Only a bug can get here (the buffer was sized for the tag and sample).
             buf.truncate(packet_start);
             return None;
+        }
+        // The challenge to a path the peer left is sent once and forgotten: not in flight on the current
+        // path, whose congestion control, RTT estimate and loss detection it must not touch (RFC 9000
+        // §9.4); the peer's acknowledgement of it is ignored.
+        if special && !mtu_probe {
+            ack_eliciting = false;
+            padded = false;
         }
         self.recovery.on_packet_sent(
             space,

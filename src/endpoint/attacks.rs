@@ -353,6 +353,7 @@ fn a_forwarded_packet_does_not_hold_the_connection_away_from_the_client() {
     let ch = p.client.table.iter().next().unwrap().0;
     let attacker: SocketAddr = "203.0.113.9:7000".parse().unwrap();
     let client: SocketAddr = CLIENT.parse().unwrap();
+    let cwnd = p.server.conn(h).unwrap().stats().cwnd;
     p.client.conn(ch).unwrap().ping();
     for d in client_to_server_from(&mut p, attacker) {
         p.server.handle_datagram(p.now, datagram(client, d));
@@ -367,6 +368,108 @@ fn a_forwarded_packet_does_not_hold_the_connection_away_from_the_client() {
     assert!(conn.path.validated);
     assert!(conn.path_validation.is_none());
     assert_eq!(conn.stats().path_validation_failures, 0);
+    // Back with what it knew of the client's path (RFC 9000 §9.4 lets it): the attacker's address (a
+    // new IP) started from initial values, which the client's path does not take on.
+    assert!(conn.recovery.rtt().smoothed() < TransportConfig::default().initial_rtt);
+    assert!(conn.stats().cwnd >= cwnd);
+    assert_eq!(server_error(&mut p), None);
+}
+
+/// Runs both sides for `time` of virtual time, the client seen by the server at `seen_as` and only the
+/// server's datagrams to that address reaching it (those to the path it left are lost).
+fn run_client_seen_as(p: &mut Pair, seen_as: SocketAddr, time: Duration) {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let end = p.now + time;
+    let mut buf = Vec::new();
+    loop {
+        client_to_server_from(p, seen_as);
+        let mut moved = false;
+        while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+            for d in t.datagrams(&buf) {
+                if t.destination == seen_as {
+                    moved = true;
+                    p.client
+                        .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
+                }
+            }
+        }
+        if moved {
+            continue;
+        }
+        let next = [p.client.poll_timeout(), p.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= end => {
+                p.now = p.now.max(t);
+                p.client.handle_timeout(p.now);
+                p.server.handle_timeout(p.now);
+            }
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn the_old_paths_challenge_is_no_loss_on_the_new_path() {
+    // A NAT rebinding (a new port) whose old mapping is gone: the challenge to the old path is lost, and
+    // that says nothing about the new path's capacity (RFC 9000 §9.4).
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    {
+        let mut conn = p.server.conn(h).unwrap();
+        let id = conn.open_uni().unwrap();
+        conn.stream(id).write(&[5; 50_000]).unwrap();
+    }
+    p.client.conn(ch).unwrap().ping();
+    let rebound: SocketAddr = "192.0.2.1:5999".parse().unwrap();
+    run_client_seen_as(&mut p, rebound, Duration::from_secs(10));
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, rebound);
+    assert!(conn.path.validated);
+    let stats = conn.stats();
+    assert!(stats.datagrams_sent > 40, "the data went out");
+    assert_eq!(stats.congestion_events, 0, "{stats:?}");
+    assert_eq!(stats.packets_lost, 0, "{stats:?}");
+}
+
+#[test]
+fn a_retired_spare_connection_id_stays_retired() {
+    // The spare the old path's challenge used is retired when the validation ends; a late copy of its
+    // NEW_CONNECTION_ID must not bring it back (and make the peer's replacement one too many).
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, "198.51.100.7:6000".parse().unwrap());
+    let spare = {
+        let v = p
+            .server
+            .table
+            .get(h)
+            .unwrap()
+            .conn
+            .path_validation
+            .as_ref()
+            .unwrap();
+        let c = v.old_path.as_ref().unwrap();
+        assert!(c.spare);
+        c.dcid_seq
+    };
+    run_client_seen_as(
+        &mut p,
+        "198.51.100.7:6000".parse().unwrap(),
+        Duration::from_secs(1),
+    );
+    assert!(p.server.table.get(h).unwrap().conn.path_validation.is_none());
+    inject(&mut p, SpaceId::Data, &[new_cid(spare, 0)]);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.peer_cids.iter().all(|(s, ..)| *s != spare));
+    // The client has replaced the retired ID; the server holds no more than its limit.
+    assert!(conn.peer_cids.len() < 4);
+    p.run(Duration::from_secs(1));
     assert_eq!(server_error(&mut p), None);
 }
 

@@ -376,12 +376,13 @@ impl<T> LossDetection<T> {
         }
     }
 
-    /// The peer moved to a new path (RFC 9000 §9.4): 1-RTT packets sent from now on are the new path's,
-    /// and, unless only the peer's port changed, its RTT estimate starts again from `initial_rtt`.
-    pub(crate) fn on_path_change(&mut self, reset_rtt: bool, initial_rtt: Duration) {
+    /// The peer moved to another path (RFC 9000 §9.4): 1-RTT packets sent from now on are its own, and
+    /// `rtt`, if given, is its estimate (initial values for a new path, the saved one for a path the
+    /// connection returns to); otherwise the estimate carries over (only the peer's port changed).
+    pub(crate) fn on_path_change(&mut self, rtt: Option<RttEstimator>) {
         self.path_first_pn = self.spaces.next_pn(SpaceId::Data);
-        if reset_rtt {
-            self.rtt = RttEstimator::new(initial_rtt);
+        if let Some(rtt) = rtt {
+            self.rtt = rtt;
             self.first_rtt_sample = None;
         }
     }
