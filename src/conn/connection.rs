@@ -797,7 +797,14 @@ impl Connection {
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
         let interval = self.config.keep_alive_interval?;
-        if self.state != State::Established {
+        // No deadline once the PING waits to go (it may wait for the congestion window or the
+        // anti-amplification limit; a passed deadline would then be reported again and again, with
+        // nothing to do), nor while ack-eliciting packets are in flight: the PTO keeps the connection
+        // alive then (RFC 9002 §6.2).
+        if self.state != State::Established
+            || self.spaces[SpaceId::Data.index()].ping_pending
+            || self.recovery.has_ack_eliciting_in_flight()
+        {
             return None;
         }
         Some(later(self.last_ack_eliciting_sent?, interval))

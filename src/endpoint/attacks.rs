@@ -717,6 +717,56 @@ fn in_order_data_is_never_counted_as_fragments() {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Timers: a deadline reported as passed must lead somewhere
+
+/// Drives the server alone (nothing it sends arrives) until `end`: each round sends what it can, then
+/// moves the clock to its deadline. Returns the longest run of rounds whose deadline had already passed
+/// while nothing could be sent (a caller would spin there).
+fn longest_spin(p: &mut Pair, end: std::time::Instant) -> u32 {
+    let mut buf = Vec::new();
+    let (mut spins, mut worst) = (0u32, 0u32);
+    while p.now < end && worst < 10_000 {
+        let mut sent = 0;
+        while p.server.poll_transmit(p.now, &mut buf).is_some() {
+            sent += 1;
+            assert!(sent < 100_000);
+        }
+        let Some(t) = p.server.poll_timeout() else {
+            break;
+        };
+        if t <= p.now && sent == 0 {
+            spins += 1;
+            worst = worst.max(spins);
+        } else {
+            spins = 0;
+            p.now = p.now.max(t);
+        }
+        p.server.handle_timeout(p.now);
+    }
+    worst
+}
+
+#[test]
+fn keep_alive_with_a_full_congestion_window_does_not_spin() {
+    // The peer asked for more than a window's worth and acknowledges nothing: the keep-alive PING cannot
+    // go (the window is full), and its deadline must not stay reported as passed meanwhile.
+    let server = TransportConfig {
+        keep_alive_interval: Some(Duration::from_secs(1)),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(server);
+    let h = p.server_h.unwrap();
+    {
+        let mut conn = p.server.conn(h).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert!(conn.stream(id).write(&vec![1u8; 1 << 20]).unwrap() > 100_000);
+    }
+    let end = p.now + Duration::from_secs(20);
+    let worst = longest_spin(&mut p, end);
+    assert!(worst < 3, "the deadline stayed passed for {worst} rounds");
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Stateless reset (RFC 9000 §10.3)
 
 fn short_packet(dcid: &[u8], len: usize) -> BytesMut {
