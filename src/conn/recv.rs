@@ -605,7 +605,13 @@ impl Connection {
 
     /// A client's Version Negotiation (RFC 9000 §6.2).
     fn handle_version_negotiation(&mut self, header: &ProtectedHeader, packet: &[u8]) {
-        if self.side.is_server() || self.remote_cid_set || self.stats.packets_received > 0 {
+        // RFC 9000 §6.2: a client discards Version Negotiation once it has processed any other packet
+        // from the server, a Retry included.
+        if self.side.is_server()
+            || self.remote_cid_set
+            || self.retry_scid.is_some()
+            || self.stats.packets_received > 0
+        {
             return;
         }
         // RFC 9000 §6.2: a Version Negotiation listing the version in use is ignored.

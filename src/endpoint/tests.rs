@@ -613,3 +613,42 @@ fn established_connections_hold_no_handshake_space_state() {
         .unwrap();
     assert_eq!(&buf[..n.unwrap()], b"after the handshake");
 }
+
+#[test]
+fn version_negotiation_after_a_retry_is_ignored() {
+    // RFC 9000 §6.2: a client that has processed a Retry discards a later Version Negotiation (which
+    // would otherwise end the connection with VersionMismatch).
+    let now = at(0);
+    let (server_addr, client_addr) = (addr(443), addr(5000));
+    let mut server = server_with(EndpointConfig::with_seed(1), |s| {
+        s.retry = crate::RetryPolicy::Always
+    });
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let (out, _) = drive(&mut client, now);
+    let first = out[0].1.clone();
+    let client_scid = *ProtectedHeader::decode(&first, 0).unwrap().scid().unwrap();
+    server.handle_datagram(now, datagram(client_addr, &first));
+    let (out, _) = drive(&mut server, now);
+    client.handle_datagram(now, datagram(server_addr, &out[0].1));
+    let _ = drive(&mut client, now);
+    assert!(
+        client.table.get(h).unwrap().conn.retry_scid.is_some(),
+        "the client followed the Retry"
+    );
+    let mut vn = vec![0x80, 0, 0, 0, 0, client_scid.len() as u8];
+    vn.extend_from_slice(&client_scid);
+    vn.push(8);
+    vn.extend_from_slice(&[7; 8]);
+    vn.extend_from_slice(&0x1a2a_3a4au32.to_be_bytes());
+    client.handle_datagram(now, datagram(server_addr, &vn));
+    let (_, events) = drive(&mut client, now);
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ConnectionLost { .. })),
+        "{events:?}"
+    );
+}
