@@ -167,8 +167,9 @@ pub struct TransportConfig {
     pub streams: StreamsConfig,
     /// The congestion controller (RFC 9002 §7 NewReno, or RFC 9438 CUBIC, the default).
     pub congestion: CongestionAlgorithm,
-    /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application; the oldest are dropped
-    /// beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
+    /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application, each datagram counted
+    /// with 64 bytes more for its place in the queue (so that empty ones count too); the oldest are
+    /// dropped beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
     pub datagram_receive_buffer: Option<usize>,
     /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it. 0 disables
     /// sending datagrams.

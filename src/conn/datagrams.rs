@@ -4,6 +4,12 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::assembler::compact;
+
+/// What each received datagram costs against the receive limit besides its bytes (its queue slot and
+/// allocation), so that empty datagrams count too.
+const RECV_ENTRY_COST: usize = 64;
+
 /// Why a datagram could not be queued for sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendDatagramError {
@@ -78,30 +84,34 @@ impl Datagrams {
         self.send_bytes = self.send.iter().map(Bytes::len).sum();
     }
 
-    /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes.
-    /// Returns whether the application should be told (the queue was empty).
+    /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes (each
+    /// datagram counted with [`RECV_ENTRY_COST`] more). Returns whether the application should be told
+    /// (the queue was empty).
     pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize) -> bool {
         self.received += 1;
         // The application was told when the queue last became non-empty and has not read since.
         let was_empty = self.recv.is_empty();
-        while self.recv_bytes + data.len() > limit {
+        let cost = data.len() + RECV_ENTRY_COST;
+        while self.recv_bytes + cost > limit {
             let Some(old) = self.recv.pop_front() else { break };
-            self.recv_bytes -= old.len();
+            self.recv_bytes -= old.len() + RECV_ENTRY_COST;
             self.recv_dropped += 1;
         }
-        if data.len() > limit {
+        if cost > limit {
             self.recv_dropped += 1;
             return false;
         }
-        self.recv_bytes += data.len();
-        self.recv.push_back(data);
+        self.recv_bytes += cost;
+        // A small datagram is copied out of the packet it came in, which it would otherwise keep alive
+        // (with the whole receive buffer it shares) while the application lets it wait.
+        self.recv.push_back(compact(data));
         was_empty
     }
 
     /// The oldest received datagram.
     pub(crate) fn pop_recv(&mut self) -> Option<Bytes> {
         let d = self.recv.pop_front()?;
-        self.recv_bytes -= d.len();
+        self.recv_bytes -= d.len() + RECV_ENTRY_COST;
         Some(d)
     }
 }
@@ -140,13 +150,41 @@ mod tests {
         );
         assert_eq!(d.pop_send_if(|_| true).map(|b| b[0]), Some(2));
 
-        assert!(d.push_recv(Bytes::from_static(b"abc"), 5));
+        let limit = 5 + RECV_ENTRY_COST;
+        assert!(d.push_recv(Bytes::from_static(b"abc"), limit));
         assert!(
-            !d.push_recv(Bytes::from_static(b"def"), 5),
+            !d.push_recv(Bytes::from_static(b"def"), limit),
             "not the first in the queue"
         );
         assert_eq!(d.recv_dropped, 1);
         assert_eq!(d.pop_recv().as_deref(), Some(&b"def"[..]));
         assert_eq!(d.pop_recv(), None);
+    }
+
+    #[test]
+    fn empty_datagrams_count_against_the_receive_limit() {
+        // Each queued datagram costs a slot whatever its length: a peer sending empty ones (two bytes of
+        // frame each) cannot make the queue grow without bound.
+        let mut d = Datagrams::default();
+        let limit = 1 << 20;
+        for _ in 0..500_000 {
+            d.push_recv(Bytes::new(), limit);
+        }
+        assert_eq!(d.recv.len(), limit / RECV_ENTRY_COST);
+        assert_eq!(d.recv_dropped, 500_000 - (limit / RECV_ENTRY_COST) as u64);
+        while d.pop_recv().is_some() {}
+        assert_eq!(d.recv_bytes, 0);
+    }
+
+    #[test]
+    fn small_received_datagrams_do_not_keep_their_packet_alive() {
+        let mut d = Datagrams::default();
+        let packet = Bytes::from(vec![9u8; 1500]);
+        d.push_recv(packet.slice(100..110), 1 << 20);
+        d.push_recv(packet.slice(200..1400), 1 << 20);
+        let small = d.pop_recv().unwrap();
+        let large = d.pop_recv().unwrap();
+        assert!(!packet.as_ptr_range().contains(&small.as_ptr()), "copied out");
+        assert!(packet.as_ptr_range().contains(&large.as_ptr()), "zero-copy");
     }
 }
