@@ -67,7 +67,9 @@ impl OneRttKeys {
             phase_acked: false,
             first_received: None,
             sealed_in_phase: 0,
-            acked_current: false,
+            // RFC 9001 §6.2 limits consecutive updates (a second one before we acknowledged the packet
+            // that started the first); the peer's first update may come at any time after the handshake.
+            acked_current: true,
         }
     }
 
@@ -130,8 +132,9 @@ impl OneRttKeys {
         self.acked_current = false;
     }
 
-    /// Whether a peer's key update is allowed now: RFC 9001 §6.5 lets an endpoint treat an update
-    /// started before it acknowledged a packet of the current phase as KEY_UPDATE_ERROR.
+    /// Whether a peer's key update is allowed now: RFC 9001 §6.2 lets an endpoint treat an update started
+    /// before it acknowledged the packet that started the current phase as KEY_UPDATE_ERROR (the first
+    /// update, from phase 0, is always allowed).
     pub(crate) fn peer_may_update(&self) -> bool {
         self.acked_current
     }
@@ -356,8 +359,8 @@ mod tests {
         k.on_received(5);
         assert_eq!(k.recv_key(true, 6), RecvKey::Next);
         assert!(
-            !k.peer_may_update(),
-            "we have not acknowledged anything of phase 0"
+            k.peer_may_update(),
+            "the first update needs no acknowledgement of phase 0 (RFC 9001 §6.2 limits consecutive ones)"
         );
         k.on_ack_sent(5);
         assert!(k.peer_may_update());
