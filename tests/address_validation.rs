@@ -248,6 +248,28 @@ fn quicsand_client_follows_a_quicsand_retry() {
 }
 
 #[test]
+fn a_retry_costs_the_client_no_loss() {
+    // RFC 9002 §6.3: a client that gets a Retry starts loss recovery and congestion control again. The
+    // Initial the Retry answered is not lost, and must not be declared so later (a congestion event, and
+    // the ClientHello sent once more for nothing).
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        1,
+    );
+    let mut client = QuicsandNode::client(client_addr(), 2);
+    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(client), Box::new(server), 3);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(2));
+    assert_eq!(stats(&mut p.server).retries_sent, 1);
+    let s = quicsand(&mut p.client).conn().stats();
+    assert_eq!((s.packets_lost, s.congestion_events), (0, 0), "{s:?}");
+}
+
+#[test]
 fn quinn_client_follows_a_quicsand_retry_then_skips_it_with_a_new_token() {
     let cert = TestCert::new();
     let clock = TestClock::new();

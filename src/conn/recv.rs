@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::congestion::new_controller;
 use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
@@ -647,6 +648,10 @@ impl Connection {
         s.keys = Some(keys);
         // The ClientHello goes again, in new Initial packets whose numbers continue (§17.2.5.3).
         s.crypto_send.requeue_unacked();
+        // RFC 9002 §6.3: congestion control and loss recovery start again; the Initial packets sent so
+        // far are not lost (the Retry answered them), and would otherwise be declared so later.
+        self.recovery.on_retry();
+        self.cc = new_controller(self.config.congestion, self.path.mtu);
         Ok(())
     }
 }

@@ -719,6 +719,21 @@ impl<T> LossDetection<T> {
         sent.into_iter().flatten()
     }
 
+    /// A client got a Retry (RFC 9002 §6.3): the Initial packets sent so far are forgotten (not lost:
+    /// the server answered them with the Retry), their bytes leave the flight, and the timers start
+    /// again. Packet numbers continue (RFC 9000 §17.2.5.3).
+    pub(crate) fn on_retry(&mut self) {
+        if let Some(s) = self.spaces.get_mut(SpaceId::Initial) {
+            drop(s.sent.take_all());
+            s.bytes_in_flight = 0;
+            s.ack_eliciting_in_flight = 0;
+            s.time_of_last_ack_eliciting = None;
+            s.loss_time = None;
+        }
+        self.pto_count = 0;
+        self.armed_at = None;
+    }
+
     /// Frees the sent-packet storage of every space with nothing in flight. The storage outlives the
     /// flight it held (a busy sender fills it again at once); the connection calls this when it has
     /// nothing more to send, so that an idle connection holds none.
