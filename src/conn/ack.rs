@@ -262,6 +262,30 @@ impl ReceivedPackets {
     ///
     /// `None` when no packet number is tracked (nothing received, or all pruned).
     pub(crate) fn build_ack(&self, now: Instant, ack_delay_exponent: u8) -> Option<AckFrame> {
+        self.build_ack_ranges(now, ack_delay_exponent, self.config.max_ack_ranges.max(1))
+    }
+
+    /// As [`build_ack`](Self::build_ack), within `room` bytes if it can: the oldest ranges are left out
+    /// until the frame fits (RFC 9000 §13.2.3 lets them go). With ranges far apart (a peer skipping packet
+    /// numbers by billions), a frame of many ranges could outgrow any packet, and an ACK that never goes
+    /// out would leave its deadline passed for good.
+    pub(crate) fn build_ack_within(
+        &self,
+        now: Instant,
+        ack_delay_exponent: u8,
+        room: usize,
+    ) -> Option<AckFrame> {
+        let mut count = self.config.max_ack_ranges.max(1);
+        loop {
+            let frame = self.build_ack_ranges(now, ack_delay_exponent, count)?;
+            if frame.encoded_len() <= room || count == 1 {
+                return Some(frame);
+            }
+            count /= 2;
+        }
+    }
+
+    fn build_ack_ranges(&self, now: Instant, ack_delay_exponent: u8, count: usize) -> Option<AckFrame> {
         let (_, received_at) = self.largest?;
         if self.ranges.is_empty() {
             return None;
@@ -272,7 +296,7 @@ impl ReceivedPackets {
             .checked_shr(u32::from(ack_delay_exponent))
             .unwrap_or(0)
             .min(VarInt::MAX.into_inner());
-        let ranges = self.ranges.iter_rev().take(self.config.max_ack_ranges.max(1));
+        let ranges = self.ranges.iter_rev().take(count);
         // Packet numbers are below 2^62 (RFC 9000 §12.3) and the ranges are disjoint and descending, so
         // this cannot fail; if it did, no frame is better than a panic.
         AckFrame::from_ranges(ranges, delay, self.ecn).ok()

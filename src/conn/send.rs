@@ -349,7 +349,8 @@ impl Connection {
         let mtu_probe = special && self.building == Building::MtuProbe;
         let s = &mut self.spaces[space.index()];
         if s.received.has_unacked() && !special {
-            if let Some(ack) = s.received.build_ack(now, ack_exponent) {
+            let room = payload_end.saturating_sub(buf.len());
+            if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
                 if buf.len() + ack.encoded_len() <= payload_end {
                     ack.encode(buf);
                     s.received.on_ack_sent(ack.largest(), pn);

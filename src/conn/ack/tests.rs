@@ -423,3 +423,27 @@ proptest! {
         check_random_arrivals(&arrivals);
     }
 }
+
+#[test]
+fn an_ack_of_ranges_far_apart_is_cut_to_fit_its_packet() {
+    // A peer skipping packet numbers by 2^40 makes each range cost about 16 bytes; with room for 200
+    // ranges configured, the whole frame would outgrow a packet and never be sent.
+    let config = AckConfig {
+        max_ack_ranges: 200,
+        ..AckConfig::default()
+    };
+    let mut rx = ReceivedPackets::new(SpaceId::Data, config);
+    let t0 = epoch();
+    for i in 0..200u64 {
+        assert!(rx.on_packet_received(i << 40, true, None, t0));
+    }
+    let whole = rx.build_ack(t0, 3).expect("packets");
+    assert!(whole.encoded_len() > 1200);
+    let cut = rx.build_ack_within(t0, 3, 1100).expect("packets");
+    assert!(cut.encoded_len() <= 1100, "{}", cut.encoded_len());
+    assert_eq!(cut.largest(), 199 << 40, "the newest ranges are kept");
+    assert!(ranges(&cut).len() >= 50);
+    round_trip(&cut);
+    // Room enough: nothing is left out.
+    assert_eq!(rx.build_ack_within(t0, 3, usize::MAX), Some(whole));
+}
