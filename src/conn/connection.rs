@@ -197,7 +197,7 @@ pub(crate) struct Connection {
     pub(crate) rng: Rng,
     pub(crate) path: Path,
     /// A validation of a new peer address in progress (RFC 9000 §8.2, §9).
-    pub(crate) path_validation: Option<PathValidation>,
+    pub(crate) path_validation: Option<Box<PathValidation>>,
     /// Initial, Handshake, Data.
     pub(crate) spaces: Spaces,
     pub(crate) one_rtt: Option<OneRttKeys>,

@@ -108,7 +108,7 @@ impl Connection {
                 mtu,
             },
         );
-        let (previous, old_path) = match self.path_validation.take() {
+        let (previous, old_path) = match self.path_validation.take().map(|v| *v) {
             Some(v) => (v.previous, v.old_path),
             None if old.validated => {
                 let challenge = self.old_path_challenge(&old);
@@ -125,13 +125,14 @@ impl Connection {
         self.on_new_path(ip_changed);
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        self.path_validation = Some(PathValidation {
+        // Boxed: most connections never validate a path, and the state is large.
+        self.path_validation = Some(Box::new(PathValidation {
             data,
             pending: true,
             deadline: later(now, timeout),
             previous,
             old_path,
-        });
+        }));
         self.stats.path_migrations += 1;
     }
 
@@ -232,7 +233,7 @@ impl Connection {
         if !self.path_validation.as_ref().is_some_and(|v| now >= v.deadline) {
             return;
         }
-        let Some(v) = self.path_validation.take() else {
+        let Some(v) = self.path_validation.take().map(|v| *v) else {
             return;
         };
         self.stats.path_validation_failures += 1;
