@@ -478,6 +478,7 @@ impl Connection {
     ///
     /// `transport` is `config.transport`, shared by all the endpoint's server connections (`config`
     /// gives the TLS configuration).
+    #[cfg_attr(fuzzing, allow(unused_variables))]
     pub(crate) fn new_server(
         now: Instant,
         config: &ServerConfig,
