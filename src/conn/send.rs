@@ -347,8 +347,11 @@ impl Connection {
         // challenge to an old path carries its PATH_CHALLENGE only.
         let special = space == SpaceId::Data && self.building != Building::Ordinary;
         let mtu_probe = special && self.building == Building::MtuProbe;
+        // A packet carrying CONNECTION_CLOSE carries nothing else: an ACK could leave too little room for
+        // the close, and nothing more will be sent to need it.
+        let closing = self.close.as_ref().is_some_and(|c| c.pending);
         let s = &mut self.spaces[space.index()];
-        if s.received.has_unacked() && !special {
+        if s.received.has_unacked() && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
                 if buf.len() + ack.encoded_len() <= payload_end {
@@ -373,8 +376,10 @@ impl Connection {
             Frame::Ping.encode(buf);
             ack_eliciting = true;
         } else if let Some(close) = self.close.as_ref().filter(|c| c.pending) {
-            let frame = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len()));
-            Frame::Close(frame).encode(buf);
+            // Without room even for the close without its reason, the packet is not built.
+            if let Some(frame) = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len())) {
+                Frame::Close(frame).encode(buf);
+            }
         } else if data_allowed {
             if space == SpaceId::Data {
                 // Nearly every packet has none of these: checked here, inline, before calling out.
@@ -650,7 +655,7 @@ impl Connection {
 /// The CONNECTION_CLOSE to put in a packet of `space`, fitting `room` bytes. RFC 9000 §10.2.3: an
 /// application close becomes a transport APPLICATION_ERROR without reason in Initial and Handshake
 /// packets, since the application's code and reason are not for unauthenticated eyes.
-fn close_frame_for(space: SpaceId, frame: &ConnectionClose, room: usize) -> ConnectionClose {
+fn close_frame_for(space: SpaceId, frame: &ConnectionClose, room: usize) -> Option<ConnectionClose> {
     let mut frame = match (space, frame.code) {
         (SpaceId::Initial | SpaceId::Handshake, CloseCode::Application(_)) => ConnectionClose {
             code: CloseCode::Transport {
@@ -661,15 +666,70 @@ fn close_frame_for(space: SpaceId, frame: &ConnectionClose, room: usize) -> Conn
         },
         _ => frame.clone(),
     };
-    let overhead = Frame::Close(ConnectionClose {
+    // The frame without its reason (whose length takes one byte when empty), then as much of the reason
+    // as fits with its length's own encoding.
+    let fixed = Frame::Close(ConnectionClose {
         code: frame.code,
         reason: Bytes::new(),
     })
     .encoded_len()
-        + 2;
-    let max_reason = room.saturating_sub(overhead);
-    if frame.reason.len() > max_reason {
-        frame.reason = frame.reason.slice(..max_reason);
+        - 1;
+    let mut max_reason = frame.reason.len().min(room.checked_sub(fixed + 1)?);
+    while fixed + VarInt::size(max_reason as u64) + max_reason > room {
+        max_reason -= 1;
     }
-    frame
+    frame.reason.truncate(max_reason);
+    Some(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_frame_fits_its_room_or_is_not_made() {
+        let app = ConnectionClose {
+            code: CloseCode::Application((1 << 62) - 1),
+            reason: Bytes::from(vec![b'x'; 100]),
+        };
+        let transport = ConnectionClose {
+            code: CloseCode::Transport {
+                code: TransportErrorCode::PROTOCOL_VIOLATION,
+                frame_type: 0x1e,
+            },
+            reason: Bytes::from(vec![b'y'; 100]),
+        };
+        for close in [&app, &transport] {
+            let bare = Frame::Close(ConnectionClose {
+                code: close.code,
+                reason: Bytes::new(),
+            })
+            .encoded_len();
+            for room in 0..200 {
+                match close_frame_for(SpaceId::Data, close, room) {
+                    None => assert!(room < bare, "room {room}: {bare} bytes would fit"),
+                    Some(frame) => {
+                        let len = Frame::Close(frame.clone()).encoded_len();
+                        assert!(len <= room, "room {room}: {len} bytes");
+                        // As much reason as fits: one byte more would not (or it is all there).
+                        assert!(
+                            frame.reason.len() == close.reason.len() || len + 1 >= room,
+                            "room {room}: reason of {} in {len}",
+                            frame.reason.len()
+                        );
+                    }
+                }
+            }
+        }
+        // RFC 9000 §10.2.3: an application close in a handshake packet goes as APPLICATION_ERROR, bare.
+        let hs = close_frame_for(SpaceId::Handshake, &app, 100).unwrap();
+        assert_eq!(
+            hs.code,
+            CloseCode::Transport {
+                code: TransportErrorCode::APPLICATION_ERROR,
+                frame_type: 0
+            }
+        );
+        assert!(hs.reason.is_empty());
+    }
 }
