@@ -440,11 +440,18 @@ fn send_blocking(socket: &UdpSocket, state: &UdpSocketState, t: &quinn_udp::Tran
     }
 }
 
+/// The most bytes one UDP send carries, GSO or not: 65,535 less the UDP and IPv4 headers (IPv6 allows 20
+/// more; one bound serves both).
+const MAX_UDP_SEND: usize = 65_507;
+
 /// The bytes of `size` that one send call carries: whole transmits when the kernel takes all their
-/// segments, else as many segments as it takes.
+/// segments and they fit one UDP send, else as many segments as it takes and fit.
 fn gso_chunk_len(size: usize, segment_size: Option<usize>, max_segments: usize) -> usize {
     match segment_size {
-        Some(s) if s > 0 => s.saturating_mul(max_segments.max(1)).min(size).max(1),
+        Some(s) if s > 0 => {
+            let segments = max_segments.max(1).min((MAX_UDP_SEND / s).max(1));
+            s.saturating_mul(segments).min(size).max(1)
+        }
         _ => size.max(1),
     }
 }
@@ -452,10 +459,12 @@ fn gso_chunk_len(size: usize, segment_size: Option<usize>, max_segments: usize) 
 /// Splits one received buffer into its datagrams (several when GRO coalesced them at `meta.stride`).
 fn split_received(meta: &RecvMeta, data: &[u8], out: &mut Vec<Datagram>) {
     let stride = if meta.stride == 0 { data.len() } else { meta.stride };
-    // One copy of the whole buffer; each datagram is a zero-copy piece of it.
-    let mut all = BytesMut::from(data);
-    while !all.is_empty() {
-        let payload = all.split_to(stride.min(all.len()));
+    // Each datagram is copied into an allocation of its own (the same bytes as one copy of the whole
+    // buffer): the engine keeps zero-copy slices of what it holds for the application (stream data,
+    // DATAGRAM frames), and a slice of one datagram of a shared buffer would keep the whole GRO batch,
+    // up to 64 KiB, alive.
+    for chunk in data.chunks(stride.max(1)) {
+        let payload = BytesMut::from(chunk);
         out.push(Datagram {
             remote: meta.addr,
             local: meta.dst_ip,

@@ -50,6 +50,46 @@ fn gso_transmits_split_to_the_kernels_segment_limit() {
     assert_eq!(gso_chunk_len(11_500, Some(1200), 1), 1200);
     // A plain datagram.
     assert_eq!(gso_chunk_len(900, None, 1), 900);
+    // One UDP send carries at most 65,507 bytes, whatever the segment limit: 46 segments of 1400.
+    assert_eq!(gso_chunk_len(50 * 1400, Some(1400), 64), 46 * 1400);
+    assert_eq!(gso_chunk_len(100_000, Some(65_507), 64), 65_507);
+}
+
+#[test]
+fn a_transmit_larger_than_one_udp_send_goes_out_whole() {
+    // 50 segments of 1400 bytes (70,000 bytes) with the kernel's 64-segment limit: before, one send of
+    // all of them failed with EMSGSIZE and every segment was counted lost.
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.set_nonblocking(true).unwrap();
+    let state = UdpSocketState::new((&tx).into()).unwrap();
+    let mut stats = DriverStats::default();
+    let contents = vec![0u8; 50 * 1400];
+    let t = Transmit {
+        destination: rx.local_addr().unwrap(),
+        src_ip: None,
+        ecn: None,
+        size: contents.len(),
+        segment_size: Some(1400),
+    };
+    send(&tx, &state, &mut stats, &t, &contents).unwrap();
+    assert_eq!(stats.send_errors, 0, "{stats:?}");
+    assert_eq!(stats.datagrams_sent, 50);
+}
+
+#[test]
+fn datagrams_of_a_gro_batch_do_not_share_storage() {
+    // A piece of one datagram that the engine holds (stream data, a DATAGRAM frame) must not keep the
+    // other datagrams of its GRO batch alive.
+    let data = vec![0u8; 43 * 1500];
+    let mut out = Vec::new();
+    split_received(&meta(data.len(), 1500), &data, &mut out);
+    assert_eq!(out.len(), 43);
+    let held = out[0].payload.split_to(1024).freeze();
+    let last = out.pop().unwrap().payload.freeze();
+    drop(out);
+    assert!(last.is_unique(), "the last datagram's storage is its own");
+    drop(held);
 }
 
 #[test]
