@@ -720,7 +720,6 @@ impl Connection {
             SpaceId::Data => self.recovery.path_first_pn(),
             _ => 0,
         };
-        let mut on_this_path = 0;
         for (pn, p) in &lost {
             if p.mtu_probe {
                 // Counted against the size it tried, if the search is still at it.
@@ -730,13 +729,10 @@ impl Connection {
             }
             if *pn >= path_first_pn {
                 latest = latest.max(Some(p.time_sent));
-                on_this_path += 1;
             }
         }
         if let Some(latest) = latest {
-            // RFC 9002 §7.6.2: persistent congestion needs two lost packets spanning its period; on a new
-            // path, two of its own.
-            let persistent = persistent && on_this_path >= 2;
+            // The loss detector counts only the current path's packets towards persistent congestion.
             self.on_congestion_event(now, latest, persistent);
         }
         for (_pn, p) in lost {

@@ -597,6 +597,12 @@ impl<T> LossDetection<T> {
     ) -> (Vec<(u64, SentPacket<T>)>, bool) {
         let loss_delay = self.rtt.loss_delay();
         let first_rtt_sample = self.first_rtt_sample;
+        // RFC 9000 §9.4: packets sent on a path the peer has left say nothing of the current one's
+        // congestion; only the current path's can make a persistent-congestion period.
+        let path_first_pn = match space {
+            SpaceId::Data => self.path_first_pn,
+            _ => 0,
+        };
         let Some(s) = self.spaces.get_mut(space) else {
             return (Vec::new(), false);
         };
@@ -622,7 +628,7 @@ impl<T> LossDetection<T> {
             if by_time || by_count {
                 lost_pns.push(pn);
                 let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
-                let counts = p.ack_eliciting && after_sample && !p.mtu_probe;
+                let counts = p.ack_eliciting && after_sample && !p.mtu_probe && pn >= path_first_pn;
                 if let (Some(period), true) = (persistent_period, counts) {
                     match run_start {
                         Some(start) if p.time_sent.saturating_duration_since(start) > period => {

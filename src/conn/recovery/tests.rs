@@ -753,6 +753,31 @@ fn lost_mtu_probes_do_not_establish_persistent_congestion() {
     }
 }
 
+/// RFC 9000 §9.4: after the peer moved (here only its port, so the RTT estimate carries over), a packet
+/// sent on the old path cannot start a persistent-congestion period of the new one.
+#[test]
+fn packets_of_a_path_left_do_not_start_a_persistent_congestion_period() {
+    let t0 = epoch();
+    for (moved, expected) in [(false, true), (true, false)] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+        // Threshold 975 ms; 1 (the old path, if the peer moved after it) and 3 are 1100 ms apart, while
+        // 2 and 3, both of the new path, are 600 ms apart.
+        ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(200), 1));
+        if moved {
+            ld.on_path_change(None);
+        }
+        for (pn, at) in [(2, 700), (3, 1300), (4, 1400)] {
+            ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(at), pn));
+        }
+        let out = ld.ack(SpaceId::Data, [4..=4], ms(0), t0 + ms(1500), &c).unwrap();
+        assert_eq!(pns(&out.lost), [1, 2, 3]);
+        assert_eq!(out.persistent_congestion, expected, "moved: {moved}");
+    }
+}
+
 #[test]
 fn losses_before_the_first_rtt_sample_are_not_persistent_congestion() {
     let t0 = epoch();
