@@ -180,6 +180,9 @@ pub(crate) struct PendingClose {
     pub(crate) frame: ConnectionClose,
     /// Whether a copy should go out.
     pub(crate) pending: bool,
+    /// A copy went into the datagram being built (a close that does not fit its packet waits for the
+    /// next one).
+    pub(crate) written: bool,
     /// Datagrams received since the last copy went out, and how many to wait for before the next
     /// (doubling, RFC 9000 §10.2.1: limit the rate of CONNECTION_CLOSE sent while closing).
     pub(crate) received: u32,
@@ -930,6 +933,7 @@ impl Connection {
         self.close = Some(PendingClose {
             frame,
             pending: true,
+            written: false,
             received: 0,
             threshold: 1,
         });

@@ -102,8 +102,9 @@ impl Connection {
             self.discard_initial_after_send = false;
             self.discard_space(SpaceId::Initial);
         }
-        if let Some(close) = &mut self.close {
+        if let Some(close) = self.close.as_mut().filter(|c| c.written) {
             close.pending = false;
+            close.written = false;
         }
         if count == 0 {
             if self.app_limited {
@@ -379,6 +380,9 @@ impl Connection {
             // Without room even for the close without its reason, the packet is not built.
             if let Some(frame) = close_frame_for(space, &close.frame, payload_end.saturating_sub(buf.len())) {
                 Frame::Close(frame).encode(buf);
+                if let Some(c) = self.close.as_mut() {
+                    c.written = true;
+                }
             }
         } else if data_allowed {
             if space == SpaceId::Data {
