@@ -196,8 +196,8 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-#[test]
-fn quicsand_client_follows_a_quicsand_retry() {
+/// A quicsand client connecting to a quicsand server that always answers with a Retry.
+fn quicsand_pair_with_retry() -> Pair {
     let cert = TestCert::new();
     let clock = TestClock::new();
     let server = QuicsandNode::server(
@@ -207,7 +207,12 @@ fn quicsand_client_follows_a_quicsand_retry() {
     );
     let mut client = QuicsandNode::client(client_addr(), 2);
     client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-    let mut p = Pair::new(Box::new(client), Box::new(server), 3);
+    Pair::new(Box::new(client), Box::new(server), 3)
+}
+
+#[test]
+fn quicsand_client_follows_a_quicsand_retry() {
+    let mut p = quicsand_pair_with_retry();
     let wire = Rc::new(RefCell::new(Wire::default()));
     p.filter = tap(wire.clone());
     assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
@@ -252,16 +257,7 @@ fn a_retry_costs_the_client_no_loss() {
     // RFC 9002 §6.3: a client that gets a Retry starts loss recovery and congestion control again. The
     // Initial the Retry answered is not lost, and must not be declared so later (a congestion event, and
     // the ClientHello sent once more for nothing).
-    let cert = TestCert::new();
-    let clock = TestClock::new();
-    let server = QuicsandNode::server(
-        server_addr(),
-        server_config(&cert, RetryPolicy::Always, &clock),
-        1,
-    );
-    let mut client = QuicsandNode::client(client_addr(), 2);
-    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-    let mut p = Pair::new(Box::new(client), Box::new(server), 3);
+    let mut p = quicsand_pair_with_retry();
     assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
     p.drive(Duration::from_secs(2));
     assert_eq!(stats(&mut p.server).retries_sent, 1);

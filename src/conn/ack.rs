@@ -265,8 +265,8 @@ impl ReceivedPackets {
         self.build_ack_ranges(now, ack_delay_exponent, self.config.max_ack_ranges.max(1))
     }
 
-    /// As [`build_ack`](Self::build_ack), within `room` bytes if it can: the oldest ranges are left out
-    /// until the frame fits (RFC 9000 §13.2.3 lets them go). With ranges far apart (a peer skipping packet
+    /// As [`build_ack`](Self::build_ack), within `room` bytes: the oldest ranges are left out until the
+    /// frame fits (RFC 9000 §13.2.3 lets them go); `None` if not even the newest range fits. With ranges far apart (a peer skipping packet
     /// numbers by billions), a frame of many ranges could outgrow any packet, and an ACK that never goes
     /// out would leave its deadline passed for good.
     pub(crate) fn build_ack_within(
@@ -278,8 +278,11 @@ impl ReceivedPackets {
         let mut count = self.config.max_ack_ranges.max(1);
         loop {
             let frame = self.build_ack_ranges(now, ack_delay_exponent, count)?;
-            if frame.encoded_len() <= room || count == 1 {
+            if frame.encoded_len() <= room {
                 return Some(frame);
+            }
+            if count == 1 {
+                return None;
             }
             count /= 2;
         }

@@ -78,23 +78,19 @@ impl Connection {
             .pto()
             .saturating_mul(3)
             .max(self.config.initial_rtt.saturating_mul(6));
-        let validation = self.path_validation.take();
-        if let Some(mut v) = validation {
-            if v.previous.as_ref().is_some_and(|(p, _)| p.remote == remote) {
-                // Back to the validated address it came from while the move was being checked (the move
-                // was a NAT's passing rebinding, or a forwarded copy): nothing to validate, and what the
-                // connection knew of that path still holds.
-                if let Some((mut previous, state)) = v.previous.take() {
-                    previous.bytes_received += len as u64;
-                    previous.local_ip = local_ip.or(previous.local_ip);
-                    self.return_to(previous, state);
-                }
-                self.end_old_path_challenge(v.old_path.take());
-                return;
+        let mut validation = self.path_validation.take().map(|v| *v);
+        let returning = |v: &mut PathValidation| v.previous.as_ref().is_some_and(|(p, _)| p.remote == remote);
+        if let Some(v) = validation.take_if(returning) {
+            // Back to the validated address it came from while the move was being checked (the move was
+            // a NAT's passing rebinding, or a forwarded copy): nothing to validate, and what the connection
+            // knew of that path still holds.
+            if let Some((mut previous, state)) = v.previous {
+                previous.bytes_received += len as u64;
+                previous.local_ip = local_ip.or(previous.local_ip);
+                self.return_to(previous, state);
             }
-            // A second move during a validation keeps the last validated path as the fallback, and its
-            // challenge.
-            self.path_validation = Some(v);
+            self.end_old_path_challenge(v.old_path);
+            return;
         }
         let mtu = self.path.mtu;
         let old = std::mem::replace(
@@ -108,7 +104,9 @@ impl Connection {
                 mtu,
             },
         );
-        let (previous, old_path) = match self.path_validation.take().map(|v| *v) {
+        // A second move during a validation keeps the last validated path as the fallback, and its
+        // challenge.
+        let (previous, old_path) = match validation {
             Some(v) => (v.previous, v.old_path),
             None if old.validated => {
                 let challenge = self.old_path_challenge(&old);

@@ -346,8 +346,8 @@ impl Connection {
         // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
         // expected of probes too large for the path (and no ACK, which would be lost with it). The
         // challenge to an old path carries its PATH_CHALLENGE only.
-        let special = space == SpaceId::Data && self.building != Building::Ordinary;
-        let mtu_probe = special && self.building == Building::MtuProbe;
+        let special = space == SpaceId::Data && !matches!(self.building, Building::Ordinary);
+        let mtu_probe = special && matches!(self.building, Building::MtuProbe);
         // A packet carrying CONNECTION_CLOSE carries nothing else: an ACK could leave too little room for
         // the close, and nothing more will be sent to need it.
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
@@ -355,14 +355,12 @@ impl Connection {
         if s.received.has_unacked() && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
-                if buf.len() + ack.encoded_len() <= payload_end {
-                    ack.encode(buf);
-                    s.received.on_ack_sent(ack.largest(), pn);
-                    sent.ack = Some(ack.largest());
-                    if space == SpaceId::Data {
-                        if let Some(keys) = &mut self.one_rtt {
-                            keys.on_ack_sent(ack.largest());
-                        }
+                ack.encode(buf);
+                s.received.on_ack_sent(ack.largest(), pn);
+                sent.ack = Some(ack.largest());
+                if space == SpaceId::Data {
+                    if let Some(keys) = &mut self.one_rtt {
+                        keys.on_ack_sent(ack.largest());
                     }
                 }
             }

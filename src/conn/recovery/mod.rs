@@ -226,6 +226,16 @@ impl<T> Space<T> {
         }
     }
 
+    /// Forgets every packet in flight (taken out, neither acknowledged nor lost) and the timers they
+    /// set; the packet numbers sent stay known.
+    fn take_in_flight(&mut self) -> impl Iterator<Item = (u64, SentPacket<T>)> {
+        self.bytes_in_flight = 0;
+        self.ack_eliciting_in_flight = 0;
+        self.time_of_last_ack_eliciting = None;
+        self.loss_time = None;
+        self.sent.take_all()
+    }
+
     /// Records `lo..=hi`, all above the existing ranges, as never sent, merging with the last range.
     ///
     /// A skipped number cannot be forgotten safely once everything around it is acknowledged: an
@@ -704,14 +714,9 @@ impl<T> LossDetection<T> {
     /// as empty from then on, except for their next packet numbers, which ACK frames are checked against.
     pub(crate) fn discard_space(&mut self, space: SpaceId) -> impl Iterator<Item = (u64, SentPacket<T>)> {
         let sent = self.spaces.get_mut(space).map(|s| {
-            let sent = s.sent.take_all();
-            s.bytes_in_flight = 0;
-            s.ack_eliciting_in_flight = 0;
-            s.time_of_last_ack_eliciting = None;
-            s.loss_time = None;
             s.unsent.clear();
             s.discarded = true;
-            sent
+            s.take_in_flight()
         });
         if let Some([initial, handshake]) = self.spaces.handshake.as_deref() {
             if initial.discarded && handshake.discarded {
@@ -730,11 +735,7 @@ impl<T> LossDetection<T> {
     /// again. Packet numbers continue (RFC 9000 §17.2.5.3).
     pub(crate) fn on_retry(&mut self) {
         if let Some(s) = self.spaces.get_mut(SpaceId::Initial) {
-            drop(s.sent.take_all());
-            s.bytes_in_flight = 0;
-            s.ack_eliciting_in_flight = 0;
-            s.time_of_last_ack_eliciting = None;
-            s.loss_time = None;
+            drop(s.take_in_flight());
         }
         self.pto_count = 0;
         self.armed_at = None;

@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 use super::send::SendStream;
-use super::{di, ControlKind, Dir, ReadError, Sched, StreamEvent, StreamId, Streams, WriteError};
+use super::{
+    di, track_fragments, ControlKind, Dir, ReadError, Sched, StreamEvent, StreamId, Streams, WriteError,
+};
 
 impl Streams {
     /// Opens a stream of direction `dir`. `None` when the peer's stream limit is reached: a
@@ -134,9 +136,7 @@ impl Streams {
             .ok_or(ReadError::UnknownStream)?;
         let held = recv.fragments();
         let send_frame = recv.stop(code);
-        self.fragments_bound = self
-            .fragments_bound
-            .saturating_sub(held.saturating_sub(recv.fragments()));
+        track_fragments(&mut self.fragments_bound, held, recv.fragments());
         let credit = recv.take_discard_credit();
         self.consume_conn(credit);
         if send_frame {

@@ -1,7 +1,7 @@
 //! Stream-related frames from the peer (RFC 9000 §19.4-§19.14), with the connection errors the RFC
 //! prescribes.
 
-use super::{di, ty, ControlKind, Dir, StreamEvent, StreamId, Streams};
+use super::{di, track_fragments, ty, ControlKind, Dir, StreamEvent, StreamId, Streams};
 use crate::wire::frame::{MaxStreamData, ResetStream, StopSending, StreamDataBlocked, StreamFrame};
 use crate::wire::TransportError;
 
@@ -104,7 +104,7 @@ impl Streams {
         // RFC 9000 §21.7: bound the pieces a peer can make us hold. The count follows each frame, and
         // each reset or stop, of the stream it changes; it is only ever too high (not too low), so the
         // exact count is taken before the connection is closed for it.
-        self.fragments_bound = (self.fragments_bound + after).saturating_sub(before);
+        track_fragments(&mut self.fragments_bound, before, after);
         if self.fragments_bound > self.config.max_reassembly_fragments {
             self.fragments_bound = self.fragments();
             if self.fragments_bound > self.config.max_reassembly_fragments {
@@ -147,9 +147,7 @@ impl Streams {
         let got = recv
             .on_reset(frame.error_code, frame.final_size, conn_room)
             .map_err(|e| e.with_frame(frame_type))?;
-        self.fragments_bound = self
-            .fragments_bound
-            .saturating_sub(held.saturating_sub(recv.fragments()));
+        track_fragments(&mut self.fragments_bound, held, recv.fragments());
         // RFC 9000 §4.5: the final size counts in full against connection flow control, and the credit
         // of data that will never be read returns to the peer.
         let credit = recv.take_discard_credit();

@@ -391,6 +391,13 @@ struct Stream {
     conn_listed: bool,
 }
 
+/// Moves `count`, the running number of pieces held beyond a gap over all streams
+/// (`Streams::fragments_bound`), by one stream's change from `before` to `after` pieces (a frame received,
+/// or the stream's data dropped by a reset or a stop).
+fn track_fragments(count: &mut usize, before: usize, after: usize) {
+    *count = (*count + after).saturating_sub(before);
+}
+
 /// Index of a direction in per-direction arrays.
 fn di(dir: Dir) -> usize {
     match dir {
