@@ -217,18 +217,18 @@ impl WindowState {
     /// to complete the handshake, the congestion window SHOULD be set to the new initial congestion
     /// window."
     ///
-    /// A window still at its initial value follows the new initial window either way; a decrease resets the
-    /// window to the new initial window if that is smaller; the window never drops below the new minimum.
+    /// A window still at its initial value follows the new initial window either way. Otherwise a decrease
+    /// resets the window to the new initial window if that is smaller, never below the new minimum; an
+    /// increase leaves the window's bytes as they are, even below the new minimum, since RFC 8899 §3 says
+    /// "An update to the PLPMTU (or MPS) MUST NOT increase the congestion window measured in bytes".
     fn set_max_datagram_size(&mut self, size: u16) {
         let size = size.max(1);
         let old = self.max_datagram_size;
         self.max_datagram_size = size;
-        let initial = initial_window(size);
         if self.pristine {
-            self.cwnd = initial;
+            self.cwnd = initial_window(size);
         } else if size < old {
-            self.cwnd = self.cwnd.min(initial);
+            self.cwnd = self.cwnd.min(initial_window(size)).max(self.minimum_window());
         }
-        self.cwnd = self.cwnd.max(self.minimum_window());
     }
 }

@@ -568,3 +568,26 @@ fn pacer_never_panics_on_zero_rtt_window_or_mtu() {
     // Time going backwards is harmless.
     let _ = pacer.delay(t0, SEG, MDS, 12_000, ms(100));
 }
+
+/// RFC 8899 §3: "An update to the PLPMTU (or MPS) MUST NOT increase the congestion window measured in
+/// bytes." A path MTU raised by discovery while the window sits at the minimum (after persistent
+/// congestion) must not add bytes to it.
+#[test]
+fn a_larger_path_mtu_does_not_grow_the_window_in_bytes() {
+    let t0 = epoch();
+    let r = rtt(ms(100));
+    for mut cc in both() {
+        ack_window(cc.as_mut(), t0 + ms(100), t0, &r);
+        cc.on_congestion_event(t0 + ms(2_000), t0 + ms(1_500), true);
+        let before = cc.window();
+        assert_eq!(before, 2_400);
+        cc.set_max_datagram_size(1452);
+        assert!(
+            cc.window() <= before,
+            "{:?}: {} -> {} bytes",
+            cc.algorithm(),
+            before,
+            cc.window()
+        );
+    }
+}

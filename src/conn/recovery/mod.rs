@@ -211,6 +211,12 @@ struct Space<T> {
     discarded: bool,
 }
 
+/// Whether every number of `lo..=hi` (non-empty) is in one of the `unsent` ranges. The ranges are merged
+/// when adjacent, so one range must hold them all.
+fn all_unsent(unsent: &BTreeMap<u64, u64>, lo: u64, hi: u64) -> bool {
+    unsent.range(..=lo).next_back().is_some_and(|(_, &end)| end >= hi)
+}
+
 impl<T> Space<T> {
     fn new() -> Self {
         Self {
@@ -581,6 +587,9 @@ impl<T> LossDetection<T> {
         let (lost, persistent_congestion) = self.detect_lost(space, now, Some(period));
         outcome.lost = lost;
         outcome.persistent_congestion = persistent_congestion;
+        if persistent_congestion {
+            self.rtt.on_persistent_congestion();
+        }
 
         // RFC 9002 §6.2.1: "The PTO backoff factor is reset when an acknowledgment is received", except at
         // a client not yet sure the server validated its address (Appendix A.7).
@@ -596,9 +605,9 @@ impl<T> LossDetection<T> {
     ///
     /// With `persistent_period`, also judges persistent congestion (RFC 9002 §7.6.2): two ack-eliciting
     /// lost packets sent after the first RTT sample, more than the period apart, with every packet number
-    /// between them lost in this same pass (so none of them acknowledged). Numbers missing from the
-    /// tracker (acknowledged, lost earlier or skipped) break a run, which can only miss persistent
-    /// congestion, never invent it.
+    /// between them lost in this same pass (so none of them acknowledged). Numbers we skipped were never
+    /// packets and do not interrupt a run; any other number missing from the tracker (acknowledged or lost
+    /// earlier) breaks it, which can only miss persistent congestion, never invent it.
     fn detect_lost(
         &mut self,
         space: SpaceId,
@@ -628,7 +637,9 @@ impl<T> LossDetection<T> {
         let mut run_start: Option<Instant> = None;
         let mut prev_pn: Option<u64> = None;
         for (pn, p) in s.sent.range(..largest_acked) {
-            if prev_pn.and_then(|q| q.checked_add(1)) != Some(pn) {
+            let contiguous =
+                prev_pn.is_some_and(|q| q.checked_add(1) == Some(pn) || all_unsent(&s.unsent, q + 1, pn - 1));
+            if !contiguous {
                 run_start = None;
             }
             prev_pn = Some(pn);

@@ -90,6 +90,14 @@ impl RttEstimator {
         self.smoothed = (self.smoothed.saturating_mul(7).saturating_add(adjusted)) / 8;
     }
 
+    /// RFC 9002 §5.2: "Endpoints SHOULD set the min_rtt to the newest RTT sample after persistent
+    /// congestion is established", since the path may have changed (a route now longer than before).
+    pub(crate) fn on_persistent_congestion(&mut self) {
+        if self.has_sample() {
+            self.min = self.latest;
+        }
+    }
+
     /// latest_rtt: the most recent sample (the initial RTT before any sample).
     pub(crate) fn latest(&self) -> Duration {
         self.latest

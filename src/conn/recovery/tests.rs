@@ -1014,3 +1014,56 @@ fn acknowledged_packets_reach_the_callback_after_the_rtt_sample() {
     assert_eq!(again.acked, 1);
     assert_eq!(ld.bytes_in_flight(), 0);
 }
+
+// ---- Audit: persistent congestion and min_rtt ----
+
+/// RFC 9002 §7.6.2: persistent congestion is two lost ack-eliciting packets more than the period apart
+/// with no packet sent between them acknowledged. A packet number we deliberately skipped (RFC 9000
+/// §21.4) is no packet: it must not break the run.
+#[test]
+fn a_skipped_packet_number_does_not_hide_persistent_congestion() {
+    let t0 = epoch();
+    for skip in [false, true] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+        // Threshold 975 ms (see `persistent_congestion`); 1 and 4 are 1100 ms apart.
+        ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(200), 1));
+        ld.on_packet_sent(SpaceId::Data, 2, pkt(t0 + ms(700), 2));
+        if skip {
+            ld.skip_packet_number(SpaceId::Data, 3);
+        } else {
+            ld.on_packet_sent(SpaceId::Data, 3, pkt(t0 + ms(900), 3));
+        }
+        ld.on_packet_sent(SpaceId::Data, 4, pkt(t0 + ms(1300), 4));
+        ld.on_packet_sent(SpaceId::Data, 5, pkt(t0 + ms(1400), 5));
+        let out = ld.ack(SpaceId::Data, [5..=5], ms(0), t0 + ms(1500), &c).unwrap();
+        assert!(out.lost.len() >= 3);
+        assert!(
+            out.persistent_congestion,
+            "skipped packet number in the run: {skip}"
+        );
+    }
+}
+
+/// RFC 9002 §5.2: "Endpoints SHOULD set the min_rtt to the newest RTT sample after persistent
+/// congestion is established."
+#[test]
+fn min_rtt_is_reset_after_persistent_congestion() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+    assert_eq!(ld.rtt().min(), ms(100));
+    // The path's RTT rises to 300 ms and everything sent for two seconds is lost.
+    for (pn, at) in [(1, 200), (2, 1000), (3, 2200), (4, 2300)] {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(at), pn));
+    }
+    let out = ld.ack(SpaceId::Data, [4..=4], ms(0), t0 + ms(2600), &c).unwrap();
+    assert_eq!(pns(&out.lost), [1, 2, 3]);
+    assert!(out.persistent_congestion);
+    assert_eq!(ld.rtt().latest(), ms(300));
+    assert_eq!(ld.rtt().min(), ms(300), "min_rtt still {:?}", ld.rtt().min());
+}
