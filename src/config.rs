@@ -149,6 +149,7 @@ pub struct TransportConfig {
     /// At most this many ranges of received packet numbers are tracked per space; the oldest go first.
     pub max_tracked_ack_ranges: usize,
     /// Size of the UDP payloads this side sends to begin with: 1200 works on every path (RFC 9000 §14).
+    /// Taken within 1200..=65527, and cut to the peer's max_udp_payload_size once that is known.
     pub mtu: u16,
     /// Path MTU discovery (RFC 9000 §14.3): once the handshake is confirmed, probes find the largest
     /// datagram the path carries, up to the configured bound. `None` keeps [`mtu`](Self::mtu) for the

@@ -294,6 +294,18 @@ pub(crate) struct Connection {
 
 /// `now + d`, with `d` capped so that no peer-chosen or configured duration can overflow the clock (a
 /// peer may announce an idle timeout of 2^62 ms, for example).
+/// The largest UDP payload of any datagram: 65,535 bytes less the 8 of the UDP header (RFC 9000 §18.2
+/// gives it as the largest max_udp_payload_size).
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// The datagram size a connection starts with: the configured one, within what UDP carries and never
+/// below the 1200 bytes every QUIC path carries (RFC 9000 §14).
+fn starting_mtu(config: &TransportConfig) -> u16 {
+    config
+        .mtu
+        .clamp(super::send::MIN_INITIAL_DATAGRAM as u16, MAX_UDP_PAYLOAD)
+}
+
 pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     const CAP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     now.checked_add(d.min(CAP)).unwrap_or(now)
@@ -454,7 +466,7 @@ impl Connection {
             validated: true,
             bytes_received: 0,
             bytes_sent: 0,
-            mtu: config.transport.mtu.max(1200),
+            mtu: starting_mtu(&config.transport),
         };
         let initial_keys = connection_initial_keys(config.version, &initial_dcid, Side::Client)
             .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
@@ -508,7 +520,7 @@ impl Connection {
             validated: info.validated,
             bytes_received: 0,
             bytes_sent: 0,
-            mtu: transport.mtu.max(1200),
+            mtu: starting_mtu(transport),
         };
         let mut conn = Self::new(
             now,
@@ -576,6 +588,14 @@ impl Connection {
                 self.validate_peer_params(&params)?;
                 self.streams.set_peer_limits(&params);
                 let token = params.stateless_reset_token;
+                // RFC 9000 §18.2: the peer's max_udp_payload_size bounds our datagrams as the path MTU
+                // does (a configured starting size above it is cut down to it).
+                let peer_max = u16::try_from(params.max_udp_payload_size.into_inner()).unwrap_or(u16::MAX);
+                if peer_max < self.path.mtu {
+                    let size = peer_max.max(super::send::MIN_INITIAL_DATAGRAM as u16);
+                    self.mtud.cap_base(size);
+                    self.set_mtu(size);
+                }
                 self.peer_params = Some(params);
                 if self.side.is_client() {
                     self.set_remote_reset_token(token);

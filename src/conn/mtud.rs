@@ -116,6 +116,15 @@ impl MtuDiscovery {
         self.phase = Phase::Searching { tried_top: false };
     }
 
+    /// Lowers the base size (and everything above it) to `size`: the peer accepts no larger datagram
+    /// (RFC 9000 §18.2), so a configured starting size above that is not a size to fall back to.
+    pub(crate) fn cap_base(&mut self, size: u16) {
+        self.base = self.base.min(size);
+        self.current = self.current.min(size);
+        self.high = self.high.min(size);
+        self.upper = self.upper.min(size);
+    }
+
     /// Goes back to the base size on a new path (RFC 9000 §14.2.1: a new path's MTU is unknown) and
     /// searches it again.
     pub(crate) fn restart(&mut self) {
@@ -127,6 +136,13 @@ impl MtuDiscovery {
         if self.phase != Phase::Off {
             self.phase = Phase::Searching { tried_top: false };
         }
+    }
+
+    /// Stops waiting for the probe in flight, whose fate this search will not learn: a search saved when
+    /// the peer moved and restored when it came back may have had its probe acknowledged or declared
+    /// lost in between, seen by the other path's search. The size is tried again.
+    pub(crate) fn forget_probe(&mut self) {
+        self.probe = None;
     }
 
     /// The size of the probe to send now, if one is due; `None` while one is in flight.

@@ -154,6 +154,7 @@ impl Connection {
         self.path = path;
         self.cc = state.cc;
         self.mtud = state.mtud;
+        self.mtud.forget_probe();
         self.recovery.on_path_change(Some(state.rtt));
         self.set_mtu(self.mtud.current());
     }

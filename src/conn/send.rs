@@ -218,9 +218,14 @@ impl Connection {
             // ACKs were lost could otherwise fill the window and block a lost client Finished forever.
             return ack_due || s.probes > 0;
         }
-        ack_due
-            || s.crypto_send.has_data()
-            || s.probes > 0
+        ack_due || s.probes > 0 || self.has_frames_for(space)
+    }
+
+    /// Whether `space` has frames other than ACKs and probes waiting: what the congestion controller and
+    /// the pacer hold back in the application space.
+    fn has_frames_for(&self, space: SpaceId) -> bool {
+        let s = &self.spaces[space.index()];
+        s.crypto_send.has_data()
             || s.ping_pending
             || (space == SpaceId::Data
                 && (self.handshake_done_pending
@@ -620,6 +625,12 @@ impl Connection {
         let window = self.cc.window();
         if self.recovery.bytes_in_flight() + mtu > window {
             return true;
+        }
+        // With nothing to send, an empty pacing bucket holds nothing back: the sender is application-
+        // limited (RFC 9002 §7.8), and a pacing deadline would wake the caller for nothing.
+        if !self.has_frames_for(SpaceId::Data) {
+            self.pacing_until = None;
+            return false;
         }
         let srtt = self.recovery.rtt().smoothed();
         self.pacing_until = self.pacer.delay(now, mtu, self.path.mtu, window, srtt);

@@ -885,3 +885,166 @@ fn a_reset_without_the_key_is_not_recognised() {
     let events = reset_after_restart(false);
     assert_eq!(Pair::lost(&events), Some(&ConnectionError::TimedOut));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Congestion control, pacing and path MTU discovery
+
+/// Runs both sides for `limit`, each datagram taking `delay`; the first server datagram longer than
+/// `hold` is kept back instead of delivered, and the run stops there, returning it.
+fn drive(p: &mut Pair, delay: Duration, limit: Duration, hold: usize) -> Option<BytesMut> {
+    let (end, mut buf, mut seq) = (p.now + limit, Vec::new(), 0u64);
+    let mut wire = std::collections::BTreeMap::new();
+    loop {
+        for to_server in [true, false] {
+            let src = if to_server { &mut p.client } else { &mut p.server };
+            while let Some(t) = src.poll_transmit(p.now, &mut buf) {
+                for d in t.datagrams(&buf) {
+                    if !to_server && d.len() > hold {
+                        return Some(BytesMut::from(d));
+                    }
+                    seq += 1;
+                    wire.insert((p.now + delay, seq), (to_server, BytesMut::from(d)));
+                }
+            }
+        }
+        while let Some((h, e)) = p.server.poll_event() {
+            p.server_h.get_or_insert(h);
+            p.server_events.push(e);
+        }
+        let next = [
+            wire.keys().next().map(|k| k.0),
+            p.client.poll_timeout(),
+            p.server.poll_timeout(),
+        ];
+        match next.into_iter().flatten().min() {
+            Some(t) if t <= end => p.now = p.now.max(t),
+            _ => return None,
+        }
+        while let Some(e) = wire.first_entry().filter(|e| e.key().0 <= p.now) {
+            let (to_server, d) = e.remove();
+            let (ep, from) = if to_server {
+                (&mut p.server, CLIENT)
+            } else {
+                (&mut p.client, SERVER)
+            };
+            ep.handle_datagram(p.now, datagram(from.parse().unwrap(), d));
+        }
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+}
+
+/// While the server's path MTU probe is in flight, an attacker forwards one client packet from its own
+/// address: the server moves there (discovery restarts for it). The client's next packet, from its own
+/// address, acknowledges the probe and moves the server back; the acknowledgement is processed before
+/// the move, against the other path's search, and the search restored with the old path waits for that
+/// probe for ever.
+#[test]
+fn path_mtu_discovery_survives_a_forwarded_packet_during_a_probe() {
+    for attack in [false, true] {
+        // Keep-alives hold the connection open past the 600 s raise timer.
+        let ka = TransportConfig {
+            keep_alive_interval: Some(Duration::from_secs(5)),
+            ..TransportConfig::default()
+        };
+        let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
+        let mut p = Pair::start(ka.clone(), ka, e1, e2);
+        // The handshake, up to the server's first probe (1452 bytes; all else is at most 1200).
+        let probe = drive(&mut p, Duration::ZERO, Duration::from_secs(2), 1200).unwrap();
+        assert_eq!(probe.len(), 1452);
+        let h = p.server_h.unwrap();
+        let ch = p.client.table.iter().next().unwrap().0;
+        let client: SocketAddr = CLIENT.parse().unwrap();
+        if attack {
+            let attacker: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+            p.client.conn(ch).unwrap().ping();
+            client_to_server_from(&mut p, attacker);
+            assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, attacker);
+        }
+        p.client
+            .handle_datagram(p.now, datagram(SERVER.parse().unwrap(), probe));
+        p.client.conn(ch).unwrap().ping();
+        client_to_server_from(&mut p, client);
+        assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, client);
+        p.run(Duration::from_secs(1500));
+        let stats = p.server.conn(h).unwrap().stats();
+        assert_eq!(server_error(&mut p), None);
+        assert_eq!(
+            stats.path_mtu, 1452,
+            "attack {attack}: {} probe(s)",
+            stats.mtu_probes_sent
+        );
+    }
+}
+
+/// RFC 9000 §18.2: the peer's max_udp_payload_size "does act as an additional constraint on datagram
+/// size in the same way as the path MTU".
+#[test]
+fn datagrams_respect_the_peers_max_udp_payload_size() {
+    let server = TransportConfig {
+        max_udp_payload_size: 1250,
+        ..TransportConfig::default()
+    };
+    let client = TransportConfig {
+        mtu: 1400,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(server, client);
+    let ch = p.client.table.iter().next().unwrap().0;
+    let id = p.client.conn(ch).unwrap().open_uni().unwrap();
+    p.client.conn(ch).unwrap().stream(id).write(&[7; 20_000]).unwrap();
+    let sent = client_to_server_from(&mut p, CLIENT.parse().unwrap());
+    let sizes: Vec<usize> = sent.iter().map(|d| d.len()).collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|&s| s <= 1250), "{sizes:?}");
+}
+
+/// RFC 9002 §7.8: a sender whose data ran out is application limited even if the pacer's bucket is
+/// empty (it would not "have fully utilized the congestion window without pacing delay"). Here it is
+/// marked not application limited, and woken at the pacing deadline with nothing to send.
+#[test]
+fn an_empty_pacing_bucket_with_nothing_to_send_is_application_limited() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    // Grow the window well past the pacer's burst, over a 20 ms RTT.
+    let id = p.server.conn(h).unwrap().open_uni().unwrap();
+    p.server.conn(h).unwrap().stream(id).write(&[1; 200_000]).unwrap();
+    drive(
+        &mut p,
+        Duration::from_millis(10),
+        Duration::from_secs(5),
+        usize::MAX,
+    );
+    p.now += Duration::from_secs(1); // the bucket refills
+    let id = p.server.conn(h).unwrap().open_uni().unwrap();
+    assert_eq!(
+        p.server.conn(h).unwrap().stream(id).write(&[2; 16_000]).unwrap(),
+        16_000
+    );
+    // All of it goes out (nothing is delivered), at the pace the pacer sets.
+    loop {
+        server_sends(&mut p);
+        let conn = &p.server.table.get(h).unwrap().conn;
+        if !conn.streams.has_pending() {
+            break;
+        }
+        p.now = conn.pacing_until.expect("held back by pacing");
+        p.server.handle_timeout(p.now);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let (cwnd, in_flight) = (conn.cc.window(), conn.recovery.bytes_in_flight());
+    assert!(
+        in_flight + u64::from(conn.path.mtu) <= cwnd,
+        "{in_flight} of {cwnd}"
+    );
+    let app_limited = conn.app_limited;
+    // The next deadline must lead somewhere (the PTO, which sends probes).
+    let t = p.server.poll_timeout().unwrap();
+    let wait = t.saturating_duration_since(p.now);
+    p.now = p.now.max(t);
+    p.server.handle_timeout(p.now);
+    let sent = server_sends(&mut p);
+    assert!(
+        app_limited && !sent.is_empty(),
+        "app_limited {app_limited} ({in_flight} of {cwnd} in flight); woken after {wait:?} to send {sent:?}"
+    );
+}
