@@ -159,7 +159,8 @@ pub struct TransportConfig {
     pub max_udp_payload_size: u16,
     /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED.
     pub crypto_buffer_size: usize,
-    /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit).
+    /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit),
+    /// and at most how many it issues to the peer. Taken within 2..=64.
     pub active_connection_id_limit: u64,
     /// Start a key update after this many packets sent in one key phase (`None`: only near the AEAD
     /// confidentiality limit, RFC 9001 §6.6).
@@ -175,6 +176,25 @@ pub struct TransportConfig {
     /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it. 0 disables
     /// sending datagrams.
     pub datagram_send_buffer: usize,
+}
+
+/// The most connection IDs a connection stores from its peer or issues to it, whatever the
+/// configuration says: each costs a routing entry and a frame, and 64 leave room for any use.
+const MAX_ACTIVE_CONNECTION_IDS: u64 = 64;
+
+impl TransportConfig {
+    /// `active_connection_id_limit` within what RFC 9000 §18.2 allows (at least 2) and
+    /// [`MAX_ACTIVE_CONNECTION_IDS`].
+    pub(crate) fn connection_id_limit(&self) -> u64 {
+        self.active_connection_id_limit
+            .clamp(2, MAX_ACTIVE_CONNECTION_IDS)
+    }
+
+    /// `ack_delay_exponent` within RFC 9000 §18.2's limit of 20: what is advertised, and what the ACK
+    /// frames of the application space are encoded with.
+    pub(crate) fn ack_delay_exponent(&self) -> u8 {
+        self.ack_delay_exponent.min(20)
+    }
 }
 
 impl Default for TransportConfig {

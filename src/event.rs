@@ -27,7 +27,9 @@ pub enum Event {
     /// A DATAGRAM arrived while none was waiting (RFC 9221); read them with
     /// [`ConnRef::recv_datagram`](crate::ConnRef::recv_datagram).
     DatagramReceived,
-    /// The connection is over. Its handle stays valid until the closing or draining period ends.
+    /// The connection is over. Its handle stays valid until the closing or draining period ends; a
+    /// connection that ends without one (an idle timeout, a silent close) is freed at once,
+    /// and its handle is stale from then on.
     ConnectionLost {
         /// Why.
         reason: ConnectionError,

@@ -64,7 +64,7 @@ impl Connection {
         let target = peer
             .active_connection_id_limit
             .into_inner()
-            .min(self.config.active_connection_id_limit.max(2));
+            .min(self.config.connection_id_limit());
         usize::try_from(target)
             .unwrap_or(usize::MAX)
             .saturating_sub(self.local_cids.active.len())

@@ -332,9 +332,9 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
             VarInt::saturating(t.as_millis().min(u128::from(u64::MAX)) as u64)
         }),
         max_udp_payload_size: VarInt::from(config.max_udp_payload_size.max(1200)),
-        ack_delay_exponent: VarInt::from(config.ack_delay_exponent.min(20)),
+        ack_delay_exponent: VarInt::from(config.ack_delay_exponent()),
         max_ack_delay: VarInt::saturating(config.max_ack_delay.as_millis().min((1 << 14) - 1) as u64),
-        active_connection_id_limit: VarInt::saturating(config.active_connection_id_limit.max(2)),
+        active_connection_id_limit: VarInt::saturating(config.connection_id_limit()),
         initial_source_connection_id: Some(local_cid),
         // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
         disable_active_migration: true,
@@ -593,7 +593,7 @@ impl Connection {
                 let peer_max = u16::try_from(params.max_udp_payload_size.into_inner()).unwrap_or(u16::MAX);
                 if peer_max < self.path.mtu {
                     let size = peer_max.max(super::send::MIN_INITIAL_DATAGRAM as u16);
-                    self.mtud.cap_base(size);
+                    self.mtud.cap(size);
                     self.set_mtu(size);
                 }
                 self.peer_params = Some(params);
@@ -706,7 +706,10 @@ impl Connection {
 
     /// The current probe timeout, for the closing, draining and key-discard periods.
     pub(crate) fn pto(&self) -> Duration {
-        self.recovery.rtt().pto_base() + self.peer_max_ack_delay()
+        self.recovery
+            .rtt()
+            .pto_base()
+            .saturating_add(self.peer_max_ack_delay())
     }
 
     /// The path carries datagrams of `size` bytes (path MTU discovery moved): the congestion controller
@@ -807,7 +810,7 @@ impl Connection {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
-        Some(t.max(3 * self.pto()))
+        Some(t.max(self.pto().saturating_mul(3)))
     }
 
     pub(crate) fn reset_idle(&mut self, now: Instant) {

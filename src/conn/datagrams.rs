@@ -23,6 +23,8 @@ pub enum SendDatagramError {
         /// The largest datagram payload that can be sent now.
         max: usize,
     },
+    /// The connection is closing or closed: nothing more is sent.
+    ConnectionClosed,
 }
 
 impl std::fmt::Display for SendDatagramError {
@@ -31,6 +33,7 @@ impl std::fmt::Display for SendDatagramError {
             SendDatagramError::UnsupportedByPeer => f.write_str("the peer does not accept datagrams"),
             SendDatagramError::Disabled => f.write_str("datagrams are disabled"),
             SendDatagramError::TooLarge { max } => write!(f, "datagram larger than {max} bytes"),
+            SendDatagramError::ConnectionClosed => f.write_str("connection closed"),
         }
     }
 }

@@ -43,6 +43,9 @@ impl Default for MtuDiscoveryConfig {
     }
 }
 
+/// The datagram size every QUIC path carries (RFC 9000 §14).
+const BASE: u16 = 1200;
+
 /// A probe in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Probe {
@@ -65,8 +68,10 @@ enum Phase {
 #[derive(Debug, Clone)]
 pub(crate) struct MtuDiscovery {
     config: Option<MtuDiscoveryConfig>,
-    /// The size every path carries, where a reset goes back to.
+    /// The size every path carries (1200 bytes, RFC 9000 §14): where a black hole sends the search.
     base: u16,
+    /// The size a path starts with (`TransportConfig::mtu`, within what the peer accepts).
+    start: u16,
     /// The largest datagram size known to pass: what the connection sends.
     current: u16,
     /// The largest size still worth trying: above it, a size failed or is not allowed.
@@ -84,14 +89,16 @@ pub(crate) struct MtuDiscovery {
 }
 
 impl MtuDiscovery {
-    /// A search from `base` bytes, if `config` enables one.
-    pub(crate) fn new(base: u16, config: Option<MtuDiscoveryConfig>) -> Self {
+    /// A search from `start` bytes (at least [`BASE`]), if `config` enables one.
+    pub(crate) fn new(start: u16, config: Option<MtuDiscoveryConfig>) -> Self {
+        let base = BASE.min(start);
         Self {
             config,
             base,
-            current: base,
-            high: base,
-            upper: base,
+            start,
+            current: start,
+            high: start,
+            upper: start,
             trying: None,
             failures: 0,
             probe: None,
@@ -116,19 +123,20 @@ impl MtuDiscovery {
         self.phase = Phase::Searching { tried_top: false };
     }
 
-    /// Lowers the base size (and everything above it) to `size`: the peer accepts no larger datagram
-    /// (RFC 9000 §18.2), so a configured starting size above that is not a size to fall back to.
-    pub(crate) fn cap_base(&mut self, size: u16) {
+    /// Lowers every size above `size` to it: the peer accepts no larger datagram (RFC 9000 §18.2), so a
+    /// configured starting size above that is cut down too.
+    pub(crate) fn cap(&mut self, size: u16) {
         self.base = self.base.min(size);
+        self.start = self.start.min(size);
         self.current = self.current.min(size);
         self.high = self.high.min(size);
         self.upper = self.upper.min(size);
     }
 
-    /// Goes back to the base size on a new path (RFC 9000 §14.2.1: a new path's MTU is unknown) and
-    /// searches it again.
+    /// Goes back to the starting size on a new path (RFC 9000 §14.2.1: a new path's MTU is unknown) and
+    /// searches it again; a starting size the new path does not carry is found out as a black hole.
     pub(crate) fn restart(&mut self) {
-        self.current = self.base;
+        self.current = self.start;
         self.high = self.upper;
         self.trying = None;
         self.failures = 0;
@@ -226,6 +234,7 @@ impl MtuDiscovery {
             return None;
         }
         self.restart();
+        self.current = self.base;
         Some(self.base)
     }
 }

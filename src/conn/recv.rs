@@ -537,7 +537,7 @@ impl Connection {
                 "NEW_CONNECTION_ID from a peer with zero-length IDs",
             ));
         }
-        let limit = self.config.active_connection_id_limit.max(2);
+        let limit = self.config.connection_id_limit();
         if frame.sequence < self.peer_retire_prior_to {
             // RFC 9000 §19.15: a connection ID already retired by retire_prior_to is retired at once.
             self.queue_retire(frame.sequence)?;
@@ -595,7 +595,7 @@ impl Connection {
 
     pub(crate) fn queue_retire(&mut self, seq: u64) -> Result<(), TransportError> {
         // RFC 9000 §5.1.2: bound the retirements owed, so a peer cannot make us track them without end.
-        if self.retire_cids.len() as u64 >= 4 * self.config.active_connection_id_limit.max(2) {
+        if self.retire_cids.len() as u64 >= 4 * self.config.connection_id_limit() {
             return Err(TransportError::connection_id_limit_error(
                 "too many connection IDs to retire",
             ));

@@ -344,7 +344,7 @@ impl Connection {
 
         // ACK first: it is small and keeps the peer's recovery going (RFC 9000 §13.2).
         let ack_exponent = if space == SpaceId::Data {
-            self.config.ack_delay_exponent
+            self.config.ack_delay_exponent()
         } else {
             3
         };

@@ -552,7 +552,8 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Refuses a connection held under [`AcceptPolicy::Ask`]: it closes with CONNECTION_REFUSED.
+    /// Refuses a connection held under [`AcceptPolicy::Ask`]: it closes with CONNECTION_REFUSED. Called on
+    /// a connection that is not held (already accepted), it closes that connection the same way.
     pub fn refuse(&mut self, now: Instant, h: ConnectionHandle) -> Result<(), StaleHandle> {
         let entry = self.table.get_mut(h).ok_or(StaleHandle(h))?;
         if std::mem::take(&mut entry.held) {

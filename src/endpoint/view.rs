@@ -127,14 +127,24 @@ impl<'a> ConnRef<'a> {
     }
 
     /// Opens a bidirectional stream, or `None` while the peer's stream limit is reached (a
-    /// [`StreamEvent::Available`](crate::StreamEvent::Available) event says when to try again).
+    /// [`StreamEvent::Available`](crate::StreamEvent::Available) event says when to try again) or once
+    /// the connection is closing.
     pub fn open_bi(&mut self) -> Option<StreamId> {
-        self.connection_mut().streams.open(Dir::Bi)
+        self.open(Dir::Bi)
     }
 
-    /// Opens a unidirectional stream, or `None` while the peer's stream limit is reached.
+    /// Opens a unidirectional stream, or `None` while the peer's stream limit is reached or once the
+    /// connection is closing.
     pub fn open_uni(&mut self) -> Option<StreamId> {
-        self.connection_mut().streams.open(Dir::Uni)
+        self.open(Dir::Uni)
+    }
+
+    fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let conn = self.connection_mut();
+        if conn.is_closed() {
+            return None;
+        }
+        conn.streams.open(dir)
     }
 
     /// The next stream the peer opened in direction `dir`, in order.
@@ -148,9 +158,14 @@ impl<'a> ConnRef<'a> {
     }
 
     /// Queues an unreliable datagram (RFC 9221). When the send queue is full, the oldest queued datagram is
-    /// dropped (counted in [`ConnectionStats::datagrams_send_dropped`]).
+    /// dropped (counted in [`ConnectionStats::datagrams_send_dropped`]). Once the connection is closing,
+    /// [`SendDatagramError::ConnectionClosed`].
     pub fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
-        self.connection_mut().send_datagram(data)
+        let conn = self.connection_mut();
+        if conn.is_closed() {
+            return Err(SendDatagramError::ConnectionClosed);
+        }
+        conn.send_datagram(data)
     }
 
     /// The oldest received datagram, if any.
@@ -169,9 +184,9 @@ impl<'a> ConnRef<'a> {
     }
 
     /// Closes the connection with an application error `code` and `reason` (CONNECTION_CLOSE type
-    /// 0x1d).
+    /// 0x1d). Codes are variable-length integers on the wire: one of 2^62 or more is sent as 2^62 - 1.
     pub fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {
-        self.connection_mut().close(now, code, reason);
+        self.connection_mut().close(now, wire_code(code), reason);
     }
 
     /// Installs a qlog sink on this connection (replacing any other); the trace's header record is
@@ -218,28 +233,42 @@ impl StreamRef<'_, '_> {
     /// nothing fits, it returns [`WriteError::Blocked`]; a [`StreamEvent::Writable`](crate::StreamEvent)
     /// event follows when acknowledgements have freed a sixty-fourth of the send buffer
     /// ([`StreamsConfig::send_buffer`](crate::StreamsConfig::send_buffer)), so that the writes it
-    /// prompts fill whole packets.
+    /// prompts fill whole packets. Once the connection is closing, [`WriteError::ConnectionClosed`].
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        self.conn.connection_mut().streams.write(self.id, data)
+        let id = self.id;
+        self.sending()?.streams.write(id, data)
     }
 
     /// Ends the stream after what was written (a STREAM frame with FIN).
     pub fn finish(&mut self) -> Result<(), WriteError> {
-        self.conn.connection_mut().streams.finish(self.id)
+        let id = self.id;
+        self.sending()?.streams.finish(id)
     }
 
-    /// Abandons sending with an application error code (RESET_STREAM, RFC 9000 §19.4).
+    /// The connection, if it still sends.
+    fn sending(&mut self) -> Result<&mut Connection, WriteError> {
+        let conn = self.conn.connection_mut();
+        if conn.is_closed() {
+            return Err(WriteError::ConnectionClosed);
+        }
+        Ok(conn)
+    }
+
+    /// Abandons sending with an application error code (RESET_STREAM, RFC 9000 §19.4); one of 2^62 or
+    /// more is sent as 2^62 - 1.
     pub fn reset(&mut self, code: u64) -> Result<(), WriteError> {
-        self.conn.connection_mut().streams.reset(self.id, code)
+        self.conn.connection_mut().streams.reset(self.id, wire_code(code))
     }
 
-    /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5).
+    /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5);
+    /// one of 2^62 or more is sent as 2^62 - 1.
     pub fn stop(&mut self, code: u64) -> Result<(), ReadError> {
-        self.conn.connection_mut().streams.stop(self.id, code)
+        self.conn.connection_mut().streams.stop(self.id, wire_code(code))
     }
 
     /// Reads in-order bytes into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` at the end of the stream,
-    /// [`ReadError::Blocked`] when nothing is there yet.
+    /// [`ReadError::Blocked`] when nothing is there yet. An empty `buf` reads nothing: `Ok(Some(0))`, or
+    /// the error of a stream that cannot be read.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
         self.conn.connection_mut().streams.read(self.id, buf)
     }
@@ -253,4 +282,10 @@ impl StreamRef<'_, '_> {
     pub fn set_priority(&mut self, priority: i32) {
         self.conn.connection_mut().streams.set_priority(self.id, priority);
     }
+}
+
+/// An application error code as the wire carries it: a variable-length integer, at most 2^62 - 1
+/// (RFC 9000 §16); larger codes would not encode.
+fn wire_code(code: u64) -> u64 {
+    crate::wire::VarInt::saturating(code).into_inner()
 }

@@ -190,8 +190,17 @@ impl Streams {
     }
 
     /// Reads in-order bytes of stream `id` into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` at the end
-    /// of the stream, errors as [`Streams::read_chunk`] (bytes already copied are returned first).
+    /// of the stream, errors as [`Streams::read_chunk`] (bytes already copied are returned first). An
+    /// empty `buf` reads nothing: `Ok(Some(0))` for a stream that can be read, else the error.
     pub(crate) fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
+        if buf.is_empty() {
+            let readable = self.streams.get(&id).is_some_and(|s| s.recv.is_some());
+            return if readable {
+                Ok(Some(0))
+            } else {
+                Err(self.missing_read(id))
+            };
+        }
         let mut n = 0;
         while n < buf.len() {
             // After some bytes, only more bytes: the end or a reset is reported by the next call.

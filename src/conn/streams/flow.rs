@@ -62,8 +62,9 @@ impl RecvWindow {
     }
 
     /// Whether the credit left to the peer fell below half the window, so a new limit should be sent.
+    /// Half is rounded up, so that a window of one byte is renewed too.
     pub(super) fn wants_update(&self) -> bool {
-        self.max.saturating_sub(self.consumed) < self.window / 2
+        self.max.saturating_sub(self.consumed) < self.window.div_ceil(2)
     }
 
     /// Raises the limit to consumed + window (after auto-tuning the window, see the module docs) and

@@ -177,6 +177,8 @@ pub enum WriteError {
     /// The send buffer is full: nothing was accepted. A [`StreamEvent::Writable`] follows when the peer
     /// acknowledges data.
     Blocked,
+    /// The connection is closing or closed: nothing more is sent.
+    ConnectionClosed,
 }
 
 /// Why a read or stop failed.
@@ -202,6 +204,7 @@ impl fmt::Display for WriteError {
             WriteError::ClosedStream => f.write_str("stream closed for writing"),
             WriteError::Stopped { code } => write!(f, "stream stopped by the peer with code {code}"),
             WriteError::Blocked => f.write_str("send buffer full"),
+            WriteError::ConnectionClosed => f.write_str("connection closed"),
         }
     }
 }
