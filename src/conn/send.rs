@@ -224,18 +224,19 @@ impl Connection {
     /// Whether `space` has frames other than ACKs and probes waiting: what the congestion controller and
     /// the pacer hold back in the application space.
     fn has_frames_for(&self, space: SpaceId) -> bool {
+        // Stream data first: it is what a busy connection nearly always has.
         let s = &self.spaces[space.index()];
-        s.crypto_send.has_data()
+        (space == SpaceId::Data
+            && (self.streams.has_pending()
+                || !self.datagrams.send.is_empty()
+                || self.handshake_done_pending
+                || self.path_response.is_some()
+                || self.path_validation.as_ref().is_some_and(|v| v.pending)
+                || !self.local_cids.pending.is_empty()
+                || !self.retire_cids.is_empty()
+                || self.new_tokens.has_pending()))
+            || s.crypto_send.has_data()
             || s.ping_pending
-            || (space == SpaceId::Data
-                && (self.handshake_done_pending
-                    || self.path_response.is_some()
-                    || self.path_validation.as_ref().is_some_and(|v| v.pending)
-                    || !self.local_cids.pending.is_empty()
-                    || !self.retire_cids.is_empty()
-                    || self.new_tokens.has_pending()
-                    || !self.datagrams.send.is_empty()
-                    || self.streams.has_pending()))
     }
 
     /// Builds one datagram of at most `limit` bytes at `buf[start..]`, coalescing a packet for each space
