@@ -157,7 +157,8 @@ pub struct TransportConfig {
     pub mtu_discovery: Option<MtuDiscoveryConfig>,
     /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size).
     pub max_udp_payload_size: u16,
-    /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED.
+    /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED;
+    /// at least 4096 (RFC 9000 §7.5: "MUST support buffering at least 4096 bytes").
     pub crypto_buffer_size: usize,
     /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit),
     /// and at most how many it issues to the peer. Taken within 2..=64.

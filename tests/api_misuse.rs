@@ -174,3 +174,16 @@ fn reading_into_an_empty_buffer_still_checks_the_stream() {
     let id = conn.open_bi().unwrap();
     assert_eq!(conn.stream(id).read(&mut []), Ok(Some(0)));
 }
+
+/// RFC 9000 §7.5: "Implementations MUST support buffering at least 4096 bytes of data received in
+/// out-of-order CRYPTO frames", whatever the configuration says; a server certificate chain arrives in
+/// several CRYPTO frames, so a smaller buffer would fail every handshake.
+#[test]
+fn a_crypto_buffer_configured_below_4096_bytes_still_handshakes() {
+    let tiny = TransportConfig {
+        crypto_buffer_size: 0,
+        ..default()
+    };
+    let mut p = pair(tiny.clone(), tiny);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+}

@@ -349,7 +349,8 @@ impl Connection {
                 Frame::Padding(_) | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
                 Frame::Crypto(c) => {
-                    let window = self.config.crypto_buffer_size as u64;
+                    // RFC 9000 §7.5: at least 4096 bytes, whatever the configuration says.
+                    let window = self.config.crypto_buffer_size.max(4096) as u64;
                     // The space may have been discarded by an earlier frame of this very packet (the
                     // client's Finished confirms the handshake at the server).
                     let Some(s) = self.spaces.live_mut(space.index()) else {
