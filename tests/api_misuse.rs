@@ -173,6 +173,11 @@ fn reading_into_an_empty_buffer_still_checks_the_stream() {
     );
     let id = conn.open_bi().unwrap();
     assert_eq!(conn.stream(id).read(&mut []), Ok(Some(0)));
+    // Our own unidirectional stream cannot be read: the same error with or without a buffer.
+    let id = conn.open_uni().unwrap();
+    let real = conn.stream(id).read(&mut [0; 8]);
+    assert!(real.is_err());
+    assert_eq!(conn.stream(id).read(&mut []), real);
 }
 
 /// RFC 9000 §7.5: "Implementations MUST support buffering at least 4096 bytes of data received in

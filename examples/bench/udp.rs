@@ -184,8 +184,9 @@ impl Handler for Sender {
 fn quicsand_transport(size: usize) -> TransportConfig {
     TransportConfig {
         mtu: size as u16,
-        // A fixed datagram size, as for quinn below.
+        // A fixed datagram size, as for quinn below; the peer (quicsand too) must accept it.
         mtu_discovery: None,
+        max_udp_payload_size: (size as u16).max(TransportConfig::default().max_udp_payload_size),
         ..TransportConfig::default()
     }
 }

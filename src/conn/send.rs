@@ -624,7 +624,11 @@ impl Connection {
     /// pacing allows the next packet.
     fn congestion_blocked(&mut self, now: Instant, mtu: u64) -> bool {
         let window = self.cc.window();
-        if self.recovery.bytes_in_flight() + mtu > window {
+        // With nothing in flight one datagram may always go, even when the window is below it (a path MTU
+        // raised by discovery leaves the window's bytes as they were, RFC 8899 §3): otherwise nothing
+        // would ever be acknowledged to open the window again.
+        let in_flight = self.recovery.bytes_in_flight();
+        if in_flight > 0 && in_flight + mtu > window {
             return true;
         }
         // With nothing to send, an empty pacing bucket holds nothing back: the sender is application-

@@ -1048,3 +1048,49 @@ fn an_empty_pacing_bucket_with_nothing_to_send_is_application_limited() {
         "app_limited {app_limited} ({in_flight} of {cwnd} in flight); woken after {wait:?} to send {sent:?}"
     );
 }
+
+/// A path MTU raised by discovery above a window that a loss had just cut (the probe sent before the
+/// loss, acknowledged after it): the window keeps its bytes (RFC 8899 §3) and is smaller than one
+/// datagram. With nothing in flight one datagram still goes, so the window opens again.
+#[test]
+fn a_path_mtu_above_the_window_does_not_stall_the_sender() {
+    let server = TransportConfig {
+        mtu_discovery: Some(crate::MtuDiscoveryConfig {
+            upper_bound: 9000,
+            ..Default::default()
+        }),
+        ..TransportConfig::default()
+    };
+    let client = TransportConfig {
+        max_udp_payload_size: 9000,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start(
+        server,
+        client,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    let probe = drive(&mut p, Duration::ZERO, Duration::from_secs(2), 1200).unwrap();
+    let (h, sent_probe) = (p.server_h.unwrap(), p.now);
+    p.now += Duration::from_millis(5);
+    // An ACK reports a packet sent before the probe lost, before the probe's own ACK arrives.
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    conn.on_congestion_event(p.now, sent_probe - Duration::from_millis(1), false);
+    p.client
+        .handle_datagram(p.now, datagram(SERVER.parse().unwrap(), probe));
+    p.run(Duration::from_millis(100));
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.mtu, 9000);
+    assert!(
+        conn.cc.window() < 9000,
+        "the window kept its bytes: {}",
+        conn.cc.window()
+    );
+    let id = p.server.conn(h).unwrap().open_uni().unwrap();
+    p.server.conn(h).unwrap().stream(id).write(&[1; 50_000]).unwrap();
+    p.run(Duration::from_secs(20));
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let (cwnd, mtu) = (conn.cc.window(), conn.path.mtu);
+    assert!(!conn.streams.has_pending(), "stuck: cwnd {cwnd}, MTU {mtu}");
+}

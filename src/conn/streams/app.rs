@@ -194,12 +194,11 @@ impl Streams {
     /// empty `buf` reads nothing: `Ok(Some(0))` for a stream that can be read, else the error.
     pub(crate) fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
         if buf.is_empty() {
-            let readable = self.streams.get(&id).is_some_and(|s| s.recv.is_some());
-            return if readable {
-                Ok(Some(0))
-            } else {
-                Err(self.missing_read(id))
-            };
+            // The errors of `read_chunk_inner`, without reading.
+            let missing = self.missing_read(id);
+            let stream = self.streams.get(&id).ok_or(missing)?;
+            stream.recv.as_ref().ok_or(ReadError::UnknownStream)?;
+            return Ok(Some(0));
         }
         let mut n = 0;
         while n < buf.len() {
