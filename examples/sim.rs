@@ -192,11 +192,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    if !(a.bandwidth_mbit.is_finite() && a.bandwidth_mbit > 0.0) {
-        return Err("--bandwidth must be positive".into());
+    // At least 1 kbit/s (a slower link would take days per megabyte), at most 1 Tbit/s.
+    if !(a.bandwidth_mbit.is_finite() && (0.001..=1e6).contains(&a.bandwidth_mbit)) {
+        return Err("--bandwidth must be between 0.001 and 1000000 Mbit/s".into());
     }
-    if !(a.rtt_ms.is_finite() && a.rtt_ms >= 0.0) {
-        return Err("--rtt must not be negative".into());
+    if !(a.rtt_ms.is_finite() && (0.0..=3_600_000.0).contains(&a.rtt_ms)) {
+        return Err("--rtt must be between 0 and 3600000 ms".into());
     }
     if !(0.0..100.0).contains(&a.loss_percent) || !(0.0..=100.0).contains(&a.reorder_percent) {
         return Err("--loss must be in [0, 100) and --reorder in [0, 100]".into());
@@ -207,8 +208,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     if !(a.queue_bdp.is_finite() && a.queue_bdp > 0.0) {
         return Err("--queue must be positive".into());
     }
-    if a.streams == 0 {
-        return Err("--streams must be at least 1".into());
+    // The server accepts 100 streams at once by default; more than 10,000 in all says little more.
+    if !(1..=10_000).contains(&a.streams) {
+        return Err("--streams must be between 1 and 10000".into());
     }
     if a.link_mtu < 1200 {
         return Err("--link-mtu must be at least 1200 (RFC 9000 §14)".into());
@@ -484,7 +486,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
 
     // Ten minutes of virtual time, or ten times the ideal transfer time if that is longer.
     let ideal = total as f64 * 8.0 / args.bandwidth_bps() as f64;
-    let limit = Duration::from_secs_f64((ideal * 10.0).max(600.0));
+    let limit = Duration::try_from_secs_f64((ideal * 10.0).max(600.0)).unwrap_or(Duration::MAX);
     let streams = args.streams;
     let done = sim.run_until(limit, |sim| {
         sim.app::<Sink>(server)
@@ -695,5 +697,35 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Args>, String> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn out_of_range_arguments_are_errors_not_panics() {
+        for bad in [
+            &["--bandwidth", "1e-7"][..],
+            &["--bandwidth", "0"],
+            &["--bandwidth", "inf"],
+            &["--rtt", "1e300"],
+            &["--rtt", "-1"],
+            &["--streams", "18446744073709551615"],
+            &["--streams", "0"],
+            &["--link-mtu", "1000"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let a = parse(&["--bandwidth", "0.001", "--rtt", "3600000", "--streams", "10000"])
+            .expect("within range")
+            .expect("not --help");
+        assert_eq!(a.bandwidth_bps(), 1000);
+        assert_eq!(a.rtt(), Duration::from_secs(3600));
     }
 }

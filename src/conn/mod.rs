@@ -39,6 +39,8 @@ mod spaces;
 pub(crate) mod streams;
 mod tokens;
 pub use congestion::CongestionAlgorithm;
+#[cfg(feature = "sim")]
+pub(crate) use connection::later;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
 pub use datagrams::SendDatagramError;

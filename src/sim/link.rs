@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::conn::later;
 use crate::rng::Rng;
 
 /// The impairments of one directed link. [`Default`] is an ideal link: no delay, no loss, infinite
@@ -29,7 +30,8 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Probability that one random bit of a datagram is flipped.
     pub corrupt: f64,
-    /// Bottleneck bandwidth in bits per second; `None` means infinite (no serialisation delay, no queue).
+    /// Bottleneck bandwidth in bits per second; `None` means infinite (no serialisation delay, no queue),
+    /// `Some(0)` a link that carries nothing (every datagram is dropped at the queue).
     pub bandwidth_bps: Option<u64>,
     /// Capacity of the drop-tail queue in front of the bottleneck, in bytes (including the datagram being
     /// serialised). A datagram that does not fit is dropped. Only used with a bandwidth.
@@ -216,7 +218,10 @@ impl Link {
             }
         }
         let mut departure = now;
-        if let Some(bps) = self.config.bandwidth_bps.filter(|b| *b > 0) {
+        if self.config.bandwidth_bps == Some(0) {
+            return dropped(Fate::DroppedQueue);
+        }
+        if let Some(bps) = self.config.bandwidth_bps {
             let backlog = self.backlog(now, bps);
             if backlog.saturating_add(size as u64) > self.config.queue_bytes as u64 {
                 return dropped(Fate::DroppedQueue);
@@ -224,7 +229,7 @@ impl Link {
             let start = self.busy_until.map_or(now, |b| b.max(now));
             let nanos = (size as u128 * 8 * 1_000_000_000).div_ceil(u128::from(bps));
             let serialise = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-            departure = start + serialise;
+            departure = later(start, serialise);
             self.busy_until = Some(departure);
         }
         let flip = if size > 0 && chance(&mut self.rng, self.config.corrupt) {
@@ -232,12 +237,19 @@ impl Link {
         } else {
             None
         };
-        let mut after = departure - now + self.config.delay + uniform(&mut self.rng, self.config.jitter);
+        // Saturating: a link may be configured with any delay, however long.
+        let mut after = (departure - now)
+            .saturating_add(self.config.delay)
+            .saturating_add(uniform(&mut self.rng, self.config.jitter));
         if chance(&mut self.rng, self.config.reorder) {
-            after += self.config.reorder_delay;
+            after = after.saturating_add(self.config.reorder_delay);
         }
         let copy = if chance(&mut self.rng, self.config.duplicate) {
-            Some(departure - now + self.config.delay + uniform(&mut self.rng, self.config.jitter))
+            Some(
+                (departure - now)
+                    .saturating_add(self.config.delay)
+                    .saturating_add(uniform(&mut self.rng, self.config.jitter)),
+            )
         } else {
             None
         };

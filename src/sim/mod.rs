@@ -86,6 +86,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::conn::later;
 use crate::{ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig};
 
 mod apps;
@@ -226,7 +227,7 @@ impl NodeCtx<'_> {
     }
     /// Asks for [`App::on_wake`] after `delay`.
     pub fn wake_after(&mut self, delay: Duration) {
-        self.wake_at(self.now + delay);
+        self.wake_at(later(self.now, delay));
     }
 }
 
@@ -234,7 +235,13 @@ struct Node {
     engine: Box<dyn Engine>,
     addr: SocketAddr,
     started: bool,
+    /// The instant at which the node was still busy after the drain bound (its deadline not moving on):
+    /// the clock then moves on by [`STUCK_TICK`] for it, so that a run still reaches its limit.
+    stuck_at: Option<Instant>,
 }
+
+/// How far the clock moves for a node that stays busy at one instant (see [`Node::stuck_at`]).
+const STUCK_TICK: Duration = Duration::from_millis(1);
 
 impl Node {
     /// The built-in node, if this is one.
@@ -252,6 +259,8 @@ struct InFlight {
     at: Instant,
     seq: u64,
     to: NodeId,
+    /// The address it was sent to: if the node has moved since, it no longer receives there.
+    to_addr: SocketAddr,
     from: SocketAddr,
     payload: BytesMut,
 }
@@ -395,6 +404,7 @@ impl Simulation {
             engine,
             addr,
             started: false,
+            stuck_at: None,
         });
         id
     }
@@ -418,7 +428,8 @@ impl Simulation {
 
     fn schedule(&mut self, at: Duration, action: Action) {
         self.seq += 1;
-        self.schedule.push(Reverse((self.epoch + at, self.seq, action)));
+        self.schedule
+            .push(Reverse((later(self.epoch, at), self.seq, action)));
     }
 
     /// Takes the link from `from` to `to` down at `at` (since the epoch): datagrams sent on it while it is
@@ -491,7 +502,11 @@ impl Simulation {
         };
         consider(self.schedule.peek().map(|Reverse((t, _, _))| *t));
         for node in &mut self.nodes {
-            consider(node.engine.poll_timeout());
+            let timeout = node.engine.poll_timeout();
+            match node.stuck_at {
+                Some(at) if timeout.is_some_and(|t| t <= at) => consider(Some(later(at, STUCK_TICK))),
+                _ => consider(timeout),
+            }
             if !node.started {
                 consider(Some(self.now));
             }
@@ -526,7 +541,8 @@ impl Simulation {
             let Some(Reverse(d)) = self.in_flight.pop() else {
                 break;
             };
-            if let Some(node) = self.nodes.get_mut(d.to.0) {
+            // A node that moved (a NAT rebinding) no longer receives at its old address.
+            if let Some(node) = self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
                 node.engine.handle_datagram(now, d.from, d.payload);
             }
         }
@@ -593,9 +609,15 @@ impl Simulation {
             // 3. Loop while something happened: app calls may have queued output or armed a deadline
             // that already passed.
             if !acted {
+                if let Some(node) = self.nodes.get_mut(id.0) {
+                    node.stuck_at = None;
+                }
                 self.out = out;
                 return;
             }
+        }
+        if let Some(node) = self.nodes.get_mut(id.0) {
+            node.stuck_at = Some(now);
         }
         self.out = out;
         tracing::warn!(
@@ -675,9 +697,10 @@ impl Simulation {
         }
         self.seq += 1;
         self.in_flight.push(Reverse(InFlight {
-            at: self.now + after,
+            at: later(self.now, after),
             seq: self.seq,
             to: to_node,
+            to_addr: to,
             from,
             payload,
         }));
@@ -686,7 +709,7 @@ impl Simulation {
     /// Steps until `done` holds or `limit` of virtual time passes; returns whether `done` held. The clock
     /// ends at the limit unless `done` held or everything went quiet before.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Simulation) -> bool) -> bool {
-        let deadline = self.now + limit;
+        let deadline = later(self.now, limit);
         loop {
             if done(self) {
                 return true;
@@ -700,7 +723,7 @@ impl Simulation {
     /// Steps until nothing is left to happen or `limit` of virtual time passes (then the clock is at the
     /// limit).
     pub fn run(&mut self, limit: Duration) {
-        let deadline = self.now + limit;
+        let deadline = later(self.now, limit);
         while self.step_before(Some(deadline)) {}
     }
 }

@@ -349,3 +349,78 @@ fn other_engines_run_as_nodes_with_derived_seeds() {
     assert_eq!(run(3), run(3));
     assert_ne!(run(3).0, run(4).0);
 }
+
+fn echo_pair(link: LinkConfig, count: usize) -> (Simulation, NodeId) {
+    let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:2".parse().unwrap();
+    let mut sim = Simulation::new(epoch(), 1);
+    let na = sim.add_engine(a, |s| Box::new(Echo::new(b, count, s)));
+    let nb = sim.add_engine(b, |s| Box::new(Echo::new(a, 0, s)));
+    sim.add_link(na, nb, link);
+    (sim, nb)
+}
+
+#[test]
+fn a_link_of_zero_bandwidth_carries_nothing() {
+    let config = LinkConfig {
+        bandwidth_bps: Some(0),
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, 1);
+    assert_eq!(link.offer(epoch(), 1200).fate, Fate::DroppedQueue);
+}
+
+#[test]
+fn durations_too_long_for_the_clock_do_not_panic() {
+    let (mut sim, _) = echo_pair(LinkConfig::default(), 1);
+    sim.run(Duration::MAX);
+    let (mut sim, _) = echo_pair(LinkConfig::with_delay(Duration::MAX), 1);
+    sim.run(Duration::from_secs(1));
+    let slow = LinkConfig {
+        bandwidth_bps: Some(1),
+        queue_bytes: usize::MAX,
+        delay: Duration::MAX,
+        ..LinkConfig::default()
+    };
+    let (mut sim, nb) = echo_pair(slow, 3);
+    sim.schedule_rebind(nb, Duration::MAX, "10.0.0.2:3".parse().unwrap());
+    sim.run(Duration::from_secs(1));
+}
+
+/// The simulator's rule (docs/simulation.md): after a rebinding, datagrams to the old address find
+/// no node, also those already on the way.
+#[test]
+fn datagrams_on_the_way_to_an_address_left_are_not_delivered() {
+    let (mut sim, nb) = echo_pair(LinkConfig::with_delay(Duration::from_millis(5)), 3);
+    sim.schedule_rebind(nb, Duration::from_millis(12), "10.0.0.2:3".parse().unwrap());
+    sim.run(Duration::from_secs(1));
+    let at: Vec<_> = sim
+        .engine::<Echo>(nb)
+        .unwrap()
+        .arrivals
+        .iter()
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(at, [Duration::from_millis(5)]);
+}
+
+/// An app that asks to be woken at the current instant again and again cannot hold the clock: after
+/// the drain bound the clock moves on by a tick, and the run reaches its limit.
+#[test]
+fn a_node_busy_at_one_instant_does_not_hold_the_clock() {
+    struct Busy;
+    impl App for Busy {
+        fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
+            let t = ctx.now();
+            ctx.wake_at(t);
+        }
+        fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
+            let t = ctx.now();
+            ctx.wake_at(t);
+        }
+    }
+    let mut sim = Simulation::new(epoch(), 1);
+    sim.add_node("10.0.0.1:1".parse().unwrap(), None, Box::new(Busy));
+    sim.run(Duration::from_millis(50));
+    assert_eq!(sim.now(), epoch() + Duration::from_millis(50));
+}
