@@ -45,6 +45,11 @@ impl Connection {
             return None;
         }
         self.maybe_start_key_update(now);
+        // RFC 9000 §12.3: at packet number 2^62 - 1 the connection ends without another packet.
+        if self.recovery.next_packet_number(SpaceId::Data) >= (1 << 62) - 1 {
+            self.close_silently(now);
+            return None;
+        }
         if self.is_closed() && !self.close.as_ref().is_some_and(|c| c.pending) {
             return None;
         }
@@ -295,8 +300,18 @@ impl Connection {
         pad_to: Option<usize>,
         must_pad: bool,
     ) -> Option<Built> {
+        let closing = self.close.as_ref().is_some_and(|c| c.pending);
         let tag_len = match space {
-            SpaceId::Data => self.one_rtt.as_ref()?.local.tag_len(),
+            SpaceId::Data => {
+                let keys = self.one_rtt.as_ref()?;
+                // RFC 9001 §6.6: no key protects more packets than its confidentiality limit; the last
+                // one is kept for the CONNECTION_CLOSE that reaching the limit sends.
+                let limit = keys.local.confidentiality_limit();
+                if keys.sealed_in_phase >= limit.saturating_sub(u64::from(!closing)) {
+                    return None;
+                }
+                keys.local.tag_len()
+            }
             _ => self.spaces[space.index()].keys.as_ref()?.local.packet.tag_len(),
         };
         if space == SpaceId::Data {
@@ -354,9 +369,8 @@ impl Connection {
         // challenge to an old path carries its PATH_CHALLENGE only.
         let special = space == SpaceId::Data && !matches!(self.building, Building::Ordinary);
         let mtu_probe = special && matches!(self.building, Building::MtuProbe);
-        // A packet carrying CONNECTION_CLOSE carries nothing else: an ACK could leave too little room for
-        // the close, and nothing more will be sent to need it.
-        let closing = self.close.as_ref().is_some_and(|c| c.pending);
+        // A packet carrying CONNECTION_CLOSE (`closing`) carries nothing else: an ACK could leave too little
+        // room for the close, and nothing more will be sent to need it.
         let s = &mut self.spaces[space.index()];
         if s.received.has_unacked() && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
@@ -660,8 +674,8 @@ impl Connection {
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;
-        } else if keys.sealed_in_phase >= limit {
-            // RFC 9001 §6.6: no packet may be sealed past the limit.
+        } else if keys.sealed_in_phase >= limit.saturating_sub(1) {
+            // RFC 9001 §6.6: no packet may be sealed past the limit; the last one carries the close.
             self.close_with_error(
                 now,
                 TransportError::aead_limit_reached("confidentiality limit reached"),

@@ -1094,3 +1094,55 @@ fn a_path_mtu_above_the_window_does_not_stall_the_sender() {
     let (cwnd, mtu) = (conn.cc.window(), conn.path.mtu);
     assert!(!conn.streams.has_pending(), "stuck: cwnd {cwnd}, MTU {mtu}");
 }
+
+/// RFC 9001 §6.6: no key protects more packets than its confidentiality limit. With a key update not
+/// possible (the peer acknowledged nothing of the current phase), a whole GSO batch and then the
+/// CONNECTION_CLOSE used to go out past it.
+#[test]
+fn no_key_seals_more_packets_than_its_confidentiality_limit() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let keys = p.client.table.get_mut(ch).unwrap().conn.one_rtt.as_mut().unwrap();
+    let limit = keys.local.confidentiality_limit();
+    keys.sealed_in_phase = limit - 3;
+    keys.phase_acked = false;
+    let mut c = p.client.conn(ch).unwrap();
+    let id = c.open_uni().unwrap();
+    c.stream(id).write(&[0; 65536]).unwrap();
+    drop(c);
+    let mut buf = Vec::new();
+    let mut datagrams = 0;
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        datagrams += t.datagrams(&buf).count();
+    }
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    let sealed = conn.one_rtt.as_ref().unwrap().sealed_in_phase;
+    assert_eq!(
+        sealed, limit,
+        "{sealed} packets sealed under one key, limit {limit}"
+    );
+    assert_eq!(datagrams, 3, "two data packets, then the close");
+    assert!(conn.is_closed());
+}
+
+/// RFC 9000 §12.3: a sender whose packet numbers reach 2^62 - 1 closes without sending more.
+#[test]
+fn packet_numbers_stop_before_2_pow_62() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    conn.recovery.skip_packet_number(SpaceId::Data, (1 << 62) - 8);
+    conn.next_pn_skip = u64::MAX;
+    for _ in 0..20 {
+        if let Ok(mut c) = p.client.conn(ch) {
+            c.ping();
+        }
+        p.run(Duration::from_millis(50));
+    }
+    let next = p
+        .client
+        .table
+        .get(ch)
+        .map(|e| e.conn.recovery.next_packet_number(SpaceId::Data));
+    assert!(next.is_none_or(|n| n < 1 << 62), "sent up to pn {next:?}");
+}
