@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::conn::{Connection, SpaceId};
-use crate::wire::frame::{CloseCode, Frame, Frames};
+use crate::wire::frame::{CloseCode, Dir, Frame, Frames};
 use crate::Side;
 
 /// Where qlog records go. Each call carries one complete JSON-SEQ record (RS, JSON text, newline).
@@ -200,6 +200,16 @@ pub(crate) struct Qlog {
     sink: Option<Box<dyn QlogSink>>,
     start: Instant,
     last: Option<Metrics>,
+    /// The ack_delay_exponent of our ACK frames and of the peer's, for ACK delays in milliseconds
+    /// (application space; Initial and Handshake ACKs use 3).
+    ack_exponents: AckExponents,
+}
+
+/// The exponents ACK delays are scaled by (RFC 9000 §18.2, §19.3).
+#[derive(Debug, Clone, Copy)]
+struct AckExponents {
+    local: u8,
+    peer: u8,
 }
 
 impl std::fmt::Debug for Qlog {
@@ -217,7 +227,18 @@ impl Qlog {
             sink: None,
             start,
             last: None,
+            ack_exponents: AckExponents { local: 3, peer: 3 },
         }
+    }
+
+    /// The ack_delay_exponent our application-space ACK frames use.
+    pub(crate) fn set_local_ack_exponent(&mut self, exponent: u8) {
+        self.ack_exponents.local = exponent;
+    }
+
+    /// The ack_delay_exponent of the peer's application-space ACK frames (its transport parameter).
+    pub(crate) fn set_peer_ack_exponent(&mut self, exponent: u8) {
+        self.ack_exponents.peer = exponent;
     }
 
     /// Whether events are recorded.
@@ -276,7 +297,8 @@ impl Qlog {
             return;
         }
         let payload = Bytes::copy_from_slice(payload.unwrap_or_default());
-        self.packet_event(now, "transport:packet_sent", space, pn, len, &payload);
+        let exponent = self.ack_exponent(space, self.ack_exponents.local);
+        self.packet_event(now, "transport:packet_sent", space, pn, len, &payload, exponent);
     }
 
     /// A packet was authenticated: `payload` is its plaintext frames.
@@ -291,9 +313,28 @@ impl Qlog {
         if !self.enabled() {
             return;
         }
-        self.packet_event(now, "transport:packet_received", space, pn, len, payload);
+        let exponent = self.ack_exponent(space, self.ack_exponents.peer);
+        self.packet_event(
+            now,
+            "transport:packet_received",
+            space,
+            pn,
+            len,
+            payload,
+            exponent,
+        );
     }
 
+    /// The exponent of an ACK frame in `space` whose sender's transport parameter is `exponent`.
+    fn ack_exponent(&self, space: SpaceId, exponent: u8) -> u8 {
+        if space == SpaceId::Data {
+            exponent
+        } else {
+            3
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn packet_event(
         &mut self,
         now: Instant,
@@ -302,6 +343,7 @@ impl Qlog {
         pn: u64,
         len: usize,
         payload: &Bytes,
+        ack_exponent: u8,
     ) {
         self.event(now, name, |j| {
             header(j, space, pn);
@@ -311,7 +353,7 @@ impl Qlog {
             j.key("frames").open('[');
             for frame in Frames::new(payload) {
                 let Ok(frame) = frame else { break };
-                write_frame(j, &frame);
+                write_frame(j, &frame, ack_exponent);
             }
             j.close(']');
         });
@@ -422,8 +464,9 @@ fn header(j: &mut Json, space: SpaceId, pn: u64) {
     j.close('}');
 }
 
-/// One frame as a qlog `QuicFrame`: its `frame_type` and the main fields.
-fn write_frame(j: &mut Json, frame: &Frame) {
+/// One frame as a qlog `QuicFrame` (draft-ietf-quic-qlog-quic-events-03 §A.7): its `frame_type` and
+/// fields; ACK delays are scaled by `ack_exponent` into milliseconds.
+fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
     j.open('{');
     let name = match frame {
         Frame::Padding(len) => {
@@ -434,7 +477,8 @@ fn write_frame(j: &mut Json, frame: &Frame) {
         Frame::Ping => "ping",
         Frame::Ack(ack) => {
             j.key("frame_type").str("ack");
-            j.key("ack_delay_raw").u64(ack.delay);
+            let micros = ack.delay.checked_shl(u32::from(ack_exponent)).unwrap_or(u64::MAX);
+            j.key("ack_delay").ms(Duration::from_micros(micros));
             j.key("acked_ranges").open('[');
             // qlog wants ascending ranges; the frame lists them descending.
             let ranges: Vec<_> = ack.iter().collect();
@@ -444,15 +488,32 @@ fn write_frame(j: &mut Json, frame: &Frame) {
             j.close(']');
             return close_frame(j);
         }
-        Frame::ResetStream(_) => "reset_stream",
-        Frame::StopSending(_) => "stop_sending",
+        Frame::ResetStream(r) => {
+            j.key("frame_type").str("reset_stream");
+            j.key("stream_id").u64(r.id.0);
+            j.key("error_code").u64(r.error_code);
+            j.key("final_size").u64(r.final_size);
+            return close_frame(j);
+        }
+        Frame::StopSending(f) => {
+            j.key("frame_type").str("stop_sending");
+            j.key("stream_id").u64(f.id.0);
+            j.key("error_code").u64(f.error_code);
+            return close_frame(j);
+        }
         Frame::Crypto(c) => {
             j.key("frame_type").str("crypto");
             j.key("offset").u64(c.offset);
             j.key("length").u64(c.data.len() as u64);
             return close_frame(j);
         }
-        Frame::NewToken(_) => "new_token",
+        Frame::NewToken(token) => {
+            j.key("frame_type").str("new_token");
+            j.key("token").open('{');
+            j.key("length").u64(token.len() as u64);
+            j.close('}');
+            return close_frame(j);
+        }
         Frame::Stream(s) => {
             j.key("frame_type").str("stream");
             j.key("stream_id").u64(s.id.0);
@@ -461,16 +522,64 @@ fn write_frame(j: &mut Json, frame: &Frame) {
             j.key("fin").bool(s.fin);
             return close_frame(j);
         }
-        Frame::MaxData(_) => "max_data",
-        Frame::MaxStreamData(_) => "max_stream_data",
-        Frame::MaxStreams(_) => "max_streams",
-        Frame::DataBlocked(_) => "data_blocked",
-        Frame::StreamDataBlocked(_) => "stream_data_blocked",
-        Frame::StreamsBlocked(_) => "streams_blocked",
-        Frame::NewConnectionId(_) => "new_connection_id",
-        Frame::RetireConnectionId(_) => "retire_connection_id",
-        Frame::PathChallenge(_) => "path_challenge",
-        Frame::PathResponse(_) => "path_response",
+        Frame::MaxData(max) => {
+            j.key("frame_type").str("max_data");
+            j.key("maximum").u64(*max);
+            return close_frame(j);
+        }
+        Frame::MaxStreamData(m) => {
+            j.key("frame_type").str("max_stream_data");
+            j.key("stream_id").u64(m.id.0);
+            j.key("maximum").u64(m.max);
+            return close_frame(j);
+        }
+        Frame::MaxStreams(m) => {
+            j.key("frame_type").str("max_streams");
+            j.key("stream_type").str(stream_type(m.dir));
+            j.key("maximum").u64(m.count);
+            return close_frame(j);
+        }
+        Frame::DataBlocked(limit) => {
+            j.key("frame_type").str("data_blocked");
+            j.key("limit").u64(*limit);
+            return close_frame(j);
+        }
+        Frame::StreamDataBlocked(b) => {
+            j.key("frame_type").str("stream_data_blocked");
+            j.key("stream_id").u64(b.id.0);
+            j.key("limit").u64(b.limit);
+            return close_frame(j);
+        }
+        Frame::StreamsBlocked(b) => {
+            j.key("frame_type").str("streams_blocked");
+            j.key("stream_type").str(stream_type(b.dir));
+            j.key("limit").u64(b.limit);
+            return close_frame(j);
+        }
+        Frame::NewConnectionId(n) => {
+            j.key("frame_type").str("new_connection_id");
+            j.key("sequence_number").u64(n.sequence);
+            j.key("retire_prior_to").u64(n.retire_prior_to);
+            j.key("connection_id_length").u64(n.id.len() as u64);
+            j.key("connection_id").str(&hex(n.id.as_ref()));
+            j.key("stateless_reset_token").str(&hex(&n.reset_token.0));
+            return close_frame(j);
+        }
+        Frame::RetireConnectionId(seq) => {
+            j.key("frame_type").str("retire_connection_id");
+            j.key("sequence_number").u64(*seq);
+            return close_frame(j);
+        }
+        Frame::PathChallenge(data) => {
+            j.key("frame_type").str("path_challenge");
+            j.key("data").str(&hex(data));
+            return close_frame(j);
+        }
+        Frame::PathResponse(data) => {
+            j.key("frame_type").str("path_response");
+            j.key("data").str(&hex(data));
+            return close_frame(j);
+        }
         Frame::Close(c) => {
             j.key("frame_type").str("connection_close");
             match c.code {
@@ -508,6 +617,14 @@ fn record(json: String) -> Vec<u8> {
     out.extend_from_slice(json.as_bytes());
     out.push(b'\n');
     out
+}
+
+/// The qlog name of a stream direction.
+fn stream_type(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Bi => "bidirectional",
+        Dir::Uni => "unidirectional",
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -438,6 +438,8 @@ impl Connection {
         };
         conn.spaces[SpaceId::Initial.index()].keys = Some(initial_keys);
         conn.next_pn_skip = 1 + conn.rng.below(FIRST_PN_SKIP_PERIOD);
+        #[cfg(feature = "qlog")]
+        conn.qlog.set_local_ack_exponent(conn.config.ack_delay_exponent());
         Ok(conn)
     }
 
@@ -588,6 +590,10 @@ impl Connection {
                 self.validate_peer_params(&params)?;
                 self.streams.set_peer_limits(&params);
                 let token = params.stateless_reset_token;
+                #[cfg(feature = "qlog")]
+                self.qlog.set_peer_ack_exponent(
+                    u8::try_from(params.ack_delay_exponent.into_inner()).unwrap_or(u8::MAX),
+                );
                 // RFC 9000 §18.2: the peer's max_udp_payload_size bounds our datagrams as the path MTU
                 // does (a configured starting size above it is cut down to it).
                 let peer_max = u16::try_from(params.max_udp_payload_size.into_inner()).unwrap_or(u16::MAX);

@@ -440,3 +440,53 @@ fn qlog_packet_lost() {
     pair.run(Duration::from_millis(100));
     assert!(pair.records().is_empty());
 }
+
+/// draft-ietf-quic-qlog-quic-events-03: frames carry their fields (not just `frame_type`), and an ACK's
+/// `ack_delay` is in milliseconds (scaled by the sender's ack_delay_exponent), never above the
+/// max_ack_delay of 25 ms that both sides use here.
+#[test]
+fn qlog_frames_carry_their_fields_and_ack_delays_in_milliseconds() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    for r in &records {
+        check_json(r);
+    }
+    let records = records.join("\n");
+    assert!(!records.contains("ack_delay_raw"), "{records}");
+    let delays: Vec<f64> = records
+        .split("\"ack_delay\":")
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            rest[..end].parse().expect("a number")
+        })
+        .collect();
+    let acks = records.matches(r#""frame_type":"ack""#).count();
+    assert!(
+        acks > 0 && delays.len() == acks,
+        "{acks} ACK frames, {} delays",
+        delays.len()
+    );
+    assert!(
+        delays.iter().all(|d| (0.0..=26.0).contains(d)),
+        "ACK delays in ms: {delays:?}"
+    );
+    // The server issues connection IDs once the handshake is complete.
+    assert!(
+        records.contains(r#"{"frame_type":"new_connection_id","sequence_number":1,"retire_prior_to":0,"connection_id_length":"#),
+        "{records}"
+    );
+    for bare in [
+        "new_connection_id",
+        "max_data",
+        "max_stream_data",
+        "reset_stream",
+        "path_challenge",
+    ] {
+        assert!(
+            !records.contains(&format!(r#"{{"frame_type":"{bare}"}}"#)),
+            "{bare} without its fields"
+        );
+    }
+}
