@@ -52,6 +52,14 @@ const MAX_CID_ATTEMPTS: usize = 16;
 /// plus this slack, which keeps compaction amortised O(1) per push.
 const COMPACT_SLACK: usize = 64;
 
+/// Collections sized for connections are not shrunk below this capacity (see `Endpoint::shrink`).
+const SHRINK_FLOOR: usize = 1024;
+
+/// The capacity to shrink a collection of `len` elements in `capacity` to, if it is mostly empty.
+fn sparse(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > SHRINK_FLOOR && len < capacity / 4).then_some(len.saturating_mul(2).max(SHRINK_FLOOR))
+}
+
 /// Why [`Endpoint::connect`] could not start a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectError {
@@ -538,7 +546,12 @@ impl Endpoint {
 
     /// The next application event, with the connection it belongs to.
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > SHRINK_FLOOR {
+            // Drained after a burst (say, of connections ending together): give the storage back.
+            self.events.shrink_to(SHRINK_FLOOR);
+        }
+        event
     }
 
     /// Lets a connection held under [`AcceptPolicy::Ask`] proceed.
@@ -980,6 +993,22 @@ impl Endpoint {
             self.handshakes = self.handshakes.saturating_sub(1);
         }
         self.compact();
+        self.shrink();
+    }
+
+    /// Gives back the storage of a burst of connections once most of them are gone: each collection
+    /// sized for connections is cut to twice its content when that fills under a quarter of it.
+    fn shrink(&mut self) {
+        if let Some(n) = sparse(self.send_queue.len(), self.send_queue.capacity()) {
+            self.send_queue.shrink_to(n);
+        }
+        if let Some(n) = sparse(self.timers.len(), self.timers.capacity()) {
+            self.timers.shrink_to(n);
+        }
+        if let Some(n) = sparse(self.dirty_timers.len(), self.dirty_timers.capacity()) {
+            self.dirty_timers.shrink_to(n);
+        }
+        self.routes.shrink();
     }
 
     /// Drops stale handles from the send queue and the timer heap once they outnumber live ones.

@@ -225,6 +225,33 @@ impl Routes {
     }
 
     /// Stops routing the client-chosen `cid`, if it routes to `h`.
+    /// The capacities of the tables: local IDs, Initial IDs, addresses, reset tokens.
+    #[cfg(test)]
+    pub(crate) fn capacities(&self) -> [usize; 4] {
+        [
+            self.local.capacity(),
+            self.initial.capacity(),
+            self.by_addr.capacity(),
+            self.reset.capacity(),
+        ]
+    }
+
+    /// Gives back the storage of tables mostly emptied (after a burst of connections).
+    pub(crate) fn shrink(&mut self) {
+        if let Some(n) = super::sparse(self.local.len(), self.local.capacity()) {
+            self.local.shrink_to(n);
+        }
+        if let Some(n) = super::sparse(self.initial.len(), self.initial.capacity()) {
+            self.initial.shrink_to(n);
+        }
+        if let Some(n) = super::sparse(self.by_addr.len(), self.by_addr.capacity()) {
+            self.by_addr.shrink_to(n);
+        }
+        if let Some(n) = super::sparse(self.reset.len(), self.reset.capacity()) {
+            self.reset.shrink_to(n);
+        }
+    }
+
     pub(crate) fn remove_initial(&mut self, cid: &ConnectionId, h: ConnectionHandle) {
         if self.initial.get(cid) == Some(&h) {
             self.initial.remove(cid);
