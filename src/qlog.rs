@@ -477,7 +477,7 @@ fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
         Frame::Ping => "ping",
         Frame::Ack(ack) => {
             j.key("frame_type").str("ack");
-            let micros = ack.delay.checked_shl(u32::from(ack_exponent)).unwrap_or(u64::MAX);
+            let micros = ack.delay.saturating_mul(1 << ack_exponent.min(62));
             j.key("ack_delay").ms(Duration::from_micros(micros));
             j.key("acked_ranges").open('[');
             // qlog wants ascending ranges; the frame lists them descending.

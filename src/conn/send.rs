@@ -26,6 +26,9 @@ pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
 pub(crate) const MIN_INITIAL_DATAGRAM: usize = 1200;
 
+/// Packet number 2^62 - 1, at which a sender must stop (RFC 9000 §12.3).
+const MAX_PACKET_NUMBER: u64 = (1 << 62) - 1;
+
 /// Whether a space's packets need their datagram padded.
 #[derive(Debug, Clone, Copy)]
 struct Built {
@@ -46,7 +49,7 @@ impl Connection {
         }
         self.maybe_start_key_update(now);
         // RFC 9000 §12.3: at packet number 2^62 - 1 the connection ends without another packet.
-        if self.recovery.next_packet_number(SpaceId::Data) >= (1 << 62) - 1 {
+        if self.recovery.next_packet_number(SpaceId::Data) >= MAX_PACKET_NUMBER {
             self.close_silently(now);
             return None;
         }
@@ -318,6 +321,10 @@ impl Connection {
             self.maybe_skip_packet_number();
         }
         let pn = self.recovery.next_packet_number(space);
+        if pn >= MAX_PACKET_NUMBER {
+            // RFC 9000 §12.3: the connection closes instead (at the next transmit).
+            return None;
+        }
         let tpn = TruncatedPn::encode_for(pn, self.recovery.largest_acked(space));
         let header = match space {
             SpaceId::Initial => Header::Initial {

@@ -1146,3 +1146,25 @@ fn packet_numbers_stop_before_2_pow_62() {
         .map(|e| e.conn.recovery.next_packet_number(SpaceId::Data));
     assert!(next.is_none_or(|n| n < 1 << 62), "sent up to pn {next:?}");
 }
+
+/// The packet number ceiling holds within a batch of datagrams too.
+#[test]
+fn packet_numbers_stop_before_2_pow_62_within_a_batch() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    conn.recovery.skip_packet_number(SpaceId::Data, (1 << 62) - 4);
+    conn.next_pn_skip = u64::MAX;
+    let mut c = p.client.conn(ch).unwrap();
+    let id = c.open_uni().unwrap();
+    c.stream(id).write(&[0; 65536]).unwrap();
+    drop(c);
+    let mut buf = Vec::new();
+    while p.client.poll_transmit(p.now, &mut buf).is_some() {}
+    let next = p
+        .client
+        .table
+        .get(ch)
+        .map(|e| e.conn.recovery.next_packet_number(SpaceId::Data));
+    assert!(next.is_none_or(|n| n < 1 << 62), "sent up to pn {next:?}");
+}

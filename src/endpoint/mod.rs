@@ -55,6 +55,9 @@ const COMPACT_SLACK: usize = 64;
 /// Collections sized for connections are not shrunk below this capacity (see `Endpoint::shrink`).
 const SHRINK_FLOOR: usize = 1024;
 
+/// Drains of the event queue in a row that must leave it mostly unused before it shrinks.
+const SPARSE_DRAINS: u32 = 16;
+
 /// The capacity to shrink a collection of `len` elements in `capacity` to, if it is mostly empty.
 fn sparse(len: usize, capacity: usize) -> Option<usize> {
     (capacity > SHRINK_FLOOR && len < capacity / 4).then_some(len.saturating_mul(2).max(SHRINK_FLOOR))
@@ -308,6 +311,10 @@ pub struct Endpoint {
     /// Scratch list of connections whose timers expired, kept to avoid an allocation per call.
     due: Vec<ConnectionHandle>,
     events: VecDeque<(ConnectionHandle, Event)>,
+    /// The longest the event queue was since it was last drained.
+    events_peak: usize,
+    /// Drains in a row that left the event queue mostly unused (see `events_drained`).
+    events_sparse_drains: u32,
     /// Incoming connections still in their handshake.
     handshakes: usize,
     stats: EndpointStats,
@@ -371,6 +378,8 @@ impl Endpoint {
             dirty_timers: Vec::new(),
             due: Vec::new(),
             events: VecDeque::new(),
+            events_peak: 0,
+            events_sparse_drains: 0,
             handshakes: 0,
             stats: EndpointStats::default(),
             tokens,
@@ -546,12 +555,30 @@ impl Endpoint {
 
     /// The next application event, with the connection it belongs to.
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
+        // Events queue up between two drains: the length at a drain's first call is that round's peak.
+        self.events_peak = self.events_peak.max(self.events.len());
         let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > SHRINK_FLOOR {
-            // Drained after a burst (say, of connections ending together): give the storage back.
-            self.events.shrink_to(SHRINK_FLOOR);
+        if event.is_none() {
+            self.events_drained();
         }
         event
+    }
+
+    /// The event queue was drained: after [`SPARSE_DRAINS`] drains in a row whose peak filled under a
+    /// quarter of it (a burst, say of connections ending together, is over), it gives storage back.
+    fn events_drained(&mut self) {
+        let capacity = self.events.capacity();
+        if capacity > SHRINK_FLOOR && self.events_peak < capacity / 4 {
+            self.events_sparse_drains += 1;
+            if self.events_sparse_drains >= SPARSE_DRAINS {
+                self.events
+                    .shrink_to(self.events_peak.saturating_mul(2).max(SHRINK_FLOOR));
+                self.events_sparse_drains = 0;
+            }
+        } else {
+            self.events_sparse_drains = 0;
+        }
+        self.events_peak = 0;
     }
 
     /// Lets a connection held under [`AcceptPolicy::Ask`] proceed.
@@ -999,14 +1026,17 @@ impl Endpoint {
     /// Gives back the storage of a burst of connections once most of them are gone: each collection
     /// sized for connections is cut to twice its content when that fills under a quarter of it.
     fn shrink(&mut self) {
-        if let Some(n) = sparse(self.send_queue.len(), self.send_queue.capacity()) {
+        // The send queue and the timers to update hold about one entry per live connection at their
+        // fullest, but are often empty for a moment: they are measured against the connections.
+        let live = self.table.len();
+        if let Some(n) = sparse(live, self.send_queue.capacity()) {
             self.send_queue.shrink_to(n);
+        }
+        if let Some(n) = sparse(live, self.dirty_timers.capacity()) {
+            self.dirty_timers.shrink_to(n);
         }
         if let Some(n) = sparse(self.timers.len(), self.timers.capacity()) {
             self.timers.shrink_to(n);
-        }
-        if let Some(n) = sparse(self.dirty_timers.len(), self.dirty_timers.capacity()) {
-            self.dirty_timers.shrink_to(n);
         }
         self.routes.shrink();
     }

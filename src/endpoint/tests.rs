@@ -675,6 +675,10 @@ fn the_endpoint_shrinks_back_after_a_burst() {
         while ep.poll_event().is_some() {}
     }
     assert_eq!(ep.stats().connections_active, 0);
+    // The application goes on polling: the event queue shrinks after a run of sparse drains.
+    for _ in 0..SPARSE_DRAINS {
+        assert!(ep.poll_event().is_none());
+    }
     let held = [
         ep.events.capacity(),
         ep.timers.capacity(),
@@ -691,4 +695,30 @@ fn the_endpoint_shrinks_back_after_a_burst() {
         routes.iter().all(|&c| c <= 2048),
         "routing tables after all ended: {routes:?}"
     );
+}
+
+/// Rounds of a few thousand events each, drained in between: the event queue keeps its size instead of
+/// shrinking at every drain and growing again at every round.
+#[test]
+fn the_event_queue_is_not_reallocated_every_round() {
+    let mut ep = Endpoint::new(EndpointConfig::with_seed(9), None);
+    let h = ep
+        .connect(
+            epoch(),
+            client_config(),
+            "10.0.0.1:443".parse().unwrap(),
+            "localhost",
+        )
+        .unwrap();
+    let mut capacities = Vec::new();
+    for _ in 0..40 {
+        for _ in 0..3000 {
+            ep.events.push_back((h, Event::Connected));
+        }
+        while ep.poll_event().is_some() {}
+        capacities.push(ep.events.capacity());
+    }
+    // The first round grows the queue; no round after it changes its size.
+    assert!(capacities[0] >= 3000, "{capacities:?}");
+    assert!(capacities.iter().all(|&c| c == capacities[0]), "{capacities:?}");
 }

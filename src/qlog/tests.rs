@@ -490,3 +490,12 @@ fn qlog_frames_carry_their_fields_and_ack_delays_in_milliseconds() {
         );
     }
 }
+
+/// An ACK delay too large for the scaling saturates instead of wrapping to a small value.
+#[test]
+fn a_huge_ack_delay_saturates_in_qlog() {
+    let ack = crate::wire::frame::AckFrame::from_ranges([0..=0], (1 << 61) + 1, None).unwrap();
+    let mut j = Json::default();
+    write_frame(&mut j, &Frame::Ack(ack), 3);
+    assert!(!j.out.contains(r#""ack_delay":0.008"#), "{}", j.out);
+}

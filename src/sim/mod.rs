@@ -235,10 +235,14 @@ struct Node {
     engine: Box<dyn Engine>,
     addr: SocketAddr,
     started: bool,
-    /// The instant at which the node was still busy after the drain bound (its deadline not moving on):
-    /// the clock then moves on by [`STUCK_TICK`] for it, so that a run still reaches its limit.
-    stuck_at: Option<Instant>,
+    /// The instant at which the node was still busy after the drain bound, and how many steps in a row
+    /// it was: after [`STUCK_STEPS`] of them the clock moves on by [`STUCK_TICK`] for it, so that a run
+    /// still reaches its limit.
+    stuck_at: Option<(Instant, u32)>,
 }
+
+/// Steps at one instant that end with a node still busy before the clock moves on for it.
+const STUCK_STEPS: u32 = 4;
 
 /// How far the clock moves for a node that stays busy at one instant (see [`Node::stuck_at`]).
 const STUCK_TICK: Duration = Duration::from_millis(1);
@@ -447,7 +451,7 @@ impl Simulation {
     pub fn schedule_blackout(&mut self, a: NodeId, b: NodeId, at: Duration, length: Duration) {
         for (from, to) in [(a, b), (b, a)] {
             self.schedule_link_down(from, to, at);
-            self.schedule_link_up(from, to, at + length);
+            self.schedule_link_up(from, to, at.saturating_add(length));
         }
     }
 
@@ -504,7 +508,9 @@ impl Simulation {
         for node in &mut self.nodes {
             let timeout = node.engine.poll_timeout();
             match node.stuck_at {
-                Some(at) if timeout.is_some_and(|t| t <= at) => consider(Some(later(at, STUCK_TICK))),
+                Some((at, steps)) if steps >= STUCK_STEPS && timeout.is_some_and(|t| t <= at) => {
+                    consider(Some(later(at, STUCK_TICK)));
+                }
                 _ => consider(timeout),
             }
             if !node.started {
@@ -617,7 +623,11 @@ impl Simulation {
             }
         }
         if let Some(node) = self.nodes.get_mut(id.0) {
-            node.stuck_at = Some(now);
+            let steps = match node.stuck_at {
+                Some((at, steps)) if at == now => steps.saturating_add(1),
+                _ => 1,
+            };
+            node.stuck_at = Some((now, steps));
         }
         self.out = out;
         tracing::warn!(

@@ -424,3 +424,38 @@ fn a_node_busy_at_one_instant_does_not_hold_the_clock() {
     sim.run(Duration::from_millis(50));
     assert_eq!(sim.now(), epoch() + Duration::from_millis(50));
 }
+
+#[test]
+fn a_blackout_ending_past_the_clock_does_not_panic() {
+    let (mut sim, nb) = echo_pair(LinkConfig::default(), 1);
+    sim.schedule_blackout(NodeId(0), nb, Duration::MAX, Duration::from_secs(1));
+    sim.run(Duration::from_secs(1));
+}
+
+/// A node that re-arms a wake-up at the current instant a few times, more than one step's drain bound
+/// allows, is served at that instant (the clock moves on only for a node busy step after step).
+#[test]
+fn a_node_rearming_a_few_times_is_not_delayed() {
+    struct Rearm(Vec<Instant>);
+    impl App for Rearm {
+        fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
+            let t = ctx.now();
+            ctx.wake_at(t);
+        }
+        fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
+            self.0.push(ctx.now());
+            if self.0.len() < 3 {
+                let t = ctx.now();
+                ctx.wake_at(t);
+            }
+        }
+    }
+    let limits = Limits {
+        max_drain_rounds: 2,
+        ..Limits::default()
+    };
+    let mut sim = Simulation::with_limits(epoch(), 1, limits);
+    let n = sim.add_node("10.0.0.1:1".parse().unwrap(), None, Box::new(Rearm(Vec::new())));
+    sim.run(Duration::from_millis(50));
+    assert_eq!(sim.app::<Rearm>(n).unwrap().0, [epoch(); 3]);
+}
