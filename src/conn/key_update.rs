@@ -45,6 +45,8 @@ pub(crate) struct OneRttKeys {
     first_received: Option<u64>,
     /// Packets sealed with the current local key (RFC 9001 §6.6 confidentiality limit).
     pub(crate) sealed_in_phase: u64,
+    /// The local key's confidentiality limit, read once (the suite never changes).
+    seal_limit: u64,
     /// Whether we sent, in the current phase, an ACK for a packet received in the current phase. Until
     /// then the peer cannot have seen its current-phase packets acknowledged, so it may not update again
     /// (RFC 9001 §6.5).
@@ -57,6 +59,7 @@ impl OneRttKeys {
         Self {
             local_header: keys.local.header,
             remote_header: keys.remote.header,
+            seal_limit: keys.local.packet.confidentiality_limit(),
             local: keys.local.packet,
             remote: keys.remote.packet,
             next_remote: session.peek_next_1rtt_remote_key(),
@@ -149,6 +152,18 @@ impl OneRttKeys {
     /// Whether we may start a key update now (RFC 9001 §6.1, §6.5).
     pub(crate) fn can_update(&self) -> bool {
         self.phase_acked && self.next_remote.is_some()
+    }
+
+    /// Whether the current key may seal one more packet (RFC 9001 §6.6): the last one it may seal is kept
+    /// for a packet `closing` the connection, which reaching the limit sends.
+    #[inline]
+    pub(crate) fn may_seal(&self, closing: bool) -> bool {
+        self.sealed_in_phase < self.seal_limit.saturating_sub(u64::from(!closing))
+    }
+
+    /// The local key's confidentiality limit.
+    pub(crate) fn seal_limit(&self) -> u64 {
+        self.seal_limit
     }
 
     /// Records a packet sealed with the current key.

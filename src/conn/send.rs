@@ -309,8 +309,7 @@ impl Connection {
                 let keys = self.one_rtt.as_ref()?;
                 // RFC 9001 §6.6: no key protects more packets than its confidentiality limit; the last
                 // one is kept for the CONNECTION_CLOSE that reaching the limit sends.
-                let limit = keys.local.confidentiality_limit();
-                if keys.sealed_in_phase >= limit.saturating_sub(u64::from(!closing)) {
+                if !keys.may_seal(closing) {
                     return None;
                 }
                 keys.local.tag_len()
@@ -670,7 +669,7 @@ impl Connection {
         }
         let pto = self.pto();
         let Some(keys) = &mut self.one_rtt else { return };
-        let limit = keys.local.confidentiality_limit();
+        let limit = keys.seal_limit();
         let interval = self.config.key_update_interval.unwrap_or(u64::MAX);
         let due = self.key_update_requested
             || keys.sealed_in_phase >= interval
