@@ -284,7 +284,9 @@ impl Qlog {
         sink.write(&record(j.out));
     }
 
-    /// A packet was built: `payload` is its plaintext frames.
+    /// A packet was built: `payload` is its plaintext frames. Inlined, so that a connection without a
+    /// sink pays one test per packet.
+    #[inline]
     pub(crate) fn packet_sent(
         &mut self,
         now: Instant,
@@ -293,9 +295,20 @@ impl Qlog {
         len: usize,
         payload: Option<&[u8]>,
     ) {
-        if !self.enabled() {
-            return;
+        if self.enabled() {
+            self.record_packet_sent(now, space, pn, len, payload);
         }
+    }
+
+    #[inline(never)]
+    fn record_packet_sent(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        pn: u64,
+        len: usize,
+        payload: Option<&[u8]>,
+    ) {
         let payload = Bytes::copy_from_slice(payload.unwrap_or_default());
         let exponent = self.ack_exponent(space, self.ack_exponents.local);
         self.packet_event(now, "transport:packet_sent", space, pn, len, &payload, exponent);
@@ -468,15 +481,13 @@ fn header(j: &mut Json, space: SpaceId, pn: u64) {
 /// fields; ACK delays are scaled by `ack_exponent` into milliseconds.
 fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
     j.open('{');
-    let name = match frame {
+    j.key("frame_type").str(frame_name(frame));
+    match frame {
+        Frame::Ping | Frame::HandshakeDone => {}
         Frame::Padding(len) => {
-            j.key("frame_type").str("padding");
             j.key("length").u64(*len as u64);
-            return close_frame(j);
         }
-        Frame::Ping => "ping",
         Frame::Ack(ack) => {
-            j.key("frame_type").str("ack");
             let micros = ack.delay.saturating_mul(1 << ack_exponent.min(62));
             j.key("ack_delay").ms(Duration::from_micros(micros));
             j.key("acked_ranges").open('[');
@@ -486,128 +497,107 @@ fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
                 j.open('[').u64(*r.start()).u64(*r.end()).close(']');
             }
             j.close(']');
-            return close_frame(j);
         }
         Frame::ResetStream(r) => {
-            j.key("frame_type").str("reset_stream");
             j.key("stream_id").u64(r.id.0);
             j.key("error_code").u64(r.error_code);
             j.key("final_size").u64(r.final_size);
-            return close_frame(j);
         }
         Frame::StopSending(f) => {
-            j.key("frame_type").str("stop_sending");
             j.key("stream_id").u64(f.id.0);
             j.key("error_code").u64(f.error_code);
-            return close_frame(j);
         }
         Frame::Crypto(c) => {
-            j.key("frame_type").str("crypto");
             j.key("offset").u64(c.offset);
             j.key("length").u64(c.data.len() as u64);
-            return close_frame(j);
         }
         Frame::NewToken(token) => {
-            j.key("frame_type").str("new_token");
             j.key("token").open('{');
             j.key("length").u64(token.len() as u64);
             j.close('}');
-            return close_frame(j);
         }
         Frame::Stream(s) => {
-            j.key("frame_type").str("stream");
             j.key("stream_id").u64(s.id.0);
             j.key("offset").u64(s.offset);
             j.key("length").u64(s.data.len() as u64);
             j.key("fin").bool(s.fin);
-            return close_frame(j);
         }
         Frame::MaxData(max) => {
-            j.key("frame_type").str("max_data");
             j.key("maximum").u64(*max);
-            return close_frame(j);
         }
         Frame::MaxStreamData(m) => {
-            j.key("frame_type").str("max_stream_data");
             j.key("stream_id").u64(m.id.0);
             j.key("maximum").u64(m.max);
-            return close_frame(j);
         }
         Frame::MaxStreams(m) => {
-            j.key("frame_type").str("max_streams");
             j.key("stream_type").str(stream_type(m.dir));
             j.key("maximum").u64(m.count);
-            return close_frame(j);
         }
         Frame::DataBlocked(limit) => {
-            j.key("frame_type").str("data_blocked");
             j.key("limit").u64(*limit);
-            return close_frame(j);
         }
         Frame::StreamDataBlocked(b) => {
-            j.key("frame_type").str("stream_data_blocked");
             j.key("stream_id").u64(b.id.0);
             j.key("limit").u64(b.limit);
-            return close_frame(j);
         }
         Frame::StreamsBlocked(b) => {
-            j.key("frame_type").str("streams_blocked");
             j.key("stream_type").str(stream_type(b.dir));
             j.key("limit").u64(b.limit);
-            return close_frame(j);
         }
         Frame::NewConnectionId(n) => {
-            j.key("frame_type").str("new_connection_id");
             j.key("sequence_number").u64(n.sequence);
             j.key("retire_prior_to").u64(n.retire_prior_to);
             j.key("connection_id_length").u64(n.id.len() as u64);
             j.key("connection_id").str(&hex(n.id.as_ref()));
             j.key("stateless_reset_token").str(&hex(&n.reset_token.0));
-            return close_frame(j);
         }
         Frame::RetireConnectionId(seq) => {
-            j.key("frame_type").str("retire_connection_id");
             j.key("sequence_number").u64(*seq);
-            return close_frame(j);
         }
-        Frame::PathChallenge(data) => {
-            j.key("frame_type").str("path_challenge");
+        Frame::PathChallenge(data) | Frame::PathResponse(data) => {
             j.key("data").str(&hex(data));
-            return close_frame(j);
-        }
-        Frame::PathResponse(data) => {
-            j.key("frame_type").str("path_response");
-            j.key("data").str(&hex(data));
-            return close_frame(j);
         }
         Frame::Close(c) => {
-            j.key("frame_type").str("connection_close");
-            match c.code {
-                CloseCode::Transport { code, .. } => {
-                    j.key("error_space").str("transport");
-                    j.key("raw_error_code").u64(code.0);
-                }
-                CloseCode::Application(code) => {
-                    j.key("error_space").str("application");
-                    j.key("raw_error_code").u64(code);
-                }
-            }
+            let (space, code) = match c.code {
+                CloseCode::Transport { code, .. } => ("transport", code.0),
+                CloseCode::Application(code) => ("application", code),
+            };
+            j.key("error_space").str(space);
+            j.key("raw_error_code").u64(code);
             j.key("reason").str(&String::from_utf8_lossy(&c.reason));
-            return close_frame(j);
         }
-        Frame::HandshakeDone => "handshake_done",
         Frame::Datagram(d) => {
-            j.key("frame_type").str("datagram");
             j.key("length").u64(d.data.len() as u64);
-            return close_frame(j);
         }
-    };
-    j.key("frame_type").str(name);
-    close_frame(j);
+    }
+    j.close('}');
 }
 
-fn close_frame(j: &mut Json) {
-    j.close('}');
+/// The qlog `frame_type` of a frame.
+fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Padding(_) => "padding",
+        Frame::Ping => "ping",
+        Frame::Ack(_) => "ack",
+        Frame::ResetStream(_) => "reset_stream",
+        Frame::StopSending(_) => "stop_sending",
+        Frame::Crypto(_) => "crypto",
+        Frame::NewToken(_) => "new_token",
+        Frame::Stream(_) => "stream",
+        Frame::MaxData(_) => "max_data",
+        Frame::MaxStreamData(_) => "max_stream_data",
+        Frame::MaxStreams(_) => "max_streams",
+        Frame::DataBlocked(_) => "data_blocked",
+        Frame::StreamDataBlocked(_) => "stream_data_blocked",
+        Frame::StreamsBlocked(_) => "streams_blocked",
+        Frame::NewConnectionId(_) => "new_connection_id",
+        Frame::RetireConnectionId(_) => "retire_connection_id",
+        Frame::PathChallenge(_) => "path_challenge",
+        Frame::PathResponse(_) => "path_response",
+        Frame::Close(_) => "connection_close",
+        Frame::HandshakeDone => "handshake_done",
+        Frame::Datagram(_) => "datagram",
+    }
 }
 
 /// A JSON text as a JSON-SEQ record (RFC 7464 §2.2).

@@ -123,14 +123,12 @@ impl MtuDiscovery {
         self.phase = Phase::Searching { tried_top: false };
     }
 
-    /// Lowers every size above `size` to it: the peer accepts no larger datagram (RFC 9000 §18.2), so a
-    /// configured starting size above that is cut down too.
+    /// Cuts the starting size down to `size` (at least the base), the largest datagram the peer accepts
+    /// (RFC 9000 §18.2). Called when the peer's parameters arrive, before [`start`](Self::start), which
+    /// bounds the search by them too.
     pub(crate) fn cap(&mut self, size: u16) {
-        self.base = self.base.min(size);
         self.start = self.start.min(size);
         self.current = self.current.min(size);
-        self.high = self.high.min(size);
-        self.upper = self.upper.min(size);
     }
 
     /// Goes back to the starting size on a new path (RFC 9000 §14.2.1: a new path's MTU is unknown) and

@@ -237,14 +237,20 @@ impl Connection {
         (space == SpaceId::Data
             && (self.streams.has_pending()
                 || !self.datagrams.send.is_empty()
-                || self.handshake_done_pending
-                || self.path_response.is_some()
-                || self.path_validation.as_ref().is_some_and(|v| v.pending)
-                || !self.local_cids.pending.is_empty()
-                || !self.retire_cids.is_empty()
-                || self.new_tokens.has_pending()))
+                || self.control_frames_pending()))
             || s.crypto_send.has_data()
             || s.ping_pending
+    }
+
+    /// Whether a frame of [`write_control_frames`](Self::write_control_frames) waits.
+    #[inline(always)]
+    fn control_frames_pending(&self) -> bool {
+        self.handshake_done_pending
+            || self.path_response.is_some()
+            || self.path_validation.as_ref().is_some_and(|v| v.pending)
+            || !self.local_cids.pending.is_empty()
+            || self.new_tokens.has_pending()
+            || !self.retire_cids.is_empty()
     }
 
     /// Builds one datagram of at most `limit` bytes at `buf[start..]`, coalescing a packet for each space
@@ -410,14 +416,8 @@ impl Connection {
             }
         } else if data_allowed {
             if space == SpaceId::Data {
-                // Nearly every packet has none of these: checked here, inline, before calling out.
-                let control_pending = self.handshake_done_pending
-                    || self.path_response.is_some()
-                    || self.path_validation.as_ref().is_some_and(|v| v.pending)
-                    || !self.local_cids.pending.is_empty()
-                    || self.new_tokens.has_pending()
-                    || !self.retire_cids.is_empty();
-                if control_pending {
+                // Nearly every packet has none of these: checked inline before calling out.
+                if self.control_frames_pending() {
                     path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
                 }
                 // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
