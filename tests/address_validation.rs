@@ -443,15 +443,19 @@ fn spoofed_retry_tokens_gain_nothing() {
             token[..token.len() - 1].to_vec(),
         ),
     ];
+    // None of these opens, so the server cannot tell them from another server's token that starts with
+    // b'R' by chance: each is no token (RFC 9000 §8.1.3), which under RetryPolicy::Always is a small
+    // Retry to the address the Initial came from, and no state.
     for (what, from, dcid, token) in &attempts {
         let out = inject(&mut server, now, *from, forged_initial(dcid, token));
-        assert!(
-            out.is_empty(),
-            "{what}: the server answered {} datagrams",
-            out.len()
-        );
+        let [retry] = &out[..] else {
+            panic!("{what}: the server answered {} datagrams", out.len())
+        };
+        assert!(retry.len() < 1200 / 3, "{what}: a Retry is small");
+        parse_retry(retry, dcid);
     }
-    // The token expires by the wall clock.
+    // The token expires by the wall clock: it opens, so it is surely ours, and the client, having
+    // followed our Retry, would ignore another: dropped (RFC 9000 §8.1.2).
     clock.advance(Duration::from_secs(11));
     let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
     assert!(out.is_empty(), "an expired token: answered");
@@ -460,13 +464,11 @@ fn spoofed_retry_tokens_gain_nothing() {
     let s = server.stats();
     assert_eq!(
         s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
-        6
+        1
     );
+    assert_eq!(s.tokens_ignored - before.tokens_ignored, 5);
     assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
-    assert_eq!(
-        s.retries_sent, 1,
-        "an invalid Retry token is not answered with another Retry"
-    );
+    assert_eq!(s.retries_sent, 6);
 
     // Garbage that is not of the Retry kind is no token at all: under RetryPolicy::Always, a Retry.
     let out = inject(
@@ -477,7 +479,7 @@ fn spoofed_retry_tokens_gain_nothing() {
     );
     assert_eq!(out.len(), 1);
     parse_retry(&out[0], &cid(0x33, 16));
-    assert_eq!(server.stats().tokens_ignored, 1);
+    assert_eq!(server.stats().tokens_ignored, 6);
     assert_eq!(server.stats().connections_active, 0);
 
     // The genuine token from the genuine address, in time: a connection, validated.
@@ -521,7 +523,8 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
         forged_initial(&cid(1, 16), &token),
     );
     parse_retry(&out[0], &cid(1, 16));
-    // Relabelled as a Retry token, from the right address: dropped, no state.
+    // Relabelled as a Retry token, from the right address: it does not open, so it is no token (RFC 9000
+    // §8.1.3): a Retry, no state.
     let mut relabelled = token.clone();
     relabelled[0] = b'R';
     let out = inject(
@@ -530,7 +533,7 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
         client_ip_new_port,
         forged_initial(&cid(2, 16), &relabelled),
     );
-    assert!(out.is_empty());
+    parse_retry(&out[0], &cid(2, 16));
     // Expired by the wall clock: a Retry again.
     clock.advance(Duration::from_secs(24 * 3600 + 1));
     let out = inject(
@@ -542,12 +545,9 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
     parse_retry(&out[0], &cid(3, 16));
     clock.rewind(Duration::from_secs(24 * 3600 + 1));
     let s = server.stats();
-    assert_eq!(s.retries_sent - before.retries_sent, 2);
-    assert_eq!(s.tokens_ignored - before.tokens_ignored, 2);
-    assert_eq!(
-        s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
-        1
-    );
+    assert_eq!(s.retries_sent - before.retries_sent, 3);
+    assert_eq!(s.tokens_ignored - before.tokens_ignored, 3);
+    assert_eq!(s.dropped_invalid_retry_token, before.dropped_invalid_retry_token);
     assert_eq!(s.connections_incoming, before.connections_incoming);
 
     // From the client's IP, another port, in time: validated, no Retry, a connection.
@@ -559,7 +559,7 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
     );
     assert!(!out.is_empty());
     let s = server.stats();
-    assert_eq!(s.retries_sent - before.retries_sent, 2);
+    assert_eq!(s.retries_sent - before.retries_sent, 3);
     assert_eq!(s.new_tokens_accepted - before.new_tokens_accepted, 1);
     assert_eq!(s.connections_incoming, before.connections_incoming + 1);
 
@@ -574,7 +574,7 @@ fn new_token_tokens_validate_only_their_address_and_kind() {
     let s = server.stats();
     assert_eq!(
         (s.new_token_replays, s.retries_sent - before.retries_sent),
-        (1, 3)
+        (1, 4)
     );
     assert_eq!(s.connections_incoming, before.connections_incoming + 1);
 }
@@ -721,5 +721,38 @@ fn new_token_survives_loss() {
             1,
             "seed {seed}: the client got the token"
         );
+    }
+}
+
+#[test]
+fn a_foreign_token_that_starts_like_a_retry_token_is_no_token() {
+    // RFC 9000 §8.1.3: a token the server cannot validate is treated as no token (with a Retry if the
+    // policy asks for one). A NEW_TOKEN token from another server may start with our Retry kind byte
+    // b'R' by chance; it does not open, so the server cannot know it for a Retry token of its own
+    // (§8.1.2's INVALID_TOKEN rule needs that knowledge), and must not drop the client's Initials.
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    for (retry, retries) in [(RetryPolicy::Never, 0), (RetryPolicy::Always, 1)] {
+        let server = QuicsandNode::server(server_addr(), server_config(&cert, retry, &clock), 40);
+        let store = RecordingStore::default();
+        let mut foreign = vec![b'R'];
+        foreign.extend_from_slice(&[0x5a; 60]);
+        *store.slot.lock().unwrap() = Some(Bytes::from(foreign));
+        let mut client = store.client(41);
+        client.connect(
+            epoch(),
+            ClientConfig::new(cert.client_tls(&[])),
+            server_addr(),
+            "localhost",
+        );
+        let mut p = Pair::new(Box::new(client), Box::new(server), 42);
+        assert!(
+            p.drive_until(Duration::from_secs(5), |p| p.both_connected()),
+            "{retry:?}: the client with a foreign token connects"
+        );
+        let s = stats(&mut p.server);
+        assert_eq!(s.dropped_invalid_retry_token, 0, "{retry:?}");
+        assert_eq!(s.retries_sent, retries, "{retry:?}");
+        assert_eq!(s.connections_incoming, 1, "{retry:?}");
     }
 }

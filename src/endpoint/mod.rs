@@ -141,13 +141,14 @@ pub struct EndpointStats {
     pub connections_retried: u64,
     /// Client Initials with a valid Retry token: their address is validated.
     pub retry_tokens_accepted: u64,
-    /// Client Initials dropped for a Retry token that did not validate (forged, expired, or bound to
-    /// another address or connection ID).
+    /// Client Initials dropped for a Retry token of ours that expired (one that does not open at all
+    /// counts in `tokens_ignored`).
     pub dropped_invalid_retry_token: u64,
     /// Client Initials with a valid NEW_TOKEN token: their address is validated.
     pub new_tokens_accepted: u64,
-    /// Client Initials with a token that is not a valid NEW_TOKEN token (expired, another address, not
-    /// ours): treated as carrying none (RFC 9000 §8.1.3).
+    /// Client Initials with a token that does not open (another address, port or connection ID, not
+    /// ours, whatever its kind byte) or an expired NEW_TOKEN token: treated as carrying none (RFC 9000
+    /// §8.1.3).
     pub tokens_ignored: u64,
     /// Client Initials with a NEW_TOKEN token used before: treated as carrying none (RFC 9000 §8.1.4).
     pub new_token_replays: u64,

@@ -235,6 +235,21 @@ impl TokenState {
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
     ) -> Option<(u64, Vec<u8>)> {
+        let (fresh, unique, rest) = self.open_any_age(config, now, token, remote, retry_scid, lifetime)?;
+        fresh.then_some((unique, rest))
+    }
+
+    /// [`open`](Self::open), also for a token too old or dated too far ahead: `Some` means the token
+    /// authenticates (it is one of ours), and its first field says whether its age is within `lifetime`.
+    fn open_any_age(
+        &mut self,
+        config: &TokenConfig,
+        now: Instant,
+        token: &[u8],
+        remote: SocketAddr,
+        retry_scid: Option<&ConnectionId>,
+        lifetime: Duration,
+    ) -> Option<(bool, u64, Vec<u8>)> {
         let (now_ms, clock) = self.time(config, now);
         let kind = *token.first()?;
         let aad = associated_data(kind, clock, remote, retry_scid);
@@ -244,7 +259,7 @@ impl TokenState {
         let unique = u64::from_le_bytes(r.read_array().ok()?);
         let fresh = issued <= now_ms.saturating_add(millis(MAX_FUTURE_SKEW))
             && now_ms.saturating_sub(issued) <= millis(lifetime);
-        fresh.then(|| (unique, r.read_rest().to_vec()))
+        Some((fresh, unique, r.read_rest().to_vec()))
     }
 
     /// Records the use of the NEW_TOKEN token with `unique`; false if it was used before.
@@ -309,10 +324,10 @@ impl Endpoint {
     /// Decides what a client's first Initial (already authenticated) gets, from its token and the Retry
     /// policy: a connection (`Some`), or a Retry or nothing (`None`, counted in the stats).
     ///
-    /// RFC 9000 §8.1.2: an invalid Retry token is dropped rather than answered with INVALID_TOKEN: the
-    /// client times out. Only a client that lost its address or an attacker gets there, and a drop costs
-    /// the server nothing. §8.1.3: a NEW_TOKEN token that does not validate only means the address is
-    /// not validated.
+    /// RFC 9000 §8.1.2: an expired Retry token (one that opens, so surely ours) is dropped rather than
+    /// answered with INVALID_TOKEN: the client times out. §8.1.3: any token that does not open, whatever
+    /// its kind byte, and a NEW_TOKEN token that does not validate only mean the address is not
+    /// validated.
     pub(super) fn admit(
         &mut self,
         now: Instant,
@@ -331,24 +346,33 @@ impl Endpoint {
             None => {}
             Some(&KIND_RETRY) => {
                 let lifetime = server.tokens.retry_token_lifetime;
-                let odcid = tokens
-                    .open(&server.tokens, now, token, remote, Some(&dcid), lifetime)
-                    .and_then(|(_, rest)| {
+                let opened = tokens.open_any_age(&server.tokens, now, token, remote, Some(&dcid), lifetime);
+                match opened {
+                    Some((fresh, _, rest)) => {
                         let mut r = Reader::new(&rest);
-                        ConnectionId::decode_prefixed(&mut r)
+                        let odcid = ConnectionId::decode_prefixed(&mut r)
                             .ok()
-                            .filter(|_| r.is_empty())
-                    });
-                let Some(original_dcid) = odcid else {
-                    self.stats.dropped_invalid_retry_token += 1;
-                    return None;
-                };
-                self.stats.retry_tokens_accepted += 1;
-                return Some(Admission {
-                    validated: true,
-                    original_dcid,
-                    retry_scid: Some(dcid),
-                });
+                            .filter(|_| fresh && r.is_empty());
+                        // Our own Retry token, expired: the client followed our Retry and would ignore
+                        // another, so the Initial is dropped (RFC 9000 §8.1.2 allows that).
+                        let Some(original_dcid) = odcid else {
+                            self.stats.dropped_invalid_retry_token += 1;
+                            return None;
+                        };
+                        self.stats.retry_tokens_accepted += 1;
+                        return Some(Admission {
+                            validated: true,
+                            original_dcid,
+                            retry_scid: Some(dcid),
+                        });
+                    }
+                    // A token that does not open may be another server's NEW_TOKEN token that starts
+                    // with our kind byte by chance: the kind byte is only authenticated by the AEAD, so
+                    // we cannot know it for a Retry token of ours. RFC 9000 §8.1.3: proceed as if the
+                    // client had no token (a Retry if the policy asks for one); dropping would leave
+                    // that client to time out on every Initial it sends with the token.
+                    None => self.stats.tokens_ignored += 1,
+                }
             }
             Some(_) => {
                 let lifetime = server.tokens.new_token_lifetime;
