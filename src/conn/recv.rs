@@ -93,14 +93,14 @@ impl Connection {
             } else {
                 datagram.split_to(len)
             };
-            let short = matches!(header, ProtectedHeader::Short { .. });
             match self.handle_packet(now, ecn, header, packet, path) {
                 Ok(()) => {}
                 Err(Some(error)) => {
                     self.close_with_error(now, error);
                     return;
                 }
-                Err(None) if short && tail.is_some_and(|t| self.matches_reset_token(&t)) => {
+                // RFC 9000 §10.3: any packet ending in the token is a reset, a long header too.
+                Err(None) if tail.is_some_and(|t| self.matches_reset_token(&t)) => {
                     self.on_stateless_reset(now);
                     return;
                 }

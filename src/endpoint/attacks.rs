@@ -886,6 +886,62 @@ fn a_reset_without_the_key_is_not_recognised() {
     assert_eq!(Pair::lost(&events), Some(&ConnectionError::TimedOut));
 }
 
+/// A datagram of `len` bytes that starts with `head` and ends with `token`.
+fn ending_with(head: &[u8], len: usize, token: &ResetToken) -> BytesMut {
+    let mut d = head.to_vec();
+    d.resize(len - ResetToken::LEN, 0x5c);
+    d.extend_from_slice(&token.0);
+    BytesMut::from(&d[..])
+}
+
+#[test]
+fn a_reset_in_any_header_form_is_recognised() {
+    // RFC 9000 §10.3: "endpoints MUST treat any packet ending in a valid stateless reset token as a
+    // Stateless Reset, as other QUIC versions might allow the use of a long header", and §10.3.1: the
+    // comparison MUST be made when the first packet cannot be associated with a connection or cannot be
+    // decrypted. Long headers of an unknown version, of version 1 to no connection, and (for a client
+    // with zero-length IDs, whose every datagram reaches its connection) of version 1 that fail to
+    // decrypt, must all be checked.
+    let unknown_version = [0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+    let v1_handshake = [0xe0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0x20];
+    let v1_handshake_no_dcid = [0xe0, 0, 0, 0, 1, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0x20];
+    for (what, zero_len_client, head) in [
+        ("an unknown version", false, &unknown_version[..]),
+        (
+            "a version 1 Handshake packet to no connection",
+            false,
+            &v1_handshake[..],
+        ),
+        (
+            "a version 1 Handshake packet to a zero-length ID",
+            true,
+            &v1_handshake_no_dcid[..],
+        ),
+    ] {
+        let mut client = EndpointConfig::with_seed(2);
+        if zero_len_client {
+            client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+        }
+        let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
+        p.run(Duration::from_secs(1));
+        p.client_events.clear();
+        let h = p.client.table.iter().next().unwrap().0;
+        let token = p.client.table.get(h).unwrap().conn.remote_reset_token.unwrap();
+        let from: SocketAddr = SERVER.parse().unwrap();
+        p.client
+            .handle_datagram(p.now, datagram(from, ending_with(head, 60, &token)));
+        while let Some((_, e)) = p.client.poll_event() {
+            p.client_events.push(e);
+        }
+        assert_eq!(
+            Pair::lost(&p.client_events),
+            Some(&ConnectionError::Reset),
+            "{what}: {:?}",
+            p.client_events
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Congestion control, pacing and path MTU discovery
 

@@ -442,7 +442,21 @@ impl Endpoint {
         if let Some(h) = self.route_short(&datagram.payload) {
             return self.deliver(now, h, datagram);
         }
-        match self.classify(&datagram) {
+        let decision = self.classify(&datagram);
+        // RFC 9000 §10.3: any packet ending in a valid stateless reset token is a stateless reset, a long
+        // header too (other versions may use one), and §10.3.1: the check is owed for a datagram whose
+        // first packet belongs to no connection. (Short headers to no connection are checked below.)
+        if matches!(
+            decision,
+            Decision::VersionNegotiation { .. }
+                | Decision::DropMalformed
+                | Decision::DropUnroutable
+                | Decision::DropUnsupportedVersion
+        ) && self.take_stateless_reset(now, &datagram.payload)
+        {
+            return;
+        }
+        match decision {
             Decision::Deliver(h) => self.deliver(now, h, datagram),
             Decision::Incoming { version, dcid, scid } => {
                 self.handle_incoming(now, datagram, version, dcid, scid)
@@ -455,6 +469,24 @@ impl Endpoint {
             Decision::UnroutableShort { dcid } => self.handle_unroutable_short(now, datagram, dcid),
             Decision::DropUnsupportedVersion => self.stats.dropped_unsupported_version += 1,
         }
+    }
+
+    /// Whether `payload`, routed to no connection, ends with the reset token of a connection's peer; if
+    /// so that connection was reset (RFC 9000 §10.3.1).
+    fn take_stateless_reset(&mut self, now: Instant, payload: &[u8]) -> bool {
+        let Some(h) = self.routes.reset_lookup(payload) else {
+            return false;
+        };
+        let Some(entry) = self.table.get_mut(h) else {
+            return false;
+        };
+        if !entry.conn.is_stateless_reset(payload) {
+            return false;
+        }
+        self.stats.stateless_resets_received += 1;
+        entry.conn.on_stateless_reset(now);
+        self.after_conn(h, false);
+        true
     }
 
     /// Hands `datagram` to connection `h`.
@@ -731,15 +763,8 @@ impl Endpoint {
     /// of a connection's peer, that connection was reset; otherwise it belongs to a connection this
     /// endpoint does not know (any more), and gets a stateless reset, rate-limited and always smaller.
     fn handle_unroutable_short(&mut self, now: Instant, datagram: Datagram, dcid: ConnectionId) {
-        if let Some(h) = self.routes.reset_lookup(&datagram.payload) {
-            if let Some(entry) = self.table.get_mut(h) {
-                if entry.conn.is_stateless_reset(&datagram.payload) {
-                    self.stats.stateless_resets_received += 1;
-                    entry.conn.on_stateless_reset(now);
-                    self.after_conn(h, false);
-                    return;
-                }
-            }
+        if self.take_stateless_reset(now, &datagram.payload) {
+            return;
         }
         self.stats.dropped_unroutable += 1;
         // Without connection IDs of our own there is no way to know what a packet is for.
