@@ -507,8 +507,10 @@ impl Connection {
     ) -> Result<Self, TransportError> {
         let mut params = local_params(transport, local_cid);
         params.original_destination_connection_id = Some(info.original_dcid);
-        // RFC 9000 §18.2: the server gives the reset token of its handshake connection ID.
-        params.stateless_reset_token = Some(info.reset_token);
+        // RFC 9000 §18.2: the server gives the reset token of its handshake connection ID; none for a
+        // zero-length ID (§10.3.2): derived from the empty ID, it would be every client's token, and a
+        // packet without an ID says nothing of its connection, so no reset is ever sent for it.
+        params.stateless_reset_token = (!local_cid.is_empty()).then_some(info.reset_token);
         // RFC 9000 §7.3: after a Retry, the server names the Retry's source connection ID too.
         params.retry_source_connection_id = info.retry_scid;
         #[cfg(not(fuzzing))]

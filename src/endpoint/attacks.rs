@@ -886,6 +886,24 @@ fn a_reset_without_the_key_is_not_recognised() {
     assert_eq!(Pair::lost(&events), Some(&ConnectionError::TimedOut));
 }
 
+#[test]
+fn a_server_with_zero_length_ids_gives_no_reset_token() {
+    // RFC 9000 §10.3.2: tokens derived from a static key and the connection ID cannot serve a zero-length
+    // ID, and "the same stateless reset token MUST NOT be used for multiple connection IDs". Derived from
+    // the empty ID, every client of the server would get the same token, and any of them could reset
+    // the others' connections with it. Such a server cannot send a reset anyway (a packet with no ID
+    // says nothing of its connection), so it gives no token.
+    let mut server = EndpointConfig::with_seed(1);
+    server.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    let p = Pair::with_endpoint_configs(server, EndpointConfig::with_seed(2));
+    let h = p.client.table.iter().next().unwrap().0;
+    let conn = &p.client.table.get(h).unwrap().conn;
+    assert!(conn.remote_cid.is_empty());
+    assert_eq!(conn.remote_reset_token, None);
+    let params = conn.peer_params.as_ref().unwrap();
+    assert_eq!(params.stateless_reset_token, None);
+}
+
 /// A datagram of `len` bytes that starts with `head` and ends with `token`.
 fn ending_with(head: &[u8], len: usize, token: &ResetToken) -> BytesMut {
     let mut d = head.to_vec();
