@@ -616,6 +616,12 @@ impl Connection {
         {
             return;
         }
+        // RFC 9000 §17.2.1: the server echoes both connection IDs of the client's Initial; one that
+        // does not was not made by anyone who saw it (routing only checked the DCID, and not at all for
+        // a zero-length one).
+        if header.dcid() != &self.local_cid || header.scid() != Some(&self.original_dcid) {
+            return;
+        }
         // RFC 9000 §6.2: a Version Negotiation listing the version in use is ignored.
         if header.versions(packet).any(|v| v == self.version) {
             return;

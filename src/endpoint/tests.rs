@@ -653,6 +653,44 @@ fn version_negotiation_after_a_retry_is_ignored() {
     );
 }
 
+#[test]
+fn version_negotiation_must_echo_the_clients_connection_ids() {
+    // RFC 9000 §17.2.1: a Version Negotiation echoes the client's SCID as its DCID and the client's first
+    // DCID as its SCID, which shows it answers the Initial it names. One that names another DCID was made
+    // by someone who did not see the Initial (and guessing the client's ID alone is easier than both:
+    // with zero-length client IDs there is nothing to guess): it is ignored; the echoing one still ends
+    // the attempt.
+    let now = at(0);
+    let server_addr = addr(443);
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let (out, _) = drive(&mut client, now);
+    let first = ProtectedHeader::decode(&out[0].1, 0).unwrap();
+    let (client_scid, client_dcid) = (*first.scid().unwrap(), *first.dcid());
+    let vn = |dcid: &[u8], scid: &[u8]| {
+        let mut vn = vec![0x80, 0, 0, 0, 0, dcid.len() as u8];
+        vn.extend_from_slice(dcid);
+        vn.push(scid.len() as u8);
+        vn.extend_from_slice(scid);
+        vn.extend_from_slice(&0x1a2a_3a4au32.to_be_bytes());
+        vn
+    };
+    let lost = |events: &[(ConnectionHandle, Event)]| {
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ConnectionLost { .. }))
+    };
+    client.handle_datagram(now, datagram(server_addr, &vn(&client_scid, &[7; 8])));
+    let (_, events) = drive(&mut client, now);
+    assert!(!lost(&events), "a forged SCID: {events:?}");
+    assert!(client.table.get(h).is_some());
+    client.handle_datagram(now, datagram(server_addr, &vn(&client_scid, &client_dcid)));
+    let (_, events) = drive(&mut client, now);
+    assert!(lost(&events), "the echoing one: {events:?}");
+}
+
 /// After a burst of connections has ended, the endpoint's queues and routing tables give their storage
 /// back (they kept their largest size for good: 37 MB after 100,000 connections).
 #[test]
