@@ -214,6 +214,11 @@ impl Assembler {
         self.chunks.insert(at, piece);
     }
 
+    /// Whether any byte is held that was not read yet (in order or beyond a gap).
+    pub(crate) fn has_unread(&self) -> bool {
+        !self.ready.is_empty() || !self.chunks.is_empty()
+    }
+
     /// The next in-order chunk, if the byte at the read offset has arrived.
     pub(crate) fn read(&mut self) -> Option<Bytes> {
         let data = self.ready.pop_front()?;

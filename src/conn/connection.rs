@@ -583,6 +583,15 @@ impl Connection {
                 }
             }
         }
+        // RFC 9001 §4.1.3: when TLS moves on from a level, CRYPTO data of that level it has not consumed
+        // (held beyond a gap: everything in order was just read) is a PROTOCOL_VIOLATION.
+        for space in [SpaceId::Initial, SpaceId::Handshake] {
+            if self.crypto_level_left(space) && self.spaces[space.index()].crypto_recv.has_unread() {
+                return Err(TransportError::protocol_violation(
+                    "CRYPTO data left unconsumed when TLS moved to the next level",
+                ));
+            }
+        }
         // A resuming client's TLS first reports the parameters remembered with its ticket (for 0-RTT,
         // RFC 9000 §7.4.1, which we don't send); the server's own arrive before its Finished, so the
         // client takes them once it has 1-RTT keys.
@@ -614,6 +623,21 @@ impl Connection {
             self.on_handshake_complete(now);
         }
         Ok(())
+    }
+
+    /// Whether TLS reads handshake data at a level above `space`'s (RFC 9001 §4.1.3): Initial once the
+    /// Handshake keys are installed (TLS then reads at the Handshake level on both sides; after a
+    /// HelloRetryRequest it still reads at Initial), Handshake once the client has 1-RTT keys (it got them
+    /// from the server's Finished) or the server's handshake is complete (it read the client's Finished;
+    /// its 1-RTT keys come earlier, for sending).
+    pub(crate) fn crypto_level_left(&self, space: SpaceId) -> bool {
+        match space {
+            SpaceId::Initial => self.write_space != SpaceId::Initial,
+            SpaceId::Handshake => {
+                self.one_rtt.is_some() && (self.side.is_client() || !self.session.is_handshaking())
+            }
+            SpaceId::Data => false,
+        }
     }
 
     /// RFC 9000 §7.3: the connection IDs in the transport parameters must match those on the wire.

@@ -351,11 +351,21 @@ impl Connection {
                 Frame::Crypto(c) => {
                     // RFC 9000 §7.5: at least 4096 bytes, whatever the configuration says.
                     let window = self.config.crypto_buffer_size.max(4096) as u64;
+                    let left = self.crypto_level_left(space);
                     // The space may have been discarded by an earlier frame of this very packet (the
                     // client's Finished confirms the handshake at the server).
                     let Some(s) = self.spaces.live_mut(space.index()) else {
                         continue;
                     };
+                    // RFC 9001 §4.1.3: at a level TLS no longer reads at, CRYPTO data may not extend past
+                    // the end of what was received (all of it read: see `drive_tls`), even beyond a gap,
+                    // where it would otherwise wait, unread, until the keys go.
+                    if left && c.offset.saturating_add(c.data.len() as u64) > s.crypto_recv.contiguous_end() {
+                        return Err(TransportError::protocol_violation(
+                            "CRYPTO data past the end of a level TLS has left",
+                        )
+                        .with_frame(ty));
+                    }
                     // RFC 9000 §7.5: a peer may not make us buffer more than we allow.
                     s.crypto_recv.insert(c.offset, c.data, window).map_err(|_| {
                         TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")

@@ -669,6 +669,100 @@ fn frames_forbidden_in_the_packet_type_are_a_protocol_violation() {
     }
 }
 
+/// A second connection from the pair's client, stopped halfway: the server read the ClientHello and sent
+/// its first flight (dropped here), so it reads at the Handshake level and its Initial space is live.
+fn mid_handshake_server(p: &mut Pair) -> super::ConnectionHandle {
+    let first = p.server_h.unwrap();
+    p.client
+        .connect(
+            p.now,
+            p.client_config.clone(),
+            SERVER.parse().unwrap(),
+            "localhost",
+        )
+        .unwrap();
+    let mut buf = Vec::new();
+    let from: SocketAddr = CLIENT.parse().unwrap();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            let datagram = Datagram {
+                remote: from,
+                local: None,
+                ecn: None,
+                payload: BytesMut::from(d),
+            };
+            p.server.handle_datagram(p.now, datagram);
+        }
+    }
+    assert!(!server_sends(p).is_empty(), "the server's first flight");
+    p.server
+        .table
+        .iter()
+        .map(|(h, _)| h)
+        .find(|&h| h != first)
+        .unwrap()
+}
+
+/// RFC 9001 §4.1.3: once TLS reads at the Handshake level, a CRYPTO frame in an Initial packet may not
+/// extend past the end of the Initial data already received, even beyond a gap (where it would only be
+/// buffered, never read).
+#[test]
+fn crypto_data_past_the_end_of_a_level_tls_left_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = mid_handshake_server(&mut p);
+    let now = p.now;
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    let end = conn.spaces[SpaceId::Initial.index()].crypto_recv.contiguous_end();
+    assert!(end > 0, "the ClientHello was read");
+    // A retransmission of what was read is fine.
+    conn.inject_frames_in(
+        now,
+        SpaceId::Initial,
+        &[Frame::Crypto(CryptoFrame {
+            offset: 0,
+            data: Bytes::from(vec![0; end as usize]),
+        })],
+    );
+    assert!(conn.close.is_none());
+    conn.inject_frames_in(
+        now,
+        SpaceId::Initial,
+        &[Frame::Crypto(CryptoFrame {
+            offset: end + 100,
+            data: Bytes::from_static(b"x"),
+        })],
+    );
+    p.server.after_conn(h, true);
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
+/// RFC 9001 §4.1.3: CRYPTO data of a level that TLS has not consumed when it moves past that level (here
+/// the client's Finished completes the server's handshake while out-of-order Handshake data waits beyond
+/// a gap) is a PROTOCOL_VIOLATION.
+#[test]
+fn unconsumed_crypto_data_when_tls_leaves_its_level_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = mid_handshake_server(&mut p);
+    let now = p.now;
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    conn.inject_frames_in(
+        now,
+        SpaceId::Handshake,
+        &[Frame::Crypto(CryptoFrame {
+            offset: 1000,
+            data: Bytes::from_static(b"x"),
+        })],
+    );
+    assert!(
+        conn.close.is_none(),
+        "data beyond a gap at the current level waits"
+    );
+    p.server.after_conn(h, true);
+    // The server's flight goes again on its PTO; the client answers with its Finished.
+    p.run(Duration::from_secs(5));
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
 #[test]
 fn oversized_crypto_data_is_crypto_buffer_exceeded() {
     let mut p = Pair::new(TransportConfig::default());
