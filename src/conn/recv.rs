@@ -151,6 +151,11 @@ impl Connection {
         if !self.handshake_complete && space == SpaceId::Data && self.side.is_server() {
             return Err(None);
         }
+        // RFC 9000 §17.2.2: a server's Initial packets have a zero Token Length; a client discards any
+        // other.
+        if self.side.is_client() && space == SpaceId::Initial && !header.token(&packet).is_empty() {
+            return Err(None);
+        }
         // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
         // with another Source Connection ID.
         if self.side.is_client()

@@ -760,3 +760,58 @@ fn the_event_queue_is_not_reallocated_every_round() {
     assert!(capacities[0] >= 3000, "{capacities:?}");
     assert!(capacities.iter().all(|&c| c == capacities[0]), "{capacities:?}");
 }
+
+/// RFC 9000 §17.2.2: Initial packets sent by a server carry no token; a client discards one that does (or
+/// closes with PROTOCOL_VIOLATION). Here the forged server Initial carries a CONNECTION_CLOSE, which must
+/// not end the connection.
+#[test]
+fn a_server_initial_with_a_token_is_discarded() {
+    use crate::wire::frame::{ConnectionClose, Frame};
+    use crate::wire::header::Header;
+    use crate::wire::packet_number::TruncatedPn;
+    use crate::wire::TransportError;
+
+    let now = at(0);
+    let server_addr = addr(443);
+    let mut client = client();
+    client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let (out, _) = drive(&mut client, now);
+    let first = ProtectedHeader::decode(&out[0].1, 0).unwrap();
+    let (client_dcid, client_scid) = (*first.dcid(), *first.scid().unwrap());
+    let forged = |token: &'static [u8]| {
+        let keys = crate::crypto::initial_keys(VERSION_1, &client_dcid, Side::Server).unwrap();
+        let header = Header::Initial {
+            version: VERSION_1,
+            dcid: client_scid,
+            scid: ConnectionId::new(&[0x5e; 8]).unwrap(),
+            token: bytes::Bytes::from_static(token),
+        };
+        let mut packet = Vec::new();
+        let enc = header.encode(TruncatedPn::truncate(0, 4), &mut packet);
+        Frame::Close(ConnectionClose::from(TransportError::protocol_violation(
+            "forged",
+        )))
+        .encode(&mut packet);
+        let tag = keys.local.packet.tag_len();
+        packet.resize(1200 - tag, 0);
+        packet.resize(1200, 0);
+        enc.set_length(&mut packet, 1200).unwrap();
+        keys.local.packet.seal(0, &mut packet, enc.header_len).unwrap();
+        keys.local.header.protect(enc.pn_offset, &mut packet).unwrap();
+        packet
+    };
+    let lost = |events: &Events| {
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ConnectionLost { .. }))
+    };
+    client.handle_datagram(now, datagram(server_addr, &forged(b"a token")));
+    let (_, events) = drive(&mut client, now);
+    assert!(!lost(&events), "{events:?}");
+    // The same packet without a token is processed: the forgery itself is sound.
+    client.handle_datagram(now, datagram(server_addr, &forged(b"")));
+    let (_, events) = drive(&mut client, now);
+    assert!(lost(&events), "{events:?}");
+}
