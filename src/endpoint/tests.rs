@@ -815,3 +815,69 @@ fn a_server_initial_with_a_token_is_discarded() {
     let (_, events) = drive(&mut client, now);
     assert!(lost(&events), "{events:?}");
 }
+
+/// RFC 9001 §4.7: a HelloRetryRequest (the client's key share is for a group the server does not take)
+/// keeps both sides at the Initial level for a second ClientHello; the handshake completes.
+#[test]
+fn a_hello_retry_request_handshake_completes() {
+    use rustls::crypto::ring::{default_provider, kx_group};
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let alpn = vec![b"x".to_vec()];
+    let with_groups =
+        |groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>| crate::crypto::tls::ConfigOptions {
+            provider: Some(Arc::new(rustls::crypto::CryptoProvider {
+                kx_groups: groups,
+                ..default_provider()
+            })),
+            ..Default::default()
+        };
+    let server_tls = crate::crypto::tls::server_config_with(
+        vec![ck.cert.der().clone()],
+        key,
+        alpn.clone(),
+        &with_groups(vec![kx_group::SECP256R1]),
+    )
+    .unwrap();
+    let client_tls = crate::crypto::tls::insecure_client_config_with(
+        alpn,
+        &with_groups(vec![kx_group::X25519, kx_group::SECP256R1]),
+    )
+    .unwrap();
+    let mut server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let mut client = client();
+    let (server_addr, client_addr) = (addr(443), addr(5000));
+    let mut now = at(0);
+    client
+        .connect(now, ClientConfig::new(client_tls), server_addr, "localhost")
+        .unwrap();
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let (out, ev) = drive(&mut client, now);
+        events.extend(ev.into_iter().map(|(_, e)| (Side::Client, e)));
+        for (t, d) in out {
+            for one in t.datagrams(&d) {
+                server.handle_datagram(now, datagram(client_addr, one));
+            }
+        }
+        let (out, ev) = drive(&mut server, now);
+        events.extend(ev.into_iter().map(|(_, e)| (Side::Server, e)));
+        for (t, d) in out {
+            for one in t.datagrams(&d) {
+                client.handle_datagram(now, datagram(server_addr, one));
+            }
+        }
+        now += Duration::from_millis(10);
+        client.handle_timeout(now);
+        server.handle_timeout(now);
+    }
+    for side in [Side::Client, Side::Server] {
+        assert!(events.contains(&(side, Event::Connected)), "{side:?}: {events:?}");
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ConnectionLost { .. })),
+        "{events:?}"
+    );
+}
