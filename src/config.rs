@@ -237,7 +237,8 @@ pub enum AcceptPolicy {
 /// Settings of a server endpoint.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The TLS configuration (certificate, key, ALPN); see [`crate::crypto::tls`] for helpers.
+    /// The TLS configuration (certificate, key, ALPN); see [`crate::crypto::tls`] for helpers. Its
+    /// `max_early_data_size` is taken as 0: the engine does not accept 0-RTT.
     pub tls: Arc<rustls::ServerConfig>,
     /// Transport settings for accepted connections.
     pub transport: TransportConfig,

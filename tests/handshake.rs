@@ -192,3 +192,72 @@ fn server_respects_the_amplification_limit() {
         "server sent {sent} bytes after receiving {first}"
     );
 }
+
+/// quicsand does not take 0-RTT. A server TLS configuration that allows early data (as quinn's own
+/// does) must not have rustls tell a resuming client its early data was accepted (RFC 9001 §4.6.2): the
+/// engine drops every 0-RTT packet, so the client would only learn through loss recovery that the data
+/// it sent in them is to be sent again. The same two connections to a quinn server with that
+/// configuration show that the client does resume and send early data.
+#[test]
+fn a_resuming_quinn_client_is_not_told_its_early_data_was_accepted() {
+    use common::quinn_node::QuinnNode;
+    let cert = TestCert::new();
+    let mut server_tls = (*cert.server_tls(&[])).clone();
+    server_tls.max_early_data_size = u32::MAX;
+    let server_tls = std::sync::Arc::new(server_tls);
+    for engine in [Engine::Quinn, Engine::Quicsand] {
+        let server: Box<dyn common::Node> = match engine {
+            Engine::Quinn => Box::new(QuinnNode::server_with_tls(
+                common::server_addr(),
+                server_tls.clone(),
+                13,
+            )),
+            Engine::Quicsand => Box::new(common::quicsand_node::QuicsandNode::server(
+                common::server_addr(),
+                quicsand::ServerConfig::new(server_tls.clone()),
+                13,
+            )),
+        };
+        // One client TLS configuration for both connections: the second resumes with the first's
+        // ticket.
+        let mut client_tls = (*cert.client_tls(&[])).clone();
+        client_tls.enable_early_data = true;
+        let client_tls = std::sync::Arc::new(client_tls);
+        let mut client = QuinnNode::client(common::client_addr(), 14);
+        client.connect(
+            common::epoch(),
+            common::server_addr(),
+            "localhost",
+            client_tls.clone(),
+        );
+        let mut p = Pair::new(Box::new(client), server, 15);
+        assert!(connect(&mut p, Duration::from_secs(5)));
+        // The session tickets arrive after the handshake.
+        p.drive(Duration::from_secs(1));
+        // The second connection from another quinn endpoint (the harness's IDs repeat per endpoint).
+        let mut client = QuinnNode::client(common::client_addr(), 16);
+        client.connect(p.now, common::server_addr(), "localhost", client_tls);
+        p.client = Box::new(client);
+        p.client_events.clear();
+        assert!(
+            p.drive_until(Duration::from_secs(5), |p| p
+                .client_events
+                .contains(&common::NodeEvent::Connected)),
+            "{engine:?}: client {:?} server {:?}",
+            p.client_events,
+            p.server_events
+        );
+        let conn = p
+            .client
+            .as_any()
+            .downcast_mut::<QuinnNode>()
+            .expect("a quinn client")
+            .live();
+        let early = (conn.has_0rtt(), conn.accepted_0rtt());
+        match engine {
+            Engine::Quinn => assert_eq!(early, (true, true), "the control: 0-RTT offered and taken"),
+            // The ticket does not offer early data, so none is sent and none is said to be accepted.
+            Engine::Quicsand => assert_eq!(early, (false, false), "0-RTT offered, accepted"),
+        }
+    }
+}

@@ -343,6 +343,7 @@ impl Endpoint {
 
     /// An endpoint with `config`; with a `server` configuration it accepts incoming connections.
     pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
+        let server = server.map(without_early_data);
         let mut rng = Rng::from_key(config.seed);
         let keys = KeyedState::new(&mut rng);
         let reset_key = ResetKey::new(&config.reset_key.unwrap_or_else(|| {
@@ -1099,3 +1100,16 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+/// `server` with a TLS configuration that does not offer early data. The engine does not take 0-RTT
+/// (its packets are dropped), so a configuration allowing it (`max_early_data_size`, as quinn's does)
+/// would have rustls tell a resuming client that its early data was accepted (RFC 9001 §4.6.2), and the
+/// client would find out only through loss recovery that it has to send that data again.
+fn without_early_data(mut server: ServerConfig) -> ServerConfig {
+    if server.tls.max_early_data_size != 0 {
+        let mut tls = (*server.tls).clone();
+        tls.max_early_data_size = 0;
+        server.tls = Arc::new(tls);
+    }
+    server
+}
