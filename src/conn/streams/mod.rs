@@ -617,6 +617,9 @@ impl Streams {
             return;
         }
         self.send_max_data = max;
+        // RFC 9000 §4.1, §19.12: a DATA_BLOCKED not yet sent reports a limit that is gone (sent now, it
+        // would carry the new limit, at which nothing is blocked).
+        self.data_blocked_pending = false;
         for id in std::mem::take(&mut self.conn_blocked) {
             if let Some(s) = self.streams.get_mut(&id) {
                 s.conn_listed = false;
@@ -635,6 +638,8 @@ impl Streams {
             return;
         }
         self.peer_max_streams[d] = count.min(MAX_STREAM_COUNT);
+        // RFC 9000 §4.6, §19.14: likewise a STREAMS_BLOCKED not yet sent.
+        self.streams_blocked_pending[d] = false;
         if self.open_blocked[d] {
             self.open_blocked[d] = false;
             self.events.push_back(StreamEvent::Available { dir });

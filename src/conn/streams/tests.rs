@@ -957,3 +957,48 @@ fn reused_stream_state_changes_nothing_visible() {
         }
     }
 }
+
+/// RFC 9000 §4.1, §4.6, §19.12, §19.14: DATA_BLOCKED and STREAMS_BLOCKED tell the peer the limit the
+/// sender is blocked at. One still waiting for room when the limit rises is stale: it is not sent, and
+/// least of all with the new limit, at which the sender is not blocked.
+#[test]
+fn blocked_frames_are_not_sent_once_the_limit_was_raised() {
+    let now = start();
+    // STREAMS_BLOCKED: an open fails at the limit, then MAX_STREAMS raises it before the next packet.
+    let cfg = StreamsConfig {
+        max_concurrent_bidi_streams: 1,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    c.open(Dir::Bi).unwrap();
+    assert_eq!(c.open(Dir::Bi), None);
+    c.on_max_streams(Dir::Bi, 5).unwrap();
+    assert_eq!(events(&mut c), [StreamEvent::Available { dir: Dir::Bi }]);
+    let sent: Vec<Frame> = packet(&mut c, now).map_or_else(Vec::new, |(p, _)| frames(&p));
+    assert!(
+        !sent.iter().any(|f| matches!(f, Frame::StreamsBlocked(_))),
+        "stale STREAMS_BLOCKED: {sent:?}"
+    );
+
+    // DATA_BLOCKED: found blocked in a packet with no room left for the frame, then MAX_DATA arrives.
+    let cfg = StreamsConfig {
+        receive_window: 20_000,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[1; 30_000]).unwrap();
+    // One STREAM frame (6 bytes of header) uses up the 20000 bytes of credit and leaves 3 bytes: enough
+    // to find the stream blocked, too few for DATA_BLOCKED(20000) (5 bytes).
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
+    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    c.on_max_data(40_000).unwrap();
+    let mut sent = Vec::new();
+    while let Some((p, _)) = packet(&mut c, now) {
+        sent.extend(frames(&p));
+    }
+    let blocked: Vec<&Frame> = sent.iter().filter(|f| matches!(f, Frame::DataBlocked(_))).collect();
+    assert!(blocked.is_empty(), "stale DATA_BLOCKED: {blocked:?}");
+}
