@@ -125,7 +125,9 @@ pub enum StreamEvent {
         /// The direction of the new streams.
         dir: Dir,
     },
-    /// The stream has data, its end or a reset to read. Not repeated until the application reads.
+    /// The stream has data, its end or a reset to read. Not repeated until the application reads, and
+    /// then only for data arriving after what is readable: read until [`ReadError::Blocked`], the end
+    /// (`Ok(None)`) or the reset, or keep track of a stream left with data to read.
     Readable {
         /// The stream.
         id: StreamId,
