@@ -196,6 +196,12 @@ impl TransportConfig {
     pub(crate) fn ack_delay_exponent(&self) -> u8 {
         self.ack_delay_exponent.min(20)
     }
+
+    /// `max_ack_delay` as announced (RFC 9000 §18.2: whole milliseconds, below 2^14), which is also what
+    /// the ACK timer waits for: §13.2.1 lets no ack-eliciting packet wait longer than the value announced.
+    pub(crate) fn announced_max_ack_delay(&self) -> Duration {
+        Duration::from_millis(self.max_ack_delay.as_millis().min((1 << 14) - 1) as u64)
+    }
 }
 
 impl Default for TransportConfig {

@@ -333,7 +333,7 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
         }),
         max_udp_payload_size: VarInt::from(config.max_udp_payload_size.max(1200)),
         ack_delay_exponent: VarInt::from(config.ack_delay_exponent()),
-        max_ack_delay: VarInt::saturating(config.max_ack_delay.as_millis().min((1 << 14) - 1) as u64),
+        max_ack_delay: VarInt::saturating(config.announced_max_ack_delay().as_millis() as u64),
         active_connection_id_limit: VarInt::saturating(config.connection_id_limit()),
         initial_source_connection_id: Some(local_cid),
         // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
@@ -369,7 +369,7 @@ impl Connection {
         rng: Rng,
     ) -> Result<Self, TransportError> {
         let ack_config = AckConfig {
-            max_ack_delay: config.max_ack_delay,
+            max_ack_delay: config.announced_max_ack_delay(),
             ack_eliciting_threshold: config.ack_eliciting_threshold,
             max_ack_ranges: config.max_ack_ranges.max(1),
             max_tracked_ranges: config.max_tracked_ack_ranges.max(1),

@@ -1336,3 +1336,37 @@ fn packet_numbers_stop_before_2_pow_62_within_a_batch() {
         .map(|e| e.conn.recovery.next_packet_number(SpaceId::Data));
     assert!(next.is_none_or(|n| n < 1 << 62), "sent up to pn {next:?}");
 }
+
+/// RFC 9000 §13.2.1: an ack-eliciting 1-RTT packet is acknowledged within the max_ack_delay we
+/// announced. The transport parameter is whole milliseconds below 2^14 (§18.2), so a configured value
+/// with a fraction of a millisecond, or one beyond that bound, must not be what the ACK timer waits for.
+#[test]
+fn the_ack_timer_keeps_the_max_ack_delay_we_announced() {
+    for configured in [Duration::from_micros(25_900), Duration::from_secs(20)] {
+        let server = TransportConfig {
+            max_ack_delay: configured,
+            // One more ack-eliciting packet must not make the ACK due at once (one may already wait).
+            ack_eliciting_threshold: 100,
+            ..TransportConfig::default()
+        };
+        let mut p = Pair::new(server);
+        let h = p.server_h.unwrap();
+        let now = p.now;
+        // What the client was told.
+        let announced = {
+            let client = p.client.table.iter().next().unwrap().1;
+            let params = client.conn.peer_params().expect("the server's transport parameters");
+            Duration::from_millis(params.max_ack_delay.into_inner())
+        };
+        assert!(announced < configured);
+        let received = &mut p.server.table.get_mut(h).unwrap().conn.spaces[SpaceId::Data.index()].received;
+        let pn = received.largest().map_or(0, |l| l + 1);
+        assert!(received.on_packet_received(pn, true, None, now));
+        let deadline = received.ack_deadline().expect("one ack-eliciting packet waits");
+        assert!(
+            deadline <= now + announced,
+            "configured {configured:?}: the ACK waits {:?}, {announced:?} announced",
+            deadline - now
+        );
+    }
+}
