@@ -200,8 +200,8 @@ pub(crate) struct Qlog {
     sink: Option<Box<dyn QlogSink>>,
     start: Instant,
     last: Option<Metrics>,
-    /// The ack_delay_exponent of our ACK frames and of the peer's, for ACK delays in milliseconds
-    /// (application space; Initial and Handshake ACKs use 3).
+    /// The ack_delay_exponent of our ACK frames and of the peer's, for ACK delays in milliseconds (the
+    /// peer's is 3 until its transport parameters are known, as when the receive path decodes them).
     ack_exponents: AckExponents,
 }
 
@@ -231,12 +231,12 @@ impl Qlog {
         }
     }
 
-    /// The ack_delay_exponent our application-space ACK frames use.
+    /// The ack_delay_exponent our ACK frames use.
     pub(crate) fn set_local_ack_exponent(&mut self, exponent: u8) {
         self.ack_exponents.local = exponent;
     }
 
-    /// The ack_delay_exponent of the peer's application-space ACK frames (its transport parameter).
+    /// The ack_delay_exponent of the peer's ACK frames (its transport parameter).
     pub(crate) fn set_peer_ack_exponent(&mut self, exponent: u8) {
         self.ack_exponents.peer = exponent;
     }
@@ -310,7 +310,7 @@ impl Qlog {
         payload: Option<&[u8]>,
     ) {
         let payload = Bytes::copy_from_slice(payload.unwrap_or_default());
-        let exponent = self.ack_exponent(space, self.ack_exponents.local);
+        let exponent = self.ack_exponents.local;
         self.packet_event(now, "transport:packet_sent", space, pn, len, &payload, exponent);
     }
 
@@ -326,7 +326,7 @@ impl Qlog {
         if !self.enabled() {
             return;
         }
-        let exponent = self.ack_exponent(space, self.ack_exponents.peer);
+        let exponent = self.ack_exponents.peer;
         self.packet_event(
             now,
             "transport:packet_received",
@@ -336,15 +336,6 @@ impl Qlog {
             payload,
             exponent,
         );
-    }
-
-    /// The exponent of an ACK frame in `space` whose sender's transport parameter is `exponent`.
-    fn ack_exponent(&self, space: SpaceId, exponent: u8) -> u8 {
-        if space == SpaceId::Data {
-            exponent
-        } else {
-            3
-        }
     }
 
     #[allow(clippy::too_many_arguments)]

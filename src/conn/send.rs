@@ -371,11 +371,10 @@ impl Connection {
         let mut path_probe = false;
 
         // ACK first: it is small and keeps the peer's recovery going (RFC 9000 §13.2).
-        let ack_exponent = if space == SpaceId::Data {
-            self.config.ack_delay_exponent()
-        } else {
-            3
-        };
+        // RFC 9000 §19.3: scaled by our announced exponent in every space (the peer decodes with it; in
+        // the Initial space, before it has our parameters, it assumes 3, and ignores the delay anyway,
+        // RFC 9002 §5.3).
+        let ack_exponent = self.config.ack_delay_exponent();
         // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
         // expected of probes too large for the path (and no ACK, which would be lost with it). The
         // challenge to an old path carries its PATH_CHALLENGE only.

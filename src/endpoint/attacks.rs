@@ -1355,7 +1355,10 @@ fn the_ack_timer_keeps_the_max_ack_delay_we_announced() {
         // What the client was told.
         let announced = {
             let client = p.client.table.iter().next().unwrap().1;
-            let params = client.conn.peer_params().expect("the server's transport parameters");
+            let params = client
+                .conn
+                .peer_params()
+                .expect("the server's transport parameters");
             Duration::from_millis(params.max_ack_delay.into_inner())
         };
         assert!(announced < configured);
@@ -1369,4 +1372,84 @@ fn the_ack_timer_keeps_the_max_ack_delay_we_announced() {
             deadline - now
         );
     }
+}
+
+/// Moves every datagram `src` has to send at `now` into `dst`, as from `from`.
+fn deliver_all(src: &mut Endpoint, dst: &mut Endpoint, now: std::time::Instant, from: &str) {
+    let mut buf = Vec::new();
+    let remote: SocketAddr = from.parse().unwrap();
+    while let Some(t) = src.poll_transmit(now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            dst.handle_datagram(now, datagram(remote, BytesMut::from(d)));
+        }
+    }
+}
+
+#[test]
+fn handshake_acks_are_scaled_by_the_announced_ack_delay_exponent() {
+    // RFC 9000 §19.3: the ACK Delay field is decoded with the ack_delay_exponent transport parameter of
+    // the frame's sender, in every packet number space (our receive side does so). A Handshake ACK was
+    // encoded with exponent 3 whatever we announced, so a peer read it 2^(exponent - 3) times too long.
+    let exponent = 10;
+    let transport = TransportConfig {
+        ack_delay_exponent: exponent,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start(
+        transport.clone(),
+        transport,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    let t0 = p.now;
+    deliver_all(&mut p.client, &mut p.server, t0, CLIENT);
+    deliver_all(&mut p.server, &mut p.client, t0, SERVER);
+    // The client acknowledges the server's Handshake packets 8 ms after they arrived.
+    let delay = Duration::from_millis(8);
+    let mut buf = Vec::new();
+    let mut datagrams = Vec::new();
+    while let Some(t) = p.client.poll_transmit(t0 + delay, &mut buf) {
+        datagrams.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
+    }
+    let h = p.server.table.iter().next().unwrap().0;
+    let server = &p.server.table.get(h).unwrap().conn;
+    let keys = server.spaces[SpaceId::Handshake.index()]
+        .keys
+        .as_ref()
+        .expect("the server's Handshake keys");
+    let mut ack_delays = Vec::new();
+    for d in &datagrams {
+        let mut rest = &d[..];
+        while !rest.is_empty() {
+            let header = ProtectedHeader::decode(rest, 8).unwrap();
+            let (packet, tail) = rest.split_at(header.len());
+            rest = tail;
+            if header.long_type() != Some(crate::wire::header::LongType::Handshake) {
+                continue;
+            }
+            let mut packet = packet.to_vec();
+            let pn_offset = header.pn_offset().unwrap();
+            keys.remote.header.unprotect(pn_offset, &mut packet).unwrap();
+            let plain = header.finish(&packet).unwrap();
+            let pn = plain.pn.expand(None);
+            let len = keys
+                .remote
+                .packet
+                .open(pn, &mut packet, plain.header_len)
+                .unwrap();
+            let mut r = crate::wire::Reader::new(&packet[plain.header_len..plain.header_len + len]);
+            while !r.is_empty() {
+                if let Frame::Ack(ack) = Frame::decode(&mut r).unwrap() {
+                    ack_delays.push(ack.delay);
+                }
+            }
+        }
+    }
+    let micros = delay.as_micros() as u64;
+    assert_eq!(
+        ack_delays,
+        vec![micros >> exponent],
+        "3 would give {}",
+        micros >> 3
+    );
 }
