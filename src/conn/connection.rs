@@ -1093,15 +1093,17 @@ impl Connection {
         if self.config.datagram_send_buffer == 0 {
             return Err(SendDatagramError::Disabled);
         }
+        // RFC 9221 §3: a value of 0 (the default) means the peer does not support DATAGRAM frames, and
+        // none may be sent; 1 leaves room for no frame (its type and length take 2 bytes).
         let peer = self
             .peer_params
             .as_ref()
             .and_then(|p| p.max_datagram_frame_size)
+            .map(VarInt::into_inner)
+            .filter(|&v| v >= 2)
             .ok_or(SendDatagramError::UnsupportedByPeer)?;
         // A DATAGRAM frame with a length field: type and up to 2 bytes of length (RFC 9221 §4).
-        let by_peer = usize::try_from(peer.into_inner())
-            .unwrap_or(usize::MAX)
-            .saturating_sub(3);
+        let by_peer = usize::try_from(peer).unwrap_or(usize::MAX).saturating_sub(3);
         // One short-header packet: first byte, DCID, up to 4 bytes of packet number, the AEAD tag.
         let by_packet = usize::from(self.path.mtu).saturating_sub(1 + self.remote_cid.len() + 4 + 16 + 3);
         Ok(by_peer.min(by_packet))

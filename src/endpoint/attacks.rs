@@ -1453,3 +1453,38 @@ fn handshake_acks_are_scaled_by_the_announced_ack_delay_exponent() {
         micros >> 3
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Unreliable datagrams (RFC 9221)
+
+/// Sets the max_datagram_frame_size the server's connection holds from the client (as if the client had
+/// announced `value`).
+fn client_announced_max_datagram_frame_size(p: &mut Pair, value: u64) {
+    let h = p.server_h.unwrap();
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    conn.peer_params.as_mut().unwrap().max_datagram_frame_size =
+        Some(crate::wire::VarInt::from_u64(value).unwrap());
+}
+
+#[test]
+fn a_peer_announcing_a_zero_max_datagram_frame_size_gets_no_datagram() {
+    // RFC 9221 §3: "The default for this parameter is 0, which indicates that the endpoint does not
+    // support DATAGRAM frames", and none may be sent until a non-zero value was received. A value of 1
+    // leaves room for no DATAGRAM frame at all (type and length take two bytes).
+    for value in [0, 1] {
+        let mut p = Pair::new(TransportConfig::default());
+        client_announced_max_datagram_frame_size(&mut p, value);
+        let h = p.server_h.unwrap();
+        let mut conn = p.server.conn(h).unwrap();
+        assert_eq!(
+            conn.max_datagram_size(),
+            Err(crate::SendDatagramError::UnsupportedByPeer),
+            "{value}"
+        );
+        assert_eq!(
+            conn.send_datagram(Bytes::new()),
+            Err(crate::SendDatagramError::UnsupportedByPeer),
+            "{value}"
+        );
+    }
+}
