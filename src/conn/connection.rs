@@ -322,6 +322,19 @@ pub(crate) enum Building {
     OldPathChallenge { dcid: ConnectionId, data: [u8; 8] },
 }
 
+/// The largest datagram payload whose DATAGRAM frame, with its length field, takes at most `room` bytes
+/// (RFC 9221 §4): the type byte, a variable-length integer of 1, 2, 4 or 8 bytes, the data. (The length
+/// field grows with the data: above 16383 bytes it takes 4.)
+fn datagram_payload_within(room: usize) -> Option<usize> {
+    [1, 2, 4, 8]
+        .into_iter()
+        .filter_map(|len_size| {
+            let data = room.checked_sub(1 + len_size)?;
+            (VarInt::size(data as u64) <= len_size).then_some(data)
+        })
+        .max()
+}
+
 /// The DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
 pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
 
@@ -1102,11 +1115,10 @@ impl Connection {
             .map(VarInt::into_inner)
             .filter(|&v| v >= 2)
             .ok_or(SendDatagramError::UnsupportedByPeer)?;
-        // A DATAGRAM frame with a length field: type and up to 2 bytes of length (RFC 9221 §4).
-        let by_peer = usize::try_from(peer).unwrap_or(usize::MAX).saturating_sub(3);
+        let by_peer = usize::try_from(peer).unwrap_or(usize::MAX);
         // One short-header packet: first byte, DCID, up to 4 bytes of packet number, the AEAD tag.
-        let by_packet = usize::from(self.path.mtu).saturating_sub(1 + self.remote_cid.len() + 4 + 16 + 3);
-        Ok(by_peer.min(by_packet))
+        let by_packet = usize::from(self.path.mtu).saturating_sub(1 + self.remote_cid.len() + 4 + 16);
+        datagram_payload_within(by_peer.min(by_packet)).ok_or(SendDatagramError::TooLarge { max: 0 })
     }
 
     /// Queues a datagram (RFC 9221); the oldest queued ones are dropped if the send buffer is full.

@@ -1488,3 +1488,42 @@ fn a_peer_announcing_a_zero_max_datagram_frame_size_gets_no_datagram() {
         );
     }
 }
+#[test]
+fn the_largest_datagram_fits_the_peers_limit_and_a_packet() {
+    // Above 16383 bytes a DATAGRAM frame's length field takes 4 bytes, not 2: the largest datagram
+    // offered must still make a frame within the peer's max_datagram_frame_size (RFC 9221 §3) and a
+    // packet within the path MTU (with the longest packet number, 4 bytes, and the AEAD tag).
+    let big = TransportConfig {
+        mtu: 30_000,
+        max_udp_payload_size: 30_000,
+        mtu_discovery: None,
+        ..TransportConfig::default()
+    };
+    for (peer_limit, mtu_bound) in [(20_000u64, false), (65_535, true)] {
+        let mut p = Pair::with(big.clone(), big.clone());
+        client_announced_max_datagram_frame_size(&mut p, peer_limit);
+        let h = p.server_h.unwrap();
+        let (mtu, cid_len) = {
+            let conn = &p.server.table.get(h).unwrap().conn;
+            (usize::from(conn.path.mtu), conn.remote_cid.len())
+        };
+        assert_eq!(mtu, 30_000);
+        let max = p.server.conn(h).unwrap().max_datagram_size().unwrap();
+        let frame = crate::wire::frame::Datagram {
+            data: Bytes::from(vec![0; max]),
+        }
+        .encoded_len(true);
+        assert!(frame as u64 <= peer_limit, "{max}: a {frame}-byte frame");
+        assert!(1 + cid_len + 4 + frame + 16 <= mtu, "{max}: a {frame}-byte frame");
+        // As large as allowed: one more byte would not fit.
+        let one_more = crate::wire::frame::Datagram {
+            data: Bytes::from(vec![0; max + 1]),
+        }
+        .encoded_len(true);
+        if mtu_bound {
+            assert!(1 + cid_len + 4 + one_more + 16 > mtu, "{max}");
+        } else {
+            assert!(one_more as u64 > peer_limit, "{max}");
+        }
+    }
+}
