@@ -72,12 +72,13 @@ impl Connection {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
         let local_ip = local_ip.or(self.path.local_ip);
-        // RFC 9000 §8.2.4: give up after three PTOs (the current path's, before any reset), and no sooner
-        // than 6 x the initial RTT.
-        let timeout = self
-            .pto()
-            .saturating_mul(3)
-            .max(self.config.initial_rtt.saturating_mul(6));
+        // RFC 9000 §8.2.4: give up after "three times the larger of the current PTO or the PTO for the
+        // new path (using kInitialRtt)": the current path's PTO before any reset, and the PTO of an RTT
+        // estimate that starts from the initial RTT (3 x initial RTT, with max_ack_delay).
+        let new_path_pto = RttEstimator::new(self.config.initial_rtt)
+            .pto_base()
+            .saturating_add(self.peer_max_ack_delay());
+        let timeout = self.pto().max(new_path_pto).saturating_mul(3);
         let mut validation = self.path_validation.take().map(|v| *v);
         let returning = |v: &mut PathValidation| v.previous.as_ref().is_some_and(|(p, _)| p.remote == remote);
         if let Some(v) = validation.take_if(returning) {

@@ -493,6 +493,40 @@ fn a_new_ip_restarts_the_rtt_estimate_and_a_new_port_keeps_it() {
 }
 
 #[test]
+fn path_validation_lasts_three_ptos_of_the_new_path() {
+    // RFC 9000 §8.2.4: the RECOMMENDED timeout is "three times the larger of the current PTO or the PTO
+    // for the new path (using kInitialRtt)", so that a lost PATH_CHALLENGE or PATH_RESPONSE does not fail
+    // the validation. A connection with a short RTT must still wait three PTOs computed from the initial
+    // RTT: smoothed_rtt + 4 * rttvar (rttvar = initial / 2) + max_ack_delay.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let initial = TransportConfig::default().initial_rtt;
+    let client_max_ack_delay = TransportConfig::default().max_ack_delay;
+    let pto_new_path = initial + 4 * (initial / 2) + client_max_ack_delay;
+    assert!(
+        p.server.table.get(h).unwrap().conn.pto() * 3 < pto_new_path,
+        "a short RTT"
+    );
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, "198.51.100.7:6000".parse().unwrap());
+    let deadline = p
+        .server
+        .table
+        .get(h)
+        .unwrap()
+        .conn
+        .path_validation_deadline()
+        .unwrap();
+    assert!(
+        deadline - p.now >= 3 * pto_new_path,
+        "{:?} < {:?}",
+        deadline - p.now,
+        3 * pto_new_path
+    );
+}
+
+#[test]
 fn a_failed_validation_with_nowhere_to_go_back_closes_silently() {
     // RFC 9000 §9.3.2: without a validated address to return to, the connection is closed silently.
     let mut p = Pair::new(TransportConfig::default());
