@@ -32,6 +32,9 @@ pub(crate) struct PathValidation {
     pub(crate) pending: bool,
     /// When validation is given up (RFC 9000 §8.2.4).
     pub(crate) deadline: Instant,
+    /// A PATH_CHALLENGE with `data` went out in a datagram of at least 1200 bytes. One held below that by
+    /// the anti-amplification limit validates the address but not the path MTU (RFC 9000 §8.2.1).
+    pub(crate) expanded: bool,
     /// The validated path the connection used before, to return to if this one fails (§9.3.2), with
     /// what the connection knew of it.
     pub(crate) previous: Option<(Path, PathState)>,
@@ -129,6 +132,7 @@ impl Connection {
             data,
             pending: true,
             deadline: later(now, timeout),
+            expanded: false,
             previous,
             old_path,
         }));
@@ -217,6 +221,14 @@ impl Connection {
     pub(crate) fn on_path_response(&mut self, data: [u8; 8]) {
         if self.path_validation.as_ref().is_some_and(|v| v.data == data) {
             self.path.validated = true;
+            // RFC 9000 §8.2.1, §8.2.3: a challenge sent in a datagram below 1200 bytes (held back by the
+            // anti-amplification limit, now lifted) validated the address, not the path MTU: a second
+            // validation, in a datagram of 1200 bytes, MUST follow (within the same deadline).
+            if let Some(v) = self.path_validation.as_mut().filter(|v| !v.expanded) {
+                self.rng.fill(&mut v.data);
+                v.pending = true;
+                return;
+            }
             let v = self.path_validation.take();
             self.end_old_path_challenge(v.and_then(|v| v.old_path));
         }

@@ -521,6 +521,18 @@ impl Connection {
             buf.truncate(packet_start);
             return None;
         }
+        // RFC 9000 §8.2.1: whether the path validation's challenge went in a datagram of 1200 bytes (the
+        // anti-amplification limit may have kept it smaller), which validates the path MTU too.
+        if path_probe && buf.len() - datagram_start >= MIN_INITIAL_DATAGRAM {
+            let challenge = sent.rare.as_ref().and_then(|r| r.path_challenge);
+            if let Some(v) = self
+                .path_validation
+                .as_mut()
+                .filter(|v| challenge == Some(v.data))
+            {
+                v.expanded = true;
+            }
+        }
         // The challenge to a path the peer left is sent once and forgotten: not in flight on the current
         // path, whose congestion control, RTT estimate and loss detection it must not touch (RFC 9000
         // §9.4); the peer's acknowledgement of it is ignored.

@@ -527,6 +527,74 @@ fn path_validation_lasts_three_ptos_of_the_new_path() {
 }
 
 #[test]
+fn a_path_validated_by_a_small_challenge_is_validated_again_with_1200_bytes() {
+    // The client's first packet from its new address is small (a PING): the anti-amplification limit
+    // lets the server's PATH_CHALLENGE go in a datagram below 1200 bytes only. RFC 9000 §8.2.1: "the path
+    // MTU will not be validated. To ensure that the path MTU is large enough, the endpoint MUST perform
+    // a second path validation by sending a PATH_CHALLENGE frame in a datagram of at least 1200 bytes."
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    let received: usize = client_to_server_from(&mut p, new).iter().map(|d| d.len()).sum();
+    assert!(3 * received < 1200, "a small first packet: {received}");
+    // Challenges the server sends to the new address, with the size of the datagram each went in.
+    let mut challenges = Vec::new();
+    let mut buf = Vec::new();
+    let end = p.now + Duration::from_secs(5);
+    loop {
+        let mut moved = false;
+        loop {
+            let pending = |p: &Pair| {
+                let conn = &p.server.table.get(h).unwrap().conn;
+                conn.path_validation.as_ref().map(|v| (v.data, v.pending))
+            };
+            let before = pending(&p);
+            let Some(t) = p.server.poll_transmit(p.now, &mut buf) else {
+                break;
+            };
+            if t.destination != new {
+                continue;
+            }
+            moved = true;
+            if let Some((data, true)) = before {
+                if pending(&p) != Some((data, true)) {
+                    challenges.push(t.datagrams(&buf).next().unwrap().len());
+                }
+            }
+            for d in t.datagrams(&buf) {
+                p.client
+                    .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
+            }
+        }
+        moved |= !client_to_server_from(&mut p, new).is_empty();
+        if moved {
+            continue;
+        }
+        let next = [p.client.poll_timeout(), p.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= end => {
+                p.now = p.now.max(t);
+                p.client.handle_timeout(p.now);
+                p.server.handle_timeout(p.now);
+            }
+            _ => break,
+        }
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, new);
+    assert!(conn.path.validated && conn.path_validation.is_none());
+    assert!(challenges.first().is_some_and(|&s| s < 1200), "{challenges:?}");
+    assert!(challenges.iter().any(|&s| s >= 1200), "{challenges:?}");
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
 fn a_failed_validation_with_nowhere_to_go_back_closes_silently() {
     // RFC 9000 §9.3.2: without a validated address to return to, the connection is closed silently.
     let mut p = Pair::new(TransportConfig::default());
