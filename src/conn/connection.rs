@@ -769,9 +769,15 @@ impl Connection {
         self.path.mtu = size;
         self.cc.set_max_datagram_size(size);
         if shrank {
-            if let Ok(max) = self.max_datagram_size() {
-                self.datagrams.drop_longer_than(max);
-            }
+            self.drop_unsendable_datagrams();
+        }
+    }
+
+    /// Drops (and counts) the queued datagrams larger than [`max_datagram_size`](Self::max_datagram_size)
+    /// now allows, after the room in a packet shrank: one that can never be sent would hold up the queue.
+    pub(crate) fn drop_unsendable_datagrams(&mut self) {
+        if let Ok(max) = self.max_datagram_size() {
+            self.datagrams.drop_longer_than(max);
         }
     }
 

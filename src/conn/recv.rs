@@ -593,9 +593,15 @@ impl Connection {
             if !self.peer_cids.is_empty() {
                 let (seq, cid, token) = self.peer_cids.remove(0);
                 let old = std::mem::replace(&mut self.remote_cid_seq, seq);
+                let longer = cid.len() > self.remote_cid.len();
                 self.remote_cid = cid;
                 self.set_remote_reset_token(Some(token));
                 self.queue_retire(old)?;
+                if longer {
+                    // IDs may differ in length (RFC 9000 §5.1): queued datagrams sized for the shorter one
+                    // that no longer fit a packet leave the queue, or they would block it for good.
+                    self.drop_unsendable_datagrams();
+                }
             }
         }
         // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR (the

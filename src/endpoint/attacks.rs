@@ -1629,3 +1629,36 @@ fn the_largest_datagram_fits_the_peers_limit_and_a_packet() {
         }
     }
 }
+
+#[test]
+fn a_longer_connection_id_from_the_peer_does_not_block_the_datagram_queue() {
+    // Connection IDs may differ in length (RFC 9000 §5.1, §19.15). A datagram queued at the largest size
+    // a packet with the peer's current ID carries no longer fits one once the peer retires that ID for a
+    // longer one: it must not stay at the head of the queue, holding back every datagram behind it.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let max = p.server.conn(h).unwrap().max_datagram_size().unwrap();
+    {
+        let mut conn = p.server.conn(h).unwrap();
+        conn.send_datagram(Bytes::from(vec![1; max])).unwrap();
+        conn.send_datagram(Bytes::from_static(b"small")).unwrap();
+    }
+    let long = Frame::NewConnectionId(NewConnectionId {
+        sequence: 10,
+        retire_prior_to: 10,
+        id: ConnectionId::new(&[7; 20]).unwrap(),
+        reset_token: ResetToken([10; 16]),
+    });
+    inject(&mut p, SpaceId::Data, &[long]);
+    assert_eq!(p.server.table.get(h).unwrap().conn.remote_cid.len(), 20);
+    for _ in 0..3 {
+        server_sends(&mut p);
+        p.now += Duration::from_millis(100);
+        p.server.handle_timeout(p.now);
+    }
+    let stats = p.server.conn(h).unwrap().stats();
+    assert_eq!(stats.datagram_frames_sent, 1, "{stats:?}");
+    assert_eq!(stats.datagrams_send_dropped, 1, "{stats:?}");
+    assert!(p.server.table.get(h).unwrap().conn.datagrams.send.is_empty());
+    assert_eq!(server_error(&mut p), None);
+}
