@@ -95,14 +95,15 @@ impl Datagrams {
         // The application was told when the queue last became non-empty and has not read since.
         let was_empty = self.recv.is_empty();
         let cost = data.len() + RECV_ENTRY_COST;
+        if cost > limit {
+            // It could never be stored: dropped alone, not after everything waiting was dropped for it.
+            self.recv_dropped += 1;
+            return false;
+        }
         while self.recv_bytes + cost > limit {
             let Some(old) = self.recv.pop_front() else { break };
             self.recv_bytes -= old.len() + RECV_ENTRY_COST;
             self.recv_dropped += 1;
-        }
-        if cost > limit {
-            self.recv_dropped += 1;
-            return false;
         }
         self.recv_bytes += cost;
         // A small datagram is copied out of the packet it came in, which it would otherwise keep alive
@@ -161,6 +162,18 @@ mod tests {
         );
         assert_eq!(d.recv_dropped, 1);
         assert_eq!(d.pop_recv().as_deref(), Some(&b"def"[..]));
+        assert_eq!(d.pop_recv(), None);
+    }
+
+    #[test]
+    fn a_datagram_larger_than_the_receive_limit_drops_only_itself() {
+        // One that could never be stored is dropped on arrival; the datagrams already waiting stay.
+        let mut d = Datagrams::default();
+        let limit = 100 + 2 * RECV_ENTRY_COST;
+        assert!(d.push_recv(Bytes::from_static(b"first"), limit));
+        assert!(!d.push_recv(Bytes::from(vec![0; 500]), limit));
+        assert_eq!(d.recv_dropped, 1);
+        assert_eq!(d.pop_recv().as_deref(), Some(&b"first"[..]));
         assert_eq!(d.pop_recv(), None);
     }
 
