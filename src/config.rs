@@ -174,8 +174,8 @@ pub struct TransportConfig {
     /// with 64 bytes more for its place in the queue (so that empty ones count too); the oldest are
     /// dropped beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
     pub datagram_receive_buffer: Option<usize>,
-    /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it. 0 disables
-    /// sending datagrams.
+    /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it, and a datagram
+    /// larger than it is refused. 0 disables sending datagrams.
     pub datagram_send_buffer: usize,
 }
 

@@ -1124,7 +1124,10 @@ impl Connection {
         let by_peer = usize::try_from(peer).unwrap_or(usize::MAX);
         // One short-header packet: first byte, DCID, up to 4 bytes of packet number, the AEAD tag.
         let by_packet = usize::from(self.path.mtu).saturating_sub(1 + self.remote_cid.len() + 4 + 16);
-        datagram_payload_within(by_peer.min(by_packet)).ok_or(SendDatagramError::TooLarge { max: 0 })
+        let max =
+            datagram_payload_within(by_peer.min(by_packet)).ok_or(SendDatagramError::TooLarge { max: 0 })?;
+        // Nor more than the send buffer holds: one larger would be queued over its bound.
+        Ok(max.min(self.config.datagram_send_buffer))
     }
 
     /// Queues a datagram (RFC 9221); the oldest queued ones are dropped if the send buffer is full.

@@ -1662,3 +1662,26 @@ fn a_longer_connection_id_from_the_peer_does_not_block_the_datagram_queue() {
     assert!(p.server.table.get(h).unwrap().conn.datagrams.send.is_empty());
     assert_eq!(server_error(&mut p), None);
 }
+
+#[test]
+fn a_datagram_larger_than_the_send_buffer_is_refused() {
+    // The send buffer bounds the bytes queued (`TransportConfig::datagram_send_buffer`): a datagram larger
+    // than all of it is refused, rather than queued over the bound after dropping everything waiting.
+    let server = TransportConfig {
+        datagram_send_buffer: 500,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(server);
+    let h = p.server_h.unwrap();
+    let mut conn = p.server.conn(h).unwrap();
+    assert_eq!(conn.max_datagram_size(), Ok(500));
+    conn.send_datagram(Bytes::from_static(b"waiting")).unwrap();
+    assert_eq!(
+        conn.send_datagram(Bytes::from(vec![0; 1000])),
+        Err(crate::SendDatagramError::TooLarge { max: 500 })
+    );
+    assert_eq!(conn.stats().datagrams_send_dropped, 0);
+    drop(conn);
+    let queued = &p.server.table.get(h).unwrap().conn.datagrams.send;
+    assert_eq!(queued.len(), 1);
+}
