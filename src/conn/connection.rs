@@ -318,8 +318,13 @@ pub(crate) enum Building {
     Ordinary,
     /// A path MTU probe: PING and PADDING (RFC 9000 §14.4).
     MtuProbe,
-    /// The PATH_CHALLENGE to the path the peer left, sent to `dcid` (RFC 9000 §9.3.3).
-    OldPathChallenge { dcid: ConnectionId, data: [u8; 8] },
+    /// The PATH_CHALLENGE to the path the peer left, sent to `dcid` (RFC 9000 §9.3.3), with the
+    /// PATH_RESPONSE owed to a challenge that came from there, if any (§8.2.2).
+    OldPathChallenge {
+        dcid: ConnectionId,
+        data: [u8; 8],
+        response: Option<[u8; 8]>,
+    },
 }
 
 /// The largest datagram payload whose DATAGRAM frame, with its length field, takes at most `room` bytes

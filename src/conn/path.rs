@@ -61,6 +61,9 @@ pub(crate) struct OldPathChallenge {
     pub(crate) data: [u8; 8],
     /// Still to be sent.
     pub(crate) pending: bool,
+    /// The answer to a PATH_CHALLENGE that came from this path before the peer moved, sent with it: a
+    /// PATH_RESPONSE goes on the path its challenge came from (RFC 9000 §8.2.2).
+    pub(crate) response: Option<[u8; 8]>,
     /// The peer's connection ID it is sent to, and that ID's sequence number.
     pub(crate) dcid: ConnectionId,
     pub(crate) dcid_seq: u64,
@@ -183,6 +186,7 @@ impl Connection {
             local_ip: old.local_ip,
             data,
             pending: true,
+            response: None,
             dcid,
             dcid_seq,
             spare,

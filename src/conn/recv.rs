@@ -290,7 +290,17 @@ impl Connection {
         if moved {
             if !probing && newest && space == SpaceId::Data {
                 // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
+                let left = self.path.remote;
                 self.migrate(now, *remote, local_ip, datagram_len);
+                if response_owed.is_some() && self.path_response == response_owed {
+                    // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
+                    // just left: with the challenge to that path if it is still to go, else not at all.
+                    let owed = self.path_response.take();
+                    let old_path = self.path_validation.as_mut().and_then(|v| v.old_path.as_mut());
+                    if let Some(c) = old_path.filter(|c| c.pending && c.remote == left) {
+                        c.response = owed;
+                    }
+                }
             } else if self.path_response != response_owed {
                 // A PATH_CHALLENGE probing another path: answering it on this path would be wrong, and
                 // probing a new path (active migration) is not supported: no answer.

@@ -136,6 +136,7 @@ impl Connection {
         self.building = Building::OldPathChallenge {
             dcid: c.dcid,
             data: c.data,
+            response: c.response,
         };
         let built = self.build_packet(
             now,
@@ -398,8 +399,11 @@ impl Connection {
         }
 
         let data_allowed = space != SpaceId::Data || !self.blocked || self.spaces[space.index()].probes > 0;
-        if let (true, Building::OldPathChallenge { data, .. }) = (special, self.building) {
+        if let (true, Building::OldPathChallenge { data, response, .. }) = (special, self.building) {
             Frame::PathChallenge(data).encode(buf);
+            if let Some(response) = response {
+                Frame::PathResponse(response).encode(buf);
+            }
             ack_eliciting = true;
             path_probe = true;
         } else if mtu_probe {

@@ -595,6 +595,40 @@ fn a_path_validated_by_a_small_challenge_is_validated_again_with_1200_bytes() {
 }
 
 #[test]
+fn a_path_response_goes_to_the_path_its_challenge_came_from() {
+    // RFC 9000 §8.2.2: "A PATH_RESPONSE frame MUST be sent on the network path where the PATH_CHALLENGE
+    // frame was received." A challenge from the client's address is still unanswered when a newer
+    // packet from another address moves the connection: the answer goes to the client's address.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    p.server.conn(h).unwrap().set_qlog(Box::new(tx));
+    inject(&mut p, SpaceId::Data, &[Frame::PathChallenge([0x5a; 8])]);
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    // The client's packet arrives before the server had a chance to send.
+    let mut buf = Vec::new();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            p.server.handle_datagram(p.now, datagram(new, BytesMut::from(d)));
+        }
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, new);
+    while rx.try_recv().is_ok() {}
+    let mut answered = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for record in rx.try_iter() {
+            let record = String::from_utf8(record).unwrap();
+            if record.contains("path_response") && record.contains(&"5a".repeat(8)) {
+                answered.push(t.destination);
+            }
+        }
+    }
+    assert_eq!(answered, vec![CLIENT.parse::<SocketAddr>().unwrap()]);
+}
+
+#[test]
 fn a_failed_validation_with_nowhere_to_go_back_closes_silently() {
     // RFC 9000 §9.3.2: without a validated address to return to, the connection is closed silently.
     let mut p = Pair::new(TransportConfig::default());
