@@ -999,6 +999,9 @@ fn blocked_frames_are_not_sent_once_the_limit_was_raised() {
     while let Some((p, _)) = packet(&mut c, now) {
         sent.extend(frames(&p));
     }
-    let blocked: Vec<&Frame> = sent.iter().filter(|f| matches!(f, Frame::DataBlocked(_))).collect();
+    let blocked: Vec<&Frame> = sent
+        .iter()
+        .filter(|f| matches!(f, Frame::DataBlocked(_)))
+        .collect();
     assert!(blocked.is_empty(), "stale DATA_BLOCKED: {blocked:?}");
 }
