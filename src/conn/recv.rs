@@ -9,6 +9,7 @@ use super::congestion::new_controller;
 use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
+use super::send::MIN_INITIAL_DATAGRAM;
 use super::spaces::{SentFrames, Spaces};
 use super::streams::Streams;
 use super::SpaceId;
@@ -142,6 +143,11 @@ impl Connection {
             ProtectedHeader::Short { .. } => SpaceId::Data,
         };
         if header.version().is_some_and(|v| v != self.version) {
+            return Err(None);
+        }
+        // RFC 9000 §14.1: a server discards an Initial packet carried in a datagram of less than 1200
+        // bytes: every one, not only the first (which the endpoint checks before creating the connection).
+        if self.side.is_server() && space == SpaceId::Initial && datagram_len < MIN_INITIAL_DATAGRAM {
             return Err(None);
         }
         // RFC 9001 §5.7: a server must not process 1-RTT packets before its handshake is complete (the

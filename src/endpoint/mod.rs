@@ -30,6 +30,8 @@ mod view;
 #[cfg(test)]
 mod attacks;
 #[cfg(test)]
+mod packets;
+#[cfg(test)]
 mod peer_errors;
 
 pub use handles::ConnectionHandle;
