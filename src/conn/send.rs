@@ -466,7 +466,12 @@ impl Connection {
                 s.probes = s.probes.saturating_sub(1);
             }
         }
-        if buf.len() == packet_start + enc.header_len {
+        // RFC 9000 §14.1: the last packet of a datagram that holds an Initial carries the padding that
+        // brings the datagram to 1200 bytes. With no frames of its own (say, a DATAGRAM too large to fit
+        // beside the handshake packets), it still goes, with PADDING only: the packets before it are
+        // already sealed, and the datagram would otherwise leave short.
+        let completes_datagram = must_pad && pad_to.is_some() && packet_start > datagram_start;
+        if buf.len() == packet_start + enc.header_len && !completes_datagram {
             buf.truncate(packet_start);
             return None;
         }

@@ -2,18 +2,18 @@
 //! real handshakes stepped one flight at a time, with forged packets where a peer would misbehave.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::peer_errors::{Pair, CLIENT};
+use super::peer_errors::{Pair, CLIENT, SERVER};
 use super::Endpoint;
 use crate::event::Event;
 use crate::wire::frame::{ConnectionClose, Frame};
-use crate::wire::header::{Header, ProtectedHeader, VERSION_1};
+use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
 use crate::wire::packet_number::TruncatedPn;
 use crate::wire::{ConnectionId, TransportError};
-use crate::{Datagram, EndpointConfig, Side, TransportConfig};
+use crate::{Datagram, EndpointConfig, RandomCidGenerator, Side, TransportConfig};
 
 /// Every datagram `from` sends now, each as its own buffer.
 fn sends(from: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
@@ -36,6 +36,21 @@ fn deliver(to: &mut Endpoint, now: Instant, from: &str, payload: &[u8]) {
             payload: BytesMut::from(payload),
         },
     );
+}
+
+/// The long-header types of the packets coalesced in `datagram` (short headers end the walk).
+fn long_types(datagram: &[u8]) -> Vec<LongType> {
+    let mut types = Vec::new();
+    let mut rest = datagram;
+    while let Ok(h) = ProtectedHeader::decode(rest, 8) {
+        let Some(ty) = h.long_type() else { break };
+        types.push(ty);
+        rest = &rest[h.len()..];
+        if rest.is_empty() {
+            break;
+        }
+    }
+    types
 }
 
 /// An Initial packet from the client, protected with the Initial keys of `odcid` (which anyone who saw
@@ -119,4 +134,72 @@ fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
         server_lost(&mut p),
         "the same Initial in a 1200-byte datagram is processed"
     );
+}
+
+/// RFC 9000 §14.1: every datagram of a client that carries an Initial packet is at least 1200 bytes,
+/// however the packets coalesced after the Initial turn out. Here the client's application queues a
+/// DATAGRAM of the largest size as soon as the handshake completes: the 1-RTT packet that was to carry
+/// the padding cannot hold it beside the Initial and Handshake packets, and is not built.
+#[test]
+fn a_client_initial_datagram_is_padded_when_its_last_packet_is_not_built() {
+    // Zero-length connection IDs: the client issues no NEW_CONNECTION_ID to fill
+    // the 1-RTT packet.
+    let mut client = EndpointConfig::with_seed(2);
+    client.cid_generator = Box::new(RandomCidGenerator::new(0));
+    let mut p = Pair::start(
+        TransportConfig::default(),
+        TransportConfig::default(),
+        EndpointConfig::with_seed(1),
+        client,
+    );
+    // A path of 100 ms round trip: the pacer has refilled by the time the server's flight arrives.
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now + Duration::from_millis(50), CLIENT, &d);
+    }
+    let now = now + Duration::from_millis(50);
+    let flight = sends(&mut p.server, now);
+    let now = now + Duration::from_millis(50);
+    for d in flight {
+        deliver(&mut p.client, now, SERVER, &d);
+    }
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        assert!(!conn.is_handshaking(), "the client has the server's whole flight");
+        let max = conn.max_datagram_size().unwrap();
+        conn.send_datagram(Bytes::from(vec![7; max])).unwrap();
+    }
+    let out = sends(&mut p.client, now);
+    let mut initials = 0;
+    for d in &out {
+        if long_types(d).contains(&LongType::Initial) {
+            initials += 1;
+            assert!(
+                d.len() >= 1200,
+                "a datagram with an Initial of {} bytes: {:?}",
+                d.len(),
+                long_types(d)
+            );
+        }
+    }
+    assert!(initials > 0, "the client acknowledges the server's Initial");
+    // The server takes the padded datagram (a 1-RTT packet of PADDING only is a valid packet), and the
+    // handshake completes.
+    for d in &out {
+        deliver(&mut p.server, now, CLIENT, d);
+    }
+    p.now = now;
+    p.run(Duration::from_secs(2));
+    assert!(
+        p.client_events.contains(&Event::Connected),
+        "{:?}",
+        p.client_events
+    );
+    assert!(
+        p.server_events.contains(&Event::Connected),
+        "{:?}",
+        p.server_events
+    );
+    assert!(!server_lost(&mut p));
 }
