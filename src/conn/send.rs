@@ -26,6 +26,10 @@ pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
 pub(crate) const MIN_INITIAL_DATAGRAM: usize = 1200;
 
+/// The largest long-header packet we build: its Length field, 2 bytes wide, counts up to 2^14 - 1
+/// (RFC 9000 §16, §17.2); the header before it only makes this a bound with room to spare.
+const MAX_LONG_HEADER_PACKET: usize = (1 << 14) - 1;
+
 /// Packet number 2^62 - 1, at which a sender must stop (RFC 9000 §12.3).
 const MAX_PACKET_NUMBER: u64 = (1 << 62) - 1;
 
@@ -358,6 +362,13 @@ impl Connection {
             },
         };
         let header_len = header.encoded_len(tpn);
+        // RFC 9000 §17.2: the Length field of our long headers is 2 bytes wide, so a long-header packet
+        // stays below 2^14 bytes, even when the MTU (configured up to 65527) is larger: `set_length`
+        // could not describe it, and the packet would go out unsealed.
+        let budget = match space {
+            SpaceId::Data => budget,
+            _ => budget.min(MAX_LONG_HEADER_PACKET),
+        };
         // Room for the header, a few bytes of frames and the tag; else the packet is not worth it.
         if budget < header_len + tag_len + 8 {
             return None;

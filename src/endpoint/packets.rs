@@ -203,3 +203,61 @@ fn a_client_initial_datagram_is_padded_when_its_last_packet_is_not_built() {
     );
     assert!(!server_lost(&mut p));
 }
+
+/// RFC 9000 §17.2: the Length field of a long header, which we write in 2 bytes, holds at most 16383.
+/// With a starting MTU above that (allowed up to 65527, say on loopback) and a certificate chain the
+/// server sends in more than one flight, a Handshake packet larger than the field can say must not be
+/// built: it would go out unsealed, and the handshake would stall on it.
+#[test]
+fn long_header_packets_stay_within_their_length_field() {
+    use crate::crypto::tls;
+    use crate::{ClientConfig, ServerConfig};
+    // About 24 KB of names: the server's Certificate takes several flights.
+    let names: Vec<String> = (0..1000).map(|i| format!("host-{i:04}.example.test")).collect();
+    let mut names_and_localhost = vec!["localhost".to_string()];
+    names_and_localhost.extend(names);
+    let ck = rcgen::generate_simple_self_signed(names_and_localhost).unwrap();
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    assert!(cert.len() > 20_000, "{}", cert.len());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let alpn = vec![b"test".to_vec()];
+    let transport = TransportConfig {
+        mtu: 65527,
+        max_udp_payload_size: 65527,
+        ..TransportConfig::default()
+    };
+    let mut server_config =
+        ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
+    server_config.transport = transport.clone();
+    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
+    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+    let now = crate::test_util::epoch();
+    let mut client_config = ClientConfig::new(tls::client_config(vec![cert], alpn).unwrap());
+    client_config.transport = transport;
+    client
+        .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
+        .unwrap();
+    let mut p = Pair {
+        now,
+        client,
+        server,
+        server_h: None,
+        client_events: Vec::new(),
+        server_events: Vec::new(),
+        client_config,
+    };
+    p.run(Duration::from_secs(2));
+    assert!(
+        p.client_events.contains(&Event::Connected),
+        "{:?}",
+        p.client_events
+    );
+    assert!(
+        p.server_events.contains(&Event::Connected),
+        "{:?}",
+        p.server_events
+    );
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let stats = p.client.conn(ch).unwrap().stats();
+    assert_eq!(stats.packets_dropped, 0, "{stats:?}");
+}
