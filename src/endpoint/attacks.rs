@@ -393,20 +393,8 @@ fn run_client_seen_as(p: &mut Pair, seen_as: SocketAddr, time: Duration) {
                 }
             }
         }
-        if moved {
-            continue;
-        }
-        let next = [p.client.poll_timeout(), p.server.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(t) if t <= end => {
-                p.now = p.now.max(t);
-                p.client.handle_timeout(p.now);
-                p.server.handle_timeout(p.now);
-            }
-            _ => return,
+        if !moved && !p.advance_to_next_deadline(end) {
+            return;
         }
     }
 }
@@ -570,20 +558,8 @@ fn a_path_validated_by_a_small_challenge_is_validated_again_with_1200_bytes() {
             }
         }
         moved |= !client_to_server_from(&mut p, new).is_empty();
-        if moved {
-            continue;
-        }
-        let next = [p.client.poll_timeout(), p.server.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(t) if t <= end => {
-                p.now = p.now.max(t);
-                p.client.handle_timeout(p.now);
-                p.server.handle_timeout(p.now);
-            }
-            _ => break,
+        if !moved && !p.advance_to_next_deadline(end) {
+            break;
         }
     }
     let conn = &p.server.table.get(h).unwrap().conn;

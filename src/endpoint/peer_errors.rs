@@ -143,21 +143,27 @@ impl Pair {
                 self.server_h.get_or_insert(h);
                 self.server_events.push(e);
             }
-            if moved {
-                continue;
+            if !moved && !self.advance_to_next_deadline(end) {
+                return;
             }
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.client.handle_timeout(self.now);
-                    self.server.handle_timeout(self.now);
-                }
-                _ => return,
+        }
+    }
+
+    /// Moves the clock to the earlier deadline of the two endpoints and runs their timers; false when
+    /// neither has one before `end`.
+    pub(super) fn advance_to_next_deadline(&mut self, end: Instant) -> bool {
+        let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= end => {
+                self.now = self.now.max(t);
+                self.client.handle_timeout(self.now);
+                self.server.handle_timeout(self.now);
+                true
             }
+            _ => false,
         }
     }
 
