@@ -570,6 +570,8 @@ fn a_path_validated_by_a_small_challenge_is_validated_again_with_1200_bytes() {
     assert_eq!(server_error(&mut p), None);
 }
 
+/// Reads the frames sent from the server's qlog, hence the feature.
+#[cfg(feature = "qlog")]
 #[test]
 fn a_path_response_goes_to_the_path_its_challenge_came_from() {
     // RFC 9000 §8.2.2: "A PATH_RESPONSE frame MUST be sent on the network path where the PATH_CHALLENGE
