@@ -14,7 +14,7 @@ use common::{epoch, NetRng, TestCert};
 use quicsand::wire::header::{LongType, ProtectedHeader, VERSION_1, VERSION_2};
 use quicsand::{
     AcceptPolicy, ClientConfig, ConnectionError, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event,
-    ServerConfig, StaleHandle, TransportConfig,
+    RetryError, ServerConfig, StaleHandle, TransportConfig,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -774,6 +774,58 @@ fn ask_policy_refuse_ends_the_client_with_refused() {
     assert_eq!(net.ep(server).stats().connections_active, 0);
     assert_eq!(net.ep(server).stats().connections_accepted, 0);
     assert_eq!(net.hosts[server].ep.refuse(net.now, sh), Err(StaleHandle(sh)));
+}
+
+/// A held connection the application closes instead of answering has sent its CONNECTION_CLOSE: it is
+/// no longer held. A Retry after that would contradict the packet the client already has (RFC 9000
+/// §17.2.5.2: a client that processed a packet from the server discards Retry), so `retry` refuses with
+/// `NotHeld`, and a later `accept` or `refuse` counts nothing: the connection was neither.
+#[test]
+fn a_held_connection_closed_by_the_application_is_no_longer_held() {
+    let cert = TestCert::new();
+    let mut net = Net::new(12);
+    let server = net.add(
+        server_addr(),
+        server_endpoint(&cert, 113, |s| s.accept = AcceptPolicy::Ask),
+    );
+    let client = net.add(client_addr(0), client_endpoint(213));
+    let ch = net.connect(client, client_config(&cert), server);
+    net.advance_to(at(50));
+    let sh = net.hosts[server].incoming()[0].0;
+    net.hosts[server].ep.close(net.now, sh, 9, b"go away").unwrap();
+    net.settle(server, false);
+    assert_eq!(
+        net.sent(server_addr(), client_addr(0)).len(),
+        1,
+        "the CONNECTION_CLOSE went out"
+    );
+    let now = net.now;
+    assert_eq!(net.hosts[server].ep.retry(now, sh), Err(RetryError::NotHeld));
+    net.hosts[server].ep.accept(now, sh).unwrap();
+    net.hosts[server].ep.refuse(now, sh).unwrap();
+    net.settle(server, false);
+    let s = net.ep(server).stats();
+    assert_eq!(
+        (
+            s.connections_accepted,
+            s.connections_refused,
+            s.connections_retried,
+            s.retries_sent
+        ),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
+    net.drive(Duration::from_secs(30));
+    assert_eq!(
+        net.hosts[server].lost(sh).map(|l| l.0),
+        Some(ConnectionError::LocallyClosed)
+    );
+    // RFC 9000 §10.2.3: in an Initial packet the application close is a bare APPLICATION_ERROR.
+    assert!(matches!(
+        net.hosts[client].lost(ch).map(|l| l.0),
+        Some(ConnectionError::ConnectionClosed { error }) if error.code == quicsand::wire::TransportErrorCode::APPLICATION_ERROR
+    ));
+    assert_eq!(net.ep(server).stats().connections_active, 0);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -975,6 +975,11 @@ impl Endpoint {
         while let Some(ev) = entry.conn.poll_event() {
             self.events.push_back((h, ev));
         }
+        // A held connection that closed (the application closed it, or the client broke the protocol)
+        // has sent or queued its CONNECTION_CLOSE: it can no longer be accepted, refused or retried.
+        if entry.held && entry.conn.is_closed() {
+            entry.held = false;
+        }
         if entry.conn.is_drained() {
             self.remove(h);
             return;
