@@ -828,6 +828,72 @@ fn a_held_connection_closed_by_the_application_is_no_longer_held() {
     assert_eq!(net.ep(server).stats().connections_active, 0);
 }
 
+/// A server whose first flight used up its anti-amplification allowance (RFC 9000 §8.1: three times
+/// what the client sent, here a large certificate chain) and that then refuses the connection must still
+/// get its CONNECTION_CLOSE out: the client's next datagrams raise the allowance while the server is
+/// closing, as they do before (RFC 9000 §10.2.1 answers them with the close). Otherwise the client, never
+/// told, waits for its idle timeout.
+#[test]
+fn a_refusal_at_the_amplification_limit_reaches_the_client() {
+    let names: Vec<String> = std::iter::once("localhost".to_string())
+        .chain((0..120).map(|i| format!("host-number-{i}.some-long-domain-name.example.com")))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (cert, key) = common::certs::self_signed(&names);
+    let cert = TestCert { cert, key };
+    let mut net = Net::new(13);
+    let server = net.add(server_addr(), server_endpoint(&cert, 114, |_| {}));
+    let client = net.add(client_addr(0), client_endpoint(214));
+    let ch = net.connect(client, client_config(&cert), server);
+    net.advance_to(at(10));
+    let sh = net.hosts[server].incoming()[0].0;
+    let received: usize = net
+        .sent(client_addr(0), server_addr())
+        .iter()
+        .map(|s| s.data.len())
+        .sum();
+    let sent: usize = net
+        .sent(server_addr(), client_addr(0))
+        .iter()
+        .map(|s| s.data.len())
+        .sum();
+    assert!(
+        sent + 1200 > 3 * received,
+        "the first flight leaves less than a datagram of allowance: sent {sent}, received {received}"
+    );
+    net.hosts[server].ep.refuse(net.now, sh).unwrap();
+    net.settle(server, false);
+    let refused_at = net.now;
+    net.drive(Duration::from_secs(60));
+    let (reason, when) = net.hosts[client].lost(ch).expect("the client's connection ended");
+    assert_eq!(reason, ConnectionError::Refused);
+    assert!(
+        when - refused_at < Duration::from_secs(1),
+        "told after {:?}",
+        when - refused_at
+    );
+    // The limit still holds: nothing the server sent exceeded three times what had reached it.
+    for s in net.sent(server_addr(), client_addr(0)) {
+        let arrived: usize = net
+            .sent(client_addr(0), server_addr())
+            .iter()
+            .filter(|c| c.delivered && c.at + net.latency <= s.at)
+            .map(|c| c.data.len())
+            .sum();
+        let sent_by_then: usize = net
+            .sent(server_addr(), client_addr(0))
+            .iter()
+            .filter(|x| x.at <= s.at)
+            .map(|x| x.data.len())
+            .sum();
+        assert!(
+            sent_by_then <= 3 * arrived,
+            "at {:?}: sent {sent_by_then} for {arrived} received",
+            s.at - epoch()
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 5. max_incoming_handshakes
 

@@ -37,6 +37,11 @@ impl Connection {
             // RFC 9000 §10.2.2: a draining endpoint sends nothing and processes nothing.
             State::Draining { .. } | State::Drained => return,
             State::Closing { .. } => {
+                // RFC 9000 §8.1: what the peer sends still raises the anti-amplification allowance; a
+                // server whose first flight used it up could otherwise never send its close.
+                if *remote == self.path.remote {
+                    self.on_datagram_received(datagram.len());
+                }
                 // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, at a decreasing rate.
                 if let Some(close) = &mut self.close {
                     close.received += 1;
