@@ -894,6 +894,47 @@ fn a_refusal_at_the_amplification_limit_reaches_the_client() {
     }
 }
 
+/// `stateless_resets_received` counts every stateless reset that ends a connection (RFC 9000 §10.3.1),
+/// whichever way the reset reached it: to no connection (routed by connection ID), or, for a client with
+/// zero-length connection IDs, routed by address to the connection itself, which finds the token when the
+/// packet fails to decrypt.
+#[test]
+fn stateless_resets_are_counted_however_they_are_routed() {
+    let cert = TestCert::new();
+    for client_cid_len in [8, 0] {
+        let mut net = Net::new(14);
+        let server_endpoint = |seed| {
+            let mut config = EndpointConfig::with_seed(seed);
+            config.reset_key = Some([7; 32]);
+            Endpoint::new(config, Some(ServerConfig::new(cert.server_tls(&[]))))
+        };
+        let server = net.add(server_addr(), server_endpoint(115));
+        let mut config = EndpointConfig::with_seed(215);
+        config.cid_generator = Box::new(quicsand::RandomCidGenerator::new(client_cid_len));
+        let client = net.add(client_addr(0), Endpoint::new(config, None));
+        let ch = net.connect(client, client_config(&cert), server);
+        assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+            .has(ch, &Event::HandshakeConfirmed)));
+        net.drive_until(Duration::from_millis(300), |_| false);
+        // The server restarts with the same reset key: it answers the client's next packet with a reset.
+        net.hosts[server].ep = server_endpoint(116);
+        net.ep(client).conn(ch).unwrap().ping();
+        net.settle(client, false);
+        net.drive(Duration::from_secs(10));
+        assert_eq!(net.ep(server).stats().stateless_resets_sent, 1);
+        assert_eq!(
+            net.hosts[client].lost(ch).map(|l| l.0),
+            Some(ConnectionError::Reset),
+            "client IDs of {client_cid_len} bytes"
+        );
+        assert_eq!(
+            net.ep(client).stats().stateless_resets_received,
+            1,
+            "client IDs of {client_cid_len} bytes"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 5. max_incoming_handshakes
 

@@ -44,6 +44,9 @@ pub(crate) enum EndpointEvent {
     ResetToken(Option<ResetToken>),
     /// The handshake finished (counts toward `max_incoming_handshakes`).
     HandshakeDone,
+    /// A stateless reset from the peer ended the connection (counted in the endpoint's stats, whether the
+    /// endpoint found the reset or the connection did).
+    StatelessReset,
 }
 
 /// Parameters of a new server-side connection, taken from the client's first Initial.
@@ -1088,6 +1091,7 @@ impl Connection {
             return;
         }
         tracing::debug!(side = ?self.side, "stateless reset received");
+        self.endpoint_events.push_back(EndpointEvent::StatelessReset);
         self.enter_draining(now, ConnectionError::Reset);
     }
 

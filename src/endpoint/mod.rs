@@ -486,7 +486,7 @@ impl Endpoint {
         if !entry.conn.is_stateless_reset(payload) {
             return false;
         }
-        self.stats.stateless_resets_received += 1;
+        // Counted through the connection's `EndpointEvent::StatelessReset`, as resets it finds itself.
         entry.conn.on_stateless_reset(now);
         self.after_conn(h, false);
         true
@@ -950,6 +950,7 @@ impl Endpoint {
                         }
                     }
                 }
+                EndpointEvent::StatelessReset => self.stats.stateless_resets_received += 1,
                 EndpointEvent::HandshakeDone => {
                     if std::mem::take(&mut entry.counts_as_handshake) {
                         self.handshakes = self.handshakes.saturating_sub(1);
