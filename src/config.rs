@@ -250,7 +250,9 @@ pub struct ServerConfig {
     pub transport: TransportConfig,
     /// Accept everything, or ask the caller.
     pub accept: AcceptPolicy,
-    /// Connections still in their handshake at once; beyond this, new ones are refused.
+    /// Connections still in their handshake at once; beyond this, the Initials of new ones are dropped
+    /// without an answer (counted in `EndpointStats::dropped_handshake_limit`): the client's
+    /// retransmissions get in once a slot is free, or the client times out.
     pub max_incoming_handshakes: usize,
     /// When a client's first Initial is answered with a Retry (RFC 9000 §8.1.2); changeable at run time
     /// with [`Endpoint::set_retry_policy`](crate::Endpoint::set_retry_policy).
