@@ -479,3 +479,56 @@ fn quicsand_client_echoes_through_quinn_server() {
     assert_eq!(client.datagrams_echoed, ECHO.datagrams);
     endpoint.close(0u32.into(), b"");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// GSO refused by the kernel
+
+/// A UDP socket on 127.0.0.1 whose GSO sends the kernel refuses: with `SO_NO_CHECK` (no UDP checksum)
+/// Linux fails every `sendmsg` carrying `UDP_SEGMENT` with EINVAL, as a device without segmentation
+/// offload fails it with EIO, while single datagrams still go out.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn socket_refusing_gso() -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let socket = std::net::UdpSocket::bind(localhost()).unwrap();
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+    socket
+}
+
+/// When the kernel refuses a GSO send (EIO or EINVAL: a device or kernel without segmentation offload),
+/// quinn-udp turns GSO off; the driver sends that transmit's datagrams again one by one instead of
+/// dropping them all, so nothing is lost to the fallback.
+#[cfg(target_os = "linux")]
+#[test]
+fn datagrams_of_a_refused_gso_send_go_out_one_by_one() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("gso-refused");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let tls = tls::client_config(vec![cert.cert.clone()], vec![b"echo".to_vec()]).unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::with_seed(33), None);
+    let mut driver = Driver::new(socket_refusing_gso(), endpoint).unwrap();
+    let now = Driver::now();
+    let conn = driver
+        .endpoint()
+        .connect(now, ClientConfig::new(tls), server.addr, "localhost")
+        .unwrap();
+    let mut client = EchoClient::new(conn, ECHO, now);
+    run_until(&mut driver, &mut client, deadline, "echo client without GSO");
+    assert!(client.all_ok(), "{}", client.json());
+    let stats = driver.stats();
+    assert_eq!(driver.max_gso_segments(), 1, "GSO was not turned off: {stats:?}");
+    assert_eq!(stats.send_errors, 0, "{stats:?}");
+    server.stop();
+}

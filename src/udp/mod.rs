@@ -388,6 +388,10 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// Sends one transmit, in as many GSO calls as the kernel's segment limit needs.
+///
+/// The limit is read again before each call: when the kernel refuses a GSO send (EIO or EINVAL, from a
+/// device or kernel without segmentation offload) quinn-udp lowers it to 1, and the refused segments go
+/// again one by one rather than being dropped.
 fn send(
     socket: &UdpSocket,
     state: &UdpSocketState,
@@ -396,11 +400,11 @@ fn send(
     contents: &[u8],
 ) -> io::Result<()> {
     let segment = t.segment_size.unwrap_or(contents.len()).max(1);
-    for chunk in contents.chunks(gso_chunk_len(
-        contents.len(),
-        t.segment_size,
-        state.max_gso_segments(),
-    )) {
+    let mut rest = contents;
+    while !rest.is_empty() {
+        let max_segments = state.max_gso_segments();
+        let len = gso_chunk_len(rest.len(), t.segment_size, max_segments).min(rest.len());
+        let (chunk, tail) = rest.split_at(len);
         let segments = chunk.len().div_ceil(segment);
         let transmit = quinn_udp::Transmit {
             destination: t.destination,
@@ -417,11 +421,18 @@ fn send(
                     stats.gso_batches += 1;
                 }
             }
+            // GSO was turned off by this failure: the same bytes again, in smaller calls. The limit only
+            // goes down, so this repeats at most once per segment limit.
+            Err(e) if segments > 1 && state.max_gso_segments() < max_segments => {
+                tracing::debug!(error = %e, "udp GSO send refused; sending its datagrams one by one");
+                continue;
+            }
             Err(e) => {
                 stats.send_errors += segments as u64;
                 tracing::debug!(error = %e, destination = %t.destination, "udp send error");
             }
         }
+        rest = tail;
     }
     Ok(())
 }
