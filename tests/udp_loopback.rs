@@ -532,3 +532,33 @@ fn datagrams_of_a_refused_gso_send_go_out_one_by_one() {
     assert_eq!(stats.send_errors, 0, "{stats:?}");
     server.stop();
 }
+
+// ---------------------------------------------------------------------------------------------------
+// hq-interop requests for what is not a regular file
+
+/// A request for a named pipe under the root is refused like any other non-file. Opening a FIFO for
+/// reading blocks until a writer comes, so a server that opens before it looks would stop, every
+/// connection with it, on one request.
+#[cfg(unix)]
+#[test]
+fn a_request_for_a_fifo_is_refused_without_blocking_the_server() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("fifo");
+    let fifo = root.0.join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let (mut driver, conn, now) = quicsand_client(server.addr, &cert.cert, b"hq-interop");
+    let downloads = vec![
+        Download::new("/pipe", Sink::Memory(Vec::new())),
+        Download::new("/big.bin", Sink::Discard),
+    ];
+    let mut client = HqClient::new(conn, downloads, now);
+    run_until(&mut driver, &mut client, deadline, "hq client asking for a FIFO");
+    assert_eq!(client.downloads[0].reset, Some(NOT_FOUND));
+    assert!(client.downloads[1].complete, "big.bin after the FIFO");
+    let stats = server.stop();
+    assert_eq!(stats.requests_refused, 1);
+    assert_eq!(stats.files_served, 1);
+}

@@ -172,7 +172,12 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// `path` opened for reading when it is a regular file. It is looked at before it is opened: opening a
+/// named pipe blocks until a writer comes, which would stop the whole server.
 fn open_file(path: &Path) -> Option<File> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = File::open(path).ok()?;
     file.metadata().ok()?.is_file().then_some(file)
 }
