@@ -562,3 +562,44 @@ fn a_request_for_a_fifo_is_refused_without_blocking_the_server() {
     assert_eq!(stats.requests_refused, 1);
     assert_eq!(stats.files_served, 1);
 }
+
+/// The root confines what is served: a symbolic link under it that points outside (here to a file in
+/// another directory) is refused like `..`, while a link that stays inside is followed.
+#[cfg(unix)]
+#[test]
+fn a_symlink_out_of_the_root_is_not_followed() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("symlink");
+    let outside = Root::new("symlink-outside");
+    std::fs::write(outside.0.join("secret.txt"), b"not for clients").unwrap();
+    std::os::unix::fs::symlink(outside.0.join("secret.txt"), root.0.join("secret.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside.0, root.0.join("out")).unwrap();
+    std::os::unix::fs::symlink(root.0.join("big.bin"), root.0.join("alias.bin")).unwrap();
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let (mut driver, conn, now) = quicsand_client(server.addr, &cert.cert, b"hq-interop");
+    let downloads = vec![
+        Download::new("/secret.txt", Sink::Memory(Vec::new())),
+        Download::new("/out/secret.txt", Sink::Memory(Vec::new())),
+        Download::new("/alias.bin", Sink::Discard),
+    ];
+    let mut client = HqClient::new(conn, downloads, now);
+    run_until(
+        &mut driver,
+        &mut client,
+        deadline,
+        "hq client asking through symlinks",
+    );
+    for d in &client.downloads[..2] {
+        assert_eq!(
+            d.reset,
+            Some(NOT_FOUND),
+            "{} was served: {} bytes",
+            d.path,
+            d.received
+        );
+        assert_eq!(d.received, 0);
+    }
+    assert!(client.downloads[2].complete, "a link inside the root is followed");
+    server.stop();
+}

@@ -84,7 +84,7 @@ impl HqStream {
         let request = std::mem::take(&mut self.request);
         let (code, file) = match parse_request(&request) {
             None => (BAD_REQUEST, None),
-            Some(path) => match root.and_then(|r| resolve(r, &path)).and_then(|p| open_file(&p)) {
+            Some(path) => match root.and_then(|r| resolve(r, &path).and_then(|p| open_file(r, &p))) {
                 Some(file) => {
                     tracing::debug!(?id, %path, "serving");
                     (0, Some(file))
@@ -172,13 +172,15 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// `path` opened for reading when it is a regular file. It is looked at before it is opened: opening a
-/// named pipe blocks until a writer comes, which would stop the whole server.
-fn open_file(path: &Path) -> Option<File> {
-    if !std::fs::metadata(path).ok()?.is_file() {
+/// `path` opened for reading when it is a regular file under `root` once symbolic links are followed (a
+/// link that leads out of the root is refused like `..`). It is looked at before it is opened: opening
+/// a named pipe blocks until a writer comes, which would stop the whole server.
+fn open_file(root: &Path, path: &Path) -> Option<File> {
+    let real = path.canonicalize().ok()?;
+    if !real.starts_with(root.canonicalize().ok()?) || !std::fs::metadata(&real).ok()?.is_file() {
         return None;
     }
-    let file = File::open(path).ok()?;
+    let file = File::open(&real).ok()?;
     file.metadata().ok()?.is_file().then_some(file)
 }
 
