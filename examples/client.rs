@@ -212,18 +212,25 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
         return Ok(client.all_ok());
     }
 
+    let paths: Vec<&str> = args.urls.iter().map(|u| u.path.as_str()).collect();
+    let files = match &args.output {
+        Some(dir) => {
+            let files = common::hq::output_files(dir, &paths)?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            files.into_iter().map(Some).collect()
+        }
+        None => vec![None; paths.len()],
+    };
     let mut downloads = Vec::new();
-    for u in &args.urls {
-        let sink = match &args.output {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                let path = dir.join(common::hq::file_name(&u.path));
-                let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                Sink::File(BufWriter::new(file))
+    for (path, file) in paths.iter().zip(files) {
+        let sink = match file {
+            Some(file) => {
+                let f = File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                Sink::File(BufWriter::new(f))
             }
             None => Sink::Discard,
         };
-        downloads.push(Download::new(&u.path, sink));
+        downloads.push(Download::new(path, sink));
     }
     let total = downloads.len();
     let mut client = HqClient::new(conn, downloads, started);

@@ -603,3 +603,19 @@ fn a_symlink_out_of_the_root_is_not_followed() {
     assert!(client.downloads[2].complete, "a link inside the root is followed");
     server.stop();
 }
+
+/// The client names each downloaded file after its path's last part: two paths with the same last part
+/// would write one file through two handles, leaving bytes of both (and exit status 0), so the client
+/// refuses such a list before it sends anything.
+#[test]
+fn downloads_that_would_share_an_output_file_are_refused() {
+    let dir = Path::new("/out");
+    let files = apps::hq::output_files(dir, &["/a.bin", "/x/b.bin", "/"]).unwrap();
+    assert_eq!(
+        files,
+        [dir.join("a.bin"), dir.join("b.bin"), dir.join("index.html")]
+    );
+    let clash = apps::hq::output_files(dir, &["/a.bin", "/sub/a.bin"]).unwrap_err();
+    assert!(clash.contains("a.bin"), "{clash}");
+    assert!(apps::hq::output_files(dir, &["/", "/index.html"]).is_err());
+}

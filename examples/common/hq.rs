@@ -430,3 +430,20 @@ pub fn file_name(path: &str) -> String {
         name.to_owned()
     }
 }
+
+/// The files under `dir` that downloads of `paths` are written to (see [`file_name`]), or an error
+/// naming the first file two of them would share: both would write it at once, through two handles.
+pub fn output_files(dir: &Path, paths: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let name = file_name(path);
+        if !seen.insert(name.clone()) {
+            return Err(format!(
+                "{path}: its file {name} would be written by another download too"
+            ));
+        }
+        files.push(dir.join(name));
+    }
+    Ok(files)
+}
