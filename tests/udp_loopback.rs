@@ -619,3 +619,54 @@ fn downloads_that_would_share_an_output_file_are_refused() {
     assert!(clash.contains("a.bin"), "{clash}");
     assert!(apps::hq::output_files(dir, &["/", "/index.html"]).is_err());
 }
+
+/// The echo client checks every byte it gets back, so an echoed datagram cut short is a failure: the
+/// server here (quinn) sends each datagram back without its second half.
+#[test]
+fn quicsand_echo_client_fails_on_a_shortened_datagram_echo() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let rt = runtime();
+    let (endpoint, addr) = rt.block_on(async {
+        let tls = tls::server_config(vec![cert.cert.clone()], cert.key.clone_key(), alpn()).unwrap();
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = quinn::Endpoint::server(config, localhost()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let accepting = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok(d) = conn.read_datagram().await {
+                        let _ = conn.send_datagram(d.slice(..d.len() / 2));
+                    }
+                });
+            }
+        });
+        (endpoint, addr)
+    });
+    let server_cert = cert.cert.clone();
+    let client = rt
+        .block_on(rt.spawn_blocking(move || {
+            let (mut driver, conn, now) = quicsand_client(addr, &server_cert, b"echo");
+            let workload = Workload {
+                streams: 0,
+                bytes: 0,
+                datagrams: 3,
+                seed: 1,
+            };
+            let mut client = EchoClient::new(conn, workload, now);
+            run_until(
+                &mut driver,
+                &mut client,
+                deadline,
+                "echo client, shortened echoes",
+            );
+            client
+        }))
+        .unwrap();
+    assert!(!client.all_ok(), "shortened echoes passed: {}", client.json());
+    assert_eq!(client.datagrams_echoed, 0, "{}", client.json());
+    endpoint.close(0u32.into(), b"");
+}

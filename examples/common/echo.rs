@@ -111,8 +111,8 @@ pub struct EchoClient {
     streams: Vec<ClientStream>,
     by_id: HashMap<StreamId, usize>,
     chunk: Vec<u8>,
-    /// Datagram index → (last sent, sends).
-    outstanding: BTreeMap<u32, (Instant, u32)>,
+    /// Datagram index → (last sent, sends, length).
+    outstanding: BTreeMap<u32, (Instant, u32, usize)>,
     next_datagram: u32,
     datagram_size: usize,
     /// Datagrams echoed intact.
@@ -267,8 +267,8 @@ impl EchoClient {
         }
     }
 
-    fn datagram(&self, index: u32) -> Vec<u8> {
-        let mut d = vec![0; self.datagram_size.max(4)];
+    fn datagram(&self, index: u32, len: usize) -> Vec<u8> {
+        let mut d = vec![0; len.max(4)];
         d[..4].copy_from_slice(&index.to_be_bytes());
         pattern::fill(self.workload.seed, u64::from(index) | 1 << 63, 0, &mut d[4..]);
         d
@@ -285,13 +285,14 @@ impl EchoClient {
         let overdue: Vec<u32> = self
             .outstanding
             .iter()
-            .filter(|(_, (at, _))| now.saturating_duration_since(*at) >= DATAGRAM_RESEND)
+            .filter(|(_, (at, _, _))| now.saturating_duration_since(*at) >= DATAGRAM_RESEND)
             .map(|(i, _)| *i)
             .collect();
         for index in overdue {
-            let Some((at, tries)) = self.outstanding.get_mut(&index) else {
+            let Some((at, tries, len)) = self.outstanding.get_mut(&index) else {
                 continue;
             };
+            let len = *len;
             if *tries >= DATAGRAM_TRIES {
                 self.outstanding.remove(&index);
                 self.datagrams_lost += 1;
@@ -300,13 +301,14 @@ impl EchoClient {
             *at = now;
             *tries += 1;
             self.datagrams_resent += 1;
-            let _ = c.send_datagram(Bytes::from(self.datagram(index)));
+            let _ = c.send_datagram(Bytes::from(self.datagram(index, len)));
         }
         while self.outstanding.len() < DATAGRAM_WINDOW && self.next_datagram < self.workload.datagrams {
             let index = self.next_datagram;
-            c.send_datagram(Bytes::from(self.datagram(index)))
+            let len = self.datagram_size.max(4);
+            c.send_datagram(Bytes::from(self.datagram(index, len)))
                 .map_err(|e| format!("datagram {index}: {e}"))?;
-            self.outstanding.insert(index, (now, 1));
+            self.outstanding.insert(index, (now, 1, len));
             self.next_datagram += 1;
         }
         Ok(())
@@ -322,8 +324,13 @@ impl EchoClient {
                     .get_or_insert("a datagram shorter than its index".into());
                 continue;
             };
-            if self.outstanding.remove(&index).is_none() {
+            let Some((_, _, len)) = self.outstanding.remove(&index) else {
                 // A duplicate echo of a datagram sent twice, or one given up on.
+                continue;
+            };
+            if d.len() != len {
+                self.error
+                    .get_or_insert(format!("datagram {index}: {} bytes came back of {len}", d.len()));
                 continue;
             }
             let id = u64::from(index) | 1 << 63;
@@ -448,7 +455,7 @@ impl Handler for EchoClient {
         }
         self.outstanding
             .values()
-            .map(|(at, _)| *at + DATAGRAM_RESEND)
+            .map(|(at, _, _)| *at + DATAGRAM_RESEND)
             .min()
     }
 }
