@@ -27,8 +27,10 @@ pub enum Event {
     /// A DATAGRAM arrived while none was waiting (RFC 9221); read them with
     /// [`ConnRef::recv_datagram`](crate::ConnRef::recv_datagram).
     DatagramReceived,
-    /// The connection is over. Its handle stays valid until the closing or draining period ends; a
-    /// connection that ends without one (an idle timeout, a silent close) is freed at once,
+    /// The connection is over, and this is its last event: the stream events of data that arrived
+    /// before the end (in the very packet that closed it, say) come first, and that data can still be
+    /// read while the handle is valid. The handle stays valid until the closing or draining period
+    /// ends; a connection that ends without one (an idle timeout, a silent close) is freed at once,
     /// and its handle is stale from then on.
     ConnectionLost {
         /// Why.

@@ -1166,6 +1166,14 @@ impl Connection {
 
     /// The next application event: the connection's own first, then stream events.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        // The connection's end comes after the stream events of what arrived before it: a peer may send
+        // its last data and its CONNECTION_CLOSE in one packet, and that data stays readable while the
+        // connection drains, but an application stops polling a connection it was told is lost.
+        if matches!(self.events.front(), Some(Event::ConnectionLost { .. })) {
+            if let Some(e) = self.streams.poll_event() {
+                return Some(Event::Stream(e));
+            }
+        }
         if let Some(e) = self.events.pop_front() {
             return Some(e);
         }

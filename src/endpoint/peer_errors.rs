@@ -319,3 +319,45 @@ fn a_huge_idle_timeout_from_the_peer_is_harmless() {
         .poll_timeout()
         .is_some_and(|t| t > p.now + Duration::from_secs(3600)));
 }
+
+#[test]
+fn stream_data_in_the_packet_that_closes_the_connection_is_announced_before_the_end() {
+    // A peer may send its last data and its CONNECTION_CLOSE in one packet (a server answering and
+    // hanging up). The data is still readable while the connection drains; its Readable event must come
+    // before ConnectionLost, after which the application stops polling the connection.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let id = client_bidi(0);
+    let close = Frame::Close(crate::wire::frame::ConnectionClose {
+        code: crate::wire::frame::CloseCode::Application(7),
+        reason: Bytes::new(),
+    });
+    p.server_events.clear();
+    let now = p.now;
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .inject_frames(now, &[stream(id, 0, 100, true), close]);
+    p.server.after_conn(h, true);
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    let readable = p
+        .server_events
+        .iter()
+        .position(|e| *e == Event::Stream(crate::StreamEvent::Readable { id }));
+    let lost = p
+        .server_events
+        .iter()
+        .position(|e| matches!(e, Event::ConnectionLost { .. }));
+    assert!(
+        matches!((readable, lost), (Some(r), Some(l)) if r < l),
+        "{:?}",
+        p.server_events
+    );
+    let mut buf = [0u8; 200];
+    let mut conn = p.server.conn(h).unwrap();
+    assert_eq!(conn.stream(id).read(&mut buf), Ok(Some(100)));
+}
