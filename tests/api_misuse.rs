@@ -155,6 +155,10 @@ fn stream_and_datagram_calls_after_close_report_an_error() {
         Err(quicsand::WriteError::ConnectionClosed)
     );
     assert_eq!(
+        conn.stream(id).reset(1),
+        Err(quicsand::WriteError::ConnectionClosed)
+    );
+    assert_eq!(
         conn.send_datagram(Bytes::from_static(b"x")),
         Err(quicsand::SendDatagramError::ConnectionClosed)
     );

@@ -255,9 +255,11 @@ impl StreamRef<'_, '_> {
     }
 
     /// Abandons sending with an application error code (RESET_STREAM, RFC 9000 §19.4); one of 2^62 or
-    /// more is sent as 2^62 - 1.
+    /// more is sent as 2^62 - 1. [`WriteError::ConnectionClosed`] once the connection is closing, as
+    /// for writes: no RESET_STREAM would go out.
     pub fn reset(&mut self, code: u64) -> Result<(), WriteError> {
-        self.conn.connection_mut().streams.reset(self.id, wire_code(code))
+        let id = self.id;
+        self.sending()?.streams.reset(id, wire_code(code))
     }
 
     /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5);
