@@ -12,7 +12,7 @@
 //! offer).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::congestion::{new_controller, CongestionController};
 use super::connection::{later, Connection, Path};
@@ -78,13 +78,7 @@ impl Connection {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
         let local_ip = local_ip.or(self.path.local_ip);
-        // RFC 9000 §8.2.4: give up after "three times the larger of the current PTO or the PTO for the
-        // new path (using kInitialRtt)": the current path's PTO before any reset, and the PTO of an RTT
-        // estimate that starts from the initial RTT (3 x initial RTT, with max_ack_delay).
-        let new_path_pto = RttEstimator::new(self.config.initial_rtt)
-            .pto_base()
-            .saturating_add(self.peer_max_ack_delay());
-        let timeout = self.pto().max(new_path_pto).saturating_mul(3);
+        let timeout = self.path_validation_timeout();
         let mut validation = self.path_validation.take().map(|v| *v);
         let returning = |v: &mut PathValidation| v.previous.as_ref().is_some_and(|(p, _)| p.remote == remote);
         if let Some(v) = validation.take_if(returning) {
@@ -221,16 +215,29 @@ impl Connection {
         }
     }
 
+    /// How long a path validation may take (RFC 9000 §8.2.4): "three times the larger of the current PTO
+    /// or the PTO for the new path (using kInitialRtt)": the current path's PTO before any reset, and the
+    /// PTO of an RTT estimate that starts from the initial RTT (3 x initial RTT, with max_ack_delay).
+    fn path_validation_timeout(&self) -> Duration {
+        let new_path_pto = RttEstimator::new(self.config.initial_rtt)
+            .pto_base()
+            .saturating_add(self.peer_max_ack_delay());
+        self.pto().max(new_path_pto).saturating_mul(3)
+    }
+
     /// PATH_RESPONSE (RFC 9000 §8.2.2): the path is validated if it echoes our challenge.
-    pub(crate) fn on_path_response(&mut self, data: [u8; 8]) {
+    pub(crate) fn on_path_response(&mut self, now: Instant, data: [u8; 8]) {
         if self.path_validation.as_ref().is_some_and(|v| v.data == data) {
             self.path.validated = true;
             // RFC 9000 §8.2.1, §8.2.3: a challenge sent in a datagram below 1200 bytes (held back by the
             // anti-amplification limit, now lifted) validated the address, not the path MTU: a second
-            // validation, in a datagram of 1200 bytes, MUST follow (within the same deadline).
+            // validation, in a datagram of 1200 bytes, MUST follow, with a timeout of its own (§8.2.4; a
+            // first answer late near its deadline would otherwise leave the second no time).
+            let timeout = self.path_validation_timeout();
             if let Some(v) = self.path_validation.as_mut().filter(|v| !v.expanded) {
                 self.rng.fill(&mut v.data);
                 v.pending = true;
+                v.deadline = later(now, timeout);
                 return;
             }
             let v = self.path_validation.take();

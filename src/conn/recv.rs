@@ -423,7 +423,7 @@ impl Connection {
                     self.new_tokens.on_received(token);
                 }
                 Frame::PathChallenge(data) => self.path_response = Some(data),
-                Frame::PathResponse(data) => self.on_path_response(data),
+                Frame::PathResponse(data) => self.on_path_response(now, data),
                 Frame::NewConnectionId(n) => self.on_new_connection_id(&n).map_err(|e| e.with_frame(ty))?,
                 Frame::RetireConnectionId(seq) => self
                     .on_retire_connection_id(seq, dcid)

@@ -570,6 +570,43 @@ fn a_path_validated_by_a_small_challenge_is_validated_again_with_1200_bytes() {
     assert_eq!(server_error(&mut p), None);
 }
 
+#[test]
+fn the_second_validation_at_1200_bytes_has_a_timeout_of_its_own() {
+    // RFC 9000 §8.2.1, §8.2.4: the answer to a challenge that went below 1200 bytes arrives late, just
+    // before the deadline (a challenge was lost, say). The second validation, in a 1200-byte datagram,
+    // gets the full timeout again instead of the millisecond left, or the validated path would be
+    // abandoned for want of time.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, "198.51.100.7:6000".parse().unwrap());
+    server_sends(&mut p);
+    let (data, expanded, deadline) = {
+        let v = p
+            .server
+            .table
+            .get(h)
+            .unwrap()
+            .conn
+            .path_validation
+            .as_ref()
+            .unwrap();
+        (v.data, v.expanded, v.deadline)
+    };
+    assert!(!expanded, "the first challenge went below 1200 bytes");
+    p.now = deadline - Duration::from_millis(1);
+    inject(&mut p, SpaceId::Data, &[Frame::PathResponse(data)]);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let v = conn.path_validation.as_ref().expect("a second validation");
+    assert!(conn.path.validated && v.pending && v.data != data);
+    assert!(
+        v.deadline >= p.now + Duration::from_secs(1),
+        "{:?} left",
+        v.deadline - p.now
+    );
+}
+
 /// Reads the frames sent from the server's qlog, hence the feature.
 #[cfg(feature = "qlog")]
 #[test]
