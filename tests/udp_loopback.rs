@@ -519,6 +519,12 @@ fn datagrams_of_a_refused_gso_send_go_out_one_by_one() {
     let tls = tls::client_config(vec![cert.cert.clone()], vec![b"echo".to_vec()]).unwrap();
     let endpoint = Endpoint::new(EndpointConfig::with_seed(33), None);
     let mut driver = Driver::new(socket_refusing_gso(), endpoint).unwrap();
+    if driver.max_gso_segments() == 1 {
+        // A kernel without UDP GSO: there is no refused GSO send to recover from.
+        eprintln!("no UDP GSO on this host; nothing to test");
+        server.stop();
+        return;
+    }
     let now = Driver::now();
     let conn = driver
         .endpoint()

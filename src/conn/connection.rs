@@ -1164,7 +1164,8 @@ impl Connection {
         self.spaces[space.index()].ping_pending = true;
     }
 
-    /// The next application event: the connection's own first, then stream events.
+    /// The next application event: the connection's own first, then stream events, except that
+    /// `ConnectionLost` comes after every stream event.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
         // The connection's end comes after the stream events of what arrived before it: a peer may send
         // its last data and its CONNECTION_CLOSE in one packet, and that data stays readable while the

@@ -18,7 +18,8 @@ pub enum SendDatagramError {
     UnsupportedByPeer,
     /// Datagrams are disabled locally (no send buffer configured).
     Disabled,
-    /// Larger than the peer accepts or than one packet can carry; the limit is attached.
+    /// Larger than the peer accepts, than one packet can carry or than the send buffer holds; the limit
+    /// is attached.
     TooLarge {
         /// The largest datagram payload that can be sent now.
         max: usize,

@@ -129,8 +129,9 @@ impl Connection {
         Some(self.transmit_of(buf.len(), if count > 1 { segment } else { None }))
     }
 
-    /// The PATH_CHALLENGE to the path the peer left, if one is due: PATH_CHALLENGE and PADDING to 1200
-    /// bytes (RFC 9000 §8.2.1; the old path was validated, so no limit applies), to the old address.
+    /// The PATH_CHALLENGE to the path the peer left, if one is due: PATH_CHALLENGE (with a PATH_RESPONSE
+    /// still owed to that path, RFC 9000 §8.2.2) and PADDING to 1200 bytes (RFC 9000 §8.2.1; the old path
+    /// was validated, so no limit applies), to the old address.
     fn send_old_path_challenge(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         if self.is_closed() || self.one_rtt.is_none() {
             return None;
@@ -389,7 +390,7 @@ impl Connection {
         let ack_exponent = self.config.ack_delay_exponent();
         // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
         // expected of probes too large for the path (and no ACK, which would be lost with it). The
-        // challenge to an old path carries its PATH_CHALLENGE only.
+        // challenge to an old path carries its PATH_CHALLENGE, and a PATH_RESPONSE owed to that path.
         let special = space == SpaceId::Data && !matches!(self.building, Building::Ordinary);
         let mtu_probe = special && matches!(self.building, Building::MtuProbe);
         // A packet carrying CONNECTION_CLOSE (`closing`) carries nothing else: an ACK could leave too little
