@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::peer_errors::{client_bidi, stream, Pair, CLIENT, SERVER};
+use super::peer_errors::{client_bidi, deliver_all, inject, sends, stream, Pair, CLIENT, SERVER};
 use super::Endpoint;
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
@@ -15,20 +15,6 @@ use crate::wire::frame::{AckFrame, CryptoFrame, Frame, NewConnectionId};
 use crate::wire::header::ProtectedHeader;
 use crate::wire::{ConnectionId, ResetToken, TransportErrorCode};
 use crate::{Datagram, EndpointConfig, StreamsConfig, TransportConfig};
-
-/// Injects `frames` into the server's connection, in a packet of `space`, without running the network
-/// (the client never learns of it, so it cannot object to what the server does next).
-fn inject(p: &mut Pair, space: SpaceId, frames: &[Frame]) {
-    let h = p.server_h.unwrap();
-    let now = p.now;
-    p.server
-        .table
-        .get_mut(h)
-        .unwrap()
-        .conn
-        .inject_frames_in(now, space, frames);
-    p.server.after_conn(h, true);
-}
 
 /// Drains the server's transmits without delivering them; returns their sizes.
 fn server_sends(p: &mut Pair) -> Vec<usize> {
@@ -749,36 +735,7 @@ fn an_ack_in_the_wrong_space_during_the_handshake_is_a_protocol_violation() {
     // Handshake space is live, with a few Handshake packets sent. Acknowledging a higher number there
     // acknowledges something never sent.
     let first = p.server_h.unwrap();
-    p.client
-        .connect(
-            p.now,
-            p.client_config.clone(),
-            SERVER.parse().unwrap(),
-            "localhost",
-        )
-        .unwrap();
-    let mut buf = Vec::new();
-    let from: SocketAddr = CLIENT.parse().unwrap();
-    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
-        for d in t.datagrams(&buf) {
-            let payload = BytesMut::from(d);
-            let datagram = Datagram {
-                remote: from,
-                local: None,
-                ecn: None,
-                payload,
-            };
-            p.server.handle_datagram(p.now, datagram);
-        }
-    }
-    assert!(!server_sends(&mut p).is_empty(), "the server's first flight");
-    let h = p
-        .server
-        .table
-        .iter()
-        .map(|(h, _)| h)
-        .find(|&h| h != first)
-        .unwrap();
+    let h = mid_handshake_server(&mut p);
     let now = p.now;
     let conn = &mut p.server.table.get_mut(h).unwrap().conn;
     assert!(!conn.spaces.handshake_released());
@@ -832,19 +789,7 @@ fn mid_handshake_server(p: &mut Pair) -> super::ConnectionHandle {
             "localhost",
         )
         .unwrap();
-    let mut buf = Vec::new();
-    let from: SocketAddr = CLIENT.parse().unwrap();
-    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
-        for d in t.datagrams(&buf) {
-            let datagram = Datagram {
-                remote: from,
-                local: None,
-                ecn: None,
-                payload: BytesMut::from(d),
-            };
-            p.server.handle_datagram(p.now, datagram);
-        }
-    }
+    deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
     assert!(!server_sends(p).is_empty(), "the server's first flight");
     p.server
         .table
@@ -1525,17 +1470,6 @@ fn the_ack_timer_keeps_the_max_ack_delay_we_announced() {
     }
 }
 
-/// Moves every datagram `src` has to send at `now` into `dst`, as from `from`.
-fn deliver_all(src: &mut Endpoint, dst: &mut Endpoint, now: std::time::Instant, from: &str) {
-    let mut buf = Vec::new();
-    let remote: SocketAddr = from.parse().unwrap();
-    while let Some(t) = src.poll_transmit(now, &mut buf) {
-        for d in t.datagrams(&buf) {
-            dst.handle_datagram(now, datagram(remote, BytesMut::from(d)));
-        }
-    }
-}
-
 #[test]
 fn handshake_acks_are_scaled_by_the_announced_ack_delay_exponent() {
     // RFC 9000 §19.3: the ACK Delay field is decoded with the ack_delay_exponent transport parameter of
@@ -1557,11 +1491,7 @@ fn handshake_acks_are_scaled_by_the_announced_ack_delay_exponent() {
     deliver_all(&mut p.server, &mut p.client, t0, SERVER);
     // The client acknowledges the server's Handshake packets 8 ms after they arrived.
     let delay = Duration::from_millis(8);
-    let mut buf = Vec::new();
-    let mut datagrams = Vec::new();
-    while let Some(t) = p.client.poll_transmit(t0 + delay, &mut buf) {
-        datagrams.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
-    }
+    let datagrams = sends(&mut p.client, t0 + delay);
     let h = p.server.table.iter().next().unwrap().0;
     let server = &p.server.table.get(h).unwrap().conn;
     let keys = server.spaces[SpaceId::Handshake.index()]

@@ -1,42 +1,17 @@
 //! The packet-level receive and send paths seen from the wire (RFC 9000 §12, §14.1, §17; RFC 9001 §5):
 //! real handshakes stepped one flight at a time, with forged packets where a peer would misbehave.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::peer_errors::{Pair, CLIENT, SERVER};
+use super::peer_errors::{deliver, forged_initial, sends, Pair, CLIENT, SERVER};
 use super::Endpoint;
 use crate::event::Event;
 use crate::wire::frame::{ConnectionClose, Frame};
 use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
-use crate::wire::packet_number::TruncatedPn;
 use crate::wire::{ConnectionId, TransportError};
-use crate::{Datagram, EndpointConfig, RandomCidGenerator, Side, TransportConfig};
-
-/// Every datagram `from` sends now, each as its own buffer.
-fn sends(from: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while let Some(t) = from.poll_transmit(now, &mut buf) {
-        out.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
-    }
-    out
-}
-
-fn deliver(to: &mut Endpoint, now: Instant, from: &str, payload: &[u8]) {
-    let remote: SocketAddr = from.parse().unwrap();
-    to.handle_datagram(
-        now,
-        Datagram {
-            remote,
-            local: None,
-            ecn: None,
-            payload: BytesMut::from(payload),
-        },
-    );
-}
+use crate::{EndpointConfig, RandomCidGenerator, Side, TransportConfig};
 
 /// The long-header types of the packets coalesced in `datagram` (short headers end the walk).
 fn long_types(datagram: &[u8]) -> Vec<LongType> {
@@ -62,25 +37,13 @@ fn client_initial(
     frames: &[Frame],
     size: usize,
 ) -> Vec<u8> {
-    let keys = crate::crypto::initial_keys(VERSION_1, odcid, Side::Client).unwrap();
     let header = Header::Initial {
         version: VERSION_1,
         dcid: *odcid,
         scid: *scid,
         token: Bytes::new(),
     };
-    let mut packet = Vec::new();
-    let enc = header.encode(TruncatedPn::truncate(pn, 4), &mut packet);
-    for f in frames {
-        f.encode(&mut packet);
-    }
-    let tag = keys.local.packet.tag_len();
-    packet.resize(size - tag, 0);
-    packet.resize(size, 0);
-    enc.set_length(&mut packet, size).unwrap();
-    keys.local.packet.seal(pn, &mut packet, enc.header_len).unwrap();
-    keys.local.header.protect(enc.pn_offset, &mut packet).unwrap();
-    packet
+    forged_initial(Side::Client, odcid, &header, pn, frames, size)
 }
 
 fn server_lost(p: &mut Pair) -> bool {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::{ConnectionHandle, Endpoint};
+use crate::conn::SpaceId;
 use crate::crypto::tls;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{Datagram as DatagramFrame, Frame, ResetStream, StreamFrame, StreamId};
@@ -203,6 +204,78 @@ impl Pair {
     }
 }
 
+/// Every datagram `from` sends at `now`, each as its own buffer.
+pub(super) fn sends(from: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some(t) = from.poll_transmit(now, &mut buf) {
+        out.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
+    }
+    out
+}
+
+/// Hands `payload` to `to` at `now`, as a datagram from `from`.
+pub(super) fn deliver(to: &mut Endpoint, now: Instant, from: &str, payload: &[u8]) {
+    to.handle_datagram(
+        now,
+        Datagram {
+            remote: from.parse().unwrap(),
+            local: None,
+            ecn: None,
+            payload: BytesMut::from(payload),
+        },
+    );
+}
+
+/// Moves every datagram `src` has to send at `now` into `dst`, as from `from`.
+pub(super) fn deliver_all(src: &mut Endpoint, dst: &mut Endpoint, now: Instant, from: &str) {
+    for d in sends(src, now) {
+        deliver(dst, now, from, &d);
+    }
+}
+
+/// Injects `frames` into the server's connection, in a packet of `space`, without running the network
+/// (the client never learns of it, so it cannot object to what the server does next).
+pub(super) fn inject(p: &mut Pair, space: SpaceId, frames: &[Frame]) {
+    let h = p.server_h.unwrap();
+    let now = p.now;
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .inject_frames_in(now, space, frames);
+    p.server.after_conn(h, true);
+}
+
+/// An Initial packet with `header`, as `sender` seals it with the Initial keys of `odcid` (anyone who
+/// saw the client's first Initial can derive them), carrying `frames`, padded to `size` bytes.
+pub(super) fn forged_initial(
+    sender: Side,
+    odcid: &[u8],
+    header: &crate::wire::header::Header,
+    pn: u64,
+    frames: &[Frame],
+    size: usize,
+) -> Vec<u8> {
+    let keys = crate::crypto::initial_keys(crate::wire::header::VERSION_1, odcid, sender).unwrap();
+    let mut packet = Vec::new();
+    let enc = header.encode(
+        crate::wire::packet_number::TruncatedPn::truncate(pn, 4),
+        &mut packet,
+    );
+    for f in frames {
+        f.encode(&mut packet);
+    }
+    let tag = keys.local.packet.tag_len();
+    packet.resize(size - tag, 0);
+    packet.resize(size, 0);
+    enc.set_length(&mut packet, size).unwrap();
+    keys.local.packet.seal(pn, &mut packet, enc.header_len).unwrap();
+    keys.local.header.protect(enc.pn_offset, &mut packet).unwrap();
+    packet
+}
+
 pub(super) fn client_bidi(index: u64) -> StreamId {
     StreamId::new(Side::Client, Dir::Bi, index)
 }
@@ -333,14 +406,7 @@ fn stream_data_in_the_packet_that_closes_the_connection_is_announced_before_the_
         reason: Bytes::new(),
     });
     p.server_events.clear();
-    let now = p.now;
-    p.server
-        .table
-        .get_mut(h)
-        .unwrap()
-        .conn
-        .inject_frames(now, &[stream(id, 0, 100, true), close]);
-    p.server.after_conn(h, true);
+    inject(&mut p, SpaceId::Data, &[stream(id, 0, 100, true), close]);
     while let Some((_, e)) = p.server.poll_event() {
         p.server_events.push(e);
     }

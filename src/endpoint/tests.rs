@@ -768,7 +768,6 @@ fn the_event_queue_is_not_reallocated_every_round() {
 fn a_server_initial_with_a_token_is_discarded() {
     use crate::wire::frame::{ConnectionClose, Frame};
     use crate::wire::header::Header;
-    use crate::wire::packet_number::TruncatedPn;
     use crate::wire::TransportError;
 
     let now = at(0);
@@ -781,26 +780,16 @@ fn a_server_initial_with_a_token_is_discarded() {
     let first = ProtectedHeader::decode(&out[0].1, 0).unwrap();
     let (client_dcid, client_scid) = (*first.dcid(), *first.scid().unwrap());
     let forged = |token: &'static [u8]| {
-        let keys = crate::crypto::initial_keys(VERSION_1, &client_dcid, Side::Server).unwrap();
         let header = Header::Initial {
             version: VERSION_1,
             dcid: client_scid,
             scid: ConnectionId::new(&[0x5e; 8]).unwrap(),
             token: bytes::Bytes::from_static(token),
         };
-        let mut packet = Vec::new();
-        let enc = header.encode(TruncatedPn::truncate(0, 4), &mut packet);
-        Frame::Close(ConnectionClose::from(TransportError::protocol_violation(
+        let close = Frame::Close(ConnectionClose::from(TransportError::protocol_violation(
             "forged",
-        )))
-        .encode(&mut packet);
-        let tag = keys.local.packet.tag_len();
-        packet.resize(1200 - tag, 0);
-        packet.resize(1200, 0);
-        enc.set_length(&mut packet, 1200).unwrap();
-        keys.local.packet.seal(0, &mut packet, enc.header_len).unwrap();
-        keys.local.header.protect(enc.pn_offset, &mut packet).unwrap();
-        packet
+        )));
+        super::peer_errors::forged_initial(Side::Server, &client_dcid, &header, 0, &[close], 1200)
     };
     let lost = |events: &Events| {
         events
