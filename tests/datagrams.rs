@@ -93,3 +93,53 @@ fn a_full_send_queue_drops_the_oldest() {
         Some((dropped + recv_dropped) as u32)
     );
 }
+
+/// A datagram of exactly `max_datagram_size()` leaves no room for an ACK frame in its packet. While the
+/// peer streams to us, we owe an ACK nearly all the time; the datagram must still go out within a few
+/// round trips rather than wait behind ACK-carrying packets (RFC 9221 §5: DATAGRAM frames are sent
+/// promptly, and RFC 9000 §13.2: ACKs are still sent).
+#[test]
+fn a_largest_datagram_goes_while_the_peer_streams_to_us() {
+    for (c, s, both) in [
+        (Engine::Quicsand, Engine::Quicsand, false),
+        (Engine::Quicsand, Engine::Quinn, false),
+        (Engine::Quicsand, Engine::Quicsand, true),
+        (Engine::Quicsand, Engine::Quinn, true),
+    ] {
+        let mut p = pair(c, s, 33);
+        assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+        let now = p.now;
+        p.server.send_stream(now, common::payload(4 << 20, 7));
+        if both {
+            p.client.send_stream(now, common::payload(4 << 20, 8));
+        }
+        // Let the stream get going, so that the client owes an ACK whenever it sends.
+        p.drive(Duration::from_millis(100));
+        let client = p.client.as_any().downcast_mut::<QuicsandNode>().unwrap();
+        let h = client.handle.unwrap();
+        let mut conn = client.endpoint.conn(h).unwrap();
+        let max = conn.max_datagram_size().unwrap();
+        conn.send_datagram(Bytes::from(vec![0xd6; max])).unwrap();
+        drop(conn);
+        // Round trips of 20 ms, at most ten.
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while got.is_empty() && rounds < 10 {
+            p.drive_until(Duration::from_millis(20), |_| false);
+            got.extend(p.server.recv_datagrams());
+            rounds += 1;
+        }
+        let streamed = p.client.received_streams().values().map(|v| v.0).sum::<usize>();
+        assert!(
+            streamed > 100_000,
+            "{c:?}/{s:?}: the stream was flowing: {streamed}"
+        );
+        assert_eq!(
+            got.len(),
+            1,
+            "{c:?}/{s:?}: the datagram arrived within ten round trips"
+        );
+        assert!(rounds <= 2, "{c:?}/{s:?}: it took {rounds} round trips");
+        assert_eq!(got[0].len(), max);
+    }
+}
