@@ -68,7 +68,7 @@ pub struct StreamsConfig {
     pub max_receive_window: u64,
     /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits. A writer
     /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
-    /// of it is free, not after every acknowledgement.
+    /// of it is free, not after every acknowledgement. Taken as at least 1.
     pub send_buffer: usize,
     /// Separate pieces of received stream data held beyond a gap at once, over all streams of a
     /// connection. Flow control bounds the bytes a peer can make us hold, but not how finely it cuts
@@ -76,7 +76,8 @@ pub struct StreamsConfig {
     /// pieces are merged, up to 4 KiB), nor are contiguous small pieces beyond a gap, which are merged
     /// too: only data cut into holes counts piece by piece. A peer making us hold more pieces than this
     /// closes the connection with PROTOCOL_VIOLATION (RFC 9000 §21.7). The default lets the largest
-    /// receive window fill with full-sized packets out of order.
+    /// receive window fill with full-sized packets out of order; a limit much below the packets of one
+    /// window risks closing the connection on ordinary loss. Taken as at least 1.
     pub max_reassembly_fragments: usize,
     /// How many closed streams' state a connection keeps to reuse for new streams: the allocations
     /// of the state, its send buffer and its reassembly queue are then saved, which matters for many
@@ -501,12 +502,20 @@ mod incoming;
 mod outgoing;
 
 impl Streams {
-    /// The streams of a connection on `side`, with our limits from `config`. The peer's limits are all
+    /// The streams of a connection on `side`, with our limits from `given`. The peer's limits are all
     /// zero until [`Streams::set_peer_limits`].
-    pub(crate) fn new(side: Side, config: &StreamsConfig) -> Self {
+    pub(crate) fn new(side: Side, given: &StreamsConfig) -> Self {
+        // Zero would break streams rather than bound them: a send buffer of 0 takes no write (and no
+        // Writable ever follows), and a fragment limit of 0 closes the connection on the first packet
+        // lost or reordered. Both are taken as at least 1, like the ACK range limits.
+        let config = StreamsConfig {
+            send_buffer: given.send_buffer.max(1),
+            max_reassembly_fragments: given.max_reassembly_fragments.max(1),
+            ..given.clone()
+        };
         Self {
             side,
-            config: config.clone(),
+            config,
             streams: BTreeMap::new(),
             next_local: [0; 2],
             peer_max_streams: [0; 2],
@@ -515,8 +524,8 @@ impl Streams {
             streams_blocked_at: [None; 2],
             next_remote: [0; 2],
             max_remote: [
-                config.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
-                config.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
+                given.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
+                given.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
             ],
             max_streams_pending: [false; 2],
             next_accept: [0; 2],
@@ -528,7 +537,7 @@ impl Streams {
             send_data: 0,
             data_blocked_pending: false,
             data_blocked_at: None,
-            recv_window: RecvWindow::new(config.receive_window, config.max_receive_window),
+            recv_window: RecvWindow::new(given.receive_window, given.max_receive_window),
             recv_data: 0,
             fragments_bound: 0,
             max_data_pending: false,

@@ -1005,3 +1005,53 @@ fn blocked_frames_are_not_sent_once_the_limit_was_raised() {
         .collect();
     assert!(blocked.is_empty(), "stale DATA_BLOCKED: {blocked:?}");
 }
+
+#[test]
+fn a_zero_send_buffer_still_lets_a_stream_send() {
+    // `send_buffer: 0` would refuse every write with no Writable ever to follow: the stream could only
+    // be finished empty. It is taken as 1, so data still flows, a byte per write.
+    let cfg = StreamsConfig {
+        send_buffer: 0,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&cfg, &StreamsConfig::default());
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    let mut sent = 0;
+    for _ in 0..10 {
+        match c.write(id, &b"hello"[sent..]) {
+            Ok(n) => sent += n,
+            Err(WriteError::Blocked) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        pump(&mut c, &mut s, now);
+        if sent == 5 {
+            break;
+        }
+    }
+    assert_eq!(sent, 5, "every byte was taken");
+    c.finish(id).unwrap();
+    pump(&mut c, &mut s, now);
+    let mut got = Vec::new();
+    assert_eq!(read_all(&mut s, id, &mut got), Ok(true));
+    assert_eq!(got, b"hello");
+}
+
+#[test]
+fn a_zero_fragment_limit_does_not_close_on_one_reordered_frame() {
+    // `max_reassembly_fragments: 0` would treat the first STREAM frame beyond a gap (one lost or
+    // reordered packet) as a PROTOCOL_VIOLATION of the peer (RFC 9000 §21.7 is about many pieces, not
+    // one). It is taken as 1.
+    let cfg = StreamsConfig {
+        max_reassembly_fragments: 0,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&StreamsConfig::default(), &cfg);
+    let id = StreamId::new(Side::Client, Dir::Uni, 0);
+    s.on_stream(sf(id, 5, b"world", true))
+        .expect("one piece beyond a gap");
+    s.on_stream(sf(id, 0, b"hello", false)).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(read_all(&mut s, id, &mut got), Ok(true));
+    assert_eq!(got, b"helloworld");
+}
