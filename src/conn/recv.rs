@@ -592,6 +592,21 @@ impl Connection {
         {
             return Ok(()); // a retransmission
         }
+        // RFC 9000 §5.1: an ID is issued once; §19.15 lets a repeat under a new sequence number be a
+        // PROTOCOL_VIOLATION. Taken, one ID would sit under two sequence numbers and reset tokens.
+        let challenge_dcid = self
+            .path_validation
+            .as_ref()
+            .and_then(|v| v.old_path.as_ref())
+            .map(|c| c.dcid);
+        if frame.id == self.remote_cid
+            || challenge_dcid == Some(frame.id)
+            || self.peer_cids.iter().any(|(_, id, _)| *id == frame.id)
+        {
+            return Err(TransportError::protocol_violation(
+                "NEW_CONNECTION_ID repeats a connection ID under another sequence number",
+            ));
+        }
         if frame.retire_prior_to > self.peer_retire_prior_to {
             self.peer_retire_prior_to = frame.retire_prior_to;
             let rpt = frame.retire_prior_to;

@@ -111,6 +111,40 @@ fn more_connection_ids_than_our_limit_is_connection_id_limit_error() {
 }
 
 #[test]
+fn a_connection_id_issued_twice_is_a_protocol_violation() {
+    // RFC 9000 §5.1: the same connection ID MUST NOT be issued more than once; §19.15 lets a repeat under
+    // another sequence number be a PROTOCOL_VIOLATION. Taken, it would leave one ID under two sequence
+    // numbers and two reset tokens (so retiring one would not retire it).
+    for in_use in [false, true] {
+        let mut p = Pair::new(TransportConfig::default());
+        let h = p.server_h.unwrap();
+        // The client issued 1..=3 in the handshake; 4 retires 1 to stay within the limit.
+        inject(&mut p, SpaceId::Data, &[new_cid(4, 1)]);
+        assert_eq!(server_error(&mut p), None);
+        let id = if in_use {
+            p.server.table.get(h).unwrap().conn.remote_cid
+        } else {
+            ConnectionId::new(&4u64.to_be_bytes()).unwrap()
+        };
+        inject(
+            &mut p,
+            SpaceId::Data,
+            &[Frame::NewConnectionId(NewConnectionId {
+                sequence: 5,
+                retire_prior_to: 2,
+                id,
+                reset_token: ResetToken([5; 16]),
+            })],
+        );
+        assert_eq!(
+            server_error(&mut p),
+            Some(TransportErrorCode::PROTOCOL_VIOLATION),
+            "in use: {in_use}"
+        );
+    }
+}
+
+#[test]
 fn a_retire_prior_to_flood_is_bounded() {
     let mut p = Pair::new(TransportConfig::default());
     // Each frame retires every earlier ID, so we owe a RETIRE_CONNECTION_ID for each: a peer that sends
