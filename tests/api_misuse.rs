@@ -145,7 +145,13 @@ fn stream_and_datagram_calls_after_close_report_an_error() {
     let c = quicsand(&mut p.client);
     let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
     let id = conn.open_uni().unwrap();
+    let bi = conn.open_bi().unwrap();
     conn.close(now, 0, b"");
+    // No STOP_SENDING would go out, as no RESET_STREAM would for reset.
+    assert_eq!(
+        conn.stream(bi).stop(1),
+        Err(quicsand::ReadError::ConnectionClosed)
+    );
     assert_eq!(
         conn.stream(id).write(b"lost"),
         Err(quicsand::WriteError::ConnectionClosed)

@@ -263,9 +263,14 @@ impl StreamRef<'_, '_> {
     }
 
     /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5);
-    /// one of 2^62 or more is sent as 2^62 - 1.
+    /// one of 2^62 or more is sent as 2^62 - 1. [`ReadError::ConnectionClosed`] once the connection is
+    /// closing, as for [`reset`](Self::reset): no STOP_SENDING would go out.
     pub fn stop(&mut self, code: u64) -> Result<(), ReadError> {
-        self.conn.connection_mut().streams.stop(self.id, wire_code(code))
+        let conn = self.conn.connection_mut();
+        if conn.is_closed() {
+            return Err(ReadError::ConnectionClosed);
+        }
+        conn.streams.stop(self.id, wire_code(code))
     }
 
     /// Reads in-order bytes into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` at the end of the stream,

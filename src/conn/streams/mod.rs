@@ -198,6 +198,9 @@ pub enum ReadError {
     },
     /// No data ready yet: a [`StreamEvent::Readable`] follows when some arrives.
     Blocked,
+    /// Stopping only: the connection is closing or closed, so no STOP_SENDING would go out (data
+    /// already received can still be read).
+    ConnectionClosed,
 }
 
 impl fmt::Display for WriteError {
@@ -221,6 +224,7 @@ impl fmt::Display for ReadError {
             ReadError::ClosedStream => f.write_str("stream closed for reading"),
             ReadError::Reset { code } => write!(f, "stream reset by the peer with code {code}"),
             ReadError::Blocked => f.write_str("no data ready"),
+            ReadError::ConnectionClosed => f.write_str("connection closed"),
         }
     }
 }
