@@ -211,12 +211,6 @@ struct Space<T> {
     discarded: bool,
 }
 
-/// Whether every number of `lo..=hi` (non-empty) is in one of the `unsent` ranges. The ranges are merged
-/// when adjacent, so one range must hold them all.
-fn all_unsent(unsent: &BTreeMap<u64, u64>, lo: u64, hi: u64) -> bool {
-    unsent.range(..=lo).next_back().is_some_and(|(_, &end)| end >= hi)
-}
-
 impl<T> Space<T> {
     fn new() -> Self {
         Self {
@@ -445,7 +439,7 @@ impl<T> LossDetection<T> {
         }
         s.bytes_in_flight += u64::from(packet.size);
         self.armed_at = Some(packet.time_sent);
-        s.sent.insert(pn, packet);
+        s.sent.insert(pn, packet, s.largest_acked);
     }
 
     /// The remembered ranges of packet numbers never sent in `space` (skips and gaps).
@@ -567,6 +561,9 @@ impl<T> LossDetection<T> {
         // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot.
         let rtt = &self.rtt;
         for &(lo, hi) in ascending.iter() {
+            // RFC 9002 §7.6.2: a packet not in flight acknowledged between two in flight ends any
+            // persistent-congestion run across it.
+            s.sent.on_range_acked(hi);
             let (bytes_in_flight, ack_eliciting_in_flight) =
                 (&mut s.bytes_in_flight, &mut s.ack_eliciting_in_flight);
             s.sent.drain_range(lo..=hi, |pn, p| {
@@ -604,10 +601,11 @@ impl<T> LossDetection<T> {
     /// for the rest (RFC 9002 §6.1, Appendix A.10 DetectAndRemoveLostPackets).
     ///
     /// With `persistent_period`, also judges persistent congestion (RFC 9002 §7.6.2): two ack-eliciting
-    /// lost packets sent after the first RTT sample, more than the period apart, with every packet number
-    /// between them lost in this same pass (so none of them acknowledged). Numbers we skipped were never
-    /// packets and do not interrupt a run; any other number missing from the tracker (acknowledged or lost
-    /// earlier) breaks it, which can only miss persistent congestion, never invent it.
+    /// lost packets sent after the first RTT sample, more than the period apart, with none of the packets
+    /// sent between them acknowledged and every one in flight lost in this same pass. Numbers we skipped
+    /// were never packets, and packets not in flight (only ACK frames) count only if acknowledged; a
+    /// packet in flight no longer tracked (acknowledged, or lost earlier) breaks the run, which can only
+    /// miss persistent congestion, never invent it.
     fn detect_lost(
         &mut self,
         space: SpaceId,
@@ -635,14 +633,16 @@ impl<T> LossDetection<T> {
         let mut lost_pns = Vec::new();
         let mut persistent = false;
         let mut run_start: Option<Instant> = None;
-        let mut prev_pn: Option<u64> = None;
-        for (pn, p) in s.sent.range(..largest_acked) {
-            let contiguous =
-                prev_pn.is_some_and(|q| q.checked_add(1) == Some(pn) || all_unsent(&s.unsent, q + 1, pn - 1));
-            if !contiguous {
+        for (pn, gap_acked, p) in s.sent.slots(..largest_acked) {
+            // A packet acknowledged in the gap below this one (not in flight), or an empty slot (a packet
+            // in flight acknowledged or lost earlier), ends the run.
+            if gap_acked {
                 run_start = None;
             }
-            prev_pn = Some(pn);
+            let Some(p) = p else {
+                run_start = None;
+                continue;
+            };
             // RFC 9002 §6.1.1 (kPacketThreshold) and §6.1.2 (kTimeThreshold).
             let by_time = lost_send_time.is_some_and(|t| p.time_sent <= t);
             let by_count = largest_acked >= pn.saturating_add(PACKET_THRESHOLD);

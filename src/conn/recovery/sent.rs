@@ -5,6 +5,11 @@
 //! without a tree node allocation per few packets. A packet taken out of the middle leaves an empty
 //! slot; empty slots at the front are dropped at once, so the deque spans from the oldest packet in
 //! flight to the newest. Lookups are binary searches; numbers skipped between packets take no room.
+//!
+//! Between two neighbouring slots lie only numbers never sent and packets sent but not in flight (only
+//! ACK frames, or CONNECTION_CLOSE), which are not tracked. Each slot remembers whether one of those in
+//! the gap below it was acknowledged: persistent congestion (RFC 9002 §7.6.2) needs to know that none of
+//! the packets sent between two lost ones was.
 
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
@@ -14,10 +19,20 @@ use super::SentPacket;
 /// Slots reserved when the first packet goes in flight.
 const INITIAL_SLOTS: usize = 32;
 
+/// One in-flight packet number: its packet until acknowledged or lost, then an empty slot.
+#[derive(Debug)]
+struct Slot<T> {
+    pn: u64,
+    /// Whether a packet sent between the previous slot's packet and this one (so not in flight) has been
+    /// acknowledged.
+    gap_acked: bool,
+    packet: Option<SentPacket<T>>,
+}
+
 #[derive(Debug)]
 pub(super) struct SentPackets<T> {
     /// Packet numbers strictly increase along the deque. The first slot, when there is one, is occupied.
-    slots: VecDeque<(u64, Option<SentPacket<T>>)>,
+    slots: VecDeque<Slot<T>>,
     /// Occupied slots.
     len: usize,
 }
@@ -40,9 +55,12 @@ impl<T> SentPackets<T> {
         self.len == 0
     }
 
-    /// Adds packet `pn`, larger than every packet number added before.
-    pub(super) fn insert(&mut self, pn: u64, packet: SentPacket<T>) {
-        if self.slots.back().is_some_and(|&(last, _)| last >= pn) {
+    /// Adds packet `pn`, larger than every packet number added before. `largest_acked` is the largest
+    /// packet number of the space acknowledged so far: above the newest slot, it is a packet sent since
+    /// (not in flight) and acknowledged, in the gap below `pn`.
+    pub(super) fn insert(&mut self, pn: u64, packet: SentPacket<T>, largest_acked: Option<u64>) {
+        let last = self.slots.back().map(|s| s.pn);
+        if last.is_some_and(|last| last >= pn) {
             debug_assert!(false, "packet numbers increase");
             return;
         }
@@ -50,14 +68,31 @@ impl<T> SentPackets<T> {
             // One allocation for a typical flight, rather than a series of doublings from one slot.
             self.slots.reserve_exact(INITIAL_SLOTS);
         }
-        self.slots.push_back((pn, Some(packet)));
+        let gap_acked = last.is_some_and(|last| largest_acked.is_some_and(|a| a > last));
+        self.slots.push_back(Slot {
+            pn,
+            gap_acked,
+            packet: Some(packet),
+        });
         self.len += 1;
+    }
+
+    /// An ACK range ending at `hi` (a packet number that was sent) acknowledged a packet in the gap below
+    /// the first slot above `hi`, unless `hi` is itself a slot's number: marks that slot.
+    pub(super) fn on_range_acked(&mut self, hi: u64) {
+        let index = self.slots.partition_point(|s| s.pn <= hi);
+        let below = index.checked_sub(1).and_then(|i| self.slots.get(i)).map(|s| s.pn);
+        if below.is_some_and(|pn| pn < hi) {
+            if let Some(slot) = self.slots.get_mut(index) {
+                slot.gap_acked = true;
+            }
+        }
     }
 
     /// Takes packet `pn` out, if tracked.
     pub(super) fn remove(&mut self, pn: u64) -> Option<SentPacket<T>> {
-        let index = self.slots.binary_search_by_key(&pn, |&(n, _)| n).ok()?;
-        let packet = self.slots.get_mut(index)?.1.take()?;
+        let index = self.slots.binary_search_by_key(&pn, |s| s.pn).ok()?;
+        let packet = self.slots.get_mut(index)?.packet.take()?;
         self.len -= 1;
         self.compact();
         Some(packet)
@@ -66,13 +101,13 @@ impl<T> SentPackets<T> {
     /// The slot indices holding packet numbers in `range`.
     fn indices(&self, range: &impl RangeBounds<u64>) -> std::ops::Range<usize> {
         let lo = match range.start_bound() {
-            Bound::Included(&s) => self.slots.partition_point(|&(n, _)| n < s),
-            Bound::Excluded(&s) => self.slots.partition_point(|&(n, _)| n <= s),
+            Bound::Included(&s) => self.slots.partition_point(|slot| slot.pn < s),
+            Bound::Excluded(&s) => self.slots.partition_point(|slot| slot.pn <= s),
             Bound::Unbounded => 0,
         };
         let hi = match range.end_bound() {
-            Bound::Included(&e) => self.slots.partition_point(|&(n, _)| n <= e),
-            Bound::Excluded(&e) => self.slots.partition_point(|&(n, _)| n < e),
+            Bound::Included(&e) => self.slots.partition_point(|slot| slot.pn <= e),
+            Bound::Excluded(&e) => self.slots.partition_point(|slot| slot.pn < e),
             Bound::Unbounded => self.slots.len(),
         };
         lo..hi.max(lo)
@@ -86,7 +121,19 @@ impl<T> SentPackets<T> {
     ) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
         self.slots
             .range(self.indices(&range))
-            .filter_map(|(pn, p)| p.as_ref().map(|p| (*pn, p)))
+            .filter_map(|s| s.packet.as_ref().map(|p| (s.pn, p)))
+    }
+
+    /// The slots with numbers in `range`, ascending, empty ones (packets acknowledged or declared lost)
+    /// included: each as its packet number, whether a packet in the gap below it was acknowledged, and
+    /// its packet if still tracked.
+    pub(super) fn slots(
+        &self,
+        range: impl RangeBounds<u64>,
+    ) -> impl Iterator<Item = (u64, bool, Option<&SentPacket<T>>)> + '_ {
+        self.slots
+            .range(self.indices(&range))
+            .map(|s| (s.pn, s.gap_acked, s.packet.as_ref()))
     }
 
     /// Hands every tracked packet with a number in `range` to `f`, ascending, and drops it where it
@@ -97,10 +144,10 @@ impl<T> SentPackets<T> {
         mut f: impl FnMut(u64, &SentPacket<T>),
     ) {
         let indices = self.indices(&range);
-        for (pn, slot) in self.slots.range_mut(indices) {
-            if let Some(p) = slot.as_ref() {
-                f(*pn, p);
-                *slot = None;
+        for slot in self.slots.range_mut(indices) {
+            if let Some(p) = slot.packet.as_ref() {
+                f(slot.pn, p);
+                slot.packet = None;
                 self.len -= 1;
             }
         }
@@ -115,7 +162,7 @@ impl<T> SentPackets<T> {
             self.slots.clear();
             return;
         }
-        while let Some((_, None)) = self.slots.front() {
+        while self.slots.front().is_some_and(|s| s.packet.is_none()) {
             self.slots.pop_front();
         }
     }
@@ -142,7 +189,7 @@ impl<T> SentPackets<T> {
     pub(super) fn take_all(&mut self) -> impl Iterator<Item = (u64, SentPacket<T>)> {
         let slots = std::mem::take(&mut self.slots);
         self.len = 0;
-        slots.into_iter().filter_map(|(pn, p)| p.map(|p| (pn, p)))
+        slots.into_iter().filter_map(|s| s.packet.map(|p| (s.pn, p)))
     }
 }
 
@@ -169,7 +216,7 @@ mod tests {
     fn gaps_ranges_and_compaction() {
         let mut s = SentPackets::default();
         for pn in [3, 4, 7, 8, 9] {
-            s.insert(pn, packet(pn as u16));
+            s.insert(pn, packet(pn as u16), None);
         }
         assert_eq!(s.len(), 5);
         assert_eq!(numbers(&s), [3, 4, 7, 8, 9]);
@@ -184,7 +231,7 @@ mod tests {
         assert_eq!(s.remove(3).map(|p| p.data), Some(3));
         assert_eq!(s.remove(3), None);
         assert_eq!(s.remove(4).map(|p| p.data), Some(4));
-        assert_eq!(s.slots.front().map(|&(pn, _)| pn), Some(7));
+        assert_eq!(s.slots.front().map(|s| s.pn), Some(7));
         assert_eq!(s.slots.len(), 3);
         // A removal in the middle leaves a hole that iteration skips.
         assert_eq!(s.remove(8).map(|p| p.data), Some(8));
@@ -199,12 +246,12 @@ mod tests {
         // new span.
         assert!(s.holds_storage());
         assert_eq!(s.slots.len(), 0);
-        s.insert(1000, packet(1));
+        s.insert(1000, packet(1), None);
         // Release frees nothing while a packet is in flight.
         s.release();
         assert!(s.holds_storage());
         // Numbers far apart take no room in between.
-        s.insert(1 << 60, packet(2));
+        s.insert(1 << 60, packet(2), None);
         assert_eq!(s.slots.len(), 2);
         assert_eq!(s.range(1001..).map(|(pn, _)| pn).collect::<Vec<_>>(), [1 << 60]);
         assert_eq!(s.remove(1 << 60).map(|p| p.data), Some(2));
@@ -218,13 +265,13 @@ mod tests {
     #[test]
     fn storage_is_kept_across_flights_until_released() {
         let mut s = SentPackets::default();
-        s.insert(0, packet(1));
-        s.insert(1, packet(1));
+        s.insert(0, packet(1), None);
+        s.insert(1, packet(1), None);
         s.drain_range(0..=1, |_, _| {});
         assert!(s.is_empty());
         assert!(s.holds_storage());
         let capacity = s.slots.capacity();
-        s.insert(2, packet(1));
+        s.insert(2, packet(1), None);
         assert_eq!(s.slots.capacity(), capacity, "the next flight reuses the storage");
         assert_eq!(s.remove(2).map(|p| p.data), Some(1));
         s.release();

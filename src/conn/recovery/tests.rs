@@ -1067,3 +1067,78 @@ fn min_rtt_is_reset_after_persistent_congestion() {
     assert_eq!(ld.rtt().latest(), ms(300));
     assert_eq!(ld.rtt().min(), ms(300), "min_rtt still {:?}", ld.rtt().min());
 }
+
+/// An ACK-only packet (not in flight, so not tracked), sent at `t`.
+fn ack_only(t: Instant, data: u64) -> SentPacket<u64> {
+    SentPacket {
+        time_sent: t,
+        size: 50,
+        ack_eliciting: false,
+        in_flight: false,
+        mtu_probe: false,
+        data,
+    }
+}
+
+/// RFC 9002 §7.6.2: persistent congestion needs two lost ack-eliciting packets more than the period
+/// apart such that "none of the packets sent between the send times of these two packets are
+/// acknowledged". An ACK-only packet sent between them (a sender that also receives sends them all the
+/// time) and lost as well is such a packet, unacknowledged: it must not break the run. One the peer did
+/// acknowledge (in the ACK that declares the losses, in an earlier one, or even before the next
+/// ack-eliciting packet was sent) breaks it.
+#[test]
+fn unacknowledged_ack_only_packets_do_not_hide_persistent_congestion() {
+    let t0 = epoch();
+    /// When the ACK-only packet 2 is acknowledged.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Acked {
+        Never,
+        WithTheLosses,
+        Earlier,
+        BeforeTheNextPacket,
+    }
+    for (acked, expected) in [
+        (Acked::Never, true),
+        (Acked::WithTheLosses, false),
+        (Acked::Earlier, false),
+        (Acked::BeforeTheNextPacket, false),
+    ] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+        // The last ACK below leaves smoothed_rtt 100 ms and rttvar 37.5 ms: the period is
+        // (100 + 150 + 25) * 3 = 825 ms. 1 and 4 are 850 ms apart, 3 and 4 only 800.
+        ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(200), 1));
+        ld.on_packet_sent(SpaceId::Data, 2, ack_only(t0 + ms(201), 2));
+        if acked == Acked::BeforeTheNextPacket {
+            assert_eq!(
+                ld.ack(SpaceId::Data, [2..=2], ms(0), t0 + ms(230), &c)
+                    .unwrap()
+                    .lost,
+                []
+            );
+        }
+        ld.on_packet_sent(SpaceId::Data, 3, pkt(t0 + ms(250), 3));
+        if acked == Acked::Earlier {
+            // Too early for 1 to be lost by time (the loss delay is 112.5 ms).
+            assert_eq!(
+                ld.ack(SpaceId::Data, [2..=2], ms(0), t0 + ms(300), &c)
+                    .unwrap()
+                    .lost,
+                []
+            );
+        }
+        ld.on_packet_sent(SpaceId::Data, 4, pkt(t0 + ms(1050), 4));
+        ld.on_packet_sent(SpaceId::Data, 5, pkt(t0 + ms(1400), 5));
+        let ranges = if acked == Acked::WithTheLosses {
+            vec![5..=5, 2..=2]
+        } else {
+            vec![5..=5]
+        };
+        let out = ld.ack(SpaceId::Data, ranges, ms(0), t0 + ms(1500), &c).unwrap();
+        assert_eq!(ld.persistent_congestion_duration(ms(25)), ms(825));
+        assert_eq!(pns(&out.lost), [1, 3, 4], "{acked:?}");
+        assert_eq!(out.persistent_congestion, expected, "{acked:?}");
+    }
+}
