@@ -529,6 +529,9 @@ impl<T> LossDetection<T> {
             // Appendix A.8 PeerCompletedAddressValidation: "has received Handshake ACK".
             self.handshake_acked = true;
         }
+        // A packet not in flight (only ACK frames) is not tracked; a new largest acknowledged packet number
+        // is a packet newly acknowledged all the same.
+        let new_largest = s.largest_acked < Some(largest);
         s.largest_acked = s.largest_acked.max(Some(largest));
 
         // Appendix A.7: the RTT sample comes first, from the largest acknowledged packet if this ACK newly
@@ -575,8 +578,10 @@ impl<T> LossDetection<T> {
                 on_acked(rtt, pn, p);
             });
         }
-        // Appendix A.7: "Nothing to do if there are no newly acked packets."
-        if outcome.acked == 0 {
+        // Appendix A.7: "Nothing to do if there are no newly acked packets." Loss detection runs after a
+        // new largest acknowledged packet even when it was not in flight (RFC 9002 §6.1): the packets in
+        // flight below it may now be lost, or need the loss timer.
+        if outcome.acked == 0 && !new_largest {
             return Ok(outcome);
         }
 

@@ -1142,3 +1142,38 @@ fn unacknowledged_ack_only_packets_do_not_hide_persistent_congestion() {
         assert_eq!(out.persistent_congestion, expected, "{acked:?}");
     }
 }
+
+/// RFC 9002 §6.1, Appendix A.7: loss detection runs on every ACK that newly acknowledges a packet. A
+/// packet not in flight (only ACK frames) is not tracked, but an ACK whose largest acknowledged packet
+/// number is new newly acknowledges one all the same: the packets in flight below it are judged by the
+/// packet threshold at once, and by the time threshold with the loss timer (not left for the PTO).
+#[test]
+fn an_ack_of_ack_only_packets_detects_losses() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    for pn in 1..=3 {
+        ld.on_packet_sent(SpaceId::Data, pn, ack_only(t0 + ms(pn), pn));
+    }
+    let out = ld.ack(SpaceId::Data, [1..=3], ms(0), t0 + ms(50), &c).unwrap();
+    assert_eq!(pns(&out.lost), [0], "kPacketThreshold");
+    assert_eq!(ld.bytes_in_flight(), 0);
+
+    ld.on_packet_sent(SpaceId::Data, 4, pkt(t0 + ms(60), 4));
+    ld.on_packet_sent(SpaceId::Data, 5, ack_only(t0 + ms(61), 5));
+    let pto = ld.timeout(&c).unwrap();
+    let out = ld.ack(SpaceId::Data, [5..=5], ms(0), t0 + ms(100), &c).unwrap();
+    assert_eq!(out.lost, []);
+    // No RTT sample yet: the loss delay is 9/8 of the initial 333 ms.
+    let loss_time = t0 + ms(60) + INITIAL_RTT * 9 / 8;
+    assert!(loss_time < pto);
+    assert_eq!(ld.timeout(&c), Some(loss_time));
+    match ld.on_timeout(loss_time, &c) {
+        TimeoutOutcome::Lost { space, lost } => {
+            assert_eq!(space, SpaceId::Data);
+            assert_eq!(pns(&lost), [4]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
