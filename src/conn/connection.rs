@@ -992,6 +992,16 @@ impl Connection {
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();
                     s.probes = if anti_deadlock { 1 } else { 2 };
+                    // RFC 9002 §6.2.4: "the sender SHOULD send ack-eliciting packets from other packet
+                    // number spaces with in-flight data, coalescing packets if possible" (a server's
+                    // Initial and Handshake flights, a client's Handshake and 1-RTT packets).
+                    for other in SpaceId::ALL {
+                        if other != space && self.recovery.has_ack_eliciting_in_flight_in(other) {
+                            let s = &mut self.spaces[other.index()];
+                            s.crypto_send.requeue_unacked();
+                            s.probes = s.probes.max(1);
+                        }
+                    }
                     break;
                 }
             }

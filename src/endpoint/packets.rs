@@ -224,3 +224,40 @@ fn long_header_packets_stay_within_their_length_field() {
     let stats = p.client.conn(ch).unwrap().stats();
     assert_eq!(stats.packets_dropped, 0, "{stats:?}");
 }
+
+/// RFC 9002 §6.2.4: on a PTO, "the sender SHOULD send ack-eliciting packets from other packet number
+/// spaces with in-flight data, coalescing packets if possible. This is particularly valuable when the
+/// server has both Initial and Handshake data in flight". The server's whole first flight is lost: its
+/// probe (the PTO is the Initial space's) carries the Handshake data again too, so the client need not
+/// wait for a second PTO to get it.
+#[test]
+fn a_server_probe_also_resends_its_handshake_data() {
+    let mut p = Pair::start(
+        TransportConfig::default(),
+        TransportConfig::default(),
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    let first: Vec<LongType> = sends(&mut p.server, now)
+        .iter()
+        .flat_map(|d| long_types(d))
+        .collect();
+    assert!(
+        first.contains(&LongType::Initial) && first.contains(&LongType::Handshake),
+        "{first:?}"
+    );
+    // All of it is lost. The server's PTO fires.
+    let pto = p.server.poll_timeout().unwrap();
+    assert!(pto > now);
+    p.server.handle_timeout(pto);
+    let probe: Vec<LongType> = sends(&mut p.server, pto)
+        .iter()
+        .flat_map(|d| long_types(d))
+        .collect();
+    assert!(probe.contains(&LongType::Initial), "{probe:?}");
+    assert!(probe.contains(&LongType::Handshake), "{probe:?}");
+}
