@@ -652,6 +652,12 @@ impl Connection {
     }
 
     pub(crate) fn queue_retire(&mut self, seq: u64) -> Result<(), TransportError> {
+        // RFC 9000 §19.15: a retirement already owed is not owed twice; copies of one NEW_CONNECTION_ID
+        // below Retire Prior To would otherwise fill the queue, and receiving the same frame several
+        // times MUST NOT be a connection error.
+        if self.retire_cids.contains(&seq) {
+            return Ok(());
+        }
         // RFC 9000 §5.1.2: bound the retirements owed, so a peer cannot make us track them without end.
         if self.retire_cids.len() as u64 >= 4 * self.config.connection_id_limit() {
             return Err(TransportError::connection_id_limit_error(

@@ -161,6 +161,23 @@ fn a_retire_prior_to_flood_is_bounded() {
     assert!(conn.peer_cids.len() < 4);
 }
 
+/// RFC 9000 §19.15: "Receipt of the same frame multiple times MUST NOT be treated as a connection error",
+/// and a NEW_CONNECTION_ID below the Retire Prior To already received is retired "unless it has already
+/// done so for that sequence number". Copies of one such frame (reordered or repeated in one packet)
+/// owe one RETIRE_CONNECTION_ID, not one each, so they never reach the limit on owed retirements.
+#[test]
+fn repeated_new_connection_id_below_retire_prior_to_is_retired_once() {
+    let mut p = Pair::new(TransportConfig::default());
+    // Sequence 10 retires every earlier ID; then an old frame for sequence 9 arrives, many times over
+    // (more than the 4 x active_connection_id_limit retirements a connection may owe).
+    let mut frames = vec![new_cid(10, 10)];
+    frames.extend((0..40).map(|_| new_cid(9, 0)));
+    inject(&mut p, SpaceId::Data, &frames);
+    assert_eq!(server_error(&mut p), None);
+    let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
+    assert_eq!(conn.retire_cids.iter().filter(|&&s| s == 9).count(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The end of the handshake (RFC 9001 §5.7)
 
