@@ -11,7 +11,7 @@ use super::Endpoint;
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
 use crate::test_util::epoch;
-use crate::wire::frame::{AckFrame, CryptoFrame, Frame, NewConnectionId};
+use crate::wire::frame::{AckFrame, CloseCode, ConnectionClose, CryptoFrame, Frame, NewConnectionId};
 use crate::wire::header::ProtectedHeader;
 use crate::wire::{ConnectionId, ResetToken, TransportErrorCode};
 use crate::{Datagram, EndpointConfig, StreamsConfig, TransportConfig};
@@ -815,6 +815,11 @@ fn frames_forbidden_in_the_packet_type_are_a_protocol_violation() {
         Frame::HandshakeDone,
         Frame::PathChallenge([1; 8]),
         Frame::MaxData(1 << 20),
+        // RFC 9000 §12.4 Table 3, §10.2.3: a CONNECTION_CLOSE of type 0x1d only goes in 0-RTT and 1-RTT.
+        Frame::Close(ConnectionClose {
+            code: CloseCode::Application(1),
+            reason: Bytes::from_static(b"app"),
+        }),
     ] {
         for space in [SpaceId::Initial, SpaceId::Handshake] {
             let mut p = Pair::new(TransportConfig::default());

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::peer_errors::{deliver, forged_initial, sends, Pair, CLIENT, SERVER};
+use super::peer_errors::{
+    deliver, forged_initial, forged_initial_with_reserved_bits, sends, Pair, CLIENT, SERVER,
+};
 use super::Endpoint;
-use crate::event::Event;
+use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{ConnectionClose, Frame};
 use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
-use crate::wire::{ConnectionId, TransportError};
+use crate::wire::{ConnectionId, TransportError, TransportErrorCode};
 use crate::{EndpointConfig, RandomCidGenerator, Side, TransportConfig};
 
 /// The long-header types of the packets coalesced in `datagram` (short headers end the walk).
@@ -97,6 +99,51 @@ fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
         server_lost(&mut p),
         "the same Initial in a 1200-byte datagram is processed"
     );
+}
+
+/// RFC 9000 §17.2: the reserved bits of a long header, read once header and packet protection are removed,
+/// must be zero; a packet with either set is a PROTOCOL_VIOLATION. The same forged Initial with the bits
+/// clear is processed without complaint.
+#[test]
+fn reserved_header_bits_are_a_protocol_violation() {
+    for reserved in [0, 0x04, 0x08] {
+        let mut p = Pair::start(
+            TransportConfig::default(),
+            TransportConfig::default(),
+            EndpointConfig::with_seed(1),
+            EndpointConfig::with_seed(2),
+        );
+        let now = p.now;
+        let first = sends(&mut p.client, now);
+        let h = ProtectedHeader::decode(&first[0], 0).unwrap();
+        let (odcid, scid) = (*h.dcid(), *h.scid().unwrap());
+        for d in &first {
+            deliver(&mut p.server, now, CLIENT, d);
+        }
+        let header = Header::Initial {
+            version: VERSION_1,
+            dcid: odcid,
+            scid,
+            token: Bytes::new(),
+        };
+        let ping = forged_initial_with_reserved_bits(
+            Side::Client,
+            &odcid,
+            &header,
+            7,
+            &[Frame::Ping],
+            1200,
+            reserved,
+        );
+        deliver(&mut p.server, now, CLIENT, &ping);
+        server_lost(&mut p);
+        let error = Pair::lost(&p.server_events).map(|e| match e {
+            ConnectionError::TransportError(e) => e.code,
+            other => panic!("{other:?}"),
+        });
+        let expected = (reserved != 0).then_some(TransportErrorCode::PROTOCOL_VIOLATION);
+        assert_eq!(error, expected, "reserved bits {reserved:#x}");
+    }
 }
 
 /// RFC 9000 §14.1: every datagram of a client that carries an Initial packet is at least 1200 bytes,

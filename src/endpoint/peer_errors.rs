@@ -258,12 +258,26 @@ pub(super) fn forged_initial(
     frames: &[Frame],
     size: usize,
 ) -> Vec<u8> {
+    forged_initial_with_reserved_bits(sender, odcid, header, pn, frames, size, 0)
+}
+
+/// As [`forged_initial`], with `reserved` (0x0c at most) set in the first byte under header protection.
+pub(super) fn forged_initial_with_reserved_bits(
+    sender: Side,
+    odcid: &[u8],
+    header: &crate::wire::header::Header,
+    pn: u64,
+    frames: &[Frame],
+    size: usize,
+    reserved: u8,
+) -> Vec<u8> {
     let keys = crate::crypto::initial_keys(crate::wire::header::VERSION_1, odcid, sender).unwrap();
     let mut packet = Vec::new();
     let enc = header.encode(
         crate::wire::packet_number::TruncatedPn::truncate(pn, 4),
         &mut packet,
     );
+    packet[0] |= reserved & 0x0c;
     for f in frames {
         f.encode(&mut packet);
     }
@@ -362,6 +376,22 @@ fn datagrams_larger_than_announced_are_a_protocol_violation() {
 fn handshake_done_from_a_client_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
     p.client_sends(&[Frame::HandshakeDone]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+/// RFC 9000 §19.7: a server receiving NEW_TOKEN treats it as a PROTOCOL_VIOLATION.
+#[test]
+fn new_token_from_a_client_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[Frame::NewToken(Bytes::from_static(b"token"))]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
+/// RFC 9000 §12.4: a packet whose payload holds no frame at all is a PROTOCOL_VIOLATION.
+#[test]
+fn a_packet_without_frames_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[]);
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
