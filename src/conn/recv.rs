@@ -362,7 +362,7 @@ impl Connection {
                 .skip(pos)
                 .map_err(|kind| FrameError { frame_type: 0, kind })
                 .and_then(|()| Frame::decode(&mut r))
-                .map_err(TransportError::from)?;
+                .map_err(|e| self.frame_decode_error(e))?;
             pos = r.position();
             ack_eliciting |= frame.is_ack_eliciting();
             probing &= frame.is_probing();
@@ -723,6 +723,21 @@ impl Connection {
         self.recovery.on_retry();
         self.cc = new_controller(self.config.congestion, self.path.mtu);
         Ok(())
+    }
+}
+
+/// NEW_TOKEN's frame type (RFC 9000 §19.7).
+const NEW_TOKEN_TYPE: u64 = 0x07;
+
+impl Connection {
+    /// The error for a frame that failed to decode: FRAME_ENCODING_ERROR (RFC 9000 §12.4, §19), except
+    /// that a server treats receipt of any NEW_TOKEN frame, an empty or truncated one too, as a
+    /// PROTOCOL_VIOLATION (§19.7; the FRAME_ENCODING_ERROR for an empty token is the client's rule).
+    fn frame_decode_error(&self, e: FrameError) -> TransportError {
+        if e.frame_type == NEW_TOKEN_TYPE && self.side.is_server() {
+            return TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(e.frame_type);
+        }
+        TransportError::from(e)
     }
 }
 

@@ -387,6 +387,15 @@ fn new_token_from_a_client_is_a_protocol_violation() {
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
+/// RFC 9000 §19.7: a server treats receipt of any NEW_TOKEN frame as a PROTOCOL_VIOLATION, an empty one too
+/// (the FRAME_ENCODING_ERROR for an empty token is the client's rule).
+#[test]
+fn an_empty_new_token_from_a_client_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends(&[Frame::NewToken(Bytes::new())]);
+    p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
+}
+
 /// RFC 9000 §12.4: a packet whose payload holds no frame at all is a PROTOCOL_VIOLATION.
 #[test]
 fn a_packet_without_frames_is_a_protocol_violation() {
