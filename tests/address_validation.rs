@@ -188,6 +188,32 @@ fn parse_retry(packet: &[u8], odcid: &ConnectionId) -> (ConnectionId, Vec<u8>) {
     (*h.scid().unwrap(), h.token(packet).to_vec())
 }
 
+/// The frames of a server Initial `packet` to a client whose Initials go to `client_dcid` (so whose
+/// Initial keys derive from it), after checking that it is addressed to `client_scid`.
+fn open_server_initial(packet: &[u8], client_dcid: &ConnectionId, client_scid: &ConnectionId) -> Vec<Frame> {
+    let h = ProtectedHeader::decode(packet, 0).unwrap();
+    assert_eq!(h.long_type(), Some(LongType::Initial), "an Initial packet");
+    assert_eq!(h.dcid(), client_scid);
+    assert_eq!(h.len(), packet.len(), "one packet, nothing coalesced");
+    let keys = initial_keys(VERSION_1, client_dcid, Side::Client).unwrap();
+    let mut packet = packet.to_vec();
+    keys.remote
+        .header
+        .unprotect(h.pn_offset().unwrap(), &mut packet)
+        .unwrap();
+    let plain = h.finish(&packet).unwrap();
+    let pn = plain.pn.expand(None);
+    let n = keys
+        .remote
+        .packet
+        .open(pn, &mut packet, plain.header_len)
+        .unwrap();
+    let payload = Bytes::copy_from_slice(&packet[plain.header_len..plain.header_len + n]);
+    quicsand::wire::frame::Frames::new(&payload)
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn cid(byte: u8, len: usize) -> ConnectionId {
     ConnectionId::new(&vec![byte; len]).unwrap()
 }
@@ -455,10 +481,25 @@ fn spoofed_retry_tokens_gain_nothing() {
         parse_retry(retry, dcid);
     }
     // The token expires by the wall clock: it opens, so it is surely ours, and the client, having
-    // followed our Retry, would ignore another: dropped (RFC 9000 §8.1.2).
+    // followed our Retry, would ignore another: no connection, but a small Initial with INVALID_TOKEN
+    // (RFC 9000 §8.1.2) that the client opens with the keys of its DCID, the Retry's SCID.
     clock.advance(Duration::from_secs(11));
     let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
-    assert!(out.is_empty(), "an expired token: answered");
+    let [close] = &out[..] else {
+        panic!("an expired token: {} datagrams", out.len())
+    };
+    assert!(close.len() < 100, "the close is small: {} bytes", close.len());
+    let frames = open_server_initial(close, &scid, &ConnectionId::new(&[0xaa; 8]).unwrap());
+    let [Frame::Close(c)] = &frames[..] else {
+        panic!("one CONNECTION_CLOSE, got {frames:?}")
+    };
+    assert_eq!(
+        c.code,
+        quicsand::wire::frame::CloseCode::Transport {
+            code: quicsand::wire::TransportErrorCode::INVALID_TOKEN,
+            frame_type: 0
+        }
+    );
     clock.rewind(Duration::from_secs(11));
 
     let s = server.stats();
@@ -468,7 +509,7 @@ fn spoofed_retry_tokens_gain_nothing() {
     );
     assert_eq!(s.tokens_ignored - before.tokens_ignored, 5);
     assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
-    assert_eq!(s.retries_sent, 6);
+    assert_eq!((s.retries_sent, s.invalid_token_closes_sent), (6, 1));
 
     // Garbage that is not of the Retry kind is no token at all: under RetryPolicy::Always, a Retry.
     let out = inject(
@@ -755,4 +796,89 @@ fn a_foreign_token_that_starts_like_a_retry_token_is_no_token() {
         assert_eq!(s.retries_sent, retries, "{retry:?}");
         assert_eq!(s.connections_incoming, 1, "{retry:?}");
     }
+}
+
+/// A client (`client`, connecting) and a quicsand server that always sends a Retry, on a network that
+/// moves the server's wall clock past the Retry token lifetime while the client's first Initial with the
+/// token is in flight. Returns the pair once the client's connection ended, or after 3 s.
+fn retry_token_expires_in_flight(client: Box<dyn common::Node>, clock: &TestClock, cert: &TestCert) -> Pair {
+    let server = QuicsandNode::server(server_addr(), server_config(cert, RetryPolicy::Always, clock), 50);
+    let mut p = Pair::new(client, Box::new(server), 51);
+    let late = clock.clone();
+    let mut moved = false;
+    p.filter = Box::new(move |dir, _, data, _| {
+        let h = ProtectedHeader::decode(data, 0).ok();
+        let with_token =
+            h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
+        if dir == Dir::ClientToServer && with_token && !moved {
+            // The default Retry token lifetime is 10 s.
+            late.advance(Duration::from_secs(11));
+            moved = true;
+        }
+        Some(Duration::ZERO)
+    });
+    p.drive_until(Duration::from_secs(3), |p| {
+        p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
+    });
+    p
+}
+
+#[test]
+fn an_expired_retry_token_is_answered_with_invalid_token() {
+    // RFC 9000 §8.1.2: "If a server receives a client Initial that contains an invalid Retry token but
+    // is otherwise valid, ... the server SHOULD immediately close the connection with an INVALID_TOKEN
+    // error": the client followed our Retry and would ignore another, so without the close it waits
+    // for its idle timeout. The close goes without connection state, in a packet the client can open.
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let mut client = QuicsandNode::client(client_addr(), 52);
+    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+    let start = epoch();
+    let mut p = retry_token_expires_in_flight(Box::new(client), &clock, &cert);
+    assert_eq!(
+        p.client_events,
+        vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
+        "the client ends at once with the server's INVALID_TOKEN"
+    );
+    assert!(
+        p.now - start < Duration::from_secs(1),
+        "promptly: {:?}",
+        p.now - start
+    );
+    let closed_by_peer = quicsand(&mut p.client).raw_events.iter().any(|(_, e)| {
+        matches!(e, Event::ConnectionLost { reason: quicsand::ConnectionError::ConnectionClosed { error } }
+            if error.code == quicsand::wire::TransportErrorCode::INVALID_TOKEN)
+    });
+    assert!(closed_by_peer, "{:?}", quicsand(&mut p.client).raw_events);
+    let s = stats(&mut p.server);
+    assert_eq!(
+        (
+            s.retries_sent,
+            s.dropped_invalid_retry_token,
+            s.invalid_token_closes_sent
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
+}
+
+#[test]
+fn a_quinn_client_sees_the_invalid_token_close() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let mut client = QuinnNode::client(client_addr(), 53);
+    client.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+    let start = epoch();
+    let mut p = retry_token_expires_in_flight(Box::new(client), &clock, &cert);
+    assert_eq!(
+        p.client_events,
+        vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
+        "quinn-proto opens the close and reports INVALID_TOKEN"
+    );
+    assert!(
+        p.now - start < Duration::from_secs(1),
+        "promptly: {:?}",
+        p.now - start
+    );
+    assert_eq!(stats(&mut p.server).invalid_token_closes_sent, 1);
 }

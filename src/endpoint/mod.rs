@@ -143,9 +143,14 @@ pub struct EndpointStats {
     pub connections_retried: u64,
     /// Client Initials with a valid Retry token: their address is validated.
     pub retry_tokens_accepted: u64,
-    /// Client Initials dropped for a Retry token of ours that expired (one that does not open at all
-    /// counts in `tokens_ignored`).
+    /// Client Initials refused for a Retry token of ours that expired (one that does not open at all
+    /// counts in `tokens_ignored`): no connection, and an INVALID_TOKEN close to the client (RFC 9000
+    /// §8.1.2) unless the stateless queue is full.
     pub dropped_invalid_retry_token: u64,
+    /// Initial packets carrying CONNECTION_CLOSE with INVALID_TOKEN handed out by
+    /// [`Endpoint::poll_transmit`], answering an expired Retry token without connection state (RFC 9000
+    /// §8.1.2).
+    pub invalid_token_closes_sent: u64,
     /// Client Initials with a valid NEW_TOKEN token: their address is validated.
     pub new_tokens_accepted: u64,
     /// Client Initials with a token that does not open (another address, port or connection ID, not
@@ -176,9 +181,11 @@ enum StatelessKind {
     VersionNegotiation,
     Retry,
     Reset,
+    /// An Initial with CONNECTION_CLOSE (INVALID_TOKEN) answering an expired Retry token.
+    InvalidTokenClose,
 }
 
-/// A packet sent without a connection (Version Negotiation, Retry, stateless reset).
+/// A packet sent without a connection (Version Negotiation, Retry, stateless reset, INVALID_TOKEN close).
 #[derive(Debug)]
 struct StatelessPacket {
     kind: StatelessKind,
@@ -519,6 +526,7 @@ impl Endpoint {
                 StatelessKind::VersionNegotiation => self.stats.version_negotiations_sent += 1,
                 StatelessKind::Reset => self.stats.stateless_resets_sent += 1,
                 StatelessKind::Retry => self.stats.retries_sent += 1,
+                StatelessKind::InvalidTokenClose => self.stats.invalid_token_closes_sent += 1,
             }
             return Some(Transmit {
                 destination: p.destination,
@@ -828,7 +836,7 @@ impl Endpoint {
             return;
         };
         // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
-        let Some(admission) = self.admit(now, &datagram, version, dcid, scid) else {
+        let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
             return;
         };
         let Some(server) = &self.server else {

@@ -27,12 +27,14 @@ use ring::{hkdf, hmac};
 use super::{Endpoint, EndpointStats, StaleHandle, StatelessKind, StatelessPacket};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::conn::Connection;
-use crate::crypto::retry_tag;
+use crate::crypto::{retry_tag, Keys};
 use crate::datagram::Datagram;
 use crate::rng::Rng;
 use crate::validation::{RetryPolicy, TokenConfig, TokenStore};
-use crate::wire::header::{ProtectedHeader, RetryHeader};
-use crate::wire::{ConnectionId, Reader};
+use crate::wire::frame::{ConnectionClose, Frame};
+use crate::wire::header::{Header, ProtectedHeader, RetryHeader};
+use crate::wire::packet_number::TruncatedPn;
+use crate::wire::{ConnectionId, Reader, TransportError};
 use crate::ConnectionHandle;
 
 /// First byte of a Retry token.
@@ -324,10 +326,10 @@ impl Endpoint {
     /// Decides what a client's first Initial (already authenticated) gets, from its token and the Retry
     /// policy: a connection (`Some`), or a Retry or nothing (`None`, counted in the stats).
     ///
-    /// RFC 9000 §8.1.2: an expired Retry token (one that opens, so surely ours) is dropped rather than
-    /// answered with INVALID_TOKEN: the client times out. §8.1.3: any token that does not open, whatever
-    /// its kind byte, and a NEW_TOKEN token that does not validate only mean the address is not
-    /// validated.
+    /// RFC 9000 §8.1.2: an expired Retry token (one that opens, so surely ours) gets no connection but
+    /// an INVALID_TOKEN close, sealed with `keys` (the Initial keys of `dcid`, which the client uses).
+    /// §8.1.3: any token that does not open, whatever its kind byte, and a NEW_TOKEN token that does not
+    /// validate only mean the address is not validated.
     pub(super) fn admit(
         &mut self,
         now: Instant,
@@ -335,6 +337,7 @@ impl Endpoint {
         version: u32,
         dcid: ConnectionId,
         scid: ConnectionId,
+        keys: &Keys,
     ) -> Option<Admission> {
         let (Some(server), Some(tokens)) = (&self.server, &mut self.tokens) else {
             return None;
@@ -354,9 +357,11 @@ impl Endpoint {
                             .ok()
                             .filter(|_| fresh && r.is_empty());
                         // Our own Retry token, expired: the client followed our Retry and would ignore
-                        // another, so the Initial is dropped (RFC 9000 §8.1.2 allows that).
+                        // another. RFC 9000 §8.1.2: the server SHOULD close with INVALID_TOKEN, which
+                        // spares the client its timeout; no connection state is made for it.
                         let Some(original_dcid) = odcid else {
                             self.stats.dropped_invalid_retry_token += 1;
+                            self.queue_invalid_token_close(datagram, version, dcid, scid, keys);
                             return None;
                         };
                         self.stats.retry_tokens_accepted += 1;
@@ -457,6 +462,61 @@ impl Endpoint {
             payload,
         });
         true
+    }
+
+    /// Queues an Initial packet carrying CONNECTION_CLOSE with INVALID_TOKEN (RFC 9000 §8.1.2) to a client
+    /// at the address of `datagram` whose Initial to `dcid` (from `client_scid`) had an expired Retry
+    /// token of ours, without connection state. `keys` are the Initial keys of
+    /// `dcid`: after a Retry the client derives its Initial keys from the Retry's SCID, which is the DCID
+    /// of its Initials (RFC 9001 §5.2), so these are the keys it opens our Initials with.
+    ///
+    /// CONNECTION_CLOSE is not ack-eliciting, so the datagram needs no padding to 1200 bytes (RFC 9000
+    /// §14.1); at under 100 bytes it is far smaller than the Initial of at least 1200 bytes that caused
+    /// it, so it cannot amplify (§8), and it goes through the bounded stateless queue.
+    fn queue_invalid_token_close(
+        &mut self,
+        datagram: &Datagram,
+        version: u32,
+        dcid: ConnectionId,
+        client_scid: ConnectionId,
+        keys: &Keys,
+    ) {
+        if self.stateless.len() >= self.config.max_stateless_queue {
+            self.stats.stateless_queue_overflow += 1;
+            return;
+        }
+        // Our side of a connection that will never exist: any ID of ours will do (RFC 9000 §7.2).
+        let scid = self.fresh_cid().unwrap_or(dcid);
+        let header = Header::Initial {
+            version,
+            dcid: client_scid,
+            scid,
+            token: Bytes::new(),
+        };
+        // The first (and only) packet of our Initial space: number 0. Four bytes of packet number make
+        // the header protection sample (RFC 9001 §5.4.2) fit behind any payload, with the AEAD tag.
+        let pn = TruncatedPn::truncate(0, 4);
+        let close = Frame::Close(ConnectionClose::from(TransportError::invalid_token(
+            "expired Retry token",
+        )));
+        let tag_len = keys.local.packet.tag_len();
+        let len = header.encoded_len(pn) + close.encoded_len() + tag_len;
+        let mut payload = Vec::with_capacity(len);
+        let enc = header.encode(pn, &mut payload);
+        close.encode(&mut payload);
+        payload.resize(len, 0);
+        let sealed = enc.set_length(&mut payload, len).is_ok()
+            && keys.local.packet.seal(0, &mut payload, enc.header_len).is_ok()
+            && keys.local.header.protect(enc.pn_offset, &mut payload).is_ok();
+        if !sealed || payload.len() >= datagram.payload.len() {
+            return;
+        }
+        self.stateless.push_back(StatelessPacket {
+            kind: StatelessKind::InvalidTokenClose,
+            destination: datagram.remote,
+            src_ip: datagram.local,
+            payload,
+        });
     }
 
     /// Answers a connection held under [`AcceptPolicy::Ask`](crate::AcceptPolicy::Ask) with a Retry
