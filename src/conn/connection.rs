@@ -900,11 +900,16 @@ impl Connection {
     /// RFC 9000 §8.1: before the client's address is validated, a server whose allowance is below a full
     /// Initial datagram sends nothing (`poll_transmit`), so timers that only lead to sending (PTO, ACK)
     /// must wait for the client's next datagram; reporting them would ask to be woken for nothing, at once
-    /// and forever.
+    /// and forever. Once the handshake is complete (a new path after the peer moved, §9.3), datagrams
+    /// below 1200 bytes go out within the allowance: the timers wait only when not even a packet with an
+    /// ACK fits, or an ACK owed for a 1-RTT packet would wait past max_ack_delay (§13.2.1).
     pub(crate) fn amplification_blocked(&self) -> bool {
-        self.side.is_server()
-            && !self.path.validated
-            && self.path.send_allowance() < super::send::MIN_INITIAL_DATAGRAM as u64
+        let needed = if self.handshake_complete {
+            self.min_ack_datagram()
+        } else {
+            super::send::MIN_INITIAL_DATAGRAM
+        };
+        self.side.is_server() && !self.path.validated && self.path.send_allowance() < needed as u64
     }
 
     /// The next deadline.

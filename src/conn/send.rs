@@ -26,6 +26,10 @@ pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
 pub(crate) const MIN_INITIAL_DATAGRAM: usize = 1200;
 
+/// An ACK frame of one range surely fits this: the type, three 8-byte varints and a range count, and
+/// three 8-byte ECN counts.
+const MAX_ONE_RANGE_ACK: usize = 1 + 8 + 8 + 1 + 8 + 3 * 8;
+
 /// The largest long-header packet we build: its Length field, 2 bytes wide, counts up to 2^14 - 1
 /// (RFC 9000 §16, §17.2); the header before it only makes this a bound with room to spare.
 const MAX_LONG_HEADER_PACKET: usize = (1 << 14) - 1;
@@ -166,6 +170,12 @@ impl Connection {
             size: buf.len(),
             segment_size: None,
         })
+    }
+
+    /// A 1-RTT datagram of this size surely has room for a packet with a due ACK: the first byte, the
+    /// peer's connection ID, a 4-byte packet number, an ACK frame of one range and the AEAD tag.
+    pub(crate) fn min_ack_datagram(&self) -> usize {
+        1 + self.remote_cid.len() + 4 + MAX_ONE_RANGE_ACK + TAG_LEN
     }
 
     /// Counts a datagram of `size` bytes as sent (path and statistics).
