@@ -238,6 +238,8 @@ pub(crate) struct Connection {
     pub(crate) close: Option<PendingClose>,
     /// PATH_RESPONSE data owed.
     pub(crate) path_response: Option<[u8; 8]>,
+    /// A PATH_RESPONSE owed to another address than the current path's (RFC 9000 §8.2.2).
+    pub(crate) off_path_response: Option<super::path::OffPathResponse>,
     /// Sequence numbers of peer connection IDs we took as spares for old-path challenges and retired
     /// above the peer's retire_prior_to (a few at most): a late copy of their NEW_CONNECTION_ID is not
     /// taken as new.
@@ -328,6 +330,8 @@ pub(crate) enum Building {
         data: [u8; 8],
         response: Option<[u8; 8]>,
     },
+    /// A PATH_RESPONSE owed to another address, sent to `dcid` (RFC 9000 §8.2.2).
+    OffPathResponse { dcid: ConnectionId, data: [u8; 8] },
 }
 
 /// The largest datagram payload whose DATAGRAM frame, with its length field, takes at most `room` bytes
@@ -428,6 +432,7 @@ impl Connection {
             hold: false,
             close: None,
             path_response: None,
+            off_path_response: None,
             retired_spares: VecDeque::new(),
             retire_cids: Vec::new(),
             peer_cids: Vec::new(),

@@ -30,7 +30,7 @@ mod connection;
 mod datagrams;
 mod key_update;
 pub(crate) mod mtud;
-mod path;
+pub(crate) mod path;
 pub(crate) mod range_set;
 pub(crate) mod recovery;
 mod recv;

@@ -7,7 +7,9 @@
 //! an attacker forwarding a copy of the client's packet, the client still on the old path answers with a
 //! newer packet from there, which moves the connection back, with the congestion state, RTT estimate
 //! and MTU it had there. When the peer has given spare connection IDs the challenge to the old path goes
-//! with one of them, so that no ID is sent to two addresses (§9.5). Clients do not follow a server to a
+//! with one of them, so that no ID is sent to two addresses (§9.5). A PATH_CHALLENGE from another
+//! address than the current path's (a probe, §9.1, or one from a path the peer left before it was
+//! answered) is answered there, alone in a datagram (§8.2.2). Clients do not follow a server to a
 //! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand does not
 //! offer).
 
@@ -18,6 +20,7 @@ use super::congestion::{new_controller, CongestionController};
 use super::connection::{later, Connection, Path};
 use super::mtud::MtuDiscovery;
 use super::recovery::RttEstimator;
+use super::send::MIN_INITIAL_DATAGRAM;
 use crate::wire::ConnectionId;
 
 /// Spare IDs retired after old-path challenges remembered at most (see `Connection::retired_spares`).
@@ -40,6 +43,24 @@ pub(crate) struct PathValidation {
     pub(crate) previous: Option<(Path, PathState)>,
     /// The challenge to the previous path (§9.3.3), while the validation lasts.
     pub(crate) old_path: Option<OldPathChallenge>,
+}
+
+/// A PATH_RESPONSE owed to an address other than the current path's (RFC 9000 §8.2.2: it goes on the
+/// path its challenge came from): a probe from a new address (§9.1), or a challenge from a path the
+/// peer moved away from before it was answered. It goes once, alone in a datagram of its own,
+/// expanded to 1200 bytes within the anti-amplification limit of that address (§8.2.2, §8.1).
+#[derive(Debug, Clone)]
+pub(crate) struct OffPathResponse {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_ip: Option<IpAddr>,
+    pub(crate) data: [u8; 8],
+    /// The datagram's size: 1200 bytes, or less if the address's allowance is smaller.
+    pub(crate) size: usize,
+    /// The peer's connection ID it is sent to.
+    pub(crate) dcid: ConnectionId,
+    /// The sequence number of `dcid` when it is a spare taken for this answer (§9.5: no ID is sent to
+    /// two addresses), retired once it is sent.
+    pub(crate) spare: Option<u64>,
 }
 
 /// What a connection learnt of a path, kept while it tries another: restored if it comes back.
@@ -190,15 +211,64 @@ impl Connection {
     /// The old path's challenge is over: the spare ID it used, if any, is retired (one per validation,
     /// so not held to the bound on owed retirements, which is for what the peer asks of us).
     fn end_old_path_challenge(&mut self, challenge: Option<OldPathChallenge>) {
-        let Some(c) = challenge.filter(|c| c.spare) else {
-            return;
-        };
-        self.retire_cids.push(c.dcid_seq);
-        if c.dcid_seq >= self.peer_retire_prior_to {
+        if let Some(c) = challenge.filter(|c| c.spare) {
+            self.retire_spare(c.dcid_seq);
+        }
+    }
+
+    /// Retires `seq`, a spare connection ID of the peer's taken out of `peer_cids` for one path's use.
+    pub(crate) fn retire_spare(&mut self, seq: u64) {
+        self.retire_cids.push(seq);
+        if seq >= self.peer_retire_prior_to {
             if self.retired_spares.len() == RETIRED_SPARES {
                 self.retired_spares.pop_front();
             }
-            self.retired_spares.push_back(c.dcid_seq);
+            self.retired_spares.push_back(seq);
+        }
+    }
+
+    /// A PATH_CHALLENGE with `data` came from `remote`, which is not the current path, and is answered
+    /// there. `allowance` is what the anti-amplification limit lets us send to that address (RFC 9000
+    /// §8.1). `dcid_in_use` says the current connection ID already went there (a path the peer left);
+    /// otherwise the answer takes a spare ID of the peer's (§9.5), and without one it cannot be sent.
+    /// One answer waits at most: a newer one replaces it.
+    pub(crate) fn answer_off_path(
+        &mut self,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: [u8; 8],
+        allowance: u64,
+        dcid_in_use: bool,
+    ) {
+        if let Some(seq) = self.off_path_response.take().and_then(|r| r.spare) {
+            self.retire_spare(seq);
+        }
+        let size = usize::try_from(allowance).map_or(MIN_INITIAL_DATAGRAM, |a| a.min(MIN_INITIAL_DATAGRAM));
+        let (dcid, spare) = if dcid_in_use {
+            (self.remote_cid, None)
+        } else if self.peer_cids.is_empty() {
+            // RFC 9000 §9.5: "An endpoint that exhausts available connection IDs cannot ... respond to
+            // probes".
+            return;
+        } else {
+            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
+            let (seq, cid, _) = self.peer_cids.remove(0);
+            (cid, Some(seq))
+        };
+        self.off_path_response = Some(OffPathResponse {
+            remote,
+            local_ip,
+            data,
+            size,
+            dcid,
+            spare,
+        });
+    }
+
+    /// The off-path answer went (or cannot go): its spare ID, if any, is retired.
+    pub(crate) fn end_off_path_response(&mut self) {
+        if let Some(seq) = self.off_path_response.take().and_then(|r| r.spare) {
+            self.retire_spare(seq);
         }
     }
 
@@ -206,6 +276,14 @@ impl Connection {
     /// and spares retired below it need no more remembering.
     pub(crate) fn on_peer_retire_prior_to(&mut self, retire_prior_to: u64) {
         self.retired_spares.retain(|&s| s >= retire_prior_to);
+        if self
+            .off_path_response
+            .as_ref()
+            .and_then(|r| r.spare)
+            .is_some_and(|s| s < retire_prior_to)
+        {
+            self.end_off_path_response();
+        }
         let Some(v) = self.path_validation.as_mut() else {
             return;
         };

@@ -301,21 +301,26 @@ impl Connection {
         if moved {
             if !probing && newest && space == SpaceId::Data {
                 // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
-                let left = self.path.remote;
+                let (left, left_ip, left_allowance) =
+                    (self.path.remote, self.path.local_ip, self.path.send_allowance());
                 self.migrate(now, *remote, local_ip, datagram_len);
-                if response_owed.is_some() && self.path_response == response_owed {
+                if let Some(owed) = response_owed.filter(|_| self.path_response == response_owed) {
                     // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
-                    // just left: with the challenge to that path if it is still to go, else not at all.
-                    let owed = self.path_response.take();
+                    // just left: with the challenge to that path if it is still to go, else alone.
+                    self.path_response = None;
                     let old_path = self.path_validation.as_mut().and_then(|v| v.old_path.as_mut());
                     if let Some(c) = old_path.filter(|c| c.pending && c.remote == left) {
-                        c.response = owed;
+                        c.response = Some(owed);
+                    } else {
+                        self.answer_off_path(left, left_ip, owed, left_allowance, true);
                     }
                 }
-            } else if self.path_response != response_owed {
-                // A PATH_CHALLENGE probing another path: answering it on this path would be wrong, and
-                // probing a new path (active migration) is not supported: no answer.
+            } else if let Some(data) = self.path_response.filter(|_| self.path_response != response_owed) {
+                // A PATH_CHALLENGE probing another path (RFC 9000 §9.1): answered there, not here
+                // (§8.2.2), within three times what came from there (§8.1).
                 self.path_response = response_owed;
+                let allowance = 3 * datagram_len as u64;
+                self.answer_off_path(*remote, local_ip, data, allowance, false);
             }
         }
         if !self.spaces[space.index()].discarded {

@@ -69,6 +69,12 @@ impl Connection {
         if let Some(t) = self.send_old_path_challenge(now, buf) {
             return Some(t);
         }
+        // RFC 9000 §8.2.2: a PATH_RESPONSE owed to another address goes there, alone.
+        if self.off_path_response.is_some() {
+            if let Some(t) = self.send_off_path_response(now, buf) {
+                return Some(t);
+            }
+        }
         // RFC 9000 §14.3: a path MTU probe goes alone, in a datagram of its own size.
         if let Some(size) = self.mtu_probe_due(now) {
             let size = usize::from(size);
@@ -176,6 +182,35 @@ impl Connection {
     /// peer's connection ID, a 4-byte packet number, an ACK frame of one range and the AEAD tag.
     pub(crate) fn min_ack_datagram(&self) -> usize {
         1 + self.remote_cid.len() + 4 + MAX_ONE_RANGE_ACK + TAG_LEN
+    }
+
+    /// The PATH_RESPONSE owed to an address other than the current path's, in a datagram of its own,
+    /// expanded to 1200 bytes within that address's anti-amplification allowance (RFC 9000 §8.2.2).
+    /// Sent once, whatever comes of it (§8.2.2 allows no second answer to one challenge).
+    #[cold]
+    fn send_off_path_response(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let r = self.off_path_response.clone()?;
+        if self.is_closed() || self.one_rtt.is_none() {
+            self.end_off_path_response();
+            return None;
+        }
+        self.building = Building::OffPathResponse {
+            dcid: r.dcid,
+            data: r.data,
+        };
+        let built = self.build_packet(now, SpaceId::Data, buf, 0, r.size, Some(r.size), true);
+        self.building = Building::Ordinary;
+        self.end_off_path_response();
+        built?;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            destination: r.remote,
+            src_ip: r.local_ip,
+            ecn: None,
+            size: buf.len(),
+            segment_size: None,
+        })
     }
 
     /// Counts a datagram of `size` bytes as sent (path and statistics).
@@ -367,7 +402,7 @@ impl Connection {
                 spin: false,
                 key_phase: self.one_rtt.as_ref().is_some_and(|k| k.phase),
                 dcid: match self.building {
-                    Building::OldPathChallenge { dcid, .. } => dcid,
+                    Building::OldPathChallenge { dcid, .. } | Building::OffPathResponse { dcid, .. } => dcid,
                     _ => self.remote_cid,
                 },
             },
@@ -426,6 +461,10 @@ impl Connection {
             if let Some(response) = response {
                 Frame::PathResponse(response).encode(buf);
             }
+            ack_eliciting = true;
+            path_probe = true;
+        } else if let (true, Building::OffPathResponse { data, .. }) = (special, self.building) {
+            Frame::PathResponse(data).encode(buf);
             ack_eliciting = true;
             path_probe = true;
         } else if mtu_probe {

@@ -90,3 +90,113 @@ fn an_ack_owed_on_an_unvalidated_new_path_goes_within_max_ack_delay() {
         "the client's PINGs were acknowledged within max_ack_delay"
     );
 }
+
+#[test]
+fn a_probe_from_a_new_address_is_answered_there() {
+    // RFC 9000 §8.2.2, §9.1: a client probing a new path sends PATH_CHALLENGE in a probing packet from
+    // its new address; the server MUST answer it, on that path (and, §9.5, with a connection ID of the
+    // client's not used on the current path), without moving there.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.run(Duration::from_millis(100));
+    let probe_from: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let data = [0x3c; 8];
+    {
+        // The client's probe: a packet with PATH_CHALLENGE and PADDING only (no ACK, which would make it
+        // non-probing), to a spare connection ID of the server's, built as quicsand builds its challenge
+        // to an old path.
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        assert!(conn.path_validation.is_none());
+        let (dcid_seq, dcid, _) = conn.peer_cids.remove(0);
+        conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
+            data,
+            pending: false,
+            deadline: p.now + Duration::from_secs(3),
+            expanded: true,
+            previous: None,
+            old_path: Some(crate::conn::path::OldPathChallenge {
+                remote: SERVER.parse().unwrap(),
+                local_ip: None,
+                data,
+                pending: true,
+                response: None,
+                dcid,
+                dcid_seq,
+                spare: false,
+            }),
+        }));
+    }
+    p.client.after_conn(ch, true);
+    let sent = client_to_server_from(&mut p, probe_from);
+    assert!(sent >= 1200, "the probe is padded: {sent}");
+    let client: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    assert_eq!(
+        p.server.table.get(h).unwrap().conn.path.remote,
+        client,
+        "a probing packet does not move the connection (RFC 9000 §9.3)"
+    );
+    let mut buf = Vec::new();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let mut to_probe = 0;
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            if t.destination == probe_from {
+                to_probe += 1;
+                assert!(d.len() >= 1200, "PATH_RESPONSE datagrams are expanded");
+                p.client
+                    .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
+            }
+        }
+    }
+    assert_eq!(to_probe, 1, "one answer to the probed address");
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    assert!(
+        conn.path_validation.is_none(),
+        "the client's challenge was answered"
+    );
+    p.run(Duration::from_secs(1));
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, client);
+    assert!(conn.peer_cids.len() >= 2, "the spare used was replaced");
+}
+
+/// Reads the frames sent from the server's qlog, hence the feature.
+#[cfg(feature = "qlog")]
+#[test]
+fn a_path_response_owed_survives_a_second_migration() {
+    // RFC 9000 §8.2.2: the client moved once (B), the server validates B, and a PATH_CHALLENGE from B is
+    // still unanswered when a newer packet from a third address (C) moves the connection again: the
+    // answer still goes, to B.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    server_to_client_at(&mut p, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    p.server.conn(h).unwrap().set_qlog(Box::new(tx));
+    super::peer_errors::inject(
+        &mut p,
+        crate::conn::SpaceId::Data,
+        &[crate::wire::frame::Frame::PathChallenge([0x5a; 8])],
+    );
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, c);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
+    while rx.try_recv().is_ok() {}
+    let mut answered = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for record in rx.try_iter() {
+            let record = String::from_utf8(record).unwrap();
+            if record.contains("path_response") && record.contains(&"5a".repeat(8)) {
+                answered.push(t.destination);
+            }
+        }
+    }
+    assert_eq!(answered, vec![b]);
+}
