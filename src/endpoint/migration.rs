@@ -200,3 +200,56 @@ fn a_path_response_owed_survives_a_second_migration() {
     }
     assert_eq!(answered, vec![b]);
 }
+
+#[test]
+fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_path() {
+    // RFC 9000 §14: the path MTU is per pair of addresses, so a new peer IP starts again from 1200 bytes
+    // (and datagrams to it stay within that); §9.4 resets congestion control and RTT for it. When its
+    // validation fails the connection goes back (§9.3.2) to the old path and what it knew of it.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::from_secs(2));
+    let (mtu, cwnd, srtt) = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        (conn.path.mtu, conn.stats().cwnd, conn.recovery.rtt().smoothed())
+    };
+    assert!(mtu > 1200, "path MTU discovery went above the base: {mtu}");
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, new);
+    let deadline = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, new);
+        assert_eq!(conn.path.mtu, 1200);
+        assert_eq!(
+            conn.recovery.rtt().smoothed(),
+            TransportConfig::default().initial_rtt
+        );
+        conn.path_validation_deadline().unwrap()
+    };
+    // Nothing reaches the new address (nor the old one): the validation fails.
+    let mut buf = Vec::new();
+    loop {
+        while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+            if t.destination == new {
+                assert!(t.datagrams(&buf).all(|d| d.len() <= 1200));
+            }
+        }
+        match p.server.poll_timeout() {
+            Some(t) if t <= deadline => {
+                p.now = p.now.max(t);
+                p.server.handle_timeout(p.now);
+            }
+            _ => break,
+        }
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.stats().path_validation_failures, 1);
+    assert_eq!(conn.path.remote, super::peer_errors::CLIENT.parse().unwrap());
+    assert!(conn.path.validated);
+    assert_eq!(conn.path.mtu, mtu);
+    assert_eq!(conn.recovery.rtt().smoothed(), srtt);
+    assert_eq!(conn.stats().cwnd, cwnd);
+}
