@@ -230,7 +230,8 @@ impl Connection {
     /// A PATH_CHALLENGE with `data` came from `remote`, which is not the current path, and is answered
     /// there. `allowance` is what the anti-amplification limit lets us send to that address (RFC 9000
     /// §8.1). `dcid_in_use` says the current connection ID already went there (a path the peer left);
-    /// otherwise the answer takes a spare ID of the peer's (§9.5), and without one it cannot be sent.
+    /// otherwise the answer takes a spare ID of the peer's (§9.5), and without one (unless the peer's IDs
+    /// are zero-length) it cannot be sent.
     /// One answer waits at most: a newer one replaces it.
     pub(crate) fn answer_off_path(
         &mut self,
@@ -244,7 +245,8 @@ impl Connection {
             self.retire_spare(seq);
         }
         let size = usize::try_from(allowance).map_or(MIN_INITIAL_DATAGRAM, |a| a.min(MIN_INITIAL_DATAGRAM));
-        let (dcid, spare) = if dcid_in_use {
+        // A peer using zero-length connection IDs has none to spare, and nothing to link (§9.5).
+        let (dcid, spare) = if dcid_in_use || self.remote_cid.is_empty() {
             (self.remote_cid, None)
         } else if self.peer_cids.is_empty() {
             // RFC 9000 §9.5: "An endpoint that exhausts available connection IDs cannot ... respond to

@@ -96,7 +96,22 @@ fn a_probe_from_a_new_address_is_answered_there() {
     // RFC 9000 §8.2.2, §9.1: a client probing a new path sends PATH_CHALLENGE in a probing packet from
     // its new address; the server MUST answer it, on that path (and, §9.5, with a connection ID of the
     // client's not used on the current path), without moving there.
-    let mut p = Pair::new(TransportConfig::default());
+    probe_from_a_new_address(false);
+}
+
+#[test]
+fn a_probe_from_a_client_with_zero_length_ids_is_answered() {
+    // The same with a client using zero-length connection IDs: it has none to spare, and an empty ID
+    // links nothing (RFC 9000 §9.5), so the answer goes with it.
+    probe_from_a_new_address(true);
+}
+
+fn probe_from_a_new_address(zero_len_client: bool) {
+    let mut client = crate::EndpointConfig::with_seed(2);
+    if zero_len_client {
+        client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    }
+    let mut p = Pair::with_endpoint_configs(crate::EndpointConfig::with_seed(1), client);
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
     p.run(Duration::from_millis(100));
@@ -158,7 +173,9 @@ fn a_probe_from_a_new_address_is_answered_there() {
     p.run(Duration::from_secs(1));
     let conn = &p.server.table.get(h).unwrap().conn;
     assert_eq!(conn.path.remote, client);
-    assert!(conn.peer_cids.len() >= 2, "the spare used was replaced");
+    if !zero_len_client {
+        assert!(conn.peer_cids.len() >= 2, "the spare used was replaced");
+    }
 }
 
 /// Reads the frames sent from the server's qlog, hence the feature.
