@@ -745,9 +745,11 @@ impl Connection {
 
     /// Starts a key update when asked or when the confidentiality limit nears (RFC 9001 §6.1, §6.6).
     fn maybe_start_key_update(&mut self, now: Instant) {
-        if !self.handshake_confirmed || self.is_closed() {
+        if self.is_closed() {
             return;
         }
+        // RFC 9001 §6.1: no key update before the handshake is confirmed; the limit below still applies.
+        let confirmed = self.handshake_confirmed;
         let pto = self.pto();
         let Some(keys) = &mut self.one_rtt else { return };
         let limit = keys.seal_limit();
@@ -755,14 +757,15 @@ impl Connection {
         let due = self.key_update_requested
             || keys.sealed_in_phase >= interval
             || keys.sealed_in_phase >= limit - limit / 8;
-        if due && keys.can_update() {
+        if due && confirmed && keys.can_update() {
             tracing::debug!(side = ?self.side, "starting a key update");
             keys.rotate(&mut *self.session, None, later(now, pto.saturating_mul(3)));
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;
         } else if keys.sealed_in_phase >= limit.saturating_sub(1) {
-            // RFC 9001 §6.6: no packet may be sealed past the limit; the last one carries the close.
+            // RFC 9001 §6.6: no packet may be sealed past the limit; the last one carries the close. This
+            // holds before confirmation too, when no update is possible and the endpoint must stop.
             self.close_with_error(
                 now,
                 TransportError::aead_limit_reached("confidentiality limit reached"),

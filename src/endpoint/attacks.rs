@@ -1445,6 +1445,46 @@ fn no_key_seals_more_packets_than_its_confidentiality_limit() {
     assert!(conn.is_closed());
 }
 
+/// RFC 9001 §6.6: before its handshake is confirmed a client may not update its keys (§6.1), so at the
+/// confidentiality limit it must stop using the connection, and it is RECOMMENDED to close with
+/// AEAD_LIMIT_REACHED first. The client used to stop sealing without closing, leaving the connection to
+/// hang until the idle timeout.
+#[test]
+fn a_client_at_its_confidentiality_limit_before_confirmation_closes() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    // As if HANDSHAKE_DONE had not arrived yet.
+    conn.handshake_confirmed = false;
+    let keys = conn.one_rtt.as_mut().unwrap();
+    let limit = keys.local.confidentiality_limit();
+    keys.sealed_in_phase = limit - 3;
+    keys.phase_acked = true;
+    let mut c = p.client.conn(ch).unwrap();
+    let id = c.open_uni().unwrap();
+    c.stream(id).write(&[0; 65536]).unwrap();
+    drop(c);
+    let mut buf = Vec::new();
+    while p.client.poll_transmit(p.now, &mut buf).is_some() {}
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    let keys = conn.one_rtt.as_ref().unwrap();
+    assert_eq!(
+        keys.updates, 0,
+        "RFC 9001 §6.1: no key update before confirmation"
+    );
+    assert!(keys.sealed_in_phase <= limit, "{} sealed", keys.sealed_in_phase);
+    assert!(conn.is_closed(), "the client stopped without closing");
+    while let Some((_, e)) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+    match Pair::lost(&p.client_events) {
+        Some(ConnectionError::TransportError(e)) => {
+            assert_eq!(e.code, TransportErrorCode::AEAD_LIMIT_REACHED, "{e}")
+        }
+        other => panic!("expected AEAD_LIMIT_REACHED, got {other:?}"),
+    }
+}
+
 /// RFC 9000 §12.3: a sender whose packet numbers reach 2^62 - 1 closes without sending more.
 #[test]
 fn packet_numbers_stop_before_2_pow_62() {
