@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::peer_errors::{client_bidi, deliver_all, inject, sends, stream, Pair, CLIENT, SERVER};
+use super::peer_errors::{client_bidi, deliver, deliver_all, inject, sends, stream, Pair, CLIENT, SERVER};
 use super::Endpoint;
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
@@ -1759,4 +1759,59 @@ fn a_datagram_larger_than_the_send_buffer_is_refused() {
     drop(conn);
     let queued = &p.server.table.get(h).unwrap().conn.datagrams.send;
     assert_eq!(queued.len(), 1);
+}
+
+/// A long header for the server's connection ID whose Length field says `length`, followed by `body`
+/// bytes of junk: a forged Handshake packet (RFC 9000 §17.2.4).
+fn forged_handshake(dcid: &[u8], length: u16, body: usize) -> Vec<u8> {
+    let mut d = vec![0xe0, 0, 0, 0, 1, dcid.len() as u8];
+    d.extend_from_slice(dcid);
+    d.push(0);
+    d.extend_from_slice(&(0x4000 | length).to_be_bytes());
+    d.resize(d.len() + body, 0x5a);
+    d
+}
+
+/// Hostile datagrams routed to an open connection (RFC 9001 §5.4.2, RFC 9000 §12.2, §17.2): truncated
+/// 1-RTT packets down to a bare header, a Length longer than the datagram or shorter than a packet
+/// number and a tag, junk coalesced in front of a valid packet. None may panic or harm the connection,
+/// and a packet that fails to open does not stop the valid one coalesced after it.
+#[test]
+fn hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_packets() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(10));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let dcid = p.server.table.get(h).unwrap().conn.local_cid;
+    p.client.conn(ch).unwrap().ping();
+    let real = sends(&mut p.client, p.now).remove(0);
+    assert!(is_short(&real));
+    let received = |p: &Pair| p.server.table.get(h).unwrap().conn.stats.packets_received;
+    let before = received(&p);
+    let mut hostile: Vec<Vec<u8>> = (0..real.len()).map(|n| real[..n].to_vec()).collect();
+    for length in [0, 1, 2, 17, 19, 20, 60, 1000] {
+        for body in [0, 1, 19, 20, 21, 59] {
+            hostile.push(forged_handshake(&dcid, length, body));
+        }
+    }
+    let mut flipped = real.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    hostile.push(flipped);
+    for d in &hostile {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    assert_eq!(received(&p), before, "no hostile packet was processed");
+    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+    // A forged Handshake packet (the server dropped its Handshake keys) in front of the real one.
+    let mut coalesced = forged_handshake(&dcid, 40, 40);
+    coalesced.extend_from_slice(&real);
+    deliver(&mut p.server, p.now, CLIENT, &coalesced);
+    assert_eq!(
+        received(&p),
+        before + 1,
+        "the valid packet after the forged one was processed"
+    );
+    // The same again: a duplicate, dropped after decryption (RFC 9000 §12.3).
+    deliver(&mut p.server, p.now, CLIENT, &real);
+    assert_eq!(received(&p), before + 1, "a duplicate is not processed twice");
 }
