@@ -30,8 +30,9 @@ pub(crate) struct OneRttKeys {
     pub(crate) remote: Box<dyn PacketKey>,
     /// The next phase's receive key.
     next_remote: Option<Box<dyn PacketKey>>,
-    /// The previous phase's receive key and when to drop it.
-    prev_remote: Option<(Box<dyn PacketKey>, Instant)>,
+    /// The previous phase's receive key and when to drop it: not before a packet of the current phase
+    /// has opened (`None` until then, RFC 9001 §6.1).
+    prev_remote: Option<(Box<dyn PacketKey>, Option<Instant>)>,
     /// The key phase bit of the current phase.
     pub(crate) phase: bool,
     /// Key updates so far (either side).
@@ -103,14 +104,12 @@ impl OneRttKeys {
         self.first_received = Some(self.first_received.map_or(pn, |f| f.min(pn)));
     }
 
-    /// Moves to the next phase: the peer's packet `pn` opened with the next key (`Some`), or we start an
-    /// update ourselves (`None`). The previous receive key is kept until `discard_prev_at`.
-    pub(crate) fn rotate(
-        &mut self,
-        session: &mut dyn Session,
-        received_pn: Option<u64>,
-        discard_prev_at: Instant,
-    ) {
+    /// Moves to the next phase: the peer's packet `pn` opened with the next key (`Some((pn, at))`), or we
+    /// start an update ourselves (`None`). The previous receive key is kept until `at` (three PTOs,
+    /// RFC 9001 §6.5); after our own update, until three PTOs after the first packet of the new phase
+    /// opens ([`set_prev_discard`](Self::set_prev_discard)): RFC 9001 §6.1 says old keys MUST be retained
+    /// until then.
+    pub(crate) fn rotate(&mut self, session: &mut dyn Session, received: Option<(u64, Instant)>) {
         let Some(remote) = self.next_remote.take() else {
             return;
         };
@@ -124,13 +123,13 @@ impl OneRttKeys {
         };
         let old_remote = std::mem::replace(&mut self.remote, remote);
         self.local = local;
-        self.prev_remote = Some((old_remote, discard_prev_at));
+        self.prev_remote = Some((old_remote, received.map(|(_, at)| at)));
         self.next_remote = session.peek_next_1rtt_remote_key();
         self.phase = !self.phase;
         self.updates += 1;
         self.first_sent = None;
         self.phase_acked = false;
-        self.first_received = received_pn;
+        self.first_received = received.map(|(pn, _)| pn);
         self.sealed_in_phase = 0;
         self.acked_current = false;
     }
@@ -181,12 +180,26 @@ impl OneRttKeys {
 
     /// When the previous receive key is due to be dropped.
     pub(crate) fn prev_discard_at(&self) -> Option<Instant> {
-        self.prev_remote.as_ref().map(|(_, t)| *t)
+        self.prev_remote.as_ref().and_then(|(_, t)| *t)
+    }
+
+    /// Whether the previous receive key waits for a first packet of the current phase to open before its
+    /// discard time is set (after an update we started).
+    #[inline]
+    pub(crate) fn prev_awaits_new_phase(&self) -> bool {
+        self.prev_remote.as_ref().is_some_and(|(_, t)| t.is_none())
+    }
+
+    /// A packet of the current phase opened: the previous receive key goes at `at`, unless a time was set.
+    pub(crate) fn set_prev_discard(&mut self, at: Instant) {
+        if let Some((_, t @ None)) = &mut self.prev_remote {
+            *t = Some(at);
+        }
     }
 
     /// Drops the previous receive key if its time has come.
     pub(crate) fn discard_prev_if_due(&mut self, now: Instant) {
-        if self.prev_remote.as_ref().is_some_and(|(_, t)| *t <= now) {
+        if self.prev_discard_at().is_some_and(|t| t <= now) {
             self.prev_remote = None;
         }
     }
@@ -297,7 +310,7 @@ mod tests {
         k.on_acked(10);
         assert!(k.can_update());
         let t = epoch();
-        k.rotate(&mut session, None, t + Duration::from_millis(300));
+        k.rotate(&mut session, None);
         assert!(k.phase && k.updates == 1);
         assert!(
             !k.can_update(),
@@ -305,7 +318,22 @@ mod tests {
         );
         // The peer's packets of the old phase still open, with the previous key.
         assert_eq!(k.recv_key(false, 11), RecvKey::Previous);
+        k.discard_prev_if_due(t + Duration::from_secs(3600));
+        assert!(
+            k.remote_key(RecvKey::Previous).is_some() && k.prev_discard_at().is_none(),
+            "RFC 9001 §6.1: old keys stay until a packet of the new phase opens"
+        );
         assert_eq!(k.recv_key(true, 12), RecvKey::Current);
+        assert!(k.prev_awaits_new_phase());
+        k.set_prev_discard(t + Duration::from_millis(300));
+        k.on_received(12);
+        assert!(!k.prev_awaits_new_phase());
+        k.set_prev_discard(t + Duration::from_secs(60));
+        assert_eq!(
+            k.prev_discard_at(),
+            Some(t + Duration::from_millis(300)),
+            "set once"
+        );
         k.discard_prev_if_due(t + Duration::from_millis(299));
         assert!(k.remote_key(RecvKey::Previous).is_some());
         k.discard_prev_if_due(t + Duration::from_millis(300));
@@ -348,7 +376,7 @@ mod tests {
             } else {
                 k.can_update()
             });
-            k.rotate(&mut session, peer_started.then_some(10 * n as u64 + 1), epoch());
+            k.rotate(&mut session, peer_started.then_some((10 * n as u64 + 1, epoch())));
             assert_eq!(
                 (k.updates, session.advances),
                 (n as u64, n),
@@ -390,7 +418,7 @@ mod tests {
             .open(6, &mut packet, 4)
             .is_ok());
 
-        k.rotate(&mut session, Some(6), epoch() + Duration::from_secs(1));
+        k.rotate(&mut session, Some((6, epoch() + Duration::from_secs(1))));
         assert!(k.phase);
         assert_eq!(
             k.recv_key(false, 4),

@@ -236,10 +236,14 @@ impl Connection {
             return Err(None);
         }
         if space == SpaceId::Data {
-            // Only a key update needs the PTO (computed per packet otherwise, for nothing).
-            let pto = matches!(recv_key, RecvKey::Next)
-                .then(|| self.pto())
-                .unwrap_or_default();
+            // Only a key update, or the first packet opened after ours, needs the PTO (computed per
+            // packet otherwise, for nothing).
+            let needs_pto = match recv_key {
+                RecvKey::Next => true,
+                RecvKey::Current => self.one_rtt.as_ref().is_some_and(|k| k.prev_awaits_new_phase()),
+                RecvKey::Previous => false,
+            };
+            let pto = if needs_pto { self.pto() } else { Duration::ZERO };
             let keys = self.one_rtt.as_mut().ok_or(None)?;
             match recv_key {
                 RecvKey::Next => {
@@ -251,9 +255,16 @@ impl Connection {
                     }
                     // RFC 9001 §6.2: the peer updated its keys; we update ours before answering.
                     tracing::debug!(side = ?self.side, pn, "peer started a key update");
-                    keys.rotate(&mut *self.session, Some(pn), later(now, pto.saturating_mul(3)));
+                    keys.rotate(&mut *self.session, Some((pn, later(now, pto.saturating_mul(3)))));
                 }
-                RecvKey::Current => keys.on_received(pn),
+                RecvKey::Current => {
+                    // RFC 9001 §6.1, §6.5: after our update, old keys stay until a packet of the new
+                    // phase opens, and then three PTOs more.
+                    if needs_pto {
+                        keys.set_prev_discard(later(now, pto.saturating_mul(3)));
+                    }
+                    keys.on_received(pn);
+                }
                 RecvKey::Previous => {}
             }
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes};
 use tinyvec::TinyVec;
 
-use super::connection::{later, Building, Connection, State};
+use super::connection::{Building, Connection, State};
 use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
@@ -750,7 +750,6 @@ impl Connection {
         }
         // RFC 9001 §6.1: no key update before the handshake is confirmed; the limit below still applies.
         let confirmed = self.handshake_confirmed;
-        let pto = self.pto();
         let Some(keys) = &mut self.one_rtt else { return };
         let limit = keys.seal_limit();
         let interval = self.config.key_update_interval.unwrap_or(u64::MAX);
@@ -759,7 +758,7 @@ impl Connection {
             || keys.sealed_in_phase >= limit - limit / 8;
         if due && confirmed && keys.can_update() {
             tracing::debug!(side = ?self.side, "starting a key update");
-            keys.rotate(&mut *self.session, None, later(now, pto.saturating_mul(3)));
+            keys.rotate(&mut *self.session, None);
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;

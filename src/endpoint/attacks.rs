@@ -1815,3 +1815,51 @@ fn hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_pac
     deliver(&mut p.server, p.now, CLIENT, &real);
     assert_eq!(received(&p), before + 1, "a duplicate is not processed twice");
 }
+
+/// RFC 9001 §6.1: "An endpoint MUST retain old keys until it has successfully unprotected a packet sent
+/// using the new keys." The client starts a key update whose packets are all lost for a while; the
+/// server, which never saw the new phase, keeps sending with the old keys, and the client must still
+/// open those packets. The old receive key used to be dropped three PTOs after the update started,
+/// whatever the peer had sent.
+#[test]
+fn old_keys_stay_until_a_packet_of_the_new_phase_opens() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().force_key_update();
+    p.client.conn(ch).unwrap().ping();
+    let _lost = sends(&mut p.client, p.now);
+    assert_eq!(
+        p.client
+            .table
+            .get(ch)
+            .unwrap()
+            .conn
+            .one_rtt
+            .as_ref()
+            .unwrap()
+            .updates,
+        1
+    );
+    // Everything the client sends for a while is lost; its timers run.
+    let end = p.now + Duration::from_secs(2);
+    while let Some(t) = p.client.poll_timeout().filter(|&t| t <= end) {
+        p.now = p.now.max(t);
+        p.client.handle_timeout(p.now);
+        let _lost = sends(&mut p.client, p.now);
+    }
+    p.now = end;
+    let received = |p: &mut Pair| p.client.conn(ch).unwrap().stats().packets_received;
+    let before = received(&mut p);
+    p.server.conn(h).unwrap().ping();
+    let from_server = sends(&mut p.server, p.now);
+    assert!(!from_server.is_empty());
+    for d in &from_server {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    assert!(
+        received(&mut p) > before,
+        "the server's packets of the old phase no longer opened"
+    );
+}
