@@ -808,7 +808,9 @@ fn key_updates_mid_transfer_keep_every_byte() {
         let mut p = connected(c, s, 65, Settings::default());
         let mut next = p.now + EVERY;
         let mut forced = 0u32;
-        let t = bulk(&mut p, 8 * MIB, 65, true, |p| {
+        // Long enough for several updates with RFC 9001 §6.5's three PTOs between the acknowledgement of
+        // one and the start of the next.
+        let t = bulk(&mut p, 32 * MIB, 65, true, |p| {
             if p.now >= next {
                 next = p.now + EVERY;
                 // Alternate sides; ask twice in a row, which must still be one update.
@@ -843,7 +845,7 @@ fn key_updates_mid_transfer_keep_every_byte() {
             p.server_events
         );
         eprintln!(
-            "{c:?} client / {s:?} server: 8 MiB each way in {t:?} virtual with {forced} forced updates; \
+            "{c:?} client / {s:?} server: 32 MiB each way in {t:?} virtual with {forced} forced updates; \
              quicsand counted {updates:?}"
         );
     }

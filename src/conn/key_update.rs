@@ -6,7 +6,7 @@
 //! across it. The next phase's send key is derived only when the phase changes: until then it would be
 //! hundreds of bytes per connection that nothing uses.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::crypto::tls::Session;
 use crate::crypto::{HeaderKey, Keys, PacketKey};
@@ -39,9 +39,9 @@ pub(crate) struct OneRttKeys {
     pub(crate) updates: u64,
     /// The first packet number we sent in the current phase.
     first_sent: Option<u64>,
-    /// Whether the peer acknowledged a packet sent in the current phase (RFC 9001 §6.5: required before
-    /// starting another update).
-    pub(crate) phase_acked: bool,
+    /// When the peer first acknowledged a packet sent in the current phase (RFC 9001 §6.1: required
+    /// before starting another update; §6.5: three PTOs before it, after an update).
+    pub(crate) phase_acked_at: Option<Instant>,
     /// The smallest packet number received in the current phase.
     first_received: Option<u64>,
     /// Packets sealed with the current local key (RFC 9001 §6.6 confidentiality limit).
@@ -68,7 +68,7 @@ impl OneRttKeys {
             phase: false,
             updates: 0,
             first_sent: None,
-            phase_acked: false,
+            phase_acked_at: None,
             first_received: None,
             sealed_in_phase: 0,
             // RFC 9001 §6.2 limits consecutive updates (a second one before we acknowledged the packet
@@ -128,7 +128,7 @@ impl OneRttKeys {
         self.phase = !self.phase;
         self.updates += 1;
         self.first_sent = None;
-        self.phase_acked = false;
+        self.phase_acked_at = None;
         self.first_received = received.map(|(pn, _)| pn);
         self.sealed_in_phase = 0;
         self.acked_current = false;
@@ -148,9 +148,13 @@ impl OneRttKeys {
         }
     }
 
-    /// Whether we may start a key update now (RFC 9001 §6.1, §6.5).
-    pub(crate) fn can_update(&self) -> bool {
-        self.phase_acked && self.next_remote.is_some()
+    /// Whether we may start a key update at `now` (RFC 9001 §6.1): a packet of the current phase was
+    /// acknowledged and, after an earlier update, `wait` has passed since (RFC 9001 §6.5: endpoints SHOULD
+    /// wait three PTOs, as the peer may not yet have the keys for another update while it keeps its old
+    /// ones).
+    pub(crate) fn can_update(&self, now: Instant, wait: Duration) -> bool {
+        let waited = |at: Instant| self.updates == 0 || at.checked_add(wait).map_or(true, |t| now >= t);
+        self.phase_acked_at.is_some_and(waited) && self.next_remote.is_some()
     }
 
     /// Whether the current key may seal one more packet (RFC 9001 §6.6): the last one it may seal is kept
@@ -171,10 +175,10 @@ impl OneRttKeys {
         self.sealed_in_phase += 1;
     }
 
-    /// The peer acknowledged our packet `pn`.
-    pub(crate) fn on_acked(&mut self, pn: u64) {
-        if self.first_sent.is_some_and(|first| pn >= first) {
-            self.phase_acked = true;
+    /// The peer acknowledged our packet `pn`; the ACK arrived at `now`.
+    pub(crate) fn on_acked(&mut self, pn: u64, now: Instant) {
+        if self.phase_acked_at.is_none() && self.first_sent.is_some_and(|first| pn >= first) {
+            self.phase_acked_at = Some(now);
         }
     }
 
@@ -210,15 +214,13 @@ impl std::fmt::Debug for OneRttKeys {
         f.debug_struct("OneRttKeys")
             .field("phase", &self.phase)
             .field("updates", &self.updates)
-            .field("phase_acked", &self.phase_acked)
+            .field("phase_acked_at", &self.phase_acked_at)
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::crypto::tls::{KeyChange, Level};
     use crate::crypto::{DirectionalKeys, Secret, Suite};
@@ -303,19 +305,27 @@ mod tests {
     #[test]
     fn our_update_waits_for_an_ack_of_the_current_phase() {
         let (mut k, mut session) = keys();
-        assert!(!k.can_update(), "nothing of phase 0 acknowledged yet");
-        k.on_sent(10);
-        k.on_acked(9);
-        assert!(!k.can_update(), "packet 9 was not sent in this phase");
-        k.on_acked(10);
-        assert!(k.can_update());
         let t = epoch();
+        let wait = Duration::from_millis(300);
+        assert!(!k.can_update(t, wait), "nothing of phase 0 acknowledged yet");
+        k.on_sent(10);
+        k.on_acked(9, t);
+        assert!(!k.can_update(t, wait), "packet 9 was not sent in this phase");
+        k.on_acked(10, t);
+        assert!(k.can_update(t, wait), "no wait before the first update");
         k.rotate(&mut session, None);
         assert!(k.phase && k.updates == 1);
         assert!(
-            !k.can_update(),
+            !k.can_update(t, wait),
             "RFC 9001 §6.1: no second update before an ACK of the new phase"
         );
+        k.on_sent(20);
+        k.on_acked(20, t + Duration::from_millis(10));
+        assert!(
+            !k.can_update(t + Duration::from_millis(309), wait),
+            "RFC 9001 §6.5: three PTOs after the acknowledgement first"
+        );
+        assert!(k.can_update(t + Duration::from_millis(310), wait));
         // The peer's packets of the old phase still open, with the previous key.
         assert_eq!(k.recv_key(false, 11), RecvKey::Previous);
         k.discard_prev_if_due(t + Duration::from_secs(3600));
@@ -366,7 +376,7 @@ mod tests {
             );
             assert!(!opens(&*secret(7, n).packet_key(), prepared));
             k.on_sent(10 * n as u64);
-            k.on_acked(10 * n as u64);
+            k.on_acked(10 * n as u64, epoch());
             k.on_received(10 * n as u64);
             k.on_ack_sent(10 * n as u64);
             // Odd phases are the peer's updates (its packet opened with the prepared key), even ones ours.
@@ -374,7 +384,7 @@ mod tests {
             assert!(if peer_started {
                 k.peer_may_update()
             } else {
-                k.can_update()
+                k.can_update(epoch(), Duration::ZERO)
             });
             k.rotate(&mut session, peer_started.then_some((10 * n as u64 + 1, epoch())));
             assert_eq!(

@@ -519,6 +519,7 @@ impl Connection {
             handshake_done_pending: &mut self.handshake_done_pending,
             handshake_done_acked: &mut self.handshake_done_acked,
             new_mtu: None,
+            now,
         };
         let cc = &mut self.cc;
         // RFC 9000 §9.4: packets sent on a path the peer has left do not grow the new path's window.
@@ -774,6 +775,8 @@ struct Acked<'a> {
     handshake_done_acked: &'a mut bool,
     /// A path MTU the acknowledgement of a probe confirmed, to apply once the ACK is processed.
     new_mtu: Option<u16>,
+    /// When the ACK arrived.
+    now: Instant,
 }
 
 impl Acked<'_> {
@@ -797,7 +800,7 @@ impl Acked<'_> {
         }
         if self.space == SpaceId::Data {
             if let Some(keys) = self.one_rtt.as_mut() {
-                keys.on_acked(pn);
+                keys.on_acked(pn, self.now);
             }
             if let Some(size) = self.mtud.on_acked(pn) {
                 self.new_mtu = Some(size);

@@ -1,7 +1,7 @@
 //! Packet assembly: which spaces have something to send, coalescing them into datagrams, padding,
 //! the anti-amplification limit, protection, and GSO batches.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use tinyvec::TinyVec;
@@ -750,13 +750,20 @@ impl Connection {
         }
         // RFC 9001 §6.1: no key update before the handshake is confirmed; the limit below still applies.
         let confirmed = self.handshake_confirmed;
-        let Some(keys) = &mut self.one_rtt else { return };
+        let Some(keys) = &self.one_rtt else { return };
         let limit = keys.seal_limit();
         let interval = self.config.key_update_interval.unwrap_or(u64::MAX);
         let due = self.key_update_requested
             || keys.sealed_in_phase >= interval
             || keys.sealed_in_phase >= limit - limit / 8;
-        if due && confirmed && keys.can_update() {
+        // RFC 9001 §6.5: three PTOs between the acknowledgement of one update and the next update.
+        let wait = if due && confirmed && keys.updates > 0 {
+            self.pto().saturating_mul(3)
+        } else {
+            Duration::ZERO
+        };
+        let Some(keys) = &mut self.one_rtt else { return };
+        if due && confirmed && keys.can_update(now, wait) {
             tracing::debug!(side = ?self.side, "starting a key update");
             keys.rotate(&mut *self.session, None);
             self.key_update_requested = false;

@@ -1425,7 +1425,7 @@ fn no_key_seals_more_packets_than_its_confidentiality_limit() {
     let keys = p.client.table.get_mut(ch).unwrap().conn.one_rtt.as_mut().unwrap();
     let limit = keys.local.confidentiality_limit();
     keys.sealed_in_phase = limit - 3;
-    keys.phase_acked = false;
+    keys.phase_acked_at = None;
     let mut c = p.client.conn(ch).unwrap();
     let id = c.open_uni().unwrap();
     c.stream(id).write(&[0; 65536]).unwrap();
@@ -1459,7 +1459,7 @@ fn a_client_at_its_confidentiality_limit_before_confirmation_closes() {
     let keys = conn.one_rtt.as_mut().unwrap();
     let limit = keys.local.confidentiality_limit();
     keys.sealed_in_phase = limit - 3;
-    keys.phase_acked = true;
+    keys.phase_acked_at = Some(p.now);
     let mut c = p.client.conn(ch).unwrap();
     let id = c.open_uni().unwrap();
     c.stream(id).write(&[0; 65536]).unwrap();
@@ -1862,4 +1862,46 @@ fn old_keys_stay_until_a_packet_of_the_new_phase_opens() {
         received(&mut p) > before,
         "the server's packets of the old phase no longer opened"
     );
+}
+
+/// RFC 9001 §6.5: "Endpoints SHOULD wait three times the PTO before initiating a key update after
+/// receiving an acknowledgment that confirms that the previous key update was received", since the peer
+/// may not have the keys for another one while it keeps its old ones. A second update asked for right
+/// after the first was acknowledged used to start at once.
+#[test]
+fn a_second_key_update_waits_three_ptos_after_the_first_is_acknowledged() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let ch = p.client.table.iter().next().unwrap().0;
+    let updates = |p: &Pair| {
+        p.client
+            .table
+            .get(ch)
+            .unwrap()
+            .conn
+            .one_rtt
+            .as_ref()
+            .unwrap()
+            .updates
+    };
+    p.client.conn(ch).unwrap().force_key_update();
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::from_millis(100));
+    assert_eq!(updates(&p), 1);
+    let phase_acked = p.now;
+    let pto = p.client.table.get(ch).unwrap().conn.pto();
+    // The first update is acknowledged (its PING was); ask for the next one right away.
+    p.client.conn(ch).unwrap().force_key_update();
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::ZERO);
+    assert_eq!(
+        updates(&p),
+        1,
+        "a second update right after the first was acknowledged"
+    );
+    // Three PTOs later it goes.
+    p.now = phase_acked + pto * 3;
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::ZERO);
+    assert_eq!(updates(&p), 2);
 }

@@ -120,8 +120,8 @@ impl<'a> ConnRef<'a> {
         self.connection().stats()
     }
 
-    /// Starts a key update as soon as RFC 9001 §6 allows (the handshake is confirmed and a packet of the
-    /// current phase was acknowledged).
+    /// Starts a key update as soon as RFC 9001 §6 allows (the handshake is confirmed, a packet of the
+    /// current phase was acknowledged and, after an earlier update, three PTOs have passed since, §6.5).
     pub fn force_key_update(&mut self) {
         self.connection_mut().force_key_update();
     }
