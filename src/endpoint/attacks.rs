@@ -1761,12 +1761,13 @@ fn a_datagram_larger_than_the_send_buffer_is_refused() {
     assert_eq!(queued.len(), 1);
 }
 
-/// A long header for the server's connection ID whose Length field says `length`, followed by `body`
-/// bytes of junk: a forged Handshake packet (RFC 9000 §17.2.4).
-fn forged_handshake(dcid: &[u8], length: u16, body: usize) -> Vec<u8> {
+/// A Handshake long header (RFC 9000 §17.2.4) for `dcid` from `scid` whose Length field says `length`,
+/// followed by `body` bytes of junk: a forged Handshake packet.
+fn forged_handshake(dcid: &[u8], scid: &[u8], length: u16, body: usize) -> Vec<u8> {
     let mut d = vec![0xe0, 0, 0, 0, 1, dcid.len() as u8];
     d.extend_from_slice(dcid);
-    d.push(0);
+    d.push(scid.len() as u8);
+    d.extend_from_slice(scid);
     d.extend_from_slice(&(0x4000 | length).to_be_bytes());
     d.resize(d.len() + body, 0x5a);
     d
@@ -1791,7 +1792,7 @@ fn hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_pac
     let mut hostile: Vec<Vec<u8>> = (0..real.len()).map(|n| real[..n].to_vec()).collect();
     for length in [0, 1, 2, 17, 19, 20, 60, 1000] {
         for body in [0, 1, 19, 20, 21, 59] {
-            hostile.push(forged_handshake(&dcid, length, body));
+            hostile.push(forged_handshake(&dcid, &[], length, body));
         }
     }
     let mut flipped = real.clone();
@@ -1803,7 +1804,7 @@ fn hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_pac
     assert_eq!(received(&p), before, "no hostile packet was processed");
     assert!(!p.server.table.get(h).unwrap().conn.is_closed());
     // A forged Handshake packet (the server dropped its Handshake keys) in front of the real one.
-    let mut coalesced = forged_handshake(&dcid, 40, 40);
+    let mut coalesced = forged_handshake(&dcid, &[], 40, 40);
     coalesced.extend_from_slice(&real);
     deliver(&mut p.server, p.now, CLIENT, &coalesced);
     assert_eq!(
@@ -1904,4 +1905,46 @@ fn a_second_key_update_waits_three_ptos_after_the_first_is_acknowledged() {
     p.client.conn(ch).unwrap().ping();
     p.run(Duration::ZERO);
     assert_eq!(updates(&p), 2);
+}
+
+/// As `hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_packets`, with the
+/// Initial and Handshake keys still in use (RFC 9001 §5.4.2, RFC 9000 §17.2): every truncation of the
+/// server's first flight and forged Handshake packets of every short Length reach a client mid-handshake;
+/// none panics, and the real flight afterwards still completes the handshake.
+#[test]
+fn hostile_long_headers_mid_handshake_are_dropped() {
+    let mut p = Pair::new(TransportConfig::default());
+    let config = p.client_config.clone();
+    let h = p
+        .client
+        .connect(p.now, config, SERVER.parse().unwrap(), "localhost")
+        .unwrap();
+    deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
+    let flight = sends(&mut p.server, p.now);
+    let cid = p.client.table.get(h).unwrap().conn.local_cid;
+    let first = ProtectedHeader::decode(&flight[0], 0).unwrap();
+    let server_cid = *first.scid().unwrap();
+    let mut hostile: Vec<Vec<u8>> = Vec::new();
+    for d in &flight {
+        hostile.extend((0..d.len()).step_by(7).map(|n| d[..n].to_vec()));
+    }
+    for length in 0..=24 {
+        for body in [0, 1, 19, 20, 21, 24, 40] {
+            hostile.push(forged_handshake(&cid, &server_cid, length, body));
+        }
+    }
+    let mut had_keys = 0;
+    for d in &hostile {
+        deliver(&mut p.client, p.now, SERVER, d);
+        let conn = &p.client.table.get(h).unwrap().conn;
+        assert!(!conn.is_closed(), "closed after {} bytes", d.len());
+        had_keys += usize::from(conn.spaces[SpaceId::Handshake.index()].keys.is_some());
+    }
+    assert!(had_keys > 100, "the forged packets met Handshake keys");
+    for d in &flight {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    p.run(Duration::from_secs(1));
+    let conn = &p.client.table.get(h).unwrap().conn;
+    assert!(conn.handshake_confirmed, "the handshake completed after all");
 }
