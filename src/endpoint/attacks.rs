@@ -1948,3 +1948,32 @@ fn hostile_long_headers_mid_handshake_are_dropped() {
     let conn = &p.client.table.get(h).unwrap().conn;
     assert!(conn.handshake_confirmed, "the handshake completed after all");
 }
+
+/// RFC 9001 §6.6: packets that fail authentication count toward the integrity limit across the
+/// connection, and reaching it closes with AEAD_LIMIT_REACHED. 0-RTT packets, which the server does not
+/// accept (RFC 9000 §17.2.3 lets it drop them), are not opened and so do not count.
+#[test]
+fn failed_authentications_close_at_the_integrity_limit_and_0rtt_does_not_count() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(10));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let dcid = p.server.table.get(h).unwrap().conn.local_cid;
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    let limit = conn.one_rtt.as_ref().unwrap().remote.integrity_limit();
+    conn.auth_failures = limit - 2;
+    // Forged 0-RTT packets, long enough to be opened if they were.
+    for _ in 0..5 {
+        let mut zero_rtt = forged_handshake(&dcid, &[], 60, 60);
+        zero_rtt[0] = 0xd0;
+        deliver(&mut p.server, p.now, CLIENT, &zero_rtt);
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.auth_failures, limit - 2);
+    p.client.conn(ch).unwrap().ping();
+    let mut forged = sends(&mut p.client, p.now).remove(0);
+    *forged.last_mut().unwrap() ^= 1;
+    deliver(&mut p.server, p.now, CLIENT, &forged);
+    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+    deliver(&mut p.server, p.now, CLIENT, &forged);
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::AEAD_LIMIT_REACHED));
+}
