@@ -602,8 +602,11 @@ impl Connection {
             .as_ref()
             .and_then(|v| v.old_path.as_ref())
             .and_then(|c| c.spare.then_some(c.dcid_seq));
+        // The spare taken for a PATH_RESPONSE to another address, retired once that goes.
+        let held_by_answer = self.off_path_response.as_ref().and_then(|r| r.spare);
         if frame.sequence == self.remote_cid_seq
             || held_by_challenge == Some(frame.sequence)
+            || held_by_answer == Some(frame.sequence)
             || self.retired_spares.contains(&frame.sequence)
             || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
         {
@@ -616,8 +619,14 @@ impl Connection {
             .as_ref()
             .and_then(|v| v.old_path.as_ref())
             .map(|c| c.dcid);
+        let answer_dcid = self
+            .off_path_response
+            .as_ref()
+            .filter(|r| r.spare.is_some())
+            .map(|r| r.dcid);
         if frame.id == self.remote_cid
             || challenge_dcid == Some(frame.id)
+            || answer_dcid == Some(frame.id)
             || self.peer_cids.iter().any(|(_, id, _)| *id == frame.id)
         {
             return Err(TransportError::protocol_violation(
@@ -658,8 +667,9 @@ impl Connection {
             }
         }
         // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR (the
-        // one in use, the spares, and one the old path's challenge holds).
-        let held = u64::from(held_by_challenge.is_some_and(|s| s >= self.peer_retire_prior_to));
+        // one in use, the spares, and those the old path's challenge and an off-path answer hold).
+        let held = u64::from(held_by_challenge.is_some_and(|s| s >= self.peer_retire_prior_to))
+            + u64::from(held_by_answer.is_some_and(|s| s >= self.peer_retire_prior_to));
         if self.peer_cids.len() as u64 + 1 + held > limit {
             return Err(TransportError::connection_id_limit_error(
                 "more connection IDs than our limit",

@@ -270,3 +270,71 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
     assert_eq!(conn.recovery.rtt().smoothed(), srtt);
     assert_eq!(conn.stats().cwnd, cwnd);
 }
+
+#[test]
+fn a_late_new_connection_id_for_the_spare_of_an_off_path_answer_is_not_taken_again() {
+    // RFC 9000 §5.1.2, §19.15: the spare connection ID taken to answer a probe from a new address (§9.5)
+    // is retired once the answer goes. A copy of its NEW_CONNECTION_ID arriving before then (a
+    // retransmission) is the same frame again: it must not put the ID back among the spares, where it
+    // would stay, retired, to be used later.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.run(Duration::from_millis(100));
+    let probe_from: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let data = [0x5a; 8];
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        let (dcid_seq, dcid, _) = conn.peer_cids.remove(0);
+        conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
+            data,
+            pending: false,
+            deadline: p.now + Duration::from_secs(3),
+            expanded: true,
+            previous: None,
+            old_path: Some(crate::conn::path::OldPathChallenge {
+                remote: SERVER.parse().unwrap(),
+                local_ip: None,
+                data,
+                pending: true,
+                response: None,
+                dcid,
+                dcid_seq,
+                spare: false,
+            }),
+        }));
+    }
+    p.client.after_conn(ch, true);
+    client_to_server_from(&mut p, probe_from);
+    let spare = p
+        .server
+        .table
+        .get(h)
+        .unwrap()
+        .conn
+        .off_path_response
+        .as_ref()
+        .and_then(|r| r.spare);
+    let Some(spare) = spare else {
+        panic!("the answer takes a spare ID of the client's");
+    };
+    // The client sends the NEW_CONNECTION_ID of that ID again, from its usual address, before the server
+    // sends anything.
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        conn.path_validation = None;
+        conn.local_cids.pending.push(spare);
+        conn.ping();
+    }
+    p.client.after_conn(ch, true);
+    let client: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    client_to_server_from(&mut p, client);
+    assert_eq!(server_to_client_at(&mut p, probe_from), 1, "the answer went");
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(!conn.is_closed(), "{:?}", conn.state);
+    assert!(
+        conn.remote_cid_seq != spare && conn.peer_cids.iter().all(|(s, ..)| *s != spare),
+        "sequence {spare} was retired with the answer and is held again: {:?}",
+        conn.peer_cids.iter().map(|(s, ..)| *s).collect::<Vec<_>>()
+    );
+}
