@@ -435,7 +435,8 @@ impl Connection {
         let ack_exponent = self.config.ack_delay_exponent();
         // A path MTU probe carries PING and PADDING only: nothing to send again if it is lost, which is
         // expected of probes too large for the path (and no ACK, which would be lost with it). The
-        // challenge to an old path carries its PATH_CHALLENGE, and a PATH_RESPONSE owed to that path.
+        // challenge to an old path carries its PATH_CHALLENGE, and a PATH_RESPONSE owed to that path; an
+        // answer to another address (`OffPathResponse`) its PATH_RESPONSE only, with PADDING.
         let special = space == SpaceId::Data && !matches!(self.building, Building::Ordinary);
         let mtu_probe = special && matches!(self.building, Building::MtuProbe);
         // A packet carrying CONNECTION_CLOSE (`closing`) carries nothing else: an ACK could leave too little
