@@ -762,12 +762,18 @@ impl Connection {
         Duration::from_millis(ms)
     }
 
-    /// The current probe timeout, for the closing, draining and key-discard periods.
+    /// The current probe timeout, for the idle timeout's floor and the closing, draining and key-discard
+    /// periods. RFC 9002 §6.2.1: the peer's max_ack_delay counts only in the application data space's PTO,
+    /// which is not armed before the handshake is confirmed; until then the current PTO is the handshake
+    /// spaces', without it (a client announcing a max_ack_delay of 16 s would otherwise keep a half-open
+    /// server connection for three times that, past the idle timeout).
     pub(crate) fn pto(&self) -> Duration {
-        self.recovery
-            .rtt()
-            .pto_base()
-            .saturating_add(self.peer_max_ack_delay())
+        let base = self.recovery.rtt().pto_base();
+        if self.handshake_confirmed {
+            base.saturating_add(self.peer_max_ack_delay())
+        } else {
+            base
+        }
     }
 
     /// The path carries datagrams of `size` bytes (path MTU discovery moved): the congestion controller

@@ -1977,3 +1977,42 @@ fn failed_authentications_close_at_the_integrity_limit_and_0rtt_does_not_count()
     deliver(&mut p.server, p.now, CLIENT, &forged);
     assert_eq!(server_error(&mut p), Some(TransportErrorCode::AEAD_LIMIT_REACHED));
 }
+
+/// RFC 9002 §6.2.1: the peer's max_ack_delay is left out of the PTO until the handshake is confirmed, so
+/// a client announcing the largest (16,383 ms) cannot stretch a half-open server connection's idle
+/// timeout, which is at least three PTOs (RFC 9000 §10.1), to about 52 s. Found by the server_recv fuzz
+/// target (a mutated ClientHello).
+#[test]
+fn a_large_max_ack_delay_does_not_stretch_a_half_open_connection() {
+    let idle = Duration::from_secs(10);
+    let server = TransportConfig {
+        max_idle_timeout: Some(idle),
+        ..TransportConfig::default()
+    };
+    let client = TransportConfig {
+        max_ack_delay: Duration::from_millis(16_383),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(server, client);
+    let h = mid_handshake_server(&mut p);
+    let start = p.now;
+    // Nothing more comes from the client: the server's timers run alone.
+    let mut now = start;
+    while p.server.table.get(h).is_some() {
+        let Some(t) = p.server.poll_timeout().filter(|&t| t <= start + 3 * idle) else {
+            break;
+        };
+        now = now.max(t);
+        p.server.handle_timeout(now);
+        sends(&mut p.server, now);
+    }
+    assert!(
+        p.server.table.get(h).is_none(),
+        "the half-open connection outlived three idle timeouts"
+    );
+    assert!(
+        now - start <= idle + Duration::from_millis(100),
+        "gone after {:?}",
+        now - start
+    );
+}
