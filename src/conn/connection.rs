@@ -238,8 +238,9 @@ pub(crate) struct Connection {
     pub(crate) close: Option<PendingClose>,
     /// PATH_RESPONSE data owed.
     pub(crate) path_response: Option<[u8; 8]>,
-    /// A PATH_RESPONSE owed to another address than the current path's (RFC 9000 §8.2.2).
-    pub(crate) off_path_response: Option<super::path::OffPathResponse>,
+    /// A PATH_RESPONSE owed to another address than the current path's (RFC 9000 §8.2.2); boxed, as it is
+    /// rare and would otherwise add about 100 bytes to every connection.
+    pub(crate) off_path_response: Option<Box<super::path::OffPathResponse>>,
     /// Sequence numbers of peer connection IDs we took as spares for old-path challenges and retired
     /// above the peer's retire_prior_to (a few at most): a late copy of their NEW_CONNECTION_ID is not
     /// taken as new.

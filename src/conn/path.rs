@@ -257,14 +257,14 @@ impl Connection {
             let (seq, cid, _) = self.peer_cids.remove(0);
             (cid, Some(seq))
         };
-        self.off_path_response = Some(OffPathResponse {
+        self.off_path_response = Some(Box::new(OffPathResponse {
             remote,
             local_ip,
             data,
             size,
             dcid,
             spare,
-        });
+        }));
     }
 
     /// The off-path answer went (or cannot go): its spare ID, if any, is retired.
