@@ -48,6 +48,30 @@ fn server_to_client_at(p: &mut Pair, to: SocketAddr) -> usize {
     n
 }
 
+/// Makes the client's next datagram a probe: a packet with PATH_CHALLENGE `data` and PADDING only (no
+/// ACK, which would make it non-probing), to a spare connection ID of the server's, built as quicsand
+/// builds its challenge to an old path.
+fn queue_probe(conn: &mut crate::conn::Connection, data: [u8; 8], now: std::time::Instant) {
+    let (dcid_seq, dcid, _) = conn.peer_cids.remove(0);
+    conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
+        data,
+        pending: false,
+        deadline: now + Duration::from_secs(3),
+        expanded: true,
+        previous: None,
+        old_path: Some(crate::conn::path::OldPathChallenge {
+            remote: SERVER.parse().unwrap(),
+            local_ip: None,
+            data,
+            pending: true,
+            response: None,
+            dcid,
+            dcid_seq,
+            spare: false,
+        }),
+    }));
+}
+
 #[test]
 fn an_ack_owed_on_an_unvalidated_new_path_goes_within_max_ack_delay() {
     // RFC 9000 §13.2.1: 1-RTT packets are acknowledged within max_ack_delay. After the client moved, the
@@ -118,29 +142,9 @@ fn probe_from_a_new_address(zero_len_client: bool) {
     let probe_from: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let data = [0x3c; 8];
     {
-        // The client's probe: a packet with PATH_CHALLENGE and PADDING only (no ACK, which would make it
-        // non-probing), to a spare connection ID of the server's, built as quicsand builds its challenge
-        // to an old path.
         let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
         assert!(conn.path_validation.is_none());
-        let (dcid_seq, dcid, _) = conn.peer_cids.remove(0);
-        conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
-            data,
-            pending: false,
-            deadline: p.now + Duration::from_secs(3),
-            expanded: true,
-            previous: None,
-            old_path: Some(crate::conn::path::OldPathChallenge {
-                remote: SERVER.parse().unwrap(),
-                local_ip: None,
-                data,
-                pending: true,
-                response: None,
-                dcid,
-                dcid_seq,
-                spare: false,
-            }),
-        }));
+        queue_probe(conn, data, p.now);
     }
     p.client.after_conn(ch, true);
     let sent = client_to_server_from(&mut p, probe_from);
@@ -285,24 +289,7 @@ fn a_late_new_connection_id_for_the_spare_of_an_off_path_answer_is_not_taken_aga
     let data = [0x5a; 8];
     {
         let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
-        let (dcid_seq, dcid, _) = conn.peer_cids.remove(0);
-        conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
-            data,
-            pending: false,
-            deadline: p.now + Duration::from_secs(3),
-            expanded: true,
-            previous: None,
-            old_path: Some(crate::conn::path::OldPathChallenge {
-                remote: SERVER.parse().unwrap(),
-                local_ip: None,
-                data,
-                pending: true,
-                response: None,
-                dcid,
-                dcid_seq,
-                spare: false,
-            }),
-        }));
+        queue_probe(conn, data, p.now);
     }
     p.client.after_conn(ch, true);
     client_to_server_from(&mut p, probe_from);
