@@ -882,3 +882,57 @@ fn a_quinn_client_sees_the_invalid_token_close() {
     );
     assert_eq!(stats(&mut p.server).invalid_token_closes_sent, 1);
 }
+
+/// A qlog sink the test can read back.
+#[cfg(feature = "qlog")]
+struct SharedQlog(Arc<Mutex<Vec<u8>>>);
+
+#[cfg(feature = "qlog")]
+impl quicsand::qlog::QlogSink for SharedQlog {
+    fn write(&mut self, record: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(record);
+    }
+}
+
+/// RFC 9000 §5.1.1, §5.1.2: the connection ID of a server's preferred_address is its sequence 1. A client
+/// that stays at the first address still holds it, and retires it once Retire Prior To passes it
+/// (quinn-proto, its connection IDs living 200 ms, moves Retire Prior To on by itself).
+#[cfg(feature = "qlog")]
+#[test]
+fn the_preferred_address_connection_id_is_retired_with_the_others() {
+    let cert = TestCert::new();
+    let preferred: std::net::SocketAddrV4 = "192.0.2.99:4433".parse().unwrap();
+    let server = QuinnNode::server_with_preferred_address(
+        server_addr(),
+        cert.server_tls(&[]),
+        31,
+        preferred,
+        Duration::from_millis(200),
+    );
+    let mut client = QuicsandNode::client(client_addr(), 32);
+    client.connect(
+        epoch(),
+        ClientConfig::new(cert.client_tls(&[])),
+        server_addr(),
+        "localhost",
+    );
+    let trace = Arc::new(Mutex::new(Vec::new()));
+    client.conn().set_qlog(Box::new(SharedQlog(trace.clone())));
+    let mut p = Pair::new(Box::new(client), Box::new(server), 33);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(2));
+    let text = String::from_utf8_lossy(&trace.lock().unwrap()).into_owned();
+    let retired = |seq: u64| {
+        text.lines().any(|l| {
+            l.contains("packet_sent")
+                && l.contains(&format!(
+                    "\"frame_type\":\"retire_connection_id\",\"sequence_number\":{seq}"
+                ))
+        })
+    };
+    assert!(retired(0) && retired(2), "quinn's rotation retired the first IDs");
+    assert!(
+        retired(1),
+        "sequence 1, from the preferred address, is retired too"
+    );
+}

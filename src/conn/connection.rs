@@ -640,9 +640,17 @@ impl Connection {
                     self.mtud.cap(size);
                     self.set_mtu(size);
                 }
+                let preferred = params.preferred_address;
                 self.peer_params = Some(params);
                 if self.side.is_client() {
                     self.set_remote_reset_token(token);
+                    // RFC 9000 §5.1.1: the preferred address's connection ID is the server's sequence 1.
+                    // We do not move to that address (§9.6 is a MAY), but the ID counts toward our
+                    // active_connection_id_limit (§18.2) like any other: a spare, retired when Retire Prior
+                    // To passes it (§5.1.2).
+                    if let Some(p) = preferred.filter(|p| p.connection_id != self.remote_cid) {
+                        self.peer_cids.push((1, p.connection_id, p.stateless_reset_token));
+                    }
                 }
             }
         }

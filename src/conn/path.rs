@@ -10,8 +10,8 @@
 //! with one of them, so that no ID is sent to two addresses (§9.5). A PATH_CHALLENGE from another
 //! address than the current path's (a probe, §9.1, or one from a path the peer left before it was
 //! answered) is answered there, alone in a datagram (§8.2.2). Clients do not follow a server to a
-//! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand does not
-//! offer).
+//! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand neither
+//! offers nor follows: its connection ID is only kept as a spare).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

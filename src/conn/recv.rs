@@ -59,8 +59,8 @@ impl Connection {
         if *remote == self.path.remote {
             self.on_datagram_received(len);
         } else if self.side.is_client() || !self.handshake_confirmed {
-            // Servers do not move (RFC 9000 §9.6 preferred_address is not offered), and a client may not
-            // move before the handshake is confirmed (§9): drop, don't answer.
+            // Servers do not move (our clients do not follow a preferred_address, RFC 9000 §9.6), and a
+            // client may not move before the handshake is confirmed (§9): drop, don't answer.
             self.stats.packets_dropped += 1;
             return;
         } else {

@@ -54,7 +54,7 @@ fn seeded_bytes<const N: usize>(seed: u64, label: u64) -> [u8; N] {
 }
 
 /// Deterministic connection IDs (the default generators draw from the thread RNG).
-struct SeededCids(u64);
+struct SeededCids(u64, Option<Duration>);
 
 impl ConnectionIdGenerator for SeededCids {
     fn generate_cid(&mut self) -> ConnectionId {
@@ -64,7 +64,7 @@ impl ConnectionIdGenerator for SeededCids {
         CID_LEN
     }
     fn cid_lifetime(&self) -> Option<Duration> {
-        None
+        self.1
     }
 }
 
@@ -95,6 +95,14 @@ fn quic_client_config(tls: Arc<rustls::ClientConfig>) -> QuicClientConfig {
 }
 
 /// Wraps a rustls server config for quinn, supplying the Initial suite if the config lacks AES-128-GCM.
+/// quinn's server config around `tls`, with a token key from `seed` and a fixed wall clock.
+fn server_config(tls: Arc<rustls::ServerConfig>, seed: u64) -> ServerConfig {
+    let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&seeded_bytes::<32>(seed, 4));
+    let mut config = ServerConfig::new(Arc::new(quic_server_config(tls)), Arc::new(token_key));
+    config.time_source(Arc::new(FixedWallClock));
+    config
+}
+
 fn quic_server_config(tls: Arc<rustls::ServerConfig>) -> QuicServerConfig {
     match QuicServerConfig::try_from(tls.clone()) {
         Ok(c) => c,
@@ -183,6 +191,17 @@ pub struct QuinnNode {
 
 impl QuinnNode {
     fn new(addr: SocketAddr, seed: u64, server_config: Option<ServerConfig>) -> Self {
+        Self::with_cid_lifetime(addr, seed, server_config, None)
+    }
+
+    /// A node whose connection IDs live `cid_lifetime` (quinn then issues new ones and retires the old
+    /// through Retire Prior To), or forever with `None`.
+    fn with_cid_lifetime(
+        addr: SocketAddr,
+        seed: u64,
+        server_config: Option<ServerConfig>,
+        cid_lifetime: Option<Duration>,
+    ) -> Self {
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seeded_bytes::<64>(seed, 1));
         let mut config = EndpointConfig::new(Arc::new(reset_key));
         let cid_seed = u64::from_le_bytes(seeded_bytes::<8>(seed, 2));
@@ -192,6 +211,7 @@ impl QuinnNode {
             let n = cid_counter.fetch_add(1, Ordering::Relaxed);
             Box::new(SeededCids(
                 cid_seed.wrapping_add(n.wrapping_mul(0x1000_0000_0000_0001)),
+                cid_lifetime,
             ))
         });
         let endpoint = Endpoint::new(
@@ -245,11 +265,21 @@ impl QuinnNode {
     /// A server using a caller-built rustls config (e.g. restricted cipher suites). If the config does
     /// not offer TLS_AES_128_GCM_SHA256, it is still used for Initial packets, as QUIC requires.
     pub fn server_with_tls(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, seed: u64) -> Self {
-        let token_key =
-            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&seeded_bytes::<32>(seed, 4));
-        let mut config = ServerConfig::new(Arc::new(quic_server_config(tls)), Arc::new(token_key));
-        config.time_source(Arc::new(FixedWallClock));
-        Self::new(addr, seed, Some(config))
+        Self::new(addr, seed, Some(server_config(tls, seed)))
+    }
+
+    /// A server like [`QuinnNode::server_with_tls`] offering a preferred address (RFC 9000 §9.6), whose
+    /// connection IDs live `cid_lifetime`.
+    pub fn server_with_preferred_address(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        seed: u64,
+        preferred: std::net::SocketAddrV4,
+        cid_lifetime: Duration,
+    ) -> Self {
+        let mut config = server_config(tls, seed);
+        config.preferred_address_v4(Some(preferred));
+        Self::with_cid_lifetime(addr, seed, Some(config), Some(cid_lifetime))
     }
 
     /// A client endpoint; call [`QuinnNode::connect`] to start a connection.
