@@ -21,7 +21,7 @@ use super::connection::{later, Connection, Path};
 use super::mtud::MtuDiscovery;
 use super::recovery::RttEstimator;
 use super::send::MIN_INITIAL_DATAGRAM;
-use crate::wire::ConnectionId;
+use crate::wire::{ConnectionId, ResetToken};
 
 /// Spare IDs retired after old-path challenges remembered at most (see `Connection::retired_spares`).
 const RETIRED_SPARES: usize = 8;
@@ -49,7 +49,7 @@ pub(crate) struct PathValidation {
 /// path its challenge came from): a probe from a new address (§9.1), or a challenge from a path the
 /// peer moved away from before it was answered. It goes once, alone in a datagram of its own,
 /// expanded to 1200 bytes within the anti-amplification limit of that address (§8.2.2, §8.1).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct OffPathResponse {
     pub(crate) remote: SocketAddr,
     pub(crate) local_ip: Option<IpAddr>,
@@ -189,12 +189,9 @@ impl Connection {
     fn old_path_challenge(&mut self, old: &Path) -> OldPathChallenge {
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        let (dcid, dcid_seq, spare) = if self.peer_cids.is_empty() {
-            (self.remote_cid, self.remote_cid_seq, false)
-        } else {
-            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
-            let (seq, cid, _) = self.peer_cids.remove(0);
-            (cid, seq, true)
+        let (dcid, dcid_seq, spare) = match self.take_lowest_spare() {
+            Some((seq, cid, _)) => (cid, seq, true),
+            None => (self.remote_cid, self.remote_cid_seq, false),
         };
         OldPathChallenge {
             remote: old.remote,
@@ -214,6 +211,12 @@ impl Connection {
         if let Some(c) = challenge.filter(|c| c.spare) {
             self.retire_spare(c.dcid_seq);
         }
+    }
+
+    /// Takes the peer's spare connection ID with the lowest sequence number out of `peer_cids`.
+    pub(crate) fn take_lowest_spare(&mut self) -> Option<(u64, ConnectionId, ResetToken)> {
+        self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
+        (!self.peer_cids.is_empty()).then(|| self.peer_cids.remove(0))
     }
 
     /// Retires `seq`, a spare connection ID of the peer's taken out of `peer_cids` for one path's use.
@@ -241,21 +244,17 @@ impl Connection {
         allowance: u64,
         dcid_in_use: bool,
     ) {
-        if let Some(seq) = self.off_path_response.take().and_then(|r| r.spare) {
-            self.retire_spare(seq);
-        }
+        self.end_off_path_response();
         let size = usize::try_from(allowance).map_or(MIN_INITIAL_DATAGRAM, |a| a.min(MIN_INITIAL_DATAGRAM));
         // A peer using zero-length connection IDs has none to spare, and nothing to link (§9.5).
         let (dcid, spare) = if dcid_in_use || self.remote_cid.is_empty() {
             (self.remote_cid, None)
-        } else if self.peer_cids.is_empty() {
+        } else if let Some((seq, cid, _)) = self.take_lowest_spare() {
+            (cid, Some(seq))
+        } else {
             // RFC 9000 §9.5: "An endpoint that exhausts available connection IDs cannot ... respond to
             // probes".
             return;
-        } else {
-            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
-            let (seq, cid, _) = self.peer_cids.remove(0);
-            (cid, Some(seq))
         };
         self.off_path_response = Some(Box::new(OffPathResponse {
             remote,
@@ -267,7 +266,8 @@ impl Connection {
         }));
     }
 
-    /// The off-path answer went (or cannot go): its spare ID, if any, is retired.
+    /// The off-path answer is given up (replaced by a newer one, or its spare retired by the peer): its
+    /// spare ID, if any, is retired.
     pub(crate) fn end_off_path_response(&mut self) {
         if let Some(seq) = self.off_path_response.take().and_then(|r| r.spare) {
             self.retire_spare(seq);

@@ -651,9 +651,7 @@ impl Connection {
         self.peer_cids.push((frame.sequence, frame.id, frame.reset_token));
         if self.remote_cid_seq < self.peer_retire_prior_to {
             // The ID in use was retired: switch to the lowest remaining one.
-            self.peer_cids.sort_unstable_by_key(|(s, ..)| *s);
-            if !self.peer_cids.is_empty() {
-                let (seq, cid, token) = self.peer_cids.remove(0);
+            if let Some((seq, cid, token)) = self.take_lowest_spare() {
                 let old = std::mem::replace(&mut self.remote_cid_seq, seq);
                 let longer = cid.len() > self.remote_cid.len();
                 self.remote_cid = cid;

@@ -189,9 +189,11 @@ impl Connection {
     /// Sent once, whatever comes of it (§8.2.2 allows no second answer to one challenge).
     #[cold]
     fn send_off_path_response(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        let r = self.off_path_response.clone()?;
+        let r = self.off_path_response.take()?;
+        if let Some(seq) = r.spare {
+            self.retire_spare(seq);
+        }
         if self.is_closed() || self.one_rtt.is_none() {
-            self.end_off_path_response();
             return None;
         }
         self.building = Building::OffPathResponse {
@@ -200,7 +202,6 @@ impl Connection {
         };
         let built = self.build_packet(now, SpaceId::Data, buf, 0, r.size, Some(r.size), true);
         self.building = Building::Ordinary;
-        self.end_off_path_response();
         built?;
         self.stats.datagrams_sent += 1;
         self.stats.bytes_sent += buf.len() as u64;
@@ -749,22 +750,22 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        // RFC 9001 §6.1: no key update before the handshake is confirmed; the limit below still applies.
-        let confirmed = self.handshake_confirmed;
         let Some(keys) = &self.one_rtt else { return };
         let limit = keys.seal_limit();
         let interval = self.config.key_update_interval.unwrap_or(u64::MAX);
-        let due = self.key_update_requested
-            || keys.sealed_in_phase >= interval
-            || keys.sealed_in_phase >= limit - limit / 8;
+        // RFC 9001 §6.1: no key update before the handshake is confirmed; the limit below still applies.
+        let due = self.handshake_confirmed
+            && (self.key_update_requested
+                || keys.sealed_in_phase >= interval
+                || keys.sealed_in_phase >= limit - limit / 8);
         // RFC 9001 §6.5: three PTOs between the acknowledgement of one update and the next update.
-        let wait = if due && confirmed && keys.updates > 0 {
+        let wait = if due && keys.updates > 0 {
             self.pto().saturating_mul(3)
         } else {
             Duration::ZERO
         };
         let Some(keys) = &mut self.one_rtt else { return };
-        if due && confirmed && keys.can_update(now, wait) {
+        if due && keys.can_update(now, wait) {
             tracing::debug!(side = ?self.side, "starting a key update");
             keys.rotate(&mut *self.session, None);
             self.key_update_requested = false;

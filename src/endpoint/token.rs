@@ -501,6 +501,9 @@ impl Endpoint {
         )));
         let tag_len = keys.local.packet.tag_len();
         let len = header.encoded_len(pn) + close.encoded_len() + tag_len;
+        if len >= datagram.payload.len() {
+            return; // RFC 9000 §8: never more than what came (it cannot happen for a full Initial)
+        }
         let mut payload = Vec::with_capacity(len);
         let enc = header.encode(pn, &mut payload);
         close.encode(&mut payload);
@@ -508,7 +511,7 @@ impl Endpoint {
         let sealed = enc.set_length(&mut payload, len).is_ok()
             && keys.local.packet.seal(0, &mut payload, enc.header_len).is_ok()
             && keys.local.header.protect(enc.pn_offset, &mut payload).is_ok();
-        if !sealed || payload.len() >= datagram.payload.len() {
+        if !sealed {
             return;
         }
         self.stateless.push_back(StatelessPacket {
