@@ -839,14 +839,8 @@ pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) 
 
 #[cfg(any(test, fuzzing))]
 impl Connection {
-    /// Test hook: processes `frames` as if they arrived in an authenticated 1-RTT packet, so tests can
-    /// play a misbehaving peer without forging packet protection.
-    #[cfg(test)]
-    pub(crate) fn inject_frames(&mut self, now: Instant, frames: &[Frame]) {
-        self.inject_frames_in(now, SpaceId::Data, frames);
-    }
-
-    /// Test hook: as [`inject_frames`](Self::inject_frames), in a packet of `space`.
+    /// Test hook: processes `frames` as if they arrived in an authenticated packet of `space`, so tests
+    /// can play a misbehaving peer without forging packet protection.
     #[cfg(test)]
     pub(crate) fn inject_frames_in(&mut self, now: Instant, space: SpaceId, frames: &[Frame]) {
         let mut buf = Vec::new();

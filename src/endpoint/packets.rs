@@ -57,12 +57,9 @@ fn server_lost(p: &mut Pair) -> bool {
         .any(|e| matches!(e, Event::ConnectionLost { .. }))
 }
 
-/// RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP datagram with a
-/// payload that is less than ... 1200 bytes" — every such Initial, not only the one that would create
-/// the connection. Here a small Initial carries a CONNECTION_CLOSE, which must not end the connection;
-/// the same packet in a full-sized datagram does (the forgery itself is sound).
-#[test]
-fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
+/// A pair whose server has taken the client's first flight and nothing more, with the client's
+/// original destination and source connection IDs, for forging more client Initials.
+fn server_with_the_client_initial() -> (Pair, ConnectionId, ConnectionId) {
     let mut p = Pair::start(
         TransportConfig::default(),
         TransportConfig::default(),
@@ -76,6 +73,17 @@ fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
     for d in &first {
         deliver(&mut p.server, now, CLIENT, d);
     }
+    (p, odcid, scid)
+}
+
+/// RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP datagram with a
+/// payload that is less than ... 1200 bytes" — every such Initial, not only the one that would create
+/// the connection. Here a small Initial carries a CONNECTION_CLOSE, which must not end the connection;
+/// the same packet in a full-sized datagram does (the forgery itself is sound).
+#[test]
+fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
+    let (mut p, odcid, scid) = server_with_the_client_initial();
+    let now = p.now;
     assert!(!server_lost(&mut p));
     assert_eq!(
         p.server.table.len(),
@@ -107,19 +115,8 @@ fn a_server_drops_initial_packets_in_datagrams_below_1200_bytes() {
 #[test]
 fn reserved_header_bits_are_a_protocol_violation() {
     for reserved in [0, 0x04, 0x08] {
-        let mut p = Pair::start(
-            TransportConfig::default(),
-            TransportConfig::default(),
-            EndpointConfig::with_seed(1),
-            EndpointConfig::with_seed(2),
-        );
+        let (mut p, odcid, scid) = server_with_the_client_initial();
         let now = p.now;
-        let first = sends(&mut p.client, now);
-        let h = ProtectedHeader::decode(&first[0], 0).unwrap();
-        let (odcid, scid) = (*h.dcid(), *h.scid().unwrap());
-        for d in &first {
-            deliver(&mut p.server, now, CLIENT, d);
-        }
         let header = Header::Initial {
             version: VERSION_1,
             dcid: odcid,

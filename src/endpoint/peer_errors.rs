@@ -170,15 +170,7 @@ impl Pair {
 
     /// Injects `frames` into the server's connection as if the client sent them, and lets the close run.
     pub(super) fn client_sends(&mut self, frames: &[Frame]) {
-        let h = self.server_h.unwrap();
-        let now = self.now;
-        self.server
-            .table
-            .get_mut(h)
-            .unwrap()
-            .conn
-            .inject_frames(now, frames);
-        self.server.after_conn(h, true);
+        inject(self, SpaceId::Data, frames);
         self.run(Duration::from_secs(1));
     }
 
