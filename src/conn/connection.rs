@@ -241,7 +241,7 @@ pub(crate) struct Connection {
     /// A PATH_RESPONSE owed to another address than the current path's (RFC 9000 §8.2.2); boxed, as it is
     /// rare and would otherwise add about 100 bytes to every connection.
     pub(crate) off_path_response: Option<Box<super::path::OffPathResponse>>,
-    /// Sequence numbers of peer connection IDs we took as spares for old-path challenges and retired
+    /// Sequence numbers of peer connection IDs we took out of use after a path change (§9.5) and retired
     /// above the peer's retire_prior_to (a few at most): a late copy of their NEW_CONNECTION_ID is not
     /// taken as new.
     pub(crate) retired_spares: VecDeque<u64>,

@@ -6,8 +6,9 @@
 //! the previous path if validation fails. It also challenges the path it left (§9.3.3): if the move was
 //! an attacker forwarding a copy of the client's packet, the client still on the old path answers with a
 //! newer packet from there, which moves the connection back, with the congestion state, RTT estimate
-//! and MTU it had there. When the peer has given spare connection IDs the challenge to the old path goes
-//! with one of them, so that no ID is sent to two addresses (§9.5). A PATH_CHALLENGE from another
+//! and MTU it had there. No connection ID of the peer's is sent to two addresses (§9.5): while the
+//! peer has spare IDs, each new address gets one of its own, the old path's challenge goes with the ID
+//! that path already carried, and a return to the old path takes that ID back. A PATH_CHALLENGE from another
 //! address than the current path's (a probe, §9.1, or one from a path the peer left before it was
 //! answered) is answered there, alone in a datagram (§8.2.2). Clients do not follow a server to a
 //! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand neither
@@ -85,17 +86,31 @@ pub(crate) struct OldPathChallenge {
     /// The answer to a PATH_CHALLENGE that came from this path before the peer moved, sent with it: a
     /// PATH_RESPONSE goes on the path its challenge came from (RFC 9000 §8.2.2).
     pub(crate) response: Option<[u8; 8]>,
-    /// The peer's connection ID it is sent to, and that ID's sequence number.
+    /// The peer's connection ID it is sent to (the one the old path used), that ID's sequence number
+    /// and its stateless reset token.
     pub(crate) dcid: ConnectionId,
     pub(crate) dcid_seq: u64,
-    /// `dcid` is a spare taken for the challenge, retired when the validation ends (otherwise it is the
-    /// ID in use).
+    pub(crate) reset_token: Option<ResetToken>,
+    /// `dcid` is no longer the ID in use (the new path took a spare): it is retired when the validation
+    /// succeeds, and in use again if the connection returns to the old path. Otherwise it is the ID in
+    /// use, for lack of a spare.
     pub(crate) spare: bool,
 }
 
 impl Connection {
     /// The peer now sends from `remote`: move the connection there and validate the new address.
-    pub(crate) fn migrate(&mut self, now: Instant, remote: SocketAddr, local_ip: Option<IpAddr>, len: usize) {
+    ///
+    /// Returns the peer's connection ID that the path left used, when the move put it out of use (the
+    /// new path took another, RFC 9000 §9.5): the caller answers a challenge still owed to that path with
+    /// it, or retires it.
+    #[must_use]
+    pub(crate) fn migrate(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        len: usize,
+    ) -> Option<(u64, ConnectionId)> {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
         let local_ip = local_ip.or(self.path.local_ip);
@@ -106,13 +121,13 @@ impl Connection {
             // Back to the validated address it came from while the move was being checked (the move was
             // a NAT's passing rebinding, or a forwarded copy): nothing to validate, and what the connection
             // knew of that path still holds.
+            let released = self.take_back_old_path_cid(v.old_path);
             if let Some((mut previous, state)) = v.previous {
                 previous.bytes_received += len as u64;
                 previous.local_ip = local_ip.or(previous.local_ip);
                 self.return_to(previous, state);
             }
-            self.end_old_path_challenge(v.old_path);
-            return;
+            return released;
         }
         let mtu = self.path.mtu;
         let old = std::mem::replace(
@@ -127,9 +142,12 @@ impl Connection {
             },
         );
         // A second move during a validation keeps the last validated path as the fallback, and its
-        // challenge.
-        let (previous, old_path) = match validation {
-            Some(v) => (v.previous, v.old_path),
+        // challenge; the ID in use went to the address left, so the new one gets another.
+        let (previous, old_path, released) = match validation {
+            Some(mut v) => {
+                let released = self.switch_to_spare(v.old_path.as_mut());
+                (v.previous, v.old_path, released)
+            }
             None if old.validated => {
                 let challenge = self.old_path_challenge(&old);
                 let state = PathState {
@@ -137,9 +155,9 @@ impl Connection {
                     rtt: self.recovery.rtt().clone(),
                     mtud: self.mtud.clone(),
                 };
-                (Some((old, state)), Some(challenge))
+                (Some((old, state)), Some(challenge), None)
             }
-            None => (None, None),
+            None => (None, None, self.switch_to_spare(None)),
         };
         let previous = previous.filter(|(p, _)| p.remote != remote);
         self.on_new_path(ip_changed);
@@ -155,6 +173,7 @@ impl Connection {
             old_path,
         }));
         self.stats.path_migrations += 1;
+        released
     }
 
     /// What a new path starts from (RFC 9000 §9.4): packets sent from now on are its own; unless only the
@@ -182,16 +201,18 @@ impl Connection {
         self.set_mtu(self.mtud.current());
     }
 
-    /// The challenge to `old`, the validated path the peer left, with a spare connection ID of the peer's
-    /// if there is one (RFC 9000 §9.5: an ID is not sent to two addresses). Without a spare the challenge
-    /// shares the current ID: validating the old path (§9.3.3) is what stops an attacker who forwards
-    /// packets from taking the connection over.
+    /// The challenge to `old`, the validated path the peer left, with the connection ID that path used.
+    /// The new path takes a spare ID of the peer's if there is one (RFC 9000 §9.5: an ID is not sent to
+    /// two addresses). Without a spare both share the ID in use (which §9.5 allows when the peer kept
+    /// its own ID, as after a NAT rebinding): validating the old path (§9.3.3) is what stops an attacker
+    /// who forwards packets from taking the connection over.
     fn old_path_challenge(&mut self, old: &Path) -> OldPathChallenge {
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        let (dcid, dcid_seq, spare) = match self.take_lowest_spare() {
-            Some((seq, cid, _)) => (cid, seq, true),
-            None => (self.remote_cid, self.remote_cid_seq, false),
+        let spare = self.take_lowest_spare();
+        let (dcid_seq, dcid, reset_token) = match spare {
+            Some((seq, cid, token)) => self.use_peer_cid(seq, cid, Some(token)),
+            None => (self.remote_cid_seq, self.remote_cid, self.remote_reset_token),
         };
         OldPathChallenge {
             remote: old.remote,
@@ -201,12 +222,73 @@ impl Connection {
             response: None,
             dcid,
             dcid_seq,
-            spare,
+            reset_token,
+            spare: spare.is_some(),
         }
     }
 
-    /// The old path's challenge is over: the spare ID it used, if any, is retired (one per validation,
-    /// so not held to the bound on owed retirements, which is for what the peer asks of us).
+    /// Makes `cid` (sequence `seq`, reset token `token`) the peer's connection ID in use; returns the one
+    /// it replaces.
+    pub(crate) fn use_peer_cid(
+        &mut self,
+        seq: u64,
+        cid: ConnectionId,
+        token: Option<ResetToken>,
+    ) -> (u64, ConnectionId, Option<ResetToken>) {
+        let longer = cid.len() > self.remote_cid.len();
+        let old = (
+            std::mem::replace(&mut self.remote_cid_seq, seq),
+            std::mem::replace(&mut self.remote_cid, cid),
+            self.remote_reset_token,
+        );
+        self.set_remote_reset_token(token);
+        if longer {
+            // IDs may differ in length (RFC 9000 §5.1): queued datagrams sized for the shorter one that no
+            // longer fit a packet leave the queue, or they would block it for good.
+            self.drop_unsendable_datagrams();
+        }
+        old
+    }
+
+    /// The ID in use went to another address than the one the connection now sends to (a second move
+    /// during a validation, or a return to an old path whose ID was retired meanwhile): the peer's
+    /// lowest spare, if there is one, takes its place (RFC 9000 §9.5). Returns the ID put out of use,
+    /// unless the old path's `challenge` shared it, in which case the challenge now holds it alone.
+    fn switch_to_spare(&mut self, challenge: Option<&mut OldPathChallenge>) -> Option<(u64, ConnectionId)> {
+        if self.remote_cid.is_empty() {
+            // Zero-length IDs: nothing to link, and none to spare.
+            return None;
+        }
+        let (seq, cid, token) = self.take_lowest_spare()?;
+        let (old_seq, old_cid, old_token) = self.use_peer_cid(seq, cid, Some(token));
+        match challenge {
+            Some(c) if !c.spare && c.dcid_seq == old_seq => {
+                c.spare = true;
+                c.reset_token = old_token;
+                None
+            }
+            _ => Some((old_seq, old_cid)),
+        }
+    }
+
+    /// Back on the old path: the ID it used, which its `challenge` held, is in use again, and the one
+    /// the path being left used is returned, out of use. If that ID was retired meanwhile (the peer's
+    /// Retire Prior To passed it, which ended the challenge), the old path takes a spare instead: the ID
+    /// in use went to the address being left (RFC 9000 §9.5).
+    fn take_back_old_path_cid(&mut self, challenge: Option<OldPathChallenge>) -> Option<(u64, ConnectionId)> {
+        match challenge {
+            Some(c) if c.spare => {
+                let (seq, cid, _) = self.use_peer_cid(c.dcid_seq, c.dcid, c.reset_token);
+                Some((seq, cid))
+            }
+            Some(_) => None,
+            None => self.switch_to_spare(None),
+        }
+    }
+
+    /// The old path's challenge is over and the connection stays on the new path: the old path's ID, if
+    /// it is out of use, is retired (one per validation, so not held to the bound on owed retirements,
+    /// which is for what the peer asks of us).
     fn end_old_path_challenge(&mut self, challenge: Option<OldPathChallenge>) {
         if let Some(c) = challenge.filter(|c| c.spare) {
             self.retire_spare(c.dcid_seq);
@@ -219,7 +301,8 @@ impl Connection {
         (!self.peer_cids.is_empty()).then(|| self.peer_cids.remove(0))
     }
 
-    /// Retires `seq`, a spare connection ID of the peer's taken out of `peer_cids` for one path's use.
+    /// Retires `seq`, a connection ID of the peer's taken out of `peer_cids` for one path's use, now out of
+    /// use.
     pub(crate) fn retire_spare(&mut self, seq: u64) {
         self.retire_cids.push(seq);
         if seq >= self.peer_retire_prior_to {
@@ -232,9 +315,10 @@ impl Connection {
 
     /// A PATH_CHALLENGE with `data` came from `remote`, which is not the current path, and is answered
     /// there. `allowance` is what the anti-amplification limit lets us send to that address (RFC 9000
-    /// §8.1). `dcid_in_use` says the current connection ID already went there (a path the peer left);
-    /// otherwise the answer takes a spare ID of the peer's (§9.5), and without one (unless the peer's IDs
-    /// are zero-length) it cannot be sent.
+    /// §8.1). `dcid_there` is the connection ID that already went there (a path the peer left), with its
+    /// sequence number if it is out of use (retired once the answer goes); without one the answer takes
+    /// a spare ID of the peer's (§9.5), and without a spare (unless the peer's IDs are zero-length) it
+    /// cannot be sent.
     /// One answer waits at most: a newer one replaces it.
     pub(crate) fn answer_off_path(
         &mut self,
@@ -242,12 +326,14 @@ impl Connection {
         local_ip: Option<IpAddr>,
         data: [u8; 8],
         allowance: u64,
-        dcid_in_use: bool,
+        dcid_there: Option<(ConnectionId, Option<u64>)>,
     ) {
         self.end_off_path_response();
         let size = usize::try_from(allowance).map_or(MIN_INITIAL_DATAGRAM, |a| a.min(MIN_INITIAL_DATAGRAM));
         // A peer using zero-length connection IDs has none to spare, and nothing to link (§9.5).
-        let (dcid, spare) = if dcid_in_use || self.remote_cid.is_empty() {
+        let (dcid, spare) = if let Some(there) = dcid_there {
+            there
+        } else if self.remote_cid.is_empty() {
             (self.remote_cid, None)
         } else if let Some((seq, cid, _)) = self.take_lowest_spare() {
             (cid, Some(seq))
@@ -340,13 +426,16 @@ impl Connection {
             return;
         };
         self.stats.path_validation_failures += 1;
-        self.end_old_path_challenge(v.old_path);
         match v.previous {
             Some((previous, state)) => {
                 tracing::debug!(side = ?self.side, back_to = %previous.remote, "path validation failed");
+                if let Some((seq, _)) = self.take_back_old_path_cid(v.old_path) {
+                    self.retire_spare(seq);
+                }
                 self.return_to(previous, state);
             }
             None => {
+                self.end_old_path_challenge(v.old_path);
                 // RFC 9000 §9.3.2: with no validated address to go back to, close silently. (A server's
                 // path is validated by the handshake, and migrations wait for it to be confirmed, so
                 // this is a safeguard.)

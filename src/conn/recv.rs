@@ -314,24 +314,35 @@ impl Connection {
                 // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
                 let (left, left_ip, left_allowance) =
                     (self.path.remote, self.path.local_ip, self.path.send_allowance());
-                self.migrate(now, *remote, local_ip, datagram_len);
+                let left_cid = self.remote_cid;
+                let mut released = self.migrate(now, *remote, local_ip, datagram_len);
                 if let Some(owed) = response_owed.filter(|_| self.path_response == response_owed) {
                     // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
-                    // just left: with the challenge to that path if it is still to go, else alone.
+                    // just left: with the challenge to that path if it is still to go, else alone, with
+                    // the connection ID that path used (§9.5).
                     self.path_response = None;
                     let old_path = self.path_validation.as_mut().and_then(|v| v.old_path.as_mut());
                     if let Some(c) = old_path.filter(|c| c.pending && c.remote == left) {
                         c.response = Some(owed);
                     } else {
-                        self.answer_off_path(left, left_ip, owed, left_allowance, true);
+                        // Out of use, the ID is retired once the answer goes; otherwise it is still in
+                        // use, or shared with the old path's challenge, which retires it.
+                        let there = match released.take() {
+                            Some((seq, cid)) => (cid, Some(seq)),
+                            None => (left_cid, None),
+                        };
+                        self.answer_off_path(left, left_ip, owed, left_allowance, Some(there));
                     }
+                }
+                if let Some((seq, _)) = released {
+                    self.retire_spare(seq);
                 }
             } else if let Some(data) = self.path_response.filter(|_| self.path_response != response_owed) {
                 // A PATH_CHALLENGE probing another path (RFC 9000 §9.1): answered there, not here
                 // (§8.2.2), within three times what came from there (§8.1).
                 self.path_response = response_owed;
                 let allowance = 3 * datagram_len as u64;
-                self.answer_off_path(*remote, local_ip, data, allowance, false);
+                self.answer_off_path(*remote, local_ip, data, allowance, None);
             }
         }
         if !self.spaces[space.index()].discarded {
@@ -652,16 +663,8 @@ impl Connection {
         if self.remote_cid_seq < self.peer_retire_prior_to {
             // The ID in use was retired: switch to the lowest remaining one.
             if let Some((seq, cid, token)) = self.take_lowest_spare() {
-                let old = std::mem::replace(&mut self.remote_cid_seq, seq);
-                let longer = cid.len() > self.remote_cid.len();
-                self.remote_cid = cid;
-                self.set_remote_reset_token(Some(token));
+                let (old, ..) = self.use_peer_cid(seq, cid, Some(token));
                 self.queue_retire(old)?;
-                if longer {
-                    // IDs may differ in length (RFC 9000 §5.1): queued datagrams sized for the shorter one
-                    // that no longer fit a packet leave the queue, or they would block it for good.
-                    self.drop_unsendable_datagrams();
-                }
             }
         }
         // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR (the

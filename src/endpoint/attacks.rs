@@ -372,13 +372,217 @@ fn an_apparent_migration_challenges_the_old_path_with_another_connection_id() {
     assert!(!new_dcids.is_empty() && new_dcids.iter().all(|d| *d != to_old[0].1));
     // §8.1: the new address gets no more than three times what came from it.
     assert!(to_new <= 3 * received, "{to_new} bytes sent for {received}");
-    // Once the new path is validated the spare ID is retired, and the connection carries on there.
+    // Once the new path is validated the old path's ID is retired, and the connection carries on there.
     p.run(Duration::from_secs(1));
     let conn = &p.server.table.get(h).unwrap().conn;
     assert!(conn.path_validation.is_none() && conn.path.validated);
     assert_eq!(server_error(&mut p), None);
 }
 
+/// The server's datagrams until it has nothing more to send now, each recorded with its destination and
+/// the connection ID it carries; those to `reach` get to the client, the rest go nowhere.
+fn server_dcids_to(p: &mut Pair, reach: SocketAddr, seen: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let cid_len = p.client.table.get(ch).unwrap().conn.local_cid.len();
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            seen.push((t.destination, d[1..1 + cid_len].to_vec()));
+            if t.destination == reach {
+                p.client
+                    .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
+            }
+        }
+    }
+}
+
+/// Asserts that no connection ID in `seen` went to more than one address (RFC 9000 §9.5).
+fn assert_no_id_to_two_addresses(seen: &[(SocketAddr, Vec<u8>)]) {
+    for (to, id) in seen {
+        let others: Vec<_> = seen
+            .iter()
+            .filter(|(t, i)| i == id && t != to)
+            .map(|(t, _)| t)
+            .collect();
+        assert!(
+            others.is_empty(),
+            "connection ID {id:02x?} went to {to} and to {others:?}"
+        );
+    }
+}
+
+#[test]
+fn a_client_that_moves_with_a_new_connection_id_gets_a_new_one_back() {
+    // RFC 9000 §9.5: "an endpoint MUST NOT reuse a connection ID when sending to more than one
+    // destination address". The client moves to a new address and to one of the server's spare IDs; the
+    // server answers there with one of the client's spares, and the old path's challenge goes with the
+    // ID that path already carried, retired once the new path is validated.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let mut seen = Vec::new();
+    p.server.conn(h).unwrap().ping();
+    server_dcids_to(&mut p, client, &mut seen);
+    assert!(!seen.is_empty());
+    client_to_server_from(&mut p, client);
+    let (old_seq, spares) = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        (conn.remote_cid_seq, conn.peer_cids.len())
+    };
+    assert!(spares > 0, "the server holds spare IDs of the client's");
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        let (seq, id, _) = conn.peer_cids.remove(0);
+        conn.remote_cid = id;
+        conn.remote_cid_seq = seq;
+        conn.ping();
+    }
+    p.client.after_conn(ch, true);
+    client_to_server_from(&mut p, new);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, new);
+    for _ in 0..4 {
+        server_dcids_to(&mut p, new, &mut seen);
+        client_to_server_from(&mut p, new);
+    }
+    assert!(seen.iter().any(|(to, _)| *to == new));
+    assert_no_id_to_two_addresses(&seen);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.path.validated && conn.path_validation.is_none());
+    assert!(
+        conn.retire_cids.contains(&old_seq)
+            || p.client
+                .table
+                .get(ch)
+                .unwrap()
+                .conn
+                .issued_cids()
+                .all(|(s, _)| s != old_seq),
+        "the old path's ID is retired"
+    );
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
+fn back_on_the_old_path_the_server_takes_back_its_connection_id() {
+    // A forwarded copy moves the server to an attacker's address, and the client's newer packet moves it
+    // back (RFC 9000 §9.3.3). The ID that went to the attacker's address does not go to the client's,
+    // and the client's ID did not go to the attacker (§9.5).
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let attacker: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let mut seen = Vec::new();
+    p.server.conn(h).unwrap().ping();
+    server_dcids_to(&mut p, client, &mut seen);
+    assert!(!seen.is_empty());
+    client_to_server_from(&mut p, client);
+    p.client.conn(ch).unwrap().ping();
+    for d in client_to_server_from(&mut p, attacker) {
+        p.server.handle_datagram(p.now, datagram(client, d));
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, attacker);
+    for _ in 0..3 {
+        server_dcids_to(&mut p, client, &mut seen);
+        client_to_server_from(&mut p, client);
+    }
+    // After the return, the server's traffic to the client.
+    p.server.conn(h).unwrap().ping();
+    let before = seen.len();
+    server_dcids_to(&mut p, client, &mut seen);
+    assert!(seen.len() > before);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, client);
+    assert!(conn.path_validation.is_none());
+    assert!(seen.iter().filter(|(to, _)| *to == attacker).count() > 0);
+    assert_no_id_to_two_addresses(&seen);
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
+fn a_second_move_takes_another_connection_id() {
+    // The client moves to B and, while B is being validated, to C: B, C and the old path's challenge each
+    // get an ID of their own (RFC 9000 §9.5), and the answer still owed to a challenge from B goes to B
+    // with B's ID.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    let mut seen = Vec::new();
+    p.server.conn(h).unwrap().ping();
+    server_dcids_to(&mut p, client, &mut seen);
+    assert!(!seen.is_empty());
+    client_to_server_from(&mut p, client);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    server_dcids_to(&mut p, b, &mut seen);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    inject(&mut p, SpaceId::Data, &[Frame::PathChallenge([0x5a; 8])]);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, c);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
+    let before = seen.len();
+    server_dcids_to(&mut p, c, &mut seen);
+    assert!(
+        seen[before..].iter().any(|(to, _)| *to == b),
+        "the answer went to B"
+    );
+    assert!(seen[before..].iter().any(|(to, _)| *to == c));
+    assert_no_id_to_two_addresses(&seen);
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
+fn a_return_after_the_old_paths_id_was_retired_takes_a_spare() {
+    // The client moves to B, and while B is validated the client's Retire Prior To passes the ID the old
+    // path used (the challenge to that path ends). B's validation fails: back on the old path, the
+    // server takes another spare rather than the ID that went to B (RFC 9000 §9.5).
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let nowhere: SocketAddr = "192.0.2.99:9".parse().unwrap();
+    let mut seen = Vec::new();
+    p.server.conn(h).unwrap().ping();
+    server_dcids_to(&mut p, client, &mut seen);
+    client_to_server_from(&mut p, client);
+    let old_seq = p.server.table.get(h).unwrap().conn.remote_cid_seq;
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    server_dcids_to(&mut p, nowhere, &mut seen);
+    inject(&mut p, SpaceId::Data, &[new_cid(4, old_seq + 1)]);
+    {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, b);
+        assert!(conn.path_validation.as_ref().unwrap().old_path.is_none());
+        assert!(conn.retire_cids.contains(&old_seq));
+    }
+    let end = p.now + Duration::from_secs(10);
+    while p.server.table.get(h).unwrap().conn.path_validation.is_some() {
+        server_dcids_to(&mut p, nowhere, &mut seen);
+        let Some(t) = p.server.poll_timeout().filter(|t| *t <= end) else {
+            panic!("the validation never ended");
+        };
+        p.now = p.now.max(t);
+        p.server.handle_timeout(p.now);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, client);
+    assert_eq!(conn.stats().path_validation_failures, 1);
+    p.server.conn(h).unwrap().ping();
+    let before = seen.len();
+    server_dcids_to(&mut p, nowhere, &mut seen);
+    assert!(seen[before..].iter().all(|(to, _)| *to == client));
+    assert!(seen.len() > before);
+    assert_no_id_to_two_addresses(&seen);
+    assert_eq!(server_error(&mut p), None);
+}
 #[test]
 fn a_forwarded_packet_does_not_hold_the_connection_away_from_the_client() {
     // An off-path attacker forwards a copy of the client's packet from its own address, ahead of the
@@ -462,11 +666,21 @@ fn the_old_paths_challenge_is_no_loss_on_the_new_path() {
 
 #[test]
 fn a_retired_spare_connection_id_stays_retired() {
-    // The spare the old path's challenge used is retired when the validation ends; a late copy of its
-    // NEW_CONNECTION_ID must not bring it back (and make the peer's replacement one too many).
+    // The ID the old path used, held by its challenge once the new path took a spare, is retired when
+    // the validation ends; a late copy of its NEW_CONNECTION_ID must not bring it back (and make the
+    // peer's replacement one too many). The server first moves off the handshake's ID (sequence 0,
+    // which no NEW_CONNECTION_ID carries).
     let mut p = Pair::new(TransportConfig::default());
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
+    {
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        let (seq, id, token) = conn.take_lowest_spare().unwrap();
+        let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
+        conn.retire_spare(old);
+    }
+    p.server.after_conn(h, true);
+    p.run(Duration::from_millis(100));
     p.client.conn(ch).unwrap().ping();
     client_to_server_from(&mut p, "198.51.100.7:6000".parse().unwrap());
     let spare = {
@@ -481,6 +695,7 @@ fn a_retired_spare_connection_id_stays_retired() {
             .unwrap();
         let c = v.old_path.as_ref().unwrap();
         assert!(c.spare);
+        assert_ne!(c.dcid_seq, 0);
         c.dcid_seq
     };
     run_client_seen_as(

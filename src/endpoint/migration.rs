@@ -67,6 +67,7 @@ fn queue_probe(conn: &mut crate::conn::Connection, data: [u8; 8], now: std::time
             response: None,
             dcid,
             dcid_seq,
+            reset_token: None,
             spare: false,
         }),
     }));
@@ -238,17 +239,20 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
     };
     assert!(mtu > 1200, "path MTU discovery went above the base: {mtu}");
     let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let old_cid = p.server.table.get(h).unwrap().conn.remote_cid;
     p.client.conn(ch).unwrap().ping();
     client_to_server_from(&mut p, new);
-    let deadline = {
+    let (deadline, new_seq) = {
         let conn = &p.server.table.get(h).unwrap().conn;
         assert_eq!(conn.path.remote, new);
+        // RFC 9000 §9.5: the new address gets a connection ID of its own.
+        assert_ne!(conn.remote_cid, old_cid);
         assert_eq!(conn.path.mtu, 1200);
         assert_eq!(
             conn.recovery.rtt().smoothed(),
             TransportConfig::default().initial_rtt
         );
-        conn.path_validation_deadline().unwrap()
+        (conn.path_validation_deadline().unwrap(), conn.remote_cid_seq)
     };
     // Nothing reaches the new address (nor the old one): the validation fails.
     let mut buf = Vec::new();
@@ -273,6 +277,10 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
     assert_eq!(conn.path.mtu, mtu);
     assert_eq!(conn.recovery.rtt().smoothed(), srtt);
     assert_eq!(conn.stats().cwnd, cwnd);
+    // The old path's ID is in use again, and the one the new address saw is retired.
+    assert_eq!(conn.remote_cid, old_cid);
+    assert!(conn.retired_spares.contains(&new_seq));
+    assert!(conn.peer_cids.iter().all(|(s, ..)| *s != new_seq));
 }
 
 #[test]
