@@ -170,6 +170,8 @@ struct Scripted<'a> {
     input: Input<'a>,
     /// A datagram was corrupted (under the null cipher, corruption is not detected).
     corrupted: bool,
+    /// The port a NAT rebinding gave the client, if one did: its datagrams come from there since.
+    client_port: Option<u16>,
 }
 
 impl Network for Scripted<'_> {
@@ -178,7 +180,11 @@ impl Network for Scripted<'_> {
         NULL_CRYPTO && self.corrupted
     }
 
-    fn route(&mut self, _from: usize, mut datagram: Vec<u8>, out: &mut Vec<(Duration, Vec<u8>)>) {
+    fn source_port(&self, from: usize) -> Option<u16> {
+        self.client_port.filter(|_| from == CLIENT)
+    }
+
+    fn route(&mut self, from: usize, mut datagram: Vec<u8>, out: &mut Vec<(Duration, Vec<u8>)>) {
         if self.input.is_empty() {
             out.push((BASE_DELAY, datagram));
             return;
@@ -187,7 +193,15 @@ impl Network for Scripted<'_> {
         let extra = Duration::from_millis(u64::from(b >> 3));
         match b & 7 {
             // Deliver, with up to 31 ms of extra delay (reordering).
-            0..=3 => out.push((BASE_DELAY + extra, datagram)),
+            0..=2 => out.push((BASE_DELAY + extra, datagram)),
+            // A NAT rebinding: the client's datagrams come from another port from this one on (the
+            // old mapping still delivers to it).
+            3 => {
+                if from == CLIENT {
+                    self.client_port = Some(6000 + u16::from(b >> 3));
+                }
+                out.push((BASE_DELAY, datagram));
+            }
             4 => {} // drop
             5 => {
                 out.push((BASE_DELAY, datagram.clone()));
@@ -209,26 +223,15 @@ impl Network for Scripted<'_> {
 }
 
 /// `conn_network`: a transfer both ways over a network where the input decides each datagram's fate:
-/// delivery with extra delay (reordering), drop, duplication, a flipped bit, a long delay.
+/// delivery with extra delay (reordering), a NAT rebinding of the client (its datagrams come from a new
+/// port from then on), drop, duplication, a flipped bit, a long delay.
 ///
 /// Invariants: no panic; the run ends within the virtual-time bound with every byte read exactly or a
 /// connection lost; and, since both peers are honest, a lost connection may only be an idle timeout
 /// (or a stateless reset) — never a protocol error — unless a corrupted datagram got through the null
 /// cipher (fuzzing builds), which makes the peer look dishonest.
 pub fn check_conn_network(setup: &Setup, data: &[u8]) {
-    let mut input = Input::new(data);
-    let len = transfer_len(&mut input);
-    let mut pair = Pair::new(setup, 2);
-    let mut net = Scripted {
-        input,
-        corrupted: false,
-    };
-    let mut app = transfer_app(len);
-    let limit = pair.now + NETWORK_BOUND;
-    let finished = pair.run(&mut net, limit, &mut app, &|p: &Pair| {
-        transfer_done(p) && (p.peers.iter().all(|p| p.lost.is_none()) || both_lost(p))
-    });
-    let tainted = net.tainted();
+    let (pair, finished, tainted) = run_conn_network(setup, data);
     assert_ended(&pair, finished);
     // When the server's handshake timed out while the client carried on, the client's next Initial
     // starts a new server connection and acknowledges the old one's packets: RFC 9000 §13.1 makes that
@@ -243,6 +246,26 @@ pub fn check_conn_network(setup: &Setup, data: &[u8]) {
             }
         }
     }
+}
+
+/// The run of [`check_conn_network`]: the pair at the end, whether the transfer ended in time, and
+/// whether the network forged what it delivered.
+pub(super) fn run_conn_network(setup: &Setup, data: &[u8]) -> (Pair, bool, bool) {
+    let mut input = Input::new(data);
+    let len = transfer_len(&mut input);
+    let mut pair = Pair::new(setup, 2);
+    let mut net = Scripted {
+        input,
+        corrupted: false,
+        client_port: None,
+    };
+    let mut app = transfer_app(len);
+    let limit = pair.now + NETWORK_BOUND;
+    let finished = pair.run(&mut net, limit, &mut app, &|p: &Pair| {
+        transfer_done(p) && (p.peers.iter().all(|p| p.lost.is_none()) || both_lost(p))
+    });
+    let tainted = net.tainted();
+    (pair, finished, tainted)
 }
 
 /// `stream_ops`: an arbitrary sequence of stream operations on both sides over a perfect network, then

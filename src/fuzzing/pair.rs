@@ -97,6 +97,13 @@ pub(crate) trait Network {
     /// (corrupted) on the way.
     fn route(&mut self, from: usize, datagram: Vec<u8>, out: &mut Vec<(Duration, Vec<u8>)>);
 
+    /// The port side `from`'s datagrams appear to come from, after the last [`route`](Self::route) (a
+    /// NAT rebinding, RFC 9000 §9.3); `None` for the side's own. Replies reach the side whatever port
+    /// they go to.
+    fn source_port(&self, _from: usize) -> Option<u16> {
+        None
+    }
+
     /// Whether the network forged what it delivered (a corruption the null cipher cannot detect): then
     /// received stream data is no longer checked against what was written.
     fn tainted(&self) -> bool {
@@ -170,8 +177,9 @@ pub(crate) struct Peer {
     pub(crate) replaced: bool,
 }
 
-/// A datagram on its way: arrival time, sequence number (for a stable order), receiving side, bytes.
-type InFlight = (Instant, u64, usize, Vec<u8>);
+/// A datagram on its way: arrival time, sequence number (for a stable order), receiving side, the
+/// address it comes from, bytes.
+type InFlight = (Instant, u64, usize, SocketAddr, Vec<u8>);
 
 /// A client and a server endpoint, a network, and the stream model.
 pub(crate) struct Pair {
@@ -255,12 +263,16 @@ impl Pair {
                         record.push((s, d.to_vec()));
                     }
                     net.route(s, d.to_vec(), &mut self.routed);
-                }
-                for (delay, bytes) in self.routed.drain(..) {
-                    if self.in_flight.len() < MAX_IN_FLIGHT {
-                        self.seq += 1;
-                        self.in_flight
-                            .push(Reverse((self.now + delay, self.seq, 1 - s, bytes)));
+                    let mut from = self.peers[s].addr;
+                    if let Some(port) = net.source_port(s) {
+                        from.set_port(port);
+                    }
+                    for (delay, bytes) in self.routed.drain(..) {
+                        if self.in_flight.len() < MAX_IN_FLIGHT {
+                            self.seq += 1;
+                            self.in_flight
+                                .push(Reverse((self.now + delay, self.seq, 1 - s, from, bytes)));
+                        }
                     }
                 }
             }
@@ -373,10 +385,9 @@ impl Pair {
                 if *at > self.now {
                     break;
                 }
-                let Some(Reverse((_, _, to, bytes))) = self.in_flight.pop() else {
+                let Some(Reverse((_, _, to, from, bytes))) = self.in_flight.pop() else {
                     break;
                 };
-                let from = self.peers[1 - to].addr;
                 self.deliver(to, from, &bytes);
             }
             for s in [CLIENT, SERVER] {

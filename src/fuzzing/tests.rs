@@ -13,8 +13,9 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| Setup::new(epoch()))
 }
 
-/// Fate bytes of `conn_network`: deliver (0..=3), drop (4), duplicate (5), corrupt (6, two more bytes
-/// for the position), long delay (7); the high bits are the extra delay.
+/// Fate bytes of `conn_network`: deliver (0..=2), a NAT rebinding of the client (3), drop (4), duplicate
+/// (5), corrupt (6, two more bytes for the position), long delay (7); the high bits are the extra delay
+/// (for 3, the client's new port).
 fn fates() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..120)
 }
@@ -65,6 +66,24 @@ fn conn_frames_with_well_formed_frames() {
     let mut input = vec![10, 1, payload.len() as u8];
     input.extend(&payload);
     check_conn_frames(setup(), &input);
+}
+
+/// The client's NAT rebinds it to a new port on nearly every datagram it sends: once the handshake is
+/// confirmed the server follows each move (RFC 9000 §9.3), and the transfer completes.
+#[test]
+fn conn_network_follows_repeated_rebindings() {
+    let mut input = vec![255];
+    input.extend(std::iter::repeat(0).take(4));
+    input.extend((0..32u8).map(|port| 3 | (port << 3)));
+    let (mut pair, finished, _) = super::conn::run_conn_network(setup(), &input);
+    assert!(finished, "the transfer did not end in time");
+    for p in &pair.peers {
+        assert!(p.lost.is_none(), "{:?}", p.lost);
+    }
+    let server = &mut pair.peers[pair::SERVER];
+    let h = server.conn.unwrap();
+    let stats = server.ep.conn(h).unwrap().stats();
+    assert!(stats.path_migrations >= 5, "{stats:?}");
 }
 
 /// A script that drops every datagram for a while: the pair either recovers or times out, never hangs.
