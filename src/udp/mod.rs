@@ -134,7 +134,8 @@ pub struct DriverStats {
     pub gso_batches: u64,
     /// Datagrams whose sending failed (logged and dropped: QUIC recovers from loss).
     pub send_errors: u64,
-    /// Receive errors other than "nothing to read" (logged and ignored).
+    /// Receive errors that concern a datagram or a peer (ICMP reports, memory pressure): logged and
+    /// ignored. Errors of an unusable socket end the turn instead.
     pub recv_errors: u64,
     /// Times the driver blocked in the socket waiting for a datagram or a deadline.
     pub waits: u64,
@@ -153,6 +154,10 @@ pub struct Driver {
     send_buf: Vec<u8>,
     max_wait: Duration,
     stats: DriverStats,
+    /// Errors the next receive calls return instead of calling the system: the tests' way to reach
+    /// errors a loopback socket does not produce.
+    #[cfg(test)]
+    recv_faults: std::collections::VecDeque<io::Error>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -187,6 +192,8 @@ impl Driver {
             send_buf: Vec::new(),
             max_wait: Duration::from_millis(100),
             stats: DriverStats::default(),
+            #[cfg(test)]
+            recv_faults: std::collections::VecDeque::new(),
         })
     }
 
@@ -250,8 +257,10 @@ impl Driver {
     /// blocking until a datagram arrives or the next deadline (at most the
     /// [`max wait`](Self::set_max_wait)) when the socket holds nothing.
     ///
-    /// Returns what `on_turn` returned. I/O errors other than a failed send (which is logged and counted,
-    /// as QUIC recovers from loss) end the turn with the error.
+    /// Returns what `on_turn` returned. A failed send is counted and logged (QUIC recovers from loss), and
+    /// so is a receive error that concerns one datagram or peer (an ICMP report such as
+    /// `ECONNREFUSED`, `ENOBUFS`): the turn goes on. Only an error that means the socket is unusable
+    /// (`EBADF`, `ENOTSOCK`, `EINVAL`) ends the turn with the error.
     pub fn turn(&mut self, handler: &mut impl Handler) -> io::Result<ControlFlow<()>> {
         let now = Self::now();
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
@@ -310,18 +319,15 @@ impl Driver {
 
     /// Receives one batch without blocking and feeds it to the endpoint; `false` when there was nothing.
     fn receive(&mut self) -> io::Result<bool> {
-        let count = {
-            let mut bufs: Vec<IoSliceMut<'_>> =
-                self.recv_buf.chunks_mut(RECV_SLOT).map(IoSliceMut::new).collect();
-            match self.state.recv((&self.socket).into(), &mut bufs, &mut self.metas) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if is_transient(&e) => {
-                    self.stats.recv_errors += 1;
-                    tracing::debug!(error = %e, "udp receive error");
-                    return Ok(true);
-                }
-                Err(e) => return Err(e),
+        let count = match self.recv_batch() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if is_fatal(&e) => return Err(e),
+            // The kernel hands an ICMP report over once (and clears it), so this is no busy loop: the next
+            // turn reads on.
+            Err(e) => {
+                self.recv_error(&e);
+                return Ok(true);
             }
         };
         self.stats.recv_calls += 1;
@@ -340,6 +346,17 @@ impl Driver {
         self.endpoint.handle_datagrams(now, received.drain(..));
         self.received = received;
         Ok(true)
+    }
+
+    /// One receive system call into the receive slots: the number of slots filled.
+    fn recv_batch(&mut self) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(e) = self.recv_faults.pop_front() {
+            return Err(e);
+        }
+        let mut bufs: Vec<IoSliceMut<'_>> =
+            self.recv_buf.chunks_mut(RECV_SLOT).map(IoSliceMut::new).collect();
+        self.state.recv((&self.socket).into(), &mut bufs, &mut self.metas)
     }
 
     /// Waits until a datagram may be waiting or `timeout` passes; `true` when one may be waiting.
@@ -366,25 +383,54 @@ impl Driver {
             Ok(_) => Ok(true),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            // A truncated peek (Windows reports it as an error) still means a datagram is waiting; other
-            // errors (ICMP reports) are left for `receive` to see and count.
-            Err(_) => Ok(true),
+            Err(e) if is_fatal(&e) => Err(e),
+            // A truncated peek still means a datagram is waiting (Windows reports it as an error).
+            Err(e) if is_truncated(&e) => Ok(true),
+            // A pending error (an ICMP report) is handed over once, to this peek: counted here.
+            Err(e) => {
+                self.recv_error(&e);
+                Ok(true)
+            }
         }
+    }
+
+    /// Counts a receive error that concerns a datagram or a peer, not the socket, and logs it.
+    fn recv_error(&mut self, e: &io::Error) {
+        self.stats.recv_errors += 1;
+        tracing::debug!(error = %e, "udp receive error");
     }
 }
 
-/// Receive errors that concern one datagram or an earlier send (ICMP reports), not the socket: they are
-/// counted and the driver goes on.
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::TimedOut
-    )
+/// Receive errors that mean the socket itself is unusable: it was closed under the driver or is no
+/// socket (`EBADF`, `ENOTSOCK`), the call was malformed (`EFAULT`, `EINVAL`), or the system lacks it
+/// (`ENOSYS`). The driver stops on these, since every later call would fail the same way.
+///
+/// Every other receive error concerns one datagram or one peer, and the driver counts it and goes on,
+/// as a server must not go down for one bad datagram: ICMP reports of an earlier send (on a connected
+/// socket, or one with `IP_RECVERR`): `ECONNREFUSED`, `EHOSTUNREACH`, `ENETUNREACH`, `EHOSTDOWN`,
+/// `EMSGSIZE` (fragmentation needed), `EACCES` (administratively prohibited), `EPROTO`; `ENOBUFS` and
+/// `ENOMEM` under memory pressure; `ECONNRESET`, which QUIC does not define and an attacker can cause
+/// (quinn ignores it for that reason). quinn's own endpoint goes further and retries every receive error.
+fn is_fatal(e: &io::Error) -> bool {
+    // Not `ErrorKind::Unsupported`: the standard library gives that kind to EOPNOTSUPP too, which an ICMP
+    // "source route failed" turns into.
+    if e.kind() == io::ErrorKind::InvalidInput {
+        return true;
+    }
+    #[cfg(unix)]
+    let unusable = [libc::EBADF, libc::ENOTSOCK, libc::EFAULT, libc::ENOSYS];
+    // WSAEBADF, WSAEFAULT, WSAENOTSOCK.
+    #[cfg(windows)]
+    let unusable = [10_009, 10_014, 10_038];
+    #[cfg(not(any(unix, windows)))]
+    let unusable: [i32; 0] = [];
+    e.raw_os_error().is_some_and(|code| unusable.contains(&code))
+}
+
+/// A receive into a buffer shorter than the datagram, which Windows reports as an error (WSAEMSGSIZE);
+/// Unix truncates silently.
+fn is_truncated(e: &io::Error) -> bool {
+    cfg!(windows) && e.raw_os_error() == Some(10_040)
 }
 
 /// Sends one transmit, in as many GSO calls as the kernel's segment limit needs.

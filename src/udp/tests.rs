@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -161,4 +161,113 @@ fn two_drivers_connect_over_loopback() {
     assert!(c.datagrams_sent >= 2 && c.datagrams_received >= 1, "{c:?}");
     assert!(s.datagrams_sent >= 1 && s.datagrams_received >= 2, "{s:?}");
     assert_eq!(c.send_errors + s.send_errors, 0);
+}
+
+/// A handler that ignores every event.
+fn ignore(_: &mut Endpoint, _: ConnectionHandle, _: Event, _: Instant) {}
+
+/// A driver on a loopback socket with a client endpoint and no connection, whose waits are short.
+fn idle_driver() -> Driver {
+    let endpoint = Endpoint::new(EndpointConfig::with_seed(3), None);
+    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), endpoint).unwrap();
+    driver.set_max_wait(Duration::from_millis(1));
+    driver
+}
+
+/// Turns `driver` until it has handed `count` datagrams to its endpoint.
+fn turn_until_received(driver: &mut Driver, count: u64) {
+    let deadline = Driver::now() + Duration::from_secs(20);
+    while driver.stats().datagrams_received < count {
+        assert!(
+            Driver::now() < deadline,
+            "no datagram within 20 s: {:?}",
+            driver.stats()
+        );
+        let _ = driver.turn(&mut ignore).expect("the driver goes on");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn receive_errors_about_one_datagram_or_peer_do_not_stop_the_driver() {
+    // What an ICMP error turns into on a connected socket (or any socket with IP_RECVERR), memory
+    // pressure, and interrupted calls. Before, EMSGSIZE (an ICMP "fragmentation needed"), EHOSTDOWN,
+    // EPROTO, EACCES (administratively prohibited), ENETDOWN, ENOBUFS and ENOMEM stopped the driver.
+    let errors = [
+        libc::ECONNREFUSED,
+        libc::ECONNRESET,
+        libc::EHOSTUNREACH,
+        libc::ENETUNREACH,
+        libc::EHOSTDOWN,
+        libc::ENETDOWN,
+        libc::EMSGSIZE,
+        libc::EPROTO,
+        libc::ENOPROTOOPT,
+        libc::EOPNOTSUPP,
+        libc::EACCES,
+        libc::ETIMEDOUT,
+        libc::ENOBUFS,
+        libc::ENOMEM,
+        libc::EINTR,
+    ];
+    let mut driver = idle_driver();
+    driver
+        .recv_faults
+        .extend(errors.iter().map(|&code| io::Error::from_raw_os_error(code)));
+    for code in errors {
+        let turned = driver.turn(&mut ignore);
+        assert!(turned.is_ok(), "error {code} stopped the driver: {turned:?}");
+    }
+    assert_eq!(driver.stats().recv_errors, errors.len() as u64);
+    // The socket still delivers.
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(&[0u8; 1200], driver.local_addr().unwrap()).unwrap();
+    turn_until_received(&mut driver, 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_receive_error_of_an_unusable_socket_stops_the_driver() {
+    for code in [
+        libc::EBADF,
+        libc::ENOTSOCK,
+        libc::EFAULT,
+        libc::EINVAL,
+        libc::ENOSYS,
+    ] {
+        let mut driver = idle_driver();
+        driver.recv_faults.push_back(io::Error::from_raw_os_error(code));
+        let error = driver.turn(&mut ignore).expect_err("the socket is unusable");
+        assert_eq!(error.raw_os_error(), Some(code));
+        assert_eq!(driver.stats().recv_errors, 0);
+    }
+}
+
+#[test]
+fn a_refused_datagram_is_counted_and_the_driver_goes_on() {
+    // A connected UDP socket hears of the ICMP "port unreachable" its datagram caused: a later receive
+    // fails with ECONNREFUSED (an unconnected one without IP_RECVERR, which quinn-udp does not set,
+    // hears nothing).
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(closed).unwrap();
+    let mut driver = Driver::new(socket, Endpoint::new(EndpointConfig::with_seed(4), None)).unwrap();
+    driver.set_max_wait(Duration::from_millis(5));
+    let client_tls = tls::client_config(Vec::new(), vec![b"t".to_vec()]).unwrap();
+    driver
+        .endpoint()
+        .connect(Driver::now(), ClientConfig::new(client_tls), closed, "localhost")
+        .unwrap();
+    let deadline = Driver::now() + Duration::from_secs(20);
+    while driver.stats().recv_errors == 0 {
+        assert!(
+            Driver::now() < deadline,
+            "no ECONNREFUSED within 20 s: {:?}",
+            driver.stats()
+        );
+        let _ = driver
+            .turn(&mut ignore)
+            .expect("a refused datagram does not stop the driver");
+    }
+    assert!(driver.stats().datagrams_sent >= 1);
 }
