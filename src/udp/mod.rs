@@ -18,8 +18,9 @@
 //!    caller's [`Handler`], repeating while the handler's calls produce more;
 //! 3. receive what the socket holds and feed it to [`Endpoint::handle_datagrams`]; when it holds nothing,
 //!    wait for a datagram or the next deadline (the endpoint's or the handler's): in the socket, with a
-//!    read timeout, when the deadline is far; in short sleeps when it is near, since socket timeouts
-//!    have the kernel tick's granularity (milliseconds), too coarse for pacing.
+//!    read timeout that wakes early, when the deadline is far; in short sleeps when it is near, since
+//!    socket timeouts have the kernel tick's granularity (milliseconds, and an eighth of the timeout
+//!    beyond about 250 ms), too coarse for pacing.
 //!
 //! ```no_run
 //! use quicsand::crypto::tls;
@@ -68,6 +69,10 @@ const RECV_SLOT: usize = 64 * 1024;
 const COARSE_WAIT_MIN: Duration = Duration::from_millis(20);
 /// How much earlier than the deadline a wait in the socket asks to be woken, to absorb the kernel tick.
 const COARSE_MARGIN: Duration = Duration::from_millis(10);
+/// A long wait in the socket asks to be woken this fraction of it early, at least: Linux's timer wheel
+/// fires a timeout of more than 63 ticks (252 ms at 250 Hz, 63 ms at 1000 Hz) up to an eighth of it late
+/// (its coarser levels batch timers: 8 ticks from 63 ticks on, 64 ticks from 504 on, ...).
+const COARSE_FRACTION: u32 = 7;
 /// The longest sleep between two looks at the socket during a short wait.
 const FINE_SLICE: Duration = Duration::from_micros(500);
 /// Rounds of "flush, then hand out events" in one turn before the driver goes back to the socket, so a
@@ -365,17 +370,19 @@ impl Driver {
     /// would wait to fill every slot, so the socket stays non-blocking and the wait is a one-byte
     /// `MSG_PEEK` with the socket switched to blocking mode and its read timeout (`SO_RCVTIMEO`) set.
     /// That timeout has the granularity of the kernel tick (Linux rounds it up to whole jiffies; 8 ms was
-    /// measured on a 250 Hz kernel even for 1 µs), far coarser than pacing and ACK timers, so the socket
-    /// is asked to wake [`COARSE_MARGIN`] early and the rest of the wait, like every short wait, is slept
-    /// in slices of at most [`FINE_SLICE`] (`nanosleep` is precise to tens of microseconds), looking at
-    /// the socket after each.
+    /// measured on a 250 Hz kernel even for 1 µs), far coarser than pacing and ACK timers, and a long one
+    /// fires up to an eighth of itself late (the timer wheel's outer levels), so the socket is asked to
+    /// wake [`COARSE_MARGIN`] or a [`COARSE_FRACTION`]th of the wait early, whichever is more (see
+    /// `socket_wait`). The rest of the wait is left to the next turns: a long rest waits in the socket
+    /// again, and a short one, like every short wait, is slept in slices of at most [`FINE_SLICE`]
+    /// (`nanosleep` is precise to tens of microseconds), looking at the socket after each.
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         self.stats.waits += 1;
-        if timeout < COARSE_WAIT_MIN {
+        let Some(read_timeout) = socket_wait(timeout) else {
             std::thread::sleep(timeout.min(FINE_SLICE));
             return Ok(true);
-        }
-        self.socket.set_read_timeout(Some(timeout - COARSE_MARGIN))?;
+        };
+        self.socket.set_read_timeout(Some(read_timeout))?;
         self.socket.set_nonblocking(false)?;
         let peeked = self.socket.peek_from(&mut [0u8; 1]);
         self.socket.set_nonblocking(true)?;
@@ -399,6 +406,16 @@ impl Driver {
         self.stats.recv_errors += 1;
         tracing::debug!(error = %e, "udp receive error");
     }
+}
+
+/// The read timeout for a wait of `timeout` in the socket, or `None` when the wait is too short for the
+/// socket and is slept in slices (see `Driver::wait`).
+fn socket_wait(timeout: Duration) -> Option<Duration> {
+    if timeout < COARSE_WAIT_MIN {
+        return None;
+    }
+    let margin = COARSE_MARGIN.max(timeout / COARSE_FRACTION);
+    timeout.checked_sub(margin).filter(|d| !d.is_zero())
 }
 
 /// Receive errors that mean the socket itself is unusable: it was closed under the driver or is no

@@ -271,3 +271,52 @@ fn a_refused_datagram_is_counted_and_the_driver_goes_on() {
     }
     assert!(driver.stats().datagrams_sent >= 1);
 }
+
+/// The latest Linux wakes a thread blocked in a socket with read timeout `asked`, on a kernel of `hz`
+/// ticks a second. `SO_RCVTIMEO` is rounded up to whole ticks; the timer wheel (`kernel/time/timer.c`)
+/// files a timer due in `ticks` at the first level whose range holds it (level n from 63 · 8^(n-1) ticks
+/// on) and fires it at the next multiple of that level's granularity (8^n ticks) after its expiry: up to
+/// one granularity late, one tick at level 0 (where the current tick has partly passed).
+///
+/// Measured on a 250 Hz kernel (6.18, a busy shared machine), the read timeout and how late a blocking
+/// peek returned at worst over 4 to 30 tries: 240 ms, 4 ms late; 260 ms, 28 ms; 300 ms, 24 ms; 1 s, 28 ms;
+/// 2.5 s, 124 ms. The model allows 4, 32, 32, 32 and 256 ms. (1 ms and 250 ms were seen 4 ms beyond it,
+/// 11 and 38 ms late: a tick of scheduling delay that no margin bounds.)
+fn linux_latest_wake(asked: Duration, hz: u128) -> Duration {
+    let ticks = (asked.as_nanos() * hz).div_ceil(1_000_000_000);
+    let mut granularity = 1;
+    while ticks >= 63 * granularity {
+        granularity *= 8;
+    }
+    let nanos = (ticks + granularity) * 1_000_000_000 / hz;
+    Duration::from_nanos(u64::try_from(nanos).expect("within u64 nanoseconds"))
+}
+
+#[test]
+fn a_wait_in_the_socket_wakes_before_its_deadline() {
+    // Before, the socket was asked to wake 10 ms early whatever the wait: enough at level 0 of the timer
+    // wheel, but a wait over 63 ticks (252 ms at 250 Hz, so any `set_max_wait` above about 260 ms, or a
+    // deadline that far) could wake up to an eighth of it late: 32 ms for 300 ms, 256 ms for 3 s.
+    assert_eq!(socket_wait(COARSE_WAIT_MIN - Duration::from_nanos(1)), None);
+    let ms = Duration::from_millis;
+    let timeouts = (20..10_000).map(ms).chain((10_000..120_000).step_by(97).map(ms));
+    for timeout in timeouts {
+        let asked = socket_wait(timeout).expect("a long wait blocks in the socket");
+        assert!(!asked.is_zero());
+        if timeout >= ms(40) {
+            assert!(
+                asked >= timeout * 3 / 4,
+                "{timeout:?} asks for {asked:?}: needlessly early"
+            );
+        }
+        // 250 Hz (Debian, Ubuntu), 300 Hz, 1000 Hz (Fedora, RHEL). At 100 Hz two ticks are 20 ms, more than
+        // the 10 ms margin of short waits.
+        for hz in [250, 300, 1000] {
+            let latest = linux_latest_wake(asked, hz);
+            assert!(
+                latest <= timeout,
+                "{timeout:?} at {hz} Hz: asks for {asked:?}, may wake at {latest:?}"
+            );
+        }
+    }
+}
