@@ -15,7 +15,8 @@
 //!
 //! 1. read the clock; when [`Endpoint::poll_timeout`] has passed, call [`Endpoint::handle_timeout`];
 //! 2. drain [`Endpoint::poll_transmit`] onto the socket, then hand each [`Endpoint::poll_event`] to the
-//!    caller's [`Handler`], repeating while the handler's calls produce more;
+//!    caller's [`Handler`], repeating while the handler's calls produce more (up to a bound: what is
+//!    left goes out in the next turn, which then does not block);
 //! 3. receive what the socket holds and feed it to [`Endpoint::handle_datagrams`]; when it holds nothing,
 //!    wait for a datagram or the next deadline (the endpoint's or the handler's): in the socket, with a
 //!    read timeout that wakes early, when the deadline is far; in short sleeps when it is near, since
@@ -75,9 +76,11 @@ const COARSE_MARGIN: Duration = Duration::from_millis(10);
 const COARSE_FRACTION: u32 = 7;
 /// The longest sleep between two looks at the socket during a short wait.
 const FINE_SLICE: Duration = Duration::from_micros(500);
-/// Rounds of "flush, then hand out events" in one turn before the driver goes back to the socket, so a
-/// handler that keeps producing work cannot starve receiving.
-const MAX_EVENT_ROUNDS: usize = 64;
+/// Events handed out in one pass of "flush, then hand out events, again while events come" (twice a
+/// turn: before and after `Handler::on_turn`), so that a handler whose calls queue further events (one
+/// that reconnects whenever a connection is lost, and loses the new one at once) cannot keep a turn
+/// going and starve receiving. Events left over are handed out in the next turn, which does not block.
+const MAX_PROCESS_EVENTS: usize = 1024;
 
 /// What the application does with the endpoint's events; see [`Driver::turn`].
 ///
@@ -273,11 +276,11 @@ impl Driver {
         }
         self.process(handler, now)?;
         let flow = handler.on_turn(&mut self.endpoint, now);
-        self.process(handler, now)?;
+        let events_left = self.process(handler, now)?;
         if flow.is_break() {
             return Ok(flow);
         }
-        if self.receive()? {
+        if self.receive()? || events_left {
             return Ok(flow);
         }
         let deadline = [self.endpoint.poll_timeout(), handler.poll_timeout()]
@@ -295,20 +298,29 @@ impl Driver {
         Ok(flow)
     }
 
-    /// Follows the drive rule after an input: flush, hand out events, again while events come.
-    fn process(&mut self, handler: &mut impl Handler, now: Instant) -> io::Result<()> {
-        for _ in 0..MAX_EVENT_ROUNDS {
+    /// Follows the drive rule after an input: flush, hand out events, again while events come, up to
+    /// [`MAX_PROCESS_EVENTS`] events; `true` when that many went out, and more may be waiting.
+    fn process(&mut self, handler: &mut impl Handler, now: Instant) -> io::Result<bool> {
+        let mut budget = MAX_PROCESS_EVENTS;
+        loop {
             self.flush()?;
             let mut any = false;
-            while let Some((handle, event)) = self.endpoint.poll_event() {
+            while budget > 0 {
+                let Some((handle, event)) = self.endpoint.poll_event() else {
+                    break;
+                };
                 any = true;
+                budget -= 1;
                 handler.on_event(&mut self.endpoint, handle, event, now);
             }
             if !any {
-                return Ok(());
+                return Ok(false);
+            }
+            if budget == 0 {
+                self.flush()?;
+                return Ok(true);
             }
         }
-        self.flush()
     }
 
     /// Sends everything the endpoint has to send now: for calls made on [`endpoint`](Self::endpoint)

@@ -320,3 +320,62 @@ fn a_wait_in_the_socket_wakes_before_its_deadline() {
         }
     }
 }
+
+/// A client that opens a connection whenever one is lost and closes it at once, so that each event it
+/// handles queues another, `limit` times in all.
+struct Reconnect {
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    server: SocketAddr,
+    lost: usize,
+    limit: usize,
+}
+
+impl Handler for Reconnect {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _: ConnectionHandle, event: Event, now: Instant) {
+        if !matches!(event, Event::ConnectionLost { .. }) {
+            return;
+        }
+        self.lost += 1;
+        if self.lost < self.limit {
+            let config = ClientConfig::new(self.tls.clone());
+            let h = endpoint.connect(now, config, self.server, "localhost").unwrap();
+            endpoint.close(now, h, 0, b"").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_handler_that_keeps_queueing_events_does_not_hold_the_turn() {
+    // Before, a round handed out events until none was left, however many the handler's own calls
+    // queued: one turn handed out all 3,000 here (and, without the limit, never returned), neither
+    // sending nor receiving in between.
+    let mut driver = idle_driver();
+    let mut handler = Reconnect {
+        tls: tls::client_config(Vec::new(), vec![b"t".to_vec()]).unwrap(),
+        server: "127.0.0.1:9".parse().unwrap(),
+        lost: 0,
+        limit: 3_000,
+    };
+    let now = Driver::now();
+    let config = ClientConfig::new(handler.tls.clone());
+    let first = driver
+        .endpoint()
+        .connect(now, config, handler.server, "localhost")
+        .unwrap();
+    driver.endpoint().close(now, first, 0, b"").unwrap();
+    let _ = driver.turn(&mut handler).unwrap();
+    assert!(
+        handler.lost < handler.limit,
+        "one turn handed out all {} events",
+        handler.lost
+    );
+    // The driver did not block with events waiting.
+    assert_eq!(driver.stats().waits, 0);
+    for _ in 0..handler.limit {
+        if handler.lost == handler.limit {
+            break;
+        }
+        let _ = driver.turn(&mut handler).unwrap();
+    }
+    assert_eq!(handler.lost, handler.limit);
+}
