@@ -373,8 +373,9 @@ impl Connection {
             // STREAM frames, most of the traffic, are decoded straight into what the streams take; the
             // last one of a packet takes the payload buffer itself.
             if let Some(frame) = StreamFrame::decode_owned(payload, &mut pos) {
-                let frame = frame.map_err(TransportError::from)?;
-                let ty = frame.frame_type(true);
+                // RFC 9000 §19.19: an error names the type received (0x08 to 0x0f), which is not always
+                // the type the frame would be encoded with.
+                let (frame, ty) = frame.map_err(TransportError::from)?;
                 // RFC 9000 §12.4: STREAM is not permitted in Initial and Handshake packets.
                 if space != SpaceId::Data {
                     return Err(not_allowed_in_packet_type(ty));
@@ -385,15 +386,15 @@ impl Connection {
                 continue;
             }
             let mut r = Reader::from_bytes(payload);
-            let frame = r
+            // RFC 9000 §19.19: `ty` is the type as received, which errors name.
+            let (frame, ty) = r
                 .skip(pos)
                 .map_err(|kind| FrameError { frame_type: 0, kind })
-                .and_then(|()| Frame::decode(&mut r))
+                .and_then(|()| Frame::decode_typed(&mut r))
                 .map_err(|e| self.frame_decode_error(e))?;
             pos = r.position();
             ack_eliciting |= frame.is_ack_eliciting();
             probing &= frame.is_probing();
-            let ty = frame.frame_type();
             // RFC 9000 §12.4: a frame not permitted in the packet type is a PROTOCOL_VIOLATION.
             if space != SpaceId::Data && !frame.allowed_in_initial_or_handshake() {
                 return Err(not_allowed_in_packet_type(ty));

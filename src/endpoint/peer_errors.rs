@@ -174,6 +174,15 @@ impl Pair {
         self.run(Duration::from_secs(1));
     }
 
+    /// Injects `payload`, arbitrary frame bytes, into the server's connection as the payload of a
+    /// 1-RTT packet from the client, and lets the close run.
+    pub(super) fn client_sends_bytes(&mut self, payload: &[u8]) {
+        let h = self.server_h.unwrap();
+        self.server
+            .inject_payload(self.now, h, Bytes::copy_from_slice(payload));
+        self.run(Duration::from_secs(1));
+    }
+
     pub(super) fn lost(events: &[Event]) -> Option<&ConnectionError> {
         events.iter().find_map(|e| match e {
             Event::ConnectionLost { reason } => Some(reason),
@@ -193,6 +202,20 @@ impl Pair {
             }
             other => panic!("client: expected the peer's close with {code}, got {other:?}"),
         }
+    }
+
+    /// The server closed with `code` for a frame of type `frame_type`, and the client heard both
+    /// (RFC 9000 §19.19: the Frame Type field is the type of the frame that triggered the error).
+    pub(super) fn assert_closed_for_frame(&self, code: TransportErrorCode, frame_type: u64) {
+        self.assert_closed_with(code);
+        let Some(ConnectionError::TransportError(e)) = Self::lost(&self.server_events) else {
+            unreachable!("checked by assert_closed_with");
+        };
+        assert_eq!(e.frame_type, Some(frame_type), "server: {e}");
+        let Some(ConnectionError::ConnectionClosed { error }) = Self::lost(&self.client_events) else {
+            unreachable!("checked by assert_closed_with");
+        };
+        assert_eq!(error.frame_type, Some(frame_type), "client: {error}");
     }
 }
 
@@ -457,4 +480,43 @@ fn stream_data_in_the_packet_that_closes_the_connection_is_announced_before_the_
     let mut buf = [0u8; 200];
     let mut conn = p.server.conn(h).unwrap();
     assert_eq!(conn.stream(id).read(&mut buf), Ok(Some(100)));
+}
+
+/// RFC 9000 §19.19: CONNECTION_CLOSE names the type of the frame received, not the type we would encode
+/// the same frame with: a STREAM frame without a Length field (0x08, 0x0c), with an offset of 0 written
+/// out (0x0c), or with its type in a longer encoding than needed (0x40 0x08) is reported as such, and so
+/// is a DATAGRAM frame without a Length field (0x30).
+#[test]
+fn a_frame_error_names_the_frame_type_received() {
+    // Server bidi stream 0 (ID 1), which the server never opened: STREAM_STATE_ERROR.
+    let cases: [(&[u8], u64); 5] = [
+        (&[0x08, 0x01, 0xaa], 0x08),
+        (&[0x0c, 0x01, 0x00, 0xaa], 0x0c),
+        (&[0x0d, 0x01, 0x00], 0x0d),
+        (&[0x0e, 0x01, 0x00, 0x01, 0xaa], 0x0e),
+        (&[0x40, 0x08, 0x01, 0xaa], 0x08),
+    ];
+    for (payload, frame_type) in cases {
+        let mut p = Pair::new(TransportConfig::default());
+        p.client_sends_bytes(payload);
+        p.assert_closed_for_frame(TransportErrorCode::STREAM_STATE_ERROR, frame_type);
+    }
+    // Data beyond the stream window, offset written out and no Length field: FLOW_CONTROL_ERROR.
+    let window = TransportConfig::default().streams.stream_receive_window;
+    let mut payload = vec![0x0c, 0x00];
+    crate::wire::VarInt::from_u64(window)
+        .unwrap()
+        .encode(&mut payload);
+    payload.push(0xaa);
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends_bytes(&payload);
+    p.assert_closed_for_frame(TransportErrorCode::FLOW_CONTROL_ERROR, 0x0c);
+    // DATAGRAM without a Length field, not announced: PROTOCOL_VIOLATION.
+    let transport = TransportConfig {
+        datagram_receive_buffer: None,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(transport);
+    p.client_sends_bytes(&[0x30, 0xaa]);
+    p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
 }

@@ -172,17 +172,18 @@ pub fn check_frames(data: &[u8]) {
 }
 
 /// The receive path's STREAM decoder ([`StreamFrame::decode_owned`]) agrees with [`Frame::decode`] at
-/// every frame boundary: same frame or same error, same end; it declines only other types.
+/// every frame boundary: same frame and type or same error, same end; it declines only other types.
 fn check_owned_stream_frames(bytes: &Bytes) {
     let mut owned = bytes.clone();
     let mut r = Reader::from_bytes(bytes);
     while !r.is_empty() {
         let start = r.position();
-        let general = Frame::decode(&mut r);
+        let general = Frame::decode_typed(&mut r);
         let mut pos = start;
         match StreamFrame::decode_owned(&mut owned, &mut pos) {
             Some(fast) => {
-                assert_eq!(fast.map(Frame::Stream), general, "STREAM at {start}");
+                let fast = fast.map(|(frame, ty)| (Frame::Stream(frame), ty));
+                assert_eq!(fast, general, "STREAM at {start}");
                 if general.is_ok() {
                     assert_eq!(pos, r.position(), "end of the STREAM frame at {start}");
                     assert_eq!(

@@ -324,6 +324,14 @@ impl Frame {
     /// On error the reader is left somewhere inside the bad frame; the rest of the packet cannot be
     /// trusted anyway.
     pub fn decode(r: &mut Reader<'_>) -> Result<Frame, FrameError> {
+        Self::decode_typed(r).map(|(frame, _)| frame)
+    }
+
+    /// As [`Frame::decode`], also returning the frame type as received. It is what a CONNECTION_CLOSE
+    /// for an error in the frame names (RFC 9000 §19.19), and it may differ from
+    /// [`Frame::frame_type`]: a STREAM frame without a Length field, or with an Offset field holding 0,
+    /// and a DATAGRAM frame without a Length field, re-encode with another type.
+    pub(crate) fn decode_typed(r: &mut Reader<'_>) -> Result<(Frame, u64), FrameError> {
         let start = r.position();
         // RFC 9000 §19.19: frame type 0 stands for "unknown", which is what a truncated type is.
         let frame_type = r
@@ -333,9 +341,11 @@ impl Frame {
             // Scan the run of zero bytes in one pass rather than decoding a frame per byte.
             let run = zero_run(r.peek_rest());
             r.skip(run).map_err(|kind| FrameError { frame_type, kind })?;
-            return Ok(Frame::Padding(r.position() - start));
+            return Ok((Frame::Padding(r.position() - start), frame_type));
         }
-        Self::decode_body(r, frame_type).map_err(|kind| FrameError { frame_type, kind })
+        Self::decode_body(r, frame_type)
+            .map(|frame| (frame, frame_type))
+            .map_err(|kind| FrameError { frame_type, kind })
     }
 
     fn decode_body(r: &mut Reader<'_>, frame_type: u64) -> Result<Frame, DecodeError> {

@@ -187,8 +187,8 @@ impl StreamFrame {
     }
 
     /// Decodes the STREAM frame at `*pos` in `payload` and moves `*pos` past it, or returns `None` (and
-    /// leaves `*pos`) when the frame there is of another type. Gives the same frame, or the same error,
-    /// as [`Frame::decode`](super::Frame::decode) would.
+    /// leaves `*pos`) when the frame there is of another type. Gives the same frame and type as received,
+    /// or the same error, as [`Frame::decode_typed`](super::Frame::decode_typed) would.
     ///
     /// The data is cut from `payload` without copying. When it runs to the end of `payload` (the usual
     /// case: STREAM is the last frame of most packets), `payload` itself becomes the data and is left
@@ -197,7 +197,7 @@ impl StreamFrame {
     pub(crate) fn decode_owned(
         payload: &mut Bytes,
         pos: &mut usize,
-    ) -> Option<Result<StreamFrame, FrameError>> {
+    ) -> Option<Result<(StreamFrame, u64), FrameError>> {
         // Only the minimal, one-byte encodings of the types; a longer one goes through `Frame::decode`.
         let frame_type = u64::from(*payload.get(*pos)?);
         if !(ty::STREAM..=ty::STREAM_LAST).contains(&frame_type) {
@@ -219,12 +219,13 @@ impl StreamFrame {
         } else {
             payload.slice(range)
         };
-        Some(Ok(Self {
+        let frame = Self {
             id,
             offset,
             fin: frame_type & Self::FIN != 0,
             data,
-        }))
+        };
+        Some(Ok((frame, frame_type)))
     }
 
     /// The frame type this frame encodes with: 0x08 plus the OFF, LEN and FIN bits.
