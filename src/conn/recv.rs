@@ -758,13 +758,21 @@ impl Connection {
 /// NEW_TOKEN's frame type (RFC 9000 §19.7).
 const NEW_TOKEN_TYPE: u64 = 0x07;
 
+/// DATAGRAM's frame types, without and with a Length field (RFC 9221 §4).
+const DATAGRAM_TYPES: [u64; 2] = [0x30, 0x31];
+
 impl Connection {
     /// The error for a frame that failed to decode: FRAME_ENCODING_ERROR (RFC 9000 §12.4, §19), except
-    /// that a server treats receipt of any NEW_TOKEN frame, an empty or truncated one too, as a
-    /// PROTOCOL_VIOLATION (§19.7; the FRAME_ENCODING_ERROR for an empty token is the client's rule).
+    /// for frames whose mere receipt is a PROTOCOL_VIOLATION, malformed or not: NEW_TOKEN at a server
+    /// (§19.7; the FRAME_ENCODING_ERROR for an empty token is the client's rule), and DATAGRAM when we
+    /// did not announce max_datagram_frame_size (RFC 9221 §3).
     fn frame_decode_error(&self, e: FrameError) -> TransportError {
         if e.frame_type == NEW_TOKEN_TYPE && self.side.is_server() {
             return TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(e.frame_type);
+        }
+        if DATAGRAM_TYPES.contains(&e.frame_type) && self.config.datagram_receive_buffer.is_none() {
+            return TransportError::protocol_violation("DATAGRAM frames not negotiated")
+                .with_frame(e.frame_type);
         }
         TransportError::from(e)
     }

@@ -520,3 +520,27 @@ fn a_frame_error_names_the_frame_type_received() {
     p.client_sends_bytes(&[0x30, 0xaa]);
     p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
 }
+
+/// RFC 9221 §3: a DATAGRAM frame received without our max_datagram_frame_size announced MUST be a
+/// PROTOCOL_VIOLATION, a malformed one too (FRAME_ENCODING_ERROR stays for those we announced).
+#[test]
+fn malformed_unannounced_datagrams_are_a_protocol_violation() {
+    let unannounced = TransportConfig {
+        datagram_receive_buffer: None,
+        ..TransportConfig::default()
+    };
+    // A Length beyond the packet, a truncated Length, and a well-formed frame.
+    let cases: [(&[u8], u64); 3] = [
+        (&[0x31, 0x05, 0xaa], 0x31),
+        (&[0x31, 0x40], 0x31),
+        (&[0x30], 0x30),
+    ];
+    for (payload, frame_type) in cases {
+        let mut p = Pair::new(unannounced.clone());
+        p.client_sends_bytes(payload);
+        p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, frame_type);
+    }
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends_bytes(&[0x31, 0x05, 0xaa]);
+    p.assert_closed_for_frame(TransportErrorCode::FRAME_ENCODING_ERROR, 0x31);
+}
