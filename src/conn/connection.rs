@@ -136,7 +136,9 @@ pub struct ConnectionStats {
     pub stream_bytes_sent: u64,
     /// Stream data bytes sent again after a loss.
     pub stream_bytes_retransmitted: u64,
-    /// Stream data bytes received (new bytes only).
+    /// Stream data bytes received, as counted by flow control (new bytes only; see
+    /// [`StreamStats::bytes_received`](crate::StreamStats::bytes_received)): a reset stream counts up
+    /// to its final size.
     pub stream_bytes_received: u64,
     /// DATAGRAM frames sent.
     pub datagram_frames_sent: u64,

@@ -544,3 +544,27 @@ fn malformed_unannounced_datagrams_are_a_protocol_violation() {
     p.client_sends_bytes(&[0x31, 0x05, 0xaa]);
     p.assert_closed_for_frame(TransportErrorCode::FRAME_ENCODING_ERROR, 0x31);
 }
+
+/// RFC 9000 §4.5: a RESET_STREAM's final size counts in full against connection flow control, the bytes
+/// beyond the highest offset received too; `stream_bytes_received`, which counts the credit the peer
+/// used, counts them as well.
+#[test]
+fn a_reset_counts_its_final_size_in_the_bytes_received() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let before = p.server.conn(h).unwrap().stats().stream_bytes_received;
+    inject(
+        &mut p,
+        SpaceId::Data,
+        &[
+            stream(client_bidi(0), 0, 100, false),
+            Frame::ResetStream(ResetStream {
+                id: client_bidi(0),
+                error_code: 1,
+                final_size: 500,
+            }),
+        ],
+    );
+    let after = p.server.conn(h).unwrap().stats().stream_bytes_received;
+    assert_eq!(after - before, 500);
+}

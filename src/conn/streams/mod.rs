@@ -238,7 +238,9 @@ pub struct StreamStats {
     pub bytes_sent: u64,
     /// Stream data bytes sent again after a loss.
     pub bytes_retransmitted: u64,
-    /// Stream data bytes received (new flow-control credit the peer used; duplicates not counted).
+    /// Stream data bytes received, as counted by flow control: the new credit the peer used, up to each
+    /// stream's highest offset received or, once it is reset, its final size (RFC 9000 §4.5), gaps
+    /// included and duplicates not counted.
     pub bytes_received: u64,
     /// Stream data bytes handed to the application.
     pub bytes_read: u64,
