@@ -138,6 +138,34 @@ fn one_byte_receive_windows_still_grow() {
     assert!(transfer(&mut connected(default(), s), 10_000));
 }
 
+/// Receive windows of 0 would stall every stream for good (no credit is ever renewed, so auto-tuning
+/// never starts); they are taken as one byte, announced as such, and grow. Maximum windows of 0 are taken
+/// as the initial ones: one byte, which is slow but still moves.
+#[test]
+fn zero_receive_windows_are_taken_as_one_byte_and_grow() {
+    let zero = |conn: bool, stream: bool, max: bool| {
+        let mut s = default();
+        if conn {
+            s.streams.receive_window = 0;
+        }
+        if stream {
+            s.streams.stream_receive_window = 0;
+        }
+        if max {
+            s.streams.max_receive_window = 0;
+            s.streams.max_stream_receive_window = 0;
+        }
+        s
+    };
+    for (conn, stream) in [(true, false), (false, true), (true, true)] {
+        assert!(
+            transfer(&mut connected(default(), zero(conn, stream, false)), 10_000),
+            "connection window 0: {conn}, stream window 0: {stream}"
+        );
+    }
+    assert!(transfer(&mut connected(default(), zero(true, true, true)), 100));
+}
+
 #[test]
 fn stream_and_datagram_calls_after_close_report_an_error() {
     let mut p = connected(default(), default());

@@ -54,17 +54,24 @@ mod ty {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamsConfig {
     /// How many bidirectional streams the peer may have open at once (initial_max_streams_bidi, then
-    /// one more credit per closed stream). Also bounds the state one peer frame can create.
+    /// one more credit per closed stream). Also bounds the state one peer frame can create. 0 is a
+    /// legitimate value: the peer may open none (RFC 9000 §4.6), and we may still open ours.
     pub max_concurrent_bidi_streams: u64,
-    /// How many unidirectional streams the peer may have open at once (initial_max_streams_uni).
+    /// How many unidirectional streams the peer may have open at once (initial_max_streams_uni). 0:
+    /// the peer may open none.
     pub max_concurrent_uni_streams: u64,
-    /// The initial receive window of each stream (initial_max_stream_data_*).
+    /// The initial receive window of each stream (initial_max_stream_data_*). Taken as at least 1: a
+    /// window of 0 would never be renewed (nothing can be read to renew it), so no stream could ever
+    /// receive data.
     pub stream_receive_window: u64,
-    /// The initial receive window of the connection (initial_max_data).
+    /// The initial receive window of the connection (initial_max_data). Taken as at least 1, for the
+    /// same reason.
     pub receive_window: u64,
-    /// The largest a stream's receive window grows to by auto-tuning.
+    /// The largest a stream's receive window grows to by auto-tuning. Taken as at least
+    /// `stream_receive_window` (so 0 turns auto-tuning off).
     pub max_stream_receive_window: u64,
-    /// The largest the connection's receive window grows to by auto-tuning.
+    /// The largest the connection's receive window grows to by auto-tuning. Taken as at least
+    /// `receive_window` (so 0 turns auto-tuning off).
     pub max_receive_window: u64,
     /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits. A writer
     /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
@@ -105,16 +112,37 @@ impl Default for StreamsConfig {
 
 impl StreamsConfig {
     /// Writes our stream-related transport parameters (RFC 9000 §18.2) into `params`: the same initial
-    /// window for the three kinds of streams, and the concurrency limits.
+    /// window for the three kinds of streams, and the concurrency limits, as [clamped](Self::clamped).
     pub fn fill_params(&self, params: &mut TransportParameters) {
-        params.initial_max_data = VarInt::saturating(self.receive_window);
-        params.initial_max_stream_data_bidi_local = VarInt::saturating(self.stream_receive_window);
-        params.initial_max_stream_data_bidi_remote = VarInt::saturating(self.stream_receive_window);
-        params.initial_max_stream_data_uni = VarInt::saturating(self.stream_receive_window);
+        // What we announce is what we apply.
+        let c = self.clamped();
+        params.initial_max_data = VarInt::saturating(c.receive_window);
+        params.initial_max_stream_data_bidi_local = VarInt::saturating(c.stream_receive_window);
+        params.initial_max_stream_data_bidi_remote = VarInt::saturating(c.stream_receive_window);
+        params.initial_max_stream_data_uni = VarInt::saturating(c.stream_receive_window);
         params.initial_max_streams_bidi =
-            VarInt::saturating(self.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT));
+            VarInt::saturating(c.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT));
         params.initial_max_streams_uni =
-            VarInt::saturating(self.max_concurrent_uni_streams.min(MAX_STREAM_COUNT));
+            VarInt::saturating(c.max_concurrent_uni_streams.min(MAX_STREAM_COUNT));
+    }
+
+    /// The configuration as used: values that would break streams rather than bound them are raised to
+    /// the least that works. A send buffer of 0 takes no write (and no Writable ever follows); a
+    /// fragment limit of 0 closes the connection on the first packet lost or reordered; a receive
+    /// window of 0 is never renewed. All are taken as at least 1, like the ACK range limits; the
+    /// maximum windows as at least the initial ones.
+    pub(crate) fn clamped(&self) -> StreamsConfig {
+        let stream_receive_window = self.stream_receive_window.max(1);
+        let receive_window = self.receive_window.max(1);
+        StreamsConfig {
+            stream_receive_window,
+            receive_window,
+            max_stream_receive_window: self.max_stream_receive_window.max(stream_receive_window),
+            max_receive_window: self.max_receive_window.max(receive_window),
+            send_buffer: self.send_buffer.max(1),
+            max_reassembly_fragments: self.max_reassembly_fragments.max(1),
+            ..self.clone()
+        }
     }
 }
 
@@ -511,14 +539,12 @@ impl Streams {
     /// The streams of a connection on `side`, with our limits from `given`. The peer's limits are all
     /// zero until [`Streams::set_peer_limits`].
     pub(crate) fn new(side: Side, given: &StreamsConfig) -> Self {
-        // Zero would break streams rather than bound them: a send buffer of 0 takes no write (and no
-        // Writable ever follows), and a fragment limit of 0 closes the connection on the first packet
-        // lost or reordered. Both are taken as at least 1, like the ACK range limits.
-        let config = StreamsConfig {
-            send_buffer: given.send_buffer.max(1),
-            max_reassembly_fragments: given.max_reassembly_fragments.max(1),
-            ..given.clone()
-        };
+        let config = given.clamped();
+        let max_remote = [
+            config.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
+            config.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
+        ];
+        let recv_window = RecvWindow::new(config.receive_window, config.max_receive_window);
         Self {
             side,
             config,
@@ -529,10 +555,7 @@ impl Streams {
             streams_blocked_pending: [false; 2],
             streams_blocked_at: [None; 2],
             next_remote: [0; 2],
-            max_remote: [
-                given.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
-                given.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
-            ],
+            max_remote,
             max_streams_pending: [false; 2],
             next_accept: [0; 2],
             opened_signaled: [false; 2],
@@ -543,7 +566,7 @@ impl Streams {
             send_data: 0,
             data_blocked_pending: false,
             data_blocked_at: None,
-            recv_window: RecvWindow::new(given.receive_window, given.max_receive_window),
+            recv_window,
             recv_data: 0,
             fragments_bound: 0,
             max_data_pending: false,
