@@ -50,15 +50,22 @@ mod ty {
     pub(super) const STREAM_DATA_BLOCKED: u64 = 0x15;
 }
 
+/// The most streams of one direction the peer may have open at once, whatever the configuration says.
+/// A STREAM frame opens every lower stream of its kind not yet opened (RFC 9000 §3.2), so one frame can
+/// make us create this many streams' state, some 500 bytes each: about 32 MiB at most, per direction.
+pub(crate) const MAX_CONCURRENT_STREAMS: u64 = 1 << 16;
+
 /// Our stream limits and buffer sizes; the source of the stream-related transport parameters we send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamsConfig {
     /// How many bidirectional streams the peer may have open at once (initial_max_streams_bidi, then
-    /// one more credit per closed stream). Also bounds the state one peer frame can create. 0 is a
-    /// legitimate value: the peer may open none (RFC 9000 §4.6), and we may still open ours.
+    /// one more credit per closed stream). Also bounds the state one peer frame can create (a frame
+    /// opens every lower stream, RFC 9000 §3.2), so it is taken as at most 65,536 (about 32 MiB of
+    /// stream state). 0 is a legitimate value: the peer may open none (§4.6), and we may still open
+    /// ours.
     pub max_concurrent_bidi_streams: u64,
-    /// How many unidirectional streams the peer may have open at once (initial_max_streams_uni). 0:
-    /// the peer may open none.
+    /// How many unidirectional streams the peer may have open at once (initial_max_streams_uni); taken
+    /// as at most 65,536 likewise. 0: the peer may open none.
     pub max_concurrent_uni_streams: u64,
     /// The initial receive window of each stream (initial_max_stream_data_*). Taken as at least 1: a
     /// window of 0 would never be renewed (nothing can be read to renew it), so no stream could ever
@@ -120,21 +127,22 @@ impl StreamsConfig {
         params.initial_max_stream_data_bidi_local = VarInt::saturating(c.stream_receive_window);
         params.initial_max_stream_data_bidi_remote = VarInt::saturating(c.stream_receive_window);
         params.initial_max_stream_data_uni = VarInt::saturating(c.stream_receive_window);
-        params.initial_max_streams_bidi =
-            VarInt::saturating(c.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT));
-        params.initial_max_streams_uni =
-            VarInt::saturating(c.max_concurrent_uni_streams.min(MAX_STREAM_COUNT));
+        params.initial_max_streams_bidi = VarInt::saturating(c.max_concurrent_bidi_streams);
+        params.initial_max_streams_uni = VarInt::saturating(c.max_concurrent_uni_streams);
     }
 
     /// The configuration as used: values that would break streams rather than bound them are raised to
     /// the least that works. A send buffer of 0 takes no write (and no Writable ever follows); a
     /// fragment limit of 0 closes the connection on the first packet lost or reordered; a receive
     /// window of 0 is never renewed. All are taken as at least 1, like the ACK range limits; the
-    /// maximum windows as at least the initial ones.
+    /// maximum windows as at least the initial ones. The concurrency limits, which bound the streams
+    /// one peer frame can open, are taken as at most [`MAX_CONCURRENT_STREAMS`].
     pub(crate) fn clamped(&self) -> StreamsConfig {
         let stream_receive_window = self.stream_receive_window.max(1);
         let receive_window = self.receive_window.max(1);
         StreamsConfig {
+            max_concurrent_bidi_streams: self.max_concurrent_bidi_streams.min(MAX_CONCURRENT_STREAMS),
+            max_concurrent_uni_streams: self.max_concurrent_uni_streams.min(MAX_CONCURRENT_STREAMS),
             stream_receive_window,
             receive_window,
             max_stream_receive_window: self.max_stream_receive_window.max(stream_receive_window),
@@ -540,9 +548,11 @@ impl Streams {
     /// zero until [`Streams::set_peer_limits`].
     pub(crate) fn new(side: Side, given: &StreamsConfig) -> Self {
         let config = given.clamped();
+        // Raised by one per closed peer stream (`maybe_forget`), so the streams not yet opened below
+        // it, which one frame can open, never exceed the concurrency limit.
         let max_remote = [
-            config.max_concurrent_bidi_streams.min(MAX_STREAM_COUNT),
-            config.max_concurrent_uni_streams.min(MAX_STREAM_COUNT),
+            config.max_concurrent_bidi_streams,
+            config.max_concurrent_uni_streams,
         ];
         let recv_window = RecvWindow::new(config.receive_window, config.max_receive_window);
         Self {

@@ -1055,3 +1055,30 @@ fn a_zero_fragment_limit_does_not_close_on_one_reordered_frame() {
     assert_eq!(read_all(&mut s, id, &mut got), Ok(true));
     assert_eq!(got, b"helloworld");
 }
+
+/// RFC 9000 §3.2: a STREAM frame opens every lower stream of its kind not yet opened, each a stream's
+/// state. A concurrency limit configured near 2^60 would let one frame make us allocate that many; the
+/// limit is clamped to `MAX_CONCURRENT_STREAMS`, announced and applied.
+#[test]
+fn a_huge_concurrency_limit_is_clamped_so_one_frame_opens_few_streams() {
+    let cfg = StreamsConfig {
+        max_concurrent_bidi_streams: 1 << 60,
+        max_concurrent_uni_streams: u64::MAX,
+        ..StreamsConfig::default()
+    };
+    let mut s = Streams::new(Side::Server, &cfg);
+    for dir in [Dir::Bi, Dir::Uni] {
+        let far = StreamId::new(Side::Client, dir, MAX_CONCURRENT_STREAMS);
+        let got = s.on_stream(sf(far, 0, b"x", false));
+        assert_eq!(s.open_streams(), 0, "{dir:?}");
+        assert_eq!(code(got), TransportErrorCode::STREAM_LIMIT_ERROR);
+    }
+    // The highest stream allowed opens the limit's worth, no more.
+    let last = StreamId::new(Side::Client, Dir::Uni, MAX_CONCURRENT_STREAMS - 1);
+    s.on_stream(sf(last, 0, b"x", false)).unwrap();
+    assert_eq!(s.open_streams() as u64, MAX_CONCURRENT_STREAMS);
+    let mut p = TransportParameters::default();
+    cfg.fill_params(&mut p);
+    assert_eq!(p.initial_max_streams_bidi.into_inner(), MAX_CONCURRENT_STREAMS);
+    assert_eq!(p.initial_max_streams_uni.into_inner(), MAX_CONCURRENT_STREAMS);
+}
