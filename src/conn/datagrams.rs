@@ -12,6 +12,7 @@ const RECV_ENTRY_COST: usize = 64;
 
 /// Why a datagram could not be queued for sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendDatagramError {
     /// The peer did not announce DATAGRAM support (max_datagram_frame_size, RFC 9221 §3; a value of 0
     /// means none, and 1 leaves room for no frame), or its parameters have not arrived yet.

@@ -203,6 +203,7 @@ pub enum StreamEvent {
 
 /// Why a write, finish or reset failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// No such stream: never opened, or one we cannot send on (a peer's unidirectional stream).
     UnknownStream,
@@ -222,6 +223,7 @@ pub enum WriteError {
 
 /// Why a read or stop failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// No such stream: never opened, or one we cannot receive on (our unidirectional stream).
     UnknownStream,
