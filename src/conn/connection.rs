@@ -1003,8 +1003,12 @@ impl Connection {
             let ctx = self.recovery_ctx();
             match self.recovery.on_timeout(now, &ctx) {
                 TimeoutOutcome::Nothing => break,
-                TimeoutOutcome::Lost { space, lost } => {
-                    self.on_packets_lost(now, space, lost, false, Some("time_threshold"));
+                TimeoutOutcome::Lost {
+                    space,
+                    lost,
+                    persistent_congestion,
+                } => {
+                    self.on_packets_lost(now, space, lost, persistent_congestion, Some("time_threshold"));
                 }
                 TimeoutOutcome::Probe { space, anti_deadlock } => {
                     // RFC 8899 §4.3: PTOs in a row with nothing acknowledged, above the base size, may

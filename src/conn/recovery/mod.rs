@@ -172,6 +172,8 @@ pub(crate) enum TimeoutOutcome<T> {
         space: SpaceId,
         /// The lost packets.
         lost: Vec<(u64, SentPacket<T>)>,
+        /// Whether `lost` establishes persistent congestion (RFC 9002 §7.6.2), judged as for an ACK.
+        persistent_congestion: bool,
     },
     /// A probe timeout (RFC 9002 §6.2): `pto_count` has been incremented; send ack-eliciting probes in
     /// `space`.
@@ -207,6 +209,10 @@ struct Space<T> {
     bytes_in_flight: u64,
     /// When the oldest unacknowledged packet below `largest_acked` crosses the time threshold.
     loss_time: Option<Instant>,
+    /// A persistent-congestion run the last loss pass left open (RFC 9002 §7.6.2): the send time of
+    /// its first lost packet, and the number of the packet in flight it stopped at, not yet lost. The
+    /// next pass continues the run if that packet is still in flight with nothing acknowledged below it.
+    open_run: Option<(Instant, u64)>,
     /// Whether the keys were discarded (no more packets may be sent here).
     discarded: bool,
 }
@@ -222,6 +228,7 @@ impl<T> Space<T> {
             ack_eliciting_in_flight: 0,
             bytes_in_flight: 0,
             loss_time: None,
+            open_run: None,
             discarded: false,
         }
     }
@@ -233,6 +240,7 @@ impl<T> Space<T> {
         self.ack_eliciting_in_flight = 0;
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
+        self.open_run = None;
         self.sent.take_all()
     }
 
@@ -391,6 +399,8 @@ impl<T> LossDetection<T> {
     /// connection returns to); otherwise the estimate carries over (only the peer's port changed).
     pub(crate) fn on_path_change(&mut self, rtt: Option<RttEstimator>) {
         self.path_first_pn = self.spaces.next_pn(SpaceId::Data);
+        // A run of losses on the path left cannot be continued by the new path's (RFC 9000 §9.4).
+        self.spaces.data.open_run = None;
         if let Some(rtt) = rtt {
             self.rtt = rtt;
             self.first_rtt_sample = None;
@@ -586,7 +596,7 @@ impl<T> LossDetection<T> {
         }
 
         let period = self.persistent_congestion_duration(ctx.max_ack_delay);
-        let (lost, persistent_congestion) = self.detect_lost(space, now, Some(period));
+        let (lost, persistent_congestion) = self.detect_lost(space, now, period);
         outcome.lost = lost;
         outcome.persistent_congestion = persistent_congestion;
         if persistent_congestion {
@@ -605,17 +615,19 @@ impl<T> LossDetection<T> {
     /// Declares packets in `space` lost by the packet and time thresholds and sets the space's loss time
     /// for the rest (RFC 9002 §6.1, Appendix A.10 DetectAndRemoveLostPackets).
     ///
-    /// With `persistent_period`, also judges persistent congestion (RFC 9002 §7.6.2): two ack-eliciting
-    /// lost packets sent after the first RTT sample, more than the period apart, with none of the packets
-    /// sent between them acknowledged and every one in flight lost in this same pass. Numbers we skipped
-    /// were never packets, and packets not in flight (only ACK frames) count only if acknowledged; a
-    /// packet in flight no longer tracked (acknowledged, or lost earlier) breaks the run, which can only
-    /// miss persistent congestion, never invent it.
+    /// Also judges persistent congestion (RFC 9002 §7.6.2): two ack-eliciting lost packets sent after
+    /// the first RTT sample, more than `persistent_period` apart, with none of the packets sent between
+    /// them acknowledged. Numbers we skipped were never packets, and packets not in flight (only ACK
+    /// frames) count only if acknowledged. A run of losses may span two passes: one stopped by the first
+    /// packet not yet lost is continued by the next pass that finds that packet still in flight and
+    /// declares it lost (the time threshold usually declares an ACK's losses in several passes, the last
+    /// ones by the loss timer). Any other packet in flight no longer tracked (acknowledged, or lost
+    /// earlier) breaks the run, which can only miss persistent congestion, never invent it.
     fn detect_lost(
         &mut self,
         space: SpaceId,
         now: Instant,
-        persistent_period: Option<Duration>,
+        persistent_period: Duration,
     ) -> (Vec<(u64, SentPacket<T>)>, bool) {
         let loss_delay = self.rtt.loss_delay();
         let first_rtt_sample = self.first_rtt_sample;
@@ -629,6 +641,7 @@ impl<T> LossDetection<T> {
             return (Vec::new(), false);
         };
         s.loss_time = None;
+        let carried = s.open_run.take();
         let Some(largest_acked) = s.largest_acked else {
             return (Vec::new(), false);
         };
@@ -648,6 +661,13 @@ impl<T> LossDetection<T> {
                 run_start = None;
                 continue;
             };
+            // The packet the last pass's run stopped at, still in flight with nothing acknowledged
+            // between: the run goes on from where it started.
+            if let Some((start, at)) = carried {
+                if at == pn && !gap_acked {
+                    run_start = Some(start);
+                }
+            }
             // RFC 9002 §6.1.1 (kPacketThreshold) and §6.1.2 (kTimeThreshold).
             let by_time = lost_send_time.is_some_and(|t| p.time_sent <= t);
             let by_count = largest_acked >= pn.saturating_add(PACKET_THRESHOLD);
@@ -655,9 +675,9 @@ impl<T> LossDetection<T> {
                 lost_pns.push(pn);
                 let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
                 let counts = p.ack_eliciting && after_sample && !p.mtu_probe && pn >= path_first_pn;
-                if let (Some(period), true) = (persistent_period, counts) {
+                if counts {
                     match run_start {
-                        Some(start) if p.time_sent.saturating_duration_since(start) > period => {
+                        Some(start) if p.time_sent.saturating_duration_since(start) > persistent_period => {
                             persistent = true;
                         }
                         Some(_) => {}
@@ -665,13 +685,21 @@ impl<T> LossDetection<T> {
                     }
                 }
             } else {
-                run_start = None;
+                // The first run left open is kept for the next pass (normally there is one: the packets
+                // lost are the oldest).
+                if let Some(start) = run_start.take() {
+                    s.open_run.get_or_insert((start, pn));
+                }
                 // RFC 9002 §6.1.2: "If packets sent prior to the largest acknowledged packet cannot yet be
                 // declared lost, then a timer SHOULD be set for the remaining time."
                 if let Some(t) = p.time_sent.checked_add(loss_delay) {
                     s.loss_time = Some(s.loss_time.map_or(t, |lt| lt.min(t)));
                 }
             }
+        }
+        if persistent {
+            // Established once; the packets after it start a new run.
+            s.open_run = None;
         }
         let lost = lost_pns
             .into_iter()
@@ -704,9 +732,19 @@ impl<T> LossDetection<T> {
                 return TimeoutOutcome::Nothing;
             }
             // Time threshold loss detection (RFC 9002 §6.1.2).
-            let (lost, _) = self.detect_lost(space, now, None);
+            let period = self.persistent_congestion_duration(ctx.max_ack_delay);
+            // RFC 9002 Appendix A.10: the timer's losses go through OnPacketsLost, which judges
+            // persistent congestion (Appendix B.8) as for an ACK's.
+            let (lost, persistent_congestion) = self.detect_lost(space, now, period);
+            if persistent_congestion {
+                self.rtt.on_persistent_congestion();
+            }
             self.armed_at = Some(now);
-            return TimeoutOutcome::Lost { space, lost };
+            return TimeoutOutcome::Lost {
+                space,
+                lost,
+                persistent_congestion,
+            };
         }
         let Some((t, space, anti_deadlock)) = self.pto_time_and_space(ctx) else {
             return TimeoutOutcome::Nothing;

@@ -272,7 +272,7 @@ fn time_threshold_loss_then_timer() {
     // The timer is the loss time, not a PTO, and a wake-up before it does nothing.
     assert_eq!(ld.on_timeout(loss_time - us(1), &c), TimeoutOutcome::Nothing);
     match ld.on_timeout(loss_time, &c) {
-        TimeoutOutcome::Lost { space, lost } => {
+        TimeoutOutcome::Lost { space, lost, .. } => {
             assert_eq!(space, SpaceId::Data);
             assert_eq!(pns(&lost), [0]);
         }
@@ -1170,10 +1170,62 @@ fn an_ack_of_ack_only_packets_detects_losses() {
     assert!(loss_time < pto);
     assert_eq!(ld.timeout(&c), Some(loss_time));
     match ld.on_timeout(loss_time, &c) {
-        TimeoutOutcome::Lost { space, lost } => {
+        TimeoutOutcome::Lost { space, lost, .. } => {
             assert_eq!(space, SpaceId::Data);
             assert_eq!(pns(&lost), [4]);
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// RFC 9002 §7.6.2 and Appendix A.10: packets the loss timer declares lost are judged for persistent
+/// congestion like those an ACK declares lost. Here an ACK declares packet 1 lost by time while packet 2
+/// still waits for the time threshold; when the timer declares 2 lost, the two were sent more than the
+/// period apart, both ack-eliciting and after the first RTT sample, with nothing between them
+/// acknowledged: persistent congestion. (On time, the timer alone never finds a period: everything it
+/// declares lost was sent within one loss delay, shorter than the period; the period can only span
+/// the losses of the ACK and of the timer together.) Acknowledging a packet sent between them, or the
+/// survivor itself, breaks the period.
+#[test]
+fn losses_declared_by_the_loss_timer_can_establish_persistent_congestion() {
+    let t0 = epoch();
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Between {
+        Nothing,
+        AckOnlyAcked,
+    }
+    for (between, expected) in [(Between::Nothing, true), (Between::AckOnlyAcked, false)] {
+        let mut ld = server();
+        let c = ctx(true);
+        ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+        ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+        ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(200), 1));
+        ld.on_packet_sent(SpaceId::Data, 2, ack_only(t0 + ms(250), 2));
+        ld.on_packet_sent(SpaceId::Data, 3, pkt(t0 + ms(1300), 3));
+        ld.on_packet_sent(SpaceId::Data, 4, pkt(t0 + ms(1350), 4));
+        let ranges = match between {
+            Between::Nothing => vec![4..=4],
+            Between::AckOnlyAcked => vec![4..=4, 2..=2],
+        };
+        // latest_rtt 10 ms: smoothed 88.75 ms, rttvar 60 ms, so the loss delay is 99.84375 ms and the
+        // period (88.75 + 240 + 25) * 3 = 1061.25 ms; 1 and 3 were sent 1100 ms apart.
+        let out = ld.ack(SpaceId::Data, ranges, ms(0), t0 + ms(1360), &c).unwrap();
+        assert_eq!(pns(&out.lost), [1], "{between:?}");
+        assert!(!out.persistent_congestion, "{between:?}");
+        assert_eq!(ld.persistent_congestion_duration(ms(25)), us(1_061_250));
+        let loss_time = ld.timeout(&c).unwrap();
+        assert_eq!(loss_time, t0 + ms(1300) + Duration::from_nanos(99_843_750));
+        match ld.on_timeout(loss_time, &c) {
+            TimeoutOutcome::Lost {
+                space,
+                lost,
+                persistent_congestion,
+            } => {
+                assert_eq!(space, SpaceId::Data);
+                assert_eq!(pns(&lost), [3], "{between:?}");
+                assert_eq!(persistent_congestion, expected, "{between:?}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
