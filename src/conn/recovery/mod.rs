@@ -18,7 +18,8 @@
 //!
 //! # Cost and memory
 //!
-//! Only packets in flight are retained, so memory is bounded by what we sent. ACK processing walks the
+//! Only packets in flight are retained (of the others, the numbers and send times of the last four, for RTT
+//! samples), so memory is bounded by what we sent. ACK processing walks the
 //! tracked packets inside each acknowledged range (a deque indexed by packet number, see [`sent`]), never
 //! the numbers of a range, so a range covering 2^40 packet numbers costs the same as one covering the few
 //! packets we have. Sending and acknowledging a packet allocate nothing in the steady state.
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use tinyvec::TinyVec;
 
-use self::sent::SentPackets;
+use self::sent::{RecentNotInFlight, SentPackets};
 use super::SpaceId;
 use crate::wire::TransportError;
 use crate::Side;
@@ -194,6 +195,8 @@ pub(crate) enum TimeoutOutcome<T> {
 struct Space<T> {
     /// Packets in flight, neither acknowledged nor declared lost, by packet number.
     sent: SentPackets<T>,
+    /// The latest few packets not in flight, for an RTT sample when one is the largest acknowledged.
+    not_in_flight: RecentNotInFlight,
     /// The smallest packet number neither sent nor skipped.
     next_pn: u64,
     /// Packet numbers below `next_pn` that were never sent, as disjoint ranges `start -> end` (inclusive):
@@ -221,6 +224,7 @@ impl<T> Space<T> {
     fn new() -> Self {
         Self {
             sent: SentPackets::default(),
+            not_in_flight: RecentNotInFlight::default(),
             next_pn: 0,
             unsent: BTreeMap::new(),
             largest_acked: None,
@@ -241,6 +245,7 @@ impl<T> Space<T> {
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
         self.open_run = None;
+        self.not_in_flight.clear();
         self.sent.take_all()
     }
 
@@ -441,6 +446,8 @@ impl<T> LossDetection<T> {
         }
         s.next_pn = pn.saturating_add(1);
         if !packet.in_flight {
+            // Not tracked, but its send time may give an RTT sample (RFC 9002 §5.1).
+            s.not_in_flight.record(pn, packet.time_sent);
             return;
         }
         if packet.ack_eliciting {
@@ -547,17 +554,24 @@ impl<T> LossDetection<T> {
         // Appendix A.7: the RTT sample comes first, from the largest acknowledged packet if this ACK newly
         // acknowledges it, and only if some newly acknowledged packet is ack-eliciting (RFC 9002 §5.1).
         // Both are read in place; the tracked packets inside the ranges are visited, nothing else.
+        // The largest may be a packet not in flight (only ACK frames), which is newly acknowledged only
+        // if it is the new largest: it is not tracked, so an earlier acknowledgement of it is unknown.
         let mut outcome = AckOutcome::default();
-        if let Some((_, newest)) = s.sent.range(largest..=largest).next() {
-            outcome.largest_acked_time_sent = Some(newest.time_sent);
-            let eliciting = newest.ack_eliciting
+        let newest = match s.sent.range(largest..=largest).next() {
+            Some((_, p)) => Some((p.time_sent, p.ack_eliciting)),
+            None if new_largest => s.not_in_flight.time_sent(largest).map(|t| (t, false)),
+            None => None,
+        };
+        if let Some((newest_time_sent, newest_eliciting)) = newest {
+            outcome.largest_acked_time_sent = Some(newest_time_sent);
+            let eliciting = newest_eliciting
                 || ascending
                     .iter()
                     .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
             // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
             let this_path = space != SpaceId::Data || largest >= self.path_first_pn;
             if eliciting && this_path {
-                let latest_rtt = now.saturating_duration_since(newest.time_sent);
+                let latest_rtt = now.saturating_duration_since(newest_time_sent);
                 // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
                 let ack_delay = if space == SpaceId::Initial {
                     Duration::ZERO

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
+use std::time::Instant;
 
 use super::SentPacket;
 
@@ -190,6 +191,43 @@ impl<T> SentPackets<T> {
         let slots = std::mem::take(&mut self.slots);
         self.len = 0;
         slots.into_iter().filter_map(|s| s.packet.map(|p| (s.pn, p)))
+    }
+}
+
+/// How many of the latest packets not in flight [`RecentNotInFlight`] remembers.
+const RECENT_NOT_IN_FLIGHT: usize = 4;
+
+/// The numbers and send times of the latest few packets sent but not in flight (only ACK frames), which
+/// [`SentPackets`] does not track: enough to take an RTT sample when one of them is an ACK's largest
+/// acknowledged packet (RFC 9002 §5.1). A fixed ring, so remembering costs a store per such packet.
+#[derive(Debug, Default)]
+pub(super) struct RecentNotInFlight {
+    /// `(packet number, send time)`, written round-robin at `next`.
+    sent: [Option<(u64, Instant)>; RECENT_NOT_IN_FLIGHT],
+    next: usize,
+}
+
+impl RecentNotInFlight {
+    /// Remembers packet `pn`, sent at `time_sent`, in place of the oldest remembered.
+    pub(super) fn record(&mut self, pn: u64, time_sent: Instant) {
+        if let Some(slot) = self.sent.get_mut(self.next) {
+            *slot = Some((pn, time_sent));
+        }
+        self.next = (self.next + 1) % RECENT_NOT_IN_FLIGHT;
+    }
+
+    /// The send time of packet `pn`, if it is one of those remembered.
+    pub(super) fn time_sent(&self, pn: u64) -> Option<Instant> {
+        self.sent
+            .iter()
+            .flatten()
+            .find(|(p, _)| *p == pn)
+            .map(|&(_, t)| t)
+    }
+
+    /// Forgets them all.
+    pub(super) fn clear(&mut self) {
+        self.sent = [None; RECENT_NOT_IN_FLIGHT];
     }
 }
 

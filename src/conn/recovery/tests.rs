@@ -1229,3 +1229,44 @@ fn losses_declared_by_the_loss_timer_can_establish_persistent_congestion() {
         }
     }
 }
+
+/// RFC 9002 §5.1: an RTT sample is taken when "the largest acknowledged packet number is newly
+/// acknowledged" and "at least one of the newly acknowledged packets was ack-eliciting", from the send
+/// time of the largest acknowledged packet. That packet may be one with only ACK frames, not tracked in
+/// flight (a client acknowledging a response it is still receiving while its request is unacknowledged):
+/// its send time is remembered for the sample. Without a newly acknowledged ack-eliciting packet there is
+/// no sample, and an ACK-only packet acknowledged again is not newly acknowledged.
+#[test]
+fn an_ack_whose_largest_is_ack_only_gives_an_rtt_sample() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.on_packet_sent(SpaceId::Data, 1, ack_only(t0 + ms(20), 1));
+    ld.on_packet_sent(SpaceId::Data, 2, ack_only(t0 + ms(40), 2));
+    // The largest acknowledged (1) is an older ACK-only packet than the latest one sent (2).
+    let out = ld.ack(SpaceId::Data, [0..=1], ms(5), t0 + ms(100), &c).unwrap();
+    assert_eq!(pns(&out.acked), [0]);
+    assert!(out.rtt_sampled);
+    assert_eq!(out.largest_acked_time_sent, Some(t0 + ms(20)));
+    assert_eq!(ld.rtt().latest(), ms(80));
+    assert_eq!(ld.first_rtt_sample(), Some(t0 + ms(100)));
+
+    // Only ACK-only packets newly acknowledged: no sample.
+    ld.on_packet_sent(SpaceId::Data, 3, ack_only(t0 + ms(110), 3));
+    let out = ld.ack(SpaceId::Data, [0..=3], ms(0), t0 + ms(150), &c).unwrap();
+    assert!(!out.rtt_sampled);
+    assert_eq!(ld.rtt().latest(), ms(80));
+    // The largest (3) acknowledged again is not newly acknowledged, even with a new ack-eliciting one.
+    ld.on_packet_sent(SpaceId::Data, 4, pkt(t0 + ms(160), 4));
+    ld.on_packet_sent(SpaceId::Data, 5, ack_only(t0 + ms(170), 5));
+    let out = ld.ack(SpaceId::Data, [5..=5], ms(0), t0 + ms(200), &c).unwrap();
+    assert!(
+        !out.rtt_sampled,
+        "5 is newly acknowledged, but nothing ack-eliciting is"
+    );
+    let out = ld.ack(SpaceId::Data, [4..=5], ms(0), t0 + ms(300), &c).unwrap();
+    assert_eq!(pns(&out.acked), [4]);
+    assert!(!out.rtt_sampled, "5 is not newly acknowledged");
+    assert_eq!(ld.rtt().latest(), ms(80));
+}
