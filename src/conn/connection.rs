@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::ack::AckConfig;
 use super::cids::LocalCids;
-use super::congestion::{initial_window, new_controller, CongestionController, Pacer};
+use super::congestion::{initial_window, new_controller, CongestionController, Pacer, SpuriousUndo};
 use super::datagrams::{Datagrams, SendDatagramError};
 use super::key_update::OneRttKeys;
 use super::mtud::MtuDiscovery;
@@ -164,6 +164,11 @@ pub struct ConnectionStats {
     pub bytes_in_flight: u64,
     /// Congestion events (losses that reduced the window).
     pub congestion_events: u64,
+    /// Packets declared lost and then acknowledged after all (spurious losses, from reordering).
+    pub packets_lost_spurious: u64,
+    /// Congestion events undone: every packet declared lost in the event and its recovery period
+    /// proved spurious, so the window and threshold went back to what they were before it.
+    pub congestion_events_undone: u64,
     /// Times the peer's address changed and the connection followed it (RFC 9000 §9.3).
     pub path_migrations: u64,
     /// Path validations that failed, sending the connection back to its previous path.
@@ -276,6 +281,8 @@ pub(crate) struct Connection {
     pub(crate) streams: Streams,
     /// The congestion controller (RFC 9002 §7, RFC 9438).
     pub(crate) cc: Box<dyn CongestionController>,
+    /// The controller before the last congestion event, while that event may still prove spurious.
+    pub(crate) cc_undo: Option<SpuriousUndo>,
     /// Spreads each window over the RTT (RFC 9002 §7.7).
     pub(crate) pacer: Pacer,
     /// Path MTU discovery (RFC 9000 §14.3): its current size is `path.mtu`.
@@ -451,6 +458,7 @@ impl Connection {
             datagrams: Datagrams::default(),
             streams,
             cc: new_controller(congestion, mtu),
+            cc_undo: None,
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             mtud,
             building: Building::Ordinary,
@@ -822,6 +830,8 @@ impl Connection {
         _reason: Option<&'static str>,
     ) {
         let mut latest = None;
+        // The lost packets that count as congestion: how many, and the first.
+        let (mut counted, mut first_pn) = (0u64, None);
         // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
         let path_first_pn = match space {
             SpaceId::Data => self.recovery.path_first_pn(),
@@ -836,11 +846,29 @@ impl Connection {
             }
             if *pn >= path_first_pn {
                 latest = latest.max(Some(p.time_sent));
+                counted += 1;
+                first_pn.get_or_insert(*pn);
             }
         }
-        if let Some(latest) = latest {
+        if let (Some(latest), Some(first_pn)) = (latest, first_pn) {
+            // A new recovery period (a window reduction) in the Data space may prove spurious: the
+            // controller before it is kept. Losses in its recovery period belong to it too; persistent
+            // congestion, or a loss in another space, is never undone.
+            let undoable = space == SpaceId::Data && !persistent;
+            let saved = (undoable && !self.cc.in_recovery(latest)).then(|| self.cc.clone_box());
             // The loss detector counts only the current path's packets towards persistent congestion.
             self.on_congestion_event(now, latest, persistent);
+            match (saved, &mut self.cc_undo) {
+                (Some(saved), _) => {
+                    self.cc_undo = Some(SpuriousUndo {
+                        saved,
+                        first_pn,
+                        outstanding: counted,
+                    });
+                }
+                (None, Some(undo)) if undoable => undo.outstanding += counted,
+                (None, _) => self.cc_undo = None,
+            }
         }
         for (_pn, p) in lost {
             #[cfg(feature = "qlog")]
@@ -849,6 +877,36 @@ impl Connection {
         }
         #[cfg(feature = "qlog")]
         self.qlog_metrics(now);
+    }
+
+    /// Packets of `space` declared lost were acknowledged after all (RFC 9002 §6.1.1, §6.1.2: reordering,
+    /// not loss; the loss detector has raised its thresholds). Once every loss of the last congestion
+    /// event (and of its recovery period) has proved spurious, before any further event, the controller
+    /// returns to its state before the event: the window and threshold it had, out of recovery.
+    pub(crate) fn on_spurious_losses(&mut self, space: SpaceId, spurious: &[u64]) {
+        self.stats.packets_lost_spurious += spurious.len() as u64;
+        if space != SpaceId::Data {
+            return;
+        }
+        let Some(undo) = &mut self.cc_undo else {
+            return;
+        };
+        let ours = spurious.iter().filter(|&&pn| pn >= undo.first_pn).count() as u64;
+        undo.outstanding = undo.outstanding.saturating_sub(ours);
+        if undo.outstanding > 0 {
+            return;
+        }
+        let Some(undo) = self.cc_undo.take() else {
+            return;
+        };
+        // Not across a path change (the controller may be another path's) or a datagram size change
+        // (the saved windows are counted in the old size).
+        let same_path = self.recovery.path_first_pn() <= undo.first_pn;
+        if same_path && undo.saved.max_datagram_size() == self.cc.max_datagram_size() {
+            tracing::debug!(side = ?self.side, cwnd = undo.saved.window(), "congestion event undone");
+            self.cc = undo.saved;
+            self.stats.congestion_events_undone += 1;
+        }
     }
 
     /// A loss reduced the window (RFC 9002 §7.3.2); persistent congestion collapses it (§7.6).

@@ -558,6 +558,9 @@ impl Connection {
         if let Some(size) = acked.new_mtu {
             self.set_mtu(size);
         }
+        if !outcome.spurious.is_empty() {
+            self.on_spurious_losses(space, &outcome.spurious);
+        }
         #[cfg(feature = "qlog")]
         if qlog_on {
             pns.sort_unstable();

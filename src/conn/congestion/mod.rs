@@ -134,6 +134,21 @@ impl Clone for Box<dyn CongestionController> {
     }
 }
 
+/// The controller as it was just before a congestion event, kept until the event proves spurious or
+/// another event (or persistent congestion) replaces it (RFC 9002 §6.1.1 and §6.1.2 allow adapting to
+/// reordering; undoing the response to a loss that was not one follows Linux's TCP undo and RACK).
+#[derive(Debug)]
+pub(crate) struct SpuriousUndo {
+    /// The controller before the event.
+    pub(crate) saved: Box<dyn CongestionController>,
+    /// The smallest packet number the event's losses (and those of its recovery period) may have:
+    /// losses of packets below it belong to earlier events.
+    pub(crate) first_pn: u64,
+    /// The event's lost packets (the first one's and those of its recovery period) not yet
+    /// acknowledged after all. At zero, every loss the event stood for was spurious.
+    pub(crate) outstanding: u64,
+}
+
 /// A fresh controller of the chosen algorithm, in slow start with the initial window for
 /// `max_datagram_size`.
 pub(crate) fn new_controller(

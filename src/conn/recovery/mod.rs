@@ -35,7 +35,7 @@ mod tests;
 #[allow(unused_imports)] // The constants are for the connection, which wires this module up next.
 pub(crate) use rtt::{RttEstimator, GRANULARITY, INITIAL_RTT};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -50,6 +50,23 @@ use crate::Side;
 /// kPacketThreshold (RFC 9002 §6.1.1: "The RECOMMENDED initial value for the packet reordering threshold
 /// (kPacketThreshold) is 3").
 pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+/// The largest packet reordering threshold spurious losses can raise kPacketThreshold to (RFC 9002
+/// §6.1.1: "Implementations MAY ... use adaptive thresholds"). Beyond it, the time threshold alone
+/// waits for reordered packets.
+pub(crate) const MAX_PACKET_THRESHOLD: u64 = 32;
+
+/// kTimeThreshold, 9/8 (RFC 9002 §6.1.2), in eighths.
+pub(crate) const TIME_THRESHOLD_EIGHTHS: u32 = 9;
+
+/// The largest time threshold spurious losses can raise kTimeThreshold to, in eighths: twice the RTT
+/// (RFC 9002 §6.1.2: "Implementations MAY experiment with absolute thresholds, thresholds from previous
+/// connections, adaptive thresholds").
+pub(crate) const MAX_TIME_THRESHOLD_EIGHTHS: u32 = 16;
+
+/// How many packets declared lost a space remembers, to notice when one is acknowledged after all (a
+/// spurious loss); older ones are forgotten.
+pub(crate) const MAX_LOST_REMEMBERED: usize = 64;
 
 /// kPersistentCongestionThreshold (RFC 9002 §7.6.1: "The RECOMMENDED value for
 /// kPersistentCongestionThreshold is 3").
@@ -147,6 +164,9 @@ pub(crate) struct AckOutcome<T> {
     /// Whether `lost` establishes persistent congestion (RFC 9002 §7.6.2), judged within this space
     /// only, which §7.6.2 allows.
     pub(crate) persistent_congestion: bool,
+    /// Packets declared lost earlier (and remembered) that this ACK acknowledged: spurious losses, by
+    /// ascending packet number. They were handed over as lost, so they are not among `acked`.
+    pub(crate) spurious: Vec<u64>,
 }
 
 impl<T> Default for AckOutcome<T> {
@@ -157,6 +177,7 @@ impl<T> Default for AckOutcome<T> {
             largest_acked_time_sent: None,
             rtt_sampled: false,
             persistent_congestion: false,
+            spurious: Vec::new(),
         }
     }
 }
@@ -216,6 +237,9 @@ struct Space<T> {
     /// its first lost packet, and the number of the packet in flight it stopped at, not yet lost. The
     /// next pass continues the run if that packet is still in flight with nothing acknowledged below it.
     open_run: Option<(Instant, u64)>,
+    /// The latest packets declared lost (not path MTU probes), ascending, with their send times: at most
+    /// [`MAX_LOST_REMEMBERED`].
+    lost: VecDeque<(u64, Instant)>,
     /// Whether the keys were discarded (no more packets may be sent here).
     discarded: bool,
 }
@@ -233,6 +257,7 @@ impl<T> Space<T> {
             bytes_in_flight: 0,
             loss_time: None,
             open_run: None,
+            lost: VecDeque::new(),
             discarded: false,
         }
     }
@@ -245,6 +270,7 @@ impl<T> Space<T> {
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
         self.open_run = None;
+        self.lost.clear();
         self.not_in_flight.clear();
         self.sent.take_all()
     }
@@ -377,6 +403,12 @@ pub(crate) struct LossDetection<T> {
     /// The first 1-RTT packet number sent on the current path: acknowledgements of earlier ones (sent
     /// on a path the peer has left) give no RTT sample (RFC 9000 §9.4).
     path_first_pn: u64,
+    /// The packet reordering threshold: kPacketThreshold, raised by spurious losses up to
+    /// [`MAX_PACKET_THRESHOLD`] (RFC 9002 §6.1.1).
+    packet_threshold: u64,
+    /// The time threshold in eighths of the RTT: kTimeThreshold, raised by spurious losses up to
+    /// [`MAX_TIME_THRESHOLD_EIGHTHS`] (RFC 9002 §6.1.2).
+    time_threshold_eighths: u32,
 }
 
 impl<T> LossDetection<T> {
@@ -396,6 +428,8 @@ impl<T> LossDetection<T> {
             handshake_acked: false,
             armed_at: None,
             path_first_pn: 0,
+            packet_threshold: PACKET_THRESHOLD,
+            time_threshold_eighths: TIME_THRESHOLD_EIGHTHS,
         }
     }
 
@@ -404,11 +438,15 @@ impl<T> LossDetection<T> {
     /// connection returns to); otherwise the estimate carries over (only the peer's port changed).
     pub(crate) fn on_path_change(&mut self, rtt: Option<RttEstimator>) {
         self.path_first_pn = self.spaces.next_pn(SpaceId::Data);
-        // A run of losses on the path left cannot be continued by the new path's (RFC 9000 §9.4).
+        // A run of losses on the path left cannot be continued by the new path's (RFC 9000 §9.4), and
+        // its late acknowledgements say nothing of the new path's reordering.
         self.spaces.data.open_run = None;
+        self.spaces.data.lost.clear();
         if let Some(rtt) = rtt {
             self.rtt = rtt;
             self.first_rtt_sample = None;
+            self.packet_threshold = PACKET_THRESHOLD;
+            self.time_threshold_eighths = TIME_THRESHOLD_EIGHTHS;
         }
     }
 
@@ -548,7 +586,8 @@ impl<T> LossDetection<T> {
         }
         // A packet not in flight (only ACK frames) is not tracked; a new largest acknowledged packet number
         // is a packet newly acknowledged all the same.
-        let new_largest = s.largest_acked < Some(largest);
+        let prev_largest = s.largest_acked;
+        let new_largest = prev_largest < Some(largest);
         s.largest_acked = s.largest_acked.max(Some(largest));
 
         // Appendix A.7: the RTT sample comes first, from the largest acknowledged packet if this ACK newly
@@ -582,6 +621,32 @@ impl<T> LossDetection<T> {
                     .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed);
                 self.first_rtt_sample.get_or_insert(now);
                 outcome.rtt_sampled = true;
+            }
+        }
+
+        // Packets declared lost and acknowledged after all: the loss was spurious (RFC 9002 §6.1.1,
+        // §6.1.2). Nothing to look at, and no cost, unless some were declared lost.
+        if !s.lost.is_empty() {
+            for &(lo, hi) in ascending.iter() {
+                let from = s.lost.partition_point(|&(pn, _)| pn < lo);
+                let to = s.lost.partition_point(|&(pn, _)| pn <= hi);
+                for (pn, time_sent) in s.lost.drain(from..to.max(from)) {
+                    outcome.spurious.push(pn);
+                    // The packet came `prev_largest - pn` packets late, and its acknowledgement
+                    // `now - time_sent` after it was sent: thresholds that large would have waited for it.
+                    let late_by = prev_largest.map_or(0, |l| l.saturating_sub(pn));
+                    let needed = late_by.saturating_add(1).min(MAX_PACKET_THRESHOLD);
+                    self.packet_threshold = self.packet_threshold.max(needed);
+                    let base = self.rtt.loss_delay_base().as_nanos();
+                    if base > 0 {
+                        let waited = now.saturating_duration_since(time_sent).as_nanos();
+                        let eighths = (waited.saturating_mul(8).div_ceil(base))
+                            .min(u128::from(MAX_TIME_THRESHOLD_EIGHTHS));
+                        // At most MAX_TIME_THRESHOLD_EIGHTHS, so it fits.
+                        let eighths = u32::try_from(eighths).unwrap_or(MAX_TIME_THRESHOLD_EIGHTHS);
+                        self.time_threshold_eighths = self.time_threshold_eighths.max(eighths);
+                    }
+                }
             }
         }
 
@@ -643,7 +708,8 @@ impl<T> LossDetection<T> {
         now: Instant,
         persistent_period: Duration,
     ) -> (Vec<(u64, SentPacket<T>)>, bool) {
-        let loss_delay = self.rtt.loss_delay();
+        let loss_delay = self.rtt.loss_delay_eighths(self.time_threshold_eighths);
+        let packet_threshold = self.packet_threshold;
         let first_rtt_sample = self.first_rtt_sample;
         // RFC 9000 §9.4: packets sent on a path the peer has left say nothing of the current one's
         // congestion; only the current path's can make a persistent-congestion period.
@@ -684,7 +750,7 @@ impl<T> LossDetection<T> {
             }
             // RFC 9002 §6.1.1 (kPacketThreshold) and §6.1.2 (kTimeThreshold).
             let by_time = lost_send_time.is_some_and(|t| p.time_sent <= t);
-            let by_count = largest_acked >= pn.saturating_add(PACKET_THRESHOLD);
+            let by_count = largest_acked >= pn.saturating_add(packet_threshold);
             if by_time || by_count {
                 lost_pns.push(pn);
                 let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
@@ -715,10 +781,21 @@ impl<T> LossDetection<T> {
             // Established once; the packets after it start a new run.
             s.open_run = None;
         }
-        let lost = lost_pns
+        let lost: Vec<(u64, SentPacket<T>)> = lost_pns
             .into_iter()
             .filter_map(|pn| s.remove(pn).map(|p| (pn, p)))
             .collect();
+        // Remembered to notice a spurious loss. The packets lost are always the oldest tracked below the
+        // largest acknowledged (by count and by time alike), so each pass's numbers are above those of
+        // the passes before: the record stays sorted.
+        for (pn, p) in &lost {
+            if !p.mtu_probe && s.lost.back().map_or(true, |&(last, _)| last < *pn) {
+                if s.lost.len() >= MAX_LOST_REMEMBERED {
+                    s.lost.pop_front();
+                }
+                s.lost.push_back((*pn, p.time_sent));
+            }
+        }
         (lost, persistent)
     }
 
@@ -813,7 +890,13 @@ impl<T> LossDetection<T> {
     /// flight it held (a busy sender fills it again at once); the connection calls this when it has
     /// nothing more to send, so that an idle connection holds none.
     pub(crate) fn release_idle_storage(&mut self) {
-        self.spaces.iter_mut().for_each(|s| s.sent.release());
+        self.spaces.iter_mut().for_each(|s| {
+            s.sent.release();
+            if s.sent.is_empty() {
+                // Nothing in flight: a loss still unacknowledged is unlikely to prove spurious now.
+                s.lost = VecDeque::new();
+            }
+        });
     }
 
     /// Whether any space holds sent-packet storage.
@@ -841,6 +924,16 @@ impl<T> LossDetection<T> {
     /// The RTT estimate.
     pub(crate) fn rtt(&self) -> &RttEstimator {
         &self.rtt
+    }
+
+    /// The packet reordering threshold in force (RFC 9002 §6.1.1).
+    pub(crate) fn packet_threshold(&self) -> u64 {
+        self.packet_threshold
+    }
+
+    /// The time threshold in force, in eighths of the RTT (RFC 9002 §6.1.2).
+    pub(crate) fn time_threshold_eighths(&self) -> u32 {
+        self.time_threshold_eighths
     }
 
     /// When the first RTT sample was taken.

@@ -44,6 +44,7 @@ struct Outcome<T> {
     largest_acked_time_sent: Option<Instant>,
     rtt_sampled: bool,
     persistent_congestion: bool,
+    spurious: Vec<u64>,
 }
 
 impl<T: Clone> LossDetection<T> {
@@ -77,6 +78,7 @@ impl<T: Clone> LossDetection<T> {
             largest_acked_time_sent: out.largest_acked_time_sent,
             rtt_sampled: out.rtt_sampled,
             persistent_congestion: out.persistent_congestion,
+            spurious: out.spurious,
         })
     }
 }
@@ -1269,4 +1271,67 @@ fn an_ack_whose_largest_is_ack_only_gives_an_rtt_sample() {
     assert_eq!(pns(&out.acked), [4]);
     assert!(!out.rtt_sampled, "5 is not newly acknowledged");
     assert_eq!(ld.rtt().latest(), ms(80));
+}
+
+/// RFC 9002 §6.1.1, §6.1.2: a packet declared lost and acknowledged later was reordered, not lost. The
+/// ACK reports it as spurious (not as acknowledged: it was handed over as lost), and the thresholds grow
+/// to what would have waited for it, within their bounds; the next packet overtaken as far is not
+/// declared lost. The record of lost packets is bounded.
+#[test]
+fn a_spurious_loss_raises_the_thresholds() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+    assert_eq!(ld.packet_threshold(), PACKET_THRESHOLD);
+    assert_eq!(ld.time_threshold_eighths(), TIME_THRESHOLD_EIGHTHS);
+    for pn in 1..=5 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(100), pn));
+    }
+    // 1 is overtaken by 2 to 5: lost by count.
+    let out = ld.ack(SpaceId::Data, [2..=5], ms(0), t0 + ms(200), &c).unwrap();
+    assert_eq!(pns(&out.lost), [1]);
+    assert!(out.spurious.is_empty());
+    // It arrives after all, 4 packets late, and its acknowledgement 150 ms after it was sent, with that
+    // of 6, sent 50 ms before.
+    ld.on_packet_sent(SpaceId::Data, 6, pkt(t0 + ms(200), 6));
+    let out = ld.ack(SpaceId::Data, [1..=6], ms(0), t0 + ms(250), &c).unwrap();
+    assert_eq!(pns(&out.acked), [6]);
+    assert_eq!(out.spurious, [1]);
+    assert_eq!(ld.packet_threshold(), 5);
+    // 150 ms over max(smoothed, latest) = max(93.75, 50) ms, rounded up: 13 eighths.
+    assert_eq!(ld.time_threshold_eighths(), 13);
+    // Acknowledged again: nothing new.
+    let out = ld.ack(SpaceId::Data, [1..=6], ms(0), t0 + ms(260), &c).unwrap();
+    assert!(out.spurious.is_empty());
+
+    // Overtaken by four packets now: not lost by count.
+    for pn in 7..=11 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(300), pn));
+    }
+    let out = ld.ack(SpaceId::Data, [8..=11], ms(0), t0 + ms(310), &c).unwrap();
+    assert_eq!(out.lost, []);
+
+    // Far-out reordering saturates at the bounds.
+    let mut ld = server();
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+    for pn in 1..=200 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(100), pn));
+    }
+    let out = ld
+        .ack(SpaceId::Data, [150..=200], ms(0), t0 + ms(200), &c)
+        .unwrap();
+    assert_eq!(out.lost.len(), 149);
+    assert_eq!(ld.spaces.data.lost.len(), MAX_LOST_REMEMBERED);
+    // The oldest were forgotten: acknowledging them finds nothing.
+    let out = ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(5000), &c).unwrap();
+    assert!(out.spurious.is_empty());
+    let out = ld
+        .ack(SpaceId::Data, [140..=140], ms(0), t0 + ms(5000), &c)
+        .unwrap();
+    assert_eq!(out.spurious, [140]);
+    assert_eq!(ld.packet_threshold(), MAX_PACKET_THRESHOLD);
+    assert_eq!(ld.time_threshold_eighths(), MAX_TIME_THRESHOLD_EIGHTHS);
 }
