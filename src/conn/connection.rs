@@ -883,6 +883,7 @@ impl Connection {
     /// not loss; the loss detector has raised its thresholds). Once every loss of the last congestion
     /// event (and of its recovery period) has proved spurious, before any further event, the controller
     /// returns to its state before the event: the window and threshold it had, out of recovery.
+    #[cold]
     pub(crate) fn on_spurious_losses(&mut self, space: SpaceId, spurious: &[u64]) {
         self.stats.packets_lost_spurious += spurious.len() as u64;
         if space != SpaceId::Data {

@@ -376,6 +376,47 @@ impl<T> Spaces<T> {
     }
 }
 
+/// Takes the packets in `lost` that the ranges `ascending` acknowledge: spurious losses (RFC 9002
+/// §6.1.1, §6.1.2). Returns them, and the packet and time thresholds (in eighths of `rtt_base`,
+/// max(smoothed_rtt, latest_rtt)) that would have waited for them, within their bounds. `prev_largest`
+/// is the largest packet number acknowledged before this ACK. Out of line: the bulk path never comes
+/// here.
+#[cold]
+#[inline(never)]
+fn take_spurious(
+    lost: &mut VecDeque<(u64, Instant)>,
+    ascending: &[(u64, u64)],
+    prev_largest: Option<u64>,
+    now: Instant,
+    rtt_base: Duration,
+) -> (Vec<u64>, u64, u32) {
+    let (mut spurious, mut packets, mut eighths) = (Vec::new(), 0, 0);
+    let base = rtt_base.as_nanos();
+    for &(lo, hi) in ascending {
+        let from = lost.partition_point(|&(pn, _)| pn < lo);
+        let to = lost.partition_point(|&(pn, _)| pn <= hi);
+        for (pn, time_sent) in lost.drain(from..to.max(from)) {
+            spurious.push(pn);
+            // The packet came `prev_largest - pn` packets late, and its acknowledgement `now - time_sent`
+            // after it was sent: thresholds that large would have waited for it.
+            let late_by = prev_largest.map_or(0, |l| l.saturating_sub(pn));
+            packets = late_by.saturating_add(1).min(MAX_PACKET_THRESHOLD).max(packets);
+            if base > 0 {
+                let waited = now.saturating_duration_since(time_sent).as_nanos();
+                let e = waited
+                    .saturating_mul(8)
+                    .div_ceil(base)
+                    .min(u128::from(MAX_TIME_THRESHOLD_EIGHTHS));
+                // At most MAX_TIME_THRESHOLD_EIGHTHS, so it fits.
+                eighths = u32::try_from(e)
+                    .unwrap_or(MAX_TIME_THRESHOLD_EIGHTHS)
+                    .max(eighths);
+            }
+        }
+    }
+    (spurious, packets, eighths)
+}
+
 /// Per-space sent-packet tracking, RTT estimation and the loss detection timer (RFC 9002 §5, §6).
 ///
 /// `T` is the caller's record of what a packet carried. Feed it every packet sent
@@ -627,27 +668,12 @@ impl<T> LossDetection<T> {
         // Packets declared lost and acknowledged after all: the loss was spurious (RFC 9002 §6.1.1,
         // §6.1.2). Nothing to look at, and no cost, unless some were declared lost.
         if !s.lost.is_empty() {
-            for &(lo, hi) in ascending.iter() {
-                let from = s.lost.partition_point(|&(pn, _)| pn < lo);
-                let to = s.lost.partition_point(|&(pn, _)| pn <= hi);
-                for (pn, time_sent) in s.lost.drain(from..to.max(from)) {
-                    outcome.spurious.push(pn);
-                    // The packet came `prev_largest - pn` packets late, and its acknowledgement
-                    // `now - time_sent` after it was sent: thresholds that large would have waited for it.
-                    let late_by = prev_largest.map_or(0, |l| l.saturating_sub(pn));
-                    let needed = late_by.saturating_add(1).min(MAX_PACKET_THRESHOLD);
-                    self.packet_threshold = self.packet_threshold.max(needed);
-                    let base = self.rtt.loss_delay_base().as_nanos();
-                    if base > 0 {
-                        let waited = now.saturating_duration_since(time_sent).as_nanos();
-                        let eighths = (waited.saturating_mul(8).div_ceil(base))
-                            .min(u128::from(MAX_TIME_THRESHOLD_EIGHTHS));
-                        // At most MAX_TIME_THRESHOLD_EIGHTHS, so it fits.
-                        let eighths = u32::try_from(eighths).unwrap_or(MAX_TIME_THRESHOLD_EIGHTHS);
-                        self.time_threshold_eighths = self.time_threshold_eighths.max(eighths);
-                    }
-                }
-            }
+            let base = self.rtt.loss_delay_base();
+            let (spurious, packets, eighths) =
+                take_spurious(&mut s.lost, &ascending, prev_largest, now, base);
+            outcome.spurious = spurious;
+            self.packet_threshold = self.packet_threshold.max(packets);
+            self.time_threshold_eighths = self.time_threshold_eighths.max(eighths);
         }
 
         // Appendix A.7 DetectAndRemoveAckedPackets, each record handed over and dropped in its slot.
