@@ -900,14 +900,21 @@ impl Connection {
         let Some(undo) = self.cc_undo.take() else {
             return;
         };
-        // Not across a path change (the controller may be another path's) or a datagram size change
-        // (the saved windows are counted in the old size).
-        let same_path = self.recovery.path_first_pn() <= undo.first_pn;
-        if same_path && undo.saved.max_datagram_size() == self.cc.max_datagram_size() {
-            tracing::debug!(side = ?self.side, cwnd = undo.saved.window(), "congestion event undone");
-            self.cc = undo.saved;
-            self.stats.congestion_events_undone += 1;
+        // Not across a path change: the controller may be another path's.
+        if self.recovery.path_first_pn() > undo.first_pn {
+            return;
         }
+        let mut saved = undo.saved;
+        // Path MTU discovery may have changed the datagram size since (it does early in a
+        // connection): the saved controller follows, as the current one did (RFC 9002 §7.2; RFC 8899
+        // §3: no more bytes of window for a larger size).
+        let size = self.cc.max_datagram_size();
+        if saved.max_datagram_size() != size {
+            saved.set_max_datagram_size(size);
+        }
+        tracing::debug!(side = ?self.side, cwnd = saved.window(), "congestion event undone");
+        self.cc = saved;
+        self.stats.congestion_events_undone += 1;
     }
 
     /// A loss reduced the window (RFC 9002 §7.3.2); persistent congestion collapses it (§7.6).
