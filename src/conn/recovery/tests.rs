@@ -1320,14 +1320,18 @@ fn a_spurious_loss_raises_the_thresholds() {
     for pn in 1..=400 {
         ld.on_packet_sent(SpaceId::Data, pn, pkt(t0 + ms(100), pn));
     }
-    let out = ld.ack(SpaceId::Data, [100..=400], ms(0), t0 + ms(200), &c).unwrap();
+    let out = ld
+        .ack(SpaceId::Data, [100..=400], ms(0), t0 + ms(200), &c)
+        .unwrap();
     assert_eq!(out.lost.len(), 99);
     assert_eq!(ld.spaces.data.lost.len(), MAX_LOST_REMEMBERED);
     // The oldest were forgotten: acknowledging them finds nothing.
     let out = ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(5000), &c).unwrap();
     assert!(out.spurious.is_empty());
     // 40 comes 360 packets late, and after 4.9 s.
-    let out = ld.ack(SpaceId::Data, [40..=40], ms(0), t0 + ms(5000), &c).unwrap();
+    let out = ld
+        .ack(SpaceId::Data, [40..=40], ms(0), t0 + ms(5000), &c)
+        .unwrap();
     assert_eq!(out.spurious, [40]);
     assert_eq!(ld.packet_threshold(), MAX_PACKET_THRESHOLD);
     assert_eq!(ld.time_threshold_eighths(), MAX_TIME_THRESHOLD_EIGHTHS);
