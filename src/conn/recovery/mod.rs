@@ -18,11 +18,12 @@
 //!
 //! # Cost and memory
 //!
-//! Only packets in flight are retained (of the others, the numbers and send times of the last four, for RTT
-//! samples), so memory is bounded by what we sent. ACK processing walks the
-//! tracked packets inside each acknowledged range (a deque indexed by packet number, see [`sent`]), never
-//! the numbers of a range, so a range covering 2^40 packet numbers costs the same as one covering the few
-//! packets we have. Sending and acknowledging a packet allocate nothing in the steady state.
+//! Only packets in flight are retained (of the others, the numbers and send times of the last four, for
+//! RTT samples; of those declared lost, the last 64, to notice spurious losses), so memory is bounded by
+//! what we sent. ACK processing walks the tracked packets inside each acknowledged range (a deque indexed
+//! by packet number, see [`sent`]), never the numbers of a range, so a range covering 2^40 packet numbers
+//! costs the same as one covering the few packets we have. Sending and acknowledging a packet allocate
+//! nothing in the steady state.
 
 // The connection wires this module up next; until then parts of the API are unused.
 #![allow(dead_code)]
