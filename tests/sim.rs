@@ -478,14 +478,60 @@ fn reordering_without_loss(cc: CongestionAlgorithm) {
     assert!(stats.cwnd >= 20 * u64::from(stats.path_mtu), "{stats:?}");
     assert!(stats.packets_lost_spurious > 0, "{stats:?}");
     assert!(stats.congestion_events_undone > 0, "{stats:?}");
-    // What stands: the losses of 1-RTT packets that overtook the client's Finished and were dropped
-    // by the server (RFC 9001 §5.7), which are real.
+    // What stands: events whose losses were not yet shown spurious when the transfer ended (nothing is
+    // lost on this link). Before the server held the 1-RTT packets that overtake the client's Finished
+    // (RFC 9001 §5.7), it dropped them: real losses, whose event stood and cost most of a second (1.31 s
+    // with CUBIC, 1.37 s with NewReno; 0.44 s and 0.43 s now).
     assert!(
         stats.congestion_events - stats.congestion_events_undone <= 3,
         "{stats:?}"
     );
     let t = out.sink().completed_at().unwrap();
-    assert!(t < Duration::from_secs(2), "virtual transfer time {t:?}");
+    assert!(t < Duration::from_secs(1), "virtual transfer time {t:?}");
+}
+
+/// Reordering during the handshake: 1-RTT packets that overtake the client's Finished are held by the
+/// server until the Finished arrives (RFC 9001 §5.7: they "MAY be stored and later decrypted"), not
+/// dropped, so the client loses none of them and takes no congestion event for them. On this link (2 ms
+/// of jitter reorders back-to-back datagrams; 5 % are held 15 ms) every one of these seeds has some
+/// overtake the Finished: before, the server dropped them (1 to 9 per seed) and the 200 kB transfers took
+/// 387 to 437 ms of virtual time; now 145 to 178 ms.
+#[test]
+fn handshake_reordering_costs_no_congestion_event() {
+    let link = LinkConfig {
+        reorder: 0.05,
+        reorder_delay: Duration::from_millis(15),
+        jitter: Duration::from_millis(2),
+        ..LinkConfig::with_delay(Duration::from_millis(10))
+    };
+    let total = 200_000;
+    let mut held = 0;
+    let first = seed_from_env(1);
+    for seed in first..first + 12 {
+        let _guard = SeedGuard(seed);
+        let mut out = bulk_with(
+            configs(),
+            seed,
+            link.clone(),
+            total,
+            1,
+            Duration::from_secs(60),
+            |_, _, _| {},
+        );
+        out.report("handshake reordering", total);
+        assert!(out.done);
+        assert_eq!(out.sim.trace().dropped, 0, "nothing is lost on the link");
+        let h = *out.sink().streams.keys().next().unwrap();
+        let server = out.sim.endpoint(out.server).unwrap().conn(h.0).unwrap().stats();
+        assert_eq!(server.packets_dropped, 0, "seed {seed}: {server:?}");
+        held += server.packets_buffered;
+        let t = out.sink().completed_at().unwrap();
+        assert!(
+            t < Duration::from_millis(250),
+            "seed {seed}: virtual transfer time {t:?}"
+        );
+    }
+    assert!(held > 0, "some packets overtook the Finished");
 }
 
 /// As [`reordering_without_loss_keeps_the_window`], at a rate where many packets overtake a late one (100

@@ -113,6 +113,15 @@ impl ReceivedPackets {
         self.largest.map(|(pn, _)| pn)
     }
 
+    /// The largest packet, just processed, arrived at `at`, before it could be: it waited for its keys.
+    /// RFC 9000 §13.2.5: the ACK Delay "SHOULD include buffering delays caused by unavailability of
+    /// decryption keys".
+    pub(crate) fn largest_arrived_at(&mut self, at: Instant) {
+        if let Some((_, t)) = &mut self.largest {
+            *t = (*t).min(at);
+        }
+    }
+
     /// Packet numbers below this are treated as duplicates (see [`ReceivedPackets::is_duplicate`]).
     pub(crate) fn min_tracked(&self) -> u64 {
         self.min_tracked

@@ -13,6 +13,7 @@ use super::ack::AckConfig;
 use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer, SpuriousUndo};
 use super::datagrams::{Datagrams, SendDatagramError};
+use super::early::EarlyPackets;
 use super::key_update::OneRttKeys;
 use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
@@ -126,8 +127,12 @@ pub struct ConnectionStats {
     pub packets_sent: u64,
     /// QUIC packets received and authenticated.
     pub packets_received: u64,
-    /// Packets dropped: undecryptable, without keys, duplicate or malformed.
+    /// Packets dropped: undecryptable, without keys, duplicate or malformed (held packets dropped later
+    /// included).
     pub packets_dropped: u64,
+    /// Packets held, unopened, until their keys were there (RFC 9001 §4.1.4, §5.7): each is later
+    /// either processed (and counted in `packets_received`) or dropped (`packets_dropped`).
+    pub packets_buffered: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
     /// Key updates (either side started them).
@@ -277,6 +282,9 @@ pub(crate) struct Connection {
     /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
     pub(crate) discard_initial_after_send: bool,
     pub(crate) datagrams: Datagrams,
+    /// Packets held until their keys are there (RFC 9001 §4.1.4); `None` when there are none, as on
+    /// every established connection.
+    pub(crate) early: Option<Box<EarlyPackets>>,
     /// Streams and flow control (RFC 9000 §2 to §4).
     pub(crate) streams: Streams,
     /// The congestion controller (RFC 9002 §7, RFC 9438).
@@ -456,6 +464,7 @@ impl Connection {
             key_update_requested: false,
             discard_initial_after_send: false,
             datagrams: Datagrams::default(),
+            early: None,
             streams,
             cc: new_controller(congestion, mtu),
             cc_undo: None,
@@ -759,6 +768,8 @@ impl Connection {
         *s = PacketSpace::discarded(space);
         self.spaces.release_discarded();
         drop(self.recovery.discard_space(space));
+        // Packets held for these keys will not be opened (RFC 9001 §4.9).
+        self.drop_early_of(space);
     }
 
     // ----------------------------------------------------------------------------------------------
@@ -939,6 +950,7 @@ impl Connection {
             reason: ConnectionError::TimedOut,
         });
         self.state = State::Drained;
+        self.drop_early();
         #[cfg(feature = "qlog")]
         self.qlog.state(now, "closed");
     }
@@ -1127,6 +1139,7 @@ impl Connection {
             threshold: 1,
         });
         self.hold = false;
+        self.drop_early();
         self.events.push_back(Event::ConnectionLost { reason });
         #[cfg(feature = "qlog")]
         self.qlog.state(now, "closing");
@@ -1185,6 +1198,7 @@ impl Connection {
             until: later(now, self.pto().saturating_mul(3)),
         };
         self.close = None;
+        self.drop_early();
         #[cfg(feature = "qlog")]
         self.qlog.state(now, "draining");
         if !was_closing {

@@ -28,6 +28,7 @@ mod cids;
 pub(crate) mod congestion;
 mod connection;
 mod datagrams;
+mod early;
 mod key_update;
 pub(crate) mod mtud;
 pub(crate) mod path;
@@ -44,6 +45,8 @@ pub(crate) use connection::later;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
 pub use datagrams::SendDatagramError;
+#[cfg(test)]
+pub(crate) use early::{MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
 pub use mtud::MtuDiscoveryConfig;
 pub(crate) use recv::initial_authenticates;
 pub use streams::{ReadError, StreamEvent, StreamStats, StreamsConfig, WriteError};

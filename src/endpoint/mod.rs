@@ -30,6 +30,8 @@ mod view;
 #[cfg(test)]
 mod attacks;
 #[cfg(test)]
+mod early;
+#[cfg(test)]
 mod migration;
 #[cfg(test)]
 mod packets;
