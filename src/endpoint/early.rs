@@ -217,3 +217,40 @@ fn undecryptable_1rtt_packets_before_the_finished_fill_only_a_small_buffer() {
     assert!(p.client_events.contains(&Event::Connected));
     assert!(p.server_events.contains(&Event::Connected));
 }
+
+#[test]
+fn a_server_with_zero_length_ids_holds_nothing_from_an_unvalidated_address() {
+    // RFC 9000 §8.1: with zero-length connection IDs, nothing in a 1-RTT packet shows that its sender
+    // received what the server sent; before the client's address is validated, the server holds none.
+    let mut server = EndpointConfig::with_seed(1);
+    server.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    let mut p = Pair::start(
+        TransportConfig::default(),
+        TransportConfig::default(),
+        server,
+        EndpointConfig::with_seed(2),
+    );
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let (short, finished, sh) = client_finished_and_request(&mut p);
+    let now = p.now;
+    let dropped_before = p.server.table.get(sh).unwrap().conn.stats().packets_dropped;
+    assert!(!p.server.table.get(sh).unwrap().conn.path.validated);
+    for packet in &short {
+        p.server.handle_datagram(now, datagram(client, packet.clone()));
+    }
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert!(conn.early.is_none());
+    assert_eq!(conn.stats().packets_buffered, 0);
+    assert_eq!(conn.stats().packets_dropped, dropped_before + short.len() as u64);
+    for packet in finished {
+        p.server.handle_datagram(now, datagram(client, packet));
+    }
+    assert!(p.server.table.get(sh).unwrap().conn.handshake_complete);
+    assert_eq!(read_request(&mut p, sh), None, "dropped, not held");
+    // The client sends it again.
+    p.run(Duration::from_secs(2));
+    assert_eq!(
+        read_request(&mut p, sh).as_deref(),
+        Some(&b"a request before the client's Finished"[..])
+    );
+}
