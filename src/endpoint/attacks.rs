@@ -332,6 +332,19 @@ fn server_dcids_to(p: &mut Pair, reach: SocketAddr, seen: &mut Vec<(SocketAddr, 
     }
 }
 
+/// The server sends the client a datagram, which the client acknowledges: the connection ID the server
+/// uses goes on record, as [`server_dcids_to`] records it.
+fn ids_on_record(p: &mut Pair) -> Vec<(SocketAddr, Vec<u8>)> {
+    let h = p.server_h.unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let mut seen = Vec::new();
+    p.server.conn(h).unwrap().ping();
+    server_dcids_to(p, client, &mut seen);
+    assert!(!seen.is_empty());
+    client_to_server_from(p, client);
+    seen
+}
+
 /// Asserts that no connection ID in `seen` went to more than one address (RFC 9000 §9.5).
 fn assert_no_id_to_two_addresses(seen: &[(SocketAddr, Vec<u8>)]) {
     for (to, id) in seen {
@@ -356,13 +369,8 @@ fn a_client_that_moves_with_a_new_connection_id_gets_a_new_one_back() {
     let mut p = Pair::new(TransportConfig::default());
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
-    let client: SocketAddr = CLIENT.parse().unwrap();
     let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    let mut seen = Vec::new();
-    p.server.conn(h).unwrap().ping();
-    server_dcids_to(&mut p, client, &mut seen);
-    assert!(!seen.is_empty());
-    client_to_server_from(&mut p, client);
+    let mut seen = ids_on_record(&mut p);
     let (old_seq, spares) = {
         let conn = &p.server.table.get(h).unwrap().conn;
         (conn.remote_cid_seq, conn.peer_cids.len())
@@ -410,11 +418,7 @@ fn back_on_the_old_path_the_server_takes_back_its_connection_id() {
     let ch = p.client.table.iter().next().unwrap().0;
     let attacker: SocketAddr = "203.0.113.9:7000".parse().unwrap();
     let client: SocketAddr = CLIENT.parse().unwrap();
-    let mut seen = Vec::new();
-    p.server.conn(h).unwrap().ping();
-    server_dcids_to(&mut p, client, &mut seen);
-    assert!(!seen.is_empty());
-    client_to_server_from(&mut p, client);
+    let mut seen = ids_on_record(&mut p);
     p.client.conn(ch).unwrap().ping();
     for d in client_to_server_from(&mut p, attacker) {
         p.server.handle_datagram(p.now, datagram(client, d));
@@ -445,14 +449,9 @@ fn a_second_move_takes_another_connection_id() {
     let mut p = Pair::new(TransportConfig::default());
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
-    let client: SocketAddr = CLIENT.parse().unwrap();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-    let mut seen = Vec::new();
-    p.server.conn(h).unwrap().ping();
-    server_dcids_to(&mut p, client, &mut seen);
-    assert!(!seen.is_empty());
-    client_to_server_from(&mut p, client);
+    let mut seen = ids_on_record(&mut p);
     p.client.conn(ch).unwrap().ping();
     client_to_server_from(&mut p, b);
     server_dcids_to(&mut p, b, &mut seen);
@@ -483,10 +482,7 @@ fn a_return_after_the_old_paths_id_was_retired_takes_a_spare() {
     let client: SocketAddr = CLIENT.parse().unwrap();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let nowhere: SocketAddr = "192.0.2.99:9".parse().unwrap();
-    let mut seen = Vec::new();
-    p.server.conn(h).unwrap().ping();
-    server_dcids_to(&mut p, client, &mut seen);
-    client_to_server_from(&mut p, client);
+    let mut seen = ids_on_record(&mut p);
     let old_seq = p.server.table.get(h).unwrap().conn.remote_cid_seq;
     p.client.conn(ch).unwrap().ping();
     client_to_server_from(&mut p, b);
