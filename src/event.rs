@@ -40,6 +40,7 @@ pub enum Event {
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionError {
     /// The peer does not speak any version this endpoint offers (RFC 9000 §6).
     VersionMismatch,

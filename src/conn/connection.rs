@@ -114,6 +114,7 @@ impl Path {
 
 /// Counters of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionStats {
     /// UDP datagrams sent.
     pub datagrams_sent: u64,

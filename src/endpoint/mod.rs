@@ -113,6 +113,7 @@ impl std::error::Error for StaleHandle {}
 
 /// Counters of an [`Endpoint`], from [`Endpoint::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// Datagrams given to [`Endpoint::handle_datagram`].
     pub datagrams_received: u64,

@@ -127,6 +127,7 @@ pub fn os_seed() -> io::Result<[u8; 32]> {
 
 /// Counters of a [`Driver`], from [`Driver::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverStats {
     /// Datagrams received and handed to the endpoint.
     pub datagrams_received: u64,

@@ -271,6 +271,7 @@ impl std::error::Error for ReadError {}
 
 /// Byte counts of stream data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamStats {
     /// Stream data bytes sent for the first time.
     pub bytes_sent: u64,
