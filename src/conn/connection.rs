@@ -901,15 +901,12 @@ impl Connection {
         if space != SpaceId::Data {
             return;
         }
-        let Some(undo) = &mut self.cc_undo else {
-            return;
+        let done = |undo: &mut SpuriousUndo| {
+            let ours = spurious.iter().filter(|&&pn| pn >= undo.first_pn).count() as u64;
+            undo.outstanding = undo.outstanding.saturating_sub(ours);
+            undo.outstanding == 0
         };
-        let ours = spurious.iter().filter(|&&pn| pn >= undo.first_pn).count() as u64;
-        undo.outstanding = undo.outstanding.saturating_sub(ours);
-        if undo.outstanding > 0 {
-            return;
-        }
-        let Some(undo) = self.cc_undo.take() else {
+        let Some(undo) = self.cc_undo.take_if(done) else {
             return;
         };
         // Not across a path change: the controller may be another path's.

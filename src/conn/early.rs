@@ -49,23 +49,22 @@ pub(crate) struct EarlyPacket {
     arrived: Instant,
 }
 
-/// The packets a connection holds for keys, in arrival order, and their size.
+/// The packets a connection holds for keys, in arrival order.
 #[derive(Default)]
 pub(crate) struct EarlyPackets {
     packets: VecDeque<EarlyPacket>,
-    bytes: usize,
 }
 
-#[cfg(test)]
 impl EarlyPackets {
     /// How many packets are held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.packets.len()
     }
 
-    /// The bytes of the packets held.
+    /// The bytes of the packets held (a few at most, so summed when asked).
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.packets.iter().map(|p| p.packet.len()).sum()
     }
 }
 
@@ -127,13 +126,12 @@ impl Connection {
             return false;
         }
         let early = self.early.get_or_insert_with(Box::default);
-        if early.packets.len() >= MAX_EARLY_PACKETS || early.bytes + packet.len() > MAX_EARLY_BYTES {
+        if early.packets.len() >= MAX_EARLY_PACKETS || early.bytes() + packet.len() > MAX_EARLY_BYTES {
             if early.packets.is_empty() {
                 self.early = None;
             }
             return false;
         }
-        early.bytes += packet.len();
         early.packets.push_back(EarlyPacket {
             space,
             header: header.clone(),
@@ -173,7 +171,6 @@ impl Connection {
                 .iter()
                 .position(|p| states[p.space.index()] == KeyState::Ready)
                 .and_then(|i| early.packets.remove(i));
-            early.bytes = early.packets.iter().map(|p| p.packet.len()).sum();
             if early.packets.is_empty() {
                 self.early = None;
             }
@@ -212,7 +209,6 @@ impl Connection {
         };
         let before = early.packets.len();
         early.packets.retain(|p| p.space != space);
-        early.bytes = early.packets.iter().map(|p| p.packet.len()).sum();
         self.stats.packets_dropped += (before - early.packets.len()) as u64;
         if early.packets.is_empty() {
             self.early = None;

@@ -17,7 +17,7 @@ use super::SpaceId;
 use crate::crypto::{connection_initial_keys, verify_retry_tag, Keys};
 use crate::datagram::EcnCodepoint;
 use crate::event::{ConnectionError, Event};
-use crate::wire::frame::{AckFrame, Frame, FrameError, NewConnectionId, StreamFrame};
+use crate::wire::frame::{ty, AckFrame, Frame, FrameError, NewConnectionId, StreamFrame};
 use crate::wire::header::{LongType, ProtectedHeader};
 use crate::wire::{ConnectionId, Reader, TransportError};
 
@@ -774,22 +774,18 @@ impl Connection {
     }
 }
 
-/// NEW_TOKEN's frame type (RFC 9000 §19.7).
-const NEW_TOKEN_TYPE: u64 = 0x07;
-
-/// DATAGRAM's frame types, without and with a Length field (RFC 9221 §4).
-const DATAGRAM_TYPES: [u64; 2] = [0x30, 0x31];
-
 impl Connection {
     /// The error for a frame that failed to decode: FRAME_ENCODING_ERROR (RFC 9000 §12.4, §19), except
     /// for frames whose mere receipt is a PROTOCOL_VIOLATION, malformed or not: NEW_TOKEN at a server
     /// (§19.7; the FRAME_ENCODING_ERROR for an empty token is the client's rule), and DATAGRAM when we
     /// did not announce max_datagram_frame_size (RFC 9221 §3).
     fn frame_decode_error(&self, e: FrameError) -> TransportError {
-        if e.frame_type == NEW_TOKEN_TYPE && self.side.is_server() {
+        if e.frame_type == ty::NEW_TOKEN && self.side.is_server() {
             return TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(e.frame_type);
         }
-        if DATAGRAM_TYPES.contains(&e.frame_type) && self.config.datagram_receive_buffer.is_none() {
+        if [ty::DATAGRAM, ty::DATAGRAM_LEN].contains(&e.frame_type)
+            && self.config.datagram_receive_buffer.is_none()
+        {
             return TransportError::protocol_violation("DATAGRAM frames not negotiated")
                 .with_frame(e.frame_type);
         }

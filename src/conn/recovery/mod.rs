@@ -703,13 +703,9 @@ impl<T> LossDetection<T> {
             return Ok(outcome);
         }
 
-        let period = self.persistent_congestion_duration(ctx.max_ack_delay);
-        let (lost, persistent_congestion) = self.detect_lost(space, now, period);
+        let (lost, persistent_congestion) = self.detect_lost_judged(space, now, ctx.max_ack_delay);
         outcome.lost = lost;
         outcome.persistent_congestion = persistent_congestion;
-        if persistent_congestion {
-            self.rtt.on_persistent_congestion();
-        }
 
         // RFC 9002 §6.2.1: "The PTO backoff factor is reset when an acknowledgment is received", except at
         // a client not yet sure the server validated its address (Appendix A.7).
@@ -718,6 +714,23 @@ impl<T> LossDetection<T> {
         }
         self.armed_at = Some(now);
         Ok(outcome)
+    }
+
+    /// [`detect_lost`](Self::detect_lost) over the persistent-congestion period of the peer's
+    /// `max_ack_delay`; persistent congestion, when established, also resets the RTT estimate (RFC 9002
+    /// §5.3, Appendix B.8).
+    fn detect_lost_judged(
+        &mut self,
+        space: SpaceId,
+        now: Instant,
+        max_ack_delay: Duration,
+    ) -> (Vec<(u64, SentPacket<T>)>, bool) {
+        let period = self.persistent_congestion_duration(max_ack_delay);
+        let (lost, persistent_congestion) = self.detect_lost(space, now, period);
+        if persistent_congestion {
+            self.rtt.on_persistent_congestion();
+        }
+        (lost, persistent_congestion)
     }
 
     /// Declares packets in `space` lost by the packet and time thresholds and sets the space's loss time
@@ -852,13 +865,9 @@ impl<T> LossDetection<T> {
                 return TimeoutOutcome::Nothing;
             }
             // Time threshold loss detection (RFC 9002 §6.1.2).
-            let period = self.persistent_congestion_duration(ctx.max_ack_delay);
             // RFC 9002 Appendix A.10: the timer's losses go through OnPacketsLost, which judges
             // persistent congestion (Appendix B.8) as for an ACK's.
-            let (lost, persistent_congestion) = self.detect_lost(space, now, period);
-            if persistent_congestion {
-                self.rtt.on_persistent_congestion();
-            }
+            let (lost, persistent_congestion) = self.detect_lost_judged(space, now, ctx.max_ack_delay);
             self.armed_at = Some(now);
             return TimeoutOutcome::Lost {
                 space,

@@ -132,14 +132,15 @@ impl RttEstimator {
 
     /// The time threshold for loss detection: `max(kTimeThreshold * max(smoothed_rtt, latest_rtt),
     /// kGranularity)` with kTimeThreshold = 9/8 (RFC 9002 §6.1.2).
+    #[cfg(test)]
     pub(crate) fn loss_delay(&self) -> Duration {
-        self.loss_delay_eighths(9)
+        self.loss_delay_eighths(super::TIME_THRESHOLD_EIGHTHS)
     }
 
     /// The time threshold with kTimeThreshold = `eighths / 8`: `max(eighths / 8 * max(smoothed_rtt,
     /// latest_rtt), kGranularity)` (RFC 9002 §6.1.2 allows a larger threshold than 9/8).
     pub(crate) fn loss_delay_eighths(&self, eighths: u32) -> Duration {
-        (self.smoothed.max(self.latest).saturating_mul(eighths) / 8).max(GRANULARITY)
+        (self.loss_delay_base().saturating_mul(eighths) / 8).max(GRANULARITY)
     }
 
     /// max(smoothed_rtt, latest_rtt), the base of the time threshold.

@@ -115,7 +115,6 @@ impl Streams {
             }
         }
         self.recv_data += got.delta;
-        self.stats.bytes_received += got.delta;
         self.consume_conn(credit);
         if got.readable {
             self.signal_readable(id);
@@ -152,7 +151,6 @@ impl Streams {
         // of data that will never be read returns to the peer.
         let credit = recv.take_discard_credit();
         self.recv_data += got.delta;
-        self.stats.bytes_received += got.delta;
         self.consume_conn(credit);
         if got.reset {
             self.events.push_back(StreamEvent::Reset {

@@ -772,7 +772,11 @@ impl Streams {
 
     /// Byte counts of stream data.
     pub(crate) fn stats(&self) -> StreamStats {
-        self.stats
+        // The bytes received are what connection flow control counts (RFC 9000 §4.5).
+        StreamStats {
+            bytes_received: self.recv_data,
+            ..self.stats
+        }
     }
 
     /// The next event for the application.

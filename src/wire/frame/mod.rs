@@ -23,34 +23,34 @@ pub use ack::{AckFrame, AckRanges, AckRangesIter, EcnCounts, InvalidAckRanges};
 pub use stream::{CryptoFrame, Datagram, Dir, StreamFrame, StreamId};
 
 /// Frame type values (RFC 9000 §12.4 Table 3, RFC 9221 §4).
-mod ty {
-    pub(super) const PADDING: u64 = 0x00;
-    pub(super) const PING: u64 = 0x01;
-    pub(super) const ACK: u64 = 0x02;
-    pub(super) const ACK_ECN: u64 = 0x03;
-    pub(super) const RESET_STREAM: u64 = 0x04;
-    pub(super) const STOP_SENDING: u64 = 0x05;
-    pub(super) const CRYPTO: u64 = 0x06;
-    pub(super) const NEW_TOKEN: u64 = 0x07;
-    pub(super) const STREAM: u64 = 0x08;
-    pub(super) const STREAM_LAST: u64 = 0x0f;
-    pub(super) const MAX_DATA: u64 = 0x10;
-    pub(super) const MAX_STREAM_DATA: u64 = 0x11;
-    pub(super) const MAX_STREAMS_BIDI: u64 = 0x12;
-    pub(super) const MAX_STREAMS_UNI: u64 = 0x13;
-    pub(super) const DATA_BLOCKED: u64 = 0x14;
-    pub(super) const STREAM_DATA_BLOCKED: u64 = 0x15;
-    pub(super) const STREAMS_BLOCKED_BIDI: u64 = 0x16;
-    pub(super) const STREAMS_BLOCKED_UNI: u64 = 0x17;
-    pub(super) const NEW_CONNECTION_ID: u64 = 0x18;
-    pub(super) const RETIRE_CONNECTION_ID: u64 = 0x19;
-    pub(super) const PATH_CHALLENGE: u64 = 0x1a;
-    pub(super) const PATH_RESPONSE: u64 = 0x1b;
-    pub(super) const CONNECTION_CLOSE: u64 = 0x1c;
-    pub(super) const APPLICATION_CLOSE: u64 = 0x1d;
-    pub(super) const HANDSHAKE_DONE: u64 = 0x1e;
-    pub(super) const DATAGRAM: u64 = 0x30;
-    pub(super) const DATAGRAM_LEN: u64 = 0x31;
+pub(crate) mod ty {
+    pub(crate) const PADDING: u64 = 0x00;
+    pub(crate) const PING: u64 = 0x01;
+    pub(crate) const ACK: u64 = 0x02;
+    pub(crate) const ACK_ECN: u64 = 0x03;
+    pub(crate) const RESET_STREAM: u64 = 0x04;
+    pub(crate) const STOP_SENDING: u64 = 0x05;
+    pub(crate) const CRYPTO: u64 = 0x06;
+    pub(crate) const NEW_TOKEN: u64 = 0x07;
+    pub(crate) const STREAM: u64 = 0x08;
+    pub(crate) const STREAM_LAST: u64 = 0x0f;
+    pub(crate) const MAX_DATA: u64 = 0x10;
+    pub(crate) const MAX_STREAM_DATA: u64 = 0x11;
+    pub(crate) const MAX_STREAMS_BIDI: u64 = 0x12;
+    pub(crate) const MAX_STREAMS_UNI: u64 = 0x13;
+    pub(crate) const DATA_BLOCKED: u64 = 0x14;
+    pub(crate) const STREAM_DATA_BLOCKED: u64 = 0x15;
+    pub(crate) const STREAMS_BLOCKED_BIDI: u64 = 0x16;
+    pub(crate) const STREAMS_BLOCKED_UNI: u64 = 0x17;
+    pub(crate) const NEW_CONNECTION_ID: u64 = 0x18;
+    pub(crate) const RETIRE_CONNECTION_ID: u64 = 0x19;
+    pub(crate) const PATH_CHALLENGE: u64 = 0x1a;
+    pub(crate) const PATH_RESPONSE: u64 = 0x1b;
+    pub(crate) const CONNECTION_CLOSE: u64 = 0x1c;
+    pub(crate) const APPLICATION_CLOSE: u64 = 0x1d;
+    pub(crate) const HANDSHAKE_DONE: u64 = 0x1e;
+    pub(crate) const DATAGRAM: u64 = 0x30;
+    pub(crate) const DATAGRAM_LEN: u64 = 0x31;
 }
 
 /// Writes `v` as a variable-length integer.
