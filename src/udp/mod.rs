@@ -18,10 +18,10 @@
 //!    caller's [`Handler`], repeating while the handler's calls produce more (up to a bound: what is
 //!    left goes out in the next turn, which then does not block);
 //! 3. receive what the socket holds and feed it to [`Endpoint::handle_datagrams`]; when it holds nothing,
-//!    wait for a datagram or the next deadline (the endpoint's or the handler's): in the socket, with a
-//!    read timeout that wakes early, when the deadline is far; in short sleeps when it is near, since
-//!    socket timeouts have the kernel tick's granularity (milliseconds, and an eighth of the timeout
-//!    beyond about 250 ms), too coarse for pacing.
+//!    wait for a datagram or the next deadline (the endpoint's or the handler's), whichever comes first.
+//!    On Unix that is one `poll` of the socket (`ppoll` on Linux, whose timeout is in nanoseconds, fine
+//!    enough for pacing). Elsewhere, socket read timeouts have the kernel tick's granularity, so a far
+//!    deadline is waited for in the socket with a timeout that wakes early and a near one in short sleeps.
 //!
 //! ```no_run
 //! use quicsand::crypto::tls;
@@ -66,15 +66,24 @@ mod tests;
 
 /// Room for one received buffer: the largest UDP payload, which is also the most a GRO batch holds.
 const RECV_SLOT: usize = 64 * 1024;
-/// Waits at least this long block in the socket; shorter ones are slept (see `Driver::wait`).
+/// Without `poll` (see `Driver::wait`): waits at least this long block in the socket; shorter ones are
+/// slept.
+#[cfg(not(unix))]
 const COARSE_WAIT_MIN: Duration = Duration::from_millis(20);
 /// How much earlier than the deadline a wait in the socket asks to be woken, to absorb the kernel tick.
+#[cfg(not(unix))]
 const COARSE_MARGIN: Duration = Duration::from_millis(10);
 /// A long wait in the socket asks to be woken this fraction of it early, at least: Linux's timer wheel
 /// fires a timeout of more than 63 ticks (252 ms at 250 Hz, 63 ms at 1000 Hz) up to an eighth of it late
 /// (its coarser levels batch timers: 8 ticks from 63 ticks on, 64 ticks from 504 on, ...).
+#[cfg(not(unix))]
 const COARSE_FRACTION: u32 = 7;
 /// The longest sleep between two looks at the socket during a short wait.
+/// With `poll`: how long a wait that found an error but nothing to read sleeps before the driver looks
+/// again (see `Driver::wait`).
+#[cfg(unix)]
+const ERROR_SLICE: Duration = Duration::from_micros(500);
+#[cfg(not(unix))]
 const FINE_SLICE: Duration = Duration::from_micros(500);
 /// Events handed out in one pass of "flush, then hand out events, again while events come" (twice a
 /// turn: before and after `Handler::on_turn`), so that a handler whose calls queue further events (one
@@ -379,6 +388,37 @@ impl Driver {
 
     /// Waits until a datagram may be waiting or `timeout` passes; `true` when one may be waiting.
     ///
+    /// One `poll` of the socket for reading, woken by a datagram at once and by the deadline to within the
+    /// timer slack (Linux's `ppoll` takes the timeout in nanoseconds and sleeps on a high-resolution
+    /// timer). Readiness with an error pending (an ICMP report) also counts as "may be waiting": the
+    /// receive that follows takes the error, once, so this is no busy loop.
+    #[cfg(unix)]
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        self.stats.waits += 1;
+        // A wait too long for a timespec (some hundred billion years) is capped by `max_wait` long before.
+        let timespec = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
+        match poll(&mut fds, Some(&timespec)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
+            Ok(_) if fds[0].revents().contains(PollFlags::IN) => Ok(true),
+            // An error and nothing to read (or a closed descriptor): the receive that follows takes the
+            // error. A socket whose error queue keeps errors (`IP_RECVERR`, set by whoever made it) stays
+            // in this state, so what is left of the wait is slept in a slice rather than polled at once.
+            Ok(_) => {
+                std::thread::sleep(timeout.min(ERROR_SLICE));
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until a datagram may be waiting or `timeout` passes; `true` when one may be waiting (without
+    /// `poll`, where std is all there is).
+    ///
     /// Long waits block in the socket: quinn-udp receives with `recvmmsg`, which on a blocking socket
     /// would wait to fill every slot, so the socket stays non-blocking and the wait is a one-byte
     /// `MSG_PEEK` with the socket switched to blocking mode and its read timeout (`SO_RCVTIMEO`) set.
@@ -389,6 +429,7 @@ impl Driver {
     /// `socket_wait`). The rest of the wait is left to the next turns: a long rest waits in the socket
     /// again, and a short one, like every short wait, is slept in slices of at most [`FINE_SLICE`]
     /// (`nanosleep` is precise to tens of microseconds), looking at the socket after each.
+    #[cfg(not(unix))]
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         self.stats.waits += 1;
         let Some(read_timeout) = socket_wait(timeout) else {
@@ -422,7 +463,8 @@ impl Driver {
 }
 
 /// The read timeout for a wait of `timeout` in the socket, or `None` when the wait is too short for the
-/// socket and is slept in slices (see `Driver::wait`).
+/// socket and is slept in slices (see `Driver::wait` without `poll`).
+#[cfg(not(unix))]
 fn socket_wait(timeout: Duration) -> Option<Duration> {
     if timeout < COARSE_WAIT_MIN {
         return None;
@@ -459,6 +501,7 @@ fn is_fatal(e: &io::Error) -> bool {
 
 /// A receive into a buffer shorter than the datagram, which Windows reports as an error (WSAEMSGSIZE);
 /// Unix truncates silently.
+#[cfg(not(unix))]
 fn is_truncated(e: &io::Error) -> bool {
     cfg!(windows) && e.raw_os_error() == Some(10_040)
 }

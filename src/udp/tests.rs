@@ -281,7 +281,9 @@ fn a_refused_datagram_is_counted_and_the_driver_goes_on() {
 /// Measured on a 250 Hz kernel (6.18, a busy shared machine), the read timeout and how late a blocking
 /// peek returned at worst over 4 to 30 tries: 240 ms, 4 ms late; 260 ms, 28 ms; 300 ms, 24 ms; 1 s, 28 ms;
 /// 2.5 s, 124 ms. The model allows 4, 32, 32, 32 and 256 ms. (1 ms and 250 ms were seen 4 ms beyond it,
-/// 11 and 38 ms late: a tick of scheduling delay that no margin bounds.)
+/// 11 and 38 ms late: a tick of scheduling delay that no margin bounds.) Linux now waits with `poll`; the
+/// socket-timeout wait is what systems without it use.
+#[cfg(not(unix))]
 fn linux_latest_wake(asked: Duration, hz: u128) -> Duration {
     let ticks = (asked.as_nanos() * hz).div_ceil(1_000_000_000);
     let mut granularity = 1;
@@ -292,6 +294,7 @@ fn linux_latest_wake(asked: Duration, hz: u128) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).expect("within u64 nanoseconds"))
 }
 
+#[cfg(not(unix))]
 #[test]
 fn a_wait_in_the_socket_wakes_before_its_deadline() {
     // Before, the socket was asked to wake 10 ms early whatever the wait: enough at level 0 of the timer
@@ -319,6 +322,44 @@ fn a_wait_in_the_socket_wakes_before_its_deadline() {
             );
         }
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_short_wait_is_one_wait() {
+    // Before, a wait under 20 ms was slept in slices of at most 500 µs, each of which ended the turn: a
+    // 10 ms wait took about twenty turns (twenty sleeps and twenty empty receives), and a datagram that
+    // arrived during a slice waited for its end. Now the turn polls the socket until the deadline.
+    let mut driver = idle_driver();
+    driver.set_max_wait(Duration::from_millis(10));
+    let start = Driver::now();
+    let mut turns = 0;
+    while Driver::now() < start + Duration::from_millis(10) {
+        let _ = driver.turn(&mut ignore).expect("an idle driver goes on");
+        turns += 1;
+    }
+    // One wait, or two if the first wakes a hair before the deadline the loop checks.
+    assert!(turns <= 2, "{turns} turns for a 10 ms wait: {:?}", driver.stats());
+    assert_eq!(driver.stats().waits, turns);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_datagram_ends_a_wait_at_once() {
+    // The wait for a distant deadline is a poll of the socket, which a datagram ends: the turn receives
+    // it rather than sleeping out its 30 s.
+    let mut driver = idle_driver();
+    driver.set_max_wait(Duration::from_secs(30));
+    let to = driver.local_addr().expect("bound");
+    let sender = std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // Sent after the driver has started waiting, most likely; if before, the turn finds it at once.
+        std::thread::sleep(Duration::from_millis(50));
+        socket.send_to(&[0u8; 1200], to).expect("send");
+    });
+    let _ = driver.turn(&mut ignore).expect("the driver goes on");
+    sender.join().expect("sender");
+    assert_eq!(driver.stats().datagrams_received, 1, "{:?}", driver.stats());
 }
 
 /// A client that opens a connection whenever one is lost and closes it at once, so that each event it
