@@ -782,6 +782,7 @@ impl Connection {
             handshake_confirmed: self.handshake_confirmed,
             has_handshake_keys: self.spaces[SpaceId::Handshake.index()].keys.is_some(),
             at_anti_amplification_limit: self.amplification_blocked(),
+            local_delay: Duration::ZERO,
         }
     }
 

@@ -53,6 +53,9 @@ pub(crate) struct EarlyPacket {
 #[derive(Default)]
 pub(crate) struct EarlyPackets {
     packets: VecDeque<EarlyPacket>,
+    /// While a held packet goes through the receive path: when it arrived. An ACK in it takes its RTT
+    /// sample as of then (RFC 9002 §5.3: local delays come off the sample).
+    pub(crate) replaying: Option<Instant>,
 }
 
 impl EarlyPackets {
@@ -171,16 +174,24 @@ impl Connection {
                 .iter()
                 .position(|p| states[p.space.index()] == KeyState::Ready)
                 .and_then(|i| early.packets.remove(i));
-            if early.packets.is_empty() {
-                self.early = None;
-            }
+            early.replaying = next.as_ref().map(|p| p.arrived);
             self.stats.packets_dropped += gone as u64;
             let Some(p) = next else {
+                if early.packets.is_empty() {
+                    self.early = None;
+                }
                 return;
             };
             let largest = self.spaces[p.space.index()].received.largest();
             let path = (&p.remote, p.local_ip, p.datagram_len);
-            match self.handle_packet(now, p.ecn, &p.header, p.packet, path) {
+            let result = self.handle_packet(now, p.ecn, &p.header, p.packet, path);
+            if let Some(early) = self.early.as_mut() {
+                early.replaying = None;
+                if early.packets.is_empty() {
+                    self.early = None;
+                }
+            }
+            match result {
                 Ok(()) => {
                     // The ACK Delay counts from its arrival (RFC 9000 §13.2.5).
                     if let Some(s) = self.spaces.live_mut(p.space.index()) {

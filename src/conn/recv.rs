@@ -533,7 +533,10 @@ impl Connection {
             .filter(|v| v >> exponent == ack.delay)
             .unwrap_or(u64::MAX);
         let delay = Duration::from_micros(micros);
-        let ctx = self.recovery_ctx();
+        let mut ctx = self.recovery_ctx();
+        if let Some(arrived) = self.early.as_ref().and_then(|e| e.replaying) {
+            ctx.local_delay = now.saturating_duration_since(arrived);
+        }
         let app_limited = self.app_limited;
         // Each newly acknowledged packet is handled while the loss detector holds its record (no copy
         // per packet), through the parts of the connection that acknowledgements touch.

@@ -254,3 +254,59 @@ fn a_server_with_zero_length_ids_holds_nothing_from_an_unvalidated_address() {
         Some(&b"a request before the client's Finished"[..])
     );
 }
+
+#[test]
+fn an_ack_held_for_its_keys_gives_the_rtt_as_of_its_arrival() {
+    // RFC 9002 §5.3: an endpoint that postpones an acknowledgment for lack of keys SHOULD subtract the
+    // local delay from its RTT sample. Before, the server's sample from a held 1-RTT ACK counted the
+    // 200 ms the packet waited for the client's Finished: min_rtt read 200 ms on a path without delay.
+    let mut p = pair();
+    let (client, server): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let t0 = p.now;
+    for packet in packets_from(&mut p.client, t0) {
+        p.server.handle_datagram(t0, datagram(client, packet));
+    }
+    // The server sends 0.5-RTT data with its flight, which the client acknowledges in 1-RTT packets.
+    let sh = p.server.table.iter().next().unwrap().0;
+    {
+        let mut conn = p.server.conn(sh).unwrap();
+        let id = conn
+            .open_uni()
+            .expect("a server may send before the handshake completes");
+        conn.stream(id).write(b"0.5-RTT data").unwrap();
+    }
+    let flight = packets_from(&mut p.server, t0);
+    assert!(flight.iter().any(|packet| is_short(packet)), "no 0.5-RTT packet");
+    for packet in flight {
+        p.client.handle_datagram(t0, datagram(server, packet));
+    }
+    let ch = p.client.table.iter().next().unwrap().0;
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        let id = conn.open_bi().unwrap();
+        conn.stream(id).write(b"a request").unwrap();
+    }
+    let (short, finished): (Vec<_>, Vec<_>) = packets_from(&mut p.client, t0)
+        .into_iter()
+        .partition(|packet| is_short(packet));
+    assert!(!short.is_empty() && !finished.is_empty());
+    // The 1-RTT packets (with the ACK) arrive after a millisecond, the Finished 200 ms later.
+    let t1 = t0 + Duration::from_millis(1);
+    for packet in short {
+        p.server.handle_datagram(t1, datagram(client, packet));
+    }
+    let t2 = t1 + Duration::from_millis(200);
+    for packet in finished {
+        p.server.handle_datagram(t2, datagram(client, packet));
+    }
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert!(conn.handshake_complete);
+    assert!(conn.stats().packets_buffered > 0);
+    // The Handshake ACK with the Finished gives a sample of about 201 ms (the Finished was late); the
+    // held 1-RTT ACK one of about 1 ms, when it arrived.
+    let min_rtt = conn.stats().min_rtt;
+    assert!(
+        min_rtt <= Duration::from_millis(2),
+        "min_rtt {min_rtt:?}: the held ACK's sample counted its wait for keys"
+    );
+}

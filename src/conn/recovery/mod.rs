@@ -113,6 +113,9 @@ pub(crate) struct RecoveryContext {
     /// A server only: whether the anti-amplification limit (RFC 9000 §8.1) leaves nothing to send. A
     /// server arms no PTO then (RFC 9002 §6.2.2.1). Ignored for a client.
     pub(crate) at_anti_amplification_limit: bool,
+    /// How long the ACK being processed waited here for its keys (a packet held until they came, see
+    /// `conn/early.rs`): not part of the round trip, so it comes off the RTT sample (RFC 9002 §5.3).
+    pub(crate) local_delay: Duration,
 }
 
 /// An ACK frame the connection must reject.
@@ -654,7 +657,11 @@ impl<T> LossDetection<T> {
             // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
             let this_path = space != SpaceId::Data || largest >= self.path_first_pn;
             if eliciting && this_path {
-                let latest_rtt = now.saturating_duration_since(newest_time_sent);
+                // RFC 9002 §5.3: an ACK that waited here for its keys gives the RTT as of its arrival
+                // (a SHOULD until the handshake is confirmed; packets wait only before that).
+                let latest_rtt = now
+                    .saturating_duration_since(newest_time_sent)
+                    .saturating_sub(ctx.local_delay);
                 // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
                 let ack_delay = if space == SpaceId::Initial {
                     Duration::ZERO

@@ -20,6 +20,7 @@ fn ctx(handshake_confirmed: bool) -> RecoveryContext {
         handshake_confirmed,
         has_handshake_keys: true,
         at_anti_amplification_limit: false,
+        local_delay: Duration::ZERO,
     }
 }
 
@@ -878,6 +879,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
         handshake_confirmed: confirmed,
         has_handshake_keys: hs_keys,
         at_anti_amplification_limit: amp,
+        local_delay: Duration::ZERO,
     };
     let mut now = t0;
     let mut discarded = [false; 3];
