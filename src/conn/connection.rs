@@ -276,7 +276,7 @@ pub(crate) struct Connection {
     pub(crate) ack_eliciting_since_receive: bool,
     /// When the last ack-eliciting packet went out (keep-alive).
     pub(crate) last_ack_eliciting_sent: Option<Instant>,
-    /// Packets that failed authentication in the Data space (RFC 9001 §6.6 integrity limit).
+    /// Packets that failed authentication, with any keys (RFC 9001 §6.6 integrity limit).
     pub(crate) auth_failures: u64,
     /// A key update was asked for.
     pub(crate) key_update_requested: bool,

@@ -231,18 +231,20 @@ impl Connection {
         let payload_len = match opened {
             Some(Ok(len)) => len,
             _ => {
-                if space == SpaceId::Data {
-                    self.auth_failures += 1;
-                    let limit = self
-                        .one_rtt
+                // RFC 9001 §6.6: packets that fail authentication count across all keys, and once they
+                // exceed the integrity limit of the AEAD in use the connection must close.
+                self.auth_failures += 1;
+                let limit = match space {
+                    SpaceId::Data => self.one_rtt.as_ref().map(|k| k.remote.integrity_limit()),
+                    _ => self.spaces[space.index()]
+                        .keys
                         .as_ref()
-                        .map_or(u64::MAX, |k| k.remote.integrity_limit());
-                    // RFC 9001 §6.6: past the integrity limit the connection must close.
-                    if self.auth_failures >= limit {
-                        return Err(Some(TransportError::aead_limit_reached(
-                            "integrity limit reached",
-                        )));
-                    }
+                        .map(|k| k.remote.packet.integrity_limit()),
+                };
+                if self.auth_failures > limit.unwrap_or(u64::MAX) {
+                    return Err(Some(TransportError::aead_limit_reached(
+                        "integrity limit exceeded",
+                    )));
                 }
                 return Err(None);
             }

@@ -2096,10 +2096,11 @@ fn hostile_long_headers_mid_handshake_are_dropped() {
 }
 
 /// RFC 9001 §6.6: packets that fail authentication count toward the integrity limit across the
-/// connection, and reaching it closes with AEAD_LIMIT_REACHED. 0-RTT packets, which the server does not
-/// accept (RFC 9000 §17.2.3 lets it drop them), are not opened and so do not count.
+/// connection, and exceeding it closes with AEAD_LIMIT_REACHED. 0-RTT packets, which the server does not
+/// accept (RFC 9000 §17.2.3 lets it drop them), are not opened and so do not count. Before, the close
+/// came at the limit rather than beyond it.
 #[test]
-fn failed_authentications_close_at_the_integrity_limit_and_0rtt_does_not_count() {
+fn failed_authentications_close_beyond_the_integrity_limit_and_0rtt_does_not_count() {
     let mut p = Pair::new(TransportConfig::default());
     p.run(Duration::from_millis(10));
     let h = p.server_h.unwrap();
@@ -2119,9 +2120,35 @@ fn failed_authentications_close_at_the_integrity_limit_and_0rtt_does_not_count()
     let mut forged = sends(&mut p.client, p.now).remove(0);
     *forged.last_mut().unwrap() ^= 1;
     deliver(&mut p.server, p.now, CLIENT, &forged);
-    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+    deliver(&mut p.server, p.now, CLIENT, &forged);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.auth_failures, limit);
+    assert!(!conn.is_closed(), "closed at the limit, not beyond it");
     deliver(&mut p.server, p.now, CLIENT, &forged);
     assert_eq!(server_error(&mut p), Some(TransportErrorCode::AEAD_LIMIT_REACHED));
+}
+
+/// RFC 9001 §6.6: the count is across all keys. Before, only 1-RTT packets counted: Handshake packets
+/// that failed to open went uncounted.
+#[test]
+fn handshake_packets_that_fail_authentication_count_toward_the_integrity_limit() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(10));
+    let h = mid_handshake_server(&mut p);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.spaces[SpaceId::Handshake.index()].keys.is_some());
+    let dcid = conn.local_cid;
+    for _ in 0..3 {
+        deliver(
+            &mut p.server,
+            p.now,
+            CLIENT,
+            &forged_handshake(&dcid, &[], 60, 60),
+        );
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.auth_failures, 3);
+    assert!(!conn.is_closed());
 }
 
 /// RFC 9002 §6.2.1: the peer's max_ack_delay is left out of the PTO until the handshake is confirmed, so
