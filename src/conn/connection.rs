@@ -372,8 +372,11 @@ pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
 /// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).
 fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
     let mut params = TransportParameters {
+        // Whole milliseconds on the wire, where 0 means none (RFC 9000 §18.2): a timeout under 1 ms is
+        // announced as 1 ms rather than as none.
         max_idle_timeout: config.max_idle_timeout.map_or(VarInt::ZERO, |t| {
-            VarInt::saturating(t.as_millis().min(u128::from(u64::MAX)) as u64)
+            let ms = t.as_millis().min(u128::from(u64::MAX)) as u64;
+            VarInt::saturating(if t.is_zero() { 0 } else { ms.max(1) })
         }),
         max_udp_payload_size: VarInt::from(config.max_udp_payload_size.max(1200)),
         ack_delay_exponent: VarInt::from(config.ack_delay_exponent()),

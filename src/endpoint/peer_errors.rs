@@ -419,6 +419,35 @@ fn a_packet_without_frames_is_a_protocol_violation() {
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
+/// RFC 9000 §18.2: max_idle_timeout is in milliseconds and 0 disables it. Before, a configured timeout
+/// under a millisecond was announced as 0, telling the peer this side had none.
+#[test]
+fn an_idle_timeout_under_a_millisecond_is_announced_as_one() {
+    for (configured, announced) in [
+        (Some(Duration::from_micros(500)), 1),
+        (Some(Duration::from_micros(1500)), 1),
+        (Some(Duration::ZERO), 0),
+        (None, 0),
+    ] {
+        let client = TransportConfig {
+            max_idle_timeout: configured,
+            ..TransportConfig::default()
+        };
+        // The server reads the client's parameters from its first flight (a connection this short-lived
+        // would not outlive a whole run).
+        let mut p = Pair::start(
+            TransportConfig::default(),
+            client,
+            EndpointConfig::with_seed(1),
+            EndpointConfig::with_seed(2),
+        );
+        deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
+        let h = p.server.table.iter().next().unwrap().0;
+        let peer = p.server.conn(h).unwrap().peer_transport_parameters().unwrap();
+        assert_eq!(peer.max_idle_timeout.into_inner(), announced, "{configured:?}");
+    }
+}
+
 /// A peer announcing the largest idle timeout the wire allows (2^62 - 1 ms) to a side that has none of its
 /// own must not overflow the clock: the connection lives on, with a capped deadline.
 #[test]
