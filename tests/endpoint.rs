@@ -894,6 +894,49 @@ fn a_refusal_at_the_amplification_limit_reaches_the_client() {
     }
 }
 
+/// A server that refuses a connection while less than a datagram of its anti-amplification allowance is
+/// left, but enough for its CONNECTION_CLOSE, sends the close at once (RFC 9000 §8.1 limits bytes, and a
+/// datagram with only CONNECTION_CLOSE in its Initial packet needs no padding, §14.1). Before, it waited
+/// for 1,200 bytes of allowance, so the close went out only after the client's next datagram, a PTO
+/// later.
+#[test]
+fn a_refusal_goes_out_at_once_within_a_small_allowance() {
+    // Certificate chains of growing size until the first flight leaves between 300 and 1,100 bytes.
+    for extra in (0..120).step_by(3) {
+        let names: Vec<String> = std::iter::once("localhost".to_string())
+            .chain((0..extra).map(|i| format!("host-number-{i}.some-long-domain-name.example.com")))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) = common::certs::self_signed(&names);
+        let cert = TestCert { cert, key };
+        let mut net = Net::new(13);
+        let server = net.add(server_addr(), server_endpoint(&cert, 114, |_| {}));
+        let client = net.add(client_addr(0), client_endpoint(214));
+        let ch = net.connect(client, client_config(&cert), server);
+        net.advance_to(at(10));
+        let bytes = |net: &Net, from, to| -> usize { net.sent(from, to).iter().map(|s| s.data.len()).sum() };
+        let received = bytes(&net, client_addr(0), server_addr());
+        let sent = bytes(&net, server_addr(), client_addr(0));
+        let left = (3 * received).saturating_sub(sent);
+        if !(300..=1100).contains(&left) {
+            continue;
+        }
+        let sh = net.hosts[server].incoming()[0].0;
+        net.hosts[server].ep.refuse(net.now, sh).unwrap();
+        net.settle(server, false);
+        let close = bytes(&net, server_addr(), client_addr(0)) - sent;
+        assert!(
+            close > 0 && close <= left,
+            "{left} bytes of allowance left: {close} bytes sent for the close"
+        );
+        net.drive(Duration::from_secs(60));
+        let (reason, _) = net.hosts[client].lost(ch).expect("the client's connection ended");
+        assert_eq!(reason, ConnectionError::Refused);
+        return;
+    }
+    panic!("no certificate chain left between 300 and 1,100 bytes of allowance");
+}
+
 /// `stateless_resets_received` counts every stateless reset that ends a connection (RFC 9000 §10.3.1),
 /// whichever way the reset reached it: to no connection (routed by connection ID), or, for a client with
 /// zero-length connection IDs, routed by address to the connection itself, which finds the token when the

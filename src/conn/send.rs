@@ -89,11 +89,19 @@ impl Connection {
         let mtu = usize::from(self.path.mtu);
         let mut segment: Option<usize> = None;
         let mut count = 0;
+        // A CONNECTION_CLOSE goes alone, and unpadded in an Initial packet (it is not ack-eliciting, RFC
+        // 9000 §14.1), so it fits in less than a full datagram.
+        let closing = self.close.as_ref().is_some_and(|c| c.pending);
         while count < max_segments.max(1) {
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
             // RFC 9000 §8.1: before the client's address is validated, send at most three times what it
-            // sent us; and a datagram smaller than an Initial needs is not worth building then.
-            if !self.path.validated && allowance < MIN_INITIAL_DATAGRAM && !self.handshake_complete {
+            // sent us; and a datagram smaller than an Initial needs is not worth building then, unless
+            // it carries the close.
+            if !self.path.validated
+                && allowance < MIN_INITIAL_DATAGRAM
+                && !self.handshake_complete
+                && !closing
+            {
                 break;
             }
             let limit = segment.unwrap_or(mtu).min(allowance);
