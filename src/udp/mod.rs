@@ -381,8 +381,10 @@ impl Driver {
         if let Some(e) = self.recv_faults.pop_front() {
             return Err(e);
         }
-        let mut bufs: Vec<IoSliceMut<'_>> =
-            self.recv_buf.chunks_mut(RECV_SLOT).map(IoSliceMut::new).collect();
+        // On the stack: a vector here was an allocation per receive call.
+        let mut slots = self.recv_buf.chunks_mut(RECV_SLOT);
+        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
         self.state.recv((&self.socket).into(), &mut bufs, &mut self.metas)
     }
 
