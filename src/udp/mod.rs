@@ -66,8 +66,11 @@ mod tests;
 
 /// Room for one received buffer: the largest UDP payload, which is also the most a GRO batch holds.
 const RECV_SLOT: usize = 64 * 1024;
-/// Without `poll` (see `Driver::wait`): waits at least this long block in the socket; shorter ones are
-/// slept.
+// Without `poll` (non-Unix systems, see `Driver::wait`) the driver waits with socket read timeouts. The
+// constants below were tuned on Linux, which used this path until `poll` replaced it; on other systems
+// they are unmeasured.
+
+/// Without `poll`: waits at least this long block in the socket; shorter ones are slept.
 #[cfg(not(unix))]
 const COARSE_WAIT_MIN: Duration = Duration::from_millis(20);
 /// How much earlier than the deadline a wait in the socket asks to be woken, to absorb the kernel tick.
@@ -78,11 +81,16 @@ const COARSE_MARGIN: Duration = Duration::from_millis(10);
 /// (its coarser levels batch timers: 8 ticks from 63 ticks on, 64 ticks from 504 on, ...).
 #[cfg(not(unix))]
 const COARSE_FRACTION: u32 = 7;
-/// The longest sleep between two looks at the socket during a short wait.
 /// With `poll`: how long a wait that found an error but nothing to read sleeps before the driver looks
 /// again (see `Driver::wait`).
 #[cfg(unix)]
 const ERROR_SLICE: Duration = Duration::from_micros(500);
+/// With `poll`: the longest one wait lasts. A longer `max_wait` with no deadline only ends the turn
+/// sooner, and `poll` takes its timeout in milliseconds as a C `int` where there is no `ppoll` (macOS,
+/// OpenBSD, illumos): over about 24.8 days it fails with EINVAL.
+#[cfg(unix)]
+const LONGEST_POLL: Duration = Duration::from_secs(86_400);
+/// Without `poll`: the longest sleep between two looks at the socket during a short wait.
 #[cfg(not(unix))]
 const FINE_SLICE: Duration = Duration::from_micros(500);
 /// Events handed out in one pass of "flush, then hand out events, again while events come" (twice a
@@ -392,15 +400,17 @@ impl Driver {
     ///
     /// One `poll` of the socket for reading, woken by a datagram at once and by the deadline to within the
     /// timer slack (Linux's `ppoll` takes the timeout in nanoseconds and sleeps on a high-resolution
-    /// timer). Readiness with an error pending (an ICMP report) also counts as "may be waiting": the
-    /// receive that follows takes the error, once, so this is no busy loop.
+    /// timer), or after [`LONGEST_POLL`]. Readiness with an error pending (an ICMP report) also counts as
+    /// "may be waiting": the receive that follows takes the error. Errors that stay queued (a socket with
+    /// `IP_RECVERR`, which the driver does not set, keeps them until read with `MSG_ERRQUEUE`) would make
+    /// every poll return at once, so a readiness without data is followed by a sleep of
+    /// [`ERROR_SLICE`]: such a socket costs a turn every 500 µs, not a spin.
     #[cfg(unix)]
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         self.stats.waits += 1;
-        // A wait too long for a timespec (some hundred billion years) is capped by `max_wait` long before.
-        let timespec = Timespec::try_from(timeout).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
+        let timespec = Timespec::try_from(timeout.min(LONGEST_POLL)).unwrap_or(Timespec {
+            tv_sec: 86_400,
             tv_nsec: 0,
         });
         let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
@@ -419,7 +429,7 @@ impl Driver {
     }
 
     /// Waits until a datagram may be waiting or `timeout` passes; `true` when one may be waiting (without
-    /// `poll`, where std is all there is).
+    /// `poll`, where std is all there is; the Linux figures below are from when Linux used this path).
     ///
     /// Long waits block in the socket: quinn-udp receives with `recvmmsg`, which on a blocking socket
     /// would wait to fill every slot, so the socket stays non-blocking and the wait is a one-byte
