@@ -221,7 +221,9 @@ impl Connection {
         let before = early.packets.len();
         early.packets.retain(|p| p.space != space);
         self.stats.packets_dropped += (before - early.packets.len()) as u64;
-        if early.packets.is_empty() {
+        // While a held packet is processed (a space may be discarded by it) the buffer stays: it says
+        // when that packet arrived, for the rest of its frames; `process_early` frees it after.
+        if early.packets.is_empty() && early.replaying.is_none() {
             self.early = None;
         }
     }

@@ -230,7 +230,9 @@ impl Connection {
         };
         let payload_len = match opened {
             Some(Ok(len)) => len,
-            _ => {
+            // No key to try (a key phase whose keys are not there): nothing failed authentication.
+            None => return Err(None),
+            Some(Err(_)) => {
                 // RFC 9001 §6.6: packets that fail authentication count across all keys, and once they
                 // exceed the integrity limit of the AEAD in use the connection must close.
                 self.auth_failures += 1;
