@@ -132,7 +132,8 @@ impl fmt::Debug for EndpointConfig {
 /// Per-connection transport settings, the source of the transport parameters this side sends.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// Idle timeout advertised to the peer (RFC 9000 §10.1); `None` disables it on this side.
+    /// Idle timeout advertised to the peer (RFC 9000 §10.1), in whole milliseconds on the wire (at least
+    /// 1 ms when not zero); `None` or zero disables it on this side.
     pub max_idle_timeout: Option<Duration>,
     /// Send an ack-eliciting packet after this much quiet, to keep the connection alive.
     pub keep_alive_interval: Option<Duration>,
