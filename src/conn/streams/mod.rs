@@ -119,7 +119,7 @@ impl Default for StreamsConfig {
 
 impl StreamsConfig {
     /// Writes our stream-related transport parameters (RFC 9000 §18.2) into `params`: the same initial
-    /// window for the three kinds of streams, and the concurrency limits, as [clamped](Self::clamped).
+    /// window for the three kinds of streams, and the concurrency limits, as clamped (`StreamsConfig::clamped`).
     pub fn fill_params(&self, params: &mut TransportParameters) {
         // What we announce is what we apply.
         let c = self.clamped();
