@@ -27,8 +27,9 @@ impl Streams {
                 );
             }
         } else {
-            // RFC 9000 §4.6: a stream ID beyond the limit we sent is a STREAM_LIMIT_ERROR.
-            if id.index() >= self.max_remote[d] {
+            // RFC 9000 §4.6: a stream ID beyond the limit we sent is a STREAM_LIMIT_ERROR, even when a
+            // higher limit is due (a stream closed) but not sent yet.
+            if id.index() >= self.max_remote_sent[d] {
                 return Err(
                     TransportError::stream_limit_error("peer stream beyond MAX_STREAMS")
                         .with_frame(frame_type),

@@ -489,8 +489,12 @@ pub(crate) struct Streams {
 
     /// Per direction: how many streams the peer opened (explicitly or implicitly).
     next_remote: [u64; 2],
-    /// Per direction: the stream limit we advertised.
+    /// Per direction: the stream limit due to the peer (raised as its streams close), which the next
+    /// MAX_STREAMS carries.
     max_remote: [u64; 2],
+    /// Per direction: the highest stream limit we sent (initial_max_streams_*, then MAX_STREAMS): the one
+    /// the peer's stream IDs are checked against (RFC 9000 §4.6).
+    max_remote_sent: [u64; 2],
     /// Per direction: a MAX_STREAMS is to be sent.
     max_streams_pending: [bool; 2],
     /// Per direction: how many peer streams the application accepted.
@@ -569,6 +573,7 @@ impl Streams {
             streams_blocked_at: [None; 2],
             next_remote: [0; 2],
             max_remote,
+            max_remote_sent: max_remote,
             max_streams_pending: [false; 2],
             next_accept: [0; 2],
             opened_signaled: [false; 2],

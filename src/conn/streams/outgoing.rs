@@ -94,6 +94,7 @@ impl Streams {
                     }),
                 ) {
                     self.max_streams_pending[d] = false;
+                    self.max_remote_sent[d] = self.max_remote_sent[d].max(count);
                     record.conn_mut().max_streams[d] = Some(count);
                 }
             }

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::wire::frame::{
-    Frame, Frames, MaxStreamData, ResetStream, StopSending, StreamDataBlocked, StreamFrame, StreamsBlocked,
+    Frame, Frames, MaxStreamData, MaxStreams, ResetStream, StopSending, StreamDataBlocked, StreamFrame,
+    StreamsBlocked,
 };
 use crate::wire::{TransportError, TransportErrorCode};
 
@@ -1081,4 +1082,38 @@ fn a_huge_concurrency_limit_is_clamped_so_one_frame_opens_few_streams() {
     cfg.fill_params(&mut p);
     assert_eq!(p.initial_max_streams_bidi.into_inner(), MAX_CONCURRENT_STREAMS);
     assert_eq!(p.initial_max_streams_uni.into_inner(), MAX_CONCURRENT_STREAMS);
+}
+
+#[test]
+fn a_stream_beyond_the_limit_sent_is_stream_limit_error_even_when_more_credit_is_due() {
+    // RFC 9000 §4.6: a stream ID beyond the limit we *sent* is a STREAM_LIMIT_ERROR. Closing a peer
+    // stream makes a higher limit due, but until a MAX_STREAMS carrying it goes out, the peer cannot
+    // know of it.
+    let cfg = StreamsConfig {
+        max_concurrent_uni_streams: 1,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let first = StreamId::new(Side::Client, Dir::Uni, 0);
+    let second = StreamId::new(Side::Client, Dir::Uni, 1);
+    s.on_stream(sf(first, 0, b"abc", true)).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(read_all(&mut s, first, &mut got), Ok(true));
+    assert_eq!(s.open_streams(), 0, "the first stream is closed and forgotten");
+    // MAX_STREAMS(2) is due but not sent yet.
+    assert_eq!(
+        code(s.on_stream(sf(second, 0, b"x", false))),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
+    // Once it is sent, the second stream may open.
+    let (mut c2, mut s2) = pair(&cfg, &cfg);
+    s2.on_stream(sf(first, 0, b"abc", true)).unwrap();
+    assert_eq!(read_all(&mut s2, first, &mut got), Ok(true));
+    let sent = pump(&mut s2, &mut c2, now);
+    assert!(sent.contains(&Frame::MaxStreams(MaxStreams {
+        dir: Dir::Uni,
+        count: 2
+    })));
+    s2.on_stream(sf(second, 0, b"x", false)).unwrap();
 }
