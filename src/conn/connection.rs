@@ -999,6 +999,21 @@ impl Connection {
         Some(later(self.last_ack_eliciting_sent?, interval))
     }
 
+    /// RFC 9000 §4.1: "To keep the connection from closing, a sender that is flow control limited
+    /// SHOULD periodically send a STREAM_DATA_BLOCKED or DATA_BLOCKED frame when it has no
+    /// ack-eliciting packets in flight." Once the blocked frames for the current limits went out and
+    /// nothing ack-eliciting is in flight, they are due again half the idle timeout in force (itself at
+    /// least three PTOs) after the last ack-eliciting packet; never without an idle timeout. No deadline
+    /// while they wait to go (as for the keep-alive PING) nor while packets are in flight, so a passed
+    /// deadline is reported once, and the next one follows the packet that carried them.
+    fn blocked_deadline(&self) -> Option<Instant> {
+        if self.state != State::Established || self.recovery.has_ack_eliciting_in_flight() {
+            return None;
+        }
+        let at = later(self.last_ack_eliciting_sent?, self.idle_timeout()? / 2);
+        self.streams.blocked_frames_sent().then_some(at)
+    }
+
     /// RFC 9000 §8.1: before the client's address is validated, a server whose allowance is below a full
     /// Initial datagram sends nothing (`poll_transmit`), so timers that only lead to sending (PTO, ACK)
     /// must wait for the client's next datagram; reporting them would ask to be woken for nothing, at once
@@ -1037,6 +1052,7 @@ impl Connection {
                 }
             }
             consider(self.keep_alive_deadline());
+            consider(self.blocked_deadline());
             consider(self.pacing_until);
             consider(self.path_validation_deadline());
         }
@@ -1073,6 +1089,9 @@ impl Connection {
         }
         if self.keep_alive_deadline().is_some_and(|d| now >= d) {
             self.spaces[SpaceId::Data.index()].ping_pending = true;
+        }
+        if self.blocked_deadline().is_some_and(|d| now >= d) {
+            self.streams.resend_blocked();
         }
         if self.hold {
             return;

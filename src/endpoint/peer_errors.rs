@@ -12,7 +12,9 @@ use crate::crypto::tls;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{Datagram as DatagramFrame, Frame, ResetStream, StreamFrame, StreamId};
 use crate::wire::TransportErrorCode;
-use crate::{ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, TransportConfig};
+use crate::{
+    ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, StreamsConfig, TransportConfig,
+};
 
 use crate::test_util::epoch;
 
@@ -596,4 +598,100 @@ fn a_reset_counts_its_final_size_in_the_bytes_received() {
     );
     let after = p.server.conn(h).unwrap().stats().stream_bytes_received;
     assert_eq!(after - before, 500);
+}
+
+/// A pair with a 10 s idle timeout on both sides and no keep-alive, whose client has written more than
+/// the server's windows allow (6000 bytes a stream, 8000 for the connection) on two streams, which the
+/// server's application never reads: one stream stops at its stream limit, the other at the connection
+/// limit, and the client has sent STREAM_DATA_BLOCKED and DATA_BLOCKED.
+fn flow_blocked_pair() -> (Pair, ConnectionHandle, ConnectionHandle) {
+    let idle = TransportConfig {
+        max_idle_timeout: Some(Duration::from_secs(10)),
+        ..TransportConfig::default()
+    };
+    let mut server = idle.clone();
+    server.streams = StreamsConfig {
+        stream_receive_window: 6000,
+        max_stream_receive_window: 6000,
+        receive_window: 8000,
+        max_receive_window: 8000,
+        ..StreamsConfig::default()
+    };
+    let mut p = Pair::with(server, idle);
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        for _ in 0..2 {
+            let id = conn.open_uni().unwrap();
+            conn.stream(id).write(&[3; 20_000]).unwrap();
+        }
+    }
+    p.run(Duration::from_millis(500));
+    assert_eq!(p.server.conn(h).unwrap().stats().stream_bytes_received, 8000);
+    (p, ch, h)
+}
+
+/// RFC 9000 §4.1: "To keep the connection from closing, a sender that is flow control limited SHOULD
+/// periodically send a STREAM_DATA_BLOCKED or DATA_BLOCKED frame when it has no ack-eliciting packets
+/// in flight." A client blocked by a server that never reads keeps both sides from the idle timeout
+/// (10 s) over three of them: its blocked frames go out again, and nothing else does.
+#[test]
+fn a_flow_blocked_sender_resends_blocked_frames_and_the_connection_stays_open() {
+    let (mut p, ch, h) = flow_blocked_pair();
+    let before = p.client.conn(ch).unwrap().stats().datagrams_sent;
+    p.run(Duration::from_secs(30));
+    assert_eq!(Pair::lost(&p.client_events), None, "client");
+    assert_eq!(Pair::lost(&p.server_events), None, "server");
+    let resent = p.client.conn(ch).unwrap().stats().datagrams_sent - before;
+    assert!(resent >= 4, "blocked frames sent again {resent} times in 30 s");
+    // Still blocked: no credit came, and no stream data went beyond the limits.
+    assert_eq!(p.server.conn(h).unwrap().stats().stream_bytes_received, 8000);
+    assert_eq!(p.client.conn(ch).unwrap().stats().stream_bytes_sent, 8000);
+}
+
+/// RFC 9000 §4.1: the blocked frames go out periodically, not more: once per half idle timeout (5 s)
+/// after the last ack-eliciting packet, each time in one datagram, with a finite number of wake-ups and
+/// the same deadline reported however often it is asked for.
+#[test]
+fn a_flow_blocked_sender_sends_blocked_frames_once_per_half_idle_timeout() {
+    let (mut p, ch, _) = flow_blocked_pair();
+    let before = p.client.conn(ch).unwrap().stats().datagrams_sent;
+    let end = p.now + Duration::from_secs(100);
+    let mut wakeups = 0;
+    loop {
+        loop {
+            let c = sends(&mut p.client, p.now);
+            let s = sends(&mut p.server, p.now);
+            if c.is_empty() && s.is_empty() {
+                break;
+            }
+            for d in &c {
+                deliver(&mut p.server, p.now, CLIENT, d);
+            }
+            for d in &s {
+                deliver(&mut p.client, p.now, SERVER, d);
+            }
+        }
+        let (ct, st) = (p.client.poll_timeout(), p.server.poll_timeout());
+        assert_eq!((ct, st), (p.client.poll_timeout(), p.server.poll_timeout()));
+        let Some(next) = [ct, st].into_iter().flatten().min().filter(|&t| t <= end) else {
+            break;
+        };
+        wakeups += 1;
+        assert!(wakeups < 200, "woken {wakeups} times in 100 s");
+        p.now = p.now.max(next);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    while let Some((_, e)) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    assert_eq!(Pair::lost(&p.client_events), None, "client");
+    assert_eq!(Pair::lost(&p.server_events), None, "server");
+    let sent = p.client.conn(ch).unwrap().stats().datagrams_sent - before;
+    assert!((19..=20).contains(&sent), "{sent} datagrams in 100 s");
 }

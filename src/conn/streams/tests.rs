@@ -1117,3 +1117,89 @@ fn a_stream_beyond_the_limit_sent_is_stream_limit_error_even_when_more_credit_is
     })));
     s2.on_stream(sf(second, 0, b"x", false)).unwrap();
 }
+
+/// RFC 9000 §4.1: a sender that stays flow control limited sends its blocked frames periodically.
+/// Once they went out for the current limits, `blocked_frames_sent` says so (the connection then arms
+/// its timer) and `resend_blocked` queues the same frames again, with the same limits, once each; a
+/// limit that moved on leaves nothing to resend for it.
+#[test]
+fn blocked_frames_are_queued_again_for_the_limits_that_still_hold() {
+    let small = StreamsConfig {
+        stream_receive_window: 1000,
+        receive_window: 1500,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&StreamsConfig::default(), &small);
+    let now = start();
+    assert!(!c.blocked_frames_sent(), "nothing blocked yet");
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    c.write(a, &[1; 5000]).unwrap();
+    c.write(b, &[2; 5000]).unwrap();
+    let sent = pump(&mut c, &mut s, now);
+    let blocked = |sent: &[Frame]| {
+        let mut v: Vec<Frame> = sent
+            .iter()
+            .filter(|f| matches!(f, Frame::DataBlocked(_) | Frame::StreamDataBlocked(_)))
+            .cloned()
+            .collect();
+        v.sort_by_key(|f| format!("{f:?}"));
+        v
+    };
+    let first = blocked(&sent);
+    assert!(first.contains(&Frame::DataBlocked(1500)), "{first:?}");
+    assert!(first
+        .iter()
+        .any(|f| matches!(f, Frame::StreamDataBlocked(x) if x.id == a && x.limit == 1000)));
+    assert!(!c.has_pending());
+    assert!(c.blocked_frames_sent());
+    for _ in 0..3 {
+        c.resend_blocked();
+        assert!(!c.blocked_frames_sent(), "queued, not yet sent");
+        // Queued once however often asked.
+        c.resend_blocked();
+        let again = blocked(&pump(&mut c, &mut s, now));
+        assert_eq!(again, first);
+        assert!(c.blocked_frames_sent());
+    }
+    assert_eq!(c.stats().bytes_sent, 1500);
+    // Credit for the connection and for stream `a` (the peer's windows are not modelled from here on:
+    // packets are acknowledged, not delivered): the old limits are not resent.
+    let drain = |c: &mut Streams| {
+        let mut all = Vec::new();
+        while let Some((p, rec)) = packet(c, now) {
+            c.on_acked(&rec);
+            all.extend(frames(&p));
+        }
+        all
+    };
+    c.on_max_data(1_000_000).unwrap();
+    c.on_max_stream_data(MaxStreamData {
+        id: a,
+        max: 1_000_000,
+    })
+    .unwrap();
+    let sent = drain(&mut c);
+    let after = blocked(&sent);
+    assert!(
+        !after.iter().any(|f| matches!(f, Frame::DataBlocked(_))),
+        "{after:?}"
+    );
+    // Only `b` stays blocked, at its stream limit (1000).
+    c.resend_blocked();
+    let again = blocked(&drain(&mut c));
+    assert_eq!(
+        again,
+        vec![Frame::StreamDataBlocked(StreamDataBlocked { id: b, limit: 1000 })]
+    );
+    // Nothing waits any more once every stream is unblocked: nothing to resend.
+    c.on_max_stream_data(MaxStreamData {
+        id: b,
+        max: 1_000_000,
+    })
+    .unwrap();
+    drain(&mut c);
+    assert!(!c.blocked_frames_sent());
+    c.resend_blocked();
+    assert!(!c.has_pending());
+}
