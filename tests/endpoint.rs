@@ -828,15 +828,12 @@ fn a_held_connection_closed_by_the_application_is_no_longer_held() {
     assert_eq!(net.ep(server).stats().connections_active, 0);
 }
 
-/// A server whose first flight used up its anti-amplification allowance (RFC 9000 §8.1: three times
-/// what the client sent, here a large certificate chain) and that then refuses the connection must still
-/// get its CONNECTION_CLOSE out: the client's next datagrams raise the allowance while the server is
-/// closing, as they do before (RFC 9000 §10.2.1 answers them with the close). Otherwise the client, never
-/// told, waits for its idle timeout.
-#[test]
-fn a_refusal_at_the_amplification_limit_reaches_the_client() {
+/// A client connecting to a server whose certificate names `localhost` and `extra` long host names (a
+/// larger chain, a larger first flight), run until the server's first flight went out: the network,
+/// the server's and the client's host indices, and the client's connection.
+fn first_flight_with_names(extra: usize) -> (Net, usize, usize, ConnectionHandle) {
     let names: Vec<String> = std::iter::once("localhost".to_string())
-        .chain((0..120).map(|i| format!("host-number-{i}.some-long-domain-name.example.com")))
+        .chain((0..extra).map(|i| format!("host-number-{i}.some-long-domain-name.example.com")))
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (cert, key) = common::certs::self_signed(&names);
@@ -846,17 +843,25 @@ fn a_refusal_at_the_amplification_limit_reaches_the_client() {
     let client = net.add(client_addr(0), client_endpoint(214));
     let ch = net.connect(client, client_config(&cert), server);
     net.advance_to(at(10));
+    (net, server, client, ch)
+}
+
+/// The bytes of every datagram sent from `from` to `to` so far.
+fn bytes_sent(net: &Net, from: SocketAddr, to: SocketAddr) -> usize {
+    net.sent(from, to).iter().map(|s| s.data.len()).sum()
+}
+
+/// A server whose first flight used up its anti-amplification allowance (RFC 9000 §8.1: three times
+/// what the client sent, here a large certificate chain) and that then refuses the connection must still
+/// get its CONNECTION_CLOSE out: the client's next datagrams raise the allowance while the server is
+/// closing, as they do before (RFC 9000 §10.2.1 answers them with the close). Otherwise the client, never
+/// told, waits for its idle timeout.
+#[test]
+fn a_refusal_at_the_amplification_limit_reaches_the_client() {
+    let (mut net, server, client, ch) = first_flight_with_names(120);
     let sh = net.hosts[server].incoming()[0].0;
-    let received: usize = net
-        .sent(client_addr(0), server_addr())
-        .iter()
-        .map(|s| s.data.len())
-        .sum();
-    let sent: usize = net
-        .sent(server_addr(), client_addr(0))
-        .iter()
-        .map(|s| s.data.len())
-        .sum();
+    let received = bytes_sent(&net, client_addr(0), server_addr());
+    let sent = bytes_sent(&net, server_addr(), client_addr(0));
     assert!(
         sent + 1200 > 3 * received,
         "the first flight leaves less than a datagram of allowance: sent {sent}, received {received}"
@@ -903,20 +908,9 @@ fn a_refusal_at_the_amplification_limit_reaches_the_client() {
 fn a_refusal_goes_out_at_once_within_a_small_allowance() {
     // Certificate chains of growing size until the first flight leaves between 300 and 1,100 bytes.
     for extra in (0..120).step_by(3) {
-        let names: Vec<String> = std::iter::once("localhost".to_string())
-            .chain((0..extra).map(|i| format!("host-number-{i}.some-long-domain-name.example.com")))
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (cert, key) = common::certs::self_signed(&names);
-        let cert = TestCert { cert, key };
-        let mut net = Net::new(13);
-        let server = net.add(server_addr(), server_endpoint(&cert, 114, |_| {}));
-        let client = net.add(client_addr(0), client_endpoint(214));
-        let ch = net.connect(client, client_config(&cert), server);
-        net.advance_to(at(10));
-        let bytes = |net: &Net, from, to| -> usize { net.sent(from, to).iter().map(|s| s.data.len()).sum() };
-        let received = bytes(&net, client_addr(0), server_addr());
-        let sent = bytes(&net, server_addr(), client_addr(0));
+        let (mut net, server, client, ch) = first_flight_with_names(extra);
+        let received = bytes_sent(&net, client_addr(0), server_addr());
+        let sent = bytes_sent(&net, server_addr(), client_addr(0));
         let left = (3 * received).saturating_sub(sent);
         if !(300..=1100).contains(&left) {
             continue;
@@ -924,7 +918,7 @@ fn a_refusal_goes_out_at_once_within_a_small_allowance() {
         let sh = net.hosts[server].incoming()[0].0;
         net.hosts[server].ep.refuse(net.now, sh).unwrap();
         net.settle(server, false);
-        let close = bytes(&net, server_addr(), client_addr(0)) - sent;
+        let close = bytes_sent(&net, server_addr(), client_addr(0)) - sent;
         assert!(
             close > 0 && close <= left,
             "{left} bytes of allowance left: {close} bytes sent for the close"
