@@ -130,9 +130,7 @@ impl Connection {
         }
         let early = self.early.get_or_insert_with(Box::default);
         if early.packets.len() >= MAX_EARLY_PACKETS || early.bytes() + packet.len() > MAX_EARLY_BYTES {
-            if early.packets.is_empty() {
-                self.early = None;
-            }
+            self.free_early_if_idle();
             return false;
         }
         early.packets.push_back(EarlyPacket {
@@ -177,9 +175,7 @@ impl Connection {
             early.replaying = next.as_ref().map(|p| p.arrived);
             self.stats.packets_dropped += gone as u64;
             let Some(p) = next else {
-                if early.packets.is_empty() {
-                    self.early = None;
-                }
+                self.free_early_if_idle();
                 return;
             };
             let largest = self.spaces[p.space.index()].received.largest();
@@ -187,10 +183,8 @@ impl Connection {
             let result = self.handle_packet(now, p.ecn, &p.header, p.packet, path);
             if let Some(early) = self.early.as_mut() {
                 early.replaying = None;
-                if early.packets.is_empty() {
-                    self.early = None;
-                }
             }
+            self.free_early_if_idle();
             match result {
                 Ok(()) => {
                     // The ACK Delay counts from its arrival (RFC 9000 §13.2.5).
@@ -221,9 +215,17 @@ impl Connection {
         let before = early.packets.len();
         early.packets.retain(|p| p.space != space);
         self.stats.packets_dropped += (before - early.packets.len()) as u64;
-        // While a held packet is processed (a space may be discarded by it) the buffer stays: it says
-        // when that packet arrived, for the rest of its frames; `process_early` frees it after.
-        if early.packets.is_empty() && early.replaying.is_none() {
+        self.free_early_if_idle();
+    }
+
+    /// Frees the buffer once it holds nothing and no held packet is being processed (that packet may
+    /// discard a space, and the buffer says when it arrived, for the rest of its frames).
+    fn free_early_if_idle(&mut self) {
+        if self
+            .early
+            .as_ref()
+            .is_some_and(|e| e.packets.is_empty() && e.replaying.is_none())
+        {
             self.early = None;
         }
     }
