@@ -274,13 +274,14 @@ impl Streams {
     }
 
     /// Whether data waits on the peer's connection limit (some stream parked for connection credit still
-    /// has data).
-    fn waits_for_conn_credit(&self) -> bool {
-        self.conn_blocked.iter().any(|id| {
-            self.streams.get(id).is_some_and(|s| {
-                s.sched == Sched::ConnBlocked && s.send.as_ref().is_some_and(SendStream::has_data)
+    /// has data) and DATA_BLOCKED went out for that limit already.
+    fn conn_blocked_frame_sent(&self) -> bool {
+        self.data_blocked_at == Some(self.send_max_data)
+            && self.conn_blocked.iter().any(|id| {
+                self.streams.get(id).is_some_and(|s| {
+                    s.sched == Sched::ConnBlocked && s.send.as_ref().is_some_and(SendStream::has_data)
+                })
             })
-        })
     }
 
     /// Whether we are flow control limited and every blocked frame for the current limits went out:
@@ -289,28 +290,20 @@ impl Streams {
     /// "SHOULD periodically send a STREAM_DATA_BLOCKED or DATA_BLOCKED frame when it has no ack-eliciting
     /// packets in flight" (the connection's timer, then [`Streams::resend_blocked`]).
     pub(crate) fn blocked_frames_sent(&self) -> bool {
-        let conn = !self.data_blocked_pending
-            && self.data_blocked_at == Some(self.send_max_data)
-            && self.waits_for_conn_credit();
-        conn || self.streams.values().any(|s| {
-            !s.queued.stream_data_blocked
-                && s.send
-                    .as_ref()
-                    .is_some_and(|x| x.is_stream_blocked() && x.blocked_at == Some(x.max_data))
-        })
+        (!self.data_blocked_pending && self.conn_blocked_frame_sent())
+            || self.streams.values().any(|s| {
+                !s.queued.stream_data_blocked && s.send.as_ref().is_some_and(SendStream::blocked_frame_sent)
+            })
     }
 
     /// Queues again the blocked frames [`Streams::blocked_frames_sent`] reports as sent, for the limits
     /// that still hold (RFC 9000 §4.1: sent periodically while flow control limited).
     pub(crate) fn resend_blocked(&mut self) {
-        if self.data_blocked_at == Some(self.send_max_data) && self.waits_for_conn_credit() {
+        if self.conn_blocked_frame_sent() {
             self.data_blocked_pending = true;
         }
         for (&id, s) in self.streams.iter_mut() {
-            if s.send
-                .as_ref()
-                .is_some_and(|x| x.is_stream_blocked() && x.blocked_at == Some(x.max_data))
-            {
+            if s.send.as_ref().is_some_and(SendStream::blocked_frame_sent) {
                 s.queued
                     .queue(&mut self.control, id, ControlKind::StreamDataBlocked);
             }

@@ -236,6 +236,11 @@ impl SendStream {
             && self.sent >= self.max_data
     }
 
+    /// Blocked at the peer's limit, with STREAM_DATA_BLOCKED sent for that limit already.
+    pub(super) fn blocked_frame_sent(&self) -> bool {
+        self.is_stream_blocked() && self.blocked_at == Some(self.max_data)
+    }
+
     /// Writes one STREAM frame for `id` into `buf` within `space` bytes: lost data first, then new
     /// data within the stream limit and `conn_credit` new bytes, then a lone FIN.
     pub(super) fn write_frame(
