@@ -207,3 +207,14 @@ fn regression_forged_connection_id_prefix_on_the_null_cipher() {
     ];
     check_conn_frames(setup(), &input);
 }
+
+/// `conn_network` (null cipher; CI's smoke run): a flipped bit in the client's transport parameters told
+/// the server the client's initial_max_data was 0. Its stream stayed blocked at 0 while the client
+/// believed it had granted 1 MiB and had no reason to send MAX_DATA; once a blocked sender repeated its
+/// blocked frames periodically (RFC 9000 §4.1) the pair kept each other alive past the bound instead of
+/// timing out. A DATA_BLOCKED (or STREAM_DATA_BLOCKED) below the limit we allow now gets that limit
+/// again.
+#[test]
+fn regression_blocked_below_our_limit_gets_the_limit_again() {
+    check_conn_network(setup(), &[0x05, 0xae, 0xa8, 0xfc, 0x05, 0xc9, 0x05]);
+}

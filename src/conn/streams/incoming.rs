@@ -236,8 +236,14 @@ impl Streams {
         Ok(())
     }
 
-    /// A DATA_BLOCKED frame (RFC 9000 §19.12): informational; our MAX_DATA policy does not wait for it.
-    pub(crate) fn on_data_blocked(&mut self, _limit: u64) -> Result<(), TransportError> {
+    /// A DATA_BLOCKED frame (RFC 9000 §19.12): our MAX_DATA policy does not wait for it, but a peer
+    /// blocked below the limit we allow has not got our MAX_DATA (nor can it, if the limit is still our
+    /// initial one), so it goes again. A peer that stays blocked sends these periodically (§4.1), and
+    /// without that answer would wait for a credit it already has until the idle timeout.
+    pub(crate) fn on_data_blocked(&mut self, limit: u64) -> Result<(), TransportError> {
+        if limit < self.recv_window.max() {
+            self.max_data_pending = true;
+        }
         Ok(())
     }
 
@@ -251,7 +257,16 @@ impl Streams {
                     .with_frame(frame_type),
             );
         }
-        self.resolve(frame.id, frame_type)?;
+        // As for DATA_BLOCKED: a peer blocked below the stream limit we allow gets it again.
+        if self.resolve(frame.id, frame_type)?
+            && self
+                .streams
+                .get(&frame.id)
+                .and_then(|s| s.recv.as_ref())
+                .is_some_and(|r| r.credit_useful() && frame.limit < r.window.max())
+        {
+            self.queue_control(frame.id, ControlKind::MaxStreamData);
+        }
         Ok(())
     }
 

@@ -1118,6 +1118,45 @@ fn a_stream_beyond_the_limit_sent_is_stream_limit_error_even_when_more_credit_is
     s2.on_stream(sf(second, 0, b"x", false)).unwrap();
 }
 
+/// A peer blocked below the limits we allow has not got them: DATA_BLOCKED and STREAM_DATA_BLOCKED
+/// below our connection and stream limits bring a MAX_DATA and a MAX_STREAM_DATA with those limits;
+/// at our limits, nothing (the peer is blocked where we meant it to be).
+#[test]
+fn blocked_below_our_limits_brings_them_again() {
+    let (mut c, mut s) = pair(&StreamsConfig::default(), &StreamsConfig::default());
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, b"x").unwrap();
+    pump(&mut c, &mut s, now);
+    pump(&mut s, &mut c, now);
+    let (conn_max, stream_max) = (
+        s.recv_window.max(),
+        s.streams[&id].recv.as_ref().unwrap().window.max(),
+    );
+    dispatch(&mut s, Frame::DataBlocked(conn_max)).unwrap();
+    dispatch(
+        &mut s,
+        Frame::StreamDataBlocked(StreamDataBlocked {
+            id,
+            limit: stream_max,
+        }),
+    )
+    .unwrap();
+    assert_eq!(pump(&mut s, &mut c, now), Vec::new(), "blocked at our limits");
+    dispatch(&mut s, Frame::DataBlocked(0)).unwrap();
+    dispatch(
+        &mut s,
+        Frame::StreamDataBlocked(StreamDataBlocked { id, limit: 0 }),
+    )
+    .unwrap();
+    let sent = pump(&mut s, &mut c, now);
+    assert!(sent.contains(&Frame::MaxData(conn_max)), "{sent:?}");
+    assert!(
+        sent.contains(&Frame::MaxStreamData(MaxStreamData { id, max: stream_max })),
+        "{sent:?}"
+    );
+}
+
 /// RFC 9000 §4.1: a sender that stays flow control limited sends its blocked frames periodically.
 /// Once they went out for the current limits, `blocked_frames_sent` says so (the connection then arms
 /// its timer) and `resend_blocked` queues the same frames again, with the same limits, once each; a
