@@ -24,6 +24,9 @@ pub(crate) struct LocalCids {
     pub(crate) active: Vec<LocalCid>,
     /// The sequence number the next ID gets.
     pub(crate) next_seq: u64,
+    /// The highest sequence number sent to the peer so far (0, the handshake ID, until a
+    /// NEW_CONNECTION_ID goes out): an ID issued but still waiting for its frame is unknown to the peer.
+    pub(crate) highest_sent: u64,
     /// Sequence numbers whose NEW_CONNECTION_ID waits to be sent (or sent again after a loss).
     pub(crate) pending: Vec<u64>,
     /// IDs retired by the peer in total (a statistic, and a bound on churn).
@@ -40,6 +43,7 @@ impl LocalCids {
                 token,
             }],
             next_seq: 1,
+            highest_sent: 0,
             pending: Vec::new(),
             retired: 0,
         }
@@ -86,11 +90,12 @@ impl Connection {
         seq: u64,
         packet_dcid: &ConnectionId,
     ) -> Result<(), TransportError> {
-        // RFC 9000 §19.16: a sequence number never issued is a PROTOCOL_VIOLATION, and so is retiring the
-        // ID the packet itself was sent to.
-        if seq >= self.local_cids.next_seq {
+        // RFC 9000 §19.16: a sequence number greater than any sent to the peer is a PROTOCOL_VIOLATION
+        // (one we issued but whose NEW_CONNECTION_ID has not gone out yet counts as never sent), and so
+        // is retiring the ID the packet itself was sent to.
+        if seq > self.local_cids.highest_sent {
             return Err(TransportError::protocol_violation(
-                "retiring a connection ID never issued",
+                "retiring a connection ID never sent",
             ));
         }
         let Some(entry) = self.local_cids.get(seq).copied() else {
@@ -134,6 +139,7 @@ impl Connection {
             }
             f.encode(buf);
             self.local_cids.pending.remove(0);
+            self.local_cids.highest_sent = self.local_cids.highest_sent.max(seq);
             sent.push(seq);
         }
     }

@@ -231,8 +231,10 @@ pub(crate) struct Connection {
     pub(crate) remote_cid: ConnectionId,
     /// The DCID of the client's first Initial.
     pub(crate) original_dcid: ConnectionId,
-    /// A client: whether a packet from the server was processed (its SCID is then fixed, RFC 9000 §7.2).
-    pub(crate) remote_cid_set: bool,
+    /// The peer's handshake connection ID, the SCID of its long headers: at a client, the server's, once a
+    /// packet from the server is processed (it is then fixed, RFC 9000 §7.2, whatever IDs the connection
+    /// moves to later); at a server, the client's.
+    pub(crate) peer_handshake_cid: Option<ConnectionId>,
     /// A client: the token to echo in Initials (from a Retry, or a NEW_TOKEN of an earlier connection).
     pub(crate) token: Bytes,
     /// The SCID of the Retry the client followed.
@@ -442,7 +444,7 @@ impl Connection {
             local_cids: LocalCids::new(local_cid, reset_token),
             remote_cid,
             original_dcid,
-            remote_cid_set: side.is_server(),
+            peer_handshake_cid: side.is_server().then_some(remote_cid),
             token: Bytes::new(),
             retry_scid: None,
             new_tokens: NewTokens::default(),
@@ -700,9 +702,8 @@ impl Connection {
 
     /// RFC 9000 §7.3: the connection IDs in the transport parameters must match those on the wire.
     fn validate_peer_params(&self, params: &TransportParameters) -> Result<(), TransportError> {
-        // The client checks the server's Initial SCID, the server the client's: both are `remote_cid` by
-        // the time TLS hands over the peer's parameters.
-        if params.initial_source_connection_id != Some(self.remote_cid) {
+        // The client checks the server's Initial SCID, the server the client's.
+        if params.initial_source_connection_id != self.peer_handshake_cid {
             return Err(TransportError::transport_parameter_error(
                 "initial_source_connection_id does not match the Source Connection ID",
             ));

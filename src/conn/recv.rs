@@ -170,11 +170,13 @@ impl Connection {
             return Err(None);
         }
         // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
-        // with another Source Connection ID.
+        // with another Source Connection ID (the one of the server's first packet, even if the connection
+        // has moved to another of its IDs since).
         if self.side.is_client()
-            && self.remote_cid_set
             && space != SpaceId::Data
-            && header.scid() != Some(&self.remote_cid)
+            && self
+                .peer_handshake_cid
+                .is_some_and(|cid| header.scid() != Some(&cid))
         {
             return Err(None);
         }
@@ -295,11 +297,11 @@ impl Connection {
         }
         self.stats.packets_received += 1;
 
-        if self.side.is_client() && !self.remote_cid_set && space != SpaceId::Data {
+        if self.side.is_client() && self.peer_handshake_cid.is_none() && space != SpaceId::Data {
             // RFC 9000 §7.2: the client switches to the server's connection ID.
             if let Some(scid) = header.scid() {
                 self.remote_cid = *scid;
-                self.remote_cid_set = true;
+                self.peer_handshake_cid = Some(*scid);
             }
         }
         if self.side.is_server() && space == SpaceId::Handshake {
@@ -727,7 +729,7 @@ impl Connection {
         // RFC 9000 §6.2: a client discards Version Negotiation once it has processed any other packet
         // from the server, a Retry included.
         if self.side.is_server()
-            || self.remote_cid_set
+            || self.peer_handshake_cid.is_some()
             || self.retry_scid.is_some()
             || self.stats.packets_received > 0
         {
@@ -752,7 +754,12 @@ impl Connection {
 
     /// A client follows a Retry (RFC 9000 §17.2.5.2, RFC 9001 §5.8).
     fn handle_retry(&mut self, header: &ProtectedHeader, packet: &[u8]) -> Result<(), Dropped> {
-        if self.side.is_server() || self.remote_cid_set || self.retry_scid.is_some() {
+        if self.side.is_server() || self.peer_handshake_cid.is_some() || self.retry_scid.is_some() {
+            return Err(Dropped);
+        }
+        // RFC 9000 §5.2.1: a packet of another version than the connection's is discarded, a Retry too
+        // (its integrity tag would be checked with the wrong version's key).
+        if header.version() != Some(self.version) {
             return Err(Dropped);
         }
         let token = header.token(packet);

@@ -68,6 +68,86 @@ fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
 }
 
 #[test]
+fn retiring_a_connection_id_issued_but_not_yet_sent_is_a_protocol_violation() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    server_sends(&mut p);
+    // The server replaces the retired ID at once, but its NEW_CONNECTION_ID waits for the next packet:
+    // the peer cannot know the new sequence number, only guess it (RFC 9000 §19.16).
+    inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(1)]);
+    let unsent = {
+        let cids = &p.server.table.get(h).unwrap().conn.local_cids;
+        assert_eq!(
+            cids.pending,
+            [cids.next_seq - 1],
+            "the replacement is issued, not sent"
+        );
+        cids.next_seq - 1
+    };
+    inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(unsent)]);
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::PROTOCOL_VIOLATION));
+}
+
+#[test]
+fn retiring_a_connection_id_once_sent_is_legal() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(1)]);
+    server_sends(&mut p);
+    let sent = {
+        let cids = &p.server.table.get(h).unwrap().conn.local_cids;
+        assert!(cids.pending.is_empty(), "the replacement went out");
+        cids.next_seq - 1
+    };
+    inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(sent)]);
+    server_sends(&mut p);
+    assert_eq!(server_error(&mut p), None);
+    assert_eq!(
+        p.server.table.get(h).unwrap().conn.stats().cids_retired_by_peer,
+        2
+    );
+}
+
+#[test]
+fn a_client_that_moved_to_another_server_id_still_takes_handshake_packets() {
+    // RFC 9000 §7.2: the client drops long-header packets whose SCID is not the one of the server's first
+    // packet. A server may move the client to another of its IDs (a NEW_CONNECTION_ID with Retire Prior
+    // To) before the handshake is confirmed; its Handshake packets keep the first ID. Before, the client
+    // compared them with the ID in use, and dropped them.
+    let mut p = Pair::start(
+        TransportConfig::default(),
+        TransportConfig::default(),
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    deliver_all(&mut p.server, &mut p.client, now, SERVER);
+    let h = p.client.table.iter().next().map(|(h, _)| h).unwrap();
+    {
+        // The client has read the server's Finished (it has 1-RTT keys); the server moves it on.
+        let conn = &mut p.client.table.get_mut(h).unwrap().conn;
+        assert!(conn.one_rtt.is_some() && !conn.handshake_confirmed);
+        conn.inject_frames_in(now, SpaceId::Data, &[new_cid(1, 1)]);
+        assert_eq!(conn.remote_cid_seq, 1, "the client moved to the new ID");
+    }
+    // The client's Finished is lost; the server's PTO sends its Handshake data again.
+    sends(&mut p.client, now);
+    let received = p.client.table.get(h).unwrap().conn.stats().packets_received;
+    let later = p.server.poll_timeout().unwrap();
+    p.server.handle_timeout(later);
+    let probes = sends(&mut p.server, later);
+    assert!(!probes.is_empty(), "the server probes");
+    for d in probes {
+        deliver(&mut p.client, later, SERVER, &d);
+    }
+    assert!(
+        p.client.table.get(h).unwrap().conn.stats().packets_received > received,
+        "the server's Handshake packets are taken"
+    );
+}
+
+#[test]
 fn retiring_the_connection_id_of_the_packet_itself_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
     // The injected packet counts as sent to the handshake ID, sequence 0.
@@ -75,14 +155,36 @@ fn retiring_the_connection_id_of_the_packet_itself_is_a_protocol_violation() {
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
+/// The client's ACK of every 1-RTT packet the server has sent (not the numbers it skipped).
+fn ack_all_sent(p: &Pair) -> Frame {
+    let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
+    let next = conn.recovery.next_packet_number(SpaceId::Data);
+    let mut ranges = Vec::new();
+    let mut lo = 0;
+    for (a, b) in conn.recovery.unsent_ranges(SpaceId::Data) {
+        if a > lo {
+            ranges.push(lo..=a - 1);
+        }
+        lo = b + 1;
+    }
+    if next > lo {
+        ranges.push(lo..=next - 1);
+    }
+    ranges.reverse();
+    ack(&ranges)
+}
+
 #[test]
 fn a_retire_flood_keeps_the_ids_we_hold_bounded() {
     let mut p = Pair::new(TransportConfig::default());
     let h = p.server_h.unwrap();
     for _ in 0..2000 {
-        // Retire the oldest ID but the handshake one: the server replaces it with a new one.
+        // Retire the oldest ID but the handshake one: the server replaces it with a new one. The
+        // replacement's NEW_CONNECTION_ID went out (an ID not yet sent can't be retired, RFC 9000
+        // §19.16): the client acknowledges what the server sends, so its window stays open.
         let seq = {
             let conn = &p.server.table.get(h).unwrap().conn;
+            assert!(conn.local_cids.pending.is_empty());
             conn.issued_cids()
                 .map(|(s, _)| s)
                 .filter(|s| *s != 0)
@@ -91,6 +193,8 @@ fn a_retire_flood_keeps_the_ids_we_hold_bounded() {
         };
         inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(seq)]);
         server_sends(&mut p);
+        let ack = ack_all_sent(&p);
+        inject(&mut p, SpaceId::Data, &[ack]);
         let entry = p.server.table.get(h).unwrap();
         assert!(entry.conn.issued_cids().count() <= 4);
         assert!(entry.local_cids.len() <= 4);

@@ -614,6 +614,51 @@ fn established_connections_hold_no_handshake_space_state() {
     assert_eq!(&buf[..n.unwrap()], b"after the handshake");
 }
 
+/// A Retry to the client's first Initial, labelled `version`, with a valid integrity tag for `tag_version`.
+fn retry_to(first: &[u8], version: u32, tag_version: u32) -> Vec<u8> {
+    let header = ProtectedHeader::decode(first, 0).unwrap();
+    let (client_scid, odcid) = (*header.scid().unwrap(), *header.dcid());
+    let mut pkt = vec![0xc0 | (crate::wire::header::LongType::Retry.to_bits(version) << 4)];
+    pkt.extend_from_slice(&version.to_be_bytes());
+    pkt.push(client_scid.len() as u8);
+    pkt.extend_from_slice(&client_scid);
+    pkt.push(8);
+    pkt.extend_from_slice(&[9; 8]);
+    pkt.extend_from_slice(b"token");
+    let tag = crate::crypto::retry_tag(tag_version, &odcid, &pkt).unwrap();
+    pkt.extend_from_slice(&tag);
+    pkt
+}
+
+#[test]
+fn a_retry_of_another_version_is_discarded() {
+    // RFC 9000 §5.2.1: a client discards a packet of another version than it selected, a Retry too;
+    // before, one tagged with the connection version's key was followed.
+    let now = at(0);
+    let server_addr = addr(443);
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let version = client.table.get(h).unwrap().conn.version;
+    let other = if version == VERSION_1 {
+        VERSION_2
+    } else {
+        VERSION_1
+    };
+    let (out, _) = drive(&mut client, now);
+    let first = out[0].1.clone();
+    for (label, tag) in [(other, version), (other, other)] {
+        client.handle_datagram(now, datagram(server_addr, &retry_to(&first, label, tag)));
+        let _ = drive(&mut client, now);
+        assert!(client.table.get(h).unwrap().conn.retry_scid.is_none());
+    }
+    // The same Retry in the connection's version is followed.
+    client.handle_datagram(now, datagram(server_addr, &retry_to(&first, version, version)));
+    let _ = drive(&mut client, now);
+    assert!(client.table.get(h).unwrap().conn.retry_scid.is_some());
+}
+
 #[test]
 fn version_negotiation_after_a_retry_is_ignored() {
     // RFC 9000 §6.2: a client that has processed a Retry discards a later Version Negotiation (which
