@@ -9,22 +9,18 @@ const PACING_NUM: u128 = 5;
 /// See [`PACING_NUM`].
 const PACING_DEN: u128 = 4;
 
-/// The burst the bucket holds, in datagrams: the initial window's worth (RFC 9002 §7.7: "Senders SHOULD
-/// limit bursts to the initial congestion window"; §7.2: ten datagrams).
-pub(crate) const BURST_DATAGRAMS: u64 = 10;
-
 /// At high rates the bucket also holds what the rate delivers in this long, so that a caller whose timers
 /// fire this late (a millisecond-granular timer wheel) still reaches the full rate. It only exceeds the
-/// ten-datagram burst above ~10 datagrams per 2 ms (about 48 Mbit/s with 1200-byte datagrams); RFC 9002
-/// §7.7 allows a higher limit for a path that "can absorb larger bursts".
+/// initial window's burst above ~10 datagrams per 2 ms (about 48 Mbit/s with 1200-byte datagrams); RFC
+/// 9002 §7.7 allows a higher limit for a path that "can absorb larger bursts".
 pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// A token bucket pacer (RFC 9002 §7.7: "One possible implementation strategy for pacing uses a leaky
 /// bucket algorithm, where the capacity of the 'bucket' is limited to the maximum burst size and the rate
 /// the 'bucket' fills is determined by the above function").
 ///
-/// Tokens are bytes. The bucket refills at `1.25 * window / smoothed_rtt` and holds at most
-/// [`BURST_DATAGRAMS`] datagrams (more at high rates, see [`TIMER_SLACK`]), never more than the window and
+/// Tokens are bytes. The bucket refills at `1.25 * window / smoothed_rtt` and holds at most the initial
+/// window (more at high rates, see [`TIMER_SLACK`]), never more than the window and
 /// never less than one datagram. All arithmetic is integer; a zero RTT or a zero window disables pacing
 /// (the congestion window still limits sending) rather than dividing by zero.
 ///
@@ -141,11 +137,13 @@ fn rate(window: u64, smoothed_rtt: Duration) -> Option<(u128, u128)> {
     Some((PACING_NUM * u128::from(window), PACING_DEN * rtt))
 }
 
-/// The bucket size: [`BURST_DATAGRAMS`] datagrams, or the bytes the rate delivers in [`TIMER_SLACK`] if
-/// that is more, but no more than the window and at least one datagram.
+/// The bucket size: the initial window for this datagram size (RFC 9002 §7.7: "Senders SHOULD limit
+/// bursts to the initial congestion window"; ten datagrams up to 1,472 bytes, fewer above: §7.2), or the
+/// bytes the rate delivers in [`TIMER_SLACK`] if that is more, but no more than the window and at least
+/// one datagram.
 fn capacity(window: u64, mtu: u16, smoothed_rtt: Duration) -> u64 {
+    let burst = super::initial_window(mtu);
     let mtu = u64::from(mtu);
-    let burst = BURST_DATAGRAMS.saturating_mul(mtu);
     let slack = match rate(window, smoothed_rtt) {
         Some((num, den)) => {
             u64::try_from(TIMER_SLACK.as_nanos().saturating_mul(num) / den).unwrap_or(u64::MAX)

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use super::cubic::{Cubic, ALPHA, BETA, C};
 use super::new_reno::NewReno;
-use super::pacer::BURST_DATAGRAMS;
 use super::*;
 
 use crate::test_util::epoch;
@@ -485,8 +484,9 @@ fn pacer_spreads_a_window_over_the_rtt() {
     let srtt = ms(100);
     let mut pacer = Pacer::new(t0, window, MDS, srtt);
     let times = paced_send_times(&mut pacer, t0, 40, window, srtt);
-    // The first BURST_DATAGRAMS (10) leave at once from the full bucket.
-    let burst = usize::try_from(BURST_DATAGRAMS).unwrap();
+    // The first 10 (the initial window's worth) leave at once from the full bucket.
+    let burst = usize::try_from(initial_window(MDS) / SEG).unwrap();
+    assert_eq!(burst, 10);
     assert!(times[..burst].iter().all(|&t| t == t0));
     // Then the rate is 1.25 * 12000 bytes / 100 ms = 150 bytes/ms: one 1200-byte packet every 8 ms, so
     // packet k (from 0) leaves at (k - 9) * 8 ms exactly, and the 40th at 30 * 8 = 240 ms
@@ -527,6 +527,24 @@ fn pacer_burst_is_at_most_the_window() {
     // 1.25 * 2400 bytes / 100 ms = 30 bytes/ms: 40 ms per packet.
     assert_eq!(times[2] - t0, ms(40));
     assert_eq!(times[3] - t0, ms(80));
+}
+
+#[test]
+fn pacer_burst_of_large_datagrams_is_the_initial_window() {
+    // RFC 9002 §7.7: bursts SHOULD be limited to the initial window, which for 9000-byte datagrams is two
+    // of them (§7.2), not ten. The rate here (1.25 * 100 kB / 100 ms) adds no slack beyond it.
+    let (t0, mtu, window, srtt) = (epoch(), 9_000u16, 100_000, ms(100));
+    assert_eq!(initial_window(mtu), 18_000);
+    let mut pacer = Pacer::new(t0, window, mtu, srtt);
+    for _ in 0..2 {
+        assert_eq!(pacer.delay(t0, 9_000, mtu, window, srtt), None);
+        pacer.on_sent(t0, 9_000);
+    }
+    // The third waits for 9000 bytes at 1.25 bytes per microsecond.
+    assert_eq!(
+        pacer.delay(t0, 9_000, mtu, window, srtt),
+        Some(t0 + Duration::from_micros(7_200))
+    );
 }
 
 #[test]
