@@ -46,6 +46,11 @@ impl RecvWindow {
         self.max
     }
 
+    /// Whether the limit was never raised: the peer has it from the transport parameters only.
+    pub(super) fn never_raised(&self) -> bool {
+        self.last_update.is_none()
+    }
+
     /// The current window size.
     pub(super) fn window(&self) -> u64 {
         self.window

@@ -236,12 +236,13 @@ impl Streams {
         Ok(())
     }
 
-    /// A DATA_BLOCKED frame (RFC 9000 §19.12): our MAX_DATA policy does not wait for it, but a peer
-    /// blocked below the limit we allow has not got our MAX_DATA (nor can it, if the limit is still our
-    /// initial one), so it goes again. A peer that stays blocked sends these periodically (§4.1), and
-    /// without that answer would wait for a credit it already has until the idle timeout.
+    /// A DATA_BLOCKED frame (RFC 9000 §19.12): our MAX_DATA policy does not wait for it. But a peer
+    /// blocked below our initial limit, never raised, would wait for a MAX_DATA that never comes (it
+    /// stays blocked, sending these periodically, §4.1, until the idle timeout), so the limit goes out in
+    /// a frame. Below a limit we raised, the frame crossed our MAX_DATA (loss recovery resends that),
+    /// and nothing more goes: an extra update would also return credit early.
     pub(crate) fn on_data_blocked(&mut self, limit: u64) -> Result<(), TransportError> {
-        if limit < self.recv_window.max() {
+        if limit < self.recv_window.max() && self.recv_window.never_raised() {
             self.max_data_pending = true;
         }
         Ok(())
@@ -257,13 +258,14 @@ impl Streams {
                     .with_frame(frame_type),
             );
         }
-        // As for DATA_BLOCKED: a peer blocked below the stream limit we allow gets it again.
+        // As for DATA_BLOCKED: a peer blocked below the initial stream limit, never raised, gets it in
+        // a frame.
         if self.resolve(frame.id, frame_type)?
             && self
                 .streams
                 .get(&frame.id)
                 .and_then(|s| s.recv.as_ref())
-                .is_some_and(|r| r.credit_useful() && frame.limit < r.window.max())
+                .is_some_and(|r| r.credit_useful() && frame.limit < r.window.max() && r.window.never_raised())
         {
             self.queue_control(frame.id, ControlKind::MaxStreamData);
         }

@@ -1118,9 +1118,9 @@ fn a_stream_beyond_the_limit_sent_is_stream_limit_error_even_when_more_credit_is
     s2.on_stream(sf(second, 0, b"x", false)).unwrap();
 }
 
-/// A peer blocked below the limits we allow has not got them: DATA_BLOCKED and STREAM_DATA_BLOCKED
-/// below our connection and stream limits bring a MAX_DATA and a MAX_STREAM_DATA with those limits;
-/// at our limits, nothing (the peer is blocked where we meant it to be).
+/// A peer blocked below our initial limits, never raised, has not got them: DATA_BLOCKED and
+/// STREAM_DATA_BLOCKED below our connection and stream limits bring a MAX_DATA and a MAX_STREAM_DATA
+/// with those limits; at our limits, nothing (the peer is blocked where we meant it to be).
 #[test]
 fn blocked_below_our_limits_brings_them_again() {
     let (mut c, mut s) = pair(&StreamsConfig::default(), &StreamsConfig::default());
@@ -1155,6 +1155,41 @@ fn blocked_below_our_limits_brings_them_again() {
         sent.contains(&Frame::MaxStreamData(MaxStreamData { id, max: stream_max })),
         "{sent:?}"
     );
+}
+
+/// Below limits we raised, a blocked frame crossed our update (which loss recovery resends if lost):
+/// no extra MAX_DATA or MAX_STREAM_DATA, which would return credit before it is due. Before, each such
+/// crossing brought one (and changed the simulator's traces).
+#[test]
+fn blocked_below_limits_we_raised_brings_nothing() {
+    let config = StreamsConfig {
+        stream_receive_window: 1000,
+        receive_window: 1000,
+        max_stream_receive_window: 1000,
+        max_receive_window: 1000,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&config, &config);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[7; 600]).unwrap();
+    pump(&mut c, &mut s, now);
+    let mut got = Vec::new();
+    read_all(&mut s, id, &mut got).unwrap();
+    assert_eq!(got.len(), 600);
+    let raised = pump(&mut s, &mut c, now);
+    assert!(raised.contains(&Frame::MaxData(1600)), "{raised:?}");
+    assert!(
+        raised.contains(&Frame::MaxStreamData(MaxStreamData { id, max: 1600 })),
+        "{raised:?}"
+    );
+    dispatch(&mut s, Frame::DataBlocked(1000)).unwrap();
+    dispatch(
+        &mut s,
+        Frame::StreamDataBlocked(StreamDataBlocked { id, limit: 1000 }),
+    )
+    .unwrap();
+    assert_eq!(pump(&mut s, &mut c, now), Vec::new());
 }
 
 /// RFC 9000 §4.1: a sender that stays flow control limited sends its blocked frames periodically.
