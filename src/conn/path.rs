@@ -39,6 +39,10 @@ pub(crate) struct PathValidation {
     /// A PATH_CHALLENGE with `data` went out in a datagram of at least 1200 bytes. One held below that by
     /// the anti-amplification limit validates the address but not the path MTU (RFC 9000 §8.2.1).
     pub(crate) expanded: bool,
+    /// The data of the last challenge declared lost, and whether it went expanded: the one sent again
+    /// has new data (RFC 9000 §13.3: "a different payload each time"), but the loss may have been
+    /// spurious, and a response to it still counts (§8.2.2: "a previous PATH_CHALLENGE").
+    pub(crate) earlier: Option<([u8; 8], bool)>,
     /// The validated path the connection used before, to return to if this one fails (§9.3.2), with
     /// what the connection knew of it.
     pub(crate) previous: Option<(Path, PathState)>,
@@ -169,6 +173,7 @@ impl Connection {
             pending: true,
             deadline: later(now, timeout),
             expanded: false,
+            earlier: None,
             previous,
             old_path,
         }));
@@ -393,22 +398,32 @@ impl Connection {
 
     /// PATH_RESPONSE (RFC 9000 §8.2.2): the path is validated if it echoes our challenge.
     pub(crate) fn on_path_response(&mut self, now: Instant, data: [u8; 8]) {
-        if self.path_validation.as_ref().is_some_and(|v| v.data == data) {
-            self.path.validated = true;
-            // RFC 9000 §8.2.1, §8.2.3: a challenge sent in a datagram below 1200 bytes (held back by the
-            // anti-amplification limit, now lifted) validated the address, not the path MTU: a second
-            // validation, in a datagram of 1200 bytes, MUST follow, with a timeout of its own (§8.2.4; a
-            // first answer late near its deadline would otherwise leave the second no time).
-            let timeout = self.path_validation_timeout();
-            if let Some(v) = self.path_validation.as_mut().filter(|v| !v.expanded) {
-                self.rng.fill(&mut v.data);
-                v.pending = true;
-                v.deadline = later(now, timeout);
-                return;
+        // The challenge it answers: the current one, or the one before, declared lost.
+        let Some(expanded) = self.path_validation.as_ref().and_then(|v| {
+            if v.data == data {
+                Some(v.expanded)
+            } else {
+                v.earlier.filter(|(d, _)| *d == data).map(|(_, e)| e)
             }
-            let v = self.path_validation.take();
-            self.end_old_path_challenge(v.and_then(|v| v.old_path));
+        }) else {
+            return;
+        };
+        self.path.validated = true;
+        // RFC 9000 §8.2.1, §8.2.3: a challenge sent in a datagram below 1200 bytes (held back by the
+        // anti-amplification limit, now lifted) validated the address, not the path MTU: a second
+        // validation, in a datagram of 1200 bytes, MUST follow, with a timeout of its own (§8.2.4; a
+        // first answer late near its deadline would otherwise leave the second no time).
+        let timeout = self.path_validation_timeout();
+        if let Some(v) = self.path_validation.as_mut().filter(|_| !expanded) {
+            self.rng.fill(&mut v.data);
+            v.pending = true;
+            v.expanded = false;
+            v.earlier = None;
+            v.deadline = later(now, timeout);
+            return;
         }
+        let v = self.path_validation.take();
+        self.end_old_path_challenge(v.and_then(|v| v.old_path));
     }
 
     /// The path validation deadline.
@@ -445,12 +460,14 @@ impl Connection {
         }
     }
 
-    /// A packet carrying PATH_CHALLENGE was lost: send it again if that validation is still on.
+    /// A packet carrying PATH_CHALLENGE was lost: if that validation is still on, a new challenge goes.
     pub(crate) fn on_path_challenge_lost(&mut self, data: [u8; 8]) {
-        if let Some(v) = &mut self.path_validation {
-            if v.data == data {
-                v.pending = true;
-            }
+        if let Some(v) = self.path_validation.as_mut().filter(|v| v.data == data) {
+            // RFC 9000 §13.3: a PATH_CHALLENGE is not sent again as it was; a new one, with new data.
+            v.earlier = Some((v.data, v.expanded));
+            self.rng.fill(&mut v.data);
+            v.expanded = false;
+            v.pending = true;
         }
     }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::peer_errors::{Pair, SERVER};
+use super::peer_errors::{inject, Pair, SERVER};
+use crate::conn::SpaceId;
+use crate::wire::frame::Frame;
 use crate::{Datagram, TransportConfig};
 
 fn datagram(remote: SocketAddr, payload: BytesMut) -> Datagram {
@@ -58,6 +60,7 @@ fn queue_probe(conn: &mut crate::conn::Connection, data: [u8; 8], now: std::time
         pending: false,
         deadline: now + Duration::from_secs(3),
         expanded: true,
+        earlier: None,
         previous: None,
         old_path: Some(crate::conn::path::OldPathChallenge {
             remote: SERVER.parse().unwrap(),
@@ -332,4 +335,48 @@ fn a_late_new_connection_id_for_the_spare_of_an_off_path_answer_is_not_taken_aga
         "sequence {spare} was retired with the answer and is held again: {:?}",
         conn.peer_cids.iter().map(|(s, ..)| *s).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_lost_path_challenge_goes_again_with_new_data_and_an_answer_to_the_old_one_still_counts() {
+    // RFC 9000 §13.3: "PATH_CHALLENGE frames include a different payload each time they are sent";
+    // §8.2.2: a response to a previous challenge (its loss may have been spurious) still validates.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, new);
+    // The server's challenge goes out, and is lost.
+    server_to_client_at(&mut p, "192.0.2.99:1".parse().unwrap());
+    let validation = |p: &Pair| {
+        let v = p
+            .server
+            .table
+            .get(h)
+            .unwrap()
+            .conn
+            .path_validation
+            .as_ref()
+            .unwrap();
+        (v.data, v.pending)
+    };
+    let (first, pending) = validation(&p);
+    assert!(!pending, "the challenge went out");
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .on_path_challenge_lost(first);
+    let (second, pending) = validation(&p);
+    assert!(pending, "a challenge goes again");
+    assert_ne!(second, first, "with new data");
+    assert!(!p.server.table.get(h).unwrap().conn.path.validated);
+    inject(&mut p, SpaceId::Data, &[Frame::PathResponse(first)]);
+    assert!(p.server.table.get(h).unwrap().conn.path.validated);
+    // Sent within the anti-amplification limit, below 1200 bytes, it validated the address only: the
+    // MTU check follows, with data of its own.
+    let (third, pending) = validation(&p);
+    assert!(pending && third != first && third != second);
 }
