@@ -38,6 +38,14 @@ impl Connection {
             // RFC 9000 §10.2.2: a draining endpoint sends nothing and processes nothing.
             State::Draining { .. } | State::Drained => return,
             State::Closing { .. } => {
+                // RFC 9000 §10.3.1: a closing endpoint decrypts nothing, so a datagram ending in the
+                // peer's reset token is a stateless reset: drain, sending nothing more. (The endpoint
+                // catches most resets before they reach a connection, by their unknown DCID; with
+                // zero-length local IDs every datagram from the peer's address comes here.)
+                if self.is_stateless_reset(&datagram) {
+                    self.on_stateless_reset(now);
+                    return;
+                }
                 // RFC 9000 §8.1: what the peer sends still raises the anti-amplification allowance; a
                 // server whose first flight used it up could otherwise never send its close.
                 if *remote == self.path.remote {

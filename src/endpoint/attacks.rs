@@ -1456,6 +1456,36 @@ fn a_reset_in_any_header_form_is_recognised() {
     }
 }
 
+#[test]
+fn a_closing_client_with_zero_length_ids_drains_on_a_reset() {
+    // RFC 9000 §10.3.1: a datagram ending in the token MUST make the endpoint drain and send nothing
+    // more. A closing connection decrypts nothing; with zero-length IDs every datagram from the peer's
+    // address reaches it, so it must compare the token itself. Before, it answered the reset with its
+    // CONNECTION_CLOSE and stayed closing.
+    let mut client = EndpointConfig::with_seed(2);
+    client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
+    p.run(Duration::from_secs(1));
+    let h = p.client.table.iter().next().unwrap().0;
+    let token = p.client.table.get(h).unwrap().conn.remote_reset_token.unwrap();
+    p.client.close(p.now, h, 7, b"bye").unwrap();
+    assert!(!sends(&mut p.client, p.now).is_empty(), "the close goes out");
+    let from: SocketAddr = SERVER.parse().unwrap();
+    // Enough datagrams that a closing connection would answer one of them (at a falling rate).
+    for _ in 0..4 {
+        p.client.handle_datagram(
+            p.now,
+            datagram(from, ending_with(&[0x41, 9, 9, 9, 9], 43, &token)),
+        );
+    }
+    assert!(sends(&mut p.client, p.now).is_empty(), "nothing after a reset");
+    assert_eq!(
+        p.client.stats().stateless_resets_received,
+        1,
+        "drained on the reset"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Congestion control, pacing and path MTU discovery
 
