@@ -548,8 +548,13 @@ impl Connection {
         }
 
         // Padding: enough payload for the header protection sample (RFC 9001 §5.4.2), and the datagram
-        // size an Initial needs (RFC 9000 §14.1).
-        let mut target = (packet_start + enc.pn_offset + 4).max(buf.len());
+        // size an Initial needs (RFC 9000 §14.1). RFC 9000 §10.3: every packet SHOULD be at least 22 bytes
+        // longer than our connection IDs, so that a stateless reset the peer sends in answer (smaller
+        // than what it answers) can still look like a packet to us; only a peer with shorter IDs than
+        // ours makes packets that small.
+        let mut target = (packet_start + enc.pn_offset + 4)
+            .max(packet_start + (22 + self.local_cid.len()).saturating_sub(tag_len))
+            .max(buf.len());
         let pad_datagram = must_pad || (space == SpaceId::Initial && ack_eliciting);
         if path_probe {
             target = target.max(datagram_start + MIN_INITIAL_DATAGRAM - tag_len);

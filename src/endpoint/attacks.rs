@@ -1457,6 +1457,31 @@ fn a_reset_in_any_header_form_is_recognised() {
 }
 
 #[test]
+fn packets_to_a_peer_with_zero_length_ids_are_22_bytes_longer_than_our_ids() {
+    // RFC 9000 §10.3: packets SHOULD be at least 22 bytes longer than the connection IDs we ask the peer
+    // to use, so that its stateless reset, smaller than what it answers, can look like a packet to us.
+    // The server's IDs are 8 bytes; the client's are empty, so the server's ACK-only packets would be
+    // 23 bytes (1 + 0 + 1 + 5 + 16) without padding.
+    let mut client = EndpointConfig::with_seed(2);
+    client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
+    p.run(Duration::from_secs(1));
+    let h = p.client.table.iter().next().unwrap().0;
+    let mut smallest = usize::MAX;
+    for _ in 0..20 {
+        p.client.conn(h).unwrap().ping();
+        deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
+        p.now += Duration::from_millis(30);
+        p.server.handle_timeout(p.now);
+        for d in sends(&mut p.server, p.now) {
+            smallest = smallest.min(d.len());
+        }
+    }
+    assert!(smallest < usize::MAX, "the server answered");
+    assert!(smallest >= 22 + 8, "a {smallest}-byte packet");
+}
+
+#[test]
 fn a_closing_client_with_zero_length_ids_drains_on_a_reset() {
     // RFC 9000 §10.3.1: a datagram ending in the token MUST make the endpoint drain and send nothing
     // more. A closing connection decrypts nothing; with zero-length IDs every datagram from the peer's
