@@ -71,8 +71,10 @@ pub struct TokenConfig {
     pub new_tokens_per_connection: usize,
     /// The clock that dates and expires tokens. Without one, the endpoint measures time from the first
     /// `now` it used for a token: tokens are then only accepted by the endpoint that issued them, within
-    /// its lifetime (a restarted server rejects them, and clients get a Retry or the amplification
-    /// limit again).
+    /// its lifetime, even when others share its `key` (a restarted server rejects them, and clients get
+    /// a Retry or the amplification limit again). Such tokens name the issuing endpoint by a value
+    /// drawn from its [`seed`](crate::EndpointConfig::seed), so an endpoint restarted with the same seed
+    /// and key counts as the same one. Servers that share tokens need a wall clock.
     pub wall_clock: Option<Arc<dyn WallClock>>,
 }
 
@@ -107,8 +109,11 @@ impl fmt::Debug for TokenConfig {
 ///
 /// The endpoint owns its store ([`EndpointConfig::token_store`](crate::EndpointConfig::token_store)), so
 /// it needs no locking. Tokens are filed by the server name given to
-/// [`Endpoint::connect`](crate::Endpoint::connect). A token is used once: [`take`](TokenStore::take)
-/// removes it (§8.1.3: reusing a token lets observers link connections).
+/// [`Endpoint::connect`](crate::Endpoint::connect), followed, for QUIC versions other than 1, by the
+/// version (`"example.com (QUIC version 0x6b3343cf)"`: RFC 9369 §7, a token serves only the version
+/// that brought it). A token is used once: [`take`](TokenStore::take) removes it (§8.1.3: reusing a token
+/// lets observers link connections), and one connection files a token it received twice only once
+/// (§19.7).
 pub trait TokenStore: Send + fmt::Debug {
     /// Keeps `token`, received from `server_name`.
     fn insert(&mut self, server_name: &str, token: Bytes);

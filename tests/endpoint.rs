@@ -1222,6 +1222,49 @@ fn version_2_client_and_server_complete_a_handshake() {
     assert_eq!(&first[1..5], &VERSION_2.to_be_bytes());
 }
 
+/// RFC 9369 §7: NEW_TOKEN tokens are specific to the QUIC version of the connection that brought them.
+/// A client that got one on a version 1 connection does not offer it on a version 2 connection to the
+/// same server (and the server would not take it), but on its next version 1 connection. Before, the
+/// token went with the version 2 connection and was accepted there.
+#[test]
+fn a_new_token_from_a_version_1_connection_is_not_used_on_version_2() {
+    let cert = TestCert::new();
+    let mut net = Net::new(9);
+    let both = |seed| EndpointConfig {
+        supported_versions: vec![VERSION_1, VERSION_2],
+        ..EndpointConfig::with_seed(seed)
+    };
+    let server = net.add(
+        server_addr(),
+        Endpoint::new(both(110), Some(ServerConfig::new(cert.server_tls(&[])))),
+    );
+    let client = net.add(client_addr(0), Endpoint::new(both(209), None));
+    let first = net.connect(client, client_config(&cert), server);
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+        .has(first, &Event::HandshakeConfirmed)));
+    net.drive(Duration::from_millis(200));
+    assert_eq!(net.ep(server).stats().new_tokens_issued, 1);
+    let mut v2 = client_config(&cert);
+    v2.version = VERSION_2;
+    let second = net.connect(client, v2, server);
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+        .has(second, &Event::HandshakeConfirmed)));
+    let s = net.ep(server).stats();
+    assert_eq!(
+        (s.new_tokens_accepted, s.tokens_ignored),
+        (0, 0),
+        "no token offered: {s:?}"
+    );
+    let third = net.connect(client, client_config(&cert), server);
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+        .has(third, &Event::HandshakeConfirmed)));
+    assert_eq!(
+        net.ep(server).stats().new_tokens_accepted,
+        1,
+        "the version 1 token, on version 1"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // 8. The drive rule
 

@@ -15,10 +15,12 @@ pub(crate) struct NewTokens {
     /// A server: tokens to send, or to send again after a loss (RFC 9000 §13.3). The endpoint queues a
     /// bounded number, and each is in flight or here, never both.
     pending: Vec<Bytes>,
-    /// A client: the server name received tokens are filed under, when it keeps them.
+    /// A client: the name received tokens are filed under in the store, when it keeps them.
     server_name: Option<String>,
-    /// A client: tokens received, for the endpoint's store.
+    /// A client: the last tokens received (at most [`MAX_RECEIVED`]), to tell a repeated one.
     received: Vec<Bytes>,
+    /// A client: how many of the newest in `received` wait to be filed.
+    unfiled: usize,
 }
 
 impl NewTokens {
@@ -32,24 +34,26 @@ impl NewTokens {
         !self.pending.is_empty()
     }
 
-    /// A client: keeps received tokens for the endpoint to file under `server_name`.
-    pub(crate) fn keep_for(&mut self, server_name: &str) {
-        self.server_name = Some(server_name.to_string());
+    /// A client: keeps received tokens for the endpoint to file under `name`.
+    pub(crate) fn keep_for(&mut self, name: String) {
+        self.server_name = Some(name);
     }
 
     /// Whether tokens wait to be filed (checked after every datagram; rarely true).
     #[inline]
     pub(crate) fn has_received(&self) -> bool {
-        !self.received.is_empty()
+        self.unfiled > 0
     }
 
-    /// A client: the tokens received since the last call, with the server name to file them under.
+    /// A client: the tokens received since the last call, with the name to file them under.
     pub(crate) fn take_received(&mut self) -> Option<(&str, Vec<Bytes>)> {
-        if self.received.is_empty() {
+        if self.unfiled == 0 {
             return None;
         }
         let name = self.server_name.as_deref()?;
-        Some((name, std::mem::take(&mut self.received)))
+        let new = self.received[self.received.len() - self.unfiled..].to_vec();
+        self.unfiled = 0;
+        Some((name, new))
     }
 
     /// Writes one pending NEW_TOKEN frame if it fits before `end`, recording it in `sent`. Returns
@@ -78,14 +82,22 @@ impl NewTokens {
 
     /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one).
     pub(crate) fn on_received(&mut self, token: Bytes) {
-        // A bounded few per connection: a server sending NEW_TOKEN after NEW_TOKEN only replaces them.
-        if self.server_name.is_some() {
-            if self.received.len() >= MAX_RECEIVED {
-                self.received.remove(0);
-            }
-            // The frame's bytes are a view of the whole decrypted packet: keep a copy of the token only.
-            self.received.push(Bytes::copy_from_slice(&token));
+        if self.server_name.is_none() {
+            return;
         }
+        // RFC 9000 §19.7: "Clients are responsible for discarding duplicate values, which might be used
+        // to link connection attempts": a server sends a token again when its frame seems lost, and the
+        // first copy may have arrived after all.
+        if self.received.contains(&token) {
+            return;
+        }
+        // A bounded few per connection: a server sending NEW_TOKEN after NEW_TOKEN only replaces them.
+        if self.received.len() >= MAX_RECEIVED {
+            self.received.remove(0);
+        }
+        // The frame's bytes are a view of the whole decrypted packet: keep a copy of the token only.
+        self.received.push(Bytes::copy_from_slice(&token));
+        self.unfiled = (self.unfiled + 1).min(self.received.len());
     }
 }
 
@@ -110,5 +122,25 @@ mod tests {
         let mut again = SentFrames::default();
         assert!(tokens.write(&mut buf, 84, &mut again));
         assert_eq!(buf[..42], buf[42..]);
+    }
+
+    #[test]
+    fn a_client_files_a_token_received_twice_once() {
+        // RFC 9000 §19.7: duplicates might link connection attempts; the server sends a token again
+        // when its frame seems lost, and the first copy may have arrived after all. Before, both copies
+        // were filed, for the next two connections.
+        let mut tokens = NewTokens::default();
+        tokens.keep_for("example.com".to_string());
+        let (a, b) = (Bytes::from_static(&[1; 40]), Bytes::from_static(&[2; 40]));
+        tokens.on_received(a.clone());
+        tokens.on_received(a.clone());
+        assert_eq!(tokens.take_received(), Some(("example.com", vec![a.clone()])));
+        // After filing, a late copy is still a duplicate; a new token is not.
+        tokens.on_received(a.clone());
+        assert!(!tokens.has_received());
+        assert_eq!(tokens.take_received(), None);
+        tokens.on_received(b.clone());
+        tokens.on_received(a);
+        assert_eq!(tokens.take_received(), Some(("example.com", vec![b])));
     }
 }

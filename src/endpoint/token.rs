@@ -5,9 +5,11 @@
 //!
 //! `kind (1) | nonce (12) | AES-256-GCM(plaintext) | tag (16)`, where the plaintext is
 //! `issued (8, ms) | unique (8) [| odcid length (1) | odcid]` (the original destination connection ID
-//! only in Retry tokens) and the associated data is `kind | clock kind | client IP (16)`, followed in
-//! Retry tokens by `client port (2) | length (1) | the Retry's source connection ID`. So a token only
-//! opens for the address (and, for Retry tokens, the port and connection ID) it was issued to, and a
+//! only in Retry tokens) and the associated data is `kind | clock kind | QUIC version (4) | client IP
+//! (16)`, followed in Retry tokens by `client port (2) | length (1) | the Retry's source connection ID`,
+//! and, in tokens dated by the endpoint's own clock, by the issuing endpoint's instance (8). So a token
+//! only opens for the address (and, for Retry tokens, the port and connection ID) and the QUIC version
+//! it was issued to (RFC 9369 §7), and a
 //! NEW_TOKEN token cannot pass for a Retry token or the reverse: the kind byte is in the clear, to tell
 //! them apart, and authenticated, so flipping it breaks the tag.
 //!
@@ -32,7 +34,7 @@ use crate::datagram::Datagram;
 use crate::rng::Rng;
 use crate::validation::{RetryPolicy, TokenConfig, TokenStore};
 use crate::wire::frame::{ConnectionClose, Frame};
-use crate::wire::header::{Header, ProtectedHeader, RetryHeader};
+use crate::wire::header::{Header, ProtectedHeader, RetryHeader, VERSION_1};
 use crate::wire::packet_number::TruncatedPn;
 use crate::wire::{ConnectionId, Reader, TransportError};
 use crate::ConnectionHandle;
@@ -164,6 +166,9 @@ pub(super) struct TokenState {
     /// The unique values of NEW_TOKEN tokens already used, oldest first (a linear scan of a few thousand
     /// integers per used token costs less than the AEAD that precedes it).
     used: VecDeque<u64>,
+    /// Tells this endpoint's locally dated tokens from another's (drawn from the endpoint's seed, so it
+    /// differs between endpoints whose seeds differ).
+    instance: u64,
 }
 
 impl TokenState {
@@ -172,9 +177,11 @@ impl TokenState {
     pub(super) fn new(config: &TokenConfig, rng: &mut Rng) -> Self {
         let secret = config.key.unwrap_or_else(|| rng.key());
         let keys = TokenKeys::new(&secret);
+        let mut rng = rng.fork();
         Self {
             keys,
-            rng: rng.fork(),
+            instance: rng.next_u64(),
+            rng,
             origin: None,
             last_now: None,
             used: VecDeque::new(),
@@ -198,23 +205,23 @@ impl TokenState {
         &mut self,
         config: &TokenConfig,
         now: Instant,
-        remote: SocketAddr,
+        peer: (SocketAddr, u32),
         odcid: &ConnectionId,
         retry_scid: &ConnectionId,
     ) -> Vec<u8> {
         let (issued, clock) = self.time(config, now);
-        let aad = associated_data(KIND_RETRY, clock, remote, Some(retry_scid));
+        let aad = associated_data(KIND_RETRY, clock, peer, Some(retry_scid), self.instance);
         let mut plain = self.plaintext(issued);
         plain.push(odcid.len() as u8);
         plain.extend_from_slice(odcid);
         self.keys.seal(&aad, &plain)
     }
 
-    /// A NEW_TOKEN token for a client at `remote` (its IP address only: the port may change between
-    /// connections).
-    fn new_token(&mut self, config: &TokenConfig, now: Instant, remote: SocketAddr) -> Vec<u8> {
+    /// A NEW_TOKEN token for a client at `peer`'s address (its IP address only: the port may change
+    /// between connections) on a connection of `peer`'s QUIC version.
+    fn new_token(&mut self, config: &TokenConfig, now: Instant, peer: (SocketAddr, u32)) -> Vec<u8> {
         let (issued, clock) = self.time(config, now);
-        let aad = associated_data(KIND_NEW_TOKEN, clock, remote, None);
+        let aad = associated_data(KIND_NEW_TOKEN, clock, peer, None, self.instance);
         let plain = self.plaintext(issued);
         self.keys.seal(&aad, &plain)
     }
@@ -233,11 +240,11 @@ impl TokenState {
         config: &TokenConfig,
         now: Instant,
         token: &[u8],
-        remote: SocketAddr,
+        peer: (SocketAddr, u32),
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
     ) -> Option<(u64, Vec<u8>)> {
-        let (fresh, unique, rest) = self.open_any_age(config, now, token, remote, retry_scid, lifetime)?;
+        let (fresh, unique, rest) = self.open_any_age(config, now, token, peer, retry_scid, lifetime)?;
         fresh.then_some((unique, rest))
     }
 
@@ -248,13 +255,13 @@ impl TokenState {
         config: &TokenConfig,
         now: Instant,
         token: &[u8],
-        remote: SocketAddr,
+        peer: (SocketAddr, u32),
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
     ) -> Option<(bool, u64, Vec<u8>)> {
         let (now_ms, clock) = self.time(config, now);
         let kind = *token.first()?;
-        let aad = associated_data(kind, clock, remote, retry_scid);
+        let aad = associated_data(kind, clock, peer, retry_scid, self.instance);
         let plain = self.keys.open(token, &aad)?;
         let mut r = Reader::new(&plain);
         let issued = u64::from_be_bytes(r.read_array().ok()?);
@@ -281,19 +288,34 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `kind | clock | client IP as 16 bytes [| port | length | retry SCID]`.
-fn associated_data(kind: u8, clock: u8, remote: SocketAddr, retry_scid: Option<&ConnectionId>) -> Vec<u8> {
+/// `kind | clock | QUIC version | client IP as 16 bytes [| port | length | retry SCID]`, and for a token
+/// dated by the local clock, the issuing endpoint's instance.
+fn associated_data(
+    kind: u8,
+    clock: u8,
+    (remote, version): (SocketAddr, u32),
+    retry_scid: Option<&ConnectionId>,
+    instance: u64,
+) -> Vec<u8> {
     let ip = match remote.ip().to_canonical() {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
     };
-    let mut aad = Vec::with_capacity(2 + 16 + 3 + ConnectionId::MAX_LEN);
+    let mut aad = Vec::with_capacity(2 + 4 + 16 + 3 + ConnectionId::MAX_LEN + 8);
     aad.extend_from_slice(&[kind, clock]);
+    // RFC 9369 §7: a token is specific to the QUIC version of the connection that issued it (for a
+    // Retry token, of the Initial it answered: the client keeps that version, §5).
+    aad.extend_from_slice(&version.to_be_bytes());
     aad.extend_from_slice(&ip.octets());
     if let Some(scid) = retry_scid {
         aad.extend_from_slice(&remote.port().to_be_bytes());
         aad.push(scid.len() as u8);
         aad.extend_from_slice(scid);
+    }
+    // Time since this endpoint's first token operation means nothing to another endpoint (a restarted
+    // one, or another in a pool sharing the key): such tokens open only where they were issued.
+    if clock == CLOCK_LOCAL {
+        aad.extend_from_slice(&instance.to_le_bytes());
     }
     aad
 }
@@ -349,7 +371,14 @@ impl Endpoint {
             None => {}
             Some(&KIND_RETRY) => {
                 let lifetime = server.tokens.retry_token_lifetime;
-                let opened = tokens.open_any_age(&server.tokens, now, token, remote, Some(&dcid), lifetime);
+                let opened = tokens.open_any_age(
+                    &server.tokens,
+                    now,
+                    token,
+                    (remote, version),
+                    Some(&dcid),
+                    lifetime,
+                );
                 match opened {
                     Some((fresh, _, rest)) => {
                         let mut r = Reader::new(&rest);
@@ -381,7 +410,7 @@ impl Endpoint {
             }
             Some(_) => {
                 let lifetime = server.tokens.new_token_lifetime;
-                let opened = tokens.open(&server.tokens, now, token, remote, None, lifetime);
+                let opened = tokens.open(&server.tokens, now, token, (remote, version), None, lifetime);
                 match opened {
                     Some((unique, rest)) if rest.is_empty() => {
                         // RFC 9000 §8.1.4: a NEW_TOKEN token SHOULD NOT be accepted twice.
@@ -441,7 +470,7 @@ impl Endpoint {
         let (Some(server), Some(tokens)) = (&self.server, &mut self.tokens) else {
             return false;
         };
-        let token = tokens.retry_token(&server.tokens, now, remote, &odcid, &retry_scid);
+        let token = tokens.retry_token(&server.tokens, now, (remote, version), &odcid, &retry_scid);
         let header = RetryHeader {
             version,
             dcid: client_scid,
@@ -581,7 +610,7 @@ pub(super) fn issue_new_tokens(
         return;
     }
     for _ in 0..server.tokens.new_tokens_per_connection.min(MAX_NEW_TOKENS) {
-        let token = tokens.new_token(&server.tokens, now, conn.remote_address());
+        let token = tokens.new_token(&server.tokens, now, (conn.remote_address(), conn.version));
         conn.new_tokens.queue(Bytes::from(token));
         stats.new_tokens_issued += 1;
     }
@@ -589,6 +618,10 @@ pub(super) fn issue_new_tokens(
 
 /// A new client connection takes a token from the store for `server_name`, if there is one, for its
 /// first Initial (RFC 9000 §8.1.3), and files the NEW_TOKEN tokens it will receive there.
+///
+/// Tokens are specific to the QUIC version of the connection that received them (RFC 9369 §7: a client
+/// MUST NOT use a version 1 token on a version 2 connection, nor the reverse): for versions other than 1
+/// the store's name is the server name followed by the version.
 pub(super) fn prepare_client(
     conn: &mut Connection,
     config: &ClientConfig,
@@ -598,10 +631,15 @@ pub(super) fn prepare_client(
     let Some(store) = store.as_mut().filter(|_| config.use_tokens) else {
         return;
     };
-    if let Some(token) = store.take(server_name) {
+    let name = if config.version == VERSION_1 {
+        server_name.to_string()
+    } else {
+        format!("{server_name} (QUIC version {:#010x})", config.version)
+    };
+    if let Some(token) = store.take(&name) {
         conn.token = token;
     }
-    conn.new_tokens.keep_for(server_name);
+    conn.new_tokens.keep_for(name);
 }
 
 /// Files the NEW_TOKEN tokens a client connection received in the endpoint's store.
@@ -618,6 +656,7 @@ pub(super) fn file_received(conn: &mut Connection, store: &mut Option<Box<dyn To
 mod tests {
     use super::*;
     use crate::validation::WallClock;
+    use crate::wire::header::VERSION_1 as V1;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -649,21 +688,23 @@ mod tests {
         let (mut s, config, clock) = setup();
         let now = crate::test_util::epoch();
         let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
-        let token = s.retry_token(&config, now, addr, &cid(1), &cid(2));
+        let token = s.retry_token(&config, now, (addr, V1), &cid(1), &cid(2));
         assert_eq!(token.first(), Some(&KIND_RETRY));
         let life = config.retry_token_lifetime;
-        let rest = s.open(&config, now, &token, addr, Some(&cid(2)), life);
+        let rest = s.open(&config, now, &token, (addr, V1), Some(&cid(2)), life);
         assert_eq!(rest.as_ref().and_then(|(_, r)| r.get(1..)), Some(&cid(1)[..]));
         // Another port, IP, SCID, key or a flipped bit: nothing.
         let other_port: SocketAddr = "192.0.2.1:4001".parse().unwrap_or_else(|_| unreachable!());
         let other_ip: SocketAddr = "192.0.2.9:4000".parse().unwrap_or_else(|_| unreachable!());
         assert!(s
-            .open(&config, now, &token, other_port, Some(&cid(2)), life)
+            .open(&config, now, &token, (other_port, V1), Some(&cid(2)), life)
             .is_none());
         assert!(s
-            .open(&config, now, &token, other_ip, Some(&cid(2)), life)
+            .open(&config, now, &token, (other_ip, V1), Some(&cid(2)), life)
             .is_none());
-        assert!(s.open(&config, now, &token, addr, Some(&cid(3)), life).is_none());
+        assert!(s
+            .open(&config, now, &token, (addr, V1), Some(&cid(3)), life)
+            .is_none());
         let mut other = TokenState::new(
             &TokenConfig {
                 key: Some([8; 32]),
@@ -672,21 +713,26 @@ mod tests {
             &mut Rng::from_seed(1),
         );
         assert!(other
-            .open(&config, now, &token, addr, Some(&cid(2)), life)
+            .open(&config, now, &token, (addr, V1), Some(&cid(2)), life)
             .is_none());
         for i in 0..token.len() {
             let mut t = token.clone();
             t[i] ^= 1;
             assert!(
-                s.open(&config, now, &t, addr, Some(&cid(2)), life).is_none(),
+                s.open(&config, now, &t, (addr, V1), Some(&cid(2)), life)
+                    .is_none(),
                 "bit flip at {i}"
             );
         }
         // Expiry by the wall clock, and tokens from too far in the future.
         clock.0.fetch_add(life.as_secs() + 1, Ordering::Relaxed);
-        assert!(s.open(&config, now, &token, addr, Some(&cid(2)), life).is_none());
+        assert!(s
+            .open(&config, now, &token, (addr, V1), Some(&cid(2)), life)
+            .is_none());
         clock.0.store(1_700_000_000 - 60, Ordering::Relaxed);
-        assert!(s.open(&config, now, &token, addr, Some(&cid(2)), life).is_none());
+        assert!(s
+            .open(&config, now, &token, (addr, V1), Some(&cid(2)), life)
+            .is_none());
     }
 
     #[test]
@@ -694,13 +740,13 @@ mod tests {
         let (mut s, config, _clock) = setup();
         let now = crate::test_util::epoch();
         let addr: SocketAddr = "[2001:db8::1]:4000".parse().unwrap_or_else(|_| unreachable!());
-        let a = s.new_token(&config, now, addr);
-        let b = s.new_token(&config, now, addr);
+        let a = s.new_token(&config, now, (addr, V1));
+        let b = s.new_token(&config, now, (addr, V1));
         assert_ne!(a, b, "every NEW_TOKEN token is unique (RFC 9000 §8.1.3)");
         assert_eq!(a.first(), Some(&KIND_NEW_TOKEN));
         let life = config.new_token_lifetime;
         let new_port: SocketAddr = "[2001:db8::1]:5000".parse().unwrap_or_else(|_| unreachable!());
-        let opened = s.open(&config, now, &a, new_port, None, life);
+        let opened = s.open(&config, now, &a, (new_port, V1), None, life);
         let (unique, rest) = opened.expect("the token opens from the same IP, another port");
         assert!(rest.is_empty());
         assert!(
@@ -708,12 +754,12 @@ mod tests {
             "a token validates once"
         );
         let other: SocketAddr = "[2001:db8::2]:4000".parse().unwrap_or_else(|_| unreachable!());
-        assert!(s.open(&config, now, &a, other, None, life).is_none());
+        assert!(s.open(&config, now, &a, (other, V1), None, life).is_none());
         // A NEW_TOKEN token relabelled as a Retry token fails: the kind is authenticated.
         let mut relabelled = a.clone();
         relabelled[0] = KIND_RETRY;
         assert!(s
-            .open(&config, now, &relabelled, addr, Some(&cid(2)), life)
+            .open(&config, now, &relabelled, (addr, V1), Some(&cid(2)), life)
             .is_none());
     }
 
@@ -726,15 +772,17 @@ mod tests {
         let mut s = TokenState::new(&config, &mut Rng::from_seed(1));
         let start = crate::test_util::epoch();
         let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
-        let token = s.new_token(&config, start, addr);
+        let token = s.new_token(&config, start, (addr, V1));
         let life = config.new_token_lifetime;
-        assert!(s.open(&config, start + life, &token, addr, None, life).is_some());
+        assert!(s
+            .open(&config, start + life, &token, (addr, V1), None, life)
+            .is_some());
         assert!(s
             .open(
                 &config,
                 start + life + Duration::from_secs(1),
                 &token,
-                addr,
+                (addr, V1),
                 None,
                 life
             )
@@ -742,7 +790,58 @@ mod tests {
         // A server with a wall clock does not take a locally dated token.
         let (mut walled, wall_config, _) = setup();
         assert!(walled
-            .open(&wall_config, start, &token, addr, None, life)
+            .open(&wall_config, start, &token, (addr, V1), None, life)
             .is_none());
+    }
+
+    #[test]
+    fn tokens_open_only_on_the_quic_version_that_issued_them() {
+        // RFC 9369 §7: servers MUST NOT accept a token issued on another version.
+        use crate::wire::header::VERSION_2 as V2;
+        let (mut s, config, _clock) = setup();
+        let now = crate::test_util::epoch();
+        let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
+        let life = config.new_token_lifetime;
+        for (issued_on, other) in [(V1, V2), (V2, V1)] {
+            let token = s.new_token(&config, now, (addr, issued_on));
+            assert!(s.open(&config, now, &token, (addr, other), None, life).is_none());
+            assert!(s
+                .open(&config, now, &token, (addr, issued_on), None, life)
+                .is_some());
+            let retry = s.retry_token(&config, now, (addr, issued_on), &cid(1), &cid(2));
+            assert!(s
+                .open(&config, now, &retry, (addr, other), Some(&cid(2)), life)
+                .is_none());
+            assert!(s
+                .open(&config, now, &retry, (addr, issued_on), Some(&cid(2)), life)
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn without_a_wall_clock_tokens_open_only_at_the_endpoint_that_issued_them() {
+        // Local time means nothing to a restarted server or another in a pool, though they share the
+        // key: before, a token ten days old with a lifetime of a day opened as fresh at a server started
+        // later (each dates tokens from its own first token operation).
+        let config = TokenConfig {
+            key: Some([7; 32]),
+            ..TokenConfig::default()
+        };
+        let t0 = crate::test_util::epoch();
+        let hour = Duration::from_secs(3600);
+        let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
+        let life = config.new_token_lifetime;
+        let mut first = TokenState::new(&config, &mut Rng::from_seed(1));
+        let _ = first.new_token(&config, t0, (addr, V1));
+        let token = first.new_token(&config, t0 + hour, (addr, V1));
+        let restart = t0 + 10 * 24 * hour;
+        let mut second = TokenState::new(&config, &mut Rng::from_seed(3));
+        let _ = second.new_token(&config, restart, (addr, V1));
+        assert!(second
+            .open(&config, restart + hour, &token, (addr, V1), None, life)
+            .is_none());
+        assert!(first
+            .open(&config, t0 + 2 * hour, &token, (addr, V1), None, life)
+            .is_some());
     }
 }
