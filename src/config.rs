@@ -150,7 +150,10 @@ pub struct TransportConfig {
     /// At most this many ranges of received packet numbers are tracked per space; the oldest go first.
     pub max_tracked_ack_ranges: usize,
     /// Size of the UDP payloads this side sends to begin with: 1200 works on every path (RFC 9000 §14).
-    /// Taken within 1200..=65527, and cut to the peer's max_udp_payload_size once that is known.
+    /// Taken within 1200..=65527, and cut to the peer's max_udp_payload_size once that is known. A
+    /// connection starts from it again on a new path (the peer's IP changed), so a larger value asserts
+    /// that every path carries it (RFC 9000 §14: without discovery, datagrams SHOULD stay at 1200);
+    /// one that a path does not carry is found out as a black hole when discovery is on.
     pub mtu: u16,
     /// Path MTU discovery (RFC 9000 §14.3): once the handshake is confirmed, probes find the largest
     /// datagram the path carries, up to the configured bound. `None` keeps [`mtu`](Self::mtu) for the

@@ -183,12 +183,13 @@ impl Connection {
 
     /// What a new path starts from (RFC 9000 §9.4): packets sent from now on are its own; unless only the
     /// peer's port changed, its congestion controller and RTT estimate start again, and its MTU, unknown,
-    /// falls back to the base size until probed.
+    /// falls back to the starting size ([`TransportConfig::mtu`](crate::TransportConfig::mtu), 1200 by
+    /// default: the size every path carries) until probed.
     fn on_new_path(&mut self, ip_changed: bool) {
         let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt));
         self.recovery.on_path_change(rtt);
         if ip_changed {
-            // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the base size, and probe it.
+            // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the starting size, and probe it.
             self.mtud.restart();
             self.cc = new_controller(self.config.congestion, self.mtud.current());
             self.set_mtu(self.mtud.current());
