@@ -1456,17 +1456,24 @@ fn a_reset_in_any_header_form_is_recognised() {
     }
 }
 
+/// A connected pair whose client uses zero-length connection IDs (the server's are 8 bytes), and the
+/// client's connection.
+fn connected_with_zero_length_client_ids() -> (Pair, super::ConnectionHandle) {
+    let mut client = EndpointConfig::with_seed(2);
+    client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+    let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
+    p.run(Duration::from_secs(1));
+    let h = p.client.table.iter().next().unwrap().0;
+    (p, h)
+}
+
 #[test]
 fn packets_to_a_peer_with_zero_length_ids_are_22_bytes_longer_than_our_ids() {
     // RFC 9000 §10.3: packets SHOULD be at least 22 bytes longer than the connection IDs we ask the peer
     // to use, so that its stateless reset, smaller than what it answers, can look like a packet to us.
     // The server's IDs are 8 bytes; the client's are empty, so the server's ACK-only packets would be
     // 23 bytes (1 + 0 + 1 + 5 + 16) without padding.
-    let mut client = EndpointConfig::with_seed(2);
-    client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
-    let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
-    p.run(Duration::from_secs(1));
-    let h = p.client.table.iter().next().unwrap().0;
+    let (mut p, h) = connected_with_zero_length_client_ids();
     let mut smallest = usize::MAX;
     for _ in 0..20 {
         p.client.conn(h).unwrap().ping();
@@ -1487,11 +1494,7 @@ fn a_closing_client_with_zero_length_ids_drains_on_a_reset() {
     // more. A closing connection decrypts nothing; with zero-length IDs every datagram from the peer's
     // address reaches it, so it must compare the token itself. Before, it answered the reset with its
     // CONNECTION_CLOSE and stayed closing.
-    let mut client = EndpointConfig::with_seed(2);
-    client.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
-    let mut p = Pair::with_endpoint_configs(EndpointConfig::with_seed(1), client);
-    p.run(Duration::from_secs(1));
-    let h = p.client.table.iter().next().unwrap().0;
+    let (mut p, h) = connected_with_zero_length_client_ids();
     let token = p.client.table.get(h).unwrap().conn.remote_reset_token.unwrap();
     p.client.close(p.now, h, 7, b"bye").unwrap();
     assert!(!sends(&mut p.client, p.now).is_empty(), "the close goes out");

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use super::peer_errors::{inject, Pair, SERVER};
 use crate::conn::SpaceId;
 use crate::wire::frame::Frame;
-use crate::{Datagram, TransportConfig};
+use crate::{ConnectionHandle, Datagram, TransportConfig};
 
 fn datagram(remote: SocketAddr, payload: BytesMut) -> Datagram {
     Datagram {
@@ -76,19 +76,28 @@ fn queue_probe(conn: &mut crate::conn::Connection, data: [u8; 8], now: std::time
     }));
 }
 
+/// An established pair whose client moved to `NEW`; the server's answer there (its challenge, with an
+/// ACK) is lost. Returns the pair and the server's and the client's handles.
+fn moved_with_the_challenge_lost() -> (Pair, ConnectionHandle, ConnectionHandle) {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, NEW.parse().unwrap());
+    server_to_client_at(&mut p, "0.0.0.0:1".parse().unwrap());
+    (p, h, ch)
+}
+
+/// The client's new address in the tests that move it.
+const NEW: &str = "198.51.100.7:6000";
+
 #[test]
 fn an_ack_owed_on_an_unvalidated_new_path_goes_within_max_ack_delay() {
     // RFC 9000 §13.2.1: 1-RTT packets are acknowledged within max_ack_delay. After the client moved, the
     // server's new path is not validated and the anti-amplification limit (§8.1) leaves it less than a
     // full datagram, but still room for an ACK: the ACK timer must not be hidden for that.
-    let mut p = Pair::new(TransportConfig::default());
-    let h = p.server_h.unwrap();
-    let ch = p.client.table.iter().next().unwrap().0;
-    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, new);
-    // The server's answer (its challenge, with an ACK) is lost.
-    server_to_client_at(&mut p, "0.0.0.0:1".parse().unwrap());
+    let (mut p, h, ch) = moved_with_the_challenge_lost();
+    let new: SocketAddr = NEW.parse().unwrap();
     p.now += Duration::from_millis(1);
     p.client.conn(ch).unwrap().ping();
     client_to_server_from(&mut p, new);
@@ -341,14 +350,7 @@ fn a_late_new_connection_id_for_the_spare_of_an_off_path_answer_is_not_taken_aga
 fn a_lost_path_challenge_goes_again_with_new_data_and_an_answer_to_the_old_one_still_counts() {
     // RFC 9000 §13.3: "PATH_CHALLENGE frames include a different payload each time they are sent";
     // §8.2.2: a response to a previous challenge (its loss may have been spurious) still validates.
-    let mut p = Pair::new(TransportConfig::default());
-    let h = p.server_h.unwrap();
-    let ch = p.client.table.iter().next().unwrap().0;
-    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, new);
-    // The server's challenge goes out, and is lost.
-    server_to_client_at(&mut p, "192.0.2.99:1".parse().unwrap());
+    let (mut p, h, _) = moved_with_the_challenge_lost();
     let validation = |p: &Pair| {
         let v = p
             .server
