@@ -23,7 +23,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use quicsand::crypto::tls::{self, ConfigOptions};
 use quicsand::udp::{Driver, Handler};
-use quicsand::{ClientConfig, ConnectionHandle, Endpoint};
+use quicsand::wire::header::{VERSION_1, VERSION_2};
+use quicsand::{ClientConfig, ConnectionHandle, Endpoint, EndpointConfig};
 
 mod common;
 
@@ -51,6 +52,7 @@ OPTIONS:
   --datagrams D        echo: datagrams sent after the streams came back    [default: 100]
   --cipher NAME        offer only aes128, aes256 or chacha20               [default: all three]
   --seed N             endpoint RNG seed and echo payload seed             [default: from the OS]
+  --quic-version V     QUIC version 1 or 2 (RFC 9369)                      [default: 1]
   --timeout SECS       give up after this long                             [default: 60]
   -h, --help           print this help
 
@@ -68,6 +70,7 @@ struct Args {
     cipher: Option<quicsand::crypto::Suite>,
     seed: Option<u64>,
     timeout: Duration,
+    version: u32,
     urls: Vec<Url>,
 }
 
@@ -95,6 +98,7 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
         cipher: None,
         seed: None,
         timeout: Duration::from_secs(60),
+        version: VERSION_1,
         urls: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -120,6 +124,13 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
             "--datagrams" => args.datagrams = value()?.parse().map_err(|e| format!("--datagrams: {e}"))?,
             "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
             "--seed" => args.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
+            "--quic-version" => {
+                args.version = match value()?.as_str() {
+                    "1" => VERSION_1,
+                    "2" => VERSION_2,
+                    other => return Err(format!("--quic-version: 1 or 2, not {other}").into()),
+                }
+            }
             "--timeout" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--timeout: {e}"))?;
                 args.timeout = Duration::try_from_secs_f64(secs).map_err(|e| format!("--timeout: {e}"))?;
@@ -186,13 +197,17 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from_le_bytes(common::tls::random_bytes()[..8].try_into().unwrap()));
-    let mut driver = Driver::bind(bind, Endpoint::new(common::tls::endpoint_config(args.seed), None))?;
+    let endpoint_config = EndpointConfig {
+        supported_versions: vec![args.version],
+        ..common::tls::endpoint_config(args.seed)
+    };
+    let mut driver = Driver::bind(bind, Endpoint::new(endpoint_config, None))?;
     let _ = driver.set_buffer_sizes(4 << 20, 4 << 20);
     let started = Driver::now();
     let deadline = started + args.timeout;
-    let conn = driver
-        .endpoint()
-        .connect(started, ClientConfig::new(tls), remote, &url.host)?;
+    let mut config = ClientConfig::new(tls);
+    config.version = args.version;
+    let conn = driver.endpoint().connect(started, config, remote, &url.host)?;
 
     if args.alpn != "hq-interop" {
         let workload = Workload {

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use quicsand::crypto::tls::{self, ConfigOptions};
 use quicsand::udp::Driver;
-use quicsand::{Endpoint, ServerConfig};
+use quicsand::wire::header::{VERSION_1, VERSION_2};
+use quicsand::{Endpoint, EndpointConfig, ServerConfig};
 
 mod common;
 
@@ -37,7 +38,7 @@ OPTIONS:
   --seed N             endpoint RNG seed                               [default: from the OS]
   -h, --help           print this help
 
-Logs go to stderr through tracing; RUST_LOG=debug shows more.
+QUIC versions 1 and 2 (RFC 9369) are both accepted. Logs go to stderr through tracing; RUST_LOG=debug shows more.
 ";
 
 struct Args {
@@ -114,7 +115,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let options = ConfigOptions::suites(args.cipher.as_slice());
     let tls = tls::server_config_with(chain, key, args.alpn.clone(), &options)?;
     let endpoint = Endpoint::new(
-        common::tls::endpoint_config(args.seed),
+        EndpointConfig {
+            supported_versions: vec![VERSION_1, VERSION_2],
+            ..common::tls::endpoint_config(args.seed)
+        },
         Some(ServerConfig::new(tls)),
     );
     let mut driver = Driver::bind(args.listen, endpoint)?;

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -124,6 +125,8 @@ class ServerProtocol(QuicConnectionProtocol):
 
 def client_config(args, alpn):
     config = QuicConfiguration(is_client=True, alpn_protocols=[alpn], max_datagram_frame_size=65536)
+    if args.quic_version == 2:
+        config.supported_versions = [QuicProtocolVersion.VERSION_2]
     if args.insecure:
         config.verify_mode = ssl.CERT_NONE
     elif args.ca:
@@ -201,6 +204,7 @@ async def run_echo(args) -> bool:
 async def run_server(args):
     host, port = args.listen.rsplit(":", 1)
     config = QuicConfiguration(is_client=False, alpn_protocols=args.alpn.split(","), max_datagram_frame_size=65536)
+    config.supported_versions = [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2]
     config.load_cert_chain(args.cert, args.key)
     if args.cipher:
         config.cipher_suites = [CIPHERS[args.cipher]]
@@ -227,6 +231,7 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--root", default=".")
+    p.add_argument("--quic-version", type=int, choices=[1, 2], default=1, help="client: the QUIC version to use")
     args = p.parse_intermixed_args()
     if args.mode == "server":
         args.alpn = args.alpn or "hq-interop,echo"

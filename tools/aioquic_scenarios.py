@@ -28,6 +28,7 @@ import time
 
 from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.events import (ConnectionTerminated, DatagramFrameReceived, StreamDataReceived,
                                  StreamReset, HandshakeCompleted, ConnectionIdIssued, ConnectionIdRetired)
 from aioquic.quic.logger import QuicLogger
@@ -37,6 +38,7 @@ ONE = Epoch.ONE_RTT
 HOST, PORT = "localhost", 4433
 CA = "quicsand.pem"
 ROOT = "www"
+VERSION = 1
 
 
 def served(name):
@@ -91,6 +93,8 @@ class P(QuicConnectionProtocol):
 
 def config(alpn="hq-interop", idle=None, ticket=None, logger=None, cipher=None):
     c = QuicConfiguration(is_client=True, alpn_protocols=[alpn], max_datagram_frame_size=65536)
+    if VERSION == 2:
+        c.supported_versions = [QuicProtocolVersion.VERSION_2]
     c.load_verify_locations(CA)
     if idle is not None:
         c.idle_timeout = idle
@@ -306,7 +310,7 @@ async def scen_concurrent(count, mode):
 
 
 async def main():
-    global HOST, PORT, CA, ROOT
+    global HOST, PORT, CA, ROOT, VERSION
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
     ap.add_argument("--n", type=int, default=5)
@@ -315,8 +319,9 @@ async def main():
     ap.add_argument("--port", type=int, default=PORT)
     ap.add_argument("--ca", default=CA, help="PEM file of the certificate to trust")
     ap.add_argument("--root", default=ROOT, help="the directory the server serves")
+    ap.add_argument("--quic-version", type=int, choices=[1, 2], default=1)
     a = ap.parse_args()
-    HOST, PORT, CA, ROOT = a.host, a.port, a.ca, a.root
+    HOST, PORT, CA, ROOT, VERSION = a.host, a.port, a.ca, a.root, a.quic_version
     s = a.scenario
     MiB = 1 << 20
     if s == "keyupdate":

@@ -509,7 +509,7 @@ impl Connection {
     ) -> Result<Self, TransportError> {
         let params = local_params(&config.transport, local_cid);
         #[cfg(not(fuzzing))]
-        let session = RustlsSession::client(config.tls.clone(), server_name, &params)
+        let session = RustlsSession::client(config.tls.clone(), server_name, &params, config.version)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
         // Fuzzing builds complete the handshake without cryptography (docs/fuzzing.md).
         #[cfg(fuzzing)]
@@ -566,7 +566,7 @@ impl Connection {
         // RFC 9000 §7.3: after a Retry, the server names the Retry's source connection ID too.
         params.retry_source_connection_id = info.retry_scid;
         #[cfg(not(fuzzing))]
-        let session = RustlsSession::server(config.tls.clone(), &params)
+        let session = RustlsSession::server(config.tls.clone(), &params, info.version)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
         #[cfg(fuzzing)]
         let session = crate::crypto::tls::NullSession::server(&params);

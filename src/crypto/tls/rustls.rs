@@ -235,25 +235,43 @@ struct Finished {
     peer_certificates: Option<Vec<Vec<u8>>>,
 }
 
+/// The rustls name of QUIC `version`: its labels derive the Handshake and 1-RTT keys and their updates
+/// (RFC 9369 §3.3.2: "quicv2 key", "quicv2 ku" and the rest for version 2). Versions other than 2 get
+/// version 1's: no other reaches a connection (their Initial keys are refused first).
+fn rustls_version(version: u32) -> quic::Version {
+    if version == crate::wire::header::VERSION_2 {
+        quic::Version::V2
+    } else {
+        quic::Version::V1
+    }
+}
+
 impl RustlsSession {
     /// A client session connecting to `server_name` (a DNS name or an IP address, checked against the server's
-    /// certificate), sending `params` in the quic_transport_parameters extension (RFC 9001 §8.2).
+    /// certificate), sending `params` in the quic_transport_parameters extension (RFC 9001 §8.2), for a
+    /// connection of QUIC `version`.
     ///
     /// The ClientHello is ready for [`Session::write_handshake`] at once, at the Initial level.
     pub fn client(
         config: Arc<ClientConfig>,
         server_name: &str,
         params: &TransportParameters,
+        version: u32,
     ) -> Result<Self, TlsConfigError> {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| TlsConfigError::InvalidServerName(server_name.to_owned()))?;
-        let conn = quic::ClientConnection::new(config, quic::Version::V1, name, encode_params(params))?;
+        let conn = quic::ClientConnection::new(config, rustls_version(version), name, encode_params(params))?;
         Ok(Self::new(conn.into(), Side::Client, Some(server_name.to_owned())))
     }
 
-    /// A server session sending `params` in the quic_transport_parameters extension (RFC 9001 §8.2).
-    pub fn server(config: Arc<ServerConfig>, params: &TransportParameters) -> Result<Self, TlsConfigError> {
-        let conn = quic::ServerConnection::new(config, quic::Version::V1, encode_params(params))?;
+    /// A server session sending `params` in the quic_transport_parameters extension (RFC 9001 §8.2), for a
+    /// connection of QUIC `version`.
+    pub fn server(
+        config: Arc<ServerConfig>,
+        params: &TransportParameters,
+        version: u32,
+    ) -> Result<Self, TlsConfigError> {
+        let conn = quic::ServerConnection::new(config, rustls_version(version), encode_params(params))?;
         Ok(Self::new(conn.into(), Side::Server, None))
     }
 

@@ -121,8 +121,10 @@ fn pair_with(
     name: &str,
     server_config: Arc<::rustls::ServerConfig>,
 ) -> (Peer, Peer) {
-    let client = RustlsSession::client(client_config, name, &client_params()).expect("valid client session");
-    let server = RustlsSession::server(server_config, &server_params()).expect("valid server session");
+    let client = RustlsSession::client(client_config, name, &client_params(), VERSION_1)
+        .expect("valid client session");
+    let server =
+        RustlsSession::server(server_config, &server_params(), VERSION_1).expect("valid server session");
     (Peer::new(client), Peer::new(server))
 }
 
@@ -491,7 +493,7 @@ fn configuration_errors() {
     // A server name that is neither a DNS name nor an IP address.
     let config = client_config(vec![cert], Vec::new()).expect("client config");
     assert!(matches!(
-        RustlsSession::client(config, "not a name!", &client_params()),
+        RustlsSession::client(config, "not a name!", &client_params(), VERSION_1),
         Err(TlsConfigError::InvalidServerName(_))
     ));
     assert!(TlsConfigError::NoCipherSuite.to_string().contains("cipher suite"));
@@ -615,6 +617,89 @@ fn tickets_arrive_at_1rtt() {
         Some(&Level::OneRtt),
         "tickets come at 1-RTT: {seen:?}"
     );
+}
+
+/// Whether a packet sealed with `theirs`' Handshake key opens with `ours`'.
+fn handshake_keys_agree(theirs: &Keys, ours: &Keys) -> bool {
+    let mut packet = vec![0u8; 36];
+    theirs.local.packet.seal(1, &mut packet, 4).expect("seal");
+    ours.remote.packet.open(1, &mut packet, 4).is_ok()
+}
+
+/// RFC 9369 §3.3.2: a version 2 connection's Handshake and 1-RTT keys (and their updates) derive with
+/// version 2's labels ("quicv2 key" and the rest). Our sessions are checked against `rustls` sessions made
+/// directly for each version, our server against their client and our client against their server.
+/// Before, every session of ours was made for version 1: two quicsand endpoints agreed on version 2, but
+/// no other implementation could open their Handshake packets.
+#[test]
+fn handshake_keys_follow_the_quic_version() {
+    use crate::wire::header::VERSION_2;
+    use ::rustls::quic::Version as RV;
+    let (cert, key) = cert("localhost");
+    let options = ConfigOptions::suites(&[Suite::Aes128Gcm]);
+    let ccfg = client_config_with(vec![cert.clone()], vec![ALPN.to_vec()], &options).expect("client config");
+    let scfg = server_config_with(vec![cert], key, vec![ALPN.to_vec()], &options).expect("server config");
+    let encoded = |p: &TransportParameters| {
+        let mut v = Vec::new();
+        p.encode(&mut v);
+        v
+    };
+    // The last pair differs in version, and must not agree: the check can tell.
+    for (ours, theirs, agree) in [
+        (VERSION_1, RV::V1, true),
+        (VERSION_2, RV::V2, true),
+        (VERSION_1, RV::V2, false),
+    ] {
+        // Their client, our server.
+        let name = "localhost".try_into().expect("a DNS name");
+        let mut rc =
+            ::rustls::quic::ClientConnection::new(ccfg.clone(), theirs, name, encoded(&client_params()))
+                .expect("rustls client");
+        let mut server =
+            Peer::new(RustlsSession::server(scfg.clone(), &server_params(), ours).expect("our server"));
+        let mut hello = Vec::new();
+        assert!(rc.write_hs(&mut hello).is_none());
+        server
+            .session
+            .read_handshake(Level::Initial, &hello)
+            .expect("ClientHello");
+        let flight = server.flush();
+        rc.read_hs(&flight[0].1).expect("ServerHello");
+        let Some(::rustls::quic::KeyChange::Handshake { keys }) = rc.write_hs(&mut Vec::new()) else {
+            panic!("their Handshake keys");
+        };
+        let theirs_keys = super::rustls::keys_for_test(keys);
+        let ours_keys = server.handshake.as_ref().expect("our Handshake keys");
+        assert_eq!(
+            handshake_keys_agree(&theirs_keys, ours_keys),
+            agree,
+            "{ours:#x} server, {theirs:?} client"
+        );
+        // Our client, their server.
+        let mut client = Peer::new(
+            RustlsSession::client(ccfg.clone(), "localhost", &client_params(), ours).expect("our client"),
+        );
+        let mut rs = ::rustls::quic::ServerConnection::new(scfg.clone(), theirs, encoded(&server_params()))
+            .expect("rustls server");
+        let hello = client.flush();
+        rs.read_hs(&hello[0].1).expect("ClientHello");
+        let mut server_hello = Vec::new();
+        let Some(::rustls::quic::KeyChange::Handshake { keys }) = rs.write_hs(&mut server_hello) else {
+            panic!("their Handshake keys");
+        };
+        client
+            .session
+            .read_handshake(Level::Initial, &server_hello)
+            .expect("ServerHello");
+        client.flush();
+        let theirs_keys = super::rustls::keys_for_test(keys);
+        let ours_keys = client.handshake.as_ref().expect("our Handshake keys");
+        assert_eq!(
+            handshake_keys_agree(&theirs_keys, ours_keys),
+            agree,
+            "{ours:#x} client, {theirs:?} server"
+        );
+    }
 }
 
 /// Initial keys from `rustls` and from our `ring` code interoperate in both directions, and the mask our
