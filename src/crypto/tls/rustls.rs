@@ -218,7 +218,14 @@ pub struct RustlsSession {
     next: Option<quic::Secrets>,
     /// The error the session failed with; it stays failed.
     error: Option<TransportError>,
+    /// A server: bytes of Initial-level data read so far, counted up to the ClientHello's
+    /// legacy_session_id length (RFC 9001 §8.4).
+    hello_read: u8,
 }
+
+/// The offset of the legacy_session_id length in a ClientHello message: type (1), length (3),
+/// legacy_version (2), random (32).
+const SESSION_ID_LEN_OFFSET: usize = 38;
 
 /// What a server's session answers from once the handshake is over and all its output was written.
 ///
@@ -286,6 +293,7 @@ impl RustlsSession {
             one_rtt: false,
             next: None,
             error: None,
+            hello_read: 0,
         };
         session.pull_output();
         session
@@ -334,8 +342,27 @@ impl RustlsSession {
         }
     }
 
-    /// RFC 9001 §4.8: a TLS alert becomes CRYPTO_ERROR (0x0100 + alert).
+    /// RFC 9001 §4.8: a TLS alert becomes CRYPTO_ERROR (0x0100 + alert), except where RFC 9001 names
+    /// PROTOCOL_VIOLATION for what `rustls` reports.
     fn tls_error(&self, error: &rustls::Error) -> TransportError {
+        use rustls::{Error, HandshakeType, PeerMisbehaved};
+        let violation = match error {
+            // §4.4: a client MUST treat a post-handshake CertificateRequest as PROTOCOL_VIOLATION.
+            Error::InappropriateHandshakeMessage {
+                got_type: HandshakeType::CertificateRequest,
+                ..
+            } => self.side.is_client() && self.one_rtt,
+            // §4.6.1: a NewSessionTicket's early_data extension with a value other than 0xffffffff.
+            Error::PeerMisbehaved(PeerMisbehaved::InvalidMaxEarlyDataSize)
+            // §4.1.3: data TLS has not consumed when it provides keys for the next level (when that data
+            // came in the same piece as the message that changed the keys; a later piece is refused by
+            // `read_handshake`'s level check).
+            | Error::PeerMisbehaved(PeerMisbehaved::KeyEpochWithPendingFragment) => true,
+            _ => false,
+        };
+        if violation {
+            return TransportError::protocol_violation(format!("TLS: {error}"));
+        }
         let alert = self
             .conn
             .as_ref()
@@ -402,6 +429,20 @@ impl Session for RustlsSession {
                 self.read_level
             ));
             return self.fail(error);
+        }
+        // RFC 9001 §8.4: QUIC has no middlebox compatibility mode; a server SHOULD treat a ClientHello with
+        // a non-empty legacy_session_id as PROTOCOL_VIOLATION (`rustls` would echo it).
+        if self.side.is_server()
+            && level == Level::Initial
+            && usize::from(self.hello_read) <= SESSION_ID_LEN_OFFSET
+        {
+            let at = SESSION_ID_LEN_OFFSET - usize::from(self.hello_read);
+            if data.get(at).is_some_and(|&len| len != 0) {
+                let error = TransportError::protocol_violation("ClientHello with a legacy_session_id");
+                return self.fail(error);
+            }
+            let read = usize::from(self.hello_read).saturating_add(data.len());
+            self.hello_read = u8::try_from(read.min(SESSION_ID_LEN_OFFSET + 1)).unwrap_or(u8::MAX);
         }
         let Some(conn) = self.conn.as_mut() else {
             // The server's handshake is over: no TLS message may follow (RFC 9001 §4.1.2), which `rustls`

@@ -564,6 +564,112 @@ fn data_at_the_wrong_level_is_a_protocol_violation() {
     assert_eq!(error.code, TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
+/// RFC 9001 §8.4: a ClientHello with a non-empty legacy_session_id (TLS's middlebox compatibility mode,
+/// which QUIC does without) is a PROTOCOL_VIOLATION at the server (SHOULD), however the bytes are cut.
+/// Before, `rustls` took it and echoed the ID.
+#[test]
+fn a_client_hello_with_a_legacy_session_id_is_a_protocol_violation() {
+    let (mut client, _) = pair(&[]);
+    let hello = client.flush().remove(0).1;
+    assert_eq!(
+        (hello[0], hello[38]),
+        (1, 0),
+        "a ClientHello, without a session ID"
+    );
+    let mut with_id = hello[..39].to_vec();
+    with_id[38] = 32;
+    with_id.extend_from_slice(&[0x5a; 32]);
+    with_id.extend_from_slice(&hello[39..]);
+    let body = u32::try_from(with_id.len() - 4).unwrap().to_be_bytes();
+    with_id[1..4].copy_from_slice(&body[1..]);
+    for cut in [with_id.len(), 39, 38, 10] {
+        let (_, mut server) = pair(&[]);
+        let first = server.session.read_handshake(Level::Initial, &with_id[..cut]);
+        let result = first.and_then(|()| server.session.read_handshake(Level::Initial, &with_id[cut..]));
+        let error = result.expect_err("a legacy_session_id");
+        assert_eq!(
+            error.code,
+            TransportErrorCode::PROTOCOL_VIOLATION,
+            "cut at {cut}: {error:?}"
+        );
+    }
+    // The unmodified ClientHello, cut anywhere, is taken.
+    for cut in [hello.len(), 39, 38, 10] {
+        let (_, mut server) = pair(&[]);
+        server
+            .session
+            .read_handshake(Level::Initial, &hello[..cut])
+            .expect("first piece");
+        server
+            .session
+            .read_handshake(Level::Initial, &hello[cut..])
+            .expect("rest");
+        assert!(!server.flush().is_empty(), "the server answers");
+    }
+}
+
+/// Runs a handshake to its end and returns the client, which then reads at 1-RTT.
+fn connected_client() -> Peer {
+    let (mut client, mut server) = pair(&[]);
+    drive(&mut client, &mut server).expect("handshake succeeds");
+    client
+}
+
+/// RFC 9001 §4.4: "clients MUST treat receipt of such messages [a post-handshake CertificateRequest] as
+/// a connection error of type PROTOCOL_VIOLATION"; §4.6.1: a NewSessionTicket whose early_data
+/// extension holds another value than 0xffffffff is one too. Before, they closed with CRYPTO_ERROR
+/// (unexpected_message, 0x10a) and INTERNAL_ERROR (0x150).
+#[test]
+fn post_handshake_messages_rfc_9001_forbids_are_protocol_violations() {
+    // CertificateRequest: context length 0, extensions: signature_algorithms (ecdsa_secp256r1_sha256).
+    let certificate_request = [0x0d, 0, 0, 0x0b, 0, 0, 8, 0, 0x0d, 0, 4, 0, 2, 4, 3];
+    // NewSessionTicket: lifetime 3600 s, age_add 1, nonce 0x00, ticket 0xaa, early_data = 5.
+    let ticket_early_data_5 = [
+        0x04, 0, 0, 0x17, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 8, 0, 0x2a, 0, 4, 0, 0, 0, 5,
+    ];
+    for message in [&certificate_request[..], &ticket_early_data_5[..]] {
+        let mut client = connected_client();
+        let error = client
+            .session
+            .read_handshake(Level::OneRtt, message)
+            .expect_err("a forbidden message");
+        assert_eq!(error.code, TransportErrorCode::PROTOCOL_VIOLATION, "{error:?}");
+    }
+    // The same ticket without early_data is taken.
+    let ticket = [
+        0x04, 0, 0, 0x0f, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 0,
+    ];
+    connected_client()
+        .session
+        .read_handshake(Level::OneRtt, &ticket)
+        .expect("a NewSessionTicket");
+}
+
+/// RFC 9001 §4.1.3: data TLS has not consumed when it provides keys for the next level is a
+/// PROTOCOL_VIOLATION, also when it came in the same piece as the message that changed the keys (here a
+/// NewSessionTicket right behind the server's Finished). Before, that case was CRYPTO_ERROR 0x10a.
+#[test]
+fn data_behind_a_key_change_in_the_same_piece_is_a_protocol_violation() {
+    let (mut client, mut server) = pair(&[]);
+    for (level, bytes) in client.flush() {
+        server.session.read_handshake(level, &bytes).expect("ClientHello");
+    }
+    let flight = server.flush();
+    client
+        .session
+        .read_handshake(Level::Initial, &flight[0].1)
+        .expect("ServerHello");
+    let mut rest = flight[1].1.clone();
+    rest.extend_from_slice(&[
+        0x04, 0, 0, 0x0f, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 0,
+    ]);
+    let error = client
+        .session
+        .read_handshake(Level::Handshake, &rest)
+        .expect_err("a ticket at the Handshake level");
+    assert_eq!(error.code, TransportErrorCode::PROTOCOL_VIOLATION, "{error:?}");
+}
+
 /// The client reads the server's ServerHello at Initial, the rest of its flight at Handshake, and the
 /// session tickets at 1-RTT; the server's flight after the ServerHello is not accepted at Initial.
 #[test]
@@ -852,7 +958,12 @@ proptest! {
             hello[i] ^= value | 1;
         }
         if let Err(error) = server.session.read_handshake(Level::Initial, &hello) {
-            prop_assert!(error.code.tls_alert().is_some(), "{}", error);
+            // A flip in the legacy_session_id length is a PROTOCOL_VIOLATION (RFC 9001 §8.4).
+            prop_assert!(
+                error.code.tls_alert().is_some() || error.code == TransportErrorCode::PROTOCOL_VIOLATION,
+                "{}",
+                error
+            );
         }
         let _ = server.flush();
     }
