@@ -336,6 +336,13 @@ impl Streams {
             }
         }
         for c in sent.control.iter() {
+            if c.kind == ControlKind::StopSending {
+                if let Some(recv) = self.streams.get_mut(&c.id).and_then(|s| s.recv.as_mut()) {
+                    recv.on_stop_acked();
+                    self.maybe_forget(c.id);
+                }
+                continue;
+            }
             if c.kind != ControlKind::ResetStream {
                 continue;
             }

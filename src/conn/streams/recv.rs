@@ -38,6 +38,9 @@ pub(super) struct RecvStream {
     pub(super) reset: Option<u64>,
     /// Our STOP_SENDING code: the application does not read any more.
     pub(super) stopped: Option<u64>,
+    /// Our STOP_SENDING was queued and not yet acknowledged: it goes again if lost (RFC 9000 §13.3),
+    /// and the stream is kept for it.
+    stop_unacked: bool,
     /// The application saw the end: `Ok(None)` or `Err(Reset)` from a read.
     app_done: bool,
     /// Bytes of this stream counted as consumed at the connection level.
@@ -58,6 +61,7 @@ impl RecvStream {
             window: RecvWindow::new(window, max_window),
             reset: None,
             stopped: None,
+            stop_unacked: false,
             app_done: false,
             credited: 0,
             readable_signaled: false,
@@ -280,12 +284,20 @@ impl RecvStream {
         self.stopped = Some(code);
         self.asm.clear();
         self.partial = Bytes::new();
-        self.reset.is_none() && self.final_size.is_none()
+        self.stop_unacked = self.reset.is_none() && self.final_size.is_none();
+        self.stop_unacked
     }
 
-    /// Whether a STOP_SENDING we sent is still useful to resend.
+    /// Whether a STOP_SENDING we sent is still useful to (re)send: RFC 9000 §13.3, "until the receiving
+    /// part of the stream enters either a 'Data Recvd' or 'Reset Recvd' state". Data Recvd is not
+    /// tracked once the data is discarded, so until the frame is acknowledged or the peer resets.
     pub(super) fn stop_wanted(&self) -> bool {
-        self.stopped.is_some() && self.reset.is_none() && self.final_size.is_none()
+        self.stopped.is_some() && self.reset.is_none() && self.stop_unacked
+    }
+
+    /// The peer acknowledged our STOP_SENDING.
+    pub(super) fn on_stop_acked(&mut self) {
+        self.stop_unacked = false;
     }
 
     /// Whether a (new or repeated) MAX_STREAM_DATA is useful: the peer may still send (RFC 9000 §13.3:
@@ -294,9 +306,13 @@ impl RecvStream {
         self.final_size.is_none() && self.reset.is_none() && self.stopped.is_none()
     }
 
-    /// The receive side is over: the application saw the end, or stopped and the final size is known.
+    /// The receive side is over: the application saw the end, or stopped, the final size is known and no
+    /// STOP_SENDING remains to be sent again (the peer reset the stream, or acknowledged the frame).
     pub(super) fn is_done(&self) -> bool {
-        self.app_done || (self.stopped.is_some() && self.final_size.is_some())
+        self.app_done
+            || (self.stopped.is_some()
+                && self.final_size.is_some()
+                && (self.reset.is_some() || !self.stop_unacked))
     }
 
     /// Bytes held for the application (reassembly buffer and a partly read chunk).

@@ -521,6 +521,40 @@ fn reset_and_stop_in_both_directions() {
     assert_eq!(c.open_streams(), 0);
 }
 
+/// RFC 9000 §13.3: STOP_SENDING "is sent until the receiving part of the stream enters either a 'Data
+/// Recvd' or 'Reset Recvd' state". A stream stopped in Recv whose FIN then arrives with data still
+/// missing (Size Known) sends a lost STOP_SENDING again, and is kept until the frame is acknowledged;
+/// then it is forgotten. Before, the frame was not sent again once the final size was known, and the
+/// stream was forgotten at once: the peer never learnt it and sent all its data.
+#[test]
+fn a_lost_stop_sending_goes_again_in_size_known_until_acknowledged() {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = s.open(Dir::Uni).unwrap();
+    s.write(id, &[1; 3000]).unwrap();
+    s.finish(id).unwrap();
+    let sent: Vec<_> = std::iter::from_fn(|| packet(&mut s, now)).collect();
+    assert!(sent.len() >= 3, "the data spans packets");
+    deliver(&mut c, &sent[0].0).unwrap();
+    c.stop(id, 9).unwrap();
+    let (stop, stop_rec) = packet(&mut c, now).expect("STOP_SENDING");
+    assert!(matches!(frames(&stop)[..], [Frame::StopSending(_)]));
+    // The FIN arrives, the middle of the data does not: Size Known.
+    deliver(&mut c, &sent.last().unwrap().0).unwrap();
+    assert_eq!(c.open_streams(), 1, "kept for the STOP_SENDING in flight");
+    c.on_lost(&stop_rec);
+    let (again, again_rec) = packet(&mut c, now).expect("STOP_SENDING again");
+    assert!(matches!(
+        frames(&again)[..],
+        [Frame::StopSending(StopSending { error_code: 9, .. })]
+    ));
+    c.on_acked(&again_rec);
+    assert_eq!(c.open_streams(), 0, "forgotten once acknowledged");
+    assert!(packet(&mut c, now)
+        .is_none_or(|(p, _)| !frames(&p).iter().any(|f| matches!(f, Frame::StopSending(_)))));
+}
+
 #[test]
 fn lost_reset_is_resent_and_lost_data_of_a_reset_stream_is_not() {
     let cfg = StreamsConfig::default();
