@@ -135,7 +135,8 @@ pub struct TransportConfig {
     /// Idle timeout advertised to the peer (RFC 9000 §10.1), in whole milliseconds on the wire (at least
     /// 1 ms when not zero); `None` or zero disables it on this side.
     pub max_idle_timeout: Option<Duration>,
-    /// Send an ack-eliciting packet after this much quiet, to keep the connection alive.
+    /// Send an ack-eliciting packet after this much quiet, to keep the connection alive. `None` or zero
+    /// turns it off; an interval under 1 ms is taken as 1 ms.
     pub keep_alive_interval: Option<Duration>,
     /// RTT assumed before any sample (RFC 9002 §6.2.2: 333 ms).
     pub initial_rtt: Duration,
@@ -178,8 +179,9 @@ pub struct TransportConfig {
     /// with 64 bytes more for its place in the queue (so that empty ones count too); the oldest are
     /// dropped beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
     pub datagram_receive_buffer: Option<usize>,
-    /// Bytes of DATAGRAM payloads queued for sending; the oldest are dropped beyond it, and a datagram
-    /// larger than it is refused. 0 disables sending datagrams.
+    /// Bytes of DATAGRAM payloads queued for sending, each datagram counted with 64 bytes more for its
+    /// place in the queue (so that empty ones count too); the oldest are dropped beyond it, and a
+    /// datagram larger than it is refused. 0 disables sending datagrams.
     pub datagram_send_buffer: usize,
 }
 

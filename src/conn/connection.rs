@@ -986,7 +986,14 @@ impl Connection {
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
-        let interval = self.config.keep_alive_interval?;
+        // Zero turns keep-alive off (as for the idle timeout); below the timer granularity it is taken
+        // as that: an interval of nothing would send a PING whenever the last one is acknowledged, at
+        // one instant over and over where the peer answers at once.
+        let interval = self
+            .config
+            .keep_alive_interval
+            .filter(|i| !i.is_zero())?
+            .max(super::recovery::GRANULARITY);
         // No deadline once the PING waits to go (it may wait for the congestion window or the
         // anti-amplification limit; a passed deadline would then be reported again and again, with
         // nothing to do), nor while ack-eliciting packets are in flight: the PTO keeps the connection

@@ -10,6 +10,10 @@ use super::assembler::compact;
 /// allocation), so that empty datagrams count too.
 const RECV_ENTRY_COST: usize = 64;
 
+/// The same for a datagram queued for sending: without it, empty datagrams queued by an application that
+/// never sends would grow the queue without bound.
+const SEND_ENTRY_COST: usize = RECV_ENTRY_COST;
+
 /// Why a datagram could not be queued for sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -58,14 +62,16 @@ pub(crate) struct Datagrams {
 }
 
 impl Datagrams {
-    /// Queues `data`, dropping the oldest queued datagrams while the queue would exceed `limit` bytes.
+    /// Queues `data`, dropping the oldest queued datagrams while the queue would exceed `limit` bytes
+    /// (each datagram counted with [`SEND_ENTRY_COST`] more; one alone always fits).
     pub(crate) fn push_send(&mut self, data: Bytes, limit: usize) {
-        while self.send_bytes + data.len() > limit {
+        let cost = data.len() + SEND_ENTRY_COST;
+        while self.send_bytes + cost > limit {
             let Some(old) = self.send.pop_front() else { break };
-            self.send_bytes -= old.len();
+            self.send_bytes -= old.len() + SEND_ENTRY_COST;
             self.send_dropped += 1;
         }
-        self.send_bytes += data.len();
+        self.send_bytes += cost;
         self.send.push_back(data);
     }
 
@@ -75,7 +81,7 @@ impl Datagrams {
             return None;
         }
         let d = self.send.pop_front()?;
-        self.send_bytes -= d.len();
+        self.send_bytes -= d.len() + SEND_ENTRY_COST;
         self.sent += 1;
         Some(d)
     }
@@ -86,7 +92,7 @@ impl Datagrams {
         let before = self.send.len();
         self.send.retain(|d| d.len() <= max);
         self.send_dropped += (before - self.send.len()) as u64;
-        self.send_bytes = self.send.iter().map(Bytes::len).sum();
+        self.send_bytes = self.send.iter().map(|d| d.len() + SEND_ENTRY_COST).sum();
     }
 
     /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes (each
@@ -136,7 +142,7 @@ mod tests {
         }
         d.drop_longer_than(1150);
         assert_eq!(d.send_dropped, 2);
-        assert_eq!(d.send_bytes, 300);
+        assert_eq!(d.send_bytes, 300 + 2 * SEND_ENTRY_COST);
         assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(100));
         assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(200));
         assert!(d.pop_send_if(|_| true).is_none());
@@ -145,8 +151,9 @@ mod tests {
     #[test]
     fn queues_drop_the_oldest_when_full() {
         let mut d = Datagrams::default();
+        // Room for three datagrams of 10 bytes and their queue slots.
         for i in 0..5u8 {
-            d.push_send(Bytes::from(vec![i; 10]), 30);
+            d.push_send(Bytes::from(vec![i; 10]), 3 * (10 + SEND_ENTRY_COST));
         }
         assert_eq!(d.send_dropped, 2);
         assert_eq!(d.send.front().map(|b| b[0]), Some(2));
@@ -204,5 +211,23 @@ mod tests {
         let large = d.pop_recv().unwrap();
         assert!(!packet.as_ptr_range().contains(&small.as_ptr()), "copied out");
         assert!(packet.as_ptr_range().contains(&large.as_ptr()), "zero-copy");
+    }
+
+    /// Empty datagrams count against the send limit too: before, a million of them queued under a
+    /// limit of 1200 bytes.
+    #[test]
+    fn empty_datagrams_count_against_the_send_limit() {
+        let mut d = Datagrams::default();
+        let limit = 1200;
+        for _ in 0..1_000_000 {
+            d.push_send(Bytes::new(), limit);
+        }
+        assert_eq!(d.send.len(), limit / SEND_ENTRY_COST);
+        assert_eq!(d.send_dropped, 1_000_000 - (limit / SEND_ENTRY_COST) as u64);
+        // One datagram as large as the limit still goes alone.
+        d.push_send(Bytes::from(vec![1; limit]), limit);
+        assert_eq!(d.send.len(), 1);
+        assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(limit));
+        assert_eq!(d.send_bytes, 0);
     }
 }

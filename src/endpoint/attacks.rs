@@ -953,6 +953,48 @@ fn a_failed_validation_with_nowhere_to_go_back_closes_silently() {
     assert_eq!(Pair::lost(&p.server_events), Some(&ConnectionError::TimedOut));
 }
 
+#[test]
+fn a_zero_or_tiny_keep_alive_interval_does_not_spin_at_one_instant() {
+    // With no latency, each side's keep-alive PING carries the ACK of the other's. An interval of zero
+    // made the next PING due at once, at the same instant, for ever (found by an API review: two
+    // million rounds without the clock moving). Zero now turns keep-alive off, and a positive interval
+    // is at least the timer granularity.
+    for interval in [Duration::ZERO, Duration::from_nanos(1)] {
+        let t = TransportConfig {
+            keep_alive_interval: Some(interval),
+            ..TransportConfig::default()
+        };
+        let mut p = Pair::start(
+            t.clone(),
+            t,
+            EndpointConfig::with_seed(1),
+            EndpointConfig::with_seed(2),
+        );
+        let now = p.now;
+        let mut rounds = 0;
+        loop {
+            deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+            deliver_all(&mut p.server, &mut p.client, now, SERVER);
+            let next = [p.client.poll_timeout(), p.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            if next.is_none_or(|n| n > now) {
+                break;
+            }
+            p.client.handle_timeout(now);
+            p.server.handle_timeout(now);
+            rounds += 1;
+            assert!(rounds < 1000, "{interval:?}: {rounds} rounds at one instant");
+        }
+        let h = p.client.table.iter().next().map(|(h, _)| h).unwrap();
+        assert!(
+            !p.client.conn(h).unwrap().is_handshaking(),
+            "{interval:?}: connected"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Acknowledgements (RFC 9000 §13.1, §21.4)
 

@@ -280,7 +280,10 @@ impl StreamRef<'_, '_> {
         self.conn.connection_mut().streams.read(self.id, buf)
     }
 
-    /// Reads the next in-order chunk of at most `max` bytes without copying it: `Ok(None)` at the end.
+    /// Reads the next in-order chunk of at most `max` bytes without copying it: `Ok(None)` at the end,
+    /// [`ReadError::Blocked`] when nothing is there yet. As with an empty `buf` for [`read`](Self::read),
+    /// a `max` of 0 reads nothing: an empty chunk while data waits, so a loop that reads until `Blocked`
+    /// or `None` must ask for more than 0 bytes.
     pub fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         self.conn.connection_mut().streams.read_chunk(self.id, max)
     }
