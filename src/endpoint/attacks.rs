@@ -114,12 +114,7 @@ fn a_client_that_moved_to_another_server_id_still_takes_handshake_packets() {
     // packet. A server may move the client to another of its IDs (a NEW_CONNECTION_ID with Retire Prior
     // To) before the handshake is confirmed; its Handshake packets keep the first ID. Before, the client
     // compared them with the ID in use, and dropped them.
-    let mut p = Pair::start(
-        TransportConfig::default(),
-        TransportConfig::default(),
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    );
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     let now = p.now;
     deliver_all(&mut p.client, &mut p.server, now, CLIENT);
     deliver_all(&mut p.server, &mut p.client, now, SERVER);
@@ -964,12 +959,7 @@ fn a_zero_or_tiny_keep_alive_interval_does_not_spin_at_one_instant() {
             keep_alive_interval: Some(interval),
             ..TransportConfig::default()
         };
-        let mut p = Pair::start(
-            t.clone(),
-            t,
-            EndpointConfig::with_seed(1),
-            EndpointConfig::with_seed(2),
-        );
+        let mut p = Pair::start_with(t.clone(), t);
         let now = p.now;
         let mut rounds = 0;
         loop {
@@ -1735,12 +1725,7 @@ fn a_path_mtu_above_the_window_does_not_stall_the_sender() {
         max_udp_payload_size: 9000,
         ..TransportConfig::default()
     };
-    let mut p = Pair::start(
-        server,
-        client,
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    );
+    let mut p = Pair::start_with(server, client);
     let probe = drive(&mut p, Duration::ZERO, Duration::from_secs(2), 1200).unwrap();
     let (h, sent_probe) = (p.server_h.unwrap(), p.now);
     p.now += Duration::from_millis(5);
@@ -1926,12 +1911,7 @@ fn handshake_acks_are_scaled_by_the_announced_ack_delay_exponent() {
         ack_delay_exponent: exponent,
         ..TransportConfig::default()
     };
-    let mut p = Pair::start(
-        transport.clone(),
-        transport,
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    );
+    let mut p = Pair::start_with(transport.clone(), transport);
     let t0 = p.now;
     deliver_all(&mut p.client, &mut p.server, t0, CLIENT);
     deliver_all(&mut p.server, &mut p.client, t0, SERVER);

@@ -42,12 +42,7 @@ fn client_finished_and_request(p: &mut Pair) -> (Vec<BytesMut>, Vec<BytesMut>, C
 }
 
 fn pair() -> Pair {
-    Pair::start(
-        TransportConfig::default(),
-        TransportConfig::default(),
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    )
+    Pair::start_with(TransportConfig::default(), TransportConfig::default())
 }
 
 /// The client's request.

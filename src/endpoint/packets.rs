@@ -60,12 +60,7 @@ fn server_lost(p: &mut Pair) -> bool {
 /// A pair whose server has taken the client's first flight and nothing more, with the client's
 /// original destination and source connection IDs, for forging more client Initials.
 fn server_with_the_client_initial() -> (Pair, ConnectionId, ConnectionId) {
-    let mut p = Pair::start(
-        TransportConfig::default(),
-        TransportConfig::default(),
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    );
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     let now = p.now;
     let first = sends(&mut p.client, now);
     let h = ProtectedHeader::decode(&first[0], 0).unwrap();
@@ -276,12 +271,7 @@ fn long_header_packets_stay_within_their_length_field() {
 /// wait for a second PTO to get it.
 #[test]
 fn a_server_probe_also_resends_its_handshake_data() {
-    let mut p = Pair::start(
-        TransportConfig::default(),
-        TransportConfig::default(),
-        EndpointConfig::with_seed(1),
-        EndpointConfig::with_seed(2),
-    );
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     let now = p.now;
     for d in sends(&mut p.client, now) {
         deliver(&mut p.server, now, CLIENT, &d);

@@ -75,6 +75,16 @@ impl Pair {
         pair
     }
 
+    /// As [`start`](Self::start), with the endpoints of [`with`](Self::with) (seeds 1 and 2).
+    pub(super) fn start_with(server_transport: TransportConfig, client_transport: TransportConfig) -> Self {
+        Self::start(
+            server_transport,
+            client_transport,
+            EndpointConfig::with_seed(1),
+            EndpointConfig::with_seed(2),
+        )
+    }
+
     /// The two endpoints, the client's connection started and nothing sent yet.
     pub(super) fn start(
         server_transport: TransportConfig,

@@ -45,6 +45,17 @@ fn pair(client_cfg: &StreamsConfig, server_cfg: &StreamsConfig) -> (Streams, Str
     (c, s)
 }
 
+/// A client with the default configuration and a server that grants 1000 bytes per stream and 1500 for
+/// the connection.
+fn small_window_pair() -> (Streams, Streams) {
+    let small = StreamsConfig {
+        stream_receive_window: 1000,
+        receive_window: 1500,
+        ..StreamsConfig::default()
+    };
+    pair(&StreamsConfig::default(), &small)
+}
+
 /// One packet's worth of frames from `from`, or `None` when it has nothing to send.
 fn packet(from: &mut Streams, now: Instant) -> Option<(Bytes, StreamsSent)> {
     if !from.has_pending() {
@@ -227,12 +238,7 @@ fn reassembles_out_of_order_overlapping_and_duplicate_frames() {
 
 #[test]
 fn flow_control_blocks_sender_and_reads_raise_limits() {
-    let small = StreamsConfig {
-        stream_receive_window: 1000,
-        receive_window: 1500,
-        ..StreamsConfig::default()
-    };
-    let (mut c, mut s) = pair(&StreamsConfig::default(), &small);
+    let (mut c, mut s) = small_window_pair();
     let now = start();
     let a = c.open(Dir::Uni).unwrap();
     let b = c.open(Dir::Uni).unwrap();
@@ -266,12 +272,7 @@ fn flow_control_blocks_sender_and_reads_raise_limits() {
 
 #[test]
 fn data_beyond_limits_is_flow_control_error() {
-    let small = StreamsConfig {
-        stream_receive_window: 1000,
-        receive_window: 1500,
-        ..StreamsConfig::default()
-    };
-    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    let (_c, mut s) = small_window_pair();
     let a = StreamId::new(Side::Client, Dir::Uni, 0);
     let b = StreamId::new(Side::Client, Dir::Uni, 1);
     let big = StreamFrame {
@@ -281,7 +282,7 @@ fn data_beyond_limits_is_flow_control_error() {
         data: Bytes::from(vec![0; 1001]),
     };
     assert_eq!(code(s.on_stream(big)), TransportErrorCode::FLOW_CONTROL_ERROR);
-    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    let (_c, mut s) = small_window_pair();
     s.on_stream(sf(a, 999, b"x", false)).unwrap();
     s.on_stream(sf(b, 499, b"x", false)).unwrap();
     assert_eq!(
@@ -289,7 +290,7 @@ fn data_beyond_limits_is_flow_control_error() {
         TransportErrorCode::FLOW_CONTROL_ERROR
     );
     // A RESET_STREAM's final size counts against the connection limit too.
-    let (_c, mut s) = pair(&StreamsConfig::default(), &small);
+    let (_c, mut s) = small_window_pair();
     s.on_stream(sf(a, 999, b"x", false)).unwrap();
     let reset = ResetStream {
         id: b,
@@ -1232,12 +1233,7 @@ fn blocked_below_limits_we_raised_brings_nothing() {
 /// limit that moved on leaves nothing to resend for it.
 #[test]
 fn blocked_frames_are_queued_again_for_the_limits_that_still_hold() {
-    let small = StreamsConfig {
-        stream_receive_window: 1000,
-        receive_window: 1500,
-        ..StreamsConfig::default()
-    };
-    let (mut c, mut s) = pair(&StreamsConfig::default(), &small);
+    let (mut c, mut s) = small_window_pair();
     let now = start();
     assert!(!c.blocked_frames_sent(), "nothing blocked yet");
     let a = c.open(Dir::Uni).unwrap();

@@ -608,6 +608,11 @@ fn a_client_hello_with_a_legacy_session_id_is_a_protocol_violation() {
     }
 }
 
+/// A NewSessionTicket: lifetime 3600 s, age_add 1, nonce 0x00, ticket 0xaa, no extensions.
+const TICKET: [u8; 19] = [
+    0x04, 0, 0, 0x0f, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 0,
+];
+
 /// Runs a handshake to its end and returns the client, which then reads at 1-RTT.
 fn connected_client() -> Peer {
     let (mut client, mut server) = pair(&[]);
@@ -636,12 +641,9 @@ fn post_handshake_messages_rfc_9001_forbids_are_protocol_violations() {
         assert_eq!(error.code, TransportErrorCode::PROTOCOL_VIOLATION, "{error:?}");
     }
     // The same ticket without early_data is taken.
-    let ticket = [
-        0x04, 0, 0, 0x0f, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 0,
-    ];
     connected_client()
         .session
-        .read_handshake(Level::OneRtt, &ticket)
+        .read_handshake(Level::OneRtt, &TICKET)
         .expect("a NewSessionTicket");
 }
 
@@ -660,9 +662,7 @@ fn data_behind_a_key_change_in_the_same_piece_is_a_protocol_violation() {
         .read_handshake(Level::Initial, &flight[0].1)
         .expect("ServerHello");
     let mut rest = flight[1].1.clone();
-    rest.extend_from_slice(&[
-        0x04, 0, 0, 0x0f, 0, 0, 0x0e, 0x10, 0, 0, 0, 1, 1, 0, 0, 1, 0xaa, 0, 0,
-    ]);
+    rest.extend_from_slice(&TICKET);
     let error = client
         .session
         .read_handshake(Level::Handshake, &rest)
