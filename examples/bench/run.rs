@@ -210,8 +210,8 @@ fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
 }
 
 /// One engine alone, once, for a profiler: `profile-quicsand` or `profile-quinn` runs bulk with the first
-/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes (`profile-hs-default-quicsand` and
-/// `profile-hs-default-rustls` the default ones); `profile-streams-*` the streams.
+/// suite; `profile-hs-quicsand`, `profile-hs-quinn` the lean handshakes (`profile-hs-default-quicsand`,
+/// `profile-hs-default-quinn` and `profile-hs-default-rustls` the default ones); `profile-streams-*` the streams.
 fn profile(a: &Args, what: &str) {
     let suite = a.suites[0];
     let p = bulk_params(a, suite);
@@ -226,6 +226,10 @@ fn profile(a: &Args, what: &str) {
         "hs-default-quicsand" => println!(
             "{:?}",
             qs::handshakes(a.handshakes, &Tls::new(suite, Mode::Default))
+        ),
+        "hs-default-quinn" => println!(
+            "{:?}",
+            qp::handshakes(a.handshakes, &Tls::new(suite, Mode::Default), Mode::Default)
         ),
         "hs-default-rustls" => println!(
             "{:?}",
