@@ -163,7 +163,9 @@ pub struct TransportConfig {
     /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size).
     pub max_udp_payload_size: u16,
     /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED;
-    /// at least 4096 (RFC 9000 §7.5: "MUST support buffering at least 4096 bytes").
+    /// at least 4096 (RFC 9000 §7.5: "MUST support buffering at least 4096 bytes"). The pieces held
+    /// around holes are bounded by it too: one per 256 bytes (at least 16), beyond which the connection
+    /// fails the same way.
     pub crypto_buffer_size: usize,
     /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit),
     /// and at most how many it issues to the peer. Taken within 2..=64.

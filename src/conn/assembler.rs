@@ -51,12 +51,34 @@ const MERGE_READY_FROM: usize = 8;
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
 
-/// `data` in an allocation of its own if it is small: a held `Bytes` keeps its whole datagram alive.
-pub(crate) fn compact(data: Bytes) -> Bytes {
-    if data.len() < COPY_BELOW {
+/// `data`, a slice of a `datagram_len`-byte datagram, in an allocation of its own if it is less than
+/// half of that datagram: a held `Bytes` keeps its whole datagram alive, so a piece alone in a large
+/// datagram (a 1 KiB piece in a 64 KB datagram) would otherwise hold many times the bytes that flow
+/// control and the receive buffers count. Pieces that are kept as they came hold at most twice their
+/// size.
+pub(crate) fn unpin(data: Bytes, datagram_len: usize) -> Bytes {
+    if pins(&data, datagram_len) {
         Bytes::copy_from_slice(&data)
     } else {
         data
+    }
+}
+
+/// Whether holding `data` as it came would keep alive more than twice its size of its
+/// `datagram_len`-byte datagram (see [`unpin`]).
+#[inline]
+pub(crate) fn pins(data: &[u8], datagram_len: usize) -> bool {
+    data.len().saturating_mul(2) < datagram_len
+}
+
+/// As [`unpin`], and a small piece in an allocation of its own whatever its share of the datagram: for
+/// data that may wait long (beyond a gap, or for the application), at a cost per piece that is the
+/// piece's length plus one allocation.
+pub(crate) fn compact(data: Bytes, datagram_len: usize) -> Bytes {
+    if data.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&data)
+    } else {
+        unpin(data, datagram_len)
     }
 }
 

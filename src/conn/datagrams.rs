@@ -98,7 +98,7 @@ impl Datagrams {
     /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes (each
     /// datagram counted with [`RECV_ENTRY_COST`] more). Returns whether the application should be told
     /// (the queue was empty).
-    pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize) -> bool {
+    pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize, datagram_len: usize) -> bool {
         self.received += 1;
         // The application was told when the queue last became non-empty and has not read since.
         let was_empty = self.recv.is_empty();
@@ -114,9 +114,9 @@ impl Datagrams {
             self.recv_dropped += 1;
         }
         self.recv_bytes += cost;
-        // A small datagram is copied out of the packet it came in, which it would otherwise keep alive
-        // (with the whole receive buffer it shares) while the application lets it wait.
-        self.recv.push_back(compact(data));
+        // A small datagram, or one that is less than half of the UDP datagram it came in, is copied out of
+        // it: the application may let it wait, and a slice would keep the whole UDP datagram alive.
+        self.recv.push_back(compact(data, datagram_len));
         was_empty
     }
 
@@ -164,9 +164,9 @@ mod tests {
         assert_eq!(d.pop_send_if(|_| true).map(|b| b[0]), Some(2));
 
         let limit = 5 + RECV_ENTRY_COST;
-        assert!(d.push_recv(Bytes::from_static(b"abc"), limit));
+        assert!(d.push_recv(Bytes::from_static(b"abc"), limit, 0));
         assert!(
-            !d.push_recv(Bytes::from_static(b"def"), limit),
+            !d.push_recv(Bytes::from_static(b"def"), limit, 0),
             "not the first in the queue"
         );
         assert_eq!(d.recv_dropped, 1);
@@ -179,8 +179,8 @@ mod tests {
         // One that could never be stored is dropped on arrival; the datagrams already waiting stay.
         let mut d = Datagrams::default();
         let limit = 100 + 2 * RECV_ENTRY_COST;
-        assert!(d.push_recv(Bytes::from_static(b"first"), limit));
-        assert!(!d.push_recv(Bytes::from(vec![0; 500]), limit));
+        assert!(d.push_recv(Bytes::from_static(b"first"), limit, 0));
+        assert!(!d.push_recv(Bytes::from(vec![0; 500]), limit, 0));
         assert_eq!(d.recv_dropped, 1);
         assert_eq!(d.pop_recv().as_deref(), Some(&b"first"[..]));
         assert_eq!(d.pop_recv(), None);
@@ -193,7 +193,7 @@ mod tests {
         let mut d = Datagrams::default();
         let limit = 1 << 20;
         for _ in 0..500_000 {
-            d.push_recv(Bytes::new(), limit);
+            d.push_recv(Bytes::new(), limit, 0);
         }
         assert_eq!(d.recv.len(), limit / RECV_ENTRY_COST);
         assert_eq!(d.recv_dropped, 500_000 - (limit / RECV_ENTRY_COST) as u64);
@@ -205,8 +205,8 @@ mod tests {
     fn small_received_datagrams_do_not_keep_their_packet_alive() {
         let mut d = Datagrams::default();
         let packet = Bytes::from(vec![9u8; 1500]);
-        d.push_recv(packet.slice(100..110), 1 << 20);
-        d.push_recv(packet.slice(200..1400), 1 << 20);
+        d.push_recv(packet.slice(100..110), 1 << 20, packet.len());
+        d.push_recv(packet.slice(200..1400), 1 << 20, packet.len());
         let small = d.pop_recv().unwrap();
         let large = d.pop_recv().unwrap();
         assert!(!packet.as_ptr_range().contains(&small.as_ptr()), "copied out");

@@ -215,7 +215,7 @@ impl Connection {
     fn old_path_challenge(&mut self, old: &Path) -> OldPathChallenge {
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
-        let spare = self.take_lowest_spare();
+        let spare = self.take_spare_for_path();
         let (dcid_seq, dcid, reset_token) = match spare {
             Some((seq, cid, token)) => self.use_peer_cid(seq, cid, Some(token)),
             None => (self.remote_cid_seq, self.remote_cid, self.remote_reset_token),
@@ -265,7 +265,7 @@ impl Connection {
             // Zero-length IDs: nothing to link, and none to spare.
             return None;
         }
-        let (seq, cid, token) = self.take_lowest_spare()?;
+        let (seq, cid, token) = self.take_spare_for_path()?;
         let (old_seq, old_cid, old_token) = self.use_peer_cid(seq, cid, Some(token));
         match challenge {
             Some(c) if !c.spare && c.dcid_seq == old_seq => {
@@ -299,6 +299,24 @@ impl Connection {
         if let Some(c) = challenge.filter(|c| c.spare) {
             self.retire_spare(c.dcid_seq);
         }
+    }
+
+    /// A spare connection ID of the peer's for a new path, an old path's challenge or an off-path
+    /// answer: none while the retirements owed are at their bound. Each ID taken so is retired once its
+    /// use ends, outside the bound on what the peer asks us to retire (`queue_retire`), so a peer that
+    /// keeps moving and acknowledges nothing would otherwise make the owed RETIRE_CONNECTION_ID frames
+    /// grow without end (RFC 9000 §5.1.2: an endpoint SHOULD limit them). Without a spare the connection
+    /// goes on as it does when the peer has none to give (§9.5).
+    fn take_spare_for_path(&mut self) -> Option<(u64, ConnectionId, ResetToken)> {
+        if self.retire_cids.len() as u64 >= self.retire_owed_limit() {
+            return None;
+        }
+        self.take_lowest_spare()
+    }
+
+    /// The bound on RETIRE_CONNECTION_ID frames owed (RFC 9000 §5.1.2: at least twice the limit).
+    pub(crate) fn retire_owed_limit(&self) -> u64 {
+        4 * self.config.connection_id_limit()
     }
 
     /// Takes the peer's spare connection ID with the lowest sequence number out of `peer_cids`.
@@ -341,7 +359,7 @@ impl Connection {
             there
         } else if self.remote_cid.is_empty() {
             (self.remote_cid, None)
-        } else if let Some((seq, cid, _)) = self.take_lowest_spare() {
+        } else if let Some((seq, cid, _)) = self.take_spare_for_path() {
             (cid, Some(seq))
         } else {
             // RFC 9000 §9.5: "An endpoint that exhausts available connection IDs cannot ... respond to

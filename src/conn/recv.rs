@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::assembler;
 use super::congestion::new_controller;
 use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
 use super::early::KeyState;
@@ -20,6 +21,17 @@ use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{ty, AckFrame, Frame, FrameError, NewConnectionId, StreamFrame};
 use crate::wire::header::{LongType, ProtectedHeader};
 use crate::wire::{ConnectionId, Reader, TransportError};
+
+/// Out-of-order CRYPTO data may be held in at most one piece per this many bytes of the buffer
+/// (`crypto_buffer_size`): 256 pieces for the default 64 KiB, where a whole window of full-sized
+/// packets with every other one lost makes about 28.
+const CRYPTO_BYTES_PER_FRAGMENT: u64 = 256;
+
+/// How many separate pieces of CRYPTO data, held around holes, a `window`-byte buffer allows (at least
+/// 16).
+fn crypto_fragments_limit(window: u64) -> u64 {
+    (window / CRYPTO_BYTES_PER_FRAGMENT).max(16)
+}
 
 /// Why a packet was dropped without affecting the connection.
 struct Dropped;
@@ -333,7 +345,7 @@ impl Connection {
         let dcid = header.dcid();
         // The payload goes by reference: a copy of it, just built by narrow stores, stalled on the wide reads.
         let (ack_eliciting, probing) = self
-            .process_frames(now, space, &mut payload, dcid)
+            .process_frames(now, space, &mut payload, (dcid, datagram_len))
             .map_err(Some)?;
         if self.is_closed() {
             return Ok(());
@@ -392,7 +404,7 @@ impl Connection {
         now: Instant,
         space: SpaceId,
         payload: &mut Bytes,
-        dcid: &ConnectionId,
+        (dcid, datagram_len): (&ConnectionId, usize),
     ) -> Result<(bool, bool), TransportError> {
         let mut ack_eliciting = false;
         let mut probing = true;
@@ -411,7 +423,9 @@ impl Connection {
                 }
                 ack_eliciting = true;
                 probing = false;
-                self.streams.on_stream(frame).map_err(|e| e.with_frame(ty))?;
+                self.streams
+                    .on_stream(frame, datagram_len)
+                    .map_err(|e| e.with_frame(ty))?;
                 continue;
             }
             let mut r = Reader::from_bytes(payload);
@@ -449,11 +463,25 @@ impl Connection {
                         )
                         .with_frame(ty));
                     }
-                    // RFC 9000 §7.5: a peer may not make us buffer more than we allow.
-                    s.crypto_recv.insert(c.offset, c.data, window).map_err(|_| {
+                    // Data beyond a gap waits, as a copy when small or a small share of its datagram:
+                    // memory follows the bytes held, not the datagrams they came in.
+                    let data = if c.offset > s.crypto_recv.contiguous_end() {
+                        assembler::compact(c.data, datagram_len)
+                    } else {
+                        c.data
+                    };
+                    // RFC 9000 §7.5: a peer may not make us buffer more than we allow, in bytes or in
+                    // pieces held around holes (each costs an entry, however small).
+                    s.crypto_recv.insert(c.offset, data, window).map_err(|_| {
                         TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")
                             .with_frame(ty)
                     })?;
+                    if s.crypto_recv.fragments() as u64 > crypto_fragments_limit(window) {
+                        return Err(TransportError::crypto_buffer_exceeded(
+                            "CRYPTO data in too many separate pieces",
+                        )
+                        .with_frame(ty));
+                    }
                     self.read_crypto(now, space)?;
                 }
                 Frame::Close(close) => {
@@ -500,11 +528,14 @@ impl Connection {
                         )
                         .with_frame(ty));
                     }
-                    if self.datagrams.push_recv(d.data, limit) {
+                    if self.datagrams.push_recv(d.data, limit, datagram_len) {
                         self.events.push_back(Event::DatagramReceived);
                     }
                 }
-                Frame::Stream(f) => self.streams.on_stream(f).map_err(|e| e.with_frame(ty))?,
+                Frame::Stream(f) => self
+                    .streams
+                    .on_stream(f, datagram_len)
+                    .map_err(|e| e.with_frame(ty))?,
                 Frame::ResetStream(f) => self.streams.on_reset_stream(f).map_err(|e| e.with_frame(ty))?,
                 Frame::StopSending(f) => self.streams.on_stop_sending(f).map_err(|e| e.with_frame(ty))?,
                 Frame::MaxStreamData(f) => {
@@ -723,7 +754,7 @@ impl Connection {
             return Ok(());
         }
         // RFC 9000 §5.1.2: bound the retirements owed, so a peer cannot make us track them without end.
-        if self.retire_cids.len() as u64 >= 4 * self.config.connection_id_limit() {
+        if self.retire_cids.len() as u64 >= self.retire_owed_limit() {
             return Err(TransportError::connection_id_limit_error(
                 "too many connection IDs to retire",
             ));
@@ -912,7 +943,8 @@ impl Connection {
             return;
         }
         let dcid = self.local_cid;
-        if let Err(e) = self.process_frames(now, space, &mut payload, &dcid) {
+        let len = payload.len();
+        if let Err(e) = self.process_frames(now, space, &mut payload, (&dcid, len)) {
             self.close_with_error(now, e);
         }
     }

@@ -32,6 +32,8 @@ mod attacks;
 #[cfg(test)]
 mod early;
 #[cfg(test)]
+mod held_memory;
+#[cfg(test)]
 mod migration;
 #[cfg(test)]
 mod packets;

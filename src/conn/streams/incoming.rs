@@ -77,8 +77,12 @@ impl Streams {
         self.recv_window.max().saturating_sub(self.recv_data)
     }
 
-    /// A STREAM frame (RFC 9000 §19.8).
-    pub(crate) fn on_stream(&mut self, frame: StreamFrame) -> Result<(), TransportError> {
+    /// A STREAM frame (RFC 9000 §19.8), from a datagram of `datagram_len` bytes (0 for none).
+    pub(crate) fn on_stream(
+        &mut self,
+        frame: StreamFrame,
+        datagram_len: usize,
+    ) -> Result<(), TransportError> {
         let id = frame.id;
         let frame_type = ty::STREAM;
         // RFC 9000 §19.8: STREAM on a send-only stream is a STREAM_STATE_ERROR.
@@ -96,7 +100,7 @@ impl Streams {
         };
         let before = recv.fragments();
         let got = recv
-            .on_data(frame.offset, frame.data, frame.fin, conn_room)
+            .on_data(frame.offset, frame.data, frame.fin, conn_room, datagram_len)
             .map_err(|e| e.with_frame(frame_type))?;
         let after = recv.fragments();
         // Read while the stream is at hand (one lookup per frame, not three).

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::flow::RecvWindow;
 use super::ReadError;
-use crate::conn::assembler::Assembler;
+use crate::conn::assembler::{self, Assembler};
 use crate::wire::TransportError;
 
 /// What a STREAM or RESET_STREAM frame changed.
@@ -98,18 +98,20 @@ impl RecvStream {
         self.reset.is_some() || self.stopped.is_some() || self.app_done
     }
 
-    /// Handles a STREAM frame; `conn_room` is the connection-level credit left to the peer.
     /// Pieces of data held beyond a gap.
     pub(super) fn fragments(&self) -> usize {
         self.asm.fragments()
     }
 
+    /// Handles a STREAM frame; `conn_room` is the connection-level credit left to the peer, and
+    /// `datagram_len` the size of the datagram `data` is a slice of (0 for none).
     pub(super) fn on_data(
         &mut self,
         offset: u64,
         mut data: Bytes,
         fin: bool,
         conn_room: u64,
+        datagram_len: usize,
     ) -> Result<Received, TransportError> {
         let end = offset.saturating_add(data.len() as u64);
         if let Some(final_size) = self.final_size {
@@ -148,10 +150,13 @@ impl RecvStream {
             });
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
+        // Memory follows the bytes held, not the datagrams they came in: out-of-order data may wait
+        // long, so small pieces of it are copied; any piece is copied when it is less than half of its
+        // datagram (a peer sending large datagrams would otherwise hold many times its window here).
         if offset > self.asm.contiguous_end() {
-            // Out-of-order data may wait long: hold a copy of small pieces rather than the whole datagram
-            // they arrived in, so memory follows the bytes held, not the packets they came in.
-            data = crate::conn::assembler::compact(data);
+            data = assembler::compact(data, datagram_len);
+        } else if assembler::pins(&data, datagram_len) {
+            data = Bytes::copy_from_slice(&data);
         }
         // The window check above bounds what the assembler may hold: `end <= max` and
         // `asm_offset <= max` (the application cannot read beyond what arrived).

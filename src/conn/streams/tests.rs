@@ -86,7 +86,7 @@ fn deliver(to: &mut Streams, payload: &Bytes) -> Result<(), TransportError> {
 
 fn dispatch(to: &mut Streams, frame: Frame) -> Result<(), TransportError> {
     match frame {
-        Frame::Stream(f) => to.on_stream(f),
+        Frame::Stream(f) => to.on_stream(f, 0),
         Frame::ResetStream(f) => to.on_reset_stream(f),
         Frame::StopSending(f) => to.on_stop_sending(f),
         Frame::MaxData(v) => to.on_max_data(v),
@@ -216,15 +216,15 @@ fn reassembles_out_of_order_overlapping_and_duplicate_frames() {
     let cfg = StreamsConfig::default();
     let (_c, mut s) = pair(&cfg, &cfg);
     let id = StreamId::new(Side::Client, Dir::Uni, 0);
-    s.on_stream(sf(id, 6, b"ghij", true)).unwrap();
+    s.on_stream(sf(id, 6, b"ghij", true), 0).unwrap();
     assert_eq!(events(&mut s), vec![StreamEvent::Opened { dir: Dir::Uni }]);
-    s.on_stream(sf(id, 2, b"cdefg", false)).unwrap();
-    s.on_stream(sf(id, 2, b"cdefg", false)).unwrap();
+    s.on_stream(sf(id, 2, b"cdefg", false), 0).unwrap();
+    s.on_stream(sf(id, 2, b"cdefg", false), 0).unwrap();
     assert_eq!(s.read_chunk(id, 10), Err(ReadError::Blocked));
-    s.on_stream(sf(id, 0, b"abcd", false)).unwrap();
+    s.on_stream(sf(id, 0, b"abcd", false), 0).unwrap();
     assert_eq!(events(&mut s), vec![StreamEvent::Readable { id }]);
     // A duplicate FIN frame with the same final size is fine.
-    s.on_stream(sf(id, 6, b"ghij", true)).unwrap();
+    s.on_stream(sf(id, 6, b"ghij", true), 0).unwrap();
     assert_eq!(s.accept(Dir::Uni), Some(id));
     let mut buf = [0u8; 64];
     assert_eq!(s.read(id, &mut buf), Ok(Some(10)));
@@ -232,7 +232,7 @@ fn reassembles_out_of_order_overlapping_and_duplicate_frames() {
     assert_eq!(s.read(id, &mut buf), Ok(None));
     // The stream is over and forgotten; late frames for it are ignored.
     assert_eq!(s.open_streams(), 0);
-    s.on_stream(sf(id, 0, b"abcd", false)).unwrap();
+    s.on_stream(sf(id, 0, b"abcd", false), 0).unwrap();
     assert_eq!(s.read(id, &mut buf), Err(ReadError::ClosedStream));
 }
 
@@ -281,17 +281,17 @@ fn data_beyond_limits_is_flow_control_error() {
         fin: false,
         data: Bytes::from(vec![0; 1001]),
     };
-    assert_eq!(code(s.on_stream(big)), TransportErrorCode::FLOW_CONTROL_ERROR);
+    assert_eq!(code(s.on_stream(big, 0)), TransportErrorCode::FLOW_CONTROL_ERROR);
     let (_c, mut s) = small_window_pair();
-    s.on_stream(sf(a, 999, b"x", false)).unwrap();
-    s.on_stream(sf(b, 499, b"x", false)).unwrap();
+    s.on_stream(sf(a, 999, b"x", false), 0).unwrap();
+    s.on_stream(sf(b, 499, b"x", false), 0).unwrap();
     assert_eq!(
-        code(s.on_stream(sf(b, 500, b"x", false))),
+        code(s.on_stream(sf(b, 500, b"x", false), 0)),
         TransportErrorCode::FLOW_CONTROL_ERROR
     );
     // A RESET_STREAM's final size counts against the connection limit too.
     let (_c, mut s) = small_window_pair();
-    s.on_stream(sf(a, 999, b"x", false)).unwrap();
+    s.on_stream(sf(a, 999, b"x", false), 0).unwrap();
     let reset = ResetStream {
         id: b,
         error_code: 1,
@@ -310,19 +310,19 @@ fn final_size_violations() {
     let fse = TransportErrorCode::FINAL_SIZE_ERROR;
     // Data past the FIN.
     let (_c, mut s) = pair(&cfg, &cfg);
-    s.on_stream(sf(id, 0, b"abc", true)).unwrap();
-    assert_eq!(code(s.on_stream(sf(id, 3, b"d", false))), fse);
+    s.on_stream(sf(id, 0, b"abc", true), 0).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 3, b"d", false), 0)), fse);
     // A changed FIN.
     let (_c, mut s) = pair(&cfg, &cfg);
-    s.on_stream(sf(id, 0, b"abc", true)).unwrap();
-    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true))), fse);
+    s.on_stream(sf(id, 0, b"abc", true), 0).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true), 0)), fse);
     // A FIN below data already received.
     let (_c, mut s) = pair(&cfg, &cfg);
-    s.on_stream(sf(id, 5, b"abc", false)).unwrap();
-    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true))), fse);
+    s.on_stream(sf(id, 5, b"abc", false), 0).unwrap();
+    assert_eq!(code(s.on_stream(sf(id, 0, b"ab", true), 0)), fse);
     // RESET_STREAM with a smaller final size than data received, or a changed one.
     let (_c, mut s) = pair(&cfg, &cfg);
-    s.on_stream(sf(id, 0, b"abcdef", false)).unwrap();
+    s.on_stream(sf(id, 0, b"abcdef", false), 0).unwrap();
     let reset = |final_size| ResetStream {
         id,
         error_code: 7,
@@ -331,7 +331,7 @@ fn final_size_violations() {
     assert_eq!(code(s.on_reset_stream(reset(4))), fse);
     s.on_reset_stream(reset(10)).unwrap();
     assert_eq!(code(s.on_reset_stream(reset(11))), fse);
-    assert_eq!(code(s.on_stream(sf(id, 8, b"xyz", false))), fse);
+    assert_eq!(code(s.on_stream(sf(id, 8, b"xyz", false), 0)), fse);
 }
 
 #[test]
@@ -341,7 +341,7 @@ fn stream_state_errors() {
     let sse = TransportErrorCode::STREAM_STATE_ERROR;
     let ours_uni = s.open(Dir::Uni).unwrap();
     // STREAM and RESET_STREAM on our send-only stream.
-    assert_eq!(code(s.on_stream(sf(ours_uni, 0, b"x", false))), sse);
+    assert_eq!(code(s.on_stream(sf(ours_uni, 0, b"x", false), 0)), sse);
     let reset = ResetStream {
         id: ours_uni,
         error_code: 0,
@@ -362,7 +362,7 @@ fn stream_state_errors() {
     assert_eq!(code(s.on_stop_sending(stop)), sse);
     // Any frame for a local stream not yet opened.
     let unopened = StreamId::new(Side::Server, Dir::Bi, 3);
-    assert_eq!(code(s.on_stream(sf(unopened, 0, b"x", false))), sse);
+    assert_eq!(code(s.on_stream(sf(unopened, 0, b"x", false), 0)), sse);
     let msd = MaxStreamData { id: unopened, max: 5 };
     assert_eq!(code(s.on_max_stream_data(msd)), sse);
     // STREAM_DATA_BLOCKED on a send-only stream.
@@ -396,13 +396,13 @@ fn stream_limits_and_streams_blocked() {
     // A peer frame above our limit.
     let too_far = StreamId::new(Side::Client, Dir::Bi, 2);
     assert_eq!(
-        code(s.on_stream(sf(too_far, 0, b"x", false))),
+        code(s.on_stream(sf(too_far, 0, b"x", false), 0)),
         TransportErrorCode::STREAM_LIMIT_ERROR
     );
     // Opening a stream implicitly opens the lower ones.
     let (mut c, mut s) = pair(&cfg, &cfg);
     let _ = (c.open(Dir::Bi), c.open(Dir::Bi));
-    s.on_stream(sf(StreamId::new(Side::Client, Dir::Bi, 1), 0, b"x", false))
+    s.on_stream(sf(StreamId::new(Side::Client, Dir::Bi, 1), 0, b"x", false), 0)
         .unwrap();
     assert_eq!(s.accept(Dir::Bi), Some(StreamId::new(Side::Client, Dir::Bi, 0)));
     assert_eq!(s.accept(Dir::Bi), Some(StreamId::new(Side::Client, Dir::Bi, 1)));
@@ -782,7 +782,7 @@ fn check_arbitrary_stream_frames(frames: Vec<(u8, u64, u16, bool)>, actions: Vec
             fin,
             data: data.slice(..usize::from(len) % 3000),
         };
-        let _ = s.on_stream(frame);
+        let _ = s.on_stream(frame, 0);
         match actions.get(i).copied().unwrap_or(0) % 4 {
             1 => {
                 let mut out = Vec::new();
@@ -849,7 +849,7 @@ fn in_order_data_in_pieces_of_any_size_is_not_cut_off_by_the_fragment_limit() {
                 fin: false,
                 data: piece.clone(),
             };
-            s.on_stream(frame).expect("in-order data within the windows");
+            s.on_stream(frame, 0).expect("in-order data within the windows");
         }
         offset += 580;
     }
@@ -863,7 +863,7 @@ fn in_order_data_in_pieces_of_any_size_is_not_cut_off_by_the_fragment_limit() {
             fin: false,
             data: Bytes::from_static(b"x"),
         };
-        s.on_stream(frame).unwrap();
+        s.on_stream(frame, 0).unwrap();
     }
     let frame = StreamFrame {
         id: b,
@@ -871,7 +871,10 @@ fn in_order_data_in_pieces_of_any_size_is_not_cut_off_by_the_fragment_limit() {
         fin: false,
         data: Bytes::from_static(b"x"),
     };
-    assert_eq!(code(s.on_stream(frame)), TransportErrorCode::PROTOCOL_VIOLATION);
+    assert_eq!(
+        code(s.on_stream(frame, 0)),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
 }
 
 /// Many short streams on both sides, with resets, STOP_SENDING, partial reads and loss, driven by a
@@ -1084,9 +1087,9 @@ fn a_zero_fragment_limit_does_not_close_on_one_reordered_frame() {
     };
     let (_c, mut s) = pair(&StreamsConfig::default(), &cfg);
     let id = StreamId::new(Side::Client, Dir::Uni, 0);
-    s.on_stream(sf(id, 5, b"world", true))
+    s.on_stream(sf(id, 5, b"world", true), 0)
         .expect("one piece beyond a gap");
-    s.on_stream(sf(id, 0, b"hello", false)).unwrap();
+    s.on_stream(sf(id, 0, b"hello", false), 0).unwrap();
     let mut got = Vec::new();
     assert_eq!(read_all(&mut s, id, &mut got), Ok(true));
     assert_eq!(got, b"helloworld");
@@ -1105,13 +1108,13 @@ fn a_huge_concurrency_limit_is_clamped_so_one_frame_opens_few_streams() {
     let mut s = Streams::new(Side::Server, &cfg);
     for dir in [Dir::Bi, Dir::Uni] {
         let far = StreamId::new(Side::Client, dir, MAX_CONCURRENT_STREAMS);
-        let got = s.on_stream(sf(far, 0, b"x", false));
+        let got = s.on_stream(sf(far, 0, b"x", false), 0);
         assert_eq!(s.open_streams(), 0, "{dir:?}");
         assert_eq!(code(got), TransportErrorCode::STREAM_LIMIT_ERROR);
     }
     // The highest stream allowed opens the limit's worth, no more.
     let last = StreamId::new(Side::Client, Dir::Uni, MAX_CONCURRENT_STREAMS - 1);
-    s.on_stream(sf(last, 0, b"x", false)).unwrap();
+    s.on_stream(sf(last, 0, b"x", false), 0).unwrap();
     assert_eq!(s.open_streams() as u64, MAX_CONCURRENT_STREAMS);
     let mut p = TransportParameters::default();
     cfg.fill_params(&mut p);
@@ -1132,25 +1135,25 @@ fn a_stream_beyond_the_limit_sent_is_stream_limit_error_even_when_more_credit_is
     let now = start();
     let first = StreamId::new(Side::Client, Dir::Uni, 0);
     let second = StreamId::new(Side::Client, Dir::Uni, 1);
-    s.on_stream(sf(first, 0, b"abc", true)).unwrap();
+    s.on_stream(sf(first, 0, b"abc", true), 0).unwrap();
     let mut got = Vec::new();
     assert_eq!(read_all(&mut s, first, &mut got), Ok(true));
     assert_eq!(s.open_streams(), 0, "the first stream is closed and forgotten");
     // MAX_STREAMS(2) is due but not sent yet.
     assert_eq!(
-        code(s.on_stream(sf(second, 0, b"x", false))),
+        code(s.on_stream(sf(second, 0, b"x", false), 0)),
         TransportErrorCode::STREAM_LIMIT_ERROR
     );
     // Once it is sent, the second stream may open.
     let (mut c2, mut s2) = pair(&cfg, &cfg);
-    s2.on_stream(sf(first, 0, b"abc", true)).unwrap();
+    s2.on_stream(sf(first, 0, b"abc", true), 0).unwrap();
     assert_eq!(read_all(&mut s2, first, &mut got), Ok(true));
     let sent = pump(&mut s2, &mut c2, now);
     assert!(sent.contains(&Frame::MaxStreams(MaxStreams {
         dir: Dir::Uni,
         count: 2
     })));
-    s2.on_stream(sf(second, 0, b"x", false)).unwrap();
+    s2.on_stream(sf(second, 0, b"x", false), 0).unwrap();
 }
 
 /// A peer blocked below our initial limits, never raised, has not got them: DATA_BLOCKED and
