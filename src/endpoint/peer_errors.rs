@@ -705,3 +705,15 @@ fn a_flow_blocked_sender_sends_blocked_frames_once_per_half_idle_timeout() {
     let sent = p.client.conn(ch).unwrap().stats().datagrams_sent - before;
     assert!((19..=20).contains(&sent), "{sent} datagrams in 100 s");
 }
+
+/// A server whose connection receive window is u64::MAX ("unlimited", announced as 2^62 - 1) answers a
+/// DATA_BLOCKED at the announced limit with MAX_DATA, and goes on (before, it panicked encoding
+/// MAX_DATA(u64::MAX)).
+#[test]
+fn data_blocked_at_an_unlimited_receive_window_is_answered() {
+    let mut server = TransportConfig::default();
+    server.streams.receive_window = u64::MAX;
+    let mut p = Pair::new(server);
+    p.client_sends(&[Frame::DataBlocked((1 << 62) - 1)]);
+    assert_eq!(Pair::lost(&p.server_events), None);
+}

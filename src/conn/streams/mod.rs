@@ -135,18 +135,21 @@ impl StreamsConfig {
     /// the least that works. A send buffer of 0 takes no write (and no Writable ever follows); a
     /// fragment limit of 0 closes the connection on the first packet lost or reordered; a receive
     /// window of 0 is never renewed. All are taken as at least 1, like the ACK range limits; the
-    /// maximum windows as at least the initial ones. The concurrency limits, which bound the streams
+    /// maximum windows as at least the initial ones, and every window as at most 2^62 - 1, the largest
+    /// limit a frame can carry (as announced). The concurrency limits, which bound the streams
     /// one peer frame can open, are taken as at most [`MAX_CONCURRENT_STREAMS`].
     pub(crate) fn clamped(&self) -> StreamsConfig {
-        let stream_receive_window = self.stream_receive_window.max(1);
-        let receive_window = self.receive_window.max(1);
+        // RFC 9000 §19.9, §19.10: limits are variable-length integers, below 2^62.
+        let most = VarInt::MAX.into_inner();
+        let stream_receive_window = self.stream_receive_window.clamp(1, most);
+        let receive_window = self.receive_window.clamp(1, most);
         StreamsConfig {
             max_concurrent_bidi_streams: self.max_concurrent_bidi_streams.min(MAX_CONCURRENT_STREAMS),
             max_concurrent_uni_streams: self.max_concurrent_uni_streams.min(MAX_CONCURRENT_STREAMS),
             stream_receive_window,
             receive_window,
-            max_stream_receive_window: self.max_stream_receive_window.max(stream_receive_window),
-            max_receive_window: self.max_receive_window.max(receive_window),
+            max_stream_receive_window: self.max_stream_receive_window.clamp(stream_receive_window, most),
+            max_receive_window: self.max_receive_window.clamp(receive_window, most),
             send_buffer: self.send_buffer.max(1),
             max_reassembly_fragments: self.max_reassembly_fragments.max(1),
             ..self.clone()

@@ -281,15 +281,17 @@ impl RecvStream {
     }
 
     /// The application stops reading (RFC 9000 §3.5). Returns whether a STOP_SENDING is worth sending:
-    /// not when the peer already reset the stream or told its final size.
+    /// in "Recv" and "Size Known", not once all data arrived ("Data Recvd") or the peer reset the stream.
     pub(super) fn stop(&mut self, code: u64) -> bool {
         if self.stopped.is_some() || self.app_done {
             return false;
         }
+        // RFC 9000 §3.5: STOP_SENDING in "Recv" and "Size Known"; not in "Data Recvd" (all arrived).
+        let all_received = self.final_size.is_some_and(|f| self.asm.contiguous_end() >= f);
         self.stopped = Some(code);
         self.asm.clear();
         self.partial = Bytes::new();
-        self.stop_unacked = self.reset.is_none() && self.final_size.is_none();
+        self.stop_unacked = self.reset.is_none() && !all_received;
         self.stop_unacked
     }
 

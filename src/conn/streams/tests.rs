@@ -1310,3 +1310,68 @@ fn blocked_frames_are_queued_again_for_the_limits_that_still_hold() {
     c.resend_blocked();
     assert!(!c.has_pending());
 }
+
+/// RFC 9000 §3.5: an application that stops reading in "Size Known" (the FIN arrived, data before it is
+/// missing) sends STOP_SENDING, so the sender stops retransmitting what would be thrown away and learns
+/// of the stop. Before, none went out: the sender resent its lost data and saw `Finished`.
+#[test]
+fn a_stop_in_size_known_sends_stop_sending_and_the_sender_stops() {
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = s.open(Dir::Uni).unwrap();
+    s.write(id, &[1; 3000]).unwrap();
+    s.finish(id).unwrap();
+    let sent: Vec<_> = std::iter::from_fn(|| packet(&mut s, now)).collect();
+    let (last, rest) = sent.split_last().unwrap();
+    assert!(!rest.is_empty(), "the data spans packets");
+    // Only the packet with the FIN arrives, and is acknowledged.
+    deliver(&mut c, &last.0).unwrap();
+    s.on_acked(&last.1);
+    c.stop(id, 9).unwrap();
+    let stops: Vec<_> = std::iter::from_fn(|| packet(&mut c, now)).collect();
+    assert!(stops.iter().any(|(p, _)| frames(p)
+        .iter()
+        .any(|f| matches!(f, Frame::StopSending(StopSending { error_code: 9, .. })))));
+    for (p, _) in &stops {
+        deliver(&mut s, p).unwrap();
+    }
+    for (_, rec) in rest {
+        s.on_lost(rec);
+    }
+    let before = s.stats().bytes_retransmitted;
+    pump(&mut s, &mut c, now);
+    assert_eq!(
+        s.stats().bytes_retransmitted,
+        before,
+        "nothing resent after the stop"
+    );
+    assert!(events(&mut s).contains(&StreamEvent::Stopped { id, code: 9 }));
+}
+
+/// Receive windows configured at 2^62 or more ("unlimited") are announced as 2^62 - 1 and now applied
+/// as that: a peer's DATA_BLOCKED or STREAM_DATA_BLOCKED brings the limit again, encodable. Before, the
+/// MAX_DATA or MAX_STREAM_DATA carried u64::MAX and the frame encoder panicked.
+#[test]
+fn windows_of_2_to_the_62_or_more_are_applied_as_announced() {
+    let huge = StreamsConfig {
+        receive_window: u64::MAX,
+        stream_receive_window: u64::MAX,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&StreamsConfig::default(), &huge);
+    s.on_data_blocked(0).unwrap();
+    let (p, _) = packet(&mut s, start()).expect("a MAX_DATA");
+    assert_eq!(frames(&p), vec![Frame::MaxData((1 << 62) - 1)]);
+    let id = StreamId::new(Side::Client, Dir::Uni, 0);
+    s.on_stream_data_blocked(StreamDataBlocked { id, limit: 0 })
+        .unwrap();
+    let (p, _) = packet(&mut s, start()).expect("a MAX_STREAM_DATA");
+    assert_eq!(
+        frames(&p),
+        vec![Frame::MaxStreamData(MaxStreamData {
+            id,
+            max: (1 << 62) - 1
+        })]
+    );
+}
