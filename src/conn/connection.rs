@@ -48,6 +48,9 @@ pub(crate) enum EndpointEvent {
     /// A stateless reset from the peer ended the connection (counted in the endpoint's stats, whether the
     /// endpoint found the reset or the connection did).
     StatelessReset,
+    /// A server validated a new address of the client's (RFC 9000 §9.3: new address validation tokens
+    /// SHOULD follow).
+    PathValidated,
 }
 
 /// Parameters of a new server-side connection, taken from the client's first Initial.

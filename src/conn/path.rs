@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::congestion::{new_controller, CongestionController};
-use super::connection::{later, Connection, Path};
+use super::connection::{later, Connection, EndpointEvent, Path};
 use super::mtud::MtuDiscovery;
 use super::recovery::RttEstimator;
 use super::send::MIN_INITIAL_DATAGRAM;
@@ -146,13 +146,19 @@ impl Connection {
             },
         );
         // A second move during a validation keeps the last validated path as the fallback, and its
-        // challenge; the ID in use went to the address left, so the new one gets another.
+        // challenge; the ID in use went to the address left, so the new one gets another. But a path
+        // left once validated (its address was, and only the second, MTU-sized check still ran) is
+        // itself the last validated path: the fallback and the path to challenge (RFC 9000 §9.3.2,
+        // §9.3.3), and the older one's challenge ends.
         let (previous, old_path, released) = match validation {
-            Some(mut v) => {
+            Some(mut v) if !old.validated => {
                 let released = self.switch_to_spare(v.old_path.as_mut());
                 (v.previous, v.old_path, released)
             }
-            None if old.validated => {
+            validation if old.validated => {
+                if let Some(v) = validation {
+                    self.end_old_path_challenge(v.old_path);
+                }
                 let challenge = self.old_path_challenge(&old);
                 let state = PathState {
                     cc: self.cc.clone_box(),
@@ -161,7 +167,7 @@ impl Connection {
                 };
                 (Some((old, state)), Some(challenge), None)
             }
-            None => (None, None, self.switch_to_spare(None)),
+            _ => (None, None, self.switch_to_spare(None)),
         };
         let previous = previous.filter(|(p, _)| p.remote != remote);
         self.on_new_path(ip_changed);
@@ -443,6 +449,9 @@ impl Connection {
         }
         let v = self.path_validation.take();
         self.end_old_path_challenge(v.and_then(|v| v.old_path));
+        if self.side.is_server() {
+            self.endpoint_events.push_back(EndpointEvent::PathValidated);
+        }
     }
 
     /// The path validation deadline.

@@ -255,7 +255,7 @@ impl Connection {
             return None;
         }
         let size = self.mtud.probe_size(now)?;
-        if self.recovery.bytes_in_flight() + u64::from(size) > self.cc.window() {
+        if self.recovery.path_bytes_in_flight() + u64::from(size) > self.cc.window() {
             return None;
         }
         Some(size)
@@ -743,7 +743,8 @@ impl Connection {
         // With nothing in flight one datagram may always go, even when the window is below it (a path MTU
         // raised by discovery leaves the window's bytes as they were, RFC 8899 §3): otherwise nothing
         // would ever be acknowledged to open the window again.
-        let in_flight = self.recovery.bytes_in_flight();
+        // RFC 9000 §9.4: only what was sent on the current path counts against its window.
+        let in_flight = self.recovery.path_bytes_in_flight();
         if in_flight > 0 && in_flight + mtu > window {
             return true;
         }

@@ -29,6 +29,11 @@ impl NewTokens {
         self.pending.push(token);
     }
 
+    /// A server: drops the tokens waiting to be sent, made for an address the client has left.
+    pub(crate) fn forget_pending(&mut self) {
+        self.pending = Vec::new();
+    }
+
     /// Whether a NEW_TOKEN frame waits to be sent.
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()

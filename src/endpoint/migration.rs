@@ -35,19 +35,32 @@ fn client_to_server_from(p: &mut Pair, from: SocketAddr) -> usize {
 
 /// The server's datagrams to `to` reach the client; the rest are lost. Returns how many reached it.
 fn server_to_client_at(p: &mut Pair, to: SocketAddr) -> usize {
+    server_sends_reaching(p, to)
+        .iter()
+        .filter(|(dest, _)| *dest == to)
+        .count()
+}
+
+/// As [`server_to_client_at`]; returns the destination and size of every datagram the server sent.
+fn server_sends_reaching(p: &mut Pair, to: SocketAddr) -> Vec<(SocketAddr, usize)> {
     let server: SocketAddr = SERVER.parse().unwrap();
     let mut buf = Vec::new();
-    let mut n = 0;
+    let mut sent = Vec::new();
     while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
         for d in t.datagrams(&buf) {
+            sent.push((t.destination, d.len()));
             if t.destination == to {
-                n += 1;
                 p.client
                     .handle_datagram(p.now, datagram(server, BytesMut::from(d)));
             }
         }
     }
-    n
+    sent
+}
+
+/// Nowhere: datagrams sent here are lost.
+fn nowhere() -> SocketAddr {
+    "0.0.0.0:1".parse().unwrap()
 }
 
 /// Makes the client's next datagram a probe: a packet with PATH_CHALLENGE `data` and PADDING only (no
@@ -381,4 +394,174 @@ fn a_lost_path_challenge_goes_again_with_new_data_and_an_answer_to_the_old_one_s
     // MTU check follows, with data of its own.
     let (third, pending) = validation(&p);
     assert!(pending && third != first && third != second);
+}
+
+/// A server in the middle of a download to the client, its window towards the client's address full
+/// of data that will never arrive there (the client's old NAT mapping is gone).
+fn downloading_with_a_full_window() -> (Pair, ConnectionHandle, ConnectionHandle) {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    for fill in [5, 6] {
+        let mut conn = p.server.conn(h).unwrap();
+        let id = conn.open_uni().unwrap();
+        conn.stream(id).write(&vec![fill; 1_000_000]).unwrap();
+        drop(conn);
+        if fill == 5 {
+            // Long enough for the window to grow past its initial size.
+            p.run(Duration::from_millis(30));
+        }
+    }
+    for _ in 0..50 {
+        server_sends_reaching(&mut p, nowhere());
+        p.now += Duration::from_millis(1);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(
+        conn.recovery.bytes_in_flight() + 1200 > conn.cc.window(),
+        "the window is full"
+    );
+    (p, h, ch)
+}
+
+/// RFC 9000 §9.4: "Packets sent on the old path MUST NOT contribute to congestion control ... for the
+/// new path". The client moves to another IP address while the server's window towards the old one is
+/// full: the new path's fresh controller counts none of those bytes, so the PATH_CHALLENGE (§9.3)
+/// goes at once. Before, the old path's bytes in flight held everything back, the challenge included.
+#[test]
+fn old_path_bytes_in_flight_do_not_hold_back_the_new_paths_challenge() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    let sent = server_sends_reaching(&mut p, nowhere());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, b);
+    assert!(
+        conn.path_validation.as_ref().is_some_and(|v| !v.pending),
+        "no PATH_CHALLENGE to the new address: {sent:?}"
+    );
+    // The old path's packets are still tracked, for loss and retransmission.
+    assert!(conn.recovery.bytes_in_flight() > conn.recovery.path_bytes_in_flight());
+}
+
+/// The consequence: a client that moves during a download, and answers everything sent to its new
+/// address, stays reached there. Before, the challenge could not go, the ACK of the client's PING used
+/// up the amplification allowance (so no PTO was armed), and the validation failed after 3 s: the
+/// server went back to the address the client had left.
+#[test]
+fn a_client_that_moves_during_a_download_is_followed() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    let end = p.now + Duration::from_secs(10);
+    loop {
+        server_to_client_at(&mut p, b);
+        client_to_server_from(&mut p, b);
+        if !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, b);
+    assert_eq!(conn.stats().path_validation_failures, 0);
+    assert!(conn.path.validated);
+}
+
+/// The client moved from its handshake address to `B` with a small packet, and answered the server's
+/// challenge: B's address is validated, and the second, 1200-byte check of the path is under way
+/// (RFC 9000 §8.2.3: "the path is validated but not the path MTU").
+fn moved_to_b_and_b_validated() -> (Pair, ConnectionHandle, ConnectionHandle, SocketAddr) {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    server_to_client_at(&mut p, b);
+    client_to_server_from(&mut p, b);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, b);
+    assert!(conn.path.validated);
+    assert!(conn.path_validation.as_ref().is_some_and(|v| !v.expanded));
+    (p, h, ch, b)
+}
+
+/// RFC 9000 §9.3.3: "In response to an apparent migration, endpoints MUST validate the previously
+/// active path": a packet from C during B's second check challenges B, the path left. Before, the
+/// move kept the challenge to the handshake address and sent nothing to B.
+#[test]
+fn a_move_away_from_a_validated_address_challenges_it_during_its_mtu_check() {
+    let (mut p, h, ch, b) = moved_to_b_and_b_validated();
+    let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, c);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
+    let sent = server_sends_reaching(&mut p, nowhere());
+    assert!(
+        sent.iter().any(|&(to, size)| to == b && size >= 1200),
+        "no challenge to B: {sent:?}"
+    );
+}
+
+/// RFC 9000 §9.3.2: "an endpoint MUST revert to using the last validated peer address when validation
+/// of a new peer address fails": when C's validation fails, the connection goes back to B, validated
+/// after the handshake address. Before, it went back to the handshake address, which the client had
+/// left.
+#[test]
+fn a_failed_validation_returns_to_the_last_validated_address() {
+    let (mut p, h, ch, b) = moved_to_b_and_b_validated();
+    let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, c);
+    let end = p.now + Duration::from_secs(30);
+    while p
+        .server
+        .table
+        .get(h)
+        .unwrap()
+        .conn
+        .stats()
+        .path_validation_failures
+        == 0
+    {
+        server_sends_reaching(&mut p, nowhere());
+        let next = p.server.poll_timeout().filter(|&t| t <= end);
+        p.now = p.now.max(next.expect("C's validation ends"));
+        p.server.handle_timeout(p.now);
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+}
+
+/// RFC 9000 §9.3: "After verifying a new client address, the server SHOULD send new address validation
+/// tokens": the one sent after the handshake is bound to the address the client left. A move to
+/// another port of the same address needs none. Before, tokens went only after the handshake.
+#[test]
+fn a_validated_new_client_address_gets_new_tokens() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let after_handshake = p.server.stats().new_tokens_issued;
+    assert!(after_handshake >= 1, "a token after the handshake");
+    let move_to = |p: &mut Pair, to: SocketAddr| {
+        for _ in 0..4 {
+            p.client.conn(ch).unwrap().ping();
+            client_to_server_from(p, to);
+            server_to_client_at(p, to);
+            p.now += Duration::from_millis(10);
+        }
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, to);
+        assert!(conn.path.validated && conn.path_validation.is_none());
+    };
+    move_to(&mut p, "198.51.100.7:6000".parse().unwrap());
+    let after_move = p.server.stats().new_tokens_issued;
+    assert_eq!(after_move, 2 * after_handshake);
+    move_to(&mut p, "198.51.100.7:6001".parse().unwrap());
+    assert_eq!(
+        p.server.stats().new_tokens_issued,
+        after_move,
+        "same address, no new token"
+    );
 }

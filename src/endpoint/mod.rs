@@ -224,6 +224,9 @@ struct Entry {
     timer: Option<Instant>,
     /// In `dirty_timers`: the connection ran since its deadline was last read.
     timer_dirty: bool,
+    /// Server side: the client IP address the last NEW_TOKEN tokens were made for (tokens are bound to
+    /// it).
+    token_ip: Option<IpAddr>,
 }
 
 impl Entry {
@@ -239,6 +242,7 @@ impl Entry {
             queued: false,
             timer: None,
             timer_dirty: false,
+            token_ip: None,
         }
     }
 }
@@ -970,12 +974,30 @@ impl Endpoint {
                     if std::mem::take(&mut entry.counts_as_handshake) {
                         self.handshakes = self.handshakes.saturating_sub(1);
                     }
-                    token::issue_new_tokens(
+                    if token::issue_new_tokens(
                         &mut self.tokens,
                         self.server.as_ref(),
                         &mut entry.conn,
                         &mut self.stats,
-                    );
+                    ) {
+                        entry.token_ip = Some(entry.conn.remote_address().ip());
+                    }
+                }
+                EndpointEvent::PathValidated => {
+                    // RFC 9000 §9.3: "After verifying a new client address, the server SHOULD send new
+                    // address validation tokens": those sent before are bound to the address left.
+                    let ip = entry.conn.remote_address().ip();
+                    if entry.token_ip.is_some_and(|old| old != ip) {
+                        entry.conn.new_tokens.forget_pending();
+                        if token::issue_new_tokens(
+                            &mut self.tokens,
+                            self.server.as_ref(),
+                            &mut entry.conn,
+                            &mut self.stats,
+                        ) {
+                            entry.token_ip = Some(ip);
+                        }
+                    }
                 }
             }
         }

@@ -599,21 +599,23 @@ pub(super) fn issue_new_tokens(
     server: Option<&ServerConfig>,
     conn: &mut Connection,
     stats: &mut EndpointStats,
-) {
+) -> bool {
     let (Some(tokens), Some(server)) = (tokens, server) else {
-        return;
+        return false;
     };
     let Some(now) = tokens.last_now else {
-        return;
+        return false;
     };
     if conn.side().is_client() {
-        return;
+        return false;
     }
-    for _ in 0..server.tokens.new_tokens_per_connection.min(MAX_NEW_TOKENS) {
+    let count = server.tokens.new_tokens_per_connection.min(MAX_NEW_TOKENS);
+    for _ in 0..count {
         let token = tokens.new_token(&server.tokens, now, (conn.remote_address(), conn.version));
         conn.new_tokens.queue(Bytes::from(token));
         stats.new_tokens_issued += 1;
     }
+    count > 0
 }
 
 /// A new client connection takes a token from the store for `server_name`, if there is one, for its

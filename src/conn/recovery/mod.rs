@@ -237,6 +237,13 @@ struct Space<T> {
     ack_eliciting_in_flight: u64,
     /// The sum of the sizes in `sent`.
     bytes_in_flight: u64,
+    /// The first packet number sent on the current path (RFC 9000 §9.4): 0 but in the application
+    /// space, whose packets are the only ones a path change can leave behind.
+    path_first_pn: u64,
+    /// The part of `bytes_in_flight` sent on the current path (numbered from `path_first_pn`): what
+    /// the current path's congestion window holds, since packets sent on a path the peer left MUST
+    /// NOT count against the new one's (RFC 9000 §9.4).
+    path_bytes_in_flight: u64,
     /// When the oldest unacknowledged packet below `largest_acked` crosses the time threshold.
     loss_time: Option<Instant>,
     /// A persistent-congestion run the last loss pass left open (RFC 9002 §7.6.2): the send time of
@@ -261,6 +268,8 @@ impl<T> Space<T> {
             time_of_last_ack_eliciting: None,
             ack_eliciting_in_flight: 0,
             bytes_in_flight: 0,
+            path_first_pn: 0,
+            path_bytes_in_flight: 0,
             loss_time: None,
             open_run: None,
             lost: VecDeque::new(),
@@ -272,6 +281,7 @@ impl<T> Space<T> {
     /// set; the packet numbers sent stay known.
     fn take_in_flight(&mut self) -> impl Iterator<Item = (u64, SentPacket<T>)> {
         self.bytes_in_flight = 0;
+        self.path_bytes_in_flight = 0;
         self.ack_eliciting_in_flight = 0;
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
@@ -316,6 +326,9 @@ impl<T> Space<T> {
     fn remove(&mut self, pn: u64) -> Option<SentPacket<T>> {
         let p = self.sent.remove(pn)?;
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(u64::from(p.size));
+        if pn >= self.path_first_pn {
+            self.path_bytes_in_flight = self.path_bytes_in_flight.saturating_sub(u64::from(p.size));
+        }
         if p.ack_eliciting {
             self.ack_eliciting_in_flight = self.ack_eliciting_in_flight.saturating_sub(1);
         }
@@ -447,9 +460,6 @@ pub(crate) struct LossDetection<T> {
     /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK or a
     /// handled timeout): the base of the client's anti-deadlock PTO (Appendix A.8 GetPtoTimeAndSpace).
     armed_at: Option<Instant>,
-    /// The first 1-RTT packet number sent on the current path: acknowledgements of earlier ones (sent
-    /// on a path the peer has left) give no RTT sample (RFC 9000 §9.4).
-    path_first_pn: u64,
     /// The packet reordering threshold: kPacketThreshold, raised by spurious losses up to
     /// [`MAX_PACKET_THRESHOLD`] (RFC 9002 §6.1.1).
     packet_threshold: u64,
@@ -474,7 +484,6 @@ impl<T> LossDetection<T> {
             pto_count: 0,
             handshake_acked: false,
             armed_at: None,
-            path_first_pn: 0,
             packet_threshold: PACKET_THRESHOLD,
             time_threshold_eighths: TIME_THRESHOLD_EIGHTHS,
         }
@@ -484,7 +493,10 @@ impl<T> LossDetection<T> {
     /// `rtt`, if given, is its estimate (initial values for a new path, the saved one for a path the
     /// connection returns to); otherwise the estimate carries over (only the peer's port changed).
     pub(crate) fn on_path_change(&mut self, rtt: Option<RttEstimator>) {
-        self.path_first_pn = self.spaces.next_pn(SpaceId::Data);
+        // Acknowledgements of packets sent before (on a path the peer has left) give no RTT sample, and
+        // those packets no longer count against the window.
+        self.spaces.data.path_first_pn = self.spaces.next_pn(SpaceId::Data);
+        self.spaces.data.path_bytes_in_flight = 0;
         // A run of losses on the path left cannot be continued by the new path's (RFC 9000 §9.4), and
         // its late acknowledgements say nothing of the new path's reordering.
         self.spaces.data.open_run = None;
@@ -499,7 +511,7 @@ impl<T> LossDetection<T> {
 
     /// The first 1-RTT packet number sent on the current path.
     pub(crate) fn path_first_pn(&self) -> u64 {
-        self.path_first_pn
+        self.spaces.data.path_first_pn
     }
 
     /// Records a sent packet (RFC 9002 Appendix A.5 OnPacketSent).
@@ -540,6 +552,8 @@ impl<T> LossDetection<T> {
             s.ack_eliciting_in_flight += 1;
         }
         s.bytes_in_flight += u64::from(packet.size);
+        // Numbers only grow: a packet sent now is the current path's.
+        s.path_bytes_in_flight += u64::from(packet.size);
         self.armed_at = Some(packet.time_sent);
         s.sent.insert(pn, packet, s.largest_acked);
     }
@@ -655,7 +669,7 @@ impl<T> LossDetection<T> {
                     .iter()
                     .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
             // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
-            let this_path = space != SpaceId::Data || largest >= self.path_first_pn;
+            let this_path = largest >= s.path_first_pn;
             if eliciting && this_path {
                 // RFC 9002 §5.3: an ACK that waited here for its keys gives the RTT as of its arrival
                 // (a SHOULD until the handshake is confirmed; packets wait only before that).
@@ -692,10 +706,17 @@ impl<T> LossDetection<T> {
             // RFC 9002 §7.6.2: a packet not in flight acknowledged between two in flight ends any
             // persistent-congestion run across it.
             s.sent.on_range_acked(hi);
-            let (bytes_in_flight, ack_eliciting_in_flight) =
-                (&mut s.bytes_in_flight, &mut s.ack_eliciting_in_flight);
+            let (bytes_in_flight, path_bytes_in_flight, ack_eliciting_in_flight) = (
+                &mut s.bytes_in_flight,
+                &mut s.path_bytes_in_flight,
+                &mut s.ack_eliciting_in_flight,
+            );
+            let path_first_pn = s.path_first_pn;
             s.sent.drain_range(lo..=hi, |pn, p| {
                 *bytes_in_flight = bytes_in_flight.saturating_sub(u64::from(p.size));
+                if pn >= path_first_pn {
+                    *path_bytes_in_flight = path_bytes_in_flight.saturating_sub(u64::from(p.size));
+                }
                 if p.ack_eliciting {
                     *ack_eliciting_in_flight = ack_eliciting_in_flight.saturating_sub(1);
                 }
@@ -763,7 +784,7 @@ impl<T> LossDetection<T> {
         // RFC 9000 §9.4: packets sent on a path the peer has left say nothing of the current one's
         // congestion; only the current path's can make a persistent-congestion period.
         let path_first_pn = match space {
-            SpaceId::Data => self.path_first_pn,
+            SpaceId::Data => self.spaces.data.path_first_pn,
             _ => 0,
         };
         let Some(s) = self.spaces.get_mut(space) else {
@@ -959,6 +980,13 @@ impl<T> LossDetection<T> {
     /// Bytes in flight across all spaces (RFC 9002 Appendix B.2 bytes_in_flight).
     pub(crate) fn bytes_in_flight(&self) -> u64 {
         self.spaces.iter().map(|s| s.bytes_in_flight).sum()
+    }
+
+    /// Bytes in flight sent on the current path, across all spaces: what its congestion window holds
+    /// (RFC 9000 §9.4: packets sent on the old path MUST NOT count against the new path's window).
+    /// They are still tracked for loss and retransmission with the rest.
+    pub(crate) fn path_bytes_in_flight(&self) -> u64 {
+        self.spaces.iter().map(|s| s.path_bytes_in_flight).sum()
     }
 
     /// The number of PTOs since the backoff was last reset.

@@ -1338,3 +1338,30 @@ fn a_spurious_loss_raises_the_thresholds() {
     assert_eq!(ld.packet_threshold(), MAX_PACKET_THRESHOLD);
     assert_eq!(ld.time_threshold_eighths(), MAX_TIME_THRESHOLD_EIGHTHS);
 }
+
+/// RFC 9000 §9.4: after a path change only packets sent on the new path count against its window;
+/// the old path's stay tracked (and in `bytes_in_flight`) until acknowledged or lost, and leave only
+/// the total when they go.
+#[test]
+fn bytes_in_flight_on_the_current_path_start_again_at_a_path_change() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    for pn in 0..4 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    assert_eq!(ld.path_bytes_in_flight(), 4000);
+    ld.on_path_change(None);
+    assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (4000, 0));
+    for pn in 4..6 {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (6000, 2000));
+    // An old packet acknowledged leaves the total only; a new one both.
+    ld.ack(SpaceId::Data, [1..=1], ms(0), t0 + ms(10), &c).unwrap();
+    assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (5000, 2000));
+    // Acknowledging 5 makes 0 and 2 lost (packet threshold): old packets, which leave the total only.
+    let out = ld.ack(SpaceId::Data, [5..=5], ms(0), t0 + ms(10), &c).unwrap();
+    assert_eq!(pns(&out.lost), [0, 2]);
+    assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (2000, 1000));
+}
