@@ -133,12 +133,21 @@ impl fmt::Debug for EndpointConfig {
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// Idle timeout advertised to the peer (RFC 9000 §10.1), in whole milliseconds on the wire (at least
-    /// 1 ms when not zero); `None` or zero disables it on this side.
+    /// 1 ms when not zero); `None` or zero disables it on this side once the handshake is complete
+    /// (before, [`handshake_timeout`](Self::handshake_timeout) bounds it).
     pub max_idle_timeout: Option<Duration>,
+    /// The idle timeout until the handshake completes: at most this long without hearing from the peer
+    /// (and at least three PTOs, as always), whatever `max_idle_timeout` says. With the idle timeout off
+    /// or long, a peer that vanishes during the handshake (one spoofed Initial, say; a server at its
+    /// anti-amplification limit arms no retransmission timer, RFC 9002 §6.2.2.1) would otherwise hold the
+    /// connection, and at a server its place among `max_incoming_handshakes`, for ever. 30 s by default.
+    pub handshake_timeout: Duration,
     /// Send an ack-eliciting packet after this much quiet, to keep the connection alive. `None` or zero
     /// turns it off; an interval under 1 ms is taken as 1 ms.
     pub keep_alive_interval: Option<Duration>,
-    /// RTT assumed before any sample (RFC 9002 §6.2.2: 333 ms).
+    /// RTT assumed before any sample (RFC 9002 §6.2.2: 333 ms). Taken as at most 60 s: the first
+    /// retransmission timer is about three times this, and a huge value would leave a lost first flight
+    /// without one.
     pub initial_rtt: Duration,
     /// The longest this side delays an acknowledgement (RFC 9000 §18.2 max_ack_delay).
     pub max_ack_delay: Duration,
@@ -160,7 +169,8 @@ pub struct TransportConfig {
     /// datagram the path carries, up to the configured bound. `None` keeps [`mtu`](Self::mtu) for the
     /// whole connection.
     pub mtu_discovery: Option<MtuDiscoveryConfig>,
-    /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size).
+    /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size). Announced within
+    /// 1200..=65527, the largest UDP payload there is.
     pub max_udp_payload_size: u16,
     /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED;
     /// at least 4096 (RFC 9000 §7.5: "MUST support buffering at least 4096 bytes"). The pieces held
@@ -210,12 +220,22 @@ impl TransportConfig {
     pub(crate) fn announced_max_ack_delay(&self) -> Duration {
         Duration::from_millis(self.max_ack_delay.as_millis().min((1 << 14) - 1) as u64)
     }
+
+    /// `initial_rtt` as used: at most [`MAX_INITIAL_RTT`].
+    pub(crate) fn initial_rtt(&self) -> Duration {
+        self.initial_rtt.min(MAX_INITIAL_RTT)
+    }
 }
+
+/// The largest initial RTT taken from the configuration: a minute covers any path a handshake can
+/// complete on.
+const MAX_INITIAL_RTT: Duration = Duration::from_secs(60);
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             max_idle_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(30),
             keep_alive_interval: None,
             initial_rtt: Duration::from_millis(333),
             max_ack_delay: Duration::from_millis(25),

@@ -383,7 +383,7 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
             let ms = t.as_millis().min(u128::from(u64::MAX)) as u64;
             VarInt::saturating(if t.is_zero() { 0 } else { ms.max(1) })
         }),
-        max_udp_payload_size: VarInt::from(config.max_udp_payload_size.max(1200)),
+        max_udp_payload_size: VarInt::from(config.max_udp_payload_size.clamp(1200, MAX_UDP_PAYLOAD)),
         ack_delay_exponent: VarInt::from(config.ack_delay_exponent()),
         max_ack_delay: VarInt::saturating(config.announced_max_ack_delay().as_millis() as u64),
         active_connection_id_limit: VarInt::saturating(config.connection_id_limit()),
@@ -427,14 +427,14 @@ impl Connection {
             max_tracked_ranges: config.max_tracked_ack_ranges.max(1),
         };
         let spaces = Spaces::new(ack_config);
-        let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt);
+        let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt());
         let mtud = MtuDiscovery::new(mtu, config.mtu_discovery);
         let streams = Streams::new(side, &config.streams);
         let mut conn = Self {
             side,
             version,
             state: State::Handshake,
-            recovery: LossDetection::new(side, config.initial_rtt),
+            recovery: LossDetection::new(side, config.initial_rtt()),
             config,
             session,
             rng,
@@ -961,8 +961,8 @@ impl Connection {
         self.qlog.state(now, "closed");
     }
 
-    /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, and never
-    /// less than three PTOs.
+    /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, at most
+    /// the handshake timeout until the handshake completes, and never less than three PTOs.
     fn idle_timeout(&self) -> Option<Duration> {
         let local = self.config.max_idle_timeout.filter(|t| !t.is_zero());
         let peer = self
@@ -971,9 +971,15 @@ impl Connection {
             .map(|p| p.max_idle_timeout.into_inner())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
-        let t = match (local, peer) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
+        let negotiated = match (local, peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let t = if self.state == State::Handshake {
+            let cap = self.config.handshake_timeout;
+            negotiated.map_or(cap, |t| t.min(cap))
+        } else {
+            negotiated?
         };
         Some(t.max(self.pto().saturating_mul(3)))
     }

@@ -16,11 +16,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::connection::MAX_UDP_PAYLOAD;
+
 /// Settings of path MTU discovery ([`TransportConfig::mtu_discovery`](crate::TransportConfig)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MtuDiscoveryConfig {
     /// The largest UDP payload probed for. 1452 fits an IPv6 packet in a 1500-byte Ethernet frame
-    /// (and IPv4 with room to spare).
+    /// (and IPv4 with room to spare). Taken as at most 65,527, the largest UDP payload there is.
     pub upper_bound: u16,
     /// Probes of one size lost in a row before that size is taken as too large (RFC 8899
     /// MAX_PROBES, 3).
@@ -28,7 +30,9 @@ pub struct MtuDiscoveryConfig {
     /// The search stops when the largest size that passed and the smallest that did not are closer
     /// than this.
     pub min_change: u16,
-    /// Time from the end of a search to the next one (RFC 8899 §5.1.1 PMTU_RAISE_TIMER: 600 s).
+    /// Time from the end of a search to the next one (RFC 8899 §5.1.1 PMTU_RAISE_TIMER: 600 s). Taken
+    /// as at least 60 s: a search starting again as soon as the last one ends would probe on every
+    /// round trip for ever on a path narrower than `upper_bound`, and keep an idle connection alive.
     pub interval: Duration,
 }
 
@@ -45,6 +49,9 @@ impl Default for MtuDiscoveryConfig {
 
 /// The datagram size every QUIC path carries (RFC 9000 §14).
 const BASE: u16 = 1200;
+
+/// The shortest time from the end of a search to the next one, whatever the configuration says.
+const MIN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A probe in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +125,11 @@ impl MtuDiscovery {
             return;
         };
         let peer_max = u16::try_from(peer_max).unwrap_or(u16::MAX);
-        self.upper = config.upper_bound.min(peer_max).max(self.base);
+        self.upper = config
+            .upper_bound
+            .min(peer_max)
+            .min(MAX_UDP_PAYLOAD)
+            .max(self.base);
         self.high = self.upper;
         self.phase = Phase::Searching { tried_top: false };
     }
@@ -172,9 +183,10 @@ impl MtuDiscovery {
         if let Some(size) = self.trying {
             return Some(size);
         }
-        if self.high < self.current.saturating_add(config.min_change.max(1)) {
+        // In u32: at the top of the u16 range the sum must not saturate, or the search never ends.
+        if u32::from(self.high) < u32::from(self.current) + u32::from(config.min_change.max(1)) {
             self.phase = Phase::Done {
-                until: now.checked_add(config.interval),
+                until: now.checked_add(config.interval.max(MIN_INTERVAL)),
             };
             return None;
         }

@@ -192,7 +192,7 @@ impl Connection {
     /// falls back to the starting size ([`TransportConfig::mtu`](crate::TransportConfig::mtu), 1200 by
     /// default: the size every path carries) until probed.
     fn on_new_path(&mut self, ip_changed: bool) {
-        let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt));
+        let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt()));
         self.recovery.on_path_change(rtt);
         if ip_changed {
             // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the starting size, and probe it.
@@ -415,7 +415,7 @@ impl Connection {
     /// or the PTO for the new path (using kInitialRtt)": the current path's PTO before any reset, and the
     /// PTO of an RTT estimate that starts from the initial RTT (3 x initial RTT, with max_ack_delay).
     fn path_validation_timeout(&self) -> Duration {
-        let new_path_pto = RttEstimator::new(self.config.initial_rtt)
+        let new_path_pto = RttEstimator::new(self.config.initial_rtt())
             .pto_base()
             .saturating_add(self.peer_max_ack_delay());
         self.pto().max(new_path_pto).saturating_mul(3)

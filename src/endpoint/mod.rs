@@ -30,6 +30,8 @@ mod view;
 #[cfg(test)]
 mod attacks;
 #[cfg(test)]
+mod config_extremes;
+#[cfg(test)]
 mod early;
 #[cfg(test)]
 mod held_memory;
