@@ -326,7 +326,9 @@ fn configs(args: &Args) -> Result<(ServerConfig, ClientConfig), Box<dyn Error>> 
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
     let cert = CertificateDer::from(cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let options = tls::ConfigOptions::default();
+    // Randoms and key shares from the seed, so that nothing the engines do depends on the operating
+    // system's randomness (corrupted packets are read as headers; see `deterministic_tls`).
+    let options = quicsand::sim::deterministic_tls(args.seed);
     let alpn = vec![b"sim".to_vec()];
     let server_tls = tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options)?;
     let client_tls = tls::client_config_with(vec![cert], alpn, &options)?;

@@ -70,9 +70,10 @@ fn cert() -> &'static (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>) {
     })
 }
 
-fn configs(congestion: CongestionAlgorithm) -> (ServerConfig, ClientConfig) {
+/// Fresh TLS configurations for one simulation with `seed` (packet bytes repeat with the seed).
+fn configs(congestion: CongestionAlgorithm, seed: u64) -> (ServerConfig, ClientConfig) {
     let (cert, key) = cert();
-    let options = tls::ConfigOptions::default();
+    let options = quicsand::sim::deterministic_tls(seed);
     let server = tls::server_config_with(
         vec![cert.clone()],
         PrivateKeyDer::Pkcs8(key.clone_key()),
@@ -431,7 +432,7 @@ fn run(sc: &Scenario, seed: u64, peers: Peers) -> Result<RunResult, String> {
 /// Adds the two ends of a run: a sender of `total` bytes over 2 streams and a receiver, of the engines
 /// `peers` names.
 fn add_ends(sim: &mut Simulation, peers: Peers, total: u64) -> Ends {
-    let (server_config, client_config) = configs(CongestionAlgorithm::default());
+    let (server_config, client_config) = configs(CongestionAlgorithm::default(), sim.seed());
     let server_addr: SocketAddr = "10.0.0.2:4433".parse().unwrap();
     let client_addr: SocketAddr = "10.0.0.1:50000".parse().unwrap();
     let server = match peers {
@@ -714,7 +715,7 @@ fn utilisation(congestion: CongestionAlgorithm, loss: f64, total: u64, seed: u64
         queue_bytes: bdp_bytes(bps, rtt),
         ..LinkConfig::default()
     };
-    let (server_config, client_config) = configs(congestion);
+    let (server_config, client_config) = configs(congestion, seed);
     let limits = Limits {
         trace_records: 64,
         ..Limits::default()

@@ -12,15 +12,20 @@
 //!
 //! One seed drives everything: each node's [`EndpointConfig::seed`] is derived from it and the node's
 //! index, and each link's loss, jitter and corruption draws come from a generator derived from it and the
-//! two node indices. Two runs with the same seed, the same nodes, links, schedule and apps, and the same
-//! TLS configurations reproduce the same [`Trace`]: the same datagram times, sizes, addresses and fates,
-//! and the same events at the same times, so [`Trace::hash`] is equal.
+//! two node indices. Two runs with the same seed, the same nodes, links, schedule and apps, and TLS
+//! configurations built the same way for each run reproduce the same [`Trace`]: the same datagram
+//! times, sizes, addresses and fates, and the same events at the same times, so [`Trace::hash`] is
+//! equal.
 //!
-//! Packet *bytes* are not reproducible: TLS key shares and randoms come from the operating system's RNG
-//! unless the TLS configurations use a seeded `rustls` `CryptoProvider`
-//! ([`ConfigOptions::provider`](crate::crypto::tls::ConfigOptions)), so ciphertexts differ between runs.
-//! Their sizes do not, as long as the certificate chain has the same size in both runs (an Ed25519 key
-//! gives fixed-size keys and signatures; reusing one certificate for both runs is simplest).
+//! TLS is the one source of randomness outside the seed. Build the TLS configurations with
+//! [`deterministic_tls`] (randoms and key shares from the seed, a fixed clock) and packet *bytes*
+//! repeat too. With the default provider they do not: key shares and randoms come from the operating
+//! system, ticket ages from its clock. Sizes still repeat, provided the certificate has the same size in
+//! every run (an Ed25519 key gives fixed-size keys and signatures; ECDSA signatures vary), except where
+//! a peer reads ciphertext as a header: with corruption on, a corrupted packet can be answered by a
+//! Version Negotiation whose size depends on ciphertext, so the trace repeats only with
+//! [`deterministic_tls`]. Build the configurations afresh for each run: `rustls` keeps session tickets
+//! in them, so a second run reusing them resumes where the first did a full handshake.
 //!
 //! # Other engines
 //!
@@ -92,6 +97,7 @@ use crate::{ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig};
 mod apps;
 mod engine;
 mod link;
+mod tls;
 mod trace;
 
 #[cfg(test)]
@@ -100,6 +106,7 @@ mod tests;
 pub use apps::{BulkSender, Sink, StreamRecord};
 pub use engine::{Engine, EngineCtx};
 pub use link::{Fate, GilbertElliott, LinkConfig};
+pub use tls::deterministic_tls;
 pub use trace::{Trace, TraceRecord};
 
 use engine::EndpointNode;

@@ -577,8 +577,9 @@ pub struct ConfigOptions {
     /// can use (TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256; RFC 9001 §5.3),
     /// in the provider's order.
     pub suites: Vec<Suite>,
-    /// The crypto provider, for example one with seeded randomness for a deterministic simulation. `None`
-    /// means `rustls::crypto::ring::default_provider()`.
+    /// The crypto provider. `None` means `rustls::crypto::ring::default_provider()`. For a simulation
+    /// whose packet bytes repeat with its seed, `sim::deterministic_tls` fills this and `time_provider`
+    /// (seeded randomness alone is not enough: ring's key exchange draws from the operating system).
     pub provider: Option<Arc<CryptoProvider>>,
     /// The wall clock `rustls` reads to check certificate validity and ticket ages. `None` means the
     /// system clock, read inside `rustls`; a deterministic simulation passes its own.
