@@ -39,14 +39,55 @@ impl EcnCodepoint {
 /// A received UDP datagram, handed to [`Endpoint::handle_datagram`](crate::Endpoint::handle_datagram).
 #[derive(Debug, Clone)]
 pub struct Datagram {
-    /// The address it came from.
+    /// The address it came from. An IPv4-mapped IPv6 address (a dual-stack socket's report of an IPv4
+    /// peer) is taken as the IPv4 address it maps: the endpoint knows each peer by one form, the one
+    /// its transmits name.
     pub remote: SocketAddr,
-    /// The local address it arrived at, when the socket layer knows it (pktinfo).
+    /// The local address it arrived at, when the socket layer knows it (pktinfo). A datagram that
+    /// arrived at a multicast, broadcast or unspecified address is dropped: QUIC runs over unicast, and
+    /// an answer from such an address is refused by the system.
     pub local: Option<IpAddr>,
     /// Its ECN marking.
     pub ecn: Option<EcnCodepoint>,
     /// The UDP payload. The engine decrypts in place and keeps zero-copy slices of it.
     pub payload: BytesMut,
+}
+
+/// `addr` with an IPv4-mapped IPv6 address taken as the IPv4 address it maps.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Writes `d`'s addresses in their canonical form (IPv4-mapped IPv6 addresses as IPv4 ones), in place;
+/// returns whether both name one host and the remote port is not 0.
+#[inline]
+pub(crate) fn canonical_unicast(d: &mut Datagram) -> bool {
+    if let SocketAddr::V6(v6) = d.remote {
+        if let Some(v4) = v6.ip().to_ipv4_mapped() {
+            d.remote = SocketAddr::new(IpAddr::V4(v4), v6.port());
+        }
+    }
+    if let Some(IpAddr::V6(v6)) = d.local {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            d.local = Some(IpAddr::V4(v4));
+        }
+    }
+    d.remote.port() != 0 && is_unicast(d.remote.ip()) && d.local.map_or(true, is_unicast)
+}
+
+/// Whether `ip` names one host: not multicast, broadcast (255.255.255.255) or unspecified.
+#[inline]
+pub(crate) fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    }
 }
 
 /// A datagram (or a batch of equal-size datagrams) to send, returned by

@@ -2373,3 +2373,60 @@ fn a_large_max_ack_delay_does_not_stretch_a_half_open_connection() {
         now - start
     );
 }
+
+/// QUIC runs over unicast: a datagram that arrived at a multicast or broadcast address (a server bound
+/// to 0.0.0.0 or [::] receives those), or that names such a source, the unspecified address or port 0,
+/// is dropped unanswered and counted. Before, the server answered with the group address as its source,
+/// which the system refuses (and quinn-udp then turned GSO off for the whole socket), or sent its answer
+/// to the group. The control: the same Initial between unicast addresses, written as IPv4-mapped IPv6
+/// addresses, is answered, to the IPv4 address.
+#[test]
+fn datagrams_to_or_from_addresses_that_are_not_one_hosts_are_dropped() {
+    let cases = [
+        ("192.0.2.1:5000", Some("224.0.0.1")),
+        ("192.0.2.1:5000", Some("255.255.255.255")),
+        ("[2001:db8::1]:5000", Some("ff02::1")),
+        ("[::ffff:192.0.2.1]:5000", Some("::ffff:224.0.0.1")),
+        ("224.0.0.1:5000", None),
+        ("255.255.255.255:5000", None),
+        ("0.0.0.0:5000", None),
+        ("192.0.2.1:0", None),
+    ];
+    for (remote, local) in cases {
+        let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+        let initial = sends(&mut p.client, p.now);
+        for d in &initial {
+            p.server.handle_datagram(
+                p.now,
+                Datagram {
+                    remote: remote.parse().unwrap(),
+                    local: local.map(|ip| ip.parse().unwrap()),
+                    ecn: None,
+                    payload: BytesMut::from(&d[..]),
+                },
+            );
+        }
+        assert_eq!(
+            p.server.stats().dropped_not_unicast,
+            initial.len() as u64,
+            "{remote} to {local:?}"
+        );
+        assert!(server_sends(&mut p).is_empty(), "{remote} to {local:?}");
+    }
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    for d in sends(&mut p.client, p.now) {
+        p.server.handle_datagram(
+            p.now,
+            Datagram {
+                remote: "[::ffff:192.0.2.1]:5000".parse().unwrap(),
+                local: Some("::ffff:10.0.0.2".parse().unwrap()),
+                ecn: None,
+                payload: BytesMut::from(&d[..]),
+            },
+        );
+    }
+    let mut buf = Vec::new();
+    let t = p.server.poll_transmit(p.now, &mut buf).expect("an answer");
+    assert_eq!(t.destination, "192.0.2.1:5000".parse().unwrap());
+    assert_eq!(t.src_ip, Some("10.0.0.2".parse().unwrap()));
+}

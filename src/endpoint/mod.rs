@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::config::{AcceptPolicy, ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
 use crate::conn::{initial_authenticates, Connection, EndpointEvent, IncomingInfo};
-use crate::datagram::{Datagram, Transmit};
+use crate::datagram::{canonical, canonical_unicast, Datagram, Transmit};
 use crate::event::Event;
 use crate::rng::Rng;
 use crate::wire::header::{
@@ -135,6 +135,10 @@ pub struct EndpointStats {
     pub dropped_unsupported_version: u64,
     /// New connections dropped because `max_incoming_handshakes` handshakes were in progress.
     pub dropped_handshake_limit: u64,
+    /// Datagrams dropped because they came from, or arrived at, an address that is not one host's
+    /// (multicast, broadcast or unspecified), or from port 0: QUIC runs over unicast, and answering
+    /// such a source would reach many hosts or none.
+    pub dropped_not_unicast: u64,
     /// Version Negotiation packets handed out by [`Endpoint::poll_transmit`].
     pub version_negotiations_sent: u64,
     /// Stateless resets handed out by [`Endpoint::poll_transmit`] (RFC 9000 §10.3).
@@ -411,7 +415,9 @@ impl Endpoint {
     }
 
     /// Starts a connection to `remote`, authenticating the server as `server_name`. The first Initial
-    /// is ready in [`poll_transmit`](Self::poll_transmit).
+    /// is ready in [`poll_transmit`](Self::poll_transmit). An IPv4-mapped IPv6 `remote` is taken as the
+    /// IPv4 address it maps, which the transmits then name (a caller's loop on an IPv6 socket maps it
+    /// back where its system needs; [`udp::Driver`](crate::udp) does).
     pub fn connect(
         &mut self,
         now: Instant,
@@ -422,6 +428,8 @@ impl Endpoint {
         if rustls::pki_types::ServerName::try_from(server_name).is_err() {
             return Err(ConnectError::InvalidServerName);
         }
+        // Peers are known by one form of their address (see `Datagram::remote`).
+        let remote = canonical(remote);
         if !self.versions.contains(&config.version) {
             return Err(ConnectError::UnsupportedVersion(config.version));
         }
@@ -457,9 +465,13 @@ impl Endpoint {
     }
 
     /// Takes in one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+    pub fn handle_datagram(&mut self, now: Instant, mut datagram: Datagram) {
         self.stats.datagrams_received += 1;
         self.note_time(now);
+        if !canonical_unicast(&mut datagram) {
+            self.stats.dropped_not_unicast += 1;
+            return;
+        }
         // The common case first: a short header (RFC 9000 §17.3.1, fixed bit set) to one of our own IDs,
         // routed by the ID's bytes without parsing the header, which the connection does anyway.
         if let Some(h) = self.route_short(&datagram.payload) {

@@ -444,9 +444,16 @@ proptest! {
     ) {
         let mut ep = server();
         let mut unauthenticated = 0;
-        let (mut conns, mut vns) = (0usize, 0usize);
+        let (mut conns, mut vns, mut not_unicast) = (0usize, 0usize, 0usize);
         for (remote, bytes) in &datagrams {
-            let (conn, vn) = oracle(bytes, &mut unauthenticated);
+            // From an address that is not one host's, nothing is looked at.
+            let from_a_host = crate::datagram::is_unicast(remote.ip().to_canonical()) && remote.port() != 0;
+            not_unicast += usize::from(!from_a_host);
+            let (conn, vn) = if from_a_host {
+                oracle(bytes, &mut unauthenticated)
+            } else {
+                (false, false)
+            };
             conns += usize::from(conn);
             vns += usize::from(vn);
             ep.handle_datagram(at(1), datagram(*remote, bytes));
@@ -458,6 +465,7 @@ proptest! {
         prop_assert_eq!(stats.version_negotiations_sent as usize, vns);
         prop_assert_eq!(stats.datagrams_received as usize, datagrams.len());
         prop_assert_eq!(stats.dropped_unauthenticated as usize, unauthenticated);
+        prop_assert_eq!(stats.dropped_not_unicast as usize, not_unicast);
         ep.handle_timeout(at(60_000));
     }
 }

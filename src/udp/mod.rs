@@ -9,7 +9,11 @@
 //! - GRO and `recvmmsg` on receive: one system call hands over many datagrams, which the driver splits at
 //!   their stride;
 //! - ECN marks in both directions, and the local address each datagram arrived at (pktinfo), which the
-//!   endpoint passes back as the source address of its answers.
+//!   endpoint passes back as the source address of its answers (a datagram sent to a multicast or
+//!   broadcast address is dropped by the endpoint, unanswered);
+//! - on an IPv6 socket, IPv4 peers: the endpoint knows them by their IPv4 addresses, which the driver
+//!   maps to IPv4-mapped IPv6 addresses when sending (an IPv6 destination on an IPv4 socket is a send
+//!   error, counted in [`DriverStats::send_errors`]).
 //!
 //! It runs the crate's drive rule in a loop, with no async runtime and no threads:
 //!
@@ -52,7 +56,7 @@
 //! `docs/embedding.md` shows how to write the same loop on another event loop (tokio, mio, io_uring).
 
 use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -178,6 +182,8 @@ pub struct Driver {
     /// Scratch for the datagrams of one receive call, reused.
     received: Vec<Datagram>,
     send_buf: Vec<u8>,
+    /// The socket is IPv6: IPv4 addresses are sent to in their IPv4-mapped form.
+    ipv6: bool,
     max_wait: Duration,
     stats: DriverStats,
     /// Errors the next receive calls return instead of calling the system: the tests' way to reach
@@ -208,7 +214,9 @@ impl Driver {
         let state = UdpSocketState::new((&socket).into())?;
         // `UdpSocketState::new` already made it non-blocking; the driver relies on that (see `wait`).
         socket.set_nonblocking(true)?;
+        let ipv6 = socket.local_addr()?.is_ipv6();
         Ok(Self {
+            ipv6,
             socket,
             state,
             endpoint,
@@ -347,7 +355,13 @@ impl Driver {
         let now = Self::now();
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.send_buf) {
             let contents = self.send_buf.get(..t.size).unwrap_or(&self.send_buf);
-            send(&self.socket, &self.state, &mut self.stats, &t, contents)?;
+            send(
+                &self.socket,
+                &self.state,
+                &mut self.stats,
+                &for_socket(t, self.ipv6),
+                contents,
+            )?;
         }
         Ok(())
     }
@@ -523,6 +537,20 @@ fn is_truncated(e: &io::Error) -> bool {
 /// The limit is read again before each call: when the kernel refuses a GSO send (EIO or EINVAL, from a
 /// device or kernel without segmentation offload) quinn-udp lowers it to 1, and the refused segments go
 /// again one by one rather than being dropped.
+/// `t` with its addresses in the socket's family: IPv4 ones in their IPv4-mapped form on an IPv6 socket
+/// (the endpoint names IPv4 peers by their IPv4 addresses).
+fn for_socket(t: Transmit, ipv6: bool) -> Transmit {
+    let map = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) if ipv6 => IpAddr::V6(v4.to_ipv6_mapped()),
+        other => other,
+    };
+    Transmit {
+        destination: SocketAddr::new(map(t.destination.ip()), t.destination.port()),
+        src_ip: t.src_ip.map(map),
+        ..t
+    }
+}
+
 fn send(
     socket: &UdpSocket,
     state: &UdpSocketState,

@@ -420,3 +420,69 @@ fn a_handler_that_keeps_queueing_events_does_not_hold_the_turn() {
     }
     assert_eq!(handler.lost, handler.limit);
 }
+
+/// A client driver on `client_bind` connects to the server driver on `server_bind`, at the address
+/// `target` makes of the server's; returns whether the handshake completed within 5 s, and the
+/// client's stats.
+fn handshake_between(
+    server_bind: &str,
+    client_bind: &str,
+    target: impl Fn(SocketAddr) -> SocketAddr,
+) -> (bool, DriverStats) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let alpn = vec![b"t".to_vec()];
+    let server_tls = tls::server_config(vec![der.clone()], key, alpn.clone()).unwrap();
+    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let mut server = Driver::bind(server_bind.parse().unwrap(), server).unwrap();
+    let client = Endpoint::new(EndpointConfig::with_seed(2), None);
+    let mut client = Driver::bind(client_bind.parse().unwrap(), client).unwrap();
+    server.set_max_wait(Duration::from_millis(2));
+    client.set_max_wait(Duration::from_millis(2));
+    let to = target(server.local_addr().unwrap());
+    let client_tls = tls::client_config(vec![der], alpn).unwrap();
+    client
+        .endpoint()
+        .connect(Driver::now(), ClientConfig::new(client_tls), to, "localhost")
+        .unwrap();
+    let mut connected = false;
+    let deadline = Driver::now() + Duration::from_secs(5);
+    while !connected && Driver::now() < deadline {
+        let _ = client
+            .turn(&mut |_: &mut Endpoint, _, e: Event, _| connected |= e == Event::Connected)
+            .unwrap();
+        let _ = server.turn(&mut ignore).unwrap();
+    }
+    (connected, client.stats())
+}
+
+/// The IPv4-mapped form of an IPv4 socket address.
+fn mapped(addr: SocketAddr) -> SocketAddr {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr} is not IPv4")
+    };
+    SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+}
+
+/// A client on a dual-stack IPv6 socket connects to an IPv4 server: the server's answers arrive from
+/// the IPv4-mapped form of the address connected to, which is the same peer. Before, the client
+/// dropped every answer as coming from another address, and never connected.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dual_stack_client_reaches_an_ipv4_server() {
+    let (connected, stats) = handshake_between("127.0.0.1:0", "[::]:0", |a| a);
+    assert!(connected, "{stats:?}");
+    // The same, with the server's address written in its IPv4-mapped form.
+    let (connected, stats) = handshake_between("127.0.0.1:0", "[::]:0", mapped);
+    assert!(connected, "{stats:?}");
+}
+
+/// An IPv4 client given the IPv4-mapped form of an IPv4 server's address sends to the IPv4 address
+/// (before, every send failed: an IPv6 destination on an IPv4 socket).
+#[test]
+fn an_ipv4_client_given_a_mapped_address_connects() {
+    let (connected, stats) = handshake_between("127.0.0.1:0", "127.0.0.1:0", mapped);
+    assert!(connected, "{stats:?}");
+    assert_eq!(stats.send_errors, 0);
+}
