@@ -51,11 +51,17 @@ const MERGE_READY_FROM: usize = 8;
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
 
-/// `data`, a slice of a `datagram_len`-byte datagram, in an allocation of its own if it is less than
-/// half of that datagram: a held `Bytes` keeps its whole datagram alive, so a piece alone in a large
-/// datagram (a 1 KiB piece in a 64 KB datagram) would otherwise hold many times the bytes that flow
-/// control and the receive buffers count. Pieces that are kept as they came hold at most twice their
-/// size.
+/// Datagrams up to this size (an Ethernet frame's payload) are held as they came: a piece of one
+/// keeps at most this much alive, about three times an in-order piece of the size below which pieces
+/// are merged (smaller out-of-order ones are copied).
+const SMALL_DATAGRAM: usize = 1500;
+
+/// `data`, a slice of a `datagram_len`-byte datagram, in an allocation of its own if the datagram is
+/// larger than an Ethernet frame and `data` less than half of it: a held `Bytes` keeps its whole
+/// datagram alive, so a piece alone in a large datagram (a 1 KiB piece in a 64 KB datagram) would
+/// otherwise hold many times the bytes that flow control and the receive buffers count. Pieces of
+/// datagrams of usual sizes, however small their share, are not copied: that would cost request and
+/// response traffic a copy per frame.
 pub(crate) fn unpin(data: Bytes, datagram_len: usize) -> Bytes {
     if pins(&data, datagram_len) {
         Bytes::copy_from_slice(&data)
@@ -64,11 +70,11 @@ pub(crate) fn unpin(data: Bytes, datagram_len: usize) -> Bytes {
     }
 }
 
-/// Whether holding `data` as it came would keep alive more than twice its size of its
-/// `datagram_len`-byte datagram (see [`unpin`]).
+/// Whether `data` is to be copied out of its `datagram_len`-byte datagram before it is held (see
+/// [`unpin`]).
 #[inline]
 pub(crate) fn pins(data: &[u8], datagram_len: usize) -> bool {
-    data.len().saturating_mul(2) < datagram_len
+    datagram_len > SMALL_DATAGRAM && data.len().saturating_mul(2) < datagram_len
 }
 
 /// As [`unpin`], and a small piece in an allocation of its own whatever its share of the datagram: for

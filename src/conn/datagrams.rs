@@ -114,8 +114,8 @@ impl Datagrams {
             self.recv_dropped += 1;
         }
         self.recv_bytes += cost;
-        // A small datagram, or one that is less than half of the UDP datagram it came in, is copied out of
-        // it: the application may let it wait, and a slice would keep the whole UDP datagram alive.
+        // A small datagram, or one that is less than half of a large UDP datagram it came in, is copied
+        // out of it: the application may let it wait, and a slice would keep the whole UDP datagram alive.
         self.recv.push_back(compact(data, datagram_len));
         was_empty
     }

@@ -186,8 +186,9 @@ fn stream_pieces_alone_in_large_datagrams_keep_no_datagram_alive() {
     assert_eq!(pinned(&payloads), 0);
 }
 
-/// In-order stream data the application has not read: a piece less than half of its datagram is
-/// copied too, and one that is most of its datagram (the bulk case) is held as it came, zero-copy.
+/// In-order stream data the application has not read: a piece less than half of a datagram larger
+/// than an Ethernet frame is copied too, and one that is most of its datagram (the bulk case) is held
+/// as it came, zero-copy.
 #[test]
 fn unread_in_order_stream_data_holds_at_most_twice_its_size() {
     let mut p = Pair::new(TransportConfig::default());

@@ -151,8 +151,9 @@ impl RecvStream {
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
         // Memory follows the bytes held, not the datagrams they came in: out-of-order data may wait
-        // long, so small pieces of it are copied; any piece is copied when it is less than half of its
-        // datagram (a peer sending large datagrams would otherwise hold many times its window here).
+        // long, so small pieces of it are copied; any piece is copied when it is less than half of a
+        // datagram larger than an Ethernet frame (a peer sending large datagrams would otherwise hold
+        // many times its window here).
         if offset > self.asm.contiguous_end() {
             data = assembler::compact(data, datagram_len);
         } else if assembler::pins(&data, datagram_len) {
