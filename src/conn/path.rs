@@ -74,6 +74,9 @@ pub(crate) struct PathState {
     cc: Box<dyn CongestionController>,
     rtt: RttEstimator,
     mtud: MtuDiscovery,
+    /// Where the path's packets start (`LossDetection::path_start`): those still in flight feed its
+    /// controller and count against its window again when the connection comes back.
+    start: (u64, u64),
 }
 
 /// A PATH_CHALLENGE to the validated path the connection left (RFC 9000 §9.3.3). It goes once, alone in
@@ -164,6 +167,7 @@ impl Connection {
                     cc: self.cc.clone_box(),
                     rtt: self.recovery.rtt().clone(),
                     mtud: self.mtud.clone(),
+                    start: self.recovery.path_start(),
                 };
                 (Some((old, state)), Some(challenge), None)
             }
@@ -171,6 +175,11 @@ impl Connection {
         };
         let previous = previous.filter(|(p, _)| p.remote != remote);
         self.on_new_path(ip_changed);
+        if ip_changed {
+            // Tokens are bound to the client's IP address: those made for the one it left, waiting or
+            // lost later, are not sent to the new one (new ones follow its validation, RFC 9000 §9.3).
+            self.new_tokens.forget_pending();
+        }
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
         // Boxed: most connections never validate a path, and the state is large.
@@ -209,7 +218,7 @@ impl Connection {
         self.cc = state.cc;
         self.mtud = state.mtud;
         self.mtud.forget_probe();
-        self.recovery.on_path_change(Some(state.rtt));
+        self.recovery.return_to_path(state.start, state.rtt);
         self.set_mtu(self.mtud.current());
     }
 

@@ -15,6 +15,10 @@ pub(crate) struct NewTokens {
     /// A server: tokens to send, or to send again after a loss (RFC 9000 §13.3). The endpoint queues a
     /// bounded number, and each is in flight or here, never both.
     pending: Vec<Bytes>,
+    /// A server: the generation of the tokens in `pending`, counted up when the client moved to another
+    /// address and the tokens made for the old one were dropped: one of those lost in flight is then
+    /// not sent again.
+    generation: u32,
     /// A client: the name received tokens are filed under in the store, when it keeps them.
     server_name: Option<String>,
     /// A client: the last tokens received (at most [`MAX_RECEIVED`]), to tell a repeated one.
@@ -29,9 +33,11 @@ impl NewTokens {
         self.pending.push(token);
     }
 
-    /// A server: drops the tokens waiting to be sent, made for an address the client has left.
+    /// A server: drops the tokens made for an address the client has left, those waiting to be sent
+    /// and (when lost) those in flight.
     pub(crate) fn forget_pending(&mut self) {
         self.pending = Vec::new();
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Whether a NEW_TOKEN frame waits to be sent.
@@ -72,7 +78,7 @@ impl NewTokens {
             return false;
         }
         frame.encode(buf);
-        sent.rare_mut().new_token = self.pending.pop();
+        sent.rare_mut().new_token = self.pending.pop().map(|t| (t, self.generation));
         if self.pending.is_empty() {
             // The usual single token is out: an idle connection keeps no storage for it.
             self.pending = Vec::new();
@@ -80,9 +86,12 @@ impl NewTokens {
         true
     }
 
-    /// A packet that carried `token` was lost: send it again.
-    pub(crate) fn on_lost(&mut self, token: Option<Bytes>) {
-        self.pending.extend(token);
+    /// A packet that carried `token` was lost: send it again, unless it was made for an address the
+    /// client has left.
+    pub(crate) fn on_lost(&mut self, token: Option<(Bytes, u32)>) {
+        if let Some((token, _)) = token.filter(|(_, g)| *g == self.generation) {
+            self.pending.push(token);
+        }
     }
 
     /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one).

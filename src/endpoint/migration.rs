@@ -565,3 +565,108 @@ fn a_validated_new_client_address_gets_new_tokens() {
         "same address, no new token"
     );
 }
+
+/// A NEW_TOKEN token made for the address the client left, in flight when the client moves and lost
+/// afterwards, is not sent again, to the new address: the client would file a token bound to an
+/// address it no longer has, newest of all, and use it first. Before (in this session's first version
+/// of new tokens after a move), it was.
+#[test]
+fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    // Empty the client's store of what the handshake gave it.
+    if let Some(store) = p.client.config.token_store.as_mut() {
+        while store.take("localhost").is_some() {}
+    }
+    // A token for the client's first address, waiting at the server (as after the handshake)...
+    let stale = bytes::Bytes::from_static(&[0xAB; 40]);
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .new_tokens
+        .queue(stale.clone());
+    p.server.conn(h).unwrap().ping();
+    // ... goes out to the first address, and the client has left it: lost.
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    assert_eq!(server_to_client_at(&mut p, b), 0);
+    assert!(
+        !p.server.table.get(h).unwrap().conn.new_tokens.has_pending(),
+        "in flight"
+    );
+    for _ in 0..40 {
+        p.client.conn(ch).unwrap().ping();
+        client_to_server_from(&mut p, b);
+        server_to_client_at(&mut p, b);
+        p.now += Duration::from_millis(50);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, b);
+        assert!(conn.path.validated);
+    }
+    let mut filed = Vec::new();
+    if let Some(store) = p.client.config.token_store.as_mut() {
+        while let Some(t) = store.take("localhost") {
+            filed.push(t);
+        }
+    }
+    assert!(!filed.is_empty(), "new tokens for the new address");
+    assert!(
+        !filed.contains(&stale),
+        "the token for the address left was sent again after its loss: {} filed",
+        filed.len()
+    );
+}
+
+/// A forwarded copy of a client packet from another address (RFC 9000 §9.3.3), then the client's next
+/// packet from its own address: the server moves to B and comes back to A at once. Back on A, with A's
+/// controller restored, A's own packets still in flight count against A's window again. Before (in
+/// this session's first version of per-path bytes in flight), they did not, and the server sent a
+/// further full window on A: twice the window in flight on one path, their losses ignored by the
+/// controller, and with a forwarder repeating it each round trip, congestion control off.
+#[test]
+fn returning_to_a_path_keeps_its_own_bytes_in_flight_in_its_window() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let a: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let (in_flight_on_a, window) = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        (conn.recovery.bytes_in_flight(), conn.cc.window())
+    };
+    // A copy of the client's packet, forwarded from B, arrives first...
+    p.client.conn(ch).unwrap().ping();
+    let mut buf = Vec::new();
+    let mut copies = Vec::new();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            copies.push(BytesMut::from(d));
+        }
+    }
+    for d in &copies {
+        p.server.handle_datagram(p.now, datagram(b, d.clone()));
+    }
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    server_sends_reaching(&mut p, nowhere());
+    // ... then the client's next packet from its own address: back to A.
+    p.now += Duration::from_millis(1);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, a);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
+    let sent_to_a: usize = server_sends_reaching(&mut p, nowhere())
+        .iter()
+        .filter(|(to, _)| *to == a)
+        .map(|(_, len)| len)
+        .sum();
+    let window_now = p.server.table.get(h).unwrap().conn.cc.window();
+    assert_eq!(window_now, window, "A's controller restored");
+    assert!(
+        in_flight_on_a + sent_to_a as u64 <= window + 1500,
+        "{in_flight_on_a} bytes were in flight on A with a window of {window}, and {sent_to_a} more went to A \
+         on the return"
+    );
+}

@@ -237,12 +237,16 @@ struct Space<T> {
     ack_eliciting_in_flight: u64,
     /// The sum of the sizes in `sent`.
     bytes_in_flight: u64,
-    /// The first packet number sent on the current path (RFC 9000 §9.4): 0 but in the application
-    /// space, whose packets are the only ones a path change can leave behind.
+    /// The first packet number sent on the current path (RFC 9000 §9.4): acknowledgements and losses of
+    /// earlier ones feed neither the RTT estimate nor the congestion controller. 0 but in the
+    /// application space, whose packets are the only ones a path change can leave behind.
     path_first_pn: u64,
-    /// The part of `bytes_in_flight` sent on the current path (numbered from `path_first_pn`): what
-    /// the current path's congestion window holds, since packets sent on a path the peer left MUST
-    /// NOT count against the new one's (RFC 9000 §9.4).
+    /// The first packet number counted against the current congestion window: as `path_first_pn`, but
+    /// kept when only the peer's port changed (the same network path, whose window carries over).
+    window_first_pn: u64,
+    /// The part of `bytes_in_flight` numbered from `window_first_pn`: what the current congestion
+    /// window holds, since packets sent on a path the peer left MUST NOT count against the new one's
+    /// (RFC 9000 §9.4).
     path_bytes_in_flight: u64,
     /// When the oldest unacknowledged packet below `largest_acked` crosses the time threshold.
     loss_time: Option<Instant>,
@@ -269,6 +273,7 @@ impl<T> Space<T> {
             ack_eliciting_in_flight: 0,
             bytes_in_flight: 0,
             path_first_pn: 0,
+            window_first_pn: 0,
             path_bytes_in_flight: 0,
             loss_time: None,
             open_run: None,
@@ -326,7 +331,7 @@ impl<T> Space<T> {
     fn remove(&mut self, pn: u64) -> Option<SentPacket<T>> {
         let p = self.sent.remove(pn)?;
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(u64::from(p.size));
-        if pn >= self.path_first_pn {
+        if pn >= self.window_first_pn {
             self.path_bytes_in_flight = self.path_bytes_in_flight.saturating_sub(u64::from(p.size));
         }
         if p.ack_eliciting {
@@ -490,13 +495,45 @@ impl<T> LossDetection<T> {
     }
 
     /// The peer moved to another path (RFC 9000 §9.4): 1-RTT packets sent from now on are its own, and
-    /// `rtt`, if given, is its estimate (initial values for a new path, the saved one for a path the
-    /// connection returns to); otherwise the estimate carries over (only the peer's port changed).
+    /// `rtt`, if given, is its estimate (another IP address: a new network path). Without, only the
+    /// peer's port changed: the estimate carries over, and so does the window, with the packets in
+    /// flight it holds.
     pub(crate) fn on_path_change(&mut self, rtt: Option<RttEstimator>) {
-        // Acknowledgements of packets sent before (on a path the peer has left) give no RTT sample, and
-        // those packets no longer count against the window.
-        self.spaces.data.path_first_pn = self.spaces.next_pn(SpaceId::Data);
-        self.spaces.data.path_bytes_in_flight = 0;
+        let next = self.spaces.next_pn(SpaceId::Data);
+        // Acknowledgements of packets sent before (on a path the peer has left) give no RTT sample.
+        self.spaces.data.path_first_pn = next;
+        if rtt.is_some() {
+            // And those packets no longer count against the new path's window.
+            self.spaces.data.window_first_pn = next;
+            self.spaces.data.path_bytes_in_flight = 0;
+        }
+        self.start_path(rtt);
+    }
+
+    /// Where the current path's packets start, to give back to [`return_to_path`](Self::return_to_path)
+    /// if the connection comes back to it.
+    pub(crate) fn path_start(&self) -> (u64, u64) {
+        (self.spaces.data.path_first_pn, self.spaces.data.window_first_pn)
+    }
+
+    /// Back on a path the connection left, whose packets started at `start` (from
+    /// [`path_start`](Self::path_start)) and whose estimate was `rtt`: its packets still in flight feed
+    /// its estimate and controller again, and count against its window (with those sent on the path
+    /// left meanwhile, a few probes at most).
+    pub(crate) fn return_to_path(&mut self, (first_pn, window_first_pn): (u64, u64), rtt: RttEstimator) {
+        let data = &mut self.spaces.data;
+        data.path_first_pn = first_pn;
+        data.window_first_pn = window_first_pn;
+        data.path_bytes_in_flight = data
+            .sent
+            .range(window_first_pn..)
+            .map(|(_, p)| u64::from(p.size))
+            .sum();
+        self.start_path(Some(rtt));
+    }
+
+    /// What a path change resets, beyond the packets counted as the path's.
+    fn start_path(&mut self, rtt: Option<RttEstimator>) {
         // A run of losses on the path left cannot be continued by the new path's (RFC 9000 §9.4), and
         // its late acknowledgements say nothing of the new path's reordering.
         self.spaces.data.open_run = None;
@@ -711,10 +748,10 @@ impl<T> LossDetection<T> {
                 &mut s.path_bytes_in_flight,
                 &mut s.ack_eliciting_in_flight,
             );
-            let path_first_pn = s.path_first_pn;
+            let window_first_pn = s.window_first_pn;
             s.sent.drain_range(lo..=hi, |pn, p| {
                 *bytes_in_flight = bytes_in_flight.saturating_sub(u64::from(p.size));
-                if pn >= path_first_pn {
+                if pn >= window_first_pn {
                     *path_bytes_in_flight = path_bytes_in_flight.saturating_sub(u64::from(p.size));
                 }
                 if p.ack_eliciting {

@@ -1339,9 +1339,10 @@ fn a_spurious_loss_raises_the_thresholds() {
     assert_eq!(ld.time_threshold_eighths(), MAX_TIME_THRESHOLD_EIGHTHS);
 }
 
-/// RFC 9000 §9.4: after a path change only packets sent on the new path count against its window;
-/// the old path's stay tracked (and in `bytes_in_flight`) until acknowledged or lost, and leave only
-/// the total when they go.
+/// RFC 9000 §9.4: after a move to another IP address only packets sent on the new path count against
+/// its window; the old path's stay tracked (and in `bytes_in_flight`) until acknowledged or lost, and
+/// leave only the total when they go. A change of port only keeps the window and what it holds; a
+/// return to the path left counts its packets still in flight again.
 #[test]
 fn bytes_in_flight_on_the_current_path_start_again_at_a_path_change() {
     let t0 = epoch();
@@ -1352,6 +1353,9 @@ fn bytes_in_flight_on_the_current_path_start_again_at_a_path_change() {
     }
     assert_eq!(ld.path_bytes_in_flight(), 4000);
     ld.on_path_change(None);
+    assert_eq!(ld.path_bytes_in_flight(), 4000, "a new port only");
+    let first_path = ld.path_start();
+    ld.on_path_change(Some(RttEstimator::new(INITIAL_RTT)));
     assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (4000, 0));
     for pn in 4..6 {
         ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
@@ -1364,4 +1368,7 @@ fn bytes_in_flight_on_the_current_path_start_again_at_a_path_change() {
     let out = ld.ack(SpaceId::Data, [5..=5], ms(0), t0 + ms(10), &c).unwrap();
     assert_eq!(pns(&out.lost), [0, 2]);
     assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (2000, 1000));
+    // Back on the first path: 3 and 4 are in flight (4 sent on the other path meanwhile).
+    ld.return_to_path(first_path, RttEstimator::new(INITIAL_RTT));
+    assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (2000, 2000));
 }
