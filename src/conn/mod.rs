@@ -50,3 +50,4 @@ pub(crate) use early::{MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
 pub use mtud::MtuDiscoveryConfig;
 pub(crate) use recv::initial_authenticates;
 pub use streams::{ReadError, StreamEvent, StreamStats, StreamsConfig, WriteError};
+pub(crate) use tokens::MAX_CLIENT_TOKEN;

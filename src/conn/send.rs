@@ -335,10 +335,22 @@ impl Connection {
             return (0, false);
         };
         let mut pad = self.side.is_client() && wanted[SpaceId::Initial.index()];
+        // RFC 9000 §14.1: a datagram with an Initial may have to be padded to 1200 bytes, by the last
+        // packet. The packets before it leave room for it: a Handshake packet filled with CRYPTO data
+        // could otherwise leave a few bytes, too few for the last packet, and the datagram would go
+        // out short.
+        let reserve = if wanted[SpaceId::Initial.index()] && last != SpaceId::Initial {
+            self.least_packet_len(last)
+        } else {
+            0
+        };
         let mut long = false;
         for space in SpaceId::ALL.into_iter().filter(|s| wanted[s.index()]) {
             let used = buf.len() - start;
-            let budget = limit.saturating_sub(used);
+            let mut budget = limit.saturating_sub(used);
+            if space != last {
+                budget = budget.saturating_sub(reserve);
+            }
             let pad_to = (space == last && (pad || (space == SpaceId::Initial && self.side.is_server())))
                 .then_some(MIN_INITIAL_DATAGRAM);
             let Some(built) = self.build_packet(now, space, buf, start, budget, pad_to, pad) else {
@@ -353,6 +365,30 @@ impl Connection {
             }
         }
         (buf.len() - start, long)
+    }
+
+    /// The least room a packet of `space` is built in: its header with the longest packet number, a few
+    /// bytes of frames and the AEAD tag (16 bytes for every QUIC cipher suite); see `build_packet`.
+    fn least_packet_len(&self, space: SpaceId) -> usize {
+        const LONGEST_PN: usize = 4;
+        const TAG: usize = 16;
+        let header = match space {
+            SpaceId::Data => 1 + self.remote_cid.len() + LONGEST_PN,
+            SpaceId::Handshake => 9 + self.remote_cid.len() + self.local_cid.len() + LONGEST_PN,
+            SpaceId::Initial => {
+                let token = if self.side.is_client() {
+                    self.token.len()
+                } else {
+                    0
+                };
+                9 + self.remote_cid.len()
+                    + self.local_cid.len()
+                    + VarInt::size(token as u64)
+                    + token
+                    + LONGEST_PN
+            }
+        };
+        header + TAG + 8
     }
 
     /// Builds one packet of `space` into `buf` within `budget` bytes. `pad_to` asks for padding until the

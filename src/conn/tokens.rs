@@ -9,6 +9,10 @@ use crate::wire::frame::Frame;
 /// Received tokens a connection holds until the endpoint files them (after every input).
 const MAX_RECEIVED: usize = 4;
 
+/// The longest token a client puts in its Initial packets: a longer one would leave no room for the
+/// ClientHello beside it in a 1200-byte Initial. NEW_TOKEN sets no limit; ours are under 100 bytes.
+pub(crate) const MAX_CLIENT_TOKEN: usize = 512;
+
 /// A connection's NEW_TOKEN state.
 #[derive(Debug, Default)]
 pub(crate) struct NewTokens {
@@ -94,9 +98,10 @@ impl NewTokens {
         }
     }
 
-    /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one).
+    /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one). One too
+    /// long to use is not kept.
     pub(crate) fn on_received(&mut self, token: Bytes) {
-        if self.server_name.is_none() {
+        if self.server_name.is_none() || token.len() > MAX_CLIENT_TOKEN {
             return;
         }
         // RFC 9000 §19.7: "Clients are responsible for discarding duplicate values, which might be used

@@ -38,6 +38,8 @@ mod held_memory;
 #[cfg(test)]
 mod migration;
 #[cfg(test)]
+mod packet_rules;
+#[cfg(test)]
 mod packets;
 #[cfg(test)]
 mod peer_errors;

@@ -638,7 +638,12 @@ pub(super) fn prepare_client(
     } else {
         format!("{server_name} (QUIC version {:#010x})", config.version)
     };
-    if let Some(token) = store.take(&name) {
+    // A token too long to leave room for the ClientHello beside it in a 1200-byte Initial is not
+    // used: no Initial could be built (RFC 9000 §8.1.3 makes the token optional).
+    if let Some(token) = store
+        .take(&name)
+        .filter(|t| t.len() <= crate::conn::MAX_CLIENT_TOKEN)
+    {
         conn.token = token;
     }
     conn.new_tokens.keep_for(name);
