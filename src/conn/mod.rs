@@ -49,5 +49,7 @@ pub use datagrams::SendDatagramError;
 pub(crate) use early::{MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
 pub use mtud::MtuDiscoveryConfig;
 pub(crate) use recv::initial_authenticates;
+#[cfg(test)]
+pub(crate) use spaces::SentFrames;
 pub use streams::{ReadError, StreamEvent, StreamStats, StreamsConfig, WriteError};
 pub(crate) use tokens::MAX_CLIENT_TOKEN;

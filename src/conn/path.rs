@@ -175,11 +175,6 @@ impl Connection {
         };
         let previous = previous.filter(|(p, _)| p.remote != remote);
         self.on_new_path(ip_changed);
-        if ip_changed {
-            // Tokens are bound to the client's IP address: those made for the one it left, waiting or
-            // lost later, are not sent to the new one (new ones follow its validation, RFC 9000 §9.3).
-            self.new_tokens.forget_pending();
-        }
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
         // Boxed: most connections never validate a path, and the state is large.
@@ -204,6 +199,8 @@ impl Connection {
         let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt()));
         self.recovery.on_path_change(rtt);
         if ip_changed {
+            // A controller saved for undoing a spurious loss belongs to the path left.
+            self.cc_undo = None;
             // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the starting size, and probe it.
             self.mtud.restart();
             self.cc = new_controller(self.config.congestion, self.mtud.current());
@@ -216,6 +213,8 @@ impl Connection {
         tracing::debug!(side = ?self.side, to = %path.remote, "back on the previous path");
         self.path = path;
         self.cc = state.cc;
+        // A controller saved for undoing a spurious loss belongs to the path left.
+        self.cc_undo = None;
         self.mtud = state.mtud;
         self.mtud.forget_probe();
         self.recovery.return_to_path(state.start, state.rtt);

@@ -807,8 +807,13 @@ impl Connection {
         if scid == self.original_dcid {
             return Err(Dropped);
         }
-        // A Retry with an empty token, or one that fails its integrity check, is discarded.
-        if token.is_empty() || !verify_retry_tag(self.version, &self.original_dcid, packet) {
+        // A Retry with an empty token, or one that fails its integrity check, is discarded; so is one
+        // whose token would leave no room for the ClientHello in a 1200-byte Initial (anyone who saw
+        // the first Initial can make a Retry, and the client could then send nothing).
+        if token.is_empty()
+            || token.len() > super::MAX_CLIENT_TOKEN
+            || !verify_retry_tag(self.version, &self.original_dcid, packet)
+        {
             return Err(Dropped);
         }
         let keys = connection_initial_keys(self.version, &scid, self.side).map_err(|_| Dropped)?;

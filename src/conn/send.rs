@@ -309,7 +309,7 @@ impl Connection {
             || self.path_response.is_some()
             || self.path_validation.as_ref().is_some_and(|v| v.pending)
             || !self.local_cids.pending.is_empty()
-            || self.new_tokens.has_pending()
+            || self.new_tokens.has_pending(self.path.remote.ip())
             || !self.retire_cids.is_empty()
     }
 
@@ -743,7 +743,7 @@ impl Connection {
                 *ack_eliciting = true;
             }
         }
-        if self.new_tokens.write(buf, end, sent) {
+        if self.new_tokens.write(buf, end, sent, self.path.remote.ip()) {
             *ack_eliciting = true;
         }
         while let Some(&seq) = self.retire_cids.last() {

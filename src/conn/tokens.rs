@@ -1,6 +1,8 @@
 //! NEW_TOKEN frames (RFC 9000 §8.1.3, §19.7): the tokens a server sends, sent again if lost, and the
 //! store a client files received ones in. The endpoint makes the tokens (`endpoint/token.rs`).
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 
 use super::spaces::SentFrames;
@@ -16,13 +18,10 @@ pub(crate) const MAX_CLIENT_TOKEN: usize = 512;
 /// A connection's NEW_TOKEN state.
 #[derive(Debug, Default)]
 pub(crate) struct NewTokens {
-    /// A server: tokens to send, or to send again after a loss (RFC 9000 §13.3). The endpoint queues a
-    /// bounded number, and each is in flight or here, never both.
-    pending: Vec<Bytes>,
-    /// A server: the generation of the tokens in `pending`, counted up when the client moved to another
-    /// address and the tokens made for the old one were dropped: one of those lost in flight is then
-    /// not sent again.
-    generation: u32,
+    /// A server: tokens to send, or to send again after a loss (RFC 9000 §13.3), each with the client IP
+    /// address it was made for (tokens are bound to it): only those for the address the client is at
+    /// go out. The endpoint queues a bounded number, and each is in flight or here, never both.
+    pending: Vec<(Bytes, IpAddr)>,
     /// A client: the name received tokens are filed under in the store, when it keeps them.
     server_name: Option<String>,
     /// A client: the last tokens received (at most [`MAX_RECEIVED`]), to tell a repeated one.
@@ -32,21 +31,21 @@ pub(crate) struct NewTokens {
 }
 
 impl NewTokens {
-    /// A server: queues a token for a NEW_TOKEN frame.
-    pub(crate) fn queue(&mut self, token: Bytes) {
-        self.pending.push(token);
+    /// A server: queues a token made for a client at `ip` for a NEW_TOKEN frame.
+    pub(crate) fn queue(&mut self, token: Bytes, ip: IpAddr) {
+        self.pending.push((token, ip));
     }
 
-    /// A server: drops the tokens made for an address the client has left, those waiting to be sent
-    /// and (when lost) those in flight.
-    pub(crate) fn forget_pending(&mut self) {
-        self.pending = Vec::new();
-        self.generation = self.generation.wrapping_add(1);
+    /// A server: drops the tokens made for other addresses than `ip`, where the client now is and new
+    /// tokens are made for (those lost in flight later come back, and wait unsent unless the client
+    /// returns to their address).
+    pub(crate) fn keep_only_for(&mut self, ip: IpAddr) {
+        self.pending.retain(|(_, for_ip)| *for_ip == ip);
     }
 
-    /// Whether a NEW_TOKEN frame waits to be sent.
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// Whether a NEW_TOKEN frame for a client at `ip` waits to be sent.
+    pub(crate) fn has_pending(&self, ip: IpAddr) -> bool {
+        self.pending.iter().any(|(_, for_ip)| *for_ip == ip)
     }
 
     /// A client: keeps received tokens for the endpoint to file under `name`.
@@ -71,18 +70,18 @@ impl NewTokens {
         Some((name, new))
     }
 
-    /// Writes one pending NEW_TOKEN frame if it fits before `end`, recording it in `sent`. Returns
-    /// whether it wrote one.
-    pub(crate) fn write(&mut self, buf: &mut Vec<u8>, end: usize, sent: &mut SentFrames) -> bool {
-        let Some(token) = self.pending.last() else {
+    /// Writes one pending NEW_TOKEN frame for a client at `ip` if it fits before `end`, recording it in
+    /// `sent`. Returns whether it wrote one.
+    pub(crate) fn write(&mut self, buf: &mut Vec<u8>, end: usize, sent: &mut SentFrames, ip: IpAddr) -> bool {
+        let Some(i) = self.pending.iter().rposition(|(_, for_ip)| *for_ip == ip) else {
             return false;
         };
-        let frame = Frame::NewToken(token.clone());
+        let frame = Frame::NewToken(self.pending[i].0.clone());
         if buf.len() + frame.encoded_len() > end {
             return false;
         }
         frame.encode(buf);
-        sent.rare_mut().new_token = self.pending.pop().map(|t| (t, self.generation));
+        sent.rare_mut().new_token = Some(self.pending.remove(i));
         if self.pending.is_empty() {
             // The usual single token is out: an idle connection keeps no storage for it.
             self.pending = Vec::new();
@@ -90,12 +89,10 @@ impl NewTokens {
         true
     }
 
-    /// A packet that carried `token` was lost: send it again, unless it was made for an address the
-    /// client has left.
-    pub(crate) fn on_lost(&mut self, token: Option<(Bytes, u32)>) {
-        if let Some((token, _)) = token.filter(|(_, g)| *g == self.generation) {
-            self.pending.push(token);
-        }
+    /// A packet that carried `token` (with the address it was made for) was lost: send it again, to that
+    /// address.
+    pub(crate) fn on_lost(&mut self, token: Option<(Bytes, IpAddr)>) {
+        self.pending.extend(token);
     }
 
     /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one). One too
@@ -126,21 +123,37 @@ mod tests {
 
     #[test]
     fn a_lost_token_is_sent_again_and_each_frame_fits() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut tokens = NewTokens::default();
-        tokens.queue(Bytes::from_static(&[7; 40]));
+        tokens.queue(Bytes::from_static(&[7; 40]), ip);
         let mut buf = Vec::new();
         let mut sent = SentFrames::default();
         // 40 bytes of token need 42 bytes of frame.
-        assert!(!tokens.write(&mut buf, 41, &mut sent));
-        assert!(buf.is_empty() && tokens.has_pending());
-        assert!(tokens.write(&mut buf, 42, &mut sent));
+        assert!(!tokens.write(&mut buf, 41, &mut sent, ip));
+        assert!(buf.is_empty() && tokens.has_pending(ip));
+        assert!(tokens.write(&mut buf, 42, &mut sent, ip));
         assert_eq!(buf.len(), 42);
-        assert!(!tokens.has_pending());
+        assert!(!tokens.has_pending(ip));
         tokens.on_lost(sent.rare_mut().new_token.take());
-        assert!(tokens.has_pending());
+        assert!(tokens.has_pending(ip));
         let mut again = SentFrames::default();
-        assert!(tokens.write(&mut buf, 84, &mut again));
+        assert!(tokens.write(&mut buf, 84, &mut again, ip));
         assert_eq!(buf[..42], buf[42..]);
+    }
+
+    /// Tokens are bound to the client's IP address: one made for another address waits, unsent, until
+    /// the client is back there, and goes when its address is left for good.
+    #[test]
+    fn a_token_goes_only_to_the_address_it_was_made_for() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
+        let mut tokens = NewTokens::default();
+        tokens.queue(Bytes::from_static(&[7; 40]), a);
+        let (mut buf, mut sent) = (Vec::new(), SentFrames::default());
+        assert!(!tokens.has_pending(b));
+        assert!(!tokens.write(&mut buf, 100, &mut sent, b));
+        assert!(tokens.has_pending(a));
+        tokens.keep_only_for(b);
+        assert!(!tokens.has_pending(a));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::peer_errors::{inject, Pair, SERVER};
+use super::peer_errors::{inject, Pair, CLIENT, SERVER};
 use crate::conn::SpaceId;
 use crate::wire::frame::Frame;
 use crate::{ConnectionHandle, Datagram, TransportConfig};
@@ -175,7 +175,7 @@ fn probe_from_a_new_address(zero_len_client: bool) {
     p.client.after_conn(ch, true);
     let sent = client_to_server_from(&mut p, probe_from);
     assert!(sent >= 1200, "the probe is padded: {sent}");
-    let client: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
     assert_eq!(
         p.server.table.get(h).unwrap().conn.path.remote,
         client,
@@ -297,7 +297,7 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
     }
     let conn = &p.server.table.get(h).unwrap().conn;
     assert_eq!(conn.stats().path_validation_failures, 1);
-    assert_eq!(conn.path.remote, super::peer_errors::CLIENT.parse().unwrap());
+    assert_eq!(conn.path.remote, CLIENT.parse().unwrap());
     assert!(conn.path.validated);
     assert_eq!(conn.path.mtu, mtu);
     assert_eq!(conn.recovery.rtt().smoothed(), srtt);
@@ -347,7 +347,7 @@ fn a_late_new_connection_id_for_the_spare_of_an_off_path_answer_is_not_taken_aga
         conn.ping();
     }
     p.client.after_conn(ch, true);
-    let client: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
     client_to_server_from(&mut p, client);
     assert_eq!(server_to_client_at(&mut p, probe_from), 1, "the answer went");
     let conn = &p.server.table.get(h).unwrap().conn;
@@ -587,13 +587,19 @@ fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
         .unwrap()
         .conn
         .new_tokens
-        .queue(stale.clone());
+        .queue(stale.clone(), CLIENT.parse::<SocketAddr>().unwrap().ip());
     p.server.conn(h).unwrap().ping();
     // ... goes out to the first address, and the client has left it: lost.
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     assert_eq!(server_to_client_at(&mut p, b), 0);
     assert!(
-        !p.server.table.get(h).unwrap().conn.new_tokens.has_pending(),
+        !p.server
+            .table
+            .get(h)
+            .unwrap()
+            .conn
+            .new_tokens
+            .has_pending(CLIENT.parse::<SocketAddr>().unwrap().ip()),
         "in flight"
     );
     for _ in 0..40 {
@@ -632,7 +638,7 @@ fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
 #[test]
 fn returning_to_a_path_keeps_its_own_bytes_in_flight_in_its_window() {
     let (mut p, h, ch) = downloading_with_a_full_window();
-    let a: SocketAddr = super::peer_errors::CLIENT.parse().unwrap();
+    let a: SocketAddr = CLIENT.parse().unwrap();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let (in_flight_on_a, window) = {
         let conn = &p.server.table.get(h).unwrap().conn;
@@ -668,5 +674,106 @@ fn returning_to_a_path_keeps_its_own_bytes_in_flight_in_its_window() {
         in_flight_on_a + sent_to_a as u64 <= window + 1500,
         "{in_flight_on_a} bytes were in flight on A with a window of {window}, and {sent_to_a} more went to A \
          on the return"
+    );
+}
+
+/// A forwarded copy of a client packet from another IP address (RFC 9000 §9.3.3), then the client's
+/// next packet from its own address: the server moves to B and comes straight back to A. The NEW_TOKEN
+/// token waiting for A (the client's address all along) still reaches the client: tokens wait for the
+/// address they were made for. Before (this session's first version of dropping tokens at a move), it
+/// was dropped at the move and never replaced.
+#[test]
+fn a_token_waiting_survives_a_move_and_return() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    if let Some(store) = p.client.config.token_store.as_mut() {
+        while store.take("localhost").is_some() {}
+    }
+    let tok = bytes::Bytes::from_static(&[0xCD; 40]);
+    p.server
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .new_tokens
+        .queue(tok.clone(), a.ip());
+    // A copy of the client's packet arrives from B first; the server sends nothing in between.
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    // The client's next packet, from A: back on A.
+    p.now += Duration::from_millis(1);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, a);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
+    for _ in 0..20 {
+        server_to_client_at(&mut p, a);
+        p.client.conn(ch).unwrap().ping();
+        client_to_server_from(&mut p, a);
+        p.now += Duration::from_millis(50);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    let mut filed = Vec::new();
+    if let Some(store) = p.client.config.token_store.as_mut() {
+        while let Some(t) = store.take("localhost") {
+            filed.push(t);
+        }
+    }
+    assert!(
+        filed.contains(&tok),
+        "the token for A, the client's address after the return, was never sent ({} filed)",
+        filed.len()
+    );
+}
+
+/// A congestion event on B (a path being validated), then a return to A: once B's losses prove
+/// spurious, the undo does not put B's saved controller in place of A's restored one (the saved one
+/// belongs to the path left, and goes with it). Before, it did, once a return had set the first packet
+/// number of the path back.
+#[test]
+fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let window_a = p.server.table.get(h).unwrap().conn.cc.window();
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    server_sends_reaching(&mut p, nowhere());
+    let (pn, window_b) = {
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        assert_eq!(conn.path.remote, b);
+        // A loss of a packet sent on B: a congestion event on B's controller.
+        let pn = conn.recovery.next_packet_number(SpaceId::Data) - 1;
+        assert!(pn >= conn.recovery.path_first_pn());
+        let lost = crate::conn::recovery::SentPacket {
+            time_sent: p.now,
+            size: 1200,
+            ack_eliciting: true,
+            in_flight: true,
+            mtu_probe: false,
+            data: crate::conn::SentFrames::EMPTY,
+        };
+        let window_b = conn.cc.window();
+        conn.on_packets_lost(p.now, SpaceId::Data, vec![(pn, lost)], false, None);
+        assert!(conn.cc.window() < window_b, "a congestion event on B");
+        (pn, window_b)
+    };
+    // Back to A.
+    p.now += Duration::from_millis(1);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, a);
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    assert_eq!(conn.path.remote, a);
+    assert_eq!(conn.cc.window(), window_a, "A's controller restored");
+    // B's loss proves spurious (the packet is acknowledged late).
+    conn.on_spurious_losses(SpaceId::Data, &[pn]);
+    assert_eq!(
+        conn.cc.window(),
+        window_a,
+        "A's controller replaced by B's saved one (B's window was {window_b})"
     );
 }

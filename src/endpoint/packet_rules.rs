@@ -514,3 +514,38 @@ fn an_oversized_stored_token_does_not_stall_the_connection() {
         );
     }
 }
+
+/// A Retry whose token is as long as the one `an_oversized_stored_token_does_not_stall_the_connection`
+/// covers: anyone who saw the client's first Initial can make one. It is now discarded (a token over
+/// 512 bytes); before, its token was used whatever its length, and the client sent nothing after it.
+#[test]
+fn a_retry_with_an_oversized_token_does_not_stall_the_client() {
+    let mut p = pair_with_cert(0, TransportConfig::default());
+    let now = p.now;
+    let first = sends(&mut p.client, now);
+    let h = ProtectedHeader::decode(&first[0], 0).unwrap();
+    let odcid = h.dcid().to_vec();
+    let client_scid = h.scid().unwrap().to_vec();
+    let mut retry = vec![0xf0u8];
+    retry.extend_from_slice(&VERSION_1.to_be_bytes());
+    retry.push(client_scid.len() as u8);
+    retry.extend_from_slice(&client_scid);
+    retry.push(8);
+    retry.extend_from_slice(&[0x77; 8]);
+    retry.extend_from_slice(&[0x42; 1150]);
+    let tag = crate::crypto::retry_tag(VERSION_1, &odcid, &retry).unwrap();
+    retry.extend_from_slice(&tag);
+    deliver(&mut p.client, now, SERVER, &retry);
+    let mut sent = 0;
+    let mut t = now;
+    for _ in 0..20 {
+        sent += sends(&mut p.client, t).len();
+        t += Duration::from_millis(500);
+        p.client.handle_timeout(t);
+    }
+    assert!(
+        sent > 0,
+        "after a Retry with a {}-byte datagram, the client sent nothing for 10 s",
+        retry.len()
+    );
+}

@@ -612,7 +612,8 @@ pub(super) fn issue_new_tokens(
     let count = server.tokens.new_tokens_per_connection.min(MAX_NEW_TOKENS);
     for _ in 0..count {
         let token = tokens.new_token(&server.tokens, now, (conn.remote_address(), conn.version));
-        conn.new_tokens.queue(Bytes::from(token));
+        conn.new_tokens
+            .queue(Bytes::from(token), conn.remote_address().ip());
         stats.new_tokens_issued += 1;
     }
     count > 0

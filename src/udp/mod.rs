@@ -544,8 +544,13 @@ fn for_socket(t: Transmit, ipv6: bool) -> Transmit {
         IpAddr::V4(v4) if ipv6 => IpAddr::V6(v4.to_ipv6_mapped()),
         other => other,
     };
+    // An IPv6 destination keeps its flow label and scope (a link-local peer needs the latter).
+    let destination = match t.destination {
+        SocketAddr::V4(v4) if ipv6 => SocketAddr::new(map(IpAddr::V4(*v4.ip())), v4.port()),
+        other => other,
+    };
     Transmit {
-        destination: SocketAddr::new(map(t.destination.ip()), t.destination.port()),
+        destination,
         src_ip: t.src_ip.map(map),
         ..t
     }

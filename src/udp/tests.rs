@@ -486,3 +486,25 @@ fn an_ipv4_client_given_a_mapped_address_connects() {
     assert!(connected, "{stats:?}");
     assert_eq!(stats.send_errors, 0);
 }
+
+/// A native IPv6 destination keeps its scope ID and flow label on an IPv6 socket (a link-local peer,
+/// fe80::1%3, is reachable only through its interface). Before, mapping IPv4 destinations rebuilt
+/// every one and dropped both.
+#[test]
+fn a_scoped_ipv6_destination_keeps_its_scope_id() {
+    let dest = SocketAddr::V6(std::net::SocketAddrV6::new(
+        "fe80::1".parse().expect("an address"),
+        4433,
+        7,
+        3,
+    ));
+    let t = Transmit {
+        destination: dest,
+        src_ip: None,
+        ecn: None,
+        size: 100,
+        segment_size: None,
+    };
+    let out = for_socket(t, true);
+    assert_eq!(out.destination, dest, "scope ID / flowinfo lost");
+}

@@ -821,6 +821,14 @@ enum Op {
     Wait {
         ms: u16,
     },
+    /// A change of the peer's port only.
+    PortChange,
+    /// A move to another IP address; the path left is saved to return to.
+    IpChange,
+    /// Back on the last saved path.
+    Return,
+    /// A change of port only from a validated path, saved to return to.
+    PortChangeSaved,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -850,6 +858,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Timeout),
         1 => (0..3usize).prop_map(|space| Op::Discard { space }),
         3 => (0..400u16).prop_map(|ms| Op::Wait { ms }),
+        1 => Just(Op::PortChange),
+        1 => Just(Op::IpChange),
+        1 => Just(Op::Return),
+        1 => Just(Op::PortChangeSaved),
     ]
 }
 
@@ -867,6 +879,18 @@ fn check_invariants(ld: &LossDetection<u64>) {
         total += bytes;
     }
     assert_eq!(ld.bytes_in_flight(), total);
+    // The window's part is the tracked packets at or above `window_first_pn`.
+    let d = &ld.spaces.data;
+    let window: u64 = d
+        .sent
+        .range(d.window_first_pn..)
+        .map(|(_, p)| u64::from(p.size))
+        .sum();
+    assert_eq!(
+        d.path_bytes_in_flight, window,
+        "window_first_pn {}",
+        d.window_first_pn
+    );
 }
 
 /// Runs `ops` against a fresh tracker, checking the invariants after each step.
@@ -883,6 +907,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
     };
     let mut now = t0;
     let mut discarded = [false; 3];
+    let mut saved: Vec<(u64, u64)> = Vec::new();
     for op in ops {
         match *op {
             Op::Send {
@@ -962,6 +987,20 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                 assert_eq!(ld.spaces.released(), discarded[0] && discarded[1]);
             }
             Op::Wait { ms: d } => now += ms(u64::from(d)),
+            Op::PortChange => ld.on_path_change(None),
+            Op::IpChange => {
+                saved.push(ld.path_start());
+                ld.on_path_change(Some(RttEstimator::new(INITIAL_RTT)));
+            }
+            Op::PortChangeSaved => {
+                saved.push(ld.path_start());
+                ld.on_path_change(None);
+            }
+            Op::Return => {
+                if let Some(start) = saved.pop() {
+                    ld.return_to_path(start, RttEstimator::new(INITIAL_RTT));
+                }
+            }
         }
         check_invariants(&ld);
         let _ = ld.timeout(&c);
