@@ -576,9 +576,7 @@ fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
     // Empty the client's store of what the handshake gave it.
-    if let Some(store) = p.client.config.token_store.as_mut() {
-        while store.take("localhost").is_some() {}
-    }
+    filed_tokens(&mut p);
     // A token for the client's first address, waiting at the server (as after the handshake)...
     let stale = bytes::Bytes::from_static(&[0xAB; 40]);
     p.server
@@ -615,12 +613,7 @@ fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
         assert_eq!(conn.path.remote, b);
         assert!(conn.path.validated);
     }
-    let mut filed = Vec::new();
-    if let Some(store) = p.client.config.token_store.as_mut() {
-        while let Some(t) = store.take("localhost") {
-            filed.push(t);
-        }
-    }
+    let filed = filed_tokens(&mut p);
     assert!(!filed.is_empty(), "new tokens for the new address");
     assert!(
         !filed.contains(&stale),
@@ -689,9 +682,7 @@ fn a_token_waiting_survives_a_move_and_return() {
     let ch = p.client.table.iter().next().unwrap().0;
     let a: SocketAddr = CLIENT.parse().unwrap();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    if let Some(store) = p.client.config.token_store.as_mut() {
-        while store.take("localhost").is_some() {}
-    }
+    filed_tokens(&mut p);
     let tok = bytes::Bytes::from_static(&[0xCD; 40]);
     p.server
         .table
@@ -717,12 +708,7 @@ fn a_token_waiting_survives_a_move_and_return() {
         p.client.handle_timeout(p.now);
         p.server.handle_timeout(p.now);
     }
-    let mut filed = Vec::new();
-    if let Some(store) = p.client.config.token_store.as_mut() {
-        while let Some(t) = store.take("localhost") {
-            filed.push(t);
-        }
-    }
+    let filed = filed_tokens(&mut p);
     assert!(
         filed.contains(&tok),
         "the token for A, the client's address after the return, was never sent ({} filed)",
@@ -776,4 +762,15 @@ fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
         window_a,
         "A's controller replaced by B's saved one (B's window was {window_b})"
     );
+}
+
+/// Takes every token the client filed for the server out of its store.
+fn filed_tokens(p: &mut Pair) -> Vec<bytes::Bytes> {
+    let mut filed = Vec::new();
+    if let Some(store) = p.client.config.token_store.as_mut() {
+        while let Some(t) = store.take("localhost") {
+            filed.push(t);
+        }
+    }
+    filed
 }
