@@ -14,7 +14,7 @@ use std::ops::RangeInclusive;
 /// A set of `u64` values stored as disjoint, non-adjacent inclusive ranges.
 ///
 /// Optionally capped at a number of ranges: an insertion that would exceed the cap drops the lowest
-/// range (RFC 9000 §13.2.3: "If it does not [fit], then older ranges (those with the smallest packet
+/// range (RFC 9000 §13.2.3: "If it does not \[fit\], then older ranges (those with the smallest packet
 /// numbers) are omitted").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RangeSet {

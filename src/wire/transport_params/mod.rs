@@ -59,7 +59,8 @@ fn name(id: u64) -> &'static str {
     }
 }
 
-/// The bit that records a known parameter in [`Seen`], or `None` for parameters this module ignores.
+/// The bit that records a known parameter in the `seen` bitset of [`TransportParameters::decode`], or
+/// `None` for parameters this module ignores.
 fn known_bit(id: u64) -> Option<u32> {
     match id {
         0x00..=0x10 => Some(1 << id),
