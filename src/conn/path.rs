@@ -77,6 +77,9 @@ pub(crate) struct PathState {
     /// Where the path's packets start (`LossDetection::path_start`): those still in flight feed its
     /// controller and count against its window again when the connection comes back.
     start: (u64, u64),
+    /// The path's own pending undo of a congestion event (`Connection::cc_undo`) when it was left: it
+    /// comes back with the path's controller.
+    cc_undo: Option<crate::conn::congestion::SpuriousUndo>,
 }
 
 /// A PATH_CHALLENGE to the validated path the connection left (RFC 9000 §9.3.3). It goes once, alone in
@@ -168,6 +171,14 @@ impl Connection {
                     rtt: self.recovery.rtt().clone(),
                     mtud: self.mtud.clone(),
                     start: self.recovery.path_start(),
+                    cc_undo: self
+                        .cc_undo
+                        .as_ref()
+                        .map(|u| crate::conn::congestion::SpuriousUndo {
+                            saved: u.saved.clone_box(),
+                            first_pn: u.first_pn,
+                            outstanding: u.outstanding,
+                        }),
                 };
                 (Some((old, state)), Some(challenge), None)
             }
@@ -213,8 +224,8 @@ impl Connection {
         tracing::debug!(side = ?self.side, to = %path.remote, "back on the previous path");
         self.path = path;
         self.cc = state.cc;
-        // A controller saved for undoing a spurious loss belongs to the path left.
-        self.cc_undo = None;
+        // The path's own undo comes back with its controller; the path left's goes.
+        self.cc_undo = state.cc_undo;
         self.mtud = state.mtud;
         self.mtud.forget_probe();
         self.recovery.return_to_path(state.start, state.rtt);

@@ -52,8 +52,9 @@ pub(crate) struct RareFrames {
     pub(crate) new_cids: TinyVec<[u64; 2]>,
     /// The data of a PATH_CHALLENGE it carried.
     pub(crate) path_challenge: Option<[u8; 8]>,
-    /// The token of a NEW_TOKEN frame it carried, with the client IP address it was made for.
-    pub(crate) new_token: Option<(bytes::Bytes, std::net::IpAddr)>,
+    /// The token of a NEW_TOKEN frame it carried, with the client IP address it was made for and its
+    /// generation (`NewTokens::replace_all`).
+    pub(crate) new_token: Option<(bytes::Bytes, std::net::IpAddr, u32)>,
 }
 
 /// The outgoing CRYPTO stream of one space: everything TLS wrote, what was sent, lost and acknowledged.

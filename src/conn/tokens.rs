@@ -22,6 +22,10 @@ pub(crate) struct NewTokens {
     /// address it was made for (tokens are bound to it): only those for the address the client is at
     /// go out. The endpoint queues a bounded number, and each is in flight or here, never both.
     pending: Vec<(Bytes, IpAddr)>,
+    /// A server: counted up when new tokens replace all earlier ones (a new address validated): a token
+    /// of an earlier generation lost in flight is not queued again, so at most the tokens of one
+    /// generation are ever live.
+    generation: u32,
     /// A client: the name received tokens are filed under in the store, when it keeps them.
     server_name: Option<String>,
     /// A client: the last tokens received (at most [`MAX_RECEIVED`]), to tell a repeated one.
@@ -36,11 +40,17 @@ impl NewTokens {
         self.pending.push((token, ip));
     }
 
-    /// A server: drops the tokens made for other addresses than `ip`, where the client now is and new
-    /// tokens are made for (those lost in flight later come back, and wait unsent unless the client
-    /// returns to their address).
-    pub(crate) fn keep_only_for(&mut self, ip: IpAddr) {
-        self.pending.retain(|(_, for_ip)| *for_ip == ip);
+    /// A server: new tokens are about to replace every earlier one (the client's new address was
+    /// validated): those waiting are dropped, and those in flight are not sent again if lost.
+    pub(crate) fn replace_all(&mut self) {
+        self.pending = Vec::new();
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// How many tokens wait, for any address (tests).
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     /// Whether a NEW_TOKEN frame for a client at `ip` waits to be sent.
@@ -81,7 +91,8 @@ impl NewTokens {
             return false;
         }
         frame.encode(buf);
-        sent.rare_mut().new_token = Some(self.pending.remove(i));
+        let (token, ip) = self.pending.remove(i);
+        sent.rare_mut().new_token = Some((token, ip, self.generation));
         if self.pending.is_empty() {
             // The usual single token is out: an idle connection keeps no storage for it.
             self.pending = Vec::new();
@@ -89,10 +100,12 @@ impl NewTokens {
         true
     }
 
-    /// A packet that carried `token` (with the address it was made for) was lost: send it again, to that
-    /// address.
-    pub(crate) fn on_lost(&mut self, token: Option<(Bytes, IpAddr)>) {
-        self.pending.extend(token);
+    /// A packet that carried `token` (with the address it was made for and its generation) was lost:
+    /// send it again, to that address, unless newer tokens replaced it.
+    pub(crate) fn on_lost(&mut self, token: Option<(Bytes, IpAddr, u32)>) {
+        if let Some((t, ip, _)) = token.filter(|(_, _, g)| *g == self.generation) {
+            self.pending.push((t, ip));
+        }
     }
 
     /// A client received a token (RFC 9000 §19.7; its decoder already rejected an empty one). One too
@@ -142,7 +155,7 @@ mod tests {
     }
 
     /// Tokens are bound to the client's IP address: one made for another address waits, unsent, until
-    /// the client is back there, and goes when its address is left for good.
+    /// the client is back there, and goes when new tokens replace it (a new address validated).
     #[test]
     fn a_token_goes_only_to_the_address_it_was_made_for() {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
@@ -152,8 +165,54 @@ mod tests {
         assert!(!tokens.has_pending(b));
         assert!(!tokens.write(&mut buf, 100, &mut sent, b));
         assert!(tokens.has_pending(a));
-        tokens.keep_only_for(b);
+        tokens.replace_all();
         assert!(!tokens.has_pending(a));
+    }
+
+    /// The calls the endpoint and the connection make for a client bouncing between A and B, each move
+    /// validated (`replace_all`, then one new token for the new address, as `Endpoint::after_conn` on
+    /// PathValidated), whose token-carrying packets are never acknowledged and are declared lost after
+    /// the next validation. Before (the first version of tokens bound to their address), the tokens
+    /// for an address came back when lost and waited, and the next validation of their address kept
+    /// them and added one more: one more live token per move, without end.
+    #[test]
+    fn tokens_stay_bounded_over_validated_bounces() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
+        let mut tokens = NewTokens::default();
+        let mut in_flight: Vec<(Bytes, IpAddr, u32)> = Vec::new();
+        let mut made = 0u8;
+        // After the handshake, at A.
+        tokens.queue(Bytes::from(vec![made; 40]), a);
+        let mut live = Vec::new();
+        for round in 0..10 {
+            let (here, there) = if round % 2 == 0 { (b, a) } else { (a, b) };
+            // The move to `here` is validated: tokens for other addresses that wait are dropped, and
+            // one is made for `here`.
+            tokens.replace_all();
+            made += 1;
+            tokens.queue(Bytes::from(vec![made; 40]), here);
+            // Everything for `here` goes out.
+            let mut buf = Vec::new();
+            loop {
+                let mut sent = SentFrames::default();
+                if !tokens.write(&mut buf, usize::MAX, &mut sent, here) {
+                    break;
+                }
+                in_flight.extend(sent.rare_mut().new_token.take());
+            }
+            // The packets that carried the tokens for `there` (sent there, before the move) are now
+            // declared lost.
+            let (lost, kept): (Vec<_>, Vec<_>) = in_flight.into_iter().partition(|(_, ip, _)| *ip == there);
+            in_flight = kept;
+            for t in lost {
+                tokens.on_lost(Some(t));
+            }
+            live.push(tokens.pending_len() + in_flight.len());
+        }
+        assert!(
+            live.iter().all(|&n| n <= 2),
+            "live tokens after each validated move: {live:?}"
+        );
     }
 
     #[test]

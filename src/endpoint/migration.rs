@@ -774,3 +774,49 @@ fn filed_tokens(p: &mut Pair) -> Vec<bytes::Bytes> {
     }
     filed
 }
+
+/// A congestion event on A, the client's own path; a forwarded copy from B moves the server there and
+/// the client's next packet brings it straight back (a return, with A's controller restored). A's loss
+/// then proves spurious: the undo of A's own event on A still applies, its saved controller having
+/// left and come back with the path. Before (when 7472469 cleared the undo at every move), it was lost.
+#[test]
+fn an_undo_on_the_returned_path_still_applies() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let (pn, window_before) = {
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        let pn = conn.recovery.next_packet_number(SpaceId::Data) - 1;
+        assert!(pn >= conn.recovery.path_first_pn());
+        let lost = crate::conn::recovery::SentPacket {
+            time_sent: p.now,
+            size: 1200,
+            ack_eliciting: true,
+            in_flight: true,
+            mtu_probe: false,
+            data: crate::conn::SentFrames::EMPTY,
+        };
+        let window_before = conn.cc.window();
+        conn.on_packets_lost(p.now, SpaceId::Data, vec![(pn, lost)], false, None);
+        assert!(conn.cc.window() < window_before, "a congestion event on A");
+        (pn, window_before)
+    };
+    // A copy from B, then the client's own next packet from A: there and back.
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    server_sends_reaching(&mut p, nowhere());
+    p.now += Duration::from_millis(1);
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, a);
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    assert_eq!(conn.path.remote, a);
+    // A's loss proves spurious.
+    conn.on_spurious_losses(SpaceId::Data, &[pn]);
+    assert_eq!(
+        conn.cc.window(),
+        window_before,
+        "A's own spurious congestion event not undone after the return (undone: {})",
+        conn.stats.congestion_events_undone
+    );
+}

@@ -1004,7 +1004,7 @@ impl Endpoint {
                     // address validation tokens": those sent before are bound to the address left.
                     let ip = entry.conn.remote_address().ip();
                     if entry.token_ip.is_some_and(|old| old != ip) {
-                        entry.conn.new_tokens.keep_only_for(ip);
+                        entry.conn.new_tokens.replace_all();
                         if token::issue_new_tokens(
                             &mut self.tokens,
                             self.server.as_ref(),
