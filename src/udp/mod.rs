@@ -532,11 +532,6 @@ fn is_truncated(e: &io::Error) -> bool {
     cfg!(windows) && e.raw_os_error() == Some(10_040)
 }
 
-/// Sends one transmit, in as many GSO calls as the kernel's segment limit needs.
-///
-/// The limit is read again before each call: when the kernel refuses a GSO send (EIO or EINVAL, from a
-/// device or kernel without segmentation offload) quinn-udp lowers it to 1, and the refused segments go
-/// again one by one rather than being dropped.
 /// `t` with its addresses in the socket's family: IPv4 ones in their IPv4-mapped form on an IPv6 socket
 /// (the endpoint names IPv4 peers by their IPv4 addresses).
 fn for_socket(t: Transmit, ipv6: bool) -> Transmit {
@@ -556,6 +551,11 @@ fn for_socket(t: Transmit, ipv6: bool) -> Transmit {
     }
 }
 
+/// Sends one transmit, in as many GSO calls as the kernel's segment limit needs.
+///
+/// The limit is read again before each call: when the kernel refuses a GSO send (EIO or EINVAL, from a
+/// device or kernel without segmentation offload) quinn-udp lowers it to 1, and the refused segments go
+/// again one by one rather than being dropped.
 fn send(
     socket: &UdpSocket,
     state: &UdpSocketState,
