@@ -56,35 +56,25 @@ const COPY_BELOW: usize = 1024;
 /// are merged (smaller out-of-order ones are copied).
 const SMALL_DATAGRAM: usize = 1500;
 
-/// `data`, a slice of a `datagram_len`-byte datagram, in an allocation of its own if the datagram is
-/// larger than an Ethernet frame and `data` less than half of it: a held `Bytes` keeps its whole
-/// datagram alive, so a piece alone in a large datagram (a 1 KiB piece in a 64 KB datagram) would
-/// otherwise hold many times the bytes that flow control and the receive buffers count. Pieces of
-/// datagrams of usual sizes, however small their share, are not copied: that would cost request and
-/// response traffic a copy per frame.
-pub(crate) fn unpin(data: Bytes, datagram_len: usize) -> Bytes {
-    if pins(&data, datagram_len) {
-        Bytes::copy_from_slice(&data)
-    } else {
-        data
-    }
-}
-
-/// Whether `data` is to be copied out of its `datagram_len`-byte datagram before it is held (see
-/// [`unpin`]).
+/// Whether `data`, a slice of a `datagram_len`-byte datagram, is to be copied into an allocation of its
+/// own before it is held: when the datagram is larger than an Ethernet frame and `data` less than half
+/// of it. A held `Bytes` keeps its whole datagram alive, so a piece alone in a large datagram (a 1 KiB
+/// piece in a 64 KB datagram) would otherwise hold many times the bytes that flow control and the
+/// receive buffers count. Pieces of datagrams of usual sizes, however small their share, are not
+/// copied: that would cost request and response traffic a copy per frame.
 #[inline]
 pub(crate) fn pins(data: &[u8], datagram_len: usize) -> bool {
     datagram_len > SMALL_DATAGRAM && data.len().saturating_mul(2) < datagram_len
 }
 
-/// As [`unpin`], and a small piece in an allocation of its own whatever its share of the datagram: for
-/// data that may wait long (beyond a gap, or for the application), at a cost per piece that is the
-/// piece's length plus one allocation.
+/// `data` in an allocation of its own if [`pins`] says so, or if it is small whatever its share of the
+/// datagram: for data that may wait long (beyond a gap, or for the application), at a cost per piece
+/// that is the piece's length plus one allocation.
 pub(crate) fn compact(data: Bytes, datagram_len: usize) -> Bytes {
-    if data.len() < COPY_BELOW {
+    if data.len() < COPY_BELOW || pins(&data, datagram_len) {
         Bytes::copy_from_slice(&data)
     } else {
-        unpin(data, datagram_len)
+        data
     }
 }
 

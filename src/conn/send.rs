@@ -23,6 +23,9 @@ const MAX_PN_SKIP_PERIOD: u64 = 1 << 16;
 /// The first packet-number skip comes within this many 1-RTT packets.
 pub(crate) const FIRST_PN_SKIP_PERIOD: u64 = 64;
 
+/// The fewest bytes of frames a packet is built for: with less room it is not worth sending.
+const LEAST_FRAMES: usize = 8;
+
 /// RFC 9000 §14.1: datagrams carrying Initial packets are at least this large.
 pub(crate) const MIN_INITIAL_DATAGRAM: usize = 1200;
 
@@ -370,25 +373,38 @@ impl Connection {
     /// The least room a packet of `space` is built in: its header with the longest packet number, a few
     /// bytes of frames and the AEAD tag (16 bytes for every QUIC cipher suite); see `build_packet`.
     fn least_packet_len(&self, space: SpaceId) -> usize {
-        const LONGEST_PN: usize = 4;
         const TAG: usize = 16;
-        let header = match space {
-            SpaceId::Data => 1 + self.remote_cid.len() + LONGEST_PN,
-            SpaceId::Handshake => 9 + self.remote_cid.len() + self.local_cid.len() + LONGEST_PN,
-            SpaceId::Initial => {
-                let token = if self.side.is_client() {
-                    self.token.len()
+        let longest_pn = TruncatedPn::truncate(0, 4);
+        self.packet_header(space).encoded_len(longest_pn) + TAG + LEAST_FRAMES
+    }
+
+    /// The header of the next packet of `space`.
+    fn packet_header(&self, space: SpaceId) -> Header {
+        match space {
+            SpaceId::Initial => Header::Initial {
+                version: self.version,
+                dcid: self.remote_cid,
+                scid: self.local_cid,
+                token: if self.side.is_client() {
+                    self.token.clone()
                 } else {
-                    0
-                };
-                9 + self.remote_cid.len()
-                    + self.local_cid.len()
-                    + VarInt::size(token as u64)
-                    + token
-                    + LONGEST_PN
-            }
-        };
-        header + TAG + 8
+                    Bytes::new()
+                },
+            },
+            SpaceId::Handshake => Header::Handshake {
+                version: self.version,
+                dcid: self.remote_cid,
+                scid: self.local_cid,
+            },
+            SpaceId::Data => Header::Short {
+                spin: false,
+                key_phase: self.one_rtt.as_ref().is_some_and(|k| k.phase),
+                dcid: match self.building {
+                    Building::OldPathChallenge { dcid, .. } | Building::OffPathResponse { dcid, .. } => dcid,
+                    _ => self.remote_cid,
+                },
+            },
+        }
     }
 
     /// Builds one packet of `space` into `buf` within `budget` bytes. `pad_to` asks for padding until the
@@ -427,31 +443,7 @@ impl Connection {
             return None;
         }
         let tpn = TruncatedPn::encode_for(pn, self.recovery.largest_acked(space));
-        let header = match space {
-            SpaceId::Initial => Header::Initial {
-                version: self.version,
-                dcid: self.remote_cid,
-                scid: self.local_cid,
-                token: if self.side.is_client() {
-                    self.token.clone()
-                } else {
-                    Bytes::new()
-                },
-            },
-            SpaceId::Handshake => Header::Handshake {
-                version: self.version,
-                dcid: self.remote_cid,
-                scid: self.local_cid,
-            },
-            SpaceId::Data => Header::Short {
-                spin: false,
-                key_phase: self.one_rtt.as_ref().is_some_and(|k| k.phase),
-                dcid: match self.building {
-                    Building::OldPathChallenge { dcid, .. } | Building::OffPathResponse { dcid, .. } => dcid,
-                    _ => self.remote_cid,
-                },
-            },
-        };
+        let header = self.packet_header(space);
         let header_len = header.encoded_len(tpn);
         // RFC 9000 §17.2: the Length field of our long headers is 2 bytes wide, so a long-header packet
         // stays below 2^14 bytes, even when the MTU (configured up to 65527) is larger: `set_length`
@@ -461,7 +453,7 @@ impl Connection {
             _ => budget.min(MAX_LONG_HEADER_PACKET),
         };
         // Room for the header, a few bytes of frames and the tag; else the packet is not worth it.
-        if budget < header_len + tag_len + 8 {
+        if budget < header_len + tag_len + LEAST_FRAMES {
             return None;
         }
         let packet_start = buf.len();
