@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use super::peer_errors::{deliver, sends, Pair, CLIENT, SERVER};
+use super::peer_errors::{deliver, sends, test_cert, Pair, CLIENT, SERVER};
 use super::Endpoint;
-use crate::crypto::tls;
 use crate::event::Event;
 use crate::wire::frame::Frame;
 use crate::wire::header::{LongType, ProtectedHeader, VERSION_1};
@@ -100,33 +99,17 @@ pub(super) fn check_padding(d: &[u8], pkts: &[Pkt], sender: Side) -> Result<(), 
     Ok(())
 }
 
+/// A pair whose server's certificate holds `names` more names than `localhost`, both sides with
+/// `transport`.
 fn pair_with_cert(names: usize, transport: TransportConfig) -> Pair {
-    let mut all = vec!["localhost".to_string()];
-    all.extend((0..names).map(|i| format!("h{i:04}.example.test")));
-    let ck = rcgen::generate_simple_self_signed(all).unwrap();
-    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    let alpn = vec![b"test".to_vec()];
-    let mut server_config =
-        ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
-    server_config.transport = transport.clone();
-    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
-    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
-    let now = crate::test_util::epoch();
-    let mut client_config = ClientConfig::new(tls::client_config(vec![cert], alpn).unwrap());
-    client_config.transport = transport;
-    client
-        .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
-        .unwrap();
-    Pair {
-        now,
-        client,
-        server,
-        server_h: None,
-        client_events: Vec::new(),
-        server_events: Vec::new(),
-        client_config,
-    }
+    let cert = test_cert((0..names).map(|i| format!("h{i:04}.example.test")).collect());
+    Pair::start_with_cert(
+        cert,
+        transport.clone(),
+        transport,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    )
 }
 
 /// Runs the pair flight by flight (`rtt` between them), checking every datagram; `on_client_flight`

@@ -6,9 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::peer_errors::{
-    deliver, forged_initial, forged_initial_with_reserved_bits, sends, Pair, CLIENT, SERVER,
+    deliver, forged_initial, forged_initial_with_reserved_bits, sends, test_cert, Pair, CLIENT, SERVER,
 };
-use super::Endpoint;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{ConnectionClose, Frame};
 use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
@@ -212,42 +211,21 @@ fn a_client_initial_datagram_is_padded_when_its_last_packet_is_not_built() {
 /// built: it would go out unsealed, and the handshake would stall on it.
 #[test]
 fn long_header_packets_stay_within_their_length_field() {
-    use crate::crypto::tls;
-    use crate::{ClientConfig, ServerConfig};
     // About 24 KB of names: the server's Certificate takes several flights.
-    let names: Vec<String> = (0..1000).map(|i| format!("host-{i:04}.example.test")).collect();
-    let mut names_and_localhost = vec!["localhost".to_string()];
-    names_and_localhost.extend(names);
-    let ck = rcgen::generate_simple_self_signed(names_and_localhost).unwrap();
-    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let (cert, key) = test_cert((0..1000).map(|i| format!("host-{i:04}.example.test")).collect());
     assert!(cert.len() > 20_000, "{}", cert.len());
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    let alpn = vec![b"test".to_vec()];
     let transport = TransportConfig {
         mtu: 65527,
         max_udp_payload_size: 65527,
         ..TransportConfig::default()
     };
-    let mut server_config =
-        ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
-    server_config.transport = transport.clone();
-    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
-    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
-    let now = crate::test_util::epoch();
-    let mut client_config = ClientConfig::new(tls::client_config(vec![cert], alpn).unwrap());
-    client_config.transport = transport;
-    client
-        .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
-        .unwrap();
-    let mut p = Pair {
-        now,
-        client,
-        server,
-        server_h: None,
-        client_events: Vec::new(),
-        server_events: Vec::new(),
-        client_config,
-    };
+    let mut p = Pair::start_with_cert(
+        (cert, key),
+        transport.clone(),
+        transport,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
     p.run(Duration::from_secs(2));
     assert!(
         p.client_events.contains(&Event::Connected),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{ConnectionHandle, Endpoint};
 use crate::conn::SpaceId;
@@ -92,9 +93,24 @@ impl Pair {
         server_endpoint: EndpointConfig,
         client_endpoint: EndpointConfig,
     ) -> Self {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let (cert, key) = test_cert(Vec::new());
+        Self::start_with_cert(
+            (cert, key),
+            server_transport,
+            client_transport,
+            server_endpoint,
+            client_endpoint,
+        )
+    }
+
+    /// As [`start`](Self::start), the server with `cert` and its key.
+    pub(super) fn start_with_cert(
+        (cert, key): (CertificateDer<'static>, PrivateKeyDer<'static>),
+        server_transport: TransportConfig,
+        client_transport: TransportConfig,
+        server_endpoint: EndpointConfig,
+        client_endpoint: EndpointConfig,
+    ) -> Self {
         let alpn = vec![b"test".to_vec()];
         let mut server_config =
             ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
@@ -229,6 +245,16 @@ impl Pair {
         };
         assert_eq!(error.frame_type, Some(frame_type), "client: {error}");
     }
+}
+
+/// A self-signed certificate for `localhost` and `extra_names`, with its key.
+pub(super) fn test_cert(extra_names: Vec<String>) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let mut names = vec!["localhost".to_string()];
+    names.extend(extra_names);
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    (cert, key)
 }
 
 /// Every datagram `from` sends at `now`, each as its own buffer.
