@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::peer_errors::{deliver, sends, test_cert, Pair, CLIENT, SERVER};
-use super::Endpoint;
 use crate::event::Event;
 use crate::wire::frame::Frame;
 use crate::wire::header::{LongType, ProtectedHeader, VERSION_1};
@@ -281,25 +280,12 @@ fn a_client_datagram_with_an_initial_is_padded_under_client_auth() {
             )
             .unwrap();
         ctls.alpn_protocols = vec![b"test".to_vec()];
-        let server = Endpoint::new(
+        let mut p = Pair::start_with_configs(
+            ServerConfig::new(Arc::new(stls)),
+            ClientConfig::new(Arc::new(ctls)),
             EndpointConfig::with_seed(1),
-            Some(ServerConfig::new(Arc::new(stls))),
+            EndpointConfig::with_seed(2),
         );
-        let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
-        let now = crate::test_util::epoch();
-        let client_config = ClientConfig::new(Arc::new(ctls));
-        client
-            .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
-            .unwrap();
-        let mut p = Pair {
-            now,
-            client,
-            server,
-            server_h: None,
-            client_events: Vec::new(),
-            server_events: Vec::new(),
-            client_config,
-        };
         let errors = run_checked(&mut p, Duration::from_millis(100), |_| {});
         assert!(
             p.client_events.contains(&Event::Connected),

@@ -115,12 +115,21 @@ impl Pair {
         let mut server_config =
             ServerConfig::new(tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap());
         server_config.transport = server_transport;
+        let mut client_config = ClientConfig::new(tls::client_config(vec![cert], alpn).unwrap());
+        client_config.transport = client_transport;
+        Self::start_with_configs(server_config, client_config, server_endpoint, client_endpoint)
+    }
+
+    /// As [`start`](Self::start), with these configurations.
+    pub(super) fn start_with_configs(
+        server_config: ServerConfig,
+        client_config: ClientConfig,
+        server_endpoint: EndpointConfig,
+        client_endpoint: EndpointConfig,
+    ) -> Self {
         let server = Endpoint::new(server_endpoint, Some(server_config));
         let mut client = Endpoint::new(client_endpoint, None);
         let now = epoch();
-        let tls = tls::client_config(vec![cert], alpn).unwrap();
-        let mut client_config = ClientConfig::new(tls);
-        client_config.transport = client_transport;
         client
             .connect(now, client_config.clone(), SERVER.parse().unwrap(), "localhost")
             .unwrap();
