@@ -149,7 +149,8 @@ pub struct TransportConfig {
     /// retransmission timer is about three times this, and a huge value would leave a lost first flight
     /// without one.
     pub initial_rtt: Duration,
-    /// The longest this side delays an acknowledgement (RFC 9000 §18.2 max_ack_delay).
+    /// The longest this side delays an acknowledgement (RFC 9000 §18.2 max_ack_delay). Announced in
+    /// whole milliseconds and taken as at most 16,383 ms (the parameter must stay below 2^14).
     pub max_ack_delay: Duration,
     /// The exponent this side scales ACK delays with (RFC 9000 §18.2 ack_delay_exponent, at most 20).
     pub ack_delay_exponent: u8,
@@ -189,7 +190,9 @@ pub struct TransportConfig {
     pub congestion: CongestionAlgorithm,
     /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application, each datagram counted
     /// with 64 bytes more for its place in the queue (so that empty ones count too); the oldest are
-    /// dropped beyond it. `None` disables receiving datagrams: max_datagram_frame_size is not announced.
+    /// dropped beyond it. max_datagram_frame_size is announced as 65,535, or as the largest frame whose
+    /// payload fits this buffer when that is less; `None`, or a buffer below 64 bytes, disables receiving
+    /// datagrams: max_datagram_frame_size is not announced.
     pub datagram_receive_buffer: Option<usize>,
     /// Bytes of DATAGRAM payloads queued for sending, each datagram counted with 64 bytes more for its
     /// place in the queue (so that empty ones count too); the oldest are dropped beyond it, and a

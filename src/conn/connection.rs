@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::ack::AckConfig;
 use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer, SpuriousUndo};
-use super::datagrams::{Datagrams, SendDatagramError};
+use super::datagrams::{Datagrams, SendDatagramError, RECV_ENTRY_COST};
 use super::early::EarlyPackets;
 use super::key_update::OneRttKeys;
 use super::mtud::MtuDiscovery;
@@ -371,8 +371,18 @@ fn datagram_payload_within(room: usize) -> Option<usize> {
         .max()
 }
 
-/// The DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
-pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u32 = 65535;
+/// The largest DATAGRAM frame size this side announces when it accepts datagrams (RFC 9221 §3).
+const MAX_DATAGRAM_FRAME_SIZE: u64 = 65535;
+
+/// The max_datagram_frame_size this side announces, and so the largest DATAGRAM frame it takes (RFC 9221
+/// §3): [`MAX_DATAGRAM_FRAME_SIZE`], or less when the receive buffer could not hold a datagram that large.
+/// `None` when datagrams are not received at all, or when the buffer could hold none.
+pub(crate) fn max_datagram_frame_size(config: &TransportConfig) -> Option<u64> {
+    let payload = config.datagram_receive_buffer?.checked_sub(RECV_ENTRY_COST)? as u64;
+    // The frame's type byte and its length field come on top of the payload.
+    let frame = payload.saturating_add(1 + VarInt::size(payload.min(MAX_DATAGRAM_FRAME_SIZE)) as u64);
+    Some(frame.min(MAX_DATAGRAM_FRAME_SIZE))
+}
 
 /// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).
 fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
@@ -391,9 +401,7 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
         // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
         disable_active_migration: true,
         // RFC 9221 §3: announcing a maximum frame size enables receiving datagrams.
-        max_datagram_frame_size: config
-            .datagram_receive_buffer
-            .map(|_| VarInt::from_u32(MAX_DATAGRAM_FRAME_SIZE)),
+        max_datagram_frame_size: max_datagram_frame_size(config).map(VarInt::saturating),
         ..TransportParameters::default()
     };
     // Flow-control windows and stream limits (RFC 9000 §18.2).

@@ -8,7 +8,7 @@ use super::assembler::compact;
 
 /// What each received datagram costs against the receive limit besides its bytes (its queue slot and
 /// allocation), so that empty datagrams count too.
-const RECV_ENTRY_COST: usize = 64;
+pub(crate) const RECV_ENTRY_COST: usize = 64;
 
 /// The same for a datagram queued for sending: without it, empty datagrams queued by an application that
 /// never sends would grow the queue without bound.

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::assembler;
 use super::congestion::new_controller;
-use super::connection::{later, Connection, State, MAX_DATAGRAM_FRAME_SIZE};
+use super::connection::{later, max_datagram_frame_size, Connection, State};
 use super::early::KeyState;
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
@@ -516,13 +516,16 @@ impl Connection {
                 Frame::Datagram(d) => {
                     // RFC 9221 §3: DATAGRAM frames we did not announce, or larger than announced, are a
                     // PROTOCOL_VIOLATION.
-                    let Some(limit) = self.config.datagram_receive_buffer else {
+                    let (Some(limit), Some(max_frame)) = (
+                        self.config.datagram_receive_buffer,
+                        max_datagram_frame_size(&self.config),
+                    ) else {
                         return Err(
                             TransportError::protocol_violation("DATAGRAM frames not negotiated")
                                 .with_frame(ty),
                         );
                     };
-                    if d.encoded_len(true) > MAX_DATAGRAM_FRAME_SIZE as usize {
+                    if d.encoded_len(true) as u64 > max_frame {
                         return Err(TransportError::protocol_violation(
                             "DATAGRAM frame larger than announced",
                         )

@@ -621,6 +621,47 @@ fn malformed_unannounced_datagrams_are_a_protocol_violation() {
     p.assert_closed_for_frame(TransportErrorCode::FRAME_ENCODING_ERROR, 0x31);
 }
 
+/// RFC 9221 §3: the max_datagram_frame_size announced is what the receive buffer can hold, so that a
+/// peer keeping to it is not silently dropped; a buffer too small for any datagram announces nothing.
+#[test]
+fn the_datagram_frame_size_announced_fits_the_receive_buffer() {
+    let small = TransportConfig {
+        datagram_receive_buffer: Some(1000),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(small.clone());
+    let ch = p.client.table.iter().next().unwrap().0;
+    // 1000 bytes less the 64 each datagram counts for its queue slot.
+    let max = p.client.conn(ch).unwrap().max_datagram_size().unwrap();
+    assert_eq!(max, 936);
+    p.client
+        .conn(ch)
+        .unwrap()
+        .send_datagram(Bytes::from(vec![7; max]))
+        .unwrap();
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    assert_eq!(
+        p.server.conn(h).unwrap().recv_datagram(),
+        Some(Bytes::from(vec![7; max]))
+    );
+    // One byte more than announced (type, two-byte length, 937 bytes) is a PROTOCOL_VIOLATION.
+    let mut frame = vec![0x31, 0x43, 0xa9];
+    frame.extend([0; 937]);
+    p.client_sends_bytes(&frame);
+    p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x31);
+
+    let tiny = TransportConfig {
+        datagram_receive_buffer: Some(40),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::new(tiny);
+    let ch = p.client.table.iter().next().unwrap().0;
+    assert!(p.client.conn(ch).unwrap().max_datagram_size().is_err());
+    p.client_sends_bytes(&[0x30]);
+    p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
+}
+
 /// RFC 9000 §4.5: a RESET_STREAM's final size counts in full against connection flow control, the bytes
 /// beyond the highest offset received too; `stream_bytes_received`, which counts the credit the peer
 /// used, counts them as well.
