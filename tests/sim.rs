@@ -605,3 +605,51 @@ fn corruption_answered_by_version_negotiation_repeats() {
 
 /// A seed whose corrupted datagrams make the server send Version Negotiation.
 const CORRUPTION_SEED: u64 = 6;
+
+/// RFC 9002 §7.8: a sender held by the peer's flow control is application-limited even when pacing holds
+/// its last packets back: the window must not grow on those acknowledgements. Before, any pacing hold
+/// counted as a full window, and behind a 128 KiB stream window the congestion window grew in slow start
+/// to 1.2 MB (11 times the most ever in flight), ready to burst at twice the link rate once flow control
+/// opened.
+#[test]
+fn a_flow_control_limited_sender_does_not_grow_its_window() {
+    let seed = seed_from_env(1);
+    let _guard = SeedGuard(seed);
+    let (mut server_config, client_config) = configs(seed);
+    let streams = &mut server_config.transport.streams;
+    streams.stream_receive_window = 128 * 1024;
+    streams.max_stream_receive_window = 128 * 1024;
+    let link = LinkConfig {
+        bandwidth_bps: Some(100_000_000),
+        queue_bytes: 625_000,
+        ..LinkConfig::with_delay(Duration::from_millis(25))
+    };
+    let mut sim = Simulation::new(epoch(), seed);
+    let server_addr = "10.0.0.2:4433".parse().unwrap();
+    let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+    let sender = BulkSender::new(client_config, server_addr, "localhost", 20_000_000, 1);
+    let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(sender));
+    sim.add_duplex_link(client, server, link);
+    let mut peak_in_flight = 0;
+    let mut stats = None;
+    for _ in 0..80 {
+        sim.run_until(Duration::from_millis(50), |_| false);
+        let Some(h) = sim.app::<BulkSender>(client).unwrap().connection() else {
+            continue;
+        };
+        let s = sim.endpoint(client).unwrap().conn(h).unwrap().stats();
+        peak_in_flight = peak_in_flight.max(s.bytes_in_flight);
+        stats = Some(s);
+    }
+    let stats = stats.unwrap();
+    // Flow control, not the path, set the pace: a window round trip of 128 KiB in 50 ms, 21 Mbit/s.
+    assert!(
+        sim.app::<Sink>(server).unwrap().total_bytes() < 12_000_000,
+        "{stats:?}"
+    );
+    assert!(
+        stats.cwnd <= 3 * peak_in_flight.max(14_720),
+        "window {} against at most {peak_in_flight} in flight: {stats:?}",
+        stats.cwnd
+    );
+}

@@ -311,6 +311,9 @@ pub(crate) struct Connection {
     pub(crate) pn_skip_period: u64,
     /// Whether the packet being built may carry new data: false while the window or pacing holds it.
     pub(crate) blocked: bool,
+    /// Whether what holds new data back leaves the window in use: the window itself, or pacing with at
+    /// least half of the window in flight (RFC 9002 §7.8).
+    pub(crate) window_limited: bool,
     /// Whether the last send stopped for lack of data rather than for the window (RFC 9002 §7.8).
     pub(crate) app_limited: bool,
     pub(crate) events: VecDeque<Event>,
@@ -490,6 +493,7 @@ impl Connection {
             building: Building::Ordinary,
             pacing_until: None,
             blocked: false,
+            window_limited: false,
             next_pn_skip: 0,
             pn_skip_period: FIRST_PN_SKIP_PERIOD,
             app_limited: true,

@@ -127,9 +127,10 @@ impl Connection {
             }
         }
         // RFC 9002 §7.8: the window only grows while the sender uses it; when it stopped for lack of data
-        // rather than for the window or pacing, the sender is application-limited.
-        self.app_limited = !self.blocked;
+        // (or flow control) rather than for the window or pacing, the sender is application-limited.
+        self.app_limited = !self.window_limited;
         self.blocked = false;
+        self.window_limited = false;
         if self.discard_initial_after_send {
             // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake packet.
             self.discard_initial_after_send = false;
@@ -774,16 +775,23 @@ impl Connection {
         // RFC 9000 §9.4: only what was sent on the current path counts against its window.
         let in_flight = self.recovery.path_bytes_in_flight();
         if in_flight > 0 && in_flight + mtu > window {
+            self.window_limited = true;
             return true;
         }
         // With nothing to send, an empty pacing bucket holds nothing back: the sender is application-
         // limited (RFC 9002 §7.8), and a pacing deadline would wake the caller for nothing.
         if !self.has_frames_for(SpaceId::Data) {
             self.pacing_until = None;
+            self.window_limited = false;
             return false;
         }
         let srtt = self.recovery.rtt().smoothed();
         self.pacing_until = self.pacer.delay(now, mtu, self.path.mtu, window, srtt);
+        // RFC 9002 §7.8: pacing delay does not make the sender application-limited if it would have used
+        // the window without it. With less than half of the window in flight it would not have: what is
+        // left to send is held by flow control or is short (as Linux's tcp_is_cwnd_limited judges), and
+        // the window must not grow on its acknowledgements.
+        self.window_limited = self.pacing_until.is_some() && in_flight.saturating_mul(2) >= window;
         self.pacing_until.is_some()
     }
 
