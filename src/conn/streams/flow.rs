@@ -5,7 +5,9 @@
 //! A receiver keeps a *window*: the limit it advertises is the number of bytes the application has
 //! consumed plus the window. A new limit is sent once the credit left to the peer (limit minus consumed)
 //! falls below half the window, so updates go out about twice per window and the peer is not blocked
-//! while they travel (RFC 9000 §4.2: "send ... before the sender is blocked").
+//! while they travel (RFC 9000 §4.2: "send ... before the sender is blocked"). The connection's window
+//! also renews when the peer runs short of credit, whatever was consumed (see
+//! [`RecvWindow::wants_update_received`]): data held unread on some streams must not stop the others.
 //!
 //! Auto-tuning: when a new limit is issued less than two round trips after the previous one, the peer
 //! consumed half a window within 2 RTTs, so the window limits throughput; the window then doubles, up
@@ -70,6 +72,23 @@ impl RecvWindow {
     /// Half is rounded up, so that a window of one byte is renewed too.
     pub(super) fn wants_update(&self) -> bool {
         self.max.saturating_sub(self.consumed) < self.window.div_ceil(2)
+    }
+
+    /// [`wants_update`](Self::wants_update) for the connection's window, which also sees `received`, the
+    /// bytes the peer has sent in all: a new limit is also due when the peer is short of credit (less than
+    /// half the window left) and what was consumed since the last limit allows a raise of an eighth of the
+    /// window, or any raise once the peer has used all of its credit. Without this, data that arrived on
+    /// streams the application does not read yet holds credit the first rule waits for: with half of the
+    /// window held so, reading the other streams can never consume enough, and the connection stalls for
+    /// good (RFC 9000 §4.2: updates go before the sender is blocked).
+    pub(super) fn wants_update_received(&self, received: u64) -> bool {
+        if self.wants_update() {
+            return true;
+        }
+        let raise = self.consumed.saturating_add(self.window).saturating_sub(self.max);
+        raise > 0
+            && self.max.saturating_sub(received) < self.window.div_ceil(2)
+            && (raise >= self.window / 8 || received >= self.max)
     }
 
     /// Raises the limit to consumed + window (after auto-tuning the window, see the module docs) and

@@ -767,13 +767,12 @@ impl Streams {
         }
     }
 
-    /// Counts `n` bytes consumed at the connection level and asks for a MAX_DATA when due.
+    /// Counts `n` bytes consumed at the connection level and asks for a MAX_DATA when due. Called after
+    /// data arrives too (with what it consumed, perhaps nothing): the peer running short of credit can make
+    /// an update due (see [`RecvWindow::wants_update_received`]).
     fn consume_conn(&mut self, n: u64) {
-        if n == 0 {
-            return;
-        }
         self.recv_window.consume(n);
-        if self.recv_window.wants_update() {
+        if self.recv_window.wants_update_received(self.recv_data) {
             self.max_data_pending = true;
         }
     }

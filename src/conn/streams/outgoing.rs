@@ -72,7 +72,7 @@ impl Streams {
         record: &mut StreamsSent,
     ) {
         if self.max_data_pending && end.saturating_sub(buf.len()) >= 9 {
-            let max = if self.recv_window.wants_update() {
+            let max = if self.recv_window.wants_update_received(self.recv_data) {
                 self.recv_window.update(now, rtt)
             } else {
                 self.recv_window.max()

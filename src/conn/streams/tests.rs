@@ -1375,3 +1375,43 @@ fn windows_of_2_to_the_62_or_more_are_applied_as_announced() {
         })]
     );
 }
+
+/// RFC 9000 §4.2: data held unread on one stream must not freeze the connection's credit for the others.
+/// Before, MAX_DATA went only once consumption left less than half the window; with half of the window
+/// (or more) parked on a stream nobody reads, reading the others could never get there, and the peer
+/// stayed blocked for good (found with three concurrent uploads read one after another at the default
+/// 1 MiB window: the first stopped at 512 KiB).
+#[test]
+fn unread_data_on_one_stream_does_not_freeze_the_connection_window() {
+    let small = StreamsConfig {
+        stream_receive_window: 1000,
+        max_stream_receive_window: 1000,
+        receive_window: 1000,
+        max_receive_window: 1000,
+        ..StreamsConfig::default()
+    };
+    // Half the window parked, then 900 of it: what is left is less than the usual eighth of a window
+    // between updates, so the peer being out of credit must be enough.
+    for parked_len in [500, 900] {
+        let (mut c, mut s) = pair(&StreamsConfig::default(), &small);
+        let now = start();
+        let parked = c.open(Dir::Uni).unwrap();
+        let read = c.open(Dir::Uni).unwrap();
+        assert_eq!(c.write(parked, &vec![1; parked_len]), Ok(parked_len));
+        assert_eq!(c.write(read, &[2; 5000]), Ok(5000));
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            pump(&mut c, &mut s, now);
+            read_all(&mut s, read, &mut got).unwrap();
+            pump(&mut s, &mut c, now);
+        }
+        assert_eq!(
+            got.len(),
+            5000,
+            "{parked_len} parked: stalled after {} bytes",
+            got.len()
+        );
+        // The window still bounds what is held: what was sent never passes consumed + window.
+        assert!(s.recv_data <= s.recv_window.consumed() + 1000);
+    }
+}
