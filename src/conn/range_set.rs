@@ -232,11 +232,30 @@ impl RangeSet {
         self.map.clear();
     }
 
+    /// The ranges that hold a value in `lo..=hi`, in ascending order (none when `lo > hi`): `O(log n)`
+    /// plus the ranges returned, where [`iter`](Self::iter) from the lowest would pass every range below.
+    pub(crate) fn overlapping(&self, lo: u64, hi: u64) -> impl Iterator<Item = RangeInclusive<u64>> + '_ {
+        let ranges = (lo <= hi).then(|| {
+            // The range starting below `lo` may reach into it; the others start inside.
+            let first = self.map.range(..lo).next_back().filter(|&(_, &end)| end >= lo);
+            first.into_iter().chain(self.map.range(lo..=hi))
+        });
+        ranges.into_iter().flatten().map(|(&start, &end)| {
+            #[cfg(test)]
+            tests::VISITED.with(|v| v.set(v.get() + 1));
+            start..=end
+        })
+    }
+
     /// The ranges in ascending order.
     pub(crate) fn iter(
         &self,
     ) -> impl DoubleEndedIterator<Item = RangeInclusive<u64>> + ExactSizeIterator + Clone + '_ {
-        self.map.iter().map(|(&start, &end)| start..=end)
+        self.map.iter().map(|(&start, &end)| {
+            #[cfg(test)]
+            tests::VISITED.with(|v| v.set(v.get() + 1));
+            start..=end
+        })
     }
 
     /// The ranges from the highest to the lowest.
@@ -248,4 +267,4 @@ impl RangeSet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

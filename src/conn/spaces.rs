@@ -142,8 +142,9 @@ impl CryptoSend {
         if end < self.base {
             return;
         }
-        self.retransmit.insert(offset.max(self.base)..=end);
-        for acked in self.acked.iter().collect::<Vec<_>>() {
+        let start = offset.max(self.base);
+        self.retransmit.insert(start..=end);
+        for acked in self.acked.overlapping(start, end) {
             self.retransmit.remove(acked);
         }
     }
@@ -179,7 +180,7 @@ impl CryptoSend {
             return;
         }
         self.retransmit.insert(self.base..=self.sent - 1);
-        for acked in self.acked.iter().collect::<Vec<_>>() {
+        for acked in self.acked.iter() {
             self.retransmit.remove(acked);
         }
     }

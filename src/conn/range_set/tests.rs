@@ -5,6 +5,17 @@ use proptest::prelude::*;
 
 use super::RangeSet;
 
+thread_local! {
+    /// Ranges handed out by [`RangeSet::iter`] and [`RangeSet::overlapping`] on this thread: what a
+    /// caller's walk cost, for tests of work bounds.
+    pub(crate) static VISITED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Ranges handed out on this thread since the last call.
+pub(crate) fn take_visited() -> u64 {
+    VISITED.with(|v| v.replace(0))
+}
+
 fn ranges(set: &RangeSet) -> Vec<RangeInclusive<u64>> {
     set.iter().collect()
 }
@@ -272,5 +283,28 @@ proptest! {
     #[test]
     fn matches_a_naive_model_with_a_cap(ops in prop::collection::vec(op(), 0..60), cap in 1..5usize) {
         check_against_model(&ops, cap);
+    }
+}
+
+proptest! {
+    /// `overlapping` returns exactly the ranges holding a value of `lo..=hi`.
+    #[test]
+    fn overlapping_is_the_ranges_meeting_the_interval(
+        values in proptest::collection::vec(0u64..300, 0..120),
+        lo in 0u64..320,
+        len in 0u64..80,
+        reversed in any::<bool>(),
+    ) {
+        let mut set = RangeSet::new();
+        for v in values {
+            set.insert_one(v);
+        }
+        let hi = if reversed { lo.saturating_sub(len + 1) } else { lo + len };
+        let expected: Vec<_> = set
+            .iter()
+            .filter(|r| lo <= hi && *r.start() <= hi && *r.end() >= lo)
+            .collect();
+        let got: Vec<_> = set.overlapping(lo, hi).collect();
+        prop_assert_eq!(got, expected);
     }
 }
