@@ -238,6 +238,10 @@ impl Streams {
             }
             self.queues.entry(priority).or_default().push_back(id);
         }
+        if s.conn_listed {
+            // Waiting for connection credit, it is woken at its new priority.
+            self.conn_blocked.reprioritize(id, old, priority);
+        }
     }
 
     /// Emits Readable for stream `id` unless one is outstanding.

@@ -229,6 +229,7 @@ impl Streams {
         // RFC 9000 §4.1: a limit that does not increase is ignored.
         if frame.max > send.max_data {
             send.max_data = frame.max;
+            self.stream_blocked_sent.remove(&id);
             self.schedule(id);
         }
         Ok(())

@@ -19,7 +19,7 @@
 // from lib.rs.
 #![allow(dead_code)] // a few helpers serve only the unit tests so far
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use tinyvec::{ArrayVec, TinyVec};
@@ -40,6 +40,7 @@ mod tests;
 use flow::RecvWindow;
 use recv::RecvStream;
 use send::{Next, SendStream};
+use waiting::CreditWaiters;
 
 /// Frame types for `TransportError::with_frame`.
 mod ty {
@@ -445,6 +446,10 @@ struct Stream {
     conn_listed: bool,
 }
 
+/// The most of a waiting stream's data counted against new connection credit when deciding how many
+/// streams it wakes (about a packet): credit for a packet each wakes that many streams.
+const WAKE_SHARE: u64 = 1200;
+
 /// Moves `count`, the running number of pieces held beyond a gap over all streams
 /// (`Streams::fragments_bound`), by one stream's change from `before` to `after` pieces (a frame received,
 /// or the stream's data dropped by a reset or a stop).
@@ -533,7 +538,11 @@ pub(crate) struct Streams {
     /// Streams with something to send, per priority (highest last), each in round-robin order.
     queues: BTreeMap<i32, VecDeque<StreamId>>,
     /// Streams waiting for connection credit.
-    conn_blocked: Vec<StreamId>,
+    conn_blocked: CreditWaiters,
+    /// Streams for which a STREAM_DATA_BLOCKED was queued, at a limit not raised since (some may have
+    /// stopped being blocked otherwise): where [`Streams::blocked_frames_sent`] looks, rather than at
+    /// every stream on each `poll_timeout`.
+    stream_blocked_sent: BTreeSet<StreamId>,
     /// Per-stream control frames to send, in order.
     control: VecDeque<(StreamId, ControlKind)>,
     /// Events for the application.
@@ -552,6 +561,7 @@ pub(crate) struct Streams {
 mod app;
 mod incoming;
 mod outgoing;
+mod waiting;
 
 impl Streams {
     /// The streams of a connection on `side`, with our limits from `given`. The peer's limits are all
@@ -592,7 +602,8 @@ impl Streams {
             fragments_bound: 0,
             max_data_pending: false,
             queues: BTreeMap::new(),
-            conn_blocked: Vec::new(),
+            conn_blocked: CreditWaiters::default(),
+            stream_blocked_sent: BTreeSet::new(),
             control: VecDeque::new(),
             events: VecDeque::new(),
             stats: StreamStats::default(),
@@ -615,6 +626,7 @@ impl Streams {
             if let Some(send) = self.streams.get_mut(&id).and_then(|s| s.send.as_mut()) {
                 if limit > send.max_data {
                     send.max_data = limit;
+                    self.stream_blocked_sent.remove(&id);
                     self.schedule(id);
                 }
             }
@@ -681,13 +693,24 @@ impl Streams {
         // RFC 9000 §4.1, §19.12: a DATA_BLOCKED not yet sent reports a limit that is gone (sent now, it
         // would carry the new limit, at which nothing is blocked).
         self.data_blocked_pending = false;
-        for id in std::mem::take(&mut self.conn_blocked) {
-            if let Some(s) = self.streams.get_mut(&id) {
-                s.conn_listed = false;
-                if s.sched == Sched::ConnBlocked {
-                    s.sched = Sched::Idle;
-                    self.schedule(id);
-                }
+        // Streams are woken while the credit covers what those woken so far have to send, up to a
+        // packet's worth each, so that streams woken together share the credit packet by packet as before
+        // (see `waiting.rs`); the others stay listed, first in line for the next raise.
+        let mut credit = max.saturating_sub(self.send_data);
+        while credit > 0 {
+            let Some(id) = self.conn_blocked.pop() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            self.conn_blocked.woken();
+            s.conn_listed = false;
+            if s.sched == Sched::ConnBlocked {
+                s.sched = Sched::Idle;
+                let wants = s.send.as_ref().map_or(0, SendStream::new_data_within_limit);
+                credit = credit.saturating_sub(wants.clamp(1, WAKE_SHARE));
+                self.schedule(id);
             }
         }
     }
@@ -739,9 +762,10 @@ impl Streams {
         }
         if let Some(mut s) = self.streams.remove(&id) {
             if s.conn_listed {
-                // Bounded by the live streams: each is listed at most once.
-                self.conn_blocked.retain(|&listed| listed != id);
+                let streams = &self.streams;
+                self.conn_blocked.forgotten(|id| streams.contains_key(&id));
             }
+            self.stream_blocked_sent.remove(&id);
             // Anything of the stream still counted against the connection window is released.
             if let Some(recv) = s.recv.as_mut() {
                 let n = recv.take_discard_credit();

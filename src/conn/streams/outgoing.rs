@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::send::{ResetState, SendStream};
+use super::waiting;
 use super::{
     dir_of, ConnFlowSent, ControlKind, Next, Sched, SentChunk, SentControl, StreamEvent, Streams, StreamsSent,
 };
@@ -204,6 +205,7 @@ impl Streams {
                     break;
                 }
                 queue.pop_front();
+                waiting::visit();
                 let credit = self.send_max_data.saturating_sub(self.send_data);
                 let Some(s) = self.streams.get_mut(&id) else {
                     continue;
@@ -244,6 +246,7 @@ impl Streams {
                         // RFC 9000 §4.1: a sender SHOULD send STREAM_DATA_BLOCKED when blocked.
                         if send.blocked_at != Some(send.max_data) {
                             send.blocked_at = Some(send.max_data);
+                            self.stream_blocked_sent.insert(id);
                             // `queue_control` on the stream at hand (the queue map is borrowed).
                             s.queued
                                 .queue(&mut self.control, id, ControlKind::StreamDataBlocked);
@@ -253,7 +256,7 @@ impl Streams {
                         s.sched = Sched::ConnBlocked;
                         if !s.conn_listed {
                             s.conn_listed = true;
-                            self.conn_blocked.push(id);
+                            self.conn_blocked.push(prio, id);
                         }
                         // RFC 9000 §4.1: a sender SHOULD send DATA_BLOCKED when blocked.
                         if self.data_blocked_at != Some(self.send_max_data) {
@@ -278,7 +281,7 @@ impl Streams {
     fn conn_blocked_frame_sent(&self) -> bool {
         self.data_blocked_at == Some(self.send_max_data)
             && self.conn_blocked.iter().any(|id| {
-                self.streams.get(id).is_some_and(|s| {
+                self.streams.get(&id).is_some_and(|s| {
                     s.sched == Sched::ConnBlocked && s.send.as_ref().is_some_and(SendStream::has_data)
                 })
             })
@@ -291,8 +294,12 @@ impl Streams {
     /// packets in flight" (the connection's timer, then [`Streams::resend_blocked`]).
     pub(crate) fn blocked_frames_sent(&self) -> bool {
         (!self.data_blocked_pending && self.conn_blocked_frame_sent())
-            || self.streams.values().any(|s| {
-                !s.queued.stream_data_blocked && s.send.as_ref().is_some_and(SendStream::blocked_frame_sent)
+            || self.stream_blocked_sent.iter().any(|id| {
+                waiting::visit();
+                self.streams.get(id).is_some_and(|s| {
+                    !s.queued.stream_data_blocked
+                        && s.send.as_ref().is_some_and(SendStream::blocked_frame_sent)
+                })
             })
     }
 
@@ -302,10 +309,13 @@ impl Streams {
         if self.conn_blocked_frame_sent() {
             self.data_blocked_pending = true;
         }
-        for (&id, s) in self.streams.iter_mut() {
+        for id in self.stream_blocked_sent.iter() {
+            let Some(s) = self.streams.get_mut(id) else {
+                continue;
+            };
             if s.send.as_ref().is_some_and(SendStream::blocked_frame_sent) {
                 s.queued
-                    .queue(&mut self.control, id, ControlKind::StreamDataBlocked);
+                    .queue(&mut self.control, *id, ControlKind::StreamDataBlocked);
             }
         }
     }
@@ -374,7 +384,7 @@ impl Streams {
                 self.streams_blocked_pending[d] = true;
             }
         }
-        if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && !self.conn_blocked.is_empty() {
+        if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && self.conn_blocked.live() > 0 {
             self.data_blocked_pending = true;
         }
     }

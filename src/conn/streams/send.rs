@@ -228,6 +228,11 @@ impl SendStream {
             && (!self.retransmit.is_empty() || self.sent < self.write_offset || self.fin_owed())
     }
 
+    /// New bytes the stream's own limit lets go: what connection credit could be spent on now.
+    pub(super) fn new_data_within_limit(&self) -> u64 {
+        self.write_offset.min(self.max_data).saturating_sub(self.sent)
+    }
+
     /// Whether only new data is left and the stream limit holds it back.
     pub(super) fn is_stream_blocked(&self) -> bool {
         self.reset.is_none()

@@ -647,41 +647,28 @@ fn a_max_stream_data_flood_lists_a_connection_blocked_stream_once() {
         ..StreamsConfig::default()
     };
     let (_, mut s) = pair(&stingy, &StreamsConfig::default());
-    let now = start();
-    // Everything the sender has to send now, acknowledged; returns the STREAM bytes.
-    let drain = |s: &mut Streams| {
-        let mut bytes = 0;
-        while let Some((p, rec)) = packet(s, now) {
-            s.on_acked(&rec);
-            for f in frames(&p) {
-                if let Frame::Stream(f) = f {
-                    bytes += f.data.len();
-                }
-            }
-        }
-        bytes
-    };
+    let drain = |s: &mut Streams| drain_acked(s, start());
     let id = s.open(Dir::Uni).unwrap();
     assert_eq!(s.write(id, &[3; 300_000]), Ok(300_000));
     assert_eq!(drain(&mut s), 1000);
-    assert_eq!(s.conn_blocked.len(), 1);
+    assert_eq!(s.conn_blocked.live(), 1);
     for i in 0..10_000u64 {
         s.on_max_stream_data(MaxStreamData { id, max: 3000 + i }).unwrap();
         assert_eq!(drain(&mut s), 0);
-        assert_eq!(s.conn_blocked.len(), 1);
+        assert_eq!(s.conn_blocked.live(), 1);
     }
     // MAX_DATA wakes the stream, which sends up to its own last limit; the list is empty again.
     s.on_max_data(200_000).unwrap();
-    assert!(s.conn_blocked.is_empty());
+    assert_eq!(s.conn_blocked.live(), 0);
     assert_eq!(drain(&mut s), 12_999 - 1000);
     // Blocked on the connection again, then stopped by the peer: the stream leaves the list when it goes.
     s.on_max_stream_data(MaxStreamData { id, max: 300_000 }).unwrap();
     assert_eq!(drain(&mut s), 200_000 - 12_999);
-    assert_eq!(s.conn_blocked.len(), 1);
+    assert_eq!(s.conn_blocked.live(), 1);
     s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
     drain(&mut s);
     assert!(!s.streams.contains_key(&id), "reset, acknowledged and forgotten");
-    assert!(s.conn_blocked.is_empty());
+    assert_eq!(s.conn_blocked.live(), 0);
 }
 
 #[test]
@@ -1414,4 +1401,155 @@ fn unread_data_on_one_stream_does_not_freeze_the_connection_window() {
         // The window still bounds what is held: what was sent never passes consumed + window.
         assert!(s.recv_data <= s.recv_window.consumed() + 1000);
     }
+}
+
+/// Everything `s` has to send now, acknowledged (not delivered); returns the STREAM bytes.
+fn drain_acked(s: &mut Streams, now: Instant) -> usize {
+    let mut bytes = 0;
+    while let Some((p, rec)) = packet(s, now) {
+        s.on_acked(&rec);
+        for f in frames(&p) {
+            if let Frame::Stream(f) = f {
+                bytes += f.data.len();
+            }
+        }
+    }
+    bytes
+}
+
+/// A sender whose peer grants 1000 bytes for the connection and lets it open `streams` unidirectional
+/// streams, each of which it opened and gave 100 bytes to send, all sent that could be: 10 streams are
+/// done and the others wait for connection credit.
+fn many_streams_waiting_for_credit(streams: u64) -> (Streams, Vec<StreamId>) {
+    let stingy = StreamsConfig {
+        receive_window: 1000,
+        max_concurrent_uni_streams: streams,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+    let ids: Vec<StreamId> = (0..streams)
+        .map(|_| {
+            let id = s.open(Dir::Uni).unwrap();
+            assert_eq!(s.write(id, &[5; 100]), Ok(100));
+            id
+        })
+        .collect();
+    assert_eq!(drain_acked(&mut s, start()), 1000);
+    assert_eq!(s.conn_blocked.live() as u64, streams - 10);
+    (s, ids)
+}
+
+/// RFC 9000 §4.1: a peer raising MAX_DATA a byte at a time wakes one of the streams waiting for
+/// connection credit per raise, not all of them: before, each raise put all 1,990 waiting streams back
+/// in the scheduler, which visited each only to find it blocked again (about 400,000 visits for these
+/// 100 raises).
+#[test]
+fn a_one_byte_max_data_raise_wakes_one_waiting_stream() {
+    let (mut s, _) = many_streams_waiting_for_credit(2000);
+    waiting::take_visited();
+    for i in 1..=100 {
+        s.on_max_data(1000 + i).unwrap();
+        assert_eq!(drain_acked(&mut s, start()), 1);
+    }
+    let visited = waiting::take_visited();
+    assert!(visited <= 400, "{visited} stream visits for 100 raises");
+    assert_eq!(s.conn_blocked.live(), 1990);
+    // Credit for everything wakes everything.
+    s.on_max_data(200_000).unwrap();
+    assert_eq!(drain_acked(&mut s, start()), 199_000 - 100);
+    assert_eq!(s.conn_blocked.live(), 0);
+}
+
+/// Credit goes to the highest priority first, whatever the order the streams were found blocked in,
+/// and a priority changed while a stream waits counts.
+#[test]
+fn connection_credit_wakes_the_highest_priority_first() {
+    let (mut s, ids) = many_streams_waiting_for_credit(21);
+    // The last stream found blocked, and one in the middle whose priority is raised and lowered again.
+    s.set_priority(ids[20], 5);
+    s.set_priority(ids[15], 3);
+    s.set_priority(ids[15], 0);
+    let sent_to = |s: &mut Streams, credit: u64| {
+        s.on_max_data(s.send_max_data + credit).unwrap();
+        let mut got = Vec::new();
+        while let Some((p, rec)) = packet(s, start()) {
+            s.on_acked(&rec);
+            for f in frames(&p) {
+                if let Frame::Stream(f) = f {
+                    got.push((f.id, f.data.len()));
+                }
+            }
+        }
+        got
+    };
+    assert_eq!(sent_to(&mut s, 50), [(ids[20], 50)]);
+    assert_eq!(sent_to(&mut s, 50), [(ids[20], 50)]);
+    // Then the others, in the order they were found blocked (the one moved back went to the back).
+    assert_eq!(sent_to(&mut s, 100), [(ids[10], 100)]);
+    assert_eq!(sent_to(&mut s, 100), [(ids[11], 100)]);
+    assert_eq!(s.conn_blocked.live(), 8);
+}
+
+/// Streams forgotten while they wait for connection credit (stopped by the peer, their resets
+/// acknowledged) leave the list in time proportional to their number: before, each was searched for in
+/// the whole list (about 8 million visits for these 4,000).
+#[test]
+fn forgetting_streams_that_wait_for_credit_is_linear() {
+    let (mut s, ids) = many_streams_waiting_for_credit(4010);
+    waiting::take_visited();
+    for &id in &ids[10..] {
+        s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
+    }
+    drain_acked(&mut s, start());
+    assert!(
+        ids[10..].iter().all(|id| !s.streams.contains_key(id)),
+        "reset, acknowledged and forgotten"
+    );
+    let visited = waiting::take_visited();
+    assert!(
+        visited <= 3 * 4000,
+        "{visited} entries visited for 4,000 streams forgotten"
+    );
+    assert_eq!(s.conn_blocked.live(), 0);
+    assert!(s.conn_blocked.entries() <= 16, "{}", s.conn_blocked.entries());
+}
+
+/// RFC 9000 §4.1: whether blocked frames are due again is answered from the streams whose
+/// STREAM_DATA_BLOCKED went out, not by looking at every stream: `poll_timeout` asks after every packet
+/// while nothing ack-eliciting is in flight (a peer sending PINGs), and with 4,000 streams open each
+/// answer visited all of them.
+#[test]
+fn blocked_frames_sent_looks_only_at_streams_that_sent_one() {
+    let limits = StreamsConfig {
+        stream_receive_window: 100,
+        max_stream_receive_window: 100,
+        max_concurrent_uni_streams: 4000,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _) = pair(&StreamsConfig::default(), &limits);
+    let ids: Vec<StreamId> = (0..4000).map(|_| c.open(Dir::Uni).unwrap()).collect();
+    // Open, nothing to send: nothing is blocked.
+    waiting::take_visited();
+    for _ in 0..100 {
+        assert!(!c.blocked_frames_sent());
+    }
+    assert_eq!(waiting::take_visited(), 0);
+    // 50 of them blocked at their limit of 100 bytes, STREAM_DATA_BLOCKED sent: found at once.
+    for &id in &ids[..50] {
+        assert_eq!(c.write(id, &[1; 200]), Ok(200));
+    }
+    assert_eq!(drain_acked(&mut c, start()), 50 * 100);
+    waiting::take_visited();
+    for _ in 0..100 {
+        assert!(c.blocked_frames_sent());
+    }
+    assert!(waiting::take_visited() <= 100);
+    // Their limits raised: none is blocked at the limit its frame reported.
+    for &id in &ids[..50] {
+        c.on_max_stream_data(MaxStreamData { id, max: 150 }).unwrap();
+    }
+    for _ in 0..100 {
+        assert!(!c.blocked_frames_sent());
+    }
+    assert_eq!(waiting::take_visited(), 0);
 }
