@@ -806,7 +806,14 @@ impl Endpoint {
         }
         self.stats.dropped_unroutable += 1;
         // Without connection IDs of our own there is no way to know what a packet is for.
-        if dcid.is_empty() || self.stateless.len() >= self.config.max_stateless_queue {
+        // The rate limit is asked before the reset is made (its token is an HMAC), so that withheld
+        // resets cost nothing; and only for a datagram a reset can answer, so that it spends no
+        // allowance on the others.
+        if dcid.is_empty()
+            || self.stateless.len() >= self.config.max_stateless_queue
+            || reset::reset_size(datagram.payload.len()).is_none()
+            || !self.reset_limit.allow(now)
+        {
             self.stats.stateless_resets_withheld += 1;
             return;
         }
@@ -816,10 +823,6 @@ impl Endpoint {
             self.stats.stateless_resets_withheld += 1;
             return;
         };
-        if !self.reset_limit.allow(now) {
-            self.stats.stateless_resets_withheld += 1;
-            return;
-        }
         self.stateless.push_back(StatelessPacket {
             kind: StatelessKind::Reset,
             destination: datagram.remote,

@@ -73,6 +73,13 @@ impl RateLimit {
     }
 }
 
+/// The size of a stateless reset answering a packet of `trigger_len` bytes: shorter than it (RFC 9000
+/// §10.3.3), and `None` when that leaves less than a reset needs to look like a short-header packet.
+pub(crate) fn reset_size(trigger_len: usize) -> Option<usize> {
+    let size = trigger_len.checked_sub(1)?.min(MAX_RESET_SIZE);
+    (size >= MIN_RESET_SIZE).then_some(size)
+}
+
 /// A stateless reset answering a packet of `trigger_len` bytes for connection ID `cid`, or `None` when
 /// the packet is too small to answer with a smaller one (RFC 9000 §10.3.3: every reset is smaller than
 /// the packet that triggered it, so two endpoints can never keep resetting each other).
@@ -82,10 +89,7 @@ pub(crate) fn stateless_reset(
     cid: &ConnectionId,
     trigger_len: usize,
 ) -> Option<Vec<u8>> {
-    let size = trigger_len.checked_sub(1)?.min(MAX_RESET_SIZE);
-    if size < MIN_RESET_SIZE {
-        return None;
-    }
+    let size = reset_size(trigger_len)?;
     let mut packet = vec![0u8; size];
     let (random, token) = packet.split_at_mut(size - ResetToken::LEN);
     rng.fill(random);
