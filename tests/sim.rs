@@ -653,3 +653,25 @@ fn a_flow_control_limited_sender_does_not_grow_its_window() {
         stats.cwnd
     );
 }
+
+/// One stream fills a path whose bandwidth-delay product (2.5 MB at 200 Mbit/s and 100 ms) is larger
+/// than the 1 MiB send buffer: the buffer grows with the congestion window
+/// (`StreamsConfig::max_send_buffer`). Before, the buffer bounded the flight at 1 MiB per round trip,
+/// about 84 Mbit/s.
+#[test]
+fn one_stream_fills_a_long_fat_path() {
+    let seed = seed_from_env(3);
+    let _guard = SeedGuard(seed);
+    let link = LinkConfig {
+        bandwidth_bps: Some(200_000_000),
+        queue_bytes: 2_500_000,
+        ..LinkConfig::with_delay(Duration::from_millis(50))
+    };
+    let total = 60_000_000;
+    let out = bulk(seed, link, total, 1, Duration::from_secs(60), |_, _, _| {});
+    out.report("long fat path", total);
+    assert!(out.done);
+    let t = out.sink().completed_at().unwrap();
+    let goodput = total as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    assert!(goodput > 120.0, "{goodput:.1} Mbit/s in {t:?}");
+}

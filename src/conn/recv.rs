@@ -588,6 +588,8 @@ impl Connection {
         let app_limited = self.app_limited;
         // Each newly acknowledged packet is handled while the loss detector holds its record (no copy
         // per packet), through the parts of the connection that acknowledgements touch.
+        // The send buffers follow the window (a stream's flight cannot pass its buffer).
+        self.streams.set_congestion_window(self.cc.window());
         let mut acked = Acked {
             space,
             spaces: &mut self.spaces,

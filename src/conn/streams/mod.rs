@@ -10,7 +10,8 @@
 //!   [`Streams::poll_event`] for [`StreamEvent`]s.
 //!
 //! Memory: received data is bounded by the receive windows (the flow-control check is the bound), sent
-//! data by [`StreamsConfig::send_buffer`] per stream, and the number of streams by the limits on both
+//! data by [`StreamsConfig::send_buffer`] per stream (up to [`StreamsConfig::max_send_buffer`] while the
+//! congestion window is large), and the number of streams by the limits on both
 //! sides. Closed streams are forgotten; the per-type counters of opened streams tell a closed stream
 //! (frames for it are ignored) from one never opened.
 
@@ -83,8 +84,14 @@ pub struct StreamsConfig {
     pub max_receive_window: u64,
     /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits. A writer
     /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
-    /// of it is free, not after every acknowledgement. Taken as at least 1.
+    /// of it is free, not after every acknowledgement. While the congestion window is large the buffer
+    /// grows, up to [`max_send_buffer`](Self::max_send_buffer). Taken as at least 1.
     pub send_buffer: usize,
+    /// The largest a stream's send buffer grows to: it takes twice the congestion window when that is
+    /// more than [`send_buffer`](Self::send_buffer), so that one stream can fill a path whose
+    /// bandwidth-delay product is larger than `send_buffer` (the buffer bounds what is in flight). Taken
+    /// as at least `send_buffer` (so 0 keeps the buffer at `send_buffer`).
+    pub max_send_buffer: usize,
     /// Separate pieces of received stream data held beyond a gap at once, over all streams of a
     /// connection. Flow control bounds the bytes a peer can make us hold, but not how finely it cuts
     /// them, and each piece costs a map entry. Data that can be read in order is not counted (its small
@@ -112,6 +119,7 @@ impl Default for StreamsConfig {
             max_stream_receive_window: 16 * 1024 * 1024,
             max_receive_window: 24 * 1024 * 1024,
             send_buffer: 1024 * 1024,
+            max_send_buffer: 16 * 1024 * 1024,
             max_reassembly_fragments: 32 * 1024,
             reused_streams: 64,
         }
@@ -152,6 +160,7 @@ impl StreamsConfig {
             max_stream_receive_window: self.max_stream_receive_window.clamp(stream_receive_window, most),
             max_receive_window: self.max_receive_window.clamp(receive_window, most),
             send_buffer: self.send_buffer.max(1),
+            max_send_buffer: self.max_send_buffer.max(self.send_buffer.max(1)),
             max_reassembly_fragments: self.max_reassembly_fragments.max(1),
             ..self.clone()
         }
@@ -537,6 +546,9 @@ pub(crate) struct Streams {
 
     /// Streams with something to send, per priority (highest last), each in round-robin order.
     queues: BTreeMap<i32, VecDeque<StreamId>>,
+    /// The send buffer of each stream now: `config.send_buffer`, or more while the congestion window is
+    /// large (see [`Streams::set_congestion_window`]).
+    send_buffer: usize,
     /// Streams waiting for connection credit.
     conn_blocked: CreditWaiters,
     /// Streams for which a STREAM_DATA_BLOCKED was queued, at a limit not raised since (some may have
@@ -575,6 +587,7 @@ impl Streams {
             config.max_concurrent_uni_streams,
         ];
         let recv_window = RecvWindow::new(config.receive_window, config.max_receive_window);
+        let send_buffer = config.send_buffer;
         Self {
             side,
             config,
@@ -602,6 +615,7 @@ impl Streams {
             fragments_bound: 0,
             max_data_pending: false,
             queues: BTreeMap::new(),
+            send_buffer,
             conn_blocked: CreditWaiters::default(),
             stream_blocked_sent: BTreeSet::new(),
             control: VecDeque::new(),
@@ -682,6 +696,14 @@ impl Streams {
         } else {
             id.index() < self.next_remote[d]
         }
+    }
+
+    /// Sizes the send buffers from the congestion window `cwnd`: twice the window, within
+    /// `send_buffer..=max_send_buffer`. The flight cannot pass the buffer, so a buffer below the window
+    /// would hold a single stream under what the path carries.
+    pub(crate) fn set_congestion_window(&mut self, cwnd: u64) {
+        let wanted = usize::try_from(cwnd.saturating_mul(2)).unwrap_or(usize::MAX);
+        self.send_buffer = wanted.clamp(self.config.send_buffer, self.config.max_send_buffer);
     }
 
     /// Raises the peer's connection limit and wakes streams waiting for it.

@@ -322,7 +322,7 @@ impl Streams {
 
     /// The packet that carried `sent` was acknowledged.
     pub(crate) fn on_acked(&mut self, sent: &StreamsSent) {
-        let buffer = self.config.send_buffer;
+        let buffer = self.send_buffer;
         for c in sent.chunks.iter() {
             let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) else {
                 continue;
