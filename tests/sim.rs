@@ -548,8 +548,9 @@ fn reordering_at_a_high_rate_keeps_the_window() {
         reorder: 0.05,
         reorder_delay: Duration::from_micros(12_500),
         bandwidth_bps: Some(100_000_000),
-        // Four bandwidth-delay products: slow start does not overflow it in this transfer.
-        queue_bytes: 2_500_000,
+        // The whole transfer: nothing overflows it, whatever the window (slow start would overflow four
+        // bandwidth-delay products once send buffers follow the window).
+        queue_bytes: 10_000_000,
         ..LinkConfig::with_delay(Duration::from_millis(25))
     };
     let total = 10_000_000;

@@ -382,9 +382,9 @@ const MAX_DATAGRAM_FRAME_SIZE: u64 = 65535;
 /// `None` when datagrams are not received at all, or when the buffer could hold none.
 pub(crate) fn max_datagram_frame_size(config: &TransportConfig) -> Option<u64> {
     let payload = config.datagram_receive_buffer?.checked_sub(RECV_ENTRY_COST)? as u64;
-    // The frame's type byte and its length field come on top of the payload.
-    let frame = payload.saturating_add(1 + VarInt::size(payload.min(MAX_DATAGRAM_FRAME_SIZE)) as u64);
-    Some(frame.min(MAX_DATAGRAM_FRAME_SIZE))
+    // The frame's type byte comes on top of the payload: the largest frame without a length field
+    // carries what the buffer holds, one with a length field a little less.
+    Some(payload.saturating_add(1).min(MAX_DATAGRAM_FRAME_SIZE))
 }
 
 /// The transport parameters this side sends, from its configuration (RFC 9000 §18.2).

@@ -525,7 +525,8 @@ impl Connection {
                                 .with_frame(ty),
                         );
                     };
-                    if d.encoded_len(true) as u64 > max_frame {
+                    // The frame's own size: with its length field (type 0x31) or without (0x30).
+                    if d.encoded_len(ty & 1 == 1) as u64 > max_frame {
                         return Err(TransportError::protocol_violation(
                             "DATAGRAM frame larger than announced",
                         )

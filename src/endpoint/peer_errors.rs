@@ -623,17 +623,19 @@ fn malformed_unannounced_datagrams_are_a_protocol_violation() {
 
 /// RFC 9221 §3: the max_datagram_frame_size announced is what the receive buffer can hold, so that a
 /// peer keeping to it is not silently dropped; a buffer too small for any datagram announces nothing.
+/// The limit applies to the frame as sent: with its length field (type 0x31) or without (0x30).
 #[test]
 fn the_datagram_frame_size_announced_fits_the_receive_buffer() {
     let small = TransportConfig {
         datagram_receive_buffer: Some(1000),
         ..TransportConfig::default()
     };
+    // 1000 bytes less the 64 each datagram counts for its queue slot: 936 bytes, in a frame of 937
+    // without a length field; with one, 934 bytes (type, two-byte length).
     let mut p = Pair::new(small.clone());
     let ch = p.client.table.iter().next().unwrap().0;
-    // 1000 bytes less the 64 each datagram counts for its queue slot.
     let max = p.client.conn(ch).unwrap().max_datagram_size().unwrap();
-    assert_eq!(max, 936);
+    assert_eq!(max, 934);
     p.client
         .conn(ch)
         .unwrap()
@@ -645,11 +647,25 @@ fn the_datagram_frame_size_announced_fits_the_receive_buffer() {
         p.server.conn(h).unwrap().recv_datagram(),
         Some(Bytes::from(vec![7; max]))
     );
-    // One byte more than announced (type, two-byte length, 937 bytes) is a PROTOCOL_VIOLATION.
-    let mut frame = vec![0x31, 0x43, 0xa9];
-    frame.extend([0; 937]);
+    // The largest frame without a length field is taken, and its datagram kept.
+    let mut frame = vec![0x30];
+    frame.extend([8; 936]);
+    p.client_sends_bytes(&frame);
+    assert_eq!(Pair::lost(&p.server_events), None);
+    assert_eq!(
+        p.server.conn(h).unwrap().recv_datagram(),
+        Some(Bytes::from(vec![8; 936]))
+    );
+    // One byte more, with or without a length field, is a PROTOCOL_VIOLATION.
+    let mut frame = vec![0x31, 0x43, 0xa7];
+    frame.extend([0; 935]);
     p.client_sends_bytes(&frame);
     p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x31);
+    let mut p = Pair::new(small);
+    let mut frame = vec![0x30];
+    frame.extend([0; 937]);
+    p.client_sends_bytes(&frame);
+    p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
 
     let tiny = TransportConfig {
         datagram_receive_buffer: Some(40),

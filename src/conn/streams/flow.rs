@@ -27,8 +27,10 @@ pub(super) struct RecvWindow {
     max_window: u64,
     /// Bytes consumed: read by the application, or discarded (stopped or reset streams).
     consumed: u64,
-    /// When the limit was last raised.
+    /// When the limit was last raised for consumption (the updates auto-tuning looks at).
     last_update: Option<Instant>,
+    /// Whether the limit was ever raised.
+    raised: bool,
 }
 
 impl RecvWindow {
@@ -40,6 +42,7 @@ impl RecvWindow {
             max_window: max_window.max(window),
             consumed: 0,
             last_update: None,
+            raised: false,
         }
     }
 
@@ -50,7 +53,7 @@ impl RecvWindow {
 
     /// Whether the limit was never raised: the peer has it from the transport parameters only.
     pub(super) fn never_raised(&self) -> bool {
-        self.last_update.is_none()
+        !self.raised
     }
 
     /// The current window size.
@@ -75,18 +78,22 @@ impl RecvWindow {
     }
 
     /// [`wants_update`](Self::wants_update) for the connection's window, which also sees `received`, the
-    /// bytes the peer has sent in all: a new limit is also due when the peer is short of credit (less than
-    /// half the window left) and what was consumed since the last limit allows a raise of an eighth of the
-    /// window, or any raise once the peer has used all of its credit. Without this, data that arrived on
-    /// streams the application does not read yet holds credit the first rule waits for: with half of the
-    /// window held so, reading the other streams can never consume enough, and the connection stalls for
-    /// good (RFC 9000 §4.2: updates go before the sender is blocked).
+    /// bytes the peer has sent in all. While a quarter of the window or more has arrived unread, a new
+    /// limit is also due when the peer is short of credit (less than half the window left) and what was
+    /// consumed since the last limit allows a raise of an eighth of the window, or any raise once the
+    /// peer has used all of its credit. Without this, data that arrived on streams the application does
+    /// not read yet holds credit the first rule waits for: with half of the window held so, reading the
+    /// other streams can never consume enough, and the connection stalls for good (RFC 9000 §4.2:
+    /// updates go before the sender is blocked). An application that reads as data comes never gets
+    /// there, and its updates stay those of the first rule, which auto-tuning follows.
     pub(super) fn wants_update_received(&self, received: u64) -> bool {
         if self.wants_update() {
             return true;
         }
+        let unread = received.saturating_sub(self.consumed);
         let raise = self.consumed.saturating_add(self.window).saturating_sub(self.max);
-        raise > 0
+        unread >= self.window / 4
+            && raise > 0
             && self.max.saturating_sub(received) < self.window.div_ceil(2)
             && (raise >= self.window / 8 || received >= self.max)
     }
@@ -100,6 +107,24 @@ impl RecvWindow {
             }
         }
         self.last_update = Some(now);
+        self.raise()
+    }
+
+    /// [`update`](Self::update) when due by [`wants_update`](Self::wants_update), or else (the peer short of
+    /// credit while data waits unread, [`wants_update_received`](Self::wants_update_received)) a raise
+    /// without auto-tuning: such updates do not mean the application consumed half a window in two
+    /// round trips, and a few small reads while the peer is blocked must not double the window each.
+    pub(super) fn update_received(&mut self, now: Instant, rtt: Duration) -> u64 {
+        if self.wants_update() {
+            self.update(now, rtt)
+        } else {
+            self.raise()
+        }
+    }
+
+    /// Raises the limit to consumed + window.
+    fn raise(&mut self) -> u64 {
+        self.raised = true;
         // RFC 9000 §19.9/§19.10: limits are below 2^62.
         let target = self
             .consumed

@@ -715,10 +715,16 @@ impl Streams {
         // RFC 9000 §4.1, §19.12: a DATA_BLOCKED not yet sent reports a limit that is gone (sent now, it
         // would carry the new limit, at which nothing is blocked).
         self.data_blocked_pending = false;
-        // Streams are woken while the credit covers what those woken so far have to send, up to a
-        // packet's worth each, so that streams woken together share the credit packet by packet as before
-        // (see `waiting.rs`); the others stay listed, first in line for the next raise.
-        let mut credit = max.saturating_sub(self.send_data);
+        self.wake_for_credit();
+    }
+
+    /// Wakes streams waiting for connection credit while the credit left covers what those woken so far
+    /// have to send, up to a packet's worth each, so that streams woken together share the credit packet
+    /// by packet (see `waiting.rs`); the others stay listed, first in line for the next raise. Returns
+    /// whether any stream was woken.
+    fn wake_for_credit(&mut self) -> bool {
+        let mut credit = self.send_max_data.saturating_sub(self.send_data);
+        let mut woke = false;
         while credit > 0 {
             let Some(id) = self.conn_blocked.pop() else {
                 break;
@@ -733,8 +739,10 @@ impl Streams {
                 let wants = s.send.as_ref().map_or(0, SendStream::new_data_within_limit);
                 credit = credit.saturating_sub(wants.clamp(1, WAKE_SHARE));
                 self.schedule(id);
+                woke = true;
             }
         }
+        woke
     }
 
     /// Raises the peer's stream limit of `dir` (RFC 9000 §4.6: smaller values are ignored).

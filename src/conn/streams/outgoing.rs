@@ -74,7 +74,7 @@ impl Streams {
     ) {
         if self.max_data_pending && end.saturating_sub(buf.len()) >= 9 {
             let max = if self.recv_window.wants_update_received(self.recv_data) {
-                self.recv_window.update(now, rtt)
+                self.recv_window.update_received(now, rtt)
             } else {
                 self.recv_window.max()
             };
@@ -186,12 +186,21 @@ impl Streams {
         // The priorities are walked downwards without building a list of them per packet; each queue is
         // worked on in place in the map (the other fields of `self` are borrowed apart from it).
         let mut below: Option<i32> = None;
+        let mut woken_again = false;
         loop {
             let next = match below {
                 None => self.queues.iter_mut().next_back(),
                 Some(p) => self.queues.range_mut(..p).next_back(),
             };
             let Some((&prio, queue)) = next else {
+                // Credit a woken stream left unspent (reset by the application or stopped by the peer
+                // since) goes to the next streams waiting: nothing else would wake them (no new limit
+                // comes, and no DATA_BLOCKED goes out, since nothing is blocked at this one).
+                if !woken_again && self.conn_blocked.live() > 0 && self.wake_for_credit() {
+                    woken_again = true;
+                    below = None;
+                    continue;
+                }
                 return;
             };
             below = Some(prio);

@@ -1553,3 +1553,64 @@ fn blocked_frames_sent_looks_only_at_streams_that_sent_one() {
     }
     assert_eq!(waiting::take_visited(), 0);
 }
+
+/// Credit left unspent by streams a raise woke, because the application reset one before the packet was
+/// built or the peer stopped it, goes to the next streams waiting: before, nothing woke them (no new
+/// limit came, and no DATA_BLOCKED went out since nothing was blocked at the new one). Found in review.
+#[test]
+fn credit_left_by_a_woken_stream_that_goes_away_goes_to_the_next() {
+    for stopped_by_peer in [false, true] {
+        let (mut s, ids) = many_streams_waiting_for_credit(12);
+        s.on_max_data(s.send_max_data + 50).unwrap();
+        // ids[10], the first waiting, was woken for the 50 bytes.
+        if stopped_by_peer {
+            s.on_stop_sending(StopSending {
+                id: ids[10],
+                error_code: 7,
+            })
+            .unwrap();
+        } else {
+            s.reset(ids[10], 0).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some((p, rec)) = packet(&mut s, start()) {
+            s.on_acked(&rec);
+            for f in frames(&p) {
+                if let Frame::Stream(f) = f {
+                    got.push((f.id, f.data.len()));
+                }
+            }
+        }
+        assert_eq!(got, [(ids[11], 50)], "stopped by the peer: {stopped_by_peer}");
+    }
+}
+
+/// The connection window auto-tunes when the application consumes half a window within two round
+/// trips (flow.rs), not on the updates that go because the peer is short of credit while data waits
+/// unread: before, with the peer out of credit, each one-byte read sent a MAX_DATA that doubled the
+/// window, and 20 bytes read let the peer park 64 KB behind a 1 KB window. Found in review.
+#[test]
+fn small_reads_while_the_peer_is_blocked_do_not_grow_the_connection_window() {
+    let receiver = StreamsConfig {
+        stream_receive_window: 1000,
+        max_stream_receive_window: 1000,
+        receive_window: 1000,
+        max_receive_window: 1 << 20,
+        ..StreamsConfig::default()
+    };
+    let (mut c, mut s) = pair(&StreamsConfig::default(), &receiver);
+    let now = start();
+    let ids: Vec<StreamId> = (0..60).map(|_| c.open(Dir::Uni).unwrap()).collect();
+    for &id in &ids {
+        assert_eq!(c.write(id, &[1; 1000]), Ok(1000));
+    }
+    pump(&mut c, &mut s, now);
+    for _ in 0..20 {
+        assert_eq!(s.read_chunk(ids[0], 1).unwrap().unwrap().len(), 1);
+        pump(&mut s, &mut c, now);
+        pump(&mut c, &mut s, now);
+    }
+    let held = s.recv_data - s.recv_window.consumed();
+    assert_eq!(s.recv_window.window(), 1000);
+    assert!(held <= 1000, "20 bytes read: {held} bytes held unread");
+}
