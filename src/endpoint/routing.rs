@@ -338,4 +338,30 @@ mod tests {
         assert_eq!(routes.lookup_short(&b), Some(h1));
         assert_eq!(routes.lookup(&b, "10.0.0.1:1".parse().unwrap(), false), Some(h1));
     }
+
+    /// RFC 9000 §21.13 (hash flooding): the routing tables hash under keys drawn from the endpoint's seed,
+    /// so the same connection ID lands in another bucket at an endpoint with another seed, and one who
+    /// does not know the seed cannot pick IDs that collide. The same seed gives the same hashes (runs
+    /// repeat).
+    #[test]
+    fn routing_hashes_are_keyed_by_the_endpoint_seed() {
+        let cid = ConnectionId::new(&[0x5a; 8]).unwrap();
+        let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let hashes = |seed: u64| {
+            let ep = crate::endpoint::Endpoint::new(crate::EndpointConfig::with_seed(seed), None);
+            let r = &ep.routes;
+            (
+                r.local.hasher().hash_one(cid),
+                r.initial.hasher().hash_one(cid),
+                r.by_addr.hasher().hash_one(addr),
+                r.reset.hasher().hash_one(ResetToken([7; 16])),
+            )
+        };
+        let (a, a_again, b) = (hashes(1), hashes(1), hashes(2));
+        assert_eq!(a, a_again);
+        assert_ne!(a.0, b.0, "the local connection ID index");
+        assert_ne!(a.1, b.1, "the Initial ID index");
+        assert_ne!(a.2, b.2, "the address index");
+        assert_ne!(a.3, b.3, "the reset token index");
+    }
 }

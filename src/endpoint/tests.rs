@@ -293,6 +293,33 @@ fn stateless_queue_is_bounded() {
 }
 
 #[test]
+fn retries_go_through_the_bounded_stateless_queue() {
+    // RFC 9000 §8.1.2, §21.2: a Retry keeps no state, and the queue of stateless packets it waits in is
+    // bounded, so a flood of Initials cannot grow the server's memory: beyond the bound they are counted
+    // and get nothing.
+    let mut config = EndpointConfig::with_seed(1);
+    config.max_stateless_queue = 2;
+    let mut server = server_with(config, |s| s.retry = crate::RetryPolicy::Always);
+    for i in 0..5u16 {
+        let mut client = Endpoint::new(EndpointConfig::with_seed(10 + u64::from(i)), None);
+        client
+            .connect(epoch(), client_config(), addr(443), "localhost")
+            .unwrap();
+        let (out, _) = drive(&mut client, epoch());
+        server.handle_datagram(epoch(), datagram(addr(6000 + i), &out[0].1));
+    }
+    assert_eq!(server.stats().stateless_queue_overflow, 3);
+    let out = drain_transmits(&mut server, epoch());
+    assert_eq!(out.len(), 2);
+    for (_, bytes) in &out {
+        let header = ProtectedHeader::decode(bytes, 0).unwrap();
+        assert_eq!(header.long_type(), Some(LongType::Retry));
+    }
+    assert_eq!(server.stats().retries_sent, 2);
+    assert_eq!(server.stats().connections_active, 0);
+}
+
+#[test]
 fn initial_with_dcid_under_8_bytes_is_dropped() {
     let mut ep = server();
     ep.handle_datagram(epoch(), datagram(addr(1), &initial(&[1; 7], &[2; 8], 1200)));
@@ -624,15 +651,20 @@ fn established_connections_hold_no_handshake_space_state() {
 
 /// A Retry to the client's first Initial, labelled `version`, with a valid integrity tag for `tag_version`.
 fn retry_to(first: &[u8], version: u32, tag_version: u32) -> Vec<u8> {
+    retry_from(first, version, tag_version, &[9; 8], b"token")
+}
+
+/// As [`retry_to`], with `scid` as the Retry's source connection ID and `token` as its token.
+fn retry_from(first: &[u8], version: u32, tag_version: u32, scid: &[u8], token: &[u8]) -> Vec<u8> {
     let header = ProtectedHeader::decode(first, 0).unwrap();
     let (client_scid, odcid) = (*header.scid().unwrap(), *header.dcid());
     let mut pkt = vec![0xc0 | (crate::wire::header::LongType::Retry.to_bits(version) << 4)];
     pkt.extend_from_slice(&version.to_be_bytes());
     pkt.push(client_scid.len() as u8);
     pkt.extend_from_slice(&client_scid);
-    pkt.push(8);
-    pkt.extend_from_slice(&[9; 8]);
-    pkt.extend_from_slice(b"token");
+    pkt.push(scid.len() as u8);
+    pkt.extend_from_slice(scid);
+    pkt.extend_from_slice(token);
     let tag = crate::crypto::retry_tag(tag_version, &odcid, &pkt).unwrap();
     pkt.extend_from_slice(&tag);
     pkt
@@ -668,6 +700,65 @@ fn a_retry_of_another_version_is_discarded() {
 }
 
 #[test]
+fn a_second_retry_is_ignored() {
+    // RFC 9000 §17.2.5.2: a client accepts one Retry per connection attempt and discards any later one,
+    // even one whose integrity tag verifies.
+    let now = at(0);
+    let server_addr = addr(443);
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let v = client.table.get(h).unwrap().conn.version;
+    let (out, _) = drive(&mut client, now);
+    let first = out[0].1.clone();
+    client.handle_datagram(
+        now,
+        datagram(server_addr, &retry_from(&first, v, v, &[9; 8], b"one")),
+    );
+    let _ = drive(&mut client, now);
+    let followed = |client: &Endpoint| {
+        let conn = &client.table.get(h).unwrap().conn;
+        (conn.retry_scid, conn.remote_cid, conn.token.clone())
+    };
+    let after_first = followed(&client);
+    assert_eq!(after_first.0.as_deref(), Some(&[9u8; 8][..]));
+    client.handle_datagram(
+        now,
+        datagram(server_addr, &retry_from(&first, v, v, &[10; 8], b"two")),
+    );
+    let _ = drive(&mut client, now);
+    assert_eq!(followed(&client), after_first, "the second Retry changed nothing");
+    assert_eq!(&after_first.2[..], b"one");
+}
+
+#[test]
+fn a_retry_whose_scid_is_the_first_dcid_is_ignored() {
+    // RFC 9000 §17.2.5.2: a client discards a Retry whose Source Connection ID equals the Destination
+    // Connection ID of its first Initial.
+    let now = at(0);
+    let server_addr = addr(443);
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let v = client.table.get(h).unwrap().conn.version;
+    let (out, _) = drive(&mut client, now);
+    let first = out[0].1.clone();
+    let odcid = *ProtectedHeader::decode(&first, 0).unwrap().dcid();
+    client.handle_datagram(
+        now,
+        datagram(server_addr, &retry_from(&first, v, v, &odcid, b"token")),
+    );
+    let _ = drive(&mut client, now);
+    assert!(client.table.get(h).unwrap().conn.retry_scid.is_none());
+    // The same Retry with another SCID is followed.
+    client.handle_datagram(now, datagram(server_addr, &retry_to(&first, v, v)));
+    let _ = drive(&mut client, now);
+    assert!(client.table.get(h).unwrap().conn.retry_scid.is_some());
+}
+
+#[test]
 fn version_negotiation_after_a_retry_is_ignored() {
     // RFC 9000 §6.2: a client that has processed a Retry discards a later Version Negotiation (which
     // would otherwise end the connection with VersionMismatch).
@@ -682,7 +773,8 @@ fn version_negotiation_after_a_retry_is_ignored() {
         .unwrap();
     let (out, _) = drive(&mut client, now);
     let first = out[0].1.clone();
-    let client_scid = *ProtectedHeader::decode(&first, 0).unwrap().scid().unwrap();
+    let first_header = ProtectedHeader::decode(&first, 0).unwrap();
+    let (client_scid, client_dcid) = (*first_header.scid().unwrap(), *first_header.dcid());
     server.handle_datagram(now, datagram(client_addr, &first));
     let (out, _) = drive(&mut server, now);
     client.handle_datagram(now, datagram(server_addr, &out[0].1));
@@ -691,10 +783,12 @@ fn version_negotiation_after_a_retry_is_ignored() {
         client.table.get(h).unwrap().conn.retry_scid.is_some(),
         "the client followed the Retry"
     );
+    // A Version Negotiation that echoes both connection IDs of the first Initial (RFC 9000 §17.2.1), so
+    // only the rule of §6.2 (nothing after another packet) can drop it.
     let mut vn = vec![0x80, 0, 0, 0, 0, client_scid.len() as u8];
     vn.extend_from_slice(&client_scid);
-    vn.push(8);
-    vn.extend_from_slice(&[7; 8]);
+    vn.push(client_dcid.len() as u8);
+    vn.extend_from_slice(&client_dcid);
     vn.extend_from_slice(&0x1a2a_3a4au32.to_be_bytes());
     client.handle_datagram(now, datagram(server_addr, &vn));
     let (_, events) = drive(&mut client, now);
