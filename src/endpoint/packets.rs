@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::peer_errors::{
     deliver, forged_initial, forged_initial_with_reserved_bits, sends, test_cert, Pair, CLIENT, SERVER,
 };
+use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{ConnectionClose, Frame};
 use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
@@ -272,4 +273,175 @@ fn a_server_probe_also_resends_its_handshake_data() {
         .collect();
     assert!(probe.contains(&LongType::Initial), "{probe:?}");
     assert!(probe.contains(&LongType::Handshake), "{probe:?}");
+}
+
+/// RFC 9000 §12.2, §17.2: the server's first datagram coalesces its Initial packet (the ServerHello) and
+/// a Handshake packet (the rest of its flight), so the client can go on without a second datagram.
+#[test]
+fn the_servers_first_datagram_coalesces_initial_and_handshake_packets() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    let flight = sends(&mut p.server, now);
+    let first = long_types(&flight[0]);
+    assert_eq!(first[..2], [LongType::Initial, LongType::Handshake], "{first:?}");
+}
+
+/// The client's connection, as the endpoint holds it.
+fn client_conn(p: &Pair) -> &crate::conn::Connection {
+    let (h, _) = p.client.table.iter().next().unwrap();
+    &p.client.table.get(h).unwrap().conn
+}
+
+/// The server's only connection, as the endpoint holds it.
+fn server_conn(p: &Pair) -> &crate::conn::Connection {
+    let (h, _) = p.server.table.iter().next().unwrap();
+    &p.server.table.get(h).unwrap().conn
+}
+
+/// RFC 9001 §4.9.1: "a client MUST discard Initial keys when it first sends a Handshake packet and a
+/// server MUST discard Initial keys when it first successfully processes a Handshake packet." Each is
+/// checked at that moment. The server's certificate is large, so its flight takes several datagrams and
+/// the client gets only the first: its first Handshake packet then acknowledges without the Finished,
+/// and the server, not confirmed by it, has only that rule to drop its Initial keys by.
+#[test]
+fn initial_keys_go_at_the_first_handshake_packet_sent_or_received() {
+    let (cert, key) = test_cert((0..200).map(|i| format!("host-{i:03}.example.test")).collect());
+    let mut p = Pair::start_with_cert(
+        (cert, key),
+        TransportConfig::default(),
+        TransportConfig::default(),
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    let flight = sends(&mut p.server, now);
+    assert!(flight.len() > 1, "the server's flight fits one datagram");
+    deliver(&mut p.client, now, SERVER, &flight[0]);
+    let initial = SpaceId::Initial.index();
+    assert!(
+        !client_conn(&p).spaces[initial].discarded,
+        "the client has received a Handshake packet but sent none"
+    );
+    // The client's next datagram: ACKs of the server's Initial and first Handshake packet.
+    let mut buf = Vec::new();
+    let t = p.client.poll_transmit(now, &mut buf).unwrap();
+    let datagram = buf[..t.size].to_vec();
+    assert!(
+        long_types(&datagram).contains(&LongType::Handshake),
+        "{:?}",
+        long_types(&datagram)
+    );
+    assert!(
+        client_conn(&p).spaces[initial].discarded,
+        "the client sent a Handshake packet and kept its Initial keys"
+    );
+    assert!(!server_conn(&p).spaces[initial].discarded);
+    deliver(&mut p.server, now, CLIENT, &datagram);
+    assert!(
+        !server_conn(&p).handshake_complete,
+        "the server is not confirmed by this packet"
+    );
+    assert!(
+        server_conn(&p).spaces[initial].discarded,
+        "the server processed a Handshake packet and kept its Initial keys"
+    );
+}
+
+/// Steps a handshake to the point where the server has taken the client's first Initial, with the
+/// server's `configure` applied to its configuration.
+fn pair_with_server(configure: impl FnOnce(&mut crate::ServerConfig)) -> Pair {
+    let (cert, key) = test_cert(Vec::new());
+    let alpn = vec![b"test".to_vec()];
+    let tls = crate::crypto::tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap();
+    let mut server = crate::ServerConfig::new(tls);
+    configure(&mut server);
+    let client = crate::ClientConfig::new(crate::crypto::tls::client_config(vec![cert], alpn).unwrap());
+    Pair::start_with_configs(
+        server,
+        client,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    )
+}
+
+/// The client ended with TRANSPORT_PARAMETER_ERROR (RFC 9000 §7.3), and the handshake did not complete.
+fn assert_client_rejected_the_parameters(p: &Pair) {
+    assert!(
+        !p.client_events.contains(&Event::Connected),
+        "{:?}",
+        p.client_events
+    );
+    match Pair::lost(&p.client_events) {
+        Some(ConnectionError::TransportError(e)) => {
+            assert_eq!(e.code, TransportErrorCode::TRANSPORT_PARAMETER_ERROR, "{e}")
+        }
+        other => panic!("expected TRANSPORT_PARAMETER_ERROR, got {other:?}"),
+    }
+}
+
+/// RFC 9000 §7.3: the client checks that the server's initial_source_connection_id is the Source
+/// Connection ID of the server's packets. Here the server's packets carry another SCID than the one its
+/// transport parameters name (as an attacker who rewrote the headers would make them).
+#[test]
+fn a_client_rejects_a_mismatched_initial_source_connection_id() {
+    let mut p = pair_with_server(|_| {});
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    let (h, _) = p.server.table.iter().next().unwrap();
+    p.server.table.get_mut(h).unwrap().conn.local_cid = ConnectionId::new(&[0xee; 8]).unwrap();
+    p.run(Duration::from_secs(1));
+    assert_client_rejected_the_parameters(&p);
+}
+
+/// RFC 9000 §7.3: the client checks that the server's original_destination_connection_id is the DCID of
+/// its first Initial. Here the client's record of that DCID is changed once the Initial has gone, so the
+/// (honest) server's value no longer matches it.
+#[test]
+fn a_client_rejects_a_mismatched_original_destination_connection_id() {
+    let mut p = pair_with_server(|_| {});
+    let now = p.now;
+    let first = sends(&mut p.client, now);
+    let (h, _) = p.client.table.iter().next().unwrap();
+    p.client.table.get_mut(h).unwrap().conn.original_dcid = ConnectionId::new(&[0xee; 8]).unwrap();
+    for d in &first {
+        deliver(&mut p.server, now, CLIENT, d);
+    }
+    p.run(Duration::from_secs(1));
+    assert_client_rejected_the_parameters(&p);
+}
+
+/// RFC 9000 §7.3: after a Retry the client checks that the server's retry_source_connection_id is the
+/// Retry's SCID. Here the client's record of that SCID is changed once it followed the Retry; and a
+/// client that saw no Retry rejects a server that names one (the same check, the other way round).
+#[test]
+fn a_client_rejects_a_mismatched_retry_source_connection_id() {
+    let mut p = pair_with_server(|s| s.retry = crate::RetryPolicy::Always);
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    for d in sends(&mut p.server, now) {
+        deliver(&mut p.client, now, SERVER, &d);
+    }
+    let (h, _) = p.client.table.iter().next().unwrap();
+    let conn = &mut p.client.table.get_mut(h).unwrap().conn;
+    assert!(conn.retry_scid.is_some(), "the client followed the Retry");
+    conn.retry_scid = Some(ConnectionId::new(&[0xee; 8]).unwrap());
+    p.run(Duration::from_secs(1));
+    assert_client_rejected_the_parameters(&p);
+
+    // No Retry, but the client believes it followed one: the server names none.
+    let mut p = pair_with_server(|_| {});
+    let (h, _) = p.client.table.iter().next().unwrap();
+    p.client.table.get_mut(h).unwrap().conn.retry_scid = Some(ConnectionId::new(&[0xee; 8]).unwrap());
+    p.run(Duration::from_secs(1));
+    assert_client_rejected_the_parameters(&p);
 }
