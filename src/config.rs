@@ -72,7 +72,8 @@ pub struct EndpointConfig {
     pub cid_generator: Box<dyn ConnectionIdGenerator>,
     /// The QUIC versions this endpoint accepts, in order of preference; others get Version Negotiation.
     pub supported_versions: Vec<u32>,
-    /// At most this many datagrams go into one [`Transmit`](crate::Transmit) (GSO segments).
+    /// At most this many datagrams go into one [`Transmit`](crate::Transmit) (GSO segments). Taken as at
+    /// least 1.
     pub max_segments: usize,
     /// Stateless packets (Version Negotiation, stateless resets) waiting to be sent are capped at this
     /// number; beyond it new ones are dropped and counted.
@@ -156,9 +157,10 @@ pub struct TransportConfig {
     pub ack_delay_exponent: u8,
     /// Acknowledge at once after this many ack-eliciting packets (RFC 9000 §13.2.2 recommends 2).
     pub ack_eliciting_threshold: u64,
-    /// At most this many ranges go into one ACK frame.
+    /// At most this many ranges go into one ACK frame. Taken as at least 1.
     pub max_ack_ranges: usize,
     /// At most this many ranges of received packet numbers are tracked per space; the oldest go first.
+    /// Taken as at least 1.
     pub max_tracked_ack_ranges: usize,
     /// Size of the UDP payloads this side sends to begin with: 1200 works on every path (RFC 9000 §14).
     /// Taken within 1200..=65527, and cut to the peer's max_udp_payload_size once that is known. A

@@ -25,10 +25,10 @@ pub struct MtuDiscoveryConfig {
     /// (and IPv4 with room to spare). Taken as at most 65,527, the largest UDP payload there is.
     pub upper_bound: u16,
     /// Probes of one size lost in a row before that size is taken as too large (RFC 8899
-    /// MAX_PROBES, 3).
+    /// MAX_PROBES, 3). Taken as at least 1.
     pub max_probes: u8,
     /// The search stops when the largest size that passed and the smallest that did not are closer
-    /// than this.
+    /// than this. Taken as at least 1.
     pub min_change: u16,
     /// Time from the end of a search to the next one (RFC 8899 §5.1.1 PMTU_RAISE_TIMER: 600 s). Taken
     /// as at least 60 s: a search starting again as soon as the last one ends would probe on every
