@@ -985,6 +985,116 @@ fn a_zero_or_tiny_keep_alive_interval_does_not_spin_at_one_instant() {
     }
 }
 
+/// RFC 9000 §10.1: "the idle timeout ... is at least three times the current PTO": a 1 ms idle timeout
+/// on a path of 100 ms round trip neither ends the handshake, which waits a round trip for each flight,
+/// nor the quiet connection before three PTOs have passed; and it ends it after.
+#[test]
+fn an_idle_timeout_below_three_ptos_waits_three_ptos() {
+    let t = TransportConfig {
+        max_idle_timeout: Some(Duration::from_millis(1)),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start_with(t.clone(), t);
+    let one_way = Duration::from_millis(50);
+    p.run_with_latency(one_way, Duration::from_millis(300));
+    assert!(
+        p.client_events.contains(&Event::Connected),
+        "{:?}",
+        p.client_events
+    );
+    assert!(
+        p.server_events.contains(&Event::Connected),
+        "{:?}",
+        p.server_events
+    );
+    // The handshake's last packets arrived by 300 ms; three PTOs of a 100 ms path are more than 300 ms.
+    p.run_with_latency(one_way, Duration::from_millis(300));
+    assert_eq!(Pair::lost(&p.client_events), None);
+    assert_eq!(Pair::lost(&p.server_events), None);
+    p.run_with_latency(one_way, Duration::from_secs(10));
+    assert_eq!(Pair::lost(&p.client_events), Some(&ConnectionError::TimedOut));
+    assert_eq!(Pair::lost(&p.server_events), Some(&ConnectionError::TimedOut));
+}
+
+/// RFC 9000 §10.1.2: keep-alive. An interval of zero turns it off: a quiet connection sends nothing.
+#[test]
+fn a_zero_keep_alive_interval_sends_no_pings() {
+    let t = TransportConfig {
+        keep_alive_interval: Some(Duration::ZERO),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(t.clone(), t);
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let sh = p.server_h.unwrap();
+    let before = (
+        p.client.conn(ch).unwrap().stats().packets_sent,
+        p.server.conn(sh).unwrap().stats().packets_sent,
+    );
+    // Well within the 30 s idle timeout.
+    p.run(Duration::from_secs(10));
+    let after = (
+        p.client.conn(ch).unwrap().stats().packets_sent,
+        p.server.conn(sh).unwrap().stats().packets_sent,
+    );
+    assert_eq!(before, after, "packets sent while quiet");
+}
+
+/// A keep-alive interval under the timer granularity is taken as 1 ms (RFC 9002 §6.1.2 kGranularity):
+/// once everything is acknowledged, the next keep-alive is due no sooner than 1 ms after the last
+/// ack-eliciting packet, never at once again.
+#[test]
+fn a_tiny_keep_alive_interval_waits_at_least_a_millisecond() {
+    let t = TransportConfig {
+        keep_alive_interval: Some(Duration::from_nanos(1)),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start_with(t.clone(), t);
+    let now = p.now;
+    // Everything at one instant: the handshake, then whatever answers follow, until nothing is left.
+    for _ in 0..100 {
+        deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+        deliver_all(&mut p.server, &mut p.client, now, SERVER);
+        p.client.handle_timeout(now);
+        p.server.handle_timeout(now);
+    }
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    assert!(!p.client.conn(ch).unwrap().is_handshaking(), "connected");
+    for (side, next) in [
+        ("client", p.client.poll_timeout()),
+        ("server", p.server.poll_timeout()),
+    ] {
+        let next = next.expect("a keep-alive or idle deadline");
+        assert!(
+            next >= now + Duration::from_millis(1),
+            "{side}: next deadline {:?} after the last packet",
+            next - now
+        );
+    }
+}
+
+/// RFC 9000 §10.2.1: a closing endpoint answers packets with CONNECTION_CLOSE, but "SHOULD limit the
+/// rate at which it generates packets in the closing state": each answer waits for twice as many
+/// packets as the one before, so 64 datagrams get 6 answers (after the 1st, 3rd, 7th, 15th, 31st and
+/// 63rd), not 64.
+#[test]
+fn a_closing_connection_answers_at_a_halving_rate() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let now = p.now;
+    p.client.conn(ch).unwrap().ping();
+    let from_client = sends(&mut p.client, now);
+    assert_eq!(from_client.len(), 1);
+    p.server.conn(sh).unwrap().close(now, 7, b"");
+    assert_eq!(sends(&mut p.server, now).len(), 1, "the first CONNECTION_CLOSE");
+    let mut answers = 0;
+    for _ in 0..64 {
+        deliver(&mut p.server, now, CLIENT, &from_client[0]);
+        answers += sends(&mut p.server, now).len();
+    }
+    assert_eq!(answers, 6);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Acknowledgements (RFC 9000 §13.1, §21.4)
 
@@ -1899,6 +2009,44 @@ fn the_ack_timer_keeps_the_max_ack_delay_we_announced() {
             deadline - now
         );
     }
+}
+
+/// RFC 9000 §18.2, RFC 9002 §5.3, §6.2.1: the peer's ack_delay_exponent decodes its ACK Delay field,
+/// and its max_ack_delay caps that delay in RTT samples and is added to the application data space's
+/// PTO. A client announcing exponent 10 and 200 ms holds its ACK of one packet for 200 ms: the server's
+/// sample is 200 ms, from which all of the 200 ms (in units of 1024 µs: 199.68 ms) comes off. Decoded
+/// with exponent 3, or capped at the default 25 ms, nearly all of it would stay in the estimate.
+#[test]
+fn the_peers_ack_delay_exponent_and_max_ack_delay_are_applied() {
+    let client = TransportConfig {
+        ack_delay_exponent: 10,
+        max_ack_delay: Duration::from_millis(200),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(TransportConfig::default(), client);
+    let sh = p.server_h.unwrap();
+    let smoothed_before = p.server.table.get(sh).unwrap().conn.recovery.rtt().smoothed();
+    // One ack-eliciting packet: the client acknowledges it when its ACK timer fires, 200 ms later.
+    p.server.conn(sh).unwrap().ping();
+    p.run(Duration::from_secs(1));
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    let rtt = conn.recovery.rtt();
+    assert_eq!(rtt.latest(), Duration::from_millis(200));
+    assert!(
+        rtt.smoothed() <= smoothed_before + Duration::from_millis(1),
+        "smoothed {:?}, {smoothed_before:?} before",
+        rtt.smoothed()
+    );
+    // The PTO of a 1-RTT packet includes the peer's 200 ms.
+    let pto_base = rtt.pto_base();
+    let now = p.now;
+    p.server.conn(sh).unwrap().ping();
+    assert_eq!(server_sends(&mut p).len(), 1);
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert_eq!(
+        conn.recovery.timeout(&conn.recovery_ctx()),
+        Some(now + pto_base + Duration::from_millis(200))
+    );
 }
 
 #[test]

@@ -187,6 +187,54 @@ impl Pair {
         }
     }
 
+    /// As [`run`](Self::run), with every datagram `one_way` in transit, for `limit` of virtual time.
+    pub(super) fn run_with_latency(&mut self, one_way: Duration, limit: Duration) {
+        let end = self.now + limit;
+        // (arrival, to the server, bytes)
+        let mut in_flight: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+        loop {
+            let now = self.now;
+            in_flight.extend(
+                sends(&mut self.client, now)
+                    .into_iter()
+                    .map(|d| (now + one_way, true, d)),
+            );
+            in_flight.extend(
+                sends(&mut self.server, now)
+                    .into_iter()
+                    .map(|d| (now + one_way, false, d)),
+            );
+            while let Some((_, e)) = self.client.poll_event() {
+                self.client_events.push(e);
+            }
+            while let Some((h, e)) = self.server.poll_event() {
+                self.server_h.get_or_insert(h);
+                self.server_events.push(e);
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .chain(in_flight.iter().map(|(t, _, _)| *t))
+                .min();
+            let Some(next) = next.filter(|t| *t <= end) else {
+                return;
+            };
+            self.now = self.now.max(next);
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = in_flight.into_iter().partition(|(t, _, _)| *t <= now);
+            in_flight = later;
+            for (_, to_server, d) in due {
+                if to_server {
+                    deliver(&mut self.server, now, CLIENT, &d);
+                } else {
+                    deliver(&mut self.client, now, SERVER, &d);
+                }
+            }
+            self.client.handle_timeout(now);
+            self.server.handle_timeout(now);
+        }
+    }
+
     /// Moves the clock to the earlier deadline of the two endpoints and runs their timers; false when
     /// neither has one before `end`.
     pub(super) fn advance_to_next_deadline(&mut self, end: Instant) -> bool {
