@@ -901,15 +901,19 @@ mod tests {
                 }
             }
         }
-        // RFC 9000 §10.2.3: an application close in a handshake packet goes as APPLICATION_ERROR, bare.
-        let hs = close_frame_for(SpaceId::Handshake, &app, 100).unwrap();
-        assert_eq!(
-            hs.code,
-            CloseCode::Transport {
-                code: TransportErrorCode::APPLICATION_ERROR,
-                frame_type: 0
-            }
-        );
-        assert!(hs.reason.is_empty());
+        // RFC 9000 §10.2.3: an application close in an Initial or Handshake packet goes as
+        // APPLICATION_ERROR, bare.
+        for space in [SpaceId::Initial, SpaceId::Handshake] {
+            let hs = close_frame_for(space, &app, 100).unwrap();
+            assert_eq!(
+                hs.code,
+                CloseCode::Transport {
+                    code: TransportErrorCode::APPLICATION_ERROR,
+                    frame_type: 0
+                },
+                "{space:?}"
+            );
+            assert!(hs.reason.is_empty(), "{space:?}");
+        }
     }
 }

@@ -1095,6 +1095,28 @@ fn a_closing_connection_answers_at_a_halving_rate() {
     assert_eq!(answers, 6);
 }
 
+/// RFC 9000 §10.2, §19.19: the packet that carries a CONNECTION_CLOSE carries nothing beside it, not
+/// even the ACK owed for a packet just received (an ACK could leave too little room for the close):
+/// the ACK stays owed once the close has gone.
+#[test]
+fn a_close_packet_carries_no_ack() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let now = p.now;
+    p.client.conn(ch).unwrap().ping();
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let owed = |p: &Pair| {
+        p.server.table.get(sh).unwrap().conn.spaces[SpaceId::Data.index()]
+            .received
+            .has_unacked()
+    };
+    assert!(owed(&p), "the client's PING is owed an ACK");
+    p.server.conn(sh).unwrap().close(now, 7, b"");
+    assert_eq!(sends(&mut p.server, now).len(), 1, "the CONNECTION_CLOSE");
+    assert!(owed(&p), "an ACK went with the close");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Acknowledgements (RFC 9000 §13.1, §21.4)
 
