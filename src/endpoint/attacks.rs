@@ -60,6 +60,46 @@ fn the_server_issues_connection_ids_up_to_the_peer_limit() {
     assert_eq!(entry.local_cids.len(), 4, "every issued ID is routed");
 }
 
+/// RFC 9000 §13.3: "Retired connection IDs are sent in RETIRE_CONNECTION_ID frames and retransmitted if
+/// the packet containing them is lost." A NEW_CONNECTION_ID from the client raises Retire Prior To to 1:
+/// the server moves to the client's ID of sequence 1 and owes RETIRE_CONNECTION_ID for sequence 0, the
+/// handshake ID. The packet that carries it is lost; the frame goes again once that is found out, and
+/// the client retires its handshake ID.
+#[test]
+fn a_lost_retire_connection_id_is_sent_again() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let client_ids = |p: &Pair| -> Vec<u64> {
+        p.client
+            .table
+            .get(ch)
+            .unwrap()
+            .conn
+            .issued_cids()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    assert!(client_ids(&p).contains(&0));
+    // Sequence 4 is made up and never used: the server moves to the lowest it holds, the client's 1.
+    inject(&mut p, SpaceId::Data, &[new_cid(4, 1)]);
+    assert_eq!(p.server.table.get(sh).unwrap().conn.retire_cids, [0]);
+    assert!(
+        !server_sends(&mut p).is_empty(),
+        "the RETIRE_CONNECTION_ID went out"
+    );
+    assert!(
+        p.server.table.get(sh).unwrap().conn.retire_cids.is_empty(),
+        "and is no longer queued"
+    );
+    // It was lost. The connection goes on: the server's probe and the ACK of it show the loss, and the
+    // frame goes again.
+    p.run(Duration::from_secs(2));
+    assert!(p.server.conn(sh).unwrap().stats().packets_lost > 0);
+    assert!(!client_ids(&p).contains(&0), "{:?}", client_ids(&p));
+    assert_eq!(Pair::lost(&p.server_events), None);
+}
+
 #[test]
 fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
     let mut p = Pair::new(TransportConfig::default());
