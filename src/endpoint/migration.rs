@@ -820,3 +820,78 @@ fn an_undo_on_the_returned_path_still_applies() {
         conn.stats.congestion_events_undone
     );
 }
+
+/// RFC 9000 §9: "An endpoint MUST NOT initiate connection migration before the handshake is
+/// confirmed" — and a server follows none before its handshake is confirmed either (§9.3 applies to
+/// packets received after it). The client's Finished comes with a 1-RTT packet (its stream data) from a
+/// new address before the server is confirmed: the datagram is dropped, and the connection stays at
+/// the client's first address, where the same datagram then completes the handshake.
+#[test]
+fn a_new_client_address_before_the_handshake_is_confirmed_moves_nothing() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let moved: SocketAddr = "192.0.2.1:6000".parse().unwrap();
+    client_to_server_from(&mut p, client);
+    server_to_client_at(&mut p, client);
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        assert!(!conn.is_handshaking(), "the client has the server's flight");
+        let id = conn.open_uni().unwrap();
+        assert_eq!(conn.stream(id).write(b"early").unwrap(), 5);
+    }
+    let mut buf = Vec::new();
+    let mut flight = Vec::new();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        flight.extend(t.datagrams(&buf).map(BytesMut::from));
+    }
+    let (sh, _) = p.server.table.iter().next().unwrap();
+    let dropped = p.server.conn(sh).unwrap().stats().packets_dropped;
+    for d in &flight {
+        p.server.handle_datagram(p.now, datagram(moved, d.clone()));
+    }
+    {
+        let conn = &p.server.table.get(sh).unwrap().conn;
+        assert_eq!(conn.path.remote, client, "the server followed the client");
+        assert!(
+            !conn.handshake_complete,
+            "the datagram from the new address was processed"
+        );
+        assert!(conn.stats.packets_dropped > dropped);
+    }
+    for d in &flight {
+        p.server.handle_datagram(p.now, datagram(client, d.clone()));
+    }
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert!(conn.handshake_complete);
+    assert_eq!(conn.path.remote, client);
+}
+
+/// RFC 9000 §9: only the client migrates; a client does not follow a server to another address (we
+/// use no preferred_address, §9.6). A packet of the server's arriving from elsewhere is dropped, not
+/// processed, and the client keeps sending to the server's address.
+#[test]
+fn a_client_does_not_follow_the_server_to_a_new_address() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let elsewhere: SocketAddr = "192.0.2.9:443".parse().unwrap();
+    p.server.conn(sh).unwrap().ping();
+    let mut buf = Vec::new();
+    let mut pings = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        pings.extend(t.datagrams(&buf).map(BytesMut::from));
+    }
+    assert!(!pings.is_empty());
+    let before = p.client.conn(ch).unwrap().stats();
+    for d in pings {
+        p.client.handle_datagram(p.now, datagram(elsewhere, d));
+    }
+    let after = p.client.conn(ch).unwrap().stats();
+    assert_eq!(after.packets_received, before.packets_received, "processed");
+    assert!(after.packets_dropped > before.packets_dropped);
+    p.run(Duration::from_secs(1));
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    assert_eq!(conn.path.remote, server);
+}
