@@ -1135,6 +1135,44 @@ fn a_closing_connection_answers_at_a_halving_rate() {
     assert_eq!(answers, 6);
 }
 
+/// RFC 9002 §7.7: "Packets containing only ACK frames ... should not be paced" (they are not congestion
+/// controlled either). A server streaming to the client has emptied its pacing bucket, with room left in
+/// its congestion window; a PING from the client is owed an ACK at once (threshold 1), and the ACK goes
+/// at that instant, alone, while the stream data waits for the pacer.
+#[test]
+fn an_ack_goes_while_the_pacer_holds_data_back() {
+    let server = TransportConfig {
+        ack_eliciting_threshold: 1,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start_with(server, TransportConfig::default());
+    let one_way = Duration::from_millis(50);
+    p.run_with_latency(one_way, Duration::from_secs(1));
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    {
+        let mut conn = p.server.conn(sh).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert!(conn.stream(id).write(&vec![7; 1 << 20]).unwrap() > 100_000);
+    }
+    let paced = |p: &Pair| {
+        let c = &p.server.table.get(sh).unwrap().conn;
+        c.pacing_until.is_some_and(|t| t > p.now)
+            && c.recovery.path_bytes_in_flight() + u64::from(c.path.mtu) <= c.cc.window()
+    };
+    assert!(
+        p.run_with_latency_until(one_way, Duration::from_secs(5), paced),
+        "the pacer never held data back with room in the window"
+    );
+    let now = p.now;
+    p.client.conn(ch).unwrap().ping();
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let out = sends(&mut p.server, now);
+    assert_eq!(out.len(), 1, "the ACK");
+    assert!(out[0].len() < 100, "an ACK-only packet: {} bytes", out[0].len());
+    assert!(paced(&p), "the stream data still waits");
+}
+
 /// RFC 9000 §10.2, §19.19: the packet that carries a CONNECTION_CLOSE carries nothing beside it, not
 /// even the ACK owed for a packet just received (an ACK could leave too little room for the close):
 /// the ACK stays owed once the close has gone.

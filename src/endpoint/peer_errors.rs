@@ -189,6 +189,18 @@ impl Pair {
 
     /// As [`run`](Self::run), with every datagram `one_way` in transit, for `limit` of virtual time.
     pub(super) fn run_with_latency(&mut self, one_way: Duration, limit: Duration) {
+        self.run_with_latency_until(one_way, limit, |_| false);
+    }
+
+    /// As [`run_with_latency`](Self::run_with_latency), stopping as soon as `stop` holds once both
+    /// endpoints have sent what they could at the current instant; datagrams still in transit then are
+    /// lost. True if it stopped so.
+    pub(super) fn run_with_latency_until(
+        &mut self,
+        one_way: Duration,
+        limit: Duration,
+        mut stop: impl FnMut(&Self) -> bool,
+    ) -> bool {
         let end = self.now + limit;
         // (arrival, to the server, bytes)
         let mut in_flight: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
@@ -204,6 +216,9 @@ impl Pair {
                     .into_iter()
                     .map(|d| (now + one_way, false, d)),
             );
+            if stop(self) {
+                return true;
+            }
             while let Some((_, e)) = self.client.poll_event() {
                 self.client_events.push(e);
             }
@@ -217,7 +232,7 @@ impl Pair {
                 .chain(in_flight.iter().map(|(t, _, _)| *t))
                 .min();
             let Some(next) = next.filter(|t| *t <= end) else {
-                return;
+                return false;
             };
             self.now = self.now.max(next);
             let now = self.now;
