@@ -113,3 +113,61 @@ fn second_connection_with_the_same_client_config_resumes_and_connects() {
         assert_eq!(lost(&server_events), None, "connection {round}");
     }
 }
+
+/// The bytes the client receives over two connections to the same server with one `ClientConfig`, the
+/// server's certificate naming 200 hosts (some 6 KB), with TLS session tickets sent or not.
+fn bytes_received_over_two_connections(tickets: bool) -> [u64; 2] {
+    let names: Vec<String> = std::iter::once("localhost".to_string())
+        .chain((0..200).map(|i| format!("host-{i:03}.example.test")))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (cert, key) = common::certs::self_signed(&names);
+    let cert = common::TestCert { cert, key };
+    let mut server_tls = (*cert.server_tls(&[])).clone();
+    if !tickets {
+        server_tls.send_tls13_tickets = 0;
+    }
+    let mut server = Endpoint::new(
+        EndpointConfig::with_seed(1),
+        Some(ServerConfig::new(std::sync::Arc::new(server_tls))),
+    );
+    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+    let config = ClientConfig::new(cert.client_tls(&[]));
+    let mut now = common::epoch();
+    let mut received = [0; 2];
+    for (round, bytes) in received.iter_mut().enumerate() {
+        let h = client
+            .connect(now, config.clone(), "192.0.2.2:443".parse().unwrap(), "localhost")
+            .unwrap();
+        let (client_events, _) = drive(&mut now, &mut client, &mut server, Duration::from_secs(1));
+        assert!(
+            client_events.contains(&Event::Connected),
+            "connection {round}: {client_events:?}"
+        );
+        *bytes = client.conn(h).unwrap().stats().bytes_received;
+    }
+    received
+}
+
+/// RFC 9001 §4.5, RFC 8446 §2.2 (and RFC 9001 §9.1 for what it lets a server link): with session
+/// tickets, the client's second connection resumes the first one's session, so the server sends no
+/// Certificate and the handshake is some 6 KB lighter; with tickets turned off on the server
+/// (`send_tls13_tickets = 0`) it is a full handshake again. (quicsand does not report rustls's
+/// handshake kind; the certificate's bytes on the wire show it.)
+#[test]
+fn a_second_connection_resumes_without_the_certificate_unless_tickets_are_off() {
+    let [full, resumed] = bytes_received_over_two_connections(true);
+    assert!(
+        resumed + 4000 < full,
+        "first {full} bytes, second {resumed} bytes"
+    );
+    let [first, second] = bytes_received_over_two_connections(false);
+    assert!(
+        first.abs_diff(second) < 1000,
+        "without tickets: first {first} bytes, second {second} bytes"
+    );
+    assert!(
+        second + 4000 > full,
+        "{second} bytes without tickets, {full} with"
+    );
+}
