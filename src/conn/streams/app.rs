@@ -65,7 +65,8 @@ impl Streams {
     /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
     /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        let limit = self.send_buffer;
+        let held = self.open_send_half(id)?.buffered();
+        let limit = self.send_limit(held);
         let send = self.open_send_half(id)?;
         if data.is_empty() {
             return Ok(0);
@@ -75,6 +76,7 @@ impl Streams {
             send.want_writable = true;
             return Err(WriteError::Blocked);
         }
+        self.send_buffered += n;
         self.schedule(id);
         Ok(n)
     }
@@ -115,9 +117,13 @@ impl Streams {
     /// out (and again until acknowledged), data is no longer (re)sent (RFC 9000 §3.1, §13.3).
     pub(crate) fn reset(&mut self, id: StreamId, code: u64) -> Result<(), WriteError> {
         let send = self.send_half(id)?;
+        let held = send.buffered();
         if !send.reset(code) {
             return Err(WriteError::ClosedStream);
         }
+        // The data is dropped (RFC 9000 §13.3: not sent again).
+        let dropped = held - send.buffered();
+        self.send_buffered = self.send_buffered.saturating_sub(dropped);
         self.queue_control(id, ControlKind::ResetStream);
         Ok(())
     }

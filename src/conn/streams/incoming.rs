@@ -190,7 +190,9 @@ impl Streams {
             return Ok(());
         }
         send.stopped = Some(frame.error_code);
+        let held = send.buffered();
         let reset = send.reset(frame.error_code);
+        self.send_buffered = self.send_buffered.saturating_sub(held - send.buffered());
         if reset || !send.is_done() {
             self.events.push_back(StreamEvent::Stopped {
                 id,

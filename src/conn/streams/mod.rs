@@ -10,8 +10,8 @@
 //!   [`Streams::poll_event`] for [`StreamEvent`]s.
 //!
 //! Memory: received data is bounded by the receive windows (the flow-control check is the bound), sent
-//! data by [`StreamsConfig::send_buffer`] per stream (up to [`StreamsConfig::max_send_buffer`] while the
-//! congestion window is large), and the number of streams by the limits on both
+//! data by [`StreamsConfig::send_buffer`] per stream plus, while the congestion window is large, at
+//! most [`StreamsConfig::max_send_buffer`] per connection, and the number of streams by the limits on both
 //! sides. Closed streams are forgotten; the per-type counters of opened streams tell a closed stream
 //! (frames for it are ignored) from one never opened.
 
@@ -84,13 +84,17 @@ pub struct StreamsConfig {
     pub max_receive_window: u64,
     /// Bytes written to a stream and not yet acknowledged, at most: a write accepts what fits. A writer
     /// refused for lack of room is told to write again ([`StreamEvent::Writable`]) once a sixty-fourth
-    /// of it is free, not after every acknowledgement. While the congestion window is large the buffer
-    /// grows, up to [`max_send_buffer`](Self::max_send_buffer). Taken as at least 1.
+    /// of it is free, not after every acknowledgement. While the congestion window is large a stream's
+    /// buffer grows beyond this, within one budget per connection ([`max_send_buffer`](Self::max_send_buffer)).
+    /// Taken as at least 1.
     pub send_buffer: usize,
-    /// The largest a stream's send buffer grows to: it takes twice the congestion window when that is
-    /// more than [`send_buffer`](Self::send_buffer), so that one stream can fill a path whose
-    /// bandwidth-delay product is larger than `send_buffer` (the buffer bounds what is in flight). Taken
-    /// as at least `send_buffer` (so 0 keeps the buffer at `send_buffer`).
+    /// The largest budget for send buffers grown beyond [`send_buffer`](Self::send_buffer): while twice
+    /// the congestion window is more than `send_buffer`, a stream may hold more than `send_buffer` as
+    /// long as all streams of the connection together hold at most twice the window, up to this. So one
+    /// stream can fill a path whose bandwidth-delay product is larger than `send_buffer` (the buffer
+    /// bounds what is in flight), and the application's writes can hold at most `send_buffer` per stream
+    /// plus this per connection. A buffer that drained gives the grown storage back. Taken as at least
+    /// `send_buffer` (so 0 keeps every buffer at `send_buffer`).
     pub max_send_buffer: usize,
     /// Separate pieces of received stream data held beyond a gap at once, over all streams of a
     /// connection. Flow control bounds the bytes a peer can make us hold, but not how finely it cuts
@@ -183,7 +187,8 @@ pub enum StreamEvent {
         id: StreamId,
     },
     /// A write refused for lack of buffer space may now succeed: acknowledgements freed at least a
-    /// sixty-fourth of the stream's send buffer (16 KiB of the default 1 MiB).
+    /// sixty-fourth of the stream's send buffer (16 KiB of the default 1 MiB; more while the buffer has
+    /// grown with the congestion window).
     Writable {
         /// The stream.
         id: StreamId,
@@ -455,6 +460,16 @@ struct Stream {
     conn_listed: bool,
 }
 
+/// What the send buffer of a stream holding `held` bytes may hold: `base` (`StreamsConfig::send_buffer`)
+/// whatever the others hold, and up to `budget` (what the congestion window calls for) while all streams
+/// together, holding `total`, stay within `budget`. A peer that grows the window and then stops granting
+/// credit can so make the application's writes pile up to `budget` once per connection, beyond `base` per
+/// stream, not to `max_send_buffer` in every stream.
+fn send_limit(base: usize, budget: usize, total: usize, held: usize) -> usize {
+    let room = budget.saturating_sub(total);
+    base.max(held.saturating_add(room).min(budget))
+}
+
 /// The most of a waiting stream's data counted against new connection credit when deciding how many
 /// streams it wakes (about a packet): credit for a packet each wakes that many streams.
 const WAKE_SHARE: u64 = 1200;
@@ -546,9 +561,12 @@ pub(crate) struct Streams {
 
     /// Streams with something to send, per priority (highest last), each in round-robin order.
     queues: BTreeMap<i32, VecDeque<StreamId>>,
-    /// The send buffer of each stream now: `config.send_buffer`, or more while the congestion window is
-    /// large (see [`Streams::set_congestion_window`]).
+    /// The send buffers' budget now: `config.send_buffer`, or more while the congestion window is large
+    /// (see [`Streams::set_congestion_window`]). Each stream may hold `config.send_buffer`; beyond that
+    /// it grows only while all streams together hold less than this.
     send_buffer: usize,
+    /// Bytes held in all send buffers (written and not yet acknowledged in order).
+    send_buffered: usize,
     /// Streams waiting for connection credit.
     conn_blocked: CreditWaiters,
     /// Streams for which a STREAM_DATA_BLOCKED was queued, at a limit not raised since (some may have
@@ -616,6 +634,7 @@ impl Streams {
             max_data_pending: false,
             queues: BTreeMap::new(),
             send_buffer,
+            send_buffered: 0,
             conn_blocked: CreditWaiters::default(),
             stream_blocked_sent: BTreeSet::new(),
             control: VecDeque::new(),
@@ -706,6 +725,16 @@ impl Streams {
         self.send_buffer = wanted.clamp(self.config.send_buffer, self.config.max_send_buffer);
     }
 
+    /// What the send buffer of a stream holding `held` bytes may hold now (see [`send_limit`]).
+    fn send_limit(&self, held: usize) -> usize {
+        send_limit(
+            self.config.send_buffer,
+            self.send_buffer,
+            self.send_buffered,
+            held,
+        )
+    }
+
     /// Raises the peer's connection limit and wakes streams waiting for it.
     fn raise_send_max_data(&mut self, max: u64) {
         if max <= self.send_max_data {
@@ -794,6 +823,9 @@ impl Streams {
             if s.conn_listed {
                 let streams = &self.streams;
                 self.conn_blocked.forgotten(|id| streams.contains_key(&id));
+            }
+            if let Some(send) = s.send.as_ref() {
+                self.send_buffered = self.send_buffered.saturating_sub(send.buffered());
             }
             self.stream_blocked_sent.remove(&id);
             // Anything of the stream still counted against the connection window is released.

@@ -331,12 +331,21 @@ impl Streams {
 
     /// The packet that carried `sent` was acknowledged.
     pub(crate) fn on_acked(&mut self, sent: &StreamsSent) {
-        let buffer = self.send_buffer;
         for c in sent.chunks.iter() {
             let Some(send) = self.streams.get_mut(&c.id).and_then(|s| s.send.as_mut()) else {
                 continue;
             };
             let freed = send.on_acked(c.offset, u64::from(c.len), c.fin);
+            self.send_buffered = self.send_buffered.saturating_sub(freed);
+            if freed > 0 {
+                send.trim(self.config.send_buffer);
+            }
+            let buffer = super::send_limit(
+                self.config.send_buffer,
+                self.send_buffer,
+                self.send_buffered,
+                send.buffered(),
+            );
             if freed > 0
                 && send.want_writable
                 && send.room(buffer) >= SendStream::writable_threshold(buffer)

@@ -142,6 +142,21 @@ impl SendStream {
         self.data.len()
     }
 
+    /// The buffer's storage, in bytes.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
+    /// Gives back storage above `keep` bytes once the buffer drained to a quarter of it: a buffer grown
+    /// while the congestion window was large does not keep its peak size for the rest of the stream.
+    pub(super) fn trim(&mut self, keep: usize) {
+        let capacity = self.data.capacity();
+        if capacity > keep.max(Self::REUSED_CAPACITY) && self.data.len() <= capacity / 4 {
+            self.data.shrink_to(self.data.len().max(keep));
+        }
+    }
+
     /// Whether the application may still write (no finish, no reset).
     pub(super) fn is_writable(&self) -> bool {
         !self.finished && self.reset.is_none()
@@ -173,7 +188,7 @@ impl SendStream {
     }
 
     /// The room a refused writer waits for before it is told to write again: a sixty-fourth of the
-    /// buffer (16 KiB of the default 1 MiB). Waking it for every acknowledgement had it write what one
+    /// buffer (16 KiB of the default 1 MiB, more while it has grown with the congestion window). Waking it for every acknowledgement had it write what one
     /// acknowledgement freed, a packet's worth give or take a few bytes, and the few bytes went out as
     /// a packet of their own (the sender-side silly window syndrome, RFC 1122 §4.2.3.4 for TCP): on a
     /// path whose bandwidth-delay product exceeds the buffer, every other packet carried a handful of

@@ -1614,3 +1614,62 @@ fn small_reads_while_the_peer_is_blocked_do_not_grow_the_connection_window() {
     assert_eq!(s.recv_window.window(), 1000);
     assert!(held <= 1000, "20 bytes read: {held} bytes held unread");
 }
+
+/// A sender whose peer grants 1 GiB of credit per stream and for the connection, its congestion window
+/// at `cwnd`.
+fn generous_sender(cwnd: u64) -> Streams {
+    let generous = StreamsConfig {
+        receive_window: 1 << 30,
+        stream_receive_window: 1 << 30,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _) = pair(&StreamsConfig::default(), &generous);
+    c.set_congestion_window(cwnd);
+    c
+}
+
+/// Writes `chunk` to `id` until the buffer refuses; returns the bytes taken.
+fn fill(s: &mut Streams, id: StreamId, chunk: &[u8]) -> usize {
+    let mut written = 0;
+    while let Ok(n) = s.write(id, chunk) {
+        written += n;
+    }
+    written
+}
+
+/// The send buffers grow with the congestion window as one budget per connection: each stream may hold
+/// `send_buffer` (1 MiB), and beyond that only while all together hold less than twice the window.
+/// Before, each stream could hold twice the window up to `max_send_buffer`: a peer that grew the window
+/// and then stopped granting credit could make the application's writes pile up to 16 MiB in every
+/// stream (1.6 GiB for a server answering 100 streams). Found in review.
+#[test]
+fn grown_send_buffers_share_one_budget_per_connection() {
+    let mut s = generous_sender(4 << 20);
+    let chunk = vec![7u8; 1 << 20];
+    let ids: Vec<StreamId> = (0..3).map(|_| s.open(Dir::Uni).unwrap()).collect();
+    assert_eq!(fill(&mut s, ids[0], &chunk), 8 << 20);
+    assert_eq!(fill(&mut s, ids[1], &chunk), 1 << 20);
+    assert_eq!(fill(&mut s, ids[2], &chunk), 1 << 20);
+    // Acknowledgements free the budget: all sent and acknowledged, the first stream takes 8 MiB again.
+    drain_acked(&mut s, start());
+    assert_eq!(s.send_buffered, 0);
+    assert_eq!(fill(&mut s, ids[0], &chunk), 8 << 20);
+    // A reset gives its bytes back too.
+    s.reset(ids[0], 1).unwrap();
+    assert_eq!(s.send_buffered, 0);
+    assert_eq!(fill(&mut s, ids[1], &chunk), 8 << 20);
+}
+
+/// A buffer grown while the window was large gives its storage back once it drains: before, a stream
+/// kept its peak (16 MiB here) for as long as it lived. Found in review.
+#[test]
+fn a_grown_send_buffer_gives_its_storage_back() {
+    let mut s = generous_sender(8 << 20);
+    let id = s.open(Dir::Uni).unwrap();
+    assert_eq!(fill(&mut s, id, &vec![7u8; 1 << 20]), 16 << 20);
+    drain_acked(&mut s, start());
+    let send = s.streams.get(&id).unwrap().send.as_ref().unwrap();
+    assert_eq!(send.buffered(), 0);
+    let capacity = send.capacity();
+    assert!(capacity <= 1 << 20, "{capacity} bytes kept with nothing buffered");
+}
