@@ -975,7 +975,7 @@ impl Connection {
 
     /// The idle timeout in force (RFC 9000 §10.1): the smaller of both sides' non-zero values, at most
     /// the handshake timeout until the handshake completes, and never less than three PTOs.
-    fn idle_timeout(&self) -> Option<Duration> {
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
         let local = self.config.max_idle_timeout.filter(|t| !t.is_zero());
         let peer = self
             .peer_params

@@ -1047,6 +1047,16 @@ fn an_idle_timeout_below_three_ptos_waits_three_ptos() {
         "{:?}",
         p.server_events
     );
+    // The timeout in force is three PTOs exactly (not the 1 ms negotiated, nor another multiple).
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    for conn in [
+        &p.client.table.get(ch).unwrap().conn,
+        &p.server.table.get(sh).unwrap().conn,
+    ] {
+        assert!(conn.pto() >= Duration::from_millis(100), "{:?}", conn.pto());
+        assert_eq!(conn.idle_timeout(), Some(conn.pto() * 3));
+    }
     // The handshake's last packets arrived by 300 ms; three PTOs of a 100 ms path are more than 300 ms.
     p.run_with_latency(one_way, Duration::from_millis(300));
     assert_eq!(Pair::lost(&p.client_events), None);
@@ -1099,6 +1109,15 @@ fn a_tiny_keep_alive_interval_waits_at_least_a_millisecond() {
     }
     let (ch, _) = p.client.table.iter().next().unwrap();
     assert!(!p.client.conn(ch).unwrap().is_handshaking(), "connected");
+    // The server has nothing in flight, so its next deadline is the keep-alive itself, 1 ms on, and a
+    // PING goes then (the client's next deadline is its PTO: its PING is in flight).
+    assert_eq!(p.server.poll_timeout(), Some(now + Duration::from_millis(1)));
+    p.server.handle_timeout(now + Duration::from_millis(1));
+    assert_eq!(
+        sends(&mut p.server, now + Duration::from_millis(1)).len(),
+        1,
+        "the keep-alive PING"
+    );
     for (side, next) in [
         ("client", p.client.poll_timeout()),
         ("server", p.server.poll_timeout()),
@@ -1173,9 +1192,9 @@ fn an_ack_goes_while_the_pacer_holds_data_back() {
     assert!(paced(&p), "the stream data still waits");
 }
 
-/// RFC 9000 §10.2, §19.19: the packet that carries a CONNECTION_CLOSE carries nothing beside it, not
-/// even the ACK owed for a packet just received (an ACK could leave too little room for the close):
-/// the ACK stays owed once the close has gone.
+/// The packet that carries a CONNECTION_CLOSE carries nothing beside it, not even the ACK owed for a
+/// packet just received: our choice, which RFC 9000 §10.2 and §19.19 allow but do not ask for (an ACK
+/// could leave too little room for the close). The ACK stays owed once the close has gone.
 #[test]
 fn a_close_packet_carries_no_ack() {
     let mut p = Pair::new(TransportConfig::default());
