@@ -188,6 +188,7 @@ impl Pair {
     }
 
     /// As [`run`](Self::run), with every datagram `one_way` in transit, for `limit` of virtual time.
+    /// Datagrams still in transit when `limit` passes are lost (a following call does not deliver them).
     pub(super) fn run_with_latency(&mut self, one_way: Duration, limit: Duration) {
         self.run_with_latency_until(one_way, limit, |_| false);
     }
