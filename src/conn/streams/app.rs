@@ -65,13 +65,12 @@ impl Streams {
     /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
     /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        let held = self.open_send_half(id)?.buffered();
-        let limit = self.send_limit(held);
+        let (base, budget, total) = (self.config.send_buffer, self.send_buffer, self.send_buffered);
         let send = self.open_send_half(id)?;
         if data.is_empty() {
             return Ok(0);
         }
-        let n = send.write(data, limit);
+        let n = send.write(data, super::send_limit(base, budget, total, send.buffered()));
         if n == 0 {
             send.want_writable = true;
             return Err(WriteError::Blocked);

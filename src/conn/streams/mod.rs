@@ -725,16 +725,6 @@ impl Streams {
         self.send_buffer = wanted.clamp(self.config.send_buffer, self.config.max_send_buffer);
     }
 
-    /// What the send buffer of a stream holding `held` bytes may hold now (see [`send_limit`]).
-    fn send_limit(&self, held: usize) -> usize {
-        send_limit(
-            self.config.send_buffer,
-            self.send_buffer,
-            self.send_buffered,
-            held,
-        )
-    }
-
     /// Raises the peer's connection limit and wakes streams waiting for it.
     fn raise_send_max_data(&mut self, max: u64) {
         if max <= self.send_max_data {
