@@ -148,11 +148,12 @@ impl SendStream {
         self.data.capacity()
     }
 
-    /// Gives back storage above `keep` bytes once the buffer drained to a quarter of it: a buffer grown
-    /// while the congestion window was large does not keep its peak size for the rest of the stream.
+    /// Gives back storage above `keep` bytes once the buffer drained to half of it: a buffer grown while
+    /// the congestion window was large does not keep its peak size for the rest of the stream, and the
+    /// storage of a grown buffer stays within twice what it holds.
     pub(super) fn trim(&mut self, keep: usize) {
         let capacity = self.data.capacity();
-        if capacity > keep.max(Self::REUSED_CAPACITY) && self.data.len() <= capacity / 4 {
+        if capacity > keep.max(Self::REUSED_CAPACITY) && self.data.len() <= capacity / 2 {
             self.data.shrink_to(self.data.len().max(keep));
         }
     }
@@ -176,6 +177,18 @@ impl SendStream {
             .len()
             .min(room)
             .min(usize::try_from(offset_room).unwrap_or(usize::MAX));
+        // Storage doubles as it grows, but never past the limit: a buffer whose limit is 16 MiB does
+        // not reserve 32 MiB to hold it.
+        let needed = self.data.len() + n;
+        if needed > self.data.capacity() {
+            let target = self
+                .data
+                .capacity()
+                .saturating_mul(2)
+                .min(buffer_limit)
+                .max(needed);
+            self.data.reserve_exact(target - self.data.len());
+        }
         // A slice, not `iter().take(n)`: extending from a slice is one copy, not a loop over bytes.
         self.data.extend(&src[..n]);
         self.write_offset += n as u64;

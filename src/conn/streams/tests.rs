@@ -1673,3 +1673,38 @@ fn a_grown_send_buffer_gives_its_storage_back() {
     let capacity = send.capacity();
     assert!(capacity <= 1 << 20, "{capacity} bytes kept with nothing buffered");
 }
+
+/// The storage behind grown send buffers stays within twice the bytes they may hold: before, storage
+/// doubled past the limit (16 MiB held in 32 MiB) and was trimmed only at a quarter, so streams left
+/// just above a quarter of their storage reserved 65.5 MB for 16.4 MB held under a 16 MiB budget. Found
+/// in review.
+#[test]
+fn grown_send_buffer_storage_stays_within_twice_what_may_be_held() {
+    let mut s = generous_sender(8 << 20);
+    let chunk = vec![7u8; 1000];
+    let mut storage = 0;
+    for _ in 0..6 {
+        let id = s.open(Dir::Uni).unwrap();
+        fill(&mut s, id, &chunk);
+        let mut sent = Vec::new();
+        while let Some((_, rec)) = packet(&mut s, start()) {
+            sent.push(rec);
+        }
+        // Acknowledged in order until the buffer holds just over a quarter of its storage.
+        for rec in sent {
+            let send = s.streams.get(&id).unwrap().send.as_ref().unwrap();
+            if send.buffered() <= send.capacity() / 4 + 2400 {
+                break;
+            }
+            s.on_acked(&rec);
+        }
+        storage += s.streams.get(&id).unwrap().send.as_ref().unwrap().capacity();
+    }
+    let allowed = s.send_buffer + 6 * s.config.send_buffer;
+    assert!(s.send_buffered <= allowed);
+    assert!(
+        storage <= 2 * allowed,
+        "{storage} bytes of storage for {} held",
+        s.send_buffered
+    );
+}
