@@ -670,24 +670,31 @@ fn retry_from(first: &[u8], version: u32, tag_version: u32, scid: &[u8], token: 
     pkt
 }
 
+/// A client endpoint that started a connection to `server_addr` at `now`: its handle, its version and
+/// the first datagram it sent (its first Initial).
+fn started_client(now: Instant, server_addr: SocketAddr) -> (Endpoint, ConnectionHandle, u32, Vec<u8>) {
+    let mut client = client();
+    let h = client
+        .connect(now, client_config(), server_addr, "localhost")
+        .unwrap();
+    let version = client.table.get(h).unwrap().conn.version;
+    let (out, _) = drive(&mut client, now);
+    let first = out[0].1.clone();
+    (client, h, version, first)
+}
+
 #[test]
 fn a_retry_of_another_version_is_discarded() {
     // RFC 9000 §5.2.1: a client discards a packet of another version than it selected, a Retry too;
     // before, one tagged with the connection version's key was followed.
     let now = at(0);
     let server_addr = addr(443);
-    let mut client = client();
-    let h = client
-        .connect(now, client_config(), server_addr, "localhost")
-        .unwrap();
-    let version = client.table.get(h).unwrap().conn.version;
+    let (mut client, h, version, first) = started_client(now, server_addr);
     let other = if version == VERSION_1 {
         VERSION_2
     } else {
         VERSION_1
     };
-    let (out, _) = drive(&mut client, now);
-    let first = out[0].1.clone();
     for (label, tag) in [(other, version), (other, other)] {
         client.handle_datagram(now, datagram(server_addr, &retry_to(&first, label, tag)));
         let _ = drive(&mut client, now);
@@ -705,13 +712,7 @@ fn a_second_retry_is_ignored() {
     // even one whose integrity tag verifies.
     let now = at(0);
     let server_addr = addr(443);
-    let mut client = client();
-    let h = client
-        .connect(now, client_config(), server_addr, "localhost")
-        .unwrap();
-    let v = client.table.get(h).unwrap().conn.version;
-    let (out, _) = drive(&mut client, now);
-    let first = out[0].1.clone();
+    let (mut client, h, v, first) = started_client(now, server_addr);
     client.handle_datagram(
         now,
         datagram(server_addr, &retry_from(&first, v, v, &[9; 8], b"one")),
@@ -738,13 +739,7 @@ fn a_retry_whose_scid_is_the_first_dcid_is_ignored() {
     // Connection ID of its first Initial.
     let now = at(0);
     let server_addr = addr(443);
-    let mut client = client();
-    let h = client
-        .connect(now, client_config(), server_addr, "localhost")
-        .unwrap();
-    let v = client.table.get(h).unwrap().conn.version;
-    let (out, _) = drive(&mut client, now);
-    let first = out[0].1.clone();
+    let (mut client, h, v, first) = started_client(now, server_addr);
     let odcid = *ProtectedHeader::decode(&first, 0).unwrap().dcid();
     client.handle_datagram(
         now,
@@ -767,12 +762,7 @@ fn version_negotiation_after_a_retry_is_ignored() {
     let mut server = server_with(EndpointConfig::with_seed(1), |s| {
         s.retry = crate::RetryPolicy::Always
     });
-    let mut client = client();
-    let h = client
-        .connect(now, client_config(), server_addr, "localhost")
-        .unwrap();
-    let (out, _) = drive(&mut client, now);
-    let first = out[0].1.clone();
+    let (mut client, h, _, first) = started_client(now, server_addr);
     let first_header = ProtectedHeader::decode(&first, 0).unwrap();
     let (client_scid, client_dcid) = (*first_header.scid().unwrap(), *first_header.dcid());
     server.handle_datagram(now, datagram(client_addr, &first));
