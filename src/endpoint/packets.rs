@@ -193,16 +193,7 @@ fn a_client_initial_datagram_is_padded_when_its_last_packet_is_not_built() {
     }
     p.now = now;
     p.run(Duration::from_secs(2));
-    assert!(
-        p.client_events.contains(&Event::Connected),
-        "{:?}",
-        p.client_events
-    );
-    assert!(
-        p.server_events.contains(&Event::Connected),
-        "{:?}",
-        p.server_events
-    );
+    p.assert_both_connected();
     assert!(!server_lost(&mut p));
 }
 
@@ -228,16 +219,7 @@ fn long_header_packets_stay_within_their_length_field() {
         EndpointConfig::with_seed(2),
     );
     p.run(Duration::from_secs(2));
-    assert!(
-        p.client_events.contains(&Event::Connected),
-        "{:?}",
-        p.client_events
-    );
-    assert!(
-        p.server_events.contains(&Event::Connected),
-        "{:?}",
-        p.server_events
-    );
+    p.assert_both_connected();
     let (ch, _) = p.client.table.iter().next().unwrap();
     let stats = p.client.conn(ch).unwrap().stats();
     assert_eq!(stats.packets_dropped, 0, "{stats:?}");

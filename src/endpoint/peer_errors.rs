@@ -187,6 +187,13 @@ impl Pair {
         }
     }
 
+    /// Asserts that both sides reported `Connected`.
+    pub(super) fn assert_both_connected(&self) {
+        for events in [&self.client_events, &self.server_events] {
+            assert!(events.contains(&Event::Connected), "{events:?}");
+        }
+    }
+
     /// As [`run`](Self::run), with every datagram `one_way` in transit, for `limit` of virtual time.
     /// Datagrams still in transit when `limit` passes are lost (a following call does not deliver them).
     pub(super) fn run_with_latency(&mut self, one_way: Duration, limit: Duration) {
