@@ -33,6 +33,13 @@ fn client_to_server_from(p: &mut Pair, from: SocketAddr) -> usize {
     total
 }
 
+/// The client pings (an ack-eliciting, non-probing packet) and its datagrams reach the server as coming
+/// from `from`; returns their total size.
+fn client_pings_from(p: &mut Pair, ch: ConnectionHandle, from: SocketAddr) -> usize {
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(p, from)
+}
+
 /// The server's datagrams to `to` reach the client; the rest are lost. Returns how many reached it.
 fn server_to_client_at(p: &mut Pair, to: SocketAddr) -> usize {
     server_sends_reaching(p, to)
@@ -112,8 +119,7 @@ fn an_ack_owed_on_an_unvalidated_new_path_goes_within_max_ack_delay() {
     let (mut p, h, ch) = moved_with_the_challenge_lost();
     let new: SocketAddr = NEW.parse().unwrap();
     p.now += Duration::from_millis(1);
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, new);
+    client_pings_from(&mut p, ch, new);
     {
         let conn = &p.server.table.get(h).unwrap().conn;
         assert_eq!(conn.path.remote, new);
@@ -220,8 +226,7 @@ fn a_path_response_owed_survives_a_second_migration() {
     let ch = p.client.table.iter().next().unwrap().0;
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     server_to_client_at(&mut p, b);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -231,8 +236,7 @@ fn a_path_response_owed_survives_a_second_migration() {
         crate::conn::SpaceId::Data,
         &[crate::wire::frame::Frame::PathChallenge([0x5a; 8])],
     );
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, c);
+    client_pings_from(&mut p, ch, c);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
     while rx.try_recv().is_ok() {}
     let mut answered = Vec::new();
@@ -265,8 +269,7 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
     assert!(mtu > 1200, "path MTU discovery went above the base: {mtu}");
     let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let old_cid = p.server.table.get(h).unwrap().conn.remote_cid;
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, new);
+    client_pings_from(&mut p, ch, new);
     let (deadline, new_seq) = {
         let conn = &p.server.table.get(h).unwrap().conn;
         assert_eq!(conn.path.remote, new);
@@ -432,8 +435,7 @@ fn downloading_with_a_full_window() -> (Pair, ConnectionHandle, ConnectionHandle
 fn old_path_bytes_in_flight_do_not_hold_back_the_new_paths_challenge() {
     let (mut p, h, ch) = downloading_with_a_full_window();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     let sent = server_sends_reaching(&mut p, nowhere());
     let conn = &p.server.table.get(h).unwrap().conn;
     assert_eq!(conn.path.remote, b);
@@ -453,8 +455,7 @@ fn old_path_bytes_in_flight_do_not_hold_back_the_new_paths_challenge() {
 fn a_client_that_moves_during_a_download_is_followed() {
     let (mut p, h, ch) = downloading_with_a_full_window();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     let end = p.now + Duration::from_secs(10);
     loop {
         server_to_client_at(&mut p, b);
@@ -477,8 +478,7 @@ fn moved_to_b_and_b_validated() -> (Pair, ConnectionHandle, ConnectionHandle, So
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     server_to_client_at(&mut p, b);
     client_to_server_from(&mut p, b);
     let conn = &p.server.table.get(h).unwrap().conn;
@@ -495,8 +495,7 @@ fn moved_to_b_and_b_validated() -> (Pair, ConnectionHandle, ConnectionHandle, So
 fn a_move_away_from_a_validated_address_challenges_it_during_its_mtu_check() {
     let (mut p, h, ch, b) = moved_to_b_and_b_validated();
     let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, c);
+    client_pings_from(&mut p, ch, c);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
     let sent = server_sends_reaching(&mut p, nowhere());
     assert!(
@@ -513,8 +512,7 @@ fn a_move_away_from_a_validated_address_challenges_it_during_its_mtu_check() {
 fn a_failed_validation_returns_to_the_last_validated_address() {
     let (mut p, h, ch, b) = moved_to_b_and_b_validated();
     let c: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, c);
+    client_pings_from(&mut p, ch, c);
     let end = p.now + Duration::from_secs(30);
     while p
         .server
@@ -601,8 +599,7 @@ fn a_token_for_the_address_left_lost_in_flight_is_not_sent_again() {
         "in flight"
     );
     for _ in 0..40 {
-        p.client.conn(ch).unwrap().ping();
-        client_to_server_from(&mut p, b);
+        client_pings_from(&mut p, ch, b);
         server_to_client_at(&mut p, b);
         p.now += Duration::from_millis(50);
         p.client.handle_timeout(p.now);
@@ -638,23 +635,12 @@ fn returning_to_a_path_keeps_its_own_bytes_in_flight_in_its_window() {
         (conn.recovery.bytes_in_flight(), conn.cc.window())
     };
     // A copy of the client's packet, forwarded from B, arrives first...
-    p.client.conn(ch).unwrap().ping();
-    let mut buf = Vec::new();
-    let mut copies = Vec::new();
-    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
-        for d in t.datagrams(&buf) {
-            copies.push(BytesMut::from(d));
-        }
-    }
-    for d in &copies {
-        p.server.handle_datagram(p.now, datagram(b, d.clone()));
-    }
+    client_pings_from(&mut p, ch, b);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
     server_sends_reaching(&mut p, nowhere());
     // ... then the client's next packet from its own address: back to A.
     p.now += Duration::from_millis(1);
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, a);
+    client_pings_from(&mut p, ch, a);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
     let sent_to_a: usize = server_sends_reaching(&mut p, nowhere())
         .iter()
@@ -692,18 +678,15 @@ fn a_token_waiting_survives_a_move_and_return() {
         .new_tokens
         .queue(tok.clone(), a.ip());
     // A copy of the client's packet arrives from B first; the server sends nothing in between.
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
     // The client's next packet, from A: back on A.
     p.now += Duration::from_millis(1);
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, a);
+    client_pings_from(&mut p, ch, a);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
     for _ in 0..20 {
         server_to_client_at(&mut p, a);
-        p.client.conn(ch).unwrap().ping();
-        client_to_server_from(&mut p, a);
+        client_pings_from(&mut p, ch, a);
         p.now += Duration::from_millis(50);
         p.client.handle_timeout(p.now);
         p.server.handle_timeout(p.now);
@@ -726,8 +709,7 @@ fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
     let a: SocketAddr = CLIENT.parse().unwrap();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     let window_a = p.server.table.get(h).unwrap().conn.cc.window();
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     server_sends_reaching(&mut p, nowhere());
     let (pn, window_b) = {
         let conn = &mut p.server.table.get_mut(h).unwrap().conn;
@@ -750,8 +732,7 @@ fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
     };
     // Back to A.
     p.now += Duration::from_millis(1);
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, a);
+    client_pings_from(&mut p, ch, a);
     let conn = &mut p.server.table.get_mut(h).unwrap().conn;
     assert_eq!(conn.path.remote, a);
     assert_eq!(conn.cc.window(), window_a, "A's controller restored");
@@ -802,13 +783,11 @@ fn an_undo_on_the_returned_path_still_applies() {
         (pn, window_before)
     };
     // A copy from B, then the client's own next packet from A: there and back.
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, b);
+    client_pings_from(&mut p, ch, b);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
     server_sends_reaching(&mut p, nowhere());
     p.now += Duration::from_millis(1);
-    p.client.conn(ch).unwrap().ping();
-    client_to_server_from(&mut p, a);
+    client_pings_from(&mut p, ch, a);
     let conn = &mut p.server.table.get_mut(h).unwrap().conn;
     assert_eq!(conn.path.remote, a);
     // A's loss proves spurious.

@@ -174,20 +174,24 @@ fn run_checked(p: &mut Pair, rtt: Duration, mut hook: impl FnMut(&mut Pair)) -> 
     errors
 }
 
+/// Runs the pair under [`run_checked`] with a 100 ms round trip, asserts that the client connected, and
+/// returns the rule violations seen, each led by `label`.
+fn connect_checked(p: &mut Pair, label: &str) -> Vec<String> {
+    let errors = run_checked(p, Duration::from_millis(100), |_| {});
+    assert!(
+        p.client_events.contains(&Event::Connected),
+        "{label}: {:?}",
+        p.client_events
+    );
+    errors.into_iter().map(|e| format!("{label}: {e}")).collect()
+}
+
 #[test]
 fn every_handshake_datagram_keeps_the_padding_and_coalescing_rules() {
     let mut all = Vec::new();
     for names in [0usize, 10, 40, 60, 80, 100, 150, 200] {
         let mut p = pair_with_cert(names, TransportConfig::default());
-        let errors = run_checked(&mut p, Duration::from_millis(100), |_| {});
-        assert!(
-            p.client_events.contains(&Event::Connected),
-            "{names}: {:?}",
-            p.client_events
-        );
-        for e in errors {
-            all.push(format!("names {names}: {e}"));
-        }
+        all.extend(connect_checked(&mut p, &format!("names {names}")));
     }
     assert!(all.is_empty(), "{}", all.join("\n"));
 }
@@ -286,15 +290,7 @@ fn a_client_datagram_with_an_initial_is_padded_under_client_auth() {
             EndpointConfig::with_seed(1),
             EndpointConfig::with_seed(2),
         );
-        let errors = run_checked(&mut p, Duration::from_millis(100), |_| {});
-        assert!(
-            p.client_events.contains(&Event::Connected),
-            "{names}: {:?}",
-            p.client_events
-        );
-        for e in errors {
-            bad.push(format!("client cert names {names}: {e}"));
-        }
+        bad.extend(connect_checked(&mut p, &format!("client cert names {names}")));
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -100,30 +100,32 @@ fn ecn_codepoints_map_both_ways() {
     }
 }
 
-/// Two drivers on loopback sockets, turned alternately in one thread, complete a handshake and close.
-#[test]
-fn two_drivers_connect_over_loopback() {
+/// A server configuration with a fresh self-signed certificate for localhost, and a client
+/// configuration that trusts it (ALPN `t`).
+fn loopback_configs() -> (ServerConfig, ClientConfig) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
     let alpn = vec![b"t".to_vec()];
     let server_tls = tls::server_config(vec![der.clone()], key, alpn.clone()).unwrap();
-    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let client_tls = tls::client_config(vec![der], alpn).unwrap();
+    (ServerConfig::new(server_tls), ClientConfig::new(client_tls))
+}
+
+/// Two drivers on loopback sockets, turned alternately in one thread, complete a handshake and close.
+#[test]
+fn two_drivers_connect_over_loopback() {
+    let (server_config, client_config) = loopback_configs();
+    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut server = Driver::bind(any, server).unwrap();
     let mut client = Driver::bind(any, Endpoint::new(EndpointConfig::with_seed(2), None)).unwrap();
     server.set_max_wait(Duration::from_millis(5));
     client.set_max_wait(Duration::from_millis(5));
     let server_addr = server.local_addr().unwrap();
-    let client_tls = tls::client_config(vec![der], alpn).unwrap();
     let h = client
         .endpoint()
-        .connect(
-            Driver::now(),
-            ClientConfig::new(client_tls),
-            server_addr,
-            "localhost",
-        )
+        .connect(Driver::now(), client_config, server_addr, "localhost")
         .unwrap();
 
     let mut server_events = Vec::new();
@@ -429,22 +431,17 @@ fn handshake_between(
     client_bind: &str,
     target: impl Fn(SocketAddr) -> SocketAddr,
 ) -> (bool, DriverStats) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    let alpn = vec![b"t".to_vec()];
-    let server_tls = tls::server_config(vec![der.clone()], key, alpn.clone()).unwrap();
-    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(ServerConfig::new(server_tls)));
+    let (server_config, client_config) = loopback_configs();
+    let server = Endpoint::new(EndpointConfig::with_seed(1), Some(server_config));
     let mut server = Driver::bind(server_bind.parse().unwrap(), server).unwrap();
     let client = Endpoint::new(EndpointConfig::with_seed(2), None);
     let mut client = Driver::bind(client_bind.parse().unwrap(), client).unwrap();
     server.set_max_wait(Duration::from_millis(2));
     client.set_max_wait(Duration::from_millis(2));
     let to = target(server.local_addr().unwrap());
-    let client_tls = tls::client_config(vec![der], alpn).unwrap();
     client
         .endpoint()
-        .connect(Driver::now(), ClientConfig::new(client_tls), to, "localhost")
+        .connect(Driver::now(), client_config, to, "localhost")
         .unwrap();
     let mut connected = false;
     let deadline = Driver::now() + Duration::from_secs(5);
