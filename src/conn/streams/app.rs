@@ -65,7 +65,7 @@ impl Streams {
     /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
     /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        let (base, budget, total) = (self.config.send_buffer, self.send_buffer, self.send_buffered);
+        let (base, budget, total) = (self.config.send_buffer, self.send_budget, self.send_buffered);
         let send = self.open_send_half(id)?;
         if data.is_empty() {
             return Ok(0);

@@ -564,7 +564,7 @@ pub(crate) struct Streams {
     /// The send buffers' budget now: `config.send_buffer`, or more while the congestion window is large
     /// (see [`Streams::set_congestion_window`]). Each stream may hold `config.send_buffer`; beyond that
     /// it grows only while all streams together hold less than this.
-    send_buffer: usize,
+    send_budget: usize,
     /// Bytes held in all send buffers (written and not yet acknowledged in order).
     send_buffered: usize,
     /// Streams waiting for connection credit.
@@ -605,7 +605,7 @@ impl Streams {
             config.max_concurrent_uni_streams,
         ];
         let recv_window = RecvWindow::new(config.receive_window, config.max_receive_window);
-        let send_buffer = config.send_buffer;
+        let send_budget = config.send_buffer;
         Self {
             side,
             config,
@@ -633,7 +633,7 @@ impl Streams {
             fragments_bound: 0,
             max_data_pending: false,
             queues: BTreeMap::new(),
-            send_buffer,
+            send_budget,
             send_buffered: 0,
             conn_blocked: CreditWaiters::default(),
             stream_blocked_sent: BTreeSet::new(),
@@ -722,7 +722,7 @@ impl Streams {
     /// would hold a single stream under what the path carries.
     pub(crate) fn set_congestion_window(&mut self, cwnd: u64) {
         let wanted = usize::try_from(cwnd.saturating_mul(2)).unwrap_or(usize::MAX);
-        self.send_buffer = wanted.clamp(self.config.send_buffer, self.config.max_send_buffer);
+        self.send_budget = wanted.clamp(self.config.send_buffer, self.config.max_send_buffer);
     }
 
     /// Raises the peer's connection limit and wakes streams waiting for it.

@@ -342,7 +342,7 @@ impl Streams {
             }
             let buffer = super::send_limit(
                 self.config.send_buffer,
-                self.send_buffer,
+                self.send_budget,
                 self.send_buffered,
                 send.buffered(),
             );

@@ -1700,7 +1700,7 @@ fn grown_send_buffer_storage_stays_within_twice_what_may_be_held() {
         }
         storage += s.streams.get(&id).unwrap().send.as_ref().unwrap().capacity();
     }
-    let allowed = s.send_buffer + 6 * s.config.send_buffer;
+    let allowed = s.send_budget + 6 * s.config.send_buffer;
     assert!(s.send_buffered <= allowed);
     assert!(
         storage <= 2 * allowed,
