@@ -62,8 +62,9 @@ impl Streams {
     ///
     /// Accepts up to [`StreamsConfig::send_buffer`](super::StreamsConfig::send_buffer) unacknowledged
     /// bytes per stream (more while the congestion window is large), whatever the peer's flow-control limits (the data waits for credit). An empty
-    /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`], and a
-    /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
+    /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`]. After a refused write or
+    /// one that took only part of `data`, a [`StreamEvent::Writable`] follows once acknowledgements
+    /// free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         let (base, budget, total) = (self.config.send_buffer, self.send_budget, self.send_buffered);
         let send = self.open_send_half(id)?;
@@ -71,8 +72,13 @@ impl Streams {
             return Ok(0);
         }
         let n = send.write(data, super::send_limit(base, budget, total, send.buffered()));
-        if n == 0 {
+        // A write cut short wants the rest written too: the Writable event follows it as it follows a
+        // refused one, so an application that keeps the rest and waits is woken (as one that writes
+        // again and gets Blocked would be).
+        if n < data.len() {
             send.want_writable = true;
+        }
+        if n == 0 {
             return Err(WriteError::Blocked);
         }
         self.send_buffered += n;

@@ -186,9 +186,9 @@ pub enum StreamEvent {
         /// The stream.
         id: StreamId,
     },
-    /// A write refused for lack of buffer space may now succeed: acknowledgements freed at least a
-    /// sixty-fourth of the stream's send buffer (16 KiB of the default 1 MiB; more while the buffer has
-    /// grown with the congestion window).
+    /// A write refused for lack of buffer space, or cut short by it, may now take more: acknowledgements
+    /// freed at least a sixty-fourth of the stream's send buffer (16 KiB of the default 1 MiB; more
+    /// while the buffer has grown with the congestion window).
     Writable {
         /// The stream.
         id: StreamId,

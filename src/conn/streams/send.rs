@@ -84,7 +84,7 @@ pub(super) struct SendStream {
     pub(super) stopped: Option<u64>,
     /// The limit for which STREAM_DATA_BLOCKED was last queued.
     pub(super) blocked_at: Option<u64>,
-    /// A write was refused for lack of buffer space: signal Writable when enough space frees up
+    /// A write was refused or cut short for lack of buffer space: signal Writable when enough space frees up
     /// ([`writable_threshold`](Self::writable_threshold)).
     pub(super) want_writable: bool,
     /// The Finished event was emitted.

@@ -637,6 +637,31 @@ fn a_refused_writer_is_woken_once_a_sixty_fourth_of_the_buffer_is_free() {
 }
 
 #[test]
+fn a_writer_cut_short_is_woken_like_a_refused_one() {
+    // An application may keep what did not fit and wait for the event instead of writing again to
+    // hear Blocked (the examples' echo server did, and stalled for good once the peer ran out of
+    // credit and no Readable came either).
+    let buffer = 64 * 1000;
+    let cfg = StreamsConfig {
+        send_buffer: buffer,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    assert_eq!(c.write(id, &vec![5; buffer + 500]), Ok(buffer));
+    let (_, first) = packet(&mut c, now).unwrap();
+    c.on_acked(&first);
+    assert!(events(&mut c).contains(&StreamEvent::Writable { id }));
+    // A write that takes everything wants nothing more.
+    let room = first.chunks[0].len as usize;
+    assert_eq!(c.write(id, &vec![5; room]), Ok(room));
+    let (_, second) = packet(&mut c, now).unwrap();
+    c.on_acked(&second);
+    assert!(!events(&mut c).contains(&StreamEvent::Writable { id }));
+}
+
+#[test]
 fn a_max_stream_data_flood_lists_a_connection_blocked_stream_once() {
     // RFC 9000 §4.1: a peer may raise a stream's limit as often as it likes. While it holds the
     // connection's limit back, the stream waits for MAX_DATA listed once, not once per raise. (The
