@@ -89,6 +89,9 @@ pub enum ConnectError {
     ConnectionIdInUse,
     /// The connection rejected its configuration (TLS or transport settings).
     InvalidConfig(TransportError),
+    /// The remote address is not one host's (multicast, broadcast or unspecified) or its port is 0: no
+    /// server could answer from it, since the endpoint drops datagrams from such addresses.
+    InvalidRemoteAddress(SocketAddr),
 }
 
 impl fmt::Display for ConnectError {
@@ -99,6 +102,7 @@ impl fmt::Display for ConnectError {
             ConnectError::TooManyConnections => f.write_str("too many connections"),
             ConnectError::ConnectionIdInUse => f.write_str("no unused connection ID available"),
             ConnectError::InvalidConfig(e) => write!(f, "invalid client configuration: {e}"),
+            ConnectError::InvalidRemoteAddress(a) => write!(f, "invalid remote address {a}"),
         }
     }
 }
@@ -432,6 +436,9 @@ impl Endpoint {
         }
         // Peers are known by one form of their address (see `Datagram::remote`).
         let remote = canonical(remote);
+        if remote.port() == 0 || !crate::datagram::is_unicast(remote.ip()) {
+            return Err(ConnectError::InvalidRemoteAddress(remote));
+        }
         if !self.versions.contains(&config.version) {
             return Err(ConnectError::UnsupportedVersion(config.version));
         }

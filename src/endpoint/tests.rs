@@ -373,6 +373,29 @@ fn connect_errors() {
         ep.connect(epoch(), config, addr(1), "localhost"),
         Err(ConnectError::UnsupportedVersion(0xdead_beef))
     );
+    // No server could answer from these: the endpoint drops datagrams from them (quinn-proto's
+    // InvalidRemoteAddress). A client that took one waited for its idle timeout.
+    for bad in [
+        "0.0.0.0:4433",
+        "[::]:4433",
+        "192.0.2.1:0",
+        "224.0.0.1:4433",
+        "255.255.255.255:4433",
+        "[ff02::1]:4433",
+    ] {
+        let bad: SocketAddr = bad.parse().unwrap();
+        assert_eq!(
+            ep.connect(epoch(), client_config(), bad, "localhost"),
+            Err(ConnectError::InvalidRemoteAddress(bad)),
+            "{bad}"
+        );
+    }
+    // An IPv4-mapped form is judged as the IPv4 address it maps.
+    let mapped: SocketAddr = "[::ffff:0.0.0.0]:4433".parse().unwrap();
+    assert!(matches!(
+        ep.connect(epoch(), client_config(), mapped, "localhost"),
+        Err(ConnectError::InvalidRemoteAddress(_))
+    ));
     assert_eq!(ep.stats().connections_active, 0);
     let h = ep
         .connect(epoch(), client_config(), addr(1), "192.0.2.7")
