@@ -271,6 +271,12 @@ pub enum AcceptPolicy {
     /// Hold each new connection, sending nothing, until the caller calls
     /// [`Endpoint::accept`](crate::Endpoint::accept) or [`Endpoint::refuse`](crate::Endpoint::refuse).
     Ask,
+    /// Refuse every new connection: each closes at once with CONNECTION_REFUSED (RFC 9000 §20.1), so
+    /// that clients fail fast, for a server that is going away (see
+    /// [`Endpoint::set_accept_policy`](crate::Endpoint::set_accept_policy)). Each still gives an
+    /// [`Event::Incoming`](crate::Event::Incoming) and, once closed, a
+    /// [`Event::ConnectionLost`](crate::Event::ConnectionLost).
+    Refuse,
 }
 
 /// Settings of a server endpoint.

@@ -121,7 +121,7 @@ pub use config::{
 pub use conn::SpaceId;
 pub use conn::{
     CongestionAlgorithm, ConnectionStats, MtuDiscoveryConfig, ReadError, SendDatagramError, StreamEvent,
-    StreamStats, StreamsConfig, WriteError,
+    StreamsConfig, WriteError,
 };
 pub use datagram::{Datagram, EcnCodepoint, Transmit};
 pub use endpoint::RetryError;

@@ -776,6 +776,67 @@ fn ask_policy_refuse_ends_the_client_with_refused() {
     assert_eq!(net.hosts[server].ep.refuse(net.now, sh), Err(StaleHandle(sh)));
 }
 
+/// A server going away: `set_accept_policy(Refuse)` refuses newcomers at once (they fail fast with
+/// `Refused`, not after their idle timeout), `close_all` closes every established connection with the
+/// application's code, and the endpoint empties.
+#[test]
+fn a_server_shuts_down_with_refuse_and_close_all() {
+    let cert = TestCert::new();
+    let mut net = Net::new(31);
+    let server = net.add(server_addr(), server_endpoint(&cert, 131, |_| {}));
+    let clients: Vec<usize> = (0..3)
+        .map(|i| net.add(client_addr(i), client_endpoint(231 + u64::from(i))))
+        .collect();
+    let handles: Vec<ConnectionHandle> = clients
+        .iter()
+        .map(|&c| net.connect(c, client_config(&cert), server))
+        .collect();
+    assert!(net.drive_until(Duration::from_secs(5), |n| clients
+        .iter()
+        .zip(&handles)
+        .all(|(&c, &h)| n.hosts[c].connected(h))));
+
+    assert!(net.ep(server).set_accept_policy(AcceptPolicy::Refuse));
+    let late = net.add(client_addr(9), client_endpoint(239));
+    let lh = net.connect(late, client_config(&cert), server);
+    let asked_at = net.now;
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[late].lost(lh).is_some()));
+    let (reason, when) = net.hosts[late].lost(lh).unwrap();
+    assert_eq!(reason, ConnectionError::Refused);
+    assert!(
+        when - asked_at < Duration::from_millis(100),
+        "refused after {:?}",
+        when - asked_at
+    );
+    assert_eq!(net.ep(server).stats().connections_refused, 1);
+    assert_eq!(net.ep(server).stats().connections_accepted, 3);
+    // The established ones are untouched by the policy.
+    for (&c, &h) in clients.iter().zip(&handles) {
+        assert!(net.hosts[c].lost(h).is_none());
+    }
+
+    let now = net.now;
+    net.ep(server).close_all(now, 7, b"server shutting down");
+    net.settle(server, false);
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[server]
+        .ep
+        .stats()
+        .connections_active
+        == 0));
+    for (&c, &h) in clients.iter().zip(&handles) {
+        let (reason, _) = net.hosts[c].lost(h).expect("each client learns of the close");
+        assert_eq!(
+            reason,
+            ConnectionError::ApplicationClosed {
+                code: 7,
+                reason: bytes::Bytes::from_static(b"server shutting down")
+            }
+        );
+    }
+    // A client endpoint has no accept policy.
+    assert!(!net.ep(late).set_accept_policy(AcceptPolicy::Refuse));
+}
+
 /// A held connection the application closes instead of answering has sent its CONNECTION_CLOSE: it is
 /// no longer held. A Retry after that would contradict the packet the client already has (RFC 9000
 /// §17.2.5.2: a client that processed a packet from the server discards Retry), so `retry` refuses with

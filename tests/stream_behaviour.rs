@@ -866,7 +866,7 @@ fn higher_priority_stream_arrives_first() {
     for (priority, seed) in [(0, 1), (10, 2)] {
         let mut conn = client.conn();
         let id = conn.open_uni().expect("stream credit");
-        conn.stream(id).set_priority(priority);
+        conn.stream(id).set_priority(priority).unwrap();
         drop(conn);
         client.writing.push((id, payload(LEN, seed), 0));
         ids.push(id.0);

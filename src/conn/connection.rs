@@ -145,9 +145,9 @@ pub struct ConnectionStats {
     pub stream_bytes_sent: u64,
     /// Stream data bytes sent again after a loss.
     pub stream_bytes_retransmitted: u64,
-    /// Stream data bytes received, as counted by flow control (new bytes only; see
-    /// [`StreamStats::bytes_received`](crate::StreamStats::bytes_received)): a reset stream counts up
-    /// to its final size.
+    /// Stream data bytes received, as counted by flow control: the new credit the peer used, up to each
+    /// stream's highest offset received (gaps included, duplicates not counted); a reset stream counts
+    /// up to its final size (RFC 9000 §4.5).
     pub stream_bytes_received: u64,
     /// DATAGRAM frames sent.
     pub datagram_frames_sent: u64,

@@ -51,5 +51,5 @@ pub use mtud::MtuDiscoveryConfig;
 pub(crate) use recv::initial_authenticates;
 #[cfg(test)]
 pub(crate) use spaces::SentFrames;
-pub use streams::{ReadError, StreamEvent, StreamStats, StreamsConfig, WriteError};
+pub use streams::{ReadError, StreamEvent, StreamsConfig, WriteError};
 pub(crate) use tokens::MAX_CLIENT_TOKEN;

@@ -185,7 +185,8 @@ pub struct EndpointStats {
     /// Incoming connections accepted (at once under [`AcceptPolicy::Accept`], else by
     /// [`Endpoint::accept`]).
     pub connections_accepted: u64,
-    /// Held incoming connections refused with [`Endpoint::refuse`].
+    /// Incoming connections refused: held ones with [`Endpoint::refuse`], and every one under
+    /// [`AcceptPolicy::Refuse`].
     pub connections_refused: u64,
     /// Incoming connections that could not be created (no free connection ID or slot, or the connection
     /// rejected the server configuration).
@@ -659,7 +660,8 @@ impl Endpoint {
         self.events_peak = 0;
     }
 
-    /// Lets a connection held under [`AcceptPolicy::Ask`] proceed.
+    /// Lets a connection held under [`AcceptPolicy::Ask`] proceed. On a connection that is not held
+    /// (accepted already, or refused or closed), it does nothing.
     pub fn accept(&mut self, now: Instant, h: ConnectionHandle) -> Result<(), StaleHandle> {
         let entry = self.table.get_mut(h).ok_or(StaleHandle(h))?;
         if std::mem::take(&mut entry.held) {
@@ -683,6 +685,7 @@ impl Endpoint {
     }
 
     /// Closes a connection with an application error `code` and `reason` (CONNECTION_CLOSE type 0x1d).
+    /// What the peer has not acknowledged is lost, as with [`ConnRef::close`].
     pub fn close(
         &mut self,
         now: Instant,
@@ -692,6 +695,31 @@ impl Endpoint {
     ) -> Result<(), StaleHandle> {
         self.conn(h)?.close(now, code, reason);
         Ok(())
+    }
+
+    /// Closes every connection with an application error `code` and `reason`, as [`Endpoint::close`]
+    /// does one; connections already closing or draining are left to end as they were. For a server
+    /// that is going away, set [`AcceptPolicy::Refuse`] first with [`Endpoint::set_accept_policy`], then
+    /// drive the endpoint until [`EndpointStats::connections_active`] is 0 (each connection ends after
+    /// its closing period, three PTOs).
+    pub fn close_all(&mut self, now: Instant, code: u64, reason: &[u8]) {
+        let handles: Vec<ConnectionHandle> = self.table.iter().map(|(h, _)| h).collect();
+        for h in handles {
+            let _ = self.close(now, h, code, reason);
+        }
+    }
+
+    /// Changes what happens to new incoming connections, from the next one on (connections already
+    /// held under [`AcceptPolicy::Ask`] stay held). Returns false on a client endpoint, which has no
+    /// server configuration.
+    pub fn set_accept_policy(&mut self, policy: AcceptPolicy) -> bool {
+        match &mut self.server {
+            Some(server) => {
+                server.accept = policy;
+                true
+            }
+            None => false,
+        }
     }
 
     /// A short-lived view of one connection, for application calls.
@@ -879,7 +907,8 @@ impl Endpoint {
         let Some(server) = &self.server else {
             return;
         };
-        let hold = server.accept == AcceptPolicy::Ask;
+        let policy = server.accept;
+        let hold = policy != AcceptPolicy::Accept;
         let remote = datagram.remote;
         let Some(local_cid) = self.fresh_cid() else {
             self.stats.connections_failed += 1;
@@ -933,6 +962,9 @@ impl Endpoint {
         entry.held = hold;
         entry.conn.handle_datagram(now, datagram);
         self.after_conn(h, true);
+        if policy == AcceptPolicy::Refuse {
+            let _ = self.refuse(now, h);
+        }
     }
 
     /// A new local connection ID from the generator, unused by any connection; `None` if the generator

@@ -185,6 +185,11 @@ impl<'a> ConnRef<'a> {
 
     /// Closes the connection with an application error `code` and `reason` (CONNECTION_CLOSE type
     /// 0x1d). Codes are variable-length integers on the wire: one of 2^62 or more is sent as 2^62 - 1.
+    ///
+    /// Nothing more is sent but the close: stream data the peer has not acknowledged (even if written
+    /// and finished just before) and queued DATAGRAMs are lost, as in quinn. To be sure a last response
+    /// arrives, finish its stream and close once [`StreamEvent::Finished`](crate::StreamEvent) comes (the
+    /// peer has acknowledged everything), or let the peer close.
     pub fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {
         self.connection_mut().close(now, wire_code(code), reason);
     }
@@ -290,9 +295,12 @@ impl StreamRef<'_, '_> {
         self.conn.connection_mut().streams.read_chunk(self.id, max)
     }
 
-    /// Sets the stream's send priority: higher goes first; equal priorities share round-robin.
-    pub fn set_priority(&mut self, priority: i32) {
-        self.conn.connection_mut().streams.set_priority(self.id, priority);
+    /// Sets the stream's send priority: higher goes first; equal priorities share round-robin. A
+    /// stream we cannot send on (a peer's unidirectional one, or one never opened) is
+    /// [`WriteError::UnknownStream`]; one whose sending is over and forgotten,
+    /// [`WriteError::ClosedStream`].
+    pub fn set_priority(&mut self, priority: i32) -> Result<(), WriteError> {
+        self.conn.connection_mut().streams.set_priority(self.id, priority)
     }
 }
 

@@ -40,18 +40,22 @@ impl Streams {
         Some(id)
     }
 
-    /// The error for a stream not in the map: closed if it was ever opened, unknown otherwise.
+    /// The error for a stream not in the map: closed if it was ever opened, unknown otherwise (and
+    /// always for a peer's unidirectional stream, which we never send on, as while it is open).
     fn missing_write(&self, id: StreamId) -> WriteError {
-        if self.was_opened(id) {
+        let receive_only = id.dir() == Dir::Uni && id.initiator() != self.side;
+        if self.was_opened(id) && !receive_only {
             WriteError::ClosedStream
         } else {
             WriteError::UnknownStream
         }
     }
 
-    /// The error for a stream not in the map, for reads.
+    /// The error for a stream not in the map, for reads (always unknown for our unidirectional
+    /// streams, which we never receive on).
     fn missing_read(&self, id: StreamId) -> ReadError {
-        if self.was_opened(id) {
+        let send_only = id.dir() == Dir::Uni && id.initiator() == self.side;
+        if self.was_opened(id) && !send_only {
             ReadError::ClosedStream
         } else {
             ReadError::UnknownStream
@@ -230,13 +234,18 @@ impl Streams {
     }
 
     /// Sets the send priority of stream `id`: streams with a higher priority send first; equal
-    /// priorities share round-robin. Unknown streams are ignored.
-    pub(crate) fn set_priority(&mut self, id: StreamId, priority: i32) {
+    /// priorities share round-robin. A stream we cannot send on, or one over and forgotten, gets the
+    /// error a write would.
+    pub(crate) fn set_priority(&mut self, id: StreamId, priority: i32) -> Result<(), WriteError> {
+        let missing = self.missing_write(id);
         let Some(s) = self.streams.get_mut(&id) else {
-            return;
+            return Err(missing);
         };
+        if s.send.is_none() {
+            return Err(WriteError::UnknownStream);
+        }
         if s.priority == priority {
-            return;
+            return Ok(());
         }
         let old = s.priority;
         s.priority = priority;
@@ -253,6 +262,7 @@ impl Streams {
             // Waiting for connection credit, it is woken at its new priority.
             self.conn_blocked.reprioritize(id, old, priority);
         }
+        Ok(())
     }
 
     /// Emits Readable for stream `id` unless one is outstanding.

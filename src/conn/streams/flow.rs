@@ -57,11 +57,13 @@ impl RecvWindow {
     }
 
     /// The current window size.
+    #[cfg(test)]
     pub(super) fn window(&self) -> u64 {
         self.window
     }
 
     /// Bytes consumed so far.
+    #[cfg(test)]
     pub(super) fn consumed(&self) -> u64 {
         self.consumed
     }

@@ -15,11 +15,6 @@
 //! sides. Closed streams are forgotten; the per-type counters of opened streams tell a closed stream
 //! (frames for it are ignored) from one never opened.
 
-// The connection wires this up next; until then some items have no caller outside the tests, and the
-// public types (StreamsConfig, StreamEvent, WriteError, ReadError, StreamStats) await their re-export
-// from lib.rs.
-#![allow(dead_code)] // a few helpers serve only the unit tests so far
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
@@ -181,7 +176,9 @@ pub enum StreamEvent {
     },
     /// The stream has data, its end or a reset to read. Not repeated until the application reads, and
     /// then only for data arriving after what is readable: read until [`ReadError::Blocked`], the end
-    /// (`Ok(None)`) or the reset, or keep track of a stream left with data to read.
+    /// (`Ok(None)`) or the reset, or keep track of a stream left with data to read. An event may be
+    /// stale when polled: a stream already read to its end (say while handling its `Opened`) then
+    /// reads [`ReadError::ClosedStream`], which is harmless.
     Readable {
         /// The stream.
         id: StreamId,
@@ -287,10 +284,9 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
-/// Byte counts of stream data.
+/// Byte counts of stream data, summed into [`ConnectionStats`](crate::ConnectionStats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StreamStats {
+pub(crate) struct StreamStats {
     /// Stream data bytes sent for the first time.
     pub bytes_sent: u64,
     /// Stream data bytes sent again after a loss.
@@ -871,7 +867,8 @@ impl Streams {
         Some(ev)
     }
 
-    /// How many streams are open (for tests and stats).
+    /// How many streams are open.
+    #[cfg(test)]
     pub(crate) fn open_streams(&self) -> usize {
         self.streams.len()
     }

@@ -89,6 +89,7 @@ impl RecvStream {
     }
 
     /// Bytes handed to the application.
+    #[cfg(test)]
     pub(super) fn read_offset(&self) -> u64 {
         self.asm_offset - self.partial.len() as u64
     }

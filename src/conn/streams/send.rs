@@ -163,11 +163,6 @@ impl SendStream {
         !self.finished && self.reset.is_none()
     }
 
-    /// Whether the application called finish.
-    pub(super) fn is_finished(&self) -> bool {
-        self.finished
-    }
-
     /// Copies as much of `src` as fits under `buffer_limit` buffered bytes; returns how much.
     pub(super) fn write(&mut self, src: &[u8], buffer_limit: usize) -> usize {
         let room = buffer_limit.saturating_sub(self.data.len());

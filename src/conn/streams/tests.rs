@@ -378,6 +378,38 @@ fn stream_state_errors() {
 }
 
 #[test]
+fn the_wrong_direction_of_a_unidirectional_stream_stays_unknown_and_priorities_get_write_errors() {
+    // Writing to a peer's unidirectional stream, or reading ours, is UnknownStream while the stream is
+    // open; it stayed so once the stream was over and forgotten, not ClosedStream as a stream we could
+    // once use gets.
+    let cfg = StreamsConfig::default();
+    let (mut c, mut s) = pair(&cfg, &cfg);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    assert_eq!(s.write(id, b"x"), Err(WriteError::UnknownStream));
+    assert_eq!(c.read_chunk(id, 10), Err(ReadError::UnknownStream));
+    // A priority is for sending: unknown where a write is, as it was not before (ignored silently).
+    assert_eq!(c.set_priority(id, 1), Ok(()));
+    assert_eq!(
+        c.set_priority(StreamId::new(Side::Client, Dir::Uni, 7), 1),
+        Err(WriteError::UnknownStream)
+    );
+    c.write(id, b"hello").unwrap();
+    c.finish(id).unwrap();
+    pump(&mut c, &mut s, now);
+    let mut out = Vec::new();
+    assert_eq!(read_all(&mut s, id, &mut out), Ok(true));
+    assert_eq!(out, b"hello");
+    // Both halves are over: the sender's acknowledged, the receiver's read to the end.
+    assert_eq!(s.read_chunk(id, 10), Err(ReadError::ClosedStream));
+    assert_eq!(c.write(id, b"x"), Err(WriteError::ClosedStream));
+    assert_eq!(s.write(id, b"x"), Err(WriteError::UnknownStream));
+    assert_eq!(c.read_chunk(id, 10), Err(ReadError::UnknownStream));
+    assert_eq!(s.set_priority(id, 1), Err(WriteError::UnknownStream));
+    assert_eq!(c.set_priority(id, 1), Err(WriteError::ClosedStream));
+}
+
+#[test]
 fn stream_limits_and_streams_blocked() {
     let cfg = StreamsConfig {
         max_concurrent_bidi_streams: 2,
@@ -590,7 +622,7 @@ fn priorities_and_round_robin() {
     for id in [a, b, hi] {
         c.write(id, &[1; 5000]).unwrap();
     }
-    c.set_priority(hi, 10);
+    c.set_priority(hi, 10).unwrap();
     let mut order = Vec::new();
     while let Some((_p, rec)) = packet(&mut c, now) {
         order.extend(rec.chunks.iter().map(|ch| ch.id));
@@ -1491,9 +1523,9 @@ fn a_one_byte_max_data_raise_wakes_one_waiting_stream() {
 fn connection_credit_wakes_the_highest_priority_first() {
     let (mut s, ids) = many_streams_waiting_for_credit(21);
     // The last stream found blocked, and one in the middle whose priority is raised and lowered again.
-    s.set_priority(ids[20], 5);
-    s.set_priority(ids[15], 3);
-    s.set_priority(ids[15], 0);
+    s.set_priority(ids[20], 5).unwrap();
+    s.set_priority(ids[15], 3).unwrap();
+    s.set_priority(ids[15], 0).unwrap();
     let sent_to = |s: &mut Streams, credit: u64| {
         s.on_max_data(s.send_max_data + credit).unwrap();
         let mut got = Vec::new();
