@@ -152,7 +152,11 @@ impl OneRttKeys {
     /// acknowledged and, after an earlier update, `wait` has passed since (RFC 9001 §6.5: endpoints SHOULD
     /// wait three PTOs, as the peer may not yet have the keys for another update while it keeps its old
     /// ones).
-    pub(crate) fn can_update(&self, now: Instant, wait: Duration) -> bool {
+    pub(crate) fn can_update(&mut self, now: Instant, wait: Duration) -> bool {
+        // A clock that stepped back: the wait counts from `now`, not from an instant it has yet to reach.
+        if self.phase_acked_at.is_some_and(|at| now < at) {
+            self.phase_acked_at = Some(now);
+        }
         let waited = |at: Instant| self.updates == 0 || at.checked_add(wait).map_or(true, |t| now >= t);
         self.phase_acked_at.is_some_and(waited) && self.next_remote.is_some()
     }
@@ -300,6 +304,28 @@ mod tests {
             advances: 0,
         };
         (OneRttKeys::new(keys, &mut session), session)
+    }
+
+    /// A clock that steps back after the new phase was acknowledged must not hold the next update
+    /// until it has caught up: near the confidentiality limit that closes the connection with
+    /// AEAD_LIMIT_REACHED (RFC 9001 §6.6) instead of updating.
+    #[test]
+    fn a_clock_stepping_back_does_not_hold_the_next_update_for_the_step() {
+        let (mut k, mut session) = keys();
+        let t = epoch() + Duration::from_secs(120);
+        let wait = Duration::from_millis(300);
+        k.on_sent(10);
+        k.on_acked(10, t);
+        k.rotate(&mut session, None);
+        k.on_sent(20);
+        k.on_acked(20, t);
+        // The clock steps back a minute; the connection sends (and asks) at once, and a second later.
+        let back = t - Duration::from_secs(60);
+        assert!(!k.can_update(back, wait));
+        assert!(
+            k.can_update(back + wait + Duration::from_secs(1), wait),
+            "three PTOs and a second have passed since the acknowledgement"
+        );
     }
 
     #[test]

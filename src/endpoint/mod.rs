@@ -30,6 +30,10 @@ mod view;
 #[cfg(test)]
 mod attacks;
 #[cfg(test)]
+mod churn;
+#[cfg(test)]
+mod clock;
+#[cfg(test)]
 mod config_extremes;
 #[cfg(test)]
 mod early;

@@ -57,7 +57,12 @@ impl RateLimit {
         if self.per_second == 0 {
             return false;
         }
-        let last = *self.last_refill.get_or_insert(now);
+        let mut last = *self.last_refill.get_or_insert(now);
+        if now < last {
+            // A clock that stepped back: count from `now`, or nothing is earned until it catches up.
+            last = now;
+            self.last_refill = Some(now);
+        }
         let elapsed = now.saturating_duration_since(last);
         let interval = Duration::from_secs(1) / self.per_second;
         let earned = u32::try_from(elapsed.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
@@ -152,5 +157,18 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..100).filter(|_| limit.allow(later)).count(), 10);
         assert_eq!((0..100).filter(|_| RateLimit::new(0).allow(later)).count(), 0);
+    }
+
+    /// A clock that stepped back must not withhold every reset until it has caught up with the last
+    /// refill: one second after the step, a second's worth goes out again.
+    #[test]
+    fn the_rate_limit_refills_after_the_clock_steps_back() {
+        let t0 = crate::test_util::epoch() + Duration::from_secs(120);
+        let mut limit = RateLimit::new(10);
+        assert_eq!((0..100).filter(|_| limit.allow(t0)).count(), 10);
+        let back = t0 - Duration::from_secs(60);
+        assert!(!limit.allow(back));
+        let second_later = back + Duration::from_secs(1);
+        assert_eq!((0..100).filter(|_| limit.allow(second_later)).count(), 10);
     }
 }

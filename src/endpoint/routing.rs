@@ -274,6 +274,17 @@ impl Routes {
         }
     }
 
+    /// The lengths of the tables: local IDs, Initial IDs, addresses, reset tokens.
+    #[cfg(test)]
+    pub(crate) fn lens(&self) -> [usize; 4] {
+        [
+            self.local.len(),
+            self.initial.len(),
+            self.by_addr.len(),
+            self.reset.len(),
+        ]
+    }
+
     /// How many local connection IDs are routed.
     #[cfg(test)]
     pub(crate) fn local_len(&self) -> usize {

@@ -609,3 +609,27 @@ fn a_larger_path_mtu_does_not_grow_the_window_in_bytes() {
         );
     }
 }
+
+/// A clock that steps back (the caller's `now` is earlier than one it passed before) must not hold
+/// paced packets until the clock has caught up with the last refill: that stalls every new packet of
+/// the connection for as long as the step, and a step longer than the idle timeout ends a busy
+/// connection with TimedOut.
+#[test]
+fn pacer_after_a_clock_step_back_waits_only_for_the_rate() {
+    let t0 = epoch() + ms(120_000);
+    let window = 10 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    paced_send_times(&mut pacer, t0, 10, window, srtt);
+    // The bucket is empty; the clock steps back a minute.
+    let back = t0 - ms(60_000);
+    let at = pacer
+        .delay(back, SEG, MDS, window, srtt)
+        .expect("the bucket is empty");
+    // 1.25 * 12000 bytes / 100 ms: a 1200-byte packet every 8 ms.
+    assert!(
+        at.saturating_duration_since(back) <= ms(8),
+        "the next packet waits {:?}",
+        at.saturating_duration_since(back)
+    );
+}

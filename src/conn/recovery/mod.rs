@@ -707,7 +707,10 @@ impl<T> LossDetection<T> {
                     .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
             // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
             let this_path = largest >= s.path_first_pn;
-            if eliciting && this_path {
+            // A clock that stepped back since the packet went out measures nothing: no sample (a zero one
+            // would make min_rtt zero for good).
+            let measurable = now >= newest_time_sent;
+            if eliciting && this_path && measurable {
                 // RFC 9002 §5.3: an ACK that waited here for its keys gives the RTT as of its arrival
                 // (a SHOULD until the handshake is confirmed; packets wait only before that).
                 let latest_rtt = now

@@ -1411,3 +1411,33 @@ fn bytes_in_flight_on_the_current_path_start_again_at_a_path_change() {
     ld.return_to_path(first_path, RttEstimator::new(INITIAL_RTT));
     assert_eq!((ld.bytes_in_flight(), ld.path_bytes_in_flight()), (2000, 2000));
 }
+
+/// A clock that stepped back between a packet's send and its acknowledgement gives no RTT sample: a
+/// zero-length sample makes min_rtt zero for the rest of the connection (RFC 9002 §5.2 only ever lowers
+/// it), which turns off the "MUST NOT subtract the acknowledgment delay ... smaller than the min_rtt"
+/// guard of §5.3 for good, and pulls smoothed_rtt and rttvar toward zero.
+#[test]
+fn a_clock_stepping_back_gives_no_rtt_sample() {
+    let t0 = epoch() + ms(120_000);
+    let mut ld = client();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.ack(SpaceId::Data, [0..=0], Duration::ZERO, t0 + ms(50), &c)
+        .unwrap();
+    assert_eq!(ld.rtt().min(), ms(50));
+    // Sent at t0 + 100 ms; the clock then steps back a minute before the ACK arrives.
+    ld.on_packet_sent(SpaceId::Data, 1, pkt(t0 + ms(100), 1));
+    ld.ack(
+        SpaceId::Data,
+        [1..=1],
+        Duration::ZERO,
+        t0 + ms(100) - ms(60_000),
+        &c,
+    )
+    .unwrap();
+    assert_eq!(
+        ld.rtt().min(),
+        ms(50),
+        "min_rtt after a sample across a clock step"
+    );
+}

@@ -867,6 +867,25 @@ impl Streams {
         Some(ev)
     }
 
+    /// The lengths of every collection of the streams, for tests of what a long life leaves behind.
+    #[cfg(test)]
+    pub(crate) fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("streams", self.streams.len()),
+            ("queues", self.queues.len()),
+            ("queued ids", self.queues.values().map(VecDeque::len).sum()),
+            ("conn_blocked", self.conn_blocked.entries()),
+            ("stream_blocked_sent", self.stream_blocked_sent.len()),
+            ("control", self.control.len()),
+            ("control capacity", self.control.capacity()),
+            ("events", self.events.len()),
+            ("events capacity", self.events.capacity()),
+            ("spare", self.spare.len()),
+            ("send_buffered", self.send_buffered),
+            ("fragments_bound", self.fragments_bound),
+        ]
+    }
+
     /// How many streams are open.
     #[cfg(test)]
     pub(crate) fn open_streams(&self) -> usize {
