@@ -288,7 +288,8 @@ impl Connection {
             // congestion controlled. Handshake data is not held back either: before the handshake is
             // confirmed no PTO is armed for application data (RFC 9002 §6.2.1), so 1-RTT packets whose
             // ACKs were lost could otherwise fill the window and block a lost client Finished forever.
-            return ack_due || s.probes > 0;
+            // RFC 9000 §9.4: nor is path validation (see `build_packet`).
+            return ack_due || s.probes > 0 || self.path_frames_pending();
         }
         ack_due || s.probes > 0 || self.has_frames_for(space)
     }
@@ -517,6 +518,13 @@ impl Connection {
                     c.written = true;
                 }
             }
+        } else if !data_allowed && space == SpaceId::Data && self.path_frames_pending() {
+            // RFC 9000 §9.4: "A sender can make exceptions for probe packets": path validation is not
+            // held back by a congestion window that packets sent towards the address the peer left (a
+            // NAT rebinding keeps the window, and what is in flight there may never be acknowledged)
+            // can keep full. Held back, the challenge could wait until validation failed (§8.2.4) with
+            // no PTO to free the window, armed none at the new address's amplification limit.
+            path_probe = self.write_path_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
         } else if data_allowed {
             if space == SpaceId::Data {
                 // Nearly every packet has none of these: checked inline before calling out.
@@ -709,24 +717,8 @@ impl Connection {
             sent.rare_mut().handshake_done = true;
             *ack_eliciting = true;
         }
-        if let Some(data) = self.path_response {
-            let f = Frame::PathResponse(data);
-            if buf.len() + f.encoded_len() <= end {
-                f.encode(buf);
-                self.path_response = None;
-                *ack_eliciting = true;
-                path_probe = true;
-            }
-        }
-        if let Some(v) = self.path_validation.as_mut().filter(|v| v.pending) {
-            let f = Frame::PathChallenge(v.data);
-            if buf.len() + f.encoded_len() <= end {
-                f.encode(buf);
-                v.pending = false;
-                sent.rare_mut().path_challenge = Some(v.data);
-                *ack_eliciting = true;
-                path_probe = true;
-            }
+        if self.path_frames_pending() {
+            path_probe = self.write_path_frames(buf, end, sent, ack_eliciting);
         }
         if !self.local_cids.pending.is_empty() {
             let mut new_cids = TinyVec::new();
@@ -748,6 +740,42 @@ impl Connection {
             self.retire_cids.pop();
             sent.rare_mut().retire_cids.push(seq);
             *ack_eliciting = true;
+        }
+        path_probe
+    }
+
+    /// A PATH_RESPONSE or PATH_CHALLENGE for the current path waits to be sent.
+    fn path_frames_pending(&self) -> bool {
+        self.path_response.is_some() || self.path_validation.as_ref().is_some_and(|v| v.pending)
+    }
+
+    /// PATH_RESPONSE and PATH_CHALLENGE for the current path, as room allows. Returns whether one went in.
+    fn write_path_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        end: usize,
+        sent: &mut SentFrames,
+        ack_eliciting: &mut bool,
+    ) -> bool {
+        let mut path_probe = false;
+        if let Some(data) = self.path_response {
+            let f = Frame::PathResponse(data);
+            if buf.len() + f.encoded_len() <= end {
+                f.encode(buf);
+                self.path_response = None;
+                *ack_eliciting = true;
+                path_probe = true;
+            }
+        }
+        if let Some(v) = self.path_validation.as_mut().filter(|v| v.pending) {
+            let f = Frame::PathChallenge(v.data);
+            if buf.len() + f.encoded_len() <= end {
+                f.encode(buf);
+                v.pending = false;
+                sent.rare_mut().path_challenge = Some(v.data);
+                *ack_eliciting = true;
+                path_probe = true;
+            }
         }
         path_probe
     }

@@ -874,3 +874,30 @@ fn a_client_does_not_follow_the_server_to_a_new_address() {
     let conn = &p.client.table.get(ch).unwrap().conn;
     assert_eq!(conn.path.remote, server);
 }
+
+/// RFC 9000 §9.4: "Packets sent on the old path MUST NOT contribute to congestion control ... for the
+/// new path", and §9.3: the server "MUST perform path validation" on a change of the peer's address.
+/// A NAT rebinding (only the client's port changes) while the server's window towards the old port is
+/// full: the PATH_CHALLENGE must still go to the new port at once. Found by the randomized quinn-proto
+/// soak (a quinn-proto client rebinding during a download): the challenge waited for a window that
+/// packets lost at the old port kept full, the ACK of the client's packet used up the amplification
+/// allowance (so no PTO was armed), validation failed after three PTOs, and the server went back to
+/// the port the NAT had closed: the connection died by idle timeout.
+#[test]
+fn a_nat_rebinding_during_a_download_gets_its_challenge_at_once() {
+    let (mut p, h, ch) = downloading_with_a_full_window();
+    let b: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+    assert_eq!(
+        b.ip(),
+        CLIENT.parse::<SocketAddr>().unwrap().ip(),
+        "only the port changes"
+    );
+    client_pings_from(&mut p, ch, b);
+    let sent = server_sends_reaching(&mut p, nowhere());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, b);
+    assert!(
+        conn.path_validation.as_ref().is_some_and(|v| !v.pending),
+        "no PATH_CHALLENGE to the new port: {sent:?}"
+    );
+}
