@@ -96,6 +96,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+mod clock;
 mod config;
 mod conn;
 pub mod crypto;

@@ -58,8 +58,9 @@ impl RateLimit {
             return false;
         }
         let mut last = *self.last_refill.get_or_insert(now);
-        if now < last {
-            // A clock that stepped back: count from `now`, or nothing is earned until it catches up.
+        if crate::clock::stepped_back(now, last) {
+            // A clock that stepped back far: count from `now`, or nothing is earned until it catches up
+            // (a short step is waited out: see `crate::clock`).
             last = now;
             self.last_refill = Some(now);
         }
@@ -170,5 +171,30 @@ mod tests {
         assert!(!limit.allow(back));
         let second_later = back + Duration::from_secs(1);
         assert_eq!((0..100).filter(|_| limit.allow(second_later)).count(), 10);
+    }
+
+    /// A clock that jitters back does not let the limit earn the stepped-over time again and again: at
+    /// 10 a second, one second of real time allows at most 10 more than the first burst (509 when every
+    /// step back restarted the count; found in review).
+    #[test]
+    fn a_jittering_clock_does_not_raise_the_rate() {
+        let t0 = crate::test_util::epoch() + Duration::from_secs(120);
+        let mut limit = RateLimit::new(10);
+        let mut allowed = (0..100).filter(|_| limit.allow(t0)).count();
+        assert_eq!(allowed, 10);
+        // One unroutable packet a millisecond for a second; every other clock read is 150 ms behind.
+        for k in 1..=1000u64 {
+            let real = t0 + Duration::from_millis(k);
+            let now = if k % 2 == 0 {
+                real - Duration::from_millis(150)
+            } else {
+                real
+            };
+            allowed += usize::from(limit.allow(now));
+        }
+        assert!(
+            allowed <= 10 + 10 + 1,
+            "{allowed} resets allowed in a second at 10 a second"
+        );
     }
 }

@@ -104,9 +104,10 @@ impl Pacer {
 
     /// Adds the tokens earned since the last refill, up to `capacity`.
     fn refill(&mut self, now: Instant, capacity: u64) {
-        // A clock that stepped back: count from `now`, or nothing would be earned (and `delay` would
-        // name an instant ahead by the step) until the clock caught up with the last refill.
-        if now < self.last_refill {
+        // A clock that stepped back far: count from `now`, or nothing would be earned (and `delay`
+        // would name an instant ahead by the step) until the clock caught up with the last refill. A
+        // short step is waited out, so that a jittering clock does not earn the same time twice.
+        if crate::clock::stepped_back(now, self.last_refill) {
             self.last_refill = now;
         }
         let Some((num, den)) = rate(self.window, self.rtt) else {

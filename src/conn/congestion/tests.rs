@@ -633,3 +633,31 @@ fn pacer_after_a_clock_step_back_waits_only_for_the_rate() {
         at.saturating_duration_since(back)
     );
 }
+
+/// A clock that jitters back (as in `endpoint::clock::a_clock_jittering_backwards_transfers`) paces no
+/// faster than the rate: a short step back is waited out, not earned again (found in review: restarting
+/// the count at every step back paced 2,632 packets a second here).
+#[test]
+fn a_jittering_clock_does_not_pace_faster_than_the_rate() {
+    let t0 = epoch() + ms(120_000);
+    let window = 10 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    // Empty the bucket first.
+    paced_send_times(&mut pacer, t0, 10, window, srtt);
+    let start = t0 + ms(100);
+    let mut sent = 0u64;
+    // One second of real time, polled every millisecond; each poll reads the clock twice, the second
+    // read 20 ms behind the first (a jitter the clock tests use).
+    for k in 0..1000u64 {
+        let real = start + ms(k);
+        for now in [real, real - ms(20)] {
+            while pacer.delay(now, SEG, MDS, window, srtt).is_none() {
+                pacer.on_sent(now, SEG);
+                sent += 1;
+            }
+        }
+    }
+    // 1.25 * 12000 bytes per 100 ms is 125 packets a second, plus one bucket (10 packets).
+    assert!(sent <= 125 + 10 + 2, "{sent} packets paced in one second");
+}
