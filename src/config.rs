@@ -264,6 +264,7 @@ impl Default for TransportConfig {
 
 /// What a server does with a new incoming connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AcceptPolicy {
     /// Accept every connection; the [`Event::Incoming`](crate::Event::Incoming) event only informs.
     #[default]
@@ -271,11 +272,12 @@ pub enum AcceptPolicy {
     /// Hold each new connection, sending nothing, until the caller calls
     /// [`Endpoint::accept`](crate::Endpoint::accept) or [`Endpoint::refuse`](crate::Endpoint::refuse).
     Ask,
-    /// Refuse every new connection: each closes at once with CONNECTION_REFUSED (RFC 9000 §20.1), so
-    /// that clients fail fast, for a server that is going away (see
-    /// [`Endpoint::set_accept_policy`](crate::Endpoint::set_accept_policy)). Each still gives an
-    /// [`Event::Incoming`](crate::Event::Incoming) and, once closed, a
-    /// [`Event::ConnectionLost`](crate::Event::ConnectionLost).
+    /// Refuse every new connection with CONNECTION_REFUSED (RFC 9000 §5.2.2, §20.1), so that clients
+    /// fail fast, for a server that is going away (see
+    /// [`Endpoint::set_accept_policy`](crate::Endpoint::set_accept_policy)). The refusal is sent without
+    /// connection state, as a Retry is (no handle, no event; counted in
+    /// [`EndpointStats::connections_refused`](crate::EndpointStats::connections_refused)), ahead of the
+    /// handshake limit and the Retry policy.
     Refuse,
 }
 

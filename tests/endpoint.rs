@@ -837,6 +837,112 @@ fn a_server_shuts_down_with_refuse_and_close_all() {
     assert!(!net.ep(late).set_accept_policy(AcceptPolicy::Refuse));
 }
 
+/// `AcceptPolicy::Refuse` answers without connection state, ahead of the handshake limit: with room for
+/// two handshakes, four clients are all refused at once (found in review: a refused connection held a
+/// handshake slot for its closing period, so the third and fourth were dropped unanswered and waited for
+/// their idle timeout), and a flood of Initials leaves nothing behind, each answer smaller than the
+/// Initial it answers.
+#[test]
+fn refusals_hold_no_state_and_ignore_the_handshake_limit() {
+    let cert = TestCert::new();
+    let mut net = Net::new(41);
+    let server = net.add(
+        server_addr(),
+        server_endpoint(&cert, 141, |s| {
+            s.accept = AcceptPolicy::Refuse;
+            s.max_incoming_handshakes = 2;
+        }),
+    );
+    let clients: Vec<usize> = (0..4)
+        .map(|i| net.add(client_addr(i), client_endpoint(241 + u64::from(i))))
+        .collect();
+    let asked_at = net.now;
+    let handles: Vec<ConnectionHandle> = clients
+        .iter()
+        .map(|&c| net.connect(c, client_config(&cert), server))
+        .collect();
+    net.drive_until(Duration::from_millis(200), |_| false);
+    for (&c, &h) in clients.iter().zip(&handles) {
+        let lost = net.hosts[c].lost(h);
+        assert!(
+            matches!(lost, Some((ConnectionError::Refused, t)) if t - asked_at < Duration::from_millis(100)),
+            "client {c}: {lost:?}"
+        );
+    }
+    let s = net.ep(server).stats();
+    assert_eq!((s.connections_refused, s.dropped_handshake_limit), (4, 0));
+    assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
+    assert!(net.hosts[server].events.is_empty(), "no events for refusals");
+
+    // A flood: 200 Initials, no connection, every answer smaller than what it answers.
+    let mut ep = server_endpoint(&cert, 9, |s| s.accept = AcceptPolicy::Refuse);
+    let now = epoch();
+    let mut buf = Vec::new();
+    for i in 0..200u16 {
+        let mut c = client_endpoint(500 + u64::from(i));
+        c.connect(now, client_config(&cert), server_addr(), "localhost")
+            .unwrap();
+        let t = c.poll_transmit(now, &mut buf).unwrap();
+        let initial = buf[..t.size].to_vec();
+        ep.handle_datagram(now, datagram(client_addr(i), server_addr(), &initial));
+        let answer = ep.poll_transmit(now, &mut buf).expect("a refusal");
+        assert!(
+            answer.size * 10 < initial.len(),
+            "{} bytes answer {}",
+            answer.size,
+            initial.len()
+        );
+        assert_eq!(ep.stats().connections_active, 0);
+    }
+    assert_eq!(ep.stats().connections_refused, 200);
+}
+
+/// `close_all` refuses the connections still held under `AcceptPolicy::Ask` (their clients see
+/// `Refused`, as after `refuse`), closes the others, and leaves draining ones to end: the endpoint
+/// empties (found in review: held ones got an application close, counted as neither accepted nor
+/// refused).
+#[test]
+fn close_all_refuses_held_connections_and_lets_draining_ones_end() {
+    let cert = TestCert::new();
+    let mut net = Net::new(43);
+    let server = net.add(
+        server_addr(),
+        server_endpoint(&cert, 143, |s| s.accept = AcceptPolicy::Ask),
+    );
+    let a = net.add(client_addr(0), client_endpoint(243));
+    let b = net.add(client_addr(1), client_endpoint(244));
+    let ha = net.connect(a, client_config(&cert), server);
+    let hb = net.connect(b, client_config(&cert), server);
+    net.drive_until(Duration::from_millis(50), |_| false);
+    let incoming = net.hosts[server].incoming();
+    let sb = incoming.iter().find(|(_, r)| *r == client_addr(1)).unwrap().0;
+    let now = net.now;
+    net.ep(server).accept(now, sb).unwrap();
+    net.settle(server, false);
+    assert!(net.drive_until(Duration::from_secs(2), |n| n.hosts[b].connected(hb)));
+    // b closes: the server drains.
+    let now = net.now;
+    net.ep(b).close(now, hb, 1, b"bye").unwrap();
+    net.settle(b, false);
+    net.drive_until(Duration::from_millis(50), |_| false);
+    assert!(net.ep(server).set_accept_policy(AcceptPolicy::Refuse));
+    let now = net.now;
+    net.ep(server).close_all(now, 7, b"going away");
+    net.settle(server, false);
+    assert!(net.drive_until(Duration::from_secs(10), |n| n.hosts[server]
+        .ep
+        .stats()
+        .connections_active
+        == 0));
+    assert_eq!(
+        net.hosts[a].lost(ha).map(|l| l.0),
+        Some(ConnectionError::Refused),
+        "a held client"
+    );
+    let s = net.ep(server).stats();
+    assert_eq!((s.connections_accepted, s.connections_refused), (1, 1));
+}
+
 /// A held connection the application closes instead of answering has sent its CONNECTION_CLOSE: it is
 /// no longer held. A Retry after that would contradict the packet the client already has (RFC 9000
 /// §17.2.5.2: a client that processed a packet from the server discards Retry), so `retry` refuses with

@@ -261,3 +261,34 @@ fn a_resuming_quinn_client_is_not_told_its_early_data_was_accepted() {
         }
     }
 }
+
+/// A server under `AcceptPolicy::Refuse` answers a client's first Initial with a CONNECTION_REFUSED
+/// close in an Initial of its own, made without connection state: quicsand and quinn-proto clients both
+/// take it and end at once (RFC 9000 §5.2.2), not after their idle timeout.
+#[test]
+fn a_refusing_server_ends_either_client_within_a_round_trip() {
+    let cert = TestCert::new();
+    for c in [Engine::Quicsand, Engine::Quinn] {
+        let mut p = pair_with(c, Engine::Quicsand, 21, &cert, &[]);
+        let mut config = quicsand::ServerConfig::new(cert.server_tls(&[]));
+        config.accept = quicsand::AcceptPolicy::Refuse;
+        p.server = Box::new(common::quicsand_node::QuicsandNode::server(
+            common::server_addr(),
+            config,
+            21,
+        ));
+        let refused = p.drive_until(Duration::from_secs(5), |p| Pair::lost(&p.client_events).is_some());
+        assert!(refused, "{c:?}: no answer");
+        // CONNECTION_REFUSED is transport error 0x02.
+        assert_eq!(
+            Pair::lost(&p.client_events),
+            Some(&LostReason::Transport { code: 0x02 }),
+            "{c:?}"
+        );
+        assert!(
+            elapsed(&p) < Duration::from_millis(100),
+            "{c:?}: {:?}",
+            elapsed(&p)
+        );
+    }
+}

@@ -19,7 +19,7 @@ use crate::rng::Rng;
 use crate::wire::header::{
     encode_version_negotiation, is_supported_version, HeaderError, InvariantHeader, LongType, ProtectedHeader,
 };
-use crate::wire::{ConnectionId, ResetToken, TransportError};
+use crate::wire::{ConnectionId, ResetToken, TransportError, TransportErrorCode};
 
 mod handles;
 mod reset;
@@ -81,6 +81,7 @@ fn sparse(len: usize, capacity: usize) -> Option<usize> {
 
 /// Why [`Endpoint::connect`] could not start a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The server name is neither a valid DNS name nor an IP address.
     InvalidServerName,
@@ -189,8 +190,9 @@ pub struct EndpointStats {
     /// Incoming connections accepted (at once under [`AcceptPolicy::Accept`], else by
     /// [`Endpoint::accept`]).
     pub connections_accepted: u64,
-    /// Incoming connections refused: held ones with [`Endpoint::refuse`], and every one under
-    /// [`AcceptPolicy::Refuse`].
+    /// Incoming connections refused: held ones with [`Endpoint::refuse`], and under
+    /// [`AcceptPolicy::Refuse`] each refusal handed out by [`Endpoint::poll_transmit`] (a client whose
+    /// Initial comes again, the refusal having been lost, counts again).
     pub connections_refused: u64,
     /// Incoming connections that could not be created (no free connection ID or slot, or the connection
     /// rejected the server configuration).
@@ -207,6 +209,8 @@ enum StatelessKind {
     Reset,
     /// An Initial with CONNECTION_CLOSE (INVALID_TOKEN) answering an expired Retry token.
     InvalidTokenClose,
+    /// An Initial with CONNECTION_CLOSE (CONNECTION_REFUSED) under `AcceptPolicy::Refuse`.
+    RefusalClose,
 }
 
 /// A packet sent without a connection (Version Negotiation, Retry, stateless reset, INVALID_TOKEN close).
@@ -440,9 +444,10 @@ impl Endpoint {
             return Err(ConnectError::InvalidServerName);
         }
         // Peers are known by one form of their address (see `Datagram::remote`).
+        let given = remote;
         let remote = canonical(remote);
         if remote.port() == 0 || !crate::datagram::is_unicast(remote.ip()) {
-            return Err(ConnectError::InvalidRemoteAddress(remote));
+            return Err(ConnectError::InvalidRemoteAddress(given));
         }
         if !self.versions.contains(&config.version) {
             return Err(ConnectError::UnsupportedVersion(config.version));
@@ -566,6 +571,7 @@ impl Endpoint {
                 StatelessKind::Reset => self.stats.stateless_resets_sent += 1,
                 StatelessKind::Retry => self.stats.retries_sent += 1,
                 StatelessKind::InvalidTokenClose => self.stats.invalid_token_closes_sent += 1,
+                StatelessKind::RefusalClose => self.stats.connections_refused += 1,
             }
             return Some(Transmit {
                 destination: p.destination,
@@ -702,14 +708,20 @@ impl Endpoint {
     }
 
     /// Closes every connection with an application error `code` and `reason`, as [`Endpoint::close`]
-    /// does one; connections already closing or draining are left to end as they were. For a server
-    /// that is going away, set [`AcceptPolicy::Refuse`] first with [`Endpoint::set_accept_policy`], then
-    /// drive the endpoint until [`EndpointStats::connections_active`] is 0 (each connection ends after
-    /// its closing period, three PTOs).
+    /// does one, and refuses those held under [`AcceptPolicy::Ask`] (CONNECTION_REFUSED, as
+    /// [`Endpoint::refuse`]); connections already closing or draining are left to end as they were. For
+    /// a server that is going away, set [`AcceptPolicy::Refuse`] first with
+    /// [`Endpoint::set_accept_policy`], then drive the endpoint until
+    /// [`EndpointStats::connections_active`] is 0 (each connection ends after its closing period, three
+    /// PTOs).
     pub fn close_all(&mut self, now: Instant, code: u64, reason: &[u8]) {
-        let handles: Vec<ConnectionHandle> = self.table.iter().map(|(h, _)| h).collect();
-        for h in handles {
-            let _ = self.close(now, h, code, reason);
+        let handles: Vec<(ConnectionHandle, bool)> = self.table.iter().map(|(h, e)| (h, e.held)).collect();
+        for (h, held) in handles {
+            let _ = if held {
+                self.refuse(now, h)
+            } else {
+                self.close(now, h, code, reason)
+            };
         }
     }
 
@@ -895,6 +907,17 @@ impl Endpoint {
             self.stats.dropped_malformed += 1;
             return;
         }
+        if server.accept == AcceptPolicy::Refuse {
+            // RFC 9000 §5.2.2: refused without connection state, whatever the handshake limit or the
+            // Retry policy (the answer is far smaller than the Initial, so it cannot amplify).
+            let Some(keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
+                self.stats.dropped_unauthenticated += 1;
+                return;
+            };
+            let error = TransportError::new(TransportErrorCode::CONNECTION_REFUSED, "refused by the server");
+            self.queue_initial_close(&datagram, version, dcid, scid, &keys, error);
+            return;
+        }
         if self.handshakes >= server.max_incoming_handshakes {
             self.stats.dropped_handshake_limit += 1;
             return;
@@ -911,8 +934,7 @@ impl Endpoint {
         let Some(server) = &self.server else {
             return;
         };
-        let policy = server.accept;
-        let hold = policy != AcceptPolicy::Accept;
+        let hold = server.accept == AcceptPolicy::Ask;
         let remote = datagram.remote;
         let Some(local_cid) = self.fresh_cid() else {
             self.stats.connections_failed += 1;
@@ -966,9 +988,6 @@ impl Endpoint {
         entry.held = hold;
         entry.conn.handle_datagram(now, datagram);
         self.after_conn(h, true);
-        if policy == AcceptPolicy::Refuse {
-            let _ = self.refuse(now, h);
-        }
     }
 
     /// A new local connection ID from the generator, unused by any connection; `None` if the generator

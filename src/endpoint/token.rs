@@ -36,7 +36,7 @@ use crate::validation::{RetryPolicy, TokenConfig, TokenStore};
 use crate::wire::frame::{ConnectionClose, Frame};
 use crate::wire::header::{Header, ProtectedHeader, RetryHeader, VERSION_1};
 use crate::wire::packet_number::TruncatedPn;
-use crate::wire::{ConnectionId, Reader, TransportError};
+use crate::wire::{ConnectionId, Reader, TransportError, TransportErrorCode};
 use crate::ConnectionHandle;
 
 /// First byte of a Retry token.
@@ -390,7 +390,8 @@ impl Endpoint {
                         // spares the client its timeout; no connection state is made for it.
                         let Some(original_dcid) = odcid else {
                             self.stats.dropped_invalid_retry_token += 1;
-                            self.queue_invalid_token_close(datagram, version, dcid, scid, keys);
+                            let error = TransportError::invalid_token("expired Retry token");
+                            self.queue_initial_close(datagram, version, dcid, scid, keys, error);
                             return None;
                         };
                         self.stats.retry_tokens_accepted += 1;
@@ -493,23 +494,30 @@ impl Endpoint {
         true
     }
 
-    /// Queues an Initial packet carrying CONNECTION_CLOSE with INVALID_TOKEN (RFC 9000 §8.1.2) to a client
-    /// at the address of `datagram` whose Initial to `dcid` (from `client_scid`) had an expired Retry
-    /// token of ours, without connection state. `keys` are the Initial keys of
-    /// `dcid`: after a Retry the client derives its Initial keys from the Retry's SCID, which is the DCID
-    /// of its Initials (RFC 9001 §5.2), so these are the keys it opens our Initials with.
+    /// Queues an Initial packet carrying CONNECTION_CLOSE with `error` to a client at the address of
+    /// `datagram` whose Initial went to `dcid` (from `client_scid`), without connection state: INVALID_TOKEN
+    /// for an expired Retry token of ours (RFC 9000 §8.1.2), CONNECTION_REFUSED under
+    /// [`AcceptPolicy::Refuse`](crate::AcceptPolicy::Refuse) (§5.2.2). `keys` are the Initial keys of
+    /// `dcid`, which the client opens our Initials with (after a Retry it derives them from the Retry's
+    /// SCID, the DCID of its Initials: RFC 9001 §5.2).
     ///
     /// CONNECTION_CLOSE is not ack-eliciting, so the datagram needs no padding to 1200 bytes (RFC 9000
     /// §14.1); at under 100 bytes it is far smaller than the Initial of at least 1200 bytes that caused
     /// it, so it cannot amplify (§8), and it goes through the bounded stateless queue.
-    fn queue_invalid_token_close(
+    pub(super) fn queue_initial_close(
         &mut self,
         datagram: &Datagram,
         version: u32,
         dcid: ConnectionId,
         client_scid: ConnectionId,
         keys: &Keys,
+        error: TransportError,
     ) {
+        let kind = if error.code == TransportErrorCode::CONNECTION_REFUSED {
+            StatelessKind::RefusalClose
+        } else {
+            StatelessKind::InvalidTokenClose
+        };
         if self.stateless.len() >= self.config.max_stateless_queue {
             self.stats.stateless_queue_overflow += 1;
             return;
@@ -525,9 +533,7 @@ impl Endpoint {
         // The first (and only) packet of our Initial space: number 0. Four bytes of packet number make
         // the header protection sample (RFC 9001 §5.4.2) fit behind any payload, with the AEAD tag.
         let pn = TruncatedPn::truncate(0, 4);
-        let close = Frame::Close(ConnectionClose::from(TransportError::invalid_token(
-            "expired Retry token",
-        )));
+        let close = Frame::Close(ConnectionClose::from(error));
         let tag_len = keys.local.packet.tag_len();
         let len = header.encoded_len(pn) + close.encoded_len() + tag_len;
         if len >= datagram.payload.len() {
@@ -544,7 +550,7 @@ impl Endpoint {
             return;
         }
         self.stateless.push_back(StatelessPacket {
-            kind: StatelessKind::InvalidTokenClose,
+            kind,
             destination: datagram.remote,
             src_ip: datagram.local,
             payload,

@@ -297,8 +297,9 @@ impl StreamRef<'_, '_> {
 
     /// Sets the stream's send priority: higher goes first; equal priorities share round-robin. A
     /// stream we cannot send on (a peer's unidirectional one, or one never opened) is
-    /// [`WriteError::UnknownStream`]; one whose sending is over and forgotten,
-    /// [`WriteError::ClosedStream`].
+    /// [`WriteError::UnknownStream`]; one over and forgotten, [`WriteError::ClosedStream`]. A stream
+    /// finished, reset or stopped but not yet forgotten takes the priority (`Ok`): what it still has to
+    /// send follows it.
     pub fn set_priority(&mut self, priority: i32) -> Result<(), WriteError> {
         self.conn.connection_mut().streams.set_priority(self.id, priority)
     }

@@ -132,8 +132,8 @@ impl BulkSender {
             };
             while *written < share {
                 let n = (share - *written).min(CHUNK as u64) as usize;
-                // Write until refused, even after a short write: only a refused write asks the
-                // stream for a `Writable` event.
+                // Write until refused: a full chunk per write, and the writes the share allows
+                // all made now (a short or refused write asks the stream for a `Writable` event).
                 match conn.stream(*id).write(pattern_at(*written, n)) {
                     Ok(k) => *written += k as u64,
                     Err(_) => break,
