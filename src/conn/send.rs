@@ -288,8 +288,8 @@ impl Connection {
             // congestion controlled. Handshake data is not held back either: before the handshake is
             // confirmed no PTO is armed for application data (RFC 9002 §6.2.1), so 1-RTT packets whose
             // ACKs were lost could otherwise fill the window and block a lost client Finished forever.
-            // RFC 9000 §9.4: nor is path validation (see `build_packet`).
-            return ack_due || s.probes > 0 || self.path_frames_pending();
+            // Nor is our own path challenge (see `build_packet`).
+            return ack_due || s.probes > 0 || self.challenge_pending();
         }
         ack_due || s.probes > 0 || self.has_frames_for(space)
     }
@@ -518,12 +518,14 @@ impl Connection {
                     c.written = true;
                 }
             }
-        } else if !data_allowed && space == SpaceId::Data && self.path_frames_pending() {
-            // RFC 9000 §9.4: "A sender can make exceptions for probe packets": path validation is not
-            // held back by a congestion window that packets sent towards the address the peer left (a
-            // NAT rebinding keeps the window, and what is in flight there may never be acknowledged)
-            // can keep full. Held back, the challenge could wait until validation failed (§8.2.4) with
-            // no PTO to free the window, armed none at the new address's amplification limit.
+        } else if !data_allowed && space == SpaceId::Data && self.challenge_pending() {
+            // A deliberate, bounded departure from RFC 9002 §7: our PATH_CHALLENGE goes when the
+            // congestion window (or pacing) holds everything else back. After a NAT rebinding the window
+            // stays the old port's (RFC 9000 §9.4), full of packets that may never be acknowledged there;
+            // held back, the challenge waited until validation failed (§8.2.4), with no PTO to free the
+            // window (none is armed at the new address's amplification limit). One packet per
+            // validation attempt or lost challenge; a PATH_RESPONSE owed rides along but never goes
+            // alone beyond the window, or a peer's PATH_CHALLENGE flood would be answered without limit.
             path_probe = self.write_path_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
         } else if data_allowed {
             if space == SpaceId::Data {
@@ -746,7 +748,12 @@ impl Connection {
 
     /// A PATH_RESPONSE or PATH_CHALLENGE for the current path waits to be sent.
     fn path_frames_pending(&self) -> bool {
-        self.path_response.is_some() || self.path_validation.as_ref().is_some_and(|v| v.pending)
+        self.path_response.is_some() || self.challenge_pending()
+    }
+
+    /// Our PATH_CHALLENGE for the current path waits to be sent.
+    fn challenge_pending(&self) -> bool {
+        self.path_validation.as_ref().is_some_and(|v| v.pending)
     }
 
     /// PATH_RESPONSE and PATH_CHALLENGE for the current path, as room allows. Returns whether one went in.

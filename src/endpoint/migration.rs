@@ -901,3 +901,30 @@ fn a_nat_rebinding_during_a_download_gets_its_challenge_at_once() {
         "no PATH_CHALLENGE to the new port: {sent:?}"
     );
 }
+
+/// Only our own PATH_CHALLENGE goes beyond a full congestion window: a peer sending PATH_CHALLENGE after
+/// PATH_CHALLENGE in tiny packets gets its answers within the window (found in review: when a PATH_RESPONSE
+/// owed also went beyond it, 200 challenges of about 50 bytes each drew 200 datagrams of 1200 bytes and
+/// 425,856 bytes in flight against a window of 186,240; RFC 9002 §7).
+#[test]
+fn a_path_challenge_flood_is_answered_within_the_window() {
+    let (mut p, h, _ch) = downloading_with_a_full_window();
+    let window = p.server.table.get(h).unwrap().conn.cc.window();
+    for i in 0..200u64 {
+        inject(&mut p, SpaceId::Data, &[Frame::PathChallenge(i.to_be_bytes())]);
+        server_sends_reaching(&mut p, nowhere());
+        p.now += Duration::from_micros(500);
+    }
+    let in_flight = p
+        .server
+        .table
+        .get(h)
+        .unwrap()
+        .conn
+        .recovery
+        .path_bytes_in_flight();
+    assert!(
+        in_flight <= window + 2 * 1500,
+        "{in_flight} bytes in flight against a window of {window}"
+    );
+}
