@@ -897,6 +897,56 @@ fn refusals_hold_no_state_and_ignore_the_handshake_limit() {
     assert_eq!(ep.stats().connections_refused, 200);
 }
 
+/// The stateless refusal is made for the client's version (RFC 9369 packet types and keys), and for a
+/// client that followed a Retry, sealed with the keys of the DCID it uses since (RFC 9001 §5.2): both
+/// clients see `Refused` within a round trip.
+#[test]
+fn refusals_follow_the_version_and_a_retry() {
+    let cert = TestCert::new();
+    let mut net = Net::new(77);
+    let both = |seed| EndpointConfig {
+        supported_versions: vec![VERSION_1, VERSION_2],
+        ..EndpointConfig::with_seed(seed)
+    };
+    let mut sc = ServerConfig::new(cert.server_tls(&[]));
+    sc.accept = AcceptPolicy::Refuse;
+    let server = net.add(server_addr(), Endpoint::new(both(177), Some(sc)));
+    let client = net.add(client_addr(0), Endpoint::new(both(277), None));
+    let mut config = client_config(&cert);
+    config.version = VERSION_2;
+    let asked_at = net.now;
+    let h = net.connect(client, config, server);
+    net.drive_until(Duration::from_millis(200), |_| false);
+    let lost = net.hosts[client].lost(h);
+    assert!(
+        matches!(lost, Some((ConnectionError::Refused, t)) if t - asked_at < Duration::from_millis(100)),
+        "{lost:?}"
+    );
+    let answer = &net.sent(server_addr(), client_addr(0))[0].data;
+    assert_eq!(&answer[1..5], &VERSION_2.to_be_bytes());
+
+    let mut net = Net::new(78);
+    let server = net.add(
+        server_addr(),
+        server_endpoint(&cert, 178, |s| s.retry = quicsand::RetryPolicy::Always),
+    );
+    let client = net.add(client_addr(0), client_endpoint(278));
+    let h = net.connect(client, client_config(&cert), server);
+    assert!(net.drive_until(Duration::from_secs(1), |n| n.hosts[server]
+        .ep
+        .stats()
+        .retries_sent
+        == 1));
+    assert!(net.ep(server).set_accept_policy(AcceptPolicy::Refuse));
+    let asked_at = net.now;
+    net.drive_until(Duration::from_millis(500), |_| false);
+    let lost = net.hosts[client].lost(h);
+    assert!(
+        matches!(lost, Some((ConnectionError::Refused, t)) if t - asked_at < Duration::from_millis(100)),
+        "{lost:?}"
+    );
+}
+
 /// `close_all` refuses the connections still held under `AcceptPolicy::Ask` (their clients see
 /// `Refused`, as after `refuse`), closes the others, and leaves draining ones to end: the endpoint
 /// empties (found in review: held ones got an application close, counted as neither accepted nor
