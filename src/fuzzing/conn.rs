@@ -9,7 +9,7 @@ use super::pair::{Network, Pair, Perfect, Setup, StreamModel, BASE_DELAY, CLIENT
 use crate::event::ConnectionError;
 use crate::wire::frame::{Frame, Frames};
 use crate::wire::header::{Coalesced, LongType};
-use crate::StreamId;
+use crate::{AcceptPolicy, StreamId};
 
 /// Whether this build runs on the null cipher (fuzzing) rather than real packet protection (tests).
 pub const NULL_CRYPTO: bool = cfg!(fuzzing);
@@ -363,7 +363,9 @@ pub fn check_stream_ops(setup: &Setup, data: &[u8]) {
 /// `server_recv`: a server endpoint receives an arbitrary sequence of datagrams from several addresses.
 ///
 /// Input: records `[control, length (2 bytes), datagram...]`: the low 2 bits of `control` pick one of 4
-/// client addresses, the rest the virtual milliseconds that pass before the datagram. Invariants: no
+/// client addresses, the rest the virtual milliseconds that pass before the datagram. An empty datagram
+/// switches the server's accept policy instead: to `AcceptPolicy::Refuse` when bit 2 of `control` is set,
+/// else back to `Accept`. Invariants: no
 /// panic; the server never sends more than three times what an address sent it unless that address
 /// sent a Handshake packet (RFC 9000 §8.1, anti-amplification); connections stay under
 /// `max_incoming_handshakes`; and once the input ends, every connection is gone within the idle
@@ -395,6 +397,15 @@ pub fn check_server_recv(setup: &Setup, data: &[u8]) {
         let control = input.u8();
         let len = usize::from(input.u16());
         let datagram = input.bytes(len);
+        if datagram.is_empty() {
+            let refuse = control & 4 != 0;
+            server.set_accept_policy(if refuse {
+                AcceptPolicy::Refuse
+            } else {
+                AcceptPolicy::Accept
+            });
+            continue;
+        }
         let i = usize::from(control & 3);
         now += Duration::from_millis(u64::from(control >> 2));
         server.handle_timeout(now);

@@ -99,6 +99,19 @@ pub fn record_corpus(dir: &Path, epoch: Instant) -> io::Result<()> {
     for d in client.iter().take(4) {
         seeds.add("server_recv", record(d, 0))?;
     }
+    // The same handshake with the server switched to refusing first (an empty record with bit 2 set),
+    // and back to accepting halfway.
+    let refuse = [4u8, 0, 0];
+    let accept = [0u8, 0, 0];
+    let half = client.len() / 2;
+    let mut switched = refuse.to_vec();
+    for (i, d) in client.iter().enumerate() {
+        if i == half {
+            switched.extend_from_slice(&accept);
+        }
+        switched.extend(record(d, 5));
+    }
+    seeds.add("server_recv", switched)?;
     // conn_frames: one payload each the peer really sent, injected into the other side.
     for p in packets.iter().filter(|p| p.ty.is_none()).take(MAX_SEEDS) {
         let to = (1 - p.from) as u8;
