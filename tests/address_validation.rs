@@ -480,36 +480,27 @@ fn spoofed_retry_tokens_gain_nothing() {
         assert!(retry.len() < 1200 / 3, "{what}: a Retry is small");
         parse_retry(retry, dcid);
     }
-    // The token expires by the wall clock: it opens, so it is surely ours, and the client, having
-    // followed our Retry, would ignore another: no connection, but a small Initial with INVALID_TOKEN
-    // (RFC 9000 §8.1.2) that the client opens with the keys of its DCID, the Retry's SCID.
+    // A token that expired by the wall clock still opens, so it is surely ours and bound to this
+    // address; the client, having followed our Retry, would ignore another (RFC 9000 §17.2.5.2): the
+    // connection goes on with the address not validated, answered with at most three times what came.
+    let late_odcid = cid(0x44, 16);
+    let out = inject(&mut server, now, victim, forged_initial(&late_odcid, &[]));
+    let (late_scid, late_token) = parse_retry(&out[0], &late_odcid);
     clock.advance(Duration::from_secs(11));
-    let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
-    let [close] = &out[..] else {
-        panic!("an expired token: {} datagrams", out.len())
-    };
-    assert!(close.len() < 100, "the close is small: {} bytes", close.len());
-    let frames = open_server_initial(close, &scid, &ConnectionId::new(&[0xaa; 8]).unwrap());
-    let [Frame::Close(c)] = &frames[..] else {
-        panic!("one CONNECTION_CLOSE, got {frames:?}")
-    };
-    assert_eq!(
-        c.code,
-        quicsand::wire::frame::CloseCode::Transport {
-            code: quicsand::wire::TransportErrorCode::INVALID_TOKEN,
-            frame_type: 0
-        }
-    );
+    let out = inject(&mut server, now, victim, forged_initial(&late_scid, &late_token));
     clock.rewind(Duration::from_secs(11));
+    let answered: usize = out.iter().map(Vec::len).sum();
+    assert!(answered <= 3 * 1200, "{answered} bytes to an unvalidated address");
 
     let s = server.stats();
     assert_eq!(
         s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
-        1
+        0
     );
     assert_eq!(s.tokens_ignored - before.tokens_ignored, 5);
-    assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
-    assert_eq!((s.retries_sent, s.invalid_token_closes_sent), (6, 1));
+    assert_eq!(s.expired_retry_tokens, 1);
+    assert_eq!((s.connections_incoming, s.connections_active), (1, 1));
+    assert_eq!((s.retries_sent, s.invalid_token_closes_sent), (7, 0));
 
     // Garbage that is not of the Retry kind is no token at all: under RetryPolicy::Always, a Retry.
     let out = inject(
@@ -521,12 +512,12 @@ fn spoofed_retry_tokens_gain_nothing() {
     assert_eq!(out.len(), 1);
     parse_retry(&out[0], &cid(0x33, 16));
     assert_eq!(server.stats().tokens_ignored, 6);
-    assert_eq!(server.stats().connections_active, 0);
+    assert_eq!(server.stats().connections_active, 1);
 
     // The genuine token from the genuine address, in time: a connection, validated.
     let out = inject(&mut server, now, victim, forged_initial(&scid, &token));
     let s = server.stats();
-    assert_eq!((s.retry_tokens_accepted, s.connections_incoming), (1, 1));
+    assert_eq!((s.retry_tokens_accepted, s.connections_incoming), (1, 2));
     assert!(!out.is_empty(), "the server answers the validated client");
 }
 
@@ -798,9 +789,46 @@ fn a_foreign_token_that_starts_like_a_retry_token_is_no_token() {
     }
 }
 
+/// Under `AcceptPolicy::Refuse` (RFC 9000 §5.2.2) an Initial, whatever its token, gets one small Initial
+/// carrying CONNECTION_CLOSE with CONNECTION_REFUSED, sealed with the keys of the DCID the client used and
+/// addressed to its SCID, and no connection; a Retry token in it changes nothing.
+#[test]
+fn a_refusal_is_a_small_initial_the_client_opens() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let mut config = server_config(&cert, RetryPolicy::Always, &clock);
+    config.accept = quicsand::AcceptPolicy::Refuse;
+    let mut server = Endpoint::new(quicsand::EndpointConfig::with_seed(17), Some(config));
+    let client = addr("192.0.2.1:4000");
+    for (dcid, token) in [(cid(0x11, 16), vec![]), (cid(0x12, 8), vec![b'R'; 40])] {
+        let out = inject(&mut server, epoch(), client, forged_initial(&dcid, &token));
+        let [close] = &out[..] else {
+            panic!("one answer, got {}", out.len())
+        };
+        assert!(close.len() < 100, "{} bytes", close.len());
+        let frames = open_server_initial(close, &dcid, &ConnectionId::new(&[0xaa; 8]).unwrap());
+        let [Frame::Close(c)] = &frames[..] else {
+            panic!("one CONNECTION_CLOSE, got {frames:?}")
+        };
+        assert_eq!(
+            c.code,
+            quicsand::wire::frame::CloseCode::Transport {
+                code: quicsand::wire::TransportErrorCode::CONNECTION_REFUSED,
+                frame_type: 0
+            }
+        );
+    }
+    let s = server.stats();
+    assert_eq!(
+        (s.connections_refused, s.connections_active, s.retries_sent),
+        (2, 0, 0)
+    );
+}
+
 /// A client (`client`, connecting) and a quicsand server that always sends a Retry, on a network that
 /// moves the server's wall clock past the Retry token lifetime while the client's first Initial with the
-/// token is in flight. Returns the pair once the client's connection ended, or after 3 s.
+/// token is in flight. Returns the pair once both are connected or the client's connection ended, or
+/// after 5 s.
 fn retry_token_expires_in_flight(client: Box<dyn common::Node>, clock: &TestClock, cert: &TestCert) -> Pair {
     let server = QuicsandNode::server(server_addr(), server_config(cert, RetryPolicy::Always, clock), 50);
     let mut p = Pair::new(client, Box::new(server), 51);
@@ -817,70 +845,93 @@ fn retry_token_expires_in_flight(client: Box<dyn common::Node>, clock: &TestCloc
         }
         Some(Duration::ZERO)
     });
-    p.drive_until(Duration::from_secs(3), |p| {
-        p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
+    p.drive_until(Duration::from_secs(5), |p| {
+        p.both_connected() || p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
     });
     p
 }
 
+/// A client that followed our Retry ignores another (RFC 9000 §17.2.5.2), and RFC 9000 §8.1.2 leaves the
+/// server to refuse it or let it proceed. An expired Retry token of ours (it opens, so it is ours, bound
+/// to the client's address and carrying the authentic original DCID) lets the handshake go on with the
+/// address not validated: before, it was answered with INVALID_TOKEN, so a client whose Initials with
+/// the token were lost for longer than the token's lifetime failed where the same losses without Retry
+/// let it connect. quicsand and quinn-proto clients alike.
 #[test]
-fn an_expired_retry_token_is_answered_with_invalid_token() {
-    // RFC 9000 §8.1.2: "If a server receives a client Initial that contains an invalid Retry token but
-    // is otherwise valid, ... the server SHOULD immediately close the connection with an INVALID_TOKEN
-    // error": the client followed our Retry and would ignore another, so without the close it waits
-    // for its idle timeout. The close goes without connection state, in a packet the client can open.
+fn an_expired_retry_token_lets_the_handshake_go_on_unvalidated() {
     let cert = TestCert::new();
-    let clock = TestClock::new();
-    let mut client = QuicsandNode::client(client_addr(), 52);
-    client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-    let start = epoch();
-    let mut p = retry_token_expires_in_flight(Box::new(client), &clock, &cert);
-    assert_eq!(
-        p.client_events,
-        vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
-        "the client ends at once with the server's INVALID_TOKEN"
-    );
-    assert!(
-        p.now - start < Duration::from_secs(1),
-        "promptly: {:?}",
-        p.now - start
-    );
-    let closed_by_peer = quicsand(&mut p.client).raw_events.iter().any(|(_, e)| {
-        matches!(e, Event::ConnectionLost { reason: quicsand::ConnectionError::ConnectionClosed { error } }
-            if error.code == quicsand::wire::TransportErrorCode::INVALID_TOKEN)
-    });
-    assert!(closed_by_peer, "{:?}", quicsand(&mut p.client).raw_events);
-    let s = stats(&mut p.server);
-    assert_eq!(
-        (
-            s.retries_sent,
-            s.dropped_invalid_retry_token,
-            s.invalid_token_closes_sent
-        ),
-        (1, 1, 1)
-    );
-    assert_eq!((s.connections_incoming, s.connections_active), (0, 0));
+    for engine in [common::Engine::Quicsand, common::Engine::Quinn] {
+        let clock = TestClock::new();
+        let client: Box<dyn common::Node> = match engine {
+            common::Engine::Quicsand => {
+                let mut c = QuicsandNode::client(client_addr(), 52);
+                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+                Box::new(c)
+            }
+            common::Engine::Quinn => {
+                let mut c = QuinnNode::client(client_addr(), 53);
+                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+                Box::new(c)
+            }
+        };
+        let mut p = retry_token_expires_in_flight(client, &clock, &cert);
+        assert!(p.both_connected(), "{engine:?}: {:?}", p.client_events);
+        let s = stats(&mut p.server);
+        assert_eq!(
+            (
+                s.retries_sent,
+                s.expired_retry_tokens,
+                s.retry_tokens_accepted,
+                s.invalid_token_closes_sent
+            ),
+            (1, 1, 0, 0),
+            "{engine:?}"
+        );
+    }
 }
 
+/// The same end to end on the virtual clock alone: after the Retry, the client's Initials with the token
+/// are lost until its fifth try, about 15 s on, past the 10 s lifetime; the handshake completes, as it
+/// does without Retry under the same losses. Found by a randomized handshake soak against quinn-proto.
 #[test]
-fn a_quinn_client_sees_the_invalid_token_close() {
+fn a_retry_token_outlived_by_lost_initials_still_lets_the_handshake_complete() {
     let cert = TestCert::new();
-    let clock = TestClock::new();
-    let mut client = QuinnNode::client(client_addr(), 53);
-    client.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
-    let start = epoch();
-    let mut p = retry_token_expires_in_flight(Box::new(client), &clock, &cert);
-    assert_eq!(
-        p.client_events,
-        vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
-        "quinn-proto opens the close and reports INVALID_TOKEN"
-    );
-    assert!(
-        p.now - start < Duration::from_secs(1),
-        "promptly: {:?}",
-        p.now - start
-    );
-    assert_eq!(stats(&mut p.server).invalid_token_closes_sent, 1);
+    for client in [common::Engine::Quicsand, common::Engine::Quinn] {
+        let mut config = ServerConfig::new(cert.server_tls(&[]));
+        config.retry = RetryPolicy::Always;
+        // No wall clock: tokens are dated by the endpoint's own (virtual) time.
+        let server = QuicsandNode::server(server_addr(), config, 61);
+        let client_node: Box<dyn common::Node> = match client {
+            common::Engine::Quicsand => {
+                let mut c = QuicsandNode::client(client_addr(), 62);
+                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+                Box::new(c)
+            }
+            common::Engine::Quinn => {
+                let mut c = QuinnNode::client(client_addr(), 62);
+                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+                Box::new(c)
+            }
+        };
+        let mut p = Pair::new(client_node, Box::new(server), 63);
+        // The first Initial and the Retry go through; the next seven client datagrams (the Initials with
+        // the token, at 0, 1, 3 and 7 s) are lost; from the fifth try on the path is clean.
+        p.filter = Box::new(|dir, index, _, _| {
+            let lost = dir == Dir::ClientToServer && (1..8).contains(&index);
+            (!lost).then_some(Duration::ZERO)
+        });
+        let done = p.drive_until(Duration::from_secs(60), |p| {
+            p.both_connected() || Pair::lost(&p.client_events).is_some()
+        });
+        assert!(
+            done && p.both_connected(),
+            "{client:?} client: client {:?} server {:?} after {:?}",
+            p.client_events,
+            p.server_events,
+            p.now - epoch()
+        );
+        assert!(p.now - epoch() > Duration::from_secs(10), "the token outlived");
+    }
 }
 
 /// A qlog sink the test can read back.

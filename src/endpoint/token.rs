@@ -348,10 +348,12 @@ impl Endpoint {
     /// Decides what a client's first Initial (already authenticated) gets, from its token and the Retry
     /// policy: a connection (`Some`), or a Retry or nothing (`None`, counted in the stats).
     ///
-    /// RFC 9000 §8.1.2: an expired Retry token (one that opens, so surely ours) gets no connection but
-    /// an INVALID_TOKEN close, sealed with `keys` (the Initial keys of `dcid`, which the client uses).
-    /// §8.1.3: any token that does not open, whatever its kind byte, and a NEW_TOKEN token that does not
-    /// validate only mean the address is not validated.
+    /// A Retry token of ours that expired gives a connection whose address is not validated (the client
+    /// followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves refusing or going on);
+    /// one that opens but does not parse gets no connection but an INVALID_TOKEN close (§8.1.2), sealed
+    /// with `keys` (the Initial keys of `dcid`, which the client uses). §8.1.3: any token that does not
+    /// open, whatever its kind byte, and a NEW_TOKEN token that does not validate only mean the address
+    /// is not validated.
     pub(super) fn admit(
         &mut self,
         now: Instant,
@@ -384,19 +386,30 @@ impl Endpoint {
                         let mut r = Reader::new(&rest);
                         let odcid = ConnectionId::decode_prefixed(&mut r)
                             .ok()
-                            .filter(|_| fresh && r.is_empty());
-                        // Our own Retry token, expired: the client followed our Retry and would ignore
-                        // another. RFC 9000 §8.1.2: the server SHOULD close with INVALID_TOKEN, which
-                        // spares the client its timeout; no connection state is made for it.
+                            .filter(|_| r.is_empty());
+                        // Our own Retry token that does not parse: the client followed our Retry and
+                        // would ignore another. RFC 9000 §8.1.2: the server SHOULD close with
+                        // INVALID_TOKEN, which spares the client its timeout; no connection state is
+                        // made for it.
                         let Some(original_dcid) = odcid else {
                             self.stats.dropped_invalid_retry_token += 1;
-                            let error = TransportError::invalid_token("expired Retry token");
+                            let error = TransportError::invalid_token("invalid Retry token");
                             self.queue_initial_close(datagram, version, dcid, scid, keys, error);
                             return None;
                         };
-                        self.stats.retry_tokens_accepted += 1;
+                        // Expired, but ours and bound to this address: the client keeps sending the
+                        // token with every Initial for as long as its handshake lasts (§17.2.5.2), so
+                        // an expired one only means its Initials were lost for a while. It no longer
+                        // validates the address (§8.1.3: Retry tokens are accepted for a short time
+                        // only), but the original destination connection ID it carries is authentic:
+                        // the handshake goes on under the anti-amplification limit.
+                        if fresh {
+                            self.stats.retry_tokens_accepted += 1;
+                        } else {
+                            self.stats.expired_retry_tokens += 1;
+                        }
                         return Some(Admission {
-                            validated: true,
+                            validated: fresh,
                             original_dcid,
                             retry_scid: Some(dcid),
                         });
