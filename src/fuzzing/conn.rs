@@ -232,7 +232,15 @@ impl Network for Scripted<'_> {
 /// cipher (fuzzing builds), which makes the peer look dishonest.
 pub fn check_conn_network(setup: &Setup, data: &[u8]) {
     let (pair, finished, tainted) = run_conn_network(setup, data);
-    assert_ended(&pair, finished);
+    // Under the null cipher a corrupted datagram is a forged packet: it can reset a stream its writer
+    // never reset and acknowledge a FIN that never arrived, so that the reader forgets a stream whose
+    // writer still waits for credit. RFC 9000 §4.1 has that writer send STREAM_DATA_BLOCKED periodically
+    // while nothing is in flight, which keeps the connection open for as long as the peer answers: not a
+    // hang of the engine. Real packet protection drops such packets.
+    let kept_open_by_forgery = tainted && !finished && pair.flow_control_limited();
+    if !kept_open_by_forgery {
+        assert_ended(&pair, finished);
+    }
     // When the server's handshake timed out while the client carried on, the client's next Initial
     // starts a new server connection and acknowledges the old one's packets: RFC 9000 §13.1 makes that
     // a PROTOCOL_VIOLATION, rightly, though both peers are honest.

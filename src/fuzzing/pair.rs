@@ -551,6 +551,17 @@ impl Pair {
 
     /// The invariant every connection check ends with: each side either got its connection lost or
     /// read to the end of every direction it is owed, exactly.
+    /// Whether a side still connected is flow control limited, its blocked frames sent (and so sent again
+    /// periodically, RFC 9000 §4.1).
+    pub(crate) fn flow_control_limited(&self) -> bool {
+        self.peers.iter().any(|p| {
+            p.lost.is_none()
+                && p.conn
+                    .and_then(|h| p.ep.connection(h))
+                    .is_some_and(|c| c.streams.blocked_frames_sent())
+        })
+    }
+
     pub(crate) fn assert_settled(&self) {
         for ((writer, id), m) in &self.model {
             let reader = 1 - writer;
