@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// long.
 pub(crate) const STEP_BACK: Duration = Duration::from_secs(1);
 
-/// Whether `now` is more than [`STEP_BACK`] before `last`, the instant a count was kept from.
+/// Whether `now` is more than [`STEP_BACK`] before `last`, the instant a count was kept from. On the
+/// pacer's per-packet path: the usual answer costs one comparison.
+#[inline]
 pub(crate) fn stepped_back(now: Instant, last: Instant) -> bool {
-    now.checked_add(STEP_BACK).is_some_and(|t| t < last)
+    now < last && now.checked_add(STEP_BACK).is_some_and(|t| t < last)
 }

@@ -104,11 +104,8 @@ impl Pacer {
 
     /// Adds the tokens earned since the last refill, up to `capacity`.
     fn refill(&mut self, now: Instant, capacity: u64) {
-        // A clock that stepped back far: count from `now`, or nothing would be earned (and `delay`
-        // would name an instant ahead by the step) until the clock caught up with the last refill. A
-        // short step is waited out, so that a jittering clock does not earn the same time twice.
-        if crate::clock::stepped_back(now, self.last_refill) {
-            self.last_refill = now;
+        if now < self.last_refill {
+            self.clock_went_back(now);
         }
         let Some((num, den)) = rate(self.window, self.rtt) else {
             // No rate to pace at: keep the bucket full.
@@ -130,6 +127,17 @@ impl Pacer {
         let earned = u64::try_from(earned).unwrap_or(u64::MAX);
         self.tokens = self.tokens.saturating_add(earned).min(capacity);
         self.last_refill = self.last_refill.max(now);
+    }
+
+    /// A clock that stepped back far: count from `now`, or nothing would be earned (and `delay` would
+    /// name an instant ahead by the step) until the clock caught up with the last refill. A short step
+    /// is waited out, so that a jittering clock does not earn the same time twice. Out of line: the
+    /// per-packet path only compares.
+    #[cold]
+    fn clock_went_back(&mut self, now: Instant) {
+        if crate::clock::stepped_back(now, self.last_refill) {
+            self.last_refill = now;
+        }
     }
 }
 
