@@ -62,9 +62,9 @@ pub struct TokenConfig {
     /// operating system's RNG.
     pub key: Option<[u8; 32]>,
     /// How long a Retry token validates the client's address (RFC 9000 §8.1.3: Retry tokens SHOULD be
-    /// short-lived; the client uses it within one round trip). Past it, the token no longer validates,
-    /// but the handshake goes on with the address not validated: the client, having followed our Retry,
-    /// ignores another.
+    /// short-lived; the client uses it within one round trip). Past it by up to a minute, the token no
+    /// longer validates but the handshake goes on with the address not validated (the client, having
+    /// followed our Retry, ignores another); later, it gets an INVALID_TOKEN close.
     pub retry_token_lifetime: Duration,
     /// How long a token sent in a NEW_TOKEN frame is accepted on later connections.
     pub new_token_lifetime: Duration,

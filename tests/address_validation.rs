@@ -826,10 +826,14 @@ fn a_refusal_is_a_small_initial_the_client_opens() {
 }
 
 /// A client (`client`, connecting) and a quicsand server that always sends a Retry, on a network that
-/// moves the server's wall clock past the Retry token lifetime while the client's first Initial with the
-/// token is in flight. Returns the pair once both are connected or the client's connection ended, or
-/// after 5 s.
-fn retry_token_expires_in_flight(client: Box<dyn common::Node>, clock: &TestClock, cert: &TestCert) -> Pair {
+/// moves the server's wall clock on by `advance` while the client's first Initial with the token is in
+/// flight. Returns the pair once both are connected or the client's connection ended, or after 5 s.
+fn retry_token_ages_in_flight(
+    client: Box<dyn common::Node>,
+    clock: &TestClock,
+    cert: &TestCert,
+    advance: Duration,
+) -> Pair {
     let server = QuicsandNode::server(server_addr(), server_config(cert, RetryPolicy::Always, clock), 50);
     let mut p = Pair::new(client, Box::new(server), 51);
     let late = clock.clone();
@@ -839,8 +843,7 @@ fn retry_token_expires_in_flight(client: Box<dyn common::Node>, clock: &TestCloc
         let with_token =
             h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
         if dir == Dir::ClientToServer && with_token && !moved {
-            // The default Retry token lifetime is 10 s.
-            late.advance(Duration::from_secs(11));
+            late.advance(advance);
             moved = true;
         }
         Some(Duration::ZERO)
@@ -874,7 +877,8 @@ fn an_expired_retry_token_lets_the_handshake_go_on_unvalidated() {
                 Box::new(c)
             }
         };
-        let mut p = retry_token_expires_in_flight(client, &clock, &cert);
+        // The default Retry token lifetime is 10 s.
+        let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(11));
         assert!(p.both_connected(), "{engine:?}: {:?}", p.client_events);
         let s = stats(&mut p.server);
         assert_eq!(
@@ -885,6 +889,52 @@ fn an_expired_retry_token_lets_the_handshake_go_on_unvalidated() {
                 s.invalid_token_closes_sent
             ),
             (1, 1, 0, 0),
+            "{engine:?}"
+        );
+    }
+}
+
+/// A Retry token past its lifetime by more than the grace the handshake gets (60 s) is invalid (RFC 9000
+/// §8.1.2: "the server SHOULD immediately close ... with an INVALID_TOKEN error"; §8.1.3: Retry tokens
+/// are accepted for a short time only): no connection state, and an Initial with the close that either
+/// client opens and ends with at once, instead of waiting for its idle timeout.
+#[test]
+fn a_long_expired_retry_token_is_answered_with_invalid_token() {
+    let cert = TestCert::new();
+    for engine in [common::Engine::Quicsand, common::Engine::Quinn] {
+        let clock = TestClock::new();
+        let client: Box<dyn common::Node> = match engine {
+            common::Engine::Quicsand => {
+                let mut c = QuicsandNode::client(client_addr(), 54);
+                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+                Box::new(c)
+            }
+            common::Engine::Quinn => {
+                let mut c = QuinnNode::client(client_addr(), 55);
+                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+                Box::new(c)
+            }
+        };
+        let start = epoch();
+        let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(80));
+        assert_eq!(
+            p.client_events,
+            vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
+            "{engine:?}: the client ends at once with the server's INVALID_TOKEN"
+        );
+        assert!(
+            p.now - start < Duration::from_secs(1),
+            "{engine:?}: {:?}",
+            p.now - start
+        );
+        let s = stats(&mut p.server);
+        assert_eq!(
+            (
+                s.dropped_invalid_retry_token,
+                s.invalid_token_closes_sent,
+                s.connections_incoming
+            ),
+            (1, 1, 0),
             "{engine:?}"
         );
     }

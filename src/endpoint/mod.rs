@@ -167,18 +167,18 @@ pub struct EndpointStats {
     pub connections_retried: u64,
     /// Client Initials with a valid Retry token: their address is validated.
     pub retry_tokens_accepted: u64,
-    /// Client Initials with a Retry token of ours that expired: the client, having followed our Retry,
-    /// would ignore another (RFC 9000 §17.2.5.2), so the connection goes on with its address not
-    /// validated (three times what it sent, §8.1). Its Initials with the token were lost for longer than
-    /// `TokenConfig::retry_token_lifetime`, or it is a replay.
+    /// Client Initials with a Retry token of ours past `TokenConfig::retry_token_lifetime` by at most a
+    /// minute: the client, having followed our Retry, would ignore another (RFC 9000 §17.2.5.2), so the
+    /// connection goes on with its address not validated (three times what it sent, §8.1). Its Initials
+    /// with the token were lost for a while, or it is a replay.
     pub expired_retry_tokens: u64,
-    /// Client Initials refused for a Retry token of ours that opens but does not parse (one that does
-    /// not open at all counts in `tokens_ignored`): no connection, and an INVALID_TOKEN close to the
-    /// client (RFC 9000 §8.1.2) unless the stateless queue is full.
+    /// Client Initials refused for a Retry token of ours expired for longer than that, dated ahead, or
+    /// not parsing (one that does not open at all counts in `tokens_ignored`): no connection, and an
+    /// INVALID_TOKEN close to the client (RFC 9000 §8.1.2) unless the stateless queue is full.
     pub dropped_invalid_retry_token: u64,
     /// Initial packets carrying CONNECTION_CLOSE with INVALID_TOKEN handed out by
-    /// [`Endpoint::poll_transmit`], answering a Retry token of ours that does not parse, without
-    /// connection state (RFC 9000 §8.1.2).
+    /// [`Endpoint::poll_transmit`], answering an invalid Retry token of ours (see
+    /// `dropped_invalid_retry_token`) without connection state (RFC 9000 §8.1.2).
     pub invalid_token_closes_sent: u64,
     /// Client Initials with a valid NEW_TOKEN token: their address is validated.
     pub new_tokens_accepted: u64,
@@ -212,8 +212,7 @@ enum StatelessKind {
     VersionNegotiation,
     Retry,
     Reset,
-    /// An Initial with CONNECTION_CLOSE (INVALID_TOKEN) answering a Retry token of ours that does not
-    /// parse.
+    /// An Initial with CONNECTION_CLOSE (INVALID_TOKEN) answering an invalid Retry token of ours.
     InvalidTokenClose,
     /// An Initial with CONNECTION_CLOSE (CONNECTION_REFUSED) under `AcceptPolicy::Refuse`.
     RefusalClose,

@@ -1030,3 +1030,53 @@ fn a_hello_retry_request_handshake_completes() {
         "{events:?}"
     );
 }
+
+/// A Retry token's age decides what the client's Initial carrying it gets (RFC 9000 §8.1.2, §8.1.3,
+/// §17.2.5.2): within the lifetime, a connection whose address is validated; past it by at most
+/// `RETRY_GRACE` (the client's Initials were lost for a while, and it ignores another Retry), a
+/// connection whose address is not validated; later, no connection but an INVALID_TOKEN close, so that
+/// replaying an old token gains nothing (found in review: without the bound, tokens a year old opened a
+/// connection each under `RetryPolicy::Always`, and one token could be replayed without end).
+#[test]
+fn a_retry_tokens_age_decides_validation_connection_or_close() {
+    let server_addr = addr(443);
+    let client_addr = addr(5000);
+    for (wait, connection, validated) in [(0, true, true), (11, true, false), (72, false, false)] {
+        let now = at(0);
+        let mut server = server_with(EndpointConfig::with_seed(1), |s| {
+            s.retry = crate::validation::RetryPolicy::Always;
+        });
+        let (mut client, _h, _v, first) = started_client(now, server_addr);
+        server.handle_datagram(now, datagram(client_addr, &first));
+        let (out, _) = drive(&mut server, now);
+        let [(_, retry)] = &out[..] else {
+            panic!("one Retry, got {}", out.len())
+        };
+        client.handle_datagram(now, datagram(server_addr, retry));
+        let (out, _) = drive(&mut client, now);
+        let later = now + Duration::from_secs(wait);
+        server.handle_datagram(later, datagram(client_addr, &out[0].1));
+        let (answer, _) = drive(&mut server, later);
+        let conns: Vec<bool> = server.table.iter().map(|(_, e)| e.conn.path.validated).collect();
+        let s = server.stats();
+        if connection {
+            assert_eq!(conns, vec![validated], "{wait} s");
+            assert_eq!(
+                (s.retry_tokens_accepted, s.expired_retry_tokens),
+                (u64::from(validated), u64::from(!validated)),
+                "{wait} s"
+            );
+        } else {
+            assert!(conns.is_empty(), "{wait} s: {conns:?}");
+            assert_eq!(
+                (s.dropped_invalid_retry_token, s.invalid_token_closes_sent),
+                (1, 1),
+                "{wait} s"
+            );
+            assert!(
+                answer.len() == 1 && answer[0].1.len() < 100,
+                "{wait} s: one small close"
+            );
+        }
+    }
+}

@@ -244,12 +244,12 @@ impl TokenState {
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
     ) -> Option<(u64, Vec<u8>)> {
-        let (fresh, unique, rest) = self.open_any_age(config, now, token, peer, retry_scid, lifetime)?;
-        fresh.then_some((unique, rest))
+        let (age, unique, rest) = self.open_any_age(config, now, token, peer, retry_scid, lifetime)?;
+        (age == Age::Fresh).then_some((unique, rest))
     }
 
     /// [`open`](Self::open), also for a token too old or dated too far ahead: `Some` means the token
-    /// authenticates (it is one of ours), and its first field says whether its age is within `lifetime`.
+    /// authenticates (it is one of ours), and its first field says how its age compares with `lifetime`.
     fn open_any_age(
         &mut self,
         config: &TokenConfig,
@@ -258,7 +258,7 @@ impl TokenState {
         peer: (SocketAddr, u32),
         retry_scid: Option<&ConnectionId>,
         lifetime: Duration,
-    ) -> Option<(bool, u64, Vec<u8>)> {
+    ) -> Option<(Age, u64, Vec<u8>)> {
         let (now_ms, clock) = self.time(config, now);
         let kind = *token.first()?;
         let aad = associated_data(kind, clock, peer, retry_scid, self.instance);
@@ -266,9 +266,17 @@ impl TokenState {
         let mut r = Reader::new(&plain);
         let issued = u64::from_be_bytes(r.read_array().ok()?);
         let unique = u64::from_le_bytes(r.read_array().ok()?);
-        let fresh = issued <= now_ms.saturating_add(millis(MAX_FUTURE_SKEW))
-            && now_ms.saturating_sub(issued) <= millis(lifetime);
-        Some((fresh, unique, r.read_rest().to_vec()))
+        let age = now_ms.saturating_sub(issued);
+        let age = if issued > now_ms.saturating_add(millis(MAX_FUTURE_SKEW)) {
+            Age::Stale
+        } else if age <= millis(lifetime) {
+            Age::Fresh
+        } else if age <= millis(lifetime).saturating_add(millis(RETRY_GRACE)) {
+            Age::Late
+        } else {
+            Age::Stale
+        };
+        Some((age, unique, r.read_rest().to_vec()))
     }
 
     /// Records the use of the NEW_TOKEN token with `unique`; false if it was used before.
@@ -283,6 +291,24 @@ impl TokenState {
         true
     }
 }
+
+/// How a token's age compares with its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    /// Within the lifetime.
+    Fresh,
+    /// Past the lifetime by at most [`RETRY_GRACE`].
+    Late,
+    /// Older, or dated too far ahead.
+    Stale,
+}
+
+/// How long past its lifetime a Retry token still lets a handshake go on, its address not validated: a
+/// client that followed our Retry sends the token in every Initial for as long as it tries (its idle
+/// or handshake timeout, 30 s by default in quicsand and quinn), and ignores another Retry (RFC 9000
+/// §17.2.5.2). Later, or dated ahead, the token is invalid: INVALID_TOKEN (§8.1.2), and replaying it
+/// gains nothing (§8.1.3: Retry tokens are accepted for a short time only).
+const RETRY_GRACE: Duration = Duration::from_secs(60);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -348,9 +374,10 @@ impl Endpoint {
     /// Decides what a client's first Initial (already authenticated) gets, from its token and the Retry
     /// policy: a connection (`Some`), or a Retry or nothing (`None`, counted in the stats).
     ///
-    /// A Retry token of ours that expired gives a connection whose address is not validated (the client
-    /// followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves refusing or going on);
-    /// one that opens but does not parse gets no connection but an INVALID_TOKEN close (§8.1.2), sealed
+    /// A Retry token of ours expired by at most [`RETRY_GRACE`] gives a connection whose address is not
+    /// validated (the client followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves
+    /// refusing or going on); one expired for longer, dated ahead or not parsing gets no connection but
+    /// an INVALID_TOKEN close (§8.1.2), sealed
     /// with `keys` (the Initial keys of `dcid`, which the client uses). §8.1.3: any token that does not
     /// open, whatever its kind byte, and a NEW_TOKEN token that does not validate only mean the address
     /// is not validated.
@@ -382,27 +409,28 @@ impl Endpoint {
                     lifetime,
                 );
                 match opened {
-                    Some((fresh, _, rest)) => {
+                    Some((age, _, rest)) => {
                         let mut r = Reader::new(&rest);
                         let odcid = ConnectionId::decode_prefixed(&mut r)
                             .ok()
-                            .filter(|_| r.is_empty());
-                        // Our own Retry token that does not parse: the client followed our Retry and
-                        // would ignore another. RFC 9000 §8.1.2: the server SHOULD close with
-                        // INVALID_TOKEN, which spares the client its timeout; no connection state is
-                        // made for it.
+                            .filter(|_| r.is_empty() && age != Age::Stale);
+                        // Our own Retry token, long expired (or dated ahead, or not parsing): the
+                        // client followed our Retry and would ignore another. RFC 9000 §8.1.2: the
+                        // server SHOULD close with INVALID_TOKEN, which spares the client its timeout;
+                        // no connection state is made for it.
                         let Some(original_dcid) = odcid else {
                             self.stats.dropped_invalid_retry_token += 1;
-                            let error = TransportError::invalid_token("invalid Retry token");
+                            let error = TransportError::invalid_token("expired Retry token");
                             self.queue_initial_close(datagram, version, dcid, scid, keys, error);
                             return None;
                         };
-                        // Expired, but ours and bound to this address: the client keeps sending the
-                        // token with every Initial for as long as its handshake lasts (§17.2.5.2), so
-                        // an expired one only means its Initials were lost for a while. It no longer
-                        // validates the address (§8.1.3: Retry tokens are accepted for a short time
-                        // only), but the original destination connection ID it carries is authentic:
-                        // the handshake goes on under the anti-amplification limit.
+                        // Expired within RETRY_GRACE: the client sends the token with every Initial for
+                        // as long as its handshake lasts (§17.2.5.2), so a late one means its Initials
+                        // were lost for a while. It no longer validates the address (§8.1.3: Retry
+                        // tokens are accepted for a short time only), but the original destination
+                        // connection ID it carries is authentic: the handshake goes on under the
+                        // anti-amplification limit.
+                        let fresh = age == Age::Fresh;
                         if fresh {
                             self.stats.retry_tokens_accepted += 1;
                         } else {
