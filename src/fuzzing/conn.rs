@@ -236,8 +236,9 @@ pub fn check_conn_network(setup: &Setup, data: &[u8]) {
     // never reset and acknowledge a FIN that never arrived, so that the reader forgets a stream whose
     // writer still waits for credit. RFC 9000 §4.1 has that writer send STREAM_DATA_BLOCKED periodically
     // while nothing is in flight, which keeps the connection open for as long as the peer answers: not a
-    // hang of the engine. Real packet protection drops such packets.
-    let kept_open_by_forgery = tainted && !finished && pair.flow_control_limited();
+    // hang of the engine. Real packet protection drops such packets. Only that case is excused: a
+    // stream blocked without a forged reset, or connection-level blocking, still fails.
+    let kept_open_by_forgery = tainted && !finished && pair.blocked_by_forgery();
     if !kept_open_by_forgery {
         assert_ended(&pair, finished);
     }

@@ -549,19 +549,26 @@ impl Pair {
         }
     }
 
-    /// The invariant every connection check ends with: each side either got its connection lost or
-    /// read to the end of every direction it is owed, exactly.
-    /// Whether a side still connected is flow control limited, its blocked frames sent (and so sent again
-    /// periodically, RFC 9000 §4.1).
-    pub(crate) fn flow_control_limited(&self) -> bool {
-        self.peers.iter().any(|p| {
+    /// Whether a side still connected waits for credit on a stream whose reader saw a reset its writer
+    /// never sent (so forged), its STREAM_DATA_BLOCKED sent, and so sent again periodically (RFC 9000
+    /// §4.1): the reader forgot the stream and never grants more.
+    pub(crate) fn blocked_by_forgery(&self) -> bool {
+        self.peers.iter().enumerate().any(|(s, p)| {
+            let Some(conn) = p.conn.and_then(|h| p.ep.connection(h)) else {
+                return false;
+            };
             p.lost.is_none()
-                && p.conn
-                    .and_then(|h| p.ep.connection(h))
-                    .is_some_and(|c| c.streams.blocked_frames_sent())
+                && self.model.iter().any(|((writer, id), m)| {
+                    *writer == s
+                        && m.reset.is_none()
+                        && m.read_reset.is_some()
+                        && conn.streams.stream_blocked_frame_sent(*id)
+                })
         })
     }
 
+    /// The invariant every connection check ends with: each side either got its connection lost or
+    /// read to the end of every direction it is owed, exactly.
     pub(crate) fn assert_settled(&self) {
         for ((writer, id), m) in &self.model {
             let reader = 1 - writer;
