@@ -373,8 +373,8 @@ pub fn check_stream_ops(setup: &Setup, data: &[u8]) {
 ///
 /// Input: records `[control, length (2 bytes), datagram...]`: the low 2 bits of `control` pick one of 4
 /// client addresses, the rest the virtual milliseconds that pass before the datagram. An empty datagram
-/// switches the server's accept policy instead: to `AcceptPolicy::Refuse` when bit 2 of `control` is set,
-/// else back to `Accept`. Invariants: no
+/// with bit 3 of `control` set switches the server's accept policy instead: to `AcceptPolicy::Refuse`
+/// when bit 2 is set too, else back to `Accept`. Invariants: no
 /// panic; the server never sends more than three times what an address sent it unless that address
 /// sent a Handshake packet (RFC 9000 §8.1, anti-amplification); connections stay under
 /// `max_incoming_handshakes`; and once the input ends, every connection is gone within the idle
@@ -406,7 +406,7 @@ pub fn check_server_recv(setup: &Setup, data: &[u8]) {
         let control = input.u8();
         let len = usize::from(input.u16());
         let datagram = input.bytes(len);
-        if datagram.is_empty() {
+        if datagram.is_empty() && control & 8 != 0 {
             let refuse = control & 4 != 0;
             server.set_accept_policy(if refuse {
                 AcceptPolicy::Refuse

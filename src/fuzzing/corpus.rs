@@ -99,10 +99,10 @@ pub fn record_corpus(dir: &Path, epoch: Instant) -> io::Result<()> {
     for d in client.iter().take(4) {
         seeds.add("server_recv", record(d, 0))?;
     }
-    // The same handshake with the server switched to refusing first (an empty record with bit 2 set),
-    // and back to accepting halfway.
-    let refuse = [4u8, 0, 0];
-    let accept = [0u8, 0, 0];
+    // The same handshake with the server switched to refusing first (an empty record with bits 3 and 2
+    // set), and back to accepting halfway (bit 3 only).
+    let refuse = [12u8, 0, 0];
+    let accept = [8u8, 0, 0];
     let half = client.len() / 2;
     let mut switched = refuse.to_vec();
     for (i, d) in client.iter().enumerate() {
