@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 /// long.
 pub(crate) const STEP_BACK: Duration = Duration::from_secs(1);
 
-/// Whether `now` is more than [`STEP_BACK`] before `last`, the instant a count was kept from. On the
-/// pacer's per-packet path: the usual answer costs one comparison.
+/// Whether `now` is more than [`STEP_BACK`] before `last`, the instant a count was kept from; the usual
+/// answer costs one comparison.
 #[inline]
 pub(crate) fn stepped_back(now: Instant, last: Instant) -> bool {
     now < last && now.checked_add(STEP_BACK).is_some_and(|t| t < last)

@@ -1037,3 +1037,39 @@ fn the_preferred_address_connection_id_is_retired_with_the_others() {
         "sequence 1, from the preferred address, is retired too"
     );
 }
+
+/// A server wall clock stepping back (an NTP step of 15 s) between a Retry and the client's Initial with
+/// its token: the token, dated ahead beyond the 10 s of skew allowed, comes only from a clock of ours, so
+/// it gets the grace an expired one gets, and the handshake completes, its address not validated (found
+/// in review: it got an INVALID_TOKEN close).
+#[test]
+fn a_retry_token_survives_a_server_clock_stepping_back() {
+    let cert = TestCert::new();
+    let clock = TestClock::new();
+    let server = QuicsandNode::server(
+        server_addr(),
+        server_config(&cert, RetryPolicy::Always, &clock),
+        50,
+    );
+    let mut c = QuicsandNode::client(client_addr(), 54);
+    c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+    let mut p = Pair::new(Box::new(c), Box::new(server), 51);
+    let stepped = clock.clone();
+    let mut moved = false;
+    p.filter = Box::new(move |dir, _, data, _| {
+        let h = ProtectedHeader::decode(data, 0).ok();
+        let with_token =
+            h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
+        if dir == Dir::ClientToServer && with_token && !moved {
+            stepped.rewind(Duration::from_secs(15));
+            moved = true;
+        }
+        Some(Duration::ZERO)
+    });
+    p.drive_until(Duration::from_secs(5), |p| {
+        p.both_connected() || p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
+    });
+    assert!(p.both_connected(), "client events {:?}", p.client_events);
+    let s = stats(&mut p.server);
+    assert_eq!((s.expired_retry_tokens, s.dropped_invalid_retry_token), (1, 0));
+}

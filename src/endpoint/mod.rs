@@ -172,7 +172,8 @@ pub struct EndpointStats {
     /// connection goes on with its address not validated (three times what it sent, §8.1). Its Initials
     /// with the token were lost for a while, or it is a replay.
     pub expired_retry_tokens: u64,
-    /// Client Initials refused for a Retry token of ours expired for longer than that, dated ahead, or
+    /// Client Initials refused for a Retry token of ours expired for longer than that, dated ahead by more
+    /// than the clock skew allowed (10 s) and that minute, or
     /// not parsing (one that does not open at all counts in `tokens_ignored`): no connection, and an
     /// INVALID_TOKEN close to the client (RFC 9000 §8.1.2) unless the stateless queue is full.
     pub dropped_invalid_retry_token: u64,

@@ -266,15 +266,27 @@ impl TokenState {
         let mut r = Reader::new(&plain);
         let issued = u64::from_be_bytes(r.read_array().ok()?);
         let unique = u64::from_le_bytes(r.read_array().ok()?);
-        let age = now_ms.saturating_sub(issued);
-        let age = if issued > now_ms.saturating_add(millis(MAX_FUTURE_SKEW)) {
-            Age::Stale
-        } else if age <= millis(lifetime) {
-            Age::Fresh
-        } else if age <= millis(lifetime).saturating_add(millis(RETRY_GRACE)) {
-            Age::Late
+        let grace = millis(RETRY_GRACE);
+        let age = if issued > now_ms {
+            // Dated ahead: only a clock of ours can do that (one that stepped back, or another server's
+            // sharing the key), never a replay of an old token; a little is skew, more gets the grace.
+            let ahead = issued - now_ms;
+            if ahead <= millis(MAX_FUTURE_SKEW) {
+                Age::Fresh
+            } else if ahead <= millis(MAX_FUTURE_SKEW).saturating_add(grace) {
+                Age::Late
+            } else {
+                Age::Stale
+            }
         } else {
-            Age::Stale
+            let age = now_ms - issued;
+            if age <= millis(lifetime) {
+                Age::Fresh
+            } else if age <= millis(lifetime).saturating_add(grace) {
+                Age::Late
+            } else {
+                Age::Stale
+            }
         };
         Some((age, unique, r.read_rest().to_vec()))
     }
@@ -297,17 +309,18 @@ impl TokenState {
 enum Age {
     /// Within the lifetime.
     Fresh,
-    /// Past the lifetime by at most [`RETRY_GRACE`].
+    /// Past the lifetime, or dated ahead beyond the clock skew allowed, by at most [`RETRY_GRACE`].
     Late,
-    /// Older, or dated too far ahead.
+    /// Older, or dated further ahead.
     Stale,
 }
 
 /// How long past its lifetime a Retry token still lets a handshake go on, its address not validated: a
 /// client that followed our Retry sends the token in every Initial for as long as it tries (its idle
 /// or handshake timeout, 30 s by default in quicsand and quinn), and ignores another Retry (RFC 9000
-/// §17.2.5.2). Later, or dated ahead, the token is invalid: INVALID_TOKEN (§8.1.2), and replaying it
-/// gains nothing (§8.1.3: Retry tokens are accepted for a short time only).
+/// §17.2.5.2). Later, the token is invalid: INVALID_TOKEN (§8.1.2), and replaying it gains nothing
+/// (§8.1.3: Retry tokens are accepted for a short time only). The same grace covers a token dated ahead
+/// beyond the allowed skew: a clock of ours that stepped back.
 const RETRY_GRACE: Duration = Duration::from_secs(60);
 
 fn millis(d: Duration) -> u64 {
@@ -376,7 +389,7 @@ impl Endpoint {
     ///
     /// A Retry token of ours expired by at most [`RETRY_GRACE`] gives a connection whose address is not
     /// validated (the client followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves
-    /// refusing or going on); one expired for longer, dated ahead or not parsing gets no connection but
+    /// refusing or going on); one expired for longer, dated further ahead or not parsing gets no connection but
     /// an INVALID_TOKEN close (§8.1.2), sealed
     /// with `keys` (the Initial keys of `dcid`, which the client uses). §8.1.3: any token that does not
     /// open, whatever its kind byte, and a NEW_TOKEN token that does not validate only mean the address
@@ -414,7 +427,7 @@ impl Endpoint {
                         let odcid = ConnectionId::decode_prefixed(&mut r)
                             .ok()
                             .filter(|_| r.is_empty() && age != Age::Stale);
-                        // Our own Retry token, long expired (or dated ahead, or not parsing): the
+                        // Our own Retry token, long expired (or dated far ahead, or not parsing): the
                         // client followed our Retry and would ignore another. RFC 9000 §8.1.2: the
                         // server SHOULD close with INVALID_TOKEN, which spares the client its timeout;
                         // no connection state is made for it.
