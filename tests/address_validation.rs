@@ -80,6 +80,22 @@ fn server_config(cert: &TestCert, retry: RetryPolicy, clock: &TestClock) -> Serv
     config
 }
 
+/// A client of `engine`, connecting to the server at `server_addr()` with `cert`'s trust.
+fn connecting_client(engine: common::Engine, cert: &TestCert, seed: u64) -> Box<dyn common::Node> {
+    match engine {
+        common::Engine::Quicsand => {
+            let mut c = QuicsandNode::client(client_addr(), seed);
+            c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+            Box::new(c)
+        }
+        common::Engine::Quinn => {
+            let mut c = QuinnNode::client(client_addr(), seed);
+            c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
+            Box::new(c)
+        }
+    }
+}
+
 fn quicsand(node: &mut Box<dyn common::Node>) -> &mut QuicsandNode {
     node.as_any()
         .downcast_mut::<QuicsandNode>()
@@ -865,18 +881,7 @@ fn an_expired_retry_token_lets_the_handshake_go_on_unvalidated() {
     let cert = TestCert::new();
     for engine in [common::Engine::Quicsand, common::Engine::Quinn] {
         let clock = TestClock::new();
-        let client: Box<dyn common::Node> = match engine {
-            common::Engine::Quicsand => {
-                let mut c = QuicsandNode::client(client_addr(), 52);
-                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-                Box::new(c)
-            }
-            common::Engine::Quinn => {
-                let mut c = QuinnNode::client(client_addr(), 53);
-                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
-                Box::new(c)
-            }
-        };
+        let client = connecting_client(engine, &cert, 52);
         // The default Retry token lifetime is 10 s.
         let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(11));
         assert!(p.both_connected(), "{engine:?}: {:?}", p.client_events);
@@ -903,18 +908,7 @@ fn a_long_expired_retry_token_is_answered_with_invalid_token() {
     let cert = TestCert::new();
     for engine in [common::Engine::Quicsand, common::Engine::Quinn] {
         let clock = TestClock::new();
-        let client: Box<dyn common::Node> = match engine {
-            common::Engine::Quicsand => {
-                let mut c = QuicsandNode::client(client_addr(), 54);
-                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-                Box::new(c)
-            }
-            common::Engine::Quinn => {
-                let mut c = QuinnNode::client(client_addr(), 55);
-                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
-                Box::new(c)
-            }
-        };
+        let client = connecting_client(engine, &cert, 54);
         let start = epoch();
         let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(80));
         assert_eq!(
@@ -951,18 +945,7 @@ fn a_retry_token_outlived_by_lost_initials_still_lets_the_handshake_complete() {
         config.retry = RetryPolicy::Always;
         // No wall clock: tokens are dated by the endpoint's own (virtual) time.
         let server = QuicsandNode::server(server_addr(), config, 61);
-        let client_node: Box<dyn common::Node> = match client {
-            common::Engine::Quicsand => {
-                let mut c = QuicsandNode::client(client_addr(), 62);
-                c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-                Box::new(c)
-            }
-            common::Engine::Quinn => {
-                let mut c = QuinnNode::client(client_addr(), 62);
-                c.connect(epoch(), server_addr(), "localhost", cert.client_tls(&[]));
-                Box::new(c)
-            }
-        };
+        let client_node = connecting_client(client, &cert, 62);
         let mut p = Pair::new(client_node, Box::new(server), 63);
         // The first Initial and the Retry go through; the next seven client datagrams (the Initials with
         // the token, at 0, 1, 3 and 7 s) are lost; from the fifth try on the path is clean.
