@@ -389,11 +389,10 @@ impl Endpoint {
     ///
     /// A Retry token of ours expired by at most [`RETRY_GRACE`] gives a connection whose address is not
     /// validated (the client followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves
-    /// refusing or going on); one expired for longer, dated further ahead or not parsing gets no connection but
-    /// an INVALID_TOKEN close (§8.1.2), sealed
-    /// with `keys` (the Initial keys of `dcid`, which the client uses). §8.1.3: any token that does not
-    /// open, whatever its kind byte, and a NEW_TOKEN token that does not validate only mean the address
-    /// is not validated.
+    /// refusing or going on); one expired for longer, dated further ahead or not parsing gets no
+    /// connection but an INVALID_TOKEN close (§8.1.2), sealed with `keys` (the Initial keys of `dcid`,
+    /// which the client uses). §8.1.3: any token that does not open, whatever its kind byte, and a
+    /// NEW_TOKEN token that does not validate only mean the address is not validated.
     pub(super) fn admit(
         &mut self,
         now: Instant,

@@ -236,7 +236,8 @@ impl StreamRef<'_, '_> {
 
     /// Writes as much of `data` as the stream's send buffer takes and returns how much that was. When
     /// nothing fits, it returns [`WriteError::Blocked`]. After a refused write or one that took only
-    /// part of `data`, a [`StreamEvent::Writable`](crate::StreamEvent) event follows when acknowledgements have freed a sixty-fourth of the send buffer
+    /// part of `data`, a [`StreamEvent::Writable`](crate::StreamEvent) event follows when
+    /// acknowledgements have freed a sixty-fourth of the send buffer
     /// ([`StreamsConfig::send_buffer`](crate::StreamsConfig::send_buffer), or more while buffers have
     /// grown with the congestion window, see [`max_send_buffer`](crate::StreamsConfig::max_send_buffer)),
     /// so that the writes it prompts fill whole packets. Once the connection is closing,

@@ -65,10 +65,10 @@ impl Streams {
     /// Writes what fits of `data` into the send buffer of stream `id` and returns how much.
     ///
     /// Accepts up to [`StreamsConfig::send_buffer`](super::StreamsConfig::send_buffer) unacknowledged
-    /// bytes per stream (more while the congestion window is large), whatever the peer's flow-control limits (the data waits for credit). An empty
-    /// `data` returns `Ok(0)`; a full buffer returns [`WriteError::Blocked`]. After a refused write or
-    /// one that took only part of `data`, a [`StreamEvent::Writable`] follows once acknowledgements
-    /// free a sixty-fourth of the buffer.
+    /// bytes per stream (more while the congestion window is large), whatever the peer's flow-control
+    /// limits (the data waits for credit). An empty `data` returns `Ok(0)`; a full buffer returns
+    /// [`WriteError::Blocked`]. After a refused write or one that took only part of `data`, a
+    /// [`StreamEvent::Writable`] follows once acknowledgements free a sixty-fourth of the buffer.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         let (base, budget, total) = (self.config.send_buffer, self.send_budget, self.send_buffered);
         let send = self.open_send_half(id)?;
