@@ -1022,12 +1022,6 @@ impl Endpoint {
         }
     }
 
-    /// Test and fuzzing hook: connection `h`, to read its state.
-    #[cfg(any(test, fuzzing))]
-    pub(crate) fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
-        self.table.get(h).map(|e| &*e.conn)
-    }
-
     /// Test and fuzzing hook: `payload` reaches connection `h` as the decrypted payload of an
     /// authenticated 1-RTT packet from its peer (see `Connection::inject_payload`).
     #[cfg(any(test, fuzzing))]

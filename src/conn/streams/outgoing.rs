@@ -312,14 +312,6 @@ impl Streams {
             })
     }
 
-    /// Whether stream `id`'s STREAM_DATA_BLOCKED for its current limit went out (a fuzzing check).
-    #[cfg(any(test, fuzzing))]
-    pub(crate) fn stream_blocked_frame_sent(&self, id: super::StreamId) -> bool {
-        self.streams.get(&id).is_some_and(|s| {
-            !s.queued.stream_data_blocked && s.send.as_ref().is_some_and(SendStream::blocked_frame_sent)
-        })
-    }
-
     /// Queues again the blocked frames [`Streams::blocked_frames_sent`] reports as sent, for the limits
     /// that still hold (RFC 9000 §4.1: sent periodically while flow control limited).
     pub(crate) fn resend_blocked(&mut self) {
