@@ -842,13 +842,14 @@ fn a_refusal_is_a_small_initial_the_client_opens() {
 }
 
 /// A client (`client`, connecting) and a quicsand server that always sends a Retry, on a network that
-/// moves the server's wall clock on by `advance` while the client's first Initial with the token is in
-/// flight. Returns the pair once both are connected or the client's connection ended, or after 5 s.
+/// moves the server's wall clock (`step`, forward or back) while the client's first Initial with the
+/// token is in flight. Returns the pair once both are connected or the client's connection ended, or
+/// after 5 s.
 fn retry_token_ages_in_flight(
     client: Box<dyn common::Node>,
     clock: &TestClock,
     cert: &TestCert,
-    advance: Duration,
+    step: impl Fn(&TestClock) + 'static,
 ) -> Pair {
     let server = QuicsandNode::server(server_addr(), server_config(cert, RetryPolicy::Always, clock), 50);
     let mut p = Pair::new(client, Box::new(server), 51);
@@ -859,7 +860,7 @@ fn retry_token_ages_in_flight(
         let with_token =
             h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
         if dir == Dir::ClientToServer && with_token && !moved {
-            late.advance(advance);
+            step(&late);
             moved = true;
         }
         Some(Duration::ZERO)
@@ -883,7 +884,7 @@ fn an_expired_retry_token_lets_the_handshake_go_on_unvalidated() {
         let clock = TestClock::new();
         let client = connecting_client(engine, &cert, 52);
         // The default Retry token lifetime is 10 s.
-        let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(11));
+        let mut p = retry_token_ages_in_flight(client, &clock, &cert, |c| c.advance(Duration::from_secs(11)));
         assert!(p.both_connected(), "{engine:?}: {:?}", p.client_events);
         let s = stats(&mut p.server);
         assert_eq!(
@@ -910,7 +911,7 @@ fn a_long_expired_retry_token_is_answered_with_invalid_token() {
         let clock = TestClock::new();
         let client = connecting_client(engine, &cert, 54);
         let start = epoch();
-        let mut p = retry_token_ages_in_flight(client, &clock, &cert, Duration::from_secs(80));
+        let mut p = retry_token_ages_in_flight(client, &clock, &cert, |c| c.advance(Duration::from_secs(80)));
         assert_eq!(
             p.client_events,
             vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
@@ -1029,29 +1030,8 @@ fn the_preferred_address_connection_id_is_retired_with_the_others() {
 fn a_retry_token_survives_a_server_clock_stepping_back() {
     let cert = TestCert::new();
     let clock = TestClock::new();
-    let server = QuicsandNode::server(
-        server_addr(),
-        server_config(&cert, RetryPolicy::Always, &clock),
-        50,
-    );
-    let mut c = QuicsandNode::client(client_addr(), 54);
-    c.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
-    let mut p = Pair::new(Box::new(c), Box::new(server), 51);
-    let stepped = clock.clone();
-    let mut moved = false;
-    p.filter = Box::new(move |dir, _, data, _| {
-        let h = ProtectedHeader::decode(data, 0).ok();
-        let with_token =
-            h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
-        if dir == Dir::ClientToServer && with_token && !moved {
-            stepped.rewind(Duration::from_secs(15));
-            moved = true;
-        }
-        Some(Duration::ZERO)
-    });
-    p.drive_until(Duration::from_secs(5), |p| {
-        p.both_connected() || p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
-    });
+    let client = connecting_client(common::Engine::Quicsand, &cert, 54);
+    let mut p = retry_token_ages_in_flight(client, &clock, &cert, |c| c.rewind(Duration::from_secs(15)));
     assert!(p.both_connected(), "client events {:?}", p.client_events);
     let s = stats(&mut p.server);
     assert_eq!((s.expired_retry_tokens, s.dropped_invalid_retry_token), (1, 0));

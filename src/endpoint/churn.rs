@@ -150,23 +150,17 @@ impl Net {
         let mut wakes = 0;
         loop {
             self.exchange();
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.client.handle_timeout(self.now);
-                    self.server.handle_timeout(self.now);
-                    wakes += 1;
-                    assert!(wakes < 1_000_000, "the timers spin");
-                }
-                _ => {
-                    self.now = end;
-                    return wakes;
-                }
+            if !super::peer_errors::advance_to_next_deadline(
+                &mut self.now,
+                &mut self.client,
+                &mut self.server,
+                end,
+            ) {
+                self.now = end;
+                return wakes;
             }
+            wakes += 1;
+            assert!(wakes < 1_000_000, "the timers spin");
         }
     }
 }

@@ -427,6 +427,19 @@ fn downloading_with_a_full_window() -> (Pair, ConnectionHandle, ConnectionHandle
     (p, h, ch)
 }
 
+/// The client (`ch`) pings from `to`; the server (`h`) follows it there and sends its PATH_CHALLENGE
+/// at once, whatever its window towards the old address holds.
+fn moves_and_is_challenged_at_once(p: &mut Pair, h: ConnectionHandle, ch: ConnectionHandle, to: SocketAddr) {
+    client_pings_from(p, ch, to);
+    let sent = server_sends_reaching(p, nowhere());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, to);
+    assert!(
+        conn.path_validation.as_ref().is_some_and(|v| !v.pending),
+        "no PATH_CHALLENGE to {to}: {sent:?}"
+    );
+}
+
 /// RFC 9000 §9.4: "Packets sent on the old path MUST NOT contribute to congestion control ... for the
 /// new path". The client moves to another IP address while the server's window towards the old one is
 /// full: the new path's fresh controller counts none of those bytes, so the PATH_CHALLENGE (§9.3)
@@ -435,15 +448,9 @@ fn downloading_with_a_full_window() -> (Pair, ConnectionHandle, ConnectionHandle
 fn old_path_bytes_in_flight_do_not_hold_back_the_new_paths_challenge() {
     let (mut p, h, ch) = downloading_with_a_full_window();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
-    client_pings_from(&mut p, ch, b);
-    let sent = server_sends_reaching(&mut p, nowhere());
-    let conn = &p.server.table.get(h).unwrap().conn;
-    assert_eq!(conn.path.remote, b);
-    assert!(
-        conn.path_validation.as_ref().is_some_and(|v| !v.pending),
-        "no PATH_CHALLENGE to the new address: {sent:?}"
-    );
+    moves_and_is_challenged_at_once(&mut p, h, ch, b);
     // The old path's packets are still tracked, for loss and retransmission.
+    let conn = &p.server.table.get(h).unwrap().conn;
     assert!(conn.recovery.bytes_in_flight() > conn.recovery.path_bytes_in_flight());
 }
 
@@ -892,14 +899,7 @@ fn a_nat_rebinding_during_a_download_gets_its_challenge_at_once() {
         CLIENT.parse::<SocketAddr>().unwrap().ip(),
         "only the port changes"
     );
-    client_pings_from(&mut p, ch, b);
-    let sent = server_sends_reaching(&mut p, nowhere());
-    let conn = &p.server.table.get(h).unwrap().conn;
-    assert_eq!(conn.path.remote, b);
-    assert!(
-        conn.path_validation.as_ref().is_some_and(|v| !v.pending),
-        "no PATH_CHALLENGE to the new port: {sent:?}"
-    );
+    moves_and_is_challenged_at_once(&mut p, h, ch, b);
 }
 
 /// Only our own PATH_CHALLENGE goes beyond a full congestion window: a peer sending PATH_CHALLENGE after

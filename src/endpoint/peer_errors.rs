@@ -261,19 +261,7 @@ impl Pair {
     /// Moves the clock to the earlier deadline of the two endpoints and runs their timers; false when
     /// neither has one before `end`.
     pub(super) fn advance_to_next_deadline(&mut self, end: Instant) -> bool {
-        let next = [self.client.poll_timeout(), self.server.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(t) if t <= end => {
-                self.now = self.now.max(t);
-                self.client.handle_timeout(self.now);
-                self.server.handle_timeout(self.now);
-                true
-            }
-            _ => false,
-        }
+        advance_to_next_deadline(&mut self.now, &mut self.client, &mut self.server, end)
     }
 
     /// Injects `frames` into the server's connection as if the client sent them, and lets the close run.
@@ -879,4 +867,24 @@ fn data_blocked_at_an_unlimited_receive_window_is_answered() {
     let mut p = Pair::new(server);
     p.client_sends(&[Frame::DataBlocked((1 << 62) - 1)]);
     assert_eq!(Pair::lost(&p.server_events), None);
+}
+
+/// Moves `now` to the earlier deadline of endpoints `a` and `b` and runs their timers; false when
+/// neither has one before `end`.
+pub(super) fn advance_to_next_deadline(
+    now: &mut Instant,
+    a: &mut Endpoint,
+    b: &mut Endpoint,
+    end: Instant,
+) -> bool {
+    let next = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min();
+    match next {
+        Some(t) if t <= end => {
+            *now = (*now).max(t);
+            a.handle_timeout(*now);
+            b.handle_timeout(*now);
+            true
+        }
+        _ => false,
+    }
 }
