@@ -694,7 +694,11 @@ impl Connection {
             || self.retired_spares.contains(&frame.sequence)
             || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
         {
-            return Ok(()); // a retransmission
+            // A retransmission. A peer may send it again with the Retire Prior To it has by then
+            // (quinn-proto does), and an increase MUST be acted on whichever frame carries it (RFC 9000
+            // §5.1.2).
+            self.raise_peer_retire_prior_to(frame.retire_prior_to)?;
+            return self.leave_retired_cid();
         }
         // RFC 9000 §5.1: an ID is issued once; §19.15 lets a repeat under a new sequence number be a
         // PROTOCOL_VIOLATION. Taken, one ID would sit under two sequence numbers and reset tokens.
@@ -717,29 +721,9 @@ impl Connection {
                 "NEW_CONNECTION_ID repeats a connection ID under another sequence number",
             ));
         }
-        if frame.retire_prior_to > self.peer_retire_prior_to {
-            self.peer_retire_prior_to = frame.retire_prior_to;
-            let rpt = frame.retire_prior_to;
-            let retired: Vec<u64> = self
-                .peer_cids
-                .iter()
-                .filter(|(s, ..)| *s < rpt)
-                .map(|(s, ..)| *s)
-                .collect();
-            self.peer_cids.retain(|(s, ..)| *s >= rpt);
-            for seq in retired {
-                self.queue_retire(seq)?;
-            }
-            self.on_peer_retire_prior_to(rpt);
-        }
+        self.raise_peer_retire_prior_to(frame.retire_prior_to)?;
         self.peer_cids.push((frame.sequence, frame.id, frame.reset_token));
-        if self.remote_cid_seq < self.peer_retire_prior_to {
-            // The ID in use was retired: switch to the lowest remaining one.
-            if let Some((seq, cid, token)) = self.take_lowest_spare() {
-                let (old, ..) = self.use_peer_cid(seq, cid, Some(token));
-                self.queue_retire(old)?;
-            }
-        }
+        self.leave_retired_cid()?;
         // RFC 9000 §5.1.1: more than active_connection_id_limit IDs is CONNECTION_ID_LIMIT_ERROR (the
         // one in use, the spares, and those the old path's challenge and an off-path answer hold).
         let held = u64::from(held_by_challenge.is_some_and(|s| s >= self.peer_retire_prior_to))
@@ -748,6 +732,37 @@ impl Connection {
             return Err(TransportError::connection_id_limit_error(
                 "more connection IDs than our limit",
             ));
+        }
+        Ok(())
+    }
+
+    /// The peer's Retire Prior To, if `rpt` raises it (RFC 9000 §5.1.2): its spare IDs below are retired.
+    fn raise_peer_retire_prior_to(&mut self, rpt: u64) -> Result<(), TransportError> {
+        if rpt <= self.peer_retire_prior_to {
+            return Ok(());
+        }
+        self.peer_retire_prior_to = rpt;
+        let retired: Vec<u64> = self
+            .peer_cids
+            .iter()
+            .filter(|(s, ..)| *s < rpt)
+            .map(|(s, ..)| *s)
+            .collect();
+        self.peer_cids.retain(|(s, ..)| *s >= rpt);
+        for seq in retired {
+            self.queue_retire(seq)?;
+        }
+        self.on_peer_retire_prior_to(rpt);
+        Ok(())
+    }
+
+    /// If the ID in use is below the peer's Retire Prior To, switches to the lowest spare and retires it.
+    fn leave_retired_cid(&mut self) -> Result<(), TransportError> {
+        if self.remote_cid_seq < self.peer_retire_prior_to {
+            if let Some((seq, cid, token)) = self.take_lowest_spare() {
+                let (old, ..) = self.use_peer_cid(seq, cid, Some(token));
+                self.queue_retire(old)?;
+            }
         }
         Ok(())
     }

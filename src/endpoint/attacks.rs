@@ -317,6 +317,31 @@ fn repeated_new_connection_id_below_retire_prior_to_is_retired_once() {
     assert_eq!(conn.retire_cids.iter().filter(|&&s| s == 9).count(), 1);
 }
 
+/// RFC 9000 §5.1.2: "Upon receipt of an increased Retire Prior To field, the peer MUST stop using the
+/// corresponding connection IDs and retire them". A peer resending a NEW_CONNECTION_ID whose first copy
+/// arrived may write its Retire Prior To as it is by then (quinn-proto does): the increase counts, even
+/// though the frame is otherwise a copy.
+#[test]
+fn a_resent_new_connection_id_with_a_larger_retire_prior_to_retires() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    // The client's own IDs fill sequence numbers 0 to 3; sequence 4 retires 0 and 1, and the server moves
+    // from 0 to 2.
+    inject(&mut p, SpaceId::Data, &[new_cid(4, 2)]);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.remote_cid_seq, 2);
+    // The same frame again, now retiring everything below 4.
+    inject(&mut p, SpaceId::Data, &[new_cid(4, 4)]);
+    assert_eq!(server_error(&mut p), None);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.peer_retire_prior_to, 4);
+    assert_eq!(conn.remote_cid_seq, 4, "moved off the retired ID");
+    let mut owed = conn.retire_cids.to_vec();
+    owed.sort_unstable();
+    assert_eq!(owed, [0, 1, 2, 3]);
+    assert!(conn.peer_cids.is_empty(), "{:?}", conn.peer_cids);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The end of the handshake (RFC 9001 §5.7)
 
