@@ -285,7 +285,10 @@ pub enum AcceptPolicy {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The TLS configuration (certificate, key, ALPN); see [`crate::crypto::tls`] for helpers. Its
-    /// `max_early_data_size` is taken as 0: the engine does not accept 0-RTT.
+    /// `max_early_data_size` is taken as 0: the engine does not accept 0-RTT. Its `ticketer` and
+    /// `session_storage` are used through a wrapper per QUIC version that marks each ticket with the
+    /// version (RFC 9369 §7), so only tickets issued through a quicsand endpoint on the same version
+    /// resume; others get a full handshake.
     pub tls: Arc<rustls::ServerConfig>,
     /// Transport settings for accepted connections.
     pub transport: TransportConfig,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use quicsand::wire::header::{VERSION_1, VERSION_2};
 use quicsand::{ClientConfig, ConnectionError, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
 
 mod common;
@@ -115,8 +116,9 @@ fn second_connection_with_the_same_client_config_resumes_and_connects() {
 }
 
 /// The bytes the client receives over two connections to the same server with one `ClientConfig`, the
-/// server's certificate naming 200 hosts (some 6 KB), with TLS session tickets sent or not.
-fn bytes_received_over_two_connections(tickets: bool) -> [u64; 2] {
+/// server's certificate naming 200 hosts (some 6 KB), with TLS session tickets sent or not, the
+/// connections on QUIC `versions` (the server takes versions 1 and 2).
+fn bytes_received_over_two_connections(tickets: bool, versions: [u32; 2]) -> [u64; 2] {
     let names: Vec<String> = std::iter::once("localhost".to_string())
         .chain((0..200).map(|i| format!("host-{i:03}.example.test")))
         .collect();
@@ -127,15 +129,17 @@ fn bytes_received_over_two_connections(tickets: bool) -> [u64; 2] {
     if !tickets {
         server_tls.send_tls13_tickets = 0;
     }
-    let mut server = Endpoint::new(
-        EndpointConfig::with_seed(1),
-        Some(ServerConfig::new(std::sync::Arc::new(server_tls))),
-    );
-    let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
-    let config = ClientConfig::new(cert.client_tls(&[]));
+    let both = |seed| EndpointConfig {
+        supported_versions: vec![VERSION_1, VERSION_2],
+        ..EndpointConfig::with_seed(seed)
+    };
+    let mut server = Endpoint::new(both(1), Some(ServerConfig::new(std::sync::Arc::new(server_tls))));
+    let mut client = Endpoint::new(both(2), None);
+    let mut config = ClientConfig::new(cert.client_tls(&[]));
     let mut now = common::epoch();
     let mut received = [0; 2];
     for (round, bytes) in received.iter_mut().enumerate() {
+        config.version = versions[round];
         let h = client
             .connect(now, config.clone(), "192.0.2.2:443".parse().unwrap(), "localhost")
             .unwrap();
@@ -156,12 +160,12 @@ fn bytes_received_over_two_connections(tickets: bool) -> [u64; 2] {
 /// handshake kind; the certificate's bytes on the wire show it.)
 #[test]
 fn a_second_connection_resumes_without_the_certificate_unless_tickets_are_off() {
-    let [full, resumed] = bytes_received_over_two_connections(true);
+    let [full, resumed] = bytes_received_over_two_connections(true, [VERSION_1; 2]);
     assert!(
         resumed + 4000 < full,
         "first {full} bytes, second {resumed} bytes"
     );
-    let [first, second] = bytes_received_over_two_connections(false);
+    let [first, second] = bytes_received_over_two_connections(false, [VERSION_1; 2]);
     assert!(
         first.abs_diff(second) < 1000,
         "without tickets: first {first} bytes, second {second} bytes"
@@ -169,5 +173,26 @@ fn a_second_connection_resumes_without_the_certificate_unless_tickets_are_off() 
     assert!(
         second + 4000 > full,
         "{second} bytes without tickets, {full} with"
+    );
+}
+
+/// RFC 9369 §7: "Servers MUST validate the originating version of any session ticket or token and not
+/// accept one issued from a different version. A rejected ticket results in falling back to a full TLS
+/// handshake". The client (rustls keeps tickets per server name) offers a version 1 ticket on version 2
+/// and the other way round; the server refuses it, so the certificate comes again. A ticket from a
+/// version 2 connection still resumes on version 2.
+#[test]
+fn a_session_ticket_resumes_only_on_the_quic_version_that_issued_it() {
+    for versions in [[VERSION_1, VERSION_2], [VERSION_2, VERSION_1]] {
+        let [first, second] = bytes_received_over_two_connections(true, versions);
+        assert!(
+            first.abs_diff(second) < 1000,
+            "{versions:x?}: first {first} bytes, second {second} bytes"
+        );
+    }
+    let [full, resumed] = bytes_received_over_two_connections(true, [VERSION_2; 2]);
+    assert!(
+        resumed + 4000 < full,
+        "version 2: first {full} bytes, second {resumed} bytes"
     );
 }

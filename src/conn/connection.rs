@@ -23,7 +23,7 @@ use super::spaces::{PacketSpace, SentFrames, Spaces};
 use super::streams::Streams;
 use super::tokens::NewTokens;
 use super::SpaceId;
-use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::config::{ClientConfig, TransportConfig};
 #[cfg(not(fuzzing))]
 use crate::crypto::tls::RustlsSession;
 use crate::crypto::tls::{KeyChange, Level, Session};
@@ -560,12 +560,12 @@ impl Connection {
 
     /// A server connection for a client's first Initial; feed that datagram with `handle_datagram` next.
     ///
-    /// `transport` is `config.transport`, shared by all the endpoint's server connections (`config`
-    /// gives the TLS configuration).
+    /// `transport` is the server configuration's, shared by all the endpoint's server connections, and
+    /// `tls` its TLS configuration for the connection's version (`crypto::tls::tickets`).
     #[cfg_attr(fuzzing, allow(unused_variables))]
     pub(crate) fn new_server(
         now: Instant,
-        config: &ServerConfig,
+        tls: &Arc<rustls::ServerConfig>,
         transport: &Arc<TransportConfig>,
         info: IncomingInfo,
         local_cid: ConnectionId,
@@ -581,7 +581,7 @@ impl Connection {
         // RFC 9000 §7.3: after a Retry, the server names the Retry's source connection ID too.
         params.retry_source_connection_id = info.retry_scid;
         #[cfg(not(fuzzing))]
-        let session = RustlsSession::server(config.tls.clone(), &params, info.version)
+        let session = RustlsSession::server(tls.clone(), &params, info.version)
             .map_err(|e| TransportError::internal_error(format!("TLS: {e}")))?;
         #[cfg(fuzzing)]
         let session = crate::crypto::tls::NullSession::server(&params);

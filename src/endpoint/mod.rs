@@ -340,6 +340,9 @@ pub struct Endpoint {
     server: Option<ServerConfig>,
     /// The server's transport configuration, shared by its connections rather than copied into each.
     server_transport: Option<Arc<TransportConfig>>,
+    /// The server's TLS configuration for each of `versions`, its session tickets that version's alone
+    /// (RFC 9369 §7, `crypto::tls::tickets`).
+    server_tls: Vec<(u32, Arc<rustls::ServerConfig>)>,
     rng: Rng,
     cid_len: usize,
     table: Table<Entry>,
@@ -410,11 +413,18 @@ impl Endpoint {
             .as_ref()
             .map(|s| token::TokenState::new(&s.tokens, &mut rng));
         let server_transport = server.as_ref().map(|s| Arc::new(s.transport.clone()));
+        let server_tls = server.as_ref().map_or_else(Vec::new, |s| {
+            versions
+                .iter()
+                .map(|&v| (v, crate::crypto::tls::for_version(&s.tls, v)))
+                .collect()
+        });
         Self {
             config,
             versions,
             server,
             server_transport,
+            server_tls,
             rng,
             cid_len,
             table: Table::default(),
@@ -962,10 +972,13 @@ impl Endpoint {
             validated: admission.validated,
             initial_keys,
         };
-        let (Some(server), Some(transport)) = (&self.server, &self.server_transport) else {
+        let Some(transport) = &self.server_transport else {
             return;
         };
-        let conn = match Connection::new_server(now, server, transport, info, local_cid, hold, rng) {
+        let Some((_, tls)) = self.server_tls.iter().find(|(v, _)| *v == version) else {
+            return;
+        };
+        let conn = match Connection::new_server(now, tls, transport, info, local_cid, hold, rng) {
             Ok(conn) => conn,
             Err(_) => {
                 self.stats.connections_failed += 1;

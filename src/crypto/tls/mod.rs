@@ -35,6 +35,7 @@ use crate::Side;
 #[cfg(fuzzing)]
 mod null;
 mod rustls;
+mod tickets;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ pub use self::rustls::{
 
 #[cfg(fuzzing)]
 pub use self::null::NullSession;
+pub(crate) use self::tickets::for_version;
 
 /// The encryption level of handshake bytes (RFC 9001 §4, §4.1.4).
 ///
