@@ -330,8 +330,71 @@ fn nat_rebinding_of_client() {
     let conn = out.sim.endpoint(server).unwrap().conn(h).unwrap();
     assert_eq!(conn.remote_address(), new_addr);
     let stats = conn.stats();
+    drop(conn);
     assert_eq!(stats.path_migrations, 1);
     assert_eq!(stats.path_validation_failures, 0);
+    // Datagrams on their way to the client's old address found no node: the trace says so (a second
+    // record, `DroppedNoRoute`), and counts as delivered only what the endpoints received (once nothing
+    // is in flight).
+    out.sim.run(Duration::from_secs(120));
+    let received: u64 = [out.client, out.server]
+        .iter()
+        .map(|&n| out.sim.endpoint(n).unwrap().stats().datagrams_received)
+        .sum();
+    let trace = out.sim.trace();
+    assert_eq!(trace.delivered, received, "dropped {}", trace.dropped);
+    assert!(trace.records().any(|r| matches!(
+        r,
+        quicsand::sim::TraceRecord::Datagram {
+            fate: quicsand::sim::Fate::DroppedNoRoute,
+            to,
+            ..
+        } if *to == "10.0.0.1:50000".parse().unwrap()
+    )));
+}
+
+/// `Simulation::endpoint`, `app_mut`, `engine_mut`: commands given between steps are picked up at the
+/// next step, at the current virtual time. A stream written on an idle connection between steps goes
+/// out at once, not at the next deadline the run already had (here the idle timeout, 30 s on).
+#[test]
+fn a_command_between_steps_goes_out_at_the_current_time() {
+    let (server_config, client_config) = configs(5);
+    let mut sim = Simulation::new(epoch(), 5);
+    let server_addr = "10.0.0.2:4433".parse().unwrap();
+    let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+    let mut sender = BulkSender::new(client_config, server_addr, "localhost", 1000, 1);
+    sender.close_when_done = false;
+    let client_addr = "10.0.0.1:50000".parse().unwrap();
+    let client = sim.add_node(client_addr, None, Box::new(sender));
+    sim.add_duplex_link(client, server, base_link());
+    assert!(sim.run_until(Duration::from_secs(5), |sim| sim
+        .app::<BulkSender>(client)
+        .unwrap()
+        .finished_at
+        .is_some()));
+    // Idle for two seconds: nothing is due until the idle timeout.
+    sim.run_until(Duration::from_secs(2), |_| false);
+    let h = sim.app::<BulkSender>(client).unwrap().connection().unwrap();
+    let at = sim.elapsed();
+    {
+        let mut conn = sim.endpoint(client).unwrap().conn(h).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert_eq!(conn.stream(id).write(b"late request").unwrap(), 12);
+        conn.stream(id).finish().unwrap();
+    }
+    sim.step();
+    let sent = sim.trace().records().find_map(|r| match r {
+        quicsand::sim::TraceRecord::Datagram { at: t, from, .. } if *from == client_addr && *t >= at => {
+            Some(*t)
+        }
+        _ => None,
+    });
+    assert_eq!(sent, Some(at), "the write goes out when it was made");
+    assert!(sim.run_until(Duration::from_secs(1), |sim| sim
+        .app::<Sink>(server)
+        .unwrap()
+        .total_bytes()
+        == 1012));
 }
 
 /// The client's connection statistics at the end of a run.

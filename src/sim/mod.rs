@@ -242,6 +242,10 @@ struct Node {
     engine: Box<dyn Engine>,
     addr: SocketAddr,
     started: bool,
+    /// The caller reached the node's endpoint, app or engine between steps: it may have given it work,
+    /// so the next step first services it at the current time instead of waiting for its next deadline
+    /// (a node with nothing to do does nothing then).
+    poked: bool,
     /// The instant at which the node was still busy after the drain bound, and how many steps in a row
     /// it was: after [`STUCK_STEPS`] of them the clock moves on by [`STUCK_TICK`] for it, so that a run
     /// still reaches its limit.
@@ -273,6 +277,8 @@ struct InFlight {
     /// The address it was sent to: if the node has moved since, it no longer receives there.
     to_addr: SocketAddr,
     from: SocketAddr,
+    /// When it was sent, since the epoch (for the trace, should it find no node).
+    sent: Duration,
     payload: BytesMut,
 }
 
@@ -415,6 +421,7 @@ impl Simulation {
             engine,
             addr,
             started: false,
+            poked: false,
             stuck_at: None,
         });
         id
@@ -468,9 +475,12 @@ impl Simulation {
         self.schedule(at, Action::Rebind { node, addr });
     }
 
-    /// A node's endpoint (`None` for a node run by another [`Engine`]).
+    /// A node's endpoint (`None` for a node run by another [`Engine`]). Commands given to it are picked
+    /// up at the next step, at the current virtual time.
     pub fn endpoint(&mut self, node: NodeId) -> Option<&mut Endpoint> {
-        Some(&mut self.nodes.get_mut(node.0)?.endpoint_node_mut()?.endpoint)
+        let node = self.nodes.get_mut(node.0)?;
+        node.poked = true;
+        Some(&mut node.endpoint_node_mut()?.endpoint)
     }
 
     /// A node's current address.
@@ -486,11 +496,11 @@ impl Simulation {
     }
 
     /// A node's app, mutably, if it is a `T`. Commands given to the endpoint through it are picked up at
-    /// the next step.
+    /// the next step, at the current virtual time.
     pub fn app_mut<T: App + 'static>(&mut self, node: NodeId) -> Option<&mut T> {
-        (*self.nodes.get_mut(node.0)?.endpoint_node_mut()?.app)
-            .as_any_mut()
-            .downcast_mut()
+        let node = self.nodes.get_mut(node.0)?;
+        node.poked = true;
+        (*node.endpoint_node_mut()?.app).as_any_mut().downcast_mut()
     }
 
     /// A node's engine, if it is a `T` (added with [`Simulation::add_engine`]).
@@ -500,7 +510,9 @@ impl Simulation {
 
     /// A node's engine, mutably, if it is a `T`. Commands given to it are picked up at the next step.
     pub fn engine_mut<T: Engine + 'static>(&mut self, node: NodeId) -> Option<&mut T> {
-        (*self.nodes.get_mut(node.0)?.engine).as_any_mut().downcast_mut()
+        let node = self.nodes.get_mut(node.0)?;
+        node.poked = true;
+        (*node.engine).as_any_mut().downcast_mut()
     }
 
     /// The earliest instant at which something is due.
@@ -536,6 +548,12 @@ impl Simulation {
     /// Like [`Simulation::step`], but never moves the clock past `deadline`: when the next thing lies
     /// beyond it, the clock stops at `deadline` and this returns false.
     pub fn step_before(&mut self, deadline: Option<Instant>) -> bool {
+        // Commands the caller gave a node between steps go out at the time they were given.
+        for i in 0..self.nodes.len() {
+            if self.nodes.get(i).is_some_and(|n| n.poked) {
+                self.service(NodeId(i));
+            }
+        }
         let Some(next) = self.next_instant() else {
             return false;
         };
@@ -554,9 +572,11 @@ impl Simulation {
             let Some(Reverse(d)) = self.in_flight.pop() else {
                 break;
             };
-            // A node that moved (a NAT rebinding) no longer receives at its old address.
-            if let Some(node) = self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
-                node.engine.handle_datagram(now, d.from, d.payload);
+            // A node that moved (a NAT rebinding) no longer receives at its old address: the datagram,
+            // recorded as delivered when it was sent, finds no node after all.
+            match self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
+                Some(node) => node.engine.handle_datagram(now, d.from, d.payload),
+                None => self.trace.undeliver(d.sent, d.payload.len(), d.from, d.to_addr),
             }
         }
         for i in 0..self.nodes.len() {
@@ -596,6 +616,7 @@ impl Simulation {
                 epoch,
             };
             let mut acted = false;
+            node.poked = false;
             if !node.started {
                 node.started = true;
                 node.engine.start(&ctx);
@@ -719,6 +740,7 @@ impl Simulation {
             to: to_node,
             to_addr: to,
             from,
+            sent: self.now - self.epoch,
             payload,
         }));
     }

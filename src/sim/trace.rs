@@ -186,6 +186,21 @@ impl Trace {
         self.records.push_back(record);
     }
 
+    /// Records that a datagram recorded as delivered when it was sent found no node when it arrived (its
+    /// destination moved on the way): a [`Fate::DroppedNoRoute`] record with the time it was sent, and
+    /// the counters moved from delivered to dropped.
+    pub(crate) fn undeliver(&mut self, sent: Duration, size: usize, from: SocketAddr, to: SocketAddr) {
+        self.delivered = self.delivered.saturating_sub(1);
+        self.delivered_bytes = self.delivered_bytes.saturating_sub(size as u64);
+        self.record(TraceRecord::Datagram {
+            at: sent,
+            size,
+            from,
+            to,
+            fate: Fate::DroppedNoRoute,
+        });
+    }
+
     /// Keeps the strings of an event record that is no longer kept, for [`Trace::record_event`].
     fn recycle(&mut self, record: TraceRecord) {
         if let TraceRecord::Event { handle, event, .. } = record {
