@@ -688,17 +688,25 @@ impl Connection {
             .and_then(|c| c.spare.then_some(c.dcid_seq));
         // The spare taken for a PATH_RESPONSE to another address, retired once that goes.
         let held_by_answer = self.off_path_response.as_ref().and_then(|r| r.spare);
-        if frame.sequence == self.remote_cid_seq
-            || held_by_challenge == Some(frame.sequence)
-            || held_by_answer == Some(frame.sequence)
-            || self.retired_spares.contains(&frame.sequence)
-            || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence)
-        {
+        let usable = frame.sequence == self.remote_cid_seq
+            || self.peer_cids.iter().any(|(s, ..)| *s == frame.sequence);
+        if usable {
             // A retransmission. A peer may send it again with the Retire Prior To it has by then
             // (quinn-proto does), and an increase MUST be acted on whichever frame carries it (RFC 9000
-            // §5.1.2).
+            // §5.1.2). The frame's own ID, in use or spare, is at or above it, so there is an ID to
+            // move to.
             self.raise_peer_retire_prior_to(frame.retire_prior_to)?;
             return self.leave_retired_cid();
+        }
+        if held_by_challenge == Some(frame.sequence)
+            || held_by_answer == Some(frame.sequence)
+            || self.retired_spares.contains(&frame.sequence)
+        {
+            // A retransmission of an ID another path holds or that we retired. Its Retire Prior To waits
+            // for a frame with a usable ID: raised here, it could leave the ID in use below it with no
+            // spare to move to, and a late copy of that ID's frame would then retire it while packets
+            // still go to it (§19.16 forbids that).
+            return Ok(());
         }
         // RFC 9000 §5.1: an ID is issued once; §19.15 lets a repeat under a new sequence number be a
         // PROTOCOL_VIOLATION. Taken, one ID would sit under two sequence numbers and reset tokens.

@@ -342,6 +342,46 @@ fn a_resent_new_connection_id_with_a_larger_retire_prior_to_retires() {
     assert!(conn.peer_cids.is_empty(), "{:?}", conn.peer_cids);
 }
 
+/// A resent NEW_CONNECTION_ID whose ID we hold but no longer use (a spare an off-path answer took and
+/// retired) does not raise Retire Prior To past the ID in use: with no spare left to move to, the
+/// server would stay on a retired ID, and a late copy of that ID's own frame would then owe a
+/// RETIRE_CONNECTION_ID for the very ID its packets go to, which RFC 9000 §19.16 forbids ("MUST NOT
+/// refer to the Destination Connection ID field of the packet in which the frame is contained"): the
+/// client closes with PROTOCOL_VIOLATION.
+#[test]
+fn a_resent_new_connection_id_for_a_retired_spare_leaves_the_id_in_use_alone() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    {
+        // As in a_retired_spare_connection_id_stays_retired: the server moves from 0 to the client's 1,
+        // then two off-path answers take and retire the spares 2 and 3.
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        let (seq, id, token) = conn.take_lowest_spare().unwrap();
+        let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
+        conn.retire_spare(old);
+        let probe: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+        conn.answer_off_path(probe, None, [1; 8], 1200, None);
+        conn.answer_off_path(probe, None, [2; 8], 1200, None);
+        conn.end_off_path_response();
+        assert_eq!(conn.remote_cid_seq, 1);
+        assert!(conn.peer_cids.is_empty(), "{:?}", conn.peer_cids);
+    }
+    // A copy of the frame for 3 with Retire Prior To 3, then a late copy of the frame for 1.
+    inject(&mut p, SpaceId::Data, &[new_cid(3, 3), new_cid(1, 0)]);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(
+        !conn.retire_cids.contains(&conn.remote_cid_seq),
+        "owes {:?} while using {}",
+        conn.retire_cids,
+        conn.remote_cid_seq
+    );
+    p.run(Duration::from_secs(1));
+    assert_eq!(Pair::lost(&p.client_events), None);
+    assert_eq!(server_error(&mut p), None);
+    assert!(p.client.conn(ch).is_ok());
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The end of the handshake (RFC 9001 §5.7)
 
