@@ -119,6 +119,14 @@ fn second_connection_with_the_same_client_config_resumes_and_connects() {
 /// server's certificate naming 200 hosts (some 6 KB), with TLS session tickets sent or not, the
 /// connections on QUIC `versions` (the server takes versions 1 and 2).
 fn bytes_received_over_two_connections(tickets: bool, versions: [u32; 2]) -> [u64; 2] {
+    bytes_received_over_two_connections_with(tickets, versions, |_| {})
+}
+
+fn bytes_received_over_two_connections_with(
+    tickets: bool,
+    versions: [u32; 2],
+    tweak: impl FnOnce(&mut rustls::ServerConfig),
+) -> [u64; 2] {
     let names: Vec<String> = std::iter::once("localhost".to_string())
         .chain((0..200).map(|i| format!("host-{i:03}.example.test")))
         .collect();
@@ -129,6 +137,7 @@ fn bytes_received_over_two_connections(tickets: bool, versions: [u32; 2]) -> [u6
     if !tickets {
         server_tls.send_tls13_tickets = 0;
     }
+    tweak(&mut server_tls);
     let both = |seed| EndpointConfig {
         supported_versions: vec![VERSION_1, VERSION_2],
         ..EndpointConfig::with_seed(seed)
@@ -195,4 +204,29 @@ fn a_session_ticket_resumes_only_on_the_quic_version_that_issued_it() {
         resumed + 4000 < full,
         "version 2: first {full} bytes, second {resumed} bytes"
     );
+}
+
+/// The same with rustls's stateless ticketer (the version is sealed into the ticket): resumption works
+/// on the same version and not across versions.
+#[test]
+fn stateless_tickets_resume_only_on_the_quic_version_that_issued_them() {
+    let stateless =
+        |c: &mut rustls::ServerConfig| c.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
+    let [full, resumed] = bytes_received_over_two_connections_with(true, [VERSION_2; 2], stateless);
+    assert!(
+        resumed + 4000 < full,
+        "same version: first {full}, second {resumed}"
+    );
+    let [full, resumed] = bytes_received_over_two_connections_with(true, [VERSION_1; 2], stateless);
+    assert!(
+        resumed + 4000 < full,
+        "same version: first {full}, second {resumed}"
+    );
+    for versions in [[VERSION_1, VERSION_2], [VERSION_2, VERSION_1]] {
+        let [first, second] = bytes_received_over_two_connections_with(true, versions, stateless);
+        assert!(
+            first.abs_diff(second) < 1000,
+            "{versions:x?}: first {first}, second {second}"
+        );
+    }
 }

@@ -739,3 +739,47 @@ fn one_stream_fills_a_long_fat_path() {
     let goodput = total as f64 * 8.0 / t.as_secs_f64() / 1e6;
     assert!(goodput > 120.0, "{goodput:.1} Mbit/s in {t:?}");
 }
+
+/// A caller that only reads each node's endpoint between steps (which marks it as given commands) gets
+/// the same run, trace hash for trace hash, as one that does not look.
+#[test]
+fn reading_endpoints_between_steps_changes_nothing() {
+    let run = |read: bool| {
+        let seed = 7;
+        let (server_config, client_config) = configs(seed);
+        let mut sim = Simulation::new(epoch(), seed);
+        let server_addr = "10.0.0.2:4433".parse().unwrap();
+        let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+        let sender = BulkSender::new(client_config, server_addr, "localhost", 300_000, 3);
+        let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(sender));
+        let link = LinkConfig {
+            loss: 0.05,
+            reorder: 0.1,
+            duplicate: 0.02,
+            ..base_link()
+        };
+        sim.add_duplex_link(client, server, link);
+        sim.schedule_rebind(client, Duration::from_secs(2), "10.0.0.1:50001".parse().unwrap());
+        let deadline = epoch() + Duration::from_secs(60);
+        let mut received = 0;
+        while sim.step_before(Some(deadline)) {
+            if read {
+                for n in [client, server] {
+                    received = sim.endpoint(n).unwrap().stats().datagrams_received;
+                }
+            }
+        }
+        let done = sim.app::<Sink>(server).unwrap().total_bytes();
+        (
+            sim.trace().hash(),
+            sim.trace().delivered,
+            sim.elapsed(),
+            done,
+            read == (received > 0),
+        )
+    };
+    let (quiet, reading) = (run(false), run(true));
+    assert_eq!(quiet.3, 300_000);
+    assert!(reading.4);
+    assert_eq!(quiet, reading);
+}

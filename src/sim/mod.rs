@@ -279,6 +279,8 @@ struct InFlight {
     from: SocketAddr,
     /// When it was sent, since the epoch (for the trace, should it find no node).
     sent: Duration,
+    /// It was corrupted on the way (counted in `Trace::corrupted` as delivered).
+    corrupted: bool,
     payload: BytesMut,
 }
 
@@ -576,7 +578,9 @@ impl Simulation {
             // recorded as delivered when it was sent, finds no node after all.
             match self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
                 Some(node) => node.engine.handle_datagram(now, d.from, d.payload),
-                None => self.trace.undeliver(d.sent, d.payload.len(), d.from, d.to_addr),
+                None => self
+                    .trace
+                    .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr),
             }
         }
         for i in 0..self.nodes.len() {
@@ -741,6 +745,7 @@ impl Simulation {
             to_addr: to,
             from,
             sent: self.now - self.epoch,
+            corrupted: matches!(fate, Fate::Delivered { corrupted: true, .. }),
             payload,
         }));
     }

@@ -459,3 +459,24 @@ fn a_node_rearming_a_few_times_is_not_delayed() {
     sim.run(Duration::from_millis(50));
     assert_eq!(sim.app::<Rearm>(n).unwrap().0, [epoch(); 3]);
 }
+
+/// `Trace::corrupted` counts corrupted datagrams still delivered: one that found no node because its
+/// destination moved on the way is no longer counted there.
+#[test]
+fn an_undelivered_corrupted_datagram_is_not_counted_corrupted() {
+    let link = LinkConfig {
+        corrupt: 1.0,
+        ..LinkConfig::with_delay(Duration::from_millis(5))
+    };
+    let (mut sim, nb) = echo_pair(link, 3);
+    sim.schedule_rebind(nb, Duration::from_millis(12), "10.0.0.2:3".parse().unwrap());
+    sim.run(Duration::from_secs(1));
+    let t = sim.trace();
+    assert!(
+        t.corrupted <= t.delivered,
+        "corrupted {} > delivered {} (dropped {})",
+        t.corrupted,
+        t.delivered,
+        t.dropped
+    );
+}

@@ -189,8 +189,16 @@ impl Trace {
     /// Records that a datagram recorded as delivered when it was sent found no node when it arrived (its
     /// destination moved on the way): a [`Fate::DroppedNoRoute`] record with the time it was sent, and
     /// the counters moved from delivered to dropped.
-    pub(crate) fn undeliver(&mut self, sent: Duration, size: usize, from: SocketAddr, to: SocketAddr) {
+    pub(crate) fn undeliver(
+        &mut self,
+        sent: Duration,
+        size: usize,
+        corrupted: bool,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) {
         self.delivered = self.delivered.saturating_sub(1);
+        self.corrupted = self.corrupted.saturating_sub(u64::from(corrupted));
         self.delivered_bytes = self.delivered_bytes.saturating_sub(size as u64);
         self.record(TraceRecord::Datagram {
             at: sent,
