@@ -751,8 +751,12 @@ impl Streams {
             s.conn_listed = false;
             if s.sched == Sched::ConnBlocked {
                 s.sched = Sched::Idle;
-                let wants = s.send.as_ref().map_or(0, SendStream::new_data_within_limit);
-                credit = credit.saturating_sub(wants.clamp(1, WAKE_SHARE));
+                // A stream reset while it waited (by the application, or after the peer's STOP_SENDING)
+                // sends nothing more (RFC 9000 §3.1): it takes none of the credit, which goes on to the
+                // next in line.
+                if let Some(send) = s.send.as_ref().filter(|x| x.has_data()) {
+                    credit = credit.saturating_sub(send.new_data_within_limit().clamp(1, WAKE_SHARE));
+                }
                 self.schedule(id);
                 woke = true;
             }

@@ -1765,3 +1765,43 @@ fn grown_send_buffer_storage_stays_within_twice_what_may_be_held() {
         s.send_buffered
     );
 }
+
+/// Found by a randomized soak of stream operations (a helper's, session 19). RFC 9000 §4.1: credit the
+/// peer grants goes to the data that waits for it. Streams reset while waiting for connection credit
+/// (by the application, or after the peer's STOP_SENDING) stay listed until forgotten, and a raise of
+/// MAX_DATA counted each of them as wanting up to a packet of the credit: with their RESET_STREAM
+/// frames already sent, the raise woke only them, the stream that can use the credit stayed listed, and
+/// nothing was left to send (`has_pending` false), so no packet was built to reach the fallback in
+/// `write_stream_frames` (only the next packet sent for another reason did).
+#[test]
+fn credit_raised_while_reset_streams_wait_wakes_a_live_stream() {
+    let stingy = StreamsConfig {
+        receive_window: 1000,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+    let ids: Vec<StreamId> = (0..3)
+        .map(|_| {
+            let id = s.open(Dir::Uni).unwrap();
+            assert_eq!(s.write(id, &[5; 5000]), Ok(5000));
+            id
+        })
+        .collect();
+    assert_eq!(drain_acked(&mut s, start()), 1000);
+    assert_eq!(s.conn_blocked.live(), 3);
+    // Listed in the order found blocked: the second, the third, then the first (which sent the 1000
+    // bytes). The second and third are reset; their RESET_STREAM frames go out and are not
+    // acknowledged yet.
+    s.reset(ids[1], 1).unwrap();
+    s.reset(ids[2], 2).unwrap();
+    assert!(packet(&mut s, start()).is_some());
+    assert!(packet(&mut s, start()).is_none());
+    // 2000 bytes more credit: only the third stream has data for it.
+    s.on_max_data(3000).unwrap();
+    assert!(
+        s.has_pending(),
+        "the live stream waiting for credit is scheduled; listed: {}",
+        s.conn_blocked.live()
+    );
+    assert_eq!(drain_acked(&mut s, start()), 2000);
+}
