@@ -190,6 +190,9 @@ pub struct ConnectionStats {
     pub mtu_probes_sent: u64,
     /// Path MTU probes declared lost (not counted as congestion).
     pub mtu_probes_lost: u64,
+    /// Times the path seemed to stop carrying the size in use (RFC 8899 §4.3: persistent congestion,
+    /// PTOs in a row, or losses of only larger packets in a row) and the size went back to 1200 bytes.
+    pub mtu_black_holes: u64,
 }
 
 /// The connection close this side sends while closing.
@@ -862,8 +865,8 @@ impl Connection {
         _reason: Option<&'static str>,
     ) {
         let mut latest = None;
-        // The lost packets that count as congestion: how many, and the first.
-        let (mut counted, mut first_pn) = (0u64, None);
+        // The lost packets that count as congestion: how many, the first, and the smallest.
+        let (mut counted, mut first_pn, mut smallest) = (0u64, None, u16::MAX);
         // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
         let path_first_pn = match space {
             SpaceId::Data => self.recovery.path_first_pn(),
@@ -880,6 +883,15 @@ impl Connection {
                 latest = latest.max(Some(p.time_sent));
                 counted += 1;
                 first_pn.get_or_insert(*pn);
+                smallest = smallest.min(p.size);
+            }
+        }
+        // RFC 8899 §4.3: only packets larger than the base size lost, time after time (the loss
+        // detector hands them over in packet number order, so `first_pn` is the lowest).
+        if let (SpaceId::Data, Some(first_pn)) = (space, first_pn) {
+            if let Some(size) = self.mtud.on_loss_event(first_pn, smallest) {
+                self.stats.mtu_black_holes += 1;
+                self.set_mtu(size);
             }
         }
         if let (Some(latest), Some(first_pn)) = (latest, first_pn) {
@@ -951,6 +963,7 @@ impl Connection {
         if persistent {
             // RFC 8899 §4.3: the path may have stopped carrying the discovered size (a black hole).
             if let Some(size) = self.mtud.on_black_hole() {
+                self.stats.mtu_black_holes += 1;
                 self.set_mtu(size);
             }
         }
@@ -1144,6 +1157,7 @@ impl Connection {
                     // reveal as loss): the probes go out at the base size.
                     if space == SpaceId::Data && self.recovery.pto_count() >= BLACK_HOLE_PTOS {
                         if let Some(size) = self.mtud.on_black_hole() {
+                            self.stats.mtu_black_holes += 1;
                             self.set_mtu(size);
                         }
                     }

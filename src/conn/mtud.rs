@@ -11,10 +11,14 @@
 //!
 //! Probe losses are not congestion (RFC 9000 §14.4): the connection leaves them out of its congestion
 //! response. When the path stops carrying the current size (RFC 8899 §4.3, a black hole), the
-//! congestion controller sees persistent congestion, or PTOs follow one another; the size then drops
-//! back to the base and the search starts again from the top.
+//! congestion controller sees persistent congestion, or PTOs follow one another, or, while smaller
+//! packets still get through and keep both from happening, loss events of only larger packets follow
+//! one another with none of that size acknowledged in between; the size then drops back to the base
+//! and the search starts again from the top.
 
 use std::time::{Duration, Instant};
+
+use tinyvec::ArrayVec;
 
 use super::connection::MAX_UDP_PAYLOAD;
 
@@ -49,6 +53,11 @@ impl Default for MtuDiscoveryConfig {
 
 /// The datagram size every QUIC path carries (RFC 9000 §14).
 const BASE: u16 = 1200;
+
+/// Loss events in a row, each of packets larger than the base only, with no packet as large
+/// acknowledged in between, that are taken as a black hole (RFC 8899 §4.3 leaves the number open; this
+/// is its MAX_PROBES).
+const BLACK_HOLE_LOSSES: usize = 3;
 
 /// The shortest time from the end of a search to the next one, whatever the configuration says.
 const MIN_INTERVAL: Duration = Duration::from_secs(60);
@@ -93,6 +102,14 @@ pub(crate) struct MtuDiscovery {
     /// is forgotten: its loss or acknowledgement says nothing about the new search.
     probe: Option<Probe>,
     phase: Phase,
+    /// The smallest packet of each recent loss event whose packets were all larger than the base and
+    /// sent after `large_acked`, until a packet at least that large is acknowledged: fewer than
+    /// [`BLACK_HOLE_LOSSES`].
+    suspect_losses: ArrayVec<[u16; BLACK_HOLE_LOSSES]>,
+    /// The largest number of a packet larger than the base acknowledged: a packet lost before it was
+    /// not lost to a black hole, since a large packet sent later got through (reordering, or
+    /// congestion).
+    large_acked: u64,
 }
 
 impl MtuDiscovery {
@@ -110,6 +127,8 @@ impl MtuDiscovery {
             failures: 0,
             probe: None,
             phase: Phase::Off,
+            suspect_losses: ArrayVec::new(),
+            large_acked: 0,
         }
     }
 
@@ -150,6 +169,7 @@ impl MtuDiscovery {
         self.trying = None;
         self.failures = 0;
         self.probe = None;
+        self.suspect_losses.clear();
         if self.phase != Phase::Off {
             self.phase = Phase::Searching { tried_top: false };
         }
@@ -215,7 +235,43 @@ impl MtuDiscovery {
         self.trying = None;
         self.failures = 0;
         self.current = self.current.max(probe.size);
+        // Larger than anything sent since the search began: no loss before it points to a black hole.
+        self.suspect_losses.clear();
+        self.large_acked = self.large_acked.max(pn);
         Some(self.current)
+    }
+
+    /// Packet `pn` of `size` bytes, other than the probe, was acknowledged: the path carries that size,
+    /// so earlier losses of packets no larger are not a black hole's doing.
+    #[inline]
+    pub(crate) fn on_packet_acked(&mut self, pn: u64, size: u16) {
+        if size > self.base {
+            self.large_acked = self.large_acked.max(pn);
+            if !self.suspect_losses.is_empty() {
+                self.suspect_losses.retain(|&s| s > size);
+            }
+        }
+    }
+
+    /// A loss event whose lost packets (probes aside) were `smallest` bytes or more, the first of them
+    /// packet `first_pn`. Packets larger than the base lost [`BLACK_HOLE_LOSSES`] times in a row, all
+    /// sent after the last such packet that got through and with none as large acknowledged in between,
+    /// are taken as a black hole (RFC 8899 §4.3): smaller packets still passing (acknowledgements,
+    /// PINGs, flow-control updates) keep PTOs and persistent congestion from ever coming, and the larger
+    /// ones would be sent again at the same size for ever. Returns the new size if it changed.
+    pub(crate) fn on_loss_event(&mut self, first_pn: u64, smallest: u16) -> Option<u16> {
+        if smallest <= self.base
+            || first_pn <= self.large_acked
+            || self.current <= self.base
+            || self.phase == Phase::Off
+        {
+            return None;
+        }
+        if self.suspect_losses.len() + 1 >= BLACK_HOLE_LOSSES {
+            return self.on_black_hole();
+        }
+        self.suspect_losses.push(smallest);
+        None
     }
 
     /// Packet `pn` was declared lost: returns whether it was the probe of this search.
@@ -334,6 +390,54 @@ mod tests {
         assert!(d.on_lost(7));
         // Third loss: bisection below 1452.
         assert_eq!(d.probe_size(now), Some(1326));
+    }
+
+    /// RFC 8899 §4.3, while smaller packets still pass: three loss events in a row of only packets
+    /// larger than the base, sent after the last large packet that got through, with none as large
+    /// acknowledged in between, are a black hole.
+    #[test]
+    fn losses_of_only_large_packets_in_a_row_are_a_black_hole() {
+        let now = crate::test_util::epoch();
+        let mut d = MtuDiscovery::new(1200, Some(MtuDiscoveryConfig::default()));
+        assert_eq!(d.on_loss_event(1, 1452), None, "no search, no black hole");
+        d.start(65_527);
+        let size = d.probe_size(now).unwrap();
+        d.on_probe_sent(10, size);
+        assert_eq!(d.on_acked(10), Some(1452));
+        // Events with a packet of the base size among the losses are congestion, however many.
+        for pn in 11..16 {
+            assert_eq!(d.on_loss_event(pn, 1200), None);
+        }
+        // A packet as large as the smallest lost one acknowledged explains those losses away; a
+        // smaller one does not.
+        assert_eq!(d.on_loss_event(20, 1452), None);
+        assert_eq!(d.on_loss_event(21, 1300), None);
+        d.on_packet_acked(22, 1300);
+        assert_eq!(d.on_loss_event(23, 1452), None, "the 1452-byte loss still counts");
+        d.on_packet_acked(24, 1452);
+        assert_eq!(d.on_loss_event(25, 1452), None);
+        assert_eq!(d.on_loss_event(26, 1452), None);
+        d.on_packet_acked(27, 1000);
+        // Packets sent before a large one that got through were not lost to a black hole (reordering,
+        // congestion): they do not count, however many such events come.
+        d.on_packet_acked(40, 1300);
+        d.on_packet_acked(41, 1452);
+        for pn in 28..39 {
+            assert_eq!(d.on_loss_event(pn, 1452), None);
+        }
+        assert_eq!(d.on_loss_event(42, 1452), None);
+        assert_eq!(d.on_loss_event(43, 1452), None);
+        assert_eq!(d.on_loss_event(44, 1452), Some(1200), "the third in a row");
+        assert_eq!(d.current(), 1200);
+        assert_eq!(d.on_loss_event(45, 1452), None, "at the base already");
+        // The search starts again from the top, and a probe that passes forgets old suspicions.
+        let size = d.probe_size(now).unwrap();
+        d.on_probe_sent(50, size);
+        assert_eq!(d.on_loss_event(51, 1452), None);
+        assert_eq!(d.on_acked(50), Some(size));
+        assert_eq!(d.on_loss_event(52, 1452), None);
+        assert_eq!(d.on_loss_event(53, 1452), None);
+        assert_eq!(d.on_loss_event(54, 1452), Some(1200));
     }
 
     #[test]

@@ -617,7 +617,7 @@ impl Connection {
                 if p.in_flight && pn >= path_first_pn {
                     cc.on_ack(now, p.time_sent, u64::from(p.size), rtt, app_limited);
                 }
-                acked.packet(pn, &p.data);
+                acked.packet(pn, p.size, &p.data);
                 #[cfg(feature = "qlog")]
                 if qlog_on {
                     pns.push(pn);
@@ -902,8 +902,8 @@ struct Acked<'a> {
 }
 
 impl Acked<'_> {
-    /// Packet `pn`, which carried `data`, was acknowledged.
-    fn packet(&mut self, pn: u64, data: &SentFrames) {
+    /// Packet `pn`, of `size` bytes, which carried `data`, was acknowledged.
+    fn packet(&mut self, pn: u64, size: u16, data: &SentFrames) {
         let s = &mut self.spaces[self.space.index()];
         if let Some(largest) = data.ack {
             s.received.on_ack_of_ack(largest);
@@ -924,8 +924,9 @@ impl Acked<'_> {
             if let Some(keys) = self.one_rtt.as_mut() {
                 keys.on_acked(pn, self.now);
             }
-            if let Some(size) = self.mtud.on_acked(pn) {
-                self.new_mtu = Some(size);
+            match self.mtud.on_acked(pn) {
+                Some(size) => self.new_mtu = Some(size),
+                None => self.mtud.on_packet_acked(pn, size),
             }
         }
     }

@@ -1,0 +1,87 @@
+//! A path MTU that shrinks in the middle of a transfer (RFC 9000 §14.3, RFC 8899 §4.3: a black hole),
+//! found by a randomized soak of stream operations over changing paths (a helper's, session 19).
+mod common;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::quicsand_node::QuicsandNode;
+use common::{pair, Engine, Node, Pair};
+use quicsand::ConnectionStats;
+
+fn stats(n: &mut dyn Node) -> ConnectionStats {
+    n.as_any().downcast_mut::<QuicsandNode>().unwrap().conn().stats()
+}
+
+/// The path carries 1500-byte datagrams and discovery finds 1452; then, while the quicsand server
+/// sends `len` bytes on a stream, the path shrinks to 1200. `poke` runs every 50 ms. Returns whether the
+/// client got the whole stream within 30 s, and the server's statistics then.
+fn shrink_mid_transfer(mut p: Pair, len: usize, mut poke: impl FnMut(&mut Pair)) -> (bool, ConnectionStats) {
+    let mtu = Rc::new(Cell::new(1500usize));
+    let m = mtu.clone();
+    p.filter = Box::new(move |_, _, d: &[u8], _| (d.len() <= m.get()).then_some(Duration::ZERO));
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(3));
+    assert_eq!(
+        stats(p.server.as_mut()).path_mtu,
+        1452,
+        "discovery found the path's size"
+    );
+    let id = p.server.send_stream(p.now, common::payload(len, 7));
+    p.drive(Duration::from_millis(30));
+    mtu.set(1200);
+    let t0 = p.now;
+    while p.now - t0 < Duration::from_secs(30) {
+        if p.client.received_streams().get(&id) == Some(&(len, true)) {
+            return (true, stats(p.server.as_mut()));
+        }
+        poke(&mut p);
+        let d = p.now + Duration::from_millis(50);
+        while p.step_before(Some(d)) {}
+    }
+    (false, stats(p.server.as_mut()))
+}
+
+#[test]
+fn a_bulk_transfer_survives_an_mtu_shrink() {
+    let (done, s) = shrink_mid_transfer(pair(Engine::Quicsand, Engine::Quicsand, 3), 200_000, |_| {});
+    assert!(done, "transfer stuck; server path_mtu {}", s.path_mtu);
+    assert!(s.mtu_black_holes >= 1, "{s:?}");
+}
+
+/// The server PINGs every 50 ms, so small packets keep being acknowledged while its full-size ones are
+/// lost.
+#[test]
+fn a_transfer_survives_an_mtu_shrink_while_small_packets_still_get_through() {
+    for client in [Engine::Quicsand, Engine::Quinn] {
+        let p = pair(client, Engine::Quicsand, 3);
+        let (done, s) = shrink_mid_transfer(p, 200_000, |p| p.server.ping());
+        assert!(done, "{client:?}: transfer stuck; server path_mtu {}", s.path_mtu);
+    }
+}
+
+/// A client whose stream window is 1200 bytes: each of the server's stream packets carries up to 1200
+/// bytes of one stream, a datagram over 1200 bytes, while its small packets (here PINGs) still arrive.
+/// Their acknowledgements keep PTOs and persistent congestion from coming, so only the losses of the
+/// large packets, one event after another with none of them acknowledged, show the black hole; before,
+/// the server resent them at 1452 bytes for ever.
+#[test]
+fn a_small_window_transfer_survives_an_mtu_shrink_while_small_packets_get_through() {
+    let cert = common::TestCert::new();
+    let mut client = QuicsandNode::client(common::client_addr(), 5);
+    let mut config = quicsand::ClientConfig::new(cert.client_tls(&[]));
+    config.transport.streams.stream_receive_window = 1200;
+    config.transport.streams.max_stream_receive_window = 0;
+    client.connect(common::epoch(), config, common::server_addr(), "localhost");
+    let server = QuicsandNode::server(
+        common::server_addr(),
+        quicsand::ServerConfig::new(cert.server_tls(&[])),
+        6,
+    );
+    let p = Pair::new(Box::new(client), Box::new(server), 3);
+    let (done, s) = shrink_mid_transfer(p, 6000, |p| p.server.ping());
+    assert!(done, "transfer stuck after 30 s; server path_mtu {}", s.path_mtu);
+    assert_eq!(s.path_mtu, 1200, "back to the base, and no larger probe passes");
+    assert_eq!(s.mtu_black_holes, 1);
+}
