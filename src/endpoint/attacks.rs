@@ -357,9 +357,7 @@ fn a_resent_new_connection_id_for_a_retired_spare_leaves_the_id_in_use_alone() {
         // As in a_retired_spare_connection_id_stays_retired: the server moves from 0 to the client's 1,
         // then two off-path answers take and retire the spares 2 and 3.
         let conn = &mut p.server.table.get_mut(h).unwrap().conn;
-        let (seq, id, token) = conn.take_lowest_spare().unwrap();
-        let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
-        conn.retire_spare(old);
+        move_to_the_first_spare(conn);
         let probe: SocketAddr = "198.51.100.9:7000".parse().unwrap();
         conn.answer_off_path(probe, None, [1; 8], 1200, None);
         conn.answer_off_path(probe, None, [2; 8], 1200, None);
@@ -799,6 +797,14 @@ fn the_old_paths_challenge_is_no_loss_on_the_new_path() {
     assert_eq!(stats.packets_lost, 0, "{stats:?}");
 }
 
+/// `conn` moves from the handshake's connection ID (sequence 0, which no NEW_CONNECTION_ID carries) to
+/// its lowest spare, and retires the handshake's.
+fn move_to_the_first_spare(conn: &mut crate::conn::Connection) {
+    let (seq, id, token) = conn.take_lowest_spare().unwrap();
+    let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
+    conn.retire_spare(old);
+}
+
 #[test]
 fn a_retired_spare_connection_id_stays_retired() {
     // The ID the old path used, held by its challenge once the new path took a spare, is retired when
@@ -809,10 +815,7 @@ fn a_retired_spare_connection_id_stays_retired() {
     let h = p.server_h.unwrap();
     let ch = p.client.table.iter().next().unwrap().0;
     {
-        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
-        let (seq, id, token) = conn.take_lowest_spare().unwrap();
-        let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
-        conn.retire_spare(old);
+        move_to_the_first_spare(&mut p.server.table.get_mut(h).unwrap().conn);
     }
     p.server.after_conn(h, true);
     p.run(Duration::from_millis(100));
