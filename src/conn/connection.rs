@@ -865,6 +865,7 @@ impl Connection {
         _reason: Option<&'static str>,
     ) {
         let mut latest = None;
+        let mtu_before = self.mtud.current();
         // The lost packets that count as congestion: how many, the first, and the smallest.
         let (mut counted, mut first_pn, mut smallest) = (0u64, None, u16::MAX);
         // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
@@ -887,12 +888,15 @@ impl Connection {
             }
         }
         // RFC 8899 §4.3: only packets larger than the base size lost, time after time (the loss
-        // detector hands them over in packet number order, so `first_pn` is the lowest).
+        // detector hands them over in packet number order, so `first_pn` is the lowest), ask for a
+        // probe of the current size; that probe lost is a black hole. Before the congestion response,
+        // whose persistent congestion may find the black hole too.
         if let (SpaceId::Data, Some(first_pn)) = (space, first_pn) {
-            if let Some(size) = self.mtud.on_loss_event(first_pn, smallest) {
-                self.stats.mtu_black_holes += 1;
-                self.set_mtu(size);
-            }
+            self.mtud.on_loss_event(first_pn, smallest);
+        }
+        if self.mtud.current() < mtu_before {
+            self.stats.mtu_black_holes += 1;
+            self.set_mtu(self.mtud.current());
         }
         if let (Some(latest), Some(first_pn)) = (latest, first_pn) {
             // A new recovery period (a window reduction) in the Data space may prove spurious: the

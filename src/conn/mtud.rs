@@ -11,10 +11,11 @@
 //!
 //! Probe losses are not congestion (RFC 9000 §14.4): the connection leaves them out of its congestion
 //! response. When the path stops carrying the current size (RFC 8899 §4.3, a black hole), the
-//! congestion controller sees persistent congestion, or PTOs follow one another, or, while smaller
-//! packets still get through and keep both from happening, loss events of only larger packets follow
-//! one another with none of that size acknowledged in between; the size then drops back to the base
-//! and the search starts again from the top.
+//! congestion controller sees persistent congestion, or PTOs follow one another; the size then drops
+//! back to the base and the search starts again from the top. While smaller packets still get through
+//! and keep both from happening, loss events of only larger packets following one another, with none of
+//! that size acknowledged in between, make the search send a probe of the current size (RFC 8899 §4.3:
+//! confirm the size still passes); if that is lost too, the size drops back to the base.
 
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,8 @@ impl Default for MtuDiscoveryConfig {
 const BASE: u16 = 1200;
 
 /// Loss events in a row, each of packets larger than the base only, with no packet as large
-/// acknowledged in between, that are taken as a black hole (RFC 8899 §4.3 leaves the number open; this
-/// is its MAX_PROBES).
+/// acknowledged in between, after which the current size is confirmed by a probe (RFC 8899 §4.3 leaves
+/// the number open; this is its MAX_PROBES).
 const BLACK_HOLE_LOSSES: usize = 3;
 
 /// The shortest time from the end of a search to the next one, whatever the configuration says.
@@ -106,10 +107,13 @@ pub(crate) struct MtuDiscovery {
     /// sent after `large_acked`, until a packet at least that large is acknowledged: fewer than
     /// [`BLACK_HOLE_LOSSES`].
     suspect_losses: ArrayVec<[u16; BLACK_HOLE_LOSSES]>,
-    /// The largest number of a packet larger than the base acknowledged: a packet lost before it was
-    /// not lost to a black hole, since a large packet sent later got through (reordering, or
+    /// The largest number of a packet of the current size or more acknowledged: a packet lost before it
+    /// was not lost to a black hole, since a large packet sent later got through (reordering, or
     /// congestion).
     large_acked: u64,
+    /// Losses point to a black hole: a probe of the current size is due or in flight to confirm that
+    /// the path still carries it. Its loss is the black hole; its acknowledgement clears the suspicion.
+    confirming: bool,
 }
 
 impl MtuDiscovery {
@@ -129,6 +133,7 @@ impl MtuDiscovery {
             phase: Phase::Off,
             suspect_losses: ArrayVec::new(),
             large_acked: 0,
+            confirming: false,
         }
     }
 
@@ -170,6 +175,7 @@ impl MtuDiscovery {
         self.failures = 0;
         self.probe = None;
         self.suspect_losses.clear();
+        self.confirming = false;
         if self.phase != Phase::Off {
             self.phase = Phase::Searching { tried_top: false };
         }
@@ -180,6 +186,9 @@ impl MtuDiscovery {
     /// lost in between, seen by the other path's search. The size is tried again.
     pub(crate) fn forget_probe(&mut self) {
         self.probe = None;
+        // What the losses on this path said before the connection left it is stale now.
+        self.suspect_losses.clear();
+        self.confirming = false;
     }
 
     /// The size of the probe to send now, if one is due; `None` while one is in flight.
@@ -187,6 +196,9 @@ impl MtuDiscovery {
         let config = self.config?;
         if self.probe.is_some() {
             return None;
+        }
+        if self.confirming {
+            return (self.phase != Phase::Off).then_some(self.current);
         }
         let tried_top = match self.phase {
             Phase::Off => return None,
@@ -223,6 +235,9 @@ impl MtuDiscovery {
     /// A probe of `size` bytes went out as packet `pn`.
     pub(crate) fn on_probe_sent(&mut self, pn: u64, size: u16) {
         self.probe = Some(Probe { pn, size });
+        if self.confirming {
+            return;
+        }
         if let Phase::Searching { tried_top } = &mut self.phase {
             *tried_top = true;
         }
@@ -232,12 +247,17 @@ impl MtuDiscovery {
     pub(crate) fn on_acked(&mut self, pn: u64) -> Option<u16> {
         let probe = self.probe.filter(|p| p.pn == pn)?;
         self.probe = None;
+        // As large as anything sent since the search began: no loss before it points to a black hole.
+        self.suspect_losses.clear();
+        self.large_acked = self.large_acked.max(pn);
+        if self.confirming {
+            // The current size still passes.
+            self.confirming = false;
+            return None;
+        }
         self.trying = None;
         self.failures = 0;
         self.current = self.current.max(probe.size);
-        // Larger than anything sent since the search began: no loss before it points to a black hole.
-        self.suspect_losses.clear();
-        self.large_acked = self.large_acked.max(pn);
         Some(self.current)
     }
 
@@ -246,7 +266,9 @@ impl MtuDiscovery {
     #[inline]
     pub(crate) fn on_packet_acked(&mut self, pn: u64, size: u16) {
         if size > self.base {
-            self.large_acked = self.large_acked.max(pn);
+            if size >= self.current {
+                self.large_acked = self.large_acked.max(pn);
+            }
             if !self.suspect_losses.is_empty() {
                 self.suspect_losses.retain(|&s| s > size);
             }
@@ -255,23 +277,29 @@ impl MtuDiscovery {
 
     /// A loss event whose lost packets (probes aside) were `smallest` bytes or more, the first of them
     /// packet `first_pn`. Packets larger than the base lost [`BLACK_HOLE_LOSSES`] times in a row, all
-    /// sent after the last such packet that got through and with none as large acknowledged in between,
-    /// are taken as a black hole (RFC 8899 §4.3): smaller packets still passing (acknowledgements,
-    /// PINGs, flow-control updates) keep PTOs and persistent congestion from ever coming, and the larger
-    /// ones would be sent again at the same size for ever. Returns the new size if it changed.
-    pub(crate) fn on_loss_event(&mut self, first_pn: u64, smallest: u16) -> Option<u16> {
+    /// sent after the last packet of the current size that got through and with none as large
+    /// acknowledged in between, may be a black hole (RFC 8899 §4.3): smaller packets still passing
+    /// (acknowledgements, PINGs, flow-control updates) keep PTOs and persistent congestion from ever
+    /// coming, and the larger ones would be sent again at the same size for ever. A probe of the current
+    /// size then tells a black hole (it is lost too) from bad luck.
+    pub(crate) fn on_loss_event(&mut self, first_pn: u64, smallest: u16) {
         if smallest <= self.base
             || first_pn <= self.large_acked
             || self.current <= self.base
             || self.phase == Phase::Off
         {
-            return None;
+            return;
         }
-        if self.suspect_losses.len() + 1 >= BLACK_HOLE_LOSSES {
-            return self.on_black_hole();
+        if self.suspect_losses.len() + 1 < BLACK_HOLE_LOSSES {
+            self.suspect_losses.push(smallest);
+            return;
         }
-        self.suspect_losses.push(smallest);
-        None
+        self.suspect_losses.clear();
+        if !self.confirming {
+            self.confirming = true;
+            // A search probe in flight is forgotten; its size is tried again afterwards.
+            self.probe = None;
+        }
     }
 
     /// Packet `pn` was declared lost: returns whether it was the probe of this search.
@@ -280,6 +308,13 @@ impl MtuDiscovery {
             return false;
         };
         self.probe = None;
+        if self.confirming {
+            // RFC 8899 §4.3: the current size no longer gets through either: a black hole. The caller
+            // sees the size drop.
+            self.confirming = false;
+            self.on_black_hole();
+            return true;
+        }
         self.failures += 1;
         let max_probes = self.config.map_or(1, |c| c.max_probes.max(1));
         if self.failures >= max_probes {
@@ -392,52 +427,134 @@ mod tests {
         assert_eq!(d.probe_size(now), Some(1326));
     }
 
-    /// RFC 8899 §4.3, while smaller packets still pass: three loss events in a row of only packets
-    /// larger than the base, sent after the last large packet that got through, with none as large
-    /// acknowledged in between, are a black hole.
-    #[test]
-    fn losses_of_only_large_packets_in_a_row_are_a_black_hole() {
+    /// A search that found 1452 bytes and is done until its interval is over.
+    fn found_1452() -> MtuDiscovery {
         let now = crate::test_util::epoch();
         let mut d = MtuDiscovery::new(1200, Some(MtuDiscoveryConfig::default()));
-        assert_eq!(d.on_loss_event(1, 1452), None, "no search, no black hole");
         d.start(65_527);
         let size = d.probe_size(now).unwrap();
         d.on_probe_sent(10, size);
         assert_eq!(d.on_acked(10), Some(1452));
+        assert_eq!(d.probe_size(now), None, "search done");
+        d
+    }
+
+    /// RFC 8899 §4.3, while smaller packets still pass: three loss events in a row of only packets
+    /// larger than the base, sent after the last packet of the current size that got through, with
+    /// none as large acknowledged in between, call for a probe of the current size.
+    #[test]
+    fn losses_of_only_large_packets_in_a_row_call_for_a_probe_of_the_current_size() {
+        let now = crate::test_util::epoch();
+        let mut off = MtuDiscovery::new(1200, Some(MtuDiscoveryConfig::default()));
+        for pn in 0..5 {
+            off.on_loss_event(pn, 1452);
+        }
+        assert_eq!(off.probe_size(now), None, "no search, no confirmation");
+        let mut d = found_1452();
         // Events with a packet of the base size among the losses are congestion, however many.
         for pn in 11..16 {
-            assert_eq!(d.on_loss_event(pn, 1200), None);
+            d.on_loss_event(pn, 1200);
         }
+        assert_eq!(d.probe_size(now), None);
         // A packet as large as the smallest lost one acknowledged explains those losses away; a
         // smaller one does not.
-        assert_eq!(d.on_loss_event(20, 1452), None);
-        assert_eq!(d.on_loss_event(21, 1300), None);
+        d.on_loss_event(20, 1452);
+        d.on_loss_event(21, 1300);
         d.on_packet_acked(22, 1300);
-        assert_eq!(d.on_loss_event(23, 1452), None, "the 1452-byte loss still counts");
-        d.on_packet_acked(24, 1452);
-        assert_eq!(d.on_loss_event(25, 1452), None);
-        assert_eq!(d.on_loss_event(26, 1452), None);
+        d.on_packet_acked(23, 1452);
+        d.on_loss_event(25, 1452);
+        d.on_loss_event(26, 1452);
         d.on_packet_acked(27, 1000);
-        // Packets sent before a large one that got through were not lost to a black hole (reordering,
-        // congestion): they do not count, however many such events come.
+        assert_eq!(d.probe_size(now), None);
+        // Packets sent before one of the current size that got through were not lost to a black hole
+        // (reordering, congestion), however many such events come; one of 1300 bytes getting through
+        // does not show that 1452 still does.
         d.on_packet_acked(40, 1300);
         d.on_packet_acked(41, 1452);
         for pn in 28..39 {
-            assert_eq!(d.on_loss_event(pn, 1452), None);
+            d.on_loss_event(pn, 1452);
         }
-        assert_eq!(d.on_loss_event(42, 1452), None);
-        assert_eq!(d.on_loss_event(43, 1452), None);
-        assert_eq!(d.on_loss_event(44, 1452), Some(1200), "the third in a row");
+        assert_eq!(d.probe_size(now), None);
+        d.on_loss_event(42, 1452);
+        d.on_packet_acked(43, 1300);
+        d.on_loss_event(44, 1452);
+        assert_eq!(d.probe_size(now), None);
+        d.on_loss_event(45, 1452);
+        assert_eq!(
+            d.probe_size(now),
+            Some(1452),
+            "the third in a row: confirm the size"
+        );
+        d.on_probe_sent(46, 1452);
+        assert_eq!(d.probe_size(now), None, "one probe at a time");
+        assert_eq!(d.current(), 1452, "not yet a black hole");
+        // It gets through: bad luck, not a black hole; the count starts again.
+        assert_eq!(d.on_acked(46), None);
+        assert_eq!(d.current(), 1452);
+        d.on_loss_event(47, 1452);
+        d.on_loss_event(48, 1452);
+        assert_eq!(d.probe_size(now), None);
+    }
+
+    /// The probe of the current size lost as well: a black hole, back to the base, and the search
+    /// starts again from the top.
+    #[test]
+    fn a_lost_probe_of_the_current_size_is_a_black_hole() {
+        let now = crate::test_util::epoch();
+        let mut d = found_1452();
+        for pn in 20..23 {
+            d.on_loss_event(pn, 1452);
+        }
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(23, 1452);
+        assert!(d.on_lost(23));
         assert_eq!(d.current(), 1200);
-        assert_eq!(d.on_loss_event(45, 1452), None, "at the base already");
-        // The search starts again from the top, and a probe that passes forgets old suspicions.
-        let size = d.probe_size(now).unwrap();
-        d.on_probe_sent(50, size);
-        assert_eq!(d.on_loss_event(51, 1452), None);
-        assert_eq!(d.on_acked(50), Some(size));
-        assert_eq!(d.on_loss_event(52, 1452), None);
-        assert_eq!(d.on_loss_event(53, 1452), None);
-        assert_eq!(d.on_loss_event(54, 1452), Some(1200));
+        d.on_loss_event(24, 1452);
+        assert_eq!(d.probe_size(now), Some(1452), "the search again, from the top");
+        d.on_probe_sent(25, 1452);
+        assert_eq!(d.on_acked(25), Some(1452), "a search probe, not a confirmation");
+    }
+
+    /// Back on a path the connection left, what its losses said before is stale: the count starts
+    /// again, and a confirmation wanted then is not sent.
+    #[test]
+    fn suspicions_are_forgotten_on_a_path_returned_to() {
+        let now = crate::test_util::epoch();
+        let mut d = found_1452();
+        d.on_loss_event(20, 1452);
+        d.on_loss_event(21, 1452);
+        d.forget_probe();
+        d.on_loss_event(22, 1452);
+        assert_eq!(d.probe_size(now), None, "one suspicion, not three");
+        d.on_loss_event(23, 1452);
+        d.on_loss_event(24, 1452);
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.forget_probe();
+        assert_eq!(d.probe_size(now), None, "the confirmation is dropped too");
+    }
+
+    /// A search probe in flight when the losses call for a confirmation is forgotten, and its size
+    /// tried again once the current size is confirmed.
+    #[test]
+    fn a_confirmation_goes_before_a_search_probe_in_flight() {
+        let now = crate::test_util::epoch();
+        let mut d = MtuDiscovery::new(1300, Some(MtuDiscoveryConfig::default()));
+        d.start(65_527);
+        let mut d2 = d.clone();
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(1, 1452);
+        for pn in 2..5 {
+            d.on_loss_event(pn, 1300);
+        }
+        assert_eq!(d.probe_size(now), Some(1300), "the current size, confirmed first");
+        d.on_probe_sent(5, 1300);
+        assert!(!d.on_lost(1), "the search probe was forgotten");
+        assert_eq!(d.on_acked(5), None);
+        assert_eq!(d.probe_size(now), Some(1452), "the search goes on");
+        // Without the losses, the same search has its probe in flight and nothing else to send.
+        assert_eq!(d2.probe_size(now), Some(1452));
+        d2.on_probe_sent(1, 1452);
+        assert_eq!(d2.probe_size(now), None);
     }
 
     #[test]
