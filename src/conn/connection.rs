@@ -191,7 +191,8 @@ pub struct ConnectionStats {
     /// Path MTU probes declared lost (not counted as congestion).
     pub mtu_probes_lost: u64,
     /// Times the path seemed to stop carrying the size in use (RFC 8899 §4.3: persistent congestion,
-    /// PTOs in a row, or losses of only larger packets in a row) and the size went back to 1200 bytes.
+    /// PTOs in a row, or, after losses of only larger packets in a row, a lost probe of that size) and
+    /// the size went back to 1200 bytes.
     pub mtu_black_holes: u64,
 }
 
