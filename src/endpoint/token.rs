@@ -266,27 +266,20 @@ impl TokenState {
         let mut r = Reader::new(&plain);
         let issued = u64::from_be_bytes(r.read_array().ok()?);
         let unique = u64::from_le_bytes(r.read_array().ok()?);
-        let grace = millis(RETRY_GRACE);
-        let age = if issued > now_ms {
-            // Dated ahead: only a clock of ours can do that (one that stepped back, or another server's
-            // sharing the key), never a replay of an old token; a little is skew, more gets the grace.
-            let ahead = issued - now_ms;
-            if ahead <= millis(MAX_FUTURE_SKEW) {
-                Age::Fresh
-            } else if ahead <= millis(MAX_FUTURE_SKEW).saturating_add(grace) {
-                Age::Late
-            } else {
-                Age::Stale
-            }
+        // How far the token is from now, and how far it may be while still fresh. Dated ahead: only a
+        // clock of ours can do that (one that stepped back, or another server's sharing the key), never
+        // a replay of an old token; a little is skew, more gets the grace like an expired token.
+        let (off, fresh) = if issued > now_ms {
+            (issued - now_ms, millis(MAX_FUTURE_SKEW))
         } else {
-            let age = now_ms - issued;
-            if age <= millis(lifetime) {
-                Age::Fresh
-            } else if age <= millis(lifetime).saturating_add(grace) {
-                Age::Late
-            } else {
-                Age::Stale
-            }
+            (now_ms - issued, millis(lifetime))
+        };
+        let age = if off <= fresh {
+            Age::Fresh
+        } else if off <= fresh.saturating_add(millis(RETRY_GRACE)) {
+            Age::Late
+        } else {
+            Age::Stale
         };
         Some((age, unique, r.read_rest().to_vec()))
     }
