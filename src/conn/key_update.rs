@@ -99,6 +99,12 @@ impl OneRttKeys {
         }
     }
 
+    /// Whether no packet of the current phase has opened yet while the previous key is kept: after our own
+    /// update, before the peer's answer arrives.
+    pub(crate) fn awaits_new_phase_packet(&self) -> bool {
+        self.prev_remote.is_some() && self.first_received.is_none()
+    }
+
     /// Records a packet authenticated with the current key.
     pub(crate) fn on_received(&mut self, pn: u64) {
         self.first_received = Some(self.first_received.map_or(pn, |f| f.min(pn)));

@@ -242,8 +242,27 @@ impl Connection {
             SpaceId::Data => {
                 let keys = self.one_rtt.as_ref().ok_or(None)?;
                 recv_key = keys.recv_key(plain.key_phase, pn);
-                keys.remote_key(recv_key)
-                    .map(|k| k.open(pn, &mut packet, plain.header_len))
+                // RFC 9001 §6.1, §6.2: after our own update, until a packet of the new phase opens, the old
+                // phase bit most likely marks a packet sent before the peer saw the update; but it is also
+                // the bit of a second update by a peer whose packets of the first were all lost, made before
+                // we could acknowledge any (§6.1 forbids it). The ciphertext is kept so that such a packet
+                // can be tried with the next key, and the connection closes with KEY_UPDATE_ERROR instead
+                // of dropping every packet until the idle timeout. Rare: once per update, for a round trip.
+                let ciphertext = (recv_key == RecvKey::Previous && keys.awaits_new_phase_packet())
+                    .then(|| packet[plain.header_len..].to_vec());
+                let mut opened = keys
+                    .remote_key(recv_key)
+                    .map(|k| k.open(pn, &mut packet, plain.header_len));
+                if let (Some(Err(_)), Some(ciphertext), Some(next)) =
+                    (&opened, ciphertext, keys.remote_key(RecvKey::Next))
+                {
+                    packet[plain.header_len..].copy_from_slice(&ciphertext);
+                    if let Ok(len) = next.open(pn, &mut packet, plain.header_len) {
+                        recv_key = RecvKey::Next;
+                        opened = Some(Ok(len));
+                    }
+                }
+                opened
             }
             _ => self.spaces[space.index()]
                 .keys

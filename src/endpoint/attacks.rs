@@ -2563,6 +2563,67 @@ fn a_second_key_update_waits_three_ptos_after_the_first_is_acknowledged() {
     assert_eq!(updates(&p), 2);
 }
 
+/// RFC 9001 §6.1, §6.2: a peer may not update its keys again before a packet of its current phase was
+/// acknowledged. Here the server updates; the client answers, but every packet of its new phase is lost,
+/// and it then updates again (as quinn-proto did in a soak with forced updates). Its packets carry the
+/// server's old phase bit, while the server, having had none of the new phase, still keeps the old key:
+/// they failed with it and were dropped one by one until the idle timeout. Now the next key is tried too,
+/// and the second update is the KEY_UPDATE_ERROR it is.
+#[test]
+fn a_second_update_by_a_peer_whose_first_phase_was_lost_is_a_key_update_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let updates = |ep: &Endpoint, h: crate::ConnectionHandle| {
+        ep.table.get(h).unwrap().conn.one_rtt.as_ref().unwrap().updates
+    };
+    p.server.conn(h).unwrap().force_key_update();
+    p.server.conn(h).unwrap().ping();
+    for d in sends(&mut p.server, p.now) {
+        deliver(&mut p.client, p.now, SERVER, &d);
+    }
+    assert_eq!((updates(&p.server, h), updates(&p.client, ch)), (1, 1));
+    // The client's answer in the new phase is lost.
+    p.client.conn(ch).unwrap().ping();
+    let lost = sends(&mut p.client, p.now);
+    assert!(!lost.is_empty());
+    // The client updates again at once, as RFC 9001 §6.1 forbids.
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    conn.one_rtt.as_mut().unwrap().rotate(&mut *conn.session, None);
+    assert_eq!(updates(&p.client, ch), 2);
+    p.client.conn(ch).unwrap().ping();
+    for d in sends(&mut p.client, p.now) {
+        deliver(&mut p.server, p.now, CLIENT, &d);
+    }
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::KEY_UPDATE_ERROR));
+}
+
+/// After our own update, packets the peer sent before it saw the update still open with the previous key
+/// (the next key, tried when the previous fails, does not get in their way) and do not count as failures.
+#[test]
+fn packets_of_the_old_phase_still_open_after_our_update() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    // Sent in phase 0, delivered after the server moved to phase 1.
+    p.client.conn(ch).unwrap().ping();
+    let old = sends(&mut p.client, p.now);
+    p.server.conn(h).unwrap().force_key_update();
+    p.server.conn(h).unwrap().ping();
+    let _lost = sends(&mut p.server, p.now);
+    let server = |p: &mut Pair| p.server.conn(h).unwrap().stats();
+    let before = server(&mut p);
+    for d in &old {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let after = server(&mut p);
+    assert!(after.packets_received > before.packets_received);
+    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+    assert_eq!(p.server.table.get(h).unwrap().conn.auth_failures, 0);
+}
+
 /// As `hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_packets`, with the
 /// Initial and Handshake keys still in use (RFC 9001 §5.4.2, RFC 9000 §17.2): every truncation of the
 /// server's first flight and forged Handshake packets of every short Length reach a client mid-handshake;
