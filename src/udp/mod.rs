@@ -57,6 +57,10 @@
 //! the defaults, 50 clients on loopback already lose datagrams in the kernel (`RcvbufErrors` in
 //! `/proc/net/snmp`). See [`Driver::set_buffer_sizes`].
 //!
+//! The endpoint belongs to the driver's thread. Other threads hand it work through a channel that the
+//! handler drains in [`Handler::on_turn`], and end the driver's wait with a [`Waker`] (from
+//! [`Driver::waker`]) so that the work does not wait for the next deadline.
+//!
 //! `docs/embedding.md` shows how to write the same loop on another event loop (tokio, mio, io_uring).
 
 use std::io::{self, IoSliceMut};
@@ -173,6 +177,34 @@ pub struct DriverStats {
     pub recv_errors: u64,
     /// Times the driver blocked in the socket waiting for a datagram or a deadline.
     pub waits: u64,
+    /// Wake-ups from a [`Waker`] received (not handed to the endpoint).
+    pub wakes: u64,
+}
+
+/// Wakes a [`Driver`] from another thread, from [`Driver::waker`]: [`wake`](Self::wake) ends the wait of
+/// the driver's turn (or, when the driver is not waiting, keeps the next turn from blocking), and the
+/// turn after that calls [`Handler::on_turn`]. The endpoint belongs to the driver's thread, so work for it
+/// from other threads goes through a channel the handler drains in `on_turn`; send on the channel first,
+/// then wake, and no message waits for the driver's next deadline.
+///
+/// A wake-up is an empty datagram to the driver's socket from a socket of its own, on the loopback
+/// address (or on the driver's own address, when it is bound to one); the driver recognises it by its
+/// source and does not hand it to the endpoint. Wakes do not queue up beyond the socket buffers: one
+/// that finds them full is already answered by those waiting.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    socket: std::sync::Arc<UdpSocket>,
+}
+
+impl Waker {
+    /// Wakes the driver. Errors are those of sending on a loopback socket (none in normal operation).
+    pub fn wake(&self) -> io::Result<()> {
+        match self.socket.send(&[]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A blocking event loop for one [`Endpoint`] on one UDP socket. See the [module documentation](self).
@@ -190,6 +222,8 @@ pub struct Driver {
     ipv6: bool,
     max_wait: Duration,
     stats: DriverStats,
+    /// The address [`Waker`]s send from, once [`Driver::waker`] made their socket.
+    waker: Option<(std::sync::Arc<UdpSocket>, SocketAddr)>,
     /// Errors the next receive calls return instead of calling the system: the tests' way to reach
     /// errors a loopback socket does not produce.
     #[cfg(test)]
@@ -230,6 +264,7 @@ impl Driver {
             send_buf: Vec::new(),
             max_wait: Duration::from_millis(100),
             stats: DriverStats::default(),
+            waker: None,
             #[cfg(test)]
             recv_faults: std::collections::VecDeque::new(),
         })
@@ -255,6 +290,39 @@ impl Driver {
     /// The socket's local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// A handle that wakes the driver from another thread: see [`Waker`]. The first call makes a socket
+    /// on the loopback address of the driver's family (or on the driver's own address, when it is bound
+    /// to one), which every waker of this driver shares.
+    pub fn waker(&mut self) -> io::Result<Waker> {
+        if let Some((socket, _)) = &self.waker {
+            return Ok(Waker {
+                socket: socket.clone(),
+            });
+        }
+        let local = self.socket.local_addr()?;
+        let target = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), local.port())
+            }
+            _ => local,
+        };
+        let unspecified: IpAddr = match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
+        socket.connect(target)?;
+        // A wake never blocks: when the driver's queue is full, wakes are already waiting.
+        socket.set_nonblocking(true)?;
+        let from = socket.local_addr()?;
+        let socket = std::sync::Arc::new(socket);
+        self.waker = Some((socket.clone(), from));
+        Ok(Waker { socket })
     }
 
     /// The driver's counters.
@@ -385,7 +453,13 @@ impl Driver {
         };
         self.stats.recv_calls += 1;
         let mut received = std::mem::take(&mut self.received);
+        let waker = self.waker.as_ref().map(|(_, from)| *from);
         for (meta, slot) in self.metas.iter().zip(self.recv_buf.chunks(RECV_SLOT)).take(count) {
+            if waker == Some(meta.addr) {
+                // A wake-up: it has done its work by ending the wait; the endpoint never sees it.
+                self.stats.wakes += 1;
+                continue;
+            }
             let data = slot.get(..meta.len).unwrap_or(slot);
             let before = received.len();
             split_received(meta, data, &mut received);

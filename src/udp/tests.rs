@@ -505,3 +505,81 @@ fn a_scoped_ipv6_destination_keeps_its_scope_id() {
     let out = for_socket(t, true);
     assert_eq!(out.destination, dest, "scope ID / flowinfo lost");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_waker_ends_a_wait_from_another_thread() {
+    // The turn waits for a distant deadline; a wake from another thread ends it, and the wake-up is not
+    // handed to the endpoint as a datagram.
+    let mut driver = idle_driver();
+    driver.set_max_wait(Duration::from_secs(30));
+    let waker = driver.waker().expect("a waker");
+    let before = driver.endpoint().stats();
+    let other = std::thread::spawn(move || {
+        // Sent after the driver has started waiting, most likely; if before, the turn finds it at once.
+        std::thread::sleep(Duration::from_millis(50));
+        waker.wake().expect("wake");
+    });
+    let _ = driver.turn(&mut ignore).expect("the driver goes on");
+    other.join().expect("the waking thread");
+    let stats = driver.stats();
+    assert_eq!((stats.wakes, stats.datagrams_received), (1, 0), "{stats:?}");
+    assert_eq!(driver.endpoint().stats(), before);
+}
+
+/// A handler that takes work from other threads through a channel, as [`Waker`] describes, and says when
+/// its first turn has looked at the channel.
+struct Inbox {
+    rx: std::sync::mpsc::Receiver<&'static str>,
+    ready: Option<std::sync::mpsc::Sender<()>>,
+    got: Vec<&'static str>,
+}
+
+impl Handler for Inbox {
+    fn on_event(&mut self, _: &mut Endpoint, _: ConnectionHandle, _: Event, _: Instant) {}
+
+    fn on_turn(&mut self, _: &mut Endpoint, _: Instant) -> ControlFlow<()> {
+        self.got.extend(self.rx.try_iter());
+        if let Some(ready) = self.ready.take() {
+            ready.send(()).expect("the other thread waits");
+        }
+        if self.got.contains(&"stop") {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+#[test]
+fn work_sent_with_a_wake_reaches_the_handler_in_the_next_turn() {
+    // The other thread sends once the first turn has looked at the channel, so only the wake can end
+    // that turn's 30 s wait; the next turn's `on_turn` takes the message.
+    let mut driver = idle_driver();
+    driver.set_max_wait(Duration::from_secs(30));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let waker = driver.waker().expect("a waker");
+    let other = std::thread::spawn(move || {
+        ready_rx.recv().expect("the driver's first turn");
+        tx.send("stop").expect("the driver listens");
+        waker.wake().expect("wake");
+    });
+    let mut inbox = Inbox {
+        rx,
+        ready: Some(ready_tx),
+        got: Vec::new(),
+    };
+    let mut turns = 1;
+    while driver.turn(&mut inbox).expect("the driver goes on").is_continue() {
+        turns += 1;
+    }
+    other.join().expect("the waking thread");
+    assert_eq!(inbox.got, ["stop"]);
+    let stats = driver.stats();
+    assert_eq!(
+        (turns, stats.wakes, stats.datagrams_received),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+}
