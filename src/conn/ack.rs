@@ -81,6 +81,11 @@ pub(crate) struct ReceivedPackets {
     ecn: Option<EcnCounts>,
     /// The last ACK frame sent: (packet number that carried it, its Largest Acknowledged).
     last_ack_sent: Option<(u64, u64)>,
+    /// An ACK frame sent whose fate is still unknown, as (packet number that carried it, its Largest
+    /// Acknowledged): the oldest such since the peer last acknowledged a packet at or above it. It lets
+    /// the peer's acknowledgement of a packet that carried only ACK frames, which loss recovery does not
+    /// keep, prune the ranges too (RFC 9000 §13.2.4), about once per round trip.
+    ack_watch: Option<(u64, u64)>,
 }
 
 impl ReceivedPackets {
@@ -99,6 +104,7 @@ impl ReceivedPackets {
             unacked: false,
             ecn: None,
             last_ack_sent: None,
+            ack_watch: None,
         }
     }
 
@@ -125,6 +131,13 @@ impl ReceivedPackets {
     /// Packet numbers below this are treated as duplicates (see [`ReceivedPackets::is_duplicate`]).
     pub(crate) fn min_tracked(&self) -> u64 {
         self.min_tracked
+    }
+
+    /// How many ranges of received packet numbers are tracked (reported in ACK frames until the peer
+    /// has seen them).
+    #[cfg(test)]
+    pub(crate) fn tracked_ranges(&self) -> usize {
+        self.ranges.len()
     }
 
     /// The ECN counts reported so far, `None` until an ECN-marked packet arrives.
@@ -320,6 +333,7 @@ impl ReceivedPackets {
     /// response to the same ack-eliciting packet).
     pub(crate) fn on_ack_sent(&mut self, largest_acked: u64, sent_in: u64) {
         self.last_ack_sent = Some((sent_in, largest_acked));
+        self.ack_watch.get_or_insert((sent_in, largest_acked));
         if self.largest.is_some_and(|(largest, _)| largest_acked >= largest) {
             self.reset_pending();
         }
@@ -346,6 +360,29 @@ impl ReceivedPackets {
         if self.ranges.is_empty() {
             // Whatever arrived since that frame is now below the floor: nothing is left to acknowledge.
             self.reset_pending();
+        }
+    }
+
+    /// The peer's ACK frame `ack`, valid for this space, arrived. If it acknowledges the packet of the
+    /// ACK frame watched (see `ack_watch`), the peer has seen that frame: RFC 9000 §13.2.3, "After
+    /// receiving acknowledgments for an ACK frame, the receiver SHOULD stop tracking those acknowledged
+    /// ACK Ranges". This covers packets that carried only ACK frames: not in flight, they are not kept
+    /// by loss recovery, whose record of the packet's contents ([`on_ack_of_ack`](Self::on_ack_of_ack))
+    /// serves the others. Without it, a receiver that only ever sends ACK frames (one reading
+    /// datagrams, or a stream whose window needs no update) never prunes, and repeats every range it
+    /// tracks in every ACK frame.
+    pub(crate) fn on_peer_ack(&mut self, ack: &AckFrame) {
+        let Some((pn, largest_acked)) = self.ack_watch else {
+            return;
+        };
+        if ack.largest() < pn {
+            return;
+        }
+        // Acknowledged, or lost (the peer acknowledged a later packet without it): the next ACK frame
+        // sent is watched instead.
+        self.ack_watch = None;
+        if ack.iter().take_while(|r| *r.end() >= pn).any(|r| r.contains(&pn)) {
+            self.on_ack_of_ack(largest_acked);
         }
     }
 

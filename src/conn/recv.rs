@@ -646,6 +646,11 @@ impl Connection {
         if let Some(size) = acked.new_mtu {
             self.set_mtu(size);
         }
+        // RFC 9000 §13.2.4: an ACK frame of ours the peer has now seen, also one in a packet that
+        // carried nothing else (loss recovery keeps no record of those).
+        if let Some(s) = self.spaces.live_mut(space.index()) {
+            s.received.on_peer_ack(ack);
+        }
         if !outcome.spurious.is_empty() {
             self.on_spurious_losses(space, &outcome.spurious);
         }

@@ -28,6 +28,8 @@ mod token;
 mod view;
 
 #[cfg(test)]
+mod acks;
+#[cfg(test)]
 mod attacks;
 #[cfg(test)]
 mod churn;

@@ -342,6 +342,40 @@ fn ack_of_ack_prunes_ranges_at_or_below_its_largest() {
     assert_eq!(rx.ack_deadline(), Some(t0 + ms(26)));
 }
 
+/// RFC 9000 §13.2.3, §13.2.4: the peer's acknowledgement of the packet that carried an ACK frame prunes
+/// the ranges at or below that frame's Largest Acknowledged, whatever else the packet carried: the
+/// oldest ACK frame sent since the last such check is watched. A peer that acknowledges later packets
+/// without it (it was lost) moves the watch to the next ACK frame sent.
+#[test]
+fn the_peers_ack_of_an_ack_frame_prunes_what_it_reported() {
+    let t0 = epoch();
+    let mut rx = data();
+    let peer_ack = |r: &[RangeInclusive<u64>]| AckFrame::from_ranges(r.iter().cloned(), 0, None).unwrap();
+    for pn in [0, 1, 3, 4] {
+        rx.on_packet_received(pn, true, None, t0);
+    }
+    // Our packet 20 carried an ACK up to 4, our packet 21 one up to 6.
+    rx.on_ack_sent(4, 20);
+    rx.on_packet_received(6, true, None, t0);
+    rx.on_ack_sent(6, 21);
+    rx.on_packet_received(8, true, None, t0);
+    // An ACK of packets below 20 tells nothing about it.
+    rx.on_peer_ack(&peer_ack(&[10..=19]));
+    assert_eq!(rx.min_tracked(), 0);
+    // One of 20 (and 21): the frame of packet 20 was seen, what it reported is no longer tracked.
+    rx.on_peer_ack(&peer_ack(&[20..=21]));
+    assert_eq!(rx.min_tracked(), 5);
+    assert_eq!(ranges(&rx.build_ack(t0, 3).expect("packets")), [8..=8, 6..=6]);
+    // Packet 30's ACK frame (up to 8) is watched next; the peer acknowledges 31 but not 30: lost.
+    rx.on_ack_sent(8, 30);
+    rx.on_peer_ack(&peer_ack(&[31..=31]));
+    assert_eq!(rx.min_tracked(), 5);
+    rx.on_ack_sent(8, 32);
+    rx.on_peer_ack(&peer_ack(&[32..=32, 30..=30]));
+    assert_eq!(rx.min_tracked(), 9);
+    assert!(rx.build_ack(t0, 3).is_none());
+}
+
 #[test]
 fn nothing_received_builds_no_frame() {
     let rx = data();
