@@ -1805,3 +1805,63 @@ fn credit_raised_while_reset_streams_wait_wakes_a_live_stream() {
     );
     assert_eq!(drain_acked(&mut s, start()), 2000);
 }
+
+/// RFC 9000 §13.3: flow-control updates go again only when the packet with the most recent one is lost
+/// ("An updated value is sent in a MAX_DATA frame if the packet containing the most recently sent
+/// MAX_DATA frame is declared lost"), and MAX_STREAM_DATA not at all once the final size is known ("An
+/// endpoint SHOULD stop sending MAX_STREAM_DATA frames when the receiving part of the stream enters a
+/// 'Size Known' or 'Reset Recvd' state").
+#[test]
+fn superseded_or_useless_flow_control_updates_are_not_sent_again() {
+    let (mut c, mut s) = small_window_pair();
+    let now = start();
+    let updates = |p: &Bytes| -> Vec<Frame> {
+        frames(p)
+            .into_iter()
+            .filter(|f| matches!(f, Frame::MaxData(_) | Frame::MaxStreamData(_)))
+            .collect()
+    };
+    let a = c.open(Dir::Uni).unwrap();
+    c.write(a, &[1; 5000]).unwrap();
+    pump(&mut c, &mut s, now);
+    let mut got = Vec::new();
+    read_all(&mut s, a, &mut got).unwrap();
+    let (first, first_rec) = packet(&mut s, now).expect("credit for more");
+    assert!(!updates(&first).is_empty());
+    deliver(&mut c, &first).unwrap();
+    pump(&mut c, &mut s, now);
+    read_all(&mut s, a, &mut got).unwrap();
+    let (second, second_rec) = packet(&mut s, now).expect("credit for more again");
+    let newer = updates(&second);
+    assert!(!newer.is_empty());
+    // The older packet is lost: everything it carried was superseded.
+    s.on_lost(&first_rec);
+    assert!(packet(&mut s, now).is_none(), "stale updates went again");
+    // The newer one is lost: its values (still the current ones) go again.
+    s.on_lost(&second_rec);
+    let (again, _) = packet(&mut s, now).expect("the current limits again");
+    assert_eq!(updates(&again), newer);
+
+    // A stream whose update is lost after its FIN arrived: the peer cannot send more, nothing goes.
+    let b = c.open(Dir::Uni).unwrap();
+    deliver(&mut c, &again).unwrap();
+    c.write(b, &[2; 700]).unwrap();
+    pump(&mut c, &mut s, now);
+    let mut got_b = Vec::new();
+    read_all(&mut s, b, &mut got_b).unwrap();
+    assert_eq!(got_b.len(), 700);
+    let (update, update_rec) = packet(&mut s, now).expect("credit for stream b");
+    assert!(updates(&update)
+        .iter()
+        .any(|f| matches!(f, Frame::MaxStreamData(m) if m.id == b)));
+    c.finish(b).unwrap();
+    pump(&mut c, &mut s, now);
+    s.on_lost(&update_rec);
+    let resent: Vec<Frame> = packet(&mut s, now).map_or_else(Vec::new, |(p, _)| updates(&p));
+    assert!(
+        !resent
+            .iter()
+            .any(|f| matches!(f, Frame::MaxStreamData(m) if m.id == b)),
+        "MAX_STREAM_DATA for a stream whose size is known: {resent:?}"
+    );
+}
