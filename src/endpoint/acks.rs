@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::peer_errors::{deliver, sends, Pair, CLIENT, SERVER};
+use super::peer_errors::{deliver, inject, sends, Pair, CLIENT, SERVER};
+use crate::conn::SentFrames;
 use crate::conn::SpaceId;
-use crate::TransportConfig;
+use crate::wire::frame::Frame;
+use crate::{Datagram, EcnCodepoint, TransportConfig};
 
 /// RFC 9000 §13.2.3: "After receiving acknowledgments for an ACK frame, the receiver SHOULD stop
 /// tracking those acknowledged ACK Ranges" (§13.2.4 describes how). A client that only receives
@@ -52,5 +54,76 @@ fn ack_frames_in_ack_only_packets_are_pruned_once_acknowledged() {
         tracked <= 4,
         "the client still tracks {tracked} ranges after {} losses",
         sent / 10
+    );
+}
+
+/// RFC 9000 §13.2.1: "packets marked with the ECN Congestion Experienced (CE) codepoint in the IP header
+/// SHOULD be acknowledged immediately"; §13.4.1: the marks are counted per packet number space and
+/// reported even by an endpoint that sets no ECT codepoint itself. One PING from the client waits for
+/// the server's ACK timer (a second ack-eliciting packet would be needed for an ACK at once); the same
+/// PING marked CE is acknowledged at that instant, and counted.
+#[test]
+fn a_ce_marked_packet_is_acknowledged_at_once_and_counted() {
+    for ce in [false, true] {
+        let mut p = Pair::new(TransportConfig::default());
+        let sh = p.server_h.unwrap();
+        let (ch, _) = p.client.table.iter().next().unwrap();
+        p.run(Duration::from_secs(1));
+        let now = p.now;
+        p.client.conn(ch).unwrap().ping();
+        let ping = sends(&mut p.client, now);
+        assert_eq!(ping.len(), 1);
+        p.server.handle_datagram(
+            now,
+            Datagram {
+                remote: CLIENT.parse().unwrap(),
+                local: None,
+                ecn: ce.then_some(EcnCodepoint::Ce),
+                payload: BytesMut::from(&ping[0][..]),
+            },
+        );
+        let answered = !sends(&mut p.server, now).is_empty();
+        assert_eq!(answered, ce, "CE {ce}: an ACK at once");
+        let counts = p.server.table.get(sh).unwrap().conn.spaces[SpaceId::Data.index()]
+            .received
+            .ecn_counts();
+        assert_eq!(counts.map(|c| c.ce), ce.then_some(1), "CE {ce}");
+    }
+}
+
+/// RFC 9000 §13.3: what a lost packet carried goes again only while it is still needed. Here the
+/// server is told that a packet carrying NEW_CONNECTION_ID and HANDSHAKE_DONE was lost: the ID the
+/// client has retired since is not announced again ("New connection IDs are ... retransmitted if the
+/// packet containing them is lost", and a retired one is no longer an ID to announce), an ID still
+/// active is; HANDSHAKE_DONE, once acknowledged, is not sent again, and is while it is not ("MUST be
+/// retransmitted until it is acknowledged").
+#[test]
+fn lost_frames_no_longer_needed_are_not_sent_again() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    p.run(Duration::from_secs(1));
+    // The client retires sequence 1 (the server's replacement is issued, its frame not yet sent).
+    inject(&mut p, SpaceId::Data, &[Frame::RetireConnectionId(1)]);
+    let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+    assert!(conn.local_cids.active.iter().all(|c| c.seq != 1), "retired");
+    assert!(conn.local_cids.active.iter().any(|c| c.seq == 2));
+    let replacement = conn.local_cids.next_seq - 1;
+    assert_eq!(conn.local_cids.pending, [replacement]);
+    assert!(conn.handshake_done_acked);
+    let mut lost = SentFrames::EMPTY;
+    lost.rare_mut().new_cids.extend([1, 2]);
+    lost.rare_mut().handshake_done = true;
+    conn.on_packet_lost(SpaceId::Data, lost.clone());
+    assert_eq!(
+        conn.local_cids.pending,
+        [replacement, 2],
+        "only the active ID goes again"
+    );
+    assert!(!conn.handshake_done_pending, "HANDSHAKE_DONE was acknowledged");
+    conn.handshake_done_acked = false;
+    conn.on_packet_lost(SpaceId::Data, lost);
+    assert!(
+        conn.handshake_done_pending,
+        "HANDSHAKE_DONE not yet acknowledged goes again"
     );
 }
