@@ -591,18 +591,24 @@ impl Connection {
         // longer than our connection IDs, so that a stateless reset the peer sends in answer (smaller
         // than what it answers) can still look like a packet to us; only a peer with shorter IDs than
         // ours makes packets that small.
-        let mut target = (packet_start + enc.pn_offset + 4)
-            .max(packet_start + (22 + self.local_cid.len()).saturating_sub(tag_len))
-            .max(buf.len());
+        let packet_floor = (packet_start + enc.pn_offset + 4)
+            .max(packet_start + (22 + self.local_cid.len()).saturating_sub(tag_len));
+        let mut datagram_floor = 0;
         let pad_datagram = must_pad || (space == SpaceId::Initial && ack_eliciting);
         if path_probe {
-            target = target.max(datagram_start + MIN_INITIAL_DATAGRAM - tag_len);
+            datagram_floor = datagram_start + MIN_INITIAL_DATAGRAM - tag_len;
         }
         if let Some(size) = pad_to.filter(|_| pad_datagram) {
-            target = target.max(datagram_start + size - tag_len);
+            datagram_floor = datagram_floor.max(datagram_start + size - tag_len);
         }
-        let target = target.min(payload_end);
-        let mut padded = buf.len() < target;
+        let target = packet_floor.max(datagram_floor).min(payload_end);
+        // Only padding that fills a datagram puts a packet in flight (RFC 9002 §2, §7: a padded Initial
+        // must count, or a client could send them beyond its window and the amplification limit). The
+        // few bytes that bring a short packet to its floor do not: an ACK-only packet to a peer with
+        // shorter connection IDs than ours would otherwise count in flight, take room in the window
+        // until the peer happened to acknowledge it, and its loss would be a congestion event. A
+        // deliberate reading of §2, whose definition counts any PADDING frame.
+        let mut padded = buf.len() < datagram_floor.min(payload_end);
         buf.resize(target.max(buf.len()), 0);
         // Room for the AEAD tag. Every QUIC v1 and v2 AEAD has a 16-byte tag, which a fixed-size append
         // writes in place; `resize` would call `memset` for it once per packet.

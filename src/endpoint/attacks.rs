@@ -1808,6 +1808,46 @@ fn packets_to_a_peer_with_zero_length_ids_are_22_bytes_longer_than_our_ids() {
     assert!(smallest >= 22 + 8, "a {smallest}-byte packet");
 }
 
+/// The padding that brings a server's ACK-only packets to the size of
+/// `packets_to_a_peer_with_zero_length_ids_are_22_bytes_longer_than_our_ids` does not put them in flight:
+/// they took room in the congestion window until the client happened to acknowledge them, and their loss
+/// was a congestion event, cutting the window of a server that sent nothing else.
+#[test]
+fn ack_only_packets_padded_to_their_floor_are_not_in_flight() {
+    let (mut p, h) = connected_with_zero_length_client_ids();
+    let sh = p.server_h.unwrap();
+    let in_flight = |p: &Pair| {
+        p.server
+            .table
+            .get(sh)
+            .unwrap()
+            .conn
+            .recovery
+            .path_bytes_in_flight()
+    };
+    p.run(Duration::from_secs(1));
+    assert_eq!(in_flight(&p), 0);
+    let mut ack_only = 0;
+    for _ in 0..20 {
+        p.client.conn(h).unwrap().ping();
+        deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
+        p.now += Duration::from_millis(30);
+        p.server.handle_timeout(p.now);
+        // Lost: the client never acknowledges them.
+        let answers = sends(&mut p.server, p.now);
+        ack_only += answers.len();
+        assert!(answers.iter().all(|d| d.len() >= 22 + 8 && d.len() < 60));
+        assert_eq!(in_flight(&p), 0, "after {ack_only} ACK-only packets");
+    }
+    assert!(ack_only >= 10, "{ack_only} ACK-only packets");
+    // A later packet of the server's is acknowledged: the ACK-only packets before it, lost, are no
+    // congestion.
+    p.server.conn(sh).unwrap().ping();
+    p.run(Duration::from_secs(1));
+    let stats = p.server.conn(sh).unwrap().stats();
+    assert_eq!((stats.congestion_events, stats.packets_lost), (0, 0), "{stats:?}");
+}
+
 #[test]
 fn a_closing_client_with_zero_length_ids_drains_on_a_reset() {
     // RFC 9000 §10.3.1: a datagram ending in the token MUST make the endpoint drain and send nothing
