@@ -67,6 +67,12 @@ pub(crate) const TIME_THRESHOLD_EIGHTHS: u32 = 9;
 /// connections, adaptive thresholds").
 pub(crate) const MAX_TIME_THRESHOLD_EIGHTHS: u32 = 16;
 
+/// After this many recovery periods in a row with no loss found spurious, raised reordering thresholds
+/// go back to their initial values (as RFC 8985 §6.2 does for RACK's reordering window after 16 loss
+/// recoveries): reordering seen once, on a route since changed, would otherwise slow the detection of
+/// every later loss for the rest of the connection.
+pub(crate) const THRESHOLD_RESET_RECOVERIES: u32 = 16;
+
 /// How many packets declared lost a space remembers, to notice when one is acknowledged after all (a
 /// spurious loss); older ones are forgotten.
 pub(crate) const MAX_LOST_REMEMBERED: usize = 64;
@@ -471,6 +477,8 @@ pub(crate) struct LossDetection<T> {
     /// The time threshold in eighths of the RTT: kTimeThreshold, raised by spurious losses up to
     /// [`MAX_TIME_THRESHOLD_EIGHTHS`] (RFC 9002 §6.1.2).
     time_threshold_eighths: u32,
+    /// Recovery periods begun since a loss last proved spurious (or the thresholds were last reset).
+    recoveries_since_spurious: u32,
 }
 
 impl<T> LossDetection<T> {
@@ -491,6 +499,21 @@ impl<T> LossDetection<T> {
             armed_at: None,
             packet_threshold: PACKET_THRESHOLD,
             time_threshold_eighths: TIME_THRESHOLD_EIGHTHS,
+            recoveries_since_spurious: 0,
+        }
+    }
+
+    /// A congestion event started a recovery period. After [`THRESHOLD_RESET_RECOVERIES`] of them with no
+    /// loss found spurious, the reordering thresholds return to their initial values: the reordering that
+    /// raised them is no longer seen (a spurious loss would have shown it), and large thresholds delay
+    /// the detection of real losses (by up to two RTTs). If the reordering is still there, the next
+    /// spurious loss raises them again, and its congestion event is undone.
+    pub(crate) fn on_recovery_started(&mut self) {
+        self.recoveries_since_spurious = self.recoveries_since_spurious.saturating_add(1);
+        if self.recoveries_since_spurious >= THRESHOLD_RESET_RECOVERIES {
+            self.recoveries_since_spurious = 0;
+            self.packet_threshold = PACKET_THRESHOLD;
+            self.time_threshold_eighths = TIME_THRESHOLD_EIGHTHS;
         }
     }
 
@@ -543,6 +566,7 @@ impl<T> LossDetection<T> {
             self.first_rtt_sample = None;
             self.packet_threshold = PACKET_THRESHOLD;
             self.time_threshold_eighths = TIME_THRESHOLD_EIGHTHS;
+            self.recoveries_since_spurious = 0;
         }
     }
 
@@ -735,6 +759,9 @@ impl<T> LossDetection<T> {
             let base = self.rtt.loss_delay_base();
             let (spurious, packets, eighths) =
                 take_spurious(&mut s.lost, &ascending, prev_largest, now, base);
+            if !spurious.is_empty() {
+                self.recoveries_since_spurious = 0;
+            }
             outcome.spurious = spurious;
             self.packet_threshold = self.packet_threshold.max(packets);
             self.time_threshold_eighths = self.time_threshold_eighths.max(eighths);

@@ -1378,6 +1378,52 @@ fn a_spurious_loss_raises_the_thresholds() {
     assert_eq!(ld.time_threshold_eighths(), MAX_TIME_THRESHOLD_EIGHTHS);
 }
 
+/// Thresholds raised by reordering go back to their initial values after
+/// `THRESHOLD_RESET_RECOVERIES` recovery periods in a row with no loss found spurious (as RFC 8985 §6.2
+/// resets RACK's reordering window); a spurious loss among them starts the count again. Before, one
+/// burst of reordering left every later loss detected late for the rest of the connection.
+#[test]
+fn raised_thresholds_return_after_recoveries_without_spurious_losses() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 0));
+    ld.ack(SpaceId::Data, [0..=0], ms(0), t0 + ms(100), &c).unwrap();
+    // Packet `first` overtaken by `n` others, declared lost, then acknowledged.
+    let spurious_loss = |ld: &mut LossDetection<u64>, first: u64, n: u64, at: Instant| {
+        for pn in first..=first + n {
+            ld.on_packet_sent(SpaceId::Data, pn, pkt(at, pn));
+        }
+        let out = ld
+            .ack(SpaceId::Data, [first + 1..=first + n], ms(0), at + ms(100), &c)
+            .unwrap();
+        assert_eq!(pns(&out.lost), [first]);
+        ld.on_recovery_started();
+        let out = ld
+            .ack(SpaceId::Data, [first..=first + n], ms(0), at + ms(150), &c)
+            .unwrap();
+        assert_eq!(out.spurious, [first]);
+        (ld.packet_threshold(), ld.time_threshold_eighths())
+    };
+    let raised = spurious_loss(&mut ld, 1, 4, t0 + ms(100));
+    assert!(raised.0 > PACKET_THRESHOLD && raised.1 > TIME_THRESHOLD_EIGHTHS);
+    for _ in 1..THRESHOLD_RESET_RECOVERIES {
+        ld.on_recovery_started();
+    }
+    assert_eq!((ld.packet_threshold(), ld.time_threshold_eighths()), raised);
+    // Another spurious loss, from further reordering: the count starts again from it.
+    let raised = spurious_loss(&mut ld, 6, 10, t0 + ms(300));
+    for _ in 1..THRESHOLD_RESET_RECOVERIES {
+        ld.on_recovery_started();
+    }
+    assert_eq!((ld.packet_threshold(), ld.time_threshold_eighths()), raised);
+    ld.on_recovery_started();
+    assert_eq!(
+        (ld.packet_threshold(), ld.time_threshold_eighths()),
+        (PACKET_THRESHOLD, TIME_THRESHOLD_EIGHTHS)
+    );
+}
+
 /// RFC 9000 §9.4: after a move to another IP address only packets sent on the new path count against
 /// its window; the old path's stay tracked (and in `bytes_in_flight`) until acknowledged or lost, and
 /// leave only the total when they go. A change of port only keeps the window and what it holds; a
