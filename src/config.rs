@@ -66,7 +66,8 @@ pub struct EndpointConfig {
     /// the internet must draw all 32 bytes from the operating system's RNG at startup: whoever knows the
     /// seed can predict its connection IDs, PATH_CHALLENGE data and packet-number skips, choose colliding
     /// IDs for its hash tables, and forge its stateless resets and tokens if their keys derive from it.
-    /// The generator's output does not reveal the seed.
+    /// The generator's output does not reveal the seed. The default is all zeros, which the UDP driver
+    /// (`udp::Driver`, feature `udp`) refuses.
     pub seed: [u8; 32],
     /// Makes the connection IDs this endpoint issues.
     pub cid_generator: Box<dyn ConnectionIdGenerator>,

@@ -447,6 +447,13 @@ impl Endpoint {
         }
     }
 
+    /// Whether the endpoint's RNG seed is all zeros, the default: fine in tests and simulations, never on
+    /// a network (see [`EndpointConfig::seed`]).
+    #[cfg(feature = "udp")]
+    pub(crate) fn has_zero_seed(&self) -> bool {
+        self.config.seed == [0; 32]
+    }
+
     /// Starts a connection to `remote`, authenticating the server as `server_name`. The first Initial
     /// is ready in [`poll_transmit`](Self::poll_transmit). An IPv4-mapped IPv6 `remote` is taken as the
     /// IPv4 address it maps, which the transmits then name (a caller's loop on an IPv6 socket maps it

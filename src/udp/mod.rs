@@ -248,7 +248,18 @@ impl Driver {
 
     /// Drives `endpoint` on `socket`, which the driver configures (non-blocking mode, ECN and pktinfo
     /// reporting, GRO where available) and owns from now on.
+    ///
+    /// An endpoint whose [`seed`](crate::EndpointConfig::seed) is all zeros (the default, meant for tests
+    /// and simulations) is refused with `InvalidInput`: on a network, whoever knows the seed predicts its
+    /// connection IDs and forges its stateless resets and tokens. Seed it with [`os_seed`].
     pub fn new(socket: UdpSocket, endpoint: Endpoint) -> io::Result<Self> {
+        if endpoint.has_zero_seed() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the endpoint's seed is all zeros (the EndpointConfig default, for tests and simulations): \
+                 seed it from the operating system with quicsand::udp::os_seed() on a network",
+            ));
+        }
         let state = UdpSocketState::new((&socket).into())?;
         // `UdpSocketState::new` already made it non-blocking; the driver relies on that (see `wait`).
         socket.set_nonblocking(true)?;

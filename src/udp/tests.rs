@@ -583,3 +583,20 @@ fn work_sent_with_a_wake_reaches_the_handler_in_the_next_turn() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn an_endpoint_with_the_default_all_zero_seed_is_refused() {
+    // Its connection IDs, stateless reset tokens and address validation tokens would be predictable.
+    let refused = Driver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Endpoint::new(EndpointConfig::default(), None),
+    );
+    let e = refused.expect_err("an all-zero seed on a real socket");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("os_seed"), "{e}");
+    let seeded = EndpointConfig {
+        seed: os_seed().expect("the OS RNG"),
+        ..EndpointConfig::default()
+    };
+    assert!(Driver::bind("127.0.0.1:0".parse().unwrap(), Endpoint::new(seeded, None)).is_ok());
+}
