@@ -74,7 +74,7 @@ pub struct EndpointConfig {
     /// The QUIC versions this endpoint accepts, in order of preference; others get Version Negotiation.
     pub supported_versions: Vec<u32>,
     /// At most this many datagrams go into one [`Transmit`](crate::Transmit) (GSO segments). Taken as at
-    /// least 1.
+    /// least 1. Whatever it is, a transmit holds at most 65,507 bytes, what one UDP send carries.
     pub max_segments: usize,
     /// Stateless packets (Version Negotiation, stateless resets) waiting to be sent are capped at this
     /// number; beyond it new ones are dropped and counted.

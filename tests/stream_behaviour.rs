@@ -734,6 +734,28 @@ fn bulk(p: &mut Pair, len: usize, seed: u64, both: bool, mut each: impl FnMut(&m
     p.now - start
 }
 
+/// A `max_segments` above what one UDP send carries (64 segments of 1452 bytes are 92,928 bytes; the
+/// kernel refuses a send over 65,507 with EMSGSIZE) still makes transmits a socket takes: batches stop
+/// at 45 segments of 1452 bytes. Before, a caller's loop that handed transmits to the socket as they
+/// were lost every large batch whole.
+#[test]
+fn transmits_never_exceed_one_udp_send() {
+    let settings = Settings {
+        client_max_segments: Some(64),
+        ..Default::default()
+    };
+    let mut p = connected(Engine::Quicsand, Engine::Quicsand, 65, settings);
+    quicsand(&mut p.client).transmits.clear();
+    bulk(&mut p, 16 * MIB, 64, false, |_| {});
+    let transmits = std::mem::take(&mut quicsand(&mut p.client).transmits);
+    let largest = transmits.iter().map(|&(size, _)| size).max().unwrap_or(0);
+    assert!(largest <= 65_507, "a transmit of {largest} bytes");
+    assert!(
+        largest > 60_000,
+        "no batch near the limit: {largest} bytes at most"
+    );
+}
+
 #[test]
 fn bulk_transfer_sends_gso_batches_within_max_segments() {
     const MAX_SEGMENTS: usize = 7;

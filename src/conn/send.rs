@@ -46,6 +46,10 @@ struct Built {
     ack_eliciting: bool,
 }
 
+/// The most bytes one [`Transmit`] holds: what one UDP send carries over IPv4 (65,535 less the IP and
+/// UDP headers), GSO or not.
+pub(crate) const MAX_TRANSMIT_SIZE: usize = 65_507;
+
 impl Connection {
     /// Builds the next datagram(s) into `buf`.
     pub(crate) fn transmit(
@@ -96,6 +100,12 @@ impl Connection {
         // 9000 §14.1), so it fits in less than a full datagram.
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
         while count < max_segments.max(1) {
+            // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
+            // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
+            // socket as it is.
+            if segment.is_some_and(|s| buf.len() + s > MAX_TRANSMIT_SIZE) {
+                break;
+            }
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
             // RFC 9000 §8.1: before the client's address is validated, send at most three times what it
             // sent us; and a datagram smaller than an Initial needs is not worth building then, unless
