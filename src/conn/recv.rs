@@ -253,13 +253,13 @@ impl Connection {
                 let mut opened = keys
                     .remote_key(recv_key)
                     .map(|k| k.open(pn, &mut packet, plain.header_len));
-                if let (Some(Err(_)), Some(ciphertext), Some(next)) =
-                    (&opened, ciphertext, keys.remote_key(RecvKey::Next))
-                {
-                    packet[plain.header_len..].copy_from_slice(&ciphertext);
-                    if let Ok(len) = next.open(pn, &mut packet, plain.header_len) {
-                        recv_key = RecvKey::Next;
-                        opened = Some(Ok(len));
+                if let Some(ciphertext) = ciphertext {
+                    if let (Some(Err(_)), Some(next)) = (&opened, keys.remote_key(RecvKey::Next)) {
+                        packet[plain.header_len..].copy_from_slice(&ciphertext);
+                        if let Ok(len) = next.open(pn, &mut packet, plain.header_len) {
+                            recv_key = RecvKey::Next;
+                            opened = Some(Ok(len));
+                        }
                     }
                 }
                 opened
