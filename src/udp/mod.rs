@@ -66,6 +66,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -189,20 +190,42 @@ pub struct DriverStats {
 ///
 /// A wake-up is an empty datagram to the driver's socket from a socket of its own, on the loopback
 /// address (or on the driver's own address, when it is bound to one); the driver recognises it by its
-/// source and does not hand it to the endpoint. Wakes do not queue up beyond the socket buffers: one
-/// that finds them full is already answered by those waiting.
+/// source and does not hand it to the endpoint. Wakes between two turns are one wake-up: a producer
+/// that wakes once per message would otherwise fill the driver's receive buffer with empty datagrams
+/// (a few hundred fill the default one), and the kernel would drop the peers' datagrams behind them.
 #[derive(Debug, Clone)]
 pub struct Waker {
-    socket: std::sync::Arc<UdpSocket>,
+    shared: std::sync::Arc<WakerShared>,
+}
+
+/// What a driver and its wakers share.
+#[derive(Debug)]
+struct WakerShared {
+    socket: UdpSocket,
+    /// Whether a wake-up went since the driver's last turn started calling [`Handler::on_turn`]: a
+    /// wake then has nothing to add, as that wake-up ends a wait after the work sent before it.
+    sent: AtomicBool,
 }
 
 impl Waker {
     /// Wakes the driver. Errors are those of sending on a loopback socket (none in normal operation).
     pub fn wake(&self) -> io::Result<()> {
-        match self.socket.send(&[]) {
+        // Acquire-release, paired with the driver's swap before `on_turn`: the work sent before a wake
+        // that sends nothing is seen by the `on_turn` after the driver clears the flag.
+        if self.shared.sent.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        match self.shared.socket.send(&[]) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => {
+                // Nothing went: the next wake tries again.
+                self.shared.sent.store(false, Ordering::Release);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 }
@@ -222,8 +245,8 @@ pub struct Driver {
     ipv6: bool,
     max_wait: Duration,
     stats: DriverStats,
-    /// The address [`Waker`]s send from, once [`Driver::waker`] made their socket.
-    waker: Option<(std::sync::Arc<UdpSocket>, SocketAddr)>,
+    /// What [`Waker`]s share and the address they send from, once [`Driver::waker`] made their socket.
+    waker: Option<(std::sync::Arc<WakerShared>, SocketAddr)>,
     /// Errors the next receive calls return instead of calling the system: the tests' way to reach
     /// errors a loopback socket does not produce.
     #[cfg(test)]
@@ -307,9 +330,9 @@ impl Driver {
     /// on the loopback address of the driver's family (or on the driver's own address, when it is bound
     /// to one), which every waker of this driver shares.
     pub fn waker(&mut self) -> io::Result<Waker> {
-        if let Some((socket, _)) = &self.waker {
+        if let Some((shared, _)) = &self.waker {
             return Ok(Waker {
-                socket: socket.clone(),
+                shared: shared.clone(),
             });
         }
         let local = self.socket.local_addr()?;
@@ -331,9 +354,12 @@ impl Driver {
         // A wake never blocks: when the driver's queue is full, wakes are already waiting.
         socket.set_nonblocking(true)?;
         let from = socket.local_addr()?;
-        let socket = std::sync::Arc::new(socket);
-        self.waker = Some((socket.clone(), from));
-        Ok(Waker { socket })
+        let shared = std::sync::Arc::new(WakerShared {
+            socket,
+            sent: AtomicBool::new(false),
+        });
+        self.waker = Some((shared.clone(), from));
+        Ok(Waker { shared })
     }
 
     /// The driver's counters.
@@ -384,6 +410,10 @@ impl Driver {
             self.endpoint.handle_timeout(now);
         }
         self.process(handler, now)?;
+        if let Some((shared, _)) = &self.waker {
+            // Wakes from now on send a wake-up again (see `Waker::wake`).
+            shared.sent.swap(false, Ordering::AcqRel);
+        }
         let flow = handler.on_turn(&mut self.endpoint, now);
         let events_left = self.process(handler, now)?;
         if flow.is_break() {

@@ -600,3 +600,54 @@ fn an_endpoint_with_the_default_all_zero_seed_is_refused() {
     };
     assert!(Driver::bind("127.0.0.1:0".parse().unwrap(), Endpoint::new(seeded, None)).is_ok());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_burst_of_wakes_is_one_wake_up_and_leaves_room_for_datagrams() {
+    // A producer that wakes once per message, as `Waker` asks, can call `wake` thousands of times
+    // before the driver turns. Each call was a datagram in the driver's receive buffer: a few hundred
+    // empty datagrams fill the default buffer (each costs a whole socket buffer's overhead), and the
+    // kernel then drops the peers' datagrams. Wakes between two turns are one wake-up.
+    let mut driver = idle_driver();
+    let waker = driver.waker().expect("a waker");
+    for _ in 0..5000 {
+        waker.wake().expect("wake");
+    }
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(&[0u8; 1200], driver.local_addr().unwrap()).unwrap();
+    let deadline = Driver::now() + Duration::from_secs(2);
+    while driver.stats().datagrams_received < 1 && Driver::now() < deadline {
+        let _ = driver.turn(&mut ignore).expect("the driver goes on");
+    }
+    let stats = driver.stats();
+    assert_eq!((stats.datagrams_received, stats.wakes), (1, 1), "{stats:?}");
+    // A wake after that turn wakes again.
+    waker.wake().expect("wake");
+    driver.set_max_wait(Duration::from_secs(30));
+    let _ = driver.turn(&mut ignore).expect("the driver goes on");
+    assert_eq!(driver.stats().wakes, 2, "{:?}", driver.stats());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_waker_wakes_drivers_on_ipv6_addresses() {
+    // The wildcard (dual-stack) address and the loopback one: the wake-up comes from [::1] and is
+    // recognised by its source.
+    for addr in ["[::]:0", "[::1]:0"] {
+        let endpoint = Endpoint::new(EndpointConfig::with_seed(3), None);
+        let Ok(mut driver) = Driver::bind(addr.parse().unwrap(), endpoint) else {
+            // No IPv6 on this host.
+            continue;
+        };
+        driver.set_max_wait(Duration::from_secs(30));
+        let waker = driver.waker().expect("a waker");
+        waker.wake().expect("wake");
+        let _ = driver.turn(&mut ignore).expect("the driver goes on");
+        let stats = driver.stats();
+        assert_eq!(
+            (stats.wakes, stats.datagrams_received),
+            (1, 0),
+            "{addr}: {stats:?}"
+        );
+    }
+}
