@@ -287,6 +287,9 @@ pub(crate) struct Connection {
     pub(crate) last_ack_eliciting_sent: Option<Instant>,
     /// Packets that failed authentication, with any keys (RFC 9001 §6.6 integrity limit).
     pub(crate) auth_failures: u64,
+    /// A copy of the ciphertext of a 1-RTT packet tried with two keys after our key update (see
+    /// `handle_packet`): kept for the next such packet, freed once a packet of the new phase opens.
+    pub(crate) open_scratch: Vec<u8>,
     /// A key update was asked for.
     pub(crate) key_update_requested: bool,
     /// A client: Initial keys go once the first Handshake packet is sent (RFC 9001 §4.9.1).
@@ -485,6 +488,7 @@ impl Connection {
             ack_eliciting_since_receive: false,
             last_ack_eliciting_sent: None,
             auth_failures: 0,
+            open_scratch: Vec::new(),
             key_update_requested: false,
             discard_initial_after_send: false,
             datagrams: Datagrams::default(),

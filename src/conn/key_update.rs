@@ -105,6 +105,23 @@ impl OneRttKeys {
         self.prev_remote.is_some() && self.first_received.is_none()
     }
 
+    /// Passes each receive key (current, next, previous) through `wrap`: the tests' way to watch them.
+    #[cfg(test)]
+    pub(crate) fn wrap_remote_keys(&mut self, wrap: &dyn Fn(Box<dyn PacketKey>) -> Box<dyn PacketKey>) {
+        let placeholder = || crate::crypto::Secret::new(crate::crypto::Suite::Aes128Gcm, &[0; 32]);
+        let take = |k: &mut Box<dyn PacketKey>| {
+            let dummy = placeholder().expect("a secret").packet_key();
+            wrap(std::mem::replace(k, dummy))
+        };
+        self.remote = take(&mut self.remote);
+        if let Some(k) = self.next_remote.as_mut() {
+            *k = take(k);
+        }
+        if let Some((k, _)) = self.prev_remote.as_mut() {
+            *k = take(k);
+        }
+    }
+
     /// Records a packet authenticated with the current key.
     pub(crate) fn on_received(&mut self, pn: u64) {
         self.first_received = Some(self.first_received.map_or(pn, |f| f.min(pn)));

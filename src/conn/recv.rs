@@ -248,15 +248,22 @@ impl Connection {
                 // we could acknowledge any (§6.1 forbids it). The ciphertext is kept so that such a packet
                 // can be tried with the next key, and the connection closes with KEY_UPDATE_ERROR instead
                 // of dropping every packet until the idle timeout. Rare: once per update, for a round trip.
-                let ciphertext = (recv_key == RecvKey::Previous && keys.awaits_new_phase_packet())
-                    .then(|| packet[plain.header_len..].to_vec());
+                // §6.3, §9.5: the work must not tell which Key Phase bit header protection hid, so a packet
+                // with the new bit that fails is tried with the next key too, its result ignored, and every
+                // packet's ciphertext is kept meanwhile (in a buffer reused from packet to packet).
+                let retry = keys.awaits_new_phase_packet();
+                if retry {
+                    self.open_scratch.clear();
+                    self.open_scratch.extend_from_slice(&packet[plain.header_len..]);
+                }
                 let mut opened = keys
                     .remote_key(recv_key)
                     .map(|k| k.open(pn, &mut packet, plain.header_len));
-                if let Some(ciphertext) = ciphertext {
+                if retry {
                     if let (Some(Err(_)), Some(next)) = (&opened, keys.remote_key(RecvKey::Next)) {
-                        packet[plain.header_len..].copy_from_slice(&ciphertext);
-                        if let Ok(len) = next.open(pn, &mut packet, plain.header_len) {
+                        packet[plain.header_len..].copy_from_slice(&self.open_scratch);
+                        let second = next.open(pn, &mut packet, plain.header_len);
+                        if let (RecvKey::Previous, Ok(len)) = (recv_key, second) {
                             recv_key = RecvKey::Next;
                             opened = Some(Ok(len));
                         }
@@ -322,6 +329,7 @@ impl Connection {
                     // phase opens, and then three PTOs more.
                     if needs_pto {
                         keys.set_prev_discard(later(now, pto.saturating_mul(3)));
+                        self.open_scratch = Vec::new();
                     }
                     keys.on_received(pn);
                 }

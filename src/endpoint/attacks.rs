@@ -2664,6 +2664,97 @@ fn packets_of_the_old_phase_still_open_after_our_update() {
     assert_eq!(p.server.table.get(h).unwrap().conn.auth_failures, 0);
 }
 
+/// Counts the packets a receive key tried to open.
+struct CountingKey {
+    inner: Box<dyn crate::crypto::PacketKey>,
+    opens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::crypto::PacketKey for CountingKey {
+    fn seal(&self, pn: u64, packet: &mut [u8], header_len: usize) -> Result<(), crate::crypto::CryptoError> {
+        self.inner.seal(pn, packet, header_len)
+    }
+    fn open(
+        &self,
+        pn: u64,
+        packet: &mut [u8],
+        header_len: usize,
+    ) -> Result<usize, crate::crypto::CryptoError> {
+        self.opens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.open(pn, packet, header_len)
+    }
+    fn tag_len(&self) -> usize {
+        self.inner.tag_len()
+    }
+    fn confidentiality_limit(&self) -> u64 {
+        self.inner.confidentiality_limit()
+    }
+    fn integrity_limit(&self) -> u64 {
+        self.inner.integrity_limit()
+    }
+}
+
+/// RFC 9001 §6.3: endpoints "MUST NOT generate a timing side-channel signal that might indicate that the
+/// Key Phase bit was invalid"; §9.5: "where an attacker injects packets, this side channel could reveal
+/// the value of the Key Phase", and removing protection "MUST be applied together without timing and
+/// other side channels". After our own update, until a packet of the new phase opens, a packet with the
+/// old phase bit that fails the previous key is tried with the next one too: a forged or damaged packet
+/// then cost two decryptions with the old bit and one with the new, telling an attacker which bit the
+/// header protection hid. Both now cost the same.
+#[test]
+fn after_our_update_a_packet_failing_authentication_costs_the_same_whatever_its_key_phase() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let big = |p: &mut Pair| {
+        p.client
+            .conn(ch)
+            .unwrap()
+            .send_datagram(Bytes::from(vec![7; 300]))
+            .unwrap();
+        sends(&mut p.client, p.now)
+    };
+    // A client packet of phase 0, the server's old phase once it updates.
+    let old = big(&mut p);
+    p.server.conn(h).unwrap().force_key_update();
+    p.server.conn(h).unwrap().ping();
+    for d in sends(&mut p.server, p.now) {
+        deliver(&mut p.client, p.now, SERVER, &d);
+    }
+    // A client packet of phase 1, the server's new phase.
+    let new = big(&mut p);
+    let opens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let counter = opens.clone();
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        conn.one_rtt.as_mut().unwrap().wrap_remote_keys(&|inner| {
+            Box::new(CountingKey {
+                inner,
+                opens: counter.clone(),
+            })
+        });
+    }
+    let mut cost = Vec::new();
+    for d in [&old[0], &new[0]] {
+        // The last byte (the AEAD tag, far from the header protection sample) damaged.
+        assert!(d.len() > 100);
+        let mut d = d.to_vec();
+        *d.last_mut().unwrap() ^= 1;
+        let before = opens.load(std::sync::atomic::Ordering::Relaxed);
+        deliver(&mut p.server, p.now, CLIENT, &d);
+        cost.push(opens.load(std::sync::atomic::Ordering::Relaxed) - before);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.auth_failures, 2);
+    assert!(!conn.is_closed());
+    assert_eq!(
+        cost[0], cost[1],
+        "decryptions: old phase bit {}, new {}",
+        cost[0], cost[1]
+    );
+}
+
 /// As `hostile_datagrams_to_an_open_connection_are_dropped_and_do_not_stop_valid_packets`, with the
 /// Initial and Handshake keys still in use (RFC 9001 §5.4.2, RFC 9000 §17.2): every truncation of the
 /// server's first flight and forged Handshake packets of every short Length reach a client mid-handshake;
