@@ -351,7 +351,7 @@ impl Driver {
         };
         let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
         socket.connect(target)?;
-        // A wake never blocks: when the driver's queue is full, wakes are already waiting.
+        // A wake never blocks the thread that wakes (see `Waker::wake`).
         socket.set_nonblocking(true)?;
         let from = socket.local_addr()?;
         let shared = std::sync::Arc::new(WakerShared {
