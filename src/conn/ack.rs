@@ -20,6 +20,13 @@ use crate::wire::VarInt;
 
 pub(crate) use crate::datagram::EcnCodepoint;
 
+/// The most out-of-order packets kept to report beside the ranges above the report floor.
+const MAX_LATE: usize = 16;
+
+/// How many ACK frames report an out-of-order packet before it is left to the ranges (or forgotten,
+/// below the report floor): ACK frames are not retransmitted, so one could be lost.
+const LATE_REPORTS: u8 = 3;
+
 /// How and when acknowledgements are generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AckConfig {
@@ -59,11 +66,23 @@ impl Default for AckConfig {
 pub(crate) struct ReceivedPackets {
     space: SpaceId,
     config: AckConfig,
-    /// Received packet numbers not yet known to be acknowledged by the peer, at or above `min_tracked`.
+    /// Received packet numbers at or above `min_tracked`: duplicate detection (RFC 9000 §12.3), and the
+    /// ACK ranges from `report_floor` up.
     ranges: RangeSet,
     /// Every packet number below this counts as already received (RFC 9000 §12.3: "a minimum packet
-    /// number below which all packets are immediately dropped"). Raised when ranges are forgotten.
+    /// number below which all packets are immediately dropped"). Raised only when the range cap
+    /// forgets ranges (§13.2.3), not when the peer has seen our acknowledgement of them: a packet that
+    /// comes later than that (reordered by more than a round trip) is still processed, and acknowledged,
+    /// so that its sender learns its loss was spurious (RFC 9002 §6.1) instead of never hearing of it.
     min_tracked: u64,
+    /// ACK frames report the packet numbers at or above this (and those in `late`): the peer has seen
+    /// our acknowledgement of the ones below (RFC 9000 §13.2.4).
+    report_floor: u64,
+    /// Packets that arrived out of order (below the largest received), ascending, each with the number
+    /// of ACK frames sent since: reported in the next [`LATE_REPORTS`] frames whatever the report floor
+    /// does meanwhile, since a floor raised by the peer's acknowledgement of an earlier frame says
+    /// nothing of packets that arrived after that frame. At most [`MAX_LATE`] (the oldest go first).
+    late: Vec<(u64, u8)>,
     /// The largest packet number received and when (RFC 9000 §13.2.3: MUST be retained; §13.2.5: the
     /// ACK Delay is measured from it).
     largest: Option<(u64, Instant)>,
@@ -96,6 +115,8 @@ impl ReceivedPackets {
             config,
             ranges: RangeSet::with_max_ranges(config.max_tracked_ranges),
             min_tracked: 0,
+            report_floor: 0,
+            late: Vec::new(),
             largest: None,
             largest_ack_eliciting: None,
             unacked_ack_eliciting: 0,
@@ -133,11 +154,18 @@ impl ReceivedPackets {
         self.min_tracked
     }
 
-    /// How many ranges of received packet numbers are tracked (reported in ACK frames until the peer
-    /// has seen them).
+    /// Packet numbers below this (other than late arrivals) are no longer reported in ACK frames.
     #[cfg(test)]
-    pub(crate) fn tracked_ranges(&self) -> usize {
-        self.ranges.len()
+    pub(crate) fn report_floor(&self) -> u64 {
+        self.report_floor
+    }
+
+    /// Whether an ACK frame would report anything: a packet at or above the report floor (the largest
+    /// received, if any is), or a late one.
+    fn has_reportable(&self) -> bool {
+        self.largest
+            .is_some_and(|(largest, _)| largest >= self.report_floor)
+            || !self.late.is_empty()
     }
 
     /// The ECN counts reported so far, `None` until an ECN-marked packet arrives.
@@ -150,14 +178,23 @@ impl ReceivedPackets {
         self.last_ack_sent
     }
 
+    /// Keeps out-of-order packet `pn` (new, below the largest received) to report (see `late`).
+    #[cold]
+    fn note_late(&mut self, pn: u64) {
+        if self.late.len() >= MAX_LATE {
+            self.late.remove(0);
+        }
+        let at = self.late.partition_point(|&(p, _)| p < pn);
+        self.late.insert(at, (pn, 0));
+    }
+
     /// Whether packet number `pn` must be discarded as a duplicate (RFC 9000 §12.3: "A receiver MUST
     /// discard a newly unprotected packet unless it is certain that it has not processed another packet
     /// with the same packet number"). Call after removing packet protection.
     ///
     /// Besides the packet numbers actually received, everything below [`ReceivedPackets::min_tracked`]
-    /// counts as a duplicate: those ranges were forgotten, after the peer saw our acknowledgement of
-    /// them (§13.2.4) or because too many ranges were tracked (§13.2.3), so a packet that old is
-    /// dropped even if it never arrived before.
+    /// counts as a duplicate: those ranges were forgotten because too many ranges were tracked
+    /// (§13.2.3), so a packet that old is dropped even if it never arrived before.
     pub(crate) fn is_duplicate(&self, pn: u64) -> bool {
         pn < self.min_tracked || self.ranges.contains(pn)
     }
@@ -184,8 +221,9 @@ impl ReceivedPackets {
             // number that increases as ranges are discarded is one way to achieve this".
             self.min_tracked = self.min_tracked.max(evicted.end().saturating_add(1));
         }
-        if self.largest.map_or(true, |(largest, _)| pn > largest) {
-            self.largest = Some((pn, now));
+        match self.largest {
+            Some((largest, _)) if pn < largest => self.note_late(pn),
+            _ => self.largest = Some((pn, now)),
         }
         // RFC 9000 §13.4.1: count each processed packet once per codepoint.
         if let Some(codepoint) = ecn {
@@ -250,14 +288,14 @@ impl ReceivedPackets {
 
     /// Whether an ACK frame should be sent now, without waiting for the deadline.
     pub(crate) fn wants_ack_now(&self) -> bool {
-        self.immediate && self.unacked_ack_eliciting > 0 && !self.ranges.is_empty()
+        self.immediate && self.unacked_ack_eliciting > 0 && self.has_reportable()
     }
 
     /// When a delayed ACK frame is due: `max_ack_delay` after the first unacknowledged ack-eliciting
     /// packet (RFC 9000 §13.2.1: "ack-eliciting packets MUST be acknowledged at least once within the
     /// maximum delay"). `None` when no ack-eliciting packet waits or [`ReceivedPackets::wants_ack_now`].
     pub(crate) fn ack_deadline(&self) -> Option<Instant> {
-        if self.immediate || self.ranges.is_empty() {
+        if self.immediate || !self.has_reportable() {
             return None;
         }
         // An absurd max_ack_delay that overflows `Instant` means no deadline rather than a panic.
@@ -269,7 +307,7 @@ impl ReceivedPackets {
     /// piggybacked. Non-ack-eliciting packets alone never make an ACK due (no deadline, not
     /// [`ReceivedPackets::wants_ack_now`]) but are acknowledged with the next one (RFC 9000 §13.2).
     pub(crate) fn has_unacked(&self) -> bool {
-        self.unacked && !self.ranges.is_empty()
+        self.unacked && self.has_reportable()
     }
 
     /// The ACK frame to send at `now`: the highest tracked ranges first, at most
@@ -311,8 +349,8 @@ impl ReceivedPackets {
     }
 
     fn build_ack_ranges(&self, now: Instant, ack_delay_exponent: u8, count: usize) -> Option<AckFrame> {
-        let (_, received_at) = self.largest?;
-        if self.ranges.is_empty() {
+        let (largest, received_at) = self.largest?;
+        if !self.has_reportable() {
             return None;
         }
         let micros =
@@ -321,7 +359,22 @@ impl ReceivedPackets {
             .checked_shr(u32::from(ack_delay_exponent))
             .unwrap_or(0)
             .min(VarInt::MAX.into_inner());
-        let ranges = self.ranges.iter_rev().take(count);
+        // The ranges at or above the report floor (the lowest cut at it), then the late arrivals below.
+        // RFC 9000 §13.2.3: every ACK frame SHOULD hold the largest packet number received (a frame for
+        // late arrivals alone too), lest the peer's ECN validation see its Largest Acknowledged go back.
+        let floor = self.report_floor.min(largest);
+        let above = self
+            .ranges
+            .iter_rev()
+            .take_while(move |r| *r.end() >= floor)
+            .map(move |r| (*r.start()).max(floor)..=*r.end());
+        let late = self
+            .late
+            .iter()
+            .rev()
+            .filter(move |&&(pn, _)| pn < floor)
+            .map(|&(pn, _)| pn..=pn);
+        let ranges = above.chain(late).take(count);
         // Packet numbers are below 2^62 (RFC 9000 §12.3) and the ranges are disjoint and descending, so
         // this cannot fail; if it did, no frame is better than a panic.
         AckFrame::from_ranges(ranges, delay, self.ecn).ok()
@@ -333,6 +386,13 @@ impl ReceivedPackets {
     /// response to the same ack-eliciting packet).
     pub(crate) fn on_ack_sent(&mut self, largest_acked: u64, sent_in: u64) {
         self.last_ack_sent = Some((sent_in, largest_acked));
+        if !self.late.is_empty() {
+            // Reported, from the ranges above the floor or on their own.
+            self.late.retain_mut(|(_, n)| {
+                *n += 1;
+                *n < LATE_REPORTS
+            });
+        }
         self.ack_watch.get_or_insert((sent_in, largest_acked));
         if self.largest.is_some_and(|(largest, _)| largest_acked >= largest) {
             self.reset_pending();
@@ -342,22 +402,18 @@ impl ReceivedPackets {
     /// The peer acknowledged a packet of ours that carried an ACK frame with Largest Acknowledged
     /// `largest_acked`: it has seen that frame, so we stop acknowledging packet numbers at or below it
     /// (RFC 9000 §13.2.4: "the receiver can stop acknowledging packets less than or equal to the Largest
-    /// Acknowledged field in the sent ACK frame") and count them as duplicates from now on.
+    /// Acknowledged field in the sent ACK frame"). They stay known for duplicate detection: one that
+    /// never arrived may still come, late, and is then processed and acknowledged on its own.
     ///
-    /// The pruning point is capped at the largest packet number received, so a bogus value can never
-    /// make packets we have not received yet look like duplicates; the largest itself stays known
-    /// through [`ReceivedPackets::largest`].
+    /// The report floor is capped just above the largest packet number received, so a bogus value can
+    /// never keep packets we have not received yet from being acknowledged.
     pub(crate) fn on_ack_of_ack(&mut self, largest_acked: u64) {
         let Some((largest, _)) = self.largest else {
             return;
         };
         let floor = largest_acked.min(largest).saturating_add(1);
-        if floor <= self.min_tracked {
-            return;
-        }
-        self.min_tracked = floor;
-        self.ranges.remove_below(floor);
-        if self.ranges.is_empty() {
+        self.report_floor = self.report_floor.max(floor);
+        if !self.has_reportable() {
             // Whatever arrived since that frame is now below the floor: nothing is left to acknowledge.
             self.reset_pending();
         }

@@ -301,8 +301,12 @@ fn tracking_respects_the_range_cap() {
     round_trip(&frame);
 }
 
+/// RFC 9000 §13.2.4: once the peer has seen an ACK frame, the packet numbers at or below its Largest
+/// Acknowledged are no longer reported; they stay known for duplicate detection (§12.3), and one that
+/// never arrived is still taken if it comes late, and reported on its own (§13.2.3: a range is retained
+/// unless such packets will not be accepted), with the largest received as every frame has.
 #[test]
-fn ack_of_ack_prunes_ranges_at_or_below_its_largest() {
+fn ack_of_ack_stops_reporting_at_or_below_its_largest() {
     let t0 = epoch();
     let mut rx = data();
     for pn in [0, 1, 2, 4, 5, 8] {
@@ -314,15 +318,16 @@ fn ack_of_ack_prunes_ranges_at_or_below_its_largest() {
     rx.on_packet_received(11, false, None, t0);
     // The peer acknowledged our packet 7, which acknowledged up to 4 (say, an older frame).
     rx.on_ack_of_ack(4);
-    assert_eq!(rx.min_tracked(), 5);
+    assert_eq!(rx.report_floor(), 5);
     assert_eq!(
         ranges(&rx.build_ack(t0, 3).expect("packets")),
         [10..=11, 8..=8, 5..=5]
     );
-    // 3 and 6 were never received: 3 is below the floor now, 6 is not.
-    assert!(rx.is_duplicate(3));
+    // What was received stays a duplicate; 3 and 6 were never received and are not.
+    assert!(rx.is_duplicate(2));
+    assert!(!rx.is_duplicate(3));
     assert!(!rx.is_duplicate(6));
-    // Pruning everything keeps the largest and makes nothing due.
+    // Reporting everything acknowledged keeps the largest and makes nothing due.
     rx.on_ack_of_ack(11);
     assert_eq!(rx.largest(), Some(11));
     assert!(rx.is_duplicate(11));
@@ -332,11 +337,27 @@ fn ack_of_ack_prunes_ranges_at_or_below_its_largest() {
     assert_eq!(rx.ack_deadline(), None);
     // An older frame's acknowledgement arriving late changes nothing.
     rx.on_ack_of_ack(2);
-    assert_eq!(rx.min_tracked(), 12);
+    assert_eq!(rx.report_floor(), 12);
     // A bogus value above the largest received never hides future packets.
     rx.on_ack_of_ack(1000);
     assert!(!rx.is_duplicate(12));
-    // New packets start a fresh set.
+    // 3 comes now, late: taken, and acknowledged on its own beside the largest.
+    assert!(rx.on_packet_received(3, true, None, t0 + ms(1)));
+    assert!(rx.is_duplicate(3));
+    assert!(rx.has_unacked());
+    assert_eq!(
+        ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")),
+        [11..=11, 3..=3]
+    );
+    // It goes in the next three frames whatever the floor does (a floor raised by an earlier frame's
+    // acknowledgement says nothing of a packet that came after that frame), then no more.
+    rx.on_ack_sent(11, 40);
+    rx.on_ack_of_ack(11);
+    assert_eq!(ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")), [11..=11, 3..=3]);
+    rx.on_ack_sent(11, 41);
+    rx.on_ack_sent(11, 42);
+    assert!(rx.build_ack(t0 + ms(1), 3).is_none());
+    // New packets are reported from where the floor stands.
     rx.on_packet_received(12, true, None, t0 + ms(1));
     assert_eq!(ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")), [12..=12]);
     assert_eq!(rx.ack_deadline(), Some(t0 + ms(26)));
@@ -361,18 +382,18 @@ fn the_peers_ack_of_an_ack_frame_prunes_what_it_reported() {
     rx.on_packet_received(8, true, None, t0);
     // An ACK of packets below 20 tells nothing about it.
     rx.on_peer_ack(&peer_ack(&[10..=19]));
-    assert_eq!(rx.min_tracked(), 0);
-    // One of 20 (and 21): the frame of packet 20 was seen, what it reported is no longer tracked.
+    assert_eq!(rx.report_floor(), 0);
+    // One of 20 (and 21): the frame of packet 20 was seen, what it reported is no longer reported.
     rx.on_peer_ack(&peer_ack(&[20..=21]));
-    assert_eq!(rx.min_tracked(), 5);
+    assert_eq!(rx.report_floor(), 5);
     assert_eq!(ranges(&rx.build_ack(t0, 3).expect("packets")), [8..=8, 6..=6]);
     // Packet 30's ACK frame (up to 8) is watched next; the peer acknowledges 31 but not 30: lost.
     rx.on_ack_sent(8, 30);
     rx.on_peer_ack(&peer_ack(&[31..=31]));
-    assert_eq!(rx.min_tracked(), 5);
+    assert_eq!(rx.report_floor(), 5);
     rx.on_ack_sent(8, 32);
     rx.on_peer_ack(&peer_ack(&[32..=32, 30..=30]));
-    assert_eq!(rx.min_tracked(), 9);
+    assert_eq!(rx.report_floor(), 9);
     assert!(rx.build_ack(t0, 3).is_none());
 }
 
