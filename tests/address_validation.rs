@@ -469,9 +469,32 @@ fn spoofed_retry_tokens_gain_nothing() {
     assert_eq!(server.stats().connections_active, 0);
 
     let before = server.stats();
+    // Our token from another address opens, so it is surely ours, and the client that sends it followed
+    // our Retry: it would ignore another (RFC 9000 §17.2.5.2). RFC 9000 §8.1.2: a small Initial with an
+    // INVALID_TOKEN close, and no state.
+    for (what, from) in [
+        ("another IP", addr("198.51.100.7:4000")),
+        ("another port", addr("192.0.2.1:4001")),
+    ] {
+        let out = inject(&mut server, now, from, forged_initial(&scid, &token));
+        let [close] = &out[..] else {
+            panic!("{what}: the server answered {} datagrams", out.len())
+        };
+        assert!(close.len() < 1200 / 3, "{what}: the close is small");
+        let frames = open_server_initial(close, &scid, &cid(0xaa, 8));
+        let [Frame::Close(c)] = &frames[..] else {
+            panic!("{what}: one CONNECTION_CLOSE, got {frames:?}")
+        };
+        assert_eq!(
+            c.code,
+            quicsand::wire::frame::CloseCode::Transport {
+                code: quicsand::wire::TransportErrorCode::INVALID_TOKEN,
+                frame_type: 0
+            },
+            "{what}"
+        );
+    }
     let attempts: Vec<(&str, SocketAddr, ConnectionId, Vec<u8>)> = vec![
-        ("another IP", addr("198.51.100.7:4000"), scid, token.clone()),
-        ("another port", addr("192.0.2.1:4001"), scid, token.clone()),
         ("another DCID", victim, cid(0x22, 8), token.clone()),
         ("a forged token of the Retry kind", victim, scid, {
             let mut t = vec![b'R'];
@@ -511,12 +534,12 @@ fn spoofed_retry_tokens_gain_nothing() {
     let s = server.stats();
     assert_eq!(
         s.dropped_invalid_retry_token - before.dropped_invalid_retry_token,
-        0
+        2
     );
-    assert_eq!(s.tokens_ignored - before.tokens_ignored, 5);
+    assert_eq!(s.tokens_ignored - before.tokens_ignored, 3);
     assert_eq!(s.expired_retry_tokens, 1);
     assert_eq!((s.connections_incoming, s.connections_active), (1, 1));
-    assert_eq!((s.retries_sent, s.invalid_token_closes_sent), (7, 0));
+    assert_eq!((s.retries_sent, s.invalid_token_closes_sent), (5, 2));
 
     // Garbage that is not of the Retry kind is no token at all: under RetryPolicy::Always, a Retry.
     let out = inject(
@@ -527,7 +550,7 @@ fn spoofed_retry_tokens_gain_nothing() {
     );
     assert_eq!(out.len(), 1);
     parse_retry(&out[0], &cid(0x33, 16));
-    assert_eq!(server.stats().tokens_ignored, 6);
+    assert_eq!(server.stats().tokens_ignored, 4);
     assert_eq!(server.stats().connections_active, 1);
 
     // The genuine token from the genuine address, in time: a connection, validated.
@@ -1035,4 +1058,68 @@ fn a_retry_token_survives_a_server_clock_stepping_back() {
     assert!(p.both_connected(), "client events {:?}", p.client_events);
     let s = stats(&mut p.server);
     assert_eq!((s.expired_retry_tokens, s.dropped_invalid_retry_token), (1, 0));
+}
+
+/// A client that followed our Retry and then moved (a NAT rebinding between the Retry and its next
+/// Initial) presents a Retry token bound to its old address. The token is ours, so the client will not
+/// accept another Retry (RFC 9000 §17.2.5.2), nor a connection whose transport parameters lack its
+/// retry_source_connection_id or name the Retry's ID as the original destination ID (§7.3): RFC 9000
+/// §8.1.2, "the server SHOULD immediately close ... with an INVALID_TOKEN error", and no connection state
+/// for an address the token does not validate. Before, the token did not open at the new address and
+/// counted as no token: a second Retry the client ignored (it waited for its timeout), or under a policy
+/// without Retry a full handshake the client aborted with TRANSPORT_PARAMETER_ERROR (found by a
+/// many-connection soak with NAT rebinding).
+#[test]
+fn a_client_that_moves_after_our_retry_gets_invalid_token() {
+    let cert = TestCert::new();
+    for later_policy in [RetryPolicy::Always, RetryPolicy::Never] {
+        let clock = TestClock::new();
+        let server = QuicsandNode::server(
+            server_addr(),
+            server_config(&cert, RetryPolicy::Always, &clock),
+            60,
+        );
+        let mut client = QuicsandNode::client(client_addr(), 61);
+        client.connect_tls(epoch(), cert.client_tls(&[]), server_addr(), "localhost");
+        let mut p = Pair::new(Box::new(client), Box::new(server), 62);
+        let start = p.now;
+        // Until the client has the Retry (and sent its Initial with the token, lost with the move).
+        let moved: SocketAddr = addr("10.0.0.9:40000");
+        p.filter = Box::new(|dir, _, data, _| {
+            let h = ProtectedHeader::decode(data, 0).ok();
+            let with_token =
+                h.is_some_and(|h| h.long_type() == Some(LongType::Initial) && !h.token(data).is_empty());
+            (dir == Dir::ServerToClient || !with_token).then_some(Duration::ZERO)
+        });
+        assert!(p.drive_until(Duration::from_secs(1), |p| p.sent[0] >= 2));
+        quicsand(&mut p.server).endpoint.set_retry_policy(later_policy);
+        quicsand(&mut p.client).addr = moved;
+        p.filter = Box::new(|_, _, _, _| Some(Duration::ZERO));
+        p.drive_until(Duration::from_secs(10), |p| {
+            p.both_connected() || p.client_events.iter().any(|e| matches!(e, NodeEvent::Lost(_)))
+        });
+        assert_eq!(
+            p.client_events,
+            vec![NodeEvent::Lost(common::LostReason::Transport { code: 0x0b })],
+            "{later_policy:?}: the client ends with the server's INVALID_TOKEN"
+        );
+        assert!(
+            p.now - start < Duration::from_secs(3),
+            "{later_policy:?}: {:?}",
+            p.now - start
+        );
+        let s = stats(&mut p.server);
+        assert_eq!(s.retries_sent, 1, "{later_policy:?}");
+        // One close for each Initial the moved client sent with the token (its probes come in pairs).
+        assert!(s.dropped_invalid_retry_token >= 1, "{later_policy:?}");
+        assert_eq!(
+            s.invalid_token_closes_sent, s.dropped_invalid_retry_token,
+            "{later_policy:?}"
+        );
+        assert_eq!(
+            (s.connections_incoming, s.connections_active),
+            (0, 0),
+            "{later_policy:?}"
+        );
+    }
 }

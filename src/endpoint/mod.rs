@@ -175,9 +175,10 @@ pub struct EndpointStats {
     /// with the token were lost for a while, or it is a replay.
     pub expired_retry_tokens: u64,
     /// Client Initials refused for a Retry token of ours expired for longer than that, dated ahead by more
-    /// than the clock skew allowed (10 s) and that minute, or not parsing (one that does not open at all
-    /// counts in `tokens_ignored`): no connection, and an INVALID_TOKEN close to the client (RFC 9000
-    /// §8.1.2) unless the stateless queue is full.
+    /// than the clock skew allowed (10 s) and that minute, not parsing, or presented from another address
+    /// or port than the one it was issued to (a client that moved after our Retry, or a replay; one that
+    /// does not open at all counts in `tokens_ignored`): no connection, and an INVALID_TOKEN close to the
+    /// client (RFC 9000 §8.1.2) unless the stateless queue is full.
     pub dropped_invalid_retry_token: u64,
     /// Initial packets carrying CONNECTION_CLOSE with INVALID_TOKEN handed out by
     /// [`Endpoint::poll_transmit`], answering an invalid Retry token of ours (see

@@ -4,14 +4,15 @@
 //! # Token format
 //!
 //! `kind (1) | nonce (12) | AES-256-GCM(plaintext) | tag (16)`, where the plaintext is
-//! `issued (8, ms) | unique (8) [| odcid length (1) | odcid]` (the original destination connection ID
-//! only in Retry tokens) and the associated data is `kind | clock kind | QUIC version (4) | client IP
-//! (16)`, followed in Retry tokens by `client port (2) | length (1) | the Retry's source connection ID`,
-//! and, in tokens dated by the endpoint's own clock, by the issuing endpoint's instance (8). So a token
-//! only opens for the address (and, for Retry tokens, the port and connection ID) and the QUIC version
-//! it was issued to (RFC 9369 §7), and a
-//! NEW_TOKEN token cannot pass for a Retry token or the reverse: the kind byte is in the clear, to tell
-//! them apart, and authenticated, so flipping it breaks the tag.
+//! `issued (8, ms) | unique (8)`, followed in Retry tokens by `client IP (16) | client port (2) | odcid
+//! length (1) | odcid` (the original destination connection ID), and the associated data is `kind |
+//! clock kind | QUIC version (4)`, followed in NEW_TOKEN tokens by `client IP (16)`, in Retry tokens by
+//! `length (1) | the Retry's source connection ID`, and, in tokens dated by the endpoint's own clock, by
+//! the issuing endpoint's instance (8). So a NEW_TOKEN token only opens for the IP address it was issued
+//! to, a Retry token only for the connection ID its Retry gave (and its address is checked once it
+//! opens: see `Endpoint::admit`), both only for their QUIC version (RFC 9369 §7), and a NEW_TOKEN
+//! token cannot pass for a Retry token or the reverse: the kind byte is in the clear, to tell them
+//! apart, and authenticated, so flipping it breaks the tag.
 //!
 //! The nonce is synthetic (HMAC-SHA-256 of the associated data and plaintext, truncated): it repeats only
 //! for identical input, so nonce uniqueness never depends on an RNG, which matters when servers share a
@@ -212,6 +213,10 @@ impl TokenState {
         let (issued, clock) = self.time(config, now);
         let aad = associated_data(KIND_RETRY, clock, peer, Some(retry_scid), self.instance);
         let mut plain = self.plaintext(issued);
+        // The address is sealed, not bound: a token that opens from another address is still known for
+        // ours (see `Endpoint::admit`).
+        plain.extend_from_slice(&ip_octets(peer.0));
+        plain.extend_from_slice(&peer.0.port().to_be_bytes());
         plain.push(odcid.len() as u8);
         plain.extend_from_slice(odcid);
         self.keys.seal(&aad, &plain)
@@ -329,20 +334,19 @@ fn associated_data(
     retry_scid: Option<&ConnectionId>,
     instance: u64,
 ) -> Vec<u8> {
-    let ip = match remote.ip().to_canonical() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    let mut aad = Vec::with_capacity(2 + 4 + 16 + 3 + ConnectionId::MAX_LEN + 8);
+    let mut aad = Vec::with_capacity(2 + 4 + 16 + 1 + ConnectionId::MAX_LEN + 8);
     aad.extend_from_slice(&[kind, clock]);
     // RFC 9369 §7: a token is specific to the QUIC version of the connection that issued it (for a
     // Retry token, of the Initial it answered: the client keeps that version, §5).
     aad.extend_from_slice(&version.to_be_bytes());
-    aad.extend_from_slice(&ip.octets());
-    if let Some(scid) = retry_scid {
-        aad.extend_from_slice(&remote.port().to_be_bytes());
-        aad.push(scid.len() as u8);
-        aad.extend_from_slice(scid);
+    match retry_scid {
+        // A Retry token carries its client's address in the plaintext instead, so that one presented
+        // from another address still opens and is known for ours (`Endpoint::admit`).
+        Some(scid) => {
+            aad.push(scid.len() as u8);
+            aad.extend_from_slice(scid);
+        }
+        None => aad.extend_from_slice(&ip_octets(remote)),
     }
     // Time since this endpoint's first token operation means nothing to another endpoint (a restarted
     // one, or another in a pool sharing the key): such tokens open only where they were issued.
@@ -350,6 +354,15 @@ fn associated_data(
         aad.extend_from_slice(&instance.to_le_bytes());
     }
     aad
+}
+
+/// `remote`'s IP address as 16 bytes (an IPv4 address mapped into IPv6).
+fn ip_octets(remote: SocketAddr) -> [u8; 16] {
+    match remote.ip().to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+    .octets()
 }
 
 /// The token field of the Initial that starts `payload`.
@@ -382,8 +395,9 @@ impl Endpoint {
     ///
     /// A Retry token of ours expired by at most [`RETRY_GRACE`] gives a connection whose address is not
     /// validated (the client followed our Retry and ignores another, RFC 9000 §17.2.5.2; §8.1.2 leaves
-    /// refusing or going on); one expired for longer, dated further ahead or not parsing gets no
-    /// connection but an INVALID_TOKEN close (§8.1.2), sealed with `keys` (the Initial keys of `dcid`,
+    /// refusing or going on); one expired for longer, dated further ahead, not parsing or presented from
+    /// another address (§8.1.4) gets no connection but an INVALID_TOKEN close (§8.1.2), sealed with
+    /// `keys` (the Initial keys of `dcid`,
     /// which the client uses). §8.1.3: any token that does not open, whatever its kind byte, and a
     /// NEW_TOKEN token that does not validate only mean the address is not validated.
     pub(super) fn admit(
@@ -416,16 +430,28 @@ impl Endpoint {
                 match opened {
                     Some((age, _, rest)) => {
                         let mut r = Reader::new(&rest);
+                        let ip: Option<[u8; 16]> = r.read_array().ok();
+                        let port: Option<[u8; 2]> = r.read_array().ok();
+                        let same_address =
+                            ip == Some(ip_octets(remote)) && port == Some(remote.port().to_be_bytes());
                         let odcid = ConnectionId::decode_prefixed(&mut r)
                             .ok()
-                            .filter(|_| r.is_empty() && age != Age::Stale);
-                        // Our own Retry token, long expired (or dated far ahead, or not parsing): the
-                        // client followed our Retry and would ignore another. RFC 9000 §8.1.2: the
+                            .filter(|_| r.is_empty() && age != Age::Stale && same_address);
+                        // Our own Retry token, long expired (or dated far ahead, or not parsing), or
+                        // presented from another address than the one it was issued to (RFC 9000 §8.1.4:
+                        // a client that moved between our Retry and its next Initial, or a replay): the
+                        // client followed our Retry and would ignore another (§17.2.5.2), and would
+                        // reject a connection made as if it had no token (§7.3: the transport
+                        // parameters would lack its retry_source_connection_id). RFC 9000 §8.1.2: the
                         // server SHOULD close with INVALID_TOKEN, which spares the client its timeout;
-                        // no connection state is made for it.
+                        // no connection state is made for an address the token does not validate.
                         let Some(original_dcid) = odcid else {
                             self.stats.dropped_invalid_retry_token += 1;
-                            let error = TransportError::invalid_token("expired Retry token");
+                            let error = TransportError::invalid_token(if same_address {
+                                "expired Retry token"
+                            } else {
+                                "Retry token from another address"
+                            });
                             self.queue_initial_close(datagram, version, dcid, scid, keys, error);
                             return None;
                         };
@@ -744,7 +770,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_token_opens_only_for_its_address_scid_and_time() {
+    fn retry_token_opens_only_for_its_scid_and_time_and_seals_its_address() {
         let (mut s, config, clock) = setup();
         let now = crate::test_util::epoch();
         let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap_or_else(|_| unreachable!());
@@ -752,16 +778,26 @@ mod tests {
         assert_eq!(token.first(), Some(&KIND_RETRY));
         let life = config.retry_token_lifetime;
         let rest = s.open(&config, now, &token, (addr, V1), Some(&cid(2)), life);
-        assert_eq!(rest.as_ref().and_then(|(_, r)| r.get(1..)), Some(&cid(1)[..]));
-        // Another port, IP, SCID, key or a flipped bit: nothing.
+        let sealed_addr = |r: &[u8]| r.get(..18).map(<[u8]>::to_vec);
+        let mut addr_bytes = ip_octets(addr).to_vec();
+        addr_bytes.extend_from_slice(&addr.port().to_be_bytes());
+        assert_eq!(
+            rest.as_ref().and_then(|(_, r)| sealed_addr(r)),
+            Some(addr_bytes.clone())
+        );
+        assert_eq!(rest.as_ref().and_then(|(_, r)| r.get(19..)), Some(&cid(1)[..]));
+        // From another port or IP it still opens (so `Endpoint::admit` knows it for ours), and says the
+        // address it was issued to, which `admit` compares.
         let other_port: SocketAddr = "192.0.2.1:4001".parse().unwrap_or_else(|_| unreachable!());
         let other_ip: SocketAddr = "192.0.2.9:4000".parse().unwrap_or_else(|_| unreachable!());
-        assert!(s
-            .open(&config, now, &token, (other_port, V1), Some(&cid(2)), life)
-            .is_none());
-        assert!(s
-            .open(&config, now, &token, (other_ip, V1), Some(&cid(2)), life)
-            .is_none());
+        for other in [other_port, other_ip] {
+            let rest = s.open(&config, now, &token, (other, V1), Some(&cid(2)), life);
+            assert_eq!(
+                rest.as_ref().and_then(|(_, r)| sealed_addr(r)),
+                Some(addr_bytes.clone())
+            );
+        }
+        // Another SCID, key or a flipped bit: nothing.
         assert!(s
             .open(&config, now, &token, (addr, V1), Some(&cid(3)), life)
             .is_none());
