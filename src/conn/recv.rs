@@ -980,8 +980,21 @@ pub(crate) fn initial_authenticates(version: u32, dcid: &[u8], datagram: &[u8]) 
     keys.remote.header.unprotect(pn_offset, &mut packet).ok()?;
     let plain = header.finish(&packet).ok()?;
     let pn = plain.pn.expand(None);
-    keys.remote.packet.open(pn, &mut packet, plain.header_len).ok()?;
-    Some(keys)
+    let len = keys.remote.packet.open(pn, &mut packet, plain.header_len).ok()?;
+    // RFC 9000 §7, §17.2.2: a client's first Initial carries the start of its ClientHello in a CRYPTO
+    // frame. One without (a client that already gave up, whose CONNECTION_CLOSE in an Initial answers
+    // whatever reaches it) starts nothing: a Retry or a refusal in answer would start a ping-pong with
+    // it, multiplied by every duplicate on the way.
+    let payload = packet.get(plain.header_len..plain.header_len + len)?;
+    let mut r = crate::wire::Reader::new(payload);
+    while !r.is_empty() {
+        match crate::wire::frame::Frame::decode(&mut r) {
+            Ok(crate::wire::frame::Frame::Crypto(_)) => return Some(keys),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 #[cfg(any(test, fuzzing))]

@@ -142,7 +142,8 @@ pub struct EndpointStats {
     pub dropped_unroutable: u64,
     /// Datagrams with an Initial for a new connection dropped for being under 1200 bytes (RFC 9000 §14.1).
     pub dropped_short_initial: u64,
-    /// Initials that did not authenticate with the keys of their destination connection ID.
+    /// Initials that did not authenticate with the keys of their destination connection ID, or that
+    /// would start a connection but carry no CRYPTO frame (no ClientHello: a client closing, say).
     pub dropped_unauthenticated: u64,
     /// Packets of an unsupported version not answered: too small (RFC 9000 §6.1) or a client endpoint.
     pub dropped_unsupported_version: u64,

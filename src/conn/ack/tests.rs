@@ -353,7 +353,10 @@ fn ack_of_ack_stops_reporting_at_or_below_its_largest() {
     // acknowledgement says nothing of a packet that came after that frame), then no more.
     rx.on_ack_sent(11, 40);
     rx.on_ack_of_ack(11);
-    assert_eq!(ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")), [11..=11, 3..=3]);
+    assert_eq!(
+        ranges(&rx.build_ack(t0 + ms(1), 3).expect("packets")),
+        [11..=11, 3..=3]
+    );
     rx.on_ack_sent(11, 41);
     rx.on_ack_sent(11, 42);
     assert!(rx.build_ack(t0 + ms(1), 3).is_none());
