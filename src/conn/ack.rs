@@ -368,11 +368,15 @@ impl ReceivedPackets {
             .iter_rev()
             .take_while(move |r| *r.end() >= floor)
             .map(move |r| (*r.start()).max(floor)..=*r.end());
+        // A late packet at or above both floors is in `above`; one below `min_tracked` is in no range (the
+        // cap dropped its range, at once if it came in as the lowest), so the late list is its only
+        // record. Every range starts at or above both floors, so the late ones below stay descending.
+        let cut = floor.max(self.min_tracked);
         let late = self
             .late
             .iter()
             .rev()
-            .filter(move |&&(pn, _)| pn < floor)
+            .filter(move |&&(pn, _)| pn < cut)
             .map(|&(pn, _)| pn..=pn);
         let ranges = above.chain(late).take(count);
         // Packet numbers are below 2^62 (RFC 9000 §12.3) and the ranges are disjoint and descending, so

@@ -505,3 +505,176 @@ fn an_ack_of_ranges_far_apart_is_cut_to_fit_its_packet() {
     // Room enough: nothing is left out.
     assert_eq!(rx.build_ack_within(t0, 3, usize::MAX), Some(whole));
 }
+
+/// One step of [`check_against_model`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// A packet arrives: packet number, ack-eliciting, ECN-CE.
+    Receive(u64, bool, bool),
+    /// An ACK frame is sent, if one is owed (`false`) or whenever one can be built (`true`), within
+    /// `room` bytes (`None`: unlimited).
+    Send(bool, Option<usize>),
+    /// The peer acknowledges the packet that carried the `n`-th ACK frame sent (modulo their number).
+    AckOfAck(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => (0..60u64, any::<bool>(), prop::bool::weighted(0.05))
+            .prop_map(|(pn, ae, ce)| Step::Receive(pn, ae, ce)),
+        3 => (any::<bool>(), prop::option::weighted(0.2, 8..40usize))
+            .prop_map(|(any, room)| Step::Send(any, room)),
+        2 => any::<usize>().prop_map(Step::AckOfAck),
+    ]
+}
+
+/// Runs `steps` against a simple model: the set of packet numbers received, the report floor (one
+/// above the highest Largest Acknowledged of an acknowledged frame, capped at one above the largest
+/// received then), and for every packet when it arrived (in ACK frames sent). Checks that every ACK frame
+/// is valid (round-trips, descending, disjoint, not adjacent), acknowledges only received packets, holds
+/// the largest; with no cap on ranges or room, that it holds everything received at or above the report
+/// floor and every packet that arrived out of order since the last frame; that the pending state clears
+/// once a frame is sent and that what is owed can always be built.
+fn check_against_model(space: SpaceId, max_ack_ranges: usize, max_tracked_ranges: usize, steps: &[Step]) {
+    let t0 = epoch();
+    let config = AckConfig {
+        max_ack_ranges,
+        max_tracked_ranges,
+        ..AckConfig::default()
+    };
+    let uncapped = max_ack_ranges >= 1000;
+    let mut rx = ReceivedPackets::new(space, config);
+    let mut received = BTreeSet::new();
+    let mut floor = 0u64;
+    // Largest Acknowledged of each frame sent.
+    let mut sent: Vec<u64> = Vec::new();
+    // Packets that arrived below the largest since the last frame.
+    let mut late_since: Vec<u64> = Vec::new();
+    let mut late_total = 0usize;
+    for (i, s) in (0u64..).zip(steps) {
+        let now = t0 + ms(i);
+        match *s {
+            Step::Receive(pn, ae, ce) => {
+                let ecn = ce.then_some(EcnCodepoint::Ce);
+                let forgotten = pn < rx.min_tracked();
+                let accepted = rx.on_packet_received(pn, ae, ecn, now);
+                assert_eq!(accepted, !received.contains(&pn) && !forgotten, "pn {pn}");
+                if accepted {
+                    if received.last().is_some_and(|&l| pn < l) {
+                        late_since.push(pn);
+                        late_total += 1;
+                    }
+                    received.insert(pn);
+                }
+            }
+            Step::AckOfAck(n) => {
+                if !sent.is_empty() {
+                    let largest = sent[n % sent.len()];
+                    rx.on_ack_of_ack(largest);
+                    let cap = received.last().map_or(0, |&l| l + 1);
+                    floor = floor.max((largest + 1).min(cap));
+                    assert_eq!(rx.report_floor(), floor);
+                }
+            }
+            Step::Send(anyway, room) => {
+                let owed = rx.wants_ack_now() || rx.ack_deadline().is_some_and(|d| d <= now);
+                if rx.wants_ack_now() || rx.ack_deadline().is_some() || rx.has_unacked() {
+                    assert!(rx.build_ack(now, 3).is_some(), "owed but nothing to build");
+                }
+                if !(owed || anyway) {
+                    continue;
+                }
+                let frame = match room {
+                    Some(room) => rx.build_ack_within(now, 3, room),
+                    None => rx.build_ack(now, 3),
+                };
+                let Some(frame) = frame else {
+                    continue;
+                };
+                if let Some(room) = room {
+                    assert!(frame.encoded_len() <= room);
+                }
+                round_trip(&frame);
+                let got = ranges(&frame);
+                assert_eq!(Some(frame.largest()), received.last().copied());
+                for w in got.windows(2) {
+                    assert!(w[1].end() + 1 < *w[0].start(), "{got:?} not descending and apart");
+                }
+                for r in &got {
+                    assert!(r.clone().all(|v| received.contains(&v)), "{r:?} not all received");
+                }
+                if uncapped && room.is_none() {
+                    let has = |pn: u64| got.iter().any(|r| r.contains(&pn));
+                    // Below `min_tracked`, the cap forgot what was received (RFC 9000 §13.2.3).
+                    for &pn in received.range(floor.max(rx.min_tracked())..) {
+                        assert!(has(pn), "{pn} at or above the floor {floor} missing from {got:?}");
+                    }
+                    if late_total <= 16 {
+                        for &pn in &late_since {
+                            assert!(has(pn), "late {pn} missing from {got:?}");
+                        }
+                    }
+                } else {
+                    assert!(got.len() <= max_ack_ranges.max(1));
+                }
+                rx.on_ack_sent(frame.largest(), 1000 + sent.len() as u64);
+                sent.push(frame.largest());
+                late_since.clear();
+                assert!(!rx.has_unacked());
+                assert!(!rx.wants_ack_now());
+                assert_eq!(rx.ack_deadline(), None);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn ack_frames_match_a_model(
+        space in prop_oneof![Just(SpaceId::Data), Just(SpaceId::Initial)],
+        max_ack_ranges in prop_oneof![Just(1usize), Just(2), Just(3), Just(1000)],
+        max_tracked_ranges in prop_oneof![Just(2usize), Just(5), Just(256)],
+        steps in prop::collection::vec(step(), 0..120),
+    ) {
+        check_against_model(space, max_ack_ranges, max_tracked_ranges, &steps);
+    }
+}
+
+/// A late packet that the range cap drops as soon as it is inserted (it became the lowest of too many
+/// ranges) is still taken (`on_packet_received` says so, and its frames were processed), so it must
+/// be acknowledged: above the report floor, the late list is its only record. RFC 9000 §13.2.1: an
+/// ack-eliciting packet is acknowledged; RFC 9002 §6.1: otherwise its sender never learns its loss was
+/// spurious.
+#[test]
+fn a_late_packet_the_range_cap_drops_at_once_is_still_acknowledged() {
+    let t0 = epoch();
+    // Fewer ranges tracked than reported (both are `TransportConfig` settings); nothing of ours
+    // acknowledged yet, so the report floor stays at 0.
+    let config = AckConfig {
+        max_tracked_ranges: 4,
+        ..AckConfig::default()
+    };
+    let mut rx = ReceivedPackets::new(SpaceId::Data, config);
+    // Every third packet lost: five ranges, so {0} went to make room and 1 and 2 are not duplicates.
+    for pn in [0, 3, 6, 9, 12] {
+        assert!(rx.on_packet_received(pn, true, None, t0));
+    }
+    assert_eq!(rx.min_tracked(), 1);
+    assert_eq!(rx.report_floor(), 0);
+    // 1 comes late: new, so taken (and its frames processed), but as the lowest of five ranges the cap
+    // drops it at once.
+    assert!(
+        rx.on_packet_received(1, true, None, t0 + ms(1)),
+        "1 is new: taken"
+    );
+    assert!(rx.is_duplicate(1));
+    assert!(rx.wants_ack_now(), "reordered");
+    let frame = rx.build_ack(t0 + ms(1), 3).expect("packets");
+    round_trip(&frame);
+    assert_eq!(
+        ranges(&frame),
+        [12..=12, 9..=9, 6..=6, 3..=3, 1..=1],
+        "packet 1 taken but never acknowledged"
+    );
+}
