@@ -81,7 +81,8 @@ pub(crate) struct ReceivedPackets {
     /// Packets that arrived out of order (below the largest received), ascending, each with the number
     /// of ACK frames sent since: reported in the next [`LATE_REPORTS`] frames whatever the report floor
     /// does meanwhile, since a floor raised by the peer's acknowledgement of an earlier frame says
-    /// nothing of packets that arrived after that frame. At most [`MAX_LATE`] (the oldest go first).
+    /// nothing of packets that arrived after that frame. At most [`MAX_LATE`] (see `note_late` for
+    /// which goes first).
     late: Vec<(u64, u8)>,
     /// The largest packet number received and when (RFC 9000 §13.2.3: MUST be retained; §13.2.5: the
     /// ACK Delay is measured from it).
@@ -182,7 +183,17 @@ impl ReceivedPackets {
     #[cold]
     fn note_late(&mut self, pn: u64) {
         if self.late.len() >= MAX_LATE {
-            self.late.remove(0);
+            // The entry that needs the list least goes: the most reported; among those, one at or above
+            // the report floor (the ranges report it as well, for now); then the lowest. A packet below
+            // the floor, reordered past a round trip, has no other record to be reported from.
+            let floor = self.report_floor;
+            let (at, _) = self
+                .late
+                .iter()
+                .enumerate()
+                .max_by_key(|&(i, &(p, n))| (n, p >= floor, std::cmp::Reverse(i)))
+                .expect("the list is full");
+            self.late.remove(at);
         }
         let at = self.late.partition_point(|&(p, _)| p < pn);
         self.late.insert(at, (pn, 0));

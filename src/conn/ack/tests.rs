@@ -678,3 +678,31 @@ fn a_late_packet_the_range_cap_drops_at_once_is_still_acknowledged() {
         "packet 1 taken but never acknowledged"
     );
 }
+
+/// The late list is full of packets that arrived out of order but above the report floor, which the
+/// ranges report anyway, when one arrives from below the floor (reordered past a round trip), which only
+/// the late list reports: it is the one to keep.
+#[test]
+fn a_full_late_list_keeps_the_packet_below_the_report_floor() {
+    let t0 = epoch();
+    let mut rx = data();
+    // 0..=100 but 50; our frame of them acknowledged: the floor is 101.
+    for pn in (0..=100).filter(|&pn| pn != 50) {
+        rx.on_packet_received(pn, true, None, t0);
+    }
+    rx.on_ack_sent(100, 7);
+    rx.on_ack_of_ack(100);
+    assert_eq!(rx.report_floor(), 101);
+    // 101..=140 with the even ones from 102 to 134 missing, then 50, then those 17, all late, before
+    // any ACK frame goes out (one batch of datagrams handled before the next transmission).
+    for pn in (101..=140).filter(|&pn| !(102..=134).contains(&pn) || pn % 2 == 1) {
+        rx.on_packet_received(pn, true, None, t0 + ms(1));
+    }
+    assert!(rx.on_packet_received(50, true, None, t0 + ms(2)));
+    for pn in (102..=134).step_by(2) {
+        assert!(rx.on_packet_received(pn, true, None, t0 + ms(2)));
+    }
+    let frame = rx.build_ack(t0 + ms(2), 3).expect("packets");
+    round_trip(&frame);
+    assert_eq!(ranges(&frame), [101..=140, 50..=50]);
+}
