@@ -187,13 +187,15 @@ impl ReceivedPackets {
             // the report floor (the ranges report it as well, for now); then the lowest. A packet below
             // the floor, reordered past a round trip, has no other record to be reported from.
             let floor = self.report_floor;
-            let (at, _) = self
+            let least_needed = self
                 .late
                 .iter()
                 .enumerate()
                 .max_by_key(|&(i, &(p, n))| (n, p >= floor, std::cmp::Reverse(i)))
-                .expect("the list is full");
-            self.late.remove(at);
+                .map(|(at, _)| at);
+            if let Some(at) = least_needed {
+                self.late.remove(at);
+            }
         }
         let at = self.late.partition_point(|&(p, _)| p < pn);
         self.late.insert(at, (pn, 0));
