@@ -90,6 +90,10 @@ pub(crate) fn is_unicast(ip: IpAddr) -> bool {
     }
 }
 
+/// The most bytes one [`Transmit`] holds: what one UDP send carries over IPv4 (65,535 less the IP and
+/// UDP headers; IPv6 allows 20 more, one bound serves both), GSO or not.
+pub(crate) const MAX_TRANSMIT_SIZE: usize = 65_507;
+
 /// A datagram (or a batch of equal-size datagrams) to send, returned by
 /// [`Endpoint::poll_transmit`](crate::Endpoint::poll_transmit) with its bytes in the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

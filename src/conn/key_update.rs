@@ -99,12 +99,6 @@ impl OneRttKeys {
         }
     }
 
-    /// Whether no packet of the current phase has opened yet while the previous key is kept: after our own
-    /// update, before the peer's answer arrives.
-    pub(crate) fn awaits_new_phase_packet(&self) -> bool {
-        self.prev_remote.is_some() && self.first_received.is_none()
-    }
-
     /// Passes each receive key (current, next, previous) through `wrap`: the tests' way to watch them.
     #[cfg(test)]
     pub(crate) fn wrap_remote_keys(&mut self, wrap: &dyn Fn(Box<dyn PacketKey>) -> Box<dyn PacketKey>) {

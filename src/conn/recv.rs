@@ -251,7 +251,7 @@ impl Connection {
                 // §6.3, §9.5: the work must not tell which Key Phase bit header protection hid, so a packet
                 // with the new bit that fails is tried with the next key too, its result ignored, and every
                 // packet's ciphertext is kept meanwhile (in a buffer reused from packet to packet).
-                let retry = keys.awaits_new_phase_packet();
+                let retry = keys.prev_awaits_new_phase();
                 if retry {
                     self.open_scratch.clear();
                     self.open_scratch.extend_from_slice(&packet[plain.header_len..]);

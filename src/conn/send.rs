@@ -46,10 +46,6 @@ struct Built {
     ack_eliciting: bool,
 }
 
-/// The most bytes one [`Transmit`] holds: what one UDP send carries over IPv4 (65,535 less the IP and
-/// UDP headers), GSO or not.
-pub(crate) const MAX_TRANSMIT_SIZE: usize = 65_507;
-
 impl Connection {
     /// Builds the next datagram(s) into `buf`.
     pub(crate) fn transmit(
@@ -103,7 +99,7 @@ impl Connection {
             // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
             // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
             // socket as it is.
-            if segment.is_some_and(|s| buf.len() + s > MAX_TRANSMIT_SIZE) {
+            if segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE) {
                 break;
             }
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);

@@ -11,6 +11,32 @@ use crate::conn::SpaceId;
 use crate::wire::frame::Frame;
 use crate::{Datagram, EcnCodepoint, TransportConfig};
 
+/// `rounds` rounds of 5 ms between a connected pair: the server sends four 900-byte datagrams, which
+/// `route` gets (with the round's number) to deliver to the client as it likes; the client's answers
+/// all reach the server, and the client reads its datagrams.
+fn datagram_rounds(p: &mut Pair, rounds: u32, mut route: impl FnMut(&mut Pair, u32, Vec<Vec<u8>>)) {
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    for round in 0..rounds {
+        {
+            let mut conn = p.server.conn(sh).unwrap();
+            for _ in 0..4 {
+                conn.send_datagram(Bytes::from(vec![1; 900])).unwrap();
+            }
+        }
+        let out = sends(&mut p.server, p.now);
+        route(p, round, out);
+        let now = p.now;
+        for d in sends(&mut p.client, now) {
+            deliver(&mut p.server, now, CLIENT, &d);
+        }
+        while p.client.conn(ch).unwrap().recv_datagram().is_some() {}
+        p.now += Duration::from_millis(5);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+}
+
 /// RFC 9000 §13.2.3: "After receiving acknowledgments for an ACK frame, the receiver SHOULD stop
 /// tracking those acknowledged ACK Ranges" (§13.2.4 describes how). A client that only receives
 /// datagrams sends nothing but ACK frames, in packets that are not ack-eliciting; the server's packets
@@ -22,31 +48,16 @@ use crate::{Datagram, EcnCodepoint, TransportConfig};
 #[test]
 fn ack_frames_in_ack_only_packets_are_pruned_once_acknowledged() {
     let mut p = Pair::new(TransportConfig::default());
-    let sh = p.server_h.unwrap();
     let (ch, _) = p.client.table.iter().next().unwrap();
     let mut sent = 0u64;
-    for _ in 0..300 {
-        {
-            let mut conn = p.server.conn(sh).unwrap();
-            for _ in 0..4 {
-                conn.send_datagram(Bytes::from(vec![1; 900])).unwrap();
-            }
-        }
-        let now = p.now;
-        for d in sends(&mut p.server, now) {
+    datagram_rounds(&mut p, 300, |p, _, out| {
+        for d in out {
             sent += 1;
             if sent % 10 != 0 {
-                deliver(&mut p.client, now, SERVER, &d);
+                deliver(&mut p.client, p.now, SERVER, &d);
             }
         }
-        for d in sends(&mut p.client, now) {
-            deliver(&mut p.server, now, CLIENT, &d);
-        }
-        while p.client.conn(ch).unwrap().recv_datagram().is_some() {}
-        p.now += Duration::from_millis(5);
-        p.client.handle_timeout(p.now);
-        p.server.handle_timeout(p.now);
-    }
+    });
     assert!(sent >= 600, "{sent} datagrams");
     let client = &p.client.table.get(ch).unwrap().conn;
     let received = &client.spaces[SpaceId::Data.index()].received;
@@ -146,34 +157,22 @@ fn a_packet_reordered_past_a_round_trip_still_reaches_an_ack_only_receiver() {
     let before = received(&mut p);
     let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut sent = 0;
-    for round in 0..300u32 {
-        {
-            let mut conn = p.server.conn(sh).unwrap();
-            for _ in 0..4 {
-                conn.send_datagram(Bytes::from(vec![1; 900])).unwrap();
-            }
-        }
-        let now = p.now;
+    datagram_rounds(&mut p, 300, |p, round, out| {
         // Server to client takes a round (5 ms, a 5 ms round trip); every tenth round, the first
         // datagram takes four (15 ms late).
-        for (i, d) in sends(&mut p.server, now).into_iter().enumerate() {
+        for (i, d) in out.into_iter().enumerate() {
             sent += 1;
             let late = if round % 10 == 0 && i == 0 { 3 } else { 0 };
             held.push((round + 1 + late, d));
         }
-        let (due, later): (Vec<_>, Vec<_>) = held.into_iter().partition(|(r, _)| *r == round);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut held)
+            .into_iter()
+            .partition(|(r, _)| *r == round);
         held = later;
         for (_, d) in due {
-            deliver(&mut p.client, now, SERVER, &d);
+            deliver(&mut p.client, p.now, SERVER, &d);
         }
-        for d in sends(&mut p.client, now) {
-            deliver(&mut p.server, now, CLIENT, &d);
-        }
-        while p.client.conn(ch).unwrap().recv_datagram().is_some() {}
-        p.now += Duration::from_millis(5);
-        p.client.handle_timeout(p.now);
-        p.server.handle_timeout(p.now);
-    }
+    });
     let got = received(&mut p) - before;
     let s = p.server.conn(sh).unwrap().stats();
     assert!(s.congestion_events >= 20, "{s:?}");

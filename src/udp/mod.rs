@@ -734,16 +734,14 @@ fn send_blocking(socket: &UdpSocket, state: &UdpSocketState, t: &quinn_udp::Tran
     }
 }
 
-/// The most bytes one UDP send carries, GSO or not: 65,535 less the UDP and IPv4 headers (IPv6 allows 20
-/// more; one bound serves both).
-const MAX_UDP_SEND: usize = 65_507;
-
 /// The bytes of `size` that one send call carries: whole transmits when the kernel takes all their
 /// segments and they fit one UDP send, else as many segments as it takes and fit.
 fn gso_chunk_len(size: usize, segment_size: Option<usize>, max_segments: usize) -> usize {
     match segment_size {
         Some(s) if s > 0 => {
-            let segments = max_segments.max(1).min((MAX_UDP_SEND / s).max(1));
+            let segments = max_segments
+                .max(1)
+                .min((crate::datagram::MAX_TRANSMIT_SIZE / s).max(1));
             s.saturating_mul(segments).min(size).max(1)
         }
         _ => size.max(1),
