@@ -668,7 +668,7 @@ fn corruption_answered_by_version_negotiation_repeats() {
 }
 
 /// A seed whose corrupted datagrams make the server send Version Negotiation.
-const CORRUPTION_SEED: u64 = 6;
+const CORRUPTION_SEED: u64 = 27;
 
 /// RFC 9002 §7.8: a sender held by the peer's flow control is application-limited even when pacing holds
 /// its last packets back: the window must not grow on those acknowledgements. Before, any pacing hold

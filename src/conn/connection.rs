@@ -1175,6 +1175,9 @@ impl Connection {
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();
                     s.probes = if anti_deadlock { 1 } else { 2 };
+                    if space == SpaceId::Data {
+                        self.requeue_for_probes();
+                    }
                     // RFC 9002 §6.2.4: "the sender SHOULD send ack-eliciting packets from other packet
                     // number spaces with in-flight data, coalescing packets if possible" (a server's
                     // Initial and Handshake flights, a client's Handshake and 1-RTT packets).
@@ -1187,6 +1190,33 @@ impl Connection {
                     }
                     break;
                 }
+            }
+        }
+    }
+
+    /// Gives the application-space probes something to carry when no new stream data waits (RFC 9002
+    /// §6.2.4: "Previously sent data MAY be sent if no new data can be sent"): the stream frames and
+    /// HANDSHAKE_DONE of the oldest unacknowledged packets, one per probe, queued again as if lost but
+    /// without declaring them lost (no congestion response, and an acknowledgement of either copy
+    /// releases the data). A probe that carries the tail of a transfer delivers it half a round trip
+    /// after the PTO; a PING only asks for the ACK that shows the loss, a round trip more.
+    fn requeue_for_probes(&mut self) {
+        if self.streams.has_data_queued() {
+            return;
+        }
+        let oldest = self
+            .recovery
+            .oldest_unacked(SpaceId::Data)
+            .filter(|(_, p)| {
+                !p.data.streams.is_empty() || p.data.rare.as_ref().is_some_and(|r| r.handshake_done)
+            })
+            .take(2);
+        for (_, p) in oldest {
+            if !p.data.streams.is_empty() {
+                self.streams.on_lost(&p.data.streams);
+            }
+            if p.data.rare.as_ref().is_some_and(|r| r.handshake_done) && !self.handshake_done_acked {
+                self.handshake_done_pending = true;
             }
         }
     }

@@ -427,3 +427,41 @@ fn a_client_rejects_a_mismatched_retry_source_connection_id() {
     p.run(Duration::from_secs(1));
     assert_client_rejected_the_parameters(&p);
 }
+
+/// RFC 9002 §6.2.4: a probe carries data ("Previously sent data MAY be sent if no new data can be
+/// sent"), not only a PING. Here a request's only packet is lost and nothing new is written: the PTO's
+/// probe brings the request itself, so the server has it half a round trip after the PTO instead of a
+/// round trip and a half (a PING, its ACK, loss detection, the retransmission).
+#[test]
+fn a_probe_with_no_new_data_carries_the_oldest_unacknowledged_data() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.run(Duration::from_secs(1));
+    let id = p.client.conn(ch).unwrap().open_uni().unwrap();
+    let request = b"GET /index.html\r\n";
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        let mut s = conn.stream(id);
+        assert_eq!(s.write(request).unwrap(), request.len());
+        s.finish().unwrap();
+    }
+    let now = p.now;
+    let lost = sends(&mut p.client, now);
+    assert_eq!(lost.len(), 1, "the request goes in one datagram, which is lost");
+    let pto = p.client.poll_timeout().unwrap();
+    p.now = pto;
+    p.client.handle_timeout(pto);
+    for d in sends(&mut p.client, pto) {
+        deliver(&mut p.server, pto, CLIENT, &d);
+    }
+    let h = p.server_h.unwrap();
+    let mut conn = p.server.conn(h).unwrap();
+    let mut s = conn.stream(id);
+    let mut got = [0u8; 64];
+    assert_eq!(
+        s.read(&mut got),
+        Ok(Some(request.len())),
+        "the probe brought the request"
+    );
+    assert_eq!(&got[..request.len()], request);
+}

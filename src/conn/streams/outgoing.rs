@@ -31,6 +31,12 @@ impl Streams {
         self.control_pending() || !self.queues.is_empty()
     }
 
+    /// Whether some stream has data (or a FIN) queued to send, new or lost.
+    #[inline]
+    pub(crate) fn has_data_queued(&self) -> bool {
+        !self.queues.is_empty()
+    }
+
     /// Appends frames within `buf.len()..end` and records them in `record`: control frames first, then
     /// STREAM frames (lost data before new data within a stream; streams by priority, round-robin
     /// among equals; within the peer's connection and stream limits). Every STREAM frame carries its
