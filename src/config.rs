@@ -201,6 +201,13 @@ pub struct TransportConfig {
     /// place in the queue (so that empty ones count too); the oldest are dropped beyond it, and a
     /// datagram larger than it is refused. 0 disables sending datagrams.
     pub datagram_send_buffer: usize,
+    /// Mark packets ECT(0) and answer the peer's ECN-CE reports as congestion (RFC 9000 §13.4, RFC 9002
+    /// §7.1). Each path is tested first: the first ten packets go marked, and marking goes on only once
+    /// the peer's ACK frames show the marks arriving; a path that clears or rewrites them, or a peer that
+    /// does not report them, gets unmarked packets. Received marks are counted and reported whatever
+    /// this says. The driver ([`crate::udp`]) sets the codepoint of each [`Transmit`](crate::Transmit) on
+    /// the socket; a custom loop must do the same (or turn this off).
+    pub ecn: bool,
 }
 
 /// The most connection IDs a connection stores from its peer or issues to it, whatever the
@@ -259,6 +266,7 @@ impl Default for TransportConfig {
             congestion: CongestionAlgorithm::default(),
             datagram_receive_buffer: Some(1024 * 1024),
             datagram_send_buffer: 1024 * 1024,
+            ecn: true,
         }
     }
 }

@@ -185,6 +185,11 @@ fn quicsand_hq(server: SocketAddr, cert: &CertificateDer<'static>, deadline: Ins
     assert!(data[..] == file_bytes()[..], "big.bin differs from the file");
     assert!(!client.downloads[1].complete);
     assert_eq!(client.lost, Some(quicsand::ConnectionError::LocallyClosed));
+    // RFC 9000 §13.4.2: loopback carries ECN marks and both servers count them, so the client's marks
+    // were validated and stayed on (beyond the ten packets of the testing period).
+    let stats = client.stats.as_ref().expect("stats when the downloads ended");
+    assert_eq!(stats.ecn_validation_failures, 0, "{stats:?}");
+    assert!(stats.ecn_marked_sent > 10, "{stats:?}");
     client
 }
 

@@ -14,6 +14,7 @@ use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer, SpuriousUndo};
 use super::datagrams::{Datagrams, SendDatagramError, RECV_ENTRY_COST};
 use super::early::EarlyPackets;
+use super::ecn::{Ecn, EcnPhase};
 use super::key_update::OneRttKeys;
 use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
@@ -194,6 +195,13 @@ pub struct ConnectionStats {
     /// PTOs in a row, or, after losses of only larger packets in a row, a lost probe of that size) and
     /// the size went back to 1200 bytes.
     pub mtu_black_holes: u64,
+    /// Packets sent marked ECT(0) (RFC 9000 §13.4.2).
+    pub ecn_marked_sent: u64,
+    /// ECN validations that failed (once per path at most): the path or the peer did not carry or
+    /// report the marks, so packets went out unmarked after.
+    pub ecn_validation_failures: u64,
+    /// Increases of the peer-reported ECN-CE count, each answered as a congestion signal (RFC 9002 §7.1).
+    pub ecn_ce_signals: u64,
 }
 
 /// The connection close this side sends while closing.
@@ -308,6 +316,11 @@ pub(crate) struct Connection {
     pub(crate) pacer: Pacer,
     /// Path MTU discovery (RFC 9000 §14.3): its current size is `path.mtu`.
     pub(crate) mtud: MtuDiscovery,
+    /// ECN marking and validation on the current path (RFC 9000 §13.4.2).
+    pub(crate) ecn: Ecn,
+    /// Whether the packets of the transmit being built go out marked ECT(0): decided once per
+    /// transmit, whose datagrams share one codepoint.
+    pub(crate) marking: bool,
     /// The packet being built, if it is not an ordinary one.
     pub(crate) building: Building,
     /// When pacing next lets a packet go, if it held one back.
@@ -448,6 +461,7 @@ impl Connection {
         let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt());
         let mtud = MtuDiscovery::new(mtu, config.mtu_discovery);
         let streams = Streams::new(side, &config.streams);
+        let ecn = Ecn::new(config.ecn);
         let mut conn = Self {
             side,
             version,
@@ -498,6 +512,8 @@ impl Connection {
             cc_undo: None,
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             mtud,
+            ecn,
+            marking: false,
             building: Building::Ordinary,
             pacing_until: None,
             blocked: false,
@@ -873,6 +889,8 @@ impl Connection {
         let mtu_before = self.mtud.current();
         // The lost packets that count as congestion: how many, the first, and the smallest.
         let (mut counted, mut first_pn, mut smallest) = (0u64, None, u16::MAX);
+        // Packets of this path sent marked ECT(0) (RFC 9000 §13.4.2: all of them lost fails ECN).
+        let mut marked = 0u64;
         // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
         let path_first_pn = match space {
             SpaceId::Data => self.recovery.path_first_pn(),
@@ -886,6 +904,7 @@ impl Connection {
                 continue;
             }
             if *pn >= path_first_pn {
+                marked += u64::from(p.ecn_marked);
                 latest = latest.max(Some(p.time_sent));
                 counted += 1;
                 first_pn.get_or_insert(*pn);
@@ -898,6 +917,13 @@ impl Connection {
         // whose persistent congestion may find the black hole too.
         if let (SpaceId::Data, Some(first_pn)) = (space, first_pn) {
             self.mtud.on_loss_event(first_pn, smallest);
+        }
+        if marked > 0 {
+            let was_failed = self.ecn.phase() == EcnPhase::Failed;
+            self.ecn.on_lost(marked);
+            if !was_failed && self.ecn.phase() == EcnPhase::Failed {
+                self.stats.ecn_validation_failures += 1;
+            }
         }
         if self.mtud.current() < mtu_before {
             self.stats.mtu_black_holes += 1;

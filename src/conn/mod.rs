@@ -29,6 +29,7 @@ pub(crate) mod congestion;
 mod connection;
 mod datagrams;
 mod early;
+pub(crate) mod ecn;
 mod key_update;
 pub(crate) mod mtud;
 pub(crate) mod path;

@@ -209,6 +209,9 @@ impl Connection {
     fn on_new_path(&mut self, ip_changed: bool) {
         let rtt = ip_changed.then(|| RttEstimator::new(self.config.initial_rtt()));
         self.recovery.on_path_change(rtt);
+        // RFC 9000 §13.4.2: marks are validated on each path (also when only the port changed: a NAT
+        // that rebound may treat them otherwise).
+        self.ecn.on_path_change();
         if ip_changed {
             // A controller saved for undoing a spurious loss belongs to the path left.
             self.cc_undo = None;
@@ -229,6 +232,7 @@ impl Connection {
         self.mtud = state.mtud;
         self.mtud.forget_probe();
         self.recovery.return_to_path(state.start, state.rtt);
+        self.ecn.on_path_change();
         self.set_mtu(self.mtud.current());
     }
 

@@ -9,8 +9,10 @@ use super::assembler;
 use super::congestion::new_controller;
 use super::connection::{later, max_datagram_frame_size, Connection, State};
 use super::early::KeyState;
+use super::ecn::{EcnPhase, EcnSignal};
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
+use super::recovery::AckOutcome;
 use super::send::MIN_INITIAL_DATAGRAM;
 use super::spaces::{SentFrames, Spaces};
 use super::streams::Streams;
@@ -638,11 +640,17 @@ impl Connection {
         // qlog lists the acknowledged packet numbers; collected only when it records.
         #[cfg(feature = "qlog")]
         let (qlog_on, mut pns) = (self.qlog.enabled(), Vec::new());
+        // Newly acknowledged packets sent marked ECT(0), and those of them sent on this path.
+        let (mut marked, mut marked_this_path) = (0u64, 0u64);
         let outcome = self
             .recovery
             .on_ack_received(space, ack.iter(), delay, now, &ctx, |rtt, pn, p| {
                 if p.in_flight && pn >= path_first_pn {
                     cc.on_ack(now, p.time_sent, u64::from(p.size), rtt, app_limited);
+                }
+                if p.ecn_marked {
+                    marked += 1;
+                    marked_this_path += u64::from(pn >= path_first_pn);
                 }
                 acked.packet(pn, p.size, &p.data);
                 #[cfg(feature = "qlog")]
@@ -662,6 +670,9 @@ impl Connection {
         if !outcome.spurious.is_empty() {
             self.on_spurious_losses(space, &outcome.spurious);
         }
+        if marked > 0 || ack.ecn.is_some() {
+            self.on_ecn_counts(now, space, ack, marked, marked_this_path, &outcome);
+        }
         #[cfg(feature = "qlog")]
         if qlog_on {
             pns.sort_unstable();
@@ -674,6 +685,44 @@ impl Connection {
             self.qlog_metrics(now);
         }
         Ok(())
+    }
+
+    /// The ECN counts of an ACK frame that newly acknowledged `marked` packets sent marked (RFC 9000
+    /// §13.4.2.1 validation; RFC 9002 §7.1, Appendix B.7: a rise of the CE count is a congestion event,
+    /// dated by the send time of the largest acknowledged packet).
+    #[cold]
+    fn on_ecn_counts(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        ack: &AckFrame,
+        marked: u64,
+        marked_this_path: u64,
+        outcome: &AckOutcome<SentFrames>,
+    ) {
+        let was_failed = self.ecn.phase() == EcnPhase::Failed;
+        let signal = self.ecn.on_ack(
+            space,
+            ack.ecn,
+            marked,
+            marked_this_path,
+            outcome.largest_increased,
+        );
+        if !was_failed && self.ecn.phase() == EcnPhase::Failed {
+            tracing::debug!(side = ?self.side, "ECN validation failed: packets go unmarked");
+            self.stats.ecn_validation_failures += 1;
+        }
+        if signal == EcnSignal::Congestion {
+            self.stats.ecn_ce_signals += 1;
+            // Marks are not loss: nothing to undo if losses of the same period prove spurious.
+            self.cc_undo = None;
+            let sent = outcome.largest_acked_time_sent.unwrap_or(now);
+            if !self.cc.in_recovery(sent) {
+                self.stats.congestion_events += 1;
+                self.recovery.on_recovery_started();
+            }
+            self.cc.on_ecn_ce(now, sent);
+        }
     }
 
     /// What a lost packet carried goes out again, unless it is stale (RFC 9000 §13.3).

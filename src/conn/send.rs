@@ -11,7 +11,7 @@ use super::recovery::SentPacket;
 use super::spaces::SentFrames;
 use super::SpaceId;
 use crate::crypto::TAG_LEN;
-use crate::datagram::Transmit;
+use crate::datagram::{EcnCodepoint, Transmit};
 use crate::wire::frame::{CloseCode, ConnectionClose, CryptoFrame, Datagram, Frame};
 use crate::wire::header::Header;
 use crate::wire::packet_number::TruncatedPn;
@@ -55,6 +55,9 @@ impl Connection {
         max_segments: usize,
     ) -> Option<Transmit> {
         buf.clear();
+        // Special datagrams (challenges to other paths, answers to other addresses, MTU probes, whose
+        // loss says nothing of marks) go unmarked; ordinary ones as the path's ECN state says, below.
+        self.marking = false;
         if self.hold || matches!(self.state, State::Draining { .. } | State::Drained) {
             return None;
         }
@@ -95,6 +98,8 @@ impl Connection {
         // A CONNECTION_CLOSE goes alone, and unpadded in an Initial packet (it is not ack-eliciting, RFC
         // 9000 §14.1), so it fits in less than a full datagram.
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
+        // RFC 9000 §13.4.2: one codepoint for the whole transmit (its datagrams share one send).
+        self.marking = self.ecn.marking();
         while count < max_segments.max(1) {
             // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
             // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
@@ -244,7 +249,7 @@ impl Connection {
         Transmit {
             destination: self.path.remote,
             src_ip: self.path.local_ip,
-            ecn: None,
+            ecn: self.marking.then_some(EcnCodepoint::Ect0),
             size,
             segment_size,
         }
@@ -685,10 +690,15 @@ impl Connection {
                 ack_eliciting,
                 in_flight: ack_eliciting || padded,
                 mtu_probe,
+                ecn_marked: self.marking,
                 data: sent,
             },
         );
         self.stats.packets_sent += 1;
+        if self.marking {
+            self.ecn.on_marked_sent(space, ack_eliciting || padded);
+            self.stats.ecn_marked_sent += 1;
+        }
         if mtu_probe {
             self.mtud
                 .on_probe_sent(pn, u16::try_from(packet_len).unwrap_or(u16::MAX));

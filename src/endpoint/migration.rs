@@ -730,6 +730,7 @@ fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
             ack_eliciting: true,
             in_flight: true,
             mtu_probe: false,
+            ecn_marked: false,
             data: crate::conn::SentFrames::EMPTY,
         };
         let window_b = conn.cc.window();
@@ -782,6 +783,7 @@ fn an_undo_on_the_returned_path_still_applies() {
             ack_eliciting: true,
             in_flight: true,
             mtu_probe: false,
+            ecn_marked: false,
             data: crate::conn::SentFrames::EMPTY,
         };
         let window_before = conn.cc.window();

@@ -40,6 +40,8 @@ mod config_extremes;
 #[cfg(test)]
 mod early;
 #[cfg(test)]
+mod ecn;
+#[cfg(test)]
 mod held_memory;
 #[cfg(test)]
 mod migration;

@@ -87,7 +87,6 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
 
     /// The peer-reported ECN-CE count increased in an ACK whose largest acknowledged packet was sent at
     /// `largest_acked_time_sent` (RFC 9002 Appendix B.7, `ProcessECN`): a congestion event like a loss.
-    #[allow(dead_code)] // ECN validation (RFC 9000 §13.4) is not implemented yet
     fn on_ecn_ce(&mut self, now: Instant, largest_acked_time_sent: Instant) {
         self.on_congestion_event(now, largest_acked_time_sent, false);
     }

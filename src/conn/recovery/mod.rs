@@ -101,6 +101,8 @@ pub(crate) struct SentPacket<T> {
     /// A path MTU probe (RFC 9000 §14.4): its loss is not congestion, so it neither starts nor ends a
     /// persistent-congestion period, and the caller leaves it out of its congestion response.
     pub(crate) mtu_probe: bool,
+    /// Sent marked ECT(0) (RFC 9000 §13.4.2).
+    pub(crate) ecn_marked: bool,
     /// The caller's record of the packet's contents.
     pub(crate) data: T,
 }
@@ -173,6 +175,9 @@ pub(crate) struct AckOutcome<T> {
     pub(crate) largest_acked_time_sent: Option<Instant>,
     /// Whether the ACK produced an RTT sample (RFC 9002 §5.1).
     pub(crate) rtt_sampled: bool,
+    /// Whether the ACK raised the space's largest acknowledged packet number (its ECN counts are
+    /// validated only then, RFC 9000 §13.4.2.1).
+    pub(crate) largest_increased: bool,
     /// Whether `lost` establishes persistent congestion (RFC 9002 §7.6.2), judged within this space
     /// only, which §7.6.2 allows.
     pub(crate) persistent_congestion: bool,
@@ -188,6 +193,7 @@ impl<T> Default for AckOutcome<T> {
             lost: Vec::new(),
             largest_acked_time_sent: None,
             rtt_sampled: false,
+            largest_increased: false,
             persistent_congestion: false,
             spurious: Vec::new(),
         }
@@ -717,7 +723,10 @@ impl<T> LossDetection<T> {
         // Both are read in place; the tracked packets inside the ranges are visited, nothing else.
         // The largest may be a packet not in flight (only ACK frames), which is newly acknowledged only
         // if it is the new largest: it is not tracked, so an earlier acknowledgement of it is unknown.
-        let mut outcome = AckOutcome::default();
+        let mut outcome = AckOutcome {
+            largest_increased: new_largest,
+            ..AckOutcome::default()
+        };
         let newest = match s.sent.range(largest..=largest).next() {
             Some((_, p)) => Some((p.time_sent, p.ack_eliciting)),
             None if new_largest => s.not_in_flight.time_sent(largest).map(|t| (t, false)),

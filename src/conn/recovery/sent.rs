@@ -242,6 +242,7 @@ mod tests {
             ack_eliciting: true,
             in_flight: true,
             mtu_probe: false,
+            ecn_marked: false,
             data: u64::from(size),
         }
     }

@@ -32,6 +32,7 @@ fn pkt(t: Instant, data: u64) -> SentPacket<u64> {
         ack_eliciting: true,
         in_flight: true,
         mtu_probe: false,
+        ecn_marked: false,
         data,
     }
 }
@@ -671,6 +672,7 @@ fn packets_not_in_flight_are_not_retained() {
         ack_eliciting: false,
         in_flight: false,
         mtu_probe: false,
+        ecn_marked: false,
         ..pkt(t0, 0)
     };
     ld.on_packet_sent(SpaceId::Data, 0, ack_only);
@@ -927,6 +929,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                     ack_eliciting,
                     in_flight,
                     mtu_probe: false,
+                    ecn_marked: false,
                     data: pn,
                 };
                 ld.on_packet_sent(SpaceId::ALL[space], pn, packet);
@@ -1119,6 +1122,7 @@ fn ack_only(t: Instant, data: u64) -> SentPacket<u64> {
         ack_eliciting: false,
         in_flight: false,
         mtu_probe: false,
+        ecn_marked: false,
         data,
     }
 }

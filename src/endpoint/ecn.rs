@@ -1,0 +1,190 @@
+//! ECN between two real endpoints (RFC 9000 §13.4; RFC 9002 §7.1): marks on the packets sent, the
+//! peer's counts in its ACK frames, validation, and the congestion response to ECN-CE, over a network
+//! that carries, clears or rewrites the codepoint as each test says.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::peer_errors::{Pair, CLIENT, SERVER};
+use crate::conn::ecn::TESTING_PACKETS;
+use crate::{ConnectionStats, Datagram, EcnCodepoint, Endpoint, TransportConfig};
+
+/// What the network does to the codepoint of a datagram: given the transmit's codepoint and the
+/// datagram's index since the start, the codepoint it arrives with (`None`: dropped).
+type Network<'a> = &'a mut dyn FnMut(Option<EcnCodepoint>, u64) -> Option<Option<EcnCodepoint>>;
+
+/// Moves every datagram `from` has to send at `now` into `to`, through `net`; counts them in `index`.
+fn deliver_through(
+    from: &mut Endpoint,
+    to: &mut Endpoint,
+    now: Instant,
+    src: &str,
+    net: Network<'_>,
+    index: &mut u64,
+) {
+    let mut buf = Vec::new();
+    while let Some(t) = from.poll_transmit(now, &mut buf) {
+        for d in t.datagrams(&buf) {
+            *index += 1;
+            let Some(ecn) = net(t.ecn, *index) else { continue };
+            to.handle_datagram(
+                now,
+                Datagram {
+                    remote: src.parse().unwrap(),
+                    local: None,
+                    ecn,
+                    payload: BytesMut::from(d),
+                },
+            );
+        }
+    }
+}
+
+/// One millisecond of a pair on a path that delivers at once: every datagram the server has goes
+/// through `down`, every one the client has arrives as sent; events are collected, timers run.
+fn step(p: &mut Pair, down: Network<'_>, index: &mut u64) {
+    let now = p.now;
+    deliver_through(&mut p.server, &mut p.client, now, SERVER, down, index);
+    deliver_through(
+        &mut p.client,
+        &mut p.server,
+        now,
+        CLIENT,
+        &mut |e, _| Some(e),
+        &mut 0,
+    );
+    while let Some((_, e)) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+    while let Some((h, e)) = p.server.poll_event() {
+        p.server_h.get_or_insert(h);
+        p.server_events.push(e);
+    }
+    p.now += Duration::from_millis(1);
+    p.client.handle_timeout(p.now);
+    p.server.handle_timeout(p.now);
+}
+
+/// The server sends `bytes` on a stream to the client, its datagrams through `down` from the first
+/// (the handshake's too); the client's arrive as sent. Returns both connections' counters.
+fn transfer(bytes: usize, down: Network<'_>) -> (ConnectionStats, ConnectionStats) {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let mut index = 0u64;
+    for _ in 0..100 {
+        step(&mut p, down, &mut index);
+    }
+    p.assert_both_connected();
+    let sh = p.server_h.unwrap();
+    let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    let (mut written, mut received) = (0, 0);
+    let end = p.now + Duration::from_secs(30);
+    let mut buf = vec![0u8; 65536];
+    while received < bytes && p.now < end {
+        {
+            let mut conn = p.server.conn(sh).unwrap();
+            let mut s = conn.stream(id);
+            while written < bytes {
+                match s.write(&vec![7u8; (bytes - written).min(16384)]) {
+                    Ok(n) => written += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        step(&mut p, down, &mut index);
+        let mut conn = p.client.conn(ch).unwrap();
+        let mut s = conn.stream(id);
+        while let Ok(Some(n)) = s.read(&mut buf) {
+            received += n;
+        }
+    }
+    assert_eq!(received, bytes, "the transfer completed");
+    let server = p.server.conn(sh).unwrap().stats();
+    let client = p.client.conn(ch).unwrap().stats();
+    (server, client)
+}
+
+/// RFC 9000 §13.4.2: a path that carries the marks, to a peer that counts them, keeps them: every
+/// packet goes out ECT(0) once the first acknowledgement validated the counts.
+#[test]
+fn marks_stay_on_a_path_that_carries_them() {
+    let (server, client) = transfer(300_000, &mut |e, _| Some(e));
+    assert_eq!(server.ecn_validation_failures, 0);
+    assert!(
+        server.ecn_marked_sent + 2 >= server.packets_sent && server.ecn_marked_sent > 100,
+        "{} of {} packets marked",
+        server.ecn_marked_sent,
+        server.packets_sent
+    );
+    // The client's ACK-only packets are marked too, and its own validation passed.
+    assert_eq!(client.ecn_validation_failures, 0);
+    assert!(client.ecn_marked_sent > TESTING_PACKETS, "{client:?}");
+    assert_eq!(server.ecn_ce_signals, 0);
+}
+
+/// RFC 9000 §13.4.2.1: a path that clears the field fails validation at the first acknowledgement of
+/// marked packets (the counts do not grow); nothing is marked after the testing period.
+#[test]
+fn a_path_that_clears_the_marks_fails_validation() {
+    let (server, _) = transfer(300_000, &mut |_, _| Some(None));
+    assert_eq!(server.ecn_validation_failures, 1);
+    assert!(
+        server.ecn_marked_sent <= TESTING_PACKETS + 10,
+        "{} marked",
+        server.ecn_marked_sent
+    );
+    assert!(server.packets_sent > 200);
+}
+
+/// RFC 9000 §13.4.2.1: ECT(1) counts, for packets never sent so, fail validation (a network that
+/// rewrites the codepoint).
+#[test]
+fn a_path_that_rewrites_the_marks_fails_validation() {
+    let (server, _) = transfer(100_000, &mut |e, _| Some(e.map(|_| EcnCodepoint::Ect1)));
+    assert_eq!(server.ecn_validation_failures, 1);
+    assert!(server.ecn_marked_sent <= TESTING_PACKETS + 10);
+}
+
+/// RFC 9002 §7.1: CE marks reported by the peer are congestion, answered as a loss would be (the window
+/// shrinks) but without any packet lost or sent again.
+#[test]
+fn ce_marks_are_a_congestion_signal_without_loss() {
+    let (clean, _) = transfer(1_000_000, &mut |e, _| Some(e));
+    // One datagram in 100 marked CE by the network (an AQM queue), after the first 50.
+    let (marked, _) = transfer(1_000_000, &mut |e, i| {
+        Some(if e.is_some() && i > 50 && i % 100 == 0 {
+            Some(EcnCodepoint::Ce)
+        } else {
+            e
+        })
+    });
+    assert_eq!(marked.ecn_validation_failures, 0);
+    assert!(marked.ecn_ce_signals > 0, "{marked:?}");
+    assert!(marked.congestion_events > 0, "{marked:?}");
+    assert_eq!(marked.packets_lost, 0);
+    assert_eq!(marked.stream_bytes_retransmitted, 0);
+    assert_eq!(clean.congestion_events, 0, "{clean:?}");
+    assert!(marked.cwnd < clean.cwnd, "{} vs {}", marked.cwnd, clean.cwnd);
+}
+
+/// `TransportConfig::ecn` off: nothing marked, and the peer's counts change nothing.
+#[test]
+fn ecn_off_marks_nothing() {
+    let config = TransportConfig {
+        ecn: false,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(config.clone(), config);
+    let sh = p.server_h.unwrap();
+    let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    p.server.conn(sh).unwrap().stream(id).write(&[1; 20_000]).unwrap();
+    let mut buf = Vec::new();
+    let mut seen = 0;
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        assert_eq!(t.ecn, None);
+        seen += 1;
+    }
+    assert!(seen > 0);
+    assert_eq!(p.server.conn(sh).unwrap().stats().ecn_marked_sent, 0);
+}
