@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use plotters::prelude::*;
 use quicsand::crypto::tls;
 use quicsand::qlog::QlogWriter;
-use quicsand::sim::{App, BulkSender, GilbertElliott, Limits, LinkConfig, NodeCtx, Simulation, Sink};
+use quicsand::sim::{
+    App, BulkSender, GilbertElliott, Limits, LinkConfig, LinkEcn, NodeCtx, Simulation, Sink,
+};
 use quicsand::{ClientConfig, CongestionAlgorithm, ConnectionHandle, Event, ServerConfig, TransportConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -49,10 +51,21 @@ OPTIONS:
   --link-mtu BYTES    largest UDP payload the link carries (1472: a 1500-byte
                       Ethernet path over IPv4)                                [default: 1472]
   --no-mtu-discovery  keep 1200-byte datagrams (no path MTU probing)
+  --ecn MODE          what the links do to ECN marks: carry them, clear them,
+                      or mark (carry, and mark CE when the bottleneck queue
+                      holds more than a fifth of the BDP)                     [default: carry]
   --svg PATH          where to write the plot                                 [default: sim.svg]
   --qlog PATH         write the client connection's qlog (JSON-SEQ) to PATH
   -h, --help          print this help
 ";
+
+/// What the links do to ECN marks (`--ecn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EcnMode {
+    Carry,
+    Clear,
+    Mark,
+}
 
 /// The scenario, from the command line.
 #[derive(Debug, Clone)]
@@ -70,6 +83,7 @@ struct Args {
     queue_bdp: f64,
     link_mtu: usize,
     mtu_discovery: bool,
+    ecn: EcnMode,
     svg: PathBuf,
     qlog: Option<PathBuf>,
 }
@@ -90,6 +104,7 @@ impl Default for Args {
             queue_bdp: 1.0,
             link_mtu: 1472,
             mtu_discovery: true,
+            ecn: EcnMode::Carry,
             svg: PathBuf::from("sim.svg"),
             qlog: None,
         }
@@ -187,6 +202,14 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             "--queue" => a.queue_bdp = parse_num(&flag, it.next())?,
             "--link-mtu" => a.link_mtu = parse_num(&flag, it.next())?,
             "--no-mtu-discovery" => a.mtu_discovery = false,
+            "--ecn" => {
+                a.ecn = match it.next().as_deref() {
+                    Some("carry") => EcnMode::Carry,
+                    Some("clear") => EcnMode::Clear,
+                    Some("mark") => EcnMode::Mark,
+                    other => return Err(format!("--ecn: expected carry, clear or mark, got {other:?}")),
+                }
+            }
             "--svg" => a.svg = PathBuf::from(it.next().ok_or("--svg needs a value")?),
             "--qlog" => a.qlog = Some(PathBuf::from(it.next().ok_or("--qlog needs a value")?)),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -375,6 +398,13 @@ fn link(args: &Args) -> LinkConfig {
         bandwidth_bps: Some(args.bandwidth_bps()),
         queue_bytes: args.queue_bytes(),
         max_datagram_size: args.link_mtu,
+        ecn: match args.ecn {
+            EcnMode::Carry => LinkEcn::Carry,
+            EcnMode::Clear => LinkEcn::Clear,
+            EcnMode::Mark => LinkEcn::MarkAbove {
+                above: (args.bdp() / 5.0).round() as usize,
+            },
+        },
         ..LinkConfig::default()
     }
 }
@@ -622,6 +652,20 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
             format!(
                 "{} B ({} probes, {} lost)",
                 s.path_mtu, s.mtu_probes_sent, s.mtu_probes_lost
+            ),
+        );
+        row(
+            "ECN",
+            format!(
+                "{} packets marked, {} CE signals ({} datagrams marked by the links){}",
+                s.ecn_marked_sent,
+                s.ecn_ce_signals,
+                trace.ce_marked,
+                if s.ecn_validation_failures > 0 {
+                    ", validation failed"
+                } else {
+                    ""
+                }
             ),
         );
     }

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use quicsand::crypto::tls;
-use quicsand::sim::{seed_from_env, BulkSender, GilbertElliott, LinkConfig, NodeId, Simulation, Sink};
+use quicsand::sim::{
+    seed_from_env, BulkSender, GilbertElliott, LinkConfig, LinkEcn, NodeId, Simulation, Sink,
+};
 use quicsand::{ClientConfig, CongestionAlgorithm, ServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -640,9 +642,7 @@ fn reordering_at_a_high_rate_keeps_the_window() {
 /// the seed, runs repeat exactly.
 #[test]
 fn corruption_answered_by_version_negotiation_repeats() {
-    let seed = seed_from_env(CORRUPTION_SEED);
-    let _guard = SeedGuard(seed);
-    let run = || {
+    let run = |seed: u64| {
         let link = LinkConfig {
             corrupt: 0.3,
             max_datagram_size: 1200,
@@ -658,17 +658,28 @@ fn corruption_answered_by_version_negotiation_repeats() {
             .version_negotiations_sent;
         (out.sim.trace().hash(), vn)
     };
-    let (first, vn) = run();
-    assert!(
-        vn > 0,
-        "seed {seed} sends no Version Negotiation: the test needs one that does"
-    );
-    assert_eq!(run().0, first);
-    assert_eq!(run().0, first);
+    // Few seeds make a Version Negotiation (the flip must hit the header-form bit of a 1-RTT packet
+    // whose connection ID length byte, ciphertext, then makes an answerable header), and which ones do
+    // changes with every change to the engine's timing: the first that does from the given one.
+    let first_seed = seed_from_env(CORRUPTION_SEED);
+    let found = (first_seed..first_seed + CORRUPTION_SEEDS_TRIED).find_map(|seed| {
+        let _guard = SeedGuard(seed);
+        let (hash, vn) = run(seed);
+        (vn > 0).then_some((seed, hash))
+    });
+    let Some((seed, first)) = found else {
+        panic!("no seed in {first_seed}..+{CORRUPTION_SEEDS_TRIED} sends a Version Negotiation");
+    };
+    let _guard = SeedGuard(seed);
+    assert_eq!(run(seed).0, first);
+    assert_eq!(run(seed).0, first);
 }
 
-/// A seed whose corrupted datagrams make the server send Version Negotiation.
+/// The first seed tried for a run whose corrupted datagrams make the server send Version Negotiation.
 const CORRUPTION_SEED: u64 = 27;
+
+/// How many seeds from [`CORRUPTION_SEED`] are tried for one.
+const CORRUPTION_SEEDS_TRIED: u64 = 300;
 
 /// RFC 9002 §7.8: a sender held by the peer's flow control is application-limited even when pacing holds
 /// its last packets back: the window must not grow on those acknowledgements. Before, any pacing hold
@@ -782,4 +793,60 @@ fn reading_endpoints_between_steps_changes_nothing() {
     assert_eq!(quiet.3, 300_000);
     assert!(reading.4);
     assert_eq!(quiet, reading);
+}
+
+/// RFC 9002 §7.1, RFC 3168: behind a bottleneck that marks ECN-CE once its queue holds more than a
+/// fifth of the path's bandwidth-delay product, the sender backs off on the marks before the queue
+/// fills: no datagram is dropped and nothing is lost, where the same queue (2.5 BDP) without marks
+/// overflows; and the queue stays short, so the RTT stays near the path's. (With a queue of one BDP,
+/// slow start's last doubling, whose marks come back a round trip late, still overflows it.)
+#[test]
+fn ce_marks_at_the_bottleneck_hold_the_sender_back_without_loss() {
+    let seed = seed_from_env(5);
+    let _guard = SeedGuard(seed);
+    // 20 Mbit/s, 40 ms RTT: 100 kB of bandwidth-delay product, and a queue of 2.5 BDP.
+    let link = |ecn| LinkConfig {
+        bandwidth_bps: Some(20_000_000),
+        queue_bytes: 250_000,
+        ecn,
+        ..base_link()
+    };
+    let total = 10_000_000;
+    let run = |ecn| {
+        let mut out = bulk(seed, link(ecn), total, 1, Duration::from_secs(60), |_, _, _| {});
+        assert!(out.done, "{ecn:?}: {} of {total} bytes", out.sink().total_bytes());
+        out.report(&format!("{ecn:?}"), total);
+        let stats = client_stats(&mut out);
+        (out.sim.trace().clone(), stats)
+    };
+    let (marked_trace, marked) = run(LinkEcn::MarkAbove { above: 20_000 });
+    let (droptail_trace, droptail) = run(LinkEcn::Carry);
+    assert_eq!(marked.ecn_validation_failures, 0, "{marked:?}");
+    assert!(marked.ecn_marked_sent + 2 >= marked.packets_sent, "{marked:?}");
+    assert!(marked_trace.ce_marked > 0);
+    assert!(marked.ecn_ce_signals > 0, "{marked:?}");
+    assert_eq!(marked_trace.dropped, 0, "{marked:?}");
+    assert_eq!(marked.packets_lost, 0, "{marked:?}");
+    assert!(droptail_trace.dropped > 0);
+    assert!(droptail.packets_lost > 0, "{droptail:?}");
+    assert_eq!(droptail_trace.ce_marked, 0);
+    assert!(
+        marked.smoothed_rtt < droptail.smoothed_rtt,
+        "{:?} vs {:?}",
+        marked.smoothed_rtt,
+        droptail.smoothed_rtt
+    );
+}
+
+/// RFC 9000 §13.4.2: a path that clears the ECN field fails validation; the transfer goes on unmarked.
+#[test]
+fn a_link_that_clears_ecn_fails_validation_and_the_transfer_goes_on() {
+    let link = LinkConfig {
+        ecn: LinkEcn::Clear,
+        ..base_link()
+    };
+    let mut out = assert_completes("ecn cleared", 3, link, 2_000_000);
+    let stats = client_stats(&mut out);
+    assert_eq!(stats.ecn_validation_failures, 1, "{stats:?}");
+    assert!(stats.ecn_marked_sent <= 20, "{stats:?}");
 }

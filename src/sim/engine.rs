@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::{App, AsAny, NodeCtx, NodeId};
-use crate::{ConnectionHandle, Datagram, Endpoint, Event, Transmit};
+use crate::{ConnectionHandle, Datagram, EcnCodepoint, Endpoint, Event, Transmit};
 
 /// Where and when an [`Engine`] call happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,19 @@ pub trait Engine: AsAny {
     fn start(&mut self, ctx: &EngineCtx);
     /// A datagram from `from` arrived at `now`.
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut);
+    /// As [`handle_datagram`](Self::handle_datagram), with the ECN codepoint of its IP header (what the
+    /// sender's [`Transmit::ecn`] asked for, as the link left it). Engines that take ECN marks override
+    /// it; the default drops the codepoint.
+    fn handle_datagram_with_ecn(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        payload: BytesMut,
+    ) {
+        let _ = ecn;
+        self.handle_datagram(now, from, payload);
+    }
     /// The earliest instant at which the node wants [`handle_timeout`](Self::handle_timeout): engine
     /// timers and application wake-ups alike.
     fn poll_timeout(&mut self) -> Option<Instant>;
@@ -168,10 +181,20 @@ impl Engine for EndpointNode {
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+        self.handle_datagram_with_ecn(now, from, None, payload);
+    }
+
+    fn handle_datagram_with_ecn(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        payload: BytesMut,
+    ) {
         let datagram = Datagram {
             remote: from,
             local: None,
-            ecn: None,
+            ecn,
             payload,
         };
         self.endpoint.handle_datagram(now, datagram);

@@ -38,6 +38,26 @@ pub struct LinkConfig {
     pub queue_bytes: usize,
     /// Datagrams larger than this are dropped.
     pub max_datagram_size: usize,
+    /// What the link does to the ECN field of the IP header (RFC 3168; RFC 9000 §13.4).
+    pub ecn: LinkEcn,
+}
+
+/// What a link does to the ECN codepoint of the datagrams it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LinkEcn {
+    /// Carries it unchanged.
+    #[default]
+    Carry,
+    /// Clears it (a path that bleaches the field): every datagram arrives Not-ECT.
+    Clear,
+    /// Carries it, and marks ECN-CE a datagram sent ECT(0) or ECT(1) that finds more than `above` bytes
+    /// already in the bottleneck queue (a step-marking AQM, as DCTCP-style switches do; RFC 3168 §5:
+    /// marked instead of dropped when the queue is not full). Needs a bandwidth.
+    MarkAbove {
+        /// Queue occupancy in bytes beyond which datagrams are marked.
+        above: usize,
+    },
 }
 
 impl Default for LinkConfig {
@@ -54,6 +74,7 @@ impl Default for LinkConfig {
             bandwidth_bps: None,
             queue_bytes: 64 * 1024,
             max_datagram_size: 65_527,
+            ecn: LinkEcn::Carry,
         }
     }
 }
@@ -159,12 +180,14 @@ pub(crate) struct Link {
 }
 
 /// The outcome of offering one datagram to a link: the fate of the original and, when duplicated, of the
-/// copy; and whether the original was corrupted at `flip` (bit index).
+/// copy; whether the original was corrupted at `flip` (bit index); and the ECN codepoint (its two bits)
+/// both arrive with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Offer {
     pub(crate) fate: Fate,
     pub(crate) copy: Option<Duration>,
     pub(crate) flip: Option<usize>,
+    pub(crate) ecn: u8,
 }
 
 impl Link {
@@ -187,12 +210,17 @@ impl Link {
         u64::try_from(left.as_nanos() * u128::from(bps) / 8_000_000_000).unwrap_or(u64::MAX)
     }
 
-    /// Decides what happens to a datagram of `size` bytes sent at `now`.
-    pub(crate) fn offer(&mut self, now: Instant, size: usize) -> Offer {
+    /// Decides what happens to a datagram of `size` bytes sent at `now` with the ECN bits `ecn`.
+    pub(crate) fn offer(&mut self, now: Instant, size: usize, ecn: u8) -> Offer {
         let dropped = |fate| Offer {
             fate,
             copy: None,
             flip: None,
+            ecn: 0,
+        };
+        let mut ecn = match self.config.ecn {
+            LinkEcn::Clear => 0,
+            _ => ecn & 0b11,
         };
         if !self.up {
             return dropped(Fate::DroppedLinkDown);
@@ -225,6 +253,11 @@ impl Link {
             let backlog = self.backlog(now, bps);
             if backlog.saturating_add(size as u64) > self.config.queue_bytes as u64 {
                 return dropped(Fate::DroppedQueue);
+            }
+            if let LinkEcn::MarkAbove { above } = self.config.ecn {
+                if ecn != 0 && backlog > above as u64 {
+                    ecn = 0b11;
+                }
             }
             let start = self.busy_until.map_or(now, |b| b.max(now));
             let nanos = (size as u128 * 8 * 1_000_000_000).div_ceil(u128::from(bps));
@@ -261,6 +294,7 @@ impl Link {
             },
             copy,
             flip,
+            ecn,
         }
     }
 }

@@ -92,7 +92,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::conn::later;
-use crate::{ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig};
+use crate::{ConnectionHandle, EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig};
 
 mod apps;
 mod engine;
@@ -105,7 +105,7 @@ mod tests;
 
 pub use apps::{BulkSender, Sink, StreamRecord};
 pub use engine::{Engine, EngineCtx};
-pub use link::{Fate, GilbertElliott, LinkConfig};
+pub use link::{Fate, GilbertElliott, LinkConfig, LinkEcn};
 pub use tls::deterministic_tls;
 pub use trace::{Trace, TraceRecord};
 
@@ -281,6 +281,8 @@ struct InFlight {
     sent: Duration,
     /// It was corrupted on the way (counted in `Trace::corrupted` as delivered).
     corrupted: bool,
+    /// The two ECN bits it arrives with.
+    ecn: u8,
     payload: BytesMut,
 }
 
@@ -326,7 +328,7 @@ pub struct Simulation {
     trace: Trace,
     buf: Vec<u8>,
     /// Datagrams a node sent in one round, reused between rounds.
-    out: Vec<(SocketAddr, BytesMut)>,
+    out: Vec<(SocketAddr, u8, BytesMut)>,
 }
 
 impl fmt::Debug for Simulation {
@@ -577,7 +579,10 @@ impl Simulation {
             // A node that moved (a NAT rebinding) no longer receives at its old address: the datagram,
             // recorded as delivered when it was sent, finds no node after all.
             match self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
-                Some(node) => node.engine.handle_datagram(now, d.from, d.payload),
+                Some(node) => {
+                    let ecn = EcnCodepoint::from_bits(d.ecn);
+                    node.engine.handle_datagram_with_ecn(now, d.from, ecn, d.payload)
+                }
                 None => self
                     .trace
                     .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr),
@@ -632,7 +637,11 @@ impl Simulation {
             }
             // 1. Drain transmits.
             while let Some(t) = node.engine.poll_transmit(now, &mut self.buf) {
-                out.extend(t.datagrams(&self.buf).map(|d| (t.destination, BytesMut::from(d))));
+                let ecn = t.ecn.map_or(0, EcnCodepoint::bits);
+                out.extend(
+                    t.datagrams(&self.buf)
+                        .map(|d| (t.destination, ecn, BytesMut::from(d))),
+                );
                 acted = true;
             }
             // 2. Drain events into the app.
@@ -641,8 +650,8 @@ impl Simulation {
             acted |= node
                 .engine
                 .poll_events(&ctx, &mut |h, e| trace.record_event(at, id, h, e));
-            for (to, payload) in out.drain(..) {
-                self.send(id, ctx.addr, to, payload);
+            for (to, ecn, payload) in out.drain(..) {
+                self.send(id, ctx.addr, to, ecn, payload);
             }
             // 3. Loop while something happened: app calls may have queued output or armed a deadline
             // that already passed.
@@ -669,7 +678,7 @@ impl Simulation {
     }
 
     /// Offers one datagram to the network.
-    fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, mut payload: BytesMut) {
+    fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, ecn: u8, mut payload: BytesMut) {
         let at = self.now - self.epoch;
         let size = payload.len();
         let record = |trace: &mut Trace, fate| {
@@ -687,7 +696,10 @@ impl Simulation {
         let Some(link) = self.links.get_mut(&(from_node, to_node)) else {
             return record(&mut self.trace, Fate::DroppedNoRoute);
         };
-        let offer = link.offer(self.now, size);
+        let offer = link.offer(self.now, size, ecn);
+        if offer.ecn == 0b11 && ecn != 0b11 {
+            self.trace.ce_marked += 1;
+        }
         let Fate::Delivered { after, .. } = offer.fate else {
             return record(&mut self.trace, offer.fate);
         };
@@ -697,16 +709,16 @@ impl Simulation {
             }
         }
         match offer.copy {
-            None => self.enqueue(to_node, from, to, after, offer.fate, payload),
+            None => self.enqueue(to_node, from, to, after, (offer.fate, offer.ecn), payload),
             Some(copy_after) => {
-                self.enqueue(to_node, from, to, after, offer.fate, payload.clone());
+                self.enqueue(to_node, from, to, after, (offer.fate, offer.ecn), payload.clone());
                 // The copy of a corrupted datagram is the corrupted one too (corruption happens first).
                 let fate = Fate::Delivered {
                     after: copy_after,
                     corrupted: offer.flip.is_some(),
                     duplicate: true,
                 };
-                self.enqueue(to_node, from, to, copy_after, fate, payload);
+                self.enqueue(to_node, from, to, copy_after, (fate, offer.ecn), payload);
             }
         }
     }
@@ -719,7 +731,7 @@ impl Simulation {
         from: SocketAddr,
         to: SocketAddr,
         after: Duration,
-        fate: Fate,
+        (fate, ecn): (Fate, u8),
         payload: BytesMut,
     ) {
         let fate = if self.in_flight.len() >= self.limits.max_in_flight {
@@ -746,6 +758,7 @@ impl Simulation {
             from,
             sent: self.now - self.epoch,
             corrupted: matches!(fate, Fate::Delivered { corrupted: true, .. }),
+            ecn,
             payload,
         }));
     }

@@ -26,7 +26,7 @@ fn delay_and_jitter_stay_in_bounds_and_reorder() {
     let mut arrivals = Vec::new();
     for i in 0..2000u64 {
         let sent = now + Duration::from_micros(100 * i);
-        let after = delivered_after(link.offer(sent, 1200).fate).expect("an ideal link delivers");
+        let after = delivered_after(link.offer(sent, 1200, 0).fate).expect("an ideal link delivers");
         assert!(
             after >= Duration::from_millis(10) && after <= Duration::from_millis(15),
             "{after:?}"
@@ -56,7 +56,7 @@ fn loss_rate_roughly_as_configured() {
         let mut link = Link::new(config, seed_from_env(2));
         let n = 20_000;
         let lost = (0..n)
-            .filter(|_| link.offer(epoch(), 100).fate == Fate::DroppedLoss)
+            .filter(|_| link.offer(epoch(), 100, 0).fate == Fate::DroppedLoss)
             .count();
         let rate = lost as f64 / n as f64;
         assert!((rate - p).abs() < p * 0.2 + 0.002, "p {p}: rate {rate}");
@@ -77,7 +77,7 @@ fn gilbert_elliott_loss_is_bursty() {
     };
     let mut link = Link::new(config, seed_from_env(3));
     let fates: Vec<bool> = (0..50_000)
-        .map(|_| link.offer(epoch(), 100).fate.is_delivered())
+        .map(|_| link.offer(epoch(), 100, 0).fate.is_delivered())
         .collect();
     let lost = fates.iter().filter(|d| !**d).count() as f64 / fates.len() as f64;
     // Stationary share of the bad state: 0.01 / (0.01 + 0.2) ≈ 4.8 %.
@@ -100,16 +100,16 @@ fn bandwidth_serialises_and_queue_overflows() {
     // 8 datagrams of 1000 bytes fit in the queue: the last leaves after 8 * 8 ms.
     let mut last = Duration::ZERO;
     for _ in 0..8 {
-        last = delivered_after(link.offer(now, 1000).fate).expect("fits the queue");
+        last = delivered_after(link.offer(now, 1000, 0).fate).expect("fits the queue");
     }
     assert_eq!(last, Duration::from_millis(8 * 8 + 10));
     // Two more fit (10 000 bytes), the next is dropped at the tail.
-    assert!(link.offer(now, 1000).fate.is_delivered());
-    assert!(link.offer(now, 1000).fate.is_delivered());
-    assert_eq!(link.offer(now, 1000).fate, Fate::DroppedQueue);
+    assert!(link.offer(now, 1000, 0).fate.is_delivered());
+    assert!(link.offer(now, 1000, 0).fate.is_delivered());
+    assert_eq!(link.offer(now, 1000, 0).fate, Fate::DroppedQueue);
     // Once the queue drains, N bytes take N * 8 / bw plus the delay.
     let later = now + Duration::from_secs(1);
-    let after = delivered_after(link.offer(later, 500).fate).expect("empty queue");
+    let after = delivered_after(link.offer(later, 500, 0).fate).expect("empty queue");
     assert_eq!(after, Duration::from_millis(4 + 10));
 }
 
@@ -120,10 +120,10 @@ fn oversized_datagrams_and_down_links_drop() {
         ..LinkConfig::default()
     };
     let mut link = Link::new(config, 5);
-    assert!(link.offer(epoch(), 1200).fate.is_delivered());
-    assert_eq!(link.offer(epoch(), 1201).fate, Fate::DroppedTooBig);
+    assert!(link.offer(epoch(), 1200, 0).fate.is_delivered());
+    assert_eq!(link.offer(epoch(), 1201, 0).fate, Fate::DroppedTooBig);
     link.up = false;
-    assert_eq!(link.offer(epoch(), 100).fate, Fate::DroppedLinkDown);
+    assert_eq!(link.offer(epoch(), 100, 0).fate, Fate::DroppedLinkDown);
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn corruption_and_duplication_happen_at_their_rates() {
     };
     let mut link = Link::new(config, seed_from_env(6));
     let n = 10_000;
-    let offers: Vec<_> = (0..n).map(|_| link.offer(epoch(), 100)).collect();
+    let offers: Vec<_> = (0..n).map(|_| link.offer(epoch(), 100, 0)).collect();
     let flips = offers.iter().filter(|o| o.flip.is_some()).count() as f64 / n as f64;
     let copies = offers.iter().filter(|o| o.copy.is_some()).count() as f64 / n as f64;
     assert!((flips - 0.1).abs() < 0.02, "{flips}");
@@ -154,7 +154,7 @@ fn same_seed_same_link_decisions() {
     let now = epoch();
     let run = |seed| {
         let mut link = Link::new(config.clone(), seed);
-        (0..500).map(|_| link.offer(now, 1000)).collect::<Vec<_>>()
+        (0..500).map(|_| link.offer(now, 1000, 0)).collect::<Vec<_>>()
     };
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
@@ -367,7 +367,7 @@ fn a_link_of_zero_bandwidth_carries_nothing() {
         ..LinkConfig::default()
     };
     let mut link = Link::new(config, 1);
-    assert_eq!(link.offer(epoch(), 1200).fate, Fate::DroppedQueue);
+    assert_eq!(link.offer(epoch(), 1200, 0).fate, Fate::DroppedQueue);
 }
 
 #[test]
@@ -479,4 +479,38 @@ fn an_undelivered_corrupted_datagram_is_not_counted_corrupted() {
         t.delivered,
         t.dropped
     );
+}
+
+#[test]
+fn links_carry_clear_or_mark_the_ecn_field() {
+    let ect0 = EcnCodepoint::Ect0.bits();
+    let mut carry = Link::new(LinkConfig::default(), 1);
+    assert_eq!(carry.offer(epoch(), 1000, ect0).ecn, ect0);
+    assert_eq!(carry.offer(epoch(), 1000, 0).ecn, 0);
+    let mut clear = Link::new(
+        LinkConfig {
+            ecn: LinkEcn::Clear,
+            ..LinkConfig::default()
+        },
+        1,
+    );
+    assert_eq!(clear.offer(epoch(), 1000, ect0).ecn, 0);
+    // 1 Mbit/s: a 1000-byte datagram takes 8 ms. Marked CE once more than 2500 bytes wait.
+    let mut mark = Link::new(
+        LinkConfig {
+            bandwidth_bps: Some(1_000_000),
+            queue_bytes: 10_000,
+            ecn: LinkEcn::MarkAbove { above: 2500 },
+            ..LinkConfig::default()
+        },
+        1,
+    );
+    let now = epoch();
+    let got: Vec<u8> = (0..5).map(|_| mark.offer(now, 1000, ect0).ecn).collect();
+    let ce = EcnCodepoint::Ce.bits();
+    assert_eq!(got, [ect0, ect0, ect0, ce, ce]);
+    // Not-ECT datagrams are never marked (RFC 3168 §5): they would be dropped by a real AQM instead.
+    assert_eq!(mark.offer(now, 1000, 0).ecn, 0);
+    // Once the queue drained, no mark.
+    assert_eq!(mark.offer(now + Duration::from_secs(1), 1000, ect0).ecn, ect0);
 }

@@ -58,6 +58,8 @@ pub struct Trace {
     pub corrupted: u64,
     /// Bytes of datagram copies delivered.
     pub delivered_bytes: u64,
+    /// Datagrams a link marked ECN-CE ([`LinkEcn::MarkAbove`](super::LinkEcn::MarkAbove)).
+    pub ce_marked: u64,
     /// Strings of an event record no longer kept, reused for the next one.
     spare: Option<(String, String)>,
 }
@@ -74,6 +76,7 @@ impl Trace {
             dropped: 0,
             corrupted: 0,
             delivered_bytes: 0,
+            ce_marked: 0,
             spare: None,
         }
     }
