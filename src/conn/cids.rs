@@ -153,24 +153,44 @@ impl Connection {
         }
     }
 
+    /// The stateless reset tokens a reset from the peer may end with. RFC 9000 §10.3.1: "all stateless
+    /// reset tokens associated with the connection IDs and remote addresses for datagrams it has
+    /// recently sent", but not those of IDs "it has not used or ... that have been retired". That is the
+    /// token of the peer's ID in use and, while the challenge to a path the peer left (§9.3.3) goes with
+    /// the ID that path used and the new path took another (§9.5), the token of that ID, until it is
+    /// retired when the challenge ends. (Compared whatever address a datagram comes from: a superset
+    /// of §10.3.1's per-address set that holds no unused or retired ID.)
+    pub(crate) fn reset_tokens(&self) -> [Option<ResetToken>; 2] {
+        let old_path = self
+            .path_validation
+            .as_ref()
+            .and_then(|v| v.old_path.as_ref())
+            .filter(|c| c.spare)
+            .and_then(|c| c.reset_token);
+        [self.remote_reset_token, old_path]
+    }
+
     /// The last 16 bytes of `datagram`, if it could be a stateless reset for this connection (long
     /// enough, and the peer gave us a token): what [`matches_reset_token`](Self::matches_reset_token)
     /// needs, taken before the datagram is decrypted in place.
     pub(crate) fn reset_token_candidate(&self, datagram: &[u8]) -> Option<[u8; ResetToken::LEN]> {
         // RFC 9000 §10.3: a stateless reset is at least 21 bytes: 5 unpredictable bytes and the token.
-        if datagram.len() < 21 || self.remote_reset_token.is_none() {
+        if datagram.len() < 21 || self.reset_tokens() == [None, None] {
             return None;
         }
         datagram.last_chunk::<{ ResetToken::LEN }>().copied()
     }
 
-    /// Whether `tail` is the reset token of the peer's connection ID in use.
+    /// Whether `tail` is one of the peer's reset tokens of [`reset_tokens`](Self::reset_tokens).
     pub(crate) fn matches_reset_token(&self, tail: &[u8; ResetToken::LEN]) -> bool {
-        // Constant-time comparison: the token is a secret until used (RFC 9000 §10.3.1).
-        self.remote_reset_token.is_some_and(|token| token.ct_eq(tail))
+        // Constant-time comparison, with every token: a token is a secret until used (RFC 9000 §10.3.1;
+        // which of them matched, or how many there are, need not be hidden).
+        self.reset_tokens()
+            .iter()
+            .fold(false, |found, t| found | t.is_some_and(|t| t.ct_eq(tail)))
     }
 
-    /// Whether `datagram` ends with the reset token of the peer's connection ID in use (RFC 9000 §10.3.1).
+    /// Whether `datagram` ends with one of the peer's reset tokens (RFC 9000 §10.3.1).
     pub(crate) fn is_stateless_reset(&self, datagram: &[u8]) -> bool {
         self.reset_token_candidate(datagram)
             .is_some_and(|tail| self.matches_reset_token(&tail))
@@ -181,8 +201,15 @@ impl Connection {
     pub(crate) fn set_remote_reset_token(&mut self, token: Option<ResetToken>) {
         if self.remote_reset_token != token {
             self.remote_reset_token = token;
-            self.endpoint_events.push_back(EndpointEvent::ResetToken(token));
+            self.announce_reset_tokens();
         }
+    }
+
+    /// The set of [`reset_tokens`](Self::reset_tokens) may have changed (the ID in use, or the challenge
+    /// to an old path, did): the endpoint routes resets with them to this connection.
+    pub(crate) fn announce_reset_tokens(&mut self) {
+        let tokens = self.reset_tokens();
+        self.endpoint_events.push_back(EndpointEvent::ResetTokens(tokens));
     }
 
     /// The IDs issued and not retired, with their sequence numbers.

@@ -42,8 +42,9 @@ use crate::Side;
 pub(crate) enum EndpointEvent {
     /// Stop routing this connection ID to the connection (the peer retired it).
     RetireLocalCid(ConnectionId),
-    /// The stateless reset token of the peer's connection ID in use changed (RFC 9000 §10.3.1).
-    ResetToken(Option<ResetToken>),
+    /// The stateless reset tokens a reset from the peer may end with may have changed: those of
+    /// [`Connection::reset_tokens`] (RFC 9000 §10.3.1).
+    ResetTokens([Option<ResetToken>; 2]),
     /// The handshake finished (counts toward `max_incoming_handshakes`).
     HandshakeDone,
     /// A stateless reset from the peer ended the connection (counted in the endpoint's stats, whether the

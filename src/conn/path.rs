@@ -137,6 +137,7 @@ impl Connection {
                 previous.local_ip = local_ip.or(previous.local_ip);
                 self.return_to(previous, state);
             }
+            self.announce_reset_tokens();
             return released;
         }
         let mtu = self.path.mtu;
@@ -198,6 +199,9 @@ impl Connection {
             previous,
             old_path,
         }));
+        // RFC 9000 §10.3.1: the old path's ID, if the new path took a spare, still goes to the old
+        // address with the challenge: a reset may end with its token too.
+        self.announce_reset_tokens();
         self.stats.path_migrations += 1;
         released
     }
@@ -431,6 +435,8 @@ impl Connection {
         if v.old_path.as_ref().is_some_and(|c| c.dcid_seq < retire_prior_to) {
             let challenge = v.old_path.take();
             self.end_old_path_challenge(challenge);
+            // RFC 9000 §10.3.1: a retired ID's token is no longer checked.
+            self.announce_reset_tokens();
         }
     }
 
@@ -472,6 +478,8 @@ impl Connection {
         }
         let v = self.path_validation.take();
         self.end_old_path_challenge(v.and_then(|v| v.old_path));
+        // RFC 9000 §10.3.1: the old path's ID, retired, is no longer checked.
+        self.announce_reset_tokens();
         if self.side.is_server() {
             self.endpoint_events.push_back(EndpointEvent::PathValidated);
         }
@@ -499,9 +507,11 @@ impl Connection {
                     self.retire_spare(seq);
                 }
                 self.return_to(previous, state);
+                self.announce_reset_tokens();
             }
             None => {
                 self.end_old_path_challenge(v.old_path);
+                self.announce_reset_tokens();
                 // RFC 9000 §9.3.2: with no validated address to go back to, close silently. (A server's
                 // path is validated by the handshake, and migrations wait for it to be confirmed, so
                 // this is a safeguard.)

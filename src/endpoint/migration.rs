@@ -930,3 +930,103 @@ fn a_path_challenge_flood_is_answered_within_the_window() {
         "{in_flight} bytes in flight against a window of {window}"
     );
 }
+
+/// A stateless reset from `from` ending with `token`: a short header to no connection ID of the server's.
+fn reset_from(from: SocketAddr, token: &crate::wire::ResetToken) -> Datagram {
+    let mut d = vec![0x41, 0x9e, 0x17, 0x5c, 0x3a, 0x08, 0x61, 0xd2, 0x4f];
+    d.resize(43 - token.0.len(), 0x5c);
+    d.extend_from_slice(&token.0);
+    datagram(from, BytesMut::from(&d[..]))
+}
+
+/// The client moved to `NEW` and the server took a spare ID of the client's there: the ID the old path
+/// used still carries the challenge to the old address (RFC 9000 §9.3.3, §9.5). Returns the pair, the
+/// server's handle and that ID's stateless reset token. The server first moves off the client's
+/// handshake ID (sequence 0), which has no token (a client cannot give one, §18.2).
+fn moved_with_the_old_paths_id_held() -> (Pair, ConnectionHandle, crate::wire::ResetToken) {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    {
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        assert_eq!(conn.remote_reset_token, None);
+        let (seq, id, token) = conn.take_lowest_spare().unwrap();
+        let (old, ..) = conn.use_peer_cid(seq, id, Some(token));
+        conn.retire_spare(old);
+    }
+    p.server.after_conn(h, true);
+    p.run(Duration::from_millis(100));
+    client_pings_from(&mut p, ch, NEW.parse().unwrap());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let challenge = conn
+        .path_validation
+        .as_ref()
+        .and_then(|v| v.old_path.as_ref())
+        .unwrap();
+    assert!(challenge.spare, "the new path took a spare ID");
+    assert_ne!(challenge.dcid, conn.remote_cid);
+    let token = p.client.reset_key.token(&challenge.dcid);
+    assert_eq!(challenge.reset_token, Some(token));
+    // The challenge goes to the old address with that ID (and is lost).
+    let sent = server_sends_reaching(&mut p, nowhere());
+    assert!(sent.iter().any(|&(to, _)| to == CLIENT.parse().unwrap()));
+    (p, h, token)
+}
+
+/// RFC 9000 §10.3.1: an endpoint compares the last 16 bytes of a datagram with "all stateless reset
+/// tokens associated with the connection IDs and remote addresses for datagrams it has recently sent",
+/// unused and retired IDs excepted. While the new path is validated, the server still sends to the old
+/// address with the ID that path used: a reset from there with that ID's token ends the connection.
+/// Before, only the token of the ID in use (the new path's) was compared, and the reset was answered
+/// with a reset of the server's own.
+#[test]
+fn a_reset_with_the_token_of_the_old_paths_connection_id_ends_the_connection() {
+    let (mut p, h, token) = moved_with_the_old_paths_id_held();
+    p.server
+        .handle_datagram(p.now, reset_from(CLIENT.parse().unwrap(), &token));
+    assert_eq!(p.server.stats().stateless_resets_received, 1);
+    assert!(
+        server_sends_reaching(&mut p, nowhere()).is_empty(),
+        "nothing after a reset"
+    );
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    assert_eq!(
+        Pair::lost(&p.server_events),
+        Some(&crate::event::ConnectionError::Reset)
+    );
+    assert!(p.server.conn(h).is_err() || p.server.table.get(h).unwrap().conn.is_closed());
+}
+
+/// RFC 9000 §10.3.1: "An endpoint MUST NOT check for any stateless reset tokens associated with
+/// connection IDs it has not used or for connection IDs that have been retired." Once the new path is
+/// validated the old path's ID is retired, and its token resets nothing; the spares' tokens never did.
+#[test]
+fn the_tokens_of_retired_and_unused_connection_ids_reset_nothing() {
+    let (mut p, h, token) = moved_with_the_old_paths_id_held();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let new: SocketAddr = NEW.parse().unwrap();
+    let end = p.now + Duration::from_secs(2);
+    loop {
+        server_to_client_at(&mut p, new);
+        client_to_server_from(&mut p, new);
+        if !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.path.validated && conn.path_validation.is_none());
+    let spares: Vec<_> = conn.peer_cids.iter().map(|(_, _, t)| *t).collect();
+    assert!(!spares.is_empty());
+    for t in spares.iter().chain([&token]) {
+        p.server.handle_datagram(p.now, reset_from(new, t));
+        p.server
+            .handle_datagram(p.now, reset_from(CLIENT.parse().unwrap(), t));
+    }
+    assert_eq!(p.server.stats().stateless_resets_received, 0);
+    // The connection goes on.
+    client_pings_from(&mut p, ch, new);
+    assert!(server_to_client_at(&mut p, new) > 0);
+    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+}

@@ -245,8 +245,8 @@ struct Entry {
     initial_dcid: Option<ConnectionId>,
     /// The remote address routed to this connection when its local ID is empty.
     addr_key: Option<SocketAddr>,
-    /// The peer's stateless reset token routed to this connection.
-    reset_token: Option<ResetToken>,
+    /// The peer's stateless reset tokens routed to this connection (`Connection::reset_tokens`).
+    reset_tokens: [Option<ResetToken>; 2],
     /// Counts toward `max_incoming_handshakes` until the handshake is done.
     counts_as_handshake: bool,
     /// Waiting for [`Endpoint::accept`] or [`Endpoint::refuse`].
@@ -269,7 +269,7 @@ impl Entry {
             local_cids: Vec::new(),
             initial_dcid: None,
             addr_key: None,
-            reset_token: None,
+            reset_tokens: [None; 2],
             counts_as_handshake: false,
             held: false,
             queued: false,
@@ -1072,13 +1072,16 @@ impl Endpoint {
                     self.routes.remove_local(&cid, h);
                     entry.local_cids.retain(|c| *c != cid);
                 }
-                EndpointEvent::ResetToken(token) => {
-                    if let Some(old) = entry.reset_token.take() {
+                EndpointEvent::ResetTokens(tokens) => {
+                    for old in entry.reset_tokens.iter_mut().filter_map(Option::take) {
                         self.routes.remove_reset(&old, h);
                     }
-                    if let Some(token) = token {
-                        if self.routes.insert_reset(token, h) {
-                            entry.reset_token = Some(token);
+                    // A token already routed (to another connection) stays with it.
+                    for (slot, token) in entry.reset_tokens.iter_mut().zip(tokens) {
+                        if let Some(token) = token {
+                            if self.routes.insert_reset(token, h) {
+                                *slot = Some(token);
+                            }
                         }
                     }
                 }
@@ -1198,7 +1201,7 @@ impl Endpoint {
         if let Some(remote) = &entry.addr_key {
             self.routes.remove_addr(remote, h);
         }
-        if let Some(token) = &entry.reset_token {
+        for token in entry.reset_tokens.iter().flatten() {
             self.routes.remove_reset(token, h);
         }
         if entry.counts_as_handshake {
