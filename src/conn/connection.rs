@@ -104,6 +104,9 @@ pub(crate) struct Path {
     pub(crate) bytes_sent: u64,
     /// The size of the datagrams we build.
     pub(crate) mtu: u16,
+    /// Our connection ID the peer's newest 1-RTT packet from this path was sent to: a peer that keeps it
+    /// from a new address was rebound rather than moved on purpose (RFC 9000 §9.5).
+    pub(crate) peer_dcid: ConnectionId,
 }
 
 impl Path {
@@ -561,6 +564,7 @@ impl Connection {
             bytes_received: 0,
             bytes_sent: 0,
             mtu: starting_mtu(&config.transport),
+            peer_dcid: local_cid,
         };
         let initial_keys = connection_initial_keys(config.version, &initial_dcid, Side::Client)
             .map_err(|e| TransportError::internal_error(format!("initial keys: {e}")))?;
@@ -617,6 +621,7 @@ impl Connection {
             bytes_received: 0,
             bytes_sent: 0,
             mtu: starting_mtu(transport),
+            peer_dcid: local_cid,
         };
         let mut conn = Self::new(
             now,

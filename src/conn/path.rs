@@ -8,11 +8,14 @@
 //! newer packet from there, which moves the connection back, with the congestion state, RTT estimate
 //! and MTU it had there. No connection ID of the peer's is sent to two addresses (§9.5): while the
 //! peer has spare IDs, each new address gets one of its own, the old path's challenge goes with the ID
-//! that path already carried, and a return to the old path takes that ID back. A PATH_CHALLENGE from another
-//! address than the current path's (a probe, §9.1, or one from a path the peer left before it was
-//! answered) is answered there, alone in a datagram (§8.2.2). Clients do not follow a server to a
-//! new address (servers do not migrate in QUIC v1, short of preferred_address, which quicsand neither
-//! offers nor follows: its connection ID is only kept as a spare).
+//! that path already carried, and a return to the old path takes that ID back. Without a spare, the ID in
+//! use goes on to the new address only if the peer kept sending to the same ID of ours (a NAT
+//! rebinding); a peer that moved to another of our IDs is followed once it gives us a new one of its own
+//! (`may_follow`). A PATH_CHALLENGE from another address than the current path's (a probe, §9.1, or one
+//! from a path the peer left before it was answered) is answered there, alone in a datagram (§8.2.2).
+//! Clients do not follow a server to a new address (servers do not migrate in QUIC v1, short of
+//! preferred_address, which quicsand neither offers nor follows: its connection ID is only kept as a
+//! spare).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -108,7 +111,8 @@ pub(crate) struct OldPathChallenge {
 }
 
 impl Connection {
-    /// The peer now sends from `remote`: move the connection there and validate the new address.
+    /// The peer now sends from `remote`, to our connection ID `dcid`: move the connection there and
+    /// validate the new address.
     ///
     /// Returns the peer's connection ID that the path left used, when the move put it out of use (the
     /// new path took another, RFC 9000 §9.5): the caller answers a challenge still owed to that path with
@@ -120,6 +124,7 @@ impl Connection {
         remote: SocketAddr,
         local_ip: Option<IpAddr>,
         len: usize,
+        dcid: ConnectionId,
     ) -> Option<(u64, ConnectionId)> {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
@@ -135,6 +140,7 @@ impl Connection {
             if let Some((mut previous, state)) = v.previous {
                 previous.bytes_received += len as u64;
                 previous.local_ip = local_ip.or(previous.local_ip);
+                previous.peer_dcid = dcid;
                 self.return_to(previous, state);
             }
             self.announce_reset_tokens();
@@ -150,6 +156,7 @@ impl Connection {
                 bytes_received: len as u64,
                 bytes_sent: 0,
                 mtu,
+                peer_dcid: dcid,
             },
         );
         // A second move during a validation keeps the last validated path as the fallback, and its
@@ -341,10 +348,37 @@ impl Connection {
     /// grow without end (RFC 9000 §5.1.2: an endpoint SHOULD limit them). Without a spare the connection
     /// goes on as it does when the peer has none to give (§9.5).
     fn take_spare_for_path(&mut self) -> Option<(u64, ConnectionId, ResetToken)> {
-        if self.retire_cids.len() as u64 >= self.retire_owed_limit() {
+        if !self.spare_for_path_available() {
             return None;
         }
         self.take_lowest_spare()
+    }
+
+    /// Whether [`take_spare_for_path`](Self::take_spare_for_path) would find a spare.
+    fn spare_for_path_available(&self) -> bool {
+        (self.retire_cids.len() as u64) < self.retire_owed_limit() && !self.peer_cids.is_empty()
+    }
+
+    /// Whether the connection may follow the peer to `remote`, where a non-probing packet to our connection
+    /// ID `dcid` came from. RFC 9000 §9.5: "an endpoint MUST NOT reuse a connection ID when sending to
+    /// more than one destination address", but it "MAY continue to use the current connection ID with
+    /// the new remote address" when packets arrive from there "with the same Destination Connection ID
+    /// field value" (a NAT rebinding). So: with a spare ID of the peer's for the new address, with
+    /// zero-length IDs (nothing to link), when the peer still sends to the ID it used on the current
+    /// path, or back to the validated path left (§9.3.2, §9.3.3: it keeps its own ID, or already saw
+    /// the one in use). A peer that moved to another of our IDs while we hold no spare of its own is not
+    /// followed: §9.3: "it will not be able to send anything on the new path until the peer provides
+    /// one", and the connection stays where it is meanwhile (§9 lets us ignore a peer that moves against
+    /// our disable_active_migration). Its next packet from there after a NEW_CONNECTION_ID moves it.
+    pub(crate) fn may_follow(&self, remote: SocketAddr, dcid: &ConnectionId) -> bool {
+        self.remote_cid.is_empty()
+            || *dcid == self.path.peer_dcid
+            || self.spare_for_path_available()
+            || self
+                .path_validation
+                .as_ref()
+                .and_then(|v| v.previous.as_ref())
+                .is_some_and(|(p, _)| p.remote == remote)
     }
 
     /// The bound on RETIRE_CONNECTION_ID frames owed (RFC 9000 §5.1.2: at least twice the limit).

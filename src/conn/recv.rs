@@ -380,12 +380,13 @@ impl Connection {
             return Ok(());
         }
         if moved {
-            if !probing && newest && space == SpaceId::Data {
-                // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection.
+            // RFC 9000 §9.3: a non-probing packet with the largest number so far moves the connection, if
+            // there is a connection ID of the peer's to use there (§9.5, `may_follow`).
+            if !probing && newest && space == SpaceId::Data && self.may_follow(*remote, dcid) {
                 let (left, left_ip, left_allowance) =
                     (self.path.remote, self.path.local_ip, self.path.send_allowance());
                 let left_cid = self.remote_cid;
-                let mut released = self.migrate(now, *remote, local_ip, datagram_len);
+                let mut released = self.migrate(now, *remote, local_ip, datagram_len, *dcid);
                 if let Some(owed) = response_owed.filter(|_| self.path_response == response_owed) {
                     // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
                     // just left: with the challenge to that path if it is still to go, else alone, with
@@ -414,6 +415,9 @@ impl Connection {
                 let allowance = 3 * datagram_len as u64;
                 self.answer_off_path(*remote, local_ip, data, allowance, None);
             }
+        } else if newest && space == SpaceId::Data && self.path.peer_dcid != *dcid {
+            // The peer moved to another of our IDs on this path (RFC 9000 §9.5, `may_follow`).
+            self.path.peer_dcid = *dcid;
         }
         if !self.spaces[space.index()].discarded {
             self.spaces[space.index()]

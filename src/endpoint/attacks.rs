@@ -717,6 +717,69 @@ fn a_return_after_the_old_paths_id_was_retired_takes_a_spare() {
     assert_eq!(server_error(&mut p), None);
 }
 #[test]
+fn a_client_that_moves_with_a_new_connection_id_is_followed_only_with_a_new_one() {
+    // RFC 9000 §9.5: "an endpoint MUST NOT reuse a connection ID when sending to more than one
+    // destination address"; the current ID MAY go on to a new address only for packets that arrive
+    // from there "with the same Destination Connection ID field value" (a NAT rebinding). §9.3: "If the
+    // recipient has no unused connection IDs from the peer, it will not be able to send anything on the
+    // new path until the peer provides one." The client moves and switches to another of the server's
+    // IDs while the server holds no spare of the client's: the server stays on the old path and sends
+    // nothing to the new address until the client's new IDs arrive (here through the old address,
+    // which still reaches the client), then follows with one of them. Before, it followed at once
+    // with the ID the old address had seen.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let new: SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let mut seen = ids_on_record(&mut p);
+    {
+        // The server gives up its spares (their RETIRE_CONNECTION_ID frames not sent yet).
+        let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+        while let Some((seq, ..)) = conn.take_lowest_spare() {
+            conn.retire_spare(seq);
+        }
+    }
+    p.server.after_conn(h, true);
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        let (seq, id, _) = conn.peer_cids.remove(0);
+        conn.remote_cid = id;
+        conn.remote_cid_seq = seq;
+        conn.ping();
+    }
+    p.client.after_conn(ch, true);
+    client_to_server_from(&mut p, new);
+    assert_eq!(
+        p.server.table.get(h).unwrap().conn.path.remote,
+        client,
+        "no ID to send to the new address with"
+    );
+    for _ in 0..4 {
+        if p.server.table.get(h).unwrap().conn.path.remote == new {
+            break;
+        }
+        server_dcids_to(&mut p, client, &mut seen);
+        client_to_server_from(&mut p, new);
+    }
+    assert_no_id_to_two_addresses(&seen);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, new);
+    // Once there, the server reaches the client at its new address and validates it.
+    let end = p.now + Duration::from_secs(2);
+    loop {
+        server_dcids_to(&mut p, new, &mut seen);
+        client_to_server_from(&mut p, new);
+        if !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|(to, _)| *to == new));
+    assert_no_id_to_two_addresses(&seen);
+    assert!(p.server.table.get(h).unwrap().conn.path.validated);
+    assert_eq!(server_error(&mut p), None);
+}
+
+#[test]
 fn a_forwarded_packet_does_not_hold_the_connection_away_from_the_client() {
     // An off-path attacker forwards a copy of the client's packet from its own address, ahead of the
     // original (RFC 9000 §9.3.3): the server moves there, but its challenge on the old path draws a
