@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event,
-    ReadError, ServerConfig, StreamEvent, StreamId, TransportConfig, ValidationTokenConfig,
+    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, EndpointConfig,
+    Event, ReadError, ServerConfig, StreamEvent, StreamId, TransportConfig, ValidationTokenConfig,
 };
 
 use crate::alloc::{charged, counts, CLIENT, HARNESS, SERVER};
@@ -82,11 +82,11 @@ impl Side {
         }
     }
 
-    fn recv(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+    fn recv(&mut self, now: Instant, from: SocketAddr, ecn: Option<EcnCodepoint>, payload: BytesMut) {
         let local = Some(self.addr.ip());
         match self
             .endpoint
-            .handle(now, from, local, None, payload, &mut self.buf)
+            .handle(now, from, local, ecn, payload, &mut self.buf)
         {
             None => {}
             Some(DatagramEvent::ConnectionEvent(h, ev)) => {
@@ -207,7 +207,7 @@ impl Pair {
         let mut buf = std::mem::take(&mut src.buf);
         for r in std::mem::take(&mut src.responses) {
             let payload = charged(buf_ctx, || BytesMut::from(&r[..]));
-            charged(dst_ctx, || dst.recv(now, from, payload));
+            charged(dst_ctx, || dst.recv(now, from, None, payload));
             moved += 1;
         }
         let mut i = 0;
@@ -234,7 +234,8 @@ impl Pair {
                 } else {
                     std::mem::take(&mut payload)
                 };
-                charged(dst_ctx, || dst.recv(now, from, d));
+                // The codepoint travels as on a path that carries ECN (quicsand's pump does the same).
+                charged(dst_ctx, || dst.recv(now, from, t.ecn, d));
                 moved += 1;
                 self.datagrams[usize::from(!from_client)] += 1;
             }
