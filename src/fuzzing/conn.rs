@@ -9,7 +9,7 @@ use super::pair::{Network, Pair, Perfect, Setup, StreamModel, BASE_DELAY, CLIENT
 use crate::event::ConnectionError;
 use crate::wire::frame::{Frame, Frames};
 use crate::wire::header::{Coalesced, LongType};
-use crate::{AcceptPolicy, StreamId};
+use crate::{AcceptPolicy, EcnCodepoint, StreamId};
 
 /// Whether this build runs on the null cipher (fuzzing) rather than real packet protection (tests).
 pub const NULL_CRYPTO: bool = cfg!(fuzzing);
@@ -172,6 +172,8 @@ struct Scripted<'a> {
     corrupted: bool,
     /// The port a NAT rebinding gave the client, if one did: its datagrams come from there since.
     client_port: Option<u16>,
+    /// The codepoint the last routed datagram arrives with instead of its own, if the script rewrote it.
+    ecn: Option<Option<EcnCodepoint>>,
 }
 
 impl Network for Scripted<'_> {
@@ -184,6 +186,15 @@ impl Network for Scripted<'_> {
         self.client_port.filter(|_| from == CLIENT)
     }
 
+    fn ecn(&mut self, _from: usize, sent: Option<EcnCodepoint>) -> Option<EcnCodepoint> {
+        // Only a marked datagram can be CE-marked; a rewrite or a clearing applies to any.
+        match self.ecn.take() {
+            Some(Some(EcnCodepoint::Ce)) if sent.is_none() => None,
+            Some(rewritten) => rewritten,
+            None => sent,
+        }
+    }
+
     fn route(&mut self, from: usize, mut datagram: Vec<u8>, out: &mut Vec<(Duration, Vec<u8>)>) {
         if self.input.is_empty() {
             out.push((BASE_DELAY, datagram));
@@ -191,9 +202,21 @@ impl Network for Scripted<'_> {
         }
         let b = self.input.u8();
         let extra = Duration::from_millis(u64::from(b >> 3));
+        self.ecn = None;
         match b & 7 {
             // Deliver, with up to 31 ms of extra delay (reordering).
-            0..=2 => out.push((BASE_DELAY + extra, datagram)),
+            0 | 1 => out.push((BASE_DELAY + extra, datagram)),
+            // The same, the ECN field marked CE, cleared, or rewritten to ECT(1) (RFC 9000 §13.4), or
+            // kept.
+            2 => {
+                self.ecn = match (b >> 3) & 3 {
+                    0 => Some(Some(EcnCodepoint::Ce)),
+                    1 => Some(None),
+                    2 => Some(Some(EcnCodepoint::Ect1)),
+                    _ => None,
+                };
+                out.push((BASE_DELAY + extra, datagram));
+            }
             // A NAT rebinding: the client's datagrams come from another port from this one on (the
             // old mapping still delivers to it).
             3 => {
@@ -268,6 +291,7 @@ pub(super) fn run_conn_network(setup: &Setup, data: &[u8]) -> (Pair, bool, bool)
         input,
         corrupted: false,
         client_port: None,
+        ecn: None,
     };
     let mut app = transfer_app(len);
     let limit = pair.now + NETWORK_BOUND;

@@ -17,8 +17,8 @@ use crate::conn::{ReadError, StreamEvent, WriteError};
 use crate::crypto::tls;
 use crate::wire::frame::Dir;
 use crate::{
-    ClientConfig, ConnectionError, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig,
-    StreamId, TransportConfig,
+    ClientConfig, ConnectionError, ConnectionHandle, Datagram, EcnCodepoint, Endpoint, EndpointConfig, Event,
+    ServerConfig, StreamId, TransportConfig,
 };
 
 /// Index of the client in [`Pair`]'s per-side arrays.
@@ -109,6 +109,12 @@ pub(crate) trait Network {
     fn tainted(&self) -> bool {
         false
     }
+
+    /// The ECN codepoint a datagram of side `from` sent with `sent` arrives with, after the last
+    /// [`route`](Self::route) (a network may clear, rewrite or CE-mark it); carried unchanged by default.
+    fn ecn(&mut self, _from: usize, sent: Option<EcnCodepoint>) -> Option<EcnCodepoint> {
+        sent
+    }
 }
 
 /// A network that delivers everything after [`BASE_DELAY`].
@@ -179,7 +185,8 @@ pub(crate) struct Peer {
 
 /// A datagram on its way: arrival time, sequence number (for a stable order), receiving side, the
 /// address it comes from, bytes.
-type InFlight = (Instant, u64, usize, SocketAddr, Vec<u8>);
+/// Arrival, sequence, receiving side, source address, the ECN bits, the bytes.
+type InFlight = (Instant, u64, usize, SocketAddr, u8, Vec<u8>);
 
 /// A client and a server endpoint, a network, and the stream model.
 pub(crate) struct Pair {
@@ -263,6 +270,7 @@ impl Pair {
                         record.push((s, d.to_vec()));
                     }
                     net.route(s, d.to_vec(), &mut self.routed);
+                    let ecn = net.ecn(s, t.ecn).map_or(0, EcnCodepoint::bits);
                     let mut from = self.peers[s].addr;
                     if let Some(port) = net.source_port(s) {
                         from.set_port(port);
@@ -270,8 +278,14 @@ impl Pair {
                     for (delay, bytes) in self.routed.drain(..) {
                         if self.in_flight.len() < MAX_IN_FLIGHT {
                             self.seq += 1;
-                            self.in_flight
-                                .push(Reverse((self.now + delay, self.seq, 1 - s, from, bytes)));
+                            self.in_flight.push(Reverse((
+                                self.now + delay,
+                                self.seq,
+                                1 - s,
+                                from,
+                                ecn,
+                                bytes,
+                            )));
                         }
                     }
                 }
@@ -313,14 +327,14 @@ impl Pair {
         }
     }
 
-    /// Delivers `datagram` to side `to` now.
-    pub(crate) fn deliver(&mut self, to: usize, from: SocketAddr, datagram: &[u8]) {
+    /// Delivers `datagram` to side `to` now, with the ECN codepoint `ecn`.
+    fn deliver(&mut self, to: usize, from: SocketAddr, ecn: Option<EcnCodepoint>, datagram: &[u8]) {
         self.peers[to].ep.handle_datagram(
             self.now,
             Datagram {
                 remote: from,
                 local: None,
-                ecn: None,
+                ecn,
                 payload: BytesMut::from(datagram),
             },
         );
@@ -385,10 +399,10 @@ impl Pair {
                 if *at > self.now {
                     break;
                 }
-                let Some(Reverse((_, _, to, from, bytes))) = self.in_flight.pop() else {
+                let Some(Reverse((_, _, to, from, ecn, bytes))) = self.in_flight.pop() else {
                     break;
                 };
-                self.deliver(to, from, &bytes);
+                self.deliver(to, from, EcnCodepoint::from_bits(ecn), &bytes);
             }
             for s in [CLIENT, SERVER] {
                 if self.peers[s].ep.poll_timeout().is_some_and(|t| t <= self.now) {
