@@ -146,7 +146,10 @@ impl Ecn {
             return EcnSignal::None;
         }
         self.peer[i] = c;
-        if marked > 0 && matches!(self.phase, EcnPhase::Testing | EcnPhase::Unknown) {
+        // Only marks that crossed this path validate it (RFC 9000 §13.4.2: "validates the ECN counts for
+        // each network path"): packets of the path left, in flight when the connection moved, say
+        // nothing of the new one.
+        if marked_this_path > 0 && matches!(self.phase, EcnPhase::Testing | EcnPhase::Unknown) {
             self.phase = EcnPhase::Capable;
         }
         if c.ce > prev.ce {
@@ -294,5 +297,29 @@ mod tests {
         assert!(!e.marking());
         assert_eq!(e.sent, [0; 3]);
         assert_eq!(e.phase(), EcnPhase::Off);
+    }
+    /// RFC 9000 §13.4.2: "an endpoint validates the ECN counts for each network path". After a path
+    /// change, an acknowledgement of packets marked on the path left (in flight when the connection
+    /// moved) says nothing of the new path: it must not end the new path's testing period as
+    /// "capable". Else a new path that drops marked packets gets every packet marked, and loses them
+    /// all, instead of ten.
+    #[test]
+    fn acks_of_the_previous_paths_marked_packets_do_not_validate_a_new_path() {
+        let mut e = Ecn::new(true);
+        sent(&mut e, 10);
+        e.on_ack(SpaceId::Data, counts(10, 0), 10, 10, true);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        // Five more marked packets in flight on the old path, then the connection moves.
+        sent(&mut e, 5);
+        e.on_path_change();
+        sent(&mut e, 3);
+        // An ACK of the old path's five only, raising the largest acknowledged; the counts grew by five.
+        e.on_ack(SpaceId::Data, counts(15, 0), 5, 0, true);
+        assert_eq!(e.phase(), EcnPhase::Testing, "the new path is still being tested");
+        // The new path drops marked packets: the rest of the ten are lost too, and marking stops.
+        sent(&mut e, 7);
+        assert_eq!(e.phase(), EcnPhase::Unknown);
+        e.on_lost(10);
+        assert_eq!(e.phase(), EcnPhase::Failed);
     }
 }

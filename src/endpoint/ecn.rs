@@ -188,3 +188,138 @@ fn ecn_off_marks_nothing() {
     assert!(seen > 0);
     assert_eq!(p.server.conn(sh).unwrap().stats().ecn_marked_sent, 0);
 }
+
+/// A server-to-client transfer of `bytes` during which the client's NAT rebinds to a new port, 60 ms
+/// into it. The server's datagrams take 20 ms and go through `old` (the old mapping, which delivers
+/// nothing sent after the rebinding) or `new` (the new one); the client's arrive at once, and it pings
+/// every 10 ms (which gives the server room under its anti-amplification limit on the new path).
+/// `watch` sees the server's connection after each millisecond. Returns the bytes the client received
+/// and the server's counters.
+fn transfer_across_a_rebinding(
+    bytes: usize,
+    old: Network<'_>,
+    new: Network<'_>,
+    watch: &mut dyn FnMut(&crate::conn::Connection),
+) -> (usize, ConnectionStats) {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let mut index = 0u64;
+    for _ in 0..100 {
+        step(&mut p, old, &mut index);
+    }
+    p.assert_both_connected();
+    let sh = p.server_h.unwrap();
+    let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    let (old_addr, new_addr): (std::net::SocketAddr, std::net::SocketAddr) =
+        (CLIENT.parse().unwrap(), "192.0.2.1:6000".parse().unwrap());
+    let delay = Duration::from_millis(20);
+    // Server to client, on their way: arrival time, codepoint, payload.
+    let mut down: std::collections::VecDeque<(Instant, Option<EcnCodepoint>, BytesMut)> =
+        std::collections::VecDeque::new();
+    let (mut written, mut received, mut steps) = (0, 0, 0u64);
+    let rebinding = p.now + Duration::from_millis(60);
+    let end = p.now + Duration::from_secs(30);
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    while received < bytes && p.now < end {
+        {
+            let mut conn = p.server.conn(sh).unwrap();
+            let mut s = conn.stream(id);
+            while written < bytes {
+                match s.write(&vec![7u8; (bytes - written).min(16384)]) {
+                    Ok(n) => written += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = p.now;
+        let rebound = now >= rebinding;
+        while let Some(t) = p.server.poll_transmit(now, &mut out) {
+            for d in t.datagrams(&out) {
+                index += 1;
+                let arrives = match t.destination {
+                    a if a == old_addr && !rebound => old(t.ecn, index),
+                    a if a == new_addr => new(t.ecn, index),
+                    _ => None,
+                };
+                if let Some(ecn) = arrives {
+                    down.push_back((now + delay, ecn, BytesMut::from(d)));
+                }
+            }
+        }
+        while down.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, ecn, payload) = down.pop_front().unwrap();
+            p.client.handle_datagram(
+                now,
+                Datagram {
+                    remote: SERVER.parse().unwrap(),
+                    local: None,
+                    ecn,
+                    payload,
+                },
+            );
+        }
+        if steps % 10 == 0 {
+            if let Ok(mut conn) = p.client.conn(ch) {
+                conn.ping();
+            }
+        }
+        steps += 1;
+        let from = if rebound { new_addr } else { old_addr };
+        while let Some(t) = p.client.poll_transmit(now, &mut out) {
+            for d in t.datagrams(&out) {
+                p.server.handle_datagram(
+                    now,
+                    Datagram {
+                        remote: from,
+                        local: None,
+                        ecn: t.ecn,
+                        payload: BytesMut::from(d),
+                    },
+                );
+            }
+        }
+        watch(&p.server.table.get(sh).unwrap().conn);
+        while p.client.poll_event().is_some() {}
+        while p.server.poll_event().is_some() {}
+        p.now += Duration::from_millis(1);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+        let Ok(mut conn) = p.client.conn(ch) else {
+            break;
+        };
+        let mut s = conn.stream(id);
+        while let Ok(Some(n)) = s.read(&mut buf) {
+            received += n;
+        }
+    }
+    let stats = p.server.conn(sh).unwrap().stats();
+    (received, stats)
+}
+
+/// RFC 9000 §13.4.2: ECN is validated on each path. The client's NAT rebinds while the server's marked
+/// packets are on their way, and the new mapping drops packets marked ECT(0) (a faulty element on the
+/// new path). The client's ACKs from the new port acknowledge the old path's marked packets: that must
+/// not validate the new path, whose first ten marked packets are lost and whose later, unmarked ones
+/// carry the connection on. Before, the new path was taken as capable at once, every packet went out
+/// marked and was lost, until path validation failed three seconds later.
+#[test]
+fn a_new_path_that_drops_marked_packets_is_not_validated_by_the_old_paths_acks() {
+    use crate::conn::ecn::EcnPhase;
+    let new: std::net::SocketAddr = "192.0.2.1:6000".parse().unwrap();
+    let mut capable_on_new_path = false;
+    let (received, _) = transfer_across_a_rebinding(
+        3_000_000,
+        &mut |e, _| Some(e),
+        &mut |e, _| e.is_none().then_some(None),
+        &mut |conn| {
+            // Nothing marked reached the client on the new path: no ACK can have validated it.
+            capable_on_new_path |= conn.path.remote == new && conn.ecn.phase() == EcnPhase::Capable;
+        },
+    );
+    assert!(
+        !capable_on_new_path,
+        "the new path was taken as ECN-capable on the old path's acknowledgements"
+    );
+    assert_eq!(received, 3_000_000, "the transfer completed over the new path");
+}
