@@ -118,10 +118,18 @@ impl Ecn {
         largest_increased: bool,
     ) -> EcnSignal {
         self.path_acked += marked_this_path;
+        let i = space.index();
+        if self.phase == EcnPhase::Failed && largest_increased {
+            // The counts go on as the baseline of the next path's test (RFC 9000 Appendix A.4: "existing
+            // ECN counts are remembered as a baseline"): what this path did to the marks (ECT(1) or CE
+            // counted for them) is not held against the next one.
+            if let Some(c) = counts {
+                self.remember(i, c);
+            }
+        }
         if matches!(self.phase, EcnPhase::Failed | EcnPhase::Off) || !largest_increased {
             return EcnSignal::None;
         }
-        let i = space.index();
         let Some(c) = counts else {
             // RFC 9000 §13.4.2.1: "If an ACK frame newly acknowledges a packet that the endpoint sent
             // with either the ECT(0) or ECT(1) codepoint set, ECN validation fails if the corresponding
@@ -134,15 +142,17 @@ impl Ecn {
         let prev = self.peer[i];
         let valid = c.ect0 >= prev.ect0
             && c.ce >= prev.ce
-            // We never send ECT(1); nor more ECT(0) than we marked (§13.4.2.1: counts beyond what was sent
-            // with a codepoint fail validation).
-            && c.ect1 == 0
+            // We never send ECT(1), so its count may not grow beyond the path's baseline (it does not
+            // shrink, and a path left that rewrote the marks may have raised it); nor more ECT(0) than
+            // we marked (§13.4.2.1: counts beyond what was sent with a codepoint fail validation).
+            && c.ect1 <= prev.ect1
             && c.ect0.saturating_add(c.ce) <= self.sent[i]
             // §13.4.2.1: the ECT(0) and CE counts grew by at least the newly acknowledged marked packets
             // (a lost ACK frame can make them grow by more).
             && (c.ect0 - prev.ect0).saturating_add(c.ce - prev.ce) >= marked;
         if !valid {
             self.phase = EcnPhase::Failed;
+            self.remember(i, c);
             return EcnSignal::None;
         }
         self.peer[i] = c;
@@ -157,6 +167,15 @@ impl Ecn {
         } else {
             EcnSignal::None
         }
+    }
+
+    /// Keeps the peer's counts of space `i` as the baseline, each no lower than before (the counts
+    /// only grow; a reordered or false report does not lower them).
+    fn remember(&mut self, i: usize, c: EcnCounts) {
+        let p = &mut self.peer[i];
+        p.ect0 = p.ect0.max(c.ect0);
+        p.ect1 = p.ect1.max(c.ect1);
+        p.ce = p.ce.max(c.ce);
     }
 
     /// The connection moved to another path: its marks are tested again, unless turned off.
@@ -320,6 +339,42 @@ mod tests {
         sent(&mut e, 7);
         assert_eq!(e.phase(), EcnPhase::Unknown);
         e.on_lost(10);
+        assert_eq!(e.phase(), EcnPhase::Failed);
+    }
+
+    /// Appendix A.4 of RFC 9000: "To start testing a path, the ECN state is set to "testing", and
+    /// existing ECN counts are remembered as a baseline." ECT(1) counted on a path that rewrote the
+    /// marks (which failed it) stays in the peer's count for good: a later path that carries the marks
+    /// as sent must still validate.
+    #[test]
+    fn ect1_counted_on_a_failed_path_does_not_fail_the_next_one() {
+        let mut e = Ecn::new(true);
+        sent(&mut e, 3);
+        let rewritten = EcnCounts {
+            ect0: 0,
+            ect1: 2,
+            ce: 0,
+        };
+        e.on_ack(SpaceId::Data, Some(rewritten), 2, 2, true);
+        assert_eq!(e.phase(), EcnPhase::Failed);
+        e.on_path_change();
+        sent(&mut e, 3);
+        // The new path carries ECT(0): that count grew by the three newly acknowledged.
+        let carried = EcnCounts {
+            ect0: 3,
+            ect1: 2,
+            ce: 0,
+        };
+        e.on_ack(SpaceId::Data, Some(carried), 3, 3, true);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        // A rise of ECT(1) on this path still fails it.
+        sent(&mut e, 1);
+        let again = EcnCounts {
+            ect0: 3,
+            ect1: 3,
+            ce: 0,
+        };
+        e.on_ack(SpaceId::Data, Some(again), 1, 1, true);
         assert_eq!(e.phase(), EcnPhase::Failed);
     }
 }

@@ -323,3 +323,34 @@ fn a_new_path_that_drops_marked_packets_is_not_validated_by_the_old_paths_acks()
     );
     assert_eq!(received, 3_000_000, "the transfer completed over the new path");
 }
+
+/// RFC 9000 §13.4.2: each new path is tested afresh ("An endpoint thus attempts to use ECN and validates
+/// this for each new connection, ..., and on active connection migration to a new path"; Appendix A.4:
+/// "existing ECN counts are remembered as a baseline"). The old mapping rewrote ECT(0) to ECT(1), so the
+/// peer's ECT(1) count is not zero and validation failed there; the new mapping carries the marks as
+/// sent. The ECT(1) count, which only grows, must not fail the new path's validation as well.
+#[test]
+fn ect1_counted_on_the_path_left_does_not_fail_the_new_paths_validation() {
+    use crate::conn::ecn::EcnPhase;
+    let new: std::net::SocketAddr = "192.0.2.1:6000".parse().unwrap();
+    let mut phase_on_new_path = None;
+    let (received, stats) = transfer_across_a_rebinding(
+        3_000_000,
+        // The rewriting starts after the handshake, in the application space whose counts the new
+        // path shares.
+        &mut |e, i| Some(if i > 3 { e.map(|_| EcnCodepoint::Ect1) } else { e }),
+        &mut |e, _| Some(e),
+        &mut |conn| {
+            if conn.path.remote == new {
+                phase_on_new_path = Some(conn.ecn.phase());
+            }
+        },
+    );
+    assert_eq!(received, 3_000_000);
+    assert_eq!(
+        phase_on_new_path,
+        Some(EcnPhase::Capable),
+        "the new path carries the marks ({stats:?})"
+    );
+    assert_eq!(stats.ecn_validation_failures, 1, "the old path's only");
+}
