@@ -716,7 +716,11 @@ impl Connection {
             tracing::debug!(side = ?self.side, "ECN validation failed: packets go unmarked");
             self.stats.ecn_validation_failures += 1;
         }
-        if signal == EcnSignal::Congestion {
+        // RFC 9000 §9.4: an ACK whose largest packet was sent on the path left acknowledges only that
+        // path's packets, so the CE marks it reports are that path's congestion, not the new one's (whose
+        // controller may have started again), as its losses are not counted against the new path.
+        let this_path = space != SpaceId::Data || ack.largest() >= self.recovery.path_first_pn();
+        if signal == EcnSignal::Congestion && this_path {
             self.stats.ecn_ce_signals += 1;
             // Marks are not loss: nothing to undo if losses of the same period prove spurious.
             self.cc_undo = None;

@@ -189,7 +189,7 @@ fn ecn_off_marks_nothing() {
     assert_eq!(p.server.conn(sh).unwrap().stats().ecn_marked_sent, 0);
 }
 
-/// A server-to-client transfer of `bytes` during which the client's NAT rebinds to a new port, 60 ms
+/// A server-to-client transfer of `bytes` during which the client's NAT rebinds to `new_addr`, 60 ms
 /// into it. The server's datagrams take 20 ms and go through `old` (the old mapping, which delivers
 /// nothing sent after the rebinding) or `new` (the new one); the client's arrive at once, and it pings
 /// every 10 ms (which gives the server room under its anti-amplification limit on the new path).
@@ -197,6 +197,7 @@ fn ecn_off_marks_nothing() {
 /// and the server's counters.
 fn transfer_across_a_rebinding(
     bytes: usize,
+    new_addr: &str,
     old: Network<'_>,
     new: Network<'_>,
     watch: &mut dyn FnMut(&crate::conn::Connection),
@@ -211,7 +212,7 @@ fn transfer_across_a_rebinding(
     let sh = p.server_h.unwrap();
     let id = p.server.conn(sh).unwrap().open_uni().unwrap();
     let (old_addr, new_addr): (std::net::SocketAddr, std::net::SocketAddr) =
-        (CLIENT.parse().unwrap(), "192.0.2.1:6000".parse().unwrap());
+        (CLIENT.parse().unwrap(), new_addr.parse().unwrap());
     let delay = Duration::from_millis(20);
     // Server to client, on their way: arrival time, codepoint, payload.
     let mut down: std::collections::VecDeque<(Instant, Option<EcnCodepoint>, BytesMut)> =
@@ -310,6 +311,7 @@ fn a_new_path_that_drops_marked_packets_is_not_validated_by_the_old_paths_acks()
     let mut capable_on_new_path = false;
     let (received, _) = transfer_across_a_rebinding(
         3_000_000,
+        "192.0.2.1:6000",
         &mut |e, _| Some(e),
         &mut |e, _| e.is_none().then_some(None),
         &mut |conn| {
@@ -336,6 +338,7 @@ fn ect1_counted_on_the_path_left_does_not_fail_the_new_paths_validation() {
     let mut phase_on_new_path = None;
     let (received, stats) = transfer_across_a_rebinding(
         3_000_000,
+        "192.0.2.1:6000",
         // The rewriting starts after the handshake, in the application space whose counts the new
         // path shares.
         &mut |e, i| Some(if i > 3 { e.map(|_| EcnCodepoint::Ect1) } else { e }),
@@ -353,4 +356,39 @@ fn ect1_counted_on_the_path_left_does_not_fail_the_new_paths_validation() {
         "the new path carries the marks ({stats:?})"
     );
     assert_eq!(stats.ecn_validation_failures, 1, "the old path's only");
+}
+
+/// RFC 9000 §9.4: on a path with a new address, the congestion controller starts again, and congestion
+/// on the path left says nothing of the new one (as losses of the old path's packets are not counted
+/// against it). The old path CE-marks the server's packets; those in flight when the client moved are
+/// acknowledged from the new address, with a higher CE count: that rise belongs to the old path and must
+/// not halve the new path's fresh window (ending its slow start at half the initial window).
+#[test]
+fn ce_marks_of_the_path_left_are_not_congestion_on_the_new_path() {
+    let new: std::net::SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let (mut events_at_move, mut events_on_new_path) = (None, 0);
+    let (received, _) = transfer_across_a_rebinding(
+        3_000_000,
+        "198.51.100.7:6000",
+        &mut |e, i| {
+            Some(if i > 3 && e.is_some() {
+                Some(EcnCodepoint::Ce)
+            } else {
+                e
+            })
+        },
+        &mut |e, _| Some(e),
+        &mut |conn| {
+            if conn.path.remote == new {
+                let at_move = *events_at_move.get_or_insert(conn.stats.congestion_events);
+                events_on_new_path = conn.stats.congestion_events - at_move;
+            }
+        },
+    );
+    assert_eq!(received, 3_000_000);
+    assert!(events_at_move.is_some(), "the server moved to the new path");
+    assert_eq!(
+        events_on_new_path, 0,
+        "no congestion on the new path, which carries no CE mark"
+    );
 }
