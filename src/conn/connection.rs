@@ -1203,6 +1203,8 @@ impl Connection {
                             self.set_mtu(size);
                         }
                     }
+                    // RFC 9000 §13.4.2: a path that drops marked packets must not hold the probes back.
+                    self.ecn.on_pto(self.recovery.pto_count());
                     // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();

@@ -19,6 +19,11 @@ use crate::wire::frame::EcnCounts;
 /// Appendix A.4 suggest ten).
 pub(crate) const TESTING_PACKETS: u64 = 10;
 
+/// Probe timeouts in a row, with no marked packet of the path acknowledged, that end its testing period
+/// (RFC 9000 §13.4.2: "or for a period of three PTOs": the first PTO and the second, doubled, make three
+/// PTOs' time).
+pub(crate) const TESTING_PTOS: u32 = 2;
+
 /// Where the path stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EcnPhase {
@@ -91,6 +96,18 @@ impl Ecn {
         self.path_marked += 1;
         self.path_tracked += u64::from(in_flight);
         if self.phase == EcnPhase::Testing && self.path_marked >= TESTING_PACKETS {
+            self.phase = EcnPhase::Unknown;
+        }
+    }
+
+    /// A probe timeout, the `consecutive`th in a row. RFC 9000 §13.4.2 bounds the testing period to "the
+    /// first ten outgoing packets on a path, or ... a period of three PTOs": a path that drops marked
+    /// packets acknowledges none, and while each PTO lets only a packet or two go (the handshake), ten
+    /// take longer than the connection waits. At the second PTO in a row (three PTOs' time) with none of
+    /// the path's marked packets acknowledged, the testing ends: the next packets go unmarked, and the marked ones, when
+    /// acknowledged or lost, still decide.
+    pub(crate) fn on_pto(&mut self, consecutive: u32) {
+        if self.phase == EcnPhase::Testing && self.path_acked == 0 && consecutive >= TESTING_PTOS {
             self.phase = EcnPhase::Unknown;
         }
     }
@@ -376,5 +393,25 @@ mod tests {
         };
         e.on_ack(SpaceId::Data, Some(again), 1, 1, true);
         assert_eq!(e.phase(), EcnPhase::Failed);
+    }
+
+    #[test]
+    fn three_ptos_time_without_an_acknowledgement_ends_the_testing_period() {
+        let mut e = Ecn::new(true);
+        sent(&mut e, 3);
+        e.on_pto(1);
+        assert_eq!(e.phase(), EcnPhase::Testing);
+        e.on_pto(2);
+        assert_eq!(e.phase(), EcnPhase::Unknown);
+        assert!(!e.marking());
+        // The marked packets, acknowledged after all, validate the path.
+        e.on_ack(SpaceId::Data, counts(3, 0), 3, 3, true);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        // A path with one marked packet acknowledged is not cut short by PTOs.
+        let mut e = Ecn::new(true);
+        sent(&mut e, 3);
+        e.on_ack(SpaceId::Data, counts(1, 0), 1, 1, false);
+        e.on_pto(5);
+        assert_eq!(e.phase(), EcnPhase::Testing);
     }
 }

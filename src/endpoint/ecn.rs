@@ -392,3 +392,57 @@ fn ce_marks_of_the_path_left_are_not_congestion_on_the_new_path() {
         "no congestion on the new path, which carries no CE mark"
     );
 }
+
+/// RFC 9000 §13.4.2: "It is possible for faulty network devices to corrupt or erroneously drop packets
+/// that carry a non-zero ECN codepoint. To ensure connectivity in the presence of such devices, an
+/// endpoint validates ..."; the testing period lasts "the first ten outgoing packets on a path, or ... a
+/// period of three PTOs". A path that drops every marked packet, from the first: during the handshake
+/// each side sends a packet or two per PTO, with the PTO doubling, so ten marked packets took longer
+/// than the handshake timeout and the connection never came up. The testing period now also ends at the
+/// second PTO in a row (three PTOs' time) with nothing of the path's marked packets acknowledged.
+#[test]
+fn a_path_that_drops_marked_packets_still_carries_the_handshake() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let mut buf = Vec::new();
+    let start = p.now;
+    let mut connected_at = None;
+    while p.now < start + Duration::from_secs(30) && connected_at.is_none() {
+        let now = p.now;
+        for (from_client, src) in [(true, CLIENT), (false, SERVER)] {
+            let (a, b) = if from_client {
+                (&mut p.client, &mut p.server)
+            } else {
+                (&mut p.server, &mut p.client)
+            };
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                if t.ecn.is_some() {
+                    continue; // dropped
+                }
+                for d in t.datagrams(&buf) {
+                    b.handle_datagram(
+                        now,
+                        Datagram {
+                            remote: src.parse().unwrap(),
+                            local: None,
+                            ecn: None,
+                            payload: BytesMut::from(d),
+                        },
+                    );
+                }
+            }
+        }
+        while let Some((_, e)) = p.client.poll_event() {
+            if matches!(e, crate::event::Event::Connected) {
+                connected_at = Some(now - start);
+            }
+        }
+        while p.server.poll_event().is_some() {}
+        p.now += Duration::from_millis(1);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    let connected_at = connected_at.expect("the handshake completed");
+    // The client's testing ends at its second PTO (1 + 2 s with the initial RTT of 333 ms), the
+    // server's, which started then, at its own second PTO.
+    assert!(connected_at < Duration::from_secs(8), "{connected_at:?}");
+}
