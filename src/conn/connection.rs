@@ -1204,7 +1204,11 @@ impl Connection {
                         }
                     }
                     // RFC 9000 §13.4.2: a path that drops marked packets must not hold the probes back.
+                    let was_failed = self.ecn.phase() == EcnPhase::Failed;
                     self.ecn.on_pto(self.recovery.pto_count());
+                    if !was_failed && self.ecn.phase() == EcnPhase::Failed {
+                        self.stats.ecn_validation_failures += 1;
+                    }
                     // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();

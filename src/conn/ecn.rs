@@ -24,6 +24,10 @@ pub(crate) const TESTING_PACKETS: u64 = 10;
 /// PTOs' time).
 pub(crate) const TESTING_PTOS: u32 = 2;
 
+/// Probe timeouts in a row that end marking on a validated path (as the same number sends path MTU
+/// discovery back to the base size, RFC 8899 §4.3).
+pub(crate) const BLACK_HOLE_PTOS: u32 = 3;
+
 /// Where the path stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EcnPhase {
@@ -106,9 +110,16 @@ impl Ecn {
     /// take longer than the connection waits. At the second PTO in a row (three PTOs' time) with none of
     /// the path's marked packets acknowledged, the testing ends: the next packets go unmarked, and the marked ones, when
     /// acknowledged or lost, still decide.
+    ///
+    /// On a validated path, [`BLACK_HOLE_PTOS`] in a row may mean the path began dropping marked packets
+    /// (a route change onto a middlebox that does): no acknowledgement would ever fail validation then, so
+    /// marking ends for the path, as after a failed validation. A plain outage costs ECN on that path only.
     pub(crate) fn on_pto(&mut self, consecutive: u32) {
         if self.phase == EcnPhase::Testing && self.path_acked == 0 && consecutive >= TESTING_PTOS {
             self.phase = EcnPhase::Unknown;
+        }
+        if self.phase == EcnPhase::Capable && consecutive >= BLACK_HOLE_PTOS {
+            self.phase = EcnPhase::Failed;
         }
     }
 
@@ -407,6 +418,11 @@ mod tests {
         // The marked packets, acknowledged after all, validate the path.
         e.on_ack(SpaceId::Data, counts(3, 0), 3, 3, true);
         assert_eq!(e.phase(), EcnPhase::Capable);
+        // A validated path that stops acknowledging anything for three PTOs in a row stops marking.
+        e.on_pto(2);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        e.on_pto(3);
+        assert_eq!(e.phase(), EcnPhase::Failed);
         // A path with one marked packet acknowledged is not cut short by PTOs.
         let mut e = Ecn::new(true);
         sent(&mut e, 3);

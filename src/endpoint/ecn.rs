@@ -446,3 +446,20 @@ fn a_path_that_drops_marked_packets_still_carries_the_handshake() {
     // server's, which started then, at its own second PTO.
     assert!(connected_at < Duration::from_secs(8), "{connected_at:?}");
 }
+
+/// A validated path that starts dropping every marked packet (a route change onto a middlebox that
+/// does) would never fail validation, since nothing is acknowledged any more: three PTOs in a row end
+/// marking on it, and the transfer goes on unmarked.
+#[test]
+fn a_validated_path_that_starts_dropping_marked_packets_stops_being_marked() {
+    let (server, _) = transfer(1_000_000, &mut |e, i| {
+        if i > 300 && e.is_some() {
+            None
+        } else {
+            Some(e)
+        }
+    });
+    assert_eq!(server.ecn_validation_failures, 1, "{server:?}");
+    assert!(server.ecn_marked_sent > 250, "{server:?}");
+    assert!(server.packets_sent > server.ecn_marked_sent + 100, "{server:?}");
+}
