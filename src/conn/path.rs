@@ -39,6 +39,16 @@ pub(crate) struct PathValidation {
     pub(crate) pending: bool,
     /// When validation is given up (RFC 9000 §8.2.4).
     pub(crate) deadline: Instant,
+    /// When the challenge goes again, with new data, if no response came: RFC 9000 §8.2.1 ("MAY send
+    /// multiple PATH_CHALLENGE frames to guard against packet loss") and §9.4 ("a separate timer when a
+    /// PATH_CHALLENGE is sent ... If the timer fires before the PATH_RESPONSE is received, the endpoint
+    /// might send a new PATH_CHALLENGE and restart the timer for a longer period of time. This timer
+    /// SHOULD be set as described in Section 6.2.1 of [QUIC-RECOVERY]"). Without it a lost challenge
+    /// went again only once declared lost, after the next PTO, which after an outage has backed off far
+    /// beyond `deadline`: one loss failed the validation.
+    pub(crate) resend_at: Instant,
+    /// The period `resend_at` was last set for: the new path's PTO at first, doubled each time it fires.
+    pub(crate) resend_after: Duration,
     /// A PATH_CHALLENGE with `data` went out in a datagram of at least 1200 bytes. One held below that by
     /// the anti-amplification limit validates the address but not the path MTU (RFC 9000 §8.2.1).
     pub(crate) expanded: bool,
@@ -196,11 +206,16 @@ impl Connection {
         self.on_new_path(ip_changed);
         let mut data = [0u8; 8];
         self.rng.fill(&mut data);
+        // RFC 9000 §9.4: the challenge's own timer is a PTO of the new path (its RTT estimate starts again
+        // after a change of IP address), without the backoff of the path left.
+        let resend_after = self.pto();
         // Boxed: most connections never validate a path, and the state is large.
         self.path_validation = Some(Box::new(PathValidation {
             data,
             pending: true,
             deadline: later(now, timeout),
+            resend_at: later(now, resend_after),
+            resend_after,
             expanded: false,
             earlier: None,
             previous,
@@ -502,12 +517,15 @@ impl Connection {
         // validation, in a datagram of 1200 bytes, MUST follow, with a timeout of its own (§8.2.4; a
         // first answer late near its deadline would otherwise leave the second no time).
         let timeout = self.path_validation_timeout();
+        let resend_after = self.pto();
         if let Some(v) = self.path_validation.as_mut().filter(|_| !expanded) {
             self.rng.fill(&mut v.data);
             v.pending = true;
             v.expanded = false;
             v.earlier = None;
             v.deadline = later(now, timeout);
+            v.resend_after = resend_after;
+            v.resend_at = later(now, resend_after);
             return;
         }
         let v = self.path_validation.take();
@@ -519,14 +537,31 @@ impl Connection {
         }
     }
 
-    /// The path validation deadline.
+    /// The path validation's next timer: the challenge goes again, or the validation is given up.
     pub(crate) fn path_validation_deadline(&self) -> Option<Instant> {
-        self.path_validation.as_ref().map(|v| v.deadline)
+        self.path_validation.as_ref().map(|v| v.deadline.min(v.resend_at))
     }
 
     /// Validation timed out: return to the previous path, if there was a validated one (RFC 9000 §9.3.2);
-    /// without one, the connection is closed silently.
+    /// without one, the connection is closed silently. Before that, the challenge's own timer sends it
+    /// again (RFC 9000 §8.2.1, §9.4).
     pub(crate) fn on_path_validation_timeout(&mut self, now: Instant) {
+        if let Some(v) = self
+            .path_validation
+            .as_mut()
+            .filter(|v| now >= v.resend_at && now < v.deadline)
+        {
+            // "restart the timer for a longer period of time" (§9.4): twice as long, as PTOs back off.
+            v.resend_after = v.resend_after.saturating_mul(2);
+            v.resend_at = later(now, v.resend_after);
+            if !v.pending {
+                // RFC 9000 §13.3: new data each time; a late answer to the one before still counts.
+                v.earlier = Some((v.data, v.expanded));
+                self.rng.fill(&mut v.data);
+                v.expanded = false;
+                v.pending = true;
+            }
+        }
         if !self.path_validation.as_ref().is_some_and(|v| now >= v.deadline) {
             return;
         }

@@ -957,8 +957,10 @@ fn path_validation_lasts_three_ptos_of_the_new_path() {
         .get(h)
         .unwrap()
         .conn
-        .path_validation_deadline()
-        .unwrap();
+        .path_validation
+        .as_ref()
+        .unwrap()
+        .deadline;
     assert!(
         deadline - p.now >= 3 * pto_new_path,
         "{:?} < {:?}",

@@ -79,6 +79,8 @@ fn queue_probe(conn: &mut crate::conn::Connection, data: [u8; 8], now: std::time
         data,
         pending: false,
         deadline: now + Duration::from_secs(3),
+        resend_at: now + Duration::from_secs(3),
+        resend_after: Duration::from_secs(3),
         expanded: true,
         earlier: None,
         previous: None,
@@ -280,7 +282,10 @@ fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_pa
             conn.recovery.rtt().smoothed(),
             TransportConfig::default().initial_rtt
         );
-        (conn.path_validation_deadline().unwrap(), conn.remote_cid_seq)
+        (
+            conn.path_validation.as_ref().unwrap().deadline,
+            conn.remote_cid_seq,
+        )
     };
     // Nothing reaches the new address (nor the old one): the validation fails.
     let mut buf = Vec::new();
@@ -1029,4 +1034,77 @@ fn the_tokens_of_retired_and_unused_connection_ids_reset_nothing() {
     client_pings_from(&mut p, ch, new);
     assert!(server_to_client_at(&mut p, new) > 0);
     assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+}
+
+/// Found by the soak test (`tests/soak.rs`, seed 3363): after an outage both sides' PTOs have backed
+/// off far beyond the server's validation timeout (RFC 9000 §8.2.4: three PTOs, not backed off). The
+/// client, rebound meanwhile, comes back from a new address; the one datagram the server sends there,
+/// its PATH_CHALLENGE with the ACK, is lost. The challenge, declared lost only once a later packet is
+/// acknowledged, after the next (backed-off) PTO of either side, was never sent again before the
+/// validation gave up: the server went back to the address the client had left, and (each later
+/// probe of the client's meeting the same fate) both sides waited for the idle timeout. RFC 9000
+/// §8.2.1 ("MAY send multiple PATH_CHALLENGE frames to guard against packet loss") and §9.4 (a timer
+/// of the challenge's own, set as a PTO and restarted for longer each time) make it go again in time.
+#[test]
+fn a_lost_path_challenge_goes_again_before_the_validation_gives_up_after_an_outage() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    // Each side's last packet is acknowledged, so that what comes after the outage acknowledges nothing
+    // new (which would reset the PTO backoff, RFC 9002 §6.2.1).
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::from_secs(2));
+    p.server.conn(h).unwrap().ping();
+    p.run(Duration::from_secs(1));
+    // An outage: whatever either side sends is lost, until both PTOs have backed off beyond the 3 s
+    // that validating a new address may take.
+    let mut conn = p.server.conn(h).unwrap();
+    let id = conn.open_uni().unwrap();
+    conn.stream(id).write(&[7; 5_000]).unwrap();
+    drop(conn);
+    p.client.conn(ch).unwrap().ping();
+    let backed_off = |e: &crate::Endpoint, h: ConnectionHandle| {
+        let conn = &e.table.get(h).unwrap().conn;
+        let backoff = 1u32 << conn.recovery.pto_count().min(20);
+        conn.pto().saturating_mul(backoff) > Duration::from_secs(4)
+    };
+    let outage_end = p.now + Duration::from_secs(20);
+    while !(backed_off(&p.server, h) && backed_off(&p.client, ch)) {
+        server_sends_reaching(&mut p, nowhere());
+        let mut buf = Vec::new();
+        while p.client.poll_transmit(p.now, &mut buf).is_some() {}
+        assert!(p.advance_to_next_deadline(outage_end), "both back off");
+    }
+    server_sends_reaching(&mut p, nowhere());
+    // The client, rebound meanwhile, sends data from its new address (a datagram large enough for the
+    // server to challenge it twice within the anti-amplification limit, RFC 9000 §8.1); the server's
+    // answer there, its challenge with an ACK, is lost.
+    let new: SocketAddr = NEW.parse().unwrap();
+    let mut conn = p.client.conn(ch).unwrap();
+    let id = conn.open_uni().unwrap();
+    conn.stream(id).write(&[9; 1_000]).unwrap();
+    drop(conn);
+    let received = client_to_server_from(&mut p, new);
+    assert!(received >= 1_000, "{received} bytes from the new address");
+    server_sends_reaching(&mut p, nowhere());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, new);
+    assert!(conn.path_validation.as_ref().is_some_and(|v| !v.pending));
+    assert!(
+        backed_off(&p.server, h) && backed_off(&p.client, ch),
+        "the move acknowledged nothing new"
+    );
+    // From now on everything between the client's new address and the server arrives.
+    let end = p.now + Duration::from_secs(10);
+    loop {
+        server_to_client_at(&mut p, new);
+        client_to_server_from(&mut p, new);
+        if !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.stats().path_validation_failures, 0);
+    assert_eq!(conn.path.remote, new);
+    assert!(conn.path.validated);
 }
