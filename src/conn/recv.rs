@@ -688,6 +688,15 @@ impl Connection {
             #[cfg(feature = "qlog")]
             self.qlog_metrics(now);
         }
+        // RFC 9001 §4.1.2: "a client MAY consider the handshake to be confirmed when it receives an
+        // acknowledgment for a 1-RTT packet" (only a server whose handshake is complete processes 1-RTT
+        // packets, §5.7). Without it, a client whose HANDSHAKE_DONE is lost keeps retransmitting
+        // Handshake data the server, its keys gone, can no longer acknowledge, with no PTO for its 1-RTT
+        // packets (RFC 9002 §6.2.1) and no keep-alive meanwhile: if it is then rebound, nothing it sends
+        // shows the server its new address.
+        if space == SpaceId::Data && self.side.is_client() && !self.handshake_confirmed && !self.is_closed() {
+            self.on_handshake_confirmed(now);
+        }
         Ok(())
     }
 

@@ -1108,3 +1108,48 @@ fn a_lost_path_challenge_goes_again_before_the_validation_gives_up_after_an_outa
     assert_eq!(conn.path.remote, new);
     assert!(conn.path.validated);
 }
+
+/// Found by the soak test (`tests/soak.rs`, seed 6392): the server's HANDSHAKE_DONE, and the ACK of the
+/// client's Finished, are lost (bursty loss). The server, confirmed and without Handshake keys, drops
+/// the client's Handshake retransmissions; the client, not confirmed, arms no PTO for 1-RTT data (RFC
+/// 9002 §6.2.1) and sends no keep-alive while those are in flight. Flow-control blocked, it sends
+/// nothing else: when it is then rebound, nothing it sends is a 1-RTT packet that could show the server
+/// its new address, everything the server sends goes to the old one, and both wait for the idle
+/// timeout. RFC 9001 §4.1.2: "a client MAY consider the handshake to be confirmed when it receives an
+/// acknowledgment for a 1-RTT packet", which only a server whose handshake is complete can send.
+#[test]
+fn an_acknowledged_1rtt_packet_confirms_the_handshake_at_the_client() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    // The handshake, until the server has the client's Finished; what the server sends then (its
+    // HANDSHAKE_DONE) is lost.
+    for round in 0.. {
+        assert!(round < 10, "the handshake completes at the server");
+        client_to_server_from(&mut p, client);
+        let server = p.server.table.iter().next();
+        if server.is_some_and(|(_, e)| e.conn.handshake_confirmed) {
+            break;
+        }
+        server_sends_reaching(&mut p, client);
+    }
+    let h = p.server.table.iter().next().unwrap().0;
+    server_sends_reaching(&mut p, nowhere());
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    assert!(conn.handshake_complete && !conn.handshake_confirmed);
+    // A 1-RTT PING of the client's is acknowledged; the server sends nothing else.
+    p.client.conn(ch).unwrap().ping();
+    client_to_server_from(&mut p, client);
+    p.now += Duration::from_millis(30);
+    p.server.handle_timeout(p.now);
+    let sent = server_sends_reaching(&mut p, client);
+    assert!(!sent.is_empty(), "the server acknowledges the PING");
+    assert!(!p.server.table.get(h).unwrap().conn.handshake_done_acked);
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    assert!(
+        conn.handshake_confirmed,
+        "an ACK of a 1-RTT packet confirms the handshake"
+    );
+    // Handshake keys go (RFC 9001 §4.9.2): nothing more is sent with them, nothing waits for their PTO.
+    assert!(conn.spaces.live_mut(SpaceId::Handshake.index()).is_none());
+}
