@@ -108,8 +108,8 @@ impl Ecn {
     /// first ten outgoing packets on a path, or ... a period of three PTOs": a path that drops marked
     /// packets acknowledges none, and while each PTO lets only a packet or two go (the handshake), ten
     /// take longer than the connection waits. At the second PTO in a row (three PTOs' time) with none of
-    /// the path's marked packets acknowledged, the testing ends: the next packets go unmarked, and the marked ones, when
-    /// acknowledged or lost, still decide.
+    /// the path's marked packets acknowledged, the testing ends: the next packets go unmarked, and the
+    /// marked ones, when acknowledged or lost, still decide.
     ///
     /// On a validated path, [`BLACK_HOLE_PTOS`] in a row may mean the path began dropping marked packets
     /// (a route change onto a middlebox that does): no acknowledgement would ever fail validation then, so
