@@ -1662,3 +1662,25 @@ impl WallElapsed for Instant {
         (wall_now() - *self).as_secs_f64()
     }
 }
+
+/// The checks are not vacuous: a run checked against a plan that expects one byte more from a client
+/// than it sent is reported, naming the client.
+#[test]
+fn a_wrong_byte_count_is_reported() {
+    let plan = Plan::draw(1);
+    let mut run = Run::new(plan);
+    run.run_clients().unwrap();
+    let i = (0..run.plan.clients.len())
+        .find(|&i| !run.plan.clients[i].refused)
+        .unwrap();
+    run.plan.clients[i].total += 1;
+    let (mut problems, mut starved, mut timed_out) = (Vec::new(), 0, Vec::new());
+    run.check(&mut problems, &mut starved, &mut timed_out);
+    let named = format!("client {i} (");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with(&named) && p.contains("bytes")),
+        "{problems:?}"
+    );
+}
