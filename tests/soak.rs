@@ -1429,6 +1429,32 @@ impl Run {
         })
     }
 
+    /// Whether, after the last datagram of client `i` that reached the server, a datagram of the
+    /// server's reached the client (it had something to answer, and did not).
+    fn client_went_silent(&self, i: usize) -> bool {
+        use quicsand::sim::{Fate, TraceRecord};
+        let c = &self.plan.clients[i];
+        let server: SocketAddr = SERVER_ADDR.parse().unwrap();
+        let mut addrs = vec![c.addr];
+        addrs.extend(c.rebind.map(|(_, to)| to));
+        let arrived = |f: &Fate| matches!(f, Fate::Delivered { corrupted: false, .. });
+        let (mut last_up, mut last_down) = (None, None);
+        for r in self.sim.trace().records() {
+            if let TraceRecord::Datagram {
+                at, from, to, fate, ..
+            } = r
+            {
+                if arrived(fate) && addrs.contains(from) && *to == server {
+                    last_up = Some(*at);
+                }
+                if arrived(fate) && *from == server && addrs.contains(to) {
+                    last_down = Some(*at);
+                }
+            }
+        }
+        matches!((last_up, last_down), (Some(up), Some(down)) if down > up)
+    }
+
     /// Timeouts of client `i` with a cause outside the quicsand server, recognised in the whole trace
     /// (see the module documentation): `Some` names it.
     fn known_elsewhere(&self, i: usize) -> Option<usize> {
@@ -1456,6 +1482,12 @@ impl Run {
             // no migration on them, §9.3). quicsand clients take an acknowledged 1-RTT packet as
             // confirmation (RFC 9001 §4.1.2); quinn-proto waits for HANDSHAKE_DONE, which goes to the
             // address it left. Recognised by the server still sending to the old address.
+            // A quinn-proto client that went silent with the server's packets arriving: after the last
+            // datagram of its that reached the server, some of the server's did reach it, and it
+            // answered none (quinn-proto holds even its ACKs while its congestion window is full, here
+            // of 1-RTT data sent before the server could acknowledge it, and its lost Finished or the
+            // HANDSHAKE_DONE it waits for come only with PTOs backed off beyond the idle timeout).
+            Kind::Quinn if server_connected && self.client_went_silent(i) => Some(1),
             Kind::Quinn
                 if c.rebind.is_some()
                     && server_connected
