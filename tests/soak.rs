@@ -23,7 +23,7 @@
 //!   moves to a new IP, dropped no more datagrams than it received, and (without corruption) sent no
 //!   Version Negotiation; each quicsand client's connection sent exactly its bytes once, lost no more
 //!   packets than it sent, measured no RTT below the path's propagation delay, sends no datagram larger
-//!   than its path carries, and received no stateless reset.
+//!   than its path carries, and, unless it completed, received no stateless reset.
 //!
 //! What the scenarios steer around, and what they allow, with the reason (each found by this test):
 //! - a blackout is at most a quarter of the idle timeout;
@@ -45,7 +45,8 @@
 //!   every datagram the server sent it after the last one that arrived was lost to the link (after a
 //!   blackout the PTOs have backed off and a few losses in a row reach the idle timeout), or shows a
 //!   known cause outside the quicsand server (`Run::known_elsewhere`): a quinn-proto client whose
-//!   Finished was lost and which never sent it again; a quinn-proto client rebound before its
+//!   Finished was lost and which never sent it again; a quinn-proto client that stopped answering the
+//!   server's packets (it holds even its ACKs while its congestion window is full); one rebound before its
 //!   handshake was confirmed (it waits for a HANDSHAKE_DONE that goes to the address it left, and sends
 //!   nothing from the new one that moves the connection); a quicsand client whose Initial probes with
 //!   the ClientHello were all lost, the PING-only Initial probed beside each being useless to a server
