@@ -49,9 +49,9 @@
 //!   Finished was lost and which never sent it again; a quinn-proto client that stopped answering the
 //!   server's packets (it holds even its ACKs while its congestion window is full); one rebound before its
 //!   handshake was confirmed (it waits for a HANDSHAKE_DONE that goes to the address it left, and sends
-//!   nothing from the new one that moves the connection); a quicsand client whose Initial probes with
-//!   the ClientHello were all lost, the PING-only Initial probed beside each being useless to a server
-//!   that has no connection yet;
+//!   nothing from the new one that moves the connection) (a quicsand client whose Initial probes with
+//!   the ClientHello were all lost, a PING-only Initial probed beside each being useless to a server with
+//!   no connection yet, was excused too, until both probes carried the ClientHello);
 //! - quinn-proto clients get no corruption on their links: quinn-proto 0.11 counts a Retry (or a
 //!   Version Negotiation) as authenticated before checking it, so after one corrupted Retry, or the
 //!   Version Negotiation answering a corrupted Initial, it ignores every later Retry.
@@ -1511,17 +1511,6 @@ impl Run {
                     && server_connected
                     && (sent_from(c.rebind.map_or(c.addr, |(_, to)| to)) == 0
                         || self.sent_to_old_address(i)) =>
-            {
-                Some(1)
-            }
-            // A quicsand client's Initial PTO probes are two datagrams, the ClientHello in the first
-            // and a PING in the second (`Connection::on_pto` requeues the CRYPTO data once): when
-            // every first one is lost, the server (no state yet, RFC 9000 §7.2) drops the PING-only
-            // Initials, counted as unauthenticated, and never answers.
-            Kind::Quicsand
-                if !client_connected
-                    && !server_connected
-                    && self.server_stats.dropped_unauthenticated > 0 =>
             {
                 Some(1)
             }

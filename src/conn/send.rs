@@ -562,6 +562,7 @@ impl Connection {
                 }
             }
             let s = &mut self.spaces[space.index()];
+            let mut wrote_crypto = false;
             loop {
                 let room = payload_end.saturating_sub(buf.len());
                 // Size the frame for a 4-byte offset: handshake flights never reach 2^30 bytes.
@@ -577,6 +578,7 @@ impl Connection {
                 buf.put_slice(data);
                 sent.rare_mut().crypto.push((offset, data.len() as u32));
                 ack_eliciting = true;
+                wrote_crypto = true;
             }
             if (s.probes > 0 || s.ping_pending) && !ack_eliciting && buf.len() < payload_end {
                 Frame::Ping.encode(buf);
@@ -585,6 +587,12 @@ impl Connection {
             s.ping_pending = false;
             if ack_eliciting {
                 s.probes = s.probes.saturating_sub(1);
+            }
+            // RFC 9002 §6.2.4: a second probe carries the CRYPTO data again when the first took all that
+            // was unacknowledged (a client's ClientHello, say), rather than a PING: a server with no
+            // connection yet ignores an Initial without CRYPTO, and either probe may be the one lost.
+            if wrote_crypto && s.probes > 0 && !s.crypto_send.has_data() {
+                s.crypto_send.requeue_unacked();
             }
         }
         // RFC 9000 §14.1: the last packet of a datagram that holds an Initial carries the padding that

@@ -465,3 +465,22 @@ fn a_probe_with_no_new_data_carries_the_oldest_unacknowledged_data() {
     );
     assert_eq!(&got[..request.len()], request);
 }
+
+/// RFC 9002 §6.2.4: both probes of a PTO are to help. A client's first Initial is lost; of the two
+/// Initial probes only the second arrives: it must carry the ClientHello too, since a server with no
+/// connection yet ignores an Initial without one (a PING-only probe was useless there).
+#[test]
+fn each_initial_probe_of_a_client_carries_its_client_hello() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    assert_eq!(sends(&mut p.client, now).len(), 1, "the first Initial, lost");
+    let pto = p.client.poll_timeout().unwrap();
+    p.client.handle_timeout(pto);
+    let probes = sends(&mut p.client, pto);
+    assert_eq!(probes.len(), 2);
+    deliver(&mut p.server, pto, CLIENT, &probes[1]);
+    assert!(
+        !sends(&mut p.server, pto).is_empty(),
+        "the server answers the second probe alone"
+    );
+}
