@@ -588,10 +588,10 @@ impl Connection {
             if ack_eliciting {
                 s.probes = s.probes.saturating_sub(1);
             }
-            // RFC 9002 §6.2.4: a second probe carries the CRYPTO data again when the first took all that
-            // was unacknowledged (a client's ClientHello, say), rather than a PING: a server with no
-            // connection yet ignores an Initial without CRYPTO, and either probe may be the one lost.
-            if wrote_crypto && s.probes > 0 && !s.crypto_send.has_data() {
+            // RFC 9002 §6.2.4: a second Initial probe carries the CRYPTO data again when the first took
+            // all that was unacknowledged (a client's ClientHello, say), rather than a PING: a server with
+            // no connection yet ignores an Initial without CRYPTO, and either probe may be the one lost.
+            if space == SpaceId::Initial && wrote_crypto && s.probes > 0 && !s.crypto_send.has_data() {
                 s.crypto_send.requeue_unacked();
             }
         }
