@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use super::peer_errors::{Pair, CLIENT, SERVER};
 use crate::conn::ecn::TESTING_PACKETS;
-use crate::{ConnectionStats, Datagram, EcnCodepoint, Endpoint, TransportConfig};
+use crate::{ConnectionHandle, ConnectionStats, Datagram, EcnCodepoint, Endpoint, StreamId, TransportConfig};
 
 /// What the network does to the codepoint of a datagram: given the transmit's codepoint and the
 /// datagram's index since the start, the codepoint it arrives with (`None`: dropped).
@@ -66,32 +66,45 @@ fn step(p: &mut Pair, down: Network<'_>, index: &mut u64) {
     p.server.handle_timeout(p.now);
 }
 
-/// The server sends `bytes` on a stream to the client, its datagrams through `down` from the first
-/// (the handshake's too); the client's arrive as sent. Returns both connections' counters.
-fn transfer(bytes: usize, down: Network<'_>) -> (ConnectionStats, ConnectionStats) {
+/// A pair connected through `down` (the server's datagrams, from the first), with a unidirectional stream
+/// the server opened: the pair, the client's and the server's handles, the stream.
+fn connected_through(
+    down: Network<'_>,
+    index: &mut u64,
+) -> (Pair, ConnectionHandle, ConnectionHandle, StreamId) {
     let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     let ch = p.client.table.iter().next().unwrap().0;
-    let mut index = 0u64;
     for _ in 0..100 {
-        step(&mut p, down, &mut index);
+        step(&mut p, down, index);
     }
     p.assert_both_connected();
     let sh = p.server_h.unwrap();
     let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    (p, ch, sh, id)
+}
+
+/// Writes what the server's stream `id` takes of the rest of `bytes`, counting it in `written`.
+fn write_rest(p: &mut Pair, sh: ConnectionHandle, id: StreamId, bytes: usize, written: &mut usize) {
+    let mut conn = p.server.conn(sh).unwrap();
+    let mut s = conn.stream(id);
+    while *written < bytes {
+        match s.write(&vec![7u8; (bytes - *written).min(16384)]) {
+            Ok(n) => *written += n,
+            Err(_) => break,
+        }
+    }
+}
+
+/// The server sends `bytes` on a stream to the client, its datagrams through `down` from the first
+/// (the handshake's too); the client's arrive as sent. Returns both connections' counters.
+fn transfer(bytes: usize, down: Network<'_>) -> (ConnectionStats, ConnectionStats) {
+    let mut index = 0u64;
+    let (mut p, ch, sh, id) = connected_through(down, &mut index);
     let (mut written, mut received) = (0, 0);
     let end = p.now + Duration::from_secs(30);
     let mut buf = vec![0u8; 65536];
     while received < bytes && p.now < end {
-        {
-            let mut conn = p.server.conn(sh).unwrap();
-            let mut s = conn.stream(id);
-            while written < bytes {
-                match s.write(&vec![7u8; (bytes - written).min(16384)]) {
-                    Ok(n) => written += n,
-                    Err(_) => break,
-                }
-            }
-        }
+        write_rest(&mut p, sh, id, bytes, &mut written);
         step(&mut p, down, &mut index);
         let mut conn = p.client.conn(ch).unwrap();
         let mut s = conn.stream(id);
@@ -202,15 +215,8 @@ fn transfer_across_a_rebinding(
     new: Network<'_>,
     watch: &mut dyn FnMut(&crate::conn::Connection),
 ) -> (usize, ConnectionStats) {
-    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
-    let ch = p.client.table.iter().next().unwrap().0;
     let mut index = 0u64;
-    for _ in 0..100 {
-        step(&mut p, old, &mut index);
-    }
-    p.assert_both_connected();
-    let sh = p.server_h.unwrap();
-    let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    let (mut p, ch, sh, id) = connected_through(old, &mut index);
     let (old_addr, new_addr): (std::net::SocketAddr, std::net::SocketAddr) =
         (CLIENT.parse().unwrap(), new_addr.parse().unwrap());
     let delay = Duration::from_millis(20);
@@ -223,16 +229,7 @@ fn transfer_across_a_rebinding(
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     while received < bytes && p.now < end {
-        {
-            let mut conn = p.server.conn(sh).unwrap();
-            let mut s = conn.stream(id);
-            while written < bytes {
-                match s.write(&vec![7u8; (bytes - written).min(16384)]) {
-                    Ok(n) => written += n,
-                    Err(_) => break,
-                }
-            }
-        }
+        write_rest(&mut p, sh, id, bytes, &mut written);
         let now = p.now;
         let rebound = now >= rebinding;
         while let Some(t) = p.server.poll_transmit(now, &mut out) {
