@@ -14,7 +14,7 @@ use super::cids::LocalCids;
 use super::congestion::{initial_window, new_controller, CongestionController, Pacer, SpuriousUndo};
 use super::datagrams::{Datagrams, SendDatagramError, RECV_ENTRY_COST};
 use super::early::EarlyPackets;
-use super::ecn::{Ecn, EcnPhase};
+use super::ecn::Ecn;
 use super::key_update::OneRttKeys;
 use super::mtud::MtuDiscovery;
 use super::path::PathValidation;
@@ -925,11 +925,7 @@ impl Connection {
             self.mtud.on_loss_event(first_pn, smallest);
         }
         if marked > 0 {
-            let was_failed = self.ecn.phase() == EcnPhase::Failed;
             self.ecn.on_lost(marked);
-            if !was_failed && self.ecn.phase() == EcnPhase::Failed {
-                self.stats.ecn_validation_failures += 1;
-            }
         }
         if self.mtud.current() < mtu_before {
             self.stats.mtu_black_holes += 1;
@@ -1204,11 +1200,7 @@ impl Connection {
                         }
                     }
                     // RFC 9000 §13.4.2: a path that drops marked packets must not hold the probes back.
-                    let was_failed = self.ecn.phase() == EcnPhase::Failed;
                     self.ecn.on_pto(self.recovery.pto_count());
-                    if !was_failed && self.ecn.phase() == EcnPhase::Failed {
-                        self.stats.ecn_validation_failures += 1;
-                    }
                     // RFC 9002 §6.2.4: one or two ack-eliciting packets, carrying data still unacknowledged.
                     let s = &mut self.spaces[space.index()];
                     s.crypto_send.requeue_unacked();
@@ -1527,6 +1519,8 @@ impl Connection {
             datagrams_recv_dropped: self.datagrams.recv_dropped,
             cids_retired_by_peer: self.local_cids.retired,
             path_mtu: self.path.mtu,
+            ecn_marked_sent: self.ecn.marked_sent(),
+            ecn_validation_failures: self.ecn.failures(),
             ..self.stats
         }
     }

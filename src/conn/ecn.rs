@@ -65,6 +65,8 @@ pub(crate) struct Ecn {
     /// Per space: packets sent marked ECT(0), and the peer's counts as last accepted.
     sent: [u64; 3],
     peer: [EcnCounts; 3],
+    /// Paths whose validation failed (`ConnectionStats::ecn_validation_failures`).
+    failures: u64,
 }
 
 impl Ecn {
@@ -78,10 +80,31 @@ impl Ecn {
             path_acked: 0,
             sent: [0; 3],
             peer: [EcnCounts::default(); 3],
+            failures: 0,
+        }
+    }
+
+    /// Packets sent marked, in every space (`ConnectionStats::ecn_marked_sent`).
+    pub(crate) fn marked_sent(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    /// Validations that failed, once per path at most (`ConnectionStats::ecn_validation_failures`).
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Marking ends on the current path.
+    fn fail(&mut self) {
+        if self.phase != EcnPhase::Failed {
+            tracing::debug!("ECN validation failed: packets go unmarked on this path");
+            self.phase = EcnPhase::Failed;
+            self.failures += 1;
         }
     }
 
     /// The phase of the current path.
+    #[cfg(test)]
     pub(crate) fn phase(&self) -> EcnPhase {
         self.phase
     }
@@ -119,7 +142,7 @@ impl Ecn {
             self.phase = EcnPhase::Unknown;
         }
         if self.phase == EcnPhase::Capable && consecutive >= BLACK_HOLE_PTOS {
-            self.phase = EcnPhase::Failed;
+            self.fail();
         }
     }
 
@@ -129,7 +152,7 @@ impl Ecn {
     pub(crate) fn on_lost(&mut self, lost: u64) {
         self.path_lost += lost;
         if self.phase == EcnPhase::Unknown && self.path_acked == 0 && self.path_lost >= self.path_tracked {
-            self.phase = EcnPhase::Failed;
+            self.fail();
         }
     }
 
@@ -163,7 +186,7 @@ impl Ecn {
             // with either the ECT(0) or ECT(1) codepoint set, ECN validation fails if the corresponding
             // ECN counts are not present in the ACK frame."
             if marked > 0 {
-                self.phase = EcnPhase::Failed;
+                self.fail();
             }
             return EcnSignal::None;
         };
@@ -179,7 +202,7 @@ impl Ecn {
             // (a lost ACK frame can make them grow by more).
             && (c.ect0 - prev.ect0).saturating_add(c.ce - prev.ce) >= marked;
         if !valid {
-            self.phase = EcnPhase::Failed;
+            self.fail();
             self.remember(i, c);
             return EcnSignal::None;
         }

@@ -9,7 +9,7 @@ use super::assembler;
 use super::congestion::new_controller;
 use super::connection::{later, max_datagram_frame_size, Connection, State};
 use super::early::KeyState;
-use super::ecn::{EcnPhase, EcnSignal};
+use super::ecn::EcnSignal;
 use super::key_update::{OneRttKeys, RecvKey};
 use super::mtud::MtuDiscovery;
 use super::recovery::AckOutcome;
@@ -713,7 +713,6 @@ impl Connection {
         marked_this_path: u64,
         outcome: &AckOutcome<SentFrames>,
     ) {
-        let was_failed = self.ecn.phase() == EcnPhase::Failed;
         let signal = self.ecn.on_ack(
             space,
             ack.ecn,
@@ -721,10 +720,6 @@ impl Connection {
             marked_this_path,
             outcome.largest_increased,
         );
-        if !was_failed && self.ecn.phase() == EcnPhase::Failed {
-            tracing::debug!(side = ?self.side, "ECN validation failed: packets go unmarked");
-            self.stats.ecn_validation_failures += 1;
-        }
         // RFC 9000 §9.4: an ACK whose largest packet was sent on the path left acknowledges only that
         // path's packets, so the CE marks it reports are that path's congestion, not the new one's (whose
         // controller may have started again), as its losses are not counted against the new path.

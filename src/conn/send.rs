@@ -705,7 +705,6 @@ impl Connection {
         self.stats.packets_sent += 1;
         if self.marking {
             self.ecn.on_marked_sent(space, ack_eliciting || padded);
-            self.stats.ecn_marked_sent += 1;
         }
         if mtu_probe {
             self.mtud
