@@ -37,7 +37,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quicsand::crypto::tls;
@@ -45,7 +45,7 @@ use quicsand::sim::{
     seed_from_env, BulkSender, GilbertElliott, Limits, LinkConfig, NodeId, Simulation, Sink, SEED_ENV,
 };
 use quicsand::{ClientConfig, CongestionAlgorithm, ConnectionError, ServerConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::PrivateKeyDer;
 
 use common::quinn_sim::QuinnPeer;
 use common::LostReason;
@@ -56,23 +56,9 @@ const SCENARIO_ENV: &str = "QUICSAND_SIM_SCENARIO";
 const FAST_SEEDS: u64 = 3;
 const FULL_SEEDS: u64 = 200;
 
-/// One Ed25519 certificate for the whole test binary (fixed-size keys and signatures).
-fn cert() -> &'static (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>) {
-    static CERT: OnceLock<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)> = OnceLock::new();
-    CERT.get_or_init(|| {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (
-            CertificateDer::from(cert.der().to_vec()),
-            PrivatePkcs8KeyDer::from(key.serialize_der()),
-        )
-    })
-}
-
 /// Fresh TLS configurations for one simulation with `seed` (packet bytes repeat with the seed).
 fn configs(congestion: CongestionAlgorithm, seed: u64) -> (ServerConfig, ClientConfig) {
-    let (cert, key) = cert();
+    let (cert, key) = common::certs::ed25519_localhost();
     let options = quicsand::sim::deterministic_tls(seed);
     let server = tls::server_config_with(
         vec![cert.clone()],
@@ -87,13 +73,6 @@ fn configs(congestion: CongestionAlgorithm, seed: u64) -> (ServerConfig, ClientC
     server.transport.congestion = congestion;
     client.transport.congestion = congestion;
     (server, client)
-}
-
-/// The fixed origin of virtual time for this test binary.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Wall-clock time, for reporting only.
@@ -414,7 +393,7 @@ fn run(sc: &Scenario, seed: u64, peers: Peers) -> Result<RunResult, String> {
         trace_records: keep.unwrap_or(64),
         ..Limits::default()
     };
-    let mut sim = Simulation::with_limits(epoch(), seed, limits);
+    let mut sim = Simulation::with_limits(common::epoch(), seed, limits);
     let result = run_in(&mut sim, sc, peers);
     if result.is_err() && keep.is_some() {
         eprintln!(
@@ -720,7 +699,7 @@ fn utilisation(congestion: CongestionAlgorithm, loss: f64, total: u64, seed: u64
         trace_records: 64,
         ..Limits::default()
     };
-    let mut sim = Simulation::with_limits(epoch(), seed, limits);
+    let mut sim = Simulation::with_limits(common::epoch(), seed, limits);
     let server_addr = "10.0.0.2:4433".parse().unwrap();
     let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
     let sender = BulkSender::new(client_config, server_addr, "localhost", total, 1);
@@ -738,7 +717,7 @@ fn utilisation(congestion: CongestionAlgorithm, loss: f64, total: u64, seed: u64
     );
     let end = sink.completed_at().unwrap();
     let connected = sim.app::<BulkSender>(client).unwrap().connected_at.unwrap();
-    let first = sink.first_byte_at.unwrap().duration_since(epoch());
+    let first = sink.first_byte_at.unwrap().duration_since(common::epoch());
     let rate = |from: Duration| total as f64 * 8.0 / (end - from).as_secs_f64() / bps as f64;
     Utilisation {
         from_handshake: rate(connected),
@@ -827,7 +806,7 @@ fn quinn_runs_reproduce() {
         let seed = seed_from_env(7);
         let hash = |seed| {
             let mut sim = Simulation::with_limits(
-                epoch(),
+                common::epoch(),
                 seed,
                 Limits {
                     trace_records: 0,

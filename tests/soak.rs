@@ -73,7 +73,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -86,7 +86,7 @@ use quicsand::{
     EndpointStats, Event, MtuDiscoveryConfig, RetryPolicy, ServerConfig, StreamEvent, StreamsConfig,
     Transmit, TransportConfig,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::PrivateKeyDer;
 
 use common::quinn_sim::QuinnPeer;
 use common::{LostReason, Node as _};
@@ -101,27 +101,6 @@ const BOUND: Duration = Duration::from_secs(300);
 const CONNECTION_REFUSED: u64 = 0x2;
 
 const SERVER_ADDR: &str = "10.0.0.1:4433";
-
-/// One Ed25519 certificate for the whole test binary (fixed-size keys and signatures).
-fn cert() -> &'static (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>) {
-    static CERT: OnceLock<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)> = OnceLock::new();
-    CERT.get_or_init(|| {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (
-            CertificateDer::from(cert.der().to_vec()),
-            PrivatePkcs8KeyDer::from(key.serialize_der()),
-        )
-    })
-}
-
-/// The fixed origin of virtual time for this test binary.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 /// Wall-clock time, for reporting only.
 #[allow(clippy::disallowed_methods)]
@@ -798,8 +777,8 @@ impl Run {
             ..Limits::default()
         };
         let seed = plan.seed;
-        let mut sim = Simulation::with_limits(epoch(), seed, limits);
-        let (cert, key) = cert();
+        let mut sim = Simulation::with_limits(common::epoch(), seed, limits);
+        let (cert, key) = common::certs::ed25519_localhost();
         let server_tls = tls::server_config_with(
             vec![cert.clone()],
             PrivateKeyDer::Pkcs8(key.clone_key()),

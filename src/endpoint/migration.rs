@@ -65,6 +65,19 @@ fn server_sends_reaching(p: &mut Pair, to: SocketAddr) -> Vec<(SocketAddr, usize
     sent
 }
 
+/// Everything between the server and the client's address `at` arrives, the timers running, until
+/// neither side has a deadline within `limit`.
+fn exchange_at(p: &mut Pair, at: SocketAddr, limit: Duration) {
+    let end = p.now + limit;
+    loop {
+        server_to_client_at(p, at);
+        client_to_server_from(p, at);
+        if !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+}
+
 /// Nowhere: datagrams sent here are lost.
 fn nowhere() -> SocketAddr {
     "0.0.0.0:1".parse().unwrap()
@@ -468,14 +481,7 @@ fn a_client_that_moves_during_a_download_is_followed() {
     let (mut p, h, ch) = downloading_with_a_full_window();
     let b: SocketAddr = "198.51.100.7:6000".parse().unwrap();
     client_pings_from(&mut p, ch, b);
-    let end = p.now + Duration::from_secs(10);
-    loop {
-        server_to_client_at(&mut p, b);
-        client_to_server_from(&mut p, b);
-        if !p.advance_to_next_deadline(end) {
-            break;
-        }
-    }
+    exchange_at(&mut p, b, Duration::from_secs(10));
     let conn = &p.server.table.get(h).unwrap().conn;
     assert_eq!(conn.path.remote, b);
     assert_eq!(conn.stats().path_validation_failures, 0);
@@ -1012,14 +1018,7 @@ fn the_tokens_of_retired_and_unused_connection_ids_reset_nothing() {
     let (mut p, h, token) = moved_with_the_old_paths_id_held();
     let ch = p.client.table.iter().next().unwrap().0;
     let new: SocketAddr = NEW.parse().unwrap();
-    let end = p.now + Duration::from_secs(2);
-    loop {
-        server_to_client_at(&mut p, new);
-        client_to_server_from(&mut p, new);
-        if !p.advance_to_next_deadline(end) {
-            break;
-        }
-    }
+    exchange_at(&mut p, new, Duration::from_secs(2));
     let conn = &p.server.table.get(h).unwrap().conn;
     assert!(conn.path.validated && conn.path_validation.is_none());
     let spares: Vec<_> = conn.peer_cids.iter().map(|(_, _, t)| *t).collect();
@@ -1095,14 +1094,7 @@ fn a_lost_path_challenge_goes_again_before_the_validation_gives_up_after_an_outa
         "the move acknowledged nothing new"
     );
     // From now on everything between the client's new address and the server arrives.
-    let end = p.now + Duration::from_secs(10);
-    loop {
-        server_to_client_at(&mut p, new);
-        client_to_server_from(&mut p, new);
-        if !p.advance_to_next_deadline(end) {
-            break;
-        }
-    }
+    exchange_at(&mut p, new, Duration::from_secs(10));
     let conn = &p.server.table.get(h).unwrap().conn;
     assert_eq!(conn.stats().path_validation_failures, 0);
     assert_eq!(conn.path.remote, new);
