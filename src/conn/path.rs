@@ -350,10 +350,13 @@ impl Connection {
     /// The old path's challenge is over and the connection stays on the new path: the old path's ID, if
     /// it is out of use, is retired (one per validation, so not held to the bound on owed retirements,
     /// which is for what the peer asks of us).
+    /// RFC 9000 §10.3.1: the retired ID's token is no longer checked, so the endpoint learns the tokens
+    /// left.
     fn end_old_path_challenge(&mut self, challenge: Option<OldPathChallenge>) {
         if let Some(c) = challenge.filter(|c| c.spare) {
             self.retire_spare(c.dcid_seq);
         }
+        self.announce_reset_tokens();
     }
 
     /// A spare connection ID of the peer's for a new path, an old path's challenge or an off-path
@@ -484,8 +487,6 @@ impl Connection {
         if v.old_path.as_ref().is_some_and(|c| c.dcid_seq < retire_prior_to) {
             let challenge = v.old_path.take();
             self.end_old_path_challenge(challenge);
-            // RFC 9000 §10.3.1: a retired ID's token is no longer checked.
-            self.announce_reset_tokens();
         }
     }
 
@@ -530,8 +531,6 @@ impl Connection {
         }
         let v = self.path_validation.take();
         self.end_old_path_challenge(v.and_then(|v| v.old_path));
-        // RFC 9000 §10.3.1: the old path's ID, retired, is no longer checked.
-        self.announce_reset_tokens();
         if self.side.is_server() {
             self.endpoint_events.push_back(EndpointEvent::PathValidated);
         }
@@ -580,7 +579,6 @@ impl Connection {
             }
             None => {
                 self.end_old_path_challenge(v.old_path);
-                self.announce_reset_tokens();
                 // RFC 9000 §9.3.2: with no validated address to go back to, close silently. (A server's
                 // path is validated by the handshake, and migrations wait for it to be confirmed, so
                 // this is a safeguard.)
