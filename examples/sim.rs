@@ -45,6 +45,7 @@ OPTIONS:
   --bytes N           bytes to transfer (suffixes k, M, G: powers of 1000)    [default: 50M]
   --duration SECS     transfer SECS worth of the bandwidth instead of --bytes
   --cc ALGO           congestion controller: cubic or newreno                 [default: cubic]
+  --no-hystart        plain slow start until the first loss (no HyStart++)
   --streams N         unidirectional streams sharing the bytes                [default: 1]
   --seed N            simulation seed (decimal or 0x hex)                     [default: 1]
   --queue MULTIPLE    bottleneck queue size in bandwidth-delay products       [default: 1.0]
@@ -78,6 +79,7 @@ struct Args {
     bytes: Option<u64>,
     duration_secs: Option<f64>,
     cc: CongestionAlgorithm,
+    hystart: bool,
     streams: usize,
     seed: u64,
     queue_bdp: f64,
@@ -99,6 +101,7 @@ impl Default for Args {
             bytes: None,
             duration_secs: None,
             cc: CongestionAlgorithm::Cubic,
+            hystart: true,
             streams: 1,
             seed: 1,
             queue_bdp: 1.0,
@@ -133,10 +136,15 @@ impl Args {
             (None, None) => 50_000_000,
         }
     }
-    fn cc_name(&self) -> &'static str {
-        match self.cc {
+    fn cc_name(&self) -> String {
+        let name = match self.cc {
             CongestionAlgorithm::NewReno => "newreno",
             _ => "cubic",
+        };
+        if self.hystart {
+            name.to_string()
+        } else {
+            format!("{name} without HyStart++")
         }
     }
 }
@@ -197,6 +205,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
                     other => return Err(format!("--cc: expected cubic or newreno, got {other:?}")),
                 }
             }
+            "--no-hystart" => a.hystart = false,
             "--streams" => a.streams = parse_num(&flag, it.next())?,
             "--seed" => a.seed = parse_seed(it.next())?,
             "--queue" => a.queue_bdp = parse_num(&flag, it.next())?,
@@ -357,6 +366,7 @@ fn configs(args: &Args) -> Result<(ServerConfig, ClientConfig), Box<dyn Error>> 
     let client_tls = tls::client_config_with(vec![cert], alpn, &options)?;
     let mut transport = TransportConfig {
         congestion: args.cc,
+        hystart: args.hystart,
         ..TransportConfig::default()
     };
     if !args.mtu_discovery {

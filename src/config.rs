@@ -191,6 +191,13 @@ pub struct TransportConfig {
     pub streams: StreamsConfig,
     /// The congestion controller (RFC 9002 §7 NewReno, or RFC 9438 CUBIC, the default).
     pub congestion: CongestionAlgorithm,
+    /// Run the initial slow start with HyStart++ (RFC 9406), with either controller: slow start ends
+    /// when the smallest RTT of a round trip rises by an eighth over the round before (at least 4 ms, at
+    /// most 16 ms), the sign of a queue building, and the window then grows a quarter as fast for up to
+    /// five round trips (Conservative Slow Start) before congestion avoidance, instead of doubling until
+    /// the bottleneck's queue overflows. Off, slow start lasts until the first loss or ECN-CE mark. Later
+    /// slow starts (after persistent congestion) are the standard one either way. Default `true`.
+    pub hystart: bool,
     /// Bytes of received DATAGRAM payloads (RFC 9221) held for the application, each datagram counted
     /// with 64 bytes more for its place in the queue (so that empty ones count too); the oldest are
     /// dropped beyond it. max_datagram_frame_size is announced as 65,535, or as the largest frame whose
@@ -264,6 +271,7 @@ impl Default for TransportConfig {
             key_update_interval: None,
             streams: StreamsConfig::default(),
             congestion: CongestionAlgorithm::default(),
+            hystart: true,
             datagram_receive_buffer: Some(1024 * 1024),
             datagram_send_buffer: 1024 * 1024,
             ecn: true,

@@ -462,7 +462,8 @@ impl Connection {
             max_tracked_ranges: config.max_tracked_ack_ranges.max(1),
         };
         let spaces = Spaces::new(ack_config);
-        let (congestion, mtu, initial_rtt) = (config.congestion, path.mtu, config.initial_rtt());
+        let (mtu, initial_rtt) = (path.mtu, config.initial_rtt());
+        let cc = new_controller(&config, mtu);
         let mtud = MtuDiscovery::new(mtu, config.mtu_discovery);
         let streams = Streams::new(side, &config.streams);
         let ecn = Ecn::new(config.ecn);
@@ -512,7 +513,7 @@ impl Connection {
             datagrams: Datagrams::default(),
             early: None,
             streams,
-            cc: new_controller(congestion, mtu),
+            cc,
             cc_undo: None,
             pacer: Pacer::new(now, initial_window(mtu), mtu, initial_rtt),
             mtud,

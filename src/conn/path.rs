@@ -243,7 +243,7 @@ impl Connection {
             self.cc_undo = None;
             // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the starting size, and probe it.
             self.mtud.restart();
-            self.cc = new_controller(self.config.congestion, self.mtud.current());
+            self.cc = new_controller(&self.config, self.mtud.current());
             self.set_mtu(self.mtud.current());
         }
     }

@@ -663,6 +663,10 @@ impl Connection {
                 }
             })
             .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
+        if outcome.rtt_sampled {
+            // RFC 9406 §4.2: HyStart++ takes the ACK's RTT sample, once its packets have been counted.
+            self.cc.on_rtt_sample(self.recovery.rtt().latest());
+        }
         if let Some(size) = acked.new_mtu {
             self.set_mtu(size);
         }
@@ -949,7 +953,7 @@ impl Connection {
         // RFC 9002 §6.3: congestion control and loss recovery start again; the Initial packets sent so
         // far are not lost (the Retry answered them), and would otherwise be declared so later.
         self.recovery.on_retry();
-        self.cc = new_controller(self.config.congestion, self.path.mtu);
+        self.cc = new_controller(&self.config, self.path.mtu);
         Ok(())
     }
 }

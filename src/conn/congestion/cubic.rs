@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CongestionAlgorithm, CongestionController, WindowState};
+use super::{hystart, CongestionAlgorithm, CongestionController, WindowState};
 use crate::conn::recovery::RttEstimator;
 
 /// β_cubic, the multiplicative decrease factor (RFC 9438 §4.6: "β_cubic SHOULD be set to 0.7").
@@ -57,10 +57,11 @@ pub(crate) struct Cubic {
 }
 
 impl Cubic {
-    /// A controller in slow start with the initial window for `max_datagram_size` (RFC 9002 §7.2).
-    pub(crate) fn new(max_datagram_size: u16) -> Self {
+    /// A controller in slow start with the initial window for `max_datagram_size` (RFC 9002 §7.2), with
+    /// HyStart++ (RFC 9406) if `hystart`.
+    pub(crate) fn new(max_datagram_size: u16, hystart: bool) -> Self {
         Self {
-            state: WindowState::new(max_datagram_size),
+            state: WindowState::new(max_datagram_size, hystart),
             w_max: 0.0,
             cwnd_prior: 0.0,
             epoch: None,
@@ -192,6 +193,7 @@ impl CongestionController for Cubic {
         app_limited: bool,
     ) {
         self.state.pristine = false;
+        self.state.on_ack_round(now, time_sent);
         // RFC 9002 Appendix B.5: no growth in a recovery period (§7.3.2).
         if self.state.in_recovery(time_sent) {
             return;
@@ -212,8 +214,9 @@ impl CongestionController for Cubic {
             }
         }
         if self.state.in_slow_start() {
-            // RFC 9438 §4.10 / RFC 9002 §7.3.1: slow start grows by the bytes acknowledged.
-            self.state.cwnd = self.state.cwnd.saturating_add(bytes);
+            // RFC 9438 §4.10 / RFC 9002 §7.3.1: slow start grows by the bytes acknowledged (RFC 9438 §4.10:
+            // "CUBIC MAY use HyStart++"; in its Conservative Slow Start, by a quarter of them).
+            self.state.slow_start(bytes);
             return;
         }
         // Never divide by a zero window (the window is at least kMinimumWindow unless the datagram size is
@@ -224,6 +227,10 @@ impl CongestionController for Cubic {
         self.congestion_avoidance(now, bytes, rtt.smoothed());
     }
 
+    fn on_rtt_sample(&mut self, latest_rtt: Duration) {
+        self.state.hystart.on_rtt_sample(latest_rtt);
+    }
+
     fn on_congestion_event(
         &mut self,
         now: Instant,
@@ -231,6 +238,7 @@ impl CongestionController for Cubic {
         persistent_congestion: bool,
     ) {
         self.state.pristine = false;
+        self.state.on_congestion();
         // RFC 9002 §7.3.2: "A sender that is already in a recovery period stays in it and does not reenter
         // it."
         if !self.state.in_recovery(time_sent_of_latest_lost) {
@@ -287,6 +295,10 @@ impl CongestionController for Cubic {
 
     fn set_max_datagram_size(&mut self, size: u16) {
         self.state.set_max_datagram_size(size);
+    }
+
+    fn hystart_phase(&self) -> hystart::Phase {
+        self.state.hystart.phase()
     }
 
     fn algorithm(&self) -> CongestionAlgorithm {

@@ -8,10 +8,14 @@
 //!   [`CongestionController::on_ack`] (a per-packet interface, not a batch);
 //! - once per ACK (or loss timeout) that declared in-flight packets lost: the send time of the newest of
 //!   them and the persistent-congestion verdict, [`CongestionController::on_congestion_event`];
-//! - an increase of the peer-reported ECN-CE count: [`CongestionController::on_ecn_ce`].
+//! - an increase of the peer-reported ECN-CE count: [`CongestionController::on_ecn_ce`];
+//! - once per ACK frame that produced an RTT sample (RFC 9002 §5.1), after its packets:
+//!   [`CongestionController::on_rtt_sample`], which HyStart++ (RFC 9406, [`hystart`]) watches in slow
+//!   start.
 //!
 //! Two algorithms are provided: [`NewReno`](new_reno::NewReno), the controller RFC 9002 §7 and Appendix B
-//! specify, and [`Cubic`](cubic::Cubic) (RFC 9438), the default.
+//! specify, and [`Cubic`](cubic::Cubic) (RFC 9438), the default. Both run their initial slow start with
+//! HyStart++ (RFC 9406) unless [`TransportConfig::hystart`] turns it off.
 //!
 //! What stays with the caller:
 //!
@@ -30,15 +34,18 @@
 // The connection wires this module up next; until then parts of the API are unused.
 
 pub(crate) mod cubic;
+pub(crate) mod hystart;
 pub(crate) mod new_reno;
 mod pacer;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::recovery::RttEstimator;
+use crate::config::TransportConfig;
+use hystart::{HyStart, RoundEvent};
 pub(crate) use pacer::Pacer;
 
 /// Which congestion controller a connection uses.
@@ -70,6 +77,11 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
     ///
     /// [`AckOutcome::acked`]: super::recovery::AckOutcome::acked
     fn on_ack(&mut self, now: Instant, time_sent: Instant, bytes: u64, rtt: &RttEstimator, app_limited: bool);
+
+    /// An ACK frame produced an RTT sample, `latest_rtt` (RFC 9002 §5.1: at most one per ACK frame).
+    /// Called after [`on_ack`](Self::on_ack) for each of the frame's newly acknowledged packets, before
+    /// any loss it reveals is reported. HyStart++ tracks each round's minimum with it (RFC 9406 §4.2).
+    fn on_rtt_sample(&mut self, latest_rtt: Duration);
 
     /// In-flight packets were declared lost; the newest of them was sent at `time_sent_of_latest_lost`
     /// (RFC 9002 Appendix B.8, `OnPacketsLost`).
@@ -123,6 +135,10 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
     #[allow(dead_code)] // read by tests
     fn algorithm(&self) -> CongestionAlgorithm;
 
+    /// Where HyStart++ stands (RFC 9406).
+    #[allow(dead_code)] // read by tests
+    fn hystart_phase(&self) -> hystart::Phase;
+
     /// A copy of this controller in its current state.
     fn clone_box(&self) -> Box<dyn CongestionController>;
 }
@@ -148,15 +164,25 @@ pub(crate) struct SpuriousUndo {
     pub(crate) outstanding: u64,
 }
 
-/// A fresh controller of the chosen algorithm, in slow start with the initial window for
-/// `max_datagram_size`.
+/// A fresh controller of the algorithm `config` chooses (with HyStart++ if it says so), in slow start with
+/// the initial window for `max_datagram_size`.
 pub(crate) fn new_controller(
+    config: &TransportConfig,
+    max_datagram_size: u16,
+) -> Box<dyn CongestionController> {
+    controller(config.congestion, config.hystart, max_datagram_size)
+}
+
+/// A fresh controller of `algo`, in slow start with the initial window for `max_datagram_size`, with
+/// HyStart++ (RFC 9406) if `hystart`.
+pub(crate) fn controller(
     algo: CongestionAlgorithm,
+    hystart: bool,
     max_datagram_size: u16,
 ) -> Box<dyn CongestionController> {
     match algo {
-        CongestionAlgorithm::NewReno => Box::new(new_reno::NewReno::new(max_datagram_size)),
-        CongestionAlgorithm::Cubic => Box::new(cubic::Cubic::new(max_datagram_size)),
+        CongestionAlgorithm::NewReno => Box::new(new_reno::NewReno::new(max_datagram_size, hystart)),
+        CongestionAlgorithm::Cubic => Box::new(cubic::Cubic::new(max_datagram_size, hystart)),
     }
 }
 
@@ -174,7 +200,7 @@ pub(crate) fn minimum_window(max_datagram_size: u16) -> u64 {
 }
 
 /// The state both algorithms share: the window, the slow start threshold, the recovery period and the
-/// datagram size (RFC 9002 Appendix B.2).
+/// datagram size (RFC 9002 Appendix B.2), and slow start's HyStart++ (RFC 9406).
 #[derive(Debug, Clone)]
 struct WindowState {
     /// max_datagram_size, at least 1 so that divisions by it are safe.
@@ -189,12 +215,14 @@ struct WindowState {
     /// Whether no acknowledgement or congestion event has reached the controller yet, so the window is
     /// still the initial one.
     pristine: bool,
+    /// HyStart++ in the initial slow start (RFC 9406).
+    hystart: HyStart,
 }
 
 impl WindowState {
     /// Slow start with the initial window (RFC 9002 Appendix B.3: `congestion_window = kInitialWindow`,
-    /// `ssthresh = infinite`, `congestion_recovery_start_time = 0`).
-    fn new(max_datagram_size: u16) -> Self {
+    /// `ssthresh = infinite`, `congestion_recovery_start_time = 0`), with HyStart++ if `hystart`.
+    fn new(max_datagram_size: u16, hystart: bool) -> Self {
         let max_datagram_size = max_datagram_size.max(1);
         Self {
             max_datagram_size,
@@ -202,7 +230,31 @@ impl WindowState {
             ssthresh: u64::MAX,
             recovery_start: None,
             pristine: true,
+            hystart: HyStart::new(hystart),
         }
+    }
+
+    /// HyStart++'s round bookkeeping for an in-flight packet sent at `time_sent` and acknowledged at
+    /// `now`, before the window reacts to it. At the end of Conservative Slow Start, enters congestion
+    /// avoidance (RFC 9406 §4.2: "enter congestion avoidance by setting the ssthresh to the current
+    /// cwnd").
+    fn on_ack_round(&mut self, now: Instant, time_sent: Instant) {
+        if self.hystart.on_ack(now, time_sent) == RoundEvent::CssDone {
+            self.ssthresh = self.cwnd;
+        }
+    }
+
+    /// Slow start's growth for `bytes` newly acknowledged (RFC 9002 §7.3.1: "the congestion window
+    /// increases by the number of bytes acknowledged"), a quarter of that in HyStart++'s Conservative Slow
+    /// Start (RFC 9406 §4.2).
+    fn slow_start(&mut self, bytes: u64) {
+        self.cwnd = self.cwnd.saturating_add(self.hystart.growth(bytes));
+    }
+
+    /// A congestion event (loss or ECN-CE) ends HyStart++ (RFC 9406 §4.2); the caller reduces the window
+    /// and the threshold.
+    fn on_congestion(&mut self) {
+        self.hystart.on_congestion();
     }
 
     /// `max_datagram_size` as a `u64`.

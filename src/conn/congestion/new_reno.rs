@@ -1,8 +1,8 @@
 //! NewReno congestion control, as RFC 9002 §7 and Appendix B specify it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{CongestionAlgorithm, CongestionController, WindowState};
+use super::{hystart, CongestionAlgorithm, CongestionController, WindowState};
 use crate::conn::recovery::RttEstimator;
 
 /// The NewReno controller of RFC 9002 §7: slow start, congestion avoidance with one datagram per window
@@ -17,10 +17,11 @@ pub(crate) struct NewReno {
 }
 
 impl NewReno {
-    /// A controller in slow start with the initial window for `max_datagram_size` (RFC 9002 §7.2).
-    pub(crate) fn new(max_datagram_size: u16) -> Self {
+    /// A controller in slow start with the initial window for `max_datagram_size` (RFC 9002 §7.2), with
+    /// HyStart++ (RFC 9406) if `hystart`.
+    pub(crate) fn new(max_datagram_size: u16, hystart: bool) -> Self {
         Self {
-            state: WindowState::new(max_datagram_size),
+            state: WindowState::new(max_datagram_size, hystart),
             bytes_acked: 0,
         }
     }
@@ -33,13 +34,14 @@ impl CongestionController for NewReno {
 
     fn on_ack(
         &mut self,
-        _now: Instant,
+        now: Instant,
         time_sent: Instant,
         bytes: u64,
         _rtt: &RttEstimator,
         app_limited: bool,
     ) {
         self.state.pristine = false;
+        self.state.on_ack_round(now, time_sent);
         // RFC 9002 Appendix B.5: "Do not increase congestion_window if application limited or flow control
         // limited" (§7.8).
         if app_limited {
@@ -50,8 +52,9 @@ impl CongestionController for NewReno {
             return;
         }
         if self.state.in_slow_start() {
-            // RFC 9002 §7.3.1: "the congestion window increases by the number of bytes acknowledged".
-            self.state.cwnd = self.state.cwnd.saturating_add(bytes);
+            // RFC 9002 §7.3.1: "the congestion window increases by the number of bytes acknowledged" (a
+            // quarter of them in HyStart++'s Conservative Slow Start, RFC 9406 §4.2).
+            self.state.slow_start(bytes);
             return;
         }
         // RFC 9002 §7.3.3: the increase is limited "to at most one maximum datagram size for each congestion
@@ -65,6 +68,10 @@ impl CongestionController for NewReno {
         }
     }
 
+    fn on_rtt_sample(&mut self, latest_rtt: Duration) {
+        self.state.hystart.on_rtt_sample(latest_rtt);
+    }
+
     fn on_congestion_event(
         &mut self,
         now: Instant,
@@ -72,6 +79,7 @@ impl CongestionController for NewReno {
         persistent_congestion: bool,
     ) {
         self.state.pristine = false;
+        self.state.on_congestion();
         // RFC 9002 Appendix B.6: "No reaction if already in a recovery period."
         if !self.state.in_recovery(time_sent_of_latest_lost) {
             // RFC 9002 §7.3.2: "On entering a recovery period, a sender MUST set the slow start threshold to
@@ -109,6 +117,10 @@ impl CongestionController for NewReno {
 
     fn set_max_datagram_size(&mut self, size: u16) {
         self.state.set_max_datagram_size(size);
+    }
+
+    fn hystart_phase(&self) -> hystart::Phase {
+        self.state.hystart.phase()
     }
 
     fn algorithm(&self) -> CongestionAlgorithm {

@@ -1,4 +1,4 @@
-//! Tests for congestion control (RFC 9002 §7, RFC 9438) and pacing (RFC 9002 §7.7).
+//! Tests for congestion control (RFC 9002 §7, RFC 9438), HyStart++ (RFC 9406) and pacing (RFC 9002 §7.7).
 
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,8 @@ const SEG: u64 = MDS as u64;
 /// Both algorithms, fresh, with 1200-byte datagrams.
 fn both() -> Vec<Box<dyn CongestionController>> {
     vec![
-        new_controller(CongestionAlgorithm::NewReno, MDS),
-        new_controller(CongestionAlgorithm::Cubic, MDS),
+        controller(CongestionAlgorithm::NewReno, true, MDS),
+        controller(CongestionAlgorithm::Cubic, true, MDS),
     ]
 }
 
@@ -50,7 +50,7 @@ fn initial_and_minimum_windows() {
         assert_eq!(initial_window(mds), initial, "mds {mds}");
         assert_eq!(minimum_window(mds), minimum, "mds {mds}");
         for algo in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
-            let cc = new_controller(algo, mds);
+            let cc = controller(algo, true, mds);
             assert_eq!(cc.algorithm(), algo);
             assert_eq!(cc.window(), initial, "{algo:?} mds {mds}");
             assert_eq!(cc.initial_window(), initial);
@@ -97,7 +97,7 @@ fn max_datagram_size_change_recomputes_windows() {
 fn new_reno_slow_start_doubles_per_rtt() {
     let t0 = epoch();
     let r = rtt(ms(100));
-    let mut cc = NewReno::new(MDS);
+    let mut cc = NewReno::new(MDS, true);
     let mut expected = 12_000;
     for round in 1..=4u32 {
         let now = t0 + ms(100) * round;
@@ -111,7 +111,7 @@ fn new_reno_slow_start_doubles_per_rtt() {
 fn new_reno_congestion_avoidance_adds_one_datagram_per_window() {
     let t0 = epoch();
     let r = rtt(ms(100));
-    let mut cc = NewReno::new(MDS);
+    let mut cc = NewReno::new(MDS, true);
     // Loss at t0 + 100 ms: ssthresh = cwnd = 6000.
     cc.on_congestion_event(t0 + ms(100), t0, false);
     assert_eq!((cc.ssthresh(), cc.window()), (6_000, 6_000));
@@ -152,7 +152,7 @@ fn new_reno_congestion_avoidance_adds_one_datagram_per_window() {
 fn new_reno_loss_halves_once_per_recovery_period() {
     let t0 = epoch();
     let r = rtt(ms(100));
-    let mut cc = NewReno::new(MDS);
+    let mut cc = NewReno::new(MDS, true);
     ack_window(&mut cc, t0 + ms(100), t0, &r);
     assert_eq!(cc.window(), 24_000);
 
@@ -183,7 +183,7 @@ fn new_reno_loss_halves_once_per_recovery_period() {
 #[test]
 fn new_reno_window_never_below_minimum() {
     let t0 = epoch();
-    let mut cc = NewReno::new(MDS);
+    let mut cc = NewReno::new(MDS, true);
     for i in 1..10u32 {
         // Each loss is of a packet sent after the previous recovery started.
         cc.on_congestion_event(t0 + ms(100) * i, t0 + ms(100) * i - ms(50), false);
@@ -264,7 +264,7 @@ fn clone_box_copies_state() {
 
 /// A CUBIC controller grown in slow start to `w_max` datagrams and then hit by a loss at `loss_at`.
 fn cubic_after_loss(w_max: u64, loss_at: Instant, r: &RttEstimator) -> Cubic {
-    let mut cc = Cubic::new(MDS);
+    let mut cc = Cubic::new(MDS, true);
     let grow = w_max * SEG - cc.window();
     cc.on_ack(loss_at - ms(1), loss_at - ms(2), grow, r, false);
     assert_eq!(cc.window(), w_max * SEG);
@@ -446,6 +446,273 @@ fn cubic_persistent_congestion_forgets_w_max() {
     cc.on_ack(now, now - ms(50), SEG, &r, false);
     assert_eq!(cc.k(), Some(0.0));
     assert_eq!(cc.w_max(), 58_800.0);
+}
+
+// ---- HyStart++ (RFC 9406) ----
+
+/// Both algorithms, fresh, with HyStart++ on (`hystart`) or off.
+fn both_with(hystart: bool) -> Vec<Box<dyn CongestionController>> {
+    vec![
+        controller(CongestionAlgorithm::NewReno, hystart, MDS),
+        controller(CongestionAlgorithm::Cubic, hystart, MDS),
+    ]
+}
+
+/// The start of HyStart++ round `k` in these tests: its packets are sent at `t0 + 1 s * k`, so that the
+/// first of them acknowledged (after an RTT below a second) ends round `k - 1`.
+fn round_sent(t0: Instant, k: u32) -> Instant {
+    t0 + ms(1_000) * k
+}
+
+/// Round `k` of HyStart++: `acks` packets of one datagram sent at the round's start, each acknowledged
+/// `rtt` later by its own ACK frame with `rtt` as its RTT sample (RFC 9002 §5.1).
+fn hy_round(cc: &mut dyn CongestionController, t0: Instant, k: u32, rtt: Duration, acks: u32) {
+    let r = RttEstimator::new(rtt);
+    let sent = round_sent(t0, k);
+    for _ in 0..acks {
+        cc.on_ack(sent + rtt, sent, SEG, &r, false);
+        cc.on_rtt_sample(rtt);
+    }
+}
+
+/// Two rounds at 50 ms, then round 2 at `rtt`: `acks` samples of it.
+fn hy_rise(cc: &mut dyn CongestionController, t0: Instant, rtt: Duration, acks: u32) {
+    hy_round(cc, t0, 0, ms(50), hystart::N_RTT_SAMPLE);
+    hy_round(cc, t0, 1, ms(50), hystart::N_RTT_SAMPLE);
+    hy_round(cc, t0, 2, rtt, acks);
+}
+
+fn in_css(cc: &dyn CongestionController) -> bool {
+    matches!(cc.hystart_phase(), hystart::Phase::Css { .. })
+}
+
+#[test]
+fn hystart_exits_slow_start_on_an_rtt_rise_after_n_samples() {
+    let t0 = epoch();
+    // RFC 9406 §4.2: RttThresh = lastRoundMinRTT / 8 = 6.25 ms over a 50 ms minimum.
+    let risen = ms(50) + Duration::from_micros(6_250);
+    for mut cc in both_with(true) {
+        assert_eq!(cc.hystart_phase(), hystart::Phase::SlowStart);
+        hy_rise(cc.as_mut(), t0, risen, hystart::N_RTT_SAMPLE - 1);
+        assert_eq!(
+            cc.hystart_phase(),
+            hystart::Phase::SlowStart,
+            "{:?}: seven samples are not enough",
+            cc.algorithm()
+        );
+        hy_round(cc.as_mut(), t0, 2, risen, 1);
+        assert_eq!(
+            cc.hystart_phase(),
+            hystart::Phase::Css {
+                baseline: risen,
+                rounds: 1
+            },
+            "{:?}: the eighth sample ends slow start",
+            cc.algorithm()
+        );
+        // Still "slow start" for RFC 9002 (ssthresh infinite): CSS is a slower slow start.
+        assert_eq!(cc.ssthresh(), u64::MAX);
+    }
+}
+
+#[test]
+fn hystart_threshold_is_an_eighth_of_the_last_minimum_within_4_and_16_ms() {
+    let t0 = epoch();
+    let us = Duration::from_micros;
+    // (last round's minimum, the rise just below the threshold, the threshold)
+    for (base, threshold) in [(ms(20), ms(4)), (ms(80), ms(10)), (ms(200), ms(16))] {
+        for (rise, exits) in [(threshold - us(1), false), (threshold, true)] {
+            for mut cc in both_with(true) {
+                hy_round(cc.as_mut(), t0, 0, base, 8);
+                hy_round(cc.as_mut(), t0, 1, base, 8);
+                hy_round(cc.as_mut(), t0, 2, base + rise, 8);
+                assert_eq!(in_css(cc.as_ref()), exits, "base {base:?} rise {rise:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn hystart_flat_rtt_keeps_slow_start_doubling() {
+    let t0 = epoch();
+    for mut cc in both_with(true) {
+        let mut expected = cc.window();
+        for k in 0..8 {
+            let acks = u32::try_from(cc.window() / SEG).unwrap();
+            // Jitter below the threshold: 50 to 55 ms.
+            let r = RttEstimator::new(ms(50));
+            let sent = round_sent(t0, k);
+            for i in 0..acks {
+                cc.on_ack(sent + ms(50), sent, SEG, &r, false);
+                cc.on_rtt_sample(ms(50 + u64::from(i % 6)));
+            }
+            expected *= 2;
+            assert_eq!(cc.window(), expected, "{:?} round {k}", cc.algorithm());
+            assert_eq!(cc.hystart_phase(), hystart::Phase::SlowStart);
+        }
+    }
+}
+
+#[test]
+fn hystart_css_grows_a_quarter_as_fast_as_slow_start() {
+    let t0 = epoch();
+    for mut cc in both_with(true) {
+        hy_rise(cc.as_mut(), t0, ms(60), hystart::N_RTT_SAMPLE);
+        assert!(in_css(cc.as_ref()));
+        let before = cc.window();
+        // RFC 9406 §4.2: cwnd += min(N, L * SMSS) / CSS_GROWTH_DIVISOR, L infinite (paced).
+        hy_round(cc.as_mut(), t0, 2, ms(60), 8);
+        assert_eq!(cc.window() - before, 8 * SEG / 4, "{:?}", cc.algorithm());
+        // Fractions of a byte carry over: 4 acknowledgements of 3 bytes grow the window by 3.
+        let before = cc.window();
+        let sent = round_sent(t0, 2);
+        for _ in 0..4 {
+            cc.on_ack(sent + ms(60), sent, 3, &rtt(ms(60)), false);
+        }
+        assert_eq!(cc.window() - before, 3);
+    }
+}
+
+#[test]
+fn hystart_css_resumes_slow_start_when_the_rtt_falls_below_the_baseline() {
+    let t0 = epoch();
+    for mut cc in both_with(true) {
+        hy_rise(cc.as_mut(), t0, ms(60), hystart::N_RTT_SAMPLE);
+        assert!(in_css(cc.as_ref()));
+        // The next round, at the baseline: still CSS, in its second round.
+        hy_round(cc.as_mut(), t0, 3, ms(60), 8);
+        assert_eq!(
+            cc.hystart_phase(),
+            hystart::Phase::Css {
+                baseline: ms(60),
+                rounds: 2
+            }
+        );
+        // Then a round whose minimum falls below the baseline (still above the 50 ms of slow start's
+        // last round): the exit was spurious, slow start resumes after N_RTT_SAMPLE samples.
+        hy_round(cc.as_mut(), t0, 4, ms(59), hystart::N_RTT_SAMPLE - 1);
+        assert!(
+            in_css(cc.as_ref()),
+            "{:?}: seven samples are not enough",
+            cc.algorithm()
+        );
+        hy_round(cc.as_mut(), t0, 4, ms(59), 1);
+        assert_eq!(
+            cc.hystart_phase(),
+            hystart::Phase::SlowStart,
+            "{:?}",
+            cc.algorithm()
+        );
+        // Full slow start growth again.
+        let before = cc.window();
+        hy_round(cc.as_mut(), t0, 4, ms(59), 4);
+        assert_eq!(cc.window() - before, 4 * SEG);
+        // HyStart++ goes on: a new rise of the round minimum enters CSS again.
+        hy_round(cc.as_mut(), t0, 5, ms(59), 8);
+        hy_round(cc.as_mut(), t0, 6, ms(70), 8);
+        assert!(in_css(cc.as_ref()), "{:?}", cc.algorithm());
+    }
+}
+
+#[test]
+fn hystart_enters_congestion_avoidance_after_css_rounds() {
+    let t0 = epoch();
+    for mut cc in both_with(true) {
+        // CSS from round 2, the partial round counting as the first of CSS_ROUNDS.
+        hy_rise(cc.as_mut(), t0, ms(60), hystart::N_RTT_SAMPLE);
+        for k in 3..2 + hystart::CSS_ROUNDS {
+            hy_round(cc.as_mut(), t0, k, ms(60), 8);
+            assert_eq!(cc.ssthresh(), u64::MAX, "{:?} round {k}", cc.algorithm());
+        }
+        assert_eq!(
+            cc.hystart_phase(),
+            hystart::Phase::Css {
+                baseline: ms(60),
+                rounds: hystart::CSS_ROUNDS
+            }
+        );
+        // The first acknowledgement of the next round ends CSS: ssthresh = cwnd (RFC 9406 §4.2).
+        let window = cc.window();
+        let sent = round_sent(t0, 2 + hystart::CSS_ROUNDS);
+        cc.on_ack(sent + ms(60), sent, SEG, &rtt(ms(60)), false);
+        assert_eq!(cc.hystart_phase(), hystart::Phase::Off, "{:?}", cc.algorithm());
+        assert_eq!(cc.ssthresh(), window, "{:?}", cc.algorithm());
+        // Congestion avoidance: a window's worth of acknowledgements adds about one datagram (NewReno
+        // exactly one; CUBIC, with K = 0 and W_max = cwnd (RFC 9438 §4.8), its Reno-friendly estimate).
+        let window = cc.window();
+        ack_window(cc.as_mut(), sent + ms(160), sent + ms(100), &rtt(ms(60)));
+        let grown = cc.window() - window;
+        assert!(
+            (SEG / 2..=SEG).contains(&grown),
+            "{:?} grew {grown}",
+            cc.algorithm()
+        );
+    }
+}
+
+#[test]
+fn hystart_loss_or_ce_in_slow_start_or_css_ends_it() {
+    let t0 = epoch();
+    for ce in [false, true] {
+        for mut cc in both_with(true) {
+            hy_rise(cc.as_mut(), t0, ms(60), hystart::N_RTT_SAMPLE);
+            assert!(in_css(cc.as_ref()));
+            let window = cc.window();
+            let now = round_sent(t0, 2) + ms(61);
+            if ce {
+                cc.on_ecn_ce(now, round_sent(t0, 2));
+            } else {
+                cc.on_congestion_event(now, round_sent(t0, 2), false);
+            }
+            // The controller's own reduction: ssthresh below the window (NewReno half, CUBIC 0.7).
+            let reduced = match cc.algorithm() {
+                CongestionAlgorithm::NewReno => window / 2,
+                _ => window * 7 / 10,
+            };
+            assert_eq!(
+                (cc.ssthresh(), cc.window()),
+                (reduced, reduced),
+                "{:?}",
+                cc.algorithm()
+            );
+            assert_eq!(cc.hystart_phase(), hystart::Phase::Off);
+            // HyStart++ stays off (RFC 9406 §4.2: only the initial slow start): rounds whose RTT falls and
+            // rises change nothing, and the window grows in congestion avoidance after recovery.
+            hy_round(cc.as_mut(), t0, 3, ms(50), 8);
+            hy_round(cc.as_mut(), t0, 4, ms(80), 8);
+            assert_eq!(cc.hystart_phase(), hystart::Phase::Off);
+            assert_eq!(cc.ssthresh(), reduced);
+            assert!(
+                cc.window() - reduced < 16 * SEG,
+                "{:?}: not slow start",
+                cc.algorithm()
+            );
+        }
+        // A loss in standard slow start ends HyStart++ too.
+        for mut cc in both_with(true) {
+            hy_round(cc.as_mut(), t0, 0, ms(50), 8);
+            cc.on_congestion_event(round_sent(t0, 0) + ms(51), round_sent(t0, 0), false);
+            assert_eq!(cc.hystart_phase(), hystart::Phase::Off);
+        }
+    }
+}
+
+#[test]
+fn hystart_off_is_plain_slow_start() {
+    let t0 = epoch();
+    for (mut on, mut off) in both_with(true).into_iter().zip(both_with(false)) {
+        assert_eq!(off.hystart_phase(), hystart::Phase::Off);
+        for cc in [&mut on, &mut off] {
+            hy_rise(cc.as_mut(), t0, ms(80), 8);
+            hy_round(cc.as_mut(), t0, 3, ms(80), 8);
+        }
+        // 12,000 bytes + 32 datagrams: all of them with HyStart++ off, a quarter of the last 8 with it
+        // on (CSS from the round-2 rise).
+        assert_eq!(off.window(), 12_000 + 32 * SEG, "{:?}", off.algorithm());
+        assert_eq!(on.window(), 12_000 + 24 * SEG + 2 * SEG, "{:?}", on.algorithm());
+        assert_eq!(off.hystart_phase(), hystart::Phase::Off);
+        assert_eq!(off.ssthresh(), u64::MAX);
+    }
 }
 
 // ---- Pacing (RFC 9002 §7.7) ----
