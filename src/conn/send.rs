@@ -475,7 +475,7 @@ impl Connection {
         let mut sent = SentFrames::EMPTY;
         let mut ack_eliciting = false;
         // RFC 9000 §8.2.1, §8.2.2: datagrams with PATH_CHALLENGE or PATH_RESPONSE are expanded to 1200
-        // bytes (within the anti-amplification limit, which the budget already respects).
+        // bytes when the anti-amplification limit (which the budget already respects) allows it.
         let mut path_probe = false;
 
         // ACK first: it is small and keeps the peer's recovery going (RFC 9000 §13.2).
@@ -614,7 +614,15 @@ impl Connection {
             .max(packet_start + (22 + self.local_cid.len()).saturating_sub(tag_len));
         let mut datagram_floor = 0;
         let pad_datagram = must_pad || (space == SpaceId::Initial && ack_eliciting);
-        if path_probe {
+        // RFC 9000 §8.2.1, §8.2.2: a datagram with PATH_CHALLENGE or PATH_RESPONSE is expanded to 1200
+        // bytes "unless the anti-amplification limit for the path does not permit sending a datagram of
+        // this size" (the budget respects the limit). Then it is not padded at all: padding short of 1200
+        // bytes validates no path MTU (a second, expanded challenge follows anyway), and it would spend
+        // on one datagram the whole allowance of an unvalidated path (which a peer sending only small
+        // PTO probes there after an outage raises by a few hundred bytes at most), leaving nothing for
+        // the challenge's next attempts on its timer (§8.2.1: "MAY send multiple PATH_CHALLENGE frames
+        // to guard against packet loss"; §9.4) until the peer's next probes, seconds later.
+        if path_probe && payload_end + tag_len >= datagram_start + MIN_INITIAL_DATAGRAM {
             datagram_floor = datagram_start + MIN_INITIAL_DATAGRAM - tag_len;
         }
         if let Some(size) = pad_to.filter(|_| pad_datagram) {

@@ -1145,3 +1145,63 @@ fn an_acknowledged_1rtt_packet_confirms_the_handshake_at_the_client() {
     // Handshake keys go (RFC 9001 §4.9.2): nothing more is sent with them, nothing waits for their PTO.
     assert!(conn.spaces.live_mut(SpaceId::Handshake.index()).is_none());
 }
+
+/// Found by the soak test (`tests/soak.rs`, seed 50822): after an outage the client, rebound meanwhile,
+/// has nothing new to send and sends only its PTO probes (small PINGs) from its new address, which let
+/// the server send there no more than three times their size (RFC 9000 §8.1). The server spent the
+/// whole allowance on one datagram, its PATH_CHALLENGE padded to the allowance (still short of the 1200
+/// bytes that validate the path MTU too, so of no use): when it was lost, the challenge's own timer
+/// (§9.4) found nothing left to send the next with, which waited for the client's next probes, backed
+/// off by seconds, and two losses in a row failed the validation. RFC 9000 §8.2.1 asks for 1200 bytes
+/// "unless the anti-amplification limit for the path does not permit sending a datagram of this size":
+/// then the challenge goes unpadded, and what it leaves of the allowance carries the next ones.
+#[test]
+fn a_path_challenge_held_by_the_amplification_limit_goes_again_within_it() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let new: SocketAddr = NEW.parse().unwrap();
+    // One PING from the new address, as from a client with nothing else to send.
+    let received = client_pings_from(&mut p, ch, new);
+    assert!(3 * received < 1200, "a small first packet: {received}");
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, new);
+    let end = conn.path_validation.as_ref().unwrap().deadline - Duration::from_millis(1);
+    // The challenge the server sent last, if it is not waiting to be sent.
+    let sent_challenge = |p: &Pair| {
+        let v = p.server.table.get(h).unwrap().conn.path_validation.as_ref();
+        v.filter(|v| !v.pending).map(|v| v.data)
+    };
+    // The server's first challenge there is lost; the client sends nothing more meanwhile (its own
+    // timers run, but what it sends waits). The next, on the challenge's timer, arrives.
+    let mut sent_there = Vec::new();
+    let mut challenges = Vec::new();
+    loop {
+        let to = if challenges.is_empty() { nowhere() } else { new };
+        for (dest, size) in server_sends_reaching(&mut p, to) {
+            if dest == new {
+                sent_there.push(size);
+            }
+        }
+        if let Some(data) = sent_challenge(&p).filter(|d| challenges.last() != Some(d)) {
+            challenges.push(data);
+        }
+        if challenges.len() == 2 || !p.advance_to_next_deadline(end) {
+            break;
+        }
+    }
+    // RFC 9000 §8.1: never beyond three times what came from there.
+    let total: usize = sent_there.iter().sum();
+    assert!(total <= 3 * received, "{sent_there:?} for {received} received");
+    assert_eq!(
+        challenges.len(),
+        2,
+        "a second challenge before the validation's deadline: {sent_there:?} for {received} received"
+    );
+    // The client's answer validates the new address.
+    client_to_server_from(&mut p, new);
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, new);
+    assert!(conn.path.validated);
+    assert_eq!(conn.stats().path_validation_failures, 0);
+}
