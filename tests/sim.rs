@@ -902,3 +902,85 @@ fn hystart_ends_slow_start_before_the_queue_overflows() {
         );
     }
 }
+
+/// A client that sends one small message every 30 ms (one 1-RTT packet each, acknowledged alone on the
+/// server's 25 ms ACK timer) over a 300 ms round trip with no bandwidth limit, hence no queue. HyStart++
+/// compared latest_rtt (ACK delay included) of these packets with the handshake's (acknowledged at once,
+/// RFC 9000 §13.2.1): 25 ms more, above RttThresh (16 ms at most), so it entered CSS and, five rounds
+/// later, congestion avoidance with ssthresh at about the initial window, for the rest of the connection,
+/// though nothing was ever lost or queued (found in review). It now takes only 1-RTT samples, less the
+/// ACK delay (RFC 9002 §5.3).
+#[derive(Debug)]
+struct Trickle {
+    config: Option<ClientConfig>,
+    server: std::net::SocketAddr,
+    conn: Option<quicsand::ConnectionHandle>,
+    stream: Option<quicsand::StreamId>,
+    sent: u32,
+}
+
+impl quicsand::sim::App for Trickle {
+    fn on_start(&mut self, ctx: &mut quicsand::sim::NodeCtx<'_>) {
+        let config = self.config.take().unwrap();
+        let now = ctx.now();
+        self.conn = Some(
+            ctx.endpoint()
+                .connect(now, config, self.server, "localhost")
+                .unwrap(),
+        );
+    }
+
+    fn on_event(
+        &mut self,
+        ctx: &mut quicsand::sim::NodeCtx<'_>,
+        _h: quicsand::ConnectionHandle,
+        event: &quicsand::Event,
+    ) {
+        if matches!(event, quicsand::Event::Connected) {
+            let h = self.conn.unwrap();
+            self.stream = ctx.endpoint().conn(h).unwrap().open_uni();
+            ctx.wake_after(Duration::from_millis(30));
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut quicsand::sim::NodeCtx<'_>) {
+        let (h, id) = (self.conn.unwrap(), self.stream.unwrap());
+        let _ = ctx.endpoint().conn(h).unwrap().stream(id).write(&[7u8; 100]);
+        self.sent += 1;
+        if self.sent < 200 {
+            ctx.wake_after(Duration::from_millis(30));
+        }
+    }
+}
+
+#[test]
+fn hystart_a_sparse_flow_on_a_long_path_stays_in_slow_start() {
+    let seed = seed_from_env(1);
+    let _guard = SeedGuard(seed);
+    for hystart in [false, true] {
+        let (mut server_config, mut client_config) = configs(seed);
+        server_config.transport.hystart = hystart;
+        client_config.transport.hystart = hystart;
+        let mut sim = Simulation::new(epoch(), seed);
+        let server_addr = "10.0.0.2:4433".parse().unwrap();
+        let server = sim.add_node(server_addr, Some(server_config), Box::new(Sink::default()));
+        let app = Trickle {
+            config: Some(client_config),
+            server: server_addr,
+            conn: None,
+            stream: None,
+            sent: 0,
+        };
+        let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, Box::new(app));
+        sim.add_duplex_link(client, server, LinkConfig::with_delay(Duration::from_millis(150)));
+        sim.run(Duration::from_secs(8));
+        let h = sim.app::<Trickle>(client).unwrap().conn.unwrap();
+        let stats = sim.endpoint(client).unwrap().conn(h).unwrap().stats();
+        assert_eq!(stats.congestion_events, 0, "{stats:?}");
+        assert_eq!(
+            stats.ssthresh,
+            u64::MAX,
+            "hystart {hystart}: slow start ended with no loss, no mark and no queue: {stats:?}"
+        );
+    }
+}

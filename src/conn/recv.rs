@@ -663,9 +663,13 @@ impl Connection {
                 }
             })
             .map_err(|e| TransportError::from(e).with_frame(ack.frame_type()))?;
-        if outcome.rtt_sampled {
-            // RFC 9406 §4.2: HyStart++ takes the ACK's RTT sample, once its packets have been counted.
-            self.cc.on_rtt_sample(self.recovery.rtt().latest());
+        if outcome.rtt_sampled && space == SpaceId::Data {
+            // RFC 9406 §4.2: HyStart++ takes the ACK's RTT sample, once its packets have been counted:
+            // only 1-RTT ones, and less the peer's ACK delay (RFC 9002 §5.3). Initial and Handshake
+            // packets are acknowledged at once (RFC 9000 §13.2.1), a trickle of 1-RTT packets on the
+            // peer's ACK timer, up to max_ack_delay later: compared raw, that wait looks like a queue
+            // (25 ms by default, above RttThresh's 16 ms at most).
+            self.cc.on_rtt_sample(self.recovery.rtt().latest_adjusted());
         }
         if let Some(size) = acked.new_mtu {
             self.set_mtu(size);

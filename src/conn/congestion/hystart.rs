@@ -10,9 +10,11 @@
 //! avoidance with the window it has (RFC 9406 §4.2).
 //!
 //! Rounds are told apart by send time, which is what the controller sees of a packet: a round ends when a
-//! packet sent after it began is acknowledged, the equivalent of RFC 9406's `windowEnd = SND.NXT`. A
-//! packet sent at the very instant a round began is counted as sent before it (an instant is all the
-//! controller knows), so the round ends on the next one sent later.
+//! packet sent since it began is acknowledged, the equivalent of RFC 9406's `windowEnd = SND.NXT`. A
+//! packet sent at the very instant a round began counts as sent in it (an instant is all the controller
+//! knows): the flight an ACK releases goes at the instant the ACK is handled (always so under a
+//! simulator's clock), and counting it in the round before would make every round two round trips long.
+//! The price is a round that may end one packet early, on one sent at that instant just before the ACK.
 //!
 //! quicsand always paces (RFC 9002 §7.7, [`Pacer`](super::Pacer)), so there is no limit `L` on the bytes
 //! one acknowledgement adds to the window (RFC 9406 §4.3: "A paced TCP implementation SHOULD use
@@ -74,7 +76,7 @@ pub(crate) enum RoundEvent {
 pub(crate) struct HyStart {
     /// Where it stands.
     phase: Phase,
-    /// When the current round began: a packet sent after this instant, once acknowledged, ends it.
+    /// When the current round began: a packet sent at or after this instant, once acknowledged, ends it.
     /// `None` until the first acknowledgement starts the first round.
     round_start: Option<Instant>,
     /// lastRoundMinRTT; `None` stands for infinity.
@@ -107,14 +109,14 @@ impl HyStart {
     }
 
     /// An in-flight packet sent at `time_sent` was acknowledged at `now` (whether or not the window may
-    /// grow from it). Ends the current round if the packet was sent after the round began (RFC 9406
+    /// grow from it). Ends the current round if the packet was sent since the round began (RFC 9406
     /// §4.2: "When windowEnd is ACKed, the current round ends and windowEnd is set to SND.NXT").
     pub(crate) fn on_ack(&mut self, now: Instant, time_sent: Instant) -> RoundEvent {
         if self.phase == Phase::Off {
             return RoundEvent::None;
         }
         match self.round_start {
-            Some(start) if time_sent <= start => return RoundEvent::None,
+            Some(start) if time_sent < start => return RoundEvent::None,
             _ => {}
         }
         self.round_start = Some(now);

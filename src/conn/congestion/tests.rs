@@ -928,3 +928,45 @@ fn a_jittering_clock_does_not_pace_faster_than_the_rate() {
     // 1.25 * 12000 bytes per 100 ms is 125 packets a second, plus one bucket (10 packets).
     assert!(sent <= 125 + 10 + 2, "{sent} packets paced in one second");
 }
+
+/// RFC 9406 §4.2: a round ends when `windowEnd = SND.NXT`, taken at the round's start, is acknowledged.
+/// A sender that sends each flight at the instant the ACK that began the round was handled (an
+/// ACK-clocked burst, `handle` and `poll_transmit` at one `now`, or a simulator's clock) must count those
+/// packets in the new round: counted in the round before, each round spanned two round trips, and CSS,
+/// bounded to CSS_ROUNDS = 5 rounds, lasted about ten (found in review).
+#[test]
+fn hystart_rounds_of_flights_sent_at_the_ack_instant_last_one_rtt() {
+    let t0 = epoch();
+    let rtt = ms(50);
+    let r = RttEstimator::new(rtt);
+    for mut cc in both_with(true) {
+        // Flight k is sent at t0 + k * rtt, all its packets at that instant (the instant the ACKs of
+        // flight k - 1 were processed), and acknowledged one RTT later, 8 ACK frames per flight.
+        let mut css_entered_at = None;
+        let mut css_done_at = None;
+        for k in 0..40u32 {
+            let sent = t0 + rtt * k;
+            let now = sent + rtt;
+            // RTT flat for 4 flights, then 10 ms more (a queue), enough to enter CSS, and stays there.
+            let sample = if k < 4 { rtt } else { rtt + ms(10) };
+            for _ in 0..hystart::N_RTT_SAMPLE {
+                cc.on_ack(now, sent, SEG, &r, false);
+                cc.on_rtt_sample(sample);
+            }
+            if css_entered_at.is_none() && in_css(cc.as_ref()) {
+                css_entered_at = Some(k);
+            }
+            if css_done_at.is_none() && cc.ssthresh() != u64::MAX {
+                css_done_at = Some(k);
+            }
+        }
+        let (entered, done) = (css_entered_at.unwrap(), css_done_at.unwrap());
+        assert!(
+            done - entered <= hystart::CSS_ROUNDS + 1,
+            "{:?}: CSS entered at flight {entered}, ended at flight {done}: {} round trips for {} rounds",
+            cc.algorithm(),
+            done - entered,
+            hystart::CSS_ROUNDS
+        );
+    }
+}

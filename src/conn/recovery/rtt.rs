@@ -17,6 +17,8 @@ pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
 pub(crate) struct RttEstimator {
     /// latest_rtt: the most recent sample, ack delay not subtracted.
     latest: Duration,
+    /// The most recent sample with the ack delay subtracted as for smoothed_rtt (RFC 9002 §5.3).
+    latest_adjusted: Duration,
     /// smoothed_rtt.
     smoothed: Duration,
     /// rttvar.
@@ -33,6 +35,7 @@ impl RttEstimator {
     pub(crate) fn new(initial_rtt: Duration) -> Self {
         Self {
             latest: initial_rtt,
+            latest_adjusted: initial_rtt,
             smoothed: initial_rtt,
             rttvar: initial_rtt / 2,
             min: initial_rtt,
@@ -56,6 +59,7 @@ impl RttEstimator {
         handshake_confirmed: bool,
     ) {
         self.latest = latest_rtt;
+        self.latest_adjusted = latest_rtt;
         if !self.has_sample {
             // RFC 9002 §5.2: "min_rtt MUST be set to the latest_rtt on the first RTT sample". §5.3: on the
             // first sample, smoothed_rtt = latest_rtt and rttvar = latest_rtt / 2.
@@ -82,6 +86,7 @@ impl RttEstimator {
         } else {
             latest_rtt
         };
+        self.latest_adjusted = adjusted;
         // RFC 9002 Appendix A.7 (and RFC 6298 §2.3): rttvar is updated with the smoothed_rtt from *before*
         // this sample. (The prose pseudocode of §5.3 lists the smoothed_rtt line first; Appendix A.7 and
         // RFC 6298 use the old value, which is what we do.)
@@ -101,6 +106,13 @@ impl RttEstimator {
     /// latest_rtt: the most recent sample (the initial RTT before any sample).
     pub(crate) fn latest(&self) -> Duration {
         self.latest
+    }
+
+    /// The most recent sample less the peer's acknowledgement delay, adjusted as smoothed_rtt takes it
+    /// (RFC 9002 §5.3: the delay capped by max_ack_delay once the handshake is confirmed, and not
+    /// subtracted where that would go below min_rtt); latest_rtt itself on the first sample.
+    pub(crate) fn latest_adjusted(&self) -> Duration {
+        self.latest_adjusted
     }
 
     /// smoothed_rtt.
