@@ -116,7 +116,10 @@ impl HyStart {
             return RoundEvent::None;
         }
         match self.round_start {
-            Some(start) if time_sent < start => return RoundEvent::None,
+            // A round never ends at the instant it began: acknowledgements at the instant their
+            // packets were sent (a round trip below the caller's clock resolution) would otherwise end
+            // one round per packet, and all of Conservative Slow Start within one ACK frame.
+            Some(start) if time_sent < start || now <= start => return RoundEvent::None,
             _ => {}
         }
         self.round_start = Some(now);
@@ -152,7 +155,8 @@ impl HyStart {
         total / CSS_GROWTH_DIVISOR
     }
 
-    /// One RTT sample (RFC 9002 §5.1: at most one per ACK frame), `latest_rtt`: tracks the round's
+    /// One RTT sample (RFC 9002 §5.1: at most one per ACK frame; the caller passes 1-RTT samples less
+    /// the peer's ACK delay), `latest_rtt`: tracks the round's
     /// minimum, and once the round has [`N_RTT_SAMPLE`] samples, leaves slow start for CSS on a rise of
     /// the minimum, or goes back to slow start from CSS on a fall below the baseline (RFC 9406 §4.2).
     pub(crate) fn on_rtt_sample(&mut self, latest_rtt: Duration) {

@@ -78,7 +78,8 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
     /// [`AckOutcome::acked`]: super::recovery::AckOutcome::acked
     fn on_ack(&mut self, now: Instant, time_sent: Instant, bytes: u64, rtt: &RttEstimator, app_limited: bool);
 
-    /// An ACK frame produced an RTT sample, `latest_rtt` (RFC 9002 §5.1: at most one per ACK frame).
+    /// A 1-RTT ACK frame produced an RTT sample (RFC 9002 §5.1: at most one per ACK frame): `latest_rtt`
+    /// is that sample less the peer's ACK delay, as smoothed_rtt takes it (RFC 9002 §5.3).
     /// Called after [`on_ack`](Self::on_ack) for each of the frame's newly acknowledged packets, before
     /// any loss it reveals is reported. HyStart++ tracks each round's minimum with it (RFC 9406 §4.2).
     fn on_rtt_sample(&mut self, latest_rtt: Duration);

@@ -970,3 +970,27 @@ fn hystart_rounds_of_flights_sent_at_the_ack_instant_last_one_rtt() {
         );
     }
 }
+
+/// One ACK frame handled at the instant its packets were sent (a round trip below the caller's clock
+/// resolution, or a zero-delay link) ended one round per packet, so all five rounds of Conservative Slow
+/// Start within one frame (found in review): a round never ends at the instant it began.
+#[test]
+fn hystart_rounds_do_not_end_at_the_instant_they_began() {
+    let t0 = epoch();
+    for mut cc in both_with(true) {
+        hy_rise(cc.as_mut(), t0, ms(60), hystart::N_RTT_SAMPLE);
+        assert!(in_css(cc.as_ref()), "{:?}", cc.algorithm());
+        let r = RttEstimator::new(ms(60));
+        let now = round_sent(t0, 3) + ms(60);
+        for _ in 0..8 {
+            cc.on_ack(now, now, SEG, &r, false);
+        }
+        assert!(
+            in_css(cc.as_ref()),
+            "{:?}: CSS over within one instant, ssthresh {}",
+            cc.algorithm(),
+            cc.ssthresh()
+        );
+        assert_eq!(cc.ssthresh(), u64::MAX, "{:?}", cc.algorithm());
+    }
+}
