@@ -15,6 +15,8 @@
 //! knows): the flight an ACK releases goes at the instant the ACK is handled (always so under a
 //! simulator's clock), and counting it in the round before would make every round two round trips long.
 //! The price is a round that may end one packet early, on one sent at that instant just before the ACK.
+//! No round ends at the very instant it began, though: a round trip below the caller's clock resolution
+//! would otherwise end a round with every packet of one ACK frame.
 //!
 //! quicsand always paces (RFC 9002 §7.7, [`Pacer`](super::Pacer)), so there is no limit `L` on the bytes
 //! one acknowledgement adds to the window (RFC 9406 §4.3: "A paced TCP implementation SHOULD use
@@ -155,10 +157,10 @@ impl HyStart {
         total / CSS_GROWTH_DIVISOR
     }
 
-    /// One RTT sample (RFC 9002 §5.1: at most one per ACK frame; the caller passes 1-RTT samples less
-    /// the peer's ACK delay), `latest_rtt`: tracks the round's
-    /// minimum, and once the round has [`N_RTT_SAMPLE`] samples, leaves slow start for CSS on a rise of
-    /// the minimum, or goes back to slow start from CSS on a fall below the baseline (RFC 9406 §4.2).
+    /// One RTT sample, `latest_rtt` (RFC 9002 §5.1: at most one per ACK frame; the caller passes 1-RTT
+    /// samples less the peer's ACK delay): tracks the round's minimum, and once the round has
+    /// [`N_RTT_SAMPLE`] samples, leaves slow start for CSS on a rise of the minimum, or goes back to slow
+    /// start from CSS on a fall below the baseline (RFC 9406 §4.2).
     pub(crate) fn on_rtt_sample(&mut self, latest_rtt: Duration) {
         if self.phase == Phase::Off {
             return;
