@@ -36,7 +36,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -619,40 +618,33 @@ fn run_matrix(peers: Peers) {
         .flat_map(|i| seeds.iter().map(move |s| (i, *s)))
         .collect();
     let stats = Mutex::new(vec![Stats::default(); chosen.len()]);
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let start = wall_now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(i, seed)) = jobs.get(k) else { break };
-                let sc = &chosen[i];
-                let t0 = wall_now();
-                let result = run(sc, seed, peers);
-                let mut stats = stats.lock().unwrap();
-                let st = &mut stats[i];
-                st.wall += wall_now() - t0;
-                match result {
-                    Ok(r) => {
-                        st.times.push(r.at);
-                        match r.end {
-                            End::Completed => st.completed += 1,
-                            End::Error(e) => st.errored.push(e),
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "FAILED {peers:?} scenario {} seed {seed}: {e}; replay with {SCENARIO_ENV}={} \
-                             {SEED_ENV}={seed} cargo test --test sim_matrix -- --exact {}",
-                            sc.name,
-                            sc.name,
-                            peers.test_name()
-                        );
-                        st.failed.push((seed, e));
-                    }
+    common::parallel_for(jobs.len(), |k| {
+        let (i, seed) = jobs[k];
+        let sc = &chosen[i];
+        let t0 = wall_now();
+        let result = run(sc, seed, peers);
+        let mut stats = stats.lock().unwrap();
+        let st = &mut stats[i];
+        st.wall += wall_now() - t0;
+        match result {
+            Ok(r) => {
+                st.times.push(r.at);
+                match r.end {
+                    End::Completed => st.completed += 1,
+                    End::Error(e) => st.errored.push(e),
                 }
-            });
+            }
+            Err(e) => {
+                eprintln!(
+                    "FAILED {peers:?} scenario {} seed {seed}: {e}; replay with {SCENARIO_ENV}={} \
+                     {SEED_ENV}={seed} cargo test --test sim_matrix -- --exact {}",
+                    sc.name,
+                    sc.name,
+                    peers.test_name()
+                );
+                st.failed.push((seed, e));
+            }
         }
     });
     let stats = stats.into_inner().unwrap();

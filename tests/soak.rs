@@ -1627,36 +1627,26 @@ fn seeds() -> std::ops::Range<u64> {
 fn soak() {
     let seeds = seeds();
     let total = seeds.end.saturating_sub(seeds.start) as usize;
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     let reports = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let start = wall_now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= total {
-                    break;
-                }
-                let seed = seeds.start + k as u64;
-                match run_seed(seed) {
-                    Ok(r) => reports.lock().unwrap().push(r),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        failures.lock().unwrap().push(seed);
-                    }
-                }
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if total >= 100 && finished % 100 == 0 {
-                    eprintln!(
-                        "soak: {finished} of {total} seeds in {:.0} s, {} failed",
-                        start.elapsed_since_wall(),
-                        failures.lock().unwrap().len()
-                    );
-                }
-            });
+    common::parallel_for(total, |k| {
+        let seed = seeds.start + k as u64;
+        match run_seed(seed) {
+            Ok(r) => reports.lock().unwrap().push(r),
+            Err(e) => {
+                eprintln!("{e}");
+                failures.lock().unwrap().push(seed);
+            }
+        }
+        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if total >= 100 && finished % 100 == 0 {
+            eprintln!(
+                "soak: {finished} of {total} seeds in {:.0} s, {} failed",
+                start.elapsed_since_wall(),
+                failures.lock().unwrap().len()
+            );
         }
     });
     let reports = reports.into_inner().unwrap();

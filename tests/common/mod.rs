@@ -209,6 +209,25 @@ pub fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Calls `job(k)` for every `k` in `0..total`, on as many threads as the machine has cores, each thread
+/// taking the next index as it finishes one (the runs of a seed range differ widely in length).
+pub fn parallel_for(total: usize, job: impl Fn(usize) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= total {
+                    break;
+                }
+                job(k);
+            });
+        }
+    });
+}
+
 pub const CLIENT_ADDR: &str = "10.0.0.1:50000";
 pub const SERVER_ADDR: &str = "10.0.0.2:4433";
 
