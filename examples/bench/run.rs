@@ -261,8 +261,8 @@ pub struct BulkPlot {
     pub aead: Stats,
 }
 
-/// Whether `BENCH_ENGINE` names another engine than `engine` (`quicsand`, `quinn-proto` or, for
-/// handshakes, `rustls`): then `engine` is skipped and reads 0, so that a profiler sees one engine only.
+/// Whether `BENCH_ENGINE` names another engine than `engine` (`quicsand`, `quinn-proto`, for
+/// handshakes `rustls`, for udp `quinn`): then `engine` is skipped and reads 0, so that a profiler sees one engine only.
 fn skip(engine: &str) -> bool {
     std::env::var("BENCH_ENGINE").is_ok_and(|only| only != engine)
 }
@@ -494,8 +494,16 @@ fn udp(a: &Args) -> Vec<Row> {
     let (mut qc, mut rc, mut qw, mut rw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut gso = String::new();
     for rep in 0..reps {
-        let x = crate::udp::quicsand(a.bytes, a.size, a.batch, &tls);
-        let y = crate::udp::quinn(a.bytes, a.size, &tls);
+        let x = if skip("quicsand") {
+            crate::udp::UdpResult::default()
+        } else {
+            crate::udp::quicsand(a.bytes, a.size, a.batch, &tls)
+        };
+        let y = if skip("quinn") {
+            crate::udp::UdpResult::default()
+        } else {
+            crate::udp::quinn(a.bytes, a.size, &tls)
+        };
         println!(
             "udp rep {}/{reps}: quicsand {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall), \
              quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall)",

@@ -29,7 +29,7 @@ use crate::setup::{Tls, CHUNK};
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What one transfer measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UdpResult {
     /// Process CPU time (both sides, user + system).
     pub cpu: Duration,
