@@ -649,34 +649,40 @@ fn corruption_answered_by_version_negotiation_repeats() {
             ..LinkConfig::with_delay(Duration::from_millis(10))
         };
         let mut out = bulk(seed, link, 1_000_000, 1, Duration::from_secs(120), |_, _, _| {});
-        assert!(out.done);
         let vn = out
             .sim
             .endpoint(out.server)
             .unwrap()
             .stats()
             .version_negotiations_sent;
-        (out.sim.trace().hash(), vn)
+        (out.sim.trace().hash(), vn, out.done)
     };
     // Few seeds make a Version Negotiation (the flip must hit the header-form bit of a 1-RTT packet
     // whose connection ID length byte, ciphertext, then makes an answerable header), and which ones do
-    // changes with every change to the engine's timing: the first that does from the given one.
+    // changes with every change to the engine's timing: the first that does from the given one, of
+    // those whose transfer completes. With 30 % of datagrams corrupted, an unlucky run can have the
+    // sender's probes and the answers to them corrupted several times in a row until the PTO, backed
+    // off, passes the idle timeout (seed 27 once the probes carried ACK frames).
     let first_seed = seed_from_env(CORRUPTION_SEED);
     let found = (first_seed..first_seed + CORRUPTION_SEEDS_TRIED).find_map(|seed| {
         let _guard = SeedGuard(seed);
-        let (hash, vn) = run(seed);
-        (vn > 0).then_some((seed, hash))
+        let (hash, vn, done) = run(seed);
+        (vn > 0 && done).then_some((seed, hash))
     });
     let Some((seed, first)) = found else {
         panic!("no seed in {first_seed}..+{CORRUPTION_SEEDS_TRIED} sends a Version Negotiation");
     };
+    println!("seed {seed} sends Version Negotiation");
     let _guard = SeedGuard(seed);
-    assert_eq!(run(seed).0, first);
-    assert_eq!(run(seed).0, first);
+    for _ in 0..2 {
+        let (hash, vn, done) = run(seed);
+        assert_eq!(hash, first, "the replay differs");
+        assert!(vn > 0 && done);
+    }
 }
 
 /// The first seed tried for a run whose corrupted datagrams make the server send Version Negotiation.
-const CORRUPTION_SEED: u64 = 27;
+const CORRUPTION_SEED: u64 = 60;
 
 /// How many seeds from [`CORRUPTION_SEED`] are tried for one.
 const CORRUPTION_SEEDS_TRIED: u64 = 300;

@@ -163,7 +163,7 @@ impl ReceivedPackets {
 
     /// Whether an ACK frame would report anything: a packet at or above the report floor (the largest
     /// received, if any is), or a late one.
-    fn has_reportable(&self) -> bool {
+    pub(crate) fn has_reportable(&self) -> bool {
         self.largest
             .is_some_and(|(largest, _)| largest >= self.report_floor)
             || !self.late.is_empty()

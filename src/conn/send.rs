@@ -492,7 +492,13 @@ impl Connection {
         // A packet carrying CONNECTION_CLOSE (`closing`) carries nothing else: an ACK could leave too little
         // room for the close, and nothing more will be sent to need it.
         let s = &mut self.spaces[space.index()];
-        if s.received.has_unacked() && !special && !closing {
+        // A probe (RFC 9002 §6.2.4) carries an ACK frame even when no packet arrived since the last
+        // one: that one may be lost with what the probe resends, and a peer whose packets stay
+        // unacknowledged may have nothing left to send that would earn it another (its window full of
+        // them, and no PTO of its own armed before the handshake is confirmed, §6.2.1; quinn-proto 0.11
+        // then holds even its ACKs).
+        let ack_wanted = s.received.has_unacked() || (s.probes > 0 && s.received.has_reportable());
+        if ack_wanted && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
                 ack.encode(buf);

@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::peer_errors::{
-    deliver, forged_initial, forged_initial_with_reserved_bits, sends, test_cert, Pair, CLIENT, SERVER,
+    deliver, deliver_all, forged_initial, forged_initial_with_reserved_bits, sends, test_cert, Pair, CLIENT,
+    SERVER,
 };
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
@@ -482,5 +483,56 @@ fn each_initial_probe_of_a_client_carries_its_client_hello() {
     assert!(
         !sends(&mut p.server, pto).is_empty(),
         "the server answers the second probe alone"
+    );
+}
+
+/// RFC 9002 §6.2.4: a probe is to elicit an acknowledgement, and it carries ours. The server's only
+/// acknowledgement of a request is lost, in the packet with its response: the client's request stays
+/// in flight, and a client whose window it fills (or which, like quinn-proto 0.11, then holds even its
+/// ACKs) sends nothing that would make the server acknowledge it again. The server's PTO probe carries
+/// the ACK frame again, so the client learns that its request arrived from the probe itself.
+#[test]
+fn a_probe_carries_the_acknowledgement_its_lost_packet_carried() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    p.run(Duration::from_secs(1));
+    let request = b"GET /index.html\r\n";
+    {
+        let mut conn = p.client.conn(ch).unwrap();
+        let id = conn.open_uni().unwrap();
+        let mut s = conn.stream(id);
+        assert_eq!(s.write(request).unwrap(), request.len());
+        s.finish().unwrap();
+    }
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let sh = p.server_h.unwrap();
+    {
+        let mut conn = p.server.conn(sh).unwrap();
+        let id = conn.open_uni().unwrap();
+        let mut s = conn.stream(id);
+        assert_eq!(s.write(b"200 OK").unwrap(), 6);
+        s.finish().unwrap();
+    }
+    let lost = sends(&mut p.server, now);
+    assert_eq!(
+        lost.len(),
+        1,
+        "the response and the ACK go in one datagram, which is lost"
+    );
+    assert!(p.client.conn(ch).unwrap().stats().bytes_in_flight > 0);
+    // The client has nothing more to send; the server's PTO fires.
+    let pto = p.server.poll_timeout().unwrap();
+    p.now = pto;
+    p.server.handle_timeout(pto);
+    let probes = sends(&mut p.server, pto);
+    assert!(!probes.is_empty(), "the PTO sends probes");
+    for d in &probes {
+        deliver(&mut p.client, pto, SERVER, d);
+    }
+    assert_eq!(
+        p.client.conn(ch).unwrap().stats().bytes_in_flight,
+        0,
+        "the probe acknowledged the request"
     );
 }
