@@ -536,3 +536,62 @@ fn a_probe_carries_the_acknowledgement_its_lost_packet_carried() {
         "the probe acknowledged the request"
     );
 }
+
+/// RFC 9002 §5.3: before the handshake is confirmed, an RTT sample whose ACK delay cannot be subtracted
+/// may be ignored. On a 20 ms path the client's answer to the server's flight (its Initial ACK, and its
+/// Handshake ACK with the Finished) is lost, and so are its first two PTO probes; the third brings the
+/// Finished and an ACK whose delay is the 400-odd ms the client held it. That ACK was the server's first
+/// RTT sample: taken whole, it left the smoothed RTT at 388 ms two seconds on, the HANDSHAKE_DONE and
+/// session tickets acknowledged since each bringing it down by an eighth of the difference. Ignored,
+/// the first sample comes from the next acknowledgement: 20 ms.
+#[test]
+fn a_server_takes_no_rtt_from_an_ack_its_client_held_for_a_lost_finished() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let one_way = Duration::from_millis(10);
+    let t0 = p.now;
+    let hello = sends(&mut p.client, t0);
+    p.now = t0 + one_way;
+    for d in &hello {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let flight = sends(&mut p.server, p.now);
+    p.now += one_way;
+    for d in &flight {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    let answered_at = p.now;
+    assert!(
+        !sends(&mut p.client, p.now).is_empty(),
+        "the client answers; lost"
+    );
+    let mut probes_lost = 0;
+    let answer = loop {
+        let at = p.client.poll_timeout().unwrap();
+        assert!(
+            p.server.poll_timeout().unwrap() > at,
+            "the client's PTO comes first"
+        );
+        p.now = at;
+        p.client.handle_timeout(at);
+        let probes = sends(&mut p.client, at);
+        assert!(!probes.is_empty(), "a PTO sends probes");
+        if probes_lost == 2 {
+            break probes;
+        }
+        probes_lost += 1;
+    };
+    assert!(
+        p.now - answered_at >= Duration::from_millis(200),
+        "{:?}",
+        p.now - answered_at
+    );
+    p.now += one_way;
+    for d in &answer {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    p.run_with_latency(one_way, Duration::from_secs(2));
+    p.assert_both_connected();
+    let h = p.server_h.unwrap();
+    let srtt = p.server.conn(h).unwrap().stats().smoothed_rtt;
+    assert!(srtt < Duration::from_millis(30), "server's smoothed RTT {srtt:?}");
+}

@@ -755,10 +755,13 @@ impl<T> LossDetection<T> {
                 } else {
                     ack_delay
                 };
-                self.rtt
-                    .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed);
-                self.first_rtt_sample.get_or_insert(now);
-                outcome.rtt_sampled = true;
+                if self
+                    .rtt
+                    .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed)
+                {
+                    self.first_rtt_sample.get_or_insert(now);
+                    outcome.rtt_sampled = true;
+                }
             }
         }
 

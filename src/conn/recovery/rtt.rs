@@ -51,13 +51,30 @@ impl RttEstimator {
     /// acknowledgements in the Initial space (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment
     /// delay for Initial packets"); [`LossDetection`](super::LossDetection) does so. `max_ack_delay` is the
     /// peer's transport parameter, applied only once `handshake_confirmed`.
+    ///
+    /// Returns whether the sample was taken. Before the handshake is confirmed, a sample of which the
+    /// peer's ACK delay is more than half is ignored when that delay cannot be subtracted from it: on the
+    /// first sample (min_rtt would be the sample itself) or where the difference would be below min_rtt
+    /// (RFC 9002 §5.3: "prior to handshake confirmation, an endpoint MAY ignore RTT samples if adjusting
+    /// the RTT sample for acknowledgment delay causes the sample to be less than the min_rtt"). Such a
+    /// sample measures mostly how long the peer held its acknowledgement: a Handshake ACK sent again
+    /// with a lost Finished at the peer's PTO, seconds on after a blackout backed that off. Taken whole,
+    /// it set the smoothed RTT of a 100 ms path to 4 s, and with it every PTO, idle and draining period
+    /// of the connection for many samples after (tests/soak.rs seeds 19785 and 35419); an endpoint that
+    /// mostly receives, and so takes few samples, kept it to the end.
     pub(crate) fn update(
         &mut self,
         latest_rtt: Duration,
         ack_delay: Duration,
         max_ack_delay: Duration,
         handshake_confirmed: bool,
-    ) {
+    ) -> bool {
+        if !handshake_confirmed
+            && ack_delay.saturating_mul(2) > latest_rtt
+            && (!self.has_sample || latest_rtt < self.min.saturating_add(ack_delay))
+        {
+            return false;
+        }
         self.latest = latest_rtt;
         self.latest_adjusted = latest_rtt;
         if !self.has_sample {
@@ -67,7 +84,7 @@ impl RttEstimator {
             self.min = latest_rtt;
             self.smoothed = latest_rtt;
             self.rttvar = latest_rtt / 2;
-            return;
+            return true;
         }
         // RFC 9002 §5.2: "min_rtt MUST be set to the lesser of min_rtt and latest_rtt" (ack delay ignored).
         self.min = self.min.min(latest_rtt);
@@ -93,6 +110,7 @@ impl RttEstimator {
         let rttvar_sample = abs_diff(self.smoothed, adjusted);
         self.rttvar = (self.rttvar.saturating_mul(3).saturating_add(rttvar_sample)) / 4;
         self.smoothed = (self.smoothed.saturating_mul(7).saturating_add(adjusted)) / 8;
+        true
     }
 
     /// RFC 9002 §5.2: "Endpoints SHOULD set the min_rtt to the newest RTT sample after persistent

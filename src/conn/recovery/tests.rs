@@ -176,6 +176,50 @@ fn rtt_ack_delay_never_subtracted_below_min_rtt() {
     assert_eq!(rtt.min(), ms(100));
 }
 
+/// RFC 9002 §5.3 lets an endpoint ignore, before confirmation, a sample whose ACK delay cannot be
+/// subtracted: taken whole, one that is mostly the peer's delay (a Handshake ACK sent again with a lost
+/// Finished at the peer's backed-off PTO) sets the estimate to seconds on a fast path.
+#[test]
+fn rtt_sample_mostly_ack_delay_before_confirmation_is_ignored() {
+    // As the first sample: nothing changes, and the next sample initialises the estimator.
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(!rtt.update(ms(4_100), ms(4_000), ms(25), false));
+    assert!(!rtt.has_sample());
+    assert_eq!(rtt.smoothed(), INITIAL_RTT);
+    assert_eq!(rtt.pto_base(), ms(999));
+    assert!(rtt.update(ms(90), Duration::ZERO, ms(25), true));
+    assert_eq!(
+        (rtt.min(), rtt.smoothed(), rtt.rttvar()),
+        (ms(90), ms(90), ms(45))
+    );
+
+    // As a later sample whose delay would take it below min_rtt: ignored too.
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(rtt.update(ms(100), Duration::ZERO, ms(25), false));
+    assert!(!rtt.update(ms(4_050), ms(4_000), ms(25), false));
+    assert_eq!(
+        (rtt.latest(), rtt.smoothed(), rtt.rttvar()),
+        (ms(100), ms(100), ms(50))
+    );
+    // One it can be subtracted from is taken, adjusted: 4,150 - 4,000 = 150.
+    assert!(rtt.update(ms(4_150), ms(4_000), ms(25), false));
+    assert_eq!(rtt.latest_adjusted(), ms(150));
+}
+
+/// What is not ignored: a first sample with a smaller share of ACK delay (taken whole, RFC 9002 §5.3),
+/// and any sample once the handshake is confirmed (the delay then capped at max_ack_delay).
+#[test]
+fn rtt_sample_with_ack_delay_is_taken_otherwise() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(rtt.update(ms(100), ms(49), ms(25), false));
+    assert_eq!(rtt.smoothed(), ms(100));
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(rtt.update(ms(4_100), ms(4_000), ms(25), true));
+    assert_eq!(rtt.smoothed(), ms(4_100));
+    assert!(rtt.update(ms(4_200), ms(4_000), ms(25), true));
+    assert_eq!(rtt.latest_adjusted(), ms(4_175));
+}
+
 #[test]
 fn rtt_huge_ack_delay_saturates() {
     let mut rtt = RttEstimator::new(INITIAL_RTT);
