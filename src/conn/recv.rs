@@ -496,6 +496,24 @@ impl Connection {
                         )
                         .with_frame(ty));
                     }
+                    // RFC 9002 §6.2.3: CRYPTO data we already have, sent again, tells that the peer
+                    // misses an acknowledgement of it, or what we sent in answer: our own unacknowledged
+                    // CRYPTO data of the space goes again now rather than at our PTO, once per space. A
+                    // client whose Finished was lost, its PTO backed off for seconds by an outage
+                    // earlier in the handshake, answered the server's probes with ACK frames only, and
+                    // the server, with nothing of its own in flight, reached its idle timeout first
+                    // (tests/soak.rs seed 197720). A server whose flight was lost resends it on the
+                    // client's ClientHello sent again, within the amplification limit.
+                    let end = c.offset.saturating_add(c.data.len() as u64);
+                    let resend = space != SpaceId::Data
+                        && !c.data.is_empty()
+                        && end <= s.crypto_recv.contiguous_end()
+                        && !s.crypto_resent_early
+                        && s.crypto_send.has_unacked();
+                    if resend {
+                        s.crypto_resent_early = true;
+                        s.crypto_send.requeue_unacked();
+                    }
                     // Data beyond a gap waits, as a copy when small or a small share of its datagram:
                     // memory follows the bytes held, not the datagrams they came in.
                     let data = if c.offset > s.crypto_recv.contiguous_end() {
@@ -516,6 +534,16 @@ impl Connection {
                         .with_frame(ty));
                     }
                     self.read_crypto(now, space)?;
+                    // A ClientHello sent again: the client has not had our Initial flight, and the
+                    // Handshake packets beside it were likely lost with it. They go again too.
+                    if resend && space == SpaceId::Initial && self.side.is_server() {
+                        if let Some(h) = self.spaces.live_mut(SpaceId::Handshake.index()) {
+                            if !h.crypto_resent_early && h.crypto_send.has_unacked() {
+                                h.crypto_resent_early = true;
+                                h.crypto_send.requeue_unacked();
+                            }
+                        }
+                    }
                 }
                 Frame::Close(close) => {
                     self.on_peer_close(now, close);

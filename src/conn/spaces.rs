@@ -174,6 +174,15 @@ impl CryptoSend {
         }
     }
 
+    /// Whether some data was sent and is not acknowledged yet.
+    pub(crate) fn has_unacked(&self) -> bool {
+        self.sent > self.base
+            && self
+                .acked
+                .range_containing(self.base)
+                .map_or(true, |r| *r.end() + 1 < self.sent)
+    }
+
     /// A probe timeout: queue everything sent and not acknowledged, to be sent again (RFC 9002 §6.2.4).
     pub(crate) fn requeue_unacked(&mut self) {
         if self.sent <= self.base {
@@ -204,6 +213,9 @@ pub(crate) struct PacketSpace {
     pub(crate) probes: u8,
     /// A PING is wanted (keep-alive or an explicit request).
     pub(crate) ping_pending: bool,
+    /// Our unacknowledged CRYPTO data of this space was queued again on receiving the peer's again
+    /// (RFC 9002 §6.2.3; once per space).
+    pub(crate) crypto_resent_early: bool,
 }
 
 impl PacketSpace {
@@ -217,6 +229,7 @@ impl PacketSpace {
             received,
             probes: 0,
             ping_pending: false,
+            crypto_resent_early: false,
         }
     }
 
@@ -231,6 +244,7 @@ impl PacketSpace {
             received: ReceivedPackets::new(space, AckConfig::DEFAULT),
             probes: 0,
             ping_pending: false,
+            crypto_resent_early: false,
         }
     }
 }

@@ -595,3 +595,94 @@ fn a_server_takes_no_rtt_from_an_ack_its_client_held_for_a_lost_finished() {
     let srtt = p.server.conn(h).unwrap().stats().smoothed_rtt;
     assert!(srtt < Duration::from_millis(30), "server's smoothed RTT {srtt:?}");
 }
+
+/// RFC 9002 §6.2.3: CRYPTO data received again tells that the peer misses what we sent in answer, which
+/// then goes at once rather than at our PTO. The client's Finished is lost, and so are its PTO probes
+/// until the server's own PTO resends its Handshake flight: the client, which has that flight already,
+/// answers with its Finished then and there. Before, it answered with an ACK frame and kept the Finished
+/// for its next PTO (seconds on once backed off, past the idle timeout in tests/soak.rs seed 197720).
+#[test]
+fn a_client_sends_its_finished_again_on_the_servers_flight_sent_again() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let one_way = Duration::from_millis(10);
+    let t0 = p.now;
+    let hello = sends(&mut p.client, t0);
+    p.now = t0 + one_way;
+    for d in &hello {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let flight = sends(&mut p.server, p.now);
+    p.now += one_way;
+    for d in &flight {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    assert!(
+        !sends(&mut p.client, p.now).is_empty(),
+        "the client answers; lost"
+    );
+    // Everything the client sends is lost until the server's PTO.
+    let probe = loop {
+        let (c, s) = (p.client.poll_timeout().unwrap(), p.server.poll_timeout().unwrap());
+        p.now = c.min(s);
+        if s <= c {
+            p.server.handle_timeout(p.now);
+            break sends(&mut p.server, p.now);
+        }
+        p.client.handle_timeout(p.now);
+        assert!(
+            !sends(&mut p.client, p.now).is_empty(),
+            "a PTO sends probes; lost"
+        );
+    };
+    for d in &probe {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    let answer = sends(&mut p.client, p.now);
+    for d in &answer {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let h = p.server.table.iter().next().unwrap().0;
+    assert!(
+        !p.server.conn(h).unwrap().is_handshaking(),
+        "the client's answer to the probe brought its Finished"
+    );
+}
+
+/// RFC 9002 §6.2.3, at the server: the server's whole first flight is lost, and the client's PTO sends
+/// its ClientHello again before the server's own PTO. The server, which has that ClientHello already,
+/// sends its Initial and Handshake flight again at once (the client's datagram raised its amplification
+/// allowance), and the client completes its handshake from it.
+#[test]
+fn a_server_sends_its_flight_again_on_the_client_hello_sent_again() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let one_way = Duration::from_millis(10);
+    let t0 = p.now;
+    let hello = sends(&mut p.client, t0);
+    p.now = t0 + one_way;
+    for d in &hello {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    assert!(
+        !sends(&mut p.server, p.now).is_empty(),
+        "the server's flight; lost"
+    );
+    let (c, s) = (p.client.poll_timeout().unwrap(), p.server.poll_timeout().unwrap());
+    assert!(c < s, "the client's PTO comes first");
+    p.now = c;
+    p.client.handle_timeout(c);
+    let probes = sends(&mut p.client, c);
+    p.now = c + one_way;
+    for d in &probes {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let answer = sends(&mut p.server, p.now);
+    p.now += one_way;
+    for d in &answer {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    let h = p.client.table.iter().next().unwrap().0;
+    assert!(
+        !p.client.conn(h).unwrap().is_handshaking(),
+        "the server's answer to the ClientHello sent again brought its flight"
+    );
+}
