@@ -482,6 +482,11 @@ impl Connection {
                     // RFC 9000 §7.5: at least 4096 bytes, whatever the configuration says.
                     let window = self.config.crypto_buffer_size.max(4096) as u64;
                     let left = self.crypto_level_left(space);
+                    let min_rtt = self.recovery.rtt().min();
+                    let settled = self
+                        .recovery
+                        .last_ack_eliciting_sent(space)
+                        .map_or(true, |t| now.saturating_duration_since(t) >= min_rtt);
                     // The space may have been discarded by an earlier frame of this very packet (the
                     // client's Finished confirms the handshake at the server).
                     let Some(s) = self.spaces.live_mut(space.index()) else {
@@ -503,13 +508,17 @@ impl Connection {
                     // earlier in the handshake, answered the server's probes with ACK frames only, and
                     // the server, with nothing of its own in flight, reached its idle timeout first
                     // (tests/soak.rs seed 197720). A server whose flight was lost resends it on the
-                    // client's ClientHello sent again, within the amplification limit.
+                    // client's ClientHello sent again, within the amplification limit. Only when what we
+                    // sent in the space last went out at least a round trip ago (min_rtt, the initial RTT
+                    // before a sample): a copy sent before ours could arrive says nothing of ours (a
+                    // client's second Initial probe, right behind the first the server answered).
                     let end = c.offset.saturating_add(c.data.len() as u64);
                     let resend = space != SpaceId::Data
                         && !c.data.is_empty()
                         && end <= s.crypto_recv.contiguous_end()
                         && !s.crypto_resent_early
-                        && s.crypto_send.has_unacked();
+                        && s.crypto_send.has_unacked()
+                        && settled;
                     if resend {
                         s.crypto_resent_early = true;
                         s.crypto_send.requeue_unacked();

@@ -686,3 +686,30 @@ fn a_server_sends_its_flight_again_on_the_client_hello_sent_again() {
         "the server's answer to the ClientHello sent again brought its flight"
     );
 }
+
+/// RFC 9002 §6.2.3 acts on CRYPTO data received again only when what we sent in that space went out at
+/// least a round trip before: the client's two Initial probes both carry its ClientHello (its first was
+/// lost), and the server answers the first with its flight. The second, right behind, is a copy the
+/// client sent before it could have the flight, and must not make the server send the flight twice
+/// (spending its amplification allowance, and the once-per-space resend a real loss may need later).
+#[test]
+fn a_second_client_hello_probe_does_not_double_the_servers_flight() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let t0 = p.now;
+    assert!(!sends(&mut p.client, t0).is_empty(), "the ClientHello; lost");
+    let pto = p.client.poll_timeout().unwrap();
+    p.now = pto;
+    p.client.handle_timeout(pto);
+    let probes = sends(&mut p.client, pto);
+    assert_eq!(probes.len(), 2, "two Initial probes, each with the ClientHello");
+    let at = pto + Duration::from_millis(10);
+    deliver(&mut p.server, at, CLIENT, &probes[0]);
+    let flight: usize = sends(&mut p.server, at).iter().map(Vec::len).sum();
+    let at2 = at + Duration::from_micros(100);
+    deliver(&mut p.server, at2, CLIENT, &probes[1]);
+    let again: Vec<usize> = sends(&mut p.server, at2).iter().map(Vec::len).collect();
+    assert!(
+        again.iter().sum::<usize>() < flight / 2,
+        "{again:?} after a flight of {flight} bytes"
+    );
+}

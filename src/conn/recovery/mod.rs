@@ -1078,6 +1078,14 @@ impl<T> LossDetection<T> {
         &self.rtt
     }
 
+    /// When the latest ack-eliciting packet of `space` was sent, while one is in flight there.
+    pub(crate) fn last_ack_eliciting_sent(&self, space: SpaceId) -> Option<Instant> {
+        self.spaces
+            .get(space)
+            .filter(|s| s.ack_eliciting_in_flight > 0)
+            .and_then(|s| s.time_of_last_ack_eliciting)
+    }
+
     /// The packet reordering threshold in force (RFC 9002 §6.1.1).
     pub(crate) fn packet_threshold(&self) -> u64 {
         self.packet_threshold

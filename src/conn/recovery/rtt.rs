@@ -73,6 +73,11 @@ impl RttEstimator {
             && ack_delay.saturating_mul(2) > latest_rtt
             && (!self.has_sample || latest_rtt < self.min.saturating_add(ack_delay))
         {
+            // min_rtt is local time alone (§5.2: "the lesser of min_rtt and latest_rtt"), which the
+            // ignored delay does not touch.
+            if self.has_sample {
+                self.min = self.min.min(latest_rtt);
+            }
             return false;
         }
         self.latest = latest_rtt;

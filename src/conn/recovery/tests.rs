@@ -206,6 +206,16 @@ fn rtt_sample_mostly_ack_delay_before_confirmation_is_ignored() {
     assert_eq!(rtt.latest_adjusted(), ms(150));
 }
 
+/// An ignored sample still lowers min_rtt (RFC 9002 §5.2: "the lesser of min_rtt and latest_rtt"; the
+/// sample is ignored for its ACK delay, which min_rtt never uses).
+#[test]
+fn rtt_ignored_sample_still_lowers_min_rtt() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(rtt.update(ms(100), Duration::ZERO, ms(25), false));
+    assert!(!rtt.update(ms(60), ms(40), ms(25), false));
+    assert_eq!((rtt.min(), rtt.smoothed()), (ms(60), ms(100)));
+}
+
 /// What is not ignored: a first sample with a smaller share of ACK delay (taken whole, RFC 9002 §5.3),
 /// and any sample once the handshake is confirmed (the delay then capped at max_ack_delay).
 #[test]
