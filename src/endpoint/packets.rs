@@ -713,3 +713,46 @@ fn a_second_client_hello_probe_does_not_double_the_servers_flight() {
         "{again:?} after a flight of {flight} bytes"
     );
 }
+
+/// RFC 9002 §5.3 again, in the Initial space, whose ACK delay is not subtracted: the server's first
+/// flight is lost, and its PTO probe, a second later, brings the ServerHello with an ACK of the
+/// ClientHello that reports the second it waited. Taken whole, that was the client's first RTT sample
+/// (a second on a 20 ms path), which later samples wore down by an eighth each; ignored, the client's
+/// first sample is the next acknowledgement. (The client assumes a longer initial RTT than the server,
+/// so that the server's PTO comes first.)
+#[test]
+fn a_client_takes_no_rtt_from_the_ack_in_the_servers_probe() {
+    let client = TransportConfig {
+        initial_rtt: Duration::from_millis(600),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start_with(TransportConfig::default(), client);
+    let one_way = Duration::from_millis(10);
+    let t0 = p.now;
+    let hello = sends(&mut p.client, t0);
+    p.now = t0 + one_way;
+    for d in &hello {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    assert!(
+        !sends(&mut p.server, p.now).is_empty(),
+        "the server's flight; lost"
+    );
+    let pto = p.server.poll_timeout().unwrap();
+    assert!(
+        pto < p.client.poll_timeout().unwrap(),
+        "the server's PTO comes first"
+    );
+    p.now = pto;
+    p.server.handle_timeout(pto);
+    let probes = sends(&mut p.server, pto);
+    p.now = pto + one_way;
+    for d in &probes {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    p.run_with_latency(one_way, Duration::from_secs(2));
+    p.assert_both_connected();
+    let h = p.client.table.iter().next().unwrap().0;
+    let srtt = p.client.conn(h).unwrap().stats().smoothed_rtt;
+    assert!(srtt < Duration::from_millis(30), "client's smoothed RTT {srtt:?}");
+}

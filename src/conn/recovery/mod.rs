@@ -749,16 +749,16 @@ impl<T> LossDetection<T> {
                 let latest_rtt = now
                     .saturating_duration_since(newest_time_sent)
                     .saturating_sub(ctx.local_delay);
-                // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets".
-                let ack_delay = if space == SpaceId::Initial {
-                    Duration::ZERO
+                // RFC 9002 §5.3: "MAY ignore the acknowledgment delay for Initial packets" (not
+                // subtracted; see `update_initial`).
+                let taken = if space == SpaceId::Initial {
+                    self.rtt
+                        .update_initial(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed)
                 } else {
-                    ack_delay
+                    self.rtt
+                        .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed)
                 };
-                if self
-                    .rtt
-                    .update(latest_rtt, ack_delay, ctx.max_ack_delay, ctx.handshake_confirmed)
-                {
+                if taken {
                     self.first_rtt_sample.get_or_insert(now);
                     outcome.rtt_sampled = true;
                 }

@@ -69,15 +69,7 @@ impl RttEstimator {
         max_ack_delay: Duration,
         handshake_confirmed: bool,
     ) -> bool {
-        if !handshake_confirmed
-            && ack_delay.saturating_mul(2) > latest_rtt
-            && (!self.has_sample || latest_rtt < self.min.saturating_add(ack_delay))
-        {
-            // min_rtt is local time alone (§5.2: "the lesser of min_rtt and latest_rtt"), which the
-            // ignored delay does not touch.
-            if self.has_sample {
-                self.min = self.min.min(latest_rtt);
-            }
+        if self.ignores_held(latest_rtt, ack_delay, handshake_confirmed) {
             return false;
         }
         self.latest = latest_rtt;
@@ -116,6 +108,38 @@ impl RttEstimator {
         self.rttvar = (self.rttvar.saturating_mul(3).saturating_add(rttvar_sample)) / 4;
         self.smoothed = (self.smoothed.saturating_mul(7).saturating_add(adjusted)) / 8;
         true
+    }
+
+    /// As [`update`](Self::update), for an acknowledgement in the Initial space: its ACK delay is not
+    /// subtracted (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment delay for Initial
+    /// packets", which are acknowledged at once), but a sample that is mostly that delay is ignored all
+    /// the same. One is: the ACK of a ClientHello that comes in the server's PTO probe when its first
+    /// flight was lost, reporting the second it waited; taken whole, it made the client's smoothed RTT a
+    /// second on a 40 ms path, and its PTO, backed off once, passed the idle timeout of a server
+    /// blocked by its amplification limit (tests/soak.rs seed 225325).
+    pub(crate) fn update_initial(
+        &mut self,
+        latest_rtt: Duration,
+        ack_delay: Duration,
+        max_ack_delay: Duration,
+        handshake_confirmed: bool,
+    ) -> bool {
+        if self.ignores_held(latest_rtt, ack_delay, handshake_confirmed) {
+            return false;
+        }
+        self.update(latest_rtt, Duration::ZERO, max_ack_delay, handshake_confirmed)
+    }
+
+    /// Whether a sample is ignored for being mostly the peer's ACK delay (see [`update`](Self::update)).
+    /// min_rtt, which is local time alone (§5.2: "the lesser of min_rtt and latest_rtt"), still takes it.
+    fn ignores_held(&mut self, latest_rtt: Duration, ack_delay: Duration, handshake_confirmed: bool) -> bool {
+        let ignored = !handshake_confirmed
+            && ack_delay.saturating_mul(2) > latest_rtt
+            && (!self.has_sample || latest_rtt < self.min.saturating_add(ack_delay));
+        if ignored && self.has_sample {
+            self.min = self.min.min(latest_rtt);
+        }
+        ignored
     }
 
     /// RFC 9002 §5.2: "Endpoints SHOULD set the min_rtt to the newest RTT sample after persistent
