@@ -492,6 +492,7 @@ fn udp(a: &Args) -> Vec<Row> {
     let reps = a.reps.unwrap_or(3);
     let tls = Tls::new(Suite::Aes128Gcm, Mode::Default);
     let (mut qc, mut rc, mut qw, mut rw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut qa, mut ra) = (Vec::new(), Vec::new());
     let mut gso = String::new();
     for rep in 0..reps {
         let x = if skip("quicsand") {
@@ -505,15 +506,18 @@ fn udp(a: &Args) -> Vec<Row> {
             crate::udp::quinn(a.bytes, a.size, &tls)
         };
         println!(
-            "udp rep {}/{reps}: quicsand {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall), \
-             quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall)",
+            "udp rep {}/{reps}: quicsand {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall, \
+             {:.2} allocations per datagram), quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall, \
+             {:.2} allocations per datagram)",
             rep + 1,
             x.gbps_cpu(),
             x.cpu.as_secs_f64(),
             x.gbps_wall(),
+            x.allocs_per_datagram(),
             y.gbps_cpu(),
             y.cpu.as_secs_f64(),
             y.gbps_wall(),
+            y.allocs_per_datagram(),
         );
         if let Some((s, r)) = x.drivers {
             println!("  quicsand sender {s:?}\n  quicsand receiver {r:?}");
@@ -527,6 +531,8 @@ fn udp(a: &Args) -> Vec<Row> {
         rc.push(y.gbps_cpu());
         qw.push(x.gbps_wall());
         rw.push(y.gbps_wall());
+        qa.push(x.allocs_per_datagram());
+        ra.push(y.allocs_per_datagram());
     }
     let what = format!("udp 127.0.0.1, AES-128-GCM, {} B, {} MiB", a.size, a.bytes >> 20);
     vec![
@@ -535,7 +541,12 @@ fn udp(a: &Args) -> Vec<Row> {
             unit: "Gbit/s per CPU-s (process)",
             quicsand: Stats::of(&qc),
             quinn: Stats::of(&rc),
-            note: format!("vs quinn 0.11 on tokio current_thread; one thread per side; {gso} (last rep)"),
+            note: format!(
+                "vs quinn 0.11 on tokio current_thread; one thread per side; {gso} (last rep); \
+                 allocations per datagram (whole process, median) {:.2} vs {:.2}",
+                Stats::of(&qa).median,
+                Stats::of(&ra).median
+            ),
         },
         Row {
             what,

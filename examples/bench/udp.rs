@@ -22,6 +22,7 @@ use quicsand::{
     StreamId, TransportConfig,
 };
 
+use crate::alloc::{counts, HARNESS};
 use crate::measure::{process_cpu, real_now};
 use crate::setup::{Tls, CHUNK};
 
@@ -39,6 +40,10 @@ pub struct UdpResult {
     pub bytes: u64,
     /// quicsand only: the sender's and the receiver's driver counters.
     pub drivers: Option<(DriverStats, DriverStats)>,
+    /// Heap allocations in the whole process (both threads, engine, driver and runtime) during the run.
+    pub allocs: u64,
+    /// UDP datagrams sent, both directions.
+    pub datagrams: u64,
 }
 
 impl UdpResult {
@@ -50,6 +55,11 @@ impl UdpResult {
     /// Goodput per wall-clock second in Gbit/s.
     pub fn gbps_wall(&self) -> f64 {
         self.bytes as f64 * 8.0 / self.wall.as_secs_f64() / 1e9
+    }
+
+    /// Heap allocations per datagram, both directions, whole process.
+    pub fn allocs_per_datagram(&self) -> f64 {
+        self.allocs as f64 / self.datagrams.max(1) as f64
     }
 }
 
@@ -207,6 +217,7 @@ pub fn quicsand(bytes: u64, size: usize, batch: usize, tls: &Tls) -> UdpResult {
 
     let start = real_now();
     let cpu0 = process_cpu();
+    let allocs0 = counts(HARNESS);
     let receiver = std::thread::spawn(move || {
         let mut app = Receiver {
             received: 0,
@@ -234,12 +245,16 @@ pub fn quicsand(bytes: u64, size: usize, batch: usize, tls: &Tls) -> UdpResult {
     client.run(&mut app).expect("udp quicsand sender: socket error");
     let (received, server_stats) = receiver.join().expect("udp quicsand receiver thread");
     let cpu = process_cpu() - cpu0;
+    let allocs = counts(HARNESS).since(&allocs0).allocs;
     assert_eq!(received.received, bytes, "udp quicsand: every byte arrived");
+    let client_stats = client.stats();
     UdpResult {
         cpu,
         wall: received.done_at.expect("done") - start,
         bytes: received.received,
-        drivers: Some((client.stats(), server_stats)),
+        drivers: Some((client_stats, server_stats)),
+        allocs,
+        datagrams: client_stats.datagrams_sent + server_stats.datagrams_sent,
     }
 }
 
@@ -299,7 +314,7 @@ pub fn quinn(bytes: u64, size: usize, tls: &Tls) -> UdpResult {
                 conn.close(0u32.into(), b"done");
                 // Let the endpoint send the CONNECTION_CLOSE.
                 endpoint.wait_idle().await;
-                (received, done_at)
+                (received, done_at, conn.stats().udp_tx.datagrams)
             };
             tokio::time::timeout(TIMEOUT, work)
                 .await
@@ -312,7 +327,8 @@ pub fn quinn(bytes: u64, size: usize, tls: &Tls) -> UdpResult {
     ready.wait();
     let start = real_now();
     let cpu0 = process_cpu();
-    rt.block_on(async {
+    let allocs0 = counts(HARNESS);
+    let sent = rt.block_on(async {
         let work = async {
             let conn = endpoint
                 .connect_with(client_config, server_addr, "localhost")
@@ -333,18 +349,22 @@ pub fn quinn(bytes: u64, size: usize, tls: &Tls) -> UdpResult {
                 matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
                 "udp quinn sender: {reason}"
             );
+            conn.stats().udp_tx.datagrams
         };
         tokio::time::timeout(TIMEOUT, work)
             .await
             .expect("udp quinn sender: not done in time")
     });
-    let (received, done_at) = receiver.join().expect("udp quinn receiver thread");
+    let (received, done_at, server_sent) = receiver.join().expect("udp quinn receiver thread");
     let cpu = process_cpu() - cpu0;
+    let allocs = counts(HARNESS).since(&allocs0).allocs;
     assert_eq!(received, bytes, "udp quinn: every byte arrived");
     UdpResult {
         cpu,
         wall: done_at - start,
         bytes: received,
         drivers: None,
+        allocs,
+        datagrams: sent + server_sent,
     }
 }
