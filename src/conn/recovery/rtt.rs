@@ -47,10 +47,9 @@ impl RttEstimator {
     ///
     /// `latest_rtt` is the time from sending the largest newly acknowledged packet to receiving its
     /// acknowledgement; the caller takes a sample only under the two conditions of RFC 9002 §5.1.
-    /// `ack_delay` is the decoded ACK Delay field. The caller passes `Duration::ZERO` for
-    /// acknowledgements in the Initial space (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment
-    /// delay for Initial packets"); [`LossDetection`](super::LossDetection) does so. `max_ack_delay` is the
-    /// peer's transport parameter, applied only once `handshake_confirmed`.
+    /// `ack_delay` is the decoded ACK Delay field; acknowledgements in the Initial space go through
+    /// [`update_initial`](Self::update_initial) instead, which does not subtract it. `max_ack_delay` is
+    /// the peer's transport parameter, applied only once `handshake_confirmed`.
     ///
     /// Returns whether the sample was taken. Before the handshake is confirmed, a sample of which the
     /// peer's ACK delay is more than half is ignored when that delay cannot be subtracted from it: on the
