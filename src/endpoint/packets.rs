@@ -603,6 +603,25 @@ fn a_server_takes_no_rtt_from_an_ack_its_client_held_for_a_lost_finished() {
 /// for its next PTO (seconds on once backed off, past the idle timeout in tests/soak.rs seed 197720).
 #[test]
 fn a_client_sends_its_finished_again_on_the_servers_flight_sent_again() {
+    let (mut p, probe) = finished_lost_until_the_servers_probe();
+    for d in &probe {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    let answer = sends(&mut p.client, p.now);
+    for d in &answer {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    let h = p.server.table.iter().next().unwrap().0;
+    assert!(
+        !p.server.conn(h).unwrap().is_handshaking(),
+        "the client's answer to the probe brought its Finished"
+    );
+}
+
+/// A pair on a 20 ms path whose client has the server's flight, while everything the client sent since
+/// (its Finished, then its PTO probes) is lost; with the server's PTO probes, its flight again, which
+/// the client has not received yet.
+fn finished_lost_until_the_servers_probe() -> (Pair, Vec<Vec<u8>>) {
     let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     let one_way = Duration::from_millis(10);
     let t0 = p.now;
@@ -620,31 +639,59 @@ fn a_client_sends_its_finished_again_on_the_servers_flight_sent_again() {
         !sends(&mut p.client, p.now).is_empty(),
         "the client answers; lost"
     );
-    // Everything the client sends is lost until the server's PTO.
-    let probe = loop {
+    let probe = client_lost_until_the_servers_pto(&mut p);
+    (p, probe)
+}
+
+/// Runs the clock to the server's next PTO, losing the client's own PTO probes before it; the server's
+/// probes.
+fn client_lost_until_the_servers_pto(p: &mut Pair) -> Vec<Vec<u8>> {
+    loop {
         let (c, s) = (p.client.poll_timeout().unwrap(), p.server.poll_timeout().unwrap());
         p.now = c.min(s);
         if s <= c {
             p.server.handle_timeout(p.now);
-            break sends(&mut p.server, p.now);
+            return sends(&mut p.server, p.now);
         }
         p.client.handle_timeout(p.now);
         assert!(
             !sends(&mut p.client, p.now).is_empty(),
             "a PTO sends probes; lost"
         );
-    };
+    }
+}
+
+/// RFC 9002 §6.2.3: "for a limited number of times per connection" (an endpoint answering every packet
+/// it cannot use risks an endless exchange). The client's answer with its Finished, sent again on the
+/// server's probe, is lost too; when the server's CRYPTO data comes yet again (injected here: the server
+/// itself is at its amplification limit by then), the client keeps its Finished for its own PTO.
+#[test]
+fn a_client_sends_its_finished_early_once_only() {
+    let (mut p, probe) = finished_lost_until_the_servers_probe();
     for d in &probe {
         deliver(&mut p.client, p.now, SERVER, d);
     }
+    let with_finished: usize = sends(&mut p.client, p.now).iter().map(Vec::len).sum();
+    p.now += Duration::from_millis(100);
+    let h = p.client.table.iter().next().unwrap().0;
+    let again = Frame::Crypto(crate::wire::frame::CryptoFrame {
+        offset: 0,
+        data: Bytes::from_static(&[0; 32]),
+    });
+    let now = p.now;
+    p.client
+        .table
+        .get_mut(h)
+        .unwrap()
+        .conn
+        .inject_frames_in(now, SpaceId::Handshake, &[again]);
+    p.client.after_conn(h, true);
+    // The injected packet has no packet number to acknowledge: the client sends nothing at all.
     let answer = sends(&mut p.client, p.now);
-    for d in &answer {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
-    let h = p.server.table.iter().next().unwrap().0;
+    assert!(with_finished > 0);
     assert!(
-        !p.server.conn(h).unwrap().is_handshaking(),
-        "the client's answer to the probe brought its Finished"
+        answer.is_empty(),
+        "{answer:?} after {with_finished} bytes with the Finished"
     );
 }
 
