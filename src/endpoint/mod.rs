@@ -1048,6 +1048,17 @@ impl Endpoint {
         }
     }
 
+    /// Fuzzing hook: the final size the peer gave stream `id` of connection `h` (see
+    /// `Streams::recv_final_size`).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn recv_final_size(
+        &self,
+        h: ConnectionHandle,
+        id: crate::wire::frame::StreamId,
+    ) -> Option<u64> {
+        self.table.get(h)?.conn.streams.recv_final_size(id)
+    }
+
     /// Test and fuzzing hook: `payload` reaches connection `h` as the decrypted payload of an
     /// authenticated 1-RTT packet from its peer (see `Connection::inject_payload`).
     #[cfg(any(test, fuzzing))]

@@ -570,6 +570,22 @@ impl Pair {
         self.model
             .values()
             .any(|m| m.reset.is_none() && m.read_reset.is_some())
+            || self.forged_final_size()
+    }
+
+    /// Whether a reader holds a final size its writer never sent: a forged FIN (a corrupted PING frame
+    /// read as a STREAM frame with FIN at offset 1, say). The reader then sends no more MAX_STREAM_DATA
+    /// (RFC 9000 §4.5: nothing lies beyond the final size), and a writer still at a lower limit sends
+    /// STREAM_DATA_BLOCKED periodically, answered, for ever.
+    fn forged_final_size(&self) -> bool {
+        self.model.iter().any(|((writer, id), m)| {
+            let reader = &self.peers[1 - writer];
+            let Some(h) = reader.conn else { return false };
+            reader
+                .ep
+                .recv_final_size(h, *id)
+                .is_some_and(|size| m.reset.is_none() && !(m.finished && size == m.written))
+        })
     }
 
     /// The invariant every connection check ends with: each side either got its connection lost or

@@ -590,6 +590,13 @@ mod outgoing;
 mod waiting;
 
 impl Streams {
+    /// The final size the peer gave stream `id` (a FIN or RESET_STREAM), while the stream is tracked:
+    /// for the fuzz harness, to tell a forged end of stream (a corrupted packet under its null cipher).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn recv_final_size(&self, id: StreamId) -> Option<u64> {
+        self.streams.get(&id)?.recv.as_ref()?.final_size
+    }
+
     /// The streams of a connection on `side`, with our limits from `given`. The peer's limits are all
     /// zero until [`Streams::set_peer_limits`].
     pub(crate) fn new(side: Side, given: &StreamsConfig) -> Self {
