@@ -496,8 +496,14 @@ impl Connection {
         // one: that one may be lost with what the probe resends, and a peer whose packets stay
         // unacknowledged may have nothing left to send that would earn it another (its window full of
         // them, and no PTO of its own armed before the handshake is confirmed, §6.2.1; quinn-proto 0.11
-        // then holds even its ACKs).
-        let ack_wanted = s.received.has_unacked() || (s.probes > 0 && s.received.has_reportable());
+        // then holds even its ACKs). Not in the Initial space: there a peer may take an RTT sample
+        // without subtracting the ACK delay (§5.3: "MAY ignore the acknowledgment delay for Initial
+        // packets"), and an ACK of its ClientHello sent again in our probe a PTO later made quinn-proto's
+        // first sample that PTO, a second on a 20 ms path (tests/sim_matrix.rs `loss20_rtt20` seed 173,
+        // quinn-proto client: its PTO of seconds outlasted the idle timeout). A client has its answer
+        // to the ClientHello from the CRYPTO data the probe resends anyway.
+        let ack_wanted = s.received.has_unacked()
+            || (s.probes > 0 && space != SpaceId::Initial && s.received.has_reportable());
         if ack_wanted && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {

@@ -761,12 +761,13 @@ fn a_second_client_hello_probe_does_not_double_the_servers_flight() {
     );
 }
 
-/// RFC 9002 §5.3 again, in the Initial space, whose ACK delay is not subtracted: the server's first
-/// flight is lost, and its PTO probe, a second later, brings the ServerHello with an ACK of the
-/// ClientHello that reports the second it waited. Taken whole, that was the client's first RTT sample
-/// (a second on a 20 ms path), which later samples wore down by an eighth each; ignored, the client's
-/// first sample is the next acknowledgement. (The client assumes a longer initial RTT than the server,
-/// so that the server's PTO comes first.)
+/// The server's first flight is lost, and its PTO probe brings the ServerHello a second later. The
+/// client's RTT estimate must not take that second: an ACK of the ClientHello in the probe, reporting
+/// the second it waited, was the client's first RTT sample (the Initial space's ACK delay is not
+/// subtracted, RFC 9002 §5.3) and left its smoothed RTT at 785 ms on a 20 ms path. The server's Initial
+/// probes carry no ACK frame of their own accord (see `build_packet`), and a client ignores a sample
+/// that is mostly ACK delay before confirmation (`RttEstimator::update_initial`) in case a server's do.
+/// (The client assumes a longer initial RTT than the server, so that the server's PTO comes first.)
 #[test]
 fn a_client_takes_no_rtt_from_the_ack_in_the_servers_probe() {
     let client = TransportConfig {

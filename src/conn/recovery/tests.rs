@@ -216,6 +216,21 @@ fn rtt_ignored_sample_still_lowers_min_rtt() {
     assert_eq!((rtt.min(), rtt.smoothed()), (ms(60), ms(100)));
 }
 
+/// In the Initial space the ACK delay is not subtracted (RFC 9002 §5.3 MAY), but a sample that is mostly
+/// that delay is ignored before confirmation all the same: the ACK of a ClientHello in a server's PTO
+/// probe, a second after it arrived, on a 20 ms path.
+#[test]
+fn rtt_initial_sample_mostly_ack_delay_is_ignored() {
+    let mut rtt = RttEstimator::new(INITIAL_RTT);
+    assert!(!rtt.update_initial(ms(1_020), ms(1_000), ms(25), false));
+    assert!(!rtt.has_sample());
+    // One with a small delay is taken whole, the delay not subtracted.
+    assert!(rtt.update_initial(ms(20), ms(5), ms(25), false));
+    assert_eq!((rtt.min(), rtt.smoothed()), (ms(20), ms(20)));
+    assert!(rtt.update_initial(ms(30), ms(5), ms(25), false));
+    assert_eq!(rtt.latest_adjusted(), ms(30));
+}
+
 /// What is not ignored: a first sample with a smaller share of ACK delay (taken whole, RFC 9002 §5.3),
 /// and any sample once the handshake is confirmed (the delay then capped at max_ack_delay).
 #[test]
