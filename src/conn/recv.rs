@@ -511,13 +511,16 @@ impl Connection {
                     // client's ClientHello sent again, within the amplification limit. Only when what we
                     // sent in the space last went out at least a round trip ago (min_rtt, the initial RTT
                     // before a sample): a copy sent before ours could arrive says nothing of ours (a
-                    // client's second Initial probe, right behind the first the server answered).
+                    // client's second Initial probe, right behind the first the server answered). Nor
+                    // when what we sent waits to go again already (declared lost, or held back by the
+                    // amplification limit): it goes at the next chance, and the once is kept.
                     let end = c.offset.saturating_add(c.data.len() as u64);
                     let resend = space != SpaceId::Data
                         && !c.data.is_empty()
                         && end <= s.crypto_recv.contiguous_end()
                         && !s.crypto_resent_early
                         && s.crypto_send.has_unacked()
+                        && !s.crypto_send.has_data()
                         && settled;
                     if resend {
                         s.crypto_resent_early = true;
@@ -547,7 +550,10 @@ impl Connection {
                     // Handshake packets beside it were likely lost with it. They go again too.
                     if resend && space == SpaceId::Initial && self.side.is_server() {
                         if let Some(h) = self.spaces.live_mut(SpaceId::Handshake.index()) {
-                            if !h.crypto_resent_early && h.crypto_send.has_unacked() {
+                            if !h.crypto_resent_early
+                                && h.crypto_send.has_unacked()
+                                && !h.crypto_send.has_data()
+                            {
                                 h.crypto_resent_early = true;
                                 h.crypto_send.requeue_unacked();
                             }

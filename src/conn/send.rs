@@ -492,18 +492,18 @@ impl Connection {
         // A packet carrying CONNECTION_CLOSE (`closing`) carries nothing else: an ACK could leave too little
         // room for the close, and nothing more will be sent to need it.
         let s = &mut self.spaces[space.index()];
-        // A probe (RFC 9002 §6.2.4) carries an ACK frame even when no packet arrived since the last
-        // one: that one may be lost with what the probe resends, and a peer whose packets stay
+        // A 1-RTT probe (RFC 9002 §6.2.4) carries an ACK frame even when no packet arrived since the
+        // last one: that one may be lost with what the probe resends, and a peer whose packets stay
         // unacknowledged may have nothing left to send that would earn it another (its window full of
         // them, and no PTO of its own armed before the handshake is confirmed, §6.2.1; quinn-proto 0.11
-        // then holds even its ACKs). Not in the Initial space: there a peer may take an RTT sample
-        // without subtracting the ACK delay (§5.3: "MAY ignore the acknowledgment delay for Initial
-        // packets"), and an ACK of its ClientHello sent again in our probe a PTO later made quinn-proto's
-        // first sample that PTO, a second on a 20 ms path (tests/sim_matrix.rs `loss20_rtt20` seed 173,
-        // quinn-proto client: its PTO of seconds outlasted the idle timeout). A client has its answer
-        // to the ClientHello from the CRYPTO data the probe resends anyway.
+        // then holds even its ACKs). Not in the Initial and Handshake spaces: there a peer may take an
+        // RTT sample without subtracting the ACK delay (§5.3 lets it for Initial packets; quinn-proto
+        // 0.11 does so for Handshake packets too), and an ACK sent again in our probe a PTO after what
+        // it acknowledges made that PTO the peer's first sample: quinn-proto's was a second on a 20 ms
+        // path (tests/sim_matrix.rs `loss20_rtt20` seed 173, quinn-proto client: its PTO of seconds
+        // outlasted the idle timeout). There the CRYPTO data a probe resends answers the peer anyway.
         let ack_wanted = s.received.has_unacked()
-            || (s.probes > 0 && space != SpaceId::Initial && s.received.has_reportable());
+            || (s.probes > 0 && space == SpaceId::Data && s.received.has_reportable());
         if ack_wanted && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {

@@ -578,14 +578,18 @@ impl Pair {
     /// (RFC 9000 §4.5: nothing lies beyond the final size), and a writer still at a lower limit sends
     /// STREAM_DATA_BLOCKED periodically, answered, for ever.
     fn forged_final_size(&self) -> bool {
-        self.model.iter().any(|((writer, id), m)| {
-            let reader = &self.peers[1 - writer];
-            let Some(h) = reader.conn else { return false };
-            reader
-                .ep
-                .recv_final_size(h, *id)
-                .is_some_and(|size| m.reset.is_none() && !(m.finished && size == m.written))
-        })
+        // An end read that was never written: a forged FIN at the read offset, after which the reader
+        // read to that "end" and forgot the stream.
+        let read_forged_end = |m: &StreamModel| m.read_fin && !(m.finished && m.read == m.written);
+        self.model.values().any(read_forged_end)
+            || self.model.iter().any(|((writer, id), m)| {
+                let reader = &self.peers[1 - writer];
+                let Some(h) = reader.conn else { return false };
+                reader
+                    .ep
+                    .recv_final_size(h, *id)
+                    .is_some_and(|size| m.reset.is_none() && !(m.finished && size == m.written))
+            })
     }
 
     /// The invariant every connection check ends with: each side either got its connection lost or
