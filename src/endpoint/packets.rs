@@ -537,6 +537,33 @@ fn a_probe_carries_the_acknowledgement_its_lost_packet_carried() {
     );
 }
 
+/// One-way delay of the stepped handshakes below: a 20 ms round trip.
+const ONE_WAY: Duration = Duration::from_millis(10);
+
+/// A pair on a 20 ms path whose server has just received the client's first flight (the clock at its
+/// arrival); the client runs with `client`.
+fn server_has_the_client_hello(client: TransportConfig) -> Pair {
+    let mut p = Pair::start_with(TransportConfig::default(), client);
+    let t0 = p.now;
+    let hello = sends(&mut p.client, t0);
+    p.now = t0 + ONE_WAY;
+    for d in &hello {
+        deliver(&mut p.server, p.now, CLIENT, d);
+    }
+    p
+}
+
+/// The server's first flight, delivered to the client (the clock at its arrival).
+fn client_has_the_servers_flight() -> Pair {
+    let mut p = server_has_the_client_hello(TransportConfig::default());
+    let flight = sends(&mut p.server, p.now);
+    p.now += ONE_WAY;
+    for d in &flight {
+        deliver(&mut p.client, p.now, SERVER, d);
+    }
+    p
+}
+
 /// RFC 9002 §5.3: before the handshake is confirmed, an RTT sample whose ACK delay cannot be subtracted
 /// may be ignored. On a 20 ms path the client's answer to the server's flight (its Initial ACK, and its
 /// Handshake ACK with the Finished) is lost, and so are its first two PTO probes; the third brings the
@@ -546,19 +573,7 @@ fn a_probe_carries_the_acknowledgement_its_lost_packet_carried() {
 /// the first sample comes from the next acknowledgement: 20 ms.
 #[test]
 fn a_server_takes_no_rtt_from_an_ack_its_client_held_for_a_lost_finished() {
-    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
-    let one_way = Duration::from_millis(10);
-    let t0 = p.now;
-    let hello = sends(&mut p.client, t0);
-    p.now = t0 + one_way;
-    for d in &hello {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
-    let flight = sends(&mut p.server, p.now);
-    p.now += one_way;
-    for d in &flight {
-        deliver(&mut p.client, p.now, SERVER, d);
-    }
+    let mut p = client_has_the_servers_flight();
     let answered_at = p.now;
     assert!(
         !sends(&mut p.client, p.now).is_empty(),
@@ -585,11 +600,11 @@ fn a_server_takes_no_rtt_from_an_ack_its_client_held_for_a_lost_finished() {
         "{:?}",
         p.now - answered_at
     );
-    p.now += one_way;
+    p.now += ONE_WAY;
     for d in &answer {
         deliver(&mut p.server, p.now, CLIENT, d);
     }
-    p.run_with_latency(one_way, Duration::from_secs(2));
+    p.run_with_latency(ONE_WAY, Duration::from_secs(2));
     p.assert_both_connected();
     let h = p.server_h.unwrap();
     let srtt = p.server.conn(h).unwrap().stats().smoothed_rtt;
@@ -622,19 +637,7 @@ fn a_client_sends_its_finished_again_on_the_servers_flight_sent_again() {
 /// (its Finished, then its PTO probes) is lost; with the server's PTO probes, its flight again, which
 /// the client has not received yet.
 fn finished_lost_until_the_servers_probe() -> (Pair, Vec<Vec<u8>>) {
-    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
-    let one_way = Duration::from_millis(10);
-    let t0 = p.now;
-    let hello = sends(&mut p.client, t0);
-    p.now = t0 + one_way;
-    for d in &hello {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
-    let flight = sends(&mut p.server, p.now);
-    p.now += one_way;
-    for d in &flight {
-        deliver(&mut p.client, p.now, SERVER, d);
-    }
+    let mut p = client_has_the_servers_flight();
     assert!(
         !sends(&mut p.client, p.now).is_empty(),
         "the client answers; lost"
@@ -701,14 +704,7 @@ fn a_client_sends_its_finished_early_once_only() {
 /// allowance), and the client completes its handshake from it.
 #[test]
 fn a_server_sends_its_flight_again_on_the_client_hello_sent_again() {
-    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
-    let one_way = Duration::from_millis(10);
-    let t0 = p.now;
-    let hello = sends(&mut p.client, t0);
-    p.now = t0 + one_way;
-    for d in &hello {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
+    let mut p = server_has_the_client_hello(TransportConfig::default());
     assert!(
         !sends(&mut p.server, p.now).is_empty(),
         "the server's flight; lost"
@@ -718,12 +714,12 @@ fn a_server_sends_its_flight_again_on_the_client_hello_sent_again() {
     p.now = c;
     p.client.handle_timeout(c);
     let probes = sends(&mut p.client, c);
-    p.now = c + one_way;
+    p.now = c + ONE_WAY;
     for d in &probes {
         deliver(&mut p.server, p.now, CLIENT, d);
     }
     let answer = sends(&mut p.server, p.now);
-    p.now += one_way;
+    p.now += ONE_WAY;
     for d in &answer {
         deliver(&mut p.client, p.now, SERVER, d);
     }
@@ -774,14 +770,7 @@ fn a_client_takes_no_rtt_from_the_ack_in_the_servers_probe() {
         initial_rtt: Duration::from_millis(600),
         ..TransportConfig::default()
     };
-    let mut p = Pair::start_with(TransportConfig::default(), client);
-    let one_way = Duration::from_millis(10);
-    let t0 = p.now;
-    let hello = sends(&mut p.client, t0);
-    p.now = t0 + one_way;
-    for d in &hello {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
+    let mut p = server_has_the_client_hello(client);
     assert!(
         !sends(&mut p.server, p.now).is_empty(),
         "the server's flight; lost"
@@ -794,11 +783,11 @@ fn a_client_takes_no_rtt_from_the_ack_in_the_servers_probe() {
     p.now = pto;
     p.server.handle_timeout(pto);
     let probes = sends(&mut p.server, pto);
-    p.now = pto + one_way;
+    p.now = pto + ONE_WAY;
     for d in &probes {
         deliver(&mut p.client, p.now, SERVER, d);
     }
-    p.run_with_latency(one_way, Duration::from_secs(2));
+    p.run_with_latency(ONE_WAY, Duration::from_secs(2));
     p.assert_both_connected();
     let h = p.client.table.iter().next().unwrap().0;
     let srtt = p.client.conn(h).unwrap().stats().smoothed_rtt;
