@@ -518,14 +518,8 @@ impl Connection {
                     let resend = space != SpaceId::Data
                         && !c.data.is_empty()
                         && end <= s.crypto_recv.contiguous_end()
-                        && !s.crypto_resent_early
-                        && s.crypto_send.has_unacked()
-                        && !s.crypto_send.has_data()
-                        && settled;
-                    if resend {
-                        s.crypto_resent_early = true;
-                        s.crypto_send.requeue_unacked();
-                    }
+                        && settled
+                        && s.resend_crypto_early();
                     // Data beyond a gap waits, as a copy when small or a small share of its datagram:
                     // memory follows the bytes held, not the datagrams they came in.
                     let data = if c.offset > s.crypto_recv.contiguous_end() {
@@ -550,13 +544,7 @@ impl Connection {
                     // Handshake packets beside it were likely lost with it. They go again too.
                     if resend && space == SpaceId::Initial && self.side.is_server() {
                         if let Some(h) = self.spaces.live_mut(SpaceId::Handshake.index()) {
-                            if !h.crypto_resent_early
-                                && h.crypto_send.has_unacked()
-                                && !h.crypto_send.has_data()
-                            {
-                                h.crypto_resent_early = true;
-                                h.crypto_send.requeue_unacked();
-                            }
+                            h.resend_crypto_early();
                         }
                     }
                 }

@@ -233,6 +233,18 @@ impl PacketSpace {
         }
     }
 
+    /// Queues our CRYPTO data of this space that was sent and is not acknowledged to go again now, once
+    /// per space (RFC 9002 §6.2.3), unless it already waits to go (declared lost, or held back by the
+    /// amplification limit). Whether it did.
+    pub(crate) fn resend_crypto_early(&mut self) -> bool {
+        if self.crypto_resent_early || !self.crypto_send.has_unacked() || self.crypto_send.has_data() {
+            return false;
+        }
+        self.crypto_resent_early = true;
+        self.crypto_send.requeue_unacked();
+        true
+    }
+
     /// A discarded space with nothing in it (RFC 9001 §4.9): what a space becomes when its keys are
     /// discarded, and what a released Initial or Handshake space reads as.
     pub(crate) const fn discarded(space: SpaceId) -> Self {

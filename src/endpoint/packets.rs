@@ -622,10 +622,7 @@ fn a_client_sends_its_finished_again_on_the_servers_flight_sent_again() {
     for d in &probe {
         deliver(&mut p.client, p.now, SERVER, d);
     }
-    let answer = sends(&mut p.client, p.now);
-    for d in &answer {
-        deliver(&mut p.server, p.now, CLIENT, d);
-    }
+    deliver_all(&mut p.client, &mut p.server, p.now, CLIENT);
     let h = p.server.table.iter().next().unwrap().0;
     assert!(
         !p.server.conn(h).unwrap().is_handshaking(),

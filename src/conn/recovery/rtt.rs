@@ -68,7 +68,49 @@ impl RttEstimator {
         max_ack_delay: Duration,
         handshake_confirmed: bool,
     ) -> bool {
-        if self.ignores_held(latest_rtt, ack_delay, handshake_confirmed) {
+        self.sample(
+            latest_rtt,
+            ack_delay,
+            ack_delay,
+            max_ack_delay,
+            handshake_confirmed,
+        )
+    }
+
+    /// As [`update`](Self::update), for an acknowledgement in the Initial space: its ACK delay is not
+    /// subtracted (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment delay for Initial
+    /// packets", which are acknowledged at once), but a sample that is mostly that delay is ignored all
+    /// the same. One is: the ACK of a ClientHello that comes in the server's PTO probe when its first
+    /// flight was lost, reporting the second it waited; taken whole, it made the client's smoothed RTT a
+    /// second on a 40 ms path, and its PTO, backed off once, passed the idle timeout of a server
+    /// blocked by its amplification limit (tests/soak.rs seed 225325).
+    pub(crate) fn update_initial(
+        &mut self,
+        latest_rtt: Duration,
+        ack_delay: Duration,
+        max_ack_delay: Duration,
+        handshake_confirmed: bool,
+    ) -> bool {
+        self.sample(
+            latest_rtt,
+            ack_delay,
+            Duration::ZERO,
+            max_ack_delay,
+            handshake_confirmed,
+        )
+    }
+
+    /// One sample: `reported` (the ACK Delay field) decides whether it is ignored, `ack_delay` is what
+    /// is subtracted from it.
+    fn sample(
+        &mut self,
+        latest_rtt: Duration,
+        reported: Duration,
+        ack_delay: Duration,
+        max_ack_delay: Duration,
+        handshake_confirmed: bool,
+    ) -> bool {
+        if self.ignores_held(latest_rtt, reported, handshake_confirmed) {
             return false;
         }
         self.latest = latest_rtt;
@@ -107,26 +149,6 @@ impl RttEstimator {
         self.rttvar = (self.rttvar.saturating_mul(3).saturating_add(rttvar_sample)) / 4;
         self.smoothed = (self.smoothed.saturating_mul(7).saturating_add(adjusted)) / 8;
         true
-    }
-
-    /// As [`update`](Self::update), for an acknowledgement in the Initial space: its ACK delay is not
-    /// subtracted (RFC 9002 §5.3: an endpoint "MAY ignore the acknowledgment delay for Initial
-    /// packets", which are acknowledged at once), but a sample that is mostly that delay is ignored all
-    /// the same. One is: the ACK of a ClientHello that comes in the server's PTO probe when its first
-    /// flight was lost, reporting the second it waited; taken whole, it made the client's smoothed RTT a
-    /// second on a 40 ms path, and its PTO, backed off once, passed the idle timeout of a server
-    /// blocked by its amplification limit (tests/soak.rs seed 225325).
-    pub(crate) fn update_initial(
-        &mut self,
-        latest_rtt: Duration,
-        ack_delay: Duration,
-        max_ack_delay: Duration,
-        handshake_confirmed: bool,
-    ) -> bool {
-        if self.ignores_held(latest_rtt, ack_delay, handshake_confirmed) {
-            return false;
-        }
-        self.update(latest_rtt, Duration::ZERO, max_ack_delay, handshake_confirmed)
     }
 
     /// Whether a sample is ignored for being mostly the peer's ACK delay (see [`update`](Self::update)).
