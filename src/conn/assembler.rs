@@ -29,8 +29,14 @@ pub(crate) struct Assembler {
     ready_end: u64,
     /// Non-overlapping chunks at offsets > `ready_end`, keyed by offset.
     chunks: BTreeMap<u64, Bytes>,
-    /// Sum of the chunk lengths.
+    /// Sum of the chunk lengths (`open`'s included).
     buffered: usize,
+    /// Copied data that continues the ready run, after every chunk of `ready`, in a buffer filled in
+    /// place: data copied out of a receive buffer the engine must not keep alive (see [`pins`]) lands
+    /// here, so that the copies cost an allocation per several pieces, none once the application lets
+    /// go of what it read (the buffer is then reused). `read` hands its bytes out once `ready` is
+    /// empty; a chunk held as it came moves them to `ready` first.
+    open: Option<BytesMut>,
 }
 
 impl Default for Assembler {
@@ -51,27 +57,31 @@ const MERGE_READY_FROM: usize = 8;
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
 
+/// The most room a buffer for copied data starts with (see [`Assembler::insert_copy`]).
+const COPY_BUFFER: usize = 16 * 1024;
+
 /// Datagrams up to this size (an Ethernet frame's payload) are held as they came: a piece of one
 /// keeps at most this much alive, about three times an in-order piece of the size below which pieces
 /// are merged (smaller out-of-order ones are copied).
 const SMALL_DATAGRAM: usize = 1500;
 
-/// Whether `data`, a slice of a `datagram_len`-byte datagram, is to be copied into an allocation of its
-/// own before it is held: when the datagram is larger than an Ethernet frame and `data` less than half
-/// of it. A held `Bytes` keeps its whole datagram alive, so a piece alone in a large datagram (a 1 KiB
-/// piece in a 64 KB datagram) would otherwise hold many times the bytes that flow control and the
-/// receive buffers count. Pieces of datagrams of usual sizes, however small their share, are not
-/// copied: that would cost request and response traffic a copy per frame.
+/// Whether `data`, a slice of a received buffer of `buffer_len` bytes (a datagram, or a batch of them
+/// received together), is to be copied before it is held: when the buffer is larger than an Ethernet
+/// frame and `data` less than half of it. A held `Bytes` keeps its whole buffer alive, so a piece alone
+/// in a large datagram (a 1 KiB piece in a 64 KB datagram) or in a batch would otherwise hold many
+/// times the bytes that flow control and the receive buffers count. Pieces of lone datagrams of usual
+/// sizes, however small their share, are not copied: that would cost request and response traffic a
+/// copy per frame.
 #[inline]
-pub(crate) fn pins(data: &[u8], datagram_len: usize) -> bool {
-    datagram_len > SMALL_DATAGRAM && data.len().saturating_mul(2) < datagram_len
+pub(crate) fn pins(data: &[u8], buffer_len: usize) -> bool {
+    buffer_len > SMALL_DATAGRAM && data.len().saturating_mul(2) < buffer_len
 }
 
 /// `data` in an allocation of its own if [`pins`] says so, or if it is small whatever its share of the
-/// datagram: for data that may wait long (beyond a gap, or for the application), at a cost per piece
+/// buffer: for data that may wait long (beyond a gap, or for the application), at a cost per piece
 /// that is the piece's length plus one allocation.
-pub(crate) fn compact(data: Bytes, datagram_len: usize) -> Bytes {
-    if data.len() < COPY_BELOW || pins(&data, datagram_len) {
+pub(crate) fn compact(data: Bytes, buffer_len: usize) -> Bytes {
+    if data.len() < COPY_BELOW || pins(&data, buffer_len) {
         Bytes::copy_from_slice(&data)
     } else {
         data
@@ -113,6 +123,7 @@ impl Assembler {
         ready_end: 0,
         chunks: BTreeMap::new(),
         buffered: 0,
+        open: None,
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -136,7 +147,25 @@ impl Assembler {
 
     /// Adds `data` at `offset`, keeping only bytes not already held or read. Fails when the chunk ends
     /// more than `window` bytes past the read offset.
-    pub(crate) fn insert(&mut self, offset: u64, mut data: Bytes, window: u64) -> Result<(), AssembleError> {
+    #[inline]
+    pub(crate) fn insert(&mut self, offset: u64, data: Bytes, window: u64) -> Result<(), AssembleError> {
+        self.insert_as(offset, data, window, false)
+    }
+
+    /// [`Assembler::insert`], holding a copy of the bytes kept instead of `data` itself: for a slice of
+    /// a buffer that is not to be kept alive. Bytes that continue the ready run are appended to a
+    /// buffer filled in place.
+    pub(crate) fn insert_copy(&mut self, offset: u64, data: Bytes, window: u64) -> Result<(), AssembleError> {
+        self.insert_as(offset, data, window, true)
+    }
+
+    fn insert_as(
+        &mut self,
+        offset: u64,
+        mut data: Bytes,
+        window: u64,
+        copy: bool,
+    ) -> Result<(), AssembleError> {
         let end = offset.saturating_add(data.len() as u64);
         if end > self.read_offset.saturating_add(window) {
             return Err(AssembleError::WindowExceeded);
@@ -152,9 +181,17 @@ impl Assembler {
         }
         // In order, and short of every out-of-order chunk: extend the ready run.
         if start == self.ready_end && self.chunks.first_key_value().map_or(true, |(k, _)| end <= *k) {
-            self.push_ready(data);
+            if copy {
+                self.push_copy(&data);
+            } else {
+                self.push_ready(data);
+            }
             self.promote();
             return Ok(());
+        }
+        // Beyond a gap: one copy of the chunk, whose pieces are held.
+        if copy {
+            data = Bytes::copy_from_slice(&data);
         }
         // The chunk starts at or after the end of everything held.
         let held_end = self
@@ -198,6 +235,7 @@ impl Assembler {
     fn push_ready(&mut self, data: Bytes) {
         self.ready_end += data.len() as u64;
         self.buffered += data.len();
+        self.close_open();
         // A short run is read soon and costs little; merging pays off only once tiny pieces pile up.
         if self.ready.len() >= MERGE_READY_FROM {
             if let Some(back) = self.ready.back_mut() {
@@ -207,6 +245,33 @@ impl Assembler {
             }
         }
         self.ready.push_back(data);
+    }
+
+    /// Moves the bytes of `open`, which come after every chunk of `ready`, into `ready`; the buffer's
+    /// room stays in `open`.
+    fn close_open(&mut self) {
+        if let Some(open) = self.open.as_mut().filter(|o| !o.is_empty()) {
+            self.ready.push_back(open.split().freeze());
+        }
+    }
+
+    /// Appends a copy of `data`, which starts at `ready_end`, to the ready run, in `open`. A buffer
+    /// without room for it joins `ready`, and the next one has room for twice the unread bytes, within
+    /// [`COPY_BUFFER`]: it holds no more than the data it is for, and bulk data costs an allocation per
+    /// [`COPY_BUFFER`] bytes at most.
+    fn push_copy(&mut self, data: &[u8]) {
+        self.ready_end += data.len() as u64;
+        self.buffered += data.len();
+        let open = self.open.get_or_insert_with(BytesMut::new);
+        if open.capacity() - open.len() < data.len() {
+            if !open.is_empty() {
+                self.ready.push_back(open.split().freeze());
+            }
+            let unread = usize::try_from(self.ready_end - self.read_offset).unwrap_or(usize::MAX);
+            // Reuses the buffer when nothing else holds a part of it any more.
+            open.reserve(unread.saturating_mul(2).min(COPY_BUFFER).max(data.len()));
+        }
+        open.extend_from_slice(data);
     }
 
     /// Moves the chunks that now continue the ready run from the map into it.
@@ -234,12 +299,16 @@ impl Assembler {
 
     /// Whether any byte is held that was not read yet (in order or beyond a gap).
     pub(crate) fn has_unread(&self) -> bool {
-        !self.ready.is_empty() || !self.chunks.is_empty()
+        !self.ready.is_empty() || !self.chunks.is_empty() || self.open.as_ref().is_some_and(|o| !o.is_empty())
     }
 
     /// The next in-order chunk, if the byte at the read offset has arrived.
+    #[inline]
     pub(crate) fn read(&mut self) -> Option<Bytes> {
-        let data = self.ready.pop_front()?;
+        let data = match self.ready.pop_front() {
+            Some(data) => data,
+            None => self.open.as_mut().filter(|o| !o.is_empty())?.split().freeze(),
+        };
         self.buffered -= data.len();
         self.read_offset += data.len() as u64;
         Some(data)
@@ -254,6 +323,7 @@ impl Assembler {
             self.ready.clear();
         }
         self.chunks.clear();
+        self.open = None;
         self.ready_end = self.read_offset;
         self.buffered = 0;
     }
@@ -328,6 +398,65 @@ mod tests {
         assert_eq!(a.fragments(), 100 + 3);
     }
 
+    #[test]
+    fn copied_in_order_pieces_fill_shared_buffers() {
+        let stream: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut a = Assembler::default();
+        for (i, piece) in stream.chunks(1000).enumerate() {
+            a.insert_copy(i as u64 * 1000, Bytes::copy_from_slice(piece), 1 << 20)
+                .unwrap();
+        }
+        assert_eq!(a.buffered(), 10_000);
+        let mut chunks = Vec::new();
+        while let Some(c) = a.read() {
+            chunks.push(c);
+        }
+        // Buffers for twice the unread bytes: 2,000, then 6,000, then the last 2,000 in a third.
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), stream);
+        assert_eq!(a.buffered(), 0);
+    }
+
+    #[test]
+    fn a_copy_buffer_the_application_let_go_of_is_reused() {
+        let mut a = Assembler::default();
+        a.insert_copy(0, Bytes::from(vec![1; 1000]), 1 << 20).unwrap();
+        let first = a.read().unwrap();
+        let start = first.as_ptr();
+        drop(first);
+        a.insert_copy(1000, Bytes::from(vec![2; 1000]), 1 << 20).unwrap();
+        assert_eq!(a.read().unwrap()[..], [2; 1000]);
+        // The buffer (room for 2,000 bytes) is full; nothing else holds it, so the next piece goes to its
+        // start again rather than to a new allocation.
+        a.insert_copy(2000, Bytes::from(vec![3; 1000]), 1 << 20).unwrap();
+        let third = a.read().unwrap();
+        assert_eq!(third[..], [3; 1000]);
+        assert_eq!(third.as_ptr(), start);
+        // While the application holds a piece, the buffer is not written over.
+        a.insert_copy(3000, Bytes::from(vec![4; 1000]), 1 << 20).unwrap();
+        a.insert_copy(4000, Bytes::from(vec![5; 1000]), 1 << 20).unwrap();
+        assert_eq!(third[..], [3; 1000]);
+        assert_eq!(read_all(&mut a), [[4; 1000], [5; 1000]].concat());
+    }
+
+    #[test]
+    fn copied_and_zero_copy_pieces_keep_their_order() {
+        let mut a = Assembler::default();
+        a.insert_copy(0, Bytes::from_static(b"ab"), 100).unwrap();
+        a.insert(2, Bytes::from_static(b"cd"), 100).unwrap();
+        a.insert_copy(4, Bytes::from_static(b"ef"), 100).unwrap();
+        // Beyond a gap, then filling it: the held chunk follows the copied bytes.
+        a.insert_copy(8, Bytes::from_static(b"ij"), 100).unwrap();
+        a.insert_copy(6, Bytes::from_static(b"gh"), 100).unwrap();
+        assert!(a.has_unread());
+        assert_eq!(read_all(&mut a), b"abcdefghij");
+        assert!(!a.has_unread());
+        a.insert_copy(10, Bytes::from_static(b"k"), 100).unwrap();
+        a.release(0);
+        assert!(!a.has_unread());
+        assert_eq!(a.buffered(), 0);
+    }
+
     proptest! {
         /// Any delivery order, with duplicates and overlaps, yields the original stream, and memory never
         /// exceeds the bytes of the stream not yet read.
@@ -338,6 +467,7 @@ mod tests {
             step in 1usize..1500,
             aligned: bool,
             backwards: bool,
+            copies: u64,
         ) {
             let stream: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut a = Assembler::default();
@@ -356,7 +486,12 @@ mod tests {
             }
             for (i, (s, l)) in chunks.into_iter().enumerate() {
                 let e = (s + l).min(len);
-                a.insert(s as u64, Bytes::copy_from_slice(&stream[s..e]), 1 << 20).unwrap();
+                let piece = Bytes::copy_from_slice(&stream[s..e]);
+                if copies >> (i % 64) & 1 == 1 {
+                    a.insert_copy(s as u64, piece, 1 << 20).unwrap();
+                } else {
+                    a.insert(s as u64, piece, 1 << 20).unwrap();
+                }
                 prop_assert!(a.buffered() <= len - out.len());
                 if i % 3 == 0 {
                     out.extend(read_all(&mut a));

@@ -1548,8 +1548,9 @@ impl Connection {
         self.transmit(now, buf, max_segments)
     }
 
-    /// A datagram routed to this connection (possibly several coalesced packets).
-    pub(crate) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+    /// A datagram routed to this connection (possibly several coalesced packets), a slice of a buffer of
+    /// `buffer_len` bytes (see [`Connection::receive`]).
+    pub(crate) fn handle_datagram(&mut self, now: Instant, datagram: Datagram, buffer_len: usize) {
         // The address is read where the caller wrote it: copying it out whole stalled on the narrower
         // stores that had just built it.
         let Datagram {
@@ -1558,7 +1559,7 @@ impl Connection {
             ecn,
             payload,
         } = datagram;
-        self.receive(now, remote, local, ecn, payload);
+        self.receive(now, remote, local, ecn, payload, buffer_len);
     }
 }
 

@@ -98,7 +98,7 @@ impl Datagrams {
     /// Stores a received datagram, dropping the oldest while the queue would exceed `limit` bytes (each
     /// datagram counted with [`RECV_ENTRY_COST`] more). Returns whether the application should be told
     /// (the queue was empty).
-    pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize, datagram_len: usize) -> bool {
+    pub(crate) fn push_recv(&mut self, data: Bytes, limit: usize, buffer_len: usize) -> bool {
         self.received += 1;
         // The application was told when the queue last became non-empty and has not read since.
         let was_empty = self.recv.is_empty();
@@ -114,9 +114,10 @@ impl Datagrams {
             self.recv_dropped += 1;
         }
         self.recv_bytes += cost;
-        // A small datagram, or one that is less than half of a large UDP datagram it came in, is copied
-        // out of it: the application may let it wait, and a slice would keep the whole UDP datagram alive.
-        self.recv.push_back(compact(data, datagram_len));
+        // A small datagram, or one that is less than half of the large buffer it came in (a UDP datagram,
+        // or a batch of them), is copied out of it: the application may let it wait, and a slice would
+        // keep the whole buffer alive.
+        self.recv.push_back(compact(data, buffer_len));
         was_empty
     }
 

@@ -513,7 +513,53 @@ impl Endpoint {
     }
 
     /// Takes in one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, mut datagram: Datagram) {
+    pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        let len = datagram.payload.len();
+        self.receive(now, datagram, len);
+    }
+
+    /// Takes in datagrams that arrived together in one buffer, as a socket's receive offload (GRO) hands
+    /// them over: `batch.payload` holds datagrams of `stride` bytes each (the last may be shorter; 0:
+    /// one datagram), all from `batch.remote` to `batch.local` with one ECN marking. They are handled in
+    /// order, as slices of the buffer, without a copy.
+    ///
+    /// What the engine keeps of a datagram past the call (stream data the application has not read, a
+    /// DATAGRAM frame, out-of-order CRYPTO data) is copied out of the buffer when it is a small part of
+    /// it, so that it does not keep the whole batch alive: the memory held follows the receive windows.
+    /// In-order stream data is copied into buffers filled in place, about an allocation per 16 KiB, and
+    /// none once the application has let go of what it read.
+    pub fn handle_batch(&mut self, now: Instant, batch: Datagram, stride: usize) {
+        let Datagram {
+            remote,
+            local,
+            ecn,
+            mut payload,
+        } = batch;
+        let buffer_len = payload.len();
+        let stride = if stride == 0 { buffer_len } else { stride };
+        // At least one datagram: an empty one is counted (and dropped) as `handle_datagram` would.
+        loop {
+            let last = payload.len() <= stride;
+            let payload = if last {
+                std::mem::take(&mut payload)
+            } else {
+                payload.split_to(stride)
+            };
+            let datagram = Datagram {
+                remote,
+                local,
+                ecn,
+                payload,
+            };
+            self.receive(now, datagram, buffer_len);
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// One datagram, a slice of a buffer of `buffer_len` bytes.
+    fn receive(&mut self, now: Instant, mut datagram: Datagram, buffer_len: usize) {
         self.stats.datagrams_received += 1;
         self.note_time(now);
         if !canonical_unicast(&mut datagram) {
@@ -523,7 +569,7 @@ impl Endpoint {
         // The common case first: a short header (RFC 9000 §17.3.1, fixed bit set) to one of our own IDs,
         // routed by the ID's bytes without parsing the header, which the connection does anyway.
         if let Some(h) = self.route_short(&datagram.payload) {
-            return self.deliver(now, h, datagram);
+            return self.deliver(now, h, datagram, buffer_len);
         }
         let decision = self.classify(&datagram);
         // RFC 9000 §10.3: any packet ending in a valid stateless reset token is a stateless reset, a long
@@ -540,9 +586,9 @@ impl Endpoint {
             return;
         }
         match decision {
-            Decision::Deliver(h) => self.deliver(now, h, datagram),
+            Decision::Deliver(h) => self.deliver(now, h, datagram, buffer_len),
             Decision::Incoming { version, dcid, scid } => {
-                self.handle_incoming(now, datagram, version, dcid, scid)
+                self.handle_incoming(now, datagram, buffer_len, (version, dcid, scid))
             }
             Decision::VersionNegotiation { dcid, scid } => {
                 self.queue_version_negotiation(&datagram, dcid, scid)
@@ -572,13 +618,13 @@ impl Endpoint {
         true
     }
 
-    /// Hands `datagram` to connection `h`.
-    fn deliver(&mut self, now: Instant, h: ConnectionHandle, datagram: Datagram) {
+    /// Hands `datagram`, a slice of a buffer of `buffer_len` bytes, to connection `h`.
+    fn deliver(&mut self, now: Instant, h: ConnectionHandle, datagram: Datagram, buffer_len: usize) {
         let Some(entry) = self.table.get_mut(h) else {
             self.stats.dropped_unroutable += 1;
             return;
         };
-        entry.conn.handle_datagram(now, datagram);
+        entry.conn.handle_datagram(now, datagram, buffer_len);
         self.after_conn(h, true);
     }
 
@@ -911,14 +957,14 @@ impl Endpoint {
         });
     }
 
-    /// A server accepting a client's first Initial (RFC 9000 §5.2.2, §7.2, §14.1).
+    /// A server accepting a client's first Initial (RFC 9000 §5.2.2, §7.2, §14.1), in `datagram`, a slice
+    /// of a buffer of `buffer_len` bytes.
     fn handle_incoming(
         &mut self,
         now: Instant,
         datagram: Datagram,
-        version: u32,
-        dcid: ConnectionId,
-        scid: ConnectionId,
+        buffer_len: usize,
+        (version, dcid, scid): (u32, ConnectionId, ConnectionId),
     ) {
         let Some(server) = &self.server else {
             // A client endpoint accepts nothing.
@@ -1018,7 +1064,7 @@ impl Endpoint {
         }
         entry.counts_as_handshake = true;
         entry.held = hold;
-        entry.conn.handle_datagram(now, datagram);
+        entry.conn.handle_datagram(now, datagram, buffer_len);
         self.after_conn(h, true);
     }
 

@@ -238,8 +238,6 @@ pub struct Driver {
     /// `BATCH_SIZE` receive slots of `RECV_SLOT` bytes.
     recv_buf: Vec<u8>,
     metas: Vec<RecvMeta>,
-    /// Scratch for the datagrams of one receive call, reused.
-    received: Vec<Datagram>,
     send_buf: Vec<u8>,
     /// The socket is IPv6: IPv4 addresses are sent to in their IPv4-mapped form.
     ipv6: bool,
@@ -294,7 +292,6 @@ impl Driver {
             endpoint,
             recv_buf: vec![0; BATCH_SIZE * RECV_SLOT],
             metas: vec![RecvMeta::default(); BATCH_SIZE],
-            received: Vec::new(),
             send_buf: Vec::new(),
             max_wait: Duration::from_millis(100),
             stats: DriverStats::default(),
@@ -493,7 +490,8 @@ impl Driver {
             }
         };
         self.stats.recv_calls += 1;
-        let mut received = std::mem::take(&mut self.received);
+        // The datagrams were on the socket before this instant; the clock is read after the system call.
+        let now = Self::now();
         let waker = self.waker.as_ref().map(|(_, from)| *from);
         for (meta, slot) in self.metas.iter().zip(self.recv_buf.chunks(RECV_SLOT)).take(count) {
             if waker == Some(meta.addr) {
@@ -502,17 +500,13 @@ impl Driver {
                 continue;
             }
             let data = slot.get(..meta.len).unwrap_or(slot);
-            let before = received.len();
-            split_received(meta, data, &mut received);
-            if received.len() - before > 1 {
+            let (batch, stride, datagrams) = received_batch(meta, data);
+            if datagrams > 1 {
                 self.stats.gro_batches += 1;
             }
+            self.stats.datagrams_received += datagrams as u64;
+            self.endpoint.handle_batch(now, batch, stride);
         }
-        self.stats.datagrams_received += received.len() as u64;
-        // The datagrams were on the socket before this instant; the clock is read after the system call.
-        let now = Self::now();
-        self.endpoint.handle_datagrams(now, received.drain(..));
-        self.received = received;
         Ok(true)
     }
 
@@ -748,22 +742,19 @@ fn gso_chunk_len(size: usize, segment_size: Option<usize>, max_segments: usize) 
     }
 }
 
-/// Splits one received buffer into its datagrams (several when GRO coalesced them at `meta.stride`).
-fn split_received(meta: &RecvMeta, data: &[u8], out: &mut Vec<Datagram>) {
-    let stride = if meta.stride == 0 { data.len() } else { meta.stride };
-    // Each datagram is copied into an allocation of its own (the same bytes as one copy of the whole
-    // buffer): the engine keeps zero-copy slices of what it holds for the application (stream data,
-    // DATAGRAM frames), and a slice of one datagram of a shared buffer would keep the whole GRO batch,
-    // up to 64 KiB, alive.
-    for chunk in data.chunks(stride.max(1)) {
-        let payload = BytesMut::from(chunk);
-        out.push(Datagram {
-            remote: meta.addr,
-            local: meta.dst_ip,
-            ecn: meta.ecn.map(from_quinn_ecn),
-            payload,
-        });
-    }
+/// One received buffer as a batch for [`Endpoint::handle_batch`], copied out of the receive slot into
+/// one allocation: the batch, its stride and the number of datagrams in it (several when GRO coalesced
+/// them at `meta.stride`). The endpoint splits it without copying, and copies out of it what it holds
+/// for long.
+fn received_batch(meta: &RecvMeta, data: &[u8]) -> (Datagram, usize, usize) {
+    let stride = if meta.stride == 0 { data.len() } else { meta.stride }.max(1);
+    let batch = Datagram {
+        remote: meta.addr,
+        local: meta.dst_ip,
+        ecn: meta.ecn.map(from_quinn_ecn),
+        payload: BytesMut::from(data),
+    };
+    (batch, stride, data.len().div_ceil(stride).max(1))
 }
 
 fn to_quinn_ecn(ecn: EcnCodepoint) -> quinn_udp::EcnCodepoint {

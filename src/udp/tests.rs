@@ -17,27 +17,23 @@ fn meta(len: usize, stride: usize) -> RecvMeta {
 }
 
 #[test]
-fn a_gro_buffer_splits_at_its_stride() {
+fn a_gro_buffer_is_one_batch_at_its_stride() {
     let data: Vec<u8> = (0..25u8).collect();
-    let mut out = Vec::new();
-    split_received(&meta(25, 10), &data, &mut out);
-    let sizes: Vec<usize> = out.iter().map(|d| d.payload.len()).collect();
-    assert_eq!(sizes, [10, 10, 5]);
-    assert_eq!(&out[1].payload[..], &data[10..20]);
-    assert!(out.iter().all(|d| d.ecn == Some(EcnCodepoint::Ce)));
-    assert!(out.iter().all(|d| d.local == Some("127.0.0.2".parse().unwrap())));
+    let (batch, stride, datagrams) = received_batch(&meta(25, 10), &data);
+    assert_eq!((stride, datagrams), (10, 3));
+    assert_eq!(&batch.payload[..], &data[..]);
+    assert_eq!(batch.ecn, Some(EcnCodepoint::Ce));
+    assert_eq!(batch.local, Some("127.0.0.2".parse().unwrap()));
+    assert_eq!(batch.remote, "127.0.0.1:9".parse().unwrap());
 }
 
 #[test]
 fn a_single_datagram_stays_whole() {
     let data = [7u8; 1200];
-    let mut out = Vec::new();
-    split_received(&meta(1200, 1200), &data, &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].payload.len(), 1200);
-    let mut out = Vec::new();
-    split_received(&meta(1200, 0), &data, &mut out);
-    assert_eq!(out.len(), 1);
+    for stride in [1200, 0] {
+        let (batch, stride, datagrams) = received_batch(&meta(1200, stride), &data);
+        assert_eq!((batch.payload.len(), stride, datagrams), (1200, 1200, 1));
+    }
 }
 
 #[test]
@@ -75,21 +71,6 @@ fn a_transmit_larger_than_one_udp_send_goes_out_whole() {
     send(&tx, &state, &mut stats, &t, &contents).unwrap();
     assert_eq!(stats.send_errors, 0, "{stats:?}");
     assert_eq!(stats.datagrams_sent, 50);
-}
-
-#[test]
-fn datagrams_of_a_gro_batch_do_not_share_storage() {
-    // A piece of one datagram that the engine holds (stream data, a DATAGRAM frame) must not keep the
-    // other datagrams of its GRO batch alive.
-    let data = vec![0u8; 43 * 1500];
-    let mut out = Vec::new();
-    split_received(&meta(data.len(), 1500), &data, &mut out);
-    assert_eq!(out.len(), 43);
-    let held = out[0].payload.split_to(1024).freeze();
-    let last = out.pop().unwrap().payload.freeze();
-    drop(out);
-    assert!(last.is_unique(), "the last datagram's storage is its own");
-    drop(held);
 }
 
 #[test]

@@ -77,12 +77,9 @@ impl Streams {
         self.recv_window.max().saturating_sub(self.recv_data)
     }
 
-    /// A STREAM frame (RFC 9000 §19.8), from a datagram of `datagram_len` bytes (0 for none).
-    pub(crate) fn on_stream(
-        &mut self,
-        frame: StreamFrame,
-        datagram_len: usize,
-    ) -> Result<(), TransportError> {
+    /// A STREAM frame (RFC 9000 §19.8), a slice of a received buffer of `buffer_len` bytes (its datagram,
+    /// or the batch of datagrams it came in; 0 for none).
+    pub(crate) fn on_stream(&mut self, frame: StreamFrame, buffer_len: usize) -> Result<(), TransportError> {
         let id = frame.id;
         let frame_type = ty::STREAM;
         // RFC 9000 §19.8: STREAM on a send-only stream is a STREAM_STATE_ERROR.
@@ -100,7 +97,7 @@ impl Streams {
         };
         let before = recv.fragments();
         let got = recv
-            .on_data(frame.offset, frame.data, frame.fin, conn_room, datagram_len)
+            .on_data(frame.offset, frame.data, frame.fin, conn_room, buffer_len)
             .map_err(|e| e.with_frame(frame_type))?;
         let after = recv.fragments();
         // Read while the stream is at hand (one lookup per frame, not three).

@@ -105,14 +105,14 @@ impl RecvStream {
     }
 
     /// Handles a STREAM frame; `conn_room` is the connection-level credit left to the peer, and
-    /// `datagram_len` the size of the datagram `data` is a slice of (0 for none).
+    /// `buffer_len` the size of the received buffer `data` is a slice of (0 for none).
     pub(super) fn on_data(
         &mut self,
         offset: u64,
-        mut data: Bytes,
+        data: Bytes,
         fin: bool,
         conn_room: u64,
-        datagram_len: usize,
+        buffer_len: usize,
     ) -> Result<Received, TransportError> {
         let end = offset.saturating_add(data.len() as u64);
         if let Some(final_size) = self.final_size {
@@ -151,19 +151,23 @@ impl RecvStream {
             });
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
-        // Memory follows the bytes held, not the datagrams they came in: out-of-order data may wait
+        // Memory follows the bytes held, not the buffers they came in: out-of-order data may wait
         // long, so small pieces of it are copied; any piece is copied when it is less than half of a
-        // datagram larger than an Ethernet frame (a peer sending large datagrams would otherwise hold
-        // many times its window here).
-        if offset > self.asm.contiguous_end() {
-            data = assembler::compact(data, datagram_len);
-        } else if assembler::pins(&data, datagram_len) {
-            data = Bytes::copy_from_slice(&data);
-        }
+        // buffer larger than an Ethernet frame (a peer sending large datagrams, or a batch of datagrams
+        // received together, would otherwise hold many times its window here).
         // The window check above bounds what the assembler may hold: `end <= max` and
         // `asm_offset <= max` (the application cannot read beyond what arrived).
         let room = self.window.max().saturating_sub(self.asm_offset);
-        if self.asm.insert(offset, data, room).is_err() {
+        let inserted = if offset > self.asm.contiguous_end() {
+            self.asm
+                .insert(offset, assembler::compact(data, buffer_len), room)
+        } else if assembler::pins(&data, buffer_len) {
+            // In order: copied into a buffer that the next pieces fill as well.
+            self.asm.insert_copy(offset, data, room)
+        } else {
+            self.asm.insert(offset, data, room)
+        };
+        if inserted.is_err() {
             return Err(TransportError::internal_error("stream reassembly window"));
         }
         Ok(Received {
