@@ -29,14 +29,30 @@ pub(crate) struct Assembler {
     ready_end: u64,
     /// Non-overlapping chunks at offsets > `ready_end`, keyed by offset.
     chunks: BTreeMap<u64, Bytes>,
-    /// Sum of the chunk lengths (`open`'s included).
+    /// Sum of the chunk lengths.
     buffered: usize,
-    /// Copied data that continues the ready run, after every chunk of `ready`, in a buffer filled in
-    /// place: data copied out of a receive buffer the engine must not keep alive (see [`pins`]) lands
-    /// here, so that the copies cost an allocation per several pieces, none once the application lets
-    /// go of what it read (the buffer is then reused). `read` hands its bytes out once `ready` is
-    /// empty; a chunk held as it came moves them to `ready` first.
-    open: Option<BytesMut>,
+    /// In-order chunks held zero-copy out of a batch of datagrams still being received, kept or copied
+    /// by [`Assembler::settle`] once the batch is done.
+    provisional: Option<Provisional>,
+}
+
+/// Chunks at `ready[first..]` held zero-copy out of a received buffer of `buffer_len` bytes (a batch of
+/// datagrams), `bytes` of them from that buffer.
+#[derive(Debug, Clone, Copy)]
+struct Provisional {
+    first: u32,
+    bytes: u32,
+    buffer_len: u32,
+}
+
+/// How [`Assembler::insert_as`] holds the bytes it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// As they came.
+    AsIs,
+    /// As they came if in order, until [`Assembler::settle`] (copied otherwise); a slice of a buffer of
+    /// this many bytes.
+    Provisional(usize),
 }
 
 impl Default for Assembler {
@@ -56,9 +72,6 @@ const MERGE_READY_FROM: usize = 8;
 
 /// Pieces shorter than this are copied out of the datagram they arrived in before being held.
 const COPY_BELOW: usize = 1024;
-
-/// The most room a buffer for copied data starts with (see [`Assembler::insert_copy`]).
-const COPY_BUFFER: usize = 16 * 1024;
 
 /// Datagrams up to this size (an Ethernet frame's payload) are held as they came: a piece of one
 /// keeps at most this much alive, about three times an in-order piece of the size below which pieces
@@ -123,7 +136,7 @@ impl Assembler {
         ready_end: 0,
         chunks: BTreeMap::new(),
         buffered: 0,
-        open: None,
+        provisional: None,
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -149,14 +162,22 @@ impl Assembler {
     /// more than `window` bytes past the read offset.
     #[inline]
     pub(crate) fn insert(&mut self, offset: u64, data: Bytes, window: u64) -> Result<(), AssembleError> {
-        self.insert_as(offset, data, window, false)
+        self.insert_as(offset, data, window, Hold::AsIs).map(drop)
     }
 
-    /// [`Assembler::insert`], holding a copy of the bytes kept instead of `data` itself: for a slice of
-    /// a buffer that is not to be kept alive. Bytes that continue the ready run are appended to a
-    /// buffer filled in place.
-    pub(crate) fn insert_copy(&mut self, offset: u64, data: Bytes, window: u64) -> Result<(), AssembleError> {
-        self.insert_as(offset, data, window, true)
+    /// [`Assembler::insert`] for `data`, a slice of a batch of datagrams of `buffer_len` bytes being
+    /// received: in order, it is held as it came until [`Assembler::settle`], which copies what this
+    /// batch left here if that is less than half of the batch (it would keep more than twice itself
+    /// alive); out of order, it is copied at once. Returns whether this started a provisional run, which
+    /// the caller is to settle once the batch is done.
+    pub(crate) fn insert_provisional(
+        &mut self,
+        offset: u64,
+        data: Bytes,
+        window: u64,
+        buffer_len: usize,
+    ) -> Result<bool, AssembleError> {
+        self.insert_as(offset, data, window, Hold::Provisional(buffer_len))
     }
 
     fn insert_as(
@@ -164,15 +185,15 @@ impl Assembler {
         offset: u64,
         mut data: Bytes,
         window: u64,
-        copy: bool,
-    ) -> Result<(), AssembleError> {
+        hold: Hold,
+    ) -> Result<bool, AssembleError> {
         let end = offset.saturating_add(data.len() as u64);
         if end > self.read_offset.saturating_add(window) {
             return Err(AssembleError::WindowExceeded);
         }
         // Everything below `ready_end` is held or was read.
         if end <= self.ready_end || data.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut start = offset;
         if start < self.ready_end {
@@ -181,16 +202,18 @@ impl Assembler {
         }
         // In order, and short of every out-of-order chunk: extend the ready run.
         if start == self.ready_end && self.chunks.first_key_value().map_or(true, |(k, _)| end <= *k) {
-            if copy {
-                self.push_copy(&data);
-            } else {
-                self.push_ready(data);
-            }
+            let started = match hold {
+                Hold::AsIs => {
+                    self.push_ready(data);
+                    false
+                }
+                Hold::Provisional(buffer_len) => self.push_provisional(data, buffer_len),
+            };
             self.promote();
-            return Ok(());
+            return Ok(started);
         }
         // Beyond a gap: one copy of the chunk, whose pieces are held.
-        if copy {
+        if hold != Hold::AsIs {
             data = Bytes::copy_from_slice(&data);
         }
         // The chunk starts at or after the end of everything held.
@@ -202,7 +225,7 @@ impl Assembler {
             self.buffered += data.len();
             self.put(start, data);
             self.promote();
-            return Ok(());
+            return Ok(false);
         }
         // A held chunk starting before `start` may cover its beginning; then walk the held chunks inside
         // [start, end), inserting the gaps between them.
@@ -228,14 +251,13 @@ impl Assembler {
             }
         }
         self.promote();
-        Ok(())
+        Ok(false)
     }
 
     /// Appends `data`, which starts at `ready_end`, to the ready run.
     fn push_ready(&mut self, data: Bytes) {
         self.ready_end += data.len() as u64;
         self.buffered += data.len();
-        self.close_open();
         // A short run is read soon and costs little; merging pays off only once tiny pieces pile up.
         if self.ready.len() >= MERGE_READY_FROM {
             if let Some(back) = self.ready.back_mut() {
@@ -247,31 +269,47 @@ impl Assembler {
         self.ready.push_back(data);
     }
 
-    /// Moves the bytes of `open`, which come after every chunk of `ready`, into `ready`; the buffer's
-    /// room stays in `open`.
-    fn close_open(&mut self) {
-        if let Some(open) = self.open.as_mut().filter(|o| !o.is_empty()) {
-            self.ready.push_back(open.split().freeze());
-        }
+    /// Appends `data`, which starts at `ready_end` and is a slice of a buffer of `buffer_len` bytes, to
+    /// the ready run as it came, in the provisional run; whether that run starts here.
+    fn push_provisional(&mut self, data: Bytes, buffer_len: usize) -> bool {
+        let len = data.len();
+        self.ready_end += len as u64;
+        self.buffered += len;
+        let started = self.provisional.is_none();
+        let first = u32::try_from(self.ready.len()).unwrap_or(u32::MAX);
+        let run = self.provisional.get_or_insert(Provisional {
+            first,
+            bytes: 0,
+            buffer_len: 0,
+        });
+        run.bytes = run.bytes.saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
+        run.buffer_len = run.buffer_len.max(u32::try_from(buffer_len).unwrap_or(u32::MAX));
+        // Not merged into the chunk before: that would copy it, or the chunk before into it.
+        self.ready.push_back(data);
+        started
     }
 
-    /// Appends a copy of `data`, which starts at `ready_end`, to the ready run, in `open`. A buffer
-    /// without room for it joins `ready`, and the next one has room for twice the unread bytes, within
-    /// [`COPY_BUFFER`]: it holds no more than the data it is for, and bulk data costs an allocation per
-    /// [`COPY_BUFFER`] bytes at most.
-    fn push_copy(&mut self, data: &[u8]) {
-        self.ready_end += data.len() as u64;
-        self.buffered += data.len();
-        let open = self.open.get_or_insert_with(BytesMut::new);
-        if open.capacity() - open.len() < data.len() {
-            if !open.is_empty() {
-                self.ready.push_back(open.split().freeze());
-            }
-            let unread = usize::try_from(self.ready_end - self.read_offset).unwrap_or(usize::MAX);
-            // Reuses the buffer when nothing else holds a part of it any more.
-            open.reserve(unread.saturating_mul(2).min(COPY_BUFFER).max(data.len()));
+    /// Ends the provisional run (see [`Assembler::insert_provisional`]): its chunks stay as they came if
+    /// they are at least half of the buffer they share, so that they keep at most twice themselves
+    /// alive; otherwise they are copied into one chunk, which lets go of the buffer.
+    pub(crate) fn settle(&mut self) {
+        let Some(run) = self.provisional.take() else {
+            return;
+        };
+        if u64::from(run.bytes) * 2 >= u64::from(run.buffer_len) {
+            return;
         }
-        open.extend_from_slice(data);
+        // The chunks from `first` on: the run's, and those that joined the ready run after it (copies
+        // already, from beyond a gap).
+        let first = (run.first as usize).min(self.ready.len());
+        let len = self.ready.range(first..).map(Bytes::len).sum();
+        let mut copy = BytesMut::with_capacity(len);
+        for chunk in self.ready.drain(first..) {
+            copy.extend_from_slice(&chunk);
+        }
+        if !copy.is_empty() {
+            self.ready.push_back(copy.freeze());
+        }
     }
 
     /// Moves the chunks that now continue the ready run from the map into it.
@@ -299,16 +337,17 @@ impl Assembler {
 
     /// Whether any byte is held that was not read yet (in order or beyond a gap).
     pub(crate) fn has_unread(&self) -> bool {
-        !self.ready.is_empty() || !self.chunks.is_empty() || self.open.as_ref().is_some_and(|o| !o.is_empty())
+        !self.ready.is_empty() || !self.chunks.is_empty()
     }
 
     /// The next in-order chunk, if the byte at the read offset has arrived.
     #[inline]
     pub(crate) fn read(&mut self) -> Option<Bytes> {
-        let data = match self.ready.pop_front() {
-            Some(data) => data,
-            None => self.open.as_mut().filter(|o| !o.is_empty())?.split().freeze(),
-        };
+        // Its indices hold only until the first read (the owner settles it before one anyway).
+        if self.provisional.is_some() {
+            self.settle();
+        }
+        let data = self.ready.pop_front()?;
         self.buffered -= data.len();
         self.read_offset += data.len() as u64;
         Some(data)
@@ -323,7 +362,7 @@ impl Assembler {
             self.ready.clear();
         }
         self.chunks.clear();
-        self.open = None;
+        self.provisional = None;
         self.ready_end = self.read_offset;
         self.buffered = 0;
     }
@@ -398,63 +437,73 @@ mod tests {
         assert_eq!(a.fragments(), 100 + 3);
     }
 
+    /// Ten in-order pieces of a batch: held as they came (the batch is kept alive) when they are at least
+    /// half of it, copied into one chunk (the batch let go of) when they are less.
     #[test]
-    fn copied_in_order_pieces_fill_shared_buffers() {
-        let stream: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let mut a = Assembler::default();
-        for (i, piece) in stream.chunks(1000).enumerate() {
-            a.insert_copy(i as u64 * 1000, Bytes::copy_from_slice(piece), 1 << 20)
-                .unwrap();
+    fn a_provisional_run_is_kept_or_copied_by_its_share_of_the_batch() {
+        for (batch_len, kept) in [(20_000, true), (20_001, false)] {
+            let batch = Bytes::from(vec![9u8; batch_len]);
+            let mut a = Assembler::default();
+            let mut started = 0;
+            for i in 0..10 {
+                let piece = batch.slice(i * 1000..(i + 1) * 1000);
+                started += usize::from(
+                    a.insert_provisional(i as u64 * 1000, piece, 1 << 20, batch_len)
+                        .unwrap(),
+                );
+            }
+            assert_eq!(started, 1, "one run per batch");
+            a.settle();
+            assert_eq!(a.buffered(), 10_000);
+            assert_eq!(!batch.is_unique(), kept, "batch of {batch_len} bytes");
+            assert_eq!(a.ready.len(), if kept { 10 } else { 1 });
+            assert_eq!(read_all(&mut a), vec![9u8; 10_000]);
+            assert!(batch.is_unique());
         }
-        assert_eq!(a.buffered(), 10_000);
-        let mut chunks = Vec::new();
-        while let Some(c) = a.read() {
-            chunks.push(c);
-        }
-        // Buffers for twice the unread bytes: 2,000, then 6,000, then the last 2,000 in a third.
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks.concat(), stream);
-        assert_eq!(a.buffered(), 0);
     }
 
+    /// A run settled copies only what came from its batch on: chunks held before it stay as they were.
     #[test]
-    fn a_copy_buffer_the_application_let_go_of_is_reused() {
+    fn settling_copies_only_the_run() {
+        let earlier = Bytes::from(vec![1u8; 1500]);
+        let batch = Bytes::from(vec![2u8; 60_000]);
         let mut a = Assembler::default();
-        a.insert_copy(0, Bytes::from(vec![1; 1000]), 1 << 20).unwrap();
-        let first = a.read().unwrap();
-        let start = first.as_ptr();
-        drop(first);
-        a.insert_copy(1000, Bytes::from(vec![2; 1000]), 1 << 20).unwrap();
-        assert_eq!(a.read().unwrap()[..], [2; 1000]);
-        // The buffer (room for 2,000 bytes) is full; nothing else holds it, so the next piece goes to its
-        // start again rather than to a new allocation.
-        a.insert_copy(2000, Bytes::from(vec![3; 1000]), 1 << 20).unwrap();
-        let third = a.read().unwrap();
-        assert_eq!(third[..], [3; 1000]);
-        assert_eq!(third.as_ptr(), start);
-        // While the application holds a piece, the buffer is not written over.
-        a.insert_copy(3000, Bytes::from(vec![4; 1000]), 1 << 20).unwrap();
-        a.insert_copy(4000, Bytes::from(vec![5; 1000]), 1 << 20).unwrap();
-        assert_eq!(third[..], [3; 1000]);
-        assert_eq!(read_all(&mut a), [[4; 1000], [5; 1000]].concat());
+        a.insert(0, earlier.clone(), 1 << 20).unwrap();
+        assert!(a
+            .insert_provisional(1500, batch.slice(..100), 1 << 20, batch.len())
+            .unwrap());
+        // Out of order, from the same batch: copied at once.
+        a.insert_provisional(1700, batch.slice(200..300), 1 << 20, batch.len())
+            .unwrap();
+        assert_eq!(a.fragments(), 1);
+        assert!(!a
+            .insert_provisional(1600, batch.slice(100..200), 1 << 20, batch.len())
+            .unwrap());
+        a.settle();
+        assert!(batch.is_unique(), "300 bytes of 60,000 are copied");
+        assert!(
+            !earlier.is_unique(),
+            "the chunk before the run is held as it came"
+        );
+        let mut expected = vec![1u8; 1500];
+        expected.extend_from_slice(&[2u8; 300]);
+        assert_eq!(read_all(&mut a), expected);
     }
 
+    /// A read before the run was settled settles it first (its indices would not hold after the read).
     #[test]
-    fn copied_and_zero_copy_pieces_keep_their_order() {
+    fn a_read_settles_a_provisional_run() {
+        let batch = Bytes::from(vec![3u8; 10_000]);
         let mut a = Assembler::default();
-        a.insert_copy(0, Bytes::from_static(b"ab"), 100).unwrap();
-        a.insert(2, Bytes::from_static(b"cd"), 100).unwrap();
-        a.insert_copy(4, Bytes::from_static(b"ef"), 100).unwrap();
-        // Beyond a gap, then filling it: the held chunk follows the copied bytes.
-        a.insert_copy(8, Bytes::from_static(b"ij"), 100).unwrap();
-        a.insert_copy(6, Bytes::from_static(b"gh"), 100).unwrap();
-        assert!(a.has_unread());
-        assert_eq!(read_all(&mut a), b"abcdefghij");
-        assert!(!a.has_unread());
-        a.insert_copy(10, Bytes::from_static(b"k"), 100).unwrap();
+        a.insert_provisional(0, batch.slice(..10), 1 << 20, batch.len())
+            .unwrap();
+        assert_eq!(a.read().unwrap()[..], [3u8; 10]);
+        assert!(batch.is_unique());
+        a.insert_provisional(10, batch.slice(..10), 1 << 20, batch.len())
+            .unwrap();
         a.release(0);
+        assert!(batch.is_unique());
         assert!(!a.has_unread());
-        assert_eq!(a.buffered(), 0);
     }
 
     proptest! {
@@ -467,7 +516,7 @@ mod tests {
             step in 1usize..1500,
             aligned: bool,
             backwards: bool,
-            copies: u64,
+            provisional: u64,
         ) {
             let stream: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut a = Assembler::default();
@@ -487,10 +536,15 @@ mod tests {
             for (i, (s, l)) in chunks.into_iter().enumerate() {
                 let e = (s + l).min(len);
                 let piece = Bytes::copy_from_slice(&stream[s..e]);
-                if copies >> (i % 64) & 1 == 1 {
-                    a.insert_copy(s as u64, piece, 1 << 20).unwrap();
+                // Some pieces come from batches (of 2,000 bytes, so that short runs are copied and long
+                // ones kept), settled now and then.
+                if provisional >> (i % 64) & 1 == 1 {
+                    a.insert_provisional(s as u64, piece, 1 << 20, 2000).unwrap();
                 } else {
                     a.insert(s as u64, piece, 1 << 20).unwrap();
+                }
+                if i % 5 == 0 {
+                    a.settle();
                 }
                 prop_assert!(a.buffered() <= len - out.len());
                 if i % 3 == 0 {

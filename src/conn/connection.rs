@@ -1559,7 +1559,19 @@ impl Connection {
             ecn,
             payload,
         } = datagram;
+        let lone = buffer_len <= payload.len();
         self.receive(now, remote, local, ecn, payload, buffer_len);
+        if lone {
+            self.end_batch();
+        }
+    }
+
+    /// The batch of datagrams this connection received some of is done (see
+    /// [`Endpoint::handle_batch`](crate::Endpoint::handle_batch)); a datagram received alone is a batch
+    /// of its own.
+    #[inline]
+    pub(crate) fn end_batch(&mut self) {
+        self.streams.end_batch();
     }
 }
 

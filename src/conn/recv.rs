@@ -1132,5 +1132,7 @@ impl Connection {
         if let Err(e) = self.process_frames(now, space, &mut payload, (&dcid, len)) {
             self.close_with_error(now, e);
         }
+        // A datagram of its own: its batch is done.
+        self.end_batch();
     }
 }

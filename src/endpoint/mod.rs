@@ -59,6 +59,10 @@ use routing::{KeyedState, Routes};
 pub use token::RetryError;
 pub use view::{ConnRef, StreamRef};
 
+/// The most connections [`Endpoint::handle_batch`] lists as having received datagrams of one batch
+/// before telling them it is done.
+const MAX_BATCH_CONNS: usize = 16;
+
 /// RFC 9000 §14.1: a server MUST discard an Initial packet carried in a UDP datagram with a payload
 /// smaller than 1200 bytes; §5.2.2 and §6.1 apply the same floor before answering unknown versions.
 const MIN_INITIAL_SIZE: usize = 1200;
@@ -354,6 +358,9 @@ pub struct Endpoint {
     table: Table<Entry>,
     routes: Routes,
     stateless: VecDeque<StatelessPacket>,
+    /// The connections that received datagrams of the batch being handled (`handle_batch`), to be told
+    /// when it is done; a connection listed again only when another came between.
+    batch_conns: Vec<ConnectionHandle>,
     reset_key: ResetKey,
     reset_limit: RateLimit,
     /// Connections that may have something to send, in round-robin order; an entry's `queued` flag says
@@ -436,6 +443,7 @@ impl Endpoint {
             table: Table::default(),
             routes: Routes::new(keys),
             stateless: VecDeque::new(),
+            batch_conns: Vec::new(),
             reset_key,
             reset_limit,
             send_queue: VecDeque::new(),
@@ -523,11 +531,12 @@ impl Endpoint {
     /// one datagram), all from `batch.remote` to `batch.local` with one ECN marking. They are handled in
     /// order, as slices of the buffer, without a copy.
     ///
-    /// What the engine keeps of a datagram past the call (stream data the application has not read, a
-    /// DATAGRAM frame, out-of-order CRYPTO data) is copied out of the buffer when it is a small part of
+    /// What the engine keeps of the datagrams past the call (stream data the application has not read,
+    /// DATAGRAM frames, out-of-order CRYPTO data) is copied out of the buffer when it is a small part of
     /// it, so that it does not keep the whole batch alive: the memory held follows the receive windows.
-    /// In-order stream data is copied into buffers filled in place, about an allocation per 16 KiB, and
-    /// none once the application has let go of what it read.
+    /// In-order stream data is held as it came while the batch is handled; then each stream keeps the
+    /// slices it holds if they are at least half of the buffer (bulk data: no copy, and at most twice
+    /// the bytes held kept alive), and copies them if not.
     pub fn handle_batch(&mut self, now: Instant, batch: Datagram, stride: usize) {
         let Datagram {
             remote,
@@ -553,9 +562,34 @@ impl Endpoint {
             };
             self.receive(now, datagram, buffer_len);
             if last {
-                return;
+                break;
             }
         }
+        self.end_batch();
+    }
+
+    /// Connection `h` received a datagram of the batch being handled.
+    fn in_batch(&mut self, h: ConnectionHandle) {
+        if self.batch_conns.last() != Some(&h) {
+            // Datagrams of one batch come from one address and almost always go to one connection; a
+            // batch spread over many is told it is done early, which costs copies, never memory.
+            if self.batch_conns.len() >= MAX_BATCH_CONNS {
+                self.end_batch();
+            }
+            self.batch_conns.push(h);
+        }
+    }
+
+    /// Tells the connections that received datagrams of the batch that it is done: what they hold of it
+    /// zero-copy, they keep or copy (see `Connection::end_batch`).
+    fn end_batch(&mut self) {
+        let mut conns = std::mem::take(&mut self.batch_conns);
+        for h in conns.drain(..) {
+            if let Some(entry) = self.table.get_mut(h) {
+                entry.conn.end_batch();
+            }
+        }
+        self.batch_conns = conns;
     }
 
     /// One datagram, a slice of a buffer of `buffer_len` bytes.
@@ -624,7 +658,11 @@ impl Endpoint {
             self.stats.dropped_unroutable += 1;
             return;
         };
+        let in_batch = buffer_len > datagram.payload.len();
         entry.conn.handle_datagram(now, datagram, buffer_len);
+        if in_batch {
+            self.in_batch(h);
+        }
         self.after_conn(h, true);
     }
 
@@ -1064,7 +1102,11 @@ impl Endpoint {
         }
         entry.counts_as_handshake = true;
         entry.held = hold;
+        let in_batch = buffer_len > datagram.payload.len();
         entry.conn.handle_datagram(now, datagram, buffer_len);
+        if in_batch {
+            self.in_batch(h);
+        }
         self.after_conn(h, true);
     }
 

@@ -17,8 +17,9 @@ fn byte_at(offset: u64) -> u8 {
 ///
 /// Input: a 2-byte window, then records: `[op, ...]`. Bit 0 of `op` clear: an insert, with a 2-byte
 /// offset scaled by a power of two from bits 1 to 3 (bit 4 set: counted back from `u64::MAX`; bit 5 set:
-/// the assembler holds a copy) and a 2-byte length (at most 4096); set: a read. Invariants: no panic; a chunk is refused exactly when it
-/// ends more than the window past the read offset; reads return exactly the contiguous bytes held at
+/// a slice of a 2048-byte batch, held provisionally; bit 6 set: the batch ends after it) and a 2-byte
+/// length (at most 4096); set: a read. Invariants: no panic; a chunk is refused exactly when it ends
+/// more than the window past the read offset; reads return exactly the contiguous bytes held at
 /// the read offset, with the right contents; the buffered count equals the bytes held.
 pub fn check_reassembly(data: &[u8]) {
     let mut input = Input::new(data);
@@ -37,10 +38,13 @@ pub fn check_reassembly(data: &[u8]) {
             let chunk: Bytes = (0..len as u64).map(|i| byte_at(offset.wrapping_add(i))).collect();
             let end = offset.saturating_add(len as u64);
             let result = if op & 0x20 != 0 {
-                asm.insert_copy(offset, chunk, window)
+                asm.insert_provisional(offset, chunk, window, 2048).map(drop)
             } else {
                 asm.insert(offset, chunk, window)
             };
+            if op & 0x40 != 0 {
+                asm.settle();
+            }
             if end > read_offset.saturating_add(window) {
                 assert_eq!(
                     result,

@@ -118,6 +118,9 @@ impl Streams {
         }
         self.recv_data += got.delta;
         self.consume_conn(credit);
+        if got.provisional {
+            self.provisional.push(id);
+        }
         if got.readable {
             self.signal_readable(id);
         }
@@ -125,6 +128,23 @@ impl Streams {
             self.maybe_forget(id);
         }
         Ok(())
+    }
+
+    /// The batch of datagrams being received is done: each stream that held data of it as it came keeps
+    /// it, or copies it if it is less than half of the batch (RFC 9000 §21.7: the memory held follows
+    /// the bytes held).
+    pub(crate) fn end_batch(&mut self) {
+        if self.provisional.is_empty() {
+            return;
+        }
+        // The list keeps its storage for the next batch.
+        let mut ids = std::mem::take(&mut self.provisional);
+        for id in ids.drain(..) {
+            if let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
+                recv.settle();
+            }
+        }
+        self.provisional = ids;
     }
 
     /// A RESET_STREAM frame (RFC 9000 §19.4).

@@ -552,6 +552,9 @@ pub(crate) struct Streams {
     recv_data: u64,
     /// The pieces of data held beyond a gap by all receive streams, or more (see `on_stream`).
     fragments_bound: usize,
+    /// Streams holding data of the batch of datagrams being received as it came, to settle once the
+    /// batch is done (each listed once per batch: when its run starts).
+    provisional: Vec<StreamId>,
     /// A MAX_DATA is to be sent.
     max_data_pending: bool,
 
@@ -634,6 +637,7 @@ impl Streams {
             recv_window,
             recv_data: 0,
             fragments_bound: 0,
+            provisional: Vec::new(),
             max_data_pending: false,
             queues: BTreeMap::new(),
             send_budget,

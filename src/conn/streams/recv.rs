@@ -17,6 +17,9 @@ pub(super) struct Received {
     pub(super) readable: bool,
     /// The frame was a RESET_STREAM that took effect.
     pub(super) reset: bool,
+    /// The data started a provisional run, to be settled once its batch is done
+    /// ([`RecvStream::settle`]).
+    pub(super) provisional: bool,
 }
 
 /// The receiving half of a stream.
@@ -161,20 +164,28 @@ impl RecvStream {
         let inserted = if offset > self.asm.contiguous_end() {
             self.asm
                 .insert(offset, assembler::compact(data, buffer_len), room)
+                .map(|()| false)
         } else if assembler::pins(&data, buffer_len) {
-            // In order: copied into a buffer that the next pieces fill as well.
-            self.asm.insert_copy(offset, data, room)
+            // In order: held as it came while the batch is received, then kept if the batch left at
+            // least half of itself here, copied if not.
+            self.asm.insert_provisional(offset, data, room, buffer_len)
         } else {
-            self.asm.insert(offset, data, room)
+            self.asm.insert(offset, data, room).map(|()| false)
         };
-        if inserted.is_err() {
+        let Ok(provisional) = inserted else {
             return Err(TransportError::internal_error("stream reassembly window"));
-        }
+        };
         Ok(Received {
             delta,
+            provisional,
             readable: covers_next || (newly_final && end == self.asm_offset),
             reset: false,
         })
+    }
+
+    /// Ends the provisional run of data from a batch of datagrams (see [`Assembler::insert_provisional`]).
+    pub(super) fn settle(&mut self) {
+        self.asm.settle();
     }
 
     /// Handles a RESET_STREAM frame; `conn_room` is the connection-level credit left to the peer.
@@ -223,6 +234,7 @@ impl RecvStream {
             delta,
             readable: self.stopped.is_none(),
             reset: self.stopped.is_none(),
+            provisional: false,
         })
     }
 
