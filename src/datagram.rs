@@ -66,7 +66,7 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// Writes `d`'s addresses in their canonical form (IPv4-mapped IPv6 addresses as IPv4 ones), in place;
 /// returns whether both name one host and the remote port is not 0.
-#[inline]
+#[inline(always)]
 pub(crate) fn canonical_unicast(d: &mut Datagram) -> bool {
     if let SocketAddr::V6(v6) = d.remote {
         if let Some(v4) = v6.ip().to_ipv4_mapped() {

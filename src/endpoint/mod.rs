@@ -592,7 +592,10 @@ impl Endpoint {
         self.batch_conns = conns;
     }
 
-    /// One datagram, a slice of a buffer of `buffer_len` bytes.
+    /// One datagram, a slice of a buffer of `buffer_len` bytes. Inlined into both callers: as a call,
+    /// it and `deliver` cost about 50 instructions per datagram in callgrind (the datagram moved twice
+    /// more).
+    #[inline(always)]
     fn receive(&mut self, now: Instant, mut datagram: Datagram, buffer_len: usize) {
         self.stats.datagrams_received += 1;
         self.note_time(now);
@@ -653,6 +656,7 @@ impl Endpoint {
     }
 
     /// Hands `datagram`, a slice of a buffer of `buffer_len` bytes, to connection `h`.
+    #[inline(always)]
     fn deliver(&mut self, now: Instant, h: ConnectionHandle, datagram: Datagram, buffer_len: usize) {
         let Some(entry) = self.table.get_mut(h) else {
             self.stats.dropped_unroutable += 1;

@@ -133,10 +133,15 @@ impl Streams {
     /// The batch of datagrams being received is done: each stream that held data of it as it came keeps
     /// it, or copies it if it is less than half of the batch (RFC 9000 §21.7: the memory held follows
     /// the bytes held).
+    #[inline]
     pub(crate) fn end_batch(&mut self) {
-        if self.provisional.is_empty() {
-            return;
+        if !self.provisional.is_empty() {
+            self.settle_provisional();
         }
+    }
+
+    #[cold]
+    fn settle_provisional(&mut self) {
         // The list keeps its storage for the next batch.
         let mut ids = std::mem::take(&mut self.provisional);
         for id in ids.drain(..) {
