@@ -34,6 +34,19 @@ pub(crate) struct Assembler {
     /// In-order chunks held zero-copy out of a batch of datagrams still being received, kept or copied
     /// by [`Assembler::settle`] once the batch is done.
     provisional: Option<Provisional>,
+    /// The runs `settle` kept as they came, in order: what is left of the first is copied once a read
+    /// leaves less than half of its buffer's size of it, so that every buffer kept alive holds at least
+    /// half its size of bytes not read yet.
+    kept: VecDeque<KeptRun>,
+}
+
+/// Bytes `start..end` of the stream, held as slices of one received buffer of `buffer_len` bytes (and
+/// of the chunks that joined the ready run among them).
+#[derive(Debug, Clone, Copy)]
+struct KeptRun {
+    start: u64,
+    end: u64,
+    buffer_len: u32,
 }
 
 /// Chunks at `ready[first..]` held zero-copy out of a received buffer of `buffer_len` bytes (a batch of
@@ -70,7 +83,8 @@ const MERGE_PIECE_BELOW: usize = 512;
 /// The ready run merges small pieces once it holds this many chunks.
 const MERGE_READY_FROM: usize = 8;
 
-/// Pieces shorter than this are copied out of the datagram they arrived in before being held.
+/// Pieces shorter than this are copied out of the buffer they arrived in (their datagram, or its batch)
+/// before being held beyond a gap.
 const COPY_BELOW: usize = 1024;
 
 /// Datagrams up to this size (an Ethernet frame's payload) are held as they came: a piece of one
@@ -137,6 +151,7 @@ impl Assembler {
         chunks: BTreeMap::new(),
         buffered: 0,
         provisional: None,
+        kept: VecDeque::new(),
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -296,13 +311,18 @@ impl Assembler {
         let Some(run) = self.provisional.take() else {
             return;
         };
+        // The chunks from `first` on: the run's, and those that joined the ready run after it (from
+        // beyond a gap).
+        let first = (run.first as usize).min(self.ready.len());
+        let len: usize = self.ready.range(first..).map(Bytes::len).sum();
         if u64::from(run.bytes) * 2 >= u64::from(run.buffer_len) {
+            self.kept.push_back(KeptRun {
+                start: self.ready_end - len as u64,
+                end: self.ready_end,
+                buffer_len: run.buffer_len,
+            });
             return;
         }
-        // The chunks from `first` on: the run's, and those that joined the ready run after it (copies
-        // already, from beyond a gap).
-        let first = (run.first as usize).min(self.ready.len());
-        let len = self.ready.range(first..).map(Bytes::len).sum();
         let mut copy = BytesMut::with_capacity(len);
         for chunk in self.ready.drain(first..) {
             copy.extend_from_slice(&chunk);
@@ -310,6 +330,56 @@ impl Assembler {
         if !copy.is_empty() {
             self.ready.push_back(copy.freeze());
         }
+    }
+
+    /// After a read: drops the kept runs read to their end, and copies what is left of the first if it
+    /// is less than half of its buffer (the application read the rest), which lets go of the buffer.
+    #[cold]
+    fn trim_kept(&mut self) {
+        while let Some(run) = self.kept.front().copied() {
+            if run.end <= self.read_offset {
+                self.kept.pop_front();
+                continue;
+            }
+            if run.start < self.read_offset && (run.end - self.read_offset) * 2 < u64::from(run.buffer_len) {
+                self.kept.pop_front();
+                // The chunks at the front up to the run's end (the last may reach beyond it, merged).
+                let mut covered = self.read_offset;
+                let mut count = 0;
+                for chunk in &self.ready {
+                    if covered >= run.end {
+                        break;
+                    }
+                    covered += chunk.len() as u64;
+                    count += 1;
+                }
+                let mut copy = BytesMut::with_capacity((covered - self.read_offset) as usize);
+                for chunk in self.ready.drain(..count) {
+                    copy.extend_from_slice(&chunk);
+                }
+                if !copy.is_empty() {
+                    self.ready.push_front(copy.freeze());
+                }
+            }
+            return;
+        }
+    }
+
+    /// [`Assembler::read`], with the size of the received buffer the chunk is a slice of if it is one of
+    /// a run kept as it came (0 if not): a caller that holds on to part of it decides by that whether
+    /// to copy the part.
+    #[inline]
+    pub(crate) fn read_sized(&mut self) -> Option<(Bytes, usize)> {
+        if self.provisional.is_some() {
+            self.settle();
+        }
+        let buffer_len = match self.kept.front() {
+            Some(run) if run.start <= self.read_offset && self.read_offset < run.end => {
+                run.buffer_len as usize
+            }
+            _ => 0,
+        };
+        Some((self.read()?, buffer_len))
     }
 
     /// Moves the chunks that now continue the ready run from the map into it.
@@ -350,6 +420,9 @@ impl Assembler {
         let data = self.ready.pop_front()?;
         self.buffered -= data.len();
         self.read_offset += data.len() as u64;
+        if !self.kept.is_empty() {
+            self.trim_kept();
+        }
         Some(data)
     }
 
@@ -363,6 +436,7 @@ impl Assembler {
         }
         self.chunks.clear();
         self.provisional = None;
+        self.kept = VecDeque::new();
         self.ready_end = self.read_offset;
         self.buffered = 0;
     }
@@ -488,6 +562,30 @@ mod tests {
         let mut expected = vec![1u8; 1500];
         expected.extend_from_slice(&[2u8; 300]);
         assert_eq!(read_all(&mut a), expected);
+    }
+
+    /// A kept run read in part: held as it came while at least half of its buffer's size is unread,
+    /// copied once less is.
+    #[test]
+    fn the_unread_end_of_a_kept_run_is_copied() {
+        let batch = Bytes::from(vec![4u8; 10_000]);
+        let mut a = Assembler::default();
+        for i in 0..8 {
+            let piece = batch.slice(i * 1000..(i + 1) * 1000);
+            a.insert_provisional(i as u64 * 1000, piece, 1 << 20, batch.len())
+                .unwrap();
+        }
+        a.settle();
+        assert!(!batch.is_unique(), "8,000 bytes of 10,000 are kept as they came");
+        for _ in 0..3 {
+            let (chunk, buffer_len) = a.read_sized().unwrap();
+            assert_eq!((chunk.len(), buffer_len), (1000, 10_000));
+        }
+        assert!(!batch.is_unique(), "5,000 bytes unread");
+        assert_eq!(a.read().unwrap().len(), 1000);
+        assert!(batch.is_unique(), "4,000 bytes unread are copied");
+        assert_eq!(a.read_sized().unwrap(), (Bytes::from(vec![4u8; 4000]), 0));
+        assert!(!a.has_unread());
     }
 
     /// A read before the run was settled settles it first (its indices would not hold after the read).

@@ -1306,7 +1306,9 @@ impl Connection {
         let reason = match close.code {
             CloseCode::Application(code) => ConnectionError::ApplicationClosed {
                 code,
-                reason: close.reason,
+                // The frame's bytes are a view of the packet, and of the batch of datagrams it came in:
+                // the application may keep the error long, so it gets a copy of the reason only.
+                reason: Bytes::copy_from_slice(&close.reason),
             },
             CloseCode::Transport { code, frame_type } => {
                 if code == TransportErrorCode::CONNECTION_REFUSED {

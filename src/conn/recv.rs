@@ -525,8 +525,9 @@ impl Connection {
                         && end <= s.crypto_recv.contiguous_end()
                         && settled
                         && s.resend_crypto_early();
-                    // Data beyond a gap waits, as a copy when small or a small share of its datagram:
-                    // memory follows the bytes held, not the datagrams they came in.
+                    // Data beyond a gap waits, as a copy when small or a small share of its buffer (its
+                    // datagram, or the batch it came in): memory follows the bytes held, not the
+                    // buffers they came in.
                     let data = if c.offset > s.crypto_recv.contiguous_end() {
                         assembler::compact(c.data, buffer_len)
                     } else {

@@ -349,6 +349,86 @@ fn small_shares_of_a_batch_keep_no_batch_alive() {
     }
 }
 
+/// Bulk data of a batch, kept as it came, of which the application reads all but the end: once what is
+/// left unread is a small share of the batch it is copied, whether the engine holds it as whole chunks
+/// (read up to a chunk's end) or as the rest of a chunk read in part (read up to any byte). Before,
+/// 100 bytes unread kept a 10 KB batch alive.
+#[test]
+fn the_unread_end_of_bulk_data_keeps_no_batch_alive() {
+    for whole_chunks in [true, false] {
+        let mut p = fixed_size_pair();
+        let bulk: Vec<u8> = (0..9_000u32).map(|i| (i % 251) as u8).collect();
+        let mut id = None;
+        let (witnesses, _) = send_in_batches(&mut p, |conn| {
+            let s = conn.open_uni().unwrap();
+            assert_eq!(conn.stream(s).write(&bulk), Ok(bulk.len()));
+            conn.stream(s).finish().unwrap();
+            id = Some(s);
+        });
+        let id = id.unwrap();
+        assert!(pinned(&witnesses) > 0, "the bulk data is held zero-copy");
+        let mut read = Vec::new();
+        {
+            let mut conn = p.server.conn(p.server_h.unwrap()).unwrap();
+            let mut stream = conn.stream(id);
+            if whole_chunks {
+                // Whole chunks, until the batch is let go of: before the end.
+                while pinned(&witnesses) > 0 {
+                    read.extend_from_slice(&stream.read_chunk(usize::MAX).unwrap().unwrap());
+                }
+            } else {
+                while read.len() < bulk.len() - 100 {
+                    let max = bulk.len() - 100 - read.len();
+                    read.extend_from_slice(&stream.read_chunk(max).unwrap().unwrap());
+                }
+            }
+        }
+        assert!(read.len() < bulk.len());
+        assert_eq!(
+            pinned(&witnesses),
+            0,
+            "{} bytes unread keep a batch alive",
+            bulk.len() - read.len()
+        );
+        read.extend(read_stream(&mut p, id));
+        assert_eq!(read, bulk);
+    }
+}
+
+/// An application's CONNECTION_CLOSE in a batch of datagrams: the reason phrase handed to the
+/// application (which may keep the error long) is a copy, not a slice of the batch.
+#[test]
+fn a_close_reason_keeps_no_batch_alive() {
+    let mut p = fixed_size_pair();
+    let client_h = p.client.table.iter().map(|(h, _)| h).next().unwrap();
+    p.client.conn(client_h).unwrap().close(p.now, 7, b"bye");
+    let datagrams = sends(&mut p.client, p.now);
+    assert_eq!(datagrams.len(), 1);
+    let d = &datagrams[0];
+    let mut buf = BytesMut::new();
+    for _ in 0..40 {
+        buf.extend_from_slice(d);
+    }
+    buf.extend_from_slice(&[0]);
+    let witness = buf.split_off(40 * d.len()).freeze();
+    let batch = Datagram {
+        remote: super::peer_errors::CLIENT.parse().unwrap(),
+        local: None,
+        ecn: None,
+        payload: buf,
+    };
+    p.server.handle_batch(p.now, batch, d.len());
+    let lost = std::iter::from_fn(|| p.server.poll_event()).find_map(|(_, e)| match e {
+        crate::Event::ConnectionLost { reason } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        matches!(&lost, Some(crate::ConnectionError::ApplicationClosed { reason, .. }) if reason[..] == *b"bye"),
+        "{lost:?}"
+    );
+    assert!(witness.is_unique(), "the reason keeps the batch alive");
+}
+
 /// The same for DATAGRAM frames waiting for the application: `datagram_receive_buffer` counts their
 /// payload, and a 1 KiB one alone in a 65,000-byte datagram is copied. Before, they kept 62 MB alive
 /// under the 1 MiB buffer.

@@ -21,7 +21,8 @@
 //! 2. drain [`Endpoint::poll_transmit`] onto the socket, then hand each [`Endpoint::poll_event`] to the
 //!    caller's [`Handler`], repeating while the handler's calls produce more (up to a bound: what is
 //!    left goes out in the next turn, which then does not block);
-//! 3. receive what the socket holds and feed it to [`Endpoint::handle_datagrams`]; when it holds nothing,
+//! 3. receive what the socket holds and feed each received buffer (one datagram, or several coalesced
+//!    by GRO) to [`Endpoint::handle_batch`]; when it holds nothing,
 //!    wait for a datagram or the next deadline (the endpoint's or the handler's), whichever comes first.
 //!    On Unix that is one `poll` of the socket (`ppoll` on Linux, whose timeout is in nanoseconds, fine
 //!    enough for pacing). Elsewhere, socket read timeouts have the kernel tick's granularity, so a far
