@@ -38,6 +38,9 @@ pub(crate) struct Assembler {
     /// leaves less than half of its buffer's size of it, so that every buffer kept alive holds at least
     /// half its size of bytes not read yet.
     kept: VecDeque<KeptRun>,
+    /// The size of the buffer the chunk last read is a slice of, if it was one of a kept run; may be
+    /// left from an earlier read, see [`Assembler::last_read_buffer`].
+    last_read_buffer: u32,
 }
 
 /// Bytes `start..end` of the stream, held as slices of one received buffer of `buffer_len` bytes (and
@@ -152,6 +155,7 @@ impl Assembler {
         buffered: 0,
         provisional: None,
         kept: VecDeque::new(),
+        last_read_buffer: 0,
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -334,8 +338,13 @@ impl Assembler {
 
     /// After a read: drops the kept runs read to their end, and copies what is left of the first if it
     /// is less than half of its buffer (the application read the rest), which lets go of the buffer.
+    /// Also notes the buffer of the chunk just read, which began at `from`.
     #[cold]
-    fn trim_kept(&mut self) {
+    fn trim_kept(&mut self, from: u64) {
+        self.last_read_buffer = match self.kept.front() {
+            Some(run) if run.start <= from && from < run.end => run.buffer_len,
+            _ => 0,
+        };
         while let Some(run) = self.kept.front().copied() {
             if run.end <= self.read_offset {
                 self.kept.pop_front();
@@ -365,21 +374,13 @@ impl Assembler {
         }
     }
 
-    /// [`Assembler::read`], with the size of the received buffer the chunk is a slice of if it is one of
-    /// a run kept as it came (0 if not): a caller that holds on to part of it decides by that whether
-    /// to copy the part.
-    #[inline]
-    pub(crate) fn read_sized(&mut self) -> Option<(Bytes, usize)> {
-        if self.provisional.is_some() {
-            self.settle();
-        }
-        let buffer_len = match self.kept.front() {
-            Some(run) if run.start <= self.read_offset && self.read_offset < run.end => {
-                run.buffer_len as usize
-            }
-            _ => 0,
-        };
-        Some((self.read()?, buffer_len))
+    /// The size of the received buffer the chunk last read is a slice of, if it is one of a run kept as
+    /// it came (0 if not): a caller that holds on to part of the chunk decides by it whether to copy the
+    /// part. It may be that of an earlier chunk, which costs a needless copy at worst: it is only set
+    /// while kept runs are held (and a read of a chunk of a kept run always sets it), so that reads
+    /// without them (most) pay nothing for it.
+    pub(crate) fn last_read_buffer(&self) -> usize {
+        self.last_read_buffer as usize
     }
 
     /// Moves the chunks that now continue the ready run from the map into it.
@@ -419,9 +420,10 @@ impl Assembler {
         }
         let data = self.ready.pop_front()?;
         self.buffered -= data.len();
+        let from = self.read_offset;
         self.read_offset += data.len() as u64;
         if !self.kept.is_empty() {
-            self.trim_kept();
+            self.trim_kept(from);
         }
         Some(data)
     }
@@ -578,13 +580,13 @@ mod tests {
         a.settle();
         assert!(!batch.is_unique(), "8,000 bytes of 10,000 are kept as they came");
         for _ in 0..3 {
-            let (chunk, buffer_len) = a.read_sized().unwrap();
-            assert_eq!((chunk.len(), buffer_len), (1000, 10_000));
+            assert_eq!(a.read().unwrap().len(), 1000);
+            assert_eq!(a.last_read_buffer(), 10_000);
         }
         assert!(!batch.is_unique(), "5,000 bytes unread");
         assert_eq!(a.read().unwrap().len(), 1000);
         assert!(batch.is_unique(), "4,000 bytes unread are copied");
-        assert_eq!(a.read_sized().unwrap(), (Bytes::from(vec![4u8; 4000]), 0));
+        assert_eq!(a.read().unwrap(), Bytes::from(vec![4u8; 4000]));
         assert!(!a.has_unread());
     }
 

@@ -275,7 +275,7 @@ impl RecvStream {
             } else {
                 self.partial.split_to(n)
             })
-        } else if let Some((mut chunk, buffer_len)) = self.asm.read_sized().filter(|(c, _)| !c.is_empty()) {
+        } else if let Some(mut chunk) = self.asm.read().filter(|c| !c.is_empty()) {
             self.asm_offset += chunk.len() as u64;
             // A chunk that fits goes straight to the caller, not through `partial` (storing it there and
             // reading it back at once stalled on store forwarding).
@@ -283,7 +283,7 @@ impl RecvStream {
                 self.partial = chunk.split_off(max);
                 // What is left of a slice of a batch is a small share of it: held as a copy, so that it
                 // does not keep the batch alive while the application waits to read it.
-                if assembler::pins(&self.partial, buffer_len) {
+                if assembler::pins(&self.partial, self.asm.last_read_buffer()) {
                     self.partial = Bytes::copy_from_slice(&self.partial);
                 }
             }
