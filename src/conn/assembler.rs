@@ -34,41 +34,69 @@ pub(crate) struct Assembler {
     /// In-order chunks held zero-copy out of a batch of datagrams still being received, kept or copied
     /// by [`Assembler::settle`] once the batch is done.
     provisional: Option<Provisional>,
-    /// The runs `settle` kept as they came, in order: what is left of the first is copied once a read
-    /// leaves less than half of its buffer's size of it, so that every buffer kept alive holds at least
-    /// half its size of bytes not read yet.
+    /// The runs `settle` kept as they came, in order: once reads leave less than half of a run's buffer
+    /// held, what is left of it is copied, so that every buffer kept alive holds at least half its size
+    /// of bytes not read yet.
     kept: VecDeque<KeptRun>,
-    /// The size of the buffer the chunk last read is a slice of, if it was one of a kept run; may be
-    /// left from an earlier read, see [`Assembler::last_read_buffer`].
-    last_read_buffer: u32,
 }
 
-/// Bytes `start..end` of the stream, held as slices of one received buffer of `buffer_len` bytes (and
-/// of the chunks that joined the ready run among them).
+/// Where slices of one received buffer lie in memory: a held chunk whose first byte is in `lo..hi` is a
+/// slice of that buffer (held chunks keep their allocations alive, and live allocations do not overlap,
+/// so no other chunk's can be there).
 #[derive(Debug, Clone, Copy)]
-struct KeptRun {
-    start: u64,
-    end: u64,
-    buffer_len: u32,
+struct Span {
+    lo: usize,
+    hi: usize,
+}
+
+impl Span {
+    fn of(data: &[u8]) -> Span {
+        let lo = data.as_ptr() as usize;
+        Span {
+            lo,
+            hi: lo + data.len(),
+        }
+    }
+
+    fn widen(&mut self, data: &[u8]) {
+        let other = Span::of(data);
+        self.lo = self.lo.min(other.lo);
+        self.hi = self.hi.max(other.hi);
+    }
+
+    fn holds(&self, data: &[u8]) -> bool {
+        (self.lo..self.hi).contains(&(data.as_ptr() as usize))
+    }
 }
 
 /// Chunks at `ready[first..]` held zero-copy out of a received buffer of `buffer_len` bytes (a batch of
-/// datagrams), `bytes` of them from that buffer.
+/// datagrams), those in `span` (others, from beyond a gap, may come among them).
 #[derive(Debug, Clone, Copy)]
 struct Provisional {
     first: u32,
-    bytes: u32,
     buffer_len: u32,
+    span: Span,
 }
 
-/// How [`Assembler::insert_as`] holds the bytes it keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    /// As they came.
-    AsIs,
-    /// As they came if in order, until [`Assembler::settle`] (copied otherwise); a slice of a buffer of
-    /// this many bytes.
-    Provisional(usize),
+/// Slices of a received buffer of `buffer_len` bytes held in the ready run below offset `end`: those in
+/// `span`, `held` bytes of them.
+#[derive(Debug, Clone, Copy)]
+struct KeptRun {
+    end: u64,
+    held: usize,
+    buffer_len: u32,
+    span: Span,
+}
+
+/// How [`Assembler::insert_as`] holds the bytes it keeps, judged piece by piece once cut to the bytes
+/// not held yet, against their buffer of `buffer_len` bytes: beyond a gap, copied if short or a small
+/// share of the buffer ([`compact`]); in order, with `later`, held as it came until
+/// [`Assembler::settle`] if the buffer is larger than an Ethernet frame, and without, copied if a
+/// small share of it ([`pins`]).
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    buffer_len: usize,
+    later: bool,
 }
 
 impl Default for Assembler {
@@ -155,7 +183,6 @@ impl Assembler {
         buffered: 0,
         provisional: None,
         kept: VecDeque::new(),
-        last_read_buffer: 0,
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -179,24 +206,57 @@ impl Assembler {
 
     /// Adds `data` at `offset`, keeping only bytes not already held or read. Fails when the chunk ends
     /// more than `window` bytes past the read offset.
-    #[inline]
+    /// Short pieces beyond a gap are copied; the rest is held as it came (as from a buffer of its own).
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn insert(&mut self, offset: u64, data: Bytes, window: u64) -> Result<(), AssembleError> {
-        self.insert_as(offset, data, window, Hold::AsIs).map(drop)
+        self.insert_judged(offset, data, window, 0)
     }
 
-    /// [`Assembler::insert`] for `data`, a slice of a batch of datagrams of `buffer_len` bytes being
-    /// received: in order, it is held as it came until [`Assembler::settle`], which copies what this
-    /// batch left here if that is less than half of the batch (it would keep more than twice itself
-    /// alive); out of order, it is copied at once. Returns whether this started a provisional run, which
-    /// the caller is to settle once the batch is done.
-    pub(crate) fn insert_provisional(
+    /// [`Assembler::insert`] for `data`, a slice of a received buffer of `buffer_len` bytes (a datagram,
+    /// or a batch of them), the memory held following the bytes held. Each piece kept is judged once
+    /// cut to the bytes not held yet. Beyond a gap it is copied if it is shorter than 1 KiB or a small
+    /// share of the buffer ([`compact`]). In order, a slice of a buffer larger than an Ethernet frame is
+    /// held as it came until [`Assembler::settle`], which keeps the run of such slices if it is at least
+    /// half of the buffer and copies it if not; reads later copy what is left of a kept run once it is
+    /// less than half. Returns whether this started such a run, which the caller is to settle once the
+    /// buffer (the batch) is done.
+    pub(crate) fn insert_from_buffer(
         &mut self,
         offset: u64,
         data: Bytes,
         window: u64,
         buffer_len: usize,
     ) -> Result<bool, AssembleError> {
-        self.insert_as(offset, data, window, Hold::Provisional(buffer_len))
+        self.insert_as(
+            offset,
+            data,
+            window,
+            Hold {
+                buffer_len,
+                later: true,
+            },
+        )
+    }
+
+    /// [`Assembler::insert_from_buffer`] with no run to settle: an in-order piece that is a small share
+    /// of its buffer is copied at once (for data read as soon as it is in order, as CRYPTO data).
+    pub(crate) fn insert_judged(
+        &mut self,
+        offset: u64,
+        data: Bytes,
+        window: u64,
+        buffer_len: usize,
+    ) -> Result<(), AssembleError> {
+        self.insert_as(
+            offset,
+            data,
+            window,
+            Hold {
+                buffer_len,
+                later: false,
+            },
+        )
+        .map(drop)
     }
 
     fn insert_as(
@@ -221,19 +281,19 @@ impl Assembler {
         }
         // In order, and short of every out-of-order chunk: extend the ready run.
         if start == self.ready_end && self.chunks.first_key_value().map_or(true, |(k, _)| end <= *k) {
-            let started = match hold {
-                Hold::AsIs => {
-                    self.push_ready(data);
-                    false
-                }
-                Hold::Provisional(buffer_len) => self.push_provisional(data, buffer_len),
+            let Hold { buffer_len, later } = hold;
+            let started = if later && buffer_len > SMALL_DATAGRAM {
+                // Every slice of a large buffer joins the run, which keeps or copies them together.
+                self.push_provisional(data, buffer_len)
+            } else if !later && pins(&data, buffer_len) {
+                self.push_ready(Bytes::copy_from_slice(&data));
+                false
+            } else {
+                self.push_ready(data);
+                false
             };
             self.promote();
             return Ok(started);
-        }
-        // Beyond a gap: one copy of the chunk, whose pieces are held.
-        if hold != Hold::AsIs {
-            data = Bytes::copy_from_slice(&data);
         }
         // The chunk starts at or after the end of everything held.
         let held_end = self
@@ -241,6 +301,7 @@ impl Assembler {
             .last_key_value()
             .map_or(self.ready_end, |(k, v)| k + v.len() as u64);
         if start >= held_end {
+            let data = compact(data, hold.buffer_len);
             self.buffered += data.len();
             self.put(start, data);
             self.promote();
@@ -260,7 +321,10 @@ impl Assembler {
                 .map(|(k, v)| (*k, *k + v.len() as u64));
             let gap_end = next.map_or(end, |(s, _)| s);
             if gap_end > cursor {
-                let piece = data.slice((cursor - start) as usize..(gap_end - start) as usize);
+                let piece = compact(
+                    data.slice((cursor - start) as usize..(gap_end - start) as usize),
+                    hold.buffer_len,
+                );
                 self.buffered += piece.len();
                 self.put(cursor, piece);
             }
@@ -278,7 +342,7 @@ impl Assembler {
         self.ready_end += data.len() as u64;
         self.buffered += data.len();
         // A short run is read soon and costs little; merging pays off only once tiny pieces pile up.
-        if self.ready.len() >= MERGE_READY_FROM {
+        if self.ready.len() >= MERGE_READY_FROM && !self.back_is_batch_slice() {
             if let Some(back) = self.ready.back_mut() {
                 if merge_small(back, &data) {
                     return;
@@ -286,6 +350,16 @@ impl Assembler {
             }
         }
         self.ready.push_back(data);
+    }
+
+    /// Whether the last chunk of the ready run is a slice of a batch, held provisionally or kept: merging
+    /// into it would copy it unseen by the run's count.
+    fn back_is_batch_slice(&self) -> bool {
+        let Some(back) = self.ready.back() else {
+            return false;
+        };
+        self.provisional.is_some_and(|p| p.span.holds(back))
+            || self.kept.back().is_some_and(|r| r.span.holds(back))
     }
 
     /// Appends `data`, which starts at `ready_end` and is a slice of a buffer of `buffer_len` bytes, to
@@ -298,89 +372,77 @@ impl Assembler {
         let first = u32::try_from(self.ready.len()).unwrap_or(u32::MAX);
         let run = self.provisional.get_or_insert(Provisional {
             first,
-            bytes: 0,
             buffer_len: 0,
+            span: Span::of(&data),
         });
-        run.bytes = run.bytes.saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
+        run.span.widen(&data);
         run.buffer_len = run.buffer_len.max(u32::try_from(buffer_len).unwrap_or(u32::MAX));
         // Not merged into the chunk before: that would copy it, or the chunk before into it.
         self.ready.push_back(data);
         started
     }
 
-    /// Ends the provisional run (see [`Assembler::insert_provisional`]): its chunks stay as they came if
+    /// Ends the provisional run (see [`Assembler::insert_from_buffer`]): its slices stay as they came if
     /// they are at least half of the buffer they share, so that they keep at most twice themselves
-    /// alive; otherwise they are copied into one chunk, which lets go of the buffer.
+    /// alive; otherwise each is copied, which lets go of the buffer.
     pub(crate) fn settle(&mut self) {
         let Some(run) = self.provisional.take() else {
             return;
         };
-        // The chunks from `first` on: the run's, and those that joined the ready run after it (from
-        // beyond a gap).
+        // The chunks from `first` on: the run's slices, and chunks from beyond a gap among them.
         let first = (run.first as usize).min(self.ready.len());
-        let len: usize = self.ready.range(first..).map(Bytes::len).sum();
-        if u64::from(run.bytes) * 2 >= u64::from(run.buffer_len) {
+        let held: usize = self
+            .ready
+            .range(first..)
+            .filter(|c| run.span.holds(c))
+            .map(Bytes::len)
+            .sum();
+        if held as u64 * 2 >= u64::from(run.buffer_len) {
             self.kept.push_back(KeptRun {
-                start: self.ready_end - len as u64,
                 end: self.ready_end,
+                held,
                 buffer_len: run.buffer_len,
+                span: run.span,
             });
             return;
         }
-        let mut copy = BytesMut::with_capacity(len);
-        for chunk in self.ready.drain(first..) {
-            copy.extend_from_slice(&chunk);
-        }
-        if !copy.is_empty() {
-            self.ready.push_back(copy.freeze());
+        for chunk in self.ready.range_mut(first..) {
+            if run.span.holds(chunk) {
+                *chunk = Bytes::copy_from_slice(chunk);
+            }
         }
     }
 
-    /// After a read: drops the kept runs read to their end, and copies what is left of the first if it
-    /// is less than half of its buffer (the application read the rest), which lets go of the buffer.
-    /// Also notes the buffer of the chunk just read, which began at `from`.
+    /// After `data` was read: counts it off the kept run it is a slice of, drops the runs read to their
+    /// end, and copies what is left of the first if that is less than half of its buffer (the
+    /// application read the rest), which lets go of the buffer.
     #[cold]
-    fn trim_kept(&mut self, from: u64) {
-        self.last_read_buffer = match self.kept.front() {
-            Some(run) if run.start <= from && from < run.end => run.buffer_len,
-            _ => 0,
-        };
-        while let Some(run) = self.kept.front().copied() {
-            if run.end <= self.read_offset {
+    fn read_from_kept(&mut self, data: &[u8]) {
+        while let Some(run) = self.kept.front_mut() {
+            if run.span.holds(data) {
+                run.held = run.held.saturating_sub(data.len());
+            }
+            if run.end <= self.read_offset || run.held == 0 {
                 self.kept.pop_front();
                 continue;
             }
-            if run.start < self.read_offset && (run.end - self.read_offset) * 2 < u64::from(run.buffer_len) {
+            if run.held as u64 * 2 < u64::from(run.buffer_len) {
+                let run = *run;
                 self.kept.pop_front();
-                // The chunks at the front up to the run's end (the last may reach beyond it, merged).
+                // Its slices left, at the front up to its end.
                 let mut covered = self.read_offset;
-                let mut count = 0;
-                for chunk in &self.ready {
+                for chunk in self.ready.iter_mut() {
                     if covered >= run.end {
                         break;
                     }
                     covered += chunk.len() as u64;
-                    count += 1;
-                }
-                let mut copy = BytesMut::with_capacity((covered - self.read_offset) as usize);
-                for chunk in self.ready.drain(..count) {
-                    copy.extend_from_slice(&chunk);
-                }
-                if !copy.is_empty() {
-                    self.ready.push_front(copy.freeze());
+                    if run.span.holds(chunk) {
+                        *chunk = Bytes::copy_from_slice(chunk);
+                    }
                 }
             }
             return;
         }
-    }
-
-    /// The size of the received buffer the chunk last read is a slice of, if it is one of a run kept as
-    /// it came (0 if not): a caller that holds on to part of the chunk decides by it whether to copy the
-    /// part. It may be that of an earlier chunk, which costs a needless copy at worst: it is only set
-    /// while kept runs are held (and a read of a chunk of a kept run always sets it), so that reads
-    /// without them (most) pay nothing for it.
-    pub(crate) fn last_read_buffer(&self) -> usize {
-        self.last_read_buffer as usize
     }
 
     /// Moves the chunks that now continue the ready run from the map into it.
@@ -420,10 +482,9 @@ impl Assembler {
         }
         let data = self.ready.pop_front()?;
         self.buffered -= data.len();
-        let from = self.read_offset;
         self.read_offset += data.len() as u64;
         if !self.kept.is_empty() {
-            self.trim_kept(from);
+            self.read_from_kept(&data);
         }
         Some(data)
     }
@@ -524,7 +585,7 @@ mod tests {
             for i in 0..10 {
                 let piece = batch.slice(i * 1000..(i + 1) * 1000);
                 started += usize::from(
-                    a.insert_provisional(i as u64 * 1000, piece, 1 << 20, batch_len)
+                    a.insert_from_buffer(i as u64 * 1000, piece, 1 << 20, batch_len)
                         .unwrap(),
                 );
             }
@@ -532,7 +593,8 @@ mod tests {
             a.settle();
             assert_eq!(a.buffered(), 10_000);
             assert_eq!(!batch.is_unique(), kept, "batch of {batch_len} bytes");
-            assert_eq!(a.ready.len(), if kept { 10 } else { 1 });
+            // Copied one by one: the pieces keep their places.
+            assert_eq!(a.ready.len(), 10);
             assert_eq!(read_all(&mut a), vec![9u8; 10_000]);
             assert!(batch.is_unique());
         }
@@ -546,14 +608,14 @@ mod tests {
         let mut a = Assembler::default();
         a.insert(0, earlier.clone(), 1 << 20).unwrap();
         assert!(a
-            .insert_provisional(1500, batch.slice(..100), 1 << 20, batch.len())
+            .insert_from_buffer(1500, batch.slice(..100), 1 << 20, batch.len())
             .unwrap());
         // Out of order, from the same batch: copied at once.
-        a.insert_provisional(1700, batch.slice(200..300), 1 << 20, batch.len())
+        a.insert_from_buffer(1700, batch.slice(200..300), 1 << 20, batch.len())
             .unwrap();
         assert_eq!(a.fragments(), 1);
         assert!(!a
-            .insert_provisional(1600, batch.slice(100..200), 1 << 20, batch.len())
+            .insert_from_buffer(1600, batch.slice(100..200), 1 << 20, batch.len())
             .unwrap());
         a.settle();
         assert!(batch.is_unique(), "300 bytes of 60,000 are copied");
@@ -574,20 +636,105 @@ mod tests {
         let mut a = Assembler::default();
         for i in 0..8 {
             let piece = batch.slice(i * 1000..(i + 1) * 1000);
-            a.insert_provisional(i as u64 * 1000, piece, 1 << 20, batch.len())
+            a.insert_from_buffer(i as u64 * 1000, piece, 1 << 20, batch.len())
                 .unwrap();
         }
         a.settle();
         assert!(!batch.is_unique(), "8,000 bytes of 10,000 are kept as they came");
         for _ in 0..3 {
             assert_eq!(a.read().unwrap().len(), 1000);
-            assert_eq!(a.last_read_buffer(), 10_000);
         }
         assert!(!batch.is_unique(), "5,000 bytes unread");
         assert_eq!(a.read().unwrap().len(), 1000);
         assert!(batch.is_unique(), "4,000 bytes unread are copied");
-        assert_eq!(a.read().unwrap(), Bytes::from(vec![4u8; 4000]));
+        assert!(read_all(&mut a) == vec![4u8; 4000]);
         assert!(!a.has_unread());
+    }
+
+    /// Bytes of the chunks held in the ready run that are slices of `buffer`.
+    fn held_of(a: &Assembler, buffer: &Bytes) -> usize {
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        a.ready
+            .iter()
+            .filter(|c| range.contains(&(c.as_ptr() as usize)))
+            .map(Bytes::len)
+            .sum()
+    }
+
+    /// A piece of a large buffer is judged by what is left of it once cut to the bytes not held yet, in
+    /// order and beyond a gap. Before, a 60,000-byte piece of a 64,000-byte datagram was held as it came
+    /// for its last 512 new bytes, and one cut to a 1,100-byte gap likewise.
+    #[test]
+    fn a_piece_cut_to_a_small_share_of_its_buffer_is_copied() {
+        let mut a = Assembler::default();
+        a.insert(0, Bytes::from(vec![1u8; 59_488]), 1 << 22).unwrap();
+        let big = Bytes::from(vec![1u8; 64_000]);
+        a.insert_from_buffer(0, big.slice(..60_000), 1 << 22, big.len())
+            .unwrap();
+        a.settle();
+        assert!(big.is_unique(), "512 new bytes keep 64,000 alive");
+        assert_eq!(read_all(&mut a).len(), 60_000);
+
+        let mut b = Assembler::default();
+        b.insert(1000, Bytes::from(vec![1u8; 58_000]), 1 << 22).unwrap();
+        let big = Bytes::from(vec![1u8; 64_000]);
+        b.insert_from_buffer(900, big.slice(..59_100), 1 << 22, big.len())
+            .unwrap();
+        assert!(big.is_unique(), "a 1,100-byte gap keeps 64,000 alive");
+        assert_eq!(b.buffered(), 58_000 + 1100);
+    }
+
+    /// Data from beyond a gap that a batch's first piece brings into the ready run does not count as
+    /// the batch's: once reads leave less than half of the batch's own bytes, they are copied, however
+    /// much other data follows them. Before, 1,000 unread bytes kept a 10,000-byte batch alive until
+    /// 16,000 more were read.
+    #[test]
+    fn data_brought_in_order_by_a_batch_does_not_count_as_the_batchs() {
+        let batch = Bytes::from(vec![0u8; 10_000]);
+        let mut a = Assembler::default();
+        for i in 0..20u64 {
+            a.insert_from_buffer(5000 + i * 1000, Bytes::from(vec![0u8; 1000]), 1 << 20, 1040)
+                .unwrap();
+        }
+        for i in 0..5 {
+            let piece = batch.slice(i * 1000..(i + 1) * 1000);
+            a.insert_from_buffer(i as u64 * 1000, piece, 1 << 20, batch.len())
+                .unwrap();
+        }
+        a.settle();
+        assert_eq!(held_of(&a, &batch), 5000, "half of the batch: kept");
+        for _ in 0..4 {
+            a.read().unwrap();
+        }
+        assert!(batch.is_unique(), "1,000 bytes unread keep 10,000 alive");
+        assert_eq!(read_all(&mut a).len(), 21_000);
+    }
+
+    /// A small in-order piece after a kept run is not merged into the run's last slice (which would copy
+    /// it unseen by the run's count): a batch stays alive only while at least half of it is held.
+    #[test]
+    fn pieces_after_a_kept_run_do_not_merge_into_it() {
+        let batch = Bytes::from(vec![2u8; 10_000]);
+        let mut a = Assembler::default();
+        a.insert_from_buffer(0, Bytes::from(vec![1u8; 600]), 1 << 20, 1240)
+            .unwrap();
+        a.insert_from_buffer(600, Bytes::from(vec![1u8; 600]), 1 << 20, 1240)
+            .unwrap();
+        for i in 0..6 {
+            let piece = batch.slice(i * 900..(i + 1) * 900);
+            a.insert_from_buffer(1200 + i as u64 * 900, piece, 1 << 20, batch.len())
+                .unwrap();
+        }
+        a.settle();
+        for i in 0..20u64 {
+            a.insert_from_buffer(6600 + i * 10, Bytes::from(vec![3u8; 10]), 1 << 20, 50)
+                .unwrap();
+        }
+        assert!(batch.is_unique() || held_of(&a, &batch) * 2 >= batch.len());
+        while a.read().is_some() {
+            assert!(batch.is_unique() || held_of(&a, &batch) * 2 >= batch.len());
+        }
+        assert!(batch.is_unique());
     }
 
     /// A read before the run was settled settles it first (its indices would not hold after the read).
@@ -595,11 +742,11 @@ mod tests {
     fn a_read_settles_a_provisional_run() {
         let batch = Bytes::from(vec![3u8; 10_000]);
         let mut a = Assembler::default();
-        a.insert_provisional(0, batch.slice(..10), 1 << 20, batch.len())
+        a.insert_from_buffer(0, batch.slice(..10), 1 << 20, batch.len())
             .unwrap();
         assert_eq!(a.read().unwrap()[..], [3u8; 10]);
         assert!(batch.is_unique());
-        a.insert_provisional(10, batch.slice(..10), 1 << 20, batch.len())
+        a.insert_from_buffer(10, batch.slice(..10), 1 << 20, batch.len())
             .unwrap();
         a.release(0);
         assert!(batch.is_unique());
@@ -639,7 +786,7 @@ mod tests {
                 // Some pieces come from batches (of 2,000 bytes, so that short runs are copied and long
                 // ones kept), settled now and then.
                 if provisional >> (i % 64) & 1 == 1 {
-                    a.insert_provisional(s as u64, piece, 1 << 20, 2000).unwrap();
+                    a.insert_from_buffer(s as u64, piece, 1 << 20, 2000).unwrap();
                 } else {
                     a.insert(s as u64, piece, 1 << 20).unwrap();
                 }

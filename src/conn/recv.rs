@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::assembler;
 use super::congestion::new_controller;
 use super::connection::{later, max_datagram_frame_size, Connection, State};
 use super::early::KeyState;
@@ -527,18 +526,15 @@ impl Connection {
                         && s.resend_crypto_early();
                     // Data beyond a gap waits, as a copy when small or a small share of its buffer (its
                     // datagram, or the batch it came in): memory follows the bytes held, not the
-                    // buffers they came in.
-                    let data = if c.offset > s.crypto_recv.contiguous_end() {
-                        assembler::compact(c.data, buffer_len)
-                    } else {
-                        c.data
-                    };
-                    // RFC 9000 §7.5: a peer may not make us buffer more than we allow, in bytes or in
-                    // pieces held around holes (each costs an entry, however small).
-                    s.crypto_recv.insert(c.offset, data, window).map_err(|_| {
-                        TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")
-                            .with_frame(ty)
-                    })?;
+                    // buffers they came in. RFC 9000 §7.5: a peer may not make us buffer more than we
+                    // allow, in bytes or in pieces held around holes (each costs an entry, however
+                    // small).
+                    s.crypto_recv
+                        .insert_judged(c.offset, c.data, window, buffer_len)
+                        .map_err(|_| {
+                            TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")
+                                .with_frame(ty)
+                        })?;
                     if s.crypto_recv.fragments() as u64 > crypto_fragments_limit(window) {
                         return Err(TransportError::crypto_buffer_exceeded(
                             "CRYPTO data in too many separate pieces",

@@ -38,7 +38,7 @@ pub fn check_reassembly(data: &[u8]) {
             let chunk: Bytes = (0..len as u64).map(|i| byte_at(offset.wrapping_add(i))).collect();
             let end = offset.saturating_add(len as u64);
             let result = if op & 0x20 != 0 {
-                asm.insert_provisional(offset, chunk, window, 2048).map(drop)
+                asm.insert_from_buffer(offset, chunk, window, 2048).map(drop)
             } else {
                 asm.insert(offset, chunk, window)
             };

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::flow::RecvWindow;
 use super::ReadError;
-use crate::conn::assembler::{self, Assembler};
+use crate::conn::assembler::Assembler;
 use crate::wire::TransportError;
 
 /// What a STREAM or RESET_STREAM frame changed.
@@ -154,25 +154,13 @@ impl RecvStream {
             });
         }
         let covers_next = offset <= self.asm_offset && end > self.asm_offset;
-        // Memory follows the bytes held, not the buffers they came in: out-of-order data may wait
-        // long, so small pieces of it are copied; any piece is copied when it is less than half of a
-        // buffer larger than an Ethernet frame (a peer sending large datagrams, or a batch of datagrams
-        // received together, would otherwise hold many times its window here).
+        // Memory follows the bytes held, not the buffers they came in (a peer sending large datagrams,
+        // or a batch of datagrams received together, would otherwise make us hold many times its
+        // window): the assembler copies what would keep much more than itself alive.
         // The window check above bounds what the assembler may hold: `end <= max` and
         // `asm_offset <= max` (the application cannot read beyond what arrived).
         let room = self.window.max().saturating_sub(self.asm_offset);
-        let inserted = if offset > self.asm.contiguous_end() {
-            self.asm
-                .insert(offset, assembler::compact(data, buffer_len), room)
-                .map(|()| false)
-        } else if assembler::pins(&data, buffer_len) {
-            // In order: held as it came while the batch is received, then kept if the batch left at
-            // least half of itself here, copied if not.
-            self.asm.insert_provisional(offset, data, room, buffer_len)
-        } else {
-            self.asm.insert(offset, data, room).map(|()| false)
-        };
-        let Ok(provisional) = inserted else {
+        let Ok(provisional) = self.asm.insert_from_buffer(offset, data, room, buffer_len) else {
             return Err(TransportError::internal_error("stream reassembly window"));
         };
         Ok(Received {
@@ -183,7 +171,7 @@ impl RecvStream {
         })
     }
 
-    /// Ends the provisional run of data from a batch of datagrams (see [`Assembler::insert_provisional`]).
+    /// Ends the provisional run of data from a batch of datagrams (see [`Assembler::insert_from_buffer`]).
     pub(super) fn settle(&mut self) {
         self.asm.settle();
     }
@@ -280,12 +268,11 @@ impl RecvStream {
             // A chunk that fits goes straight to the caller, not through `partial` (storing it there and
             // reading it back at once stalled on store forwarding).
             if chunk.len() > max {
-                self.partial = chunk.split_off(max);
-                // What is left of a slice of a batch is a small share of it: held as a copy, so that it
-                // does not keep the batch alive while the application waits to read it.
-                if assembler::pins(&self.partial, self.asm.last_read_buffer()) {
-                    self.partial = Bytes::copy_from_slice(&self.partial);
-                }
+                // What is left is held as a copy: as a slice it would keep the chunk's whole buffer (up
+                // to a batch of datagrams) alive while the application waits to read it, outside the
+                // assembler's count.
+                self.partial = Bytes::copy_from_slice(&chunk[max..]);
+                chunk.truncate(max);
             }
             Some(chunk)
         } else {

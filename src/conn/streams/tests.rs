@@ -1865,3 +1865,20 @@ fn superseded_or_useless_flow_control_updates_are_not_sent_again() {
         "MAX_STREAM_DATA for a stream whose size is known: {resent:?}"
     );
 }
+
+/// The rest of a chunk read in part is held as a copy: as a slice, 100 bytes left of an 8,900-byte
+/// piece (kept: most of its 9,200-byte batch) kept the whole batch alive, outside the assembler's count.
+#[test]
+fn the_rest_of_a_chunk_read_in_part_keeps_no_batch_alive() {
+    let batch = Bytes::from(vec![7u8; 9200]);
+    let mut s = recv::RecvStream::new(1 << 20, 1 << 20);
+    s.on_data(0, batch.slice(..8900), false, 1 << 20, batch.len())
+        .unwrap();
+    s.settle();
+    assert!(!batch.is_unique(), "the piece is kept as it came");
+    let chunk = s.read_chunk(8800, false).unwrap().unwrap();
+    assert_eq!(chunk.len(), 8800);
+    drop(chunk);
+    assert!(batch.is_unique(), "100 bytes left keep the batch alive");
+    assert_eq!(s.read_chunk(usize::MAX, false).unwrap().unwrap()[..], [7u8; 100]);
+}
