@@ -38,6 +38,17 @@ pub(crate) struct Assembler {
     /// held, what is left of it is copied, so that every buffer kept alive holds at least half its size
     /// of bytes not read yet.
     kept: VecDeque<KeptRun>,
+    /// A read changed a kept run since the last [`Assembler::trim`]: `Wanted` until the owner takes
+    /// note ([`Assembler::take_trim_wanted`]), then `Listed`.
+    trim: Trim,
+}
+
+/// Whether [`Assembler::trim`] has work since the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trim {
+    Idle,
+    Wanted,
+    Listed,
 }
 
 /// Where slices of one received buffer lie in memory: a held chunk whose first byte is in `lo..hi` is a
@@ -183,6 +194,7 @@ impl Assembler {
         buffered: 0,
         provisional: None,
         kept: VecDeque::new(),
+        trim: Trim::Idle,
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
@@ -413,9 +425,9 @@ impl Assembler {
         }
     }
 
-    /// After `data` was read: counts it off the kept run it is a slice of, drops the runs read to their
-    /// end, and copies what is left of the first if that is less than half of its buffer (the
-    /// application read the rest), which lets go of the buffer.
+    /// After `data` was read: counts it off the kept run it is a slice of and drops the runs read to
+    /// their end. What is left of the first is not copied here, in the middle of the application's
+    /// reads (which would copy bulk data it is about to read), but by [`Assembler::trim`].
     #[cold]
     fn read_from_kept(&mut self, data: &[u8]) {
         while let Some(run) = self.kept.front_mut() {
@@ -426,22 +438,46 @@ impl Assembler {
                 self.kept.pop_front();
                 continue;
             }
-            if run.held as u64 * 2 < u64::from(run.buffer_len) {
-                let run = *run;
-                self.kept.pop_front();
-                // Its slices left, at the front up to its end.
-                let mut covered = self.read_offset;
-                for chunk in self.ready.iter_mut() {
-                    if covered >= run.end {
-                        break;
-                    }
-                    covered += chunk.len() as u64;
-                    if run.span.holds(chunk) {
-                        *chunk = Bytes::copy_from_slice(chunk);
-                    }
-                }
-            }
+            break;
+        }
+        if !self.kept.is_empty() && self.trim == Trim::Idle {
+            self.trim = Trim::Wanted;
+        }
+    }
+
+    /// Whether reads left a kept run to look at since the owner last took note (once per trim): the
+    /// owner is to call [`Assembler::trim`] once the application is done reading for now.
+    pub(crate) fn take_trim_wanted(&mut self) -> bool {
+        let wanted = self.trim == Trim::Wanted;
+        if wanted {
+            self.trim = Trim::Listed;
+        }
+        wanted
+    }
+
+    /// Copies what is left of the first kept run if reads left less than half of its buffer held, which
+    /// lets go of the buffer: between one trim and the next (the owner's next send or received
+    /// datagram), reads only lower what a kept buffer holds, and after it every buffer kept alive
+    /// holds at least half its size of unread bytes.
+    pub(crate) fn trim(&mut self) {
+        self.trim = Trim::Idle;
+        let Some(&run) = self.kept.front() else {
             return;
+        };
+        if run.held as u64 * 2 >= u64::from(run.buffer_len) {
+            return;
+        }
+        self.kept.pop_front();
+        // Its slices left, at the front up to its end.
+        let mut covered = self.read_offset;
+        for chunk in self.ready.iter_mut() {
+            if covered >= run.end {
+                break;
+            }
+            covered += chunk.len() as u64;
+            if run.span.holds(chunk) {
+                *chunk = Bytes::copy_from_slice(chunk);
+            }
         }
     }
 
@@ -500,6 +536,7 @@ impl Assembler {
         self.chunks.clear();
         self.provisional = None;
         self.kept = VecDeque::new();
+        self.trim = Trim::Idle;
         self.ready_end = self.read_offset;
         self.buffered = 0;
     }
@@ -629,7 +666,7 @@ mod tests {
     }
 
     /// A kept run read in part: held as it came while at least half of its buffer's size is unread,
-    /// copied once less is.
+    /// copied by the first trim after less is (not between reads).
     #[test]
     fn the_unread_end_of_a_kept_run_is_copied() {
         let batch = Bytes::from(vec![4u8; 10_000]);
@@ -644,11 +681,17 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(a.read().unwrap().len(), 1000);
         }
+        assert!(a.take_trim_wanted());
+        assert!(!a.take_trim_wanted(), "asked for once per trim");
+        a.trim();
         assert!(!batch.is_unique(), "5,000 bytes unread");
         assert_eq!(a.read().unwrap().len(), 1000);
+        assert!(!batch.is_unique(), "not copied between reads");
+        a.trim();
         assert!(batch.is_unique(), "4,000 bytes unread are copied");
         assert!(read_all(&mut a) == vec![4u8; 4000]);
         assert!(!a.has_unread());
+        assert!(!a.take_trim_wanted(), "no kept run left");
     }
 
     /// Bytes of the chunks held in the ready run that are slices of `buffer`.
@@ -706,6 +749,7 @@ mod tests {
         for _ in 0..4 {
             a.read().unwrap();
         }
+        a.trim();
         assert!(batch.is_unique(), "1,000 bytes unread keep 10,000 alive");
         assert_eq!(read_all(&mut a).len(), 21_000);
     }
@@ -732,6 +776,7 @@ mod tests {
         }
         assert!(batch.is_unique() || held_of(&a, &batch) * 2 >= batch.len());
         while a.read().is_some() {
+            a.trim();
             assert!(batch.is_unique() || held_of(&a, &batch) * 2 >= batch.len());
         }
         assert!(batch.is_unique());

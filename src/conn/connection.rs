@@ -1575,6 +1575,12 @@ impl Connection {
     pub(crate) fn end_batch(&mut self) {
         self.streams.end_batch();
     }
+
+    /// The application is done reading for now: see `Streams::trim_read`.
+    #[inline]
+    pub(crate) fn trim_read(&mut self) {
+        self.streams.trim_read();
+    }
 }
 
 impl std::fmt::Debug for Connection {

@@ -536,8 +536,9 @@ impl Endpoint {
     /// it, so that it does not keep the whole batch alive: the memory held follows the receive windows.
     /// In-order stream data is held as it came while the batch is handled; then each stream keeps the
     /// slices it holds if they are at least half of the buffer (bulk data: no copy), and copies them if
-    /// not. As the application reads, what is left unread of a batch is copied once it is less than
-    /// half of it: a batch is kept alive only by at least half its size of unread bytes.
+    /// not. Once the application is done reading for now (its [`ConnRef`] is dropped), what it left
+    /// unread of a batch is copied if that is less than half of it: a batch is kept alive only by at
+    /// least half its size of unread bytes.
     pub fn handle_batch(&mut self, now: Instant, batch: Datagram, stride: usize) {
         let Datagram {
             remote,

@@ -210,6 +210,12 @@ impl<'a> ConnRef<'a> {
 
 impl Drop for ConnRef<'_> {
     fn drop(&mut self) {
+        // The application is done with the connection for now: what its reads left of batches of
+        // datagrams kept as they came is looked at (not between its reads, which would copy data it
+        // is about to read).
+        if let Some(entry) = self.endpoint.table.get_mut(self.handle) {
+            entry.conn.trim_read();
+        }
         self.endpoint.after_conn(self.handle, self.touched);
     }
 }

@@ -187,6 +187,9 @@ impl Streams {
         // A new Readable may follow this read.
         recv.readable_signaled = false;
         let result = recv.read_chunk(max, data_only);
+        if recv.take_trim_wanted() {
+            self.trim_pending.push(id);
+        }
         let mut want_credit = false;
         if let Ok(Some(chunk)) = &result {
             self.stats.bytes_read += chunk.len() as u64;

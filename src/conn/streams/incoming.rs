@@ -138,6 +138,27 @@ impl Streams {
         if !self.provisional.is_empty() {
             self.settle_provisional();
         }
+        self.trim_read();
+    }
+
+    /// Trims the streams whose reads left a batch kept as it came (see [`RecvStream::trim`]): called
+    /// when the connection next sends or receives, once the application is done reading for now.
+    #[inline]
+    pub(crate) fn trim_read(&mut self) {
+        if !self.trim_pending.is_empty() {
+            self.trim_streams();
+        }
+    }
+
+    #[cold]
+    fn trim_streams(&mut self) {
+        let mut ids = std::mem::take(&mut self.trim_pending);
+        for id in ids.drain(..) {
+            if let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
+                recv.trim();
+            }
+        }
+        self.trim_pending = ids;
     }
 
     #[cold]

@@ -555,6 +555,9 @@ pub(crate) struct Streams {
     /// Streams holding data of the batch of datagrams being received as it came, to settle once the
     /// batch is done (each listed once per batch: when its run starts).
     provisional: Vec<StreamId>,
+    /// Streams whose reads left a batch kept as it came to look at (listed once per trim): trimmed at the
+    /// connection's next send or received datagram.
+    trim_pending: Vec<StreamId>,
     /// A MAX_DATA is to be sent.
     max_data_pending: bool,
 
@@ -638,6 +641,7 @@ impl Streams {
             recv_data: 0,
             fragments_bound: 0,
             provisional: Vec::new(),
+            trim_pending: Vec::new(),
             max_data_pending: false,
             queues: BTreeMap::new(),
             send_budget,

@@ -176,6 +176,16 @@ impl RecvStream {
         self.asm.settle();
     }
 
+    /// Whether reads want [`RecvStream::trim`] (once per trim, see [`Assembler::take_trim_wanted`]).
+    pub(super) fn take_trim_wanted(&mut self) -> bool {
+        self.asm.take_trim_wanted()
+    }
+
+    /// Copies what reads left of a batch kept as it came, when that is less than half of it.
+    pub(super) fn trim(&mut self) {
+        self.asm.trim();
+    }
+
     /// Handles a RESET_STREAM frame; `conn_room` is the connection-level credit left to the peer.
     pub(super) fn on_reset(
         &mut self,
