@@ -456,9 +456,9 @@ impl Assembler {
     }
 
     /// Copies what is left of the first kept run if reads left less than half of its buffer held, which
-    /// lets go of the buffer: between one trim and the next (the owner's next send or received
-    /// datagram), reads only lower what a kept buffer holds, and after it every buffer kept alive
-    /// holds at least half its size of unread bytes.
+    /// lets go of the buffer: between one trim and the next (when the application is done reading for
+    /// now, or the connection next receives), reads only lower what a kept buffer holds, and after it
+    /// every buffer kept alive holds at least half its size of unread bytes.
     pub(crate) fn trim(&mut self) {
         self.trim = Trim::Idle;
         let Some(&run) = self.kept.front() else {

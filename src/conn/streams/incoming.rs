@@ -142,7 +142,8 @@ impl Streams {
     }
 
     /// Trims the streams whose reads left a batch kept as it came (see [`RecvStream::trim`]): called
-    /// when the connection next sends or receives, once the application is done reading for now.
+    /// once the application is done reading for now (its `ConnRef` dropped), and when the connection
+    /// next receives.
     #[inline]
     pub(crate) fn trim_read(&mut self) {
         if !self.trim_pending.is_empty() {

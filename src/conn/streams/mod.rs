@@ -555,8 +555,8 @@ pub(crate) struct Streams {
     /// Streams holding data of the batch of datagrams being received as it came, to settle once the
     /// batch is done (each listed once per batch: when its run starts).
     provisional: Vec<StreamId>,
-    /// Streams whose reads left a batch kept as it came to look at (listed once per trim): trimmed at the
-    /// connection's next send or received datagram.
+    /// Streams whose reads left a batch kept as it came to look at (listed once per trim): trimmed when
+    /// the application drops its `ConnRef`, or when the connection next receives.
     trim_pending: Vec<StreamId>,
     /// A MAX_DATA is to be sent.
     max_data_pending: bool,
