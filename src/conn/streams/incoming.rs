@@ -1,7 +1,9 @@
 //! Stream-related frames from the peer (RFC 9000 §19.4-§19.14), with the connection errors the RFC
 //! prescribes.
 
-use super::{di, track_fragments, ty, ControlKind, Dir, StreamEvent, StreamId, Streams};
+use std::collections::BTreeMap;
+
+use super::{di, track_fragments, ty, ControlKind, Dir, RecvStream, Stream, StreamEvent, StreamId, Streams};
 use crate::wire::frame::{MaxStreamData, ResetStream, StopSending, StreamDataBlocked, StreamFrame};
 use crate::wire::TransportError;
 
@@ -153,25 +155,12 @@ impl Streams {
 
     #[cold]
     fn trim_streams(&mut self) {
-        let mut ids = std::mem::take(&mut self.trim_pending);
-        for id in ids.drain(..) {
-            if let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
-                recv.trim();
-            }
-        }
-        self.trim_pending = ids;
+        each_listed(&mut self.trim_pending, &mut self.streams, RecvStream::trim);
     }
 
     #[cold]
     fn settle_provisional(&mut self) {
-        // The list keeps its storage for the next batch.
-        let mut ids = std::mem::take(&mut self.provisional);
-        for id in ids.drain(..) {
-            if let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
-                recv.settle();
-            }
-        }
-        self.provisional = ids;
+        each_listed(&mut self.provisional, &mut self.streams, RecvStream::settle);
     }
 
     /// A RESET_STREAM frame (RFC 9000 §19.4).
@@ -327,5 +316,19 @@ impl Streams {
     /// returning credit).
     pub(crate) fn on_streams_blocked(&mut self, _dir: Dir, _limit: u64) -> Result<(), TransportError> {
         Ok(())
+    }
+}
+
+/// Calls `f` on the receiving half of each stream listed in `ids` that still has one, emptying the list
+/// (which keeps its storage for the next time).
+fn each_listed(
+    ids: &mut Vec<StreamId>,
+    streams: &mut BTreeMap<StreamId, Box<Stream>>,
+    f: fn(&mut RecvStream),
+) {
+    for id in ids.drain(..) {
+        if let Some(recv) = streams.get_mut(&id).and_then(|s| s.recv.as_mut()) {
+            f(recv);
+        }
     }
 }
