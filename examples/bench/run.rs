@@ -509,17 +509,19 @@ fn udp(a: &Args) -> Vec<Row> {
         };
         println!(
             "udp rep {}/{reps}: quicsand {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall, \
-             {:.2} allocations per datagram), quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall, \
-             {:.2} allocations per datagram)",
+             {:.2} allocations per datagram, {} datagrams both ways), quinn {:.2} Gbit/s per CPU-s ({:.2} CPU-s, \
+             {:.2} Gbit/s wall, {:.2} allocations per datagram, {} datagrams both ways)",
             rep + 1,
             x.gbps_cpu(),
             x.cpu.as_secs_f64(),
             x.gbps_wall(),
             x.allocs_per_datagram(),
+            x.datagrams,
             y.gbps_cpu(),
             y.cpu.as_secs_f64(),
             y.gbps_wall(),
             y.allocs_per_datagram(),
+            y.datagrams,
         );
         if let Some((s, r)) = x.drivers {
             println!("  quicsand sender {s:?}\n  quicsand receiver {r:?}");
