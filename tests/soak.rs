@@ -8,7 +8,9 @@
 //! The server draws its Retry policy, its accept policy (accept all, or ask the application, which
 //! accepts after a delay or refuses chosen clients), a small `max_incoming_handshakes`, small stream and
 //! connection windows with or without auto-tuning, few concurrent streams, frequent key updates; the
-//! clients draw their own transport settings.
+//! clients draw their own transport settings. Even seeds run with the simulator's receive batching on
+//! (`Simulation::set_batching`): datagrams that arrive together reach the server and the quicsand
+//! clients through `Endpoint::handle_batch`, as a socket's receive offload hands them over.
 //!
 //! What each seed must show:
 //! - nothing panics;
@@ -59,7 +61,9 @@
 //! Environment:
 //! - default: seeds 1 to 40 (about a second in the test profile);
 //! - `QUICSAND_SOAK_SEEDS=A..B` (or `A..=B`, or one seed `A`): those seeds instead, on every core. For
-//!   many seeds use the release profile: `QUICSAND_SOAK_SEEDS=1..2001 cargo test --release --test soak`.
+//!   many seeds use the release profile: `QUICSAND_SOAK_SEEDS=1..2001 cargo test --release --test soak`;
+//! - `QUICSAND_SOAK_BATCHING=on` (or `off`): every seed with receive batching on (or off), to tell
+//!   whether a failure depends on it.
 //!
 //! A failing seed is named in the message with what failed and the scenario it drew; the same seed
 //! draws the same scenario and replays the run.
@@ -93,6 +97,7 @@ use common::{LostReason, Node as _};
 
 const ALPN: &[u8] = b"sim";
 const SEEDS_ENV: &str = "QUICSAND_SOAK_SEEDS";
+const BATCHING_ENV: &str = "QUICSAND_SOAK_BATCHING";
 /// The seeds of a plain `cargo test`.
 const DEFAULT_SEEDS: std::ops::Range<u64> = 1..41;
 /// Virtual time a seed may take before it counts as hung.
@@ -205,8 +210,22 @@ struct ClientPlan {
 #[derive(Debug, Clone)]
 struct Plan {
     seed: u64,
+    /// The simulator hands received datagrams over in batches (`Simulation::set_batching`): on for even
+    /// seeds, unless `QUICSAND_SOAK_BATCHING` says otherwise.
+    batching: bool,
     server: ServerPlan,
     clients: Vec<ClientPlan>,
+}
+
+/// Whether `seed` runs with receive batching: `QUICSAND_SOAK_BATCHING` (`on` or `off`) if set, else
+/// on for even seeds.
+fn batching(seed: u64) -> bool {
+    match std::env::var(BATCHING_ENV).as_deref().map(str::trim) {
+        Ok("on") => true,
+        Ok("off") => false,
+        Ok(other) => panic!("{BATCHING_ENV}={other}: expected on or off"),
+        Err(_) => seed % 2 == 0,
+    }
 }
 
 /// The idle timeout the clients announce: the server's, which is never longer, is the one in effect.
@@ -423,6 +442,7 @@ impl Plan {
             .collect();
         Plan {
             seed,
+            batching: batching(seed),
             server,
             clients,
         }
@@ -520,6 +540,9 @@ fn describe_transport(t: &TransportConfig) -> String {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.server;
+        if self.batching {
+            writeln!(f, "  receive batching on")?;
+        }
         writeln!(
             f,
             "  server: retry {:?}, {:?}, max_incoming_handshakes {}, {}",
@@ -778,6 +801,7 @@ impl Run {
         };
         let seed = plan.seed;
         let mut sim = Simulation::with_limits(common::epoch(), seed, limits);
+        sim.set_batching(plan.batching);
         let (cert, key) = common::certs::ed25519_localhost();
         let server_tls = tls::server_config_with(
             vec![cert.clone()],
@@ -1539,6 +1563,10 @@ struct SeedReport {
     /// or a known cause outside the quicsand server (see `Run::check`, `Run::known_elsewhere`).
     starved: usize,
     virtual_time: Duration,
+    batching: bool,
+    /// Batches of received datagrams the simulator handed over, and the datagrams in them.
+    batches: u64,
+    batched: u64,
 }
 
 /// Runs one seed; `Err` names the seed, what failed, and the scenario.
@@ -1551,6 +1579,7 @@ fn run_seed(seed: u64) -> Result<SeedReport, String> {
             problems.push(e);
         }
         let at = run.sim.elapsed();
+        let batches = (run.sim.trace().batches, run.sim.trace().batched);
         let mut starved = 0;
         let mut timed_out = Vec::new();
         run.check(&mut problems, &mut starved, &mut timed_out);
@@ -1576,9 +1605,9 @@ fn run_seed(seed: u64) -> Result<SeedReport, String> {
                 }
             }
         }
-        (problems, at, starved + lost)
+        (problems, at, starved + lost, batches)
     }));
-    let (problems, at, starved) = match result {
+    let (problems, at, starved, (batches, batched)) = match result {
         Ok(r) => r,
         Err(panic) => {
             let msg = panic
@@ -1586,7 +1615,7 @@ fn run_seed(seed: u64) -> Result<SeedReport, String> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            (vec![format!("panic: {msg}")], Duration::ZERO, 0)
+            (vec![format!("panic: {msg}")], Duration::ZERO, 0, (0, 0))
         }
     };
     if problems.is_empty() {
@@ -1594,6 +1623,9 @@ fn run_seed(seed: u64) -> Result<SeedReport, String> {
             clients: plan.clients.len(),
             starved,
             virtual_time: at,
+            batching: plan.batching,
+            batches,
+            batched,
         });
     }
     Err(format!(
@@ -1655,13 +1687,22 @@ fn soak() {
     let clients: usize = reports.iter().map(|r| r.clients).sum();
     let starved: usize = reports.iter().map(|r| r.starved).sum();
     let longest = reports.iter().map(|r| r.virtual_time).max().unwrap_or_default();
+    let batching = reports.iter().filter(|r| r.batching).count();
+    let batches: u64 = reports.iter().map(|r| r.batches).sum();
+    let batched: u64 = reports.iter().map(|r| r.batched).sum();
     eprintln!(
         "soak: seeds {seeds:?}: {} passed ({clients} clients, {starved} of them timed out for an explained \
-         reason; longest {:.1} s virtual), {} failed, {:.1} s wall",
+         reason; longest {:.1} s virtual; {batching} with receive batching, {batches} batches of \
+         {batched} datagrams), {} failed, {:.1} s wall",
         reports.len(),
         longest.as_secs_f64(),
         failures.len(),
         start.elapsed_since_wall()
+    );
+    // Bursts that arrive together are common enough that a score of seeds with batching on see some.
+    assert!(
+        batching < 20 || batches > 0,
+        "soak: {batching} seeds ran with receive batching, and not one batch was handed over"
     );
     assert!(
         failures.is_empty(),

@@ -47,8 +47,9 @@ impl EngineCtx {
 /// 4. calls [`poll_events`](Self::poll_events), where the application reacts to what happened;
 /// 5. offers the datagrams of step 3 to the network.
 ///
-/// Datagrams arrive through [`handle_datagram`](Self::handle_datagram) before the node's rounds of the
-/// step in which they are delivered. To stay deterministic, an engine must draw all its randomness
+/// Datagrams arrive through [`handle_datagram`](Self::handle_datagram) (or, with batching on,
+/// [`handle_batch`](Self::handle_batch)) before the node's rounds of the step in which they are
+/// delivered. To stay deterministic, an engine must draw all its randomness
 /// from the seed [`Simulation::add_engine`](super::Simulation::add_engine) gives it and never read a
 /// clock.
 pub trait Engine: AsAny {
@@ -68,6 +69,30 @@ pub trait Engine: AsAny {
     ) {
         let _ = ecn;
         self.handle_datagram(now, from, payload);
+    }
+    /// Datagrams that arrived together at `now`, as a socket's receive offload (GRO) hands them over:
+    /// `payload` holds datagrams of `stride` bytes each (the last may be shorter), all from `from` with
+    /// the ECN codepoint `ecn`. The simulator calls it only when batching is on (see
+    /// [`Simulation::set_batching`](super::Simulation::set_batching)), for two datagrams or more.
+    /// Engines that take such buffers whole override it; the default splits the buffer and hands each
+    /// datagram, in order, to [`handle_datagram_with_ecn`](Self::handle_datagram_with_ecn).
+    fn handle_batch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        mut payload: BytesMut,
+        stride: usize,
+    ) {
+        let stride = if stride == 0 { payload.len() } else { stride };
+        loop {
+            if payload.len() <= stride {
+                self.handle_datagram_with_ecn(now, from, ecn, payload);
+                return;
+            }
+            let datagram = payload.split_to(stride);
+            self.handle_datagram_with_ecn(now, from, ecn, datagram);
+        }
     }
     /// The earliest instant at which the node wants [`handle_timeout`](Self::handle_timeout): engine
     /// timers and application wake-ups alike.
@@ -147,6 +172,9 @@ pub(super) struct EndpointNode {
     events: Vec<(ConnectionHandle, Event)>,
     handle_texts: TextCache<ConnectionHandle>,
     event_texts: TextCache<Event>,
+    /// Buffers handed to [`Endpoint::handle_batch`], for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) batches: u64,
 }
 
 impl EndpointNode {
@@ -158,6 +186,7 @@ impl EndpointNode {
             events: Vec::new(),
             handle_texts: TextCache::new(),
             event_texts: TextCache::new(),
+            batches: 0,
         }
     }
 }
@@ -198,6 +227,24 @@ impl Engine for EndpointNode {
             payload,
         };
         self.endpoint.handle_datagram(now, datagram);
+    }
+
+    fn handle_batch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        payload: BytesMut,
+        stride: usize,
+    ) {
+        self.batches += 1;
+        let batch = Datagram {
+            remote: from,
+            local: None,
+            ecn,
+            payload,
+        };
+        self.endpoint.handle_batch(now, batch, stride);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

@@ -231,7 +231,8 @@ fn wake_ups_and_scheduled_rebinding_reach_the_app() {
     );
 }
 
-/// A toy engine: at the start it sends `count` datagrams of 100 bytes to `peer`, one every 10 ms; with
+/// A toy engine: at the start it sends `count` datagrams of 100 bytes to `peer`, one every 10 ms (or,
+/// each time, a burst of `burst` sizes, the `i`th datagram of a burst filled with `7 + i`); with
 /// `count` 0 it echoes every datagram it receives. It reports each arrival as an event.
 struct Echo {
     peer: SocketAddr,
@@ -240,6 +241,9 @@ struct Echo {
     next_send: Option<Instant>,
     out: Vec<(SocketAddr, BytesMut)>,
     arrivals: Vec<(Duration, SocketAddr, usize)>,
+    /// The first byte of each arrival.
+    firsts: Vec<u8>,
+    burst: Vec<usize>,
     unreported: usize,
     seed: u64,
 }
@@ -253,6 +257,8 @@ impl Echo {
             next_send: None,
             out: Vec::new(),
             arrivals: Vec::new(),
+            firsts: Vec::new(),
+            burst: vec![100],
             unreported: 0,
             seed,
         }
@@ -268,6 +274,7 @@ impl Engine for Echo {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
         let _ = now;
         self.arrivals.push((Duration::ZERO, from, payload.len()));
+        self.firsts.extend(payload.first());
         self.unreported += 1;
         if self.echo {
             self.out.push((from, payload));
@@ -278,7 +285,11 @@ impl Engine for Echo {
     }
     fn handle_timeout(&mut self, ctx: &EngineCtx) {
         if self.next_send.is_some_and(|t| t <= ctx.now) {
-            self.out.push((self.peer, BytesMut::from(&[7u8; 100][..])));
+            // `poll_transmit` takes from the end: pushed last to first.
+            for (i, &size) in self.burst.iter().enumerate().rev() {
+                let fill = 7u8.wrapping_add(i as u8);
+                self.out.push((self.peer, BytesMut::from(&vec![fill; size][..])));
+            }
             self.count -= 1;
             self.next_send = (self.count > 0).then(|| ctx.now + Duration::from_millis(10));
         }
@@ -513,4 +524,206 @@ fn links_carry_clear_or_mark_the_ecn_field() {
     assert_eq!(mark.offer(now, 1000, 0).ecn, 0);
     // Once the queue drained, no mark.
     assert_eq!(mark.offer(now + Duration::from_secs(1), 1000, ect0).ecn, ect0);
+}
+
+/// Two echo engines over links with jitter, loss, duplication and corruption, one of them rebound
+/// mid-run (datagrams on the way to its old address find no node), with batching as asked.
+fn echo_run(batching: bool) -> Trace {
+    let link = LinkConfig {
+        jitter: Duration::from_millis(8),
+        loss: 0.1,
+        duplicate: 0.1,
+        corrupt: 0.05,
+        ..LinkConfig::with_delay(Duration::from_millis(5))
+    };
+    let (mut sim, nb) = echo_pair(link.clone(), 40);
+    sim.set_batching(batching);
+    sim.add_link(nb, NodeId(0), link);
+    sim.schedule_rebind(
+        nb,
+        Duration::from_millis(203),
+        "10.0.0.2:3".parse().expect("valid"),
+    );
+    sim.run(Duration::from_secs(2));
+    sim.trace().clone()
+}
+
+/// Batching is off by default, and off the simulator hands datagrams over as it always did: the trace of
+/// [`echo_run`] is the one it had before batching came in (no quicsand endpoint takes part, so engine
+/// changes do not move it).
+#[test]
+fn without_batching_the_trace_is_as_before() {
+    assert!(!Simulation::new(epoch(), 1).batching());
+    let t = echo_run(false);
+    assert_eq!(t.hash(), 0xb410_e978_5c25_1833, "{:#x}", t.hash());
+    assert_eq!((t.total(), t.delivered, t.dropped, t.corrupted), (88, 30, 27, 3));
+    assert_eq!((t.batches, t.batched), (0, 0));
+}
+
+/// With batching on, datagrams on the way to an address their node left find no node, and the trace
+/// records them as it does without batching.
+#[test]
+fn with_batching_datagrams_to_an_address_left_are_recorded_as_before() {
+    let (off, on) = (echo_run(false), echo_run(true));
+    let rebind = Duration::from_millis(203);
+    let undelivered = on
+        .records()
+        .filter(|r| matches!(r, TraceRecord::Datagram { at, fate: Fate::DroppedNoRoute, .. } if *at < rebind))
+        .count();
+    assert!(undelivered > 0, "no datagram was on its way at the rebinding");
+    assert_eq!(on.hash(), off.hash());
+    assert_eq!((on.delivered, on.dropped), (off.delivered, off.dropped));
+}
+
+/// Bursts of `burst` sent three times 10 ms apart over a 5 ms link without jitter, with batching on or
+/// off: what the receiving echo engine saw (arrivals, their first bytes) and the trace.
+fn echo_bursts(burst: &[usize], batching: bool) -> (Vec<(Duration, SocketAddr, usize)>, Vec<u8>, Trace) {
+    let (mut sim, nb) = echo_pair(LinkConfig::with_delay(Duration::from_millis(5)), 3);
+    sim.set_batching(batching);
+    sim.engine_mut::<Echo>(NodeId(0)).expect("an echo engine").burst = burst.to_vec();
+    sim.run(Duration::from_secs(1));
+    let echo = sim.engine::<Echo>(nb).expect("an echo engine");
+    (echo.arrivals.clone(), echo.firsts.clone(), sim.trace().clone())
+}
+
+/// An engine that takes no batches (the default `Engine::handle_batch`) gets a batch datagram by
+/// datagram, in order, as with batching off, and the trace is the same; runs of equal sizes (the last
+/// may be shorter) are batched, and a datagram larger than the run's size starts a new one.
+#[test]
+fn an_engine_without_batches_gets_them_datagram_by_datagram() {
+    let burst = [100, 100, 100, 40, 100, 100, 120];
+    let (arrivals, firsts, off) = echo_bursts(&burst, false);
+    let (arrivals_on, firsts_on, on) = echo_bursts(&burst, true);
+    assert_eq!(arrivals.len(), 3 * burst.len());
+    assert_eq!(arrivals_on, arrivals);
+    assert_eq!(firsts_on, firsts);
+    assert_eq!(&firsts[..burst.len()], [7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(on.hash(), off.hash());
+    assert_eq!((off.batches, off.batched), (0, 0));
+    // Each burst: 100, 100, 100, 40 in one batch, 100, 100 in another, 120 alone.
+    assert_eq!((on.batches, on.batched), (6, 18));
+}
+
+/// A batch ends at 64 datagrams, and before it would pass 64 KiB.
+#[test]
+fn batches_end_at_64_datagrams_or_64_kib() {
+    let (.., t) = echo_bursts(&[100; 65], true);
+    assert_eq!(
+        (t.batches, t.batched),
+        (3, 3 * 64),
+        "the 65th datagram comes alone"
+    );
+    let (.., t) = echo_bursts(&[1400; 47], true);
+    assert_eq!(
+        (t.batches, t.batched),
+        (3, 3 * 46),
+        "46 datagrams of 1400 bytes fit in 64 KiB"
+    );
+}
+
+/// The fuzz harness's certificate (Ed25519, for "localhost").
+const CERT: &[u8] = include_bytes!("../fuzzing/cert.der");
+const KEY: &[u8] = include_bytes!("../fuzzing/key.der");
+
+/// A quicsand client sending `total` bytes on two streams to a quicsand server over a duplex `link`,
+/// with batching on or off; returns the simulation, the server and whether the transfer completed.
+fn transfer(seed: u64, batching: bool, link: LinkConfig, total: u64) -> (Simulation, NodeId, bool) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = CertificateDer::from(CERT.to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec()));
+    let alpn = vec![b"sim".to_vec()];
+    let options = deterministic_tls(seed);
+    let server_tls = crate::crypto::tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options)
+        .expect("the embedded certificate and key belong together");
+    let client_tls = crate::crypto::tls::client_config_with(vec![cert], alpn, &options)
+        .expect("the embedded certificate is a valid root");
+    let mut sim = Simulation::new(epoch(), seed);
+    sim.set_batching(batching);
+    let server_addr = "10.0.0.2:4433".parse().expect("valid");
+    let server = sim.add_node(
+        server_addr,
+        Some(crate::ServerConfig::new(server_tls)),
+        Box::new(Sink::default()),
+    );
+    let sender = BulkSender::new(
+        crate::ClientConfig::new(client_tls),
+        server_addr,
+        "localhost",
+        total,
+        2,
+    );
+    let client = sim.add_node("10.0.0.1:50000".parse().expect("valid"), None, Box::new(sender));
+    sim.add_duplex_link(client, server, link);
+    let done = sim.run_until(Duration::from_secs(60), |sim| {
+        sim.app::<Sink>(server)
+            .is_some_and(|s| s.total_bytes() == total && s.finished_streams() == 2)
+    });
+    (sim, server, done)
+}
+
+/// Buffers a node's endpoint took through `Endpoint::handle_batch`.
+fn endpoint_batches(sim: &Simulation, node: NodeId) -> u64 {
+    sim.nodes
+        .get(node.0)
+        .and_then(Node::endpoint_node)
+        .map_or(0, |n| n.batches)
+}
+
+/// A link that delivers a burst together: no bandwidth limit, no jitter; some loss.
+fn bursty_link() -> LinkConfig {
+    LinkConfig {
+        loss: 0.01,
+        ..LinkConfig::with_delay(Duration::from_millis(10))
+    }
+}
+
+/// With batching on, a transfer completes byte for byte, and the endpoints took datagrams in batches
+/// through `Endpoint::handle_batch`.
+#[test]
+fn a_transfer_with_batching_arrives_intact() {
+    let seed = seed_from_env(11);
+    let total = 300_000;
+    let (sim, server, done) = transfer(seed, true, bursty_link(), total);
+    let sink = sim.app::<Sink>(server).expect("a sink");
+    assert!(done, "seed {seed}: {} of {total} bytes", sink.total_bytes());
+    assert_eq!(sink.total_bytes(), total);
+    assert!(
+        sink.streams.values().all(|s| s.pattern_ok),
+        "seed {seed}: bytes differ"
+    );
+    let t = sim.trace();
+    let taken: u64 = (0..2).map(|i| endpoint_batches(&sim, NodeId(i))).sum();
+    assert!(
+        endpoint_batches(&sim, server) > 0,
+        "seed {seed}: the server took no batch"
+    );
+    assert_eq!(taken, t.batches, "seed {seed}: every batch went to an endpoint");
+    assert!(
+        t.batched > 2 * t.batches,
+        "seed {seed}: {} datagrams in {} batches",
+        t.batched,
+        t.batches
+    );
+}
+
+/// With batching on, the same seed gives the same trace; and since a batch is handled as its datagrams
+/// one by one would be, the trace is the one of the run without batching.
+#[test]
+fn a_transfer_with_batching_repeats_with_the_seed() {
+    let seed = seed_from_env(12);
+    let link = LinkConfig {
+        reorder: 0.05,
+        duplicate: 0.02,
+        ..bursty_link()
+    };
+    let run = |batching| {
+        let (sim, _, done) = transfer(seed, batching, link.clone(), 200_000);
+        assert!(done, "seed {seed}: the transfer did not complete");
+        (sim.trace().hash(), sim.trace().batches)
+    };
+    let (hash, batches) = run(true);
+    assert!(batches > 0, "seed {seed}: no batch");
+    assert_eq!(run(true), (hash, batches), "seed {seed}: the replay differs");
+    assert_eq!(run(false), (hash, 0), "seed {seed}: batching changed the trace");
 }

@@ -60,6 +60,11 @@ pub struct Trace {
     pub delivered_bytes: u64,
     /// Datagrams a link marked ECN-CE ([`LinkEcn::MarkAbove`](super::LinkEcn::MarkAbove)).
     pub ce_marked: u64,
+    /// Buffers of two datagrams or more handed to a node at once, with batching on
+    /// ([`Simulation::set_batching`](super::Simulation::set_batching)). Not part of the hash.
+    pub batches: u64,
+    /// Datagrams handed over in those buffers.
+    pub batched: u64,
     /// Strings of an event record no longer kept, reused for the next one.
     spare: Option<(String, String)>,
 }
@@ -77,6 +82,8 @@ impl Trace {
             corrupted: 0,
             delivered_bytes: 0,
             ce_marked: 0,
+            batches: 0,
+            batched: 0,
             spare: None,
         }
     }
