@@ -30,6 +30,7 @@ H3="$CARGO_TARGET_DIR/release/quicsand-h3"
 mkdir -p www
 [ -s www/big.bin ] || head -c 16777216 /dev/urandom > www/big.bin
 echo "hello from the interop run" > www/hello.txt
+[ -s www/1m.bin ] || head -c 1048576 /dev/urandom > www/1m.bin
 if [ ! -s cert.pem ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
         -keyout key.pem -out cert.pem -subj /CN=localhost \
@@ -113,6 +114,27 @@ case_loss() {
     start_quicsand; ng_get loss --tx-loss=0.02 --rx-loss=0.02
     result "ngtcp2 client -> quicsand: 2% of datagrams dropped each way by gtlsclient" "$OK" "$DETAIL"; stop_quicsand
 }
+case_loss10() {
+    start_quicsand; ng_get loss10 --tx-loss=0.1 --rx-loss=0.1
+    result "ngtcp2 client -> quicsand: 10% of datagrams dropped each way by gtlsclient" "$OK" "$DETAIL"; stop_quicsand
+}
+case_smallwin() {
+    start_quicsand; ng_get smallwin --max-data=65536 --max-stream-data-bidi-local=16384
+    result "ngtcp2 client -> quicsand: ngtcp2 grants 64 KiB of connection and 16 KiB of stream credit" "$OK" "$DETAIL"; stop_quicsand
+}
+case_conc() {
+    # 50 requests for one 1 MiB file at once (gtlsclient writes them all to one file, so only the
+    # statuses and gtlsclient's exit status are checked).
+    start_quicsand
+    local t0; t0=$(now)
+    rm -rf dl-conc; mkdir -p dl-conc
+    timeout 60 gtlsclient --no-quic-dump --no-http-dump --exit-on-all-streams-close --download=dl-conc -n 50 \
+        127.0.0.1 "$PORT_Q" "https://localhost:$PORT_Q/1m.bin" > ng-client-conc.log 2>&1
+    local rc=$? n; n=$(grep -c '\[:status: 200\]' ng-client-conc.log)
+    result "ngtcp2 client -> quicsand: 50 concurrent requests for 1 MiB" "$([ $rc = 0 ] && [ "$n" = 50 ] && echo 1 || echo 0)" \
+        "rc=$rc, $n responses with status 200, $(echo "$(now) - $t0" | bc)s wall"
+    stop_quicsand
+}
 case_resume() {
     start_quicsand
     rm -f session.pem tp.txt token.txt
@@ -184,6 +206,20 @@ case_rloss() {
     start_ngtcp2 rloss --tx-loss=0.02 --rx-loss=0.02; qs_get rloss
     result "quicsand client -> ngtcp2: 2% of datagrams dropped each way by gtlsserver" "$OK" "$DETAIL"; stop_ngtcp2
 }
+case_rloss10() {
+    start_ngtcp2 rloss10 --tx-loss=0.1 --rx-loss=0.1; qs_get rloss10
+    result "quicsand client -> ngtcp2: 10% of datagrams dropped each way by gtlsserver" "$OK" "$DETAIL"; stop_ngtcp2
+}
+case_rconc() {
+    start_ngtcp2 rconc
+    local urls=() i
+    for i in $(seq 1 50); do urls+=("https://localhost:$PORT_N/1m.bin"); done
+    RUST_LOG=info timeout 60 "$H3" client --ca cert.pem "${urls[@]}" > qs-client-rconc.out 2> qs-client-rconc.log
+    local rc=$? n; n=$(grep -c 'status 200 body 1048576 bytes complete true' qs-client-rconc.out)
+    result "quicsand client -> ngtcp2: 50 concurrent requests for 1 MiB" "$([ $rc = 0 ] && [ "$n" = 50 ] && echo 1 || echo 0)" \
+        "rc=$rc, $n complete; $(tail -n 1 qs-client-rconc.out)"
+    stop_ngtcp2
+}
 case_rv2() {
     start_ngtcp2 rv2
     RUST_LOG=info timeout 20 "$H3" client --ca cert.pem --quic-version 2 --timeout 10 "https://localhost:$PORT_N/hello.txt" \
@@ -195,7 +231,7 @@ case_rv2() {
 }
 
 # natmid is left out: it shows a stall that is expected (see case_natmid).
-all=(plain ku migrate nat loss resume v2draft rplain rretry rku rloss rv2)
+all=(plain ku migrate nat loss loss10 smallwin conc resume v2draft rplain rretry rku rloss rloss10 rconc rv2)
 cases=("$@")
 [ ${#cases[@]} = 0 ] && cases=("${all[@]}")
 for c in "${cases[@]}"; do "case_$c"; done

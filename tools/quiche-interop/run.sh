@@ -33,6 +33,7 @@ QS_CLIENT="$BIN/examples/client"
 mkdir -p www
 [ -s www/big.bin ] || head -c 16777216 /dev/urandom > www/big.bin
 echo "hello from the interop run" > www/hello.txt
+[ -s www/1m.bin ] || head -c 1048576 /dev/urandom > www/1m.bin
 if [ ! -s cert.pem ]; then
     # CA:FALSE: quicsand's verifier (webpki) refuses a CA certificate as an end entity.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
@@ -127,6 +128,26 @@ case_ku() {
     result "quiche client -> quicsand-h3 --hq server starting key updates (every 2 MB sent)" "$OK" "$DETAIL; quicsand: ${c#closed: }"
     stop
 }
+case_conc() {
+    start qs-server-conc.log env RUST_LOG=debug "$QS_SERVER" --listen "127.0.0.1:$PORT_Q" --root www --write-cert cert-qs.pem
+    local urls=() i
+    for i in $(seq 1 50); do urls+=("https://localhost:$PORT_Q/1m.bin"); done
+    timeout 60 "$QUICHE" client --ca cert-qs.pem "${urls[@]}" > quiche-client-conc.json 2> quiche-client-conc.log
+    local n; n=$(python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read()); print(sum(1 for r in d['requests'] if r['fin'] and r['bytes']==1048576))" quiche-client-conc.json)
+    result "quiche client -> quicsand server: 50 concurrent requests for 1 MiB" "$([ "$n" = 50 ] && echo 1 || echo 0)" \
+        "$n complete, $(field quiche-client-conc.json "['secs_after_handshake']") s, $(field quiche-client-conc.json "['mbit_s']") Mbit/s"
+    stop
+}
+case_rconc() {
+    start quiche-server-rconc.log "$QUICHE" server --listen "127.0.0.1:$PORT_C" --cert cert.pem --key key.pem --root www
+    local urls=() i
+    for i in $(seq 1 50); do urls+=("https://localhost:$PORT_C/1m.bin"); done
+    timeout 60 "$QS_CLIENT" --ca cert.pem "${urls[@]}" > quicsand-client-rconc.out 2> quicsand-client-rconc.log
+    local rc=$?
+    result "quicsand client -> quiche server: 50 concurrent requests for 1 MiB" "$([ $rc = 0 ] && grep -q '^50/50 files' quicsand-client-rconc.out && echo 1 || echo 0)" \
+        "rc=$rc; $(cat quicsand-client-rconc.out)"
+    stop
+}
 case_rplain() {
     start quiche-server-rplain.log "$QUICHE" server --listen "127.0.0.1:$PORT_C" --cert cert.pem --key key.pem --root www
     quicsand_get rplain
@@ -164,7 +185,7 @@ case_rv2() {
     stop
 }
 
-all=(plain resume rebind ku rplain rretry rku rv2)
+all=(plain resume rebind ku conc rplain rretry rku rconc rv2)
 cases=("$@")
 [ ${#cases[@]} = 0 ] && cases=("${all[@]}")
 for c in "${cases[@]}"; do "case_$c"; done
