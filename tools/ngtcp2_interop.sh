@@ -88,6 +88,11 @@ case_ku() {
     echo "$COUNTERS" | grep -q 'key_updates=[1-9]' || OK=0
     result "ngtcp2 client -> quicsand: key update by ngtcp2 20 ms after the handshake" "$OK" "$DETAIL"; stop_quicsand
 }
+case_sku() {
+    start_quicsand --key-update-every 2000000; ng_get sku
+    echo "$COUNTERS" | grep -q 'key_updates=[1-9]' || OK=0
+    result "ngtcp2 client -> quicsand: quicsand starts a key update every 2 MB sent" "$OK" "$DETAIL"; stop_quicsand
+}
 case_migrate() {
     # quicsand's server sends disable_active_migration, so ngtcp2 should refuse to move (it logs
     # ngtcp2_conn_initiate_immediate_migration: ERR_INVALID_STATE) and the transfer go on unmoved.
@@ -206,6 +211,12 @@ case_rloss() {
     start_ngtcp2 rloss --tx-loss=0.02 --rx-loss=0.02; qs_get rloss
     result "quicsand client -> ngtcp2: 2% of datagrams dropped each way by gtlsserver" "$OK" "$DETAIL"; stop_ngtcp2
 }
+case_rpref() {
+    # ngtcp2 offers a preferred_address (RFC 9000 §9.6), whose connection ID has sequence number 1;
+    # quicsand does not move there and stays on the handshake's address.
+    start_ngtcp2 rpref --preferred-ipv4-addr=127.0.0.1:$((PORT_N + 7)); qs_get rpref
+    result "quicsand client -> ngtcp2 server offering a preferred_address" "$OK" "$DETAIL"; stop_ngtcp2
+}
 case_rloss10() {
     start_ngtcp2 rloss10 --tx-loss=0.1 --rx-loss=0.1; qs_get rloss10
     result "quicsand client -> ngtcp2: 10% of datagrams dropped each way by gtlsserver" "$OK" "$DETAIL"; stop_ngtcp2
@@ -231,7 +242,7 @@ case_rv2() {
 }
 
 # natmid is left out: it shows a stall that is expected (see case_natmid).
-all=(plain ku migrate nat loss loss10 smallwin conc resume v2draft rplain rretry rku rloss rloss10 rconc rv2)
+all=(plain ku sku migrate nat loss loss10 smallwin conc resume v2draft rplain rretry rku rpref rloss rloss10 rconc rv2)
 cases=("$@")
 [ ${#cases[@]} = 0 ] && cases=("${all[@]}")
 for c in "${cases[@]}"; do "case_$c"; done
