@@ -293,6 +293,19 @@ struct InFlight {
     payload: BytesMut,
 }
 
+/// What [`Simulation::set_batching`]'s grouping of one step's datagrams works in.
+#[derive(Default)]
+struct BatchScratch {
+    /// The datagrams due, in the order they arrived.
+    due: Vec<InFlight>,
+    /// For each of them, the index of the next one due to the same node (`usize::MAX`: none).
+    next: Vec<usize>,
+    /// Per node, while `next` is built: the first of its datagrams seen so far from the end.
+    last: Vec<usize>,
+    /// Whether each one went in a batch with an earlier one.
+    taken: Vec<bool>,
+}
+
 /// An action scheduled at a virtual time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
@@ -338,8 +351,9 @@ pub struct Simulation {
     out: Vec<(SocketAddr, u8, BytesMut)>,
     /// Received datagrams are handed over in batches (see [`Simulation::set_batching`]).
     batching: bool,
-    /// With batching on, the datagrams due in one step, reused between steps.
-    due: Vec<InFlight>,
+    /// With batching on, the datagrams due in one step and the bookkeeping that groups them, reused
+    /// between steps.
+    batch_scratch: BatchScratch,
 }
 
 impl fmt::Debug for Simulation {
@@ -375,7 +389,7 @@ impl Simulation {
             buf: Vec::new(),
             out: Vec::new(),
             batching: false,
-            due: Vec::new(),
+            batch_scratch: BatchScratch::default(),
         }
     }
 
@@ -406,6 +420,9 @@ impl Simulation {
     ///
     /// Batching changes how datagrams reach a node, not which arrive or when: the trace records the same
     /// datagrams with the same fates, and two runs with the same seed and batching on repeat each other.
+    /// Each node gets its datagrams in the order they arrived, and datagrams that form no batch go to
+    /// their nodes in the order they would with batching off, across nodes too; a batch's later
+    /// datagrams go with its first, ahead of what other nodes receive in between.
     /// [`Trace::batches`] and [`Trace::batched`] count what was handed over in batches.
     pub fn set_batching(&mut self, on: bool) {
         self.batching = on;
@@ -635,7 +652,13 @@ impl Simulation {
     /// Hands the datagrams due now to their nodes in batches (see [`Simulation::set_batching`]).
     fn deliver_batched(&mut self) {
         let now = self.now;
-        let mut due = std::mem::take(&mut self.due);
+        let mut scratch = std::mem::take(&mut self.batch_scratch);
+        let BatchScratch {
+            due,
+            next,
+            last,
+            taken,
+        } = &mut scratch;
         while self.in_flight.peek().is_some_and(|Reverse(d)| d.at <= now) {
             let Some(Reverse(d)) = self.in_flight.pop() else {
                 break;
@@ -649,48 +672,77 @@ impl Simulation {
                     .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr);
             }
         }
-        // Nodes take their datagrams independently of one another: grouped by node (a stable sort),
-        // each node's come in the order they arrived.
-        due.sort_by_key(|d| d.to);
-        let mut start = 0;
-        while let Some(first) = due.get(start) {
+        // `next[i]`: the index of the next datagram due to the same node as datagram `i`.
+        next.clear();
+        next.resize(due.len(), usize::MAX);
+        last.clear();
+        last.resize(self.nodes.len(), usize::MAX);
+        for (i, d) in due.iter().enumerate().rev() {
+            if let (Some(n), Some(l)) = (next.get_mut(i), last.get_mut(d.to.0)) {
+                *n = *l;
+                *l = i;
+            }
+        }
+        taken.clear();
+        taken.resize(due.len(), false);
+        // In the order of arrival, each datagram not handed over yet starts a run, which takes its
+        // node's next datagrams while they match; datagrams to other nodes in between do not end it.
+        // Each node gets its datagrams in the order they arrived, and without batches every datagram
+        // goes exactly when it would with batching off: nodes may share state (one TLS randomness
+        // source, say), so the order across nodes matters too. A batch hands its later datagrams over
+        // with its first.
+        for start in 0..due.len() {
+            if taken.get(start).copied().unwrap_or(true) {
+                continue;
+            }
+            let Some(first) = due.get(start) else { break };
             let (to, from, ecn, stride) = (first.to, first.from, first.ecn, first.payload.len());
-            let (mut end, mut total) = (start + 1, stride);
-            while let Some(d) = due.get(end) {
+            let (mut end, mut count, mut total) = (start, 1, stride);
+            let mut j = next.get(start).copied().unwrap_or(usize::MAX);
+            while let Some(d) = due.get(j) {
                 let len = d.payload.len();
+                // GRO joins datagrams of one flow and one size; the last of a run may be shorter.
                 let joins = stride > 0
-                    && (d.to, d.from, d.ecn) == (to, from, ecn)
-                    && due.get(end - 1).is_some_and(|p| p.payload.len() == stride)
+                    && len > 0
+                    && (d.from, d.ecn) == (from, ecn)
+                    && due.get(end).is_some_and(|p| p.payload.len() == stride)
                     && len <= stride
-                    && end - start < MAX_BATCH_DATAGRAMS
+                    && count < MAX_BATCH_DATAGRAMS
                     && total + len <= MAX_BATCH_BYTES;
                 if !joins {
                     break;
                 }
-                total += len;
-                end += 1;
+                if let Some(t) = taken.get_mut(j) {
+                    *t = true;
+                }
+                (end, count, total) = (j, count + 1, total + len);
+                j = next.get(j).copied().unwrap_or(usize::MAX);
             }
-            let run = due.get_mut(start..end).unwrap_or_default();
-            start = end;
             let Some(node) = self.nodes.get_mut(to.0) else {
                 continue;
             };
             let ecn = EcnCodepoint::from_bits(ecn);
-            if let [one] = run {
-                let payload = std::mem::take(&mut one.payload);
-                node.engine.handle_datagram_with_ecn(now, from, ecn, payload);
+            if count == 1 {
+                let payload = due.get_mut(start).map(|d| std::mem::take(&mut d.payload));
+                node.engine
+                    .handle_datagram_with_ecn(now, from, ecn, payload.unwrap_or_default());
                 continue;
             }
             let mut batch = BytesMut::with_capacity(total);
-            for d in run.iter() {
+            let mut i = start;
+            while let Some(d) = due.get(i) {
                 batch.extend_from_slice(&d.payload);
+                if i == end {
+                    break;
+                }
+                i = next.get(i).copied().unwrap_or(usize::MAX);
             }
             self.trace.batches += 1;
-            self.trace.batched += run.len() as u64;
+            self.trace.batched += count as u64;
             node.engine.handle_batch(now, from, ecn, batch, stride);
         }
         due.clear();
-        self.due = due;
+        self.batch_scratch = scratch;
     }
 
     fn apply(&mut self, action: Action) {
