@@ -50,6 +50,12 @@ pub struct Datagram {
     /// Its ECN marking.
     pub ecn: Option<EcnCodepoint>,
     /// The UDP payload. The engine decrypts in place and keeps zero-copy slices of it.
+    ///
+    /// What it keeps is judged against the payload's length (held as it came only where that is a
+    /// large share of it), so the payload should be an allocation of its own size, as
+    /// `BytesMut::from(&buf[..n])` makes one: a view of a larger receive buffer that the caller reuses
+    /// (spare capacity, or a slice split off it) keeps all of that buffer alive while any slice of the
+    /// datagram is held.
     pub payload: BytesMut,
 }
 

@@ -122,6 +122,11 @@ const MERGE_BELOW: usize = 4096;
 /// Only pieces shorter than this are merged into the chunk before them.
 const MERGE_PIECE_BELOW: usize = 512;
 
+/// A batch's slices are kept as they came only if they are at least this long on average (see
+/// [`Assembler::settle`]): each costs an entry of the ready run, so a run of tiny slices is copied and
+/// joined instead.
+const KEPT_SLICE_MEAN: usize = MERGE_PIECE_BELOW / 2;
+
 /// The ready run merges small pieces once it holds this many chunks.
 const MERGE_READY_FROM: usize = 8;
 
@@ -198,8 +203,9 @@ impl Assembler {
     };
 
     /// Separate pieces held beyond the first gap. The in-order run is not counted: flow control bounds
-    /// its bytes, and its pieces are at least [`MERGE_PIECE_BELOW`] bytes or merged, so a peer cannot cut
-    /// it finer than that; only data around holes can be cut byte by byte.
+    /// its bytes, and its pieces are at least [`MERGE_PIECE_BELOW`] bytes or merged (a batch's slices
+    /// kept as they came: [`KEPT_SLICE_MEAN`] bytes on average), so a peer cannot cut it finer than
+    /// that; only data around holes can be cut byte by byte.
     pub(crate) fn fragments(&self) -> usize {
         self.chunks.len()
     }
@@ -396,20 +402,23 @@ impl Assembler {
 
     /// Ends the provisional run (see [`Assembler::insert_from_buffer`]): its slices stay as they came if
     /// they are at least half of the buffer they share, so that they keep at most twice themselves
-    /// alive; otherwise each is copied, which lets go of the buffer.
+    /// alive, and are [`KEPT_SLICE_MEAN`] bytes long on average; otherwise they are copied, which lets
+    /// go of the buffer, small ones joined as they are (see [`Assembler::copy_joined`]).
     pub(crate) fn settle(&mut self) {
         let Some(run) = self.provisional.take() else {
             return;
         };
         // The chunks from `first` on: the run's slices, and chunks from beyond a gap among them.
         let first = (run.first as usize).min(self.ready.len());
-        let held: usize = self
+        let (held, slices) = self
             .ready
             .range(first..)
             .filter(|c| run.span.holds(c))
-            .map(Bytes::len)
-            .sum();
-        if held as u64 * 2 >= u64::from(run.buffer_len) {
+            .fold((0usize, 0usize), |(bytes, n), c| (bytes + c.len(), n + 1));
+        // Each slice costs an entry in the run besides its bytes: tiny STREAM frames packed into large
+        // datagrams (one byte each) would otherwise cost tens of bytes of memory per byte of window.
+        let fine = slices.saturating_mul(KEPT_SLICE_MEAN) > held;
+        if held as u64 * 2 >= u64::from(run.buffer_len) && !fine {
             self.kept.push_back(KeptRun {
                 end: self.ready_end,
                 held,
@@ -418,10 +427,31 @@ impl Assembler {
             });
             return;
         }
-        for chunk in self.ready.range_mut(first..) {
-            if run.span.holds(chunk) {
-                *chunk = Bytes::copy_from_slice(chunk);
+        self.copy_joined(first, run.span);
+    }
+
+    /// Copies the slices of `span` among the chunks from `first` on (contiguous: all in the ready run),
+    /// joining chunks under [`MERGE_PIECE_BELOW`] bytes into copies of up to [`MERGE_BELOW`] bytes as
+    /// [`Assembler::push_ready`] would have; larger chunks not of `span` stay as they are.
+    fn copy_joined(&mut self, first: usize, span: Span) {
+        let tail = self.ready.split_off(first.min(self.ready.len()));
+        let mut joined: Vec<u8> = Vec::new();
+        for chunk in tail {
+            let small = chunk.len() < MERGE_PIECE_BELOW;
+            if !joined.is_empty() && (!small || joined.len() + chunk.len() > MERGE_BELOW) {
+                self.ready.push_back(Bytes::copy_from_slice(&joined));
+                joined.clear();
             }
+            if small {
+                joined.extend_from_slice(&chunk);
+            } else if span.holds(&chunk) {
+                self.ready.push_back(Bytes::copy_from_slice(&chunk));
+            } else {
+                self.ready.push_back(chunk);
+            }
+        }
+        if !joined.is_empty() {
+            self.ready.push_back(Bytes::copy_from_slice(&joined));
         }
     }
 
@@ -635,6 +665,63 @@ mod tests {
             assert_eq!(read_all(&mut a), vec![9u8; 10_000]);
             assert!(batch.is_unique());
         }
+    }
+
+    /// Tiny in-order slices of a large buffer (one-byte STREAM frames packed into 64 KB datagrams) are
+    /// joined as they are copied, as they would have been from datagrams of usual sizes: before, each
+    /// byte cost an entry of the ready run and an allocation of its own (10,000 entries here). A run
+    /// of tiny slices that is half of its buffer is joined too, not kept a byte per entry.
+    #[test]
+    fn tiny_slices_of_a_batch_are_joined_as_they_are_copied() {
+        let mut lone = Assembler::default();
+        for i in 0..10_000u64 {
+            lone.insert_from_buffer(i, Bytes::from(vec![7u8; 1]), 1 << 20, 1200)
+                .unwrap();
+        }
+        lone.settle();
+        // A one-byte slice every 6 bytes of a large buffer (copied: less than half of it), then 8-byte
+        // slices that are half of their buffer (kept, by share alone, before).
+        for (step, len, kept_share) in [(6usize, 1usize, false), (10, 8, true)] {
+            let batch = Bytes::from(vec![7u8; 100_000]);
+            let pieces = 10_000;
+            let buffer_len = if kept_share { pieces * len * 2 } else { batch.len() };
+            let mut a = Assembler::default();
+            for i in 0..pieces {
+                let piece = batch.slice(i * step..i * step + len);
+                a.insert_from_buffer((i * len) as u64, piece, 1 << 20, buffer_len)
+                    .unwrap();
+            }
+            a.settle();
+            assert!(batch.is_unique(), "slices of {len} bytes: copied");
+            assert!(
+                a.ready.len() <= 2 * lone.ready.len().max(len * pieces / MERGE_BELOW + 1),
+                "slices of {len} bytes: {} entries for {} bytes ({} from lone datagrams)",
+                a.ready.len(),
+                len * pieces,
+                lone.ready.len()
+            );
+            assert_eq!(read_all(&mut a), vec![7u8; len * pieces]);
+        }
+    }
+
+    /// Copying a run joins its small chunks but copies a large one whole and leaves a large chunk that
+    /// is not the batch's as it was.
+    #[test]
+    fn copying_a_run_joins_small_chunks_only() {
+        let batch = Bytes::from(vec![3u8; 60_000]);
+        let mut a = Assembler::default();
+        // 100, 100, 2000 (batch), then 100 (batch): at most 4096 per joined copy.
+        let mut offset = 0u64;
+        for (at, len) in [(0usize, 100usize), (200, 100), (400, 2000), (3000, 100)] {
+            a.insert_from_buffer(offset, batch.slice(at..at + len), 1 << 20, batch.len())
+                .unwrap();
+            offset += len as u64;
+        }
+        a.settle();
+        assert!(batch.is_unique());
+        let lens: Vec<usize> = a.ready.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [200, 2000, 100]);
+        assert_eq!(read_all(&mut a), vec![3u8; 2300]);
     }
 
     /// A run settled copies only what came from its batch on: chunks held before it stay as they were.

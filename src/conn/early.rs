@@ -180,8 +180,9 @@ impl Connection {
             };
             let largest = self.spaces[p.space.index()].received.largest();
             let path = (&p.remote, p.local_ip, p.datagram_len);
-            // Its bytes were copied out of the datagram: a buffer of its own.
-            let result = self.handle_packet(now, p.ecn, &p.header, p.packet, path, p.datagram_len);
+            // Its bytes were copied out of the datagram: a buffer of its own, of its own size.
+            let own = p.packet.len();
+            let result = self.handle_packet(now, p.ecn, &p.header, p.packet, path, own);
             if let Some(early) = self.early.as_mut() {
                 early.replaying = None;
             }

@@ -572,9 +572,10 @@ impl Endpoint {
 
     /// Connection `h` received a datagram of the batch being handled.
     fn in_batch(&mut self, h: ConnectionHandle) {
-        if self.batch_conns.last() != Some(&h) {
-            // Datagrams of one batch come from one address and almost always go to one connection; a
-            // batch spread over many is told it is done early, which costs copies, never memory.
+        if !self.batch_conns.contains(&h) {
+            // Datagrams of one batch come from one address and almost always go to one connection (or
+            // to a few in turn, which the list holds once each); a batch spread over more is told it is
+            // done early, which costs copies, never memory.
             if self.batch_conns.len() >= MAX_BATCH_CONNS {
                 self.end_batch();
             }
