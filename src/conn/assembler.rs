@@ -216,6 +216,12 @@ impl Assembler {
         self.ready_end
     }
 
+    /// Entries of the in-order run.
+    #[cfg(test)]
+    pub(crate) fn ready_entries(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Bytes held.
     #[cfg(any(test, fuzzing))]
     pub(crate) fn buffered(&self) -> usize {

@@ -510,3 +510,45 @@ fn a_peer_moving_without_acknowledging_cannot_grow_the_retirements_owed() {
         "{most_owed} RETIRE_CONNECTION_ID frames owed (bound {bound})"
     );
 }
+
+/// One-byte STREAM frames packed in order into large datagrams (60,000 bytes, as IP fragmentation
+/// delivers them whatever the path MTU; a GRO batch takes the same path): each piece is a slice of its
+/// datagram, copied once the datagram is done. Joined as they are copied, they cost entries as from
+/// datagrams of usual sizes; before, each byte cost an entry and an allocation of its own (34,103
+/// entries for 34,103 bytes here), tens of bytes of memory per byte of window.
+#[test]
+fn tiny_in_order_stream_frames_in_large_datagrams_are_joined() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let id = client_bidi(0);
+    let mut offset = 0u64;
+    let mut payloads = Vec::new();
+    for _ in 0..4 {
+        let mut buf = Vec::new();
+        loop {
+            let mut frame = Vec::new();
+            Frame::Stream(StreamFrame {
+                id,
+                offset,
+                fin: false,
+                data: Bytes::from_static(b"x"),
+            })
+            .encode(&mut frame);
+            if buf.len() + frame.len() > 60_000 {
+                break;
+            }
+            buf.extend_from_slice(&frame);
+            offset += 1;
+        }
+        let payload = BytesMut::from(&buf[..]).freeze();
+        p.server.inject_payload(p.now, h, payload.clone());
+        payloads.push(payload);
+    }
+    assert_eq!(closed_with(&p.server, h), None);
+    assert_eq!(pinned(&payloads), 0, "the datagrams are let go of");
+    let entries = p.server.table.get(h).unwrap().conn.streams.ready_entries();
+    assert!(
+        entries as u64 <= offset / 512 + 8,
+        "{entries} entries for {offset} unread bytes"
+    );
+}

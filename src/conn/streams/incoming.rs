@@ -64,6 +64,16 @@ impl Streams {
         id.is_uni() && id.initiator() != self.side
     }
 
+    /// Entries of the in-order runs over all streams.
+    #[cfg(test)]
+    pub(crate) fn ready_entries(&self) -> usize {
+        self.streams
+            .values()
+            .filter_map(|s| s.recv.as_ref())
+            .map(|r| r.ready_entries())
+            .sum()
+    }
+
     /// Pieces of stream data held beyond a gap over all streams (O(streams): only computed when the
     /// running count reaches the limit).
     pub(super) fn fragments(&self) -> usize {

@@ -102,6 +102,12 @@ impl RecvStream {
         self.reset.is_some() || self.stopped.is_some() || self.app_done
     }
 
+    /// Entries of the in-order run.
+    #[cfg(test)]
+    pub(super) fn ready_entries(&self) -> usize {
+        self.asm.ready_entries()
+    }
+
     /// Pieces of data held beyond a gap.
     pub(super) fn fragments(&self) -> usize {
         self.asm.fragments()
