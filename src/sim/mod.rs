@@ -626,27 +626,33 @@ impl Simulation {
         }
         if self.batching {
             self.deliver_batched();
-        }
-        while self.in_flight.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = self.in_flight.pop() else {
-                break;
-            };
-            // A node that moved (a NAT rebinding) no longer receives at its old address: the datagram,
-            // recorded as delivered when it was sent, finds no node after all.
-            match self.nodes.get_mut(d.to.0).filter(|n| n.addr == d.to_addr) {
-                Some(node) => {
+        } else {
+            while let Some(d) = self.pop_deliverable() {
+                if let Some(node) = self.nodes.get_mut(d.to.0) {
                     let ecn = EcnCodepoint::from_bits(d.ecn);
-                    node.engine.handle_datagram_with_ecn(now, d.from, ecn, d.payload)
+                    node.engine.handle_datagram_with_ecn(now, d.from, ecn, d.payload);
                 }
-                None => self
-                    .trace
-                    .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr),
             }
         }
         for i in 0..self.nodes.len() {
             self.service(NodeId(i));
         }
         true
+    }
+
+    /// The next datagram due now that finds its node. A node that moved (a NAT rebinding) no longer
+    /// receives at its old address: a datagram sent there, recorded as delivered when it was sent, finds
+    /// no node after all, and is recorded so on the way, in the order of arrival.
+    fn pop_deliverable(&mut self) -> Option<InFlight> {
+        while self.in_flight.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
+            let Reverse(d) = self.in_flight.pop()?;
+            if self.nodes.get(d.to.0).is_some_and(|n| n.addr == d.to_addr) {
+                return Some(d);
+            }
+            self.trace
+                .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr);
+        }
+        None
     }
 
     /// Hands the datagrams due now to their nodes in batches (see [`Simulation::set_batching`]).
@@ -659,18 +665,8 @@ impl Simulation {
             last,
             taken,
         } = &mut scratch;
-        while self.in_flight.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = self.in_flight.pop() else {
-                break;
-            };
-            // As in `step_before`: a datagram to an address its node left finds no node. The trace
-            // records it here, in the order of arrival, as without batching.
-            if self.nodes.get(d.to.0).is_some_and(|n| n.addr == d.to_addr) {
-                due.push(d);
-            } else {
-                self.trace
-                    .undeliver(d.sent, d.payload.len(), d.corrupted, d.from, d.to_addr);
-            }
+        while let Some(d) = self.pop_deliverable() {
+            due.push(d);
         }
         // `next[i]`: the index of the next datagram due to the same node as datagram `i`.
         next.clear();
