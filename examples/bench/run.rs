@@ -546,8 +546,9 @@ fn udp(a: &Args) -> Vec<Row> {
             quicsand: Stats::of(&qc),
             quinn: Stats::of(&rc),
             note: format!(
-                "vs quinn 0.11 on tokio current_thread; one thread per side; {gso} (last rep); \
+                "{}; vs quinn 0.11 on tokio current_thread; one thread per side; {gso} (last rep); \
                  allocations per datagram (whole process, median) {:.2} vs {:.2}",
+                paired(&qc, &rc),
                 Stats::of(&qa).median,
                 Stats::of(&ra).median
             ),
@@ -557,9 +558,26 @@ fn udp(a: &Args) -> Vec<Row> {
             unit: "Gbit/s wall",
             quicsand: Stats::of(&qw),
             quinn: Stats::of(&rw),
-            note: "until the receiver has the last byte".into(),
+            note: format!("{}; until the receiver has the last byte", paired(&qw, &rw)),
         },
     ]
+}
+
+/// The ratio within each repetition's pair (quicsand's run and quinn's, back to back), as median (min to
+/// max). On a shared host this workload's speed can jump between levels for minutes at a time (both
+/// engines together); a pair mostly runs at one level, so the ratio within pairs is steadier than the
+/// ratio of the two medians when repetitions straddle a jump.
+#[cfg(feature = "udp")]
+fn paired(quicsand: &[f64], quinn: &[f64]) -> String {
+    let ratios: Vec<f64> = quicsand.iter().zip(quinn).map(|(q, r)| q / r).collect();
+    if ratios.is_empty() {
+        return "no pairs".into();
+    }
+    let s = Stats::of(&ratios);
+    format!(
+        "ratio within each pair: median {:.2}x ({:.2}x to {:.2}x)",
+        s.median, s.min, s.max
+    )
 }
 
 #[cfg(not(feature = "udp"))]
