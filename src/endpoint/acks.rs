@@ -9,7 +9,7 @@ use super::peer_errors::{deliver, inject, sends, Pair, CLIENT, SERVER};
 use crate::conn::SentFrames;
 use crate::conn::SpaceId;
 use crate::wire::frame::Frame;
-use crate::{Datagram, EcnCodepoint, TransportConfig};
+use crate::{Datagram, EcnCodepoint, StreamsConfig, TransportConfig};
 
 /// `rounds` rounds of 5 ms between a connected pair: the server sends four 900-byte datagrams, which
 /// `route` gets (with the round's number) to deliver to the client as it likes; the client's answers
@@ -183,4 +183,74 @@ fn a_packet_reordered_past_a_round_trip_still_reaches_an_ack_only_receiver() {
     );
     // The last round's datagrams are still on their way.
     assert!(got + 4 >= sent, "{got} of {sent} datagrams processed");
+}
+
+/// RFC 9000 §13.2.1: "An endpoint MUST NOT send a non-ack-eliciting packet in response to a
+/// non-ack-eliciting packet". A client whose stream waits at the server's limit (STREAM_DATA_BLOCKED
+/// sent) has the server's ACK-only packets left to acknowledge; each write its application made to that
+/// stream put the stream back in the send queue, and the packet built for it held nothing but an ACK
+/// frame for those ACK-only packets (seen in the simulator's qlog, one such packet per write). A write to
+/// a stream that waits for credit now queues nothing: the credit, when it comes, does.
+#[test]
+fn writes_to_a_stream_waiting_for_credit_send_nothing() {
+    // At the stream's limit (STREAM_DATA_BLOCKED), then at the connection's (DATA_BLOCKED).
+    for conn_limit in [false, true] {
+        let (stream_window, conn_window) = if conn_limit {
+            (1 << 20, 1000)
+        } else {
+            (1000, 1 << 20)
+        };
+        let server = TransportConfig {
+            streams: StreamsConfig {
+                stream_receive_window: stream_window,
+                max_stream_receive_window: stream_window,
+                receive_window: conn_window,
+                max_receive_window: conn_window,
+                ..StreamsConfig::default()
+            },
+            ..TransportConfig::default()
+        };
+        let what = if conn_limit { "connection" } else { "stream" };
+        waiting_stream_writes(server, what);
+    }
+}
+
+/// The test above with the server's limits of `server`, `what` naming the limit reached.
+fn waiting_stream_writes(server: TransportConfig, what: &str) {
+    let mut p = Pair::new(server);
+    p.run(Duration::from_secs(1));
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let id = {
+        let mut conn = p.client.conn(ch).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert_eq!(conn.stream(id).write(&[7; 5000]), Ok(5000));
+        id
+    };
+    // The first 1,000 bytes and STREAM_DATA_BLOCKED go, and the server's ACK-only packets come back;
+    // the server's application reads nothing, so no credit follows.
+    p.run(Duration::from_secs(1));
+    let client = &p.client.table.get(ch).unwrap().conn;
+    assert!(
+        client.spaces[SpaceId::Data.index()].received.has_unacked(),
+        "at the {what} limit, the server's ACK-only packets are unacknowledged (as they should stay)"
+    );
+    let now = p.now;
+    for _ in 0..3 {
+        assert_eq!(p.client.conn(ch).unwrap().stream(id).write(&[7; 100]), Ok(100));
+        assert_eq!(
+            sends(&mut p.client, now),
+            Vec::<Vec<u8>>::new(),
+            "a write to a stream blocked at the {what} limit sent a packet"
+        );
+    }
+    // Credit queues the stream again: the server reads, and the rest of the data arrives.
+    let sh = p.server_h.unwrap();
+    let mut read = 0;
+    for _ in 0..20 {
+        while let Ok(Some(chunk)) = p.server.conn(sh).unwrap().stream(id).read_chunk(usize::MAX) {
+            read += chunk.len();
+        }
+        p.run(Duration::from_millis(100));
+    }
+    assert_eq!(read, 5300, "at the {what} limit");
 }

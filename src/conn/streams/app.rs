@@ -86,8 +86,25 @@ impl Streams {
             return Err(WriteError::Blocked);
         }
         self.send_buffered += n;
-        self.schedule(id);
+        self.schedule_written(id);
         Ok(n)
+    }
+
+    /// Queues stream `id` to send what was just written, unless it waits for credit that has not come:
+    /// at the peer's stream limit with STREAM_DATA_BLOCKED sent for it, or parked at the connection
+    /// limit with none of the connection's credit left. The new bytes could not go, and the packet built
+    /// for the stream would carry only what else is pending, such as an ACK frame of the peer's ACK-only
+    /// packets (RFC 9000 §13.2.1: no non-ack-eliciting packet in answer to one). The credit queues it
+    /// when it comes (`on_max_stream_data`, `wake_for_credit`).
+    fn schedule_written(&mut self, id: StreamId) {
+        let no_conn_credit = self.send_data >= self.send_max_data;
+        let waits = self.streams.get(&id).is_some_and(|s| {
+            (s.sched == super::Sched::ConnBlocked && no_conn_credit)
+                || s.send.as_ref().is_some_and(SendStream::blocked_frame_sent)
+        });
+        if !waits {
+            self.schedule(id);
+        }
     }
 
     /// The sending half of stream `id`, or the error a write to it gets.
