@@ -316,6 +316,12 @@ impl ReceivedPackets {
             .and_then(|first| first.checked_add(self.config.max_ack_delay))
     }
 
+    /// Whether an ack-eliciting packet received is not yet covered by an ACK frame sent since.
+    #[cfg(test)]
+    pub(crate) fn ack_owed(&self) -> bool {
+        self.unacked_ack_eliciting > 0
+    }
+
     /// Whether some received packet is not covered by an ACK frame sent since, so one may be
     /// piggybacked. Non-ack-eliciting packets alone never make an ACK due (no deadline, not
     /// [`ReceivedPackets::wants_ack_now`]) but are acknowledged with the next one (RFC 9000 §13.2).

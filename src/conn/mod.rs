@@ -50,6 +50,8 @@ pub use datagrams::SendDatagramError;
 pub(crate) use early::{MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
 pub use mtud::MtuDiscoveryConfig;
 pub(crate) use recv::initial_authenticates;
+#[cfg(all(test, feature = "sim"))]
+pub(crate) use send::unprompted;
 #[cfg(test)]
 pub(crate) use spaces::SentFrames;
 pub use streams::{ReadError, StreamEvent, StreamsConfig, WriteError};

@@ -502,6 +502,8 @@ impl Connection {
         // it acknowledges made that PTO the peer's first sample: quinn-proto's was a second on a 20 ms
         // path (tests/sim_matrix.rs `loss20_rtt20` seed 173, quinn-proto client: its PTO of seconds
         // outlasted the idle timeout). There the CRYPTO data a probe resends answers the peer anyway.
+        #[cfg(test)]
+        let ack_owed = s.received.ack_owed();
         let ack_wanted = s.received.has_unacked()
             || (s.probes > 0 && space == SpaceId::Data && s.received.has_reportable());
         if ack_wanted && !special && !closing {
@@ -615,6 +617,10 @@ impl Connection {
         if buf.len() == packet_start + enc.header_len && !completes_datagram {
             buf.truncate(packet_start);
             return None;
+        }
+        #[cfg(test)]
+        if sent.ack.is_some() && !ack_eliciting && !ack_owed {
+            unprompted::count();
         }
 
         // Padding: enough payload for the header protection sample (RFC 9001 §5.4.2), and the datagram
@@ -999,5 +1005,26 @@ mod tests {
             );
             assert!(hs.reason.is_empty(), "{space:?}");
         }
+    }
+}
+
+/// Packets of ACK frames only sent while no ack-eliciting packet waited for acknowledgement: each one
+/// answers only packets that were not ack-eliciting, which RFC 9000 §13.2.1 forbids ("An endpoint MUST
+/// NOT send a non-ack-eliciting packet in response to a non-ack-eliciting packet"). Counted per thread,
+/// in tests only (the simulator runs both endpoints on the test's thread).
+#[cfg(test)]
+pub(crate) mod unprompted {
+    thread_local! {
+        static COUNT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count() {
+        COUNT.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Such packets sent on this thread since the last call.
+    #[cfg(feature = "sim")]
+    pub(crate) fn take() -> u64 {
+        COUNT.with(|c| c.replace(0))
     }
 }

@@ -827,3 +827,49 @@ fn a_transfer_with_batching_repeats_with_the_seed() {
     assert_eq!(run(true), (hash, batches), "seed {seed}: the replay differs");
     assert_eq!(run(false), (hash, 0), "seed {seed}: batching changed the trace");
 }
+
+/// RFC 9000 §13.2.1: "An endpoint MUST NOT send a non-ack-eliciting packet in response to a
+/// non-ack-eliciting packet". Over transfers like the demo's (100 Mbit/s, 50 ms, a queue of one
+/// bandwidth-delay product, where the receive windows hold the sender back now and then), with loss
+/// and with reordering, neither endpoint sends a packet of ACK frames only while no ack-eliciting
+/// packet waits for acknowledgement. Before session 26 every write of the sending application to a
+/// stream waiting for credit sent one (`conn::streams::Streams::schedule_written`).
+#[test]
+fn no_ack_only_packet_answers_only_ack_only_packets() {
+    let path = LinkConfig {
+        bandwidth_bps: Some(100_000_000),
+        queue_bytes: 625_000,
+        ..LinkConfig::with_delay(Duration::from_millis(25))
+    };
+    let cases = [
+        ("clean", path.clone()),
+        (
+            "1% loss",
+            LinkConfig {
+                loss: 0.01,
+                ..path.clone()
+            },
+        ),
+        (
+            "5% reordered",
+            LinkConfig {
+                reorder: 0.05,
+                reorder_delay: Duration::from_millis(12),
+                ..path
+            },
+        ),
+    ];
+    for (name, link) in cases {
+        let seed = seed_from_env(21);
+        crate::conn::unprompted::take();
+        let total = 4_000_000;
+        let (sim, server, done) = transfer(seed, false, link, total);
+        let received = sim.app::<Sink>(server).map_or(0, Sink::total_bytes);
+        assert!(done, "{name}, seed {seed}: {received} of {total} bytes");
+        assert_eq!(
+            crate::conn::unprompted::take(),
+            0,
+            "{name}, seed {seed}: ACK-only packets sent with no ack-eliciting packet to acknowledge"
+        );
+    }
+}
