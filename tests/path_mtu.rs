@@ -130,3 +130,107 @@ fn three_lost_large_packets_among_small_ones_are_not_a_black_hole() {
         "one probe confirmed the size"
     );
 }
+
+/// A quicsand pair whose transport settings `tweak` adjusts on both sides.
+fn quicsand_pair_with(seed: u64, tweak: impl Fn(&mut quicsand::TransportConfig)) -> Pair {
+    let cert = common::TestCert::new();
+    let mut client = QuicsandNode::client(common::client_addr(), seed ^ 0xc1);
+    let mut config = quicsand::ClientConfig::new(cert.client_tls(&[]));
+    tweak(&mut config.transport);
+    client.connect(common::epoch(), config, common::server_addr(), "localhost");
+    let mut server_config = quicsand::ServerConfig::new(cert.server_tls(&[]));
+    tweak(&mut server_config.transport);
+    let server = QuicsandNode::server(common::server_addr(), server_config, seed ^ 0x5e);
+    Pair::new(Box::new(client), Box::new(server), seed)
+}
+
+/// RFC 9000 §10.1: an idle connection closes when its idle timeout runs out; deferring that is the
+/// applications' choice (§10.1.2, keep-alives), not path MTU discovery's. With an idle timeout (300 s)
+/// longer than the raise interval (60 s), each new search after the interval sent probes, ack-eliciting,
+/// whose sending and acknowledgement restarted both idle timers, so a connection neither application
+/// used stayed open for ever. The search after the interval has no deadline of its own: it went out at
+/// the first poll of the endpoint after the interval, and the harness polls both endpoints at every
+/// step, here at least every 10 s (as an application loop on a tick might). A path narrower than the
+/// upper bound makes every search send several probes.
+#[test]
+fn searches_after_the_interval_do_not_keep_an_idle_connection_alive() {
+    let idle = Duration::from_secs(300);
+    let mut p = quicsand_pair_with(9, |t| {
+        t.max_idle_timeout = Some(idle);
+        t.mtu_discovery = Some(quicsand::MtuDiscoveryConfig {
+            interval: Duration::from_secs(60),
+            ..quicsand::MtuDiscoveryConfig::default()
+        });
+    });
+    let sent = Rc::new(Cell::new(0u32));
+    let n = sent.clone();
+    p.filter = Box::new(move |_, _, d: &[u8], _| {
+        n.set(n.get() + 1);
+        (d.len() <= 1400).then_some(Duration::ZERO)
+    });
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(3));
+    let mtu = stats(p.server.as_mut()).path_mtu;
+    assert!(mtu > 1380 && mtu <= 1400, "the first search ran: {mtu}");
+    let id = p.server.send_stream(p.now, common::payload(5000, 3));
+    p.drive(Duration::from_secs(2));
+    assert_eq!(p.client.received_streams().get(&id), Some(&(5000, true)));
+    let last_use = p.now;
+    sent.set(0);
+    let both_lost =
+        |p: &Pair| Pair::lost(&p.client_events).is_some() && Pair::lost(&p.server_events).is_some();
+    while !both_lost(&p) && p.now - last_use < 2 * idle {
+        let tick = p.now + Duration::from_secs(10);
+        while p.step_before(Some(tick)) {}
+    }
+    assert!(
+        p.now - last_use <= idle + Duration::from_secs(10),
+        "open for {:?} after the last use, {} datagrams sent since",
+        p.now - last_use,
+        sent.get()
+    );
+    assert_eq!(sent.get(), 0, "nothing sent on the idle connection");
+    assert_eq!(Pair::lost(&p.client_events), Some(&common::LostReason::TimedOut));
+    assert_eq!(Pair::lost(&p.server_events), Some(&common::LostReason::TimedOut));
+}
+
+/// The search after the interval still runs on a connection in use: the path widens from 1400 to
+/// 1500 bytes after the first search; two idle minutes (the interval is one) probe nothing, and once
+/// the server sends again, its search finds 1452.
+#[test]
+fn the_search_after_the_interval_runs_once_the_connection_is_used_again() {
+    let mut p = quicsand_pair_with(10, |t| {
+        t.max_idle_timeout = Some(Duration::from_secs(300));
+        t.mtu_discovery = Some(quicsand::MtuDiscoveryConfig {
+            interval: Duration::from_secs(60),
+            ..quicsand::MtuDiscoveryConfig::default()
+        });
+    });
+    let mtu = Rc::new(Cell::new(1400usize));
+    let sent = Rc::new(Cell::new(0u32));
+    let (m, n) = (mtu.clone(), sent.clone());
+    p.filter = Box::new(move |_, _, d: &[u8], _| {
+        n.set(n.get() + 1);
+        (d.len() <= m.get()).then_some(Duration::ZERO)
+    });
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(3));
+    let first = stats(p.server.as_mut()).path_mtu;
+    assert!(first > 1380 && first <= 1400, "{first}");
+    mtu.set(1500);
+    sent.set(0);
+    for _ in 0..12 {
+        let tick = p.now + Duration::from_secs(10);
+        while p.step_before(Some(tick)) {}
+    }
+    assert_eq!(sent.get(), 0, "nothing sent while idle, probes included");
+    assert_eq!(stats(p.server.as_mut()).path_mtu, first);
+    let id = p.server.send_stream(p.now, common::payload(3000, 4));
+    p.drive(Duration::from_secs(3));
+    assert_eq!(p.client.received_streams().get(&id), Some(&(3000, true)));
+    assert_eq!(
+        stats(p.server.as_mut()).path_mtu,
+        1452,
+        "searched again once in use"
+    );
+}

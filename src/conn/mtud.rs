@@ -9,6 +9,17 @@
 //! `min_change`. The search runs again after `interval`, from the current size up, in case the path got
 //! better (RFC 8899 §5.3.1: PROBE_TIMER and the SEARCH_COMPLETE state).
 //!
+//! That search waits until the connection is in use: once the interval is over, it starts with the
+//! first ack-eliciting packet the connection sends other than a probe (application data, a control
+//! frame, a keep-alive PING). Probes are ack-eliciting, and their sending and acknowledgement restart
+//! the idle timers of both sides (RFC 9000 §10.1); a search on a connection neither side uses would keep
+//! it open for as long as searches follow one another, where deferring the idle timeout is the
+//! application's choice (§10.1.2, keep-alives). RFC 8899 §5.1.1 allows it, for the raise timer: "DPLPMTUD
+//! MAY inhibit sending probe packets when no application data has been sent since the previous probe
+//! packet". A packet the connection sends anyway restarts the idle timers itself, so the probes after
+//! it defer nothing beyond what the search takes. The raise timer needs no deadline of its own either:
+//! the search starts from `poll_transmit`, which that packet goes through.
+//!
 //! Probe losses are not congestion (RFC 9000 §14.4): the connection leaves them out of its congestion
 //! response. When the path stops carrying the current size (RFC 8899 §4.3, a black hole), the
 //! congestion controller sees persistent congestion, or PTOs follow one another; the size then drops
@@ -37,7 +48,9 @@ pub struct MtuDiscoveryConfig {
     pub min_change: u16,
     /// Time from the end of a search to the next one (RFC 8899 §5.1.1 PMTU_RAISE_TIMER: 600 s). Taken
     /// as at least 60 s: a search starting again as soon as the last one ends would probe on every
-    /// round trip for ever on a path narrower than `upper_bound`, and keep an idle connection alive.
+    /// round trip for ever on a path narrower than `upper_bound`. The next search also waits for the
+    /// connection to send something of its own after the interval (an ack-eliciting packet other than
+    /// a probe), so that probes never keep an idle connection open (RFC 9000 §10.1).
     pub interval: Duration,
 }
 
@@ -114,6 +127,9 @@ pub(crate) struct MtuDiscovery {
     /// Losses point to a black hole: a probe of the current size is due or in flight to confirm that
     /// the path still carries it. Its loss is the black hole; its acknowledgement clears the suspicion.
     confirming: bool,
+    /// When the connection last sent an ack-eliciting packet other than a probe: the search after the
+    /// interval waits for one sent once the interval is over (see the module documentation).
+    last_use: Option<Instant>,
 }
 
 impl MtuDiscovery {
@@ -134,6 +150,7 @@ impl MtuDiscovery {
             suspect_losses: ArrayVec::new(),
             large_acked: 0,
             confirming: false,
+            last_use: None,
         }
     }
 
@@ -204,8 +221,11 @@ impl MtuDiscovery {
             Phase::Off => return None,
             Phase::Done { until: None } => return None,
             Phase::Done { until: Some(until) } if now < until => return None,
+            // RFC 9000 §10.1: not on a connection left idle since the interval ended.
+            Phase::Done { until: Some(until) } if !self.last_use.is_some_and(|t| t >= until) => return None,
             Phase::Done { .. } => {
-                // Search again, from the current size up (RFC 8899 §5.2: the raise timer).
+                // Search again, from the current size up (RFC 8899 §5.2: the raise timer), now that
+                // the connection is in use.
                 self.high = self.upper;
                 self.phase = Phase::Searching { tried_top: false };
                 false
@@ -230,6 +250,12 @@ impl MtuDiscovery {
         };
         self.trying = Some(size);
         Some(size)
+    }
+
+    /// An ack-eliciting packet other than a probe went out at `now`: the connection is in use.
+    #[inline]
+    pub(crate) fn on_ack_eliciting_sent(&mut self, now: Instant) {
+        self.last_use = Some(now);
     }
 
     /// A probe of `size` bytes went out as packet `pn`.
@@ -569,6 +595,7 @@ mod tests {
         assert_eq!(d.probe_size(now), None);
         assert_eq!(d.probe_size(now + config.interval / 2), None);
         // At the upper bound already: the next search ends at once, and waits another interval.
+        d.on_ack_eliciting_sent(now + config.interval);
         assert_eq!(d.probe_size(now + config.interval), None);
         // The path shrinks: back to the base, and a new search from the top.
         assert_eq!(d.on_black_hole(), Some(1200));
@@ -582,6 +609,56 @@ mod tests {
         assert_eq!(d.probe_size(now), Some(1452));
         d.on_probe_sent(3, 1452);
         assert_eq!(d.on_acked(3), Some(1452));
+    }
+
+    /// RFC 9000 §10.1, RFC 8899 §5.1.1: the search after the interval waits for the connection to send
+    /// something of its own once the interval is over; probes alone would keep an idle connection open.
+    /// A search under way goes on without it, and so does a confirmation of the current size.
+    #[test]
+    fn the_search_after_the_interval_waits_for_the_connection_to_be_in_use() {
+        let now = crate::test_util::epoch();
+        let config = MtuDiscoveryConfig::default();
+        let mut d = MtuDiscovery::new(1200, Some(config));
+        d.start(65_527);
+        // The first search needs no use: it starts with the handshake confirmed.
+        assert_eq!(d.probe_size(now), Some(1452));
+        d.on_probe_sent(1, 1452);
+        assert!(d.on_lost(1));
+        assert_eq!(d.probe_size(now), Some(1452), "nor do the probes that follow");
+        d.on_probe_sent(2, 1452);
+        assert!(d.on_lost(2));
+        d.on_probe_sent(3, 1452);
+        assert!(d.on_lost(3));
+        assert_eq!(d.probe_size(now), Some(1326));
+        d.on_probe_sent(4, 1326);
+        assert_eq!(d.on_acked(4), Some(1326));
+        // The bisection between 1326 and 1452 goes on to its end, every probe lost.
+        let mut pn = 5;
+        while let Some(size) = d.probe_size(now) {
+            d.on_probe_sent(pn, size);
+            assert!(d.on_lost(pn));
+            pn += 1;
+        }
+        let found = d.current();
+        let later = now + config.interval;
+        // Packets sent before the interval was over do not count.
+        d.on_ack_eliciting_sent(later - Duration::from_millis(1));
+        assert_eq!(d.probe_size(later), None);
+        assert_eq!(d.probe_size(later + config.interval * 10), None, "idle: never");
+        // Losses calling for a confirmation get their probe, use or not.
+        for pn in 100..103 {
+            d.on_loss_event(pn, found);
+        }
+        assert_eq!(d.probe_size(later), Some(found));
+        d.on_probe_sent(103, found);
+        assert_eq!(d.on_acked(103), None);
+        assert_eq!(d.probe_size(later), None);
+        // In use again: the search runs, from the top, and goes on to its end.
+        d.on_ack_eliciting_sent(later + config.interval * 10);
+        assert_eq!(d.probe_size(later + config.interval * 10), Some(1452));
+        d.on_probe_sent(104, 1452);
+        assert!(d.on_lost(104));
+        assert_eq!(d.probe_size(later + config.interval * 10), Some(1452));
     }
 
     #[test]

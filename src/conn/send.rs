@@ -746,6 +746,9 @@ impl Connection {
         }
         if ack_eliciting {
             self.last_ack_eliciting_sent = Some(now);
+            if !mtu_probe {
+                self.mtud.on_ack_eliciting_sent(now);
+            }
             // RFC 9000 §10.1: the first ack-eliciting packet after a receive restarts the idle timer.
             if !self.ack_eliciting_since_receive {
                 self.ack_eliciting_since_receive = true;
