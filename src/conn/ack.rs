@@ -316,8 +316,8 @@ impl ReceivedPackets {
             .and_then(|first| first.checked_add(self.config.max_ack_delay))
     }
 
-    /// Whether an ack-eliciting packet received is not yet covered by an ACK frame sent since.
-    #[cfg(test)]
+    /// Whether an ack-eliciting packet received is not yet covered by an ACK frame sent since: only
+    /// then may a packet of ACK frames alone go (RFC 9000 §13.2.1).
     pub(crate) fn ack_owed(&self) -> bool {
         self.unacked_ack_eliciting > 0
     }

@@ -502,7 +502,6 @@ impl Connection {
         // it acknowledges made that PTO the peer's first sample: quinn-proto's was a second on a 20 ms
         // path (tests/sim_matrix.rs `loss20_rtt20` seed 173, quinn-proto client: its PTO of seconds
         // outlasted the idle timeout). There the CRYPTO data a probe resends answers the peer anyway.
-        #[cfg(test)]
         let ack_owed = s.received.ack_owed();
         let ack_wanted = s.received.has_unacked()
             || (s.probes > 0 && space == SpaceId::Data && s.received.has_reportable());
@@ -510,13 +509,8 @@ impl Connection {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
                 ack.encode(buf);
-                s.received.on_ack_sent(ack.largest(), pn);
+                // Recorded as sent once the packet is sure to go (below).
                 sent.ack = Some(ack.largest());
-                if space == SpaceId::Data {
-                    if let Some(keys) = &mut self.one_rtt {
-                        keys.on_ack_sent(ack.largest());
-                    }
-                }
             }
         }
 
@@ -617,6 +611,23 @@ impl Connection {
         if buf.len() == packet_start + enc.header_len && !completes_datagram {
             buf.truncate(packet_start);
             return None;
+        }
+        // RFC 9000 §13.2.1: "An endpoint MUST NOT send a non-ack-eliciting packet in response to a
+        // non-ack-eliciting packet". A packet built because something seemed to wait (a stream queued for
+        // data that its acknowledgement or the peer's limit took away since, say) and left with only its
+        // ACK frame goes only when an acknowledgement is owed; else it is dropped before it is sealed,
+        // and the ACK frame waits for the next packet. One that completes a padded datagram goes anyway.
+        if sent.ack.is_some() && !ack_eliciting && !ack_owed && !completes_datagram && !must_pad {
+            buf.truncate(packet_start);
+            return None;
+        }
+        if let Some(largest) = sent.ack {
+            self.spaces[space.index()].received.on_ack_sent(largest, pn);
+            if space == SpaceId::Data {
+                if let Some(keys) = &mut self.one_rtt {
+                    keys.on_ack_sent(largest);
+                }
+            }
         }
         #[cfg(test)]
         if sent.ack.is_some() && !ack_eliciting && !ack_owed {
