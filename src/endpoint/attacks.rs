@@ -1841,6 +1841,108 @@ fn a_reset_in_any_header_form_is_recognised() {
     }
 }
 
+/// A version 1 Initial header to no connection (8-byte DCID, empty SCID and token), its Length field
+/// covering the rest of a `len`-byte datagram.
+fn v1_initial_head(len: usize) -> Vec<u8> {
+    let mut head = vec![0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0];
+    let rest = (len - head.len() - 2) as u16;
+    head.extend_from_slice(&(0x4000 | rest).to_be_bytes());
+    head
+}
+
+/// RFC 9000 §10.3: "endpoints MUST treat any packet ending in a valid stateless reset token as a
+/// Stateless Reset", and §10.3.1: the comparison MUST be made when the first packet "cannot be
+/// associated with a connection". A datagram whose first packet parses as a version 1 Initial to an
+/// unknown ID is no connection's either (a client accepts no connection; a server creates none for one
+/// too short, or that does not authenticate), and must be checked too. Before, such datagrams went
+/// down the path for new connections, which never looked at the token: the connection lived on.
+#[test]
+fn a_reset_shaped_as_a_version_1_initial_is_recognised() {
+    // At the client, with the server's token.
+    for len in [60, 1200] {
+        let mut p = Pair::new(TransportConfig::default());
+        p.client_events.clear();
+        let h = p.client.table.iter().next().unwrap().0;
+        let token = p.client.table.get(h).unwrap().conn.remote_reset_token.unwrap();
+        let from: SocketAddr = SERVER.parse().unwrap();
+        p.client.handle_datagram(
+            p.now,
+            datagram(from, ending_with(&v1_initial_head(len), len, &token)),
+        );
+        while let Some((_, e)) = p.client.poll_event() {
+            p.client_events.push(e);
+        }
+        assert_eq!(
+            Pair::lost(&p.client_events),
+            Some(&ConnectionError::Reset),
+            "client, {len} bytes: {:?}",
+            p.client_events
+        );
+    }
+    // At the server, with the token of the client's ID it moved to: too short for an Initial, and one
+    // that fails to authenticate.
+    for len in [60, 1200] {
+        let mut p = Pair::new(TransportConfig::default());
+        let h = p.server_h.unwrap();
+        move_to_the_first_spare(&mut p.server.table.get_mut(h).unwrap().conn);
+        p.server.after_conn(h, true);
+        let token = p.server.table.get(h).unwrap().conn.remote_reset_token.unwrap();
+        let from: SocketAddr = CLIENT.parse().unwrap();
+        p.server.handle_datagram(
+            p.now,
+            datagram(from, ending_with(&v1_initial_head(len), len, &token)),
+        );
+        while let Some((_, e)) = p.server.poll_event() {
+            p.server_events.push(e);
+        }
+        assert_eq!(
+            Pair::lost(&p.server_events),
+            Some(&ConnectionError::Reset),
+            "server, {len} bytes: {:?}",
+            p.server_events
+        );
+    }
+}
+
+/// The other side of `a_reset_shaped_as_a_version_1_initial_is_recognised`: an Initial that starts a
+/// connection is not compared with the reset tokens, even when it ends with one (RFC 9000 §10.3.1 lets a
+/// datagram whose packet is processed go unchecked). The tokens are the peers' choice: a client whose
+/// Initials end predictably (padding after the packet) could otherwise be locked out by another client
+/// that gives the server that token, and each of its Initials would be dropped as a "reset".
+#[test]
+fn an_initial_that_starts_a_connection_is_never_taken_for_a_reset() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let mut other = Endpoint::new(EndpointConfig::with_seed(3), None);
+    other
+        .connect(
+            p.now,
+            p.client_config.clone(),
+            SERVER.parse().unwrap(),
+            "localhost",
+        )
+        .unwrap();
+    let initial = sends(&mut other, p.now).remove(0);
+    let tail = ResetToken(initial[initial.len() - ResetToken::LEN..].try_into().unwrap());
+    // The first client gives the server an ID with that token and has it move there.
+    inject(
+        &mut p,
+        SpaceId::Data,
+        &[Frame::NewConnectionId(NewConnectionId {
+            sequence: 4,
+            retire_prior_to: 4,
+            id: ConnectionId::new(&[0x44; 8]).unwrap(),
+            reset_token: tail,
+        })],
+    );
+    assert_eq!(p.server.table.get(h).unwrap().conn.remote_reset_token, Some(tail));
+    let incoming = p.server.stats().connections_incoming;
+    deliver(&mut p.server, p.now, "198.51.100.7:7000", &initial);
+    assert_eq!(p.server.stats().connections_incoming, incoming + 1);
+    assert_eq!(p.server.stats().stateless_resets_received, 0);
+    assert!(!p.server.table.get(h).unwrap().conn.is_closed());
+}
+
 /// A connected pair whose client uses zero-length connection IDs (the server's are 8 bytes), and the
 /// client's connection.
 fn connected_with_zero_length_client_ids() -> (Pair, super::ConnectionHandle) {

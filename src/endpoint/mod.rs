@@ -614,7 +614,8 @@ impl Endpoint {
         let decision = self.classify(&datagram);
         // RFC 9000 §10.3: any packet ending in a valid stateless reset token is a stateless reset, a long
         // header too (other versions may use one), and §10.3.1: the check is owed for a datagram whose
-        // first packet belongs to no connection. (Short headers to no connection are checked below.)
+        // first packet belongs to no connection. (Short headers to no connection are checked below, and
+        // Initials to an unknown ID where they start no connection, in `handle_incoming`.)
         if matches!(
             decision,
             Decision::VersionNegotiation { .. }
@@ -1011,40 +1012,61 @@ impl Endpoint {
         buffer_len: usize,
         (version, dcid, scid): (u32, ConnectionId, ConnectionId),
     ) {
+        // RFC 9000 §10.3, §10.3.1: an Initial to an unknown ID that starts no connection (and does not
+        // authenticate, when that is known) belongs to no connection: it may be a stateless reset, which
+        // MUST be recognised in any header form. One that starts a connection is never taken for one
+        // (§10.3.1 lets a datagram whose packet is processed go unchecked): the tokens compared are the
+        // peers' choice, and an Initial's tail is only unpredictable when its sender pads inside it.
         let Some(server) = &self.server else {
             // A client endpoint accepts nothing.
-            self.stats.dropped_unroutable += 1;
+            if !self.take_stateless_reset(now, &datagram.payload) {
+                self.stats.dropped_unroutable += 1;
+            }
             return;
         };
+        let accept = server.accept;
         if datagram.payload.len() < MIN_INITIAL_SIZE {
-            self.stats.dropped_short_initial += 1;
+            if !self.take_stateless_reset(now, &datagram.payload) {
+                self.stats.dropped_short_initial += 1;
+            }
             return;
         }
         // RFC 9000 §7.2: the floor is for a client's first DCID; after a Retry the client uses the ID
         // the Retry gave it, and ours are never shorter (`token::MIN_RETRY_SCID_LEN`), so an Initial
         // below the floor cannot start a connection here, whatever its token says.
         if dcid.len() < MIN_INITIAL_DCID_LEN {
-            self.stats.dropped_malformed += 1;
+            if !self.take_stateless_reset(now, &datagram.payload) {
+                self.stats.dropped_malformed += 1;
+            }
             return;
         }
-        if server.accept == AcceptPolicy::Refuse {
+        if accept == AcceptPolicy::Refuse {
             // RFC 9000 §5.2.2: refused without connection state, whatever the handshake limit or the
             // Retry policy (the answer is far smaller than the Initial, so it cannot amplify).
             let Some(keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
-                self.stats.dropped_unauthenticated += 1;
+                if !self.take_stateless_reset(now, &datagram.payload) {
+                    self.stats.dropped_unauthenticated += 1;
+                }
                 return;
             };
             let error = TransportError::new(TransportErrorCode::CONNECTION_REFUSED, "refused by the server");
             self.queue_initial_close(&datagram, version, dcid, scid, &keys, error);
             return;
         }
+        let Some(server) = &self.server else {
+            return;
+        };
         if self.handshakes >= server.max_incoming_handshakes {
-            self.stats.dropped_handshake_limit += 1;
+            if !self.take_stateless_reset(now, &datagram.payload) {
+                self.stats.dropped_handshake_limit += 1;
+            }
             return;
         }
         // No state for a datagram that only looks like an Initial: it must authenticate first.
         let Some(initial_keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
-            self.stats.dropped_unauthenticated += 1;
+            if !self.take_stateless_reset(now, &datagram.payload) {
+                self.stats.dropped_unauthenticated += 1;
+            }
             return;
         };
         // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
