@@ -190,6 +190,32 @@ fn retiring_the_connection_id_of_the_packet_itself_is_a_protocol_violation() {
     p.assert_closed_with(TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
+/// RFC 9000 §19.15: "An endpoint that is sending packets with a zero-length Destination Connection ID
+/// MUST treat receipt of a NEW_CONNECTION_ID frame as a connection error of type PROTOCOL_VIOLATION."
+#[test]
+fn a_new_connection_id_from_a_peer_with_zero_length_ids_is_a_protocol_violation() {
+    let (mut p, _) = connected_with_zero_length_client_ids();
+    let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
+    assert!(conn.remote_cid.is_empty());
+    p.client_sends(&[new_cid(1, 0)]);
+    p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x18);
+}
+
+/// RFC 9000 §19.16: "An endpoint that provides a zero-length connection ID MUST treat receipt of a
+/// RETIRE_CONNECTION_ID frame as a connection error of type PROTOCOL_VIOLATION", whatever its sequence
+/// number: 1 was never sent, and 0, the empty ID itself, is the ID every packet to us goes to (no check
+/// of its own makes this one: those two do, and a change to either must keep it).
+#[test]
+fn retire_connection_id_to_an_endpoint_with_zero_length_ids_is_a_protocol_violation() {
+    for seq in [0, 1] {
+        let mut server = EndpointConfig::with_seed(1);
+        server.cid_generator = Box::new(crate::RandomCidGenerator::new(0));
+        let mut p = Pair::with_endpoint_configs(server, EndpointConfig::with_seed(2));
+        p.client_sends(&[Frame::RetireConnectionId(seq)]);
+        p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x19);
+    }
+}
+
 /// The client's ACK of every 1-RTT packet the server has sent (not the numbers it skipped).
 fn ack_all_sent(p: &Pair) -> Frame {
     let conn = &p.server.table.get(p.server_h.unwrap()).unwrap().conn;
