@@ -643,6 +643,19 @@ impl Endpoint {
 
     /// Whether `payload`, routed to no connection, ends with the reset token of a connection's peer; if
     /// so that connection was reset (RFC 9000 §10.3.1).
+    /// Drops a datagram that belongs to no connection, counting it in the stat `counter` picks, unless
+    /// it is a stateless reset of one of ours (RFC 9000 §10.3.1), which is taken instead.
+    fn drop_unless_reset(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        counter: impl FnOnce(&mut EndpointStats) -> &mut u64,
+    ) {
+        if !self.take_stateless_reset(now, payload) {
+            *counter(&mut self.stats) += 1;
+        }
+    }
+
     fn take_stateless_reset(&mut self, now: Instant, payload: &[u8]) -> bool {
         let Some(h) = self.routes.reset_lookup(payload) else {
             return false;
@@ -1019,34 +1032,26 @@ impl Endpoint {
         // peers' choice, and an Initial's tail is only unpredictable when its sender pads inside it.
         let Some(server) = &self.server else {
             // A client endpoint accepts nothing.
-            if !self.take_stateless_reset(now, &datagram.payload) {
-                self.stats.dropped_unroutable += 1;
-            }
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unroutable);
             return;
         };
         let accept = server.accept;
         if datagram.payload.len() < MIN_INITIAL_SIZE {
-            if !self.take_stateless_reset(now, &datagram.payload) {
-                self.stats.dropped_short_initial += 1;
-            }
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_short_initial);
             return;
         }
         // RFC 9000 §7.2: the floor is for a client's first DCID; after a Retry the client uses the ID
         // the Retry gave it, and ours are never shorter (`token::MIN_RETRY_SCID_LEN`), so an Initial
         // below the floor cannot start a connection here, whatever its token says.
         if dcid.len() < MIN_INITIAL_DCID_LEN {
-            if !self.take_stateless_reset(now, &datagram.payload) {
-                self.stats.dropped_malformed += 1;
-            }
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_malformed);
             return;
         }
         if accept == AcceptPolicy::Refuse {
             // RFC 9000 §5.2.2: refused without connection state, whatever the handshake limit or the
             // Retry policy (the answer is far smaller than the Initial, so it cannot amplify).
             let Some(keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
-                if !self.take_stateless_reset(now, &datagram.payload) {
-                    self.stats.dropped_unauthenticated += 1;
-                }
+                self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unauthenticated);
                 return;
             };
             let error = TransportError::new(TransportErrorCode::CONNECTION_REFUSED, "refused by the server");
@@ -1057,16 +1062,12 @@ impl Endpoint {
             return;
         };
         if self.handshakes >= server.max_incoming_handshakes {
-            if !self.take_stateless_reset(now, &datagram.payload) {
-                self.stats.dropped_handshake_limit += 1;
-            }
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
             return;
         }
         // No state for a datagram that only looks like an Initial: it must authenticate first.
         let Some(initial_keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
-            if !self.take_stateless_reset(now, &datagram.payload) {
-                self.stats.dropped_unauthenticated += 1;
-            }
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unauthenticated);
             return;
         };
         // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
