@@ -434,6 +434,22 @@ impl Connection {
         pad_to: Option<usize>,
         must_pad: bool,
     ) -> Option<Built> {
+        self.build_packet_with(now, space, buf, datagram_start, budget, pad_to, must_pad, true)
+    }
+
+    /// [`build_packet`](Self::build_packet); without an ACK frame unless `with_ack`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_packet_with(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        datagram_start: usize,
+        budget: usize,
+        pad_to: Option<usize>,
+        must_pad: bool,
+        with_ack: bool,
+    ) -> Option<Built> {
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
         let tag_len = match space {
             SpaceId::Data => {
@@ -505,7 +521,7 @@ impl Connection {
         let ack_owed = s.received.ack_owed();
         let ack_wanted = s.received.has_unacked()
             || (s.probes > 0 && space == SpaceId::Data && s.received.has_reportable());
-        if ack_wanted && !special && !closing {
+        if with_ack && ack_wanted && !special && !closing {
             let room = payload_end.saturating_sub(buf.len());
             if let Some(ack) = s.received.build_ack_within(now, ack_exponent, room) {
                 ack.encode(buf);
@@ -619,6 +635,22 @@ impl Connection {
         // and the ACK frame waits for the next packet. One that completes a padded datagram goes anyway.
         if sent.ack.is_some() && !ack_eliciting && !ack_owed && !completes_datagram && !must_pad {
             buf.truncate(packet_start);
+            // What waits and did not fit beside the ACK frame goes without it: a DATAGRAM frame of
+            // `max_datagram_size`, which fills a packet on its own, or anything beside an ACK frame of
+            // many ranges. Else every packet would be built the same way and dropped, and it would wait
+            // for the peer's next ack-eliciting packet.
+            if self.has_frames_for(space) {
+                return self.build_packet_with(
+                    now,
+                    space,
+                    buf,
+                    datagram_start,
+                    budget,
+                    pad_to,
+                    must_pad,
+                    false,
+                );
+            }
             return None;
         }
         if let Some(largest) = sent.ack {

@@ -254,3 +254,99 @@ fn waiting_stream_writes(server: TransportConfig, what: &str) {
     }
     assert_eq!(read, 5300, "at the {what} limit");
 }
+
+/// RFC 9000 §13.2.1 keeps a packet of ACK frames alone from answering ACK-only packets, and
+/// `build_packet` drops such a packet unless an acknowledgement is owed. An ACK frame that is only
+/// piggybacked, though, must leave room for what the packet was built for: with `max_ack_ranges`
+/// raised, the peer's ACK-only packets with gaps between them (a lossy path) made an ACK frame that
+/// filled the packet, the stream data found no room, the packet was dropped, and the next one was built
+/// the same way: the data never went. The ACK-only packets are recorded in the client's receive state
+/// directly (the packets themselves never exist), and the client's packets are not delivered.
+#[test]
+fn a_piggybacked_ack_frame_leaves_room_for_the_data() {
+    // Frames of as many ranges as fill the packet (1452 bytes after path MTU discovery) to within a few
+    // bytes, or not quite: 709 left no room for a STREAM frame.
+    for ranges in (640..760).step_by(3) {
+        piggybacked_ack(ranges);
+    }
+}
+
+/// The test above with ACK frames of at most `ranges` ranges.
+fn piggybacked_ack(ranges: usize) {
+    let client = TransportConfig {
+        max_ack_ranges: ranges,
+        max_tracked_ack_ranges: 5000,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(TransportConfig::default(), client);
+    p.run(Duration::from_secs(1));
+    let now = p.now;
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    // ACK-only packets of the server, every other one lost: nothing is owed for them.
+    {
+        let received = &mut p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
+        let base = received.largest().unwrap() + 2;
+        for i in 0..1000 {
+            assert!(received.on_packet_received(base + 2 * i, false, None, now));
+        }
+        assert!(received.has_unacked() && !received.ack_owed());
+    }
+    let id = {
+        let mut conn = p.client.conn(ch).unwrap();
+        let id = conn.open_uni().unwrap();
+        assert_eq!(conn.stream(id).write(&[7; 100]), Ok(100));
+        id
+    };
+    let sent = sends(&mut p.client, now);
+    assert!(
+        !sent.is_empty(),
+        "ACK frames of {ranges} ranges: stream {id:?} has 100 bytes written, with credit, and nothing was sent"
+    );
+}
+
+/// The same with a DATAGRAM frame: `max_datagram_size` is what a packet holds without an ACK frame, so
+/// a datagram of that size never fits beside one. A client with an ACK-only packet of the server's to
+/// acknowledge (nothing owed) built the packet with the ACK frame, found no room for the datagram and
+/// dropped the packet; every packet after it was built the same way, and the datagram waited until the
+/// server happened to send something ack-eliciting.
+#[test]
+fn a_datagram_of_the_largest_size_goes_beside_an_ack_that_is_not_owed() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_secs(1));
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    // The client sends a small datagram; the server's acknowledgement of it goes alone, after its
+    // max_ack_delay, and the client has an ACK-only packet to acknowledge, with nothing owed.
+    p.client
+        .conn(ch)
+        .unwrap()
+        .send_datagram(Bytes::from_static(b"hi"))
+        .unwrap();
+    let now = p.now;
+    for d in sends(&mut p.client, now) {
+        deliver(&mut p.server, now, CLIENT, &d);
+    }
+    p.now += Duration::from_millis(50);
+    let now = p.now;
+    p.server.handle_timeout(now);
+    let acks = sends(&mut p.server, now);
+    assert!(!acks.is_empty(), "the server acknowledges the datagram");
+    for d in acks {
+        deliver(&mut p.client, now, SERVER, &d);
+    }
+    {
+        let received = &p.client.table.get(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
+        assert!(received.has_unacked() && !received.ack_owed());
+    }
+    let max = p.client.conn(ch).unwrap().max_datagram_size().unwrap();
+    p.client
+        .conn(ch)
+        .unwrap()
+        .send_datagram(Bytes::from(vec![5; max]))
+        .unwrap();
+    let sent = sends(&mut p.client, now);
+    assert!(
+        sent.iter().any(|d| d.len() > max),
+        "a datagram of {max} bytes queued, and sent: {:?}",
+        sent.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
