@@ -641,8 +641,6 @@ impl Endpoint {
         }
     }
 
-    /// Whether `payload`, routed to no connection, ends with the reset token of a connection's peer; if
-    /// so that connection was reset (RFC 9000 §10.3.1).
     /// Drops a datagram that belongs to no connection, counting it in the stat `counter` picks, unless
     /// it is a stateless reset of one of ours (RFC 9000 §10.3.1), which is taken instead.
     fn drop_unless_reset(
@@ -656,6 +654,8 @@ impl Endpoint {
         }
     }
 
+    /// Whether `payload`, routed to no connection, ends with the reset token of a connection's peer; if
+    /// so that connection was reset (RFC 9000 §10.3.1).
     fn take_stateless_reset(&mut self, now: Instant, payload: &[u8]) -> bool {
         let Some(h) = self.routes.reset_lookup(payload) else {
             return false;
