@@ -196,11 +196,12 @@ impl SendStream {
     }
 
     /// The room a refused writer waits for before it is told to write again: a sixty-fourth of the
-    /// buffer (16 KiB of the default 1 MiB, more while it has grown with the congestion window). Waking it for every acknowledgement had it write what one
-    /// acknowledgement freed, a packet's worth give or take a few bytes, and the few bytes went out as
-    /// a packet of their own (the sender-side silly window syndrome, RFC 1122 §4.2.3.4 for TCP): on a
-    /// path whose bandwidth-delay product exceeds the buffer, every other packet carried a handful of
-    /// bytes. A larger threshold leaves the buffer, and so the flight, emptier before it refills.
+    /// buffer (2 KiB of the default 128 KiB, more while it has grown with the congestion window).
+    /// Waking it for every acknowledgement had it write what one acknowledgement freed, a packet's worth
+    /// give or take a few bytes, and the few bytes went out as a packet of their own (the sender-side
+    /// silly window syndrome, RFC 1122 §4.2.3.4 for TCP): on a path whose bandwidth-delay product
+    /// exceeds the buffer, every other packet carried a handful of bytes. A larger threshold leaves the
+    /// buffer, and so the flight, emptier before it refills.
     pub(super) fn writable_threshold(buffer_limit: usize) -> usize {
         (buffer_limit / 64).max(1)
     }

@@ -703,7 +703,12 @@ fn a_max_stream_data_flood_lists_a_connection_blocked_stream_once() {
         receive_window: 1000,
         ..StreamsConfig::default()
     };
-    let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+    // A send buffer that takes the whole 300,000 bytes at once.
+    let roomy = StreamsConfig {
+        send_buffer: 1 << 20,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&stingy, &roomy);
     let drain = |s: &mut Streams| drain_acked(s, start());
     let id = s.open(Dir::Uni).unwrap();
     assert_eq!(s.write(id, &[3; 300_000]), Ok(300_000));
@@ -1672,15 +1677,19 @@ fn small_reads_while_the_peer_is_blocked_do_not_grow_the_connection_window() {
     assert!(held <= 1000, "20 bytes read: {held} bytes held unread");
 }
 
-/// A sender whose peer grants 1 GiB of credit per stream and for the connection, its congestion window
-/// at `cwnd`.
+/// A sender with 1 MiB send buffers whose peer grants 1 GiB of credit per stream and for the connection,
+/// its congestion window at `cwnd`.
 fn generous_sender(cwnd: u64) -> Streams {
     let generous = StreamsConfig {
         receive_window: 1 << 30,
         stream_receive_window: 1 << 30,
         ..StreamsConfig::default()
     };
-    let (mut c, _) = pair(&StreamsConfig::default(), &generous);
+    let sender = StreamsConfig {
+        send_buffer: 1 << 20,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _) = pair(&sender, &generous);
     c.set_congestion_window(cwnd);
     c
 }
@@ -1695,7 +1704,7 @@ fn fill(s: &mut Streams, id: StreamId, chunk: &[u8]) -> usize {
 }
 
 /// The send buffers grow with the congestion window as one budget per connection: each stream may hold
-/// `send_buffer` (1 MiB), and beyond that only while all together hold less than four times the
+/// `send_buffer` (1 MiB here), and beyond that only while all together hold less than four times the
 /// window (8 MiB here). Before, each stream could hold twice the window up to `max_send_buffer`: a peer
 /// that grew the window and then stopped granting credit could make the application's writes pile up
 /// to 16 MiB in every stream (1.6 GiB for a server answering 100 streams). Found in review.
