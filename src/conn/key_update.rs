@@ -44,6 +44,11 @@ pub(crate) struct OneRttKeys {
     pub(crate) phase_acked_at: Option<Instant>,
     /// The smallest packet number received in the current phase.
     first_received: Option<u64>,
+    /// The largest packet number received in the current phase.
+    last_received: Option<u64>,
+    /// The largest packet number opened with an older key than the current one (RFC 9001 §6.4: no packet
+    /// of the current phase may be numbered below it).
+    older_received: Option<u64>,
     /// Packets sealed with the current local key (RFC 9001 §6.6 confidentiality limit).
     pub(crate) sealed_in_phase: u64,
     /// The local key's confidentiality limit, read once (the suite never changes).
@@ -70,6 +75,8 @@ impl OneRttKeys {
             first_sent: None,
             phase_acked_at: None,
             first_received: None,
+            last_received: None,
+            older_received: None,
             sealed_in_phase: 0,
             // RFC 9001 §6.2 limits consecutive updates (a second one before we acknowledged the packet
             // that started the first); the peer's first update may come at any time after the handshake.
@@ -119,6 +126,18 @@ impl OneRttKeys {
     /// Records a packet authenticated with the current key.
     pub(crate) fn on_received(&mut self, pn: u64) {
         self.first_received = Some(self.first_received.map_or(pn, |f| f.min(pn)));
+        self.last_received = self.last_received.max(Some(pn));
+    }
+
+    /// Records a packet authenticated with the previous key.
+    pub(crate) fn on_received_previous(&mut self, pn: u64) {
+        self.older_received = self.older_received.max(Some(pn));
+    }
+
+    /// Whether packet `pn`, opened with the current key, is numbered below one opened with an older key:
+    /// RFC 9001 §6.4 makes that a KEY_UPDATE_ERROR.
+    pub(crate) fn below_older(&self, pn: u64) -> bool {
+        self.older_received.is_some_and(|older| pn < older)
     }
 
     /// Moves to the next phase: the peer's packet `pn` opened with the next key (`Some((pn, at))`), or we
@@ -147,6 +166,8 @@ impl OneRttKeys {
         self.first_sent = None;
         self.phase_acked_at = None;
         self.first_received = received.map(|(pn, _)| pn);
+        self.older_received = self.older_received.max(self.last_received);
+        self.last_received = self.first_received;
         self.sealed_in_phase = 0;
         self.acked_current = false;
     }

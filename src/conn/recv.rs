@@ -320,6 +320,13 @@ impl Connection {
             let keys = self.one_rtt.as_mut().ok_or(None)?;
             match recv_key {
                 RecvKey::Next => {
+                    // RFC 9001 §6.4: a packet numbered below one already opened with older keys (the
+                    // current or previous ones) must not use newer keys: KEY_UPDATE_ERROR, not an update.
+                    if !newest {
+                        return Err(Some(TransportError::key_update_error(
+                            "newer keys on a packet numbered below one protected with older keys",
+                        )));
+                    }
                     if !keys.peer_may_update() {
                         // RFC 9001 §6.5: a second update before we acknowledged the current phase.
                         return Err(Some(TransportError::key_update_error(
@@ -331,6 +338,12 @@ impl Connection {
                     keys.rotate(&mut *self.session, Some((pn, later(now, pto.saturating_mul(3)))));
                 }
                 RecvKey::Current => {
+                    // RFC 9001 §6.4: newer keys on a packet numbered below one protected with older ones.
+                    if keys.below_older(pn) {
+                        return Err(Some(TransportError::key_update_error(
+                            "current keys on a packet numbered below one protected with older keys",
+                        )));
+                    }
                     // RFC 9001 §6.1, §6.5: after our update, old keys stay until a packet of the new
                     // phase opens, and then three PTOs more.
                     if needs_pto {
@@ -339,7 +352,7 @@ impl Connection {
                     }
                     keys.on_received(pn);
                 }
-                RecvKey::Previous => {}
+                RecvKey::Previous => keys.on_received_previous(pn),
             }
         }
         // RFC 9000 §17.2, §17.3.1: reserved bits must be zero once protection is removed.

@@ -2857,6 +2857,107 @@ fn packets_of_the_old_phase_still_open_after_our_update() {
     assert_eq!(p.server.table.get(h).unwrap().conn.auth_failures, 0);
 }
 
+/// A 1-RTT packet carrying a PING, as the client seals it with its current keys and key phase bit, with
+/// packet number `pn` (whatever number the client would have used next).
+fn client_short_packet(p: &Pair, ch: crate::ConnectionHandle, pn: u64) -> Vec<u8> {
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    let keys = conn.one_rtt.as_ref().unwrap();
+    let header = crate::wire::header::Header::Short {
+        spin: false,
+        key_phase: keys.phase,
+        dcid: conn.remote_cid,
+    };
+    let mut packet = Vec::new();
+    let enc = header.encode(
+        crate::wire::packet_number::TruncatedPn::truncate(pn, 4),
+        &mut packet,
+    );
+    Frame::Ping.encode(&mut packet);
+    // PADDING, then room for the tag.
+    packet.resize(packet.len() + 40 + keys.local.tag_len(), 0);
+    keys.local.seal(pn, &mut packet, enc.header_len).unwrap();
+    keys.local_header.protect(enc.pn_offset, &mut packet).unwrap();
+    packet
+}
+
+/// RFC 9001 §6.4: "Packets with higher packet numbers MUST be protected with either the same or newer
+/// packet protection keys than packets with lower packet numbers. An endpoint that successfully removes
+/// protection with old keys when newer keys were used for packets with lower packet numbers MUST treat
+/// this as a connection error of type KEY_UPDATE_ERROR." The client seals a packet with its phase 0 keys,
+/// then one with a lower packet number with its phase 1 keys; the server opened the first with its
+/// current keys and the second with its next keys, and used to take the second as a key update.
+#[test]
+fn a_next_phase_packet_numbered_below_one_of_the_current_phase_is_a_key_update_error() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let largest = |p: &Pair| {
+        p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
+            .received
+            .largest()
+            .unwrap()
+    };
+    let base = largest(&p) + 10;
+    let old = client_short_packet(&p, ch, base + 2);
+    deliver(&mut p.server, p.now, CLIENT, &old);
+    assert_eq!(largest(&p), base + 2, "the phase 0 packet opened");
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    conn.one_rtt.as_mut().unwrap().rotate(&mut *conn.session, None);
+    let new = client_short_packet(&p, ch, base + 1);
+    deliver(&mut p.server, p.now, CLIENT, &new);
+    assert_eq!(server_error(&mut p), Some(TransportErrorCode::KEY_UPDATE_ERROR));
+}
+
+/// RFC 9001 §6.4, the same rule met the other way round: the packet protected with older keys opened
+/// first (with the keys current then, or with the previous keys after the update), and the lower
+/// numbered one with newer keys opens later, with the current keys. It used to be taken as a packet of
+/// the current phase delayed in the network.
+#[test]
+fn a_current_phase_packet_numbered_below_one_opened_with_older_keys_is_a_key_update_error() {
+    for older_after_update in [false, true] {
+        let mut p = Pair::new(TransportConfig::default());
+        p.run(Duration::from_millis(100));
+        let h = p.server_h.unwrap();
+        let ch = p.client.table.iter().next().unwrap().0;
+        let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
+            .received
+            .largest()
+            .unwrap()
+            + 10;
+        // Phase 0 at base + 2; phase 1 at base + 3 (the update) and at base + 1 (the violation).
+        let old = client_short_packet(&p, ch, base + 2);
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        conn.one_rtt.as_mut().unwrap().rotate(&mut *conn.session, None);
+        let update = client_short_packet(&p, ch, base + 3);
+        let lower = client_short_packet(&p, ch, base + 1);
+        let order = if older_after_update {
+            [&update, &old]
+        } else {
+            [&old, &update]
+        };
+        let received = |p: &Pair| p.server.table.get(h).unwrap().conn.stats().packets_received;
+        let before = received(&p);
+        for d in order {
+            deliver(&mut p.server, p.now, CLIENT, d);
+        }
+        assert_eq!(received(&p), before + 2, "both opened");
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.one_rtt.as_ref().unwrap().updates, 1);
+        deliver(&mut p.server, p.now, CLIENT, &lower);
+        assert_eq!(
+            server_error(&mut p),
+            Some(TransportErrorCode::KEY_UPDATE_ERROR),
+            "older keys met {}",
+            if older_after_update {
+                "after the update"
+            } else {
+                "before it"
+            }
+        );
+    }
+}
+
 /// Counts the packets a receive key tried to open.
 struct CountingKey {
     inner: Box<dyn crate::crypto::PacketKey>,
