@@ -2860,11 +2860,17 @@ fn packets_of_the_old_phase_still_open_after_our_update() {
 /// A 1-RTT packet carrying a PING, as the client seals it with its current keys and key phase bit, with
 /// packet number `pn` (whatever number the client would have used next).
 fn client_short_packet(p: &Pair, ch: crate::ConnectionHandle, pn: u64) -> Vec<u8> {
+    client_packet_flipped(p, ch, pn, false)
+}
+
+/// As [`client_short_packet`]; with `flip`, the Key Phase bit is the other one (an attacker's flip:
+/// the bit is authenticated, so the packet opens with no key).
+fn client_packet_flipped(p: &Pair, ch: crate::ConnectionHandle, pn: u64, flip: bool) -> Vec<u8> {
     let conn = &p.client.table.get(ch).unwrap().conn;
     let keys = conn.one_rtt.as_ref().unwrap();
     let header = crate::wire::header::Header::Short {
         spin: false,
-        key_phase: keys.phase,
+        key_phase: keys.phase != flip,
         dcid: conn.remote_cid,
     };
     let mut packet = Vec::new();
@@ -2956,6 +2962,64 @@ fn a_current_phase_packet_numbered_below_one_opened_with_older_keys_is_a_key_upd
             }
         );
     }
+}
+
+/// RFC 9001 §6.2, §6.3: a key update is detected only when a packet opens with the next keys; "packets
+/// containing apparent key updates are easy to forge", and the next keys "SHOULD be retained, even if the
+/// packet that was received was subsequently discarded". Packets with a flipped Key Phase bit, before
+/// and after an update, are dropped as failed authentications and change nothing: no update, no key
+/// dropped (the previous keys still open a delayed packet), and the genuine updates still go through.
+#[test]
+fn forged_key_phase_flips_change_no_key_state() {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let server = |p: &Pair| {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert!(!conn.is_closed());
+        (
+            conn.one_rtt.as_ref().unwrap().updates,
+            conn.auth_failures,
+            conn.stats().packets_received,
+        )
+    };
+    let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
+        .received
+        .largest()
+        .unwrap()
+        + 10;
+    // Phase 0: a flip far ahead in packet numbers, then a genuine packet.
+    let (updates, failures, received) = server(&p);
+    let d = client_packet_flipped(&p, ch, base + 50, true);
+    deliver(&mut p.server, p.now, CLIENT, &d);
+    assert_eq!(
+        server(&p),
+        (updates, failures + 1, received),
+        "a flip is a failed packet"
+    );
+    let d = client_short_packet(&p, ch, base + 1);
+    deliver(&mut p.server, p.now, CLIENT, &d);
+    assert_eq!(server(&p), (updates, failures + 1, received + 1));
+    // A delayed phase 0 packet, kept for after the update.
+    let delayed = client_short_packet(&p, ch, base + 2);
+    // The client updates; the server follows.
+    let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+    conn.one_rtt.as_mut().unwrap().rotate(&mut *conn.session, None);
+    let d = client_short_packet(&p, ch, base + 3);
+    deliver(&mut p.server, p.now, CLIENT, &d);
+    assert_eq!(server(&p), (updates + 1, failures + 1, received + 2));
+    // Phase 1: flips above and below the update's first packet (the next keys, then the previous ones).
+    for pn in [base + 60, base] {
+        let d = client_packet_flipped(&p, ch, pn, true);
+        deliver(&mut p.server, p.now, CLIENT, &d);
+    }
+    assert_eq!(server(&p), (updates + 1, failures + 3, received + 2));
+    // The previous keys are still there, the current ones still open.
+    deliver(&mut p.server, p.now, CLIENT, &delayed);
+    let d = client_short_packet(&p, ch, base + 4);
+    deliver(&mut p.server, p.now, CLIENT, &d);
+    assert_eq!(server(&p), (updates + 1, failures + 3, received + 4));
 }
 
 /// Counts the packets a receive key tried to open.
