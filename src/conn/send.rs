@@ -608,8 +608,10 @@ impl Connection {
                 Frame::Ping.encode(buf);
                 ack_eliciting = true;
             }
-            s.ping_pending = false;
+            // A PING that found no room (an ACK frame filled the packet) still waits: the packet may be
+            // dropped as ACK-only and built again without the ACK frame, which needs to know.
             if ack_eliciting {
+                s.ping_pending = false;
                 s.probes = s.probes.saturating_sub(1);
             }
             // RFC 9002 §6.2.4: a second Initial probe carries the CRYPTO data again when the first took

@@ -350,3 +350,46 @@ fn a_datagram_of_the_largest_size_goes_beside_an_ack_that_is_not_owed() {
         sent.iter().map(Vec::len).collect::<Vec<_>>()
     );
 }
+
+/// The same with a PING the application asked for: an ACK frame that fills the packet to its last byte
+/// leaves no room for it, and the packet, ACK-only with nothing owed, is dropped. The PING must still go,
+/// in a packet without the ACK frame; it used to be taken as sent when the packet was dropped, and went
+/// nowhere.
+#[test]
+fn a_ping_goes_beside_an_ack_frame_that_fills_the_packet() {
+    for ranges in 640..760 {
+        piggybacked_ping(ranges, false);
+        piggybacked_ping(ranges, true);
+    }
+}
+
+/// The test above with ACK frames of at most `ranges` ranges; with `long`, the highest range is 100
+/// packets long (a Range Length of two bytes: an ACK frame one byte longer).
+fn piggybacked_ping(ranges: usize, long: bool) {
+    let client = TransportConfig {
+        max_ack_ranges: ranges,
+        max_tracked_ack_ranges: 5000,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(TransportConfig::default(), client);
+    p.run(Duration::from_secs(1));
+    let now = p.now;
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    {
+        let received = &mut p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
+        let base = received.largest().unwrap() + 2;
+        for i in 0..1000 {
+            assert!(received.on_packet_received(base + 2 * i, false, None, now));
+        }
+        for pn in (base + 2000..).take(if long { 100 } else { 0 }) {
+            assert!(received.on_packet_received(pn, false, None, now));
+        }
+        assert!(received.has_unacked() && !received.ack_owed());
+    }
+    p.client.conn(ch).unwrap().ping();
+    let sent = sends(&mut p.client, now);
+    assert!(
+        !sent.is_empty(),
+        "ACK frames of {ranges} ranges (long: {long}): a PING was asked for, and nothing was sent"
+    );
+}
