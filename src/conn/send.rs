@@ -640,8 +640,9 @@ impl Connection {
             // What waits and did not fit beside the ACK frame goes without it: a DATAGRAM frame of
             // `max_datagram_size`, which fills a packet on its own, or anything beside an ACK frame of
             // many ranges. Else every packet would be built the same way and dropped, and it would wait
-            // for the peer's next ack-eliciting packet.
-            if self.has_frames_for(space) {
+            // for the peer's next ack-eliciting packet. A probe too (RFC 9002 §6.2.4), whose PING found
+            // no room beside an ACK frame that filled the packet: it must go, and goes without it.
+            if self.has_frames_for(space) || self.spaces[space.index()].probes > 0 {
                 return self.build_packet_with(
                     now,
                     space,

@@ -393,3 +393,53 @@ fn piggybacked_ping(ranges: usize, long: bool) {
         "ACK frames of {ranges} ranges (long: {long}): a PING was asked for, and nothing was sent"
     );
 }
+
+/// The same with a probe (RFC 9002 §6.2.4) and nothing else to send: the probe's PING found no room
+/// beside an ACK frame that filled the packet, the packet was dropped as ACK-only, and a probe is not a
+/// frame that `has_frames_for` sees, so it was not built again without the ACK frame: the probe never
+/// went, every packet built for it the same way.
+#[test]
+fn a_probe_goes_beside_an_ack_frame_that_fills_the_packet() {
+    for ranges in 640..760 {
+        piggybacked_probe(ranges, false);
+        piggybacked_probe(ranges, true);
+    }
+}
+
+/// The test above with ACK frames of at most `ranges` ranges; `long` as in [`piggybacked_ping`].
+fn piggybacked_probe(ranges: usize, long: bool) {
+    let client = TransportConfig {
+        max_ack_ranges: ranges,
+        max_tracked_ack_ranges: 5000,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(TransportConfig::default(), client);
+    p.run(Duration::from_secs(1));
+    let now = p.now;
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        let received = &mut conn.spaces[SpaceId::Data.index()].received;
+        let base = received.largest().unwrap() + 2;
+        for i in 0..1000 {
+            assert!(received.on_packet_received(base + 2 * i, false, None, now));
+        }
+        for pn in (base + 2000..).take(if long { 100 } else { 0 }) {
+            assert!(received.on_packet_received(pn, false, None, now));
+        }
+        assert!(received.has_unacked() && !received.ack_owed());
+        conn.spaces[SpaceId::Data.index()].probes = 1;
+    }
+    // Through the view, so that the endpoint polls the connection.
+    assert!(p.client.conn(ch).unwrap().recv_datagram().is_none());
+    let sent = sends(&mut p.client, now);
+    assert!(
+        !sent.is_empty(),
+        "ACK frames of {ranges} ranges (long: {long}): a probe was due, and nothing was sent"
+    );
+    assert_eq!(
+        p.client.table.get(ch).unwrap().conn.spaces[SpaceId::Data.index()].probes,
+        0,
+        "ACK frames of {ranges} ranges (long: {long}): the probe went"
+    );
+}
