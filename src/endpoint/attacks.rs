@@ -3306,3 +3306,66 @@ fn datagrams_to_or_from_addresses_that_are_not_one_hosts_are_dropped() {
     assert_eq!(t.destination, "192.0.2.1:5000".parse().unwrap());
     assert_eq!(t.src_ip, Some("10.0.0.2".parse().unwrap()));
 }
+
+/// RFC 9001 §6.4 is about packet numbers, not arrival order: packets of a peer that updated its keys,
+/// reordered in every way around the update (and each delivered twice), open and close nothing. The
+/// update is the client's, or the server's own that the client follows.
+#[test]
+fn packets_reordered_around_a_key_update_are_no_key_update_error() {
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut all = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                all.push(q);
+            }
+        }
+        all
+    }
+    for server_started in [false, true] {
+        for order in permutations(5) {
+            let mut p = Pair::new(TransportConfig::default());
+            p.run(Duration::from_millis(100));
+            let h = p.server_h.unwrap();
+            let ch = p.client.table.iter().next().unwrap().0;
+            let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
+                .received
+                .largest()
+                .unwrap()
+                + 10;
+            if server_started {
+                p.server.conn(h).unwrap().force_key_update();
+                p.server.conn(h).unwrap().ping();
+                let _lost = sends(&mut p.server, p.now);
+            }
+            // Phase 0 at base + 1 and base + 2, the next phase from base + 3.
+            let mut packets = vec![
+                client_short_packet(&p, ch, base + 1),
+                client_short_packet(&p, ch, base + 2),
+            ];
+            let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+            conn.one_rtt.as_mut().unwrap().rotate(&mut *conn.session, None);
+            for pn in base + 3..base + 6 {
+                packets.push(client_short_packet(&p, ch, pn));
+            }
+            let received = |p: &Pair| p.server.table.get(h).unwrap().conn.stats().packets_received;
+            let before = received(&p);
+            for &i in &order {
+                deliver(&mut p.server, p.now, CLIENT, &packets[i]);
+                deliver(&mut p.server, p.now, CLIENT, &packets[i]);
+            }
+            let conn = &p.server.table.get(h).unwrap().conn;
+            assert!(
+                !conn.is_closed() && received(&p) == before + 5,
+                "server started: {server_started}, order {order:?}: {:?}, {} of 5 opened",
+                conn.close.as_ref().map(|c| &c.frame),
+                received(&p) - before
+            );
+            assert_eq!(conn.one_rtt.as_ref().unwrap().updates, 1);
+        }
+    }
+}
