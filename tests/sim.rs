@@ -472,8 +472,8 @@ fn path_mtu_black_hole_falls_back_to_the_base() {
     assert!(after.path_mtu >= 1200, "{after:?}");
 }
 
-/// A transfer limited by the sender's buffer (no bandwidth limit: the window outgrows the 1 MiB send
-/// buffer) is not cut into tiny packets. Acknowledgements free the buffer a packet or two at a time;
+/// A transfer limited by the sender's buffer (no bandwidth limit: the window outgrows the send buffer,
+/// 128 KiB by default and grown with the window up to `max_send_buffer`) is not cut into tiny packets. Acknowledgements free the buffer a packet or two at a time;
 /// when each woke the writer, it wrote what was freed, and the few bytes beyond a full packet went out
 /// alone: about every other packet carried a handful of bytes (the sender-side silly window syndrome).
 /// The writer is now woken once a sixty-fourth of the buffer is free.
