@@ -9,7 +9,7 @@ use super::peer_errors::{deliver, inject, sends, Pair, CLIENT, SERVER};
 use crate::conn::SentFrames;
 use crate::conn::SpaceId;
 use crate::wire::frame::Frame;
-use crate::{Datagram, EcnCodepoint, StreamsConfig, TransportConfig};
+use crate::{ConnectionHandle, Datagram, EcnCodepoint, StreamsConfig, TransportConfig};
 
 /// `rounds` rounds of 5 ms between a connected pair: the server sends four 900-byte datagrams, which
 /// `route` gets (with the round's number) to deliver to the client as it likes; the client's answers
@@ -255,6 +255,33 @@ fn waiting_stream_writes(server: TransportConfig, what: &str) {
     assert_eq!(read, 5300, "at the {what} limit");
 }
 
+/// A connected pair whose client keeps ACK frames of at most `ranges` ranges and has 1,000 ACK-only
+/// packets of the server's to report, every other packet number missing (recorded in its receive state
+/// directly; the packets never exist), so that nothing is owed; with `long`, 100 more in a row above
+/// them (a highest range whose Range Length takes two bytes). Returns the pair and the client's
+/// connection.
+fn ack_only_packets_to_report(ranges: usize, long: bool) -> (Pair, ConnectionHandle) {
+    let client = TransportConfig {
+        max_ack_ranges: ranges,
+        max_tracked_ack_ranges: 5000,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(TransportConfig::default(), client);
+    p.run(Duration::from_secs(1));
+    let now = p.now;
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let received = &mut p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
+    let base = received.largest().unwrap() + 2;
+    for i in 0..1000 {
+        assert!(received.on_packet_received(base + 2 * i, false, None, now));
+    }
+    for pn in (base + 2000..).take(if long { 100 } else { 0 }) {
+        assert!(received.on_packet_received(pn, false, None, now));
+    }
+    assert!(received.has_unacked() && !received.ack_owed());
+    (p, ch)
+}
+
 /// RFC 9000 §13.2.1 keeps a packet of ACK frames alone from answering ACK-only packets, and
 /// `build_packet` drops such a packet unless an acknowledgement is owed. An ACK frame that is only
 /// piggybacked, though, must leave room for what the packet was built for: with `max_ack_ranges`
@@ -273,24 +300,9 @@ fn a_piggybacked_ack_frame_leaves_room_for_the_data() {
 
 /// The test above with ACK frames of at most `ranges` ranges.
 fn piggybacked_ack(ranges: usize) {
-    let client = TransportConfig {
-        max_ack_ranges: ranges,
-        max_tracked_ack_ranges: 5000,
-        ..TransportConfig::default()
-    };
-    let mut p = Pair::with(TransportConfig::default(), client);
-    p.run(Duration::from_secs(1));
-    let now = p.now;
-    let (ch, _) = p.client.table.iter().next().unwrap();
     // ACK-only packets of the server, every other one lost: nothing is owed for them.
-    {
-        let received = &mut p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
-        let base = received.largest().unwrap() + 2;
-        for i in 0..1000 {
-            assert!(received.on_packet_received(base + 2 * i, false, None, now));
-        }
-        assert!(received.has_unacked() && !received.ack_owed());
-    }
+    let (mut p, ch) = ack_only_packets_to_report(ranges, false);
+    let now = p.now;
     let id = {
         let mut conn = p.client.conn(ch).unwrap();
         let id = conn.open_uni().unwrap();
@@ -366,26 +378,8 @@ fn a_ping_goes_beside_an_ack_frame_that_fills_the_packet() {
 /// The test above with ACK frames of at most `ranges` ranges; with `long`, the highest range is 100
 /// packets long (a Range Length of two bytes: an ACK frame one byte longer).
 fn piggybacked_ping(ranges: usize, long: bool) {
-    let client = TransportConfig {
-        max_ack_ranges: ranges,
-        max_tracked_ack_ranges: 5000,
-        ..TransportConfig::default()
-    };
-    let mut p = Pair::with(TransportConfig::default(), client);
-    p.run(Duration::from_secs(1));
+    let (mut p, ch) = ack_only_packets_to_report(ranges, long);
     let now = p.now;
-    let (ch, _) = p.client.table.iter().next().unwrap();
-    {
-        let received = &mut p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].received;
-        let base = received.largest().unwrap() + 2;
-        for i in 0..1000 {
-            assert!(received.on_packet_received(base + 2 * i, false, None, now));
-        }
-        for pn in (base + 2000..).take(if long { 100 } else { 0 }) {
-            assert!(received.on_packet_received(pn, false, None, now));
-        }
-        assert!(received.has_unacked() && !received.ack_owed());
-    }
     p.client.conn(ch).unwrap().ping();
     let sent = sends(&mut p.client, now);
     assert!(
@@ -408,28 +402,9 @@ fn a_probe_goes_beside_an_ack_frame_that_fills_the_packet() {
 
 /// The test above with ACK frames of at most `ranges` ranges; `long` as in [`piggybacked_ping`].
 fn piggybacked_probe(ranges: usize, long: bool) {
-    let client = TransportConfig {
-        max_ack_ranges: ranges,
-        max_tracked_ack_ranges: 5000,
-        ..TransportConfig::default()
-    };
-    let mut p = Pair::with(TransportConfig::default(), client);
-    p.run(Duration::from_secs(1));
+    let (mut p, ch) = ack_only_packets_to_report(ranges, long);
     let now = p.now;
-    let (ch, _) = p.client.table.iter().next().unwrap();
-    {
-        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
-        let received = &mut conn.spaces[SpaceId::Data.index()].received;
-        let base = received.largest().unwrap() + 2;
-        for i in 0..1000 {
-            assert!(received.on_packet_received(base + 2 * i, false, None, now));
-        }
-        for pn in (base + 2000..).take(if long { 100 } else { 0 }) {
-            assert!(received.on_packet_received(pn, false, None, now));
-        }
-        assert!(received.has_unacked() && !received.ack_owed());
-        conn.spaces[SpaceId::Data.index()].probes = 1;
-    }
+    p.client.table.get_mut(ch).unwrap().conn.spaces[SpaceId::Data.index()].probes = 1;
     // Through the view, so that the endpoint polls the connection.
     assert!(p.client.conn(ch).unwrap().recv_datagram().is_none());
     let sent = sends(&mut p.client, now);
