@@ -4,7 +4,7 @@ mod common;
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::quicsand_node::QuicsandNode;
 use common::{pair, Engine, Node, Pair};
@@ -189,12 +189,7 @@ fn searches_after_the_interval_do_not_keep_an_idle_connection_alive() {
     assert_eq!(p.client.received_streams().get(&id), Some(&(5000, true)));
     let last_use = p.now;
     sent.set(0);
-    let both_lost =
-        |p: &Pair| Pair::lost(&p.client_events).is_some() && Pair::lost(&p.server_events).is_some();
-    while !both_lost(&p) && p.now - last_use < 2 * idle {
-        let tick = p.now + Duration::from_secs(10);
-        while p.step_before(Some(tick)) {}
-    }
+    idle_until_both_close(&mut p, last_use, idle);
     assert!(
         p.now - last_use <= idle + Duration::from_secs(10),
         "open for {:?} after the last use, {} datagrams sent since",
@@ -267,12 +262,7 @@ fn probes_after_a_black_hole_do_not_keep_an_idle_connection_alive() {
     assert!(done, "transfer stuck; server path_mtu {}", s.path_mtu);
     assert!(s.mtu_black_holes >= 1, "{s:?}");
     let last_use = p.now;
-    let both_lost =
-        |p: &Pair| Pair::lost(&p.client_events).is_some() && Pair::lost(&p.server_events).is_some();
-    while !both_lost(&p) && p.now - last_use < 2 * idle {
-        let tick = p.now + Duration::from_secs(10);
-        while p.step_before(Some(tick)) {}
-    }
+    idle_until_both_close(&mut p, last_use, idle);
     assert!(
         p.now - last_use <= idle + Duration::from_secs(10),
         "open for {:?} after the transfer",
@@ -280,4 +270,15 @@ fn probes_after_a_black_hole_do_not_keep_an_idle_connection_alive() {
     );
     assert_eq!(Pair::lost(&p.client_events), Some(&common::LostReason::TimedOut));
     assert_eq!(Pair::lost(&p.server_events), Some(&common::LostReason::TimedOut));
+}
+
+/// Leaves the pair idle from `last_use`, stepping it at least every 10 s (as a driver that polls would),
+/// until both sides have lost the connection or twice the idle timeout `idle` has passed.
+fn idle_until_both_close(p: &mut Pair, last_use: Instant, idle: Duration) {
+    let both_lost =
+        |p: &Pair| Pair::lost(&p.client_events).is_some() && Pair::lost(&p.server_events).is_some();
+    while !both_lost(p) && p.now - last_use < 2 * idle {
+        let tick = p.now + Duration::from_secs(10);
+        while p.step_before(Some(tick)) {}
+    }
 }
