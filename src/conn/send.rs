@@ -132,8 +132,10 @@ impl Connection {
                 Some(s) if size < s => break,
                 Some(_) => {}
             }
-            // Handshake datagrams go one at a time; only full 1-RTT datagrams are batched for GSO.
-            if long || segment.is_some_and(|s| s < mtu) {
+            // Handshake datagrams go one at a time; only full 1-RTT datagrams are batched for GSO. A
+            // close goes once (RFC 9000 §10.2.1), even when its reason filled the datagram: `pending` is
+            // only cleared after the loop, and every further segment would carry it again.
+            if long || closing || segment.is_some_and(|s| s < mtu) {
                 break;
             }
         }

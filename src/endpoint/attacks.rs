@@ -1364,6 +1364,36 @@ fn a_close_packet_carries_no_ack() {
     assert!(owed(&p), "an ACK went with the close");
 }
 
+/// RFC 9000 §10.2.1: a closing endpoint answers with a packet containing CONNECTION_CLOSE, one at a
+/// time. A reason long enough to fill the packet (cut to fit) made the close a full-size datagram, which
+/// the transmit loop took for a full segment of a GSO batch and built again: max_segments copies of the
+/// close, at the close and for every incoming packet that asked for one (10 datagrams, found in review).
+#[test]
+fn a_close_with_a_reason_that_fills_the_datagram_goes_once() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let now = p.now;
+    p.server.conn(sh).unwrap().close(now, 7, &[b'x'; 4000]);
+    let out = sends(&mut p.server, now);
+    assert_eq!(
+        out.len(),
+        1,
+        "one CONNECTION_CLOSE: {:?}",
+        out.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    // The first packet from the peer is answered with one close again.
+    p.client.conn(ch).unwrap().ping();
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let out = sends(&mut p.server, now);
+    assert_eq!(
+        out.len(),
+        1,
+        "one CONNECTION_CLOSE: {:?}",
+        out.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Acknowledgements (RFC 9000 §13.1, §21.4)
 
