@@ -1294,6 +1294,10 @@ impl Connection {
 
     /// Closes with an application error code and reason.
     pub(crate) fn close(&mut self, now: Instant, code: u64, reason: &[u8]) {
+        // No packet carries more of the reason than a datagram holds (it goes cut to fit, RFC 9000
+        // §19.19), and the path MTU does not grow while closing: only that much is kept, for the three
+        // PTOs of the closing period, and not the whole of whatever the application passed.
+        let reason = reason.get(..usize::from(self.path.mtu)).unwrap_or(reason);
         let frame = ConnectionClose {
             code: CloseCode::Application(code),
             reason: Bytes::copy_from_slice(reason),

@@ -429,6 +429,29 @@ fn a_close_reason_keeps_no_batch_alive() {
     assert!(witness.is_unique(), "the reason keeps the batch alive");
 }
 
+/// The reason phrase an application closes with is kept for the closing period (three PTOs), once per
+/// connection ([`Endpoint::close_all`](super::Endpoint::close_all) closes them all with it), but no
+/// packet carries more of it than fits in one datagram (RFC 9000 §19.19: the reason goes cut to fit):
+/// only that much is kept. Before, all of it was: a 1 MiB reason held 1 MiB per closing connection.
+#[test]
+fn a_close_reason_is_kept_only_as_far_as_a_packet_carries_it() {
+    let mut p = fixed_size_pair();
+    let client_h = p.client.table.iter().map(|(h, _)| h).next().unwrap();
+    let reason = vec![b'x'; 1 << 20];
+    p.client.close_all(p.now, 7, &reason);
+    let conn = &p.client.table.get(client_h).unwrap().conn;
+    let kept = conn.close.as_ref().map(|c| c.frame.reason.len());
+    let mtu = usize::from(conn.path.mtu);
+    assert!(
+        kept.is_some_and(|k| k > 0 && k <= mtu),
+        "{kept:?} bytes of the reason kept, mtu {mtu}"
+    );
+    // What goes out is as much of the reason as the datagram holds, as before.
+    let datagrams = sends(&mut p.client, p.now);
+    assert_eq!(datagrams.len(), 1);
+    assert!(datagrams[0].len() >= mtu - 1, "{} bytes", datagrams[0].len());
+}
+
 /// The same for DATAGRAM frames waiting for the application: `datagram_receive_buffer` counts their
 /// payload, and a 1 KiB one alone in a 65,000-byte datagram is copied. Before, they kept 62 MB alive
 /// under the 1 MiB buffer.
