@@ -1012,13 +1012,14 @@ impl Connection {
     /// The error for a frame that failed to decode: FRAME_ENCODING_ERROR (RFC 9000 §12.4, §19), except
     /// for frames whose mere receipt is a PROTOCOL_VIOLATION, malformed or not: NEW_TOKEN at a server
     /// (§19.7; the FRAME_ENCODING_ERROR for an empty token is the client's rule), and DATAGRAM when we
-    /// did not announce max_datagram_frame_size (RFC 9221 §3).
+    /// did not announce max_datagram_frame_size (RFC 9221 §3): no receive buffer, or one too small for
+    /// any datagram, which announces nothing either.
     fn frame_decode_error(&self, e: FrameError) -> TransportError {
         if e.frame_type == ty::NEW_TOKEN && self.side.is_server() {
             return TransportError::protocol_violation("NEW_TOKEN from a client").with_frame(e.frame_type);
         }
         if [ty::DATAGRAM, ty::DATAGRAM_LEN].contains(&e.frame_type)
-            && self.config.datagram_receive_buffer.is_none()
+            && max_datagram_frame_size(&self.config).is_none()
         {
             return TransportError::protocol_violation("DATAGRAM frames not negotiated")
                 .with_frame(e.frame_type);

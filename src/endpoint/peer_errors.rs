@@ -737,6 +737,23 @@ fn the_datagram_frame_size_announced_fits_the_receive_buffer() {
     p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
 }
 
+/// RFC 9221 §3: a receive buffer too small for any datagram announces no max_datagram_frame_size, so a
+/// DATAGRAM frame is not negotiated there either: a malformed one is a PROTOCOL_VIOLATION, as a
+/// well-formed one is. Before, the malformed one was a FRAME_ENCODING_ERROR, as if datagrams were
+/// accepted, because only a missing buffer counted as "not announced".
+#[test]
+fn malformed_datagrams_are_a_protocol_violation_when_the_buffer_announces_none() {
+    let tiny = TransportConfig {
+        datagram_receive_buffer: Some(40),
+        ..TransportConfig::default()
+    };
+    for (payload, frame_type) in [(&[0x31, 0x05, 0xaa][..], 0x31), (&[0x31, 0x40][..], 0x31)] {
+        let mut p = Pair::new(tiny.clone());
+        p.client_sends_bytes(payload);
+        p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, frame_type);
+    }
+}
+
 /// RFC 9000 §4.5: a RESET_STREAM's final size counts in full against connection flow control, the bytes
 /// beyond the highest offset received too; `stream_bytes_received`, which counts the credit the peer
 /// used, counts them as well.
