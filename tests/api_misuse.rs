@@ -200,6 +200,27 @@ fn stream_and_datagram_calls_after_close_report_an_error() {
     assert_eq!(conn.open_uni(), None);
 }
 
+/// `max_datagram_size` is documented as "the largest datagram payload `send_datagram` accepts now, or
+/// why none": once the connection is closing, `send_datagram` takes none and says ConnectionClosed, and so
+/// must `max_datagram_size`. Before, it still gave the size the path allowed.
+#[test]
+fn max_datagram_size_after_close_reports_the_close() {
+    let mut p = connected(default(), default());
+    let now = p.now;
+    let c = quicsand(&mut p.client);
+    let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
+    assert!(conn.max_datagram_size().is_ok());
+    conn.close(now, 0, b"");
+    assert_eq!(
+        conn.send_datagram(Bytes::from_static(b"x")),
+        Err(quicsand::SendDatagramError::ConnectionClosed)
+    );
+    assert_eq!(
+        conn.max_datagram_size(),
+        Err(quicsand::SendDatagramError::ConnectionClosed)
+    );
+}
+
 #[test]
 fn reading_into_an_empty_buffer_still_checks_the_stream() {
     let mut p = connected(default(), default());

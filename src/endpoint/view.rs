@@ -173,9 +173,14 @@ impl<'a> ConnRef<'a> {
         self.connection_mut().recv_datagram()
     }
 
-    /// The largest datagram payload [`ConnRef::send_datagram`] accepts now, or why none.
+    /// The largest datagram payload [`ConnRef::send_datagram`] accepts now, or why none: once the
+    /// connection is closing, [`SendDatagramError::ConnectionClosed`], as `send_datagram` says then.
     pub fn max_datagram_size(&self) -> Result<usize, SendDatagramError> {
-        self.connection().max_datagram_size()
+        let conn = self.connection();
+        if conn.is_closed() {
+            return Err(SendDatagramError::ConnectionClosed);
+        }
+        conn.max_datagram_size()
     }
 
     /// Sends a PING, an ack-eliciting packet that makes the peer answer.
