@@ -737,6 +737,121 @@ fn the_datagram_frame_size_announced_fits_the_receive_buffer() {
     p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, 0x30);
 }
 
+/// `parts`, each a byte string or a variable-length integer, as one frame payload.
+fn frame_bytes(parts: &[FramePart]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            FramePart::Bytes(b) => out.extend_from_slice(b),
+            FramePart::Int(v) => crate::wire::VarInt::from_u64(*v).unwrap().encode(&mut out),
+        }
+    }
+    out
+}
+
+enum FramePart {
+    Bytes(&'static [u8]),
+    Int(u64),
+}
+
+/// RFC 9000 §19, frame by frame: each rule on receipt closes the connection with its error code and
+/// names the frame's type (§19.19), end to end (the decoder and stream checks have their own unit
+/// tests; this is what the peer hears). FRAME_ENCODING_ERROR: MAX_STREAMS and STREAMS_BLOCKED above
+/// 2^60 (§19.11, §19.14), NEW_CONNECTION_ID with a length of 0 or 21 or Retire Prior To above its
+/// sequence number (§19.15), STREAM and CRYPTO data ending beyond 2^62 - 1 (§19.8, §19.6), an ACK
+/// range below packet number 0 (§19.3.1), truncated frames and an unknown type (§12.4).
+/// STREAM_STATE_ERROR: STOP_SENDING and MAX_STREAM_DATA on a receive-only stream (§19.5, §19.10),
+/// RESET_STREAM and STREAM_DATA_BLOCKED on a send-only stream (§19.4, §19.13), STOP_SENDING on a local
+/// stream not yet opened (§19.5). STREAM_LIMIT_ERROR: a stream beyond the limit sent (§4.6).
+#[test]
+fn each_frame_rule_closes_with_its_error_and_names_the_frame() {
+    use FramePart::{Bytes as B, Int as I};
+    let fee = TransportErrorCode::FRAME_ENCODING_ERROR;
+    let sse = TransportErrorCode::STREAM_STATE_ERROR;
+    let limit = TransportConfig::default().streams.max_concurrent_uni_streams;
+    let cases: Vec<(Vec<u8>, TransportErrorCode, u64)> = vec![
+        (frame_bytes(&[B(&[0x12]), I((1 << 60) + 1)]), fee, 0x12),
+        (frame_bytes(&[B(&[0x13]), I((1 << 60) + 1)]), fee, 0x13),
+        (frame_bytes(&[B(&[0x16]), I((1 << 60) + 1)]), fee, 0x16),
+        (frame_bytes(&[B(&[0x17]), I((1 << 60) + 1)]), fee, 0x17),
+        (
+            frame_bytes(&[B(&[0x18, 0x01, 0x00, 0x00]), B(&[0; 16])]),
+            fee,
+            0x18,
+        ),
+        (
+            frame_bytes(&[B(&[0x18, 0x01, 0x00, 21]), B(&[1; 21]), B(&[0; 16])]),
+            fee,
+            0x18,
+        ),
+        (
+            frame_bytes(&[B(&[0x18, 0x01, 0x02, 8]), B(&[1; 8]), B(&[0; 16])]),
+            fee,
+            0x18,
+        ),
+        // Client bidi stream 0, offset 2^62 - 1, one byte.
+        (
+            frame_bytes(&[B(&[0x0e, 0x00]), I((1 << 62) - 1), B(&[0x01, 0xaa])]),
+            fee,
+            0x0e,
+        ),
+        (
+            frame_bytes(&[B(&[0x06]), I((1 << 62) - 1), B(&[0x01, 0xaa])]),
+            fee,
+            0x06,
+        ),
+        // Largest acknowledged 1, First ACK Range 5.
+        (vec![0x02, 0x01, 0x00, 0x00, 0x05], fee, 0x02),
+        (vec![0x04, 0x00], fee, 0x04),
+        (vec![0x1c, 0x00, 0x00, 0x05, 0x61], fee, 0x1c),
+        (vec![0x21], fee, 0x21),
+        // Client uni stream 0 (ID 2) is receive-only at the server.
+        (vec![0x05, 0x02, 0x00], sse, 0x05),
+        (vec![0x11, 0x02, 0x10], sse, 0x11),
+        // Server uni stream 0 (ID 3) is send-only at the server.
+        (vec![0x04, 0x03, 0x00, 0x00], sse, 0x04),
+        (vec![0x15, 0x03, 0x10], sse, 0x15),
+        // Server bidi stream 0 (ID 1), which the server never opened.
+        (vec![0x05, 0x01, 0x00], sse, 0x05),
+        (
+            frame_bytes(&[
+                B(&[0x08]),
+                I(StreamId::new(Side::Client, Dir::Uni, limit).0),
+                B(&[0xaa]),
+            ]),
+            TransportErrorCode::STREAM_LIMIT_ERROR,
+            0x08,
+        ),
+    ];
+    for (payload, code, frame_type) in cases {
+        let mut p = Pair::new(TransportConfig::default());
+        p.client_sends_bytes(&payload);
+        p.assert_closed_for_frame(code, frame_type);
+    }
+    // RFC 9000 §19.18: a PATH_RESPONSE that answers no PATH_CHALLENGE of ours is ignored.
+    let mut p = Pair::new(TransportConfig::default());
+    p.client_sends_bytes(&[0x1b, 9, 9, 9, 9, 9, 9, 9, 9]);
+    assert_eq!(Pair::lost(&p.server_events), None);
+    assert_eq!(Pair::lost(&p.client_events), None);
+    // RFC 9000 §19.7: a client receiving an empty NEW_TOKEN closes with FRAME_ENCODING_ERROR.
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let now = p.now;
+    p.client
+        .inject_payload(now, ch, Bytes::from_static(&[0x07, 0x00]));
+    p.run(Duration::from_secs(1));
+    match Pair::lost(&p.client_events) {
+        Some(ConnectionError::TransportError(e)) => {
+            assert_eq!((e.code, e.frame_type), (fee, Some(0x07)), "client: {e}")
+        }
+        other => panic!("client: {other:?}"),
+    }
+    match Pair::lost(&p.server_events) {
+        Some(ConnectionError::ConnectionClosed { error }) => assert_eq!(error.code, fee, "server: {error}"),
+        other => panic!("server: {other:?}"),
+    }
+}
+
 /// RFC 9221 §3: a receive buffer too small for any datagram announces no max_datagram_frame_size, so a
 /// DATAGRAM frame is not negotiated there either: a malformed one is a PROTOCOL_VIOLATION, as a
 /// well-formed one is. Before, the malformed one was a FRAME_ENCODING_ERROR, as if datagrams were
