@@ -797,8 +797,8 @@ impl Connection {
         // normally went earlier (§4.9.1: the client's first Handshake packet, the server's first received
         // one); a server that sends HANDSHAKE_DONE before the client's Handshake packet (which §19.20 of
         // RFC 9000 rules out) would otherwise leave them, and both spaces' state, for the connection's life.
-        self.discard_space(SpaceId::Initial);
-        self.discard_space(SpaceId::Handshake);
+        self.discard_space(SpaceId::Initial, now);
+        self.discard_space(SpaceId::Handshake, now);
         // RFC 9000 §14.3: probing for a larger path MTU starts now, within what the peer accepts.
         let peer_max = self
             .peer_params
@@ -810,15 +810,15 @@ impl Connection {
         self.qlog.state(now, "handshake_confirmed");
     }
 
-    /// Drops a space's keys and state (RFC 9001 §4.9, RFC 9002 §6.4).
-    pub(crate) fn discard_space(&mut self, space: SpaceId) {
+    /// Drops a space's keys and state at `now` (RFC 9001 §4.9, RFC 9002 §6.4).
+    pub(crate) fn discard_space(&mut self, space: SpaceId, now: Instant) {
         let Some(s) = self.spaces.live_mut(space.index()) else {
             return;
         };
         // Nothing is sent, retransmitted or acknowledged in the space again: keys and buffers go.
         *s = PacketSpace::discarded(space);
         self.spaces.release_discarded();
-        drop(self.recovery.discard_space(space));
+        drop(self.recovery.discard_space(space, now));
         // Packets held for these keys will not be opened (RFC 9001 §4.9).
         self.drop_early_of(space);
     }

@@ -374,7 +374,7 @@ impl Connection {
             // RFC 9000 §8.1: a Handshake packet proves the client got our Initial.
             self.path.validated = true;
             // RFC 9001 §4.9.1: the server drops Initial keys on its first Handshake packet.
-            self.discard_space(SpaceId::Initial);
+            self.discard_space(SpaceId::Initial, now);
         }
 
         #[cfg(feature = "qlog")]

@@ -147,7 +147,7 @@ impl Connection {
         if self.discard_initial_after_send {
             // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake packet.
             self.discard_initial_after_send = false;
-            self.discard_space(SpaceId::Initial);
+            self.discard_space(SpaceId::Initial, now);
         }
         if let Some(close) = self.close.as_mut().filter(|c| c.written) {
             close.pending = false;

@@ -14,7 +14,7 @@
 //! step. One moment has to be remembered: the client's anti-deadlock PTO (RFC 9002 §6.2.2.1) counts from
 //! when the timer was last armed, not from a sent packet; recomputing it from each caller's `now` would push
 //! it forward on every poll and it would never fire. The tracker records that moment (the last in-flight
-//! send, newly acknowledging ACK or handled timeout) itself.
+//! send, newly acknowledging ACK, handled timeout or key discard) itself.
 //!
 //! # Cost and memory
 //!
@@ -474,8 +474,9 @@ pub(crate) struct LossDetection<T> {
     /// Whether an ACK has been received in a Handshake packet (Appendix A.8
     /// PeerCompletedAddressValidation). Kept after the Handshake space is discarded.
     handshake_acked: bool,
-    /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK or a
-    /// handled timeout): the base of the client's anti-deadlock PTO (Appendix A.8 GetPtoTimeAndSpace).
+    /// When the loss detection timer was last armed (a send in flight, a newly acknowledging ACK, a
+    /// handled timeout or a key discard): the base of the client's anti-deadlock PTO (Appendix A.8
+    /// GetPtoTimeAndSpace).
     armed_at: Option<Instant>,
     /// The packet reordering threshold: kPacketThreshold, raised by spurious losses up to
     /// [`MAX_PACKET_THRESHOLD`] (RFC 9002 §6.1.1).
@@ -995,14 +996,19 @@ impl<T> LossDetection<T> {
         TimeoutOutcome::Probe { space, anti_deadlock }
     }
 
-    /// Drops all state of `space` when its keys are discarded (RFC 9002 §6.4, Appendix A.11
-    /// OnPacketNumberSpaceDiscarded): its packets leave bytes in flight, its loss time and PTO are cleared
-    /// and `pto_count` is reset. Returns the dropped packets, so their records can be released; they are
-    /// neither acknowledged nor lost, so the congestion controller must not see them as either.
+    /// Drops all state of `space` when its keys are discarded at `now` (RFC 9002 §6.4, Appendix A.11
+    /// OnPacketNumberSpaceDiscarded): its packets leave bytes in flight, its loss time and PTO are cleared,
+    /// `pto_count` is reset and the timer is armed again from `now`. Returns the dropped packets, so their
+    /// records can be released; they are neither acknowledged nor lost, so the congestion controller must
+    /// not see them as either.
     ///
     /// Once both the Initial and the Handshake space are discarded, their storage is released: they read
     /// as empty from then on, except for their next packet numbers, which ACK frames are checked against.
-    pub(crate) fn discard_space(&mut self, space: SpaceId) -> impl Iterator<Item = (u64, SentPacket<T>)> {
+    pub(crate) fn discard_space(
+        &mut self,
+        space: SpaceId,
+        now: Instant,
+    ) -> impl Iterator<Item = (u64, SentPacket<T>)> {
         let sent = self.spaces.get_mut(space).map(|s| {
             s.unsent.clear();
             s.discarded = true;
@@ -1017,6 +1023,11 @@ impl<T> LossDetection<T> {
         // RFC 9002 §6.2.2: "When Initial or Handshake keys are discarded, the PTO and loss detection timers
         // MUST be reset".
         self.pto_count = 0;
+        // RFC 9002 §6.2.1: the sender "SHOULD restart its PTO timer ... when Initial or Handshake keys are
+        // discarded" (Appendix A.11 ends in SetLossDetectionTimer). Only the client's anti-deadlock PTO
+        // counts from when the timer was armed; left at an earlier moment, with the backoff just reset,
+        // it could already be due and send a probe at once.
+        self.armed_at = Some(now);
         sent.into_iter().flatten()
     }
 

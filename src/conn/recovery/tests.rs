@@ -486,6 +486,44 @@ fn anti_deadlock_pto_for_client_with_nothing_in_flight() {
     assert_eq!(ld.timeout(&ctx(false)), None);
 }
 
+/// RFC 9002 §6.2.1: the sender "SHOULD restart its PTO timer ... when Initial or Handshake keys are
+/// discarded" (Appendix A.11 calls SetLossDetectionTimer, and the anti-deadlock PTO counts from then).
+/// A client backed off by a lost ClientHello, whose first Handshake packet carries only an ACK (the
+/// server's flight is not complete yet), discards its Initial keys; the backoff is reset with them. Its
+/// anti-deadlock PTO then counted from when the Initial ACK came, a backed-off period earlier, and was
+/// already due: a probe went out at once, with nothing learnt since the ACK that was just sent.
+#[test]
+fn discarding_keys_restarts_the_anti_deadlock_pto() {
+    let t0 = epoch();
+    let mut ld = client();
+    let no_keys = RecoveryContext {
+        has_handshake_keys: false,
+        ..ctx(false)
+    };
+    // The ClientHello is lost: a PTO, and its probe.
+    ld.on_packet_sent(SpaceId::Initial, 0, pkt(t0, 0));
+    assert!(matches!(
+        ld.on_timeout(t0 + ms(999), &no_keys),
+        TimeoutOutcome::Probe { .. }
+    ));
+    ld.on_packet_sent(SpaceId::Initial, 1, pkt(t0 + ms(999), 1));
+    // The server's Initial acknowledges the probe: RTT 100 ms, PTO 300 ms, still backed off once (a
+    // client keeps its backoff on an Initial ACK), with nothing in flight: the anti-deadlock PTO.
+    let c = ctx(false);
+    ld.ack(SpaceId::Initial, [1..=1], ms(0), t0 + ms(1099), &c)
+        .unwrap();
+    assert_eq!(ld.pto_count(), 1);
+    assert_eq!(ld.timeout(&c), Some(t0 + ms(1099 + 600)));
+    // 400 ms on, the rest of the server's flight arrives; the client acknowledges it in its first
+    // Handshake packet (ACK only) and discards its Initial keys.
+    let now = t0 + ms(1499);
+    let _ = ld.discard_space(SpaceId::Initial, now);
+    assert_eq!(ld.pto_count(), 0);
+    // The anti-deadlock PTO starts again from the discard, unbacked: not due at once.
+    assert_eq!(ld.timeout(&c), Some(now + ms(300)));
+    assert_eq!(ld.on_timeout(now, &c), TimeoutOutcome::Nothing);
+}
+
 #[test]
 fn client_initial_ack_keeps_pto_backoff() {
     let t0 = epoch();
@@ -543,7 +581,7 @@ fn discard_space_clears_bytes_in_flight() {
     assert!(ld.spaces.get(SpaceId::Initial).unwrap().loss_time.is_some());
     assert_eq!(ld.bytes_in_flight(), 3500);
 
-    let dropped: Vec<_> = ld.discard_space(SpaceId::Initial).collect();
+    let dropped: Vec<_> = ld.discard_space(SpaceId::Initial, t0 + ms(1009)).collect();
     assert_eq!(pns(&dropped), [0, 1, 3]);
     assert_eq!(ld.bytes_in_flight(), 500);
     assert_eq!(ld.pto_count(), 0);
@@ -562,7 +600,10 @@ fn handshake_spaces_are_released_once_both_are_discarded() {
     ld.on_packet_sent(SpaceId::Handshake, 0, pkt(t0, 20));
     ld.on_packet_sent(SpaceId::Handshake, 1, pkt(t0, 21));
     ld.on_packet_sent(SpaceId::Data, 0, pkt(t0, 30));
-    assert_eq!(pns(&ld.discard_space(SpaceId::Initial).collect::<Vec<_>>()), [0]);
+    assert_eq!(
+        pns(&ld.discard_space(SpaceId::Initial, t0).collect::<Vec<_>>()),
+        [0]
+    );
     assert!(
         !ld.handshake_spaces_released(),
         "the Handshake space is still in use"
@@ -574,7 +615,9 @@ fn handshake_spaces_are_released_once_both_are_discarded() {
     assert_eq!(ld.next_packet_number(SpaceId::Handshake), 2);
 
     assert_eq!(
-        pns(&ld.discard_space(SpaceId::Handshake).collect::<Vec<_>>()),
+        pns(&ld
+            .discard_space(SpaceId::Handshake, t0 + ms(50))
+            .collect::<Vec<_>>()),
         [1]
     );
     assert!(ld.handshake_spaces_released());
@@ -584,7 +627,7 @@ fn handshake_spaces_are_released_once_both_are_discarded() {
     assert!(!ld.has_ack_eliciting_in_flight_in(SpaceId::Initial));
     assert_eq!(ld.oldest_unacked(SpaceId::Handshake).count(), 0);
     assert_eq!(
-        ld.discard_space(SpaceId::Initial).count(),
+        ld.discard_space(SpaceId::Initial, t0 + ms(50)).count(),
         0,
         "discarding again is harmless"
     );
@@ -1051,7 +1094,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
             }
             Op::Discard { space } => {
                 discarded[space] = true;
-                let _ = ld.discard_space(SpaceId::ALL[space]);
+                let _ = ld.discard_space(SpaceId::ALL[space], now);
                 assert!(ld
                     .spaces
                     .get(SpaceId::ALL[space])
