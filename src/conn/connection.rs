@@ -1007,7 +1007,7 @@ impl Connection {
         }
         if !self.cc.in_recovery(latest_lost_sent) || persistent {
             self.stats.congestion_events += 1;
-            self.recovery.on_recovery_started();
+            self.recovery.on_recovery_started(now);
         }
         self.cc.on_congestion_event(now, latest_lost_sent, persistent);
     }

@@ -109,6 +109,12 @@ impl Ecn {
         self.phase
     }
 
+    /// The peer's counts for `space` as last accepted.
+    #[cfg(test)]
+    pub(crate) fn peer_counts(&self, space: SpaceId) -> EcnCounts {
+        self.peer[space.index()]
+    }
+
     /// Whether the next packets go out marked ECT(0).
     #[inline]
     pub(crate) fn marking(&self) -> bool {

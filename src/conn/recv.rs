@@ -785,7 +785,7 @@ impl Connection {
             let sent = outcome.largest_acked_time_sent.unwrap_or(now);
             if !self.cc.in_recovery(sent) {
                 self.stats.congestion_events += 1;
-                self.recovery.on_recovery_started();
+                self.recovery.on_recovery_started(now);
             }
             self.cc.on_ecn_ce(now, sent);
         }

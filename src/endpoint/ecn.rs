@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::peer_errors::{Pair, CLIENT, SERVER};
+use super::peer_errors::{sends, Pair, CLIENT, SERVER};
 use crate::conn::ecn::TESTING_PACKETS;
+use crate::conn::SpaceId;
+use crate::wire::frame::{AckFrame, EcnCounts, Frame};
 use crate::{ConnectionHandle, ConnectionStats, Datagram, EcnCodepoint, Endpoint, StreamId, TransportConfig};
 
 /// What the network does to the codepoint of a datagram: given the transmit's codepoint and the
@@ -459,4 +461,97 @@ fn a_validated_path_that_starts_dropping_marked_packets_stops_being_marked() {
     assert_eq!(server.ecn_validation_failures, 1, "{server:?}");
     assert!(server.ecn_marked_sent > 250, "{server:?}");
     assert!(server.packets_sent > server.ecn_marked_sent + 100, "{server:?}");
+}
+
+/// RFC 9002 §7.3.2: "A sender that is already in a recovery period stays in it and does not reenter it";
+/// Appendix B.7 dates an ECN-CE increase by the send time of the ACK's largest acknowledged packet. The
+/// client of a download sends mostly ACK-only packets, which loss recovery does not track (it remembers
+/// the send times of the last four only); the server's ACK frames acknowledge them, and their ECN counts
+/// report the CE marks the uplink put on them. Two such ACKs, of packets all sent before the first one's
+/// congestion event began, are one congestion event. Before, an ACK whose largest packet's send time was
+/// not remembered dated its CE marks `now`: every such ACK started a new recovery period and cut the
+/// window again.
+#[test]
+fn ce_marks_on_ack_only_packets_sent_before_a_recovery_period_do_not_reenter_it() {
+    let mut index = 0u64;
+    let carry = &mut |e: Option<EcnCodepoint>, _: u64| Some(e);
+    let (mut p, ch, sh, id) = connected_through(carry, &mut index);
+    // A download: the client's ACK-only packets go out marked, and the server's counts validate them.
+    let (mut written, mut buf) = (0, vec![0u8; 65536]);
+    for _ in 0..100 {
+        write_rest(&mut p, sh, id, 300_000, &mut written);
+        step(&mut p, carry, &mut index);
+        let mut conn = p.client.conn(ch).unwrap();
+        let mut s = conn.stream(id);
+        while let Ok(Some(_)) = s.read(&mut buf) {}
+    }
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    assert_eq!(conn.ecn.phase(), crate::conn::ecn::EcnPhase::Capable);
+
+    // The server goes on sending a little at a time (well within its window); the client's ACK-only
+    // packets answering it are lost on the way up, so the server has not acknowledged them yet.
+    for _ in 0..20 {
+        write_rest(&mut p, sh, id, written + 2_000, &mut written);
+        let now = p.now;
+        let (server, client) = (&mut p.server, &mut p.client);
+        deliver_through(server, client, now, SERVER, carry, &mut index);
+        let _ = sends(&mut p.client, now);
+        {
+            let mut conn = p.client.conn(ch).unwrap();
+            let mut s = conn.stream(id);
+            while let Ok(Some(_)) = s.read(&mut buf) {}
+        }
+        p.now += Duration::from_millis(1);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    let largest = conn.recovery.largest_acked(SpaceId::Data).unwrap();
+    // The ACK-only packets sent since: numbers neither skipped (an acknowledgement of one is an error)
+    // nor of a packet in flight (whose send time is tracked).
+    let next = conn.recovery.next_packet_number(SpaceId::Data);
+    let skipped = conn.recovery.unsent_ranges(SpaceId::Data);
+    let tracked: Vec<u64> = conn
+        .recovery
+        .oldest_unacked(SpaceId::Data)
+        .map(|(pn, _)| pn)
+        .collect();
+    let sent: Vec<u64> = (largest + 1..next)
+        .filter(|pn| !skipped.iter().any(|&(a, b)| (a..=b).contains(pn)) && !tracked.contains(pn))
+        .collect();
+    assert!(sent.len() >= 6, "{} packets sent", sent.len());
+    let prev = conn.ecn.peer_counts(SpaceId::Data);
+    let before = p.client.conn(ch).unwrap().stats();
+    // The server's counts reach the client after all, in two ACK frames a millisecond apart, each
+    // reporting one more CE mark, for the oldest of those packets (the first of them, then the second).
+    for (i, &pn) in sent[..2].iter().enumerate() {
+        let ce = prev.ce + i as u64 + 1;
+        let ack = AckFrame::from_ranges(
+            [pn..=pn],
+            0,
+            Some(EcnCounts {
+                ect0: prev.ect0,
+                ect1: prev.ect1,
+                ce,
+            }),
+        )
+        .unwrap();
+        let now = p.now;
+        p.client
+            .table
+            .get_mut(ch)
+            .unwrap()
+            .conn
+            .inject_frames_in(now, SpaceId::Data, &[Frame::Ack(ack)]);
+        p.client.after_conn(ch, true);
+        p.now += Duration::from_millis(1);
+    }
+    let after = p.client.conn(ch).unwrap().stats();
+    assert_eq!(after.ecn_validation_failures, before.ecn_validation_failures);
+    assert_eq!(after.ecn_ce_signals, before.ecn_ce_signals + 2);
+    assert_eq!(
+        after.congestion_events,
+        before.congestion_events + 1,
+        "both packets were sent before the first congestion event began"
+    );
 }

@@ -171,7 +171,10 @@ pub(crate) struct AckOutcome<T> {
     /// Packets declared lost as a result (RFC 9002 §6.1), by ascending packet number.
     pub(crate) lost: Vec<(u64, SentPacket<T>)>,
     /// The send time of the ACK's largest acknowledged packet, if this ACK newly acknowledged it (for the
-    /// congestion controller's recovery period and ECN processing, RFC 9002 §7.3.2, Appendix B.7).
+    /// congestion controller's recovery period and ECN processing, RFC 9002 §7.3.2, Appendix B.7). When
+    /// that packet is a new largest whose send time is not remembered (an ACK-only packet older than the
+    /// last few), a moment it was sent at or before, the earliest known: a packet sent later, or the start
+    /// of the last recovery period if it was numbered below the first packet sent in it.
     pub(crate) largest_acked_time_sent: Option<Instant>,
     /// Whether the ACK produced an RTT sample (RFC 9002 §5.1).
     pub(crate) rtt_sampled: bool,
@@ -486,6 +489,9 @@ pub(crate) struct LossDetection<T> {
     time_threshold_eighths: u32,
     /// Recovery periods begun since a loss last proved spurious (or the thresholds were last reset).
     recoveries_since_spurious: u32,
+    /// When the last recovery period began, and each space's next packet number then: the packets
+    /// numbered below were sent before it.
+    recovery_mark: Option<(Instant, [u64; 3])>,
 }
 
 impl<T> LossDetection<T> {
@@ -507,15 +513,18 @@ impl<T> LossDetection<T> {
             packet_threshold: PACKET_THRESHOLD,
             time_threshold_eighths: TIME_THRESHOLD_EIGHTHS,
             recoveries_since_spurious: 0,
+            recovery_mark: None,
         }
     }
 
-    /// A congestion event started a recovery period. After [`THRESHOLD_RESET_RECOVERIES`] of them with no
+    /// A congestion event started a recovery period at `now`. After [`THRESHOLD_RESET_RECOVERIES`] of them with no
     /// loss found spurious, the reordering thresholds return to their initial values: the reordering that
     /// raised them is no longer seen (a spurious loss would have shown it), and large thresholds delay
     /// the detection of real losses (by up to two RTTs). If the reordering is still there, the next
     /// spurious loss raises them again, and its congestion event is undone.
-    pub(crate) fn on_recovery_started(&mut self) {
+    pub(crate) fn on_recovery_started(&mut self, now: Instant) {
+        let next = SpaceId::ALL.map(|space| self.spaces.next_pn(space));
+        self.recovery_mark = Some((now, next));
         self.recoveries_since_spurious = self.recoveries_since_spurious.saturating_add(1);
         if self.recoveries_since_spurious >= THRESHOLD_RESET_RECOVERIES {
             self.recoveries_since_spurious = 0;
@@ -733,6 +742,27 @@ impl<T> LossDetection<T> {
             None if new_largest => s.not_in_flight.time_sent(largest).map(|t| (t, false)),
             None => None,
         };
+        if newest.is_none() && new_largest {
+            // RFC 9002 Appendix B.7 dates an ECN-CE increase by the largest acknowledged packet's send
+            // time, and §7.3.2 keeps a sender in a recovery period from reentering it. Not remembered, that
+            // time is bounded by what is: packets numbered above were sent no earlier, and those numbered
+            // below the first packet of the last recovery period were sent before it began. (Dated `now`,
+            // the CE marks on the ACK-only packets of a receiving endpoint started a new recovery period,
+            // and cut the window again, at every ACK frame that reported them.)
+            let mark = self
+                .recovery_mark
+                .filter(|(_, next)| next.get(space.index()).is_some_and(|&n| largest < n))
+                .map(|(t, _)| t);
+            let above = s
+                .sent
+                .range(largest.saturating_add(1)..)
+                .next()
+                .map(|(_, p)| p.time_sent);
+            outcome.largest_acked_time_sent = [mark, above, s.not_in_flight.earliest_above(largest)]
+                .into_iter()
+                .flatten()
+                .min();
+        }
         if let Some((newest_time_sent, newest_eliciting)) = newest {
             outcome.largest_acked_time_sent = Some(newest_time_sent);
             let eliciting = newest_eliciting

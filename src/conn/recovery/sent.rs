@@ -225,6 +225,17 @@ impl RecentNotInFlight {
             .map(|&(_, t)| t)
     }
 
+    /// The earliest send time of those remembered numbered above `pn`: no earlier than packet `pn` was
+    /// sent, since numbers grow with time.
+    pub(super) fn earliest_above(&self, pn: u64) -> Option<Instant> {
+        self.sent
+            .iter()
+            .flatten()
+            .filter(|(p, _)| *p > pn)
+            .map(|&(_, t)| t)
+            .min()
+    }
+
     /// Forgets them all.
     pub(super) fn clear(&mut self) {
         self.sent = [None; RECENT_NOT_IN_FLIGHT];

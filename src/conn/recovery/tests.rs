@@ -1514,7 +1514,7 @@ fn raised_thresholds_return_after_recoveries_without_spurious_losses() {
             .ack(SpaceId::Data, [first + 1..=first + n], ms(0), at + ms(100), &c)
             .unwrap();
         assert_eq!(pns(&out.lost), [first]);
-        ld.on_recovery_started();
+        ld.on_recovery_started(at + ms(100));
         let out = ld
             .ack(SpaceId::Data, [first..=first + n], ms(0), at + ms(150), &c)
             .unwrap();
@@ -1524,16 +1524,16 @@ fn raised_thresholds_return_after_recoveries_without_spurious_losses() {
     let raised = spurious_loss(&mut ld, 1, 4, t0 + ms(100));
     assert!(raised.0 > PACKET_THRESHOLD && raised.1 > TIME_THRESHOLD_EIGHTHS);
     for _ in 1..THRESHOLD_RESET_RECOVERIES {
-        ld.on_recovery_started();
+        ld.on_recovery_started(t0);
     }
     assert_eq!((ld.packet_threshold(), ld.time_threshold_eighths()), raised);
     // Another spurious loss, from further reordering: the count starts again from it.
     let raised = spurious_loss(&mut ld, 6, 10, t0 + ms(300));
     for _ in 1..THRESHOLD_RESET_RECOVERIES {
-        ld.on_recovery_started();
+        ld.on_recovery_started(t0);
     }
     assert_eq!((ld.packet_threshold(), ld.time_threshold_eighths()), raised);
-    ld.on_recovery_started();
+    ld.on_recovery_started(t0);
     assert_eq!(
         (ld.packet_threshold(), ld.time_threshold_eighths()),
         (PACKET_THRESHOLD, TIME_THRESHOLD_EIGHTHS)
@@ -1602,4 +1602,36 @@ fn a_clock_stepping_back_gives_no_rtt_sample() {
         ms(50),
         "min_rtt after a sample across a clock step"
     );
+}
+
+/// The send time reported for a new largest acknowledged packet that is not remembered (an ACK-only
+/// packet older than the last four) is the earliest moment known to be at or after it: that of a packet
+/// numbered above, or the start of the last recovery period if the packet was numbered below the first
+/// one sent in it (RFC 9002 Appendix B.7 dates an ECN-CE increase by it, and §7.3.2 keeps a sender from
+/// reentering a recovery period). Before, none was reported, and the connection dated the CE marks `now`.
+#[test]
+fn an_unremembered_largest_is_dated_no_later_than_known_sends() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    let ack_only = |pn: u64| SentPacket {
+        ack_eliciting: false,
+        in_flight: false,
+        ..pkt(t0 + ms(pn), pn)
+    };
+    for pn in 0..=5 {
+        ld.on_packet_sent(SpaceId::Data, pn, ack_only(pn));
+    }
+    // A recovery period began at 5.5 ms, before packet 6 was sent.
+    ld.on_recovery_started(t0 + us(5_500));
+    for pn in 6..=9 {
+        ld.on_packet_sent(SpaceId::Data, pn, ack_only(pn));
+    }
+    // Packet 2 was sent before the recovery period began; 6 (at 6 ms) is the earliest remembered.
+    let out = ld.ack(SpaceId::Data, [2..=2], ms(0), t0 + ms(50), &c).unwrap();
+    assert_eq!(out.largest_acked_time_sent, Some(t0 + us(5_500)));
+    assert!(!out.rtt_sampled);
+    // Packet 7 is remembered: its own send time.
+    let out = ld.ack(SpaceId::Data, [7..=7], ms(0), t0 + ms(51), &c).unwrap();
+    assert_eq!(out.largest_acked_time_sent, Some(t0 + ms(7)));
 }
