@@ -109,12 +109,15 @@ impl Connection {
             }
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
             // RFC 9000 §8.1: before the client's address is validated, send at most three times what it
-            // sent us; and a datagram smaller than an Initial needs is not worth building then, unless
-            // it carries the close.
+            // sent us (`limit` below). A datagram with an Initial that allowance cannot bring to 1200
+            // bytes (§14.1) is not built then, unless it carries the close; one with Handshake and
+            // 1-RTT packets only is: the tail of a flight that did not fit the full datagrams before
+            // it would otherwise wait a round trip for the client's acknowledgement.
             if !self.path.validated
                 && allowance < MIN_INITIAL_DATAGRAM
                 && !self.handshake_complete
                 && !closing
+                && self.space_wants(SpaceId::Initial, now)
             {
                 break;
             }
