@@ -574,3 +574,73 @@ fn a_server_sends_its_flight_up_to_the_amplification_limit() {
     }
     assert!(tails > 0, "no flight ended in a datagram under 1200 bytes");
 }
+
+/// RFC 9000 §14.1: "a server MUST expand the payload of all UDP datagrams carrying ack-eliciting Initial
+/// packets to at least 1200 bytes", and §8.1 may leave it less allowance than that. Datagrams with
+/// Handshake and 1-RTT packets only go within what is left (see
+/// `a_server_sends_its_flight_up_to_the_amplification_limit`); an Initial probe or resent CRYPTO data
+/// does not. Here the client hears nothing of the server, and only the first datagram of each of its
+/// flights arrives: the server's PTO probes come in pairs, and the first can leave too little allowance
+/// for the second, which must wait for the client's next datagram instead of going short.
+#[test]
+fn an_initial_probe_waits_for_allowance_to_pad_it() {
+    let mut bad = Vec::new();
+    let mut held = 0;
+    for mtu in [1200u16, 1452] {
+        for names in (0..=160).step_by(8) {
+            let transport = TransportConfig {
+                mtu,
+                ..TransportConfig::default()
+            };
+            let mut p = pair_with_cert(names, transport);
+            let start = p.now;
+            let mut now = p.now;
+            let mut odcid: Option<Vec<u8>> = None;
+            let mut same_instant = 0;
+            while now < start + Duration::from_secs(10) {
+                let c = sends(&mut p.client, now);
+                if let Some(d) = c.first() {
+                    odcid.get_or_insert_with(|| ProtectedHeader::decode(d, 0).unwrap().dcid().to_vec());
+                    deliver(&mut p.server, now, CLIENT, d);
+                }
+                let od = odcid.clone().unwrap_or_default();
+                // None of the server's datagrams arrives.
+                for d in sends(&mut p.server, now) {
+                    let pk = walk(&d, &od, Side::Server);
+                    if let Err(e) = check_padding(&d, &pk, Side::Server) {
+                        bad.push(format!("mtu {mtu} names {names} at {:?}: {e}", now - start));
+                    }
+                }
+                if let Some((h, _)) = p.server.table.iter().next() {
+                    let conn = &p.server.table.get(h).unwrap().conn;
+                    let s = &conn.spaces[crate::conn::SpaceId::Initial.index()];
+                    if s.probes > 0 || s.crypto_send.has_data() {
+                        held += 1;
+                    }
+                }
+                let next = [p.client.poll_timeout(), p.server.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next else { break };
+                // A deadline already passed (a PTO armed again by the allowance a datagram brought) is
+                // handled at once, and only once.
+                if next <= now {
+                    same_instant += 1;
+                    assert!(
+                        same_instant < 4,
+                        "mtu {mtu} names {names}: spinning at {:?}",
+                        now - start
+                    );
+                } else {
+                    same_instant = 0;
+                }
+                now = now.max(next);
+                p.client.handle_timeout(now);
+                p.server.handle_timeout(now);
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(held > 0, "no Initial probe was ever held back");
+}
