@@ -1096,11 +1096,14 @@ impl Connection {
     }
 
     /// RFC 9000 §8.1: before the client's address is validated, a server whose allowance is below a full
-    /// Initial datagram sends nothing (`poll_transmit`), so timers that only lead to sending (PTO, ACK)
-    /// must wait for the client's next datagram; reporting them would ask to be woken for nothing, at once
-    /// and forever. Once the handshake is complete (a new path after the peer moved, §9.3), datagrams
-    /// below 1200 bytes go out within the allowance: the timers wait only when not even a packet with an
-    /// ACK fits, or an ACK owed for a 1-RTT packet would wait past max_ack_delay (§13.2.1).
+    /// Initial datagram sends no Initial packet (`poll_transmit`; §14.1 pads every datagram holding an
+    /// ack-eliciting one to 1200 bytes); what Handshake and 1-RTT packets it has goes within the allowance
+    /// (the tail of a flight). Timers that only lead to sending (PTO, ACK) wait for the client's next
+    /// datagram here, as the most cautious reading: reported while nothing can be built, they would ask
+    /// to be woken for nothing, at once and forever. Once the handshake is complete (a new path after
+    /// the peer moved, §9.3), datagrams below 1200 bytes go out within the allowance: the timers wait
+    /// only when not even a packet with an ACK fits, or an ACK owed for a 1-RTT packet would wait past
+    /// max_ack_delay (§13.2.1).
     pub(crate) fn amplification_blocked(&self) -> bool {
         let needed = if self.handshake_complete {
             self.min_ack_datagram()
