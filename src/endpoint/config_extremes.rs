@@ -193,3 +193,64 @@ fn a_zero_mtu_search_interval_does_not_probe_for_ever_nor_keep_an_idle_connectio
         "after 300 s idle the connection is still open: {sent} datagrams, server MTU probes so far {probes:?}"
     );
 }
+
+/// A connection ID generator whose IDs are not as long as its `cid_len` says.
+struct MislengthGenerator;
+
+impl crate::config::ConnectionIdGenerator for MislengthGenerator {
+    fn generate(&mut self, rng: &mut crate::rng::Rng) -> crate::wire::ConnectionId {
+        let mut bytes = [0u8; 4];
+        rng.fill(&mut bytes);
+        crate::wire::ConnectionId::new(&bytes).unwrap_or_default()
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+}
+
+/// RFC 9000 §5.2, §17.3.1: a short header does not carry the length of its Destination Connection ID;
+/// the endpoint reads `cid_len()` bytes. A generator that says 8 and makes 4-byte IDs used to be taken at
+/// its word for the length and at its IDs for the routes: the handshake (long headers, lengths on the
+/// wire) completed, then every 1-RTT packet from the peer was unroutable (136 datagrams dropped) and
+/// answered with a stateless reset (128 sent) the peer could not recognise: a connection reported as
+/// connected that carried nothing. Such IDs are now refused: no connection starts (`connect` fails,
+/// an incoming Initial counts in `connections_failed`), so the misconfiguration shows at once.
+#[test]
+fn ids_of_another_length_than_the_generator_announces_start_no_connection() {
+    let mut server = crate::EndpointConfig::with_seed(1);
+    server.cid_generator = Box::new(MislengthGenerator);
+    let mut p = Pair::start(
+        TransportConfig::default(),
+        TransportConfig::default(),
+        server,
+        crate::EndpointConfig::with_seed(2),
+    );
+    p.run(Duration::from_secs(5));
+    let s = p.server.stats();
+    // Each of the client's Initials (it retransmits them) fails to start a connection.
+    assert_eq!(
+        (
+            s.connections_incoming,
+            s.connections_failed,
+            s.stateless_resets_sent,
+            s.dropped_unroutable
+        ),
+        (0, s.datagrams_received, 0, 0),
+        "{s:?}"
+    );
+    assert!(s.connections_failed > 0);
+    assert!(!p.client_events.contains(&crate::Event::Connected));
+
+    let mut client_config = crate::EndpointConfig::with_seed(3);
+    client_config.cid_generator = Box::new(MislengthGenerator);
+    let mut client = super::Endpoint::new(client_config, None);
+    let result = client.connect(
+        crate::test_util::epoch(),
+        p.client_config.clone(),
+        super::peer_errors::SERVER.parse().unwrap(),
+        "localhost",
+    );
+    assert_eq!(result, Err(crate::ConnectError::ConnectionIdInUse));
+    assert_eq!(client.stats().connections_active, 0);
+}

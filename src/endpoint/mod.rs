@@ -97,7 +97,8 @@ pub enum ConnectError {
     UnsupportedVersion(u32),
     /// The connection table is full.
     TooManyConnections,
-    /// The connection ID generator only produced IDs already in use, or, with zero-length IDs, a
+    /// The connection ID generator only produced IDs already in use or not of the length its
+    /// [`cid_len`](crate::ConnectionIdGenerator::cid_len) announces, or, with zero-length IDs, a
     /// connection to the same remote address exists (addresses then are the only way to route).
     ConnectionIdInUse,
     /// The connection rejected its configuration (TLS or transport settings).
@@ -1141,10 +1142,15 @@ impl Endpoint {
     }
 
     /// A new local connection ID from the generator, unused by any connection; `None` if the generator
-    /// keeps colliding.
+    /// keeps colliding, or makes IDs of another length than it announced.
     fn fresh_cid(&mut self) -> Option<ConnectionId> {
         for _ in 0..MAX_CID_ATTEMPTS {
             let cid = self.config.cid_generator.generate(&mut self.rng);
+            // RFC 9000 §17.3.1: short headers do not carry the ID's length; we read `cid_len` bytes. An ID
+            // of another length would route long headers and never a 1-RTT packet.
+            if cid.len() != self.cid_len {
+                continue;
+            }
             if cid.is_empty() || !self.routes.cid_in_use(&cid) {
                 return Some(cid);
             }
