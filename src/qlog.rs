@@ -549,13 +549,27 @@ fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
             j.key("data").str(&hex(data));
         }
         Frame::Close(c) => {
-            let (space, code) = match c.code {
-                CloseCode::Transport { code, .. } => ("transport", code.0),
-                CloseCode::Application(code) => ("application", code),
-            };
-            j.key("error_space").str(space);
-            j.key("raw_error_code").u64(code);
+            // `error_code` is the draft's name for a transport error it names, else the number;
+            // `raw_error_code` is always the number, and a transport close has its triggering frame type.
+            match c.code {
+                CloseCode::Transport { code, .. } => {
+                    j.key("error_space").str("transport");
+                    match code.name() {
+                        Some(name) => j.key("error_code").str(&name.to_ascii_lowercase()),
+                        None => j.key("error_code").u64(code.0),
+                    };
+                    j.key("raw_error_code").u64(code.0);
+                }
+                CloseCode::Application(code) => {
+                    j.key("error_space").str("application");
+                    j.key("error_code").u64(code);
+                    j.key("raw_error_code").u64(code);
+                }
+            }
             j.key("reason").str(&String::from_utf8_lossy(&c.reason));
+            if let CloseCode::Transport { frame_type, .. } = c.code {
+                j.key("trigger_frame_type").u64(frame_type);
+            }
         }
         Frame::Datagram(d) => {
             j.key("length").u64(d.data.len() as u64);

@@ -396,7 +396,7 @@ fn qlog_handshake_trace() {
     assert!(states[0].contains(r#""new":"closing""#));
     assert!(records
         .iter()
-        .any(|r| r.contains(r#""frame_type":"connection_close","error_space":"application","raw_error_code":0,"reason":"bye \"now\"""#)));
+        .any(|r| r.contains(r#""frame_type":"connection_close","error_space":"application","error_code":0,"raw_error_code":0,"reason":"bye \"now\"""#)));
 }
 
 fn events_named<'a>(records: &'a [String], name: &str) -> Vec<&'a String> {
@@ -498,4 +498,44 @@ fn a_huge_ack_delay_saturates_in_qlog() {
     let mut j = Json::default();
     write_frame(&mut j, &Frame::Ack(ack), 3);
     assert!(!j.out.contains(r#""ack_delay":0.008"#), "{}", j.out);
+}
+
+/// draft-ietf-quic-qlog-quic-events-03 `ConnectionCloseFrame`: the code goes in `error_code` (the name of a
+/// transport error the draft names, else the number), `raw_error_code` keeps the number, and a transport
+/// close carries the `trigger_frame_type` it had on the wire.
+#[test]
+fn qlog_connection_close_has_error_code_and_trigger_frame_type() {
+    use crate::wire::frame::ConnectionClose;
+    use crate::wire::TransportErrorCode;
+    let write = |code| {
+        let mut j = Json::default();
+        let close = ConnectionClose {
+            code,
+            reason: Bytes::from_static(b"x"),
+        };
+        write_frame(&mut j, &Frame::Close(close), 3);
+        check_json(&j.out);
+        j.out
+    };
+    let transport = write(CloseCode::Transport {
+        code: TransportErrorCode::PROTOCOL_VIOLATION,
+        frame_type: 0x08,
+    });
+    assert_eq!(
+        transport,
+        r#"{"frame_type":"connection_close","error_space":"transport","error_code":"protocol_violation","raw_error_code":10,"reason":"x","trigger_frame_type":8}"#
+    );
+    let crypto = write(CloseCode::Transport {
+        code: TransportErrorCode::crypto(40),
+        frame_type: 0x06,
+    });
+    assert!(
+        crypto.contains(r#""error_space":"transport","error_code":296,"raw_error_code":296,"#),
+        "{crypto}"
+    );
+    let application = write(CloseCode::Application(7));
+    assert_eq!(
+        application,
+        r#"{"frame_type":"connection_close","error_space":"application","error_code":7,"raw_error_code":7,"reason":"x"}"#
+    );
 }
