@@ -488,6 +488,12 @@ fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
                 j.open('[').u64(*r.start()).u64(*r.end()).close(']');
             }
             j.close(']');
+            // An ACK frame of type 0x03 carries ECN counts (RFC 9000 §19.3.2).
+            if let Some(ecn) = &ack.ecn {
+                j.key("ect1").u64(ecn.ect1);
+                j.key("ect0").u64(ecn.ect0);
+                j.key("ce").u64(ecn.ce);
+            }
         }
         Frame::ResetStream(r) => {
             j.key("stream_id").u64(r.id.0);

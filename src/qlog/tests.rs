@@ -539,3 +539,26 @@ fn qlog_connection_close_has_error_code_and_trigger_frame_type() {
         r#"{"frame_type":"connection_close","error_space":"application","error_code":7,"raw_error_code":7,"reason":"x"}"#
     );
 }
+
+/// An ACK frame of type 0x03 (RFC 9000 §19.3.2) carries its ECN counts into qlog (`ect0`, `ect1`, `ce`).
+#[test]
+fn qlog_ack_frame_carries_ecn_counts() {
+    use crate::wire::frame::{AckFrame, EcnCounts};
+    let ecn = EcnCounts {
+        ect0: 5,
+        ect1: 1,
+        ce: 2,
+    };
+    let ack = AckFrame::from_ranges([4..=6, 0..=1], 0, Some(ecn)).unwrap();
+    let mut j = Json::default();
+    write_frame(&mut j, &Frame::Ack(ack), 3);
+    check_json(&j.out);
+    assert_eq!(
+        j.out,
+        r#"{"frame_type":"ack","ack_delay":0.000,"acked_ranges":[[0,1],[4,6]],"ect1":1,"ect0":5,"ce":2}"#
+    );
+    let plain = AckFrame::from_ranges([0..=0], 0, None).unwrap();
+    let mut j = Json::default();
+    write_frame(&mut j, &Frame::Ack(plain), 3);
+    assert!(!j.out.contains("ect0"), "{}", j.out);
+}
