@@ -191,6 +191,10 @@ pub(crate) struct Metrics {
     pub(crate) min_rtt: Duration,
     pub(crate) smoothed_rtt: Duration,
     pub(crate) latest_rtt: Duration,
+    pub(crate) rtt_variance: Duration,
+    /// Whether the RTTs are measured: before the first sample they are RFC 9002's initial values, which
+    /// are not reported.
+    pub(crate) rtt_sampled: bool,
     pub(crate) congestion_window: u64,
     pub(crate) bytes_in_flight: u64,
 }
@@ -394,16 +398,31 @@ impl Qlog {
             return;
         }
         let last = self.last.replace(m);
-        let (min, srtt, latest, cwnd, bif) = match last {
-            None => (true, true, true, true, true),
+        // All the RTTs go with the first sample; none before it.
+        let rtt_last = last.filter(|l| l.rtt_sampled);
+        let rtt_changed = |f: fn(&Metrics) -> Duration| {
+            m.rtt_sampled
+                && match rtt_last {
+                    None => true,
+                    Some(l) => f(&l) != f(&m),
+                }
+        };
+        let (min, srtt, latest, var) = (
+            rtt_changed(|x| x.min_rtt),
+            rtt_changed(|x| x.smoothed_rtt),
+            rtt_changed(|x| x.latest_rtt),
+            rtt_changed(|x| x.rtt_variance),
+        );
+        let (cwnd, bif) = match last {
+            None => (true, true),
             Some(l) => (
-                l.min_rtt != m.min_rtt,
-                l.smoothed_rtt != m.smoothed_rtt,
-                l.latest_rtt != m.latest_rtt,
                 l.congestion_window != m.congestion_window,
                 l.bytes_in_flight != m.bytes_in_flight,
             ),
         };
+        if !(min || srtt || latest || var || cwnd || bif) {
+            return;
+        }
         self.event(now, "recovery:metrics_updated", |j| {
             if min {
                 j.key("min_rtt").ms(m.min_rtt);
@@ -413,6 +432,9 @@ impl Qlog {
             }
             if latest {
                 j.key("latest_rtt").ms(m.latest_rtt);
+            }
+            if var {
+                j.key("rtt_variance").ms(m.rtt_variance);
             }
             if cwnd {
                 j.key("congestion_window").u64(m.congestion_window);
@@ -453,6 +475,8 @@ impl Connection {
             min_rtt: rtt.min(),
             smoothed_rtt: rtt.smoothed(),
             latest_rtt: rtt.latest(),
+            rtt_variance: rtt.rttvar(),
+            rtt_sampled: rtt.has_sample(),
             congestion_window: self.cc.window(),
             bytes_in_flight: self.recovery.bytes_in_flight(),
         };

@@ -562,3 +562,100 @@ fn qlog_ack_frame_carries_ecn_counts() {
     write_frame(&mut j, &Frame::Ack(plain), 3);
     assert!(!j.out.contains("ect0"), "{}", j.out);
 }
+
+/// A `Qlog` writing into a channel, its records as strings (the header dropped).
+fn unit_qlog() -> (Qlog, mpsc::Receiver<Vec<u8>>) {
+    let (tx, rx) = mpsc::channel();
+    let mut q = Qlog::new(epoch());
+    q.install(Box::new(tx), crate::Side::Client, &[1, 2, 3, 4]);
+    let _header = rx.try_recv().unwrap();
+    (q, rx)
+}
+
+fn texts(rx: &mpsc::Receiver<Vec<u8>>) -> Vec<String> {
+    rx.try_iter()
+        .map(|r| String::from_utf8(r[1..r.len() - 1].to_vec()).unwrap())
+        .collect()
+}
+
+/// `recovery:metrics_updated` reports `rtt_variance` with the other RTTs (RFC 9002 §5.3 rttvar; 10 ms
+/// after a first sample of 20 ms), in milliseconds, and again when it alone changes.
+#[test]
+fn qlog_metrics_report_rtt_variance() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    let metrics = events_named(&records, "recovery:metrics_updated");
+    let first = metrics.first().expect("metrics after the first ACK");
+    assert!(first.contains(r#""latest_rtt":20.000"#), "{first}");
+    assert!(first.contains(r#""rtt_variance":10.000"#), "{first}");
+
+    let (mut q, rx) = unit_qlog();
+    let m = Metrics {
+        min_rtt: Duration::from_millis(20),
+        smoothed_rtt: Duration::from_millis(20),
+        latest_rtt: Duration::from_millis(20),
+        rtt_variance: Duration::from_millis(10),
+        rtt_sampled: true,
+        congestion_window: 12000,
+        bytes_in_flight: 0,
+    };
+    q.metrics(epoch(), m);
+    q.metrics(
+        epoch(),
+        Metrics {
+            rtt_variance: Duration::from_micros(7500),
+            ..m
+        },
+    );
+    let out = texts(&rx);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out[1].ends_with(r#""data":{"rtt_variance":7.500}}"#),
+        "{}",
+        out[1]
+    );
+}
+
+/// Before the first RTT sample, the estimator holds RFC 9002's initial values (333 ms), not measurements:
+/// `metrics_updated` then carries the window and bytes in flight only, and all the RTTs with the first
+/// sample.
+#[test]
+fn qlog_metrics_omit_rtts_before_a_sample() {
+    let (mut q, rx) = unit_qlog();
+    let initial = Metrics {
+        min_rtt: Duration::from_millis(333),
+        smoothed_rtt: Duration::from_millis(333),
+        latest_rtt: Duration::ZERO,
+        rtt_variance: Duration::from_micros(166_500),
+        rtt_sampled: false,
+        congestion_window: 12000,
+        bytes_in_flight: 1200,
+    };
+    q.metrics(epoch(), initial);
+    q.metrics(
+        epoch(),
+        Metrics {
+            min_rtt: Duration::from_millis(30),
+            smoothed_rtt: Duration::from_millis(30),
+            latest_rtt: Duration::from_millis(30),
+            rtt_variance: Duration::from_millis(15),
+            rtt_sampled: true,
+            ..initial
+        },
+    );
+    let out = texts(&rx);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out[0].ends_with(r#""data":{"congestion_window":12000,"bytes_in_flight":1200}}"#),
+        "{}",
+        out[0]
+    );
+    assert!(
+        out[1].ends_with(
+            r#""data":{"min_rtt":30.000,"smoothed_rtt":30.000,"latest_rtt":30.000,"rtt_variance":15.000}}"#
+        ),
+        "{}",
+        out[1]
+    );
+}
