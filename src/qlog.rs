@@ -372,6 +372,11 @@ impl Qlog {
         if !self.enabled() {
             return;
         }
+        // An ACK frame that acknowledges nothing new makes no record.
+        let mut pns = pns.peekable();
+        if pns.peek().is_none() {
+            return;
+        }
         self.event(now, "transport:packets_acked", |j| {
             j.key("packet_number_space").str(space_name(space));
             j.key("packet_numbers").open('[');

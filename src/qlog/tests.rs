@@ -659,3 +659,20 @@ fn qlog_metrics_omit_rtts_before_a_sample() {
         out[1]
     );
 }
+
+/// An ACK frame that newly acknowledges nothing (a duplicate, or one for packets already declared lost)
+/// writes no `transport:packets_acked` record with an empty `packet_numbers`.
+#[test]
+fn qlog_no_packets_acked_record_without_packets() {
+    let (mut q, rx) = unit_qlog();
+    q.packets_acked(epoch(), SpaceId::Data, std::iter::empty());
+    assert!(texts(&rx).is_empty());
+    q.packets_acked(epoch(), SpaceId::Data, [3, 5].into_iter());
+    let out = texts(&rx);
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].ends_with(r#""data":{"packet_number_space":"application_data","packet_numbers":[3,5]}}"#),
+        "{}",
+        out[0]
+    );
+}
