@@ -1233,50 +1233,6 @@ fn handshake_limit_drops_a_second_initial_until_the_first_completes() {
     assert_eq!(net.ep(server).stats().dropped_handshake_limit, 1);
 }
 
-/// A handshake that ends without completing (refused under `AcceptPolicy::Ask`, or closed by the
-/// application) gives its `max_incoming_handshakes` slot back at once: a closing connection is no
-/// handshake in progress, and it sends nothing but its CONNECTION_CLOSE for three PTOs. Before, the slot
-/// stayed taken for the whole closing period, so with room for one handshake the next client's Initial
-/// was dropped unanswered (`dropped_handshake_limit` 1) and it waited for its PTO to get in.
-#[test]
-fn a_refused_or_closed_handshake_gives_its_slot_back_at_once() {
-    for close in [false, true] {
-        let cert = TestCert::new();
-        let mut net = Net::new(61);
-        let server = net.add(
-            server_addr(),
-            server_endpoint(&cert, 161, |s| {
-                s.accept = AcceptPolicy::Ask;
-                s.max_incoming_handshakes = 1;
-            }),
-        );
-        let a = net.add(client_addr(0), client_endpoint(261));
-        let b = net.add(client_addr(1), client_endpoint(262));
-        net.connect(a, client_config(&cert), server);
-        net.advance_to(at(20));
-        let sa = net.hosts[server].incoming()[0].0;
-        let now = net.now;
-        if close {
-            net.hosts[server].ep.close(now, sa, 3, b"no").unwrap();
-        } else {
-            net.hosts[server].ep.refuse(now, sa).unwrap();
-        }
-        net.settle(server, false);
-        // B's Initial arrives 10 ms later, within A's closing period.
-        net.connect(b, client_config(&cert), server);
-        net.advance_to(at(40));
-        let s = net.ep(server).stats();
-        assert_eq!(
-            (s.connections_incoming, s.dropped_handshake_limit),
-            (2, 0),
-            "close {close}: {s:?}"
-        );
-        let incoming = net.hosts[server].incoming();
-        assert_eq!(incoming.len(), 2, "close {close}");
-        assert_eq!(incoming[1].1, client_addr(1));
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // 6. Truncated and corrupted Initials
 

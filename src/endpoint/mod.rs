@@ -252,7 +252,7 @@ struct Entry {
     addr_key: Option<SocketAddr>,
     /// The peer's stateless reset tokens routed to this connection (`Connection::reset_tokens`).
     reset_tokens: [Option<ResetToken>; 2],
-    /// Counts toward `max_incoming_handshakes` until the handshake is done or the connection closes.
+    /// Counts toward `max_incoming_handshakes` until the handshake is done.
     counts_as_handshake: bool,
     /// Waiting for [`Endpoint::accept`] or [`Endpoint::refuse`].
     held: bool,
@@ -1266,14 +1266,8 @@ impl Endpoint {
         }
         // A held connection that closed (the application closed it, or the client broke the protocol)
         // has sent or queued its CONNECTION_CLOSE: it can no longer be accepted, refused or retried.
-        if entry.conn.is_closed() {
+        if entry.held && entry.conn.is_closed() {
             entry.held = false;
-            // A handshake that ended without completing (refused, closed by the application or for a
-            // peer's error) is no longer in progress: its closing period, three PTOs of sending only
-            // CONNECTION_CLOSE, must not keep a new client out under `max_incoming_handshakes`.
-            if std::mem::take(&mut entry.counts_as_handshake) {
-                self.handshakes = self.handshakes.saturating_sub(1);
-            }
         }
         if entry.conn.is_drained() {
             self.remove(h);
