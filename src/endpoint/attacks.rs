@@ -2916,6 +2916,21 @@ fn client_packet_flipped(p: &Pair, ch: crate::ConnectionHandle, pn: u64, flip: b
     packet
 }
 
+/// An established pair for the key-phase tests: the server's and the client's handles, and a packet
+/// number ten above the largest 1-RTT one the server has received, for packets the client seals by hand.
+fn key_phase_pair() -> (Pair, crate::ConnectionHandle, crate::ConnectionHandle, u64) {
+    let mut p = Pair::new(TransportConfig::default());
+    p.run(Duration::from_millis(100));
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
+        .received
+        .largest()
+        .unwrap()
+        + 10;
+    (p, h, ch, base)
+}
+
 /// RFC 9001 §6.4: "Packets with higher packet numbers MUST be protected with either the same or newer
 /// packet protection keys than packets with lower packet numbers. An endpoint that successfully removes
 /// protection with old keys when newer keys were used for packets with lower packet numbers MUST treat
@@ -2924,17 +2939,13 @@ fn client_packet_flipped(p: &Pair, ch: crate::ConnectionHandle, pn: u64, flip: b
 /// current keys and the second with its next keys, and used to take the second as a key update.
 #[test]
 fn a_next_phase_packet_numbered_below_one_of_the_current_phase_is_a_key_update_error() {
-    let mut p = Pair::new(TransportConfig::default());
-    p.run(Duration::from_millis(100));
-    let h = p.server_h.unwrap();
-    let ch = p.client.table.iter().next().unwrap().0;
+    let (mut p, h, ch, base) = key_phase_pair();
     let largest = |p: &Pair| {
         p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
             .received
             .largest()
             .unwrap()
     };
-    let base = largest(&p) + 10;
     let old = client_short_packet(&p, ch, base + 2);
     deliver(&mut p.server, p.now, CLIENT, &old);
     assert_eq!(largest(&p), base + 2, "the phase 0 packet opened");
@@ -2952,15 +2963,7 @@ fn a_next_phase_packet_numbered_below_one_of_the_current_phase_is_a_key_update_e
 #[test]
 fn a_current_phase_packet_numbered_below_one_opened_with_older_keys_is_a_key_update_error() {
     for older_after_update in [false, true] {
-        let mut p = Pair::new(TransportConfig::default());
-        p.run(Duration::from_millis(100));
-        let h = p.server_h.unwrap();
-        let ch = p.client.table.iter().next().unwrap().0;
-        let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
-            .received
-            .largest()
-            .unwrap()
-            + 10;
+        let (mut p, h, ch, base) = key_phase_pair();
         // Phase 0 at base + 2; phase 1 at base + 3 (the update) and at base + 1 (the violation).
         let old = client_short_packet(&p, ch, base + 2);
         let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
@@ -3001,10 +3004,7 @@ fn a_current_phase_packet_numbered_below_one_opened_with_older_keys_is_a_key_upd
 /// dropped (the previous keys still open a delayed packet), and the genuine updates still go through.
 #[test]
 fn forged_key_phase_flips_change_no_key_state() {
-    let mut p = Pair::new(TransportConfig::default());
-    p.run(Duration::from_millis(100));
-    let h = p.server_h.unwrap();
-    let ch = p.client.table.iter().next().unwrap().0;
+    let (mut p, h, ch, base) = key_phase_pair();
     let server = |p: &Pair| {
         let conn = &p.server.table.get(h).unwrap().conn;
         assert!(!conn.is_closed());
@@ -3014,11 +3014,6 @@ fn forged_key_phase_flips_change_no_key_state() {
             conn.stats().packets_received,
         )
     };
-    let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
-        .received
-        .largest()
-        .unwrap()
-        + 10;
     // Phase 0: a flip far ahead in packet numbers, then a genuine packet.
     let (updates, failures, received) = server(&p);
     let d = client_packet_flipped(&p, ch, base + 50, true);
@@ -3358,15 +3353,7 @@ fn packets_reordered_around_a_key_update_are_no_key_update_error() {
     }
     for server_started in [false, true] {
         for order in permutations(5) {
-            let mut p = Pair::new(TransportConfig::default());
-            p.run(Duration::from_millis(100));
-            let h = p.server_h.unwrap();
-            let ch = p.client.table.iter().next().unwrap().0;
-            let base = p.server.table.get(h).unwrap().conn.spaces[SpaceId::Data.index()]
-                .received
-                .largest()
-                .unwrap()
-                + 10;
+            let (mut p, h, ch, base) = key_phase_pair();
             if server_started {
                 p.server.conn(h).unwrap().force_key_update();
                 p.server.conn(h).unwrap().ping();
