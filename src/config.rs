@@ -313,7 +313,11 @@ pub struct ServerConfig {
     pub accept: AcceptPolicy,
     /// Connections still in their handshake at once; beyond this, the Initials of new ones are dropped
     /// without an answer (counted in `EndpointStats::dropped_handshake_limit`): the client's
-    /// retransmissions get in once a slot is free, or the client times out.
+    /// retransmissions get in once a slot is free, or the client times out. A handshake that closed
+    /// before completing keeps its slot through its closing period, so that the closing connections
+    /// of a flood stay within this limit too; at the limit, a new connection takes the slot of the
+    /// one that closed first, once its CONNECTION_CLOSE went out (counted in
+    /// `EndpointStats::closing_handshakes_ended`).
     pub max_incoming_handshakes: usize,
     /// When a client's first Initial is answered with a Retry (RFC 9000 §8.1.2); changeable at run time
     /// with [`Endpoint::set_retry_policy`](crate::Endpoint::set_retry_policy).

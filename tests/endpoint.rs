@@ -14,7 +14,7 @@ use common::{epoch, NetRng, TestCert};
 use quicsand::wire::header::{LongType, ProtectedHeader, VERSION_1, VERSION_2};
 use quicsand::{
     AcceptPolicy, ClientConfig, ConnectionError, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event,
-    RetryError, ServerConfig, StaleHandle, TransportConfig,
+    RetryError, RetryPolicy, ServerConfig, StaleHandle, TransportConfig,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -1231,6 +1231,125 @@ fn handshake_limit_drops_a_second_initial_until_the_first_completes() {
         vec![client_addr(0), client_addr(1)]
     );
     assert_eq!(net.ep(server).stats().dropped_handshake_limit, 1);
+}
+
+/// A handshake that ends without completing (refused under `AcceptPolicy::Ask`, or closed by the
+/// application) keeps its `max_incoming_handshakes` slot through its closing period, but once its
+/// CONNECTION_CLOSE has gone out a new client's Initial takes its place at the limit: the closing
+/// period is cut short (`closing_handshakes_ended`) rather than the new client turned away. Before,
+/// with room for one handshake, the second client's Initial was dropped unanswered
+/// (`dropped_handshake_limit` 1) and it waited for its PTO to get in.
+#[test]
+fn a_new_client_takes_the_slot_of_a_refused_or_closed_handshake() {
+    for close in [false, true] {
+        let cert = TestCert::new();
+        let mut net = Net::new(61);
+        let server = net.add(
+            server_addr(),
+            server_endpoint(&cert, 161, |s| {
+                s.accept = AcceptPolicy::Ask;
+                s.max_incoming_handshakes = 1;
+            }),
+        );
+        let a = net.add(client_addr(0), client_endpoint(261));
+        let b = net.add(client_addr(1), client_endpoint(262));
+        let ha = net.connect(a, client_config(&cert), server);
+        net.advance_to(at(20));
+        let sa = net.hosts[server].incoming()[0].0;
+        let now = net.now;
+        if close {
+            net.hosts[server].ep.close(now, sa, 3, b"no").unwrap();
+        } else {
+            net.hosts[server].ep.refuse(now, sa).unwrap();
+        }
+        net.settle(server, false);
+        // B's Initial arrives 10 ms later, within A's closing period.
+        net.connect(b, client_config(&cert), server);
+        net.advance_to(at(40));
+        let s = net.ep(server).stats();
+        assert_eq!(
+            (
+                s.connections_incoming,
+                s.dropped_handshake_limit,
+                s.closing_handshakes_ended,
+                s.connections_active
+            ),
+            (2, 0, 1, 1),
+            "close {close}: {s:?}"
+        );
+        let incoming = net.hosts[server].incoming();
+        assert_eq!(incoming.len(), 2, "close {close}");
+        assert_eq!(incoming[1].1, client_addr(1));
+        // A heard its close before its server-side state went (an application's close during the
+        // handshake goes as APPLICATION_ERROR, RFC 9000 §10.2.3).
+        let lost = net.hosts[a].lost(ha).map(|l| l.0);
+        let heard = match &lost {
+            Some(ConnectionError::ConnectionClosed { error }) => {
+                close && error.code == quicsand::wire::TransportErrorCode::APPLICATION_ERROR
+            }
+            Some(ConnectionError::Refused) => !close,
+            _ => false,
+        };
+        assert!(heard, "close {close}: {lost:?}");
+    }
+}
+
+/// A flood of handshakes that each close at once (a ClientHello the server rejects: no common ALPN)
+/// stays within `max_incoming_handshakes` with its closing connections too, and with Retry off every
+/// client still hears its CRYPTO_ERROR at once: each new one takes the slot of one that closed. With
+/// Retry above a threshold, the closing ones count toward it, so the flood is met with Retries.
+#[test]
+fn handshakes_closing_at_once_stay_within_the_limit_and_count_toward_retry() {
+    let cert = TestCert::new();
+    for retry in [RetryPolicy::Never, RetryPolicy::WhenHandshakesExceed(1)] {
+        let mut net = Net::new(62);
+        let server = net.add(
+            server_addr(),
+            server_endpoint(&cert, 162, |s| {
+                s.max_incoming_handshakes = 2;
+                s.retry = retry;
+            }),
+        );
+        let tls =
+            quicsand::crypto::tls::client_config(vec![cert.cert.clone()], vec![b"other".to_vec()]).unwrap();
+        let clients: Vec<(usize, ConnectionHandle)> = (0..10)
+            .map(|i| {
+                let c = net.add(client_addr(i), client_endpoint(262 + u64::from(i)));
+                net.advance_to(at(u64::from(i)));
+                let h = net.connect(c, ClientConfig::new(tls.clone()), server);
+                (c, h)
+            })
+            .collect();
+        let mut most = 0;
+        let all_lost = net.drive_until(Duration::from_secs(2), |n| {
+            clients.iter().all(|&(c, h)| n.hosts[c].lost(h).is_some())
+        });
+        // Step on through the closing periods, watching the server's connections.
+        while net.now < at(10_000) && net.step() {
+            most = most.max(net.ep(server).stats().connections_active);
+        }
+        assert!(all_lost, "{retry:?}");
+        for &(c, h) in &clients {
+            let lost = net.hosts[c].lost(h);
+            assert!(
+                matches!(lost, Some((ConnectionError::ConnectionClosed { ref error }, t)) if error.code.0 == 0x178 && t < at(200)),
+                "{retry:?} client {c}: {lost:?}"
+            );
+        }
+        let s = net.ep(server).stats();
+        assert!(most <= 2, "{retry:?}: {most} connections at once");
+        assert_eq!(s.dropped_handshake_limit, 0, "{retry:?}: {s:?}");
+        assert_eq!(s.connections_active, 0, "{retry:?}: {s:?}");
+        match retry {
+            RetryPolicy::Never => {
+                assert_eq!(
+                    (s.connections_incoming, s.closing_handshakes_ended, s.retries_sent),
+                    (10, 8, 0)
+                )
+            }
+            _ => assert!(s.retries_sent >= 5, "{s:?}"),
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1475,6 +1475,16 @@ impl Connection {
         self.handshake_confirmed
     }
 
+    /// Whether the connection is draining, or closing with its CONNECTION_CLOSE sent and no copy due
+    /// (a closing connection whose close has not gone out yet owes the peer that packet).
+    pub(crate) fn owes_no_close(&self) -> bool {
+        match self.state {
+            State::Closing { .. } => self.close.as_ref().is_some_and(|c| !c.pending),
+            State::Draining { .. } | State::Drained => true,
+            State::Handshake | State::Established => false,
+        }
+    }
+
     /// Whether the connection is closing, draining or over.
     pub(crate) fn is_closed(&self) -> bool {
         matches!(

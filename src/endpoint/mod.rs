@@ -156,6 +156,9 @@ pub struct EndpointStats {
     pub dropped_unsupported_version: u64,
     /// New connections dropped because `max_incoming_handshakes` handshakes were in progress.
     pub dropped_handshake_limit: u64,
+    /// Handshakes that closed before completing whose closing or draining period was cut short, at
+    /// `max_incoming_handshakes`, to admit a new connection in their place.
+    pub closing_handshakes_ended: u64,
     /// Datagrams dropped because they came from, or arrived at, an address that is not one host's
     /// (multicast, broadcast or unspecified), or from port 0: QUIC runs over unicast, and answering
     /// such a source would reach many hosts or none.
@@ -254,6 +257,8 @@ struct Entry {
     reset_tokens: [Option<ResetToken>; 2],
     /// Counts toward `max_incoming_handshakes` until the handshake is done.
     counts_as_handshake: bool,
+    /// Closed while it counted as a handshake, and listed in `closing_handshakes`.
+    closing_listed: bool,
     /// Waiting for [`Endpoint::accept`] or [`Endpoint::refuse`].
     held: bool,
     /// In `send_queue`.
@@ -276,6 +281,7 @@ impl Entry {
             addr_key: None,
             reset_tokens: [None; 2],
             counts_as_handshake: false,
+            closing_listed: false,
             held: false,
             queued: false,
             timer: None,
@@ -382,6 +388,9 @@ pub struct Endpoint {
     events_sparse_drains: u32,
     /// Incoming connections still in their handshake.
     handshakes: usize,
+    /// Handshakes that closed before completing, in the order they closed (they still count in
+    /// `handshakes`); handles of connections gone since are skipped and pruned.
+    closing_handshakes: VecDeque<ConnectionHandle>,
     stats: EndpointStats,
     /// A server's address validation tokens.
     tokens: Option<token::TokenState>,
@@ -455,6 +464,7 @@ impl Endpoint {
             events_peak: 0,
             events_sparse_drains: 0,
             handshakes: 0,
+            closing_handshakes: VecDeque::new(),
             stats: EndpointStats::default(),
             tokens,
         }
@@ -1062,7 +1072,9 @@ impl Endpoint {
         let Some(server) = &self.server else {
             return;
         };
-        if self.handshakes >= server.max_incoming_handshakes {
+        // At the limit, a new connection can only take the place of a handshake that closed: when
+        // there is none, the Initial is dropped before it costs a decryption.
+        if self.handshakes >= server.max_incoming_handshakes && !self.has_closing_handshake() {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
             return;
         }
@@ -1075,6 +1087,13 @@ impl Endpoint {
         let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
             return;
         };
+        let Some(server) = &self.server else {
+            return;
+        };
+        if self.handshakes >= server.max_incoming_handshakes && !self.end_a_closing_handshake() {
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
+            return;
+        }
         let Some(server) = &self.server else {
             return;
         };
@@ -1273,6 +1292,14 @@ impl Endpoint {
             self.remove(h);
             return;
         }
+        if entry.counts_as_handshake && !entry.closing_listed && entry.conn.is_closed() {
+            entry.closing_listed = true;
+            self.closing_handshakes.push_back(h);
+            self.prune_closing_handshakes();
+        }
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
         if may_send && !entry.queued {
             entry.queued = true;
             self.send_queue.push_back(h);
@@ -1344,6 +1371,61 @@ impl Endpoint {
         }
         self.compact();
         self.shrink();
+    }
+
+    /// Whether `h` is a handshake that closed before completing and still holds its slot.
+    fn is_closing_handshake(&self, h: ConnectionHandle) -> bool {
+        self.table
+            .get(h)
+            .is_some_and(|e| e.closing_listed && e.counts_as_handshake)
+    }
+
+    /// Drops the handles of connections gone (or done with their handshake) from `closing_handshakes`:
+    /// those at its front at once, and all of them when they outnumber the handshakes, so that the list
+    /// stays within twice the handshake limit however long one closing connection stays.
+    fn prune_closing_handshakes(&mut self) {
+        while let Some(&h) = self.closing_handshakes.front() {
+            if self.is_closing_handshake(h) {
+                break;
+            }
+            self.closing_handshakes.pop_front();
+        }
+        if self.closing_handshakes.len() > self.handshakes.saturating_mul(2).saturating_add(COMPACT_SLACK) {
+            let mut list = std::mem::take(&mut self.closing_handshakes);
+            list.retain(|&h| self.is_closing_handshake(h));
+            self.closing_handshakes = list;
+        }
+        if let Some(n) = sparse(self.closing_handshakes.len(), self.closing_handshakes.capacity()) {
+            self.closing_handshakes.shrink_to(n);
+        }
+    }
+
+    /// Whether some handshake that closed before completing still holds its slot.
+    fn has_closing_handshake(&mut self) -> bool {
+        self.prune_closing_handshakes();
+        !self.closing_handshakes.is_empty()
+    }
+
+    /// Frees the slot of the handshake that closed first among those whose closing owes the peer nothing
+    /// more now (draining, or its CONNECTION_CLOSE sent and no copy due), ending its closing or draining
+    /// period early; false when there is none. RFC 9000 §10.2 says a server SHOULD NOT end these
+    /// periods early; it is done only at `max_incoming_handshakes`, where the alternative is to turn
+    /// away a new client while a connection that already failed keeps the slot for three PTOs. The
+    /// peer of the one ended has had its CONNECTION_CLOSE; a late packet of it finds no connection
+    /// (an Initial may start a new one, within the same limit).
+    fn end_a_closing_handshake(&mut self) -> bool {
+        self.prune_closing_handshakes();
+        let found = self.closing_handshakes.iter().position(|&h| {
+            self.table
+                .get(h)
+                .is_some_and(|e| e.closing_listed && e.counts_as_handshake && e.conn.owes_no_close())
+        });
+        let Some(h) = found.and_then(|i| self.closing_handshakes.remove(i)) else {
+            return false;
+        };
+        self.remove(h);
+        self.stats.closing_handshakes_ended += 1;
+        true
     }
 
     /// Gives back the storage of a burst of connections once most of them are gone: each collection
