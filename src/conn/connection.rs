@@ -1300,7 +1300,9 @@ impl Connection {
         // No packet carries more of the reason than a datagram holds (it goes cut to fit, RFC 9000
         // §19.19), and the path MTU does not grow while closing: only that much is kept, for the three
         // PTOs of the closing period, and not the whole of whatever the application passed.
-        let reason = reason.get(..usize::from(self.path.mtu)).unwrap_or(reason);
+        let reason = reason
+            .get(..ConnectionClose::reason_cut(reason, usize::from(self.path.mtu)))
+            .unwrap_or(reason);
         let frame = ConnectionClose {
             code: CloseCode::Application(code),
             reason: Bytes::copy_from_slice(reason),

@@ -1002,7 +1002,9 @@ fn close_frame_for(space: SpaceId, frame: &ConnectionClose, room: usize) -> Opti
     while fixed + VarInt::size(max_reason as u64) + max_reason > room {
         max_reason -= 1;
     }
-    frame.reason.truncate(max_reason);
+    frame
+        .reason
+        .truncate(ConnectionClose::reason_cut(&frame.reason, max_reason));
     Some(frame)
 }
 
@@ -1059,6 +1061,49 @@ mod tests {
             );
             assert!(hs.reason.is_empty(), "{space:?}");
         }
+    }
+
+    /// RFC 9000 §19.19: a reason cut to fit its room ends on a character boundary when it is UTF-8,
+    /// so that the peer reads a shorter reason rather than a broken one; other bytes are cut anywhere.
+    #[test]
+    fn a_reason_cut_to_fit_keeps_whole_utf8_characters() {
+        let utf8 = ConnectionClose {
+            code: CloseCode::Application(1),
+            reason: Bytes::from(
+                "h\u{e9}\u{e9}\u{20ac}\u{20ac}\u{1f600}\u{1f600}"
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        };
+        let bytes = ConnectionClose {
+            code: CloseCode::Application(1),
+            reason: Bytes::from(vec![0xe9; 40]),
+        };
+        let mut cut_short = 0;
+        for room in 0..40 {
+            if let Some(frame) = close_frame_for(SpaceId::Data, &utf8, room) {
+                assert!(
+                    std::str::from_utf8(&frame.reason).is_ok(),
+                    "room {room}: {:?}",
+                    frame.reason
+                );
+                assert!(utf8.reason.starts_with(&frame.reason));
+                let len = Frame::Close(frame.clone()).encoded_len();
+                if frame.reason.len() < utf8.reason.len() && len + 1 < room {
+                    cut_short += 1;
+                    // Never more than a character's length short of the room.
+                    assert!(len + 4 > room, "room {room}: {len} bytes");
+                }
+            }
+            if let Some(frame) = close_frame_for(SpaceId::Data, &bytes, room) {
+                let len = Frame::Close(frame).encoded_len();
+                assert!(
+                    len == room || len == 3 + 40,
+                    "room {room}: {len} bytes of a non-UTF-8 reason"
+                );
+            }
+        }
+        assert!(cut_short > 0, "some rooms fall inside a character");
     }
 }
 

@@ -206,6 +206,19 @@ pub struct ConnectionClose {
 }
 
 impl ConnectionClose {
+    /// How much of `reason` to keep when at most `max` bytes of it fit: `max`, less the start of a
+    /// UTF-8 character it would cut through (RFC 9000 §19.19: the reason SHOULD be UTF-8; a reason that
+    /// is not is cut anywhere).
+    pub(crate) fn reason_cut(reason: &[u8], max: usize) -> usize {
+        if max >= reason.len() {
+            return reason.len();
+        }
+        match std::str::from_utf8(reason) {
+            Ok(text) => (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0),
+            Err(_) => max,
+        }
+    }
+
     /// The frame type: 0x1c for a transport error, 0x1d for an application error.
     pub fn frame_type(&self) -> u64 {
         match self.code {
