@@ -1339,10 +1339,12 @@ impl Connection {
     /// Enters the draining state for three PTOs (RFC 9000 §10.2.2), sending nothing more; the application
     /// hears `reason` unless it closed the connection itself.
     fn enter_draining(&mut self, now: Instant, reason: ConnectionError) {
-        let was_closing = matches!(self.state, State::Closing { .. });
-        self.state = State::Draining {
-            until: later(now, self.pto().saturating_mul(3)),
+        // RFC 9000 §10.2.2: from the closing state, draining ends when closing would have.
+        let (was_closing, until) = match self.state {
+            State::Closing { until } => (true, until),
+            _ => (false, later(now, self.pto().saturating_mul(3))),
         };
+        self.state = State::Draining { until };
         self.close = None;
         self.drop_early();
         #[cfg(feature = "qlog")]

@@ -2097,6 +2097,33 @@ fn a_closing_client_with_zero_length_ids_drains_on_a_reset() {
     );
 }
 
+/// RFC 9000 §10.2.2: an endpoint that goes from closing to draining "uses the same end time". A
+/// stateless reset received while closing made the connection drain for three PTOs counted from the
+/// reset, so each reset (one per closing period of the peer's, say) pushed the end further away.
+#[test]
+fn a_reset_while_closing_keeps_the_closing_end() {
+    let (mut p, h) = connected_with_zero_length_client_ids();
+    let token = p.client.table.get(h).unwrap().conn.remote_reset_token.unwrap();
+    p.client.close(p.now, h, 7, b"bye").unwrap();
+    assert!(!sends(&mut p.client, p.now).is_empty(), "the close goes out");
+    let end = p.client.poll_timeout().expect("a closing deadline");
+    p.now += (end - p.now) / 2;
+    let from: SocketAddr = SERVER.parse().unwrap();
+    p.client.handle_datagram(
+        p.now,
+        datagram(from, ending_with(&[0x41, 9, 9, 9, 9], 43, &token)),
+    );
+    assert_eq!(
+        p.client.stats().stateless_resets_received,
+        1,
+        "drained on the reset"
+    );
+    assert_eq!(p.client.poll_timeout(), Some(end), "the closing end stays");
+    p.now = end;
+    p.client.handle_timeout(p.now);
+    assert_eq!(p.client.stats().connections_active, 0, "gone at the closing end");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Congestion control, pacing and path MTU discovery
 
