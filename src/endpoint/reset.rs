@@ -68,8 +68,18 @@ impl RateLimit {
         let interval = Duration::from_secs(1) / self.per_second;
         let earned = u32::try_from(elapsed.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
         if earned > 0 {
+            let full = self.available.saturating_add(earned) >= self.per_second;
             self.available = self.available.saturating_add(earned).min(self.per_second);
-            self.last_refill = Some(now);
+            // The part of an interval not yet earned counts toward the next token (dropping it slowed
+            // the rate to one per interval and a call's wait); a full bucket banks nothing.
+            self.last_refill = Some(if full {
+                now
+            } else {
+                interval
+                    .checked_mul(earned)
+                    .and_then(|d| last.checked_add(d))
+                    .unwrap_or(now)
+            });
         }
         if self.available == 0 {
             return false;
@@ -158,6 +168,18 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..100).filter(|_| limit.allow(later)).count(), 10);
         assert_eq!((0..100).filter(|_| RateLimit::new(0).allow(later)).count(), 0);
+    }
+
+    /// Asked more often than it refills, the limit gives its full rate: at 10 a second, asked every
+    /// 60 ms for 60 s, 10 + 600 (510 before, when each refill dropped the 20 ms past its interval).
+    #[test]
+    fn the_rate_limit_keeps_the_part_of_an_interval_not_yet_earned() {
+        let t0 = crate::test_util::epoch();
+        let mut limit = RateLimit::new(10);
+        let allowed = (0..=1000u64)
+            .filter(|k| limit.allow(t0 + Duration::from_millis(60 * k)))
+            .count();
+        assert_eq!(allowed, 10 + 600);
     }
 
     /// A clock that stepped back must not withhold every reset until it has caught up with the last
