@@ -1074,7 +1074,8 @@ impl Endpoint {
         };
         // At the limit, a new connection can only take the place of a handshake that closed: when
         // there is none, the Initial is dropped before it costs a decryption.
-        if self.handshakes >= server.max_incoming_handshakes && !self.has_closing_handshake() {
+        let at_limit = self.handshakes >= server.max_incoming_handshakes;
+        if at_limit && !self.has_closing_handshake() {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
             return;
         }
@@ -1083,14 +1084,16 @@ impl Endpoint {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unauthenticated);
             return;
         };
+        // Asked before the token is taken (a NEW_TOKEN token is spent when admitted).
+        if at_limit && self.closing_handshake_to_end().is_none() {
+            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
+            return;
+        }
         // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
         let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
             return;
         };
-        let Some(server) = &self.server else {
-            return;
-        };
-        if self.handshakes >= server.max_incoming_handshakes && !self.end_a_closing_handshake() {
+        if at_limit && !self.end_a_closing_handshake() {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
             return;
         }
@@ -1406,6 +1409,16 @@ impl Endpoint {
         !self.closing_handshakes.is_empty()
     }
 
+    /// Where `end_a_closing_handshake` would find the one it ends in `closing_handshakes`.
+    fn closing_handshake_to_end(&mut self) -> Option<usize> {
+        self.prune_closing_handshakes();
+        self.closing_handshakes.iter().position(|&h| {
+            self.table
+                .get(h)
+                .is_some_and(|e| e.closing_listed && e.counts_as_handshake && e.conn.owes_no_close())
+        })
+    }
+
     /// Frees the slot of the handshake that closed first among those whose closing owes the peer nothing
     /// more now (draining, or its CONNECTION_CLOSE sent and no copy due), ending its closing or draining
     /// period early; false when there is none. RFC 9000 §10.2 says a server SHOULD NOT end these
@@ -1414,12 +1427,7 @@ impl Endpoint {
     /// peer of the one ended has had its CONNECTION_CLOSE; a late packet of it finds no connection
     /// (an Initial may start a new one, within the same limit).
     fn end_a_closing_handshake(&mut self) -> bool {
-        self.prune_closing_handshakes();
-        let found = self.closing_handshakes.iter().position(|&h| {
-            self.table
-                .get(h)
-                .is_some_and(|e| e.closing_listed && e.counts_as_handshake && e.conn.owes_no_close())
-        });
+        let found = self.closing_handshake_to_end();
         let Some(h) = found.and_then(|i| self.closing_handshakes.remove(i)) else {
             return false;
         };
