@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use quicsand::crypto::tls::{self, ConfigOptions};
+use quicsand::qlog::QlogWriter;
 use quicsand::udp::{Driver, Handler};
 use quicsand::wire::header::{VERSION_1, VERSION_2};
 use quicsand::{ClientConfig, ConnectionHandle, Endpoint, EndpointConfig};
@@ -54,6 +55,7 @@ OPTIONS:
   --seed N             endpoint RNG seed and echo payload seed             [default: from the OS]
   --quic-version V     QUIC version 1 or 2 (RFC 9369)                      [default: 1]
   --timeout SECS       give up after this long                             [default: 60]
+  --qlog PATH          write the connection's qlog to PATH (JSON-SEQ, for qvis)
   -h, --help           print this help
 
 Without --ca or --insecure the client trusts no certificate and the handshake fails.
@@ -71,6 +73,7 @@ struct Args {
     seed: Option<u64>,
     timeout: Duration,
     version: u32,
+    qlog: Option<PathBuf>,
     urls: Vec<Url>,
 }
 
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
         datagrams: 100,
         cipher: None,
         seed: None,
+        qlog: None,
         timeout: Duration::from_secs(60),
         version: VERSION_1,
         urls: Vec::new(),
@@ -124,6 +128,7 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
             "--datagrams" => args.datagrams = value()?.parse().map_err(|e| format!("--datagrams: {e}"))?,
             "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
             "--seed" => args.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
+            "--qlog" => args.qlog = Some(value()?.into()),
             "--quic-version" => {
                 args.version = match value()?.as_str() {
                     "1" => VERSION_1,
@@ -208,6 +213,13 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     let mut config = ClientConfig::new(tls);
     config.version = args.version;
     let conn = driver.endpoint().connect(started, config, remote, &url.host)?;
+    if let Some(path) = &args.qlog {
+        let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        driver
+            .endpoint()
+            .conn(conn)?
+            .set_qlog(Box::new(QlogWriter::new(BufWriter::new(file))));
+    }
 
     if args.alpn != "hq-interop" {
         let workload = Workload {

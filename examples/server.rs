@@ -36,6 +36,7 @@ OPTIONS:
                        echoes                                          [default: hq-interop,echo]
   --cipher NAME        offer only aes128, aes256 or chacha20           [default: all three]
   --seed N             endpoint RNG seed                               [default: from the OS]
+  --qlog DIR           write each connection's qlog to DIR/server-N.sqlog (JSON-SEQ, for qvis)
   -h, --help           print this help
 
 QUIC versions 1 and 2 (RFC 9369) are both accepted. Logs go to stderr through tracing; RUST_LOG=debug shows more.
@@ -50,6 +51,7 @@ struct Args {
     alpn: Vec<Vec<u8>>,
     cipher: Option<quicsand::crypto::Suite>,
     seed: Option<u64>,
+    qlog: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
         alpn: vec![b"hq-interop".to_vec(), b"echo".to_vec()],
         cipher: None,
         seed: None,
+        qlog: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
             }
             "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
             "--seed" => args.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
+            "--qlog" => args.qlog = Some(value()?.into()),
             other => return Err(format!("unknown option {other:?} (see --help)").into()),
         }
     }
@@ -140,6 +144,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         "listening"
     );
     let mut app = ServerApp::new(args.root);
+    if let Some(dir) = &args.qlog {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        app.qlog_dir = Some(dir.clone());
+    }
     driver.run(&mut app)?;
     Ok(())
 }

@@ -113,6 +113,11 @@ struct QuicsandServer {
 
 impl QuicsandServer {
     fn start(cert: &SelfSigned, root: &Path, deadline: Instant) -> Self {
+        Self::start_with_qlog(cert, root, deadline, None)
+    }
+
+    /// Like `start`, writing each connection's qlog into `qlog_dir`.
+    fn start_with_qlog(cert: &SelfSigned, root: &Path, deadline: Instant, qlog_dir: Option<PathBuf>) -> Self {
         let tls = tls::server_config(vec![cert.cert.clone()], cert.key.clone_key(), alpn()).unwrap();
         let endpoint = Endpoint::new(EndpointConfig::with_seed(11), Some(ServerConfig::new(tls)));
         let mut driver = Driver::bind(localhost(), endpoint).unwrap();
@@ -124,6 +129,7 @@ impl QuicsandServer {
             stop: stop.clone(),
             deadline,
         };
+        app.inner.qlog_dir = qlog_dir;
         let thread = std::thread::spawn(move || {
             driver.run(&mut app).unwrap();
             app.inner.stats
@@ -224,12 +230,36 @@ fn quicsand_client_echoes_through_quicsand_server() {
     let deadline = Driver::now() + TEST_TIMEOUT;
     let cert = self_signed().unwrap();
     let root = Root::new("qq-echo");
-    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let qlog_dir = root.0.join("qlog");
+    std::fs::create_dir_all(&qlog_dir).unwrap();
+    let server = QuicsandServer::start_with_qlog(&cert, &root.0, deadline, Some(qlog_dir.clone()));
     quicsand_echo(server.addr, &cert.cert, deadline);
     let stats = server.stop();
     assert_eq!(stats.echo_streams, ECHO.streams as u64);
     assert_eq!(stats.echo_bytes, ECHO.streams as u64 * ECHO.bytes);
     assert!(stats.echo_datagrams >= u64::from(ECHO.datagrams));
+    // The example server's --qlog: one JSON-SEQ file for the one connection, whole once the server
+    // stopped, with the handshake and the client's close in it.
+    let names: Vec<_> = std::fs::read_dir(&qlog_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["server-1.sqlog"]);
+    let text = String::from_utf8(std::fs::read(qlog_dir.join("server-1.sqlog")).unwrap()).unwrap();
+    let records: Vec<&str> = text.split_terminator('\n').collect();
+    assert!(
+        records.iter().all(|r| r.starts_with('\u{1e}')),
+        "every record starts with RS"
+    );
+    for needle in [
+        "\"qlog_format\":\"JSON-SEQ\"",
+        "transport:packet_received",
+        "\"handshake_complete\"",
+        "\"draining\"",
+    ] {
+        assert!(text.contains(needle), "no {needle} in the qlog");
+    }
+    assert!(records.len() > 100, "{} records", records.len());
 }
 
 // ---------------------------------------------------------------------------------------------------

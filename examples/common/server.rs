@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use quicsand::qlog::QlogWriter;
 use quicsand::udp::Handler;
 use quicsand::{ConnectionHandle, Dir, Endpoint, Event, StreamEvent, StreamId};
 
@@ -56,7 +57,11 @@ struct Conn {
 /// A server handler for any number of connections at once.
 pub struct ServerApp {
     root: Option<PathBuf>,
+    /// Where each connection's qlog goes (`server-N.sqlog`, N counting incoming connections from 1).
+    pub qlog_dir: Option<PathBuf>,
     conns: HashMap<ConnectionHandle, Conn>,
+    /// Incoming connections so far.
+    incoming: u64,
     /// What it did so far.
     pub stats: ServerStats,
 }
@@ -66,7 +71,9 @@ impl ServerApp {
     pub fn new(root: Option<PathBuf>) -> Self {
         Self {
             root,
+            qlog_dir: None,
             conns: HashMap::new(),
+            incoming: 0,
             stats: ServerStats::default(),
         }
     }
@@ -119,7 +126,21 @@ impl ServerApp {
 impl Handler for ServerApp {
     fn on_event(&mut self, endpoint: &mut Endpoint, h: ConnectionHandle, event: Event, _now: Instant) {
         match event {
-            Event::Incoming { remote } => tracing::debug!(?h, %remote, "incoming connection"),
+            Event::Incoming { remote } => {
+                tracing::debug!(?h, %remote, "incoming connection");
+                self.incoming += 1;
+                if let Some(dir) = &self.qlog_dir {
+                    let path = dir.join(format!("server-{}.sqlog", self.incoming));
+                    match (std::fs::File::create(&path), endpoint.conn(h)) {
+                        (Ok(file), Ok(mut c)) => {
+                            let sink = QlogWriter::new(std::io::BufWriter::new(file));
+                            c.set_qlog(Box::new(sink));
+                        }
+                        (Err(e), _) => tracing::warn!(path = %path.display(), %e, "qlog file"),
+                        (_, Err(_)) => {}
+                    }
+                }
+            }
             Event::Connected => {
                 self.stats.connections += 1;
                 if let Ok(c) = endpoint.conn(h) {
