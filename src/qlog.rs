@@ -9,7 +9,9 @@
 //! - `transport:packets_acked`, `recovery:packet_lost`;
 //! - `recovery:metrics_updated` (RTTs, congestion window, bytes in flight: the fields that changed);
 //! - `connectivity:connection_state_updated` (`handshake_complete`, `handshake_confirmed`, `closing`,
-//!   `draining`, `closed`).
+//!   `draining`, `closed`);
+//! - `transport:parameters_set` with owner `remote`: the peer's transport parameters (a server's sink,
+//!   installed once the connection is reported, gets them dated at the trace's start).
 //!
 //! Times are milliseconds relative to the `now` the connection was created at (`time_format`
 //! `relative`, `reference_time` 0), so virtual clocks give reproducible traces.
@@ -28,6 +30,7 @@ use bytes::Bytes;
 
 use crate::conn::{Connection, SpaceId};
 use crate::wire::frame::{CloseCode, Dir, Frame, Frames};
+use crate::wire::transport_params::TransportParameters;
 use crate::Side;
 
 /// Where qlog records go. Each call carries one complete JSON-SEQ record (RS, JSON text, newline).
@@ -450,6 +453,70 @@ impl Qlog {
         });
     }
 
+    /// The peer's transport parameters, as it sent them (`transport:parameters_set`, owner `remote`).
+    pub(crate) fn peer_parameters(&mut self, now: Instant, p: &TransportParameters) {
+        self.event(now, "transport:parameters_set", |j| {
+            j.key("owner").str("remote");
+            let cids = [
+                (
+                    "original_destination_connection_id",
+                    p.original_destination_connection_id,
+                ),
+                ("initial_source_connection_id", p.initial_source_connection_id),
+                ("retry_source_connection_id", p.retry_source_connection_id),
+            ];
+            for (name, cid) in cids {
+                if let Some(cid) = cid {
+                    j.key(name).str(&hex(&cid));
+                }
+            }
+            if let Some(token) = &p.stateless_reset_token {
+                j.key("stateless_reset_token").str(&hex(&token.0));
+            }
+            j.key("disable_active_migration").bool(p.disable_active_migration);
+            j.key("max_idle_timeout").u64(p.max_idle_timeout.into_inner());
+            let numbers = [
+                ("max_udp_payload_size", p.max_udp_payload_size),
+                ("ack_delay_exponent", p.ack_delay_exponent),
+                ("max_ack_delay", p.max_ack_delay),
+                ("active_connection_id_limit", p.active_connection_id_limit),
+                ("initial_max_data", p.initial_max_data),
+                (
+                    "initial_max_stream_data_bidi_local",
+                    p.initial_max_stream_data_bidi_local,
+                ),
+                (
+                    "initial_max_stream_data_bidi_remote",
+                    p.initial_max_stream_data_bidi_remote,
+                ),
+                ("initial_max_stream_data_uni", p.initial_max_stream_data_uni),
+                ("initial_max_streams_bidi", p.initial_max_streams_bidi),
+                ("initial_max_streams_uni", p.initial_max_streams_uni),
+            ];
+            for (name, v) in numbers {
+                j.key(name).u64(v.into_inner());
+            }
+            if let Some(v) = p.max_datagram_frame_size {
+                j.key("max_datagram_frame_size").u64(v.into_inner());
+            }
+            if let Some(a) = &p.preferred_address {
+                j.key("preferred_address").open('{');
+                if let Some(v4) = a.ipv4 {
+                    j.key("ip_v4").str(&v4.ip().to_string());
+                    j.key("port_v4").u64(u64::from(v4.port()));
+                }
+                if let Some(v6) = a.ipv6 {
+                    j.key("ip_v6").str(&v6.ip().to_string());
+                    j.key("port_v6").u64(u64::from(v6.port()));
+                }
+                j.key("connection_id").str(&hex(&a.connection_id));
+                j.key("stateless_reset_token")
+                    .str(&hex(&a.stateless_reset_token.0));
+                j.close('}');
+            }
+        });
+    }
+
     /// The connection entered state `new` (a qlog `ConnectionState` name).
     pub(crate) fn state(&mut self, now: Instant, new: &str) {
         self.event(now, "connectivity:connection_state_updated", |j| {
@@ -463,6 +530,12 @@ impl Connection {
     pub(crate) fn set_qlog(&mut self, sink: Box<dyn QlogSink>) {
         let (side, odcid) = (self.side, self.original_dcid);
         self.qlog.install(sink, side, &odcid);
+        // A server's sink comes once the application hears of the connection, after the client's
+        // first flight, whose parameters it already took: they are recorded at the trace's start.
+        if let Some(params) = &self.peer_params {
+            let start = self.qlog.start;
+            self.qlog.peer_parameters(start, params);
+        }
     }
 
     /// Removes the qlog sink and returns it.

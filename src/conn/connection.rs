@@ -700,9 +700,12 @@ impl Connection {
                 self.streams.set_peer_limits(&params);
                 let token = params.stateless_reset_token;
                 #[cfg(feature = "qlog")]
-                self.qlog.set_peer_ack_exponent(
-                    u8::try_from(params.ack_delay_exponent.into_inner()).unwrap_or(u8::MAX),
-                );
+                {
+                    self.qlog.set_peer_ack_exponent(
+                        u8::try_from(params.ack_delay_exponent.into_inner()).unwrap_or(u8::MAX),
+                    );
+                    self.qlog.peer_parameters(now, &params);
+                }
                 // RFC 9000 §18.2: the peer's max_udp_payload_size bounds our datagrams as the path MTU
                 // does (a configured starting size above it is cut down to it).
                 let peer_max = u16::try_from(params.max_udp_payload_size.into_inner()).unwrap_or(u16::MAX);

@@ -29,6 +29,8 @@ struct Pair {
     drop_client: Vec<usize>,
     client_sent: usize,
     connected: usize,
+    /// Where the server's connection traces, from its `Event::Incoming` on, when set.
+    server_qlog: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Pair {
@@ -57,6 +59,7 @@ impl Pair {
             drop_client: Vec::new(),
             client_sent: 0,
             connected: 0,
+            server_qlog: None,
         }
     }
 
@@ -81,10 +84,18 @@ impl Pair {
                     in_flight.push((self.now + latency, false, BytesMut::from(d)));
                 }
             }
-            for endpoint in [&mut self.client, &mut self.server] {
-                while let Some((_, e)) = endpoint.poll_event() {
+            for server in [false, true] {
+                let endpoint = if server {
+                    &mut self.server
+                } else {
+                    &mut self.client
+                };
+                while let Some((h, e)) = endpoint.poll_event() {
                     if e == Event::Connected {
                         self.connected += 1;
+                    }
+                    if let (true, Event::Incoming { .. }, Some(tx)) = (server, &e, &self.server_qlog) {
+                        endpoint.conn(h).unwrap().set_qlog(Box::new(tx.clone()));
                     }
                 }
             }
@@ -674,5 +685,58 @@ fn qlog_no_packets_acked_record_without_packets() {
         out[0].ends_with(r#""data":{"packet_number_space":"application_data","packet_numbers":[3,5]}}"#),
         "{}",
         out[0]
+    );
+}
+
+/// `transport:parameters_set` records the peer's transport parameters once, as it sent them: the
+/// client's trace has the server's (its original destination ID is the trace's ODCID, its reset
+/// token, the server's flow-control defaults); the server's, installed once the connection is
+/// reported, has the client's at the trace's start.
+#[test]
+fn qlog_parameters_set_records_the_peer_parameters() {
+    let mut pair = Pair::new();
+    let (tx, server_rx) = mpsc::channel();
+    pair.server_qlog = Some(tx);
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    let records = pair.records();
+    let set = events(&records, "transport:parameters_set");
+    assert_eq!(set.len(), 1, "{set:?}");
+    let odcid = records[0]
+        .split("\"ODCID\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let defaults = crate::TransportConfig::default();
+    for field in [
+        r#""owner":"remote""#.to_string(),
+        format!(r#""original_destination_connection_id":"{odcid}""#),
+        r#""stateless_reset_token":""#.to_string(),
+        format!(r#""initial_max_data":{}"#, defaults.streams.receive_window),
+        r#""max_datagram_frame_size":"#.to_string(),
+    ] {
+        assert!(set[0].contains(&field), "{field} in {}", set[0]);
+    }
+    // After the server's Initial, which cannot carry them, arrived.
+    let first_received = events(&records, "transport:packet_received")[0];
+    assert!(time_of(set[0]) >= time_of(first_received));
+
+    let server_records = texts(&server_rx);
+    server_records.iter().for_each(|r| check_json(r));
+    let set = events(&server_records, "transport:parameters_set");
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(time_of(set[0]), 0.0);
+    assert!(set[0].contains(r#""owner":"remote""#), "{}", set[0]);
+    assert!(
+        set[0].contains(r#""initial_source_connection_id":""#),
+        "{}",
+        set[0]
+    );
+    assert!(
+        !set[0].contains("original_destination_connection_id"),
+        "a client sends none: {}",
+        set[0]
     );
 }
