@@ -32,6 +32,7 @@ use crate::wire::TransportError;
 use crate::Side;
 
 // The null handshake exists only in fuzzing builds; `null.rs` refuses to compile in any other.
+mod hello;
 #[cfg(fuzzing)]
 mod null;
 mod rustls;

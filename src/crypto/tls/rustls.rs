@@ -12,6 +12,7 @@ use rustls::quic;
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
+use super::hello::{Finding, HelloScan};
 use super::{KeyChange, Level, Session, TlsConfigError};
 use crate::crypto::{CryptoError, DirectionalKeys, HeaderKey, Keys, PacketKey, Suite};
 use crate::wire::transport_params::TransportParameters;
@@ -23,6 +24,9 @@ const INTERNAL_ERROR_ALERT: u8 = 80;
 
 /// The TLS unexpected_message alert (RFC 8446 §6.2).
 const UNEXPECTED_MESSAGE_ALERT: u8 = 10;
+
+/// The TLS missing_extension alert (RFC 8446 §6.2).
+const MISSING_EXTENSION_ALERT: u8 = 109;
 
 /// Length of the longest Packet Number field (RFC 9000 §17.1), which the header protection sample skips
 /// (RFC 9001 §5.4.2).
@@ -218,14 +222,10 @@ pub struct RustlsSession {
     next: Option<quic::Secrets>,
     /// The error the session failed with; it stays failed.
     error: Option<TransportError>,
-    /// A server: bytes of Initial-level data read so far, counted up to the ClientHello's
-    /// legacy_session_id length (RFC 9001 §8.4).
-    hello_read: u8,
+    /// A server, until TLS reads past the Initial level: the reader of the ClientHello, for what QUIC
+    /// requires of it that `rustls` does not check (RFC 9001 §8.2, §8.4).
+    hello: Option<Box<HelloScan>>,
 }
-
-/// The offset of the legacy_session_id length in a ClientHello message: type (1), length (3),
-/// legacy_version (2), random (32).
-const SESSION_ID_LEN_OFFSET: usize = 38;
 
 /// What a server's session answers from once the handshake is over and all its output was written.
 ///
@@ -293,7 +293,7 @@ impl RustlsSession {
             one_rtt: false,
             next: None,
             error: None,
-            hello_read: 0,
+            hello: side.is_server().then(|| Box::new(HelloScan::new())),
         };
         session.pull_output();
         session
@@ -430,19 +430,29 @@ impl Session for RustlsSession {
             ));
             return self.fail(error);
         }
-        // RFC 9001 §8.4: QUIC has no middlebox compatibility mode; a server SHOULD treat a ClientHello with
-        // a non-empty legacy_session_id as PROTOCOL_VIOLATION (`rustls` would echo it).
-        if self.side.is_server()
-            && level == Level::Initial
-            && usize::from(self.hello_read) <= SESSION_ID_LEN_OFFSET
-        {
-            let at = SESSION_ID_LEN_OFFSET - usize::from(self.hello_read);
-            if data.get(at).is_some_and(|&len| len != 0) {
+        // The server reads the ClientHello before TLS does (`hello`).
+        let finding = match self.hello.as_mut() {
+            Some(hello) if level == Level::Initial => hello.read(data),
+            _ => None,
+        };
+        match finding {
+            // RFC 9001 §8.4: QUIC has no middlebox compatibility mode; a server SHOULD treat a ClientHello
+            // with a non-empty legacy_session_id as PROTOCOL_VIOLATION (`rustls` would echo it).
+            Some(Finding::SessionId) => {
                 let error = TransportError::protocol_violation("ClientHello with a legacy_session_id");
                 return self.fail(error);
             }
-            let read = usize::from(self.hello_read).saturating_add(data.len());
-            self.hello_read = u8::try_from(read.min(SESSION_ID_LEN_OFFSET + 1)).unwrap_or(u8::MAX);
+            // RFC 9001 §8.2: a ClientHello without the quic_transport_parameters extension MUST close the
+            // connection with 0x016d (missing_extension). `rustls` also takes the parameters under the
+            // draft codepoint 0xffa5, which is not that extension.
+            Some(Finding::NoTransportParameters) => {
+                let error = TransportError::new(
+                    TransportErrorCode::crypto(MISSING_EXTENSION_ALERT),
+                    "TLS: ClientHello without the quic_transport_parameters extension",
+                );
+                return self.fail(error);
+            }
+            None => {}
         }
         let Some(conn) = self.conn.as_mut() else {
             // The server's handshake is over: no TLS message may follow (RFC 9001 §4.1.2), which `rustls`
@@ -458,6 +468,9 @@ impl Session for RustlsSession {
             return self.fail(error);
         }
         self.pull_output();
+        if self.read_level != Level::Initial {
+            self.hello = None;
+        }
         // The server reads at 1-RTT only after the client's Finished completed the handshake.
         if self.one_rtt && !self.is_handshaking() {
             self.read_level = Level::OneRtt;

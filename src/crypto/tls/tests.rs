@@ -992,3 +992,100 @@ fn server_releases_tls_state_after_the_handshake_and_refuses_more_handshake_data
     // The session stays failed.
     assert_eq!(server.session.read_handshake(Level::OneRtt, &[1]), Err(error));
 }
+
+/// RFC 9001 §8.2: "endpoints that receive ClientHello or EncryptedExtensions messages without the
+/// quic_transport_parameters extension MUST close the connection with an error of type 0x016d". A
+/// `rustls` server also takes the parameters under the pre-RFC codepoint 0xffa5, which is not that
+/// extension: here the peer is a `rustls` session of the draft version, which sends them only so.
+/// Before, our server completed the handshake with such a client. Our client, which offers only 0x39,
+/// already refused such a server's EncryptedExtensions (`rustls`: unsupported_extension, 0x016e, for an
+/// extension it did not offer; also a fatal alert RFC 8446 §4.2 names for this).
+#[test]
+fn transport_parameters_only_under_the_draft_codepoint_are_a_missing_extension() {
+    use ::rustls::quic::{self as rq, Version::V1Draft};
+    const MISSING_EXTENSION: u8 = 109;
+    const UNSUPPORTED_EXTENSION: u8 = 110;
+    let (cert, key) = cert("localhost");
+    let client_config = client_config(vec![cert.clone()], vec![ALPN.to_vec()]).expect("client config");
+    let server_config = server_config(vec![cert], key, vec![ALPN.to_vec()]).expect("server config");
+    let encoded = |params: TransportParameters| {
+        let mut bytes = Vec::new();
+        params.encode(&mut bytes);
+        bytes
+    };
+
+    // A draft client's ClientHello, to our server.
+    let name = ::rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+    let mut draft_client =
+        rq::ClientConnection::new(client_config.clone(), V1Draft, name, encoded(client_params()))
+            .expect("draft client");
+    let mut hello = Vec::new();
+    assert!(draft_client.write_hs(&mut hello).is_none() && hello.first() == Some(&1));
+    let server = RustlsSession::server(server_config.clone(), &server_params(), VERSION_1);
+    let mut server = Peer::new(server.expect("server session"));
+    let error = server
+        .session
+        .read_handshake(Level::Initial, &hello)
+        .expect_err("a ClientHello without quic_transport_parameters");
+    assert_eq!(
+        error.code,
+        TransportErrorCode::crypto(MISSING_EXTENSION),
+        "{error:?}"
+    );
+    assert!(server.flush().is_empty(), "no ServerHello goes out");
+    // However the ClientHello is cut; and ours, with the extension, is taken one byte at a time.
+    for cut in 0..hello.len() {
+        let server = RustlsSession::server(server_config.clone(), &server_params(), VERSION_1);
+        let mut server = server.expect("server session");
+        let first = server.read_handshake(Level::Initial, &hello[..cut]);
+        let error = first
+            .and_then(|()| server.read_handshake(Level::Initial, &hello[cut..]))
+            .expect_err("a ClientHello without quic_transport_parameters");
+        assert_eq!(
+            error.code,
+            TransportErrorCode::crypto(MISSING_EXTENSION),
+            "cut at {cut}"
+        );
+    }
+    let (mut ours, mut server) = pair(&[]);
+    for (_, bytes) in ours.flush() {
+        for byte in bytes.chunks(1) {
+            server
+                .session
+                .read_handshake(Level::Initial, byte)
+                .expect("our ClientHello");
+        }
+    }
+    assert!(!server.flush().is_empty(), "the server answers");
+
+    // A draft server's EncryptedExtensions, to our client.
+    let client = RustlsSession::client(client_config, "localhost", &client_params(), VERSION_1);
+    let mut client = Peer::new(client.expect("client session"));
+    let mut draft_server =
+        rq::ServerConnection::new(server_config, V1Draft, encoded(server_params())).expect("draft server");
+    for (_, bytes) in client.flush() {
+        draft_server
+            .read_hs(&bytes)
+            .expect("the draft server takes our ClientHello");
+    }
+    let mut server_hello = Vec::new();
+    assert!(matches!(
+        draft_server.write_hs(&mut server_hello),
+        Some(rq::KeyChange::Handshake { .. })
+    ));
+    let mut rest = Vec::new();
+    assert!(draft_server.write_hs(&mut rest).is_some() && rest.first() == Some(&8));
+    client
+        .session
+        .read_handshake(Level::Initial, &server_hello)
+        .expect("ServerHello");
+    let error = client
+        .session
+        .read_handshake(Level::Handshake, &rest)
+        .expect_err("EncryptedExtensions without quic_transport_parameters");
+    assert!(
+        [MISSING_EXTENSION, UNSUPPORTED_EXTENSION].contains(&error.code.tls_alert().unwrap_or(0)),
+        "{error:?}"
+    );
+    assert!(client.flush().is_empty(), "no Finished goes out");
+}
