@@ -1089,3 +1089,80 @@ fn transport_parameters_only_under_the_draft_codepoint_are_a_missing_extension()
     );
     assert!(client.flush().is_empty(), "no Finished goes out");
 }
+
+/// RFC 9001 §8.2, §8.4 after a HelloRetryRequest (RFC 9001 §4.7): the second ClientHello is held to the
+/// same rules as the first. Before, only the first 39 bytes of the Initial level were looked at, so a
+/// legacy_session_id in the second ClientHello went to `rustls`, which took it.
+#[test]
+fn the_client_hello_after_a_hello_retry_request_is_checked_too() {
+    use ::rustls::crypto::ring::{default_provider, kx_group};
+    let (cert, key) = cert("localhost");
+    let groups = |groups: Vec<&'static dyn ::rustls::crypto::SupportedKxGroup>| ConfigOptions {
+        provider: Some(Arc::new(::rustls::crypto::CryptoProvider {
+            kx_groups: groups,
+            ..default_provider()
+        })),
+        ..ConfigOptions::default()
+    };
+    let server_config = server_config_with(
+        vec![cert.clone()],
+        key,
+        vec![ALPN.to_vec()],
+        &groups(vec![kx_group::SECP256R1]),
+    )
+    .expect("server config");
+    let client_config = client_config_with(
+        vec![cert],
+        vec![ALPN.to_vec()],
+        &groups(vec![kx_group::X25519, kx_group::SECP256R1]),
+    )
+    .expect("client config");
+    // The second ClientHello, as the client sends it after the server's HelloRetryRequest.
+    let (mut client, mut server) = pair_with(client_config, "localhost", server_config.clone());
+    let first = client.flush().remove(0).1;
+    server
+        .session
+        .read_handshake(Level::Initial, &first)
+        .expect("first ClientHello");
+    let retry = server.flush();
+    assert_eq!(retry.len(), 1, "a HelloRetryRequest, at the Initial level");
+    client
+        .session
+        .read_handshake(Level::Initial, &retry[0].1)
+        .expect("HelloRetryRequest");
+    let second = client.flush().remove(0).1;
+    assert_eq!(
+        (second[0], second[38]),
+        (1, 0),
+        "a ClientHello without a session ID"
+    );
+    // The same with a session ID: refused as the first would be.
+    let mut with_id = second[..39].to_vec();
+    with_id[38] = 32;
+    with_id.extend_from_slice(&[0x5a; 32]);
+    with_id.extend_from_slice(&second[39..]);
+    let body = u32::try_from(with_id.len() - 4).unwrap().to_be_bytes();
+    with_id[1..4].copy_from_slice(&body[1..]);
+    let server = RustlsSession::server(server_config.clone(), &server_params(), VERSION_1);
+    let mut server = server.expect("server session");
+    server
+        .read_handshake(Level::Initial, &first)
+        .expect("first ClientHello");
+    let error = server
+        .read_handshake(Level::Initial, &with_id)
+        .expect_err("a second ClientHello with a legacy_session_id");
+    assert_eq!(error.code, TransportErrorCode::PROTOCOL_VIOLATION, "{error:?}");
+    // Unchanged, it is taken, and the server moves to the Handshake level.
+    let mut server = Peer::new(RustlsSession::server(server_config, &server_params(), VERSION_1).unwrap());
+    server
+        .session
+        .read_handshake(Level::Initial, &first)
+        .expect("first ClientHello");
+    let _ = server.flush();
+    server
+        .session
+        .read_handshake(Level::Initial, &second)
+        .expect("second ClientHello");
+    let levels: Vec<Level> = server.flush().into_iter().map(|(level, _)| level).collect();
+    assert_eq!(levels, vec![Level::Initial, Level::Handshake]);
+}
