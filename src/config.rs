@@ -343,7 +343,8 @@ impl ServerConfig {
 /// Settings of one outgoing connection.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The TLS configuration (trusted roots, ALPN); see [`crate::crypto::tls`] for helpers.
+    /// The TLS configuration (trusted roots, ALPN); see [`crate::crypto::tls`] for helpers. Its
+    /// `enable_early_data` is taken as `false`: the engine does not send 0-RTT.
     pub tls: Arc<rustls::ClientConfig>,
     /// Transport settings.
     pub transport: TransportConfig,

@@ -262,6 +262,103 @@ fn a_resuming_quinn_client_is_not_told_its_early_data_was_accepted() {
     }
 }
 
+/// The client side of the same rule: quicsand sends no 0-RTT packets, so a client TLS configuration
+/// that enables early data must not have rustls offer it in a resumed ClientHello (RFC 9001 §4.6.1: the
+/// early_data extension is how a client says it sends 0-RTT). A quinn server that allows early data
+/// would otherwise accept 0-RTT that never comes (§4.6.2), keeping its 0-RTT keys and holding back
+/// nothing for it. The control: quinn's own client, with the same configuration, has its 0-RTT taken.
+#[test]
+fn a_resuming_quicsand_client_does_not_offer_early_data() {
+    use common::quicsand_node::QuicsandNode;
+    use common::quinn_node::QuinnNode;
+    use rustls::server::StoresServerSessions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// The server's session cache, counting the sessions found again: resumptions.
+    #[derive(Debug)]
+    struct Counting(Arc<dyn StoresServerSessions>, Arc<AtomicUsize>);
+    impl StoresServerSessions for Counting {
+        fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+            self.0.put(key, value)
+        }
+        fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+            let found = self.0.get(key);
+            self.1.fetch_add(usize::from(found.is_some()), Ordering::Relaxed);
+            found
+        }
+        fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+            let found = self.0.take(key);
+            self.1.fetch_add(usize::from(found.is_some()), Ordering::Relaxed);
+            found
+        }
+        fn can_cache(&self) -> bool {
+            self.0.can_cache()
+        }
+    }
+
+    let cert = TestCert::new();
+    for engine in [Engine::Quinn, Engine::Quicsand] {
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let mut server_tls = (*cert.server_tls(&[])).clone();
+        server_tls.max_early_data_size = u32::MAX;
+        server_tls.session_storage = Arc::new(Counting(server_tls.session_storage.clone(), resumed.clone()));
+        let server_tls = Arc::new(server_tls);
+        let server = QuinnNode::server_with_tls(common::server_addr(), server_tls.clone(), 23);
+        // One client TLS configuration for both connections: the second resumes with the first's
+        // ticket.
+        let mut client_tls = (*cert.client_tls(&[])).clone();
+        client_tls.enable_early_data = true;
+        let client_tls = std::sync::Arc::new(client_tls);
+        let client = |seed: u64, now| -> Box<dyn common::Node> {
+            match engine {
+                Engine::Quinn => {
+                    let mut c = QuinnNode::client(common::client_addr(), seed);
+                    c.connect(now, common::server_addr(), "localhost", client_tls.clone());
+                    Box::new(c)
+                }
+                Engine::Quicsand => {
+                    let mut c = QuicsandNode::client(common::client_addr(), seed);
+                    c.connect_tls(now, client_tls.clone(), common::server_addr(), "localhost");
+                    Box::new(c)
+                }
+            }
+        };
+        let mut p = Pair::new(client(24, common::epoch()), Box::new(server), 25);
+        assert!(connect(&mut p, Duration::from_secs(5)));
+        // The session tickets arrive after the handshake.
+        p.drive(Duration::from_secs(1));
+        // The second connection from another endpoint (the harness's IDs repeat per endpoint).
+        p.client = client(26, p.now);
+        p.client_events.clear();
+        assert!(
+            p.drive_until(Duration::from_secs(5), |p| p
+                .client_events
+                .contains(&common::NodeEvent::Connected)),
+            "{engine:?}: client {:?} server {:?}",
+            p.client_events,
+            p.server_events
+        );
+        let server = p
+            .server
+            .as_any()
+            .downcast_mut::<QuinnNode>()
+            .expect("a quinn server");
+        let resumed_conn = server.connections().nth(1).expect("the second connection");
+        // A quinn server has 0-RTT keys exactly when it accepted early data.
+        let accepted = resumed_conn.has_0rtt();
+        assert_eq!(
+            resumed.load(Ordering::Relaxed),
+            1,
+            "{engine:?}: the second connection resumes"
+        );
+        match engine {
+            Engine::Quinn => assert!(accepted, "the control: 0-RTT offered and taken"),
+            Engine::Quicsand => assert!(!accepted, "0-RTT offered by a client that never sends it"),
+        }
+    }
+}
+
 /// A server under `AcceptPolicy::Refuse` answers a client's first Initial with a CONNECTION_REFUSED
 /// close in an Initial of its own, made without connection state: quicsand and quinn-proto clients both
 /// take it and end at once (RFC 9000 §5.2.2), not after their idle timeout.

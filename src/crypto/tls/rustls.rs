@@ -258,7 +258,8 @@ impl RustlsSession {
     /// certificate), sending `params` in the quic_transport_parameters extension (RFC 9001 §8.2), for a
     /// connection of QUIC `version`.
     ///
-    /// The ClientHello is ready for [`Session::write_handshake`] at once, at the Initial level.
+    /// The ClientHello is ready for [`Session::write_handshake`] at once, at the Initial level. It never
+    /// offers early data, whatever `config.enable_early_data` says (see below).
     pub fn client(
         config: Arc<ClientConfig>,
         server_name: &str,
@@ -267,6 +268,16 @@ impl RustlsSession {
     ) -> Result<Self, TlsConfigError> {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| TlsConfigError::InvalidServerName(server_name.to_owned()))?;
+        // RFC 9001 §4.6.1: the early_data extension tells the server the client sends 0-RTT packets,
+        // which this engine never does: a server that takes it would accept 0-RTT that never comes. The
+        // copy shares the session store, so resumption works as before.
+        let config = if config.enable_early_data {
+            let mut without = (*config).clone();
+            without.enable_early_data = false;
+            Arc::new(without)
+        } else {
+            config
+        };
         let conn = quic::ClientConnection::new(config, rustls_version(version), name, encode_params(params))?;
         Ok(Self::new(conn.into(), Side::Client, Some(server_name.to_owned())))
     }
