@@ -239,7 +239,7 @@ fn quicsand_client_echoes_through_quicsand_server() {
     assert_eq!(stats.echo_bytes, ECHO.streams as u64 * ECHO.bytes);
     assert!(stats.echo_datagrams >= u64::from(ECHO.datagrams));
     // The example server's --qlog: one JSON-SEQ file for the one connection, whole once the server
-    // stopped, with the handshake and the client's close in it.
+    // stopped, with the handshake in it (the client's close may come after the server stopped).
     let names: Vec<_> = std::fs::read_dir(&qlog_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -255,7 +255,6 @@ fn quicsand_client_echoes_through_quicsand_server() {
         "\"qlog_format\":\"JSON-SEQ\"",
         "transport:packet_received",
         "\"handshake_complete\"",
-        "\"draining\"",
     ] {
         assert!(text.contains(needle), "no {needle} in the qlog");
     }
