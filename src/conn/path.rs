@@ -126,7 +126,9 @@ impl Connection {
     ///
     /// Returns the peer's connection ID that the path left used, when the move put it out of use (the
     /// new path took another, RFC 9000 §9.5): the caller answers a challenge still owed to that path with
-    /// it, or retires it.
+    /// it, or retires it. And, on a return to the validated path left, the data of a PATH_CHALLENGE from
+    /// there still unanswered (it was to go with that path's challenge, not sent yet): the caller
+    /// answers it there, now the current path again (§8.2.2: the endpoint MUST respond).
     #[must_use]
     pub(crate) fn migrate(
         &mut self,
@@ -135,7 +137,7 @@ impl Connection {
         local_ip: Option<IpAddr>,
         len: usize,
         dcid: ConnectionId,
-    ) -> Option<(u64, ConnectionId)> {
+    ) -> (Option<(u64, ConnectionId)>, Option<[u8; 8]>) {
         tracing::debug!(side = ?self.side, from = %self.path.remote, to = %remote, "peer address changed");
         let ip_changed = remote.ip() != self.path.remote.ip();
         let local_ip = local_ip.or(self.path.local_ip);
@@ -146,6 +148,7 @@ impl Connection {
             // Back to the validated address it came from while the move was being checked (the move was
             // a NAT's passing rebinding, or a forwarded copy): nothing to validate, and what the connection
             // knew of that path still holds.
+            let owed_here = v.old_path.as_ref().filter(|c| c.pending).and_then(|c| c.response);
             let released = self.take_back_old_path_cid(v.old_path);
             if let Some((mut previous, state)) = v.previous {
                 previous.bytes_received += len as u64;
@@ -154,7 +157,7 @@ impl Connection {
                 self.return_to(previous, state);
             }
             self.announce_reset_tokens();
-            return released;
+            return (released, owed_here);
         }
         let mtu = self.path.mtu;
         let old = std::mem::replace(
@@ -225,7 +228,7 @@ impl Connection {
         // address with the challenge: a reset may end with its token too.
         self.announce_reset_tokens();
         self.stats.path_migrations += 1;
-        released
+        (released, None)
     }
 
     /// What a new path starts from (RFC 9000 §9.4): packets sent from now on are its own; unless only the

@@ -403,7 +403,7 @@ impl Connection {
                 let (left, left_ip, left_allowance) =
                     (self.path.remote, self.path.local_ip, self.path.send_allowance());
                 let left_cid = self.remote_cid;
-                let mut released = self.migrate(now, *remote, local_ip, datagram_len, *dcid);
+                let (mut released, owed_here) = self.migrate(now, *remote, local_ip, datagram_len, *dcid);
                 if let Some(owed) = response_owed.filter(|_| self.path_response == response_owed) {
                     // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
                     // just left: with the challenge to that path if it is still to go, else alone, with
@@ -424,6 +424,11 @@ impl Connection {
                 }
                 if let Some((seq, _)) = released {
                     self.retire_spare(seq);
+                }
+                // Back on a path whose PATH_CHALLENGE was still unanswered: the answer goes here now
+                // (RFC 9000 §8.2.2), unless this packet brought a newer challenge, answered instead.
+                if let Some(owed) = owed_here {
+                    self.path_response.get_or_insert(owed);
                 }
             } else if let Some(data) = self.path_response.filter(|_| self.path_response != response_owed) {
                 // A PATH_CHALLENGE probing another path (RFC 9000 §9.1): answered there, not here

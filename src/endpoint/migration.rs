@@ -267,6 +267,41 @@ fn a_path_response_owed_survives_a_second_migration() {
     assert_eq!(answered, vec![b]);
 }
 
+/// Reads the frames sent from the server's qlog, hence the feature.
+#[cfg(feature = "qlog")]
+#[test]
+fn a_path_response_owed_survives_a_move_and_a_return_before_the_server_sends() {
+    // RFC 9000 §8.2.2: "On receiving a PATH_CHALLENGE frame, an endpoint MUST respond", on the path it
+    // came from. A PATH_CHALLENGE from the client's address A is still unanswered when a packet from B
+    // moves the connection (the answer is to go with the challenge to A, §9.3.3), and a newer packet
+    // from A brings it back before the server sent anything (both in one batch of datagrams, as a
+    // forwarded copy and the client's next packet arrive): the answer still goes, to A.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = NEW.parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    p.server.conn(h).unwrap().set_qlog(Box::new(tx));
+    inject(&mut p, SpaceId::Data, &[Frame::PathChallenge([0x6b; 8])]);
+    client_pings_from(&mut p, ch, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    client_pings_from(&mut p, ch, a);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
+    while rx.try_recv().is_ok() {}
+    let mut answered = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for record in rx.try_iter() {
+            let record = String::from_utf8(record).unwrap();
+            if record.contains("path_response") && record.contains(&"6b".repeat(8)) {
+                answered.push(t.destination);
+            }
+        }
+    }
+    assert_eq!(answered, vec![a]);
+}
+
 #[test]
 fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_path() {
     // RFC 9000 §14: the path MTU is per pair of addresses, so a new peer IP starts again from 1200 bytes
