@@ -759,26 +759,29 @@ impl Connection {
                 v.expanded = true;
             }
         }
-        // The challenge to a path the peer left is sent once and forgotten: not in flight on the current
-        // path, whose congestion control, RTT estimate and loss detection it must not touch (RFC 9000
-        // §9.4); the peer's acknowledgement of it is ignored.
+        // The challenge to a path the peer left (or an answer to another address) is sent once and
+        // forgotten: not in flight on the current path, whose congestion control, RTT estimate and loss
+        // detection it must not touch (RFC 9000 §9.4); the peer's acknowledgement of it is ignored, and
+        // gives no RTT sample (not even as the largest acknowledged, as an ACK-only packet's would).
         if special && !mtu_probe {
             ack_eliciting = false;
             padded = false;
+            self.recovery.on_packet_sent_elsewhere(space, pn);
+        } else {
+            self.recovery.on_packet_sent(
+                space,
+                pn,
+                SentPacket {
+                    time_sent: now,
+                    size: u16::try_from(packet_len).unwrap_or(u16::MAX),
+                    ack_eliciting,
+                    in_flight: ack_eliciting || padded,
+                    mtu_probe,
+                    ecn_marked: self.marking,
+                    data: sent,
+                },
+            );
         }
-        self.recovery.on_packet_sent(
-            space,
-            pn,
-            SentPacket {
-                time_sent: now,
-                size: u16::try_from(packet_len).unwrap_or(u16::MAX),
-                ack_eliciting,
-                in_flight: ack_eliciting || padded,
-                mtu_probe,
-                ecn_marked: self.marking,
-                data: sent,
-            },
-        );
         self.stats.packets_sent += 1;
         if self.marking {
             self.ecn.on_marked_sent(space, ack_eliciting || padded);

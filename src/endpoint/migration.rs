@@ -1240,3 +1240,56 @@ fn a_path_challenge_held_by_the_amplification_limit_goes_again_within_it() {
     assert!(conn.path.validated);
     assert_eq!(conn.stats().path_validation_failures, 0);
 }
+
+/// RFC 9000 §9.4: "Packets sent on the old path MUST NOT contribute to ... RTT estimation for the new
+/// path". The client's address changes to another IP (B) while its old one (A) still receives, as
+/// after a NAT rebinding whose old mapping still lets packets in: the server's challenge to A (§9.3.3)
+/// arrives, the ones to B are lost, and the client's next packet, from B a round trip of 100 ms
+/// later, acknowledges that challenge as its largest, with stream data sent to A before the move.
+/// B's estimate, started again from the initial RTT, takes no sample from it.
+#[test]
+fn the_old_paths_challenge_gives_the_new_path_no_rtt_sample() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = NEW.parse().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    // Stream data to A, on its way when the client's address changes.
+    {
+        let mut conn = p.server.conn(h).unwrap();
+        let id = conn.open_uni().unwrap();
+        conn.stream(id).write(&[7; 1000]).unwrap();
+    }
+    let mut to_a = super::peer_errors::sends(&mut p.server, p.now);
+    assert!(!to_a.is_empty());
+    client_pings_from(&mut p, ch, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        if t.destination == a {
+            to_a.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
+        }
+    }
+    for d in &to_a {
+        p.client
+            .handle_datagram(p.now, datagram(server, BytesMut::from(&d[..])));
+    }
+    let mut from_client = Vec::new();
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf) {
+        from_client.extend(t.datagrams(&buf).map(<[u8]>::to_vec));
+    }
+    assert!(!from_client.is_empty(), "the client acknowledges");
+    p.now += Duration::from_millis(100);
+    for d in from_client {
+        p.server
+            .handle_datagram(p.now, datagram(b, BytesMut::from(&d[..])));
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, b);
+    assert_eq!(
+        conn.recovery.rtt().smoothed(),
+        TransportConfig::default().initial_rtt,
+        "B's estimate took a sample of A"
+    );
+}

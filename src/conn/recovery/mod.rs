@@ -635,6 +635,26 @@ impl<T> LossDetection<T> {
         s.sent.insert(pn, packet, s.largest_acked);
     }
 
+    /// Records packet `pn` of `space` as sent to another address than the current path's (the challenge
+    /// to a path the peer left, an answer to a probe from elsewhere): its number is used, and nothing
+    /// else of it kept, not even its send time, which would give an acknowledgement of it as the
+    /// largest an RTT sample of the other path (RFC 9000 §9.4: packets sent on another path MUST NOT
+    /// contribute to the current path's RTT estimate).
+    pub(crate) fn on_packet_sent_elsewhere(&mut self, space: SpaceId, pn: u64) {
+        let Some(s) = self.spaces.get_mut(space) else {
+            debug_assert!(false, "no packets are sent in a released space");
+            return;
+        };
+        debug_assert!(pn >= s.next_pn, "packet numbers strictly increase within a space");
+        if pn < s.next_pn {
+            return;
+        }
+        if pn > s.next_pn {
+            s.mark_unsent(s.next_pn, pn - 1);
+        }
+        s.next_pn = pn.saturating_add(1);
+    }
+
     /// The remembered ranges of packet numbers never sent in `space` (skips and gaps).
     #[cfg(test)]
     pub(crate) fn unsent_ranges(&self, space: SpaceId) -> Vec<(u64, u64)> {
