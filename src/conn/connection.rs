@@ -902,10 +902,7 @@ impl Connection {
         // Packets of this path sent marked ECT(0) (RFC 9000 §13.4.2: all of them lost fails ECN).
         let mut marked = 0u64;
         // RFC 9000 §9.4: losses on a path the peer has left say nothing of the new path's capacity.
-        let path_first_pn = match space {
-            SpaceId::Data => self.recovery.path_first_pn(),
-            _ => 0,
-        };
+        let path = self.recovery.path_pns(space);
         for (pn, p) in &lost {
             if p.mtu_probe {
                 // Counted against the size it tried, if the search is still at it.
@@ -913,7 +910,7 @@ impl Connection {
                 self.stats.mtu_probes_lost += 1;
                 continue;
             }
-            if *pn >= path_first_pn {
+            if path.contains(*pn) {
                 marked += u64::from(p.ecn_marked);
                 latest = latest.max(Some(p.time_sent));
                 counted += 1;
@@ -974,8 +971,14 @@ impl Connection {
         if space != SpaceId::Data {
             return;
         }
+        // Only the losses the event counted: this path's (packets sent on another while away from it
+        // were not, RFC 9000 §9.4).
+        let path = self.recovery.path_pns(space);
         let done = |undo: &mut SpuriousUndo| {
-            let ours = spurious.iter().filter(|&&pn| pn >= undo.first_pn).count() as u64;
+            let ours = spurious
+                .iter()
+                .filter(|&&pn| pn >= undo.first_pn && path.contains(pn))
+                .count() as u64;
             undo.outstanding = undo.outstanding.saturating_sub(ours);
             undo.outstanding == 0
         };

@@ -89,7 +89,7 @@ pub(crate) struct PathState {
     mtud: MtuDiscovery,
     /// Where the path's packets start (`LossDetection::path_start`): those still in flight feed its
     /// controller and count against its window again when the connection comes back.
-    start: (u64, u64),
+    start: crate::conn::recovery::PathStart,
     /// The path's own pending undo of a congestion event (`Connection::cc_undo`) when it was left: it
     /// comes back with the path's controller.
     cc_undo: Option<crate::conn::congestion::SpuriousUndo>,

@@ -688,10 +688,7 @@ impl Connection {
         };
         let cc = &mut self.cc;
         // RFC 9000 §9.4: packets sent on a path the peer has left do not grow the new path's window.
-        let path_first_pn = match space {
-            SpaceId::Data => self.recovery.path_first_pn(),
-            _ => 0,
-        };
+        let path = self.recovery.path_pns(space);
         // qlog lists the acknowledged packet numbers; collected only when it records.
         #[cfg(feature = "qlog")]
         let (qlog_on, mut pns) = (self.qlog.enabled(), Vec::new());
@@ -700,12 +697,12 @@ impl Connection {
         let outcome = self
             .recovery
             .on_ack_received(space, ack.iter(), delay, now, &ctx, |rtt, pn, p| {
-                if p.in_flight && pn >= path_first_pn {
+                if p.in_flight && path.contains(pn) {
                     cc.on_ack(now, p.time_sent, u64::from(p.size), rtt, app_limited);
                 }
                 if p.ecn_marked {
                     marked += 1;
-                    marked_this_path += u64::from(pn >= path_first_pn);
+                    marked_this_path += u64::from(path.contains(pn));
                 }
                 acked.packet(pn, p.size, &p.data);
                 #[cfg(feature = "qlog")]
@@ -782,7 +779,7 @@ impl Connection {
         // RFC 9000 §9.4: an ACK whose largest packet was sent on the path left acknowledges only that
         // path's packets, so the CE marks it reports are that path's congestion, not the new one's (whose
         // controller may have started again), as its losses are not counted against the new path.
-        let this_path = space != SpaceId::Data || ack.largest() >= self.recovery.path_first_pn();
+        let this_path = self.recovery.path_pns(space).contains(ack.largest());
         if signal == EcnSignal::Congestion && this_path {
             self.stats.ecn_ce_signals += 1;
             // Marks are not loss: nothing to undo if losses of the same period prove spurious.

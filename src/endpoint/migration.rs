@@ -1293,3 +1293,41 @@ fn the_old_paths_challenge_gives_the_new_path_no_rtt_sample() {
         "B's estimate took a sample of A"
     );
 }
+
+/// RFC 9000 §9.4: "Packets sent on the old path MUST NOT contribute to congestion control ... for the
+/// new path". A forwarded copy of a client packet from B (§9.3.3) moves the server there, which sends
+/// B its PATH_CHALLENGE (and what else the amplification limit allows); the forwarder drops it all,
+/// and the client's next packet from A brings the server back. Those packets, never sent on A, are
+/// then declared lost: that is no congestion on A, whose window stays as it was. (Otherwise a
+/// forwarder repeating it once a round trip halves A's window at will.)
+#[test]
+fn losses_on_the_path_left_for_a_moment_are_no_congestion_back_on_the_old_path() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = NEW.parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::from_secs(1));
+    let (events, window) = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        (conn.stats().congestion_events, conn.cc.window())
+    };
+    client_pings_from(&mut p, ch, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    let to_b = server_sends_reaching(&mut p, nowhere());
+    assert!(to_b.iter().any(|(to, _)| *to == b), "{to_b:?}");
+    p.now += Duration::from_millis(1);
+    client_pings_from(&mut p, ch, a);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
+    // Back on A, the connection goes on: later packets are acknowledged, B's are declared lost.
+    for _ in 0..5 {
+        p.server.conn(h).unwrap().ping();
+        p.run(Duration::from_millis(200));
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, a);
+    assert!(conn.stats().packets_lost > 0, "B's packets were declared lost");
+    assert_eq!(conn.stats().congestion_events, events, "a congestion event on A");
+    assert_eq!(conn.cc.window(), window);
+}

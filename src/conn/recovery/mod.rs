@@ -107,6 +107,31 @@ pub(crate) struct SentPacket<T> {
     pub(crate) data: T,
 }
 
+/// Where a path's packets start, kept while the connection is away from it (`LossDetection::path_start`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathStart {
+    first_pn: u64,
+    window_first_pn: u64,
+    foreign: Option<(u64, u64)>,
+    /// The first packet number sent after the connection left the path.
+    left_at: u64,
+}
+
+/// The packet numbers of one space sent on the current path: from `first` on, but for `foreign`
+/// (`start..end`), sent on another path while the connection was away from this one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathPns {
+    first: u64,
+    foreign: Option<(u64, u64)>,
+}
+
+impl PathPns {
+    /// Whether packet `pn` was sent on the current path.
+    pub(crate) fn contains(&self, pn: u64) -> bool {
+        pn >= self.first && !self.foreign.is_some_and(|(from, to)| (from..to).contains(&pn))
+    }
+}
+
 /// Connection state the loss detector needs but does not own, passed with each call that may depend on
 /// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +281,12 @@ struct Space<T> {
     /// earlier ones feed neither the RTT estimate nor the congestion controller. 0 but in the
     /// application space, whose packets are the only ones a path change can leave behind.
     path_first_pn: u64,
+    /// Packet numbers from `path_first_pn` on that were sent on another path (`start..end`): those the
+    /// connection sent while it was away from this path, which it came back to (RFC 9000 §9.3.2,
+    /// §9.3.3). Their acknowledgements and losses feed neither this path's RTT estimate nor its
+    /// controller (§9.4); they still count against its window (a few at most, and only thus
+    /// conservative).
+    foreign: Option<(u64, u64)>,
     /// The first packet number counted against the current congestion window: as `path_first_pn`, but
     /// kept when only the peer's port changed (the same network path, whose window carries over).
     window_first_pn: u64,
@@ -277,6 +308,14 @@ struct Space<T> {
 }
 
 impl<T> Space<T> {
+    /// Which of this space's packet numbers were sent on the current path.
+    fn path_pns(&self) -> PathPns {
+        PathPns {
+            first: self.path_first_pn,
+            foreign: self.foreign,
+        }
+    }
+
     fn new() -> Self {
         Self {
             sent: SentPackets::default(),
@@ -288,6 +327,7 @@ impl<T> Space<T> {
             ack_eliciting_in_flight: 0,
             bytes_in_flight: 0,
             path_first_pn: 0,
+            foreign: None,
             window_first_pn: 0,
             path_bytes_in_flight: 0,
             loss_time: None,
@@ -541,6 +581,7 @@ impl<T> LossDetection<T> {
         let next = self.spaces.next_pn(SpaceId::Data);
         // Acknowledgements of packets sent before (on a path the peer has left) give no RTT sample.
         self.spaces.data.path_first_pn = next;
+        self.spaces.data.foreign = None;
         if rtt.is_some() {
             // And those packets no longer count against the new path's window.
             self.spaces.data.window_first_pn = next;
@@ -551,18 +592,40 @@ impl<T> LossDetection<T> {
 
     /// Where the current path's packets start, to give back to [`return_to_path`](Self::return_to_path)
     /// if the connection comes back to it.
-    pub(crate) fn path_start(&self) -> (u64, u64) {
-        (self.spaces.data.path_first_pn, self.spaces.data.window_first_pn)
+    pub(crate) fn path_start(&self) -> PathStart {
+        let data = &self.spaces.data;
+        PathStart {
+            first_pn: data.path_first_pn,
+            window_first_pn: data.window_first_pn,
+            foreign: data.foreign,
+            left_at: data.next_pn,
+        }
     }
 
     /// Back on a path the connection left, whose packets started at `start` (from
     /// [`path_start`](Self::path_start)) and whose estimate was `rtt`: its packets still in flight feed
     /// its estimate and controller again, and count against its window (with those sent on the path
     /// left meanwhile, a few probes at most).
-    pub(crate) fn return_to_path(&mut self, (first_pn, window_first_pn): (u64, u64), rtt: RttEstimator) {
+    pub(crate) fn return_to_path(&mut self, start: PathStart, rtt: RttEstimator) {
         let data = &mut self.spaces.data;
+        let PathStart {
+            first_pn,
+            window_first_pn,
+            foreign,
+            left_at,
+        } = start;
         data.path_first_pn = first_pn;
         data.window_first_pn = window_first_pn;
+        // RFC 9000 §9.4: what was sent while away, on the path left, is not this path's. An earlier stay
+        // away whose packets are still tracked is kept too, as one span from its start: this path's own
+        // packets sent between the two are then left out of its feedback as well (rare: two returns
+        // within the life of one packet), rather than another path's counted in.
+        let away = (left_at < data.next_pn).then_some((left_at, data.next_pn));
+        let earlier = foreign.filter(|&(from, to)| data.sent.range(from..to).next().is_some());
+        data.foreign = match (earlier, away) {
+            (Some((from, _)), Some((_, to))) => Some((from, to)),
+            (earlier, away) => away.or(earlier),
+        };
         data.path_bytes_in_flight = data
             .sent
             .range(window_first_pn..)
@@ -589,6 +652,18 @@ impl<T> LossDetection<T> {
     /// The first 1-RTT packet number sent on the current path.
     pub(crate) fn path_first_pn(&self) -> u64 {
         self.spaces.data.path_first_pn
+    }
+
+    /// Which packet numbers of `space` were sent on the current path (RFC 9000 §9.4): all but in the
+    /// application space, whose packets are the only ones a path change can leave behind.
+    pub(crate) fn path_pns(&self, space: SpaceId) -> PathPns {
+        match space {
+            SpaceId::Data => self.spaces.data.path_pns(),
+            _ => PathPns {
+                first: 0,
+                foreign: None,
+            },
+        }
     }
 
     /// Records a sent packet (RFC 9002 Appendix A.5 OnPacketSent).
@@ -790,7 +865,7 @@ impl<T> LossDetection<T> {
                     .iter()
                     .any(|&(lo, hi)| s.sent.range(lo..=hi).any(|(_, p)| p.ack_eliciting));
             // RFC 9000 §9.4: packets sent on the old path do not contribute to the new path's estimate.
-            let this_path = largest >= s.path_first_pn;
+            let this_path = s.path_pns().contains(largest);
             // A clock that stepped back since the packet went out measures nothing: no sample (a zero one
             // would make min_rtt zero for good).
             let measurable = now >= newest_time_sent;
@@ -913,10 +988,7 @@ impl<T> LossDetection<T> {
         let first_rtt_sample = self.first_rtt_sample;
         // RFC 9000 §9.4: packets sent on a path the peer has left say nothing of the current one's
         // congestion; only the current path's can make a persistent-congestion period.
-        let path_first_pn = match space {
-            SpaceId::Data => self.spaces.data.path_first_pn,
-            _ => 0,
-        };
+        let path = self.path_pns(space);
         let Some(s) = self.spaces.get_mut(space) else {
             return (Vec::new(), false);
         };
@@ -954,7 +1026,7 @@ impl<T> LossDetection<T> {
             if by_time || by_count {
                 lost_pns.push(pn);
                 let after_sample = first_rtt_sample.is_some_and(|f| p.time_sent > f);
-                let counts = p.ack_eliciting && after_sample && !p.mtu_probe && pn >= path_first_pn;
+                let counts = p.ack_eliciting && after_sample && !p.mtu_probe && path.contains(pn);
                 if counts {
                     match run_start {
                         Some(start) if p.time_sent.saturating_duration_since(start) > persistent_period => {

@@ -1005,6 +1005,14 @@ fn check_invariants(ld: &LossDetection<u64>) {
         "window_first_pn {}",
         d.window_first_pn
     );
+    // Packets sent on another path while away from this one: a span of packets sent since it began.
+    if let Some((from, to)) = d.foreign {
+        assert!(
+            d.path_first_pn <= from && from < to && to <= d.next_pn,
+            "{:?}",
+            d.foreign
+        );
+    }
 }
 
 /// Runs `ops` against a fresh tracker, checking the invariants after each step.
@@ -1021,7 +1029,7 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
     };
     let mut now = t0;
     let mut discarded = [false; 3];
-    let mut saved: Vec<(u64, u64)> = Vec::new();
+    let mut saved: Vec<PathStart> = Vec::new();
     for op in ops {
         match *op {
             Op::Send {
