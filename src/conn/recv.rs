@@ -404,11 +404,14 @@ impl Connection {
                     (self.path.remote, self.path.local_ip, self.path.send_allowance());
                 let left_cid = self.remote_cid;
                 let (mut released, owed_here) = self.migrate(now, *remote, local_ip, datagram_len, *dcid);
-                if let Some(owed) = response_owed.filter(|_| self.path_response == response_owed) {
+                if let Some(owed) = response_owed {
                     // RFC 9000 §8.2.2: a PATH_RESPONSE goes on the path its challenge came from, the one
                     // just left: with the challenge to that path if it is still to go, else alone, with
-                    // the connection ID that path used (§9.5).
-                    self.path_response = None;
+                    // the connection ID that path used (§9.5). A challenge this packet carried stays,
+                    // answered on the new path.
+                    if self.path_response == response_owed {
+                        self.path_response = None;
+                    }
                     let old_path = self.path_validation.as_mut().and_then(|v| v.old_path.as_mut());
                     if let Some(c) = old_path.filter(|c| c.pending && c.remote == left) {
                         c.response = Some(owed);

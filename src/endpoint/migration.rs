@@ -302,6 +302,56 @@ fn a_path_response_owed_survives_a_move_and_a_return_before_the_server_sends() {
     assert_eq!(answered, vec![a]);
 }
 
+/// Reads the frames sent from the server's qlog, hence the feature.
+#[cfg(feature = "qlog")]
+#[test]
+fn a_path_response_owed_to_the_path_left_survives_a_challenge_on_the_new_path() {
+    // RFC 9000 §8.2.2: every PATH_CHALLENGE is answered, on the path it came from. One from the
+    // client's address A is still unanswered when the client's packet from B moves the connection,
+    // carrying a PATH_CHALLENGE of its own (as a client migrating validates the new path at once): the
+    // answer to the first goes to A, the answer to the second to B.
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = NEW.parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    p.server.conn(h).unwrap().set_qlog(Box::new(tx));
+    inject(&mut p, SpaceId::Data, &[Frame::PathChallenge([0x6b; 8])]);
+    {
+        // The client's next packet carries PATH_CHALLENGE 5c..5c beside its PING.
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        conn.path_validation = Some(Box::new(crate::conn::path::PathValidation {
+            data: [0x5c; 8],
+            pending: true,
+            deadline: p.now + Duration::from_secs(30),
+            resend_at: p.now + Duration::from_secs(30),
+            resend_after: Duration::from_secs(30),
+            expanded: false,
+            earlier: None,
+            previous: None,
+            old_path: None,
+        }));
+    }
+    client_pings_from(&mut p, ch, b);
+    assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
+    while rx.try_recv().is_ok() {}
+    let mut answered = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for record in rx.try_iter() {
+            let record = String::from_utf8(record).unwrap();
+            for data in [0x6b_u8, 0x5c] {
+                if record.contains("path_response") && record.contains(&format!("{data:02x}").repeat(8)) {
+                    answered.push((data, t.destination));
+                }
+            }
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, vec![(0x5c, b), (0x6b, a)]);
+}
+
 #[test]
 fn a_new_ip_starts_from_the_base_mtu_and_a_failed_validation_restores_the_old_path() {
     // RFC 9000 §14: the path MTU is per pair of addresses, so a new peer IP starts again from 1200 bytes
