@@ -1381,3 +1381,53 @@ fn losses_on_the_path_left_for_a_moment_are_no_congestion_back_on_the_old_path()
     assert_eq!(conn.stats().congestion_events, events, "a congestion event on A");
     assert_eq!(conn.cc.window(), window);
 }
+
+/// The same after a failed validation (RFC 9000 §9.3.2): a packet from B moves the server there, and
+/// nothing it sends B for the three PTOs of the validation arrives. Back on A, where the client still
+/// is, those packets are declared lost: no congestion on A (they span the whole validation, which
+/// could make persistent congestion, RFC 9002 §7.6, and collapse A's window).
+#[test]
+fn losses_on_a_path_that_failed_validation_are_no_congestion_back_on_the_old_path() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let a: SocketAddr = CLIENT.parse().unwrap();
+    let b: SocketAddr = NEW.parse().unwrap();
+    p.client.conn(ch).unwrap().ping();
+    p.run(Duration::from_secs(1));
+    let (events, window) = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        (conn.stats().congestion_events, conn.cc.window())
+    };
+    client_pings_from(&mut p, ch, b);
+    let deadline = {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.path.remote, b);
+        conn.path_validation.as_ref().unwrap().deadline
+    };
+    // Until the server gives up on B: what it sends until then is lost.
+    while p.server.table.get(h).unwrap().conn.path.remote == b {
+        server_sends_reaching(&mut p, nowhere());
+        match p.server.poll_timeout() {
+            Some(t) if t <= deadline => {
+                p.now = p.now.max(t);
+                p.server.handle_timeout(p.now);
+            }
+            _ => break,
+        }
+    }
+    {
+        let conn = &p.server.table.get(h).unwrap().conn;
+        assert_eq!(conn.stats().path_validation_failures, 1);
+        assert_eq!(conn.path.remote, a);
+    }
+    for _ in 0..5 {
+        p.server.conn(h).unwrap().ping();
+        p.run(Duration::from_millis(200));
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.path.remote, a);
+    assert!(conn.stats().packets_lost > 0, "B's packets were declared lost");
+    assert_eq!(conn.stats().congestion_events, events, "a congestion event on A");
+    assert_eq!(conn.cc.window(), window);
+}
