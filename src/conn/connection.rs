@@ -425,7 +425,9 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
         max_ack_delay: VarInt::saturating(config.announced_max_ack_delay().as_millis() as u64),
         active_connection_id_limit: VarInt::saturating(config.connection_id_limit()),
         initial_source_connection_id: Some(local_cid),
-        // Migration is not implemented yet: say so (RFC 9000 §18.2, §9).
+        // Our client never moves on purpose, and a server asks its clients not to (RFC 9000 §18.2). A
+        // server still follows a client's new address (§9: it MAY "proceed with path validation and
+        // allow the peer to migrate" rather than drop such packets), as a NAT rebinding needs.
         disable_active_migration: true,
         // RFC 9221 §3: announcing a maximum frame size enables receiving datagrams.
         max_datagram_frame_size: max_datagram_frame_size(config).map(VarInt::saturating),
