@@ -124,9 +124,21 @@ impl Pacer {
             // Less than a byte has accrued: keep `last_refill`, so the fraction is not lost.
             return;
         }
-        let earned = u64::try_from(earned).unwrap_or(u64::MAX);
-        self.tokens = self.tokens.saturating_add(earned).min(capacity);
-        self.last_refill = self.last_refill.max(now);
+        let tokens = u64::try_from(earned).map_or(u64::MAX, |e| self.tokens.saturating_add(e));
+        if tokens >= capacity {
+            // A full bucket earns nothing more: count from now.
+            self.tokens = capacity;
+            self.last_refill = self.last_refill.max(now);
+        } else {
+            // Only the time the whole bytes took is used up (rounded up: never faster than the rate, and
+            // at most `elapsed`, as `earned * den <= elapsed * num`): the fraction of a byte left over
+            // counts towards the next refill. Dropped at every refill, it slowed a pacer asked often (for
+            // every datagram received) by up to half.
+            let used = (earned * den).div_ceil(num);
+            let used = Duration::from_nanos(u64::try_from(used).unwrap_or(u64::MAX));
+            self.tokens = tokens;
+            self.last_refill = self.last_refill.checked_add(used).map_or(now, |t| t.min(now));
+        }
     }
 
     /// A clock that stepped back far: count from `now`, or nothing would be earned (and `delay` would

@@ -994,3 +994,27 @@ fn hystart_rounds_do_not_end_at_the_instant_they_began() {
         assert_eq!(cc.ssthresh(), u64::MAX, "{:?}", cc.algorithm());
     }
 }
+
+/// The bucket keeps the fraction of a byte each refill leaves over: a pacer asked often (a connection
+/// whose `poll_transmit` runs for every datagram it receives) paces at the rate, not slower. Here each
+/// ask, 50 µs apart, earns 1.5 bytes at 30 bytes/ms; dropping the half byte at every refill paced at
+/// two thirds of the rate (16 packets a second instead of 25).
+#[test]
+fn a_pacer_asked_often_keeps_the_rate() {
+    let t0 = epoch();
+    let window = 2 * SEG;
+    let srtt = ms(100);
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    // Empty the bucket first.
+    paced_send_times(&mut pacer, t0, 2, window, srtt);
+    let mut sent = 0u64;
+    for k in 1..=20_000u32 {
+        let now = t0 + Duration::from_micros(50) * k;
+        if pacer.delay(now, SEG, MDS, window, srtt).is_none() {
+            pacer.on_sent(now, SEG);
+            sent += 1;
+        }
+    }
+    // 1.25 * 2400 bytes per 100 ms is 30,000 bytes, 25 packets, a second.
+    assert!((24..=25).contains(&sent), "{sent} packets paced in one second");
+}
