@@ -759,6 +759,8 @@ impl Connection {
                 v.expanded = true;
             }
         }
+        // What was in flight before this packet (none: the sender was idle; CUBIC, RFC 9438 §5.8).
+        let in_flight_before = self.recovery.path_bytes_in_flight();
         // The challenge to a path the peer left (or an answer to another address) is sent once and
         // forgotten: not in flight on the current path, whose congestion control, RTT estimate and loss
         // detection it must not touch (RFC 9000 §9.4); the peer's acknowledgement of it is ignored, and
@@ -792,7 +794,7 @@ impl Connection {
             self.stats.mtu_probes_sent += 1;
         }
         if ack_eliciting || padded {
-            self.cc.on_packet_sent(now, packet_len as u64);
+            self.cc.on_packet_sent(now, packet_len as u64, in_flight_before);
         }
         if ack_eliciting {
             // RFC 9002 §7.7: ACK-only packets are not paced.

@@ -52,6 +52,8 @@ pub(crate) struct Cubic {
     epoch: Option<Epoch>,
     /// When the sender became application limited in congestion avoidance, if it still is.
     app_limited_since: Option<Instant>,
+    /// When the last acknowledgement arrived: where an idle period (nothing in flight) begins.
+    last_ack: Option<Instant>,
     /// Fraction of a byte of window growth not yet added (the window is an integer).
     carry: f64,
 }
@@ -66,6 +68,7 @@ impl Cubic {
             cwnd_prior: 0.0,
             epoch: None,
             app_limited_since: None,
+            last_ack: None,
             carry: 0.0,
         }
     }
@@ -179,9 +182,21 @@ impl Cubic {
 }
 
 impl CongestionController for Cubic {
-    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64) {
-        // Bytes in flight are the loss detector's (RFC 9002 Appendix B.4); idle and application-limited
-        // periods are recognised from `app_limited` on acknowledgements.
+    fn on_packet_sent(&mut self, now: Instant, _bytes: u64, in_flight_before: u64) {
+        // Application-limited periods are recognised from `app_limited` on acknowledgements. An idle
+        // period needs none: with nothing in flight since the last acknowledgement the window was not
+        // used, and RFC 9438 §5.8 says CUBIC "MUST NOT use the period of time when the flow was
+        // application limited when computing cwnd". If no acknowledgement marked its start (one ACK took
+        // the whole flight of a full window, or the connection came back to a path it had left), the
+        // stage's clock skips it here (as Linux's CUBIC does on restarting after idle). A flight sent at
+        // the instant the last one was acknowledged skips nothing.
+        if in_flight_before > 0 || self.app_limited_since.is_some() {
+            return;
+        }
+        if let (Some(epoch), Some(last_ack)) = (&mut self.epoch, self.last_ack) {
+            let idle = now.saturating_duration_since(last_ack);
+            epoch.start = epoch.start.checked_add(idle).map_or(now, |s| s.min(now));
+        }
     }
 
     fn on_ack(
@@ -193,6 +208,7 @@ impl CongestionController for Cubic {
         app_limited: bool,
     ) {
         self.state.pristine = false;
+        self.last_ack = Some(self.last_ack.map_or(now, |t| t.max(now)));
         self.state.on_ack_round(now, time_sent);
         // RFC 9002 Appendix B.5: no growth in a recovery period (§7.3.2).
         if self.state.in_recovery(time_sent) {

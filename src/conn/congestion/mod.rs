@@ -3,7 +3,8 @@
 //! A [`CongestionController`] owns the congestion window. The connection feeds it what the loss detector
 //! ([`LossDetection`](super::recovery::LossDetection)) reports:
 //!
-//! - every in-flight packet sent: [`CongestionController::on_packet_sent`];
+//! - every in-flight packet sent, with the bytes in flight before it (none: the sender was idle):
+//!   [`CongestionController::on_packet_sent`];
 //! - every newly acknowledged in-flight packet, one call each, in the order of the ACK outcome:
 //!   [`CongestionController::on_ack`] (a per-packet interface, not a batch);
 //! - once per ACK (or loss timeout) that declared in-flight packets lost: the send time of the newest of
@@ -64,8 +65,9 @@ pub enum CongestionAlgorithm {
 /// A congestion controller (RFC 9002 §7). The window is in bytes (RFC 9002 §7: "The algorithm in this
 /// document specifies and uses the controller's congestion window in bytes").
 pub(crate) trait CongestionController: Send + fmt::Debug {
-    /// An in-flight packet of `bytes` bytes was sent at `now` (RFC 9002 Appendix B.4).
-    fn on_packet_sent(&mut self, now: Instant, bytes: u64);
+    /// An in-flight packet of `bytes` bytes was sent at `now` (RFC 9002 Appendix B.4), with
+    /// `in_flight_before` bytes in flight on the path before it (zero: the sender was idle).
+    fn on_packet_sent(&mut self, now: Instant, bytes: u64, in_flight_before: u64);
 
     /// One newly acknowledged in-flight packet (RFC 9002 Appendix B.5, `OnPacketAcked`), sent at
     /// `time_sent` and `bytes` long. Call once per packet of [`AckOutcome::acked`] that was in flight.

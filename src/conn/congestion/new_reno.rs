@@ -28,7 +28,7 @@ impl NewReno {
 }
 
 impl CongestionController for NewReno {
-    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64) {
+    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64, _in_flight_before: u64) {
         // Bytes in flight are the loss detector's (RFC 9002 Appendix B.4); NewReno needs nothing else.
     }
 

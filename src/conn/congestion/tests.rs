@@ -1018,3 +1018,41 @@ fn a_pacer_asked_often_keeps_the_rate() {
     // 1.25 * 2400 bytes per 100 ms is 30,000 bytes, 25 packets, a second.
     assert!((24..=25).contains(&sent), "{sent} packets paced in one second");
 }
+
+/// RFC 9438 §5.8: the time a flow spent idle is not used when computing cwnd, also when no
+/// application-limited acknowledgement marked the idle period's start (one ACK acknowledged the whole
+/// last flight while the window was full, or the connection came back to a path it had left): the
+/// first packet sent with nothing in flight ends an idle period that began with the last
+/// acknowledgement. Counted, ten idle seconds put W_cubic(t) far above the window, and the next
+/// window of acknowledgements grew it by half (103,942 to 155,542 bytes) where continuous sending
+/// grows it by about one datagram.
+#[test]
+fn cubic_idle_time_without_app_limited_acks_is_excluded_from_the_stage() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(100);
+    // One second of congestion avoidance, every acknowledgement window-limited.
+    cubic_ack_rounds(&mut cc, start, start + ms(1_000), &r, |_, _| {});
+    let last_ack = start + ms(1_000);
+    cc.on_ack(last_ack, last_ack - ms(100), SEG, &r, false);
+    let before = cc.window();
+    // A flight sent at the instant the last acknowledgement emptied the window was not idle.
+    let epoch_start = cc.epoch_start().unwrap();
+    cc.on_packet_sent(last_ack, SEG, 0);
+    assert_eq!(cc.epoch_start(), Some(epoch_start));
+    // Ten seconds without a packet in flight, then a window's flight, acknowledged over one RTT.
+    let back = start + ms(11_000);
+    cc.on_packet_sent(back, SEG, 0);
+    let n = before / SEG;
+    for i in 0..n {
+        let now = back + ms(100) + ms(100) * u32::try_from(i).unwrap() / u32::try_from(n).unwrap();
+        cc.on_ack(now, back, SEG, &r, false);
+    }
+    assert!(
+        cc.window() - before < 4 * SEG,
+        "grew from {} to {} bytes over one RTT",
+        before,
+        cc.window()
+    );
+}
