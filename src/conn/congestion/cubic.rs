@@ -271,7 +271,8 @@ impl CongestionController for Cubic {
             // than the flight size), `cwnd_prior = cwnd`, and the threshold and the window are at least the
             // minimum window (RFC 9002 §7.2).
             self.cwnd_prior = cwnd;
-            let reduced = self.state.cwnd.saturating_mul(7) / 10;
+            // In 128 bits: `cwnd * 7` saturating in 64 would leave a fifth of a window above u64::MAX / 7.
+            let reduced = u64::try_from(u128::from(self.state.cwnd) * 7 / 10).unwrap_or(u64::MAX);
             self.state.ssthresh = reduced.max(self.state.minimum_window());
             self.state.cwnd = self.state.ssthresh;
             // The next congestion avoidance stage begins when recovery ends (RFC 9002 §7.3.2, RFC 9438 §4.2).

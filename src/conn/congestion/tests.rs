@@ -1056,3 +1056,20 @@ fn cubic_idle_time_without_app_limited_acks_is_excluded_from_the_stage() {
         cc.window()
     );
 }
+
+/// RFC 9438 §4.6: a loss leaves β_cubic = 0.7 of the window, however large the window: computed as
+/// `cwnd * 7 / 10` with a saturating multiplication, a window above `u64::MAX / 7` bytes fell to
+/// `u64::MAX / 10` instead, a fifth of it.
+#[test]
+fn cubic_reduction_of_a_huge_window_is_beta() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = Cubic::new(MDS, true);
+    let huge = u64::MAX / 2;
+    cc.on_ack(t0, t0 - ms(100), huge - cc.window(), &r, false);
+    assert_eq!(cc.window(), huge);
+    cc.on_congestion_event(t0, t0 - ms(50), false);
+    let want = u64::try_from(u128::from(huge) * 7 / 10).unwrap();
+    assert_eq!(cc.window(), want, "{} of {} bytes left", cc.window(), huge);
+    assert_eq!(cc.ssthresh(), want);
+}
