@@ -1294,6 +1294,64 @@ fn a_new_client_takes_the_slot_of_a_refused_or_closed_handshake() {
     }
 }
 
+/// A closing handshake gives its slot only to a connection that is then made: with zero-length
+/// connection IDs the server tells connections apart by address, and an Initial from the address of
+/// another handshake still in progress makes none (`connections_failed`). Before, the closed
+/// handshake's closing period was ended for it all the same (`closing_handshakes_ended` 1, the slot
+/// freed for nothing).
+#[test]
+fn a_closed_handshake_keeps_its_slot_for_an_initial_that_makes_no_connection() {
+    let cert = TestCert::new();
+    let mut net = Net::new(63);
+    let mut config = ServerConfig::new(cert.server_tls(&[]));
+    config.accept = AcceptPolicy::Ask;
+    config.max_incoming_handshakes = 2;
+    let mut endpoint_config = EndpointConfig::with_seed(163);
+    endpoint_config.cid_generator = Box::new(quicsand::RandomCidGenerator::new(0));
+    let server = net.add(server_addr(), Endpoint::new(endpoint_config, Some(config)));
+    let a = net.add(client_addr(0), client_endpoint(263));
+    let b = net.add(client_addr(1), client_endpoint(264));
+    net.connect(a, client_config(&cert), server);
+    net.advance_to(at(20));
+    let sa = net.hosts[server].incoming()[0].0;
+    let now = net.now;
+    net.hosts[server].ep.refuse(now, sa).unwrap();
+    net.settle(server, false);
+    // B's handshake is in progress, held for the application.
+    net.connect(b, client_config(&cert), server);
+    net.advance_to(at(40));
+    assert_eq!(net.hosts[server].incoming().len(), 2);
+    // A second connection from B's address: no connection can be made for it.
+    net.connect(b, client_config(&cert), server);
+    net.advance_to(at(60));
+    let s = net.ep(server).stats();
+    assert_eq!(
+        (
+            s.connections_incoming,
+            s.connections_failed,
+            s.closing_handshakes_ended,
+            s.connections_active
+        ),
+        (2, 1, 0, 2),
+        "{s:?}"
+    );
+    // A new connection from A's own address takes the slot of A's closed handshake.
+    net.connect(a, client_config(&cert), server);
+    net.advance_to(at(80));
+    let s = net.ep(server).stats();
+    assert_eq!(
+        (
+            s.connections_incoming,
+            s.connections_failed,
+            s.closing_handshakes_ended,
+            s.connections_active
+        ),
+        (3, 1, 1, 2),
+        "{s:?}"
+    );
+    assert_eq!(net.hosts[server].incoming()[2].1, client_addr(0));
+}
+
 /// A flood of handshakes that each close at once (a ClientHello the server rejects: no common ALPN)
 /// stays within `max_incoming_handshakes` with its closing connections too, and with Retry off every
 /// client still hears its CRYPTO_ERROR at once: each new one takes the slot of one that closed. With

@@ -1093,10 +1093,17 @@ impl Endpoint {
         let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
             return;
         };
-        if at_limit && !self.end_a_closing_handshake() {
-            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
-            return;
-        }
+        // At the limit, the closed handshake whose slot the new connection takes: ended only once the
+        // connection is made, so that an Initial that makes none costs no closing period its end.
+        let ending = if at_limit {
+            let Some(h) = self.closing_handshake_to_end() else {
+                self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
+                return;
+            };
+            Some(h)
+        } else {
+            None
+        };
         let Some(server) = &self.server else {
             return;
         };
@@ -1106,7 +1113,14 @@ impl Endpoint {
             self.stats.connections_failed += 1;
             return;
         };
-        if local_cid.is_empty() && self.routes.addr_in_use(&remote) {
+        // With zero-length IDs, connections are told apart by address: one there already (but the one
+        // ending) leaves no way to route the new one.
+        if local_cid.is_empty()
+            && self
+                .routes
+                .lookup(&[], remote, false)
+                .is_some_and(|h| Some(h) != ending)
+        {
             self.stats.connections_failed += 1;
             return;
         }
@@ -1135,6 +1149,9 @@ impl Endpoint {
                 return;
             }
         };
+        if let Some(h) = ending {
+            self.end_closing_handshake(h);
+        }
         let Some(h) = self.table.insert(Entry::new(conn)) else {
             self.stats.connections_failed += 1;
             return;
@@ -1409,31 +1426,31 @@ impl Endpoint {
         !self.closing_handshakes.is_empty()
     }
 
-    /// Where `end_a_closing_handshake` would find the one it ends in `closing_handshakes`.
-    fn closing_handshake_to_end(&mut self) -> Option<usize> {
+    /// The handshake that closed first among those whose closing owes the peer nothing more now
+    /// (draining, or its CONNECTION_CLOSE sent and no copy due): the one
+    /// [`end_closing_handshake`](Self::end_closing_handshake) ends for a new connection at the limit.
+    fn closing_handshake_to_end(&mut self) -> Option<ConnectionHandle> {
         self.prune_closing_handshakes();
-        self.closing_handshakes.iter().position(|&h| {
+        self.closing_handshakes.iter().copied().find(|&h| {
             self.table
                 .get(h)
                 .is_some_and(|e| e.closing_listed && e.counts_as_handshake && e.conn.owes_no_close())
         })
     }
 
-    /// Frees the slot of the handshake that closed first among those whose closing owes the peer nothing
-    /// more now (draining, or its CONNECTION_CLOSE sent and no copy due), ending its closing or draining
-    /// period early; false when there is none. RFC 9000 §10.2 says a server SHOULD NOT end these
-    /// periods early; it is done only at `max_incoming_handshakes`, where the alternative is to turn
-    /// away a new client while a connection that already failed keeps the slot for three PTOs. The
-    /// peer of the one ended has had its CONNECTION_CLOSE; a late packet of it finds no connection
-    /// (an Initial may start a new one, within the same limit).
-    fn end_a_closing_handshake(&mut self) -> bool {
-        let found = self.closing_handshake_to_end();
-        let Some(h) = found.and_then(|i| self.closing_handshakes.remove(i)) else {
-            return false;
-        };
+    /// Frees the slot of `h`, a handshake that closed before completing (from
+    /// [`closing_handshake_to_end`](Self::closing_handshake_to_end)), ending its closing or draining
+    /// period early. RFC 9000 §10.2 says a server SHOULD NOT end these periods early; it is done only at
+    /// `max_incoming_handshakes`, for a connection being made, where the alternative is to turn away a
+    /// new client while a connection that already failed keeps the slot for three PTOs. The peer of
+    /// the one ended has had its CONNECTION_CLOSE; a late packet of it finds no connection (an Initial
+    /// may start a new one, within the same limit).
+    fn end_closing_handshake(&mut self, h: ConnectionHandle) {
+        if let Some(i) = self.closing_handshakes.iter().position(|&x| x == h) {
+            self.closing_handshakes.remove(i);
+        }
         self.remove(h);
         self.stats.closing_handshakes_ended += 1;
-        true
     }
 
     /// Gives back the storage of a burst of connections once most of them are gone: each collection
