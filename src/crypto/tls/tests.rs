@@ -1166,3 +1166,158 @@ fn the_client_hello_after_a_hello_retry_request_is_checked_too() {
     let levels: Vec<Level> = server.flush().into_iter().map(|(level, _)| level).collect();
     assert_eq!(levels, vec![Level::Initial, Level::Handshake]);
 }
+
+/// Every handshake message `conn` has to write now, one piece per key epoch.
+fn raw_output(conn: &mut ::rustls::quic::Connection) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let mut piece = Vec::new();
+        let change = conn.write_hs(&mut piece);
+        if !piece.is_empty() {
+            out.push(piece);
+        }
+        if change.is_none() {
+            return out;
+        }
+    }
+}
+
+/// Real ClientHellos, as `rustls` clients of several configurations write them (a resumption with
+/// pre_shared_key and early_data, the second one after a HelloRetryRequest, many ALPN protocols, a
+/// long server name), are never taken for ones without quic_transport_parameters or with a session
+/// ID, however they are cut; and the server takes each whole.
+#[test]
+fn the_client_hello_reader_takes_real_client_hellos_however_cut() {
+    use ::rustls::crypto::ring::{default_provider, kx_group};
+    use ::rustls::quic::{self as rq, Version::V1};
+    let (cert, key) = cert("localhost");
+    let encoded = |params: TransportParameters| {
+        let mut bytes = Vec::new();
+        params.encode(&mut bytes);
+        bytes
+    };
+    let name = |n: &str| ::rustls::pki_types::ServerName::try_from(n.to_owned()).expect("a DNS name");
+    let mut hellos: Vec<(&str, Vec<u8>)> = Vec::new();
+
+    // A resumption offering early data: a first handshake leaves a ticket in the shared store.
+    let mut client_config =
+        (*client_config(vec![cert.clone()], vec![ALPN.to_vec()]).expect("client config")).clone();
+    client_config.enable_early_data = true;
+    let client_config = Arc::new(client_config);
+    let mut server_config =
+        (*server_config(vec![cert.clone()], key.clone_key(), vec![ALPN.to_vec()]).expect("server")).clone();
+    server_config.max_early_data_size = u32::MAX;
+    let server_config = Arc::new(server_config);
+    let client = |config: &Arc<::rustls::ClientConfig>, n: &str| -> rq::Connection {
+        rq::ClientConnection::new(config.clone(), V1, name(n), encoded(client_params()))
+            .expect("client")
+            .into()
+    };
+    let mut c = client(&client_config, "localhost");
+    let mut s: rq::Connection =
+        rq::ServerConnection::new(server_config.clone(), V1, encoded(server_params()))
+            .expect("server")
+            .into();
+    hellos.push(("plain", raw_output(&mut c).concat()));
+    s.read_hs(&hellos[0].1).expect("server takes the ClientHello");
+    for _ in 0..4 {
+        for piece in raw_output(&mut s) {
+            c.read_hs(&piece).expect("client reads");
+        }
+        for piece in raw_output(&mut c) {
+            s.read_hs(&piece).expect("server reads");
+        }
+    }
+    assert!(!c.is_handshaking() && !s.is_handshaking());
+    let mut c = client(&client_config, "localhost");
+    let resumed = raw_output(&mut c).concat();
+    hellos.push(("psk and early_data", resumed));
+    // Ours, resuming the same way (without early_data).
+    let mut ours = Peer::new(
+        RustlsSession::client(client_config.clone(), "localhost", &client_params(), VERSION_1).expect("ours"),
+    );
+    let ours_resumed = ours.flush().remove(0).1;
+    assert!(ours_resumed.len() + 30 > hellos[1].1.len() && ours_resumed.len() > hellos[0].1.len() + 30);
+    hellos.push(("ours, psk", ours_resumed));
+
+    // Many ALPN protocols and a long server name.
+    let long_name = format!("{0}.{0}.{0}.example", "a".repeat(60));
+    let alpns: Vec<Vec<u8>> = (0..200u8).map(|i| vec![b'p'; 1 + usize::from(i)]).collect();
+    let many = client_config_with(vec![cert.clone()], alpns, &ConfigOptions::default()).expect("config");
+    let mut c = client(&many, &long_name);
+    hellos.push(("many ALPNs, long name", raw_output(&mut c).concat()));
+
+    // The second ClientHello after a HelloRetryRequest.
+    let groups = |groups: Vec<&'static dyn ::rustls::crypto::SupportedKxGroup>| ConfigOptions {
+        provider: Some(Arc::new(::rustls::crypto::CryptoProvider {
+            kx_groups: groups,
+            ..default_provider()
+        })),
+        ..ConfigOptions::default()
+    };
+    let hrr_server = server_config_with(
+        vec![cert.clone()],
+        key.clone_key(),
+        vec![ALPN.to_vec()],
+        &groups(vec![kx_group::SECP256R1]),
+    )
+    .expect("server config");
+    let hrr_client = client_config_with(
+        vec![cert],
+        vec![ALPN.to_vec()],
+        &groups(vec![kx_group::X25519, kx_group::SECP256R1]),
+    )
+    .expect("client config");
+    let (mut client, mut server) = pair_with(hrr_client, "localhost", hrr_server);
+    let first = client.flush().remove(0).1;
+    server
+        .session
+        .read_handshake(Level::Initial, &first)
+        .expect("first");
+    let retry = server.flush().remove(0).1;
+    client
+        .session
+        .read_handshake(Level::Initial, &retry)
+        .expect("HRR");
+    let second = client.flush().remove(0).1;
+    let mut both = first.clone();
+    both.extend_from_slice(&second);
+    hellos.push(("first, then second after HRR", both));
+
+    let mut rng = crate::rng::Rng::from_key([7; 32]);
+    for (what, hello) in &hellos {
+        let scan_in = |pieces: &[&[u8]]| {
+            let mut scan = super::hello::HelloScan::new();
+            pieces.iter().find_map(|p| scan.read(p))
+        };
+        assert_eq!(scan_in(&[hello]), None, "{what}");
+        for cut in 0..hello.len() {
+            assert_eq!(
+                scan_in(&[&hello[..cut], &hello[cut..]]),
+                None,
+                "{what}: cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = hello.chunks(1).collect();
+        assert_eq!(scan_in(&bytes), None, "{what}: byte by byte");
+        for _ in 0..200 {
+            let a = (rng.next_u64() as usize) % (hello.len() + 1);
+            let b = (rng.next_u64() as usize) % (hello.len() + 1);
+            let (a, b) = (a.min(b), a.max(b));
+            assert_eq!(
+                scan_in(&[&hello[..a], &hello[a..b], &hello[b..]]),
+                None,
+                "{what}: cut at {a} and {b}"
+            );
+        }
+    }
+    // The server takes the resumption's ClientHello, cut in two.
+    for (what, hello) in &hellos[1..3] {
+        for cut in [1, 38, 39, 100, hello.len() / 2, hello.len() - 1] {
+            let mut server =
+                RustlsSession::server(server_config.clone(), &server_params(), VERSION_1).unwrap();
+            server.read_handshake(Level::Initial, &hello[..cut]).expect(what);
+            server.read_handshake(Level::Initial, &hello[cut..]).expect(what);
+        }
+    }
+}
