@@ -1312,14 +1312,10 @@ impl Endpoint {
             self.remove(h);
             return;
         }
-        if entry.counts_as_handshake && !entry.closing_listed && entry.conn.is_closed() {
-            entry.closing_listed = true;
-            self.closing_handshakes.push_back(h);
-            self.prune_closing_handshakes();
-        }
-        let Some(entry) = self.table.get_mut(h) else {
-            return;
-        };
+        // A handshake that just closed is listed (after the entry's last use: the list's pruning reads
+        // the table).
+        let newly_closed = entry.counts_as_handshake && !entry.closing_listed && entry.conn.is_closed();
+        entry.closing_listed |= newly_closed;
         if may_send && !entry.queued {
             entry.queued = true;
             self.send_queue.push_back(h);
@@ -1327,6 +1323,10 @@ impl Endpoint {
         if !entry.timer_dirty {
             entry.timer_dirty = true;
             self.dirty_timers.push(h);
+        }
+        if newly_closed {
+            self.closing_handshakes.push_back(h);
+            self.prune_closing_handshakes();
         }
         self.compact();
     }
