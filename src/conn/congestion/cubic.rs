@@ -52,8 +52,9 @@ pub(crate) struct Cubic {
     epoch: Option<Epoch>,
     /// When the sender became application limited in congestion avoidance, if it still is.
     app_limited_since: Option<Instant>,
-    /// When the last acknowledgement arrived: where an idle period (nothing in flight) begins.
-    last_ack: Option<Instant>,
+    /// When the sender was last busy (the latest acknowledgement or in-flight packet sent): where an
+    /// idle period (nothing in flight) begins.
+    last_busy: Option<Instant>,
     /// Fraction of a byte of window growth not yet added (the window is an integer).
     carry: f64,
 }
@@ -68,7 +69,7 @@ impl Cubic {
             cwnd_prior: 0.0,
             epoch: None,
             app_limited_since: None,
-            last_ack: None,
+            last_busy: None,
             carry: 0.0,
         }
     }
@@ -189,12 +190,16 @@ impl CongestionController for Cubic {
         // application limited when computing cwnd". If no acknowledgement marked its start (one ACK took
         // the whole flight of a full window, or the connection came back to a path it had left), the
         // stage's clock skips it here (as Linux's CUBIC does on restarting after idle). A flight sent at
-        // the instant the last one was acknowledged skips nothing.
+        // the instant the last one was acknowledged skips nothing. The idle period begins at the last
+        // packet sent if that came later: one sent alone while idle (a path MTU probe) and lost without
+        // a congestion event leaves nothing in flight again, and the time before it was skipped already.
+        let idle_from = self.last_busy;
+        self.last_busy = Some(idle_from.map_or(now, |t| t.max(now)));
         if in_flight_before > 0 || self.app_limited_since.is_some() {
             return;
         }
-        if let (Some(epoch), Some(last_ack)) = (&mut self.epoch, self.last_ack) {
-            let idle = now.saturating_duration_since(last_ack);
+        if let (Some(epoch), Some(idle_from)) = (&mut self.epoch, idle_from) {
+            let idle = now.saturating_duration_since(idle_from);
             epoch.start = epoch.start.checked_add(idle).map_or(now, |s| s.min(now));
         }
     }
@@ -208,7 +213,7 @@ impl CongestionController for Cubic {
         app_limited: bool,
     ) {
         self.state.pristine = false;
-        self.last_ack = Some(self.last_ack.map_or(now, |t| t.max(now)));
+        self.last_busy = Some(self.last_busy.map_or(now, |t| t.max(now)));
         self.state.on_ack_round(now, time_sent);
         // RFC 9002 Appendix B.5: no growth in a recovery period (§7.3.2).
         if self.state.in_recovery(time_sent) {

@@ -1073,3 +1073,28 @@ fn cubic_reduction_of_a_huge_window_is_beta() {
     assert_eq!(cc.window(), want, "{} of {} bytes left", cc.window(), huge);
     assert_eq!(cc.ssthresh(), want);
 }
+
+/// RFC 9438 §5.8: an idle period is skipped once. A packet sent alone while idle (a path MTU probe, on
+/// its timer) and lost without a congestion event (probes too large for the path are expected to be)
+/// leaves nothing in flight again: the idle time before it was already skipped, so the next packet
+/// skips only the time since. Counted from the last acknowledgement both times, ten idle seconds with a
+/// lost probe halfway moved the stage's start on by 15 s, clamped to the send instant (t back to 0).
+#[test]
+fn cubic_idle_time_before_a_lost_lone_packet_is_skipped_once() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let start = t0 + ms(100);
+    cubic_ack_rounds(&mut cc, start, start + ms(1_000), &r, |_, _| {});
+    let last_ack = start + ms(1_000);
+    cc.on_ack(last_ack, last_ack - ms(100), SEG, &r, false);
+    let epoch_start = cc.epoch_start().unwrap();
+    // Five idle seconds, then a probe alone, lost (no congestion event: it leaves in flight unnoticed).
+    cc.on_packet_sent(last_ack + ms(5_000), SEG, 0);
+    assert_eq!(cc.epoch_start(), Some(epoch_start + ms(5_000)));
+    // Five more, then data: ten idle seconds in all.
+    let back = last_ack + ms(10_000);
+    cc.on_packet_sent(back, SEG, 0);
+    let moved = cc.epoch_start().unwrap() - epoch_start;
+    assert_eq!(moved, ms(10_000), "the stage's start moved on by {moved:?}");
+}
