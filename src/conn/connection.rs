@@ -966,9 +966,10 @@ impl Connection {
     /// Packets of `space` declared lost were acknowledged after all (RFC 9002 §6.1.1, §6.1.2: reordering,
     /// not loss; the loss detector has raised its thresholds). Once every loss of the last congestion
     /// event (and of its recovery period) has proved spurious, before any further event, the controller
-    /// returns to its state before the event: the window and threshold it had, out of recovery.
+    /// returns to its state before the event: the window and threshold it had, out of recovery. `now` is
+    /// when the acknowledgement that proved them arrived.
     #[cold]
-    pub(crate) fn on_spurious_losses(&mut self, space: SpaceId, spurious: &[u64]) {
+    pub(crate) fn on_spurious_losses(&mut self, now: Instant, space: SpaceId, spurious: &[u64]) {
         self.stats.packets_lost_spurious += spurious.len() as u64;
         if space != SpaceId::Data {
             return;
@@ -999,6 +1000,8 @@ impl Connection {
         if saved.max_datagram_size() != size {
             saved.set_max_datagram_size(size);
         }
+        // It missed the sender's time since the event: busy, not idle (CUBIC, RFC 9438 §5.8).
+        saved.on_restored(now);
         tracing::debug!(side = ?self.side, cwnd = saved.window(), "congestion event undone");
         self.cc = saved;
         self.stats.congestion_events_undone += 1;

@@ -731,7 +731,7 @@ impl Connection {
             s.received.on_peer_ack(ack);
         }
         if !outcome.spurious.is_empty() {
-            self.on_spurious_losses(space, &outcome.spurious);
+            self.on_spurious_losses(now, space, &outcome.spurious);
         }
         if marked > 0 || ack.ecn.is_some() {
             self.on_ecn_counts(now, space, ack, marked, marked_this_path, &outcome);

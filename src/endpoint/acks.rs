@@ -418,3 +418,53 @@ fn piggybacked_probe(ranges: usize, long: bool) {
         "ACK frames of {ranges} ranges (long: {long}): the probe went"
     );
 }
+
+/// RFC 9438 §5.8 across the undo of a spurious congestion event (RFC 9002 §6.1): the controller saved
+/// at the event, restored when the event proves spurious, last saw the sender busy at the event, and
+/// the sender stayed busy until the acknowledgement that proved it. A packet sent at that instant with
+/// nothing in flight (the acknowledgement took the whole flight) ends no idle period. Counted from the
+/// event, CUBIC's stage start moved on by the whole time from the event to the undo.
+#[test]
+fn a_restored_controller_sees_no_idle_time_before_the_undo() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    p.run(Duration::from_secs(1));
+    let now = p.now;
+    let ms = Duration::from_millis;
+    let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+    // CUBIC in congestion avoidance: grown to 100 datagrams, a loss, 200 ms of acknowledgements.
+    let grow = 100 * 1200 - conn.cc.window();
+    conn.cc.on_ack(now, now - ms(1), grow, conn.recovery.rtt(), false);
+    conn.cc.on_congestion_event(now, now - ms(1), false);
+    for i in 1..=20u32 {
+        conn.cc
+            .on_ack(now + ms(10) * i, now + ms(1), 1200, conn.recovery.rtt(), false);
+    }
+    let stage_start = conn.cc.stage_start().expect("in congestion avoidance");
+    // A loss event 200 ms in, which proves spurious 150 ms later; the sender was busy meanwhile.
+    let event = now + ms(200);
+    let pn = conn.recovery.next_packet_number(SpaceId::Data) - 1;
+    assert!(pn >= conn.recovery.path_first_pn());
+    let lost = crate::conn::recovery::SentPacket {
+        time_sent: event - ms(50),
+        size: 1200,
+        ack_eliciting: true,
+        in_flight: true,
+        mtu_probe: false,
+        ecn_marked: false,
+        data: SentFrames::EMPTY,
+    };
+    let window = conn.cc.window();
+    conn.on_packets_lost(event, SpaceId::Data, vec![(pn, lost)], false, None);
+    assert!(conn.cc.window() < window);
+    conn.cc.on_packet_sent(event + ms(50), 1200, 20 * 1200);
+    conn.cc
+        .on_ack(event + ms(100), event + ms(1), 1200, conn.recovery.rtt(), false);
+    let undo = event + ms(150);
+    conn.on_spurious_losses(undo, SpaceId::Data, &[pn]);
+    assert_eq!(conn.cc.window(), window, "undone");
+    // The undoing acknowledgement took the whole flight; the next packet goes at once.
+    conn.cc.on_packet_sent(undo, 1200, 0);
+    let moved = conn.cc.stage_start().unwrap() - stage_start;
+    assert_eq!(moved, Duration::ZERO, "the stage's start moved on by {moved:?}");
+}

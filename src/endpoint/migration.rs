@@ -841,7 +841,7 @@ fn an_undo_from_the_path_left_does_not_replace_the_returned_paths_controller() {
     assert_eq!(conn.path.remote, a);
     assert_eq!(conn.cc.window(), window_a, "A's controller restored");
     // B's loss proves spurious (the packet is acknowledged late).
-    conn.on_spurious_losses(SpaceId::Data, &[pn]);
+    conn.on_spurious_losses(p.now, SpaceId::Data, &[pn]);
     assert_eq!(
         conn.cc.window(),
         window_a,
@@ -896,7 +896,7 @@ fn an_undo_on_the_returned_path_still_applies() {
     let conn = &mut p.server.table.get_mut(h).unwrap().conn;
     assert_eq!(conn.path.remote, a);
     // A's loss proves spurious.
-    conn.on_spurious_losses(SpaceId::Data, &[pn]);
+    conn.on_spurious_losses(p.now, SpaceId::Data, &[pn]);
     assert_eq!(
         conn.cc.window(),
         window_before,

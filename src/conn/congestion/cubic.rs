@@ -330,4 +330,15 @@ impl CongestionController for Cubic {
     fn clone_box(&self) -> Box<dyn CongestionController> {
         Box::new(self.clone())
     }
+
+    fn on_restored(&mut self, now: Instant) {
+        // Saved at a congestion event, it last saw the sender busy then; the sender stayed busy until
+        // this acknowledgement, so an idle period that follows begins here, not at the event.
+        self.last_busy = Some(self.last_busy.map_or(now, |t| t.max(now)));
+    }
+
+    #[cfg(test)]
+    fn stage_start(&self) -> Option<Instant> {
+        self.epoch_start()
+    }
 }

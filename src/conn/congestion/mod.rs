@@ -144,6 +144,19 @@ pub(crate) trait CongestionController: Send + fmt::Debug {
 
     /// A copy of this controller in its current state.
     fn clone_box(&self) -> Box<dyn CongestionController>;
+
+    /// A copy saved by [`clone_box`](Self::clone_box) before a congestion event that proved spurious
+    /// takes over again at `now`, as the acknowledgement that proved it arrives. It missed what the
+    /// sender did since it was saved: busy, not idle (CUBIC, RFC 9438 §5.8).
+    fn on_restored(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// When the current congestion avoidance stage began (CUBIC's t_epoch), if the algorithm has one.
+    #[cfg(test)]
+    fn stage_start(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl Clone for Box<dyn CongestionController> {
