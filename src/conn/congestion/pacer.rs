@@ -78,9 +78,15 @@ impl Pacer {
         window: u64,
         smoothed_rtt: Duration,
     ) -> Option<Instant> {
-        self.set_params(window, mtu, smoothed_rtt);
+        // The time since the last refill was paced at the old rate and earns at it: the new window, RTT
+        // and datagram size apply from now on. Credited at a higher new rate, a pause before a window
+        // that grew (an undone congestion event, a first RTT sample far below the initial 333 ms)
+        // filled the bucket at once.
         let capacity = self.capacity;
         self.refill(now, capacity);
+        self.set_params(window, mtu, smoothed_rtt);
+        let capacity = self.capacity;
+        self.tokens = self.tokens.min(capacity);
         // A packet larger than the bucket can ever hold waits for a full bucket, not forever.
         let needed = bytes_to_send.min(capacity);
         if self.tokens >= needed {

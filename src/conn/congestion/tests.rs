@@ -1098,3 +1098,23 @@ fn cubic_idle_time_before_a_lost_lone_packet_is_skipped_once() {
     let moved = cc.epoch_start().unwrap() - epoch_start;
     assert_eq!(moved, ms(10_000), "the stage's start moved on by {moved:?}");
 }
+
+/// The pacer's rate follows a new window or RTT from the call that brings it on (`Pacer::delay`), not
+/// before: the time since the last refill was paced at the old rate and earns at it. Here the bucket
+/// is emptied, 40 ms pass at 30 bytes/ms (1,200 bytes: one packet), and the window then grows a
+/// hundredfold; credited at the new rate, the 40 ms filled the whole bucket (ten packets at once).
+#[test]
+fn a_new_pacing_rate_applies_from_the_call_that_brings_it() {
+    let t0 = epoch();
+    let (window, srtt) = (2 * SEG, ms(100));
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    paced_send_times(&mut pacer, t0, 2, window, srtt);
+    let now = t0 + ms(40);
+    let big = 100 * window;
+    let mut at_once = 0;
+    while pacer.delay(now, SEG, MDS, big, srtt).is_none() && at_once < 100 {
+        pacer.on_sent(now, SEG);
+        at_once += 1;
+    }
+    assert_eq!(at_once, 1, "{at_once} packets at once after 40 ms at 30 bytes/ms");
+}
