@@ -231,7 +231,8 @@ impl CongestionController for Cubic {
         if let Some(since) = self.app_limited_since.take() {
             if let Some(epoch) = &mut self.epoch {
                 let idle = now.saturating_duration_since(since);
-                epoch.start = epoch.start.checked_add(idle).unwrap_or(epoch.start);
+                // Never past `now` (a clock that stepped back since the stage began), as for idle time.
+                epoch.start = epoch.start.checked_add(idle).map_or(now, |s| s.min(now));
             }
         }
         if self.state.in_slow_start() {

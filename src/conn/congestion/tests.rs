@@ -1118,3 +1118,22 @@ fn a_new_pacing_rate_applies_from_the_call_that_brings_it() {
     }
     assert_eq!(at_once, 1, "{at_once} packets at once after 40 ms at 30 bytes/ms");
 }
+
+/// RFC 9438 §5.8 with a clock that steps back (the caller's `now` need not be monotonic; the pacer and
+/// HyStart++ allow for it): skipping an application-limited period never moves the stage's start past
+/// `now`, where t would stay 0 until the clock caught up. The stage begins at an acknowledgement, then
+/// the clock steps back 10 ms for an application-limited one and a window-limited one 5 ms later.
+#[test]
+fn cubic_app_limited_skip_never_moves_the_stage_past_now() {
+    let t0 = epoch() + ms(1_000);
+    let r = rtt(ms(100));
+    let mut cc = cubic_after_loss(100, t0, &r);
+    let begin = t0 + ms(100);
+    cc.on_ack(begin, t0 + ms(1), SEG, &r, false);
+    assert_eq!(cc.epoch_start(), Some(begin));
+    cc.on_ack(begin - ms(10), t0 + ms(1), SEG, &r, true);
+    let now = begin - ms(5);
+    cc.on_ack(now, t0 + ms(1), SEG, &r, false);
+    let start = cc.epoch_start().unwrap();
+    assert!(start <= now, "the stage's start is {:?} past now", start - now);
+}
