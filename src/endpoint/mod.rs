@@ -1084,17 +1084,9 @@ impl Endpoint {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unauthenticated);
             return;
         };
-        // Asked before the token is taken (a NEW_TOKEN token is spent when admitted).
-        if at_limit && self.closing_handshake_to_end().is_none() {
-            self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
-            return;
-        }
-        // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
-        let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
-            return;
-        };
-        // At the limit, the closed handshake whose slot the new connection takes: ended only once the
-        // connection is made, so that an Initial that makes none costs no closing period its end.
+        // At the limit, the closed handshake whose slot the new connection takes: chosen before the
+        // token is taken (a NEW_TOKEN token is spent when admitted), ended only once the connection is
+        // made, so that an Initial that makes none (a Retry, a failure) costs no closing period its end.
         let ending = if at_limit {
             let Some(h) = self.closing_handshake_to_end() else {
                 self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_handshake_limit);
@@ -1103,6 +1095,10 @@ impl Endpoint {
             Some(h)
         } else {
             None
+        };
+        // Address validation (RFC 9000 §8.1): the token, and the Retry policy.
+        let Some(admission) = self.admit(now, &datagram, version, dcid, scid, &initial_keys) else {
+            return;
         };
         let Some(server) = &self.server else {
             return;
