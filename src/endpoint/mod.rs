@@ -1308,10 +1308,9 @@ impl Endpoint {
             self.remove(h);
             return;
         }
-        // A handshake that just closed is listed (after the entry's last use: the list's pruning reads
-        // the table).
-        let newly_closed = entry.counts_as_handshake && !entry.closing_listed && entry.conn.is_closed();
-        entry.closing_listed |= newly_closed;
+        // A handshake not yet listed as closed is looked at again below (established connections, the
+        // usual case, are not).
+        let unlisted_handshake = entry.counts_as_handshake && !entry.closing_listed;
         if may_send && !entry.queued {
             entry.queued = true;
             self.send_queue.push_back(h);
@@ -1320,11 +1319,23 @@ impl Endpoint {
             entry.timer_dirty = true;
             self.dirty_timers.push(h);
         }
-        if newly_closed {
+        if unlisted_handshake {
+            self.list_if_closed(h);
+        }
+        self.compact();
+    }
+
+    /// Lists `h`, a handshake, in `closing_handshakes` if it closed.
+    #[cold]
+    fn list_if_closed(&mut self, h: ConnectionHandle) {
+        let Some(entry) = self.table.get_mut(h) else {
+            return;
+        };
+        if entry.conn.is_closed() {
+            entry.closing_listed = true;
             self.closing_handshakes.push_back(h);
             self.prune_closing_handshakes();
         }
-        self.compact();
     }
 
     /// Reads again the deadlines of the connections that ran since theirs was last read.
