@@ -308,6 +308,19 @@ struct Space<T> {
 }
 
 impl<T> Space<T> {
+    /// Uses packet number `pn` for a packet sent now: the numbers passed over are recorded as never
+    /// sent. False, and nothing changed, when `pn` is below the next number (numbers strictly increase).
+    fn take_pn(&mut self, pn: u64) -> bool {
+        if pn < self.next_pn {
+            return false;
+        }
+        if pn > self.next_pn {
+            self.mark_unsent(self.next_pn, pn - 1);
+        }
+        self.next_pn = pn.saturating_add(1);
+        true
+    }
+
     /// Which of this space's packet numbers were sent on the current path.
     fn path_pns(&self) -> PathPns {
         PathPns {
@@ -686,14 +699,10 @@ impl<T> LossDetection<T> {
             packet.in_flight || !packet.ack_eliciting,
             "an ack-eliciting packet is in flight"
         );
-        if pn < s.next_pn {
+        if !s.take_pn(pn) {
             // A broken caller invariant; refusing the packet keeps the accounting consistent.
             return;
         }
-        if pn > s.next_pn {
-            s.mark_unsent(s.next_pn, pn - 1);
-        }
-        s.next_pn = pn.saturating_add(1);
         if !packet.in_flight {
             // Not tracked, but its send time may give an RTT sample (RFC 9002 §5.1).
             s.not_in_flight.record(pn, packet.time_sent);
@@ -721,13 +730,7 @@ impl<T> LossDetection<T> {
             return;
         };
         debug_assert!(pn >= s.next_pn, "packet numbers strictly increase within a space");
-        if pn < s.next_pn {
-            return;
-        }
-        if pn > s.next_pn {
-            s.mark_unsent(s.next_pn, pn - 1);
-        }
-        s.next_pn = pn.saturating_add(1);
+        s.take_pn(pn);
     }
 
     /// The remembered ranges of packet numbers never sent in `space` (skips and gaps).
