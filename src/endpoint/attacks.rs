@@ -1111,17 +1111,10 @@ fn a_path_response_goes_to_the_path_its_challenge_came_from() {
         }
     }
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, new);
-    while rx.try_recv().is_ok() {}
-    let mut answered = Vec::new();
-    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
-        for record in rx.try_iter() {
-            let record = String::from_utf8(record).unwrap();
-            if record.contains("path_response") && record.contains(&"5a".repeat(8)) {
-                answered.push(t.destination);
-            }
-        }
-    }
-    assert_eq!(answered, vec![CLIENT.parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        super::migration::path_responses_sent(&mut p, &rx, &[0x5a]),
+        vec![(0x5a, CLIENT.parse::<SocketAddr>().unwrap())]
+    );
 }
 
 #[test]

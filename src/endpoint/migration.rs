@@ -20,6 +20,32 @@ fn datagram(remote: SocketAddr, payload: BytesMut) -> Datagram {
     }
 }
 
+/// What the server sends now, all of it: for each PATH_RESPONSE carrying one of `datas` (eight bytes of
+/// the same value), that value and the datagram's destination, sorted, read from the server's qlog
+/// `rx` (records from before this call are dropped).
+#[cfg(feature = "qlog")]
+pub(super) fn path_responses_sent(
+    p: &mut Pair,
+    rx: &std::sync::mpsc::Receiver<Vec<u8>>,
+    datas: &[u8],
+) -> Vec<(u8, SocketAddr)> {
+    while rx.try_recv().is_ok() {}
+    let mut answered = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        for record in rx.try_iter() {
+            let record = String::from_utf8(record).unwrap_or_default();
+            for &data in datas {
+                if record.contains("path_response") && record.contains(&format!("{data:02x}").repeat(8)) {
+                    answered.push((data, t.destination));
+                }
+            }
+        }
+    }
+    answered.sort();
+    answered
+}
+
 /// The client's datagrams, delivered to the server as coming from `from`; returns their total size.
 fn client_to_server_from(p: &mut Pair, from: SocketAddr) -> usize {
     let mut buf = Vec::new();
@@ -253,18 +279,7 @@ fn a_path_response_owed_survives_a_second_migration() {
     );
     client_pings_from(&mut p, ch, c);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, c);
-    while rx.try_recv().is_ok() {}
-    let mut answered = Vec::new();
-    let mut buf = Vec::new();
-    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
-        for record in rx.try_iter() {
-            let record = String::from_utf8(record).unwrap();
-            if record.contains("path_response") && record.contains(&"5a".repeat(8)) {
-                answered.push(t.destination);
-            }
-        }
-    }
-    assert_eq!(answered, vec![b]);
+    assert_eq!(path_responses_sent(&mut p, &rx, &[0x5a]), vec![(0x5a, b)]);
 }
 
 /// Reads the frames sent from the server's qlog, hence the feature.
@@ -288,18 +303,7 @@ fn a_path_response_owed_survives_a_move_and_a_return_before_the_server_sends() {
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
     client_pings_from(&mut p, ch, a);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, a);
-    while rx.try_recv().is_ok() {}
-    let mut answered = Vec::new();
-    let mut buf = Vec::new();
-    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
-        for record in rx.try_iter() {
-            let record = String::from_utf8(record).unwrap();
-            if record.contains("path_response") && record.contains(&"6b".repeat(8)) {
-                answered.push(t.destination);
-            }
-        }
-    }
-    assert_eq!(answered, vec![a]);
+    assert_eq!(path_responses_sent(&mut p, &rx, &[0x6b]), vec![(0x6b, a)]);
 }
 
 /// Reads the frames sent from the server's qlog, hence the feature.
@@ -335,21 +339,10 @@ fn a_path_response_owed_to_the_path_left_survives_a_challenge_on_the_new_path() 
     }
     client_pings_from(&mut p, ch, b);
     assert_eq!(p.server.table.get(h).unwrap().conn.path.remote, b);
-    while rx.try_recv().is_ok() {}
-    let mut answered = Vec::new();
-    let mut buf = Vec::new();
-    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
-        for record in rx.try_iter() {
-            let record = String::from_utf8(record).unwrap();
-            for data in [0x6b_u8, 0x5c] {
-                if record.contains("path_response") && record.contains(&format!("{data:02x}").repeat(8)) {
-                    answered.push((data, t.destination));
-                }
-            }
-        }
-    }
-    answered.sort();
-    assert_eq!(answered, vec![(0x5c, b), (0x6b, a)]);
+    assert_eq!(
+        path_responses_sent(&mut p, &rx, &[0x6b, 0x5c]),
+        vec![(0x5c, b), (0x6b, a)]
+    );
 }
 
 #[test]
