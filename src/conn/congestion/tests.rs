@@ -1019,6 +1019,17 @@ fn a_pacer_asked_often_keeps_the_rate() {
     assert!((24..=25).contains(&sent), "{sent} packets paced in one second");
 }
 
+/// A CUBIC controller after a loss at `t0` (100 datagrams) and one second of congestion avoidance from
+/// `t0` + 100 ms, every acknowledgement window-limited, the last at the instant returned.
+fn cubic_busy_for_a_second(t0: Instant, r: &RttEstimator) -> (Cubic, Instant) {
+    let mut cc = cubic_after_loss(100, t0, r);
+    let start = t0 + ms(100);
+    cubic_ack_rounds(&mut cc, start, start + ms(1_000), r, |_, _| {});
+    let last_ack = start + ms(1_000);
+    cc.on_ack(last_ack, last_ack - ms(100), SEG, r, false);
+    (cc, last_ack)
+}
+
 /// RFC 9438 §5.8: the time a flow spent idle is not used when computing cwnd, also when no
 /// application-limited acknowledgement marked the idle period's start (one ACK acknowledged the whole
 /// last flight while the window was full, or the connection came back to a path it had left): the
@@ -1030,19 +1041,14 @@ fn a_pacer_asked_often_keeps_the_rate() {
 fn cubic_idle_time_without_app_limited_acks_is_excluded_from_the_stage() {
     let t0 = epoch() + ms(1_000);
     let r = rtt(ms(100));
-    let mut cc = cubic_after_loss(100, t0, &r);
-    let start = t0 + ms(100);
-    // One second of congestion avoidance, every acknowledgement window-limited.
-    cubic_ack_rounds(&mut cc, start, start + ms(1_000), &r, |_, _| {});
-    let last_ack = start + ms(1_000);
-    cc.on_ack(last_ack, last_ack - ms(100), SEG, &r, false);
+    let (mut cc, last_ack) = cubic_busy_for_a_second(t0, &r);
     let before = cc.window();
     // A flight sent at the instant the last acknowledgement emptied the window was not idle.
     let epoch_start = cc.epoch_start().unwrap();
     cc.on_packet_sent(last_ack, SEG, 0);
     assert_eq!(cc.epoch_start(), Some(epoch_start));
     // Ten seconds without a packet in flight, then a window's flight, acknowledged over one RTT.
-    let back = start + ms(11_000);
+    let back = last_ack + ms(10_000);
     cc.on_packet_sent(back, SEG, 0);
     let n = before / SEG;
     for i in 0..n {
@@ -1083,11 +1089,7 @@ fn cubic_reduction_of_a_huge_window_is_beta() {
 fn cubic_idle_time_before_a_lost_lone_packet_is_skipped_once() {
     let t0 = epoch() + ms(1_000);
     let r = rtt(ms(100));
-    let mut cc = cubic_after_loss(100, t0, &r);
-    let start = t0 + ms(100);
-    cubic_ack_rounds(&mut cc, start, start + ms(1_000), &r, |_, _| {});
-    let last_ack = start + ms(1_000);
-    cc.on_ack(last_ack, last_ack - ms(100), SEG, &r, false);
+    let (mut cc, last_ack) = cubic_busy_for_a_second(t0, &r);
     let epoch_start = cc.epoch_start().unwrap();
     // Five idle seconds, then a probe alone, lost (no congestion event: it leaves in flight unnoticed).
     cc.on_packet_sent(last_ack + ms(5_000), SEG, 0);
