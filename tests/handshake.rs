@@ -19,6 +19,13 @@ fn connect(p: &mut Pair, limit: Duration) -> bool {
     p.drive_until(limit, |p| p.both_connected())
 }
 
+/// Whether the pair's client, just replaced by a new one, connects within `limit` (the server's events
+/// still hold the first connection's).
+fn new_client_connects(p: &mut Pair, limit: Duration) -> bool {
+    p.client_events.clear();
+    p.drive_until(limit, |p| p.client_events.contains(&common::NodeEvent::Connected))
+}
+
 fn elapsed(p: &Pair) -> Duration {
     p.now - common::epoch()
 }
@@ -238,11 +245,8 @@ fn a_resuming_quinn_client_is_not_told_its_early_data_was_accepted() {
         let mut client = QuinnNode::client(common::client_addr(), 16);
         client.connect(p.now, common::server_addr(), "localhost", client_tls);
         p.client = Box::new(client);
-        p.client_events.clear();
         assert!(
-            p.drive_until(Duration::from_secs(5), |p| p
-                .client_events
-                .contains(&common::NodeEvent::Connected)),
+            new_client_connects(&mut p, Duration::from_secs(5)),
             "{engine:?}: client {:?} server {:?}",
             p.client_events,
             p.server_events
@@ -330,11 +334,8 @@ fn a_resuming_quicsand_client_does_not_offer_early_data() {
         p.drive(Duration::from_secs(1));
         // The second connection from another endpoint (the harness's IDs repeat per endpoint).
         p.client = client(26, p.now);
-        p.client_events.clear();
         assert!(
-            p.drive_until(Duration::from_secs(5), |p| p
-                .client_events
-                .contains(&common::NodeEvent::Connected)),
+            new_client_connects(&mut p, Duration::from_secs(5)),
             "{engine:?}: client {:?} server {:?}",
             p.client_events,
             p.server_events
