@@ -759,8 +759,13 @@ impl Connection {
                 v.expanded = true;
             }
         }
-        // What was in flight before this packet (none: the sender was idle; CUBIC, RFC 9438 §5.8).
-        let in_flight_before = self.recovery.path_bytes_in_flight();
+        // What was in flight before this packet (none: the sender was idle; CUBIC, RFC 9438 §5.8), read
+        // only for a packet the controller hears of.
+        let in_flight_before = if ack_eliciting || padded {
+            self.recovery.path_bytes_in_flight()
+        } else {
+            0
+        };
         // The challenge to a path the peer left (or an answer to another address) is sent once and
         // forgotten: not in flight on the current path, whose congestion control, RTT estimate and loss
         // detection it must not touch (RFC 9000 §9.4); the peer's acknowledgement of it is ignored, and
