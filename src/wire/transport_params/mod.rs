@@ -80,6 +80,47 @@ fn is_server_only(id: u64) -> bool {
     )
 }
 
+/// The unknown (and reserved) parameter identifiers [`TransportParameters::decode`] has seen, to find
+/// their duplicates: RFC 9000 §7.4, "An endpoint SHOULD treat receipt of duplicate transport parameters
+/// as a connection error of type TRANSPORT_PARAMETER_ERROR", whether or not it knows the parameter.
+///
+/// A fixed-size record, whatever the peer sends: the first [`UnknownIds::CAP`] distinct identifiers are
+/// kept, and each later unknown parameter is compared with them only, so a list of thousands costs a
+/// bounded amount of work per parameter and no allocation. A repeat of any of the first `CAP` is caught
+/// wherever it comes; a pair of repeats both past them is not (the rule is a SHOULD).
+struct UnknownIds {
+    ids: [u64; UnknownIds::CAP],
+    len: usize,
+}
+
+impl Default for UnknownIds {
+    fn default() -> Self {
+        Self {
+            ids: [0; Self::CAP],
+            len: 0,
+        }
+    }
+}
+
+impl UnknownIds {
+    /// Far more than any endpoint sends: a GREASE parameter or two, and a few extensions'.
+    const CAP: usize = 64;
+
+    /// An error when `id` was seen before; otherwise records it while there is room.
+    fn check(&mut self, id: u64) -> Result<(), TransportError> {
+        if self.ids.get(..self.len).unwrap_or_default().contains(&id) {
+            return Err(TransportError::transport_parameter_error(format!(
+                "parameter {id:#x}: duplicate parameter"
+            )));
+        }
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = id;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
 /// A TRANSPORT_PARAMETER_ERROR about parameter `id`.
 fn invalid(id: u64, why: &str) -> TransportError {
     TransportError::transport_parameter_error(format!("{}: {why}", name(id)))
@@ -318,11 +359,13 @@ impl TransportParameters {
     /// Decodes the parameters `sender` sent (RFC 9000 §18).
     ///
     /// Every failure is a TRANSPORT_PARAMETER_ERROR whose reason names the parameter and the rule. Unknown
-    /// and reserved parameters are skipped (RFC 9000 §7.4.2, §18.1).
+    /// and reserved parameters are skipped (RFC 9000 §7.4.2, §18.1), but a duplicate is an error, as for
+    /// known ones (§7.4).
     pub fn decode(sender: Side, bytes: &[u8]) -> Result<Self, TransportError> {
         let mut params = Self::default();
         // One bit per known parameter: a fixed-size record, whatever the peer sends.
         let mut seen: u32 = 0;
+        let mut unknown = UnknownIds::default();
         let mut r = Reader::new(bytes);
         while !r.is_empty() {
             // RFC 9000 §18: each parameter is an (identifier, length, value) triple.
@@ -339,8 +382,12 @@ impl TransportParameters {
                 .ok_or_else(|| {
                     TransportError::transport_parameter_error("transport parameter length exceeds the input")
                 })?;
-            // RFC 9000 §7.4.2, §18.1: unknown and reserved parameters are ignored, duplicates included.
-            let Some(bit) = known_bit(id) else { continue };
+            // RFC 9000 §7.4.2, §18.1: the values of unknown and reserved parameters are ignored; their
+            // repetition is not (below).
+            let Some(bit) = known_bit(id) else {
+                unknown.check(id)?;
+                continue;
+            };
             // RFC 9000 §7.4: duplicate transport parameters are a TRANSPORT_PARAMETER_ERROR.
             if seen & bit != 0 {
                 return Err(invalid(id, "duplicate parameter"));

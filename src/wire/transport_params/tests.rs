@@ -380,12 +380,11 @@ fn ignores_unknown_and_grease_parameters() {
         assert!(TransportParameters::is_reserved_id(grease));
         bytes.extend(tlv(grease, b"arbitrary"));
     }
-    // Unknown identifiers (including the largest varint) and their duplicates are skipped.
-    for id in [0x11, 0x1f, 0x21, 0xff02_de1a, VarInt::MAX.into_inner(), 0x11] {
+    // Unknown identifiers (including the largest varint) are skipped.
+    for id in [0x11, 0x1f, 0x21, 0xff02_de1a, VarInt::MAX.into_inner()] {
         bytes.extend(tlv(id, &[0xff, 0xff, 0xff]));
     }
-    bytes.extend(tlv(0x1b, &[]));
-    bytes.extend(tlv(0x1b, &[]));
+    bytes.extend(tlv(31 * 2 + 27, &[]));
     bytes.extend(int_tlv(id::INITIAL_MAX_DATA, 1234));
     let p = assert_accepted(Side::Client, &bytes);
     assert_eq!(
@@ -397,6 +396,42 @@ fn ignores_unknown_and_grease_parameters() {
     );
     assert!(!TransportParameters::is_reserved_id(0x20));
     assert!(TransportParameters::is_reserved_id(27) && TransportParameters::is_reserved_id(58));
+}
+
+/// RFC 9000 §7.4: "An endpoint SHOULD treat receipt of duplicate transport parameters as a connection
+/// error of type TRANSPORT_PARAMETER_ERROR": unknown and reserved identifiers too, whose values §7.4.2
+/// and §18.1 have us ignore, not their repetition. Before, a repeated unknown or GREASE identifier was
+/// accepted.
+#[test]
+fn rejects_duplicates_of_unknown_and_grease_parameters() {
+    let grease = TransportParameters::grease_id(7).into_inner();
+    for id in [0x11, 0x1b, 0x21, 0xff02_de1a, grease, VarInt::MAX.into_inner()] {
+        let mut bytes = tlv(id, &[1]);
+        bytes.extend(int_tlv(id::INITIAL_MAX_DATA, 1234));
+        bytes.extend(tlv(0x4242, &[]));
+        bytes.extend(tlv(id, &[2, 3]));
+        assert_rejected(Side::Client, &bytes, "duplicate");
+        assert_rejected(Side::Server, &bytes, "duplicate");
+    }
+}
+
+/// The record of unknown identifiers seen is bounded (a fixed-size array, a fixed number of comparisons
+/// per parameter): as many distinct unknown parameters as fit in a TLS extension are all accepted, and a
+/// repeat of one of the first of them is still caught after all of them.
+#[test]
+fn many_distinct_unknown_parameters_are_accepted_in_bounded_work() {
+    let mut bytes = Vec::new();
+    // 0x21..0x40 in one byte, then two-byte identifiers: about 16000 parameters in 64 KiB.
+    let mut id = 0x21u64;
+    while bytes.len() < 65_000 {
+        if !TransportParameters::is_reserved_id(id) {
+            bytes.extend(tlv(id, &[]));
+        }
+        id += 1;
+    }
+    assert_accepted(Side::Client, &bytes);
+    bytes.extend(tlv(0x21, &[]));
+    assert_rejected(Side::Client, &bytes, "duplicate");
 }
 
 #[test]
