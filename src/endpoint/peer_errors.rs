@@ -1020,3 +1020,52 @@ pub(super) fn advance_to_next_deadline(
         _ => false,
     }
 }
+
+/// RFC 9000 §19.4 to §19.13 and §4.6, for the frames that name a stream: each rule on the stream ID,
+/// end to end. A frame for a locally initiated stream not yet opened, or a send-only one, is a
+/// STREAM_STATE_ERROR (§19.8 for STREAM, §19.10 for MAX_STREAM_DATA); one for a peer's stream beyond the
+/// limit we sent is a STREAM_LIMIT_ERROR (§4.6, "a frame with a stream ID exceeding the limit"),
+/// whatever the frame type.
+#[test]
+fn every_frame_naming_a_stream_checks_its_id() {
+    let sse = TransportErrorCode::STREAM_STATE_ERROR;
+    let sle = TransportErrorCode::STREAM_LIMIT_ERROR;
+    let bidi_limit = TransportConfig::default().streams.max_concurrent_bidi_streams;
+    let uni_limit = TransportConfig::default().streams.max_concurrent_uni_streams;
+    let server_bidi = StreamId::new(Side::Server, Dir::Bi, 0).0;
+    let server_uni = StreamId::new(Side::Server, Dir::Uni, 0).0;
+    let beyond_bidi = StreamId::new(Side::Client, Dir::Bi, bidi_limit).0;
+    let beyond_uni = StreamId::new(Side::Client, Dir::Uni, uni_limit).0;
+    let varint = |v: u64| {
+        let mut out = Vec::new();
+        crate::wire::VarInt::from_u64(v).unwrap().encode(&mut out);
+        out
+    };
+    let frame = |ty: u8, id: u64, rest: &[u8]| {
+        let mut out = vec![ty];
+        out.extend(varint(id));
+        out.extend_from_slice(rest);
+        out
+    };
+    let cases: Vec<(Vec<u8>, TransportErrorCode, u64)> = vec![
+        // STREAM on a server uni stream (send-only at the server, and not opened).
+        (frame(0x0a, server_uni, &[1, 0xaa]), sse, 0x0a),
+        // STREAM and MAX_STREAM_DATA on a server bidi / uni stream not yet opened.
+        (frame(0x0a, server_bidi, &[1, 0xaa]), sse, 0x0a),
+        (frame(0x11, server_bidi, &[0x10]), sse, 0x11),
+        (frame(0x11, server_uni, &[0x10]), sse, 0x11),
+        // Every frame type on a client stream beyond the limits we announced.
+        (frame(0x0a, beyond_uni, &[1, 0xaa]), sle, 0x0a),
+        (frame(0x04, beyond_bidi, &[0, 0]), sle, 0x04),
+        (frame(0x04, beyond_uni, &[0, 0]), sle, 0x04),
+        (frame(0x05, beyond_bidi, &[0]), sle, 0x05),
+        (frame(0x11, beyond_bidi, &[0x10]), sle, 0x11),
+        (frame(0x15, beyond_bidi, &[0x10]), sle, 0x15),
+        (frame(0x15, beyond_uni, &[0x10]), sle, 0x15),
+    ];
+    for (payload, code, frame_type) in cases {
+        let mut p = Pair::new(TransportConfig::default());
+        p.client_sends_bytes(&payload);
+        p.assert_closed_for_frame(code, frame_type);
+    }
+}

@@ -582,3 +582,58 @@ fn zero_runs_end_at_the_first_non_zero_byte() {
         }
     }
 }
+
+/// RFC 9000 §12.4: a frame type MUST be sent in its shortest encoding, but a receiver only MAY treat a
+/// longer one as a PROTOCOL_VIOLATION. We accept it: the frame decodes as its value, and an error in it
+/// names that value (§19.19).
+#[test]
+fn non_minimal_frame_type_encodings_decode_as_their_value() {
+    let bytes = Bytes::from_static(&[0x40, 0x01, 0x80, 0x00, 0x00, 0x1e, 0x40, 0x0b, 0x04, 0x01, 0xaa]);
+    let frames: Vec<_> = Frames::new(&bytes).collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0], Frame::Ping);
+    assert_eq!(frames[1], Frame::HandshakeDone);
+    let Frame::Stream(s) = &frames[2] else {
+        panic!("{:?}", frames[2])
+    };
+    assert_eq!(
+        (s.id, s.offset, s.fin, &s.data[..]),
+        (StreamId(4), 0, true, &[0xaa][..])
+    );
+    // A two-byte PADDING type starts a run of padding like a one-byte one.
+    let bytes = Bytes::from_static(&[0x40, 0x00, 0x00, 0x00, 0x01]);
+    let frames: Vec<_> = Frames::new(&bytes).collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames, vec![Frame::Padding(4), Frame::Ping]);
+    assert_eq!(decode_err(&[0x40, 0x07, 0x00]).frame_type, 0x07);
+    assert_eq!(
+        decode_err(&[0x80, 0x00, 0x00, 0x12, 0xd0, 0, 0, 0, 0, 0, 0, 1]).frame_type,
+        0x12
+    );
+}
+
+/// RFC 9000 §19.3.1 at the top of the packet number space: a First ACK Range of 2^62 - 1 below a
+/// Largest Acknowledged of 2^62 - 1 reaches packet 0 exactly; any further range goes below 0.
+#[test]
+fn ack_ranges_spanning_the_whole_number_space() {
+    let mut bytes = vec![0x02];
+    VarInt::MAX.encode(&mut bytes);
+    bytes.extend_from_slice(&[0, 0]);
+    VarInt::MAX.encode(&mut bytes);
+    let ok = Bytes::from(bytes.clone());
+    let Some(Ok(Frame::Ack(ack))) = Frames::new(&ok).next() else {
+        panic!("valid ACK")
+    };
+    assert_eq!(ack.iter().collect::<Vec<_>>(), vec![0..=VarInt::MAX.into_inner()]);
+    bytes[1 + 8 + 1] = 1;
+    bytes.extend_from_slice(&[0, 0]);
+    assert!(matches!(decode_err(&bytes).kind, DecodeError::Invalid(_)));
+    // A frame built from ranges keeps the largest number and encodes as many bytes as it says.
+    let top = VarInt::MAX.into_inner();
+    let built = AckFrame::from_ranges([top..=top, 0..=0], 0, None).unwrap();
+    let mut out = Vec::new();
+    built.encode(&mut out);
+    assert_eq!(out.len(), built.encoded_len());
+    let out = Bytes::from(out);
+    assert_eq!(Frames::new(&out).next(), Some(Ok(Frame::Ack(built))));
+    assert!(AckFrame::from_ranges([top + 1..=top + 1], 0, None).is_err());
+}
