@@ -493,6 +493,8 @@ impl Connection {
                 .map_err(|kind| FrameError { frame_type: 0, kind })
                 .and_then(|()| Frame::decode_typed(&mut r))
                 .map_err(|e| self.frame_decode_error(e))?;
+            // The frame's size as received, its type and length fields in whatever encoding they came.
+            let received_len = r.position() - pos;
             pos = r.position();
             ack_eliciting |= frame.is_ack_eliciting();
             probing &= frame.is_probing();
@@ -612,8 +614,10 @@ impl Connection {
                                 .with_frame(ty),
                         );
                     };
-                    // The frame's own size: with its length field (type 0x31) or without (0x30).
-                    if d.encoded_len(ty & 1 == 1) as u64 > max_frame {
+                    // The frame's own size, as received: type, length field (type 0x31) and data. A
+                    // longer encoding than needed of the type (RFC 9000 §12.4 lets us take it) or of the
+                    // length (§16) counts too: the limit is on the frame as sent.
+                    if received_len as u64 > max_frame {
                         return Err(TransportError::protocol_violation(
                             "DATAGRAM frame larger than announced",
                         )

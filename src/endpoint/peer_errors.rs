@@ -1069,3 +1069,40 @@ fn every_frame_naming_a_stream_checks_its_id() {
         p.assert_closed_for_frame(code, frame_type);
     }
 }
+
+/// RFC 9221 §3: "An endpoint that receives a DATAGRAM frame that is larger than the value it sent in its
+/// max_datagram_frame_size transport parameter MUST terminate the connection with an error of type
+/// PROTOCOL_VIOLATION." The size is the frame's as received, type and length fields included: a
+/// frame whose type (§12.4 lets a receiver accept a longer encoding) or length is encoded in more bytes
+/// than needed counts those bytes. Before, the size was recomputed with the shortest encodings, so a
+/// frame up to seven bytes over the limit was taken.
+#[test]
+fn the_datagram_frame_size_limit_counts_the_bytes_received() {
+    let small = TransportConfig {
+        datagram_receive_buffer: Some(1000),
+        ..TransportConfig::default()
+    };
+    // The limit is 937 bytes (`the_datagram_frame_size_announced_fits_the_receive_buffer`).
+    // A two-byte type 0x30 and 936 bytes: 938 bytes.
+    let mut long_type = vec![0x40, 0x30];
+    long_type.extend([0; 936]);
+    // Type 0x31, a four-byte Length of 934, and 934 bytes: 939 bytes.
+    let mut long_length = vec![0x31, 0x80, 0x00, 0x03, 0xa6];
+    long_length.extend([0; 934]);
+    for (payload, frame_type) in [(long_type, 0x30), (long_length, 0x31)] {
+        let mut p = Pair::new(small.clone());
+        p.client_sends_bytes(&payload);
+        p.assert_closed_for_frame(TransportErrorCode::PROTOCOL_VIOLATION, frame_type);
+    }
+    // Within the limit, a longer encoding is accepted: a two-byte type 0x30 and 935 bytes.
+    let mut p = Pair::new(small);
+    let mut ok = vec![0x40, 0x30];
+    ok.extend([9; 935]);
+    p.client_sends_bytes(&ok);
+    assert_eq!(Pair::lost(&p.server_events), None);
+    let h = p.server_h.unwrap();
+    assert_eq!(
+        p.server.conn(h).unwrap().recv_datagram(),
+        Some(Bytes::from(vec![9; 935]))
+    );
+}
