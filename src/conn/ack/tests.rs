@@ -706,3 +706,79 @@ fn a_full_late_list_keeps_the_packet_below_the_report_floor() {
     round_trip(&frame);
     assert_eq!(ranges(&frame), [101..=140, 50..=50]);
 }
+
+/// One step of [`check_timing`]: a packet arrives (number, ack-eliciting, ECN-CE), or an ACK frame is
+/// sent (when owed, or whenever one can be built).
+#[derive(Debug, Clone)]
+enum TimingStep {
+    Receive(u64, bool, bool),
+    Send(bool),
+}
+
+/// Checks when ACK frames are due against RFC 9000 §13.2.1 and §13.2.2 read literally: in the
+/// application space, an ack-eliciting packet is acknowledged at once when it is the second since the
+/// last ACK frame, when its number is below that of another ack-eliciting packet received, when it is
+/// above the highest such and packets are missing between them, or when it is marked CE (a CE mark on
+/// a non-ack-eliciting packet hurries an ACK already owed); otherwise within max_ack_delay of the first
+/// ack-eliciting packet not yet acknowledged; and nothing is owed for non-ack-eliciting packets alone.
+fn check_timing(steps: &[TimingStep]) {
+    let t0 = epoch();
+    let mut rx = data();
+    let mut received = BTreeSet::new();
+    let mut eliciting = BTreeSet::new();
+    let (mut count, mut first, mut immediate) = (0u64, None, false);
+    for (i, s) in (0u64..).zip(steps) {
+        let now = t0 + ms(i);
+        match *s {
+            TimingStep::Receive(pn, ae, ce) => {
+                let ecn = ce.then_some(EcnCodepoint::Ce);
+                let accepted = rx.on_packet_received(pn, ae, ecn, now);
+                assert_eq!(accepted, !received.contains(&pn), "pn {pn}");
+                if !accepted {
+                    continue;
+                }
+                if ae {
+                    let below_another = eliciting.iter().any(|&q| q > pn);
+                    let gap_above = eliciting
+                        .last()
+                        .is_some_and(|&l: &u64| pn > l && (l + 1..pn).any(|k| !received.contains(&k)));
+                    count += 1;
+                    first.get_or_insert(now);
+                    immediate |= count >= 2 || below_another || gap_above || ce;
+                    eliciting.insert(pn);
+                } else if ce && count > 0 {
+                    immediate = true;
+                }
+                received.insert(pn);
+            }
+            TimingStep::Send(anyway) => {
+                let owed = rx.wants_ack_now() || rx.ack_deadline().is_some_and(|d| d <= now);
+                if owed || anyway {
+                    if let Some(frame) = rx.build_ack(now, 3) {
+                        rx.on_ack_sent(frame.largest(), 1000 + i);
+                        (count, first, immediate) = (0, None, false);
+                    }
+                }
+            }
+        }
+        let due_now = count > 0 && immediate;
+        assert_eq!(rx.wants_ack_now(), due_now, "step {i}: {s:?}");
+        let deadline = first.filter(|_| !due_now).map(|f| f + ms(25));
+        assert_eq!(rx.ack_deadline(), deadline, "step {i}: {s:?}");
+        assert_eq!(rx.ack_owed(), count > 0, "step {i}: {s:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn ack_timing_follows_the_rfc_rules(
+        steps in prop::collection::vec(prop_oneof![
+            6 => (0..40u64, any::<bool>(), prop::bool::weighted(0.05))
+                .prop_map(|(pn, ae, ce)| TimingStep::Receive(pn, ae, ce)),
+            2 => any::<bool>().prop_map(TimingStep::Send),
+        ], 0..100),
+    ) {
+        check_timing(&steps);
+    }
+}
