@@ -1880,3 +1880,68 @@ fn events_come_in_order_per_connection() {
         }
     }
 }
+
+/// RFC 9369 §3.2, §3.3.3 with RFC 9000 §8.1.2: a version 2 server that always sends Retry completes a
+/// handshake with a version 2 client. The Retry carries the version 2 Retry type bits (0b00, an
+/// Initial's in version 1) and the client's Initials before and after it the version 2 Initial bits
+/// (0b01); the Retry's tag verifies with the version 2 key, and the server's transport parameters
+/// name the Retry (RFC 9000 §7.3) or the client would have closed.
+#[test]
+fn a_version_2_handshake_goes_through_a_retry() {
+    let cert = TestCert::new();
+    let mut net = Net::new(91);
+    let v2 = |seed| EndpointConfig {
+        supported_versions: vec![VERSION_2],
+        ..EndpointConfig::with_seed(seed)
+    };
+    let mut sc = ServerConfig::new(cert.server_tls(&[]));
+    sc.retry = quicsand::RetryPolicy::Always;
+    let server = net.add(server_addr(), Endpoint::new(v2(191), Some(sc)));
+    let client = net.add(client_addr(0), Endpoint::new(v2(291), None));
+    let mut config = client_config(&cert);
+    config.version = VERSION_2;
+    let ch = net.connect(client, config, server);
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+        .has(ch, &Event::HandshakeConfirmed)));
+    assert_eq!(net.ep(server).stats().retries_sent, 1);
+    let answers = net.sent(server_addr(), client_addr(0));
+    let retry = &answers[0].data;
+    assert_eq!((retry[0] >> 4) & 3, 0, "v2 Retry type bits");
+    let sent = net.sent(client_addr(0), server_addr());
+    assert_eq!((sent[0].data[0] >> 4) & 3, 1, "v2 Initial type bits");
+    assert_eq!((sent[1].data[0] >> 4) & 3, 1, "v2 Initial type bits after Retry");
+    // The Initial after the Retry goes to the Retry's SCID with its token (RFC 9000 §17.2.5.2).
+    let retry_header = ProtectedHeader::decode(retry, 8).unwrap();
+    assert_eq!(retry_header.long_type(), Some(LongType::Retry));
+    let next = ProtectedHeader::decode(&sent[1].data, 8).unwrap();
+    assert_eq!(next.long_type(), Some(LongType::Initial));
+    assert_eq!(next.dcid(), retry_header.scid().unwrap());
+    assert_eq!(next.token(&sent[1].data), retry_header.token(retry));
+}
+
+/// RFC 9000 §6.2: "A client MUST discard any Version Negotiation packet if it has received and
+/// successfully processed any other packet". The server's Initial has been processed; a Version
+/// Negotiation then, echoing both connection IDs of the client's Initial and listing no version the
+/// client has, is ignored and the handshake completes.
+#[test]
+fn version_negotiation_after_the_servers_initial_is_ignored() {
+    let cert = TestCert::new();
+    let mut net = Net::new(92);
+    let server = net.add(server_addr(), server_endpoint(&cert, 192, |_| {}));
+    let client = net.add(client_addr(0), client_endpoint(292));
+    let ch = net.connect(client, client_config(&cert), server);
+    let first = net.sent(client_addr(0), server_addr())[0].data.clone();
+    let h = ProtectedHeader::decode(&first, 0).unwrap();
+    let (dcid, scid) = (*h.dcid(), *h.scid().unwrap());
+    // Deliver the server's flight only.
+    assert!(net.drive_until(Duration::from_secs(1), |n| n.hosts[client].received > 0));
+    let mut vn = vec![0x80, 0, 0, 0, 0, scid.len() as u8];
+    vn.extend_from_slice(&scid);
+    vn.push(dcid.len() as u8);
+    vn.extend_from_slice(&dcid);
+    vn.extend_from_slice(&0x1a2a_3a4au32.to_be_bytes());
+    net.deliver(client, server_addr(), &vn);
+    assert!(net.hosts[client].lost(ch).is_none());
+    assert!(net.drive_until(Duration::from_secs(5), |n| n.hosts[client]
+        .has(ch, &Event::HandshakeConfirmed)));
+}

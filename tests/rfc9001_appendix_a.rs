@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use quicsand::crypto::{initial_keys, verify_retry_tag, DirectionalKeys, Keys, Secret, Suite};
 use quicsand::wire::frame::{Frame, Frames};
-use quicsand::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
+use quicsand::wire::header::{Header, LongType, ProtectedHeader, VERSION_1, VERSION_2};
 use quicsand::wire::packet_number::TruncatedPn;
 use quicsand::wire::transport_params::TransportParameters;
 use quicsand::wire::{ConnectionId, Reader};
@@ -235,4 +235,88 @@ fn chacha20_short_header_receive_path() {
     keys.local.packet.seal(pn, &mut out, enc.header_len).unwrap();
     keys.local.header.protect(enc.pn_offset, &mut out).unwrap();
     assert_eq!(out, hex("4cfe4189655e5cd55c41f69080575d7999c25a5bfb"));
+}
+
+/// RFC 9369 Appendix A.2 and §3.2, both ways: the version 2 client Initial (first byte 0xd3: type bits
+/// 0b01) parses as an Initial and opens with the version 2 keys; the same header and frames, encoded
+/// and sealed for version 2, give the RFC's bytes.
+#[test]
+fn v2_client_initial_both_paths() {
+    let dcid = ConnectionId::new(&hex(DCID)).unwrap();
+    let server = initial_keys(VERSION_2, &dcid, Side::Server).unwrap();
+    let mut packet = hex(V2_CLIENT_PROTECTED);
+    assert_eq!(packet.len(), 1200);
+    let (header, pn, payload) = receive_long(&mut packet, &server.remote, None);
+    assert_eq!(header.version(), Some(VERSION_2));
+    assert_eq!(header.long_type(), Some(LongType::Initial));
+    assert_eq!(pn, 2);
+    let frames: Vec<Frame> = Frames::new(&payload).collect::<Result<_, _>>().unwrap();
+    let [Frame::Crypto(crypto), Frame::Padding(_)] = &frames[..] else {
+        panic!("expected CRYPTO then PADDING, got {frames:?}")
+    };
+    assert_eq!(hex(CRYPTO_FRAME)[4..], crypto.data[..]);
+
+    let client = initial_keys(VERSION_2, &dcid, Side::Client).unwrap();
+    let header = Header::Initial {
+        version: VERSION_2,
+        dcid,
+        scid: ConnectionId::empty(),
+        token: Bytes::new(),
+    };
+    let mut out = Vec::new();
+    let enc = header.encode(TruncatedPn::truncate(2, 4), &mut out);
+    Frame::Crypto(crypto.clone()).encode(&mut out);
+    out.resize(1200 - client.local.packet.tag_len(), 0);
+    out.resize(1200, 0);
+    enc.set_length(&mut out, 1200).unwrap();
+    assert_eq!(out[..enc.header_len], hex(V2_CLIENT_HEADER)[..]);
+    client.local.packet.seal(2, &mut out, enc.header_len).unwrap();
+    client.local.header.protect(enc.pn_offset, &mut out).unwrap();
+    assert_eq!(out, hex(V2_CLIENT_PROTECTED));
+}
+
+/// RFC 9369 Appendix A.3: the version 2 server Initial (0xd1) parses as an Initial and opens; the
+/// version 2 Initial header encodes to the RFC's bytes.
+#[test]
+fn v2_server_initial_both_paths() {
+    let dcid = hex(DCID);
+    let client = initial_keys(VERSION_2, &dcid, Side::Client).unwrap();
+    let mut packet = hex(V2_SERVER_PROTECTED);
+    let (header, pn, payload) = receive_long(&mut packet, &client.remote, None);
+    assert_eq!(header.long_type(), Some(LongType::Initial));
+    assert_eq!(pn, 1);
+    assert_eq!(&payload[..], &hex(SERVER_PAYLOAD)[..]);
+    let mut out = Vec::new();
+    let enc = Header::Initial {
+        version: VERSION_2,
+        dcid: ConnectionId::empty(),
+        scid: ConnectionId::new(&hex("f067a5502a4262b5")).unwrap(),
+        token: Bytes::new(),
+    }
+    .encode(TruncatedPn::truncate(1, 2), &mut out);
+    out.extend_from_slice(&hex(SERVER_PAYLOAD));
+    out.resize(out.len() + 16, 0);
+    let len = out.len();
+    enc.set_length(&mut out, len).unwrap();
+    assert_eq!(out[..enc.header_len], hex(V2_SERVER_HEADER)[..]);
+}
+
+/// RFC 9369 Appendix A.4: the version 2 Retry (first byte 0xcf: type bits 0b00, which are an Initial's
+/// in version 1) parses as a Retry, and its tag verifies with the version 2 key only.
+#[test]
+fn v2_retry_parses_and_verifies() {
+    let packet = hex(V2_RETRY);
+    assert_eq!((packet[0] >> 4) & 0x03, 0b00);
+    let header = ProtectedHeader::decode(&packet, 0).unwrap();
+    assert_eq!(header.version(), Some(VERSION_2));
+    assert_eq!(header.long_type(), Some(LongType::Retry));
+    assert_eq!(header.token(&packet), b"token");
+    assert_eq!(header.scid().unwrap()[..], hex("f067a5502a4262b5")[..]);
+    assert!(verify_retry_tag(VERSION_2, &hex(DCID), &packet));
+    assert!(!verify_retry_tag(VERSION_1, &hex(DCID), &packet));
+    // The same first byte under version 1 is an Initial: the mapping is the version's.
+    let mut v1 = packet.clone();
+    v1[1..5].copy_from_slice(&VERSION_1.to_be_bytes());
+    let as_v1 = ProtectedHeader::decode(&v1, 0).map(|h| h.long_type());
+    assert_ne!(as_v1, Ok(Some(LongType::Retry)));
 }

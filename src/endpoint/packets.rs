@@ -790,3 +790,35 @@ fn a_client_takes_no_rtt_from_the_ack_in_the_servers_probe() {
     let srtt = p.client.conn(h).unwrap().stats().smoothed_rtt;
     assert!(srtt < Duration::from_millis(30), "client's smoothed RTT {srtt:?}");
 }
+
+/// RFC 9000 §12.2: "Receivers SHOULD ignore any subsequent packets with a different Destination
+/// Connection ID than the first packet in the datagram." Both packets here reach the same connection
+/// (one to the client's first DCID, one to the server's ID, both under the Initial keys of the first),
+/// and the second of a datagram, a CONNECTION_CLOSE, is ignored; first in its datagram, the same packet
+/// ends the connection (the forgery is sound).
+#[test]
+fn a_coalesced_packet_to_another_dcid_than_the_first_is_ignored() {
+    let (mut p, odcid, scid) = server_with_the_client_initial();
+    let now = p.now;
+    let server_cid = server_conn(&p).local_cid;
+    assert_ne!(server_cid, odcid);
+    let header = |dcid| Header::Initial {
+        version: VERSION_1,
+        dcid,
+        scid,
+        token: Bytes::new(),
+    };
+    let close = [Frame::Close(ConnectionClose::from(
+        TransportError::protocol_violation("forged"),
+    ))];
+    let ping = forged_initial(Side::Client, &odcid, &header(odcid), 5, &[Frame::Ping], 600);
+    let kill = forged_initial(Side::Client, &odcid, &header(server_cid), 6, &close, 600);
+    deliver(&mut p.server, now, CLIENT, &[ping, kill.clone()].concat());
+    assert!(
+        !server_lost(&mut p),
+        "a packet after one to another DCID was processed"
+    );
+    let ping = forged_initial(Side::Client, &odcid, &header(odcid), 7, &[Frame::Ping], 600);
+    deliver(&mut p.server, now, CLIENT, &[kill, ping].concat());
+    assert!(server_lost(&mut p), "the same packet first in its datagram");
+}

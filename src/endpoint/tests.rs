@@ -1080,3 +1080,62 @@ fn a_retry_tokens_age_decides_validation_connection_or_close() {
         }
     }
 }
+
+#[test]
+fn a_retry_with_an_empty_or_oversized_token_or_a_bad_tag_is_ignored() {
+    // RFC 9000 §17.2.5.2: a client discards a Retry with a zero-length token, and one whose integrity tag
+    // does not verify (RFC 9001 §5.8); one whose token would leave no room for the ClientHello in a
+    // 1200-byte Initial is discarded too (anyone who saw the first Initial can make a Retry).
+    let now = at(0);
+    let server_addr = addr(443);
+    let (mut client, h, v, first) = started_client(now, server_addr);
+    let oversized = vec![7u8; crate::conn::MAX_CLIENT_TOKEN + 1];
+    let mut bad_tag = retry_to(&first, v, v);
+    *bad_tag.last_mut().unwrap() ^= 1;
+    for retry in [
+        retry_from(&first, v, v, &[9; 8], b""),
+        retry_from(&first, v, v, &[9; 8], &oversized),
+        bad_tag,
+    ] {
+        client.handle_datagram(now, datagram(server_addr, &retry));
+        let (out, _) = drive(&mut client, now);
+        assert!(out.is_empty(), "a discarded Retry made the client send");
+        assert!(client.table.get(h).unwrap().conn.retry_scid.is_none());
+    }
+    // The largest token that fits is followed, and the next Initial carries it to the Retry's SCID.
+    let fits = vec![7u8; crate::conn::MAX_CLIENT_TOKEN];
+    client.handle_datagram(
+        now,
+        datagram(server_addr, &retry_from(&first, v, v, &[9; 8], &fits)),
+    );
+    let (out, _) = drive(&mut client, now);
+    let next = ProtectedHeader::decode(&out[0].1, 0).unwrap();
+    assert_eq!(&next.dcid()[..], &[9; 8]);
+    assert_eq!(next.token(&out[0].1), &fits[..]);
+    assert!(out[0].1.len() >= 1200);
+}
+
+#[test]
+fn a_retry_after_the_servers_initial_is_ignored() {
+    // RFC 9000 §17.2.5.2: "After the client has received and processed an Initial or Retry packet from
+    // the server, it MUST discard any subsequent Retry packets that it receives."
+    let now = at(0);
+    let (server_addr, client_addr) = (addr(443), addr(5000));
+    let mut server = server();
+    let (mut client, h, v, first) = started_client(now, server_addr);
+    server.handle_datagram(now, datagram(client_addr, &first));
+    let (out, _) = drive(&mut server, now);
+    client.handle_datagram(now, datagram(server_addr, &out[0].1));
+    let _ = drive(&mut client, now);
+    let conn = &client.table.get(h).unwrap().conn;
+    let before = (conn.remote_cid, conn.token.clone());
+    assert!(
+        conn.stats.packets_received > 0,
+        "the server's Initial was processed"
+    );
+    client.handle_datagram(now, datagram(server_addr, &retry_to(&first, v, v)));
+    let _ = drive(&mut client, now);
+    let conn = &client.table.get(h).unwrap().conn;
+    assert!(conn.retry_scid.is_none());
+    assert_eq!((conn.remote_cid, conn.token.clone()), before);
+}
