@@ -332,6 +332,22 @@ mod tests {
         assert_eq!(e.phase(), EcnPhase::Capable);
     }
 
+    /// RFC 9000 §13.4.2.1: "An endpoint MUST NOT fail ECN validation as a result of processing an ACK
+    /// frame that does not increase the largest acknowledged packet number", missing counts included; nor
+    /// does an ACK frame without counts fail it when it newly acknowledges no marked packet.
+    #[test]
+    fn an_ack_without_counts_fails_only_when_it_raises_the_largest_over_marked_packets() {
+        let mut e = Ecn::new(true);
+        sent(&mut e, 4);
+        e.on_ack(SpaceId::Data, counts(3, 0), 3, 3, true);
+        assert_eq!(e.on_ack(SpaceId::Data, None, 1, 1, false), EcnSignal::None);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        assert_eq!(e.on_ack(SpaceId::Data, None, 0, 0, true), EcnSignal::None);
+        assert_eq!(e.phase(), EcnPhase::Capable);
+        e.on_ack(SpaceId::Data, None, 1, 1, true);
+        assert_eq!(e.phase(), EcnPhase::Failed);
+    }
+
     #[test]
     fn a_rising_ce_count_is_a_congestion_signal_counted_per_space() {
         let mut e = Ecn::new(true);

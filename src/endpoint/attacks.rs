@@ -3406,3 +3406,36 @@ fn packets_reordered_around_a_key_update_are_no_key_update_error() {
         }
     }
 }
+
+/// RFC 9000 §14.4: "Loss of a QUIC packet that is carried in a PMTU probe is therefore not a reliable
+/// indication of congestion and SHOULD NOT trigger a congestion control reaction". The server's first
+/// probe (1452 bytes) is dropped: no congestion event, the window is not cut, the probe leaves the bytes
+/// in flight, and the same size, tried again, passes.
+#[test]
+fn a_lost_path_mtu_probe_is_no_congestion_signal() {
+    let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
+    let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+    // Up to the server's first probe, which the network drops.
+    let probe = drive(&mut p, Duration::ZERO, Duration::from_secs(2), 1200).unwrap();
+    assert_eq!(probe.len(), 1452);
+    let h = p.server_h.unwrap();
+    let conn = &p.server.table.get(h).unwrap().conn;
+    let (cwnd, events) = (conn.cc.window(), conn.stats.congestion_events);
+    assert!(conn.recovery.bytes_in_flight() >= 1452, "the probe is in flight");
+    assert_eq!(conn.stats.mtu_probes_sent, 1);
+    // The rest is delivered, 10 ms each way.
+    assert!(drive(
+        &mut p,
+        Duration::from_millis(10),
+        Duration::from_secs(5),
+        usize::MAX
+    )
+    .is_none());
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert_eq!(conn.stats.mtu_probes_lost, 1, "{:?}", conn.stats);
+    assert_eq!(conn.stats.congestion_events, events, "{:?}", conn.stats);
+    assert!(conn.cc.window() >= cwnd, "{} < {cwnd}", conn.cc.window());
+    assert_eq!(conn.recovery.bytes_in_flight(), 0);
+    assert_eq!(conn.path.mtu, 1452, "the second probe of the size passed");
+    assert_eq!(conn.stats.mtu_probes_sent, 2);
+}

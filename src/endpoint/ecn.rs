@@ -555,3 +555,41 @@ fn ce_marks_on_ack_only_packets_sent_before_a_recovery_period_do_not_reenter_it(
         "both packets were sent before the first congestion event began"
     );
 }
+
+/// RFC 9000 §13.4.1: "Even if an endpoint does not set an ECT field in packets it sends, the endpoint
+/// MUST provide feedback about ECN markings it receives". A client with marking turned off still counts
+/// the server's marks, so the server's path validates and its packets stay marked.
+#[test]
+fn an_endpoint_that_does_not_mark_still_reports_the_counts() {
+    let client = TransportConfig {
+        ecn: false,
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::start_with(TransportConfig::default(), client);
+    let ch = p.client.table.iter().next().unwrap().0;
+    let mut index = 0;
+    for _ in 0..100 {
+        step(&mut p, &mut |e, _| Some(e), &mut index);
+    }
+    p.assert_both_connected();
+    let sh = p.server_h.unwrap();
+    let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+    let (mut written, mut received, bytes) = (0, 0, 100_000);
+    let mut buf = vec![0u8; 65536];
+    let end = p.now + Duration::from_secs(10);
+    while received < bytes && p.now < end {
+        write_rest(&mut p, sh, id, bytes, &mut written);
+        step(&mut p, &mut |e, _| Some(e), &mut index);
+        let mut conn = p.client.conn(ch).unwrap();
+        let mut s = conn.stream(id);
+        while let Ok(Some(n)) = s.read(&mut buf) {
+            received += n;
+        }
+    }
+    assert_eq!(received, bytes);
+    let client = p.client.conn(ch).unwrap().stats();
+    let server = p.server.conn(sh).unwrap().stats();
+    assert_eq!(client.ecn_marked_sent, 0);
+    assert_eq!(server.ecn_validation_failures, 0, "{server:?}");
+    assert!(server.ecn_marked_sent > 2 * TESTING_PACKETS, "{server:?}");
+}

@@ -1139,3 +1139,26 @@ fn a_retry_after_the_servers_initial_is_ignored() {
     assert!(conn.retry_scid.is_none());
     assert_eq!((conn.remote_cid, conn.token.clone()), before);
 }
+
+/// RFC 9000 §14.1: "A client MUST expand the payload of all UDP datagrams carrying Initial packets to at
+/// least ... 1200 bytes": its CONNECTION_CLOSE in an Initial packet too, though not ack-eliciting (only the
+/// server's rule is limited to ack-eliciting Initials). A server discards an Initial in a smaller datagram,
+/// so an unpadded close never reaches it.
+#[test]
+fn a_clients_close_in_an_initial_packet_is_padded_to_1200_bytes() {
+    let now = at(0);
+    let (mut client, h, _, first) = started_client(now, addr(443));
+    assert!(first.len() >= 1200);
+    client.conn(h).unwrap().close(now, 7, b"bye");
+    let (out, _) = drive(&mut client, now);
+    assert!(!out.is_empty(), "the close goes out");
+    // The client holds Initial keys only: every datagram carries an Initial packet.
+    for (t, bytes) in &out {
+        assert!(bytes[0] & 0x80 != 0, "a long header");
+        assert!(
+            t.size >= 1200,
+            "a client datagram with an Initial of {} bytes",
+            t.size
+        );
+    }
+}
