@@ -44,6 +44,8 @@ mod ecn;
 #[cfg(test)]
 mod held_memory;
 #[cfg(test)]
+mod lifecycle;
+#[cfg(test)]
 mod loss_timers;
 #[cfg(test)]
 mod migration;

@@ -1,0 +1,326 @@
+//! The connection lifecycle against RFC 9000 §10 and RFC 9001 §6, on real connections with a virtual
+//! clock: the idle timer's restarts, the closing and draining periods, the close during the handshake in
+//! each packet type, and key updates before the handshake is confirmed.
+
+use std::time::Duration;
+
+use super::peer_errors::{deliver, deliver_all, sends, Pair, CLIENT, SERVER};
+use crate::event::{ConnectionError, Event};
+use crate::wire::header::{LongType, ProtectedHeader};
+use crate::wire::TransportErrorCode;
+use crate::TransportConfig;
+
+/// The packet types of a datagram, in order: `Some(type)` for long headers, `None` for a short header.
+fn packet_types(datagram: &[u8], short_dcid_len: usize) -> Vec<Option<LongType>> {
+    let mut types = Vec::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let header = ProtectedHeader::decode(rest, short_dcid_len).expect("a packet");
+        types.push(header.long_type());
+        rest = &rest[header.len().min(rest.len())..];
+    }
+    types
+}
+
+fn lost(events: &[Event]) -> Option<&ConnectionError> {
+    Pair::lost(events)
+}
+
+/// RFC 9000 §10.1: "An endpoint also restarts its idle timer when sending an ack-eliciting packet if no
+/// other ack-eliciting packets have been sent since last receiving and processing a packet." A second
+/// ack-eliciting packet with nothing received in between leaves the timer where the first put it; a
+/// packet received restarts it.
+#[test]
+fn only_the_first_ack_eliciting_packet_after_a_receive_restarts_the_idle_timer() {
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let idle_since = |p: &Pair| p.client.table.get(ch).unwrap().conn.idle_since;
+    let t1 = p.now + Duration::from_secs(1);
+    p.client.conn(ch).unwrap().ping();
+    let first = sends(&mut p.client, t1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        idle_since(&p),
+        Some(t1),
+        "the first ack-eliciting packet restarts it"
+    );
+    let t2 = t1 + Duration::from_millis(500);
+    p.client.conn(ch).unwrap().ping();
+    let second = sends(&mut p.client, t2);
+    assert_eq!(second.len(), 1);
+    assert_eq!(idle_since(&p), Some(t1), "a second one does not");
+    // The server's answer is received and processed: the timer restarts.
+    let t3 = t2 + Duration::from_millis(10);
+    for d in first.iter().chain(&second) {
+        deliver(&mut p.server, t3, CLIENT, d);
+    }
+    deliver_all(&mut p.server, &mut p.client, t3, SERVER);
+    assert_eq!(idle_since(&p), Some(t3), "a packet received restarts it");
+}
+
+/// RFC 9000 §10.2: the closing and draining states last three times the current PTO; the draining
+/// endpoint sends nothing (§10.2.2), and both connections are gone at their ends.
+#[test]
+fn closing_and_draining_last_three_ptos_and_draining_sends_nothing() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    let now = p.now;
+    let server_pto = p.server.table.get(sh).unwrap().conn.pto();
+    p.server.conn(sh).unwrap().close(now, 7, b"bye");
+    assert_eq!(
+        p.server.table.get(sh).unwrap().conn.poll_timeout(),
+        Some(now + 3 * server_pto)
+    );
+    let close = sends(&mut p.server, now);
+    assert_eq!(close.len(), 1);
+    let client_pto = p.client.table.get(ch).unwrap().conn.pto();
+    deliver(&mut p.client, now, SERVER, &close[0]);
+    assert_eq!(
+        p.client.table.get(ch).unwrap().conn.poll_timeout(),
+        Some(now + 3 * client_pto)
+    );
+    // Draining: the client answers nothing, whatever arrives.
+    p.client.conn(ch).unwrap().ping();
+    deliver(&mut p.client, now, SERVER, &close[0]);
+    assert!(
+        sends(&mut p.client, now).is_empty(),
+        "a draining endpoint sends nothing"
+    );
+    let end = now + 3 * client_pto;
+    p.client.handle_timeout(end - Duration::from_nanos(1));
+    assert!(p.client.conn(ch).is_ok(), "draining until its end");
+    p.client.handle_timeout(end);
+    assert!(p.client.conn(ch).is_err(), "gone at its end");
+}
+
+/// RFC 9000 §10.2.3: a server closing during the handshake, not knowing whether the client has
+/// Handshake keys, sends CONNECTION_CLOSE in Initial and Handshake packets (and 1-RTT, which it has), and
+/// an application close becomes a transport APPLICATION_ERROR without its reason in the first two. The
+/// client, with only Initial keys, hears APPLICATION_ERROR, not the application's code or reason.
+#[test]
+fn a_server_closing_mid_handshake_closes_in_every_packet_type_without_the_application_details() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let sh = p.server.table.iter().next().unwrap().0;
+    let ch = p.client.table.iter().next().unwrap().0;
+    // The server's first flight is lost.
+    assert!(!sends(&mut p.server, now).is_empty());
+    p.server.conn(sh).unwrap().close(now, 7, b"application secret");
+    let close = sends(&mut p.server, now);
+    assert_eq!(close.len(), 1, "one datagram");
+    let cid_len = p.client.table.get(ch).unwrap().conn.local_cid.len();
+    assert_eq!(
+        packet_types(&close[0], cid_len),
+        [Some(LongType::Initial), Some(LongType::Handshake), None]
+    );
+    deliver(&mut p.client, now, SERVER, &close[0]);
+    while let Some((_, e)) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+    match lost(&p.client_events) {
+        Some(ConnectionError::ConnectionClosed { error }) => {
+            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
+            assert!(error.reason.is_empty(), "{error}");
+        }
+        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
+    }
+}
+
+/// RFC 9000 §10.2.3: a client closing before the handshake is confirmed sends CONNECTION_CLOSE in
+/// Handshake and 1-RTT packets (its Initial keys are gone); the server, whose handshake is not complete,
+/// reads the Handshake one.
+#[test]
+fn a_client_closing_before_confirmation_closes_in_handshake_and_1rtt_packets() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    deliver_all(&mut p.server, &mut p.client, now, SERVER);
+    let ch = p.client.table.iter().next().unwrap().0;
+    let sh = p.server.table.iter().next().unwrap().0;
+    // The client's Finished is lost.
+    assert!(!sends(&mut p.client, now).is_empty());
+    assert!(!p.client.conn(ch).unwrap().is_handshaking());
+    p.client.conn(ch).unwrap().close(now, 7, b"application secret");
+    let close = sends(&mut p.client, now);
+    assert_eq!(close.len(), 1, "one datagram");
+    let cid_len = p.server.table.get(sh).unwrap().conn.local_cid.len();
+    assert_eq!(
+        packet_types(&close[0], cid_len),
+        [Some(LongType::Handshake), None]
+    );
+    deliver(&mut p.server, now, CLIENT, &close[0]);
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    match lost(&p.server_events) {
+        Some(ConnectionError::ConnectionClosed { error }) => {
+            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
+            assert!(error.reason.is_empty(), "{error}");
+        }
+        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
+    }
+}
+
+/// RFC 9001 §6.1: "An endpoint MUST NOT initiate a key update prior to having confirmed the handshake."
+/// A client asked for one as soon as its handshake completes keeps phase 0 until HANDSHAKE_DONE (or an
+/// acknowledgement of a 1-RTT packet) confirms it, then updates.
+#[test]
+fn a_key_update_waits_for_the_handshake_to_be_confirmed() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    deliver_all(&mut p.server, &mut p.client, now, SERVER);
+    let ch = p.client.table.iter().next().unwrap().0;
+    assert!(!p.client.conn(ch).unwrap().is_handshaking());
+    p.client.conn(ch).unwrap().force_key_update();
+    p.client.conn(ch).unwrap().ping();
+    let phase = |p: &Pair| p.client.table.get(ch).unwrap().conn.key_phase();
+    let finished = sends(&mut p.client, now);
+    assert!(!finished.is_empty());
+    assert_eq!(phase(&p), (false, 0), "not before the handshake is confirmed");
+    for d in &finished {
+        deliver(&mut p.server, now, CLIENT, d);
+    }
+    deliver_all(&mut p.server, &mut p.client, now, SERVER);
+    assert!(p.client.table.get(ch).unwrap().conn.is_handshake_confirmed());
+    sends(&mut p.client, now);
+    assert_eq!(
+        phase(&p),
+        (true, 1),
+        "once confirmed (and a 1-RTT packet acknowledged)"
+    );
+}
+
+/// RFC 9000 §10.2.3, §14.1: a client closing before it has heard from the server has only Initial keys:
+/// its CONNECTION_CLOSE goes in an Initial packet, as APPLICATION_ERROR without the reason, in a datagram
+/// padded to 1200 bytes like every client datagram with an Initial; the server drains on it.
+#[test]
+fn a_client_closing_before_any_answer_closes_in_a_padded_initial() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    let sh = p.server.table.iter().next().unwrap().0;
+    let ch = p.client.table.iter().next().unwrap().0;
+    // The server's answer is lost.
+    assert!(!sends(&mut p.server, now).is_empty());
+    p.client.conn(ch).unwrap().close(now, 7, b"application secret");
+    let close = sends(&mut p.client, now);
+    assert_eq!(close.len(), 1, "one datagram");
+    assert!(close[0].len() >= 1200, "{} bytes", close[0].len());
+    let cid_len = p.server.table.get(sh).unwrap().conn.local_cid.len();
+    assert_eq!(packet_types(&close[0], cid_len), [Some(LongType::Initial)]);
+    deliver(&mut p.server, now, CLIENT, &close[0]);
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    match lost(&p.server_events) {
+        Some(ConnectionError::ConnectionClosed { error }) => {
+            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
+            assert!(error.reason.is_empty(), "{error}");
+        }
+        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
+    }
+    assert!(
+        sends(&mut p.server, now).is_empty(),
+        "the server drains, sending nothing"
+    );
+}
+
+/// RFC 9000 §10.1: "the effective value at an endpoint is computed as the minimum of the two advertised
+/// values (or the sole advertised value, if only one endpoint advertises a non-zero value)". A client
+/// that announces none (zero on the wire) still times out at the server's value, and both sides agree.
+#[test]
+fn the_sole_advertised_idle_timeout_applies_to_both_sides() {
+    let client = TransportConfig {
+        max_idle_timeout: None,
+        ..TransportConfig::default()
+    };
+    let server = TransportConfig {
+        max_idle_timeout: Some(Duration::from_secs(3)),
+        ..TransportConfig::default()
+    };
+    let mut p = Pair::with(server, client);
+    let sh = p.server_h.unwrap();
+    let ch = p.client.table.iter().next().unwrap().0;
+    for conn in [
+        &p.client.table.get(ch).unwrap().conn,
+        &p.server.table.get(sh).unwrap().conn,
+    ] {
+        assert_eq!(
+            conn.idle_timeout(),
+            Some(Duration::from_secs(3)),
+            "{:?}",
+            conn.side()
+        );
+    }
+    assert_eq!(lost(&p.client_events), None);
+    p.run(Duration::from_secs(5));
+    assert_eq!(lost(&p.client_events), Some(&ConnectionError::TimedOut));
+    assert_eq!(lost(&p.server_events), Some(&ConnectionError::TimedOut));
+}
+
+/// RFC 9000 §10.3.1: "An endpoint MUST NOT check for any stateless reset tokens associated with
+/// connection IDs it has not used or for connection IDs that have been retired." The client moves off
+/// the server's handshake ID (a Retire Prior To retires it): a datagram ending with that ID's token (from
+/// the transport parameters) no longer resets the connection, one ending with the token of the ID now in
+/// use does; and a spare ID's token, never used, never did.
+#[test]
+fn only_the_token_of_the_connection_id_in_use_is_a_reset() {
+    use crate::wire::frame::{Frame, NewConnectionId};
+    use crate::wire::{ConnectionId, ResetToken};
+    use bytes::BytesMut;
+    let mut p = Pair::new(TransportConfig::default());
+    let ch = p.client.table.iter().next().unwrap().0;
+    let from: std::net::SocketAddr = SERVER.parse().unwrap();
+    let ending_with = |token: &ResetToken| {
+        let mut d = vec![0x41u8; 44];
+        d.extend_from_slice(&token.0);
+        crate::Datagram {
+            remote: from,
+            local: None,
+            ecn: None,
+            payload: BytesMut::from(&d[..]),
+        }
+    };
+    let handshake_token = p.client.table.get(ch).unwrap().conn.remote_reset_token.unwrap();
+    let spare_token = ResetToken([0x66; 16]);
+    let new_token = ResetToken([0x77; 16]);
+    let now = p.now;
+    {
+        let conn = &mut p.client.table.get_mut(ch).unwrap().conn;
+        conn.inject_frames_in(
+            now,
+            crate::conn::SpaceId::Data,
+            &[
+                Frame::NewConnectionId(NewConnectionId {
+                    sequence: 9,
+                    retire_prior_to: 9,
+                    id: ConnectionId::new(&[9; 8]).unwrap(),
+                    reset_token: new_token,
+                }),
+                // A spare, above Retire Prior To.
+                Frame::NewConnectionId(NewConnectionId {
+                    sequence: 10,
+                    retire_prior_to: 9,
+                    id: ConnectionId::new(&[10; 8]).unwrap(),
+                    reset_token: spare_token,
+                }),
+            ],
+        );
+    }
+    p.client.after_conn(ch, true);
+    assert_eq!(
+        p.client.table.get(ch).unwrap().conn.remote_reset_token,
+        Some(new_token),
+        "the client moved to sequence 9"
+    );
+    for token in [handshake_token, spare_token] {
+        p.client.handle_datagram(now, ending_with(&token));
+        assert_eq!(p.client.stats().stateless_resets_received, 0, "{token:?}");
+        assert!(!p.client.table.get(ch).unwrap().conn.is_closed(), "{token:?}");
+    }
+    p.client.handle_datagram(now, ending_with(&new_token));
+    assert_eq!(p.client.stats().stateless_resets_received, 1);
+}
