@@ -324,3 +324,217 @@ fn only_the_token_of_the_connection_id_in_use_is_a_reset() {
     p.client.handle_datagram(now, ending_with(&new_token));
     assert_eq!(p.client.stats().stateless_resets_received, 1);
 }
+
+/// A network of random delays and losses between the pair's endpoints, driven on a virtual clock.
+struct LossyNet {
+    rng: crate::rng::Rng,
+    /// Out of ten datagrams, how many are lost.
+    loss_in_ten: u64,
+    /// Each datagram takes 10 ms plus up to this many milliseconds more (so they overtake each other).
+    jitter_ms: u64,
+    in_flight: Vec<(std::time::Instant, bool, Vec<u8>)>,
+}
+
+impl LossyNet {
+    fn new(seed: u64, loss_in_ten: u64, jitter_ms: u64) -> Self {
+        Self {
+            rng: crate::rng::Rng::from_seed(seed),
+            loss_in_ten,
+            jitter_ms,
+            in_flight: Vec::new(),
+        }
+    }
+
+    /// Sends what both endpoints have, moves the clock to the next event (a deadline of either, an
+    /// arrival, or `wake`), delivers what arrives then and runs the timers. False when nothing is left
+    /// to happen.
+    fn step(&mut self, p: &mut Pair, wake: Option<std::time::Instant>) -> bool {
+        let now = p.now;
+        let from_client = sends(&mut p.client, now).into_iter().map(|d| (true, d));
+        let from_server = sends(&mut p.server, now).into_iter().map(|d| (false, d));
+        for (to_server, d) in from_client.chain(from_server).collect::<Vec<_>>() {
+            if self.rng.below(10) < self.loss_in_ten {
+                continue;
+            }
+            let delay = Duration::from_millis(10 + self.rng.below(self.jitter_ms + 1));
+            self.in_flight.push((now + delay, to_server, d));
+        }
+        let next = [p.client.poll_timeout(), p.server.poll_timeout(), wake]
+            .into_iter()
+            .flatten()
+            .chain(self.in_flight.iter().map(|(t, ..)| *t))
+            .min();
+        let Some(next) = next else {
+            return false;
+        };
+        p.now = p.now.max(next);
+        let now = p.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|(t, ..)| *t <= now);
+        self.in_flight = later;
+        for (_, to_server, d) in due {
+            if to_server {
+                deliver(&mut p.server, now, CLIENT, &d);
+            } else {
+                deliver(&mut p.client, now, SERVER, &d);
+            }
+        }
+        p.client.handle_timeout(now);
+        p.server.handle_timeout(now);
+        while let Some((_, e)) = p.client.poll_event() {
+            p.client_events.push(e);
+        }
+        while let Some((_, e)) = p.server.poll_event() {
+            p.server_events.push(e);
+        }
+        true
+    }
+}
+
+/// RFC 9000 §5.1.1, §5.1.2, §19.15, §19.16: a peer that issues, repeats and retires connection IDs at
+/// random, within the rules (at most our limit of four IDs at or above its Retire Prior To, which only
+/// grows; retirements of IDs we sent, other than the one its packet goes to), never gets the connection
+/// closed, and the IDs we hold stay within the limit, all at or above Retire Prior To, with the
+/// retirements owed within their bound.
+#[test]
+fn random_legal_connection_id_frames_keep_the_connection_and_its_bounds() {
+    use crate::wire::frame::{Frame, NewConnectionId};
+    use crate::wire::{ConnectionId, ResetToken};
+    for seed in 0..50u64 {
+        let mut p = Pair::new(TransportConfig::default());
+        let sh = p.server_h.unwrap();
+        let mut rng = crate::rng::Rng::from_seed(seed);
+        // The client issued sequence numbers 1 to 3 in the handshake's wake.
+        let mut next_seq = 4u64;
+        let mut rpt = 0u64;
+        let mut issued: Vec<NewConnectionId> = Vec::new();
+        for step in 0..200 {
+            let mut frames = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                match rng.below(4) {
+                    0 | 1 => {
+                        let seq = next_seq;
+                        next_seq += 1;
+                        // At most four IDs at or above Retire Prior To, sometimes fewer.
+                        rpt = rpt.max(seq - 3);
+                        if rng.below(4) == 0 {
+                            rpt = (rpt + 1).min(seq);
+                        }
+                        let mut id = seq.to_be_bytes();
+                        id[0] = 0xee;
+                        let f = NewConnectionId {
+                            sequence: seq,
+                            retire_prior_to: rpt,
+                            id: ConnectionId::new(&id).unwrap(),
+                            reset_token: ResetToken([(seq % 251) as u8; 16]),
+                        };
+                        issued.push(f);
+                        frames.push(Frame::NewConnectionId(f));
+                    }
+                    2 if !issued.is_empty() => {
+                        let f = issued[rng.below(issued.len() as u64) as usize];
+                        frames.push(Frame::NewConnectionId(f));
+                    }
+                    _ => {
+                        let high = p.server.table.get(sh).unwrap().conn.local_cids.highest_sent;
+                        // Not sequence 0: the injected packets go to the handshake ID.
+                        let seq = 1 + rng.below(high.max(1));
+                        frames.push(Frame::RetireConnectionId(seq));
+                    }
+                }
+            }
+            super::peer_errors::inject(&mut p, crate::conn::SpaceId::Data, &frames);
+            let now = p.now;
+            sends(&mut p.server, now);
+            while let Some((_, e)) = p.server.poll_event() {
+                p.server_events.push(e);
+            }
+            assert_eq!(
+                lost(&p.server_events),
+                None,
+                "seed {seed} step {step}: {frames:?}"
+            );
+            let conn = &p.server.table.get(sh).unwrap().conn;
+            let floor = conn.peer_retire_prior_to;
+            assert!(conn.peer_cids.len() < 4, "seed {seed} step {step}");
+            assert!(conn.remote_cid_seq >= floor, "seed {seed} step {step}");
+            assert!(
+                conn.peer_cids.iter().all(|(s, ..)| *s >= floor),
+                "seed {seed} step {step}"
+            );
+            assert!(conn.retire_cids.len() <= 16, "seed {seed} step {step}");
+        }
+    }
+}
+
+/// RFC 9001 §6: key updates asked for at random by both sides, while datagrams are lost and overtake
+/// each other by up to 400 ms, each wait for their turn (§6.1, §6.5), are answered (§6.2) and never
+/// end the connection (no KEY_UPDATE_ERROR, §6.4, for packets merely reordered, §6.5).
+#[test]
+fn random_key_updates_with_loss_and_reordering_never_end_the_connection() {
+    for seed in 0..10u64 {
+        let mut p = Pair::new(TransportConfig::default());
+        let sh = p.server_h.unwrap();
+        let ch = p.client.table.iter().next().unwrap().0;
+        let mut net = LossyNet::new(seed, 2, 400);
+        let end = p.now + Duration::from_secs(20);
+        let mut next_poke = p.now;
+        while p.now < end {
+            if p.now >= next_poke {
+                next_poke = p.now + Duration::from_millis(5 + net.rng.below(80));
+                match net.rng.below(6) {
+                    0 => p.client.conn(ch).unwrap().force_key_update(),
+                    1 => p.server.conn(sh).unwrap().force_key_update(),
+                    2 | 3 => p.client.conn(ch).unwrap().ping(),
+                    _ => p.server.conn(sh).unwrap().ping(),
+                }
+            }
+            assert!(net.step(&mut p, Some(next_poke)));
+            assert_eq!(lost(&p.client_events), None, "seed {seed}");
+            assert_eq!(lost(&p.server_events), None, "seed {seed}");
+        }
+        let updates = p.client.conn(ch).unwrap().stats().key_updates;
+        assert!(updates >= 5, "seed {seed}: {updates} key updates");
+    }
+}
+
+/// RFC 9000 §10.2: a close at a random moment of the handshake or after, by either side, with loss and
+/// reordering: both sides end (the closer after its closing period, the other after draining or, when
+/// every copy of the close was lost, its idle timeout), every connection the server made reports its
+/// end, and nothing is left to wake for.
+#[test]
+fn random_closes_end_both_sides() {
+    for seed in 0..100u64 {
+        let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+        let ch = p.client.table.iter().next().unwrap().0;
+        let mut net = LossyNet::new(seed, seed % 4, 40);
+        let close_at = p.now + Duration::from_millis(net.rng.below(400));
+        let client_closes = net.rng.below(2) == 0;
+        let mut closed = false;
+        let end = p.now + Duration::from_secs(120);
+        loop {
+            if !closed && p.now >= close_at {
+                closed = true;
+                if client_closes {
+                    p.client.close(p.now, ch, 9, b"bye").unwrap();
+                } else {
+                    let sh = p.server.table.iter().next().map(|(h, _)| h);
+                    if let Some(sh) = sh {
+                        p.server.close(p.now, sh, 9, b"bye").unwrap();
+                    }
+                }
+            }
+            if !net.step(&mut p, (!closed).then_some(close_at)) {
+                break;
+            }
+            assert!(p.now < end, "seed {seed}: still busy after two minutes");
+        }
+        assert!(lost(&p.client_events).is_some(), "seed {seed}");
+        if p.server.stats().connections_incoming > 0 {
+            assert!(lost(&p.server_events).is_some(), "seed {seed}");
+        }
+        assert_eq!(p.client.stats().connections_active, 0, "seed {seed}");
+        assert_eq!(p.server.stats().connections_active, 0, "seed {seed}");
+    }
+}
