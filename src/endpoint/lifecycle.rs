@@ -538,3 +538,91 @@ fn random_closes_end_both_sides() {
         assert_eq!(p.server.stats().connections_active, 0, "seed {seed}");
     }
 }
+
+/// As [`random_closes_end_both_sides`], with the client's NAT rebinding (RFC 9000 §9.3) and a key update
+/// (RFC 9001 §6) each at a random moment before or after the close: both sides still end, and each
+/// reports it.
+#[test]
+fn random_closes_with_a_rebinding_and_a_key_update_end_both_sides() {
+    let rebound = "192.0.2.1:6000";
+    for seed in 0..100u64 {
+        let mut p = Pair::new(TransportConfig::default());
+        let ch = p.client.table.iter().next().unwrap().0;
+        let sh = p.server_h.unwrap();
+        let mut rng = crate::rng::Rng::from_seed(seed);
+        let rebind_at = p.now + Duration::from_millis(rng.below(300));
+        let close_at = p.now + Duration::from_millis(rng.below(600));
+        let update_at = p.now + Duration::from_millis(rng.below(600));
+        let client_closes = rng.below(2) == 0;
+        let loss = rng.below(3);
+        let (mut rebound_done, mut closed, mut updated) = (false, false, false);
+        let mut in_flight: Vec<(std::time::Instant, bool, Vec<u8>)> = Vec::new();
+        let end = p.now + Duration::from_secs(120);
+        loop {
+            let now = p.now;
+            if !rebound_done && now >= rebind_at {
+                rebound_done = true;
+            }
+            if !updated && now >= update_at {
+                updated = true;
+                if let Ok(mut c) = p.client.conn(ch) {
+                    c.force_key_update();
+                    c.ping();
+                }
+            }
+            if !closed && now >= close_at {
+                closed = true;
+                if client_closes {
+                    let _ = p.client.close(now, ch, 9, b"bye");
+                } else {
+                    let _ = p.server.close(now, sh, 9, b"bye");
+                }
+            }
+            let from_client = sends(&mut p.client, now).into_iter().map(|d| (true, d));
+            let from_server = sends(&mut p.server, now).into_iter().map(|d| (false, d));
+            for (to_server, d) in from_client.chain(from_server).collect::<Vec<_>>() {
+                if rng.below(10) < loss {
+                    continue;
+                }
+                in_flight.push((now + Duration::from_millis(10 + rng.below(30)), to_server, d));
+            }
+            let wakes = [
+                (!rebound_done).then_some(rebind_at),
+                (!closed).then_some(close_at),
+                (!updated).then_some(update_at),
+            ];
+            let next = [p.client.poll_timeout(), p.server.poll_timeout()]
+                .into_iter()
+                .chain(wakes)
+                .flatten()
+                .chain(in_flight.iter().map(|(t, ..)| *t))
+                .min();
+            let Some(next) = next else { break };
+            p.now = p.now.max(next);
+            assert!(p.now < end, "seed {seed}: busy");
+            let now = p.now;
+            let (due, later): (Vec<_>, Vec<_>) = in_flight.into_iter().partition(|(t, ..)| *t <= now);
+            in_flight = later;
+            for (_, to_server, d) in due {
+                if to_server {
+                    let from = if rebound_done { rebound } else { CLIENT };
+                    deliver(&mut p.server, now, from, &d);
+                } else {
+                    deliver(&mut p.client, now, SERVER, &d);
+                }
+            }
+            p.client.handle_timeout(now);
+            p.server.handle_timeout(now);
+            while let Some((_, e)) = p.client.poll_event() {
+                p.client_events.push(e);
+            }
+            while let Some((_, e)) = p.server.poll_event() {
+                p.server_events.push(e);
+            }
+        }
+        assert!(lost(&p.client_events).is_some(), "seed {seed}");
+        assert!(lost(&p.server_events).is_some(), "seed {seed}");
+        assert_eq!(p.client.stats().connections_active, 0, "seed {seed}");
+        assert_eq!(p.server.stats().connections_active, 0, "seed {seed}");
+    }
+}
