@@ -168,7 +168,12 @@ impl Connection {
                 return Ok(());
             }
             ProtectedHeader::Retry { .. } => {
-                return self.handle_retry(header, &packet).map_err(|Dropped| None);
+                self.handle_retry(header, &packet).map_err(|Dropped| None)?;
+                // RFC 9000 §10.1: a packet from the peer processed successfully restarts the idle
+                // timer, and the Initial sent again next is the first ack-eliciting packet since.
+                self.reset_idle(now);
+                self.ack_eliciting_since_receive = false;
+                return Ok(());
             }
             ProtectedHeader::Long {
                 ty: LongType::Initial,

@@ -626,3 +626,41 @@ fn random_closes_with_a_rebinding_and_a_key_update_end_both_sides() {
         assert_eq!(p.server.stats().connections_active, 0, "seed {seed}");
     }
 }
+
+/// RFC 9000 §10.1: "An endpoint restarts its idle timer when a packet from its peer is received and
+/// processed successfully", a Retry too (§17.2.5.2: the client follows it). The client's idle timer ran
+/// from its first Initial instead, and the Initial it sends again after the Retry (not the first
+/// ack-eliciting packet since a receive, as far as it knew) did not restart it either: the handshake's
+/// idle time was counted from before the Retry's round trip.
+#[test]
+fn a_retry_restarts_the_clients_idle_timer() {
+    let (cert, key) = super::peer_errors::test_cert(Vec::new());
+    let alpn = vec![b"test".to_vec()];
+    let tls = crate::crypto::tls::server_config(vec![cert.clone()], key, alpn.clone()).unwrap();
+    let mut server = crate::ServerConfig::new(tls);
+    server.retry = crate::RetryPolicy::Always;
+    let client = crate::ClientConfig::new(crate::crypto::tls::client_config(vec![cert], alpn).unwrap());
+    let mut p = Pair::start_with_configs(
+        server,
+        client,
+        crate::EndpointConfig::with_seed(1),
+        crate::EndpointConfig::with_seed(2),
+    );
+    let ch = p.client.table.iter().next().unwrap().0;
+    let t0 = p.now;
+    deliver_all(&mut p.client, &mut p.server, t0, CLIENT);
+    let retry = sends(&mut p.server, t0);
+    assert_eq!(retry.len(), 1, "the Retry");
+    let t1 = t0 + Duration::from_millis(100);
+    deliver(&mut p.client, t1, SERVER, &retry[0]);
+    let conn = &p.client.table.get(ch).unwrap().conn;
+    assert!(conn.retry_scid.is_some(), "the client followed the Retry");
+    assert_eq!(conn.idle_since, Some(t1), "the Retry restarted the idle timer");
+    let t2 = t1 + Duration::from_millis(1);
+    assert!(!sends(&mut p.client, t2).is_empty(), "the Initial again");
+    assert_eq!(
+        p.client.table.get(ch).unwrap().conn.idle_since,
+        Some(t2),
+        "the first ack-eliciting packet after the Retry restarted it"
+    );
+}
