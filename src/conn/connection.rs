@@ -541,6 +541,12 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Turns path MTU discovery off before the connection sends anything: it keeps its starting size
+    /// (see `Endpoint::set_path_mtu_discovery`).
+    pub(crate) fn without_mtu_discovery(&mut self) {
+        self.mtud = MtuDiscovery::new(self.mtud.current(), None);
+    }
+
     /// A client connection; its first Initial is ready in `poll_transmit`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_client(

@@ -3439,3 +3439,26 @@ fn a_lost_path_mtu_probe_is_no_congestion_signal() {
     assert_eq!(conn.path.mtu, 1452, "the second probe of the size passed");
     assert_eq!(conn.stats.mtu_probes_sent, 2);
 }
+
+/// `Endpoint::set_path_mtu_discovery(false)` (what `udp::Driver` does on a socket that may fragment,
+/// RFC 9000 §14) keeps the endpoint's new connections at their starting size, whatever their
+/// `TransportConfig::mtu_discovery` says; with `true` the same pair finds 1452.
+#[test]
+fn an_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
+    for allowed in [false, true] {
+        let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
+        let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+        p.server.set_path_mtu_discovery(allowed);
+        let larger = drive(&mut p, Duration::from_millis(10), Duration::from_secs(5), 1200);
+        let h = p.server_h.unwrap();
+        let conn = &p.server.table.get(h).unwrap().conn;
+        if allowed {
+            assert_eq!(larger.map(|d| d.len()), Some(1452), "{:?}", conn.stats);
+        } else {
+            assert!(larger.is_none(), "a datagram above 1200 bytes was sent");
+            assert!(p.server_events.contains(&Event::Connected));
+            assert_eq!(conn.stats.mtu_probes_sent, 0);
+            assert_eq!(conn.path.mtu, 1200);
+        }
+    }
+}

@@ -398,6 +398,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// A server's address validation tokens.
     tokens: Option<token::TokenState>,
+    /// Whether new connections may run path MTU discovery (see `set_path_mtu_discovery`).
+    mtu_discovery_allowed: bool,
 }
 
 impl fmt::Debug for Endpoint {
@@ -471,7 +473,20 @@ impl Endpoint {
             closing_handshakes: VecDeque::new(),
             stats: EndpointStats::default(),
             tokens,
+            mtu_discovery_allowed: true,
         }
+    }
+
+    /// Allows path MTU discovery (RFC 9000 §14.3) for the connections made from now on, as their
+    /// [`TransportConfig::mtu_discovery`] says (`true`, the default), or turns it off for them whatever
+    /// it says (`false`). Connections already made keep what they had.
+    ///
+    /// For sockets that cannot set the IP don't-fragment bit: RFC 9000 §14 says "UDP datagrams MUST NOT
+    /// be fragmented at the IP layer", and over such a socket a probe larger than the path could get
+    /// through in fragments and make the connection settle on a size the path only carries that way.
+    /// [`udp::Driver`](crate::udp::Driver) turns discovery off when quinn-udp reports such a socket.
+    pub fn set_path_mtu_discovery(&mut self, allowed: bool) {
+        self.mtu_discovery_allowed = allowed;
     }
 
     /// Whether the endpoint's RNG seed is all zeros, the default: fine in tests and simulations, never on
@@ -525,6 +540,9 @@ impl Endpoint {
             rng,
         )
         .map_err(ConnectError::InvalidConfig)?;
+        if !self.mtu_discovery_allowed {
+            conn.without_mtu_discovery();
+        }
         token::prepare_client(&mut conn, &config, &mut self.config.token_store, server_name);
         let h = self
             .table
@@ -1142,13 +1160,16 @@ impl Endpoint {
         let Some((_, tls)) = self.server_tls.iter().find(|(v, _)| *v == version) else {
             return;
         };
-        let conn = match Connection::new_server(now, tls, transport, info, local_cid, hold, rng) {
+        let mut conn = match Connection::new_server(now, tls, transport, info, local_cid, hold, rng) {
             Ok(conn) => conn,
             Err(_) => {
                 self.stats.connections_failed += 1;
                 return;
             }
         };
+        if !self.mtu_discovery_allowed {
+            conn.without_mtu_discovery();
+        }
         if let Some(h) = ending {
             self.end_closing_handshake(h);
         }

@@ -274,7 +274,10 @@ impl Driver {
     /// An endpoint whose [`seed`](crate::EndpointConfig::seed) is all zeros (the default, meant for tests
     /// and simulations) is refused with `InvalidInput`: on a network, whoever knows the seed predicts its
     /// connection IDs and forges its stateless resets and tokens. Seed it with [`os_seed`].
-    pub fn new(socket: UdpSocket, endpoint: Endpoint) -> io::Result<Self> {
+    ///
+    /// On a platform where quinn-udp cannot set the IP don't-fragment bit, path MTU discovery is turned
+    /// off for the endpoint's connections ([`Endpoint::set_path_mtu_discovery`]).
+    pub fn new(socket: UdpSocket, mut endpoint: Endpoint) -> io::Result<Self> {
         if endpoint.has_zero_seed() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -283,6 +286,13 @@ impl Driver {
             ));
         }
         let state = UdpSocketState::new((&socket).into())?;
+        if state.may_fragment() {
+            // RFC 9000 §14: datagrams "MUST NOT be fragmented at the IP layer". Without the don't-fragment
+            // bit, a path MTU probe larger than the path could arrive in fragments and be taken as the
+            // path's size; quinn turns discovery off for such sockets too.
+            tracing::info!("the socket cannot forbid IP fragmentation: path MTU discovery is off");
+            endpoint.set_path_mtu_discovery(false);
+        }
         // `UdpSocketState::new` already made it non-blocking; the driver relies on that (see `wait`).
         socket.set_nonblocking(true)?;
         let ipv6 = socket.local_addr()?.is_ipv6();
