@@ -8,6 +8,8 @@
 //! - `transport:packet_sent`, `transport:packet_received` (header, raw length, frames);
 //! - `transport:packets_acked`, `recovery:packet_lost`;
 //! - `recovery:metrics_updated` (RTTs, congestion window, bytes in flight: the fields that changed);
+//! - `recovery:congestion_state_updated` (`slow_start`, `congestion_avoidance`, `recovery`; trigger
+//!   `persistent_congestion` or `ECN` when that caused it);
 //! - `connectivity:connection_state_updated` (`handshake_complete`, `handshake_confirmed`, `closing`,
 //!   `draining`, `closed`);
 //! - `transport:parameters_set` with owner `remote`: the peer's transport parameters (a server's sink,
@@ -210,6 +212,29 @@ pub(crate) struct Qlog {
     /// The ack_delay_exponent of our ACK frames and of the peer's, for ACK delays in milliseconds (the
     /// peer's is 3 until its transport parameters are known, as when the receive path decodes them).
     ack_exponents: AckExponents,
+    /// The congestion state last reported, so that `congestion_state_updated` marks changes only.
+    cc_state: Option<CcState>,
+    /// Whether the congestion controller is in a recovery period (RFC 9002 §7.3.2), followed only while
+    /// a sink is installed: the controllers keep its start, not whether it has ended.
+    cc_recovery: bool,
+}
+
+/// A congestion controller state, as `recovery:congestion_state_updated` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CcState {
+    SlowStart,
+    CongestionAvoidance,
+    Recovery,
+}
+
+impl CcState {
+    fn name(self) -> &'static str {
+        match self {
+            CcState::SlowStart => "slow_start",
+            CcState::CongestionAvoidance => "congestion_avoidance",
+            CcState::Recovery => "recovery",
+        }
+    }
 }
 
 /// The exponents ACK delays are scaled by (RFC 9000 §18.2, §19.3).
@@ -235,6 +260,8 @@ impl Qlog {
             start,
             last: None,
             ack_exponents: AckExponents { local: 3, peer: 3 },
+            cc_state: None,
+            cc_recovery: false,
         }
     }
 
@@ -275,6 +302,8 @@ impl Qlog {
         sink.write(&record(j.out));
         self.sink = Some(sink);
         self.last = None;
+        self.cc_state = None;
+        self.cc_recovery = false;
     }
 
     /// Writes one event: `data` fills the `data` object.
@@ -517,6 +546,32 @@ impl Qlog {
         });
     }
 
+    /// A recovery period started (`true`) or ended (`false`): followed only while a sink is installed.
+    #[inline]
+    pub(crate) fn set_recovery(&mut self, in_recovery: bool) {
+        if self.enabled() {
+            self.cc_recovery = in_recovery;
+        }
+    }
+
+    /// The congestion controller is in state `new`: recorded if it changed (`old` is the state last
+    /// recorded; the first record has none), with `trigger` when the cause is known.
+    pub(crate) fn congestion_state(&mut self, now: Instant, new: CcState, trigger: Option<&str>) {
+        if !self.enabled() || self.cc_state == Some(new) {
+            return;
+        }
+        let old = self.cc_state.replace(new);
+        self.event(now, "recovery:congestion_state_updated", |j| {
+            if let Some(old) = old {
+                j.key("old").str(old.name());
+            }
+            j.key("new").str(new.name());
+            if let Some(t) = trigger {
+                j.key("trigger").str(t);
+            }
+        });
+    }
+
     /// The connection entered state `new` (a qlog `ConnectionState` name).
     pub(crate) fn state(&mut self, now: Instant, new: &str) {
         self.event(now, "connectivity:connection_state_updated", |j| {
@@ -559,6 +614,32 @@ impl Connection {
             bytes_in_flight: self.recovery.bytes_in_flight(),
         };
         self.qlog.metrics(now, m);
+    }
+
+    /// Reports the congestion controller's state if it changed. `acked_sent`: when the newest packet
+    /// an ACK frame just acknowledged was sent; one sent after the recovery period started ends it
+    /// (RFC 9002 §7.3.2).
+    pub(crate) fn qlog_congestion(
+        &mut self,
+        now: Instant,
+        acked_sent: Option<Instant>,
+        trigger: Option<&str>,
+    ) {
+        if !self.qlog.enabled() {
+            return;
+        }
+        if self.qlog.cc_recovery && acked_sent.is_some_and(|t| !self.cc.in_recovery(t)) {
+            self.qlog.cc_recovery = false;
+        }
+        let state = if self.qlog.cc_recovery {
+            CcState::Recovery
+        } else if self.cc.window() < self.cc.ssthresh() {
+            // RFC 9002 §7.3.1: slow start while the window is below ssthresh.
+            CcState::SlowStart
+        } else {
+            CcState::CongestionAvoidance
+        };
+        self.qlog.congestion_state(now, state, trigger);
     }
 }
 

@@ -966,7 +966,10 @@ impl Connection {
             self.on_packet_lost(space, p.data);
         }
         #[cfg(feature = "qlog")]
-        self.qlog_metrics(now);
+        {
+            self.qlog_metrics(now);
+            self.qlog_congestion(now, None, persistent.then_some("persistent_congestion"));
+        }
     }
 
     /// Packets of `space` declared lost were acknowledged after all (RFC 9002 §6.1.1, §6.1.2: reordering,
@@ -1011,6 +1014,9 @@ impl Connection {
         tracing::debug!(side = ?self.side, cwnd = saved.window(), "congestion event undone");
         self.cc = saved;
         self.stats.congestion_events_undone += 1;
+        // Out of the recovery period the undone event started.
+        #[cfg(feature = "qlog")]
+        self.qlog.set_recovery(false);
     }
 
     /// A loss reduced the window (RFC 9002 §7.3.2); persistent congestion collapses it (§7.6).
@@ -1025,6 +1031,9 @@ impl Connection {
         if !self.cc.in_recovery(latest_lost_sent) || persistent {
             self.stats.congestion_events += 1;
             self.recovery.on_recovery_started(now);
+            // RFC 9002 §7.6.2: persistent congestion ends the recovery period, back to slow start.
+            #[cfg(feature = "qlog")]
+            self.qlog.set_recovery(!persistent);
         }
         self.cc.on_congestion_event(now, latest_lost_sent, persistent);
     }

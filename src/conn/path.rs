@@ -247,6 +247,8 @@ impl Connection {
             // RFC 9000 §14.2.1: the new path's MTU is unknown: back to the starting size, and probe it.
             self.mtud.restart();
             self.cc = new_controller(&self.config, self.mtud.current());
+            #[cfg(feature = "qlog")]
+            self.qlog.set_recovery(false);
             self.set_mtu(self.mtud.current());
         }
     }
@@ -256,6 +258,10 @@ impl Connection {
         tracing::debug!(side = ?self.side, to = %path.remote, "back on the previous path");
         self.path = path;
         self.cc = state.cc;
+        // qlog takes the controller coming back to be out of its recovery period: whether it still is
+        // (back within a round trip of a loss) is not kept with it.
+        #[cfg(feature = "qlog")]
+        self.qlog.set_recovery(false);
         // The path's own undo comes back with its controller; the path left's goes.
         self.cc_undo = state.cc_undo;
         self.mtud = state.mtud;

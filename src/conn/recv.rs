@@ -749,6 +749,7 @@ impl Connection {
         if qlog_on {
             pns.sort_unstable();
             self.qlog.packets_acked(now, space, pns.into_iter());
+            self.qlog_congestion(now, outcome.largest_acked_time_sent, None);
         }
         if !outcome.lost.is_empty() {
             self.on_packets_lost(now, space, outcome.lost, outcome.persistent_congestion, None);
@@ -800,8 +801,12 @@ impl Connection {
             if !self.cc.in_recovery(sent) {
                 self.stats.congestion_events += 1;
                 self.recovery.on_recovery_started(now);
+                #[cfg(feature = "qlog")]
+                self.qlog.set_recovery(true);
             }
             self.cc.on_ecn_ce(now, sent);
+            #[cfg(feature = "qlog")]
+            self.qlog_congestion(now, None, Some("ECN"));
         }
     }
 
@@ -1018,6 +1023,8 @@ impl Connection {
         // far are not lost (the Retry answered them), and would otherwise be declared so later.
         self.recovery.on_retry();
         self.cc = new_controller(&self.config, self.path.mtu);
+        #[cfg(feature = "qlog")]
+        self.qlog.set_recovery(false);
         Ok(())
     }
 }

@@ -740,3 +740,91 @@ fn qlog_parameters_set_records_the_peer_parameters() {
         set[0]
     );
 }
+
+/// The first record of `name` containing every one of `parts`.
+fn find<'a>(records: &'a [String], name: &str, parts: &[&str]) -> Option<&'a String> {
+    events(records, name)
+        .into_iter()
+        .find(|r| parts.iter().all(|p| r.contains(p)))
+}
+
+/// `recovery:congestion_state_updated` (draft-ietf-quic-qlog-quic-events-03): the first ACK reports
+/// slow start (no `old`); a lost packet starts a recovery period (RFC 9002 §7.3.2), and the
+/// acknowledgement of a packet sent after it started ends it, in congestion avoidance (the window
+/// reduced to ssthresh).
+#[test]
+fn qlog_congestion_state_updated_follows_slow_start_recovery_and_avoidance() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    let states = events(&records, "recovery:congestion_state_updated");
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert!(
+        states[0].contains(r#""data":{"new":"slow_start"}"#),
+        "{}",
+        states[0]
+    );
+
+    pair.drop_client = vec![pair.client_sent];
+    {
+        let mut conn = pair.client.conn(pair.client_h).unwrap();
+        let id = conn.open_bi().unwrap();
+        let data = vec![7u8; 8000];
+        assert_eq!(conn.stream(id).write(&data).unwrap(), data.len());
+        conn.stream(id).finish().unwrap();
+    }
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    assert!(!events(&records, "recovery:packet_lost").is_empty());
+    let states: Vec<_> = events(&records, "recovery:congestion_state_updated")
+        .into_iter()
+        .map(|r| r.split("\"data\":").nth(1).unwrap())
+        .collect();
+    assert_eq!(states, [r#"{"old":"slow_start","new":"recovery"}}"#]);
+    // The state change goes with the loss that caused it.
+    let lost = time_of(events(&records, "recovery:packet_lost")[0]);
+    let recovery = find(
+        &records,
+        "recovery:congestion_state_updated",
+        &[r#""new":"recovery""#],
+    )
+    .unwrap();
+    assert_eq!(time_of(recovery), lost);
+
+    // The retransmission went out at the instant the period started, so it is still in it (RFC 9002
+    // Appendix B.5: sent_time <= congestion_recovery_start_time); data sent later ends it.
+    {
+        let mut conn = pair.client.conn(pair.client_h).unwrap();
+        let id = conn.open_bi().unwrap();
+        assert_eq!(conn.stream(id).write(&[8u8; 3000]).unwrap(), 3000);
+        conn.stream(id).finish().unwrap();
+    }
+    pair.run(Duration::from_secs(2));
+    let records = pair.records();
+    let states: Vec<_> = events(&records, "recovery:congestion_state_updated")
+        .into_iter()
+        .map(|r| r.split("\"data\":").nth(1).unwrap())
+        .collect();
+    assert_eq!(states, [r#"{"old":"recovery","new":"congestion_avoidance"}}"#]);
+}
+
+/// The `trigger` of `recovery:congestion_state_updated`, and no record while the state stays the same.
+#[test]
+fn qlog_congestion_state_carries_its_trigger() {
+    let (mut q, rx) = unit_qlog();
+    let t = epoch() + Duration::from_millis(5);
+    q.congestion_state(t, CcState::SlowStart, None);
+    q.congestion_state(t, CcState::SlowStart, None);
+    q.congestion_state(t, CcState::Recovery, Some("ECN"));
+    q.congestion_state(t, CcState::SlowStart, Some("persistent_congestion"));
+    let records = texts(&rx);
+    records.iter().for_each(|r| check_json(r));
+    assert_eq!(
+        records,
+        [
+            r#"{"time":5.000,"name":"recovery:congestion_state_updated","data":{"new":"slow_start"}}"#,
+            r#"{"time":5.000,"name":"recovery:congestion_state_updated","data":{"old":"slow_start","new":"recovery","trigger":"ECN"}}"#,
+            r#"{"time":5.000,"name":"recovery:congestion_state_updated","data":{"old":"recovery","new":"slow_start","trigger":"persistent_congestion"}}"#,
+        ]
+    );
+}
