@@ -10,6 +10,8 @@
 //! - `recovery:metrics_updated` (RTTs, congestion window, bytes in flight: the fields that changed);
 //! - `recovery:congestion_state_updated` (`slow_start`, `congestion_avoidance`, `recovery`; trigger
 //!   `persistent_congestion` or `ECN` when that caused it);
+//! - `security:key_updated` (`client_`/`server_` `handshake`/`1rtt` `_secret`, with the 1-RTT
+//!   `generation`; trigger `tls`, `local_update` or `remote_update`);
 //! - `connectivity:connection_state_updated` (`handshake_complete`, `handshake_confirmed`, `closing`,
 //!   `draining`, `closed`);
 //! - `transport:parameters_set` with owner `remote`: the peer's transport parameters (a server's sink,
@@ -235,6 +237,13 @@ impl CcState {
             CcState::Recovery => "recovery",
         }
     }
+}
+
+/// The encryption level of a `key_updated` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyLevel {
+    Handshake,
+    OneRtt,
 }
 
 /// The exponents ACK delays are scaled by (RFC 9000 §18.2, §19.3).
@@ -570,6 +579,34 @@ impl Qlog {
                 j.key("trigger").str(t);
             }
         });
+    }
+
+    /// New packet protection keys at `level`, both directions (one record for the client's secret, one
+    /// for the server's): `generation` counts 1-RTT key updates (RFC 9001 §6); `trigger` is `tls`,
+    /// `local_update` or `remote_update`.
+    pub(crate) fn key_updated(
+        &mut self,
+        now: Instant,
+        level: KeyLevel,
+        generation: Option<u64>,
+        trigger: &str,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let types = match level {
+            KeyLevel::Handshake => ["client_handshake_secret", "server_handshake_secret"],
+            KeyLevel::OneRtt => ["client_1rtt_secret", "server_1rtt_secret"],
+        };
+        for key_type in types {
+            self.event(now, "security:key_updated", |j| {
+                j.key("key_type").str(key_type);
+                if let Some(g) = generation {
+                    j.key("generation").u64(g);
+                }
+                j.key("trigger").str(trigger);
+            });
+        }
     }
 
     /// The connection entered state `new` (a qlog `ConnectionState` name).

@@ -682,10 +682,16 @@ impl Connection {
                 Some(KeyChange::Handshake(keys)) => {
                     self.spaces[SpaceId::Handshake.index()].keys = Some(keys);
                     self.write_space = SpaceId::Handshake;
+                    #[cfg(feature = "qlog")]
+                    self.qlog
+                        .key_updated(now, crate::qlog::KeyLevel::Handshake, None, "tls");
                 }
                 Some(KeyChange::OneRtt(keys)) => {
                     self.one_rtt = Some(OneRttKeys::new(keys, &mut *self.session));
                     self.write_space = SpaceId::Data;
+                    #[cfg(feature = "qlog")]
+                    self.qlog
+                        .key_updated(now, crate::qlog::KeyLevel::OneRtt, Some(0), "tls");
                 }
             }
         }

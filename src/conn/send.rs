@@ -971,7 +971,19 @@ impl Connection {
         let Some(keys) = &mut self.one_rtt else { return };
         if due && keys.can_update(now, wait) {
             tracing::debug!(side = ?self.side, "starting a key update");
+            #[cfg(feature = "qlog")]
+            let before = keys.updates;
             keys.rotate(&mut *self.session, None);
+            // A session that could not hand out the next keys left the phase as it was.
+            #[cfg(feature = "qlog")]
+            if keys.updates != before {
+                self.qlog.key_updated(
+                    now,
+                    crate::qlog::KeyLevel::OneRtt,
+                    Some(keys.updates),
+                    "local_update",
+                );
+            }
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;

@@ -828,3 +828,51 @@ fn qlog_congestion_state_carries_its_trigger() {
         ]
     );
 }
+
+/// `security:key_updated`: the handshake and 1-RTT keys TLS installs (generation 0), then a key update
+/// (RFC 9001 §6) we start (`local_update`) and that the peer answers (`remote_update`), generation 1,
+/// one record per direction's secret.
+#[test]
+fn qlog_key_updated_for_tls_keys_and_key_updates() {
+    let mut pair = Pair::new();
+    let (tx, server_rx) = mpsc::channel();
+    pair.server_qlog = Some(tx);
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    let records = pair.records();
+    let keys: Vec<_> = events(&records, "security:key_updated")
+        .into_iter()
+        .map(|r| r.split("\"data\":").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            r#"{"key_type":"client_handshake_secret","trigger":"tls"}}"#,
+            r#"{"key_type":"server_handshake_secret","trigger":"tls"}}"#,
+            r#"{"key_type":"client_1rtt_secret","generation":0,"trigger":"tls"}}"#,
+            r#"{"key_type":"server_1rtt_secret","generation":0,"trigger":"tls"}}"#,
+        ]
+    );
+    let _ = texts(&server_rx);
+
+    pair.client.conn(pair.client_h).unwrap().force_key_update();
+    pair.client.conn(pair.client_h).unwrap().ping();
+    pair.run(Duration::from_secs(1));
+    let expect = |records: &[String], trigger: &str| {
+        let keys: Vec<_> = events(records, "security:key_updated")
+            .into_iter()
+            .map(|r| r.split("\"data\":").nth(1).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                format!(r#"{{"key_type":"client_1rtt_secret","generation":1,"trigger":"{trigger}"}}}}"#),
+                format!(r#"{{"key_type":"server_1rtt_secret","generation":1,"trigger":"{trigger}"}}}}"#),
+            ]
+        );
+    };
+    expect(&pair.records(), "local_update");
+    let server_records = texts(&server_rx);
+    server_records.iter().for_each(|r| check_json(r));
+    expect(&server_records, "remote_update");
+}
