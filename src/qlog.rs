@@ -12,6 +12,8 @@
 //!   `persistent_congestion` or `ECN` when that caused it);
 //! - `security:key_updated` (`client_`/`server_` `handshake`/`1rtt` `_secret`, with the 1-RTT
 //!   `generation`; trigger `tls`, `local_update` or `remote_update`);
+//! - `transport:packet_dropped` for packets the connection drops (header when known, raw length,
+//!   trigger `decryption_failure`, `duplicate`, `key_unavailable`, `unsupported` or `invalid`);
 //! - `connectivity:connection_state_updated` (`handshake_complete`, `handshake_confirmed`, `closing`,
 //!   `draining`, `closed`);
 //! - `transport:parameters_set` with owner `remote`: the peer's transport parameters (a server's sink,
@@ -244,6 +246,35 @@ impl CcState {
 pub(crate) enum KeyLevel {
     Handshake,
     OneRtt,
+}
+
+/// Why a connection dropped a packet: the `trigger` of `transport:packet_dropped`, with the names the
+/// qlog QUIC event drafts use (`decryption_failure`, `unsupported` and `invalid` in -03; `duplicate` and
+/// `key_unavailable` in earlier ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// The packet failed authentication.
+    DecryptionFailure,
+    /// A packet number already received.
+    Duplicate,
+    /// No keys to remove its protection: not yet there (and no room to hold it) or already discarded.
+    KeyUnavailable,
+    /// A packet type or version this connection does not process (0-RTT).
+    Unsupported,
+    /// A header this connection rejects (RFC 9000 §7.2, §12.2, §14.1, §17.2.2).
+    Invalid,
+}
+
+impl DropReason {
+    fn name(self) -> &'static str {
+        match self {
+            DropReason::DecryptionFailure => "decryption_failure",
+            DropReason::Duplicate => "duplicate",
+            DropReason::KeyUnavailable => "key_unavailable",
+            DropReason::Unsupported => "unsupported",
+            DropReason::Invalid => "invalid",
+        }
+    }
 }
 
 /// The exponents ACK delays are scaled by (RFC 9000 §18.2, §19.3).
@@ -607,6 +638,64 @@ impl Qlog {
                 j.key("trigger").str(trigger);
             });
         }
+    }
+
+    /// The connection dropped a packet of `len` bytes: its type and number when they are known.
+    /// Inlined, so that a connection without a sink pays one test per dropped packet.
+    #[inline]
+    pub(crate) fn packet_dropped(
+        &mut self,
+        now: Instant,
+        space: Option<SpaceId>,
+        pn: Option<u64>,
+        len: usize,
+        reason: DropReason,
+    ) {
+        if self.enabled() {
+            self.record_packet_dropped(now, space.map(packet_type), pn, len, reason);
+        }
+    }
+
+    /// [`packet_dropped`](Self::packet_dropped) for a packet type that no space stands for (0-RTT).
+    #[inline]
+    pub(crate) fn packet_dropped_as(
+        &mut self,
+        now: Instant,
+        packet_type: &'static str,
+        len: usize,
+        reason: DropReason,
+    ) {
+        if self.enabled() {
+            self.record_packet_dropped(now, Some(packet_type), None, len, reason);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_packet_dropped(
+        &mut self,
+        now: Instant,
+        packet_type: Option<&'static str>,
+        pn: Option<u64>,
+        len: usize,
+        reason: DropReason,
+    ) {
+        self.event(now, "transport:packet_dropped", |j| {
+            if packet_type.is_some() || pn.is_some() {
+                j.key("header").open('{');
+                if let Some(ty) = packet_type {
+                    j.key("packet_type").str(ty);
+                }
+                if let Some(pn) = pn {
+                    j.key("packet_number").u64(pn);
+                }
+                j.close('}');
+            }
+            j.key("raw").open('{');
+            j.key("length").u64(len as u64);
+            j.close('}');
+            j.key("trigger").str(reason.name());
+        });
     }
 
     /// The connection entered state `new` (a qlog `ConnectionState` name).

@@ -37,6 +37,17 @@ fn crypto_fragments_limit(window: u64) -> u64 {
 /// Why a packet was dropped without affecting the connection.
 struct Dropped;
 
+/// Records a dropped packet in qlog (`transport:packet_dropped`): one test of whether a sink is installed
+/// when it records nothing, and no code without the `qlog` feature.
+macro_rules! qlog_dropped {
+    ($conn:expr, $now:expr, $space:expr, $pn:expr, $len:expr, $reason:ident) => {
+        #[cfg(feature = "qlog")]
+        $conn
+            .qlog
+            .packet_dropped($now, $space, $pn, $len, crate::qlog::DropReason::$reason);
+    };
+}
+
 impl Connection {
     /// Handles one UDP datagram routed to this connection; `buffer_len` is the size of the buffer it
     /// is a slice of (the batch it arrived in; its own length when it came alone).
@@ -106,11 +117,13 @@ impl Connection {
             let decoded = ProtectedHeader::decode(&datagram, cid_len);
             let Ok(header) = &decoded else {
                 self.stats.packets_dropped += 1;
+                qlog_dropped!(self, now, None, None, datagram.len(), Invalid);
                 return;
             };
             // RFC 9000 §12.2: ignore coalesced packets with a different destination connection ID.
             if first_dcid.as_ref().is_some_and(|first| first != header.dcid()) {
                 self.stats.packets_dropped += 1;
+                qlog_dropped!(self, now, None, None, datagram.len(), Invalid);
                 return;
             }
             let len = header.len().min(datagram.len());
@@ -184,20 +197,28 @@ impl Connection {
                 ..
             } => SpaceId::Handshake,
             // 0-RTT is not supported: such packets are dropped (RFC 9000 §17.2.3 allows it).
-            ProtectedHeader::Long { .. } => return Err(None),
+            ProtectedHeader::Long { .. } => {
+                #[cfg(feature = "qlog")]
+                self.qlog
+                    .packet_dropped_as(now, "0RTT", packet.len(), crate::qlog::DropReason::Unsupported);
+                return Err(None);
+            }
             ProtectedHeader::Short { .. } => SpaceId::Data,
         };
         if header.version().is_some_and(|v| v != self.version) {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Unsupported);
             return Err(None);
         }
         // RFC 9000 §14.1: a server discards an Initial packet carried in a datagram of less than 1200
         // bytes: every one, not only the first (which the endpoint checks before creating the connection).
         if self.side.is_server() && space == SpaceId::Initial && datagram_len < MIN_INITIAL_DATAGRAM {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
             return Err(None);
         }
         // RFC 9000 §17.2.2: a server's Initial packets have a zero Token Length; a client discards any
         // other.
         if self.side.is_client() && space == SpaceId::Initial && !header.token(&packet).is_empty() {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
             return Err(None);
         }
         // RFC 9000 §7.2: once the client has the server's connection ID, it drops long-header packets
@@ -209,9 +230,13 @@ impl Connection {
                 .peer_handshake_cid
                 .is_some_and(|cid| header.scid() != Some(&cid))
         {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
             return Err(None);
         }
-        let pn_offset = header.pn_offset().ok_or(None)?;
+        let Some(pn_offset) = header.pn_offset() else {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
+            return Err(None);
+        };
         // Packets whose keys are not there yet (RFC 9001 §4.1.4), and 1-RTT packets at a server before its
         // handshake is complete, which it must not process (§5.7: they come from a client whose Finished
         // was lost or overtaken, or one that withholds it to act unauthenticated): a few are held unopened
@@ -222,6 +247,7 @@ impl Connection {
             return if self.hold_early(now, space, header, &packet, ecn, (remote, local_ip, datagram_len)) {
                 Ok(())
             } else {
+                qlog_dropped!(self, now, Some(space), None, packet.len(), KeyUnavailable);
                 Err(None)
             };
         }
@@ -240,9 +266,19 @@ impl Connection {
         match hp_result {
             Some(Ok(())) => {}
             // No keys (yet or any more), or too short to sample: drop.
-            _ => return Err(None),
+            None => {
+                qlog_dropped!(self, now, Some(space), None, packet.len(), KeyUnavailable);
+                return Err(None);
+            }
+            Some(Err(_)) => {
+                qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
+                return Err(None);
+            }
         }
-        let plain = header.finish(&packet).map_err(|_| None)?;
+        let Ok(plain) = header.finish(&packet) else {
+            qlog_dropped!(self, now, Some(space), None, packet.len(), Invalid);
+            return Err(None);
+        };
         let largest = self.spaces[space.index()].received.largest();
         let pn = plain.pn.expand(largest);
         let newest = largest.map_or(true, |l| pn > l);
@@ -290,7 +326,10 @@ impl Connection {
         let payload_len = match opened {
             Some(Ok(len)) => len,
             // No key to try (a key phase whose keys are not there): nothing failed authentication.
-            None => return Err(None),
+            None => {
+                qlog_dropped!(self, now, Some(space), Some(pn), packet.len(), KeyUnavailable);
+                return Err(None);
+            }
             Some(Err(_)) => {
                 // RFC 9001 §6.6: packets that fail authentication count across all keys, and once they
                 // exceed the integrity limit of the AEAD in use the connection must close.
@@ -302,6 +341,7 @@ impl Connection {
                         .as_ref()
                         .map(|k| k.remote.packet.integrity_limit()),
                 };
+                qlog_dropped!(self, now, Some(space), Some(pn), packet.len(), DecryptionFailure);
                 if self.auth_failures > limit.unwrap_or(u64::MAX) {
                     return Err(Some(TransportError::aead_limit_reached(
                         "integrity limit exceeded",
@@ -311,6 +351,7 @@ impl Connection {
             }
         };
         if self.spaces[space.index()].received.is_duplicate(pn) {
+            qlog_dropped!(self, now, Some(space), Some(pn), packet.len(), Duplicate);
             return Err(None);
         }
         if space == SpaceId::Data {

@@ -31,6 +31,8 @@ struct Pair {
     connected: usize,
     /// Where the server's connection traces, from its `Event::Incoming` on, when set.
     server_qlog: Option<mpsc::Sender<Vec<u8>>>,
+    /// Every datagram the server sent, to deliver again.
+    server_sent: Vec<BytesMut>,
 }
 
 impl Pair {
@@ -60,6 +62,7 @@ impl Pair {
             client_sent: 0,
             connected: 0,
             server_qlog: None,
+            server_sent: Vec::new(),
         }
     }
 
@@ -81,6 +84,7 @@ impl Pair {
             }
             while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
                 for d in t.datagrams(&buf) {
+                    self.server_sent.push(BytesMut::from(d));
                     in_flight.push((self.now + latency, false, BytesMut::from(d)));
                 }
             }
@@ -130,6 +134,18 @@ impl Pair {
             self.client.handle_timeout(self.now);
             self.server.handle_timeout(self.now);
         }
+    }
+
+    /// Hands `payload` to the client as if the server sent it now.
+    fn deliver_to_client(&mut self, payload: BytesMut) {
+        let remote: SocketAddr = SERVER.parse().unwrap();
+        let d = Datagram {
+            remote,
+            local: None,
+            ecn: None,
+            payload,
+        };
+        self.client.handle_datagram(self.now, d);
     }
 
     /// The records written so far, each checked to be RS, one JSON text, newline.
@@ -875,4 +891,86 @@ fn qlog_key_updated_for_tls_keys_and_key_updates() {
     let server_records = texts(&server_rx);
     server_records.iter().for_each(|r| check_json(r));
     expect(&server_records, "remote_update");
+}
+
+/// `transport:packet_dropped` for packets the connection drops: Initial and Handshake packets after
+/// their keys were discarded (RFC 9001 §4.9), a 1-RTT packet that fails authentication (RFC 9001 §5.3),
+/// and one received twice (RFC 9000 §12.3), each with its type, number when known, length and trigger.
+#[test]
+fn qlog_packet_dropped_with_header_length_and_trigger() {
+    let mut pair = Pair::new();
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    let handshake = pair.records();
+    assert!(
+        events(&handshake, "transport:packet_dropped").is_empty(),
+        "{handshake:?}"
+    );
+
+    // The server's first datagram: an Initial and a Handshake packet, whose keys are gone.
+    let first = pair.server_sent[0].clone();
+    assert_eq!(first[0] & 0xf0, 0xc0, "an Initial packet first");
+    let first_len = first.len();
+    pair.deliver_to_client(first);
+    let records = pair.records();
+    let dropped = events(&records, "transport:packet_dropped");
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert!(
+        dropped[0].contains(r#""data":{"header":{"packet_type":"initial"},"raw":{"length":"#)
+            && dropped[0].ends_with(r#","trigger":"key_unavailable"}}"#),
+        "{}",
+        dropped[0]
+    );
+    assert!(
+        dropped[1].contains(r#""data":{"header":{"packet_type":"handshake"},"raw":{"length":"#)
+            && dropped[1].ends_with(r#","trigger":"key_unavailable"}}"#),
+        "{}",
+        dropped[1]
+    );
+    let length = |r: &str| -> usize {
+        let rest = r.split(r#""raw":{"length":"#).nth(1).unwrap();
+        rest[..rest.find('}').unwrap()].parse().unwrap()
+    };
+    assert_eq!(length(dropped[0]) + length(dropped[1]), first_len);
+
+    // The largest 1-RTT datagram the server sent: one packet, already received.
+    let one_rtt = pair
+        .server_sent
+        .iter()
+        .filter(|d| d[0] & 0x80 == 0)
+        .max_by_key(|d| d.len())
+        .unwrap()
+        .clone();
+    let mut corrupt = one_rtt.clone();
+    *corrupt.last_mut().unwrap() ^= 1;
+    pair.deliver_to_client(corrupt);
+    pair.deliver_to_client(one_rtt.clone());
+    let records = pair.records();
+    let dropped = events(&records, "transport:packet_dropped");
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    let pn = {
+        let rest = dropped[0]
+            .split(r#""header":{"packet_type":"1RTT","packet_number":"#)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{}", dropped[0]));
+        rest[..rest.find('}').unwrap()].parse::<u64>().unwrap()
+    };
+    let data = |trigger: &str| {
+        format!(
+            r#""data":{{"header":{{"packet_type":"1RTT","packet_number":{pn}}},"raw":{{"length":{}}},"trigger":"{trigger}"}}}}"#,
+            one_rtt.len()
+        )
+    };
+    assert!(
+        dropped[0].ends_with(&data("decryption_failure")),
+        "{}",
+        dropped[0]
+    );
+    assert!(dropped[1].ends_with(&data("duplicate")), "{}", dropped[1]);
+    // The number is the one the packet had when it was first received.
+    let pattern = format!(r#""header":{{"packet_type":"1RTT","packet_number":{pn}}}"#);
+    assert!(
+        find(&handshake, "transport:packet_received", &[&pattern]).is_some(),
+        "{pattern}"
+    );
 }
