@@ -248,9 +248,10 @@ pub(crate) enum KeyLevel {
     OneRtt,
 }
 
-/// Why a connection dropped a packet: the `trigger` of `transport:packet_dropped`, with the names the
-/// qlog QUIC event drafts use (`decryption_failure`, `unsupported` and `invalid` in -03; `duplicate` and
-/// `key_unavailable` in earlier ones).
+/// Why a connection dropped a packet: the `trigger` of `transport:packet_dropped`. All five names are in
+/// the trigger list of the qlog QUIC event drafts of the -03 era (with `internal_error`, `rejected`,
+/// `connection_unknown` and `general`); the later drafts dropped `duplicate` and `key_unavailable`
+/// (folding a duplicate into `rejected`), so readers built on those schemas may not know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DropReason {
     /// The packet failed authentication.
