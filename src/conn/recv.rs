@@ -381,18 +381,7 @@ impl Connection {
                     }
                     // RFC 9001 §6.2: the peer updated its keys; we update ours before answering.
                     tracing::debug!(side = ?self.side, pn, "peer started a key update");
-                    #[cfg(feature = "qlog")]
-                    let before = keys.updates;
-                    keys.rotate(&mut *self.session, Some((pn, later(now, pto.saturating_mul(3)))));
-                    #[cfg(feature = "qlog")]
-                    if keys.updates != before {
-                        self.qlog.key_updated(
-                            now,
-                            crate::qlog::KeyLevel::OneRtt,
-                            Some(keys.updates),
-                            "remote_update",
-                        );
-                    }
+                    self.rotate_1rtt_keys(now, Some((pn, later(now, pto.saturating_mul(3)))));
                 }
                 RecvKey::Current => {
                     // RFC 9001 §6.4: newer keys on a packet numbered below one protected with older ones.

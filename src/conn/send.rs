@@ -47,6 +47,27 @@ struct Built {
 }
 
 impl Connection {
+    /// Moves the 1-RTT keys to the next phase (see `OneRttKeys::rotate`): `received` is the peer's packet
+    /// that opened with the next key and when the previous key goes, `None` for our own update. qlog
+    /// records the new generation, unless the session could not hand out the next keys and the phase
+    /// stayed as it was.
+    #[cfg_attr(not(feature = "qlog"), allow(unused_variables))]
+    pub(super) fn rotate_1rtt_keys(&mut self, now: Instant, received: Option<(u64, Instant)>) {
+        let Some(keys) = &mut self.one_rtt else { return };
+        let before = keys.updates;
+        keys.rotate(&mut *self.session, received);
+        #[cfg(feature = "qlog")]
+        if keys.updates != before {
+            let trigger = if received.is_some() {
+                "remote_update"
+            } else {
+                "local_update"
+            };
+            self.qlog
+                .key_updated(now, crate::qlog::KeyLevel::OneRtt, Some(keys.updates), trigger);
+        }
+    }
+
     /// Builds the next datagram(s) into `buf`.
     pub(crate) fn transmit(
         &mut self,
@@ -971,19 +992,7 @@ impl Connection {
         let Some(keys) = &mut self.one_rtt else { return };
         if due && keys.can_update(now, wait) {
             tracing::debug!(side = ?self.side, "starting a key update");
-            #[cfg(feature = "qlog")]
-            let before = keys.updates;
-            keys.rotate(&mut *self.session, None);
-            // A session that could not hand out the next keys left the phase as it was.
-            #[cfg(feature = "qlog")]
-            if keys.updates != before {
-                self.qlog.key_updated(
-                    now,
-                    crate::qlog::KeyLevel::OneRtt,
-                    Some(keys.updates),
-                    "local_update",
-                );
-            }
+            self.rotate_1rtt_keys(now, None);
             self.key_update_requested = false;
             // Let the peer see the new phase soon, and get an acknowledgement for the next update.
             self.spaces[SpaceId::Data.index()].ping_pending = true;

@@ -8,7 +8,7 @@ use super::peer_errors::{deliver, deliver_all, sends, Pair, CLIENT, SERVER};
 use crate::event::{ConnectionError, Event};
 use crate::wire::header::{LongType, ProtectedHeader};
 use crate::wire::TransportErrorCode;
-use crate::TransportConfig;
+use crate::{Endpoint, TransportConfig};
 
 /// The packet types of a datagram, in order: `Some(type)` for long headers, `None` for a short header.
 fn packet_types(datagram: &[u8], short_dcid_len: usize) -> Vec<Option<LongType>> {
@@ -24,6 +24,22 @@ fn packet_types(datagram: &[u8], short_dcid_len: usize) -> Vec<Option<LongType>>
 
 fn lost(events: &[Event]) -> Option<&ConnectionError> {
     Pair::lost(events)
+}
+
+/// Asserts that `endpoint`'s connection ended on the peer's CONNECTION_CLOSE with APPLICATION_ERROR and
+/// no reason: an application's close as sent in Initial or Handshake packets (RFC 9000 §10.2.3).
+fn hears_application_error_without_details(endpoint: &mut Endpoint) {
+    let mut events = Vec::new();
+    while let Some((_, e)) = endpoint.poll_event() {
+        events.push(e);
+    }
+    match lost(&events) {
+        Some(ConnectionError::ConnectionClosed { error }) => {
+            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
+            assert!(error.reason.is_empty(), "{error}");
+        }
+        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
+    }
 }
 
 /// RFC 9000 §10.1: "An endpoint also restarts its idle timer when sending an ack-eliciting packet if no
@@ -116,16 +132,7 @@ fn a_server_closing_mid_handshake_closes_in_every_packet_type_without_the_applic
         [Some(LongType::Initial), Some(LongType::Handshake), None]
     );
     deliver(&mut p.client, now, SERVER, &close[0]);
-    while let Some((_, e)) = p.client.poll_event() {
-        p.client_events.push(e);
-    }
-    match lost(&p.client_events) {
-        Some(ConnectionError::ConnectionClosed { error }) => {
-            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
-            assert!(error.reason.is_empty(), "{error}");
-        }
-        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
-    }
+    hears_application_error_without_details(&mut p.client);
 }
 
 /// RFC 9000 §10.2.3: a client closing before the handshake is confirmed sends CONNECTION_CLOSE in
@@ -151,16 +158,7 @@ fn a_client_closing_before_confirmation_closes_in_handshake_and_1rtt_packets() {
         [Some(LongType::Handshake), None]
     );
     deliver(&mut p.server, now, CLIENT, &close[0]);
-    while let Some((_, e)) = p.server.poll_event() {
-        p.server_events.push(e);
-    }
-    match lost(&p.server_events) {
-        Some(ConnectionError::ConnectionClosed { error }) => {
-            assert_eq!(error.code, TransportErrorCode::APPLICATION_ERROR, "{error}");
-            assert!(error.reason.is_empty(), "{error}");
-        }
-        other => panic!("expected APPLICATION_ERROR, got {other:?}"),
-    }
+    hears_application_error_without_details(&mut p.server);
 }
 
 /// RFC 9001 §6.1: "An endpoint MUST NOT initiate a key update prior to having confirmed the handshake."
