@@ -3462,3 +3462,41 @@ fn an_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
         }
     }
 }
+
+/// The client side of [`an_endpoint_that_forbids_mtu_discovery_sends_no_probes`]: a client endpoint told
+/// before it connects keeps 1200 bytes and sends no probe; allowed, the same client finds 1452.
+#[test]
+fn a_client_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
+    for allowed in [false, true] {
+        let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
+        let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+        // A fresh client endpoint, set before its connection is made.
+        let mut client = Endpoint::new(EndpointConfig::with_seed(3), None);
+        client.set_path_mtu_discovery(allowed);
+        let h = client
+            .connect(
+                p.now,
+                p.client_config.clone(),
+                SERVER.parse().unwrap(),
+                "localhost",
+            )
+            .unwrap();
+        p.client = client;
+        assert!(drive(
+            &mut p,
+            Duration::from_millis(10),
+            Duration::from_secs(5),
+            usize::MAX
+        )
+        .is_none());
+        let conn = &p.client.table.get(h).unwrap().conn;
+        assert!(!conn.is_handshaking(), "connected");
+        if allowed {
+            assert!(conn.stats.mtu_probes_sent > 0, "{:?}", conn.stats);
+            assert_eq!(conn.path.mtu, 1452);
+        } else {
+            assert_eq!(conn.stats.mtu_probes_sent, 0);
+            assert_eq!(conn.path.mtu, 1200);
+        }
+    }
+}
