@@ -28,16 +28,23 @@
 //! formatted. A server connection can get its sink when [`Event::Incoming`](crate::Event::Incoming)
 //! reports it; packets it processed before then are not in the trace.
 
-use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::conn::{Connection, SpaceId};
-use crate::wire::frame::{CloseCode, Dir, Frame, Frames};
+use crate::wire::frame::Frames;
 use crate::wire::transport_params::TransportParameters;
 use crate::Side;
+
+mod frames;
+mod json;
+
+use frames::{header, write_frame};
+#[cfg(test)]
+use json::escape_into;
+use json::{hex, record, Json};
 
 /// Where qlog records go. Each call carries one complete JSON-SEQ record (RS, JSON text, newline).
 pub trait QlogSink: Send {
@@ -91,88 +98,6 @@ impl<W: io::Write + Send> QlogSink for QlogWriter<W> {
 impl QlogSink for std::sync::mpsc::Sender<Vec<u8>> {
     fn write(&mut self, record: &[u8]) {
         let _ = self.send(record.to_vec());
-    }
-}
-
-/// Appends `s` to `out` as a JSON string literal, quotes included (RFC 8259 §7).
-pub(crate) fn escape_into(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// A tiny JSON writer: it places commas and colons, the caller keeps objects and arrays balanced.
-#[derive(Debug, Default)]
-struct Json {
-    out: String,
-    /// Whether the next value in the innermost container needs a comma before it.
-    comma: bool,
-}
-
-impl Json {
-    fn sep(&mut self) {
-        if self.comma {
-            self.out.push(',');
-        }
-        self.comma = true;
-    }
-
-    fn key(&mut self, k: &str) -> &mut Self {
-        self.sep();
-        escape_into(&mut self.out, k);
-        self.out.push(':');
-        self.comma = false;
-        self
-    }
-
-    fn open(&mut self, c: char) -> &mut Self {
-        self.sep();
-        self.out.push(c);
-        self.comma = false;
-        self
-    }
-
-    fn close(&mut self, c: char) -> &mut Self {
-        self.out.push(c);
-        self.comma = true;
-        self
-    }
-
-    fn str(&mut self, v: &str) -> &mut Self {
-        self.sep();
-        escape_into(&mut self.out, v);
-        self
-    }
-
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.sep();
-        let _ = write!(self.out, "{v}");
-        self
-    }
-
-    fn bool(&mut self, v: bool) -> &mut Self {
-        self.sep();
-        self.out.push_str(if v { "true" } else { "false" });
-        self
-    }
-
-    /// A duration in milliseconds, as a number with microsecond precision.
-    fn ms(&mut self, d: Duration) -> &mut Self {
-        self.sep();
-        let _ = write!(self.out, "{:.3}", d.as_secs_f64() * 1000.0);
-        self
     }
 }
 
@@ -768,182 +693,6 @@ impl Connection {
         };
         self.qlog.congestion_state(now, state, trigger);
     }
-}
-
-/// The `header` field of packet events.
-fn header(j: &mut Json, space: SpaceId, pn: u64) {
-    j.key("header").open('{');
-    j.key("packet_type").str(packet_type(space));
-    j.key("packet_number").u64(pn);
-    j.close('}');
-}
-
-/// One frame as a qlog `QuicFrame` (draft-ietf-quic-qlog-quic-events-03 §A.7): its `frame_type` and
-/// fields; ACK delays are scaled by `ack_exponent` into milliseconds.
-fn write_frame(j: &mut Json, frame: &Frame, ack_exponent: u8) {
-    j.open('{');
-    j.key("frame_type").str(frame_name(frame));
-    match frame {
-        Frame::Ping | Frame::HandshakeDone => {}
-        Frame::Padding(len) => {
-            j.key("length").u64(*len as u64);
-        }
-        Frame::Ack(ack) => {
-            let micros = ack.delay.saturating_mul(1 << ack_exponent.min(62));
-            j.key("ack_delay").ms(Duration::from_micros(micros));
-            j.key("acked_ranges").open('[');
-            // qlog wants ascending ranges; the frame lists them descending.
-            let ranges: Vec<_> = ack.iter().collect();
-            for r in ranges.iter().rev() {
-                j.open('[').u64(*r.start()).u64(*r.end()).close(']');
-            }
-            j.close(']');
-            // An ACK frame of type 0x03 carries ECN counts (RFC 9000 §19.3.2).
-            if let Some(ecn) = &ack.ecn {
-                j.key("ect1").u64(ecn.ect1);
-                j.key("ect0").u64(ecn.ect0);
-                j.key("ce").u64(ecn.ce);
-            }
-        }
-        Frame::ResetStream(r) => {
-            j.key("stream_id").u64(r.id.0);
-            j.key("error_code").u64(r.error_code);
-            j.key("final_size").u64(r.final_size);
-        }
-        Frame::StopSending(f) => {
-            j.key("stream_id").u64(f.id.0);
-            j.key("error_code").u64(f.error_code);
-        }
-        Frame::Crypto(c) => {
-            j.key("offset").u64(c.offset);
-            j.key("length").u64(c.data.len() as u64);
-        }
-        Frame::NewToken(token) => {
-            j.key("token").open('{');
-            j.key("length").u64(token.len() as u64);
-            j.close('}');
-        }
-        Frame::Stream(s) => {
-            j.key("stream_id").u64(s.id.0);
-            j.key("offset").u64(s.offset);
-            j.key("length").u64(s.data.len() as u64);
-            j.key("fin").bool(s.fin);
-        }
-        Frame::MaxData(max) => {
-            j.key("maximum").u64(*max);
-        }
-        Frame::MaxStreamData(m) => {
-            j.key("stream_id").u64(m.id.0);
-            j.key("maximum").u64(m.max);
-        }
-        Frame::MaxStreams(m) => {
-            j.key("stream_type").str(stream_type(m.dir));
-            j.key("maximum").u64(m.count);
-        }
-        Frame::DataBlocked(limit) => {
-            j.key("limit").u64(*limit);
-        }
-        Frame::StreamDataBlocked(b) => {
-            j.key("stream_id").u64(b.id.0);
-            j.key("limit").u64(b.limit);
-        }
-        Frame::StreamsBlocked(b) => {
-            j.key("stream_type").str(stream_type(b.dir));
-            j.key("limit").u64(b.limit);
-        }
-        Frame::NewConnectionId(n) => {
-            j.key("sequence_number").u64(n.sequence);
-            j.key("retire_prior_to").u64(n.retire_prior_to);
-            j.key("connection_id_length").u64(n.id.len() as u64);
-            j.key("connection_id").str(&hex(n.id.as_ref()));
-            j.key("stateless_reset_token").str(&hex(&n.reset_token.0));
-        }
-        Frame::RetireConnectionId(seq) => {
-            j.key("sequence_number").u64(*seq);
-        }
-        Frame::PathChallenge(data) | Frame::PathResponse(data) => {
-            j.key("data").str(&hex(data));
-        }
-        Frame::Close(c) => {
-            // `error_code` is the draft's name for a transport error it names, else the number;
-            // `raw_error_code` is always the number, and a transport close has its triggering frame type.
-            match c.code {
-                CloseCode::Transport { code, .. } => {
-                    j.key("error_space").str("transport");
-                    match code.name() {
-                        Some(name) => j.key("error_code").str(&name.to_ascii_lowercase()),
-                        None => j.key("error_code").u64(code.0),
-                    };
-                    j.key("raw_error_code").u64(code.0);
-                }
-                CloseCode::Application(code) => {
-                    j.key("error_space").str("application");
-                    j.key("error_code").u64(code);
-                    j.key("raw_error_code").u64(code);
-                }
-            }
-            j.key("reason").str(&String::from_utf8_lossy(&c.reason));
-            if let CloseCode::Transport { frame_type, .. } = c.code {
-                j.key("trigger_frame_type").u64(frame_type);
-            }
-        }
-        Frame::Datagram(d) => {
-            j.key("length").u64(d.data.len() as u64);
-        }
-    }
-    j.close('}');
-}
-
-/// The qlog `frame_type` of a frame.
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Padding(_) => "padding",
-        Frame::Ping => "ping",
-        Frame::Ack(_) => "ack",
-        Frame::ResetStream(_) => "reset_stream",
-        Frame::StopSending(_) => "stop_sending",
-        Frame::Crypto(_) => "crypto",
-        Frame::NewToken(_) => "new_token",
-        Frame::Stream(_) => "stream",
-        Frame::MaxData(_) => "max_data",
-        Frame::MaxStreamData(_) => "max_stream_data",
-        Frame::MaxStreams(_) => "max_streams",
-        Frame::DataBlocked(_) => "data_blocked",
-        Frame::StreamDataBlocked(_) => "stream_data_blocked",
-        Frame::StreamsBlocked(_) => "streams_blocked",
-        Frame::NewConnectionId(_) => "new_connection_id",
-        Frame::RetireConnectionId(_) => "retire_connection_id",
-        Frame::PathChallenge(_) => "path_challenge",
-        Frame::PathResponse(_) => "path_response",
-        Frame::Close(_) => "connection_close",
-        Frame::HandshakeDone => "handshake_done",
-        Frame::Datagram(_) => "datagram",
-    }
-}
-
-/// A JSON text as a JSON-SEQ record (RFC 7464 §2.2).
-fn record(json: String) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len() + 2);
-    out.push(0x1e);
-    out.extend_from_slice(json.as_bytes());
-    out.push(b'\n');
-    out
-}
-
-/// The qlog name of a stream direction.
-fn stream_type(dir: Dir) -> &'static str {
-    match dir {
-        Dir::Bi => "bidirectional",
-        Dir::Uni => "unidirectional",
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

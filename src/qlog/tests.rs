@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::crypto::tls;
+use crate::wire::frame::{CloseCode, Frame};
 use crate::{ClientConfig, ConnectionHandle, Datagram, Endpoint, EndpointConfig, Event, ServerConfig};
 
 #[allow(clippy::disallowed_methods)]
