@@ -162,6 +162,17 @@ impl Pair {
         }
         out
     }
+
+    /// The client writes 8,000 bytes on a new stream, in several 1-RTT packets; the first of them never
+    /// arrives.
+    fn send_losing_the_first_packet(&mut self) {
+        self.drop_client = vec![self.client_sent];
+        let mut conn = self.client.conn(self.client_h).unwrap();
+        let id = conn.open_bi().unwrap();
+        let data = vec![7u8; 8000];
+        assert_eq!(conn.stream(id).write(&data).unwrap(), data.len());
+        conn.stream(id).finish().unwrap();
+    }
 }
 
 /// A minimal JSON syntax checker (RFC 8259): panics on anything that is not one JSON value.
@@ -436,15 +447,7 @@ fn qlog_packet_lost() {
     let mut pair = Pair::new();
     pair.run(Duration::from_secs(2));
     let _ = pair.records();
-    // Stream data in several 1-RTT packets; the first of them never arrives.
-    pair.drop_client = vec![pair.client_sent];
-    {
-        let mut conn = pair.client.conn(pair.client_h).unwrap();
-        let id = conn.open_bi().unwrap();
-        let data = vec![7u8; 8000];
-        assert_eq!(conn.stream(id).write(&data).unwrap(), data.len());
-        conn.stream(id).finish().unwrap();
-    }
+    pair.send_losing_the_first_packet();
     pair.run(Duration::from_secs(2));
     let records = pair.records();
     let lost = events_named(&records, "recovery:packet_lost");
@@ -782,14 +785,7 @@ fn qlog_congestion_state_updated_follows_slow_start_recovery_and_avoidance() {
         states[0]
     );
 
-    pair.drop_client = vec![pair.client_sent];
-    {
-        let mut conn = pair.client.conn(pair.client_h).unwrap();
-        let id = conn.open_bi().unwrap();
-        let data = vec![7u8; 8000];
-        assert_eq!(conn.stream(id).write(&data).unwrap(), data.len());
-        conn.stream(id).finish().unwrap();
-    }
+    pair.send_losing_the_first_packet();
     pair.run(Duration::from_secs(2));
     let records = pair.records();
     assert!(!events(&records, "recovery:packet_lost").is_empty());
