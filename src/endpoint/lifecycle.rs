@@ -4,22 +4,16 @@
 
 use std::time::Duration;
 
-use super::peer_errors::{deliver, deliver_all, sends, Pair, CLIENT, SERVER};
+use super::peer_errors::{coalesced_packets, deliver, deliver_all, sends, Pair, CLIENT, SERVER};
 use crate::event::{ConnectionError, Event};
-use crate::wire::header::{LongType, ProtectedHeader};
+use crate::wire::header::LongType;
 use crate::wire::TransportErrorCode;
 use crate::{Endpoint, TransportConfig};
 
 /// The packet types of a datagram, in order: `Some(type)` for long headers, `None` for a short header.
 fn packet_types(datagram: &[u8], short_dcid_len: usize) -> Vec<Option<LongType>> {
-    let mut types = Vec::new();
-    let mut rest = datagram;
-    while !rest.is_empty() {
-        let header = ProtectedHeader::decode(rest, short_dcid_len).expect("a packet");
-        types.push(header.long_type());
-        rest = &rest[header.len().min(rest.len())..];
-    }
-    types
+    let packets = coalesced_packets(datagram, short_dcid_len);
+    packets.into_iter().map(|(ty, _)| ty).collect()
 }
 
 fn lost(events: &[Event]) -> Option<&ConnectionError> {

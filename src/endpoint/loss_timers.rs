@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::peer_errors::{deliver, forged_initial, sends, test_cert, Pair, CLIENT, SERVER};
+use super::peer_errors::{
+    coalesced_packets, deliver, forged_initial, sends, test_cert, Pair, CLIENT, SERVER,
+};
 use crate::conn::{Connection, SpaceId};
 use crate::wire::frame::Frame;
 use crate::wire::header::{Header, LongType, ProtectedHeader, VERSION_1};
@@ -16,17 +18,10 @@ const ONE_WAY: Duration = Duration::from_millis(50);
 /// The long-header types of the packets coalesced in `datagram`, with their lengths, up to the first
 /// short header.
 fn long_packets(datagram: &[u8]) -> Vec<(LongType, usize)> {
-    let mut packets = Vec::new();
-    let mut rest = datagram;
-    while let Ok(h) = ProtectedHeader::decode(rest, 8) {
-        let Some(ty) = h.long_type() else { break };
-        packets.push((ty, h.len()));
-        rest = rest.get(h.len()..).unwrap_or_default();
-        if rest.is_empty() {
-            break;
-        }
-    }
-    packets
+    coalesced_packets(datagram, 8)
+        .into_iter()
+        .filter_map(|(ty, len)| Some((ty?, len)))
+        .collect()
 }
 
 fn client_conn(p: &Pair) -> &Connection {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::peer_errors::{
-    deliver, deliver_all, forged_initial, forged_initial_with_reserved_bits, sends, test_cert, Pair, CLIENT,
-    SERVER,
+    coalesced_packets, deliver, deliver_all, forged_initial, forged_initial_with_reserved_bits, sends,
+    test_cert, Pair, CLIENT, SERVER,
 };
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
@@ -18,17 +18,10 @@ use crate::{EndpointConfig, RandomCidGenerator, Side, TransportConfig};
 
 /// The long-header types of the packets coalesced in `datagram` (short headers end the walk).
 fn long_types(datagram: &[u8]) -> Vec<LongType> {
-    let mut types = Vec::new();
-    let mut rest = datagram;
-    while let Ok(h) = ProtectedHeader::decode(rest, 8) {
-        let Some(ty) = h.long_type() else { break };
-        types.push(ty);
-        rest = &rest[h.len()..];
-        if rest.is_empty() {
-            break;
-        }
-    }
-    types
+    coalesced_packets(datagram, 8)
+        .into_iter()
+        .filter_map(|(ty, _)| ty)
+        .collect()
 }
 
 /// An Initial packet from the client, protected with the Initial keys of `odcid` (which anyone who saw

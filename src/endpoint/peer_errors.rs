@@ -12,6 +12,7 @@ use crate::conn::SpaceId;
 use crate::crypto::tls;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{Datagram as DatagramFrame, Frame, ResetStream, StreamFrame, StreamId};
+use crate::wire::header::{LongType, ProtectedHeader};
 use crate::wire::TransportErrorCode;
 use crate::{
     ClientConfig, Datagram, Dir, EndpointConfig, ServerConfig, Side, StreamsConfig, TransportConfig,
@@ -323,6 +324,23 @@ pub(super) fn test_cert(extra_names: Vec<String>) -> (CertificateDer<'static>, P
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
     (cert, key)
+}
+
+/// The packets coalesced in `datagram`, in order: each one's long-header type (`None` for a short
+/// header, which ends the datagram) and length. Short headers are read with `short_dcid_len`-byte
+/// connection IDs; the walk stops at the first packet that does not decode.
+pub(super) fn coalesced_packets(datagram: &[u8], short_dcid_len: usize) -> Vec<(Option<LongType>, usize)> {
+    let mut packets = Vec::new();
+    let mut rest = datagram;
+    while let Ok(h) = ProtectedHeader::decode(rest, short_dcid_len) {
+        let len = h.len().min(rest.len());
+        packets.push((h.long_type(), len));
+        rest = &rest[len..];
+        if rest.is_empty() {
+            break;
+        }
+    }
+    packets
 }
 
 /// Every datagram `from` sends at `now`, each as its own buffer.
