@@ -3413,8 +3413,7 @@ fn packets_reordered_around_a_key_update_are_no_key_update_error() {
 /// in flight, and the same size, tried again, passes.
 #[test]
 fn a_lost_path_mtu_probe_is_no_congestion_signal() {
-    let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
-    let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
     // Up to the server's first probe, which the network drops.
     let probe = drive(&mut p, Duration::ZERO, Duration::from_secs(2), 1200).unwrap();
     assert_eq!(probe.len(), 1452);
@@ -3446,8 +3445,7 @@ fn a_lost_path_mtu_probe_is_no_congestion_signal() {
 #[test]
 fn an_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
     for allowed in [false, true] {
-        let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
-        let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+        let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
         p.server.set_path_mtu_discovery(allowed);
         let larger = drive(&mut p, Duration::from_millis(10), Duration::from_secs(5), 1200);
         let h = p.server_h.unwrap();
@@ -3468,8 +3466,7 @@ fn an_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
 #[test]
 fn a_client_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
     for allowed in [false, true] {
-        let (e1, e2) = (EndpointConfig::with_seed(1), EndpointConfig::with_seed(2));
-        let mut p = Pair::start(TransportConfig::default(), TransportConfig::default(), e1, e2);
+        let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
         // A fresh client endpoint, set before its connection is made.
         let mut client = Endpoint::new(EndpointConfig::with_seed(3), None);
         client.set_path_mtu_discovery(allowed);
