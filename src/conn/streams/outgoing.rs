@@ -408,7 +408,18 @@ impl Streams {
                 self.streams_blocked_pending[d] = true;
             }
         }
-        if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && self.conn_blocked.live() > 0 {
+        // "Only while the endpoint is blocked": some stream listed as waiting for credit still has new
+        // data that its own limit lets go (one reset since stays listed, with nothing to send; one
+        // queued again for lost data still waits for credit for its new data).
+        if sent.data_blocked.is_some_and(|v| v == self.send_max_data)
+            && self.conn_blocked.iter().any(|id| {
+                self.streams.get(&id).is_some_and(|s| {
+                    s.send
+                        .as_ref()
+                        .is_some_and(|x| x.has_data() && x.new_data_within_limit() > 0)
+                })
+            })
+        {
             self.data_blocked_pending = true;
         }
     }

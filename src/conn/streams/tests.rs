@@ -2279,3 +2279,43 @@ fn random_stream_actions_under_loss_and_reordering_end_with_everything_forgotten
         random_exchange(seed);
     }
 }
+
+/// RFC 9000 §13.3: a lost DATA_BLOCKED goes again "only while the endpoint is blocked on the
+/// corresponding limit". Before, it went again while any stream stayed listed as waiting for connection
+/// credit, also one reset since, which has nothing more to send.
+#[test]
+fn a_lost_data_blocked_is_not_sent_again_once_no_stream_waits_with_data() {
+    let stingy = StreamsConfig {
+        receive_window: 1500,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&StreamsConfig::default(), &stingy);
+    let now = start();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[1; 5000]).unwrap();
+    let mut blocked_rec = None;
+    while let Some((p, rec)) = packet(&mut c, now) {
+        if frames(&p).contains(&Frame::DataBlocked(1500)) {
+            blocked_rec = Some(rec);
+        } else {
+            c.on_acked(&rec);
+        }
+    }
+    let blocked_rec = blocked_rec.expect("DATA_BLOCKED at the peer's limit");
+    // While the stream waits with data, the lost frame goes again.
+    c.on_lost(&blocked_rec);
+    let (p, again) = packet(&mut c, now).expect("DATA_BLOCKED again");
+    assert!(frames(&p).contains(&Frame::DataBlocked(1500)));
+    // The stream is reset: nothing waits for credit any more, and a lost DATA_BLOCKED stays lost.
+    c.reset(id, 7).unwrap();
+    c.on_lost(&again);
+    let mut sent = Vec::new();
+    while let Some((p, rec)) = packet(&mut c, now) {
+        c.on_acked(&rec);
+        sent.extend(frames(&p));
+    }
+    assert!(
+        !sent.iter().any(|f| matches!(f, Frame::DataBlocked(_))),
+        "DATA_BLOCKED while nothing is blocked: {sent:?}"
+    );
+}
