@@ -2319,3 +2319,151 @@ fn a_lost_data_blocked_is_not_sent_again_once_no_stream_waits_with_data() {
         "DATA_BLOCKED while nothing is blocked: {sent:?}"
     );
 }
+
+/// RFC 9000 §4.1, §4.5: connection credit is the sum of each stream's highest offset received (its final
+/// size once reset), so data received again (retransmitted, overlapping) is not counted again, and a
+/// RESET_STREAM counts only its final size beyond what its stream already counted. Up to the limit
+/// exactly is allowed; one byte more is a FLOW_CONTROL_ERROR.
+#[test]
+fn connection_credit_counts_each_byte_once_up_to_the_limit_exactly() {
+    let a = StreamId::new(Side::Client, Dir::Uni, 0);
+    let b = StreamId::new(Side::Client, Dir::Uni, 1);
+    let data = Bytes::from(vec![0u8; 1000]);
+    let frame = |id, offset, len| StreamFrame {
+        id,
+        offset,
+        fin: false,
+        data: data.slice(..len),
+    };
+    // Duplicates and overlaps: 1000 bytes on `a` and 500 on `b`, some of them twice.
+    let (_c, mut s) = small_window_pair();
+    for f in [
+        frame(a, 0, 1000),
+        frame(a, 0, 1000),
+        frame(a, 500, 500),
+        frame(b, 0, 500),
+        frame(b, 100, 400),
+        frame(b, 0, 500),
+    ] {
+        s.on_stream(f, 0).unwrap();
+    }
+    assert_eq!(s.stats().bytes_received, 1500);
+    // Data below the highest offset of `b` again, reaching one byte past the limit.
+    assert_eq!(
+        code(s.on_stream(frame(b, 400, 101), 0)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+
+    // A reset after data: 400 bytes counted, the final size of 500 adds 100, which fits exactly.
+    let (_c, mut s) = small_window_pair();
+    s.on_stream(frame(a, 0, 1000), 0).unwrap();
+    s.on_stream(frame(b, 0, 400), 0).unwrap();
+    let reset = |final_size| ResetStream {
+        id: b,
+        error_code: 1,
+        final_size,
+    };
+    s.on_reset_stream(reset(500)).unwrap();
+    s.on_reset_stream(reset(500)).unwrap();
+    assert_eq!(s.stats().bytes_received, 1500);
+    // The reset's bytes will never be read: their credit is back at once.
+    assert_eq!(s.recv_window.consumed(), 500);
+    let (_c, mut s) = small_window_pair();
+    s.on_stream(frame(a, 0, 1000), 0).unwrap();
+    s.on_stream(frame(b, 0, 400), 0).unwrap();
+    assert_eq!(
+        code(s.on_reset_stream(reset(501))),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+}
+
+/// RFC 9000 §4.5: a stream the application stops reading gives back the connection credit of what it
+/// received and will never read, so the peer's other streams are not held back by it.
+#[test]
+fn a_stream_stopped_with_unread_data_gives_its_connection_credit_back() {
+    let (_c, mut s) = small_window_pair();
+    let a = StreamId::new(Side::Client, Dir::Uni, 0);
+    let b = StreamId::new(Side::Client, Dir::Uni, 1);
+    let data = Bytes::from(vec![0u8; 1000]);
+    s.on_stream(
+        StreamFrame {
+            id: a,
+            offset: 0,
+            fin: false,
+            data: data.clone(),
+        },
+        0,
+    )
+    .unwrap();
+    s.on_stream(
+        StreamFrame {
+            id: b,
+            offset: 0,
+            fin: false,
+            data: data.slice(..500),
+        },
+        0,
+    )
+    .unwrap();
+    s.stop(a, 1).unwrap();
+    let (p, _) = packet(&mut s, start()).expect("credit and STOP_SENDING");
+    let sent = frames(&p);
+    assert!(sent.contains(&Frame::MaxData(2500)), "{sent:?}");
+}
+
+/// RFC 9000 §4.1: a MAX_DATA below the current limit is ignored, and the sender sends up to the limit
+/// exactly, then one DATA_BLOCKED at it.
+#[test]
+fn a_lower_max_data_is_ignored_and_the_sender_stops_at_the_limit_exactly() {
+    let (mut c, _s) = small_window_pair();
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    c.write(a, &[1; 1000]).unwrap();
+    c.write(b, &[2; 1000]).unwrap();
+    c.on_max_data(1000).unwrap();
+    let mut sent = Vec::new();
+    while let Some((p, rec)) = packet(&mut c, start()) {
+        c.on_acked(&rec);
+        sent.extend(frames(&p));
+    }
+    let bytes: usize = sent
+        .iter()
+        .map(|f| match f {
+            Frame::Stream(x) => x.data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes, 1500);
+    let blocked: Vec<&Frame> = sent
+        .iter()
+        .filter(|f| matches!(f, Frame::DataBlocked(_)))
+        .collect();
+    assert_eq!(blocked, [&Frame::DataBlocked(1500)]);
+}
+
+/// RFC 9000 §4.6: every frame naming a peer stream beyond the limit we sent is a STREAM_LIMIT_ERROR,
+/// not only STREAM.
+#[test]
+fn every_frame_for_a_peer_stream_beyond_the_limit_is_stream_limit_error() {
+    let cfg = StreamsConfig {
+        max_concurrent_bidi_streams: 2,
+        ..StreamsConfig::default()
+    };
+    let (_c, mut s) = pair(&cfg, &cfg);
+    let id = StreamId::new(Side::Client, Dir::Bi, 2);
+    let limit = TransportErrorCode::STREAM_LIMIT_ERROR;
+    let reset = ResetStream {
+        id,
+        error_code: 0,
+        final_size: 0,
+    };
+    assert_eq!(code(s.on_stream(sf(id, 0, b"x", false), 0)), limit);
+    assert_eq!(code(s.on_reset_stream(reset)), limit);
+    assert_eq!(code(s.on_stop_sending(StopSending { id, error_code: 0 })), limit);
+    assert_eq!(code(s.on_max_stream_data(MaxStreamData { id, max: 5 })), limit);
+    assert_eq!(
+        code(s.on_stream_data_blocked(StreamDataBlocked { id, limit: 5 })),
+        limit
+    );
+    assert_eq!(s.open_streams(), 0);
+}
