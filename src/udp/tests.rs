@@ -632,3 +632,35 @@ fn a_waker_wakes_drivers_on_ipv6_addresses() {
         );
     }
 }
+
+/// A GSO send of three datagrams, the last shorter, reaches a driver on loopback as three datagrams: one
+/// GRO buffer split at its stride where the kernel coalesces (Linux), three buffers elsewhere.
+#[test]
+fn a_gso_send_with_a_short_last_segment_arrives_as_its_datagrams() {
+    let mut driver = idle_driver();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state = UdpSocketState::new((&tx).into()).unwrap();
+    let mut stats = DriverStats::default();
+    let contents = vec![0u8; 2 * 1200 + 500];
+    let t = Transmit {
+        destination: driver.local_addr().unwrap(),
+        src_ip: None,
+        ecn: Some(EcnCodepoint::Ect0),
+        size: contents.len(),
+        segment_size: Some(1200),
+    };
+    send(&tx, &state, &mut stats, &t, &contents).unwrap();
+    assert_eq!((stats.datagrams_sent, stats.send_errors), (3, 0), "{stats:?}");
+    turn_until_received(&mut driver, 3);
+    let received = driver.stats();
+    assert_eq!(received.datagrams_received, 3, "{received:?}");
+    assert_eq!(driver.endpoint().stats().datagrams_received, 3);
+    if driver.gro_segments() > 1 && driver.max_gso_segments() > 1 {
+        // Linux hands a GSO send over loopback to a GRO socket whole: one buffer, split at its stride.
+        assert_eq!(
+            (received.recv_calls, received.gro_batches),
+            (1, 1),
+            "{received:?}"
+        );
+    }
+}
