@@ -664,3 +664,31 @@ fn a_gso_send_with_a_short_last_segment_arrives_as_its_datagrams() {
         );
     }
 }
+
+/// A send the kernel refuses with EMSGSIZE (here a datagram beyond UDP's 65,507 bytes; on a network, a
+/// path MTU probe beyond the interface's MTU) is counted and dropped, as a loss QUIC recovers from: the
+/// send returns no error, and the socket goes on sending.
+#[test]
+fn an_oversized_datagram_is_counted_and_dropped() {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.set_nonblocking(true).unwrap();
+    let state = UdpSocketState::new((&tx).into()).unwrap();
+    let mut stats = DriverStats::default();
+    let mut t = Transmit {
+        destination: rx.local_addr().unwrap(),
+        src_ip: None,
+        ecn: None,
+        size: 65_508,
+        segment_size: None,
+    };
+    send(&tx, &state, &mut stats, &t, &[0u8; 65_508]).expect("a refused datagram is no error");
+    assert_eq!((stats.send_errors, stats.datagrams_sent), (1, 0), "{stats:?}");
+    t.size = 1200;
+    send(&tx, &state, &mut stats, &t, &[0u8; 1200]).unwrap();
+    assert_eq!((stats.send_errors, stats.datagrams_sent), (1, 1), "{stats:?}");
+    // A bound on a failure, not a timing assertion: loopback delivers at once.
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(rx.recv(&mut buf).unwrap(), 1200);
+}
