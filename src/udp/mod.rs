@@ -337,11 +337,22 @@ impl Driver {
     /// A handle that wakes the driver from another thread: see [`Waker`]. The first call makes a socket
     /// on the loopback address of the driver's family (or on the driver's own address, when it is bound
     /// to one), which every waker of this driver shares.
+    ///
+    /// Fails with `InvalidInput` when the driver's socket is connected: it takes datagrams from its peer
+    /// only, so the kernel would drop every wake-up.
     pub fn waker(&mut self) -> io::Result<Waker> {
         if let Some((shared, _)) = &self.waker {
             return Ok(Waker {
                 shared: shared.clone(),
             });
+        }
+        if self.socket.peer_addr().is_ok() {
+            // The kernel would also answer each wake-up with an ICMP "port unreachable", failing the
+            // next wake with ECONNREFUSED.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a connected socket takes datagrams from its peer only: no waker can reach it",
+            ));
         }
         let local = self.socket.local_addr()?;
         let target = match local.ip() {

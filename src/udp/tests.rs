@@ -692,3 +692,17 @@ fn an_oversized_datagram_is_counted_and_dropped() {
     let mut buf = [0u8; 2048];
     assert_eq!(rx.recv(&mut buf).unwrap(), 1200);
 }
+
+#[test]
+fn a_driver_on_a_connected_socket_makes_no_waker_that_cannot_wake_it() {
+    // A connected UDP socket takes datagrams from its peer only: the kernel drops a wake-up from the
+    // waker's socket (and answers it with an ICMP "port unreachable", which fails the next wake with
+    // ECONNREFUSED). Before, `waker` made such a waker anyway: a wake then ended no wait, and the work
+    // sent with it waited for the driver's next deadline (a turn with a 1 s wait counted no wake-up).
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(peer.local_addr().unwrap()).unwrap();
+    let mut driver = Driver::new(socket, Endpoint::new(EndpointConfig::with_seed(4), None)).unwrap();
+    let e = driver.waker().expect_err("a waker that cannot reach the driver");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
