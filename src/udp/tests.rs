@@ -706,3 +706,15 @@ fn a_driver_on_a_connected_socket_makes_no_waker_that_cannot_wake_it() {
     let e = driver.waker().expect_err("a waker that cannot reach the driver");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
 }
+
+/// A server on a dual-stack IPv6 socket answers an IPv4 client: it knows the client by its IPv4 address
+/// and the address the client's datagrams arrived at (pktinfo) as IPv4, and the driver sends from and
+/// to their IPv4-mapped forms.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dual_stack_server_answers_an_ipv4_client() {
+    let ipv4 = |a: SocketAddr| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port());
+    let (connected, stats) = handshake_between("[::]:0", "127.0.0.1:0", ipv4);
+    assert!(connected, "{stats:?}");
+    assert_eq!(stats.send_errors, 0);
+}
