@@ -46,12 +46,43 @@ impl Url {
         })
     }
 
-    /// The first address the host resolves to.
+    /// The address to connect to: the first IPv4 address the host resolves to, else the first address.
+    ///
+    /// IPv4 first because the server example listens on 127.0.0.1 by default, and many hosts files list
+    /// `::1 localhost` before `127.0.0.1 localhost`; with no fallback between addresses (no Happy
+    /// Eyeballs here), `https://localhost:4433` would otherwise wait on an address nobody listens on.
     pub fn resolve(&self) -> Result<SocketAddr, String> {
-        (self.host.as_str(), self.port)
+        let addrs = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| format!("{}: {e}", self.host))?
-            .next()
-            .ok_or_else(|| format!("{}: no address", self.host))
+            .map_err(|e| format!("{}: {e}", self.host))?;
+        prefer_ipv4(addrs).ok_or_else(|| format!("{}: no address", self.host))
+    }
+}
+
+/// The first IPv4 address of `addrs`, else the first address.
+fn prefer_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let mut first = None;
+    for a in addrs {
+        if a.is_ipv4() {
+            return Some(a);
+        }
+        first.get_or_insert(a);
+    }
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_address_is_preferred_wherever_it_comes_in_the_list() {
+        let v6: SocketAddr = "[::1]:4433".parse().unwrap();
+        let v6b: SocketAddr = "[::2]:4433".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:4433".parse().unwrap();
+        assert_eq!(prefer_ipv4([v6, v4]), Some(v4));
+        assert_eq!(prefer_ipv4([v4, v6]), Some(v4));
+        assert_eq!(prefer_ipv4([v6, v6b]), Some(v6));
+        assert_eq!(prefer_ipv4([]), None);
     }
 }
