@@ -145,3 +145,43 @@ fn a_largest_datagram_goes_while_the_peer_streams_to_us() {
         assert_eq!(got[0].len(), max);
     }
 }
+
+/// An application that offers datagrams faster than the path carries them keeps the send queue full.
+/// Stream data queued beside them must still get a share of the packets: RFC 9221 §5 lets datagrams be
+/// delayed or dropped by congestion control, and nothing lets them hold back the connection's streams
+/// (an application protocol's control stream, say) for as long as they keep coming. One client packet
+/// in fifty is lost, which keeps the congestion window small.
+#[test]
+fn a_flood_of_datagrams_does_not_starve_a_stream() {
+    for (c, s) in [
+        (Engine::Quicsand, Engine::Quicsand),
+        (Engine::Quicsand, Engine::Quinn),
+    ] {
+        let mut p = pair(c, s, 34);
+        p.filter = Box::new(|dir, index, _, _| {
+            (dir != common::Dir::ClientToServer || index % 50 != 49).then_some(Duration::ZERO)
+        });
+        assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+        p.drive(Duration::from_millis(100));
+        let now = p.now;
+        p.client.send_stream(now, common::payload(100_000, 9));
+        // For one second, 1000 datagrams of 20 bytes every 5 ms: 4 MB/s, far more than the window takes.
+        // Small datagrams pack a packet to within a few bytes of its end.
+        let mut datagrams = 0;
+        for i in 0..200u32 {
+            for _ in 0..1000 {
+                p.client
+                    .send_datagram(Bytes::from(i.to_be_bytes().repeat(5)))
+                    .unwrap();
+            }
+            p.drive_until(Duration::from_millis(5), |_| false);
+            datagrams += p.server.recv_datagrams().len();
+        }
+        let streamed = p.server.received_streams().values().map(|v| v.0).sum::<usize>();
+        assert!(datagrams > 10_000, "{c:?}/{s:?}: datagrams flowed: {datagrams}");
+        assert!(
+            streamed == 100_000,
+            "{c:?}/{s:?}: the stream was starved: {streamed} of 100000 bytes in a second ({datagrams} datagrams)"
+        );
+    }
+}

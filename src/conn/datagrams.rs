@@ -59,6 +59,9 @@ pub(crate) struct Datagrams {
     pub(crate) recv_dropped: u64,
     pub(crate) sent: u64,
     pub(crate) received: u64,
+    /// The last packet that carried datagrams left stream frames waiting: the next one writes stream
+    /// frames first (see `build_packet_with`).
+    pub(crate) streams_next: bool,
 }
 
 impl Datagrams {

@@ -594,7 +594,18 @@ impl Connection {
                 if self.control_frames_pending() {
                     path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
                 }
+                // Datagrams and streams take turns to go first while both wait: datagrams first, unless
+                // the last packet that carried some left stream frames waiting. Small datagrams pack a
+                // packet to within a few bytes of its end, and an application offering them faster than
+                // the window takes kept every stream (and its flow control frames) to those few bytes.
+                let streams_first = self.datagrams.streams_next && self.streams.has_pending();
+                let rtt = self.recovery.rtt().smoothed();
+                if streams_first {
+                    self.streams
+                        .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+                }
                 // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
+                let mut wrote_datagram = false;
                 while !self.datagrams.send.is_empty() {
                     let Some(data) = self.datagrams.pop_send_if(|d| {
                         buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
@@ -603,10 +614,13 @@ impl Connection {
                     };
                     Frame::Datagram(Datagram { data }).encode(buf);
                     ack_eliciting = true;
+                    wrote_datagram = true;
                 }
-                let rtt = self.recovery.rtt().smoothed();
-                self.streams
-                    .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+                if !streams_first {
+                    self.streams
+                        .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+                }
+                self.datagrams.streams_next = !streams_first && wrote_datagram && self.streams.has_pending();
                 if !sent.streams.is_empty() {
                     ack_eliciting = true;
                 }
