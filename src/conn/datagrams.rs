@@ -14,6 +14,9 @@ pub(crate) const RECV_ENTRY_COST: usize = 64;
 /// never sends would grow the queue without bound.
 const SEND_ENTRY_COST: usize = RECV_ENTRY_COST;
 
+/// The queue slots an emptied queue keeps.
+const KEPT_SLOTS: usize = 64;
+
 /// Why a datagram could not be queued for sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -86,6 +89,7 @@ impl Datagrams {
         let d = self.send.pop_front()?;
         self.send_bytes -= d.len() + SEND_ENTRY_COST;
         self.sent += 1;
+        release_if_emptied(&mut self.send);
         Some(d)
     }
 
@@ -128,7 +132,16 @@ impl Datagrams {
     pub(crate) fn pop_recv(&mut self) -> Option<Bytes> {
         let d = self.recv.pop_front()?;
         self.recv_bytes -= d.len() + RECV_ENTRY_COST;
+        release_if_emptied(&mut self.recv);
         Some(d)
+    }
+}
+
+/// Releases the slots of an emptied queue that a burst grew beyond [`KEPT_SLOTS`]: up to 16,384 of 32
+/// bytes each under the default limits, which would otherwise stay held for the connection's life.
+fn release_if_emptied(queue: &mut VecDeque<Bytes>) {
+    if queue.is_empty() && queue.capacity() > KEPT_SLOTS {
+        *queue = VecDeque::new();
     }
 }
 
@@ -233,5 +246,22 @@ mod tests {
         assert_eq!(d.send.len(), 1);
         assert_eq!(d.pop_send_if(|_| true).map(|b| b.len()), Some(limit));
         assert_eq!(d.send_bytes, 0);
+    }
+
+    /// A burst of small datagrams grows a queue to thousands of slots (a peer's empty datagrams, 600 to a
+    /// packet, fill the receive queue's 16,384 in 28 packets): once the queue is read empty, its slots
+    /// are released, not held for the connection's life.
+    #[test]
+    fn emptied_queues_release_their_slots() {
+        let mut d = Datagrams::default();
+        for _ in 0..20_000 {
+            d.push_recv(Bytes::new(), 1 << 20, 0);
+            d.push_send(Bytes::new(), 1 << 20);
+        }
+        assert!(d.recv.capacity() >= 16_384 && d.send.capacity() >= 16_384);
+        while d.pop_recv().is_some() {}
+        while d.pop_send_if(|_| true).is_some() {}
+        assert!(d.recv.capacity() <= KEPT_SLOTS, "{}", d.recv.capacity());
+        assert!(d.send.capacity() <= KEPT_SLOTS, "{}", d.send.capacity());
     }
 }
