@@ -158,7 +158,8 @@ pub struct ConnectionStats {
     pub datagram_frames_sent: u64,
     /// DATAGRAM frames received.
     pub datagram_frames_received: u64,
-    /// Datagrams dropped from a full send queue (the oldest go first).
+    /// Datagrams dropped from a full send queue (the oldest go first), or from the queue because they
+    /// no longer fit a packet (the path MTU shrank, or the peer's connection ID grew longer).
     pub datagrams_send_dropped: u64,
     /// Received datagrams dropped because the application did not read them in time.
     pub datagrams_recv_dropped: u64,
