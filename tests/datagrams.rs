@@ -242,3 +242,54 @@ fn a_datagram_of_the_largest_size_arrives_and_one_byte_more_is_refused() {
         assert!(p.both_connected() && common::Pair::lost(&p.client_events).is_none());
     }
 }
+
+/// The path stops carrying the size that path MTU discovery found (a black hole, RFC 8899 §4.3) while
+/// the application sends datagrams of the largest size it is offered, and small ones. The connection
+/// finds the black hole; from then on it offers a size the path carries, and what it sends arrives: the
+/// small datagrams all along, the largest again once the offered size is back within the path.
+#[test]
+fn datagrams_after_a_path_mtu_black_hole() {
+    let mut p = pair(Engine::Quicsand, Engine::Quicsand, 36);
+    assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
+    p.drive(Duration::from_secs(3));
+    let before = client_conn(&mut p).max_datagram_size().unwrap();
+    assert!(before > 1300, "{before}");
+    p.filter = Box::new(|_, _, data, _| (data.len() <= 1250).then_some(Duration::ZERO));
+    let mut small = 0;
+    let mut refused = 0;
+    for i in 0..600u32 {
+        let mut conn = client_conn(&mut p);
+        let max = conn.max_datagram_size().unwrap();
+        conn.send_datagram(Bytes::from(vec![1; max]))
+            .unwrap_or_else(|e| panic!("{max}: {e}"));
+        conn.send_datagram(Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+        // A datagram of the size offered before the black hole is refused once it is found.
+        if conn.send_datagram(Bytes::from(vec![2; before])).is_err() {
+            refused += 1;
+        }
+        drop(conn);
+        p.drive_until(Duration::from_millis(5), |_| false);
+        small += p.server.recv_datagrams().iter().filter(|d| d.len() == 4).count();
+    }
+    let mut conn = client_conn(&mut p);
+    let stats = conn.stats();
+    assert!(stats.mtu_black_holes >= 1, "{stats:?}");
+    assert!(stats.path_mtu <= 1250, "{stats:?}");
+    // Those queued when it was found, too large for the path now, left the queue (counted).
+    assert!(stats.datagrams_send_dropped > 0, "{stats:?}");
+    let max = conn.max_datagram_size().unwrap();
+    assert!(max < before, "{max}");
+    assert!(refused > 500, "{refused}");
+    conn.send_datagram(Bytes::from(vec![3; max])).unwrap();
+    drop(conn);
+    p.drive(Duration::from_millis(200));
+    let got = p.server.recv_datagrams();
+    small += got.iter().filter(|d| d.len() == 4).count();
+    assert_eq!(small, 600, "every small datagram arrived: {stats:?}");
+    assert!(
+        got.iter().any(|d| d[..] == vec![3; max][..]),
+        "{:?}",
+        got.iter().map(|d| d.len()).collect::<Vec<_>>()
+    );
+    assert!(common::Pair::lost(&p.client_events).is_none());
+}
