@@ -196,21 +196,25 @@ fn client_conn(p: &mut common::Pair) -> quicsand::ConnRef<'_> {
 /// `max_datagram_size` at its edges: a datagram of exactly that size is accepted, sent and delivered
 /// whole (the peer takes it: no PROTOCOL_VIOLATION for a frame over its max_datagram_frame_size, RFC 9221
 /// §3), and one byte more is refused with the same maximum. Once path MTU discovery has raised the
-/// path's size (bounded by the packet), and against a peer announcing a small max_datagram_frame_size
-/// (bounded by the peer).
+/// path's size (bounded by the packet), and against a peer announcing a small or tiny
+/// max_datagram_frame_size (bounded by the peer).
 #[test]
 fn a_datagram_of_the_largest_size_arrives_and_one_byte_more_is_refused() {
     let cert = common::TestCert::new();
+    // The server's engine, and the payload its receive buffer holds besides one queue slot (its
+    // max_datagram_frame_size is one more) with the largest datagram that makes a frame within it: the
+    // type, a 1- or 2-byte length, the data.
     for (server, small_peer) in [
-        (Engine::Quicsand, false),
-        (Engine::Quinn, false),
-        (Engine::Quicsand, true),
+        (Engine::Quicsand, None),
+        (Engine::Quinn, None),
+        (Engine::Quicsand, Some((300, 298))),
+        (Engine::Quicsand, Some((2, 1))),
+        (Engine::Quicsand, Some((1, 0))),
     ] {
         let mut p = common::pair_with(Engine::Quicsand, server, 35, &cert, &[]);
-        if small_peer {
-            // A receive buffer of 300 bytes and one queue slot: max_datagram_frame_size 301.
+        if let Some((buffer, _)) = small_peer {
             let mut config = quicsand::ServerConfig::new(cert.server_tls(&[]));
-            config.transport.datagram_receive_buffer = Some(300 + 64);
+            config.transport.datagram_receive_buffer = Some(buffer + 64);
             p.server = Box::new(QuicsandNode::server(common::server_addr(), config, 35));
         }
         assert!(p.drive_until(Duration::from_secs(5), |p| p.both_connected()));
@@ -219,9 +223,8 @@ fn a_datagram_of_the_largest_size_arrives_and_one_byte_more_is_refused() {
         let mut conn = client_conn(&mut p);
         let mtu = conn.stats().path_mtu;
         let max = conn.max_datagram_size().unwrap();
-        if small_peer {
-            // A 301-byte frame: type, a 2-byte length, 298 bytes.
-            assert_eq!(max, 298);
+        if let Some((_, expected)) = small_peer {
+            assert_eq!(max, expected);
         } else {
             assert!(mtu > 1400, "{server:?}: discovery raised the path MTU: {mtu}");
             // The short header (first byte, 8-byte connection ID, 4-byte packet number), the frame's
@@ -231,15 +234,16 @@ fn a_datagram_of_the_largest_size_arrives_and_one_byte_more_is_refused() {
         assert_eq!(
             conn.send_datagram(Bytes::from(vec![0; max + 1])),
             Err(SendDatagramError::TooLarge { max }),
-            "{server:?}"
+            "{server:?}/{small_peer:?}"
         );
         conn.send_datagram(Bytes::from(vec![0xda; max])).unwrap();
         drop(conn);
         p.drive(Duration::from_millis(200));
         let got = p.server.recv_datagrams();
-        assert_eq!(got.len(), 1, "{server:?}/{small_peer}: {:?}", p.server_events);
+        assert_eq!(got.len(), 1, "{server:?}/{small_peer:?}: {:?}", p.server_events);
         assert_eq!(got[0], vec![0xda; max]);
         assert!(p.both_connected() && common::Pair::lost(&p.client_events).is_none());
+        assert!(common::Pair::lost(&p.server_events).is_none());
     }
 }
 
