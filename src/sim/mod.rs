@@ -262,7 +262,8 @@ const MAX_BATCH_DATAGRAMS: usize = 64;
 /// Steps at one instant that end with a node still busy before the clock moves on for it.
 const STUCK_STEPS: u32 = 4;
 
-/// How far the clock moves for a node that stays busy at one instant (see [`Node::stuck_at`]).
+/// How far the clock moves for a node that stays busy at one instant (see [`Node::stuck_at`]), or for
+/// the whole simulation after too many steps at one instant (see `Simulation::instant_steps`).
 const STUCK_TICK: Duration = Duration::from_millis(1);
 
 impl Node {
@@ -321,6 +322,9 @@ pub struct Limits {
     /// Trace records kept for inspection (the hash covers all of them).
     pub trace_records: usize,
     /// Drain rounds per node and step before the simulator gives up on a node that never goes quiet.
+    /// After four times as many steps in a row at one instant (nodes that answer each other over links
+    /// without delay, for ever), what is due then waits until the next thing due later, at most a
+    /// millisecond on, so that a run still reaches its limit.
     pub max_drain_rounds: usize,
 }
 
@@ -345,6 +349,10 @@ pub struct Simulation {
     in_flight: BinaryHeap<Reverse<InFlight>>,
     schedule: BinaryHeap<Reverse<(Instant, u64, Action)>>,
     seq: u64,
+    /// An instant and the steps taken in a row at it: beyond a bound (see [`Limits::max_drain_rounds`])
+    /// the next step moves the clock on (see `Simulation::next_instant_past_now`), so that nodes
+    /// answering each other over links without delay cannot hold it for ever.
+    instant_steps: (Instant, usize),
     trace: Trace,
     buf: Vec<u8>,
     /// Datagrams a node sent in one round, reused between rounds.
@@ -385,6 +393,7 @@ impl Simulation {
             in_flight: BinaryHeap::new(),
             schedule: BinaryHeap::new(),
             seq: 0,
+            instant_steps: (epoch, 0),
             trace: Trace::new(limits.trace_records),
             buf: Vec::new(),
             out: Vec::new(),
@@ -595,6 +604,27 @@ impl Simulation {
         next
     }
 
+    /// The earliest instant after now at which something is due, or now + [`STUCK_TICK`] if that is
+    /// sooner: where the clock goes when too many steps in a row found something due now. What was due
+    /// now waits until then; what is due before then is not held back.
+    fn next_instant_past_now(&mut self) -> Instant {
+        let now = self.now;
+        let mut next = later(now, STUCK_TICK);
+        let in_flight = self.in_flight.iter().map(|Reverse(d)| d.at);
+        let scheduled = self.schedule.iter().map(|Reverse((t, _, _))| *t);
+        for t in in_flight.chain(scheduled) {
+            if t > now {
+                next = next.min(t);
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(t) = node.engine.poll_timeout().filter(|t| *t > now) {
+                next = next.min(t);
+            }
+        }
+        next
+    }
+
     /// Advances the clock to the next delivery, deadline, wake-up or scheduled action and handles
     /// everything due then. Returns false, leaving the clock where it is, when nothing is left to happen.
     pub fn step(&mut self) -> bool {
@@ -610,14 +640,28 @@ impl Simulation {
                 self.service(NodeId(i));
             }
         }
-        let Some(next) = self.next_instant() else {
+        let Some(mut next) = self.next_instant() else {
             return false;
         };
+        let bound = self
+            .limits
+            .max_drain_rounds
+            .max(1)
+            .saturating_mul(STUCK_STEPS as usize);
+        let (at, steps) = self.instant_steps;
+        if next <= self.now && at == self.now && steps >= bound {
+            tracing::warn!("simulation still busy after {bound} steps at one instant");
+            next = self.next_instant_past_now();
+        }
         if let Some(d) = deadline.filter(|d| next > *d) {
             self.now = self.now.max(d);
             return false;
         }
         self.now = self.now.max(next);
+        self.instant_steps = match self.instant_steps {
+            (at, steps) if at == self.now => (at, steps.saturating_add(1)),
+            _ => (self.now, 1),
+        };
         let now = self.now;
         while self.schedule.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
             if let Some(Reverse((_, _, action))) = self.schedule.pop() {

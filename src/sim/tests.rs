@@ -442,6 +442,51 @@ fn a_node_busy_at_one_instant_does_not_hold_the_clock() {
     assert_eq!(sim.now(), epoch() + Duration::from_millis(50));
 }
 
+/// Two engines that echo each other's datagram over links without delay would pass it back and forth
+/// for ever at one instant, one step per pass, each node going quiet after its own round: the clock
+/// must still move on, so that a run reaches its limit.
+#[test]
+fn a_ping_pong_without_delay_does_not_hold_the_clock() {
+    let a: SocketAddr = "10.0.0.1:1".parse().expect("valid");
+    let b: SocketAddr = "10.0.0.2:2".parse().expect("valid");
+    let mut sim = Simulation::new(epoch(), 1);
+    let na = sim.add_engine(a, |s| {
+        let mut e = Echo::new(b, 1, s);
+        e.echo = true;
+        Box::new(e)
+    });
+    let nb = sim.add_engine(b, |s| Box::new(Echo::new(a, 0, s)));
+    sim.add_duplex_link(na, nb, LinkConfig::default());
+    // Beside them, datagrams every 10 ms over a link of 0.5 ms arrive on time all the same.
+    let c: SocketAddr = "10.0.0.3:3".parse().expect("valid");
+    let d: SocketAddr = "10.0.0.4:4".parse().expect("valid");
+    let nc = sim.add_engine(c, |s| Box::new(Echo::new(d, 3, s)));
+    let nd = sim.add_engine(d, |s| Box::new(Echo::new(c, 0, s)));
+    sim.add_link(nc, nd, LinkConfig::with_delay(Duration::from_micros(500)));
+    let deadline = epoch() + Duration::from_millis(50);
+    let mut steps = 0u64;
+    while sim.step_before(Some(deadline)) {
+        steps += 1;
+        assert!(
+            steps < 1_000_000,
+            "a million steps, the clock still at {:?}",
+            sim.elapsed()
+        );
+    }
+    assert_eq!(sim.now(), deadline);
+    let echoes = sim.engine::<Echo>(nb).expect("an echo engine").arrivals.len();
+    assert!(echoes > 1000, "the exchange goes on as the clock moves: {echoes}");
+    let at: Vec<_> = sim
+        .engine::<Echo>(nd)
+        .expect("an echo engine")
+        .arrivals
+        .iter()
+        .map(|a| a.0)
+        .collect();
+    let us = Duration::from_micros;
+    assert_eq!(at, [us(500), us(10_500), us(20_500)]);
+}
+
 #[test]
 fn a_blackout_ending_past_the_clock_does_not_panic() {
     let (mut sim, nb) = echo_pair(LinkConfig::default(), 1);
