@@ -40,7 +40,8 @@ OPTIONS:
   --rtt MS            round-trip propagation delay in ms (half each way)      [default: 50]
   --loss PERCENT      average datagram loss in each direction                 [default: 0]
   --bursty            Gilbert-Elliott bursty loss with the --loss average
-                      (mean burst of 3.3 datagrams) instead of random loss
+                      (mean burst of 3.3 datagrams; --loss at most 76.9)
+                      instead of random loss
   --reorder PERCENT   datagrams held back by RTT/4 so later ones overtake them [default: 0]
   --bytes N           bytes to transfer (suffixes k, M, G: powers of 1000)    [default: 50M]
   --duration SECS     transfer SECS worth of the bandwidth instead of --bytes
@@ -234,6 +235,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     if !(0.0..100.0).contains(&a.loss_percent) || !(0.0..=100.0).contains(&a.reorder_percent) {
         return Err("--loss must be in [0, 100) and --reorder in [0, 100]".into());
     }
+    // The bad state's share is p_gb / (p_gb + 0.3), at most 1 / 1.3 (with p_gb = 1): a higher average
+    // would need a probability above 1 of entering it.
+    if a.bursty && a.loss_percent / 100.0 > 1.0 / (1.0 + BURSTY_BAD_TO_GOOD) {
+        return Err(
+            "--loss with --bursty must be at most 76.9 (bursts last 3.3 datagrams on average)".into(),
+        );
+    }
     if a.duration_secs.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         return Err("--duration must be positive".into());
     }
@@ -383,15 +391,17 @@ fn configs(args: &Args) -> Result<(ServerConfig, ClientConfig), Box<dyn Error>> 
     Ok((server, client))
 }
 
+/// `--bursty`: the probability of leaving the bad state, which loses everything.
+const BURSTY_BAD_TO_GOOD: f64 = 0.3;
+
 fn link(args: &Args) -> LinkConfig {
     let p = args.loss_percent / 100.0;
     let (loss, gilbert_elliott) = if args.bursty && p > 0.0 {
         // Bad state loses everything and lasts 1 / 0.3 = 3.3 datagrams on average; the stationary share
         // of the bad state, p_gb / (p_gb + p_bg), is the average loss p.
-        let p_bad_to_good = 0.3;
         let ge = GilbertElliott {
-            p_good_to_bad: p * p_bad_to_good / (1.0 - p),
-            p_bad_to_good,
+            p_good_to_bad: p * BURSTY_BAD_TO_GOOD / (1.0 - p),
+            p_bad_to_good: BURSTY_BAD_TO_GOOD,
             loss_bad: 1.0,
             loss_good: 0.0,
         };
@@ -783,5 +793,31 @@ mod tests {
             .expect("not --help");
         assert_eq!(a.bandwidth_bps(), 1000);
         assert_eq!(a.rtt(), Duration::from_secs(3600));
+    }
+
+    /// With `--bursty`, the loss is the stationary share of the Gilbert-Elliott chain's bad state, whose
+    /// bursts last 1 / 0.3 datagrams on average: above 1 / 1.3 (76.9 %) the chain would need a
+    /// probability above 1 of entering it, and the link would lose less than asked.
+    #[test]
+    fn bursty_loss_is_the_average_asked_for_or_an_error() {
+        for loss in [1.0, 50.0, 76.9] {
+            let a = parse(&["--bursty", "--loss", &loss.to_string()])
+                .expect("within range")
+                .expect("not --help");
+            let ge = link(&a).gilbert_elliott.expect("bursty loss");
+            assert!(ge.p_good_to_bad <= 1.0, "loss {loss}: {ge:?}");
+            let share = ge.p_good_to_bad / (ge.p_good_to_bad + ge.p_bad_to_good);
+            assert!(
+                (share - loss / 100.0).abs() < 1e-9,
+                "loss {loss}: bad state {share}"
+            );
+        }
+        for loss in ["77", "90", "99.9"] {
+            assert!(
+                parse(&["--bursty", "--loss", loss]).is_err(),
+                "--bursty --loss {loss} accepted"
+            );
+        }
+        assert!(parse(&["--loss", "90"]).is_ok(), "random loss may be as high");
     }
 }
