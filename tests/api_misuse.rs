@@ -952,3 +952,64 @@ fn random_misuse(seed: u64) {
     assert_eq!(client.ep.stats().connections_active, 0, "seed {seed}");
     assert_eq!(server.ep.stats().connections_active, 0, "seed {seed}");
 }
+
+/// `stop` (and a read into an empty buffer) on a receiving side that is over (read to its end, its
+/// reset reported, or stopped already) says `ClosedStream`, as reads do then, whether or not the sending
+/// half of the same bidirectional stream still keeps the stream alive. Before, both said `Ok` while our
+/// sending half was open, and `ClosedStream` once both halves were over and the stream forgotten.
+#[test]
+fn stop_on_a_receiving_side_that_is_over_is_closed_whatever_the_sending_side() {
+    let mut p = connected(default(), default());
+    // Client streams: a answered and finished, b answered with a reset, c left alone; d stopped twice.
+    let c = quicsand(&mut p.client);
+    c.auto_read = false;
+    let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
+    let [a, b, d] = [(); 3].map(|_| {
+        let id = conn.open_bi().unwrap();
+        conn.stream(id).write(b"q").unwrap();
+        id
+    });
+    drop(conn);
+    let s = quicsand(&mut p.server);
+    s.auto_read = false;
+    p.drive(Duration::from_millis(100));
+    let s = quicsand(&mut p.server);
+    let mut conn = s.endpoint.conn(s.handle.unwrap()).unwrap();
+    while conn.accept(Dir::Bi).is_some() {}
+    conn.stream(a).write(b"answer").unwrap();
+    conn.stream(a).finish().unwrap();
+    conn.stream(b).reset(5).unwrap();
+    let uni = conn.open_uni().unwrap();
+    conn.stream(uni).write(b"one-way").unwrap();
+    conn.stream(uni).finish().unwrap();
+    drop(conn);
+    p.drive(Duration::from_millis(100));
+    let c = quicsand(&mut p.client);
+    let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
+    let mut buf = [0; 64];
+    assert_eq!(conn.stream(a).read(&mut buf), Ok(Some(6)));
+    assert_eq!(conn.stream(a).read(&mut buf), Ok(None));
+    assert_eq!(conn.stream(b).read(&mut buf), Err(ReadError::Reset { code: 5 }));
+    assert_eq!(conn.stream(d).stop(1), Ok(()));
+    // The peer's unidirectional stream, read to its end, is over and forgotten.
+    assert_eq!(conn.accept(Dir::Uni), Some(uni));
+    assert_eq!(conn.stream(uni).read(&mut buf), Ok(Some(7)));
+    assert_eq!(conn.stream(uni).read(&mut buf), Ok(None));
+    assert_eq!(conn.stream(uni).read(&mut []), Err(ReadError::ClosedStream));
+    assert_eq!(conn.stream(uni).stop(2), Err(ReadError::ClosedStream));
+    // Our sending halves are open: the streams are still there.
+    for id in [a, b, d] {
+        assert_eq!(
+            conn.stream(id).read(&mut buf),
+            Err(ReadError::ClosedStream),
+            "{id:?}"
+        );
+        assert_eq!(
+            conn.stream(id).read(&mut []),
+            Err(ReadError::ClosedStream),
+            "{id:?}"
+        );
+        assert_eq!(conn.stream(id).stop(2), Err(ReadError::ClosedStream), "{id:?}");
+        assert_eq!(conn.stream(id).write(b"more"), Ok(4), "{id:?}");
+    }
+}

@@ -283,7 +283,8 @@ impl StreamRef<'_, '_> {
 
     /// Asks the peer to stop sending, with an application error code (STOP_SENDING, RFC 9000 §19.5);
     /// one of 2^62 or more is sent as 2^62 - 1. [`ReadError::ConnectionClosed`] once the connection is
-    /// closing, as for [`reset`](Self::reset): no STOP_SENDING would go out.
+    /// closing, as for [`reset`](Self::reset): no STOP_SENDING would go out. [`ReadError::ClosedStream`]
+    /// once the receiving side is over (read to its end, its reset read, or stopped before), as reads say.
     pub fn stop(&mut self, code: u64) -> Result<(), ReadError> {
         let conn = self.conn.connection_mut();
         if conn.is_closed() {

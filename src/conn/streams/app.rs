@@ -156,7 +156,8 @@ impl Streams {
 
     /// Asks the peer to stop sending on stream `id` with an application error `code` (STOP_SENDING,
     /// RFC 9000 §3.5). Data received and not read is dropped; reads fail with
-    /// [`ReadError::ClosedStream`] from now on.
+    /// [`ReadError::ClosedStream`] from now on, and so does a second stop, as on a side read to its end
+    /// or whose reset was reported.
     pub(crate) fn stop(&mut self, id: StreamId, code: u64) -> Result<(), ReadError> {
         let missing = self.missing_read(id);
         let recv = self
@@ -166,6 +167,10 @@ impl Streams {
             .recv
             .as_mut()
             .ok_or(ReadError::UnknownStream)?;
+        // The same answer whether or not our sending half still keeps the stream in the map.
+        if recv.is_over_for_app() {
+            return Err(ReadError::ClosedStream);
+        }
         let held = recv.fragments();
         let send_frame = recv.stop(code);
         track_fragments(&mut self.fragments_bound, held, recv.fragments());
@@ -232,7 +237,10 @@ impl Streams {
             // The errors of `read_chunk_inner`, without reading.
             let missing = self.missing_read(id);
             let stream = self.streams.get(&id).ok_or(missing)?;
-            stream.recv.as_ref().ok_or(ReadError::UnknownStream)?;
+            let recv = stream.recv.as_ref().ok_or(ReadError::UnknownStream)?;
+            if recv.is_over_for_app() {
+                return Err(ReadError::ClosedStream);
+            }
             return Ok(Some(0));
         }
         let mut n = 0;

@@ -261,7 +261,7 @@ impl RecvStream {
     /// then `Err(Blocked)`.
     #[inline]
     pub(super) fn read_chunk(&mut self, max: usize, data_only: bool) -> Result<Option<Bytes>, ReadError> {
-        if self.app_done || self.stopped.is_some() {
+        if self.is_over_for_app() {
             return Err(ReadError::ClosedStream);
         }
         if data_only && self.reset.is_some() {
@@ -304,6 +304,12 @@ impl RecvStream {
             return Ok(None);
         }
         Err(ReadError::Blocked)
+    }
+
+    /// Whether the application is done with this side: it read the end or the reset, or stopped it. Reads
+    /// and stops then fail with [`ReadError::ClosedStream`], as once the stream is forgotten.
+    pub(super) fn is_over_for_app(&self) -> bool {
+        self.app_done || self.stopped.is_some()
     }
 
     /// The application stops reading (RFC 9000 §3.5). Returns whether a STOP_SENDING is worth sending:
