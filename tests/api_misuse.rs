@@ -686,6 +686,7 @@ struct Side {
     streams: Vec<StreamId>,
     seen: std::collections::HashMap<quicsand::ConnectionHandle, Seen>,
     buf: Vec<u8>,
+    late: Vec<String>,
 }
 
 impl Side {
@@ -721,13 +722,24 @@ impl Side {
                 }
                 Event::ConnectionLost { reason } => {
                     seen.lost = true;
-                    // Only the application ends these connections.
+                    // Only the application ends these connections (a close, a refusal), or the peer's
+                    // end whose CONNECTION_CLOSE was lost, which is checked at the end.
+                    let text = format!("{reason:?}");
+                    if matches!(reason, ConnectionError::Reset | ConnectionError::TimedOut) {
+                        self.late.push(text);
+                        continue;
+                    }
                     assert!(
                         matches!(
                             reason,
-                            ConnectionError::LocallyClosed | ConnectionError::ApplicationClosed { .. }
-                        ),
-                        "lost: {reason:?}"
+                            ConnectionError::LocallyClosed
+                                | ConnectionError::ApplicationClosed { .. }
+                                | ConnectionError::Refused
+                        ) || text.contains("APPLICATION_ERROR")
+                            || text.contains("CONNECTION_REFUSED"),
+                        "lost: {reason:?} at {:?} on {}",
+                        now - epoch(),
+                        self.addr
                     );
                 }
                 Event::Stream(StreamEvent::Finished { id }) => {
@@ -748,7 +760,9 @@ impl Side {
                 Event::Stream(StreamEvent::Writable { id }) => {
                     assert!(
                         !seen.send_ended.contains(&id.0),
-                        "Writable after a reset or stop: {id:?}"
+                        "Writable after a reset or stop: {id:?} on {} {h:?} stopped {}",
+                        self.addr,
+                        seen.stopped.contains(&id.0)
                     );
                 }
                 _ => {}
@@ -766,6 +780,25 @@ impl Side {
         let pick = 1 + rng.next_u64() % 99;
         if rng.chance(0.00005) {
             let _ = self.ep.close(now, h, rng.next_u64(), b"bye");
+            return;
+        }
+        if rng.chance(0.05) {
+            match rng.next_u64() % 5 {
+                0 | 4 => {
+                    let _ = self.ep.accept(now, h);
+                }
+                1 => {
+                    if rng.chance(0.01) {
+                        let _ = self.ep.refuse(now, h);
+                    }
+                }
+                2 => {
+                    let _ = self.ep.retry(now, h);
+                }
+                _ => {
+                    self.ep.set_accept_policy(quicsand::AcceptPolicy::Ask);
+                }
+            }
             return;
         }
         let Ok(mut conn) = self.ep.conn(h) else { return };
@@ -836,8 +869,9 @@ impl Side {
     }
 }
 
-/// Random application calls (streams of any ID, after finish, reset or close, datagrams of any size),
-/// a lossy network and clocks that step back now and then: no panic, no event twice or out of turn, no
+/// Random application calls (streams of any ID, after finish, reset or close, datagrams of any size;
+/// accept, refuse and Retry on any handle, stale ones too), a lossy network and clocks that step back
+/// now and then: no panic, no event twice or out of turn, no
 /// deadline that stays passed, and both endpoints end empty once everything is closed.
 #[test]
 fn random_misuse_keeps_the_endpoint_sound() {
@@ -847,10 +881,18 @@ fn random_misuse_keeps_the_endpoint_sound() {
 }
 
 fn random_misuse(seed: u64) {
+    eprintln!("seed {seed}");
     let cert = TestCert::new();
     let mut rng = common::NetRng::new(seed);
     let mut sc = ServerConfig::new(cert.server_tls(&[]));
     sc.transport.streams.send_buffer = 4096;
+    sc.transport.streams.stream_receive_window = 3000;
+    sc.transport.streams.receive_window = 10000;
+    sc.transport.streams.max_concurrent_bidi_streams = 5;
+    sc.transport.datagram_send_buffer = 3000;
+    if seed % 2 == 0 {
+        sc.accept = quicsand::AcceptPolicy::Ask;
+    }
     let mut server = Side {
         ep: quicsand::Endpoint::new(quicsand::EndpointConfig::with_seed(seed), Some(sc)),
         addr: server_addr(),
@@ -858,6 +900,7 @@ fn random_misuse(seed: u64) {
         streams: Vec::new(),
         seen: Default::default(),
         buf: Vec::new(),
+        late: Vec::new(),
     };
     let mut client = Side {
         ep: quicsand::Endpoint::new(quicsand::EndpointConfig::with_seed(seed + 1000), None),
@@ -866,25 +909,23 @@ fn random_misuse(seed: u64) {
         streams: Vec::new(),
         seen: Default::default(),
         buf: Vec::new(),
+        late: Vec::new(),
     };
     let mut real = epoch() + Duration::from_secs(100);
-    let h = client
-        .ep
-        .connect(
-            real,
-            ClientConfig::new(cert.client_tls(&[])),
-            server_addr(),
-            "localhost",
-        )
-        .unwrap();
+    // Small and odd client settings: tiny send buffers and windows, few peer streams.
+    let mut cc = ClientConfig::new(cert.client_tls(&[]));
+    cc.transport.streams.send_buffer = 1 + (seed as usize % 3) * 1000;
+    cc.transport.streams.stream_receive_window = 1 + seed % 2000;
+    cc.transport.streams.max_concurrent_uni_streams = seed % 3;
+    let h = client.ep.connect(real, cc, server_addr(), "localhost").unwrap();
     client.handles.push(h);
     let mut wire: Vec<(std::time::Instant, bool, Vec<u8>)> = Vec::new();
     let one_way = Duration::from_millis(5);
     let steps = 3000;
     for step in 0..steps + 3000 {
-        // The caller's clock: mostly real time, sometimes up to 2 s behind.
-        let now = if rng.chance(0.05) {
-            real - Duration::from_millis(rng.next_u64() % 2000)
+        // The caller's clock: mostly real time, sometimes up to 10 s behind.
+        let now = if rng.chance(0.15) {
+            real - Duration::from_millis(rng.next_u64() % 10000)
         } else {
             real
         };
@@ -915,6 +956,8 @@ fn random_misuse(seed: u64) {
             }
         }
         for (side, to_server) in [(&mut client, true), (&mut server, false)] {
+            // Events are drained before the calls: one queued before a reset is not stale news of it.
+            side.drain(now, &mut wire, to_server, &mut rng, real + one_way);
             if step < steps {
                 for _ in 0..(rng.next_u64() % 4) {
                     side.poke(now, &mut rng);
@@ -947,6 +990,17 @@ fn random_misuse(seed: u64) {
             }
             None if step >= steps => break,
             None => real += Duration::from_millis(10),
+        }
+    }
+    for (a, b) in [(&client, &server), (&server, &client)] {
+        if !a.late.is_empty() {
+            let peer_closed = b.seen.values().filter(|s| s.lost).count();
+            assert!(
+                peer_closed >= a.late.len(),
+                "seed {seed}: {:?} on {} with {peer_closed} closed by the peer",
+                a.late,
+                a.addr
+            );
         }
     }
     assert_eq!(client.ep.stats().connections_active, 0, "seed {seed}");
