@@ -1067,3 +1067,42 @@ fn stop_on_a_receiving_side_that_is_over_is_closed_whatever_the_sending_side() {
         assert_eq!(conn.stream(id).write(b"more"), Ok(4), "{id:?}");
     }
 }
+
+/// An application that pings through the handshake (every 100 ms, under the first PTO of about a
+/// second) after its first Initial was lost: each PING is ack-eliciting and arms the PTO again from its
+/// sending (RFC 9002 §6.2.1), so the probe that would send the ClientHello again never fires, and the
+/// server, with no connection yet, drops every Initial without CRYPTO. The PING must carry the CRYPTO
+/// data still unacknowledged, as a probe does (RFC 9002 §6.2.4). Before, the handshake never completed.
+#[test]
+fn pinging_through_the_handshake_does_not_keep_a_lost_client_hello_back() {
+    let cert = TestCert::new();
+    let sc = ServerConfig::new(cert.server_tls(&[]));
+    let mut c = QuicsandNode::client(client_addr(), 2);
+    c.connect(
+        epoch(),
+        ClientConfig::new(cert.client_tls(&[])),
+        server_addr(),
+        "localhost",
+    );
+    let mut p = Pair::new(
+        Box::new(c),
+        Box::new(QuicsandNode::server(server_addr(), sc, 1)),
+        3,
+    );
+    // The client's first datagram is lost.
+    p.filter = Box::new(|dir, index, _, _| {
+        (dir != common::Dir::ClientToServer || index != 0).then_some(Duration::ZERO)
+    });
+    let end = p.now + Duration::from_secs(10);
+    while !p.both_connected() && p.now < end {
+        let next = p.now + Duration::from_millis(100);
+        p.drive_until(Duration::from_millis(100), |p| p.both_connected());
+        p.now = p.now.max(next);
+        p.client.ping();
+    }
+    assert!(
+        p.both_connected(),
+        "{:?}",
+        quicsand(&mut p.server).endpoint.stats()
+    );
+}

@@ -1463,7 +1463,15 @@ impl Connection {
         } else {
             self.write_space
         };
-        self.spaces[space.index()].ping_pending = true;
+        let s = &mut self.spaces[space.index()];
+        s.ping_pending = true;
+        // A handshake PING carries the CRYPTO data not yet acknowledged, as a probe does (RFC 9002
+        // §6.2.4). Each ack-eliciting packet arms the PTO again (§6.2.1), so pings sent more often than
+        // the PTO would keep the probe that sends it again from ever firing; and a server with no
+        // connection yet (the first Initial lost) ignores Initials without CRYPTO.
+        if space != SpaceId::Data {
+            s.crypto_send.requeue_unacked();
+        }
     }
 
     /// The next application event: the connection's own first, then stream events, except that

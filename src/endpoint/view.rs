@@ -183,7 +183,8 @@ impl<'a> ConnRef<'a> {
         conn.max_datagram_size()
     }
 
-    /// Sends a PING, an ack-eliciting packet that makes the peer answer.
+    /// Sends a PING, an ack-eliciting packet that makes the peer answer. During the handshake it goes
+    /// with the handshake data not yet acknowledged, as a retransmission probe would.
     pub fn ping(&mut self) {
         self.connection_mut().ping();
     }
