@@ -1106,3 +1106,56 @@ fn pinging_through_the_handshake_does_not_keep_a_lost_client_hello_back() {
         quicsand(&mut p.server).endpoint.stats()
     );
 }
+
+/// A stream finished without a byte written (a zero-length write before, or none) still goes: the peer
+/// sees it open and end, and we hear Finished once.
+#[test]
+fn an_empty_finished_stream_is_delivered_and_reported_finished_once() {
+    let mut p = connected(default(), default());
+    let c = quicsand(&mut p.client);
+    let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
+    let a = conn.open_uni().unwrap();
+    let b = conn.open_bi().unwrap();
+    assert_eq!(conn.stream(a).write(b""), Ok(0));
+    conn.stream(a).finish().unwrap();
+    conn.stream(b).finish().unwrap();
+    drop(conn);
+    drive_bounded(&mut p, Duration::from_secs(2));
+    let received = p.server.received_streams();
+    assert_eq!(received.get(&a.0), Some(&(0, true)));
+    assert_eq!(received.get(&b.0), Some(&(0, true)));
+    let events = quicsand(&mut p.client).stream_events();
+    for id in [a, b] {
+        let n = events
+            .iter()
+            .filter(|e| **e == StreamEvent::Finished { id })
+            .count();
+        assert_eq!(n, 1, "{id:?}: {events:?}");
+    }
+}
+
+/// An `open` refused at the peer's stream limit is followed by one Available event once the peer
+/// raises the limit, and `open` then succeeds.
+#[test]
+fn a_refused_open_is_followed_by_available_once_the_limit_rises() {
+    let mut s = default();
+    s.streams.max_concurrent_uni_streams = 1;
+    let mut p = connected(default(), s);
+    let c = quicsand(&mut p.client);
+    let mut conn = c.endpoint.conn(c.handle.unwrap()).unwrap();
+    let first = conn.open_uni().unwrap();
+    assert_eq!(conn.open_uni(), None);
+    assert_eq!(conn.open_uni(), None);
+    conn.stream(first).finish().unwrap();
+    drop(conn);
+    // The server reads the stream to its end (auto_read), which frees its slot.
+    drive_bounded(&mut p, Duration::from_secs(2));
+    let c = quicsand(&mut p.client);
+    let available = c
+        .stream_events()
+        .iter()
+        .filter(|e| **e == StreamEvent::Available { dir: Dir::Uni })
+        .count();
+    assert_eq!(available, 1, "{:?}", c.stream_events());
+    assert!(c.conn().open_uni().is_some());
+}
