@@ -1159,3 +1159,81 @@ fn a_refused_open_is_followed_by_available_once_the_limit_rises() {
     assert_eq!(available, 1, "{:?}", c.stream_events());
     assert!(c.conn().open_uni().is_some());
 }
+
+/// A wall clock for tokens that reads anything: zero, the largest duration, or steps back and forth.
+struct WildClock(std::sync::atomic::AtomicU64);
+
+impl quicsand::WallClock for WildClock {
+    fn unix_time(&self) -> Duration {
+        let k = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match k % 4 {
+            0 => Duration::ZERO,
+            1 => Duration::MAX,
+            2 => Duration::from_secs(1_700_000_000),
+            _ => Duration::from_secs(u64::MAX / 2),
+        }
+    }
+}
+
+/// Token lifetimes of 0 and of the largest duration, with Retry for every connection and NEW_TOKEN
+/// tokens kept for the next: connections are still made (a token that cannot validate costs a Retry or
+/// the amplification limit, not the connection). A wall clock that reads anything: no panic or spin.
+#[test]
+fn extreme_token_settings_and_a_wild_wall_clock_do_not_panic() {
+    for k in 0..6 {
+        let cert = TestCert::new();
+        let mut sc = ServerConfig::new(cert.server_tls(&[]));
+        sc.retry = quicsand::RetryPolicy::Always;
+        match k {
+            0 => sc.tokens.retry_token_lifetime = Duration::ZERO,
+            1 => sc.tokens.retry_token_lifetime = Duration::MAX,
+            2 => sc.tokens.new_token_lifetime = Duration::ZERO,
+            3 => sc.tokens.new_token_lifetime = Duration::MAX,
+            4 => sc.tokens.new_tokens_per_connection = usize::MAX,
+            _ => {}
+        }
+        if k == 5 {
+            sc.tokens.wall_clock = Some(std::sync::Arc::new(WildClock(Default::default())));
+        }
+        let mut c = QuicsandNode::client(client_addr(), 2);
+        c.connect(
+            epoch(),
+            ClientConfig::new(cert.client_tls(&[])),
+            server_addr(),
+            "localhost",
+        );
+        let mut p = Pair::new(
+            Box::new(c),
+            Box::new(QuicsandNode::server(server_addr(), sc, 1)),
+            3,
+        );
+        let connected = |p: &mut Pair| {
+            quicsand(&mut p.client)
+                .raw_events
+                .iter()
+                .filter(|(_, e)| *e == Event::Connected)
+                .count()
+        };
+        // Two connections in turn: the second presents the first one's NEW_TOKEN token.
+        for round in 1..=2 {
+            if round == 2 {
+                let now = p.now;
+                let c = quicsand(&mut p.client);
+                c.connect(
+                    now,
+                    ClientConfig::new(cert.client_tls(&[])),
+                    server_addr(),
+                    "localhost",
+                );
+            }
+            let deadline = p.now + Duration::from_secs(10);
+            while connected(&mut p) < round && p.step_before(Some(deadline)) {}
+            // Retry tokens that expire at once: the handshake goes on unvalidated (RFC 9000 §8.1.3). A
+            // clock that leaps years back and forth may end it with INVALID_TOKEN instead.
+            if k < 5 {
+                assert_eq!(connected(&mut p), round, "{k}: {:?}", p.client_events);
+            }
+            drive_bounded(&mut p, Duration::from_secs(1));
+        }
+    }
+}
