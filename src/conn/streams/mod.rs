@@ -208,7 +208,9 @@ pub enum StreamEvent {
         /// The peer's application error code.
         code: u64,
     },
-    /// The peer asked us to stop sending (STOP_SENDING); the stream was reset with the same code.
+    /// The peer asked us to stop sending (STOP_SENDING); the stream was reset with the same code, unless
+    /// the application had reset it already (its RESET_STREAM keeps the application's code, and writes
+    /// still return [`WriteError::Stopped`] with the peer's).
     Stopped {
         /// The stream.
         id: StreamId,
