@@ -319,6 +319,14 @@ pub struct ServerConfig {
     /// one that closed first, once its CONNECTION_CLOSE went out (counted in
     /// `EndpointStats::closing_handshakes_ended`).
     pub max_incoming_handshakes: usize,
+    /// Connections in the endpoint's table at once (handshakes, established and closing ones, and the
+    /// endpoint's own outgoing ones); beyond this, a new client's Initial gets CONNECTION_CLOSE with
+    /// CONNECTION_REFUSED and no state, as under [`AcceptPolicy::Refuse`] (RFC 9000 §5.2.2; §21.6 counts
+    /// "the maximum number of clients the server will allow" among the mitigations of Slowloris),
+    /// counted in `EndpointStats::refused_connection_limit`.
+    /// Every connection holds memory for as long as its peer keeps it alive, so without a bound a host
+    /// completing handshakes from many ports grows the endpoint without end. 16,384 by default.
+    pub max_connections: usize,
     /// When a client's first Initial is answered with a Retry (RFC 9000 §8.1.2); changeable at run time
     /// with [`Endpoint::set_retry_policy`](crate::Endpoint::set_retry_policy).
     pub retry: RetryPolicy,
@@ -334,6 +342,7 @@ impl ServerConfig {
             transport: TransportConfig::default(),
             accept: AcceptPolicy::Accept,
             max_incoming_handshakes: 4096,
+            max_connections: 16 * 1024,
             retry: RetryPolicy::default(),
             tokens: TokenConfig::default(),
         }

@@ -48,6 +48,8 @@ mod lifecycle;
 #[cfg(test)]
 mod loss_timers;
 #[cfg(test)]
+mod memory_bounds;
+#[cfg(test)]
 mod migration;
 #[cfg(test)]
 mod packet_rules;
@@ -160,6 +162,9 @@ pub struct EndpointStats {
     pub dropped_unsupported_version: u64,
     /// New connections dropped because `max_incoming_handshakes` handshakes were in progress.
     pub dropped_handshake_limit: u64,
+    /// Client Initials refused (CONNECTION_REFUSED, without state) because `ServerConfig::max_connections`
+    /// connections were in the table.
+    pub refused_connection_limit: u64,
     /// Handshakes that closed before completing whose closing or draining period was cut short, at
     /// `max_incoming_handshakes`, to admit a new connection in their place.
     pub closing_handshakes_ended: u64,
@@ -215,8 +220,9 @@ pub struct EndpointStats {
     /// [`Endpoint::accept`]).
     pub connections_accepted: u64,
     /// Incoming connections refused: held ones with [`Endpoint::refuse`], and under
-    /// [`AcceptPolicy::Refuse`] each refusal handed out by [`Endpoint::poll_transmit`] (a client whose
-    /// Initial comes again, the refusal having been lost, counts again).
+    /// [`AcceptPolicy::Refuse`], or at `ServerConfig::max_connections`, each refusal handed out by
+    /// [`Endpoint::poll_transmit`] (a client whose Initial comes again, the refusal having been lost,
+    /// counts again).
     pub connections_refused: u64,
     /// Incoming connections that could not be created (no free connection ID or slot, or the connection
     /// rejected the server configuration).
@@ -1080,13 +1086,18 @@ impl Endpoint {
             self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_malformed);
             return;
         }
-        if accept == AcceptPolicy::Refuse {
+        // RFC 9000 §21.6: a full table refuses newcomers the same way.
+        let full = self.table.len() >= server.max_connections;
+        if accept == AcceptPolicy::Refuse || full {
             // RFC 9000 §5.2.2: refused without connection state, whatever the handshake limit or the
             // Retry policy (the answer is far smaller than the Initial, so it cannot amplify).
             let Some(keys) = initial_authenticates(version, &dcid, &datagram.payload) else {
                 self.drop_unless_reset(now, &datagram.payload, |s| &mut s.dropped_unauthenticated);
                 return;
             };
+            if full {
+                self.stats.refused_connection_limit += 1;
+            }
             let error = TransportError::new(TransportErrorCode::CONNECTION_REFUSED, "refused by the server");
             self.queue_initial_close(&datagram, version, dcid, scid, &keys, error);
             return;
