@@ -4,10 +4,15 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::churn::Net;
+use super::peer_errors::{inject, sends, Pair};
 use super::Endpoint;
+use crate::conn::SpaceId;
 use crate::event::Event;
-use crate::{ConnectionError, EndpointConfig};
+use crate::wire::frame::{Datagram, Dir, Frame, ResetStream, StopSending, StreamFrame, StreamId};
+use crate::{ConnectionError, EndpointConfig, Side, TransportConfig};
 
 /// RFC 9000 §21.6: a host completing handshakes from as many ports as it likes makes an endpoint
 /// hold a connection for each, for as long as it keeps them alive. `ServerConfig::max_connections`
@@ -48,4 +53,113 @@ fn connections_beyond_max_connections_are_refused_without_state() {
         .iter()
         .any(|(x, e)| *x == late && *e == Event::Connected));
     assert_eq!(net.server.stats().connections_active, 3);
+}
+
+/// A hostile client against an application that never calls `poll_event`: it opens every stream the
+/// server allows, sends on each, resets each, asks it to stop sending, and floods DATAGRAM frames, ten
+/// times over. The events queued stay within a few per stream allowed (each stream is held until the
+/// application sees it, so its limit bounds them: 701 events, Opened, Readable and Reset for each of the
+/// 200 streams, Stopped for the 100 bidirectional ones, one DatagramReceived), and repeating it all adds
+/// none.
+#[test]
+fn events_stay_bounded_when_the_application_never_polls() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let limits = TransportConfig::default().streams;
+    let streams = limits.max_concurrent_bidi_streams + limits.max_concurrent_uni_streams;
+    let mut after_first = None;
+    for round in 0..10u64 {
+        for dir in [Dir::Bi, Dir::Uni] {
+            for index in 0..100 {
+                let id = StreamId::new(Side::Client, dir, index);
+                let mut frames = vec![
+                    Frame::Stream(StreamFrame {
+                        id,
+                        offset: round,
+                        fin: false,
+                        data: Bytes::from_static(b"x"),
+                    }),
+                    Frame::ResetStream(ResetStream {
+                        id,
+                        error_code: 1,
+                        final_size: 10,
+                    }),
+                ];
+                if dir == Dir::Bi {
+                    frames.push(Frame::StopSending(StopSending { id, error_code: 2 }));
+                }
+                inject(&mut p, SpaceId::Data, &frames);
+            }
+        }
+        for _ in 0..1000 {
+            inject(
+                &mut p,
+                SpaceId::Data,
+                &[Frame::Datagram(Datagram {
+                    data: Bytes::from_static(b"d"),
+                })],
+            );
+        }
+        assert!(!p.server.conn(h).unwrap().is_closed());
+        let queued = p.server.events.len();
+        assert!(
+            queued as u64 <= 4 * streams + 8,
+            "{queued} events queued in round {round}"
+        );
+        assert_eq!(*after_first.get_or_insert(queued), queued, "round {round}");
+    }
+}
+
+/// A client that never acknowledges anything, and keeps the connection from its idle timeout with a
+/// PING a second, while the server's application has megabytes to send: for ten minutes the server's
+/// records of packets in flight stay within the congestion window and a probe or two per PTO (the
+/// backoff doubles without a cap, RFC 9002 §6.2.1, and no ACK resets it), and what waits to be sent
+/// within the send buffer.
+#[test]
+fn sent_packet_records_stay_bounded_when_the_peer_never_acknowledges() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let id = p.server.conn(h).unwrap().open_bi().unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let start = p.now;
+    let end = p.now + Duration::from_secs(600);
+    let mut next_ping = p.now;
+    let (mut most_records, mut most_in_flight, mut written) = (0, 0, 0);
+    while p.now < end {
+        if p.now >= next_ping {
+            if let Some(c) = p.server.table.get(h).map(|e| &e.conn) {
+                if c.is_closed() {
+                    panic!("closed at {:?}: {:?}", p.now - start, c.close);
+                }
+            } else {
+                panic!("gone at {:?}", p.now - start);
+            }
+            inject(&mut p, SpaceId::Data, &[Frame::Ping]);
+            // As a real packet carrying it would (RFC 9000 §10.1); an injected payload does not.
+            let now = p.now;
+            p.server.table.get_mut(h).unwrap().conn.reset_idle(now);
+            next_ping = p.now + Duration::from_secs(1);
+        }
+        if let Ok(n) = p.server.conn(h).unwrap().stream(id).write(&chunk) {
+            written += n;
+        }
+        let _ = sends(&mut p.server, p.now);
+        let conn = &p.server.table.get(h).unwrap().conn;
+        most_records = most_records.max(conn.recovery.oldest_unacked(SpaceId::Data).count());
+        most_in_flight = most_in_flight.max(conn.recovery.bytes_in_flight());
+        let next = p.server.poll_timeout().map_or(next_ping, |t| t.min(next_ping));
+        p.now = p.now.max(next);
+        let now = p.now;
+        p.server.handle_timeout(now);
+    }
+    assert!(!p.server.conn(h).unwrap().is_closed());
+    // 36 packets and 46 KB seen: the window the handshake left, and 14 PTOs' probes (one more every
+    // time the elapsed time doubles: 28 more in a year).
+    assert!(most_records <= 64, "{most_records} packets tracked");
+    assert!(most_in_flight <= 64 * 1024, "{most_in_flight} bytes in flight");
+    // What the application could queue: the stream's send buffer, nothing more for lack of ACKs.
+    assert!(
+        written <= TransportConfig::default().streams.send_buffer,
+        "{written} bytes written"
+    );
 }
