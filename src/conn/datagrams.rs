@@ -137,6 +137,14 @@ impl Datagrams {
     }
 }
 
+impl Datagrams {
+    /// The received datagrams waiting for the application, and the slots of their queue.
+    #[cfg(test)]
+    pub(crate) fn recv_slots(&self) -> (usize, usize) {
+        (self.recv.len(), self.recv.capacity())
+    }
+}
+
 /// Releases the slots of an emptied queue that a burst grew beyond [`KEPT_SLOTS`]: up to 16,384 of 32
 /// bytes each under the default limits, which would otherwise stay held for the connection's life.
 fn release_if_emptied(queue: &mut VecDeque<Bytes>) {

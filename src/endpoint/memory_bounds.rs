@@ -163,3 +163,23 @@ fn sent_packet_records_stay_bounded_when_the_peer_never_acknowledges() {
         "{written} bytes written"
     );
 }
+
+/// An application that never reads datagrams, and a peer sending 100,000 empty DATAGRAM frames (each
+/// costs it two bytes): the queue holds the 16,384 newest, `datagram_receive_buffer` (1 MiB) counting
+/// 64 bytes for each one's place, in at most as many slots; the rest are dropped and counted.
+#[test]
+fn received_datagrams_an_application_never_reads_stay_within_the_buffer() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let empty = Frame::Datagram(Datagram { data: Bytes::new() });
+    for _ in 0..1000 {
+        inject(&mut p, SpaceId::Data, &vec![empty.clone(); 100]);
+    }
+    let conn = &p.server.table.get(h).unwrap().conn;
+    assert!(conn.close.is_none(), "{:?}", conn.close);
+    let slots = TransportConfig::default().datagram_receive_buffer.unwrap() / 64;
+    let (queued, capacity) = conn.datagrams.recv_slots();
+    assert_eq!(queued, slots);
+    assert!(capacity <= slots, "{capacity} slots");
+    assert_eq!(conn.stats().datagrams_recv_dropped, 100_000 - slots as u64);
+}
