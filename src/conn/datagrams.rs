@@ -143,6 +143,28 @@ impl Datagrams {
     pub(crate) fn recv_slots(&self) -> (usize, usize) {
         (self.recv.len(), self.recv.capacity())
     }
+
+    /// Fuzzing hook: asserts that each queue's byte count is what it holds and stays within its limit
+    /// (`None`: datagrams are not received, so nothing is held). One datagram alone always fits the send
+    /// queue, but never one larger than the limit (`send_datagram` refuses those).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn assert_bounded(&self, send_limit: usize, recv_limit: Option<usize>) {
+        let cost = |q: &VecDeque<Bytes>| q.iter().map(|d| d.len() + RECV_ENTRY_COST).sum::<usize>();
+        assert_eq!(self.send_bytes, cost(&self.send), "send queue: byte count");
+        assert_eq!(self.recv_bytes, cost(&self.recv), "receive queue: byte count");
+        assert!(
+            self.send_bytes <= send_limit || (self.send.len() == 1 && self.send[0].len() <= send_limit),
+            "send queue: {} bytes in {} datagrams over the limit of {send_limit}",
+            self.send_bytes,
+            self.send.len()
+        );
+        assert!(
+            self.recv_bytes <= recv_limit.unwrap_or(0),
+            "receive queue: {} bytes in {} datagrams over the limit of {recv_limit:?}",
+            self.recv_bytes,
+            self.recv.len()
+        );
+    }
 }
 
 /// Releases the slots of an emptied queue that a burst grew beyond [`KEPT_SLOTS`]: up to 16,384 of 32

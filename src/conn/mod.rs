@@ -43,6 +43,8 @@ mod tokens;
 pub use congestion::CongestionAlgorithm;
 #[cfg(feature = "sim")]
 pub(crate) use connection::later;
+#[cfg(any(test, fuzzing))]
+pub(crate) use connection::max_datagram_frame_size;
 pub use connection::ConnectionStats;
 pub(crate) use connection::{Connection, EndpointEvent, IncomingInfo};
 pub use datagrams::SendDatagramError;

@@ -1254,6 +1254,19 @@ impl Endpoint {
         self.table.get(h)?.conn.streams.recv_final_size(id)
     }
 
+    /// Fuzzing hook: asserts that the datagram queues of connection `h` (if it is still there) hold what
+    /// their byte counts say, within the configured limits (see `Datagrams::assert_bounded`).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn assert_datagram_queues_bounded(&self, h: ConnectionHandle) {
+        if let Some(entry) = self.table.get(h) {
+            let conn = &entry.conn;
+            conn.datagrams.assert_bounded(
+                conn.config.datagram_send_buffer,
+                conn.config.datagram_receive_buffer,
+            );
+        }
+    }
+
     /// Test and fuzzing hook: `payload` reaches connection `h` as the decrypted payload of an
     /// authenticated 1-RTT packet from its peer (see `Connection::inject_payload`).
     #[cfg(any(test, fuzzing))]

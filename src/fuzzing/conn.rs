@@ -23,7 +23,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 const NETWORK_BOUND: Duration = Duration::from_secs(600);
 
 /// Bytes each side sends in the transfer of `conn_frames` and `conn_network`.
-fn transfer_len(input: &mut Input<'_>) -> usize {
+pub(super) fn transfer_len(input: &mut Input<'_>) -> usize {
     1000 + usize::from(input.u8()) * 24
 }
 
@@ -79,7 +79,7 @@ pub(crate) fn transfer_app(len: usize) -> impl FnMut(&mut Pair, usize) {
 
 /// Both directions of the transfer ended for their readers (data, reset or stop), or both
 /// connections are lost.
-fn transfer_done(pair: &Pair) -> bool {
+pub(super) fn transfer_done(pair: &Pair) -> bool {
     // Streams only injected frames opened (nothing written, finished or reset by their writer) owe
     // nothing.
     let real = |m: &&StreamModel| m.written > 0 || m.finished || m.reset.is_some();
@@ -88,7 +88,7 @@ fn transfer_done(pair: &Pair) -> bool {
 
 /// Asserts the pair ended: everything owed was read exactly, or a connection was lost; and that a side
 /// which detected an error told its peer.
-fn assert_ended(pair: &Pair, finished: bool) {
+pub(super) fn assert_ended(pair: &Pair, finished: bool) {
     assert!(
         finished,
         "the connection hung: neither finished the transfer nor closed within the bound of virtual time \
@@ -161,12 +161,12 @@ fn forges_other_id_length(payload: &[u8], peer_len: usize) -> bool {
 }
 
 /// Neither side has a connection left (a server that never heard the client has none at all).
-fn both_lost(pair: &Pair) -> bool {
+pub(super) fn both_lost(pair: &Pair) -> bool {
     pair.peers.iter().all(|p| p.lost.is_some() || p.conn.is_none())
 }
 
 /// A network that follows the fuzz input, one byte per datagram (then delivers everything).
-struct Scripted<'a> {
+pub(super) struct Scripted<'a> {
     input: Input<'a>,
     /// A datagram was corrupted (under the null cipher, corruption is not detected).
     corrupted: bool,
@@ -174,6 +174,18 @@ struct Scripted<'a> {
     client_port: Option<u16>,
     /// The codepoint the last routed datagram arrives with instead of its own, if the script rewrote it.
     ecn: Option<Option<EcnCodepoint>>,
+}
+
+impl<'a> Scripted<'a> {
+    /// A network that follows `input`, then delivers everything.
+    pub(super) fn new(input: Input<'a>) -> Self {
+        Self {
+            input,
+            corrupted: false,
+            client_port: None,
+            ecn: None,
+        }
+    }
 }
 
 impl Network for Scripted<'_> {
@@ -287,12 +299,7 @@ pub(super) fn run_conn_network(setup: &Setup, data: &[u8]) -> (Pair, bool, bool)
     let mut input = Input::new(data);
     let len = transfer_len(&mut input);
     let mut pair = Pair::new(setup, 2);
-    let mut net = Scripted {
-        input,
-        corrupted: false,
-        client_port: None,
-        ecn: None,
-    };
+    let mut net = Scripted::new(input);
     let mut app = transfer_app(len);
     let limit = pair.now + NETWORK_BOUND;
     let finished = pair.run(&mut net, limit, &mut app, &|p: &Pair| {

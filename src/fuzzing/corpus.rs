@@ -136,6 +136,45 @@ pub fn record_corpus(dir: &Path, epoch: Instant) -> io::Result<()> {
     {
         seeds.add("conn_network", [&[i as u8 * 20][..], script].concat())?;
     }
+    // conn_datagrams: the transfer size; the client's receive and send buffers and the server's; a fate
+    // script; then records `[op, a, b]`, op = kind << 1 | side (0 to 2 send: a picks the size, 0 the
+    // largest, 1 one more, 2 empty; 3 a burst of a + 1; 4 and 5 read, a = 0 all; 6 wait 2a ms; 7 close
+    // with a >= 0xf0).
+    let early = [0u8, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 1, 2, 0];
+    let later = [
+        12u8, 25, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 2, 2, 0, 6, 7, 0, 7, 7, 0, 12, 20, 0, 8, 0, 0, 9, 0,
+        0,
+    ];
+    let close = [14u8, 0xf0, 0, 0, 0, 0, 1, 0, 0, 12, 25, 0, 9, 0, 0, 8, 0, 0];
+    for (buffers, fates, records) in [
+        ([255u8, 255, 255, 255], &[][..], vec![&early[..], &later]),
+        ([3, 255, 4, 255], &[], vec![&early, &later]),
+        ([5, 10, 22, 130], &[], vec![&early, &later]),
+        (
+            [255, 255, 255, 255],
+            &[4, 0, 5, 0, 0x78, 6, 0, 40, 0, 4],
+            vec![&early, &later, &later],
+        ),
+        ([255, 255, 255, 255], &[], vec![&early, &later, &close]),
+        ([131, 1, 140, 129], &[], vec![&later, &early, &later]),
+        // A longer one, so that libFuzzer's length limit (the longest seed) leaves room for many records.
+        (
+            [255, 140, 20, 255],
+            &[
+                0, 4, 0, 5, 0, 0x78, 6, 0, 40, 0, 4, 0, 2, 0x0a, 0x12, 3, 0x1b, 0, 7, 0, 0, 4,
+            ],
+            vec![
+                &early, &later, &later, &later, &later, &later, &later, &close, &later,
+            ],
+        ),
+    ] {
+        let mut seed = vec![10];
+        seed.extend(buffers);
+        seed.push(fates.len() as u8);
+        seed.extend(fates);
+        seed.extend(records.concat());
+        seeds.add("conn_datagrams", seed)?;
+    }
     // stream_ops: `[op, arg]` pairs; op = kind << 1 | side (0 open bi, 1 open uni, 2 write, 3 finish,
     // 4 reset, 5 stop, 6 read, 7 accept, 8 wait).
     for ops in [

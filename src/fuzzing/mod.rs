@@ -7,8 +7,8 @@
 //!
 //! The decoder checks ([`check_header`], [`check_frames`], [`check_transport_params`]) and
 //! [`check_reassembly`] need nothing else. The connection checks ([`check_server_recv`],
-//! [`check_conn_frames`], [`check_conn_network`], [`check_stream_ops`]) take a [`Setup`] made once per
-//! process. They are the same functions in both builds; only the packet protection differs: real TLS
+//! [`check_conn_frames`], [`check_conn_network`], [`check_conn_datagrams`], [`check_stream_ops`]) take
+//! a [`Setup`] made once per process. They are the same functions in both builds; only the packet protection differs: real TLS
 //! and AEADs in tests, the null cipher and null handshake under `cfg(fuzzing)` ([`NULL_CRYPTO`]), so
 //! that fuzz input reaches frame handling in established connections. See `docs/fuzzing.md`.
 
@@ -17,6 +17,7 @@ use bytes::Bytes;
 mod conn;
 #[cfg(fuzzing)]
 mod corpus;
+mod datagrams;
 mod input;
 mod pair;
 mod reassembly;
@@ -27,6 +28,7 @@ mod tests;
 pub use conn::{check_conn_frames, check_conn_network, check_server_recv, check_stream_ops, NULL_CRYPTO};
 #[cfg(fuzzing)]
 pub use corpus::record_corpus;
+pub use datagrams::check_conn_datagrams;
 pub use pair::Setup;
 pub use reassembly::check_reassembly;
 

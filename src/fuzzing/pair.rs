@@ -200,6 +200,8 @@ pub(crate) struct Pair {
     routed: Vec<(Duration, Vec<u8>)>,
     /// Datagrams each side sent, for corpus recording.
     pub(crate) record: Option<Vec<(usize, Vec<u8>)>>,
+    /// Each side's transport configuration.
+    transports: [TransportConfig; 2],
 }
 
 impl Pair {
@@ -211,6 +213,24 @@ impl Pair {
     /// Like [`Pair::new`], with keep-alives on both sides.
     pub(crate) fn with_keep_alive(setup: &Setup, seed: u64) -> Self {
         Self::build(setup, seed, true)
+    }
+
+    /// Like [`Pair::new`], with each side's transport configuration changed by `configure` (called with
+    /// [`CLIENT`] and [`SERVER`]).
+    pub(crate) fn with_transport(
+        setup: &Setup,
+        seed: u64,
+        configure: impl Fn(usize, &mut TransportConfig),
+    ) -> Self {
+        let mut setup = setup.clone();
+        configure(CLIENT, &mut setup.client.transport);
+        configure(SERVER, &mut setup.server.transport);
+        Self::build(&setup, seed, false)
+    }
+
+    /// The transport configuration of side `s`'s connections.
+    pub(crate) fn transport(&self, s: usize) -> &TransportConfig {
+        &self.transports[s]
     }
 
     fn build(setup: &Setup, seed: u64, keep_alive: bool) -> Self {
@@ -250,6 +270,7 @@ impl Pair {
             buf: Vec::new(),
             routed: Vec::new(),
             record: None,
+            transports: [setup.client.transport.clone(), setup.server.transport.clone()],
         }
     }
 

@@ -36,6 +36,19 @@ proptest! {
     }
 
     #[test]
+    fn conn_datagrams_keep_their_bounds(
+        head in prop::collection::vec(any::<u8>(), 5..6),
+        fates in prop::collection::vec(any::<u8>(), 0..40),
+        records in prop::collection::vec(any::<u8>(), 0..150),
+    ) {
+        let mut input = head;
+        input.push(fates.len() as u8);
+        input.extend(fates);
+        input.extend(records);
+        check_conn_datagrams(setup(), &input);
+    }
+
+    #[test]
     fn stream_ops_keep_every_byte(ops in prop::collection::vec(any::<u8>(), 0..200)) {
         check_stream_ops(setup(), &ops);
     }
@@ -92,6 +105,46 @@ fn conn_network_total_loss_then_recovery() {
     let mut input = vec![40];
     input.extend(std::iter::repeat(4).take(30));
     check_conn_network(setup(), &input);
+}
+
+/// Datagrams at the edges of what each side takes: before the handshake, the largest reported, one
+/// more, empty, bursts that overflow small send and receive buffers, reads, and a close then a send.
+#[test]
+fn conn_datagrams_at_the_edges() {
+    // Receive buffers announcing max_datagram_frame_size 1, 2, 3, 20, 600 and the default; send buffers
+    // disabled, tiny, small and the default.
+    for (client, server) in [
+        (3u8, 255u8),
+        (4, 5),
+        (5, 22),
+        (22, 4),
+        (140, 131),
+        (255, 0),
+        (2, 1),
+    ] {
+        for send in [255u8, 0, 10, 130] {
+            let mut input = vec![10, client, send, server, send, 0];
+            // Both sides at once, before anything was sent: the largest, one more, empty.
+            input.extend([0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 1, 2, 0]);
+            // Wait for the handshake, then the same and bursts of 20 of the largest, then read 3.
+            input.extend([
+                12, 50, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 6, 19, 0, 7, 19, 0, 8, 3, 0, 9, 3, 0,
+            ]);
+            // Let them arrive, read all, then the client closes and sends again.
+            input.extend([12, 30, 0, 8, 0, 0, 9, 0, 0, 14, 0xf0, 7, 0, 0, 0, 1, 2, 0]);
+            let read = super::datagrams::run_conn_datagrams(setup(), &input);
+            // Each side received some exactly when it announced room for a frame (max_datagram_frame_size
+            // 2, selector 4, and up: empty datagrams) and its peer could send.
+            let (receives, sends) = ([client >= 4, server >= 4], send != 0);
+            for s in [pair::CLIENT, pair::SERVER] {
+                assert_eq!(
+                    read[s] > 0,
+                    receives[s] && sends,
+                    "side {s}: {read:?} read; {input:?}"
+                );
+            }
+        }
+    }
 }
 
 /// Reads interleaved with inserts that overlap, duplicate and exceed the window.
