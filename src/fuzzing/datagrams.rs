@@ -13,7 +13,7 @@ use super::pair::{Network, Pair, Setup, SERVER};
 use crate::conn::max_datagram_frame_size;
 use crate::event::ConnectionError;
 use crate::wire::{TransportErrorCode, VarInt};
-use crate::SendDatagramError;
+use crate::{ConnectionHandle, SendDatagramError};
 
 /// What `TransportConfig::datagram_receive_buffer` (and `datagram_send_buffer`) count each datagram
 /// with on top of its bytes.
@@ -64,8 +64,9 @@ struct Model {
     sent: BTreeMap<usize, u64>,
     /// Datagrams this side's application read, by length.
     received: BTreeMap<usize, u64>,
-    /// This side's application closed the connection.
-    closed: bool,
+    /// The connection this side's application closed (a server's may be replaced by a new one: see
+    /// `Peer::replaced`).
+    closed: Option<ConnectionHandle>,
 }
 
 /// Side `s`'s application sends one datagram, its length picked by `mode` and `arg` around the largest
@@ -97,7 +98,7 @@ fn send(pair: &mut Pair, model: &mut [Model; 2], s: usize, mode: u8, arg: u8) {
     let result = conn.send_datagram(Bytes::from(data));
     let closing = conn.is_closed();
     drop(conn);
-    if model[s].closed || closing {
+    if model[s].closed == Some(h) || closing {
         assert_eq!(max, Err(SendDatagramError::ConnectionClosed), "side {s}: closed");
         assert_eq!(
             result,
@@ -239,7 +240,7 @@ pub(super) fn run_conn_datagrams(setup: &Setup, data: &[u8]) -> [u64; 2] {
                 if let Some(h) = pair.peers[s].conn {
                     if let Ok(mut conn) = pair.peers[s].ep.conn(h) {
                         conn.close(pair.now, u64::from(b), b"fuzz");
-                        model[s].closed = true;
+                        model[s].closed = Some(h);
                     }
                 }
             }
@@ -265,7 +266,7 @@ pub(super) fn run_conn_datagrams(setup: &Setup, data: &[u8]) -> [u64; 2] {
     if !(tainted && !finished && pair.forged_reset()) {
         assert_ended(&pair, finished);
     }
-    let closed = model.iter().any(|m| m.closed);
+    let closed = model.iter().any(|m| m.closed.is_some());
     if !tainted && !pair.peers[SERVER].replaced {
         for (s, p) in pair.peers.iter().enumerate() {
             let Some(reason) = &p.lost else { continue };

@@ -271,3 +271,13 @@ fn regression_forged_connection_id_prefix_on_the_null_cipher() {
 fn regression_blocked_below_our_limit_gets_the_limit_again() {
     check_conn_network(setup(), &[0x05, 0xae, 0xa8, 0xfc, 0x05, 0xc9, 0x05]);
 }
+
+/// `conn_datagrams` (null cipher): the server's application closed its connection before the handshake
+/// completed; the client's next Initial started a new server connection, which the harness follows, and
+/// the harness still held the new connection to the close of the old one (a send refused as
+/// `ConnectionClosed`). The close now belongs to the connection it was made on.
+#[test]
+fn regression_a_close_belongs_to_its_connection() {
+    let input = hex("0a0328282828a0ff04ff41000000bbce43336b0100ec03ff022a2a2a2a2a2aaaaaaaffff10040800000000000000ecffffffffffecececececfbeeeeeefdde10ecececececececec640000fbeeeeeefdde55fa76a275");
+    check_conn_datagrams(setup(), &input);
+}
