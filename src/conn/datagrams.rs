@@ -171,7 +171,8 @@ impl Datagrams {
 /// bytes each under the default limits, which would otherwise stay held for the connection's life.
 fn release_if_emptied(queue: &mut VecDeque<Bytes>) {
     if queue.is_empty() && queue.capacity() > KEPT_SLOTS {
-        *queue = VecDeque::new();
+        // Down to the slots kept rather than none: bursts of a few dozen then cost no reallocation.
+        queue.shrink_to(KEPT_SLOTS);
     }
 }
 
