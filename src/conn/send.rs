@@ -594,33 +594,13 @@ impl Connection {
                 if self.control_frames_pending() {
                     path_probe = self.write_control_frames(buf, payload_end, &mut sent, &mut ack_eliciting);
                 }
-                // Datagrams and streams take turns to go first while both wait: datagrams first, unless
-                // the last packet that carried some left stream frames waiting. Small datagrams pack a
-                // packet to within a few bytes of its end, and an application offering them faster than
-                // the window takes kept every stream (and its flow control frames) to those few bytes.
-                let streams_first = self.datagrams.streams_next && self.streams.has_pending();
                 let rtt = self.recovery.rtt().smoothed();
-                if streams_first {
+                if self.datagrams.send.is_empty() {
                     self.streams
                         .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+                } else {
+                    ack_eliciting |= self.write_datagrams_and_streams(now, rtt, buf, payload_end, &mut sent);
                 }
-                // Datagrams are never retransmitted, so they are not recorded (RFC 9221 §5).
-                let mut wrote_datagram = false;
-                while !self.datagrams.send.is_empty() {
-                    let Some(data) = self.datagrams.pop_send_if(|d| {
-                        buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
-                    }) else {
-                        break;
-                    };
-                    Frame::Datagram(Datagram { data }).encode(buf);
-                    ack_eliciting = true;
-                    wrote_datagram = true;
-                }
-                if !streams_first {
-                    self.streams
-                        .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
-                }
-                self.datagrams.streams_next = !streams_first && wrote_datagram && self.streams.has_pending();
                 if !sent.streams.is_empty() {
                     ack_eliciting = true;
                 }
@@ -908,6 +888,44 @@ impl Connection {
     /// Our PATH_CHALLENGE for the current path waits to be sent.
     fn challenge_pending(&self) -> bool {
         self.path_validation.as_ref().is_some_and(|v| v.pending)
+    }
+
+    /// Datagrams and stream frames into a 1-RTT packet, taking turns to go first while both wait:
+    /// datagrams first, unless the last packet that carried some left stream frames waiting. Small
+    /// datagrams pack a packet to within a few bytes of its end, and an application offering them faster
+    /// than the window takes kept every stream (and its flow control frames) to those few bytes. Returns
+    /// whether a datagram was written (datagrams are never retransmitted, so they are not recorded: RFC
+    /// 9221 §5). Out of line: most connections send no datagrams.
+    #[inline(never)]
+    fn write_datagrams_and_streams(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        buf: &mut Vec<u8>,
+        payload_end: usize,
+        sent: &mut SentFrames,
+    ) -> bool {
+        let streams_first = self.datagrams.streams_next && self.streams.has_pending();
+        if streams_first {
+            self.streams
+                .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+        }
+        let mut wrote_datagram = false;
+        while !self.datagrams.send.is_empty() {
+            let Some(data) = self.datagrams.pop_send_if(|d| {
+                buf.len() + Frame::Datagram(Datagram { data: d.clone() }).encoded_len() <= payload_end
+            }) else {
+                break;
+            };
+            Frame::Datagram(Datagram { data }).encode(buf);
+            wrote_datagram = true;
+        }
+        if !streams_first {
+            self.streams
+                .write_frames(now, rtt, buf, payload_end, &mut sent.streams);
+        }
+        self.datagrams.streams_next = !streams_first && wrote_datagram && self.streams.has_pending();
+        wrote_datagram
     }
 
     /// PATH_RESPONSE and PATH_CHALLENGE for the current path, as room allows. Returns whether one went in.
