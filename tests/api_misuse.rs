@@ -16,6 +16,11 @@ fn pair(client: TransportConfig, server: TransportConfig) -> Pair {
     sc.transport = server;
     let mut cc = ClientConfig::new(cert.client_tls(&[]));
     cc.transport = client;
+    pair_with(cc, sc)
+}
+
+/// A quicsand client (seed 2) connecting to a quicsand server (seed 1) with these configurations.
+fn pair_with(cc: ClientConfig, sc: ServerConfig) -> Pair {
     let mut c = QuicsandNode::client(client_addr(), 2);
     c.connect(epoch(), cc, server_addr(), "localhost");
     Pair::new(
@@ -1077,18 +1082,7 @@ fn stop_on_a_receiving_side_that_is_over_is_closed_whatever_the_sending_side() {
 fn pinging_through_the_handshake_does_not_keep_a_lost_client_hello_back() {
     let cert = TestCert::new();
     let sc = ServerConfig::new(cert.server_tls(&[]));
-    let mut c = QuicsandNode::client(client_addr(), 2);
-    c.connect(
-        epoch(),
-        ClientConfig::new(cert.client_tls(&[])),
-        server_addr(),
-        "localhost",
-    );
-    let mut p = Pair::new(
-        Box::new(c),
-        Box::new(QuicsandNode::server(server_addr(), sc, 1)),
-        3,
-    );
+    let mut p = pair_with(ClientConfig::new(cert.client_tls(&[])), sc);
     // The client's first datagram is lost.
     p.filter = Box::new(|dir, index, _, _| {
         (dir != common::Dir::ClientToServer || index != 0).then_some(Duration::ZERO)
@@ -1195,18 +1189,7 @@ fn extreme_token_settings_and_a_wild_wall_clock_do_not_panic() {
         if k == 5 {
             sc.tokens.wall_clock = Some(std::sync::Arc::new(WildClock(Default::default())));
         }
-        let mut c = QuicsandNode::client(client_addr(), 2);
-        c.connect(
-            epoch(),
-            ClientConfig::new(cert.client_tls(&[])),
-            server_addr(),
-            "localhost",
-        );
-        let mut p = Pair::new(
-            Box::new(c),
-            Box::new(QuicsandNode::server(server_addr(), sc, 1)),
-            3,
-        );
+        let mut p = pair_with(ClientConfig::new(cert.client_tls(&[])), sc);
         let connected = |p: &mut Pair| {
             quicsand(&mut p.client)
                 .raw_events
