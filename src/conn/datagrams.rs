@@ -135,9 +135,7 @@ impl Datagrams {
         release_if_emptied(&mut self.recv);
         Some(d)
     }
-}
 
-impl Datagrams {
     /// The received datagrams waiting for the application, and the slots of their queue.
     #[cfg(test)]
     pub(crate) fn recv_slots(&self) -> (usize, usize) {
@@ -149,9 +147,17 @@ impl Datagrams {
     /// queue, but never one larger than the limit (`send_datagram` refuses those).
     #[cfg(any(test, fuzzing))]
     pub(crate) fn assert_bounded(&self, send_limit: usize, recv_limit: Option<usize>) {
-        let cost = |q: &VecDeque<Bytes>| q.iter().map(|d| d.len() + RECV_ENTRY_COST).sum::<usize>();
-        assert_eq!(self.send_bytes, cost(&self.send), "send queue: byte count");
-        assert_eq!(self.recv_bytes, cost(&self.recv), "receive queue: byte count");
+        let cost = |q: &VecDeque<Bytes>, entry: usize| q.iter().map(|d| d.len() + entry).sum::<usize>();
+        assert_eq!(
+            self.send_bytes,
+            cost(&self.send, SEND_ENTRY_COST),
+            "send queue: byte count"
+        );
+        assert_eq!(
+            self.recv_bytes,
+            cost(&self.recv, RECV_ENTRY_COST),
+            "receive queue: byte count"
+        );
         assert!(
             self.send_bytes <= send_limit || (self.send.len() == 1 && self.send[0].len() <= send_limit),
             "send queue: {} bytes in {} datagrams over the limit of {send_limit}",

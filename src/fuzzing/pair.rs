@@ -207,12 +207,12 @@ pub(crate) struct Pair {
 impl Pair {
     /// A client connecting to a server; nothing has been sent yet.
     pub(crate) fn new(setup: &Setup, seed: u64) -> Self {
-        Self::build(setup, seed, false)
+        Self::build(setup.clone(), seed)
     }
 
     /// Like [`Pair::new`], with keep-alives on both sides.
     pub(crate) fn with_keep_alive(setup: &Setup, seed: u64) -> Self {
-        Self::build(setup, seed, true)
+        Self::with_transport(setup, seed, |_, t| t.keep_alive_interval = Some(KEEP_ALIVE))
     }
 
     /// Like [`Pair::new`], with each side's transport configuration changed by `configure` (called with
@@ -225,7 +225,7 @@ impl Pair {
         let mut setup = setup.clone();
         configure(CLIENT, &mut setup.client.transport);
         configure(SERVER, &mut setup.server.transport);
-        Self::build(&setup, seed, false)
+        Self::build(setup, seed)
     }
 
     /// The transport configuration of side `s`'s connections.
@@ -233,12 +233,7 @@ impl Pair {
         &self.transports[s]
     }
 
-    fn build(setup: &Setup, seed: u64, keep_alive: bool) -> Self {
-        let mut setup = setup.clone();
-        if keep_alive {
-            setup.client.transport.keep_alive_interval = Some(KEEP_ALIVE);
-            setup.server.transport.keep_alive_interval = Some(KEEP_ALIVE);
-        }
+    fn build(setup: Setup, seed: u64) -> Self {
         let setup = &setup;
         let now = setup.epoch;
         let client_addr: SocketAddr = "192.0.2.1:5000".parse().expect("valid address");
