@@ -522,6 +522,33 @@ proptest! {
         let _ = verify_retry_tag(VERSION_1, &[], &packet);
     }
 
+    /// RFC 9001 §5.4.1: header protection masks the low 4 bits of a long header's first byte and the low 5
+    /// of a short header's (form, fixed and, for long headers, type bits stay readable), and exactly the
+    /// `(first & 0x03) + 1` packet number bytes at `pn_offset`; the rest of the header and the sampled
+    /// ciphertext are left as they were. Removal reads the length from the unmasked byte.
+    #[test]
+    fn protection_touches_only_the_masked_bits(
+        first in any::<u8>(),
+        rest in proptest::collection::vec(any::<u8>(), 60..80),
+        pn_offset in 1usize..30,
+        suite in prop::sample::select(ALL_SUITES.to_vec()),
+    ) {
+        let keys = DirectionalKeys::new(&test_secret(suite, 0x55));
+        let original = [&[first][..], &rest].concat();
+        let mut packet = original.clone();
+        keys.header.protect(pn_offset, &mut packet).expect("room for the sample");
+        let bits = if first & 0x80 != 0 { 0x0f } else { 0x1f };
+        prop_assert_eq!(packet[0] & !bits, first & !bits);
+        let pn_len = usize::from(first & 0x03) + 1;
+        for (i, (a, b)) in packet.iter().zip(&original).enumerate().skip(1) {
+            if !(pn_offset..pn_offset + pn_len).contains(&i) {
+                prop_assert_eq!(a, b, "byte {} outside the packet number changed", i);
+            }
+        }
+        keys.header.unprotect(pn_offset, &mut packet).expect("same length");
+        prop_assert_eq!(packet, original);
+    }
+
     /// Protection followed by removal gives back the packet, for any header and payload.
     #[test]
     fn protect_unprotect_round_trip(
