@@ -1162,3 +1162,46 @@ fn a_clients_close_in_an_initial_packet_is_padded_to_1200_bytes() {
         );
     }
 }
+
+/// `handle_batch` splits a buffer at its stride however the two compare, as a receive offload (GRO)
+/// would have joined the datagrams: an exact multiple, a shorter last datagram, a stride of 0 (one
+/// datagram), of 1, longer than the buffer or than any datagram can be, and an empty buffer (one empty
+/// datagram). Every datagram is counted once as received and once as dropped, none lost or merged.
+#[test]
+fn handle_batch_counts_each_datagram_whatever_the_stride() {
+    // A version 1 long header cut short after its version: malformed however it is cut further.
+    let segment: &[u8] = &[0xc0, 0, 0, 0, 1];
+    let four = segment.repeat(4);
+    let with_tail = [&four[..], &[0xc0, 0, 0]].concat();
+    let cases: [(&[u8], usize, u64); 9] = [
+        (&four, 5, 4),
+        (&with_tail, 5, 5),
+        (&four, 0, 1),
+        (&four, 100, 1),
+        (&four, usize::MAX, 1),
+        (&four, 70_000, 1),
+        (&[0xc0; 23], 1, 23),
+        (&[], 0, 1),
+        (&[], 7, 1),
+    ];
+    let mut ep = client();
+    let now = at(0);
+    for (payload, stride, datagrams) in cases {
+        let before = ep.stats();
+        ep.handle_batch(now, datagram(addr(443), payload), stride);
+        let after = ep.stats();
+        let case = format!("{} bytes at stride {stride}", payload.len());
+        assert_eq!(
+            after.datagrams_received - before.datagrams_received,
+            datagrams,
+            "{case}"
+        );
+        assert_eq!(
+            after.dropped_malformed - before.dropped_malformed,
+            datagrams,
+            "{case}"
+        );
+        let (out, events) = drive(&mut ep, now);
+        assert!(out.is_empty() && events.is_empty(), "{case}");
+    }
+}

@@ -971,3 +971,101 @@ fn qlog_packet_dropped_with_header_length_and_trigger() {
         "{pattern}"
     );
 }
+
+/// A close reason is the peer's bytes: control characters, quotes, backslashes and invalid UTF-8 come out
+/// of both traces (the closer's `packet_sent`, the peer's `packet_received`) as one valid JSON string
+/// each: escaped, and invalid sequences replaced (RFC 8259 §7, §8.1).
+#[test]
+fn qlog_close_reason_of_any_bytes_is_valid_json() {
+    let mut pair = Pair::new();
+    let (tx, server_rx) = mpsc::channel();
+    pair.server_qlog = Some(tx);
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    let reason = b"\x00\x01\x1f\"\\\x7f\xff\xfe\xc3(\n\r\t\xe2\x80\xa8end";
+    let now = pair.now;
+    pair.client.conn(pair.client_h).unwrap().close(now, 7, reason);
+    pair.run(Duration::from_secs(1));
+    let expected =
+        "\"reason\":\"\\u0000\\u0001\\u001f\\\"\\\\\u{7f}\u{fffd}\u{fffd}\u{fffd}(\\n\\r\\t\u{2028}end\"";
+    let client = pair.records();
+    assert!(
+        find(&client, "transport:packet_sent", &["connection_close", expected]).is_some(),
+        "{expected} not in the client's trace"
+    );
+    let server: Vec<String> = server_rx
+        .try_iter()
+        .map(|r| {
+            let text = String::from_utf8(r[1..r.len() - 1].to_vec()).unwrap();
+            check_json(&text);
+            text
+        })
+        .collect();
+    assert!(
+        find(
+            &server,
+            "transport:packet_received",
+            &["connection_close", expected]
+        )
+        .is_some(),
+        "{expected} not in the server's trace"
+    );
+}
+
+/// An `io::Write` that takes `room` bytes, then fails every write.
+struct Failing {
+    taken: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    room: usize,
+}
+
+impl std::io::Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut taken = self.taken.lock().unwrap();
+        let n = buf.len().min(self.room - taken.len());
+        if n == 0 {
+            return Err(std::io::Error::other("full"));
+        }
+        taken.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A second `set_qlog` replaces the first sink (which gets nothing more) and starts the new one with a
+/// header; a `QlogWriter` whose writer fails keeps the connection going and writes nothing after the
+/// failure, the handshake and a transfer completing as without it.
+#[test]
+fn qlog_second_sink_replaces_the_first_and_write_errors_stay_out_of_the_connection() {
+    let mut pair = Pair::new();
+    let first = pair.records();
+    assert_eq!(first.len(), 1, "the header only: {first:?}");
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = Failing {
+        taken: taken.clone(),
+        room: 2000,
+    };
+    let h = pair.client_h;
+    pair.client
+        .conn(h)
+        .unwrap()
+        .set_qlog(Box::new(QlogWriter::new(writer)));
+    pair.run(Duration::from_secs(2));
+    assert_eq!(pair.connected, 2);
+    assert!(pair.records().is_empty(), "the replaced sink got records");
+    let written = taken.lock().unwrap().clone();
+    assert_eq!(written.len(), 2000, "the writer filled up");
+    assert_eq!(written[0], 0x1e);
+    let header_end = written.iter().position(|&b| b == b'\n').unwrap();
+    let header = std::str::from_utf8(&written[1..header_end]).unwrap();
+    check_json(header);
+    assert!(header.contains("\"qlog_version\":\"0.3\""), "{header}");
+    // The transfer completes with the sink broken.
+    pair.send_losing_the_first_packet();
+    pair.run(Duration::from_secs(5));
+    let stats = pair.client.conn(h).unwrap().stats();
+    assert_eq!(taken.lock().unwrap().len(), 2000, "records after the failure");
+    assert!(stats.packets_lost >= 1, "{stats:?}");
+    assert!(pair.client.conn(h).unwrap().take_qlog().is_some());
+}

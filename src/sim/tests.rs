@@ -959,3 +959,113 @@ fn the_trace_does_not_depend_on_the_epoch() {
     let later = epoch() + Duration::from_secs(86_400 * 400) + Duration::from_nanos(123_457);
     assert_eq!(run(later), first, "seed {seed}");
 }
+
+/// An app that installs a qlog sink on each connection of its node as soon as it can (the client's at
+/// the start, the server's at its first event), then does what `inner` does.
+#[cfg(feature = "qlog")]
+struct Traced {
+    inner: Box<dyn App>,
+    sink: std::sync::mpsc::Sender<Vec<u8>>,
+    traced: Vec<ConnectionHandle>,
+}
+
+#[cfg(feature = "qlog")]
+impl Traced {
+    fn trace(&mut self, ctx: &mut NodeCtx<'_>, h: ConnectionHandle) {
+        if self.traced.contains(&h) {
+            return;
+        }
+        self.traced.push(h);
+        if let Ok(mut conn) = ctx.endpoint().conn(h) {
+            conn.set_qlog(Box::new(self.sink.clone()));
+        }
+    }
+
+    fn inner<T: App + 'static>(&self) -> Option<&T> {
+        (*self.inner).as_any().downcast_ref()
+    }
+}
+
+#[cfg(feature = "qlog")]
+impl App for Traced {
+    fn on_start(&mut self, ctx: &mut NodeCtx<'_>) {
+        self.inner.on_start(ctx);
+        if let Some(h) = self.inner::<BulkSender>().and_then(BulkSender::connection) {
+            self.trace(ctx, h);
+        }
+    }
+    fn on_event(&mut self, ctx: &mut NodeCtx<'_>, handle: ConnectionHandle, event: &Event) {
+        self.trace(ctx, handle);
+        self.inner.on_event(ctx, handle, event);
+    }
+    fn on_wake(&mut self, ctx: &mut NodeCtx<'_>) {
+        self.inner.on_wake(ctx);
+    }
+}
+
+/// qlog only watches: a transfer with loss and reordering gives the same trace (datagram sizes, times,
+/// fates, events) with a qlog sink on both connections as without one, for the same seed.
+#[cfg(feature = "qlog")]
+#[test]
+fn qlog_does_not_change_the_trace() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let seed = seed_from_env(13);
+    let total = 200_000;
+    let run = |qlog: bool| {
+        let cert = CertificateDer::from(CERT.to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec()));
+        let alpn = vec![b"sim".to_vec()];
+        let options = deterministic_tls(seed);
+        let server_tls =
+            crate::crypto::tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options).unwrap();
+        let client_tls = crate::crypto::tls::client_config_with(vec![cert], alpn, &options).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wrap = |app: Box<dyn App>| -> Box<dyn App> {
+            if qlog {
+                Box::new(Traced {
+                    inner: app,
+                    sink: tx.clone(),
+                    traced: Vec::new(),
+                })
+            } else {
+                app
+            }
+        };
+        let mut sim = Simulation::new(epoch(), seed);
+        let server_addr = "10.0.0.2:4433".parse().unwrap();
+        let server = sim.add_node(
+            server_addr,
+            Some(crate::ServerConfig::new(server_tls)),
+            wrap(Box::<Sink>::default()),
+        );
+        let sender = BulkSender::new(
+            crate::ClientConfig::new(client_tls),
+            server_addr,
+            "localhost",
+            total,
+            2,
+        );
+        let client = sim.add_node("10.0.0.1:50000".parse().unwrap(), None, wrap(Box::new(sender)));
+        let link = LinkConfig {
+            reorder: 0.05,
+            duplicate: 0.02,
+            ..bursty_link()
+        };
+        sim.add_duplex_link(client, server, link);
+        let done = sim.run_until(Duration::from_secs(60), |sim| {
+            let sink = match sim.app::<Traced>(server) {
+                Some(t) => t.inner::<Sink>(),
+                None => sim.app::<Sink>(server),
+            };
+            sink.is_some_and(|s| s.total_bytes() == total && s.finished_streams() == 2)
+        });
+        assert!(done, "seed {seed}, qlog {qlog}: the transfer did not complete");
+        (sim.trace().hash(), rx.try_iter().count())
+    };
+    let (plain, none) = run(false);
+    let (traced, records) = run(true);
+    assert_eq!(none, 0);
+    assert!(records > 100, "{records} qlog records");
+    assert_eq!(traced, plain, "seed {seed}: qlog changed the trace");
+}
