@@ -36,6 +36,31 @@ fn a_single_datagram_stays_whole() {
     }
 }
 
+/// The driver counts the datagrams of a received buffer as the endpoint splits it: an empty buffer is one
+/// (empty) datagram, an exact multiple of the stride has no empty last one, a stride beyond the buffer
+/// leaves it whole.
+#[test]
+fn the_driver_counts_a_buffer_as_the_endpoint_splits_it() {
+    let mut endpoint = Endpoint::new(EndpointConfig::with_seed(1), None);
+    let now = Driver::now();
+    for (len, stride, expected) in [
+        (0, 0, 1),
+        (0, 10, 1),
+        (30, 10, 3),
+        (25, 10, 3),
+        (5, 1, 5),
+        (1200, 65_535, 1),
+    ] {
+        let data = vec![0xc0; len];
+        let (batch, stride, datagrams) = received_batch(&meta(len, stride), &data);
+        assert_eq!(datagrams, expected, "{len} bytes at stride {stride}");
+        let before = endpoint.stats().datagrams_received;
+        endpoint.handle_batch(now, batch, stride);
+        let taken = endpoint.stats().datagrams_received - before;
+        assert_eq!(taken, datagrams as u64, "{len} bytes at stride {stride}");
+    }
+}
+
 #[test]
 fn gso_transmits_split_to_the_kernels_segment_limit() {
     // 10 segments of 1200, kernel takes 64: one call.
