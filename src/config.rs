@@ -79,6 +79,13 @@ pub struct EndpointConfig {
     /// Stateless packets (Version Negotiation, stateless resets) waiting to be sent are capped at this
     /// number; beyond it new ones are dropped and counted.
     pub max_stateless_queue: usize,
+    /// Events of connections already removed (drained, their handles stale) that wait in the queue of
+    /// [`Endpoint::poll_event`](crate::Endpoint::poll_event) are capped at this number: beyond it the
+    /// oldest of them are dropped, down to half the cap, and counted. Only an application that stops
+    /// polling events reaches it; one that drains the queue after every input holds at most one
+    /// `ConnectionLost` per connection ended by that input, so keep it at least the number of connections
+    /// (`ServerConfig::max_connections`) to never lose one.
+    pub max_stale_events: usize,
     /// The static key stateless reset tokens derive from (RFC 9000 §10.3.2): every endpoint given the same
     /// key makes the same token for a connection ID, so a restarted server, or another server behind the
     /// same load balancer, can reset connections whose state it lost. `None` derives a key from `seed`,
@@ -101,6 +108,7 @@ impl Default for EndpointConfig {
             supported_versions: vec![VERSION_1],
             max_segments: 10,
             max_stateless_queue: 256,
+            max_stale_events: 1 << 16,
             reset_key: None,
             max_stateless_resets_per_second: 100,
             token_store: Some(Box::new(MemoryTokenStore::default())),

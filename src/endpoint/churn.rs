@@ -56,6 +56,8 @@ pub(super) struct Net {
     pub(super) cut_client: bool,
     /// Datagrams from the server are lost.
     pub(super) cut_server: bool,
+    /// The server's application never calls `poll_event`.
+    pub(super) mute_server: bool,
     pub(super) server_events: Vec<(ConnectionHandle, Event)>,
     pub(super) client_events: Vec<(ConnectionHandle, Event)>,
     /// Every this many datagrams one is lost (0: none).
@@ -79,6 +81,7 @@ impl Net {
             server_config,
             cut_client: false,
             cut_server: false,
+            mute_server: false,
             server_events: Vec::new(),
             client_events: Vec::new(),
             drop_every: 0,
@@ -133,7 +136,7 @@ impl Net {
             while let Some(e) = self.client.poll_event() {
                 self.client_events.push(e);
             }
-            while let Some(e) = self.server.poll_event() {
+            while let Some(e) = (!self.mute_server).then(|| self.server.poll_event()).flatten() {
                 self.server_events.push(e);
             }
             if !moved {

@@ -183,3 +183,49 @@ fn received_datagrams_an_application_never_reads_stay_within_the_buffer() {
     assert!(capacity <= slots, "{capacity} slots");
     assert_eq!(conn.stats().datagrams_recv_dropped, 100_000 - slots as u64);
 }
+
+/// Clients come and go, 2,000 of them, while the server's application never calls `poll_event`: the
+/// events of connections already removed (their handles stale) stay within
+/// `EndpointConfig::max_stale_events`, the oldest beyond it dropped and counted; the newest are kept.
+#[test]
+fn events_of_removed_connections_stay_bounded_when_the_application_never_polls() {
+    const CAP: usize = 512;
+    let mut net = Net::new();
+    let config = EndpointConfig {
+        max_stale_events: CAP,
+        ..EndpointConfig::with_seed(1)
+    };
+    net.server = Endpoint::new(config, Some(net.server_config.clone()));
+    net.mute_server = true;
+    let mut last = None;
+    for round in 0..40 {
+        let hs: Vec<_> = (0..50).map(|_| net.connect()).collect();
+        net.run(Duration::from_millis(10));
+        last = net.server.table.iter().map(|(h, _)| h).last();
+        for h in hs {
+            let now = net.now;
+            net.client.close(now, h, 0, b"bye").unwrap();
+        }
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.server.table.len(), 0, "round {round}");
+        let queued = net.server.events.len();
+        assert!(queued <= CAP, "{queued} events queued in round {round}");
+    }
+    let stats = net.server.stats();
+    assert_eq!(stats.connections_incoming, 2000);
+    // Four events a connection (Incoming, Connected, HandshakeConfirmed, ConnectionLost): 8,000 in all,
+    // those still queued and those dropped and counted.
+    let queued = net.server.events.len() as u64;
+    assert_eq!(stats.stale_events_dropped + queued, 8000);
+    // The last connection's final event is still there for the application to see.
+    let last = last.unwrap();
+    assert!(net
+        .server
+        .events
+        .iter()
+        .any(|(h, e)| *h == last && matches!(e, Event::ConnectionLost { .. })));
+    // The application polls again: it gets what was kept, and nothing stale is counted any more.
+    let polled = std::iter::from_fn(|| net.server.poll_event()).count() as u64;
+    assert_eq!(polled, queued);
+    assert_eq!(net.server.stale_events, 0);
+}

@@ -183,6 +183,9 @@ pub struct EndpointStats {
     pub stateless_resets_received: u64,
     /// Stateless packets dropped because `max_stateless_queue` were already waiting.
     pub stateless_queue_overflow: u64,
+    /// Events of removed connections dropped unpolled because more than `EndpointConfig::max_stale_events`
+    /// were waiting.
+    pub stale_events_dropped: u64,
     /// Retry packets handed out by [`Endpoint::poll_transmit`] (RFC 9000 §8.1.2).
     pub retries_sent: u64,
     /// Held connections answered with [`Endpoint::retry`].
@@ -280,6 +283,8 @@ struct Entry {
     /// Server side: the client IP address the last NEW_TOKEN tokens were made for (tokens are bound to
     /// it).
     token_ip: Option<IpAddr>,
+    /// Events of this connection in the endpoint's queue.
+    events_queued: usize,
 }
 
 impl Entry {
@@ -297,6 +302,7 @@ impl Entry {
             timer: None,
             timer_dirty: false,
             token_ip: None,
+            events_queued: 0,
         }
     }
 }
@@ -392,6 +398,9 @@ pub struct Endpoint {
     /// Scratch list of connections whose timers expired, kept to avoid an allocation per call.
     due: Vec<ConnectionHandle>,
     events: VecDeque<(ConnectionHandle, Event)>,
+    /// Events in `events` of connections removed since they were queued (at most
+    /// `EndpointConfig::max_stale_events`).
+    stale_events: usize,
     /// The longest the event queue was since it was last drained.
     events_peak: usize,
     /// Drains in a row that left the event queue mostly unused (see `events_drained`).
@@ -473,6 +482,7 @@ impl Endpoint {
             dirty_timers: Vec::new(),
             due: Vec::new(),
             events: VecDeque::new(),
+            stale_events: 0,
             events_peak: 0,
             events_sparse_drains: 0,
             handshakes: 0,
@@ -819,11 +829,15 @@ impl Endpoint {
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
         // Events queue up between two drains: the length at a drain's first call is that round's peak.
         self.events_peak = self.events_peak.max(self.events.len());
-        let event = self.events.pop_front();
-        if event.is_none() {
+        let Some((h, event)) = self.events.pop_front() else {
             self.events_drained();
+            return None;
+        };
+        match self.table.get_mut(h) {
+            Some(entry) => entry.events_queued = entry.events_queued.saturating_sub(1),
+            None => self.stale_events = self.stale_events.saturating_sub(1),
         }
-        event
+        Some((h, event))
     }
 
     /// The event queue was drained: after [`SPARSE_DRAINS`] drains in a row whose peak filled under a
@@ -1199,6 +1213,7 @@ impl Endpoint {
         let Some(entry) = self.table.get_mut(h) else {
             return;
         };
+        entry.events_queued += 1;
         if registered {
             entry.initial_dcid = Some(dcid);
         }
@@ -1347,6 +1362,7 @@ impl Endpoint {
         }
         while let Some(ev) = entry.conn.poll_event() {
             self.events.push_back((h, ev));
+            entry.events_queued += 1;
         }
         // A held connection that closed (the application closed it, or the client broke the protocol)
         // has sent or queued its CONNECTION_CLOSE: it can no longer be accepted, refused or retried.
@@ -1445,8 +1461,32 @@ impl Endpoint {
         if entry.counts_as_handshake {
             self.handshakes = self.handshakes.saturating_sub(1);
         }
+        self.stale_events += entry.events_queued;
+        if self.stale_events > self.config.max_stale_events {
+            self.drop_stale_events();
+        }
         self.compact();
         self.shrink();
+    }
+
+    /// Drops the oldest events of removed connections until half `max_stale_events` are left: the
+    /// application stopped polling events, and the connections they are about are gone. Once at the cap,
+    /// every further removal would scan the queue again; halving makes the scans rare.
+    #[cold]
+    fn drop_stale_events(&mut self) {
+        let keep = self.config.max_stale_events / 2;
+        let mut dropped = 0;
+        let table = &self.table;
+        let excess = self.stale_events.saturating_sub(keep);
+        self.events.retain(|(h, _)| {
+            if dropped == excess || table.get(*h).is_some() {
+                return true;
+            }
+            dropped += 1;
+            false
+        });
+        self.stale_events -= dropped;
+        self.stats.stale_events_dropped += dropped as u64;
     }
 
     /// Whether `h` is a handshake that closed before completing and still holds its slot.
