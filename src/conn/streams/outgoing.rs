@@ -120,9 +120,17 @@ impl Streams {
                 }
             }
         }
-        if self.data_blocked_pending && put(buf, end, &Frame::DataBlocked(self.send_max_data)) {
-            self.data_blocked_pending = false;
-            record.conn_mut().data_blocked = Some(self.send_max_data);
+        if self.data_blocked_pending {
+            // RFC 9000 §4.1, §13.3: only while blocked. A DATA_BLOCKED queued in a packet that had no
+            // room for it goes unsent if no stream waits for credit any more (reset since); found blocked
+            // again at this limit, it is queued anew.
+            if !self.data_waits_for_credit() {
+                self.data_blocked_pending = false;
+                self.data_blocked_at = None;
+            } else if put(buf, end, &Frame::DataBlocked(self.send_max_data)) {
+                self.data_blocked_pending = false;
+                record.conn_mut().data_blocked = Some(self.send_max_data);
+            }
         }
         while let Some(&(id, kind)) = self.control.front() {
             // A value-bearing frame is at most 1 + 8 + 8 bytes; RESET_STREAM at most 25.
@@ -408,20 +416,23 @@ impl Streams {
                 self.streams_blocked_pending[d] = true;
             }
         }
-        // "Only while the endpoint is blocked": some stream listed as waiting for credit still has new
-        // data that its own limit lets go (one reset since stays listed, with nothing to send; one
-        // queued again for lost data still waits for credit for its new data).
-        if sent.data_blocked.is_some_and(|v| v == self.send_max_data)
-            && self.conn_blocked.iter().any(|id| {
-                self.streams.get(&id).is_some_and(|s| {
-                    s.send
-                        .as_ref()
-                        .is_some_and(|x| x.has_data() && x.new_data_within_limit() > 0)
-                })
-            })
-        {
+        // "Only while the endpoint is blocked".
+        if sent.data_blocked.is_some_and(|v| v == self.send_max_data) && self.data_waits_for_credit() {
             self.data_blocked_pending = true;
         }
+    }
+
+    /// Whether the connection is blocked: some stream listed as waiting for credit still has new data
+    /// that its own limit lets go (one reset since stays listed, with nothing to send; one queued again
+    /// for lost data still waits for credit for its new data).
+    fn data_waits_for_credit(&self) -> bool {
+        self.conn_blocked.iter().any(|id| {
+            self.streams.get(&id).is_some_and(|s| {
+                s.send
+                    .as_ref()
+                    .is_some_and(|x| x.has_data() && x.new_data_within_limit() > 0)
+            })
+        })
     }
 
     /// The packet that carried `sent` was declared lost: queue again what is still current (RFC 9000

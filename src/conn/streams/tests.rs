@@ -2283,6 +2283,53 @@ fn random_stream_actions_under_loss_and_reordering_end_with_everything_forgotten
 /// RFC 9000 §13.3: a lost DATA_BLOCKED goes again "only while the endpoint is blocked on the
 /// corresponding limit". Before, it went again while any stream stayed listed as waiting for connection
 /// credit, also one reset since, which has nothing more to send.
+/// RFC 9000 §4.1, §13.3: a blocked frame found while a packet had no room for it, still queued when the
+/// only stream it was for is reset, does not go out: nothing is blocked any more.
+#[test]
+fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
+    let now = start();
+    // DATA_BLOCKED: as in `blocked_frames_are_not_sent_once_the_limit_was_raised`, the frame waits
+    // for room; then the application resets the stream.
+    let cfg = StreamsConfig {
+        receive_window: 20_000,
+        ..StreamsConfig::default()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[1; 30_000]).unwrap();
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
+    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    c.reset(id, 7).unwrap();
+    let mut sent = Vec::new();
+    while let Some((p, _)) = packet(&mut c, now) {
+        sent.extend(frames(&p));
+    }
+    assert!(
+        !sent.iter().any(|f| matches!(f, Frame::DataBlocked(_))),
+        "stale DATA_BLOCKED: {sent:?}"
+    );
+
+    // STREAM_DATA_BLOCKED likewise, at the stream's limit of 1000 bytes.
+    let (mut c, _s) = small_window_pair();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, &[1; 3000]).unwrap();
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, 5 + 1000 + 3, &mut rec);
+    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    c.reset(id, 7).unwrap();
+    let mut sent = Vec::new();
+    while let Some((p, _)) = packet(&mut c, now) {
+        sent.extend(frames(&p));
+    }
+    assert!(
+        !sent.iter().any(|f| matches!(f, Frame::StreamDataBlocked(_))),
+        "stale STREAM_DATA_BLOCKED: {sent:?}"
+    );
+}
+
 #[test]
 fn a_lost_data_blocked_is_not_sent_again_once_no_stream_waits_with_data() {
     let stingy = StreamsConfig {
