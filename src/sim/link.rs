@@ -1,5 +1,6 @@
 //! One directed link: impairments, a drop-tail bottleneck queue, scheduled outages.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::conn::later;
@@ -87,7 +88,49 @@ impl LinkConfig {
             ..Self::default()
         }
     }
+
+    /// Checks that every probability, those of [`gilbert_elliott`](Self::gilbert_elliott) included, is
+    /// in `0..=1` (not NaN). [`Simulation::add_link`](super::Simulation::add_link) panics on a
+    /// configuration that fails, and a link changed through
+    /// [`Simulation::link_config_mut`](super::Simulation::link_config_mut) panics at its next datagram.
+    pub fn validate(&self) -> Result<(), InvalidLinkConfig> {
+        let ge = self.gilbert_elliott.as_ref();
+        let fields = [
+            ("loss", Some(self.loss)),
+            ("reorder", Some(self.reorder)),
+            ("duplicate", Some(self.duplicate)),
+            ("corrupt", Some(self.corrupt)),
+            ("gilbert_elliott.p_good_to_bad", ge.map(|g| g.p_good_to_bad)),
+            ("gilbert_elliott.p_bad_to_good", ge.map(|g| g.p_bad_to_good)),
+            ("gilbert_elliott.loss_bad", ge.map(|g| g.loss_bad)),
+            ("gilbert_elliott.loss_good", ge.map(|g| g.loss_good)),
+        ];
+        match fields
+            .into_iter()
+            .find_map(|(field, p)| p.filter(|p| !(0.0..=1.0).contains(p)).map(|value| (field, value)))
+        {
+            Some((field, value)) => Err(InvalidLinkConfig { field, value }),
+            None => Ok(()),
+        }
+    }
 }
+
+/// A probability of a [`LinkConfig`] out of `0..=1`, or NaN (see [`LinkConfig::validate`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InvalidLinkConfig {
+    /// The field, as named in [`LinkConfig`] (`gilbert_elliott.loss_bad` for one of [`GilbertElliott`]).
+    pub field: &'static str,
+    /// Its value.
+    pub value: f64,
+}
+
+impl fmt::Display for InvalidLinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {} is not a probability in 0..=1", self.field, self.value)
+    }
+}
+
+impl std::error::Error for InvalidLinkConfig {}
 
 /// Parameters of Gilbert-Elliott bursty loss. The chain moves once per datagram, before the loss draw.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -222,6 +265,9 @@ impl Link {
             LinkEcn::Clear => 0,
             _ => ecn & 0b11,
         };
+        if let Err(e) = self.config.validate() {
+            panic!("link configuration changed to an invalid one: {e}");
+        }
         if !self.up {
             return dropped(Fate::DroppedLinkDown);
         }

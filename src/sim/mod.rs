@@ -105,7 +105,7 @@ mod tests;
 
 pub use apps::{BulkSender, Sink, StreamRecord};
 pub use engine::{Engine, EngineCtx};
-pub use link::{Fate, GilbertElliott, LinkConfig, LinkEcn};
+pub use link::{Fate, GilbertElliott, InvalidLinkConfig, LinkConfig, LinkEcn};
 pub use tls::deterministic_tls;
 pub use trace::{Trace, TraceRecord};
 
@@ -493,7 +493,14 @@ impl Simulation {
     }
 
     /// Joins `from` to `to` with a directed link (replacing any link between them in that direction).
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid ([`LinkConfig::validate`]): a probability that is NaN, negative or above 1.
     pub fn add_link(&mut self, from: NodeId, to: NodeId, config: LinkConfig) {
+        if let Err(e) = config.validate() {
+            panic!("invalid link configuration from {from:?} to {to:?}: {e}");
+        }
         let seed = derive_seed(self.seed, 1 + from.0 as u64, 1 + to.0 as u64);
         self.links.insert((from, to), Link::new(config, seed));
     }
@@ -504,7 +511,8 @@ impl Simulation {
         self.add_link(b, a, config);
     }
 
-    /// The configuration of the link from `from` to `to`, to change it between steps.
+    /// The configuration of the link from `from` to `to`, to change it between steps. The link panics at
+    /// its next datagram if the change leaves it invalid ([`LinkConfig::validate`]).
     pub fn link_config_mut(&mut self, from: NodeId, to: NodeId) -> Option<&mut LinkConfig> {
         self.links.get_mut(&(from, to)).map(|l| &mut l.config)
     }

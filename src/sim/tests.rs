@@ -1069,3 +1069,125 @@ fn qlog_does_not_change_the_trace() {
     assert!(records > 100, "{records} qlog records");
     assert_eq!(traced, plain, "seed {seed}: qlog changed the trace");
 }
+
+/// The text of the panic `f` ends in (none: `None`).
+fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> Option<String> {
+    let payload = std::panic::catch_unwind(f).err()?;
+    Some(match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast::<&str>()
+            .map_or_else(|_| String::new(), |s| (*s).to_owned()),
+    })
+}
+
+/// A probability of a link that is NaN, negative or above 1 is the caller's mistake: adding the link
+/// panics with the field named, rather than a NaN or negative loss acting as none and one above 1 as
+/// all. 0 and 1 are allowed.
+#[test]
+fn a_link_with_a_probability_out_of_range_is_refused_where_it_is_added() {
+    let ge = GilbertElliott {
+        p_good_to_bad: 0.0,
+        p_bad_to_good: 1.0,
+        loss_bad: 1.0,
+        loss_good: 0.0,
+    };
+    let with_ge = |g: GilbertElliott| LinkConfig {
+        gilbert_elliott: Some(g),
+        ..LinkConfig::default()
+    };
+    let bad = [
+        (
+            "loss",
+            LinkConfig {
+                loss: f64::NAN,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "loss",
+            LinkConfig {
+                loss: 1.5,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "loss",
+            LinkConfig {
+                loss: -0.1,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "reorder",
+            LinkConfig {
+                reorder: f64::INFINITY,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "duplicate",
+            LinkConfig {
+                duplicate: -1.0,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "corrupt",
+            LinkConfig {
+                corrupt: f64::NAN,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "gilbert_elliott.p_good_to_bad",
+            with_ge(GilbertElliott {
+                p_good_to_bad: 2.0,
+                ..ge
+            }),
+        ),
+        (
+            "gilbert_elliott.p_bad_to_good",
+            with_ge(GilbertElliott {
+                p_bad_to_good: f64::NAN,
+                ..ge
+            }),
+        ),
+        (
+            "gilbert_elliott.loss_bad",
+            with_ge(GilbertElliott { loss_bad: -0.5, ..ge }),
+        ),
+        (
+            "gilbert_elliott.loss_good",
+            with_ge(GilbertElliott {
+                loss_good: 1.0001,
+                ..ge
+            }),
+        ),
+    ];
+    for (field, config) in bad {
+        let message = panic_message(|| {
+            let mut sim = Simulation::new(epoch(), 1);
+            sim.add_link(NodeId(0), NodeId(1), config);
+        })
+        .unwrap_or_else(|| panic!("a link with a bad {field} was added"));
+        assert!(message.contains(&format!("{field} = ")), "{field}: {message}");
+    }
+    let edges = LinkConfig {
+        loss: 1.0,
+        duplicate: 1.0,
+        corrupt: 1.0,
+        gilbert_elliott: Some(ge),
+        ..LinkConfig::default()
+    };
+    let mut sim = Simulation::new(epoch(), 1);
+    sim.add_duplex_link(NodeId(0), NodeId(1), edges);
+    // Made invalid after it was added: the link's next datagram panics.
+    let message = panic_message(|| {
+        let (mut sim, _) = echo_pair(LinkConfig::default(), 1);
+        sim.link_config_mut(NodeId(0), NodeId(1)).unwrap().loss = f64::NAN;
+        sim.run(Duration::from_secs(1));
+    })
+    .expect("a link made invalid carried a datagram");
+    assert!(message.contains("loss = NaN"), "{message}");
+}
