@@ -115,18 +115,34 @@ use link::Link;
 /// The environment variable that overrides the seed of simulation tests (see [`seed_from_env`]).
 pub const SEED_ENV: &str = "QUICSAND_SIM_SEED";
 
-/// The seed in `QUICSAND_SIM_SEED` (decimal, or hex with `0x`), or `default` when it is unset or invalid.
+/// The seed in `QUICSAND_SIM_SEED` (decimal, or hex with `0x`; whitespace around it is ignored), or
+/// `default` when it is unset.
+///
+/// # Panics
+///
+/// If the variable is set to anything else (empty, not a number, beyond `u64`, not Unicode): a replay
+/// with a mistyped seed would otherwise run the default seed and pass for a replay.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| {
-            let s = s.trim();
-            match s.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16).ok(),
-                None => s.parse().ok(),
-            }
-        })
-        .unwrap_or(default)
+    seed_from(std::env::var(SEED_ENV), default)
+}
+
+/// [`seed_from_env`] with the variable's value, `var`, as [`std::env::var`] gives it.
+fn seed_from(var: Result<String, std::env::VarError>, default: u64) -> u64 {
+    let value = match var {
+        Ok(value) => value,
+        Err(std::env::VarError::NotPresent) => return default,
+        Err(std::env::VarError::NotUnicode(value)) => {
+            panic!("{SEED_ENV}={value:?} is not a seed: it is not Unicode")
+        }
+    };
+    let s = value.trim();
+    let seed = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    };
+    seed.unwrap_or_else(|| {
+        panic!("{SEED_ENV}={value:?} is not a seed: write one of 0..=2^64-1 in decimal, or in hex with 0x")
+    })
 }
 
 /// Mixes `seed` with `a` and `b` into an independent seed (SplitMix64 finaliser).

@@ -1191,3 +1191,32 @@ fn a_link_with_a_probability_out_of_range_is_refused_where_it_is_added() {
     .expect("a link made invalid carried a datagram");
     assert!(message.contains("loss = NaN"), "{message}");
 }
+
+/// `QUICSAND_SIM_SEED` unset gives the default seed; set, it must be a seed (decimal, or hex with `0x`):
+/// a mistyped one panics, naming the variable, rather than running the default seed as if replaying.
+#[test]
+fn a_malformed_seed_in_the_environment_is_refused() {
+    use std::env::VarError;
+    assert_eq!(seed_from(Err(VarError::NotPresent), 7), 7);
+    assert_eq!(seed_from(Ok("42".into()), 7), 42);
+    assert_eq!(seed_from(Ok(" 0x2a\n".into()), 7), 42);
+    assert_eq!(seed_from(Ok(u64::MAX.to_string()), 7), u64::MAX);
+    let malformed = ["", "  ", "12x", "0x", "0xg1", "-1", "18446744073709551616", "1e3"];
+    for value in malformed {
+        let message = panic_message(|| {
+            seed_from(Ok(value.into()), 7);
+        })
+        .unwrap_or_else(|| panic!("{value:?} taken as a seed"));
+        assert!(message.contains(SEED_ENV), "{value:?}: {message}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        let not_unicode = std::ffi::OsString::from_vec(vec![0x31, 0xff]);
+        let message = panic_message(|| {
+            seed_from(Err(VarError::NotUnicode(not_unicode)), 7);
+        })
+        .expect("a seed that is not Unicode was ignored");
+        assert!(message.contains(SEED_ENV), "{message}");
+    }
+}
