@@ -77,6 +77,9 @@ struct Args {
     urls: Vec<Url>,
 }
 
+/// The longest `--timeout` (about 31 years).
+const MAX_TIMEOUT_SECS: f64 = 1e9;
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, scale) = match s.char_indices().last() {
         Some((i, 'k' | 'K')) => (&s[..i], 1 << 10),
@@ -89,7 +92,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} too large"))
 }
 
-fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
+/// `Ok(None)` means `--help` was asked for.
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Box<dyn Error>> {
     let mut args = Args {
         ca: None,
         insecure: false,
@@ -105,7 +109,6 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
         version: VERSION_1,
         urls: Vec::new(),
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
@@ -138,7 +141,12 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
             }
             "--timeout" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--timeout: {e}"))?;
-                args.timeout = Duration::try_from_secs_f64(secs).map_err(|e| format!("--timeout: {e}"))?;
+                // A Duration holds up to 1.8e19 s, but adding more than about 9.2e18 s to an Instant
+                // overflows it (a panic when the deadline is computed): any clock can add 31 years.
+                if !(0.0..=MAX_TIMEOUT_SECS).contains(&secs) {
+                    return Err(format!("--timeout: between 0 and {MAX_TIMEOUT_SECS} seconds").into());
+                }
+                args.timeout = Duration::from_secs_f64(secs);
             }
             other => return Err(format!("unknown option {other:?} (see --help)").into()),
         }
@@ -327,7 +335,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match parse_args() {
+    match parse_args(std::env::args().skip(1)) {
         Ok(None) => {
             print!("{HELP}");
             ExitCode::SUCCESS
@@ -344,5 +352,30 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Args>, Box<dyn Error>> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    /// A timeout too long to add to the start time is an argument error, not a panic in `run` when the
+    /// deadline is computed.
+    #[test]
+    fn a_timeout_past_the_clock_s_range_is_an_error() {
+        for bad in ["1e19", "1e300", "inf", "NaN", "-1"] {
+            assert!(
+                parse(&["--timeout", bad, "https://localhost:4433/"]).is_err(),
+                "--timeout {bad} accepted"
+            );
+        }
+        let a = parse(&["--timeout", "0.5", "https://localhost:4433/"])
+            .expect("within range")
+            .expect("not --help");
+        assert_eq!(a.timeout, Duration::from_millis(500));
     }
 }
