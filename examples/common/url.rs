@@ -25,7 +25,15 @@ impl Url {
         };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or_else(|| format!("{s}: unclosed '['"))?;
-            (host, after.strip_prefix(':'))
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| format!("{s}: {after:?} after ']'"))?,
+                ),
+            };
+            (host, port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -84,5 +92,18 @@ mod tests {
         assert_eq!(prefer_ipv4([v4, v6]), Some(v4));
         assert_eq!(prefer_ipv4([v6, v6b]), Some(v6));
         assert_eq!(prefer_ipv4([]), None);
+    }
+
+    #[test]
+    fn text_after_an_ipv6_literal_must_be_a_port() {
+        let url = Url::parse("https://[::1]:4433/a").expect("valid");
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("::1", 4433, "/a")
+        );
+        assert_eq!(Url::parse("https://[::1]/a").expect("valid").port, 443);
+        for bad in ["https://[::1]4433/a", "https://[::1]x", "https://[::1]:"] {
+            assert!(Url::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }
