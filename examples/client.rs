@@ -77,6 +77,8 @@ struct Args {
     urls: Vec<Url>,
 }
 
+/// The most echo streams (`--streams`).
+const MAX_STREAMS: usize = 1_000_000;
 /// The longest `--timeout` (about 31 years).
 const MAX_TIMEOUT_SECS: f64 = 1e9;
 
@@ -126,7 +128,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Box<
             "--ca" => args.ca = Some(value()?.into()),
             "--alpn" => args.alpn = value()?,
             "--output" => args.output = Some(value()?.into()),
-            "--streams" => args.streams = value()?.parse().map_err(|e| format!("--streams: {e}"))?,
+            "--streams" => {
+                args.streams = value()?.parse().map_err(|e| format!("--streams: {e}"))?;
+                // The echo client keeps a record per stream from the start.
+                if args.streams > MAX_STREAMS {
+                    return Err(format!("--streams: at most {MAX_STREAMS}").into());
+                }
+            }
             "--bytes" => args.bytes = parse_size(&value()?)?,
             "--datagrams" => args.datagrams = value()?.parse().map_err(|e| format!("--datagrams: {e}"))?,
             "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
@@ -377,5 +385,17 @@ mod tests {
             .expect("within range")
             .expect("not --help");
         assert_eq!(a.timeout, Duration::from_millis(500));
+    }
+
+    /// The echo client keeps a record per stream from the start: a count past any server's stream
+    /// limit is an argument error, not an allocation that aborts.
+    #[test]
+    fn an_echo_stream_count_beyond_reason_is_an_error() {
+        let url = "https://localhost:4433";
+        assert!(parse(&["--alpn", "echo", "--streams", "100000000000", url]).is_err());
+        let a = parse(&["--alpn", "echo", "--streams", "1000000", url])
+            .expect("within range")
+            .expect("not --help");
+        assert_eq!(a.streams, 1_000_000);
     }
 }
