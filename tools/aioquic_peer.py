@@ -115,8 +115,14 @@ class ServerProtocol(QuicConnectionProtocol):
         self.requests[sid] = None
         line = request.split(b"\n")[0].strip()
         path = line[4:].decode(errors="replace") if line.startswith(b"GET /") else None
-        full = os.path.normpath(os.path.join(self.root, path.lstrip("/"))) if path else None
-        if full and full.startswith(os.path.abspath(self.root)) and os.path.isfile(full):
+        # Links followed, then inside the root by whole components: a plain prefix test let
+        # /../www2/secret out of a root named www, and a link lead anywhere.
+        root = os.path.realpath(self.root)
+        try:
+            full = os.path.realpath(os.path.join(root, path.lstrip("/"))) if path else None
+        except ValueError:  # a NUL byte in the path
+            full = None
+        if full and os.path.commonpath([root, full]) == root and os.path.isfile(full):
             with open(full, "rb") as f:
                 self._quic.send_stream_data(sid, f.read(), end_stream=True)
         else:
