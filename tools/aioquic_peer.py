@@ -37,6 +37,8 @@ CIPHERS = {
     "chacha20": CipherSuite.CHACHA20_POLY1305_SHA256,
 }
 NOT_FOUND = 404
+# The longest request line read: a longer one is answered with what came so far.
+MAX_REQUEST = 4096
 
 
 def payload(seed: int, ident: int, size: int) -> bytes:
@@ -99,10 +101,12 @@ class ServerProtocol(QuicConnectionProtocol):
         alpn = self._quic.tls.alpn_negotiated
         if isinstance(event, StreamDataReceived):
             if alpn == "hq-interop":
+                # None once answered: what else comes on the stream (its FIN, say) is dropped.
                 buf = self.requests.setdefault(event.stream_id, bytearray())
-                buf += event.data
-                if event.end_stream or b"\n" in buf:
-                    self.answer(event.stream_id, bytes(buf))
+                if buf is not None:
+                    buf += event.data
+                    if event.end_stream or b"\n" in buf or len(buf) > MAX_REQUEST:
+                        self.answer(event.stream_id, bytes(buf))
             else:
                 self._quic.send_stream_data(event.stream_id, event.data, end_stream=event.end_stream)
         elif isinstance(event, DatagramFrameReceived) and alpn != "hq-interop":
