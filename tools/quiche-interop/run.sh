@@ -188,6 +188,9 @@ case_rv2() {
 all=(plain resume rebind ku conc rplain rretry rku rconc rv2)
 cases=("$@")
 [ ${#cases[@]} = 0 ] && cases=("${all[@]}")
+for c in "${cases[@]}"; do   # a misspelt case would otherwise count as neither passed nor failed
+    declare -F "case_$c" >/dev/null || { echo "unknown case $c (cases: ${all[*]})" >&2; exit 2; }
+done
 for c in "${cases[@]}"; do "case_$c"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
