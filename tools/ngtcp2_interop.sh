@@ -21,7 +21,8 @@ mkdir -p "$WORK"
 cd "$WORK" || exit 2
 
 if ! command -v gtlsclient >/dev/null || ! command -v gtlsserver >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngtcp2-client ngtcp2-server cmake >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngtcp2-client ngtcp2-server cmake >/dev/null \
+        || { echo "could not install ngtcp2-client, ngtcp2-server and cmake (run as root on Debian)" >&2; exit 2; }
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/tools/quiche-interop/target}"
 (cd "$ROOT/tools/quiche-interop" && cargo build --release --quiet --bin quicsand-h3) || exit 2
