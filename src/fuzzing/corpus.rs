@@ -211,7 +211,14 @@ fn handshake_params(data: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Writes numbered seed files, replacing the old `seed-*` of each target.
+/// Whether `name` is one of the numbered seeds this recorder writes (`seed-01`): only those are replaced
+/// on a rerun, so that inputs kept from findings (`seed-forged-reset-blocked`, `regress-*`) stay.
+fn numbered(name: &str) -> bool {
+    name.strip_prefix("seed-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Writes numbered seed files, replacing the old numbered seeds of each target.
 struct Seeds<'a> {
     dir: &'a Path,
     cleared: Vec<&'static str>,
@@ -233,10 +240,7 @@ impl<'a> Seeds<'a> {
             fs::create_dir_all(&dir)?;
             for entry in fs::read_dir(&dir)? {
                 let path = entry?.path();
-                if path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
-                {
+                if path.file_name().is_some_and(|n| numbered(&n.to_string_lossy())) {
                     fs::remove_file(path)?;
                 }
             }
@@ -248,5 +252,43 @@ impl<'a> Seeds<'a> {
         }
         *n += 1;
         fs::write(dir.join(format!("seed-{n:02}")), data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::epoch;
+
+    /// A rerun replaces the numbered seeds it recorded before (a stale `seed-99` included) and keeps
+    /// the inputs kept from findings, whatever they are named (`docs/fuzzing.md`, Corpus).
+    #[test]
+    fn a_rerun_keeps_the_inputs_kept_from_findings() {
+        let dir = std::env::temp_dir().join(format!("quicsand-corpus-{}", std::process::id()));
+        let network = dir.join("conn_network");
+        fs::create_dir_all(&network).expect("a temporary directory");
+        let kept = ["seed-forged-reset-blocked", "regress-forged-fin"];
+        for name in kept.iter().chain(&["seed-99"]) {
+            fs::write(network.join(name), b"kept").expect("a temporary file");
+        }
+        let recorded = record_corpus(&dir, epoch());
+        let mut names: Vec<String> = fs::read_dir(&network)
+            .expect("the directory is still there")
+            .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let _ = fs::remove_dir_all(&dir);
+        recorded.expect("recorded");
+        for name in kept {
+            assert!(names.iter().any(|n| n == name), "{name} deleted: {names:?}");
+        }
+        assert!(
+            !names.iter().any(|n| n == "seed-99"),
+            "stale seed-99 kept: {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n == "seed-01"),
+            "nothing recorded: {names:?}"
+        );
     }
 }

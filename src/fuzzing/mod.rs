@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 mod conn;
-#[cfg(fuzzing)]
+// Built in tests too (for its own test), though only a fuzzing build records seeds worth keeping.
 mod corpus;
 mod datagrams;
 mod input;
@@ -26,7 +26,6 @@ mod reassembly;
 mod tests;
 
 pub use conn::{check_conn_frames, check_conn_network, check_server_recv, check_stream_ops, NULL_CRYPTO};
-#[cfg(fuzzing)]
 pub use corpus::record_corpus;
 pub use datagrams::check_conn_datagrams;
 pub use pair::Setup;
