@@ -447,3 +447,48 @@ pub fn output_files(dir: &Path, paths: &[&str]) -> Result<Vec<PathBuf>, String> 
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_line_names_an_absolute_path() {
+        assert_eq!(parse_request(b"GET /a.bin\r\n").as_deref(), Some("/a.bin"));
+        assert_eq!(parse_request(b"GET /a.bin\n").as_deref(), Some("/a.bin"));
+        assert_eq!(parse_request(b"GET /a.bin").as_deref(), Some("/a.bin"));
+        assert_eq!(
+            parse_request(b"GET /a.bin HTTP/1.0\r\n").as_deref(),
+            Some("/a.bin")
+        );
+        for bad in [
+            &b"GET a.bin\r\n"[..],
+            b"POST /a\r\n",
+            b"GET \r\n",
+            b"",
+            b"GET /\xff\r\n",
+        ] {
+            assert_eq!(parse_request(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Nothing a request names resolves outside the root: `..` anywhere, however many leading slashes.
+    /// (`%2e%2e` is not decoded: it names a file called that. Links are checked when the file is opened.)
+    #[test]
+    fn no_path_leaves_the_root() {
+        let root = Path::new("/srv/www");
+        for bad in [
+            "/../etc/passwd",
+            "/a/../../etc/passwd",
+            "/a/..",
+            "//../etc/passwd",
+            "/./../x",
+        ] {
+            assert_eq!(resolve(root, bad), None, "{bad}");
+        }
+        assert_eq!(resolve(root, "//etc/passwd"), Some(root.join("etc/passwd")));
+        assert_eq!(resolve(root, "/a/./b"), Some(root.join("a/b")));
+        assert_eq!(resolve(root, "/%2e%2e/x"), Some(root.join("%2e%2e/x")));
+        assert_eq!(resolve(root, "/"), Some(root.to_path_buf()));
+    }
+}
