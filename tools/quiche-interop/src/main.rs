@@ -168,6 +168,16 @@ struct Request {
     reset: Option<u64>,
 }
 
+/// `--timeout SECS`: at most 1e9 s (about 31 years); more overflows `Instant` when the deadline is
+/// computed, and a negative, NaN or infinite value panics in `Duration::from_secs_f64`.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|e| format!("--timeout: {e}"))?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err("--timeout: between 0 and 1000000000 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn client(args: &[String]) -> Res<bool> {
     let mut ca = None;
     let mut no_verify = false;
@@ -185,7 +195,7 @@ fn client(args: &[String]) -> Res<bool> {
             "--ca" => ca = Some(value()?),
             "--no-verify" => no_verify = true,
             "--output" => output = Some(value()?.into()),
-            "--timeout" => timeout = Duration::from_secs_f64(value()?.parse()?),
+            "--timeout" => timeout = parse_timeout(&value()?)?,
             "--session-file" => session_file = Some(value()?.into()),
             "--early-data" => early_data = true,
             "--rebind-after" => rebind_after = Some(value()?.parse()?),

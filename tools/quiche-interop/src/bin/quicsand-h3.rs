@@ -652,6 +652,16 @@ impl Handler for H3Client {
     }
 }
 
+/// `--timeout SECS`: at most 1e9 s (about 31 years); more overflows `Instant` when the deadline is
+/// computed, and a negative, NaN or infinite value panics in `Duration::from_secs_f64`.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|e| format!("--timeout: {e}"))?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err("--timeout: between 0 and 1000000000 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn client(args: &[String]) -> Res<bool> {
     let (mut ca, mut insecure, mut output, mut every) = (None, false, None::<PathBuf>, None);
     let mut version = VERSION_1;
@@ -667,7 +677,7 @@ fn client(args: &[String]) -> Res<bool> {
             "--hq" => hq = true,
             "--output" => output = Some(value()?.into()),
             "--key-update-every" => every = Some(value()?.parse()?),
-            "--timeout" => timeout = Duration::from_secs_f64(value()?.parse()?),
+            "--timeout" => timeout = parse_timeout(&value()?)?,
             "--quic-version" => {
                 version = match value()?.as_str() {
                     "1" => VERSION_1,
