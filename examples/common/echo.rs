@@ -387,7 +387,7 @@ impl EchoClient {
         };
         let cipher = self.suite.map(suite_name).unwrap_or("none");
         let error = match &self.error {
-            Some(e) => format!("\"{}\"", e.replace('\\', "\\\\").replace('"', "\\\"")),
+            Some(e) => json_string(e),
             None => "null".into(),
         };
         format!(
@@ -457,5 +457,40 @@ impl Handler for EchoClient {
             .values()
             .map(|(at, _, _)| *at + DATAGRAM_RESEND)
             .min()
+    }
+}
+
+/// `s` as a JSON string literal: quotes, backslashes and control characters escaped (RFC 8259 §7).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error can hold the peer's close reason, any bytes it chose: the line must stay one line of
+    /// valid JSON.
+    #[test]
+    fn an_error_with_control_characters_stays_one_json_string() {
+        assert_eq!(json_string("plain"), "\"plain\"");
+        assert_eq!(
+            json_string("a \"quote\", a \\ and\na newline, \r\t\u{1}"),
+            "\"a \\\"quote\\\", a \\\\ and\\na newline, \\r\\t\\u0001\""
+        );
     }
 }
