@@ -126,7 +126,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Box<
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--ca" => args.ca = Some(value()?.into()),
-            "--alpn" => args.alpn = value()?,
+            "--alpn" => {
+                args.alpn = value()?;
+                // RFC 7301 §3.1: a protocol name is 1 to 255 bytes.
+                if !(1..=255).contains(&args.alpn.len()) {
+                    return Err("--alpn: a name of 1 to 255 bytes".into());
+                }
+            }
             "--output" => args.output = Some(value()?.into()),
             "--streams" => {
                 args.streams = value()?.parse().map_err(|e| format!("--streams: {e}"))?;
@@ -385,6 +391,25 @@ mod tests {
             .expect("within range")
             .expect("not --help");
         assert_eq!(a.timeout, Duration::from_millis(500));
+    }
+
+    /// RFC 7301 §3.1: a protocol name is 1 to 255 bytes. rustls asserts it (an empty one panicked when
+    /// the TLS configuration was built), and a longer one went out with its length cut to a byte.
+    #[test]
+    fn an_alpn_name_is_1_to_255_bytes() {
+        let url = "https://localhost:4433/";
+        let long = "a".repeat(256);
+        for bad in ["", long.as_str()] {
+            assert!(
+                parse(&["--alpn", bad, url]).is_err(),
+                "--alpn of {} bytes accepted",
+                bad.len()
+            );
+        }
+        let a = parse(&["--alpn", &long[..255], url])
+            .expect("within range")
+            .expect("not --help");
+        assert_eq!(a.alpn.len(), 255);
     }
 
     /// The echo client keeps a record per stream from the start: a count past any server's stream
