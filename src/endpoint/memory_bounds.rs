@@ -229,3 +229,77 @@ fn events_of_removed_connections_stay_bounded_when_the_application_never_polls()
     assert_eq!(polled, queued);
     assert_eq!(net.server.stale_events, 0);
 }
+
+/// The count of stale events stays exact however the application polls: a few events now and then,
+/// while connections come and go in reused slots (their handles told apart by generation) and the cap
+/// drops stale events between live ones. Each connection counts its own queued events, and no event of
+/// a live connection is dropped.
+#[test]
+fn stale_event_counts_stay_exact_under_partial_polling_and_slot_reuse() {
+    const CAP: usize = 16;
+    fn check(ep: &Endpoint) {
+        let stale = ep
+            .events
+            .iter()
+            .filter(|(h, _)| ep.table.get(*h).is_none())
+            .count();
+        assert_eq!(ep.stale_events, stale);
+        assert!(stale <= CAP, "{stale} stale events");
+        for (h, entry) in ep.table.iter() {
+            let queued = ep.events.iter().filter(|(x, _)| *x == h).count();
+            assert_eq!(entry.events_queued, queued, "{h:?}");
+        }
+    }
+    let mut net = Net::new();
+    let config = EndpointConfig {
+        max_stale_events: CAP,
+        ..EndpointConfig::with_seed(1)
+    };
+    net.server = Endpoint::new(config, Some(net.server_config.clone()));
+    net.mute_server = true;
+    let mut live = std::collections::VecDeque::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut polled = 0u64;
+    for round in 0..60u64 {
+        for _ in 0..(1 + round % 4) {
+            live.push_back(net.connect());
+        }
+        net.run(Duration::from_millis(5 + 40 * (round % 3)));
+        check(&net.server);
+        for _ in 0..(round % 5) {
+            let now = net.now;
+            if let Some(h) = live.pop_front() {
+                net.client.close(now, h, 0, b"bye").unwrap();
+            }
+        }
+        net.run(Duration::from_millis(10 + 300 * (round % 2)));
+        check(&net.server);
+        for _ in 0..(round % 7) {
+            if let Some((h, _)) = net.server.poll_event() {
+                seen.insert(h);
+                polled += 1;
+            }
+            check(&net.server);
+        }
+        seen.extend(net.server.table.iter().map(|(h, _)| h));
+    }
+    for h in live.drain(..) {
+        let now = net.now;
+        net.client.close(now, h, 0, b"bye").unwrap();
+    }
+    net.run(Duration::from_secs(10));
+    check(&net.server);
+    assert_eq!(net.server.table.len(), 0);
+    // Slots were reused: the same index under different generations.
+    let indexes: std::collections::HashSet<_> = seen.iter().map(|h| h.index()).collect();
+    assert!(indexes.len() < seen.len(), "no slot reused");
+    let stats = net.server.stats();
+    assert!(stats.stale_events_dropped > 0);
+    let queued = std::iter::from_fn(|| net.server.poll_event()).count() as u64;
+    assert_eq!(net.server.stale_events, 0);
+    // Incoming, Connected, HandshakeConfirmed and ConnectionLost for each: polled, left or dropped.
+    assert_eq!(
+        polled + queued + stats.stale_events_dropped,
+        4 * stats.connections_incoming
+    );
+}
