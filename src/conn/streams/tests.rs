@@ -2280,9 +2280,6 @@ fn random_stream_actions_under_loss_and_reordering_end_with_everything_forgotten
     }
 }
 
-/// RFC 9000 §13.3: a lost DATA_BLOCKED goes again "only while the endpoint is blocked on the
-/// corresponding limit". Before, it went again while any stream stayed listed as waiting for connection
-/// credit, also one reset since, which has nothing more to send.
 /// RFC 9000 §4.1, §13.3: a blocked frame found while a packet had no room for it, still queued when the
 /// only stream it was for is reset, does not go out: nothing is blocked any more.
 #[test]
@@ -2330,6 +2327,9 @@ fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
     );
 }
 
+/// RFC 9000 §13.3: a lost DATA_BLOCKED goes again "only while the endpoint is blocked on the
+/// corresponding limit". Before, it went again while any stream stayed listed as waiting for connection
+/// credit, also one reset since, which has nothing more to send.
 #[test]
 fn a_lost_data_blocked_is_not_sent_again_once_no_stream_waits_with_data() {
     let stingy = StreamsConfig {
@@ -2513,4 +2513,76 @@ fn every_frame_for_a_peer_stream_beyond_the_limit_is_stream_limit_error() {
         limit
     );
     assert_eq!(s.open_streams(), 0);
+}
+
+/// RFC 9000 §4.1, §13.3, §19.12: DATA_BLOCKED still goes out while any stream waits for connection
+/// credit. Two streams are blocked at the limit, the frame finds no room, and one of them is reset: the
+/// other still waits, so DATA_BLOCKED(20000) goes out. After MAX_DATA the streams are blocked again at
+/// the new limit, and DATA_BLOCKED(40000) goes out, and again when its packet is lost. Both streams
+/// reset with the frame unsent, a new stream blocked at the same limit queues it anew.
+#[test]
+fn data_blocked_goes_out_while_any_stream_waits_for_credit() {
+    let now = start();
+    let cfg = StreamsConfig {
+        receive_window: 20_000,
+        ..StreamsConfig::default()
+    };
+    let drain = |c: &mut Streams| {
+        let mut sent = Vec::new();
+        let mut recs = Vec::new();
+        while let Some((p, rec)) = packet(c, now) {
+            sent.extend(frames(&p));
+            recs.push(rec);
+            assert!(recs.len() < 1000, "the streams never stop sending");
+        }
+        (sent, recs)
+    };
+    let blocked = |sent: &[Frame]| -> Vec<u64> {
+        sent.iter()
+            .filter_map(|f| match f {
+                Frame::DataBlocked(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
+    };
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    c.write(a, &[1; 30_000]).unwrap();
+    c.write(b, &[2; 30_000]).unwrap();
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
+    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    c.reset(a, 7).unwrap();
+    let (sent, _) = drain(&mut c);
+    assert_eq!(blocked(&sent), [20_000], "{sent:?}");
+
+    c.on_max_data(40_000).unwrap();
+    let (sent, recs) = drain(&mut c);
+    assert_eq!(blocked(&sent), [40_000]);
+    let lost = recs
+        .iter()
+        .find(|r| r.conn.as_ref().is_some_and(|x| x.data_blocked.is_some()))
+        .expect("the record of DATA_BLOCKED");
+    c.on_lost(lost);
+    let (sent, _) = drain(&mut c);
+    assert_eq!(blocked(&sent), [40_000]);
+
+    let (mut c, _s) = pair(&cfg, &cfg);
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    c.write(a, &[1; 30_000]).unwrap();
+    c.write(b, &[2; 30_000]).unwrap();
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
+    c.reset(a, 7).unwrap();
+    c.reset(b, 7).unwrap();
+    let (sent, _) = drain(&mut c);
+    assert_eq!(blocked(&sent), [0u64; 0]);
+    let d = c.open(Dir::Uni).unwrap();
+    c.write(d, &[3; 100]).unwrap();
+    let (sent, _) = drain(&mut c);
+    assert_eq!(blocked(&sent), [20_000]);
 }
