@@ -47,7 +47,7 @@ OPTIONS:
   --insecure           accept any server certificate (testing only)
   --alpn NAME          hq-interop downloads the URLs; any other name runs the echo workload
                        against the first URL's host and port               [default: hq-interop]
-  --output DIR         hq-interop: write each file to DIR (named after the path's last part)
+  --output DIR         hq-interop: write each file to DIR (named after the path's last part); a failed download leaves no file
   --streams S          echo: bidirectional streams written concurrently    [default: 4]
   --bytes N            echo: bytes per stream (suffixes k, M: powers of 1024) [default: 256k]
   --datagrams D        echo: datagrams sent after the streams came back    [default: 100]
@@ -273,10 +273,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     let mut downloads = Vec::new();
     for (path, file) in paths.iter().zip(files) {
         let sink = match file {
-            Some(file) => {
-                let f = File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-                Sink::File(BufWriter::new(f))
-            }
+            Some(file) => Sink::file(file.clone()).map_err(|e| format!("{}: {e}", file.display()))?,
             None => Sink::Discard,
         };
         downloads.push(Download::new(path, sink));
@@ -296,6 +293,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     bar.finish_and_clear();
     tracing::debug!(stats = ?client.stats, "connection");
     report_hq(&client, total, in_time, args.timeout);
+    client.remove_failed_files();
     Ok(in_time && client.all_ok())
 }
 

@@ -644,6 +644,42 @@ fn a_symlink_out_of_the_root_is_not_followed() {
     server.stop();
 }
 
+/// A download that fails leaves no file behind: the client example creates each output file before
+/// asking for it, and a 404 left an empty file that reads like a download that worked. The complete one
+/// stays, byte for byte.
+#[test]
+fn the_file_of_a_failed_download_is_removed_and_a_complete_one_kept() {
+    let deadline = Driver::now() + TEST_TIMEOUT;
+    let cert = self_signed().unwrap();
+    let root = Root::new("remove-failed");
+    std::fs::write(root.0.join("small.txt"), b"small file").unwrap();
+    let out = Root::new("remove-failed-out");
+    let server = QuicsandServer::start(&cert, &root.0, deadline);
+    let (mut driver, conn, now) = quicsand_client(server.addr, &cert.cert, b"hq-interop");
+    let files = apps::hq::output_files(&out.0, &["/small.txt", "/missing"]).unwrap();
+    let downloads = vec![
+        Download::new("/small.txt", Sink::file(files[0].clone()).unwrap()),
+        Download::new("/missing", Sink::file(files[1].clone()).unwrap()),
+    ];
+    let mut client = HqClient::new(conn, downloads, now);
+    run_until(
+        &mut driver,
+        &mut client,
+        deadline,
+        "hq client downloading into files",
+    );
+    assert!(client.downloads[0].complete);
+    assert_eq!(client.downloads[1].reset, Some(NOT_FOUND));
+    assert!(
+        files[1].exists(),
+        "the failed download's file was made before the request"
+    );
+    assert_eq!(client.remove_failed_files(), vec![files[1].clone()]);
+    assert!(!files[1].exists());
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"small file");
+    server.stop();
+}
+
 /// The client names each downloaded file after its path's last part: two paths with the same last part
 /// would write one file through two handles, leaving bytes of both (and exit status 0), so the client
 /// refuses such a list before it sends anything.

@@ -190,11 +190,16 @@ pub enum Sink {
     Discard,
     /// Kept in memory.
     Memory(Vec<u8>),
-    /// Written to a file.
-    File(BufWriter<File>),
+    /// Written to a file, at this path.
+    File(BufWriter<File>, PathBuf),
 }
 
 impl Sink {
+    /// A new (or emptied) file at `path`.
+    pub fn file(path: PathBuf) -> std::io::Result<Sink> {
+        Ok(Sink::File(BufWriter::new(File::create(&path)?), path))
+    }
+
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Discard => Ok(()),
@@ -202,13 +207,13 @@ impl Sink {
                 v.extend_from_slice(data);
                 Ok(())
             }
-            Sink::File(f) => f.write_all(data),
+            Sink::File(f, _) => f.write_all(data),
         }
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         match self {
-            Sink::File(f) => f.flush(),
+            Sink::File(f, _) => f.flush(),
             _ => Ok(()),
         }
     }
@@ -307,6 +312,24 @@ impl HqClient {
                 .downloads
                 .iter()
                 .all(|d| d.complete && d.sink_error.is_none())
+    }
+
+    /// Removes the file of every download that did not arrive complete and stored (not found, reset,
+    /// cut short by the connection's end or the timeout), as `curl --remove-on-error` does: an empty or
+    /// partial file left behind would read as a download that worked. Returns the files removed.
+    pub fn remove_failed_files(&mut self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for d in &mut self.downloads {
+            if d.complete && d.sink_error.is_none() {
+                continue;
+            }
+            if let Sink::File(_, path) = std::mem::replace(&mut d.sink, Sink::Discard) {
+                if std::fs::remove_file(&path).is_ok() {
+                    removed.push(path);
+                }
+            }
+        }
+        removed
     }
 
     /// Opens streams for the requests not yet sent, as far as the stream limit allows.
