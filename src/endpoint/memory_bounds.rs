@@ -184,19 +184,26 @@ fn received_datagrams_an_application_never_reads_stay_within_the_buffer() {
     assert_eq!(conn.stats().datagrams_recv_dropped, 100_000 - slots as u64);
 }
 
+/// A network whose server keeps at most `cap` events of removed connections and whose application
+/// never polls the server's events unless a test does.
+fn net_with_unpolled_server(cap: usize) -> Net {
+    let mut net = Net::new();
+    let config = EndpointConfig {
+        max_stale_events: cap,
+        ..EndpointConfig::with_seed(1)
+    };
+    net.server = Endpoint::new(config, Some(net.server_config.clone()));
+    net.mute_server = true;
+    net
+}
+
 /// Clients come and go, 2,000 of them, while the server's application never calls `poll_event`: the
 /// events of connections already removed (their handles stale) stay within
 /// `EndpointConfig::max_stale_events`, the oldest beyond it dropped and counted; the newest are kept.
 #[test]
 fn events_of_removed_connections_stay_bounded_when_the_application_never_polls() {
     const CAP: usize = 512;
-    let mut net = Net::new();
-    let config = EndpointConfig {
-        max_stale_events: CAP,
-        ..EndpointConfig::with_seed(1)
-    };
-    net.server = Endpoint::new(config, Some(net.server_config.clone()));
-    net.mute_server = true;
+    let mut net = net_with_unpolled_server(CAP);
     let mut last = None;
     for round in 0..40 {
         let hs: Vec<_> = (0..50).map(|_| net.connect()).collect();
@@ -250,13 +257,7 @@ fn stale_event_counts_stay_exact_under_partial_polling_and_slot_reuse() {
             assert_eq!(entry.events_queued, queued, "{h:?}");
         }
     }
-    let mut net = Net::new();
-    let config = EndpointConfig {
-        max_stale_events: CAP,
-        ..EndpointConfig::with_seed(1)
-    };
-    net.server = Endpoint::new(config, Some(net.server_config.clone()));
-    net.mute_server = true;
+    let mut net = net_with_unpolled_server(CAP);
     let mut live = std::collections::VecDeque::new();
     let mut seen = std::collections::HashSet::new();
     let mut polled = 0u64;

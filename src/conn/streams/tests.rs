@@ -2285,6 +2285,22 @@ fn random_stream_actions_under_loss_and_reordering_end_with_everything_forgotten
 #[test]
 fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
     let now = start();
+    // Writes 3000 or 30,000 bytes on a new stream into a packet of `room` bytes, where the blocked
+    // frame found on the way finds no room; resets the stream; returns every frame sent after that.
+    let sent_after_reset = |c: &mut Streams, bytes: usize, room: usize| {
+        let id = c.open(Dir::Uni).unwrap();
+        c.write(id, &vec![1; bytes]).unwrap();
+        let mut buf = Vec::new();
+        let mut rec = StreamsSent::default();
+        c.write_frames(now, RTT, &mut buf, room, &mut rec);
+        assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+        c.reset(id, 7).unwrap();
+        let mut sent = Vec::new();
+        while let Some((p, _)) = packet(c, now) {
+            sent.extend(frames(&p));
+        }
+        sent
+    };
     // DATA_BLOCKED: as in `blocked_frames_are_not_sent_once_the_limit_was_raised`, the frame waits
     // for room; then the application resets the stream.
     let cfg = StreamsConfig {
@@ -2292,17 +2308,7 @@ fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
         ..StreamsConfig::default()
     };
     let (mut c, _s) = pair(&cfg, &cfg);
-    let id = c.open(Dir::Uni).unwrap();
-    c.write(id, &[1; 30_000]).unwrap();
-    let mut buf = Vec::new();
-    let mut rec = StreamsSent::default();
-    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
-    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
-    c.reset(id, 7).unwrap();
-    let mut sent = Vec::new();
-    while let Some((p, _)) = packet(&mut c, now) {
-        sent.extend(frames(&p));
-    }
+    let sent = sent_after_reset(&mut c, 30_000, 6 + 20_000 + 3);
     assert!(
         !sent.iter().any(|f| matches!(f, Frame::DataBlocked(_))),
         "stale DATA_BLOCKED: {sent:?}"
@@ -2310,17 +2316,7 @@ fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
 
     // STREAM_DATA_BLOCKED likewise, at the stream's limit of 1000 bytes.
     let (mut c, _s) = small_window_pair();
-    let id = c.open(Dir::Uni).unwrap();
-    c.write(id, &[1; 3000]).unwrap();
-    let mut buf = Vec::new();
-    let mut rec = StreamsSent::default();
-    c.write_frames(now, RTT, &mut buf, 5 + 1000 + 3, &mut rec);
-    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
-    c.reset(id, 7).unwrap();
-    let mut sent = Vec::new();
-    while let Some((p, _)) = packet(&mut c, now) {
-        sent.extend(frames(&p));
-    }
+    let sent = sent_after_reset(&mut c, 3000, 5 + 1000 + 3);
     assert!(
         !sent.iter().any(|f| matches!(f, Frame::StreamDataBlocked(_))),
         "stale STREAM_DATA_BLOCKED: {sent:?}"
