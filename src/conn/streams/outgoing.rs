@@ -304,6 +304,7 @@ impl Streams {
     fn conn_blocked_frame_sent(&self) -> bool {
         self.data_blocked_at == Some(self.send_max_data)
             && self.conn_blocked.iter().any(|id| {
+                waiting::visit();
                 self.streams.get(&id).is_some_and(|s| {
                     s.sched == Sched::ConnBlocked && s.send.as_ref().is_some_and(SendStream::has_data)
                 })
@@ -427,6 +428,7 @@ impl Streams {
     /// for lost data still waits for credit for its new data).
     fn data_waits_for_credit(&self) -> bool {
         self.conn_blocked.iter().any(|id| {
+            waiting::visit();
             self.streams.get(&id).is_some_and(|s| {
                 s.send
                     .as_ref()

@@ -1616,6 +1616,96 @@ fn blocked_frames_sent_looks_only_at_streams_that_sent_one() {
     assert_eq!(waiting::take_visited(), 0);
 }
 
+/// RFC 9000 §4.1, §21.9: whether DATA_BLOCKED is due again is answered without passing over the streams
+/// the peer stopped while they waited for connection credit. Such a stream sends nothing more, but a
+/// bidirectional one stays while the peer's half is open, and its entry stayed listed: `poll_timeout`
+/// asks after every packet while nothing ack-eliciting is in flight, and each answer passed over all of
+/// them before reaching the one that still waits (about 400,000 visits here).
+#[test]
+fn blocked_frames_sent_passes_over_no_stream_the_peer_stopped() {
+    let stingy = StreamsConfig {
+        receive_window: 1000,
+        max_concurrent_bidi_streams: 4000,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+    let ids: Vec<StreamId> = (0..4000)
+        .map(|_| {
+            let id = s.open(Dir::Bi).unwrap();
+            assert_eq!(s.write(id, &[5; 100]), Ok(100));
+            id
+        })
+        .collect();
+    assert_eq!(drain_acked(&mut s, start()), 1000);
+    assert_eq!(s.conn_blocked.live(), 3990);
+    // The peer stops every waiting stream but the last; the RESET_STREAM frames go and are
+    // acknowledged, and the streams stay (the peer's halves are open).
+    for &id in &ids[10..3999] {
+        s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
+    }
+    drain_acked(&mut s, start());
+    assert!(ids.iter().all(|id| s.streams.contains_key(id)));
+    waiting::take_visited();
+    for _ in 0..100 {
+        assert!(
+            s.blocked_frames_sent(),
+            "the last stream still waits, DATA_BLOCKED sent"
+        );
+    }
+    // At most the stale entries the list tolerates (16 beyond the live ones) before each answer.
+    let visited = waiting::take_visited();
+    assert!(visited <= 2000, "{visited} stream visits for 100 questions");
+    // The credit goes to the one stream still waiting.
+    s.on_max_data(1100).unwrap();
+    let mut got = Vec::new();
+    while let Some((p, rec)) = packet(&mut s, start()) {
+        s.on_acked(&rec);
+        for f in frames(&p) {
+            if let Frame::Stream(f) = f {
+                got.push((f.id, f.data.len()));
+            }
+        }
+    }
+    assert_eq!(got, [(ids[3999], 100)]);
+    assert!(!s.blocked_frames_sent());
+}
+
+/// The same for STREAM_DATA_BLOCKED: a stream the peer stopped while blocked at its own limit sends
+/// nothing more, and stayed among those whose frame went out, each answer passing over it (about
+/// 400,000 visits here).
+#[test]
+fn blocked_frames_sent_passes_over_no_stream_blocked_then_stopped() {
+    let limits = StreamsConfig {
+        stream_receive_window: 100,
+        max_stream_receive_window: 100,
+        max_concurrent_bidi_streams: 4000,
+        ..StreamsConfig::default()
+    };
+    let (_, mut s) = pair(&limits, &StreamsConfig::default());
+    let ids: Vec<StreamId> = (0..4000)
+        .map(|_| {
+            let id = s.open(Dir::Bi).unwrap();
+            assert_eq!(s.write(id, &[1; 200]), Ok(200));
+            id
+        })
+        .collect();
+    assert_eq!(drain_acked(&mut s, start()), 4000 * 100);
+    for &id in &ids[..3999] {
+        s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
+    }
+    drain_acked(&mut s, start());
+    assert!(ids.iter().all(|id| s.streams.contains_key(id)));
+    waiting::take_visited();
+    for _ in 0..100 {
+        assert!(
+            s.blocked_frames_sent(),
+            "the last stream is still blocked, its frame sent"
+        );
+    }
+    let visited = waiting::take_visited();
+    assert!(visited <= 1000, "{visited} stream visits for 100 questions");
+}
+
 /// Credit left unspent by streams a raise woke, because the application reset one before the packet was
 /// built or the peer stopped it, goes to the next streams waiting: before, nothing woke them (no new
 /// limit came, and no DATA_BLOCKED went out since nothing was blocked at the new one). Found in review.
