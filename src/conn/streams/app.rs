@@ -151,6 +151,7 @@ impl Streams {
         let dropped = held - send.buffered();
         self.send_buffered = self.send_buffered.saturating_sub(dropped);
         self.queue_control(id, ControlKind::ResetStream);
+        self.unlist_reset(id);
         Ok(())
     }
 

@@ -244,6 +244,7 @@ impl Streams {
         }
         if reset {
             self.queue_control(id, ControlKind::ResetStream);
+            self.unlist_reset(id);
         }
         Ok(())
     }

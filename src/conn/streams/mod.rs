@@ -779,7 +779,8 @@ impl Streams {
             let Some(id) = self.conn_blocked.pop() else {
                 break;
             };
-            let Some(s) = self.streams.get_mut(&id) else {
+            // Gone, or reset while it waited (`unlist_reset`): a stale entry.
+            let Some(s) = self.streams.get_mut(&id).filter(|s| s.conn_listed) else {
                 continue;
             };
             self.conn_blocked.woken();
@@ -833,6 +834,27 @@ impl Streams {
         }
     }
 
+    /// Stream `id`'s sending half was reset (by the application, or after the peer's STOP_SENDING): it
+    /// sends nothing more (RFC 9000 §3.1, §13.3), so it leaves the streams blocked at their own limit
+    /// and those waiting for connection credit, where its entry becomes stale as a forgotten stream's.
+    /// A bidirectional stream stays while the peer's half is open, and `blocked_frames_sent`, asked
+    /// after every packet, would pass over it each time (RFC 9000 §21.9).
+    fn unlist_reset(&mut self, id: StreamId) {
+        self.stream_blocked_sent.remove(&id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.sched == Sched::ConnBlocked {
+            s.sched = Sched::Idle;
+        }
+        if s.conn_listed {
+            s.conn_listed = false;
+            let streams = &self.streams;
+            self.conn_blocked
+                .forgotten(|id| streams.get(&id).is_some_and(|s| s.conn_listed));
+        }
+    }
+
     /// Forgets stream `id` once both halves are over, returning stream credit to the peer for its own
     /// streams (RFC 9000 §4.6: "increase limits as streams are closed").
     fn maybe_forget(&mut self, id: StreamId) {
@@ -847,7 +869,8 @@ impl Streams {
         if let Some(mut s) = self.streams.remove(&id) {
             if s.conn_listed {
                 let streams = &self.streams;
-                self.conn_blocked.forgotten(|id| streams.contains_key(&id));
+                self.conn_blocked
+                    .forgotten(|id| streams.get(&id).is_some_and(|s| s.conn_listed));
             }
             if let Some(send) = s.send.as_ref() {
                 self.send_buffered = self.send_buffered.saturating_sub(send.buffered());

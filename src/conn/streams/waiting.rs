@@ -7,9 +7,10 @@
 //! that waits (each of which would be visited by the scheduler only to be found blocked again). The
 //! work is in proportion to the credit granted, that is to the data it lets go.
 //!
-//! A stream forgotten while listed (reset and acknowledged, say) is not searched for: its entry is
-//! passed over when reached, and the lists are compacted once such entries outnumber the live ones, so
-//! that the work stays in proportion to the streams listed.
+//! A stream forgotten while listed (reset and acknowledged, say), or whose sending half is reset while
+//! listed (it sends nothing more, though it stays while the peer's half is open), is not searched for:
+//! its entry is passed over when reached, and the lists are compacted once such entries outnumber the
+//! live ones, so that the work stays in proportion to the streams listed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -56,8 +57,8 @@ impl CreditWaiters {
         self.live = self.live.saturating_sub(1);
     }
 
-    /// A listed stream was forgotten: its entry becomes stale. `exists` tells which streams still
-    /// exist, for compacting.
+    /// A listed stream was forgotten, or reset: its entry becomes stale. `exists` tells which streams
+    /// are still listed, for compacting.
     pub(super) fn forgotten(&mut self, exists: impl Fn(StreamId) -> bool) {
         self.live = self.live.saturating_sub(1);
         if self.entries - self.live > self.live + STALE_SLACK {
