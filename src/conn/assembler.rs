@@ -338,6 +338,8 @@ impl Assembler {
             cursor = cursor.max(k + v.len() as u64);
         }
         while cursor < end {
+            #[cfg(test)]
+            tests::VISITED.with(|v| v.set(v.get() + 1));
             let next = self
                 .chunks
                 .range(cursor..end)
@@ -523,6 +525,8 @@ impl Assembler {
             if *entry.key() != self.ready_end {
                 break;
             }
+            #[cfg(test)]
+            tests::VISITED.with(|v| v.set(v.get() + 1));
             let data = entry.remove();
             // `push_ready` counts the bytes again.
             self.buffered -= data.len();
@@ -597,6 +601,68 @@ impl Assembler {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    thread_local! {
+        /// Held chunks stepped over by inserts and moved to the in-order run on this thread: the work
+        /// beyond a map lookup per piece, for tests of work bounds.
+        pub(super) static VISITED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn take_visited() -> u64 {
+        VISITED.with(|v| v.replace(0))
+    }
+
+    /// RFC 9000 §21.7, §21.9: out-of-order pieces in adversarial orders (one byte each around one-byte
+    /// holes: descending, from both ends alternately), a piece filling every hole at once, and pieces
+    /// covering everything held again and again. Each insert steps over only the held chunks inside its
+    /// own range (so at most a chunk per byte it carries) and each chunk moves to the in-order run once:
+    /// the work follows the bytes received, at the fragment limit's 32,768 pieces as at 4,096.
+    #[test]
+    fn the_work_of_an_insert_follows_its_own_bytes() {
+        let window = 1 << 40;
+        let one = Bytes::from_static(b"x");
+        for n in [4096u64, 32_768] {
+            let mut descending = Assembler::default();
+            take_visited();
+            for i in (1..=n).rev() {
+                descending.insert(2 * i, one.clone(), window).unwrap();
+            }
+            assert_eq!(descending.fragments() as u64, n);
+            assert!(take_visited() <= n, "descending, {n} pieces");
+
+            let mut alternating = Assembler::default();
+            for i in 0..n {
+                let j = if i % 2 == 0 { i / 2 } else { n - 1 - i / 2 };
+                alternating.insert(2 * j + 1, one.clone(), window).unwrap();
+            }
+            assert!(take_visited() <= n, "alternating, {n} pieces");
+            // One piece fills every hole but the first: it steps over the n - 1 chunks it covers.
+            let all = Bytes::from(vec![7u8; 2 * n as usize]);
+            alternating
+                .insert(2, all.slice(..(2 * n - 2) as usize), window)
+                .unwrap();
+            assert!(take_visited() <= n, "filling {n} holes");
+            // The same bytes again, ten times: nothing new, and no more than the chunks covered each.
+            for _ in 0..10 {
+                alternating
+                    .insert(2, all.slice(..(2 * n - 2) as usize), window)
+                    .unwrap();
+            }
+            assert!(take_visited() <= 10 * n, "covering {n} chunks ten times");
+            // A one-byte piece among them steps over at most one chunk, wherever it lands.
+            for i in 0..1000 {
+                alternating
+                    .insert(2 + i % (2 * n - 2), one.clone(), window)
+                    .unwrap();
+            }
+            assert!(take_visited() <= 1000, "1,000 one-byte pieces among {n} chunks");
+            // The first hole filled: every chunk moves to the in-order run once.
+            alternating.insert(0, one.clone(), window).unwrap();
+            assert_eq!(alternating.fragments(), 0);
+            assert!(take_visited() <= n + 1, "promoting {n} chunks");
+            assert_eq!(read_all(&mut alternating).len() as u64, 2 * n);
+        }
+    }
 
     fn read_all(a: &mut Assembler) -> Vec<u8> {
         let mut out = Vec::new();
