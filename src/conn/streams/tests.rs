@@ -1737,6 +1737,216 @@ fn credit_left_by_a_woken_stream_that_goes_away_goes_to_the_next() {
     }
 }
 
+/// Checks the list of streams waiting for connection credit against the streams: one live entry per
+/// stream listed, every listed stream has an entry, no stream parked for credit is unlisted, and no
+/// stream with new data its own limit lets go is left out of both the queues and the list (it would
+/// never send again: the connection blocked for good).
+fn check_credit_waiters(s: &Streams, ctx: &str) {
+    let listed = s.streams.values().filter(|x| x.conn_listed).count();
+    assert_eq!(s.conn_blocked.live(), listed, "{ctx}");
+    assert!(s.conn_blocked.entries() >= listed, "{ctx}");
+    let entries: BTreeSet<StreamId> = s.conn_blocked.iter().collect();
+    for (id, x) in &s.streams {
+        if x.conn_listed {
+            assert!(entries.contains(id), "{id:?} listed without an entry: {ctx}");
+        }
+        if x.sched == Sched::ConnBlocked {
+            assert!(x.conn_listed, "{id:?} parked for credit, unlisted: {ctx}");
+        }
+        let Some(send) = x.send.as_ref() else {
+            continue;
+        };
+        if send.reset.is_some() {
+            assert!(!x.conn_listed, "{id:?} reset, still listed: {ctx}");
+            assert_ne!(x.sched, Sched::ConnBlocked, "{id:?} reset, still parked: {ctx}");
+        } else if send.has_data() && !send.is_stream_blocked() {
+            assert!(
+                x.sched == Sched::Queued || x.conn_listed,
+                "{id:?} has data but is neither queued nor listed: {ctx}"
+            );
+        }
+    }
+}
+
+/// Streams wait for connection credit at several priorities while others are reset by the application
+/// or stopped by the peer, moved between priorities, their packets lost or acknowledged, and credit
+/// comes a little at a time: the list stays consistent with the streams after every step (compaction
+/// included), and once the peer grants enough every stream not reset gets all its data through, none
+/// stranded by the entries of the reset ones (RFC 9000 §4.1, §3.1).
+#[test]
+fn streams_reset_while_others_wait_for_credit_strand_none() {
+    for seed in 1..=60u64 {
+        let stingy = StreamsConfig {
+            receive_window: 1000,
+            max_concurrent_bidi_streams: 300,
+            max_concurrent_uni_streams: 300,
+            ..StreamsConfig::default()
+        };
+        let (_, mut s) = pair(&stingy, &StreamsConfig::default());
+        let mut rng = Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut ids: Vec<StreamId> = Vec::new();
+        let mut in_flight: Vec<StreamsSent> = Vec::new();
+        for step in 0..3000 {
+            let ctx = format!("seed {seed} step {step}");
+            match rng.below(12) {
+                0 | 1 => {
+                    let dir = if rng.below(2) == 0 { Dir::Bi } else { Dir::Uni };
+                    if let Some(id) = s.open(dir) {
+                        s.set_priority(id, rng.below(3) as i32).unwrap();
+                        let _ = s.write(id, &vec![3; 1 + rng.below(3000) as usize]);
+                        ids.push(id);
+                    }
+                }
+                2 if !ids.is_empty() => {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    let _ = s.write(id, &vec![4; 1 + rng.below(2000) as usize]);
+                }
+                3 if !ids.is_empty() => {
+                    // Now and then a burst, so that stale entries outnumber the live ones and the
+                    // list is compacted.
+                    let burst = if rng.below(8) == 0 { 40 } else { 1 };
+                    let first = rng.below(ids.len() as u64) as usize;
+                    for &id in ids[first..].iter().take(burst) {
+                        let _ = s.reset(id, 1);
+                    }
+                }
+                4 if !ids.is_empty() => {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    s.on_stop_sending(StopSending { id, error_code: 2 }).unwrap();
+                }
+                5 if !ids.is_empty() => {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    let _ = s.set_priority(id, rng.below(3) as i32);
+                }
+                6 => {
+                    let most = if rng.below(4) == 0 { 3000 } else { 60 };
+                    let raise = 1 + rng.below(most);
+                    s.on_max_data(s.send_max_data + raise).unwrap();
+                }
+                7 => s.resend_blocked(),
+                8..=10 => {
+                    if let Some((_, rec)) = packet(&mut s, start()) {
+                        in_flight.push(rec);
+                    }
+                }
+                _ if !in_flight.is_empty() => {
+                    let rec = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                    if rng.below(4) == 0 {
+                        s.on_lost(&rec);
+                    } else {
+                        s.on_acked(&rec);
+                    }
+                }
+                _ => {}
+            }
+            check_credit_waiters(&s, &ctx);
+        }
+        for rec in std::mem::take(&mut in_flight) {
+            s.on_lost(&rec);
+        }
+        // Enough credit for everything: every stream not reset sends all its data.
+        s.on_max_data(s.send_max_data + 100_000_000).unwrap();
+        drain_acked(&mut s, start());
+        let ctx = format!("seed {seed}, the end");
+        check_credit_waiters(&s, &ctx);
+        assert_eq!(s.conn_blocked.live(), 0, "{ctx}");
+        for id in &ids {
+            if let Some(send) = s.streams.get(id).and_then(|x| x.send.as_ref()) {
+                assert!(
+                    send.reset.is_some() || !send.has_data(),
+                    "{id:?} still has data: {ctx}"
+                );
+            }
+        }
+    }
+}
+
+/// RFC 9000 §4.1, §3.1, §13.3: of 20 streams waiting for connection credit, the application resets
+/// some and the peer stops others (their entries become stale); the RESET_STREAM frames go, and go
+/// again when lost, with none of the reset streams' data; DATA_BLOCKED stays due for the ones still
+/// waiting, and the credit then granted goes to exactly those, all their data, in the order they were
+/// found blocked. Once every waiting stream is reset, nothing is blocked any more.
+#[test]
+fn credit_after_resets_reaches_every_stream_still_waiting() {
+    let (mut s, ids) = many_streams_waiting_for_credit(30);
+    let waiting = &ids[10..];
+    let gone: Vec<StreamId> = waiting
+        .iter()
+        .step_by(3)
+        .chain(waiting[2..].iter().step_by(3))
+        .copied()
+        .collect();
+    let kept: Vec<StreamId> = waiting.iter().filter(|id| !gone.contains(id)).copied().collect();
+    for (k, &id) in gone.iter().enumerate() {
+        if k % 2 == 0 {
+            s.reset(id, 7).unwrap();
+        } else {
+            s.on_stop_sending(StopSending { id, error_code: 9 }).unwrap();
+        }
+    }
+    assert_eq!(s.conn_blocked.live(), kept.len());
+    // The resets go; lost, they go again; no STREAM frame goes (no credit, and none for those reset).
+    let mut resets = Vec::new();
+    let mut lost = Vec::new();
+    while let Some((p, rec)) = packet(&mut s, start()) {
+        for f in frames(&p) {
+            assert!(!matches!(f, Frame::Stream(_)), "{f:?}");
+            if let Frame::ResetStream(r) = f {
+                resets.push(r.id);
+            }
+        }
+        lost.push(rec);
+    }
+    for rec in &lost {
+        s.on_lost(rec);
+    }
+    while let Some((p, rec)) = packet(&mut s, start()) {
+        s.on_acked(&rec);
+        for f in frames(&p) {
+            assert!(!matches!(f, Frame::Stream(_)), "{f:?}");
+            if let Frame::ResetStream(r) = f {
+                resets.push(r.id);
+            }
+        }
+    }
+    resets.sort();
+    let mut twice: Vec<StreamId> = gone.iter().flat_map(|&id| [id, id]).collect();
+    twice.sort();
+    assert_eq!(resets, twice);
+    // DATA_BLOCKED went for the limit that still holds them back.
+    assert!(s.blocked_frames_sent());
+    // Credit for exactly the streams still waiting.
+    s.on_max_data(s.send_max_data + 100 * kept.len() as u64).unwrap();
+    let mut got = Vec::new();
+    while let Some((p, rec)) = packet(&mut s, start()) {
+        s.on_acked(&rec);
+        for f in frames(&p) {
+            if let Frame::Stream(f) = f {
+                got.push((f.id, f.data.len()));
+            }
+        }
+    }
+    let want: Vec<(StreamId, usize)> = kept.iter().map(|&id| (id, 100)).collect();
+    assert_eq!(got, want);
+    assert_eq!(s.conn_blocked.live(), 0);
+    assert!(!s.blocked_frames_sent());
+
+    // All streams waiting are reset: nothing is blocked, and no DATA_BLOCKED is due.
+    let (mut s, ids) = many_streams_waiting_for_credit(30);
+    for &id in &ids[10..] {
+        s.reset(id, 7).unwrap();
+    }
+    assert_eq!(s.conn_blocked.live(), 0);
+    assert!(!s.blocked_frames_sent());
+    s.resend_blocked();
+    while let Some((p, rec)) = packet(&mut s, start()) {
+        s.on_acked(&rec);
+        for f in frames(&p) {
+            assert!(!matches!(f, Frame::Stream(_) | Frame::DataBlocked(_)), "{f:?}");
+        }
+    }
+}
+
 /// The connection window auto-tunes when the application consumes half a window within two round
 /// trips (flow.rs), not on the updates that go because the peer is short of credit while data waits
 /// unread: before, with the peer out of credit, each one-byte read sent a MAX_DATA that doubled the
