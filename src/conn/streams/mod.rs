@@ -787,9 +787,8 @@ impl Streams {
             s.conn_listed = false;
             if s.sched == Sched::ConnBlocked {
                 s.sched = Sched::Idle;
-                // A stream reset while it waited (by the application, or after the peer's STOP_SENDING)
-                // sends nothing more (RFC 9000 §3.1): it takes none of the credit, which goes on to the
-                // next in line.
+                // A stream with no data left takes none of the credit, which goes on to the next in line
+                // (one reset while it waited left the list then: `unlist_reset`).
                 if let Some(send) = s.send.as_ref().filter(|x| x.has_data()) {
                     credit = credit.saturating_sub(send.new_data_within_limit().clamp(1, WAKE_SHARE));
                 }

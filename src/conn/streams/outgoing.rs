@@ -424,7 +424,7 @@ impl Streams {
     }
 
     /// Whether the connection is blocked: some stream listed as waiting for credit still has new data
-    /// that its own limit lets go (one reset since stays listed, with nothing to send; one queued again
+    /// that its own limit lets go (one reset since has left the list, its entry stale; one queued again
     /// for lost data still waits for credit for its new data).
     fn data_waits_for_credit(&self) -> bool {
         self.conn_blocked.iter().any(|id| {
