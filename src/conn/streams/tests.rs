@@ -1616,6 +1616,30 @@ fn blocked_frames_sent_looks_only_at_streams_that_sent_one() {
     assert_eq!(waiting::take_visited(), 0);
 }
 
+/// Opens `n` bidirectional streams on `s` and writes `bytes` bytes on each.
+fn open_bidi_written(s: &mut Streams, n: usize, bytes: usize) -> Vec<StreamId> {
+    (0..n)
+        .map(|_| {
+            let id = s.open(Dir::Bi).unwrap();
+            assert_eq!(s.write(id, &vec![5; bytes]), Ok(bytes));
+            id
+        })
+        .collect()
+}
+
+/// Asks `s` 100 times whether a blocked frame went out while one stream is still blocked (`poll_timeout`
+/// asks after every packet while nothing ack-eliciting is in flight), and returns the streams visited.
+fn visits_of_100_blocked_questions(s: &Streams) -> u64 {
+    waiting::take_visited();
+    for _ in 0..100 {
+        assert!(
+            s.blocked_frames_sent(),
+            "the last stream still blocked, its frame sent"
+        );
+    }
+    waiting::take_visited()
+}
+
 /// RFC 9000 §4.1, §21.9: whether DATA_BLOCKED is due again is answered without passing over the streams
 /// the peer stopped while they waited for connection credit. Such a stream sends nothing more, but a
 /// bidirectional one stays while the peer's half is open, and its entry stayed listed: `poll_timeout`
@@ -1629,13 +1653,7 @@ fn blocked_frames_sent_passes_over_no_stream_the_peer_stopped() {
         ..StreamsConfig::default()
     };
     let (_, mut s) = pair(&stingy, &StreamsConfig::default());
-    let ids: Vec<StreamId> = (0..4000)
-        .map(|_| {
-            let id = s.open(Dir::Bi).unwrap();
-            assert_eq!(s.write(id, &[5; 100]), Ok(100));
-            id
-        })
-        .collect();
+    let ids = open_bidi_written(&mut s, 4000, 100);
     assert_eq!(drain_acked(&mut s, start()), 1000);
     assert_eq!(s.conn_blocked.live(), 3990);
     // The peer stops every waiting stream but the last; the RESET_STREAM frames go and are
@@ -1645,15 +1663,8 @@ fn blocked_frames_sent_passes_over_no_stream_the_peer_stopped() {
     }
     drain_acked(&mut s, start());
     assert!(ids.iter().all(|id| s.streams.contains_key(id)));
-    waiting::take_visited();
-    for _ in 0..100 {
-        assert!(
-            s.blocked_frames_sent(),
-            "the last stream still waits, DATA_BLOCKED sent"
-        );
-    }
     // At most the stale entries the list tolerates (16 beyond the live ones) before each answer.
-    let visited = waiting::take_visited();
+    let visited = visits_of_100_blocked_questions(&s);
     assert!(visited <= 2000, "{visited} stream visits for 100 questions");
     // The credit goes to the one stream still waiting.
     s.on_max_data(1100).unwrap();
@@ -1682,27 +1693,14 @@ fn blocked_frames_sent_passes_over_no_stream_blocked_then_stopped() {
         ..StreamsConfig::default()
     };
     let (_, mut s) = pair(&limits, &StreamsConfig::default());
-    let ids: Vec<StreamId> = (0..4000)
-        .map(|_| {
-            let id = s.open(Dir::Bi).unwrap();
-            assert_eq!(s.write(id, &[1; 200]), Ok(200));
-            id
-        })
-        .collect();
+    let ids = open_bidi_written(&mut s, 4000, 200);
     assert_eq!(drain_acked(&mut s, start()), 4000 * 100);
     for &id in &ids[..3999] {
         s.on_stop_sending(StopSending { id, error_code: 7 }).unwrap();
     }
     drain_acked(&mut s, start());
     assert!(ids.iter().all(|id| s.streams.contains_key(id)));
-    waiting::take_visited();
-    for _ in 0..100 {
-        assert!(
-            s.blocked_frames_sent(),
-            "the last stream is still blocked, its frame sent"
-        );
-    }
-    let visited = waiting::take_visited();
+    let visited = visits_of_100_blocked_questions(&s);
     assert!(visited <= 1000, "{visited} stream visits for 100 questions");
 }
 
