@@ -213,7 +213,9 @@ fn uniform(rng: &mut Rng, max: Duration) -> Duration {
 /// The state of one directed link.
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
-    pub(crate) config: LinkConfig,
+    config: LinkConfig,
+    /// `config` was validated since it was last handed out for changes (`config_mut`).
+    config_checked: bool,
     rng: Rng,
     /// Gilbert-Elliott: in the bad state.
     bad: bool,
@@ -237,11 +239,19 @@ impl Link {
     pub(crate) fn new(config: LinkConfig, seed: u64) -> Self {
         Self {
             config,
+            // `Simulation::add_link` validated it.
+            config_checked: true,
             rng: Rng::from_seed(seed),
             bad: false,
             busy_until: None,
             up: true,
         }
+    }
+
+    /// The configuration, to change between steps: validated again at the next datagram.
+    pub(crate) fn config_mut(&mut self) -> &mut LinkConfig {
+        self.config_checked = false;
+        &mut self.config
     }
 
     /// Bytes waiting in the bottleneck queue at `now` (including the one being serialised).
@@ -265,8 +275,11 @@ impl Link {
             LinkEcn::Clear => 0,
             _ => ecn & 0b11,
         };
-        if let Err(e) = self.config.validate() {
-            panic!("link configuration changed to an invalid one: {e}");
+        if !self.config_checked {
+            if let Err(e) = self.config.validate() {
+                panic!("link configuration changed to an invalid one: {e}");
+            }
+            self.config_checked = true;
         }
         if !self.up {
             return dropped(Fate::DroppedLinkDown);

@@ -530,7 +530,7 @@ impl Simulation {
     /// The configuration of the link from `from` to `to`, to change it between steps. The link panics at
     /// its next datagram if the change leaves it invalid ([`LinkConfig::validate`]).
     pub fn link_config_mut(&mut self, from: NodeId, to: NodeId) -> Option<&mut LinkConfig> {
-        self.links.get_mut(&(from, to)).map(|l| &mut l.config)
+        self.links.get_mut(&(from, to)).map(Link::config_mut)
     }
 
     fn schedule(&mut self, at: Duration, action: Action) {
