@@ -57,6 +57,15 @@ fn small_window_pair() -> (Streams, Streams) {
 }
 
 /// One packet's worth of frames from `from`, or `None` when it has nothing to send.
+/// Writes what `c` has to send into one packet payload of at most `room` bytes, as a packet builder
+/// would, and returns the number of frames written (the packet's record is dropped).
+fn frames_written_within(c: &mut Streams, now: Instant, room: usize) -> usize {
+    let mut buf = Vec::new();
+    let mut rec = StreamsSent::default();
+    c.write_frames(now, RTT, &mut buf, room, &mut rec);
+    frames(&Bytes::from(buf)).len()
+}
+
 fn packet(from: &mut Streams, now: Instant) -> Option<(Bytes, StreamsSent)> {
     if !from.has_pending() {
         return None;
@@ -1078,10 +1087,7 @@ fn blocked_frames_are_not_sent_once_the_limit_was_raised() {
     c.write(id, &[1; 30_000]).unwrap();
     // One STREAM frame (6 bytes of header) uses up the 20000 bytes of credit and leaves 3 bytes: enough
     // to find the stream blocked, too few for DATA_BLOCKED(20000) (5 bytes).
-    let mut buf = Vec::new();
-    let mut rec = StreamsSent::default();
-    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
-    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    assert_eq!(frames_written_within(&mut c, now, 6 + 20_000 + 3), 1);
     c.on_max_data(40_000).unwrap();
     let mut sent = Vec::new();
     while let Some((p, _)) = packet(&mut c, now) {
@@ -2588,10 +2594,7 @@ fn blocked_frames_are_not_sent_once_the_stream_was_reset() {
     let sent_after_reset = |c: &mut Streams, bytes: usize, room: usize| {
         let id = c.open(Dir::Uni).unwrap();
         c.write(id, &vec![1; bytes]).unwrap();
-        let mut buf = Vec::new();
-        let mut rec = StreamsSent::default();
-        c.write_frames(now, RTT, &mut buf, room, &mut rec);
-        assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+        assert_eq!(frames_written_within(c, now, room), 1);
         c.reset(id, 7).unwrap();
         let mut sent = Vec::new();
         while let Some((p, _)) = packet(c, now) {
@@ -2839,15 +2842,19 @@ fn data_blocked_goes_out_while_any_stream_waits_for_credit() {
             })
             .collect()
     };
-    let (mut c, _s) = pair(&cfg, &cfg);
-    let a = c.open(Dir::Uni).unwrap();
-    let b = c.open(Dir::Uni).unwrap();
-    c.write(a, &[1; 30_000]).unwrap();
-    c.write(b, &[2; 30_000]).unwrap();
-    let mut buf = Vec::new();
-    let mut rec = StreamsSent::default();
-    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
-    assert_eq!(frames(&Bytes::from(buf)).len(), 1);
+    // Two streams with more than the connection's credit; one packet takes all the credit and leaves
+    // no room for DATA_BLOCKED. Returns the frames that packet holds.
+    let two_blocked = || {
+        let (mut c, _s) = pair(&cfg, &cfg);
+        let a = c.open(Dir::Uni).unwrap();
+        let b = c.open(Dir::Uni).unwrap();
+        c.write(a, &[1; 30_000]).unwrap();
+        c.write(b, &[2; 30_000]).unwrap();
+        let written = frames_written_within(&mut c, now, 6 + 20_000 + 3);
+        (c, a, b, written)
+    };
+    let (mut c, a, _, written) = two_blocked();
+    assert_eq!(written, 1);
     c.reset(a, 7).unwrap();
     let (sent, _) = drain(&mut c);
     assert_eq!(blocked(&sent), [20_000], "{sent:?}");
@@ -2863,14 +2870,7 @@ fn data_blocked_goes_out_while_any_stream_waits_for_credit() {
     let (sent, _) = drain(&mut c);
     assert_eq!(blocked(&sent), [40_000]);
 
-    let (mut c, _s) = pair(&cfg, &cfg);
-    let a = c.open(Dir::Uni).unwrap();
-    let b = c.open(Dir::Uni).unwrap();
-    c.write(a, &[1; 30_000]).unwrap();
-    c.write(b, &[2; 30_000]).unwrap();
-    let mut buf = Vec::new();
-    let mut rec = StreamsSent::default();
-    c.write_frames(now, RTT, &mut buf, 6 + 20_000 + 3, &mut rec);
+    let (mut c, a, b, _) = two_blocked();
     c.reset(a, 7).unwrap();
     c.reset(b, 7).unwrap();
     let (sent, _) = drain(&mut c);
