@@ -54,7 +54,7 @@ struct Args {
     qlog: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Box<dyn Error>> {
     let mut args = Args {
         listen: "127.0.0.1:4433".parse()?,
         cert: None,
@@ -66,7 +66,6 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
         seed: None,
         qlog: None,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
@@ -83,7 +82,11 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
                     .split(',')
                     .filter(|a| !a.is_empty())
                     .map(|a| a.as_bytes().to_vec())
-                    .collect()
+                    .collect();
+                // RFC 7301 §3.1: a protocol name is 1 to 255 bytes (empty ones are skipped above).
+                if let Some(long) = args.alpn.iter().find(|a| a.len() > 255) {
+                    return Err(format!("--alpn: a name of {} bytes (at most 255)", long.len()).into());
+                }
             }
             "--cipher" => args.cipher = Some(common::tls::parse_cipher(&value()?)?),
             "--seed" => args.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
@@ -96,6 +99,11 @@ fn parse_args() -> Result<Option<Args>, Box<dyn Error>> {
     }
     if args.alpn.is_empty() {
         return Err("--alpn needs at least one name".into());
+    }
+    if let Some(root) = &args.root {
+        if !root.is_dir() {
+            return Err(format!("--root {}: not a directory", root.display()).into());
+        }
     }
     Ok(Some(args))
 }
@@ -161,7 +169,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match parse_args() {
+    match parse_args(std::env::args().skip(1)) {
         Ok(None) => {
             print!("{HELP}");
             ExitCode::SUCCESS
@@ -177,5 +185,44 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Args>, Box<dyn Error>> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    /// RFC 7301 §3.1: a protocol name is 1 to 255 bytes. A longer one was accepted and could never
+    /// match a client's offer.
+    #[test]
+    fn an_alpn_name_longer_than_255_bytes_is_an_error() {
+        let long = "a".repeat(256);
+        assert!(parse(&["--alpn", &format!("echo,{long}")]).is_err());
+        let a = parse(&["--alpn", &format!("echo,,{}", &long[..255])])
+            .expect("within range")
+            .expect("not --help");
+        assert_eq!(a.alpn, vec![b"echo".to_vec(), long.as_bytes()[..255].to_vec()]);
+    }
+
+    /// A `--root` that is not a directory is an argument error, not a server that refuses every
+    /// request.
+    #[test]
+    fn a_root_that_is_not_a_directory_is_an_error() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join("quicsand-server-test-no-such-dir");
+        assert!(parse(&["--root", &missing.to_string_lossy()]).is_err());
+        let file = dir.join(format!("quicsand-server-test-file-{}", std::process::id()));
+        std::fs::write(&file, b"x").expect("temp file");
+        let as_root = parse(&["--root", &file.to_string_lossy()]);
+        std::fs::remove_file(&file).expect("temp file removed");
+        assert!(as_root.is_err());
+        let a = parse(&["--root", &dir.to_string_lossy()])
+            .expect("a directory")
+            .expect("not --help");
+        assert_eq!(a.root.as_deref(), Some(dir.as_path()));
     }
 }
