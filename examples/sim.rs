@@ -180,10 +180,12 @@ fn parse_seed(value: Option<String>) -> Result<u64, String> {
     let value = value.ok_or("--seed needs a value")?;
     let v = value.trim();
     match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => v.parse(),
+        // from_str_radix takes a leading `+`: `0x+5` is not hex.
+        Some(hex) if hex.starts_with('+') => Err(()),
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| ()),
+        None => v.parse().map_err(|_| ()),
     }
-    .map_err(|_| format!("--seed: cannot parse {value:?}"))
+    .map_err(|()| format!("--seed: cannot parse {value:?}"))
 }
 
 /// `Ok(None)` means `--help` was asked for.
@@ -785,6 +787,8 @@ mod tests {
             &["--streams", "18446744073709551615"],
             &["--streams", "0"],
             &["--link-mtu", "1000"],
+            &["--seed", "0x+5"],
+            &["--seed", "-1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

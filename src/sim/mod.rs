@@ -137,6 +137,8 @@ fn seed_from(var: Result<String, std::env::VarError>, default: u64) -> u64 {
     };
     let s = value.trim();
     let seed = match s.strip_prefix("0x") {
+        // from_str_radix takes a leading `+`: `0x+5` is not hex.
+        Some(hex) if hex.starts_with('+') => None,
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
     };

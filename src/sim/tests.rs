@@ -1201,7 +1201,17 @@ fn a_malformed_seed_in_the_environment_is_refused() {
     assert_eq!(seed_from(Ok("42".into()), 7), 42);
     assert_eq!(seed_from(Ok(" 0x2a\n".into()), 7), 42);
     assert_eq!(seed_from(Ok(u64::MAX.to_string()), 7), u64::MAX);
-    let malformed = ["", "  ", "12x", "0x", "0xg1", "-1", "18446744073709551616", "1e3"];
+    let malformed = [
+        "",
+        "  ",
+        "12x",
+        "0x",
+        "0xg1",
+        "-1",
+        "18446744073709551616",
+        "1e3",
+        "0x+5",
+    ];
     for value in malformed {
         let message = panic_message(|| {
             seed_from(Ok(value.into()), 7);
