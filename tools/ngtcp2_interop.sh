@@ -45,6 +45,8 @@ result() { # name ok detail
     if [ "$2" = 1 ]; then passed=$((passed + 1)); echo "PASS $1: $3"; else failed=$((failed + 1)); echo "FAIL $1: $3"; fi
 }
 now() { date +%s.%N; }
+# Seconds since $1 (awk: bc is not installed everywhere).
+since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 trap cleanup EXIT
@@ -68,7 +70,7 @@ ng_get() { # case [gtlsclient options...]
         127.0.0.1 "$PORT_Q" "https://localhost:$PORT_Q/big.bin" "https://localhost:$PORT_Q/hello.txt" \
         "https://localhost:$PORT_Q/missing" > "ng-client-$name.log" 2>&1
     local rc=$?
-    local secs; secs=$(echo "$(now) - $t0" | bc)
+    local secs; secs=$(since "$t0")
     for _ in 1 2 3 4 5 6 7 8 9 10; do   # quicsand logs its counters when the connection ends
         [ "$(grep -c '^closed:' qs-server.log)" -gt "$before" ] && break
         sleep 0.3
@@ -138,7 +140,7 @@ case_conc() {
         127.0.0.1 "$PORT_Q" "https://localhost:$PORT_Q/1m.bin" > ng-client-conc.log 2>&1
     local rc=$? n; n=$(grep -c '\[:status: 200\]' ng-client-conc.log)
     result "ngtcp2 client -> quicsand: 50 concurrent requests for 1 MiB" "$([ $rc = 0 ] && [ "$n" = 50 ] && echo 1 || echo 0)" \
-        "rc=$rc, $n responses with status 200, $(echo "$(now) - $t0" | bc)s wall"
+        "rc=$rc, $n responses with status 200, $(since "$t0")s wall"
     stop_quicsand
 }
 case_resume() {
