@@ -45,6 +45,72 @@ pub(super) fn footprint(ep: &mut Endpoint) -> Footprint {
     }
 }
 
+/// The routing index says exactly what the connections hold (RFC 9000 §5.1.2, §10.3.1): every route
+/// leads to a live connection that still owns the ID, address or token, and every ID a connection has
+/// issued and not seen retired, and every reset token it checks, is routed. Checked between inputs,
+/// when no connection has requests for the endpoint left.
+pub(super) fn assert_routes_consistent(ep: &Endpoint) {
+    let (local, initial, by_addr, reset, last_short) = ep.routes.all();
+    let entry = |h| ep.table.get(h).expect("a route to a removed connection");
+    for (cid, h) in &local {
+        let e = entry(*h);
+        assert!(
+            e.local_cids.contains(cid),
+            "{cid:?} routed to {h:?}, not in its list"
+        );
+        assert!(
+            e.conn.local_cids.active.iter().any(|c| c.cid == *cid),
+            "{cid:?} routed to {h:?}, which retired it"
+        );
+    }
+    for (cid, h) in &initial {
+        assert_eq!(entry(*h).initial_dcid, Some(*cid));
+    }
+    for (addr, h) in &by_addr {
+        assert_eq!(entry(*h).addr_key, Some(*addr));
+    }
+    for (token, h) in &reset {
+        let e = entry(*h);
+        assert!(
+            e.reset_tokens.contains(&Some(*token)),
+            "{token:?} routed to {h:?}"
+        );
+        assert!(
+            e.conn.reset_tokens().contains(&Some(*token)),
+            "{token:?} routed to {h:?}, which no longer checks it"
+        );
+    }
+    if let Some((cid, h)) = last_short {
+        assert!(
+            local.contains(&(cid, h)),
+            "the cached short route {cid:?} is stale"
+        );
+    }
+    for (h, e) in ep.table.iter() {
+        assert!(e.conn.endpoint_events.is_empty(), "{h:?} has requests left");
+        for cid in &e.local_cids {
+            assert!(local.contains(&(*cid, h)), "{cid:?} of {h:?} not routed");
+        }
+        if !e.conn.local_cid.is_empty() {
+            for c in &e.conn.local_cids.active {
+                assert!(e.local_cids.contains(&c.cid), "{:?} of {h:?} not listed", c.cid);
+            }
+        }
+        if let Some(cid) = e.initial_dcid {
+            assert!(initial.contains(&(cid, h)));
+        }
+        if let Some(addr) = e.addr_key {
+            assert!(by_addr.contains(&(addr, h)));
+        }
+        for token in e.conn.reset_tokens().into_iter().flatten() {
+            assert!(
+                reset.iter().any(|(t, _)| *t == token),
+                "{h:?} checks {token:?}, which is not routed"
+            );
+        }
+    }
+}
+
 pub(super) struct Net {
     pub(super) now: Instant,
     pub(super) server: Endpoint,
@@ -139,6 +205,8 @@ impl Net {
             while let Some(e) = (!self.mute_server).then(|| self.server.poll_event()).flatten() {
                 self.server_events.push(e);
             }
+            assert_routes_consistent(&self.client);
+            assert_routes_consistent(&self.server);
             if !moved {
                 return;
             }

@@ -182,6 +182,8 @@ impl Pair {
                 self.server_h.get_or_insert(h);
                 self.server_events.push(e);
             }
+            super::churn::assert_routes_consistent(&self.client);
+            super::churn::assert_routes_consistent(&self.server);
             if !moved && !self.advance_to_next_deadline(end) {
                 return;
             }
@@ -235,6 +237,8 @@ impl Pair {
                 self.server_h.get_or_insert(h);
                 self.server_events.push(e);
             }
+            super::churn::assert_routes_consistent(&self.client);
+            super::churn::assert_routes_consistent(&self.server);
             let next = [self.client.poll_timeout(), self.server.poll_timeout()]
                 .into_iter()
                 .flatten()

@@ -285,6 +285,28 @@ impl Routes {
         ]
     }
 
+    /// Every route, for consistency checks: local IDs, Initial IDs, addresses, reset tokens, and the
+    /// cached short-header route.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn all(
+        &self,
+    ) -> (
+        Vec<(ConnectionId, ConnectionHandle)>,
+        Vec<(ConnectionId, ConnectionHandle)>,
+        Vec<(SocketAddr, ConnectionHandle)>,
+        Vec<(ResetToken, ConnectionHandle)>,
+        Option<(ConnectionId, ConnectionHandle)>,
+    ) {
+        (
+            self.local.iter().map(|(k, v)| (*k, *v)).collect(),
+            self.initial.iter().map(|(k, v)| (*k, *v)).collect(),
+            self.by_addr.iter().map(|(k, v)| (*k, *v)).collect(),
+            self.reset.iter().map(|(k, v)| (*k, *v)).collect(),
+            self.last_short,
+        )
+    }
+
     /// How many local connection IDs are routed.
     #[cfg(test)]
     pub(crate) fn local_len(&self) -> usize {
