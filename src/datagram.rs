@@ -40,8 +40,8 @@ impl EcnCodepoint {
 #[derive(Debug, Clone)]
 pub struct Datagram {
     /// The address it came from. An IPv4-mapped IPv6 address (a dual-stack socket's report of an IPv4
-    /// peer) is taken as the IPv4 address it maps: the endpoint knows each peer by one form, the one
-    /// its transmits name.
+    /// peer) is taken as the IPv4 address it maps, and an IPv6 flow label is ignored: the endpoint knows
+    /// each peer by one form, the one its transmits name.
     pub remote: SocketAddr,
     /// The local address it arrived at, when the socket layer knows it (pktinfo). A datagram that
     /// arrived at a multicast, broadcast or unspecified address is dropped: QUIC runs over unicast, and
@@ -59,24 +59,31 @@ pub struct Datagram {
     pub payload: BytesMut,
 }
 
-/// `addr` with an IPv4-mapped IPv6 address taken as the IPv4 address it maps.
+/// `addr` with an IPv4-mapped IPv6 address taken as the IPv4 address it maps, and without an IPv6 flow
+/// label: RFC 9000 §1.2, an address is "the tuple of IP version, IP address, and UDP port number" (the
+/// scope ID stays: it names the link of a link-local address).
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+        SocketAddr::V6(mut v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
+            None => {
+                v6.set_flowinfo(0);
+                SocketAddr::V6(v6)
+            }
         },
         SocketAddr::V4(_) => addr,
     }
 }
 
-/// Writes `d`'s addresses in their canonical form (IPv4-mapped IPv6 addresses as IPv4 ones), in place;
-/// returns whether both name one host and the remote port is not 0.
+/// Writes `d`'s addresses in their canonical form (IPv4-mapped IPv6 addresses as IPv4 ones, IPv6 ones
+/// without a flow label: see [`canonical`]), in place; returns whether both name one host and the remote
+/// port is not 0.
 #[inline(always)]
 pub(crate) fn canonical_unicast(d: &mut Datagram) -> bool {
-    if let SocketAddr::V6(v6) = d.remote {
-        if let Some(v4) = v6.ip().to_ipv4_mapped() {
-            d.remote = SocketAddr::new(IpAddr::V4(v4), v6.port());
+    if let SocketAddr::V6(v6) = &mut d.remote {
+        match v6.ip().to_ipv4_mapped() {
+            Some(v4) => d.remote = SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => v6.set_flowinfo(0),
         }
     }
     if let Some(IpAddr::V6(v6)) = d.local {

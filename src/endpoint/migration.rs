@@ -1424,3 +1424,64 @@ fn losses_on_a_path_that_failed_validation_are_no_congestion_back_on_the_old_pat
     assert_eq!(conn.stats().congestion_events, events, "a congestion event on A");
     assert_eq!(conn.cc.window(), window);
 }
+
+/// RFC 9000 §1.2: an address is "the tuple of IP version, IP address, and UDP port number"; an IPv6
+/// socket address also carries a flow label, which says nothing of the peer (sockets report received
+/// datagrams with none; a driver that reports them sees a peer's label change at will). A client given
+/// its server's address with a label, and a server whose client's datagrams carry changing labels, still
+/// know their peer by its address: the handshake completes, over connection IDs and over addresses alone
+/// (zero-length IDs).
+#[test]
+fn an_ipv6_flow_label_is_no_part_of_the_peers_address() {
+    use super::churn::Net;
+    use crate::event::Event;
+    use crate::{Endpoint, EndpointConfig, RandomCidGenerator};
+    use std::net::SocketAddrV6;
+    let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+    let server_addr = SocketAddrV6::new(ip("2001:db8::2"), 443, 0, 0);
+    let client_addr = |label: u32| SocketAddr::V6(SocketAddrV6::new(ip("2001:db8::1"), 5000, label, 0));
+    for server_cid_len in [8, 0] {
+        let net = Net::new();
+        let mut config = EndpointConfig::with_seed(1);
+        config.cid_generator = Box::new(RandomCidGenerator::new(server_cid_len));
+        let mut server = Endpoint::new(config, Some(net.server_config.clone()));
+        let mut client = Endpoint::new(EndpointConfig::with_seed(2), None);
+        let now = net.now;
+        let labelled = SocketAddrV6::new(*server_addr.ip(), 443, 0x5_1234, 0);
+        let h = client
+            .connect(now, net.client_config.clone(), labelled.into(), "localhost")
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut label = 0;
+        for _ in 0..20 {
+            while let Some(t) = client.poll_transmit(now, &mut buf) {
+                for d in t.datagrams(&buf) {
+                    label += 1;
+                    server.handle_datagram(now, datagram(client_addr(label), BytesMut::from(d)));
+                }
+            }
+            while let Some(t) = server.poll_transmit(now, &mut buf) {
+                for d in t.datagrams(&buf) {
+                    client.handle_datagram(now, datagram(server_addr.into(), BytesMut::from(d)));
+                }
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(e) = client.poll_event() {
+            events.push(e);
+        }
+        assert!(
+            events.contains(&(h, Event::Connected)),
+            "server IDs of {server_cid_len} bytes: {events:?}"
+        );
+        let mut events = Vec::new();
+        while let Some((_, e)) = server.poll_event() {
+            events.push(e);
+        }
+        assert!(
+            events.contains(&Event::Connected),
+            "server IDs of {server_cid_len} bytes: {events:?}"
+        );
+        assert_eq!(server.stats().connections_incoming, 1, "{:?}", server.stats());
+    }
+}

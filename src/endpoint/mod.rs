@@ -515,7 +515,8 @@ impl Endpoint {
     /// Starts a connection to `remote`, authenticating the server as `server_name`. The first Initial
     /// is ready in [`poll_transmit`](Self::poll_transmit). An IPv4-mapped IPv6 `remote` is taken as the
     /// IPv4 address it maps, which the transmits then name (a caller's loop on an IPv6 socket maps it
-    /// back where its system needs; [`udp::Driver`](crate::udp) does).
+    /// back where its system needs; [`udp::Driver`](crate::udp) does), and an IPv6 flow label in it is
+    /// dropped (see [`Datagram::remote`]).
     pub fn connect(
         &mut self,
         now: Instant,
