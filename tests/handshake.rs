@@ -180,6 +180,54 @@ fn untrusted_certificate_fails_on_the_client() {
     }
 }
 
+/// RFC 9001 §4.3: a ClientHello may span several Initial packets (here about 5 KB, with a long ALPN
+/// list ending in the one protocol the server takes). The server reassembles it, also when the client's
+/// first datagram, the one that starts it, is lost and a later piece arrives first.
+#[test]
+fn a_client_hello_spanning_several_initial_packets_completes() {
+    let cert = TestCert::new();
+    let mut alpn: Vec<Vec<u8>> = (0..24u8).map(|i| vec![b'a' + i; 200]).collect();
+    alpn.push(common::ALPN.to_vec());
+    let mut tls = (*cert.client_tls(&[])).clone();
+    tls.alpn_protocols = alpn;
+    let tls = std::sync::Arc::new(tls);
+    for (c, s) in PAIRS {
+        for drop_first in [false, true] {
+            let mut p = pair_with(c, s, 16, &cert, &[]);
+            p.client = match c {
+                Engine::Quicsand => {
+                    let mut n = common::quicsand_node::QuicsandNode::client(common::client_addr(), 17);
+                    n.connect_tls(p.now, tls.clone(), common::server_addr(), "localhost");
+                    Box::new(n)
+                }
+                Engine::Quinn => {
+                    let mut n = common::quinn_node::QuinnNode::client(common::client_addr(), 17);
+                    n.connect(p.now, common::server_addr(), "localhost", tls.clone());
+                    Box::new(n)
+                }
+            };
+            let mut count = 0u64;
+            p.filter = Box::new(move |dir, _, _, _| {
+                let first = dir == Dir::ClientToServer && count == 0;
+                if dir == Dir::ClientToServer {
+                    count += 1;
+                }
+                (!(drop_first && first)).then_some(Duration::ZERO)
+            });
+            assert!(
+                connect(&mut p, Duration::from_secs(10)),
+                "{c:?}/{s:?} (first datagram dropped: {drop_first}): client {:?} server {:?}",
+                p.client_events,
+                p.server_events
+            );
+            assert!(
+                p.bytes[Dir::ClientToServer as usize] > 4 * 1200,
+                "the ClientHello took several datagrams"
+            );
+        }
+    }
+}
+
 /// A server that never hears back from the client sends at most three times what it received
 /// (RFC 9000 §8.1), however long it keeps retransmitting.
 #[test]

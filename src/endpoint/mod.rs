@@ -57,6 +57,8 @@ mod packet_rules;
 mod packets;
 #[cfg(test)]
 mod peer_errors;
+#[cfg(test)]
+mod tls_glue;
 
 pub use handles::ConnectionHandle;
 use handles::Table;

@@ -1,0 +1,92 @@
+//! The TLS handshake seen from the connection (RFC 9001 §4): handshake data after the handshake, TLS
+//! failures on either side, and how the peer learns of them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::peer_errors::{test_cert, Pair};
+use crate::conn::SpaceId;
+use crate::event::{ConnectionError, Event};
+use crate::wire::frame::{CryptoFrame, Frame};
+use crate::wire::{TransportError, TransportErrorCode};
+use crate::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
+
+/// Injects `data` into the client's connection as 1-RTT CRYPTO data that follows what it has received
+/// (the server's session tickets), and lets the close run.
+fn server_sends_1rtt_crypto(p: &mut Pair, data: &'static [u8]) {
+    let (h, _) = p.client.table.iter().next().unwrap();
+    let now = p.now;
+    let conn = &mut p.client.table.get_mut(h).unwrap().conn;
+    let end = conn.spaces[SpaceId::Data.index()].crypto_recv.contiguous_end();
+    conn.inject_frames_in(
+        now,
+        SpaceId::Data,
+        &[Frame::Crypto(CryptoFrame {
+            offset: end,
+            data: Bytes::from_static(data),
+        })],
+    );
+    p.client.after_conn(h, true);
+    p.run(Duration::from_secs(1));
+}
+
+/// The client closed with `error`, a CRYPTO_ERROR (RFC 9001 §4.8), and the server heard its code.
+fn client_closed_with_a_crypto_error(p: &Pair) -> TransportError {
+    let error = match Pair::lost(&p.client_events) {
+        Some(ConnectionError::TransportError(e)) => e.clone(),
+        other => panic!("client: expected a transport error, got {other:?}"),
+    };
+    assert!(
+        error.code.tls_alert().is_some(),
+        "client: CRYPTO_ERROR expected, got {error}"
+    );
+    match Pair::lost(&p.server_events) {
+        Some(ConnectionError::ConnectionClosed { error: heard }) => {
+            assert_eq!(heard.code, error.code, "server: {heard}")
+        }
+        other => panic!("server: expected the client's close, got {other:?}"),
+    }
+    error
+}
+
+/// RFC 9001 §6: "Endpoints MUST treat the receipt of a TLS KeyUpdate message as a connection error of
+/// type 0x010a, equivalent to a fatal TLS alert of unexpected_message": QUIC updates keys itself.
+#[test]
+fn a_tls_key_update_closes_the_client_with_unexpected_message() {
+    let mut p = Pair::new(TransportConfig::default());
+    // KeyUpdate (24), 1 byte: update_not_requested.
+    server_sends_1rtt_crypto(&mut p, &[24, 0, 0, 1, 0]);
+    let error = client_closed_with_a_crypto_error(&p);
+    assert_eq!(error.code, TransportErrorCode::crypto(10), "{error}");
+}
+
+/// A post-handshake message announcing more than TLS takes in one message (2^24 - 1 bytes against
+/// `rustls`'s 64 KiB) fails at once: nothing is held for it.
+#[test]
+fn a_post_handshake_message_too_large_for_tls_closes_the_client() {
+    let mut p = Pair::new(TransportConfig::default());
+    server_sends_1rtt_crypto(&mut p, &[4, 0xff, 0xff, 0xff, 0]);
+    client_closed_with_a_crypto_error(&p);
+}
+
+/// RFC 9001 §4.8: a client that fails the server's certificate (here one it does not trust) closes with
+/// the TLS alert as CRYPTO_ERROR, and the server, which has sent its whole flight, hears that code.
+#[test]
+fn a_client_refusing_the_servers_certificate_tells_the_server_why() {
+    let (cert, key) = test_cert(Vec::new());
+    let (other, _) = test_cert(Vec::new());
+    let alpn = vec![b"test".to_vec()];
+    let server = ServerConfig::new(crate::crypto::tls::server_config(vec![cert], key, alpn.clone()).unwrap());
+    let client = ClientConfig::new(crate::crypto::tls::client_config(vec![other], alpn).unwrap());
+    let mut p = Pair::start_with_configs(
+        server,
+        client,
+        EndpointConfig::with_seed(1),
+        EndpointConfig::with_seed(2),
+    );
+    p.run(Duration::from_secs(2));
+    assert!(!p.client_events.contains(&Event::Connected));
+    assert!(!p.server_events.contains(&Event::Connected));
+    client_closed_with_a_crypto_error(&p);
+}
