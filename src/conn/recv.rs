@@ -514,6 +514,9 @@ impl Connection {
         let mut probing = true;
         let empty = payload.is_empty();
         let mut pos = 0;
+        // The end of the CRYPTO data of `space` received when a frame of this packet made the connection
+        // discard the space (the client's Finished confirms the handshake at the server).
+        let mut crypto_end_at_discard: Option<u64> = None;
         while pos < payload.len() {
             // STREAM frames, most of the traffic, are decoded straight into what the streams take; the
             // last one of a packet takes the payload buffer itself.
@@ -561,8 +564,17 @@ impl Connection {
                         .last_ack_eliciting_sent(space)
                         .map_or(true, |t| now.saturating_duration_since(t) >= min_rtt);
                     // The space may have been discarded by an earlier frame of this very packet (the
-                    // client's Finished confirms the handshake at the server).
+                    // client's Finished confirms the handshake at the server). RFC 9001 §4.1.3: TLS has
+                    // left its level, so data past what was received is still a PROTOCOL_VIOLATION.
                     let Some(s) = self.spaces.live_mut(space.index()) else {
+                        if crypto_end_at_discard
+                            .is_some_and(|end| c.offset.saturating_add(c.data.len() as u64) > end)
+                        {
+                            return Err(TransportError::protocol_violation(
+                                "CRYPTO data past the end of a level TLS has left",
+                            )
+                            .with_frame(ty));
+                        }
                         continue;
                     };
                     // RFC 9001 §4.1.3: at a level TLS no longer reads at, CRYPTO data may not extend past
@@ -610,7 +622,11 @@ impl Connection {
                         )
                         .with_frame(ty));
                     }
+                    let received_end = s.crypto_recv.contiguous_end();
                     self.read_crypto(now, space)?;
+                    if self.spaces[space.index()].discarded {
+                        crypto_end_at_discard = Some(received_end);
+                    }
                     // A ClientHello sent again: the client has not had our Initial flight, and the
                     // Handshake packets beside it were likely lost with it. They go again too.
                     if resend && space == SpaceId::Initial && self.side.is_server() {

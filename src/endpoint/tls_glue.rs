@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::peer_errors::{test_cert, Pair};
+use super::peer_errors::{deliver_all, test_cert, Pair, CLIENT, SERVER};
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
 use crate::wire::frame::{CryptoFrame, Frame};
@@ -89,4 +89,76 @@ fn a_client_refusing_the_servers_certificate_tells_the_server_why() {
     assert!(!p.client_events.contains(&Event::Connected));
     assert!(!p.server_events.contains(&Event::Connected));
     client_closed_with_a_crypto_error(&p);
+}
+
+/// A CRYPTO frame of `data` at `offset`.
+fn crypto(offset: u64, data: &[u8]) -> Frame {
+    Frame::Crypto(CryptoFrame {
+        offset,
+        data: Bytes::copy_from_slice(data),
+    })
+}
+
+/// The client's Finished, in a packet of its own at the server with `after` behind it (a frame of the
+/// same packet): the server's error, if it closed.
+fn server_takes_the_clients_finished_with(
+    after: impl FnOnce(u64, &[u8]) -> Frame,
+) -> Option<TransportErrorCode> {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    deliver_all(&mut p.server, &mut p.client, now, SERVER);
+    // The client read the server's flight and wrote its Finished; it goes to the server by hand.
+    let (ch, _) = p.client.table.iter().next().unwrap();
+    let client = &mut p.client.table.get_mut(ch).unwrap().conn;
+    let (offset, finished) = client.spaces[SpaceId::Handshake.index()]
+        .crypto_send
+        .next_chunk(usize::MAX)
+        .map(|(offset, bytes)| (offset, bytes.to_vec()))
+        .expect("the client's Finished");
+    assert_eq!(offset, 0);
+    let (sh, _) = p.server.table.iter().next().unwrap();
+    let server = &mut p.server.table.get_mut(sh).unwrap().conn;
+    assert!(!server.handshake_complete);
+    let end = finished.len() as u64;
+    server.inject_frames_in(
+        now,
+        SpaceId::Handshake,
+        &[crypto(0, &finished), after(end, &finished)],
+    );
+    assert!(server.handshake_complete, "the Finished was read");
+    p.server.after_conn(sh, true);
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    match Pair::lost(&p.server_events) {
+        Some(ConnectionError::TransportError(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// RFC 9001 §4.1.3: "If the packet is from a previously installed encryption level, it MUST NOT contain
+/// data that extends past the end of previously received data in that flow." The client's Finished
+/// completes the server's handshake and confirms it (RFC 9001 §4.1.2), which discards the Handshake keys
+/// (§4.9.2); a CRYPTO frame behind it in the same packet that reaches past the Finished is a
+/// PROTOCOL_VIOLATION, as it would be in a later packet. Before, it was passed over. The Finished sent
+/// again in the same packet, or an empty frame, is fine.
+#[test]
+fn crypto_data_past_the_clients_finished_in_its_packet_is_a_protocol_violation() {
+    assert_eq!(
+        server_takes_the_clients_finished_with(|end, _| crypto(end, b"x")),
+        Some(TransportErrorCode::PROTOCOL_VIOLATION)
+    );
+    assert_eq!(
+        server_takes_the_clients_finished_with(|end, _| crypto(end + 100, b"x")),
+        Some(TransportErrorCode::PROTOCOL_VIOLATION)
+    );
+    assert_eq!(
+        server_takes_the_clients_finished_with(|_, finished| crypto(0, finished)),
+        None
+    );
+    assert_eq!(
+        server_takes_the_clients_finished_with(|end, _| crypto(end, b"")),
+        None
+    );
 }
