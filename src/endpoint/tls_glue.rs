@@ -162,3 +162,25 @@ fn crypto_data_past_the_clients_finished_in_its_packet_is_a_protocol_violation()
         None
     );
 }
+
+/// RFC 9000 §7.3: the server checks that the client's initial_source_connection_id is the Source
+/// Connection ID of the client's first Initial; here the client's packets carry another SCID than its
+/// transport parameters name (as an attacker who rewrote the headers would make them).
+#[test]
+fn a_server_rejects_a_mismatched_initial_source_connection_id() {
+    let mut p = Pair::start_with(TransportConfig::default(), TransportConfig::default());
+    let (h, _) = p.client.table.iter().next().unwrap();
+    p.client.table.get_mut(h).unwrap().conn.local_cid = crate::wire::ConnectionId::new(&[0xee; 8]).unwrap();
+    let now = p.now;
+    deliver_all(&mut p.client, &mut p.server, now, CLIENT);
+    while let Some((_, e)) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    assert!(!p.server_events.contains(&Event::Connected));
+    match Pair::lost(&p.server_events) {
+        Some(ConnectionError::TransportError(e)) => {
+            assert_eq!(e.code, TransportErrorCode::TRANSPORT_PARAMETER_ERROR, "{e}")
+        }
+        other => panic!("server: expected TRANSPORT_PARAMETER_ERROR, got {other:?}"),
+    }
+}
