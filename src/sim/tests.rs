@@ -784,16 +784,7 @@ fn transfer_from(
     link: LinkConfig,
     total: u64,
 ) -> (Simulation, NodeId, bool) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let cert = CertificateDer::from(CERT.to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec()));
-    let alpn = vec![b"sim".to_vec()];
-    let options = deterministic_tls(seed);
-    let server_tls = crate::crypto::tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options)
-        .expect("the embedded certificate and key belong together");
-    let client_tls = crate::crypto::tls::client_config_with(vec![cert], alpn, &options)
-        .expect("the embedded certificate is a valid root");
+    let (server_tls, client_tls) = sim_tls(seed);
     let mut sim = Simulation::new(epoch, seed);
     sim.set_batching(batching);
     let server_addr = "10.0.0.2:4433".parse().expect("valid");
@@ -816,6 +807,124 @@ fn transfer_from(
             .is_some_and(|s| s.total_bytes() == total && s.finished_streams() == 2)
     });
     (sim, server, done)
+}
+
+/// The TLS configurations of a simulated transfer's server and client (the embedded certificate, ALPN
+/// `sim`, TLS randomness from `seed`).
+fn sim_tls(
+    seed: u64,
+) -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = CertificateDer::from(CERT.to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec()));
+    let alpn = vec![b"sim".to_vec()];
+    let options = deterministic_tls(seed);
+    let server_tls = crate::crypto::tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options)
+        .expect("the embedded certificate and key belong together");
+    let client_tls = crate::crypto::tls::client_config_with(vec![cert], alpn, &options)
+        .expect("the embedded certificate is a valid root");
+    (server_tls, client_tls)
+}
+
+/// An endpoint node that notes the most datagrams it put in one transmit.
+struct CountingSegments {
+    inner: EndpointNode,
+    most: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl Engine for CountingSegments {
+    fn start(&mut self, ctx: &EngineCtx) {
+        self.inner.start(ctx);
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+        self.inner.handle_datagram(now, from, payload);
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+    fn handle_timeout(&mut self, ctx: &EngineCtx) {
+        self.inner.handle_timeout(ctx);
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<crate::Transmit> {
+        let t = self.inner.poll_transmit(now, buf)?;
+        let datagrams = t.segment_size.map_or(1, |s| t.size.div_ceil(s));
+        self.most.set(self.most.get().max(datagrams));
+        Some(t)
+    }
+    fn poll_events(
+        &mut self,
+        ctx: &EngineCtx,
+        report: &mut dyn FnMut(&dyn std::fmt::Debug, &dyn std::fmt::Debug),
+    ) -> bool {
+        self.inner.poll_events(ctx, report)
+    }
+}
+
+/// `EndpointConfig::max_segments` (64 by default) bounds how many datagrams share a transmit, not how
+/// many leave at once: pacing does (RFC 9002 §7.7). Over a 20 Mbit/s bottleneck the pacer's bucket is
+/// the initial window (14,720 bytes: 12 datagrams of 1200 bytes), and no transmit of a 2 MB transfer
+/// holds more; on a path without a bottleneck the window and the rate grow, and transmits take many
+/// more datagrams up to the limit.
+#[test]
+fn transmits_are_as_large_as_pacing_lets_them_be() {
+    let seed = seed_from_env(14);
+    let total = 2_000_000;
+    let run = |bandwidth_bps: Option<u64>| {
+        let (server_tls, client_tls) = sim_tls(seed);
+        let mut sim = Simulation::new(epoch(), seed);
+        let server_addr = "10.0.0.2:4433".parse().expect("valid");
+        let server = sim.add_node(
+            server_addr,
+            Some(crate::ServerConfig::new(server_tls)),
+            Box::new(Sink::default()),
+        );
+        let most = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = most.clone();
+        let client = sim.add_engine("10.0.0.1:50000".parse().expect("valid"), move |node_seed| {
+            let config = EndpointConfig::with_seed(node_seed);
+            assert_eq!(config.max_segments, 64, "the default");
+            let sender = BulkSender::new(
+                crate::ClientConfig::new(client_tls),
+                server_addr,
+                "localhost",
+                total,
+                1,
+            );
+            Box::new(CountingSegments {
+                inner: EndpointNode::new(Endpoint::new(config, None), Box::new(sender)),
+                most: counted,
+            })
+        });
+        let link = LinkConfig {
+            bandwidth_bps,
+            // PMTUD off the path: every datagram the client sends is at most 1200 bytes.
+            max_datagram_size: 1200,
+            ..LinkConfig::with_delay(Duration::from_millis(20))
+        };
+        sim.add_duplex_link(client, server, link);
+        let done = sim.run_until(Duration::from_secs(60), |sim| {
+            sim.app::<Sink>(server).is_some_and(|s| s.total_bytes() == total)
+        });
+        assert!(
+            done,
+            "seed {seed}, {bandwidth_bps:?} bit/s: the transfer did not complete"
+        );
+        most.get()
+    };
+    let paced = run(Some(20_000_000));
+    assert!(
+        (2..=12).contains(&paced),
+        "seed {seed}: {paced} datagrams in one transmit over 20 Mbit/s"
+    );
+    let unlimited = run(None);
+    assert!(
+        unlimited > 20,
+        "seed {seed}: at most {unlimited} datagrams in a transmit without a bottleneck"
+    );
 }
 
 /// Buffers a node's endpoint took through `Endpoint::handle_batch`.
@@ -1008,18 +1117,10 @@ impl App for Traced {
 #[cfg(feature = "qlog")]
 #[test]
 fn qlog_does_not_change_the_trace() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
     let seed = seed_from_env(13);
     let total = 200_000;
     let run = |qlog: bool| {
-        let cert = CertificateDer::from(CERT.to_vec());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec()));
-        let alpn = vec![b"sim".to_vec()];
-        let options = deterministic_tls(seed);
-        let server_tls =
-            crate::crypto::tls::server_config_with(vec![cert.clone()], key, alpn.clone(), &options).unwrap();
-        let client_tls = crate::crypto::tls::client_config_with(vec![cert], alpn, &options).unwrap();
+        let (server_tls, client_tls) = sim_tls(seed);
         let (tx, rx) = std::sync::mpsc::channel();
         let wrap = |app: Box<dyn App>| -> Box<dyn App> {
             if qlog {
