@@ -18,7 +18,8 @@ pub fn bulk(path: &Path, data: &[BulkPlot], a: &Args) -> Result<(), Box<dyn std:
     root.fill(&WHITE)?;
     let caption = format!(
         "Bulk goodput per CPU-second, in memory, one thread ({} B datagrams, batches of {})",
-        a.size, a.batch
+        a.size,
+        a.bulk_batch()
     );
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 18))

@@ -26,7 +26,8 @@ WORKLOADS:
 OPTIONS:
   --suite S        aes128, aes256 or chacha20 (bulk, aead)       [default: all three]
   --size N         UDP payload size of every datagram             [default: 1200]
-  --batch N        datagrams per transmit (GSO segments)          [default: 10; udp: quicsand only]
+  --batch N        datagrams per transmit (GSO segments)          [default: 10, both engines; udp: quicsand
+                   only, at EndpointConfig's default (64) and at quinn's 10]
   --round N        datagrams the sender emits per driver round    [default: 2 x batch]
   --bytes N        bytes per bulk or udp transfer (suffixes K, M, G: powers of 1024)  [default: 256M]
   --reps N         repetitions of each measurement per engine     [default: 5; memory: 1]
@@ -43,7 +44,8 @@ pub struct Args {
     pub workload: String,
     pub suites: Vec<Suite>,
     pub size: usize,
-    pub batch: usize,
+    /// `--batch`; `None`: 10 for bulk, the endpoint's default and quinn's 10 for udp.
+    pub batch: Option<usize>,
     pub round: Option<usize>,
     pub bytes: u64,
     pub reps: Option<usize>,
@@ -54,13 +56,23 @@ pub struct Args {
     pub svg: Option<PathBuf>,
 }
 
+/// GSO segments per send of quinn 0.11 (its `MAX_TRANSMIT_SEGMENTS`, not configurable).
+const QUINN_SEGMENTS: usize = 10;
+
+impl Args {
+    /// Datagrams per transmit in the in-memory bulk transfers, the same for both engines.
+    pub fn bulk_batch(&self) -> usize {
+        self.batch.unwrap_or(10)
+    }
+}
+
 impl Default for Args {
     fn default() -> Self {
         Args {
             workload: String::new(),
             suites: vec![Suite::Aes128Gcm, Suite::Aes256Gcm, Suite::ChaCha20Poly1305],
             size: 1200,
-            batch: 10,
+            batch: None,
             round: None,
             bytes: 256 << 20,
             reps: None,
@@ -98,7 +110,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
                 a.suites = vec![parse_suite(&v).ok_or(format!("unknown suite {v}"))?];
             }
             "--size" => a.size = num(value()?)?,
-            "--batch" => a.batch = num(value()?)?.max(1),
+            "--batch" => a.batch = Some(num(value()?)?.max(1)),
             "--round" => a.round = Some(num(value()?)?.max(1)),
             "--bytes" => a.bytes = parse_bytes(&value()?)?,
             "--reps" => a.reps = Some(num(value()?)?.max(1)),
@@ -203,8 +215,8 @@ fn bulk_params(a: &Args, suite: Suite) -> BulkParams {
     BulkParams {
         suite,
         size: a.size,
-        batch: a.batch,
-        round: a.round.unwrap_or(2 * a.batch),
+        batch: a.bulk_batch(),
+        round: a.round.unwrap_or(2 * a.bulk_batch()),
         bytes: a.bytes,
     }
 }
@@ -326,7 +338,7 @@ fn bulk(a: &Args, suite: Suite, with_engines: bool) -> (Option<Row>, Row, Option
     }
     let (qs_stats, qp_stats) = (Stats::of(&q), Stats::of(&r));
     let row = Row {
-        what: format!("bulk, {name}, {} B, batch {}", a.size, a.batch),
+        what: format!("bulk, {name}, {} B, batch {}", a.size, a.bulk_batch()),
         unit: "Gbit/s per CPU-s",
         quicsand: qs_stats,
         quinn: qp_stats,
@@ -486,22 +498,31 @@ fn streams(a: &Args) -> Row {
 }
 
 /// A real transfer over 127.0.0.1 through `quicsand::udp` against quinn on tokio: per CPU-second and
-/// per wall-clock second.
+/// per wall-clock second. Without `--batch`, quicsand runs at its endpoint's default GSO batch and again
+/// at quinn's 10 segments per send, both paired with the same quinn run.
 #[cfg(feature = "udp")]
 fn udp(a: &Args) -> Vec<Row> {
     // Five pairs: on a shared host single runs of this workload swing by a third, and the median of
     // three moved the ratio by as much.
     let reps = a.reps.unwrap_or(5);
     let tls = Tls::new(Suite::Aes128Gcm, Mode::Default);
+    let batch = a
+        .batch
+        .unwrap_or(quicsand::EndpointConfig::default().max_segments);
+    let also_quinns = (a.batch.is_none() && batch != QUINN_SEGMENTS).then_some(QUINN_SEGMENTS);
     let (mut qc, mut rc, mut qw, mut rw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut qa, mut ra) = (Vec::new(), Vec::new());
+    let mut q10 = Vec::new();
     let mut gso = String::new();
-    for rep in 0..reps {
-        let x = if skip("quicsand") {
+    let run = |segments: usize| {
+        if skip("quicsand") {
             crate::udp::UdpResult::default()
         } else {
-            crate::udp::quicsand(a.bytes, a.size, a.batch, &tls)
-        };
+            crate::udp::quicsand(a.bytes, a.size, segments, &tls)
+        }
+    };
+    for rep in 0..reps {
+        let x = run(batch);
         let y = if skip("quinn") {
             crate::udp::UdpResult::default()
         } else {
@@ -531,6 +552,16 @@ fn udp(a: &Args) -> Vec<Row> {
                 r.datagrams_received as f64 / r.recv_calls.max(1) as f64
             );
         }
+        if let Some(segments) = also_quinns {
+            let z = run(segments);
+            println!(
+                "  quicsand at {segments} segments per send: {:.2} Gbit/s per CPU-s ({:.2} CPU-s, {:.2} Gbit/s wall)",
+                z.gbps_cpu(),
+                z.cpu.as_secs_f64(),
+                z.gbps_wall()
+            );
+            q10.push(z.gbps_cpu());
+        }
         qc.push(x.gbps_cpu());
         rc.push(y.gbps_cpu());
         qw.push(x.gbps_wall());
@@ -538,8 +569,12 @@ fn udp(a: &Args) -> Vec<Row> {
         qa.push(x.allocs_per_datagram());
         ra.push(y.allocs_per_datagram());
     }
-    let what = format!("udp 127.0.0.1, AES-128-GCM, {} B, {} MiB", a.size, a.bytes >> 20);
-    vec![
+    let what = format!(
+        "udp 127.0.0.1, AES-128-GCM, {} B, {} MiB, GSO up to {batch} (quinn {QUINN_SEGMENTS})",
+        a.size,
+        a.bytes >> 20
+    );
+    let mut rows = vec![
         Row {
             what: what.clone(),
             unit: "Gbit/s per CPU-s (process)",
@@ -560,7 +595,17 @@ fn udp(a: &Args) -> Vec<Row> {
             quinn: Stats::of(&rw),
             note: format!("{}; until the receiver has the last byte", paired(&qw, &rw)),
         },
-    ]
+    ];
+    if let Some(segments) = also_quinns {
+        rows.push(Row {
+            what: format!("udp as above, quicsand at quinn's {segments} segments per send"),
+            unit: "Gbit/s per CPU-s (process)",
+            quicsand: Stats::of(&q10),
+            quinn: Stats::of(&rc),
+            note: format!("{}; the same quinn runs", paired(&q10, &rc)),
+        });
+    }
+    rows
 }
 
 /// The ratio within each repetition's pair (quicsand's run and quinn's, back to back), as median (min to
