@@ -3497,3 +3497,37 @@ fn a_client_endpoint_that_forbids_mtu_discovery_sends_no_probes() {
         }
     }
 }
+
+/// RFC 9000 §19.3, §18.2 and RFC 9002 §5.3: a peer announcing ack_delay_exponent 20 that reports the
+/// largest ACK Delay a varint holds (2^62 - 1, which scaled by 2^20 overflows 64 bits of microseconds)
+/// neither closes the connection nor erases the RTT sample: once the handshake is confirmed the delay
+/// counts as at most the peer's max_ack_delay (25 ms), and comes off a 100 ms sample as that.
+#[test]
+fn an_ack_delay_beyond_64_bits_of_microseconds_counts_as_max_ack_delay() {
+    let mut p = Pair::new(TransportConfig::default());
+    let sh = p.server_h.unwrap();
+    let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+    assert!(conn.handshake_confirmed);
+    conn.peer_params.as_mut().unwrap().ack_delay_exponent = crate::wire::VarInt::from_u32(20);
+    let min_before = conn.recovery.rtt().min();
+    for _ in 0..3 {
+        p.server.conn(sh).unwrap().ping();
+        assert!(!server_sends(&mut p).is_empty());
+        let conn = &p.server.table.get(sh).unwrap().conn;
+        let tracked: Vec<u64> = conn
+            .recovery
+            .oldest_unacked(SpaceId::Data)
+            .map(|(pn, _)| pn)
+            .collect();
+        assert!(!tracked.is_empty());
+        p.now += Duration::from_millis(100);
+        let delay = crate::wire::VarInt::MAX.into_inner();
+        let ack = AckFrame::from_ranges(tracked.iter().rev().map(|&pn| pn..=pn), delay, None).unwrap();
+        inject(&mut p, SpaceId::Data, &[Frame::Ack(ack)]);
+        assert_eq!(server_error(&mut p), None);
+        let rtt = p.server.table.get(sh).unwrap().conn.recovery.rtt().clone();
+        assert_eq!(rtt.latest(), Duration::from_millis(100));
+        assert_eq!(rtt.latest_adjusted(), Duration::from_millis(75), "{rtt:?}");
+        assert_eq!(rtt.min(), min_before.min(Duration::from_millis(100)));
+    }
+}

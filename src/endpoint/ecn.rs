@@ -593,3 +593,134 @@ fn an_endpoint_that_does_not_mark_still_reports_the_counts() {
     assert_eq!(server.ecn_validation_failures, 0, "{server:?}");
     assert!(server.ecn_marked_sent > 2 * TESTING_PACKETS, "{server:?}");
 }
+
+/// RFC 9000 §13.4.2.1: ECN counts beyond the packets sent marked (here the largest a varint holds, in
+/// one jump) fail ECN validation: marking stops, and that is all. No congestion event (the CE count
+/// rose by 2^62 - 1, but the counts were not accepted), no loss, no connection error.
+#[test]
+fn ecn_counts_beyond_the_packets_sent_fail_validation_without_closing() {
+    let mut index = 0u64;
+    let carry = &mut |e: Option<EcnCodepoint>, _: u64| Some(e);
+    let (mut p, _ch, sh, id) = connected_through(carry, &mut index);
+    let mut written = 0;
+    write_rest(&mut p, sh, id, 5_000, &mut written);
+    assert!(!sends(&mut p.server, p.now).is_empty());
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert!(conn.ecn.marking());
+    let tracked: Vec<u64> = conn
+        .recovery
+        .oldest_unacked(SpaceId::Data)
+        .map(|(pn, _)| pn)
+        .collect();
+    let before = p.server.conn(sh).unwrap().stats();
+    let max = crate::wire::VarInt::MAX.into_inner();
+    // The ECT(0) count grew by the packets acknowledged and did not go back: only the CE count, beyond
+    // anything sent, is wrong.
+    let prev = p
+        .server
+        .table
+        .get(sh)
+        .unwrap()
+        .conn
+        .ecn
+        .peer_counts(SpaceId::Data);
+    for counts in [
+        EcnCounts {
+            ect0: prev.ect0 + tracked.len() as u64,
+            ect1: prev.ect1,
+            ce: max,
+        },
+        EcnCounts {
+            ect0: max,
+            ect1: max,
+            ce: max,
+        },
+    ] {
+        // Each frame acknowledges the whole flight (so nothing is lost) and raises the largest
+        // acknowledged only the first time.
+        let ack = AckFrame::from_ranges(tracked.iter().rev().map(|&pn| pn..=pn), 0, Some(counts)).unwrap();
+        let now = p.now;
+        let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+        conn.inject_frames_in(now, SpaceId::Data, &[Frame::Ack(ack)]);
+        p.server.after_conn(sh, true);
+    }
+    let conn = &p.server.table.get(sh).unwrap().conn;
+    assert!(conn.close.is_none());
+    assert!(!conn.ecn.marking());
+    let after = p.server.conn(sh).unwrap().stats();
+    assert_eq!(after.ecn_validation_failures, before.ecn_validation_failures + 1);
+    assert_eq!(after.ecn_ce_signals, before.ecn_ce_signals);
+    assert_eq!(after.congestion_events, before.congestion_events);
+    assert_eq!(after.cwnd, before.cwnd);
+    assert_eq!(after.packets_lost, before.packets_lost);
+    assert_eq!(after.bytes_in_flight, 0);
+}
+
+/// RFC 9002 §7.3.2, §7.2: a network (or peer) that reports every packet CE-marked, both ways, with
+/// acknowledgements at once (a zero RTT), costs one congestion event per round trip, never a window
+/// below the minimum, and never a deadline left in the past once everything due was sent: the transfer
+/// completes at the minimum window, with both controllers.
+#[test]
+fn every_packet_reported_ce_holds_the_window_at_its_minimum_without_spinning() {
+    for algo in [
+        crate::CongestionAlgorithm::NewReno,
+        crate::CongestionAlgorithm::Cubic,
+    ] {
+        let config = TransportConfig {
+            congestion: algo,
+            ..TransportConfig::default()
+        };
+        let mut p = Pair::start_with(config.clone(), config);
+        let ch = p.client.table.iter().next().unwrap().0;
+        let ce = &mut |e: Option<EcnCodepoint>, _: u64| Some(e.map(|_| EcnCodepoint::Ce));
+        let mut up = |e: Option<EcnCodepoint>, _: u64| Some(e.map(|_| EcnCodepoint::Ce));
+        let mut index = 0;
+        for _ in 0..100 {
+            step(&mut p, ce, &mut index);
+        }
+        p.assert_both_connected();
+        let sh = p.server_h.unwrap();
+        let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+        let events_before = p.server.conn(sh).unwrap().stats().congestion_events;
+        let (mut written, mut received, bytes, mut steps) = (0, 0, 200_000, 0u64);
+        let mut buf = vec![0u8; 65536];
+        while received < bytes && steps < 10_000 {
+            steps += 1;
+            write_rest(&mut p, sh, id, bytes, &mut written);
+            step(&mut p, ce, &mut index);
+            {
+                let mut conn = p.client.conn(ch).unwrap();
+                let mut s = conn.stream(id);
+                while let Ok(Some(n)) = s.read(&mut buf) {
+                    received += n;
+                }
+            }
+            let stats = p.server.conn(sh).unwrap().stats();
+            assert!(stats.cwnd >= 2 * u64::from(stats.path_mtu), "{algo:?}: {stats:?}");
+            // Everything due at this instant exchanged: the next deadline is ahead.
+            let now = p.now;
+            deliver_through(&mut p.server, &mut p.client, now, SERVER, ce, &mut index);
+            deliver_through(&mut p.client, &mut p.server, now, CLIENT, &mut up, &mut 0);
+            deliver_through(&mut p.server, &mut p.client, now, SERVER, ce, &mut index);
+            let next = p.server.poll_timeout();
+            assert!(
+                next.is_none_or(|t| t > now),
+                "{algo:?}: a deadline {next:?} at {now:?}"
+            );
+        }
+        assert_eq!(received, bytes, "{algo:?}");
+        let stats = p.server.conn(sh).unwrap().stats();
+        assert_eq!(stats.ecn_validation_failures, 0, "{algo:?}: {stats:?}");
+        assert_eq!(stats.packets_lost, 0, "{algo:?}: {stats:?}");
+        assert_eq!(stats.cwnd, 2 * u64::from(stats.path_mtu), "{algo:?}: {stats:?}");
+        // Every acknowledgement reports more CE marks, but a recovery period lasts until packets sent
+        // after it began are acknowledged: at most one begins per step (packets sent at the instant
+        // one began belong to it), about one in two acknowledgements.
+        let events = stats.congestion_events - events_before;
+        assert!(stats.ecn_ce_signals > 50, "{algo:?}: {stats:?}");
+        assert!(
+            events <= steps && events < stats.ecn_ce_signals,
+            "{algo:?}: {events} events in {steps} steps, {stats:?}"
+        );
+    }
+}

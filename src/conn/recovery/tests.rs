@@ -1098,7 +1098,15 @@ fn run_ops(server_side: bool, confirmed: bool, hs_keys: bool, amp: bool, ops: &[
                 if let Some(t) = ld.timeout(&c) {
                     now = now.max(t);
                 }
-                let _ = ld.on_timeout(now, &c);
+                // A space's loss timer, once handled, is not due again at the same instant: it is set
+                // for packets not yet lost, sent after `now - loss_delay` (no spin at one instant).
+                if let TimeoutOutcome::Lost { space, .. } = ld.on_timeout(now, &c) {
+                    let again = ld.on_timeout(now, &c);
+                    assert!(
+                        !matches!(again, TimeoutOutcome::Lost { space: s, .. } if s == space),
+                        "{space:?} lost again at the same instant: {again:?}"
+                    );
+                }
             }
             Op::Discard { space } => {
                 discarded[space] = true;
@@ -1642,4 +1650,37 @@ fn an_unremembered_largest_is_dated_no_later_than_known_sends() {
     // Packet 7 is remembered: its own send time.
     let out = ld.ack(SpaceId::Data, [7..=7], ms(0), t0 + ms(51), &c).unwrap();
     assert_eq!(out.largest_acked_time_sent, Some(t0 + ms(7)));
+}
+
+/// An ACK frame of thousands of ranges (every other packet of a long flight) acknowledges each packet in
+/// them once and declares the others lost by the packet threshold (RFC 9002 §6.1.1); the same frame again
+/// acknowledges nothing and declares nothing. The work is per range and per tracked packet, never per
+/// packet number of a range (see `huge_ack_range_costs_only_the_tracked_packets`).
+#[test]
+fn an_ack_of_thousands_of_ranges_acknowledges_each_packet_once() {
+    let t0 = epoch();
+    let mut ld = server();
+    let c = ctx(true);
+    let n = 10_000u64;
+    for pn in 0..n {
+        ld.on_packet_sent(SpaceId::Data, pn, pkt(t0, pn));
+    }
+    // 1, 3, 5, ..., n - 1: n / 2 ranges, highest first as the wire has them.
+    let ranges: Vec<_> = (0..n / 2).rev().map(|i| 2 * i + 1..=2 * i + 1).collect();
+    let out = ld
+        .ack(SpaceId::Data, ranges.clone(), ms(0), t0 + ms(50), &c)
+        .unwrap();
+    assert_eq!(out.acked.len() as u64, n / 2);
+    assert!(out.acked.iter().all(|(pn, _)| pn % 2 == 1));
+    // Every even packet is at least three below the largest acknowledged (n - 1), but n - 2.
+    assert_eq!(out.lost.len() as u64, n / 2 - 1);
+    assert!(out.rtt_sampled);
+    assert_eq!(ld.bytes_in_flight(), 1000);
+    for _ in 0..3 {
+        let out = ld
+            .ack(SpaceId::Data, ranges.clone(), ms(0), t0 + ms(60), &c)
+            .unwrap();
+        assert!(out.acked.is_empty() && out.lost.is_empty() && !out.rtt_sampled);
+    }
+    assert_eq!(ld.bytes_in_flight(), 1000);
 }
