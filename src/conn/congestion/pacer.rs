@@ -57,13 +57,17 @@ impl Pacer {
         }
     }
 
-    /// Follows the current window, datagram size and RTT.
-    fn set_params(&mut self, window: u64, mtu: u16, smoothed_rtt: Duration) {
+    /// Follows the current window, datagram size and RTT from `now` on (the caller has just refilled
+    /// at the old rate).
+    fn set_params(&mut self, now: Instant, window: u64, mtu: u16, smoothed_rtt: Duration) {
         if (window, mtu, smoothed_rtt) != (self.window, self.mtu, self.rtt) {
             self.window = window;
             self.mtu = mtu;
             self.rtt = smoothed_rtt;
             self.capacity = capacity(window, mtu, smoothed_rtt);
+            // The fraction of a byte the old rate earned since the last refill is dropped: counted at a
+            // faster new rate from the last refill, it made `delay` name an instant before `now`.
+            self.last_refill = self.last_refill.max(now);
         }
     }
 
@@ -84,7 +88,7 @@ impl Pacer {
         // filled the bucket at once.
         let capacity = self.capacity;
         self.refill(now, capacity);
-        self.set_params(window, mtu, smoothed_rtt);
+        self.set_params(now, window, mtu, smoothed_rtt);
         let capacity = self.capacity;
         self.tokens = self.tokens.min(capacity);
         // A packet larger than the bucket can ever hold waits for a full bucket, not forever.

@@ -1121,6 +1121,34 @@ fn a_new_pacing_rate_applies_from_the_call_that_brings_it() {
     assert_eq!(at_once, 1, "{at_once} packets at once after 40 ms at 30 bytes/ms");
 }
 
+/// A pacing deadline is never in the past. The time since the last refill earns at the old rate; left
+/// over at a new, faster one, the fraction of a byte it held (here 9 µs at 30 bytes/ms) outlasts what
+/// the packet still misses at the new rate (a byte, a third of a nanosecond at 3,000 bytes/ms): counted
+/// from the last refill, the wait ended before `now`, and `poll_timeout` reported a deadline already
+/// passed right after the caller had sent everything it could (seen with hostile ACKs moving the RTT
+/// estimate at every frame).
+#[test]
+fn a_faster_pacing_rate_never_gives_a_deadline_in_the_past() {
+    let t0 = epoch();
+    let (window, srtt) = (2 * SEG, ms(100));
+    let mut pacer = Pacer::new(t0, window, MDS, srtt);
+    paced_send_times(&mut pacer, t0, 2, window, srtt);
+    // The bucket is empty at t0. 39,976 µs at 30 bytes/ms earn 1,199 bytes and 9 µs left over (a byte
+    // takes 33 1/3 µs), a byte short of the next packet.
+    let now = t0 + Duration::from_micros(39_976);
+    let at = pacer.delay(now, SEG, MDS, window, srtt).expect("a byte short");
+    assert!(at > now);
+    // At the same instant the window grows a hundredfold: 3,000 bytes/ms.
+    let big = 100 * window;
+    let at = pacer.delay(now, SEG, MDS, big, srtt).expect("still a byte short");
+    assert!(at > now, "a deadline {:?} before now", now - at);
+    assert_eq!(
+        pacer.delay(at, SEG, MDS, big, srtt),
+        None,
+        "allowed at the instant returned"
+    );
+}
+
 /// RFC 9438 §5.8 with a clock that steps back (the caller's `now` need not be monotonic; the pacer and
 /// HyStart++ allow for it): skipping an application-limited period never moves the stage's start past
 /// `now`, where t would stay 0 until the clock caught up. The stage begins at an acknowledgement, then
