@@ -11,7 +11,9 @@ use super::Endpoint;
 use crate::conn::SpaceId;
 use crate::event::{ConnectionError, Event};
 use crate::test_util::epoch;
-use crate::wire::frame::{AckFrame, CloseCode, ConnectionClose, CryptoFrame, Frame, NewConnectionId};
+use crate::wire::frame::{
+    AckFrame, CloseCode, ConnectionClose, CryptoFrame, EcnCounts, Frame, NewConnectionId,
+};
 use crate::wire::header::ProtectedHeader;
 use crate::wire::{ConnectionId, ResetToken, TransportErrorCode};
 use crate::{Datagram, EndpointConfig, StreamsConfig, TransportConfig};
@@ -3529,5 +3531,116 @@ fn an_ack_delay_beyond_64_bits_of_microseconds_counts_as_max_ack_delay() {
         assert_eq!(rtt.latest(), Duration::from_millis(100));
         assert_eq!(rtt.latest_adjusted(), Duration::from_millis(75), "{rtt:?}");
         assert_eq!(rtt.min(), min_before.min(Duration::from_millis(100)));
+    }
+}
+
+/// A peer whose ACK frames are valid but otherwise arbitrary: any subset of the packets sent (in flight
+/// or not), ACK Delays up to 2^62 - 1 under any ack_delay_exponent up to 20, ECN counts that are
+/// missing, creep up, jump by up to 2^62 or go back, at intervals from none to 2 s (RFC 9000 §13.4.2,
+/// §19.3; RFC 9002 §5 to §7). The connection never closes (nothing in them is a protocol error), the
+/// window never goes below the minimum, and once the timers due are handled and everything sent, the
+/// next deadline is ahead: nothing is due again at the same instant (no spin). Seeded; a failure names
+/// its seed and step. Before a new pacing rate counted from now, seed 24 found a pacing deadline in the
+/// past at step 19.
+#[test]
+fn valid_but_hostile_ack_frames_keep_the_connection_sound() {
+    let max = crate::wire::VarInt::MAX.into_inner();
+    for seed in 1..400u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut below = move |n: u64| {
+            // xorshift64: test randomness only, seeded per case.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n.max(1)
+        };
+        let mut p = Pair::new(TransportConfig::default());
+        let sh = p.server_h.unwrap();
+        if below(2) == 0 {
+            let exponent = crate::wire::VarInt::from_u32(below(21) as u32);
+            let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+            conn.peer_params.as_mut().unwrap().ack_delay_exponent = exponent;
+        }
+        let id = p.server.conn(sh).unwrap().open_uni().unwrap();
+        let mut counts = EcnCounts::default();
+        // The injected frames do not reset the idle timer: the connection ends after 30 s of them.
+        for step in 0..600 {
+            match p.server.conn(sh) {
+                Ok(mut c) => {
+                    let _ = c.stream(id).write(&[5u8; 20_000]);
+                }
+                Err(_) => break,
+            }
+            let _ = server_sends(&mut p);
+            let Some(entry) = p.server.table.get(sh) else {
+                break;
+            };
+            let conn = &entry.conn;
+            assert!(conn.close.is_none(), "seed {seed} step {step}: closed");
+            assert!(
+                conn.cc.window() >= 2 * 1200,
+                "seed {seed} step {step}: {}",
+                conn.cc.window()
+            );
+            let next_pn = conn.recovery.next_packet_number(SpaceId::Data);
+            let skipped = conn.recovery.unsent_ranges(SpaceId::Data);
+            p.now += Duration::from_millis(match below(4) {
+                0 => 0,
+                1 => below(3),
+                2 => below(50),
+                _ => below(2000),
+            });
+            let mut pns: Vec<u64> = conn
+                .recovery
+                .oldest_unacked(SpaceId::Data)
+                .map(|(pn, _)| pn)
+                .filter(|_| below(3) != 0)
+                .collect();
+            for _ in 0..below(5) {
+                let pn = below(next_pn);
+                if !skipped.iter().any(|&(a, b)| (a..=b).contains(&pn)) {
+                    pns.push(pn);
+                }
+            }
+            pns.sort_unstable();
+            pns.dedup();
+            if !pns.is_empty() {
+                let delay = match below(4) {
+                    0 => 0,
+                    1 => below(1000),
+                    2 => below(1 << 30),
+                    _ => max,
+                };
+                let ecn = match below(4) {
+                    0 => None,
+                    1 => {
+                        counts.ect0 += below(5);
+                        counts.ce = (counts.ce + below(3)).min(max);
+                        Some(counts)
+                    }
+                    2 => {
+                        counts.ce = counts.ce.saturating_add(below(1 << 62)).min(max);
+                        Some(counts)
+                    }
+                    _ => Some(EcnCounts {
+                        ect0: below(100),
+                        ect1: below(3),
+                        ce: below(100),
+                    }),
+                };
+                let ack = AckFrame::from_ranges(pns.iter().rev().map(|&pn| pn..=pn), delay, ecn).unwrap();
+                inject(&mut p, SpaceId::Data, &[Frame::Ack(ack)]);
+                assert_eq!(server_error(&mut p), None, "seed {seed} step {step}");
+            }
+            p.server.handle_timeout(p.now);
+            let _ = server_sends(&mut p);
+            let now = p.now;
+            let next = p.server.poll_timeout();
+            assert!(
+                next.is_none_or(|t| t > now),
+                "seed {seed} step {step}: a deadline {:?} before now",
+                next.map(|t| now - t)
+            );
+        }
     }
 }
