@@ -697,10 +697,12 @@ fn every_packet_reported_ce_holds_the_window_at_its_minimum_without_spinning() {
             }
             let stats = p.server.conn(sh).unwrap().stats();
             assert!(stats.cwnd >= 2 * u64::from(stats.path_mtu), "{algo:?}: {stats:?}");
-            // Everything due at this instant exchanged: the next deadline is ahead.
+            // Everything due at this instant exchanged, and the timers due handled (an input may
+            // leave one due at once, RFC 9002 §6.2.2.1): the next deadline is ahead.
             let now = p.now;
             deliver_through(&mut p.server, &mut p.client, now, SERVER, ce, &mut index);
             deliver_through(&mut p.client, &mut p.server, now, CLIENT, &mut up, &mut 0);
+            p.server.handle_timeout(now);
             deliver_through(&mut p.server, &mut p.client, now, SERVER, ce, &mut index);
             let next = p.server.poll_timeout();
             assert!(
