@@ -121,17 +121,11 @@ impl Connection {
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
         // RFC 9000 §13.4.2: one codepoint for the whole transmit (its datagrams share one send).
         self.marking = self.ecn.marking();
-        // Whether the transmit ended full (`max_segments` datagrams, or one UDP send's bytes) rather than
-        // for want of something to send, the window or pacing.
-        let mut full = false;
-        loop {
+        while count < max_segments.max(1) {
             // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
             // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
             // socket as it is.
-            if count >= max_segments.max(1)
-                || segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE)
-            {
-                full = true;
+            if segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE) {
                 break;
             }
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
@@ -170,10 +164,8 @@ impl Connection {
             }
         }
         // RFC 9002 §7.8: the window only grows while the sender uses it; when it stopped for lack of data
-        // (or flow control) rather than for the window or pacing, the sender is application-limited. One
-        // that ended full is sending as fast as it is asked to; should its data have run out exactly,
-        // the next call finds nothing and says so.
-        self.app_limited = !full && !self.window_limited;
+        // (or flow control) rather than for the window or pacing, the sender is application-limited.
+        self.app_limited = !self.window_limited;
         self.blocked = false;
         self.window_limited = false;
         if self.discard_initial_after_send {

@@ -2282,37 +2282,6 @@ fn an_empty_pacing_bucket_with_nothing_to_send_is_application_limited() {
     );
 }
 
-/// RFC 9002 §7.8: a transmit that ends because it holds `max_segments` datagrams leaves a sender with
-/// more to send, which is not application limited: acknowledgements that arrive before the caller's next
-/// `poll_transmit` grow the window. Before, such a transmit marked the sender application limited
-/// until the next call (a caller sending a fixed number of transmits per round saw its window held).
-#[test]
-fn a_transmit_full_at_max_segments_is_not_application_limited() {
-    let mut p = Pair::new(TransportConfig::default());
-    let h = p.server_h.unwrap();
-    let id = p.server.conn(h).unwrap().open_uni().unwrap();
-    // Five datagrams' worth: less than the initial window.
-    p.server.conn(h).unwrap().stream(id).write(&[3; 5_000]).unwrap();
-    let now = p.now;
-    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
-    let mut buf = Vec::new();
-    let t = conn.poll_transmit(now, &mut buf, 2).expect("data to send");
-    assert_eq!(t.segment_size.map(|s| t.size.div_ceil(s)), Some(2), "{t:?}");
-    assert!(conn.streams.has_pending(), "more data waits");
-    assert!(
-        !conn.app_limited,
-        "a full transmit with more to send marked application limited"
-    );
-    // Once the data runs out, the sender is application limited again.
-    while conn.poll_transmit(now, &mut buf, 2).is_some() {}
-    assert!(!conn.streams.has_pending());
-    assert!(conn.cc.window() > conn.recovery.bytes_in_flight() + u64::from(conn.path.mtu));
-    assert!(
-        conn.app_limited,
-        "out of data with window left, not application limited"
-    );
-}
-
 /// A path MTU raised by discovery above a window that a loss had just cut (the probe sent before the
 /// loss, acknowledged after it): the window keeps its bytes (RFC 8899 §3) and is smaller than one
 /// datagram. With nothing in flight one datagram still goes, so the window opens again.
