@@ -121,11 +121,16 @@ impl Connection {
         let closing = self.close.as_ref().is_some_and(|c| c.pending);
         // RFC 9000 §13.4.2: one codepoint for the whole transmit (its datagrams share one send).
         self.marking = self.ecn.marking();
-        while count < max_segments.max(1) {
+        // Whether the transmit ended full rather than for want of something to send, the window or pacing.
+        let mut full = false;
+        loop {
             // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
             // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
             // socket as it is.
-            if segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE) {
+            if count >= max_segments.max(1)
+                || segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE)
+            {
+                full = true;
                 break;
             }
             let allowance = usize::try_from(self.path.send_allowance()).unwrap_or(usize::MAX);
@@ -164,7 +169,13 @@ impl Connection {
             }
         }
         // RFC 9002 §7.8: the window only grows while the sender uses it; when it stopped for lack of data
-        // (or flow control) rather than for the window or pacing, the sender is application-limited.
+        // (or flow control) rather than for the window or pacing, the sender is application-limited. A
+        // transmit that ended full (`max_segments` datagrams, or one UDP send's bytes) did not ask the
+        // window: the sender is limited by it only if it is full now.
+        if full && !self.window_limited {
+            let in_flight = self.recovery.path_bytes_in_flight();
+            self.window_limited = in_flight > 0 && in_flight + mtu as u64 > self.cc.window();
+        }
         self.app_limited = !self.window_limited;
         self.blocked = false;
         self.window_limited = false;

@@ -2282,6 +2282,44 @@ fn an_empty_pacing_bucket_with_nothing_to_send_is_application_limited() {
     );
 }
 
+/// RFC 9002 §7.8 after a transmit that ended full (`max_segments` datagrams): the window is
+/// underutilized, so the sender application-limited, while bytes in flight stay below it (the caller
+/// stopped asking), and it is used, so the sender window-limited, once the transmit filled it. Before,
+/// such a transmit always left the sender application-limited, also with the window full, until the
+/// next call.
+#[test]
+fn a_full_transmit_is_window_limited_only_when_it_filled_the_window() {
+    let mut p = Pair::new(TransportConfig::default());
+    let h = p.server_h.unwrap();
+    let id = p.server.conn(h).unwrap().open_uni().unwrap();
+    p.server.conn(h).unwrap().stream(id).write(&[3; 100_000]).unwrap();
+    let now = p.now;
+    let conn = &mut p.server.table.get_mut(h).unwrap().conn;
+    let mut buf = Vec::new();
+    let (mut left, mut filled) = (0, 0);
+    while conn.poll_transmit(now, &mut buf, 1).is_some() {
+        assert!(conn.streams.has_pending(), "more data waits");
+        let (in_flight, window) = (conn.recovery.path_bytes_in_flight(), conn.cc.window());
+        if in_flight + u64::from(conn.path.mtu) > window {
+            filled += 1;
+            assert!(
+                !conn.app_limited,
+                "{in_flight} of {window} in flight: application limited"
+            );
+        } else {
+            left += 1;
+            assert!(
+                conn.app_limited,
+                "{in_flight} of {window} in flight: not application limited"
+            );
+        }
+    }
+    assert!(
+        left >= 5 && filled == 1,
+        "{left} transmits with window left, {filled} filling it"
+    );
+}
+
 /// A path MTU raised by discovery above a window that a loss had just cut (the probe sent before the
 /// loss, acknowledged after it): the window keeps its bytes (RFC 8899 §3) and is smaller than one
 /// datagram. With nothing in flight one datagram still goes, so the window opens again.
