@@ -127,8 +127,11 @@ impl Connection {
             // One UDP send carries at most 65,507 bytes (IPv4's limit, the lower), GSO or not: a batch
             // that grew beyond would fail whole with EMSGSIZE in a caller's loop that hands it to the
             // socket as it is.
+            // RFC 9000 §13.4.2: a path's testing period marks its first packets only; the codepoint is
+            // the whole transmit's, so it ends where the testing does (the rest go in one unmarked).
             if count >= max_segments.max(1)
                 || segment.is_some_and(|s| buf.len() + s > crate::datagram::MAX_TRANSMIT_SIZE)
+                || (self.marking && !self.ecn.marking())
             {
                 full = true;
                 break;

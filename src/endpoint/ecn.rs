@@ -325,6 +325,55 @@ fn a_new_path_that_drops_marked_packets_is_not_validated_by_the_old_paths_acks()
     assert_eq!(received, 3_000_000, "the transfer completed over the new path");
 }
 
+/// RFC 9000 §13.4.2: a path is tested with its first ten packets marked ("an endpoint could set the
+/// ECT(0) codepoint only for the first ten outgoing packets on a path"). A path the connection comes back
+/// to, or one where only the peer's port changed, starts testing with the window it had (§9.4), which
+/// may fill many datagrams at once. The codepoint is chosen once per transmit: a transmit begun in the
+/// testing period marked every datagram of it, up to `max_segments` (64 by default) rather than ten.
+#[test]
+fn a_transmit_ends_where_the_testing_period_of_a_path_ends() {
+    let mut index = 0u64;
+    let (mut p, ch, sh, id) = connected_through(&mut |e, _| Some(e), &mut index);
+    let (mut written, bytes) = (0, 50_000_000);
+    let mut buf = vec![0u8; 65536];
+    // A millisecond round trip: the window grows well past what the pacer lets go at once.
+    for _ in 0..1000 {
+        if p.server.table.get(sh).unwrap().conn.cc.window() >= 100_000 {
+            break;
+        }
+        write_rest(&mut p, sh, id, bytes, &mut written);
+        step(&mut p, &mut |e, _| Some(e), &mut index);
+        let mut conn = p.client.conn(ch).unwrap();
+        let mut s = conn.stream(id);
+        while let Ok(Some(_)) = s.read(&mut buf) {}
+    }
+    write_rest(&mut p, sh, id, bytes, &mut written);
+    let conn = &mut p.server.table.get_mut(sh).unwrap().conn;
+    assert!(
+        conn.cc.window() > 64 * 1500,
+        "a large window: {}",
+        conn.cc.window()
+    );
+    // What `Path::return_to` and a move of the peer's port do to the ECN state.
+    conn.ecn.on_path_change();
+    let (now, mut out, mut marked, mut most) = (p.now, Vec::new(), 0u64, 0);
+    while let Some(t) = p.server.poll_transmit(now, &mut out) {
+        let n = t.datagrams(&out).count();
+        most = most.max(n);
+        if t.ecn.is_some() {
+            marked += n as u64;
+        }
+    }
+    assert!(
+        most > 10,
+        "transmits of more datagrams than the testing period: {most}"
+    );
+    assert!(
+        marked <= TESTING_PACKETS,
+        "{marked} datagrams marked in the testing period of {TESTING_PACKETS} packets"
+    );
+}
+
 /// RFC 9000 §13.4.2: each new path is tested afresh ("An endpoint thus attempts to use ECN and validates
 /// this for each new connection, ..., and on active connection migration to a new path"; Appendix A.4:
 /// "existing ECN counts are remembered as a baseline"). The old mapping rewrote ECT(0) to ECT(1), so the
