@@ -173,8 +173,8 @@ impl Connection {
         }
         // RFC 9002 §7.8: the window only grows while the sender uses it; when it stopped for lack of data
         // (or flow control) rather than for the window or pacing, the sender is application-limited. A
-        // transmit that ended full (`max_segments` datagrams, or one UDP send's bytes) did not ask the
-        // window: the sender is limited by it only if it is full now.
+        // transmit that ended full (`max_segments` datagrams, one UDP send's bytes, or the end of an ECN
+        // testing period) did not ask the window: the sender is limited by it only if it is full now.
         if full && !self.window_limited {
             let in_flight = self.recovery.path_bytes_in_flight();
             self.window_limited = in_flight > 0 && in_flight + mtu as u64 > self.cc.window();
