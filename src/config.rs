@@ -191,10 +191,11 @@ pub struct TransportConfig {
     /// Largest UDP payload this side accepts (RFC 9000 §18.2 max_udp_payload_size). Announced within
     /// 1200..=65527, the largest UDP payload there is.
     pub max_udp_payload_size: u16,
-    /// Out-of-order CRYPTO bytes buffered per space before the connection fails with CRYPTO_BUFFER_EXCEEDED;
-    /// at least 4096 (RFC 9000 §7.5: "MUST support buffering at least 4096 bytes"). The pieces held
-    /// around holes are bounded by it too: one per 256 bytes (at least 16), beyond which the connection
-    /// fails the same way.
+    /// Out-of-order CRYPTO bytes held per space (beyond a gap, whatever is missing before them) before
+    /// the connection fails with CRYPTO_BUFFER_EXCEEDED; at least 4096 (RFC 9000 §7.5: "MUST support
+    /// buffering at least 4096 bytes"). CRYPTO data may reach twice this past what TLS has read, and the
+    /// pieces held around holes are bounded by it too: one per 256 bytes (at least 16); beyond either
+    /// the connection fails the same way.
     pub crypto_buffer_size: usize,
     /// How many connection IDs from the peer this side stores (RFC 9000 §18.2 active_connection_id_limit),
     /// and at most how many it issues to the peer. Taken within 2..=64.

@@ -210,6 +210,12 @@ impl Assembler {
         self.chunks.len()
     }
 
+    /// Bytes held beyond the first gap, not readable yet (a walk over [`fragments`](Self::fragments)
+    /// pieces).
+    pub(crate) fn held_beyond_gap(&self) -> usize {
+        self.chunks.values().map(Bytes::len).sum()
+    }
+
     /// The end of the data held without a gap from the read offset: a chunk starting beyond it has to
     /// wait for a gap to fill.
     pub(crate) fn contiguous_end(&self) -> u64 {

@@ -30,6 +30,11 @@ const CRYPTO_BYTES_PER_FRAGMENT: u64 = 256;
 
 /// How many separate pieces of CRYPTO data, held around holes, a `window`-byte buffer allows (at least
 /// 16).
+/// How far past what TLS read CRYPTO data may reach, in multiples of the CRYPTO buffer limit (which
+/// bounds the bytes held beyond a gap): a gap as large as the limit still leaves room for the limit's
+/// bytes beyond it.
+const CRYPTO_OFFSET_SPAN: u64 = 2;
+
 fn crypto_fragments_limit(window: u64) -> u64 {
     (window / CRYPTO_BYTES_PER_FRAGMENT).max(16)
 }
@@ -556,7 +561,8 @@ impl Connection {
                 Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
                 Frame::Crypto(c) => {
                     // RFC 9000 §7.5: at least 4096 bytes, whatever the configuration says.
-                    let window = self.config.crypto_buffer_size.max(4096) as u64;
+                    let limit = self.config.crypto_buffer_size.max(4096);
+                    let window = limit as u64;
                     let left = self.crypto_level_left(space);
                     let min_rtt = self.recovery.rtt().min();
                     let settled = self
@@ -610,12 +616,25 @@ impl Connection {
                     // buffers they came in. RFC 9000 §7.5: a peer may not make us buffer more than we
                     // allow, in bytes or in pieces held around holes (each costs an entry, however
                     // small).
+                    // The limit counts the bytes held beyond a gap (§7.5: "at least 4096 bytes of data
+                    // received in out-of-order CRYPTO frames", whatever is missing before them), and
+                    // the data may reach CRYPTO_OFFSET_SPAN times the limit past what TLS read.
                     s.crypto_recv
-                        .insert_judged(c.offset, c.data, window, buffer_len)
+                        .insert_judged(
+                            c.offset,
+                            c.data,
+                            window.saturating_mul(CRYPTO_OFFSET_SPAN),
+                            buffer_len,
+                        )
                         .map_err(|_| {
-                            TransportError::crypto_buffer_exceeded("too much out-of-order CRYPTO data")
-                                .with_frame(ty)
+                            TransportError::crypto_buffer_exceeded("CRYPTO data too far ahead").with_frame(ty)
                         })?;
+                    if s.crypto_recv.held_beyond_gap() > limit {
+                        return Err(TransportError::crypto_buffer_exceeded(
+                            "too much out-of-order CRYPTO data",
+                        )
+                        .with_frame(ty));
+                    }
                     if s.crypto_recv.fragments() as u64 > crypto_fragments_limit(window) {
                         return Err(TransportError::crypto_buffer_exceeded(
                             "CRYPTO data in too many separate pieces",

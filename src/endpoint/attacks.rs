@@ -1604,12 +1604,43 @@ fn unconsumed_crypto_data_when_tls_leaves_its_level_is_a_protocol_violation() {
 #[test]
 fn oversized_crypto_data_is_crypto_buffer_exceeded() {
     let mut p = Pair::new(TransportConfig::default());
+    // CRYPTO data may reach twice the limit past what TLS read (the limit counts bytes held).
     let window = TransportConfig::default().crypto_buffer_size as u64;
     p.client_sends(&[Frame::Crypto(CryptoFrame {
-        offset: window + 1,
+        offset: 2 * window + 1,
         data: Bytes::from_static(b"x"),
     })]);
     p.assert_closed_with(TransportErrorCode::CRYPTO_BUFFER_EXCEEDED);
+}
+
+/// RFC 9000 §7.5: "Implementations MUST support buffering at least 4096 bytes of data received in
+/// out-of-order CRYPTO frames". With the limit at its floor of 4096 bytes, 4096 bytes beyond a gap of
+/// one packet are held, and only more is CRYPTO_BUFFER_EXCEEDED. Before, the limit was a window of
+/// offsets from what TLS had read, so a gap counted against it: 4096 bytes behind 1200 missing ones
+/// closed the connection.
+#[test]
+fn out_of_order_crypto_data_is_counted_in_bytes_held() {
+    let config = TransportConfig {
+        crypto_buffer_size: 4096,
+        ..TransportConfig::default()
+    };
+    let crypto = |len: usize| {
+        Frame::Crypto(CryptoFrame {
+            offset: 1200,
+            data: Bytes::from(vec![0x16; len]),
+        })
+    };
+    let mut p = Pair::new(config.clone());
+    inject(&mut p, SpaceId::Data, &[crypto(4096)]);
+    p.run(Duration::from_secs(1));
+    assert_eq!(server_error(&mut p), None, "4096 bytes beyond a gap refused");
+    let mut p = Pair::new(config);
+    inject(&mut p, SpaceId::Data, &[crypto(4097)]);
+    p.run(Duration::from_secs(1));
+    assert_eq!(
+        server_error(&mut p),
+        Some(TransportErrorCode::CRYPTO_BUFFER_EXCEEDED)
+    );
 }
 
 #[test]
