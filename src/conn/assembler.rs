@@ -210,10 +210,11 @@ impl Assembler {
         self.chunks.len()
     }
 
-    /// Bytes held beyond the first gap, not readable yet (a walk over [`fragments`](Self::fragments)
-    /// pieces).
+    /// Bytes held beyond the first gap, not readable yet: all bytes held but the in-order run, which
+    /// spans the read offset to `ready_end`.
     pub(crate) fn held_beyond_gap(&self) -> usize {
-        self.chunks.values().map(Bytes::len).sum()
+        let ready = usize::try_from(self.ready_end - self.read_offset).unwrap_or(usize::MAX);
+        self.buffered.saturating_sub(ready)
     }
 
     /// The end of the data held without a gap from the read offset: a chunk starting beyond it has to
@@ -1004,6 +1005,7 @@ mod tests {
                     a.settle();
                 }
                 prop_assert!(a.buffered() <= len - out.len());
+                prop_assert_eq!(a.held_beyond_gap(), a.chunks.values().map(Bytes::len).sum::<usize>());
                 if i % 3 == 0 {
                     out.extend(read_all(&mut a));
                 }
