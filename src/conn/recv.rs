@@ -28,13 +28,13 @@ use crate::wire::{ConnectionId, Reader, TransportError};
 /// packets with every other one lost makes about 28.
 const CRYPTO_BYTES_PER_FRAGMENT: u64 = 256;
 
-/// How many separate pieces of CRYPTO data, held around holes, a `window`-byte buffer allows (at least
-/// 16).
 /// How far past what TLS read CRYPTO data may reach, in multiples of the CRYPTO buffer limit (which
 /// bounds the bytes held beyond a gap): a gap as large as the limit still leaves room for the limit's
 /// bytes beyond it.
 const CRYPTO_OFFSET_SPAN: u64 = 2;
 
+/// How many separate pieces of CRYPTO data, held around holes, a `window`-byte buffer allows (at least
+/// 16).
 fn crypto_fragments_limit(window: u64) -> u64 {
     (window / CRYPTO_BYTES_PER_FRAGMENT).max(16)
 }
@@ -569,29 +569,27 @@ impl Connection {
                         .recovery
                         .last_ack_eliciting_sent(space)
                         .map_or(true, |t| now.saturating_duration_since(t) >= min_rtt);
+                    let end = c.offset.saturating_add(c.data.len() as u64);
                     // The space may have been discarded by an earlier frame of this very packet (the
-                    // client's Finished confirms the handshake at the server). RFC 9001 §4.1.3: TLS has
-                    // left its level, so data past what was received is still a PROTOCOL_VIOLATION.
-                    let Some(s) = self.spaces.live_mut(space.index()) else {
-                        if crypto_end_at_discard
-                            .is_some_and(|end| c.offset.saturating_add(c.data.len() as u64) > end)
-                        {
-                            return Err(TransportError::protocol_violation(
-                                "CRYPTO data past the end of a level TLS has left",
-                            )
-                            .with_frame(ty));
-                        }
-                        continue;
-                    };
+                    // client's Finished confirms the handshake at the server).
+                    let live = self.spaces.live_mut(space.index());
                     // RFC 9001 §4.1.3: at a level TLS no longer reads at, CRYPTO data may not extend past
                     // the end of what was received (all of it read: see `drive_tls`), even beyond a gap,
-                    // where it would otherwise wait, unread, until the keys go.
-                    if left && c.offset.saturating_add(c.data.len() as u64) > s.crypto_recv.contiguous_end() {
+                    // where it would otherwise wait, unread, until the keys go; nor in the rest of the
+                    // packet whose frame made the connection discard the level.
+                    let left_end = match &live {
+                        Some(s) => left.then(|| s.crypto_recv.contiguous_end()),
+                        None => crypto_end_at_discard,
+                    };
+                    if left_end.is_some_and(|left_end| end > left_end) {
                         return Err(TransportError::protocol_violation(
                             "CRYPTO data past the end of a level TLS has left",
                         )
                         .with_frame(ty));
                     }
+                    let Some(s) = live else {
+                        continue;
+                    };
                     // RFC 9002 §6.2.3: CRYPTO data we already have, sent again, tells that the peer
                     // misses an acknowledgement of it, or what we sent in answer: our own unacknowledged
                     // CRYPTO data of the space goes again now rather than at our PTO, once per space. A
@@ -605,7 +603,6 @@ impl Connection {
                     // client's second Initial probe, right behind the first the server answered). Nor
                     // when what we sent waits to go again already (declared lost, or held back by the
                     // amplification limit): it goes at the next chance, and the once is kept.
-                    let end = c.offset.saturating_add(c.data.len() as u64);
                     let resend = space != SpaceId::Data
                         && !c.data.is_empty()
                         && end <= s.crypto_recv.contiguous_end()
