@@ -178,14 +178,7 @@ fn parse_size(flag: &str, value: Option<String>) -> Result<u64, String> {
 
 fn parse_seed(value: Option<String>) -> Result<u64, String> {
     let value = value.ok_or("--seed needs a value")?;
-    let v = value.trim();
-    match v.strip_prefix("0x") {
-        // from_str_radix takes a leading `+`: `0x+5` is not hex.
-        Some(hex) if hex.starts_with('+') => Err(()),
-        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| ()),
-        None => v.parse().map_err(|_| ()),
-    }
-    .map_err(|()| format!("--seed: cannot parse {value:?}"))
+    quicsand::sim::parse_seed(&value).ok_or_else(|| format!("--seed: cannot parse {value:?}"))
 }
 
 /// `Ok(None)` means `--help` was asked for.

@@ -135,16 +135,21 @@ fn seed_from(var: Result<String, std::env::VarError>, default: u64) -> u64 {
             panic!("{SEED_ENV}={value:?} is not a seed: it is not Unicode")
         }
     };
-    let s = value.trim();
-    let seed = match s.strip_prefix("0x") {
+    parse_seed(&value).unwrap_or_else(|| {
+        panic!("{SEED_ENV}={value:?} is not a seed: write one of 0..=2^64-1 in decimal, or in hex with 0x")
+    })
+}
+
+/// A seed written in decimal, or in hex with `0x` (whitespace around it ignored), as
+/// [`seed_from_env`] and the `sim` example take it; `None` for anything else.
+pub fn parse_seed(text: &str) -> Option<u64> {
+    let s = text.trim();
+    match s.strip_prefix("0x") {
         // from_str_radix takes a leading `+`: `0x+5` is not hex.
         Some(hex) if hex.starts_with('+') => None,
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
-    };
-    seed.unwrap_or_else(|| {
-        panic!("{SEED_ENV}={value:?} is not a seed: write one of 0..=2^64-1 in decimal, or in hex with 0x")
-    })
+    }
 }
 
 /// Mixes `seed` with `a` and `b` into an independent seed (SplitMix64 finaliser).
